@@ -1,0 +1,272 @@
+"""Save, load and share world-model checkpoints: local directories or Hugging Face Hub repos.
+
+A checkpoint is a directory holding ``config.json`` (:meth:`WorldModelConfig.to_dict` plus
+``"format": "gym-worldmodel/1"``) and ``model.safetensors`` (the model's state dict). Nothing is
+ever unpickled. Hub repos are looked up in the local cache first and downloaded only when allowed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gym_worldmodel.models import WorldModel, WorldModelConfig
+
+FORMAT = "gym-worldmodel/1"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
+
+
+def save_pretrained(model: WorldModel, directory: str | os.PathLike) -> Path:
+    """Write ``model`` as a checkpoint directory; each file is replaced atomically.
+
+    Args:
+        model: The model to save.
+        directory: Destination directory, created if needed.
+
+    Returns:
+        The checkpoint directory.
+    """
+    directory = Path(directory).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    text = json.dumps({"format": FORMAT, **model.config.to_dict()}, indent=2) + "\n"
+    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, {"format": "pt"}))
+    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return directory
+
+
+def from_pretrained(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> WorldModel:
+    """Load a checkpoint from a local directory or a Hugging Face Hub repo id.
+
+    A repo is looked up in the local Hugging Face cache first; it is downloaded only if it is not
+    cached, ``local_files_only`` is not True and offline mode (``HF_HUB_OFFLINE``) is off.
+
+    Args:
+        name_or_path: A checkpoint directory or a repo id such as ``"owner/name"``.
+        revision: Branch, tag or commit hash of the repo (default ``"main"``).
+        cache_dir: Hugging Face cache directory (default: the standard one).
+        local_files_only: If True never use the network; None or False allow downloading.
+        device: Device to move the model to.
+        dtype: Floating dtype to cast the model to.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        FileNotFoundError: The directory, repo or one of its files cannot be found.
+        ValueError: A file is malformed or does not match the model its config describes.
+    """
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        directory = path
+    elif isinstance(name_or_path, os.PathLike) or not _is_repo_id(name_or_path):
+        if path.exists():
+            raise NotADirectoryError(f"{path} is a file; expected a checkpoint directory")
+        raise FileNotFoundError(
+            f"checkpoint directory {str(path)!r} does not exist (and it is not a valid Hugging "
+            "Face repo id such as 'owner/name')"
+        )
+    else:
+        directory = _resolve_repo(name_or_path, revision, cache_dir, bool(local_files_only))
+    model = _load_directory(directory)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def push_to_hub(
+    model: WorldModel,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload world model",
+    token: str | None = None,
+) -> str:
+    """Save ``model`` and upload the checkpoint to a Hugging Face Hub model repo.
+
+    Args:
+        model: The model to upload.
+        repo_id: Target repo, created if it does not exist.
+        revision: Branch to commit to (default ``"main"``), created if needed.
+        private: Visibility of a newly created repo (None: the Hub's default).
+        commit_message: Message of the upload commit.
+        token: Hub token (default: the locally stored one).
+
+    Returns:
+        The commit URL returned by the Hub.
+    """
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="gym-worldmodel-") as folder:
+        save_pretrained(model, folder)
+        api.create_repo(repo_id, exist_ok=True, private=private)
+        if revision not in (None, "main"):
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id, folder_path=folder, revision=revision, commit_message=commit_message
+        )
+    return str(info)
+
+
+def _atomic_write(target: Path, write: Callable[[str], Any]) -> None:
+    """Write ``target`` through a temporary file in its directory, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _is_repo_id(name: str) -> bool:
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _offline() -> bool:
+    """Offline mode, from huggingface_hub (read at its import) or the environment (read now)."""
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return bool(hf_constants.HF_HUB_OFFLINE) or env in _TRUE_VALUES
+
+
+def _resolve_repo(
+    repo_id: str, revision: str | None, cache_dir: str | os.PathLike | None, local_only: bool
+) -> Path:
+    """Directory of a repo snapshot: from the cache if complete there, else downloaded."""
+    kwargs: dict[str, Any] = dict(
+        revision=revision, cache_dir=cache_dir, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]
+    )
+    error: Exception | None = None
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
+        if (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file():
+            return folder
+    except (OSError, ValueError) as err:
+        error = err
+    offline = _offline()
+    if local_only or offline:
+        why = "offline mode is on (HF_HUB_OFFLINE)" if offline else "local_files_only=True"
+        raise FileNotFoundError(_not_found(repo_id, revision, cache_dir, offline, why)) from error
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=False, **kwargs))
+    except Exception as err:
+        why = f"downloading failed ({type(err).__name__}: {err})"
+        raise FileNotFoundError(_not_found(repo_id, revision, cache_dir, offline, why)) from err
+
+
+def _not_found(repo_id: str, revision: str | None, cache_dir: Any, offline: bool, why: str) -> str:
+    cache = cache_dir if cache_dir is not None else hf_constants.HF_HUB_CACHE
+    return (
+        f"world model repo {repo_id!r} (revision {revision or 'main'!r}) is not in the Hugging "
+        f"Face cache {str(cache)!r} and was not downloaded: {why}. Offline mode is "
+        f"{'on' if offline else 'off'}. To fix: pass a local directory written by "
+        "save_pretrained, or run once online (HF_HUB_OFFLINE unset) to cache the repo."
+    )
+
+
+def _load_directory(directory: Path) -> WorldModel:
+    """Validate and load a checkpoint directory on the CPU in float32."""
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"{directory / name} not found; a checkpoint needs {name}")
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    config = _read_config(config_path)
+    try:
+        tensors = load_file(weights_path)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(
+            f"{weights_path} is not a readable safetensors file ({err}); "
+            "re-save with save_pretrained"
+        ) from err
+    try:
+        model = WorldModel(config)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"cannot build a WorldModel from {config_path}: {err}") from err
+    _check_tensors(tensors, model.state_dict(), weights_path)
+    model.load_state_dict(tensors, strict=True)
+    return model
+
+
+def _read_config(path: Path) -> WorldModelConfig:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); expected a WorldModelConfig") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    fmt = data.pop("format", None)
+    if fmt != FORMAT:
+        raise ValueError(f"{path}: 'format' is {fmt!r}, expected {FORMAT!r}")
+    try:
+        return WorldModelConfig.from_dict(data)
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise ValueError(f"{path} is not a valid WorldModelConfig: {err}") from err
+
+
+def _check_tensors(
+    tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path
+) -> None:
+    """Raise ``ValueError`` listing every key, shape and dtype mismatch against ``expected``."""
+    common = sorted(tensors.keys() & expected.keys())
+    problems = {
+        "missing keys": sorted(expected.keys() - tensors.keys()),
+        "unexpected keys": sorted(tensors.keys() - expected.keys()),
+        "shape mismatches": [
+            f"{k}: got {tuple(tensors[k].shape)}, expected {tuple(expected[k].shape)}"
+            for k in common
+            if tensors[k].shape != expected[k].shape
+        ],
+        "dtype mismatches": [
+            f"{k}: got {tensors[k].dtype}, expected "
+            + ("a floating dtype" if expected[k].is_floating_point() else str(expected[k].dtype))
+            for k in common
+            if not _dtype_ok(tensors[k].dtype, expected[k].dtype)
+        ],
+    }
+    lines = [f"{kind} ({len(v)}): {_clip(v)}" for kind, v in problems.items() if v]
+    if lines:
+        raise ValueError(
+            f"{path} does not match the model described by {CONFIG_NAME}: " + "; ".join(lines)
+        )
+
+
+def _dtype_ok(got: torch.dtype, want: torch.dtype) -> bool:
+    """Any floating dtype may fill a floating tensor (it is cast); other dtypes must match."""
+    return got.is_floating_point if want.is_floating_point else got == want
+
+
+def _clip(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

@@ -1,0 +1,230 @@
+"""Preallocated, batched KV cache: sink, retrieved-memory slots, ring window, current chunk.
+
+Layout of one row's token slots (every layer alike)::
+
+    [ sink (first chunk) | memory (M chunks) | ring window (W chunks) | current chunk ]
+
+Keys are stored already rotated to their slot's position, and positions are relative to the
+current chunk, which always sits at time ``P = (1 + M + W) * F`` frames: the sink at ``0``, memory
+chunk ``m`` at ``(1 + m) * F``, the ring chunk ``a`` chunks old at ``P - a * F``. A commit ages
+every ring key by one chunk with a fixed rotation, so an endless episode never leaves the trained
+position range and a step never re-rotates the whole cache.
+
+Nothing here allocates per step beyond small index tensors, and nothing syncs to the host: write
+positions are computed on the device from each row's chunk counter, so rows reset at different
+times coexist in one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gym_worldmodel.models.config import DiTConfig
+from gym_worldmodel.models.rope import Rotary3D, apply_rotary
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """Token slot ranges of one cache row, derived from the model config."""
+
+    chunk_tokens: int
+    chunk_frames: int
+    memory_chunks: int
+    window_chunks: int
+
+    @classmethod
+    def from_config(cls, config: DiTConfig) -> CacheLayout:
+        """The layout a model with ``config`` was trained for."""
+        return cls(
+            config.tokens_per_chunk, config.chunk_frames, config.memory_chunks, config.window_chunks
+        )
+
+    def _span(self, first_chunk: int, chunks: int) -> slice:
+        return slice(first_chunk * self.chunk_tokens, (first_chunk + chunks) * self.chunk_tokens)
+
+    @property
+    def sink(self) -> slice:
+        """Slots of the first chunk of the episode."""
+        return self._span(0, 1)
+
+    @property
+    def memory(self) -> slice:
+        """Slots reserved for retrieved spatial memory."""
+        return self._span(1, self.memory_chunks)
+
+    @property
+    def window(self) -> slice:
+        """Ring of the most recent chunks."""
+        return self._span(1 + self.memory_chunks, self.window_chunks)
+
+    @property
+    def current(self) -> slice:
+        """Scratch slots of the chunk being generated."""
+        return self._span(1 + self.memory_chunks + self.window_chunks, 1)
+
+    @property
+    def slots(self) -> int:
+        """Token slots per row."""
+        return self.current.stop
+
+    @property
+    def current_time(self) -> int:
+        """Time index (frames) of the current chunk's first frame."""
+        return (1 + self.memory_chunks + self.window_chunks) * self.chunk_frames
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of independent rows.
+
+    Build one with :meth:`for_model`. The model's attention calls :meth:`stage` each forward and
+    :meth:`write` on the cache-write pass; the rollout then calls :meth:`commit` once.
+
+    Attributes:
+        k: ``(L, B, H, S, Dh)`` rotated keys.
+        v: ``(L, B, H, S, Dh)`` values.
+        valid: ``(B, S)`` bool, slots holding keys (the current chunk's always do).
+        chunks: ``(B,)`` long, chunks committed per row since its reset.
+    """
+
+    def __init__(
+        self,
+        layout: CacheLayout,
+        k: Tensor,
+        v: Tensor,
+        valid: Tensor,
+        chunks: Tensor,
+        to_sink: tuple[Tensor, Tensor],
+        age: tuple[Tensor, Tensor],
+    ) -> None:
+        self.layout, self.k, self.v, self.valid, self.chunks = layout, k, v, valid, chunks
+        self._to_sink, self._age = to_sink, age
+        self._refresh_write_index()
+
+    @classmethod
+    def for_model(
+        cls,
+        config: DiTConfig,
+        rope: Rotary3D,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> KVCache:
+        """An empty cache for ``batch_size`` rows of a model with ``config`` and ``rope``."""
+        layout = CacheLayout.from_config(config)
+        shape = (config.depth, batch_size, config.heads, layout.slots, config.head_dim)
+        k = torch.zeros(shape, device=device, dtype=dtype)
+        valid = torch.zeros(batch_size, layout.slots, dtype=torch.bool, device=device)
+        valid[:, layout.current] = True
+        chunks = torch.zeros(batch_size, dtype=torch.long, device=device)
+
+        def shift(frames: float) -> tuple[Tensor, Tensor]:
+            cos, sin = rope.time_shift(frames)
+            return cos.to(device, dtype), sin.to(device, dtype)
+
+        return cls(
+            layout,
+            k,
+            torch.zeros_like(k),
+            valid,
+            chunks,
+            shift(-layout.current_time),
+            shift(-layout.chunk_frames),
+        )
+
+    @property
+    def batch_size(self) -> int:
+        """Rows."""
+        return self.k.shape[1]
+
+    @property
+    def attn_mask(self) -> Tensor:
+        """``(B, 1, 1, S)`` view of :attr:`valid` for attention."""
+        return self.valid[:, None, None, :]
+
+    def stage(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Put the current chunk's ``(B, H, T, Dh)`` K/V in the scratch slots; return the layer."""
+        cur = self.layout.current
+        self.k[layer, :, :, cur] = k
+        self.v[layer, :, :, cur] = v
+        return self.k[layer], self.v[layer]
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> None:
+        """Store the current chunk in the sink (a row's first chunk) or its ring slot."""
+        first = (self.chunks == 0)[:, None, None, None]
+        k = torch.where(first, apply_rotary(k, *self._to_sink), k)
+        index = self._write_index[:, None, :, None].expand_as(k)
+        self.k[layer].scatter_(2, index, k.to(self.k.dtype))
+        self.v[layer].scatter_(2, index, v.to(self.v.dtype))
+
+    def commit(self) -> None:
+        """Close a step after every layer wrote: mark slots valid, age the ring, count."""
+        self.valid.scatter_(1, self._write_index, True)
+        win = self.layout.window
+        self.k[:, :, :, win] = apply_rotary(self.k[:, :, :, win], *self._age)
+        self.chunks += 1
+        self._refresh_write_index()
+
+    def reset(self, env_idx: Tensor | list[int] | None = None) -> None:
+        """Empty rows ``env_idx`` (all rows if ``None``); other rows are untouched."""
+        rows = self._rows(env_idx)
+        self.k[:, rows] = 0
+        self.v[:, rows] = 0
+        self.valid[rows] = False
+        self.valid[rows, self.layout.current] = True
+        self.chunks[rows] = 0
+        self._refresh_write_index()
+
+    def select(self, idx: Tensor | list[int]) -> KVCache:
+        """A new cache holding copies of rows ``idx`` (repeats allowed: fork one row into n)."""
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.k.device)
+        return KVCache(
+            self.layout,
+            self.k[:, idx],
+            self.v[:, idx],
+            self.valid[idx],
+            self.chunks[idx],
+            self._to_sink,
+            self._age,
+        )
+
+    def clone(self) -> KVCache:
+        """An independent copy."""
+        return self.select(torch.arange(self.batch_size, device=self.k.device))
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors that fully describe the cache contents (references, not copies)."""
+        return {"k": self.k, "v": self.v, "valid": self.valid, "chunks": self.chunks}
+
+    def load_state_dict(self, state: dict[str, Tensor], env_idx: Tensor | list[int] | None = None):
+        """Copy ``state`` into rows ``env_idx`` (all rows if ``None``).
+
+        ``state`` holds as many rows as ``env_idx`` names (or the whole batch).
+        """
+        rows = self._rows(env_idx)
+        for name, dst in self.state_dict().items():
+            src = state[name]
+            expected = dst[:, rows].shape if dst.dim() == 5 else dst[rows].shape
+            if src.shape != expected:
+                raise ValueError(
+                    f"cache state {name!r} has shape {tuple(src.shape)}, expected {tuple(expected)}"
+                )
+            if dst.dim() == 5:
+                dst[:, rows] = src.to(dst)
+            else:
+                dst[rows] = src.to(dst)
+        self._refresh_write_index()
+
+    def _rows(self, env_idx: Tensor | list[int] | None) -> Tensor | slice:
+        if env_idx is None:
+            return slice(None)
+        return torch.as_tensor(env_idx, dtype=torch.long, device=self.k.device)
+
+    def _refresh_write_index(self) -> None:
+        """Slots the next committed chunk goes to, per row: ``(B, T)`` long."""
+        lay = self.layout
+        ring = (self.chunks - 1).clamp(min=0) % lay.window_chunks
+        start = torch.where(self.chunks == 0, 0, lay.window.start + ring * lay.chunk_tokens)
+        self._write_index = start[:, None] + torch.arange(lay.chunk_tokens, device=start.device)

@@ -1,0 +1,22 @@
+"""Model components: configs, VAE, causal chunk DiT, action experts."""
+
+from gym_worldmodel.models.config import (
+    DiTConfig,
+    SamplerConfig,
+    VAEConfig,
+    WorldModelConfig,
+)
+from gym_worldmodel.models.dit import CausalChunkDiT
+from gym_worldmodel.models.vae import VAE
+from gym_worldmodel.models.world_model import WorldModel, precision
+
+__all__ = [
+    "VAE",
+    "CausalChunkDiT",
+    "DiTConfig",
+    "SamplerConfig",
+    "VAEConfig",
+    "WorldModel",
+    "WorldModelConfig",
+    "precision",
+]

@@ -1,0 +1,274 @@
+"""Typed configuration for every model component.
+
+Every architecture constant lives here, once. Cache shapes, RoPE tables and token counts are
+derived from these dataclasses; no other module hard-codes a shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+#: Action vector width of each modality, in the order of the experts (the modality id).
+#: camera: translation one-hot (none, W, A, S, D) + rotation one-hot (none, left, right, up, down)
+#: + continuous (yaw, pitch) deltas; robot: the RT-1 vector (world_vector 3, rotation_delta 3,
+#: gripper 1, base_displacement_vector 2, base_displacement_vertical_rotation 1, terminate 3);
+#: driving: (steering, acceleration).
+DEFAULT_MODALITIES: dict[str, int] = {"camera": 12, "robot": 13, "driving": 2}
+
+#: Per-row widths are multiples of this so PyTorch's CPU elementwise kernels (two SIMD vectors per
+#: iteration, up to 64 bf16 values) never compute part of a row in their scalar tail loop; that
+#: keeps a row's result bitwise identical alone or in any batch.
+ROW_ALIGN = 64
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys with a clear error."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__} expects a dict, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(
+            f"{cls.__name__}: unknown keys {unknown}; expected a subset of {sorted(names)}"
+        )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            value = data[f.name]
+            sub = _NESTED.get((cls.__name__, f.name))
+            kwargs[f.name] = _from_dict(sub, value) if sub else _tuplify(value)
+    return cls(**kwargs)
+
+
+def _tuplify(value: Any) -> Any:
+    """JSON turns tuples into lists; configs use tuples so they stay hashable."""
+    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Convolutional VAE between uint8 frames and latents.
+
+    Attributes:
+        image_size: Side of the square RGB frame in pixels.
+        latent_channels: Channels of the latent.
+        channels: Width of each resolution level, from full resolution down. The spatial
+            compression factor is ``2 ** (len(channels) - 1)``.
+        blocks_per_level: Residual blocks per level.
+        scaling_factor: Latents are multiplied by this after encoding so they have about unit
+            variance for the diffusion model (set from data by training).
+    """
+
+    image_size: int = 64
+    latent_channels: int = 4
+    channels: tuple[int, ...] = (32, 64, 96)
+    blocks_per_level: int = 1
+    scaling_factor: float = 1.0
+
+    @property
+    def downsample(self) -> int:
+        """Spatial compression factor."""
+        return 2 ** (len(self.channels) - 1)
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the square latent."""
+        return self.image_size // self.downsample
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.downsample:
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by the downsample factor "
+                f"{self.downsample} implied by channels={self.channels}"
+            )
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Causal chunk diffusion transformer and the cache layout it is trained with.
+
+    Attributes:
+        latent_channels: Channels of the VAE latent (must match ``VAEConfig``).
+        latent_size: Side of the square latent (must match ``VAEConfig``).
+        patch_size: Side of the square latent patch that becomes one token.
+        dim: Transformer width.
+        depth: Number of blocks.
+        heads: Attention heads; ``dim // heads`` is the head width.
+        mlp_ratio: Hidden width of the MLP relative to ``dim``.
+        rope_axes: Head channels given to the (time, height, width) rotary axes; must sum to the
+            head width and each be even.
+        rope_theta: RoPE base.
+        chunk_frames: Latent frames generated per ``step()`` (one chunk).
+        sink_chunks: Chunks kept forever at the start of the cache (the first chunk).
+        window_chunks: Recent chunks kept in the ring window.
+        memory_chunks: Reserved cache chunks for retrieved spatial memory.
+        modalities: Action vector width of each modality; the key order is the modality id.
+        action_embed_dim: Width of the shared action embedding all projectors map into.
+    """
+
+    latent_channels: int = 4
+    latent_size: int = 16
+    patch_size: int = 2
+    dim: int = 256
+    depth: int = 6
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    rope_axes: tuple[int, int, int] = (16, 24, 24)
+    rope_theta: float = 256.0
+    chunk_frames: int = 3
+    sink_chunks: int = 1
+    window_chunks: int = 2
+    memory_chunks: int = 1
+    modalities: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MODALITIES))
+    action_embed_dim: int = 64
+
+    def __post_init__(self) -> None:
+        if self.dim % ROW_ALIGN or self.action_embed_dim % ROW_ALIGN:
+            raise ValueError(
+                f"dim ({self.dim}) and action_embed_dim ({self.action_embed_dim}) must be "
+                f"multiples of {ROW_ALIGN}: CPU kernels compute a buffer's tail with a scalar "
+                "path, so rows that are not whole vector iterations differ alone and in a batch"
+            )
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
+        if sum(self.rope_axes) != self.head_dim or any(a % 2 for a in self.rope_axes):
+            raise ValueError(
+                f"rope_axes {self.rope_axes} must be even and sum to the head width {self.head_dim}"
+            )
+        if self.latent_size % self.patch_size:
+            raise ValueError(
+                f"latent_size {self.latent_size} not divisible by patch {self.patch_size}"
+            )
+        if self.sink_chunks != 1:
+            raise ValueError("sink_chunks must be 1: the sink holds the episode's first chunk")
+        if self.window_chunks < 1 or self.memory_chunks < 0 or self.chunk_frames < 1:
+            raise ValueError(
+                "window_chunks >= 1, memory_chunks >= 0 and chunk_frames >= 1 required"
+            )
+        if not self.modalities:
+            raise ValueError("at least one action modality is required")
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.dim // self.heads
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Tokens of one latent frame."""
+        return (self.latent_size // self.patch_size) ** 2
+
+    @property
+    def tokens_per_chunk(self) -> int:
+        """Tokens of one chunk (the query length of one step)."""
+        return self.chunk_frames * self.tokens_per_frame
+
+    @property
+    def context_frames(self) -> int:
+        """Frames of context before the current chunk (sink + memory + window): its time index."""
+        return (self.sink_chunks + self.memory_chunks + self.window_chunks) * self.chunk_frames
+
+    @property
+    def action_dim(self) -> int:
+        """Width of the padded action vector every modality is written into."""
+        return max(self.modalities.values())
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        """Modality names in id order."""
+        return tuple(self.modalities)
+
+    def modality_id(self, name: str) -> int:
+        """Expert index of modality ``name``."""
+        if name not in self.modalities:
+            raise KeyError(f"unknown modality {name!r}; this model has {list(self.modalities)}")
+        return self.modality_names.index(name)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Few-step flow-matching sampling.
+
+    Attributes:
+        nfe: Denoiser evaluations per chunk (not counting the cache-write pass or guidance).
+        shift: Timestep shift; larger values spend more steps at high noise.
+        guidance_scale: Classifier-free guidance against the null action; 1.0 turns it off
+            (and costs nothing extra).
+        context_t: Noise level of the cache-write pass (0 writes clean K/V).
+        stochastic: Re-noise the x0 prediction with fresh noise between steps (distilled
+            students); if False take deterministic Euler steps (teachers).
+    """
+
+    nfe: int = 3
+    shift: float = 3.0
+    guidance_scale: float = 1.0
+    context_t: float = 0.0
+    stochastic: bool = True
+
+    def __post_init__(self) -> None:
+        if self.nfe < 1:
+            raise ValueError(f"nfe must be >= 1, got {self.nfe}")
+        if self.shift <= 0:
+            raise ValueError(f"shift must be > 0, got {self.shift}")
+        if not 0.0 <= self.context_t < 1.0:
+            raise ValueError(f"context_t must be in [0, 1), got {self.context_t}")
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    """A whole world model: VAE, denoiser, sampler defaults and the world's frame rate."""
+
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    fps: int = 15
+
+    def __post_init__(self) -> None:
+        if (self.vae.latent_channels, self.vae.latent_size) != (
+            self.dit.latent_channels,
+            self.dit.latent_size,
+        ):
+            raise ValueError(
+                f"VAE latent ({self.vae.latent_channels}, {self.vae.latent_size}) does not match "
+                f"DiT latent ({self.dit.latent_channels}, {self.dit.latent_size})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form, as written to ``config.json``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorldModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        return _from_dict(cls, data)
+
+    @classmethod
+    def tiny(cls, **dit_overrides: Any) -> WorldModelConfig:
+        """A very small model for tests and doctests (32x32 frames, 2 blocks)."""
+        vae = VAEConfig(image_size=32, latent_channels=4, channels=(8, 16))
+        dit_kwargs: dict[str, Any] = dict(
+            latent_channels=4,
+            latent_size=16,
+            patch_size=4,
+            dim=64,
+            depth=2,
+            heads=2,
+            rope_axes=(8, 12, 12),
+            chunk_frames=2,
+            window_chunks=2,
+            memory_chunks=1,
+            action_embed_dim=64,
+        )
+        dit_kwargs.update(dit_overrides)
+        return cls(vae=vae, dit=DiTConfig(**dit_kwargs), sampler=SamplerConfig(nfe=2))
+
+
+_NESTED: dict[tuple[str, str], type] = {
+    ("WorldModelConfig", "vae"): VAEConfig,
+    ("WorldModelConfig", "dit"): DiTConfig,
+    ("WorldModelConfig", "sampler"): SamplerConfig,
+}

@@ -1,0 +1,221 @@
+"""Causal chunk diffusion transformer (the denoiser).
+
+One forward is one denoiser call: noisy latents of a chunk, their noise level and per-frame
+actions in; the flow-matching velocity out. Attention is block-causal: bidirectional inside a
+chunk, causal across chunks through the KV cache (inference) or a sliding-window mask (training).
+
+Shapes (the one layout, used at every boundary):
+    latents  (B, F, C, h, w)   F latent frames of C channels, h = w = latent_size
+    t        (B,) chunk noise level in [0, 1] (1 = pure noise); (B, N) per chunk for sequences
+    actions  (B, F, A)         padded action vector per latent frame, A = config.action_dim
+    modality (B,) long         expert id per row (``config.modality_id(name)``)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from gym_worldmodel.models.actions import ActionExpert, ActionProjectors
+from gym_worldmodel.models.attention import (
+    ChunkAttention,
+    ChunkCache,
+    SelfAttention,
+    SequenceAttention,
+)
+from gym_worldmodel.models.config import DiTConfig
+from gym_worldmodel.models.rope import Rotary3D, grid_positions
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """AdaLN modulation."""
+    return x * (1 + scale) + shift
+
+
+class TimestepEmbedding(nn.Module):
+    """Sinusoidal embedding of the noise level followed by an MLP."""
+
+    def __init__(self, dim: int, freq_dim: int = 128) -> None:
+        super().__init__()
+        half = freq_dim // 2
+        freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / half)
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        """``t`` (...) in [0, 1] -> (..., dim)."""
+        angles = (t.float() * 1000.0)[..., None] * self.freqs
+        return self.mlp(torch.cat((angles.cos(), angles.sin()), dim=-1))
+
+
+class DiTBlock(nn.Module):
+    """Action expert, then adaLN-Zero self-attention and MLP."""
+
+    def __init__(self, config: DiTConfig) -> None:
+        super().__init__()
+        self.expert = ActionExpert(config)
+        self.norm1 = nn.LayerNorm(config.dim, elementwise_affine=False, eps=1e-6)
+        self.attn = SelfAttention(config)
+        self.norm2 = nn.LayerNorm(config.dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(config.dim * config.mlp_ratio)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.dim, hidden),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(hidden, config.dim),
+        )
+        self.ada = nn.Linear(config.dim, 6 * config.dim)
+        nn.init.zeros_(self.ada.weight)
+        nn.init.zeros_(self.ada.bias)
+
+    def forward(
+        self,
+        x: Tensor,
+        cond: Tensor,
+        action: Tensor,
+        modality: Tensor,
+        layer: int,
+        context: ChunkAttention | SequenceAttention,
+    ) -> Tensor:
+        """``x`` (B, NF, Tf, dim); ``cond`` (B, NF, dim); ``action`` (B, NF, u)."""
+        b, nf, tf, d = x.shape
+        x = x + self.expert(action, modality)[:, :, None]
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond))[:, :, None].chunk(
+            6, -1
+        )
+        h = modulate(self.norm1(x), shift1, scale1).reshape(b, nf * tf, d)
+        x = x + gate1 * self.attn(h, layer, context).view(b, nf, tf, d)
+        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class CausalChunkDiT(nn.Module):
+    """The denoiser: latents of a chunk at noise level ``t`` -> flow-matching velocity.
+
+    Args:
+        config: Architecture and cache layout.
+
+    Example:
+        >>> import torch
+        >>> from gym_worldmodel.models import CausalChunkDiT, WorldModelConfig
+        >>> cfg = WorldModelConfig.tiny().dit
+        >>> dit = CausalChunkDiT(cfg)
+        >>> side = cfg.latent_size
+        >>> x = torch.randn(2, cfg.chunk_frames, cfg.latent_channels, side, side)
+        >>> a = torch.zeros(2, cfg.chunk_frames, cfg.action_dim)
+        >>> dit(x, torch.ones(2), a, torch.zeros(2, dtype=torch.long)).shape
+        torch.Size([2, 2, 4, 16, 16])
+    """
+
+    def __init__(self, config: DiTConfig) -> None:
+        super().__init__()
+        self.config = config
+        p, c = config.patch_size, config.latent_channels
+        self.patch_embed = nn.Linear(c * p * p, config.dim)
+        self.time_embed = TimestepEmbedding(config.dim)
+        self.actions = ActionProjectors(config)
+        self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.depth))
+        self.final_norm = nn.LayerNorm(config.dim, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Linear(config.dim, 2 * config.dim)
+        self.out = nn.Linear(config.dim, c * p * p)
+        for layer in (self.final_ada, self.out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.rope = Rotary3D(config.rope_axes, config.rope_theta)
+        side = config.latent_size // p
+        # The current chunk always sits at time ``context_frames``: queries and fresh keys.
+        cos, sin = self.rope.cos_sin(
+            grid_positions(config.chunk_frames, side, config.context_frames)
+        )
+        self.register_buffer("chunk_cos", cos, persistent=False)
+        self.register_buffer("chunk_sin", sin, persistent=False)
+
+    def forward(
+        self,
+        x: Tensor,
+        t: Tensor,
+        actions: Tensor,
+        modality: Tensor,
+        cache: ChunkCache | None = None,
+        *,
+        write: bool = False,
+        drop_action: Tensor | None = None,
+    ) -> Tensor:
+        """Denoise one chunk against the cache.
+
+        Args:
+            x: ``(B, F, C, h, w)`` noisy latents of the current chunk.
+            t: ``(B,)`` noise level.
+            actions: ``(B, F, A)`` padded actions.
+            modality: ``(B,)`` expert ids.
+            cache: KV cache of the rows; ``None`` attends to the chunk alone.
+            write: Store this pass's K/V in the cache (the cache-write pass).
+            drop_action: ``(B,)`` bool; rows use the null action.
+
+        Returns:
+            Velocity ``(B, F, C, h, w)``.
+        """
+        if cache is None:
+            if write:
+                raise ValueError("write=True needs a cache")
+            context = SequenceAttention(self.config, self.rope, 1, x.device)
+        else:
+            context = ChunkAttention(cache, self.chunk_cos, self.chunk_sin, write)
+        t_frames = t[:, None].expand(-1, x.shape[1])
+        return self._run(x, t_frames, actions, modality, drop_action, context)
+
+    def forward_sequence(
+        self,
+        x: Tensor,
+        t: Tensor,
+        actions: Tensor,
+        modality: Tensor,
+        *,
+        drop_action: Tensor | None = None,
+    ) -> Tensor:
+        """Denoise a whole sequence of chunks in one forward, without a cache.
+
+        Chunk ``n`` sees exactly what the cache would hold when generating it: the sink (chunk 0),
+        the ``window_chunks`` chunks before it, and itself. Used for training (each chunk its own
+        noise level: noise as mask) and as the no-cache reference.
+
+        Args:
+            x: ``(B, N * F, C, h, w)`` latents of N chunks.
+            t: ``(B, N)`` noise level of each chunk.
+            actions: ``(B, N * F, A)``.
+            modality: ``(B,)``.
+            drop_action: ``(B,)`` bool.
+
+        Returns:
+            Velocity ``(B, N * F, C, h, w)``.
+        """
+        n = t.shape[1]
+        if x.shape[1] != n * self.config.chunk_frames:
+            raise ValueError(
+                f"x has {x.shape[1]} frames; t implies {n} chunks of {self.config.chunk_frames}"
+            )
+        context = SequenceAttention(self.config, self.rope, n, x.device)
+        t_frames = t.repeat_interleave(self.config.chunk_frames, dim=1)
+        return self._run(x, t_frames, actions, modality, drop_action, context)
+
+    def _run(
+        self,
+        x: Tensor,
+        t_frames: Tensor,
+        actions: Tensor,
+        modality: Tensor,
+        drop_action: Tensor | None,
+        context: ChunkAttention | SequenceAttention,
+    ) -> Tensor:
+        p, side = self.config.patch_size, self.config.latent_size // self.config.patch_size
+        tokens = rearrange(x, "b f c (h p) (w q) -> b f (h w) (c p q)", p=p, q=p)
+        tokens = self.patch_embed(tokens)  # (B, NF, Tf, dim)
+        cond = self.time_embed(t_frames)  # (B, NF, dim)
+        action = self.actions(actions, modality, drop_action)  # (B, NF, u)
+        for layer, block in enumerate(self.blocks):
+            tokens = block(tokens, cond, action, modality, layer, context)
+        shift, scale = self.final_ada(F.silu(cond))[:, :, None].chunk(2, -1)
+        out = self.out(modulate(self.final_norm(tokens), shift, scale))  # (B, NF, Tf, C p p)
+        return rearrange(out, "b f (h w) (c p q) -> b f c (h p) (w q)", h=side, p=p, q=p)

@@ -1,0 +1,67 @@
+"""Rotary position embedding over (time, height, width).
+
+The head channels are split across three axes (``DiTConfig.rope_axes``). Positions are in
+latent frames (time) and token rows/columns (height, width). Time positions are relative to the
+cache (see :mod:`gym_worldmodel.memory.kv_cache`), so they stay inside a fixed range however long
+an episode runs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """Map the halves ``(x1, x2)`` of the last axis to ``(-x2, x1)``."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x`` (..., D) by angles whose cosines and sines broadcast against it."""
+    return x * cos + rotate_half(x) * sin
+
+
+class Rotary3D(nn.Module):
+    """Frequencies of a 3-axis RoPE and the cos/sin tables derived from positions.
+
+    Args:
+        axes: Head channels per (time, height, width) axis; each even.
+        theta: Base of the geometric frequency ladder.
+    """
+
+    def __init__(self, axes: tuple[int, int, int], theta: float) -> None:
+        super().__init__()
+        freqs = [theta ** (-torch.arange(0, a, 2, dtype=torch.float64) / a) for a in axes]
+        self.axes = axes
+        # (3, D/2) with zeros where a frequency belongs to another axis; positions @ this = angles.
+        table = torch.zeros(3, sum(axes) // 2, dtype=torch.float64)
+        start = 0
+        for axis, f in enumerate(freqs):
+            table[axis, start : start + len(f)] = f
+            start += len(f)
+        self.register_buffer("freq_table", table, persistent=False)
+
+    def cos_sin(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """Cos/sin tables for positions ``(..., 3)`` (time, row, col); each ``(..., D)``."""
+        angles = positions.to(torch.float64) @ self.freq_table  # (..., D/2)
+        angles = torch.cat((angles, angles), dim=-1)
+        return angles.cos().float(), angles.sin().float()
+
+    def time_shift(self, frames: float) -> tuple[Tensor, Tensor]:
+        """Cos/sin ``(D,)`` that move a key ``frames`` latent frames along the time axis."""
+        pos = torch.tensor([frames, 0.0, 0.0], device=self.freq_table.device)
+        return self.cos_sin(pos)
+
+
+def grid_positions(frames: int, side: int, time_offset: float = 0.0) -> Tensor:
+    """(time, row, col) of every token of ``frames`` frames of ``side x side`` tokens.
+
+    Returns:
+        Float tensor ``(frames * side * side, 3)`` in frame-major, row-major order.
+    """
+    t = torch.arange(frames, dtype=torch.float64) + time_offset
+    r = torch.arange(side, dtype=torch.float64)
+    tt, rr, cc = torch.meshgrid(t, r, r, indexing="ij")
+    return torch.stack((tt, rr, cc), dim=-1).reshape(-1, 3)

@@ -1,0 +1,54 @@
+"""The world model: VAE and causal chunk DiT under one config."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from gym_worldmodel.models.config import WorldModelConfig
+from gym_worldmodel.models.dit import CausalChunkDiT
+from gym_worldmodel.models.vae import VAE
+
+
+class WorldModel(nn.Module):
+    """A VAE and a denoiser sharing one :class:`WorldModelConfig`.
+
+    Load and save with :func:`gym_worldmodel.hub.from_pretrained` and
+    :func:`gym_worldmodel.hub.save_pretrained`.
+
+    Args:
+        config: The whole model's configuration.
+    """
+
+    def __init__(self, config: WorldModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vae = VAE(config.vae)
+        self.dit = CausalChunkDiT(config.dit)
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter counts of each part."""
+        return {
+            "vae": sum(p.numel() for p in self.vae.parameters()),
+            "dit": sum(p.numel() for p in self.dit.parameters()),
+        }
+
+
+@contextlib.contextmanager
+def precision(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
+    """Run the body in ``dtype``: autocast for bf16/fp16, plain float32 otherwise.
+
+    Args:
+        device: Device the model runs on (selects the autocast backend).
+        dtype: ``torch.float32``, ``torch.bfloat16`` or ``torch.float16``.
+    """
+    if dtype == torch.float32:
+        yield
+        return
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+    with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
+        yield

@@ -1,0 +1,303 @@
+"""Contracts of the engine: cache equivalence, row independence, determinism, cache row ops."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from gym_worldmodel.memory import KVCache
+from gym_worldmodel.models import WorldModel, precision
+from gym_worldmodel.sampling import ChunkRollout, RowGenerators
+
+
+def make_engine(model: WorldModel, batch: int, **sampler):
+    config = dataclasses.replace(model.config.sampler, **sampler)
+    cache = KVCache.for_model(model.dit.config, model.dit.rope, batch)
+    return cache, ChunkRollout(model.dit, config)
+
+
+def random_actions(rollout: ChunkRollout, batch: int, steps: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(steps, batch, *rollout.action_shape, generator=gen)
+
+
+def roll(model, seeds, actions, modality, **sampler):
+    """Generate ``len(actions)`` chunks for rows seeded ``seeds``; return (chunks, cache)."""
+    cache, rollout = make_engine(model, len(seeds), **sampler)
+    gens = RowGenerators(seeds)
+    with torch.no_grad():
+        chunks = [rollout.generate(cache, a, modality, gens) for a in actions]
+    return torch.stack(chunks, 1), cache
+
+
+# --- cache equivalence ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [2, 9])  # 9 chunks with a 2-chunk window wraps the ring 4 times
+def test_cached_generation_equals_sequence_recompute(tiny_model, steps):
+    """Denoising with the cache equals a from-scratch forward over the same visible context."""
+    dit, fr = tiny_model.dit, tiny_model.dit.config.chunk_frames
+    modality = torch.tensor([0, 1, 2])
+    _, rollout = make_engine(tiny_model, 3)
+    actions = random_actions(rollout, 3, steps + 1, seed=1)
+    chunks, cache = roll(tiny_model, [0, 1, 2], actions[:-1], modality)
+
+    probe = torch.randn(3, *rollout.latent_shape, generator=torch.Generator().manual_seed(2))
+    level = torch.tensor([0.9, 0.5, 0.1])
+    with torch.no_grad():
+        cached = dit(probe, level, actions[-1], modality, cache)
+        seq = torch.cat([chunks.flatten(1, 2), probe], 1)
+        t = torch.cat([torch.zeros(3, steps), level[:, None]], 1)
+        ref = dit.forward_sequence(seq, t, torch.cat(list(actions), 1), modality)
+    assert cached.abs().mean() > 0.1  # the probe is not trivially zero
+    assert (ref[:, -fr:] - cached).abs().max() <= 1e-4
+
+
+def test_cache_write_pass_equals_sequence_at_every_chunk(tiny_model):
+    """Each chunk's cache-write output equals its output in one forward over the episode."""
+    dit = tiny_model.dit
+    cache, rollout = make_engine(tiny_model, 2)
+    actions = random_actions(rollout, 2, 7, seed=3)
+    modality = torch.tensor([0, 2])
+    gens, written, chunks = RowGenerators([5, 6]), [], []
+    with torch.no_grad():
+        for a in actions:
+            x = rollout.generate(cache, a, modality, gens)
+            chunks.append(x)
+        # Replay the write passes on a fresh cache to capture their outputs.
+        replay = KVCache.for_model(dit.config, dit.rope, 2)
+        zeros = torch.zeros(2)
+        for x, a in zip(chunks, actions, strict=True):
+            written.append(dit(x, zeros, a, modality, replay, write=True))
+            replay.commit()
+        ref = dit.forward_sequence(
+            torch.cat(chunks, 1), torch.zeros(2, len(chunks)), torch.cat(list(actions), 1), modality
+        )
+    assert (torch.cat(written, 1) - ref).abs().max() <= 1e-4
+    for name, tensor in cache.state_dict().items():
+        assert torch.equal(tensor, replay.state_dict()[name]), name
+
+
+def test_positions_stay_bounded_in_an_endless_episode(tiny_model):
+    """At step 40 the cache acts like a short episode: the sink plus the receptive field.
+
+    Chunk n reads the window's keys at every layer, so its output depends on the last
+    ``depth * window`` chunks and the sink only; a sequence of just those, whose absolute
+    positions are small, must give the same output.
+    """
+    dit, cfg = tiny_model.dit, tiny_model.dit.config
+    cache, rollout = make_engine(tiny_model, 1)
+    modality = torch.zeros(1, dtype=torch.long)
+    actions = random_actions(rollout, 1, 41)
+    chunks, cache = roll(tiny_model, [0], actions[:-1], modality)
+    assert int(cache.chunks) == 40
+    mem = cache.layout.memory
+    assert not cache.valid[:, mem].any() and cache.valid[:, mem.stop :].all()
+
+    keep = [0, *range(40 - cfg.depth * cfg.window_chunks, 40)]
+    probe = torch.randn(1, *rollout.latent_shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        cached = dit(probe, torch.full((1,), 0.6), actions[-1], modality, cache)
+        seq = torch.cat([chunks[:, keep].flatten(1, 2), probe], 1)
+        t = torch.zeros(1, len(keep) + 1)
+        t[:, -1] = 0.6
+        acts = torch.cat([actions[i] for i in keep] + [actions[-1]], 1)
+        short = dit.forward_sequence(seq, t, acts, modality)
+    assert (short[:, -cfg.chunk_frames :] - cached).abs().max() <= 1e-4
+
+
+# --- row independence and determinism --------------------------------------------------------
+
+
+def test_row_is_bitwise_identical_alone_or_in_a_batch_of_8(tiny_model):
+    _, rollout = make_engine(tiny_model, 8)
+    actions = random_actions(rollout, 8, 4, seed=7)
+    modality = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    seeds = [11, 3, 4, 5, 6, 7, 8, 9]
+    batch, _ = roll(tiny_model, seeds, actions, modality)
+    alone, _ = roll(tiny_model, seeds[:1], actions[:, :1], modality[:1])
+    assert torch.equal(batch[:1], alone)
+    moved, _ = roll(tiny_model, seeds[::-1], actions.flip(1), modality.flip(0))
+    assert torch.equal(moved[-1:], alone)
+
+
+def test_same_seed_same_latents_other_seed_differs(tiny_model):
+    _, rollout = make_engine(tiny_model, 2)
+    actions = random_actions(rollout, 2, 3)
+    modality = torch.tensor([0, 1])
+    a, _ = roll(tiny_model, [1, 2], actions, modality)
+    b, _ = roll(tiny_model, [1, 2], actions, modality)
+    c, _ = roll(tiny_model, [1, 3], actions, modality)
+    assert torch.equal(a, b)
+    assert torch.equal(a[0], c[0]) and not torch.equal(a[1], c[1])
+
+
+def test_generation_ignores_the_global_rng(tiny_model):
+    _, rollout = make_engine(tiny_model, 1)
+    actions = random_actions(rollout, 1, 2)
+    modality = torch.zeros(1, dtype=torch.long)
+    torch.manual_seed(0)
+    a, _ = roll(tiny_model, [4], actions, modality, context_t=0.1)
+    torch.manual_seed(123)
+    b, _ = roll(tiny_model, [4], actions, modality, context_t=0.1)
+    assert torch.equal(a, b)
+
+
+def test_bf16_autocast_runs_and_stays_close(tiny_model):
+    _, rollout = make_engine(tiny_model, 2)
+    actions = random_actions(rollout, 2, 3)
+    modality = torch.tensor([0, 1])
+    ref, _ = roll(tiny_model, [0, 1], actions, modality)
+    with precision("cpu", torch.bfloat16):
+        low, _ = roll(tiny_model, [0, 1], actions, modality)
+        again, _ = roll(tiny_model, [0, 1], actions, modality)
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()
+    assert torch.equal(low, again)
+    assert (low - ref).abs().mean() < 0.1 * ref.abs().mean()
+
+
+# --- sampler -----------------------------------------------------------------------------------
+
+
+class CountingDiT(torch.nn.Module):
+    """Wraps a DiT and counts forwards, for cost contracts."""
+
+    def __init__(self, dit):
+        super().__init__()
+        self.dit, self.config, self.calls = dit, dit.config, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.dit(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("nfe", "scale", "calls"), [(1, 1.0, 2), (3, 1.0, 4), (3, 2.0, 7)])
+def test_forwards_per_chunk(tiny_model, nfe, scale, calls):
+    """nfe denoiser calls (doubled with guidance) plus one cache-write pass; no guidance is free."""
+    counting = CountingDiT(tiny_model.dit)
+    cache = KVCache.for_model(tiny_model.dit.config, tiny_model.dit.rope, 1)
+    config = dataclasses.replace(tiny_model.config.sampler, nfe=nfe, guidance_scale=scale)
+    rollout = ChunkRollout(counting, config)
+    with torch.no_grad():
+        rollout.generate(
+            cache,
+            torch.zeros(1, *rollout.action_shape),
+            torch.zeros(1, dtype=torch.long),
+            RowGenerators([0]),
+        )
+    assert counting.calls == calls
+
+
+def test_guidance_changes_the_chunk(tiny_model):
+    _, rollout = make_engine(tiny_model, 1)
+    actions = random_actions(rollout, 1, 2)
+    modality = torch.zeros(1, dtype=torch.long)
+    plain, _ = roll(tiny_model, [0], actions, modality)
+    guided, _ = roll(tiny_model, [0], actions, modality, guidance_scale=3.0)
+    assert not torch.allclose(plain, guided)
+
+
+def test_bad_inputs_raise_clear_errors(tiny_model):
+    cache, rollout = make_engine(tiny_model, 2)
+    gens = RowGenerators([0, 1])
+    good = torch.zeros(2, *rollout.action_shape)
+    modality = torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match="actions must be"):
+        rollout.generate(cache, good[:1], modality, gens)
+    with pytest.raises(ValueError, match="modality must be"):
+        rollout.generate(cache, good, modality.float(), gens)
+    with pytest.raises(ValueError, match="one generator per row"):
+        rollout.generate(cache, good, modality, RowGenerators([0]))
+    assert int(cache.chunks.sum()) == 0  # nothing was committed
+
+
+# --- cache row operations -----------------------------------------------------------------------
+
+
+def filled_cache(model, batch=4, steps=3):
+    cache, rollout = make_engine(model, batch)
+    actions = random_actions(rollout, batch, steps)
+    gens = RowGenerators(list(range(batch)))
+    modality = torch.zeros(batch, dtype=torch.long)
+    with torch.no_grad():
+        for a in actions:
+            rollout.generate(cache, a, modality, gens)
+    return cache, rollout, gens, modality
+
+
+def snapshot(cache: KVCache) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in cache.state_dict().items()}
+
+
+def rows_equal(state, other, rows) -> bool:
+    def pick(name, t):
+        return t[:, rows] if name in ("k", "v") else t[rows]
+
+    return all(torch.equal(pick(n, state[n]), pick(n, other[n])) for n in state)
+
+
+def test_reset_changes_only_those_rows(tiny_model):
+    cache, *_ = filled_cache(tiny_model)
+    before = snapshot(cache)
+    cache.reset([1, 3])
+    after = cache.state_dict()
+    assert rows_equal(before, after, [0, 2])
+    assert cache.chunks.tolist() == [3, 0, 3, 0]
+    assert not cache.valid[[1, 3]][:, cache.layout.sink].any()
+    fresh = KVCache.for_model(tiny_model.dit.config, tiny_model.dit.rope, 4)
+    assert rows_equal(fresh.state_dict(), after, [1, 3])
+
+
+def test_reset_row_then_generate_matches_a_fresh_row(tiny_model):
+    """A reset row behaves exactly like a brand-new episode while the others go on."""
+    cache, rollout, gens, modality = filled_cache(tiny_model, batch=2)
+    cache.reset([1])
+    gens.seed([42], env_idx=[1])
+    actions = random_actions(rollout, 2, 3, seed=9)
+    with torch.no_grad():
+        got = torch.stack([rollout.generate(cache, a, modality, gens) for a in actions], 1)
+    fresh, _ = roll(tiny_model, [42], actions[:, 1:], modality[1:])
+    assert torch.equal(got[1:], fresh)
+
+
+def test_clone_and_select_are_independent(tiny_model):
+    cache, rollout, gens, modality = filled_cache(tiny_model, batch=2)
+    original = snapshot(cache)
+    forked = cache.select([0, 0, 0])  # fork row 0 into three futures
+    fork_gens = gens.select([0, 0, 0])
+    fork_gens.seed([1, 2, 3])
+    with torch.no_grad():
+        out = rollout.generate(
+            forked, torch.randn(3, *rollout.action_shape), modality[:1].expand(3), fork_gens
+        )
+    assert not torch.equal(out[0], out[1])
+    assert rows_equal(original, cache.state_dict(), [0, 1])
+    twin = cache.clone()
+    twin.reset()
+    assert rows_equal(original, cache.state_dict(), [0, 1])
+
+
+def test_state_dict_round_trip_into_rows(tiny_model):
+    cache, *_ = filled_cache(tiny_model, batch=3)
+    state = snapshot(cache)
+    other = KVCache.for_model(tiny_model.dit.config, tiny_model.dit.rope, 3)
+    other.load_state_dict(state)
+    assert rows_equal(state, other.state_dict(), [0, 1, 2])
+    row = cache.select([2]).state_dict()
+    other.reset()
+    other.load_state_dict(row, env_idx=[0])
+    assert torch.equal(other.k[:, 0], cache.k[:, 2]) and int(other.chunks[0]) == 3
+    with pytest.raises(ValueError, match="expected"):
+        other.load_state_dict(row, env_idx=[0, 1])
+
+
+def test_row_independence_holds_in_bf16(tiny_model):
+    _, rollout = make_engine(tiny_model, 8)
+    actions = random_actions(rollout, 8, 3, seed=8)
+    modality = torch.tensor([2, 1, 0, 0, 1, 2, 0, 1])
+    with precision("cpu", torch.bfloat16):
+        batch, _ = roll(tiny_model, list(range(8)), actions, modality)
+        alone, _ = roll(tiny_model, [0], actions[:, :1], modality[:1])
+    assert torch.equal(batch[:1], alone)

@@ -1,0 +1,351 @@
+"""Checkpoint save/load, validation of broken checkpoints, offline Hub cache resolution, push."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import LocalEntryNotFoundError
+
+from gym_worldmodel import hub
+from gym_worldmodel.hub import from_pretrained, push_to_hub, save_pretrained
+from gym_worldmodel.models import WorldModel, WorldModelConfig
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def assert_same_model(a: WorldModel, b: WorldModel) -> None:
+    assert a.config == b.config
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert sa[k].dtype == sb[k].dtype, k
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def snapshot_bytes(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@pytest.fixture
+def saved(tmp_path: Path, tiny_model: WorldModel) -> Path:
+    return save_pretrained(tiny_model, tmp_path / "ckpt")
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """HF_HUB_OFFLINE=1 in the environment; records every snapshot_download call."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    calls: list[dict] = []
+    real = hub.snapshot_download
+
+    def spy(repo_id: str, **kwargs):
+        calls.append({"repo_id": repo_id, **kwargs})
+        assert kwargs["local_files_only"] is True, "network attempted while offline"
+        return real(repo_id, **kwargs)
+
+    monkeypatch.setattr(hub, "snapshot_download", spy)
+    return calls
+
+
+def make_hf_cache(cache: Path, repo_id: str, checkpoint: Path, ref: str = "main") -> Path:
+    """The Hugging Face cache layout for ``repo_id`` at commit ``COMMIT``, built by hand."""
+    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(checkpoint / name, snapshot / name)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / ref).write_text(COMMIT)  # no trailing newline: the Hub reads it verbatim
+    return snapshot
+
+
+# -- local round trip ------------------------------------------------------------------------
+
+
+def test_round_trip_is_bitwise(saved: Path, tiny_model: WorldModel) -> None:
+    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((saved / "config.json").read_text())
+    assert config["format"] == "gym-worldmodel/1"
+    loaded = from_pretrained(saved)
+    assert not loaded.training
+    assert_same_model(loaded, tiny_model)
+    assert_same_model(from_pretrained(str(saved)), tiny_model)
+
+
+def test_round_trip_detects_changed_weights(saved: Path, tiny_model: WorldModel) -> None:
+    with torch.no_grad():
+        next(tiny_model.parameters()).add_(1e-3)
+    with pytest.raises(AssertionError):
+        assert_same_model(from_pretrained(saved), tiny_model)
+
+
+def test_dtype_and_resave(saved: Path, tmp_path: Path) -> None:
+    model = from_pretrained(saved, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    again = from_pretrained(save_pretrained(model, tmp_path / "bf16"))  # bf16 tensors load fine
+    assert next(again.parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="floating"):
+        from_pretrained(saved, dtype=torch.int64)
+
+
+def test_save_is_atomic_and_overwrites(saved: Path, tiny_model: WorldModel) -> None:
+    before = snapshot_bytes(saved)
+    save_pretrained(tiny_model, saved)
+    assert snapshot_bytes(saved) == before  # deterministic bytes, no leftover temp files
+
+
+def test_failed_save_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    model = WorldModel(WorldModelConfig.tiny())
+    monkeypatch.setattr(hub, "save_file", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_pretrained(model, tmp_path / "ckpt")
+    assert list((tmp_path / "ckpt").iterdir()) == []
+
+
+# -- broken checkpoints ----------------------------------------------------------------------
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def torch_pickle(path: Path) -> None:
+    torch.save({"weight": torch.zeros(3)}, path)
+
+
+def random_bytes(path: Path) -> None:
+    path.write_bytes(os.urandom(4096))
+
+
+@pytest.mark.parametrize("corrupt", [truncate, torch_pickle, random_bytes])
+def test_unreadable_weights(saved: Path, corrupt) -> None:
+    corrupt(saved / "model.safetensors")
+    before = snapshot_bytes(saved)
+    with pytest.raises(ValueError, match=r"model\.safetensors is not a readable safetensors file"):
+        from_pretrained(saved)
+    assert snapshot_bytes(saved) == before
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
+def test_missing_file(saved: Path, name: str) -> None:
+    (saved / name).unlink()
+    with pytest.raises(FileNotFoundError, match=name.replace(".", r"\.")):
+        from_pretrained(saved)
+
+
+def edit_config(directory: Path, edit) -> None:
+    path = directory / "config.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_bad_json(saved: Path) -> None:
+    (saved / "config.json").write_text('{"format": "gym-worldmodel/1", ')
+    before = snapshot_bytes(saved)
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
+        from_pretrained(saved)
+    assert snapshot_bytes(saved) == before
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda d: d["dit"].update(bogus=1), r"unknown keys \['bogus'\]"),
+        (lambda d: d.update(extra=True), r"unknown keys \['extra'\]"),
+        (lambda d: d.pop("format"), "'format' is None"),
+        (lambda d: d.update(format="gym-worldmodel/99"), "expected 'gym-worldmodel/1'"),
+        (lambda d: d["dit"].update(heads=3), "not a valid WorldModelConfig"),
+    ],
+)
+def test_invalid_config(saved: Path, edit, match: str) -> None:
+    edit_config(saved, edit)
+    with pytest.raises(ValueError, match=match):
+        from_pretrained(saved)
+
+
+def test_config_does_not_match_tensors(saved: Path) -> None:
+    edit_config(saved, lambda d: d["dit"].update(depth=3))
+    before = snapshot_bytes(saved)
+    with pytest.raises(ValueError, match=r"missing keys \(\d+\): dit\.blocks\.2\.") as info:
+        from_pretrained(saved)
+    assert "unexpected keys" not in str(info.value)
+    assert snapshot_bytes(saved) == before
+
+
+def test_shape_and_key_mismatches_are_listed(saved: Path, tiny_model: WorldModel) -> None:
+    tensors = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    name = next(k for k, v in tensors.items() if v.ndim == 2)
+    expected = tuple(tensors[name].shape)
+    tensors[name] = torch.zeros(expected[0] + 1, expected[1])
+    tensors["extra.weight"] = torch.zeros(1)
+    float_name = next(k for k in tensors if k != name and k != "extra.weight")
+    tensors[float_name] = tensors[float_name].to(torch.int32)
+    hub.save_file(tensors, saved / "model.safetensors")
+    with pytest.raises(ValueError) as info:
+        from_pretrained(saved)
+    message = str(info.value)
+    assert f"{name}: got {(expected[0] + 1, expected[1])}, expected {expected}" in message
+    assert "unexpected keys (1): extra.weight" in message
+    assert f"{float_name}: got torch.int32, expected a floating dtype" in message
+
+
+def test_path_that_does_not_exist(tmp_path: Path) -> None:
+    for missing in [tmp_path / "nope", str(tmp_path / "nope"), "./nope-dir", "a/b/c", "~/x/y/z"]:
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            from_pretrained(missing)
+
+
+# -- Hub repo ids from the local cache ---------------------------------------------------------
+
+
+def test_repo_id_from_offline_cache(
+    saved: Path, tiny_model: WorldModel, tmp_path: Path, offline: list[dict]
+) -> None:
+    snapshot = make_hf_cache(tmp_path / "hf", "owner/name", saved)
+    assert_same_model(from_pretrained("owner/name", cache_dir=tmp_path / "hf"), tiny_model)
+    model = from_pretrained("owner/name", cache_dir=tmp_path / "hf", revision=COMMIT)
+    assert_same_model(model, tiny_model)
+    assert [c["revision"] for c in offline] == [None, COMMIT]
+    assert offline[0]["allow_patterns"] == ["config.json", "model.safetensors"]
+    assert snapshot_bytes(snapshot) == snapshot_bytes(saved)
+
+
+def test_repo_id_from_cache_validates_files(saved: Path, tmp_path: Path, offline) -> None:
+    snapshot = make_hf_cache(tmp_path / "hf", "owner/name", saved)
+    truncate(snapshot / "model.safetensors")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        from_pretrained("owner/name", cache_dir=tmp_path / "hf")
+
+
+def test_unknown_repo_offline(saved: Path, tmp_path: Path, offline: list[dict]) -> None:
+    make_hf_cache(tmp_path / "hf", "owner/name", saved)
+    for repo_id, revision in [
+        ("owner/other", None),
+        ("owner/name", "f" * 40),
+        ("owner/name", "v2"),
+    ]:
+        with pytest.raises(FileNotFoundError) as info:
+            from_pretrained(repo_id, cache_dir=tmp_path / "hf", revision=revision)
+        message = str(info.value)
+        assert repo_id in message and "Offline mode is on" in message
+        assert repr(revision or "main") in message and "save_pretrained" in message
+    assert len(offline) == 3
+
+
+def test_offline_from_huggingface_hub_constant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    calls = fake_snapshot_download(monkeypatch, cached=False)
+    with pytest.raises(FileNotFoundError, match="Offline mode is on"):
+        from_pretrained("owner/other", cache_dir=tmp_path)
+    assert [c["local_files_only"] for c in calls] == [True]
+
+
+def fake_snapshot_download(
+    monkeypatch: pytest.MonkeyPatch, cached: bool, folder: Path | None = None
+):
+    """Replace snapshot_download: a cache hit/miss, and a "network" that returns ``folder``."""
+    calls: list[dict] = []
+
+    def fake(repo_id: str, **kwargs):
+        calls.append(kwargs)
+        if kwargs["local_files_only"] and not cached:
+            raise LocalEntryNotFoundError("not cached")
+        if folder is None:
+            raise OSError("network unreachable")
+        return str(folder)
+
+    monkeypatch.setattr(hub, "snapshot_download", fake)
+    return calls
+
+
+def test_downloads_only_after_cache_miss(
+    saved: Path, tiny_model: WorldModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    calls = fake_snapshot_download(monkeypatch, cached=False, folder=saved)
+    assert_same_model(from_pretrained("owner/name", revision="v1"), tiny_model)
+    assert [(c["local_files_only"], c["revision"]) for c in calls] == [(True, "v1"), (False, "v1")]
+
+    calls = fake_snapshot_download(monkeypatch, cached=True, folder=saved)
+    from_pretrained("owner/name")
+    assert [c["local_files_only"] for c in calls] == [True]
+
+    calls = fake_snapshot_download(monkeypatch, cached=False, folder=saved)
+    with pytest.raises(FileNotFoundError, match="local_files_only=True"):
+        from_pretrained("owner/name", local_files_only=True)
+    assert [c["local_files_only"] for c in calls] == [True]
+
+    calls = fake_snapshot_download(monkeypatch, cached=False)
+    with pytest.raises(FileNotFoundError, match="network unreachable.*Offline mode is off"):
+        from_pretrained("owner/name")
+    assert len(calls) == 2
+
+
+def test_incomplete_cached_snapshot_is_downloaded_again(
+    saved: Path, tiny_model: WorldModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(saved / "config.json", partial / "config.json")  # weights never finished
+    calls: list[bool] = []
+
+    def fake(repo_id: str, **kwargs):
+        calls.append(kwargs["local_files_only"])
+        return str(partial if kwargs["local_files_only"] else saved)
+
+    monkeypatch.setattr(hub, "snapshot_download", fake)
+    assert_same_model(from_pretrained("owner/name"), tiny_model)
+    assert calls == [True, False]
+
+
+# -- push_to_hub -----------------------------------------------------------------------------
+
+
+def test_push_to_hub(tiny_model: WorldModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    calls: list[tuple[str, dict]] = []
+
+    class FakeApi:
+        def __init__(self, token=None) -> None:
+            calls.append(("init", {"token": token}))
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+
+        def create_branch(self, repo_id, **kwargs):
+            calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs))
+            shutil.copytree(kwargs["folder_path"], tmp_path / "uploaded")
+            return "https://huggingface.co/owner/name/commit/abc"
+
+    monkeypatch.setattr(hub, "HfApi", FakeApi)
+    url = push_to_hub(tiny_model, "owner/name", private=True, token="tok", revision="dev")
+    assert url == "https://huggingface.co/owner/name/commit/abc"
+    assert [c[0] for c in calls] == ["init", "create_repo", "create_branch", "upload_folder"]
+    assert calls[0][1] == {"token": "tok"}
+    assert calls[1][1] == {"repo_id": "owner/name", "exist_ok": True, "private": True}
+    upload = calls[3][1]
+    assert upload["repo_id"] == "owner/name" and upload["revision"] == "dev"
+    assert upload["commit_message"] == "Upload world model"
+    assert not Path(upload["folder_path"]).exists()  # temporary folder cleaned up
+    uploaded = tmp_path / "uploaded"
+    assert sorted(p.name for p in uploaded.iterdir()) == ["config.json", "model.safetensors"]
+    assert_same_model(from_pretrained(uploaded), tiny_model)
