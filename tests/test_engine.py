@@ -9,7 +9,7 @@ import torch
 
 from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import WorldModel, precision
-from gym_worldmodel.sampling import ChunkRollout, RowGenerators
+from gym_worldmodel.sampling import ChunkRollout, RecomputeRollout, RowGenerators
 
 
 def make_engine(model: WorldModel, batch: int, **sampler):
@@ -301,3 +301,32 @@ def test_row_independence_holds_in_bf16(tiny_model):
         batch, _ = roll(tiny_model, list(range(8)), actions, modality)
         alone, _ = roll(tiny_model, [0], actions[:, :1], modality[:1])
     assert torch.equal(batch[:1], alone)
+
+
+@pytest.mark.parametrize("context_t", [0.0, 0.05])
+def test_recompute_baseline_gives_the_cached_chunks(tiny_model, context_t):
+    """The no-cache baseline samples the same chunks as the cache, past several ring wraps."""
+    _, rollout = make_engine(tiny_model, 2)
+    actions = random_actions(rollout, 2, 9, seed=4)
+    modality = torch.tensor([1, 2])
+    cached, _ = roll(tiny_model, [3, 4], actions, modality, context_t=context_t)
+    config = dataclasses.replace(tiny_model.config.sampler, context_t=context_t)
+    baseline, gens = RecomputeRollout(tiny_model.dit, config), RowGenerators([3, 4])
+    with torch.no_grad():
+        recomputed = torch.stack([baseline.generate(a, modality, gens) for a in actions], 1)
+    assert len(baseline.history) == 1 + tiny_model.dit.config.depth * 2 + 1
+    assert (recomputed - cached).abs().max() <= 1e-4
+
+
+def test_unmasked_fast_path_only_when_every_read_slot_is_valid(tiny_model):
+    cache, rollout = make_engine(tiny_model, 2)
+    window = cache.layout.window_chunks
+    gens, modality = RowGenerators([0, 1]), torch.zeros(2, dtype=torch.long)
+    actions = torch.zeros(2, *rollout.action_shape)
+    with torch.no_grad():
+        for _ in range(window + 1):
+            assert cache.attn_mask is not None
+            rollout.generate(cache, actions, modality, gens)
+    assert cache.attn_mask is None
+    cache.reset([1])  # row 1 is empty again: its slots must be masked
+    assert cache.attn_mask is not None and not cache.attn_mask[1].all()

@@ -2,7 +2,10 @@
 
 Layout of one row's token slots (every layer alike)::
 
-    [ sink (first chunk) | memory (M chunks) | ring window (W chunks) | current chunk ]
+    [ memory (M chunks) | sink (first chunk) | ring window (W chunks) | current chunk ]
+
+Memory comes first so that, while no row holds retrieved memory, attention reads the contiguous
+view after it and spends nothing on the empty slots.
 
 Keys are stored already rotated to their slot's position, and positions are relative to the
 current chunk, which always sits at time ``P = (1 + M + W) * F`` frames: the sink at ``0``, memory
@@ -46,14 +49,14 @@ class CacheLayout:
         return slice(first_chunk * self.chunk_tokens, (first_chunk + chunks) * self.chunk_tokens)
 
     @property
-    def sink(self) -> slice:
-        """Slots of the first chunk of the episode."""
-        return self._span(0, 1)
-
-    @property
     def memory(self) -> slice:
         """Slots reserved for retrieved spatial memory."""
-        return self._span(1, self.memory_chunks)
+        return self._span(0, self.memory_chunks)
+
+    @property
+    def sink(self) -> slice:
+        """Slots of the first chunk of the episode."""
+        return self._span(self.memory_chunks, 1)
 
     @property
     def window(self) -> slice:
@@ -102,6 +105,7 @@ class KVCache:
         self.layout, self.k, self.v, self.valid, self.chunks = layout, k, v, valid, chunks
         self._to_sink, self._age = to_sink, age
         self._refresh_write_index()
+        self._refresh_context()
 
     @classmethod
     def for_model(
@@ -140,16 +144,27 @@ class KVCache:
         return self.k.shape[1]
 
     @property
-    def attn_mask(self) -> Tensor:
-        """``(B, 1, 1, S)`` view of :attr:`valid` for attention."""
-        return self.valid[:, None, None, :]
+    def attn_mask(self) -> Tensor | None:
+        """``(B, 1, 1, S')`` view of :attr:`valid` over the slots attention reads.
+
+        ``None`` once every slot read is known to be valid (no memory in use and at least
+        ``1 + W`` commits since the last reset, counted on the host): unmasked attention is
+        faster and gives the same result.
+        """
+        if not self._memory_in_use and self._commits_since_reset > self.layout.window_chunks:
+            return None
+        return self.valid[:, None, None, self._context]
 
     def stage(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Put the current chunk's ``(B, H, T, Dh)`` K/V in the scratch slots; return the layer."""
+        """Put the current chunk's ``(B, H, T, Dh)`` K/V in the scratch slots.
+
+        Returns:
+            The layer's keys and values over the slots attention reads (views, no copy).
+        """
         cur = self.layout.current
         self.k[layer, :, :, cur] = k
         self.v[layer, :, :, cur] = v
-        return self.k[layer], self.v[layer]
+        return self.k[layer, :, :, self._context], self.v[layer, :, :, self._context]
 
     def write(self, layer: int, k: Tensor, v: Tensor) -> None:
         """Store the current chunk in the sink (a row's first chunk) or its ring slot."""
@@ -165,6 +180,7 @@ class KVCache:
         win = self.layout.window
         self.k[:, :, :, win] = apply_rotary(self.k[:, :, :, win], *self._age)
         self.chunks += 1
+        self._commits_since_reset += 1
         self._refresh_write_index()
 
     def reset(self, env_idx: Tensor | list[int] | None = None) -> None:
@@ -175,7 +191,10 @@ class KVCache:
         self.valid[rows] = False
         self.valid[rows, self.layout.current] = True
         self.chunks[rows] = 0
+        self._commits_since_reset = 0
         self._refresh_write_index()
+        if env_idx is None:  # a partial reset keeps the flag: attending to masked slots is exact
+            self._set_memory_in_use(False)
 
     def select(self, idx: Tensor | list[int]) -> KVCache:
         """A new cache holding copies of rows ``idx`` (repeats allowed: fork one row into n)."""
@@ -216,6 +235,7 @@ class KVCache:
             else:
                 dst[rows] = src.to(dst)
         self._refresh_write_index()
+        self._refresh_context()
 
     def _rows(self, env_idx: Tensor | list[int] | None) -> Tensor | slice:
         if env_idx is None:
@@ -226,5 +246,20 @@ class KVCache:
         """Slots the next committed chunk goes to, per row: ``(B, T)`` long."""
         lay = self.layout
         ring = (self.chunks - 1).clamp(min=0) % lay.window_chunks
-        start = torch.where(self.chunks == 0, 0, lay.window.start + ring * lay.chunk_tokens)
+        start = torch.where(
+            self.chunks == 0, lay.sink.start, lay.window.start + ring * lay.chunk_tokens
+        )
         self._write_index = start[:, None] + torch.arange(lay.chunk_tokens, device=start.device)
+
+    def _refresh_context(self) -> None:
+        """Skip the memory slots in attention while no row holds memory; recount commits.
+
+        Called only off the hot path (construction, fork, state loads), where one host read of the
+        valid mask is cheap.
+        """
+        self._set_memory_in_use(bool(self.valid[:, self.layout.memory].any()))
+        self._commits_since_reset = int(self.chunks.min()) if self.batch_size else 0
+
+    def _set_memory_in_use(self, in_use: bool) -> None:
+        self._memory_in_use = in_use
+        self._context = slice(0 if in_use else self.layout.memory.stop, None)

@@ -30,8 +30,8 @@ class ChunkCache(Protocol):
     """What :class:`ChunkAttention` needs from a KV cache (``memory.KVCache`` implements it)."""
 
     @property
-    def attn_mask(self) -> Tensor:
-        """Boolean ``(B, 1, 1, S)``: which slots hold keys, the current chunk's slots included."""
+    def attn_mask(self) -> Tensor | None:
+        """Boolean ``(B, 1, 1, S)``: slots holding keys (current chunk included); None: all."""
         ...
 
     def stage(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -56,10 +56,15 @@ class ChunkAttention:
     def __init__(self, cache: ChunkCache, cos: Tensor, sin: Tensor, write: bool) -> None:
         self.cache, self.cos, self.sin, self.write = cache, cos, sin, write
 
-    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Attend ``q`` (B, H, T, Dh) to the cache plus the chunk itself."""
-        q = apply_rotary(q, self.cos, self.sin)
-        k = apply_rotary(k, self.cos, self.sin)
+    def __call__(self, layer: int, qk: Tensor, v: Tensor) -> Tensor:
+        """Attend queries to the cache plus the chunk itself.
+
+        Args:
+            layer: Block index (selects the cache layer).
+            qk: Stacked normalised queries and keys ``(2, B, H, T, Dh)``, not yet rotated.
+            v: Values ``(B, H, T, Dh)``.
+        """
+        q, k = apply_rotary(qk, self.cos, self.sin).unbind(0)
         keys, values = self.cache.stage(layer, k, v)  # (B, H, S, Dh)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=self.cache.attn_mask)
         if self.write:
@@ -101,10 +106,11 @@ class SequenceAttention:
         chunks = torch.cat((sink, normal), dim=1)  # (n, 1 + n)
         return chunks.repeat_interleave(tokens, 0).repeat_interleave(tokens, 1)
 
-    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Attend every query of the sequence to its visible context."""
+    def __call__(self, layer: int, qk: Tensor, v: Tensor) -> Tensor:
+        """Attend every query of the sequence to its visible context (arguments as above)."""
         n0 = self.tokens_per_chunk
-        q_abs, k_abs = apply_rotary(q, self.cos, self.sin), apply_rotary(k, self.cos, self.sin)
+        q, k = qk.unbind(0)
+        q_abs, k_abs = apply_rotary(qk, self.cos, self.sin).unbind(0)
         q_sink = apply_rotary(q, self.cos_q_sink, self.sin_q_sink)
         k_sink = apply_rotary(k[:, :, :n0], self.cos_k_sink, self.sin_k_sink)
         q2 = torch.cat((q_abs, q_sink), dim=-1)  # (B, H, T, 2Dh)
@@ -126,18 +132,14 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.heads, self.head_dim = config.heads, config.head_dim
         self.qkv = nn.Linear(config.dim, 3 * config.dim)
-        self.q_norm = nn.RMSNorm(config.head_dim, eps=1e-6)
-        self.k_norm = nn.RMSNorm(config.head_dim, eps=1e-6)
+        # RMS-norm gains of queries (row 0) and keys (row 1), applied in one pass.
+        self.qk_gain = nn.Parameter(torch.ones(2, 1, 1, 1, config.head_dim))
         self.proj = nn.Linear(config.dim, config.dim)
 
     def forward(self, x: Tensor, layer: int, context: ChunkAttention | SequenceAttention) -> Tensor:
         """``x`` (B, T, dim) -> (B, T, dim)."""
         b, t, _ = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        out = context(layer, _rms(self.q_norm, q), _rms(self.k_norm, k), v)  # (B, H, T, Dh)
+        qkv = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qk = F.rms_norm(qkv[:2], (self.head_dim,), eps=1e-6) * self.qk_gain.to(x.dtype)
+        out = context(layer, qk, qkv[2])  # (B, H, T, Dh)
         return self.proj(out.transpose(1, 2).reshape(b, t, -1))
-
-
-def _rms(norm: nn.RMSNorm, x: Tensor) -> Tensor:
-    """RMS-norm in the activation's dtype (bf16 under autocast keeps the fused kernel)."""
-    return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)

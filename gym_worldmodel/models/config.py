@@ -113,9 +113,9 @@ class DiTConfig:
     latent_channels: int = 4
     latent_size: int = 16
     patch_size: int = 2
-    dim: int = 256
+    dim: int = 192
     depth: int = 6
-    heads: int = 4
+    heads: int = 3
     mlp_ratio: float = 4.0
     rope_axes: tuple[int, int, int] = (16, 24, 24)
     rope_theta: float = 256.0

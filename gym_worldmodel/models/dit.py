@@ -64,7 +64,7 @@ class DiTBlock(nn.Module):
         hidden = int(config.dim * config.mlp_ratio)
         self.mlp = nn.Sequential(
             nn.Linear(config.dim, hidden),
-            nn.GELU(approximate="tanh"),
+            nn.GELU(),
             nn.Linear(hidden, config.dim),
         )
         self.ada = nn.Linear(config.dim, 6 * config.dim)
@@ -87,8 +87,8 @@ class DiTBlock(nn.Module):
             6, -1
         )
         h = modulate(self.norm1(x), shift1, scale1).reshape(b, nf * tf, d)
-        x = x + gate1 * self.attn(h, layer, context).view(b, nf, tf, d)
-        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        x = torch.addcmul(x, gate1, self.attn(h, layer, context).view(b, nf, tf, d))
+        return torch.addcmul(x, gate2, self.mlp(modulate(self.norm2(x), shift2, scale2)))
 
 
 class CausalChunkDiT(nn.Module):

@@ -12,15 +12,14 @@ import torch
 from torch import Tensor, nn
 
 
-def rotate_half(x: Tensor) -> Tensor:
-    """Map the halves ``(x1, x2)`` of the last axis to ``(-x2, x1)``."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x`` (..., D) by angles whose cosines and sines broadcast against it."""
-    return x * cos + rotate_half(x) * sin
+    """Rotate ``x`` (..., D) by tables from :meth:`Rotary3D.cos_sin` that broadcast against it.
+
+    Channel ``i`` pairs with ``i + D/2``. ``sin`` carries the rotation's sign
+    (``[-sin, +sin]`` over the two halves), so the rotation is three passes over ``x``:
+    ``x * cos + roll(x, D/2) * sin``.
+    """
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)
 
 
 class Rotary3D(nn.Module):
@@ -44,10 +43,10 @@ class Rotary3D(nn.Module):
         self.register_buffer("freq_table", table, persistent=False)
 
     def cos_sin(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """Cos/sin tables for positions ``(..., 3)`` (time, row, col); each ``(..., D)``."""
+        """Tables for positions ``(..., 3)`` (time, row, col); each ``(..., D)``, sin signed."""
         angles = positions.to(torch.float64) @ self.freq_table  # (..., D/2)
-        angles = torch.cat((angles, angles), dim=-1)
-        return angles.cos().float(), angles.sin().float()
+        cos, sin = angles.cos(), angles.sin()
+        return torch.cat((cos, cos), -1).float(), torch.cat((-sin, sin), -1).float()
 
     def time_shift(self, frames: float) -> tuple[Tensor, Tensor]:
         """Cos/sin ``(D,)`` that move a key ``frames`` latent frames along the time axis."""

@@ -69,13 +69,9 @@ class Decoder(nn.Module):
         ch = config.channels[::-1]
         layers: list[nn.Module] = [nn.Conv2d(config.latent_channels, ch[0], 3, padding=1)]
         for level, c in enumerate(ch):
-            c_prev = ch[max(level - 1, 0)]
-            layers += [ResBlock(c_prev if i == 0 else c, c) for i in range(config.blocks_per_level)]
-            if level < len(ch) - 1:
-                layers += [
-                    nn.Upsample(scale_factor=2, mode="nearest"),
-                    nn.Conv2d(c, c, 3, padding=1),
-                ]
+            layers += [ResBlock(c, c) for _ in range(config.blocks_per_level)]
+            if level < len(ch) - 1:  # sub-pixel upsampling: no 3x3 conv at the finer resolution
+                layers += [nn.Conv2d(c, 4 * ch[level + 1], 1), nn.PixelShuffle(2)]
         layers += [_norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], 3, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 

@@ -1,8 +1,11 @@
-"""The chunk rollout: noise -> few-step denoising against the cache -> clean chunk -> cache write.
+"""The chunk rollout: noise -> few-step denoising against the context -> clean chunk -> commit.
 
-One :meth:`ChunkRollout.generate` call is one ``step()`` of a world: ``nfe`` denoiser calls (twice
-that with action guidance), then one cache-write pass on the clean chunk and a commit that evicts
-the oldest ring chunk. Its cost is the same at step 10 and step 10,000.
+:class:`ChunkRollout` is one ``step()`` of a world: ``nfe`` denoiser calls against the KV cache
+(twice that with action guidance), then one cache-write pass on the clean chunk and a commit that
+evicts the oldest ring chunk. Its cost is the same at step 10 and step 10,000.
+
+:class:`RecomputeRollout` is the no-cache baseline: every denoiser call re-runs the sink and the
+chunks the output depends on. It gives the same chunks, at the cost the cache saves.
 """
 
 from __future__ import annotations
@@ -14,10 +17,29 @@ from gym_worldmodel.memory.kv_cache import KVCache
 from gym_worldmodel.models.config import SamplerConfig
 from gym_worldmodel.models.dit import CausalChunkDiT
 from gym_worldmodel.sampling.noise import RowGenerators
-from gym_worldmodel.sampling.schedule import FlowMatchSchedule
+from gym_worldmodel.sampling.sampler import FewStepSampler
 
 
-class ChunkRollout:
+class _Rollout:
+    """What both rollouts share: the denoiser, the sampler and the chunk shapes."""
+
+    def __init__(self, dit: CausalChunkDiT, config: SamplerConfig) -> None:
+        self.dit, self.config = dit, config
+        self.sampler = FewStepSampler(config)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        """``(F, C, h, w)`` of one chunk."""
+        c = self.dit.config
+        return (c.chunk_frames, c.latent_channels, c.latent_size, c.latent_size)
+
+    @property
+    def action_shape(self) -> tuple[int, int]:
+        """``(F, A)`` of one chunk's actions."""
+        return (self.dit.config.chunk_frames, self.dit.config.action_dim)
+
+
+class ChunkRollout(_Rollout):
     """Generate chunks with a denoiser, a sampler config and a KV cache.
 
     Args:
@@ -38,22 +60,6 @@ class ChunkRollout:
         torch.Size([2, 2, 4, 16, 16])
     """
 
-    def __init__(self, dit: CausalChunkDiT, config: SamplerConfig) -> None:
-        self.dit, self.config = dit, config
-        self.schedule = FlowMatchSchedule(config.shift)
-        self.timesteps = self.schedule.timesteps(config.nfe)
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int, int]:
-        """``(F, C, h, w)`` of one chunk."""
-        c = self.dit.config
-        return (c.chunk_frames, c.latent_channels, c.latent_size, c.latent_size)
-
-    @property
-    def action_shape(self) -> tuple[int, int]:
-        """``(F, A)`` of one chunk's actions."""
-        return (self.dit.config.chunk_frames, self.dit.config.action_dim)
-
     def generate(
         self, cache: KVCache, actions: Tensor, modality: Tensor, generators: RowGenerators
     ) -> Tensor:
@@ -68,26 +74,14 @@ class ChunkRollout:
         Returns:
             Clean latents ``(B, F, C, h, w)``, float32.
         """
-        self._check(cache, actions, modality, generators)
-        x = generators.randn(self.latent_shape)
-        for t, t_next in zip(self.timesteps[:-1], self.timesteps[1:], strict=True):
-            velocity = self.velocity(x, t, actions, modality, cache)
-            x = self._step(x, velocity, t, t_next, generators)
-        self.commit(cache, x, actions, modality, generators)
-        return x
+        check_inputs(cache.batch_size, self.action_shape, actions, modality, generators)
 
-    def velocity(
-        self, x: Tensor, t: float, actions: Tensor, modality: Tensor, cache: KVCache
-    ) -> Tensor:
-        """Denoiser velocity at level ``t``, with action guidance when its scale is not 1."""
-        level = torch.full((x.shape[0],), t, device=x.device)
-        v = self.dit(x, level, actions, modality, cache).float()
-        scale = self.config.guidance_scale
-        if scale != 1.0:
-            drop = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-            v_null = self.dit(x, level, actions, modality, cache, drop_action=drop).float()
-            v = v_null + scale * (v - v_null)
-        return v
+        def denoise(x: Tensor, t: Tensor, drop: Tensor | None) -> Tensor:
+            return self.dit(x, t, actions, modality, cache, drop_action=drop)
+
+        x0 = self.sampler.sample(denoise, self.latent_shape, generators)
+        self.commit(cache, x0, actions, modality, generators)
+        return x0
 
     def commit(
         self,
@@ -101,28 +95,65 @@ class ChunkRollout:
 
         Also how a reset writes the user's start frames into an empty cache.
         """
-        t = self.config.context_t
-        if t > 0:
-            if generators is None:
-                raise ValueError("context_t > 0 draws noise: pass the rows' generators")
-            x0 = self.schedule.add_noise(x0, generators.randn(self.latent_shape), t)
-        level = torch.full((x0.shape[0],), t, device=x0.device)
-        self.dit(x0, level, actions, modality, cache, write=True)
+        x, level = self.sampler.context(x0, generators)
+        self.dit(x, level, actions, modality, cache, write=True)
         cache.commit()
 
-    def _step(self, x: Tensor, v: Tensor, t: float, t_next: float, gens: RowGenerators) -> Tensor:
-        if t_next == 0.0 or not self.config.stochastic:
-            return x + (t_next - t) * v  # Euler; at t_next = 0 this is the x0 prediction
-        x0 = self.schedule.predict_x0(x, v, t)
-        return self.schedule.add_noise(x0, gens.randn(self.latent_shape), t_next)
 
-    def _check(self, cache: KVCache, actions: Tensor, modality: Tensor, gens: RowGenerators):
-        b = cache.batch_size
-        if actions.shape != (b, *self.action_shape):
-            raise ValueError(
-                f"actions must be {(b, *self.action_shape)}, got {tuple(actions.shape)}"
-            )
-        if modality.shape != (b,) or modality.dtype != torch.long:
-            raise ValueError(f"modality must be a long tensor of shape ({b},)")
-        if len(gens) != b:
-            raise ValueError(f"need one generator per row: {b}, got {len(gens)}")
+class RecomputeRollout(_Rollout):
+    """No-cache baseline: each denoiser call recomputes the context from stored latents.
+
+    Chunk ``n`` depends on the sink and, through ``depth`` layers of a ``window``-chunk ring, on
+    the last ``depth * window`` chunks, so recomputing exactly those gives the cached rollout's
+    chunks (up to float rounding) without a cache. Cost grows with ``depth * window``.
+
+    Args:
+        dit: The denoiser.
+        config: Steps, shift, guidance and context noise.
+    """
+
+    def __init__(self, dit: CausalChunkDiT, config: SamplerConfig) -> None:
+        super().__init__(dit, config)
+        self.history: list[tuple[Tensor, Tensor]] = []  # (context latents, actions) per chunk
+
+    def reset(self) -> None:
+        """Forget every chunk (a new episode for all rows)."""
+        self.history.clear()
+
+    def generate(self, actions: Tensor, modality: Tensor, generators: RowGenerators) -> Tensor:
+        """Generate one clean chunk per row from the stored history; arguments as above."""
+        check_inputs(len(generators), self.action_shape, actions, modality, generators)
+        cfg = self.dit.config
+        recent = self.history[1:][-cfg.depth * cfg.window_chunks :]
+        context = self.history[:1] + recent
+        ctx_x = [x for x, _ in context]
+        ctx_a = torch.cat([a for _, a in context] + [actions], 1)
+        n = len(context)
+
+        def denoise(x: Tensor, t: Tensor, drop: Tensor | None) -> Tensor:
+            past = torch.full((x.shape[0], n), self.config.context_t, device=x.device)
+            levels = torch.cat([past, t[:, None]], 1)
+            seq = torch.cat([*ctx_x, x], 1)
+            v = self.dit.forward_sequence(seq, levels, ctx_a, modality, drop_action=drop)
+            return v[:, -cfg.chunk_frames :]
+
+        x0 = self.sampler.sample(denoise, self.latent_shape, generators)
+        x_ctx, _ = self.sampler.context(x0, generators)
+        self.history = [*context, (x_ctx, actions)]
+        return x0
+
+
+def check_inputs(
+    batch: int,
+    action_shape: tuple[int, int],
+    actions: Tensor,
+    modality: Tensor,
+    gens: RowGenerators,
+) -> None:
+    """Raise a clear ``ValueError`` when rollout inputs do not fit ``batch`` rows."""
+    if actions.shape != (batch, *action_shape):
+        raise ValueError(f"actions must be {(batch, *action_shape)}, got {tuple(actions.shape)}")
+    if modality.shape != (batch,) or modality.dtype != torch.long:
+        raise ValueError(f"modality must be a long tensor of shape ({batch},)")
+    if len(gens) != batch:
+        raise ValueError(f"need one generator per row: {batch}, got {len(gens)}")

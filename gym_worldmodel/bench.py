@@ -1,0 +1,322 @@
+"""Benchmarks that print their figures: ``python -m gym_worldmodel.bench engine``.
+
+Timings are medians over steps after a warm-up, and every ratio compares figures measured in the
+same run, since the machines this runs on are shared and noisy. Nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from gym_worldmodel.memory import KVCache
+from gym_worldmodel.models import WorldModel, WorldModelConfig, precision
+from gym_worldmodel.sampling import ChunkRollout, RecomputeRollout, RowGenerators
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _sdpa_flops(query_shape, key_shape, *args: Any, **kwargs: Any) -> int:
+    """QK^T and AV products of CPU flash attention (FlopCounterMode has no CPU formula)."""
+    b, h, tq, d = query_shape
+    return 4 * b * h * tq * key_shape[-2] * d
+
+
+_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Median GFLOP/s of a ``size``-square linear in ``dtype`` on this CPU."""
+    a = torch.randn(size, size).to(dtype)
+    w = torch.randn(size, size).to(dtype)
+    seconds = median_seconds(lambda: F.linear(a, w), repeats, warmup=2)
+    return 2 * size**3 / seconds / 1e9
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """Engine state at one step: enough to time that step again, cached or recomputed."""
+
+    cache: KVCache
+    gens: RowGenerators
+    sink: torch.Tensor | None
+    recent: list[torch.Tensor]
+    steps: int
+
+
+class EngineRun:
+    """A batch of rows stepping the engine: generate a chunk, decode it to frames.
+
+    Timed comparisons restore snapshots and alternate between them, so a slow minute on a shared
+    machine slows both sides of a ratio alike.
+    """
+
+    def __init__(self, model: WorldModel, batch: int, dtype: torch.dtype) -> None:
+        self.model, self.dtype = model, dtype
+        dit = model.dit
+        self.cache = KVCache.for_model(dit.config, dit.rope, batch, dtype=dtype)
+        self.rollout = ChunkRollout(dit, model.config.sampler)
+        self.gens = RowGenerators(list(range(batch)))
+        self.actions = torch.zeros(batch, *self.rollout.action_shape)
+        self.actions[..., 1] = 1.0  # camera: walk forward
+        self.modality = torch.zeros(batch, dtype=torch.long)
+        self.steps = 0
+        # What a no-cache recompute of the next step needs: the sink and the receptive field.
+        cfg = dit.config
+        self.sink: torch.Tensor | None = None
+        self.recent: deque[torch.Tensor] = deque(maxlen=cfg.depth * cfg.window_chunks)
+
+    def step(self) -> torch.Tensor:
+        """One env step's worth of engine work; returns uint8 frames ``(B, F, H, W, 3)``."""
+        with torch.inference_mode(), precision("cpu", self.dtype):
+            latents = self.rollout.generate(self.cache, self.actions, self.modality, self.gens)
+            frames = self.model.vae.decode(latents)
+        if self.sink is None:
+            self.sink = latents
+        else:
+            self.recent.append(latents)
+        self.steps += 1
+        return frames
+
+    def advance(self, steps: int, progress: str | None = None) -> None:
+        """Run ``steps`` untimed steps."""
+        for _ in tqdm(range(steps), desc=progress, disable=progress is None, leave=False):
+            self.step()
+
+    def snapshot(self) -> Snapshot:
+        """A copy of the current state."""
+        gens = self.gens.select(range(len(self.gens)))
+        return Snapshot(self.cache.clone(), gens, self.sink, list(self.recent), self.steps)
+
+    def restore(self, snap: Snapshot) -> None:
+        """Continue from a copy of ``snap`` (the snapshot itself stays reusable)."""
+        self.cache = snap.cache.clone()
+        self.gens = snap.gens.select(range(len(snap.gens)))
+        self.sink, self.steps = snap.sink, snap.steps
+        self.recent = deque(snap.recent, maxlen=self.recent.maxlen)
+
+    def timed_step(self, snap: Snapshot) -> float:
+        """Seconds of the step after ``snap``."""
+        self.restore(snap)
+        start = time.perf_counter()
+        self.step()
+        return time.perf_counter() - start
+
+    def timed_no_cache_step(self, snap: Snapshot) -> float:
+        """Seconds of the same step done by :class:`RecomputeRollout`, without the cache.
+
+        The baseline's history is the snapshot's own sink and receptive field, so it generates
+        the chunk the cached engine generates next.
+        """
+        self.restore(snap)
+        baseline = RecomputeRollout(self.model.dit, self.model.config.sampler)
+        assert self.sink is not None, "snapshot before any step"
+        baseline.history = [(x, self.actions) for x in [self.sink, *self.recent]]
+        start = time.perf_counter()
+        with torch.inference_mode(), precision("cpu", self.dtype):
+            latents = baseline.generate(self.actions, self.modality, self.gens)
+            self.model.vae.decode(latents)
+        return time.perf_counter() - start
+
+    def flops_per_step(self, snap: Snapshot) -> int:
+        """FLOPs of the step after ``snap`` (matmuls, convolutions, attention)."""
+        self.restore(snap)
+        with FlopCounterMode(display=False, custom_mapping=_FLOP_FORMULAS) as counter:
+            self.step()
+        return counter.get_total_flops()
+
+
+def interleaved(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Median of each timing function, called in turn ``repeats`` times."""
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            samples[name].append(fn())
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def engine_benchmark(
+    config: WorldModelConfig,
+    dtypes: Sequence[str],
+    batch: int,
+    long_steps: int,
+    repeats: int,
+) -> dict[str, Any]:
+    """Measure the engine and return every figure (also printed as it goes)."""
+    torch.manual_seed(0)
+    model = WorldModel(config).eval()
+    with torch.no_grad():  # random weights: timing does not depend on values
+        for p in model.parameters():
+            p.normal_(0.0, 0.02)
+    results: dict[str, Any] = {"machine": machine_info(), "model": model_info(model)}
+    _print_header(results)
+    for i, name in enumerate(dtypes):
+        # Cache properties do not depend on the dtype: measure them with the first only.
+        row = latency_figures(model, name, long_steps if i == 0 else 0, repeats)
+        row.update(throughput_figures(model, name, batch, repeats))
+        results[name] = row
+        _print_row(name, row, batch)
+    return results
+
+
+def latency_figures(model: WorldModel, name: str, long_steps: int, repeats: int) -> dict:
+    """Batch-1 step time at step 10; with ``long_steps``, also at 64 (vs no cache) and far out."""
+    frames = model.config.dit.chunk_frames
+    one = EngineRun(model, 1, DTYPES[name])
+    one.advance(10, progress=f"{name}: to step 10")
+    timers = {"10": partial(one.timed_step, one.snapshot())}
+    if long_steps:
+        one.advance(54, progress=f"{name}: to step 64")
+        at64 = one.snapshot()
+        timers["64"] = partial(one.timed_step, at64)
+        timers["64 no cache"] = partial(one.timed_no_cache_step, at64)
+        if long_steps > 64:
+            one.advance(long_steps - 64, progress=f"{name}: to step {long_steps}")
+            timers["long"] = partial(one.timed_step, one.snapshot())
+    med = interleaved(timers, 2 * repeats + 1)
+    row = {"step_ms_at_10": 1e3 * med["10"], "fps_batch1": frames / med["10"]}
+    if "64" in med:
+        row["cached_ms_at_64"] = 1e3 * med["64"]
+        row["no_cache_ms_at_64"] = 1e3 * med["64 no cache"]
+        row["no_cache_over_cached"] = med["64 no cache"] / med["64"]
+    if "long" in med:
+        row["long_step"] = long_steps
+        row["step_ms_at_long"] = 1e3 * med["long"]
+        row["long_over_10"] = med["long"] / med["10"]
+    return row
+
+
+def throughput_figures(model: WorldModel, name: str, batch: int, repeats: int) -> dict:
+    """Frames/s and achieved FLOP/s of a batch, against the matmul peak sampled in between."""
+    dtype = DTYPES[name]
+    big = EngineRun(model, batch, dtype)
+    big.advance(2, progress=f"{name}: batch {batch} warm-up")
+    snap = big.snapshot()
+    med = interleaved(
+        {"step": partial(big.timed_step, snap), "peak": partial(_inv_peak, dtype)}, repeats
+    )
+    gflops = big.flops_per_step(snap) / 1e9
+    return {
+        f"fps_batch{batch}": batch * model.config.dit.chunk_frames / med["step"],
+        "matmul_peak_gflops": 1.0 / med["peak"],
+        "gflops_per_step": gflops,
+        "achieved_gflops": gflops / med["step"],
+        "fraction_of_peak": gflops / med["step"] * med["peak"],
+    }
+
+
+def _inv_peak(dtype: torch.dtype) -> float:
+    """Seconds per GFLOP of the matmul peak (a time, so medians combine with step times)."""
+    return 1.0 / matmul_peak(dtype)
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on."""
+    flags = set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = {f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f" {f}" in text}
+    except OSError:
+        pass
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_flags": sorted(flags),
+    }
+
+
+def model_info(model: WorldModel) -> dict[str, Any]:
+    """Size and geometry of the benchmarked model."""
+    cfg = model.config
+    return {
+        **model.num_parameters(),
+        "frame": cfg.vae.image_size,
+        "chunk_frames": cfg.dit.chunk_frames,
+        "tokens_per_chunk": cfg.dit.tokens_per_chunk,
+        "cache_chunks": 1 + cfg.dit.memory_chunks + cfg.dit.window_chunks,
+        "nfe": cfg.sampler.nfe,
+    }
+
+
+def _print_header(results: dict[str, Any]) -> None:
+    m, info = results["model"], results["machine"]
+    print(
+        f"torch {info['torch']}, {info['threads']} threads, CPU flags {info['cpu_flags']}\n"
+        f"model: DiT {m['dit'] / 1e6:.1f}M + VAE {m['vae'] / 1e6:.2f}M params, "
+        f"{m['frame']}x{m['frame']} frames, {m['chunk_frames']} frames/step, "
+        f"{m['tokens_per_chunk']} tokens/step, nfe {m['nfe']} + 1 cache write"
+    )
+
+
+def _print_row(name: str, row: dict[str, Any], batch: int) -> None:
+    print(f"[{name}]")
+    print(f"  step time at step 10:     {row['step_ms_at_10']:.1f} ms (batch 1, with VAE decode)")
+    if "long_step" in row:
+        print(
+            f"  step time at step {row['long_step']}:   {row['step_ms_at_long']:.1f} ms "
+            f"-> ratio {row['long_over_10']:.3f} (target <= 1.10)"
+        )
+    if "no_cache_ms_at_64" in row:
+        print(
+            f"  step 64: cached {row['cached_ms_at_64']:.1f} ms, no-cache recompute "
+            f"{row['no_cache_ms_at_64']:.1f} ms -> the cache is {row['no_cache_over_cached']:.1f}x "
+            "faster"
+        )
+    print(f"  frames/s batch 1:         {row['fps_batch1']:.1f} (target >= 25)")
+    print(f"  frames/s batch {batch}:        {row[f'fps_batch{batch}']:.1f}")
+    print(
+        f"  batch {batch}: {row['gflops_per_step']:.0f} GFLOP/step at {row['achieved_gflops']:.0f} "
+        f"GFLOP/s = {100 * row['fraction_of_peak']:.0f}% of the {name} matmul peak "
+        f"({row['matmul_peak_gflops']:.0f} GFLOP/s, 2048^2 linear, same run; target >= 30%)"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command-line entry: ``python -m gym_worldmodel.bench engine [options]``."""
+    parser = argparse.ArgumentParser(prog="python -m gym_worldmodel.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="what", required=True)
+    eng = sub.add_parser("engine", help="chunk latency, cache flatness, throughput, FLOP/s")
+    eng.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["float32", "bfloat16"])
+    eng.add_argument("--batch", type=int, default=32, help="batch of the throughput run")
+    eng.add_argument("--long-steps", type=int, default=2000, help="episode length for flatness")
+    eng.add_argument("--repeats", type=int, default=5, help="timed samples per figure")
+    eng.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
+    eng.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    config = WorldModelConfig.tiny() if args.tiny else WorldModelConfig()
+    config = dataclasses.replace(config)
+    results = engine_benchmark(config, args.dtype, args.batch, args.long_steps, args.repeats)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
