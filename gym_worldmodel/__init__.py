@@ -14,3 +14,7 @@ import os
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 __version__ = "0.1.0"
+
+from gym_worldmodel.envs.registration import register_envs  # noqa: E402
+
+register_envs()

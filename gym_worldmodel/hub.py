@@ -202,7 +202,7 @@ def _load_directory(directory: Path) -> WorldModel:
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory / name} not found; a checkpoint needs {name}")
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    config = _read_config(config_path)
+    config = read_config(config_path)
     try:
         tensors = load_file(weights_path)
     except (SafetensorError, OSError, ValueError) as err:
@@ -219,7 +219,8 @@ def _load_directory(directory: Path) -> WorldModel:
     return model
 
 
-def _read_config(path: Path) -> WorldModelConfig:
+def read_config(path: Path) -> WorldModelConfig:
+    """Read and validate a checkpoint's ``config.json``."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:

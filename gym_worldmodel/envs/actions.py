@@ -1,0 +1,215 @@
+"""User-facing action spaces and their encoding into the model's per-frame action vectors.
+
+Each world has an action head: a Gymnasium space for one step, a validator that rejects bad
+input with a message naming what was expected, and an encoder to the padded ``(B, F, A)`` vectors
+the action experts read. A step takes one action (applied to every frame of the chunk) or a
+per-frame sequence with a leading axis of length F.
+
+Units (the model vectors carry the same values):
+    camera, keys mode: ``MultiDiscrete([5, 5])`` = (translation, rotation).
+        translation: 0 none, 1 W forward, 2 A left, 3 S back, 4 D right; one press moves
+        ``move_m`` metres per frame. rotation: 0 none, 1 left, 2 right, 3 up, 4 down; one press
+        turns ``turn_deg`` degrees per frame. Both can be pressed together.
+    camera, look mode: ``Dict(move=Discrete(5), look=Box(-1, 1, (2,)))``; look = (yaw, pitch)
+        rates as fractions of ``turn_deg`` per frame, yaw positive to the right, pitch up.
+    robot: the RT-1 dict. world_vector (3,) in [-1, 1] (normalised end-effector translation),
+        rotation_delta (3,) radians in [-pi/2, pi/2], gripper_closedness_action (1,) in [-1, 1]
+        (-1 open, +1 close), base_displacement_vector (2,) in [-1, 1], base_displacement_vertical
+        _rotation (1,) radians in [-pi, pi], terminate_episode Discrete(3) (0 terminate, 1 arm,
+        2 base). Flat mode: ``Box(-1, 1, (10,))`` in that order with rotations divided by their
+        bound, terminate fixed to 1 (arm), for SB3.
+    driving: ``Box(-1, 1, (2,))`` = (steering, acceleration) as fractions of ``max_steer_deg``
+        (positive left) and ``max_accel`` m/s^2 (negative brakes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+CAMERA_ROTATIONS = np.array([[0, 0], [-1, 0], [1, 0], [0, 1], [0, -1]], dtype=np.float32)
+RT1_KEYS = (
+    ("world_vector", 3, 1.0),
+    ("rotation_delta", 3, math.pi / 2),
+    ("gripper_closedness_action", 1, 1.0),
+    ("base_displacement_vector", 2, 1.0),
+    ("base_displacement_vertical_rotation", 1, math.pi),
+)
+
+
+class ActionError(ValueError):
+    """An action that does not fit the action space; the message says what was expected."""
+
+
+def _as_array(value: Any, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as err:  # noqa: BLE001 - any conversion failure is a bad action
+        raise ActionError(f"{name}: cannot read {type(value).__name__} as an array") from err
+    if arr.dtype == object:
+        raise ActionError(f"{name}: expected numbers, got an object array")
+    return arr
+
+
+def _frames_axis(arr: np.ndarray, shape: tuple[int, ...], frames: int, name: str) -> np.ndarray:
+    """``(B, *shape)`` or per-frame ``(B, F, *shape)`` -> ``(B, F, *shape)``."""
+    if arr.shape[1:] == shape:
+        return np.repeat(arr[:, None], frames, axis=1)
+    if arr.shape[1:] == (frames, *shape):
+        return arr
+    raise ActionError(
+        f"{name}: expected shape {shape} per env (or {(frames, *shape)} per frame), "
+        f"got {arr.shape[1:]}"
+    )
+
+
+def check_box(value: Any, low: float, high: float, shape: tuple[int, ...], frames: int, name: str):
+    """Validate a batch of Box actions; return float32 ``(B, F, *shape)``."""
+    arr = _as_array(value, name)
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ActionError(f"{name}: expected real numbers, got dtype {arr.dtype}")
+    arr = _frames_axis(arr.astype(np.float32, copy=False), shape, frames, name)
+    if not np.isfinite(arr).all():
+        raise ActionError(f"{name}: expected finite values, got NaN or inf")
+    if (arr < low - 1e-6).any() or (arr > high + 1e-6).any():
+        raise ActionError(
+            f"{name}: expected values in [{low:g}, {high:g}], got [{arr.min():g}, {arr.max():g}]"
+        )
+    return arr
+
+
+def check_discrete(value: Any, nvec: tuple[int, ...], frames: int, name: str) -> np.ndarray:
+    """Validate a batch of (Multi)Discrete actions; return int64 ``(B, F, len(nvec))``."""
+    arr = _as_array(value, name)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if (
+            np.issubdtype(arr.dtype, np.floating)
+            and np.isfinite(arr).all()
+            and (arr == np.round(arr)).all()
+        ):
+            arr = arr.astype(np.int64)
+        else:
+            raise ActionError(f"{name}: expected integers, got dtype {arr.dtype}")
+    shape = (len(nvec),) if len(nvec) > 1 else ()
+    arr = _frames_axis(arr.astype(np.int64), shape, frames, name).reshape(
+        *arr.shape[:1], frames, -1
+    )
+    if (arr < 0).any() or (arr >= np.asarray(nvec)).any():
+        raise ActionError(
+            f"{name}: expected integers in [0, n) for n = {list(nvec)}, got "
+            f"{arr.reshape(-1, len(nvec)).tolist()[:4]}..."
+        )
+    return arr
+
+
+@dataclass(frozen=True)
+class CameraHead:
+    """Camera movement: keyboard keys, or a movement key plus continuous look rates."""
+
+    mode: str = "keys"
+    move_m: float = 0.2
+    turn_deg: float = 6.0
+    modality: str = "camera"
+    width: int = 12
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("keys", "look"):
+            raise ValueError(f"camera action mode must be 'keys' or 'look', got {self.mode!r}")
+
+    @property
+    def space(self) -> spaces.Space:
+        """One step's action space."""
+        if self.mode == "keys":
+            return spaces.MultiDiscrete([5, 5])
+        return spaces.Dict(
+            {"move": spaces.Discrete(5), "look": spaces.Box(-1.0, 1.0, (2,), np.float32)}
+        )
+
+    def encode(self, actions: Any, batch: int, frames: int) -> np.ndarray:
+        """Batch of actions -> ``(B, F, 12)``: move one-hot, rotate one-hot, (yaw, pitch)."""
+        out = np.zeros((batch, frames, self.width), np.float32)
+        if self.mode == "keys":
+            keys = check_discrete(actions, (5, 5), frames, "camera keys")
+            move, rot = keys[..., 0], keys[..., 1]
+            look = CAMERA_ROTATIONS[rot]
+        else:
+            if not isinstance(actions, dict) or set(actions) != {"move", "look"}:
+                raise ActionError("camera look action: expected a dict with keys 'move', 'look'")
+            move = check_discrete(actions["move"], (5,), frames, "camera move")[..., 0]
+            look = check_box(actions["look"], -1.0, 1.0, (2,), frames, "camera look")
+            rot = np.zeros_like(move)
+        np.put_along_axis(out[..., :5], move[..., None], 1.0, axis=-1)
+        np.put_along_axis(out[..., 5:10], rot[..., None], 1.0, axis=-1)
+        out[..., 10:12] = look
+        return out
+
+
+@dataclass(frozen=True)
+class RobotHead:
+    """RT-1 style end-effector and base actions (the robot's camera does not move)."""
+
+    mode: str = "dict"
+    modality: str = "robot"
+    width: int = 13
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("dict", "flat"):
+            raise ValueError(f"robot action mode must be 'dict' or 'flat', got {self.mode!r}")
+
+    @property
+    def space(self) -> spaces.Space:
+        """One step's action space."""
+        if self.mode == "flat":
+            return spaces.Box(-1.0, 1.0, (10,), np.float32)
+        entries = {k: spaces.Box(-b, b, (n,), np.float32) for k, n, b in RT1_KEYS}
+        return spaces.Dict({**entries, "terminate_episode": spaces.Discrete(3)})
+
+    def encode(self, actions: Any, batch: int, frames: int) -> np.ndarray:
+        """Batch of actions -> ``(B, F, 13)``: 10 normalised values, terminate one-hot."""
+        out = np.zeros((batch, frames, self.width), np.float32)
+        if self.mode == "flat":
+            out[..., :10] = check_box(actions, -1.0, 1.0, (10,), frames, "robot action")
+            out[..., 11] = 1.0  # terminate_episode = 1: arm mode
+            return out
+        expected = {k for k, _, _ in RT1_KEYS} | {"terminate_episode"}
+        if not isinstance(actions, dict) or set(actions) != expected:
+            got = sorted(actions) if isinstance(actions, dict) else type(actions).__name__
+            raise ActionError(
+                f"robot action: expected a dict with keys {sorted(expected)}, got {got}"
+            )
+        col = 0
+        for key, n, bound in RT1_KEYS:
+            out[..., col : col + n] = (
+                check_box(actions[key], -bound, bound, (n,), frames, f"robot {key}") / bound
+            )
+            col += n
+        term = check_discrete(actions["terminate_episode"], (3,), frames, "robot terminate")
+        np.put_along_axis(out[..., 10:13], term, 1.0, axis=-1)
+        return out
+
+
+@dataclass(frozen=True)
+class DrivingHead:
+    """Ego-vehicle steering and acceleration."""
+
+    max_steer_deg: float = 30.0
+    max_accel: float = 3.0
+    mode: str = "box"
+    modality: str = "driving"
+    width: int = 2
+
+    @property
+    def space(self) -> spaces.Space:
+        """One step's action space."""
+        return spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def encode(self, actions: Any, batch: int, frames: int) -> np.ndarray:
+        """Batch of actions -> ``(B, F, 2)``: (steering, acceleration) fractions."""
+        return check_box(actions, -1.0, 1.0, (2,), frames, "driving action")
+
+
+ActionHead = CameraHead | RobotHead | DrivingHead

@@ -1,0 +1,104 @@
+"""Reward and termination hooks: batched callables over one step's transition.
+
+A hook is called as ``hook(prev_obs, action, obs, info)`` with, for B rows:
+    prev_obs, obs: uint8 tensors ``(B, H, W, 3)``, the last frame before and after the step.
+    action: float tensor ``(B, F, w)``, the step's encoded per-frame action vectors (see
+        :mod:`gym_worldmodel.envs.actions` for their units).
+    info: ``{"pose": (B, 4) float64 tensor or None, "prev_pose": ..., "step": (B,) long}``.
+A reward hook returns ``(B,)`` floats, a termination hook ``(B,)`` bools (tensor or array). Pass
+one hook or a list (rewards are summed, terminations or-ed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Hook = Callable[[Tensor, Tensor, Tensor, dict[str, Any]], Any]
+
+
+class GoalImageSimilarity:
+    """Reward ``1 - mean |obs - goal| / 255`` in [0, 1]: 1 when the frame equals the goal image.
+
+    Args:
+        goal: uint8 ``(H, W, 3)`` image of the env's frame size (one goal for all rows) or
+            ``(B, H, W, 3)``.
+    """
+
+    def __init__(self, goal: np.ndarray | Tensor) -> None:
+        self.goal = torch.as_tensor(np.asarray(goal), dtype=torch.uint8)
+        if self.goal.shape[-1] != 3 or self.goal.dim() not in (3, 4):
+            raise ValueError(f"goal image must be (H, W, 3) or (B, H, W, 3), got {self.goal.shape}")
+
+    def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
+        """Similarity of each row's frame to the goal."""
+        goal = self.goal.to(obs.device)
+        if goal.shape[-3:] != obs.shape[-3:]:
+            raise ValueError(f"goal image {tuple(goal.shape[-3:])} != frame {tuple(obs.shape[1:])}")
+        diff = (obs.float() - goal.float()).abs().mean(dim=(-3, -2, -1))
+        return 1.0 - diff / 255.0
+
+
+class PoseDistance:
+    """Reward ``-distance`` in metres from the pose's (x, y) to a target (camera and driving).
+
+    Args:
+        target: ``(2,)`` or ``(B, 2)`` target (x, y) in metres.
+    """
+
+    def __init__(self, target: Sequence[float] | np.ndarray) -> None:
+        self.target = torch.as_tensor(np.asarray(target, dtype=np.float64))
+
+    def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
+        """Negative Euclidean distance of each row."""
+        if info["pose"] is None:
+            raise ValueError("PoseDistance needs a world with a pose (camera or driving)")
+        return -(info["pose"][:, :2] - self.target.to(info["pose"].device)).norm(dim=-1)
+
+
+class PoseReached:
+    """Termination when the pose's (x, y) is within ``radius_m`` metres of a target."""
+
+    def __init__(self, target: Sequence[float] | np.ndarray, radius_m: float = 0.5) -> None:
+        self.distance, self.radius = PoseDistance(target), radius_m
+
+    def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
+        """True for rows within the radius."""
+        return -self.distance(prev_obs, action, obs, info) <= self.radius
+
+
+class ActionCost:
+    """Reward ``-weight * mean(action ** 2)`` over a step's encoded action vectors."""
+
+    def __init__(self, weight: float = 0.01) -> None:
+        self.weight = weight
+
+    def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
+        """Quadratic cost of each row's actions."""
+        return -self.weight * action.float().pow(2).mean(dim=(-2, -1))
+
+
+def evaluate(hooks: Hook | Sequence[Hook] | None, args: tuple, batch: int, kind: str) -> np.ndarray:
+    """Run hooks and combine them into a ``(B,)`` float64 (reward) or bool (termination) array."""
+    dtype = np.float64 if kind == "reward" else np.bool_
+    total = np.zeros(batch, dtype)
+    if hooks is None:
+        return total
+    for hook in hooks if isinstance(hooks, Sequence) else [hooks]:
+        value = hook(*args)
+        value = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+        if value.shape != (batch,):
+            raise ValueError(
+                f"{kind} hook {hook!r} returned shape {value.shape}, expected ({batch},)"
+            )
+        if kind == "reward":
+            if not np.isfinite(value).all():
+                raise ValueError(f"reward hook {hook!r} returned NaN or inf")
+            total += value
+        else:
+            total |= value.astype(bool)
+    return total

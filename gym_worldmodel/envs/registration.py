@@ -1,0 +1,26 @@
+"""Registered ids. Importing ``gym_worldmodel`` registers them; entry points load lazily."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+#: id -> (world, default max_episode_steps)
+IDS = {
+    "WorldModel-CityWalk-v0": ("citywalk", 200),
+    "WorldModel-Robot-v0": ("robot", 100),
+    "WorldModel-Driving-v0": ("driving", 200),
+}
+
+
+def register_envs() -> None:
+    """Register every id (idempotent)."""
+    for env_id, (world, max_steps) in IDS.items():
+        if env_id in gym.registry:
+            continue
+        gym.register(
+            id=env_id,
+            entry_point="gym_worldmodel.envs.single_env:WorldModelEnv",
+            vector_entry_point="gym_worldmodel.envs.vector_env:WorldModelVectorEnv",
+            max_episode_steps=max_steps,
+            kwargs={"world": world},
+        )

@@ -1,0 +1,88 @@
+"""Single (unbatched) Gymnasium env with NumPy I/O: one row of the native vector env."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
+
+
+def batch_one(action: Any) -> Any:
+    """Add a leading batch axis of 1 to an action (dicts entry by entry)."""
+    if isinstance(action, dict):
+        return {k: np.asarray(v)[None] for k, v in action.items()}
+    return np.asarray(action)[None]
+
+
+class WorldModelEnv(gym.Env):
+    """One world-model environment (see ``envs/`` for the card of each registered id).
+
+    Takes the keyword arguments of :class:`WorldModelVectorEnv` except ``num_envs``, ``output``
+    and ``autoreset_mode``; time limits come from ``gym.make`` (``max_episode_steps``). Row 0 of a
+    vector env with the same seed and actions produces the same frames, bit for bit.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
+        for name in ("num_envs", "output", "autoreset_mode"):
+            if name in kwargs:
+                raise TypeError(f"WorldModelEnv does not take {name!r}; use the vector env")
+        self.vector = WorldModelVectorEnv(
+            1,
+            render_mode=render_mode,
+            output="numpy",
+            autoreset_mode=AutoresetMode.DISABLED,
+            **kwargs,
+        )
+        self.metadata = {**self.metadata, "render_fps": self.vector.metadata["render_fps"]}
+        self.render_mode = render_mode
+        self.observation_space = self.vector.single_observation_space
+        self.action_space = self.vector.single_action_space
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start an episode; ``options`` as :meth:`WorldModelVectorEnv.reset` for one row."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        for key in ("image", "frames"):
+            if key in options:
+                options[key] = np.asarray(options[key])[None]
+        # The row's generators derive from this env's np_random, so seed=None continues them.
+        row_seed = (
+            None
+            if seed is None and self.vector._started
+            else int(self.np_random.integers(2**63 - 1))
+        )
+        obs, infos = self.vector.reset(seed=[row_seed], options=options)
+        return obs[0], _unbatch(infos)
+
+    def step(self, action: Any):
+        """One chunk; Python ``float`` reward and ``bool`` flags."""
+        obs, reward, terminated, truncated, infos = self.vector.step(batch_one(action))
+        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), _unbatch(infos)
+
+    def render(self) -> np.ndarray | None:
+        """The current frame (no model forward)."""
+        frames = self.vector.render()
+        return None if frames is None else frames[0]
+
+    def close(self) -> None:
+        """Release the model; calling it again does nothing."""
+        if not self.vector.closed:
+            self.vector.close()
+
+    def get_state(self) -> dict[str, Any]:
+        """Full state of the episode (see :meth:`WorldModelVectorEnv.get_state`)."""
+        return self.vector.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`get_state`."""
+        self.vector.set_state(state)
+
+
+def _unbatch(infos: dict[str, Any]) -> dict[str, Any]:
+    return {k: v[0] for k, v in infos.items() if not k.startswith("_")}

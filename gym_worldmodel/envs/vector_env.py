@@ -1,0 +1,434 @@
+"""Native batched Gymnasium vector env: every row of one world in one forward per step."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from gym_worldmodel.envs import hooks as hook_lib
+from gym_worldmodel.envs.engine import WorldEngine
+from gym_worldmodel.envs.pose import integrate_camera, integrate_driving
+from gym_worldmodel.envs.worlds import (
+    get_world,
+    load_model,
+    model_config,
+    resize_frames,
+    start_frames,
+)
+from gym_worldmodel.models import WorldModel
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+LATENT_BOUND = 100.0  # latent observations are clipped to +-this
+
+
+class WorldModelVectorEnv(VectorEnv):
+    """``num_envs`` rows of one world, stepped by one batched forward.
+
+    Args:
+        num_envs: Rows.
+        world: ``"citywalk"``, ``"robot"`` or ``"driving"``.
+        model: A checkpoint directory, hub repo id, ``WorldModel``, ``"random"`` /
+            ``"random-tiny"`` (untrained), or None for the world's shipped weights. Weights load
+            on the first reset.
+        action_mode: The action head's mode (camera ``"keys"``/``"look"``, robot
+            ``"dict"``/``"flat"``); None for the world's default.
+        obs_mode: ``"rgb"`` (last frame ``(H, W, 3)`` uint8), ``"chunk"`` (``(F, H, W, 3)``) or
+            ``"latent"`` (``(F, C, h, w)`` float32, clipped to +-100).
+        device: Torch device of the model and, with ``output="torch"``, of the returns.
+        dtype: ``"float32"`` or ``"bfloat16"`` (autocast).
+        output: ``"numpy"`` or ``"torch"`` (obs, rewards and flags stay on the device).
+        autoreset_mode: A ``gymnasium.vector.AutoresetMode`` (or its value).
+        max_episode_steps: Truncate episodes after this many steps (None: never).
+        render_mode: None or ``"rgb_array"``.
+        reward_fn: Hook or list of hooks (:mod:`gym_worldmodel.envs.hooks`); default 0.
+        termination_fn: Hook or list of hooks; default never.
+        engine: A prebuilt engine (tests, forks); overrides ``model``.
+    """
+
+    metadata = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 15,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        *,
+        world: str = "citywalk",
+        model: WorldModel | str | os.PathLike | None = None,
+        action_mode: str | None = None,
+        obs_mode: str = "rgb",
+        device: str | torch.device = "cpu",
+        dtype: str = "float32",
+        output: str = "numpy",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+        reward_fn: hook_lib.Hook | Sequence[hook_lib.Hook] | None = None,
+        termination_fn: hook_lib.Hook | Sequence[hook_lib.Hook] | None = None,
+        engine: Any = None,
+    ) -> None:
+        _check_choice("obs_mode", obs_mode, ("rgb", "chunk", "latent"))
+        _check_choice("output", output, ("numpy", "torch"))
+        _check_choice("dtype", dtype, tuple(DTYPES))
+        _check_choice("render_mode", render_mode, (None, "rgb_array"))
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.world = get_world(world)
+        self.head = self.world.action_head(action_mode)
+        self.num_envs, self.obs_mode, self.output = num_envs, obs_mode, output
+        self.device, self.dtype = torch.device(device), DTYPES[dtype]
+        self.render_mode, self.max_episode_steps = render_mode, max_episode_steps
+        self.reward_fn, self.termination_fn = reward_fn, termination_fn
+        self._model_arg, self._engine = model, engine
+        self.config = engine.config if engine is not None else model_config(self.world, model)
+        self.metadata = {
+            **self.metadata,
+            "render_fps": self.config.fps,
+            "autoreset_mode": AutoresetMode(autoreset_mode),
+        }
+        self.single_observation_space = self._obs_space()
+        self.single_action_space = self.head.space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._rngs: list[np.random.Generator | None] = [None] * num_envs
+        self._steps = np.zeros(num_envs, np.int64)
+        self._done = np.zeros(num_envs, bool)
+        self._pose = np.zeros((num_envs, 4)) if self.world.pose else None
+        self._frames = self._latents = None
+        self._started = self.closed = False
+
+    # --- Gymnasium API -------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
+        """Reset all rows, or those named by ``options["env_idx"]`` / ``options["reset_mask"]``.
+
+        ``options["image"]`` (uint8 ``(H, W, 3)`` of any size, or one per reset row) or
+        ``options["frames"]`` (``(k, H, W, 3)``, or one stack per row) start from the user's
+        pictures; otherwise a start frame is drawn, seeded, from the world's bundled frames.
+        ``seed``: an int seeds row i with ``seed + i``; a list gives one seed (or None) per env.
+        """
+        self._check_open()
+        options = dict(options or {})
+        rows = self._rows(options)
+        if not self._started and len(rows) != self.num_envs:
+            raise RuntimeError("the first reset must reset every row (no env_idx / reset_mask)")
+        seeds = _row_seeds(seed, rows, self.num_envs)
+        frames = self._user_frames(options, len(rows))
+        unknown = set(options) - {"env_idx", "reset_mask", "image", "frames"}
+        if unknown:
+            raise ValueError(
+                f"unknown reset options {sorted(unknown)}; expected env_idx, "
+                "reset_mask, image or frames"
+            )
+        self._start_rows(rows, seeds, frames)
+        self._started = True
+        return self._obs(), self._infos()
+
+    def step(self, actions: Any):
+        """Advance every row one chunk; see the class docstring for the autoreset modes."""
+        self._check_open()
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        vec = self.head.encode(actions, self.num_envs, self.config.dit.chunk_frames)
+        mode = self.metadata["autoreset_mode"]
+        if mode == AutoresetMode.DISABLED and self._done.any():
+            raise RuntimeError(
+                f"rows {np.flatnonzero(self._done).tolist()} are done and autoreset is disabled: "
+                "reset them with reset(options={'reset_mask': mask}) before stepping"
+            )
+        resetting = (
+            self._done.copy() if mode == AutoresetMode.NEXT_STEP else np.zeros_like(self._done)
+        )
+        prev_frame, prev_pose = self._frames[:, -1], self._pose
+        self._latents, self._frames = self._engine.step(vec)
+        self._advance_pose(vec)
+        self._steps += 1
+        rewards, terminated, truncated = self._judge(prev_frame, vec, prev_pose)
+        rewards[resetting], terminated[resetting], truncated[resetting] = 0.0, False, False
+        if resetting.any():
+            self._start_rows(np.flatnonzero(resetting), [None] * int(resetting.sum()), None)
+        done = terminated | truncated
+        infos = self._infos()
+        if mode == AutoresetMode.SAME_STEP and done.any():
+            infos.update(self._final(done, infos))
+            self._start_rows(np.flatnonzero(done), [None] * int(done.sum()), None)
+            infos.update(self._infos())
+            done = np.zeros_like(done)
+        self._done = done
+        return self._obs(), *self._flags(rewards, terminated, truncated), infos
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """The current last frame of every row (no model forward), or None without a mode."""
+        if self.render_mode is None or self._frames is None:
+            return None
+        return tuple(self._frames[:, -1].to("cpu", copy=True).numpy())
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Release the engine; further calls to reset or step raise."""
+        self._engine = None
+
+    # --- state for planners ----------------------------------------------------------------------
+
+    def get_state(self, env_idx: Sequence[int] | None = None) -> dict[str, Any]:
+        """Copy of the rows' full state (repeats allowed: ``[0, 0, 0]`` forks row 0 three times).
+
+        Covers the KV cache, generator states, last frames and latents, pose, step count, done
+        flags and the rows' NumPy generators.
+        """
+        self._check_open()
+        if not self._started:
+            raise RuntimeError("call reset() before get_state()")
+        rows = np.arange(self.num_envs) if env_idx is None else np.asarray(env_idx, np.int64)
+        return {
+            "engine": self._engine.get_state(rows.tolist()),
+            "frames": self._frames[rows].clone(),
+            "latents": self._latents[rows].clone(),
+            "pose": None if self._pose is None else self._pose[rows].copy(),
+            "steps": self._steps[rows].copy(),
+            "done": self._done[rows].copy(),
+            "rngs": [
+                None if self._rngs[i] is None else self._rngs[i].bit_generator.state for i in rows
+            ],
+        }
+
+    def set_state(self, state: dict[str, Any], env_idx: Sequence[int] | None = None) -> None:
+        """Load :meth:`get_state` output of as many rows into rows ``env_idx`` (all if None)."""
+        self._check_open()
+        rows = np.arange(self.num_envs) if env_idx is None else np.asarray(env_idx, np.int64)
+        if len(state["steps"]) != len(rows):
+            raise ValueError(f"state holds {len(state['steps'])} rows, env_idx names {len(rows)}")
+        if not self._started:
+            if len(rows) != self.num_envs:
+                raise RuntimeError("set the state of every row (or reset) before a partial one")
+            self._build_engine()
+            self._frames, self._latents = state["frames"].clone(), state["latents"].clone()
+        self._engine.set_state(state["engine"], rows.tolist())
+        self._frames[rows] = state["frames"].to(self._frames.device)
+        self._latents[rows] = state["latents"].to(self._latents.device)
+        if self._pose is not None:
+            self._pose[rows] = state["pose"]
+        self._steps[rows], self._done[rows] = state["steps"], state["done"]
+        for row, rng_state in zip(rows, state["rngs"], strict=True):
+            self._rngs[row] = None if rng_state is None else _rng_from_state(rng_state)
+        self._started = True
+
+    def fork(self, row: int, n: int, seeds: Sequence[int] | None = None) -> WorldModelVectorEnv:
+        """A new ``n``-row env whose rows all continue from row ``row`` (the model is shared).
+
+        Without ``seeds`` every fork draws the same noise (common random numbers: futures differ
+        only by their actions); ``seeds`` reseeds each fork's generator so their noise differs.
+        """
+        if seeds is not None and len(seeds) != n:
+            raise ValueError(f"need {n} seeds for {n} forks, got {len(seeds)}")
+        state = self.get_state([row] * n)
+        engine = WorldEngine(self._engine.model, n, self.head.modality, self.device, self.dtype)
+        child = WorldModelVectorEnv(
+            n,
+            world=self.world.name,
+            action_mode=self.head.mode,
+            obs_mode=self.obs_mode,
+            device=self.device,
+            dtype=_dtype_name(self.dtype),
+            output=self.output,
+            autoreset_mode=self.metadata["autoreset_mode"],
+            max_episode_steps=self.max_episode_steps,
+            render_mode=self.render_mode,
+            reward_fn=self.reward_fn,
+            termination_fn=self.termination_fn,
+            engine=engine,
+        )
+        child.set_state(state)
+        if seeds is not None:
+            child._engine.seed(list(range(n)), [int(s) for s in seeds])
+        return child
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _obs_space(self) -> spaces.Box:
+        cfg = self.config
+        size, f = cfg.vae.image_size, cfg.dit.chunk_frames
+        if self.obs_mode == "latent":
+            shape = (f, cfg.dit.latent_channels, cfg.dit.latent_size, cfg.dit.latent_size)
+            return spaces.Box(-LATENT_BOUND, LATENT_BOUND, shape, np.float32)
+        shape = (size, size, 3) if self.obs_mode == "rgb" else (f, size, size, 3)
+        return spaces.Box(0, 255, shape, np.uint8)
+
+    def _build_engine(self) -> None:
+        if self._engine is None:
+            model = load_model(self.world, self._model_arg)
+            self._engine = WorldEngine(
+                model, self.num_envs, self.head.modality, self.device, self.dtype
+            )
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("this env is closed; make a new one")
+
+    def _rows(self, options: dict) -> np.ndarray:
+        if "env_idx" in options and "reset_mask" in options:
+            raise ValueError("pass env_idx or reset_mask, not both")
+        if "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"])
+            if mask.dtype != np.bool_ or mask.shape != (self.num_envs,) or not mask.any():
+                raise ValueError(
+                    f"reset_mask must be a bool array of shape ({self.num_envs},) "
+                    "with at least one True"
+                )
+            return np.flatnonzero(mask)
+        if "env_idx" in options:
+            idx = np.unique(np.asarray(options["env_idx"], dtype=np.int64).reshape(-1))
+            if idx.size == 0 or idx.min() < 0 or idx.max() >= self.num_envs:
+                raise ValueError(f"env_idx must name rows in [0, {self.num_envs}), got {idx}")
+            return idx
+        return np.arange(self.num_envs)
+
+    def _user_frames(self, options: dict, n: int) -> np.ndarray | None:
+        """Validated start frames from the reset options, ``(n, F, H, W, 3)`` uint8, or None."""
+        if "image" in options and "frames" in options:
+            raise ValueError("pass image or frames, not both")
+        if "image" not in options and "frames" not in options:
+            return None
+        key = "image" if "image" in options else "frames"
+        arr = np.asarray(options[key])
+        per_env_ndim = 3 if key == "image" else 4
+        if arr.dtype != np.uint8:
+            raise ValueError(f"reset {key} must be uint8 RGB, got dtype {arr.dtype}")
+        if arr.ndim == per_env_ndim:
+            arr = np.broadcast_to(arr, (n, *arr.shape))
+        if arr.ndim != per_env_ndim + 1 or arr.shape[0] != n or arr.shape[-1] != 3:
+            want = "(H, W, 3)" if key == "image" else "(k, H, W, 3)"
+            raise ValueError(
+                f"reset {key} must be {want} or one per reset row ({n}), got shape {arr.shape}"
+            )
+        if min(arr.shape[-3:-1]) < 1:
+            raise ValueError(f"reset {key} is empty: shape {arr.shape}")
+        stacks = arr[:, None] if key == "image" else arr
+        return np.stack([self._chunk_of(s) for s in stacks])
+
+    def _chunk_of(self, frames: np.ndarray) -> np.ndarray:
+        """``(k, H, W, 3)`` any size -> the first chunk ``(F, size, size, 3)``."""
+        f, size = self.config.dit.chunk_frames, self.config.vae.image_size
+        frames = resize_frames(frames, size) if frames.shape[1:3] != (size, size) else frames
+        frames = frames[-f:]
+        return np.concatenate([np.repeat(frames[:1], f - len(frames), 0), frames])
+
+    def _start_rows(self, rows: np.ndarray, seeds: list[int | None], frames: np.ndarray | None):
+        """Reseed, pick start frames and start ``rows`` in the engine."""
+        self._build_engine()
+        bundled = start_frames(self.world, self.config.vae.image_size) if frames is None else None
+        torch_seeds, chunks = [], []
+        for k, row in enumerate(rows):
+            if seeds[k] is not None or self._rngs[row] is None:
+                self._rngs[row] = np.random.default_rng(seeds[k])
+            rng = self._rngs[row]
+            if bundled is not None:
+                chunks.append(self._chunk_of(bundled[rng.integers(len(bundled))][None]))
+            torch_seeds.append(int(rng.integers(2**63 - 1)))
+        frames = np.stack(chunks) if frames is None else frames
+        self._engine.seed(rows.tolist(), torch_seeds)
+        frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        latents, frames_t = self._engine.start(rows.tolist(), frames_t)
+        if self._frames is None:
+            self._frames, self._latents = frames_t.clone(), latents.clone()
+        else:
+            self._frames[rows], self._latents[rows] = frames_t, latents
+        self._steps[rows], self._done[rows] = 0, False
+        if self._pose is not None:
+            self._pose[rows] = 0.0
+
+    def _advance_pose(self, vec: np.ndarray) -> None:
+        head, dt = self.head, 1.0 / self.config.fps
+        if self.world.pose == "camera":
+            self._pose = integrate_camera(self._pose, vec, head.move_m, head.turn_deg)
+        elif self.world.pose == "driving":
+            self._pose = integrate_driving(self._pose, vec, dt, head.max_steer_deg, head.max_accel)
+
+    def _judge(self, prev_frame, vec: np.ndarray, prev_pose) -> tuple[np.ndarray, ...]:
+        as_t = lambda p: None if p is None else torch.from_numpy(p).to(self.device)  # noqa: E731
+        info = {
+            "pose": as_t(self._pose),
+            "prev_pose": as_t(prev_pose),
+            "step": torch.from_numpy(self._steps).to(self.device),
+        }
+        args = (prev_frame, torch.from_numpy(vec).to(self.device), self._frames[:, -1], info)
+        rewards = hook_lib.evaluate(self.reward_fn, args, self.num_envs, "reward")
+        terminated = hook_lib.evaluate(self.termination_fn, args, self.num_envs, "termination")
+        truncated = (
+            self._steps >= self.max_episode_steps
+            if self.max_episode_steps
+            else np.zeros(self.num_envs, bool)
+        )
+        return rewards, terminated, truncated
+
+    def _obs(self):
+        if self.obs_mode == "rgb":
+            obs = self._frames[:, -1]
+        elif self.obs_mode == "chunk":
+            obs = self._frames
+        else:
+            obs = self._latents.float().clamp(-LATENT_BOUND, LATENT_BOUND)
+        # Always a copy: callers keep observations while the env's buffers change in place.
+        return obs.clone() if self.output == "torch" else obs.to("cpu", copy=True).numpy()
+
+    def _infos(self) -> dict[str, Any]:
+        ones = np.ones(self.num_envs, bool)
+        infos: dict[str, Any] = {"step": self._steps.copy(), "_step": ones}
+        if self._pose is not None:
+            infos["pose"], infos["_pose"] = self._pose.copy(), ones.copy()
+        return infos
+
+    def _final(self, done: np.ndarray, infos: dict[str, Any]) -> dict[str, Any]:
+        """SAME_STEP bookkeeping: terminal observations and infos of the done rows."""
+        obs = self._obs()
+        final_obs = np.empty(self.num_envs, dtype=object)
+        final_info = np.empty(self.num_envs, dtype=object)
+        for i in np.flatnonzero(done):
+            final_obs[i] = obs[i]
+            final_info[i] = {k: v[i] for k, v in infos.items() if not k.startswith("_")}
+        return {
+            "final_obs": final_obs,
+            "_final_obs": done.copy(),
+            "final_info": final_info,
+            "_final_info": done.copy(),
+        }
+
+    def _flags(self, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray):
+        if self.output == "numpy":
+            return rewards, terminated, truncated
+        to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
+        return to(rewards.astype(np.float32)), to(terminated), to(truncated)
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _row_seeds(seed: Any, rows: np.ndarray, num_envs: int) -> list[int | None]:
+    if seed is None:
+        return [None] * len(rows)
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed) + int(r) for r in rows]
+    seeds = list(seed)
+    if len(seeds) != num_envs:
+        raise ValueError(f"seed list must have num_envs={num_envs} entries, got {len(seeds)}")
+    return [seeds[int(r)] for r in rows]
+
+
+def _rng_from_state(state: dict) -> np.random.Generator:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in DTYPES.items()}[dtype]

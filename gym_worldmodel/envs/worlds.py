@@ -1,0 +1,145 @@
+"""World presets: what each registered id runs, and where its weights and start frames come from.
+
+A world names its action head, its pose integrator and its bundled assets. The trained weights
+ship inside the package under ``gym_worldmodel/worlds/<name>/`` (``config.json`` +
+``model.safetensors`` + ``start_frames.npz``); a world whose weights are not shipped yet says so
+clearly and can run any model the user passes (``model=`` a directory, a hub repo id, a
+``WorldModel``, or ``"random"`` / ``"random-tiny"`` for untrained weights).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gym_worldmodel.envs.actions import ActionHead, CameraHead, DrivingHead, RobotHead
+from gym_worldmodel.models import WorldModel, WorldModelConfig
+
+WORLDS_DIR = Path(__file__).resolve().parents[1] / "worlds"
+RANDOM_MODELS = ("random", "random-tiny")
+
+
+@dataclass(frozen=True)
+class World:
+    """One registered world.
+
+    Attributes:
+        name: Folder name of its assets.
+        head: Default action head (mode can be changed per env).
+        pose: ``"camera"``, ``"driving"`` or None (fixed camera).
+        description: One line for the env card and errors.
+    """
+
+    name: str
+    head: ActionHead
+    pose: str | None
+    description: str
+    modes: tuple[str, ...] = field(default=())
+
+    @property
+    def assets(self) -> Path:
+        """Folder of the shipped checkpoint and start frames."""
+        return WORLDS_DIR / self.name
+
+    def action_head(self, mode: str | None) -> ActionHead:
+        """The head in ``mode`` (None: the default)."""
+        if mode is None or mode == self.head.mode:
+            return self.head
+        return type(self.head)(mode=mode)  # type: ignore[call-arg]
+
+
+WORLDS: dict[str, World] = {
+    "citywalk": World("citywalk", CameraHead(), "camera", "first-person walk through a city"),
+    # Flat by default: check_env and SB3 want [-1, 1] Boxes; action_mode="dict" is RT-1's dict.
+    "robot": World("robot", RobotHead(mode="flat"), None, "tabletop robot arm, fixed camera"),
+    "driving": World("driving", DrivingHead(), "driving", "top-down ego vehicle on a highway"),
+}
+
+
+def get_world(name: str) -> World:
+    """The preset called ``name``."""
+    if name not in WORLDS:
+        raise KeyError(f"unknown world {name!r}; available: {sorted(WORLDS)}")
+    return WORLDS[name]
+
+
+ModelArg = WorldModel | str | os.PathLike | None
+
+
+def _shipped(world: World) -> Path:
+    from gym_worldmodel import hub
+
+    if not (world.assets / hub.CONFIG_NAME).is_file():
+        raise FileNotFoundError(
+            f"the trained {world.name!r} world is not shipped in this version ({world.assets} "
+            "has no checkpoint). Pass model= a checkpoint directory, a hub repo id or a "
+            "WorldModel; or model='random' for untrained weights."
+        )
+    return world.assets
+
+
+def model_config(world: World, model: ModelArg) -> WorldModelConfig:
+    """The config of the model ``model=`` names, without loading weights where avoidable."""
+    from gym_worldmodel import hub
+
+    if isinstance(model, WorldModel):
+        return model.config
+    if model in RANDOM_MODELS:
+        return WorldModelConfig.tiny() if model == "random-tiny" else WorldModelConfig()
+    directory = _shipped(world) if model is None else Path(model)
+    if not directory.is_dir():  # a hub repo id: resolve it (cache first) now
+        return load_model(world, model).config
+    return hub.read_config(directory / hub.CONFIG_NAME)
+
+
+def load_model(world: World, model: ModelArg) -> WorldModel:
+    """Resolve the ``model=`` argument of an env into a ``WorldModel`` on the CPU."""
+    from gym_worldmodel import hub
+
+    if isinstance(model, WorldModel):
+        return model
+    if model is None:
+        return hub.from_pretrained(_shipped(world))
+    if model in RANDOM_MODELS:
+        config = WorldModelConfig.tiny() if model == "random-tiny" else WorldModelConfig()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            return WorldModel(config).eval()
+    return hub.from_pretrained(model)
+
+
+@functools.lru_cache(maxsize=16)
+def start_frames(world: World, size: int) -> np.ndarray:
+    """The world's bundled start frames ``(N, size, size, 3)`` uint8.
+
+    Until a world ships its own (``start_frames.npz``, key ``frames``), a fixed set of
+    procedural frames stands in: sky, horizon and ground in a few colours.
+    """
+    path = world.assets / "start_frames.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            frames = data["frames"]
+        return frames if frames.shape[1] == size else resize_frames(frames, size)
+    rng = np.random.default_rng(sum(map(ord, world.name)))
+    out = np.empty((8, size, size, 3), np.uint8)
+    rows = np.linspace(0.0, 1.0, size)[:, None, None]
+    for i in range(len(out)):
+        sky, ground = rng.integers(40, 230, 3), rng.integers(20, 200, 3)
+        horizon = rng.uniform(0.35, 0.65)
+        img = np.where(rows < horizon, sky, ground) * (0.75 + 0.25 * rows)
+        out[i] = np.broadcast_to(img, (size, size, 3)).astype(np.uint8)
+    return out
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """Resize uint8 ``(N, H, W, 3)`` frames to ``(N, size, size, 3)`` (bilinear, antialiased)."""
+    x = torch.tensor(np.asarray(frames)).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(
+        x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

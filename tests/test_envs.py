@@ -1,0 +1,424 @@
+"""Gymnasium contracts of the environments, on tiny random-weight models."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
+
+import gym_worldmodel  # noqa: F401  (registers the ids)
+from gym_worldmodel.envs import (
+    ActionCost,
+    GoalImageSimilarity,
+    PoseDistance,
+    PoseReached,
+    WorldModelEnv,
+    WorldModelVectorEnv,
+)
+from gym_worldmodel.envs.actions import ActionError
+from gym_worldmodel.envs.registration import IDS
+from gym_worldmodel.models import WorldModelConfig
+
+TINY = {"model": "random-tiny"}
+
+
+@pytest.mark.parametrize("env_id", sorted(IDS))
+def test_check_env_passes_without_warnings(env_id):
+    env = gym.make(env_id, **TINY)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)  # made by gym.make, so it has a spec: render checks run too
+    assert [str(w.message) for w in caught] == []
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", sorted(IDS))
+def test_same_seed_same_rollout_over_the_registry(env_id):
+    def rollout(seed):
+        env = gym.make(env_id, **TINY)
+        env.action_space.seed(seed)
+        obs, _ = env.reset(seed=seed)
+        frames, rewards = [obs], []
+        for _ in range(4):
+            obs, reward, *_ = env.step(env.action_space.sample())
+            frames.append(obs)
+            rewards.append(reward)
+        env.close()
+        return np.stack(frames), rewards
+
+    a, b, c = rollout(3), rollout(3), rollout(4)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    assert not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.parametrize("world", ["citywalk", "robot", "driving"])
+def test_vector_row_equals_single_env(world):
+    vec = WorldModelVectorEnv(3, world=world, **TINY)
+    single = WorldModelEnv(world=world, **TINY)
+    vec.action_space.seed(0)
+    obs_v, _ = vec.reset(seed=[7, 8, 9])
+    single.reset(seed=0)
+    obs_s, info_s = single.vector.reset(seed=[7])
+    assert np.array_equal(obs_v[0], obs_s[0])
+    for _ in range(4):
+        actions = vec.action_space.sample()
+        obs_v, rew_v, *_ = vec.step(actions)
+        row0 = {k: v[0] for k, v in actions.items()} if isinstance(actions, dict) else actions[0]
+        obs_s, rew_s, *_, info_s = single.step(row0)
+        assert np.array_equal(obs_v[0], obs_s)
+    if world != "robot":
+        assert np.allclose(vec._infos()["pose"][0], info_s["pose"])
+
+
+def test_make_vec_uses_the_native_vector_env():
+    envs = gym.make_vec("WorldModel-Driving-v0", num_envs=4, **TINY)
+    assert isinstance(envs.unwrapped, WorldModelVectorEnv)
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    obs, info = envs.reset(seed=1)
+    assert obs.shape == (4, 32, 32, 3) and obs.dtype == np.uint8
+    obs, rewards, terminated, truncated, info = envs.step(envs.action_space.sample())
+    assert rewards.shape == (4,) and info["pose"].shape == (4, 4)
+    envs.close()
+
+
+# --- autoreset semantics with a counting world ---
+
+
+class CountingEngine:
+    """Stands in for WorldEngine: frame value = steps since the row's start."""
+
+    def __init__(self, num_envs: int):
+        self.config = WorldModelConfig.tiny()
+        self.num_envs, self.count = num_envs, np.zeros(num_envs, np.int64)
+        self.f, self.size = self.config.dit.chunk_frames, self.config.vae.image_size
+
+    def _frames(self, values):
+        v = torch.as_tensor(values, dtype=torch.uint8)[:, None, None, None, None]
+        return v.expand(-1, self.f, self.size, self.size, 3).clone()
+
+    def seed(self, env_idx, seeds):
+        pass
+
+    def start(self, env_idx, frames):
+        self.count[env_idx] = 0
+        zeros = torch.zeros(len(env_idx), self.f, 4, 16, 16)
+        return zeros, self._frames(self.count[env_idx])
+
+    def step(self, actions):
+        self.count += 1
+        return torch.zeros(self.num_envs, self.f, 4, 16, 16), self._frames(self.count)
+
+    def get_state(self, env_idx):
+        return {"count": self.count[list(env_idx)].copy()}
+
+    def set_state(self, state, env_idx):
+        self.count[list(env_idx)] = state["count"]
+
+
+def counting_env(mode, num_envs=1, max_steps=2, **kwargs):
+    return WorldModelVectorEnv(
+        num_envs,
+        world="driving",
+        engine=CountingEngine(num_envs),
+        autoreset_mode=mode,
+        max_episode_steps=max_steps,
+        **kwargs,
+    )
+
+
+def value(obs):
+    return obs[:, 0, 0, 0].tolist()
+
+
+def test_autoreset_next_step():
+    env = counting_env(AutoresetMode.NEXT_STEP)
+    act = np.zeros((1, 2), np.float32)
+    assert value(env.reset(seed=0)[0]) == [0]
+    expected = [([1], False), ([2], True), ([0], False), ([1], False), ([2], True)]
+    for want, trunc in expected:
+        obs, reward, terminated, truncated, _ = env.step(act)
+        assert (value(obs), bool(truncated[0]), bool(terminated[0])) == (want, trunc, False)
+        assert reward[0] == 0.0
+
+
+def test_autoreset_same_step():
+    env = counting_env(AutoresetMode.SAME_STEP)
+    act = np.zeros((1, 2), np.float32)
+    env.reset(seed=0)
+    obs, _, _, truncated, info = env.step(act)
+    assert value(obs) == [1] and not truncated[0] and "final_obs" not in info
+    obs, _, _, truncated, info = env.step(act)
+    assert value(obs) == [0] and truncated[0]  # reset obs, terminal obs in info
+    assert info["_final_obs"].tolist() == [True] and info["final_obs"][0][0, 0, 0] == 2
+    assert info["final_info"][0]["step"] == 2 and info["step"][0] == 0
+    assert value(env.step(act)[0]) == [1]
+
+
+def test_autoreset_disabled_needs_a_partial_reset():
+    env = counting_env(
+        AutoresetMode.DISABLED,
+        num_envs=2,
+        max_steps=None,
+        termination_fn=lambda p, a, o, i: i["step"].numpy() >= np.array([1, 3]),
+    )
+    act = np.zeros((2, 2), np.float32)
+    env.reset(seed=0)
+    obs, _, terminated, _, _ = env.step(act)
+    assert terminated.tolist() == [True, False]
+    with pytest.raises(RuntimeError, match="reset_mask"):
+        env.step(act)
+    obs, _ = env.reset(options={"reset_mask": np.array([True, False])})
+    assert value(obs) == [0, 1]  # row 1 untouched
+    assert value(env.step(act)[0]) == [1, 2]
+
+
+def test_autoreset_mode_metadata_and_staggered_rows():
+    env = counting_env(
+        "NextStep",
+        num_envs=2,
+        max_steps=None,
+        termination_fn=lambda p, a, o, i: i["step"].numpy() >= np.array([1, 2]),
+    )
+    assert env.metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP
+    act = np.zeros((2, 2), np.float32)
+    env.reset(seed=0)
+    seen = [value(env.step(act)[0]) for _ in range(4)]
+    assert seen == [[1, 1], [0, 2], [1, 0], [0, 1]]
+
+
+# --- partial reset, seeds, state and fork ---
+
+
+def snapshot(env):
+    return env.get_state()
+
+
+def rows_equal(a, b, rows):
+    same_cache = all(
+        torch.equal(
+            a["engine"]["cache"][k][:, rows] if k in ("k", "v") else a["engine"]["cache"][k][rows],
+            b["engine"]["cache"][k][:, rows] if k in ("k", "v") else b["engine"]["cache"][k][rows],
+        )
+        for k in a["engine"]["cache"]
+    )
+    return (
+        same_cache
+        and torch.equal(a["frames"][rows], b["frames"][rows])
+        and np.array_equal(a["steps"][rows], b["steps"][rows])
+        and np.array_equal(a["pose"][rows], b["pose"][rows])
+    )
+
+
+@pytest.mark.parametrize("how", ["env_idx", "reset_mask"])
+def test_partial_reset_leaves_other_rows_bitwise_unchanged(how):
+    env = WorldModelVectorEnv(4, world="citywalk", **TINY)
+    env.reset(seed=0)
+    for _ in range(2):
+        env.step(env.action_space.sample())
+    before = snapshot(env)
+    option = [1, 3] if how == "env_idx" else np.array([False, True, False, True])
+    obs, info = env.reset(options={how: option})
+    after = snapshot(env)
+    assert rows_equal(before, after, [0, 2])
+    assert info["step"].tolist() == [2, 0, 2, 0]
+    assert not rows_equal(before, after, [1])
+
+
+def test_per_env_seeds_and_seed_list():
+    env = WorldModelVectorEnv(3, world="robot", **TINY)
+    a, _ = env.reset(seed=[5, 6, 7])
+    b, _ = env.reset(seed=5)  # int seed: row i gets 5 + i
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="num_envs=3"):
+        env.reset(seed=[1, 2])
+
+
+def test_fork_then_diverge_leaves_the_original_unchanged():
+    env = WorldModelVectorEnv(2, world="citywalk", **TINY)
+    env.reset(seed=0)
+    env.step(np.array([[1, 0], [2, 1]]))
+    before = snapshot(env)
+    same_noise = env.fork(0, 2).step(np.array([[1, 0], [1, 0]]))[0]
+    assert np.array_equal(same_noise[0], same_noise[1])  # common random numbers by default
+    futures = env.fork(0, 3, seeds=[1, 2, 3])
+    obs, *_ = futures.step(np.array([[1, 0], [3, 0], [0, 2]]))
+    assert not np.array_equal(obs[0], obs[1])
+    assert rows_equal(before, snapshot(env), [0, 1])
+    # Restoring a state replays the same future exactly.
+    env2 = WorldModelVectorEnv(2, world="citywalk", **TINY)
+    env2.set_state(before)
+    a = env.step(np.array([[1, 1], [1, 1]]))[0]
+    b = env2.step(np.array([[1, 1], [1, 1]]))[0]
+    assert np.array_equal(a, b)
+
+
+def test_reset_from_the_users_image_and_frames():
+    env = WorldModelVectorEnv(2, world="robot", **TINY)
+    picture = np.random.default_rng(0).integers(0, 256, (100, 80, 3), dtype=np.uint8)
+    obs, _ = env.reset(seed=0, options={"image": picture})
+    assert obs.shape == (2, 32, 32, 3) and np.array_equal(obs[0], obs[1])
+    assert abs(obs.mean() - picture.mean()) < 5
+    stack = np.stack([picture, 255 - picture, picture])
+    obs, _ = env.reset(seed=0, options={"frames": np.stack([stack, stack])})
+    assert np.array_equal(obs[0], obs[1])
+
+
+def test_torch_output_stays_on_the_device():
+    env = WorldModelVectorEnv(2, world="driving", output="torch", obs_mode="chunk", **TINY)
+    obs, _ = env.reset(seed=0)
+    obs, reward, terminated, truncated, _ = env.step(np.zeros((2, 2), np.float32))
+    assert isinstance(obs, torch.Tensor) and obs.shape == (2, 2, 32, 32, 3)
+    assert isinstance(reward, torch.Tensor) and terminated.dtype == torch.bool
+
+
+def test_latent_observations():
+    env = WorldModelVectorEnv(1, world="driving", obs_mode="latent", **TINY)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (1, 2, 4, 16, 16) and obs.dtype == np.float32
+    assert env.single_observation_space.contains(obs[0])
+
+
+def test_render_returns_the_current_frame_without_a_forward():
+    env = WorldModelVectorEnv(2, world="driving", render_mode="rgb_array", **TINY)
+    obs, _ = env.reset(seed=0)
+    frames = env.render()
+    assert isinstance(frames, tuple) and np.array_equal(frames[1], obs[1])
+    single = gym.make("WorldModel-Driving-v0", render_mode="rgb_array", **TINY)
+    obs, _ = single.reset(seed=0)
+    assert np.array_equal(single.render(), obs)
+
+
+# --- reward and termination hooks ---
+
+
+def test_builtin_hooks():
+    goal = np.full((32, 32, 3), 128, np.uint8)
+    env = WorldModelVectorEnv(
+        2,
+        world="driving",
+        **TINY,
+        termination_fn=PoseReached([100.0, 0.0], radius_m=1.0),
+        reward_fn=[GoalImageSimilarity(goal), PoseDistance([3.0, 4.0]), ActionCost(0.5)],
+    )
+    obs, _ = env.reset(seed=0)
+    _, reward, terminated, _, info = env.step(np.array([[0, 1], [0, 0]], np.float32))
+    sim = 1 - np.abs(env._obs().astype(float) - 128).mean(axis=(1, 2, 3)) / 255
+    dist = -np.linalg.norm(info["pose"][:, :2] - [3.0, 4.0], axis=1)
+    cost = -0.5 * np.array([0.5, 0.0])
+    assert np.allclose(reward, sim + dist + cost)
+    assert terminated.tolist() == [False, False]
+
+
+def test_a_broken_hook_is_a_clear_error():
+    env = WorldModelVectorEnv(2, world="driving", **TINY, reward_fn=lambda *a: np.zeros(3))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"expected \(2,\)"):
+        env.step(np.zeros((2, 2), np.float32))
+
+
+# --- bad input: clear errors, state unchanged ---
+
+
+BAD_ACTIONS = {
+    "citywalk": [np.array([[1.5, 0]]), np.array([[5, 0]]), np.array([[1, 0, 0]]), "W"],
+    "driving": [
+        np.array([[np.nan, 0]]),
+        np.array([[2.0, 0]]),
+        np.zeros((1, 3)),
+        np.array([[np.inf, 0]]),
+    ],
+    "robot": [np.full((1, 10), 1.2), np.zeros((1, 13)), {"world_vector": np.zeros(3)}],
+}
+
+
+@pytest.mark.parametrize("world", sorted(BAD_ACTIONS))
+def test_bad_actions_raise_and_leave_state_unchanged(world):
+    env = WorldModelVectorEnv(1, world=world, **TINY)
+    env.reset(seed=0)
+    before = snapshot(env)
+    for bad in BAD_ACTIONS[world]:
+        with pytest.raises(ActionError, match="expected"):
+            env.step(bad)
+    after = snapshot(env)
+    assert torch.equal(before["frames"], after["frames"]) and before["steps"] == after["steps"]
+    assert all(
+        torch.equal(before["engine"]["cache"][k], after["engine"]["cache"][k])
+        for k in before["engine"]["cache"]
+    )
+
+
+def test_rt1_dict_actions():
+    env = WorldModelVectorEnv(2, world="robot", action_mode="dict", **TINY)
+    env.reset(seed=0)
+    action = env.action_space.sample()
+    assert set(action) >= {"world_vector", "rotation_delta", "terminate_episode"}
+    env.step(action)
+    vec = env.head.encode(action, 2, 2)
+    assert vec.shape == (2, 2, 13) and np.allclose(vec[..., 10:].sum(-1), 1.0)
+    bad = dict(action, rotation_delta=np.full((2, 3), 2.0))  # beyond pi/2 radians
+    with pytest.raises(ActionError, match="rotation_delta"):
+        env.step(bad)
+    with pytest.raises(ActionError, match="expected a dict"):
+        env.step({"world_vector": np.zeros((2, 3))})
+
+
+def test_bad_reset_images_raise_and_leave_state_unchanged():
+    env = WorldModelVectorEnv(2, world="citywalk", **TINY)
+    env.reset(seed=0)
+    env.step(np.array([[1, 0], [1, 0]]))
+    before = snapshot(env)
+    for options, match in [
+        ({"image": np.zeros((32, 32, 3), np.float32)}, "uint8"),
+        ({"image": np.zeros((32, 32), np.uint8)}, "shape"),
+        ({"image": np.zeros((3, 32, 32, 3), np.uint8)}, "one per reset row"),
+        ({"frames": np.zeros((32, 32, 3), np.uint8)}, "shape"),
+        ({"env_idx": [5]}, "rows in"),
+        ({"reset_mask": np.array([1, 0])}, "bool array"),
+        ({"colour": 1}, "unknown reset options"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            env.reset(options=options)
+    assert rows_equal(before, snapshot(env), [0, 1])
+
+
+def test_step_before_reset_and_after_close():
+    env = WorldModelVectorEnv(1, world="driving", **TINY)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros((1, 2), np.float32))
+    env.reset(seed=0)
+    env.close()
+    env.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        env.step(np.zeros((1, 2), np.float32))
+
+
+def test_missing_shipped_world_is_a_clear_error():
+    with pytest.raises(FileNotFoundError, match="not shipped"):
+        WorldModelVectorEnv(1, world="citywalk")
+
+
+def test_weights_load_lazily(monkeypatch):
+    from gym_worldmodel.envs import vector_env
+
+    calls = []
+    real = vector_env.load_model
+    monkeypatch.setattr(vector_env, "load_model", lambda *a: calls.append(a) or real(*a))
+    env = gym.make("WorldModel-CityWalk-v0", **TINY)
+    assert calls == []
+    env.reset(seed=0)
+    assert len(calls) == 1
+
+
+def test_returned_observations_do_not_alias_env_buffers():
+    env = WorldModelVectorEnv(1, world="driving", render_mode="rgb_array", **TINY)
+    obs, _ = env.reset(seed=0)
+    frame = env.render()[0]
+    kept, kept_frame = obs.copy(), frame.copy()
+    env.reset(seed=1)
+    env.step(np.zeros((1, 2), np.float32))
+    assert np.array_equal(obs, kept) and np.array_equal(frame, kept_frame)
