@@ -169,11 +169,7 @@ def engine_benchmark(
     repeats: int,
 ) -> dict[str, Any]:
     """Measure the engine and return every figure (also printed as it goes)."""
-    torch.manual_seed(0)
-    model = WorldModel(config).eval()
-    with torch.no_grad():  # random weights: timing does not depend on values
-        for p in model.parameters():
-            p.normal_(0.0, 0.02)
+    model = random_model(config)
     results: dict[str, Any] = {"machine": machine_info(), "model": model_info(model)}
     _print_header(results)
     for i, name in enumerate(dtypes):
@@ -183,6 +179,16 @@ def engine_benchmark(
         results[name] = row
         _print_row(name, row, batch)
     return results
+
+
+def random_model(config: WorldModelConfig) -> WorldModel:
+    """A model with random (not zero-initialised) weights: timing does not depend on values."""
+    torch.manual_seed(0)
+    model = WorldModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.02)
+    return model
 
 
 def latency_figures(model: WorldModel, name: str, long_steps: int, repeats: int) -> dict:
@@ -309,10 +315,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     eng.add_argument("--repeats", type=int, default=5, help="timed samples per figure")
     eng.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     eng.add_argument("--json", type=Path, help="also write the figures to this file")
+    env = sub.add_parser("env", help="env-steps/s, frames/s and env overhead over the engine")
+    env.add_argument("--world", default="citywalk", choices=["citywalk", "robot", "driving"])
+    env.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 64], help="vector env rows")
+    env.add_argument("--repeats", type=int, default=5, help="timed samples per figure")
+    env.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
+    env.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     config = WorldModelConfig.tiny() if args.tiny else WorldModelConfig()
-    config = dataclasses.replace(config)
-    results = engine_benchmark(config, args.dtype, args.batch, args.long_steps, args.repeats)
+    if args.what == "env":
+        from gym_worldmodel.bench_env import env_benchmark
+
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
+        results = env_benchmark(random_model(config), args.world, args.sizes, args.repeats)
+    else:
+        results = engine_benchmark(config, args.dtype, args.batch, args.long_steps, args.repeats)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return results

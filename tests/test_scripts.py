@@ -45,3 +45,33 @@ def test_engine_benchmark_smoke(tmp_path):
     )
     assert "no-cache recompute" in text and "frames/s batch 1" in text
     assert report.exists()
+
+
+def test_env_benchmark_smoke():
+    text = run("-m", "gym_worldmodel.bench", "env", "--tiny", "--sizes", "1", "2", "--repeats", "1")
+    assert "vector env x2" in text and "env overhead" in text
+
+
+def test_cem_planner_agent_moves_toward_the_target():
+    text = run(
+        "agents/cem_planner.py",
+        "--model",
+        "random-tiny",
+        "--steps",
+        "4",
+        "--horizon",
+        "2",
+        "--population",
+        "8",
+        "--iterations",
+        "2",
+        "--target",
+        "2",
+        "0",
+    )
+    distances = [
+        float(line.split("distance to target ")[1].split(" m")[0])
+        for line in text.splitlines()
+        if line.startswith("step ")
+    ]
+    assert len(distances) == 4 and distances[-1] < 2.0  # started 2 m away

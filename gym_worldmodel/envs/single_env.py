@@ -39,7 +39,12 @@ class WorldModelEnv(gym.Env):
             autoreset_mode=AutoresetMode.DISABLED,
             **kwargs,
         )
-        self.metadata = {**self.metadata, "render_fps": self.vector.metadata["render_fps"]}
+        vector_meta = self.vector.metadata
+        self.metadata = {
+            **self.metadata,
+            "render_fps": vector_meta["render_fps"],
+            "world_fps": vector_meta["world_fps"],
+        }
         self.render_mode = render_mode
         self.observation_space = self.vector.single_observation_space
         self.action_space = self.vector.single_action_space

@@ -92,7 +92,10 @@ class WorldModelVectorEnv(VectorEnv):
         self.config = engine.config if engine is not None else model_config(self.world, model)
         self.metadata = {
             **self.metadata,
-            "render_fps": self.config.fps,
+            # render() gives one frame per step, so videos play in real time at the step rate;
+            # the generated video's own rate is world_fps (obs_mode="chunk" has every frame).
+            "render_fps": self.config.fps / self.config.dit.chunk_frames,
+            "world_fps": self.config.fps,
             "autoreset_mode": AutoresetMode(autoreset_mode),
         }
         self.single_observation_space = self._obs_space()

@@ -228,6 +228,11 @@ class WorldModelConfig:
     fps: int = 15
 
     def __post_init__(self) -> None:
+        if self.fps % self.dit.chunk_frames:
+            raise ValueError(
+                f"fps ({self.fps}) must be a multiple of chunk_frames ({self.dit.chunk_frames}): "
+                "envs render one frame per step, and video writers drop frames at fractional rates"
+            )
         if (self.vae.latent_channels, self.vae.latent_size) != (
             self.dit.latent_channels,
             self.dit.latent_size,
@@ -264,7 +269,8 @@ class WorldModelConfig:
             action_embed_dim=64,
         )
         dit_kwargs.update(dit_overrides)
-        return cls(vae=vae, dit=DiTConfig(**dit_kwargs), sampler=SamplerConfig(nfe=2))
+        dit = DiTConfig(**dit_kwargs)
+        return cls(vae=vae, dit=dit, sampler=SamplerConfig(nfe=2), fps=8 * dit.chunk_frames)
 
 
 _NESTED: dict[tuple[str, str], type] = {

@@ -1,0 +1,292 @@
+"""PettingZoo ``ParallelEnv``: agents are the rows of one batched :class:`WorldModelVectorEnv`.
+
+Every agent explores the same world (same model, same start-frame set, its own start frame and
+noise stream) and all live agents advance in one batched model forward per step. Agents do not
+see each other yet: each row has its own KV cache. A spatial memory bank shared between rows,
+which would let one agent's exploration shape what another sees, arrives with the
+spatial-memory issue.
+
+Example::
+
+    from gym_worldmodel.integrations.pettingzoo import WorldModelParallelEnv
+
+    env = WorldModelParallelEnv("WorldModel-CityWalk-v0", num_agents=4, max_cycles=100)
+    obs, infos = env.reset(seed=0)
+    while env.agents:
+        actions = {agent: env.action_space(agent).sample() for agent in env.agents}
+        obs, rewards, terminations, truncations, infos = env.step(actions)
+
+Done agents (PettingZoo semantics): an agent that terminates or truncates leaves
+``env.agents`` and stays out until the next :meth:`~WorldModelParallelEnv.reset`. The vector env
+still steps all rows together, so a dead agent's row is restarted internally (a partial reset
+with ``options={"reset_mask": ...}``, as the vector env's disabled autoreset requires) at the
+start of the next step, fed a no-op action, and its outputs are dropped: they never appear in the
+returned dicts, :meth:`~WorldModelParallelEnv.state` or :meth:`~WorldModelParallelEnv.render`.
+The hidden rows cost compute but keep the batch shape (and the other rows' results) fixed.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+
+try:
+    from pettingzoo import ParallelEnv
+except ImportError as err:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "gym_worldmodel.integrations.pettingzoo needs PettingZoo: "
+        'pip install "gym-worldmodel[pettingzoo]"'
+    ) from err
+
+from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
+
+#: Keyword arguments this adapter sets itself.
+_OWN_KWARGS = ("num_envs", "autoreset_mode", "max_episode_steps", "output")
+#: Reset options passed on to the vector env; the rest are ignored with a warning.
+_RESET_OPTIONS = ("image", "frames")
+
+
+class WorldModelParallelEnv(ParallelEnv):
+    """``num_agents`` agents in one world, stepped by one batched forward.
+
+    Args:
+        env_id: A registered id (``"WorldModel-CityWalk-v0"``, ``"WorldModel-Robot-v0"``,
+            ``"WorldModel-Driving-v0"``).
+        num_agents: Agents, named ``"agent_0"``, ``"agent_1"``, ...
+        max_cycles: Truncate every agent after this many steps (None: never). Settable later
+            through the ``max_cycles`` attribute.
+        render_mode: None or ``"rgb_array"``.
+        **env_kwargs: Other keyword arguments of :class:`WorldModelVectorEnv` (``model``,
+            ``obs_mode``, ``reward_fn``, ``termination_fn``, ``device``, ...).
+
+    Attributes:
+        venv: The underlying vector env (``AutoresetMode.DISABLED``, NumPy output).
+        state_space: Box of :meth:`state`: the agents' observations stacked,
+            ``(num_agents, H, W, 3)`` uint8 for ``obs_mode="rgb"``.
+    """
+
+    metadata = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 15,
+        "name": "worldmodel_parallel_v0",
+        "is_parallelizable": True,
+    }
+
+    def __init__(
+        self,
+        env_id: str = "WorldModel-CityWalk-v0",
+        num_agents: int = 2,
+        max_cycles: int | None = 100,
+        render_mode: str | None = None,
+        **env_kwargs: Any,
+    ) -> None:
+        for name in _OWN_KWARGS:
+            if name in env_kwargs:
+                raise TypeError(
+                    f"WorldModelParallelEnv sets {name!r} itself (use num_agents / max_cycles)"
+                )
+        if num_agents < 1:
+            raise ValueError(f"num_agents must be >= 1, got {num_agents}")
+        venv = gym.make_vec(
+            env_id,
+            num_envs=num_agents,
+            autoreset_mode=AutoresetMode.DISABLED,
+            max_episode_steps=max_cycles,
+            render_mode=render_mode,
+            output="numpy",
+            **env_kwargs,
+        ).unwrapped
+        if not isinstance(venv, WorldModelVectorEnv):
+            raise ValueError(f"{env_id!r} is not a world-model env (got {type(venv).__name__})")
+        self.venv = venv
+        self.env_id, self.render_mode = env_id, render_mode
+        self.metadata = {
+            **self.metadata,
+            "render_fps": venv.metadata["render_fps"],
+            "name": env_id.lower().replace("-", "_"),
+        }
+        self.possible_agents = [f"agent_{i}" for i in range(num_agents)]
+        self.agents: list[str] = []
+        self._rows = {agent: i for i, agent in enumerate(self.possible_agents)}
+        # One space object per agent, built once: observation_space(agent) is always the same
+        # object, and seeding one agent's action space leaves the others' streams alone.
+        self.observation_spaces = {
+            a: copy.deepcopy(venv.single_observation_space) for a in self.possible_agents
+        }
+        self.action_spaces = {
+            a: copy.deepcopy(venv.single_action_space) for a in self.possible_agents
+        }
+        self.state_space = batch_space(venv.single_observation_space, num_agents)
+        self._noop = _noop_action(venv.single_action_space)
+        self._needs_reset = np.zeros(num_agents, bool)  # done rows to restart before a step
+        self._last_obs: np.ndarray | None = None  # per row, frozen once its agent is done
+        self._frames: np.ndarray | None = None  # last rendered frame per row, frozen likewise
+
+    @property
+    def max_cycles(self) -> int | None:
+        """Steps after which every agent truncates (the vector env's ``max_episode_steps``)."""
+        return self.venv.max_episode_steps
+
+    @max_cycles.setter
+    def max_cycles(self, value: int | None) -> None:
+        self.venv.max_episode_steps = value
+
+    def observation_space(self, agent: str) -> spaces.Space:
+        """The observation space of ``agent`` (the same object on every call)."""
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Space:
+        """The action space of ``agent`` (the same object on every call)."""
+        return self.action_spaces[agent]
+
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """Start a new episode for every agent.
+
+        Args:
+            seed: Agent ``i`` is seeded with ``seed + i``; None continues the agents' streams.
+            options: ``"image"`` or ``"frames"`` as in :meth:`WorldModelVectorEnv.reset` (one
+                for all agents or one per agent). Other keys are ignored with a warning.
+
+        Returns:
+            Observation and info dicts keyed by agent.
+        """
+        options = dict(options or {})
+        picked = sorted(set(options) & {"env_idx", "reset_mask"})
+        if picked:
+            raise ValueError(f"reset resets every agent; options {picked} are not supported")
+        unknown = sorted(set(options) - set(_RESET_OPTIONS))
+        if unknown:
+            warnings.warn(
+                f"WorldModelParallelEnv.reset ignores unknown options {unknown}; "
+                f"it understands {list(_RESET_OPTIONS)}",
+                stacklevel=2,
+            )
+        passed = {k: options[k] for k in _RESET_OPTIONS if k in options}
+        obs, infos = self.venv.reset(seed=seed, options=passed or None)
+        self.agents = list(self.possible_agents)
+        self._needs_reset[:] = False
+        self._last_obs = obs.copy()
+        frames = self.venv.render()
+        self._frames = None if frames is None else np.stack(frames)
+        rows = range(len(self.possible_agents))
+        return (
+            {a: obs[i] for a, i in zip(self.possible_agents, rows, strict=True)},
+            {a: _row_info(infos, i) for a, i in zip(self.possible_agents, rows, strict=True)},
+        )
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+        """Step every live agent in one batched forward.
+
+        Args:
+            actions: One action per live agent (exactly the names in ``env.agents``).
+
+        Returns:
+            ``(observations, rewards, terminations, truncations, infos)``, dicts keyed by the
+            agents live before the step; rewards are Python floats, flags Python bools.
+        """
+        if self._last_obs is None:
+            raise RuntimeError("call reset() before step()")
+        if not self.agents:
+            raise RuntimeError("every agent is done: call reset() to start a new episode")
+        extra = sorted(set(actions) - set(self.agents))
+        missing = [a for a in self.agents if a not in actions]
+        if extra or missing:
+            raise ValueError(
+                f"step needs one action per live agent {self.agents}; "
+                f"missing {missing}, not live {extra}"
+            )
+        if self._needs_reset.any():  # dead agents' rows: restart them, hidden from the agents
+            self.venv.reset(options={"reset_mask": self._needs_reset.copy()})
+            self._needs_reset[:] = False
+        batch = _stack([actions.get(a, self._noop) for a in self.possible_agents])
+        obs, rewards, terminated, truncated, infos = self.venv.step(batch)
+        live = [(a, self._rows[a]) for a in self.agents]
+        rows = [i for _, i in live]
+        self._last_obs[rows] = obs[rows]
+        if self._frames is not None:
+            frames = self.venv.render()
+            for i in rows:
+                self._frames[i] = frames[i]
+        self._needs_reset = np.asarray(terminated, bool) | np.asarray(truncated, bool)
+        self.agents = [a for a, i in live if not self._needs_reset[i]]
+        return (
+            {a: obs[i] for a, i in live},
+            {a: float(rewards[i]) for a, i in live},
+            {a: bool(terminated[i]) for a, i in live},
+            {a: bool(truncated[i]) for a, i in live},
+            {a: _row_info(infos, i) for a, i in live},
+        )
+
+    def render(self) -> np.ndarray | None:
+        """The frame of the first live agent (else ``agent_0``'s last), uint8 ``(H, W, 3)``."""
+        if self.render_mode is None:
+            gym.logger.warn("render() needs render_mode='rgb_array'; returning None")
+            return None
+        if self._frames is None:
+            return None
+        row = self._rows[self.agents[0]] if self.agents else 0
+        return self._frames[row].copy()
+
+    def state(self) -> np.ndarray:
+        """Global state: every agent's latest observation stacked (a dead agent's is frozen)."""
+        if self._last_obs is None:
+            raise RuntimeError("call reset() before state()")
+        return self._last_obs.copy()
+
+    def close(self) -> None:
+        """Close the vector env and release the model; calling it again does nothing."""
+        if not self.venv.closed:
+            self.venv.close()
+
+
+def _noop_action(space: spaces.Space) -> Any:
+    """A fixed do-nothing action (zeros where allowed) fed to the rows of dead agents."""
+    if isinstance(space, spaces.Box):
+        return np.clip(np.zeros(space.shape, space.dtype), space.low, space.high)
+    if isinstance(space, spaces.Discrete):
+        return np.int64(space.start)
+    if isinstance(space, spaces.MultiDiscrete):
+        return np.asarray(space.start, space.dtype).copy()
+    if isinstance(space, spaces.MultiBinary):
+        return np.zeros(space.shape, space.dtype)
+    if isinstance(space, spaces.Dict):
+        return {k: _noop_action(s) for k, s in space.spaces.items()}
+    raise TypeError(f"no no-op action for space {space}")
+
+
+def _stack(actions: list[Any]) -> Any:
+    """Per-agent actions -> one batched action (dict actions entry by entry)."""
+    if isinstance(actions[0], dict):
+        return {k: _stack([a[k] for a in actions]) for k in actions[0]}
+    try:
+        return np.stack([np.asarray(a) for a in actions])
+    except ValueError as err:
+        shapes = [np.shape(a) for a in actions]
+        raise ValueError(f"agents' actions have different shapes {shapes}") from err
+
+
+def _row_info(infos: dict[str, Any], row: int) -> dict[str, Any]:
+    """Row ``row`` of a vector info dict: Python scalars, copied arrays."""
+    out = {}
+    for key, values in infos.items():
+        if key.startswith("_"):
+            continue
+        mask = infos.get(f"_{key}")
+        if mask is not None and not mask[row]:
+            continue
+        value = values[row]
+        out[key] = value.copy() if isinstance(value, np.ndarray) else _scalar(value)
+    return out
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,266 @@
+"""Stable-Baselines3 ``VecEnv`` over one batched :class:`WorldModelVectorEnv`.
+
+SB3's own ``DummyVecEnv`` / ``SubprocVecEnv`` step N single envs one after the other (or in N
+processes, each with its own copy of the model). This adapter hands SB3 the native vector env
+instead: every step of all ``num_envs`` rows is one batched model forward.
+
+Example::
+
+    from stable_baselines3 import PPO
+    from gym_worldmodel.integrations.sb3 import WorldModelSB3VecEnv
+
+    venv = WorldModelSB3VecEnv.make("WorldModel-Driving-v0", num_envs=8, max_episode_steps=64)
+    PPO("CnnPolicy", venv).learn(10_000)
+
+Semantics follow ``DummyVecEnv``: ``step_wait`` returns ``(obs, rewards, dones, infos)`` with
+float32 rewards, ``dones = terminated | truncated`` and one info dict per row. A done row has
+already been reset: ``obs[i]`` is the first observation of its next episode,
+``infos[i]["terminal_observation"]`` the last observation of the finished one and ``infos[i]``
+the info of its last step; the new episode's reset info goes to ``reset_infos[i]``. Every info
+carries ``"TimeLimit.truncated"`` (truncated and not terminated). The underlying vector env must
+therefore run in ``AutoresetMode.SAME_STEP`` with ``output="numpy"``.
+
+All rows live in one Python object, so ``get_attr`` / ``env_method`` read or call it once and
+return that one result for each requested index, and ``set_attr`` can only set an attribute for
+every row at once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode
+
+try:
+    from stable_baselines3.common.vec_env.base_vec_env import (
+        VecEnv,
+        VecEnvIndices,
+        VecEnvObs,
+        VecEnvStepReturn,
+    )
+except ImportError as err:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        'gym_worldmodel.integrations.sb3 needs stable-baselines3: pip install "gym-worldmodel[sb3]"'
+    ) from err
+
+from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
+
+#: Reset options that pick rows; an SB3 reset always resets every row.
+_ROW_OPTIONS = ("env_idx", "reset_mask")
+
+
+class WorldModelSB3VecEnv(VecEnv):
+    """SB3 ``VecEnv`` whose rows are the rows of one :class:`WorldModelVectorEnv`.
+
+    Args:
+        venv: A vector env built with ``autoreset_mode=AutoresetMode.SAME_STEP`` and
+            ``output="numpy"`` (see :meth:`make`). The adapter owns it from now on: ``close``
+            closes it.
+
+    Raises:
+        TypeError: ``venv`` is not a :class:`WorldModelVectorEnv`.
+        ValueError: ``venv`` is not in SAME_STEP autoreset mode or does not output NumPy.
+    """
+
+    def __init__(self, venv: WorldModelVectorEnv) -> None:
+        if not isinstance(venv, WorldModelVectorEnv):
+            raise TypeError(
+                f"WorldModelSB3VecEnv wraps a WorldModelVectorEnv, got {type(venv).__name__}; "
+                "use WorldModelSB3VecEnv.make(env_id, num_envs, ...) to build one"
+            )
+        mode = venv.metadata.get("autoreset_mode")
+        if mode != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                "WorldModelSB3VecEnv needs a vector env with "
+                f"autoreset_mode=AutoresetMode.SAME_STEP (SB3 resets done rows within the step "
+                f"and reads the terminal observation from the infos), got {mode!r}"
+            )
+        if venv.output != "numpy":
+            raise ValueError(f'WorldModelSB3VecEnv needs output="numpy", got {venv.output!r}')
+        self.venv = venv  # before super().__init__, which reads render_mode through get_attr
+        self._actions: Any = None
+        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+        self.metadata = {**venv.metadata, "render_modes": self.metadata["render_modes"]}
+
+    @classmethod
+    def make(cls, env_id: str, num_envs: int = 1, **kwargs: Any) -> WorldModelSB3VecEnv:
+        """Build the vector env with ``gymnasium.make_vec`` in SAME_STEP mode and wrap it.
+
+        Args:
+            env_id: A registered id, e.g. ``"WorldModel-Driving-v0"``.
+            num_envs: Rows.
+            **kwargs: Keyword arguments of :class:`WorldModelVectorEnv` (``model``,
+                ``max_episode_steps``, ``render_mode``, ``reward_fn``, ...).
+
+        Returns:
+            The adapter.
+        """
+        mode = AutoresetMode(kwargs.pop("autoreset_mode", AutoresetMode.SAME_STEP))
+        if mode != AutoresetMode.SAME_STEP:
+            raise ValueError(f"WorldModelSB3VecEnv needs autoreset_mode SAME_STEP, got {mode!r}")
+        envs = gym.make_vec(
+            env_id, num_envs=num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **kwargs
+        )
+        return cls(envs.unwrapped)
+
+    # --- SB3 VecEnv API ---------------------------------------------------------------------
+
+    def reset(self) -> VecEnvObs:
+        """Reset every row with the seeds of :meth:`seed` and options of :meth:`set_options`.
+
+        Both are used by this reset only (SB3 semantics). Rows may get different options (e.g.
+        their own ``"image"``); ``"env_idx"`` / ``"reset_mask"`` are not allowed since an SB3
+        reset resets every row.
+
+        Returns:
+            The batched first observations; their infos are in ``self.reset_infos``.
+        """
+        seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
+        groups = self._option_groups()
+        if len(groups) == 1 and len(groups[0][0]) == self.num_envs:
+            obs, infos = self.venv.reset(seed=seeds, options=groups[0][1] or None)
+        else:
+            # Start every row (the first reset must cover all rows), then restart the rows with
+            # options from their own; a row's seed reseeds it, so the result is as if reset once.
+            obs, infos = self.venv.reset(seed=seeds)
+            for rows, options in groups:
+                if options:
+                    obs, infos = self.venv.reset(seed=seeds, options={**options, "env_idx": rows})
+        self.reset_infos = [_row_info(infos, i) for i in range(self.num_envs)]
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Store the batched actions for :meth:`step_wait`."""
+        self._actions = actions
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step every row in one batched forward.
+
+        Returns:
+            ``(obs, rewards, dones, infos)``: obs ``(n, ...)``, float32 rewards ``(n,)``, bool
+            dones ``(n,)`` and a list of ``n`` info dicts (see the module docstring).
+        """
+        if self._actions is None:
+            raise RuntimeError("call step_async(actions) before step_wait()")
+        actions, self._actions = self._actions, None
+        obs, rewards, terminated, truncated, infos = self.venv.step(actions)
+        dones = np.asarray(terminated, bool) | np.asarray(truncated, bool)
+        has_final = infos.get("_final_obs", np.zeros(self.num_envs, bool))
+        out: list[dict[str, Any]] = []
+        for i in range(self.num_envs):
+            info = _row_info(infos, i)
+            if dones[i]:
+                if not has_final[i]:
+                    raise RuntimeError(f"row {i} is done but the vector env gave no final_obs")
+                self.reset_infos[i] = info  # the info of the row's new episode
+                info = {k: _python(v) for k, v in infos["final_info"][i].items()}
+                info["terminal_observation"] = infos["final_obs"][i]
+            info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            out.append(info)
+        return obs, np.asarray(rewards, np.float32), dones, out
+
+    def close(self) -> None:
+        """Close the vector env (and release the model); calling it again does nothing."""
+        if not self.venv.closed:
+            self.venv.close()
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        """The current frame of every row (``render_mode="rgb_array"``), without a forward."""
+        if self.render_mode != "rgb_array":
+            warnings.warn(
+                f"The render mode is {self.render_mode}, but get_images needs "
+                'render_mode="rgb_array" (pass it to WorldModelSB3VecEnv.make)',
+                stacklevel=2,
+            )
+            return [None] * self.num_envs
+        frames = self.venv.render()
+        return [None] * self.num_envs if frames is None else list(frames)
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """The vector env's attribute, once per index (all rows share one object)."""
+        value = getattr(self.venv, attr_name)
+        return [value] * len(self._checked_indices(indices))
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute of the vector env; it is shared, so ``indices`` must name every row."""
+        rows = self._checked_indices(indices)
+        if sorted(set(rows)) != list(range(self.num_envs)):
+            raise ValueError(
+                f"all rows share one vector env: set_attr({attr_name!r}) can only set every row, "
+                f"got indices {rows}"
+            )
+        setattr(self.venv, attr_name, value)
+
+    def env_method(
+        self,
+        method_name: str,
+        *method_args: Any,
+        indices: VecEnvIndices = None,
+        **method_kwargs: Any,
+    ) -> list[Any]:
+        """Call a method of the vector env once; its result is repeated for each index."""
+        rows = self._checked_indices(indices)
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        return [result] * len(rows)
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None
+    ) -> list[bool]:
+        """Rows are not ``gymnasium.Wrapper`` instances: False for each index."""
+        return [False] * len(self._checked_indices(indices))
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _checked_indices(self, indices: VecEnvIndices) -> list[int]:
+        rows = [int(i) for i in self._get_indices(indices)]
+        bad = [i for i in rows if not 0 <= i < self.num_envs]
+        if bad:
+            raise IndexError(f"env indices {bad} out of range for {self.num_envs} envs")
+        return rows
+
+    def _option_groups(self) -> list[tuple[list[int], dict[str, Any]]]:
+        """Rows grouped by their reset options (``set_options(dict)`` shares one dict)."""
+        if len(self._options) != self.num_envs:
+            raise ValueError(
+                f"set_options got {len(self._options)} option dicts for {self.num_envs} envs"
+            )
+        groups: dict[int, tuple[list[int], dict[str, Any]]] = {}
+        for row, options in enumerate(self._options):
+            options = options or {}
+            bad = sorted(set(options) & set(_ROW_OPTIONS))
+            if bad:
+                raise ValueError(
+                    f"reset options {bad} pick rows, but an SB3 reset resets every row; "
+                    "use the vector env (adapter.venv) for partial resets"
+                )
+            key = 0 if not options else id(options)
+            groups.setdefault(key, ([], options))[0].append(row)
+        return list(groups.values())
+
+
+def _python(value: Any) -> Any:
+    """NumPy scalars to Python scalars; arrays copied (infos must not alias env buffers)."""
+    if isinstance(value, np.ndarray):
+        return value.item() if value.ndim == 0 else value.copy()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _row_info(infos: dict[str, Any], row: int) -> dict[str, Any]:
+    """Row ``row`` of a Gymnasium vector info dict (masked-out entries left out)."""
+    out = {}
+    for key, values in infos.items():
+        if key.startswith("_") or key in ("final_obs", "final_info"):
+            continue
+        mask = infos.get(f"_{key}")
+        if mask is not None and not mask[row]:
+            continue
+        out[key] = _python(values[row])
+    return out

@@ -1,0 +1,349 @@
+"""Stable-Baselines3 and PettingZoo adapters, on tiny random-weight models."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode
+
+import gym_worldmodel  # noqa: F401  (registers the ids)
+from gym_worldmodel.envs import WorldModelVectorEnv
+
+sb3 = pytest.importorskip("stable_baselines3")
+pettingzoo_test = pytest.importorskip("pettingzoo.test")
+
+from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.env_checker import check_env  # noqa: E402
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor  # noqa: E402
+
+from gym_worldmodel.integrations.pettingzoo import WorldModelParallelEnv  # noqa: E402
+from gym_worldmodel.integrations.sb3 import WorldModelSB3VecEnv  # noqa: E402
+
+TINY = {"model": "random-tiny"}
+DRIVING = "WorldModel-Driving-v0"
+CITYWALK = "WorldModel-CityWalk-v0"
+
+
+def test_integrations_package_imports_neither_library():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gym_worldmodel.integrations, gym_worldmodel.envs.vector_env; "
+        "print(any(m.split('.')[0] in ('stable_baselines3', 'pettingzoo') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --- Stable-Baselines3 ---
+
+
+@pytest.mark.parametrize("env_id", [DRIVING, CITYWALK])
+def test_sb3_check_env_passes(env_id):
+    env = gym.make(env_id, **TINY)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env, warn=True)
+    # The tiny model's 32x32 frames are below NatureCNN's 36x36: the only expected remark.
+    assert [str(w.message) for w in caught if "36x36" not in str(w.message)] == []
+    env.close()
+
+
+def test_sb3_terminal_observation_is_the_true_last_frame():
+    kwargs = dict(**TINY, max_episode_steps=2)
+    adapter = WorldModelSB3VecEnv.make(DRIVING, num_envs=2, **kwargs)
+    # References: a DISABLED env returns the terminal obs itself; a SAME_STEP one the reset obs.
+    plain = WorldModelVectorEnv(2, world="driving", autoreset_mode="Disabled", **kwargs)
+    same = WorldModelVectorEnv(2, world="driving", autoreset_mode="SameStep", **kwargs)
+    assert adapter.seed(5) == [5, 6]
+    obs = adapter.reset()
+    assert np.array_equal(obs, plain.reset(seed=5)[0])
+    same.reset(seed=5)
+    actions = np.array([[0.5, -0.2], [-1.0, 1.0]], np.float32)
+
+    obs, rewards, dones, infos = adapter.step(actions)
+    plain.step(actions), same.step(actions)
+    assert isinstance(rewards, np.ndarray) and rewards.dtype == np.float32
+    assert rewards.shape == (2,)
+    assert isinstance(dones, np.ndarray) and dones.dtype == np.bool_ and not dones.any()
+    assert isinstance(infos, list) and all(isinstance(i, dict) for i in infos)
+    assert [i["TimeLimit.truncated"] for i in infos] == [False, False]
+    assert all("terminal_observation" not in i for i in infos)
+    assert infos[0]["step"] == 1 and type(infos[0]["step"]) is int
+
+    obs, rewards, dones, infos = adapter.step(actions)
+    terminal, *_ = plain.step(actions)
+    reset_obs, *_ = same.step(actions)
+    assert dones.tolist() == [True, True]
+    assert np.array_equal(obs, reset_obs)
+    for i in range(2):
+        assert infos[i]["TimeLimit.truncated"] is True
+        assert np.array_equal(infos[i]["terminal_observation"], terminal[i])
+        assert not np.array_equal(infos[i]["terminal_observation"], obs[i])
+        assert infos[i]["step"] == 2  # the finished episode's last info ...
+        assert adapter.reset_infos[i]["step"] == 0  # ... and the new episode's reset info
+        assert infos[i]["pose"].shape == (4,)
+    adapter.close()
+    adapter.close()  # idempotent
+
+
+def test_sb3_terminated_rows_are_not_time_limit_truncations():
+    # Row 0 terminates after every step, row 1 at the time limit (both flags), row 2 never.
+    adapter = WorldModelSB3VecEnv.make(
+        DRIVING,
+        num_envs=3,
+        **TINY,
+        max_episode_steps=3,
+        termination_fn=lambda p, a, o, i: i["step"].numpy() >= np.array([1, 3, 99]),
+    )
+    adapter.seed(0)
+    adapter.reset()
+    act = np.zeros((3, 2), np.float32)
+    for _ in range(2):
+        before = list(adapter.reset_infos)
+        _, _, dones, infos = adapter.step(act)
+        assert dones.tolist() == [True, False, False]
+        # Only the row that was reset gets a new reset info (the one of its next episode).
+        same = [a is b for a, b in zip(before, adapter.reset_infos, strict=True)]
+        assert same == [False, True, True]
+        assert adapter.reset_infos[0]["step"] == 0 and infos[0]["step"] == 1
+        assert [i["TimeLimit.truncated"] for i in infos] == [False, False, False]
+        assert ["terminal_observation" in i for i in infos] == [True, False, False]
+    _, _, dones, infos = adapter.step(act)
+    assert dones.tolist() == [True, True, True]
+    assert [i["TimeLimit.truncated"] for i in infos] == [False, False, True]
+    assert [i["step"] for i in infos] == [1, 3, 3]
+
+
+def test_sb3_seed_then_reset_is_deterministic_and_used_once():
+    def first_obs(seed):
+        adapter = WorldModelSB3VecEnv.make(CITYWALK, num_envs=2, **TINY)
+        adapter.seed(seed)
+        obs = adapter.reset()
+        assert adapter._seeds == [None, None]  # consumed by that reset
+        again = adapter.reset()
+        adapter.close()
+        return obs, again
+
+    (a, a_next), (b, _), (c, _) = first_obs(3), first_obs(3), first_obs(4)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(a, a_next)  # the second reset continued the streams
+
+
+def test_sb3_reset_options_per_row():
+    adapter = WorldModelSB3VecEnv.make(DRIVING, num_envs=2, **TINY)
+    picture = np.full((48, 40, 3), 200, np.uint8)
+    adapter.set_options({"image": picture})
+    obs = adapter.reset()
+    assert abs(obs.mean() - 200) < 5
+    adapter.seed(1)
+    adapter.set_options([{"image": picture}, {}])
+    obs = adapter.reset()
+    assert abs(obs[0].mean() - 200) < 5 and abs(obs[1].mean() - 200) > 10
+    # Seeded rows come out as if reset once: row 1 matches a plain seeded reset.
+    ref = WorldModelVectorEnv(2, world="driving", **TINY)
+    assert np.array_equal(obs[1], ref.reset(seed=1)[0][1])
+    adapter.set_options({"env_idx": [0]})
+    with pytest.raises(ValueError, match="resets every row"):
+        adapter.reset()
+
+
+def test_sb3_attr_method_and_wrapper_queries():
+    adapter = WorldModelSB3VecEnv.make(DRIVING, num_envs=3, **TINY, max_episode_steps=7)
+    adapter.reset()
+    assert adapter.get_attr("max_episode_steps") == [7, 7, 7]
+    assert adapter.get_attr("render_mode", indices=[2]) == [None]
+    assert adapter.has_attr("fork") and not adapter.has_attr("no_such_attribute")
+    adapter.set_attr("max_episode_steps", 5)
+    assert adapter.venv.max_episode_steps == 5
+    with pytest.raises(ValueError, match="every row"):
+        adapter.set_attr("max_episode_steps", 4, indices=[0])
+    states = adapter.env_method("get_state", [1], indices=[0, 2])
+    assert len(states) == 2 and states[0]["steps"].tolist() == [0]
+    assert adapter.env_is_wrapped(gym.Wrapper) == [False, False, False]
+    assert adapter.env_is_wrapped(gym.Wrapper, indices=1) == [False]
+    with pytest.raises(IndexError, match="out of range"):
+        adapter.get_attr("num_envs", indices=[3])
+
+
+def test_sb3_get_images_and_render():
+    adapter = WorldModelSB3VecEnv.make(DRIVING, num_envs=2, **TINY, render_mode="rgb_array")
+    assert adapter.render_mode == "rgb_array"
+    obs = adapter.reset()
+    images = adapter.get_images()
+    assert len(images) == 2 and images[0].shape == (32, 32, 3) and images[0].dtype == np.uint8
+    assert np.array_equal(np.stack(images), obs)
+    tiled = adapter.render()  # SB3 tiles the 2 frames into a 2x1 grid
+    assert np.array_equal(tiled, np.concatenate(images, axis=0))
+    plain = WorldModelSB3VecEnv.make(DRIVING, num_envs=2, **TINY)
+    plain.reset()
+    with pytest.warns(UserWarning, match="rgb_array"):
+        assert plain.get_images() == [None, None]
+
+
+def test_sb3_rejects_other_autoreset_modes_and_torch_output():
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        WorldModelSB3VecEnv(WorldModelVectorEnv(2, world="driving", **TINY))
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        WorldModelSB3VecEnv.make(DRIVING, 2, autoreset_mode=AutoresetMode.NEXT_STEP, **TINY)
+    with pytest.raises(ValueError, match="numpy"):
+        WorldModelSB3VecEnv.make(DRIVING, 2, output="torch", **TINY)
+    with pytest.raises(TypeError, match="WorldModelVectorEnv"):
+        WorldModelSB3VecEnv(gym.make(DRIVING, **TINY))
+
+
+class SmallCNN(BaseFeaturesExtractor):
+    """Two stride-2 convolutions: fits the tiny 32x32 frames (NatureCNN needs >= 36x36)."""
+
+    def __init__(self, observation_space, features_dim=64):
+        super().__init__(observation_space, features_dim)
+        channels = observation_space.shape[0]
+        self.cnn = torch.nn.Sequential(
+            torch.nn.Conv2d(channels, 16, 4, stride=2),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 16, 4, stride=2),
+            torch.nn.ReLU(),
+            torch.nn.Flatten(),
+        )
+        with torch.no_grad():
+            n = self.cnn(torch.zeros(1, *observation_space.shape)).shape[1]
+        self.linear = torch.nn.Sequential(torch.nn.Linear(n, features_dim), torch.nn.ReLU())
+
+    def forward(self, observations):
+        return self.linear(self.cnn(observations))
+
+
+def test_ppo_learns_on_the_adapter():
+    venv = WorldModelSB3VecEnv.make(DRIVING, num_envs=2, **TINY, max_episode_steps=16)
+    model = PPO(
+        "CnnPolicy",
+        venv,
+        n_steps=64,
+        batch_size=32,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+        policy_kwargs=dict(
+            normalize_images=True,
+            features_extractor_class=SmallCNN,
+            features_extractor_kwargs=dict(features_dim=64),
+        ),
+    )
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(256)
+    assert model.num_timesteps == 256
+    changed = [
+        not torch.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True)
+    ]
+    assert all(changed)  # every layer took a gradient step
+    venv.close()
+
+
+# --- PettingZoo ---
+
+
+def parallel_env(**kwargs):
+    return WorldModelParallelEnv(CITYWALK, **{"num_agents": 2, "max_cycles": 5, **TINY, **kwargs})
+
+
+def test_parallel_api_test_passes():
+    env = parallel_env()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pettingzoo_test.parallel_api_test(env, num_cycles=20)
+    # The API test resets with options={"options": 1}, which the env ignores with a warning.
+    assert [str(w.message) for w in caught if "ignores unknown options" not in str(w.message)] == []
+    assert env.max_cycles == 20  # the API test sets it; it reaches the vector env
+    assert env.venv.max_episode_steps == 20
+
+
+def test_parallel_seed_test_passes():
+    pettingzoo_test.parallel_seed_test(parallel_env)
+
+
+def test_parallel_same_seed_same_rollout():
+    def rollout(seed):
+        env = parallel_env()
+        obs, _ = env.reset(seed=seed)
+        frames = [obs["agent_1"]]
+        for t in range(3):
+            obs, *_ = env.step({a: np.array([t % 5, 1]) for a in env.agents})
+            frames.append(obs["agent_1"])
+        return np.stack(frames)
+
+    a, b, c = rollout(0), rollout(0), rollout(1)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_parallel_spaces_state_render_and_close():
+    env = parallel_env(render_mode="rgb_array")
+    assert env.possible_agents == ["agent_0", "agent_1"] and env.agents == []
+    assert env.observation_space("agent_0") is env.observation_space("agent_0")
+    assert env.action_space("agent_1") is env.action_space("agent_1")
+    assert env.action_space("agent_0") is not env.action_space("agent_1")  # own RNG streams
+    assert env.metadata["is_parallelizable"] and env.metadata["render_modes"] == ["rgb_array"]
+    obs, infos = env.reset(seed=0)
+    assert env.num_agents == 2 and env.max_num_agents == 2
+    assert set(infos["agent_0"]) == {"step", "pose"} and infos["agent_0"]["step"] == 0
+    state = env.state()
+    assert state.shape == (2, 32, 32, 3) and state.dtype == np.uint8
+    assert env.state_space.contains(state)
+    assert np.array_equal(state[1], obs["agent_1"])
+    assert np.array_equal(env.render(), obs["agent_0"])
+    obs, rewards, terms, truncs, infos = env.step({"agent_0": [1, 0], "agent_1": [0, 2]})
+    assert type(rewards["agent_0"]) is float and type(terms["agent_1"]) is bool
+    assert type(truncs["agent_1"]) is bool and infos["agent_1"]["step"] == 1
+    assert env.observation_space("agent_0").contains(obs["agent_0"])
+    with pytest.raises(ValueError, match="missing"):
+        env.step({"agent_0": [1, 0]})
+    env.close()
+    env.close()  # idempotent
+    with pytest.raises(TypeError, match="autoreset_mode"):
+        parallel_env(autoreset_mode="SameStep")
+
+
+def test_done_agents_leave_until_reset_and_do_not_perturb_the_others():
+    # agent_0 terminates after every step it takes; agent_1 runs to max_cycles=3.
+    def stop_row_0(p, a, o, i):
+        return np.array([True, False])
+
+    env = parallel_env(max_cycles=3, termination_fn=stop_row_0, render_mode="rgb_array")
+    ref = parallel_env(max_cycles=3, render_mode="rgb_array")  # nobody dies early
+    obs, _ = env.reset(seed=7)
+    ref.reset(seed=7)
+    act = {"agent_0": np.array([1, 1]), "agent_1": np.array([3, 2])}
+
+    obs, _, terms, truncs, _ = env.step(act)
+    ref_obs, *_ = ref.step(act)
+    assert terms == {"agent_0": True, "agent_1": False} and not any(truncs.values())
+    assert env.agents == ["agent_1"]
+    terminal_0 = obs["agent_0"]
+    with pytest.raises(ValueError, match="not live"):
+        env.step(act)  # an action for the dead agent_0
+
+    for step in (2, 3):  # row 0 is restarted and stepped hidden (and terminates again)
+        obs, _, terms, truncs, infos = env.step({"agent_1": act["agent_1"]})
+        ref_obs, *_ = ref.step(act)
+        assert set(obs) == set(terms) == set(infos) == {"agent_1"}
+        assert np.array_equal(obs["agent_1"], ref_obs["agent_1"])  # rows are independent
+        assert np.array_equal(env.state()[0], terminal_0)  # the dead agent's state is frozen
+        assert np.array_equal(env.state()[1], obs["agent_1"])
+        assert infos["agent_1"]["step"] == step and truncs == {"agent_1": step == 3}
+        if step == 2:
+            assert np.array_equal(env.render(), obs["agent_1"])  # the first live agent's frame
+    assert env.agents == []
+    assert np.array_equal(env.render(), terminal_0)  # nobody left: agent_0's last frame
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step({})
+
+    obs, infos = env.reset()
+    assert env.agents == ["agent_0", "agent_1"] and set(obs) == set(env.agents)
+    assert all(info["step"] == 0 for info in infos.values())
+    _, _, terms, _, _ = env.step(act)
+    assert terms["agent_0"] is True and "agent_1" in env.agents

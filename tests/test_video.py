@@ -1,0 +1,52 @@
+"""Video: Gymnasium's RecordVideo (single and vector) writes MP4s through moviepy."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.wrappers import RecordVideo
+from gymnasium.wrappers.vector import RecordVideo as VectorRecordVideo
+
+import gym_worldmodel  # noqa: F401
+
+moviepy = pytest.importorskip("moviepy")
+
+
+def frame_count(path) -> int:
+    from moviepy import VideoFileClip
+
+    with VideoFileClip(str(path)) as clip:
+        return sum(1 for _ in clip.iter_frames())
+
+
+def test_record_video_writes_a_readable_mp4(tmp_path):
+    env = gym.make(
+        "WorldModel-CityWalk-v0", render_mode="rgb_array", model="random-tiny", max_episode_steps=6
+    )
+    env = RecordVideo(env, str(tmp_path / "videos"), episode_trigger=lambda ep: True)
+    env.reset(seed=0)
+    done, steps = False, 0
+    while not done:
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        done, steps = terminated or truncated, steps + 1
+    env.close()
+    videos = sorted((tmp_path / "videos").glob("*.mp4"))
+    assert len(videos) == 1 and steps == 6
+    assert frame_count(videos[0]) == steps + 1  # the reset frame and one per step
+    meta = env.unwrapped.metadata
+    assert meta["render_fps"] == meta["world_fps"] / 2 == 8  # tiny world: 2 frames per step
+
+
+def test_vector_record_video_tiles_rows(tmp_path):
+    envs = gym.make_vec(
+        "WorldModel-Driving-v0", num_envs=4, render_mode="rgb_array", model="random-tiny"
+    )
+    envs = VectorRecordVideo(
+        envs, str(tmp_path / "videos"), step_trigger=lambda step: step == 0, video_length=5
+    )
+    envs.reset(seed=0)
+    for _ in range(6):
+        envs.step(np.zeros((4, 2), np.float32))
+    envs.close()
+    videos = sorted((tmp_path / "videos").glob("*.mp4"))
+    # Gymnasium stops once it holds more than video_length frames: the start frame + 5 steps.
+    assert len(videos) == 1 and frame_count(videos[0]) == 5 + 1
