@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     env = sub.add_parser("env", help="env-steps/s, frames/s and env overhead over the engine")
     env.add_argument("--world", default="citywalk", choices=["citywalk", "robot", "driving"])
     env.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 64], help="vector env rows")
-    env.add_argument("--repeats", type=int, default=5, help="timed samples per figure")
+    env.add_argument("--repeats", type=int, default=10, help="timed samples per figure")
     env.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     env.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)

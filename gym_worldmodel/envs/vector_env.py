@@ -14,12 +14,19 @@ from gymnasium.vector.utils import batch_space
 
 from gym_worldmodel.envs import hooks as hook_lib
 from gym_worldmodel.envs.engine import WorldEngine
+from gym_worldmodel.envs.options import (
+    check_choice,
+    first_chunk,
+    reset_rows,
+    rng_from_state,
+    row_seeds,
+    user_frames,
+)
 from gym_worldmodel.envs.pose import integrate_camera, integrate_driving
 from gym_worldmodel.envs.worlds import (
     get_world,
     load_model,
     model_config,
-    resize_frames,
     start_frames,
 )
 from gym_worldmodel.models import WorldModel
@@ -76,10 +83,10 @@ class WorldModelVectorEnv(VectorEnv):
         termination_fn: hook_lib.Hook | Sequence[hook_lib.Hook] | None = None,
         engine: Any = None,
     ) -> None:
-        _check_choice("obs_mode", obs_mode, ("rgb", "chunk", "latent"))
-        _check_choice("output", output, ("numpy", "torch"))
-        _check_choice("dtype", dtype, tuple(DTYPES))
-        _check_choice("render_mode", render_mode, (None, "rgb_array"))
+        check_choice("obs_mode", obs_mode, ("rgb", "chunk", "latent"))
+        check_choice("output", output, ("numpy", "torch"))
+        check_choice("dtype", dtype, tuple(DTYPES))
+        check_choice("render_mode", render_mode, (None, "rgb_array"))
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.world = get_world(world)
@@ -121,11 +128,11 @@ class WorldModelVectorEnv(VectorEnv):
         """
         self._check_open()
         options = dict(options or {})
-        rows = self._rows(options)
+        rows = reset_rows(options, self.num_envs)
         if not self._started and len(rows) != self.num_envs:
             raise RuntimeError("the first reset must reset every row (no env_idx / reset_mask)")
-        seeds = _row_seeds(seed, rows, self.num_envs)
-        frames = self._user_frames(options, len(rows))
+        seeds = row_seeds(seed, rows, self.num_envs)
+        frames = user_frames(options, len(rows), self.config)
         unknown = set(options) - {"env_idx", "reset_mask", "image", "frames"}
         if unknown:
             raise ValueError(
@@ -221,7 +228,7 @@ class WorldModelVectorEnv(VectorEnv):
             self._pose[rows] = state["pose"]
         self._steps[rows], self._done[rows] = state["steps"], state["done"]
         for row, rng_state in zip(rows, state["rngs"], strict=True):
-            self._rngs[row] = None if rng_state is None else _rng_from_state(rng_state)
+            self._rngs[row] = None if rng_state is None else rng_from_state(rng_state)
         self._started = True
 
     def fork(self, row: int, n: int, seeds: Sequence[int] | None = None) -> WorldModelVectorEnv:
@@ -276,54 +283,6 @@ class WorldModelVectorEnv(VectorEnv):
         if self.closed:
             raise RuntimeError("this env is closed; make a new one")
 
-    def _rows(self, options: dict) -> np.ndarray:
-        if "env_idx" in options and "reset_mask" in options:
-            raise ValueError("pass env_idx or reset_mask, not both")
-        if "reset_mask" in options:
-            mask = np.asarray(options["reset_mask"])
-            if mask.dtype != np.bool_ or mask.shape != (self.num_envs,) or not mask.any():
-                raise ValueError(
-                    f"reset_mask must be a bool array of shape ({self.num_envs},) "
-                    "with at least one True"
-                )
-            return np.flatnonzero(mask)
-        if "env_idx" in options:
-            idx = np.unique(np.asarray(options["env_idx"], dtype=np.int64).reshape(-1))
-            if idx.size == 0 or idx.min() < 0 or idx.max() >= self.num_envs:
-                raise ValueError(f"env_idx must name rows in [0, {self.num_envs}), got {idx}")
-            return idx
-        return np.arange(self.num_envs)
-
-    def _user_frames(self, options: dict, n: int) -> np.ndarray | None:
-        """Validated start frames from the reset options, ``(n, F, H, W, 3)`` uint8, or None."""
-        if "image" in options and "frames" in options:
-            raise ValueError("pass image or frames, not both")
-        if "image" not in options and "frames" not in options:
-            return None
-        key = "image" if "image" in options else "frames"
-        arr = np.asarray(options[key])
-        per_env_ndim = 3 if key == "image" else 4
-        if arr.dtype != np.uint8:
-            raise ValueError(f"reset {key} must be uint8 RGB, got dtype {arr.dtype}")
-        if arr.ndim == per_env_ndim:
-            arr = np.broadcast_to(arr, (n, *arr.shape))
-        if arr.ndim != per_env_ndim + 1 or arr.shape[0] != n or arr.shape[-1] != 3:
-            want = "(H, W, 3)" if key == "image" else "(k, H, W, 3)"
-            raise ValueError(
-                f"reset {key} must be {want} or one per reset row ({n}), got shape {arr.shape}"
-            )
-        if min(arr.shape[-3:-1]) < 1:
-            raise ValueError(f"reset {key} is empty: shape {arr.shape}")
-        stacks = arr[:, None] if key == "image" else arr
-        return np.stack([self._chunk_of(s) for s in stacks])
-
-    def _chunk_of(self, frames: np.ndarray) -> np.ndarray:
-        """``(k, H, W, 3)`` any size -> the first chunk ``(F, size, size, 3)``."""
-        f, size = self.config.dit.chunk_frames, self.config.vae.image_size
-        frames = resize_frames(frames, size) if frames.shape[1:3] != (size, size) else frames
-        frames = frames[-f:]
-        return np.concatenate([np.repeat(frames[:1], f - len(frames), 0), frames])
-
     def _start_rows(self, rows: np.ndarray, seeds: list[int | None], frames: np.ndarray | None):
         """Reseed, pick start frames and start ``rows`` in the engine."""
         self._build_engine()
@@ -334,7 +293,7 @@ class WorldModelVectorEnv(VectorEnv):
                 self._rngs[row] = np.random.default_rng(seeds[k])
             rng = self._rngs[row]
             if bundled is not None:
-                chunks.append(self._chunk_of(bundled[rng.integers(len(bundled))][None]))
+                chunks.append(first_chunk(bundled[rng.integers(len(bundled))][None], self.config))
             torch_seeds.append(int(rng.integers(2**63 - 1)))
         frames = np.stack(chunks) if frames is None else frames
         self._engine.seed(rows.tolist(), torch_seeds)
@@ -409,28 +368,6 @@ class WorldModelVectorEnv(VectorEnv):
             return rewards, terminated, truncated
         to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
         return to(rewards.astype(np.float32)), to(terminated), to(truncated)
-
-
-def _check_choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def _row_seeds(seed: Any, rows: np.ndarray, num_envs: int) -> list[int | None]:
-    if seed is None:
-        return [None] * len(rows)
-    if isinstance(seed, (int, np.integer)):
-        return [int(seed) + int(r) for r in rows]
-    seeds = list(seed)
-    if len(seeds) != num_envs:
-        raise ValueError(f"seed list must have num_envs={num_envs} entries, got {len(seeds)}")
-    return [seeds[int(r)] for r in rows]
-
-
-def _rng_from_state(state: dict) -> np.random.Generator:
-    rng = np.random.default_rng()
-    rng.bit_generator.state = state
-    return rng
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

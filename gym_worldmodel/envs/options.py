@@ -1,0 +1,89 @@
+"""Parsing and validation of constructor choices and reset arguments (seeds, rows, frames)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gym_worldmodel.envs.worlds import resize_frames
+from gym_worldmodel.models import WorldModelConfig
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> None:
+    """Raise a clear ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def reset_rows(options: dict, num_envs: int) -> np.ndarray:
+    """Rows a reset applies to: ``options["env_idx"]``, ``options["reset_mask"]`` or all."""
+    if "env_idx" in options and "reset_mask" in options:
+        raise ValueError("pass env_idx or reset_mask, not both")
+    if "reset_mask" in options:
+        mask = np.asarray(options["reset_mask"])
+        if mask.dtype != np.bool_ or mask.shape != (num_envs,) or not mask.any():
+            raise ValueError(
+                f"reset_mask must be a bool array of shape ({num_envs},) with at least one True"
+            )
+        return np.flatnonzero(mask)
+    if "env_idx" in options:
+        idx = np.unique(np.asarray(options["env_idx"], dtype=np.int64).reshape(-1))
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= num_envs:
+            raise ValueError(f"env_idx must name rows in [0, {num_envs}), got {idx}")
+        return idx
+    return np.arange(num_envs)
+
+
+def row_seeds(seed: Any, rows: np.ndarray, num_envs: int) -> list[int | None]:
+    """Per-row seeds: an int seeds row i with ``seed + i``; a list has one entry per env."""
+    if seed is None:
+        return [None] * len(rows)
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed) + int(r) for r in rows]
+    seeds = list(seed)
+    if len(seeds) != num_envs:
+        raise ValueError(f"seed list must have num_envs={num_envs} entries, got {len(seeds)}")
+    return [seeds[int(r)] for r in rows]
+
+
+def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray | None:
+    """Validated start chunks ``(n, F, size, size, 3)`` from ``image`` / ``frames``, or None."""
+    if "image" in options and "frames" in options:
+        raise ValueError("pass image or frames, not both")
+    if "image" not in options and "frames" not in options:
+        return None
+    key = "image" if "image" in options else "frames"
+    arr = np.asarray(options[key])
+    per_env_ndim = 3 if key == "image" else 4
+    if arr.dtype != np.uint8:
+        raise ValueError(f"reset {key} must be uint8 RGB, got dtype {arr.dtype}")
+    if arr.ndim == per_env_ndim:
+        arr = np.broadcast_to(arr, (n, *arr.shape))
+    if arr.ndim != per_env_ndim + 1 or arr.shape[0] != n or arr.shape[-1] != 3:
+        want = "(H, W, 3)" if key == "image" else "(k, H, W, 3)"
+        raise ValueError(
+            f"reset {key} must be {want} or one per reset row ({n}), got shape {arr.shape}"
+        )
+    if min(arr.shape[-3:-1]) < 1:
+        raise ValueError(f"reset {key} is empty: shape {arr.shape}")
+    stacks = arr[:, None] if key == "image" else arr
+    return np.stack([first_chunk(s, config) for s in stacks])
+
+
+def first_chunk(frames: np.ndarray, config: WorldModelConfig) -> np.ndarray:
+    """``(k, H, W, 3)`` of any size -> the episode's first chunk ``(F, size, size, 3)``.
+
+    Frames are resized; the last F are kept, and fewer are padded by repeating the first.
+    """
+    f, size = config.dit.chunk_frames, config.vae.image_size
+    frames = resize_frames(frames, size) if frames.shape[1:3] != (size, size) else frames
+    frames = frames[-f:]
+    return np.concatenate([np.repeat(frames[:1], f - len(frames), 0), frames])
+
+
+def rng_from_state(state: dict) -> np.random.Generator:
+    """A NumPy generator restored from ``bit_generator.state``."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng
