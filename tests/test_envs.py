@@ -422,3 +422,23 @@ def test_returned_observations_do_not_alias_env_buffers():
     env.reset(seed=1)
     env.step(np.zeros((1, 2), np.float32))
     assert np.array_equal(obs, kept) and np.array_equal(frame, kept_frame)
+
+
+def test_per_frame_action_sequences():
+    env = WorldModelVectorEnv(1, world="citywalk", **TINY)  # tiny world: 2 frames per step
+    env.reset(seed=0)
+    # Frame 0 walks forward (W), frame 1 turns left: the pose integrates frame by frame.
+    _, _, _, _, info = env.step(np.array([[[1, 0], [0, 1]]]))
+    x, y, yaw, pitch = info["pose"][0]
+    assert np.isclose(x, 0.2) and np.isclose(y, 0.0) and np.isclose(yaw, 6.0) and pitch == 0.0
+    vec = env.head.encode(np.array([[[1, 0], [0, 1]]]), 1, 2)
+    assert vec[0, 0, 1] == 1 and vec[0, 1, 0] == 1 and vec[0, 1, 6] == 1
+    with pytest.raises(ActionError, match=r"\(2, 2\) per frame"):
+        env.step(np.zeros((1, 3, 2), np.int64))  # 3 frames for a 2-frame chunk
+
+
+def test_no_cuda_is_touched_on_the_cpu_path():
+    env = gym.make("WorldModel-Driving-v0", **TINY)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    assert not torch.cuda.is_initialized()
