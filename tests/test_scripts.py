@@ -1,5 +1,6 @@
 """Smoke tests: every script and the CLI run end to end on a micro budget."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -7,9 +8,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str) -> str:
+def run(*args: str, env: dict | None = None) -> str:
     done = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -75,3 +76,28 @@ def test_cem_planner_agent_moves_toward_the_target():
         if line.startswith("step ")
     ]
     assert len(distances) == 4 and distances[-1] < 2.0  # started 2 m away
+
+
+def test_collect_command_with_a_custom_source_resumes(tmp_path):
+    out = tmp_path / "data"
+    args = [
+        "-m",
+        "gym_worldmodel.cli",
+        "collect",
+        "--source",
+        "test_sources:FakeSource",
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--episodes-per-shard",
+        "2",
+        "--heldout-every",
+        "4",
+        "--no-progress",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    first = run(*args, "--episodes", "4", env=env)
+    assert "3 train and 1 held-out episodes" in first
+    again = run(*args, "--episodes", "6", env=env)  # resumes: only the two new episodes
+    assert "5 train and 1 held-out episodes" in again

@@ -1,0 +1,130 @@
+"""Resumable, atomic collection of episodes from a source into the on-disk episode format.
+
+Episode ``i`` is collected with seed ``seed + i`` and goes to the held-out split when
+``i % heldout_every == heldout_every - 1``, so a dataset holds the same episodes however often
+collection was interrupted and resumed (only their grouping into shards may differ). Each shard
+is written atomically and then recorded in the card (also written atomically); an interruption
+loses at most the shard in progress.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm import tqdm
+
+from gym_worldmodel.sources.episodes import (
+    CARD,
+    FORMAT,
+    DatasetError,
+    Episode,
+    atomic_write,
+    read_card,
+    write_shard,
+)
+
+SPLITS = ("train", "heldout")
+
+
+class Source(Protocol):
+    """A simulator adapter that records one episode per call."""
+
+    #: Card fields: source and world names, modality, frame size, fps, action width, pose fields.
+    info: dict[str, Any]
+
+    def rollout(self, seed: int, steps: int) -> Episode:
+        """Run its behaviour policy for ``steps`` actions from a reset seeded with ``seed``."""
+        ...
+
+
+def collect(
+    source: Source,
+    out_dir: Path,
+    episodes: int,
+    steps: int,
+    seed: int = 0,
+    episodes_per_shard: int = 16,
+    heldout_every: int = 10,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Collect (or finish collecting) ``episodes`` episodes into ``out_dir``; returns the card.
+
+    Resuming with different settings than the card's is refused, so one dataset never mixes
+    recipes.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "steps": steps,
+        "seed": seed,
+        "episodes_per_shard": episodes_per_shard,
+        "heldout_every": heldout_every,
+        **source.info,
+    }
+    card = _open_card(out_dir, settings)
+    stored = {i for shard in card["shards"] for i in shard["indices"]}
+    pending: dict[str, list[Episode]] = {split: [] for split in SPLITS}
+    bar = tqdm(
+        total=episodes,
+        initial=len(stored),
+        desc=f"collect {source.info.get('world', '')}",
+        unit="ep",
+        disable=not progress,
+    )
+    for index in range(episodes):
+        if index in stored:  # collected before an interruption
+            continue
+        split = "heldout" if index % heldout_every == heldout_every - 1 else "train"
+        pending[split].append(source.rollout(seed + index, steps))
+        bar.update(1)
+        if len(pending[split]) == episodes_per_shard:
+            _flush(out_dir, card, split, pending)
+    for split in SPLITS:
+        if pending[split]:
+            _flush(out_dir, card, split, pending)
+    bar.close()
+    return card
+
+
+def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    if not (out_dir / CARD).is_file():
+        card = {"format": FORMAT, **settings, "shards": []}
+        _write_card(out_dir, card)
+        return card
+    card = read_card(out_dir)
+    changed = {k: (card.get(k), v) for k, v in settings.items() if card.get(k) != v}
+    if changed:
+        raise DatasetError(
+            f"{out_dir / CARD} was collected with other settings {changed} "
+            "(card, requested); use a new directory"
+        )
+    return card
+
+
+def _flush(out_dir: Path, card: dict, split: str, pending: dict) -> None:
+    episodes = pending[split]
+    number = sum(1 for s in card["shards"] if s["split"] == split)
+    name = f"{split}-{number:05d}.npz"
+    digest = write_shard(out_dir / name, episodes)
+    heldout_every = card["heldout_every"]
+    indices = [e.seed - card["seed"] for e in episodes]
+    assert all((i % heldout_every == heldout_every - 1) == (split == "heldout") for i in indices)
+    card["shards"].append(
+        {
+            "file": name,
+            "split": split,
+            "episodes": len(episodes),
+            "indices": indices,
+            "frames": int(sum(len(e.frames) for e in episodes)),
+            "sha256": digest,
+        }
+    )
+    _write_card(out_dir, card)
+    pending[split] = []
+
+
+def _write_card(out_dir: Path, card: dict[str, Any]) -> None:
+    text = json.dumps(card, indent=1) + "\n"
+    atomic_write(out_dir / CARD, lambda f: f.write(text.encode()))

@@ -1,0 +1,174 @@
+"""On-disk episode format: shards of episodes plus a dataset card, validated on every read.
+
+A dataset is a directory::
+
+    dataset.json              the card: source, world, modality, geometry, splits, shard list
+    train-00000.npz ...       shards of training episodes
+    heldout-00000.npz ...     shards of held-out episodes (never mixed into training)
+
+A shard (``numpy.savez``, no pickles) holds its episodes concatenated:
+
+    frames          uint8   (sum(T_e + 1), H, W, 3)  each episode's start frame and one per action
+    actions         float32 (sum(T_e), A)            the model action vector (``envs.actions``
+                                                     units) of the world's modality; action t
+                                                     leads from frame t to frame t + 1
+    poses           float64 (sum(T_e + 1), 4)        pose at each frame (``envs.pose`` units), or
+                                                     an empty (0, 4) array for a fixed camera
+    frame_offsets   int64   (E + 1,)                 episode e's frames are
+                                                     frames[frame_offsets[e]:frame_offsets[e + 1]]
+    seeds           int64   (E,)                     the seed each episode was collected with
+
+The card lists each shard with its SHA-256, so a truncated or altered shard is caught on read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "gym-worldmodel-episodes/1"
+CARD = "dataset.json"
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, corrupt or inconsistent; the message names it."""
+
+
+@dataclass
+class Episode:
+    """One recorded episode.
+
+    Attributes:
+        frames: uint8 ``(T + 1, H, W, 3)``.
+        actions: float32 ``(T, A)`` model action vectors.
+        poses: float64 ``(T + 1, 4)`` or None (fixed camera).
+        seed: Seed the episode was collected with.
+    """
+
+    frames: np.ndarray
+    actions: np.ndarray
+    poses: np.ndarray | None
+    seed: int
+
+    def __post_init__(self) -> None:
+        f, a = self.frames, self.actions
+        if f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3:
+            raise DatasetError(
+                f"episode frames must be uint8 (T+1, H, W, 3), got {f.dtype} {f.shape}"
+            )
+        if a.dtype != np.float32 or a.ndim != 2 or len(a) != len(f) - 1:
+            raise DatasetError(
+                f"episode actions must be float32 ({len(f) - 1}, A), got {a.dtype} {a.shape}"
+            )
+        if self.poses is not None and self.poses.shape != (len(f), 4):
+            raise DatasetError(f"episode poses must be ({len(f)}, 4), got {self.poses.shape}")
+        if not np.isfinite(a).all():
+            raise DatasetError("episode actions contain NaN or inf")
+
+
+def write_shard(path: Path, episodes: list[Episode]) -> str:
+    """Write ``episodes`` to ``path`` atomically; returns the file's SHA-256."""
+    offsets = np.cumsum([0] + [len(e.frames) for e in episodes]).astype(np.int64)
+    fixed = episodes[0].poses is None
+    arrays = {
+        "frames": np.concatenate([e.frames for e in episodes]),
+        "actions": np.concatenate([e.actions for e in episodes]),
+        "poses": np.zeros((0, 4)) if fixed else np.concatenate([e.poses for e in episodes]),
+        "frame_offsets": offsets,
+        "seeds": np.asarray([e.seed for e in episodes], np.int64),
+    }
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+    return sha256(path)
+
+
+def read_shard(path: Path, expected_sha256: str | None = None) -> list[Episode]:
+    """Episodes of one shard, after checking its hash and the consistency of its arrays."""
+    if not path.is_file():
+        raise DatasetError(f"shard {path} is missing")
+    if expected_sha256 is not None and sha256(path) != expected_sha256:
+        raise DatasetError(
+            f"shard {path} does not match the SHA-256 in {CARD} (truncated or "
+            "altered); re-collect it (delete it and its card entry, then resume)"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in ("frames", "actions", "poses", "frame_offsets", "seeds")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise DatasetError(f"shard {path} is not a readable episode shard: {err}") from err
+    off = arrays["frame_offsets"]
+    n_frames, n_eps = len(arrays["frames"]), len(arrays["seeds"])
+    if off.ndim != 1 or len(off) != n_eps + 1 or off[0] != 0 or off[-1] != n_frames:
+        raise DatasetError(f"shard {path}: frame_offsets do not match {n_frames} frames")
+    if len(arrays["actions"]) != n_frames - n_eps:
+        raise DatasetError(
+            f"shard {path}: expected {n_frames - n_eps} actions, got {len(arrays['actions'])}"
+        )
+    poses = arrays["poses"]
+    episodes = []
+    for e in range(n_eps):
+        lo, hi = int(off[e]), int(off[e + 1])
+        episodes.append(
+            Episode(
+                frames=arrays["frames"][lo:hi],
+                actions=arrays["actions"][lo - e : hi - e - 1],
+                poses=None if len(poses) == 0 else poses[lo:hi],
+                seed=int(arrays["seeds"][e]),
+            )
+        )
+    return episodes
+
+
+def read_card(directory: Path) -> dict[str, Any]:
+    """The dataset card, validated."""
+    path = Path(directory) / CARD
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing: not a gym-worldmodel episode dataset")
+    try:
+        card = json.loads(path.read_text())
+    except ValueError as err:
+        raise DatasetError(f"{path} is not valid JSON: {err}") from err
+    if card.get("format") != FORMAT:
+        raise DatasetError(f"{path}: format {card.get('format')!r}, expected {FORMAT!r}")
+    return card
+
+
+def load_episodes(directory: Path, split: str = "train") -> list[Episode]:
+    """Every episode of ``split`` (``"train"`` or ``"heldout"``), hash-checked."""
+    card = read_card(directory)
+    return [
+        ep
+        for shard in card["shards"]
+        if shard["split"] == split
+        for ep in read_shard(Path(directory) / shard["file"], shard["sha256"])
+    ]
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file in the same directory, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,162 @@
+"""Episode format and resumable collection, with a procedural fake source (no simulator)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gym_worldmodel.sources.collect import collect
+from gym_worldmodel.sources.episodes import (
+    CARD,
+    DatasetError,
+    Episode,
+    load_episodes,
+    read_card,
+    read_shard,
+)
+
+
+class FakeSource:
+    """Frames are a colour that the actions move around: deterministic per seed."""
+
+    info = {
+        "source": "fake",
+        "world": "citywalk",
+        "modality": "camera",
+        "frame_size": 8,
+        "fps": 15,
+        "action_width": 12,
+        "pose_fields": ["x_m", "y_m", "yaw_deg", "pitch_deg"],
+    }
+
+    def __init__(self, fail_at: int | None = None):
+        self.fail_at, self.calls = fail_at, 0
+
+    def rollout(self, seed: int, steps: int) -> Episode:
+        self.calls += 1
+        if self.fail_at is not None and self.calls > self.fail_at:
+            raise KeyboardInterrupt("simulated crash")
+        rng = np.random.default_rng(seed)
+        actions = rng.uniform(-1, 1, (steps, 12)).astype(np.float32)
+        level = np.concatenate([[seed % 200], (seed % 200) + np.cumsum(actions[:, 0] * 10)])
+        frames = np.broadcast_to(level.clip(0, 255)[:, None, None, None], (steps + 1, 8, 8, 3))
+        poses = np.cumsum(np.concatenate([np.zeros((1, 4)), actions[:, :4]]), 0)
+        return Episode(frames.astype(np.uint8), actions, poses, seed)
+
+
+def by_seed(episodes):
+    return {e.seed: e for e in episodes}
+
+
+def test_collection_round_trip_and_splits(tmp_path):
+    card = collect(
+        FakeSource(),
+        tmp_path,
+        episodes=7,
+        steps=5,
+        seed=100,
+        episodes_per_shard=2,
+        heldout_every=3,
+        progress=False,
+    )
+    train, heldout = load_episodes(tmp_path, "train"), load_episodes(tmp_path, "heldout")
+    assert sorted(e.seed - 100 for e in heldout) == [2, 5]  # i % 3 == 2: kept apart
+    assert sorted(e.seed - 100 for e in train) == [0, 1, 3, 4, 6]
+    fresh = FakeSource()
+    for ep in train + heldout:
+        ref = fresh.rollout(ep.seed, 5)
+        assert np.array_equal(ep.frames, ref.frames) and np.array_equal(ep.actions, ref.actions)
+        assert np.array_equal(ep.poses, ref.poses)
+    assert read_card(tmp_path)["shards"] == card["shards"]
+
+
+def test_interrupted_collection_resumes_to_the_same_episodes(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        collect(
+            FakeSource(fail_at=5),
+            tmp_path / "a",
+            episodes=9,
+            steps=4,
+            episodes_per_shard=2,
+            heldout_every=4,
+            progress=False,
+        )
+    partial = read_card(tmp_path / "a")
+    assert 0 < sum(s["episodes"] for s in partial["shards"]) < 9
+    resumed = FakeSource()
+    collect(
+        resumed,
+        tmp_path / "a",
+        episodes=9,
+        steps=4,
+        episodes_per_shard=2,
+        heldout_every=4,
+        progress=False,
+    )
+    assert resumed.calls == 9 - sum(s["episodes"] for s in partial["shards"])  # no re-collection
+    collect(
+        FakeSource(),
+        tmp_path / "b",
+        episodes=9,
+        steps=4,
+        episodes_per_shard=2,
+        heldout_every=4,
+        progress=False,
+    )
+    for split in ("train", "heldout"):
+        a, b = (
+            by_seed(load_episodes(tmp_path / "a", split)),
+            by_seed(load_episodes(tmp_path / "b", split)),
+        )
+        assert a.keys() == b.keys()
+        assert all(np.array_equal(a[k].frames, b[k].frames) for k in a)
+    assert not list((tmp_path / "a").glob("*.tmp"))
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    collect(FakeSource(), tmp_path, episodes=2, steps=3, progress=False)
+    with pytest.raises(DatasetError, match="other settings"):
+        collect(FakeSource(), tmp_path, episodes=4, steps=5, progress=False)
+
+
+def test_corrupt_shards_are_clear_errors(tmp_path):
+    collect(FakeSource(), tmp_path, episodes=3, steps=3, episodes_per_shard=3, progress=False)
+    shard = tmp_path / "train-00000.npz"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="SHA-256"):
+        load_episodes(tmp_path)
+    with pytest.raises(DatasetError, match="not a readable episode shard"):
+        read_shard(shard)  # without the hash the truncated zip itself is reported
+    shard.unlink()
+    with pytest.raises(DatasetError, match="missing"):
+        load_episodes(tmp_path)
+    (tmp_path / CARD).write_text(json.dumps({"format": "other"}))
+    with pytest.raises(DatasetError, match="format"):
+        load_episodes(tmp_path)
+
+
+def test_inconsistent_shard_arrays_are_rejected(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(
+        path,
+        frames=np.zeros((5, 8, 8, 3), np.uint8),
+        actions=np.zeros((2, 12), np.float32),
+        poses=np.zeros((0, 4)),
+        frame_offsets=np.array([0, 5]),
+        seeds=np.array([1]),
+    )
+    with pytest.raises(DatasetError, match="expected 4 actions"):
+        read_shard(path)
+
+
+def test_bad_episodes_are_rejected():
+    frames = np.zeros((4, 8, 8, 3), np.uint8)
+    with pytest.raises(DatasetError, match="actions must be float32"):
+        Episode(frames, np.zeros((4, 12), np.float32), None, 0)
+    with pytest.raises(DatasetError, match="NaN"):
+        Episode(frames, np.full((3, 12), np.nan, np.float32), None, 0)
+    with pytest.raises(DatasetError, match="frames must be uint8"):
+        Episode(frames.astype(np.float32), np.zeros((3, 12), np.float32), None, 0)
