@@ -3,6 +3,7 @@
 Subcommands:
     bench: benchmarks that print their figures (see :mod:`gym_worldmodel.bench`).
     collect: record episodes from a simulator into the episode format (resumable).
+    train: train the VAE, then the teacher, on collected datasets (resumable).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "bench": "benchmarks that print their figures",
         "collect": "record simulator episodes into a dataset (resumable)",
+        "train": "train the VAE or the teacher on datasets (resumable)",
     }
     if not args or args[0] in ("-h", "--help") or args[0] not in commands:
         print("usage: gym-worldmodel <command> [options]\n\ncommands:")
@@ -33,8 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gym_worldmodel import bench
 
         bench.main(args[1:])
-    else:
+    elif args[0] == "collect":
         collect_main(args[1:])
+    else:
+        train_main(args[1:])
     return 0
 
 
@@ -76,6 +80,50 @@ def collect_main(argv: Sequence[str]) -> None:
         for split in ("train", "heldout")
     }
     print(f"{args.out}: {counts['train']} train and {counts['heldout']} held-out episodes")
+
+
+def train_main(argv: Sequence[str]) -> None:
+    """``gym-worldmodel train vae|teacher``: run (or resume) a training recipe."""
+    parser = argparse.ArgumentParser(prog="gym-worldmodel train")
+    parser.add_argument("stage", choices=["vae", "teacher"])
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="run directory (resumes if present)"
+    )
+    parser.add_argument("--init", type=Path, help="teacher: the VAE checkpoint (<vae run>/model)")
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--save-every", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tiny", action="store_true", help="tiny model config (tests, smoke)")
+    parser.add_argument(
+        "--budget", action="store_true", help="reduced recipe for smoke tests: 20 steps of batch 4"
+    )
+    args = parser.parse_args(argv)
+    from gym_worldmodel.models import WorldModelConfig
+    from gym_worldmodel.training.recipes import train_teacher, train_vae
+    from gym_worldmodel.training.trainer import TrainConfig
+
+    steps, batch = (20, 4) if args.budget else (args.steps, args.batch_size)
+    train = TrainConfig(
+        steps=steps,
+        batch_size=batch,
+        lr=args.lr,
+        dtype=args.dtype,
+        save_every=min(args.save_every, steps),
+        seed=args.seed,
+        warmup=min(200, steps // 10 + 1),
+    )
+    if args.stage == "vae":
+        config = WorldModelConfig.tiny() if args.tiny else WorldModelConfig()
+        train_vae(args.data, args.out, config, train)
+    else:
+        if args.init is None:
+            raise SystemExit("train teacher needs --init <vae run>/model")
+        train_teacher(args.data, args.init, args.out, train)
+    print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
 
 
 def load_source(name: str) -> type:

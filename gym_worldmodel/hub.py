@@ -70,7 +70,8 @@ def from_pretrained(
         cache_dir: Hugging Face cache directory (default: the standard one).
         local_files_only: If True never use the network; None or False allow downloading.
         device: Device to move the model to.
-        dtype: Floating dtype to cast the model to.
+        dtype: Floating dtype to cast the weights to. Run bf16 weights under
+            ``gym_worldmodel.models.precision(device, torch.bfloat16)`` (autocast).
 
     Returns:
         The model in eval mode.

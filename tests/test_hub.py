@@ -349,3 +349,24 @@ def test_push_to_hub(tiny_model: WorldModel, tmp_path: Path, monkeypatch: pytest
     uploaded = tmp_path / "uploaded"
     assert sorted(p.name for p in uploaded.iterdir()) == ["config.json", "model.safetensors"]
     assert_same_model(from_pretrained(uploaded), tiny_model)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_loaded_model_generates(tiny_model, tmp_path, dtype):
+    from gym_worldmodel.memory import KVCache
+    from gym_worldmodel.models import precision
+    from gym_worldmodel.sampling import ChunkRollout, RowGenerators
+
+    save_pretrained(tiny_model, tmp_path)
+    model = from_pretrained(tmp_path, dtype=dtype)
+    cache = KVCache.for_model(model.config.dit, model.dit.rope, 1, dtype=dtype)
+    rollout = ChunkRollout(model.dit, model.config.sampler)
+    with torch.no_grad(), precision("cpu", dtype):  # bf16 weights run under autocast
+        x = rollout.generate(
+            cache,
+            torch.zeros(1, *rollout.action_shape),
+            torch.zeros(1, dtype=torch.long),
+            RowGenerators([0]),
+        )
+        frames = model.vae.decode(x)
+    assert torch.isfinite(x).all() and frames.dtype == torch.uint8

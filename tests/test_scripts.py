@@ -101,3 +101,52 @@ def test_collect_command_with_a_custom_source_resumes(tmp_path):
     assert "3 train and 1 held-out episodes" in first
     again = run(*args, "--episodes", "6", env=env)  # resumes: only the two new episodes
     assert "5 train and 1 held-out episodes" in again
+
+
+def test_train_commands_budget_recipe(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    data = tmp_path / "data"
+    run(
+        "-m",
+        "gym_worldmodel.cli",
+        "collect",
+        "--source",
+        "test_training:SquareSource",
+        "--out",
+        str(data),
+        "--episodes",
+        "4",
+        "--steps",
+        "8",
+        "--no-progress",
+        env=env,
+    )
+    run(
+        "-m",
+        "gym_worldmodel.cli",
+        "train",
+        "vae",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "vae"),
+        "--tiny",
+        "--budget",
+        env=env,
+    )
+    text = run(
+        "-m",
+        "gym_worldmodel.cli",
+        "train",
+        "teacher",
+        "--data",
+        str(data),
+        "--init",
+        str(tmp_path / "vae" / "model"),
+        "--out",
+        str(tmp_path / "teacher"),
+        "--budget",
+        env=env,
+    )
+    assert "wrote" in text and (tmp_path / "teacher" / "model" / "model.safetensors").exists()
+    assert (tmp_path / "teacher" / "losses.png").exists()

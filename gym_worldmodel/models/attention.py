@@ -87,7 +87,6 @@ class SequenceAttention:
 
     def __init__(self, config: DiTConfig, rope: Rotary3D, n_chunks: int, device: torch.device):
         f, side = config.chunk_frames, config.latent_size // config.patch_size
-        rope = rope.to(device)
         self.tokens_per_chunk = config.tokens_per_chunk
         self.scale = config.head_dim**-0.5
         self.cos, self.sin = rope.cos_sin(grid_positions(n_chunks * f, side).to(device))

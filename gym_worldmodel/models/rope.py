@@ -40,18 +40,19 @@ class Rotary3D(nn.Module):
         for axis, f in enumerate(freqs):
             table[axis, start : start + len(f)] = f
             start += len(f)
-        self.register_buffer("freq_table", table, persistent=False)
+        # A plain attribute, not a buffer: module.to(dtype) must not round it to low precision.
+        self.freq_table = table
 
     def cos_sin(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """Tables for positions ``(..., 3)`` (time, row, col); each ``(..., D)``, sin signed."""
-        angles = positions.to(torch.float64) @ self.freq_table  # (..., D/2)
+        positions = positions.to(torch.float64)
+        angles = positions @ self.freq_table.to(positions.device)  # (..., D/2)
         cos, sin = angles.cos(), angles.sin()
         return torch.cat((cos, cos), -1).float(), torch.cat((-sin, sin), -1).float()
 
     def time_shift(self, frames: float) -> tuple[Tensor, Tensor]:
         """Cos/sin ``(D,)`` that move a key ``frames`` latent frames along the time axis."""
-        pos = torch.tensor([frames, 0.0, 0.0], device=self.freq_table.device)
-        return self.cos_sin(pos)
+        return self.cos_sin(torch.tensor([frames, 0.0, 0.0]))
 
 
 def grid_positions(frames: int, side: int, time_offset: float = 0.0) -> Tensor:

@@ -1,0 +1,101 @@
+"""Training losses: the VAE, and the chunk-causal flow-matching teacher.
+
+Every random draw comes from the generator passed in, so a resumed run draws what an
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gym_worldmodel.models import VAE, CausalChunkDiT
+from gym_worldmodel.models.vae import to_unit
+from gym_worldmodel.sampling import FlowMatchSchedule
+
+
+@dataclass(frozen=True)
+class VAELossConfig:
+    """Weights of the VAE loss: L1 + MSE reconstruction plus ``kl_weight`` x KL."""
+
+    kl_weight: float = 1e-6
+
+
+def vae_loss(
+    vae: VAE, frames: Tensor, gen: torch.Generator, config: VAELossConfig
+) -> tuple[Tensor, dict[str, float]]:
+    """Loss of uint8 frames ``(B, H, W, 3)``; returns the loss and its parts (host floats)."""
+    x = to_unit(frames)
+    mean, logvar = vae.encode_posterior(x)
+    eps = torch.randn(mean.shape, generator=gen, device=mean.device)
+    recon = vae.decode_float(mean + (0.5 * logvar).exp() * eps).float()
+    l1, mse = F.l1_loss(recon, x), F.mse_loss(recon, x)
+    kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).mean()
+    loss = l1 + mse + config.kl_weight * kl
+    return loss, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item()}
+
+
+@dataclass(frozen=True)
+class TeacherLossConfig:
+    """Sampling of noise levels and action dropout for the teacher.
+
+    Attributes:
+        shift: Timestep shift applied to uniform levels (as the sampler uses).
+        teacher_forcing: Fraction of rows whose history is only lightly noised (levels up to
+            ``context_noise``) while the last chunk takes any level; the other rows draw every
+            chunk's level independently (diffusion forcing). Noise on history is the mask that
+            teaches the model to trust imperfect context.
+        context_noise: Largest history level in teacher-forcing rows.
+        action_dropout: Fraction of rows trained with the null action (for action guidance).
+    """
+
+    shift: float = 3.0
+    teacher_forcing: float = 0.5
+    context_noise: float = 0.1
+    action_dropout: float = 0.1
+
+
+def teacher_loss(
+    dit: CausalChunkDiT,
+    latents: Tensor,
+    actions: Tensor,
+    modality: Tensor,
+    gen: torch.Generator,
+    config: TeacherLossConfig,
+) -> tuple[Tensor, dict[str, float]]:
+    """Flow-matching loss over windows of chunks.
+
+    Args:
+        dit: The denoiser.
+        latents: Clean scaled latents ``(B, N * F, C, h, w)``.
+        actions: ``(B, N * F, A)``.
+        modality: ``(B,)``.
+        gen: Source of every random draw.
+        config: Level sampling and dropout.
+
+    Returns:
+        The loss and its parts (host floats): the loss on the last chunk is reported apart,
+        since it is what a ``step()`` generates.
+    """
+    b, nf = latents.shape[:2]
+    n = nf // dit.config.chunk_frames
+    dev = latents.device
+    u = torch.rand(b, n, generator=gen, device=dev)
+    schedule = FlowMatchSchedule(config.shift)
+    levels = schedule.shift * u / (1 + (schedule.shift - 1) * u)
+    forcing = torch.rand(b, generator=gen, device=dev) < config.teacher_forcing
+    history = torch.rand(b, n, generator=gen, device=dev) * config.context_noise
+    history[:, -1] = levels[:, -1]
+    levels = torch.where(forcing[:, None], history, levels)
+    noise = torch.randn(latents.shape, generator=gen, device=dev)
+    t = levels.repeat_interleave(dit.config.chunk_frames, 1)[..., None, None, None]
+    x_t = schedule.add_noise(latents, noise, t)
+    drop = torch.rand(b, generator=gen, device=dev) < config.action_dropout
+    velocity = dit.forward_sequence(x_t, levels, actions, modality, drop_action=drop).float()
+    err = (velocity - schedule.velocity_target(latents, noise)).pow(2)
+    loss = err.mean()
+    last = err[:, -dit.config.chunk_frames :].mean()
+    return loss, {"flow": loss.item(), "flow_last_chunk": last.item()}

@@ -1,0 +1,113 @@
+"""Training recipes: the VAE on frames, then the teacher on chunk windows with the VAE frozen.
+
+Each writes its run directory (checkpoint, losses, plot) and a loadable checkpoint in
+``<run>/model`` (``config.json`` + ``model.safetensors``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from gym_worldmodel import hub
+from gym_worldmodel.models import WorldModel, WorldModelConfig
+from gym_worldmodel.sources.episodes import load_episodes, read_card
+from gym_worldmodel.training.data import ChunkWindows, Frames
+from gym_worldmodel.training.losses import (
+    TeacherLossConfig,
+    VAELossConfig,
+    teacher_loss,
+    vae_loss,
+)
+from gym_worldmodel.training.trainer import TrainConfig, Trainer
+
+
+def train_vae(
+    data: Sequence[Path],
+    run_dir: Path,
+    config: WorldModelConfig,
+    train: TrainConfig,
+    progress: bool = True,
+) -> WorldModel:
+    """Train the VAE on every training frame of ``data``; sets the latent scaling factor."""
+    episodes = [ep for d in data for ep in load_episodes(Path(d), "train")]
+    model = WorldModel(config)
+    loss_config = VAELossConfig()
+    trainer = Trainer(
+        model.vae,
+        Frames(episodes),
+        lambda batch, gen: vae_loss(model.vae, batch, gen, loss_config),
+        run_dir,
+        train,
+    )
+    trainer.train(progress)
+    model = with_latent_scale(model, Frames(episodes))
+    hub.save_pretrained(model, Path(run_dir) / "model")
+    return model
+
+
+def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> WorldModel:
+    """A copy of ``model`` whose VAE scales latents to unit standard deviation on ``frames``."""
+    idx = torch.linspace(0, len(frames) - 1, min(sample, len(frames))).long()
+    batch = torch.stack([frames[int(i)] for i in idx])
+    model.eval()
+    with torch.no_grad():
+        std = model.vae.encode(batch).std().item() / model.config.vae.scaling_factor
+    vae = dataclasses.replace(model.config.vae, scaling_factor=1.0 / max(std, 1e-6))
+    scaled = WorldModel(dataclasses.replace(model.config, vae=vae))
+    scaled.load_state_dict(model.state_dict())
+    return scaled
+
+
+def train_teacher(
+    data: Sequence[Path],
+    init: Path,
+    run_dir: Path,
+    train: TrainConfig,
+    n_chunks: int | None = None,
+    loss_config: TeacherLossConfig | None = None,
+    progress: bool = True,
+) -> WorldModel:
+    """Train the DiT as a flow-matching teacher on windows from ``data`` (all modalities).
+
+    Args:
+        data: Dataset directories; each card names its modality, so one backbone learns them all.
+        init: Checkpoint with the trained VAE (``train_vae``'s ``<run>/model``).
+        run_dir: This run's directory.
+        train: Optimisation settings.
+        n_chunks: Chunks per window (default: sink + window + 2, so the ring wraps).
+        loss_config: Noise-level sampling and action dropout.
+        progress: Show a progress bar.
+    """
+    model = hub.from_pretrained(init)
+    model.vae.requires_grad_(False)
+    cfg = model.config.dit
+    n = n_chunks or 1 + cfg.window_chunks + 2
+    windows = torch.utils.data.ConcatDataset(
+        [
+            ChunkWindows(
+                load_episodes(Path(d), "train"),
+                cfg.chunk_frames,
+                n,
+                cfg.action_dim,
+                cfg.modality_id(read_card(Path(d))["modality"]),
+            )
+            for d in data
+        ]
+    )
+    loss_config = loss_config or TeacherLossConfig(shift=model.config.sampler.shift)
+
+    def loss(batch: dict, gen: torch.Generator):
+        with torch.no_grad():
+            latents = model.vae.encode(batch["frames"]).float()
+        return teacher_loss(
+            model.dit, latents, batch["actions"], batch["modality"], gen, loss_config
+        )
+
+    Trainer(model.dit, windows, loss, run_dir, train).train(progress)
+    model.eval()
+    hub.save_pretrained(model, Path(run_dir) / "model")
+    return model

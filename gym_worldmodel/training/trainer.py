@@ -1,0 +1,175 @@
+"""A small resumable training loop shared by the VAE and the teacher.
+
+A run directory holds ``checkpoint.pt`` (module, optimizer, step, generator states and the loss
+history; read back with ``weights_only=True``, nothing else is unpickled), ``losses.json`` and
+``losses.png``. Checkpoints are written atomically every ``save_every`` steps; a run started again
+in the same directory continues where the last checkpoint left it, drawing the same batches and
+noise an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from gym_worldmodel.models import precision
+from gym_worldmodel.sources.episodes import atomic_write
+
+#: ``loss_fn(batch, generator) -> (loss, parts)``
+LossFn = Callable[[Any, torch.Generator], tuple[Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes:
+        steps: Total optimizer steps of the run.
+        batch_size: Items per step (drawn with replacement, seeded).
+        lr: AdamW learning rate (linear warm-up over ``warmup`` steps, then constant).
+        weight_decay: AdamW weight decay.
+        warmup: Warm-up steps.
+        grad_clip: Gradient norm clip.
+        dtype: ``"float32"`` or ``"bfloat16"`` (autocast).
+        save_every: Steps between checkpoints.
+        seed: Seeds batch order and every noise draw.
+    """
+
+    steps: int = 10_000
+    batch_size: int = 32
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 200
+    grad_clip: float = 1.0
+    dtype: str = "float32"
+    save_every: int = 500
+    seed: int = 0
+
+
+class Trainer:
+    """Train ``module`` on ``dataset`` with ``loss_fn``, checkpointing into ``run_dir``.
+
+    Args:
+        module: What is optimized (its parameters that require grad).
+        dataset: Indexable items; a step stacks ``batch_size`` of them with ``collate``.
+        loss_fn: Maps a batch and the run's generator to ``(loss, parts)``.
+        run_dir: Where checkpoints, losses and the plot go.
+        config: Optimisation settings.
+        collate: Batches a list of items (default ``torch.utils.data.default_collate``).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        dataset: Any,
+        loss_fn: LossFn,
+        run_dir: Path,
+        config: TrainConfig,
+        collate: Callable[[list], Any] = torch.utils.data.default_collate,
+    ) -> None:
+        self.module, self.dataset, self.loss_fn, self.config = module, dataset, loss_fn, config
+        self.collate, self.run_dir = collate, Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        params = [p for p in module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.data_gen = torch.Generator().manual_seed(config.seed)
+        self.noise_gen = torch.Generator().manual_seed(config.seed + 1)
+        self.step, self.history = 0, []
+        if (self.run_dir / "checkpoint.pt").is_file():
+            self._load()
+
+    def train(self, progress: bool = True) -> list[dict[str, float]]:
+        """Run to ``config.steps``; returns the loss history (one dict per step)."""
+        cfg = self.config
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.run_dir.name, disable=not progress)
+        self.module.train()
+        while self.step < cfg.steps:
+            parts = self._one_step()
+            self.history.append(parts)
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{parts['loss']:.4f}")
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save()
+        bar.close()
+        return self.history
+
+    def _one_step(self) -> dict[str, float]:
+        cfg = self.config
+        idx = torch.randint(len(self.dataset), (cfg.batch_size,), generator=self.data_gen)
+        batch = self.collate([self.dataset[int(i)] for i in idx])
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup))
+        dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+        with precision("cpu", dtype):
+            loss, parts = self.loss_fn(batch, self.noise_gen)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss.item()} at step {self.step}; the last "
+                f"checkpoint in {self.run_dir} is intact"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        return {"loss": loss.item(), "grad_norm": float(norm), **parts}
+
+    def save(self) -> None:
+        """Write the checkpoint, the loss history and the loss plot (each atomically)."""
+        state = {
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "data_gen": self.data_gen.get_state(),
+            "noise_gen": self.noise_gen.get_state(),
+            "history": json.dumps(self.history),
+        }
+        atomic_write(self.run_dir / "checkpoint.pt", lambda f: torch.save(state, f))
+        text = json.dumps(self.history) + "\n"
+        atomic_write(self.run_dir / "losses.json", lambda f: f.write(text.encode()))
+        plot_losses(self.history, self.run_dir / "losses.png", title=self.run_dir.name)
+
+    def _load(self) -> None:
+        path = self.run_dir / "checkpoint.pt"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.module.load_state_dict(state["module"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
+            raise ValueError(
+                f"{path} is not a checkpoint of this run ({err}); move it away to start over"
+            ) from err
+        self.step = int(state["step"])
+        self.data_gen.set_state(state["data_gen"])
+        self.noise_gen.set_state(state["noise_gen"])
+        self.history = json.loads(state["history"])
+
+
+def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> None:
+    """Loss curves (log scale, with a moving average) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in history[0] if k != "grad_norm"] if history else []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in keys:
+        values = torch.tensor([h[key] for h in history])
+        k = max(1, len(values) // 50)
+        smooth = values.unfold(0, k, 1).mean(1) if len(values) >= k else values
+        ax.plot(range(k - 1, k - 1 + len(smooth)), smooth.numpy(), label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
