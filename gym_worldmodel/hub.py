@@ -7,11 +7,9 @@ ever unpickled. Hub repos are looked up in the local cache first and downloaded 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,9 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from gym_worldmodel.files import atomic_write
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 
 FORMAT = "gym-worldmodel/1"
@@ -45,8 +44,9 @@ def save_pretrained(model: WorldModel, directory: str | os.PathLike) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     text = json.dumps({"format": FORMAT, **model.config.to_dict()}, indent=2) + "\n"
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, {"format": "pt"}))
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    weights = save(tensors, {"format": "pt"})
+    atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(weights))
+    atomic_write(directory / CONFIG_NAME, lambda f: f.write(text.encode("utf-8")))
     return directory
 
 
@@ -130,22 +130,6 @@ def push_to_hub(
             repo_id=repo_id, folder_path=folder, revision=revision, commit_message=commit_message
         )
     return str(info)
-
-
-def _atomic_write(target: Path, write: Callable[[str], Any]) -> None:
-    """Write ``target`` through a temporary file in its directory, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _is_repo_id(name: str) -> bool:

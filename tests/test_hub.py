@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+import gym_worldmodel.files
 from gym_worldmodel import hub
 from gym_worldmodel.hub import from_pretrained, push_to_hub, save_pretrained
 from gym_worldmodel.models import WorldModel, WorldModelConfig
@@ -105,7 +107,7 @@ def test_failed_save_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mon
         raise RuntimeError("disk full")
 
     model = WorldModel(WorldModelConfig.tiny())
-    monkeypatch.setattr(hub, "save_file", boom)
+    monkeypatch.setattr(gym_worldmodel.files.os, "fsync", boom)  # fail in the middle of a write
     with pytest.raises(RuntimeError, match="disk full"):
         save_pretrained(model, tmp_path / "ckpt")
     assert list((tmp_path / "ckpt").iterdir()) == []
@@ -191,7 +193,7 @@ def test_shape_and_key_mismatches_are_listed(saved: Path, tiny_model: WorldModel
     tensors["extra.weight"] = torch.zeros(1)
     float_name = next(k for k in tensors if k != name and k != "extra.weight")
     tensors[float_name] = tensors[float_name].to(torch.int32)
-    hub.save_file(tensors, saved / "model.safetensors")
+    safetensors.torch.save_file(tensors, saved / "model.safetensors")
     with pytest.raises(ValueError) as info:
         from_pretrained(saved)
     message = str(info.value)

@@ -15,12 +15,12 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from gym_worldmodel.files import atomic_write
 from gym_worldmodel.sources.episodes import (
     CARD,
     FORMAT,
     DatasetError,
     Episode,
-    atomic_write,
     read_card,
     write_shard,
 )

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gym_worldmodel.files import atomic_write
 
 FORMAT = "gym-worldmodel-episodes/1"
 CARD = "dataset.json"
@@ -149,20 +149,6 @@ def load_episodes(directory: Path, split: str = "train") -> list[Episode]:
         if shard["split"] == split
         for ep in read_shard(Path(directory) / shard["file"], shard["sha256"])
     ]
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same directory, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sha256(path: Path) -> str:

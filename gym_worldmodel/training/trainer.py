@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from gym_worldmodel.files import atomic_write
 from gym_worldmodel.models import precision
-from gym_worldmodel.sources.episodes import atomic_write
 
 #: ``loss_fn(batch, generator) -> (loss, parts)``
 LossFn = Callable[[Any, torch.Generator], tuple[Tensor, dict[str, float]]]
