@@ -15,7 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 #: Named data sources; any other ``module:Class`` with the Source protocol works too.
-SOURCES = {"miniworld": "gym_worldmodel.sources.miniworld:MiniWorldSource"}
+SOURCES = {
+    "miniworld": "gym_worldmodel.sources.miniworld:MiniWorldSource",
+    "highway": "gym_worldmodel.sources.highway:HighwaySource",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,105 @@
+import os
+
+os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # "dummy" renders black frames
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("highway_env")
+
+from gym_worldmodel.envs.actions import DrivingHead  # noqa: E402
+from gym_worldmodel.sources.collect import collect  # noqa: E402
+from gym_worldmodel.sources.episodes import load_episodes  # noqa: E402
+from gym_worldmodel.sources.highway import HighwaySource  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def source():
+    src = HighwaySource()
+    yield src
+    src.close()
+
+
+def assert_same(a, b):
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_array_equal(a.actions, b.actions)
+    np.testing.assert_array_equal(a.poses, b.poses)
+    assert a.seed == b.seed
+
+
+def test_info_shapes_and_dtypes(source):
+    info = source.info
+    assert info["source"] == "highway" and info["world"] == "driving"
+    assert info["env_name"] == "highway-fast-v0" and info["modality"] == "driving"
+    assert (info["frame_size"], info["fps"], info["action_width"]) == (64, 15, 2)
+    assert info["pose_fields"] == ["x_m", "y_m", "heading_deg", "speed_mps"]
+    assert info["policy"] == "mixed"
+    ep = source.rollout(0, 30)
+    assert ep.frames.shape == (31, 64, 64, 3) and ep.frames.dtype == np.uint8
+    assert ep.actions.shape == (30, 2) and ep.actions.dtype == np.float32
+    assert ep.poses.shape == (31, 4) and ep.poses.dtype == np.float64
+    assert ep.seed == 0
+    assert DrivingHead().space.contains(ep.actions[0])
+    assert np.abs(ep.actions).max() <= 1.0
+    assert ep.frames.std() > 5 and ep.frames.max() > 100  # a rendered road, not a blank buffer
+    assert not (ep.frames == ep.frames[:, :1, :1]).all()
+
+
+def test_same_seed_identical_other_seed_different(source):
+    a, b, c = source.rollout(5, 30), source.rollout(5, 30), source.rollout(6, 30)
+    assert_same(a, b)
+    assert not np.array_equal(a.poses, c.poses)
+    assert not np.array_equal(a.frames, c.frames)
+
+
+@pytest.mark.parametrize("policy", ["random", "lanekeep"])
+def test_policies_replay_and_move(policy):
+    src = HighwaySource(policy=policy)
+    ep = src.rollout(3, 60)
+    assert ep.actions.shape == (60, 2)
+    assert ep.actions[:, 1].min() < -0.3  # brakes
+    assert (np.diff(ep.poses[:, 0]) > 0).all()  # drives forward along +x
+    again = src.replay(ep.seed, ep.actions, src.last_attempt)
+    assert_same(ep, again)
+    src.close()
+
+
+def test_steering_sign_and_acceleration(source):
+    straight = source.replay(1, np.zeros((8, 2), np.float32))
+    left = source.replay(1, np.tile(np.float32([0.3, 0.0]), (8, 1)))
+    right = source.replay(1, np.tile(np.float32([-0.3, 0.0]), (8, 1)))
+    faster = source.replay(1, np.tile(np.float32([0.0, 1.0]), (8, 1)))
+    slower = source.replay(1, np.tile(np.float32([0.0, -1.0]), (8, 1)))
+    assert straight.poses[0, 3] > 0
+    np.testing.assert_allclose(straight.poses[:, 2], straight.poses[0, 2])
+    assert (np.diff(left.poses[:, 2]) > 0).all()  # positive steering: heading increases (left)
+    assert left.poses[-1, 1] > straight.poses[-1, 1]  # and y (up) increases
+    assert (np.diff(right.poses[:, 2]) < 0).all()
+    assert right.poses[-1, 1] < straight.poses[-1, 1]
+    np.testing.assert_allclose(np.diff(faster.poses[:, 3]), 3.0 / 15, rtol=1e-6)
+    np.testing.assert_allclose(np.diff(slower.poses[:, 3]), -3.0 / 15, rtol=1e-6)
+    np.testing.assert_allclose(np.diff(straight.poses[:, 0]), straight.poses[0, 3] / 15)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="policy"):
+        HighwaySource(policy="nope")
+    with pytest.raises(ValueError, match="actions"):
+        HighwaySource().replay(0, np.zeros((3, 4), np.float32))
+
+
+def test_collect_round_trip(tmp_path):
+    src = HighwaySource()
+    card = collect(
+        src, tmp_path, episodes=3, steps=8, episodes_per_shard=2, heldout_every=3, progress=False
+    )
+    assert card["source"] == "highway" and card["modality"] == "driving"
+    src.close()
+    train = load_episodes(tmp_path, "train")
+    heldout = load_episodes(tmp_path, "heldout")
+    assert [e.seed for e in train] == [0, 1] and [e.seed for e in heldout] == [2]
+    fresh = HighwaySource()
+    for ep in train + heldout:
+        assert ep.frames.shape == (9, 64, 64, 3) and ep.actions.shape == (8, 2)
+        assert_same(ep, fresh.rollout(ep.seed, 8))
+    fresh.close()
