@@ -7,6 +7,8 @@ import pytest  # noqa: E402
 
 pytest.importorskip("highway_env")
 
+from helpers import assert_same_episode  # noqa: E402
+
 from gym_worldmodel.envs.actions import DrivingHead  # noqa: E402
 from gym_worldmodel.sources.collect import collect  # noqa: E402
 from gym_worldmodel.sources.episodes import load_episodes  # noqa: E402
@@ -18,13 +20,6 @@ def source():
     src = HighwaySource()
     yield src
     src.close()
-
-
-def assert_same(a, b):
-    np.testing.assert_array_equal(a.frames, b.frames)
-    np.testing.assert_array_equal(a.actions, b.actions)
-    np.testing.assert_array_equal(a.poses, b.poses)
-    assert a.seed == b.seed
 
 
 def test_info_shapes_and_dtypes(source):
@@ -47,7 +42,7 @@ def test_info_shapes_and_dtypes(source):
 
 def test_same_seed_identical_other_seed_different(source):
     a, b, c = source.rollout(5, 30), source.rollout(5, 30), source.rollout(6, 30)
-    assert_same(a, b)
+    assert_same_episode(a, b)
     assert not np.array_equal(a.poses, c.poses)
     assert not np.array_equal(a.frames, c.frames)
 
@@ -60,7 +55,7 @@ def test_policies_replay_and_move(policy):
     assert ep.actions[:, 1].min() < -0.3  # brakes
     assert (np.diff(ep.poses[:, 0]) > 0).all()  # drives forward along +x
     again = src.replay(ep.seed, ep.actions, src.last_attempt)
-    assert_same(ep, again)
+    assert_same_episode(ep, again)
     src.close()
 
 
@@ -101,5 +96,5 @@ def test_collect_round_trip(tmp_path):
     fresh = HighwaySource()
     for ep in train + heldout:
         assert ep.frames.shape == (9, 64, 64, 3) and ep.actions.shape == (8, 2)
-        assert_same(ep, fresh.rollout(ep.seed, 8))
+        assert_same_episode(ep, fresh.rollout(ep.seed, 8))
     fresh.close()

@@ -73,38 +73,15 @@ def test_collection_round_trip_and_splits(tmp_path):
 
 
 def test_interrupted_collection_resumes_to_the_same_episodes(tmp_path):
+    opts = dict(episodes=9, steps=4, episodes_per_shard=2, heldout_every=4, progress=False)
     with pytest.raises(KeyboardInterrupt):
-        collect(
-            FakeSource(fail_at=5),
-            tmp_path / "a",
-            episodes=9,
-            steps=4,
-            episodes_per_shard=2,
-            heldout_every=4,
-            progress=False,
-        )
+        collect(FakeSource(fail_at=5), tmp_path / "a", **opts)
     partial = read_card(tmp_path / "a")
     assert 0 < sum(s["episodes"] for s in partial["shards"]) < 9
     resumed = FakeSource()
-    collect(
-        resumed,
-        tmp_path / "a",
-        episodes=9,
-        steps=4,
-        episodes_per_shard=2,
-        heldout_every=4,
-        progress=False,
-    )
+    collect(resumed, tmp_path / "a", **opts)
     assert resumed.calls == 9 - sum(s["episodes"] for s in partial["shards"])  # no re-collection
-    collect(
-        FakeSource(),
-        tmp_path / "b",
-        episodes=9,
-        steps=4,
-        episodes_per_shard=2,
-        heldout_every=4,
-        progress=False,
-    )
+    collect(FakeSource(), tmp_path / "b", **opts)
     for split in ("train", "heldout"):
         a, b = (
             by_seed(load_episodes(tmp_path / "a", split)),
