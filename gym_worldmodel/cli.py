@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 SOURCES = {
     "miniworld": "gym_worldmodel.sources.miniworld:MiniWorldSource",
     "highway": "gym_worldmodel.sources.highway:HighwaySource",
+    "robosuite": "gym_worldmodel.sources.robosuite_source:RobosuiteSource",
 }
 
 
@@ -27,7 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "bench": "benchmarks that print their figures",
         "collect": "record simulator episodes into a dataset (resumable)",
-        "train": "train the VAE or the teacher on datasets (resumable)",
+        "train": "train the VAE, the teacher or the student on datasets (resumable)",
+        "eval": "score a model against held-out episodes; writes a markdown report",
     }
     if not args or args[0] in ("-h", "--help") or args[0] not in commands:
         print("usage: gym-worldmodel <command> [options]\n\ncommands:")
@@ -40,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.main(args[1:])
     elif args[0] == "collect":
         collect_main(args[1:])
+    elif args[0] == "eval":
+        eval_main(args[1:])
     else:
         train_main(args[1:])
     return 0
@@ -64,12 +69,19 @@ def collect_main(argv: Sequence[str]) -> None:
         default=10,
         help="every k-th episode goes to the held-out split",
     )
+    parser.add_argument(
+        "--source-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument of the source, e.g. env_name=MiniWorld-FourRooms-v0 (repeatable)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from gym_worldmodel.sources.collect import collect
 
     card = collect(
-        load_source(args.source)(),
+        load_source(args.source)(**parse_options(args.source_option)),
         args.out,
         args.episodes,
         args.steps,
@@ -88,25 +100,38 @@ def collect_main(argv: Sequence[str]) -> None:
 def train_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel train vae|teacher``: run (or resume) a training recipe."""
     parser = argparse.ArgumentParser(prog="gym-worldmodel train")
-    parser.add_argument("stage", choices=["vae", "teacher"])
+    parser.add_argument("stage", choices=["vae", "teacher", "student"])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
     parser.add_argument(
         "--out", type=Path, required=True, help="run directory (resumes if present)"
     )
-    parser.add_argument("--init", type=Path, help="teacher: the VAE checkpoint (<vae run>/model)")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="teacher: the VAE checkpoint (<vae run>/model); student: the teacher's",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=["compact", "default", "tiny"],
+        default="compact",
+        help="vae: model size (compact is what the shipped worlds use)",
+    )
+    parser.add_argument("--nfe", type=int, default=3, help="student: denoising steps (1-4)")
+    parser.add_argument(
+        "--cooldown", type=float, default=0.2, help="fraction of steps decaying the lr to 0"
+    )
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--save-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tiny", action="store_true", help="tiny model config (tests, smoke)")
     parser.add_argument(
         "--budget", action="store_true", help="reduced recipe for smoke tests: 20 steps of batch 4"
     )
     args = parser.parse_args(argv)
     from gym_worldmodel.models import WorldModelConfig
-    from gym_worldmodel.training.recipes import train_teacher, train_vae
+    from gym_worldmodel.training.recipes import train_student, train_teacher, train_vae
     from gym_worldmodel.training.trainer import TrainConfig
 
     steps, batch = (20, 4) if args.budget else (args.steps, args.batch_size)
@@ -118,15 +143,89 @@ def train_main(argv: Sequence[str]) -> None:
         save_every=min(args.save_every, steps),
         seed=args.seed,
         warmup=min(200, steps // 10 + 1),
+        cooldown=args.cooldown,
     )
     if args.stage == "vae":
-        config = WorldModelConfig.tiny() if args.tiny else WorldModelConfig()
-        train_vae(args.data, args.out, config, train)
-    else:
-        if args.init is None:
-            raise SystemExit("train teacher needs --init <vae run>/model")
+        presets = {
+            "compact": WorldModelConfig.compact,
+            "default": WorldModelConfig,
+            "tiny": WorldModelConfig.tiny,
+        }
+        train_vae(args.data, args.out, presets[args.preset](), train)
+        print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
+        return
+    if args.init is None:
+        previous = "<vae run>/model" if args.stage == "teacher" else "<teacher run>/model"
+        raise SystemExit(f"train {args.stage} needs --init {previous}")
+    if args.stage == "teacher":
         train_teacher(args.data, args.init, args.out, train)
+    else:
+        if not 1 <= args.nfe <= 8:
+            raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")
+        train_student(args.data, args.init, args.out, train, nfe=args.nfe)
     print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, object]:
+    """``["size=64", "env_name=X"]`` -> ``{"size": 64, "env_name": "X"}`` (JSON, else str)."""
+    options: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"source option {pair!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def eval_main(argv: Sequence[str]) -> None:
+    """``gym-worldmodel eval``: open loop, controllability and stability on held-out episodes."""
+    parser = argparse.ArgumentParser(prog="gym-worldmodel eval")
+    parser.add_argument("--model", required=True, help="checkpoint directory (or repo id)")
+    parser.add_argument("--teacher", help="teacher checkpoint for the full-NFE baseline")
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
+    parser.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--teacher-nfe", type=int, default=32)
+    parser.add_argument("--teacher-horizon", type=int, default=16)
+    parser.add_argument("--stability-steps", type=int, default=1000)
+    parser.add_argument("--probe-steps", type=int, default=1500)
+    parser.add_argument("--starts-per-episode", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("docs/eval"), help="plots and JSON")
+    parser.add_argument("--report", type=Path, default=Path("docs/evaluation.md"))
+    parser.add_argument("--budget", action="store_true", help="tiny settings for smoke tests")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    from gym_worldmodel import hub
+    from gym_worldmodel.evaluation import EvalConfig, evaluate_world, write_report
+
+    if args.budget:
+        config = EvalConfig.budget()
+    else:
+        config = EvalConfig(
+            horizons=tuple(args.horizons),
+            starts_per_episode=args.starts_per_episode,
+            teacher_nfe=args.teacher_nfe,
+            teacher_horizon=args.teacher_horizon,
+            probe_steps=args.probe_steps,
+            stability_steps=args.stability_steps,
+        )
+    model = hub.from_pretrained(args.model)
+    teacher = hub.from_pretrained(args.teacher) if args.teacher else None
+    results, samples = [], {}
+    for data in args.data:
+        result, sample = evaluate_world(model, data, config, teacher, not args.no_progress)
+        results.append(result)
+        samples[result.world] = sample
+        print(
+            f"{result.world}: PSNR {result.psnr}; control {result.control['ratio']:.2f}; "
+            f"collapsed {result.stability['collapsed']}",
+            flush=True,
+        )
+    command = "gym-worldmodel eval " + " ".join(argv)
+    write_report(results, samples, args.out, args.report, command, model.config.dit.chunk_frames)
+    print(f"wrote {args.report} and {args.out}/")
 
 
 def load_source(name: str) -> type:

@@ -1,0 +1,161 @@
+"""robosuite (Panda arm, OSC_POSE controller) as a robot-modality episode source.
+
+robosuite pins numpy<2, so it lives in its own venv and runs in a worker process
+(``robosuite_worker.py``, executed by that venv's Python). Set-up, once::
+
+    python3.11 -m venv ~/.venvs/robosuite
+    ~/.venvs/robosuite/bin/pip install robosuite==1.5.2 mujoco==3.3.0
+    export GYM_WORLDMODEL_ROBOSUITE_PYTHON=~/.venvs/robosuite/bin/python
+
+Rendering is headless (``MUJOCO_GL=egl``; Mesa's EGL is enough, no GPU needed).
+
+Actions, RT-1 model vectors (``envs.actions.RobotHead``, 13 wide) against OSC_POSE inputs: one
+env step is one control step is one frame at 15 Hz, the camera (``frontview``) is fixed.
+    world_vector (3)        = OSC translation input; 1 = 5 cm per frame along the robot base's
+                              x (forward), y (left), z (up)
+    rotation_delta (3)      = OSC axis-angle input x 0.5 rad, stored normalised by pi/2 as the
+                              env does (so |value| <= 0.5 rad per frame)
+    gripper_closedness (1)  = OSC gripper input (+1 closes, -1 opens)
+    base displacement (3)   = 0 (the base is fixed); terminate_episode = 1 (arm mode)
+Poses are not recorded (fixed camera): episodes carry ``poses=None``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gym_worldmodel.sources.episodes import Episode
+
+PYTHON_ENV = "GYM_WORLDMODEL_ROBOSUITE_PYTHON"
+_WORKER = Path(__file__).with_name("robosuite_worker.py")
+_ROT_SCALE = 0.5 / (math.pi / 2)  # OSC rotation input -> RotHead's normalised rotation_delta
+
+
+def osc_to_model(osc: np.ndarray) -> np.ndarray:
+    """OSC_POSE inputs ``(T, 7)`` -> RT-1 model vectors ``(T, 13)`` (see the module docstring)."""
+    out = np.zeros((len(osc), 13), np.float32)
+    out[:, :3] = osc[:, :3]
+    out[:, 3:6] = osc[:, 3:6] * _ROT_SCALE
+    out[:, 6] = osc[:, 6]
+    out[:, 11] = 1.0  # terminate_episode = 1: arm mode
+    return out
+
+
+def model_to_osc(vectors: np.ndarray) -> np.ndarray:
+    """RT-1 model vectors ``(T, 13)`` (or flat ``(T, 10)``) -> OSC_POSE inputs ``(T, 7)``."""
+    vectors = np.asarray(vectors, np.float32)
+    osc = np.concatenate([vectors[:, :3], vectors[:, 3:6] / _ROT_SCALE, vectors[:, 6:7]], 1)
+    return np.clip(osc, -1.0, 1.0)
+
+
+class RobosuiteSource:
+    """Episodes of a robosuite task, recorded in a worker process in robosuite's venv.
+
+    Args:
+        task: robosuite task (``Lift``, ``Stack``, ``PickPlaceCan``, ``Door``, ...).
+        size: Native square render size in pixels.
+        camera: robosuite camera name (``sideview`` shows the arm large; ``frontview`` shows
+            it whole but small).
+        python: The robosuite venv's Python (default: ``$GYM_WORLDMODEL_ROBOSUITE_PYTHON``).
+    """
+
+    def __init__(
+        self, task: str = "Lift", size: int = 64, camera: str = "sideview", python: str = ""
+    ) -> None:
+        python = python or os.environ.get(PYTHON_ENV, "")
+        if not python or not Path(python).expanduser().is_file():
+            raise ImportError(
+                "RobosuiteSource needs robosuite in its own venv (it pins numpy<2): create it "
+                "with `pip install robosuite==1.5.2 mujoco==3.3.0` and set "
+                f"{PYTHON_ENV} to its python (got {python!r}); see "
+                "gym_worldmodel/sources/robosuite_source.py"
+            )
+        self.python = str(Path(python).expanduser())
+        self.task, self.size, self.camera = task, int(size), camera
+        self.info: dict[str, Any] = {
+            "source": "robosuite",
+            "world": "robot",
+            "env_name": f"{task}-Panda-OSC_POSE",
+            "modality": "robot",
+            "frame_size": self.size,
+            "fps": 15,
+            "action_width": 13,
+            "pose_fields": [],
+            "camera": camera,
+        }
+        self._proc: subprocess.Popen | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="gwm-robosuite-")
+
+    def _request(self, request: dict[str, Any]) -> np.lib.npyio.NpzFile:
+        if self._proc is None or self._proc.poll() is not None:
+            env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+            self._log = open(os.path.join(self._tmp.name, "worker.log"), "w")  # noqa: SIM115
+            self._proc = subprocess.Popen(
+                [self.python, str(_WORKER), self.task, str(self.size), self.camera],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                text=True,
+                env=env,
+            )
+        out = os.path.join(self._tmp.name, "episode.npz")
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps({**request, "out": out}) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            log = Path(self._log.name).read_text()[-2000:]
+            raise RuntimeError(f"the robosuite worker ({self.python}) exited:\n{log}")
+        reply = json.loads(line)
+        if not reply["ok"]:
+            raise RuntimeError(f"robosuite worker: {reply['error']}")
+        return np.load(out)
+
+    def rollout(self, seed: int, steps: int) -> Episode:
+        """Reset with ``seed`` and record ``steps`` actions of the behaviour policy."""
+        data = self._request({"cmd": "rollout", "seed": int(seed), "steps": int(steps)})
+        return self._episode(data, seed)
+
+    def replay(self, seed: int, actions: np.ndarray) -> Episode:
+        """Reset with ``seed`` and record the given RT-1 model vectors ``(T, 13)``."""
+        actions = np.asarray(actions, np.float32)
+        if actions.ndim != 2 or actions.shape[1] not in (10, 13):
+            raise ValueError(f"actions must be (T, 13) robot model vectors, got {actions.shape}")
+        path = os.path.join(self._tmp.name, "actions.npy")
+        np.save(path, model_to_osc(actions))
+        return self._episode(
+            self._request({"cmd": "replay", "seed": int(seed), "actions": path}), seed
+        )
+
+    @staticmethod
+    def _episode(data: Any, seed: int) -> Episode:
+        return Episode(
+            frames=data["frames"],
+            actions=osc_to_model(data["osc"]),
+            poses=None,
+            seed=int(seed),
+        )
+
+    def close(self) -> None:
+        """Stop the worker (a later rollout starts a new one)."""
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self._proc.stdin.close()
+                self._proc.wait(timeout=30)
+            self._proc = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass

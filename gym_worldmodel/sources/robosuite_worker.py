@@ -1,0 +1,157 @@
+"""robosuite episode worker: runs inside robosuite's own venv (numpy<2), driven over stdin/stdout.
+
+This file is executed by path with the robosuite venv's Python and imports only numpy, mujoco and
+robosuite (never gym_worldmodel or torch). ``gym_worldmodel.sources.robosuite`` starts it and
+sends one JSON request per line; the worker answers one JSON line per request:
+
+    {"cmd": "rollout", "seed": s, "steps": T, "out": path}  -> {"ok": true}  (npz written to out)
+    {"cmd": "replay", "seed": s, "actions": path, "out": path} -> {"ok": true}
+    {"cmd": "quit"}
+    on failure                                                -> {"ok": false, "error": "..."}
+
+The npz holds ``frames`` uint8 (T + 1, S, S, 3) and ``osc`` float32 (T, 7): the OSC_POSE inputs
+actually sent, ``[dx, dy, dz, dax, day, daz, gripper]`` in [-1, 1] (translation in units of
+``OSC_MAX_M`` and rotation in units of ``OSC_MAX_RAD`` per control step; gripper +1 closes).
+The parent converts them to RT-1 model vectors.
+
+Behaviour policy (all randomness from ``np.random.default_rng(seed)``): end-effector velocity
+targets held 4-20 frames (random direction, speed up to ``MAX_SPEED``), low-pass filtered, with
+a pull back towards a box-shaped workspace above the table; random small wrist rotations; the
+gripper toggles every 10-40 frames; now and then a reach towards the cube.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+OSC_MAX_M = 0.05  # metres per control step at input 1 (robosuite's OSC_POSE output_max)
+OSC_MAX_RAD = 0.5  # radians per control step at input 1
+MAX_SPEED = 0.4  # largest translation input the policy asks for
+WORKSPACE = (np.array([-0.25, -0.3, 0.85]), np.array([0.2, 0.3, 1.25]))  # metres, world frame
+
+
+def make_env(task: str, size: int, camera: str):
+    """A robosuite env with one fast-rendered camera, one control step per frame at 15 Hz."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import mujoco
+    import robosuite as suite
+    from robosuite import macros
+    from robosuite.controllers import load_composite_controller_config
+
+    macros.IMAGE_CONVENTION = "opencv"  # otherwise frames are upside down
+    ctrl = load_composite_controller_config(controller="BASIC", robot="Panda")
+    env = suite.make(
+        task,
+        robots="Panda",
+        controller_configs=ctrl,
+        has_renderer=False,
+        has_offscreen_renderer=True,
+        use_camera_obs=True,
+        camera_names=[camera],
+        camera_heights=size,
+        camera_widths=size,
+        control_freq=15,
+        horizon=100_000,
+        ignore_done=True,
+        hard_reset=False,
+    )
+    env.reset()
+    rc, model = env.sim._render_context_offscreen, env.sim.model._model
+    model.vis.quality.offsamples = 0
+    model.vis.global_.offwidth = size
+    model.vis.global_.offheight = size
+    rc.con.free()
+    rc._set_mujoco_context_and_buffers()
+    for flag in (
+        mujoco.mjtRndFlag.mjRND_SHADOW,
+        mujoco.mjtRndFlag.mjRND_REFLECTION,
+        mujoco.mjtRndFlag.mjRND_SKYBOX,
+    ):
+        rc.scn.flags[flag] = 0
+    return env
+
+
+class Policy:
+    """Smooth random end-effector motion that stays in the workspace (see module docstring)."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.hold = self.grip_hold = 0
+        self.target = np.zeros(6)
+        self.current = np.zeros(6)
+        self.grip = -1.0
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        """OSC_POSE input for the current observation."""
+        rng = self.rng
+        pos = obs["robot0_eef_pos"]
+        if self.hold <= 0:
+            self.hold = int(rng.integers(4, 21))
+            direction = rng.normal(size=3)
+            direction /= np.linalg.norm(direction) + 1e-9
+            if rng.random() < 0.25 and "cube_pos" in obs:  # reach towards the cube
+                to_cube = obs["cube_pos"] + np.array([0.0, 0.0, 0.03]) - pos
+                direction = to_cube / (np.linalg.norm(to_cube) + 1e-9)
+            self.target[:3] = direction * rng.uniform(0.1, MAX_SPEED)
+            self.target[3:] = rng.normal(scale=0.15, size=3) * (rng.random() < 0.5)
+        self.hold -= 1
+        if self.grip_hold <= 0:
+            self.grip_hold = int(rng.integers(10, 41))
+            self.grip = -self.grip
+        self.grip_hold -= 1
+        self.current += 0.3 * (self.target - self.current)
+        action = np.concatenate([self.current, [self.grip]])
+        low, high = WORKSPACE
+        pull = np.clip(low - pos, 0, None) - np.clip(pos - high, 0, None)  # metres outside
+        action[:3] += np.clip(pull / OSC_MAX_M, -1.0, 1.0)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+def record(env, seed: int, steps: int, camera: str, actions: np.ndarray | None = None) -> dict:
+    """Reset with ``seed`` and record ``steps`` policy actions (or the given OSC actions)."""
+    # The env's generator is shared by reference with its placement sampler: reseed it in place.
+    env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+    np.random.seed(seed)
+    obs = env.reset()
+    policy = Policy(np.random.default_rng(seed))
+    key = f"{camera}_image"
+    size = obs[key].shape[0]
+    frames = np.empty((steps + 1, size, size, 3), np.uint8)
+    sent = np.empty((steps, 7), np.float32)
+    frames[0] = obs[key]
+    for t in range(steps):
+        action = policy(obs) if actions is None else np.clip(actions[t], -1.0, 1.0)
+        obs, _, _, _ = env.step(action.astype(np.float64))
+        sent[t], frames[t + 1] = action, obs[key]
+    return {"frames": frames, "osc": sent}
+
+
+def main() -> None:
+    """Serve requests from stdin until ``quit`` (see the module docstring)."""
+    sys.path.pop(0)  # this file's folder holds modules that must not shadow robosuite's imports
+    task, size, camera = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    env = make_env(task, size, camera)
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["cmd"] == "quit":
+            break
+        try:
+            given = np.load(request["actions"]) if request["cmd"] == "replay" else None
+            steps = len(given) if given is not None else int(request["steps"])
+            episode = record(env, int(request["seed"]), steps, camera, given)
+            tmp = request["out"] + ".tmp.npz"
+            np.savez(tmp, **episode)
+            os.replace(tmp, request["out"])
+            reply = {"ok": True}
+        except Exception as err:  # noqa: BLE001 - reported to the parent, which raises
+            reply = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        print(json.dumps(reply), flush=True)
+    env.close()
+
+
+if __name__ == "__main__":
+    main()
