@@ -30,19 +30,27 @@ WEIGHTS_NAME = "model.safetensors"
 _TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
-def save_pretrained(model: WorldModel, directory: str | os.PathLike) -> Path:
+def save_pretrained(
+    model: WorldModel, directory: str | os.PathLike, dtype: torch.dtype | None = None
+) -> Path:
     """Write ``model`` as a checkpoint directory; each file is replaced atomically.
 
     Args:
         model: The model to save.
         directory: Destination directory, created if needed.
+        dtype: Storage dtype of the floating tensors (None: as they are). ``torch.float16``
+            halves the file; loading casts back to the dtype asked of ``from_pretrained``.
 
     Returns:
         The checkpoint directory.
     """
     directory = Path(directory).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu()
+        for k, v in model.state_dict().items()
+    }
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
     text = json.dumps({"format": FORMAT, **model.config.to_dict()}, indent=2) + "\n"
     weights = save(tensors, {"format": "pt"})
     atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(weights))

@@ -397,7 +397,10 @@ def test_step_before_reset_and_after_close():
         env.step(np.zeros((1, 2), np.float32))
 
 
-def test_missing_shipped_world_is_a_clear_error():
+def test_missing_shipped_world_is_a_clear_error(monkeypatch, tmp_path):
+    from gym_worldmodel.envs import worlds
+
+    monkeypatch.setattr(worlds, "WORLDS_DIR", tmp_path)  # an install without the weights
     with pytest.raises(FileNotFoundError, match="not shipped"):
         WorldModelVectorEnv(1, world="citywalk")
 

@@ -96,6 +96,16 @@ def test_dtype_and_resave(saved: Path, tmp_path: Path) -> None:
         from_pretrained(saved, dtype=torch.int64)
 
 
+def test_float16_storage_halves_the_file(saved: Path, tiny_model: WorldModel, tmp_path: Path):
+    half = save_pretrained(tiny_model, tmp_path / "fp16", dtype=torch.float16)
+    size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.55 * size(saved)
+    loaded = from_pretrained(half)
+    for (k, a), b in zip(tiny_model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert b.dtype == a.dtype, k
+        assert torch.equal(b, a.half().to(a.dtype) if a.is_floating_point() else a), k
+
+
 def test_save_is_atomic_and_overwrites(saved: Path, tiny_model: WorldModel) -> None:
     before = snapshot_bytes(saved)
     save_pretrained(tiny_model, saved)

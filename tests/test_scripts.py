@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gym_worldmodel.hub import read_config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -130,7 +132,8 @@ def test_train_commands_budget_recipe(tmp_path):
         str(data),
         "--out",
         str(tmp_path / "vae"),
-        "--tiny",
+        "--preset",
+        "tiny",
         "--budget",
         env=env,
     )
@@ -150,3 +153,22 @@ def test_train_commands_budget_recipe(tmp_path):
     )
     assert "wrote" in text and (tmp_path / "teacher" / "model" / "model.safetensors").exists()
     assert (tmp_path / "teacher" / "losses.png").exists()
+    text = run(
+        "-m",
+        "gym_worldmodel.cli",
+        "train",
+        "student",
+        "--data",
+        str(data),
+        "--init",
+        str(tmp_path / "teacher" / "model"),
+        "--out",
+        str(tmp_path / "student"),
+        "--nfe",
+        "2",
+        "--budget",
+        env=env,
+    )
+    student = read_config(tmp_path / "student" / "model" / "config.json")
+    assert (student.sampler.nfe, student.sampler.stochastic) == (2, False)
+    assert (tmp_path / "student" / "losses.png").exists()

@@ -1,10 +1,11 @@
 """World presets: what each registered id runs, and where its weights and start frames come from.
 
 A world names its action head, its pose integrator and its bundled assets. The trained weights
-ship inside the package under ``gym_worldmodel/worlds/<name>/`` (``config.json`` +
-``model.safetensors`` + ``start_frames.npz``); a world whose weights are not shipped yet says so
-clearly and can run any model the user passes (``model=`` a directory, a hub repo id, a
-``WorldModel``, or ``"random"`` / ``"random-tiny"`` for untrained weights).
+ship inside the package: one backbone serves every world through its action experts, in
+``gym_worldmodel/worlds/shared/`` (``config.json`` + ``model.safetensors``), and each world has
+its start frames in ``gym_worldmodel/worlds/<name>/start_frames.npz``. A world whose weights are
+missing says so clearly and can run any model the user passes (``model=`` a directory, a hub repo
+id, a ``WorldModel``, or ``"random"`` / ``"random-tiny"`` for untrained weights).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class World:
         head: Default action head (mode can be changed per env).
         pose: ``"camera"``, ``"driving"`` or None (fixed camera).
         description: One line for the env card and errors.
+        checkpoint: Folder (under ``worlds/``) of the checkpoint it loads by default.
     """
 
     name: str
@@ -40,11 +42,17 @@ class World:
     pose: str | None
     description: str
     modes: tuple[str, ...] = field(default=())
+    checkpoint: str = "shared"
 
     @property
     def assets(self) -> Path:
-        """Folder of the shipped checkpoint and start frames."""
+        """Folder of the world's start frames."""
         return WORLDS_DIR / self.name
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Folder of the shipped checkpoint it loads by default."""
+        return WORLDS_DIR / self.checkpoint
 
     def action_head(self, mode: str | None) -> ActionHead:
         """The head in ``mode`` (None: the default)."""
@@ -74,13 +82,13 @@ ModelArg = WorldModel | str | os.PathLike | None
 def _shipped(world: World) -> Path:
     from gym_worldmodel import hub
 
-    if not (world.assets / hub.CONFIG_NAME).is_file():
+    if not (world.checkpoint_dir / hub.CONFIG_NAME).is_file():
         raise FileNotFoundError(
-            f"the trained {world.name!r} world is not shipped in this version ({world.assets} "
-            "has no checkpoint). Pass model= a checkpoint directory, a hub repo id or a "
-            "WorldModel; or model='random' for untrained weights."
+            f"the trained {world.name!r} world is not shipped in this install "
+            f"({world.checkpoint_dir} has no checkpoint). Pass model= a checkpoint directory, a "
+            "hub repo id or a WorldModel; or model='random' for untrained weights."
         )
-    return world.assets
+    return world.checkpoint_dir
 
 
 def model_config(world: World, model: ModelArg) -> WorldModelConfig:

@@ -252,6 +252,15 @@ class WorldModelConfig:
         return _from_dict(cls, data)
 
     @classmethod
+    def compact(cls) -> WorldModelConfig:
+        """The shipped worlds' size: the default VAE and a 128-wide, 6-block DiT (2.2M params).
+
+        Sized for CPU training: about the compute-optimal parameter count for an hour of two
+        cores (training is ~3x faster per token than the default 192-wide DiT).
+        """
+        return cls(dit=DiTConfig(dim=128, heads=2))
+
+    @classmethod
     def tiny(cls, **dit_overrides: Any) -> WorldModelConfig:
         """A very small model for tests and doctests (32x32 frames, 2 blocks)."""
         vae = VAEConfig(image_size=32, latent_channels=4, channels=(8, 16))

@@ -9,12 +9,21 @@ that followed, each paired with the action that led to it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from gym_worldmodel.sources.episodes import DatasetError, Episode
+
+
+@dataclass
+class LatentEpisode:
+    """An episode whose frames are scaled VAE latents ``(T + 1, C, h, w)`` float32."""
+
+    frames: np.ndarray
+    actions: np.ndarray
 
 
 class ChunkWindows(torch.utils.data.Dataset):
@@ -27,24 +36,27 @@ class ChunkWindows(torch.utils.data.Dataset):
         action_dim: Padded action width of the model (``DiTConfig.action_dim``).
         modality: Expert id of the episodes' modality.
         stride: Frames between consecutive window starts.
+        key: Item key of the frames: ``"frames"`` for uint8 frames, or ``"latents"`` for
+            episodes whose ``frames`` are already encoded (``encode_episodes``).
 
-    Items are dicts: ``frames`` uint8 ``(N * F, H, W, 3)``, ``actions`` float32
+    Items are dicts: ``frames`` uint8 ``(N * F, H, W, 3)`` (or ``latents``), ``actions`` float32
     ``(N * F, action_dim)`` (zero for the sink) and ``modality`` (long scalar).
     """
 
     def __init__(
         self,
-        episodes: Sequence[Episode],
+        episodes: Sequence[Episode | LatentEpisode],
         chunk_frames: int,
         n_chunks: int,
         action_dim: int,
         modality: int,
         stride: int = 1,
+        key: str = "frames",
     ) -> None:
         if n_chunks < 2:
             raise ValueError("a window needs the sink and at least one generated chunk")
         self.episodes, self.f, self.n = list(episodes), chunk_frames, n_chunks
-        self.action_dim, self.modality = action_dim, modality
+        self.action_dim, self.modality, self.key = action_dim, modality, key
         follow = (n_chunks - 1) * chunk_frames  # frames after the start frame
         self.index = [
             (e, s)
@@ -75,7 +87,7 @@ class ChunkWindows(torch.utils.data.Dataset):
         acts = ep.actions[s : s + follow]  # action t leads to frame t + 1
         actions[self.f :, : acts.shape[1]] = acts
         return {
-            "frames": torch.from_numpy(frames),
+            self.key: torch.from_numpy(frames),
             "actions": torch.from_numpy(actions),
             "modality": torch.tensor(self.modality, dtype=torch.long),
         }

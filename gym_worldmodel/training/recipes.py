@@ -15,7 +15,8 @@ import torch
 from gym_worldmodel import hub
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.episodes import load_episodes, read_card
-from gym_worldmodel.training.data import ChunkWindows, Frames
+from gym_worldmodel.training.data import ChunkWindows, Frames, LatentEpisode
+from gym_worldmodel.training.distill import DistillConfig, student_loss
 from gym_worldmodel.training.losses import (
     TeacherLossConfig,
     VAELossConfig,
@@ -62,6 +63,43 @@ def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> W
     return scaled
 
 
+def encode_episodes(model: WorldModel, episodes: Sequence, batch: int = 256) -> list[LatentEpisode]:
+    """The episodes with frames replaced by scaled VAE latents (encoded once, not every step)."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for ep in episodes:
+            frames = torch.from_numpy(ep.frames)
+            latents = torch.cat(
+                [
+                    model.vae.encode(frames[i : i + batch]).float()
+                    for i in range(0, len(frames), batch)
+                ]
+            )
+            out.append(LatentEpisode(latents.numpy(), ep.actions))
+    return out
+
+
+def latent_windows(
+    model: WorldModel, data: Sequence[Path], n_chunks: int, split: str = "train"
+) -> torch.utils.data.Dataset:
+    """Windows of ``n_chunks`` chunks over every dataset's encoded episodes (all modalities)."""
+    cfg = model.config.dit
+    return torch.utils.data.ConcatDataset(
+        [
+            ChunkWindows(
+                encode_episodes(model, load_episodes(Path(d), split)),
+                cfg.chunk_frames,
+                n_chunks,
+                cfg.action_dim,
+                cfg.modality_id(read_card(Path(d))["modality"]),
+                key="latents",
+            )
+            for d in data
+        ]
+    )
+
+
 def train_teacher(
     data: Sequence[Path],
     init: Path,
@@ -85,29 +123,59 @@ def train_teacher(
     model = hub.from_pretrained(init)
     model.vae.requires_grad_(False)
     cfg = model.config.dit
-    n = n_chunks or 1 + cfg.window_chunks + 2
-    windows = torch.utils.data.ConcatDataset(
-        [
-            ChunkWindows(
-                load_episodes(Path(d), "train"),
-                cfg.chunk_frames,
-                n,
-                cfg.action_dim,
-                cfg.modality_id(read_card(Path(d))["modality"]),
-            )
-            for d in data
-        ]
-    )
+    windows = latent_windows(model, data, n_chunks or 1 + cfg.window_chunks + 2)
     loss_config = loss_config or TeacherLossConfig(shift=model.config.sampler.shift)
 
     def loss(batch: dict, gen: torch.Generator):
-        with torch.no_grad():
-            latents = model.vae.encode(batch["frames"]).float()
         return teacher_loss(
-            model.dit, latents, batch["actions"], batch["modality"], gen, loss_config
+            model.dit, batch["latents"], batch["actions"], batch["modality"], gen, loss_config
         )
 
     Trainer(model.dit, windows, loss, run_dir, train).train(progress)
     model.eval()
     hub.save_pretrained(model, Path(run_dir) / "model")
     return model
+
+
+def train_student(
+    data: Sequence[Path],
+    teacher_dir: Path,
+    run_dir: Path,
+    train: TrainConfig,
+    nfe: int = 3,
+    n_chunks: int | None = None,
+    distill: DistillConfig | None = None,
+    progress: bool = True,
+) -> WorldModel:
+    """Distill a ``nfe``-step student from the teacher on its own rollouts (``distill.py``).
+
+    The student starts as a copy of the teacher; its checkpoint samples deterministically with
+    ``nfe`` steps. Windows have ``n_chunks`` chunks (default: sink + window + 2), so the student
+    generates ``n_chunks - 2`` chunks of its own history before the one it is trained on.
+    """
+    teacher = hub.from_pretrained(teacher_dir)
+    teacher.requires_grad_(False)
+    sampler = dataclasses.replace(teacher.config.sampler, nfe=nfe, stochastic=False, context_t=0.0)
+    student = WorldModel(dataclasses.replace(teacher.config, sampler=sampler))
+    student.load_state_dict(teacher.state_dict())
+    student.vae.requires_grad_(False)
+    cfg = student.config.dit
+    windows = latent_windows(student, data, n_chunks or 1 + cfg.window_chunks + 2)
+    distill = distill or DistillConfig()
+
+    def loss(batch: dict, gen: torch.Generator):
+        return student_loss(
+            student.dit,
+            sampler,
+            teacher.dit,
+            batch["latents"],
+            batch["actions"],
+            batch["modality"],
+            gen,
+            distill,
+        )
+
+    Trainer(student.dit, windows, loss, run_dir, train).train(progress)
+    student.eval()
+    hub.save_pretrained(student, Path(run_dir) / "model")
+    return student

@@ -33,9 +33,11 @@ class TrainConfig:
     Attributes:
         steps: Total optimizer steps of the run.
         batch_size: Items per step (drawn with replacement, seeded).
-        lr: AdamW learning rate (linear warm-up over ``warmup`` steps, then constant).
+        lr: AdamW learning rate: linear warm-up over ``warmup`` steps, constant, then a linear
+            cool-down to zero over the last ``cooldown`` fraction of ``steps``.
         weight_decay: AdamW weight decay.
         warmup: Warm-up steps.
+        cooldown: Fraction of the steps spent decaying the learning rate to zero (0: none).
         grad_clip: Gradient norm clip.
         dtype: ``"float32"`` or ``"bfloat16"`` (autocast).
         save_every: Steps between checkpoints.
@@ -47,6 +49,7 @@ class TrainConfig:
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup: int = 200
+    cooldown: float = 0.0
     grad_clip: float = 1.0
     dtype: str = "float32"
     save_every: int = 500
@@ -106,7 +109,7 @@ class Trainer:
         idx = torch.randint(len(self.dataset), (cfg.batch_size,), generator=self.data_gen)
         batch = self.collate([self.dataset[int(i)] for i in idx])
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup))
+            group["lr"] = cfg.lr * learning_rate_factor(self.step, cfg)
         dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
         with precision("cpu", dtype):
             loss, parts = self.loss_fn(batch, self.noise_gen)
@@ -150,6 +153,14 @@ class Trainer:
         self.data_gen.set_state(state["data_gen"])
         self.noise_gen.set_state(state["noise_gen"])
         self.history = json.loads(state["history"])
+
+
+def learning_rate_factor(step: int, cfg: TrainConfig) -> float:
+    """Warm-up, stable, cool-down: the multiplier of ``cfg.lr`` at ``step`` (0-based)."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+    decay_steps = int(cfg.cooldown * cfg.steps)
+    left = cfg.steps - step
+    return warm * (min(1.0, left / decay_steps) if decay_steps else 1.0)
 
 
 def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> None:

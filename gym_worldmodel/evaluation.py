@@ -1,0 +1,533 @@
+"""Evaluation of a world model against the simulator it learned, on held-out episodes.
+
+Three measurements per world (each dataset's card names its world and modality):
+
+* **Open loop.** From each held-out start frame the model runs the recorded actions through the
+  env's engine; chunk ``h`` (frames ``s + (h-1)F + 1 .. s + hF``) is scored against the
+  recorded frames with PSNR and SSIM at horizons ``h`` (steps). Baselines: copy the start frame
+  (what a model that predicts no change scores), and optionally the teacher at full NFE.
+* **Controllability.** An inverse-dynamics probe, trained on real training frames only, reads the
+  action from a window of frames (``t-1 .. t+2`` -> action ``t``). It is scored on real held-out
+  frames and on generated frames that followed the same actions: accuracy of the translation and
+  rotation keys (camera), R^2 of the continuous actions (robot, driving). The ratio
+  generated / real says how much of the action's visible effect the model reproduces.
+* **Stability.** Long rollouts (1000 steps by default) under recorded actions; per frame the
+  mean brightness, contrast (std) and sharpness (mean absolute gradient). A world has not
+  collapsed when the medians over the last 100 steps sit inside the 1st-99th percentile range of
+  the same statistics on real frames.
+
+:func:`write_report` writes the figures, plots and sample strips (generated under recorded)
+as a markdown page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from gym_worldmodel.envs.engine import WorldEngine
+from gym_worldmodel.files import atomic_write
+from gym_worldmodel.models import WorldModel
+from gym_worldmodel.sources.episodes import Episode, load_episodes, read_card
+
+PROBE_WINDOW = (-1, 3)  # frames t-1 .. t+2 -> action t
+STATS = ("brightness", "contrast", "sharpness")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What :func:`evaluate_world` measures and how much.
+
+    Attributes:
+        horizons: Steps (chunks) after the start at which open-loop quality is reported.
+        starts_per_episode: Start frames per held-out episode (spread over its length).
+        teacher_nfe: Euler steps of the teacher baseline.
+        teacher_horizon: Largest horizon the teacher baseline runs to (it costs nfe + 1 passes
+            per step).
+        probe_steps: Training steps of the inverse-dynamics probe.
+        stability_steps: Steps of the long rollouts.
+        stability_rows: Long rollouts per world.
+        seed: Seeds the rollouts' noise and the probe.
+    """
+
+    horizons: tuple[int, ...] = (1, 4, 16, 64)
+    starts_per_episode: int = 2
+    teacher_nfe: int = 32
+    teacher_horizon: int = 16
+    probe_steps: int = 1500
+    stability_steps: int = 1000
+    stability_rows: int = 4
+    seed: int = 0
+
+    @classmethod
+    def budget(cls) -> EvalConfig:
+        """A minute-scale setting for smoke tests."""
+        return cls(
+            horizons=(1, 2),
+            starts_per_episode=1,
+            teacher_nfe=4,
+            teacher_horizon=2,
+            probe_steps=5,
+            stability_steps=4,
+            stability_rows=2,
+        )
+
+
+@dataclass
+class WorldResult:
+    """Figures of one world; ``curves`` hold per-horizon arrays for plots."""
+
+    world: str
+    modality: str
+    episodes: int
+    rollouts: int
+    psnr: dict[str, dict[int, float]] = field(default_factory=dict)
+    ssim: dict[str, dict[int, float]] = field(default_factory=dict)
+    control: dict[str, float] = field(default_factory=dict)
+    stability: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- image metrics
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame PSNR (dB) of uint8 frames ``(..., H, W, 3)``."""
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(-3, -2, -1))
+    return 10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame SSIM of uint8 frames ``(..., H, W, 3)``.
+
+    Gaussian window 11, sigma 1.5, averaged over channels (Wang et al. 2004).
+    """
+    shape = a.shape[:-3]
+    x = torch.from_numpy(a.reshape(-1, *a.shape[-3:])).permute(0, 3, 1, 2).double() / 255.0
+    y = torch.from_numpy(b.reshape(-1, *b.shape[-3:])).permute(0, 3, 1, 2).double() / 255.0
+    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(3, 1, 11, 11)
+
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(z, kernel, groups=3)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.mean(dim=(1, 2, 3)).numpy().reshape(shape)
+
+
+def frame_stats(frames: np.ndarray) -> np.ndarray:
+    """``(..., H, W, 3)`` uint8 -> ``(..., 3)``: brightness, contrast, sharpness (0-255 units)."""
+    x = frames.astype(np.float32).mean(-1)
+    grad = np.abs(np.diff(x, axis=-1)).mean((-2, -1)) + np.abs(np.diff(x, axis=-2)).mean((-2, -1))
+    return np.stack([x.mean((-2, -1)), x.std((-2, -1)), grad], -1)
+
+
+# ----------------------------------------------------------------------------- rollouts
+
+
+def _starts(episodes: Sequence[Episode], frames_needed: int, per_episode: int) -> list[tuple]:
+    """(episode index, start frame) pairs whose episode holds ``frames_needed`` frames after."""
+    out = []
+    for e, ep in enumerate(episodes):
+        last = len(ep.frames) - 1 - frames_needed
+        if last < 0:
+            continue
+        for s in np.linspace(0, last, per_episode).round().astype(int):
+            out.append((e, int(s)))
+    return sorted(set(out))
+
+
+def rollout(
+    model: WorldModel,
+    modality: str,
+    start_frames: np.ndarray,
+    actions: np.ndarray,
+    seed: int,
+    progress: str = "",
+    record: str = "frames",
+) -> np.ndarray:
+    """Run recorded actions through the env's engine from start frames.
+
+    Args:
+        model: The world model.
+        modality: The rows' action expert.
+        start_frames: uint8 ``(R, H, W, 3)``.
+        actions: ``(R, steps * F, w)`` model action vectors.
+        seed: Row ``r`` samples with seed ``seed + r``.
+        progress: Progress bar label (empty: none).
+        record: ``"frames"`` to return every frame ``(R, steps * F, H, W, 3)``, or ``"stats"``
+            for :func:`frame_stats` of every frame ``(R, steps * F, 3)`` (long rollouts).
+    """
+    rows, f = len(start_frames), model.config.dit.chunk_frames
+    steps = actions.shape[1] // f
+    engine = WorldEngine(model, rows, modality)
+    engine.seed(range(rows), [seed + r for r in range(rows)])
+    start = torch.from_numpy(np.repeat(start_frames[:, None], f, 1))
+    engine.start(range(rows), start)
+    out = []
+    for k in tqdm(range(steps), desc=progress, disable=not progress, leave=False):
+        _, frames = engine.step(np.ascontiguousarray(actions[:, k * f : (k + 1) * f]))
+        frames = frames.cpu().numpy()
+        out.append(frames if record == "frames" else frame_stats(frames))
+    return np.concatenate(out, 1)
+
+
+def with_sampler(model: WorldModel, nfe: int) -> WorldModel:
+    """The same weights sampling deterministically with ``nfe`` Euler steps."""
+    sampler = dataclasses.replace(model.config.sampler, nfe=nfe, stochastic=False)
+    copy = WorldModel(dataclasses.replace(model.config, sampler=sampler))
+    copy.load_state_dict(model.state_dict())
+    return copy.eval()
+
+
+# ----------------------------------------------------------------------------- probe
+
+
+def _probe_targets(modality: str, actions: np.ndarray) -> np.ndarray:
+    """What the probe predicts: key classes (camera) or the continuous action values."""
+    if modality == "camera":
+        return np.stack([actions[..., :5].argmax(-1), actions[..., 5:10].argmax(-1)], -1)
+    return actions[..., : (7 if modality == "robot" else 2)]
+
+
+class InverseDynamicsProbe(nn.Module):
+    """Small CNN: a window of frames -> the action between its 2nd and 3rd frame."""
+
+    def __init__(self, outputs: int, frames: int = PROBE_WINDOW[1] - PROBE_WINDOW[0]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = 3 * frames
+        for out in (32, 64, 128, 128):
+            layers += [nn.Conv2d(width, out, 4, 2, 1), nn.GroupNorm(8, out), nn.SiLU()]
+            width = out
+        self.net = nn.Sequential(
+            *layers,
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(128 * 16, 256),
+            nn.SiLU(),
+            nn.Linear(256, outputs),
+        )
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, K, H, W, 3)`` -> ``(B, outputs)``."""
+        x = windows.float().div(127.5).sub(1.0).permute(0, 1, 4, 2, 3).flatten(1, 2)
+        return self.net(x)
+
+
+def _windows(frames: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``frames`` ``(T, H, W, 3)``, centres ``t`` -> ``(n, K, H, W, 3)``."""
+    offsets = np.arange(*PROBE_WINDOW)
+    return frames[t[:, None] + offsets[None]]
+
+
+def train_probe(modality: str, episodes: Sequence[Episode], steps: int, seed: int) -> nn.Module:
+    """Train the inverse-dynamics probe on real frames of ``episodes``."""
+    gen = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    outputs = 10 if modality == "camera" else _probe_targets(modality, episodes[0].actions).shape[1]
+    probe = InverseDynamicsProbe(outputs)
+    opt = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=1e-4)
+    lo, hi = -PROBE_WINDOW[0], PROBE_WINDOW[1] - 1
+    for _ in tqdm(range(steps), desc=f"probe {modality}", leave=False):
+        eps = gen.integers(len(episodes), size=64)
+        x, y = [], []
+        for e in eps:
+            ep = episodes[e]
+            t = gen.integers(lo, len(ep.actions) - hi + 1, size=1)
+            x.append(_windows(ep.frames, t))
+            y.append(_probe_targets(modality, ep.actions[t]))
+        loss = _probe_loss(
+            modality,
+            probe(torch.from_numpy(np.concatenate(x))),
+            torch.from_numpy(np.concatenate(y)),
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return probe.eval()
+
+
+def _probe_loss(modality: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if modality == "camera":
+        y = y.long()
+        return F.cross_entropy(out[:, :5], y[:, 0]) + F.cross_entropy(out[:, 5:], y[:, 1])
+    return F.mse_loss(out, y.float())
+
+
+def probe_score(modality: str, probe: nn.Module, windows: np.ndarray, targets: np.ndarray) -> float:
+    """Key accuracy (camera, mean of translation and rotation) or mean R^2 over action dims."""
+    with torch.no_grad():
+        out = torch.cat(
+            [probe(torch.from_numpy(windows[i : i + 256])) for i in range(0, len(windows), 256)]
+        ).numpy()
+    if modality == "camera":
+        return float(
+            (
+                (out[:, :5].argmax(1) == targets[:, 0]).mean()
+                + (out[:, 5:].argmax(1) == targets[:, 1]).mean()
+            )
+            / 2
+        )
+    var = targets.var(0)
+    keep = var > 1e-6
+    r2 = 1.0 - ((out - targets) ** 2).mean(0)[keep] / var[keep]
+    return float(r2.mean())
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def evaluate_world(
+    model: WorldModel,
+    data: Path,
+    config: EvalConfig,
+    teacher: WorldModel | None = None,
+    progress: bool = True,
+) -> tuple[WorldResult, dict[str, np.ndarray]]:
+    """Every measurement of one world; also returns sample frames for the strips."""
+    card = read_card(Path(data))
+    world, modality = card["world"], card["modality"]
+    heldout = load_episodes(Path(data), "heldout")
+    f, horizon = model.config.dit.chunk_frames, max(config.horizons)
+    starts = _starts(heldout, horizon * f, config.starts_per_episode)
+    if not starts:
+        raise ValueError(f"{data}: no held-out episode has the {horizon * f + 1} frames needed")
+    first = np.stack([heldout[e].frames[s] for e, s in starts])
+    truth = np.stack([heldout[e].frames[s + 1 : s + 1 + horizon * f] for e, s in starts])
+    actions = np.stack([heldout[e].actions[s : s + horizon * f] for e, s in starts])
+    label = f"{world} open loop" if progress else ""
+    generated = rollout(model, modality, first, actions, config.seed, label)
+    result = WorldResult(world, modality, len(heldout), len(starts))
+    runs = {"model": generated, "copy last frame": np.repeat(first[:, None], horizon * f, 1)}
+    if teacher is not None:
+        h_t = min(config.teacher_horizon, horizon)
+        runs[f"teacher ({config.teacher_nfe} NFE)"] = rollout(
+            with_sampler(teacher, config.teacher_nfe),
+            modality,
+            first,
+            actions[:, : h_t * f],
+            config.seed,
+            f"{world} teacher" if progress else "",
+        )
+    for name, frames in runs.items():
+        result.psnr[name], result.ssim[name] = {}, {}
+        for h in config.horizons:
+            if h * f > frames.shape[1]:
+                continue
+            chunk = slice((h - 1) * f, h * f)
+            result.psnr[name][h] = float(psnr(frames[:, chunk], truth[:, chunk]).mean())
+            result.ssim[name][h] = float(ssim(frames[:, chunk], truth[:, chunk]).mean())
+
+    # Controllability: the probe on real and on generated frames under the same actions.
+    probe = train_probe(
+        modality, load_episodes(Path(data), "train"), config.probe_steps, config.seed
+    )
+    with_start = lambda frames: np.concatenate([first[:, None], frames], 1)  # noqa: E731
+    t = np.arange(-PROBE_WINDOW[0], horizon * f - PROBE_WINDOW[1] + 2)
+    targets = _probe_targets(modality, actions[:, t])
+    targets = targets.reshape(-1, targets.shape[-1])
+    real_w = np.concatenate([_windows(x, t) for x in with_start(truth)])
+    gen_w = np.concatenate([_windows(x, t) for x in with_start(generated)])
+    real_score = probe_score(modality, probe, real_w, targets)
+    gen_score = probe_score(modality, probe, gen_w, targets)
+    metric = "key accuracy" if modality == "camera" else "R^2"
+    result.control = {
+        "metric": metric,
+        "real": real_score,
+        "generated": gen_score,
+        "ratio": gen_score / real_score if real_score > 0 else math.nan,
+    }
+
+    # Stability: long rollouts under recorded actions, frame statistics against real frames.
+    real_stats = frame_stats(np.concatenate([ep.frames for ep in heldout]))
+    lo, hi = np.percentile(real_stats, 1, 0), np.percentile(real_stats, 99, 0)
+    long_actions = np.concatenate([ep.actions for ep in heldout])
+    need = config.stability_steps * f
+    rows = config.stability_rows
+    acts = np.stack(
+        [
+            np.resize(np.roll(long_actions, -r * 97, 0), (need, long_actions.shape[1]))
+            for r in range(rows)
+        ]
+    )
+    starts_long = np.stack([heldout[r % len(heldout)].frames[0] for r in range(rows)])
+    stats = rollout(
+        model,
+        modality,
+        starts_long,
+        acts,
+        config.seed + 1000,
+        f"{world} {config.stability_steps} steps" if progress else "",
+        record="stats",
+    )
+    tail = np.median(stats[:, -min(100 * f, stats.shape[1]) :].reshape(-1, 3), 0)
+    inside = (stats >= lo) & (stats <= hi)
+    result.stability = {
+        "steps": config.stability_steps,
+        "rows": rows,
+        "real_p1": lo.tolist(),
+        "real_p99": hi.tolist(),
+        "last100_median": tail.tolist(),
+        "fraction_in_range": float(inside.all(-1).mean()),
+        "collapsed": bool(((tail < lo) | (tail > hi)).any()),
+        "curve": stats.mean(0).tolist(),
+    }
+    samples = {"truth": truth[0], "model": generated[0], "start": first[0]}
+    return result, samples
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def write_report(
+    results: Sequence[WorldResult],
+    samples: dict[str, dict[str, np.ndarray]],
+    out_dir: Path,
+    report: Path,
+    command: str,
+    f: int,
+) -> None:
+    """Markdown page, PSNR/SSIM and stability plots, sample strips and raw JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw = [dataclasses.asdict(r) for r in results]
+    text = json.dumps(raw, indent=1) + "\n"
+    atomic_write(out_dir / "results.json", lambda fh: fh.write(text.encode()))
+
+    fig, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 6.5), squeeze=False)
+    for col, r in enumerate(results):
+        for row, (metric, table) in enumerate((("PSNR (dB)", r.psnr), ("SSIM", r.ssim))):
+            ax = axes[row, col]
+            for name, values in table.items():
+                hs = sorted(values)
+                ax.plot(hs, [values[h] for h in hs], marker="o", label=name)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("horizon (steps)")
+            ax.set_ylabel(metric)
+            ax.set_title(r.world)
+            if row == 0 and col == 0:
+                ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(out_dir / "open_loop.png", lambda fh: fig.savefig(fh, format="png", dpi=90))
+    plt.close(fig)
+
+    fig, axes = plt.subplots(
+        len(STATS), len(results), figsize=(4.2 * len(results), 6.5), squeeze=False
+    )
+    for col, r in enumerate(results):
+        curve = np.array(r.stability["curve"])
+        steps = np.arange(len(curve)) / f
+        for row, name in enumerate(STATS):
+            ax = axes[row, col]
+            ax.axhspan(
+                r.stability["real_p1"][row],
+                r.stability["real_p99"][row],
+                color="0.85",
+                label="real frames, 1st-99th pct",
+            )
+            ax.plot(steps, curve[:, row], lw=0.8, label="generated (mean of rows)")
+            ax.set_ylabel(name)
+            if row == 0:
+                ax.set_title(r.world)
+            if row == len(STATS) - 1:
+                ax.set_xlabel("step")
+        if col == 0:
+            axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(out_dir / "stability.png", lambda fh: fig.savefig(fh, format="png", dpi=90))
+    plt.close(fig)
+
+    lines = [
+        "# World-model evaluation",
+        "",
+        "Generated by `gym_worldmodel.evaluation` on held-out episodes, open loop with the "
+        "recorded actions. Command:",
+        "",
+        f"    {command}",
+        "",
+        "Horizon h is the h-th step (chunk) after the start frame; each figure averages the "
+        f"{f} frames of that chunk over every held-out start. Copy last frame repeats the start "
+        "frame.",
+        "",
+        "![open loop](eval/open_loop.png)",
+        "",
+    ]
+    for r in results:
+        lines += [
+            f"## {r.world} ({r.modality}; {r.episodes} held-out episodes, {r.rollouts} rollouts)",
+            "",
+        ]
+        hs = sorted({h for table in r.psnr.values() for h in table})
+        lines.append("| PSNR / SSIM | " + " | ".join(f"h={h}" for h in hs) + " |")
+        lines.append("|---|" + "---|" * len(hs))
+        for name in r.psnr:
+            cells = [
+                f"{r.psnr[name][h]:.2f} / {r.ssim[name][h]:.3f}" if h in r.psnr[name] else ""
+                for h in hs
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        c, s = r.control, r.stability
+        lines += [
+            "",
+            f"Controllability ({c['metric']} of the inverse-dynamics probe): real "
+            f"{c['real']:.3f}, generated {c['generated']:.3f}, ratio **{c['ratio']:.2f}**.",
+            "",
+            f"Stability over {s['steps']} steps x {s['rows']} rows: "
+            f"{100 * s['fraction_in_range']:.1f}% of generated frames have all three statistics "
+            "inside the real 1st-99th percentile range; last-100-step medians "
+            + ", ".join(
+                f"{n} {v:.1f} [{a:.1f}, {b:.1f}]"
+                for n, v, a, b in zip(
+                    STATS, s["last100_median"], s["real_p1"], s["real_p99"], strict=True
+                )
+            )
+            + f": **{'collapsed' if s['collapsed'] else 'no collapse'}**.",
+            "",
+            f"![{r.world} samples](eval/{r.world}_strip.png)",
+            "",
+            "Top: recorded frames; bottom: generated. Columns: start frame, then the last frame "
+            "of steps " + ", ".join(str(h) for h in _strip_steps(samples[r.world], f)) + ".",
+            "",
+        ]
+        strip = _strip(samples[r.world], f)
+        atomic_write(
+            out_dir / f"{r.world}_strip.png",
+            lambda fh, s=strip: Image.fromarray(s).save(fh, format="png"),
+        )
+    lines += ["![stability](eval/stability.png)", ""]
+    body = "\n".join(lines)
+    atomic_write(report, lambda fh: fh.write(body.encode()))
+
+
+def _strip_steps(sample: dict[str, np.ndarray], f: int) -> list[int]:
+    horizon = len(sample["model"]) // f
+    return [h for h in (1, 2, 4, 8, 16, 32, 64, 128) if h <= horizon]
+
+
+def _strip(sample: dict[str, np.ndarray], f: int) -> np.ndarray:
+    steps = _strip_steps(sample, f)
+    rows = []
+    for key in ("truth", "model"):
+        frames = [sample["start"]] + [sample[key][h * f - 1] for h in steps]
+        rows.append(np.concatenate(frames, 1))
+    return np.concatenate(rows, 0)

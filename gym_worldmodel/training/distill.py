@@ -1,0 +1,118 @@
+"""Few-step student distillation on the student's own rollouts.
+
+Each training window (the sink plus ``N - 1`` chunks of a recorded episode) is used like this:
+
+1. The student generates chunks ``1..N-2`` itself with its few-step sampler, from the recorded
+   start frame and actions, against its KV cache (no gradient). This is the history it will see
+   at inference, errors included: training on it is what counters exposure bias.
+2. The teacher, with that same self-generated history in its own cache, solves the flow ODE from
+   noise ``z`` to a clean last chunk in ``teacher_nfe`` Euler steps: the target.
+3. The student takes ``i`` of its own (deterministic) steps from the same ``z`` (``i`` drawn
+   uniformly below its ``nfe``) and, with gradient, predicts the clean chunk at that level with
+   one sequence forward over the window. The loss is the squared error to the teacher's chunk,
+   plus ``gt_weight`` times the error to the recorded chunk.
+
+Steps 1-2 run with the cache (one chunk per forward); the gradient pass uses
+``forward_sequence``, which computes what the cache path computes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gym_worldmodel.memory import KVCache
+from gym_worldmodel.models import CausalChunkDiT
+from gym_worldmodel.models.config import SamplerConfig
+from gym_worldmodel.sampling import ChunkRollout, FlowMatchSchedule, RowGenerators
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Settings of :func:`student_loss`.
+
+    Attributes:
+        teacher_nfe: Euler steps of the teacher's target.
+        gt_weight: Weight of the error to the recorded chunk (0: pure distillation).
+    """
+
+    teacher_nfe: int = 8
+    gt_weight: float = 0.25
+
+
+def _euler(denoise, x: Tensor, timesteps: list[float]) -> Tensor:
+    """Deterministic Euler steps of the flow along ``timesteps`` (float32)."""
+    for t, t_next in zip(timesteps[:-1], timesteps[1:], strict=True):
+        level = torch.full((x.shape[0],), t, device=x.device)
+        x = x + (t_next - t) * denoise(x, level).float()
+    return x
+
+
+def _cached_denoiser(dit: CausalChunkDiT, actions: Tensor, modality: Tensor, cache: KVCache):
+    return lambda x, t: dit(x, t, actions, modality, cache)
+
+
+def student_loss(
+    student: CausalChunkDiT,
+    student_sampler: SamplerConfig,
+    teacher: CausalChunkDiT,
+    latents: Tensor,
+    actions: Tensor,
+    modality: Tensor,
+    gen: torch.Generator,
+    config: DistillConfig,
+) -> tuple[Tensor, dict[str, float]]:
+    """Distillation loss of one batch of windows (see the module docstring).
+
+    Args:
+        student: The denoiser being trained (its sampler is ``student_sampler``, deterministic).
+        student_sampler: The student's steps and shift.
+        teacher: The frozen teacher.
+        latents: Recorded clean latents ``(B, N * F, C, h, w)``; chunk 0 is the sink.
+        actions: ``(B, N * F, A)``.
+        modality: ``(B,)``.
+        gen: Source of every random draw.
+        config: Teacher steps and the ground-truth weight.
+    """
+    cfg = student.config
+    f, b = cfg.chunk_frames, latents.shape[0]
+    n = latents.shape[1] // f
+    chunk = lambda x, k: x[:, k * f : (k + 1) * f]  # noqa: E731
+    seeds = torch.randint(2**62, (b,), generator=gen).tolist()
+    gens = RowGenerators(seeds, latents.device)
+    caches = [KVCache.for_model(cfg, m.rope, b, latents.device) for m in (student, teacher)]
+    sampler = dataclasses.replace(student_sampler, context_t=0.0, stochastic=False)
+    rollouts = [ChunkRollout(m, sampler) for m in (student, teacher)]
+    schedule = FlowMatchSchedule(student_sampler.shift)
+    with torch.no_grad():
+        history = [chunk(latents, 0)]
+        for roll, cache in zip(rollouts, caches, strict=True):
+            roll.commit(cache, history[0], chunk(actions, 0), modality)
+        for k in range(1, n - 1):
+            x0 = rollouts[0].generate(caches[0], chunk(actions, k), modality, gens)
+            rollouts[1].commit(caches[1], x0, chunk(actions, k), modality)
+            history.append(x0)
+        last_actions = chunk(actions, n - 1)
+        z = gens.randn((f, *latents.shape[2:]))
+        target = _euler(
+            _cached_denoiser(teacher, last_actions, modality, caches[1]),
+            z,
+            schedule.timesteps(config.teacher_nfe),
+        )
+        steps = schedule.timesteps(student_sampler.nfe)
+        i = int(torch.randint(student_sampler.nfe, (1,), generator=gen))
+        x_t = _euler(
+            _cached_denoiser(student, last_actions, modality, caches[0]), z, steps[: i + 1]
+        )
+    t = steps[i]
+    levels = torch.zeros(b, n, device=latents.device)
+    levels[:, -1] = t
+    v = student.forward_sequence(torch.cat([*history, x_t], 1), levels, actions, modality)
+    x0_pred = x_t - t * v[:, -f:].float()
+    distill = (x0_pred - target).pow(2).mean()
+    truth = (x0_pred - chunk(latents, n - 1)).pow(2).mean()
+    loss = distill + config.gt_weight * truth
+    return loss, {"distill": distill.item(), "ground_truth": truth.item()}
