@@ -4,8 +4,8 @@
   (sink, retrieved memory, ring window) plus the chunk itself; the cache-write pass stores the
   chunk's keys and values.
 * :class:`SequenceAttention`: training and the no-cache reference. A whole sequence of chunks in
-  one forward, with the block-causal sliding-window mask that makes it equal to chunk-by-chunk
-  generation with the cache.
+  one forward, each chunk attending to exactly the keys the cache would hold for it (block-causal
+  sliding window), which makes it equal to chunk-by-chunk generation with the cache.
 
 Positions are relative to the cache: the current chunk sits at time ``P = context_frames``, the
 ring chunk ``a`` chunks old at ``P - a * F``, the sink (the first chunk) at ``0``. The sequence
@@ -93,35 +93,54 @@ class SequenceAttention:
         sink_q = grid_positions(f, side, time_offset=config.context_frames).repeat(n_chunks, 1)
         self.cos_q_sink, self.sin_q_sink = rope.cos_sin(sink_q.to(device))
         self.cos_k_sink, self.sin_k_sink = rope.cos_sin(grid_positions(f, side).to(device))
-        self.mask = self._mask(n_chunks, config.window_chunks, config.tokens_per_chunk, device)
-
-    @staticmethod
-    def _mask(n: int, window: int, tokens: int, device: torch.device) -> Tensor:
-        """Boolean ``(T, tokens + T)``: columns are [sink keys | every token of the sequence]."""
-        q = torch.arange(n, device=device)[:, None]
-        j = torch.arange(n, device=device)[None, :]
-        normal = (j == q) | ((j >= 1) & (j < q) & (j >= q - window))
-        sink = (q >= 1).expand(n, 1)
-        chunks = torch.cat((sink, normal), dim=1)  # (n, 1 + n)
-        return chunks.repeat_interleave(tokens, 0).repeat_interleave(tokens, 1)
+        self.n_chunks, self.window = n_chunks, config.window_chunks
 
     def __call__(self, layer: int, qk: Tensor, v: Tensor) -> Tensor:
-        """Attend every query of the sequence to its visible context (arguments as above)."""
-        n0 = self.tokens_per_chunk
+        """Attend every query of the sequence to its visible context (arguments as above).
+
+        Chunk 0 (the sink) sees itself; chunk ``c >= 1`` sees the sink and chunks
+        ``max(1, c - window) .. c``. Each group of chunks with the same context shape is one
+        unmasked attention call (chunks with a full window are batched together), so no work
+        is spent on masked-out pairs.
+        """
+        n0, n, w = self.tokens_per_chunk, self.n_chunks, self.window
         q, k = qk.unbind(0)
         q_abs, k_abs = apply_rotary(qk, self.cos, self.sin).unbind(0)
         q_sink = apply_rotary(q, self.cos_q_sink, self.sin_q_sink)
         k_sink = apply_rotary(k[:, :, :n0], self.cos_k_sink, self.sin_k_sink)
         q2 = torch.cat((q_abs, q_sink), dim=-1)  # (B, H, T, 2Dh)
-        k2 = torch.cat(
-            (
-                torch.cat((torch.zeros_like(k_sink), k_sink), dim=-1),  # sink path
-                torch.cat((k_abs, torch.zeros_like(k_abs)), dim=-1),  # relative path
-            ),
-            dim=2,
-        )  # (B, H, n0 + T, 2Dh)
-        v2 = torch.cat((v[:, :, :n0], v), dim=2)
-        return F.scaled_dot_product_attention(q2, k2, v2, attn_mask=self.mask, scale=self.scale)
+        k2_sink = torch.cat((torch.zeros_like(k_sink), k_sink), dim=-1)  # sink path
+        k2 = torch.cat((k_abs, torch.zeros_like(k_abs)), dim=-1)  # relative path
+
+        def chunks(x: Tensor, first: int, end: int) -> Tensor:
+            return x[:, :, first * n0 : end * n0]
+
+        def attend(q_: Tensor, k_: Tensor, v_: Tensor) -> Tensor:
+            return F.scaled_dot_product_attention(q_, k_, v_, scale=self.scale)[..., :dh]
+
+        # Values padded to the doubled query/key width: fused (flash) kernels need equal widths.
+        dh = v.shape[-1]
+        outs = [attend(chunks(q_abs, 0, 1), chunks(k_abs, 0, 1), v[:, :, :n0])]
+        v = torch.cat((v, torch.zeros_like(v)), dim=-1)
+        sink_v = v[:, :, :n0]
+        for c in range(1, min(w, n - 1) + 1):  # the window is not full yet
+            keys = torch.cat((k2_sink, chunks(k2, 1, c + 1)), dim=2)
+            values = torch.cat((sink_v, chunks(v, 1, c + 1)), dim=2)
+            outs.append(attend(chunks(q2, c, c + 1), keys, values))
+        m = n - 1 - w  # chunks w + 1 .. n - 1 have the same context shape: batch them
+        if m > 0:
+            b, h, _, d2 = q2.shape
+
+            def windows(x: Tensor, sink: Tensor) -> Tensor:
+                parts = [chunks(x, c - w, c + 1) for c in range(w + 1, n)]
+                stacked = torch.stack(parts, 1)  # (B, m, H, (w + 1) n0, D)
+                sink = sink[:, None].expand(b, m, *sink.shape[1:])
+                return torch.cat((sink, stacked), dim=3).flatten(0, 1)
+
+            queries = chunks(q2, w + 1, n).unflatten(2, (m, n0)).transpose(1, 2).flatten(0, 1)
+            out = attend(queries, windows(k2, k2_sink), windows(v, sink_v))
+            outs.append(out.unflatten(0, (b, m)).transpose(1, 2).flatten(2, 3))
+        return torch.cat(outs, dim=2)
 
 
 class SelfAttention(nn.Module):
