@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "collect": "record simulator episodes into a dataset (resumable)",
         "train": "train the VAE, the teacher or the student on datasets (resumable)",
         "eval": "score a model against held-out episodes; writes a markdown report",
+        "rollout": "play a world with a scripted policy and write the video",
+        "ship": "install a checkpoint and start frames as the embedded default worlds",
     }
     if not args or args[0] in ("-h", "--help") or args[0] not in commands:
         print("usage: gym-worldmodel <command> [options]\n\ncommands:")
@@ -45,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         collect_main(args[1:])
     elif args[0] == "eval":
         eval_main(args[1:])
+    elif args[0] == "rollout":
+        rollout_main(args[1:])
+    elif args[0] == "ship":
+        ship_main(args[1:])
     else:
         train_main(args[1:])
     return 0
@@ -226,6 +232,75 @@ def eval_main(argv: Sequence[str]) -> None:
     command = "gym-worldmodel eval " + " ".join(argv)
     write_report(results, samples, args.out, args.report, command, model.config.dit.chunk_frames)
     print(f"wrote {args.report} and {args.out}/")
+
+
+WORLD_IDS = {
+    "citywalk": "WorldModel-CityWalk-v0",
+    "robot": "WorldModel-Robot-v0",
+    "driving": "WorldModel-Driving-v0",
+}
+
+
+def rollout_main(argv: Sequence[str]) -> None:
+    """``gym-worldmodel rollout``: run a world under random actions held a few steps; save MP4."""
+    parser = argparse.ArgumentParser(prog="gym-worldmodel rollout")
+    parser.add_argument("--world", choices=sorted(WORLD_IDS), default="citywalk")
+    parser.add_argument("--model", help="checkpoint directory (default: the shipped world)")
+    parser.add_argument("--steps", type=int, default=100, help="env steps (chunks)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--video", type=Path, default=Path("rollout.mp4"))
+    args = parser.parse_args(argv)
+    import time
+
+    import gymnasium as gym
+    import numpy as np
+
+    import gym_worldmodel  # noqa: F401 - registers the ids
+
+    kwargs = {"model": args.model} if args.model else {}
+    env = gym.make(WORLD_IDS[args.world], obs_mode="chunk", max_episode_steps=None, **kwargs)
+    env.action_space.seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    obs, _ = env.reset(seed=args.seed)
+    frames, action, hold = [obs[-1]], None, 0
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        if hold <= 0:  # a new random action, held 2-6 steps so motion is visible
+            action, hold = env.action_space.sample(), int(rng.integers(2, 7))
+        hold -= 1
+        obs, *_ = env.step(action)
+        frames.extend(obs)
+    elapsed = time.perf_counter() - start
+    fps = env.unwrapped.metadata["world_fps"]
+    env.close()
+    from gym_worldmodel.video import write_video
+
+    write_video(args.video, np.stack(frames), fps)
+    print(
+        f"{args.world}: {args.steps} steps, {len(frames) - 1} frames in {elapsed:.1f} s "
+        f"({(len(frames) - 1) / elapsed:.1f} frames/s); wrote {args.video} at {fps} fps"
+    )
+
+
+def ship_main(argv: Sequence[str]) -> None:
+    """``gym-worldmodel ship``: the checkpoint (float16) and each dataset's start frames."""
+    parser = argparse.ArgumentParser(prog="gym-worldmodel ship")
+    parser.add_argument("--model", required=True, help="checkpoint directory to ship")
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
+    parser.add_argument("--start-frames", type=int, default=16, help="start frames per world")
+    parser.add_argument("--out", type=Path, help="worlds directory (default: the package's)")
+    args = parser.parse_args(argv)
+    import torch
+
+    from gym_worldmodel import hub
+    from gym_worldmodel.files import WORLDS_DIR
+    from gym_worldmodel.training.start_frames import bundle_start_frames
+
+    root = args.out or WORLDS_DIR
+    target = hub.save_pretrained(hub.from_pretrained(args.model), root / "shared", torch.float16)
+    print(f"wrote {target} (float16)")
+    for data in args.data:
+        print(f"wrote {bundle_start_frames(data, args.start_frames, root)}")
 
 
 def load_source(name: str) -> type:

@@ -332,6 +332,15 @@ def evaluate_world(
             chunk = slice((h - 1) * f, h * f)
             result.psnr[name][h] = float(psnr(frames[:, chunk], truth[:, chunk]).mean())
             result.ssim[name][h] = float(ssim(frames[:, chunk], truth[:, chunk]).mean())
+    # The ceiling: the recorded frames through the VAE alone (no dynamics to get wrong).
+    name = "autoencoder (ceiling)"
+    result.psnr[name], result.ssim[name] = {}, {}
+    for h in config.horizons:
+        real = truth[:, (h - 1) * f : h * f]
+        with torch.no_grad():
+            recon = model.vae.decode(model.vae.encode(torch.from_numpy(real))).numpy()
+        result.psnr[name][h] = float(psnr(recon, real).mean())
+        result.ssim[name][h] = float(ssim(recon, real).mean())
 
     # Controllability: the probe on real and on generated frames under the same actions.
     probe = train_probe(

@@ -1,4 +1,4 @@
-"""Atomic file writes: every checkpoint, shard, card and plot the project writes uses this."""
+"""Package file locations and atomic writes (every checkpoint, shard, card and plot uses them)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+#: Where the embedded default worlds live: ``shared/`` (the checkpoint) and ``<world>/`` (start
+#: frames).
+WORLDS_DIR = Path(__file__).resolve().parent / "worlds"
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:

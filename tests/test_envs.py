@@ -398,9 +398,9 @@ def test_step_before_reset_and_after_close():
 
 
 def test_missing_shipped_world_is_a_clear_error(monkeypatch, tmp_path):
-    from gym_worldmodel.envs import worlds
+    from gym_worldmodel import files
 
-    monkeypatch.setattr(worlds, "WORLDS_DIR", tmp_path)  # an install without the weights
+    monkeypatch.setattr(files, "WORLDS_DIR", tmp_path)  # an install without the weights
     with pytest.raises(FileNotFoundError, match="not shipped"):
         WorldModelVectorEnv(1, world="citywalk")
 

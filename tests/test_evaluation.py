@@ -63,7 +63,12 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     model = randomize(WorldModel(dataclasses.replace(WorldModelConfig.tiny(), fps=16))).eval()
     result, sample = evaluate_world(model, data, EvalConfig.budget(), teacher=model, progress=False)
     assert result.world == "citywalk" and result.rollouts == 2
-    assert set(result.psnr) == {"model", "copy last frame", "teacher (4 NFE)"}
+    assert set(result.psnr) == {
+        "model",
+        "copy last frame",
+        "teacher (4 NFE)",
+        "autoencoder (ceiling)",
+    }
     for table in (*result.psnr.values(), *result.ssim.values()):
         assert set(table) == {1, 2} and all(np.isfinite(v) for v in table.values())
     assert 0.0 <= result.control["real"] <= 1.0 and result.control["metric"] == "key accuracy"
@@ -78,3 +83,18 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     saved = json.loads((tmp_path / "docs" / "eval" / "results.json").read_text())
     assert saved[0]["psnr"]["model"]["1"] == result.psnr["model"][1]
     hub.save_pretrained(model, tmp_path / "model")  # the CLI path loads the same checkpoint
+
+
+def test_bundled_start_frames_come_from_training_episodes(tmp_path):
+    from gym_worldmodel.sources.episodes import load_episodes
+    from gym_worldmodel.training.start_frames import bundle_start_frames
+
+    data = tmp_path / "data"
+    collect(SquareSource(), data, episodes=6, steps=4, heldout_every=3, progress=False)
+    path = bundle_start_frames(data, count=3, out_root=tmp_path / "worlds")
+    assert path.parent.parent == tmp_path / "worlds"
+    assert path == tmp_path / "worlds" / "citywalk" / "start_frames.npz"
+    frames = np.load(path)["frames"]
+    firsts = [ep.frames[0] for ep in load_episodes(data, "train")]
+    assert frames.shape == (3, 32, 32, 3) and frames.dtype == np.uint8
+    assert all(any(np.array_equal(f, g) for g in firsts) for f in frames)

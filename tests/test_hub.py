@@ -101,7 +101,9 @@ def test_float16_storage_halves_the_file(saved: Path, tiny_model: WorldModel, tm
     size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
     assert size(half) < 0.55 * size(saved)
     loaded = from_pretrained(half)
-    for (k, a), b in zip(tiny_model.state_dict().items(), loaded.state_dict().values(), strict=True):
+    for (k, a), b in zip(
+        tiny_model.state_dict().items(), loaded.state_dict().values(), strict=True
+    ):
         assert b.dtype == a.dtype, k
         assert torch.equal(b, a.half().to(a.dtype) if a.is_floating_point() else a), k
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gym_worldmodel import files
 from gym_worldmodel.envs.actions import ActionHead, CameraHead, DrivingHead, RobotHead
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 
-WORLDS_DIR = Path(__file__).resolve().parents[1] / "worlds"
 RANDOM_MODELS = ("random", "random-tiny")
 
 
@@ -47,12 +47,12 @@ class World:
     @property
     def assets(self) -> Path:
         """Folder of the world's start frames."""
-        return WORLDS_DIR / self.name
+        return files.WORLDS_DIR / self.name
 
     @property
     def checkpoint_dir(self) -> Path:
         """Folder of the shipped checkpoint it loads by default."""
-        return WORLDS_DIR / self.checkpoint
+        return files.WORLDS_DIR / self.checkpoint
 
     def action_head(self, mode: str | None) -> ActionHead:
         """The head in ``mode`` (None: the default)."""

@@ -80,24 +80,42 @@ def encode_episodes(model: WorldModel, episodes: Sequence, batch: int = 256) -> 
     return out
 
 
-def latent_windows(
-    model: WorldModel, data: Sequence[Path], n_chunks: int, split: str = "train"
+def chunk_windows(
+    model: WorldModel,
+    data: Sequence[Path],
+    n_chunks: int,
+    encode: bool,
+    split: str = "train",
 ) -> torch.utils.data.Dataset:
-    """Windows of ``n_chunks`` chunks over every dataset's encoded episodes (all modalities)."""
+    """Windows of ``n_chunks`` chunks over every dataset's episodes (all modalities).
+
+    With ``encode`` the episodes are encoded once up front (items hold ``latents``): worth it
+    when a run sees every frame several times. Otherwise items hold uint8 ``frames`` and the
+    loss encodes each batch (:func:`batch_latents`).
+    """
     cfg = model.config.dit
-    return torch.utils.data.ConcatDataset(
-        [
+    sets = []
+    for d in data:
+        episodes = load_episodes(Path(d), split)
+        sets.append(
             ChunkWindows(
-                encode_episodes(model, load_episodes(Path(d), split)),
+                encode_episodes(model, episodes) if encode else episodes,
                 cfg.chunk_frames,
                 n_chunks,
                 cfg.action_dim,
                 cfg.modality_id(read_card(Path(d))["modality"]),
-                key="latents",
+                key="latents" if encode else "frames",
             )
-            for d in data
-        ]
-    )
+        )
+    return torch.utils.data.ConcatDataset(sets)
+
+
+def batch_latents(model: WorldModel, batch: dict) -> torch.Tensor:
+    """The batch's clean latents: pre-encoded, or encoded now (no gradient)."""
+    if "latents" in batch:
+        return batch["latents"]
+    with torch.no_grad():
+        return model.vae.encode(batch["frames"]).float()
 
 
 def train_teacher(
@@ -123,12 +141,14 @@ def train_teacher(
     model = hub.from_pretrained(init)
     model.vae.requires_grad_(False)
     cfg = model.config.dit
-    windows = latent_windows(model, data, n_chunks or 1 + cfg.window_chunks + 2)
+    n = n_chunks or 1 + cfg.window_chunks + 2
+    windows = chunk_windows(model, data, n, encode=True)
     loss_config = loss_config or TeacherLossConfig(shift=model.config.sampler.shift)
 
     def loss(batch: dict, gen: torch.Generator):
+        latents = batch_latents(model, batch)
         return teacher_loss(
-            model.dit, batch["latents"], batch["actions"], batch["modality"], gen, loss_config
+            model.dit, latents, batch["actions"], batch["modality"], gen, loss_config
         )
 
     Trainer(model.dit, windows, loss, run_dir, train).train(progress)
@@ -160,7 +180,8 @@ def train_student(
     student.load_state_dict(teacher.state_dict())
     student.vae.requires_grad_(False)
     cfg = student.config.dit
-    windows = latent_windows(student, data, n_chunks or 1 + cfg.window_chunks + 2)
+    # A short run sees a small part of the data: encode each batch rather than everything.
+    windows = chunk_windows(student, data, n_chunks or 1 + cfg.window_chunks + 2, encode=False)
     distill = distill or DistillConfig()
 
     def loss(batch: dict, gen: torch.Generator):
@@ -168,7 +189,7 @@ def train_student(
             student.dit,
             sampler,
             teacher.dit,
-            batch["latents"],
+            batch_latents(student, batch),
             batch["actions"],
             batch["modality"],
             gen,
