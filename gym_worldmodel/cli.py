@@ -196,6 +196,7 @@ def eval_main(argv: Sequence[str]) -> None:
     parser.add_argument("--teacher-nfe", type=int, default=32)
     parser.add_argument("--teacher-horizon", type=int, default=16)
     parser.add_argument("--stability-steps", type=int, default=1000)
+    parser.add_argument("--stability-rows", type=int, default=4)
     parser.add_argument("--probe-steps", type=int, default=1500)
     parser.add_argument("--starts-per-episode", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/eval"), help="plots and JSON")
@@ -216,6 +217,7 @@ def eval_main(argv: Sequence[str]) -> None:
             teacher_horizon=args.teacher_horizon,
             probe_steps=args.probe_steps,
             stability_steps=args.stability_steps,
+            stability_rows=args.stability_rows,
         )
     model = hub.from_pretrained(args.model)
     teacher = hub.from_pretrained(args.teacher) if args.teacher else None

@@ -11,10 +11,10 @@ Three measurements per world (each dataset's card names its world and modality):
   frames and on generated frames that followed the same actions: accuracy of the translation and
   rotation keys (camera), R^2 of the continuous actions (robot, driving). The ratio
   generated / real says how much of the action's visible effect the model reproduces.
-* **Stability.** Long rollouts (1000 steps by default) under recorded actions; per frame the
-  mean brightness, contrast (std) and sharpness (mean absolute gradient). A world has not
-  collapsed when the medians over the last 100 steps sit inside the 1st-99th percentile range of
-  the same statistics on real frames.
+* **Stability.** Long rollouts (1000 steps by default) under recorded actions; for each step's
+  last frame the mean brightness, contrast (std) and sharpness (mean absolute gradient). A world
+  has not collapsed when the medians over the last 100 steps sit inside the 1st-99th percentile
+  range of the same statistics on real frames.
 
 :func:`write_report` writes the figures, plots and sample strips (generated under recorded)
 as a markdown page.
@@ -170,7 +170,8 @@ def rollout(
         seed: Row ``r`` samples with seed ``seed + r``.
         progress: Progress bar label (empty: none).
         record: ``"frames"`` to return every frame ``(R, steps * F, H, W, 3)``, or ``"stats"``
-            for :func:`frame_stats` of every frame ``(R, steps * F, 3)`` (long rollouts).
+            for :func:`frame_stats` of each step's last frame ``(R, steps, 3)`` (long rollouts:
+            only that frame is decoded).
     """
     rows, f = len(start_frames), model.config.dit.chunk_frames
     steps = actions.shape[1] // f
@@ -180,8 +181,9 @@ def rollout(
     engine.start(range(rows), start)
     out = []
     for k in tqdm(range(steps), desc=progress, disable=not progress, leave=False):
-        _, frames = engine.step(np.ascontiguousarray(actions[:, k * f : (k + 1) * f]))
-        frames = frames.cpu().numpy()
+        chunk = np.ascontiguousarray(actions[:, k * f : (k + 1) * f])
+        decode = slice(None) if record == "frames" else slice(-1, None)
+        frames = engine.step(chunk, decode)[1].cpu().numpy()
         out.append(frames if record == "frames" else frame_stats(frames))
     return np.concatenate(out, 1)
 
@@ -384,7 +386,7 @@ def evaluate_world(
         f"{world} {config.stability_steps} steps" if progress else "",
         record="stats",
     )
-    tail = np.median(stats[:, -min(100 * f, stats.shape[1]) :].reshape(-1, 3), 0)
+    tail = np.median(stats[:, -min(100, stats.shape[1]) :].reshape(-1, 3), 0)
     inside = (stats >= lo) & (stats <= hi)
     result.stability = {
         "steps": config.stability_steps,
@@ -445,7 +447,7 @@ def write_report(
     )
     for col, r in enumerate(results):
         curve = np.array(r.stability["curve"])
-        steps = np.arange(len(curve)) / f
+        steps = np.arange(1, len(curve) + 1)
         for row, name in enumerate(STATS):
             ax = axes[row, col]
             ax.axhspan(
@@ -502,8 +504,8 @@ def write_report(
             f"{c['real']:.3f}, generated {c['generated']:.3f}, ratio **{c['ratio']:.2f}**.",
             "",
             f"Stability over {s['steps']} steps x {s['rows']} rows: "
-            f"{100 * s['fraction_in_range']:.1f}% of generated frames have all three statistics "
-            "inside the real 1st-99th percentile range; last-100-step medians "
+            f"{100 * s['fraction_in_range']:.1f}% of generated steps (last frames) have all three "
+            "statistics inside the real 1st-99th percentile range; last-100-step medians "
             + ", ".join(
                 f"{n} {v:.1f} [{a:.1f}, {b:.1f}]"
                 for n, v, a, b in zip(

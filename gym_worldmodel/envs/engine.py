@@ -75,20 +75,22 @@ class WorldEngine:
         self.cache.load_state_dict(sub.state_dict(), env_idx=idx)
         return latents, frames
 
-    def step(self, actions: np.ndarray) -> tuple[Tensor, Tensor]:
+    def step(self, actions: np.ndarray, decode: slice = slice(None)) -> tuple[Tensor, Tensor]:
         """Generate one chunk for every row.
 
         Args:
             actions: ``(B, F, w)`` float32 action vectors of the rows' modality (``w <= A``).
+            decode: Which of the chunk's frames to decode (default all; ``slice(-1, None)``
+                decodes only the last, for callers that read nothing else).
 
         Returns:
-            Latents ``(B, F, C, h, w)`` and uint8 frames ``(B, F, H, W, 3)`` on the device.
+            Latents ``(B, F, C, h, w)`` and uint8 frames ``(B, F', H, W, 3)`` on the device.
         """
         padded = torch.zeros(self.num_envs, actions.shape[1], self.action_dim, device=self.device)
         padded[..., : actions.shape[2]] = torch.from_numpy(actions).to(self.device)
         with torch.no_grad(), precision(self.device, self.dtype):
             latents = self.rollout.generate(self.cache, padded, self.modality, self.gens)
-            frames = self.model.vae.decode(latents)
+            frames = self.model.vae.decode(latents[:, decode])
         return latents, frames
 
     def get_state(self, env_idx: Sequence[int]) -> dict[str, Any]:
