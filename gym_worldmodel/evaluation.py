@@ -51,7 +51,7 @@ class EvalConfig:
 
     Attributes:
         horizons: Steps (chunks) after the start at which open-loop quality is reported.
-        starts_per_episode: Start frames per held-out episode (spread over its length).
+        starts_per_episode: Start frames per held-out episode (spread inside its length).
         teacher_nfe: Euler steps of the teacher baseline.
         teacher_horizon: Largest horizon the teacher baseline runs to (it costs nfe + 1 passes
             per step).
@@ -140,13 +140,18 @@ def frame_stats(frames: np.ndarray) -> np.ndarray:
 
 
 def _starts(episodes: Sequence[Episode], frames_needed: int, per_episode: int) -> list[tuple]:
-    """(episode index, start frame) pairs whose episode holds ``frames_needed`` frames after."""
+    """(episode index, start frame) pairs whose episode holds ``frames_needed`` frames after.
+
+    Starts are spread evenly inside each episode's valid range, away from frame 0: behaviour
+    policies start from rest (their first actions are small or held still), which would make
+    the first horizon unrepresentatively easy for the copy-last-frame baseline.
+    """
     out = []
     for e, ep in enumerate(episodes):
         last = len(ep.frames) - 1 - frames_needed
         if last < 0:
             continue
-        for s in np.linspace(0, last, per_episode).round().astype(int):
+        for s in np.linspace(0, last, per_episode + 2)[1:-1].round().astype(int):
             out.append((e, int(s)))
     return sorted(set(out))
 

@@ -397,6 +397,24 @@ def test_step_before_reset_and_after_close():
         env.step(np.zeros((1, 2), np.float32))
 
 
+@pytest.mark.parametrize("env_id", IDS)
+def test_every_id_runs_its_embedded_trained_world_offline(env_id, monkeypatch):
+    from gym_worldmodel import files
+    from gym_worldmodel.envs.worlds import WORLDS
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may be downloaded
+    env = gym.make(env_id)
+    world = env.unwrapped.vector.world
+    assert (files.WORLDS_DIR / "shared" / "model.safetensors").is_file()
+    assert (world.assets / "start_frames.npz").is_file() and world in WORLDS.values()
+    obs, _ = env.reset(seed=0)
+    bundled = np.load(world.assets / "start_frames.npz")["frames"]
+    assert any(np.array_equal(obs, f) for f in bundled)  # starts from a real simulator frame
+    obs, *_ = env.step(env.action_space.sample())
+    assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8 and obs.std() > 1
+    env.close()
+
+
 def test_missing_shipped_world_is_a_clear_error(monkeypatch, tmp_path):
     from gym_worldmodel import files
 

@@ -18,6 +18,22 @@ def run(*args: str, env: dict | None = None) -> str:
     return done.stdout
 
 
+def test_rollout_command_writes_a_video_of_the_embedded_world(tmp_path):
+    video = tmp_path / "driving.mp4"
+    text = run(
+        "-m",
+        "gym_worldmodel.cli",
+        "rollout",
+        "--world",
+        "driving",
+        "--steps",
+        "3",
+        "--video",
+        str(video),
+    )
+    assert "3 steps, 9 frames" in text and video.stat().st_size > 1000
+
+
 def test_engine_rollout_example(tmp_path):
     out = tmp_path / "video.npz"
     text = run(
