@@ -242,7 +242,9 @@ def _windows(frames: np.ndarray, t: np.ndarray) -> np.ndarray:
     return frames[t[:, None] + offsets[None]]
 
 
-def train_probe(modality: str, episodes: Sequence[Episode], steps: int, seed: int) -> nn.Module:
+def train_probe(
+    modality: str, episodes: Sequence[Episode], steps: int, seed: int, progress: bool = False
+) -> nn.Module:
     """Train the inverse-dynamics probe on real frames of ``episodes``."""
     gen = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -250,7 +252,7 @@ def train_probe(modality: str, episodes: Sequence[Episode], steps: int, seed: in
     probe = InverseDynamicsProbe(outputs)
     opt = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=1e-4)
     lo, hi = -PROBE_WINDOW[0], PROBE_WINDOW[1] - 1
-    for _ in tqdm(range(steps), desc=f"probe {modality}", leave=False):
+    for _ in tqdm(range(steps), desc=f"probe {modality}", leave=False, disable=not progress):
         eps = gen.integers(len(episodes), size=64)
         x, y = [], []
         for e in eps:
@@ -351,7 +353,7 @@ def evaluate_world(
 
     # Controllability: the probe on real and on generated frames under the same actions.
     probe = train_probe(
-        modality, load_episodes(Path(data), "train"), config.probe_steps, config.seed
+        modality, load_episodes(Path(data), "train"), config.probe_steps, config.seed, progress
     )
     with_start = lambda frames: np.concatenate([first[:, None], frames], 1)  # noqa: E731
     t = np.arange(-PROBE_WINDOW[0], horizon * f - PROBE_WINDOW[1] + 2)
