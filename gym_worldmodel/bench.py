@@ -321,9 +321,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     env.add_argument("--repeats", type=int, default=10, help="timed samples per figure")
     env.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     env.add_argument("--json", type=Path, help="also write the figures to this file")
+    mem = sub.add_parser("memory", help="step cost with spatial memory on vs off, and flatness")
+    mem.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="vector env rows")
+    mem.add_argument("--long-steps", type=int, default=600, help="far step (bank long full)")
+    mem.add_argument("--capacity", type=int, default=256, help="bank capacity (chunks)")
+    mem.add_argument("--repeats", type=int, default=7, help="timed samples per figure")
+    mem.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
+    mem.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     config = WorldModelConfig.tiny() if args.tiny else WorldModelConfig()
-    if args.what == "env":
+    if args.what == "memory":
+        from gym_worldmodel.bench_memory import memory_benchmark
+
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
+        model = random_model(WorldModelConfig.tiny() if args.tiny else WorldModelConfig.compact())
+        results = memory_benchmark(model, args.batch, args.long_steps, args.repeats, args.capacity)
+    elif args.what == "env":
         from gym_worldmodel.bench_env import env_benchmark
 
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32")

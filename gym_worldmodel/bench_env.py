@@ -59,9 +59,9 @@ def _measure(env_step, engine, repeats: int, rows: int, frames: int) -> dict[str
     inner: list[float] = []
     raw_step = engine.step
 
-    def timed_engine_step(vec):
+    def timed_engine_step(vec, **kwargs):
         start = time.perf_counter()
-        out = raw_step(vec)
+        out = raw_step(vec, **kwargs)
         inner.append(time.perf_counter() - start)
         return out
 

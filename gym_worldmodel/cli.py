@@ -124,6 +124,14 @@ def train_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument("--nfe", type=int, default=3, help="student: denoising steps (1-4)")
     parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="teacher/student: train with retrieved spatial-memory chunks (worlds with a pose)",
+    )
+    parser.add_argument(
+        "--student-init", type=Path, help="student: fine-tune this student instead of a copy"
+    )
+    parser.add_argument(
         "--cooldown", type=float, default=0.2, help="fraction of steps decaying the lr to 0"
     )
     parser.add_argument("--steps", type=int, default=10_000)
@@ -164,11 +172,19 @@ def train_main(argv: Sequence[str]) -> None:
         previous = "<vae run>/model" if args.stage == "teacher" else "<teacher run>/model"
         raise SystemExit(f"train {args.stage} needs --init {previous}")
     if args.stage == "teacher":
-        train_teacher(args.data, args.init, args.out, train)
+        train_teacher(args.data, args.init, args.out, train, memory=args.memory)
     else:
         if not 1 <= args.nfe <= 8:
             raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")
-        train_student(args.data, args.init, args.out, train, nfe=args.nfe)
+        train_student(
+            args.data,
+            args.init,
+            args.out,
+            train,
+            nfe=args.nfe,
+            memory=args.memory,
+            init=args.student_init,
+        )
     print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
 
 
@@ -200,12 +216,45 @@ def eval_main(argv: Sequence[str]) -> None:
     parser.add_argument("--probe-steps", type=int, default=1500)
     parser.add_argument("--starts-per-episode", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/eval"), help="plots and JSON")
-    parser.add_argument("--report", type=Path, default=Path("docs/evaluation.md"))
+    parser.add_argument(
+        "--report", type=Path, help="markdown page (docs/evaluation.md; docs/memory.md)"
+    )
     parser.add_argument("--budget", action="store_true", help="tiny settings for smoke tests")
+    parser.add_argument(
+        "--revisit",
+        action="store_true",
+        help="spatial-memory revisit benchmark (memory on vs off) on a revisit dataset",
+    )
+    parser.add_argument("--min-gap", type=int, default=250, help="revisit: frames before return")
+    parser.add_argument("--max-episodes", type=int, help="revisit: use the first n held-out")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from gym_worldmodel import hub
     from gym_worldmodel.evaluation import EvalConfig, evaluate_world, write_report
+
+    command = "gym-worldmodel eval " + " ".join(argv)
+    if args.revisit:
+        from gym_worldmodel.revisit import evaluate_revisit, write_revisit_report
+
+        model = hub.from_pretrained(args.model)
+        report = args.report or Path("docs/memory.md")
+        for data in args.data:
+            result = evaluate_revisit(
+                model,
+                data,
+                args.min_gap,
+                max_episodes=args.max_episodes,
+                progress=not args.no_progress,
+            )
+            print(
+                f"{result.world}: revisit PSNR memory on {result.psnr_on:.2f} dB, off "
+                f"{result.psnr_off:.2f} dB ({result.gain_db:+.2f}); SSIM {result.ssim_on:.3f} vs "
+                f"{result.ssim_off:.3f}; hits on {100 * result.hit_rate:.0f}% of revisit frames",
+                flush=True,
+            )
+        write_revisit_report(result, args.out, report, command)
+        print(f"wrote {report} and {args.out}/")
+        return
 
     if args.budget:
         config = EvalConfig.budget()
@@ -231,9 +280,9 @@ def eval_main(argv: Sequence[str]) -> None:
             f"collapsed {result.stability['collapsed']}",
             flush=True,
         )
-    command = "gym-worldmodel eval " + " ".join(argv)
-    write_report(results, samples, args.out, args.report, command, model.config.dit.chunk_frames)
-    print(f"wrote {args.report} and {args.out}/")
+    report = args.report or Path("docs/evaluation.md")
+    write_report(results, samples, args.out, report, command, model.config.dit.chunk_frames)
+    print(f"wrote {report} and {args.out}/")
 
 
 WORLD_IDS = {

@@ -80,6 +80,50 @@ def test_cache_write_pass_equals_sequence_at_every_chunk(tiny_model):
         assert torch.equal(tensor, replay.state_dict()[name]), name
 
 
+@pytest.mark.parametrize("steps", [2, 6])
+def test_cached_memory_equals_sequence_with_memory(tiny_model, steps):
+    """A retrieved chunk in the cache's memory slot acts as the sequence path's memory chunk.
+
+    Row 1's memory is marked invalid: it must generate exactly what it would with no memory,
+    while rows 0 and 2 see theirs.
+    """
+    dit, fr = tiny_model.dit, tiny_model.dit.config.chunk_frames
+    modality = torch.tensor([0, 1, 2])
+    cache, rollout = make_engine(tiny_model, 3)
+    actions = random_actions(rollout, 3, steps + 1, seed=4)
+    gen = torch.Generator().manual_seed(5)
+    memory = torch.randn(3, *rollout.latent_shape, generator=gen)
+    probe = torch.randn(3, *rollout.latent_shape, generator=gen)
+    valid = torch.tensor([True, False, True])
+    level = torch.tensor([0.9, 0.5, 0.1])
+    gens = RowGenerators([0, 1, 2])
+    with torch.no_grad():
+        chunks = [rollout.generate(cache, actions[0], modality, gens)]  # the sink: no memory yet
+        dit.encode_memory(memory, 0.0, modality, cache, 0, torch.arange(3))
+        cache.set_memory(valid[:, None])
+        chunks += [rollout.generate(cache, a, modality, gens) for a in actions[1:-1]]
+        cached = dit(probe, level, actions[-1], modality, cache)
+        seq = torch.cat([*chunks, probe], 1)
+        t = torch.cat([torch.zeros(3, steps), level[:, None]], 1)
+        acts = torch.cat(list(actions), 1)
+        ref = dit.forward_sequence(seq, t, acts, modality, memory=memory, memory_valid=valid)
+        plain = dit.forward_sequence(seq, t, acts, modality)
+    assert (ref[:, -fr:] - cached).abs().max() <= 1e-4
+    assert (plain[1] - ref[1]).abs().max() <= 1e-5  # invalid memory is ignored
+    assert (plain[[0, 2], -fr:] - ref[[0, 2], -fr:]).abs().mean() > 1e-3  # valid memory is read
+
+
+def test_memory_slot_rejects_bad_shapes(tiny_model):
+    cache, rollout = make_engine(tiny_model, 2)
+    with pytest.raises(ValueError, match=r"memory validity must be \(2, 1\)"):
+        cache.set_memory(torch.ones(3, 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="slot must be in"):
+        latents = torch.zeros(2, *rollout.latent_shape)
+        tiny_model.dit.encode_memory(
+            latents, 0.0, torch.zeros(2, dtype=torch.long), cache, 1, torch.arange(2)
+        )
+
+
 def test_positions_stay_bounded_in_an_endless_episode(tiny_model):
     """At step 40 the cache acts like a short episode: the sink plus the receptive field.
 

@@ -92,6 +92,8 @@ def test_make_vec_uses_the_native_vector_env():
 class CountingEngine:
     """Stands in for WorldEngine: frame value = steps since the row's start."""
 
+    memory = None
+
     def __init__(self, num_envs: int):
         self.config = WorldModelConfig.tiny()
         self.num_envs, self.count = num_envs, np.zeros(num_envs, np.int64)
@@ -104,12 +106,12 @@ class CountingEngine:
     def seed(self, env_idx, seeds):
         pass
 
-    def start(self, env_idx, frames):
+    def start(self, env_idx, frames, poses=None):
         self.count[env_idx] = 0
         zeros = torch.zeros(len(env_idx), self.f, 4, 16, 16)
         return zeros, self._frames(self.count[env_idx])
 
-    def step(self, actions):
+    def step(self, actions, poses=None):
         self.count += 1
         return torch.zeros(self.num_envs, self.f, 4, 16, 16), self._frames(self.count)
 

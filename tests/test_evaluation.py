@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 import torch
 from conftest import randomize
 from test_training import SquareSource
@@ -98,3 +99,47 @@ def test_bundled_start_frames_come_from_training_episodes(tmp_path):
     firsts = [ep.frames[0] for ep in load_episodes(data, "train")]
     assert frames.shape == (3, 32, 32, 3) and frames.dtype == np.uint8
     assert all(any(np.array_equal(f, g) for g in firsts) for f in frames)
+
+
+class RevisitSquareSource(SquareSource):
+    """Squares whose camera walks 0.2 m east for half the episode, then backs up the same way."""
+
+    def rollout(self, seed: int, steps: int):
+        ep = super().rollout(seed, steps)
+        half = steps // 2
+        x = 0.2 * np.concatenate(
+            [np.arange(half + 1), np.arange(half - 1, half - steps + half - 1, -1)]
+        )
+        poses = np.zeros((steps + 1, 4))
+        poses[:, 0] = x[: steps + 1]
+        return dataclasses.replace(ep, poses=poses)
+
+
+def test_revisit_frames_need_the_same_pose_long_enough_before():
+    from gym_worldmodel.revisit import revisit_frames
+
+    poses = np.zeros((10, 4))
+    poses[:, 0] = [0, 1, 2, 3, 4, 4, 3, 2, 1, 0]
+    assert revisit_frames(poses, min_gap=5).tolist() == [7, 8, 9]
+    poses[9, 2] = 90.0  # same place, looking elsewhere: not a revisit
+    assert revisit_frames(poses, min_gap=5).tolist() == [7, 8]
+
+
+def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path):
+    from gym_worldmodel.revisit import evaluate_revisit, write_revisit_report
+    from gym_worldmodel.sources.episodes import DatasetError
+
+    data = tmp_path / "revisit"
+    collect(RevisitSquareSource(), data, episodes=4, steps=12, heldout_every=2, progress=False)
+    model = randomize(WorldModel(dataclasses.replace(WorldModelConfig.tiny(), fps=16))).eval()
+    result = evaluate_revisit(model, data, min_gap=6, progress=False)
+    assert result.episodes == 2 and result.revisit_frames > 0 and result.hit_rate > 0
+    assert np.isfinite([result.psnr_on, result.psnr_off, result.ssim_on, result.ssim_off]).all()
+    report = tmp_path / "docs" / "memory.md"
+    write_revisit_report(result, tmp_path / "docs" / "eval", report, "cmd")
+    assert "memory on" in report.read_text()
+    assert (tmp_path / "docs" / "eval" / "revisit.png").stat().st_size > 0
+    plain = tmp_path / "plain"
+    collect(SquareSource(), plain, episodes=2, steps=12, heldout_every=2, progress=False)
+    with pytest.raises(DatasetError, match="needs episodes with poses"):
+        evaluate_revisit(model, plain, progress=False)

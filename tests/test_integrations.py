@@ -290,7 +290,8 @@ def test_parallel_spaces_state_render_and_close():
     assert env.metadata["is_parallelizable"] and env.metadata["render_modes"] == ["rgb_array"]
     obs, infos = env.reset(seed=0)
     assert env.num_agents == 2 and env.max_num_agents == 2
-    assert set(infos["agent_0"]) == {"step", "pose"} and infos["agent_0"]["step"] == 0
+    assert set(infos["agent_0"]) == {"step", "pose", "memory_hits", "memory_score"}
+    assert infos["agent_0"]["step"] == 0
     state = env.state()
     assert state.shape == (2, 32, 32, 3) and state.dtype == np.uint8
     assert env.state_space.contains(state)
@@ -347,3 +348,19 @@ def test_done_agents_leave_until_reset_and_do_not_perturb_the_others():
     assert all(info["step"] == 0 for info in infos.values())
     _, _, terms, _, _ = env.step(act)
     assert terms["agent_0"] is True and "agent_1" in env.agents
+
+
+def test_agents_share_one_memory_bank_and_find_what_another_saw():
+    env = parallel_env()
+    obs, _ = env.reset(seed=0)
+    assert np.array_equal(obs["agent_0"], obs["agent_1"])  # one start image, one origin
+    memory = env.venv._engine.memory
+    assert memory.banks.tolist() == [0, 0]
+    _, _, _, _, infos = env.step({"agent_0": np.array([0, 0]), "agent_1": np.array([0, 0])})
+    # Each agent's own start chunk is its sink (never retrieved); the other's is not.
+    recall = env.venv._engine.recall
+    owners = [int(memory.owner[0][memory.uid[0] == uid][0]) for uid in recall.uid[:, 0]]
+    assert owners == [1, 0] and infos["agent_1"]["memory_hits"] == 1
+    separate = parallel_env(shared_memory=False)
+    separate.reset(seed=0)
+    assert separate.venv._engine.memory.banks.tolist() == [0, 1]

@@ -7,8 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import randomize
 
 from gym_worldmodel import hub
+from gym_worldmodel.memory import GEOMETRIES
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.collect import collect
 from gym_worldmodel.sources.episodes import Episode
@@ -62,6 +64,44 @@ def test_windows_mirror_a_reset_then_steps(episodes):
     assert np.array_equal(frames[2:], episodes[e].frames[s + 1 : s + 5])
     assert np.array_equal(actions[2:, :12], episodes[e].actions[s : s + 4])  # action t -> t + 1
     assert len(windows) == 4 * (13 - 4)
+
+
+def test_memory_windows_carry_the_earlier_chunk_that_sees_the_target_view(episodes):
+    """Frames 0-2 and 9-12 look east, 3-8 west: a window ending at frame 9 retrieves the
+    chunk ending at frame 1 (the first best view before the window); one ending at frame 7
+    (looking west, nothing west before it) has no memory."""
+    yaw = np.where((np.arange(13) >= 3) & (np.arange(13) <= 8), 180.0, 0.0)
+    poses = np.stack([np.zeros(13), np.zeros(13), yaw, np.zeros(13)], 1)
+    ep = dataclasses.replace(episodes[0], poses=poses)
+    windows = ChunkWindows([ep], 2, 3, 13, 0, memory=GEOMETRIES["camera"])
+    hit = windows[windows.index.index((0, 5))]  # frames 5..9: the sink is frame 5
+    assert hit["memory_valid"] and np.array_equal(hit["memory_frames"], ep.frames[0:2])
+    miss = windows[windows.index.index((0, 3))]  # frames 3..7
+    assert not miss["memory_valid"] and not miss["memory_frames"].any()
+    with pytest.raises(ValueError, match="by pose"):
+        ChunkWindows([ep], 2, 3, 13, 0, memory=GEOMETRIES["robot"])
+
+
+def test_teacher_loss_with_memory_reads_the_memory(episodes):
+    model = WorldModel(WorldModelConfig.tiny())
+    randomize(model.dit)
+    gen = torch.Generator().manual_seed(0)
+    side = model.config.dit.latent_size
+    latents = torch.randn(2, 6, 4, side, side, generator=gen)
+    actions, modality = torch.zeros(2, 6, 13), torch.zeros(2, dtype=torch.long)
+    memory = torch.randn(2, 2, 4, side, side, generator=gen)
+    lc = TeacherLossConfig()
+
+    def loss(**kw):
+        return teacher_loss(
+            model.dit, latents, actions, modality, torch.Generator().manual_seed(1), lc, **kw
+        )[0]
+
+    plain, off = loss(), loss(memory=memory, memory_valid=torch.tensor([False, False]))
+    on = loss(memory=memory, memory_valid=torch.tensor([True, True]))
+    assert torch.allclose(plain, off, atol=1e-6) and not torch.allclose(plain, on)
+    on.backward()
+    assert all(p.grad is not None for p in model.dit.parameters() if p.requires_grad)
 
 
 def run_steps(module, dataset, loss_fn, tmp_path, steps, name="run", **cfg):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gym_worldmodel.memory import KVCache
+from gym_worldmodel.memory import GEOMETRIES, KVCache, Recall, SpatialMemory
 from gym_worldmodel.models import WorldModel, precision
 from gym_worldmodel.sampling import ChunkRollout, RowGenerators
 
@@ -28,6 +28,10 @@ class WorldEngine:
         modality: Action expert the rows use (``"camera"``, ``"robot"``, ``"driving"``).
         device: Where tensors live.
         dtype: ``torch.float32`` or ``torch.bfloat16`` (autocast) for the forwards.
+        memory: Keep a spatial memory (:class:`SpatialMemory`) and fill the cache's memory slots
+            from it before every step (needs a model with memory slots).
+        memory_banks: Bank id per row (rows with one id share a bank); default one per row.
+        memory_capacity: Chunks per bank.
     """
 
     def __init__(
@@ -37,6 +41,9 @@ class WorldEngine:
         modality: str,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        memory: bool = False,
+        memory_banks: Sequence[int] | None = None,
+        memory_capacity: int = 256,
     ) -> None:
         self.device, self.dtype = torch.device(device), dtype
         self.model = model.to(self.device).eval()
@@ -47,6 +54,24 @@ class WorldEngine:
         ids = torch.full((num_envs,), cfg.dit.modality_id(modality), dtype=torch.long)
         self.modality = ids.to(self.device)
         self.action_dim = cfg.dit.action_dim
+        self.memory: SpatialMemory | None = None
+        if memory:
+            if cfg.dit.memory_chunks < 1:
+                raise ValueError("memory=True needs a model with memory slots (memory_chunks >= 1)")
+            self.memory = SpatialMemory(
+                num_envs,
+                self.rollout.latent_shape,
+                GEOMETRIES[modality],
+                capacity=memory_capacity,
+                k=cfg.dit.memory_chunks,
+                exclude_recent=cfg.dit.window_chunks,
+                banks=memory_banks,
+                device=self.device,
+            )
+        # Entry held in each row's memory slots (-1: none), so unchanged slots are not rewritten.
+        self.slot_uid = np.full((num_envs, cfg.dit.memory_chunks), -1, np.int64)
+        self.last_latents: Tensor | None = None  # each row's last chunk (latent retrieval query)
+        self.recall: Recall | None = None  # what the last step retrieved
 
     @property
     def num_envs(self) -> int:
@@ -57,10 +82,13 @@ class WorldEngine:
         """Reseed the generators of rows ``env_idx``."""
         self.gens.seed(seeds, env_idx)
 
-    def start(self, env_idx: Sequence[int], frames: Tensor) -> tuple[Tensor, Tensor]:
+    def start(
+        self, env_idx: Sequence[int], frames: Tensor, poses: np.ndarray | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Start rows ``env_idx`` over from uint8 frames ``(n, F, H, W, 3)``; other rows keep going.
 
-        The frames are encoded and written to the rows' emptied caches as their first chunk.
+        The frames are encoded and written to the rows' emptied caches as their first chunk;
+        with memory, the rows' banks forget them and store the start chunk seen from ``poses``.
 
         Returns:
             The start latents ``(n, F, C, h, w)`` and the frames the episode starts from.
@@ -73,15 +101,31 @@ class WorldEngine:
             actions = torch.zeros(len(idx), *self.rollout.action_shape, device=self.device)
             self.rollout.commit(sub, latents, actions, self.modality[idx], self.gens.subset(idx))
         self.cache.load_state_dict(sub.state_dict(), env_idx=idx)
+        self.slot_uid[idx] = -1
+        if self.recall is not None:  # nothing retrieved yet in the new episodes
+            self.recall.uid[idx], self.recall.score[idx] = -1, 0.0
+        self._remember(latents, idx)
+        if self.memory is not None:
+            self.memory.reset(idx)
+            self.memory.add(latents, poses, idx)
         return latents, frames
 
-    def step(self, actions: np.ndarray, decode: slice = slice(None)) -> tuple[Tensor, Tensor]:
+    def _remember(self, latents: Tensor, rows: list[int]) -> None:
+        if self.last_latents is None:
+            self.last_latents = torch.zeros(self.num_envs, *latents.shape[1:], device=self.device)
+        self.last_latents[rows] = latents.float()
+
+    def step(
+        self, actions: np.ndarray, decode: slice = slice(None), poses: np.ndarray | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Generate one chunk for every row.
 
         Args:
             actions: ``(B, F, w)`` float32 action vectors of the rows' modality (``w <= A``).
             decode: Which of the chunk's frames to decode (default all; ``slice(-1, None)``
                 decodes only the last, for callers that read nothing else).
+            poses: ``(B, 4)`` poses the rows look from after these actions (memory retrieval;
+                needed with memory in worlds with a pose).
 
         Returns:
             Latents ``(B, F, C, h, w)`` and uint8 frames ``(B, F', H, W, 3)`` on the device.
@@ -89,20 +133,65 @@ class WorldEngine:
         padded = torch.zeros(self.num_envs, actions.shape[1], self.action_dim, device=self.device)
         padded[..., : actions.shape[2]] = torch.from_numpy(actions).to(self.device)
         with torch.no_grad(), precision(self.device, self.dtype):
+            if self.memory is not None:
+                self._recall(poses)
             latents = self.rollout.generate(self.cache, padded, self.modality, self.gens)
             frames = self.model.vae.decode(latents[:, decode])
+        rows = list(range(self.num_envs))
+        self._remember(latents, rows)
+        if self.memory is not None:
+            self.memory.add(latents, poses, rows)
         return latents, frames
 
+    def _recall(self, poses: np.ndarray | None) -> None:
+        """Retrieve each row's memory and write changed entries into the cache's memory slots."""
+        memory = self.memory
+        self.recall = recall = memory.retrieve(poses, self.last_latents)
+        valid = np.zeros(self.slot_uid.shape, bool)
+        for j in range(self.slot_uid.shape[1]):
+            latents, valid[:, j] = memory.gather(recall, j)
+            changed = np.flatnonzero(valid[:, j] & (recall.uid[:, j] != self.slot_uid[:, j]))
+            if len(changed):
+                rows = torch.from_numpy(changed).to(self.device)
+                self.model.dit.encode_memory(
+                    latents[rows],
+                    self.config.sampler.context_t,
+                    self.modality[rows],
+                    self.cache,
+                    j,
+                    rows,
+                )
+            self.slot_uid[:, j] = np.where(valid[:, j], recall.uid[:, j], -1)
+        self.cache.set_memory(torch.from_numpy(valid))
+
+    def set_memory_enabled(self, enabled: bool, env_idx: Sequence[int] | None = None) -> None:
+        """Turn memory retrieval on or off for rows ``env_idx`` (all if None)."""
+        if self.memory is None:
+            if enabled:
+                raise ValueError("this engine was built without memory (memory=True)")
+            return
+        self.memory.set_enabled(enabled, env_idx)
+
     def get_state(self, env_idx: Sequence[int]) -> dict[str, Any]:
-        """Copies of the rows' cache and generator states (repeats allowed: fork)."""
+        """Copies of the rows' cache, generator and memory states (repeats allowed: fork)."""
+        idx = list(env_idx)
         return {
-            "cache": {
-                k: v.clone() for k, v in self.cache.select(list(env_idx)).state_dict().items()
-            },
-            "generators": [self.gens.generators[int(i)].get_state() for i in env_idx],
+            "cache": {k: v.clone() for k, v in self.cache.select(idx).state_dict().items()},
+            "generators": [self.gens.generators[int(i)].get_state() for i in idx],
+            "last_latents": None if self.last_latents is None else self.last_latents[idx].clone(),
+            "slot_uid": self.slot_uid[idx].copy(),
+            "memory": None if self.memory is None else self.memory.get_state(idx),
         }
 
     def set_state(self, state: dict[str, Any], env_idx: Sequence[int]) -> None:
         """Restore rows ``env_idx`` from :meth:`get_state` output of as many rows."""
-        self.cache.load_state_dict(state["cache"], env_idx=list(env_idx))
-        self.gens.set_state(state["generators"], env_idx)
+        idx = list(env_idx)
+        self.cache.load_state_dict(state["cache"], env_idx=idx)
+        self.gens.set_state(state["generators"], idx)
+        if state.get("last_latents") is not None:
+            self._remember(state["last_latents"], idx)
+        if self.memory is not None and state.get("memory") is not None:
+            self.memory.set_state(state["memory"], idx)
+            # Rows sharing a reloaded bank: their slots may name entries that changed.
+            self.slot_uid[np.isin(self.memory.banks, self.memory.banks[idx])] = -1
+        self.slot_uid[idx] = state.get("slot_uid", -1)

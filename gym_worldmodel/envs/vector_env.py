@@ -56,7 +56,20 @@ class WorldModelVectorEnv(VectorEnv):
         render_mode: None or ``"rgb_array"``.
         reward_fn: Hook or list of hooks (:mod:`gym_worldmodel.envs.hooks`); default 0.
         termination_fn: Hook or list of hooks; default never.
-        engine: A prebuilt engine (tests, forks); overrides ``model``.
+        memory: Spatial memory (``memory.SpatialMemory``): before each step every row retrieves
+            the past chunk whose view overlaps most with where it now looks and attends to it.
+            None: on for worlds with a pose (city walk, driving), off for the robot (fixed
+            camera; retrieval by latent similarity, not trained). Switch rows off with
+            :meth:`set_memory`. ``info["memory_hits"]`` counts retrieved chunks per row and
+            ``info["memory_score"]`` is the best one's view overlap (0 to 1).
+        memory_shared: All rows share one memory bank (what one saw, another finds); poses
+            then need a common origin, e.g. every row starting from the same image.
+        memory_capacity: Chunks kept per bank (the bank is bounded; step cost stays flat).
+        engine: A prebuilt engine (tests, forks); overrides ``model`` and the memory settings.
+
+    Poses (``info["pose"]``, worlds with a pose): camera ``(x_m, y_m, yaw_deg, pitch_deg)``,
+    driving ``(x_m, y_m, heading_deg, speed_mps)``, integrated from the actions and zero at
+    each reset (see ``envs.pose``).
     """
 
     metadata = {
@@ -81,6 +94,9 @@ class WorldModelVectorEnv(VectorEnv):
         render_mode: str | None = None,
         reward_fn: hook_lib.Hook | Sequence[hook_lib.Hook] | None = None,
         termination_fn: hook_lib.Hook | Sequence[hook_lib.Hook] | None = None,
+        memory: bool | None = None,
+        memory_shared: bool = False,
+        memory_capacity: int = 256,
         engine: Any = None,
     ) -> None:
         check_choice("obs_mode", obs_mode, ("rgb", "chunk", "latent"))
@@ -96,6 +112,8 @@ class WorldModelVectorEnv(VectorEnv):
         self.render_mode, self.max_episode_steps = render_mode, max_episode_steps
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
         self._model_arg, self._engine = model, engine
+        self.memory = self.world.pose is not None if memory is None else bool(memory)
+        self.memory_shared, self.memory_capacity = memory_shared, memory_capacity
         self.config = engine.config if engine is not None else model_config(self.world, model)
         self.metadata = {
             **self.metadata,
@@ -159,8 +177,8 @@ class WorldModelVectorEnv(VectorEnv):
             self._done.copy() if mode == AutoresetMode.NEXT_STEP else np.zeros_like(self._done)
         )
         prev_frame, prev_pose = self._frames[:, -1], self._pose
-        self._latents, self._frames = self._engine.step(vec)
-        self._advance_pose(vec)
+        self._advance_pose(vec)  # first: memory retrieves by where the rows will look
+        self._latents, self._frames = self._engine.step(vec, poses=self._pose)
         self._steps += 1
         rewards, terminated, truncated = self._judge(prev_frame, vec, prev_pose)
         rewards[resetting], terminated[resetting], truncated[resetting] = 0.0, False, False
@@ -181,6 +199,16 @@ class WorldModelVectorEnv(VectorEnv):
         if self.render_mode is None or self._frames is None:
             return None
         return tuple(self._frames[:, -1].to("cpu", copy=True).numpy())
+
+    def set_memory(self, enabled: bool, env_idx: Sequence[int] | None = None) -> None:
+        """Turn spatial-memory retrieval on or off for rows ``env_idx`` (all if None).
+
+        Rows switched off keep storing what they see; they just stop attending to it (for
+        memory on/off comparisons within one batch). Needs an env built with memory.
+        """
+        self._check_open()
+        self._build_engine()
+        self._engine.set_memory_enabled(enabled, None if env_idx is None else list(env_idx))
 
     def close_extras(self, **kwargs: Any) -> None:
         """Release the engine; further calls to reset or step raise."""
@@ -240,7 +268,15 @@ class WorldModelVectorEnv(VectorEnv):
         if seeds is not None and len(seeds) != n:
             raise ValueError(f"need {n} seeds for {n} forks, got {len(seeds)}")
         state = self.get_state([row] * n)
-        engine = WorldEngine(self._engine.model, n, self.head.modality, self.device, self.dtype)
+        engine = WorldEngine(
+            self._engine.model,
+            n,
+            self.head.modality,
+            self.device,
+            self.dtype,
+            memory=self._engine.memory is not None,
+            memory_capacity=self.memory_capacity,
+        )
         child = WorldModelVectorEnv(
             n,
             world=self.world.name,
@@ -276,7 +312,14 @@ class WorldModelVectorEnv(VectorEnv):
         if self._engine is None:
             model = load_model(self.world, self._model_arg)
             self._engine = WorldEngine(
-                model, self.num_envs, self.head.modality, self.device, self.dtype
+                model,
+                self.num_envs,
+                self.head.modality,
+                self.device,
+                self.dtype,
+                memory=self.memory,
+                memory_banks=[0] * self.num_envs if self.memory_shared else None,
+                memory_capacity=self.memory_capacity,
             )
 
     def _check_open(self) -> None:
@@ -298,7 +341,8 @@ class WorldModelVectorEnv(VectorEnv):
         frames = np.stack(chunks) if frames is None else frames
         self._engine.seed(rows.tolist(), torch_seeds)
         frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-        latents, frames_t = self._engine.start(rows.tolist(), frames_t)
+        poses = None if self._pose is None else np.zeros((len(rows), 4))
+        latents, frames_t = self._engine.start(rows.tolist(), frames_t, poses=poses)
         if self._frames is None:
             self._frames, self._latents = frames_t.clone(), latents.clone()
         else:
@@ -346,6 +390,12 @@ class WorldModelVectorEnv(VectorEnv):
         infos: dict[str, Any] = {"step": self._steps.copy(), "_step": ones}
         if self._pose is not None:
             infos["pose"], infos["_pose"] = self._pose.copy(), ones.copy()
+        recall = getattr(self._engine, "recall", None)
+        if getattr(self._engine, "memory", None) is not None:
+            hits = np.zeros(self.num_envs, np.int64) if recall is None else recall.hits
+            score = np.zeros(self.num_envs) if recall is None else recall.score[:, 0]
+            infos["memory_hits"], infos["_memory_hits"] = hits, ones.copy()
+            infos["memory_score"], infos["_memory_score"] = score, ones.copy()
         return infos
 
     def _final(self, done: np.ndarray, infos: dict[str, Any]) -> dict[str, Any]:

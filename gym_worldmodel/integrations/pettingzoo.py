@@ -1,10 +1,11 @@
 """PettingZoo ``ParallelEnv``: agents are the rows of one batched :class:`WorldModelVectorEnv`.
 
-Every agent explores the same world (same model, same start-frame set, its own start frame and
-noise stream) and all live agents advance in one batched model forward per step. Agents do not
-see each other yet: each row has its own KV cache. A spatial memory bank shared between rows,
-which would let one agent's exploration shape what another sees, arrives with the
-spatial-memory issue.
+Every agent explores the same world (same model, its own noise stream) and all live agents
+advance in one batched model forward per step. With spatial memory (worlds with a pose), the
+agents share one memory bank and start from the same image at the same origin, so what one agent
+saw, another finds when it looks at the same place: each agent's own context (KV cache) stays
+its own, but the chunks retrieved into it may come from any agent. ``shared_memory=False`` gives
+every agent its own bank and its own start frame.
 
 Example::
 
@@ -46,9 +47,10 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
     ) from err
 
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
+from gym_worldmodel.envs.worlds import start_frames
 
 #: Keyword arguments this adapter sets itself.
-_OWN_KWARGS = ("num_envs", "autoreset_mode", "max_episode_steps", "output")
+_OWN_KWARGS = ("num_envs", "autoreset_mode", "max_episode_steps", "output", "memory_shared")
 #: Reset options passed on to the vector env; the rest are ignored with a warning.
 _RESET_OPTIONS = ("image", "frames")
 
@@ -63,8 +65,10 @@ class WorldModelParallelEnv(ParallelEnv):
         max_cycles: Truncate every agent after this many steps (None: never). Settable later
             through the ``max_cycles`` attribute.
         render_mode: None or ``"rgb_array"``.
+        shared_memory: One spatial-memory bank for all agents, who then start from one image
+            (see the module docstring); ignored when the env has no memory.
         **env_kwargs: Other keyword arguments of :class:`WorldModelVectorEnv` (``model``,
-            ``obs_mode``, ``reward_fn``, ``termination_fn``, ``device``, ...).
+            ``obs_mode``, ``reward_fn``, ``termination_fn``, ``device``, ``memory``, ...).
 
     Attributes:
         venv: The underlying vector env (``AutoresetMode.DISABLED``, NumPy output).
@@ -85,6 +89,7 @@ class WorldModelParallelEnv(ParallelEnv):
         num_agents: int = 2,
         max_cycles: int | None = 100,
         render_mode: str | None = None,
+        shared_memory: bool = True,
         **env_kwargs: Any,
     ) -> None:
         for name in _OWN_KWARGS:
@@ -101,6 +106,7 @@ class WorldModelParallelEnv(ParallelEnv):
             max_episode_steps=max_cycles,
             render_mode=render_mode,
             output="numpy",
+            memory_shared=shared_memory,
             **env_kwargs,
         ).unwrapped
         if not isinstance(venv, WorldModelVectorEnv):
@@ -128,6 +134,9 @@ class WorldModelParallelEnv(ParallelEnv):
         self._needs_reset = np.zeros(num_agents, bool)  # done rows to restart before a step
         self._last_obs: np.ndarray | None = None  # per row, frozen once its agent is done
         self._frames: np.ndarray | None = None  # last rendered frame per row, frozen likewise
+        self.shared_memory = shared_memory and venv.memory
+        self._start_rng = np.random.default_rng()
+        self._start: dict[str, Any] = {}  # the shared start image (hidden restarts reuse it)
 
     @property
     def max_cycles(self) -> int | None:
@@ -171,6 +180,12 @@ class WorldModelParallelEnv(ParallelEnv):
                 stacklevel=2,
             )
         passed = {k: options[k] for k in _RESET_OPTIONS if k in options}
+        if self.shared_memory and not passed:  # one seeded start image for every agent
+            bundled = start_frames(self.venv.world, self.venv.config.vae.image_size)
+            rng = np.random.default_rng(seed) if seed is not None else self._start_rng
+            passed = {"image": bundled[rng.integers(len(bundled))]}
+            self._start_rng = rng
+        self._start = passed if self.shared_memory else {}
         obs, infos = self.venv.reset(seed=seed, options=passed or None)
         self.agents = list(self.possible_agents)
         self._needs_reset[:] = False
@@ -205,7 +220,7 @@ class WorldModelParallelEnv(ParallelEnv):
                 f"missing {missing}, not live {extra}"
             )
         if self._needs_reset.any():  # dead agents' rows: restart them, hidden from the agents
-            self.venv.reset(options={"reset_mask": self._needs_reset.copy()})
+            self.venv.reset(options={"reset_mask": self._needs_reset.copy(), **self._start})
             self._needs_reset[:] = False
         batch = _stack([actions.get(a, self._noop) for a in self.possible_agents])
         obs, rewards, terminated, truncated, infos = self.venv.step(batch)

@@ -174,6 +174,38 @@ class KVCache:
         self.k[layer].scatter_(2, index, k.to(self.k.dtype))
         self.v[layer].scatter_(2, index, v.to(self.v.dtype))
 
+    def write_memory(self, layer: int, slot: int, k: Tensor, v: Tensor, rows: Tensor) -> None:
+        """Store a retrieved chunk's rotated ``(n, H, T, Dh)`` K/V in memory slot ``slot``.
+
+        Called by the model's memory pass (``CausalChunkDiT.encode_memory``) for every layer;
+        :meth:`set_memory` then marks which rows hold memory.
+        """
+        span = self.layout.memory
+        span = slice(
+            span.start + slot * self.layout.chunk_tokens,
+            span.start + (slot + 1) * self.layout.chunk_tokens,
+        )
+        self.k[layer, rows, :, span] = k.to(self.k.dtype)
+        self.v[layer, rows, :, span] = v.to(self.v.dtype)
+
+    def set_memory(self, valid: Tensor) -> None:
+        """Mark the memory slots each row holds; slots marked False are masked out of attention.
+
+        ``valid`` is ``(B, M)`` bool, a host tensor (or one on the cache's device).
+        """
+        lay = self.layout
+        valid = torch.as_tensor(valid, dtype=torch.bool)
+        if valid.shape != (self.batch_size, lay.memory_chunks):
+            raise ValueError(
+                f"memory validity must be ({self.batch_size}, {lay.memory_chunks}), "
+                f"got {tuple(valid.shape)}"
+            )
+        in_use = bool(valid.any())
+        self.valid[:, lay.memory] = valid.to(self.valid.device).repeat_interleave(
+            lay.chunk_tokens, 1
+        )
+        self._set_memory_in_use(in_use)
+
     def commit(self) -> None:
         """Close a step after every layer wrote: mark slots valid, age the ring, count."""
         self.valid.scatter_(1, self._write_index, True)

@@ -6,11 +6,15 @@
 * :class:`SequenceAttention`: training and the no-cache reference. A whole sequence of chunks in
   one forward, each chunk attending to exactly the keys the cache would hold for it (block-causal
   sliding window), which makes it equal to chunk-by-chunk generation with the cache.
+* :class:`MemoryAttention`: a retrieved memory chunk on its own (it attends to itself only),
+  whose keys and values go to one of the cache's memory slots.
 
 Positions are relative to the cache: the current chunk sits at time ``P = context_frames``, the
-ring chunk ``a`` chunks old at ``P - a * F``, the sink (the first chunk) at ``0``. The sequence
-path reproduces exactly those relative distances, including the sink's fixed distance, by giving
-every query a second rotation at ``P`` used only against the sink keys (the two rotations are
+ring chunk ``a`` chunks old at ``P - a * F``, the sink (the first chunk) at ``0``, memory slot
+``m`` at ``(1 + m) * F`` (retrieved chunks are reframed: wherever and whenever they were seen,
+they sit just after the sink in the position index). The sequence path reproduces exactly those
+relative distances, including the sink's and memory's fixed distances, by giving every query a
+second rotation at ``P`` used only against the sink and memory keys (the two rotations are
 concatenated along the head axis so one fused attention call evaluates both).
 """
 
@@ -43,6 +47,14 @@ class ChunkCache(Protocol):
         ...
 
 
+class MemoryCache(Protocol):
+    """What :class:`MemoryAttention` needs from a KV cache."""
+
+    def write_memory(self, layer: int, slot: int, k: Tensor, v: Tensor, rows: Tensor) -> None:
+        """Store rotated ``(n, H, T, Dh)`` K/V of rows ``rows`` in memory slot ``slot``."""
+        ...
+
+
 class ChunkAttention:
     """Attention context of one chunk against a KV cache.
 
@@ -72,64 +84,130 @@ class ChunkAttention:
         return out
 
 
+class MemoryAttention:
+    """Attention context of retrieved memory chunks being written to a cache memory slot.
+
+    A memory chunk attends to itself only (like the sink when an episode starts), so its keys
+    and values do not depend on where or when it was retrieved.
+
+    Args:
+        cache: The cache whose memory slot receives the chunk.
+        cos: Rotary cosines at the slot's position, ``(T, Dh)``.
+        sin: Rotary sines, ``(T, Dh)``.
+        slot: Memory slot index.
+        rows: ``(n,)`` long, the cache rows the ``n`` chunks go to.
+    """
+
+    def __init__(
+        self, cache: MemoryCache, cos: Tensor, sin: Tensor, slot: int, rows: Tensor
+    ) -> None:
+        self.cache, self.cos, self.sin, self.slot, self.rows = cache, cos, sin, slot, rows
+
+    def __call__(self, layer: int, qk: Tensor, v: Tensor) -> Tensor:
+        """Self-attention of the chunk; its rotated K/V are stored (arguments as above)."""
+        q, k = apply_rotary(qk, self.cos, self.sin).unbind(0)
+        self.cache.write_memory(layer, self.slot, k, v, self.rows)
+        return F.scaled_dot_product_attention(q, k, v)
+
+
 class SequenceAttention:
     """Attention context of a whole chunk sequence (training, no-cache reference).
 
-    Chunk ``n`` sees itself, the sink (chunk 0) and the ``window_chunks`` chunks before it,
-    exactly what the cache holds when chunk ``n`` is generated.
+    Chunk ``n`` sees itself, the sink (chunk 0), the retrieved memory chunks and the
+    ``window_chunks`` chunks before it, exactly what the cache holds when chunk ``n`` is
+    generated. Memory chunks come first in the token sequence and attend to themselves only
+    (as :class:`MemoryAttention`); the sink does not see them (an episode's first chunk is
+    written before anything is retrieved).
 
     Args:
         config: The DiT config (cache layout and geometry).
         rope: The model's rotary frequencies.
-        n_chunks: Chunks in the sequence.
+        n_chunks: Chunks in the sequence, the memory chunks not counted.
         device: Where to build the tables.
+        memory_chunks: Memory chunks before the sequence (at most ``config.memory_chunks``).
+        memory_valid: ``(B,)`` bool, rows whose memory chunks are real (the others ignore them);
+            None: every row's are.
     """
 
-    def __init__(self, config: DiTConfig, rope: Rotary3D, n_chunks: int, device: torch.device):
+    def __init__(
+        self,
+        config: DiTConfig,
+        rope: Rotary3D,
+        n_chunks: int,
+        device: torch.device,
+        memory_chunks: int = 0,
+        memory_valid: Tensor | None = None,
+    ):
+        if memory_chunks > config.memory_chunks:
+            raise ValueError(
+                f"{memory_chunks} memory chunks; the model has {config.memory_chunks} slots"
+            )
         f, side = config.chunk_frames, config.latent_size // config.patch_size
         self.tokens_per_chunk = config.tokens_per_chunk
         self.scale = config.head_dim**-0.5
         self.cos, self.sin = rope.cos_sin(grid_positions(n_chunks * f, side).to(device))
         sink_q = grid_positions(f, side, time_offset=config.context_frames).repeat(n_chunks, 1)
         self.cos_q_sink, self.sin_q_sink = rope.cos_sin(sink_q.to(device))
-        self.cos_k_sink, self.sin_k_sink = rope.cos_sin(grid_positions(f, side).to(device))
-        self.n_chunks, self.window = n_chunks, config.window_chunks
+        # Fixed-position keys: the sink at 0, memory slot m at (1 + m) F.
+        fixed = [grid_positions(f, side, time_offset=j * f) for j in range(1 + memory_chunks)]
+        self.cos_k_fixed, self.sin_k_fixed = rope.cos_sin(torch.cat(fixed).to(device))
+        self.n_chunks, self.window, self.n_mem = n_chunks, config.window_chunks, memory_chunks
+        self.memory_valid = memory_valid
 
     def __call__(self, layer: int, qk: Tensor, v: Tensor) -> Tensor:
         """Attend every query of the sequence to its visible context (arguments as above).
 
-        Chunk 0 (the sink) sees itself; chunk ``c >= 1`` sees the sink and chunks
+        Chunk 0 (the sink) sees itself; chunk ``c >= 1`` sees the sink, the memory and chunks
         ``max(1, c - window) .. c``. Each group of chunks with the same context shape is one
-        unmasked attention call (chunks with a full window are batched together), so no work
-        is spent on masked-out pairs.
+        attention call (chunks with a full window are batched together), so no work is spent
+        on masked-out pairs; a mask is used only to hide some rows' memory.
         """
-        n0, n, w = self.tokens_per_chunk, self.n_chunks, self.window
+        n0, n, w, n_mem = self.tokens_per_chunk, self.n_chunks, self.window, self.n_mem
+        dh, mem_tokens = v.shape[-1], n_mem * n0
+        outs = []
+        if n_mem:  # each memory chunk on its own, at its slot's position
+            fixed = (self.cos_k_fixed[n0:], self.sin_k_fixed[n0:])
+            qk_mem = apply_rotary(qk[..., :mem_tokens, :], *fixed)
+            for j in range(n_mem):
+                part = qk_mem[..., j * n0 : (j + 1) * n0, :]
+                outs.append(
+                    F.scaled_dot_product_attention(*part.unbind(0), v[:, :, j * n0 : (j + 1) * n0])
+                )
+            qk_mem_keys, v_mem = qk_mem[1], v[:, :, :mem_tokens]
+            qk, v = qk[..., mem_tokens:, :], v[:, :, mem_tokens:]
         q, k = qk.unbind(0)
         q_abs, k_abs = apply_rotary(qk, self.cos, self.sin).unbind(0)
         q_sink = apply_rotary(q, self.cos_q_sink, self.sin_q_sink)
-        k_sink = apply_rotary(k[:, :, :n0], self.cos_k_sink, self.sin_k_sink)
+        k_sink = apply_rotary(k[:, :, :n0], self.cos_k_fixed[:n0], self.sin_k_fixed[:n0])
+        if n_mem:  # memory keys join the sink's fixed-position path
+            k_sink = torch.cat((k_sink, qk_mem_keys), dim=2)
         q2 = torch.cat((q_abs, q_sink), dim=-1)  # (B, H, T, 2Dh)
-        k2_sink = torch.cat((torch.zeros_like(k_sink), k_sink), dim=-1)  # sink path
+        k2_sink = torch.cat((torch.zeros_like(k_sink), k_sink), dim=-1)  # fixed-position path
         k2 = torch.cat((k_abs, torch.zeros_like(k_abs)), dim=-1)  # relative path
+        b = q.shape[0]
+        mask = self._mask(b, k2_sink.shape[2], q.device)
 
         def chunks(x: Tensor, first: int, end: int) -> Tensor:
             return x[:, :, first * n0 : end * n0]
 
-        def attend(q_: Tensor, k_: Tensor, v_: Tensor) -> Tensor:
-            return F.scaled_dot_product_attention(q_, k_, v_, scale=self.scale)[..., :dh]
+        def attend(q_: Tensor, k_: Tensor, v_: Tensor, mask_: Tensor | None = None) -> Tensor:
+            if mask_ is not None:
+                mask_ = F.pad(mask_, (0, k_.shape[2] - mask_.shape[-1]), value=True)
+            out = F.scaled_dot_product_attention(q_, k_, v_, attn_mask=mask_, scale=self.scale)
+            return out[..., :dh]
 
         # Values padded to the doubled query/key width: fused (flash) kernels need equal widths.
-        dh = v.shape[-1]
-        outs = [attend(chunks(q_abs, 0, 1), chunks(k_abs, 0, 1), v[:, :, :n0])]
+        outs.append(attend(chunks(q_abs, 0, 1), chunks(k_abs, 0, 1), v[:, :, :n0]))
         v = torch.cat((v, torch.zeros_like(v)), dim=-1)
         sink_v = v[:, :, :n0]
+        if n_mem:
+            sink_v = torch.cat((sink_v, F.pad(v_mem, (0, dh))), dim=2)
         for c in range(1, min(w, n - 1) + 1):  # the window is not full yet
             keys = torch.cat((k2_sink, chunks(k2, 1, c + 1)), dim=2)
             values = torch.cat((sink_v, chunks(v, 1, c + 1)), dim=2)
-            outs.append(attend(chunks(q2, c, c + 1), keys, values))
+            outs.append(attend(chunks(q2, c, c + 1), keys, values, mask))
         m = n - 1 - w  # chunks w + 1 .. n - 1 have the same context shape: batch them
         if m > 0:
-            b, h, _, d2 = q2.shape
 
             def windows(x: Tensor, sink: Tensor) -> Tensor:
                 parts = [chunks(x, c - w, c + 1) for c in range(w + 1, n)]
@@ -138,9 +216,19 @@ class SequenceAttention:
                 return torch.cat((sink, stacked), dim=3).flatten(0, 1)
 
             queries = chunks(q2, w + 1, n).unflatten(2, (m, n0)).transpose(1, 2).flatten(0, 1)
-            out = attend(queries, windows(k2, k2_sink), windows(v, sink_v))
+            rows_mask = None if mask is None else mask.repeat_interleave(m, 0)
+            out = attend(queries, windows(k2, k2_sink), windows(v, sink_v), rows_mask)
             outs.append(out.unflatten(0, (b, m)).transpose(1, 2).flatten(2, 3))
         return torch.cat(outs, dim=2)
+
+    def _mask(self, b: int, fixed_keys: int, device: torch.device) -> Tensor | None:
+        """``(B, 1, 1, fixed_keys)`` bool over the sink and memory keys; None: all visible."""
+        if not self.n_mem or self.memory_valid is None:
+            return None
+        n0 = self.tokens_per_chunk
+        mask = torch.ones(b, 1, 1, fixed_keys, dtype=torch.bool, device=device)
+        mask[:, 0, 0, n0:] = self.memory_valid[:, None].to(device)
+        return mask
 
 
 class SelfAttention(nn.Module):

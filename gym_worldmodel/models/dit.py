@@ -24,6 +24,8 @@ from gym_worldmodel.models.actions import ActionExpert, ActionProjectors
 from gym_worldmodel.models.attention import (
     ChunkAttention,
     ChunkCache,
+    MemoryAttention,
+    MemoryCache,
     SelfAttention,
     SequenceAttention,
 )
@@ -131,6 +133,20 @@ class CausalChunkDiT(nn.Module):
         )
         self.register_buffer("chunk_cos", cos, persistent=False)
         self.register_buffer("chunk_sin", sin, persistent=False)
+        # Memory slot m sits at time (1 + m) * F: tables (M, T, Dh).
+        slots = [
+            self.rope.cos_sin(
+                grid_positions(config.chunk_frames, side, (1 + m) * config.chunk_frames)
+            )
+            for m in range(config.memory_chunks)
+        ]
+        empty = torch.zeros(0, config.tokens_per_chunk, config.head_dim)
+        self.register_buffer(
+            "memory_cos", torch.stack([c for c, _ in slots]) if slots else empty, persistent=False
+        )
+        self.register_buffer(
+            "memory_sin", torch.stack([s for _, s in slots]) if slots else empty, persistent=False
+        )
 
     def forward(
         self,
@@ -174,12 +190,15 @@ class CausalChunkDiT(nn.Module):
         modality: Tensor,
         *,
         drop_action: Tensor | None = None,
+        memory: Tensor | None = None,
+        memory_valid: Tensor | None = None,
+        memory_t: float = 0.0,
     ) -> Tensor:
         """Denoise a whole sequence of chunks in one forward, without a cache.
 
         Chunk ``n`` sees exactly what the cache would hold when generating it: the sink (chunk 0),
-        the ``window_chunks`` chunks before it, and itself. Used for training (each chunk its own
-        noise level: noise as mask) and as the no-cache reference.
+        the retrieved memory, the ``window_chunks`` chunks before it, and itself. Used for
+        training (each chunk its own noise level: noise as mask) and as the no-cache reference.
 
         Args:
             x: ``(B, N * F, C, h, w)`` latents of N chunks.
@@ -187,18 +206,62 @@ class CausalChunkDiT(nn.Module):
             actions: ``(B, N * F, A)``.
             modality: ``(B,)``.
             drop_action: ``(B,)`` bool.
+            memory: ``(B, M * F, C, h, w)`` latents of M retrieved chunks (``M`` at most
+                ``config.memory_chunks``), as :meth:`encode_memory` would write them.
+            memory_valid: ``(B,)`` bool: rows whose memory is real; None: all rows'.
+            memory_t: Noise level the memory chunks are presented at.
 
         Returns:
             Velocity ``(B, N * F, C, h, w)``.
         """
-        n = t.shape[1]
-        if x.shape[1] != n * self.config.chunk_frames:
-            raise ValueError(
-                f"x has {x.shape[1]} frames; t implies {n} chunks of {self.config.chunk_frames}"
+        n, f = t.shape[1], self.config.chunk_frames
+        if x.shape[1] != n * f:
+            raise ValueError(f"x has {x.shape[1]} frames; t implies {n} chunks of {f}")
+        n_mem = 0 if memory is None else memory.shape[1] // f
+        context = SequenceAttention(self.config, self.rope, n, x.device, n_mem, memory_valid)
+        t_frames = t.repeat_interleave(f, dim=1)
+        if n_mem:  # memory chunks first, at their level and with no action
+            if memory.shape[1] != n_mem * f or memory.shape[2:] != x.shape[2:]:
+                raise ValueError(
+                    f"memory must be (B, M * {f}, {', '.join(map(str, x.shape[2:]))}), "
+                    f"got {tuple(memory.shape)}"
+                )
+            x = torch.cat((memory.to(x.dtype), x), 1)
+            t_frames = torch.cat(
+                (torch.full_like(t_frames[:, :1], memory_t).expand(-1, n_mem * f), t_frames), 1
             )
-        context = SequenceAttention(self.config, self.rope, n, x.device)
-        t_frames = t.repeat_interleave(self.config.chunk_frames, dim=1)
-        return self._run(x, t_frames, actions, modality, drop_action, context)
+            actions = torch.cat(
+                (actions.new_zeros(actions.shape[0], n_mem * f, actions.shape[2]), actions), 1
+            )
+        out = self._run(x, t_frames, actions, modality, drop_action, context)
+        return out[:, n_mem * f :]
+
+    def encode_memory(
+        self,
+        latents: Tensor,
+        t: float,
+        modality: Tensor,
+        cache: MemoryCache,
+        slot: int,
+        rows: Tensor,
+    ) -> None:
+        """Write retrieved chunks' keys and values into a cache memory slot (one forward).
+
+        Args:
+            latents: ``(n, F, C, h, w)`` chunk latents, one per row in ``rows``.
+            t: Noise level they are presented at (the level history is written at).
+            modality: ``(n,)`` expert ids.
+            cache: The cache to write.
+            slot: Memory slot index (< ``config.memory_chunks``).
+            rows: ``(n,)`` long, the cache rows.
+        """
+        if not 0 <= slot < self.config.memory_chunks:
+            raise ValueError(f"slot must be in [0, {self.config.memory_chunks}), got {slot}")
+        context = MemoryAttention(cache, self.memory_cos[slot], self.memory_sin[slot], slot, rows)
+        n, f = latents.shape[:2]
+        t_frames = torch.full((n, f), float(t), device=latents.device)
+        actions = torch.zeros(n, f, self.config.action_dim, device=latents.device)
+        self._run(latents, t_frames, actions, modality, None, context)
 
     def _run(
         self,

@@ -19,6 +19,11 @@ Behaviour policies (all randomness from ``np.random.default_rng(seed)``):
                   agent comes back to where it started (revisits).
     ``"mixed"``   the default: segments of the three above (one-leg loops), drawn at random
                   within an episode.
+    ``"revisit"`` the mixed policy for the first part of the episode, then the exact way back:
+                  every applied move and turn undone in reverse order (walking backwards, the
+                  agent passes through the poses it had on the way out), ending at the start
+                  pose. The spatial-memory benchmark's trajectories: a frame on the way back
+                  sees what an earlier frame saw, long after it left the view.
 
 Rendering is headless (EGL): pyglet is switched to headless mode before miniworld is first
 imported, so code that imports miniworld itself must set ``pyglet.options["headless"] = True``
@@ -40,13 +45,16 @@ from gym_worldmodel.envs.actions import CameraHead
 from gym_worldmodel.envs.pose import integrate_camera
 from gym_worldmodel.sources.episodes import Episode
 
-POLICIES = ("random", "sweep", "loop", "mixed")
+POLICIES = ("random", "sweep", "loop", "mixed", "revisit")
 _INSTALL_HINT = "pip install gym-worldmodel[simulators]"
 # Key probabilities of the random policy: translation (none, W, A, S, D), rotation
 # (none, left, right, up, down).
 _RANDOM_MOVE_P = (0.2, 0.35, 0.15, 0.15, 0.15)
 _RANDOM_TURN_P = (0.4, 0.175, 0.175, 0.125, 0.125)
 _WALK_MOVE_P = (0.55, 0.15, 0.15, 0.15)  # W, A, S, D for scripted walks
+# The key that undoes a translation (none, W, A, S, D) or a rotation (none, left, right, up, down).
+_OPPOSITE_MOVE = (0, 3, 4, 1, 2)
+_OPPOSITE_TURN = (0, 2, 1, 4, 3)
 
 
 def _import_miniworld() -> Any:
@@ -92,6 +100,9 @@ class _Policy:
         return max(1, round(metres / self.move_m))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.name == "revisit":
+            yield from self._revisit()
+            return
         segments = {"random": self._random, "sweep": self._sweep, "loop": self._loop}
         while True:
             if self.name == "mixed":
@@ -99,6 +110,30 @@ class _Policy:
             else:
                 name = self.name
             yield from segments[name]()
+
+    def _revisit(self) -> Iterator[tuple[int, int]]:
+        """Mixed segments out, then every applied move and turn undone in reverse order.
+
+        A frame's rotation comes before its move (``integrate_camera``), so a frame with both is
+        undone in two frames: the opposite move, then the opposite turn. The way out stops while
+        the frames left still hold the whole way back.
+        """
+        out = _Policy("mixed", self.rng, self.w, self.move_m, self.turn_deg)
+        undo: list[tuple[int, int]] = []
+        budget = self.w.remaining
+        for used, (move, turn) in enumerate(out):
+            if budget - used < len(undo) + 3:  # this frame may add two undo frames
+                break
+            yield move, turn
+            frame = []
+            if move and not self.w.blocked:
+                frame.append((_OPPOSITE_MOVE[move], 0))
+            if turn:
+                frame.append((0, _OPPOSITE_TURN[turn]))
+            undo.extend(reversed(frame))
+        yield from reversed(undo)
+        while True:  # at the start pose again: stand still for what is left
+            yield 0, 0
 
     def _random(self) -> Iterator[tuple[int, int]]:
         """A run of 3-6 random key pairs, each held 2-8 frames (a blocked move ends a hold)."""
@@ -189,7 +224,8 @@ class MiniWorldSource:
         size: Native square render size in pixels.
         move_m: Metres per frame of one translation key (as the world-model env's ``move_m``).
         turn_deg: Degrees per frame of one rotation key (as the env's ``turn_deg``).
-        policy: ``"random"``, ``"sweep"``, ``"loop"`` or ``"mixed"`` (see the module docstring).
+        policy: ``"random"``, ``"sweep"``, ``"loop"``, ``"mixed"`` or ``"revisit"`` (see the
+            module docstring).
         domain_rand: Turn on MiniWorld's per-seed domain randomisation (sky, lighting, textures,
             camera height and field of view; the camera pitch is always ours).
     """

@@ -4,6 +4,10 @@ An env episode starts from one image (its first chunk is that frame repeated, wi
 and then generates chunk after chunk from actions. A training window mirrors that: frame ``s`` of a
 recorded episode repeated ``F`` times is chunk 0 (the sink), and chunks ``1..N-1`` are the frames
 that followed, each paired with the action that led to it.
+
+With a memory geometry, each window also gets the chunk of the episode's past (before the window)
+whose view overlaps most with the window's last frame, as the env's spatial memory would retrieve
+it (``memory.SpatialMemory``), so the model learns to use what is retrieved.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gym_worldmodel.memory.spatial import ViewGeometry
 from gym_worldmodel.sources.episodes import DatasetError, Episode
 
 
@@ -24,6 +29,7 @@ class LatentEpisode:
 
     frames: np.ndarray
     actions: np.ndarray
+    poses: np.ndarray | None = None
 
 
 class ChunkWindows(torch.utils.data.Dataset):
@@ -38,9 +44,15 @@ class ChunkWindows(torch.utils.data.Dataset):
         stride: Frames between consecutive window starts.
         key: Item key of the frames: ``"frames"`` for uint8 frames, or ``"latents"`` for
             episodes whose ``frames`` are already encoded (``encode_episodes``).
+        memory: View geometry for memory retrieval (frustum or top-down; needs poses), or None
+            for no memory.
+        min_score: Least view overlap that counts as a memory hit.
 
     Items are dicts: ``frames`` uint8 ``(N * F, H, W, 3)`` (or ``latents``), ``actions`` float32
-    ``(N * F, action_dim)`` (zero for the sink) and ``modality`` (long scalar).
+    ``(N * F, action_dim)`` (zero for the sink) and ``modality`` (long scalar); with ``memory``
+    also ``memory_frames`` (or ``memory_latents``) ``(F, ...)``, the retrieved chunk (the ``F``
+    frames ending at the retrieved frame), and ``memory_valid`` (bool scalar; False when nothing
+    before the window overlaps enough, the chunk then being zeros).
     """
 
     def __init__(
@@ -52,6 +64,8 @@ class ChunkWindows(torch.utils.data.Dataset):
         modality: int,
         stride: int = 1,
         key: str = "frames",
+        memory: ViewGeometry | None = None,
+        min_score: float = 0.2,
     ) -> None:
         if n_chunks < 2:
             raise ValueError("a window needs the sink and at least one generated chunk")
@@ -68,6 +82,10 @@ class ChunkWindows(torch.utils.data.Dataset):
                 f"no episode has the {follow + 1} frames a window of {n_chunks} "
                 f"chunks of {chunk_frames} needs"
             )
+        if memory is not None and memory.kind == "latent":
+            raise ValueError("training windows retrieve memory by pose: frustum or topdown")
+        self.memory, self.min_score = memory, min_score
+        self._retrieved: dict[int, int] = {}  # window -> memory frame, filled as windows are read
         widths = {ep.actions.shape[1] for ep in self.episodes}
         if max(widths) > action_dim:
             raise DatasetError(
@@ -86,11 +104,34 @@ class ChunkWindows(torch.utils.data.Dataset):
         actions = np.zeros((self.n * self.f, self.action_dim), np.float32)
         acts = ep.actions[s : s + follow]  # action t leads to frame t + 1
         actions[self.f :, : acts.shape[1]] = acts
-        return {
+        item = {
             self.key: torch.from_numpy(frames),
             "actions": torch.from_numpy(actions),
             "modality": torch.tensor(self.modality, dtype=torch.long),
         }
+        if self.memory is not None:
+            if i not in self._retrieved:
+                self._retrieved[i] = self._retrieve(e, s)
+            j = self._retrieved[i]
+            chunk = ep.frames[max(j, 0) - self.f + 1 : max(j, 0) + 1]
+            if j < 0:
+                chunk = np.zeros((self.f, *ep.frames.shape[1:]), ep.frames.dtype)
+            item[f"memory_{self.key}"] = torch.from_numpy(np.ascontiguousarray(chunk))
+            item["memory_valid"] = torch.tensor(j >= 0)
+        return item
+
+    def _retrieve(self, e: int, s: int) -> int:
+        """The frame ending the best memory chunk before window ``(e, s)``, or -1."""
+        ep = self.episodes[e]
+        if ep.poses is None:
+            return -1
+        candidates = np.arange(self.f - 1, s)  # chunks that end before the window starts
+        if not len(candidates):
+            return -1
+        target = ep.poses[s + (self.n - 1) * self.f]
+        score = self.memory.overlap(target[None], ep.poses[candidates][None])[0]
+        best = int(np.argmax(score))
+        return int(candidates[best]) if score[best] >= self.min_score else -1
 
 
 class Frames(torch.utils.data.Dataset):

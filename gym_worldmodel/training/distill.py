@@ -12,6 +12,10 @@ Each training window (the sink plus ``N - 1`` chunks of a recorded episode) is u
    one sequence forward over the window. The loss is the squared error to the teacher's chunk,
    plus ``gt_weight`` times the error to the recorded chunk.
 
+With a retrieved memory chunk, student and teacher see the same memory in every pass (the cache's
+memory slot, and the sequence forward's memory chunk), so distillation keeps memory use alive
+rather than teaching the student to ignore it.
+
 Steps 1-2 run with the cache (one chunk per forward); the gradient pass uses
 ``forward_sequence``, which computes what the cache path computes.
 """
@@ -64,6 +68,8 @@ def student_loss(
     modality: Tensor,
     gen: torch.Generator,
     config: DistillConfig,
+    memory: Tensor | None = None,
+    memory_valid: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Distillation loss of one batch of windows (see the module docstring).
 
@@ -76,6 +82,8 @@ def student_loss(
         modality: ``(B,)``.
         gen: Source of every random draw.
         config: Teacher steps and the ground-truth weight.
+        memory: Retrieved chunk of each window ``(B, F, C, h, w)``, or None.
+        memory_valid: ``(B,)`` bool, rows whose memory is real.
     """
     cfg = student.config
     f, b = cfg.chunk_frames, latents.shape[0]
@@ -89,8 +97,13 @@ def student_loss(
     schedule = FlowMatchSchedule(student_sampler.shift)
     with torch.no_grad():
         history = [chunk(latents, 0)]
-        for roll, cache in zip(rollouts, caches, strict=True):
+        rows = torch.arange(b, device=latents.device)
+        for roll, cache, model in zip(rollouts, caches, (student, teacher), strict=True):
             roll.commit(cache, history[0], chunk(actions, 0), modality)
+            if memory is not None:  # after the sink, as the env retrieves from step 1 on
+                model.encode_memory(memory, 0.0, modality, cache, 0, rows)
+                valid = torch.ones(b, dtype=torch.bool) if memory_valid is None else memory_valid
+                cache.set_memory(valid.cpu()[:, None])
         for k in range(1, n - 1):
             x0 = rollouts[0].generate(caches[0], chunk(actions, k), modality, gens)
             rollouts[1].commit(caches[1], x0, chunk(actions, k), modality)
@@ -110,7 +123,14 @@ def student_loss(
     t = steps[i]
     levels = torch.zeros(b, n, device=latents.device)
     levels[:, -1] = t
-    v = student.forward_sequence(torch.cat([*history, x_t], 1), levels, actions, modality)
+    v = student.forward_sequence(
+        torch.cat([*history, x_t], 1),
+        levels,
+        actions,
+        modality,
+        memory=memory,
+        memory_valid=memory_valid,
+    )
     x0_pred = x_t - t * v[:, -f:].float()
     distill = (x0_pred - target).pow(2).mean()
     truth = (x0_pred - chunk(latents, n - 1)).pow(2).mean()

@@ -65,6 +65,8 @@ def teacher_loss(
     modality: Tensor,
     gen: torch.Generator,
     config: TeacherLossConfig,
+    memory: Tensor | None = None,
+    memory_valid: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Flow-matching loss over windows of chunks.
 
@@ -75,6 +77,8 @@ def teacher_loss(
         modality: ``(B,)``.
         gen: Source of every random draw.
         config: Level sampling and dropout.
+        memory: Retrieved chunk of each window, clean latents ``(B, F, C, h, w)``, or None.
+        memory_valid: ``(B,)`` bool, rows whose memory is real.
 
     Returns:
         The loss and its parts (host floats): the loss on the last chunk is reported apart,
@@ -94,7 +98,9 @@ def teacher_loss(
     t = levels.repeat_interleave(dit.config.chunk_frames, 1)[..., None, None, None]
     x_t = schedule.add_noise(latents, noise, t)
     drop = torch.rand(b, generator=gen, device=dev) < config.action_dropout
-    velocity = dit.forward_sequence(x_t, levels, actions, modality, drop_action=drop).float()
+    velocity = dit.forward_sequence(
+        x_t, levels, actions, modality, drop_action=drop, memory=memory, memory_valid=memory_valid
+    ).float()
     err = (velocity - schedule.velocity_target(latents, noise)).pow(2)
     loss = err.mean()
     last = err[:, -dit.config.chunk_frames :].mean()

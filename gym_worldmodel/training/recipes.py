@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from gym_worldmodel import hub
+from gym_worldmodel.memory.spatial import GEOMETRIES, ViewGeometry
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.episodes import load_episodes, read_card
 from gym_worldmodel.training.data import ChunkWindows, Frames, LatentEpisode
@@ -76,7 +77,7 @@ def encode_episodes(model: WorldModel, episodes: Sequence, batch: int = 256) -> 
                     for i in range(0, len(frames), batch)
                 ]
             )
-            out.append(LatentEpisode(latents.numpy(), ep.actions))
+            out.append(LatentEpisode(latents.numpy(), ep.actions, ep.poses))
     return out
 
 
@@ -86,36 +87,52 @@ def chunk_windows(
     n_chunks: int,
     encode: bool,
     split: str = "train",
+    memory: bool = False,
 ) -> torch.utils.data.Dataset:
     """Windows of ``n_chunks`` chunks over every dataset's episodes (all modalities).
 
     With ``encode`` the episodes are encoded once up front (items hold ``latents``): worth it
     when a run sees every frame several times. Otherwise items hold uint8 ``frames`` and the
-    loss encodes each batch (:func:`batch_latents`).
+    loss encodes each batch (:func:`batch_latents`). With ``memory``, windows of worlds with a
+    pose carry a retrieved memory chunk (``ChunkWindows``); the others carry an invalid one, so
+    every item has the same keys.
     """
     cfg = model.config.dit
     sets = []
     for d in data:
         episodes = load_episodes(Path(d), split)
+        modality = read_card(Path(d))["modality"]
+        geometry = GEOMETRIES[modality] if memory else None
+        if geometry is not None and geometry.kind == "latent":  # no pose: never a memory chunk
+            geometry = ViewGeometry("topdown")
+            episodes = [dataclasses.replace(ep, poses=None) for ep in episodes]
         sets.append(
             ChunkWindows(
                 encode_episodes(model, episodes) if encode else episodes,
                 cfg.chunk_frames,
                 n_chunks,
                 cfg.action_dim,
-                cfg.modality_id(read_card(Path(d))["modality"]),
+                cfg.modality_id(modality),
                 key="latents" if encode else "frames",
+                memory=geometry,
             )
         )
     return torch.utils.data.ConcatDataset(sets)
 
 
-def batch_latents(model: WorldModel, batch: dict) -> torch.Tensor:
-    """The batch's clean latents: pre-encoded, or encoded now (no gradient)."""
-    if "latents" in batch:
-        return batch["latents"]
+def batch_latents(model: WorldModel, batch: dict, key: str = "") -> torch.Tensor:
+    """The batch's clean latents (``key="memory_"``: its memory chunks), encoded if need be."""
+    if f"{key}latents" in batch:
+        return batch[f"{key}latents"]
     with torch.no_grad():
-        return model.vae.encode(batch["frames"]).float()
+        return model.vae.encode(batch[f"{key}frames"]).float()
+
+
+def batch_memory(model: WorldModel, batch: dict) -> dict[str, torch.Tensor]:
+    """Keyword arguments ``memory`` / ``memory_valid`` of the losses (empty without memory)."""
+    if "memory_valid" not in batch:
+        return {}
+    return {"memory": batch_latents(model, batch, "memory_"), "memory_valid": batch["memory_valid"]}
 
 
 def train_teacher(
@@ -126,29 +143,43 @@ def train_teacher(
     n_chunks: int | None = None,
     loss_config: TeacherLossConfig | None = None,
     progress: bool = True,
+    memory: bool = False,
 ) -> WorldModel:
     """Train the DiT as a flow-matching teacher on windows from ``data`` (all modalities).
 
     Args:
         data: Dataset directories; each card names its modality, so one backbone learns them all.
-        init: Checkpoint with the trained VAE (``train_vae``'s ``<run>/model``).
+        init: Checkpoint with the trained VAE (``train_vae``'s ``<run>/model``), or a teacher
+            to fine-tune (its DiT weights are kept).
         run_dir: This run's directory.
         train: Optimisation settings.
         n_chunks: Chunks per window (default: sink + window + 2, so the ring wraps).
         loss_config: Noise-level sampling and action dropout.
         progress: Show a progress bar.
+        memory: Give windows of posed worlds their retrieved memory chunk (spatial memory).
+
+    Frames are encoded once up front when the run reads more frames than the data holds, else
+    batch by batch.
     """
     model = hub.from_pretrained(init)
     model.vae.requires_grad_(False)
     cfg = model.config.dit
     n = n_chunks or 1 + cfg.window_chunks + 2
-    windows = chunk_windows(model, data, n, encode=True)
+    frames = sum(len(ep.frames) for d in data for ep in load_episodes(Path(d), "train"))
+    encode = train.steps * train.batch_size * n * cfg.chunk_frames > frames
+    windows = chunk_windows(model, data, n, encode=encode, memory=memory)
     loss_config = loss_config or TeacherLossConfig(shift=model.config.sampler.shift)
 
     def loss(batch: dict, gen: torch.Generator):
         latents = batch_latents(model, batch)
         return teacher_loss(
-            model.dit, latents, batch["actions"], batch["modality"], gen, loss_config
+            model.dit,
+            latents,
+            batch["actions"],
+            batch["modality"],
+            gen,
+            loss_config,
+            **batch_memory(model, batch),
         )
 
     Trainer(model.dit, windows, loss, run_dir, train).train(progress)
@@ -166,22 +197,29 @@ def train_student(
     n_chunks: int | None = None,
     distill: DistillConfig | None = None,
     progress: bool = True,
+    memory: bool = False,
+    init: Path | None = None,
 ) -> WorldModel:
     """Distill a ``nfe``-step student from the teacher on its own rollouts (``distill.py``).
 
     The student starts as a copy of the teacher; its checkpoint samples deterministically with
     ``nfe`` steps. Windows have ``n_chunks`` chunks (default: sink + window + 2), so the student
     generates ``n_chunks - 2`` chunks of its own history before the one it is trained on.
+    With ``memory``, windows of posed worlds carry their retrieved memory chunk, seen alike by
+    student and teacher. ``init``: start from this student checkpoint instead (fine-tuning).
     """
     teacher = hub.from_pretrained(teacher_dir)
     teacher.requires_grad_(False)
     sampler = dataclasses.replace(teacher.config.sampler, nfe=nfe, stochastic=False, context_t=0.0)
     student = WorldModel(dataclasses.replace(teacher.config, sampler=sampler))
-    student.load_state_dict(teacher.state_dict())
+    student.load_state_dict(
+        (hub.from_pretrained(init) if init is not None else teacher).state_dict()
+    )
     student.vae.requires_grad_(False)
     cfg = student.config.dit
     # A short run sees a small part of the data: encode each batch rather than everything.
-    windows = chunk_windows(student, data, n_chunks or 1 + cfg.window_chunks + 2, encode=False)
+    n = n_chunks or 1 + cfg.window_chunks + 2
+    windows = chunk_windows(student, data, n, encode=False, memory=memory)
     distill = distill or DistillConfig()
 
     def loss(batch: dict, gen: torch.Generator):
@@ -194,6 +232,7 @@ def train_student(
             batch["modality"],
             gen,
             distill,
+            **batch_memory(student, batch),
         )
 
     Trainer(student.dit, windows, loss, run_dir, train).train(progress)

@@ -1,0 +1,335 @@
+"""Spatial memory: a bounded bank of past chunks per env, retrieved by view overlap.
+
+Every generated chunk goes into its env's bank with the pose it was seen from. Before a step,
+each env retrieves the stored chunks whose view overlaps most with where it is about to look
+(top-k by :meth:`ViewGeometry.overlap`); the engine writes them into the KV cache's memory
+slots, where they sit just after the sink in the position index however old they are (reframed
+positions), so the model can repaint a place it saw long ago.
+
+* Poses are the env's (``envs.pose``): camera ``(x_m, y_m, yaw_deg, pitch_deg)``, driving
+  ``(x_m, y_m, heading_deg, speed_mps)``. A world without a pose (the robot's fixed camera)
+  retrieves by latent similarity instead: the cosine between the mean latent of the env's last
+  chunk and each stored chunk's.
+* Chunks the env already attends to (its sink and its ring window) are never retrieved for it.
+* The bank is bounded: ``capacity`` chunks per bank. A new chunk replaces a stored one whose
+  view it nearly repeats (overlap >= ``replace_overlap``), else the oldest; so walking the same
+  street twice refreshes the entries rather than evicting everything else.
+* Several envs may share one bank (``banks``): what one saw, another finds (PettingZoo agents
+  of one world). Each entry remembers its owner, so an env's reset removes only its entries.
+
+Latents live on the engine's device; poses, scores and bookkeeping are small NumPy arrays on
+the host (poses are integrated there), so retrieval adds no device sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ViewGeometry:
+    """What a pose sees, for view-overlap retrieval.
+
+    Attributes:
+        kind: ``"frustum"`` (first-person camera: a horizontal wedge ``fov_deg`` wide reaching
+            ``depth_m``, pitch differences discounting overlap), ``"topdown"`` (a square
+            ``extent_m`` wide centred on the pose, north up) or ``"latent"`` (no pose: latent
+            similarity).
+        fov_deg: Horizontal field of view of a frustum.
+        depth_m: How far a frustum sees.
+        extent_m: Side of a top-down view.
+        samples: Points sampled over the current view to estimate overlap.
+    """
+
+    kind: str = "frustum"
+    fov_deg: float = 60.0
+    depth_m: float = 8.0
+    extent_m: float = 32.0
+    samples: int = 8
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("frustum", "topdown", "latent"):
+            raise ValueError(f"kind must be frustum, topdown or latent, got {self.kind!r}")
+
+    def points(self, poses: np.ndarray) -> np.ndarray:
+        """World points ``(B, P, 2)`` spread over what each pose ``(B, 4)`` sees."""
+        s = (np.arange(self.samples) + 0.5) / self.samples
+        if self.kind == "frustum":
+            half = np.radians(self.fov_deg) / 2
+            depth, angle = np.meshgrid(s * self.depth_m, (2 * s - 1) * half, indexing="ij")
+            bearing = np.radians(poses[:, 2])[:, None] + angle.ravel()
+            x = poses[:, 0, None] + depth.ravel() * np.cos(bearing)
+            y = poses[:, 1, None] + depth.ravel() * np.sin(bearing)
+            return np.stack((x, y), -1)
+        dx, dy = np.meshgrid((s - 0.5) * self.extent_m, (s - 0.5) * self.extent_m, indexing="ij")
+        return np.stack((poses[:, 0, None] + dx.ravel(), poses[:, 1, None] + dy.ravel()), -1)
+
+    def overlap(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
+        """Fraction of each query pose's view ``(B, 4)`` also seen from stored poses ``(B, N, 4)``.
+
+        Returns ``(B, N)`` in [0, 1]. Walls are ignored: a view behind a wall counts as seen.
+        """
+        pts = self.points(query)[:, None]  # (B, 1, P, 2)
+        rel = pts - stored[:, :, None, :2]  # (B, N, P, 2)
+        if self.kind == "topdown":
+            inside = (np.abs(rel) <= self.extent_m / 2).all(-1)
+            return inside.mean(-1)
+        dist = np.hypot(rel[..., 0], rel[..., 1])
+        bearing = np.degrees(np.arctan2(rel[..., 1], rel[..., 0]))
+        off = (bearing - stored[:, :, None, 2] + 180.0) % 360.0 - 180.0
+        inside = (np.abs(off) <= self.fov_deg / 2) & (dist <= self.depth_m)
+        pitch = np.abs(query[:, None, 3] - stored[..., 3])
+        return inside.mean(-1) * np.clip(1.0 - pitch / self.fov_deg, 0.0, 1.0)
+
+
+#: Geometry of each modality's views; the robot's camera is fixed (no pose).
+GEOMETRIES = {
+    "camera": ViewGeometry("frustum", fov_deg=60.0, depth_m=8.0),  # MiniWorld's 60 deg camera
+    "driving": ViewGeometry("topdown", extent_m=32.0),  # the 64 px top-down view at 2 px/m
+    "robot": ViewGeometry("latent"),
+}
+
+
+@dataclass
+class Recall:
+    """What :meth:`SpatialMemory.retrieve` found for each row.
+
+    Attributes:
+        uid: ``(B, k)`` int64 unique ids of the retrieved entries (-1: none).
+        bank: ``(B, k)`` bank of each entry.
+        slot: ``(B, k)`` slot of each entry in its bank.
+        score: ``(B, k)`` view overlap (or latent similarity) of each entry.
+    """
+
+    uid: np.ndarray
+    bank: np.ndarray
+    slot: np.ndarray
+    score: np.ndarray
+
+    @property
+    def hits(self) -> np.ndarray:
+        """``(B,)`` entries retrieved per row."""
+        return (self.uid >= 0).sum(1)
+
+
+class SpatialMemory:
+    """Bounded banks of past chunks with poses, retrieved by view overlap.
+
+    Args:
+        num_rows: Envs (rows of the engine).
+        chunk_shape: ``(F, C, h, w)`` of one chunk's latents.
+        geometry: How poses see (:data:`GEOMETRIES`).
+        capacity: Chunks per bank.
+        k: Chunks retrieved per step (the model's memory slots).
+        exclude_recent: Chunks an env still holds in its ring window (never retrieved for it).
+        min_score: Least overlap (or similarity) that counts as a hit.
+        replace_overlap: A new chunk replaces a stored one whose view overlap is this high.
+        banks: Bank id of each row (rows with the same id share a bank); default one per row.
+        device: Where latents live.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> mem = SpatialMemory(1, (2, 4, 8, 8), GEOMETRIES["camera"], capacity=8)
+        >>> here = np.zeros((1, 4))
+        >>> for _ in range(4):  # stand still for 4 chunks
+        ...     mem.add(torch.zeros(1, 2, 4, 8, 8), here)
+        >>> mem.retrieve(here).hits  # the oldest non-sink chunk is out of the window
+        array([1])
+    """
+
+    def __init__(
+        self,
+        num_rows: int,
+        chunk_shape: tuple[int, ...],
+        geometry: ViewGeometry,
+        capacity: int = 256,
+        k: int = 1,
+        exclude_recent: int = 2,
+        min_score: float = 0.2,
+        replace_overlap: float = 0.9,
+        banks: Sequence[int] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if capacity < 1 or k < 1:
+            raise ValueError(f"capacity and k must be >= 1, got {capacity}, {k}")
+        self.banks = np.arange(num_rows) if banks is None else np.asarray(banks, np.int64)
+        if self.banks.shape != (num_rows,) or self.banks.min() < 0:
+            raise ValueError(f"banks must be {num_rows} non-negative ids, got {banks}")
+        self.geometry, self.capacity, self.k = geometry, capacity, k
+        self.exclude_recent, self.min_score = exclude_recent, min_score
+        self.replace_overlap = replace_overlap
+        g = int(self.banks.max()) + 1
+        self.latents = torch.zeros(g, capacity, *chunk_shape, device=device)
+        self.keys = torch.zeros(g, capacity, int(np.prod(chunk_shape[1:])), device=device)
+        self.poses = np.zeros((g, capacity, 4))
+        self.uid = np.full((g, capacity), -1, np.int64)  # -1: empty
+        self.owner = np.full((g, capacity), -1, np.int64)
+        self.step = np.zeros((g, capacity), np.int64)  # owner's chunk index of the entry
+        self.added = np.zeros((g, capacity), np.int64)  # insertion order (for eviction)
+        self.chunks = np.zeros(num_rows, np.int64)  # chunks added per row since its reset
+        self.enabled = np.ones(num_rows, bool)
+        self._next_uid = 0
+
+    @property
+    def num_rows(self) -> int:
+        """Rows."""
+        return len(self.banks)
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def add(
+        self, latents: Tensor, poses: np.ndarray | None = None, rows: Sequence[int] | None = None
+    ):
+        """Store each row's new chunk ``(n, F, C, h, w)`` seen from ``poses`` ``(n, 4)``."""
+        rows = np.arange(self.num_rows) if rows is None else np.asarray(rows, np.int64)
+        if latents.shape[0] != len(rows) or latents.shape[1:] != self.latents.shape[2:]:
+            raise ValueError(
+                f"latents must be ({len(rows)}, {', '.join(map(str, self.latents.shape[2:]))}), "
+                f"got {tuple(latents.shape)}"
+            )
+        poses = self._check_poses(poses, len(rows))
+        keys = _descriptor(latents)
+        for i, row in enumerate(rows):
+            bank = self.banks[row]
+            slot = self._free_slot(bank, poses[i])
+            self.latents[bank, slot] = latents[i].to(self.latents)
+            self.keys[bank, slot] = keys[i]
+            self.poses[bank, slot] = poses[i]
+            self.uid[bank, slot], self._next_uid = self._next_uid, self._next_uid + 1
+            self.owner[bank, slot], self.step[bank, slot] = row, self.chunks[row]
+            self.added[bank, slot] = self.uid[bank, slot]
+            self.chunks[row] += 1
+
+    def _free_slot(self, bank: int, pose: np.ndarray) -> int:
+        filled = self.uid[bank] >= 0
+        if not filled.all():
+            return int(np.argmin(filled))
+        if self.geometry.kind != "latent":
+            overlap = self.geometry.overlap(pose[None], self.poses[bank][None])[0]
+            best = int(np.argmax(overlap))
+            if overlap[best] >= self.replace_overlap:
+                return best
+        return int(np.argmin(self.added[bank]))
+
+    def reset(self, rows: Sequence[int] | None = None) -> None:
+        """Forget what rows ``rows`` (all if None) stored; other rows' entries stay."""
+        rows = np.arange(self.num_rows) if rows is None else np.asarray(rows, np.int64)
+        for row in rows:
+            mine = self.owner[self.banks[row]] == row
+            self.uid[self.banks[row], mine] = -1
+            self.owner[self.banks[row], mine] = -1
+            self.chunks[row] = 0
+
+    def set_enabled(self, enabled: bool, rows: Sequence[int] | None = None) -> None:
+        """Turn retrieval on or off for rows ``rows`` (all if None); they keep storing."""
+        self.enabled[slice(None) if rows is None else np.asarray(rows, np.int64)] = enabled
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def retrieve(self, poses: np.ndarray | None = None, query: Tensor | None = None) -> Recall:
+        """Top-k stored chunks for each row about to look from ``poses`` ``(B, 4)``.
+
+        ``query`` ``(B, F, C, h, w)``: each row's last chunk, used (instead of poses) by the
+        latent geometry.
+        """
+        b = self.num_rows
+        if self.geometry.kind != "latent":
+            poses = self._check_poses(poses, b)
+        elif query is None:
+            raise ValueError("latent retrieval needs the rows' last chunk as query")
+        out = Recall(*(np.full((b, self.k), -1, np.int64) for _ in range(3)), np.zeros((b, self.k)))
+        for row in range(b):
+            bank = self.banks[row]
+            own = self.owner[bank] == row
+            # Not the row's own sink or ring window: those are in its context already.
+            recent = own & (
+                (self.step[bank] == 0) | (self.step[bank] >= self.chunks[row] - self.exclude_recent)
+            )
+            usable = (self.uid[bank] >= 0) & ~recent
+            if not self.enabled[row] or not usable.any():
+                continue
+            score = self._scores(row, bank, poses, query)
+            score = np.where(usable, score, -np.inf)
+            top = np.argsort(-score, kind="stable")[: self.k]
+            top = top[score[top] >= self.min_score]
+            n = len(top)
+            out.uid[row, :n], out.bank[row, :n], out.slot[row, :n] = self.uid[bank, top], bank, top
+            out.score[row, :n] = score[top]
+        return out
+
+    def _scores(self, row: int, bank: int, poses, query) -> np.ndarray:
+        if self.geometry.kind == "latent":
+            q = _descriptor(query[row : row + 1].to(self.keys.device))
+            return (self.keys[bank] @ q[0]).cpu().numpy().astype(np.float64)
+        return self.geometry.overlap(poses[row : row + 1], self.poses[bank][None])[0]
+
+    def gather(self, recall: Recall, j: int) -> tuple[Tensor, np.ndarray]:
+        """Latents of every row's ``j``-th retrieved chunk ``(B, F, C, h, w)`` and its validity."""
+        valid = recall.uid[:, j] >= 0
+        bank, slot = np.where(valid, recall.bank[:, j], 0), np.where(valid, recall.slot[:, j], 0)
+        return self.latents[torch.from_numpy(bank), torch.from_numpy(slot)], valid
+
+    def _check_poses(self, poses: np.ndarray | None, n: int) -> np.ndarray:
+        if poses is None:
+            if self.geometry.kind != "latent":
+                raise ValueError(f"{self.geometry.kind} retrieval needs poses (n, 4)")
+            return np.zeros((n, 4))
+        poses = np.asarray(poses, np.float64)
+        if poses.shape != (n, 4) or not np.isfinite(poses).all():
+            raise ValueError(f"poses must be finite ({n}, 4), got {poses.shape}")
+        return poses
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def get_state(self, rows: Sequence[int]) -> list[dict[str, Any]]:
+        """Copies of each row's bank (its entries and its own counters), one dict per row."""
+        states = []
+        for row in rows:
+            bank = self.banks[row]
+            states.append(
+                {
+                    "latents": self.latents[bank].clone(),
+                    "keys": self.keys[bank].clone(),
+                    "poses": self.poses[bank].copy(),
+                    "uid": self.uid[bank].copy(),
+                    "owner_is_row": self.owner[bank] == row,
+                    "has_owner": self.owner[bank] >= 0,
+                    "step": self.step[bank].copy(),
+                    "added": self.added[bank].copy(),
+                    "chunks": int(self.chunks[row]),
+                    "enabled": bool(self.enabled[row]),
+                }
+            )
+        return states
+
+    def set_state(self, states: Sequence[dict[str, Any]], rows: Sequence[int]) -> None:
+        """Load :meth:`get_state` output into rows ``rows`` (each row's whole bank).
+
+        Entries the saved row owned become the target row's; entries of other owners keep
+        belonging to someone else (they are never excluded as recent).
+        """
+        if len(states) != len(rows):
+            raise ValueError(f"{len(states)} memory states for {len(rows)} rows")
+        for state, row in zip(states, rows, strict=True):
+            bank = self.banks[row]
+            self.latents[bank] = state["latents"].to(self.latents)
+            self.keys[bank] = state["keys"].to(self.keys)
+            self.poses[bank], self.uid[bank] = state["poses"], state["uid"]
+            self.step[bank], self.added[bank] = state["step"], state["added"]
+            self.owner[bank] = np.where(
+                state["owner_is_row"], row, np.where(state["has_owner"], self.num_rows, -1)
+            )
+            self.chunks[row], self.enabled[row] = state["chunks"], state["enabled"]
+            self._next_uid = max(self._next_uid, int(self.uid[bank].max()) + 1)
+
+
+def _descriptor(latents: Tensor) -> Tensor:
+    """Unit-norm mean latent of each chunk ``(n, F, C, h, w)`` -> ``(n, C * h * w)``."""
+    d = latents.float().mean(1).flatten(1)
+    return d / d.norm(dim=1, keepdim=True).clamp_min(1e-6)

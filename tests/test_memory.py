@@ -1,0 +1,250 @@
+"""Contracts of the spatial memory: retrieval by view, bounded banks, reframed positions, row
+independence of reset/fork/state, shared banks, and memory through the env."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from gym_worldmodel.envs.engine import WorldEngine
+from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
+from gym_worldmodel.memory import GEOMETRIES, KVCache, SpatialMemory, ViewGeometry
+from gym_worldmodel.sampling import ChunkRollout, RowGenerators
+
+SHAPE = (2, 4, 16, 16)
+CAMERA = GEOMETRIES["camera"]
+
+
+def pose(x=0.0, y=0.0, yaw=0.0, pitch=0.0):
+    return np.array([[x, y, yaw, pitch]])
+
+
+def chunk(value: float, n: int = 1) -> torch.Tensor:
+    return torch.full((n, *SHAPE), float(value))
+
+
+def filled(memory: SpatialMemory, poses: list[np.ndarray], row: int = 0) -> None:
+    for i, p in enumerate(poses):
+        memory.add(chunk(i), p, [row])
+
+
+# --- view overlap and retrieval ----------------------------------------------------------------
+
+
+def test_overlap_is_high_facing_the_same_way_and_zero_facing_away():
+    stored = np.array([[[0.0, 0.0, 0.0, 0.0]]])
+    same = CAMERA.overlap(pose(0.5, 0.0, 5.0), stored)[0, 0]
+    away = CAMERA.overlap(pose(0.0, 0.0, 180.0), stored)[0, 0]
+    looking_up = CAMERA.overlap(pose(0.0, 0.0, 0.0, 45.0), stored)[0, 0]
+    assert same > 0.7 and away == 0.0 and 0.0 < looking_up < same
+
+
+def test_topdown_overlap_follows_distance():
+    top = GEOMETRIES["driving"]
+    stored = np.array([[[0.0, 0.0, 0.0, 10.0]]])
+    near, far = (top.overlap(pose(x), stored)[0, 0] for x in (4.0, 40.0))
+    assert near > 0.8 and far == 0.0
+
+
+def test_a_pose_facing_a_stored_view_retrieves_it_and_one_facing_away_does_not():
+    memory = SpatialMemory(1, SHAPE, CAMERA, capacity=16, exclude_recent=2)
+    # Chunk 1 looks east from the origin; then the row walks north, looking north.
+    filled(memory, [pose(), pose(yaw=0.0), *(pose(0, 3.0 + i, 90.0) for i in range(4))])
+    found = memory.retrieve(pose(0.2, 0.0, 0.0))
+    assert found.hits.tolist() == [1] and memory.step[0, found.slot[0, 0]] == 1
+    latents, valid = memory.gather(found, 0)
+    assert valid.tolist() == [True] and torch.equal(latents, chunk(1))
+    assert memory.retrieve(pose(0.0, 0.0, 180.0)).hits.tolist() == [0]  # facing west: nothing
+
+
+def test_own_sink_and_ring_window_are_never_retrieved():
+    memory = SpatialMemory(1, SHAPE, CAMERA, capacity=8, exclude_recent=2)
+    filled(memory, [pose()] * 3)  # the sink and two chunks still in the window
+    assert memory.retrieve(pose()).hits.tolist() == [0]
+    memory.add(chunk(9), pose(), [0])  # chunk 1 leaves the window
+    found = memory.retrieve(pose())
+    assert memory.step[0, found.slot[0, 0]] == 1
+
+
+def test_retrieval_can_be_switched_off_per_row():
+    memory = SpatialMemory(2, SHAPE, CAMERA, capacity=8)
+    for _ in range(4):
+        memory.add(chunk(0, 2), np.zeros((2, 4)))
+    memory.set_enabled(False, [1])
+    assert memory.retrieve(np.zeros((2, 4))).hits.tolist() == [1, 0]
+
+
+def test_latent_geometry_retrieves_the_most_similar_chunk():
+    memory = SpatialMemory(1, SHAPE, GEOMETRIES["robot"], capacity=8, min_score=0.5)
+    gen = torch.Generator().manual_seed(0)
+    stored = [torch.randn(1, *SHAPE, generator=gen) for _ in range(5)]
+    for latents in stored:
+        memory.add(latents)
+    query = stored[2] + 0.1 * torch.randn(1, *SHAPE, generator=gen)
+    found = memory.retrieve(query=query)
+    assert memory.step[0, found.slot[0, 0]] == 2
+
+
+def test_bank_is_bounded_and_a_repeated_view_replaces_its_entry():
+    memory = SpatialMemory(1, SHAPE, CAMERA, capacity=4, replace_overlap=0.9)
+    filled(memory, [pose(10.0 * i) for i in range(4)])  # four distinct places: full
+    memory.add(chunk(7), pose(20.0), [0])  # the third place again: replaces it
+    assert (memory.uid[0] >= 0).sum() == 4
+    assert sorted(memory.poses[0, :, 0].tolist()) == [0.0, 10.0, 20.0, 30.0]
+    memory.add(chunk(8), pose(99.0), [0])  # a new place: the oldest entry goes
+    assert sorted(memory.poses[0, :, 0].tolist()) == [10.0, 20.0, 30.0, 99.0]
+
+
+def test_bad_poses_and_latents_raise_clear_errors():
+    memory = SpatialMemory(2, SHAPE, CAMERA)
+    with pytest.raises(ValueError, match=r"poses must be finite \(2, 4\)"):
+        memory.add(chunk(0, 2), np.full((2, 4), np.nan))
+    with pytest.raises(ValueError, match="latents must be"):
+        memory.add(chunk(0, 3), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="needs poses"):
+        memory.retrieve(None)
+    with pytest.raises(ValueError, match="kind must be"):
+        ViewGeometry("sphere")
+
+
+# --- shared banks, reset, state ----------------------------------------------------------------
+
+
+def test_rows_sharing_a_bank_find_what_the_other_saw():
+    memory = SpatialMemory(2, SHAPE, CAMERA, capacity=16, banks=[0, 0])
+    memory.add(chunk(5), pose(), [0])  # row 0 looks east from the origin
+    memory.add(chunk(6), pose(yaw=180.0), [1])  # row 1 looks west
+    found = memory.retrieve(np.array([[0, 0, 180.0, 0], [0, 0, 0.0, 0]]))
+    latents, valid = memory.gather(found, 0)
+    assert valid.all()  # another row's sink is not in this row's context: it is retrievable
+    assert torch.equal(latents[0], chunk(6)[0]) and torch.equal(latents[1], chunk(5)[0])
+
+
+def test_reset_forgets_only_that_rows_entries():
+    shared = SpatialMemory(2, SHAPE, CAMERA, capacity=16, banks=[0, 0])
+    shared.add(chunk(0, 2), np.zeros((2, 4)))
+    shared.reset([1])
+    assert (shared.owner[0] == 0).sum() == 1 and (shared.owner[0] == 1).sum() == 0
+    own = SpatialMemory(2, SHAPE, CAMERA, capacity=16)
+    own.add(chunk(0, 2), np.zeros((2, 4)))
+    own.reset([0])
+    assert (own.uid[0] >= 0).sum() == 0 and (own.uid[1] >= 0).sum() == 1
+
+
+def test_state_round_trip_forks_a_row_into_independent_copies():
+    memory = SpatialMemory(2, SHAPE, CAMERA, capacity=16)
+    for i in range(4):
+        memory.add(chunk(i, 2), np.array([[0, 0, 0, 0], [5, 5, 90, 0]]))
+    forks = SpatialMemory(3, SHAPE, CAMERA, capacity=16)
+    forks.set_state(memory.get_state([1, 1, 1]), [0, 1, 2])
+    assert np.array_equal(forks.retrieve(np.tile([5, 5, 90, 0], (3, 1))).hits, [1, 1, 1])
+    forks.add(chunk(9, 1), pose(5, 5, 90), [0])  # one fork moves on ...
+    assert forks.chunks.tolist() == [5, 4, 4]  # ... the others and the source do not
+    assert memory.chunks.tolist() == [4, 4]
+
+
+# --- the model side: reframed positions --------------------------------------------------------
+
+
+def test_reframed_memory_positions_stay_bounded_in_an_endless_episode(tiny_model):
+    """A chunk retrieved at step 1 still sits at its slot's fixed position at step 40: the
+    cached output equals a short sequence (sink, memory, receptive field) whose positions are
+    all small, so the memory never drifts out of the trained position range."""
+    dit, cfg = tiny_model.dit, tiny_model.dit.config
+    cache = KVCache.for_model(cfg, dit.rope, 1)
+    rollout = ChunkRollout(dit, tiny_model.config.sampler)
+    modality, gens = torch.zeros(1, dtype=torch.long), RowGenerators([0])
+    gen = torch.Generator().manual_seed(0)
+    actions = torch.randn(41, 1, *rollout.action_shape, generator=gen)
+    with torch.no_grad():
+        memory = torch.randn(1, *rollout.latent_shape, generator=gen)
+        chunks = [rollout.generate(cache, actions[0], modality, gens)]
+        dit.encode_memory(memory, 0.0, modality, cache, 0, torch.zeros(1, dtype=torch.long))
+        cache.set_memory(torch.ones(1, 1, dtype=torch.bool))
+        chunks += [rollout.generate(cache, a, modality, gens) for a in actions[1:-1]]
+        probe = torch.randn(1, *rollout.latent_shape, generator=gen)
+        level = torch.full((1,), 0.6)
+        cached = dit(probe, level, actions[-1], modality, cache)
+        keep = [0, *range(40 - cfg.depth * cfg.window_chunks, 40)]
+        t = torch.zeros(1, len(keep) + 1)
+        t[:, -1] = 0.6
+        short = dit.forward_sequence(
+            torch.cat([chunks[i] for i in keep] + [probe], 1),
+            t,
+            torch.cat([actions[i] for i in keep] + [actions[-1]], 1),
+            modality,
+            memory=memory,
+        )
+    assert (short[:, -cfg.chunk_frames :] - cached).abs().max() <= 1e-4
+
+
+# --- engine and env ----------------------------------------------------------------------------
+
+
+def test_engine_rows_with_memory_off_match_an_engine_without_memory(tiny_model):
+    """Memory only changes what a row attends to: switched off, a row is bitwise the plain row,
+    while the row with memory on diverges once it retrieves something."""
+    cfg = tiny_model.config
+    size = cfg.vae.image_size
+    frames = torch.zeros(2, cfg.dit.chunk_frames, size, size, 3, dtype=torch.uint8)
+    engines = [
+        WorldEngine(tiny_model, 2, "camera", memory=True),
+        WorldEngine(tiny_model, 2, "camera", memory=False),
+    ]
+    engines[0].set_memory_enabled(False, [1])
+    gen = np.random.default_rng(0)
+    actions = gen.normal(size=(8, 2, cfg.dit.chunk_frames, 12)).astype(np.float32)
+    out = []
+    for engine in engines:
+        engine.seed([0, 1], [3, 4])
+        engine.start([0, 1], frames, poses=np.zeros((2, 4)))
+        out.append(torch.stack([engine.step(a, poses=np.zeros((2, 4)))[0] for a in actions]))
+    assert engines[0].recall.hits.tolist() == [1, 0]
+    assert torch.equal(out[0][:, 1], out[1][:, 1])
+    assert not torch.equal(out[0][-1, 0], out[1][-1, 0])
+
+
+def make_env(n=2, **kw):
+    return WorldModelVectorEnv(n, world="citywalk", model="random-tiny", **kw)
+
+
+def test_env_reports_memory_hits_and_forks_memory_with_the_state():
+    env = make_env()
+    env.reset(seed=0)
+    walk = np.array([[1, 0], [1, 0]])  # W, no turn
+    for _ in range(5):
+        obs, *_, info = env.step(walk)
+    assert info["memory_hits"].tolist() == [1, 1] and (info["memory_score"] > 0.2).all()
+    state = env.get_state()
+    later = [env.step(walk)[0] for _ in range(3)]
+    env.set_state(state)
+    again = [env.step(walk)[0] for _ in range(3)]
+    assert all(np.array_equal(a, b) for a, b in zip(later, again, strict=True))
+    env.set_state(state)
+    fork = env.fork(0, 2)
+    forked = [fork.step(walk)[0] for _ in range(3)]
+    assert all(np.array_equal(a[0], f[0]) for a, f in zip(later, forked, strict=True))
+    env.reset(options={"env_idx": [1]})
+    assert env._engine.memory.chunks.tolist()[1] == 1  # row 1 forgot all but its new start
+
+
+def test_memory_defaults_follow_the_world_and_can_be_switched_off():
+    assert make_env().memory and not make_env(memory=False).memory
+    assert not WorldModelVectorEnv(1, world="robot", model="random-tiny").memory
+    env = make_env(memory=False)
+    env.reset(seed=0)
+    _, *_, info = env.step(np.array([[1, 0], [1, 0]]))
+    assert "memory_hits" not in info
+    with pytest.raises(ValueError, match="without memory"):
+        env.set_memory(True)
+
+
+def test_single_env_reports_pose_and_memory():
+    env = gym.make("WorldModel-CityWalk-v0", model="random-tiny")
+    env.reset(seed=1)
+    for _ in range(4):
+        _, _, _, _, info = env.step(np.array([1, 0]))
+    assert info["pose"].shape == (4,) and info["memory_hits"] == 1
+    env.close()
