@@ -372,5 +372,9 @@ def test_unmasked_fast_path_only_when_every_read_slot_is_valid(tiny_model):
             assert cache.attn_mask is not None
             rollout.generate(cache, actions, modality, gens)
     assert cache.attn_mask is None
+    cache.set_memory(torch.tensor([[True], [False]]))  # row 1 holds no memory: masked
+    assert cache.attn_mask is not None and not cache.attn_mask[1].all()
+    cache.set_memory(torch.tensor([[True], [True]]))  # every row's memory slot is valid
+    assert cache.attn_mask is None
     cache.reset([1])  # row 1 is empty again: its slots must be masked
     assert cache.attn_mask is not None and not cache.attn_mask[1].all()

@@ -125,6 +125,20 @@ def test_loop_policy_revisits_start():
         src.close()
 
 
+def test_revisit_policy_walks_back_through_its_own_poses():
+    from gym_worldmodel.revisit import revisit_frames
+
+    src = MiniWorldSource(policy="revisit")
+    try:
+        ep = src.rollout(0, 200)
+    finally:
+        src.close()
+    assert np.linalg.norm(ep.poses[:, :2] - ep.poses[0, :2], axis=1).max() > 1.0
+    np.testing.assert_allclose(ep.poses[-1], ep.poses[0], atol=1e-6)  # back at the start pose
+    assert np.array_equal(ep.frames[-1], ep.frames[0])  # and it sees what it saw
+    assert len(revisit_frames(ep.poses, min_gap=100)) > 20
+
+
 def test_policies_cover_the_keys():
     for policy in ("random", "sweep", "mixed"):
         src = MiniWorldSource(policy=policy)

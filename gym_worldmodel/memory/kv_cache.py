@@ -147,11 +147,12 @@ class KVCache:
     def attn_mask(self) -> Tensor | None:
         """``(B, 1, 1, S')`` view of :attr:`valid` over the slots attention reads.
 
-        ``None`` once every slot read is known to be valid (no memory in use and at least
-        ``1 + W`` commits since the last reset, counted on the host): unmasked attention is
-        faster and gives the same result.
+        ``None`` once every slot read is known to be valid (memory either unused or held by
+        every row, and at least ``1 + W`` commits since the last reset, counted on the host):
+        unmasked attention is faster and gives the same result.
         """
-        if not self._memory_in_use and self._commits_since_reset > self.layout.window_chunks:
+        memory_ok = not self._memory_in_use or self._memory_full
+        if memory_ok and self._commits_since_reset > self.layout.window_chunks:
             return None
         return self.valid[:, None, None, self._context]
 
@@ -205,6 +206,7 @@ class KVCache:
             lay.chunk_tokens, 1
         )
         self._set_memory_in_use(in_use)
+        self._memory_full = bool(valid.all())
 
     def commit(self) -> None:
         """Close a step after every layer wrote: mark slots valid, age the ring, count."""
@@ -224,6 +226,7 @@ class KVCache:
         self.valid[rows, self.layout.current] = True
         self.chunks[rows] = 0
         self._commits_since_reset = 0
+        self._memory_full = False
         self._refresh_write_index()
         if env_idx is None:  # a partial reset keeps the flag: attending to masked slots is exact
             self._set_memory_in_use(False)
@@ -294,4 +297,5 @@ class KVCache:
 
     def _set_memory_in_use(self, in_use: bool) -> None:
         self._memory_in_use = in_use
+        self._memory_full = False  # known only after set_memory
         self._context = slice(0 if in_use else self.layout.memory.stop, None)
