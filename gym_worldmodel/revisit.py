@@ -99,7 +99,6 @@ def evaluate_revisit(
     hit = np.concatenate(hits, 1)
     truth = np.stack([ep.frames[1 : steps * f + 1] for ep in episodes])
     p_on, p_off = psnr(generated[:e], truth), psnr(generated[e:], truth)
-    s_on, s_off = ssim(generated[:e], truth), ssim(generated[e:], truth)
     mask = np.zeros((e, steps * f), bool)
     for i, ep in enumerate(episodes):
         idx = revisit_frames(ep.poses[: steps * f + 1], min_gap)
@@ -111,6 +110,9 @@ def evaluate_revisit(
     def mean(x: np.ndarray) -> list[float]:
         return [float(x[i][mask[i]].mean()) for i in used]
 
+    def mean_ssim(rows: np.ndarray) -> list[float]:  # on the revisit frames only (memory)
+        return [float(ssim(rows[i][mask[i]], truth[i][mask[i]]).mean()) for i in used]
+
     on, off = mean(p_on), mean(p_off)
     return RevisitResult(
         world=card["world"],
@@ -119,8 +121,8 @@ def evaluate_revisit(
         min_gap=min_gap,
         psnr_on=float(np.mean(on)),
         psnr_off=float(np.mean(off)),
-        ssim_on=float(np.mean(mean(s_on))),
-        ssim_off=float(np.mean(mean(s_off))),
+        ssim_on=float(np.mean(mean_ssim(generated[:e]))),
+        ssim_off=float(np.mean(mean_ssim(generated[e:]))),
         hit_rate=float(hit[mask].mean()),
         psnr_on_episodes=on,
         psnr_off_episodes=off,

@@ -243,31 +243,29 @@ class SpatialMemory:
             poses = self._check_poses(poses, b)
         elif query is None:
             raise ValueError("latent retrieval needs the rows' last chunk as query")
-        out = Recall(*(np.full((b, self.k), -1, np.int64) for _ in range(3)), np.zeros((b, self.k)))
-        for row in range(b):
-            bank = self.banks[row]
-            own = self.owner[bank] == row
-            # Not the row's own sink or ring window: those are in its context already.
-            recent = own & (
-                (self.step[bank] == 0) | (self.step[bank] >= self.chunks[row] - self.exclude_recent)
-            )
-            usable = (self.uid[bank] >= 0) & ~recent
-            if not self.enabled[row] or not usable.any():
-                continue
-            score = self._scores(row, bank, poses, query)
-            score = np.where(usable, score, -np.inf)
-            top = np.argsort(-score, kind="stable")[: self.k]
-            top = top[score[top] >= self.min_score]
-            n = len(top)
-            out.uid[row, :n], out.bank[row, :n], out.slot[row, :n] = self.uid[bank, top], bank, top
-            out.score[row, :n] = score[top]
-        return out
-
-    def _scores(self, row: int, bank: int, poses, query) -> np.ndarray:
+        banks, rows = self.banks, np.arange(b)[:, None]
+        step = self.step[banks]  # (B, capacity): every row's view of its bank
+        # Not the row's own sink or ring window: those are in its context already.
+        recent = (self.owner[banks] == rows) & (
+            (step == 0) | (step >= self.chunks[:, None] - self.exclude_recent)
+        )
+        usable = (self.uid[banks] >= 0) & ~recent & self.enabled[:, None]
         if self.geometry.kind == "latent":
-            q = _descriptor(query[row : row + 1].to(self.keys.device))
-            return (self.keys[bank] @ q[0]).cpu().numpy().astype(np.float64)
-        return self.geometry.overlap(poses[row : row + 1], self.poses[bank][None])[0]
+            q = _descriptor(query.to(self.keys.device))  # (B, D)
+            score = torch.einsum("bnd,bd->bn", self.keys[torch.from_numpy(banks)], q)
+            score = score.cpu().numpy().astype(np.float64)
+        else:
+            score = self.geometry.overlap(poses, self.poses[banks])
+        score = np.where(usable, score, -np.inf)
+        top = np.argsort(-score, axis=1, kind="stable")[:, : self.k]  # (B, k)
+        best = np.take_along_axis(score, top, 1)
+        hit = best >= self.min_score
+        return Recall(
+            uid=np.where(hit, np.take_along_axis(self.uid[banks], top, 1), -1),
+            bank=np.where(hit, banks[:, None], -1),
+            slot=np.where(hit, top, -1),
+            score=np.where(hit, best, 0.0),
+        )
 
     def gather(self, recall: Recall, j: int) -> tuple[Tensor, np.ndarray]:
         """Latents of every row's ``j``-th retrieved chunk ``(B, F, C, h, w)`` and its validity."""
