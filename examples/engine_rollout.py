@@ -2,8 +2,8 @@
 
     python examples/engine_rollout.py --steps 20 --batch 4 --out runs/engine_rollout.npz
 
-Until the trained worlds land the weights are random: this shows the API and its costs, and the
-frames it saves are noise.
+The weights are random (the default, untrained architecture): this shows the API and its costs,
+and the frames it saves are noise. The trained worlds are what the envs load.
 """
 
 import argparse

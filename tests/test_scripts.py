@@ -1,5 +1,6 @@
 """Smoke tests: every script and the CLI run end to end on a micro budget."""
 
+import json
 import os
 import subprocess
 import sys
@@ -41,6 +42,34 @@ def test_engine_rollout_example(tmp_path):
     )
     assert "round trip bitwise equal: True" in text
     assert out.exists()
+
+
+def test_memory_walk_example(tmp_path):
+    out = tmp_path / "walk.png"
+    text = run("examples/memory_walk.py", "--tiny", "--walk", "2", "--out", str(out))
+    assert "memory on" in text and "memory off" in text and "x=0.00 m, y=0.00 m" in text
+    assert out.stat().st_size > 0
+
+
+def test_memory_benchmark_smoke(tmp_path):
+    report = tmp_path / "memory.json"
+    text = run(
+        "-m",
+        "gym_worldmodel.bench",
+        "memory",
+        "--tiny",
+        "--batch",
+        "2",
+        "--long-steps",
+        "14",
+        "--capacity",
+        "8",
+        "--repeats",
+        "1",
+        "--json",
+        str(report),
+    )
+    assert "with memory" in text and json.loads(report.read_text())["batch_2"]["bank_entries"] == 8
 
 
 def test_engine_benchmark_smoke(tmp_path):
