@@ -239,6 +239,8 @@ def test_memory_defaults_follow_the_world_and_can_be_switched_off():
     assert "memory_hits" not in info
     with pytest.raises(ValueError, match="without memory"):
         env.set_memory(True)
+    with pytest.raises(ValueError, match=r"rows in \[0, 2\)"):
+        make_env().set_memory(False, [2])
 
 
 def test_single_env_reports_pose_and_memory():

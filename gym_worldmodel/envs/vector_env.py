@@ -112,9 +112,12 @@ class WorldModelVectorEnv(VectorEnv):
         self.render_mode, self.max_episode_steps = render_mode, max_episode_steps
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
         self._model_arg, self._engine = model, engine
-        self.memory = self.world.pose is not None if memory is None else bool(memory)
-        self.memory_shared, self.memory_capacity = memory_shared, memory_capacity
         self.config = engine.config if engine is not None else model_config(self.world, model)
+        has_slots = self.config.dit.memory_chunks > 0
+        self.memory = self.world.pose is not None and has_slots if memory is None else bool(memory)
+        if self.memory and not has_slots:
+            raise ValueError("memory=True needs a model with memory slots (memory_chunks >= 1)")
+        self.memory_shared, self.memory_capacity = memory_shared, memory_capacity
         self.metadata = {
             **self.metadata,
             # render() gives one frame per step, so videos play in real time at the step rate;
@@ -207,8 +210,11 @@ class WorldModelVectorEnv(VectorEnv):
         memory on/off comparisons within one batch). Needs an env built with memory.
         """
         self._check_open()
+        rows = None if env_idx is None else [int(i) for i in env_idx]
+        if rows is not None and not all(0 <= i < self.num_envs for i in rows):
+            raise ValueError(f"env_idx must name rows in [0, {self.num_envs}), got {rows}")
         self._build_engine()
-        self._engine.set_memory_enabled(enabled, None if env_idx is None else list(env_idx))
+        self._engine.set_memory_enabled(enabled, rows)
 
     def close_extras(self, **kwargs: Any) -> None:
         """Release the engine; further calls to reset or step raise."""
