@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from gym_worldmodel.bench import interleaved
 from gym_worldmodel.envs import WorldModelVectorEnv
 from gym_worldmodel.models import WorldModel
 
@@ -43,17 +45,13 @@ def memory_benchmark(
                 env.step(plan[step])
         row: dict[str, float] = {}
         for step in (10, long_steps - 1):
-            times: dict[str, list[float]] = {"on": [], "off": []}
-            for _ in range(repeats):
-                for name, env in envs.items():
-                    env.set_state(snaps[name][step])
-                    start = time.perf_counter()
-                    env.step(plan[step])
-                    times[name].append(time.perf_counter() - start)
-            on, off = (float(np.median(times[k])) for k in ("on", "off"))
+            timers = {
+                k: partial(_timed_step, envs[k], snaps[k][step], plan[step]) for k in ("on", "off")
+            }
+            med = interleaved(timers, repeats)
             tag = "10" if step == 10 else "long"
-            row[f"on_ms_at_{tag}"], row[f"off_ms_at_{tag}"] = 1e3 * on, 1e3 * off
-            row[f"on_over_off_at_{tag}"] = on / off
+            row[f"on_ms_at_{tag}"], row[f"off_ms_at_{tag}"] = 1e3 * med["on"], 1e3 * med["off"]
+            row[f"on_over_off_at_{tag}"] = med["on"] / med["off"]
         row["on_long_over_10"] = row["on_ms_at_long"] / row["on_ms_at_10"]
         bank = envs["on"]._engine.memory
         row["bank_entries"] = int((bank.uid >= 0).sum(1).max())
@@ -69,3 +67,11 @@ def memory_benchmark(
         for env in envs.values():
             env.close()
     return results
+
+
+def _timed_step(env: WorldModelVectorEnv, state: dict, action: np.ndarray) -> float:
+    """Seconds of one step from ``state`` (restored first, untimed)."""
+    env.set_state(state)
+    start = time.perf_counter()
+    env.step(action)
+    return time.perf_counter() - start

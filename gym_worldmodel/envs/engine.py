@@ -104,13 +104,14 @@ class WorldEngine:
         self.slot_uid[idx] = -1
         if self.recall is not None:  # nothing retrieved yet in the new episodes
             self.recall.uid[idx], self.recall.score[idx] = -1, 0.0
-        self._remember(latents, idx)
         if self.memory is not None:
+            self._remember(latents, idx)
             self.memory.reset(idx)
             self.memory.add(latents, poses, idx)
         return latents, frames
 
     def _remember(self, latents: Tensor, rows: list[int]) -> None:
+        """Keep the rows' last chunk: the query of latent-similarity retrieval."""
         if self.last_latents is None:
             self.last_latents = torch.zeros(self.num_envs, *latents.shape[1:], device=self.device)
         self.last_latents[rows] = latents.float()
@@ -137,9 +138,9 @@ class WorldEngine:
                 self._recall(poses)
             latents = self.rollout.generate(self.cache, padded, self.modality, self.gens)
             frames = self.model.vae.decode(latents[:, decode])
-        rows = list(range(self.num_envs))
-        self._remember(latents, rows)
         if self.memory is not None:
+            rows = list(range(self.num_envs))
+            self._remember(latents, rows)
             self.memory.add(latents, poses, rows)
         return latents, frames
 
@@ -188,9 +189,8 @@ class WorldEngine:
         idx = list(env_idx)
         self.cache.load_state_dict(state["cache"], env_idx=idx)
         self.gens.set_state(state["generators"], idx)
-        if state.get("last_latents") is not None:
-            self._remember(state["last_latents"], idx)
         if self.memory is not None and state.get("memory") is not None:
+            self._remember(state["last_latents"], idx)
             self.memory.set_state(state["memory"], idx)
             # Rows sharing a reloaded bank: their slots may name entries that changed.
             self.slot_uid[np.isin(self.memory.banks, self.memory.banks[idx])] = -1

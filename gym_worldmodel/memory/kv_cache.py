@@ -53,6 +53,10 @@ class CacheLayout:
         """Slots reserved for retrieved spatial memory."""
         return self._span(0, self.memory_chunks)
 
+    def memory_slot(self, slot: int) -> slice:
+        """Slots of retrieved-memory chunk ``slot``."""
+        return self._span(slot, 1)
+
     @property
     def sink(self) -> slice:
         """Slots of the first chunk of the episode."""
@@ -181,11 +185,7 @@ class KVCache:
         Called by the model's memory pass (``CausalChunkDiT.encode_memory``) for every layer;
         :meth:`set_memory` then marks which rows hold memory.
         """
-        span = self.layout.memory
-        span = slice(
-            span.start + slot * self.layout.chunk_tokens,
-            span.start + (slot + 1) * self.layout.chunk_tokens,
-        )
+        span = self.layout.memory_slot(slot)
         self.k[layer, rows, :, span] = k.to(self.k.dtype)
         self.v[layer, rows, :, span] = v.to(self.v.dtype)
 

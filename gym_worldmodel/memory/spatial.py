@@ -171,7 +171,6 @@ class SpatialMemory:
         self.uid = np.full((g, capacity), -1, np.int64)  # -1: empty
         self.owner = np.full((g, capacity), -1, np.int64)
         self.step = np.zeros((g, capacity), np.int64)  # owner's chunk index of the entry
-        self.added = np.zeros((g, capacity), np.int64)  # insertion order (for eviction)
         self.chunks = np.zeros(num_rows, np.int64)  # chunks added per row since its reset
         self.enabled = np.ones(num_rows, bool)
         self._next_uid = 0
@@ -203,7 +202,6 @@ class SpatialMemory:
             self.poses[bank, slot] = poses[i]
             self.uid[bank, slot], self._next_uid = self._next_uid, self._next_uid + 1
             self.owner[bank, slot], self.step[bank, slot] = row, self.chunks[row]
-            self.added[bank, slot] = self.uid[bank, slot]
             self.chunks[row] += 1
 
     def _free_slot(self, bank: int, pose: np.ndarray) -> int:
@@ -215,7 +213,7 @@ class SpatialMemory:
             best = int(np.argmax(overlap))
             if overlap[best] >= self.replace_overlap:
                 return best
-        return int(np.argmin(self.added[bank]))
+        return int(np.argmin(self.uid[bank]))  # uids grow with insertion: the oldest
 
     def reset(self, rows: Sequence[int] | None = None) -> None:
         """Forget what rows ``rows`` (all if None) stored; other rows' entries stay."""
@@ -299,7 +297,6 @@ class SpatialMemory:
                     "owner_is_row": self.owner[bank] == row,
                     "has_owner": self.owner[bank] >= 0,
                     "step": self.step[bank].copy(),
-                    "added": self.added[bank].copy(),
                     "chunks": int(self.chunks[row]),
                     "enabled": bool(self.enabled[row]),
                 }
@@ -319,7 +316,7 @@ class SpatialMemory:
             self.latents[bank] = state["latents"].to(self.latents)
             self.keys[bank] = state["keys"].to(self.keys)
             self.poses[bank], self.uid[bank] = state["poses"], state["uid"]
-            self.step[bank], self.added[bank] = state["step"], state["added"]
+            self.step[bank] = state["step"]
             self.owner[bank] = np.where(
                 state["owner_is_row"], row, np.where(state["has_owner"], self.num_rows, -1)
             )

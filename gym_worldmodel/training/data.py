@@ -113,8 +113,9 @@ class ChunkWindows(torch.utils.data.Dataset):
             if i not in self._retrieved:
                 self._retrieved[i] = self._retrieve(e, s)
             j = self._retrieved[i]
-            chunk = ep.frames[max(j, 0) - self.f + 1 : max(j, 0) + 1]
-            if j < 0:
+            if j >= 0:
+                chunk = ep.frames[j - self.f + 1 : j + 1]
+            else:
                 chunk = np.zeros((self.f, *ep.frames.shape[1:]), ep.frames.dtype)
             item[f"memory_{self.key}"] = torch.from_numpy(np.ascontiguousarray(chunk))
             item["memory_valid"] = torch.tensor(j >= 0)
