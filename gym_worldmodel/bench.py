@@ -87,10 +87,11 @@ class EngineRun:
         self.actions[..., 1] = 1.0  # camera: walk forward
         self.modality = torch.zeros(batch, dtype=torch.long)
         self.steps = 0
-        # What a no-cache recompute of the next step needs: the sink and the receptive field.
+        # What a no-cache recompute of the next step needs: the sink and the receptive field
+        # (plus the chunk before it, whose last frame anchors the field's first chunk).
         cfg = dit.config
         self.sink: torch.Tensor | None = None
-        self.recent: deque[torch.Tensor] = deque(maxlen=cfg.depth * cfg.window_chunks)
+        self.recent: deque[torch.Tensor] = deque(maxlen=cfg.depth * cfg.window_chunks + 1)
 
     def step(self) -> torch.Tensor:
         """One env step's worth of engine work; returns uint8 frames ``(B, F, H, W, 3)``."""
@@ -137,7 +138,8 @@ class EngineRun:
         self.restore(snap)
         baseline = RecomputeRollout(self.model.dit, self.model.config.sampler)
         assert self.sink is not None, "snapshot before any step"
-        baseline.history = [(x, self.actions) for x in [self.sink, *self.recent]]
+        chunks = [self.sink, *self.recent]
+        baseline.set_history(chunks, [self.actions] * len(chunks))
         start = time.perf_counter()
         with torch.inference_mode(), precision("cpu", self.dtype):
             latents = baseline.generate(self.actions, self.modality, self.gens)

@@ -132,6 +132,12 @@ def train_main(argv: Sequence[str]) -> None:
         "--student-init", type=Path, help="student: fine-tune this student instead of a copy"
     )
     parser.add_argument(
+        "--frame-anchor",
+        action="store_true",
+        help="teacher: add the frame anchor (a direct path from the previous frame) to an "
+        "--init that has none; it starts at zero, so training begins from the same model",
+    )
+    parser.add_argument(
         "--cooldown", type=float, default=0.2, help="fraction of steps decaying the lr to 0"
     )
     parser.add_argument("--steps", type=int, default=10_000)
@@ -172,7 +178,8 @@ def train_main(argv: Sequence[str]) -> None:
         previous = "<vae run>/model" if args.stage == "teacher" else "<teacher run>/model"
         raise SystemExit(f"train {args.stage} needs --init {previous}")
     if args.stage == "teacher":
-        train_teacher(args.data, args.init, args.out, train, memory=args.memory)
+        options = {"memory": args.memory, "frame_anchor": args.frame_anchor}
+        train_teacher(args.data, args.init, args.out, train, **options)
     else:
         if not 1 <= args.nfe <= 8:
             raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")
@@ -227,6 +234,11 @@ def eval_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument("--min-gap", type=int, default=250, help="revisit: frames before return")
     parser.add_argument("--max-episodes", type=int, help="revisit: use the first n held-out")
+    parser.add_argument(
+        "--oracle-memory",
+        action="store_true",
+        help="revisit: also run memory on with the recorded frames remembered (a diagnostic)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from gym_worldmodel import hub
@@ -245,6 +257,7 @@ def eval_main(argv: Sequence[str]) -> None:
                 args.min_gap,
                 max_episodes=args.max_episodes,
                 progress=not args.no_progress,
+                oracle=args.oracle_memory,
             )
             print(
                 f"{result.world}: revisit PSNR memory on {result.psnr_on:.2f} dB, off "
@@ -252,6 +265,8 @@ def eval_main(argv: Sequence[str]) -> None:
                 f"{result.ssim_off:.3f}; hits on {100 * result.hit_rate:.0f}% of revisit frames",
                 flush=True,
             )
+            if result.psnr_oracle is not None:
+                print(f"  memory of recorded frames: {result.psnr_oracle:.2f} dB", flush=True)
         write_revisit_report(result, args.out, report, command)
         print(f"wrote {report} and {args.out}/")
         return

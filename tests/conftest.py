@@ -28,3 +28,11 @@ def tiny_config() -> WorldModelConfig:
 @pytest.fixture
 def tiny_model(tiny_config: WorldModelConfig) -> WorldModel:
     return randomize(WorldModel(tiny_config).eval())
+
+
+def kept_anchors(chunks: list[torch.Tensor], keep: list[int]) -> torch.Tensor:
+    """Anchors ``(B, len(keep) + 1, C, h, w)`` of a sequence of the kept chunks of an episode
+    ``chunks`` (each ``(B, F, C, h, w)``) followed by the chunk after the last one: each kept
+    chunk's anchor is the last frame of the episode chunk before it (zeros for chunk 0)."""
+    zero = torch.zeros_like(chunks[0][:, -1])
+    return torch.stack([zero] + [chunks[i - 1][:, -1] for i in keep[1:]] + [chunks[-1][:, -1]], 1)

@@ -6,9 +6,10 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import kept_anchors, randomize
 
 from gym_worldmodel.memory import KVCache
-from gym_worldmodel.models import WorldModel, precision
+from gym_worldmodel.models import WorldModel, WorldModelConfig, precision
 from gym_worldmodel.sampling import ChunkRollout, RecomputeRollout, RowGenerators
 
 
@@ -148,8 +149,51 @@ def test_positions_stay_bounded_in_an_endless_episode(tiny_model):
         t = torch.zeros(1, len(keep) + 1)
         t[:, -1] = 0.6
         acts = torch.cat([actions[i] for i in keep] + [actions[-1]], 1)
-        short = dit.forward_sequence(seq, t, acts, modality)
+        anchors = kept_anchors(list(chunks.unbind(1)), keep)
+        short = dit.forward_sequence(seq, t, acts, modality, anchors=anchors)
     assert (short[:, -cfg.chunk_frames :] - cached).abs().max() <= 1e-4
+
+
+# --- frame anchor ------------------------------------------------------------------------------
+
+
+def test_frame_anchor_feeds_the_previous_frame_in_both_paths(tiny_model):
+    """The anchor changes what is generated, and the cache keeps the last written frame."""
+    actions = random_actions(ChunkRollout(tiny_model.dit, tiny_model.config.sampler), 1, 3)
+    modality = torch.zeros(1, dtype=torch.long)
+    anchored, cache = roll(tiny_model, [0], actions, modality)
+    assert torch.equal(cache.anchor, anchored[:, -1, -1])  # context_t 0: the clean chunk
+    plain = WorldModel(tiny_model.config).eval()
+    plain.load_state_dict(tiny_model.state_dict())
+    torch.nn.init.zeros_(plain.dit.anchor_embed.weight)
+    unanchored, _ = roll(plain, [0], actions, modality)
+    assert torch.equal(anchored[:, 0], unanchored[:, 0])  # the first chunk has no anchor
+    assert not torch.allclose(anchored[:, 1:], unanchored[:, 1:], atol=1e-3)
+
+
+def test_with_frame_anchor_starts_as_the_same_model():
+    old = WorldModelConfig.tiny(frame_anchor=False)
+    data = old.to_dict()
+    del data["dit"]["frame_anchor"]  # a config.json written before the option
+    assert not WorldModelConfig.from_dict(data).dit.frame_anchor
+    model = randomize(WorldModel(old).eval())
+    upgraded = model.with_frame_anchor()
+    assert upgraded.config.dit.frame_anchor and not upgraded.training
+    assert not upgraded.dit.anchor_embed.weight.any()
+    actions = random_actions(ChunkRollout(model.dit, model.config.sampler), 2, 3)
+    modality = torch.tensor([0, 1])
+    before, _ = roll(model, [0, 1], actions, modality)
+    after, _ = roll(upgraded, [0, 1], actions, modality)
+    assert torch.equal(before, after)
+    assert upgraded.with_frame_anchor() is upgraded
+
+
+def test_cache_state_from_a_model_without_anchor_is_refused(tiny_model):
+    plain = WorldModel(WorldModelConfig.tiny(frame_anchor=False))
+    state = KVCache.for_model(plain.dit.config, plain.dit.rope, 1).state_dict()
+    cache = KVCache.for_model(tiny_model.dit.config, tiny_model.dit.rope, 1)
+    with pytest.raises(ValueError, match="anchor"):
+        cache.load_state_dict(state)
 
 
 # --- row independence and determinism --------------------------------------------------------
@@ -358,7 +402,7 @@ def test_recompute_baseline_gives_the_cached_chunks(tiny_model, context_t):
     baseline, gens = RecomputeRollout(tiny_model.dit, config), RowGenerators([3, 4])
     with torch.no_grad():
         recomputed = torch.stack([baseline.generate(a, modality, gens) for a in actions], 1)
-    assert len(baseline.history) == 1 + tiny_model.dit.config.depth * 2 + 1
+    assert len(baseline.history) == 1 + tiny_model.dit.config.depth * 2
     assert (recomputed - cached).abs().max() <= 1e-4
 
 

@@ -132,12 +132,14 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path):
     data = tmp_path / "revisit"
     collect(RevisitSquareSource(), data, episodes=4, steps=12, heldout_every=2, progress=False)
     model = randomize(WorldModel(dataclasses.replace(WorldModelConfig.tiny(), fps=16))).eval()
-    result = evaluate_revisit(model, data, min_gap=6, progress=False)
+    result = evaluate_revisit(model, data, min_gap=6, progress=False, oracle=True)
     assert result.episodes == 2 and result.revisit_frames > 0 and result.hit_rate > 0
-    assert np.isfinite([result.psnr_on, result.psnr_off, result.ssim_on, result.ssim_off]).all()
+    figures = [result.psnr_on, result.psnr_off, result.ssim_on, result.ssim_off]
+    assert np.isfinite([*figures, result.psnr_oracle, result.ssim_oracle]).all()
+    assert result.psnr_oracle != result.psnr_on  # other memories, other frames
     report = tmp_path / "docs" / "memory.md"
     write_revisit_report(result, tmp_path / "docs" / "eval", report, "cmd")
-    assert "memory on" in report.read_text()
+    assert "memory on" in report.read_text() and "recorded frames" in report.read_text()
     assert (tmp_path / "docs" / "eval" / "revisit.png").stat().st_size > 0
     plain = tmp_path / "plain"
     collect(SquareSource(), plain, episodes=2, steps=12, heldout_every=2, progress=False)

@@ -7,6 +7,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import kept_anchors
 
 from gym_worldmodel.envs.engine import WorldEngine
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
@@ -176,6 +177,7 @@ def test_reframed_memory_positions_stay_bounded_in_an_endless_episode(tiny_model
             torch.cat([actions[i] for i in keep] + [actions[-1]], 1),
             modality,
             memory=memory,
+            anchors=kept_anchors(chunks, keep),
         )
     assert (short[:, -cfg.chunk_frames :] - cached).abs().max() <= 1e-4
 
@@ -204,6 +206,25 @@ def test_engine_rows_with_memory_off_match_an_engine_without_memory(tiny_model):
     assert engines[0].recall.hits.tolist() == [1, 0]
     assert torch.equal(out[0][:, 1], out[1][:, 1])
     assert not torch.equal(out[0][-1, 0], out[1][-1, 0])
+
+
+def test_engine_remembers_what_it_is_given(tiny_model):
+    """``remember`` stores other latents than the generated chunk (the oracle-memory run)."""
+    cfg = tiny_model.config
+    size = cfg.vae.image_size
+    engine = WorldEngine(tiny_model, 2, "camera", memory=True)
+    start = torch.zeros(2, cfg.dit.chunk_frames, size, size, 3, dtype=torch.uint8)
+    engine.start([0, 1], start, poses=np.zeros((2, 4)))
+    actions = np.zeros((2, cfg.dit.chunk_frames, 12), np.float32)
+    given = torch.randn(2, *engine.rollout.latent_shape)
+    generated, _ = engine.step(actions, poses=np.zeros((2, 4)), remember=given)
+    bank = engine.memory
+    for row in range(2):
+        newest = int(np.argmax(np.where(bank.owner[row] == row, bank.uid[row], -1)))
+        assert torch.equal(bank.latents[row, newest], given[row])
+        assert not torch.equal(bank.latents[row, newest], generated[row])
+    with pytest.raises(ValueError, match="remember must be"):
+        engine.step(actions, poses=np.zeros((2, 4)), remember=given[:1])
 
 
 def make_env(n=2, **kw):

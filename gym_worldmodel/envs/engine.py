@@ -117,7 +117,11 @@ class WorldEngine:
         self.last_latents[rows] = latents.float()
 
     def step(
-        self, actions: np.ndarray, decode: slice = slice(None), poses: np.ndarray | None = None
+        self,
+        actions: np.ndarray,
+        decode: slice = slice(None),
+        poses: np.ndarray | None = None,
+        remember: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Generate one chunk for every row.
 
@@ -127,6 +131,9 @@ class WorldEngine:
                 decodes only the last, for callers that read nothing else).
             poses: ``(B, 4)`` poses the rows look from after these actions (memory retrieval;
                 needed with memory in worlds with a pose).
+            remember: Latents ``(B, F, C, h, w)`` to store in memory for this step instead of
+                the generated chunk: the encoded recorded frames give an oracle memory, which
+                separates how well the model uses memory from how good its memories are.
 
         Returns:
             Latents ``(B, F, C, h, w)`` and uint8 frames ``(B, F', H, W, 3)`` on the device.
@@ -140,8 +147,13 @@ class WorldEngine:
             frames = self.model.vae.decode(latents[:, decode])
         if self.memory is not None:
             rows = list(range(self.num_envs))
-            self._remember(latents, rows)
-            self.memory.add(latents, poses, rows)
+            stored = latents if remember is None else remember.to(latents)
+            if stored.shape != latents.shape:
+                raise ValueError(
+                    f"remember must be {tuple(latents.shape)}, got {tuple(stored.shape)}"
+                )
+            self._remember(stored, rows)
+            self.memory.add(stored, poses, rows)
         return latents, frames
 
     def _recall(self, poses: np.ndarray | None) -> None:

@@ -94,6 +94,8 @@ class KVCache:
         v: ``(L, B, H, S, Dh)`` values.
         valid: ``(B, S)`` bool, slots holding keys (the current chunk's always do).
         chunks: ``(B,)`` long, chunks committed per row since its reset.
+        anchor: ``(B, C, h, w)`` float32 last frame of each row's last written chunk, the frame
+            the next chunk is anchored to (models with ``frame_anchor``; else None).
     """
 
     def __init__(
@@ -105,8 +107,10 @@ class KVCache:
         chunks: Tensor,
         to_sink: tuple[Tensor, Tensor],
         age: tuple[Tensor, Tensor],
+        anchor: Tensor | None = None,
     ) -> None:
         self.layout, self.k, self.v, self.valid, self.chunks = layout, k, v, valid, chunks
+        self.anchor = anchor
         self._to_sink, self._age = to_sink, age
         self._refresh_write_index()
         self._refresh_context()
@@ -127,6 +131,10 @@ class KVCache:
         valid = torch.zeros(batch_size, layout.slots, dtype=torch.bool, device=device)
         valid[:, layout.current] = True
         chunks = torch.zeros(batch_size, dtype=torch.long, device=device)
+        anchor = None
+        if config.frame_anchor:
+            side = config.latent_size
+            anchor = torch.zeros(batch_size, config.latent_channels, side, side, device=device)
 
         def shift(frames: float) -> tuple[Tensor, Tensor]:
             cos, sin = rope.time_shift(frames)
@@ -140,6 +148,7 @@ class KVCache:
             chunks,
             shift(-layout.current_time),
             shift(-layout.chunk_frames),
+            anchor,
         )
 
     @property
@@ -178,6 +187,10 @@ class KVCache:
         index = self._write_index[:, None, :, None].expand_as(k)
         self.k[layer].scatter_(2, index, k.to(self.k.dtype))
         self.v[layer].scatter_(2, index, v.to(self.v.dtype))
+
+    def write_anchor(self, frame: Tensor) -> None:
+        """Keep each row's ``(B, C, h, w)`` last written frame: the next chunk's anchor."""
+        self.anchor.copy_(frame)
 
     def write_memory(self, layer: int, slot: int, k: Tensor, v: Tensor, rows: Tensor) -> None:
         """Store a retrieved chunk's rotated ``(n, H, T, Dh)`` K/V in memory slot ``slot``.
@@ -225,6 +238,8 @@ class KVCache:
         self.valid[rows] = False
         self.valid[rows, self.layout.current] = True
         self.chunks[rows] = 0
+        if self.anchor is not None:
+            self.anchor[rows] = 0
         self._commits_since_reset = 0
         self._memory_full = False
         self._refresh_write_index()
@@ -242,6 +257,7 @@ class KVCache:
             self.chunks[idx],
             self._to_sink,
             self._age,
+            None if self.anchor is None else self.anchor[idx],
         )
 
     def clone(self) -> KVCache:
@@ -250,7 +266,10 @@ class KVCache:
 
     def state_dict(self) -> dict[str, Tensor]:
         """Tensors that fully describe the cache contents (references, not copies)."""
-        return {"k": self.k, "v": self.v, "valid": self.valid, "chunks": self.chunks}
+        state = {"k": self.k, "v": self.v, "valid": self.valid, "chunks": self.chunks}
+        if self.anchor is not None:
+            state["anchor"] = self.anchor
+        return state
 
     def load_state_dict(self, state: dict[str, Tensor], env_idx: Tensor | list[int] | None = None):
         """Copy ``state`` into rows ``env_idx`` (all rows if ``None``).
@@ -259,6 +278,8 @@ class KVCache:
         """
         rows = self._rows(env_idx)
         for name, dst in self.state_dict().items():
+            if name not in state:
+                raise ValueError(f"cache state lacks {name!r}: it is from a different model")
             src = state[name]
             expected = dst[:, rows].shape if dst.dim() == 5 else dst[rows].shape
             if src.shape != expected:

@@ -108,6 +108,11 @@ class DiTConfig:
         memory_chunks: Reserved cache chunks for retrieved spatial memory.
         modalities: Action vector width of each modality; the key order is the modality id.
         action_embed_dim: Width of the shared action embedding all projectors map into.
+        frame_anchor: Add to every token of a chunk a projection of the same patch of the
+            previous chunk's last frame (zero for the first chunk and for memory): a direct,
+            local path to copy what is already on screen, as frame-stacking world models have,
+            which attention alone learns slowly. False keeps checkpoints written before this
+            option loadable (their ``config.json`` does not name it).
     """
 
     latent_channels: int = 4
@@ -125,6 +130,7 @@ class DiTConfig:
     memory_chunks: int = 1
     modalities: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MODALITIES))
     action_embed_dim: int = 64
+    frame_anchor: bool = False
 
     def __post_init__(self) -> None:
         if self.dim % ROW_ALIGN or self.action_embed_dim % ROW_ALIGN:
@@ -258,7 +264,7 @@ class WorldModelConfig:
         Sized for CPU training: about the compute-optimal parameter count for an hour of two
         cores (training is ~3x faster per token than the default 192-wide DiT).
         """
-        return cls(dit=DiTConfig(dim=128, heads=2))
+        return cls(dit=DiTConfig(dim=128, heads=2, frame_anchor=True))
 
     @classmethod
     def tiny(cls, **dit_overrides: Any) -> WorldModelConfig:
@@ -276,6 +282,7 @@ class WorldModelConfig:
             window_chunks=2,
             memory_chunks=1,
             action_embed_dim=64,
+            frame_anchor=True,
         )
         dit_kwargs.update(dit_overrides)
         dit = DiTConfig(**dit_kwargs)

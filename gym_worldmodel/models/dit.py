@@ -122,9 +122,15 @@ class CausalChunkDiT(nn.Module):
         self.final_norm = nn.LayerNorm(config.dim, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Linear(config.dim, 2 * config.dim)
         self.out = nn.Linear(config.dim, c * p * p)
+        # Without bias, a zero anchor (first chunk, memory) adds exactly nothing.
+        self.anchor_embed = (
+            nn.Linear(c * p * p, config.dim, bias=False) if config.frame_anchor else None
+        )
         for layer in (self.final_ada, self.out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.anchor_embed is not None:  # starts as a no-op: fine-tuning keeps what was learned
+            nn.init.zeros_(self.anchor_embed.weight)
         self.rope = Rotary3D(config.rope_axes, config.rope_theta)
         side = config.latent_size // p
         # The current chunk always sits at time ``context_frames``: queries and fresh keys.
@@ -172,15 +178,26 @@ class CausalChunkDiT(nn.Module):
 
         Returns:
             Velocity ``(B, F, C, h, w)``.
+
+        With ``frame_anchor``, the chunk is anchored to the cache's last written frame, and the
+        write pass makes this chunk's last frame the next anchor.
         """
+        anchor = None
         if cache is None:
             if write:
                 raise ValueError("write=True needs a cache")
             context = SequenceAttention(self.config, self.rope, 1, x.device)
         else:
             context = ChunkAttention(cache, self.chunk_cos, self.chunk_sin, write)
+            if self.anchor_embed is not None:
+                if cache.anchor is None:
+                    raise ValueError("the cache was built for a model without frame_anchor")
+                anchor = cache.anchor[:, None]
         t_frames = t[:, None].expand(-1, x.shape[1])
-        return self._run(x, t_frames, actions, modality, drop_action, context)
+        out = self._run(x, t_frames, actions, modality, drop_action, context, anchor)
+        if write and self.anchor_embed is not None:
+            cache.write_anchor(x[:, -1])
+        return out
 
     def forward_sequence(
         self,
@@ -193,6 +210,7 @@ class CausalChunkDiT(nn.Module):
         memory: Tensor | None = None,
         memory_valid: Tensor | None = None,
         memory_t: float = 0.0,
+        anchors: Tensor | None = None,
     ) -> Tensor:
         """Denoise a whole sequence of chunks in one forward, without a cache.
 
@@ -210,6 +228,8 @@ class CausalChunkDiT(nn.Module):
                 ``config.memory_chunks``), as :meth:`encode_memory` would write them.
             memory_valid: ``(B,)`` bool: rows whose memory is real; None: all rows'.
             memory_t: Noise level the memory chunks are presented at.
+            anchors: ``(B, N, C, h, w)`` frame each chunk is anchored to (``frame_anchor``);
+                default: the last frame of the chunk before it in ``x``, zeros for chunk 0.
 
         Returns:
             Velocity ``(B, N * F, C, h, w)``.
@@ -220,6 +240,15 @@ class CausalChunkDiT(nn.Module):
         n_mem = 0 if memory is None else memory.shape[1] // f
         context = SequenceAttention(self.config, self.rope, n, x.device, n_mem, memory_valid)
         t_frames = t.repeat_interleave(f, dim=1)
+        if self.anchor_embed is None:
+            anchors = None
+        elif anchors is None:
+            anchors = sequence_anchors(x, f)
+        elif anchors.shape != (x.shape[0], n, *x.shape[2:]):
+            raise ValueError(
+                f"anchors must be (B, {n}, {', '.join(map(str, x.shape[2:]))}), "
+                f"got {tuple(anchors.shape)}"
+            )
         if n_mem:  # memory chunks first, at their level and with no action
             if memory.shape[1] != n_mem * f or memory.shape[2:] != x.shape[2:]:
                 raise ValueError(
@@ -233,7 +262,11 @@ class CausalChunkDiT(nn.Module):
             actions = torch.cat(
                 (actions.new_zeros(actions.shape[0], n_mem * f, actions.shape[2]), actions), 1
             )
-        out = self._run(x, t_frames, actions, modality, drop_action, context)
+            if anchors is not None:  # memory is not anchored
+                anchors = torch.cat(
+                    (anchors.new_zeros(anchors.shape[0], n_mem, *anchors.shape[2:]), anchors), 1
+                )
+        out = self._run(x, t_frames, actions, modality, drop_action, context, anchors)
         return out[:, n_mem * f :]
 
     def encode_memory(
@@ -270,11 +303,15 @@ class CausalChunkDiT(nn.Module):
         actions: Tensor,
         modality: Tensor,
         drop_action: Tensor | None,
-        context: ChunkAttention | SequenceAttention,
+        context: ChunkAttention | SequenceAttention | MemoryAttention,
+        anchors: Tensor | None = None,
     ) -> Tensor:
         p, side = self.config.patch_size, self.config.latent_size // self.config.patch_size
-        tokens = rearrange(x, "b f c (h p) (w q) -> b f (h w) (c p q)", p=p, q=p)
-        tokens = self.patch_embed(tokens)  # (B, NF, Tf, dim)
+        patches = "b f c (h p) (w q) -> b f (h w) (c p q)"
+        tokens = self.patch_embed(rearrange(x, patches, p=p, q=p))  # (B, NF, Tf, dim)
+        if anchors is not None:  # (B, N, C, h, w): one anchor frame per chunk
+            anchor = self.anchor_embed(rearrange(anchors, patches, p=p, q=p).to(tokens.dtype))
+            tokens = tokens + anchor.repeat_interleave(x.shape[1] // anchors.shape[1], 1)
         cond = self.time_embed(t_frames)  # (B, NF, dim)
         action = self.actions(actions, modality, drop_action)  # (B, NF, u)
         for layer, block in enumerate(self.blocks):
@@ -282,3 +319,12 @@ class CausalChunkDiT(nn.Module):
         shift, scale = self.final_ada(F.silu(cond))[:, :, None].chunk(2, -1)
         out = self.out(modulate(self.final_norm(tokens), shift, scale))  # (B, NF, Tf, C p p)
         return rearrange(out, "b f (h w) (c p q) -> b f c (h p) (w q)", h=side, p=p, q=p)
+
+
+def sequence_anchors(x: Tensor, chunk_frames: int) -> Tensor:
+    """``(B, N, C, h, w)`` anchors of a chunk sequence ``x``: each chunk's previous frame.
+
+    Chunk 0 (the sink) has none: zeros.
+    """
+    last = x[:, chunk_frames - 1 :: chunk_frames]  # last frame of every chunk
+    return torch.cat((torch.zeros_like(last[:, :1]), last[:, :-1]), 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 
 import torch
@@ -28,6 +29,21 @@ class WorldModel(nn.Module):
         self.config = config
         self.vae = VAE(config.vae)
         self.dit = CausalChunkDiT(config.dit)
+
+    def with_frame_anchor(self) -> WorldModel:
+        """This model with a frame anchor (``DiTConfig.frame_anchor``) added, if it has none.
+
+        The anchor's projection starts at zero, so the new model computes exactly what this one
+        does; fine-tuning then learns to use the anchor.
+        """
+        if self.config.dit.frame_anchor:
+            return self
+        dit = dataclasses.replace(self.config.dit, frame_anchor=True)
+        model = WorldModel(dataclasses.replace(self.config, dit=dit))
+        missing, unexpected = model.load_state_dict(self.state_dict(), strict=False)
+        if set(missing) != {"dit.anchor_embed.weight"} or unexpected:
+            raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
+        return model.train(self.training)
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts of each part."""

@@ -114,32 +114,52 @@ class RecomputeRollout(_Rollout):
 
     def __init__(self, dit: CausalChunkDiT, config: SamplerConfig) -> None:
         super().__init__(dit, config)
-        self.history: list[tuple[Tensor, Tensor]] = []  # (context latents, actions) per chunk
+        # (context latents, actions, anchor frame) per chunk: the sink and the receptive field.
+        self.history: list[tuple[Tensor, Tensor, Tensor]] = []
 
     def reset(self) -> None:
         """Forget every chunk (a new episode for all rows)."""
         self.history.clear()
 
+    def set_history(self, chunks: list[Tensor], actions: list[Tensor]) -> None:
+        """Continue an episode whose context latents so far were ``chunks`` (sink first).
+
+        Only the sink and the receptive field are kept, each chunk with its anchor frame (the
+        last frame of the chunk before it; zeros for the sink).
+        """
+        anchors = [torch.zeros_like(chunks[0][:, -1])] + [x[:, -1] for x in chunks[:-1]]
+        history = list(zip(chunks, actions, anchors, strict=True))
+        cfg = self.dit.config
+        self.history = history[:1] + history[1:][-cfg.depth * cfg.window_chunks :]
+
     def generate(self, actions: Tensor, modality: Tensor, generators: RowGenerators) -> Tensor:
         """Generate one clean chunk per row from the stored history; arguments as above."""
         check_inputs(len(generators), self.action_shape, actions, modality, generators)
         cfg = self.dit.config
-        recent = self.history[1:][-cfg.depth * cfg.window_chunks :]
-        context = self.history[:1] + recent
-        ctx_x = [x for x, _ in context]
-        ctx_a = torch.cat([a for _, a in context] + [actions], 1)
+        context = self.history
+        ctx_x = [x for x, _, _ in context]
+        ctx_a = torch.cat([a for _, a, _ in context] + [actions], 1)
         n = len(context)
+        if context:
+            anchor = context[-1][0][:, -1]
+            anchors = torch.stack([p for _, _, p in context] + [anchor], 1)
+        else:  # the first chunk: no anchor
+            anchors = None
 
         def denoise(x: Tensor, t: Tensor, drop: Tensor | None) -> Tensor:
             past = torch.full((x.shape[0], n), self.config.context_t, device=x.device)
             levels = torch.cat([past, t[:, None]], 1)
             seq = torch.cat([*ctx_x, x], 1)
-            v = self.dit.forward_sequence(seq, levels, ctx_a, modality, drop_action=drop)
+            v = self.dit.forward_sequence(
+                seq, levels, ctx_a, modality, drop_action=drop, anchors=anchors
+            )
             return v[:, -cfg.chunk_frames :]
 
         x0 = self.sampler.sample(denoise, self.latent_shape, generators)
         x_ctx, _ = self.sampler.context(x0, generators)
-        self.history = [*context, (x_ctx, actions)]
+        anchor = anchors[:, -1] if context else torch.zeros_like(x_ctx[:, -1])
+        recent = [*context[1:], (x_ctx, actions, anchor)][-cfg.depth * cfg.window_chunks :]
+        self.history = [*context[:1], *recent] if context else [(x_ctx, actions, anchor)]
         return x0
 
 

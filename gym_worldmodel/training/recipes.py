@@ -144,6 +144,7 @@ def train_teacher(
     loss_config: TeacherLossConfig | None = None,
     progress: bool = True,
     memory: bool = False,
+    frame_anchor: bool = False,
 ) -> WorldModel:
     """Train the DiT as a flow-matching teacher on windows from ``data`` (all modalities).
 
@@ -157,11 +158,15 @@ def train_teacher(
         loss_config: Noise-level sampling and action dropout.
         progress: Show a progress bar.
         memory: Give windows of posed worlds their retrieved memory chunk (spatial memory).
+        frame_anchor: Add the frame anchor (``DiTConfig.frame_anchor``) to an ``init`` that has
+            none, starting at zero.
 
     Frames are encoded once up front when the run reads more frames than the data holds, else
     batch by batch.
     """
     model = hub.from_pretrained(init)
+    if frame_anchor:
+        model = model.with_frame_anchor()
     model.vae.requires_grad_(False)
     cfg = model.config.dit
     n = n_chunks or 1 + cfg.window_chunks + 2
@@ -212,9 +217,10 @@ def train_student(
     teacher.requires_grad_(False)
     sampler = dataclasses.replace(teacher.config.sampler, nfe=nfe, stochastic=False, context_t=0.0)
     student = WorldModel(dataclasses.replace(teacher.config, sampler=sampler))
-    student.load_state_dict(
-        (hub.from_pretrained(init) if init is not None else teacher).state_dict()
-    )
+    source = hub.from_pretrained(init) if init is not None else teacher
+    if student.config.dit.frame_anchor:  # a student from before the anchor: add it at zero
+        source = source.with_frame_anchor()
+    student.load_state_dict(source.state_dict())
     student.vae.requires_grad_(False)
     cfg = student.config.dit
     # A short run sees a small part of the data: encode each batch rather than everything.
