@@ -178,8 +178,14 @@ def train_main(argv: Sequence[str]) -> None:
         previous = "<vae run>/model" if args.stage == "teacher" else "<teacher run>/model"
         raise SystemExit(f"train {args.stage} needs --init {previous}")
     if args.stage == "teacher":
-        options = {"memory": args.memory, "frame_anchor": args.frame_anchor}
-        train_teacher(args.data, args.init, args.out, train, **options)
+        train_teacher(
+            args.data,
+            args.init,
+            args.out,
+            train,
+            memory=args.memory,
+            frame_anchor=args.frame_anchor,
+        )
     else:
         if not 1 <= args.nfe <= 8:
             raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")

@@ -138,6 +138,9 @@ class WorldEngine:
         Returns:
             Latents ``(B, F, C, h, w)`` and uint8 frames ``(B, F', H, W, 3)`` on the device.
         """
+        expected = (self.num_envs, *self.rollout.latent_shape)
+        if remember is not None and tuple(remember.shape) != expected:  # before any state moves
+            raise ValueError(f"remember must be {expected}, got {tuple(remember.shape)}")
         padded = torch.zeros(self.num_envs, actions.shape[1], self.action_dim, device=self.device)
         padded[..., : actions.shape[2]] = torch.from_numpy(actions).to(self.device)
         with torch.no_grad(), precision(self.device, self.dtype):
@@ -148,10 +151,6 @@ class WorldEngine:
         if self.memory is not None:
             rows = list(range(self.num_envs))
             stored = latents if remember is None else remember.to(latents)
-            if stored.shape != latents.shape:
-                raise ValueError(
-                    f"remember must be {tuple(latents.shape)}, got {tuple(stored.shape)}"
-                )
             self._remember(stored, rows)
             self.memory.add(stored, poses, rows)
         return latents, frames

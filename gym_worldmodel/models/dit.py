@@ -311,7 +311,8 @@ class CausalChunkDiT(nn.Module):
         tokens = self.patch_embed(rearrange(x, patches, p=p, q=p))  # (B, NF, Tf, dim)
         if anchors is not None:  # (B, N, C, h, w): one anchor frame per chunk
             anchor = self.anchor_embed(rearrange(anchors, patches, p=p, q=p).to(tokens.dtype))
-            tokens = tokens + anchor.repeat_interleave(x.shape[1] // anchors.shape[1], 1)
+            chunks = tokens.unflatten(1, (anchors.shape[1], -1))  # (B, N, F, Tf, dim)
+            tokens = (chunks + anchor[:, :, None]).flatten(1, 2)
         cond = self.time_embed(t_frames)  # (B, NF, dim)
         action = self.actions(actions, modality, drop_action)  # (B, NF, u)
         for layer, block in enumerate(self.blocks):

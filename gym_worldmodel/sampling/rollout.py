@@ -128,7 +128,10 @@ class RecomputeRollout(_Rollout):
         last frame of the chunk before it; zeros for the sink).
         """
         anchors = [torch.zeros_like(chunks[0][:, -1])] + [x[:, -1] for x in chunks[:-1]]
-        history = list(zip(chunks, actions, anchors, strict=True))
+        self._keep(list(zip(chunks, actions, anchors, strict=True)))
+
+    def _keep(self, history: list[tuple[Tensor, Tensor, Tensor]]) -> None:
+        """Store the sink and the last ``depth * window`` chunks: all the next chunk depends on."""
         cfg = self.dit.config
         self.history = history[:1] + history[1:][-cfg.depth * cfg.window_chunks :]
 
@@ -140,11 +143,11 @@ class RecomputeRollout(_Rollout):
         ctx_x = [x for x, _, _ in context]
         ctx_a = torch.cat([a for _, a, _ in context] + [actions], 1)
         n = len(context)
-        if context:
+        if context:  # the new chunk's anchor: the last frame before it (none for the first)
             anchor = context[-1][0][:, -1]
-            anchors = torch.stack([p for _, _, p in context] + [anchor], 1)
-        else:  # the first chunk: no anchor
-            anchors = None
+        else:
+            anchor = torch.zeros(len(generators), *self.latent_shape[1:], device=actions.device)
+        anchors = torch.stack([p for _, _, p in context] + [anchor], 1)
 
         def denoise(x: Tensor, t: Tensor, drop: Tensor | None) -> Tensor:
             past = torch.full((x.shape[0], n), self.config.context_t, device=x.device)
@@ -157,9 +160,7 @@ class RecomputeRollout(_Rollout):
 
         x0 = self.sampler.sample(denoise, self.latent_shape, generators)
         x_ctx, _ = self.sampler.context(x0, generators)
-        anchor = anchors[:, -1] if context else torch.zeros_like(x_ctx[:, -1])
-        recent = [*context[1:], (x_ctx, actions, anchor)][-cfg.depth * cfg.window_chunks :]
-        self.history = [*context[:1], *recent] if context else [(x_ctx, actions, anchor)]
+        self._keep([*context, (x_ctx, actions, anchor)])
         return x0
 
 
