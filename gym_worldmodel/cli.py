@@ -138,6 +138,14 @@ def train_main(argv: Sequence[str]) -> None:
         "--init that has none; it starts at zero, so training begins from the same model",
     )
     parser.add_argument(
+        "--memory-only",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="teacher, with --memory: fraction of windows with a memory hit whose history is "
+        "masked with pure noise, so the retrieved memory is the only source of the view",
+    )
+    parser.add_argument(
         "--cooldown", type=float, default=0.2, help="fraction of steps decaying the lr to 0"
     )
     parser.add_argument("--steps", type=int, default=10_000)
@@ -185,6 +193,7 @@ def train_main(argv: Sequence[str]) -> None:
             train,
             memory=args.memory,
             frame_anchor=args.frame_anchor,
+            memory_only=args.memory_only,
         )
     else:
         if not 1 <= args.nfe <= 8:

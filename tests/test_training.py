@@ -104,6 +104,51 @@ def test_teacher_loss_with_memory_reads_the_memory(episodes):
     assert all(p.grad is not None for p in model.dit.parameters() if p.requires_grad)
 
 
+def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch):
+    """With ``memory_only=1`` every row with a real memory has its history at level 1 (pure
+    noise): its history latents no longer reach the model; a row without memory keeps its levels."""
+    model = WorldModel(WorldModelConfig.tiny())
+    randomize(model.dit)
+    side, f = model.config.dit.latent_size, model.config.dit.chunk_frames
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, 3 * f, 4, side, side, generator=gen)
+    actions, modality = torch.zeros(2, 3 * f, 13), torch.zeros(2, dtype=torch.long)
+    memory = torch.randn(2, f, 4, side, side, generator=gen)
+    seen = {}
+
+    def spy(x, t, *args, **kw):
+        seen["x"], seen["t"] = x, t
+        return torch.zeros_like(x)
+
+    monkeypatch.setattr(model.dit, "forward_sequence", spy)
+
+    def inputs(config, history):
+        lat = latents.clone()
+        lat[:, : 2 * f] = history
+        teacher_loss(
+            model.dit,
+            lat,
+            actions,
+            modality,
+            torch.Generator().manual_seed(1),
+            config,
+            memory=memory,
+            memory_valid=torch.tensor([True, False]),
+        )
+        return seen["x"].clone(), seen["t"].clone()
+
+    only = TeacherLossConfig(memory_only=1.0)
+    x_a, t_a = inputs(only, torch.zeros(2, 2 * f, 4, side, side))
+    x_b, _ = inputs(only, torch.ones(2, 2 * f, 4, side, side))
+    assert (t_a[0, :-1] == 1.0).all() and (t_a[1, :-1] < 1.0).all()
+    assert torch.equal(x_a[0], x_b[0])  # the masked row: history does not reach the model
+    assert not torch.equal(x_a[1], x_b[1])  # the row without memory still sees its history
+    _, t_plain = inputs(TeacherLossConfig(), torch.zeros(2, 2 * f, 4, side, side))
+    assert (t_plain[:, :-1] < 1.0).all()
+    with pytest.raises(ValueError, match="needs memory"):
+        train_teacher([], None, None, TrainConfig(steps=1), memory_only=0.5)
+
+
 def run_steps(module, dataset, loss_fn, tmp_path, steps, name="run", **cfg):
     config = TrainConfig(steps=steps, batch_size=4, lr=2e-3, warmup=1, save_every=3, **cfg)
     return Trainer(module, dataset, loss_fn, tmp_path / name, config).train(progress=False)

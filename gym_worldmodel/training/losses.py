@@ -50,12 +50,18 @@ class TeacherLossConfig:
             teaches the model to trust imperfect context.
         context_noise: Largest history level in teacher-forcing rows.
         action_dropout: Fraction of rows trained with the null action (for action guidance).
+        memory_only: Fraction of rows with a real memory chunk whose every chunk before the last
+            is pure noise (level 1): nothing but the retrieved memory and the actions tells the
+            model what the last chunk shows, so it learns to read the memory rather than lean on
+            a history that already holds the view. No draw is made while it is 0, so runs
+            without it draw what they always did.
     """
 
     shift: float = 3.0
     teacher_forcing: float = 0.5
     context_noise: float = 0.1
     action_dropout: float = 0.1
+    memory_only: float = 0.0
 
 
 def teacher_loss(
@@ -94,6 +100,12 @@ def teacher_loss(
     history = torch.rand(b, n, generator=gen, device=dev) * config.context_noise
     history[:, -1] = levels[:, -1]
     levels = torch.where(forcing[:, None], history, levels)
+    if config.memory_only > 0 and memory is not None:
+        real = torch.ones(b, dtype=torch.bool, device=dev)
+        if memory_valid is not None:
+            real = memory_valid.to(dev)
+        masked = real & (torch.rand(b, generator=gen, device=dev) < config.memory_only)
+        levels[:, :-1] = torch.where(masked[:, None], 1.0, levels[:, :-1])
     noise = torch.randn(latents.shape, generator=gen, device=dev)
     t = levels.repeat_interleave(dit.config.chunk_frames, 1)[..., None, None, None]
     x_t = schedule.add_noise(latents, noise, t)

@@ -145,6 +145,7 @@ def train_teacher(
     progress: bool = True,
     memory: bool = False,
     frame_anchor: bool = False,
+    memory_only: float = 0.0,
 ) -> WorldModel:
     """Train the DiT as a flow-matching teacher on windows from ``data`` (all modalities).
 
@@ -160,10 +161,16 @@ def train_teacher(
         memory: Give windows of posed worlds their retrieved memory chunk (spatial memory).
         frame_anchor: Add the frame anchor (``DiTConfig.frame_anchor``) to an ``init`` that has
             none, starting at zero.
+        memory_only: Fraction of windows with a memory hit trained from the memory alone
+            (``TeacherLossConfig.memory_only``); needs ``memory``.
 
     Frames are encoded once up front when the run reads more frames than the data holds, else
     batch by batch.
     """
+    if memory_only and not memory:
+        raise ValueError("memory_only trains from retrieved memory: it needs memory=True")
+    if not 0.0 <= memory_only <= 1.0:
+        raise ValueError(f"memory_only is a fraction of rows in [0, 1], got {memory_only}")
     model = hub.from_pretrained(init)
     if frame_anchor:
         model = model.with_frame_anchor()
@@ -173,7 +180,9 @@ def train_teacher(
     frames = sum(len(ep.frames) for d in data for ep in load_episodes(Path(d), "train"))
     encode = train.steps * train.batch_size * n * cfg.chunk_frames > frames
     windows = chunk_windows(model, data, n, encode=encode, memory=memory)
-    loss_config = loss_config or TeacherLossConfig(shift=model.config.sampler.shift)
+    loss_config = loss_config or TeacherLossConfig(
+        shift=model.config.sampler.shift, memory_only=memory_only
+    )
 
     def loss(batch: dict, gen: torch.Generator):
         latents = batch_latents(model, batch)
