@@ -3,6 +3,8 @@ independence of reset/fork/state, shared banks, and memory through the env."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from conftest import kept_anchors
 from gym_worldmodel.envs.engine import WorldEngine
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.memory import GEOMETRIES, KVCache, SpatialMemory, ViewGeometry
+from gym_worldmodel.models import WorldModel
 from gym_worldmodel.sampling import ChunkRollout, RowGenerators
 
 SHAPE = (2, 4, 16, 16)
@@ -225,6 +228,26 @@ def test_engine_remembers_what_it_is_given(tiny_model):
         assert not torch.equal(bank.latents[row, newest], generated[row])
     with pytest.raises(ValueError, match="remember must be"):
         engine.step(actions, poses=np.zeros((2, 4)), remember=given[:1])
+
+
+@pytest.mark.parametrize("memory_t, level", [(None, 0.5), (0.0, 0.0)])
+def test_memory_is_presented_at_memory_t_else_like_history(tiny_model, memory_t, level):
+    cfg = tiny_model.config
+    sampler = dataclasses.replace(cfg.sampler, context_t=0.5, memory_t=memory_t)
+    model = WorldModel(dataclasses.replace(cfg, sampler=sampler)).eval()
+    model.load_state_dict(tiny_model.state_dict())
+    levels = []
+    encode = model.dit.encode_memory
+    model.dit.encode_memory = lambda latents, t, *a: levels.append(t) or encode(latents, t, *a)
+    engine = WorldEngine(model, 1, "camera", memory=True)
+    size = cfg.vae.image_size
+    start = torch.zeros(1, cfg.dit.chunk_frames, size, size, 3, dtype=torch.uint8)
+    engine.start([0], start, poses=np.zeros((1, 4)))
+    for _ in range(4):
+        engine.step(np.zeros((1, cfg.dit.chunk_frames, 12), np.float32), poses=np.zeros((1, 4)))
+    assert levels and set(levels) == {level}
+    with pytest.raises(ValueError, match="memory_t"):
+        dataclasses.replace(sampler, memory_t=1.0)
 
 
 def make_env(n=2, **kw):

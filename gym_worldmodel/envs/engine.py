@@ -167,7 +167,7 @@ class WorldEngine:
                 rows = torch.from_numpy(changed).to(self.device)
                 self.model.dit.encode_memory(
                     latents[rows],
-                    self.config.sampler.context_t,
+                    self.config.sampler.memory_level,
                     self.modality[rows],
                     self.cache,
                     j,

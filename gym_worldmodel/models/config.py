@@ -205,6 +205,9 @@ class SamplerConfig:
         guidance_scale: Classifier-free guidance against the null action; 1.0 turns it off
             (and costs nothing extra).
         context_t: Noise level of the cache-write pass (0 writes clean K/V).
+        memory_t: Noise level retrieved memory chunks are presented at; None presents them like
+            history, at ``context_t``. A ``context_t`` above ``memory_t`` tells the model its
+            own recent frames are less certain than what it retrieves.
         stochastic: Re-noise the x0 prediction with fresh noise between steps (distilled
             students); if False take deterministic Euler steps (teachers).
     """
@@ -214,6 +217,7 @@ class SamplerConfig:
     guidance_scale: float = 1.0
     context_t: float = 0.0
     stochastic: bool = True
+    memory_t: float | None = None
 
     def __post_init__(self) -> None:
         if self.nfe < 1:
@@ -222,6 +226,13 @@ class SamplerConfig:
             raise ValueError(f"shift must be > 0, got {self.shift}")
         if not 0.0 <= self.context_t < 1.0:
             raise ValueError(f"context_t must be in [0, 1), got {self.context_t}")
+        if self.memory_t is not None and not 0.0 <= self.memory_t < 1.0:
+            raise ValueError(f"memory_t must be in [0, 1) or None, got {self.memory_t}")
+
+    @property
+    def memory_level(self) -> float:
+        """The level memory chunks are presented at (``memory_t``, else ``context_t``)."""
+        return self.context_t if self.memory_t is None else self.memory_t
 
 
 @dataclass(frozen=True)
