@@ -185,6 +185,8 @@ def train_main(argv: Sequence[str]) -> None:
     if args.init is None:
         previous = "<vae run>/model" if args.stage == "teacher" else "<teacher run>/model"
         raise SystemExit(f"train {args.stage} needs --init {previous}")
+    if args.memory_only and not (args.stage == "teacher" and args.memory):
+        raise SystemExit("--memory-only is a teacher option and needs --memory")
     if args.stage == "teacher":
         train_teacher(
             args.data,

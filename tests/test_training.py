@@ -10,6 +10,7 @@ import torch
 from conftest import randomize
 
 from gym_worldmodel import hub
+from gym_worldmodel.cli import train_main
 from gym_worldmodel.memory import GEOMETRIES
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.collect import collect
@@ -147,6 +148,9 @@ def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch):
     assert (t_plain[:, :-1] < 1.0).all()
     with pytest.raises(ValueError, match="needs memory"):
         train_teacher([], None, None, TrainConfig(steps=1), memory_only=0.5)
+    argv = ["teacher", "--data", "d", "--out", "o", "--init", "i", "--memory-only", "0.5"]
+    with pytest.raises(SystemExit, match="needs --memory"):
+        train_main(argv)
 
 
 def run_steps(module, dataset, loss_fn, tmp_path, steps, name="run", **cfg):
