@@ -138,9 +138,10 @@ class WorldEngine:
         Returns:
             Latents ``(B, F, C, h, w)`` and uint8 frames ``(B, F', H, W, 3)`` on the device.
         """
-        expected = (self.num_envs, *self.rollout.latent_shape)
-        if remember is not None and tuple(remember.shape) != expected:  # before any state moves
-            raise ValueError(f"remember must be {expected}, got {tuple(remember.shape)}")
+        if remember is not None:  # checked before any state moves
+            expected = (self.num_envs, *self.rollout.latent_shape)
+            if tuple(remember.shape) != expected:
+                raise ValueError(f"remember must be {expected}, got {tuple(remember.shape)}")
         padded = torch.zeros(self.num_envs, actions.shape[1], self.action_dim, device=self.device)
         padded[..., : actions.shape[2]] = torch.from_numpy(actions).to(self.device)
         with torch.no_grad(), precision(self.device, self.dtype):

@@ -63,6 +63,10 @@ class TeacherLossConfig:
     action_dropout: float = 0.1
     memory_only: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.memory_only <= 1.0:
+            raise ValueError(f"memory_only is a fraction of rows in [0, 1], got {self.memory_only}")
+
 
 def teacher_loss(
     dit: CausalChunkDiT,
@@ -101,9 +105,8 @@ def teacher_loss(
     history[:, -1] = levels[:, -1]
     levels = torch.where(forcing[:, None], history, levels)
     if config.memory_only > 0 and memory is not None:
-        real = torch.ones(b, dtype=torch.bool, device=dev)
-        if memory_valid is not None:
-            real = memory_valid.to(dev)
+        real = torch.ones(b, dtype=torch.bool) if memory_valid is None else memory_valid
+        real = real.to(dev)
         masked = real & (torch.rand(b, generator=gen, device=dev) < config.memory_only)
         levels[:, :-1] = torch.where(masked[:, None], 1.0, levels[:, :-1])
     noise = torch.randn(latents.shape, generator=gen, device=dev)

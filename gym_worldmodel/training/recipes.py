@@ -169,9 +169,10 @@ def train_teacher(
     """
     if memory_only and not memory:
         raise ValueError("memory_only trains from retrieved memory: it needs memory=True")
-    if not 0.0 <= memory_only <= 1.0:
-        raise ValueError(f"memory_only is a fraction of rows in [0, 1], got {memory_only}")
     model = hub.from_pretrained(init)
+    loss_config = loss_config or TeacherLossConfig(
+        shift=model.config.sampler.shift, memory_only=memory_only
+    )
     if frame_anchor:
         model = model.with_frame_anchor()
     model.vae.requires_grad_(False)
@@ -180,9 +181,6 @@ def train_teacher(
     frames = sum(len(ep.frames) for d in data for ep in load_episodes(Path(d), "train"))
     encode = train.steps * train.batch_size * n * cfg.chunk_frames > frames
     windows = chunk_windows(model, data, n, encode=encode, memory=memory)
-    loss_config = loss_config or TeacherLossConfig(
-        shift=model.config.sampler.shift, memory_only=memory_only
-    )
 
     def loss(batch: dict, gen: torch.Generator):
         latents = batch_latents(model, batch)
