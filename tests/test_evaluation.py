@@ -15,6 +15,7 @@ from gym_worldmodel import hub
 from gym_worldmodel.evaluation import EvalConfig, evaluate_world, psnr, ssim, write_report
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.collect import collect
+from gym_worldmodel.sources.episodes import Episode
 from gym_worldmodel.training.distill import DistillConfig, student_loss
 
 
@@ -71,14 +72,19 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
         "autoencoder (ceiling)",
     }
     for table in (*result.psnr.values(), *result.ssim.values()):
-        assert set(table) == {1, 2} and all(np.isfinite(v) for v in table.values())
+        assert set(table) == {1, 3} and all(np.isfinite(v) for v in table.values())
     assert 0.0 <= result.control["real"] <= 1.0 and result.control["metric"] == "key accuracy"
-    assert np.isfinite(result.stability["fraction_in_range"])
+    stab = result.stability
+    assert np.isfinite(stab["fraction_in_range"])
+    # the verdict's range takes in the autoencoded real frames as well as the recorded ones
+    assert stab["fraction_in_range"] >= stab["fraction_in_real_range"]
+    assert stab["outside_real_range"] or not stab["collapsed"]
     assert len(result.stability["curve"]) == 4  # one (last) frame per step
     report = tmp_path / "docs" / "evaluation.md"
     write_report([result], {"citywalk": sample}, tmp_path / "docs" / "eval", report, "cmd", 2)
     text = report.read_text()
     assert "| model |" in text and "Controllability" in text and "cmd" in text
+    assert "autoencoded [" in text
     for name in ("open_loop.png", "stability.png", "citywalk_strip.png", "results.json"):
         assert (tmp_path / "docs" / "eval" / name).stat().st_size > 0
     saved = json.loads((tmp_path / "docs" / "eval" / "results.json").read_text())
@@ -145,3 +151,35 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path):
     collect(SquareSource(), plain, episodes=2, steps=12, heldout_every=2, progress=False)
     with pytest.raises(DatasetError, match="needs episodes with poses"):
         evaluate_revisit(model, plain, progress=False)
+
+
+def sliding_square_episode(seed: int, steps: int = 60) -> Episode:
+    """A square slides sideways by 3 px x steering per frame; acceleration changes nothing seen."""
+    rng = np.random.default_rng(seed)
+    steer = np.repeat(rng.uniform(-1, 1, steps // 6 + 1), 6)[:steps]
+    accel = rng.uniform(-1, 1, steps)
+    x = 16 + np.concatenate([[0.0], np.cumsum(3 * steer)])
+    frames = np.full((steps + 1, 32, 32, 3), 40, np.uint8)
+    for t, c in enumerate(np.round(x).astype(int) % 28):
+        frames[t, 12:20, c : c + 4] = 220
+    return Episode(frames, np.stack([steer, accel], 1).astype(np.float32), None, seed)
+
+
+def test_probe_reads_the_action_the_frames_show_and_leaves_out_the_one_they_do_not():
+    from gym_worldmodel.evaluation import _episode_windows, _probe_targets, train_probe
+
+    probe = train_probe("driving", [sliding_square_episode(s) for s in range(8)], 100, seed=0)
+    assert probe.visible.tolist() == [True, False]
+    assert probe.validation[0] > 0.5 and probe.validation[1] < 0.1
+    windows, actions = _episode_windows([sliding_square_episode(100)], every=1)
+    targets = _probe_targets("driving", actions)
+    assert probe.score(windows, targets) > 0.5  # only the steering counts
+    still = np.repeat(windows[:, :1], windows.shape[1], 1)  # frames that ignore the action
+    assert probe.score(still, targets) < 0.2
+
+
+def test_probe_needs_a_validation_episode():
+    from gym_worldmodel.evaluation import train_probe
+
+    with pytest.raises(ValueError, match="2 or more training episodes"):
+        train_probe("driving", [sliding_square_episode(0)], 10, seed=0)
