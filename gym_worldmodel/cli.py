@@ -229,8 +229,20 @@ def parse_options(pairs: Sequence[str]) -> dict[str, object]:
 def eval_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel eval``: open loop, controllability and stability on held-out episodes."""
     parser = argparse.ArgumentParser(prog="gym-worldmodel eval")
-    parser.add_argument("--model", required=True, help="checkpoint directory (or repo id)")
-    parser.add_argument("--teacher", help="teacher checkpoint for the full-NFE baseline")
+    parser.add_argument(
+        "--model",
+        required=True,
+        nargs="+",
+        metavar="[WORLD=]DIR",
+        help="checkpoint directory (or repo id) for every dataset; WORLD=DIR gives one world "
+        "its own (e.g. --model gym_worldmodel/worlds/shared robot=runs/student-robot/model)",
+    )
+    parser.add_argument(
+        "--teacher",
+        nargs="+",
+        metavar="[WORLD=]DIR",
+        help="teacher checkpoint for the full-NFE baseline, per world as --model",
+    )
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
     parser.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--teacher-nfe", type=int, default=32)
@@ -258,18 +270,19 @@ def eval_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    from gym_worldmodel import hub
     from gym_worldmodel.evaluation import EvalConfig, evaluate_world, write_report
+    from gym_worldmodel.sources.episodes import read_card
 
     command = "gym-worldmodel eval " + " ".join(argv)
+    models = per_world(args.model, "--model")
+    teachers = per_world(args.teacher, "--teacher")
     if args.revisit:
         from gym_worldmodel.revisit import evaluate_revisit, write_revisit_report
 
-        model = hub.from_pretrained(args.model)
         report = args.report or Path("docs/memory.md")
         for data in args.data:
             result = evaluate_revisit(
-                model,
+                models(read_card(data)["world"]),
                 data,
                 args.min_gap,
                 max_episodes=args.max_episodes,
@@ -300,10 +313,10 @@ def eval_main(argv: Sequence[str]) -> None:
             stability_steps=args.stability_steps,
             stability_rows=args.stability_rows,
         )
-    model = hub.from_pretrained(args.model)
-    teacher = hub.from_pretrained(args.teacher) if args.teacher else None
     results, samples = [], {}
     for data in args.data:
+        world = read_card(data)["world"]
+        model, teacher = models(world), teachers(world) if args.teacher else None
         result, sample = evaluate_world(model, data, config, teacher, not args.no_progress)
         results.append(result)
         samples[result.world] = sample
@@ -315,6 +328,34 @@ def eval_main(argv: Sequence[str]) -> None:
     report = args.report or Path("docs/evaluation.md")
     write_report(results, samples, args.out, report, command, model.config.dit.chunk_frames)
     print(f"wrote {report} and {args.out}/")
+
+
+def per_world(values: Sequence[str] | None, option: str):
+    """``--model A robot=B`` -> a function ``world -> WorldModel`` (B for the robot, else A).
+
+    Each checkpoint loads once, when a world first asks for it.
+    """
+    import functools
+
+    from gym_worldmodel import hub
+
+    paths: dict[str | None, str] = {}
+    for value in values or ():
+        world, sep, path = value.partition("=")
+        if sep and world in WORLD_IDS:
+            paths[world] = path
+        elif None in paths:
+            raise SystemExit(f"{option}: more than one checkpoint for every world: {values}")
+        else:
+            paths[None] = value
+    load = functools.cache(hub.from_pretrained)
+
+    def resolve(world: str):
+        if world not in paths and None not in paths:
+            raise SystemExit(f"{option}: no checkpoint for the {world} world (WORLD=DIR or DIR)")
+        return load(paths.get(world, paths.get(None)))
+
+    return resolve
 
 
 WORLD_IDS = {
@@ -372,6 +413,12 @@ def ship_main(argv: Sequence[str]) -> None:
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
     parser.add_argument("--start-frames", type=int, default=16, help="start frames per world")
     parser.add_argument("--out", type=Path, help="worlds directory (default: the package's)")
+    parser.add_argument(
+        "--name",
+        default="shared",
+        help="checkpoint folder under the worlds directory: shared (every world's default) or "
+        "a world's own (the world's `checkpoint` in envs/worlds.py)",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -380,7 +427,7 @@ def ship_main(argv: Sequence[str]) -> None:
     from gym_worldmodel.training.start_frames import bundle_start_frames
 
     root = args.out or WORLDS_DIR
-    target = hub.save_pretrained(hub.from_pretrained(args.model), root / "shared", torch.float16)
+    target = hub.save_pretrained(hub.from_pretrained(args.model), root / args.name, torch.float16)
     print(f"wrote {target} (float16)")
     for data in args.data:
         print(f"wrote {bundle_start_frames(data, args.start_frames, root)}")

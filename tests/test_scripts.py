@@ -165,6 +165,8 @@ def test_train_commands_budget_recipe(tmp_path):
         "4",
         "--steps",
         "8",
+        "--heldout-every",
+        "2",
         "--no-progress",
         env=env,
     )
@@ -217,3 +219,51 @@ def test_train_commands_budget_recipe(tmp_path):
     student = read_config(tmp_path / "student" / "model" / "config.json")
     assert (student.sampler.nfe, student.sampler.stochastic) == (2, False)
     assert (tmp_path / "student" / "losses.png").exists()
+    # eval with the student for this world and the teacher for any other; ship under a name
+    text = run(
+        "-m",
+        "gym_worldmodel.cli",
+        "eval",
+        "--model",
+        str(tmp_path / "teacher" / "model"),
+        f"citywalk={tmp_path / 'student' / 'model'}",
+        "--data",
+        str(data),
+        "--budget",
+        "--out",
+        str(tmp_path / "eval"),
+        "--report",
+        str(tmp_path / "eval.md"),
+        "--no-progress",
+        env=env,
+    )
+    assert "citywalk: PSNR" in text and "| model |" in (tmp_path / "eval.md").read_text()
+    run(
+        "-m",
+        "gym_worldmodel.cli",
+        "ship",
+        "--model",
+        str(tmp_path / "student" / "model"),
+        "--data",
+        str(data),
+        "--name",
+        "citywalk",
+        "--out",
+        str(tmp_path / "worlds"),
+    )
+    assert read_config(tmp_path / "worlds" / "citywalk" / "config.json").sampler.nfe == 2
+    assert (tmp_path / "worlds" / "citywalk" / "start_frames.npz").exists()
+
+
+def test_eval_takes_a_checkpoint_per_world(monkeypatch):
+    import pytest
+
+    from gym_worldmodel import cli, hub
+
+    monkeypatch.setattr(hub, "from_pretrained", lambda path: f"loaded {path}")
+    models = cli.per_world(["shared", "robot=own"], "--model")
+    assert models("robot") == "loaded own" and models("driving") == "loaded shared"
+    with pytest.raises(SystemExit, match="no checkpoint for the driving world"):
+        cli.per_world(["robot=own"], "--model")("driving")
+    with pytest.raises(SystemExit, match="more than one checkpoint"):
+        cli.per_world(["a", "b"], "--model")
