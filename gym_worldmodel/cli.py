@@ -12,8 +12,9 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 #: Named data sources; any other ``module:Class`` with the Source protocol works too.
 SOURCES = {
@@ -330,7 +331,7 @@ def eval_main(argv: Sequence[str]) -> None:
     print(f"wrote {report} and {args.out}/")
 
 
-def per_world(values: Sequence[str] | None, option: str):
+def per_world(values: Sequence[str] | None, option: str) -> Callable[[str], Any]:
     """``--model A robot=B`` -> a function ``world -> WorldModel`` (B for the robot, else A).
 
     Each checkpoint loads once, when a world first asks for it.
@@ -350,7 +351,7 @@ def per_world(values: Sequence[str] | None, option: str):
             paths[None] = value
     load = functools.cache(hub.from_pretrained)
 
-    def resolve(world: str):
+    def resolve(world: str) -> Any:
         if world not in paths and None not in paths:
             raise SystemExit(f"{option}: no checkpoint for the {world} world (WORLD=DIR or DIR)")
         return load(paths.get(world, paths.get(None)))
