@@ -471,7 +471,11 @@ def evaluate_world(
         "generated": gen_score,
         "ratio": gen_score / real_score if real_score > 0 else math.nan,
     }
-    if modality != "camera":
+    if modality == "camera":  # what a probe that ignores the frames would score
+        result.control["majority"] = float(
+            np.mean([np.bincount(targets[:, k]).max() / len(targets) for k in range(2)])
+        )
+    else:
         names = PROBE_DIMS[modality]
         result.control["dims"] = [n for n, v in zip(names, probe.visible, strict=True) if v]
         for key, values in (
@@ -626,7 +630,12 @@ def write_report(
         lines += [
             "",
             f"Controllability ({_control_metric(c)}): real {c['real']:.3f}, generated "
-            f"{c['generated']:.3f}, ratio **{c['ratio']:.2f}**.",
+            f"{c['generated']:.3f}, ratio **{c['ratio']:.2f}**."
+            + (
+                f" Always answering the most common keys scores {c['majority']:.3f}."
+                if "majority" in c
+                else ""
+            ),
             "",
             f"Stability over {s['steps']} steps x {s['rows']} rows: last-100-step medians "
             + ", ".join(

@@ -74,6 +74,7 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     for table in (*result.psnr.values(), *result.ssim.values()):
         assert set(table) == {1, 3} and all(np.isfinite(v) for v in table.values())
     assert 0.0 <= result.control["real"] <= 1.0 and result.control["metric"] == "key accuracy"
+    assert 0.2 <= result.control["majority"] <= 1.0  # 5 keys: the most common has >= 1/5
     stab = result.stability
     assert np.isfinite(stab["fraction_in_range"])
     # the verdict's range takes in the autoencoded real frames as well as the recorded ones
@@ -84,7 +85,7 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     write_report([result], {"citywalk": sample}, tmp_path / "docs" / "eval", report, "cmd", 2)
     text = report.read_text()
     assert "| model |" in text and "Controllability" in text and "cmd" in text
-    assert "autoencoded [" in text
+    assert "autoencoded [" in text and "most common keys scores" in text
     for name in ("open_loop.png", "stability.png", "citywalk_strip.png", "results.json"):
         assert (tmp_path / "docs" / "eval" / name).stat().st_size > 0
     saved = json.loads((tmp_path / "docs" / "eval" / "results.json").read_text())
