@@ -271,10 +271,14 @@ def _windows(frames: np.ndarray, t: np.ndarray) -> np.ndarray:
     return frames[t[:, None] + offsets[None]]
 
 
+def _centres(n_actions: int, every: int = 1) -> np.ndarray:
+    """Every ``every``-th action index whose whole window lies inside ``n_actions + 1`` frames."""
+    return np.arange(-PROBE_WINDOW[0], n_actions - PROBE_WINDOW[1] + 2, every)
+
+
 def _episode_windows(episodes: Sequence[Episode], every: int) -> tuple[np.ndarray, np.ndarray]:
     """Windows at every ``every``-th valid centre of each episode, and their actions."""
-    lo, hi = -PROBE_WINDOW[0], PROBE_WINDOW[1] - 1
-    t = [np.arange(lo, len(ep.actions) - hi + 1, every) for ep in episodes]
+    t = [_centres(len(ep.actions), every) for ep in episodes]
     windows = np.concatenate([_windows(ep.frames, c) for ep, c in zip(episodes, t, strict=True)])
     return windows, np.concatenate([ep.actions[c] for ep, c in zip(episodes, t, strict=True)])
 
@@ -355,14 +359,14 @@ def train_probe(
     net = InverseDynamicsProbe(outputs)
     probe = Probe(net, modality, mean, std, np.zeros(0), np.zeros(0, bool))
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
-    lo, hi = -PROBE_WINDOW[0], PROBE_WINDOW[1] - 1
     check = max(1, steps // 10)
     best, kept = -math.inf, None
     for step in tqdm(range(steps), desc=f"probe {modality}", leave=False, disable=not progress):
         x, y = [], []
         for e in gen.integers(len(fit), size=64):
             ep = fit[e]
-            t = gen.integers(lo, len(ep.actions) - hi + 1, size=1)
+            valid = _centres(len(ep.actions))
+            t = gen.integers(valid[0], valid[-1] + 1, size=1)
             x.append(_windows(ep.frames, t))
             y.append(_probe_targets(modality, ep.actions[t]))
         shift = tuple(int(v) for v in gen.integers(-4, 5, 2))
@@ -458,7 +462,7 @@ def evaluate_world(
         modality, load_episodes(Path(data), "train"), config.probe_steps, config.seed, progress
     )
     with_start = lambda frames: np.concatenate([first[:, None], frames], 1)  # noqa: E731
-    t = np.arange(-PROBE_WINDOW[0], horizon * f - PROBE_WINDOW[1] + 2)
+    t = _centres(horizon * f)
     targets = _probe_targets(modality, actions[:, t])
     targets = targets.reshape(-1, targets.shape[-1])
     real_w = np.concatenate([_windows(x, t) for x in with_start(truth)])
