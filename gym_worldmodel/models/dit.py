@@ -32,6 +32,26 @@ from gym_worldmodel.models.attention import (
 from gym_worldmodel.models.config import DiTConfig
 from gym_worldmodel.models.rope import Rotary3D, grid_positions
 
+#: MKL computes a GEMM of fewer rows than this with another kernel, whose bits differ from the
+#: one it uses for more rows (seen on AVX512-BF16 CPUs even with ``MKL_CBWR=AUTO,STRICT``).
+MIN_GEMM_ROWS = 4
+
+
+class RowLinear(nn.Linear):
+    """``nn.Linear`` that never lets MKL see fewer than :data:`MIN_GEMM_ROWS` rows.
+
+    Used for the per-frame conditioning layers, whose row count is ``B x frames``: a row's
+    result must not depend on how many rows share the call, so small calls are padded with zero
+    rows (a few extra multiply-adds) and the padding is dropped.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        rows = x.numel() // x.shape[-1]
+        if rows >= MIN_GEMM_ROWS:
+            return super().forward(x)
+        flat = F.pad(x.reshape(rows, x.shape[-1]), (0, 0, 0, MIN_GEMM_ROWS - rows))
+        return super().forward(flat)[:rows].reshape(*x.shape[:-1], self.out_features)
+
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """AdaLN modulation."""
@@ -46,7 +66,7 @@ class TimestepEmbedding(nn.Module):
         half = freq_dim // 2
         freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, dtype=torch.float32) / half)
         self.register_buffer("freqs", freqs, persistent=False)
-        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.mlp = nn.Sequential(RowLinear(freq_dim, dim), nn.SiLU(), RowLinear(dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
         """``t`` (...) in [0, 1] -> (..., dim)."""
@@ -69,7 +89,7 @@ class DiTBlock(nn.Module):
             nn.GELU(),
             nn.Linear(hidden, config.dim),
         )
-        self.ada = nn.Linear(config.dim, 6 * config.dim)
+        self.ada = RowLinear(config.dim, 6 * config.dim)
         nn.init.zeros_(self.ada.weight)
         nn.init.zeros_(self.ada.bias)
 
@@ -120,7 +140,7 @@ class CausalChunkDiT(nn.Module):
         self.actions = ActionProjectors(config)
         self.blocks = nn.ModuleList(DiTBlock(config) for _ in range(config.depth))
         self.final_norm = nn.LayerNorm(config.dim, elementwise_affine=False, eps=1e-6)
-        self.final_ada = nn.Linear(config.dim, 2 * config.dim)
+        self.final_ada = RowLinear(config.dim, 2 * config.dim)
         self.out = nn.Linear(config.dim, c * p * p)
         # Without bias, a zero anchor (first chunk, memory) adds exactly nothing.
         self.anchor_embed = (
