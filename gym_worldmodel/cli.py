@@ -139,6 +139,14 @@ def train_main(argv: Sequence[str]) -> None:
         "--init that has none; it starts at zero, so training begins from the same model",
     )
     parser.add_argument(
+        "--anchor-sigma",
+        type=float,
+        metavar="SIGMA",
+        help="teacher: predict each frame as a change from the previous frame, with a prior of "
+        "this std (scaled latent units) around it (DiTConfig.anchor_sigma); the output layer "
+        "restarts at zero, so training begins from repeating the last frame",
+    )
+    parser.add_argument(
         "--memory-only",
         type=float,
         default=0.0,
@@ -188,6 +196,8 @@ def train_main(argv: Sequence[str]) -> None:
         raise SystemExit(f"train {args.stage} needs --init {previous}")
     if args.memory_only and not (args.stage == "teacher" and args.memory):
         raise SystemExit("--memory-only is a teacher option and needs --memory")
+    if args.anchor_sigma is not None and (args.stage != "teacher" or args.anchor_sigma <= 0):
+        raise SystemExit("--anchor-sigma is a teacher option and takes a std > 0")
     if args.stage == "teacher":
         train_teacher(
             args.data,
@@ -197,6 +207,7 @@ def train_main(argv: Sequence[str]) -> None:
             memory=args.memory,
             frame_anchor=args.frame_anchor,
             memory_only=args.memory_only,
+            anchor_sigma=args.anchor_sigma,
         )
     else:
         if not 1 <= args.nfe <= 8:

@@ -196,6 +196,55 @@ def test_cache_state_from_a_model_without_anchor_is_refused(tiny_model):
         cache.load_state_dict(state)
 
 
+# --- anchored prediction (anchor_sigma) -------------------------------------------------------
+
+
+def test_anchored_model_with_zero_output_repeats_the_last_frame(tiny_model):
+    """A zero network output predicts the anchor at pure noise: one step copies the last frame."""
+    model = tiny_model.with_anchor_sigma(0.5).eval()
+    assert not model.dit.out.weight.any() and model.config.dit.anchor_sigma == 0.5
+    cache, rollout = make_engine(model, 2, nfe=1)
+    gens = RowGenerators([0, 1])
+    start = torch.randn(2, *rollout.latent_shape, generator=torch.Generator().manual_seed(3))
+    actions = random_actions(rollout, 2, 2, seed=4)
+    modality = torch.tensor([0, 2])
+    with torch.no_grad():
+        rollout.commit(cache, start, actions[0], modality, gens)
+        chunk = rollout.generate(cache, actions[1], modality, gens)
+    expected = start[:, -1:].expand_as(chunk)
+    assert torch.allclose(chunk, expected, atol=1e-5)
+
+
+def test_anchored_velocity_is_the_posterior_mean_flow():
+    """At an inner level it equals (x_t - x0) / t for the stated x0, and is finite at 0 and 1."""
+    from gym_worldmodel.models.dit import anchored_velocity
+
+    gen = torch.Generator().manual_seed(0)
+    x, raw = torch.randn(2, 2, 2, 3, 4, 4, generator=gen).unbind(0)
+    anchors = torch.randn(2, 1, 3, 4, 4, generator=gen)
+    anchors[1] = 0.0  # row 1 has no anchor: unit prior around zero
+    sigma, t = 0.5, torch.tensor([[0.3, 0.3], [0.7, 0.7]])
+    v = anchored_velocity(x, t, anchors, raw, sigma)
+    for row, s in ((0, sigma**2), (1, 1.0)):
+        tt, a = t[row, 0], anchors[row, 0]
+        d = (1 - tt) ** 2 * s + tt**2
+        x0 = a + (1 - tt) * s / d * (x[row] - (1 - tt) * a) + tt * (s / d) ** 0.5 * raw[row]
+        torch.testing.assert_close(v[row], (x[row] - x0) / tt, rtol=1e-5, atol=1e-5)
+    for level in (0.0, 1.0):
+        assert anchored_velocity(x, torch.full((2, 2), level), anchors, raw, sigma).isfinite().all()
+    noise_only = anchored_velocity(x, torch.ones(2, 2), anchors, raw, sigma)
+    torch.testing.assert_close(
+        x - noise_only, anchors + sigma * raw * torch.tensor([1.0, 1 / sigma]).view(2, 1, 1, 1, 1)
+    )  # t = 1: x0 = anchor + std * raw
+
+
+def test_anchor_sigma_needs_the_frame_anchor():
+    with pytest.raises(ValueError, match="anchor_sigma"):
+        WorldModelConfig.tiny(frame_anchor=False, anchor_sigma=0.5)
+    with pytest.raises(ValueError, match="anchor_sigma"):
+        WorldModelConfig.tiny(anchor_sigma=-1.0)
+
+
 # --- row independence and determinism --------------------------------------------------------
 
 

@@ -151,6 +151,9 @@ def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch):
     argv = ["teacher", "--data", "d", "--out", "o", "--init", "i", "--memory-only", "0.5"]
     with pytest.raises(SystemExit, match="needs --memory"):
         train_main(argv)
+    argv = ["student", "--data", "d", "--out", "o", "--init", "i", "--anchor-sigma", "0.5"]
+    with pytest.raises(SystemExit, match="teacher option"):
+        train_main(argv)
 
 
 def run_steps(module, dataset, loss_fn, tmp_path, steps, name="run", **cfg):
@@ -231,3 +234,15 @@ def test_recipes_end_to_end(tmp_path):
     loaded = hub.from_pretrained(tmp_path / "teacher" / "model")
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    # a teacher switched to another anchored prior keeps its trunk and restarts its output
+    switched = train_teacher(
+        [tmp_path / "data"],
+        tmp_path / "teacher" / "model",
+        tmp_path / "switched",
+        dataclasses.replace(train, steps=1, lr=1e-12),
+        progress=False,
+        anchor_sigma=0.3,
+    )
+    assert switched.config.dit.anchor_sigma == 0.3
+    assert switched.dit.out.weight.abs().max() < 1e-6
+    assert torch.allclose(switched.dit.blocks[0].ada.weight, model.dit.blocks[0].ada.weight)

@@ -45,6 +45,21 @@ class WorldModel(nn.Module):
             raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
         return model.train(self.training)
 
+    def with_anchor_sigma(self, sigma: float) -> WorldModel:
+        """This model predicting frames as changes from their anchor (``DiTConfig.anchor_sigma``).
+
+        The output layer is reset to zero, since the raw output changes meaning: the new model
+        starts by repeating the anchor frame, and fine-tuning learns the changes with the
+        trunk's features. Adds the frame anchor first if the model has none.
+        """
+        model = self.with_frame_anchor()
+        dit = dataclasses.replace(model.config.dit, anchor_sigma=float(sigma))
+        out = WorldModel(dataclasses.replace(model.config, dit=dit))
+        out.load_state_dict(model.state_dict())
+        torch.nn.init.zeros_(out.dit.out.weight)
+        torch.nn.init.zeros_(out.dit.out.bias)
+        return out.train(self.training)
+
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts of each part."""
         return {

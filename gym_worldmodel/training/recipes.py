@@ -146,6 +146,7 @@ def train_teacher(
     memory: bool = False,
     frame_anchor: bool = False,
     memory_only: float = 0.0,
+    anchor_sigma: float | None = None,
 ) -> WorldModel:
     """Train the DiT as a flow-matching teacher on windows from ``data`` (all modalities).
 
@@ -163,6 +164,9 @@ def train_teacher(
             none, starting at zero.
         memory_only: Fraction of windows with a memory hit trained from the memory alone
             (``TeacherLossConfig.memory_only``); needs ``memory``.
+        anchor_sigma: Switch ``init`` to predicting frames as changes from their anchor
+            (``WorldModel.with_anchor_sigma``: the output layer restarts at zero, so training
+            starts from repeating the last frame); None keeps the model's parameterization.
 
     Frames are encoded once up front when the run reads more frames than the data holds, else
     batch by batch.
@@ -175,6 +179,8 @@ def train_teacher(
     )
     if frame_anchor:
         model = model.with_frame_anchor()
+    if anchor_sigma is not None and anchor_sigma != model.config.dit.anchor_sigma:
+        model = model.with_anchor_sigma(anchor_sigma)
     model.vae.requires_grad_(False)
     cfg = model.config.dit
     n = n_chunks or 1 + cfg.window_chunks + 2
