@@ -118,6 +118,18 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
 
 
+def pooled_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB) of the mean squared error over every frame of uint8 ``a`` against ``b``.
+
+    Open-loop tables use this, not the mean of per-frame PSNRs: a recorded frame that repeats the
+    start exactly (the agent stood still) gives copying the last frame an unbounded per-frame
+    PSNR, so that mean would hang on how a zero error is clamped (at 1e-10 each such frame
+    counts 148 dB) rather than on the frames.
+    """
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return float(10.0 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame SSIM of uint8 frames ``(..., H, W, 3)``.
 
@@ -446,7 +458,7 @@ def evaluate_world(
             if h * f > frames.shape[1]:
                 continue
             chunk = slice((h - 1) * f, h * f)
-            result.psnr[name][h] = float(psnr(frames[:, chunk], truth[:, chunk]).mean())
+            result.psnr[name][h] = pooled_psnr(frames[:, chunk], truth[:, chunk])
             result.ssim[name][h] = float(ssim(frames[:, chunk], truth[:, chunk]).mean())
     # The ceiling: the recorded frames through the VAE alone (no dynamics to get wrong).
     name = "autoencoder (ceiling)"
@@ -454,7 +466,7 @@ def evaluate_world(
     for h in config.horizons:
         chunk = truth[:, (h - 1) * f : h * f]
         recon = _autoencode(model, chunk.reshape(-1, *chunk.shape[2:])).reshape(chunk.shape)
-        result.psnr[name][h] = float(psnr(recon, chunk).mean())
+        result.psnr[name][h] = pooled_psnr(recon, chunk)
         result.ssim[name][h] = float(ssim(recon, chunk).mean())
 
     # Controllability: the probe on real and on generated frames under the same actions.
@@ -609,9 +621,11 @@ def write_report(
         "",
         f"    {command}",
         "",
-        "Horizon h is the h-th step (chunk) after the start frame; each figure averages the "
-        f"{f} frames of that chunk over every held-out start. Copy last frame repeats the start "
-        "frame.",
+        "Horizon h is the h-th step (chunk) after the start frame; each figure is over the "
+        f"{f} frames of that chunk at every held-out start. PSNR is that of the mean squared "
+        "error over those frames (a recorded frame that repeats the start exactly would give "
+        "copying an unbounded per-frame PSNR); SSIM is the mean over frames. Copy last frame "
+        "repeats the start frame.",
         "",
         "![open loop](eval/open_loop.png)",
         "",

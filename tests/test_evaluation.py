@@ -12,7 +12,14 @@ from conftest import randomize
 from test_training import SquareSource
 
 from gym_worldmodel import hub
-from gym_worldmodel.evaluation import EvalConfig, evaluate_world, psnr, ssim, write_report
+from gym_worldmodel.evaluation import (
+    EvalConfig,
+    evaluate_world,
+    pooled_psnr,
+    psnr,
+    ssim,
+    write_report,
+)
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.collect import collect
 from gym_worldmodel.sources.episodes import Episode
@@ -28,6 +35,17 @@ def test_psnr_and_ssim_reference_values():
     assert np.allclose(ssim(a, a), 1.0)
     noise = rng.integers(0, 256, a.shape, dtype=np.uint8)
     assert (ssim(a, noise) < 0.1).all() and (psnr(a, noise) < 10).all()
+
+
+def test_pooled_psnr_is_bounded_by_the_frames_that_differ():
+    """An exact repeat does not swamp the figure: it is the PSNR of the mean error."""
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    b = a.copy()
+    b[1] = np.clip(a[1].astype(int) + 4, 0, 255)  # frame 0 repeats exactly, frame 1 is off
+    mse = ((a[1].astype(float) - b[1]) ** 2).mean() / 2
+    assert np.isclose(pooled_psnr(a, b), 10 * np.log10(255**2 / mse))
+    assert psnr(a, b).mean() > pooled_psnr(a, b) + 40  # the per-frame mean is dominated by frame 0
 
 
 def test_student_loss_is_zero_when_student_is_teacher_at_one_step():
