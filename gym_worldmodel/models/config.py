@@ -290,7 +290,7 @@ class WorldModelConfig:
         Sized for CPU training: about the compute-optimal parameter count for an hour of two
         cores (training is ~3x faster per token than the default 192-wide DiT).
         """
-        return cls(dit=DiTConfig(dim=128, heads=2, frame_anchor=True, anchor_sigma=0.5))
+        return cls(dit=DiTConfig(dim=128, heads=2, frame_anchor=True))
 
     @classmethod
     def tiny(cls, **dit_overrides: Any) -> WorldModelConfig:

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gym_worldmodel.models import VAE, CausalChunkDiT
-from gym_worldmodel.models.dit import sequence_anchors
 from gym_worldmodel.models.vae import to_unit
 from gym_worldmodel.sampling import FlowMatchSchedule
 
@@ -114,11 +113,6 @@ def teacher_loss(
     t = levels.repeat_interleave(dit.config.chunk_frames, 1)[..., None, None, None]
     x_t = schedule.add_noise(latents, noise, t)
     drop = torch.rand(b, generator=gen, device=dev) < config.action_dropout
-    # Anchors are clean frames, as at run time (the env anchors to the frame it wrote), even in
-    # rows whose history is noised: the noise masks the history, not the frame on screen.
-    anchors = (
-        sequence_anchors(latents, dit.config.chunk_frames) if dit.config.frame_anchor else None
-    )
     velocity = dit.forward_sequence(
         x_t,
         levels,
@@ -127,7 +121,6 @@ def teacher_loss(
         drop_action=drop,
         memory=memory,
         memory_valid=memory_valid,
-        anchors=anchors,
     ).float()
     err = (velocity - schedule.velocity_target(latents, noise)).pow(2)
     loss = err.mean()
