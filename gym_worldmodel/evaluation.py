@@ -112,10 +112,19 @@ class WorldResult:
 # ----------------------------------------------------------------------------- image metrics
 
 
+def _frame_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame mean squared error of uint8 frames ``(..., H, W, 3)``."""
+    return ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(-3, -2, -1))
+
+
+def _decibels(mse: np.ndarray | float) -> np.ndarray:
+    """PSNR (dB) of a mean squared error on the uint8 scale (zero error clamped at 1e-10)."""
+    return 10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame PSNR (dB) of uint8 frames ``(..., H, W, 3)``."""
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(-3, -2, -1))
-    return 10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+    return _decibels(_frame_mse(a, b))
 
 
 def pooled_psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -126,8 +135,7 @@ def pooled_psnr(a: np.ndarray, b: np.ndarray) -> float:
     PSNR, so that mean would hang on how a zero error is clamped (at 1e-10 each such frame
     counts 148 dB) rather than on the frames.
     """
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return float(10.0 * np.log10(255.0**2 / max(mse, 1e-10)))
+    return float(_decibels(_frame_mse(a, b).mean()))  # frames are equal-sized: the pooled MSE
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -114,13 +114,7 @@ def teacher_loss(
     x_t = schedule.add_noise(latents, noise, t)
     drop = torch.rand(b, generator=gen, device=dev) < config.action_dropout
     velocity = dit.forward_sequence(
-        x_t,
-        levels,
-        actions,
-        modality,
-        drop_action=drop,
-        memory=memory,
-        memory_valid=memory_valid,
+        x_t, levels, actions, modality, drop_action=drop, memory=memory, memory_valid=memory_valid
     ).float()
     err = (velocity - schedule.velocity_target(latents, noise)).pow(2)
     loss = err.mean()
