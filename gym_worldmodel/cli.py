@@ -105,9 +105,9 @@ def collect_main(argv: Sequence[str]) -> None:
 
 
 def train_main(argv: Sequence[str]) -> None:
-    """``gym-worldmodel train vae|teacher``: run (or resume) a training recipe."""
+    """``gym-worldmodel train vae|teacher|student|self-forcing``: run (or resume) a recipe."""
     parser = argparse.ArgumentParser(prog="gym-worldmodel train")
-    parser.add_argument("stage", choices=["vae", "teacher", "student"])
+    parser.add_argument("stage", choices=["vae", "teacher", "student", "self-forcing"])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
     parser.add_argument(
         "--out", type=Path, required=True, help="run directory (resumes if present)"
@@ -115,7 +115,8 @@ def train_main(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--init",
         type=Path,
-        help="teacher: the VAE checkpoint (<vae run>/model); student: the teacher's",
+        help="teacher: the VAE checkpoint (<vae run>/model); student: the teacher's; "
+        "self-forcing: the model to fine-tune",
     )
     parser.add_argument(
         "--preset",
@@ -123,11 +124,20 @@ def train_main(argv: Sequence[str]) -> None:
         default="compact",
         help="vae: model size (compact is what the shipped worlds use)",
     )
-    parser.add_argument("--nfe", type=int, default=3, help="student: denoising steps (1-4)")
+    parser.add_argument(
+        "--nfe", type=int, default=3, help="student, self-forcing: denoising steps (1-8)"
+    )
+    parser.add_argument(
+        "--max-chunks",
+        type=int,
+        default=6,
+        help="self-forcing: most chunks the model generates itself before the trained one",
+    )
     parser.add_argument(
         "--memory",
         action="store_true",
-        help="teacher/student: train with retrieved spatial-memory chunks (worlds with a pose)",
+        help="teacher/student/self-forcing: train with retrieved spatial-memory chunks (worlds "
+        "with a pose)",
     )
     parser.add_argument(
         "--student-init", type=Path, help="student: fine-tune this student instead of a copy"
@@ -145,6 +155,12 @@ def train_main(argv: Sequence[str]) -> None:
         help="teacher: predict each frame as a change from the previous frame, with a prior of "
         "this std (scaled latent units) around it (DiTConfig.anchor_sigma); the output layer "
         "restarts at zero, so training begins from repeating the last frame",
+    )
+    parser.add_argument(
+        "--clean-anchors",
+        action="store_true",
+        help="teacher: anchor every chunk to the clean previous recorded frame, as the env "
+        "anchors to the frame it wrote, also where the history is noised",
     )
     parser.add_argument(
         "--memory-only",
@@ -168,7 +184,13 @@ def train_main(argv: Sequence[str]) -> None:
     )
     args = parser.parse_args(argv)
     from gym_worldmodel.models import WorldModelConfig
-    from gym_worldmodel.training.recipes import train_student, train_teacher, train_vae
+    from gym_worldmodel.training.recipes import (
+        train_self_forcing,
+        train_student,
+        train_teacher,
+        train_vae,
+    )
+    from gym_worldmodel.training.self_forcing import SelfForcingConfig
     from gym_worldmodel.training.trainer import TrainConfig
 
     steps, batch = (20, 4) if args.budget else (args.steps, args.batch_size)
@@ -192,12 +214,18 @@ def train_main(argv: Sequence[str]) -> None:
         print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
         return
     if args.init is None:
-        previous = "<vae run>/model" if args.stage == "teacher" else "<teacher run>/model"
+        previous = {
+            "teacher": "<vae run>/model",
+            "student": "<teacher run>/model",
+            "self-forcing": "<model to fine-tune>",
+        }[args.stage]
         raise SystemExit(f"train {args.stage} needs --init {previous}")
     if args.memory_only and not (args.stage == "teacher" and args.memory):
         raise SystemExit("--memory-only is a teacher option and needs --memory")
     if args.anchor_sigma is not None and (args.stage != "teacher" or args.anchor_sigma <= 0):
         raise SystemExit("--anchor-sigma is a teacher option and takes a std > 0")
+    if args.clean_anchors and args.stage != "teacher":
+        raise SystemExit("--clean-anchors is a teacher option")
     if args.stage == "teacher":
         train_teacher(
             args.data,
@@ -208,10 +236,23 @@ def train_main(argv: Sequence[str]) -> None:
             frame_anchor=args.frame_anchor,
             memory_only=args.memory_only,
             anchor_sigma=args.anchor_sigma,
+            clean_anchors=args.clean_anchors,
+        )
+    elif not 1 <= args.nfe <= 8:
+        raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")
+    elif args.stage == "self-forcing":
+        if args.max_chunks < 0:
+            raise SystemExit(f"--max-chunks is a number of chunks >= 0, got {args.max_chunks}")
+        train_self_forcing(
+            args.data,
+            args.init,
+            args.out,
+            train,
+            nfe=args.nfe,
+            config=SelfForcingConfig(max_chunks=args.max_chunks),
+            memory=args.memory,
         )
     else:
-        if not 1 <= args.nfe <= 8:
-            raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")
         train_student(
             args.data,
             args.init,

@@ -13,11 +13,13 @@ from gym_worldmodel import hub
 from gym_worldmodel.cli import train_main
 from gym_worldmodel.memory import GEOMETRIES
 from gym_worldmodel.models import WorldModel, WorldModelConfig
+from gym_worldmodel.models.dit import sequence_anchors
 from gym_worldmodel.sources.collect import collect
 from gym_worldmodel.sources.episodes import Episode
 from gym_worldmodel.training.data import ChunkWindows, Frames
 from gym_worldmodel.training.losses import TeacherLossConfig, VAELossConfig, teacher_loss, vae_loss
-from gym_worldmodel.training.recipes import train_teacher, train_vae
+from gym_worldmodel.training.recipes import train_self_forcing, train_teacher, train_vae
+from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
 from gym_worldmodel.training.trainer import TrainConfig, Trainer
 
 
@@ -246,3 +248,77 @@ def test_recipes_end_to_end(tmp_path):
     assert switched.config.dit.anchor_sigma == 0.3
     assert switched.dit.out.weight.abs().max() < 1e-6
     assert torch.allclose(switched.dit.blocks[0].ada.weight, model.dit.blocks[0].ada.weight)
+    # self-forcing fine-tunes a model on its own rollouts and ships its one-step sampler
+    tuned = train_self_forcing(
+        [tmp_path / "data"],
+        tmp_path / "teacher" / "model",
+        tmp_path / "self-forcing",
+        dataclasses.replace(train, steps=2),
+        nfe=1,
+        config=SelfForcingConfig(max_chunks=2),
+        progress=False,
+    )
+    loaded = hub.from_pretrained(tmp_path / "self-forcing" / "model")
+    assert loaded.config.sampler.nfe == 1 and not loaded.config.sampler.stochastic
+    assert not torch.equal(tuned.dit.out.weight, model.dit.out.weight)
+    argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--max-chunks", "-1"]
+    with pytest.raises(SystemExit, match="max-chunks"):
+        train_main(argv)
+
+
+def test_self_forcing_trains_the_recorded_future_after_the_models_own_history():
+    """The history is the model's own rollout: recorded frames the model generated itself do not
+    enter the loss, the recorded chunk after them is its target."""
+    config = WorldModelConfig.tiny()
+    model = randomize(WorldModel(config))
+    sampler = dataclasses.replace(config.sampler, nfe=1)
+    sf = SelfForcingConfig(max_chunks=2)
+    f, n = config.dit.chunk_frames, 4
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, n * f, 4, 16, 16, generator=gen)
+    actions = torch.randn(2, n * f, config.dit.action_dim, generator=gen)
+    modality = torch.tensor([0, 2])
+
+    def loss_of(x, seed):
+        g = torch.Generator().manual_seed(seed)
+        return self_forcing_loss(model.dit, sampler, x, actions, modality, g, sf)
+
+    seed = next(s for s in range(50) if loss_of(latents, s)[1]["own_chunks"] == 2)
+    loss, parts = loss_of(latents, seed)
+    own = latents.clone()
+    own[:, f : 3 * f] = 100.0  # chunks 1-2: the model generates them itself
+    assert loss_of(own, seed)[0].item() == loss.item()
+    target = latents.clone()
+    target[:, 3 * f :] += 1.0  # chunk 3: the recorded future it is trained on
+    assert loss_of(target, seed)[0].item() != loss.item()
+    loss.backward()
+    assert all(p.grad is not None for p in model.dit.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="too short"):
+        self_forcing_loss(model.dit, sampler, latents[:, : 3 * f], actions, modality, gen, sf)
+    with pytest.raises(ValueError, match="max_chunks"):
+        SelfForcingConfig(max_chunks=-1)
+
+
+def test_clean_anchors_anchor_chunks_to_the_recorded_frames(monkeypatch):
+    config = WorldModelConfig.tiny()
+    assert config.dit.frame_anchor
+    model = WorldModel(config)
+    f = config.dit.chunk_frames
+    latents = torch.randn(2, 3 * f, 4, 16, 16)
+    actions = torch.zeros(2, 3 * f, config.dit.action_dim)
+    seen = []
+    real = model.dit.forward_sequence
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("anchors"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model.dit, "forward_sequence", spy)
+    for clean in (False, True):
+        lc = TeacherLossConfig(clean_anchors=clean)
+        teacher_loss(model.dit, latents, actions, torch.zeros(2).long(), torch.Generator(), lc)
+    assert seen[0] is None  # each chunk's previous frame as noised with it
+    assert torch.equal(seen[1], sequence_anchors(latents, f))
+    argv = ["student", "--data", "d", "--out", "o", "--init", "i", "--clean-anchors"]
+    with pytest.raises(SystemExit, match="teacher option"):
+        train_main(argv)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gym_worldmodel.models import VAE, CausalChunkDiT
+from gym_worldmodel.models.dit import sequence_anchors
 from gym_worldmodel.models.vae import to_unit
 from gym_worldmodel.sampling import FlowMatchSchedule
 
@@ -55,6 +56,9 @@ class TeacherLossConfig:
             model what the last chunk shows, so it learns to read the memory rather than lean on
             a history that already holds the view. No draw is made while it is 0, so runs
             without it draw what they always did.
+        clean_anchors: Anchor every chunk (``DiTConfig.frame_anchor``) to the clean previous
+            recorded frame, as the env anchors to the frame it wrote, even in rows whose history
+            is noised; off, each chunk's anchor is its previous frame as noised with it.
     """
 
     shift: float = 3.0
@@ -62,6 +66,7 @@ class TeacherLossConfig:
     context_noise: float = 0.1
     action_dropout: float = 0.1
     memory_only: float = 0.0
+    clean_anchors: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.memory_only <= 1.0:
@@ -113,8 +118,18 @@ def teacher_loss(
     t = levels.repeat_interleave(dit.config.chunk_frames, 1)[..., None, None, None]
     x_t = schedule.add_noise(latents, noise, t)
     drop = torch.rand(b, generator=gen, device=dev) < config.action_dropout
+    anchors = None
+    if config.clean_anchors and dit.config.frame_anchor:
+        anchors = sequence_anchors(latents, dit.config.chunk_frames)
     velocity = dit.forward_sequence(
-        x_t, levels, actions, modality, drop_action=drop, memory=memory, memory_valid=memory_valid
+        x_t,
+        levels,
+        actions,
+        modality,
+        drop_action=drop,
+        memory=memory,
+        memory_valid=memory_valid,
+        anchors=anchors,
     ).float()
     err = (velocity - schedule.velocity_target(latents, noise)).pow(2)
     loss = err.mean()

@@ -24,6 +24,7 @@ from gym_worldmodel.training.losses import (
     teacher_loss,
     vae_loss,
 )
+from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
 from gym_worldmodel.training.trainer import TrainConfig, Trainer
 
 
@@ -147,6 +148,7 @@ def train_teacher(
     frame_anchor: bool = False,
     memory_only: float = 0.0,
     anchor_sigma: float | None = None,
+    clean_anchors: bool = False,
 ) -> WorldModel:
     """Train the DiT as a flow-matching teacher on windows from ``data`` (all modalities).
 
@@ -167,6 +169,8 @@ def train_teacher(
         anchor_sigma: Switch ``init`` to predicting frames as changes from their anchor
             (``WorldModel.with_anchor_sigma``: the output layer restarts at zero, so training
             starts from repeating the last frame); None keeps the model's parameterization.
+        clean_anchors: Anchor chunks to clean recorded frames
+            (``TeacherLossConfig.clean_anchors``).
 
     Frames are encoded once up front when the run reads more frames than the data holds, else
     batch by batch.
@@ -175,7 +179,7 @@ def train_teacher(
         raise ValueError("memory_only trains from retrieved memory: it needs memory=True")
     model = hub.from_pretrained(init)
     loss_config = loss_config or TeacherLossConfig(
-        shift=model.config.sampler.shift, memory_only=memory_only
+        shift=model.config.sampler.shift, memory_only=memory_only, clean_anchors=clean_anchors
     )
     if frame_anchor:
         model = model.with_frame_anchor()
@@ -258,3 +262,48 @@ def train_student(
     student.eval()
     hub.save_pretrained(student, Path(run_dir) / "model")
     return student
+
+
+def train_self_forcing(
+    data: Sequence[Path],
+    init: Path,
+    run_dir: Path,
+    train: TrainConfig,
+    nfe: int = 1,
+    config: SelfForcingConfig | None = None,
+    progress: bool = True,
+    memory: bool = False,
+) -> WorldModel:
+    """Fine-tune ``init`` on its own rollouts against the recorded future (``self_forcing.py``).
+
+    The checkpoint samples deterministically with ``nfe`` steps, the sampler its history is
+    generated with in training. Windows hold ``config.max_chunks + 2`` chunks; with ``memory``,
+    windows of posed worlds carry their retrieved memory chunk.
+    """
+    model = hub.from_pretrained(init)
+    sampler = dataclasses.replace(model.config.sampler, nfe=nfe, stochastic=False, context_t=0.0)
+    tuned = WorldModel(dataclasses.replace(model.config, sampler=sampler))
+    tuned.load_state_dict(model.state_dict())
+    tuned.vae.requires_grad_(False)
+    config = config or SelfForcingConfig()
+    n = config.max_chunks + 2
+    frames = sum(len(ep.frames) for d in data for ep in load_episodes(Path(d), "train"))
+    encode = train.steps * train.batch_size * n * tuned.config.dit.chunk_frames > frames
+    windows = chunk_windows(tuned, data, n, encode=encode, memory=memory)
+
+    def loss(batch: dict, gen: torch.Generator):
+        return self_forcing_loss(
+            tuned.dit,
+            sampler,
+            batch_latents(tuned, batch),
+            batch["actions"],
+            batch["modality"],
+            gen,
+            config,
+            **batch_memory(tuned, batch),
+        )
+
+    Trainer(tuned.dit, windows, loss, run_dir, train).train(progress)
+    tuned.eval()
+    hub.save_pretrained(tuned, Path(run_dir) / "model")
+    return tuned

@@ -1,0 +1,133 @@
+"""Flow matching on the model's own history (self-forcing with the recorded future as target).
+
+The teacher loss (``losses.py``) always conditions on recorded frames, noised at most. At run
+time the history is what the model generated itself, errors included, and with anchored
+prediction (``DiTConfig.anchor_sigma``) every error is copied forward by default: a model that
+never saw its own errors in training never learns to undo them. Here each training window is used
+like this:
+
+1. The model writes the recorded start frame as its sink, then generates ``k`` chunks itself from
+   the recorded actions with its few-step sampler, through its KV cache (no gradient). ``k`` is
+   drawn per batch from ``0..max_chunks``.
+2. The recorded chunk that follows is noised to a level ``t`` and the model, with gradient,
+   predicts its velocity after that self-generated history (its anchor is the model's own last
+   frame): the flow-matching loss against the recorded frames. The target is where the
+   simulator went, so what the model learns is to steer back from its own drift, not to
+   continue it.
+
+Half the rows take ``t`` from the sampler's own levels (pure noise for one step), where the model
+is used at run time; the rest the teacher's shifted uniform levels, so the model stays a flow
+model at every level. The gradient pass is one sequence forward over the window
+(``forward_sequence``, which computes what the cache path computes), as in ``distill.py``; the
+self-generated history in it is a constant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gym_worldmodel.memory import KVCache
+from gym_worldmodel.models import CausalChunkDiT
+from gym_worldmodel.models.config import SamplerConfig
+from gym_worldmodel.sampling import ChunkRollout, FlowMatchSchedule, RowGenerators
+
+
+@dataclass(frozen=True)
+class SelfForcingConfig:
+    """Settings of :func:`self_forcing_loss`.
+
+    Attributes:
+        max_chunks: Most chunks the model generates itself before the trained one (the windows
+            must hold ``max_chunks + 2`` chunks: the sink, those, and the target).
+        sampler_levels: Fraction of rows whose level is one of the sampler's steps.
+        action_dropout: Fraction of rows trained with the null action (for guidance).
+    """
+
+    max_chunks: int = 6
+    sampler_levels: float = 0.5
+    action_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.max_chunks < 0:
+            raise ValueError(f"max_chunks is a number of chunks >= 0, got {self.max_chunks}")
+        for name in ("sampler_levels", "action_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a fraction of rows in [0, 1]")
+
+
+def self_forcing_loss(
+    dit: CausalChunkDiT,
+    sampler: SamplerConfig,
+    latents: Tensor,
+    actions: Tensor,
+    modality: Tensor,
+    gen: torch.Generator,
+    config: SelfForcingConfig,
+    memory: Tensor | None = None,
+    memory_valid: Tensor | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Flow-matching loss of the chunk after ``k`` self-generated ones (module docstring).
+
+    Args:
+        dit: The denoiser being trained; it also generates the history.
+        sampler: Its run-time sampler (steps and shift); used deterministically.
+        latents: Recorded clean latents ``(B, N * F, C, h, w)``; chunk 0 is the sink and
+            ``N >= config.max_chunks + 2``.
+        actions: ``(B, N * F, A)``.
+        modality: ``(B,)``.
+        gen: Source of every random draw.
+        config: History length and level sampling.
+        memory: Retrieved chunk of each window ``(B, F, C, h, w)``, or None.
+        memory_valid: ``(B,)`` bool, rows whose memory is real.
+    """
+    cfg = dit.config
+    f, b, dev = cfg.chunk_frames, latents.shape[0], latents.device
+    n = latents.shape[1] // f
+    if n < config.max_chunks + 2:
+        raise ValueError(
+            f"windows of {n} chunks are too short for {config.max_chunks} generated chunks "
+            "plus the sink and the target"
+        )
+    chunk = lambda x, j: x[:, j * f : (j + 1) * f]  # noqa: E731
+    k = int(torch.randint(config.max_chunks + 1, (1,), generator=gen))
+    gens = RowGenerators(torch.randint(2**62, (b,), generator=gen).tolist(), dev)
+    run_sampler = dataclasses.replace(sampler, context_t=0.0, stochastic=False)
+    rollout = ChunkRollout(dit, run_sampler)
+    cache = KVCache.for_model(cfg, dit.rope, b, dev)
+    history = [chunk(latents, 0)]
+    with torch.no_grad():
+        rollout.commit(cache, history[0], chunk(actions, 0), modality)
+        if memory is not None:  # after the sink, as the env retrieves from step 1 on
+            dit.encode_memory(memory, 0.0, modality, cache, 0, torch.arange(b, device=dev))
+            valid = torch.ones(b, dtype=torch.bool) if memory_valid is None else memory_valid
+            cache.set_memory(valid.cpu()[:, None])
+        for j in range(1, k + 1):
+            history.append(rollout.generate(cache, chunk(actions, j), modality, gens))
+    schedule = FlowMatchSchedule(sampler.shift)
+    u = torch.rand(b, generator=gen, device=dev)
+    uniform = schedule.shift * u / (1 + (schedule.shift - 1) * u)
+    steps = torch.tensor(schedule.timesteps(sampler.nfe)[:-1], device=dev)
+    own = steps[torch.randint(len(steps), (b,), generator=gen, device=dev)]
+    at_steps = torch.rand(b, generator=gen, device=dev) < config.sampler_levels
+    level = torch.where(at_steps, own, uniform)
+    target = chunk(latents, k + 1)
+    noise = torch.randn(target.shape, generator=gen, device=dev)
+    x_t = schedule.add_noise(target, noise, level[:, None, None, None, None])
+    drop = torch.rand(b, generator=gen, device=dev) < config.action_dropout
+    levels = torch.zeros(b, k + 2, device=dev)
+    levels[:, -1] = level
+    velocity = dit.forward_sequence(
+        torch.cat([*history, x_t], 1),
+        levels,
+        actions[:, : (k + 2) * f],
+        modality,
+        drop_action=drop,
+        memory=memory,
+        memory_valid=memory_valid,
+    )[:, -f:].float()
+    loss = (velocity - schedule.velocity_target(target, noise)).pow(2).mean()
+    return loss, {"flow": loss.item(), "own_chunks": float(k)}
