@@ -55,6 +55,28 @@ def _euler(denoise, x: Tensor, timesteps: list[float]) -> Tensor:
     return x
 
 
+def write_start(
+    rollout: ChunkRollout,
+    cache: KVCache,
+    sink: Tensor,
+    actions: Tensor,
+    modality: Tensor,
+    memory: Tensor | None = None,
+    memory_valid: Tensor | None = None,
+) -> None:
+    """Write a window's sink chunk, then its retrieved memory chunk, as the env does (no grad).
+
+    The memory goes in after the sink, as the env retrieves from step 1 on; ``memory_valid``
+    (default all rows) marks the rows whose memory is real.
+    """
+    rollout.commit(cache, sink, actions, modality)
+    if memory is not None:
+        rows = torch.arange(sink.shape[0], device=sink.device)
+        rollout.dit.encode_memory(memory, 0.0, modality, cache, 0, rows)
+        valid = torch.ones(len(rows), dtype=torch.bool) if memory_valid is None else memory_valid
+        cache.set_memory(valid.cpu()[:, None])
+
+
 def _cached_denoiser(dit: CausalChunkDiT, actions: Tensor, modality: Tensor, cache: KVCache):
     return lambda x, t: dit(x, t, actions, modality, cache)
 
@@ -97,13 +119,8 @@ def student_loss(
     schedule = FlowMatchSchedule(student_sampler.shift)
     with torch.no_grad():
         history = [chunk(latents, 0)]
-        rows = torch.arange(b, device=latents.device)
-        for roll, cache, model in zip(rollouts, caches, (student, teacher), strict=True):
-            roll.commit(cache, history[0], chunk(actions, 0), modality)
-            if memory is not None:  # after the sink, as the env retrieves from step 1 on
-                model.encode_memory(memory, 0.0, modality, cache, 0, rows)
-                valid = torch.ones(b, dtype=torch.bool) if memory_valid is None else memory_valid
-                cache.set_memory(valid.cpu()[:, None])
+        for roll, cache in zip(rollouts, caches, strict=True):
+            write_start(roll, cache, history[0], chunk(actions, 0), modality, memory, memory_valid)
         for k in range(1, n - 1):
             x0 = rollouts[0].generate(caches[0], chunk(actions, k), modality, gens)
             rollouts[1].commit(caches[1], x0, chunk(actions, k), modality)

@@ -25,7 +25,7 @@ from gym_worldmodel.training.losses import (
     vae_loss,
 )
 from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
-from gym_worldmodel.training.trainer import TrainConfig, Trainer
+from gym_worldmodel.training.trainer import LossFn, TrainConfig, Trainer
 
 
 def train_vae(
@@ -136,6 +136,30 @@ def batch_memory(model: WorldModel, batch: dict) -> dict[str, torch.Tensor]:
     return {"memory": batch_latents(model, batch, "memory_"), "memory_valid": batch["memory_valid"]}
 
 
+def reads_more_than_data(data: Sequence[Path], train: TrainConfig, window_frames: int) -> bool:
+    """Whether a run reads more frames than the training data holds.
+
+    Encoding every frame once up front then costs less than encoding each batch.
+    """
+    frames = sum(len(ep.frames) for d in data for ep in load_episodes(Path(d), "train"))
+    return train.steps * train.batch_size * window_frames > frames
+
+
+def fit(
+    model: WorldModel,
+    windows: torch.utils.data.Dataset,
+    loss: LossFn,
+    run_dir: Path,
+    train: TrainConfig,
+    progress: bool,
+) -> WorldModel:
+    """Train ``model``'s DiT with ``loss`` (resumable) and write ``<run_dir>/model``."""
+    Trainer(model.dit, windows, loss, run_dir, train).train(progress)
+    model.eval()
+    hub.save_pretrained(model, Path(run_dir) / "model")
+    return model
+
+
 def train_teacher(
     data: Sequence[Path],
     init: Path,
@@ -188,8 +212,7 @@ def train_teacher(
     model.vae.requires_grad_(False)
     cfg = model.config.dit
     n = n_chunks or 1 + cfg.window_chunks + 2
-    frames = sum(len(ep.frames) for d in data for ep in load_episodes(Path(d), "train"))
-    encode = train.steps * train.batch_size * n * cfg.chunk_frames > frames
+    encode = reads_more_than_data(data, train, n * cfg.chunk_frames)
     windows = chunk_windows(model, data, n, encode=encode, memory=memory)
 
     def loss(batch: dict, gen: torch.Generator):
@@ -204,10 +227,7 @@ def train_teacher(
             **batch_memory(model, batch),
         )
 
-    Trainer(model.dit, windows, loss, run_dir, train).train(progress)
-    model.eval()
-    hub.save_pretrained(model, Path(run_dir) / "model")
-    return model
+    return fit(model, windows, loss, run_dir, train, progress)
 
 
 def train_student(
@@ -258,10 +278,7 @@ def train_student(
             **batch_memory(student, batch),
         )
 
-    Trainer(student.dit, windows, loss, run_dir, train).train(progress)
-    student.eval()
-    hub.save_pretrained(student, Path(run_dir) / "model")
-    return student
+    return fit(student, windows, loss, run_dir, train, progress)
 
 
 def train_self_forcing(
@@ -287,8 +304,7 @@ def train_self_forcing(
     tuned.vae.requires_grad_(False)
     config = config or SelfForcingConfig()
     n = config.max_chunks + 2
-    frames = sum(len(ep.frames) for d in data for ep in load_episodes(Path(d), "train"))
-    encode = train.steps * train.batch_size * n * tuned.config.dit.chunk_frames > frames
+    encode = reads_more_than_data(data, train, n * tuned.config.dit.chunk_frames)
     windows = chunk_windows(tuned, data, n, encode=encode, memory=memory)
 
     def loss(batch: dict, gen: torch.Generator):
@@ -303,7 +319,4 @@ def train_self_forcing(
             **batch_memory(tuned, batch),
         )
 
-    Trainer(tuned.dit, windows, loss, run_dir, train).train(progress)
-    tuned.eval()
-    hub.save_pretrained(tuned, Path(run_dir) / "model")
-    return tuned
+    return fit(tuned, windows, loss, run_dir, train, progress)

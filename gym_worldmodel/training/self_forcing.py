@@ -34,6 +34,7 @@ from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import CausalChunkDiT
 from gym_worldmodel.models.config import SamplerConfig
 from gym_worldmodel.sampling import ChunkRollout, FlowMatchSchedule, RowGenerators
+from gym_worldmodel.training.distill import write_start
 
 
 @dataclass(frozen=True)
@@ -100,16 +101,11 @@ def self_forcing_loss(
     cache = KVCache.for_model(cfg, dit.rope, b, dev)
     history = [chunk(latents, 0)]
     with torch.no_grad():
-        rollout.commit(cache, history[0], chunk(actions, 0), modality)
-        if memory is not None:  # after the sink, as the env retrieves from step 1 on
-            dit.encode_memory(memory, 0.0, modality, cache, 0, torch.arange(b, device=dev))
-            valid = torch.ones(b, dtype=torch.bool) if memory_valid is None else memory_valid
-            cache.set_memory(valid.cpu()[:, None])
+        write_start(rollout, cache, history[0], chunk(actions, 0), modality, memory, memory_valid)
         for j in range(1, k + 1):
             history.append(rollout.generate(cache, chunk(actions, j), modality, gens))
     schedule = FlowMatchSchedule(sampler.shift)
-    u = torch.rand(b, generator=gen, device=dev)
-    uniform = schedule.shift * u / (1 + (schedule.shift - 1) * u)
+    uniform = schedule.shifted(torch.rand(b, generator=gen, device=dev))
     steps = torch.tensor(schedule.timesteps(sampler.nfe)[:-1], device=dev)
     own = steps[torch.randint(len(steps), (b,), generator=gen, device=dev)]
     at_steps = torch.rand(b, generator=gen, device=dev) < config.sampler_levels
