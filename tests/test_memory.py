@@ -113,6 +113,23 @@ def test_bad_poses_and_latents_raise_clear_errors():
         ViewGeometry("sphere")
 
 
+def test_a_held_chunk_is_kept_until_another_overlaps_clearly_better():
+    """Stickiness: the memory slot is not re-encoded for every small change of the best view."""
+    memory = SpatialMemory(1, SHAPE, CAMERA, capacity=16, exclude_recent=0, stickiness=0.15)
+    filled(memory, [pose(), pose(yaw=0.0), pose(yaw=10.0)])  # step 0 is the sink: never retrieved
+    by_step = {i: memory.uid[0, memory.step[0] == i][0] for i in (1, 2)}
+    looking = pose(yaw=8.0)  # the chunk at 10 degrees overlaps a little better
+    best = memory.retrieve(looking)
+    assert best.uid[0, 0] == by_step[2]
+    held = memory.retrieve(looking, held=np.array([[by_step[1]]]))
+    assert held.uid[0, 0] == by_step[1]  # within the margin: kept
+    assert 0 < held.score[0, 0] < best.score[0, 0]  # the real score is reported
+    turned = memory.retrieve(pose(yaw=50.0), held=np.array([[by_step[1]]]))
+    assert turned.uid[0, 0] == by_step[2]  # clearly better elsewhere: switched
+    away = memory.retrieve(pose(yaw=180.0), held=np.array([[by_step[1]]]))
+    assert away.hits.tolist() == [0]  # a held chunk out of view is no hit
+
+
 # --- shared banks, reset, state ----------------------------------------------------------------
 
 

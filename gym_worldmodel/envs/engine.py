@@ -159,7 +159,7 @@ class WorldEngine:
     def _recall(self, poses: np.ndarray | None) -> None:
         """Retrieve each row's memory and write changed entries into the cache's memory slots."""
         memory = self.memory
-        self.recall = recall = memory.retrieve(poses, self.last_latents)
+        self.recall = recall = memory.retrieve(poses, self.last_latents, self.slot_uid)
         valid = np.zeros(self.slot_uid.shape, bool)
         for j in range(self.slot_uid.shape[1]):
             latents, valid[:, j] = memory.gather(recall, j)
@@ -204,6 +204,6 @@ class WorldEngine:
         if self.memory is not None and state.get("memory") is not None:
             self._remember(state["last_latents"], idx)
             self.memory.set_state(state["memory"], idx)
-            # Rows sharing a reloaded bank: their slots may name entries that changed.
-            self.slot_uid[np.isin(self.memory.banks, self.memory.banks[idx])] = -1
+            # Rows sharing a reloaded bank keep their slots: a uid always names the same latents
+            # (a replaced entry gets a new one), and one the reload removed is not retrieved.
         self.slot_uid[idx] = state.get("slot_uid", -1)

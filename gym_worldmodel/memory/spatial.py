@@ -130,6 +130,11 @@ class SpatialMemory:
         exclude_recent: Chunks an env still holds in its ring window (never retrieved for it).
         min_score: Least overlap (or similarity) that counts as a hit.
         replace_overlap: A new chunk replaces a stored one whose view overlap is this high.
+        stickiness: Score bonus, when ranking, of the entries a row holds already (``held`` of
+            :meth:`retrieve`): a held chunk is kept until another overlaps better by more than
+            this, so the memory slot is not re-encoded every time the best view changes a little.
+            Turning in place moves the camera's overlap in steps of 1/8 (its sampled view
+            columns): the default keeps a chunk until another is two such steps better.
         banks: Bank id of each row (rows with the same id share a bank); default one per row.
         device: Where latents live.
 
@@ -153,6 +158,7 @@ class SpatialMemory:
         exclude_recent: int = 2,
         min_score: float = 0.2,
         replace_overlap: float = 0.9,
+        stickiness: float = 0.15,
         banks: Sequence[int] | None = None,
         device: torch.device | str = "cpu",
     ) -> None:
@@ -163,7 +169,7 @@ class SpatialMemory:
             raise ValueError(f"banks must be {num_rows} non-negative ids, got {banks}")
         self.geometry, self.capacity, self.k = geometry, capacity, k
         self.exclude_recent, self.min_score = exclude_recent, min_score
-        self.replace_overlap = replace_overlap
+        self.replace_overlap, self.stickiness = replace_overlap, stickiness
         g = int(self.banks.max()) + 1
         self.latents = torch.zeros(g, capacity, *chunk_shape, device=device)
         self.keys = torch.zeros(g, capacity, int(np.prod(chunk_shape[1:])), device=device)
@@ -230,11 +236,17 @@ class SpatialMemory:
 
     # --- reading ---------------------------------------------------------------------------------
 
-    def retrieve(self, poses: np.ndarray | None = None, query: Tensor | None = None) -> Recall:
+    def retrieve(
+        self,
+        poses: np.ndarray | None = None,
+        query: Tensor | None = None,
+        held: np.ndarray | None = None,
+    ) -> Recall:
         """Top-k stored chunks for each row about to look from ``poses`` ``(B, 4)``.
 
         ``query`` ``(B, F, C, h, w)``: each row's last chunk, used (instead of poses) by the
-        latent geometry.
+        latent geometry. ``held`` ``(B, k)``: uids each row retrieved last (-1: none); they rank
+        ``stickiness`` higher than their score (the reported score is the real one).
         """
         b = self.num_rows
         if self.geometry.kind != "latent":
@@ -255,7 +267,11 @@ class SpatialMemory:
         else:
             score = self.geometry.overlap(poses, self.poses[banks])
         score = np.where(usable, score, -np.inf)
-        top = np.argsort(-score, axis=1, kind="stable")[:, : self.k]  # (B, k)
+        rank = score
+        if held is not None and self.stickiness:
+            kept = (self.uid[banks][:, :, None] == held[:, None, :]) & (held[:, None, :] >= 0)
+            rank = score + self.stickiness * kept.any(-1)
+        top = np.argsort(-rank, axis=1, kind="stable")[:, : self.k]  # (B, k)
         best = np.take_along_axis(score, top, 1)
         hit = best >= self.min_score
         return Recall(
