@@ -237,10 +237,7 @@ def _autoencode(model: WorldModel, frames: np.ndarray, batch: int = 256) -> np.n
 
 def with_sampler(model: WorldModel, nfe: int) -> WorldModel:
     """The same weights sampling deterministically with ``nfe`` Euler steps."""
-    sampler = dataclasses.replace(model.config.sampler, nfe=nfe, stochastic=False)
-    copy = WorldModel(dataclasses.replace(model.config, sampler=sampler))
-    copy.load_state_dict(model.state_dict())
-    return copy.eval()
+    return model.with_sampler(nfe=nfe, stochastic=False).eval()
 
 
 # ----------------------------------------------------------------------------- probe

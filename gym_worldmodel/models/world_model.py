@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,6 +60,13 @@ class WorldModel(nn.Module):
         torch.nn.init.zeros_(out.dit.out.weight)
         torch.nn.init.zeros_(out.dit.out.bias)
         return out.train(self.training)
+
+    def with_sampler(self, **changes: Any) -> WorldModel:
+        """The same weights with ``SamplerConfig`` fields replaced (e.g. ``nfe=1``)."""
+        sampler = dataclasses.replace(self.config.sampler, **changes)
+        model = WorldModel(dataclasses.replace(self.config, sampler=sampler))
+        model.load_state_dict(self.state_dict())
+        return model.train(self.training)
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts of each part."""

@@ -297,10 +297,8 @@ def train_self_forcing(
     generated with in training. Windows hold ``config.max_chunks + 2`` chunks; with ``memory``,
     windows of posed worlds carry their retrieved memory chunk.
     """
-    model = hub.from_pretrained(init)
-    sampler = dataclasses.replace(model.config.sampler, nfe=nfe, stochastic=False, context_t=0.0)
-    tuned = WorldModel(dataclasses.replace(model.config, sampler=sampler))
-    tuned.load_state_dict(model.state_dict())
+    tuned = hub.from_pretrained(init).with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
+    sampler = tuned.config.sampler
     tuned.vae.requires_grad_(False)
     config = config or SelfForcingConfig()
     n = config.max_chunks + 2
