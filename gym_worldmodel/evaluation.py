@@ -170,6 +170,16 @@ def frame_stats(frames: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- rollouts
 
 
+def frame_motion(frames: np.ndarray) -> float:
+    """Mean absolute change between successive frames ``(R, T, H, W, 3)``, in grey levels.
+
+    A model unsure where the view goes can lower its error by moving too little; next to the
+    recorded frames' figure this says how much of the world's motion a rollout shows.
+    """
+    steps = [np.abs(np.diff(row.astype(np.int16), axis=0)).mean() for row in frames]
+    return float(np.mean(steps))
+
+
 def _starts(episodes: Sequence[Episode], frames_needed: int, per_episode: int) -> list[tuple]:
     """(episode index, start frame) pairs whose episode holds ``frames_needed`` frames after.
 
@@ -491,6 +501,8 @@ def evaluate_world(
         "real": real_score,
         "generated": gen_score,
         "ratio": gen_score / real_score if real_score > 0 else math.nan,
+        "motion_real": frame_motion(with_start(truth)),
+        "motion_generated": frame_motion(with_start(generated)),
     }
     if modality == "camera":  # what a probe that ignores the frames would score
         result.control["majority"] = float(
@@ -657,6 +669,12 @@ def write_report(
             + (
                 f" Always answering the most common keys scores {c['majority']:.3f}."
                 if "majority" in c
+                else ""
+            )
+            + (
+                f" Motion (mean absolute change between successive frames, grey levels): real "
+                f"{c['motion_real']:.2f}, generated {c['motion_generated']:.2f}."
+                if "motion_real" in c
                 else ""
             ),
             "",

@@ -15,6 +15,7 @@ from gym_worldmodel import hub
 from gym_worldmodel.evaluation import (
     EvalConfig,
     evaluate_world,
+    frame_motion,
     pooled_psnr,
     psnr,
     ssim,
@@ -46,6 +47,16 @@ def test_pooled_psnr_is_bounded_by_the_frames_that_differ():
     mse = ((a[1].astype(float) - b[1]) ** 2).mean() / 2
     assert np.isclose(pooled_psnr(a, b), 10 * np.log10(255**2 / mse))
     assert psnr(a, b).mean() > pooled_psnr(a, b) + 40  # the per-frame mean is dominated by frame 0
+
+
+def test_frame_motion_is_the_mean_change_between_successive_frames():
+    still = np.full((2, 4, 8, 8, 3), 100, np.uint8)
+    assert frame_motion(still) == 0.0
+    moving = still.copy()
+    moving[:, 1::2] = 110  # every step changes every pixel by 10, up or down
+    assert frame_motion(moving) == 10.0
+    moving[1] = 100  # a row that stands still halves the mean
+    assert frame_motion(moving) == 5.0
 
 
 def test_student_loss_is_zero_when_student_is_teacher_at_one_step():
@@ -104,6 +115,7 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     text = report.read_text()
     assert "| model |" in text and "Controllability" in text and "cmd" in text
     assert "autoencoded [" in text and "most common keys scores" in text
+    assert f"real {result.control['motion_real']:.2f}, generated" in text
     for name in ("open_loop.png", "stability.png", "citywalk_strip.png", "results.json"):
         assert (tmp_path / "docs" / "eval" / name).stat().st_size > 0
     saved = json.loads((tmp_path / "docs" / "eval" / "results.json").read_text())
