@@ -134,6 +134,20 @@ def train_main(argv: Sequence[str]) -> None:
         help="self-forcing: most chunks the model generates itself before the trained one",
     )
     parser.add_argument(
+        "--action-weight",
+        type=float,
+        default=0.0,
+        help="self-forcing: weight of a latent inverse-dynamics probe's error on each predicted "
+        "chunk (the chunk must show its action; the probe is trained first on the recorded "
+        "latents)",
+    )
+    parser.add_argument(
+        "--probe-steps",
+        type=int,
+        default=600,
+        help="self-forcing, with --action-weight: training steps of that probe",
+    )
+    parser.add_argument(
         "--memory",
         action="store_true",
         help="teacher/student/self-forcing: train with retrieved spatial-memory chunks (worlds "
@@ -241,16 +255,20 @@ def train_main(argv: Sequence[str]) -> None:
     elif not 1 <= args.nfe <= 8:
         raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")
     elif args.stage == "self-forcing":
-        if args.max_chunks < 0:
-            raise SystemExit(f"--max-chunks is a number of chunks >= 0, got {args.max_chunks}")
+        if args.max_chunks < 0 or args.action_weight < 0 or args.probe_steps < 1:
+            raise SystemExit(
+                "--max-chunks and --action-weight take values >= 0, --probe-steps one >= 1; got "
+                f"{args.max_chunks}, {args.action_weight} and {args.probe_steps}"
+            )
         train_self_forcing(
             args.data,
             args.init,
             args.out,
             train,
             nfe=args.nfe,
-            config=SelfForcingConfig(max_chunks=args.max_chunks),
+            config=SelfForcingConfig(max_chunks=args.max_chunks, action_weight=args.action_weight),
             memory=args.memory,
+            probe_steps=20 if args.budget else args.probe_steps,
         )
     else:
         train_student(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -224,7 +225,9 @@ def test_corrupt_checkpoint_is_a_clear_error(episodes, tmp_path):
 
 
 def test_recipes_end_to_end(tmp_path):
-    collect(SquareSource(), tmp_path / "data", episodes=6, steps=10, progress=False)
+    collect(
+        SquareSource(), tmp_path / "data", episodes=6, steps=10, heldout_every=3, progress=False
+    )
     train = TrainConfig(steps=6, batch_size=4, warmup=1, save_every=3)
     config = WorldModelConfig.tiny()
     config = dataclasses.replace(config, fps=16)
@@ -255,15 +258,27 @@ def test_recipes_end_to_end(tmp_path):
         tmp_path / "self-forcing",
         dataclasses.replace(train, steps=2),
         nfe=1,
-        config=SelfForcingConfig(max_chunks=2),
+        config=SelfForcingConfig(max_chunks=2, action_weight=0.5),
         progress=False,
+        probe_steps=2,
     )
     loaded = hub.from_pretrained(tmp_path / "self-forcing" / "model")
     assert loaded.config.sampler.nfe == 1 and not loaded.config.sampler.stochastic
     assert not torch.equal(tuned.dit.out.weight, model.dit.out.weight)
-    argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--max-chunks", "-1"]
-    with pytest.raises(SystemExit, match="max-chunks"):
-        train_main(argv)
+    # the latent action probe was trained first, in its own resumable run, and checked held out
+    probe_run = tmp_path / "self-forcing" / "action-probe"
+    assert (probe_run / "checkpoint.pt").is_file()
+    heldout = json.loads((probe_run / "heldout.json").read_text())
+    assert list(heldout) == [str(tmp_path / "data")] and np.isfinite(
+        heldout[str(tmp_path / "data")]
+    )
+    assert all(
+        "action" in h for h in json.loads((tmp_path / "self-forcing" / "losses.json").read_text())
+    )
+    for flag, value in (("--max-chunks", "-1"), ("--action-weight", "-0.1")):
+        argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", flag, value]
+        with pytest.raises(SystemExit, match="action-weight"):
+            train_main(argv)
 
 
 def test_self_forcing_trains_the_recorded_future_after_the_models_own_history():

@@ -7,15 +7,19 @@ Each writes its run directory (checkpoint, losses, plot) and a loadable checkpoi
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from gym_worldmodel import hub
+from gym_worldmodel.files import atomic_write
 from gym_worldmodel.memory.spatial import GEOMETRIES, ViewGeometry
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.episodes import load_episodes, read_card
+from gym_worldmodel.training.action_probe import LatentActionProbe, probe_windows_loss
 from gym_worldmodel.training.data import ChunkWindows, Frames, LatentEpisode
 from gym_worldmodel.training.distill import DistillConfig, student_loss
 from gym_worldmodel.training.losses import (
@@ -281,6 +285,60 @@ def train_student(
     return fit(student, windows, loss, run_dir, train, progress)
 
 
+def train_action_probe(
+    model: WorldModel,
+    data: Sequence[Path],
+    windows: torch.utils.data.ConcatDataset,
+    run_dir: Path,
+    train: TrainConfig,
+    progress: bool = True,
+) -> LatentActionProbe:
+    """Train (or resume) the latent action probe on ``windows`` of recorded latents; frozen.
+
+    ``train`` gives its steps, batch, dtype and seed. Its error per modality on held-out windows
+    (standardised units: 1 minus it is about the R^2 of the actions it reads) goes to
+    ``<run_dir>/heldout.json``: a probe that cannot read a modality's actions from real latents
+    cannot teach the model to show them.
+    """
+    cfg = model.config.dit
+    probe = LatentActionProbe(cfg)
+    for ds in windows.datasets:
+        acts = torch.from_numpy(np.concatenate([ep.actions for ep in ds.episodes]))
+        probe.set_action_stats(ds.modality, acts)
+
+    def loss(batch: dict, gen: torch.Generator):
+        latents = batch_latents(model, batch)
+        return probe_windows_loss(
+            probe, latents, batch["actions"], batch["modality"], cfg.chunk_frames, gen
+        )
+
+    Trainer(probe, windows, loss, run_dir, train).train(progress)
+    probe.eval().requires_grad_(False)
+    n = len(windows.datasets[0][0]["actions"]) // cfg.chunk_frames
+    heldout = {}
+    for d in data:
+        if not load_episodes(Path(d), "heldout"):
+            continue  # nothing held out to check against
+        ds = chunk_windows(model, [d], n, encode=True, split="heldout").datasets[0]
+        batch = torch.utils.data.default_collate([ds[i] for i in range(0, len(ds), 7)][:256])
+        gen = torch.Generator().manual_seed(train.seed)
+        with torch.no_grad():
+            heldout[str(d)] = probe_windows_loss(
+                probe,
+                batch["latents"],
+                batch["actions"],
+                batch["modality"],
+                cfg.chunk_frames,
+                gen,
+                noise=0.0,
+            )[0].item()
+    text = json.dumps(heldout, indent=1) + "\n"
+    atomic_write(Path(run_dir) / "heldout.json", lambda f: f.write(text.encode()))
+    if progress:
+        print("action probe, held-out error (standardised):", heldout)
+    return probe
+
+
 def train_self_forcing(
     data: Sequence[Path],
     init: Path,
@@ -290,12 +348,15 @@ def train_self_forcing(
     config: SelfForcingConfig | None = None,
     progress: bool = True,
     memory: bool = False,
+    probe_steps: int = 600,
 ) -> WorldModel:
     """Fine-tune ``init`` on its own rollouts against the recorded future (``self_forcing.py``).
 
     The checkpoint samples deterministically with ``nfe`` steps, the sampler its history is
     generated with in training. Windows hold ``config.max_chunks + 2`` chunks; with ``memory``,
-    windows of posed worlds carry their retrieved memory chunk.
+    windows of posed worlds carry their retrieved memory chunk. With ``config.action_weight``,
+    the latent action probe is first trained for ``probe_steps`` on the same windows (in
+    ``<run_dir>/action-probe``).
     """
     tuned = hub.from_pretrained(init).with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
     sampler = tuned.config.sampler
@@ -304,6 +365,20 @@ def train_self_forcing(
     n = config.max_chunks + 2
     encode = reads_more_than_data(data, train, n * tuned.config.dit.chunk_frames)
     windows = chunk_windows(tuned, data, n, encode=encode, memory=memory)
+    probe = None
+    if config.action_weight:
+        probe_train = dataclasses.replace(
+            train,
+            steps=probe_steps,
+            batch_size=64,
+            lr=1e-3,
+            save_every=probe_steps,
+            warmup=min(50, probe_steps),
+            cooldown=0.2,
+        )
+        probe = train_action_probe(
+            tuned, data, windows, Path(run_dir) / "action-probe", probe_train, progress
+        )
 
     def loss(batch: dict, gen: torch.Generator):
         return self_forcing_loss(
@@ -315,6 +390,7 @@ def train_self_forcing(
             gen,
             config,
             **batch_memory(tuned, batch),
+            probe=probe,
         )
 
     return fit(tuned, windows, loss, run_dir, train, progress)

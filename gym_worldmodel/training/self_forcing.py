@@ -15,6 +15,12 @@ like this:
    simulator went, so what the model learns is to steer back from its own drift, not to
    continue it.
 
+With ``action_weight``, the chunk the model would output (its clean estimate at ``t``) is also
+scored by a frozen :class:`~gym_worldmodel.training.action_probe.LatentActionProbe` against the
+recorded actions, after the model's own last frame: flow matching alone lets a model that is
+unsure of the next view move too little, and this term makes a chunk that does not show its
+action cost something.
+
 Half the rows take ``t`` from the sampler's own levels (pure noise for one step), where the model
 is used at run time; the rest the teacher's shifted uniform levels, so the model stays a flow
 model at every level. The gradient pass is one sequence forward over the window
@@ -34,6 +40,7 @@ from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import CausalChunkDiT
 from gym_worldmodel.models.config import SamplerConfig
 from gym_worldmodel.sampling import ChunkRollout, FlowMatchSchedule, RowGenerators
+from gym_worldmodel.training.action_probe import LatentActionProbe
 from gym_worldmodel.training.distill import write_start
 
 
@@ -46,11 +53,14 @@ class SelfForcingConfig:
             must hold ``max_chunks + 2`` chunks: the sink, those, and the target).
         sampler_levels: Fraction of rows whose level is one of the sampler's steps.
         action_dropout: Fraction of rows trained with the null action (for guidance).
+        action_weight: Weight of the latent action probe's error on the predicted chunk
+            (0: none; then no probe is needed).
     """
 
     max_chunks: int = 6
     sampler_levels: float = 0.5
     action_dropout: float = 0.1
+    action_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_chunks < 0:
@@ -58,6 +68,8 @@ class SelfForcingConfig:
         for name in ("sampler_levels", "action_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is a fraction of rows in [0, 1]")
+        if self.action_weight < 0:
+            raise ValueError(f"action_weight is a loss weight >= 0, got {self.action_weight}")
 
 
 def self_forcing_loss(
@@ -70,6 +82,7 @@ def self_forcing_loss(
     config: SelfForcingConfig,
     memory: Tensor | None = None,
     memory_valid: Tensor | None = None,
+    probe: LatentActionProbe | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Flow-matching loss of the chunk after ``k`` self-generated ones (module docstring).
 
@@ -84,7 +97,10 @@ def self_forcing_loss(
         config: History length and level sampling.
         memory: Retrieved chunk of each window ``(B, F, C, h, w)``, or None.
         memory_valid: ``(B,)`` bool, rows whose memory is real.
+        probe: The frozen latent action probe (needed when ``config.action_weight > 0``).
     """
+    if config.action_weight > 0 and probe is None:
+        raise ValueError("an action_weight above 0 needs the latent action probe")
     cfg = dit.config
     f, b, dev = cfg.chunk_frames, latents.shape[0], latents.device
     n = latents.shape[1] // f
@@ -125,5 +141,11 @@ def self_forcing_loss(
         memory=memory,
         memory_valid=memory_valid,
     )[:, -f:].float()
-    loss = (velocity - schedule.velocity_target(target, noise)).pow(2).mean()
-    return loss, {"flow": loss.item(), "own_chunks": float(k)}
+    flow = (velocity - schedule.velocity_target(target, noise)).pow(2).mean()
+    parts = {"flow": flow.item(), "own_chunks": float(k)}
+    if not config.action_weight:
+        return flow, parts
+    clean = schedule.predict_x0(x_t, velocity, level[:, None, None, None, None])
+    shown = probe.loss(history[-1][:, -1:], clean, chunk(actions, k + 1), modality, ~drop)
+    parts["action"] = shown.item()
+    return flow + config.action_weight * shown, parts
