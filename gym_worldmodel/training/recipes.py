@@ -319,13 +319,13 @@ def train_action_probe(
 
     Trainer(probe, windows, loss, run_dir, train).train(progress)
     probe.eval().requires_grad_(False)
-    n = len(windows.datasets[0][0]["actions"]) // cfg.chunk_frames
+    n = windows.datasets[0].n  # chunks per window
     heldout = {}
     for d in data:
         if not load_episodes(Path(d), "heldout"):
             continue  # nothing held out to check against
         ds = chunk_windows(model, [d], n, encode=True, split="heldout").datasets[0]
-        batch = torch.utils.data.default_collate([ds[i] for i in range(0, len(ds), 7)][:256])
+        batch = torch.utils.data.default_collate([ds[i] for i in range(0, len(ds), 7)[:256]])
         gen = torch.Generator().manual_seed(train.seed)
         with torch.no_grad():
             heldout[str(d)] = probe_windows_loss(
