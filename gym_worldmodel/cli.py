@@ -142,6 +142,14 @@ def train_main(argv: Sequence[str]) -> None:
         "latents)",
     )
     parser.add_argument(
+        "--adversarial-weight",
+        type=float,
+        default=0.0,
+        help="self-forcing: weight of a chunk critic's verdict on each chunk the model outputs at "
+        "run time (the critic is trained alongside to tell them from recorded chunks, so a "
+        "blurred chunk costs something)",
+    )
+    parser.add_argument(
         "--probe-steps",
         type=int,
         default=600,
@@ -255,10 +263,12 @@ def train_main(argv: Sequence[str]) -> None:
     elif not 1 <= args.nfe <= 8:
         raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")
     elif args.stage == "self-forcing":
-        if args.max_chunks < 0 or args.action_weight < 0 or args.probe_steps < 1:
+        weights = (args.max_chunks, args.action_weight, args.adversarial_weight)
+        if min(weights) < 0 or args.probe_steps < 1:
             raise SystemExit(
-                "--max-chunks and --action-weight take values >= 0, --probe-steps one >= 1; got "
-                f"{args.max_chunks}, {args.action_weight} and {args.probe_steps}"
+                "--max-chunks, --action-weight and --adversarial-weight take values >= 0, "
+                f"--probe-steps one >= 1; got {', '.join(map(str, weights))} and "
+                f"{args.probe_steps}"
             )
         train_self_forcing(
             args.data,
@@ -266,7 +276,11 @@ def train_main(argv: Sequence[str]) -> None:
             args.out,
             train,
             nfe=args.nfe,
-            config=SelfForcingConfig(max_chunks=args.max_chunks, action_weight=args.action_weight),
+            config=SelfForcingConfig(
+                max_chunks=args.max_chunks,
+                action_weight=args.action_weight,
+                adversarial_weight=args.adversarial_weight,
+            ),
             memory=args.memory,
             probe_steps=20 if args.budget else args.probe_steps,
         )

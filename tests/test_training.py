@@ -258,7 +258,7 @@ def test_recipes_end_to_end(tmp_path):
         tmp_path / "self-forcing",
         dataclasses.replace(train, steps=2),
         nfe=1,
-        config=SelfForcingConfig(max_chunks=2, action_weight=0.5),
+        config=SelfForcingConfig(max_chunks=2, action_weight=0.5, adversarial_weight=0.1),
         progress=False,
         probe_steps=2,
     )
@@ -273,10 +273,14 @@ def test_recipes_end_to_end(tmp_path):
     # the camera rows are scored only if the probe reads their actions on held-out windows
     readable = record["heldout_error"][str(tmp_path / "data")] < 0.8
     assert record["scored_modalities"] == (["camera"] if readable else [])
-    assert all(
-        "action" in h for h in json.loads((tmp_path / "self-forcing" / "losses.json").read_text())
-    )
-    for flag, value in (("--max-chunks", "-1"), ("--action-weight", "-0.1")):
+    history = json.loads((tmp_path / "self-forcing" / "losses.json").read_text())
+    assert all("action" in h and "critic" in h for h in history)
+    # the critic trained alongside is in the run's checkpoint, not in the model it writes
+    state = torch.load(tmp_path / "self-forcing" / "checkpoint.pt", weights_only=True)["module"]
+    assert any(k.startswith("alongside.") for k in state)
+    assert not any("alongside" in k for k in loaded.state_dict())
+    flags = (("--max-chunks", "-1"), ("--action-weight", "-0.1"), ("--adversarial-weight", "-1"))
+    for flag, value in flags:
         argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", flag, value]
         with pytest.raises(SystemExit, match="action-weight"):
             train_main(argv)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from gym_worldmodel import hub
 from gym_worldmodel.files import atomic_write
@@ -20,6 +21,7 @@ from gym_worldmodel.memory.spatial import GEOMETRIES, ViewGeometry
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.episodes import load_episodes, read_card
 from gym_worldmodel.training.action_probe import LatentActionProbe, probe_windows_loss
+from gym_worldmodel.training.critic import ChunkCritic
 from gym_worldmodel.training.data import ChunkWindows, Frames, LatentEpisode
 from gym_worldmodel.training.distill import DistillConfig, student_loss
 from gym_worldmodel.training.losses import (
@@ -156,9 +158,19 @@ def fit(
     run_dir: Path,
     train: TrainConfig,
     progress: bool,
+    alongside: nn.Module | None = None,
 ) -> WorldModel:
-    """Train ``model``'s DiT with ``loss`` (resumable) and write ``<run_dir>/model``."""
-    Trainer(model.dit, windows, loss, run_dir, train).train(progress)
+    """Train ``model``'s DiT with ``loss`` (resumable) and write ``<run_dir>/model``.
+
+    ``alongside``: a module trained by the same loss (a critic), checkpointed with the DiT and
+    not part of the written model.
+    """
+    module = (
+        model.dit
+        if alongside is None
+        else nn.ModuleDict({"dit": model.dit, "alongside": alongside})
+    )
+    Trainer(module, windows, loss, run_dir, train).train(progress)
     model.eval()
     hub.save_pretrained(model, Path(run_dir) / "model")
     return model
@@ -370,7 +382,8 @@ def train_self_forcing(
     generated with in training. Windows hold ``config.max_chunks + 2`` chunks; with ``memory``,
     windows of posed worlds carry their retrieved memory chunk. With ``config.action_weight``,
     the latent action probe is first trained for ``probe_steps`` on the same windows (in
-    ``<run_dir>/action-probe``).
+    ``<run_dir>/action-probe``). With ``config.adversarial_weight``, a fresh chunk critic is
+    trained alongside the model (in its checkpoint; not shipped).
     """
     tuned = hub.from_pretrained(init).with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
     sampler = tuned.config.sampler
@@ -393,6 +406,7 @@ def train_self_forcing(
         probe = train_action_probe(
             tuned, data, windows, Path(run_dir) / "action-probe", probe_train, progress
         )
+    critic = ChunkCritic(tuned.config.dit) if config.adversarial_weight else None
 
     def loss(batch: dict, gen: torch.Generator):
         return self_forcing_loss(
@@ -405,6 +419,7 @@ def train_self_forcing(
             config,
             **batch_memory(tuned, batch),
             probe=probe,
+            critic=critic,
         )
 
-    return fit(tuned, windows, loss, run_dir, train, progress)
+    return fit(tuned, windows, loss, run_dir, train, progress, alongside=critic)

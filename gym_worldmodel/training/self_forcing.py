@@ -19,7 +19,10 @@ With ``action_weight``, the chunk the model would output (its clean estimate at 
 scored by a frozen :class:`~gym_worldmodel.training.action_probe.LatentActionProbe` against the
 recorded actions, after the model's own last frame: flow matching alone lets a model that is
 unsure of the next view move too little, and this term makes a chunk that does not show its
-action cost something.
+action cost something. With ``adversarial_weight``, a critic trained alongside
+(:class:`~gym_worldmodel.training.critic.ChunkCritic`) judges the chunks the model outputs at run
+time (the rows at the sampler's levels) against the recorded ones, and the model is also trained
+to fool it: the mean of the possible chunks, a blur, is easy to tell from a recorded chunk.
 
 Half the rows take ``t`` from the sampler's own levels (pure noise for one step), where the model
 is used at run time; the rest the teacher's shifted uniform levels, so the model stays a flow
@@ -41,6 +44,7 @@ from gym_worldmodel.models import CausalChunkDiT
 from gym_worldmodel.models.config import SamplerConfig
 from gym_worldmodel.sampling import ChunkRollout, FlowMatchSchedule, RowGenerators
 from gym_worldmodel.training.action_probe import LatentActionProbe
+from gym_worldmodel.training.critic import ChunkCritic, adversarial_losses
 from gym_worldmodel.training.distill import write_start
 
 
@@ -55,12 +59,16 @@ class SelfForcingConfig:
         action_dropout: Fraction of rows trained with the null action (for guidance).
         action_weight: Weight of the latent action probe's error on the predicted chunk
             (0: none; then no probe is needed).
+        adversarial_weight: Weight of the critic's verdict on the chunks the model outputs at
+            run time (0: none; then no critic is needed). The critic's own loss is added
+            unweighted: it moves only the critic.
     """
 
     max_chunks: int = 6
     sampler_levels: float = 0.5
     action_dropout: float = 0.1
     action_weight: float = 0.0
+    adversarial_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_chunks < 0:
@@ -68,8 +76,9 @@ class SelfForcingConfig:
         for name in ("sampler_levels", "action_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is a fraction of rows in [0, 1]")
-        if self.action_weight < 0:
-            raise ValueError(f"action_weight is a loss weight >= 0, got {self.action_weight}")
+        for name in ("action_weight", "adversarial_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} is a loss weight >= 0, got {getattr(self, name)}")
 
 
 def self_forcing_loss(
@@ -83,6 +92,7 @@ def self_forcing_loss(
     memory: Tensor | None = None,
     memory_valid: Tensor | None = None,
     probe: LatentActionProbe | None = None,
+    critic: ChunkCritic | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Flow-matching loss of the chunk after ``k`` self-generated ones (module docstring).
 
@@ -98,9 +108,13 @@ def self_forcing_loss(
         memory: Retrieved chunk of each window ``(B, F, C, h, w)``, or None.
         memory_valid: ``(B,)`` bool, rows whose memory is real.
         probe: The frozen latent action probe (needed when ``config.action_weight > 0``).
+        critic: The critic, trained by the same loss (needed when
+            ``config.adversarial_weight > 0``).
     """
     if config.action_weight > 0 and probe is None:
         raise ValueError("an action_weight above 0 needs the latent action probe")
+    if config.adversarial_weight > 0 and critic is None:
+        raise ValueError("an adversarial_weight above 0 needs the chunk critic")
     cfg = dit.config
     f, b, dev = cfg.chunk_frames, latents.shape[0], latents.device
     n = latents.shape[1] // f
@@ -143,9 +157,17 @@ def self_forcing_loss(
     )[:, -f:].float()
     flow = (velocity - schedule.velocity_target(target, noise)).pow(2).mean()
     parts = {"flow": flow.item(), "own_chunks": float(k)}
-    if not config.action_weight:
+    if not (config.action_weight or config.adversarial_weight):
         return flow, parts
+    total = flow
     clean = schedule.predict_x0(x_t, velocity, level[:, None, None, None, None])
-    shown = probe.loss(history[-1][:, -1:], clean, chunk(actions, k + 1), modality, ~drop)
-    parts["action"] = shown.item()
-    return flow + config.action_weight * shown, parts
+    acts = chunk(actions, k + 1)
+    if config.action_weight:
+        shown = probe.loss(history[-1][:, -1:], clean, acts, modality, ~drop)
+        parts["action"] = shown.item()
+        total = total + config.action_weight * shown
+    if config.adversarial_weight:
+        fool, judge = adversarial_losses(critic, target, clean, acts, modality, ~drop, at_steps)
+        parts["adversarial"], parts["critic"] = fool.item(), judge.item()
+        total = total + config.adversarial_weight * fool + judge
+    return total, parts
