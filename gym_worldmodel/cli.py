@@ -105,9 +105,9 @@ def collect_main(argv: Sequence[str]) -> None:
 
 
 def train_main(argv: Sequence[str]) -> None:
-    """``gym-worldmodel train vae|teacher|student|self-forcing``: run (or resume) a recipe."""
+    """``gym-worldmodel train vae|decoder|teacher|student|self-forcing``: run (or resume) one."""
     parser = argparse.ArgumentParser(prog="gym-worldmodel train")
-    parser.add_argument("stage", choices=["vae", "teacher", "student", "self-forcing"])
+    parser.add_argument("stage", choices=["vae", "decoder", "teacher", "student", "self-forcing"])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
     parser.add_argument(
         "--out", type=Path, required=True, help="run directory (resumes if present)"
@@ -116,7 +116,8 @@ def train_main(argv: Sequence[str]) -> None:
         "--init",
         type=Path,
         help="teacher: the VAE checkpoint (<vae run>/model); student: the teacher's; "
-        "self-forcing: the model to fine-tune",
+        "self-forcing: the model to fine-tune; decoder: the world whose VAE decoder to fine-tune "
+        "(encoder and DiT kept)",
     )
     parser.add_argument(
         "--preset",
@@ -207,6 +208,7 @@ def train_main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     from gym_worldmodel.models import WorldModelConfig
     from gym_worldmodel.training.recipes import (
+        train_decoder,
         train_self_forcing,
         train_student,
         train_teacher,
@@ -238,10 +240,15 @@ def train_main(argv: Sequence[str]) -> None:
     if args.init is None:
         previous = {
             "teacher": "<vae run>/model",
+            "decoder": "<world to fine-tune>",
             "student": "<teacher run>/model",
             "self-forcing": "<model to fine-tune>",
         }[args.stage]
         raise SystemExit(f"train {args.stage} needs --init {previous}")
+    if args.stage == "decoder":
+        train_decoder(args.data, args.init, args.out, train)
+        print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
+        return
     if args.memory_only and not (args.stage == "teacher" and args.memory):
         raise SystemExit("--memory-only is a teacher option and needs --memory")
     if args.anchor_sigma is not None and (args.stage != "teacher" or args.anchor_sigma <= 0):

@@ -16,10 +16,15 @@ from gym_worldmodel.memory import GEOMETRIES
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.models.dit import sequence_anchors
 from gym_worldmodel.sources.collect import collect
-from gym_worldmodel.sources.episodes import Episode
-from gym_worldmodel.training.data import ChunkWindows, Frames
+from gym_worldmodel.sources.episodes import DatasetError, Episode
+from gym_worldmodel.training.data import Balanced, ChunkWindows, Frames
 from gym_worldmodel.training.losses import TeacherLossConfig, VAELossConfig, teacher_loss, vae_loss
-from gym_worldmodel.training.recipes import train_self_forcing, train_teacher, train_vae
+from gym_worldmodel.training.recipes import (
+    train_decoder,
+    train_self_forcing,
+    train_teacher,
+    train_vae,
+)
 from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
 from gym_worldmodel.training.trainer import TrainConfig, Trainer
 
@@ -196,6 +201,17 @@ def test_teacher_loss_goes_down(episodes, tmp_path):
     assert all(np.isfinite(h["grad_norm"]) for h in history)
 
 
+def test_balanced_draws_each_dataset_equally_often():
+    small, large = list(range(3)), list(range(100, 110))
+    both = Balanced([small, large])
+    assert len(both) == 20
+    items = [both[i] for i in range(len(both))]
+    assert sorted(x for x in items if x >= 100) == large
+    assert sorted(x for x in items if x < 100) == sorted(small * 3 + small[:1])  # 10 of 3 items
+    with pytest.raises(DatasetError, match="empty"):
+        Balanced([small, []])
+
+
 def test_resume_is_exact(episodes, tmp_path):
     def make():
         torch.manual_seed(0)
@@ -273,6 +289,20 @@ def test_recipes_end_to_end(tmp_path):
     # the camera rows are scored only if the probe reads their actions on held-out windows
     readable = record["heldout_error"][str(tmp_path / "data")] < 0.8
     assert record["scored_modalities"] == (["camera"] if readable else [])
+    # the decoder fine-tune changes the decoder only: same latents, same DiT, same scale
+    redrawn = train_decoder(
+        [tmp_path / "data"], tmp_path / "teacher" / "model", tmp_path / "decoder", train, False
+    )
+    saved = hub.from_pretrained(tmp_path / "decoder" / "model")
+    assert saved.config == model.config
+    for name, value in saved.state_dict().items():
+        if not name.startswith("vae.decoder."):
+            assert torch.equal(value, model.state_dict()[name]), name
+    assert any(
+        not torch.equal(v, model.state_dict()[k])
+        for k, v in redrawn.state_dict().items()
+        if k.startswith("vae.decoder.")
+    )
     history = json.loads((tmp_path / "self-forcing" / "losses.json").read_text())
     assert all("action" in h and "critic" in h for h in history)
     # the critic trained alongside is in the run's checkpoint, not in the model it writes

@@ -146,3 +146,23 @@ class Frames(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Tensor:
         return torch.from_numpy(self.frames[i])
+
+
+class Balanced(torch.utils.data.Dataset):
+    """Several datasets interleaved so that a uniform draw of an index picks each equally often.
+
+    Item ``i`` is item ``(i // k) % len(d)`` of dataset ``d = datasets[i % k]``; the length is
+    ``k`` times the longest, so the smaller datasets repeat.
+    """
+
+    def __init__(self, datasets: Sequence[torch.utils.data.Dataset]) -> None:
+        if not datasets or not all(len(d) for d in datasets):
+            raise DatasetError("Balanced needs at least one dataset, and none of them empty")
+        self.datasets = list(datasets)
+
+    def __len__(self) -> int:
+        return len(self.datasets) * max(len(d) for d in self.datasets)
+
+    def __getitem__(self, i: int):
+        d = self.datasets[i % len(self.datasets)]
+        return d[(i // len(self.datasets)) % len(d)]

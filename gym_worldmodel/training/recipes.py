@@ -22,7 +22,7 @@ from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.episodes import load_episodes, read_card
 from gym_worldmodel.training.action_probe import LatentActionProbe, probe_windows_loss
 from gym_worldmodel.training.critic import ChunkCritic
-from gym_worldmodel.training.data import ChunkWindows, Frames, LatentEpisode
+from gym_worldmodel.training.data import Balanced, ChunkWindows, Frames, LatentEpisode
 from gym_worldmodel.training.distill import DistillConfig, student_loss
 from gym_worldmodel.training.losses import (
     TeacherLossConfig,
@@ -54,6 +54,34 @@ def train_vae(
     )
     trainer.train(progress)
     model = with_latent_scale(model, Frames(episodes))
+    hub.save_pretrained(model, Path(run_dir) / "model")
+    return model
+
+
+def train_decoder(
+    data: Sequence[Path], init: Path, run_dir: Path, train: TrainConfig, progress: bool = True
+) -> WorldModel:
+    """Fine-tune the VAE decoder of the world ``init`` on every training frame of ``data``.
+
+    The encoder, and so the latent space the DiT was trained in, stays as it is: the DiT needs
+    no retraining, and what improves is how its latents are drawn (a short VAE run leaves a
+    decoder that loses small things, such as the driving world's cars). Each dataset is drawn
+    equally often, whatever its size. The loss is the VAE's (L1 + MSE of posterior samples).
+    """
+    model = hub.from_pretrained(init)
+    model.dit.requires_grad_(False)
+    model.vae.encoder.requires_grad_(False)
+    frames = Balanced([Frames(load_episodes(Path(d), "train")) for d in data])
+    loss_config = VAELossConfig()
+    trainer = Trainer(
+        model.vae.decoder,
+        frames,
+        lambda batch, gen: vae_loss(model.vae, batch, gen, loss_config),
+        run_dir,
+        train,
+    )
+    trainer.train(progress)
+    model.eval()
     hub.save_pretrained(model, Path(run_dir) / "model")
     return model
 
