@@ -36,3 +36,22 @@ def kept_anchors(chunks: list[torch.Tensor], keep: list[int]) -> torch.Tensor:
     chunk's anchor is the last frame of the episode chunk before it (zeros for chunk 0)."""
     zero = torch.zeros_like(chunks[0][:, -1])
     return torch.stack([zero] + [chunks[i - 1][:, -1] for i in keep[1:]] + [chunks[-1][:, -1]], 1)
+
+
+def self_forcing_case(modality: list[int], n_chunks: int = 4, seed: int = 0):
+    """A random tiny world and windows for ``self_forcing_loss``: ``(model, sampler, latents,
+    actions, modality)``, one row per entry of ``modality``, sampling at one step."""
+    import dataclasses
+
+    config = WorldModelConfig.tiny()
+    dit = config.dit
+    gen = torch.Generator().manual_seed(seed)
+    b, t = len(modality), n_chunks * dit.chunk_frames
+    shape = (dit.latent_channels, dit.latent_size, dit.latent_size)
+    return (
+        randomize(WorldModel(config)),
+        dataclasses.replace(config.sampler, nfe=1),
+        torch.randn(b, t, *shape, generator=gen),
+        torch.randn(b, t, dit.action_dim, generator=gen),
+        torch.tensor(modality),
+    )

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import randomize
+from conftest import randomize, self_forcing_case
 
-from gym_worldmodel.models import WorldModel, WorldModelConfig
+from gym_worldmodel.models import WorldModelConfig
 from gym_worldmodel.training.action_probe import LatentActionProbe, probe_windows_loss
 from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
 
@@ -77,13 +77,7 @@ def test_probe_loss_leaves_out_constant_dimensions_and_rows_it_is_told_to():
 
 
 def test_action_weight_scores_the_chunk_the_model_would_output():
-    model = randomize(WorldModel(CONFIG))
-    sampler = dataclasses.replace(CONFIG.sampler, nfe=1)
-    f, n = DIT.chunk_frames, 4
-    gen = torch.Generator().manual_seed(0)
-    latents = torch.randn(2, n * f, 4, 16, 16, generator=gen)
-    actions = torch.randn(2, n * f, DIT.action_dim, generator=gen)
-    modality = torch.tensor([0, 2])
+    model, sampler, latents, actions, modality = self_forcing_case([0, 2])
     probe = randomize(LatentActionProbe(DIT)).requires_grad_(False)
     plain = SelfForcingConfig(max_chunks=2, action_dropout=0.0)
     weighted = dataclasses.replace(plain, action_weight=0.5)

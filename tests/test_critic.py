@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize
+from conftest import randomize, self_forcing_case
 
-from gym_worldmodel.models import WorldModel, WorldModelConfig
+from gym_worldmodel.models import WorldModelConfig
 from gym_worldmodel.training.critic import ChunkCritic, adversarial_losses
 from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
 
@@ -85,13 +85,7 @@ def test_each_term_moves_only_its_side():
 
 
 def test_adversarial_weight_adds_the_verdict_and_trains_the_critic_too():
-    model = randomize(WorldModel(CONFIG))
-    sampler = dataclasses.replace(CONFIG.sampler, nfe=1)
-    f, n = DIT.chunk_frames, 4
-    gen = torch.Generator().manual_seed(0)
-    latents = torch.randn(4, n * f, 4, 16, 16, generator=gen)
-    actions = torch.randn(4, n * f, DIT.action_dim, generator=gen)
-    modality = torch.tensor([0, 2, 1, 0])
+    model, sampler, latents, actions, modality = self_forcing_case([0, 2, 1, 0])
     critic = randomize(ChunkCritic(DIT, width=16))
     plain = SelfForcingConfig(max_chunks=2, action_dropout=0.0, sampler_levels=1.0)
     weighted = dataclasses.replace(plain, adversarial_weight=0.25)
