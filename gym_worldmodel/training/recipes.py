@@ -69,7 +69,6 @@ def train_decoder(
     equally often, whatever its size. The loss is the VAE's (L1 + MSE of posterior samples).
     """
     model = hub.from_pretrained(init)
-    model.dit.requires_grad_(False)
     model.vae.encoder.requires_grad_(False)
     frames = Balanced([Frames(load_episodes(Path(d), "train")) for d in data])
     loss_config = VAELossConfig()
