@@ -163,6 +163,12 @@ def train_main(argv: Sequence[str]) -> None:
         "with a pose)",
     )
     parser.add_argument(
+        "--balanced",
+        action="store_true",
+        help="self-forcing: draw each world (modality) equally often, not in proportion to its "
+        "frames (the robot and driving sets are a fraction of the city walk's)",
+    )
+    parser.add_argument(
         "--student-init", type=Path, help="student: fine-tune this student instead of a copy"
     )
     parser.add_argument(
@@ -255,6 +261,8 @@ def train_main(argv: Sequence[str]) -> None:
         raise SystemExit("--anchor-sigma is a teacher option and takes a std > 0")
     if args.clean_anchors and args.stage != "teacher":
         raise SystemExit("--clean-anchors is a teacher option")
+    if args.balanced and args.stage != "self-forcing":
+        raise SystemExit("--balanced is a self-forcing option")
     if args.stage == "teacher":
         train_teacher(
             args.data,
@@ -290,6 +298,7 @@ def train_main(argv: Sequence[str]) -> None:
             ),
             memory=args.memory,
             probe_steps=20 if args.budget else args.probe_steps,
+            balanced=args.balanced,
         )
     else:
         train_student(

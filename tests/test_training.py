@@ -212,6 +212,19 @@ def test_balanced_draws_each_dataset_equally_often():
         Balanced([small, []])
 
 
+def test_balanced_by_modality_draws_each_world_equally_often(episodes):
+    city = ChunkWindows(episodes, 2, 3, 13, modality=0)
+    rooms = ChunkWindows(episodes[:1], 2, 3, 13, modality=0)
+    robot = ChunkWindows(episodes[:1], 2, 3, 13, modality=1)
+    both = Balanced.by_modality(torch.utils.data.ConcatDataset([city, rooms, robot]))
+    drawn = [int(both[i]["modality"]) for i in range(len(both))]
+    assert drawn.count(0) == drawn.count(1) == len(city) + len(rooms)
+    # within a modality its datasets stay in proportion: each camera window comes up once
+    camera = torch.utils.data.ConcatDataset([city, rooms])
+    shown = [both[i]["frames"] for i in range(len(both)) if drawn[i] == 0]
+    assert all(torch.equal(a, camera[j]["frames"]) for j, a in enumerate(shown))
+
+
 def test_resume_is_exact(episodes, tmp_path):
     def make():
         torch.manual_seed(0)
@@ -277,6 +290,7 @@ def test_recipes_end_to_end(tmp_path):
         config=SelfForcingConfig(max_chunks=2, action_weight=0.5, adversarial_weight=0.1),
         progress=False,
         probe_steps=2,
+        balanced=True,
     )
     loaded = hub.from_pretrained(tmp_path / "self-forcing" / "model")
     assert loaded.config.sampler.nfe == 1 and not loaded.config.sampler.stochastic
@@ -314,6 +328,8 @@ def test_recipes_end_to_end(tmp_path):
         argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", flag, value]
         with pytest.raises(SystemExit, match="action-weight"):
             train_main(argv)
+    with pytest.raises(SystemExit, match="self-forcing option"):
+        train_main(["teacher", "--data", "d", "--out", "o", "--init", "i", "--balanced"])
 
 
 def test_self_forcing_trains_the_recorded_future_after_the_models_own_history():

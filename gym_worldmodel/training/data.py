@@ -166,3 +166,15 @@ class Balanced(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         d = self.datasets[i % len(self.datasets)]
         return d[(i // len(self.datasets)) % len(d)]
+
+    @classmethod
+    def by_modality(cls, windows: torch.utils.data.ConcatDataset) -> Balanced:
+        """Several :class:`ChunkWindows` drawn so that each modality (world) comes up equally often.
+
+        However many frames each world has; datasets of one modality stay in proportion to
+        their size.
+        """
+        groups: dict[int, list[ChunkWindows]] = {}
+        for ds in windows.datasets:
+            groups.setdefault(ds.modality, []).append(ds)
+        return cls([torch.utils.data.ConcatDataset(g) for g in groups.values()])

@@ -402,6 +402,7 @@ def train_self_forcing(
     progress: bool = True,
     memory: bool = False,
     probe_steps: int = 600,
+    balanced: bool = False,
 ) -> WorldModel:
     """Fine-tune ``init`` on its own rollouts against the recorded future (``self_forcing.py``).
 
@@ -410,7 +411,9 @@ def train_self_forcing(
     windows of posed worlds carry their retrieved memory chunk. With ``config.action_weight``,
     the latent action probe is first trained for ``probe_steps`` on the same windows (in
     ``<run_dir>/action-probe``). With ``config.adversarial_weight``, a fresh chunk critic is
-    trained alongside the model (in its checkpoint; not shipped).
+    trained alongside the model (in its checkpoint; not shipped). With ``balanced``, each
+    modality's windows are drawn equally often (``Balanced.by_modality``); else in proportion
+    to the frames each dataset holds.
     """
     tuned = hub.from_pretrained(init).with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
     sampler = tuned.config.sampler
@@ -449,4 +452,5 @@ def train_self_forcing(
             critic=critic,
         )
 
-    return fit(tuned, windows, loss, run_dir, train, progress, alongside=critic)
+    drawn = Balanced.by_modality(windows) if balanced else windows
+    return fit(tuned, drawn, loss, run_dir, train, progress, alongside=critic)
