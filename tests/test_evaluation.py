@@ -153,13 +153,19 @@ class RevisitSquareSource(SquareSource):
 
 
 def test_revisit_frames_need_the_same_pose_long_enough_before():
-    from gym_worldmodel.revisit import revisit_frames
+    from gym_worldmodel.revisit import first_visits, revisit_frames
 
     poses = np.zeros((10, 4))
     poses[:, 0] = [0, 1, 2, 3, 4, 4, 3, 2, 1, 0]
     assert revisit_frames(poses, min_gap=5).tolist() == [7, 8, 9]
     poses[9, 2] = 90.0  # same place, looking elsewhere: not a revisit
     assert revisit_frames(poses, min_gap=5).tolist() == [7, 8]
+    frames, first = first_visits(poses, min_gap=5)
+    assert frames.tolist() == [7, 8] and first.tolist() == [2, 1]
+    poses[:, 0] = [0, 0, 0, 1, 1, 1, 1, 0, 0, 0]  # back where it stood for three frames
+    poses[9, 2] = 0.0
+    frames, first = first_visits(poses, min_gap=5)
+    assert frames.tolist() == [7, 8, 9] and first.tolist() == [0, 0, 0]  # the first of them
 
 
 def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path):
@@ -173,10 +179,12 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path):
     assert result.episodes == 2 and result.revisit_frames > 0 and result.hit_rate > 0
     figures = [result.psnr_on, result.psnr_off, result.ssim_on, result.ssim_off]
     assert np.isfinite([*figures, result.psnr_oracle, result.ssim_oracle]).all()
+    assert np.isfinite(result.psnr_first_visit)
     assert result.psnr_oracle != result.psnr_on  # other memories, other frames
     report = tmp_path / "docs" / "memory.md"
     write_revisit_report(result, tmp_path / "docs" / "eval", report, "cmd")
     assert "memory on" in report.read_text() and "recorded frames" in report.read_text()
+    assert "What memory holds" in report.read_text()
     assert (tmp_path / "docs" / "eval" / "revisit.png").stat().st_size > 0
     plain = tmp_path / "plain"
     collect(SquareSource(), plain, episodes=2, steps=12, heldout_every=2, progress=False)
