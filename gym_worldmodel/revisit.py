@@ -9,6 +9,9 @@ once without. A frame is a *revisit* when its recorded pose matches (within ``to
 generated revisit frames against the recorded ones are the figures, memory on next to memory
 off, plus how often memory retrieved something on those frames.
 
+The memory-on rollout's PSNR where it first showed each revisited place is reported too: those
+are the frames memory stores and gives back, so memory on can hardly score more on return.
+
 With ``oracle``, a third run stores the encoded recorded frames in memory instead of the
 generated ones (everything else alike): a diagnostic that separates how well the model uses
 what it retrieves from how good its own memories are.

@@ -169,10 +169,10 @@ class Balanced(torch.utils.data.Dataset):
 
     @classmethod
     def by_modality(cls, windows: torch.utils.data.ConcatDataset) -> Balanced:
-        """Several :class:`ChunkWindows` drawn so that each modality (world) comes up equally often.
+        """The :class:`ChunkWindows` of a run, each modality (world) drawn equally often.
 
-        However many frames each world has; datasets of one modality stay in proportion to
-        their size.
+        A world with few frames comes up as often as one with many; the datasets of one
+        modality stay in proportion to their size.
         """
         groups: dict[int, list[ChunkWindows]] = {}
         for ds in windows.datasets:
