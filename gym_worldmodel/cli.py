@@ -396,6 +396,12 @@ def eval_main(argv: Sequence[str]) -> None:
                 f"{result.ssim_off:.3f}; hits on {100 * result.hit_rate:.0f}% of revisit frames",
                 flush=True,
             )
+            if result.psnr_first_visit is not None:
+                print(
+                    f"  what memory holds (the rollout where it first showed those places): "
+                    f"{result.psnr_first_visit:.2f} dB",
+                    flush=True,
+                )
             if result.psnr_oracle is not None:
                 print(f"  memory of recorded frames: {result.psnr_oracle:.2f} dB", flush=True)
         write_revisit_report(result, args.out, report, command)

@@ -168,7 +168,7 @@ def test_revisit_frames_need_the_same_pose_long_enough_before():
     assert frames.tolist() == [7, 8, 9] and first.tolist() == [0, 0, 0]  # the first of them
 
 
-def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path):
+def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
     from gym_worldmodel.revisit import evaluate_revisit, write_revisit_report
     from gym_worldmodel.sources.episodes import DatasetError
 
@@ -186,6 +186,17 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path):
     assert "memory on" in report.read_text() and "recorded frames" in report.read_text()
     assert "What memory holds" in report.read_text()
     assert (tmp_path / "docs" / "eval" / "revisit.png").stat().st_size > 0
+    # the CLI prints every figure of the report
+    from gym_worldmodel.cli import main
+
+    hub.save_pretrained(model, tmp_path / "model")
+    argv = ["eval", "--revisit", "--oracle-memory", "--model", str(tmp_path / "model")]
+    argv += ["--data", str(data), "--min-gap", "6", "--no-progress"]
+    main([*argv, "--out", str(tmp_path / "cli"), "--report", str(tmp_path / "cli.md")])
+    printed = capsys.readouterr().out
+    assert f"on {result.psnr_on:.2f} dB" in printed
+    assert "what memory holds (the rollout where it first showed those places): " in printed
+    assert f"{result.psnr_first_visit:.2f} dB" in printed and "recorded frames" in printed
     plain = tmp_path / "plain"
     collect(SquareSource(), plain, episodes=2, steps=12, heldout_every=2, progress=False)
     with pytest.raises(DatasetError, match="needs episodes with poses"):
