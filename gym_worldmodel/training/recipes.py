@@ -72,17 +72,11 @@ def train_decoder(
     model.vae.encoder.requires_grad_(False)
     frames = Balanced([Frames(load_episodes(Path(d), "train")) for d in data])
     loss_config = VAELossConfig()
-    trainer = Trainer(
-        model.vae.decoder,
-        frames,
-        lambda batch, gen: vae_loss(model.vae, batch, gen, loss_config),
-        run_dir,
-        train,
-    )
-    trainer.train(progress)
-    model.eval()
-    hub.save_pretrained(model, Path(run_dir) / "model")
-    return model
+
+    def loss(batch: torch.Tensor, gen: torch.Generator):
+        return vae_loss(model.vae, batch, gen, loss_config)
+
+    return fit(model, frames, loss, run_dir, train, progress, part=model.vae.decoder)
 
 
 def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> WorldModel:
@@ -186,17 +180,15 @@ def fit(
     train: TrainConfig,
     progress: bool,
     alongside: nn.Module | None = None,
+    part: nn.Module | None = None,
 ) -> WorldModel:
-    """Train ``model``'s DiT with ``loss`` (resumable) and write ``<run_dir>/model``.
+    """Train ``part`` of ``model`` (its DiT if None) with ``loss`` (resumable); write the model.
 
-    ``alongside``: a module trained by the same loss (a critic), checkpointed with the DiT and
-    not part of the written model.
+    The whole model goes to ``<run_dir>/model``. ``alongside``: a module trained by the same
+    loss (a critic), checkpointed with ``part`` and not part of the written model.
     """
-    module = (
-        model.dit
-        if alongside is None
-        else nn.ModuleDict({"dit": model.dit, "alongside": alongside})
-    )
+    part = model.dit if part is None else part
+    module = part if alongside is None else nn.ModuleDict({"dit": part, "alongside": alongside})
     Trainer(module, windows, loss, run_dir, train).train(progress)
     model.eval()
     hub.save_pretrained(model, Path(run_dir) / "model")
