@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from gym_worldmodel import hub
 from gym_worldmodel.files import atomic_write
@@ -92,11 +93,23 @@ def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> W
     return scaled
 
 
-def encode_episodes(model: WorldModel, episodes: Sequence, batch: int = 256) -> list[LatentEpisode]:
-    """The episodes with frames replaced by scaled VAE latents (encoded once, not every step)."""
+def encode_episodes(
+    model: WorldModel, episodes: Sequence, batch: int = 256, progress: str | None = None
+) -> list[LatentEpisode]:
+    """The episodes with frames replaced by scaled VAE latents (encoded once, not every step).
+
+    ``progress`` labels a progress bar over the frames (None: no bar); a large dataset takes
+    minutes on a CPU.
+    """
     model.eval()
     out = []
-    with torch.no_grad():
+    bar = tqdm(
+        total=sum(len(ep.frames) for ep in episodes),
+        desc=progress,
+        unit="frame",
+        disable=progress is None,
+    )
+    with torch.no_grad(), bar:
         for ep in episodes:
             frames = torch.from_numpy(ep.frames)
             latents = torch.cat(
@@ -106,6 +119,7 @@ def encode_episodes(model: WorldModel, episodes: Sequence, batch: int = 256) -> 
                 ]
             )
             out.append(LatentEpisode(latents.numpy(), ep.actions, ep.poses))
+            bar.update(len(frames))
     return out
 
 
@@ -116,6 +130,7 @@ def chunk_windows(
     encode: bool,
     split: str = "train",
     memory: bool = False,
+    progress: bool = False,
 ) -> torch.utils.data.Dataset:
     """Windows of ``n_chunks`` chunks over every dataset's episodes (all modalities).
 
@@ -123,7 +138,7 @@ def chunk_windows(
     when a run sees every frame several times. Otherwise items hold uint8 ``frames`` and the
     loss encodes each batch (:func:`batch_latents`). With ``memory``, windows of worlds with a
     pose carry a retrieved memory chunk (``ChunkWindows``); the others carry an invalid one, so
-    every item has the same keys.
+    every item has the same keys. ``progress`` shows a bar while each dataset is encoded.
     """
     cfg = model.config.dit
     sets = []
@@ -136,7 +151,9 @@ def chunk_windows(
             episodes = [dataclasses.replace(ep, poses=None) for ep in episodes]
         sets.append(
             ChunkWindows(
-                encode_episodes(model, episodes) if encode else episodes,
+                encode_episodes(model, episodes, progress=f"encoding {d}" if progress else None)
+                if encode
+                else episodes,
                 cfg.chunk_frames,
                 n_chunks,
                 cfg.action_dim,
@@ -248,7 +265,7 @@ def train_teacher(
     cfg = model.config.dit
     n = n_chunks or 1 + cfg.window_chunks + 2
     encode = reads_more_than_data(data, train, n * cfg.chunk_frames)
-    windows = chunk_windows(model, data, n, encode=encode, memory=memory)
+    windows = chunk_windows(model, data, n, encode=encode, memory=memory, progress=progress)
 
     def loss(batch: dict, gen: torch.Generator):
         latents = batch_latents(model, batch)
@@ -413,7 +430,7 @@ def train_self_forcing(
     config = config or SelfForcingConfig()
     n = config.max_chunks + 2
     encode = reads_more_than_data(data, train, n * tuned.config.dit.chunk_frames)
-    windows = chunk_windows(tuned, data, n, encode=encode, memory=memory)
+    windows = chunk_windows(tuned, data, n, encode=encode, memory=memory, progress=progress)
     probe = None
     if config.action_weight:
         probe_train = dataclasses.replace(
