@@ -332,11 +332,12 @@ def eval_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="gym-worldmodel eval")
     parser.add_argument(
         "--model",
-        required=True,
         nargs="+",
+        default=[SHIPPED],
         metavar="[WORLD=]DIR",
         help="checkpoint directory (or repo id) for every dataset; WORLD=DIR gives one world "
-        "its own (e.g. --model gym_worldmodel/worlds/shared robot=runs/student-robot/model)",
+        "its own (e.g. --model gym_worldmodel/worlds/shared robot=runs/student-robot/model); "
+        f"{SHIPPED!r} (the default) is each world's embedded checkpoint",
     )
     parser.add_argument(
         "--teacher",
@@ -440,11 +441,13 @@ def eval_main(argv: Sequence[str]) -> None:
 def per_world(values: Sequence[str] | None, option: str) -> Callable[[str], Any]:
     """``--model A robot=B`` -> a function ``world -> WorldModel`` (B for the robot, else A).
 
+    ``shipped`` (for every world or as ``WORLD=shipped``) is each world's embedded checkpoint.
     Each checkpoint loads once, when a world first asks for it.
     """
     import functools
 
     from gym_worldmodel import hub
+    from gym_worldmodel.envs.worlds import get_world
 
     paths: dict[str | None, str] = {}
     for value in values or ():
@@ -460,11 +463,15 @@ def per_world(values: Sequence[str] | None, option: str) -> Callable[[str], Any]
     def resolve(world: str) -> Any:
         if world not in paths and None not in paths:
             raise SystemExit(f"{option}: no checkpoint for the {world} world (WORLD=DIR or DIR)")
-        return load(paths.get(world, paths.get(None)))
+        path = paths.get(world, paths.get(None))
+        if path == SHIPPED:
+            path = str(get_world(world).checkpoint_dir)
+        return load(path)
 
     return resolve
 
 
+SHIPPED = "shipped"  # --model: each world's embedded checkpoint (envs/worlds.py)
 WORLD_IDS = {
     "citywalk": "WorldModel-CityWalk-v0",
     "robot": "WorldModel-Robot-v0",

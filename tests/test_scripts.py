@@ -267,3 +267,15 @@ def test_eval_takes_a_checkpoint_per_world(monkeypatch):
         cli.per_world(["robot=own"], "--model")("driving")
     with pytest.raises(SystemExit, match="more than one checkpoint"):
         cli.per_world(["a", "b"], "--model")
+
+
+def test_eval_model_defaults_to_each_worlds_shipped_checkpoint(monkeypatch):
+    from gym_worldmodel import cli, hub
+    from gym_worldmodel.envs.worlds import WORLDS
+
+    monkeypatch.setattr(hub, "from_pretrained", lambda path: path)
+    default = cli.per_world(["shipped"], "--model")
+    for name, world in WORLDS.items():
+        assert default(name) == str(world.checkpoint_dir)
+    mixed = cli.per_world(["runs/x", "robot=shipped"], "--model")
+    assert mixed("robot") == str(WORLDS["robot"].checkpoint_dir) and mixed("citywalk") == "runs/x"
