@@ -530,8 +530,8 @@ def ship_main(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--name",
         default="shared",
-        help="checkpoint folder under the worlds directory: shared (every world's default) or "
-        "a world's own (the world's `checkpoint` in envs/worlds.py)",
+        help="checkpoint folder under the worlds directory: shared (what every world without "
+        "its own loads) or a world's own (the world's `checkpoint` in envs/worlds.py)",
     )
     args = parser.parse_args(argv)
     import torch

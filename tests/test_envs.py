@@ -407,7 +407,8 @@ def test_every_id_runs_its_embedded_trained_world_offline(env_id, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may be downloaded
     env = gym.make(env_id)
     world = env.unwrapped.vector.world
-    assert (files.WORLDS_DIR / "shared" / "model.safetensors").is_file()
+    assert (world.checkpoint_dir / "model.safetensors").is_file()
+    assert world.checkpoint_dir.parent == files.WORLDS_DIR
     assert (world.assets / "start_frames.npz").is_file() and world in WORLDS.values()
     obs, _ = env.reset(seed=0)
     bundled = np.load(world.assets / "start_frames.npz")["frames"]

@@ -1,9 +1,10 @@
 """World presets: what each registered id runs, and where its weights and start frames come from.
 
 A world names its action head, its pose integrator and its bundled assets. The trained weights
-ship inside the package: one backbone serves every world through its action experts, in
-``gym_worldmodel/worlds/shared/`` (``config.json`` + ``model.safetensors``), and each world has
-its start frames in ``gym_worldmodel/worlds/<name>/start_frames.npz``. A world whose weights are
+ship inside the package: one backbone serves the worlds through its action experts, in
+``gym_worldmodel/worlds/shared/`` (``config.json`` + ``model.safetensors``); a world that does
+better with its own copy (``World.checkpoint``; the city walk) has it beside its start frames in
+``gym_worldmodel/worlds/<name>/`` (``start_frames.npz``). A world whose weights are
 missing says so clearly and can run any model the user passes (``model=`` a directory, a hub repo
 id, a ``WorldModel``, or ``"random"`` / ``"random-tiny"`` for untrained weights).
 """
@@ -62,7 +63,14 @@ class World:
 
 
 WORLDS: dict[str, World] = {
-    "citywalk": World("citywalk", CameraHead(), "camera", "first-person walk through a city"),
+    # Its own checkpoint: the shared one, self-forced further on the camera worlds' data alone.
+    "citywalk": World(
+        "citywalk",
+        CameraHead(),
+        "camera",
+        "first-person walk through a city",
+        checkpoint="citywalk",
+    ),
     # Flat by default: check_env and SB3 want [-1, 1] Boxes; action_mode="dict" is RT-1's dict.
     "robot": World("robot", RobotHead(mode="flat"), None, "tabletop robot arm, fixed camera"),
     "driving": World("driving", DrivingHead(), "driving", "top-down ego vehicle on a highway"),
