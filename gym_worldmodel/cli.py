@@ -447,7 +447,7 @@ def per_world(values: Sequence[str] | None, option: str) -> Callable[[str], Any]
     import functools
 
     from gym_worldmodel import hub
-    from gym_worldmodel.envs.worlds import get_world
+    from gym_worldmodel.envs.worlds import get_world, shipped_checkpoint
 
     paths: dict[str | None, str] = {}
     for value in values or ():
@@ -465,7 +465,7 @@ def per_world(values: Sequence[str] | None, option: str) -> Callable[[str], Any]
             raise SystemExit(f"{option}: no checkpoint for the {world} world (WORLD=DIR or DIR)")
         path = paths.get(world, paths.get(None))
         if path == SHIPPED:
-            path = str(get_world(world).checkpoint_dir)
+            path = str(shipped_checkpoint(get_world(world)))
         return load(path)
 
     return resolve

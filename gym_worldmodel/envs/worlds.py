@@ -87,7 +87,8 @@ def get_world(name: str) -> World:
 ModelArg = WorldModel | str | os.PathLike | None
 
 
-def _shipped(world: World) -> Path:
+def shipped_checkpoint(world: World) -> Path:
+    """The folder of ``world``'s embedded checkpoint; a clear error if this install lacks it."""
     from gym_worldmodel import hub
 
     if not (world.checkpoint_dir / hub.CONFIG_NAME).is_file():
@@ -107,7 +108,7 @@ def model_config(world: World, model: ModelArg) -> WorldModelConfig:
         return model.config
     if model in RANDOM_MODELS:
         return WorldModelConfig.tiny() if model == "random-tiny" else WorldModelConfig()
-    directory = _shipped(world) if model is None else Path(model)
+    directory = shipped_checkpoint(world) if model is None else Path(model)
     if not directory.is_dir():  # a hub repo id: resolve it (cache first) now
         return load_model(world, model).config
     return hub.read_config(directory / hub.CONFIG_NAME)
@@ -120,7 +121,7 @@ def load_model(world: World, model: ModelArg) -> WorldModel:
     if isinstance(model, WorldModel):
         return model
     if model is None:
-        return hub.from_pretrained(_shipped(world))
+        return hub.from_pretrained(shipped_checkpoint(world))
     if model in RANDOM_MODELS:
         config = WorldModelConfig.tiny() if model == "random-tiny" else WorldModelConfig()
         with torch.random.fork_rng():
