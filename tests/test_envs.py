@@ -61,10 +61,9 @@ def test_vector_row_equals_single_env(world):
     vec = WorldModelVectorEnv(3, world=world, **TINY)
     single = WorldModelEnv(world=world, **TINY)
     vec.action_space.seed(0)
-    obs_v, _ = vec.reset(seed=[7, 8, 9])
-    single.reset(seed=0)
-    obs_s, info_s = single.vector.reset(seed=[7])
-    assert np.array_equal(obs_v[0], obs_s[0])
+    obs_v, _ = vec.reset(seed=7)  # rows seeded 7, 8, 9
+    obs_s, info_s = single.reset(seed=7)
+    assert np.array_equal(obs_v[0], obs_s)
     for _ in range(4):
         actions = vec.action_space.sample()
         obs_v, rew_v, *_ = vec.step(actions)
@@ -326,15 +325,27 @@ def test_a_broken_hook_is_a_clear_error():
 # --- bad input: clear errors, state unchanged ---
 
 
-BAD_ACTIONS = {
-    "citywalk": [np.array([[1.5, 0]]), np.array([[5, 0]]), np.array([[1, 0, 0]]), "W"],
+BAD_ACTIONS = {  # for a 1-row env: the last of each is a batch of 2
+    "citywalk": [
+        np.array([[1.5, 0]]),
+        np.array([[5, 0]]),
+        np.array([[1, 0, 0]]),
+        "W",
+        np.array([[1, 0], [1, 0]]),
+    ],
     "driving": [
         np.array([[np.nan, 0]]),
         np.array([[2.0, 0]]),
         np.zeros((1, 3)),
         np.array([[np.inf, 0]]),
+        np.zeros((2, 2)),
     ],
-    "robot": [np.full((1, 10), 1.2), np.zeros((1, 13)), {"world_vector": np.zeros(3)}],
+    "robot": [
+        np.full((1, 10), 1.2),
+        np.zeros((1, 13)),
+        {"world_vector": np.zeros(3)},
+        np.zeros((2, 10)),
+    ],
 }
 
 
@@ -352,6 +363,33 @@ def test_bad_actions_raise_and_leave_state_unchanged(world):
         torch.equal(before["engine"]["cache"][k], after["engine"]["cache"][k])
         for k in before["engine"]["cache"]
     )
+
+
+def test_a_batch_of_the_wrong_size_is_a_clear_error_not_a_broadcast():
+    env = WorldModelVectorEnv(2, world="driving", **TINY)
+    env.reset(seed=0)
+    for bad in (np.zeros((1, 2)), np.zeros((3, 2))):
+        with pytest.raises(ActionError, match="leading axis of 2"):
+            env.step(bad)
+
+
+def test_torch_actions_are_read_whatever_their_grad():
+    env = WorldModelVectorEnv(2, world="driving", **TINY)
+    env.reset(seed=0)
+    policy_out = torch.full((2, 2), 0.5, requires_grad=True) * 1.0
+    a = env.fork(0, 1).step(policy_out[:1])[0]
+    b = env.fork(0, 1).step(np.full((1, 2), 0.5, np.float32))[0]
+    assert np.array_equal(a, b)
+
+
+def test_fork_checks_its_arguments():
+    env = WorldModelVectorEnv(2, world="driving", **TINY)
+    with pytest.raises(RuntimeError, match="before fork"):
+        env.fork(0, 2)
+    env.reset(seed=0)
+    for row, n, match in ((2, 1, r"row must be in \[0, 2\)"), (-1, 1, "row"), (0, 0, "n")):
+        with pytest.raises(ValueError, match=match):
+            env.fork(row, n)
 
 
 def test_rt1_dict_actions():

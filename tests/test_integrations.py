@@ -164,8 +164,12 @@ def test_sb3_attr_method_and_wrapper_queries():
     assert adapter.venv.max_episode_steps == 5
     with pytest.raises(ValueError, match="every row"):
         adapter.set_attr("max_episode_steps", 4, indices=[0])
-    states = adapter.env_method("get_state", [1], indices=[0, 2])
-    assert len(states) == 2 and states[0]["steps"].tolist() == [0]
+    states = adapter.env_method("get_state", indices=[0, 2])  # one row each
+    assert len(states) == 2 and [s["steps"].tolist() for s in states] == [[0], [0]]
+    adapter.env_method("set_memory", False, indices=[1])  # that row only
+    assert adapter.venv._engine.memory.enabled.tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="takes no env_idx"):
+        adapter.env_method("fork", 0, 2, indices=[0])
     assert adapter.env_is_wrapped(gym.Wrapper) == [False, False, False]
     assert adapter.env_is_wrapped(gym.Wrapper, indices=1) == [False]
     with pytest.raises(IndexError, match="out of range"):

@@ -166,6 +166,17 @@ def test_state_round_trip_forks_a_row_into_independent_copies():
     assert memory.chunks.tolist() == [4, 4]
 
 
+def test_state_round_trip_of_a_shared_bank_keeps_each_rows_entries():
+    shared = SpatialMemory(2, SHAPE, CAMERA, capacity=16, banks=[0, 0])
+    for i in range(3):
+        shared.add(chunk(i, 2), np.array([[0, 0, 0, 0], [5, 5, 90, 0]]))
+    owners = shared.owner.copy()
+    shared.set_state(shared.get_state([0, 1]), [0, 1])
+    assert np.array_equal(shared.owner, owners)
+    shared.reset([0])  # still forgets row 0's entries only
+    assert set(shared.owner[0][shared.uid[0] >= 0].tolist()) == {1}
+
+
 # --- the model side: reframed positions --------------------------------------------------------
 
 

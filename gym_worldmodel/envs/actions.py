@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from gymnasium import spaces
 
 CAMERA_ROTATIONS = np.array([[0, 0], [-1, 0], [1, 0], [0, 1], [0, -1]], dtype=np.float32)
@@ -46,6 +47,8 @@ class ActionError(ValueError):
 
 
 def _as_array(value: Any, name: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):  # a policy's output, on any device, with or without grad
+        value = value.detach().to("cpu").numpy()
     try:
         arr = np.asarray(value)
     except Exception as err:  # noqa: BLE001 - any conversion failure is a bad action
@@ -55,8 +58,14 @@ def _as_array(value: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _frames_axis(arr: np.ndarray, shape: tuple[int, ...], frames: int, name: str) -> np.ndarray:
+def _frames_axis(
+    arr: np.ndarray, shape: tuple[int, ...], batch: int, frames: int, name: str
+) -> np.ndarray:
     """``(B, *shape)`` or per-frame ``(B, F, *shape)`` -> ``(B, F, *shape)``."""
+    if arr.ndim == 0 or arr.shape[0] != batch:
+        raise ActionError(
+            f"{name}: expected one action per env, a leading axis of {batch}, got shape {arr.shape}"
+        )
     if arr.shape[1:] == shape:
         return np.repeat(arr[:, None], frames, axis=1)
     if arr.shape[1:] == (frames, *shape):
@@ -67,12 +76,20 @@ def _frames_axis(arr: np.ndarray, shape: tuple[int, ...], frames: int, name: str
     )
 
 
-def check_box(value: Any, low: float, high: float, shape: tuple[int, ...], frames: int, name: str):
-    """Validate a batch of Box actions; return float32 ``(B, F, *shape)``."""
+def check_box(
+    value: Any,
+    low: float,
+    high: float,
+    shape: tuple[int, ...],
+    batch: int,
+    frames: int,
+    name: str,
+) -> np.ndarray:
+    """Validate a batch of ``batch`` Box actions; return float32 ``(B, F, *shape)``."""
     arr = _as_array(value, name)
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise ActionError(f"{name}: expected real numbers, got dtype {arr.dtype}")
-    arr = _frames_axis(arr.astype(np.float32, copy=False), shape, frames, name)
+    arr = _frames_axis(arr.astype(np.float32, copy=False), shape, batch, frames, name)
     if not np.isfinite(arr).all():
         raise ActionError(f"{name}: expected finite values, got NaN or inf")
     if (arr < low - 1e-6).any() or (arr > high + 1e-6).any():
@@ -82,8 +99,10 @@ def check_box(value: Any, low: float, high: float, shape: tuple[int, ...], frame
     return arr
 
 
-def check_discrete(value: Any, nvec: tuple[int, ...], frames: int, name: str) -> np.ndarray:
-    """Validate a batch of (Multi)Discrete actions; return int64 ``(B, F, len(nvec))``."""
+def check_discrete(
+    value: Any, nvec: tuple[int, ...], batch: int, frames: int, name: str
+) -> np.ndarray:
+    """Validate a batch of ``batch`` (Multi)Discrete actions; return int64 ``(B, F, len(nvec))``."""
     arr = _as_array(value, name)
     if not np.issubdtype(arr.dtype, np.integer):
         if (
@@ -95,7 +114,7 @@ def check_discrete(value: Any, nvec: tuple[int, ...], frames: int, name: str) ->
         else:
             raise ActionError(f"{name}: expected integers, got dtype {arr.dtype}")
     shape = (len(nvec),) if len(nvec) > 1 else ()
-    arr = _frames_axis(arr.astype(np.int64), shape, frames, name).reshape(
+    arr = _frames_axis(arr.astype(np.int64), shape, batch, frames, name).reshape(
         *arr.shape[:1], frames, -1
     )
     if (arr < 0).any() or (arr >= np.asarray(nvec)).any():
@@ -133,14 +152,14 @@ class CameraHead:
         """Batch of actions -> ``(B, F, 12)``: move one-hot, rotate one-hot, (yaw, pitch)."""
         out = np.zeros((batch, frames, self.width), np.float32)
         if self.mode == "keys":
-            keys = check_discrete(actions, (5, 5), frames, "camera keys")
+            keys = check_discrete(actions, (5, 5), batch, frames, "camera keys")
             move, rot = keys[..., 0], keys[..., 1]
             look = CAMERA_ROTATIONS[rot]
         else:
             if not isinstance(actions, dict) or set(actions) != {"move", "look"}:
                 raise ActionError("camera look action: expected a dict with keys 'move', 'look'")
-            move = check_discrete(actions["move"], (5,), frames, "camera move")[..., 0]
-            look = check_box(actions["look"], -1.0, 1.0, (2,), frames, "camera look")
+            move = check_discrete(actions["move"], (5,), batch, frames, "camera move")[..., 0]
+            look = check_box(actions["look"], -1.0, 1.0, (2,), batch, frames, "camera look")
             rot = np.zeros_like(move)
         np.put_along_axis(out[..., :5], move[..., None], 1.0, axis=-1)
         np.put_along_axis(out[..., 5:10], rot[..., None], 1.0, axis=-1)
@@ -172,7 +191,7 @@ class RobotHead:
         """Batch of actions -> ``(B, F, 13)``: 10 normalised values, terminate one-hot."""
         out = np.zeros((batch, frames, self.width), np.float32)
         if self.mode == "flat":
-            out[..., :10] = check_box(actions, -1.0, 1.0, (10,), frames, "robot action")
+            out[..., :10] = check_box(actions, -1.0, 1.0, (10,), batch, frames, "robot action")
             out[..., 11] = 1.0  # terminate_episode = 1: arm mode
             return out
         expected = {k for k, _, _ in RT1_KEYS} | {"terminate_episode"}
@@ -184,10 +203,10 @@ class RobotHead:
         col = 0
         for key, n, bound in RT1_KEYS:
             out[..., col : col + n] = (
-                check_box(actions[key], -bound, bound, (n,), frames, f"robot {key}") / bound
+                check_box(actions[key], -bound, bound, (n,), batch, frames, f"robot {key}") / bound
             )
             col += n
-        term = check_discrete(actions["terminate_episode"], (3,), frames, "robot terminate")
+        term = check_discrete(actions["terminate_episode"], (3,), batch, frames, "robot terminate")
         np.put_along_axis(out[..., 10:13], term, 1.0, axis=-1)
         return out
 
@@ -202,6 +221,10 @@ class DrivingHead:
     modality: str = "driving"
     width: int = 2
 
+    def __post_init__(self) -> None:
+        if self.mode != "box":
+            raise ValueError(f"driving action mode must be 'box', got {self.mode!r}")
+
     @property
     def space(self) -> spaces.Space:
         """One step's action space."""
@@ -209,7 +232,7 @@ class DrivingHead:
 
     def encode(self, actions: Any, batch: int, frames: int) -> np.ndarray:
         """Batch of actions -> ``(B, F, 2)``: (steering, acceleration) fractions."""
-        return check_box(actions, -1.0, 1.0, (2,), frames, "driving action")
+        return check_box(actions, -1.0, 1.0, (2,), batch, frames, "driving action")
 
 
 ActionHead = CameraHead | RobotHead | DrivingHead

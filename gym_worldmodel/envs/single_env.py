@@ -56,12 +56,14 @@ class WorldModelEnv(gym.Env):
         for key in ("image", "frames"):
             if key in options:
                 options[key] = np.asarray(options[key])[None]
-        # The row's generators derive from this env's np_random, so seed=None continues them.
-        row_seed = (
-            None
-            if seed is None and self.vector._started
-            else int(self.np_random.integers(2**63 - 1))
-        )
+        # A seed seeds the row as it seeds row 0 of a vector env; seed=None continues the row's
+        # generators, or on the first reset draws a row seed from this env's (unseeded) np_random.
+        if seed is not None:
+            row_seed = int(seed)
+        elif self.vector._started:
+            row_seed = None
+        else:
+            row_seed = int(self.np_random.integers(2**63 - 1))
         obs, infos = self.vector.reset(seed=[row_seed], options=options)
         return obs[0], _unbatch(infos)
 

@@ -203,14 +203,14 @@ class WorldModelVectorEnv(VectorEnv):
             return None
         return tuple(self._frames[:, -1].to("cpu", copy=True).numpy())
 
-    def set_memory(self, enabled: bool, env_idx: Sequence[int] | None = None) -> None:
+    def set_memory(self, enabled: bool, env_idx: int | Sequence[int] | None = None) -> None:
         """Turn spatial-memory retrieval on or off for rows ``env_idx`` (all if None).
 
         Rows switched off keep storing what they see; they just stop attending to it (for
         memory on/off comparisons within one batch). Needs an env built with memory.
         """
         self._check_open()
-        rows = None if env_idx is None else [int(i) for i in env_idx]
+        rows = None if env_idx is None else np.atleast_1d(env_idx).astype(np.int64).tolist()
         if rows is not None and not all(0 <= i < self.num_envs for i in rows):
             raise ValueError(f"env_idx must name rows in [0, {self.num_envs}), got {rows}")
         self._build_engine()
@@ -271,6 +271,13 @@ class WorldModelVectorEnv(VectorEnv):
         Without ``seeds`` every fork draws the same noise (common random numbers: futures differ
         only by their actions); ``seeds`` reseeds each fork's generator so their noise differs.
         """
+        self._check_open()
+        if not self._started:
+            raise RuntimeError("call reset() before fork()")
+        if not 0 <= row < self.num_envs:
+            raise ValueError(f"row must be in [0, {self.num_envs}), got {row}")
+        if n < 1:
+            raise ValueError(f"n (forks) must be >= 1, got {n}")
         if seeds is not None and len(seeds) != n:
             raise ValueError(f"need {n} seeds for {n} forks, got {len(seeds)}")
         state = self.get_state([row] * n)

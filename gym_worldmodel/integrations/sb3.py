@@ -27,6 +27,7 @@ every row at once.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -190,7 +191,7 @@ class WorldModelSB3VecEnv(VecEnv):
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         """Set an attribute of the vector env; it is shared, so ``indices`` must name every row."""
         rows = self._checked_indices(indices)
-        if sorted(set(rows)) != list(range(self.num_envs)):
+        if not self._every_row(rows):
             raise ValueError(
                 f"all rows share one vector env: set_attr({attr_name!r}) can only set every row, "
                 f"got indices {rows}"
@@ -204,9 +205,23 @@ class WorldModelSB3VecEnv(VecEnv):
         indices: VecEnvIndices = None,
         **method_kwargs: Any,
     ) -> list[Any]:
-        """Call a method of the vector env once; its result is repeated for each index."""
+        """Call a method of the vector env for the rows ``indices`` name (all if None).
+
+        A method that takes ``env_idx`` (``set_memory``, ``get_state``) is called once per row
+        with ``env_idx=[row]``: one result each, as SB3 expects. Any other method acts on every
+        row of the shared vector env, so it is called once (its result repeated for each
+        index) and needs every row named.
+        """
         rows = self._checked_indices(indices)
-        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        method = getattr(self.venv, method_name)
+        if "env_idx" in inspect.signature(method).parameters and "env_idx" not in method_kwargs:
+            return [method(*method_args, env_idx=[row], **method_kwargs) for row in rows]
+        if not self._every_row(rows):
+            raise ValueError(
+                f"env_method({method_name!r}) acts on every row of the shared vector env "
+                f"(it takes no env_idx), got indices {rows}"
+            )
+        result = method(*method_args, **method_kwargs)
         return [result] * len(rows)
 
     def env_is_wrapped(
@@ -216,6 +231,9 @@ class WorldModelSB3VecEnv(VecEnv):
         return [False] * len(self._checked_indices(indices))
 
     # --- internals ------------------------------------------------------------------------------
+
+    def _every_row(self, rows: list[int]) -> bool:
+        return sorted(set(rows)) == list(range(self.num_envs))
 
     def _checked_indices(self, indices: VecEnvIndices) -> list[int]:
         rows = [int(i) for i in self._get_indices(indices)]

@@ -323,21 +323,25 @@ class SpatialMemory:
         """Load :meth:`get_state` output into rows ``rows`` (each row's whole bank).
 
         Entries the saved row owned become the target row's; entries of other owners keep
-        belonging to someone else (they are never excluded as recent).
+        belonging to someone else (they are never excluded as recent), unless another row loaded
+        in the same call owned them: rows sharing a bank, restored together, keep their own
+        entries.
         """
         if len(states) != len(rows):
             raise ValueError(f"{len(states)} memory states for {len(rows)} rows")
+        owners: dict[int, np.ndarray] = {}  # bank -> owner of each entry, merged over rows
         for state, row in zip(states, rows, strict=True):
             bank = self.banks[row]
             self.latents[bank] = state["latents"].to(self.latents)
             self.keys[bank] = state["keys"].to(self.keys)
             self.poses[bank], self.uid[bank] = state["poses"], state["uid"]
             self.step[bank] = state["step"]
-            self.owner[bank] = np.where(
-                state["owner_is_row"], row, np.where(state["has_owner"], self.num_rows, -1)
-            )
+            owner = owners.get(bank, np.where(state["has_owner"], self.num_rows, -1))
+            owners[bank] = np.where(state["owner_is_row"], row, owner)
             self.chunks[row], self.enabled[row] = state["chunks"], state["enabled"]
             self._next_uid = max(self._next_uid, int(self.uid[bank].max()) + 1)
+        for bank, owner in owners.items():
+            self.owner[bank] = owner
 
 
 def _descriptor(latents: Tensor) -> Tensor:
