@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ship": "install a checkpoint and start frames as the embedded default worlds",
     }
     if not args or args[0] in ("-h", "--help") or args[0] not in commands:
+        if args and args[0] not in ("-h", "--help"):
+            print(f"gym-worldmodel: unknown command {args[0]!r}\n", file=sys.stderr)
         print("usage: gym-worldmodel <command> [options]\n\ncommands:")
         for name, help_text in commands.items():
             print(f"  {name:<8} {help_text}")
@@ -483,7 +485,10 @@ def rollout_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel rollout``: run a world under random actions held a few steps; save MP4."""
     parser = argparse.ArgumentParser(prog="gym-worldmodel rollout")
     parser.add_argument("--world", choices=sorted(WORLD_IDS), default="citywalk")
-    parser.add_argument("--model", help="checkpoint directory (default: the shipped world)")
+    parser.add_argument(
+        "--model",
+        help="checkpoint directory, hub repo id or 'random' (default: the shipped world)",
+    )
     parser.add_argument("--steps", type=int, default=100, help="env steps (chunks)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--video", type=Path, default=Path("rollout.mp4"))

@@ -267,6 +267,11 @@ def test_reset_from_the_users_image_and_frames():
     stack = np.stack([picture, 255 - picture, picture])
     obs, _ = env.reset(seed=0, options={"frames": np.stack([stack, stack])})
     assert np.array_equal(obs[0], obs[1])
+    # A wide photo is centre-cropped, not stretched; rows may bring pictures of different sizes.
+    wide = np.zeros((40, 120, 3), np.uint8)
+    wide[:, 40:80] = 255  # the centre square is white, the sides black
+    obs, _ = env.reset(seed=0, options={"image": [wide, picture]})
+    assert obs[0].mean() > obs[1].mean() > 64
 
 
 def test_torch_output_stays_on_the_device():
@@ -313,6 +318,19 @@ def test_builtin_hooks():
     cost = -0.5 * np.array([0.5, 0.0])
     assert np.allclose(reward, sim + dist + cost)
     assert terminated.tolist() == [False, False]
+
+
+def test_action_cost_is_zero_for_doing_nothing_in_every_mode():
+    for world, mode, idle, busy in (
+        ("citywalk", "keys", np.zeros((1, 2), np.int64), np.array([[1, 1]])),  # W + turn left
+        ("robot", "flat", np.zeros((1, 10), np.float32), np.full((1, 10), 0.5, np.float32)),
+        ("driving", None, np.zeros((1, 2), np.float32), np.array([[1.0, 0.0]], np.float32)),
+    ):
+        env = WorldModelVectorEnv(1, world=world, action_mode=mode, **TINY, reward_fn=ActionCost(1))
+        env.reset(seed=0)
+        assert env.step(idle)[1].tolist() == [0.0]
+        cost = env.step(busy)[1][0]
+        assert cost == pytest.approx({"citywalk": -2 / 3, "robot": -0.25, "driving": -0.5}[world])
 
 
 def test_a_broken_hook_is_a_clear_error():
@@ -382,6 +400,35 @@ def test_torch_actions_are_read_whatever_their_grad():
     assert np.array_equal(a, b)
 
 
+def test_driving_starts_at_the_recorded_speed_or_the_one_asked_for():
+    env = WorldModelVectorEnv(2, world="driving", **TINY)
+    _, info = env.reset(seed=0)
+    assert info["pose"][:, 3].tolist() == [25.0, 25.0]
+    _, _, _, _, info = env.step(np.array([[0.5, 0.0], [-0.5, 0.0]], np.float32))
+    assert (info["pose"][:, 0] > 0).all() and info["pose"][0, 2] > 0 > info["pose"][1, 2]
+    _, info = env.reset(seed=0, options={"speed": [0.0, 10.0], "env_idx": [0, 1]})
+    assert info["pose"][:, 3].tolist() == [0.0, 10.0]
+    for bad in (-1.0, 41.0, np.nan, [1.0, 2.0, 3.0], "fast"):
+        with pytest.raises(ValueError, match="speed"):
+            env.reset(options={"speed": bad})
+    assert info["pose"][:, 3].tolist() == env._pose[:, 3].tolist()
+    with pytest.raises(ValueError, match="unknown reset options"):
+        WorldModelVectorEnv(1, world="citywalk", **TINY).reset(options={"speed": 1.0})
+
+
+def test_single_env_time_limit_is_part_of_its_state_and_it_forks():
+    env = WorldModelEnv(world="driving", max_episode_steps=3, **TINY)
+    env.reset(seed=0)
+    action = np.zeros(2, np.float32)
+    state = env.get_state()
+    env.step(action), env.step(action)
+    env.set_state(state)  # back to step 0: three more steps before the limit
+    assert [env.step(action)[3] for _ in range(3)] == [False, False, True]
+    env.set_state(state)
+    futures = env.fork(2, seeds=[1, 2])
+    assert futures.num_envs == 2 and futures.step(np.zeros((2, 2), np.float32))[0].shape[0] == 2
+
+
 def test_fork_checks_its_arguments():
     env = WorldModelVectorEnv(2, world="driving", **TINY)
     with pytest.raises(RuntimeError, match="before fork"):
@@ -405,6 +452,9 @@ def test_rt1_dict_actions():
         env.step(bad)
     with pytest.raises(ActionError, match="expected a dict"):
         env.step({"world_vector": np.zeros((2, 3))})
+    env.reset(seed=0)
+    stop = dict(action, terminate_episode=np.array([0, 1]))  # RT-1: 0 ends the episode
+    assert env.step(stop)[2].tolist() == [True, False]
 
 
 def test_bad_reset_images_raise_and_leave_state_unchanged():

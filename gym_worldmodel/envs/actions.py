@@ -15,11 +15,12 @@ Units (the model vectors carry the same values):
     robot: the RT-1 dict. world_vector (3,) in [-1, 1] (normalised end-effector translation),
         rotation_delta (3,) radians in [-pi/2, pi/2], gripper_closedness_action (1,) in [-1, 1]
         (-1 open, +1 close), base_displacement_vector (2,) in [-1, 1], base_displacement_vertical
-        _rotation (1,) radians in [-pi, pi], terminate_episode Discrete(3) (0 terminate, 1 arm,
-        2 base). Flat mode: ``Box(-1, 1, (10,))`` in that order with rotations divided by their
-        bound, terminate fixed to 1 (arm), for SB3.
+        _rotation (1,) radians in [-pi, pi], terminate_episode Discrete(3) (0 terminate: the
+        episode ends after this step, 1 arm, 2 base). Flat mode: ``Box(-1, 1, (10,))`` in that
+        order with rotations divided by their bound, terminate fixed to 1 (arm), for SB3.
     driving: ``Box(-1, 1, (2,))`` = (steering, acceleration) as fractions of ``max_steer_deg``
-        (positive left) and ``max_accel`` m/s^2 (negative brakes).
+        (positive left) and ``max_accel`` m/s^2 (negative brakes); speed stays in
+        [0, ``max_speed``] m/s and starts at 25 m/s (the reset option ``speed`` sets it).
 """
 
 from __future__ import annotations
@@ -148,6 +149,15 @@ class CameraHead:
             {"move": spaces.Discrete(5), "look": spaces.Box(-1.0, 1.0, (2,), np.float32)}
         )
 
+    def ends_episode(self, vec: np.ndarray) -> np.ndarray:
+        """Rows whose encoded actions ``(B, F, 12)`` end the episode: none."""
+        return np.zeros(len(vec), bool)
+
+    def effort(self, vec: np.ndarray) -> np.ndarray:
+        """Mean square of (movement key pressed, yaw rate, pitch rate) per row of ``vec``."""
+        moving = 1.0 - vec[..., 0]  # slot 0: no movement key
+        return np.mean((moving**2 + (vec[..., 10:12] ** 2).sum(-1)) / 3, axis=1)
+
     def encode(self, actions: Any, batch: int, frames: int) -> np.ndarray:
         """Batch of actions -> ``(B, F, 12)``: move one-hot, rotate one-hot, (yaw, pitch)."""
         out = np.zeros((batch, frames, self.width), np.float32)
@@ -187,6 +197,14 @@ class RobotHead:
         entries = {k: spaces.Box(-b, b, (n,), np.float32) for k, n, b in RT1_KEYS}
         return spaces.Dict({**entries, "terminate_episode": spaces.Discrete(3)})
 
+    def ends_episode(self, vec: np.ndarray) -> np.ndarray:
+        """Rows whose encoded actions ``(B, F, 13)`` end the episode: terminate_episode = 0."""
+        return (vec[..., 10] > 0.5).any(axis=1)
+
+    def effort(self, vec: np.ndarray) -> np.ndarray:
+        """Mean square of the 10 normalised control values per row (not the mode one-hot)."""
+        return np.mean(vec[..., :10] ** 2, axis=(1, 2))
+
     def encode(self, actions: Any, batch: int, frames: int) -> np.ndarray:
         """Batch of actions -> ``(B, F, 13)``: 10 normalised values, terminate one-hot."""
         out = np.zeros((batch, frames, self.width), np.float32)
@@ -217,6 +235,7 @@ class DrivingHead:
 
     max_steer_deg: float = 30.0
     max_accel: float = 3.0
+    max_speed: float = 40.0
     mode: str = "box"
     modality: str = "driving"
     width: int = 2
@@ -229,6 +248,14 @@ class DrivingHead:
     def space(self) -> spaces.Space:
         """One step's action space."""
         return spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def ends_episode(self, vec: np.ndarray) -> np.ndarray:
+        """Rows whose encoded actions ``(B, F, 2)`` end the episode: none."""
+        return np.zeros(len(vec), bool)
+
+    def effort(self, vec: np.ndarray) -> np.ndarray:
+        """Mean square of (steering, acceleration) fractions per row."""
+        return np.mean(vec**2, axis=(1, 2))
 
     def encode(self, actions: Any, batch: int, frames: int) -> np.ndarray:
         """Batch of actions -> ``(B, F, 2)``: (steering, acceleration) fractions."""

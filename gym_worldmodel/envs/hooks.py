@@ -4,7 +4,11 @@ A hook is called as ``hook(prev_obs, action, obs, info)`` with, for B rows:
     prev_obs, obs: uint8 tensors ``(B, H, W, 3)``, the last frame before and after the step.
     action: float tensor ``(B, F, w)``, the step's encoded per-frame action vectors (see
         :mod:`gym_worldmodel.envs.actions` for their units).
-    info: ``{"pose": (B, 4) float64 tensor or None, "prev_pose": ..., "step": (B,) long}``.
+    info: ``{"pose": (B, 4) float64 tensor or None, "prev_pose": ..., "step": (B,) long,
+        "effort": (B,) float}``; effort is the mean square of the step's control values (camera:
+        a movement key pressed counts 1, look rates as fractions of the turn rate; robot: the
+        10 normalised values, not the mode; driving: steering and acceleration fractions), 0
+        for a step that does nothing.
 A reward hook returns ``(B,)`` floats, a termination hook ``(B,)`` bools (tensor or array). Pass
 one hook or a list (rewards are summed, terminations or-ed).
 """
@@ -72,14 +76,18 @@ class PoseReached:
 
 
 class ActionCost:
-    """Reward ``-weight * mean(action ** 2)`` over a step's encoded action vectors."""
+    """Reward ``-weight * info["effort"]``: the mean square of the step's control values.
+
+    Doing nothing costs 0 in every world (a camera step with no key pressed, a robot holding
+    still whatever its mode, zero steering and acceleration); see the module docstring.
+    """
 
     def __init__(self, weight: float = 0.01) -> None:
         self.weight = weight
 
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Quadratic cost of each row's actions."""
-        return -self.weight * action.float().pow(2).mean(dim=(-2, -1))
+        return -self.weight * info["effort"].float()
 
 
 def evaluate(hooks: Hook | Sequence[Hook] | None, args: tuple, batch: int, kind: str) -> np.ndarray:

@@ -47,6 +47,20 @@ def row_seeds(seed: Any, rows: np.ndarray, num_envs: int) -> list[int | None]:
     return [seeds[int(r)] for r in rows]
 
 
+def start_speed(options: dict, n: int, max_speed: float) -> np.ndarray:
+    """Validated reset speeds ``(n,)`` in m/s from ``options["speed"]`` (one, or one per row)."""
+    try:
+        speed = np.asarray(options["speed"], np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"reset speed must be a number in m/s, got {options['speed']!r}") from err
+    speed = np.broadcast_to(speed, (n,)) if speed.ndim == 0 else speed
+    if speed.shape != (n,) or not np.isfinite(speed).all():
+        raise ValueError(f"reset speed must be a finite number or one per reset row ({n}) in m/s")
+    if (speed < 0).any() or (speed > max_speed).any():
+        raise ValueError(f"reset speed must be in [0, {max_speed:g}] m/s, got {speed.tolist()}")
+    return speed.copy()
+
+
 def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray | None:
     """Validated start chunks ``(n, F, size, size, 3)`` from ``image`` / ``frames``, or None."""
     if "image" in options and "frames" in options:
@@ -54,8 +68,16 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
     if "image" not in options and "frames" not in options:
         return None
     key = "image" if "image" in options else "frames"
-    arr = np.asarray(options[key])
     per_env_ndim = 3 if key == "image" else 4
+    value = options[key]
+    if isinstance(value, (list, tuple)) and len(value) == n and n > 1:
+        sizes = {np.shape(v) for v in value}
+        if len(sizes) > 1 and all(len(shape) == per_env_ndim for shape in sizes):
+            # one picture per row, of different sizes: each row's checked and resized alone
+            return np.concatenate(
+                [user_frames({key: np.asarray(v)[None]}, 1, config) for v in value]
+            )
+    arr = np.asarray(value)
     if arr.dtype != np.uint8:
         raise ValueError(f"reset {key} must be uint8 RGB, got dtype {arr.dtype}")
     if arr.ndim == per_env_ndim:
@@ -74,9 +96,16 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
 def first_chunk(frames: np.ndarray, config: WorldModelConfig) -> np.ndarray:
     """``(k, H, W, 3)`` of any size -> the episode's first chunk ``(F, size, size, 3)``.
 
-    Frames are resized; the last F are kept, and fewer are padded by repeating the first.
+    Frames that are not square are centre-cropped to a square (the worlds were trained on square
+    frames; stretching would distort them), then resized; the last F are kept, and fewer are
+    padded by repeating the first.
     """
     f, size = config.dit.chunk_frames, config.vae.image_size
+    h, w = frames.shape[1:3]
+    if h != w:
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        frames = frames[:, top : top + side, left : left + side]
     frames = resize_frames(frames, size) if frames.shape[1:3] != (size, size) else frames
     frames = frames[-f:]
     return np.concatenate([np.repeat(frames[:1], f - len(frames), 0), frames])

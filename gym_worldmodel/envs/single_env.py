@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -22,8 +23,15 @@ class WorldModelEnv(gym.Env):
     """One world-model environment (see ``envs/`` for the card of each registered id).
 
     Takes the keyword arguments of :class:`WorldModelVectorEnv` except ``num_envs``, ``output``
-    and ``autoreset_mode``; time limits come from ``gym.make`` (``max_episode_steps``). Row 0 of a
-    vector env with the same seed and actions produces the same frames, bit for bit.
+    and ``autoreset_mode``. Row 0 of a vector env with the same seed and actions produces the
+    same frames, bit for bit.
+
+    ``gym.make`` adds Gymnasium's ``TimeLimit`` wrapper (``max_episode_steps``), and Gymnasium
+    wrappers do not pass other methods on: reach :meth:`get_state`, :meth:`set_state` and
+    :meth:`fork` through ``env.unwrapped``. ``TimeLimit`` counts steps itself, outside the env's
+    state; a planner that restores states should make the env with
+    ``gym.make(id, max_episode_steps=-1)`` (no wrapper) or construct it with
+    ``WorldModelEnv(world=..., max_episode_steps=N)``, whose step count is part of the state.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -81,6 +89,10 @@ class WorldModelEnv(gym.Env):
         """Release the model; calling it again does nothing."""
         if not self.vector.closed:
             self.vector.close()
+
+    def fork(self, n: int, seeds: Sequence[int] | None = None) -> WorldModelVectorEnv:
+        """An ``n``-row vector env continuing this episode (:meth:`WorldModelVectorEnv.fork`)."""
+        return self.vector.fork(0, n, seeds)
 
     def get_state(self) -> dict[str, Any]:
         """Full state of the episode (see :meth:`WorldModelVectorEnv.get_state`)."""

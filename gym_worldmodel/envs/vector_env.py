@@ -20,6 +20,7 @@ from gym_worldmodel.envs.options import (
     reset_rows,
     rng_from_state,
     row_seeds,
+    start_speed,
     user_frames,
 )
 from gym_worldmodel.envs.pose import integrate_camera, integrate_driving
@@ -68,8 +69,9 @@ class WorldModelVectorEnv(VectorEnv):
         engine: A prebuilt engine (tests, forks); overrides ``model`` and the memory settings.
 
     Poses (``info["pose"]``, worlds with a pose): camera ``(x_m, y_m, yaw_deg, pitch_deg)``,
-    driving ``(x_m, y_m, heading_deg, speed_mps)``, integrated from the actions and zero at
-    each reset (see ``envs.pose``).
+    driving ``(x_m, y_m, heading_deg, speed_mps)``, integrated from the actions (see
+    ``envs.pose``). Each reset puts the position and heading at zero; driving starts at 25 m/s,
+    the speed of the recorded episodes' start, or at ``options["speed"]`` (m/s).
     """
 
     metadata = {
@@ -142,9 +144,10 @@ class WorldModelVectorEnv(VectorEnv):
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
         """Reset all rows, or those named by ``options["env_idx"]`` / ``options["reset_mask"]``.
 
-        ``options["image"]`` (uint8 ``(H, W, 3)`` of any size, or one per reset row) or
-        ``options["frames"]`` (``(k, H, W, 3)``, or one stack per row) start from the user's
-        pictures; otherwise a start frame is drawn, seeded, from the world's bundled frames.
+        ``options["image"]`` (uint8 ``(H, W, 3)`` of any size, or one per reset row, as an array
+        or a list of pictures of different sizes) or ``options["frames"]`` (``(k, H, W, 3)``, or
+        one stack per row) start from the user's pictures, centre-cropped to a square and
+        resized; otherwise a start frame is drawn, seeded, from the world's bundled frames.
         ``seed``: an int seeds row i with ``seed + i``; a list gives one seed (or None) per env.
         """
         self._check_open()
@@ -154,13 +157,16 @@ class WorldModelVectorEnv(VectorEnv):
             raise RuntimeError("the first reset must reset every row (no env_idx / reset_mask)")
         seeds = row_seeds(seed, rows, self.num_envs)
         frames = user_frames(options, len(rows), self.config)
-        unknown = set(options) - {"env_idx", "reset_mask", "image", "frames"}
+        known = {"env_idx", "reset_mask", "image", "frames"}
+        if self.world.pose == "driving":
+            known.add("speed")
+        unknown = set(options) - known
         if unknown:
             raise ValueError(
-                f"unknown reset options {sorted(unknown)}; expected env_idx, "
-                "reset_mask, image or frames"
+                f"unknown reset options {sorted(unknown)}; expected one of {sorted(known)}"
             )
-        self._start_rows(rows, seeds, frames)
+        speed = start_speed(options, len(rows), self.head.max_speed) if "speed" in options else None
+        self._start_rows(rows, seeds, frames, speed)
         self._started = True
         return self._obs(), self._infos()
 
@@ -339,8 +345,14 @@ class WorldModelVectorEnv(VectorEnv):
         if self.closed:
             raise RuntimeError("this env is closed; make a new one")
 
-    def _start_rows(self, rows: np.ndarray, seeds: list[int | None], frames: np.ndarray | None):
-        """Reseed, pick start frames and start ``rows`` in the engine."""
+    def _start_rows(
+        self,
+        rows: np.ndarray,
+        seeds: list[int | None],
+        frames: np.ndarray | None,
+        speed: np.ndarray | None = None,
+    ) -> None:
+        """Reseed, pick start frames and start ``rows`` in the engine (at ``speed``, driving)."""
         self._build_engine()
         bundled = start_frames(self.world, self.config.vae.image_size) if frames is None else None
         torch_seeds, chunks = [], []
@@ -354,7 +366,11 @@ class WorldModelVectorEnv(VectorEnv):
         frames = np.stack(chunks) if frames is None else frames
         self._engine.seed(rows.tolist(), torch_seeds)
         frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-        poses = None if self._pose is None else np.zeros((len(rows), 4))
+        poses = None
+        if self._pose is not None:
+            poses = np.tile(np.asarray(self.world.start_pose, np.float64), (len(rows), 1))
+            if speed is not None:
+                poses[:, 3] = speed
         latents, frames_t = self._engine.start(rows.tolist(), frames_t, poses=poses)
         if self._frames is None:
             self._frames, self._latents = frames_t.clone(), latents.clone()
@@ -362,14 +378,16 @@ class WorldModelVectorEnv(VectorEnv):
             self._frames[rows], self._latents[rows] = frames_t, latents
         self._steps[rows], self._done[rows] = 0, False
         if self._pose is not None:
-            self._pose[rows] = 0.0
+            self._pose[rows] = poses
 
     def _advance_pose(self, vec: np.ndarray) -> None:
         head, dt = self.head, 1.0 / self.config.fps
         if self.world.pose == "camera":
             self._pose = integrate_camera(self._pose, vec, head.move_m, head.turn_deg)
         elif self.world.pose == "driving":
-            self._pose = integrate_driving(self._pose, vec, dt, head.max_steer_deg, head.max_accel)
+            self._pose = integrate_driving(
+                self._pose, vec, dt, head.max_steer_deg, head.max_accel, max_speed=head.max_speed
+            )
 
     def _judge(self, prev_frame, vec: np.ndarray, prev_pose) -> tuple[np.ndarray, ...]:
         as_t = lambda p: None if p is None else torch.from_numpy(p).to(self.device)  # noqa: E731
@@ -377,10 +395,12 @@ class WorldModelVectorEnv(VectorEnv):
             "pose": as_t(self._pose),
             "prev_pose": as_t(prev_pose),
             "step": torch.from_numpy(self._steps).to(self.device),
+            "effort": torch.from_numpy(self.head.effort(vec)).to(self.device),
         }
         args = (prev_frame, torch.from_numpy(vec).to(self.device), self._frames[:, -1], info)
         rewards = hook_lib.evaluate(self.reward_fn, args, self.num_envs, "reward")
         terminated = hook_lib.evaluate(self.termination_fn, args, self.num_envs, "termination")
+        terminated |= self.head.ends_episode(vec)  # RT-1's terminate_episode = 0
         truncated = (
             self._steps >= self.max_episode_steps
             if self.max_episode_steps

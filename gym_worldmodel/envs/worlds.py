@@ -36,6 +36,8 @@ class World:
         pose: ``"camera"``, ``"driving"`` or None (fixed camera).
         description: One line for the env card and errors.
         checkpoint: Folder (under ``worlds/``) of the checkpoint it loads by default.
+        start_pose: The pose every episode starts from (driving: the speed its recorded
+            episodes start at, so the pose moves with the road the start frame shows).
     """
 
     name: str
@@ -44,6 +46,7 @@ class World:
     description: str
     modes: tuple[str, ...] = field(default=())
     checkpoint: str = "shared"
+    start_pose: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
     @property
     def assets(self) -> Path:
@@ -73,7 +76,14 @@ WORLDS: dict[str, World] = {
     ),
     # Flat by default: check_env and SB3 want [-1, 1] Boxes; action_mode="dict" is RT-1's dict.
     "robot": World("robot", RobotHead(mode="flat"), None, "tabletop robot arm, fixed camera"),
-    "driving": World("driving", DrivingHead(), "driving", "top-down ego vehicle on a highway"),
+    # highway-env starts every recorded episode at 25 m/s.
+    "driving": World(
+        "driving",
+        DrivingHead(),
+        "driving",
+        "top-down ego vehicle on a highway",
+        start_pose=(0.0, 0.0, 0.0, 25.0),
+    ),
 }
 
 
