@@ -36,11 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ship": "install a checkpoint and start frames as the embedded default worlds",
     }
     if not args or args[0] in ("-h", "--help") or args[0] not in commands:
-        if args and args[0] not in ("-h", "--help"):
-            print(f"gym-worldmodel: unknown command {args[0]!r}\n", file=sys.stderr)
-        print("usage: gym-worldmodel <command> [options]\n\ncommands:")
+        helped = bool(args) and args[0] in ("-h", "--help")
+        out = sys.stdout if helped else sys.stderr
+        if args and not helped:
+            print(f"gym-worldmodel: unknown command {args[0]!r}\n", file=out)
+        print("usage: gym-worldmodel <command> [options]\n\ncommands:", file=out)
         for name, help_text in commands.items():
-            print(f"  {name:<8} {help_text}")
+            print(f"  {name:<8} {help_text}", file=out)
         return 0 if args and args[0] in ("-h", "--help") else 2
     if args[0] == "bench":
         from gym_worldmodel import bench

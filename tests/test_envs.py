@@ -22,6 +22,7 @@ from gym_worldmodel.envs import (
 )
 from gym_worldmodel.envs.actions import ActionError
 from gym_worldmodel.envs.registration import IDS
+from gym_worldmodel.envs.single_env import batch_one
 from gym_worldmodel.models import WorldModelConfig
 
 TINY = {"model": "random-tiny"}
@@ -272,6 +273,9 @@ def test_reset_from_the_users_image_and_frames():
     wide[:, 40:80] = 255  # the centre square is white, the sides black
     obs, _ = env.reset(seed=0, options={"image": [wide, picture]})
     assert obs[0].mean() > obs[1].mean() > 64
+    for bad in ([wide, picture, picture], [wide, picture[..., 0]]):
+        with pytest.raises(ValueError, match=r"one \(H, W, 3\) per reset row"):
+            env.reset(seed=0, options={"image": bad})
 
 
 def test_torch_output_stays_on_the_device():
@@ -397,7 +401,26 @@ def test_torch_actions_are_read_whatever_their_grad():
     policy_out = torch.full((2, 2), 0.5, requires_grad=True) * 1.0
     a = env.fork(0, 1).step(policy_out[:1])[0]
     b = env.fork(0, 1).step(np.full((1, 2), 0.5, np.float32))[0]
-    assert np.array_equal(a, b)
+    c = env.fork(0, 1).step(policy_out[:1].to(torch.bfloat16))[0]  # 0.5 is exact in bf16
+    assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+@pytest.mark.parametrize(
+    "world, mode",
+    [
+        ("citywalk", "keys"),
+        ("citywalk", "look"),
+        ("robot", "flat"),
+        ("robot", "dict"),
+        ("driving", None),
+    ],
+)
+def test_idle_action_is_valid_costs_nothing_and_does_not_end(world, mode):
+    head = WorldModelVectorEnv(1, world=world, action_mode=mode, **TINY).head
+    idle = head.idle_action()
+    assert head.space.contains(idle)
+    vec = head.encode(batch_one(idle), 1, 2)
+    assert head.effort(vec).tolist() == [0.0] and head.ends_episode(vec).tolist() == [False]
 
 
 def test_driving_starts_at_the_recorded_speed_or_the_one_asked_for():

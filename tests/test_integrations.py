@@ -166,6 +166,9 @@ def test_sb3_attr_method_and_wrapper_queries():
         adapter.set_attr("max_episode_steps", 4, indices=[0])
     states = adapter.env_method("get_state", indices=[0, 2])  # one row each
     assert len(states) == 2 and [s["steps"].tolist() for s in states] == [[0], [0]]
+    assert adapter.env_method("get_state", [1], indices=[0, 2])[0]["steps"].tolist() == [0]
+    full = adapter.env_method("get_state")[0]  # every row: called once
+    assert adapter.env_method("set_state", full) == [None] * 3
     adapter.env_method("set_memory", False, indices=[1])  # that row only
     assert adapter.venv._engine.memory.enabled.tolist() == [True, False, True]
     with pytest.raises(ValueError, match="takes no env_idx"):
@@ -352,6 +355,25 @@ def test_done_agents_leave_until_reset_and_do_not_perturb_the_others():
     assert all(info["step"] == 0 for info in infos.values())
     _, _, terms, _, _ = env.step(act)
     assert terms["agent_0"] is True and "agent_1" in env.agents
+
+
+def test_dead_robot_agents_idle_in_arm_mode_and_driving_agents_take_a_speed():
+    env = WorldModelParallelEnv(
+        "WorldModel-Robot-v0", num_agents=2, max_cycles=5, action_mode="dict", **TINY
+    )
+    env.reset(seed=0)
+    act = {a: env.action_space(a).sample() for a in env.agents}
+    act["agent_0"]["terminate_episode"], act["agent_1"]["terminate_episode"] = 0, 1
+    assert env.step(act)[2] == {"agent_0": True, "agent_1": False}  # RT-1: 0 ends it
+    resets = []
+    reset = env.venv.reset
+    env.venv.reset = lambda **kw: resets.append(kw) or reset(**kw)
+    for _ in range(3):  # agent_0's hidden row restarts once, then idles without ending
+        env.step({"agent_1": act["agent_1"]})
+    assert len(resets) == 1
+    cars = WorldModelParallelEnv(DRIVING, num_agents=2, max_cycles=5, **TINY)
+    _, infos = cars.reset(seed=0, options={"speed": [5.0, 20.0]})
+    assert [infos[a]["pose"][3] for a in cars.agents] == [5.0, 20.0]
 
 
 def test_agents_share_one_memory_bank_and_find_what_another_saw():

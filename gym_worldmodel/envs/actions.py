@@ -49,7 +49,8 @@ class ActionError(ValueError):
 
 def _as_array(value: Any, name: str) -> np.ndarray:
     if isinstance(value, torch.Tensor):  # a policy's output, on any device, with or without grad
-        value = value.detach().to("cpu").numpy()
+        value = value.detach().to("cpu")
+        value = (value.float() if value.is_floating_point() else value).numpy()
     try:
         arr = np.asarray(value)
     except Exception as err:  # noqa: BLE001 - any conversion failure is a bad action
@@ -149,6 +150,12 @@ class CameraHead:
             {"move": spaces.Discrete(5), "look": spaces.Box(-1.0, 1.0, (2,), np.float32)}
         )
 
+    def idle_action(self) -> Any:
+        """One step's do-nothing action: no key, no look."""
+        if self.mode == "keys":
+            return np.zeros(2, np.int64)
+        return {"move": np.int64(0), "look": np.zeros(2, np.float32)}
+
     def ends_episode(self, vec: np.ndarray) -> np.ndarray:
         """Rows whose encoded actions ``(B, F, 12)`` end the episode: none."""
         return np.zeros(len(vec), bool)
@@ -196,6 +203,14 @@ class RobotHead:
             return spaces.Box(-1.0, 1.0, (10,), np.float32)
         entries = {k: spaces.Box(-b, b, (n,), np.float32) for k, n, b in RT1_KEYS}
         return spaces.Dict({**entries, "terminate_episode": spaces.Discrete(3)})
+
+    def idle_action(self) -> Any:
+        """One step's do-nothing action: no motion, in arm mode (not terminate)."""
+        if self.mode == "flat":
+            return np.zeros(10, np.float32)
+        return {k: np.zeros(n, np.float32) for k, n, _ in RT1_KEYS} | {
+            "terminate_episode": np.int64(1)
+        }
 
     def ends_episode(self, vec: np.ndarray) -> np.ndarray:
         """Rows whose encoded actions ``(B, F, 13)`` end the episode: terminate_episode = 0."""
@@ -248,6 +263,10 @@ class DrivingHead:
     def space(self) -> spaces.Space:
         """One step's action space."""
         return spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def idle_action(self) -> Any:
+        """One step's do-nothing action: straight on, speed held."""
+        return np.zeros(2, np.float32)
 
     def ends_episode(self, vec: np.ndarray) -> np.ndarray:
         """Rows whose encoded actions ``(B, F, 2)`` end the episode: none."""

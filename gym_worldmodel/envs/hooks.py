@@ -87,7 +87,12 @@ class ActionCost:
 
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Quadratic cost of each row's actions."""
-        return -self.weight * info["effort"].float()
+        if "effort" not in info:
+            raise KeyError(
+                "ActionCost reads info['effort'], which the env's step passes to its hooks; "
+                "called by hand, pass it too (see gym_worldmodel.envs.hooks)"
+            )
+        return -self.weight * torch.as_tensor(info["effort"]).float()
 
 
 def evaluate(hooks: Hook | Sequence[Hook] | None, args: tuple, batch: int, kind: str) -> np.ndarray:

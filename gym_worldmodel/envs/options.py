@@ -69,21 +69,22 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
         return None
     key = "image" if "image" in options else "frames"
     per_env_ndim = 3 if key == "image" else 4
+    want = "(H, W, 3)" if key == "image" else "(k, H, W, 3)"
     value = options[key]
-    if isinstance(value, (list, tuple)) and len(value) == n and n > 1:
-        sizes = {np.shape(v) for v in value}
-        if len(sizes) > 1 and all(len(shape) == per_env_ndim for shape in sizes):
-            # one picture per row, of different sizes: each row's checked and resized alone
-            return np.concatenate(
-                [user_frames({key: np.asarray(v)[None]}, 1, config) for v in value]
+    if isinstance(value, (list, tuple)) and len({np.shape(v) for v in value}) > 1:
+        # one picture per row, of different sizes: each row's checked and resized alone
+        if len(value) != n or any(np.ndim(v) != per_env_ndim for v in value):
+            raise ValueError(
+                f"reset {key} as a list must hold one {want} per reset row ({n}), got shapes "
+                f"{[np.shape(v) for v in value]}"
             )
+        return np.concatenate([user_frames({key: np.asarray(v)[None]}, 1, config) for v in value])
     arr = np.asarray(value)
     if arr.dtype != np.uint8:
         raise ValueError(f"reset {key} must be uint8 RGB, got dtype {arr.dtype}")
     if arr.ndim == per_env_ndim:
         arr = np.broadcast_to(arr, (n, *arr.shape))
     if arr.ndim != per_env_ndim + 1 or arr.shape[0] != n or arr.shape[-1] != 3:
-        want = "(H, W, 3)" if key == "image" else "(k, H, W, 3)"
         raise ValueError(
             f"reset {key} must be {want} or one per reset row ({n}), got shape {arr.shape}"
         )

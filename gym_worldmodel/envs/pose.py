@@ -39,7 +39,7 @@ def integrate_driving(
     max_steer_deg: float,
     max_accel: float,
     wheelbase_m: float = 2.7,
-    max_speed: float = 30.0,
+    max_speed: float = 40.0,
 ) -> np.ndarray:
     """Kinematic bicycle model over per-frame ``(B, F, 2)`` (steering, acceleration) fractions."""
     pose = pose.copy()

@@ -148,6 +148,8 @@ class WorldModelVectorEnv(VectorEnv):
         or a list of pictures of different sizes) or ``options["frames"]`` (``(k, H, W, 3)``, or
         one stack per row) start from the user's pictures, centre-cropped to a square and
         resized; otherwise a start frame is drawn, seeded, from the world's bundled frames.
+        ``options["speed"]`` (driving): the start speed in m/s, one or one per reset row
+        (default 25, the recorded episodes' start speed); autoresets start at the default.
         ``seed``: an int seeds row i with ``seed + i``; a list gives one seed (or None) per env.
         """
         self._check_open()

@@ -52,7 +52,7 @@ from gym_worldmodel.envs.worlds import start_frames
 #: Keyword arguments this adapter sets itself.
 _OWN_KWARGS = ("num_envs", "autoreset_mode", "max_episode_steps", "output", "memory_shared")
 #: Reset options passed on to the vector env; the rest are ignored with a warning.
-_RESET_OPTIONS = ("image", "frames")
+_RESET_OPTIONS = ("image", "frames", "speed")
 
 
 class WorldModelParallelEnv(ParallelEnv):
@@ -130,7 +130,7 @@ class WorldModelParallelEnv(ParallelEnv):
             a: copy.deepcopy(venv.single_action_space) for a in self.possible_agents
         }
         self.state_space = batch_space(venv.single_observation_space, num_agents)
-        self._noop = _noop_action(venv.single_action_space)
+        self._noop = venv.head.idle_action()
         self._needs_reset = np.zeros(num_agents, bool)  # done rows to restart before a step
         self._last_obs: np.ndarray | None = None  # per row, frozen once its agent is done
         self._frames: np.ndarray | None = None  # last rendered frame per row, frozen likewise
@@ -163,7 +163,8 @@ class WorldModelParallelEnv(ParallelEnv):
         Args:
             seed: Agent ``i`` is seeded with ``seed + i``; None continues the agents' streams.
             options: ``"image"`` or ``"frames"`` as in :meth:`WorldModelVectorEnv.reset` (one
-                for all agents or one per agent). Other keys are ignored with a warning.
+                for all agents or one per agent), and for driving ``"speed"`` (m/s). Other keys
+                are ignored with a warning.
 
         Returns:
             Observation and info dicts keyed by agent.
@@ -180,10 +181,11 @@ class WorldModelParallelEnv(ParallelEnv):
                 stacklevel=2,
             )
         passed = {k: options[k] for k in _RESET_OPTIONS if k in options}
-        if self.shared_memory and not passed:  # one seeded start image for every agent
+        pictured = "image" in passed or "frames" in passed
+        if self.shared_memory and not pictured:  # one seeded start image for every agent
             bundled = start_frames(self.venv.world, self.venv.config.vae.image_size)
             rng = np.random.default_rng(seed) if seed is not None else self._start_rng
-            passed = {"image": bundled[rng.integers(len(bundled))]}
+            passed = {**passed, "image": bundled[rng.integers(len(bundled))]}
             self._start_rng = rng
         self._start = passed if self.shared_memory else {}
         obs, infos = self.venv.reset(seed=seed, options=passed or None)
@@ -220,7 +222,8 @@ class WorldModelParallelEnv(ParallelEnv):
                 f"missing {missing}, not live {extra}"
             )
         if self._needs_reset.any():  # dead agents' rows: restart them, hidden from the agents
-            self.venv.reset(options={"reset_mask": self._needs_reset.copy(), **self._start})
+            dead = np.flatnonzero(self._needs_reset)
+            self.venv.reset(options={"env_idx": dead, **_rows_of(self._start, dead)})
             self._needs_reset[:] = False
         batch = _stack([actions.get(a, self._noop) for a in self.possible_agents])
         obs, rewards, terminated, truncated, infos = self.venv.step(batch)
@@ -263,19 +266,18 @@ class WorldModelParallelEnv(ParallelEnv):
             self.venv.close()
 
 
-def _noop_action(space: spaces.Space) -> Any:
-    """A fixed do-nothing action (zeros where allowed) fed to the rows of dead agents."""
-    if isinstance(space, spaces.Box):
-        return np.clip(np.zeros(space.shape, space.dtype), space.low, space.high)
-    if isinstance(space, spaces.Discrete):
-        return np.int64(space.start)
-    if isinstance(space, spaces.MultiDiscrete):
-        return np.asarray(space.start, space.dtype).copy()
-    if isinstance(space, spaces.MultiBinary):
-        return np.zeros(space.shape, space.dtype)
-    if isinstance(space, spaces.Dict):
-        return {k: _noop_action(s) for k, s in space.spaces.items()}
-    raise TypeError(f"no no-op action for space {space}")
+def _rows_of(options: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    """Reset options given for every agent, cut to ``rows`` (one-for-all values kept whole)."""
+    per_row_ndim = {"image": 4, "frames": 5, "speed": 1}
+    out = {}
+    for key, value in options.items():
+        if isinstance(value, (list, tuple)) and np.ndim(value[0]) == per_row_ndim[key] - 1:
+            out[key] = [value[i] for i in rows]  # pictures of different sizes
+        elif np.ndim(value) == per_row_ndim[key]:
+            out[key] = np.asarray(value)[rows]
+        else:
+            out[key] = value
+    return out
 
 
 def _stack(actions: list[Any]) -> Any:

@@ -20,9 +20,10 @@ the info of its last step; the new episode's reset info goes to ``reset_infos[i]
 carries ``"TimeLimit.truncated"`` (truncated and not terminated). The underlying vector env must
 therefore run in ``AutoresetMode.SAME_STEP`` with ``output="numpy"``.
 
-All rows live in one Python object, so ``get_attr`` / ``env_method`` read or call it once and
-return that one result for each requested index, and ``set_attr`` can only set an attribute for
-every row at once.
+All rows live in one Python object, so ``get_attr`` reads it once and returns that one result
+for each requested index, ``env_method`` calls it once (or, for some of the rows, once per row
+through the method's ``env_idx``), and ``set_attr`` can only set an attribute for every row at
+once.
 """
 
 from __future__ import annotations
@@ -207,20 +208,22 @@ class WorldModelSB3VecEnv(VecEnv):
     ) -> list[Any]:
         """Call a method of the vector env for the rows ``indices`` name (all if None).
 
-        A method that takes ``env_idx`` (``set_memory``, ``get_state``) is called once per row
-        with ``env_idx=[row]``: one result each, as SB3 expects. Any other method acts on every
-        row of the shared vector env, so it is called once (its result repeated for each
-        index) and needs every row named.
+        With every row named (or ``env_idx`` passed explicitly) the method is called once and
+        its result repeated for each index. For some of the rows, a method that takes
+        ``env_idx`` (``set_memory``, ``get_state``) is called once per row with
+        ``env_idx=[row]``, one result each; any other method acts on every row of the shared
+        vector env, so it raises.
         """
         rows = self._checked_indices(indices)
         method = getattr(self.venv, method_name)
-        if "env_idx" in inspect.signature(method).parameters and "env_idx" not in method_kwargs:
+        bound = inspect.signature(method).bind_partial(*method_args, **method_kwargs).arguments
+        if not self._every_row(rows) and "env_idx" not in bound:
+            if "env_idx" not in inspect.signature(method).parameters:
+                raise ValueError(
+                    f"env_method({method_name!r}) acts on every row of the shared vector env "
+                    f"(it takes no env_idx), got indices {rows}"
+                )
             return [method(*method_args, env_idx=[row], **method_kwargs) for row in rows]
-        if not self._every_row(rows):
-            raise ValueError(
-                f"env_method({method_name!r}) acts on every row of the shared vector env "
-                f"(it takes no env_idx), got indices {rows}"
-            )
         result = method(*method_args, **method_kwargs)
         return [result] * len(rows)
 
