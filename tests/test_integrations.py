@@ -390,3 +390,30 @@ def test_agents_share_one_memory_bank_and_find_what_another_saw():
     separate = parallel_env(shared_memory=False)
     separate.reset(seed=0)
     assert separate.venv._engine.memory.banks.tolist() == [0, 1]
+
+
+def test_a_dead_agent_stores_nothing_in_the_shared_bank_until_reset():
+    env = parallel_env(max_cycles=6, termination_fn=lambda p, a, o, i: np.array([True, False]))
+    env.reset(seed=0)
+    memory = env.venv._engine.memory
+    act = np.array([1, 0])
+    env.step({"agent_0": act, "agent_1": act})  # agent_0 dies
+    for _ in range(3):  # its row restarts hidden and idles; only agent_1 adds to the bank
+        env.step({"agent_1": act})
+    assert memory.storing.tolist() == [False, True] and memory.chunks.tolist() == [0, 5]
+    assert set(memory.owner[0][memory.uid[0] >= 0].tolist()) == {1}
+    env.reset(seed=0)
+    assert memory.storing.tolist() == [True, True] and memory.chunks.tolist() == [1, 1]
+
+
+def test_read_only_memory_rows_retrieve_but_do_not_store():
+    env = WorldModelVectorEnv(2, world="citywalk", **TINY)
+    env.reset(seed=0)
+    env.set_memory(None, env_idx=1, store=False)
+    env.step(np.array([[1, 0], [1, 0]]))
+    memory = env._engine.memory
+    assert memory.chunks.tolist() == [2, 1] and memory.enabled.tolist() == [True, True]
+    state = env.get_state()
+    env.set_memory(None, store=True)
+    env.set_state(state)  # the switch is part of the state
+    assert memory.storing.tolist() == [True, False]

@@ -177,13 +177,18 @@ class WorldEngine:
             self.slot_uid[:, j] = np.where(valid[:, j], recall.uid[:, j], -1)
         self.cache.set_memory(torch.from_numpy(valid))
 
-    def set_memory_enabled(self, enabled: bool, env_idx: Sequence[int] | None = None) -> None:
-        """Turn memory retrieval on or off for rows ``env_idx`` (all if None)."""
+    def set_memory_enabled(
+        self,
+        enabled: bool | None,
+        env_idx: Sequence[int] | None = None,
+        store: bool | None = None,
+    ) -> None:
+        """Turn memory retrieval (and with ``store``, storing) on or off for rows ``env_idx``."""
         if self.memory is None:
-            if enabled:
+            if enabled or store:
                 raise ValueError("this engine was built without memory (memory=True)")
             return
-        self.memory.set_enabled(enabled, env_idx)
+        self.memory.set_enabled(enabled, env_idx, store)
 
     def get_state(self, env_idx: Sequence[int]) -> dict[str, Any]:
         """Copies of the rows' cache, generator and memory states (repeats allowed: fork)."""

@@ -211,18 +211,25 @@ class WorldModelVectorEnv(VectorEnv):
             return None
         return tuple(self._frames[:, -1].to("cpu", copy=True).numpy())
 
-    def set_memory(self, enabled: bool, env_idx: int | Sequence[int] | None = None) -> None:
+    def set_memory(
+        self,
+        enabled: bool | None,
+        env_idx: int | Sequence[int] | None = None,
+        store: bool | None = None,
+    ) -> None:
         """Turn spatial-memory retrieval on or off for rows ``env_idx`` (all if None).
 
         Rows switched off keep storing what they see; they just stop attending to it (for
-        memory on/off comparisons within one batch). Needs an env built with memory.
+        memory on/off comparisons within one batch). ``store=False`` stops rows storing what
+        they see (a read-only memory, e.g. rows exploring a bank filled by others); ``True``
+        resumes. None leaves a switch as it is. Needs an env built with memory.
         """
         self._check_open()
         rows = None if env_idx is None else np.atleast_1d(env_idx).astype(np.int64).tolist()
         if rows is not None and not all(0 <= i < self.num_envs for i in rows):
             raise ValueError(f"env_idx must name rows in [0, {self.num_envs}), got {rows}")
         self._build_engine()
-        self._engine.set_memory_enabled(enabled, rows)
+        self._engine.set_memory_enabled(enabled, rows, store)
 
     def close_extras(self, **kwargs: Any) -> None:
         """Release the engine; further calls to reset or step raise."""

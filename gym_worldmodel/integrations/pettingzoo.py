@@ -20,10 +20,13 @@ Example::
 Done agents (PettingZoo semantics): an agent that terminates or truncates leaves
 ``env.agents`` and stays out until the next :meth:`~WorldModelParallelEnv.reset`. The vector env
 still steps all rows together, so a dead agent's row is restarted internally (a partial reset
-with ``options={"reset_mask": ...}``, as the vector env's disabled autoreset requires) at the
-start of the next step, fed a no-op action, and its outputs are dropped: they never appear in the
-returned dicts, :meth:`~WorldModelParallelEnv.state` or :meth:`~WorldModelParallelEnv.render`.
-The hidden rows cost compute but keep the batch shape (and the other rows' results) fixed.
+with ``options={"env_idx": ...}``, as the vector env's disabled autoreset requires) at the
+start of the next step, fed its action head's idle action, and its outputs are dropped: they
+never appear in the returned dicts, :meth:`~WorldModelParallelEnv.state` or
+:meth:`~WorldModelParallelEnv.render`. The hidden rows cost compute but keep the batch shape (and
+the other rows' results) fixed. With memory, a dead agent's row stops storing (its idle chunks
+are no one's view) and its restart forgets what it stored; every agent stores again from the
+next reset.
 """
 
 from __future__ import annotations
@@ -188,6 +191,8 @@ class WorldModelParallelEnv(ParallelEnv):
             passed = {**passed, "image": bundled[rng.integers(len(bundled))]}
             self._start_rng = rng
         self._start = passed if self.shared_memory else {}
+        if self.venv.memory:  # every agent stores again (dead ones stopped)
+            self.venv.set_memory(None, store=True)
         obs, infos = self.venv.reset(seed=seed, options=passed or None)
         self.agents = list(self.possible_agents)
         self._needs_reset[:] = False
@@ -235,6 +240,9 @@ class WorldModelParallelEnv(ParallelEnv):
             for i in rows:
                 self._frames[i] = frames[i]
         self._needs_reset = np.asarray(terminated, bool) | np.asarray(truncated, bool)
+        if self.venv.memory and self._needs_reset.any():
+            # A dead agent's hidden row idles on: what it generates is no one's view.
+            self.venv.set_memory(None, np.flatnonzero(self._needs_reset), store=False)
         self.agents = [a for a, i in live if not self._needs_reset[i]]
         return (
             {a: obs[i] for a, i in live},

@@ -178,7 +178,8 @@ class SpatialMemory:
         self.owner = np.full((g, capacity), -1, np.int64)
         self.step = np.zeros((g, capacity), np.int64)  # owner's chunk index of the entry
         self.chunks = np.zeros(num_rows, np.int64)  # chunks added per row since its reset
-        self.enabled = np.ones(num_rows, bool)
+        self.enabled = np.ones(num_rows, bool)  # retrieves
+        self.storing = np.ones(num_rows, bool)  # stores what it sees
         self._next_uid = 0
 
     @property
@@ -201,6 +202,8 @@ class SpatialMemory:
         poses = self._check_poses(poses, len(rows))
         keys = _descriptor(latents)
         for i, row in enumerate(rows):
+            if not self.storing[row]:  # read-only row
+                continue
             bank = self.banks[row]
             slot = self._free_slot(bank, poses[i])
             self.latents[bank, slot] = latents[i].to(self.latents)
@@ -230,9 +233,18 @@ class SpatialMemory:
             self.owner[self.banks[row], mine] = -1
             self.chunks[row] = 0
 
-    def set_enabled(self, enabled: bool, rows: Sequence[int] | None = None) -> None:
-        """Turn retrieval on or off for rows ``rows`` (all if None); they keep storing."""
-        self.enabled[slice(None) if rows is None else np.asarray(rows, np.int64)] = enabled
+    def set_enabled(
+        self, enabled: bool | None, rows: Sequence[int] | None = None, store: bool | None = None
+    ) -> None:
+        """Switch retrieval (``enabled``) and storing (``store``) for rows ``rows`` (all if None).
+
+        None leaves that switch as it is. A row that does not store keeps reading.
+        """
+        sel = slice(None) if rows is None else np.asarray(rows, np.int64)
+        if enabled is not None:
+            self.enabled[sel] = enabled
+        if store is not None:
+            self.storing[sel] = store
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -315,6 +327,7 @@ class SpatialMemory:
                     "step": self.step[bank].copy(),
                     "chunks": int(self.chunks[row]),
                     "enabled": bool(self.enabled[row]),
+                    "storing": bool(self.storing[row]),
                 }
             )
         return states
@@ -339,6 +352,7 @@ class SpatialMemory:
             owner = owners.get(bank, np.where(state["has_owner"], self.num_rows, -1))
             owners[bank] = np.where(state["owner_is_row"], row, owner)
             self.chunks[row], self.enabled[row] = state["chunks"], state["enabled"]
+            self.storing[row] = state.get("storing", True)
             self._next_uid = max(self._next_uid, int(self.uid[bank].max()) + 1)
         for bank, owner in owners.items():
             self.owner[bank] = owner
