@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: gym-worldmodel <command> [options]\n\ncommands:", file=out)
         for name, help_text in commands.items():
             print(f"  {name:<8} {help_text}", file=out)
-        return 0 if args and args[0] in ("-h", "--help") else 2
+        return 0 if helped else 2
     if args[0] == "bench":
         from gym_worldmodel import bench
 

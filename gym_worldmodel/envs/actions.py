@@ -127,8 +127,16 @@ def check_discrete(
     return arr
 
 
+class _Head:
+    """What every action head shares."""
+
+    def ends_episode(self, vec: np.ndarray) -> np.ndarray:
+        """Rows whose encoded actions ``(B, F, width)`` end the episode: none by default."""
+        return np.zeros(len(vec), bool)
+
+
 @dataclass(frozen=True)
-class CameraHead:
+class CameraHead(_Head):
     """Camera movement: keyboard keys, or a movement key plus continuous look rates."""
 
     mode: str = "keys"
@@ -156,10 +164,6 @@ class CameraHead:
             return np.zeros(2, np.int64)
         return {"move": np.int64(0), "look": np.zeros(2, np.float32)}
 
-    def ends_episode(self, vec: np.ndarray) -> np.ndarray:
-        """Rows whose encoded actions ``(B, F, 12)`` end the episode: none."""
-        return np.zeros(len(vec), bool)
-
     def effort(self, vec: np.ndarray) -> np.ndarray:
         """Mean square of (movement key pressed, yaw rate, pitch rate) per row of ``vec``."""
         moving = 1.0 - vec[..., 0]  # slot 0: no movement key
@@ -185,7 +189,7 @@ class CameraHead:
 
 
 @dataclass(frozen=True)
-class RobotHead:
+class RobotHead(_Head):
     """RT-1 style end-effector and base actions (the robot's camera does not move)."""
 
     mode: str = "dict"
@@ -245,7 +249,7 @@ class RobotHead:
 
 
 @dataclass(frozen=True)
-class DrivingHead:
+class DrivingHead(_Head):
     """Ego-vehicle steering and acceleration."""
 
     max_steer_deg: float = 30.0
@@ -267,10 +271,6 @@ class DrivingHead:
     def idle_action(self) -> Any:
         """One step's do-nothing action: straight on, speed held."""
         return np.zeros(2, np.float32)
-
-    def ends_episode(self, vec: np.ndarray) -> np.ndarray:
-        """Rows whose encoded actions ``(B, F, 2)`` end the episode: none."""
-        return np.zeros(len(vec), bool)
 
     def effort(self, vec: np.ndarray) -> np.ndarray:
         """Mean square of (steering, acceleration) fractions per row."""

@@ -95,7 +95,9 @@ class ActionCost:
         return -self.weight * torch.as_tensor(info["effort"]).float()
 
 
-def evaluate(hooks: Hook | Sequence[Hook] | None, args: tuple, batch: int, kind: str) -> np.ndarray:
+def evaluate(
+    hooks: Hook | Sequence[Hook] | None, args: tuple | None, batch: int, kind: str
+) -> np.ndarray:
     """Run hooks and combine them into a ``(B,)`` float64 (reward) or bool (termination) array."""
     dtype = np.float64 if kind == "reward" else np.bool_
     total = np.zeros(batch, dtype)

@@ -399,14 +399,16 @@ class WorldModelVectorEnv(VectorEnv):
             )
 
     def _judge(self, prev_frame, vec: np.ndarray, prev_pose) -> tuple[np.ndarray, ...]:
-        as_t = lambda p: None if p is None else torch.from_numpy(p).to(self.device)  # noqa: E731
-        info = {
-            "pose": as_t(self._pose),
-            "prev_pose": as_t(prev_pose),
-            "step": torch.from_numpy(self._steps).to(self.device),
-            "effort": torch.from_numpy(self.head.effort(vec)).to(self.device),
-        }
-        args = (prev_frame, torch.from_numpy(vec).to(self.device), self._frames[:, -1], info)
+        args = None
+        if self.reward_fn is not None or self.termination_fn is not None:  # hooks' arguments
+            as_t = lambda p: None if p is None else torch.from_numpy(p).to(self.device)  # noqa: E731
+            info = {
+                "pose": as_t(self._pose),
+                "prev_pose": as_t(prev_pose),
+                "step": as_t(self._steps),
+                "effort": as_t(self.head.effort(vec)),
+            }
+            args = (prev_frame, as_t(vec), self._frames[:, -1], info)
         rewards = hook_lib.evaluate(self.reward_fn, args, self.num_envs, "reward")
         terminated = hook_lib.evaluate(self.termination_fn, args, self.num_envs, "termination")
         terminated |= self.head.ends_episode(vec)  # RT-1's terminate_episode = 0
