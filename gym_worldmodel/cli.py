@@ -190,6 +190,13 @@ def train_main(argv: Sequence[str]) -> None:
         "restarts at zero, so training begins from repeating the last frame",
     )
     parser.add_argument(
+        "--anchor-motion",
+        action="store_true",
+        help="self-forcing: move each frame's anchor by the image shift its actions imply "
+        "(DiTConfig.anchor_motion), fitted to the recorded frames of each world whose picture "
+        "moves with its actions",
+    )
+    parser.add_argument(
         "--clean-anchors",
         action="store_true",
         help="teacher: anchor every chunk to the clean previous recorded frame, as the env "
@@ -267,6 +274,8 @@ def train_main(argv: Sequence[str]) -> None:
         raise SystemExit("--clean-anchors is a teacher option")
     if args.balanced and args.stage != "self-forcing":
         raise SystemExit("--balanced is a self-forcing option")
+    if args.anchor_motion and args.stage != "self-forcing":
+        raise SystemExit("--anchor-motion is a self-forcing option")
     if args.stage == "teacher":
         train_teacher(
             args.data,
@@ -303,6 +312,7 @@ def train_main(argv: Sequence[str]) -> None:
             memory=args.memory,
             probe_steps=20 if args.budget else args.probe_steps,
             balanced=args.balanced,
+            anchor_motion=args.anchor_motion,
         )
     else:
         train_student(

@@ -30,6 +30,17 @@ def tiny_model(tiny_config: WorldModelConfig) -> WorldModel:
     return randomize(WorldModel(tiny_config).eval())
 
 
+@pytest.fixture
+def moving_model(tiny_model: WorldModel) -> WorldModel:
+    """The tiny model with moving anchors (``anchor_motion``) for every modality."""
+    gen = torch.Generator().manual_seed(5)
+    rates = {
+        name: torch.randn(width, 2, generator=gen)
+        for name, width in tiny_model.config.dit.modalities.items()
+    }
+    return tiny_model.with_anchor_motion(rates).eval()
+
+
 def kept_anchors(chunks: list[torch.Tensor], keep: list[int]) -> torch.Tensor:
     """Anchors ``(B, len(keep) + 1, C, h, w)`` of a sequence of the kept chunks of an episode
     ``chunks`` (each ``(B, F, C, h, w)``) followed by the chunk after the last one: each kept

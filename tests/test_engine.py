@@ -36,9 +36,11 @@ def roll(model, seeds, actions, modality, **sampler):
 # --- cache equivalence ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["tiny_model", "moving_model"])
 @pytest.mark.parametrize("steps", [2, 9])  # 9 chunks with a 2-chunk window wraps the ring 4 times
-def test_cached_generation_equals_sequence_recompute(tiny_model, steps):
+def test_cached_generation_equals_sequence_recompute(request, name, steps):
     """Denoising with the cache equals a from-scratch forward over the same visible context."""
+    tiny_model = request.getfixturevalue(name)
     dit, fr = tiny_model.dit, tiny_model.dit.config.chunk_frames
     modality = torch.tensor([0, 1, 2])
     _, rollout = make_engine(tiny_model, 3)
@@ -196,6 +198,53 @@ def test_cache_state_from_a_model_without_anchor_is_refused(tiny_model):
         cache.load_state_dict(state)
 
 
+# --- moving anchors (anchor_motion) ----------------------------------------------------------
+
+
+def test_moved_anchors_follow_the_actions_frame_by_frame(tiny_model):
+    """Frame k of a chunk sees its anchor moved by the sum of actions 0..k times the rates."""
+    cfg = tiny_model.config.dit
+    rates = torch.zeros(cfg.modalities["camera"], 2)
+    rates[3] = torch.tensor([1.0, 0.0])  # one latent pixel right per unit of dimension 3
+    rates[4] = torch.tensor([0.0, -0.5])  # half a pixel up per unit of dimension 4
+    model = tiny_model.with_anchor_motion({"camera": rates})
+    gen = torch.Generator().manual_seed(0)
+    side = cfg.latent_size
+    anchors = torch.randn(1, 2, cfg.latent_channels, side, side, generator=gen)
+    anchors[:, 0] = 0.0  # the sink has none
+    actions = torch.zeros(1, 2 * cfg.chunk_frames, cfg.action_dim)
+    actions[..., 3] = 1.0
+    actions[:, cfg.chunk_frames + 1, 4] = 2.0  # chunk 1, frame 1: one pixel up
+    camera = torch.tensor([cfg.modality_id("camera")])
+    moved = model.dit.moved_anchors(anchors, actions, camera)
+    assert moved.shape == (1, 2 * cfg.chunk_frames, *anchors.shape[2:])
+    assert not moved[:, : cfg.chunk_frames].any()  # zero stays zero
+    a = anchors[0, 1]
+    first, second = moved[0, cfg.chunk_frames :]
+    torch.testing.assert_close(first[..., :, 1:], a[..., :, :-1])  # 1 px right; border repeats
+    torch.testing.assert_close(first[..., :, 0], a[..., :, 0])
+    torch.testing.assert_close(second[..., :-1, 2:], a[..., 1:, :-2])  # 2 right, 1 up
+    robot = torch.tensor([cfg.modality_id("robot")])  # no rates: every frame sees the anchor
+    still = model.dit.moved_anchors(anchors, actions, robot)
+    torch.testing.assert_close(still, anchors.repeat_interleave(cfg.chunk_frames, 1))
+
+
+def test_with_anchor_motion_at_zero_rates_generates_what_the_model_did(tiny_model):
+    upgraded = tiny_model.with_anchor_motion({})
+    assert upgraded.config.dit.anchor_motion and not upgraded.dit.anchor_motion.any()
+    actions = random_actions(ChunkRollout(tiny_model.dit, tiny_model.config.sampler), 2, 3)
+    modality = torch.tensor([0, 1])
+    before, _ = roll(tiny_model, [0, 1], actions, modality)
+    after, _ = roll(upgraded, [0, 1], actions, modality)
+    torch.testing.assert_close(before, after, atol=1e-4, rtol=1e-4)  # per-frame sums
+    with pytest.raises(ValueError, match=r"anchor motion of 'camera'.*\(12, 2\)"):
+        tiny_model.with_anchor_motion({"camera": torch.zeros(3, 2)})
+    with pytest.raises(ValueError, match="anchor motion of 'boat'"):
+        tiny_model.with_anchor_motion({"boat": torch.zeros(3, 2)})
+    with pytest.raises(ValueError, match="anchor_motion"):
+        WorldModelConfig.tiny(frame_anchor=False, anchor_motion=True)
+
+
 # --- anchored prediction (anchor_sigma) -------------------------------------------------------
 
 
@@ -248,7 +297,9 @@ def test_anchor_sigma_needs_the_frame_anchor():
 # --- row independence and determinism --------------------------------------------------------
 
 
-def test_row_is_bitwise_identical_alone_or_in_a_batch_of_8(tiny_model):
+@pytest.mark.parametrize("name", ["tiny_model", "moving_model"])
+def test_row_is_bitwise_identical_alone_or_in_a_batch_of_8(request, name):
+    tiny_model = request.getfixturevalue(name)
     _, rollout = make_engine(tiny_model, 8)
     actions = random_actions(rollout, 8, 4, seed=7)
     modality = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])

@@ -291,9 +291,12 @@ def test_recipes_end_to_end(tmp_path):
         progress=False,
         probe_steps=2,
         balanced=True,
+        anchor_motion=True,
     )
     loaded = hub.from_pretrained(tmp_path / "self-forcing" / "model")
     assert loaded.config.sampler.nfe == 1 and not loaded.config.sampler.stochastic
+    assert loaded.config.dit.anchor_motion  # fitted (or left still) and shipped with the model
+    torch.testing.assert_close(loaded.dit.anchor_motion, tuned.dit.anchor_motion)
     assert not torch.equal(tuned.dit.out.weight, model.dit.out.weight)
     # the latent action probe was trained first, in its own resumable run, and checked held out
     probe_run = tmp_path / "self-forcing" / "action-probe"
@@ -328,8 +331,35 @@ def test_recipes_end_to_end(tmp_path):
         argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", flag, value]
         with pytest.raises(SystemExit, match="action-weight"):
             train_main(argv)
-    with pytest.raises(SystemExit, match="self-forcing option"):
-        train_main(["teacher", "--data", "d", "--out", "o", "--init", "i", "--balanced"])
+    for flag in ("--balanced", "--anchor-motion"):
+        with pytest.raises(SystemExit, match="self-forcing option"):
+            train_main(["teacher", "--data", "d", "--out", "o", "--init", "i", flag])
+
+
+def test_anchor_motion_is_fitted_to_how_the_actions_move_the_picture():
+    """Frames that slide 2 px right per unit of action 0 and 1 px up per unit of action 1."""
+    from gym_worldmodel.training.motion import fit_anchor_motion, image_shift
+
+    rng = np.random.default_rng(0)
+    episodes = []
+    for seed in range(3):
+        actions = rng.integers(-1, 2, (40, 3)).astype(np.float32)  # action 2 moves nothing
+        frame = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+        frames = [frame]
+        for a in actions:
+            frame = np.roll(frame, (-int(a[1]), 2 * int(a[0])), axis=(0, 1))
+            frames.append(frame)
+        episodes.append(Episode(np.stack(frames), actions, None, seed))
+    ep = episodes[0]
+    shifts = image_shift(ep.frames[:-1], ep.frames[1:])
+    np.testing.assert_array_equal(shifts, ep.actions[:, :2] * [2, -1])
+    rate, explained = fit_anchor_motion(episodes, latent_scale=0.5, pairs=200)
+    np.testing.assert_allclose(rate, [[1.0, 0.0], [0.0, -0.5], [0.0, 0.0]], atol=1e-4)
+    assert explained > 0.999
+    still = [dataclasses.replace(e, frames=np.repeat(e.frames[:1], 41, 0)) for e in episodes]
+    assert fit_anchor_motion(still, 0.5, pairs=50)[1] == 0.0  # nothing moves: nothing explained
+    with pytest.raises(ValueError, match="reach"):
+        image_shift(ep.frames[:1], ep.frames[1:2], reach=16)
 
 
 def test_self_forcing_trains_the_recorded_future_after_the_models_own_history():

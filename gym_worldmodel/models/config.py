@@ -122,6 +122,13 @@ class DiTConfig:
             changes. Chunks without an anchor (the sink, memory) use a unit prior centred on
             zero. 0 turns it off: the raw output is the velocity (checkpoints written before
             this option).
+        anchor_motion: Move each frame's anchor by the image motion its actions imply
+            (needs ``frame_anchor``): a per-modality linear map from the action vector to a
+            shift in latent pixels per frame (``CausalChunkDiT.anchor_motion``, fitted to the
+            recorded frames by ``training.motion.fit_anchor_motion`` and fine-tuned), summed
+            over the chunk's frames up to each one. A camera that turns 6 degrees a frame moves
+            the scene about 6 pixels; the network then corrects the shifted anchor rather than
+            learning the shift. False keeps checkpoints written before this option loadable.
     """
 
     latent_channels: int = 4
@@ -141,8 +148,11 @@ class DiTConfig:
     action_embed_dim: int = 64
     frame_anchor: bool = False
     anchor_sigma: float = 0.0
+    anchor_motion: bool = False
 
     def __post_init__(self) -> None:
+        if self.anchor_motion and not self.frame_anchor:
+            raise ValueError("anchor_motion moves the frame anchor: it needs frame_anchor=True")
         if self.anchor_sigma < 0 or (self.anchor_sigma and not self.frame_anchor):
             raise ValueError(
                 f"anchor_sigma must be >= 0 and needs frame_anchor=True, got {self.anchor_sigma} "

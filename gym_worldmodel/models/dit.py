@@ -151,6 +151,12 @@ class CausalChunkDiT(nn.Module):
             nn.init.zeros_(layer.bias)
         if self.anchor_embed is not None:  # starts as a no-op: fine-tuning keeps what was learned
             nn.init.zeros_(self.anchor_embed.weight)
+        # Latent pixels (x, y) a frame's content moves per unit of each action dimension.
+        self.anchor_motion = (
+            nn.Parameter(torch.zeros(len(config.modalities), config.action_dim, 2))
+            if config.anchor_motion
+            else None
+        )
         self.rope = Rotary3D(config.rope_axes, config.rope_theta)
         side = config.latent_size // p
         # The current chunk always sits at time ``context_frames``: queries and fresh keys.
@@ -316,6 +322,19 @@ class CausalChunkDiT(nn.Module):
         actions = torch.zeros(n, f, self.config.action_dim, device=latents.device)
         self._run(latents, t_frames, actions, modality, None, context)
 
+    def moved_anchors(self, anchors: Tensor, actions: Tensor, modality: Tensor) -> Tensor:
+        """Each frame's anchor ``(B, N * F, C, h, w)`` from each chunk's ``(B, N, C, h, w)``.
+
+        With ``anchor_motion``, frame ``k`` of a chunk sees its chunk's anchor moved by the
+        motion of the chunk's actions ``0..k`` (action ``k`` leads to frame ``k``). Zero
+        anchors (the sink, memory) stay zero.
+        """
+        b, n, f = anchors.shape[0], anchors.shape[1], self.config.chunk_frames
+        rate = self.anchor_motion[modality].float()  # (B, A, 2)
+        step = (actions.float()[..., None] * rate[:, None]).sum(-2)  # (B, NF, 2), per row
+        shift = step.reshape(b, n, f, 2).cumsum(2).reshape(b, n * f, 2)
+        return shift_frames(anchors.repeat_interleave(f, 1), shift).to(anchors.dtype)
+
     def _run(
         self,
         x: Tensor,
@@ -329,7 +348,12 @@ class CausalChunkDiT(nn.Module):
         p, side = self.config.patch_size, self.config.latent_size // self.config.patch_size
         patches = "b f c (h p) (w q) -> b f (h w) (c p q)"
         tokens = self.patch_embed(rearrange(x, patches, p=p, q=p))  # (B, NF, Tf, dim)
-        if anchors is not None:  # (B, N, C, h, w): one anchor frame per chunk
+        if anchors is not None and self.anchor_motion is not None:  # one anchor per frame
+            anchors = self.moved_anchors(anchors, actions, modality)
+            tokens = tokens + self.anchor_embed(
+                rearrange(anchors, patches, p=p, q=p).to(tokens.dtype)
+            )
+        elif anchors is not None:  # (B, N, C, h, w): one anchor frame per chunk
             anchor = self.anchor_embed(rearrange(anchors, patches, p=p, q=p).to(tokens.dtype))
             chunks = tokens.unflatten(1, (anchors.shape[1], -1))  # (B, N, F, Tf, dim)
             tokens = (chunks + anchor[:, :, None]).flatten(1, 2)
@@ -345,6 +369,29 @@ class CausalChunkDiT(nn.Module):
                 anchors = torch.zeros_like(x[:, :1])
             out = anchored_velocity(x, t_frames, anchors, out, self.config.anchor_sigma)
         return out
+
+
+def shift_frames(frames: Tensor, shift: Tensor) -> Tensor:
+    """Frames ``(B, N, C, h, w)`` with their content moved by ``shift`` ``(B, N, 2)`` pixels.
+
+    ``shift`` is (x, y), right and down positive, fractional: bilinear, with the border
+    repeated where content comes in. Float32 out.
+    """
+    b, n, c, h, w = frames.shape
+    ys = torch.arange(h, device=frames.device, dtype=torch.float32)
+    xs = torch.arange(w, device=frames.device, dtype=torch.float32)
+    d = shift.float().reshape(b * n, 1, 1, 2)
+    gx = (xs[None, None, :] - d[..., 0]) * (2 / (w - 1)) - 1  # (BN, 1, w)
+    gy = (ys[None, :, None] - d[..., 1]) * (2 / (h - 1)) - 1  # (BN, h, 1)
+    grid = torch.stack(torch.broadcast_tensors(gx, gy), -1)  # (BN, h, w, 2)
+    out = F.grid_sample(
+        frames.float().reshape(b * n, c, h, w),
+        grid,
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=True,
+    )
+    return out.reshape(b, n, c, h, w)
 
 
 def anchored_velocity(
@@ -363,7 +410,8 @@ def anchored_velocity(
     Args:
         x: ``(B, NF, C, h, w)`` noisy input.
         t_frames: ``(B, NF)`` noise level of each frame.
-        anchors: ``(B, N, C, h, w)`` anchor of each chunk (zero: none).
+        anchors: ``(B, N, C, h, w)`` anchor of each chunk, or ``(B, NF, C, h, w)`` of each
+            frame (zero: none).
         raw: ``(B, NF, C, h, w)`` network output.
         sigma: Prior standard deviation about the anchor.
 

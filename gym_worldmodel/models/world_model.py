@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,6 +46,36 @@ class WorldModel(nn.Module):
         if set(missing) != {"dit.anchor_embed.weight"} or unexpected:
             raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
         return model.train(self.training)
+
+    def with_anchor_motion(self, rates: Mapping[str, Any]) -> WorldModel:
+        """This model with moving anchors (``DiTConfig.anchor_motion``), from ``rates``.
+
+        Args:
+            rates: Modality name -> ``(width, 2)`` latent pixels (x, y) each action dimension
+                moves a frame's content (``training.motion.fit_anchor_motion``); modalities
+                left out do not move their anchors. Replaces the rates of a model that has them.
+        """
+        model = self.with_frame_anchor()
+        if not model.config.dit.anchor_motion:
+            dit = dataclasses.replace(model.config.dit, anchor_motion=True)
+            moved = WorldModel(dataclasses.replace(model.config, dit=dit))
+            missing, unexpected = moved.load_state_dict(model.state_dict(), strict=False)
+            if set(missing) != {"dit.anchor_motion"} or unexpected:
+                raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
+            model = moved.train(self.training)
+        table = model.dit.anchor_motion
+        for name, rate in rates.items():
+            rate = torch.as_tensor(np.asarray(rate, np.float32))
+            width = model.config.dit.modalities.get(name)
+            if width is None or rate.shape != (width, 2):
+                raise ValueError(
+                    f"anchor motion of {name!r}: expected a known modality and ({width}, 2) "
+                    f"rates, got {tuple(rate.shape)}"
+                )
+            with torch.no_grad():
+                table[model.config.dit.modality_id(name)].zero_()
+                table[model.config.dit.modality_id(name), :width] = rate
+        return model
 
     def with_anchor_sigma(self, sigma: float) -> WorldModel:
         """This model predicting frames as changes from their anchor (``DiTConfig.anchor_sigma``).

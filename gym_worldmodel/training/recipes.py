@@ -31,6 +31,7 @@ from gym_worldmodel.training.losses import (
     teacher_loss,
     vae_loss,
 )
+from gym_worldmodel.training.motion import fit_anchor_motion
 from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
 from gym_worldmodel.training.trainer import LossFn, TrainConfig, Trainer
 
@@ -121,6 +122,32 @@ def encode_episodes(
             out.append(LatentEpisode(latents.numpy(), ep.actions, ep.poses))
             bar.update(len(frames))
     return out
+
+
+def anchor_motion_rates(
+    model: WorldModel, data: Sequence[Path], min_explained: float = 0.25
+) -> dict[str, np.ndarray]:
+    """Anchor motion fitted to each modality's training episodes in ``data``.
+
+    A modality whose fit explains less than ``min_explained`` of its frames' shifts (a fixed
+    camera, a road that scrolls with speed rather than with an action) is left out: its anchors
+    stay still. Prints each fit.
+    """
+    episodes: dict[str, list] = {}
+    for d in data:
+        episodes.setdefault(read_card(Path(d))["modality"], []).extend(
+            load_episodes(Path(d), "train")
+        )
+    scale = model.config.dit.latent_size / model.config.vae.image_size
+    rates = {}
+    for modality, eps in episodes.items():
+        rate, explained = fit_anchor_motion(eps, scale)
+        kept = explained >= min_explained
+        print(f"anchor motion {modality}: explains {explained:.2f} of the frame shifts", end="")
+        print(f"; largest rate {np.abs(rate).max():.2f} latent px" if kept else "; left still")
+        if kept:
+            rates[modality] = rate[: model.config.dit.modalities[modality]]
+    return rates
 
 
 def chunk_windows(
@@ -412,6 +439,7 @@ def train_self_forcing(
     memory: bool = False,
     probe_steps: int = 600,
     balanced: bool = False,
+    anchor_motion: bool = False,
 ) -> WorldModel:
     """Fine-tune ``init`` on its own rollouts against the recorded future (``self_forcing.py``).
 
@@ -422,9 +450,12 @@ def train_self_forcing(
     ``<run_dir>/action-probe``). With ``config.adversarial_weight``, a fresh chunk critic is
     trained alongside the model (in its checkpoint; not shipped). With ``balanced``, each
     modality's windows are drawn equally often (``Balanced.by_modality``); else in proportion
-    to the frames each dataset holds.
+    to the frames each dataset holds. With ``anchor_motion``, an ``init`` without moving anchors
+    gains them (:func:`anchor_motion_rates`); one that has them keeps its own.
     """
     tuned = hub.from_pretrained(init).with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
+    if anchor_motion and not tuned.config.dit.anchor_motion:
+        tuned = tuned.with_anchor_motion(anchor_motion_rates(tuned, data))
     sampler = tuned.config.sampler
     tuned.vae.requires_grad_(False)
     config = config or SelfForcingConfig()
