@@ -66,7 +66,8 @@ class World:
 
 
 WORLDS: dict[str, World] = {
-    # Its own checkpoint: the shared one, self-forced further on the camera worlds' data alone.
+    # Its own checkpoint: the shared one, self-forced further on the camera worlds' data alone,
+    # with moving anchors (DiTConfig.anchor_motion: the previous frame shifted as the keys turn).
     "citywalk": World(
         "citywalk",
         CameraHead(),
