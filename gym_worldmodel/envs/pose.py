@@ -38,10 +38,13 @@ def integrate_driving(
     dt: float,
     max_steer_deg: float,
     max_accel: float,
+    max_speed: float,
     wheelbase_m: float = 2.7,
-    max_speed: float = 40.0,
 ) -> np.ndarray:
-    """Kinematic bicycle model over per-frame ``(B, F, 2)`` (steering, acceleration) fractions."""
+    """Kinematic bicycle model over per-frame ``(B, F, 2)`` (steering, acceleration) fractions.
+
+    Speed stays in ``[0, max_speed]`` m/s (the head's ``DrivingHead.max_speed``).
+    """
     pose = pose.copy()
     for f in range(vec.shape[1]):
         steer = np.radians(vec[:, f, 0] * max_steer_deg)

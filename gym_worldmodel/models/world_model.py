@@ -72,9 +72,10 @@ class WorldModel(nn.Module):
                     f"anchor motion of {name!r}: expected a known modality and ({width}, 2) "
                     f"rates, got {tuple(rate.shape)}"
                 )
+            row = table[model.config.dit.modality_id(name)]
             with torch.no_grad():
-                table[model.config.dit.modality_id(name)].zero_()
-                table[model.config.dit.modality_id(name), :width] = rate
+                row.zero_()
+                row[:width] = rate
         return model
 
     def with_anchor_sigma(self, sigma: float) -> WorldModel:
