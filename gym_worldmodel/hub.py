@@ -197,7 +197,7 @@ def _load_directory(directory: Path) -> WorldModel:
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     config = read_config(config_path)
     try:
-        tensors = load_file(weights_path)
+        tensors = WorldModel.upgrade_state_dict(load_file(weights_path))
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(
             f"{weights_path} is not a readable safetensors file ({err}); "

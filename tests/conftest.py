@@ -35,7 +35,7 @@ def moving_model(tiny_model: WorldModel) -> WorldModel:
     """The tiny model with moving anchors (``anchor_motion``) for every modality."""
     gen = torch.Generator().manual_seed(5)
     rates = {
-        name: torch.randn(width, 2, generator=gen)
+        name: torch.randn(width, 3, generator=gen) * torch.tensor([1.0, 1.0, 0.05])
         for name, width in tiny_model.config.dit.modalities.items()
     }
     return tiny_model.with_anchor_motion(rates).eval()

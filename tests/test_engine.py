@@ -204,9 +204,9 @@ def test_cache_state_from_a_model_without_anchor_is_refused(tiny_model):
 def test_moved_anchors_follow_the_actions_frame_by_frame(tiny_model):
     """Frame k of a chunk sees its anchor moved by the sum of actions 0..k times the rates."""
     cfg = tiny_model.config.dit
-    rates = torch.zeros(cfg.modalities["camera"], 2)
-    rates[3] = torch.tensor([1.0, 0.0])  # one latent pixel right per unit of dimension 3
-    rates[4] = torch.tensor([0.0, -0.5])  # half a pixel up per unit of dimension 4
+    rates = torch.zeros(cfg.modalities["camera"], 3)
+    rates[3] = torch.tensor([1.0, 0.0, 0.0])  # one latent pixel right per unit of dimension 3
+    rates[4] = torch.tensor([0.0, -0.5, 0.0])  # half a pixel up per unit of dimension 4
     model = tiny_model.with_anchor_motion({"camera": rates})
     gen = torch.Generator().manual_seed(0)
     side = cfg.latent_size
@@ -237,10 +237,10 @@ def test_with_anchor_motion_at_zero_rates_generates_what_the_model_did(tiny_mode
     before, _ = roll(tiny_model, [0, 1], actions, modality)
     after, _ = roll(upgraded, [0, 1], actions, modality)
     torch.testing.assert_close(before, after, atol=1e-4, rtol=1e-4)  # per-frame sums
-    with pytest.raises(ValueError, match=r"anchor motion of 'camera'.*\(12, 2\)"):
-        tiny_model.with_anchor_motion({"camera": torch.zeros(3, 2)})
+    with pytest.raises(ValueError, match=r"anchor motion of 'camera'.*\(12, 3\)"):
+        tiny_model.with_anchor_motion({"camera": torch.zeros(12, 2)})
     with pytest.raises(ValueError, match="anchor motion of 'boat'"):
-        tiny_model.with_anchor_motion({"boat": torch.zeros(3, 2)})
+        tiny_model.with_anchor_motion({"boat": torch.zeros(3, 3)})
     with pytest.raises(ValueError, match="anchor_motion"):
         WorldModelConfig.tiny(frame_anchor=False, anchor_motion=True)
 

@@ -214,6 +214,16 @@ def test_shape_and_key_mismatches_are_listed(saved: Path, tiny_model: WorldModel
     assert f"{float_name}: got torch.int32, expected a floating dtype" in message
 
 
+def test_anchor_motion_written_before_the_zoom_loads_with_zero_zoom(moving_model, tmp_path):
+    """Checkpoints whose anchor motion is ``(M, A, 2)`` (shift only) still load."""
+    moving_model.dit.anchor_motion.data[..., 2] = 0.0
+    path = save_pretrained(moving_model, tmp_path / "old")
+    tensors = safetensors.torch.load_file(path / "model.safetensors")
+    tensors["dit.anchor_motion"] = tensors["dit.anchor_motion"][..., :2].contiguous()
+    safetensors.torch.save_file(tensors, path / "model.safetensors")
+    assert_same_model(from_pretrained(path), moving_model)
+
+
 def test_path_that_does_not_exist(tmp_path: Path) -> None:
     for missing in [tmp_path / "nope", str(tmp_path / "nope"), "./nope-dir", "a/b/c", "~/x/y/z"]:
         with pytest.raises(FileNotFoundError, match="does not exist"):

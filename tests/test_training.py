@@ -337,29 +337,38 @@ def test_recipes_end_to_end(tmp_path):
 
 
 def test_anchor_motion_is_fitted_to_how_the_actions_move_the_picture():
-    """Frames that slide 2 px right per unit of action 0 and 1 px up per unit of action 1."""
-    from gym_worldmodel.training.motion import fit_anchor_motion, image_shift
+    """Frames that slide 2 px right per unit of action 0, 1 px up per unit of action 1 and
+    grow 4% per unit of action 2; action 3 moves nothing."""
+    from gym_worldmodel.models.dit import move_frames
+    from gym_worldmodel.training.motion import fit_anchor_motion, image_motion
 
     rng = np.random.default_rng(0)
     episodes = []
-    for seed in range(3):
-        actions = rng.integers(-1, 2, (40, 3)).astype(np.float32)  # action 2 moves nothing
-        frame = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
-        frames = [frame]
-        for a in actions:
-            frame = np.roll(frame, (-int(a[1]), 2 * int(a[0])), axis=(0, 1))
-            frames.append(frame)
-        episodes.append(Episode(np.stack(frames), actions, None, seed))
-    ep = episodes[0]
-    shifts = image_shift(ep.frames[:-1], ep.frames[1:])
-    np.testing.assert_array_equal(shifts, ep.actions[:, :2] * [2, -1])
+    for seed in range(60):  # one step each: motion from a still start, so nothing compounds
+        action = rng.integers(-1, 2, (1, 4)).astype(np.float32)
+        action[:, 2] = np.abs(action[:, 2])
+        scene = torch.from_numpy(rng.integers(0, 256, (1, 1, 3, 96, 96)).astype(np.float32))
+        scene = torch.nn.functional.avg_pool3d(scene, (1, 3, 3), 1, (0, 1, 1))  # smoother
+        frames = []
+        for a in (np.zeros(4, np.float32), action[0]):
+            motion = torch.tensor([[[2 * a[0], -a[1], 0.04 * a[2]]]])
+            view = move_frames(scene, motion)[0, 0, :, 32:64, 32:64]  # the middle of the scene
+            frames.append(view.permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy())
+        episodes.append(Episode(np.stack(frames), action, None, seed))
+    before = np.stack([e.frames[0] for e in episodes])
+    after = np.stack([e.frames[1] for e in episodes])
+    actions = np.concatenate([e.actions for e in episodes])
+    found = image_motion(before, after)
+    np.testing.assert_allclose(found[:, :2], actions[:, :2] * [2, -1], atol=0.1)  # whole px
+    np.testing.assert_allclose(found[:, 2], actions[:, 2] * 0.04, atol=0.011)
     rate, explained = fit_anchor_motion(episodes, latent_scale=0.5, pairs=200)
-    np.testing.assert_allclose(rate, [[1.0, 0.0], [0.0, -0.5], [0.0, 0.0]], atol=1e-4)
-    assert explained > 0.999
-    still = [dataclasses.replace(e, frames=np.repeat(e.frames[:1], 41, 0)) for e in episodes]
+    expected = [[1.0, 0.0, 0.0], [0.0, -0.5, 0.0], [0.0, 0.0, 0.04], [0.0, 0.0, 0.0]]
+    np.testing.assert_allclose(rate, expected, atol=0.03)  # whole pixels under a zoom
+    assert explained > 0.95
+    still = [dataclasses.replace(e, frames=np.repeat(e.frames[:1], 2, 0)) for e in episodes]
     assert fit_anchor_motion(still, 0.5, pairs=50)[1] == 0.0  # nothing moves: nothing explained
     with pytest.raises(ValueError, match="reach"):
-        image_shift(ep.frames[:1], ep.frames[1:2], reach=16)
+        image_motion(before, after, reach=16)
 
 
 def test_self_forcing_trains_the_recorded_future_after_the_models_own_history():

@@ -124,11 +124,12 @@ class DiTConfig:
             this option).
         anchor_motion: Move each frame's anchor by the image motion its actions imply
             (needs ``frame_anchor``): a per-modality linear map from the action vector to a
-            shift in latent pixels per frame (``CausalChunkDiT.anchor_motion``, fitted to the
-            recorded frames by ``training.motion.fit_anchor_motion`` and fine-tuned), summed
-            over the chunk's frames up to each one. A camera that turns 6 degrees a frame moves
-            the scene about 6 pixels; the network then corrects the shifted anchor rather than
-            learning the shift. False keeps checkpoints written before this option loadable.
+            shift in latent pixels and a zoom per frame (``CausalChunkDiT.anchor_motion``,
+            fitted to the recorded frames by ``training.motion.fit_anchor_motion`` and
+            fine-tuned), summed over the chunk's frames up to each one. A camera that turns 6
+            degrees a frame moves the scene about 6 pixels, one that walks forward magnifies it
+            about 3%; the network then corrects the moved anchor rather than learning the
+            motion. False keeps checkpoints written before this option loadable.
     """
 
     latent_channels: int = 4

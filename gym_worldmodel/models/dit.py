@@ -151,9 +151,9 @@ class CausalChunkDiT(nn.Module):
             nn.init.zeros_(layer.bias)
         if self.anchor_embed is not None:  # starts as a no-op: fine-tuning keeps what was learned
             nn.init.zeros_(self.anchor_embed.weight)
-        # Latent pixels (x, y) a frame's content moves per unit of each action dimension.
+        # Latent pixels (x, y) and log zoom a frame's content moves per unit of each action.
         self.anchor_motion = (
-            nn.Parameter(torch.zeros(len(config.modalities), config.action_dim, 2))
+            nn.Parameter(torch.zeros(len(config.modalities), config.action_dim, 3))
             if config.anchor_motion
             else None
         )
@@ -325,15 +325,15 @@ class CausalChunkDiT(nn.Module):
     def moved_anchors(self, anchors: Tensor, actions: Tensor, modality: Tensor) -> Tensor:
         """Each frame's anchor ``(B, N * F, C, h, w)`` from each chunk's ``(B, N, C, h, w)``.
 
-        With ``anchor_motion``, frame ``k`` of a chunk sees its chunk's anchor moved by the
-        motion of the chunk's actions ``0..k`` (action ``k`` leads to frame ``k``). Zero
-        anchors (the sink, memory) stay zero.
+        With ``anchor_motion``, frame ``k`` of a chunk sees its chunk's anchor moved (shifted
+        and zoomed, :func:`move_frames`) by the motion of the chunk's actions ``0..k`` (action
+        ``k`` leads to frame ``k``). Zero anchors (the sink, memory) stay zero.
         """
         b, n, f = anchors.shape[0], anchors.shape[1], self.config.chunk_frames
-        rate = self.anchor_motion[modality].float()  # (B, A, 2)
-        step = (actions.float()[..., None] * rate[:, None]).sum(-2)  # (B, NF, 2), per row
-        shift = step.reshape(b, n, f, 2).cumsum(2).reshape(b, n * f, 2)
-        return shift_frames(anchors.repeat_interleave(f, 1), shift).to(anchors.dtype)
+        rate = self.anchor_motion[modality].float()  # (B, A, 3)
+        step = (actions.float()[..., None] * rate[:, None]).sum(-2)  # (B, NF, 3), per row
+        motion = step.reshape(b, n, f, 3).cumsum(2).reshape(b, n * f, 3)
+        return move_frames(anchors.repeat_interleave(f, 1), motion).to(anchors.dtype)
 
     def _run(
         self,
@@ -371,18 +371,21 @@ class CausalChunkDiT(nn.Module):
         return out
 
 
-def shift_frames(frames: Tensor, shift: Tensor) -> Tensor:
-    """Frames ``(B, N, C, h, w)`` with their content moved by ``shift`` ``(B, N, 2)`` pixels.
+def move_frames(frames: Tensor, motion: Tensor) -> Tensor:
+    """Frames ``(B, N, C, h, w)`` with their content moved by ``motion`` ``(B, N, 3)``.
 
-    ``shift`` is (x, y), right and down positive, fractional: bilinear, with the border
-    repeated where content comes in. Float32 out.
+    ``motion`` is (x, y, zoom): a shift in pixels, right and down positive, and the log of a
+    magnification about the frame's centre (positive: the content grows, as when the camera
+    walks towards it), applied after the shift. Bilinear, with the border repeated where
+    content comes in. Float32 out.
     """
     b, n, c, h, w = frames.shape
-    ys = torch.arange(h, device=frames.device, dtype=torch.float32)
-    xs = torch.arange(w, device=frames.device, dtype=torch.float32)
-    d = shift.float().reshape(b * n, 1, 1, 2)
-    gx = (xs[None, None, :] - d[..., 0]) * (2 / (w - 1)) - 1  # (BN, 1, w)
-    gy = (ys[None, :, None] - d[..., 1]) * (2 / (h - 1)) - 1  # (BN, h, 1)
+    m = motion.float().reshape(b * n, 1, 1, 3)
+    shrink = torch.exp(-m[..., 2])  # (BN, 1, 1)
+    xs = torch.arange(w, device=frames.device, dtype=torch.float32) - (w - 1) / 2
+    ys = torch.arange(h, device=frames.device, dtype=torch.float32) - (h - 1) / 2
+    gx = (xs[None, None, :] * shrink - m[..., 0]) * (2 / (w - 1))  # (BN, 1, w)
+    gy = (ys[None, :, None] * shrink - m[..., 1]) * (2 / (h - 1))  # (BN, h, 1)
     grid = torch.stack(torch.broadcast_tensors(gx, gy), -1)  # (BN, h, w, 2)
     out = F.grid_sample(
         frames.float().reshape(b * n, c, h, w),

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from gym_worldmodel.models.config import WorldModelConfig
 from gym_worldmodel.models.dit import CausalChunkDiT
@@ -32,6 +33,18 @@ class WorldModel(nn.Module):
         self.vae = VAE(config.vae)
         self.dit = CausalChunkDiT(config.dit)
 
+    @staticmethod
+    def upgrade_state_dict(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Weights written by earlier versions, in this version's layout (a new dict).
+
+        Anchor motion written before its zoom column (``(M, A, 2)``) gains a zero zoom.
+        """
+        out = dict(tensors)
+        rates = out.get("dit.anchor_motion")
+        if rates is not None and rates.shape[-1] == 2:
+            out["dit.anchor_motion"] = F.pad(rates, (0, 1))
+        return out
+
     def with_frame_anchor(self) -> WorldModel:
         """This model with a frame anchor (``DiTConfig.frame_anchor``) added, if it has none.
 
@@ -51,8 +64,8 @@ class WorldModel(nn.Module):
         """This model with moving anchors (``DiTConfig.anchor_motion``), from ``rates``.
 
         Args:
-            rates: Modality name -> ``(width, 2)`` latent pixels (x, y) each action dimension
-                moves a frame's content (``training.motion.fit_anchor_motion``); modalities
+            rates: Modality name -> ``(width, 3)``: latent pixels (x, y) and log zoom each
+                action dimension moves a frame's content by (``training.motion``); modalities
                 left out do not move their anchors. Replaces the rates of a model that has them.
         """
         model = self.with_frame_anchor()
@@ -67,9 +80,9 @@ class WorldModel(nn.Module):
         for name, rate in rates.items():
             rate = torch.as_tensor(np.asarray(rate, np.float32))
             width = model.config.dit.modalities.get(name)
-            if width is None or rate.shape != (width, 2):
+            if width is None or rate.shape != (width, 3):
                 raise ValueError(
-                    f"anchor motion of {name!r}: expected a known modality and ({width}, 2) "
+                    f"anchor motion of {name!r}: expected a known modality and ({width}, 3) "
                     f"rates, got {tuple(rate.shape)}"
                 )
             row = table[model.config.dit.modality_id(name)]

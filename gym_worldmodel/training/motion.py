@@ -1,11 +1,12 @@
 """How far each action moves the picture: the prior behind ``DiTConfig.anchor_motion``.
 
 A camera that turns or strafes moves the whole scene across the frame by a few pixels per
-frame. :func:`image_shift` finds that global shift between two frames (the integer shift with
-the least squared difference over the overlap), and :func:`fit_anchor_motion` fits a linear map
-from a world's action vector to it, by least squares over sampled frame pairs of the recorded
-episodes, in latent pixels. Fine-tuning starts from this map (``WorldModel.with_anchor_motion``)
-and refines it with the rest of the model.
+frame; one that walks forward magnifies it about the centre. :func:`image_motion` finds that
+global motion between two frames (the zoom and whole-pixel shift with the least squared
+difference), and :func:`fit_anchor_motion` fits
+a linear map from a world's action vector to it, by least squares over sampled frame pairs of
+the recorded episodes, in latent pixels. Fine-tuning starts from this map
+(``WorldModel.with_anchor_motion``) and refines it with the rest of the model.
 """
 
 from __future__ import annotations
@@ -13,17 +14,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
+from gym_worldmodel.models.dit import move_frames
 from gym_worldmodel.sources.episodes import Episode
 
+#: Log zooms tried per frame pair (about -10% to +10%, in steps of 1%).
+ZOOMS = np.linspace(-0.1, 0.1, 21)
 
-def image_shift(before: np.ndarray, after: np.ndarray, reach: int = 10) -> np.ndarray:
-    """Integer (x, y) pixel shifts of ``after`` against ``before``: ``(n, 2)``, right/down +.
+
+def image_motion(before: np.ndarray, after: np.ndarray, reach: int = 8) -> np.ndarray:
+    """Motion (x, y, log zoom) of ``after`` against ``before``: ``(n, 3)``, right/down +.
+
+    Searched jointly: each zoom of ``ZOOMS`` (about the centre), then every whole-pixel shift;
+    the pair with the least mean squared difference over the overlap wins. The result is in
+    :func:`~gym_worldmodel.models.dit.move_frames`' terms (shift, then zoom).
 
     Args:
         before: uint8 or float frames ``(n, H, W, 3)``.
         after: The frames that follow them, same shape.
-        reach: Largest shift tried along each axis.
+        reach: Largest shift tried along each axis, in pixels.
     """
     a = np.asarray(before, np.float32).mean(-1)
     b = np.asarray(after, np.float32).mean(-1)
@@ -31,22 +41,27 @@ def image_shift(before: np.ndarray, after: np.ndarray, reach: int = 10) -> np.nd
     if reach >= min(h, w) // 2:
         raise ValueError(f"reach {reach} must be under half the frame side ({min(h, w)})")
     best = np.full(len(a), np.inf)
-    out = np.zeros((len(a), 2), np.float32)
-    for dy in range(-reach, reach + 1):
-        for dx in range(-reach, reach + 1):
-            moved = b[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
-            still = a[:, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
-            err = ((moved - still) ** 2).mean((1, 2))
-            better = err < best
-            best[better] = err[better]
-            out[better] = dx, dy
+    out = np.zeros((len(a), 3), np.float32)
+    grey = torch.from_numpy(a)[:, None, None]  # (n, 1, 1, H, W)
+    for z in ZOOMS:
+        zoom = torch.tensor([0.0, 0.0, float(z)]).expand(len(a), 1, 3)
+        grown = move_frames(grey, zoom)[:, 0, 0].numpy()
+        for dy in range(-reach, reach + 1):
+            for dx in range(-reach, reach + 1):
+                moved = b[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
+                still = grown[:, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+                err = ((moved - still) ** 2).mean((1, 2))
+                better = err < best
+                best[better] = err[better]
+                # zoom then shift s == shift s * exp(-z) then zoom
+                out[better] = dx * np.exp(-z), dy * np.exp(-z), z
     return out
 
 
 def fit_anchor_motion(
-    episodes: Sequence[Episode], latent_scale: float, pairs: int = 2000, seed: int = 0
+    episodes: Sequence[Episode], latent_scale: float, pairs: int = 1000, seed: int = 0
 ) -> tuple[np.ndarray, float]:
-    """Least-squares map from one frame's action to its image shift, in latent pixels.
+    """Least-squares map from one frame's action to its image motion, in latent pixels.
 
     Args:
         episodes: Recorded episodes of one world (frames and the actions between them).
@@ -55,8 +70,9 @@ def fit_anchor_motion(
         seed: Sampling seed.
 
     Returns:
-        ``(A, 2)`` latent pixels (x, y) per unit of each action dimension (no constant term:
-        the zero action moves nothing), and the fraction of the shifts' variance it explains.
+        ``(A, 3)``: latent pixels (x, y) and log zoom per unit of each action dimension (no
+        constant term: the zero action moves nothing), and the fraction of the motion's
+        variance it explains (the zoom counted as the pixels it moves the frame's edge).
     """
     eps = [ep for ep in episodes if len(ep.actions)]
     if not eps:
@@ -67,9 +83,10 @@ def fit_anchor_motion(
     before = np.stack([eps[e].frames[t] for e, t in picks])
     after = np.stack([eps[e].frames[t + 1] for e, t in picks])
     actions = np.stack([eps[e].actions[t] for e, t in picks]).astype(np.float64)
-    shift = image_shift(before, after).astype(np.float64)
-    rate, *_ = np.linalg.lstsq(actions, shift, rcond=None)
-    residual = ((shift - actions @ rate) ** 2).sum()
-    total = ((shift - shift.mean(0)) ** 2).sum()
+    motion = image_motion(before, after).astype(np.float64)
+    rate, *_ = np.linalg.lstsq(actions, motion, rcond=None)
+    edge = np.array([1.0, 1.0, before.shape[2] / 2])  # pixels a unit of each moves the edge
+    residual = (((motion - actions @ rate) * edge) ** 2).sum()
+    total = (((motion - motion.mean(0)) * edge) ** 2).sum()
     explained = float(1 - residual / total) if total > 0 else 0.0
-    return (rate * latent_scale).astype(np.float32), explained
+    return (rate * [latent_scale, latent_scale, 1.0]).astype(np.float32), explained

@@ -125,7 +125,7 @@ def encode_episodes(
 
 
 def anchor_motion_rates(
-    model: WorldModel, data: Sequence[Path], min_explained: float = 0.25
+    model: WorldModel, data: Sequence[Path], min_explained: float = 0.5
 ) -> dict[str, np.ndarray]:
     """Anchor motion fitted to each modality's training episodes in ``data``.
 
@@ -451,11 +451,17 @@ def train_self_forcing(
     trained alongside the model (in its checkpoint; not shipped). With ``balanced``, each
     modality's windows are drawn equally often (``Balanced.by_modality``); else in proportion
     to the frames each dataset holds. With ``anchor_motion``, an ``init`` without moving anchors
-    gains them (:func:`anchor_motion_rates`); one that has them keeps its own.
+    gains them (:func:`anchor_motion_rates`); one whose rates were written before the zoom
+    column keeps its shifts and gains the fitted zoom; one that has them keeps its own.
     """
     tuned = hub.from_pretrained(init).with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
-    if anchor_motion and not tuned.config.dit.anchor_motion:
-        tuned = tuned.with_anchor_motion(anchor_motion_rates(tuned, data))
+    own = tuned.dit.anchor_motion
+    if anchor_motion and (own is None or not own[..., 2].any()):  # none, or written unzoomed
+        rates = anchor_motion_rates(tuned, data)
+        for name, rate in rates.items():  # rates written before the zoom keep their shifts
+            if own is not None:
+                rate[:, :2] = own[tuned.config.dit.modality_id(name), : len(rate), :2].detach()
+        tuned = tuned.with_anchor_motion(rates)
     sampler = tuned.config.sampler
     tuned.vae.requires_grad_(False)
     config = config or SelfForcingConfig()
