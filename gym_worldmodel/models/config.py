@@ -128,7 +128,7 @@ class DiTConfig:
             fitted to the recorded frames by ``training.motion.fit_anchor_motion`` and
             fine-tuned), summed over the chunk's frames up to each one. A camera that turns 6
             degrees a frame moves the scene about 6 pixels, one that walks forward magnifies it
-            about 3%; the network then corrects the moved anchor rather than learning the
+            about 5%; the network then corrects the moved anchor rather than learning the
             motion. False keeps checkpoints written before this option loadable.
     """
 
