@@ -67,7 +67,8 @@ class World:
 
 WORLDS: dict[str, World] = {
     # Its own checkpoint: the shared one, self-forced further on the camera worlds' data alone,
-    # with moving anchors (DiTConfig.anchor_motion: the previous frame shifted as the keys turn).
+    # with moving anchors (DiTConfig.anchor_motion: the previous frame shifted and zoomed as the
+    # keys turn and walk).
     "citywalk": World(
         "citywalk",
         CameraHead(),

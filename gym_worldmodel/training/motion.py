@@ -3,10 +3,10 @@
 A camera that turns or strafes moves the whole scene across the frame by a few pixels per
 frame; one that walks forward magnifies it about the centre. :func:`image_motion` finds that
 global motion between two frames (the zoom and whole-pixel shift with the least squared
-difference), and :func:`fit_anchor_motion` fits
-a linear map from a world's action vector to it, by least squares over sampled frame pairs of
-the recorded episodes, in latent pixels. Fine-tuning starts from this map
-(``WorldModel.with_anchor_motion``) and refines it with the rest of the model.
+difference), and :func:`fit_anchor_motion` fits a linear map from a world's action vector to
+it, by least squares over sampled frame pairs of the recorded episodes, in latent pixels.
+Fine-tuning starts from this map (``WorldModel.with_anchor_motion``) and refines it with the
+rest of the model.
 """
 
 from __future__ import annotations

@@ -458,8 +458,8 @@ def train_self_forcing(
     own = tuned.dit.anchor_motion
     if anchor_motion and (own is None or not own[..., 2].any()):  # none, or written unzoomed
         rates = anchor_motion_rates(tuned, data)
-        for name, rate in rates.items():  # rates written before the zoom keep their shifts
-            if own is not None:
+        if own is not None:  # rates written before the zoom keep their shifts
+            for name, rate in rates.items():
                 rate[:, :2] = own[tuned.config.dit.modality_id(name), : len(rate), :2].detach()
         tuned = tuned.with_anchor_motion(rates)
     sampler = tuned.config.sampler
