@@ -20,6 +20,7 @@ from gym_worldmodel.sources.episodes import DatasetError, Episode
 from gym_worldmodel.training.data import Balanced, ChunkWindows, Frames
 from gym_worldmodel.training.losses import TeacherLossConfig, VAELossConfig, teacher_loss, vae_loss
 from gym_worldmodel.training.recipes import (
+    fit,
     train_decoder,
     train_self_forcing,
     train_teacher,
@@ -241,6 +242,32 @@ def test_resume_is_exact(episodes, tmp_path):
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert (tmp_path / "resumed" / "losses.png").stat().st_size > 1000
+
+
+def test_a_stopped_run_leaves_its_last_checkpoint_as_a_loadable_model(episodes, tmp_path):
+    model = WorldModel(WorldModelConfig.tiny())
+    model.vae.requires_grad_(False)
+    windows = ChunkWindows(episodes, 2, 4, 13, 0)
+    lc = TeacherLossConfig()
+    calls = []
+
+    def loss(batch, gen):
+        calls.append(1)
+        if len(calls) == 5:  # the job is killed during step 5; steps 1-3 were checkpointed
+            raise KeyboardInterrupt
+        with torch.no_grad():
+            latents = model.vae.encode(batch["frames"])
+        return teacher_loss(model.dit, latents, batch["actions"], batch["modality"], gen, lc)
+
+    train = TrainConfig(steps=6, batch_size=4, lr=2e-3, warmup=1, save_every=3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, windows, loss, tmp_path / "run", train, progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3
+    written = hub.from_pretrained(tmp_path / "run" / "model")
+    for key, value in state["module"].items():
+        assert torch.equal(written.dit.state_dict()[key], value), key
+    assert not torch.equal(written.dit.state_dict()["out.weight"], model.dit.out.weight)
 
 
 def test_corrupt_checkpoint_is_a_clear_error(episodes, tmp_path):

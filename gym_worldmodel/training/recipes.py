@@ -228,14 +228,18 @@ def fit(
 ) -> WorldModel:
     """Train ``part`` of ``model`` (its DiT if None) with ``loss`` (resumable); write the model.
 
-    The whole model goes to ``<run_dir>/model``. ``alongside``: a module trained by the same
-    loss (a critic), checkpointed with ``part`` and not part of the written model.
+    The whole model goes to ``<run_dir>/model`` at every checkpoint (so ``eval`` and ``ship``
+    take a run that is still training, or was stopped) and at the end. ``alongside``: a module
+    trained by the same loss (a critic), checkpointed with ``part`` and not part of the written
+    model.
     """
     part = model.dit if part is None else part
     module = part if alongside is None else nn.ModuleDict({"dit": part, "alongside": alongside})
-    Trainer(module, windows, loss, run_dir, train).train(progress)
+    out = Path(run_dir) / "model"
+    write = lambda: hub.save_pretrained(model, out)  # noqa: E731
+    Trainer(module, windows, loss, run_dir, train, on_save=write).train(progress)
     model.eval()
-    hub.save_pretrained(model, Path(run_dir) / "model")
+    write()
     return model
 
 

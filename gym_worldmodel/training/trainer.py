@@ -66,6 +66,8 @@ class Trainer:
         run_dir: Where checkpoints, losses and the plot go.
         config: Optimisation settings.
         collate: Batches a list of items (default ``torch.utils.data.default_collate``).
+        on_save: Called after each checkpoint is written (``fit`` writes the loadable model
+            there, so a run can be evaluated or shipped while it trains).
     """
 
     def __init__(
@@ -76,9 +78,10 @@ class Trainer:
         run_dir: Path,
         config: TrainConfig,
         collate: Callable[[list], Any] = torch.utils.data.default_collate,
+        on_save: Callable[[], None] | None = None,
     ) -> None:
         self.module, self.dataset, self.loss_fn, self.config = module, dataset, loss_fn, config
-        self.collate, self.run_dir = collate, Path(run_dir)
+        self.collate, self.run_dir, self.on_save = collate, Path(run_dir), on_save
         self.run_dir.mkdir(parents=True, exist_ok=True)
         params = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -138,6 +141,8 @@ class Trainer:
         text = json.dumps(self.history) + "\n"
         atomic_write(self.run_dir / "losses.json", lambda f: f.write(text.encode()))
         plot_losses(self.history, self.run_dir / "losses.png", title=self.run_dir.name)
+        if self.on_save is not None:
+            self.on_save()
 
     def _load(self) -> None:
         path = self.run_dir / "checkpoint.pt"
