@@ -222,7 +222,13 @@ def train_main(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--budget", action="store_true", help="reduced recipe for smoke tests: 20 steps of batch 4"
     )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars; print one line per checkpoint instead (for log files)",
+    )
     args = parser.parse_args(argv)
+    progress = not args.no_progress
     from gym_worldmodel.models import WorldModelConfig
     from gym_worldmodel.training.recipes import (
         train_decoder,
@@ -251,7 +257,7 @@ def train_main(argv: Sequence[str]) -> None:
             "default": WorldModelConfig,
             "tiny": WorldModelConfig.tiny,
         }
-        train_vae(args.data, args.out, presets[args.preset](), train)
+        train_vae(args.data, args.out, presets[args.preset](), train, progress)
         print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
         return
     if args.init is None:
@@ -263,7 +269,7 @@ def train_main(argv: Sequence[str]) -> None:
         }[args.stage]
         raise SystemExit(f"train {args.stage} needs --init {previous}")
     if args.stage == "decoder":
-        train_decoder(args.data, args.init, args.out, train)
+        train_decoder(args.data, args.init, args.out, train, progress)
         print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
         return
     if args.memory_only and not (args.stage == "teacher" and args.memory):
@@ -287,6 +293,7 @@ def train_main(argv: Sequence[str]) -> None:
             memory_only=args.memory_only,
             anchor_sigma=args.anchor_sigma,
             clean_anchors=args.clean_anchors,
+            progress=progress,
         )
     elif not 1 <= args.nfe <= 8:
         raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")
@@ -313,6 +320,7 @@ def train_main(argv: Sequence[str]) -> None:
             probe_steps=20 if args.budget else args.probe_steps,
             balanced=args.balanced,
             anchor_motion=args.anchor_motion,
+            progress=progress,
         )
     else:
         train_student(
@@ -323,6 +331,7 @@ def train_main(argv: Sequence[str]) -> None:
             nfe=args.nfe,
             memory=args.memory,
             init=args.student_init,
+            progress=progress,
         )
     print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
 

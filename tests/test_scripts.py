@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -196,8 +197,11 @@ def test_train_commands_budget_recipe(tmp_path):
         "--out",
         str(tmp_path / "teacher"),
         "--budget",
+        "--no-progress",
         env=env,
     )
+    # without bars, each checkpoint logs a line: step, mean losses, pace
+    assert re.search(r"teacher step 20/20: loss \d\.\d{4}.* s/step\)", text), text
     assert "wrote" in text and (tmp_path / "teacher" / "model" / "model.safetensors").exists()
     assert (tmp_path / "teacher" / "losses.png").exists()
     text = run(

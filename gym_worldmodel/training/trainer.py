@@ -10,6 +10,7 @@ noise an uninterrupted run would have.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,10 +93,15 @@ class Trainer:
             self._load()
 
     def train(self, progress: bool = True) -> list[dict[str, float]]:
-        """Run to ``config.steps``; returns the loss history (one dict per step)."""
+        """Run to ``config.steps``; returns the loss history (one dict per step).
+
+        ``progress`` shows a bar; without it, each checkpoint prints one line (step, the mean
+        of each loss part since the last checkpoint, seconds per step), which suits a log file.
+        """
         cfg = self.config
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.run_dir.name, disable=not progress)
         self.module.train()
+        since, started = self.step, time.perf_counter()
         while self.step < cfg.steps:
             parts = self._one_step()
             self.history.append(parts)
@@ -104,8 +110,24 @@ class Trainer:
             bar.set_postfix(loss=f"{parts['loss']:.4f}")
             if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                 self.save()
+                if not progress:
+                    print(self._summary(since, time.perf_counter() - started), flush=True)
+                since, started = self.step, time.perf_counter()
         bar.close()
         return self.history
+
+    def _summary(self, since: int, seconds: float) -> str:
+        """One log line for the steps after ``since``: mean loss parts and seconds per step."""
+        recent = self.history[since:]
+        parts = ", ".join(
+            f"{k} {sum(h[k] for h in recent) / len(recent):.4f}"
+            for k in recent[-1]
+            if k != "grad_norm"
+        )
+        pace = seconds / (self.step - since)
+        return (
+            f"{self.run_dir.name} step {self.step}/{self.config.steps}: {parts} ({pace:.2f} s/step)"
+        )
 
     def _one_step(self) -> dict[str, float]:
         cfg = self.config
