@@ -333,8 +333,11 @@ class Probe:
     visible: np.ndarray
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
-        """Key logits ``(n, 10)`` (camera) or action values ``(n, D)``."""
-        with torch.no_grad():
+        """Key logits ``(n, 10)`` (camera) or action values ``(n, D)``.
+
+        Always float32, also inside a caller's autocast: the probe is the measuring instrument.
+        """
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):
             batches = [windows[i : i + 256] for i in range(0, len(windows), 256)]
             out = torch.cat([self.net(torch.from_numpy(b)) for b in batches]).numpy()
         return out * self.std + self.mean

@@ -226,6 +226,11 @@ def test_probe_reads_the_action_the_frames_show_and_leaves_out_the_one_they_do_n
     assert probe.score(windows, targets) > 0.5  # only the steering counts
     still = np.repeat(windows[:, :1], windows.shape[1], 1)  # frames that ignore the action
     assert probe.score(still, targets) < 0.2
+    # the probe measures in float32, also inside a rollout's bf16 autocast
+    with torch.autocast("cpu", torch.bfloat16):
+        inside = probe.predict(windows)
+    assert inside.dtype == np.float32
+    np.testing.assert_array_equal(inside, probe.predict(windows))
 
 
 def test_probe_needs_a_validation_episode():
