@@ -61,7 +61,7 @@ def memory_benchmark(
             f"{row['off_ms_at_10']:.1f} ms without -> {row['on_over_off_at_10']:.2f}x; step "
             f"{long_steps} {row['on_ms_at_long']:.1f} vs {row['off_ms_at_long']:.1f} ms -> "
             f"{row['on_over_off_at_long']:.2f}x (target <= 1.3); with memory, step {long_steps} "
-            f"/ step 10 = {row['on_long_over_10']:.2f} (flat; bank holds "
+            f"/ step 10 = {row['on_long_over_10']:.2f} (flat is about 1; the bank holds "
             f"{row['bank_entries']} chunks)"
         )
         for env in envs.values():
