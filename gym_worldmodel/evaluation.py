@@ -53,6 +53,11 @@ PROBE_DIMS = {
     "robot": ("x", "y", "z", "roll", "pitch", "yaw", "gripper"),
     "driving": ("steering", "acceleration"),
 }
+#: The camera keys the probe reads, per group (``envs.actions.CameraActions`` order).
+CAMERA_KEYS = {
+    "translation": ("none", "forward", "left", "back", "right"),
+    "rotation": ("none", "yaw left", "yaw right", "pitch up", "pitch down"),
+}
 STATS = ("brightness", "contrast", "sharpness")
 
 
@@ -352,6 +357,15 @@ class Probe:
         r2 = 1.0 - ((out - targets) ** 2).mean(0) / np.maximum(var, 1e-12)
         return np.where(var > 1e-8, r2, np.nan)  # a constant action has no R^2
 
+    def confusion(self, windows: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Camera: counts ``(2, 5, 5)`` per key group, rows the recorded key, columns the read."""
+        out = self.predict(windows)
+        keys = np.stack([out[:, :5].argmax(1), out[:, 5:].argmax(1)], 1)
+        counts = np.zeros((2, 5, 5), np.int64)
+        for g in range(2):
+            np.add.at(counts[g], (targets[:, g], keys[:, g]), 1)
+        return counts
+
     def score(self, windows: np.ndarray, targets: np.ndarray) -> float:
         """Mean key accuracy, or mean R^2 over the visible dimensions (NaN if none is)."""
         values = self.per_dim(windows, targets)
@@ -511,6 +525,8 @@ def evaluate_world(
         result.control["majority"] = float(
             np.mean([np.bincount(targets[:, k]).max() / len(targets) for k in range(2)])
         )
+        for key, w in (("confusion_real", real_w), ("confusion_generated", gen_w)):
+            result.control[key] = probe.confusion(w, targets).tolist()
     else:
         names = PROBE_DIMS[modality]
         result.control["dims"] = [n for n, v in zip(names, probe.visible, strict=True) if v]
@@ -681,6 +697,7 @@ def write_report(
                 else ""
             ),
             "",
+            *_keys_read(c),
             f"Stability over {s['steps']} steps x {s['rows']} rows: last-100-step medians "
             + ", ".join(
                 f"{n} {v:.1f} (real [{a:.1f}, {b:.1f}], autoencoded [{c:.1f}, {d:.1f}])"
@@ -714,6 +731,31 @@ def write_report(
     lines += ["![stability](eval/stability.png)", ""]
     body = "\n".join(lines)
     atomic_write(report, lambda fh: fh.write(body.encode()))
+
+
+def _keys_read(control: dict[str, Any]) -> list[str]:
+    """Report lines: per camera key, the share of its windows the probe reads as that key."""
+    if "confusion_real" not in control:
+        return []
+    cells = []
+    for g, (group, names) in enumerate(CAMERA_KEYS.items()):
+        for k, name in enumerate(names):
+            row_real = np.asarray(control["confusion_real"][g][k])
+            row_gen = np.asarray(control["confusion_generated"][g][k])
+            if row_real.sum():
+                cells.append(
+                    f"| {group} {name} | {row_real.sum()} | {row_real[k] / row_real.sum():.2f} | "
+                    f"{row_gen[k] / row_gen.sum():.2f} | {names[int(row_gen.argmax())]} |"
+                )
+    return [
+        "Per key: the share of the windows holding a key that the probe reads as that key, and "
+        "what it reads most often on generated frames:",
+        "",
+        "| key | windows | recorded | generated | read most on generated |",
+        "|---|---|---|---|---|",
+        *cells,
+        "",
+    ]
 
 
 def _control_metric(control: dict[str, Any]) -> str:

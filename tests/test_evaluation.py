@@ -104,6 +104,12 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
         assert set(table) == {1, 3} and all(np.isfinite(v) for v in table.values())
     assert 0.0 <= result.control["real"] <= 1.0 and result.control["metric"] == "key accuracy"
     assert 0.2 <= result.control["majority"] <= 1.0  # 5 keys: the most common has >= 1/5
+    # per key group, a row per recorded key: every window is counted once, read as one key
+    confusion = np.asarray(result.control["confusion_generated"])
+    assert confusion.shape == (2, 5, 5)
+    assert (confusion.sum(axis=(1, 2)) == confusion[0].sum()).all() and confusion.sum() > 0
+    diagonal = np.trace(confusion, axis1=1, axis2=2) / confusion.sum(axis=(1, 2))
+    assert diagonal.mean() == pytest.approx(result.control["generated"])  # the key accuracy
     stab = result.stability
     assert np.isfinite(stab["fraction_in_range"])
     # the verdict's range takes in the autoencoded real frames as well as the recorded ones
@@ -116,6 +122,7 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     assert "| model |" in text and "Controllability" in text and "cmd" in text
     assert "autoencoded [" in text and "most common keys scores" in text
     assert f"real {result.control['motion_real']:.2f}, generated" in text
+    assert "| key | windows | recorded | generated | read most on generated |" in text
     for name in ("open_loop.png", "stability.png", "citywalk_strip.png", "results.json"):
         assert (tmp_path / "docs" / "eval" / name).stat().st_size > 0
     saved = json.loads((tmp_path / "docs" / "eval" / "results.json").read_text())
