@@ -349,10 +349,10 @@ class Probe:
 
     def per_dim(self, windows: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Accuracy of the translation and rotation keys (camera) or R^2 per action dimension."""
-        out = self.predict(windows)
         if self.modality == "camera":
-            keys = np.stack([out[:, :5].argmax(1), out[:, 5:].argmax(1)], 1)
-            return (keys == targets).mean(0)
+            counts = self.confusion(windows, targets)
+            return np.trace(counts, axis1=1, axis2=2) / counts.sum(axis=(1, 2))
+        out = self.predict(windows)
         var = targets.var(0)
         r2 = 1.0 - ((out - targets) ** 2).mean(0) / np.maximum(var, 1e-12)
         return np.where(var > 1e-8, r2, np.nan)  # a constant action has no R^2
@@ -742,10 +742,10 @@ def _keys_read(control: dict[str, Any]) -> list[str]:
         for k, name in enumerate(names):
             row_real = np.asarray(control["confusion_real"][g][k])
             row_gen = np.asarray(control["confusion_generated"][g][k])
-            if row_real.sum():
+            if n := row_real.sum():  # both rows count the same recorded windows
                 cells.append(
-                    f"| {group} {name} | {row_real.sum()} | {row_real[k] / row_real.sum():.2f} | "
-                    f"{row_gen[k] / row_gen.sum():.2f} | {names[int(row_gen.argmax())]} |"
+                    f"| {group} {name} | {n} | {row_real[k] / n:.2f} | {row_gen[k] / n:.2f} | "
+                    f"{names[int(row_gen.argmax())]} |"
                 )
     return [
         "Per key: the share of the windows holding a key that the probe reads as that key, and "
