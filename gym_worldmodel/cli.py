@@ -147,6 +147,14 @@ def train_main(argv: Sequence[str]) -> None:
         "latents)",
     )
     parser.add_argument(
+        "--motion-weight",
+        type=float,
+        default=0.0,
+        help="self-forcing: weight of the error of each predicted chunk's motion (mean latent "
+        "change per frame) against the recorded chunk's, so the world moves as fast as the "
+        "simulator did",
+    )
+    parser.add_argument(
         "--adversarial-weight",
         type=float,
         default=0.0,
@@ -298,10 +306,11 @@ def train_main(argv: Sequence[str]) -> None:
     elif not 1 <= args.nfe <= 8:
         raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")
     elif args.stage == "self-forcing":
-        weights = (args.max_chunks, args.action_weight, args.adversarial_weight)
+        weights = (args.max_chunks, args.action_weight, args.motion_weight, args.adversarial_weight)
         if min(weights) < 0 or args.probe_steps < 1:
             raise SystemExit(
-                "--max-chunks, --action-weight and --adversarial-weight take values >= 0, "
+                "--max-chunks, --action-weight, --motion-weight and --adversarial-weight take "
+                "values >= 0, "
                 f"--probe-steps one >= 1; got {', '.join(map(str, weights))} and "
                 f"{args.probe_steps}"
             )
@@ -314,6 +323,7 @@ def train_main(argv: Sequence[str]) -> None:
             config=SelfForcingConfig(
                 max_chunks=args.max_chunks,
                 action_weight=args.action_weight,
+                motion_weight=args.motion_weight,
                 adversarial_weight=args.adversarial_weight,
             ),
             memory=args.memory,

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import randomize
+from conftest import randomize, self_forcing_case
 
 from gym_worldmodel import hub
 from gym_worldmodel.cli import train_main
@@ -26,7 +26,11 @@ from gym_worldmodel.training.recipes import (
     train_teacher,
     train_vae,
 )
-from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
+from gym_worldmodel.training.self_forcing import (
+    SelfForcingConfig,
+    chunk_motion,
+    self_forcing_loss,
+)
 from gym_worldmodel.training.trainer import TrainConfig, Trainer
 
 
@@ -429,6 +433,38 @@ def test_self_forcing_trains_the_recorded_future_after_the_models_own_history():
         self_forcing_loss(model.dit, sampler, latents[:, : 3 * f], actions, modality, gen, sf)
     with pytest.raises(ValueError, match="max_chunks"):
         SelfForcingConfig(max_chunks=-1)
+
+
+def test_chunk_motion_is_the_mean_absolute_change_per_frame():
+    before = torch.zeros(2, 1, 4, 8, 8)
+    chunk = torch.zeros(2, 3, 4, 8, 8)
+    chunk[0, :2] = 3.0  # row 0: steps to 3, stays, back to 0: |3| + 0 + |-3| over 3 frames
+    assert torch.allclose(chunk_motion(before, chunk), torch.tensor([2.0, 0.0]))
+    assert chunk_motion(before + 1.0, chunk)[1] == pytest.approx(1.0 / 3.0)  # the first step counts
+
+
+def test_motion_weight_scores_how_far_the_predicted_chunk_moves():
+    model, sampler, latents, actions, modality = self_forcing_case([0, 2])
+    plain = SelfForcingConfig(max_chunks=2, action_dropout=0.0)
+
+    def run(cfg):
+        return self_forcing_loss(
+            model.dit, sampler, latents, actions, modality, torch.Generator().manual_seed(3), cfg
+        )
+
+    flow, parts = run(plain)
+    total, moved = run(dataclasses.replace(plain, motion_weight=2.0))
+    assert "motion" not in parts and moved["flow"] == parts["flow"] and moved["motion"] > 0
+    assert total.item() == pytest.approx(parts["flow"] + 2.0 * moved["motion"], rel=1e-5)
+    total.backward()
+    assert all(p.grad is not None for p in model.dit.parameters() if p.requires_grad)
+    dropped = run(SelfForcingConfig(max_chunks=2, action_dropout=1.0, motion_weight=2.0))[1]
+    assert dropped["motion"] == 0.0  # without the action, how far it moves is not knowable
+    with pytest.raises(ValueError, match="motion_weight"):
+        SelfForcingConfig(motion_weight=-0.5)
+    argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--motion-weight", "-1"]
+    with pytest.raises(SystemExit, match="motion-weight"):
+        train_main(argv)
 
 
 def test_clean_anchors_anchor_chunks_to_the_recorded_frames(monkeypatch):

@@ -19,7 +19,11 @@ With ``action_weight``, the chunk the model would output (its clean estimate at 
 scored by a frozen :class:`~gym_worldmodel.training.action_probe.LatentActionProbe` against the
 recorded actions, after the model's own last frame: flow matching alone lets a model that is
 unsure of the next view move too little, and this term makes a chunk that does not show its
-action cost something. With ``adversarial_weight``, a critic trained alongside
+action cost something. With ``motion_weight``, each row's predicted chunk is asked to change as
+much per frame as the recorded chunk does (:func:`chunk_motion`, in latent units, the squared
+difference relative to the batch's mean recorded motion): a model that hedges between the views
+it might show next moves less than the camera did, and the probe of evaluation reads that as a
+slower, often different key. With ``adversarial_weight``, a critic trained alongside
 (:class:`~gym_worldmodel.training.critic.ChunkCritic`) judges the chunks the model outputs at run
 time (the rows at the sampler's levels) against the recorded ones, and the model is also trained
 to fool it: the mean of the possible chunks, a blur, is easy to tell from a recorded chunk.
@@ -59,6 +63,9 @@ class SelfForcingConfig:
         action_dropout: Fraction of rows trained with the null action (for guidance).
         action_weight: Weight of the latent action probe's error on the predicted chunk
             (0: none; then no probe is needed).
+        motion_weight: Weight of the squared error of each predicted chunk's motion (mean
+            absolute latent change per frame, after the previous frame) against the recorded
+            chunk's, relative to the batch's mean recorded motion (0: none).
         adversarial_weight: Weight of the critic's verdict on the chunks the model outputs at
             run time (0: none; then no critic is needed). The critic's own loss is added
             unweighted: it moves only the critic.
@@ -68,6 +75,7 @@ class SelfForcingConfig:
     sampler_levels: float = 0.5
     action_dropout: float = 0.1
     action_weight: float = 0.0
+    motion_weight: float = 0.0
     adversarial_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -76,9 +84,20 @@ class SelfForcingConfig:
         for name in ("sampler_levels", "action_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is a fraction of rows in [0, 1]")
-        for name in ("action_weight", "adversarial_weight"):
+        for name in ("action_weight", "motion_weight", "adversarial_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is a loss weight >= 0, got {getattr(self, name)}")
+
+
+def chunk_motion(before: Tensor, chunk: Tensor) -> Tensor:
+    """Mean absolute change per frame of each row's ``chunk`` after its ``before`` frame: ``(B,)``.
+
+    Args:
+        before: The frame each chunk follows ``(B, 1, C, h, w)``.
+        chunk: ``(B, F, C, h, w)``.
+    """
+    frames = torch.cat([before, chunk], 1).float()
+    return (frames[:, 1:] - frames[:, :-1]).abs().mean((1, 2, 3, 4))
 
 
 def self_forcing_loss(
@@ -157,7 +176,7 @@ def self_forcing_loss(
     )[:, -f:].float()
     flow = (velocity - schedule.velocity_target(target, noise)).pow(2).mean()
     parts = {"flow": flow.item(), "own_chunks": float(k)}
-    if not (config.action_weight or config.adversarial_weight):
+    if not (config.action_weight or config.motion_weight or config.adversarial_weight):
         return flow, parts
     total = flow
     clean = schedule.predict_x0(x_t, velocity, level[:, None, None, None, None])
@@ -166,6 +185,14 @@ def self_forcing_loss(
         shown = probe.loss(history[-1][:, -1:], clean, acts, modality, ~drop)
         parts["action"] = shown.item()
         total = total + config.action_weight * shown
+    if config.motion_weight:
+        made = chunk_motion(history[-1][:, -1:], clean)
+        recorded = chunk_motion(chunk(latents, k)[:, -1:], target)
+        error = ((made - recorded) / recorded.mean().clamp_min(1e-6)).pow(2)
+        keep = (~drop).float()
+        moved = (error * keep).sum() / keep.sum().clamp_min(1.0)
+        parts["motion"] = moved.item()
+        total = total + config.motion_weight * moved
     if config.adversarial_weight:
         fool, judge = adversarial_losses(critic, target, clean, acts, modality, ~drop, at_steps)
         parts["adversarial"], parts["critic"] = fool.item(), judge.item()
