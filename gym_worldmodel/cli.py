@@ -155,6 +155,13 @@ def train_main(argv: Sequence[str]) -> None:
         "simulator did",
     )
     parser.add_argument(
+        "--shift-weight",
+        type=float,
+        default=0.0,
+        help="self-forcing: weight of the error of each predicted frame's coherent shift "
+        "(latent pixels, a soft whole-pixel search) against the recorded frame's",
+    )
+    parser.add_argument(
         "--adversarial-weight",
         type=float,
         default=0.0,
@@ -306,13 +313,23 @@ def train_main(argv: Sequence[str]) -> None:
     elif not 1 <= args.nfe <= 8:
         raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")
     elif args.stage == "self-forcing":
-        weights = (args.max_chunks, args.action_weight, args.motion_weight, args.adversarial_weight)
-        if min(weights) < 0 or args.probe_steps < 1:
+        counts = {
+            name: getattr(args, name.lstrip("-").replace("-", "_"))
+            for name in (
+                "--max-chunks",
+                "--action-weight",
+                "--motion-weight",
+                "--shift-weight",
+                "--adversarial-weight",
+            )
+        }
+        bad = [f"{name} {value}" for name, value in counts.items() if value < 0]
+        if args.probe_steps < 1:
+            bad.append(f"--probe-steps {args.probe_steps}")
+        if bad:
             raise SystemExit(
-                "--max-chunks, --action-weight, --motion-weight and --adversarial-weight take "
-                "values >= 0, "
-                f"--probe-steps one >= 1; got {', '.join(map(str, weights))} and "
-                f"{args.probe_steps}"
+                "--max-chunks and the weights take values >= 0, --probe-steps one >= 1; got "
+                + ", ".join(bad)
             )
         train_self_forcing(
             args.data,
@@ -324,6 +341,7 @@ def train_main(argv: Sequence[str]) -> None:
                 max_chunks=args.max_chunks,
                 action_weight=args.action_weight,
                 motion_weight=args.motion_weight,
+                shift_weight=args.shift_weight,
                 adversarial_weight=args.adversarial_weight,
             ),
             memory=args.memory,

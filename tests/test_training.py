@@ -14,7 +14,7 @@ from gym_worldmodel import hub
 from gym_worldmodel.cli import train_main
 from gym_worldmodel.memory import GEOMETRIES
 from gym_worldmodel.models import WorldModel, WorldModelConfig
-from gym_worldmodel.models.dit import sequence_anchors
+from gym_worldmodel.models.dit import move_frames, sequence_anchors
 from gym_worldmodel.sources.collect import collect
 from gym_worldmodel.sources.episodes import DatasetError, Episode
 from gym_worldmodel.training.data import Balanced, ChunkWindows, Frames
@@ -29,6 +29,7 @@ from gym_worldmodel.training.recipes import (
 from gym_worldmodel.training.self_forcing import (
     SelfForcingConfig,
     chunk_motion,
+    chunk_shift,
     self_forcing_loss,
 )
 from gym_worldmodel.training.trainer import TrainConfig, Trainer
@@ -357,10 +358,15 @@ def test_recipes_end_to_end(tmp_path):
     state = torch.load(tmp_path / "self-forcing" / "checkpoint.pt", weights_only=True)["module"]
     assert any(k.startswith("alongside.") for k in state)
     assert not any("alongside" in k for k in loaded.state_dict())
-    flags = (("--max-chunks", "-1"), ("--action-weight", "-0.1"), ("--adversarial-weight", "-1"))
+    flags = (
+        ("--max-chunks", "-1"),
+        ("--action-weight", "-0.1"),
+        ("--adversarial-weight", "-1"),
+        ("--probe-steps", "0"),
+    )
     for flag, value in flags:
         argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", flag, value]
-        with pytest.raises(SystemExit, match="action-weight"):
+        with pytest.raises(SystemExit, match=f"got {flag} {value}"):
             train_main(argv)
     for flag in ("--balanced", "--anchor-motion"):
         with pytest.raises(SystemExit, match="self-forcing option"):
@@ -463,8 +469,45 @@ def test_motion_weight_scores_how_far_the_predicted_chunk_moves():
     with pytest.raises(ValueError, match="motion_weight"):
         SelfForcingConfig(motion_weight=-0.5)
     argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--motion-weight", "-1"]
-    with pytest.raises(SystemExit, match="motion-weight"):
+    with pytest.raises(SystemExit, match="got --motion-weight -1"):
         train_main(argv)
+
+
+def test_chunk_shift_follows_a_scene_moved_coherently_and_not_noise():
+    gen = torch.Generator().manual_seed(0)
+    scene = torch.randn(2, 4, 16, 16, generator=gen)
+    scene = torch.nn.functional.avg_pool2d(scene, 3, 1, 1)[:, None]  # smooth, like latents
+    step = torch.tensor([1.0, -2.0, 0.0])  # right 1, up 2 latent pixels a frame
+    motion = (step * torch.arange(1.0, 4.0)[:, None]).expand(2, 3, 3)
+    chunk = move_frames(scene.repeat(1, 3, 1, 1, 1), motion)
+    est = chunk_shift(scene, chunk)
+    assert est.shape == (2, 3, 2)
+    assert torch.allclose(est, step[:2].expand_as(est), atol=0.3)
+    assert chunk_shift(scene, scene.repeat(1, 3, 1, 1, 1)).abs().max() < 1e-3  # standing still
+    noise = torch.randn(2, 3, 4, 16, 16, generator=gen)  # change without motion
+    assert chunk_shift(scene, scene + noise).abs().mean() < 0.3
+
+
+def test_shift_weight_scores_the_predicted_frames_shift():
+    model, sampler, latents, actions, modality = self_forcing_case([0, 2])
+    plain = SelfForcingConfig(max_chunks=2, action_dropout=0.0)
+
+    def run(cfg):
+        return self_forcing_loss(
+            model.dit, sampler, latents, actions, modality, torch.Generator().manual_seed(3), cfg
+        )
+
+    parts = run(plain)[1]
+    total, shifted = run(dataclasses.replace(plain, shift_weight=0.5))
+    assert "shift" not in parts and shifted["flow"] == parts["flow"] and shifted["shift"] > 0
+    assert total.item() == pytest.approx(parts["flow"] + 0.5 * shifted["shift"], rel=1e-5)
+    total.backward()
+    assert all(p.grad is not None for p in model.dit.parameters() if p.requires_grad)
+    assert (
+        run(SelfForcingConfig(max_chunks=2, action_dropout=1.0, shift_weight=0.5))[1]["shift"] == 0
+    )
+    with pytest.raises(ValueError, match="shift_weight"):
+        SelfForcingConfig(shift_weight=-0.5)
 
 
 def test_clean_anchors_anchor_chunks_to_the_recorded_frames(monkeypatch):

@@ -66,6 +66,8 @@ class SelfForcingConfig:
         motion_weight: Weight of the squared error of each predicted chunk's motion (mean
             absolute latent change per frame, after the previous frame) against the recorded
             chunk's, relative to the batch's mean recorded motion (0: none).
+        shift_weight: Weight of the squared error, in latent pixels, of each predicted frame's
+            coherent shift against the recorded frame's (:func:`chunk_shift`; 0: none).
         adversarial_weight: Weight of the critic's verdict on the chunks the model outputs at
             run time (0: none; then no critic is needed). The critic's own loss is added
             unweighted: it moves only the critic.
@@ -76,6 +78,7 @@ class SelfForcingConfig:
     action_dropout: float = 0.1
     action_weight: float = 0.0
     motion_weight: float = 0.0
+    shift_weight: float = 0.0
     adversarial_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -84,7 +87,7 @@ class SelfForcingConfig:
         for name in ("sampler_levels", "action_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is a fraction of rows in [0, 1]")
-        for name in ("action_weight", "motion_weight", "adversarial_weight"):
+        for name in ("action_weight", "motion_weight", "shift_weight", "adversarial_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is a loss weight >= 0, got {getattr(self, name)}")
 
@@ -98,6 +101,34 @@ def chunk_motion(before: Tensor, chunk: Tensor) -> Tensor:
     """
     frames = torch.cat([before, chunk], 1).float()
     return (frames[:, 1:] - frames[:, :-1]).abs().mean((1, 2, 3, 4))
+
+
+def chunk_shift(before: Tensor, chunk: Tensor, reach: int = 3, temperature: float = 0.2) -> Tensor:
+    """Soft estimate of how far each frame of ``chunk`` moved the one before it: ``(B, F, 2)``.
+
+    For every whole-pixel shift (x, y) up to ``reach`` latent pixels, the mean squared difference
+    between the frame and its predecessor moved by that shift, over their overlap; the estimate
+    is the shifts' mean under a softmin of those errors (``temperature`` times each pair's mean
+    error), so it is differentiable and moves only when the scene moves coherently.
+
+    Args:
+        before: The frame each chunk follows ``(B, 1, C, h, w)``.
+        chunk: ``(B, F, C, h, w)``.
+        reach: Largest shift tried along each axis, in latent pixels.
+        temperature: Softmin temperature, as a fraction of each frame pair's mean error.
+    """
+    frames = torch.cat([before, chunk], 1).float()
+    prev, cur = frames[:, :-1], frames[:, 1:]
+    h, w = cur.shape[-2:]
+    shifts = [(dx, dy) for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1)]
+    errors = []
+    for dx, dy in shifts:
+        moved = cur[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
+        still = prev[..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+        errors.append((moved - still).pow(2).mean((-3, -2, -1)))
+    err = torch.stack(errors, -1)  # (B, F, S)
+    weight = torch.softmax(-err / (temperature * err.mean(-1, keepdim=True).detach() + 1e-6), -1)
+    return weight @ torch.tensor(shifts, dtype=err.dtype, device=err.device)
 
 
 def self_forcing_loss(
@@ -176,7 +207,12 @@ def self_forcing_loss(
     )[:, -f:].float()
     flow = (velocity - schedule.velocity_target(target, noise)).pow(2).mean()
     parts = {"flow": flow.item(), "own_chunks": float(k)}
-    if not (config.action_weight or config.motion_weight or config.adversarial_weight):
+    if not (
+        config.action_weight
+        or config.motion_weight
+        or config.shift_weight
+        or config.adversarial_weight
+    ):
         return flow, parts
     total = flow
     clean = schedule.predict_x0(x_t, velocity, level[:, None, None, None, None])
@@ -193,6 +229,14 @@ def self_forcing_loss(
         moved = (error * keep).sum() / keep.sum().clamp_min(1.0)
         parts["motion"] = moved.item()
         total = total + config.motion_weight * moved
+    if config.shift_weight:
+        made = chunk_shift(history[-1][:, -1:], clean)
+        recorded = chunk_shift(chunk(latents, k)[:, -1:], target)
+        error = (made - recorded).pow(2).sum(-1).mean(-1)
+        keep = (~drop).float()
+        shifted = (error * keep).sum() / keep.sum().clamp_min(1.0)
+        parts["shift"] = shifted.item()
+        total = total + config.shift_weight * shifted
     if config.adversarial_weight:
         fool, judge = adversarial_losses(critic, target, clean, acts, modality, ~drop, at_steps)
         parts["adversarial"], parts["critic"] = fool.item(), judge.item()
