@@ -207,34 +207,27 @@ def self_forcing_loss(
     )[:, -f:].float()
     flow = (velocity - schedule.velocity_target(target, noise)).pow(2).mean()
     parts = {"flow": flow.item(), "own_chunks": float(k)}
-    if not (
-        config.action_weight
-        or config.motion_weight
-        or config.shift_weight
-        or config.adversarial_weight
-    ):
+    weights = (config.action_weight, config.motion_weight, config.shift_weight)
+    if not any(weights + (config.adversarial_weight,)):
         return flow, parts
     total = flow
     clean = schedule.predict_x0(x_t, velocity, level[:, None, None, None, None])
     acts = chunk(actions, k + 1)
+    own, before = history[-1][:, -1:], chunk(latents, k)[:, -1:]  # what each side follows
+    keep = (~drop).float()  # rows with their action: only they can show it
+    over_rows = lambda error: (error * keep).sum() / keep.sum().clamp_min(1.0)  # noqa: E731
     if config.action_weight:
-        shown = probe.loss(history[-1][:, -1:], clean, acts, modality, ~drop)
+        shown = probe.loss(own, clean, acts, modality, ~drop)
         parts["action"] = shown.item()
         total = total + config.action_weight * shown
     if config.motion_weight:
-        made = chunk_motion(history[-1][:, -1:], clean)
-        recorded = chunk_motion(chunk(latents, k)[:, -1:], target)
-        error = ((made - recorded) / recorded.mean().clamp_min(1e-6)).pow(2)
-        keep = (~drop).float()
-        moved = (error * keep).sum() / keep.sum().clamp_min(1.0)
+        made, recorded = chunk_motion(own, clean), chunk_motion(before, target)
+        moved = over_rows(((made - recorded) / recorded.mean().clamp_min(1e-6)).pow(2))
         parts["motion"] = moved.item()
         total = total + config.motion_weight * moved
     if config.shift_weight:
-        made = chunk_shift(history[-1][:, -1:], clean)
-        recorded = chunk_shift(chunk(latents, k)[:, -1:], target)
-        error = (made - recorded).pow(2).sum(-1).mean(-1)
-        keep = (~drop).float()
-        shifted = (error * keep).sum() / keep.sum().clamp_min(1.0)
+        made, recorded = chunk_shift(own, clean), chunk_shift(before, target)
+        shifted = over_rows((made - recorded).pow(2).sum(-1).mean(-1))
         parts["shift"] = shifted.item()
         total = total + config.shift_weight * shifted
     if config.adversarial_weight:
