@@ -449,30 +449,6 @@ def test_chunk_motion_is_the_mean_absolute_change_per_frame():
     assert chunk_motion(before + 1.0, chunk)[1] == pytest.approx(1.0 / 3.0)  # the first step counts
 
 
-def test_motion_weight_scores_how_far_the_predicted_chunk_moves():
-    model, sampler, latents, actions, modality = self_forcing_case([0, 2])
-    plain = SelfForcingConfig(max_chunks=2, action_dropout=0.0)
-
-    def run(cfg):
-        return self_forcing_loss(
-            model.dit, sampler, latents, actions, modality, torch.Generator().manual_seed(3), cfg
-        )
-
-    flow, parts = run(plain)
-    total, moved = run(dataclasses.replace(plain, motion_weight=2.0))
-    assert "motion" not in parts and moved["flow"] == parts["flow"] and moved["motion"] > 0
-    assert total.item() == pytest.approx(parts["flow"] + 2.0 * moved["motion"], rel=1e-5)
-    total.backward()
-    assert all(p.grad is not None for p in model.dit.parameters() if p.requires_grad)
-    dropped = run(SelfForcingConfig(max_chunks=2, action_dropout=1.0, motion_weight=2.0))[1]
-    assert dropped["motion"] == 0.0  # without the action, how far it moves is not knowable
-    with pytest.raises(ValueError, match="motion_weight"):
-        SelfForcingConfig(motion_weight=-0.5)
-    argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--motion-weight", "-1"]
-    with pytest.raises(SystemExit, match="got --motion-weight -1"):
-        train_main(argv)
-
-
 def test_chunk_shift_follows_a_scene_moved_coherently_and_not_noise():
     gen = torch.Generator().manual_seed(0)
     scene = torch.randn(2, 4, 16, 16, generator=gen)
@@ -488,7 +464,12 @@ def test_chunk_shift_follows_a_scene_moved_coherently_and_not_noise():
     assert chunk_shift(scene, scene + noise).abs().mean() < 0.3
 
 
-def test_shift_weight_scores_the_predicted_frames_shift():
+@pytest.mark.parametrize(
+    ("term", "weight"), [("motion", 2.0), ("shift", 0.5)], ids=["motion", "shift"]
+)
+def test_weighted_terms_score_the_chunk_the_model_would_output(term, weight):
+    """``motion_weight`` (how far the predicted chunk moves) and ``shift_weight`` (how far its
+    scene shifts), each against the recorded chunk's, over the rows that have their action."""
     model, sampler, latents, actions, modality = self_forcing_case([0, 2])
     plain = SelfForcingConfig(max_chunks=2, action_dropout=0.0)
 
@@ -498,16 +479,18 @@ def test_shift_weight_scores_the_predicted_frames_shift():
         )
 
     parts = run(plain)[1]
-    total, shifted = run(dataclasses.replace(plain, shift_weight=0.5))
-    assert "shift" not in parts and shifted["flow"] == parts["flow"] and shifted["shift"] > 0
-    assert total.item() == pytest.approx(parts["flow"] + 0.5 * shifted["shift"], rel=1e-5)
+    total, weighted = run(dataclasses.replace(plain, **{f"{term}_weight": weight}))
+    assert term not in parts and weighted["flow"] == parts["flow"] and weighted[term] > 0
+    assert total.item() == pytest.approx(parts["flow"] + weight * weighted[term], rel=1e-5)
     total.backward()
     assert all(p.grad is not None for p in model.dit.parameters() if p.requires_grad)
-    assert (
-        run(SelfForcingConfig(max_chunks=2, action_dropout=1.0, shift_weight=0.5))[1]["shift"] == 0
-    )
-    with pytest.raises(ValueError, match="shift_weight"):
-        SelfForcingConfig(shift_weight=-0.5)
+    dropped = SelfForcingConfig(max_chunks=2, action_dropout=1.0, **{f"{term}_weight": weight})
+    assert run(dropped)[1][term] == 0.0  # without the action, how far it moves is not knowable
+    with pytest.raises(ValueError, match=f"{term}_weight"):
+        SelfForcingConfig(**{f"{term}_weight": -0.5})
+    argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", f"--{term}-weight", "-1"]
+    with pytest.raises(SystemExit, match=f"got --{term}-weight -1"):
+        train_main(argv)
 
 
 def test_clean_anchors_anchor_chunks_to_the_recorded_frames(monkeypatch):

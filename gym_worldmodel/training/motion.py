@@ -23,6 +23,20 @@ from gym_worldmodel.sources.episodes import Episode
 ZOOMS = np.linspace(-0.1, 0.1, 21)
 
 
+def overlap(after, before, dx: int, dy: int):
+    """The parts of ``after`` and ``before`` that coincide when ``before`` moves by (dx, dy).
+
+    ``(dx, dy)`` is a whole-pixel shift of ``before``'s content (right/down +) over the last two
+    axes (H, W); returns ``(after's part, before's part)``. Plain slicing, so it serves numpy
+    arrays and tensors (with their gradient) alike.
+    """
+    h, w = after.shape[-2:]
+    return (
+        after[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)],
+        before[..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)],
+    )
+
+
 def image_motion(before: np.ndarray, after: np.ndarray, reach: int = 8) -> np.ndarray:
     """Motion (x, y, log zoom) of ``after`` against ``before``: ``(n, 3)``, right/down +.
 
@@ -48,8 +62,7 @@ def image_motion(before: np.ndarray, after: np.ndarray, reach: int = 8) -> np.nd
         grown = move_frames(grey, zoom)[:, 0, 0].numpy()
         for dy in range(-reach, reach + 1):
             for dx in range(-reach, reach + 1):
-                moved = b[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
-                still = grown[:, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+                moved, still = overlap(b, grown, dx, dy)
                 err = ((moved - still) ** 2).mean((1, 2))
                 better = err < best
                 best[better] = err[better]

@@ -23,7 +23,10 @@ action cost something. With ``motion_weight``, each row's predicted chunk is ask
 much per frame as the recorded chunk does (:func:`chunk_motion`, in latent units, the squared
 difference relative to the batch's mean recorded motion): a model that hedges between the views
 it might show next moves less than the camera did, and the probe of evaluation reads that as a
-slower, often different key. With ``adversarial_weight``, a critic trained alongside
+slower, often different key. With ``shift_weight``, each predicted frame is asked to shift the
+scene as far as the recorded frame does (:func:`chunk_shift`, a soft whole-pixel search in latent
+pixels), which a random change of texture does not meet (a periodic stripe can: docs/training.md,
+"A coherent-shift term"). With ``adversarial_weight``, a critic trained alongside
 (:class:`~gym_worldmodel.training.critic.ChunkCritic`) judges the chunks the model outputs at run
 time (the rows at the sampler's levels) against the recorded ones, and the model is also trained
 to fool it: the mean of the possible chunks, a blur, is easy to tell from a recorded chunk.
@@ -50,6 +53,7 @@ from gym_worldmodel.sampling import ChunkRollout, FlowMatchSchedule, RowGenerato
 from gym_worldmodel.training.action_probe import LatentActionProbe
 from gym_worldmodel.training.critic import ChunkCritic, adversarial_losses
 from gym_worldmodel.training.distill import write_start
+from gym_worldmodel.training.motion import overlap
 
 
 @dataclass(frozen=True)
@@ -119,12 +123,10 @@ def chunk_shift(before: Tensor, chunk: Tensor, reach: int = 3, temperature: floa
     """
     frames = torch.cat([before, chunk], 1).float()
     prev, cur = frames[:, :-1], frames[:, 1:]
-    h, w = cur.shape[-2:]
     shifts = [(dx, dy) for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1)]
     errors = []
     for dx, dy in shifts:
-        moved = cur[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
-        still = prev[..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+        moved, still = overlap(cur, prev, dx, dy)
         errors.append((moved - still).pow(2).mean((-3, -2, -1)))
     err = torch.stack(errors, -1)  # (B, F, S)
     weight = torch.softmax(-err / (temperature * err.mean(-1, keepdim=True).detach() + 1e-6), -1)
@@ -207,8 +209,9 @@ def self_forcing_loss(
     )[:, -f:].float()
     flow = (velocity - schedule.velocity_target(target, noise)).pow(2).mean()
     parts = {"flow": flow.item(), "own_chunks": float(k)}
-    weights = (config.action_weight, config.motion_weight, config.shift_weight)
-    if not any(weights + (config.adversarial_weight,)):
+    if not any(
+        (config.action_weight, config.motion_weight, config.shift_weight, config.adversarial_weight)
+    ):
         return flow, parts
     total = flow
     clean = schedule.predict_x0(x_t, velocity, level[:, None, None, None, None])
