@@ -480,13 +480,23 @@ def eval_main(argv: Sequence[str]) -> None:
         results.append(result)
         samples[result.world] = sample
         print(
-            f"{result.world}: PSNR {result.psnr}; control {result.control['ratio']:.2f}; "
+            f"{result.world}: PSNR {result.psnr}; control {result.control['ratio']:.2f} "
+            f"(by step: {_ratios_by_step(result.control)}); "
             f"collapsed {result.stability['collapsed']}",
             flush=True,
         )
     report = args.report or Path("docs/evaluation.md")
     write_report(results, samples, args.out, report, command, model.config.dit.chunk_frames)
     print(f"wrote {report} and {args.out}/")
+
+
+def _ratios_by_step(control: dict[str, Any]) -> str:
+    """``1: 0.92, 2-4: 0.61, ...``: the controllability ratio over the steps up to each horizon."""
+    from gym_worldmodel.evaluation import steps_label
+
+    return ", ".join(
+        f"{steps_label(v['steps'])}: {v['ratio']:.2f}" for v in control["by_horizon"].values()
+    )
 
 
 def per_world(values: Sequence[str] | None, option: str) -> Callable[[str], Any]:

@@ -12,7 +12,9 @@ Three measurements per world (each dataset's card names its world and modality):
   rotation keys (camera), R^2 of the continuous actions (robot, driving) averaged over the
   dimensions the probe reads on validation episodes (an action that frames do not show, such
   as a small wrist rotation at 64 x 64, cannot measure a model). The ratio generated / real
-  says how much of the action's visible effect the model reproduces.
+  says how much of the action's visible effect the model reproduces. The same figures over the
+  steps after each horizon up to the next (h = 1, 2-4, 5-16, 17-64) tell a model that shows
+  its actions and then drifts from one that never shows them.
 * **Stability.** Long rollouts (1000 steps by default) under recorded actions; for each step's
   last frame the mean brightness, contrast (std) and sharpness (mean absolute gradient). A world
   has not collapsed when the medians over the last 100 steps sit inside the 1st-99th percentile
@@ -436,6 +438,39 @@ def train_probe(
     return probe
 
 
+def _control_by_horizon(
+    probe: Probe,
+    real: np.ndarray,
+    generated: np.ndarray,
+    targets: np.ndarray,
+    steps: np.ndarray,
+    rollouts: int,
+    horizons: Sequence[int],
+) -> dict[int, dict[str, Any]]:
+    """The probe's scores over the windows of steps after the previous horizon up to each one.
+
+    ``steps`` ``(n,)``: the step (chunk) of each window's action in one rollout; the windows of
+    all ``rollouts`` follow each other in that order. A model that shows its actions at first
+    and loses them as it drifts scores high at h = 1 and low later, which one figure over the
+    whole rollout cannot tell from a model that never shows them.
+    """
+    table, after = {}, 0
+    for h in sorted(horizons):
+        keep = np.tile((steps > after) & (steps <= h), rollouts)
+        if keep.any():
+            real_score = probe.score(real[keep], targets[keep])
+            gen_score = probe.score(generated[keep], targets[keep])
+            table[h] = {
+                "steps": [after + 1, h],
+                "windows": int(keep.sum()),
+                "real": real_score,
+                "generated": gen_score,
+                "ratio": gen_score / real_score if real_score > 0 else math.nan,
+            }
+        after = h
+    return table
+
+
 def _probe_loss(modality: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if modality == "camera":
         y = y.long()
@@ -520,6 +555,9 @@ def evaluate_world(
         "ratio": gen_score / real_score if real_score > 0 else math.nan,
         "motion_real": frame_motion(with_start(truth)),
         "motion_generated": frame_motion(with_start(generated)),
+        "by_horizon": _control_by_horizon(
+            probe, real_w, gen_w, targets, t // f + 1, len(starts), config.horizons
+        ),
     }
     if modality == "camera":  # what a probe that ignores the frames would score
         result.control["majority"] = float(
@@ -606,18 +644,25 @@ def write_report(
     text = json.dumps(raw, indent=1) + "\n"
     atomic_write(out_dir / "results.json", lambda fh: fh.write(text.encode()))
 
-    fig, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 6.5), squeeze=False)
+    fig, axes = plt.subplots(3, len(results), figsize=(4.2 * len(results), 9.5), squeeze=False)
     for col, r in enumerate(results):
-        for row, (metric, table) in enumerate((("PSNR (dB)", r.psnr), ("SSIM", r.ssim))):
+        by_h = r.control.get("by_horizon", {})
+        control = {
+            f"{who} frames": {h: v[who] for h, v in by_h.items()} for who in ("generated", "real")
+        }
+        for row, (metric, table) in enumerate(
+            (("PSNR (dB)", r.psnr), ("SSIM", r.ssim), (f"probe {r.control['metric']}", control))
+        ):
             ax = axes[row, col]
             for name, values in table.items():
                 hs = sorted(values)
-                ax.plot(hs, [values[h] for h in hs], marker="o", label=name)
+                style = {"color": "0.5", "ls": "--"} if name == "real frames" else {}
+                ax.plot(hs, [values[h] for h in hs], marker="o", label=name, **style)
             ax.set_xscale("log", base=2)
-            ax.set_xlabel("horizon (steps)")
+            ax.set_xlabel("horizon (steps)" if row < 2 else "steps up to horizon")
             ax.set_ylabel(metric)
             ax.set_title(r.world)
-            if row == 0 and col == 0:
+            if col == 0 and row != 1:
                 ax.legend(fontsize=8)
     fig.tight_layout()
     atomic_write(out_dir / "open_loop.png", lambda fh: fig.savefig(fh, format="png", dpi=90))
@@ -697,6 +742,7 @@ def write_report(
                 else ""
             ),
             "",
+            *_control_by_horizon_table(c),
             *_keys_read(c),
             f"Stability over {s['steps']} steps x {s['rows']} rows: last-100-step medians "
             + ", ".join(
@@ -731,6 +777,31 @@ def write_report(
     lines += ["![stability](eval/stability.png)", ""]
     body = "\n".join(lines)
     atomic_write(report, lambda fh: fh.write(body.encode()))
+
+
+def steps_label(steps: Sequence[int]) -> str:
+    """``[2, 4]`` -> ``"2-4"``, ``[1, 1]`` -> ``"1"``: a span of steps as the report names it."""
+    first, last = steps
+    return f"{first}" if first == last else f"{first}-{last}"
+
+
+def _control_by_horizon_table(control: dict[str, Any]) -> list[str]:
+    """Report lines: the controllability figures over the steps up to each horizon."""
+    table = control.get("by_horizon")
+    if not table:
+        return []
+    spans = [steps_label(v["steps"]) for v in table.values()]
+    rows = [(who, [f"{v[who]:.3f}" for v in table.values()]) for who in ("real", "generated")]
+    rows.append(("ratio", [f"{v['ratio']:.2f}" for v in table.values()]))
+    return [
+        "By step: the same scores over the windows whose action falls in those steps (a model "
+        "can show its actions at first and lose them as it drifts):",
+        "",
+        "| steps | " + " | ".join(spans) + " |",
+        "|---|" + "---|" * len(spans),
+        *(f"| {who} | " + " | ".join(cells) + " |" for who, cells in rows),
+        "",
+    ]
 
 
 def _keys_read(control: dict[str, Any]) -> list[str]:

@@ -110,6 +110,14 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     assert (confusion.sum(axis=(1, 2)) == confusion[0].sum()).all() and confusion.sum() > 0
     diagonal = np.trace(confusion, axis1=1, axis2=2) / confusion.sum(axis=(1, 2))
     assert diagonal.mean() == pytest.approx(result.control["generated"])  # the key accuracy
+    # by step: the spans between horizons split the windows, so their scores average to it
+    by_h = result.control["by_horizon"]
+    assert [v["steps"] for v in by_h.values()] == [[1, 1], [2, 3]]
+    windows = np.array([v["windows"] for v in by_h.values()])
+    assert windows.sum() == confusion[0].sum() and (windows > 0).all()
+    for who in ("real", "generated"):
+        mean = sum(v["windows"] * v[who] for v in by_h.values()) / windows.sum()
+        assert mean == pytest.approx(result.control[who])
     stab = result.stability
     assert np.isfinite(stab["fraction_in_range"])
     # the verdict's range takes in the autoencoded real frames as well as the recorded ones
@@ -123,6 +131,7 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     assert "autoencoded [" in text and "most common keys scores" in text
     assert f"real {result.control['motion_real']:.2f}, generated" in text
     assert "| key | windows | recorded | generated | read most on generated |" in text
+    assert "| steps | 1 | 2-3 |" in text and f"| ratio | {by_h[1]['ratio']:.2f} |" in text
     for name in ("open_loop.png", "stability.png", "citywalk_strip.png", "results.json"):
         assert (tmp_path / "docs" / "eval" / name).stat().st_size > 0
     saved = json.loads((tmp_path / "docs" / "eval" / "results.json").read_text())

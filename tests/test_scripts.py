@@ -241,7 +241,8 @@ def test_train_commands_budget_recipe(tmp_path):
         "--no-progress",
         env=env,
     )
-    assert "citywalk: PSNR" in text and "| model |" in (tmp_path / "eval.md").read_text()
+    assert "citywalk: PSNR" in text and "(by step: 1: " in text
+    assert "| model |" in (tmp_path / "eval.md").read_text()
     run(
         "-m",
         "gym_worldmodel.cli",
