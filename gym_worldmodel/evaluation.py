@@ -61,6 +61,20 @@ CAMERA_KEYS = {
     "rotation": ("none", "yaw left", "yaw right", "pitch up", "pitch down"),
 }
 STATS = ("brightness", "contrast", "sharpness")
+#: What each camera key should do to the picture (``training.motion.image_motion``'s columns:
+#: x and y shift in pixels per frame, right/down +; log zoom per frame): the column measured.
+KEY_MOTION = {
+    ("translation", "forward"): 2,
+    ("translation", "back"): 2,
+    ("translation", "left"): 0,
+    ("translation", "right"): 0,
+    ("rotation", "yaw left"): 0,
+    ("rotation", "yaw right"): 0,
+    ("rotation", "pitch up"): 1,
+    ("rotation", "pitch down"): 1,
+}
+MOTION_UNITS = ("x shift, px/frame", "y shift, px/frame", "zoom, %/frame")
+SCENE_MOTION_STEPS = 16  # steps of each rollout whose scene motion is measured
 
 
 @dataclass(frozen=True)
@@ -185,6 +199,36 @@ def frame_motion(frames: np.ndarray) -> float:
     """
     steps = [np.abs(np.diff(row.astype(np.int16), axis=0)).mean() for row in frames]
     return float(np.mean(steps))
+
+
+def scene_motion_by_key(
+    first: np.ndarray, frames: np.ndarray, actions: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """How far each camera key moved the picture: the mean of its column of :data:`KEY_MOTION`.
+
+    ``first`` ``(R, H, W, 3)``, ``frames`` ``(R, T, H, W, 3)`` after it, ``actions`` ``(R, T, A)``
+    (action ``j`` leads to frame ``j``). Every frame pair is searched for its global motion
+    (``training.motion.image_motion``: zoom and whole-pixel shift); the keys held over a pair
+    select it, whatever the other key group does. Zoom is reported in percent.
+    """
+    from gym_worldmodel.training.motion import image_motion
+
+    seq = np.concatenate([first[:, None], frames], 1)
+    shape = seq.shape[2:]
+    motion = image_motion(seq[:, :-1].reshape(-1, *shape), seq[:, 1:].reshape(-1, *shape))
+    motion[:, 2] *= 100.0
+    keys = _probe_targets("camera", actions).reshape(-1, 2)
+    table = {}
+    for (group, name), column in KEY_MOTION.items():
+        g = list(CAMERA_KEYS).index(group)
+        held = keys[:, g] == CAMERA_KEYS[group].index(name)
+        if held.any():
+            table[f"{group} {name}"] = {
+                "unit": MOTION_UNITS[column],
+                "frames": int(held.sum()),
+                "mean": float(motion[held, column].mean()),
+            }
+    return table
 
 
 def _starts(episodes: Sequence[Episode], frames_needed: int, per_episode: int) -> list[tuple]:
@@ -565,6 +609,11 @@ def evaluate_world(
         )
         for key, w in (("confusion_real", real_w), ("confusion_generated", gen_w)):
             result.control[key] = probe.confusion(w, targets).tolist()
+        # How far each key moves the picture, over the first steps (later ones have drifted).
+        result.control["scene_motion_steps"] = steps = min(SCENE_MOTION_STEPS, horizon)
+        n = steps * f
+        for key, frames in (("scene_motion_real", truth), ("scene_motion_generated", generated)):
+            result.control[key] = scene_motion_by_key(first, frames[:, :n], actions[:, :n])
     else:
         names = PROBE_DIMS[modality]
         result.control["dims"] = [n for n, v in zip(names, probe.visible, strict=True) if v]
@@ -744,6 +793,7 @@ def write_report(
             "",
             *_control_by_horizon_table(c),
             *_keys_read(c),
+            *_scene_motion_table(c),
             f"Stability over {s['steps']} steps x {s['rows']} rows: last-100-step medians "
             + ", ".join(
                 f"{n} {v:.1f} (real [{a:.1f}, {b:.1f}], autoencoded [{c:.1f}, {d:.1f}])"
@@ -825,6 +875,27 @@ def _keys_read(control: dict[str, Any]) -> list[str]:
         "| key | windows | recorded | generated | read most on generated |",
         "|---|---|---|---|---|",
         *cells,
+        "",
+    ]
+
+
+def _scene_motion_table(control: dict[str, Any]) -> list[str]:
+    """Report lines: how far each camera key moves the picture, recorded next to generated."""
+    real, gen = control.get("scene_motion_real"), control.get("scene_motion_generated")
+    if not real:
+        return []
+    return [
+        f"Scene motion per key over the first {control['scene_motion_steps']} steps: the "
+        "global shift and zoom between successive frames with the least squared difference, "
+        "mean over the frames a key was held (the scene moving right or down is +, so a turn "
+        "to the left reads +; a zoom above 0 magnifies):",
+        "",
+        "| key | frames | measure | recorded | generated |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {key} | {v['frames']} | {v['unit']} | {v['mean']:+.2f} | {gen[key]['mean']:+.2f} |"
+            for key, v in real.items()
+        ),
         "",
     ]
 

@@ -18,6 +18,7 @@ from gym_worldmodel.evaluation import (
     frame_motion,
     pooled_psnr,
     psnr,
+    scene_motion_by_key,
     ssim,
     write_report,
 )
@@ -57,6 +58,28 @@ def test_frame_motion_is_the_mean_change_between_successive_frames():
     assert frame_motion(moving) == 10.0
     moving[1] = 100  # a row that stands still halves the mean
     assert frame_motion(moving) == 5.0
+
+
+def test_scene_motion_by_key_reads_each_key_off_the_picture():
+    """A scene that moves 3 px right under yaw left and 2 px left under yaw right: each key's
+    mean shift is read; a key never held has no row."""
+    rng = np.random.default_rng(0)
+    scene = rng.integers(0, 256, (32, 96, 3)).astype(np.uint8).repeat(2, 0)  # (64, 96, 3)
+    rows, x, actions = 2, 16, np.zeros((2, 5, 12), np.float32)
+    actions[..., 0] = 1  # no translation
+    actions[:, :3, 6], actions[:, 3:, 7] = 1, 1  # yaw left, then yaw right
+    views = [scene[:, x : x + 64]]  # the start, then one view per action
+    for yaw_left in (True,) * 3 + (False,) * 2:
+        x += -3 if yaw_left else 2  # the window moves left: the scene moves right in it
+        views.append(scene[:, x : x + 64])
+    frames = np.stack([np.stack(views[1:])] * rows)
+    first = np.stack([views[0]] * rows)
+    table = scene_motion_by_key(first, frames, actions)
+    assert set(table) == {"rotation yaw left", "rotation yaw right"}
+    assert table["rotation yaw left"]["frames"] == 6 and table["rotation yaw right"]["frames"] == 4
+    assert table["rotation yaw left"]["mean"] == pytest.approx(3.0)
+    assert table["rotation yaw right"]["mean"] == pytest.approx(-2.0)
+    assert table["rotation yaw left"]["unit"] == "x shift, px/frame"
 
 
 def test_student_loss_is_zero_when_student_is_teacher_at_one_step():
@@ -132,6 +155,9 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     assert f"real {result.control['motion_real']:.2f}, generated" in text
     assert "| key | windows | recorded | generated | read most on generated |" in text
     assert "| steps | 1 | 2-3 |" in text and f"| ratio | {by_h[1]['ratio']:.2f} |" in text
+    moved = result.control["scene_motion_generated"]
+    assert moved.keys() == result.control["scene_motion_real"].keys() and moved
+    assert "| key | frames | measure | recorded | generated |" in text
     for name in ("open_loop.png", "stability.png", "citywalk_strip.png", "results.json"):
         assert (tmp_path / "docs" / "eval" / name).stat().st_size > 0
     saved = json.loads((tmp_path / "docs" / "eval" / "results.json").read_text())
