@@ -126,7 +126,7 @@ class WorldResult:
     rollouts: int
     psnr: dict[str, dict[int, float]] = field(default_factory=dict)
     ssim: dict[str, dict[int, float]] = field(default_factory=dict)
-    control: dict[str, float] = field(default_factory=dict)
+    control: dict[str, Any] = field(default_factory=dict)
     stability: dict[str, Any] = field(default_factory=dict)
 
 
@@ -209,7 +209,8 @@ def scene_motion_by_key(
     ``first`` ``(R, H, W, 3)``, ``frames`` ``(R, T, H, W, 3)`` after it, ``actions`` ``(R, T, A)``
     (action ``j`` leads to frame ``j``). Every frame pair is searched for its global motion
     (``training.motion.image_motion``: zoom and whole-pixel shift); the keys held over a pair
-    select it, whatever the other key group does. Zoom is reported in percent.
+    select it, whatever the other key group does. Zoom is reported as 100 x its log, which is
+    the per cent change of scale for zooms this small (4.54 for a 4.64% magnification).
     """
     from gym_worldmodel.training.motion import image_motion
 
