@@ -491,7 +491,7 @@ def eval_main(argv: Sequence[str]) -> None:
 
 
 def _ratios_by_step(control: dict[str, Any]) -> str:
-    """``1: 0.92, 2-4: 0.61, ...``: the controllability ratio over the steps up to each horizon."""
+    """``1: 0.92, 2-4: 0.61, ...``: the controllability ratio in each span between horizons."""
     from gym_worldmodel.evaluation import steps_label
 
     return ", ".join(

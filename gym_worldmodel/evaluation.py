@@ -497,7 +497,9 @@ def _control_by_horizon(
     ``steps`` ``(n,)``: the step (chunk) of each window's action in one rollout; the windows of
     all ``rollouts`` follow each other in that order. A model that shows its actions at first
     and loses them as it drifts scores high at h = 1 and low later, which one figure over the
-    whole rollout cannot tell from a model that never shows them.
+    whole rollout cannot tell from a model that never shows them. Spans are named by the
+    horizons that bound them; a window also sees the frames just after its action's step, and
+    the last actions of a rollout have no whole window. A span without windows is left out.
     """
     table, after = {}, 0
     for h in sorted(horizons):
@@ -709,7 +711,7 @@ def write_report(
                 style = {"color": "0.5", "ls": "--"} if name == "real frames" else {}
                 ax.plot(hs, [values[h] for h in hs], marker="o", label=name, **style)
             ax.set_xscale("log", base=2)
-            ax.set_xlabel("horizon (steps)" if row < 2 else "steps up to horizon")
+            ax.set_xlabel("horizon (steps)" if row < 2 else "steps since the previous horizon")
             ax.set_ylabel(metric)
             ax.set_title(r.world)
             if col == 0 and row != 1:

@@ -82,6 +82,29 @@ def test_scene_motion_by_key_reads_each_key_off_the_picture():
     assert table["rotation yaw left"]["unit"] == "x shift, px/frame"
 
 
+def test_control_by_horizon_scores_each_rollouts_windows_of_each_span():
+    """A probe that scores the mean of what it is given, on windows holding 100 * rollout +
+    step: each span must see exactly its steps in every rollout."""
+    from gym_worldmodel.evaluation import _control_by_horizon
+
+    class MeanProbe:
+        def score(self, windows, targets):
+            return float(windows.mean())
+
+    steps = np.array([1, 1, 2, 3, 4, 5, 6])  # the step of each window in one rollout
+    rows = 3
+    values = (100 * np.arange(rows)[:, None] + steps[None]).reshape(-1).astype(float)
+    table = _control_by_horizon(
+        MeanProbe(), values, values + 0.5, np.zeros(len(values)), steps, rows, (4, 1, 16)
+    )
+    assert list(table) == [1, 4, 16]
+    for h, span in ((1, [1]), (4, [2, 3, 4]), (16, [5, 6])):
+        expected = (100 * np.arange(rows)[:, None] + np.array(span)[None]).mean()
+        assert table[h]["real"] == pytest.approx(expected)
+        assert table[h]["ratio"] == pytest.approx((expected + 0.5) / expected)
+    assert [v["windows"] for v in table.values()] == [2 * rows, 3 * rows, 2 * rows]
+
+
 def test_student_loss_is_zero_when_student_is_teacher_at_one_step():
     """Same weights, one Euler step each: the student's x0 prediction is the teacher's target,
     computed once through the cache and once through ``forward_sequence``."""
