@@ -711,7 +711,7 @@ def write_report(
                 style = {"color": "0.5", "ls": "--"} if name == "real frames" else {}
                 ax.plot(hs, [values[h] for h in hs], marker="o", label=name, **style)
             ax.set_xscale("log", base=2)
-            ax.set_xlabel("horizon (steps)" if row < 2 else "steps since the previous horizon")
+            ax.set_xlabel("horizon (steps)" if row < 2 else "steps (the span ending at)")
             ax.set_ylabel(metric)
             ax.set_title(r.world)
             if col == 0 and row != 1:
