@@ -313,7 +313,7 @@ def train_main(argv: Sequence[str]) -> None:
     elif not 1 <= args.nfe <= 8:
         raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")
     elif args.stage == "self-forcing":
-        counts = {
+        values = {
             name: getattr(args, name.lstrip("-").replace("-", "_"))
             for name in (
                 "--max-chunks",
@@ -323,7 +323,7 @@ def train_main(argv: Sequence[str]) -> None:
                 "--adversarial-weight",
             )
         }
-        bad = [f"{name} {value}" for name, value in counts.items() if value < 0]
+        bad = [f"{name} {value}" for name, value in values.items() if value < 0]
         if args.probe_steps < 1:
             bad.append(f"--probe-steps {args.probe_steps}")
         if bad:

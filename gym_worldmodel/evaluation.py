@@ -483,6 +483,11 @@ def train_probe(
     return probe
 
 
+def _ratio(generated: float, real: float) -> float:
+    """Generated / real controllability; NaN where the probe reads nothing from real frames."""
+    return generated / real if real > 0 else math.nan
+
+
 def _control_by_horizon(
     probe: Probe,
     real: np.ndarray,
@@ -512,7 +517,7 @@ def _control_by_horizon(
                 "windows": int(keep.sum()),
                 "real": real_score,
                 "generated": gen_score,
-                "ratio": gen_score / real_score if real_score > 0 else math.nan,
+                "ratio": _ratio(gen_score, real_score),
             }
         after = h
     return table
@@ -599,7 +604,7 @@ def evaluate_world(
         "metric": "key accuracy" if modality == "camera" else "R^2",
         "real": real_score,
         "generated": gen_score,
-        "ratio": gen_score / real_score if real_score > 0 else math.nan,
+        "ratio": _ratio(gen_score, real_score),
         "motion_real": frame_motion(with_start(truth)),
         "motion_generated": frame_motion(with_start(generated)),
         "by_horizon": _control_by_horizon(
@@ -839,7 +844,7 @@ def steps_label(steps: Sequence[int]) -> str:
 
 
 def _control_by_horizon_table(control: dict[str, Any]) -> list[str]:
-    """Report lines: the controllability figures over the steps up to each horizon."""
+    """Report lines: the controllability figures in each span of steps between horizons."""
     table = control.get("by_horizon")
     if not table:
         return []
