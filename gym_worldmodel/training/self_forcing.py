@@ -25,11 +25,12 @@ difference relative to the batch's mean recorded motion): a model that hedges be
 it might show next moves less than the camera did, and the probe of evaluation reads that as a
 slower, often different key. With ``shift_weight``, each predicted frame is asked to shift the
 scene as far as the recorded frame does (:func:`chunk_shift`, a soft whole-pixel search in latent
-pixels), which a random change of texture does not meet (a periodic stripe can: docs/training.md,
-"A coherent-shift term"). With ``adversarial_weight``, a critic trained alongside
-(:class:`~gym_worldmodel.training.critic.ChunkCritic`) judges the chunks the model outputs at run
-time (the rows at the sampler's levels) against the recorded ones, and the model is also trained
-to fool it: the mean of the possible chunks, a blur, is easy to tell from a recorded chunk.
+pixels), which a random change of texture does not meet (a periodic stripe can:
+docs/experiments.md, "A coherent-shift term"). With ``adversarial_weight``, a critic trained
+alongside (:class:`~gym_worldmodel.training.critic.ChunkCritic`) judges the chunks the model
+outputs at run time (the rows at the sampler's levels) against the recorded ones, and the model
+is also trained to fool it: the mean of the possible chunks, a blur, is easy to tell from a
+recorded chunk.
 
 Half the rows take ``t`` from the sampler's own levels (pure noise for one step), where the model
 is used at run time; the rest the teacher's shifted uniform levels, so the model stays a flow
