@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "collect": "record simulator episodes into a dataset (resumable)",
         "train": "train the VAE, the teacher or the student on datasets (resumable)",
         "eval": "score a model against held-out episodes; writes a markdown report",
-        "rollout": "play a world with a scripted policy and write the video",
+        "rollout": "play a world (random or given actions, any start image); write the video",
         "ship": "install a checkpoint and start frames as the embedded default worlds",
     }
     if not args or args[0] in ("-h", "--help") or args[0] not in commands:
@@ -540,17 +540,104 @@ WORLD_IDS = {
 }
 
 
+def read_start_image(path: Path) -> Any:
+    """A start picture for ``reset(options=...)``: ``{"image": (H, W, 3)}`` or ``{"frames": ...}``.
+
+    PNG, JPEG or anything Pillow reads (converted to RGB), or a ``.npy`` of uint8 ``(H, W, 3)``
+    (one picture) or ``(k, H, W, 3)`` (the last frames before the rollout). Any size: the env
+    centre-crops to a square and resizes.
+    """
+    import numpy as np
+
+    if not path.is_file():
+        raise SystemExit(f"--image {path}: no such file")
+    if path.suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+    else:
+        try:
+            from PIL import Image
+        except ImportError as err:
+            raise SystemExit("--image needs Pillow: pip install gym-worldmodel[video]") from err
+        try:
+            with Image.open(path) as img:
+                arr = np.asarray(img.convert("RGB"))
+        except OSError as err:
+            raise SystemExit(f"--image {path}: not an image Pillow can read ({err})") from err
+    if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-1] != 3:
+        raise SystemExit(
+            f"--image {path}: expected uint8 RGB (H, W, 3) or (k, H, W, 3), "
+            f"got {arr.dtype} {arr.shape}"
+        )
+    return {"image": arr} if arr.ndim == 3 else {"frames": arr}
+
+
+def read_actions(path: Path) -> Any:
+    """The actions of ``rollout --actions``: an array with one row per step, or RT-1 columns.
+
+    * ``.npy`` or ``.csv`` (comma-separated, ``#`` comments): ``(steps, *action)`` in the world's
+      default action space (camera keys ``(steps, 2)``, driving ``(steps, 2)``, robot flat
+      ``(steps, 10)``; ``.npy`` may add a per-frame axis, ``(steps, F, ...)``).
+    * ``.npz`` (robot): the RT-1 dict, one array per key with ``steps`` rows
+      (``world_vector`` ``(steps, 3)``, ``rotation_delta`` radians, ...); ``terminate_episode``
+      may be left out (1, arm).
+    """
+    import numpy as np
+
+    if not path.is_file():
+        raise SystemExit(f"--actions {path}: no such file")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                columns = {k: data[k] for k in data.files}
+            lengths = {k: len(v) for k, v in columns.items() if np.ndim(v)}
+            if not columns or len(set(lengths.values())) != 1 or len(lengths) != len(columns):
+                raise SystemExit(
+                    f"--actions {path}: every array must have one row per step, got lengths "
+                    f"{ {k: np.shape(v) for k, v in columns.items()} }"
+                )
+            return columns
+        arr = np.load(path, allow_pickle=False) if path.suffix == ".npy" else None
+        if arr is None:
+            arr = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"--actions {path}: cannot read it ({err})") from err
+    if arr.ndim < 2 or not len(arr):
+        raise SystemExit(f"--actions {path}: expected one row per step, got shape {arr.shape}")
+    return arr
+
+
 def rollout_main(argv: Sequence[str]) -> None:
-    """``gym-worldmodel rollout``: run a world under random actions held a few steps; save MP4."""
+    """``gym-worldmodel rollout``: play a world and save the MP4 (and the frames).
+
+    Under random actions held a few steps, or the steps of an actions file, from the world's
+    bundled start frames or the user's own picture.
+    """
     parser = argparse.ArgumentParser(prog="gym-worldmodel rollout")
     parser.add_argument("--world", choices=sorted(WORLD_IDS), default="citywalk")
     parser.add_argument(
         "--model",
         help="checkpoint directory, hub repo id or 'random' (default: the shipped world)",
     )
-    parser.add_argument("--steps", type=int, default=100, help="env steps (chunks)")
+    parser.add_argument(
+        "--steps", type=int, help="env steps (chunks); default 100, or every row of --actions"
+    )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--image",
+        type=Path,
+        help="start from this picture (PNG/JPEG of any size, or .npy uint8 (H, W, 3) or "
+        "(k, H, W, 3)) instead of a bundled start frame",
+    )
+    parser.add_argument(
+        "--actions",
+        type=Path,
+        help="play these actions, one row per step: .npy/.csv in the world's action space "
+        "(see envs/<id>.md), or .npz with the RT-1 keys for the robot",
+    )
     parser.add_argument("--video", type=Path, default=Path("rollout.mp4"))
+    parser.add_argument(
+        "--frames", type=Path, help="also save the frames, uint8 (T, H, W, 3), to this .npy"
+    )
     args = parser.parse_args(argv)
     import time
 
@@ -558,29 +645,65 @@ def rollout_main(argv: Sequence[str]) -> None:
     import numpy as np
 
     import gym_worldmodel  # noqa: F401 - registers the ids
+    from gym_worldmodel.envs.actions import ActionError
+    from gym_worldmodel.files import atomic_write
 
+    reset_options = read_start_image(args.image) if args.image else None
+    actions = read_actions(args.actions) if args.actions is not None else None
+    if actions is None:
+        steps = 100 if args.steps is None else args.steps
+    else:
+        rows = len(next(iter(actions.values()))) if isinstance(actions, dict) else len(actions)
+        if args.steps is not None and args.steps > rows:
+            raise SystemExit(f"--steps {args.steps}: {args.actions} has only {rows} rows")
+        steps = rows if args.steps is None else args.steps
+    if steps < 1:
+        raise SystemExit(f"--steps must be at least 1, got {steps}")
     kwargs = {"model": args.model} if args.model else {}
+    if isinstance(actions, dict):
+        if args.world != "robot":
+            raise SystemExit(f"--actions {args.actions}: .npz (RT-1 keys) is for --world robot")
+        kwargs["action_mode"] = "dict"
+        actions.setdefault("terminate_episode", np.ones(steps, np.int64))
     env = gym.make(WORLD_IDS[args.world], obs_mode="chunk", max_episode_steps=None, **kwargs)
     env.action_space.seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    obs, _ = env.reset(seed=args.seed)
+    try:
+        obs, _ = env.reset(seed=args.seed, options=reset_options)
+    except ValueError as err:
+        raise SystemExit(f"--image {args.image}: {err}") from err
     frames, action, hold = [obs[-1]], None, 0
     start = time.perf_counter()
-    for _ in range(args.steps):
-        if hold <= 0:  # a new random action, held 2-6 steps so motion is visible
+    for i in range(steps):
+        if isinstance(actions, dict):
+            action = {k: v[i] for k, v in actions.items()}
+        elif actions is not None:
+            action = actions[i]
+        elif hold <= 0:  # a new random action, held 2-6 steps so motion is visible
             action, hold = env.action_space.sample(), int(rng.integers(2, 7))
         hold -= 1
-        obs, *_ = env.step(action)
+        try:
+            obs, _, terminated, *_ = env.step(action)
+        except ActionError as err:
+            raise SystemExit(
+                f"--actions {args.actions}: row {i}: {err} (nothing was written)"
+            ) from err
         frames.extend(obs)
+        if terminated:  # the robot's terminate_episode = 0 ends the episode after this step
+            break
     elapsed = time.perf_counter() - start
     fps = env.unwrapped.metadata["world_fps"]
     env.close()
     from gym_worldmodel.video import write_video
 
-    write_video(args.video, np.stack(frames), fps)
+    frames = np.stack(frames)
+    write_video(args.video, frames, fps)
+    if args.frames:
+        atomic_write(args.frames, lambda f: np.save(f, frames))
     print(
-        f"{args.world}: {args.steps} steps, {len(frames) - 1} frames in {elapsed:.1f} s "
+        f"{args.world}: {i + 1} steps, {len(frames) - 1} frames in {elapsed:.1f} s "
         f"({(len(frames) - 1) / elapsed:.1f} frames/s); wrote {args.video} at {fps} fps"
+        + (f" and {args.frames}" if args.frames else "")
     )
 
 

@@ -284,3 +284,51 @@ def test_eval_model_defaults_to_each_worlds_shipped_checkpoint(monkeypatch):
         assert default(name) == str(world.checkpoint_dir)
     mixed = cli.per_world(["runs/x", "robot=shipped"], "--model")
     assert mixed("robot") == str(WORLDS["robot"].checkpoint_dir) and mixed("citywalk") == "runs/x"
+
+
+def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from gym_worldmodel import cli
+    from gym_worldmodel.envs.options import first_chunk
+    from gym_worldmodel.envs.worlds import WORLDS, model_config
+
+    def rollout(world, actions, *more):
+        cli.rollout_main(["--world", world, "--actions", str(tmp_path / actions), *map(str, more)])
+
+    picture = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "camera.png")
+    np.savetxt(tmp_path / "drive.csv", [[0.2, 0.5], [0.0, -1.0], [-0.3, 0.0]], delimiter=",")
+    out, video = tmp_path / "frames.npy", tmp_path / "out.mp4"
+    own = ("--image", tmp_path / "camera.png", "--video", video, "--frames", out)
+    rollout("driving", "drive.csv", *own)
+    frames = np.load(out)
+    assert frames.shape == (1 + 3 * 3, 64, 64, 3) and frames.dtype == np.uint8
+    config = model_config(WORLDS["driving"], None)
+    assert np.array_equal(frames[0], first_chunk(picture[None], config)[-1])
+
+    # RT-1 columns for the robot; terminate_episode = 0 in the second row ends the episode there
+    rt1 = {
+        "world_vector": np.tile([0.5, 0.0, -0.5], (4, 1)),
+        "rotation_delta": np.zeros((4, 3)),
+        "gripper_closedness_action": np.ones((4, 1)),
+        "base_displacement_vector": np.zeros((4, 2)),
+        "base_displacement_vertical_rotation": np.zeros((4, 1)),
+        "terminate_episode": np.array([1, 0, 1, 1]),
+    }
+    np.savez(tmp_path / "plan.npz", **rt1)
+    rollout("robot", "plan.npz", *own)
+    assert np.load(out).shape[0] == 1 + 2 * 3
+
+    # an action out of range names its row and writes nothing
+    np.save(tmp_path / "bad.npy", np.array([[0.2, 0.5], [3.0, 0.0]], np.float32))
+    bad = tmp_path / "bad.mp4"
+    with pytest.raises(SystemExit, match=r"row 1: driving action: expected values in \[-1, 1\]"):
+        rollout("driving", "bad.npy", "--video", bad)
+    assert not bad.exists()
+    with pytest.raises(SystemExit, match="is for --world robot"):
+        rollout("citywalk", "plan.npz")
+    with pytest.raises(SystemExit, match="not an image"):
+        cli.rollout_main(["--image", str(tmp_path / "drive.csv")])
