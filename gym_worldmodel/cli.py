@@ -540,6 +540,16 @@ WORLD_IDS = {
 }
 
 
+def _load_array_file(path: Path, flag: str) -> Any:
+    """``np.load`` of a ``.npy`` / ``.npz`` without pickles; a clear error if it is not one."""
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:  # not numpy's format, or objects that need pickle
+        raise SystemExit(f"{flag} {path}: not a {path.suffix} file of numbers") from err
+
+
 def read_start_image(path: Path) -> Any:
     """A start picture for ``reset(options=...)``: ``{"image": (H, W, 3)}`` or ``{"frames": ...}``.
 
@@ -552,7 +562,7 @@ def read_start_image(path: Path) -> Any:
     if not path.is_file():
         raise SystemExit(f"--image {path}: no such file")
     if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        arr = _load_array_file(path, "--image")
     else:
         try:
             from PIL import Image
@@ -563,9 +573,9 @@ def read_start_image(path: Path) -> Any:
                 arr = np.asarray(img.convert("RGB"))
         except OSError as err:
             raise SystemExit(f"--image {path}: not an image Pillow can read ({err})") from err
-    if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-1] != 3:
+    if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-1] != 3 or 0 in arr.shape:
         raise SystemExit(
-            f"--image {path}: expected uint8 RGB (H, W, 3) or (k, H, W, 3), "
+            f"--image {path}: expected uint8 RGB (H, W, 3) or (k, H, W, 3), not empty; "
             f"got {arr.dtype} {arr.shape}"
         )
     return {"image": arr} if arr.ndim == 3 else {"frames": arr}
@@ -579,28 +589,42 @@ def read_actions(path: Path) -> Any:
       ``(steps, 10)``; ``.npy`` may add a per-frame axis, ``(steps, F, ...)``).
     * ``.npz`` (robot): the RT-1 dict, one array per key with ``steps`` rows
       (``world_vector`` ``(steps, 3)``, ``rotation_delta`` radians, ...); ``terminate_episode``
-      may be left out (1, arm).
+      is ``(steps,)`` integers or RT-1's one-hot ``(steps, 3)``, and may be left out (1, arm).
     """
+    import warnings
+
     import numpy as np
 
     if not path.is_file():
         raise SystemExit(f"--actions {path}: no such file")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                columns = {k: data[k] for k in data.files}
-            lengths = {k: len(v) for k, v in columns.items() if np.ndim(v)}
-            if not columns or len(set(lengths.values())) != 1 or len(lengths) != len(columns):
-                raise SystemExit(
-                    f"--actions {path}: every array must have one row per step, got lengths "
-                    f"{ {k: np.shape(v) for k, v in columns.items()} }"
-                )
-            return columns
-        arr = np.load(path, allow_pickle=False) if path.suffix == ".npy" else None
-        if arr is None:
-            arr = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"--actions {path}: cannot read it ({err})") from err
+    if path.suffix == ".npz":
+        data = _load_array_file(path, "--actions")
+        if not hasattr(data, "files"):
+            raise SystemExit(f"--actions {path}: an .npz holds named arrays; this is one array")
+        with data:
+            columns = {k: data[k] for k in data.files}
+        shapes = {k: np.shape(v) for k, v in columns.items()}
+        rows = {shape[0] if shape else 0 for shape in shapes.values()}
+        if not columns or len(rows) != 1 or 0 in rows:
+            raise SystemExit(
+                f"--actions {path}: every array must have the same number of rows (one per "
+                f"step, at least one), got shapes {shapes}"
+            )
+        term = columns.get("terminate_episode")
+        if term is not None and term.ndim == 2 and term.shape[1] == 3:  # RT-1's one-hot
+            if not np.array_equal(np.sort(term, axis=1), np.tile([0, 0, 1], (len(term), 1))):
+                raise SystemExit(f"--actions {path}: terminate_episode (steps, 3) must be one-hot")
+            columns["terminate_episode"] = term.argmax(1)
+        return columns
+    if path.suffix == ".npy":
+        arr = _load_array_file(path, "--actions")
+    else:
+        try:
+            with warnings.catch_warnings():  # an empty file is refused below, without numpy's
+                warnings.simplefilter("ignore", UserWarning)
+                arr = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"--actions {path}: not comma-separated numbers ({err})") from err
     if arr.ndim < 2 or not len(arr):
         raise SystemExit(f"--actions {path}: expected one row per step, got shape {arr.shape}")
     return arr
@@ -665,7 +689,7 @@ def rollout_main(argv: Sequence[str]) -> None:
             raise SystemExit(f"--actions {args.actions}: .npz (RT-1 keys) is for --world robot")
         kwargs["action_mode"] = "dict"
         actions.setdefault("terminate_episode", np.ones(steps, np.int64))
-    env = gym.make(WORLD_IDS[args.world], obs_mode="chunk", max_episode_steps=None, **kwargs)
+    env = gym.make(WORLD_IDS[args.world], obs_mode="chunk", max_episode_steps=-1, **kwargs)
     env.action_space.seed(args.seed)
     rng = np.random.default_rng(args.seed)
     try:
@@ -697,9 +721,9 @@ def rollout_main(argv: Sequence[str]) -> None:
     from gym_worldmodel.video import write_video
 
     frames = np.stack(frames)
-    write_video(args.video, frames, fps)
-    if args.frames:
+    if args.frames:  # first: the arrays are kept even where the video cannot be written
         atomic_write(args.frames, lambda f: np.save(f, frames))
+    write_video(args.video, frames, fps)
     print(
         f"{args.world}: {i + 1} steps, {len(frames) - 1} frames in {elapsed:.1f} s "
         f"({(len(frames) - 1) / elapsed:.1f} frames/s); wrote {args.video} at {fps} fps"

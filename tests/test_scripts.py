@@ -309,14 +309,15 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
     config = model_config(WORLDS["driving"], None)
     assert np.array_equal(frames[0], first_chunk(picture[None], config)[-1])
 
-    # RT-1 columns for the robot; terminate_episode = 0 in the second row ends the episode there
+    # RT-1 columns for the robot (terminate_episode one-hot, as RT-1 stores it); terminate = 0 in
+    # the second row ends the episode there
     rt1 = {
         "world_vector": np.tile([0.5, 0.0, -0.5], (4, 1)),
         "rotation_delta": np.zeros((4, 3)),
         "gripper_closedness_action": np.ones((4, 1)),
         "base_displacement_vector": np.zeros((4, 2)),
         "base_displacement_vertical_rotation": np.zeros((4, 1)),
-        "terminate_episode": np.array([1, 0, 1, 1]),
+        "terminate_episode": np.eye(3, dtype=np.int64)[[1, 0, 1, 1]],
     }
     np.savez(tmp_path / "plan.npz", **rt1)
     rollout("robot", "plan.npz", *own)
@@ -330,5 +331,8 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
     assert not bad.exists()
     with pytest.raises(SystemExit, match="is for --world robot"):
         rollout("citywalk", "plan.npz")
+    (tmp_path / "corrupt.npy").write_bytes(b"not numpy")
+    with pytest.raises(SystemExit, match="not a .npy file of numbers"):
+        rollout("driving", "corrupt.npy")
     with pytest.raises(SystemExit, match="not an image"):
         cli.rollout_main(["--image", str(tmp_path / "drive.csv")])
