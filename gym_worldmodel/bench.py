@@ -239,6 +239,37 @@ def throughput_figures(model: WorldModel, name: str, batch: int, repeats: int) -
     }
 
 
+def vae_benchmark(model: WorldModel, frame_counts: Sequence[int], repeats: int) -> dict:
+    """Encode and decode ``n`` frames in one pass against ``VAE``'s CPU passes; prints figures."""
+    from gym_worldmodel.models.vae import CPU_FRAMES_PER_PASS
+
+    vae, size = model.vae.eval(), model.config.vae.image_size
+    results: dict[str, Any] = {"frames_per_pass": CPU_FRAMES_PER_PASS}
+    print(f"VAE passes of {CPU_FRAMES_PER_PASS} frames against one pass, float32")
+    for n in frame_counts:
+        frames = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8)
+        x = frames.movedim(-1, -3).float() / 127.5 - 1.0
+        with torch.no_grad():
+            z = vae.encoder(x[:1])[0].expand(n, -1, -1, -1).contiguous()
+            fns = {
+                "decode_one_pass": lambda z=z: median_seconds(lambda: vae.decoder(z), 1, 0),
+                "decode_passes": lambda z=z: median_seconds(lambda: vae.decode_float(z), 1, 0),
+                "encode_one_pass": lambda x=x: median_seconds(lambda: vae.encoder(x), 1, 0),
+                "encode_passes": lambda x=x: median_seconds(lambda: vae.encode_posterior(x), 1, 0),
+            }
+            for fn in fns.values():
+                fn()  # warm-up
+            row = {k: 1000 * v for k, v in interleaved(fns, repeats).items()}
+        results[f"frames_{n}"] = row
+        for what in ("decode", "encode"):
+            one, passes = row[f"{what}_one_pass"], row[f"{what}_passes"]
+            print(
+                f"  {n:4d} frames, {what}: one pass {one:7.1f} ms, in passes {passes:7.1f} ms, "
+                f"{one / passes:.2f}x"
+            )
+    return results
+
+
 def _inv_peak(dtype: torch.dtype) -> float:
     """Seconds per GFLOP of the matmul peak (a time, so medians combine with step times)."""
     return 1.0 / matmul_peak(dtype)
@@ -330,6 +361,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     mem.add_argument("--repeats", type=int, default=7, help="timed samples per figure")
     mem.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     mem.add_argument("--json", type=Path, help="also write the figures to this file")
+    vae = sub.add_parser("vae", help="VAE encode/decode in one pass vs in small CPU passes")
+    vae.add_argument("--frames", type=int, nargs="+", default=[3, 24, 192], help="frames per call")
+    vae.add_argument("--repeats", type=int, default=7, help="timed samples per figure")
+    vae.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
+    vae.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     config = WorldModelConfig.tiny() if args.tiny else WorldModelConfig()
     if args.what == "memory":
@@ -338,6 +374,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
         model = random_model(WorldModelConfig.tiny() if args.tiny else WorldModelConfig.compact())
         results = memory_benchmark(model, args.batch, args.long_steps, args.repeats, args.capacity)
+    elif args.what == "vae":
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        model = random_model(WorldModelConfig.tiny() if args.tiny else WorldModelConfig.compact())
+        results = vae_benchmark(model, args.frames, args.repeats)
     elif args.what == "env":
         from gym_worldmodel.bench_env import env_benchmark
 

@@ -311,6 +311,21 @@ def test_row_is_bitwise_identical_alone_or_in_a_batch_of_8(request, name):
     assert torch.equal(moved[-1:], alone)
 
 
+def test_vae_inference_in_cpu_passes_gives_what_one_pass_gives(tiny_model):
+    from gym_worldmodel.models.vae import CPU_FRAMES_PER_PASS, to_unit
+
+    vae = tiny_model.vae
+    n = 2 * CPU_FRAMES_PER_PASS + 3  # two full passes and a short one
+    frames = torch.randint(0, 256, (n, vae.config.image_size, vae.config.image_size, 3))
+    x = to_unit(frames.to(torch.uint8))
+    with torch.no_grad():
+        mean, logvar = vae.encoder(x)
+        passes = vae.encode_posterior(x)
+        assert torch.allclose(passes[0], mean, atol=1e-5)
+        assert torch.allclose(passes[1], logvar, atol=1e-5)
+        assert torch.allclose(vae.decode_float(mean), vae.decoder(mean), atol=1e-5)
+
+
 def test_same_seed_same_latents_other_seed_differs(tiny_model):
     _, rollout = make_engine(tiny_model, 2)
     actions = random_actions(rollout, 2, 3)

@@ -101,6 +101,13 @@ def test_env_benchmark_smoke():
     assert "vector env x2" in text and "env overhead" in text
 
 
+def test_vae_benchmark_smoke():
+    text = run(
+        "-m", "gym_worldmodel.bench", "vae", "--tiny", "--frames", "3", "17", "--repeats", "1"
+    )
+    assert "17 frames, decode: one pass" in text and "17 frames, encode" in text
+
+
 def test_cem_planner_agent_moves_toward_the_target():
     text = run(
         "agents/cem_planner.py",
