@@ -1,6 +1,6 @@
 """CEM planning over imagined futures: walk the camera to a target point.
 
-    python agents/cem_planner.py --model random --target 3 1 --steps 10
+    python agents/cem_planner.py --target 3 1 --steps 10
 
 Each real step forks the env's state into ``--population`` rows of one batched vector env, rolls
 ``--horizon`` imagined steps per candidate key sequence, scores them with the PoseDistance hook,
@@ -18,7 +18,7 @@ from gym_worldmodel.envs import PoseDistance, WorldModelVectorEnv
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="random", help="checkpoint dir, repo id or 'random'")
+    parser.add_argument("--model", default=None, help="checkpoint dir, repo id or random-tiny")
     parser.add_argument("--target", type=float, nargs=2, default=[3.0, 1.0], help="x y metres")
     parser.add_argument("--steps", type=int, default=10, help="real steps")
     parser.add_argument("--horizon", type=int, default=4)

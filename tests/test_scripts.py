@@ -133,6 +133,23 @@ def test_cem_planner_agent_moves_toward_the_target():
     assert len(distances) == 4 and distances[-1] < 2.0  # started 2 m away
 
 
+def test_ppo_agent_trains_saves_and_resumes(tmp_path):
+    out = tmp_path / "ppo"
+    common = ["--model", "random-tiny", "--envs", "4", "--rollout", "16", "--eval-episodes", "4"]
+    first = run(
+        "agents/ppo_citywalk.py", *common, "--steps", "64", "--out", str(out), "--no-progress"
+    )
+    assert "trained 64 env steps" in first
+    assert re.search(r"PPO, sampled +success [01]\.\d\d +return +-\d+\.\d\d", first)
+    assert re.search(r"random +success [01]\.\d\d", first)
+    curve = json.loads((out / "curve.json").read_text())
+    assert [c["env_steps"] for c in curve] == [64]  # one rollout of 4 rows x 16 steps
+    assert (out / "ppo.zip").stat().st_size > 0 and (out / "curve.png").stat().st_size > 0
+    more = run("agents/ppo_citywalk.py", *common, "--steps", "128", "--out", str(out), "--resume")
+    assert "resumed from" in more and "at 64 env steps" in more and "trained 64 env steps" in more
+    assert [c["env_steps"] for c in json.loads((out / "curve.json").read_text())] == [64, 128]
+
+
 def test_collect_command_with_a_custom_source_resumes(tmp_path):
     out = tmp_path / "data"
     args = [

@@ -1,0 +1,241 @@
+"""PPO (Stable-Baselines3) in the imagined city walk: learn to walk to a point from frames.
+
+    python agents/ppo_citywalk.py --steps 8192 --out runs/ppo_citywalk
+
+The agent sees only the generated frames (64 x 64 RGB; SB3's CnnPolicy). Every step of all
+``--envs`` rows is one batched forward of the shipped city-walk world, through
+``WorldModelSB3VecEnv``. Reward hooks set the task: ``PoseDistance`` pays minus the distance in
+metres from the camera's position (integrated from the keys, as ``info["pose"]`` reports it) to
+``--target``, every step; ``PoseReached`` ends the episode within ``--radius`` metres of it, and
+episodes are cut at ``--episode-steps``. A step is 3 frames: the W key walks 0.6 m.
+
+Every PPO rollout appends to ``curve.json`` (env steps, mean return and success rate of the
+episodes that ended in it) and redraws ``curve.png``; the policy is saved atomically to
+``ppo.zip``, so a run stopped at any point continues with ``--resume``. At the end the trained
+policy (keys sampled as in training, and its most likely keys) and a uniform random policy each
+play ``--eval-episodes`` episodes from the same seeds, and the script prints their success rate,
+return and final distance.
+This script is meant to be read and copied, not imported.
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from gym_worldmodel.envs import PoseDistance, PoseReached
+from gym_worldmodel.integrations.sb3 import WorldModelSB3VecEnv
+
+try:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+    from stable_baselines3.common.vec_env import VecMonitor
+except ImportError as err:  # pragma: no cover - depends on the installed extras
+    raise SystemExit(
+        'this agent needs stable-baselines3: pip install "gym-worldmodel[sb3]"'
+    ) from err
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="checkpoint dir or 'random-tiny'")
+    parser.add_argument("--target", type=float, nargs=2, default=[3.0, 1.0], help="x y metres")
+    parser.add_argument("--radius", type=float, default=0.5, help="success radius, metres")
+    parser.add_argument("--episode-steps", type=int, default=16, help="steps before truncation")
+    parser.add_argument("--envs", type=int, default=8, help="rows of the batched env")
+    parser.add_argument("--steps", type=int, default=8192, help="env steps of training, all rows")
+    parser.add_argument("--rollout", type=int, default=64, help="steps per row per PPO update")
+    parser.add_argument("--eval-episodes", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/ppo_citywalk"))
+    parser.add_argument("--resume", action="store_true", help="continue from --out/ppo.zip")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args()
+    if args.steps <= 0 or args.envs <= 0 or args.eval_episodes <= 0:
+        parser.error("--steps, --envs and --eval-episodes must be positive")
+    args.out.mkdir(parents=True, exist_ok=True)
+    saved, curve_file = args.out / "ppo.zip", args.out / "curve.json"
+
+    venv = VecMonitor(make_env(args, args.envs))
+    venv.seed(args.seed)
+    if args.resume:
+        if not saved.exists():
+            raise SystemExit(f"--resume: no saved policy at {saved}")
+        agent = PPO.load(saved, env=venv, device="cpu")
+        curve = json.loads(curve_file.read_text()) if curve_file.exists() else []
+        print(f"resumed from {saved} at {agent.num_timesteps} env steps")
+    else:
+        agent = PPO(
+            "CnnPolicy",
+            venv,
+            n_steps=args.rollout,
+            batch_size=128,
+            n_epochs=4,
+            learning_rate=3e-4,
+            gamma=0.95,
+            ent_coef=0.01,
+            policy_kwargs={"features_extractor_class": FrameEncoder},
+            seed=args.seed,
+            device="cpu",
+        )
+        curve = []
+    remaining = args.steps - agent.num_timesteps
+    start = time.perf_counter()
+    if remaining > 0:
+        bar = tqdm(total=remaining, unit="step", disable=args.no_progress, desc="PPO")
+        callback = CurveCallback(curve, args.out, saved, args.radius, bar)
+        agent.learn(remaining, callback=callback, reset_num_timesteps=False)
+        bar.close()
+        print(f"trained {remaining} env steps in {time.perf_counter() - start:.0f} s")
+    venv.close()
+
+    env = make_env(args, args.eval_episodes)  # every evaluation episode is a row: one batch
+    rng = np.random.default_rng(args.seed)
+    policies = {  # the policy as trained (sampled keys), its most likely keys, and chance
+        "PPO, sampled": lambda obs: agent.predict(obs, deterministic=False)[0],
+        "PPO, argmax": lambda obs: agent.predict(obs, deterministic=True)[0],
+        "random": lambda obs: rng.integers(0, 5, (len(obs), 2)),
+    }
+    print(f"{args.eval_episodes} episodes each, same seeds, target {args.target} m:")
+    for name, act in policies.items():
+        success, ret, dist, steps = evaluate(env, act, args)
+        print(
+            f"  {name:12s}  success {success:.2f}  return {ret:7.2f}  "
+            f"final distance {dist:.2f} m  steps {steps:.1f}"
+        )
+    env.close()
+
+
+def make_env(args: argparse.Namespace, rows: int) -> WorldModelSB3VecEnv:
+    """The batched city walk with the task's reward and termination hooks."""
+    return WorldModelSB3VecEnv.make(
+        "WorldModel-CityWalk-v0",
+        num_envs=rows,
+        model=args.model,
+        max_episode_steps=args.episode_steps,
+        reward_fn=PoseDistance(args.target),
+        termination_fn=PoseReached(args.target, args.radius),
+        memory=False,  # a 16-step episode never comes back to a place: memory would only cost
+    )
+
+
+def evaluate(env: WorldModelSB3VecEnv, act, args) -> tuple[float, float, float, float]:
+    """Play one episode per row; mean success, return, final distance (m) and length."""
+    env.seed(args.seed + 10_000)  # seeds no training episode used
+    obs = env.reset()
+    rows = env.num_envs
+    done = np.zeros(rows, bool)
+    ret, length = np.zeros(rows), np.zeros(rows)
+    success, dist = np.zeros(rows, bool), np.zeros(rows)
+    while not done.all():
+        obs, rewards, dones, infos = env.step(act(obs))
+        live = ~done
+        ret[live] += rewards[live]
+        length[live] += 1
+        for i in np.flatnonzero(live & dones):
+            dist[i] = -rewards[i]
+            success[i] = dist[i] <= args.radius
+        done |= dones
+    return success.mean(), ret.mean(), dist.mean(), length.mean()
+
+
+class FrameEncoder(BaseFeaturesExtractor):
+    """Three strided convolutions for 32-96 px frames (SB3's NatureCNN is sized for 84 px)."""
+
+    def __init__(self, observation_space, features_dim: int = 256) -> None:
+        super().__init__(observation_space, features_dim)
+        channels = observation_space.shape[0]  # SB3 hands CnnPolicy channel-first images
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 32, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(64 * 16, features_dim),
+            nn.ReLU(),
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Frames scaled to [0, 1] by SB3 -> features."""
+        return self.net(obs)
+
+
+class CurveCallback(BaseCallback):
+    """After each PPO rollout: append the finished episodes' figures, plot, save the policy.
+
+    It also advances the progress bar (SB3's own needs the ``rich`` package).
+    """
+
+    def __init__(self, curve: list, out: Path, saved: Path, radius: float, bar: tqdm) -> None:
+        super().__init__()
+        self.curve, self.out, self.saved, self.radius, self.bar = curve, out, saved, radius, bar
+        self.returns: list[float] = []
+        self.successes: list[bool] = []
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        for info, reward in zip(self.locals["infos"], self.locals["rewards"], strict=True):
+            if "episode" in info:  # VecMonitor's summary of a finished episode
+                self.returns.append(info["episode"]["r"])
+                self.successes.append(-reward <= self.radius)  # last reward: -final distance
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.returns:
+            self.curve.append(
+                {
+                    "env_steps": int(self.num_timesteps),
+                    "episodes": len(self.returns),
+                    "mean_return": float(np.mean(self.returns)),
+                    "success_rate": float(np.mean(self.successes)),
+                }
+            )
+            self.bar.set_postfix(success=f"{self.curve[-1]['success_rate']:.2f}")
+            self.returns, self.successes = [], []
+        write_atomically(self.out / "curve.json", json.dumps(self.curve, indent=1).encode())
+        plot(self.curve, self.out / "curve.png")
+        tmp = self.saved.with_name("ppo.partial.zip")
+        self.model.save(tmp)
+        os.replace(tmp, self.saved)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` next to ``path`` and move it into place."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def plot(curve: list, path: Path) -> None:
+    """Mean return and success rate against env steps."""
+    if not curve:
+        return
+    steps = [c["env_steps"] for c in curve]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot(steps, [c["mean_return"] for c in curve])
+    a.set(xlabel="env steps", ylabel="mean episode return", title="return (- metres per step)")
+    b.plot(steps, [c["success_rate"] for c in curve])
+    b.set(xlabel="env steps", ylabel="success rate", ylim=(-0.02, 1.02), title="reached target")
+    fig.tight_layout()
+    tmp = path.with_name("curve.partial.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()
