@@ -90,6 +90,10 @@ def from_pretrained(
     """
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    if not str(name_or_path).strip():
+        raise ValueError(
+            "no checkpoint named: pass a checkpoint directory or a repo id 'owner/name'"
+        )
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         directory = path
@@ -193,7 +197,10 @@ def _load_directory(directory: Path) -> WorldModel:
     """Validate and load a checkpoint directory on the CPU in float32."""
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory / name} not found; a checkpoint needs {name}")
+            raise FileNotFoundError(
+                f"{directory / name} not found: a checkpoint directory holds {CONFIG_NAME} and "
+                f"{WEIGHTS_NAME} (hub.save_pretrained and gym-worldmodel train write them)"
+            )
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     config = read_config(config_path)
     try:
@@ -214,6 +221,11 @@ def _load_directory(directory: Path) -> WorldModel:
 
 def read_config(path: Path) -> WorldModelConfig:
     """Read and validate a checkpoint's ``config.json``."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: a checkpoint directory holds {CONFIG_NAME} and {WEIGHTS_NAME} "
+            "(hub.save_pretrained and gym-worldmodel train write them)"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:

@@ -537,6 +537,13 @@ def test_missing_shipped_world_is_a_clear_error(monkeypatch, tmp_path):
         WorldModelVectorEnv(1, world="citywalk")
 
 
+def test_model_argument_that_names_no_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="a checkpoint directory holds config.json"):
+        WorldModelVectorEnv(1, world="citywalk", model=tmp_path)
+    with pytest.raises(ValueError, match="names no checkpoint"):
+        WorldModelVectorEnv(1, world="citywalk", model="")
+
+
 def test_weights_load_lazily(monkeypatch):
     from gym_worldmodel.envs import vector_env
 

@@ -230,6 +230,14 @@ def test_path_that_does_not_exist(tmp_path: Path) -> None:
             from_pretrained(missing)
 
 
+def test_folder_that_is_no_checkpoint_and_an_empty_name(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="a checkpoint directory holds config.json"):
+        from_pretrained(tmp_path)  # exists, holds nothing
+    for empty in ["", "  "]:  # not the current directory
+        with pytest.raises(ValueError, match="no checkpoint named"):
+            from_pretrained(empty)
+
+
 # -- Hub repo ids from the local cache ---------------------------------------------------------
 
 

@@ -120,7 +120,9 @@ def model_config(world: World, model: ModelArg) -> WorldModelConfig:
         return model.config
     if model in RANDOM_MODELS:
         return WorldModelConfig.tiny() if model == "random-tiny" else WorldModelConfig()
-    directory = shipped_checkpoint(world) if model is None else Path(model)
+    if model is not None and not str(model).strip():
+        raise ValueError("model='' names no checkpoint: pass None for the shipped world")
+    directory = shipped_checkpoint(world) if model is None else Path(model).expanduser()
     if not directory.is_dir():  # a hub repo id: resolve it (cache first) now
         return load_model(world, model).config
     return hub.read_config(directory / hub.CONFIG_NAME)
