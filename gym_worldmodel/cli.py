@@ -423,7 +423,7 @@ def eval_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    from gym_worldmodel.evaluation import EvalConfig, evaluate_world, write_report
+    from gym_worldmodel.evaluation import EvalConfig, evaluate_world, ratio_text, write_report
     from gym_worldmodel.sources.episodes import read_card
 
     command = "gym-worldmodel eval " + " ".join(argv)
@@ -480,7 +480,7 @@ def eval_main(argv: Sequence[str]) -> None:
         results.append(result)
         samples[result.world] = sample
         print(
-            f"{result.world}: PSNR {result.psnr}; control {result.control['ratio']:.2f} "
+            f"{result.world}: PSNR {result.psnr}; control {ratio_text(result.control['ratio'])} "
             f"(by step: {_ratios_by_step(result.control)}); "
             f"collapsed {result.stability['collapsed']}",
             flush=True,
@@ -492,10 +492,11 @@ def eval_main(argv: Sequence[str]) -> None:
 
 def _ratios_by_step(control: dict[str, Any]) -> str:
     """``1: 0.92, 2-4: 0.61, ...``: the controllability ratio in each span between horizons."""
-    from gym_worldmodel.evaluation import steps_label
+    from gym_worldmodel.evaluation import ratio_text, steps_label
 
     return ", ".join(
-        f"{steps_label(v['steps'])}: {v['ratio']:.2f}" for v in control["by_horizon"].values()
+        f"{steps_label(v['steps'])}: {ratio_text(v['ratio'])}"
+        for v in control["by_horizon"].values()
     )
 
 

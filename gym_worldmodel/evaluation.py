@@ -483,9 +483,22 @@ def train_probe(
     return probe
 
 
+#: Real-frame probe scores under this are too near reading nothing to divide by: the driving
+#: probe's R^2 of 0.003 in the first step (few windows turn there) gave a ratio of -90.89.
+MIN_REAL_SCORE = 0.05
+
+
 def _ratio(generated: float, real: float) -> float:
-    """Generated / real controllability; NaN where the probe reads nothing from real frames."""
-    return generated / real if real > 0 else math.nan
+    """Generated / real controllability; NaN under ``MIN_REAL_SCORE`` on real frames.
+
+    A probe that reads (next to) nothing from real frames gives no ratio that means anything.
+    """
+    return generated / real if real >= MIN_REAL_SCORE else math.nan
+
+
+def ratio_text(ratio: float) -> str:
+    """A ratio as the report prints it: ``n/a`` where :func:`_ratio` gave none."""
+    return "n/a" if math.isnan(ratio) else f"{ratio:.2f}"
 
 
 def _control_by_horizon(
@@ -786,7 +799,7 @@ def write_report(
         lines += [
             "",
             f"Controllability ({_control_metric(c)}): real {c['real']:.3f}, generated "
-            f"{c['generated']:.3f}, ratio **{c['ratio']:.2f}**."
+            f"{c['generated']:.3f}, ratio **{ratio_text(c['ratio'])}**."
             + (
                 f" Always answering the most common keys scores {c['majority']:.3f}."
                 if "majority" in c
@@ -850,7 +863,7 @@ def _control_by_horizon_table(control: dict[str, Any]) -> list[str]:
         return []
     spans = [steps_label(v["steps"]) for v in table.values()]
     rows = [(who, [f"{v[who]:.3f}" for v in table.values()]) for who in ("real", "generated")]
-    rows.append(("ratio", [f"{v['ratio']:.2f}" for v in table.values()]))
+    rows.append(("ratio", [ratio_text(v["ratio"]) for v in table.values()]))
     return [
         "By step: the same scores over the windows whose action falls in those steps (a model "
         "can show its actions at first and lose them as it drifts):",

@@ -18,6 +18,7 @@ from gym_worldmodel.evaluation import (
     frame_motion,
     pooled_psnr,
     psnr,
+    ratio_text,
     scene_motion_by_key,
     ssim,
     write_report,
@@ -105,6 +106,15 @@ def test_control_by_horizon_scores_each_rollouts_windows_of_each_span():
     assert [v["windows"] for v in table.values()] == [2 * rows, 3 * rows, 2 * rows]
 
 
+def test_no_controllability_ratio_where_the_probe_reads_nothing_from_real_frames():
+    from gym_worldmodel.evaluation import MIN_REAL_SCORE, _ratio
+
+    assert _ratio(0.45, 0.9) == pytest.approx(0.5)
+    assert np.isnan(_ratio(-0.26, 0.003))  # was -90.89 in a driving report
+    assert np.isnan(_ratio(0.2, MIN_REAL_SCORE / 2)) and not np.isnan(_ratio(0.2, MIN_REAL_SCORE))
+    assert ratio_text(_ratio(-0.26, 0.003)) == "n/a" and ratio_text(0.5) == "0.50"
+
+
 def test_student_loss_is_zero_when_student_is_teacher_at_one_step():
     """Same weights, one Euler step each: the student's x0 prediction is the teacher's target,
     computed once through the cache and once through ``forward_sequence``."""
@@ -177,7 +187,7 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     assert "autoencoded [" in text and "most common keys scores" in text
     assert f"real {result.control['motion_real']:.2f}, generated" in text
     assert "| key | windows | recorded | generated | read most on generated |" in text
-    assert "| steps | 1 | 2-3 |" in text and f"| ratio | {by_h[1]['ratio']:.2f} |" in text
+    assert "| steps | 1 | 2-3 |" in text and f"| ratio | {ratio_text(by_h[1]['ratio'])} |" in text
     moved = result.control["scene_motion_generated"]
     assert moved.keys() == result.control["scene_motion_real"].keys() and moved
     assert "| key | frames | measure | recorded | generated |" in text
