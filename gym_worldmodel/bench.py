@@ -366,17 +366,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     vae.add_argument("--repeats", type=int, default=7, help="timed samples per figure")
     vae.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     vae.add_argument("--json", type=Path, help="also write the figures to this file")
+    prec = sub.add_parser("dtype", help="shipped worlds' held-out PSNR in float32 vs bf16")
+    prec.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
+    prec.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64])
+    prec.add_argument("--model", default=None, help="checkpoint (default: the world's shipped)")
+    prec.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
-    config = WorldModelConfig.tiny() if args.tiny else WorldModelConfig()
+    tiny = getattr(args, "tiny", False)
+    config = WorldModelConfig.tiny() if tiny else WorldModelConfig()
     if args.what == "memory":
         from gym_worldmodel.bench_memory import memory_benchmark
 
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
-        model = random_model(WorldModelConfig.tiny() if args.tiny else WorldModelConfig.compact())
+        model = random_model(WorldModelConfig.tiny() if tiny else WorldModelConfig.compact())
         results = memory_benchmark(model, args.batch, args.long_steps, args.repeats, args.capacity)
+    elif args.what == "dtype":
+        from gym_worldmodel.bench_dtype import dtype_benchmark
+
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        results = dtype_benchmark(args.data, args.horizons, args.model)
     elif args.what == "vae":
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-        model = random_model(WorldModelConfig.tiny() if args.tiny else WorldModelConfig.compact())
+        model = random_model(WorldModelConfig.tiny() if tiny else WorldModelConfig.compact())
         results = vae_benchmark(model, args.frames, args.repeats)
     elif args.what == "env":
         from gym_worldmodel.bench_env import env_benchmark

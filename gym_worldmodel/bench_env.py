@@ -29,7 +29,7 @@ def env_benchmark(
     """Measure and print; returns the figures."""
     frames = model.config.dit.chunk_frames
     results: dict[str, Any] = {"world": world}
-    single = WorldModelEnv(world=world, model=model)
+    single = WorldModelEnv(world=world, model=model, dtype="float32")
     single.reset(seed=0)
     single.action_space.seed(0)
     action = single.action_space.sample()
@@ -38,7 +38,7 @@ def env_benchmark(
     print(f"world {world}, {frames} frames per step")
     _print("single env", row)
     for n in sizes:
-        env = WorldModelVectorEnv(n, world=world, model=model)
+        env = WorldModelVectorEnv(n, world=world, model=model, dtype="float32")
         env.reset(seed=0)
         env.action_space.seed(0)
         actions = env.action_space.sample()

@@ -30,7 +30,12 @@ def memory_benchmark(
     for batch in batches:
         envs = {
             name: WorldModelVectorEnv(
-                batch, world="citywalk", model=model, memory=on, memory_capacity=capacity
+                batch,
+                world="citywalk",
+                model=model,
+                memory=on,
+                memory_capacity=capacity,
+                dtype="float32",
             )
             for name, on in (("on", True), ("off", False))
         }

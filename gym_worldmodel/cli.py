@@ -663,6 +663,12 @@ def rollout_main(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--frames", type=Path, help="also save the frames, uint8 (T, H, W, 3), to this .npy"
     )
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="auto: bf16 autocast where the device computes it natively, else float32",
+    )
     args = parser.parse_args(argv)
     import time
 
@@ -685,6 +691,7 @@ def rollout_main(argv: Sequence[str]) -> None:
     if steps < 1:
         raise SystemExit(f"--steps must be at least 1, got {steps}")
     kwargs = {"model": args.model} if args.model else {}
+    kwargs["dtype"] = args.dtype
     if isinstance(actions, dict):
         if args.world != "robot":
             raise SystemExit(f"--actions {args.actions}: .npz (RT-1 keys) is for --world robot")
@@ -718,6 +725,7 @@ def rollout_main(argv: Sequence[str]) -> None:
             break
     elapsed = time.perf_counter() - start
     fps = env.unwrapped.metadata["world_fps"]
+    dtype = str(env.unwrapped.vector.dtype).removeprefix("torch.")
     env.close()
     from gym_worldmodel.video import write_video
 
@@ -727,7 +735,7 @@ def rollout_main(argv: Sequence[str]) -> None:
     write_video(args.video, frames, fps)
     print(
         f"{args.world}: {i + 1} steps, {len(frames) - 1} frames in {elapsed:.1f} s "
-        f"({(len(frames) - 1) / elapsed:.1f} frames/s); wrote {args.video} at {fps} fps"
+        f"({(len(frames) - 1) / elapsed:.1f} frames/s, {dtype}); wrote {args.video} at {fps} fps"
         + (f" and {args.frames}" if args.frames else "")
     )
 

@@ -257,6 +257,7 @@ def rollout(
     seed: int,
     progress: str = "",
     record: str = "frames",
+    dtype: torch.dtype = torch.float32,
 ) -> np.ndarray:
     """Run recorded actions through the env's engine from start frames.
 
@@ -270,10 +271,11 @@ def rollout(
         record: ``"frames"`` to return every frame ``(R, steps * F, H, W, 3)``, or ``"stats"``
             for :func:`frame_stats` of each step's last frame ``(R, steps, 3)`` (long rollouts:
             only that frame is decoded).
+        dtype: The forwards' precision (``eval`` measures in float32).
     """
     rows, f = len(start_frames), model.config.dit.chunk_frames
     steps = actions.shape[1] // f
-    engine = WorldEngine(model, rows, modality)
+    engine = WorldEngine(model, rows, modality, dtype=dtype)
     engine.seed(range(rows), [seed + r for r in range(rows)])
     start = torch.from_numpy(np.repeat(start_frames[:, None], f, 1))
     engine.start(range(rows), start)

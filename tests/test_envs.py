@@ -544,6 +544,17 @@ def test_model_argument_that_names_no_checkpoint_is_a_clear_error(tmp_path):
         WorldModelVectorEnv(1, world="citywalk", model="")
 
 
+def test_envs_compute_in_bf16_by_default_only_where_the_device_does_it_natively(monkeypatch):
+    from gym_worldmodel.envs import vector_env
+
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(vector_env, "native_bf16", lambda device, native=native: native)
+        assert WorldModelVectorEnv(1, model="random-tiny").dtype == expected
+        assert WorldModelVectorEnv(1, model="random-tiny", dtype="float32").dtype == torch.float32
+    with pytest.raises(ValueError, match="dtype"):
+        WorldModelVectorEnv(1, model="random-tiny", dtype="float16")
+
+
 def test_weights_load_lazily(monkeypatch):
     from gym_worldmodel.envs import vector_env
 

@@ -198,6 +198,18 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     hub.save_pretrained(model, tmp_path / "model")  # the CLI path loads the same checkpoint
 
 
+def test_dtype_benchmark_compares_float32_and_bf16_rollouts_end_to_end(tmp_path, capsys):
+    from gym_worldmodel.bench_dtype import dtype_benchmark
+
+    data = tmp_path / "data"
+    collect(SquareSource(), data, episodes=6, steps=12, heldout_every=3, progress=False)
+    row = dtype_benchmark([data], (1, 3), "random-tiny")["citywalk"]
+    for name in ("float32", "bfloat16", "bf16_vs_float32"):
+        assert set(row[name]) == {1, 3} and np.isfinite(list(row[name].values())).all()
+    assert row["bf16_vs_float32"][1] > row["float32"][1]  # closer to each other than to the truth
+    assert "bf16 frames against float32 frames" in capsys.readouterr().out
+
+
 def test_bundled_start_frames_come_from_training_episodes(tmp_path):
     from gym_worldmodel.sources.episodes import load_episodes
     from gym_worldmodel.training.start_frames import bundle_start_frames

@@ -133,6 +133,14 @@ def test_cem_planner_agent_moves_toward_the_target():
     assert len(distances) == 4 and distances[-1] < 2.0  # started 2 m away
 
 
+def test_mppi_agent_changes_lanes_and_straightens_out():
+    text = run("agents/mppi_driving.py", "--model", "random-tiny", "--steps", "12", "--lane", "4")
+    last = [line for line in text.splitlines() if line.startswith("step ")][-1]
+    heading = float(last.split(" heading ")[1].split(" deg")[0])
+    off = float(last.split("off the lane ")[1].split(" m")[0])
+    assert off < 0.5 and abs(heading) < 5  # started 4 m off, in the lane to the right
+
+
 def test_ppo_agent_trains_saves_and_resumes(tmp_path):
     out = tmp_path / "ppo"
     common = ["--model", "random-tiny", "--envs", "4", "--rollout", "16", "--eval-episodes", "4"]

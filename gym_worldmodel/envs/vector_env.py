@@ -30,9 +30,18 @@ from gym_worldmodel.envs.worlds import (
     model_config,
     start_frames,
 )
-from gym_worldmodel.models import WorldModel
+from gym_worldmodel.models import WorldModel, native_bf16
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``"auto"``: bfloat16 autocast where ``device`` computes it natively, else float32."""
+    if dtype == "auto":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
+    return DTYPES[dtype]
+
+
 LATENT_BOUND = 100.0  # latent observations are clipped to +-this
 
 
@@ -50,7 +59,11 @@ class WorldModelVectorEnv(VectorEnv):
         obs_mode: ``"rgb"`` (last frame ``(H, W, 3)`` uint8), ``"chunk"`` (``(F, H, W, 3)``) or
             ``"latent"`` (``(F, C, h, w)`` float32, clipped to +-100).
         device: Torch device of the model and, with ``output="torch"``, of the returns.
-        dtype: ``"float32"`` or ``"bfloat16"`` (autocast).
+        dtype: ``"auto"`` (the default: bfloat16 autocast where the device computes it natively,
+            a CUDA GPU with bf16 or a CPU with AVX512-BF16 or AMX; float32 elsewhere, where bf16
+            is emulated and slower), ``"float32"`` or ``"bfloat16"``. The shipped worlds' frames
+            in bf16 stay within 0.02 dB PSNR of float32's against held-out episodes over 64
+            steps (``python -m gym_worldmodel.bench dtype``). ``env.dtype`` is the one chosen.
         output: ``"numpy"`` or ``"torch"`` (obs, rewards and flags stay on the device).
         autoreset_mode: A ``gymnasium.vector.AutoresetMode`` (or its value).
         max_episode_steps: Truncate episodes after this many steps (None: never).
@@ -89,7 +102,7 @@ class WorldModelVectorEnv(VectorEnv):
         action_mode: str | None = None,
         obs_mode: str = "rgb",
         device: str | torch.device = "cpu",
-        dtype: str = "float32",
+        dtype: str = "auto",
         output: str = "numpy",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         max_episode_steps: int | None = None,
@@ -103,14 +116,15 @@ class WorldModelVectorEnv(VectorEnv):
     ) -> None:
         check_choice("obs_mode", obs_mode, ("rgb", "chunk", "latent"))
         check_choice("output", output, ("numpy", "torch"))
-        check_choice("dtype", dtype, tuple(DTYPES))
+        check_choice("dtype", dtype, ("auto", *DTYPES))
         check_choice("render_mode", render_mode, (None, "rgb_array"))
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.world = get_world(world)
         self.head = self.world.action_head(action_mode)
         self.num_envs, self.obs_mode, self.output = num_envs, obs_mode, output
-        self.device, self.dtype = torch.device(device), DTYPES[dtype]
+        self.device = torch.device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.render_mode, self.max_episode_steps = render_mode, max_episode_steps
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
         self._model_arg, self._engine = model, engine

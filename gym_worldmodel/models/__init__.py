@@ -8,7 +8,7 @@ from gym_worldmodel.models.config import (
 )
 from gym_worldmodel.models.dit import CausalChunkDiT
 from gym_worldmodel.models.vae import VAE
-from gym_worldmodel.models.world_model import WorldModel, precision
+from gym_worldmodel.models.world_model import WorldModel, native_bf16, precision
 
 __all__ = [
     "VAE",
@@ -18,5 +18,6 @@ __all__ = [
     "VAEConfig",
     "WorldModel",
     "WorldModelConfig",
+    "native_bf16",
     "precision",
 ]

@@ -121,6 +121,20 @@ class WorldModel(nn.Module):
         }
 
 
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 natively: CUDA with bf16, AVX512-BF16 or AMX.
+
+    Elsewhere (an older CPU) bf16 is emulated and runs slower than float32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":  # torch.cpu's probes are private: absent ones count as no
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return False
+
+
 @contextlib.contextmanager
 def precision(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
     """Run the body in ``dtype``: autocast for bf16/fp16, plain float32 otherwise.

@@ -1,0 +1,71 @@
+"""Precision benchmark: ``python -m gym_worldmodel.bench dtype --data data/citywalk ...``.
+
+Whether bf16 autocast, the envs' default where the device computes it natively, keeps the
+shipped worlds' quality: each world rolls its held-out starts open loop under the recorded actions
+(as ``gym-worldmodel eval`` does, same starts and seeds) once in float32 and once in bf16, and the
+benchmark prints the PSNR of both against the recorded frames, the PSNR of the bf16 frames against
+the float32 ones (how far apart the two rollouts drift), and the time each took.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gym_worldmodel.envs.worlds import get_world, load_model
+from gym_worldmodel.evaluation import _starts, pooled_psnr, rollout
+from gym_worldmodel.models import native_bf16
+from gym_worldmodel.sources.episodes import load_episodes, read_card
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _psnr_at(h: int, f: int, a: np.ndarray, b: np.ndarray) -> float:
+    """Pooled PSNR of step ``h``'s ``f`` frames of two rollouts ``(R, steps * f, H, W, 3)``."""
+    return pooled_psnr(a[:, (h - 1) * f : h * f], b[:, (h - 1) * f : h * f])
+
+
+def dtype_benchmark(
+    data_dirs: Sequence[Path], horizons: Sequence[int], model: str | None = None
+) -> dict[str, Any]:
+    """Measure and print; returns the figures per world."""
+    print(f"native bf16 on this CPU: {native_bf16('cpu')} (the envs' dtype='auto' uses it if so)")
+    results: dict[str, Any] = {}
+    for data in data_dirs:
+        card = read_card(Path(data))
+        world = card["world"]
+        wm = load_model(get_world(world), model)
+        f, steps = wm.config.dit.chunk_frames, max(horizons)
+        held = load_episodes(Path(data), "heldout")
+        starts = _starts(held, steps * f, 1)
+        if not starts:
+            raise ValueError(f"{data}: no held-out episode has the {steps * f + 1} frames needed")
+        first = np.stack([held[e].frames[s] for e, s in starts])
+        truth = np.stack([held[e].frames[s + 1 : s + 1 + steps * f] for e, s in starts])
+        actions = np.stack([held[e].actions[s : s + steps * f] for e, s in starts])
+        frames, seconds = {}, {}
+        for name, dtype in DTYPES.items():
+            start = time.perf_counter()
+            frames[name] = rollout(wm, card["modality"], first, actions, 0, dtype=dtype)
+            seconds[name] = time.perf_counter() - start
+        pairs = {name: (frames[name], truth) for name in DTYPES}
+        pairs["bf16_vs_float32"] = (frames["bfloat16"], frames["float32"])
+        row: dict[str, Any] = {
+            name: {h: _psnr_at(h, f, *pair) for h in horizons} for name, pair in pairs.items()
+        }
+        row["seconds"] = seconds
+        results[world] = row
+        hs = " / ".join(map(str, horizons))
+        print(f"{world}: {len(starts)} held-out starts x {steps} steps, PSNR at h = {hs}")
+        for name in (*DTYPES, "bf16_vs_float32"):
+            cells = " / ".join(f"{row[name][h]:.2f}" for h in horizons)
+            what = "bf16 frames against float32 frames" if name not in DTYPES else name
+            extra = f"  ({seconds[name]:.1f} s)" if name in DTYPES else ""
+            print(f"  {what:36s} {cells}{extra}")
+        print(f"  bf16 speed-up {seconds['float32'] / seconds['bfloat16']:.2f}x")
+    return results
