@@ -74,7 +74,12 @@ def main() -> None:
             raise SystemExit(f"--resume: no saved policy at {saved}")
         agent = PPO.load(saved, env=venv, device="cpu")
         curve = json.loads(curve_file.read_text()) if curve_file.exists() else []
-        print(f"resumed from {saved} at {agent.num_timesteps} env steps")
+        # a run stopped between the policy's save and the curve's keeps no later entries
+        curve = [c for c in curve if c["env_steps"] <= agent.num_timesteps]
+        print(
+            f"resumed from {saved} at {agent.num_timesteps} env steps "
+            f"({agent.n_steps} steps per row per update, as saved)"
+        )
     else:
         agent = PPO(
             "CnnPolicy",
@@ -90,14 +95,17 @@ def main() -> None:
             device="cpu",
         )
         curve = []
-    remaining = args.steps - agent.num_timesteps
-    start = time.perf_counter()
-    if remaining > 0:
-        bar = tqdm(total=remaining, unit="step", disable=args.no_progress, desc="PPO")
-        callback = CurveCallback(curve, args.out, saved, args.radius, bar)
-        agent.learn(remaining, callback=callback, reset_num_timesteps=False)
+    before, start = agent.num_timesteps, time.perf_counter()
+    if args.steps > before:
+        bar = tqdm(total=args.steps - before, unit="step", disable=args.no_progress, desc="PPO")
+        callback = CurveCallback(curve, args.out, saved, bar)
+        agent.learn(args.steps - before, callback=callback, reset_num_timesteps=False)
         bar.close()
-        print(f"trained {remaining} env steps in {time.perf_counter() - start:.0f} s")
+        # SB3 trains whole rollouts: the count can pass --steps by less than one
+        print(
+            f"trained {agent.num_timesteps - before} env steps in "
+            f"{time.perf_counter() - start:.0f} s"
+        )
     venv.close()
 
     env = make_env(args, args.eval_episodes)  # every evaluation episode is a row: one batch
@@ -144,8 +152,8 @@ def evaluate(env: WorldModelSB3VecEnv, act, args) -> tuple[float, float, float, 
         ret[live] += rewards[live]
         length[live] += 1
         for i in np.flatnonzero(live & dones):
-            dist[i] = -rewards[i]
-            success[i] = dist[i] <= args.radius
+            dist[i] = -rewards[i]  # the last reward: minus the final distance
+            success[i] = not infos[i]["TimeLimit.truncated"]  # PoseReached ended it
         done |= dones
     return success.mean(), ret.mean(), dist.mean(), length.mean()
 
@@ -175,26 +183,44 @@ class FrameEncoder(BaseFeaturesExtractor):
 
 
 class CurveCallback(BaseCallback):
-    """After each PPO rollout: append the finished episodes' figures, plot, save the policy.
+    """After each PPO update: save the policy, then append the figures of the episodes that
+    ended in the rollout it trained on, and plot them.
 
+    SB3 calls ``_on_rollout_end`` before the update, so the save waits for the next rollout's
+    start (or the end of training): ``ppo.zip`` always holds the policy its step count says.
     It also advances the progress bar (SB3's own needs the ``rich`` package).
     """
 
-    def __init__(self, curve: list, out: Path, saved: Path, radius: float, bar: tqdm) -> None:
+    def __init__(self, curve: list, out: Path, saved: Path, bar: tqdm) -> None:
         super().__init__()
-        self.curve, self.out, self.saved, self.radius, self.bar = curve, out, saved, radius, bar
+        self.curve, self.out, self.saved, self.bar = curve, out, saved, bar
         self.returns: list[float] = []
         self.successes: list[bool] = []
+        self.unsaved = False
 
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)
-        for info, reward in zip(self.locals["infos"], self.locals["rewards"], strict=True):
+        for info in self.locals["infos"]:
             if "episode" in info:  # VecMonitor's summary of a finished episode
                 self.returns.append(info["episode"]["r"])
-                self.successes.append(-reward <= self.radius)  # last reward: -final distance
+                self.successes.append(not info["TimeLimit.truncated"])  # PoseReached ended it
         return True
 
     def _on_rollout_end(self) -> None:
+        self.unsaved = True
+
+    def _on_rollout_start(self) -> None:
+        self._save()
+
+    def _on_training_end(self) -> None:
+        self._save()
+
+    def _save(self) -> None:
+        if not self.unsaved:
+            return
+        tmp = self.saved.with_name("ppo.partial.zip")
+        self.model.save(tmp)
+        os.replace(tmp, self.saved)
         if self.returns:
             self.curve.append(
                 {
@@ -208,9 +234,7 @@ class CurveCallback(BaseCallback):
             self.returns, self.successes = [], []
         write_atomically(self.out / "curve.json", json.dumps(self.curve, indent=1).encode())
         plot(self.curve, self.out / "curve.png")
-        tmp = self.saved.with_name("ppo.partial.zip")
-        self.model.save(tmp)
-        os.replace(tmp, self.saved)
+        self.unsaved = False
 
 
 def write_atomically(path: Path, data: bytes) -> None:

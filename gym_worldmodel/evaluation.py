@@ -713,7 +713,7 @@ def write_report(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     raw = [dataclasses.asdict(r) for r in results]
-    text = json.dumps(raw, indent=1) + "\n"
+    text = json.dumps(_nan_to_none(raw), indent=1, allow_nan=False) + "\n"
     atomic_write(out_dir / "results.json", lambda fh: fh.write(text.encode()))
 
     fig, axes = plt.subplots(3, len(results), figsize=(4.2 * len(results), 9.5), squeeze=False)
@@ -850,6 +850,17 @@ def write_report(
     lines += ["![stability](eval/stability.png)", ""]
     body = "\n".join(lines)
     atomic_write(report, lambda fh: fh.write(body.encode()))
+
+
+def _nan_to_none(value: Any) -> Any:
+    """``value`` with every NaN float replaced by None: JSON has no NaN (it writes null)."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_to_none(v) for v in value]
+    return value
 
 
 def steps_label(steps: Sequence[int]) -> str:

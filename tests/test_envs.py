@@ -550,6 +550,8 @@ def test_envs_compute_in_bf16_by_default_only_where_the_device_does_it_natively(
     for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(vector_env, "native_bf16", lambda device, native=native: native)
         assert WorldModelVectorEnv(1, model="random-tiny").dtype == expected
+        single = gym.make("WorldModel-CityWalk-v0", model="random-tiny")
+        assert single.unwrapped.dtype == expected
         assert WorldModelVectorEnv(1, model="random-tiny", dtype="float32").dtype == torch.float32
     with pytest.raises(ValueError, match="dtype"):
         WorldModelVectorEnv(1, model="random-tiny", dtype="float16")

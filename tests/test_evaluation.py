@@ -193,6 +193,8 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     assert "| key | frames | measure | recorded | generated |" in text
     for name in ("open_loop.png", "stability.png", "citywalk_strip.png", "results.json"):
         assert (tmp_path / "docs" / "eval" / name).stat().st_size > 0
+    raw = (tmp_path / "docs" / "eval" / "results.json").read_text()
+    json.loads(raw, parse_constant=lambda name: pytest.fail(f"results.json holds {name}"))
     saved = json.loads((tmp_path / "docs" / "eval" / "results.json").read_text())
     assert saved[0]["psnr"]["model"]["1"] == result.psnr["model"][1]
     hub.save_pretrained(model, tmp_path / "model")  # the CLI path loads the same checkpoint

@@ -153,6 +153,10 @@ def test_ppo_agent_trains_saves_and_resumes(tmp_path):
     curve = json.loads((out / "curve.json").read_text())
     assert [c["env_steps"] for c in curve] == [64]  # one rollout of 4 rows x 16 steps
     assert (out / "ppo.zip").stat().st_size > 0 and (out / "curve.png").stat().st_size > 0
+    from stable_baselines3 import PPO
+
+    saved = PPO.load(out / "ppo.zip", device="cpu")  # saved after its update, not before it
+    assert saved.num_timesteps == 64 and saved._n_updates == saved.n_epochs
     more = run("agents/ppo_citywalk.py", *common, "--steps", "128", "--out", str(out), "--resume")
     assert "resumed from" in more and "at 64 env steps" in more and "trained 64 env steps" in more
     assert [c["env_steps"] for c in json.loads((out / "curve.json").read_text())] == [64, 128]

@@ -7,6 +7,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.vector import AutoresetMode
 
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
@@ -89,6 +90,11 @@ class WorldModelEnv(gym.Env):
         """Release the model; calling it again does nothing."""
         if not self.vector.closed:
             self.vector.close()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision the env computes in (``dtype="auto"`` resolved)."""
+        return self.vector.dtype
 
     def fork(self, n: int, seeds: Sequence[int] | None = None) -> WorldModelVectorEnv:
         """An ``n``-row vector env continuing this episode (:meth:`WorldModelVectorEnv.fork`)."""

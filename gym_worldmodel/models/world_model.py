@@ -127,8 +127,12 @@ def native_bf16(device: torch.device | str) -> bool:
     Elsewhere (an older CPU) bf16 is emulated and runs slower than float32.
     """
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # Ampere (compute capability 8) and later; older GPUs emulate it
+        if not torch.cuda.is_available():
+            return False
+        if torch.version.hip:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":  # torch.cpu's probes are private: absent ones count as no
         probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
