@@ -9,8 +9,14 @@ Example::
     from stable_baselines3 import PPO
     from gym_worldmodel.integrations.sb3 import WorldModelSB3VecEnv
 
-    venv = WorldModelSB3VecEnv.make("WorldModel-Driving-v0", num_envs=8, max_episode_steps=64)
+    venv = WorldModelSB3VecEnv.make(
+        "WorldModel-Driving-v0", num_envs=8, max_episode_steps=64, reward_fn=my_reward_hook
+    )
     PPO("CnnPolicy", venv).learn(10_000)
+
+Rewards are 0 unless a hook is given (``gym_worldmodel.envs.hooks``). ``agents/ppo_citywalk.py``
+is a complete run: a task from hooks, a frame encoder sized for 64 px, atomic saves, resume and
+an evaluation against random actions.
 
 Semantics follow ``DummyVecEnv``: ``step_wait`` returns ``(obs, rewards, dones, infos)`` with
 float32 rewards, ``dones = terminated | truncated`` and one info dict per row. A done row has
