@@ -241,14 +241,13 @@ def throughput_figures(model: WorldModel, name: str, batch: int, repeats: int) -
 
 def vae_benchmark(model: WorldModel, frame_counts: Sequence[int], repeats: int) -> dict:
     """Encode and decode ``n`` frames in one pass against ``VAE``'s CPU passes; prints figures."""
-    from gym_worldmodel.models.vae import CPU_FRAMES_PER_PASS
+    from gym_worldmodel.models.vae import CPU_FRAMES_PER_PASS, to_unit
 
     vae, size = model.vae.eval(), model.config.vae.image_size
     results: dict[str, Any] = {"frames_per_pass": CPU_FRAMES_PER_PASS}
     print(f"VAE passes of {CPU_FRAMES_PER_PASS} frames against one pass, float32")
     for n in frame_counts:
-        frames = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8)
-        x = frames.movedim(-1, -3).float() / 127.5 - 1.0
+        x = to_unit(torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8))
         with torch.no_grad():
             z = vae.encoder(x[:1])[0].expand(n, -1, -1, -1).contiguous()
             fns = {

@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from gym_worldmodel.envs.vector_env import DTYPES
 from gym_worldmodel.envs.worlds import get_world, load_model
-from gym_worldmodel.evaluation import _starts, pooled_psnr, rollout
+from gym_worldmodel.evaluation import open_loop_windows, pooled_psnr, rollout
 from gym_worldmodel.models import native_bf16
 from gym_worldmodel.sources.episodes import load_episodes, read_card
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def _psnr_at(h: int, f: int, a: np.ndarray, b: np.ndarray) -> float:
@@ -43,12 +41,7 @@ def dtype_benchmark(
         wm = load_model(get_world(world), model)
         f, steps = wm.config.dit.chunk_frames, max(horizons)
         held = load_episodes(Path(data), "heldout")
-        starts = _starts(held, steps * f, 1)
-        if not starts:
-            raise ValueError(f"{data}: no held-out episode has the {steps * f + 1} frames needed")
-        first = np.stack([held[e].frames[s] for e, s in starts])
-        truth = np.stack([held[e].frames[s + 1 : s + 1 + steps * f] for e, s in starts])
-        actions = np.stack([held[e].actions[s : s + steps * f] for e, s in starts])
+        first, truth, actions = open_loop_windows(held, steps * f, 1, data)
         frames: dict[str, np.ndarray] = {}
         times: dict[str, list[float]] = {name: [] for name in DTYPES}
         for name in ("float32", "bfloat16", "bfloat16", "float32"):  # ABBA: no order bias
@@ -64,7 +57,7 @@ def dtype_benchmark(
         row["seconds"] = seconds
         results[world] = row
         hs = " / ".join(map(str, horizons))
-        print(f"{world}: {len(starts)} held-out starts x {steps} steps, PSNR at h = {hs}")
+        print(f"{world}: {len(first)} held-out starts x {steps} steps, PSNR at h = {hs}")
         for name in (*DTYPES, "bf16_vs_float32"):
             cells = " / ".join(f"{row[name][h]:.2f}" for h in horizons)
             what = "bf16 frames against float32 frames" if name not in DTYPES else name

@@ -725,7 +725,7 @@ def rollout_main(argv: Sequence[str]) -> None:
             break
     elapsed = time.perf_counter() - start
     fps = env.unwrapped.metadata["world_fps"]
-    dtype = str(env.unwrapped.vector.dtype).removeprefix("torch.")
+    dtype = str(env.unwrapped.dtype).removeprefix("torch.")
     env.close()
     from gym_worldmodel.video import write_video
 

@@ -249,6 +249,23 @@ def _starts(episodes: Sequence[Episode], frames_needed: int, per_episode: int) -
     return sorted(set(out))
 
 
+def open_loop_windows(
+    episodes: Sequence[Episode], frames: int, per_episode: int, data: Path | str = "the data"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Open-loop windows of held-out episodes at :func:`_starts`' starts.
+
+    Returns start frames ``(R, H, W, 3)``, the ``frames`` recorded frames after each
+    ``(R, frames, H, W, 3)`` and the actions between them ``(R, frames, w)``.
+    """
+    starts = _starts(episodes, frames, per_episode)
+    if not starts:
+        raise ValueError(f"{data}: no held-out episode has the {frames + 1} frames needed")
+    first = np.stack([episodes[e].frames[s] for e, s in starts])
+    truth = np.stack([episodes[e].frames[s + 1 : s + 1 + frames] for e, s in starts])
+    actions = np.stack([episodes[e].actions[s : s + frames] for e, s in starts])
+    return first, truth, actions
+
+
 def rollout(
     model: WorldModel,
     modality: str,
@@ -566,15 +583,10 @@ def evaluate_world(
             f"the longest horizon ({horizon} steps, {horizon * f} frames after the start) is "
             f"shorter than the controllability probe's window of {window} frames"
         )
-    starts = _starts(heldout, horizon * f, config.starts_per_episode)
-    if not starts:
-        raise ValueError(f"{data}: no held-out episode has the {horizon * f + 1} frames needed")
-    first = np.stack([heldout[e].frames[s] for e, s in starts])
-    truth = np.stack([heldout[e].frames[s + 1 : s + 1 + horizon * f] for e, s in starts])
-    actions = np.stack([heldout[e].actions[s : s + horizon * f] for e, s in starts])
+    first, truth, actions = open_loop_windows(heldout, horizon * f, config.starts_per_episode, data)
     label = f"{world} open loop" if progress else ""
     generated = rollout(model, modality, first, actions, config.seed, label)
-    result = WorldResult(world, modality, len(heldout), len(starts))
+    result = WorldResult(world, modality, len(heldout), len(first))
     runs = {"model": generated, "copy last frame": np.repeat(first[:, None], horizon * f, 1)}
     if teacher is not None:
         h_t = min(config.teacher_horizon, horizon)
@@ -623,7 +635,7 @@ def evaluate_world(
         "motion_real": frame_motion(with_start(truth)),
         "motion_generated": frame_motion(with_start(generated)),
         "by_horizon": _control_by_horizon(
-            probe, real_w, gen_w, targets, t // f + 1, len(starts), config.horizons
+            probe, real_w, gen_w, targets, t // f + 1, len(first), config.horizons
         ),
     }
     if modality == "camera":  # what a probe that ignores the frames would score

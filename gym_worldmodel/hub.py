@@ -197,10 +197,7 @@ def _load_directory(directory: Path) -> WorldModel:
     """Validate and load a checkpoint directory on the CPU in float32."""
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
-            raise FileNotFoundError(
-                f"{directory / name} not found: a checkpoint directory holds {CONFIG_NAME} and "
-                f"{WEIGHTS_NAME} (hub.save_pretrained and gym-worldmodel train write them)"
-            )
+            raise _not_a_checkpoint(directory / name)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     config = read_config(config_path)
     try:
@@ -219,13 +216,17 @@ def _load_directory(directory: Path) -> WorldModel:
     return model
 
 
+def _not_a_checkpoint(missing: Path) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{missing} not found: a checkpoint directory holds {CONFIG_NAME} and {WEIGHTS_NAME} "
+        "(hub.save_pretrained and gym-worldmodel train write them)"
+    )
+
+
 def read_config(path: Path) -> WorldModelConfig:
     """Read and validate a checkpoint's ``config.json``."""
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: a checkpoint directory holds {CONFIG_NAME} and {WEIGHTS_NAME} "
-            "(hub.save_pretrained and gym-worldmodel train write them)"
-        )
+        raise _not_a_checkpoint(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as err:
