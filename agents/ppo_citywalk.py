@@ -2,7 +2,9 @@
 
     python agents/ppo_citywalk.py --steps 8192 --out runs/ppo_citywalk
 
-The agent sees only the generated frames (64 x 64 RGB; SB3's CnnPolicy). Every step of all
+The agent sees the generated frames (64 x 64 RGB; SB3's CnnPolicy) and, with ``--pose``, also
+the camera's pose (``obs_mode="rgb+pose"``: a Dict observation, SB3's MultiInputPolicy), which
+says where the target lies; from frames alone it has to guess. Every step of all
 ``--envs`` rows is one batched forward of the shipped city-walk world, through
 ``WorldModelSB3VecEnv``. Reward hooks set the task: ``PoseDistance`` pays minus the distance in
 metres from the camera's position (integrated from the keys, as ``info["pose"]`` reports it) to
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/ppo_citywalk"))
     parser.add_argument("--resume", action="store_true", help="continue from --out/ppo.zip")
+    parser.add_argument("--pose", action="store_true", help="observe the pose too (rgb+pose)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
     if args.steps <= 0 or args.envs <= 0 or args.eval_episodes <= 0:
@@ -82,7 +85,7 @@ def main() -> None:
         )
     else:
         agent = PPO(
-            "CnnPolicy",
+            "MultiInputPolicy" if args.pose else "CnnPolicy",
             venv,
             n_steps=args.rollout,
             batch_size=128,
@@ -90,7 +93,9 @@ def main() -> None:
             learning_rate=3e-4,
             gamma=0.95,
             ent_coef=0.01,
-            policy_kwargs={"features_extractor_class": FrameEncoder},
+            policy_kwargs={
+                "features_extractor_class": FramePoseEncoder if args.pose else FrameEncoder
+            },
             seed=args.seed,
             device="cpu",
         )
@@ -113,7 +118,7 @@ def main() -> None:
     policies = {  # the policy as trained (sampled keys), its most likely keys, and chance
         "PPO, sampled": lambda obs: agent.predict(obs, deterministic=False)[0],
         "PPO, argmax": lambda obs: agent.predict(obs, deterministic=True)[0],
-        "random": lambda obs: rng.integers(0, 5, (len(obs), 2)),
+        "random": lambda obs: rng.integers(0, 5, (env.num_envs, 2)),
     }
     print(f"{args.eval_episodes} episodes each, same seeds, target {args.target} m:")
     for name, act in policies.items():
@@ -135,6 +140,7 @@ def make_env(args: argparse.Namespace, rows: int) -> WorldModelSB3VecEnv:
         reward_fn=PoseDistance(args.target),
         termination_fn=PoseReached(args.target, args.radius),
         memory=False,  # a 16-step episode never comes back to a place: memory would only cost
+        obs_mode="rgb+pose" if args.pose else "rgb",
     )
 
 
@@ -180,6 +186,22 @@ class FrameEncoder(BaseFeaturesExtractor):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Frames scaled to [0, 1] by SB3 -> features."""
         return self.net(obs)
+
+
+class FramePoseEncoder(BaseFeaturesExtractor):
+    """``FrameEncoder`` on the frame, next to the pose: (x, y) in units of 5 m, the heading as
+    its sine and cosine (no jump at +-180 deg), the pitch as a fraction of its +-60 deg."""
+
+    def __init__(self, observation_space, features_dim: int = 256) -> None:
+        super().__init__(observation_space, features_dim + 5)
+        self.frames = FrameEncoder(observation_space["rgb"], features_dim)
+
+    def forward(self, obs: dict) -> torch.Tensor:
+        """``{"rgb": frames, "pose": (B, 4)}`` -> features."""
+        x, y, yaw, pitch = obs["pose"].unbind(-1)
+        yaw = torch.deg2rad(yaw)
+        pose = torch.stack([x / 5, y / 5, yaw.cos(), yaw.sin(), pitch / 60], -1)
+        return torch.cat([self.frames(obs["rgb"]), pose], -1)
 
 
 class CurveCallback(BaseCallback):

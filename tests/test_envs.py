@@ -293,6 +293,61 @@ def test_latent_observations():
     assert env.single_observation_space.contains(obs[0])
 
 
+POSE_IDS = sorted(i for i in IDS if "Robot" not in i)
+
+
+@pytest.mark.parametrize("env_id", POSE_IDS)
+@pytest.mark.parametrize("obs_mode", ["rgb+pose", "latent+pose"])
+def test_pose_observations_pass_check_env_and_carry_the_info_pose(env_id, obs_mode):
+    env = gym.make(env_id, obs_mode=obs_mode, **TINY)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+    assert [str(w.message) for w in caught] == []
+    frames = obs_mode.split("+")[0]
+    obs, info = env.reset(seed=0)
+    assert set(obs) == {frames, "pose"} and env.observation_space.contains(obs)
+    env.action_space.seed(0)
+    for _ in range(3):
+        obs, *_, info = env.step(env.action_space.sample())
+        assert obs["pose"].dtype == np.float32 and env.observation_space.contains(obs)
+        assert np.array_equal(obs["pose"], info["pose"].astype(np.float32))
+    assert np.abs(obs["pose"][:2]).sum() > 0  # it moved
+
+
+def test_pose_observations_through_the_vector_env_autoreset_and_torch_output():
+    env = WorldModelVectorEnv(
+        2,
+        world="citywalk",
+        obs_mode="rgb+pose",
+        max_episode_steps=2,
+        **TINY,
+        autoreset_mode=AutoresetMode.SAME_STEP,
+    )
+    obs, _ = env.reset(seed=0)
+    assert obs["rgb"].shape == (2, 32, 32, 3) and obs["pose"].shape == (2, 4)
+    walk = np.tile(np.array([[1, 0]]), (2, 1))  # W: forward
+    env.step(walk)
+    obs, _, _, truncated, info = env.step(walk)
+    assert truncated.all() and np.array_equal(obs["pose"], np.zeros((2, 4), np.float32))
+    final = info["final_obs"][1]
+    walked = 2 * env.config.dit.chunk_frames * env.head.move_m  # two steps forward, metres
+    assert set(final) == {"rgb", "pose"} and final["pose"][0] == pytest.approx(walked)
+    assert env.single_observation_space.contains(final)
+
+    env = WorldModelVectorEnv(2, world="driving", obs_mode="chunk+pose", output="torch", **TINY)
+    obs, _ = env.reset(seed=0)
+    assert isinstance(obs["pose"], torch.Tensor) and obs["pose"].dtype == torch.float32
+    assert obs["pose"][:, 3].tolist() == [25.0, 25.0]  # the start speed, m/s
+
+
+def test_pose_observations_need_a_world_with_a_pose():
+    with pytest.raises(ValueError, match="camera is fixed.*obs_mode='rgb'"):
+        WorldModelVectorEnv(1, world="robot", obs_mode="rgb+pose", **TINY)
+    with pytest.raises(ValueError, match="obs_mode must be one of"):
+        WorldModelVectorEnv(1, world="citywalk", obs_mode="pose", **TINY)
+
+
 def test_render_returns_the_current_frame_without_a_forward():
     env = WorldModelVectorEnv(2, world="driving", render_mode="rgb_array", **TINY)
     obs, _ = env.reset(seed=0)

@@ -44,8 +44,9 @@ def test_integrations_package_imports_neither_library():
 
 
 @pytest.mark.parametrize("env_id", [DRIVING, CITYWALK])
-def test_sb3_check_env_passes(env_id):
-    env = gym.make(env_id, **TINY)
+@pytest.mark.parametrize("obs_mode", ["rgb", "rgb+pose"])
+def test_sb3_check_env_passes(env_id, obs_mode):
+    env = gym.make(env_id, obs_mode=obs_mode, **TINY)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(env, warn=True)
@@ -259,8 +260,9 @@ def parallel_env(**kwargs):
     return WorldModelParallelEnv(CITYWALK, **{"num_agents": 2, "max_cycles": 5, **TINY, **kwargs})
 
 
-def test_parallel_api_test_passes():
-    env = parallel_env()
+@pytest.mark.parametrize("obs_mode", ["rgb", "rgb+pose"])
+def test_parallel_api_test_passes(obs_mode):
+    env = parallel_env(obs_mode=obs_mode)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pettingzoo_test.parallel_api_test(env, num_cycles=20)
@@ -355,6 +357,25 @@ def test_done_agents_leave_until_reset_and_do_not_perturb_the_others():
     assert all(info["step"] == 0 for info in infos.values())
     _, _, terms, _, _ = env.step(act)
     assert terms["agent_0"] is True and "agent_1" in env.agents
+
+
+def test_pose_observations_of_a_dead_agent_stay_frozen_in_the_state():
+    def stop_row_0(p, a, o, i):
+        return np.array([True, False])
+
+    env = parallel_env(max_cycles=3, termination_fn=stop_row_0, obs_mode="rgb+pose")
+    env.reset(seed=7)
+    walk = np.array([1, 0])  # W: forward
+    obs, *_ = env.step({"agent_0": walk, "agent_1": walk})
+    terminal_0 = obs["agent_0"]
+    assert terminal_0["pose"][0] > 0 and env.agents == ["agent_1"]
+    obs, *_ = env.step({"agent_1": walk})
+    state = env.state()
+    assert env.state_space.contains(state)
+    assert np.array_equal(state["pose"][0], terminal_0["pose"])  # frozen
+    assert np.array_equal(state["rgb"][0], terminal_0["rgb"])
+    assert np.array_equal(state["pose"][1], obs["agent_1"]["pose"])
+    assert obs["agent_1"]["pose"][0] == pytest.approx(2 * terminal_0["pose"][0])
 
 
 def test_dead_robot_agents_idle_in_arm_mode_and_driving_agents_take_a_speed():

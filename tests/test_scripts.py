@@ -162,6 +162,16 @@ def test_ppo_agent_trains_saves_and_resumes(tmp_path):
     assert [c["env_steps"] for c in json.loads((out / "curve.json").read_text())] == [64, 128]
 
 
+def test_ppo_agent_observes_the_pose(tmp_path):
+    common = ["--model", "random-tiny", "--envs", "2", "--rollout", "16", "--eval-episodes", "2"]
+    text = run("agents/ppo_citywalk.py", *common, "--pose", "--steps", "32", "--out", str(tmp_path))
+    assert "trained 32 env steps" in text and re.search(r"PPO, argmax +success [01]\.\d\d", text)
+    from stable_baselines3 import PPO
+
+    saved = PPO.load(tmp_path / "ppo.zip", device="cpu")
+    assert set(saved.observation_space.spaces) == {"pose", "rgb"}
+
+
 def test_collect_command_with_a_custom_source_resumes(tmp_path):
     out = tmp_path / "data"
     args = [

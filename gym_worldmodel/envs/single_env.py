@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from gym_worldmodel.envs.observations import take
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 
@@ -74,12 +75,13 @@ class WorldModelEnv(gym.Env):
         else:
             row_seed = int(self.np_random.integers(2**63 - 1))
         obs, infos = self.vector.reset(seed=[row_seed], options=options)
-        return obs[0], _unbatch(infos)
+        return take(obs, 0), _unbatch(infos)
 
     def step(self, action: Any):
         """One chunk; Python ``float`` reward and ``bool`` flags."""
         obs, reward, terminated, truncated, infos = self.vector.step(batch_one(action))
-        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), _unbatch(infos)
+        flags = float(reward[0]), bool(terminated[0]), bool(truncated[0])
+        return take(obs, 0), *flags, _unbatch(infos)
 
     def render(self) -> np.ndarray | None:
         """The current frame (no model forward)."""

@@ -13,6 +13,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from gym_worldmodel.envs import hooks as hook_lib
+from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.engine import WorldEngine
 from gym_worldmodel.envs.options import (
     check_choice,
@@ -42,9 +43,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-LATENT_BOUND = 100.0  # latent observations are clipped to +-this
-
-
 class WorldModelVectorEnv(VectorEnv):
     """``num_envs`` rows of one world, stepped by one batched forward.
 
@@ -57,7 +55,10 @@ class WorldModelVectorEnv(VectorEnv):
         action_mode: The action head's mode (camera ``"keys"``/``"look"``, robot
             ``"dict"``/``"flat"``); None for the world's default.
         obs_mode: ``"rgb"`` (last frame ``(H, W, 3)`` uint8), ``"chunk"`` (``(F, H, W, 3)``) or
-            ``"latent"`` (``(F, C, h, w)`` float32, clipped to +-100).
+            ``"latent"`` (``(F, C, h, w)`` float32, clipped to +-100). Worlds with a pose also
+            take ``"rgb+pose"``, ``"chunk+pose"`` and ``"latent+pose"``: a ``Dict`` of the frames
+            (key ``"rgb"``, ``"chunk"`` or ``"latent"``) and ``"pose"``, ``info["pose"]`` as
+            ``(4,)`` float32 (see :mod:`gym_worldmodel.envs.observations`).
         device: Torch device of the model and, with ``output="torch"``, of the returns.
         dtype: ``"auto"`` (the default: bfloat16 autocast where the device computes it natively,
             a CUDA GPU with bf16 or a CPU with AVX512-BF16 or AMX; float32 elsewhere, where bf16
@@ -114,13 +115,13 @@ class WorldModelVectorEnv(VectorEnv):
         memory_capacity: int = 256,
         engine: Any = None,
     ) -> None:
-        check_choice("obs_mode", obs_mode, ("rgb", "chunk", "latent"))
         check_choice("output", output, ("numpy", "torch"))
         check_choice("dtype", dtype, ("auto", *DTYPES))
         check_choice("render_mode", render_mode, (None, "rgb_array"))
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.world = get_world(world)
+        self._frames_mode, self._pose_obs = obs_lib.parse_obs_mode(obs_mode, self.world.pose)
         self.head = self.world.action_head(action_mode)
         self.num_envs, self.obs_mode, self.output = num_envs, obs_mode, output
         self.device = torch.device(device)
@@ -341,14 +342,12 @@ class WorldModelVectorEnv(VectorEnv):
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _obs_space(self) -> spaces.Box:
-        cfg = self.config
-        size, f = cfg.vae.image_size, cfg.dit.chunk_frames
-        if self.obs_mode == "latent":
-            shape = (f, cfg.dit.latent_channels, cfg.dit.latent_size, cfg.dit.latent_size)
-            return spaces.Box(-LATENT_BOUND, LATENT_BOUND, shape, np.float32)
-        shape = (size, size, 3) if self.obs_mode == "rgb" else (f, size, size, 3)
-        return spaces.Box(0, 255, shape, np.uint8)
+    def _obs_space(self) -> spaces.Space:
+        frames = obs_lib.frames_space(self._frames_mode, self.config)
+        if not self._pose_obs:
+            return frames
+        pose = obs_lib.pose_space(self.world.pose, getattr(self.head, "max_speed", None))
+        return spaces.Dict({self._frames_mode: frames, "pose": pose})
 
     def _build_engine(self) -> None:
         if self._engine is None:
@@ -434,14 +433,22 @@ class WorldModelVectorEnv(VectorEnv):
         return rewards, terminated, truncated
 
     def _obs(self):
-        if self.obs_mode == "rgb":
+        if self._frames_mode == "rgb":
             obs = self._frames[:, -1]
-        elif self.obs_mode == "chunk":
+        elif self._frames_mode == "chunk":
             obs = self._frames
         else:
-            obs = self._latents.float().clamp(-LATENT_BOUND, LATENT_BOUND)
+            bound = obs_lib.LATENT_BOUND
+            obs = self._latents.float().clamp(-bound, bound)
         # Always a copy: callers keep observations while the env's buffers change in place.
-        return obs.clone() if self.output == "torch" else obs.to("cpu", copy=True).numpy()
+        obs = obs.clone() if self.output == "torch" else obs.to("cpu", copy=True).numpy()
+        if not self._pose_obs:
+            return obs
+        pose = self._pose.astype(np.float32)
+        if self.output == "torch":
+            pose = torch.from_numpy(pose).to(self.device)
+        parts = {self._frames_mode: obs, "pose": pose}
+        return {k: parts[k] for k in self.single_observation_space.spaces}  # the space's order
 
     def _infos(self) -> dict[str, Any]:
         ones = np.ones(self.num_envs, bool)
@@ -462,7 +469,7 @@ class WorldModelVectorEnv(VectorEnv):
         final_obs = np.empty(self.num_envs, dtype=object)
         final_info = np.empty(self.num_envs, dtype=object)
         for i in np.flatnonzero(done):
-            final_obs[i] = obs[i]
+            final_obs[i] = obs_lib.take(obs, i)
             final_info[i] = {k: v[i] for k, v in infos.items() if not k.startswith("_")}
         return {
             "final_obs": final_obs,

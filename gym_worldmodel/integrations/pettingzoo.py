@@ -49,6 +49,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
         'pip install "gym-worldmodel[pettingzoo]"'
     ) from err
 
+from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import start_frames
 
@@ -75,8 +76,9 @@ class WorldModelParallelEnv(ParallelEnv):
 
     Attributes:
         venv: The underlying vector env (``AutoresetMode.DISABLED``, NumPy output).
-        state_space: Box of :meth:`state`: the agents' observations stacked,
-            ``(num_agents, H, W, 3)`` uint8 for ``obs_mode="rgb"``.
+        state_space: Space of :meth:`state`: the agents' observations stacked,
+            ``(num_agents, H, W, 3)`` uint8 for ``obs_mode="rgb"`` (a ``Dict`` of stacked
+            entries for a ``"+pose"`` mode).
     """
 
     metadata = {
@@ -135,7 +137,7 @@ class WorldModelParallelEnv(ParallelEnv):
         self.state_space = batch_space(venv.single_observation_space, num_agents)
         self._noop = venv.head.idle_action()
         self._needs_reset = np.zeros(num_agents, bool)  # done rows to restart before a step
-        self._last_obs: np.ndarray | None = None  # per row, frozen once its agent is done
+        self._last_obs: Any = None  # per row, frozen once its agent is done
         self._frames: np.ndarray | None = None  # last rendered frame per row, frozen likewise
         self.shared_memory = shared_memory and venv.memory
         self._start_rng = np.random.default_rng()
@@ -196,12 +198,12 @@ class WorldModelParallelEnv(ParallelEnv):
         obs, infos = self.venv.reset(seed=seed, options=passed or None)
         self.agents = list(self.possible_agents)
         self._needs_reset[:] = False
-        self._last_obs = obs.copy()
+        self._last_obs = obs_lib.copy(obs)
         frames = self.venv.render()
         self._frames = None if frames is None else np.stack(frames)
         rows = range(len(self.possible_agents))
         return (
-            {a: obs[i] for a, i in zip(self.possible_agents, rows, strict=True)},
+            {a: obs_lib.take(obs, i) for a, i in zip(self.possible_agents, rows, strict=True)},
             {a: _row_info(infos, i) for a, i in zip(self.possible_agents, rows, strict=True)},
         )
 
@@ -234,7 +236,7 @@ class WorldModelParallelEnv(ParallelEnv):
         obs, rewards, terminated, truncated, infos = self.venv.step(batch)
         live = [(a, self._rows[a]) for a in self.agents]
         rows = [i for _, i in live]
-        self._last_obs[rows] = obs[rows]
+        obs_lib.put(self._last_obs, rows, obs_lib.take(obs, rows))
         if self._frames is not None:
             frames = self.venv.render()
             for i in rows:
@@ -245,7 +247,7 @@ class WorldModelParallelEnv(ParallelEnv):
             self.venv.set_memory(None, np.flatnonzero(self._needs_reset), store=False)
         self.agents = [a for a, i in live if not self._needs_reset[i]]
         return (
-            {a: obs[i] for a, i in live},
+            {a: obs_lib.take(obs, i) for a, i in live},
             {a: float(rewards[i]) for a, i in live},
             {a: bool(terminated[i]) for a, i in live},
             {a: bool(truncated[i]) for a, i in live},
@@ -262,11 +264,11 @@ class WorldModelParallelEnv(ParallelEnv):
         row = self._rows[self.agents[0]] if self.agents else 0
         return self._frames[row].copy()
 
-    def state(self) -> np.ndarray:
+    def state(self) -> Any:
         """Global state: every agent's latest observation stacked (a dead agent's is frozen)."""
         if self._last_obs is None:
             raise RuntimeError("call reset() before state()")
-        return self._last_obs.copy()
+        return obs_lib.copy(self._last_obs)
 
     def close(self) -> None:
         """Close the vector env and release the model; calling it again does nothing."""

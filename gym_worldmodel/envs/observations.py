@@ -1,0 +1,80 @@
+"""Observation modes: what each step returns, its space, and row access to batched observations.
+
+A mode names the frames (``"rgb"``, ``"chunk"`` or ``"latent"``) and, with ``"+pose"``
+(worlds with a pose), adds the pose integrated from the actions: the observation is then a
+``Dict`` of the frames under the frames' name and ``"pose"``, ``(4,)`` float32 in the units of
+``info["pose"]`` (see :mod:`gym_worldmodel.envs.pose`). Goal-reaching agents need it: frames
+alone do not say where the target is.
+
+Batched observations are an array (or tensor) or a dict of them; :func:`take`, :func:`put` and
+:func:`copy` index and copy either.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from gym_worldmodel.envs.options import check_choice
+
+FRAME_MODES = ("rgb", "chunk", "latent")
+OBS_MODES = FRAME_MODES + tuple(f"{m}+pose" for m in FRAME_MODES)
+LATENT_BOUND = 100.0  # latent observations are clipped to +-this
+
+
+def parse_obs_mode(obs_mode: str, pose_kind: str | None) -> tuple[str, bool]:
+    """``(frames mode, with pose)`` of ``obs_mode``; ``pose_kind`` is the world's (None: none)."""
+    check_choice("obs_mode", obs_mode, OBS_MODES)
+    frames, _, pose = obs_mode.partition("+")
+    if pose and pose_kind is None:
+        raise ValueError(
+            f"obs_mode {obs_mode!r} needs a world with a pose (camera or driving); this world's "
+            f"camera is fixed, so it has none: use obs_mode={frames!r}"
+        )
+    return frames, bool(pose)
+
+
+def frames_space(frames: str, config: Any) -> spaces.Box:
+    """The space of one row's frames in mode ``frames`` for a model ``config``."""
+    size, f = config.vae.image_size, config.dit.chunk_frames
+    if frames == "latent":
+        shape = (f, config.dit.latent_channels, config.dit.latent_size, config.dit.latent_size)
+        return spaces.Box(-LATENT_BOUND, LATENT_BOUND, shape, np.float32)
+    shape = (size, size, 3) if frames == "rgb" else (f, size, size, 3)
+    return spaces.Box(0, 255, shape, np.uint8)
+
+
+def pose_space(pose_kind: str, max_speed: float | None = None) -> spaces.Box:
+    """One row's pose: position unbounded, angles in degrees, driving speed up to ``max_speed``."""
+    inf = float(np.finfo(np.float32).max)  # position is unbounded: any float32 (as CartPole)
+    if pose_kind == "camera":  # x_m, y_m, yaw_deg, pitch_deg (pitch clipped to +-60)
+        low, high = [-inf, -inf, -180.0, -60.0], [inf, inf, 180.0, 60.0]
+    else:  # driving: x_m, y_m, heading_deg, speed_mps
+        low, high = [-inf, -inf, -180.0, 0.0], [inf, inf, 180.0, max_speed or inf]
+    return spaces.Box(np.array(low, np.float32), np.array(high, np.float32), (4,), np.float32)
+
+
+def take(obs: Any, rows: Any) -> Any:
+    """Rows ``rows`` (an index, slice or index array) of batched observations."""
+    if isinstance(obs, dict):
+        return {k: v[rows] for k, v in obs.items()}
+    return obs[rows]
+
+
+def put(dst: Any, rows: Any, src: Any) -> None:
+    """Write ``src`` into rows ``rows`` of batched observations ``dst``, in place."""
+    if isinstance(dst, dict):
+        for k, v in dst.items():
+            v[rows] = src[k]
+    else:
+        dst[rows] = src
+
+
+def copy(obs: Any) -> Any:
+    """A copy of observations that shares no memory with them."""
+    if isinstance(obs, dict):
+        return {k: copy(v) for k, v in obs.items()}
+    return obs.clone() if isinstance(obs, torch.Tensor) else obs.copy()
