@@ -86,7 +86,7 @@ def test_scene_motion_by_key_reads_each_key_off_the_picture():
 def test_control_by_horizon_scores_each_rollouts_windows_of_each_span():
     """A probe that scores the mean of what it is given, on windows holding 100 * rollout +
     step: each span must see exactly its steps in every rollout."""
-    from gym_worldmodel.evaluation import _control_by_horizon
+    from gym_worldmodel.evaluation import control_by_horizon
 
     class MeanProbe:
         def score(self, windows, targets):
@@ -95,7 +95,7 @@ def test_control_by_horizon_scores_each_rollouts_windows_of_each_span():
     steps = np.array([1, 1, 2, 3, 4, 5, 6])  # the step of each window in one rollout
     rows = 3
     values = (100 * np.arange(rows)[:, None] + steps[None]).reshape(-1).astype(float)
-    table = _control_by_horizon(
+    table = control_by_horizon(
         MeanProbe(), values, values + 0.5, np.zeros(len(values)), steps, rows, (4, 1, 16)
     )
     assert list(table) == [1, 4, 16]
@@ -107,12 +107,14 @@ def test_control_by_horizon_scores_each_rollouts_windows_of_each_span():
 
 
 def test_no_controllability_ratio_where_the_probe_reads_nothing_from_real_frames():
-    from gym_worldmodel.evaluation import MIN_REAL_SCORE, _ratio
+    from gym_worldmodel.evaluation import MIN_REAL_SCORE, control_ratio
 
-    assert _ratio(0.45, 0.9) == pytest.approx(0.5)
-    assert np.isnan(_ratio(-0.26, 0.003))  # was -90.89 in a driving report
-    assert np.isnan(_ratio(0.2, MIN_REAL_SCORE / 2)) and not np.isnan(_ratio(0.2, MIN_REAL_SCORE))
-    assert ratio_text(_ratio(-0.26, 0.003)) == "n/a" and ratio_text(0.5) == "0.50"
+    assert control_ratio(0.45, 0.9) == pytest.approx(0.5)
+    assert np.isnan(control_ratio(-0.26, 0.003))  # was -90.89 in a driving report
+    assert np.isnan(control_ratio(0.2, MIN_REAL_SCORE / 2)) and not np.isnan(
+        control_ratio(0.2, MIN_REAL_SCORE)
+    )
+    assert ratio_text(control_ratio(-0.26, 0.003)) == "n/a" and ratio_text(0.5) == "0.50"
 
 
 def test_student_loss_is_zero_when_student_is_teacher_at_one_step():
@@ -305,13 +307,13 @@ def sliding_square_episode(seed: int, steps: int = 60) -> Episode:
 
 
 def test_probe_reads_the_action_the_frames_show_and_leaves_out_the_one_they_do_not():
-    from gym_worldmodel.evaluation import _episode_windows, _probe_targets, train_probe
+    from gym_worldmodel.evaluation import episode_windows, probe_targets, train_probe
 
     probe = train_probe("driving", [sliding_square_episode(s) for s in range(8)], 100, seed=0)
     assert probe.visible.tolist() == [True, False]
     assert probe.validation[0] > 0.5 and probe.validation[1] < 0.1
-    windows, actions = _episode_windows([sliding_square_episode(100)], every=1)
-    targets = _probe_targets("driving", actions)
+    windows, actions = episode_windows([sliding_square_episode(100)], every=1)
+    targets = probe_targets("driving", actions)
     assert probe.score(windows, targets) > 0.5  # only the steering counts
     still = np.repeat(windows[:, :1], windows.shape[1], 1)  # frames that ignore the action
     assert probe.score(still, targets) < 0.2

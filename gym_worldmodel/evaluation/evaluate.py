@@ -1,0 +1,225 @@
+"""Every measurement of one world: open loop, controllability and stability."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gym_worldmodel.evaluation.control import (
+    PROBE_DIMS,
+    PROBE_WINDOW,
+    control_by_horizon,
+    control_ratio,
+    probe_targets,
+    probe_windows,
+    scene_motion_by_key,
+    train_probe,
+    window_centres,
+)
+from gym_worldmodel.evaluation.metrics import frame_motion, frame_stats, pooled_psnr, ssim
+from gym_worldmodel.evaluation.open_loop import (
+    autoencode,
+    open_loop_windows,
+    rollout,
+    with_sampler,
+)
+from gym_worldmodel.models import WorldModel
+from gym_worldmodel.sources.episodes import load_episodes, read_card
+
+SCENE_MOTION_STEPS = 16  # steps of each rollout whose scene motion is measured
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What :func:`evaluate_world` measures and how much.
+
+    Attributes:
+        horizons: Steps (chunks) after the start at which open-loop quality is reported.
+        starts_per_episode: Start frames per held-out episode (spread inside its length).
+        teacher_nfe: Euler steps of the teacher baseline.
+        teacher_horizon: Largest horizon the teacher baseline runs to (it costs nfe + 1 passes
+            per step).
+        probe_steps: Training steps of the inverse-dynamics probe.
+        stability_steps: Steps of the long rollouts.
+        stability_rows: Long rollouts per world.
+        seed: Seeds the rollouts' noise and the probe.
+    """
+
+    horizons: tuple[int, ...] = (1, 4, 16, 64)
+    starts_per_episode: int = 2
+    teacher_nfe: int = 32
+    teacher_horizon: int = 16
+    probe_steps: int = 1500
+    stability_steps: int = 1000
+    stability_rows: int = 4
+    seed: int = 0
+
+    @classmethod
+    def budget(cls) -> EvalConfig:
+        """A minute-scale setting for smoke tests."""
+        return cls(
+            horizons=(1, 3),
+            starts_per_episode=1,
+            teacher_nfe=4,
+            teacher_horizon=3,
+            probe_steps=5,
+            stability_steps=4,
+            stability_rows=2,
+        )
+
+
+@dataclass
+class WorldResult:
+    """Figures of one world; ``curves`` hold per-horizon arrays for plots."""
+
+    world: str
+    modality: str
+    episodes: int
+    rollouts: int
+    psnr: dict[str, dict[int, float]] = field(default_factory=dict)
+    ssim: dict[str, dict[int, float]] = field(default_factory=dict)
+    control: dict[str, Any] = field(default_factory=dict)
+    stability: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_world(
+    model: WorldModel,
+    data: Path,
+    config: EvalConfig,
+    teacher: WorldModel | None = None,
+    progress: bool = True,
+) -> tuple[WorldResult, dict[str, np.ndarray]]:
+    """Every measurement of one world; also returns sample frames for the strips."""
+    card = read_card(Path(data))
+    world, modality = card["world"], card["modality"]
+    heldout = load_episodes(Path(data), "heldout")
+    f, horizon = model.config.dit.chunk_frames, max(config.horizons)
+    window = PROBE_WINDOW[1] - PROBE_WINDOW[0]
+    if horizon * f + 1 < window:
+        raise ValueError(
+            f"the longest horizon ({horizon} steps, {horizon * f} frames after the start) is "
+            f"shorter than the controllability probe's window of {window} frames"
+        )
+    first, truth, actions = open_loop_windows(heldout, horizon * f, config.starts_per_episode, data)
+    label = f"{world} open loop" if progress else ""
+    generated = rollout(model, modality, first, actions, config.seed, label)
+    result = WorldResult(world, modality, len(heldout), len(first))
+    runs = {"model": generated, "copy last frame": np.repeat(first[:, None], horizon * f, 1)}
+    if teacher is not None:
+        h_t = min(config.teacher_horizon, horizon)
+        runs[f"teacher ({config.teacher_nfe} NFE)"] = rollout(
+            with_sampler(teacher, config.teacher_nfe),
+            modality,
+            first,
+            actions[:, : h_t * f],
+            config.seed,
+            f"{world} teacher" if progress else "",
+        )
+    for name, frames in runs.items():
+        result.psnr[name], result.ssim[name] = {}, {}
+        for h in config.horizons:
+            if h * f > frames.shape[1]:
+                continue
+            chunk = slice((h - 1) * f, h * f)
+            result.psnr[name][h] = pooled_psnr(frames[:, chunk], truth[:, chunk])
+            result.ssim[name][h] = float(ssim(frames[:, chunk], truth[:, chunk]).mean())
+    # The ceiling: the recorded frames through the VAE alone (no dynamics to get wrong).
+    name = "autoencoder (ceiling)"
+    result.psnr[name], result.ssim[name] = {}, {}
+    for h in config.horizons:
+        chunk = truth[:, (h - 1) * f : h * f]
+        recon = autoencode(model, chunk.reshape(-1, *chunk.shape[2:])).reshape(chunk.shape)
+        result.psnr[name][h] = pooled_psnr(recon, chunk)
+        result.ssim[name][h] = float(ssim(recon, chunk).mean())
+
+    # Controllability: the probe on real and on generated frames under the same actions.
+    probe = train_probe(
+        modality, load_episodes(Path(data), "train"), config.probe_steps, config.seed, progress
+    )
+    with_start = lambda frames: np.concatenate([first[:, None], frames], 1)  # noqa: E731
+    t = window_centres(horizon * f)
+    targets = probe_targets(modality, actions[:, t])
+    targets = targets.reshape(-1, targets.shape[-1])
+    real_w = np.concatenate([probe_windows(x, t) for x in with_start(truth)])
+    gen_w = np.concatenate([probe_windows(x, t) for x in with_start(generated)])
+    real_score = probe.score(real_w, targets)
+    gen_score = probe.score(gen_w, targets)
+    result.control = {
+        "metric": "key accuracy" if modality == "camera" else "R^2",
+        "real": real_score,
+        "generated": gen_score,
+        "ratio": control_ratio(gen_score, real_score),
+        "motion_real": frame_motion(with_start(truth)),
+        "motion_generated": frame_motion(with_start(generated)),
+        "by_horizon": control_by_horizon(
+            probe, real_w, gen_w, targets, t // f + 1, len(first), config.horizons
+        ),
+    }
+    if modality == "camera":  # what a probe that ignores the frames would score
+        result.control["majority"] = float(
+            np.mean([np.bincount(targets[:, k]).max() / len(targets) for k in range(2)])
+        )
+        for key, w in (("confusion_real", real_w), ("confusion_generated", gen_w)):
+            result.control[key] = probe.confusion(w, targets).tolist()
+        # How far each key moves the picture, over the first steps (later ones have drifted).
+        result.control["scene_motion_steps"] = steps = min(SCENE_MOTION_STEPS, horizon)
+        n = steps * f
+        for key, frames in (("scene_motion_real", truth), ("scene_motion_generated", generated)):
+            result.control[key] = scene_motion_by_key(first, frames[:, :n], actions[:, :n])
+    else:
+        names = PROBE_DIMS[modality]
+        result.control["dims"] = [n for n, v in zip(names, probe.visible, strict=True) if v]
+        for key, values in (
+            ("validation", probe.validation),
+            ("real_per_dim", probe.per_dim(real_w, targets)),
+            ("generated_per_dim", probe.per_dim(gen_w, targets)),
+        ):
+            result.control[key] = dict(zip(names, np.round(values, 4).tolist(), strict=True))
+
+    # Stability: long rollouts under recorded actions, frame statistics against real frames as
+    # recorded and as the autoencoder gives them back: every generated frame is decoded by it,
+    # so its blur is a floor that no dynamics can get under.
+    real = np.concatenate([ep.frames for ep in heldout])
+    real_stats, ae_stats = frame_stats(real), frame_stats(autoencode(model, real[::2]))
+    lo, hi = np.percentile(real_stats, 1, 0), np.percentile(real_stats, 99, 0)
+    ae_lo, ae_hi = np.percentile(ae_stats, 1, 0), np.percentile(ae_stats, 99, 0)
+    ok_lo, ok_hi = np.minimum(lo, ae_lo), np.maximum(hi, ae_hi)
+    long_actions = np.concatenate([ep.actions for ep in heldout])
+    need = config.stability_steps * f
+    rows = config.stability_rows
+    acts = np.stack(
+        [
+            np.resize(np.roll(long_actions, -r * 97, 0), (need, long_actions.shape[1]))
+            for r in range(rows)
+        ]
+    )
+    starts_long = np.stack([heldout[r % len(heldout)].frames[0] for r in range(rows)])
+    stats = rollout(
+        model,
+        modality,
+        starts_long,
+        acts,
+        config.seed + 1000,
+        f"{world} {config.stability_steps} steps" if progress else "",
+        record="stats",
+    )
+    tail = np.median(stats[:, -min(100, stats.shape[1]) :].reshape(-1, 3), 0)
+    result.stability = {
+        "steps": config.stability_steps,
+        "rows": rows,
+        "real_p1": lo.tolist(),
+        "real_p99": hi.tolist(),
+        "autoencoded_p1": ae_lo.tolist(),
+        "autoencoded_p99": ae_hi.tolist(),
+        "last100_median": tail.tolist(),
+        "fraction_in_range": float(((stats >= ok_lo) & (stats <= ok_hi)).all(-1).mean()),
+        "fraction_in_real_range": float(((stats >= lo) & (stats <= hi)).all(-1).mean()),
+        "collapsed": bool(((tail < ok_lo) | (tail > ok_hi)).any()),
+        "outside_real_range": bool(((tail < lo) | (tail > hi)).any()),
+        "curve": stats.mean(0).tolist(),
+    }
+    samples = {"truth": truth[0], "model": generated[0], "start": first[0]}
+    return result, samples

@@ -1,0 +1,75 @@
+"""Image metrics of generated frames against recorded ones (uint8 ``(..., H, W, 3)``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _frame_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame mean squared error of uint8 frames ``(..., H, W, 3)``."""
+    return ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(-3, -2, -1))
+
+
+def _decibels(mse: np.ndarray | float) -> np.ndarray:
+    """PSNR (dB) of a mean squared error on the uint8 scale (zero error clamped at 1e-10)."""
+    return 10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame PSNR (dB) of uint8 frames ``(..., H, W, 3)``."""
+    return _decibels(_frame_mse(a, b))
+
+
+def pooled_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB) of the mean squared error over every frame of uint8 ``a`` against ``b``.
+
+    Open-loop tables use this, not the mean of per-frame PSNRs: a recorded frame that repeats the
+    start exactly (the agent stood still) gives copying the last frame an unbounded per-frame
+    PSNR, so that mean would hang on how a zero error is clamped (at 1e-10 each such frame
+    counts 148 dB) rather than on the frames.
+    """
+    return float(_decibels(_frame_mse(a, b).mean()))  # frames are equal-sized: the pooled MSE
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame SSIM of uint8 frames ``(..., H, W, 3)``.
+
+    Gaussian window 11, sigma 1.5, averaged over channels (Wang et al. 2004).
+    """
+    shape = a.shape[:-3]
+    x = torch.from_numpy(a.reshape(-1, *a.shape[-3:])).permute(0, 3, 1, 2).double() / 255.0
+    y = torch.from_numpy(b.reshape(-1, *b.shape[-3:])).permute(0, 3, 1, 2).double() / 255.0
+    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(3, 1, 11, 11)
+
+    def blur(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(z, kernel, groups=3)
+
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx**2 + my**2 + c1) * (sxx + syy + c2))
+    return s.mean(dim=(1, 2, 3)).numpy().reshape(shape)
+
+
+STATS = ("brightness", "contrast", "sharpness")  # the columns of frame_stats
+
+
+def frame_stats(frames: np.ndarray) -> np.ndarray:
+    """``(..., H, W, 3)`` uint8 -> ``(..., 3)``: brightness, contrast, sharpness (0-255 units)."""
+    x = frames.astype(np.float32).mean(-1)
+    grad = np.abs(np.diff(x, axis=-1)).mean((-2, -1)) + np.abs(np.diff(x, axis=-2)).mean((-2, -1))
+    return np.stack([x.mean((-2, -1)), x.std((-2, -1)), grad], -1)
+
+
+def frame_motion(frames: np.ndarray) -> float:
+    """Mean absolute change between successive frames ``(R, T, H, W, 3)``, in grey levels.
+
+    A model unsure where the view goes can lower its error by moving too little; next to the
+    recorded frames' figure this says how much of the world's motion a rollout shows.
+    """
+    steps = [np.abs(np.diff(row.astype(np.int16), axis=0)).mean() for row in frames]
+    return float(np.mean(steps))

@@ -1,0 +1,104 @@
+"""Open-loop rollouts of recorded actions from held-out start frames, through the env's engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gym_worldmodel.envs.engine import WorldEngine
+from gym_worldmodel.evaluation.metrics import frame_stats
+from gym_worldmodel.models import WorldModel
+from gym_worldmodel.sources.episodes import Episode
+
+
+def window_starts(episodes: Sequence[Episode], frames_needed: int, per_episode: int) -> list[tuple]:
+    """(episode index, start frame) pairs whose episode holds ``frames_needed`` frames after.
+
+    Starts are spread evenly inside each episode's valid range, away from frame 0: behaviour
+    policies start from rest (their first actions are small or held still), which would make
+    the first horizon unrepresentatively easy for the copy-last-frame baseline.
+    """
+    out = []
+    for e, ep in enumerate(episodes):
+        last = len(ep.frames) - 1 - frames_needed
+        if last < 0:
+            continue
+        for s in np.linspace(0, last, per_episode + 2)[1:-1].round().astype(int):
+            out.append((e, int(s)))
+    return sorted(set(out))
+
+
+def open_loop_windows(
+    episodes: Sequence[Episode], frames: int, per_episode: int, data: Path | str = "the data"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Open-loop windows of held-out episodes at :func:`window_starts`' starts.
+
+    Returns start frames ``(R, H, W, 3)``, the ``frames`` recorded frames after each
+    ``(R, frames, H, W, 3)`` and the actions between them ``(R, frames, w)``.
+    """
+    starts = window_starts(episodes, frames, per_episode)
+    if not starts:
+        raise ValueError(f"{data}: no held-out episode has the {frames + 1} frames needed")
+    first = np.stack([episodes[e].frames[s] for e, s in starts])
+    truth = np.stack([episodes[e].frames[s + 1 : s + 1 + frames] for e, s in starts])
+    actions = np.stack([episodes[e].actions[s : s + frames] for e, s in starts])
+    return first, truth, actions
+
+
+def rollout(
+    model: WorldModel,
+    modality: str,
+    start_frames: np.ndarray,
+    actions: np.ndarray,
+    seed: int,
+    progress: str = "",
+    record: str = "frames",
+    dtype: torch.dtype = torch.float32,
+) -> np.ndarray:
+    """Run recorded actions through the env's engine from start frames.
+
+    Args:
+        model: The world model.
+        modality: The rows' action expert.
+        start_frames: uint8 ``(R, H, W, 3)``.
+        actions: ``(R, steps * F, w)`` model action vectors.
+        seed: Row ``r`` samples with seed ``seed + r``.
+        progress: Progress bar label (empty: none).
+        record: ``"frames"`` to return every frame ``(R, steps * F, H, W, 3)``, or ``"stats"``
+            for :func:`frame_stats` of each step's last frame ``(R, steps, 3)`` (long rollouts:
+            only that frame is decoded).
+        dtype: The forwards' precision (``eval`` measures in float32).
+    """
+    rows, f = len(start_frames), model.config.dit.chunk_frames
+    steps = actions.shape[1] // f
+    engine = WorldEngine(model, rows, modality, dtype=dtype)
+    engine.seed(range(rows), [seed + r for r in range(rows)])
+    start = torch.from_numpy(np.repeat(start_frames[:, None], f, 1))
+    engine.start(range(rows), start)
+    out = []
+    for k in tqdm(range(steps), desc=progress, disable=not progress, leave=False):
+        chunk = np.ascontiguousarray(actions[:, k * f : (k + 1) * f])
+        decode = slice(None) if record == "frames" else slice(-1, None)
+        frames = engine.step(chunk, decode)[1].cpu().numpy()
+        out.append(frames if record == "frames" else frame_stats(frames))
+    return np.concatenate(out, 1)
+
+
+def autoencode(model: WorldModel, frames: np.ndarray, batch: int = 256) -> np.ndarray:
+    """uint8 frames ``(n, H, W, 3)`` through the VAE's encoder and decoder."""
+    with torch.no_grad():
+        return np.concatenate(
+            [
+                model.vae.decode(model.vae.encode(torch.from_numpy(frames[i : i + batch]))).numpy()
+                for i in range(0, len(frames), batch)
+            ]
+        )
+
+
+def with_sampler(model: WorldModel, nfe: int) -> WorldModel:
+    """The same weights sampling deterministically with ``nfe`` Euler steps."""
+    return model.with_sampler(nfe=nfe, stochastic=False).eval()
