@@ -24,10 +24,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from gym_worldmodel.memory import KVCache
-from gym_worldmodel.models import WorldModel, WorldModelConfig, precision
+from gym_worldmodel.models import DTYPES, WorldModel, WorldModelConfig, precision
 from gym_worldmodel.sampling import ChunkRollout, RecomputeRollout, RowGenerators
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def _sdpa_flops(query_shape, key_shape, *args: Any, **kwargs: Any) -> int:
@@ -351,6 +349,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     env.add_argument("--world", default="citywalk", choices=["citywalk", "robot", "driving"])
     env.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 64], help="vector env rows")
     env.add_argument("--repeats", type=int, default=10, help="timed samples per figure")
+    env.add_argument(
+        "--model", default=None, help="checkpoint or 'random' (default: the world's shipped)"
+    )
+    env.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="envs' dtype")
     env.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     env.add_argument("--json", type=Path, help="also write the figures to this file")
     mem = sub.add_parser("memory", help="step cost with spatial memory on vs off, and flatness")
@@ -391,8 +393,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     elif args.what == "env":
         from gym_worldmodel.bench_env import env_benchmark
 
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
-        results = env_benchmark(random_model(config), args.world, args.sizes, args.repeats)
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        model = "random-tiny" if tiny else args.model
+        results = env_benchmark(model, args.world, args.sizes, args.repeats, args.dtype)
     else:
         results = engine_benchmark(config, args.dtype, args.batch, args.long_steps, args.repeats)
     if args.json:

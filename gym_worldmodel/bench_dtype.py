@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from gym_worldmodel.envs.vector_env import DTYPES
 from gym_worldmodel.envs.worlds import get_world, load_model
 from gym_worldmodel.evaluation import open_loop_windows, pooled_psnr, rollout
-from gym_worldmodel.models import native_bf16
+from gym_worldmodel.models import DTYPES, native_bf16
 from gym_worldmodel.sources.episodes import load_episodes, read_card
 
 

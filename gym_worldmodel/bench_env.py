@@ -2,7 +2,8 @@
 
 Steps per second and frames per second of the single env and the native vector env, and the env
 layer's overhead over the raw engine: the time of each env step against the time its engine call
-took within that same step (medians).
+took within that same step (medians). By default it runs what ``gym.make`` gives a user: the
+world's shipped weights at the env's default precision (``dtype="auto"``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from gym_worldmodel.envs import WorldModelEnv, WorldModelVectorEnv
+from gym_worldmodel.envs.worlds import get_world, load_model
 from gym_worldmodel.models import WorldModel
 
 
@@ -24,21 +26,29 @@ def _timed(fn) -> float:
 
 
 def env_benchmark(
-    model: WorldModel, world: str, sizes: Sequence[int], repeats: int
+    model: WorldModel | str | None,
+    world: str,
+    sizes: Sequence[int],
+    repeats: int,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
-    """Measure and print; returns the figures."""
+    """Measure and print; returns the figures.
+
+    ``model``: anything the envs' ``model=`` takes (None: the world's shipped weights).
+    """
+    model = load_model(get_world(world), model)  # once: every env below shares it
     frames = model.config.dit.chunk_frames
-    results: dict[str, Any] = {"world": world}
-    single = WorldModelEnv(world=world, model=model, dtype="float32")
+    single = WorldModelEnv(world=world, model=model, dtype=dtype)
+    results: dict[str, Any] = {"world": world, "dtype": str(single.dtype).removeprefix("torch.")}
     single.reset(seed=0)
     single.action_space.seed(0)
     action = single.action_space.sample()
     row = _measure(lambda: single.step(action), single.vector._engine, repeats, 1, frames)
     results["single"] = row
-    print(f"world {world}, {frames} frames per step")
+    print(f"world {world}, {frames} frames per step, {results['dtype']}")
     _print("single env", row)
     for n in sizes:
-        env = WorldModelVectorEnv(n, world=world, model=model, dtype="float32")
+        env = WorldModelVectorEnv(n, world=world, model=model, dtype=dtype)
         env.reset(seed=0)
         env.action_space.seed(0)
         actions = env.action_space.sample()

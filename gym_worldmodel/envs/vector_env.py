@@ -31,9 +31,7 @@ from gym_worldmodel.envs.worlds import (
     model_config,
     start_frames,
 )
-from gym_worldmodel.models import WorldModel, native_bf16
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+from gym_worldmodel.models import DTYPES, WorldModel, native_bf16
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

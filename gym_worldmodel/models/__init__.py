@@ -8,9 +8,10 @@ from gym_worldmodel.models.config import (
 )
 from gym_worldmodel.models.dit import CausalChunkDiT
 from gym_worldmodel.models.vae import VAE
-from gym_worldmodel.models.world_model import WorldModel, native_bf16, precision
+from gym_worldmodel.models.world_model import DTYPES, WorldModel, native_bf16, precision
 
 __all__ = [
+    "DTYPES",
     "VAE",
     "CausalChunkDiT",
     "DiTConfig",

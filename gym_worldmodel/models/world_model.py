@@ -121,6 +121,10 @@ class WorldModel(nn.Module):
         }
 
 
+#: The compute precisions the envs, benchmarks and training take by name.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` computes bfloat16 natively: CUDA with bf16, AVX512-BF16 or AMX.
 
