@@ -3,17 +3,20 @@
     python agents/ppo_citywalk.py --steps 8192 --out runs/ppo_citywalk
 
 The agent sees the generated frames (64 x 64 RGB; SB3's CnnPolicy) and, with ``--pose``, also
-the camera's pose (``obs_mode="rgb+pose"``: a Dict observation, SB3's MultiInputPolicy), which
-says where the target lies; from frames alone it has to guess. Every step of all
+the camera's pose (``obs_mode="rgb+pose"``: a Dict observation, SB3's MultiInputPolicy), turned
+into where the target lies from the camera. Every step of all
 ``--envs`` rows is one batched forward of the shipped city-walk world, through
 ``WorldModelSB3VecEnv``. Reward hooks set the task: ``PoseDistance`` pays minus the distance in
 metres from the camera's position (integrated from the keys, as ``info["pose"]`` reports it) to
 ``--target``, every step; ``PoseReached`` ends the episode within ``--radius`` metres of it, and
 episodes are cut at ``--episode-steps``. A step is 3 frames: the W key walks 0.6 m.
 
-Every PPO rollout appends to ``curve.json`` (env steps, mean return and success rate of the
-episodes that ended in it) and redraws ``curve.png``; the policy is saved atomically to
-``ppo.zip``, so a run stopped at any point continues with ``--resume``. At the end the trained
+PPO learns from rewards divided by a running estimate of the returns' spread (SB3's
+``VecNormalize``, rewards only): its value head then fits returns near 1, not -25 m, and the
+policy learns where it is. Every PPO rollout appends to ``curve.json`` (env steps, mean return
+in metres and success rate of the episodes that ended in it) and redraws ``curve.png``; the
+policy and the reward scaler are saved atomically (``ppo.zip``, ``reward_scale.pkl``), so a run
+stopped at any point continues with ``--resume``. At the end the trained
 policy (keys sampled as in training, and its most likely keys) and a uniform random policy each
 play ``--eval-episodes`` episodes from the same seeds, and the script prints their success rate,
 return and final distance.
@@ -42,11 +45,14 @@ try:
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-    from stable_baselines3.common.vec_env import VecMonitor
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise SystemExit(
         'this agent needs stable-baselines3: pip install "gym-worldmodel[sb3]"'
     ) from err
+
+
+GAMMA = 0.95  # PPO's discount, and the reward scaler's
 
 
 def main() -> None:
@@ -69,12 +75,15 @@ def main() -> None:
         parser.error("--steps, --envs and --eval-episodes must be positive")
     args.out.mkdir(parents=True, exist_ok=True)
     saved, curve_file = args.out / "ppo.zip", args.out / "curve.json"
+    scale_file = args.out / "reward_scale.pkl"
 
-    venv = VecMonitor(make_env(args, args.envs))
-    venv.seed(args.seed)
+    monitored = VecMonitor(make_env(args, args.envs))  # episode returns in metres, unscaled
+    monitored.seed(args.seed)
     if args.resume:
         if not saved.exists():
             raise SystemExit(f"--resume: no saved policy at {saved}")
+        venv = VecNormalize.load(scale_file, monitored) if scale_file.exists() else None
+        venv = venv or VecNormalize(monitored, norm_obs=False, gamma=GAMMA)
         agent = PPO.load(saved, env=venv, device="cpu")
         curve = json.loads(curve_file.read_text()) if curve_file.exists() else []
         # a run stopped between the policy's save and the curve's keeps no later entries
@@ -84,18 +93,19 @@ def main() -> None:
             f"({agent.n_steps} steps per row per update, as saved)"
         )
     else:
+        # PPO's value head learns returns near 1 far faster than returns of -25 m: rewards are
+        # divided by a running estimate of the returns' spread (kept with the policy)
+        venv = VecNormalize(monitored, norm_obs=False, gamma=GAMMA)
         agent = PPO(
             "MultiInputPolicy" if args.pose else "CnnPolicy",
             venv,
             n_steps=args.rollout,
-            batch_size=128,
-            n_epochs=4,
+            batch_size=64,
+            n_epochs=10,
             learning_rate=3e-4,
-            gamma=0.95,
+            gamma=GAMMA,
             ent_coef=0.01,
-            policy_kwargs={
-                "features_extractor_class": FramePoseEncoder if args.pose else FrameEncoder
-            },
+            policy_kwargs=policy_kwargs(args),
             seed=args.seed,
             device="cpu",
         )
@@ -103,7 +113,7 @@ def main() -> None:
     before, start = agent.num_timesteps, time.perf_counter()
     if args.steps > before:
         bar = tqdm(total=args.steps - before, unit="step", disable=args.no_progress, desc="PPO")
-        callback = CurveCallback(curve, args.out, saved, bar)
+        callback = CurveCallback(curve, args.out, saved, scale_file, bar)
         agent.learn(args.steps - before, callback=callback, reset_num_timesteps=False)
         bar.close()
         # SB3 trains whole rollouts: the count can pass --steps by less than one
@@ -128,6 +138,23 @@ def main() -> None:
             f"final distance {dist:.2f} m  steps {steps:.1f}"
         )
     env.close()
+
+
+def policy_kwargs(args: argparse.Namespace) -> dict:
+    """The frame encoder (and pose features with ``--pose``), then one ReLU layer per head.
+
+    SB3's default heads for a custom encoder are two tanh layers of 64; the encoder's ReLU
+    features (tens of units) saturate them, and a policy with saturated heads gives every
+    observation the same keys (it learned a fixed mix of "forward" and the rest).
+    """
+    kwargs = {"net_arch": {"pi": [64], "vf": [64]}, "activation_fn": nn.ReLU}
+    if not args.pose:
+        return {**kwargs, "features_extractor_class": FrameEncoder}
+    return {
+        **kwargs,
+        "features_extractor_class": FramePoseEncoder,
+        "features_extractor_kwargs": {"target": tuple(args.target)},
+    }
 
 
 def make_env(args: argparse.Namespace, rows: int) -> WorldModelSB3VecEnv:
@@ -189,18 +216,22 @@ class FrameEncoder(BaseFeaturesExtractor):
 
 
 class FramePoseEncoder(BaseFeaturesExtractor):
-    """``FrameEncoder`` on the frame, next to the pose: (x, y) in units of 5 m, the heading as
-    its sine and cosine (no jump at +-180 deg), the pitch as a fraction of its +-60 deg."""
+    """``FrameEncoder`` on the frame (64 features), next to where the target lies from the
+    camera: its distance ahead and to the left in units of 5 m (the pose turned into the
+    camera's frame), the heading as its sine and cosine, the pitch as a fraction of 60 deg."""
 
-    def __init__(self, observation_space, features_dim: int = 256) -> None:
-        super().__init__(observation_space, features_dim + 5)
-        self.frames = FrameEncoder(observation_space["rgb"], features_dim)
+    def __init__(self, observation_space, target: tuple[float, float], frame_dim: int = 64):
+        super().__init__(observation_space, frame_dim + 5)
+        self.frames = FrameEncoder(observation_space["rgb"], frame_dim)
+        self.register_buffer("target", torch.tensor(target, dtype=torch.float32))
 
     def forward(self, obs: dict) -> torch.Tensor:
         """``{"rgb": frames, "pose": (B, 4)}`` -> features."""
         x, y, yaw, pitch = obs["pose"].unbind(-1)
-        yaw = torch.deg2rad(yaw)
-        pose = torch.stack([x / 5, y / 5, yaw.cos(), yaw.sin(), pitch / 60], -1)
+        dx, dy = self.target[0] - x, self.target[1] - y
+        cos, sin = torch.deg2rad(yaw).cos(), torch.deg2rad(yaw).sin()
+        ahead, left = dx * cos + dy * sin, dy * cos - dx * sin
+        pose = torch.stack([ahead / 5, left / 5, cos, sin, pitch / 60], -1)
         return torch.cat([self.frames(obs["rgb"]), pose], -1)
 
 
@@ -213,9 +244,9 @@ class CurveCallback(BaseCallback):
     It also advances the progress bar (SB3's own needs the ``rich`` package).
     """
 
-    def __init__(self, curve: list, out: Path, saved: Path, bar: tqdm) -> None:
+    def __init__(self, curve: list, out: Path, saved: Path, scale: Path, bar: tqdm) -> None:
         super().__init__()
-        self.curve, self.out, self.saved, self.bar = curve, out, saved, bar
+        self.curve, self.out, self.saved, self.scale, self.bar = curve, out, saved, scale, bar
         self.returns: list[float] = []
         self.successes: list[bool] = []
         self.unsaved = False
@@ -243,6 +274,9 @@ class CurveCallback(BaseCallback):
         tmp = self.saved.with_name("ppo.partial.zip")
         self.model.save(tmp)
         os.replace(tmp, self.saved)
+        tmp = self.scale.with_name(self.scale.name + ".partial")
+        self.model.get_vec_normalize_env().save(tmp)
+        os.replace(tmp, self.scale)
         if self.returns:
             self.curve.append(
                 {

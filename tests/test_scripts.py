@@ -153,6 +153,7 @@ def test_ppo_agent_trains_saves_and_resumes(tmp_path):
     curve = json.loads((out / "curve.json").read_text())
     assert [c["env_steps"] for c in curve] == [64]  # one rollout of 4 rows x 16 steps
     assert (out / "ppo.zip").stat().st_size > 0 and (out / "curve.png").stat().st_size > 0
+    assert (out / "reward_scale.pkl").stat().st_size > 0  # the reward scaler resumes too
     from stable_baselines3 import PPO
 
     saved = PPO.load(out / "ppo.zip", device="cpu")  # saved after its update, not before it

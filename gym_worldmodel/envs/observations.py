@@ -3,8 +3,8 @@
 A mode names the frames (``"rgb"``, ``"chunk"`` or ``"latent"``) and, with ``"+pose"``
 (worlds with a pose), adds the pose integrated from the actions: the observation is then a
 ``Dict`` of the frames under the frames' name and ``"pose"``, ``(4,)`` float32 in the units of
-``info["pose"]`` (see :mod:`gym_worldmodel.envs.pose`). Goal-reaching agents need it: frames
-alone do not say where the target is.
+``info["pose"]`` (see :mod:`gym_worldmodel.envs.pose`), for tasks that depend on where the
+agent is, which the frames show only indirectly.
 
 Batched observations are an array (or tensor) or a dict of them; :func:`take`, :func:`put` and
 :func:`copy` index and copy either.
