@@ -82,9 +82,16 @@ def main() -> None:
     if args.resume:
         if not saved.exists():
             raise SystemExit(f"--resume: no saved policy at {saved}")
-        venv = VecNormalize.load(scale_file, monitored) if scale_file.exists() else None
-        venv = venv or VecNormalize(monitored, norm_obs=False, gamma=GAMMA)
+        if not scale_file.exists():  # its value head learned rewards on that scale
+            raise SystemExit(f"--resume: no reward scaler at {scale_file} beside {saved}")
+        venv = VecNormalize.load(scale_file, monitored)
         agent = PPO.load(saved, env=venv, device="cpu")
+        encoder = agent.policy.features_extractor
+        if args.pose and encoder.target.tolist() != [float(v) for v in args.target]:
+            raise SystemExit(
+                f"--resume: the saved policy walks to {encoder.target.tolist()}, "
+                f"not --target {args.target}"
+            )
         curve = json.loads(curve_file.read_text()) if curve_file.exists() else []
         # a run stopped between the policy's save and the curve's keeps no later entries
         curve = [c for c in curve if c["env_steps"] <= agent.num_timesteps]
@@ -100,7 +107,7 @@ def main() -> None:
             "MultiInputPolicy" if args.pose else "CnnPolicy",
             venv,
             n_steps=args.rollout,
-            batch_size=64,
+            batch_size=min(64, args.rollout * args.envs),
             n_epochs=10,
             learning_rate=3e-4,
             gamma=GAMMA,
@@ -271,12 +278,14 @@ class CurveCallback(BaseCallback):
     def _save(self) -> None:
         if not self.unsaved:
             return
+        # the scaler first: a saved policy always has its scaler beside it (at worst one
+        # rollout newer, which only refines the estimate)
+        tmp = self.scale.with_name("reward_scale.partial.pkl")
+        self.model.get_vec_normalize_env().save(tmp)
+        os.replace(tmp, self.scale)
         tmp = self.saved.with_name("ppo.partial.zip")
         self.model.save(tmp)
         os.replace(tmp, self.saved)
-        tmp = self.scale.with_name(self.scale.name + ".partial")
-        self.model.get_vec_normalize_env().save(tmp)
-        os.replace(tmp, self.scale)
         if self.returns:
             self.curve.append(
                 {

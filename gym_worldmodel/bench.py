@@ -394,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         from gym_worldmodel.bench_env import env_benchmark
 
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        if tiny and args.model:
+            parser.error("bench env: --tiny and --model name two models; give one")
         model = "random-tiny" if tiny else args.model
         results = env_benchmark(model, args.world, args.sizes, args.repeats, args.dtype)
     else:

@@ -20,6 +20,15 @@ def run(*args: str, env: dict | None = None) -> str:
     return done.stdout
 
 
+def fails(*args: str) -> str:
+    """Run a script that should exit with an error; its stderr."""
+    done = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0, done.stdout[-2000:]
+    return done.stderr
+
+
 def test_rollout_command_writes_a_video_of_the_embedded_world(tmp_path):
     video = tmp_path / "driving.mp4"
     text = run(
@@ -171,6 +180,11 @@ def test_ppo_agent_observes_the_pose(tmp_path):
 
     saved = PPO.load(tmp_path / "ppo.zip", device="cpu")
     assert set(saved.observation_space.spaces) == {"pose", "rgb"}
+    other = [*common, "--pose", "--steps", "64", "--out", str(tmp_path), "--resume"]
+    error = fails("agents/ppo_citywalk.py", *other, "--target", "1", "1")
+    assert "walks to [3.0, 1.0], not --target [1.0, 1.0]" in error
+    (tmp_path / "reward_scale.pkl").unlink()
+    assert "no reward scaler" in fails("agents/ppo_citywalk.py", *other)
 
 
 def test_collect_command_with_a_custom_source_resumes(tmp_path):

@@ -48,7 +48,10 @@ def frames_space(frames: str, config: Any) -> spaces.Box:
 
 
 def pose_space(pose_kind: str, max_speed: float | None = None) -> spaces.Box:
-    """One row's pose: position unbounded, angles in degrees, driving speed up to ``max_speed``."""
+    """One row's pose: position unbounded, angles in degrees, driving speed up to ``max_speed``.
+
+    Angles wrap to [-180, 180); the bound is closed because float32 rounds 179.99999 to 180.
+    """
     inf = float(np.finfo(np.float32).max)  # position is unbounded: any float32 (as CartPole)
     if pose_kind == "camera":  # x_m, y_m, yaw_deg, pitch_deg (pitch clipped to +-60)
         low, high = [-inf, -inf, -180.0, -60.0], [inf, inf, 180.0, 60.0]

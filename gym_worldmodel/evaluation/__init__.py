@@ -32,8 +32,12 @@ actions from held-out starts), :mod:`.control` (the probe and scene motion per k
 
 from gym_worldmodel.evaluation.control import (
     CAMERA_KEYS,
+    KEY_MOTION,
     MIN_REAL_SCORE,
+    MOTION_GAIN,
+    MOTION_UNITS,
     PROBE_DIMS,
+    PROBE_VISIBLE_R2,
     PROBE_WINDOW,
     InverseDynamicsProbe,
     Probe,
@@ -47,8 +51,14 @@ from gym_worldmodel.evaluation.control import (
     train_probe,
     window_centres,
 )
-from gym_worldmodel.evaluation.evaluate import EvalConfig, WorldResult, evaluate_world
+from gym_worldmodel.evaluation.evaluate import (
+    SCENE_MOTION_STEPS,
+    EvalConfig,
+    WorldResult,
+    evaluate_world,
+)
 from gym_worldmodel.evaluation.metrics import (
+    STATS,
     frame_motion,
     frame_stats,
     pooled_psnr,
@@ -66,9 +76,15 @@ from gym_worldmodel.evaluation.report import steps_label, write_report
 
 __all__ = [
     "CAMERA_KEYS",
+    "KEY_MOTION",
     "MIN_REAL_SCORE",
+    "MOTION_GAIN",
+    "MOTION_UNITS",
     "PROBE_DIMS",
+    "PROBE_VISIBLE_R2",
     "PROBE_WINDOW",
+    "SCENE_MOTION_STEPS",
+    "STATS",
     "EvalConfig",
     "InverseDynamicsProbe",
     "Probe",

@@ -121,7 +121,7 @@ class WorldModel(nn.Module):
         }
 
 
-#: The compute precisions the envs, benchmarks and training take by name.
+#: The compute precisions the envs and benchmarks take by name.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
