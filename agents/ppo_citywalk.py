@@ -236,7 +236,8 @@ class FramePoseEncoder(BaseFeaturesExtractor):
         """``{"rgb": frames, "pose": (B, 4)}`` -> features."""
         x, y, yaw, pitch = obs["pose"].unbind(-1)
         dx, dy = self.target[0] - x, self.target[1] - y
-        cos, sin = torch.deg2rad(yaw).cos(), torch.deg2rad(yaw).sin()
+        yaw = torch.deg2rad(yaw)
+        cos, sin = yaw.cos(), yaw.sin()
         ahead, left = dx * cos + dy * sin, dy * cos - dx * sin
         pose = torch.stack([ahead / 5, left / 5, cos, sin, pitch / 60], -1)
         return torch.cat([self.frames(obs["rgb"]), pose], -1)

@@ -412,7 +412,7 @@ class WorldModelVectorEnv(VectorEnv):
     def _judge(self, prev_frame, vec: np.ndarray, prev_pose) -> tuple[np.ndarray, ...]:
         args = None
         if self.reward_fn is not None or self.termination_fn is not None:  # hooks' arguments
-            as_t = lambda p: None if p is None else torch.from_numpy(p).to(self.device)  # noqa: E731
+            as_t = lambda p: None if p is None else self._on_device(p)  # noqa: E731
             info = {
                 "pose": as_t(self._pose),
                 "prev_pose": as_t(prev_pose),
@@ -444,7 +444,7 @@ class WorldModelVectorEnv(VectorEnv):
             return obs
         pose = self._pose.astype(np.float32)
         if self.output == "torch":
-            pose = torch.from_numpy(pose).to(self.device)
+            pose = self._on_device(pose)
         parts = {self._frames_mode: obs, "pose": pose}
         return {k: parts[k] for k in self.single_observation_space.spaces}  # the space's order
 
@@ -479,8 +479,12 @@ class WorldModelVectorEnv(VectorEnv):
     def _flags(self, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray):
         if self.output == "numpy":
             return rewards, terminated, truncated
-        to = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
+        to = self._on_device
         return to(rewards.astype(np.float32)), to(terminated), to(truncated)
+
+    def _on_device(self, array: np.ndarray) -> torch.Tensor:
+        """A NumPy array as a tensor on the env's device."""
+        return torch.from_numpy(array).to(self.device)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
