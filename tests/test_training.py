@@ -18,7 +18,13 @@ from gym_worldmodel.models.dit import move_frames, sequence_anchors
 from gym_worldmodel.sources.collect import collect
 from gym_worldmodel.sources.episodes import DatasetError, Episode
 from gym_worldmodel.training.data import Balanced, ChunkWindows, Frames
-from gym_worldmodel.training.losses import TeacherLossConfig, VAELossConfig, teacher_loss, vae_loss
+from gym_worldmodel.training.losses import (
+    TeacherLossConfig,
+    VAELossConfig,
+    motion_focus_weights,
+    teacher_loss,
+    vae_loss,
+)
 from gym_worldmodel.training.recipes import (
     fit,
     train_decoder,
@@ -514,5 +520,48 @@ def test_clean_anchors_anchor_chunks_to_the_recorded_frames(monkeypatch):
     assert seen[0] is None  # each chunk's previous frame as noised with it
     assert torch.equal(seen[1], sequence_anchors(latents, f))
     argv = ["student", "--data", "d", "--out", "o", "--init", "i", "--clean-anchors"]
+    with pytest.raises(SystemExit, match="teacher option"):
+        train_main(argv)
+
+
+def test_motion_focus_weighs_where_the_history_moved_and_reads_only_the_history():
+    f, side = 3, 8
+    latents = torch.zeros(2, 4 * f, 4, side, side)
+    latents[:, 2 * f - 1, :, 2, 5] = 1.0  # a spot appears in chunk 1's last frame
+    latents[:, 3 * f :] = torch.randn(2, f, 4, side, side)  # the last chunk: anything
+    w = motion_focus_weights(latents, f, 2.0)
+    assert w.shape == (2, 4 * f, 1, side, side)
+    assert torch.allclose(w.mean(), torch.tensor(1.0))
+    chunk = lambda x, c: x[:, c * f : (c + 1) * f]  # noqa: E731
+    # chunk 2 is weighted where chunk 1 moved, its 3x3 neighbourhood, and nowhere else
+    hot = chunk(w, 2)[0, 0, 0]
+    assert hot[2, 5] > 5 * hot[0, 0] and hot[1, 4] == hot[2, 5] and hot[3, 6] == hot[2, 5]
+    assert hot[5, 1] == hot[0, 0]
+    assert torch.equal(chunk(w, 0), chunk(w, 1))  # nothing moved before them: uniform
+    # the last chunk's own content (the target) does not change any weight
+    other = latents.clone()
+    other[:, 3 * f :] = torch.randn(2, f, 4, side, side)
+    assert torch.equal(w[:, : 3 * f], motion_focus_weights(other, f, 2.0)[:, : 3 * f])
+    assert torch.equal(chunk(w, 3), chunk(motion_focus_weights(other, f, 2.0), 3))
+    assert torch.allclose(motion_focus_weights(latents, f, 0.0), torch.ones(1))
+    with pytest.raises(ValueError, match="weight >= 0"):
+        TeacherLossConfig(motion_focus=-1.0)
+
+
+def test_teacher_loss_with_motion_focus_reports_the_plain_flow_beside_it():
+    config = WorldModelConfig.tiny()
+    model = WorldModel(config)
+    f = config.dit.chunk_frames
+    latents = torch.randn(2, 3 * f, 4, 16, 16)
+    actions = torch.zeros(2, 3 * f, config.dit.action_dim)
+    mod = torch.zeros(2).long()
+    plain, p0 = teacher_loss(
+        model.dit, latents, actions, mod, torch.Generator(), TeacherLossConfig()
+    )
+    lc = TeacherLossConfig(motion_focus=2.0)
+    focused, p1 = teacher_loss(model.dit, latents, actions, mod, torch.Generator(), lc)
+    assert "flow_focused" not in p0 and p1["flow"] == pytest.approx(p0["flow"])
+    assert focused.item() == pytest.approx(p1["flow_focused"]) and focused.item() != plain.item()
+    argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--motion-focus", "1"]
     with pytest.raises(SystemExit, match="teacher option"):
         train_main(argv)

@@ -59,6 +59,10 @@ class TeacherLossConfig:
         clean_anchors: Anchor every chunk (``DiTConfig.frame_anchor``) to the clean previous
             recorded frame, as the env anchors to the frame it wrote, even in rows whose history
             is noised; off, each chunk's anchor is its previous frame as noised with it.
+        motion_focus: Weight of the loss where the picture was moving just before each chunk
+            (:func:`motion_focus_weights`); 0 weighs every position alike. A robot arm or a
+            car fills a few percent of the frame, so an unweighted loss barely asks where it
+            goes, and with it what the action says.
     """
 
     shift: float = 3.0
@@ -67,10 +71,36 @@ class TeacherLossConfig:
     action_dropout: float = 0.1
     memory_only: float = 0.0
     clean_anchors: bool = False
+    motion_focus: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.memory_only <= 1.0:
             raise ValueError(f"memory_only is a fraction of rows in [0, 1], got {self.memory_only}")
+        if self.motion_focus < 0:
+            raise ValueError(f"motion_focus is a weight >= 0, got {self.motion_focus}")
+
+
+def motion_focus_weights(latents: Tensor, chunk_frames: int, strength: float) -> Tensor:
+    """Loss weights ``(B, N * F, 1, h, w)`` that favour where the picture was just moving.
+
+    Chunk ``c`` is weighted by the motion into the last frame of chunk ``c - 1`` (the mean
+    absolute latent change over channels, widened by a 3x3 max so it covers where a moving
+    part goes next): ``1 + strength * motion / mean(motion)``, then divided by its mean so the
+    loss keeps its scale. The weights depend on the history alone, which the model sees, so
+    the loss's minimiser at each position stays the conditional mean: the focus moves effort,
+    not the target. Chunk 0 (the sink) and a still history weigh 1.
+    """
+    if chunk_frames < 2:
+        raise ValueError(f"motion focus needs chunks of 2 or more frames, got {chunk_frames}")
+    last = latents[:, chunk_frames - 1 :: chunk_frames]
+    before = latents[:, chunk_frames - 2 :: chunk_frames]
+    motion = (last - before).abs().mean(2)  # (B, N, h, w)
+    b, n, h, w = motion.shape
+    motion = F.max_pool2d(motion.reshape(b * n, 1, h, w), 3, 1, 1).reshape(b, n, h, w)
+    motion = torch.cat((torch.zeros_like(motion[:, :1]), motion[:, :-1]), 1)  # what c saw
+    weights = 1 + strength * motion / motion.mean().clamp_min(1e-8)
+    weights = weights / weights.mean()
+    return weights.repeat_interleave(chunk_frames, 1)[:, :, None]
 
 
 def teacher_loss(
@@ -132,6 +162,10 @@ def teacher_loss(
         anchors=anchors,
     ).float()
     err = (velocity - schedule.velocity_target(latents, noise)).pow(2)
-    loss = err.mean()
-    last = err[:, -dit.config.chunk_frames :].mean()
-    return loss, {"flow": loss.item(), "flow_last_chunk": last.item()}
+    flow, last = err.mean(), err[:, -dit.config.chunk_frames :].mean()
+    parts = {"flow": flow.item(), "flow_last_chunk": last.item()}
+    if config.motion_focus == 0:
+        return flow, parts
+    weights = motion_focus_weights(latents, dit.config.chunk_frames, config.motion_focus)
+    loss = (err * weights).mean()
+    return loss, {**parts, "flow_focused": loss.item()}

@@ -256,6 +256,7 @@ def train_teacher(
     memory_only: float = 0.0,
     anchor_sigma: float | None = None,
     clean_anchors: bool = False,
+    motion_focus: float = 0.0,
 ) -> WorldModel:
     """Train the DiT as a flow-matching teacher on windows from ``data`` (all modalities).
 
@@ -278,6 +279,8 @@ def train_teacher(
             starts from repeating the last frame); None keeps the model's parameterization.
         clean_anchors: Anchor chunks to clean recorded frames
             (``TeacherLossConfig.clean_anchors``).
+        motion_focus: Weight the loss towards where the picture was moving
+            (``TeacherLossConfig.motion_focus``).
 
     Frames are encoded once up front when the run reads more frames than the data holds, else
     batch by batch.
@@ -286,7 +289,10 @@ def train_teacher(
         raise ValueError("memory_only trains from retrieved memory: it needs memory=True")
     model = hub.from_pretrained(init)
     loss_config = loss_config or TeacherLossConfig(
-        shift=model.config.sampler.shift, memory_only=memory_only, clean_anchors=clean_anchors
+        shift=model.config.sampler.shift,
+        memory_only=memory_only,
+        clean_anchors=clean_anchors,
+        motion_focus=motion_focus,
     )
     if frame_anchor:
         model = model.with_frame_anchor()
