@@ -223,9 +223,8 @@ def train_main(argv: Sequence[str]) -> None:
         default=0.0,
         metavar="WEIGHT",
         help="teacher: weight the flow loss towards where the picture was moving just before "
-        "each chunk (1: the tenth of the places that moved most carries about 40%% of it on "
-        "the robot), so a small moving part (a robot "
-        "arm, a car) and the action that moves it count",
+        "each chunk, so a small moving part (a robot arm, a car) and the action that moves it "
+        "count (1: the tenth of the robot's places that moved most carries about 40%% of it)",
     )
     parser.add_argument(
         "--memory-only",
