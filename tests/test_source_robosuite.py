@@ -13,6 +13,7 @@ from gym_worldmodel.sources.robosuite_source import (
     model_to_osc,
     osc_to_model,
 )
+from gym_worldmodel.sources.robosuite_worker import Policy
 
 
 def test_osc_and_rt1_vectors_round_trip():
@@ -28,6 +29,29 @@ def test_missing_venv_is_a_clear_error(monkeypatch):
     monkeypatch.delenv(PYTHON_ENV, raising=False)
     with pytest.raises(ImportError, match="own venv"):
         RobosuiteSource()
+
+
+def test_unknown_policy_is_a_clear_error():
+    with pytest.raises(ValueError, match="agile"):
+        RobosuiteSource(policy="fast")
+
+
+def _policy_actions(style: str, steps: int = 2000) -> np.ndarray:
+    """OSC inputs of a style's policy for an end effector held at the workspace's centre."""
+    policy = Policy(np.random.default_rng(0), style)
+    obs = {"robot0_eef_pos": np.array([0.0, 0.0, 1.05]), "cube_pos": np.array([0.0, 0.0, 0.82])}
+    return np.stack([policy(obs) for _ in range(steps)])
+
+
+def test_agile_policy_moves_faster_and_changes_more_often_than_smooth():
+    stats = {}
+    for style in ("smooth", "agile"):
+        a = _policy_actions(style)
+        assert a.shape == (2000, 7) and np.abs(a).max() <= 1.0
+        lag1 = np.mean([np.corrcoef(a[:-1, d], a[1:, d])[0, 1] for d in range(3)])
+        stats[style] = (np.abs(a[:, :3]).mean(), lag1)
+    assert stats["agile"][0] > 1.5 * stats["smooth"][0]
+    assert stats["agile"][1] < stats["smooth"][1] - 0.1
 
 
 needs_robosuite = pytest.mark.skipif(

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from gym_worldmodel.sources.episodes import Episode
+from gym_worldmodel.sources.robosuite_worker import STYLES
 
 PYTHON_ENV = "GYM_WORLDMODEL_ROBOSUITE_PYTHON"
 _WORKER = Path(__file__).with_name("robosuite_worker.py")
@@ -65,11 +66,21 @@ class RobosuiteSource:
         camera: robosuite camera name (``sideview`` shows the arm large; ``frontview`` shows
             it whole but small).
         python: The robosuite venv's Python (default: ``$GYM_WORLDMODEL_ROBOSUITE_PYTHON``).
+        policy: Behaviour policy style, a key of ``robosuite_worker.STYLES``: ``smooth`` (slow,
+            long-held, filtered end-effector velocities) or ``agile`` (faster, changing every
+            1-6 frames).
     """
 
     def __init__(
-        self, task: str = "Lift", size: int = 64, camera: str = "sideview", python: str = ""
+        self,
+        task: str = "Lift",
+        size: int = 64,
+        camera: str = "sideview",
+        python: str = "",
+        policy: str = "smooth",
     ) -> None:
+        if policy not in STYLES:
+            raise ValueError(f"policy must be one of {sorted(STYLES)}, got {policy!r}")
         python = python or os.environ.get(PYTHON_ENV, "")
         if not python or not Path(python).expanduser().is_file():
             raise ImportError(
@@ -79,7 +90,7 @@ class RobosuiteSource:
                 "gym_worldmodel/sources/robosuite_source.py"
             )
         self.python = str(Path(python).expanduser())
-        self.task, self.size, self.camera = task, int(size), camera
+        self.task, self.size, self.camera, self.policy = task, int(size), camera, policy
         self.info: dict[str, Any] = {
             "source": "robosuite",
             "world": "robot",
@@ -90,6 +101,7 @@ class RobosuiteSource:
             "action_width": 13,
             "pose_fields": [],
             "camera": camera,
+            "policy": policy,
         }
         self._proc: subprocess.Popen | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="gwm-robosuite-")
@@ -99,7 +111,7 @@ class RobosuiteSource:
             env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
             self._log = open(os.path.join(self._tmp.name, "worker.log"), "w")  # noqa: SIM115
             self._proc = subprocess.Popen(
-                [self.python, str(_WORKER), self.task, str(self.size), self.camera],
+                [self.python, str(_WORKER), self.task, str(self.size), self.camera, self.policy],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self._log,

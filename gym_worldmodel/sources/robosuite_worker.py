@@ -14,10 +14,13 @@ actually sent, ``[dx, dy, dz, dax, day, daz, gripper]`` in [-1, 1] (translation 
 ``OSC_MAX_M`` and rotation in units of ``OSC_MAX_RAD`` per control step; gripper +1 closes).
 The parent converts them to RT-1 model vectors.
 
-Behaviour policy (all randomness from ``np.random.default_rng(seed)``): end-effector velocity
-targets held 4-20 frames (random direction, speed up to ``MAX_SPEED``), low-pass filtered, with
-a pull back towards a box-shaped workspace above the table; random small wrist rotations; the
-gripper toggles every 10-40 frames; now and then a reach towards the cube.
+Behaviour policies (all randomness from ``np.random.default_rng(seed)``), named in ``STYLES``:
+end-effector velocity targets held for a while (random direction and speed), with a pull back
+towards a box-shaped workspace above the table; random small wrist rotations; the gripper
+toggles now and then; now and then a reach towards the cube. ``smooth`` holds a target 4-20
+frames at speed 0.1-0.4 and low-pass filters it, so an action is nearly the previous one;
+``agile`` holds 1-6 frames at speed 0.3-0.8 with no filter, so each action tells more than the
+frames before it did and moves the arm further in one frame.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ import numpy as np
 
 OSC_MAX_M = 0.05  # metres per control step at input 1 (robosuite's OSC_POSE output_max)
 OSC_MAX_RAD = 0.5  # radians per control step at input 1
-MAX_SPEED = 0.4  # largest translation input the policy asks for
+#: Behaviour policy styles: frames a velocity target is held ([low, high)), its translation input
+#: range, the low-pass factor towards it (1 = none) and frames the gripper holds its state.
+STYLES = {
+    "smooth": {"hold": (4, 21), "speed": (0.1, 0.4), "follow": 0.3, "grip_hold": (10, 41)},
+    "agile": {"hold": (1, 7), "speed": (0.3, 0.8), "follow": 1.0, "grip_hold": (5, 21)},
+}
 WORKSPACE = (np.array([-0.25, -0.3, 0.85]), np.array([0.2, 0.3, 1.25]))  # metres, world frame
 
 
@@ -78,8 +86,8 @@ def make_env(task: str, size: int, camera: str):
 class Policy:
     """Smooth random end-effector motion that stays in the workspace (see module docstring)."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.rng = rng
+    def __init__(self, rng: np.random.Generator, style: str = "smooth") -> None:
+        self.rng, self.style = rng, STYLES[style]
         self.hold = self.grip_hold = 0
         self.target = np.zeros(6)
         self.current = np.zeros(6)
@@ -87,23 +95,23 @@ class Policy:
 
     def __call__(self, obs: dict) -> np.ndarray:
         """OSC_POSE input for the current observation."""
-        rng = self.rng
+        rng, style = self.rng, self.style
         pos = obs["robot0_eef_pos"]
         if self.hold <= 0:
-            self.hold = int(rng.integers(4, 21))
+            self.hold = int(rng.integers(*style["hold"]))
             direction = rng.normal(size=3)
             direction /= np.linalg.norm(direction) + 1e-9
             if rng.random() < 0.25 and "cube_pos" in obs:  # reach towards the cube
                 to_cube = obs["cube_pos"] + np.array([0.0, 0.0, 0.03]) - pos
                 direction = to_cube / (np.linalg.norm(to_cube) + 1e-9)
-            self.target[:3] = direction * rng.uniform(0.1, MAX_SPEED)
+            self.target[:3] = direction * rng.uniform(*style["speed"])
             self.target[3:] = rng.normal(scale=0.15, size=3) * (rng.random() < 0.5)
         self.hold -= 1
         if self.grip_hold <= 0:
-            self.grip_hold = int(rng.integers(10, 41))
+            self.grip_hold = int(rng.integers(*style["grip_hold"]))
             self.grip = -self.grip
         self.grip_hold -= 1
-        self.current += 0.3 * (self.target - self.current)
+        self.current += style["follow"] * (self.target - self.current)
         action = np.concatenate([self.current, [self.grip]])
         low, high = WORKSPACE
         pull = np.clip(low - pos, 0, None) - np.clip(pos - high, 0, None)  # metres outside
@@ -111,13 +119,15 @@ class Policy:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-def record(env, seed: int, steps: int, camera: str, actions: np.ndarray | None = None) -> dict:
-    """Reset with ``seed`` and record ``steps`` policy actions (or the given OSC actions)."""
+def record(
+    env, seed: int, steps: int, camera: str, style: str, actions: np.ndarray | None = None
+) -> dict:
+    """Reset with ``seed``; record ``steps`` actions of the ``style`` policy (or the given ones)."""
     # The env's generator is shared by reference with its placement sampler: reseed it in place.
     env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
     np.random.seed(seed)
     obs = env.reset()
-    policy = Policy(np.random.default_rng(seed))
+    policy = Policy(np.random.default_rng(seed), style)
     key = f"{camera}_image"
     size = obs[key].shape[0]
     frames = np.empty((steps + 1, size, size, 3), np.uint8)
@@ -133,7 +143,7 @@ def record(env, seed: int, steps: int, camera: str, actions: np.ndarray | None =
 def main() -> None:
     """Serve requests from stdin until ``quit`` (see the module docstring)."""
     sys.path.pop(0)  # this file's folder holds modules that must not shadow robosuite's imports
-    task, size, camera = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    task, size, camera, style = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     env = make_env(task, size, camera)
     for line in sys.stdin:
         request = json.loads(line)
@@ -142,7 +152,7 @@ def main() -> None:
         try:
             given = np.load(request["actions"]) if request["cmd"] == "replay" else None
             steps = len(given) if given is not None else int(request["steps"])
-            episode = record(env, int(request["seed"]), steps, camera, given)
+            episode = record(env, int(request["seed"]), steps, camera, style, given)
             tmp = request["out"] + ".tmp.npz"
             np.savez(tmp, **episode)
             os.replace(tmp, request["out"])
