@@ -71,3 +71,18 @@ def test_rollout_replay_and_seeds():
     assert not np.array_equal(ep.frames, src.rollout(1, 20).frames)
     assert_same_episode(ep, src.replay(0, ep.actions))
     src.close()
+
+
+@needs_robosuite
+def test_a_frame_shows_the_action_it_follows():
+    """robosuite's step() returns the state before the action acted; the source must not."""
+    src = RobosuiteSource()
+    still = np.zeros((6, 7), np.float32)
+    still[:, 6] = -1.0
+    up = still.copy()
+    up[3:, 2] = 0.8  # move up from the 4th action on
+    rest, moved = src.replay(0, osc_to_model(still)), src.replay(0, osc_to_model(up))
+    change = np.abs(moved.frames.astype(int) - rest.frames).mean((1, 2, 3))
+    assert change[:4].max() == 0  # frames up to the one the first move leads to: identical
+    assert change[4] > 1.0  # the frame after the first move already shows it (before: 0)
+    src.close()

@@ -10,9 +10,14 @@ robosuite pins numpy<2, so it lives in its own venv and runs in a worker process
 Rendering is headless (``MUJOCO_GL=egl``; Mesa's EGL is enough, no GPU needed).
 
 Actions, RT-1 model vectors (``envs.actions.RobotHead``, 13 wide) against OSC_POSE inputs: one
-env step is one control step is one frame at 15 Hz, the camera (``frontview``) is fixed.
-    world_vector (3)        = OSC translation input; 1 = 5 cm per frame along the robot base's
-                              x (forward), y (left), z (up)
+env step is one control step is one frame at 15 Hz, the camera (``sideview`` by default) is fixed.
+Each frame is read after its step: robosuite's ``step()`` returns observations sampled at the
+step's first physics substep, before the action acted.
+    world_vector (3)        = OSC translation input along the robot base's x (forward), y
+                              (left), z (up); 1 sets the controller's goal 5 cm away each
+                              frame, and under a held input the arm moves about 0.8 cm in the
+                              first frame and settles at about 1.6 cm a frame
+                              (docs/experiments.md, ``oscstep.py``)
     rotation_delta (3)      = OSC axis-angle input x 0.5 rad, stored normalised by pi/2 as the
                               env does (so |value| <= 0.5 rad per frame)
     gripper_closedness (1)  = OSC gripper input (+1 closes, -1 opens)

@@ -135,7 +135,10 @@ def record(
     frames[0] = obs[key]
     for t in range(steps):
         action = policy(obs) if actions is None else np.clip(actions[t], -1.0, 1.0)
-        obs, _, _, _ = env.step(action.astype(np.float64))
+        env.step(action.astype(np.float64))
+        # step() returns observables sampled at the step's first physics substep, so its image
+        # and poses show the state before this action acted (one frame stale): read them now.
+        obs = env._get_observations(force_update=True)
         sent[t], frames[t + 1] = action, obs[key]
     return {"frames": frames, "osc": sent}
 
