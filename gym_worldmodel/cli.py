@@ -227,6 +227,13 @@ def train_main(argv: Sequence[str]) -> None:
         "count (1: the tenth of the robot's places that moved most carries about 40%% of it)",
     )
     parser.add_argument(
+        "--action-scale",
+        action="store_true",
+        help="teacher: rescale each action dimension to unit spread over --data before its "
+        "projector (DiTConfig.action_scale; the model's output unchanged at the start), so a "
+        "robot's 5 mm moves are learned as fast as its gripper",
+    )
+    parser.add_argument(
         "--memory-only",
         type=float,
         default=0.0,
@@ -304,6 +311,8 @@ def train_main(argv: Sequence[str]) -> None:
         raise SystemExit("--clean-anchors is a teacher option")
     if args.motion_focus and (args.stage != "teacher" or args.motion_focus < 0):
         raise SystemExit("--motion-focus is a teacher option and takes a weight >= 0")
+    if args.action_scale and args.stage != "teacher":
+        raise SystemExit("--action-scale is a teacher option")
     if args.balanced and args.stage != "self-forcing":
         raise SystemExit("--balanced is a self-forcing option")
     if args.anchor_motion and args.stage != "self-forcing":
@@ -320,6 +329,7 @@ def train_main(argv: Sequence[str]) -> None:
             anchor_sigma=args.anchor_sigma,
             clean_anchors=args.clean_anchors,
             motion_focus=args.motion_focus,
+            action_scale=args.action_scale,
             progress=progress,
         )
     elif not 1 <= args.nfe <= 8:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import kept_anchors, randomize
 
+from gym_worldmodel import hub
 from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import WorldModel, WorldModelConfig, precision
 from gym_worldmodel.sampling import ChunkRollout, RecomputeRollout, RowGenerators
@@ -188,6 +189,36 @@ def test_with_frame_anchor_starts_as_the_same_model():
     after, _ = roll(upgraded, [0, 1], actions, modality)
     assert torch.equal(before, after)
     assert upgraded.with_frame_anchor() is upgraded
+
+
+def test_with_action_scale_starts_as_the_same_model_and_round_trips(tiny_model, tmp_path):
+    model = randomize(tiny_model)
+    width = model.config.dit.modalities["robot"]
+    scaled = model.with_action_scale({"robot": [4.0] * 3 + [1.0] * (width - 3)})
+    assert scaled.config.dit.action_scale["robot"][:4] == (4.0, 4.0, 4.0, 1.0)
+    actions = random_actions(ChunkRollout(model.dit, model.config.sampler), 2, 3)
+    modality = torch.tensor([0, 1])
+    before, _ = roll(model, [0, 1], actions, modality)
+    after, _ = roll(scaled, [0, 1], actions, modality)
+    torch.testing.assert_close(before, after, atol=1e-5, rtol=0)  # the function is kept
+    rescaled = scaled.with_action_scale({"robot": [2.0] * width})  # replaces, not compounds
+    torch.testing.assert_close(
+        rescaled.dit.actions(actions[0], modality),
+        model.dit.actions(actions[0], modality),
+        atol=1e-5,
+        rtol=0,
+    )
+    hub.save_pretrained(scaled, tmp_path)
+    loaded = hub.from_pretrained(tmp_path)
+    assert loaded.config == scaled.config
+    assert torch.equal(loaded.dit.actions.input_scale, scaled.dit.actions.input_scale)
+    # the factor multiplies the input: with the first layer left alone, the output changes
+    raw = WorldModel(scaled.config).eval()
+    raw.load_state_dict(model.state_dict())
+    robot = torch.ones(1, dtype=torch.long)
+    assert not torch.allclose(
+        raw.dit.actions(actions[0][1:], robot), model.dit.actions(actions[0][1:], robot)
+    )
 
 
 def test_cache_state_from_a_model_without_anchor_is_refused(tiny_model):

@@ -180,6 +180,9 @@ def test_bad_json(saved: Path) -> None:
         (lambda d: d.pop("format"), "'format' is None"),
         (lambda d: d.update(format="gym-worldmodel/99"), "expected 'gym-worldmodel/1'"),
         (lambda d: d["dit"].update(heads=3), "not a valid WorldModelConfig"),
+        (lambda d: d["dit"].update(action_scale={"robot": [1.0]}), r"action_scale\['robot'\]"),
+        (lambda d: d["dit"].update(action_scale={"arm": [1.0]}), "expected a modality"),
+        (lambda d: d["dit"].update(action_scale={"driving": [1, 0]}), "finite positive"),
     ],
 )
 def test_invalid_config(saved: Path, edit, match: str) -> None:

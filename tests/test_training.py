@@ -565,3 +565,35 @@ def test_teacher_loss_with_motion_focus_reports_the_plain_flow_beside_it():
     argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--motion-focus", "1"]
     with pytest.raises(SystemExit, match="teacher option"):
         train_main(argv)
+
+
+class SlowSquareSource(SquareSource):
+    """The squares, with the moving action given in quarter units (a small-spread dimension)."""
+
+    def rollout(self, seed: int, steps: int) -> Episode:
+        episode = moving_square_episode(seed, steps)
+        return dataclasses.replace(episode, actions=episode.actions * 0.25)
+
+
+def test_action_scale_is_fitted_to_each_dimensions_spread(tmp_path):
+    collect(SlowSquareSource(), tmp_path / "data", episodes=4, steps=10, progress=False)
+    init = WorldModel(WorldModelConfig.tiny())
+    hub.save_pretrained(init, tmp_path / "init")
+    train = TrainConfig(steps=1, batch_size=2, warmup=1, lr=1e-12)
+    model = train_teacher(
+        [tmp_path / "data"],
+        tmp_path / "init",
+        tmp_path / "run",
+        train,
+        action_scale=True,
+        progress=False,
+    )
+    moved = np.concatenate([moving_square_episode(s, 10).actions[:, 0] for s in range(4)])
+    scale = model.config.dit.action_scale["camera"]
+    assert scale[0] == pytest.approx(1 / (0.25 * moved.std()), rel=1e-5)  # about 4
+    assert scale[1:] == (1.0,) * 11  # constant dimensions keep their input
+    assert set(model.config.dit.action_scale) == {"camera"}
+    assert hub.from_pretrained(tmp_path / "run" / "model").config == model.config
+    argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--action-scale"]
+    with pytest.raises(SystemExit, match="teacher option"):
+        train_main(argv)

@@ -24,7 +24,7 @@ class ActionProjectors(nn.Module):
     """Per-modality MLP projectors into the shared action embedding, plus null actions.
 
     Args:
-        config: Supplies the modality widths, padded width and embedding width.
+        config: Supplies the modality widths, padded width, embedding width and input scales.
     """
 
     def __init__(self, config: DiTConfig) -> None:
@@ -35,10 +35,11 @@ class ActionProjectors(nn.Module):
         self.w2 = nn.Parameter(torch.randn(m, u, u) * u**-0.5)
         self.b2 = nn.Parameter(torch.zeros(m, u))
         self.null = nn.Parameter(torch.randn(m, u) * 0.02)
-        mask = torch.zeros(m, a)
-        for i, width in enumerate(config.modalities.values()):
-            mask[i, :width] = 1.0
-        self.register_buffer("input_mask", mask, persistent=False)
+        # Each modality's factors (DiTConfig.action_scale), zero on the padding beyond its width.
+        scale = torch.zeros(m, a)
+        for i, (name, width) in enumerate(config.modalities.items()):
+            scale[i, :width] = torch.tensor(config.action_scale.get(name, (1.0,) * width))
+        self.register_buffer("input_scale", scale, persistent=False)
 
     def forward(self, actions: Tensor, modality: Tensor, drop: Tensor | None = None) -> Tensor:
         """Embed actions.
@@ -52,7 +53,7 @@ class ActionProjectors(nn.Module):
         Returns:
             ``(B, N, action_embed_dim)``.
         """
-        x = actions * self.input_mask[modality][:, None, :]
+        x = actions * self.input_scale[modality][:, None, :]
         x = _routed_linear(x, self.w1, self.b1, modality)
         emb = _routed_linear(nn.functional.silu(x), self.w2, self.b2, modality)
         if drop is not None:

@@ -7,6 +7,7 @@ derived from these dataclasses; no other module hard-codes a shape.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -130,6 +131,11 @@ class DiTConfig:
             degrees a frame moves the scene about 6 pixels, one that walks forward magnifies it
             about 5%; the network then corrects the moved anchor rather than learning the
             motion. False keeps checkpoints written before this option loadable.
+        action_scale: Per-modality factors each action dimension is multiplied by before its
+            projector (modalities left out: 1). Actions whose dimensions differ in spread by
+            30x (a robot's translations against its gripper) otherwise enter one projector at
+            that ratio, and its small dimensions learn 30x slower; ``training.action_scale``
+            fits 1 / std per dimension from the data. Empty for checkpoints written before it.
     """
 
     latent_channels: int = 4
@@ -150,8 +156,18 @@ class DiTConfig:
     frame_anchor: bool = False
     anchor_sigma: float = 0.0
     anchor_motion: bool = False
+    action_scale: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        scales = {name: tuple(float(v) for v in scale) for name, scale in self.action_scale.items()}
+        object.__setattr__(self, "action_scale", scales)  # JSON gives lists: keep one form
+        for name, scale in scales.items():
+            width = self.modalities.get(name)
+            if width is None or len(scale) != width or not all(0 < v < math.inf for v in scale):
+                raise ValueError(
+                    f"action_scale[{name!r}]: expected a modality of {list(self.modalities)} "
+                    f"and {width} finite positive factors, got {scale}"
+                )
         if self.anchor_motion and not self.frame_anchor:
             raise ValueError("anchor_motion moves the frame anchor: it needs frame_anchor=True")
         if self.anchor_sigma < 0 or (self.anchor_sigma and not self.frame_anchor):

@@ -60,6 +60,26 @@ class WorldModel(nn.Module):
             raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
         return model.train(self.training)
 
+    def with_action_scale(self, scales: Mapping[str, Any]) -> WorldModel:
+        """This model with new action input factors (``DiTConfig.action_scale``) for ``scales``.
+
+        Each projector's first layer is divided by the change, so the new model computes
+        exactly what this one does; only how fast training moves each dimension changes.
+
+        Args:
+            scales: Modality name -> one positive factor per action dimension; modalities left
+                out keep theirs.
+        """
+        merged = {**self.config.dit.action_scale, **{k: tuple(v) for k, v in scales.items()}}
+        dit = dataclasses.replace(self.config.dit, action_scale=merged)  # validates
+        model = WorldModel(dataclasses.replace(self.config, dit=dit))
+        model.load_state_dict(self.state_dict())
+        old, new = self.dit.actions.input_scale, model.dit.actions.input_scale
+        ratio = torch.where(new > 0, old / new.clamp_min(1e-30), torch.ones_like(new))
+        with torch.no_grad():
+            model.dit.actions.w1.mul_(ratio[:, :, None])
+        return model.train(self.training)
+
     def with_anchor_motion(self, rates: Mapping[str, Any]) -> WorldModel:
         """This model with moving anchors (``DiTConfig.anchor_motion``), from ``rates``.
 

@@ -133,14 +133,9 @@ def anchor_motion_rates(
     camera, a road that scrolls with speed rather than with an action) is left out: its anchors
     stay still. Prints each fit.
     """
-    episodes: dict[str, list] = {}
-    for d in data:
-        episodes.setdefault(read_card(Path(d))["modality"], []).extend(
-            load_episodes(Path(d), "train")
-        )
     scale = model.config.dit.latent_size / model.config.vae.image_size
     rates = {}
-    for modality, eps in episodes.items():
+    for modality, eps in _train_episodes_by_modality(data).items():
         rate, explained = fit_anchor_motion(eps, scale)
         kept = explained >= min_explained
         print(f"anchor motion {modality}: explains {explained:.2f} of the frame shifts", end="")
@@ -148,6 +143,30 @@ def anchor_motion_rates(
         if kept:
             rates[modality] = rate[: model.config.dit.modalities[modality]]
     return rates
+
+
+def fit_action_scale(model: WorldModel, data: Sequence[Path]) -> dict[str, tuple[float, ...]]:
+    """``DiTConfig.action_scale`` of each modality in ``data``, printing each fit.
+
+    The factors are 1 / std of each action dimension over the modality's training episodes, and
+    1 where a dimension is (nearly) constant.
+    """
+    scales = {}
+    for modality, eps in _train_episodes_by_modality(data).items():
+        width = model.config.dit.modalities[modality]
+        std = np.concatenate([e.actions[:, :width] for e in eps]).std(0)
+        scales[modality] = tuple(float(1 / s) if s > 1e-3 else 1.0 for s in std)
+        print(f"action scale {modality}: " + " ".join(f"{v:.2f}" for v in scales[modality]))
+    return scales
+
+
+def _train_episodes_by_modality(data: Sequence[Path]) -> dict[str, list]:
+    episodes: dict[str, list] = {}
+    for d in data:
+        episodes.setdefault(read_card(Path(d))["modality"], []).extend(
+            load_episodes(Path(d), "train")
+        )
+    return episodes
 
 
 def chunk_windows(
@@ -257,6 +276,7 @@ def train_teacher(
     anchor_sigma: float | None = None,
     clean_anchors: bool = False,
     motion_focus: float = 0.0,
+    action_scale: bool = False,
 ) -> WorldModel:
     """Train the DiT as a flow-matching teacher on windows from ``data`` (all modalities).
 
@@ -281,6 +301,8 @@ def train_teacher(
             (``TeacherLossConfig.clean_anchors``).
         motion_focus: Weight the loss towards where the picture was moving
             (``TeacherLossConfig.motion_focus``).
+        action_scale: Refit the action input factors (``DiTConfig.action_scale``) to 1 / std of
+            each dimension in ``data`` (:func:`fit_action_scale`), the model's function kept.
 
     Frames are encoded once up front when the run reads more frames than the data holds, else
     batch by batch.
@@ -298,6 +320,8 @@ def train_teacher(
         model = model.with_frame_anchor()
     if anchor_sigma is not None and anchor_sigma != model.config.dit.anchor_sigma:
         model = model.with_anchor_sigma(anchor_sigma)
+    if action_scale:
+        model = model.with_action_scale(fit_action_scale(model, data))
     model.vae.requires_grad_(False)
     cfg = model.config.dit
     n = n_chunks or 1 + cfg.window_chunks + 2
