@@ -108,6 +108,20 @@ def collect_main(argv: Sequence[str]) -> None:
     print(f"{args.out}: {counts['train']} train and {counts['heldout']} held-out episodes")
 
 
+def check_device(device: str) -> None:
+    """Exit with a clear message unless ``device`` names a torch device present here."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise SystemExit(
+            f"--device takes a torch device such as cpu, cuda or cuda:1; got {device!r}"
+        ) from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: no CUDA device is available on this machine")
+
+
 def train_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel train vae|decoder|teacher|student|self-forcing``: run (or resume) one."""
     parser = argparse.ArgumentParser(prog="gym-worldmodel train")
@@ -248,6 +262,12 @@ def train_main(argv: Sequence[str]) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device to train on (cpu, cuda, cuda:1); a run resumes on the device type it "
+        "started on",
+    )
     parser.add_argument("--save-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -260,6 +280,7 @@ def train_main(argv: Sequence[str]) -> None:
     )
     args = parser.parse_args(argv)
     progress = not args.no_progress
+    check_device(args.device)
     from gym_worldmodel.models import WorldModelConfig
     from gym_worldmodel.training.recipes import (
         train_decoder,
@@ -279,6 +300,7 @@ def train_main(argv: Sequence[str]) -> None:
         dtype=args.dtype,
         save_every=min(args.save_every, steps),
         seed=args.seed,
+        device=args.device,
         warmup=min(200, steps // 10 + 1),
         cooldown=args.cooldown,
     )

@@ -29,6 +29,7 @@ from gym_worldmodel.training.recipes import (
     fit,
     train_decoder,
     train_self_forcing,
+    train_student,
     train_teacher,
     train_vae,
 )
@@ -38,7 +39,7 @@ from gym_worldmodel.training.self_forcing import (
     chunk_shift,
     self_forcing_loss,
 )
-from gym_worldmodel.training.trainer import TrainConfig, Trainer
+from gym_worldmodel.training.trainer import TrainConfig, Trainer, to_device
 
 
 def moving_square_episode(seed: int, steps: int = 12, size: int = 32) -> Episode:
@@ -176,6 +177,15 @@ def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch):
         train_main(argv)
 
 
+def test_an_unknown_or_absent_training_device_is_a_usage_error():
+    argv = ["teacher", "--data", "d", "--out", "o", "--init", "i", "--device"]
+    with pytest.raises(SystemExit, match="--device takes a torch device"):
+        train_main([*argv, "gpu"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device is available"):
+            train_main([*argv, "cuda"])
+
+
 def run_steps(module, dataset, loss_fn, tmp_path, steps, name="run", **cfg):
     config = TrainConfig(steps=steps, batch_size=4, lr=2e-3, warmup=1, save_every=3, **cfg)
     return Trainer(module, dataset, loss_fn, tmp_path / name, config).train(progress=False)
@@ -291,11 +301,35 @@ def test_corrupt_checkpoint_is_a_clear_error(episodes, tmp_path):
         run_steps(vae, Frames(episodes), fn, tmp_path, 6)
 
 
-def test_recipes_end_to_end(tmp_path):
+def test_a_run_resumes_on_the_device_type_it_started_on(episodes, tmp_path):
+    vae = WorldModel(WorldModelConfig.tiny()).vae
+    fn = lambda b, g: vae_loss(vae, b, g, VAELossConfig())  # noqa: E731
+    run_steps(vae, Frames(episodes), fn, tmp_path, 3)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state["device"] == "cpu"
+    torch.save({**state, "device": "cuda"}, ckpt)  # as a run started on a GPU writes it
+    with pytest.raises(ValueError, match="trained on cuda: resume it there"):
+        run_steps(vae, Frames(episodes), fn, tmp_path, 6)
+    assert torch.load(ckpt, weights_only=True)["step"] == 3  # the checkpoint is left as it was
+
+
+def test_batches_go_to_the_training_device():
+    batch = {"frames": torch.zeros(2, 3), "pair": (torch.ones(1), [torch.ones(2)]), "n": 3}
+    moved = to_device(batch, torch.device("meta"))
+    assert moved["frames"].device.type == "meta" and moved["n"] == 3
+    assert isinstance(moved["pair"], tuple) and moved["pair"][1][0].device.type == "meta"
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_recipes_end_to_end(tmp_path, device):
     collect(
         SquareSource(), tmp_path / "data", episodes=6, steps=10, heldout_every=3, progress=False
     )
-    train = TrainConfig(steps=6, batch_size=4, warmup=1, save_every=3)
+    train = TrainConfig(steps=6, batch_size=4, warmup=1, save_every=3, device=device)
     config = WorldModelConfig.tiny()
     config = dataclasses.replace(config, fps=16)
     vae_model = train_vae([tmp_path / "data"], tmp_path / "vae", config, train, progress=False)
@@ -303,6 +337,8 @@ def test_recipes_end_to_end(tmp_path):
     model = train_teacher(
         [tmp_path / "data"], tmp_path / "vae" / "model", tmp_path / "teacher", train, progress=False
     )
+    assert model.dit.out.weight.device.type == device  # trained there; compared here on the CPU
+    model = model.cpu()
     loaded = hub.from_pretrained(tmp_path / "teacher" / "model")
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -315,9 +351,21 @@ def test_recipes_end_to_end(tmp_path):
         progress=False,
         anchor_sigma=0.3,
     )
+    switched = switched.cpu()
     assert switched.config.dit.anchor_sigma == 0.3
     assert switched.dit.out.weight.abs().max() < 1e-6
     assert torch.allclose(switched.dit.blocks[0].ada.weight, model.dit.blocks[0].ada.weight)
+    # a few-step student distilled on its own rollouts
+    student = train_student(
+        [tmp_path / "data"],
+        tmp_path / "teacher" / "model",
+        tmp_path / "student",
+        dataclasses.replace(train, steps=2),
+        nfe=2,
+        progress=False,
+    ).cpu()
+    assert student.config.sampler.nfe == 2
+    assert not torch.equal(student.dit.out.weight, model.dit.out.weight)
     # self-forcing fine-tunes a model on its own rollouts and ships its one-step sampler
     tuned = train_self_forcing(
         [tmp_path / "data"],
@@ -330,7 +378,7 @@ def test_recipes_end_to_end(tmp_path):
         probe_steps=2,
         balanced=True,
         anchor_motion=True,
-    )
+    ).cpu()
     loaded = hub.from_pretrained(tmp_path / "self-forcing" / "model")
     assert loaded.config.sampler.nfe == 1 and not loaded.config.sampler.stochastic
     assert loaded.config.dit.anchor_motion  # fitted (or left still) and shipped with the model
@@ -347,7 +395,7 @@ def test_recipes_end_to_end(tmp_path):
     # the decoder fine-tune changes the decoder only: same latents, same DiT, same scale
     redrawn = train_decoder(
         [tmp_path / "data"], tmp_path / "teacher" / "model", tmp_path / "decoder", train, False
-    )
+    ).cpu()
     saved = hub.from_pretrained(tmp_path / "decoder" / "model")
     assert saved.config == model.config
     for name, value in saved.state_dict().items():

@@ -114,10 +114,12 @@ def probe_windows_loss(
     """
     b, f = latents.shape[0], chunk_frames
     n = latents.shape[1] // f
-    j = torch.randint(1, n, (b,), generator=gen)
-    rows = torch.arange(b)[:, None]
-    frames = j[:, None] * f + torch.arange(-1, f)[None]  # (B, F + 1): the frame before, the chunk
+    dev = latents.device
+    j = torch.randint(1, n, (b,), generator=gen, device=dev)
+    rows = torch.arange(b, device=dev)[:, None]
+    frames = j[:, None] * f + torch.arange(-1, f, device=dev)[None]  # the frame before, the chunk
     x = latents[rows, frames].float()
-    x = x + noise * torch.rand(b, 1, 1, 1, 1, generator=gen) * torch.randn(x.shape, generator=gen)
+    std = noise * torch.rand(b, 1, 1, 1, 1, generator=gen, device=dev)
+    x = x + std * torch.randn(x.shape, generator=gen, device=dev)
     loss = probe.loss(x[:, :1], x[:, 1:], actions[rows, frames[:, 1:]], modality)
     return loss, {"action": loss.item()}

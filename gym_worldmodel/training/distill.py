@@ -111,7 +111,7 @@ def student_loss(
     f, b = cfg.chunk_frames, latents.shape[0]
     n = latents.shape[1] // f
     chunk = lambda x, k: x[:, k * f : (k + 1) * f]  # noqa: E731
-    seeds = torch.randint(2**62, (b,), generator=gen).tolist()
+    seeds = torch.randint(2**62, (b,), generator=gen, device=gen.device).tolist()
     gens = RowGenerators(seeds, latents.device)
     caches = [KVCache.for_model(cfg, m.rope, b, latents.device) for m in (student, teacher)]
     sampler = dataclasses.replace(student_sampler, context_t=0.0, stochastic=False)
@@ -133,7 +133,7 @@ def student_loss(
             schedule.timesteps(config.teacher_nfe),
         )
         steps = schedule.timesteps(student_sampler.nfe)
-        i = int(torch.randint(student_sampler.nfe, (1,), generator=gen))
+        i = int(torch.randint(student_sampler.nfe, (1,), generator=gen, device=gen.device))
         x_t = _euler(
             _cached_denoiser(student, last_actions, modality, caches[0]), z, steps[: i + 1]
         )

@@ -33,7 +33,7 @@ from gym_worldmodel.training.losses import (
 )
 from gym_worldmodel.training.motion import fit_anchor_motion
 from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
-from gym_worldmodel.training.trainer import LossFn, TrainConfig, Trainer
+from gym_worldmodel.training.trainer import LossFn, TrainConfig, Trainer, to_device
 
 
 def train_vae(
@@ -84,7 +84,7 @@ def train_decoder(
 def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> WorldModel:
     """A copy of ``model`` whose VAE scales latents to unit standard deviation on ``frames``."""
     idx = torch.linspace(0, len(frames) - 1, min(sample, len(frames))).long()
-    batch = torch.stack([frames[int(i)] for i in idx])
+    batch = torch.stack([frames[int(i)] for i in idx]).to(device_of(model))
     model.eval()
     with torch.no_grad():
         std = model.vae.encode(batch).std().item() / model.config.vae.scaling_factor
@@ -92,6 +92,11 @@ def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> W
     scaled = WorldModel(dataclasses.replace(model.config, vae=vae))
     scaled.load_state_dict(model.state_dict())
     return scaled
+
+
+def device_of(module: nn.Module) -> torch.device:
+    """The device of ``module``'s parameters."""
+    return next(module.parameters()).device
 
 
 def encode_episodes(
@@ -103,7 +108,7 @@ def encode_episodes(
     minutes on a CPU.
     """
     model.eval()
-    out = []
+    device, out = device_of(model), []
     bar = tqdm(
         total=sum(len(ep.frames) for ep in episodes),
         desc=progress,
@@ -115,7 +120,7 @@ def encode_episodes(
             frames = torch.from_numpy(ep.frames)
             latents = torch.cat(
                 [
-                    model.vae.encode(frames[i : i + batch]).float()
+                    model.vae.encode(frames[i : i + batch].to(device)).float().cpu()
                     for i in range(0, len(frames), batch)
                 ]
             )
@@ -252,6 +257,7 @@ def fit(
     trained by the same loss (a critic), checkpointed with ``part`` and not part of the written
     model.
     """
+    model.to(train.device)
     part = model.dit if part is None else part
     module = part if alongside is None else nn.ModuleDict({"dit": part, "alongside": alongside})
     out = Path(run_dir) / "model"
@@ -323,6 +329,7 @@ def train_teacher(
     if action_scale:
         model = model.with_action_scale(fit_action_scale(model, data))
     model.vae.requires_grad_(False)
+    model.to(train.device)  # encodes the frames there too
     cfg = model.config.dit
     n = n_chunks or 1 + cfg.window_chunks + 2
     encode = reads_more_than_data(data, train, n * cfg.chunk_frames)
@@ -363,7 +370,7 @@ def train_student(
     With ``memory``, windows of posed worlds carry their retrieved memory chunk, seen alike by
     student and teacher. ``init``: start from this student checkpoint instead (fine-tuning).
     """
-    teacher = hub.from_pretrained(teacher_dir)
+    teacher = hub.from_pretrained(teacher_dir, device=train.device)
     teacher.requires_grad_(False)
     sampler = dataclasses.replace(teacher.config.sampler, nfe=nfe, stochastic=False, context_t=0.0)
     student = WorldModel(dataclasses.replace(teacher.config, sampler=sampler))
@@ -435,7 +442,8 @@ def train_action_probe(
             continue  # nothing held out to check against
         ds = chunk_windows(model, [d], n, encode=True, split="heldout").datasets[0]
         batch = torch.utils.data.default_collate([ds[i] for i in range(0, len(ds), 7)[:256]])
-        gen = torch.Generator().manual_seed(train.seed)
+        batch = to_device(batch, device_of(probe))
+        gen = torch.Generator(device_of(probe)).manual_seed(train.seed)
         with torch.no_grad():
             heldout[str(d)] = probe_windows_loss(
                 probe,
@@ -498,6 +506,7 @@ def train_self_forcing(
         tuned = tuned.with_anchor_motion(rates)
     sampler = tuned.config.sampler
     tuned.vae.requires_grad_(False)
+    tuned.to(train.device)  # encodes the frames there too
     config = config or SelfForcingConfig()
     n = config.max_chunks + 2
     encode = reads_more_than_data(data, train, n * tuned.config.dit.chunk_frames)

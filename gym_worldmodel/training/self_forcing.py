@@ -177,8 +177,8 @@ def self_forcing_loss(
             "plus the sink and the target"
         )
     chunk = lambda x, j: x[:, j * f : (j + 1) * f]  # noqa: E731
-    k = int(torch.randint(config.max_chunks + 1, (1,), generator=gen))
-    gens = RowGenerators(torch.randint(2**62, (b,), generator=gen).tolist(), dev)
+    k = int(torch.randint(config.max_chunks + 1, (1,), generator=gen, device=dev))
+    gens = RowGenerators(torch.randint(2**62, (b,), generator=gen, device=dev).tolist(), dev)
     run_sampler = dataclasses.replace(sampler, context_t=0.0, stochastic=False)
     rollout = ChunkRollout(dit, run_sampler)
     cache = KVCache.for_model(cfg, dit.rope, b, dev)

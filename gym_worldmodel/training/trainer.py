@@ -43,6 +43,9 @@ class TrainConfig:
         dtype: ``"float32"`` or ``"bfloat16"`` (autocast).
         save_every: Steps between checkpoints.
         seed: Seeds batch order and every noise draw.
+        device: Torch device the module trains on (``"cpu"``, ``"cuda"``, ``"cuda:1"``); each
+            batch is moved there and the noise is drawn there. A run resumes on the device type
+            it started on (its noise generator's state is that device's).
     """
 
     steps: int = 10_000
@@ -55,6 +58,7 @@ class TrainConfig:
     dtype: str = "float32"
     save_every: int = 500
     seed: int = 0
+    device: str = "cpu"
 
 
 class Trainer:
@@ -84,10 +88,12 @@ class Trainer:
         self.module, self.dataset, self.loss_fn, self.config = module, dataset, loss_fn, config
         self.collate, self.run_dir, self.on_save = collate, Path(run_dir), on_save
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(config.device)
+        module.to(self.device)
         params = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.data_gen = torch.Generator().manual_seed(config.seed)
-        self.noise_gen = torch.Generator().manual_seed(config.seed + 1)
+        self.noise_gen = torch.Generator(self.device).manual_seed(config.seed + 1)
         self.step, self.history = 0, []
         if (self.run_dir / "checkpoint.pt").is_file():
             self._load()
@@ -132,11 +138,11 @@ class Trainer:
     def _one_step(self) -> dict[str, float]:
         cfg = self.config
         idx = torch.randint(len(self.dataset), (cfg.batch_size,), generator=self.data_gen)
-        batch = self.collate([self.dataset[int(i)] for i in idx])
+        batch = to_device(self.collate([self.dataset[int(i)] for i in idx]), self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * learning_rate_factor(self.step, cfg)
         dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-        with precision("cpu", dtype):
+        with precision(self.device, dtype):
             loss, parts = self.loss_fn(batch, self.noise_gen)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -157,6 +163,7 @@ class Trainer:
             "step": self.step,
             "data_gen": self.data_gen.get_state(),
             "noise_gen": self.noise_gen.get_state(),
+            "device": self.device.type,
             "history": json.dumps(self.history),
         }
         atomic_write(self.run_dir / "checkpoint.pt", lambda f: torch.save(state, f))
@@ -170,16 +177,33 @@ class Trainer:
         path = self.run_dir / "checkpoint.pt"
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+            started = state.get("device", "cpu")
             self.module.load_state_dict(state["module"])
             self.optimizer.load_state_dict(state["optimizer"])
         except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
             raise ValueError(
                 f"{path} is not a checkpoint of this run ({err}); move it away to start over"
             ) from err
+        if started != self.device.type:
+            raise ValueError(
+                f"{path} was trained on {started}: resume it there (device={started!r}) to draw "
+                f"the noise an uninterrupted run would, or start a new run directory"
+            )
         self.step = int(state["step"])
         self.data_gen.set_state(state["data_gen"])
         self.noise_gen.set_state(state["noise_gen"])
         self.history = json.loads(state["history"])
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` (a tensor, or dicts, lists and tuples of them) with its tensors on ``device``."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
 
 
 def learning_rate_factor(step: int, cfg: TrainConfig) -> float:
