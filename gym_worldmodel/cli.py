@@ -713,7 +713,9 @@ def rollout_main(argv: Sequence[str]) -> None:
         default="auto",
         help="auto: bf16 autocast where the device computes it natively, else float32",
     )
+    parser.add_argument("--device", default="cpu", help="torch device to run on (cpu, cuda)")
     args = parser.parse_args(argv)
+    check_device(args.device)
     import time
 
     import gymnasium as gym
@@ -735,7 +737,7 @@ def rollout_main(argv: Sequence[str]) -> None:
     if steps < 1:
         raise SystemExit(f"--steps must be at least 1, got {steps}")
     kwargs = {"model": args.model} if args.model else {}
-    kwargs["dtype"] = args.dtype
+    kwargs["dtype"], kwargs["device"] = args.dtype, args.device
     if isinstance(actions, dict):
         if args.world != "robot":
             raise SystemExit(f"--actions {args.actions}: .npz (RT-1 keys) is for --world robot")

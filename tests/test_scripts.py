@@ -397,3 +397,5 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
         rollout("driving", "corrupt.npy")
     with pytest.raises(SystemExit, match="not an image"):
         cli.rollout_main(["--image", str(tmp_path / "drive.csv")])
+    with pytest.raises(SystemExit, match="--device takes a torch device"):
+        cli.rollout_main(["--device", "gpu"])
