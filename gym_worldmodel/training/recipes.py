@@ -45,7 +45,7 @@ def train_vae(
 ) -> WorldModel:
     """Train the VAE on every training frame of ``data``; sets the latent scaling factor."""
     episodes = [ep for d in data for ep in load_episodes(Path(d), "train")]
-    model = WorldModel(config)
+    model = WorldModel(config).to(train.device)
     loss_config = VAELossConfig()
     trainer = Trainer(
         model.vae,
@@ -84,7 +84,7 @@ def train_decoder(
 def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> WorldModel:
     """A copy of ``model`` whose VAE scales latents to unit standard deviation on ``frames``."""
     idx = torch.linspace(0, len(frames) - 1, min(sample, len(frames))).long()
-    batch = torch.stack([frames[int(i)] for i in idx]).to(device_of(model))
+    batch = torch.stack([frames[int(i)] for i in idx]).to(device_of(model.vae))
     model.eval()
     with torch.no_grad():
         std = model.vae.encode(batch).std().item() / model.config.vae.scaling_factor
