@@ -465,14 +465,18 @@ def eval_main(argv: Sequence[str]) -> None:
         action="store_true",
         help="revisit: also run memory on with the recorded frames remembered (a diagnostic)",
     )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device the worlds run on (cpu, cuda); probes on CPU"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    check_device(args.device)
     from gym_worldmodel.evaluation import EvalConfig, evaluate_world, ratio_text, write_report
     from gym_worldmodel.sources.episodes import read_card
 
     command = "gym-worldmodel eval " + " ".join(argv)
-    models = per_world(args.model, "--model")
-    teachers = per_world(args.teacher, "--teacher")
+    models = per_world(args.model, "--model", args.device)
+    teachers = per_world(args.teacher, "--teacher", args.device)
     if args.revisit:
         from gym_worldmodel.revisit import evaluate_revisit, write_revisit_report
 
@@ -544,7 +548,9 @@ def _ratios_by_step(control: dict[str, Any]) -> str:
     )
 
 
-def per_world(values: Sequence[str] | None, option: str) -> Callable[[str], Any]:
+def per_world(
+    values: Sequence[str] | None, option: str, device: str = "cpu"
+) -> Callable[[str], Any]:
     """``--model A robot=B`` -> a function ``world -> WorldModel`` (B for the robot, else A).
 
     ``shipped`` (for every world or as ``WORLD=shipped``) is each world's embedded checkpoint.
@@ -564,7 +570,7 @@ def per_world(values: Sequence[str] | None, option: str) -> Callable[[str], Any]
             raise SystemExit(f"{option}: more than one checkpoint for every world: {values}")
         else:
             paths[None] = value
-    load = functools.cache(hub.from_pretrained)
+    load = functools.cache(functools.partial(hub.from_pretrained, device=device))
 
     def resolve(world: str) -> Any:
         if world not in paths and None not in paths:

@@ -110,7 +110,7 @@ def evaluate_revisit(
     f = model.config.dit.chunk_frames
     steps = length // f
     e = len(episodes)
-    engine = WorldEngine(model, 2 * e, card["modality"], memory=True)
+    engine = WorldEngine(model, 2 * e, card["modality"], model.device, memory=True)
     engine.set_memory_enabled(False, range(e, 2 * e))  # rows e.. : the same episodes, no memory
     engine.seed(range(2 * e), [seed + i for i in range(e)] * 2)
     first = np.stack([ep.frames[0] for ep in episodes] * 2)
@@ -120,7 +120,7 @@ def evaluate_revisit(
     engine.start(range(2 * e), start, poses[:, 0])
     truth = np.stack([ep.frames[1 : steps * f + 1] for ep in episodes])
     if oracle:  # rows like the memory-on ones, remembering the recorded frames
-        recorded = WorldEngine(model, e, card["modality"], memory=True)
+        recorded = WorldEngine(model, e, card["modality"], model.device, memory=True)
         recorded.seed(range(e), [seed + i for i in range(e)])
         recorded.start(range(e), start[:e], poses[:e, 0])
     frames, hits, oracle_frames = [], [], []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from conftest import kept_anchors, randomize
@@ -172,6 +173,19 @@ def test_frame_anchor_feeds_the_previous_frame_in_both_paths(tiny_model):
     unanchored, _ = roll(plain, [0], actions, modality)
     assert torch.equal(anchored[:, 0], unanchored[:, 0])  # the first chunk has no anchor
     assert not torch.allclose(anchored[:, 1:], unanchored[:, 1:], atol=1e-3)
+
+
+def test_with_copies_stay_on_the_models_device():
+    model = WorldModel(WorldModelConfig.tiny()).to("meta")  # a device without data: no compute
+    camera = np.zeros((model.config.dit.modalities["camera"], 3))
+    copies = (
+        model.with_sampler(nfe=2),
+        model.with_frame_anchor(),
+        model.with_anchor_sigma(0.5),
+        model.with_action_scale({"camera": [2.0] * model.config.dit.modalities["camera"]}),
+        model.with_anchor_motion({"camera": camera}),
+    )
+    assert all(copy.device.type == "meta" for copy in copies)
 
 
 def test_with_frame_anchor_starts_as_the_same_model():

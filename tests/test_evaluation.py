@@ -202,6 +202,26 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     hub.save_pretrained(model, tmp_path / "model")  # the CLI path loads the same checkpoint
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_eval_and_revisit_run_on_the_models_device(tmp_path, device):
+    from gym_worldmodel.revisit import evaluate_revisit
+
+    data, revisit = tmp_path / "data", tmp_path / "revisit"
+    collect(SquareSource(), data, episodes=6, steps=12, heldout_every=3, progress=False)
+    collect(RevisitSquareSource(), revisit, episodes=4, steps=12, heldout_every=2, progress=False)
+    config = dataclasses.replace(WorldModelConfig.tiny(), fps=16)
+    model = randomize(WorldModel(config)).eval().to(device)
+    result, _ = evaluate_world(model, data, EvalConfig.budget(), teacher=model, progress=False)
+    memory = evaluate_revisit(model, revisit, min_gap=6, progress=False, oracle=True)
+    assert model.device.type == device  # the engines ran it where it was, not on the CPU
+    figures = [v for table in result.psnr.values() for v in table.values()]
+    figures += [memory.psnr_on, memory.psnr_off, memory.psnr_oracle]
+    assert np.isfinite(figures).all()
+
+
 def test_dtype_benchmark_compares_float32_and_bf16_rollouts_end_to_end(tmp_path, capsys):
     from gym_worldmodel.bench_dtype import dtype_benchmark
 

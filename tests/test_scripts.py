@@ -326,7 +326,7 @@ def test_eval_takes_a_checkpoint_per_world(monkeypatch):
 
     from gym_worldmodel import cli, hub
 
-    monkeypatch.setattr(hub, "from_pretrained", lambda path: f"loaded {path}")
+    monkeypatch.setattr(hub, "from_pretrained", lambda path, device: f"loaded {path}")
     models = cli.per_world(["shared", "robot=own"], "--model")
     assert models("robot") == "loaded own" and models("driving") == "loaded shared"
     with pytest.raises(SystemExit, match="no checkpoint for the driving world"):
@@ -339,7 +339,7 @@ def test_eval_model_defaults_to_each_worlds_shipped_checkpoint(monkeypatch):
     from gym_worldmodel import cli, hub
     from gym_worldmodel.envs.worlds import WORLDS
 
-    monkeypatch.setattr(hub, "from_pretrained", lambda path: path)
+    monkeypatch.setattr(hub, "from_pretrained", lambda path, device: path)
     default = cli.per_world(["shipped"], "--model")
     for name, world in WORLDS.items():
         assert default(name) == str(world.checkpoint_dir)

@@ -59,7 +59,7 @@ def rollout(
     record: str = "frames",
     dtype: torch.dtype = torch.float32,
 ) -> np.ndarray:
-    """Run recorded actions through the env's engine from start frames.
+    """Run recorded actions through the env's engine from start frames, on the model's device.
 
     Args:
         model: The world model.
@@ -75,7 +75,7 @@ def rollout(
     """
     rows, f = len(start_frames), model.config.dit.chunk_frames
     steps = actions.shape[1] // f
-    engine = WorldEngine(model, rows, modality, dtype=dtype)
+    engine = WorldEngine(model, rows, modality, model.device, dtype)
     engine.seed(range(rows), [seed + r for r in range(rows)])
     start = torch.from_numpy(np.repeat(start_frames[:, None], f, 1))
     engine.start(range(rows), start)
@@ -89,11 +89,16 @@ def rollout(
 
 
 def autoencode(model: WorldModel, frames: np.ndarray, batch: int = 256) -> np.ndarray:
-    """uint8 frames ``(n, H, W, 3)`` through the VAE's encoder and decoder."""
+    """uint8 frames ``(n, H, W, 3)`` through the VAE's encoder and decoder (on its device)."""
+    device = model.device
     with torch.no_grad():
         return np.concatenate(
             [
-                model.vae.decode(model.vae.encode(torch.from_numpy(frames[i : i + batch]))).numpy()
+                model.vae.decode(
+                    model.vae.encode(torch.from_numpy(frames[i : i + batch]).to(device))
+                )
+                .cpu()
+                .numpy()
                 for i in range(0, len(frames), batch)
             ]
         )

@@ -33,6 +33,15 @@ class WorldModel(nn.Module):
         self.vae = VAE(config.vae)
         self.dit = CausalChunkDiT(config.dit)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are."""
+        return next(self.parameters()).device
+
+    def _like(self, config: WorldModelConfig) -> WorldModel:
+        """A new model of ``config`` on this model's device (the ``with_*`` copies stay there)."""
+        return WorldModel(config).to(self.device)
+
     @staticmethod
     def upgrade_state_dict(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
         """Weights written by earlier versions, in this version's layout (a new dict).
@@ -54,7 +63,7 @@ class WorldModel(nn.Module):
         if self.config.dit.frame_anchor:
             return self
         dit = dataclasses.replace(self.config.dit, frame_anchor=True)
-        model = WorldModel(dataclasses.replace(self.config, dit=dit))
+        model = self._like(dataclasses.replace(self.config, dit=dit))
         missing, unexpected = model.load_state_dict(self.state_dict(), strict=False)
         if set(missing) != {"dit.anchor_embed.weight"} or unexpected:
             raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
@@ -72,7 +81,7 @@ class WorldModel(nn.Module):
         """
         merged = {**self.config.dit.action_scale, **{k: tuple(v) for k, v in scales.items()}}
         dit = dataclasses.replace(self.config.dit, action_scale=merged)  # validates
-        model = WorldModel(dataclasses.replace(self.config, dit=dit))
+        model = self._like(dataclasses.replace(self.config, dit=dit))
         model.load_state_dict(self.state_dict())
         old, new = self.dit.actions.input_scale, model.dit.actions.input_scale
         ratio = torch.where(new > 0, old / new.clamp_min(1e-30), torch.ones_like(new))
@@ -91,7 +100,7 @@ class WorldModel(nn.Module):
         model = self.with_frame_anchor()
         if not model.config.dit.anchor_motion:
             dit = dataclasses.replace(model.config.dit, anchor_motion=True)
-            moved = WorldModel(dataclasses.replace(model.config, dit=dit))
+            moved = self._like(dataclasses.replace(model.config, dit=dit))
             missing, unexpected = moved.load_state_dict(model.state_dict(), strict=False)
             if set(missing) != {"dit.anchor_motion"} or unexpected:
                 raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
@@ -120,7 +129,7 @@ class WorldModel(nn.Module):
         """
         model = self.with_frame_anchor()
         dit = dataclasses.replace(model.config.dit, anchor_sigma=float(sigma))
-        out = WorldModel(dataclasses.replace(model.config, dit=dit))
+        out = self._like(dataclasses.replace(model.config, dit=dit))
         out.load_state_dict(model.state_dict())
         torch.nn.init.zeros_(out.dit.out.weight)
         torch.nn.init.zeros_(out.dit.out.bias)
@@ -129,7 +138,7 @@ class WorldModel(nn.Module):
     def with_sampler(self, **changes: Any) -> WorldModel:
         """The same weights with ``SamplerConfig`` fields replaced (e.g. ``nfe=1``)."""
         sampler = dataclasses.replace(self.config.sampler, **changes)
-        model = WorldModel(dataclasses.replace(self.config, sampler=sampler))
+        model = self._like(dataclasses.replace(self.config, sampler=sampler))
         model.load_state_dict(self.state_dict())
         return model.train(self.training)
 
