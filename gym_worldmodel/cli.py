@@ -120,6 +120,11 @@ def check_device(device: str) -> None:
         ) from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {device}: no CUDA device is available on this machine")
+    index = torch.device(device).index
+    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+        raise SystemExit(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
 
 
 def train_main(argv: Sequence[str]) -> None:

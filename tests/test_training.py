@@ -177,13 +177,17 @@ def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch):
         train_main(argv)
 
 
-def test_an_unknown_or_absent_training_device_is_a_usage_error():
+def test_an_unknown_or_absent_training_device_is_a_usage_error(monkeypatch):
     argv = ["teacher", "--data", "d", "--out", "o", "--init", "i", "--device"]
     with pytest.raises(SystemExit, match="--device takes a torch device"):
         train_main([*argv, "gpu"])
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA device is available"):
             train_main([*argv, "cuda"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit, match="cuda:3: this machine has 1 CUDA device"):
+        train_main([*argv, "cuda:3"])
 
 
 def run_steps(module, dataset, loss_fn, tmp_path, steps, name="run", **cfg):
