@@ -180,7 +180,7 @@ def test_with_copies_stay_on_the_models_device():
     camera = np.zeros((model.config.dit.modalities["camera"], 3))
     copies = (
         model.with_sampler(nfe=2),
-        model.with_frame_anchor(),
+        WorldModel(WorldModelConfig.tiny(frame_anchor=False)).to("meta").with_frame_anchor(),
         model.with_anchor_sigma(0.5),
         model.with_action_scale({"camera": [2.0] * model.config.dit.modalities["camera"]}),
         model.with_anchor_motion({"camera": camera}),

@@ -313,8 +313,15 @@ def test_a_run_resumes_on_the_device_type_it_started_on(episodes, tmp_path):
     state = torch.load(ckpt, weights_only=True)
     assert state["device"] == "cpu"
     torch.save({**state, "device": "cuda"}, ckpt)  # as a run started on a GPU writes it
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    with torch.no_grad():
+        for v in vae.parameters():
+            v.add_(1.0)  # the module differs from the checkpoint: a refused resume leaves it so
+    moved = {k: v.clone() for k, v in vae.state_dict().items()}
     with pytest.raises(ValueError, match="trained on cuda: resume it there"):
         run_steps(vae, Frames(episodes), fn, tmp_path, 6)
+    assert all(torch.equal(v, moved[k]) for k, v in vae.state_dict().items())
+    assert not all(torch.equal(v, before[k]) for k, v in moved.items())
     assert torch.load(ckpt, weights_only=True)["step"] == 3  # the checkpoint is left as it was
 
 

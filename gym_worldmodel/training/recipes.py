@@ -89,7 +89,7 @@ def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> W
     with torch.no_grad():
         std = model.vae.encode(batch).std().item() / model.config.vae.scaling_factor
     vae = dataclasses.replace(model.config.vae, scaling_factor=1.0 / max(std, 1e-6))
-    scaled = WorldModel(dataclasses.replace(model.config, vae=vae))
+    scaled = WorldModel(dataclasses.replace(model.config, vae=vae)).to(model.device)
     scaled.load_state_dict(model.state_dict())
     return scaled
 

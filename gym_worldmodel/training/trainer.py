@@ -178,17 +178,22 @@ class Trainer:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             started = state.get("device", "cpu")
+        except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
+            raise ValueError(
+                f"{path} is not a checkpoint of this run ({err}); move it away to start over"
+            ) from err
+        if started != self.device.type:  # before any weight is touched
+            raise ValueError(
+                f"{path} was trained on {started}: resume it there (device={started!r}) to draw "
+                f"the noise an uninterrupted run would, or start a new run directory"
+            )
+        try:
             self.module.load_state_dict(state["module"])
             self.optimizer.load_state_dict(state["optimizer"])
         except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
             raise ValueError(
                 f"{path} is not a checkpoint of this run ({err}); move it away to start over"
             ) from err
-        if started != self.device.type:
-            raise ValueError(
-                f"{path} was trained on {started}: resume it there (device={started!r}) to draw "
-                f"the noise an uninterrupted run would, or start a new run directory"
-            )
         self.step = int(state["step"])
         self.data_gen.set_state(state["data_gen"])
         self.noise_gen.set_state(state["noise_gen"])
