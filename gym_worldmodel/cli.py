@@ -113,15 +113,16 @@ def check_device(device: str) -> None:
     import torch
 
     try:
-        kind = torch.device(device).type
+        parsed = torch.device(device)
     except RuntimeError:
         raise SystemExit(
             f"--device takes a torch device such as cpu, cuda or cuda:1; got {device!r}"
         ) from None
-    if kind == "cuda" and not torch.cuda.is_available():
+    if parsed.type != "cuda":
+        return
+    if not torch.cuda.is_available():
         raise SystemExit(f"--device {device}: no CUDA device is available on this machine")
-    index = torch.device(device).index
-    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
         raise SystemExit(
             f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
         )

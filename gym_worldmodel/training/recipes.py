@@ -84,7 +84,7 @@ def train_decoder(
 def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> WorldModel:
     """A copy of ``model`` whose VAE scales latents to unit standard deviation on ``frames``."""
     idx = torch.linspace(0, len(frames) - 1, min(sample, len(frames))).long()
-    batch = torch.stack([frames[int(i)] for i in idx]).to(device_of(model.vae))
+    batch = torch.stack([frames[int(i)] for i in idx]).to(model.device)
     model.eval()
     with torch.no_grad():
         std = model.vae.encode(batch).std().item() / model.config.vae.scaling_factor
@@ -95,7 +95,7 @@ def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> W
 
 
 def device_of(module: nn.Module) -> torch.device:
-    """The device of ``module``'s parameters."""
+    """The device of ``module``'s parameters (a probe's; a ``WorldModel`` has ``.device``)."""
     return next(module.parameters()).device
 
 
@@ -108,7 +108,7 @@ def encode_episodes(
     minutes on a CPU.
     """
     model.eval()
-    device, out = device_of(model), []
+    device, out = model.device, []
     bar = tqdm(
         total=sum(len(ep.frames) for ep in episodes),
         desc=progress,
