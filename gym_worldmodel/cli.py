@@ -129,9 +129,11 @@ def check_device(device: str) -> None:
 
 
 def train_main(argv: Sequence[str]) -> None:
-    """``gym-worldmodel train vae|decoder|teacher|student|self-forcing``: run (or resume) one."""
+    """``gym-worldmodel train <stage>``: run (or resume) one stage of the recipe."""
     parser = argparse.ArgumentParser(prog="gym-worldmodel train")
-    parser.add_argument("stage", choices=["vae", "decoder", "teacher", "student", "self-forcing"])
+    parser.add_argument(
+        "stage", choices=["vae", "decoder", "teacher", "student", "flow", "self-forcing"]
+    )
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
     parser.add_argument(
         "--out", type=Path, required=True, help="run directory (resumes if present)"
@@ -141,7 +143,7 @@ def train_main(argv: Sequence[str]) -> None:
         type=Path,
         help="teacher: the VAE checkpoint (<vae run>/model); student: the teacher's; "
         "self-forcing: the model to fine-tune; decoder: the world whose VAE decoder to fine-tune "
-        "(encoder and DiT kept)",
+        "(encoder and DiT kept); flow: the world whose anchors the flow warp will move",
     )
     parser.add_argument(
         "--preset",
@@ -262,6 +264,13 @@ def train_main(argv: Sequence[str]) -> None:
         "masked with pure noise, so the retrieved memory is the only source of the view",
     )
     parser.add_argument(
+        "--pair-steps",
+        type=int,
+        metavar="STEPS",
+        help="flow: steps of the first stage, the pair net that finds the recorded flows "
+        "(default --steps)",
+    )
+    parser.add_argument(
         "--cooldown", type=float, default=0.2, help="fraction of steps decaying the lr to 0"
     )
     parser.add_argument("--steps", type=int, default=10_000)
@@ -290,6 +299,7 @@ def train_main(argv: Sequence[str]) -> None:
     from gym_worldmodel.models import WorldModelConfig
     from gym_worldmodel.training.recipes import (
         train_decoder,
+        train_flow,
         train_self_forcing,
         train_student,
         train_teacher,
@@ -324,11 +334,19 @@ def train_main(argv: Sequence[str]) -> None:
             "teacher": "<vae run>/model",
             "decoder": "<world to fine-tune>",
             "student": "<teacher run>/model",
+            "flow": "<world whose anchors to move>",
             "self-forcing": "<model to fine-tune>",
         }[args.stage]
         raise SystemExit(f"train {args.stage} needs --init {previous}")
     if args.stage == "decoder":
         train_decoder(args.data, args.init, args.out, train, progress)
+        print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
+        return
+    if args.pair_steps is not None and (args.stage != "flow" or args.pair_steps < 1):
+        raise SystemExit("--pair-steps is a flow option and takes a number of steps >= 1")
+    if args.stage == "flow":
+        pair_steps = steps if args.budget else args.pair_steps
+        train_flow(args.data, args.init, args.out, train, pair_steps, progress)
         print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
         return
     if args.memory_only and not (args.stage == "teacher" and args.memory):

@@ -41,6 +41,17 @@ def moving_model(tiny_model: WorldModel) -> WorldModel:
     return tiny_model.with_anchor_motion(rates).eval()
 
 
+@pytest.fixture
+def flowing_model(tiny_model: WorldModel) -> WorldModel:
+    """The tiny model with flow-warped anchors (``anchor_flow``) for every modality.
+
+    Its flow net is random and small (flows of about a pixel), so anchors really move.
+    """
+    model = tiny_model.with_anchor_flow(tuple(tiny_model.config.dit.modalities)).eval()
+    randomize(model.flow, seed=6, std=0.05)
+    return model
+
+
 def kept_anchors(chunks: list[torch.Tensor], keep: list[int]) -> torch.Tensor:
     """Anchors ``(B, len(keep) + 1, C, h, w)`` of a sequence of the kept chunks of an episode
     ``chunks`` (each ``(B, F, C, h, w)``) followed by the chunk after the last one: each kept

@@ -38,7 +38,7 @@ def roll(model, seeds, actions, modality, **sampler):
 # --- cache equivalence ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["tiny_model", "moving_model"])
+@pytest.mark.parametrize("name", ["tiny_model", "moving_model", "flowing_model"])
 @pytest.mark.parametrize("steps", [2, 9])  # 9 chunks with a 2-chunk window wraps the ring 4 times
 def test_cached_generation_equals_sequence_recompute(request, name, steps):
     """Denoising with the cache equals a from-scratch forward over the same visible context."""
@@ -290,6 +290,91 @@ def test_with_anchor_motion_at_zero_rates_generates_what_the_model_did(tiny_mode
         WorldModelConfig.tiny(frame_anchor=False, anchor_motion=True)
 
 
+# --- flow-warped anchors (anchor_flow) --------------------------------------------------------
+
+
+def test_flow_warp_reads_each_pixel_where_the_flow_points():
+    from gym_worldmodel.models.flow import warp
+
+    frames = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    flow = torch.zeros(2, 2, 8, 8)
+    flow[0, 0] = 1.0  # row 0 reads one pixel to the right: its content moves left
+    flow[1, 1] = -2.0  # row 1 reads two pixels up: its content moves down
+    out = warp(frames, flow)
+    torch.testing.assert_close(out[0, :, :, :-1], frames[0, :, :, 1:])
+    torch.testing.assert_close(out[0, :, :, -1], frames[0, :, :, -1])  # the border repeats
+    torch.testing.assert_close(out[1, :, 2:], frames[1, :, :-2])
+    torch.testing.assert_close(warp(frames, torch.zeros_like(flow)), frames)
+
+
+def test_flow_anchors_move_only_real_anchors_of_flowing_worlds(tiny_model):
+    """Zero anchors and rows of worlds without a flow keep their anchor exactly; the others
+    move, frame after frame, by the latent change the warp makes."""
+    model = tiny_model.with_anchor_flow(("driving",)).eval()
+    randomize(model.flow, seed=6, std=0.05)
+    cfg = model.config.dit
+    f, side = cfg.chunk_frames, cfg.latent_size
+    gen = torch.Generator().manual_seed(1)
+    anchors = torch.randn(3, 2, cfg.latent_channels, side, side, generator=gen)
+    anchors[:, 0] = 0.0  # the sink has none
+    actions = torch.randn(3, 2 * f, cfg.action_dim, generator=gen)
+    modality = torch.tensor([cfg.modality_id(m) for m in ("driving", "camera", "driving")])
+    out = model.dit.frame_anchors(anchors, actions, modality)
+    assert out.shape == (3, 2 * f, *anchors.shape[2:])
+    assert not out[:, :f].any()  # zero stays zero
+    assert torch.equal(out[1], anchors[1].repeat_interleave(f, 0))  # the camera has no flow
+    moved = out[[0, 2], f:] - anchors[[0, 2], 1:]
+    assert (moved.flatten(2).abs().mean(-1) > 1e-3).all()  # every frame of a driving chunk moved
+    assert (moved[:, 1] - moved[:, 0]).abs().mean() > 1e-3  # and further with each action
+
+
+def test_with_anchor_flow_starts_as_the_same_model_and_round_trips(tiny_model, tmp_path):
+    upgraded = tiny_model.with_anchor_flow(("robot",))
+    assert upgraded.config.dit.anchor_flow == ("robot",) and not upgraded.training
+    assert not upgraded.flow.net.out.weight.any()  # zero flow: the warp copies
+    actions = random_actions(ChunkRollout(tiny_model.dit, tiny_model.config.sampler), 2, 3)
+    modality = torch.tensor([1, 1])
+    before, _ = roll(tiny_model, [0, 1], actions, modality)
+    after, _ = roll(upgraded, [0, 1], actions, modality)
+    torch.testing.assert_close(before, after, atol=1e-4, rtol=1e-4)  # resampling rounds
+    both = upgraded.with_anchor_flow(("driving", "robot"))
+    assert both.config.dit.anchor_flow == ("robot", "driving")
+    randomize(both.flow, seed=2, std=0.05)
+    hub.save_pretrained(both, tmp_path)
+    loaded = hub.from_pretrained(tmp_path)
+    assert loaded.config == both.config
+    for key, value in both.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert any(key.startswith("flow.") for key in loaded.state_dict())
+
+
+def test_flow_anchors_are_computed_once_per_step(flowing_model):
+    """The step's denoiser calls and its cache-write pass share one warp of the anchor."""
+    calls = []
+    mover = flowing_model.dit.anchor_mover
+    flowing_model.dit.anchor_mover = lambda *args: calls.append(1) or mover(*args)
+    roll(
+        flowing_model,
+        [0],
+        random_actions(make_engine(flowing_model, 1)[1], 1, 3),
+        torch.zeros(1, dtype=torch.long),
+        nfe=2,
+    )
+    assert len(calls) == 3
+
+
+def test_anchor_flow_needs_the_frame_anchor_and_known_worlds():
+    with pytest.raises(ValueError, match="anchor_flow"):
+        WorldModelConfig.tiny(frame_anchor=False, anchor_flow=("robot",))
+    with pytest.raises(ValueError, match="anchor_flow"):
+        WorldModelConfig.tiny(anchor_flow=("boat",))
+    with pytest.raises(ValueError, match="anchor_flow"):
+        WorldModelConfig.tiny(anchor_motion=True, anchor_flow=("robot",))
+    data = WorldModelConfig.tiny().to_dict()
+    del data["dit"]["anchor_flow"]  # a config.json written before the option
+    assert WorldModelConfig.from_dict(data).dit.anchor_flow == ()
+
+
 # --- anchored prediction (anchor_sigma) -------------------------------------------------------
 
 
@@ -342,7 +427,7 @@ def test_anchor_sigma_needs_the_frame_anchor():
 # --- row independence and determinism --------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["tiny_model", "moving_model"])
+@pytest.mark.parametrize("name", ["tiny_model", "moving_model", "flowing_model"])
 def test_row_is_bitwise_identical_alone_or_in_a_batch_of_8(request, name):
     tiny_model = request.getfixturevalue(name)
     _, rollout = make_engine(tiny_model, 8)
@@ -415,6 +500,7 @@ class CountingDiT(torch.nn.Module):
     def __init__(self, dit):
         super().__init__()
         self.dit, self.config, self.calls = dit, dit.config, 0
+        self.step_anchors = dit.step_anchors
 
     def forward(self, *args, **kwargs):
         self.calls += 1

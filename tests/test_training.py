@@ -28,6 +28,7 @@ from gym_worldmodel.training.losses import (
 from gym_worldmodel.training.recipes import (
     fit,
     train_decoder,
+    train_flow,
     train_self_forcing,
     train_student,
     train_teacher,
@@ -473,11 +474,16 @@ def test_anchor_motion_is_fitted_to_how_the_actions_move_the_picture():
         image_motion(before, after, reach=16)
 
 
-def test_self_forcing_trains_the_recorded_future_after_the_models_own_history():
+@pytest.mark.parametrize("flow", [False, True])
+def test_self_forcing_trains_the_recorded_future_after_the_models_own_history(flow):
     """The history is the model's own rollout: recorded frames the model generated itself do not
-    enter the loss, the recorded chunk after them is its target."""
+    enter the loss, the recorded chunk after them is its target. A flow warp of the anchors is
+    used, not trained."""
     config = WorldModelConfig.tiny()
     model = randomize(WorldModel(config))
+    if flow:
+        model = model.with_anchor_flow(tuple(config.dit.modalities))
+        randomize(model.flow, seed=3, std=0.05)
     sampler = dataclasses.replace(config.sampler, nfe=1)
     sf = SelfForcingConfig(max_chunks=2)
     f, n = config.dit.chunk_frames, 4
@@ -500,10 +506,49 @@ def test_self_forcing_trains_the_recorded_future_after_the_models_own_history():
     assert loss_of(target, seed)[0].item() != loss.item()
     loss.backward()
     assert all(p.grad is not None for p in model.dit.parameters() if p.requires_grad)
+    if flow:
+        assert all(p.grad is None for p in model.flow.parameters())
     with pytest.raises(ValueError, match="too short"):
         self_forcing_loss(model.dit, sampler, latents[:, : 3 * f], actions, modality, gen, sf)
     with pytest.raises(ValueError, match="max_chunks"):
         SelfForcingConfig(max_chunks=-1)
+
+
+def test_flow_stage_learns_which_way_the_action_moves_the_picture(tmp_path):
+    """``train flow``: the pair net finds the square's recorded motion, and the world's warp
+    learns it from the frame and the action: warping the frame by the recorded action predicts
+    the next frame better than copying it, and better than the opposite action does."""
+    from gym_worldmodel.models.vae import to_unit
+
+    collect(SquareSource(), tmp_path / "data", episodes=6, steps=12, progress=False)
+    init = hub.save_pretrained(
+        WorldModel(dataclasses.replace(WorldModelConfig.tiny(anchor_flow_width=8), fps=16)),
+        tmp_path / "init",
+    )
+    train = TrainConfig(steps=80, batch_size=8, lr=3e-3, warmup=5, save_every=80)
+    model = train_flow([tmp_path / "data"], init, tmp_path / "flow", train, progress=False)
+    assert model.config.dit.anchor_flow == ("camera",)
+    assert (tmp_path / "flow" / "pair" / "checkpoint.pt").is_file()
+    loaded = hub.from_pretrained(tmp_path / "flow" / "model")
+    assert torch.equal(loaded.flow.net.out.weight, model.flow.net.out.weight)
+    history = json.loads((tmp_path / "flow" / "losses.json").read_text())
+    assert np.mean([h["loss"] for h in history[-10:]]) < 0.5 * np.mean(
+        [h["loss"] for h in history[:10]]
+    )
+
+    ep = moving_square_episode(99, steps=12)
+    first, second = (
+        to_unit(torch.from_numpy(ep.frames[:-1])),
+        to_unit(torch.from_numpy(ep.frames[1:])),
+    )
+    actions = torch.zeros(len(first), model.config.dit.action_dim)
+    actions[:, :12] = torch.from_numpy(ep.actions)
+    camera = torch.zeros(len(first), dtype=torch.long)
+    with torch.no_grad():
+        right = (model.flow(first, actions, camera) - second).abs().mean()
+        wrong = (model.flow(first, -actions, camera) - second).abs().mean()
+    copy = (first - second).abs().mean()
+    assert right < 0.9 * copy and right < 0.6 * wrong
 
 
 def test_chunk_motion_is_the_mean_absolute_change_per_frame():

@@ -131,6 +131,16 @@ class DiTConfig:
             degrees a frame moves the scene about 6 pixels, one that walks forward magnifies it
             about 5%; the network then corrects the moved anchor rather than learning the
             motion. False keeps checkpoints written before this option loadable.
+        anchor_flow: Modalities whose anchors a learned dense flow moves instead (needs
+            ``frame_anchor``; not with ``anchor_motion``): the anchor frame is decoded, warped
+            frame by frame by a small conv net that reads the picture and each action
+            (``models.flow.FlowWarp``, in the checkpoint beside the DiT, trained by
+            ``gym-worldmodel train --stage flow``) and the latent change the warp makes is
+            added to the anchor. A robot arm or the cars around a driven car move by parts,
+            which one shift per frame cannot follow. Empty: no flow (checkpoints written
+            before this option).
+        anchor_flow_width: Channels of the flow net's first level (``models.flow.FlowNet``;
+            32 in the shipped worlds, 245k parameters).
         action_scale: Per-modality factors each action dimension is multiplied by before its
             projector (modalities left out: 1). Actions whose dimensions differ in spread by
             30x (a robot's translations against its gripper) otherwise enter one projector at
@@ -156,6 +166,8 @@ class DiTConfig:
     frame_anchor: bool = False
     anchor_sigma: float = 0.0
     anchor_motion: bool = False
+    anchor_flow: tuple[str, ...] = ()
+    anchor_flow_width: int = 32
     action_scale: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -170,6 +182,16 @@ class DiTConfig:
                 )
         if self.anchor_motion and not self.frame_anchor:
             raise ValueError("anchor_motion moves the frame anchor: it needs frame_anchor=True")
+        unknown = [name for name in self.anchor_flow if name not in self.modalities]
+        if self.anchor_flow and (unknown or not self.frame_anchor or self.anchor_motion):
+            raise ValueError(
+                f"anchor_flow {self.anchor_flow} moves the frame anchor: it needs "
+                f"frame_anchor=True, no anchor_motion and modalities of {list(self.modalities)}"
+            )
+        if self.anchor_flow_width < 1:
+            raise ValueError(
+                f"anchor_flow_width is a channel count >= 1, got {self.anchor_flow_width}"
+            )
         if self.anchor_sigma < 0 or (self.anchor_sigma and not self.frame_anchor):
             raise ValueError(
                 f"anchor_sigma must be >= 0 and needs frame_anchor=True, got {self.anchor_sigma} "

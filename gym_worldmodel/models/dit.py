@@ -14,6 +14,7 @@ Shapes (the one layout, used at every boundary):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -157,6 +158,9 @@ class CausalChunkDiT(nn.Module):
             if config.anchor_motion
             else None
         )
+        # With ``anchor_flow``, the owner (``WorldModel``) sets this to its flow warp of the
+        # anchors: ``(anchors (B, N, C, h, w), actions (B, NF, A), modality) -> (B, NF, C, h, w)``.
+        self.anchor_mover: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
         self.rope = Rotary3D(config.rope_axes, config.rope_theta)
         side = config.latent_size // p
         # The current chunk always sits at time ``context_frames``: queries and fresh keys.
@@ -190,6 +194,7 @@ class CausalChunkDiT(nn.Module):
         *,
         write: bool = False,
         drop_action: Tensor | None = None,
+        frame_anchors: Tensor | None = None,
     ) -> Tensor:
         """Denoise one chunk against the cache.
 
@@ -201,6 +206,9 @@ class CausalChunkDiT(nn.Module):
             cache: KV cache of the rows; ``None`` attends to the chunk alone.
             write: Store this pass's K/V in the cache (the cache-write pass).
             drop_action: ``(B,)`` bool; rows use the null action.
+            frame_anchors: ``(B, F, C, h, w)``, each frame's anchor as :meth:`step_anchors`
+                gives it for this cache and these actions (computed once for the step's
+                denoiser calls); None: computed here.
 
         Returns:
             Velocity ``(B, F, C, h, w)``.
@@ -220,7 +228,7 @@ class CausalChunkDiT(nn.Module):
                     raise ValueError("the cache was built for a model without frame_anchor")
                 anchor = cache.anchor[:, None]
         t_frames = t[:, None].expand(-1, x.shape[1])
-        out = self._run(x, t_frames, actions, modality, drop_action, context, anchor)
+        out = self._run(x, t_frames, actions, modality, drop_action, context, anchor, frame_anchors)
         if write and self.anchor_embed is not None:
             cache.write_anchor(x[:, -1])
         return out
@@ -322,6 +330,37 @@ class CausalChunkDiT(nn.Module):
         actions = torch.zeros(n, f, self.config.action_dim, device=latents.device)
         self._run(latents, t_frames, actions, modality, None, context)
 
+    @property
+    def moves_anchors(self) -> bool:
+        """Whether each frame of a chunk has its own anchor (``anchor_motion``/``anchor_flow``)."""
+        return self.anchor_motion is not None or bool(self.config.anchor_flow)
+
+    def frame_anchors(self, anchors: Tensor, actions: Tensor, modality: Tensor) -> Tensor:
+        """Each frame's anchor ``(B, N * F, C, h, w)`` from each chunk's ``(B, N, C, h, w)``.
+
+        Moved by the learned flow (``anchor_flow``) or the linear motion (``anchor_motion``);
+        repeated over the chunk's frames otherwise.
+        """
+        if self.config.anchor_flow:
+            if self.anchor_mover is None:
+                raise RuntimeError(
+                    "anchor_flow needs the flow warp: build the DiT inside a WorldModel"
+                )
+            return self.anchor_mover(anchors, actions, modality)
+        if self.anchor_motion is not None:
+            return self.moved_anchors(anchors, actions, modality)
+        return anchors.repeat_interleave(self.config.chunk_frames, 1)
+
+    def step_anchors(self, cache: ChunkCache, actions: Tensor, modality: Tensor) -> Tensor | None:
+        """The per-frame anchors of the chunk a step generates after ``cache`` (None: not moved).
+
+        One step's denoiser calls and its cache-write pass all use these, so a rollout computes
+        them once (:class:`~gym_worldmodel.sampling.ChunkRollout`).
+        """
+        if not self.moves_anchors or cache.anchor is None:
+            return None
+        return self.frame_anchors(cache.anchor[:, None], actions, modality)
+
     def moved_anchors(self, anchors: Tensor, actions: Tensor, modality: Tensor) -> Tensor:
         """Each frame's anchor ``(B, N * F, C, h, w)`` from each chunk's ``(B, N, C, h, w)``.
 
@@ -344,12 +383,15 @@ class CausalChunkDiT(nn.Module):
         drop_action: Tensor | None,
         context: ChunkAttention | SequenceAttention | MemoryAttention,
         anchors: Tensor | None = None,
+        frame_anchors: Tensor | None = None,
     ) -> Tensor:
         p, side = self.config.patch_size, self.config.latent_size // self.config.patch_size
         patches = "b f c (h p) (w q) -> b f (h w) (c p q)"
         tokens = self.patch_embed(rearrange(x, patches, p=p, q=p))  # (B, NF, Tf, dim)
-        if anchors is not None and self.anchor_motion is not None:  # one anchor per frame
-            anchors = self.moved_anchors(anchors, actions, modality)
+        if anchors is not None and self.moves_anchors:  # one anchor per frame
+            if frame_anchors is None:
+                frame_anchors = self.frame_anchors(anchors, actions, modality)
+            anchors = frame_anchors
             tokens = tokens + self.anchor_embed(
                 rearrange(anchors, patches, p=p, q=p).to(tokens.dtype)
             )

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from gym_worldmodel.models.config import WorldModelConfig
 from gym_worldmodel.models.dit import CausalChunkDiT
+from gym_worldmodel.models.flow import FlowWarp, padded_rows
 from gym_worldmodel.models.vae import VAE
 
 
@@ -32,6 +33,9 @@ class WorldModel(nn.Module):
         self.config = config
         self.vae = VAE(config.vae)
         self.dit = CausalChunkDiT(config.dit)
+        self.flow = FlowWarp(config.dit) if config.dit.anchor_flow else None
+        if self.flow is not None:
+            self.dit.anchor_mover = self.flow_anchors
 
     @property
     def device(self) -> torch.device:
@@ -120,6 +124,51 @@ class WorldModel(nn.Module):
                 row[:width] = rate
         return model
 
+    @torch.no_grad()
+    def flow_anchors(self, anchors: Tensor, actions: Tensor, modality: Tensor) -> Tensor:
+        """Each frame's anchor ``(B, N * F, C, h, w)`` moved by the flow warp (``anchor_flow``).
+
+        Chunk ``n``'s anchor ``(B, N, C, h, w)`` is decoded, warped by the flow of action
+        ``k`` once per frame ``k`` (the warps compose: frame ``k`` has moved ``k + 1`` times),
+        and the warped frames are encoded; frame ``k``'s anchor is the chunk's anchor plus the
+        latent change the warp made (``encode(warped) - encode(decoded)``), so where nothing
+        moves the anchor is exactly the latent it was, not its autoencoded copy. Zero anchors
+        (the sink, memory) and rows of modalities without a flow stay as they were. The warp
+        and the VAE are frozen here: they are trained in their own stages.
+        """
+        f, scale = self.config.dit.chunk_frames, self.config.vae.scaling_factor
+        b, n = anchors.shape[:2]
+        flat = anchors.flatten(0, 1).float()  # (BN, C, h, w)
+        rows = modality.repeat_interleave(n)
+        acts = actions.reshape(b * n, f, actions.shape[-1])
+        frame = padded_rows(self.vae.decode_float, flat / scale).float().clamp(-1.0, 1.0)
+        frames = [frame]
+        for k in range(f):
+            frame = self.flow(frame, acts[:, k], rows)
+            frames.append(frame)
+        latents = self.vae.encode_posterior(torch.stack(frames, 1))[0].float() * scale
+        moved = flat[:, None] + (latents[:, 1:] - latents[:, :1])  # (BN, F, C, h, w)
+        kept = flat[:, None].expand_as(moved)
+        real = (flat.flatten(1).abs().amax(-1) > 0) & self.flow.moves[rows]
+        out = torch.where(real[:, None, None, None, None], moved, kept)
+        return out.reshape(b, n * f, *anchors.shape[2:]).to(anchors.dtype)
+
+    def with_anchor_flow(self, modalities: tuple[str, ...]) -> WorldModel:
+        """This model with a flow warp moving the anchors of ``modalities`` (``anchor_flow``).
+
+        The warp starts at zero flow, so the new model computes what this one does (up to the
+        rounding of a resample at whole pixels); ``gym-worldmodel train --stage flow`` trains
+        it. A model with a flow keeps its weights and gains the named modalities.
+        """
+        model = self.with_frame_anchor()
+        names = tuple(dict.fromkeys((*model.config.dit.anchor_flow, *modalities)))
+        dit = dataclasses.replace(model.config.dit, anchor_flow=names)
+        out = self._like(dataclasses.replace(model.config, dit=dit))
+        missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
+        if unexpected or any(not key.startswith("flow.") for key in missing):
+            raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
+        return out.train(self.training)
+
     def with_anchor_sigma(self, sigma: float) -> WorldModel:
         """This model predicting frames as changes from their anchor (``DiTConfig.anchor_sigma``).
 
@@ -144,9 +193,11 @@ class WorldModel(nn.Module):
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts of each part."""
+        parts = {"vae": self.vae, "dit": self.dit, "flow": self.flow}
         return {
-            "vae": sum(p.numel() for p in self.vae.parameters()),
-            "dit": sum(p.numel() for p in self.dit.parameters()),
+            name: sum(p.numel() for p in part.parameters())
+            for name, part in parts.items()
+            if part is not None
         }
 
 

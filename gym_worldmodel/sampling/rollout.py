@@ -75,12 +75,13 @@ class ChunkRollout(_Rollout):
             Clean latents ``(B, F, C, h, w)``, float32.
         """
         check_inputs(cache.batch_size, self.action_shape, actions, modality, generators)
+        anchors = self.dit.step_anchors(cache, actions, modality)  # once for every call
 
         def denoise(x: Tensor, t: Tensor, drop: Tensor | None) -> Tensor:
-            return self.dit(x, t, actions, modality, cache, drop_action=drop)
+            return self.dit(x, t, actions, modality, cache, drop_action=drop, frame_anchors=anchors)
 
         x0 = self.sampler.sample(denoise, self.latent_shape, generators)
-        self.commit(cache, x0, actions, modality, generators)
+        self.commit(cache, x0, actions, modality, generators, anchors)
         return x0
 
     def commit(
@@ -90,13 +91,15 @@ class ChunkRollout(_Rollout):
         actions: Tensor,
         modality: Tensor,
         generators: RowGenerators | None = None,
+        frame_anchors: Tensor | None = None,
     ) -> None:
         """Cache-write pass on clean latents (at ``context_t``), then close the step.
 
-        Also how a reset writes the user's start frames into an empty cache.
+        Also how a reset writes the user's start frames into an empty cache. ``frame_anchors``:
+        the step's anchors if already computed (``CausalChunkDiT.step_anchors``).
         """
         x, level = self.sampler.context(x0, generators)
-        self.dit(x, level, actions, modality, cache, write=True)
+        self.dit(x, level, actions, modality, cache, write=True, frame_anchors=frame_anchors)
         cache.commit()
 
 

@@ -25,6 +25,7 @@ from gym_worldmodel.training.action_probe import LatentActionProbe, probe_window
 from gym_worldmodel.training.critic import ChunkCritic
 from gym_worldmodel.training.data import Balanced, ChunkWindows, Frames, LatentEpisode
 from gym_worldmodel.training.distill import DistillConfig, student_loss
+from gym_worldmodel.training.flow import PairNet, action_flow_loss, pair_loss
 from gym_worldmodel.training.losses import (
     TeacherLossConfig,
     VAELossConfig,
@@ -468,6 +469,44 @@ def train_action_probe(
     if progress:
         print(f"action probe: held-out error {heldout}; scores {scored or 'no modality'}")
     return probe
+
+
+def train_flow(
+    data: Sequence[Path],
+    init: Path,
+    run_dir: Path,
+    train: TrainConfig,
+    pair_steps: int | None = None,
+    progress: bool = True,
+) -> WorldModel:
+    """Give ``init`` a flow warp of its anchors for the worlds of ``data`` and train it.
+
+    Two stages (``training.flow``): a pair net learns the recorded flows (``<run_dir>/pair``,
+    ``pair_steps`` steps, default ``train.steps``), then the world's warp regresses them from
+    the frame and the action (``run_dir``). Only the warp changes; the DiT then learns to use
+    the moved anchors in self-forcing. Both stages resume.
+    """
+    modalities = tuple(dict.fromkeys(read_card(Path(d))["modality"] for d in data))
+    model = hub.from_pretrained(init).with_anchor_flow(modalities).to(train.device)
+    model.requires_grad_(False)
+    model.flow.requires_grad_(True)
+    f = model.config.dit.chunk_frames
+    windows = chunk_windows(model, data, 2, encode=False)
+    pair = PairNet(model.config.dit.anchor_flow_width)
+    pair_train = dataclasses.replace(train, steps=pair_steps or train.steps)
+    Trainer(
+        pair,
+        windows,
+        lambda batch, gen: pair_loss(pair, batch, f),
+        Path(run_dir) / "pair",
+        pair_train,
+    ).train(progress)
+    pair.eval().requires_grad_(False)
+
+    def loss(batch: dict, gen: torch.Generator):
+        return action_flow_loss(model.flow, pair, batch, f)
+
+    return fit(model, windows, loss, run_dir, train, progress, part=model.flow)
 
 
 def train_self_forcing(
