@@ -135,7 +135,7 @@ class DiTConfig:
             ``frame_anchor``; not with ``anchor_motion``): the anchor frame is decoded, warped
             frame by frame by a small conv net that reads the picture and each action
             (``models.flow.FlowWarp``, in the checkpoint beside the DiT, trained by
-            ``gym-worldmodel train --stage flow``) and the latent change the warp makes is
+            ``gym-worldmodel train flow``) and the latent change the warp makes is
             added to the anchor. A robot arm or the cars around a driven car move by parts,
             which one shift per frame cannot follow. Empty: no flow (checkpoints written
             before this option).

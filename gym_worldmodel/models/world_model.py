@@ -157,7 +157,7 @@ class WorldModel(nn.Module):
         """This model with a flow warp moving the anchors of ``modalities`` (``anchor_flow``).
 
         The warp starts at zero flow, so the new model computes what this one does (up to the
-        rounding of a resample at whole pixels); ``gym-worldmodel train --stage flow`` trains
+        rounding of a resample at whole pixels); ``gym-worldmodel train flow`` trains
         it. A model with a flow keeps its weights and gains the named modalities.
         """
         model = self.with_frame_anchor()
