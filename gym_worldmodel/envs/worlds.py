@@ -3,7 +3,7 @@
 A world names its action head, its pose integrator and its bundled assets. The trained weights
 ship inside the package: one backbone serves the worlds through its action experts, in
 ``gym_worldmodel/worlds/shared/`` (``config.json`` + ``model.safetensors``); a world that does
-better with its own copy (``World.checkpoint``; the city walk) has it beside its start frames in
+better with its own copy (``World.checkpoint``; the city walk and driving) has it beside its start frames in
 ``gym_worldmodel/worlds/<name>/`` (``start_frames.npz``). A world whose weights are
 missing says so clearly and can run any model the user passes (``model=`` a directory, a hub repo
 id, a ``WorldModel``, or ``"random"`` / ``"random-tiny"`` for untrained weights).
@@ -78,12 +78,15 @@ WORLDS: dict[str, World] = {
     ),
     # Flat by default: check_env and SB3 want [-1, 1] Boxes; action_mode="dict" is RT-1's dict.
     "robot": World("robot", RobotHead(mode="flat"), None, "tabletop robot arm, fixed camera"),
-    # highway-env starts every recorded episode at 25 m/s.
+    # highway-env starts every recorded episode at 25 m/s. Its own checkpoint: the shared one
+    # with flow-warped anchors (DiTConfig.anchor_flow: the last frame warped by a dense flow read
+    # from the picture and the action), self-forced on the driving data alone.
     "driving": World(
         "driving",
         DrivingHead(),
         "driving",
         "top-down ego vehicle on a highway",
+        checkpoint="driving",
         start_pose=(0.0, 0.0, 0.0, 25.0),
     ),
 }
