@@ -3,8 +3,8 @@
 A world names its action head, its pose integrator and its bundled assets. The trained weights
 ship inside the package: one backbone serves the worlds through its action experts, in
 ``gym_worldmodel/worlds/shared/`` (``config.json`` + ``model.safetensors``); a world that does
-better with its own copy (``World.checkpoint``; the city walk and driving) has it beside its start frames in
-``gym_worldmodel/worlds/<name>/`` (``start_frames.npz``). A world whose weights are
+better with its own copy (``World.checkpoint``; the city walk and driving) has it beside its
+start frames in ``gym_worldmodel/worlds/<name>/`` (``start_frames.npz``). A world whose weights are
 missing says so clearly and can run any model the user passes (``model=`` a directory, a hub repo
 id, a ``WorldModel``, or ``"random"`` / ``"random-tiny"`` for untrained weights).
 """
