@@ -38,6 +38,20 @@ from gym_worldmodel.models.rope import Rotary3D, grid_positions
 MIN_GEMM_ROWS = 4
 
 
+def padded_rows(fn: Callable[..., Tensor], *rows: Tensor) -> Tensor:
+    """``fn(*rows)`` computed on at least :data:`MIN_GEMM_ROWS` rows (zero rows added, dropped).
+
+    CPU kernels take another path for a few rows (a GEMM of fewer than four, a convolution of one
+    image), whose bits differ from the batched one's: padding keeps a row's result independent
+    of how many rows share the call.
+    """
+    n = len(rows[0])
+    if n >= MIN_GEMM_ROWS:
+        return fn(*rows)
+    pad = [torch.cat((r, r.new_zeros(MIN_GEMM_ROWS - n, *r.shape[1:]))) for r in rows]
+    return fn(*pad)[:n]
+
+
 class RowLinear(nn.Linear):
     """``nn.Linear`` that never lets MKL see fewer than :data:`MIN_GEMM_ROWS` rows.
 
@@ -50,8 +64,8 @@ class RowLinear(nn.Linear):
         rows = x.numel() // x.shape[-1]
         if rows >= MIN_GEMM_ROWS:
             return super().forward(x)
-        flat = F.pad(x.reshape(rows, x.shape[-1]), (0, 0, 0, MIN_GEMM_ROWS - rows))
-        return super().forward(flat)[:rows].reshape(*x.shape[:-1], self.out_features)
+        flat = padded_rows(super().forward, x.reshape(rows, x.shape[-1]))
+        return flat.reshape(*x.shape[:-1], self.out_features)
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

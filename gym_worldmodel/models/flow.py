@@ -15,14 +15,12 @@ output pixel (x, y) reads the input at (x + flow_x, y + flow_y).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gym_worldmodel.models.config import DiTConfig
-from gym_worldmodel.models.dit import MIN_GEMM_ROWS, RowLinear
+from gym_worldmodel.models.dit import RowLinear, padded_rows
 
 #: Largest flow the output layer's scale makes easy to reach, in pixels.
 FLOW_SCALE = 4.0
@@ -42,19 +40,6 @@ def warp(frames: Tensor, flow: Tensor) -> Tensor:
     return F.grid_sample(
         frames.float(), grid, mode="bilinear", padding_mode="border", align_corners=True
     )
-
-
-def padded_rows(fn: Callable[..., Tensor], *rows: Tensor) -> Tensor:
-    """``fn(*rows)`` computed on at least :data:`MIN_GEMM_ROWS` rows (zero rows added, dropped).
-
-    CPU convolutions take another kernel for a batch of one image, whose bits differ from the
-    batched one's: padding keeps a row's result independent of how many rows share the call.
-    """
-    n = len(rows[0])
-    if n >= MIN_GEMM_ROWS:
-        return fn(*rows)
-    pad = [torch.cat((r, r.new_zeros(MIN_GEMM_ROWS - n, *r.shape[1:]))) for r in rows]
-    return fn(*pad)[:n]
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:

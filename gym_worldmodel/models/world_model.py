@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gym_worldmodel.models.config import WorldModelConfig
-from gym_worldmodel.models.dit import CausalChunkDiT
-from gym_worldmodel.models.flow import FlowWarp, padded_rows
+from gym_worldmodel.models.dit import CausalChunkDiT, padded_rows
+from gym_worldmodel.models.flow import FlowWarp
 from gym_worldmodel.models.vae import VAE
 
 
