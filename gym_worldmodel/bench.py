@@ -267,6 +267,43 @@ def vae_benchmark(model: WorldModel, frame_counts: Sequence[int], repeats: int) 
     return results
 
 
+def flow_benchmark(batches: Sequence[int], repeats: int, dtype: str, width: int) -> dict:
+    """The flow warp's net on contiguous against channels-last CPU images; prints figures.
+
+    A random net of the shipped width on 64 x 64 frames: the layout, not the weights, sets the
+    time. Also reports the largest difference between the two layouts' flows (pixels).
+    """
+    from gym_worldmodel.models.flow import FlowNet
+
+    net = FlowNet(3, 16, width).eval()
+    torch.nn.init.normal_(net.out.weight, std=0.02)  # a net that moves something
+    formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    results: dict[str, Any] = {"dtype": dtype, "width": width}
+    print(f"flow net (width {width}, 64 x 64) per call, contiguous against channels-last, {dtype}")
+
+    def timed(fmt: torch.memory_format, x: torch.Tensor, c: torch.Tensor) -> float:
+        net.cpu_memory_format = fmt
+        return median_seconds(lambda: net(x, c), 1, 0)
+
+    for n in batches:
+        x, c = torch.rand(n, 3, 64, 64) * 2 - 1, torch.randn(n, 16)
+        with torch.no_grad(), precision(torch.device("cpu"), DTYPES[dtype]):
+            fns = {k: partial(timed, fmt, x, c) for k, fmt in formats.items()}
+            flows = {k: (fn(), net(x, c).float())[1] for k, fn in fns.items()}  # warm-up
+            row = {k: 1000 * v for k, v in interleaved(fns, repeats).items()}
+        net.cpu_memory_format = FlowNet.cpu_memory_format
+        row["max_flow_difference"] = float(
+            (flows["contiguous"] - flows["channels_last"]).abs().max()
+        )
+        results[f"batch_{n}"] = row
+        print(
+            f"  {n:3d} images: contiguous {row['contiguous']:6.1f} ms, channels-last "
+            f"{row['channels_last']:6.1f} ms, {row['contiguous'] / row['channels_last']:.2f}x; "
+            f"flows differ by at most {row['max_flow_difference']:.1e} px"
+        )
+    return results
+
+
 def _inv_peak(dtype: torch.dtype) -> float:
     """Seconds per GFLOP of the matmul peak (a time, so medians combine with step times)."""
     return 1.0 / matmul_peak(dtype)
@@ -367,6 +404,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     vae.add_argument("--repeats", type=int, default=7, help="timed samples per figure")
     vae.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     vae.add_argument("--json", type=Path, help="also write the figures to this file")
+    flow = sub.add_parser("flow", help="the flow warp's net on contiguous vs channels-last images")
+    flow.add_argument("--batch", type=int, nargs="+", default=[4, 16, 64], help="images per call")
+    flow.add_argument("--repeats", type=int, default=9, help="timed samples per figure")
+    flow.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="autocast dtype")
+    flow.add_argument("--width", type=int, default=32, help="the net's first-level channels")
+    flow.add_argument("--json", type=Path, help="also write the figures to this file")
     prec = sub.add_parser("dtype", help="shipped worlds' held-out PSNR in float32 vs bf16")
     prec.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
     prec.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64])
@@ -390,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         model = random_model(WorldModelConfig.tiny() if tiny else WorldModelConfig.compact())
         results = vae_benchmark(model, args.frames, args.repeats)
+    elif args.what == "flow":
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        results = flow_benchmark(args.batch, args.repeats, args.dtype, args.width)
     elif args.what == "env":
         from gym_worldmodel.bench_env import env_benchmark
 

@@ -117,6 +117,16 @@ def test_vae_benchmark_smoke():
     assert "17 frames, decode: one pass" in text and "17 frames, encode" in text
 
 
+def test_flow_benchmark_times_both_layouts_and_they_agree(tmp_path):
+    report = tmp_path / "flow.json"
+    args = ("flow", "--batch", "2", "--repeats", "1", "--width", "8", "--dtype", "float32")
+    text = run("-m", "gym_worldmodel.bench", *args, "--json", str(report))
+    assert "2 images: contiguous" in text and "channels-last" in text
+    row = json.loads(report.read_text())["batch_2"]
+    assert row["contiguous"] > 0 and row["channels_last"] > 0
+    assert row["max_flow_difference"] < 1e-4  # the same flow, whichever layout
+
+
 def test_cem_planner_agent_moves_toward_the_target():
     text = run(
         "agents/cem_planner.py",

@@ -140,7 +140,7 @@ class DiTConfig:
             which one shift per frame cannot follow. Empty: no flow (checkpoints written
             before this option).
         anchor_flow_width: Channels of the flow net's first level (``models.flow.FlowNet``;
-            32 in the shipped worlds, 245k parameters).
+            32 in the driving world, 244k parameters).
         action_scale: Per-modality factors each action dimension is multiplied by before its
             projector (modalities left out: 1). Actions whose dimensions differ in spread by
             30x (a robot's translations against its gripper) otherwise enter one projector at
