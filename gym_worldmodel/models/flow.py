@@ -65,9 +65,9 @@ class FlowNet(nn.Module):
         torch.Size([2, 2, 32, 32])
     """
 
-    #: Layout of the images on CPU: oneDNN's convolutions run this net about 1.5-1.7 times as fast on
-    #: channels-last images (``python -m gym_worldmodel.bench flow`` times both), and a row's
-    #: bits stay independent of the batch at the sizes the warp pads to.
+    #: Layout of the images on CPU: oneDNN's convolutions run this net about 1.5-1.7 times as
+    #: fast on channels-last images (``python -m gym_worldmodel.bench flow`` times both), and a
+    #: row's bits stay independent of the batch at the sizes the warp pads to.
     cpu_memory_format = torch.channels_last
 
     def __init__(self, in_channels: int, cond_dim: int, width: int = 32) -> None:
