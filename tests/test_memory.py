@@ -130,6 +130,31 @@ def test_a_held_chunk_is_kept_until_another_overlaps_clearly_better():
     assert away.hits.tolist() == [0]  # a held chunk out of view is no hit
 
 
+def test_a_held_chunk_under_the_threshold_gives_way_to_a_fresh_hit():
+    """Stickiness ranks, it does not rescue: a held chunk that no longer counts as a hit does
+    not push out a fresh one that does."""
+    memory = SpatialMemory(1, SHAPE, CAMERA, capacity=16, exclude_recent=0, stickiness=0.15)
+    filled(memory, [pose(), pose(yaw=50.0), pose(yaw=-45.0)])
+    held_uid, fresh_uid = (memory.uid[0, memory.step[0] == i][0] for i in (1, 2))
+    score = memory.retrieve(pose()).score  # fresh only: 0.25 against the held one's 0.125
+    overlaps = CAMERA.overlap(pose(), memory.poses[:1, 1:3])[0]
+    assert overlaps[0] < memory.min_score <= overlaps[1] < overlaps[0] + memory.stickiness
+    found = memory.retrieve(pose(), held=np.array([[held_uid]]))
+    assert found.uid[0, 0] == fresh_uid and found.score[0, 0] == score[0, 0] == overlaps[1]
+
+
+def test_a_row_that_stops_storing_still_moves_its_window_on():
+    """Chunks seen while storing is off still age the row's stored entries out of its window."""
+    memory = SpatialMemory(1, SHAPE, CAMERA, capacity=16, exclude_recent=2)
+    filled(memory, [pose(), pose()])  # the sink and one chunk, still in the window
+    assert memory.retrieve(pose()).hits.tolist() == [0]
+    memory.set_enabled(None, store=False)
+    for _ in range(2):
+        memory.add(chunk(9), pose())
+    assert (memory.uid[0] >= 0).sum() == 2  # nothing new stored
+    assert memory.retrieve(pose()).hits.tolist() == [1]  # but the stored chunk is out of it
+
+
 # --- shared banks, reset, state ----------------------------------------------------------------
 
 
@@ -298,8 +323,11 @@ def test_env_reports_memory_hits_and_forks_memory_with_the_state():
     fork = env.fork(0, 2)
     forked = [fork.step(walk)[0] for _ in range(3)]
     assert all(np.array_equal(a[0], f[0]) for a, f in zip(later, forked, strict=True))
+    *_, info = env.step(walk)
+    scores = info["memory_score"].copy()
     env.reset(options={"env_idx": [1]})
     assert env._engine.memory.chunks.tolist()[1] == 1  # row 1 forgot all but its new start
+    assert np.array_equal(info["memory_score"], scores)  # an info handed out stays as it was
 
 
 def test_memory_defaults_follow_the_world_and_can_be_switched_off():

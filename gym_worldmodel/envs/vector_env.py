@@ -74,7 +74,8 @@ class WorldModelVectorEnv(VectorEnv):
             None: on for worlds with a pose (city walk, driving), off for the robot (fixed
             camera; retrieval by latent similarity, not trained). Switch rows off with
             :meth:`set_memory`. ``info["memory_hits"]`` counts retrieved chunks per row and
-            ``info["memory_score"]`` is the best one's view overlap (0 to 1).
+            ``info["memory_score"]`` is the first memory slot's score: its view overlap (0 to
+            1), or for the robot its latent similarity (cosine); 0 where nothing was retrieved.
         memory_shared: All rows share one memory bank (what one saw, another finds); poses
             then need a common origin, e.g. every row starting from the same image.
         memory_capacity: Chunks kept per bank (the bank is bounded; step cost stays flat).
@@ -456,7 +457,7 @@ class WorldModelVectorEnv(VectorEnv):
         recall = getattr(self._engine, "recall", None)
         if getattr(self._engine, "memory", None) is not None:
             hits = np.zeros(self.num_envs, np.int64) if recall is None else recall.hits
-            score = np.zeros(self.num_envs) if recall is None else recall.score[:, 0]
+            score = np.zeros(self.num_envs) if recall is None else recall.score[:, 0].copy()
             infos["memory_hits"], infos["_memory_hits"] = hits, ones.copy()
             infos["memory_score"], infos["_memory_score"] = score, ones.copy()
         return infos

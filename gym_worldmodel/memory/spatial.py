@@ -177,7 +177,7 @@ class SpatialMemory:
         self.uid = np.full((g, capacity), -1, np.int64)  # -1: empty
         self.owner = np.full((g, capacity), -1, np.int64)
         self.step = np.zeros((g, capacity), np.int64)  # owner's chunk index of the entry
-        self.chunks = np.zeros(num_rows, np.int64)  # chunks added per row since its reset
+        self.chunks = np.zeros(num_rows, np.int64)  # chunks seen per row since its reset
         self.enabled = np.ones(num_rows, bool)  # retrieves
         self.storing = np.ones(num_rows, bool)  # stores what it sees
         self._next_uid = 0
@@ -202,6 +202,7 @@ class SpatialMemory:
         poses = self._check_poses(poses, len(rows))
         keys = _descriptor(latents)
         for i, row in enumerate(rows):
+            self.chunks[row] += 1  # counts every chunk seen, stored or not (the ring window's)
             if not self.storing[row]:  # read-only row
                 continue
             bank = self.banks[row]
@@ -210,8 +211,7 @@ class SpatialMemory:
             self.keys[bank, slot] = keys[i]
             self.poses[bank, slot] = poses[i]
             self.uid[bank, slot], self._next_uid = self._next_uid, self._next_uid + 1
-            self.owner[bank, slot], self.step[bank, slot] = row, self.chunks[row]
-            self.chunks[row] += 1
+            self.owner[bank, slot], self.step[bank, slot] = row, self.chunks[row] - 1
 
     def _free_slot(self, bank: int, pose: np.ndarray) -> int:
         filled = self.uid[bank] >= 0
@@ -278,7 +278,9 @@ class SpatialMemory:
             score = score.cpu().numpy().astype(np.float64)
         else:
             score = self.geometry.overlap(poses, self.poses[banks])
-        score = np.where(usable, score, -np.inf)
+        # Entries under ``min_score`` are out before ranking: a held chunk that no longer
+        # counts as a hit must not outrank a fresh one that does.
+        score = np.where(usable & (score >= self.min_score), score, -np.inf)
         rank = score
         if held is not None and self.stickiness:
             kept = (self.uid[banks][:, :, None] == held[:, None, :]) & (held[:, None, :] >= 0)
