@@ -106,7 +106,7 @@ class CountingEngine:
     def seed(self, env_idx, seeds):
         pass
 
-    def start(self, env_idx, frames, poses=None):
+    def start(self, env_idx, frames, poses=None, seeds=None):
         self.count[env_idx] = 0
         zeros = torch.zeros(len(env_idx), self.f, 4, 16, 16)
         return zeros, self._frames(self.count[env_idx])
@@ -208,11 +208,14 @@ def rows_equal(a, b, rows):
         )
         for k in a["engine"]["cache"]
     )
+    generators = a["engine"]["generators"], b["engine"]["generators"]
     return (
         same_cache
         and torch.equal(a["frames"][rows], b["frames"][rows])
         and np.array_equal(a["steps"][rows], b["steps"][rows])
         and np.array_equal(a["pose"][rows], b["pose"][rows])
+        and all(torch.equal(generators[0][r], generators[1][r]) for r in rows)
+        and all(a["rngs"][r] == b["rngs"][r] for r in rows)
     )
 
 
@@ -515,6 +518,19 @@ def test_fork_checks_its_arguments():
     for row, n, match in ((2, 1, r"row must be in \[0, 2\)"), (-1, 1, "row"), (0, 0, "n")):
         with pytest.raises(ValueError, match=match):
             env.fork(row, n)
+    with pytest.raises(ValueError, match="fork seeds must be non-negative ints"):
+        env.fork(0, 2, seeds=[1, None])
+
+
+def test_forks_keep_the_memory_setting_and_seeds_reach_their_numpy_generators():
+    env = WorldModelVectorEnv(2, world="citywalk", memory=False, **TINY)
+    env.reset(seed=0)
+    assert not env.fork(0, 2).memory
+    futures = env.fork(0, 2, seeds=[1, 2])
+    first = futures.get_state()["rngs"]
+    assert first[0] != first[1]  # autoresets draw different start frames and seeds
+    same = env.fork(0, 2)
+    assert same.get_state()["rngs"][0] == same.get_state()["rngs"][1]
 
 
 def test_rt1_dict_actions():
@@ -548,10 +564,73 @@ def test_bad_reset_images_raise_and_leave_state_unchanged():
         ({"env_idx": [5]}, "rows in"),
         ({"reset_mask": np.array([1, 0])}, "bool array"),
         ({"colour": 1}, "unknown reset options"),
+        ({"frames": np.zeros((0, 32, 32, 3), np.uint8)}, "empty"),
     ]:
         with pytest.raises(ValueError, match=match):
             env.reset(options=options)
+    for seed, match in [([1, -1], "non-negative"), (1.0, "non-negative int"), (-3, "seed")]:
+        with pytest.raises(ValueError, match=match):
+            env.reset(seed=seed)
     assert rows_equal(before, snapshot(env), [0, 1])
+
+
+class FailingEngine(CountingEngine):
+    """A CountingEngine whose step and start can be made to fail (a device error, say)."""
+
+    fail = False
+
+    def step(self, actions, poses=None):
+        if self.fail:
+            raise RuntimeError("device lost")
+        return super().step(actions, poses)
+
+    def start(self, env_idx, frames, poses=None, seeds=None):
+        if self.fail:
+            raise RuntimeError("device lost")
+        return super().start(env_idx, frames, poses, seeds)
+
+
+def test_a_failed_forward_leaves_the_rows_as_they_were():
+    env = WorldModelVectorEnv(2, world="driving", engine=FailingEngine(2))
+    env.reset(seed=0)
+    env.step(np.array([[0.5, 1.0], [-0.5, 1.0]], np.float32))
+    before = env.get_state()
+    env._engine.fail = True
+    with pytest.raises(RuntimeError, match="device lost"):
+        env.step(np.array([[0.5, 1.0], [-0.5, 1.0]], np.float32))
+    with pytest.raises(RuntimeError, match="device lost"):
+        env.reset(seed=5)
+    after = env.get_state()
+    assert np.array_equal(before["pose"], after["pose"])
+    assert before["steps"].tolist() == after["steps"].tolist() == [1, 1]
+    assert before["rngs"] == after["rngs"]
+
+
+def test_state_calls_check_their_rows():
+    env = WorldModelVectorEnv(2, world="driving", engine=CountingEngine(2))
+    env.reset(seed=0)
+    for rows in ([5], [-1], [[0, 1]], [0.5]):
+        with pytest.raises(ValueError, match=r"env_idx must be a list of .*rows in \[0, 2\)"):
+            env.get_state(rows)
+    state = env.get_state([0, 0])  # repeats are fine when reading: a fork
+    with pytest.raises(ValueError, match="distinct rows"):
+        env.set_state(state, [1, 1])
+    with pytest.raises(ValueError, match="rows in"):
+        env.set_state(env.get_state([0]), [2])
+
+
+@pytest.mark.parametrize("limit", [0, -2, 2.5, "10"])
+def test_max_episode_steps_must_be_a_positive_int(limit):
+    with pytest.raises(ValueError, match="max_episode_steps must be an int >= 1"):
+        WorldModelVectorEnv(1, world="driving", engine=CountingEngine(1), max_episode_steps=limit)
+
+
+def test_max_episode_steps_minus_one_means_no_limit_as_in_gym_make():
+    env = counting_env(AutoresetMode.NEXT_STEP, max_steps=-1)
+    env.reset(seed=0)
+    for _ in range(5):
+        truncated = env.step(np.zeros((1, 2), np.float32))[3]
+    assert env.max_episode_steps is None and not truncated.any()
 
 
 def test_step_before_reset_and_after_close():

@@ -421,8 +421,8 @@ def test_a_dead_agent_stores_nothing_in_the_shared_bank_until_reset():
     env.step({"agent_0": act, "agent_1": act})  # agent_0 dies
     for _ in range(3):  # its row restarts hidden and idles; only agent_1 adds to the bank
         env.step({"agent_1": act})
-    assert memory.storing.tolist() == [False, True] and memory.chunks.tolist() == [0, 5]
-    assert set(memory.owner[0][memory.uid[0] >= 0].tolist()) == {1}
+    assert memory.storing.tolist() == [False, True] and memory.chunks[1] == 5
+    assert set(memory.owner[0][memory.uid[0] >= 0].tolist()) == {1}  # nothing of row 0
     env.reset(seed=0)
     assert memory.storing.tolist() == [True, True] and memory.chunks.tolist() == [1, 1]
 
@@ -433,7 +433,8 @@ def test_read_only_memory_rows_retrieve_but_do_not_store():
     env.set_memory(None, env_idx=1, store=False)
     env.step(np.array([[1, 0], [1, 0]]))
     memory = env._engine.memory
-    assert memory.chunks.tolist() == [2, 1] and memory.enabled.tolist() == [True, True]
+    assert memory.chunks.tolist() == [2, 2] and memory.enabled.tolist() == [True, True]
+    assert (memory.owner[1] == 1).sum() == 1  # row 1 stored its start only
     state = env.get_state()
     env.set_memory(None, store=True)
     env.set_state(state)  # the switch is part of the state

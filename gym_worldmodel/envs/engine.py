@@ -83,23 +83,33 @@ class WorldEngine:
         self.gens.seed(seeds, env_idx)
 
     def start(
-        self, env_idx: Sequence[int], frames: Tensor, poses: np.ndarray | None = None
+        self,
+        env_idx: Sequence[int],
+        frames: Tensor,
+        poses: np.ndarray | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Start rows ``env_idx`` over from uint8 frames ``(n, F, H, W, 3)``; other rows keep going.
 
         The frames are encoded and written to the rows' emptied caches as their first chunk;
         with memory, the rows' banks forget them and store the start chunk seen from ``poses``.
+        ``seeds`` reseeds the rows' generators first. A start that fails leaves the rows, their
+        generators included, as they were.
 
         Returns:
             The start latents ``(n, F, C, h, w)`` and the frames the episode starts from.
         """
         idx = list(env_idx)
+        gens = self.gens.select(idx)  # a copy, kept only if the start succeeds
+        if seeds is not None:
+            gens.seed(seeds)
         sub = self.cache.select(idx)
         sub.reset()
         with torch.no_grad(), precision(self.device, self.dtype):
             latents = self.model.vae.encode(frames.to(self.device)).float()
             actions = torch.zeros(len(idx), *self.rollout.action_shape, device=self.device)
-            self.rollout.commit(sub, latents, actions, self.modality[idx], self.gens.subset(idx))
+            self.rollout.commit(sub, latents, actions, self.modality[idx], gens)
+        self.gens.set_state(gens.get_state(), idx)
         self.cache.load_state_dict(sub.state_dict(), env_idx=idx)
         self.slot_uid[idx] = -1
         if self.recall is not None:  # nothing retrieved yet in the new episodes

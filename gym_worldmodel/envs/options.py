@@ -35,16 +35,29 @@ def reset_rows(options: dict, num_envs: int) -> np.ndarray:
     return np.arange(num_envs)
 
 
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
+
+
 def row_seeds(seed: Any, rows: np.ndarray, num_envs: int) -> list[int | None]:
-    """Per-row seeds: an int seeds row i with ``seed + i``; a list has one entry per env."""
+    """Per-row seeds: an int seeds row i with ``seed + i``; a list has one entry per env.
+
+    Seeds are non-negative ints (NumPy's and torch's generators take no others); None entries
+    leave a row's generators running.
+    """
     if seed is None:
         return [None] * len(rows)
-    if isinstance(seed, (int, np.integer)):
+    if _is_seed(seed):
         return [int(seed) + int(r) for r in rows]
+    if isinstance(seed, (str, bytes)) or not hasattr(seed, "__len__"):
+        raise ValueError(f"seed must be a non-negative int, a list of them or None, got {seed!r}")
     seeds = list(seed)
     if len(seeds) != num_envs:
         raise ValueError(f"seed list must have num_envs={num_envs} entries, got {len(seeds)}")
-    return [seeds[int(r)] for r in rows]
+    bad = [s for s in seeds if s is not None and not _is_seed(s)]
+    if bad:
+        raise ValueError(f"seeds must be non-negative ints or None, got {bad}")
+    return [None if seeds[int(r)] is None else int(seeds[int(r)]) for r in rows]
 
 
 def start_speed(options: dict, n: int, max_speed: float) -> np.ndarray:
@@ -88,7 +101,7 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
         raise ValueError(
             f"reset {key} must be {want} or one per reset row ({n}), got shape {arr.shape}"
         )
-    if min(arr.shape[-3:-1]) < 1:
+    if min(arr.shape[1:-1]) < 1:  # no frames in a stack, or no pixels
         raise ValueError(f"reset {key} is empty: shape {arr.shape}")
     stacks = arr[:, None] if key == "image" else arr
     return np.stack([first_chunk(s, config) for s in stacks])

@@ -65,7 +65,8 @@ class WorldModelVectorEnv(VectorEnv):
             steps (``python -m gym_worldmodel.bench dtype``). ``env.dtype`` is the one chosen.
         output: ``"numpy"`` or ``"torch"`` (obs, rewards and flags stay on the device).
         autoreset_mode: A ``gymnasium.vector.AutoresetMode`` (or its value).
-        max_episode_steps: Truncate episodes after this many steps (None: never).
+        max_episode_steps: Truncate episodes after this many steps (None, or -1 as
+            ``gym.make`` takes it: never).
         render_mode: None or ``"rgb_array"``.
         reward_fn: Hook or list of hooks (:mod:`gym_worldmodel.envs.hooks`); default 0.
         termination_fn: Hook or list of hooks; default never.
@@ -80,6 +81,13 @@ class WorldModelVectorEnv(VectorEnv):
             then need a common origin, e.g. every row starting from the same image.
         memory_capacity: Chunks kept per bank (the bank is bounded; step cost stays flat).
         engine: A prebuilt engine (tests, forks); overrides ``model`` and the memory settings.
+
+    Autoreset (``autoreset_mode``, Gymnasium's three): ``NEXT_STEP`` (the default) returns the
+    last observation of a finished episode, and the next ``step`` resets that row (its action is
+    ignored, reward 0) and returns the new episode's first observation; ``SAME_STEP`` resets in
+    the step that ends the episode and returns the new first observation, with the finished
+    one's in ``info["final_obs"]`` / ``info["final_info"]``; ``DISABLED`` never resets: step
+    raises until the done rows are reset with ``reset(options={"reset_mask": ...})``.
 
     Poses (``info["pose"]``, worlds with a pose): camera ``(x_m, y_m, yaw_deg, pitch_deg)``,
     driving ``(x_m, y_m, heading_deg, speed_mps)``, integrated from the actions (see
@@ -119,6 +127,15 @@ class WorldModelVectorEnv(VectorEnv):
         check_choice("render_mode", render_mode, (None, "rgb_array"))
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if max_episode_steps == -1:
+            max_episode_steps = None
+        if max_episode_steps is not None and not (
+            isinstance(max_episode_steps, (int, np.integer)) and max_episode_steps >= 1
+        ):
+            raise ValueError(
+                f"max_episode_steps must be an int >= 1, or None or -1 for no limit, "
+                f"got {max_episode_steps!r}"
+            )
         self.world = get_world(world)
         self._frames_mode, self._pose_obs = obs_lib.parse_obs_mode(obs_mode, self.world.pose)
         self.head = self.world.action_head(action_mode)
@@ -187,7 +204,12 @@ class WorldModelVectorEnv(VectorEnv):
         return self._obs(), self._infos()
 
     def step(self, actions: Any):
-        """Advance every row one chunk; see the class docstring for the autoreset modes."""
+        """Advance every row one chunk; see the class docstring for the autoreset modes.
+
+        Bad actions raise before anything changes. A reward or termination hook that raises (or
+        returns the wrong shape, or NaN) does so after the model has stepped: the rows have
+        advanced, and the error names the hook.
+        """
         self._check_open()
         if not self._started:
             raise RuntimeError("call reset() before step()")
@@ -202,8 +224,9 @@ class WorldModelVectorEnv(VectorEnv):
             self._done.copy() if mode == AutoresetMode.NEXT_STEP else np.zeros_like(self._done)
         )
         prev_frame, prev_pose = self._frames[:, -1], self._pose
-        self._advance_pose(vec)  # first: memory retrieves by where the rows will look
-        self._latents, self._frames = self._engine.step(vec, poses=self._pose)
+        pose = self._next_pose(vec)  # memory retrieves by where the rows will look
+        self._latents, self._frames = self._engine.step(vec, poses=pose)
+        self._pose = pose  # after the step: a failed forward leaves the rows where they were
         self._steps += 1
         rewards, terminated, truncated = self._judge(prev_frame, vec, prev_pose)
         rewards[resetting], terminated[resetting], truncated[resetting] = 0.0, False, False
@@ -260,7 +283,7 @@ class WorldModelVectorEnv(VectorEnv):
         self._check_open()
         if not self._started:
             raise RuntimeError("call reset() before get_state()")
-        rows = np.arange(self.num_envs) if env_idx is None else np.asarray(env_idx, np.int64)
+        rows = self._rows(env_idx, repeats=True)
         return {
             "engine": self._engine.get_state(rows.tolist()),
             "frames": self._frames[rows].clone(),
@@ -276,7 +299,7 @@ class WorldModelVectorEnv(VectorEnv):
     def set_state(self, state: dict[str, Any], env_idx: Sequence[int] | None = None) -> None:
         """Load :meth:`get_state` output of as many rows into rows ``env_idx`` (all if None)."""
         self._check_open()
-        rows = np.arange(self.num_envs) if env_idx is None else np.asarray(env_idx, np.int64)
+        rows = self._rows(env_idx, repeats=False)
         if len(state["steps"]) != len(rows):
             raise ValueError(f"state holds {len(state['steps'])} rows, env_idx names {len(rows)}")
         if not self._started:
@@ -298,7 +321,9 @@ class WorldModelVectorEnv(VectorEnv):
         """A new ``n``-row env whose rows all continue from row ``row`` (the model is shared).
 
         Without ``seeds`` every fork draws the same noise (common random numbers: futures differ
-        only by their actions); ``seeds`` reseeds each fork's generator so their noise differs.
+        only by their actions); ``seeds`` reseeds each fork's generators (the model's noise and
+        the NumPy generator that picks start frames on autoreset) so their futures differ. With
+        memory, each fork gets its own copy of the row's memory.
         """
         self._check_open()
         if not self._started:
@@ -307,8 +332,12 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError(f"row must be in [0, {self.num_envs}), got {row}")
         if n < 1:
             raise ValueError(f"n (forks) must be >= 1, got {n}")
-        if seeds is not None and len(seeds) != n:
-            raise ValueError(f"need {n} seeds for {n} forks, got {len(seeds)}")
+        if seeds is not None:
+            if len(seeds) != n:
+                raise ValueError(f"need {n} seeds for {n} forks, got {len(seeds)}")
+            seeds = row_seeds(list(seeds), np.arange(n), n)
+            if None in seeds:
+                raise ValueError(f"fork seeds must be non-negative ints, got {seeds}")
         state = self.get_state([row] * n)
         engine = WorldEngine(
             self._engine.model,
@@ -332,11 +361,14 @@ class WorldModelVectorEnv(VectorEnv):
             render_mode=self.render_mode,
             reward_fn=self.reward_fn,
             termination_fn=self.termination_fn,
+            memory=self.memory,
+            memory_capacity=self.memory_capacity,
             engine=engine,
         )
         child.set_state(state)
         if seeds is not None:
-            child._engine.seed(list(range(n)), [int(s) for s in seeds])
+            child._engine.seed(list(range(n)), seeds)
+            child._rngs = [np.random.default_rng(s) for s in seeds]
         return child
 
     # --- internals -------------------------------------------------------------------------------
@@ -362,6 +394,23 @@ class WorldModelVectorEnv(VectorEnv):
                 memory_capacity=self.memory_capacity,
             )
 
+    def _rows(self, env_idx: Sequence[int] | None, repeats: bool) -> np.ndarray:
+        """Validated row indices ``(n,)``: all rows for None."""
+        if env_idx is None:
+            return np.arange(self.num_envs)
+        rows = np.asarray(env_idx)
+        if (
+            rows.ndim != 1
+            or not (rows.size == 0 or np.issubdtype(rows.dtype, np.integer))
+            or (rows.size and (rows.min() < 0 or rows.max() >= self.num_envs))
+            or (not repeats and len(np.unique(rows)) != len(rows))
+        ):
+            each = "" if repeats else "distinct "
+            raise ValueError(
+                f"env_idx must be a list of {each}rows in [0, {self.num_envs}), got {env_idx!r}"
+            )
+        return rows.astype(np.int64)
+
     def _check_open(self) -> None:
         if self.closed:
             raise RuntimeError("this env is closed; make a new one")
@@ -376,23 +425,31 @@ class WorldModelVectorEnv(VectorEnv):
         """Reseed, pick start frames and start ``rows`` in the engine (at ``speed``, driving)."""
         self._build_engine()
         bundled = start_frames(self.world, self.config.vae.image_size) if frames is None else None
-        torch_seeds, chunks = [], []
+        # The rows' generators change only once the engine has started them: a failed start
+        # leaves them (and the rows) as they were.
+        rngs, torch_seeds, chunks = [], [], []
         for k, row in enumerate(rows):
-            if seeds[k] is not None or self._rngs[row] is None:
-                self._rngs[row] = np.random.default_rng(seeds[k])
             rng = self._rngs[row]
+            if seeds[k] is not None or rng is None:
+                rng = np.random.default_rng(seeds[k])
+            else:
+                rng = rng_from_state(rng.bit_generator.state)
             if bundled is not None:
                 chunks.append(first_chunk(bundled[rng.integers(len(bundled))][None], self.config))
             torch_seeds.append(int(rng.integers(2**63 - 1)))
+            rngs.append(rng)
         frames = np.stack(chunks) if frames is None else frames
-        self._engine.seed(rows.tolist(), torch_seeds)
         frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         poses = None
         if self._pose is not None:
             poses = np.tile(np.asarray(self.world.start_pose, np.float64), (len(rows), 1))
             if speed is not None:
                 poses[:, 3] = speed
-        latents, frames_t = self._engine.start(rows.tolist(), frames_t, poses=poses)
+        latents, frames_t = self._engine.start(
+            rows.tolist(), frames_t, poses=poses, seeds=torch_seeds
+        )
+        for row, rng in zip(rows, rngs, strict=True):
+            self._rngs[row] = rng
         if self._frames is None:
             self._frames, self._latents = frames_t.clone(), latents.clone()
         else:
@@ -401,14 +458,16 @@ class WorldModelVectorEnv(VectorEnv):
         if self._pose is not None:
             self._pose[rows] = poses
 
-    def _advance_pose(self, vec: np.ndarray) -> None:
+    def _next_pose(self, vec: np.ndarray) -> np.ndarray | None:
+        """The rows' poses after actions ``vec`` (None in a world without a pose)."""
         head, dt = self.head, 1.0 / self.config.fps
         if self.world.pose == "camera":
-            self._pose = integrate_camera(self._pose, vec, head.move_m, head.turn_deg)
-        elif self.world.pose == "driving":
-            self._pose = integrate_driving(
+            return integrate_camera(self._pose, vec, head.move_m, head.turn_deg)
+        if self.world.pose == "driving":
+            return integrate_driving(
                 self._pose, vec, dt, head.max_steer_deg, head.max_accel, max_speed=head.max_speed
             )
+        return None
 
     def _judge(self, prev_frame, vec: np.ndarray, prev_pose) -> tuple[np.ndarray, ...]:
         args = None
@@ -425,9 +484,9 @@ class WorldModelVectorEnv(VectorEnv):
         terminated = hook_lib.evaluate(self.termination_fn, args, self.num_envs, "termination")
         terminated |= self.head.ends_episode(vec)  # RT-1's terminate_episode = 0
         truncated = (
-            self._steps >= self.max_episode_steps
-            if self.max_episode_steps
-            else np.zeros(self.num_envs, bool)
+            np.zeros(self.num_envs, bool)
+            if self.max_episode_steps is None
+            else self._steps >= self.max_episode_steps
         )
         return rewards, terminated, truncated
 
