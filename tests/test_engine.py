@@ -235,12 +235,17 @@ def test_with_action_scale_starts_as_the_same_model_and_round_trips(tiny_model, 
     )
 
 
-def test_cache_state_from_a_model_without_anchor_is_refused(tiny_model):
+def test_cache_state_from_a_model_without_anchor_is_refused_and_changes_nothing(tiny_model):
     plain = WorldModel(WorldModelConfig.tiny(frame_anchor=False))
-    state = KVCache.for_model(plain.dit.config, plain.dit.rope, 1).state_dict()
-    cache = KVCache.for_model(tiny_model.dit.config, tiny_model.dit.rope, 1)
+    state = {
+        k: v + 1
+        for k, v in KVCache.for_model(plain.dit.config, plain.dit.rope, 2).state_dict().items()
+    }
+    cache, *_ = filled_cache(tiny_model, batch=2)
+    before = snapshot(cache)
     with pytest.raises(ValueError, match="anchor"):
         cache.load_state_dict(state)
+    assert rows_equal(before, cache.state_dict(), [0, 1])  # k, v, valid, chunks not half-loaded
 
 
 # --- moving anchors (anchor_motion) ----------------------------------------------------------

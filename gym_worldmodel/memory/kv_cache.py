@@ -274,7 +274,8 @@ class KVCache:
     def load_state_dict(self, state: dict[str, Tensor], env_idx: Tensor | list[int] | None = None):
         """Copy ``state`` into rows ``env_idx`` (all rows if ``None``).
 
-        ``state`` holds as many rows as ``env_idx`` names (or the whole batch).
+        ``state`` holds as many rows as ``env_idx`` names (or the whole batch). Every tensor is
+        checked before any is copied: a state that does not fit changes nothing.
         """
         rows = self._rows(env_idx)
         for name, dst in self.state_dict().items():
@@ -286,6 +287,8 @@ class KVCache:
                 raise ValueError(
                     f"cache state {name!r} has shape {tuple(src.shape)}, expected {tuple(expected)}"
                 )
+        for name, dst in self.state_dict().items():
+            src = state[name]
             if dst.dim() == 5:
                 dst[:, rows] = src.to(dst)
             else:
