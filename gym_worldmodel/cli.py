@@ -504,30 +504,31 @@ def eval_main(argv: Sequence[str]) -> None:
     if args.revisit:
         from gym_worldmodel.revisit import evaluate_revisit, write_revisit_report
 
-        report = args.report or Path("docs/memory.md")
-        for data in args.data:
-            result = evaluate_revisit(
-                models(read_card(data)["world"]),
-                data,
-                args.min_gap,
-                max_episodes=args.max_episodes,
-                progress=not args.no_progress,
-                oracle=args.oracle_memory,
-            )
+        if len(args.data) != 1:  # one report and one revisit.json per run
+            parser.error(f"--revisit measures one dataset per run, got {len(args.data)}")
+        report, data = args.report or Path("docs/memory.md"), args.data[0]
+        result = evaluate_revisit(
+            models(read_card(data)["world"]),
+            data,
+            args.min_gap,
+            max_episodes=args.max_episodes,
+            progress=not args.no_progress,
+            oracle=args.oracle_memory,
+        )
+        print(
+            f"{result.world}: revisit PSNR memory on {result.psnr_on:.2f} dB, off "
+            f"{result.psnr_off:.2f} dB ({result.gain_db:+.2f}); SSIM {result.ssim_on:.3f} vs "
+            f"{result.ssim_off:.3f}; hits on {100 * result.hit_rate:.0f}% of revisit frames",
+            flush=True,
+        )
+        if result.psnr_first_visit is not None:
             print(
-                f"{result.world}: revisit PSNR memory on {result.psnr_on:.2f} dB, off "
-                f"{result.psnr_off:.2f} dB ({result.gain_db:+.2f}); SSIM {result.ssim_on:.3f} vs "
-                f"{result.ssim_off:.3f}; hits on {100 * result.hit_rate:.0f}% of revisit frames",
+                f"  what memory holds (the rollout where it first showed those places): "
+                f"{result.psnr_first_visit:.2f} dB",
                 flush=True,
             )
-            if result.psnr_first_visit is not None:
-                print(
-                    f"  what memory holds (the rollout where it first showed those places): "
-                    f"{result.psnr_first_visit:.2f} dB",
-                    flush=True,
-                )
-            if result.psnr_oracle is not None:
-                print(f"  memory of recorded frames: {result.psnr_oracle:.2f} dB", flush=True)
+        if result.psnr_oracle is not None:
+            print(f"  memory of recorded frames: {result.psnr_oracle:.2f} dB", flush=True)
         write_revisit_report(result, args.out, report, command)
         print(f"wrote {report} and {args.out}/")
         return
@@ -766,7 +767,13 @@ def rollout_main(argv: Sequence[str]) -> None:
         steps = rows if args.steps is None else args.steps
     if steps < 1:
         raise SystemExit(f"--steps must be at least 1, got {steps}")
-    kwargs = {"model": args.model} if args.model else {}
+    from gym_worldmodel.envs.worlds import get_world, load_model
+
+    try:  # now, so that a bad checkpoint is named as such (the env would load it on reset)
+        kwargs = {"model": load_model(get_world(args.world), args.model or None)}
+    except (OSError, ValueError) as err:
+        name = args.model or f"(the shipped {args.world} world)"
+        raise SystemExit(f"--model {name}: {err}") from err
     kwargs["dtype"], kwargs["device"] = args.dtype, args.device
     if isinstance(actions, dict):
         if args.world != "robot":
@@ -779,6 +786,8 @@ def rollout_main(argv: Sequence[str]) -> None:
     try:
         obs, _ = env.reset(seed=args.seed, options=reset_options)
     except ValueError as err:
+        if args.image is None:
+            raise
         raise SystemExit(f"--image {args.image}: {err}") from err
     frames, action, hold = [obs[-1]], None, 0
     start = time.perf_counter()

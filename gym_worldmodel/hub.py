@@ -90,6 +90,25 @@ def from_pretrained(
     """
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    directory = checkpoint_directory(
+        name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+    )
+    model = _load_directory(directory)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def checkpoint_directory(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool | None = None,
+) -> Path:
+    """The local directory of a checkpoint: ``name_or_path`` itself, or a repo's cached snapshot.
+
+    Resolves as :func:`from_pretrained` does (cache first, then a download where allowed)
+    without loading the weights; :func:`read_config` then reads its ``config.json``.
+    """
     if not str(name_or_path).strip():
         raise ValueError(
             "no checkpoint named: pass a checkpoint directory or a repo id 'owner/name'"
@@ -105,9 +124,16 @@ def from_pretrained(
             "Face repo id such as 'owner/name')"
         )
     else:
-        directory = _resolve_repo(name_or_path, revision, cache_dir, bool(local_files_only))
-    model = _load_directory(directory)
-    return model.to(device=device, dtype=dtype).eval()
+        try:
+            directory = _resolve_repo(name_or_path, revision, cache_dir, bool(local_files_only))
+        except FileNotFoundError as err:
+            if path.parent.is_dir() and str(path.parent) != ".":  # "runs/studnet"
+                raise FileNotFoundError(
+                    f"{err} Nor is {str(path)!r} a local directory, though {str(path.parent)!r} "
+                    "is one: a mistyped checkpoint path?"
+                ) from err
+            raise
+    return directory
 
 
 def push_to_hub(
@@ -174,7 +200,7 @@ def _resolve_repo(
         error = err
     offline = _offline()
     if local_only or offline:
-        why = "offline mode is on (HF_HUB_OFFLINE)" if offline else "local_files_only=True"
+        why = "HF_HUB_OFFLINE is set" if offline else "local_files_only=True"
         raise FileNotFoundError(_not_found(repo_id, revision, cache_dir, offline, why)) from error
     try:
         return Path(snapshot_download(repo_id, local_files_only=False, **kwargs))

@@ -308,6 +308,9 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert f"on {result.psnr_on:.2f} dB" in printed
     assert "what memory holds (the rollout where it first showed those places): " in printed
     assert f"{result.psnr_first_visit:.2f} dB" in printed and "recorded frames" in printed
+    with pytest.raises(SystemExit):  # one report per run: a second dataset is refused, not lost
+        main([*argv, "--data", str(data), str(data), "--out", str(tmp_path / "two")])
+    assert "--revisit measures one dataset per run, got 2" in capsys.readouterr().err
     plain = tmp_path / "plain"
     collect(SquareSource(), plain, episodes=2, steps=12, heldout_every=2, progress=False)
     with pytest.raises(DatasetError, match="needs episodes with poses"):

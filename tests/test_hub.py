@@ -278,6 +278,18 @@ def test_unknown_repo_offline(saved: Path, tmp_path: Path, offline: list[dict]) 
     assert len(offline) == 3
 
 
+def test_a_mistyped_local_path_that_looks_like_a_repo_id_says_so(
+    tmp_path: Path, offline: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        from_pretrained("runs/studnet", cache_dir=tmp_path / "hf")
+    message = str(info.value)
+    assert "'runs/studnet'" in message and "mistyped checkpoint path" in message
+    assert message.count("ffline mode is on") == 1
+
+
 def test_offline_from_huggingface_hub_constant(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -405,3 +417,20 @@ def test_a_loaded_model_generates(tiny_model, tmp_path, dtype):
         )
         frames = model.vae.decode(x)
     assert torch.isfinite(x).all() and frames.dtype == torch.uint8
+
+
+def test_an_env_from_a_cached_repo_reads_its_config_then_loads_the_weights_once(
+    saved: Path, tmp_path: Path, offline: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
+
+    make_hf_cache(tmp_path / "hf", "owner/name", saved)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    loads: list[Path] = []
+    real = hub._load_directory
+    monkeypatch.setattr(hub, "_load_directory", lambda d: loads.append(d) or real(d))
+    env = WorldModelVectorEnv(1, world="citywalk", model="owner/name")
+    assert loads == [] and env.config.dit.chunk_frames > 0  # the config only, from the cache
+    env.reset(seed=0)
+    assert len(loads) == 1

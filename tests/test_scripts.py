@@ -409,3 +409,11 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
         cli.rollout_main(["--image", str(tmp_path / "drive.csv")])
     with pytest.raises(SystemExit, match="--device takes a torch device"):
         cli.rollout_main(["--device", "gpu"])
+    # a broken checkpoint is named as the model, not blamed on a start image
+    from gym_worldmodel.hub import save_pretrained
+    from gym_worldmodel.models import WorldModel, WorldModelConfig
+
+    broken = save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(SystemExit, match=r"--model .*broken: .*not a readable safetensors file"):
+        cli.rollout_main(["--model", str(broken), "--steps", "1"])

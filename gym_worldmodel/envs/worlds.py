@@ -125,9 +125,9 @@ def model_config(world: World, model: ModelArg) -> WorldModelConfig:
         return WorldModelConfig.tiny() if model == "random-tiny" else WorldModelConfig()
     if model is not None and not str(model).strip():
         raise ValueError("model='' names no checkpoint: pass None for the shipped world")
-    directory = shipped_checkpoint(world) if model is None else Path(model).expanduser()
-    if not directory.is_dir():  # a hub repo id: resolve it (cache first) now
-        return load_model(world, model).config
+    # A hub repo id resolves to its cached snapshot (downloaded where allowed) now; the weights
+    # load on the env's first reset.
+    directory = shipped_checkpoint(world) if model is None else hub.checkpoint_directory(model)
     return hub.read_config(directory / hub.CONFIG_NAME)
 
 
