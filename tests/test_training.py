@@ -326,6 +326,71 @@ def test_a_run_resumes_on_the_device_type_it_started_on(episodes, tmp_path):
     assert torch.load(ckpt, weights_only=True)["step"] == 3  # the checkpoint is left as it was
 
 
+def test_a_nan_gradient_stops_the_run_before_it_reaches_the_weights(tmp_path):
+    """A finite loss can still give a NaN gradient; clipping by its norm would NaN every weight
+    and the next checkpoint would overwrite the good one."""
+    net = torch.nn.Linear(1, 1)
+    calls = []
+
+    def loss(batch, gen):
+        calls.append(1)
+        if len(calls) == 2:  # sqrt'(0) is inf, times 0: a NaN gradient under a loss of 0
+            return torch.sqrt(net.weight.sum() * 0.0), {}
+        return (net(batch.float()[:, None]) ** 2).mean(), {}
+
+    config = TrainConfig(steps=4, batch_size=2, warmup=1, save_every=1)
+    with pytest.raises(FloatingPointError, match="gradient norm is nan at step 1"):
+        Trainer(net, list(range(8)), loss, tmp_path / "run", config).train(progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 1 and all(v.isfinite().all() for v in state["module"].values())
+    assert all(p.isfinite().all() for p in net.parameters())
+
+
+def test_a_run_resumed_with_other_settings_or_data_is_refused(episodes, tmp_path):
+    vae = WorldModel(WorldModelConfig.tiny()).vae
+    fn = lambda b, g: vae_loss(vae, b, g, VAELossConfig())  # noqa: E731
+    run_steps(vae, Frames(episodes), fn, tmp_path, 3)
+    with pytest.raises(ValueError, match=r"other settings \(batch_size 4 -> 8"):
+        config = TrainConfig(steps=6, batch_size=8, lr=2e-3, warmup=1, save_every=3)
+        Trainer(vae, Frames(episodes), fn, tmp_path / "run", config)
+    with pytest.raises(ValueError, match="training items"):
+        run_steps(vae, Frames(episodes[:1]), fn, tmp_path, 6)
+    history = run_steps(vae, Frames(episodes), fn, tmp_path, 9)  # the same run, longer: fine
+    assert len(history) == 9
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("save_every", 0, "save_every must be >= 1"),
+        ("steps", 0, "steps must be >= 1"),
+        ("dtype", "bf16", "dtype must be"),
+        ("cooldown", 1.5, "cooldown in"),
+        ("lr", 0.0, "lr > 0"),
+    ],
+)
+def test_train_config_refuses_settings_that_cannot_run(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**{field: value})
+
+
+def test_the_same_seed_builds_the_same_fresh_modules(episodes, tmp_path):
+    """--seed fixes the starting weights too, not only batches and noise."""
+    from gym_worldmodel.training.recipes import seeded
+
+    @seeded
+    def build(train):
+        return WorldModel(WorldModelConfig.tiny()).state_dict()
+
+    a, b = build(TrainConfig(seed=3)), build(TrainConfig(seed=3))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = build(train=TrainConfig(seed=4))
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    before = torch.random.get_rng_state()
+    build(TrainConfig(seed=3))
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's generator is kept
+
+
 def test_batches_go_to_the_training_device():
     batch = {"frames": torch.zeros(2, 3), "pair": (torch.ones(1), [torch.ones(2)]), "n": 3}
     moved = to_device(batch, torch.device("meta"))
@@ -396,13 +461,15 @@ def test_recipes_end_to_end(tmp_path, device):
     assert loaded.config.dit.anchor_motion  # fitted (or left still) and shipped with the model
     torch.testing.assert_close(loaded.dit.anchor_motion, tuned.dit.anchor_motion)
     assert not torch.equal(tuned.dit.out.weight, model.dit.out.weight)
-    # the latent action probe was trained first, in its own resumable run, and checked held out
+    # the latent action probe was trained first, in its own resumable run, and checked on
+    # training episodes it did not see (held-out episodes are eval's: they steer nothing)
     probe_run = tmp_path / "self-forcing" / "action-probe"
     assert (probe_run / "checkpoint.pt").is_file()
-    record = json.loads((probe_run / "heldout.json").read_text())
-    assert list(record["heldout_error"]) == [str(tmp_path / "data")]
-    # the camera rows are scored only if the probe reads their actions on held-out windows
-    readable = record["heldout_error"][str(tmp_path / "data")] < 0.8
+    record = json.loads((probe_run / "validation.json").read_text())
+    assert list(record["validation_error"]) == [str(tmp_path / "data")]
+    assert not (probe_run / "heldout.json").exists()
+    # the camera rows are scored only if the probe reads their actions on those windows
+    readable = record["validation_error"][str(tmp_path / "data")] < 0.8
     assert record["scored_modalities"] == (["camera"] if readable else [])
     # the decoder fine-tune changes the decoder only: same latents, same DiT, same scale
     redrawn = train_decoder(

@@ -7,8 +7,10 @@ Each writes its run directory (checkpoint, losses, plot) and a loadable checkpoi
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,25 @@ from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing
 from gym_worldmodel.training.trainer import LossFn, TrainConfig, Trainer, to_device
 
 
+def seeded(recipe: Callable) -> Callable:
+    """Run ``recipe`` with torch's global generator seeded by its ``train`` settings' seed.
+
+    Fresh modules (a VAE, a student, the action probe, the pair net, a critic, a flow warp) then
+    start from the same weights for the same ``--seed``; the caller's generator is left as it was.
+    """
+    signature = inspect.signature(recipe)
+
+    @functools.wraps(recipe)
+    def run(*args, **kwargs):
+        train = signature.bind(*args, **kwargs).arguments["train"]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(train.seed)
+            return recipe(*args, **kwargs)
+
+    return run
+
+
+@seeded
 def train_vae(
     data: Sequence[Path],
     run_dir: Path,
@@ -61,6 +82,7 @@ def train_vae(
     return model
 
 
+@seeded
 def train_decoder(
     data: Sequence[Path], init: Path, run_dir: Path, train: TrainConfig, progress: bool = True
 ) -> WorldModel:
@@ -269,6 +291,7 @@ def fit(
     return model
 
 
+@seeded
 def train_teacher(
     data: Sequence[Path],
     init: Path,
@@ -351,6 +374,7 @@ def train_teacher(
     return fit(model, windows, loss, run_dir, train, progress)
 
 
+@seeded
 def train_student(
     data: Sequence[Path],
     teacher_dir: Path,
@@ -402,7 +426,8 @@ def train_student(
     return fit(student, windows, loss, run_dir, train, progress)
 
 
-PROBE_MAX_ERROR = 0.8  # held-out error (about 1 - R^2) from which a modality goes unscored
+PROBE_MAX_ERROR = 0.8  # validation error (about 1 - R^2) from which a modality goes unscored
+PROBE_CHECK_EVERY = 6  # every 6th training episode checks the probe (as eval's probe does)
 
 
 def train_action_probe(
@@ -415,18 +440,32 @@ def train_action_probe(
 ) -> LatentActionProbe:
     """Train (or resume) the latent action probe on ``windows`` of recorded latents; frozen.
 
-    ``train`` gives its steps, batch, dtype and seed. Its error on each dataset's held-out
-    windows (standardised units: 1 minus it is about the R^2 of the actions it reads) goes to
-    ``<run_dir>/heldout.json``. A probe that cannot read a modality's actions from real latents
-    cannot teach the model to show them, and what it learned of the training windows would only
-    push the model towards them: a modality whose mean held-out error is ``PROBE_MAX_ERROR`` or
-    more is left out of its loss.
+    ``train`` gives its steps, batch, dtype and seed. Every ``PROBE_CHECK_EVERY``-th training
+    episode of each dataset is kept out of the probe's training to check it (held-out episodes
+    are ``eval``'s and never steer training); its error on their windows (standardised units: 1
+    minus it is about the R^2 of the actions it reads) goes to ``<run_dir>/validation.json``. A
+    probe that cannot read a modality's actions from real latents cannot teach the model to
+    show them, and what it learned of the training windows would only push the model towards
+    them: a modality whose mean validation error is ``PROBE_MAX_ERROR`` or more is left out of
+    its loss. A dataset of one episode has nothing to check against and stays scored.
     """
     cfg = model.config.dit
     probe = LatentActionProbe(cfg)
-    for ds in windows.datasets:
+    fit, checks = [], {}
+    for d, ds in zip(data, windows.datasets, strict=True):
         acts = torch.from_numpy(np.concatenate([ep.actions for ep in ds.episodes]))
         probe.set_action_stats(ds.modality, acts)
+        eps = ds.episodes
+        check = (
+            [ep for i, ep in enumerate(eps) if i % PROBE_CHECK_EVERY == 0] if len(eps) > 1 else []
+        )
+        kept = [ep for i, ep in enumerate(eps) if not check or i % PROBE_CHECK_EVERY]
+        fit.append(ChunkWindows(kept, ds.f, ds.n, ds.action_dim, ds.modality, key=ds.key))
+        if check:
+            encoded = check if ds.key == "latents" else encode_episodes(model, check)
+            checks[str(d)] = ChunkWindows(
+                encoded, ds.f, ds.n, ds.action_dim, ds.modality, key="latents"
+            )
 
     def loss(batch: dict, gen: torch.Generator):
         latents = batch_latents(model, batch)
@@ -434,19 +473,15 @@ def train_action_probe(
             probe, latents, batch["actions"], batch["modality"], cfg.chunk_frames, gen
         )
 
-    Trainer(probe, windows, loss, run_dir, train).train(progress)
+    Trainer(probe, torch.utils.data.ConcatDataset(fit), loss, run_dir, train).train(progress)
     probe.eval().requires_grad_(False)
-    n = windows.datasets[0].n  # chunks per window
-    heldout = {}
-    for d in data:
-        if not load_episodes(Path(d), "heldout"):
-            continue  # nothing held out to check against
-        ds = chunk_windows(model, [d], n, encode=True, split="heldout").datasets[0]
+    validation, errors = {}, {}
+    for d, ds in checks.items():
         batch = torch.utils.data.default_collate([ds[i] for i in range(0, len(ds), 7)[:256]])
         batch = to_device(batch, device_of(probe))
         gen = torch.Generator(device_of(probe)).manual_seed(train.seed)
         with torch.no_grad():
-            heldout[str(d)] = probe_windows_loss(
+            validation[d] = probe_windows_loss(
                 probe,
                 batch["latents"],
                 batch["actions"],
@@ -455,22 +490,20 @@ def train_action_probe(
                 gen,
                 noise=0.0,
             )[0].item()
-    errors: dict[int, list[float]] = {}
-    for d, ds in zip(data, windows.datasets, strict=True):
-        if str(d) in heldout:
-            errors.setdefault(ds.modality, []).append(heldout[str(d)])
+        errors.setdefault(ds.modality, []).append(validation[d])
     for m, errs in errors.items():
         if np.mean(errs) >= PROBE_MAX_ERROR:
             probe.used[m] = 0.0
     scored = [name for m, name in enumerate(cfg.modalities) if probe.used[m].any()]
-    record = {"heldout_error": heldout, "scored_modalities": scored}
+    record = {"validation_error": validation, "scored_modalities": scored}
     text = json.dumps(record, indent=1) + "\n"
-    atomic_write(Path(run_dir) / "heldout.json", lambda f: f.write(text.encode()))
+    atomic_write(Path(run_dir) / "validation.json", lambda f: f.write(text.encode()))
     if progress:
-        print(f"action probe: held-out error {heldout}; scores {scored or 'no modality'}")
+        print(f"action probe: validation error {validation}; scores {scored or 'no modality'}")
     return probe
 
 
+@seeded
 def train_flow(
     data: Sequence[Path],
     init: Path,
@@ -509,6 +542,7 @@ def train_flow(
     return fit(model, windows, loss, run_dir, train, progress, part=model.flow)
 
 
+@seeded
 def train_self_forcing(
     data: Sequence[Path],
     init: Path,

@@ -9,6 +9,7 @@ noise an uninterrupted run would have.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -35,7 +36,8 @@ class TrainConfig:
         steps: Total optimizer steps of the run.
         batch_size: Items per step (drawn with replacement, seeded).
         lr: AdamW learning rate: linear warm-up over ``warmup`` steps, constant, then a linear
-            cool-down to zero over the last ``cooldown`` fraction of ``steps``.
+            cool-down over the last ``cooldown`` fraction of ``steps`` (the last step runs at
+            ``lr`` divided by the cool-down's length in steps).
         weight_decay: AdamW weight decay.
         warmup: Warm-up steps.
         cooldown: Fraction of the steps spent decaying the learning rate to zero (0: none).
@@ -59,6 +61,29 @@ class TrainConfig:
     save_every: int = 500
     seed: int = 0
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.warmup < 0 or not 0 <= self.cooldown <= 1:
+            raise ValueError(
+                f"need lr > 0, warmup >= 0 and cooldown in [0, 1], got lr={self.lr}, "
+                f"warmup={self.warmup}, cooldown={self.cooldown}"
+            )
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+    def run_settings(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it continues.
+
+        Everything that changes the batches, the noise or the optimisation: ``steps`` may grow,
+        ``save_every`` change, and the device type is checked on its own.
+        """
+        out = dataclasses.asdict(self)
+        for free in ("steps", "save_every", "device"):
+            del out[free]
+        return out
 
 
 class Trainer:
@@ -152,6 +177,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
+        if not torch.isfinite(norm):  # clipping by a NaN norm would turn every weight NaN
+            raise FloatingPointError(
+                f"gradient norm is {norm.item()} at step {self.step} (loss {loss.item():.4g}); "
+                f"the last checkpoint in {self.run_dir} is intact"
+            )
         self.optimizer.step()
         return {"loss": loss.item(), "grad_norm": float(norm), **parts}
 
@@ -165,6 +195,8 @@ class Trainer:
             "noise_gen": self.noise_gen.get_state(),
             "device": self.device.type,
             "history": json.dumps(self.history),
+            "settings": json.dumps(self.config.run_settings()),
+            "dataset_size": len(self.dataset),
         }
         atomic_write(self.run_dir / "checkpoint.pt", lambda f: torch.save(state, f))
         text = json.dumps(self.history) + "\n"
@@ -186,6 +218,21 @@ class Trainer:
             raise ValueError(
                 f"{path} was trained on {started}: resume it there (device={started!r}) to draw "
                 f"the noise an uninterrupted run would, or start a new run directory"
+            )
+        # Checkpoints written before these were recorded resume unchecked.
+        saved = json.loads(state["settings"]) if "settings" in state else None
+        changed = {
+            k: (v, self.config.run_settings()[k])
+            for k, v in (saved or {}).items()
+            if self.config.run_settings().get(k) != v
+        }
+        if state.get("dataset_size", len(self.dataset)) != len(self.dataset):
+            changed["training items"] = (state["dataset_size"], len(self.dataset))
+        if changed:
+            what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"{path} is a run with other settings ({what}): resuming would continue neither "
+                "run. Resume with the same settings and data, or start a new run directory"
             )
         try:
             self.module.load_state_dict(state["module"])
