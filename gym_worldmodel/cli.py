@@ -536,15 +536,18 @@ def eval_main(argv: Sequence[str]) -> None:
     if args.budget:
         config = EvalConfig.budget()
     else:
-        config = EvalConfig(
-            horizons=tuple(args.horizons),
-            starts_per_episode=args.starts_per_episode,
-            teacher_nfe=args.teacher_nfe,
-            teacher_horizon=args.teacher_horizon,
-            probe_steps=args.probe_steps,
-            stability_steps=args.stability_steps,
-            stability_rows=args.stability_rows,
-        )
+        try:
+            config = EvalConfig(
+                horizons=tuple(args.horizons),
+                starts_per_episode=args.starts_per_episode,
+                teacher_nfe=args.teacher_nfe,
+                teacher_horizon=args.teacher_horizon,
+                probe_steps=args.probe_steps,
+                stability_steps=args.stability_steps,
+                stability_rows=args.stability_rows,
+            )
+        except ValueError as err:
+            parser.error(str(err))
     results, samples = [], {}
     for data in args.data:
         world = read_card(data)["world"]

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from gym_worldmodel.envs.engine import WorldEngine
 from gym_worldmodel.evaluation import psnr, ssim
+from gym_worldmodel.evaluation.report import image_dir
 from gym_worldmodel.files import atomic_write
 from gym_worldmodel.models import WorldModel
 from gym_worldmodel.sources.episodes import DatasetError, load_episodes, read_card
@@ -104,6 +105,8 @@ def evaluate_revisit(
     """
     card = read_card(Path(data))
     episodes = load_episodes(Path(data), "heldout")[:max_episodes]
+    if not episodes:
+        raise DatasetError(f"{data}: no held-out episodes to measure (max_episodes={max_episodes})")
     if card["modality"] == "robot" or episodes[0].poses is None:
         raise DatasetError(f"{data}: the revisit benchmark needs episodes with poses")
     length = min(len(ep.actions) for ep in episodes)
@@ -114,7 +117,7 @@ def evaluate_revisit(
     engine.set_memory_enabled(False, range(e, 2 * e))  # rows e.. : the same episodes, no memory
     engine.seed(range(2 * e), [seed + i for i in range(e)] * 2)
     first = np.stack([ep.frames[0] for ep in episodes] * 2)
-    poses = np.stack([ep.poses for ep in episodes] * 2)  # (2e, T + 1, 4)
+    poses = np.stack([ep.poses[: steps * f + 1] for ep in episodes] * 2)  # (2e, T + 1, 4)
     actions = np.stack([ep.actions[: steps * f] for ep in episodes] * 2)
     start = torch.from_numpy(np.repeat(first[:, None], f, 1))
     engine.start(range(2 * e), start, poses[:, 0])
@@ -193,6 +196,7 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    report.parent.mkdir(parents=True, exist_ok=True)
     raw = json.dumps({**asdict(result), "gain_db": result.gain_db}, indent=1) + "\n"
     atomic_write(out_dir / "revisit.json", lambda fh: fh.write(raw.encode()))
     fig, ax = plt.subplots(figsize=(8, 3.2))
@@ -258,7 +262,7 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
             "",
         ]
     lines += [
-        "![PSNR over the episode](eval/revisit.png)",
+        f"![PSNR over the episode]({image_dir(out_dir, report)}/revisit.png)",
         "",
     ]
     body = "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -195,6 +196,13 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     assert "| key | frames | measure | recorded | generated |" in text
     for name in ("open_loop.png", "stability.png", "citywalk_strip.png", "results.json"):
         assert (tmp_path / "docs" / "eval" / name).stat().st_size > 0
+    # every image the report links is where the link says, wherever the report is written
+    elsewhere = tmp_path / "reports" / "run.md"
+    write_report([result], {"citywalk": sample}, tmp_path / "figs", elsewhere, "cmd", 2)
+    for page, folder in ((report, "eval"), (elsewhere, "../figs")):
+        links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", page.read_text())
+        assert links and all(link.startswith(folder + "/") for link in links), links
+        assert all((page.parent / link).is_file() for link in links)
     raw = (tmp_path / "docs" / "eval" / "results.json").read_text()
     json.loads(raw, parse_constant=lambda name: pytest.fail(f"results.json holds {name}"))
     saved = json.loads((tmp_path / "docs" / "eval" / "results.json").read_text())
@@ -315,6 +323,24 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
     collect(SquareSource(), plain, episodes=2, steps=12, heldout_every=2, progress=False)
     with pytest.raises(DatasetError, match="needs episodes with poses"):
         evaluate_revisit(model, plain, progress=False)
+    with pytest.raises(DatasetError, match="no held-out episodes"):
+        evaluate_revisit(model, data, max_episodes=0, progress=False)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"horizons": (0, 4)},
+        {"horizons": (-1,)},
+        {"horizons": ()},
+        {"teacher_horizon": 0},
+        {"starts_per_episode": 0},
+        {"stability_rows": 0},
+    ],
+)
+def test_eval_settings_that_cannot_run_are_refused(settings):
+    with pytest.raises(ValueError, match="must be"):
+        EvalConfig(**settings)
 
 
 def sliding_square_episode(seed: int, steps: int = 60) -> Episode:

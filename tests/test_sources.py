@@ -98,6 +98,39 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         collect(FakeSource(), tmp_path, episodes=4, steps=5, progress=False)
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("heldout_every", 0), ("heldout_every", 1), ("episodes_per_shard", 0), ("steps", 0)],
+)
+def test_settings_that_cannot_work_are_refused_before_anything_is_written(tmp_path, setting, value):
+    opts = dict(episodes=3, steps=3, progress=False)
+    with pytest.raises(ValueError, match=f"{setting} must be an int >= "):
+        collect(FakeSource(), tmp_path / "d", **{**opts, setting: value})
+    assert not (tmp_path / "d").exists()  # no card: a retry with good settings starts clean
+    collect(FakeSource(), tmp_path / "d", **opts)
+
+
+class WideSource(FakeSource):
+    info = {**FakeSource.info, "action_width": 7}
+
+
+def test_episodes_wider_than_the_card_says_are_refused(tmp_path):
+    with pytest.raises(DatasetError, match="actions 12 wide; the source's card says 7"):
+        collect(WideSource(), tmp_path, episodes=2, steps=3, progress=False)
+    assert read_card(tmp_path)["shards"] == []
+
+
+def test_shard_indices_are_the_collection_order_whatever_seed_a_source_records(tmp_path):
+    class Reseeding(FakeSource):
+        def rollout(self, seed, steps):
+            ep = super().rollout(seed, steps)
+            return Episode(ep.frames, ep.actions, ep.poses, seed=7)  # its own idea of a seed
+
+    card = collect(Reseeding(), tmp_path, episodes=4, steps=3, heldout_every=2, progress=False)
+    indices = {s["split"]: s["indices"] for s in card["shards"]}
+    assert indices == {"train": [0, 2], "heldout": [1, 3]}
+
+
 def test_corrupt_shards_are_clear_errors(tmp_path):
     collect(FakeSource(), tmp_path, episodes=3, steps=3, episodes_per_shard=3, progress=False)
     shard = tmp_path / "train-00000.npz"

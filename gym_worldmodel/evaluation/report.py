@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ def write_report(
     from PIL import Image
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    images = image_dir(out_dir, report)
     raw = [dataclasses.asdict(r) for r in results]
     text = json.dumps(_nan_to_none(raw), indent=1, allow_nan=False) + "\n"
     atomic_write(out_dir / "results.json", lambda fh: fh.write(text.encode()))
@@ -101,7 +104,7 @@ def write_report(
         "copying an unbounded per-frame PSNR); SSIM is the mean over frames. Copy last frame "
         "repeats the start frame.",
         "",
-        "![open loop](eval/open_loop.png)",
+        f"![open loop]({images}/open_loop.png)",
         "",
     ]
     for r in results:
@@ -157,7 +160,7 @@ def write_report(
             f"{100 * s['fraction_in_range']:.1f}% ({100 * s['fraction_in_real_range']:.1f}% "
             "against the recorded frames alone).",
             "",
-            f"![{r.world} samples](eval/{r.world}_strip.png)",
+            f"![{r.world} samples]({images}/{r.world}_strip.png)",
             "",
             "Top: recorded frames; bottom: generated. Columns: start frame, then the last frame "
             "of steps " + ", ".join(str(h) for h in _strip_steps(samples[r.world], f)) + ".",
@@ -168,9 +171,14 @@ def write_report(
             out_dir / f"{r.world}_strip.png",
             lambda fh, s=strip: Image.fromarray(s).save(fh, format="png"),
         )
-    lines += ["![stability](eval/stability.png)", ""]
+    lines += [f"![stability]({images}/stability.png)", ""]
     body = "\n".join(lines)
     atomic_write(report, lambda fh: fh.write(body.encode()))
+
+
+def image_dir(out_dir: Path, report: Path) -> str:
+    """``out_dir`` as the report's markdown links it: relative to the report's folder."""
+    return Path(os.path.relpath(Path(out_dir).resolve(), Path(report).resolve().parent)).as_posix()
 
 
 def _nan_to_none(value: Any) -> Any:

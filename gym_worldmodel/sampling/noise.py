@@ -67,9 +67,3 @@ class RowGenerators:
         out = RowGenerators([0] * len(idx), self.device)
         out.set_state([self.generators[int(i)].get_state() for i in idx])
         return out
-
-    def subset(self, idx: Sequence[int]) -> RowGenerators:
-        """Generators of rows ``idx`` shared, not copied: draws advance this object's rows too."""
-        out = RowGenerators([], self.device)
-        out.generators = [self.generators[int(i)] for i in idx]
-        return out

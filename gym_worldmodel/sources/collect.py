@@ -4,7 +4,8 @@ Episode ``i`` is collected with seed ``seed + i`` and goes to the held-out split
 ``i % heldout_every == heldout_every - 1``, so a dataset holds the same episodes however often
 collection was interrupted and resumed (only their grouping into shards may differ). Each shard
 is written atomically and then recorded in the card (also written atomically); an interruption
-loses at most the shard in progress.
+loses at most the episodes of the two shards in progress (one per split), which a resumed run
+collects again.
 """
 
 from __future__ import annotations
@@ -52,8 +53,16 @@ def collect(
     """Collect (or finish collecting) ``episodes`` episodes into ``out_dir``; returns the card.
 
     Resuming with different settings than the card's is refused, so one dataset never mixes
-    recipes.
+    recipes. Settings that cannot work are refused before anything is written.
     """
+    for name, value, least in (
+        ("episodes", episodes, 0),
+        ("steps", steps, 1),
+        ("episodes_per_shard", episodes_per_shard, 1),
+        ("heldout_every", heldout_every, 2),  # 1 would hold every episode out
+    ):
+        if int(value) != value or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -65,7 +74,8 @@ def collect(
     }
     card = _open_card(out_dir, settings)
     stored = {i for shard in card["shards"] for i in shard["indices"]}
-    pending: dict[str, list[Episode]] = {split: [] for split in SPLITS}
+    pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}
+    width = source.info.get("action_width")
     bar = tqdm(
         total=episodes,
         initial=len(stored),
@@ -77,7 +87,13 @@ def collect(
         if index in stored:  # collected before an interruption
             continue
         split = "heldout" if index % heldout_every == heldout_every - 1 else "train"
-        pending[split].append(source.rollout(seed + index, steps))
+        episode = source.rollout(seed + index, steps)
+        if width is not None and episode.actions.shape[1] != width:
+            raise DatasetError(
+                f"episode {index} has actions {episode.actions.shape[1]} wide; the source's card "
+                f"says {width} (nothing of it was written)"
+            )
+        pending[split].append((index, episode))
         bar.update(1)
         if len(pending[split]) == episodes_per_shard:
             _flush(out_dir, card, split, pending)
@@ -104,19 +120,16 @@ def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flush(out_dir: Path, card: dict, split: str, pending: dict) -> None:
-    episodes = pending[split]
+    indices, episodes = zip(*pending[split], strict=True)
     number = sum(1 for s in card["shards"] if s["split"] == split)
     name = f"{split}-{number:05d}.npz"
-    digest = write_shard(out_dir / name, episodes)
-    heldout_every = card["heldout_every"]
-    indices = [e.seed - card["seed"] for e in episodes]
-    assert all((i % heldout_every == heldout_every - 1) == (split == "heldout") for i in indices)
+    digest = write_shard(out_dir / name, list(episodes))
     card["shards"].append(
         {
             "file": name,
             "split": split,
             "episodes": len(episodes),
-            "indices": indices,
+            "indices": list(indices),
             "frames": int(sum(len(e.frames) for e in episodes)),
             "sha256": digest,
         }

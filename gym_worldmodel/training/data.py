@@ -139,6 +139,8 @@ class Frames(torch.utils.data.Dataset):
     """Every frame of the episodes, for the VAE: items are uint8 ``(H, W, 3)`` tensors."""
 
     def __init__(self, episodes: Sequence[Episode]) -> None:
+        if not episodes:
+            raise DatasetError("no episodes to take frames from (is the training split empty?)")
         self.frames = np.concatenate([ep.frames for ep in episodes])
 
     def __len__(self) -> int:

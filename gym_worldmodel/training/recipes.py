@@ -22,7 +22,7 @@ from gym_worldmodel import hub
 from gym_worldmodel.files import atomic_write
 from gym_worldmodel.memory.spatial import GEOMETRIES, ViewGeometry
 from gym_worldmodel.models import WorldModel, WorldModelConfig
-from gym_worldmodel.sources.episodes import load_episodes, read_card
+from gym_worldmodel.sources.episodes import DatasetError, load_episodes, read_card
 from gym_worldmodel.training.action_probe import LatentActionProbe, probe_windows_loss
 from gym_worldmodel.training.critic import ChunkCritic
 from gym_worldmodel.training.data import Balanced, ChunkWindows, Frames, LatentEpisode
@@ -218,6 +218,8 @@ def chunk_windows(
     sets = []
     for d in data:
         episodes = load_episodes(Path(d), split)
+        if not episodes:
+            raise DatasetError(f"{d}: no {split} episodes")
         modality = read_card(Path(d))["modality"]
         geometry = GEOMETRIES[modality] if memory else None
         if geometry is not None and geometry.kind == "latent":  # no pose: never a memory chunk
