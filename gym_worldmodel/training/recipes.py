@@ -259,9 +259,15 @@ def batch_memory(model: WorldModel, batch: dict) -> dict[str, torch.Tensor]:
 def reads_more_than_data(data: Sequence[Path], train: TrainConfig, window_frames: int) -> bool:
     """Whether a run reads more frames than the training data holds.
 
-    Encoding every frame once up front then costs less than encoding each batch.
+    Encoding every frame once up front then costs less than encoding each batch. The frame
+    counts come from the cards (each shard records its own), not from reading the shards.
     """
-    frames = sum(len(ep.frames) for d in data for ep in load_episodes(Path(d), "train"))
+    frames = sum(
+        shard["frames"]
+        for d in data
+        for shard in read_card(Path(d))["shards"]
+        if shard["split"] == "train"
+    )
     return train.steps * train.batch_size * window_frames > frames
 
 
