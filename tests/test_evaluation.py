@@ -147,6 +147,30 @@ def test_student_loss_is_zero_when_student_is_teacher_at_one_step():
     assert all(p.grad is None for p in teacher.parameters())
 
 
+def test_a_guided_teacher_target_is_the_guided_flow():
+    """With guidance, the student (the teacher's weights, one step, no guidance of its own)
+    misses the teacher's guided target by exactly the guidance term; at scale 1 it hits it."""
+    config = WorldModelConfig.tiny()
+    teacher = randomize(WorldModel(config)).eval()
+    student = WorldModel(config).eval()
+    student.load_state_dict(teacher.state_dict())
+    sampler = dataclasses.replace(config.sampler, nfe=1, stochastic=False, guidance_scale=1.0)
+    f, n = config.dit.chunk_frames, 4
+    data = torch.Generator().manual_seed(1)
+    latents = torch.randn(2, n * f, 4, 16, 16, generator=data)
+    actions = torch.randn(2, n * f, config.dit.action_dim, generator=data)
+    modality = torch.tensor([0, 2])
+    distill = {}
+    for scale in (1.0, 3.0):
+        gen = torch.Generator().manual_seed(0)
+        cfg = DistillConfig(teacher_nfe=1, gt_weight=0.0, teacher_guidance=scale)
+        _, parts = student_loss(
+            student.dit, sampler, teacher.dit, latents, actions, modality, gen, cfg
+        )
+        distill[scale] = parts["distill"]
+    assert distill[1.0] < 1e-8 < 1e-3 < distill[3.0]
+
+
 def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     data = tmp_path / "data"
     collect(SquareSource(), data, episodes=6, steps=12, heldout_every=3, progress=False)

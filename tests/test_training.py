@@ -441,7 +441,7 @@ def test_recipes_end_to_end(tmp_path, device):
         nfe=2,
         progress=False,
     ).cpu()
-    assert student.config.sampler.nfe == 2
+    assert student.config.sampler.nfe == 2 and student.config.sampler.guidance_scale == 1.0
     assert not torch.equal(student.dit.out.weight, model.dit.out.weight)
     # self-forcing fine-tunes a model on its own rollouts and ships its one-step sampler
     tuned = train_self_forcing(

@@ -41,10 +41,14 @@ class DistillConfig:
     Attributes:
         teacher_nfe: Euler steps of the teacher's target.
         gt_weight: Weight of the error to the recorded chunk (0: pure distillation).
+        teacher_guidance: Classifier-free guidance scale of the teacher's target (the action
+            dropped for the unguided pass); the student learns the guided flow and samples
+            without guidance (``train_student`` takes the teacher's own setting).
     """
 
     teacher_nfe: int = 8
     gt_weight: float = 0.25
+    teacher_guidance: float = 1.0
 
 
 def _euler(denoise, x: Tensor, timesteps: list[float]) -> Tensor:
@@ -77,8 +81,20 @@ def write_start(
         cache.set_memory(valid.cpu()[:, None])
 
 
-def _cached_denoiser(dit: CausalChunkDiT, actions: Tensor, modality: Tensor, cache: KVCache):
-    return lambda x, t: dit(x, t, actions, modality, cache)
+def _cached_denoiser(
+    dit: CausalChunkDiT, actions: Tensor, modality: Tensor, cache: KVCache, guidance: float = 1.0
+):
+    """The velocity of ``dit`` against ``cache``, guided by ``guidance`` as the sampler guides."""
+
+    def denoise(x: Tensor, t: Tensor) -> Tensor:
+        v = dit(x, t, actions, modality, cache).float()
+        if guidance != 1.0:
+            drop = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+            v_null = dit(x, t, actions, modality, cache, drop_action=drop).float()
+            v = v_null + guidance * (v - v_null)
+        return v
+
+    return denoise
 
 
 def student_loss(
@@ -128,7 +144,7 @@ def student_loss(
         last_actions = chunk(actions, n - 1)
         z = gens.randn((f, *latents.shape[2:]))
         target = _euler(
-            _cached_denoiser(teacher, last_actions, modality, caches[1]),
+            _cached_denoiser(teacher, last_actions, modality, caches[1], config.teacher_guidance),
             z,
             schedule.timesteps(config.teacher_nfe),
         )

@@ -405,7 +405,11 @@ def train_student(
     """
     teacher = hub.from_pretrained(teacher_dir, device=train.device)
     teacher.requires_grad_(False)
-    sampler = dataclasses.replace(teacher.config.sampler, nfe=nfe, stochastic=False, context_t=0.0)
+    # The student learns the teacher's guided flow (``DistillConfig.teacher_guidance``), so it
+    # samples without guidance of its own.
+    sampler = dataclasses.replace(
+        teacher.config.sampler, nfe=nfe, stochastic=False, context_t=0.0, guidance_scale=1.0
+    )
     student = WorldModel(dataclasses.replace(teacher.config, sampler=sampler))
     source = hub.from_pretrained(init) if init is not None else teacher
     if student.config.dit.frame_anchor:  # a student from before the anchor: add it at zero
@@ -416,7 +420,7 @@ def train_student(
     # A short run sees a small part of the data: encode each batch rather than everything.
     n = n_chunks or 1 + cfg.window_chunks + 2
     windows = chunk_windows(student, data, n, encode=False, memory=memory)
-    distill = distill or DistillConfig()
+    distill = distill or DistillConfig(teacher_guidance=teacher.config.sampler.guidance_scale)
 
     def loss(batch: dict, gen: torch.Generator):
         return student_loss(
