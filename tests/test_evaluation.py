@@ -17,6 +17,7 @@ from gym_worldmodel.evaluation import (
     EvalConfig,
     evaluate_world,
     frame_motion,
+    gain_interval,
     pooled_psnr,
     psnr,
     ratio_text,
@@ -50,6 +51,20 @@ def test_pooled_psnr_is_bounded_by_the_frames_that_differ():
     mse = ((a[1].astype(float) - b[1]) ** 2).mean() / 2
     assert np.isclose(pooled_psnr(a, b), 10 * np.log10(255**2 / mse))
     assert psnr(a, b).mean() > pooled_psnr(a, b) + 40  # the per-frame mean is dominated by frame 0
+
+
+def test_gain_interval_resamples_episodes_and_brackets_the_pooled_gain():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 256, (6, 2, 8, 8, 3), dtype=np.uint8)
+    noisy = lambda s: np.clip(truth + rng.normal(0, s, truth.shape), 0, 255).astype(np.uint8)  # noqa: E731
+    good, copy = noisy(5), noisy(20)
+    episodes = np.array([0, 0, 1, 1, 2, 2])
+    lo, hi = gain_interval(good, copy, truth, episodes)
+    gain = pooled_psnr(good, truth) - pooled_psnr(copy, truth)
+    assert 10 < lo <= gain <= hi < 14  # noise 4x smaller: about 12 dB
+    assert gain_interval(copy, copy, truth, episodes) == (0.0, 0.0)
+    one = gain_interval(good, copy, truth, np.zeros(6, int))  # one episode: nothing to resample
+    assert one[0] == pytest.approx(gain) and one[1] == pytest.approx(gain)
 
 
 def test_frame_motion_is_the_mean_change_between_successive_frames():
@@ -213,6 +228,12 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     assert "| model |" in text and "Controllability" in text and "cmd" in text
     assert "autoencoded [" in text and "most common keys scores" in text
     assert f"real {result.control['motion_real']:.2f}, generated" in text
+    assert set(result.gain_interval) == {"model", "teacher (4 NFE)"}  # copying is the baseline
+    for name, spans in result.gain_interval.items():
+        for h, (lo, hi) in spans.items():
+            gain = result.psnr[name][h] - result.psnr["copy last frame"][h]
+            assert lo - 1e-9 <= gain <= hi + 1e-9, (name, h)
+    assert "with a 90% interval from resampling the" in text
     assert "| key | windows | recorded | generated | read most on generated |" in text
     assert "| steps | 1 | 2-3 |" in text and f"| ratio | {ratio_text(by_h[1]['ratio'])} |" in text
     moved = result.control["scene_motion_generated"]

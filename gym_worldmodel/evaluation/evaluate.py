@@ -19,11 +19,18 @@ from gym_worldmodel.evaluation.control import (
     train_probe,
     window_centres,
 )
-from gym_worldmodel.evaluation.metrics import frame_motion, frame_stats, pooled_psnr, ssim
+from gym_worldmodel.evaluation.metrics import (
+    frame_motion,
+    frame_stats,
+    gain_interval,
+    pooled_psnr,
+    ssim,
+)
 from gym_worldmodel.evaluation.open_loop import (
     autoencode,
     open_loop_windows,
     rollout,
+    window_starts,
     with_sampler,
 )
 from gym_worldmodel.models import WorldModel
@@ -93,6 +100,9 @@ class WorldResult:
     rollouts: int
     psnr: dict[str, dict[int, float]] = field(default_factory=dict)
     ssim: dict[str, dict[int, float]] = field(default_factory=dict)
+    #: 90% interval of each run's PSNR gain over copying the last frame, per horizon, from a
+    #: bootstrap over the held-out episodes (``metrics.gain_interval``).
+    gain_interval: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)
     control: dict[str, Any] = field(default_factory=dict)
     stability: dict[str, Any] = field(default_factory=dict)
 
@@ -116,6 +126,10 @@ def evaluate_world(
             f"shorter than the controllability probe's window of {window} frames"
         )
     first, truth, actions = open_loop_windows(heldout, horizon * f, config.starts_per_episode, data)
+    # the held-out episode of each rollout, in open_loop_windows' order
+    episode = np.array(
+        [e for e, _ in window_starts(heldout, horizon * f, config.starts_per_episode)]
+    )
     label = f"{world} open loop" if progress else ""
     generated = rollout(model, modality, first, actions, config.seed, label)
     result = WorldResult(world, modality, len(heldout), len(first))
@@ -138,6 +152,11 @@ def evaluate_world(
             chunk = slice((h - 1) * f, h * f)
             result.psnr[name][h] = pooled_psnr(frames[:, chunk], truth[:, chunk])
             result.ssim[name][h] = float(ssim(frames[:, chunk], truth[:, chunk]).mean())
+            if name != "copy last frame":
+                copy = runs["copy last frame"][:, chunk]
+                result.gain_interval.setdefault(name, {})[h] = gain_interval(
+                    frames[:, chunk], copy, truth[:, chunk], episode, seed=config.seed
+                )
     # The ceiling: the recorded frames through the VAE alone (no dynamics to get wrong).
     name = "autoencoder (ceiling)"
     result.psnr[name], result.ssim[name] = {}, {}

@@ -121,6 +121,7 @@ def write_report(
                 for h in hs
             ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", *_gain_lines(r)]
         c, s = r.control, r.stability
         lines += [
             "",
@@ -179,6 +180,27 @@ def write_report(
 def image_dir(out_dir: Path, report: Path) -> str:
     """``out_dir`` as the report's markdown links it: relative to the report's folder."""
     return Path(os.path.relpath(Path(out_dir).resolve(), Path(report).resolve().parent)).as_posix()
+
+
+def _gain_lines(r: WorldResult) -> list[str]:
+    """PSNR over copying the last frame with its 90% interval, per run and horizon."""
+    copy = r.psnr["copy last frame"]
+    parts = [
+        f"{name} "
+        + ", ".join(
+            f"{r.psnr[name][h] - copy[h]:+.2f} ({lo:+.2f} to {hi:+.2f}) at h={h}"
+            for h, (lo, hi) in sorted(spans.items())
+        )
+        for name, spans in r.gain_interval.items()
+    ]
+    if not parts:
+        return []
+    return [
+        "PSNR over copying the last frame, with a 90% interval from resampling the "
+        f"{r.episodes} held-out episodes (it shows how much the figure hangs on which episodes "
+        "were held out): " + "; ".join(parts) + ".",
+        "",
+    ]
 
 
 def _nan_to_none(value: Any) -> Any:
