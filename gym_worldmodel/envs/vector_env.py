@@ -262,9 +262,7 @@ class WorldModelVectorEnv(VectorEnv):
         resumes. None leaves a switch as it is. Needs an env built with memory.
         """
         self._check_open()
-        rows = None if env_idx is None else np.atleast_1d(env_idx).astype(np.int64).tolist()
-        if rows is not None and not all(0 <= i < self.num_envs for i in rows):
-            raise ValueError(f"env_idx must name rows in [0, {self.num_envs}), got {rows}")
+        rows = None if env_idx is None else self._rows(np.atleast_1d(env_idx), True).tolist()
         self._build_engine()
         self._engine.set_memory_enabled(enabled, rows, store)
 

@@ -67,14 +67,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.horizons or min(self.horizons) < 1:
             raise ValueError(f"horizons must be steps >= 1, got {self.horizons}")
-        for name in ("starts_per_episode", "teacher_nfe", "teacher_horizon", "stability_rows"):
+        counts = ("starts_per_episode", "teacher_nfe", "teacher_horizon", "probe_steps")
+        for name in (*counts, "stability_steps", "stability_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.probe_steps < 1 or self.stability_steps < 1:
-            raise ValueError(
-                f"probe_steps and stability_steps must be >= 1, got {self.probe_steps}, "
-                f"{self.stability_steps}"
-            )
 
     @classmethod
     def budget(cls) -> EvalConfig:

@@ -21,6 +21,21 @@ from gym_worldmodel.sampling.schedule import FlowMatchSchedule
 Denoiser = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
 
 
+def guided_velocity(denoise: Denoiser, x: Tensor, t: float, scale: float) -> Tensor:
+    """``denoise``'s velocity at level ``t`` under action guidance ``scale``, float32.
+
+    ``v_null + scale (v - v_null)``, the null action's velocity evaluated only when
+    ``scale != 1``. The sampler and the distillation target both guide through it.
+    """
+    level = torch.full((x.shape[0],), t, device=x.device)
+    v = denoise(x, level, None).float()
+    if scale != 1.0:
+        drop = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        v_null = denoise(x, level, drop).float()
+        v = v_null + scale * (v - v_null)
+    return v
+
+
 class FewStepSampler:
     """Denoise a chunk from pure noise in ``config.nfe`` steps.
 
@@ -52,14 +67,7 @@ class FewStepSampler:
 
     def velocity(self, denoise: Denoiser, x: Tensor, t: float) -> Tensor:
         """Guided velocity at level ``t``."""
-        level = torch.full((x.shape[0],), t, device=x.device)
-        v = denoise(x, level, None).float()
-        scale = self.config.guidance_scale
-        if scale != 1.0:
-            drop = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-            v_null = denoise(x, level, drop).float()
-            v = v_null + scale * (v - v_null)
-        return v
+        return guided_velocity(denoise, x, t, self.config.guidance_scale)
 
     def context(self, x0: Tensor, gens: RowGenerators | None) -> tuple[Tensor, Tensor]:
         """Input of the cache-write pass: ``x0`` noised to ``context_t``, and that level."""

@@ -32,6 +32,7 @@ from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import CausalChunkDiT
 from gym_worldmodel.models.config import SamplerConfig
 from gym_worldmodel.sampling import ChunkRollout, FlowMatchSchedule, RowGenerators
+from gym_worldmodel.sampling.sampler import Denoiser, guided_velocity
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,10 @@ class DistillConfig:
     teacher_guidance: float = 1.0
 
 
-def _euler(denoise, x: Tensor, timesteps: list[float]) -> Tensor:
-    """Deterministic Euler steps of the flow along ``timesteps`` (float32)."""
+def _euler(denoise: Denoiser, x: Tensor, timesteps: list[float], guidance: float = 1.0) -> Tensor:
+    """Deterministic Euler steps of the flow along ``timesteps`` under ``guidance`` (float32)."""
     for t, t_next in zip(timesteps[:-1], timesteps[1:], strict=True):
-        level = torch.full((x.shape[0],), t, device=x.device)
-        x = x + (t_next - t) * denoise(x, level).float()
+        x = x + (t_next - t) * guided_velocity(denoise, x, t, guidance)
     return x
 
 
@@ -82,19 +82,9 @@ def write_start(
 
 
 def _cached_denoiser(
-    dit: CausalChunkDiT, actions: Tensor, modality: Tensor, cache: KVCache, guidance: float = 1.0
-):
-    """The velocity of ``dit`` against ``cache``, guided by ``guidance`` as the sampler guides."""
-
-    def denoise(x: Tensor, t: Tensor) -> Tensor:
-        v = dit(x, t, actions, modality, cache).float()
-        if guidance != 1.0:
-            drop = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-            v_null = dit(x, t, actions, modality, cache, drop_action=drop).float()
-            v = v_null + guidance * (v - v_null)
-        return v
-
-    return denoise
+    dit: CausalChunkDiT, actions: Tensor, modality: Tensor, cache: KVCache
+) -> Denoiser:
+    return lambda x, t, drop: dit(x, t, actions, modality, cache, drop_action=drop)
 
 
 def student_loss(
@@ -144,9 +134,10 @@ def student_loss(
         last_actions = chunk(actions, n - 1)
         z = gens.randn((f, *latents.shape[2:]))
         target = _euler(
-            _cached_denoiser(teacher, last_actions, modality, caches[1], config.teacher_guidance),
+            _cached_denoiser(teacher, last_actions, modality, caches[1]),
             z,
             schedule.timesteps(config.teacher_nfe),
+            config.teacher_guidance,
         )
         steps = schedule.timesteps(student_sampler.nfe)
         i = int(torch.randint(student_sampler.nfe, (1,), generator=gen, device=gen.device))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,14 +177,14 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
-        if not torch.isfinite(norm):  # clipping by a NaN norm would turn every weight NaN
+        norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip))
+        if not math.isfinite(norm):  # clipping by a NaN norm would turn every weight NaN
             raise FloatingPointError(
-                f"gradient norm is {norm.item()} at step {self.step} (loss {loss.item():.4g}); "
+                f"gradient norm is {norm} at step {self.step} (loss {loss.item():.4g}); "
                 f"the last checkpoint in {self.run_dir} is intact"
             )
         self.optimizer.step()
-        return {"loss": loss.item(), "grad_norm": float(norm), **parts}
+        return {"loss": loss.item(), "grad_norm": norm, **parts}
 
     def save(self) -> None:
         """Write the checkpoint, the loss history and the loss plot (each atomically)."""
@@ -220,12 +221,9 @@ class Trainer:
                 f"the noise an uninterrupted run would, or start a new run directory"
             )
         # Checkpoints written before these were recorded resume unchecked.
-        saved = json.loads(state["settings"]) if "settings" in state else None
-        changed = {
-            k: (v, self.config.run_settings()[k])
-            for k, v in (saved or {}).items()
-            if self.config.run_settings().get(k) != v
-        }
+        saved = json.loads(state["settings"]) if "settings" in state else {}
+        now = self.config.run_settings()
+        changed = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v}
         if state.get("dataset_size", len(self.dataset)) != len(self.dataset):
             changed["training items"] = (state["dataset_size"], len(self.dataset))
         if changed:
