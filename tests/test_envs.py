@@ -497,6 +497,27 @@ def test_driving_starts_at_the_recorded_speed_or_the_one_asked_for():
         WorldModelVectorEnv(1, world="citywalk", **TINY).reset(options={"speed": 1.0})
 
 
+def test_driving_pose_circles_at_the_bicycle_models_radius():
+    """Held steering at a held speed: each frame the car moves speed * dt along its heading plus
+    the slip angle and turns speed * sin(slip) / (length / 2) * dt, so its positions are the
+    corners of a regular polygon (a circle of radius (length / 2) / sin(slip) as dt -> 0)."""
+    from gym_worldmodel.envs.pose import integrate_driving
+
+    steer, speed, dt = 0.5, 20.0, 1 / 15
+    beta = np.arctan(0.5 * np.tan(np.radians(steer * 30.0)))
+    pose, points = np.array([[0.0, 0.0, 0.0, speed]]), [np.zeros(2)]
+    for _ in range(400):
+        pose = integrate_driving(pose, np.array([[[steer, 0.0]]]), dt, 30.0, 3.0, 40.0)
+        points.append(pose[0, :2])
+    side, turn = speed * dt, speed * np.sin(beta) / 2.5 * dt  # half of highway-env's 5 m car
+    radius = side / (2 * np.sin(turn / 2))
+    first = np.array([np.cos(beta), np.sin(beta)])  # the first side, slipping left of +x
+    centre = first * side / 2 + np.array([-first[1], first[0]]) * radius * np.cos(turn / 2)
+    np.testing.assert_allclose(np.linalg.norm(np.array(points) - centre, axis=1), radius)
+    assert abs(radius - 2.5 / np.sin(beta)) < 0.01 * radius
+    assert pose[0, 3] == speed
+
+
 def test_single_env_time_limit_is_part_of_its_state_and_it_forks():
     env = WorldModelEnv(world="driving", max_episode_steps=3, **TINY)
     env.reset(seed=0)

@@ -10,6 +10,7 @@ pytest.importorskip("highway_env")
 from helpers import assert_same_episode  # noqa: E402
 
 from gym_worldmodel.envs.actions import DrivingHead  # noqa: E402
+from gym_worldmodel.envs.pose import integrate_driving  # noqa: E402
 from gym_worldmodel.sources.collect import collect  # noqa: E402
 from gym_worldmodel.sources.episodes import load_episodes  # noqa: E402
 from gym_worldmodel.sources.highway import HighwaySource  # noqa: E402
@@ -74,6 +75,16 @@ def test_steering_sign_and_acceleration(source):
     np.testing.assert_allclose(np.diff(faster.poses[:, 3]), 3.0 / 15, rtol=1e-6)
     np.testing.assert_allclose(np.diff(slower.poses[:, 3]), -3.0 / 15, rtol=1e-6)
     np.testing.assert_allclose(np.diff(straight.poses[:, 0]), straight.poses[0, 3] / 15)
+
+
+def test_the_envs_pose_integration_follows_the_simulator(source):
+    """The driving env integrates its pose with the simulator's own kinematics."""
+    ep = source.rollout(3, 60)
+    head = DrivingHead()
+    pose = integrate_driving(
+        ep.poses[:1], ep.actions[None], 1 / 15, head.max_steer_deg, head.max_accel, head.max_speed
+    )
+    np.testing.assert_allclose(pose[0], ep.poses[-1], atol=1e-6)
 
 
 def test_bad_arguments():

@@ -39,19 +39,24 @@ def integrate_driving(
     max_steer_deg: float,
     max_accel: float,
     max_speed: float,
-    wheelbase_m: float = 2.7,
+    length_m: float = 5.0,
 ) -> np.ndarray:
     """Kinematic bicycle model over per-frame ``(B, F, 2)`` (steering, acceleration) fractions.
 
-    Speed stays in ``[0, max_speed]`` m/s (the head's ``DrivingHead.max_speed``).
+    The model highway-env's vehicles follow (the driving world was trained on it): the car moves
+    at its speed along its heading plus the slip angle ``beta = atan(tan(steer) / 2)`` of its
+    centre, turns at ``speed * sin(beta) / (length_m / 2)``, and only then changes speed. Given
+    a recorded episode's start pose and its actions it gives back the recorded poses. Speed stays
+    in ``[0, max_speed]`` m/s (the head's ``DrivingHead.max_speed``; the simulator reverses
+    below 0).
     """
     pose = pose.copy()
     for f in range(vec.shape[1]):
-        steer = np.radians(vec[:, f, 0] * max_steer_deg)
-        pose[:, 3] = np.clip(pose[:, 3] + vec[:, f, 1] * max_accel * dt, 0.0, max_speed)
+        beta = np.arctan(0.5 * np.tan(np.radians(vec[:, f, 0] * max_steer_deg)))
         heading = np.radians(pose[:, 2])
-        pose[:, 0] += pose[:, 3] * np.cos(heading) * dt
-        pose[:, 1] += pose[:, 3] * np.sin(heading) * dt
-        turn = np.degrees(pose[:, 3] * np.tan(steer) / wheelbase_m * dt)
+        pose[:, 0] += pose[:, 3] * np.cos(heading + beta) * dt
+        pose[:, 1] += pose[:, 3] * np.sin(heading + beta) * dt
+        turn = np.degrees(pose[:, 3] * np.sin(beta) / (length_m / 2) * dt)
         pose[:, 2] = (pose[:, 2] + turn + 180.0) % 360.0 - 180.0
+        pose[:, 3] = np.clip(pose[:, 3] + vec[:, f, 1] * max_accel * dt, 0.0, max_speed)
     return pose
