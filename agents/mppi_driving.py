@@ -51,9 +51,9 @@ def main() -> None:
         "--noise",
         type=float,
         nargs=2,
-        default=[0.05, 0.2],
-        help="control noise std (steering, acceleration): at 25 m/s a steering of 0.05 (1.5 deg) "
-        "turns the car 2.7 deg a step",
+        default=[0.1, 0.2],
+        help="control noise std (steering, acceleration): at 25 m/s a steering of 0.1 (3 deg) "
+        "turns the car 3 deg a step",
     )
     parser.add_argument("--temperature", type=float, default=1.0, help="in return units")
     parser.add_argument("--effort", type=float, default=0.5, help="ActionCost weight")

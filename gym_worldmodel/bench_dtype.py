@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from gym_worldmodel.envs.worlds import get_world, load_model
-from gym_worldmodel.evaluation import open_loop_windows, pooled_psnr, rollout
+from gym_worldmodel.evaluation import open_loop_windows, pooled_psnr, rollout, window_poses
 from gym_worldmodel.models import DTYPES, native_bf16
 from gym_worldmodel.sources.episodes import load_episodes, read_card
 
@@ -41,11 +41,14 @@ def dtype_benchmark(
         f, steps = wm.config.dit.chunk_frames, max(horizons)
         held = load_episodes(Path(data), "heldout")
         first, truth, actions = open_loop_windows(held, steps * f, 1, data)
+        poses = window_poses(held, steps * f, 1)
         frames: dict[str, np.ndarray] = {}
         times: dict[str, list[float]] = {name: [] for name in DTYPES}
         for name in ("float32", "bfloat16", "bfloat16", "float32"):  # ABBA: no order bias
             start = time.perf_counter()
-            frames[name] = rollout(wm, card["modality"], first, actions, 0, dtype=DTYPES[name])
+            frames[name] = rollout(
+                wm, card["modality"], first, actions, 0, dtype=DTYPES[name], start_poses=poses
+            )
             times[name].append(time.perf_counter() - start)
         seconds = {name: float(np.mean(t)) for name, t in times.items()}
         pairs = {name: (frames[name], truth) for name in DTYPES}

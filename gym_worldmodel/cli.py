@@ -234,6 +234,13 @@ def train_main(argv: Sequence[str]) -> None:
         "moves with its actions",
     )
     parser.add_argument(
+        "--anchor-ego",
+        action="store_true",
+        help="self-forcing: the driving world's anchors move with the car, by the shift its "
+        "pose integrated from the actions implies (DiTConfig.anchor_ego), instead of a "
+        "learned flow",
+    )
+    parser.add_argument(
         "--clean-anchors",
         action="store_true",
         help="teacher: anchor every chunk to the clean previous recorded frame, as the env "
@@ -361,8 +368,8 @@ def train_main(argv: Sequence[str]) -> None:
         raise SystemExit("--action-scale is a teacher option")
     if args.balanced and args.stage != "self-forcing":
         raise SystemExit("--balanced is a self-forcing option")
-    if args.anchor_motion and args.stage != "self-forcing":
-        raise SystemExit("--anchor-motion is a self-forcing option")
+    if (args.anchor_motion or args.anchor_ego) and args.stage != "self-forcing":
+        raise SystemExit("--anchor-motion and --anchor-ego are self-forcing options")
     if args.stage == "teacher":
         train_teacher(
             args.data,
@@ -416,6 +423,7 @@ def train_main(argv: Sequence[str]) -> None:
             probe_steps=20 if args.budget else args.probe_steps,
             balanced=args.balanced,
             anchor_motion=args.anchor_motion,
+            anchor_ego=args.anchor_ego,
             progress=progress,
         )
     else:

@@ -380,6 +380,49 @@ def test_anchor_flow_needs_the_frame_anchor_and_known_worlds():
     assert WorldModelConfig.from_dict(data).dit.anchor_flow == ()
 
 
+def test_ego_anchors_move_by_the_shift_the_actions_carry_but_hold_the_car(tiny_model):
+    """anchor_ego rows: the picture moves by the shift in the two columns after the modality's
+    width, the held car stays and leaves no copy behind; other rows keep the net's flow."""
+    model = tiny_model.with_anchor_flow(("robot",)).with_anchor_ego(("driving",), (12, 16, 12, 20))
+    randomize(model.flow, seed=6, std=0.05)
+    cfg = model.config.dit
+    assert cfg.anchor_flow == ("robot", "driving") and cfg.anchor_ego == ("driving",)
+    road = torch.linspace(-0.5, 0.5, 32)[None, :, None].expand(3, 32, 32)  # rows of grey
+    frames = road[None].repeat(3, 1, 1, 1).clone()
+    frames[:, :, 12:16, 12:20] = 0.9  # the car
+    actions = torch.zeros(3, cfg.action_dim)
+    actions[:, 2:4] = torch.tensor([3.0, -2.0])  # driving's shift columns: (dx, dy) px
+    modality = torch.tensor([cfg.modality_id(m) for m in ("driving", "robot", "camera")])
+    flow = model.flow.flow(frames, actions, modality)
+    assert (flow[0, 0] == 3.0).all() and (flow[0, 1] == -2.0).all()
+    net = model.flow.flow(frames[1:2], actions[1:2], modality[1:2])
+    torch.testing.assert_close(flow[1], net[0])  # the robot's flow is the net's
+    assert flow[1].abs().mean() > 0 and not flow[2].any()  # the camera has none
+    moved = model.flow(frames, actions, modality)
+    car = torch.zeros(32, 32, dtype=torch.bool)
+    car[12:16, 12:20] = True
+    assert torch.equal(moved[0][:, car], frames[0][:, car])  # the car stays
+    # the road moves: it reads two rows up (rows 2..31 from 0..29), and never the car
+    torch.testing.assert_close(moved[0][:, 2:][:, ~car[2:]], road[:, :-2][:, ~car[2:]])
+    assert (moved[1] - frames[1]).abs().max() > 1e-3  # the robot moved by the net
+    torch.testing.assert_close(moved[2], frames[2])  # the camera did not move
+
+
+def test_anchor_ego_config_is_checked_and_round_trips(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="anchor_ego"):
+        WorldModelConfig.tiny(anchor_ego=("driving",))  # no flow warp for it
+    with pytest.raises(ValueError, match="anchor_ego"):
+        WorldModelConfig.tiny(anchor_flow=("driving",), anchor_ego=("driving",), ego_hold=(1, 2))
+    with pytest.raises(ValueError, match="anchor_ego"):  # no free columns after the robot's 13
+        WorldModelConfig.tiny(anchor_flow=("robot",), anchor_ego=("robot",))
+    model = tiny_model.with_anchor_ego(("driving",), (1, 2, 3, 4))
+    hub.save_pretrained(model, tmp_path)
+    assert hub.from_pretrained(tmp_path).config == model.config
+    data = WorldModelConfig.tiny().to_dict()
+    del data["dit"]["anchor_ego"], data["dit"]["ego_hold"]  # written before the option
+    assert WorldModelConfig.from_dict(data).dit.anchor_ego == ()
+
+
 # --- anchored prediction (anchor_sigma) -------------------------------------------------------
 
 

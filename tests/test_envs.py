@@ -23,7 +23,7 @@ from gym_worldmodel.envs import (
 from gym_worldmodel.envs.actions import ActionError
 from gym_worldmodel.envs.registration import IDS
 from gym_worldmodel.envs.single_env import batch_one
-from gym_worldmodel.models import WorldModelConfig
+from gym_worldmodel.models import WorldModel, WorldModelConfig
 
 TINY = {"model": "random-tiny"}
 
@@ -493,8 +493,36 @@ def test_driving_starts_at_the_recorded_speed_or_the_one_asked_for():
         with pytest.raises(ValueError, match="speed"):
             env.reset(options={"speed": bad})
     assert info["pose"][:, 3].tolist() == env._pose[:, 3].tolist()
+    _, info = env.reset(seed=0, options={"heading": [5.0, -10.0], "speed": 20.0})
+    assert info["pose"][:, 2:].tolist() == [[5.0, 20.0], [-10.0, 20.0]]
+    for bad in (181.0, np.inf, [1.0], "left"):
+        with pytest.raises(ValueError, match="heading"):
+            env.reset(options={"heading": bad})
+    assert info["pose"].tolist() == env._pose.tolist()
     with pytest.raises(ValueError, match="unknown reset options"):
         WorldModelVectorEnv(1, world="citywalk", **TINY).reset(options={"speed": 1.0})
+    with pytest.raises(ValueError, match="unknown reset options"):
+        WorldModelVectorEnv(1, world="citywalk", **TINY).reset(options={"heading": 1.0})
+
+
+def test_a_world_whose_anchors_move_with_the_car_reads_the_envs_own_poses():
+    """With ``anchor_ego`` the model's action vectors carry, after the driving columns, the
+    scene shift the env's own poses imply: over a step they add up to how far ``info["pose"]``
+    moved, in pixels (32 px frames of the 32 m view: 1 px per metre; image y down)."""
+    model = WorldModel(WorldModelConfig.tiny()).with_anchor_ego(("driving",), (0, 1, 0, 1))
+    env = WorldModelVectorEnv(2, world="driving", model=model)
+    _, info = env.reset(seed=0, options={"speed": [10.0, 20.0]})
+    seen, engine_step = [], env._engine.step
+    env._engine.step = lambda vec, **kw: seen.append(vec) or engine_step(vec, **kw)
+    actions = np.array([[0.5, 0.0], [-0.2, 1.0]], np.float32)
+    _, _, _, _, after = env.step(actions)
+    (vec,) = seen
+    assert vec.shape == (2, 2, 4) and np.array_equal(
+        vec[..., :2], np.repeat(actions[:, None], 2, 1)
+    )
+    moved = after["pose"][:, :2] - info["pose"][:, :2]
+    np.testing.assert_allclose(vec[..., 2:].sum(1), moved * [1.0, -1.0], rtol=1e-5)
+    assert vec[0, 0, 2] < vec[1, 0, 2] and vec[0, 0, 3] < 0 < vec[1, 1, 3]  # left turn: scene down
 
 
 def test_driving_pose_circles_at_the_bicycle_models_radius():

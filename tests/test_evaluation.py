@@ -21,6 +21,7 @@ from gym_worldmodel.evaluation import (
     pooled_psnr,
     psnr,
     ratio_text,
+    rollout,
     scene_motion_by_key,
     ssim,
     write_report,
@@ -184,6 +185,25 @@ def test_a_guided_teacher_target_is_the_guided_flow():
         )
         distill[scale] = parts["distill"]
     assert distill[1.0] < 1e-8 < 1e-3 < distill[3.0]
+
+
+def test_rollouts_of_a_world_moving_with_the_car_start_from_a_pose():
+    model = WorldModel(WorldModelConfig.tiny()).with_anchor_ego(("driving",), ())
+    model = randomize(model).eval()
+    start = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    actions = np.zeros((1, 4, 2), np.float32)
+    with pytest.raises(ValueError, match="start_poses"):
+        rollout(model, "driving", start, actions, 0)
+    parked, moving = (
+        rollout(model, "driving", start, actions, 0, start_poses=np.array([[0, 0, 0, v]]))
+        for v in (0.0, 20.0)
+    )
+    assert not np.array_equal(parked, moving)  # the anchors moved with the car
+    plain = randomize(WorldModel(WorldModelConfig.tiny())).eval()  # ignores them
+    assert np.array_equal(
+        rollout(plain, "driving", start, actions, 0),
+        rollout(plain, "driving", start, actions, 0, start_poses=np.array([[0, 0, 0, 20.0]])),
+    )
 
 
 def test_eval_end_to_end_on_a_tiny_model(tmp_path):

@@ -105,6 +105,27 @@ def test_memory_windows_carry_the_earlier_chunk_that_sees_the_target_view(episod
         ChunkWindows([ep], 2, 3, 13, 0, memory=GEOMETRIES["robot"])
 
 
+def test_windows_of_a_world_moving_with_the_car_carry_the_recorded_shift(episodes):
+    """The scene shift columns follow the recorded poses: 2 px per metre forward is dx."""
+    poses = np.zeros((13, 4))
+    poses[:, 0] = 1.5 * np.arange(13)  # 1.5 m a frame along +x
+    poses[:, 1] = np.where(np.arange(13) > 6, 0.5, 0.0)  # and half a metre up at frame 7
+    ep = dataclasses.replace(episodes[0], actions=episodes[0].actions[:, :2], poses=poses)
+    windows = ChunkWindows([ep], 2, 3, 13, 2, ego_px_per_m=2.0)
+    item = windows[windows.index.index((0, 4))]  # frames 4..8 after the sink
+    actions = item["actions"].numpy()
+    assert not actions[:2].any() and np.array_equal(actions[2:, :2], ep.actions[4:8])
+    np.testing.assert_allclose(actions[2:, 2], 3.0)
+    np.testing.assert_allclose(actions[2:, 3], [0.0, 0.0, -1.0, 0.0])  # frame 7: scene down
+    assert not actions[:, 4:].any()
+    with pytest.raises(DatasetError, match="recorded poses"):
+        ChunkWindows([dataclasses.replace(ep, poses=None)], 2, 3, 13, 2, ego_px_per_m=2.0)
+    with pytest.raises(DatasetError, match="shift columns"):
+        ChunkWindows(
+            [dataclasses.replace(ep, actions=episodes[0].actions)], 2, 3, 13, 2, ego_px_per_m=2.0
+        )
+
+
 def test_teacher_loss_with_memory_reads_the_memory(episodes):
     model = WorldModel(WorldModelConfig.tiny())
     randomize(model.dit)

@@ -60,18 +60,23 @@ def row_seeds(seed: Any, rows: np.ndarray, num_envs: int) -> list[int | None]:
     return [None if seeds[int(r)] is None else int(seeds[int(r)]) for r in rows]
 
 
-def start_speed(options: dict, n: int, max_speed: float) -> np.ndarray:
-    """Validated reset speeds ``(n,)`` in m/s from ``options["speed"]`` (one, or one per row)."""
+def start_value(options: dict, key: str, n: int, low: float, high: float, unit: str) -> np.ndarray:
+    """Validated reset values ``(n,)`` in ``[low, high]`` from ``options[key]`` (one or per row).
+
+    The driving world's ``speed`` (m/s) and ``heading`` (degrees).
+    """
     try:
-        speed = np.asarray(options["speed"], np.float64)
+        value = np.asarray(options[key], np.float64)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"reset speed must be a number in m/s, got {options['speed']!r}") from err
-    speed = np.broadcast_to(speed, (n,)) if speed.ndim == 0 else speed
-    if speed.shape != (n,) or not np.isfinite(speed).all():
-        raise ValueError(f"reset speed must be a finite number or one per reset row ({n}) in m/s")
-    if (speed < 0).any() or (speed > max_speed).any():
-        raise ValueError(f"reset speed must be in [0, {max_speed:g}] m/s, got {speed.tolist()}")
-    return speed.copy()
+        raise ValueError(f"reset {key} must be a number in {unit}, got {options[key]!r}") from err
+    value = np.broadcast_to(value, (n,)) if value.ndim == 0 else value
+    if value.shape != (n,) or not np.isfinite(value).all():
+        raise ValueError(
+            f"reset {key} must be a finite number or one per reset row ({n}) in {unit}"
+        )
+    if (value < low).any() or (value > high).any():
+        raise ValueError(f"reset {key} must be in [{low:g}, {high:g}] {unit}, got {value.tolist()}")
+    return value.copy()
 
 
 def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray | None:

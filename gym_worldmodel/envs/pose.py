@@ -9,7 +9,13 @@ The robot world's camera is fixed; it has no pose.
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from gym_worldmodel.models import WorldModelConfig
 
 POSE_FIELDS = {
     "camera": ("x_m", "y_m", "yaw_deg", "pitch_deg"),
@@ -60,3 +66,76 @@ def integrate_driving(
         pose[:, 2] = (pose[:, 2] + turn + 180.0) % 360.0 - 180.0
         pose[:, 3] = np.clip(pose[:, 3] + vec[:, f, 1] * max_accel * dt, 0.0, max_speed)
     return pose
+
+
+def scene_shift(poses: np.ndarray, px_per_m: float) -> np.ndarray:
+    """How far a top-down view that follows the car moves between frames, from its poses.
+
+    Args:
+        poses: Driving poses ``(..., T + 1, 4)``, one per frame.
+        px_per_m: Pixels per metre of the view.
+
+    Returns:
+        ``(..., T, 2)`` float32 backward flow ``(dx, dy)`` in pixels, image y pointing down:
+        frame ``t + 1`` shows at pixel ``p`` what frame ``t`` showed at ``p + (dx, dy)``,
+        everything but the car itself (``DiTConfig.anchor_ego``).
+    """
+    step = np.diff(poses[..., :2], axis=-2) * px_per_m
+    return np.stack([step[..., 0], -step[..., 1]], -1).astype(np.float32)
+
+
+def car_box(image_size: int, px_per_m: float) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` pixels of the followed car: a driving world's ``ego_hold``.
+
+    highway-env's ego car is 5 m by 2 m, heading along +x at the centre of the view that
+    follows it; a pixel of outline is added around it.
+    """
+    centre, half_x, half_y = (image_size - 1) / 2, 2.5 * px_per_m + 1, 1.0 * px_per_m + 1
+    return (
+        math.ceil(centre - half_y),
+        math.floor(centre + half_y) + 1,
+        math.ceil(centre - half_x),
+        math.floor(centre + half_x) + 1,
+    )
+
+
+class EgoShift:
+    """Appends to driving actions the scene shift they cause (``DiTConfig.anchor_ego``).
+
+    The world's anchors move with the car: its pose is integrated frame by frame from the
+    actions and the start pose (the env's own poses), and each frame's shift in pixels joins the
+    action vector after the driving columns.
+
+    Args:
+        px_per_m: Pixels per metre of the world's frames.
+        dt: Seconds per frame.
+        max_steer_deg: Steering at action 1 (``DrivingHead.max_steer_deg``).
+        max_accel: Acceleration at action 1, m/s^2.
+        max_speed: Top speed, m/s.
+    """
+
+    def __init__(
+        self, px_per_m: float, dt: float, max_steer_deg: float, max_accel: float, max_speed: float
+    ) -> None:
+        self.px_per_m, self.dt = px_per_m, dt
+        self.limits = (max_steer_deg, max_accel, max_speed)
+
+    @classmethod
+    def for_model(cls, config: WorldModelConfig, modality: str) -> EgoShift | None:
+        """The shift a model's ``modality`` rows need (None: its anchors do not move so)."""
+        if modality not in config.dit.anchor_ego:
+            return None
+        from gym_worldmodel.envs.actions import DrivingHead
+        from gym_worldmodel.memory import GEOMETRIES
+
+        head = DrivingHead()
+        px_per_m = config.vae.image_size / GEOMETRIES[modality].extent_m
+        return cls(px_per_m, 1.0 / config.fps, head.max_steer_deg, head.max_accel, head.max_speed)
+
+    def step(self, pose: np.ndarray, vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Poses ``(B, 4)`` after actions ``(B, F, 2)``; the actions with shifts ``(B, F, 4)``."""
+        poses = [pose]
+        for f in range(vec.shape[1]):
+            poses.append(integrate_driving(poses[-1], vec[:, f : f + 1], self.dt, *self.limits))
+        shift = scene_shift(np.stack(poses, 1), self.px_per_m)
+        return poses[-1], np.concatenate([vec.astype(np.float32), shift], -1)

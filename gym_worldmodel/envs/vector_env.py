@@ -21,10 +21,10 @@ from gym_worldmodel.envs.options import (
     reset_rows,
     rng_from_state,
     row_seeds,
-    start_speed,
+    start_value,
     user_frames,
 )
-from gym_worldmodel.envs.pose import integrate_camera, integrate_driving
+from gym_worldmodel.envs.pose import EgoShift, integrate_camera, integrate_driving
 from gym_worldmodel.envs.worlds import (
     get_world,
     load_model,
@@ -92,7 +92,8 @@ class WorldModelVectorEnv(VectorEnv):
     Poses (``info["pose"]``, worlds with a pose): camera ``(x_m, y_m, yaw_deg, pitch_deg)``,
     driving ``(x_m, y_m, heading_deg, speed_mps)``, integrated from the actions (see
     ``envs.pose``). Each reset puts the position and heading at zero; driving starts at 25 m/s,
-    the speed of the recorded episodes' start, or at ``options["speed"]`` (m/s).
+    the speed of the recorded episodes' start, or at ``options["speed"]`` (m/s), and along
+    the road or at ``options["heading"]`` (degrees, positive left).
     """
 
     metadata = {
@@ -180,7 +181,9 @@ class WorldModelVectorEnv(VectorEnv):
         one stack per row) start from the user's pictures, centre-cropped to a square and
         resized; otherwise a start frame is drawn, seeded, from the world's bundled frames.
         ``options["speed"]`` (driving): the start speed in m/s, one or one per reset row
-        (default 25, the recorded episodes' start speed); autoresets start at the default.
+        (default 25, the recorded episodes' start speed), and ``options["heading"]``: the start
+        heading in degrees from the road's direction (default 0, along it; positive left);
+        autoresets start at the defaults.
         ``seed``: an int seeds row i with ``seed + i``; a list gives one seed (or None) per env.
         """
         self._check_open()
@@ -192,14 +195,18 @@ class WorldModelVectorEnv(VectorEnv):
         frames = user_frames(options, len(rows), self.config)
         known = {"env_idx", "reset_mask", "image", "frames"}
         if self.world.pose == "driving":
-            known.add("speed")
+            known.update(("speed", "heading"))
         unknown = set(options) - known
         if unknown:
             raise ValueError(
                 f"unknown reset options {sorted(unknown)}; expected one of {sorted(known)}"
             )
-        speed = start_speed(options, len(rows), self.head.max_speed) if "speed" in options else None
-        self._start_rows(rows, seeds, frames, speed)
+        start = {}
+        if "speed" in options:
+            start[3] = start_value(options, "speed", len(rows), 0.0, self.head.max_speed, "m/s")
+        if "heading" in options:
+            start[2] = start_value(options, "heading", len(rows), -180.0, 180.0, "degrees")
+        self._start_rows(rows, seeds, frames, start)
         self._started = True
         return self._obs(), self._infos()
 
@@ -224,8 +231,8 @@ class WorldModelVectorEnv(VectorEnv):
             self._done.copy() if mode == AutoresetMode.NEXT_STEP else np.zeros_like(self._done)
         )
         prev_frame, prev_pose = self._frames[:, -1], self._pose
-        pose = self._next_pose(vec)  # memory retrieves by where the rows will look
-        self._latents, self._frames = self._engine.step(vec, poses=pose)
+        pose, model_vec = self._advance(vec)  # memory retrieves by where the rows will look
+        self._latents, self._frames = self._engine.step(model_vec, poses=pose)
         self._pose = pose  # after the step: a failed forward leaves the rows where they were
         self._steps += 1
         rewards, terminated, truncated = self._judge(prev_frame, vec, prev_pose)
@@ -418,9 +425,13 @@ class WorldModelVectorEnv(VectorEnv):
         rows: np.ndarray,
         seeds: list[int | None],
         frames: np.ndarray | None,
-        speed: np.ndarray | None = None,
+        start: dict[int, np.ndarray] | None = None,
     ) -> None:
-        """Reseed, pick start frames and start ``rows`` in the engine (at ``speed``, driving)."""
+        """Reseed, pick start frames and start ``rows`` in the engine.
+
+        ``start``: pose column -> the rows' values there (driving: speed and heading); the
+        other columns start at the world's start pose.
+        """
         self._build_engine()
         bundled = start_frames(self.world, self.config.vae.image_size) if frames is None else None
         # The rows' generators change only once the engine has started them: a failed start
@@ -441,8 +452,8 @@ class WorldModelVectorEnv(VectorEnv):
         poses = None
         if self._pose is not None:
             poses = np.tile(np.asarray(self.world.start_pose, np.float64), (len(rows), 1))
-            if speed is not None:
-                poses[:, 3] = speed
+            for column, values in (start or {}).items():
+                poses[:, column] = values
         latents, frames_t = self._engine.start(
             rows.tolist(), frames_t, poses=poses, seeds=torch_seeds
         )
@@ -456,16 +467,22 @@ class WorldModelVectorEnv(VectorEnv):
         if self._pose is not None:
             self._pose[rows] = poses
 
-    def _next_pose(self, vec: np.ndarray) -> np.ndarray | None:
-        """The rows' poses after actions ``vec`` (None in a world without a pose)."""
+    def _advance(self, vec: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """The rows' poses after actions ``vec`` and the action vectors the model reads.
+
+        Poses are None in a world without one; the model's vectors carry the scene shift when
+        its anchors move with the car (``DiTConfig.anchor_ego``).
+        """
         head, dt = self.head, 1.0 / self.config.fps
         if self.world.pose == "camera":
-            return integrate_camera(self._pose, vec, head.move_m, head.turn_deg)
+            return integrate_camera(self._pose, vec, head.move_m, head.turn_deg), vec
         if self.world.pose == "driving":
-            return integrate_driving(
-                self._pose, vec, dt, head.max_steer_deg, head.max_accel, max_speed=head.max_speed
-            )
-        return None
+            ego = EgoShift.for_model(self.config, self.head.modality)
+            if ego is not None:
+                return ego.step(self._pose, vec)
+            limits = (head.max_steer_deg, head.max_accel, head.max_speed)
+            return integrate_driving(self._pose, vec, dt, *limits), vec
+        return None, vec
 
     def _judge(self, prev_frame, vec: np.ndarray, prev_pose) -> tuple[np.ndarray, ...]:
         args = None

@@ -70,6 +70,7 @@ from gym_worldmodel.evaluation.open_loop import (
     autoencode,
     open_loop_windows,
     rollout,
+    window_poses,
     window_starts,
     with_sampler,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "steps_label",
     "train_probe",
     "window_centres",
+    "window_poses",
     "window_starts",
     "with_sampler",
     "write_report",

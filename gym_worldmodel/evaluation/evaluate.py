@@ -30,6 +30,7 @@ from gym_worldmodel.evaluation.open_loop import (
     autoencode,
     open_loop_windows,
     rollout,
+    window_poses,
     window_starts,
     with_sampler,
 )
@@ -127,7 +128,8 @@ def evaluate_world(
         [e for e, _ in window_starts(heldout, horizon * f, config.starts_per_episode)]
     )
     label = f"{world} open loop" if progress else ""
-    generated = rollout(model, modality, first, actions, config.seed, label)
+    poses = window_poses(heldout, horizon * f, config.starts_per_episode)
+    generated = rollout(model, modality, first, actions, config.seed, label, start_poses=poses)
     result = WorldResult(world, modality, len(heldout), len(first))
     runs = {"model": generated, "copy last frame": np.repeat(first[:, None], horizon * f, 1)}
     if teacher is not None:
@@ -139,6 +141,7 @@ def evaluate_world(
             actions[:, : h_t * f],
             config.seed,
             f"{world} teacher" if progress else "",
+            start_poses=poses,
         )
     for name, frames in runs.items():
         result.psnr[name], result.ssim[name] = {}, {}
@@ -224,6 +227,11 @@ def evaluate_world(
         ]
     )
     starts_long = np.stack([heldout[r % len(heldout)].frames[0] for r in range(rows)])
+    poses_long = (
+        None
+        if poses is None
+        else np.stack([heldout[r % len(heldout)].poses[0] for r in range(rows)])
+    )
     stats = rollout(
         model,
         modality,
@@ -232,6 +240,7 @@ def evaluate_world(
         config.seed + 1000,
         f"{world} {config.stability_steps} steps" if progress else "",
         record="stats",
+        start_poses=poses_long,
     )
     tail = np.median(stats[:, -min(100, stats.shape[1]) :].reshape(-1, 3), 0)
     result.stability = {

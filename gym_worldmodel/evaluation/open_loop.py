@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from gym_worldmodel.envs.engine import WorldEngine
+from gym_worldmodel.envs.pose import EgoShift
 from gym_worldmodel.evaluation.metrics import frame_stats
 from gym_worldmodel.models import WorldModel
 from gym_worldmodel.sources.episodes import Episode
@@ -49,6 +50,13 @@ def open_loop_windows(
     return first, truth, actions
 
 
+def window_poses(episodes: Sequence[Episode], frames: int, per_episode: int) -> np.ndarray | None:
+    """The recorded poses ``(R, 4)`` at :func:`open_loop_windows`' starts (None: no poses)."""
+    if any(ep.poses is None for ep in episodes):
+        return None
+    return np.stack([episodes[e].poses[s] for e, s in window_starts(episodes, frames, per_episode)])
+
+
 def rollout(
     model: WorldModel,
     modality: str,
@@ -58,6 +66,7 @@ def rollout(
     progress: str = "",
     record: str = "frames",
     dtype: torch.dtype = torch.float32,
+    start_poses: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run recorded actions through the env's engine from start frames, on the model's device.
 
@@ -72,6 +81,9 @@ def rollout(
             for :func:`frame_stats` of each step's last frame ``(R, steps, 3)`` (long rollouts:
             only that frame is decoded).
         dtype: The forwards' precision (``eval`` measures in float32).
+        start_poses: ``(R, 4)`` poses at the start frames: a model whose anchors move with
+            the car (``DiTConfig.anchor_ego``) integrates them with the actions, as the env
+            does; other models ignore them.
     """
     rows, f = len(start_frames), model.config.dit.chunk_frames
     steps = actions.shape[1] // f
@@ -79,9 +91,17 @@ def rollout(
     engine.seed(range(rows), [seed + r for r in range(rows)])
     start = torch.from_numpy(np.repeat(start_frames[:, None], f, 1))
     engine.start(range(rows), start)
-    out = []
+    ego = EgoShift.for_model(model.config, modality)
+    if ego is not None and (start_poses is None or np.shape(start_poses) != (rows, 4)):
+        raise ValueError(
+            f"this model moves its {modality} anchors with the car: it needs start_poses "
+            f"({rows}, 4), got {None if start_poses is None else np.shape(start_poses)}"
+        )
+    pose, out = start_poses, []
     for k in tqdm(range(steps), desc=progress, disable=not progress, leave=False):
         chunk = np.ascontiguousarray(actions[:, k * f : (k + 1) * f])
+        if ego is not None:
+            pose, chunk = ego.step(pose, chunk)
         decode = slice(None) if record == "frames" else slice(-1, None)
         frames = engine.step(chunk, decode)[1].cpu().numpy()
         out.append(frames if record == "frames" else frame_stats(frames))

@@ -56,7 +56,7 @@ from gym_worldmodel.envs.worlds import start_frames
 #: Keyword arguments this adapter sets itself.
 _OWN_KWARGS = ("num_envs", "autoreset_mode", "max_episode_steps", "output", "memory_shared")
 #: Reset options passed on to the vector env; the rest are ignored with a warning.
-_RESET_OPTIONS = ("image", "frames", "speed")
+_RESET_OPTIONS = ("image", "frames", "speed", "heading")
 
 
 class WorldModelParallelEnv(ParallelEnv):
@@ -168,8 +168,8 @@ class WorldModelParallelEnv(ParallelEnv):
         Args:
             seed: Agent ``i`` is seeded with ``seed + i``; None continues the agents' streams.
             options: ``"image"`` or ``"frames"`` as in :meth:`WorldModelVectorEnv.reset` (one
-                for all agents or one per agent), and for driving ``"speed"`` (m/s). Other keys
-                are ignored with a warning.
+                for all agents or one per agent), and for driving ``"speed"`` (m/s) and
+                ``"heading"`` (degrees). Other keys are ignored with a warning.
 
         Returns:
             Observation and info dicts keyed by agent.
@@ -278,7 +278,7 @@ class WorldModelParallelEnv(ParallelEnv):
 
 def _rows_of(options: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
     """Reset options given for every agent, cut to ``rows`` (one-for-all values kept whole)."""
-    per_row_ndim = {"image": 4, "frames": 5, "speed": 1}
+    per_row_ndim = {"image": 4, "frames": 5, "speed": 1, "heading": 1}
     out = {}
     for key, value in options.items():
         if isinstance(value, (list, tuple)) and np.ndim(value[0]) == per_row_ndim[key] - 1:

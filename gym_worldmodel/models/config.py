@@ -139,6 +139,15 @@ class DiTConfig:
             added to the anchor. A robot arm or the cars around a driven car move by parts,
             which one shift per frame cannot follow. Empty: no flow (checkpoints written
             before this option).
+        anchor_ego: Modalities of ``anchor_flow`` whose flow is the ego vehicle's own motion
+            rather than the net's: a top-down view that follows the car shows everything but
+            the car moving back by the car's displacement. The two action columns after the
+            modality's width carry that shift per frame in pixels (backward flow ``(dx, dy)``,
+            y down; ``envs.pose.EgoShift`` integrates it from the actions and the start pose,
+            ``training.data`` takes it from recorded poses); the action experts do not read
+            them. Empty: none (checkpoints written before this option).
+        ego_hold: ``(top, bottom, left, right)`` pixels of the frame the followed car fills,
+            kept in place by the ego flow (empty: nothing held).
         anchor_flow_width: Channels of the flow net's first level (``models.flow.FlowNet``;
             32 in the driving world, 244k parameters).
         action_scale: Per-modality factors each action dimension is multiplied by before its
@@ -167,6 +176,8 @@ class DiTConfig:
     anchor_sigma: float = 0.0
     anchor_motion: bool = False
     anchor_flow: tuple[str, ...] = ()
+    anchor_ego: tuple[str, ...] = ()
+    ego_hold: tuple[int, ...] = ()
     anchor_flow_width: int = 32
     action_scale: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
@@ -187,6 +198,21 @@ class DiTConfig:
             raise ValueError(
                 f"anchor_flow {self.anchor_flow} moves the frame anchor: it needs "
                 f"frame_anchor=True, no anchor_motion and modalities of {list(self.modalities)}"
+            )
+        object.__setattr__(self, "anchor_ego", tuple(self.anchor_ego))  # JSON gives lists
+        object.__setattr__(self, "ego_hold", tuple(int(v) for v in self.ego_hold))
+        narrow = [
+            n for n in self.anchor_ego if self.modalities.get(n, math.inf) + 2 > self.action_dim
+        ]
+        if (
+            set(self.anchor_ego) - set(self.anchor_flow)
+            or narrow
+            or len(self.ego_hold) not in (0, 4)
+        ):
+            raise ValueError(
+                f"anchor_ego {self.anchor_ego} needs modalities of anchor_flow "
+                f"{self.anchor_flow} with two free action columns (action_dim "
+                f"{self.action_dim}), and ego_hold four pixel bounds, got {self.ego_hold}"
             )
         if self.anchor_flow_width < 1:
             raise ValueError(

@@ -120,18 +120,54 @@ class FlowWarp(nn.Module):
         super().__init__()
         self.config = config
         self.net = FlowNet(3, config.action_dim + len(config.modalities), config.anchor_flow_width)
-        moves = torch.tensor([name in config.anchor_flow for name in config.modalities])
+        names = config.modalities
+        moves = torch.tensor([name in config.anchor_flow for name in names])
         self.register_buffer("moves", moves, persistent=False)
+        ego = torch.tensor([name in config.anchor_ego for name in names])
+        self.register_buffer("ego", ego, persistent=False)
+        # each modality's ego shift columns: the two after its width
+        columns = torch.tensor([min(w, config.action_dim - 2) for w in names.values()])
+        self.register_buffer("ego_columns", columns, persistent=False)
 
     def flow(self, frames: Tensor, actions: Tensor, modality: Tensor) -> Tensor:
-        """Backward flow ``(B, 2, H, W)`` in pixels, zero for rows whose modality has no flow."""
-        onehot = F.one_hot(modality, len(self.config.modalities)).to(actions.dtype)
-        flow = padded_rows(self.net, frames, torch.cat((actions, onehot), -1)).float()
+        """Backward flow ``(B, 2, H, W)`` in pixels, zero for rows whose modality has no flow.
+
+        Rows of ``anchor_ego`` modalities move uniformly by their action's ego shift columns
+        (:meth:`forward` holds the car); the others by the net.
+        """
+        ego = self.ego[modality]
+        if ego.all():  # no row needs the net
+            flow = frames.new_zeros(frames.shape[0], 2, *frames.shape[2:], dtype=torch.float32)
+        else:
+            onehot = F.one_hot(modality, len(self.config.modalities)).to(actions.dtype)
+            flow = padded_rows(self.net, frames, torch.cat((actions, onehot), -1)).float()
+        if ego.any():
+            at = self.ego_columns[modality][:, None] + torch.arange(2, device=actions.device)
+            shift = actions.float().gather(1, at)[:, :, None, None].expand_as(flow)
+            flow = torch.where(ego[:, None, None, None], shift, flow)
         return flow * self.moves[modality].to(flow.dtype)[:, None, None, None]
 
     def forward(self, frames: Tensor, actions: Tensor, modality: Tensor) -> Tensor:
-        """``frames`` ``(B, 3, H, W)`` in [-1, 1] moved by ``actions`` ``(B, A)``; float32."""
-        return warp(frames, self.flow(frames, actions, modality)).clamp(-1.0, 1.0)
+        """``frames`` ``(B, 3, H, W)`` in [-1, 1] moved by ``actions`` ``(B, A)``; float32.
+
+        In ``anchor_ego`` rows the followed car (``ego_hold``) stays where it is, and the road
+        moving past it reads the road beside it (each of the box's rows filled with the mean of
+        the pixels left and right of it), not the car.
+        """
+        flow = self.flow(frames, actions, modality)
+        held = self.ego[modality] if self.config.ego_hold else None
+        if held is None or not held.any():
+            return warp(frames, flow).clamp(-1.0, 1.0)
+        top, bottom, left, right = self.config.ego_hold
+        rows = slice(top, bottom)
+        beside = frames[:, :, rows, [max(left - 1, 0), min(right, frames.shape[-1] - 1)]]
+        road = frames.clone()
+        road[:, :, rows, left:right] = beside.mean(-1, keepdim=True)
+        source = torch.where(held[:, None, None, None], road, frames)
+        out = warp(source, flow)
+        car = torch.where(held[:, None, None, None], frames.float(), out)
+        out[:, :, rows, left:right] = car[:, :, rows, left:right]
+        return out.clamp(-1.0, 1.0)
 
 
 __all__ = ["FlowNet", "FlowWarp", "warp"]

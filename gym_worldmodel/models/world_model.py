@@ -169,6 +169,21 @@ class WorldModel(nn.Module):
             raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
         return out.train(self.training)
 
+    def with_anchor_ego(self, modalities: tuple[str, ...], hold: tuple[int, ...]) -> WorldModel:
+        """This model moving the anchors of ``modalities`` with the car (``anchor_ego``).
+
+        Their anchors are decoded, warped and encoded as a flow warp's are (``anchor_flow``,
+        added where missing), by the shift the actions carry instead of the net's flow; the
+        weights are kept. ``hold``: the ``ego_hold`` box of the followed car (empty: none).
+        """
+        model = self.with_anchor_flow(tuple(modalities))
+        dit = dataclasses.replace(
+            model.config.dit, anchor_ego=tuple(modalities), ego_hold=tuple(hold)
+        )
+        out = self._like(dataclasses.replace(model.config, dit=dit))
+        out.load_state_dict(model.state_dict())
+        return out.train(self.training)
+
     def with_anchor_sigma(self, sigma: float) -> WorldModel:
         """This model predicting frames as changes from their anchor (``DiTConfig.anchor_sigma``).
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gym_worldmodel.envs.pose import scene_shift
 from gym_worldmodel.memory.spatial import ViewGeometry
 from gym_worldmodel.sources.episodes import DatasetError, Episode
 
@@ -47,6 +48,10 @@ class ChunkWindows(torch.utils.data.Dataset):
         memory: View geometry for memory retrieval (frustum or top-down; needs poses), or None
             for no memory.
         min_score: Least view overlap that counts as a memory hit.
+        ego_px_per_m: For a model whose anchors move with the car (``DiTConfig.anchor_ego``):
+            pixels per metre of the frames; each action then carries the scene shift the
+            recorded poses show (``envs.pose.scene_shift``) in the two columns after the
+            episode's actions. None: actions as recorded.
 
     Items are dicts: ``frames`` uint8 ``(N * F, H, W, 3)`` (or ``latents``), ``actions`` float32
     ``(N * F, action_dim)`` (zero for the sink) and ``modality`` (long scalar); with ``memory``
@@ -66,6 +71,7 @@ class ChunkWindows(torch.utils.data.Dataset):
         key: str = "frames",
         memory: ViewGeometry | None = None,
         min_score: float = 0.2,
+        ego_px_per_m: float | None = None,
     ) -> None:
         if n_chunks < 2:
             raise ValueError("a window needs the sink and at least one generated chunk")
@@ -87,10 +93,18 @@ class ChunkWindows(torch.utils.data.Dataset):
         self.memory, self.min_score = memory, min_score
         self._retrieved: dict[int, int] = {}  # window -> memory frame, filled as windows are read
         widths = {ep.actions.shape[1] for ep in self.episodes}
-        if max(widths) > action_dim:
+        extra = 0 if ego_px_per_m is None else 2  # the scene shift's columns
+        if max(widths) + extra > action_dim:
             raise DatasetError(
-                f"episode actions are {max(widths)} wide; the model takes {action_dim}"
+                f"episode actions are {max(widths)} wide (+{extra} shift columns); the model "
+                f"takes {action_dim}"
             )
+        if extra and any(ep.poses is None for ep in self.episodes):
+            raise DatasetError(
+                "the scene shift of a model whose anchors move with the car "
+                "comes from recorded poses: these episodes have none"
+            )
+        self.ego_px_per_m = ego_px_per_m
 
     def __len__(self) -> int:
         return len(self.index)
@@ -104,6 +118,11 @@ class ChunkWindows(torch.utils.data.Dataset):
         actions = np.zeros((self.n * self.f, self.action_dim), np.float32)
         acts = ep.actions[s : s + follow]  # action t leads to frame t + 1
         actions[self.f :, : acts.shape[1]] = acts
+        if self.ego_px_per_m is not None:
+            w = acts.shape[1]
+            actions[self.f :, w : w + 2] = scene_shift(
+                ep.poses[s : s + follow + 1], self.ego_px_per_m
+            )
         item = {
             self.key: torch.from_numpy(frames),
             "actions": torch.from_numpy(actions),

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gym_worldmodel import hub
+from gym_worldmodel.envs.pose import EgoShift, car_box
 from gym_worldmodel.files import atomic_write
 from gym_worldmodel.memory.spatial import GEOMETRIES, ViewGeometry
 from gym_worldmodel.models import WorldModel, WorldModelConfig
@@ -225,6 +226,7 @@ def chunk_windows(
         if geometry is not None and geometry.kind == "latent":  # no pose: never a memory chunk
             geometry = ViewGeometry("topdown")
             episodes = [dataclasses.replace(ep, poses=None) for ep in episodes]
+        ego = EgoShift.for_model(model.config, modality)
         sets.append(
             ChunkWindows(
                 encode_episodes(model, episodes, progress=f"encoding {d}" if progress else None)
@@ -236,6 +238,7 @@ def chunk_windows(
                 cfg.modality_id(modality),
                 key="latents" if encode else "frames",
                 memory=geometry,
+                ego_px_per_m=None if ego is None else ego.px_per_m,
             )
         )
     return torch.utils.data.ConcatDataset(sets)
@@ -567,6 +570,7 @@ def train_self_forcing(
     probe_steps: int = 600,
     balanced: bool = False,
     anchor_motion: bool = False,
+    anchor_ego: bool = False,
 ) -> WorldModel:
     """Fine-tune ``init`` on its own rollouts against the recorded future (``self_forcing.py``).
 
@@ -579,9 +583,13 @@ def train_self_forcing(
     modality's windows are drawn equally often (``Balanced.by_modality``); else in proportion
     to the frames each dataset holds. With ``anchor_motion``, an ``init`` without moving anchors
     gains them (:func:`anchor_motion_rates`); one whose rates were written before the zoom
-    column keeps its shifts and gains the fitted zoom; one that has them keeps its own.
+    column keeps its shifts and gains the fitted zoom; one that has them keeps its own. With
+    ``anchor_ego``, the driving world's anchors move with the car (``WorldModel.with_anchor_ego``).
     """
     tuned = hub.from_pretrained(init).with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
+    if anchor_ego and "driving" not in tuned.config.dit.anchor_ego:
+        px_per_m = tuned.config.vae.image_size / GEOMETRIES["driving"].extent_m
+        tuned = tuned.with_anchor_ego(("driving",), car_box(tuned.config.vae.image_size, px_per_m))
     own = tuned.dit.anchor_motion
     if anchor_motion and (own is None or not own[..., 2].any()):  # none, or written unzoomed
         rates = anchor_motion_rates(tuned, data)
