@@ -147,6 +147,7 @@ class WorldModelVectorEnv(VectorEnv):
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
         self._model_arg, self._engine = model, engine
         self.config = engine.config if engine is not None else model_config(self.world, model)
+        self._ego = EgoShift.for_model(self.config, self.head.modality)  # anchors move with the car
         has_slots = self.config.dit.memory_chunks > 0
         self.memory = self.world.pose is not None and has_slots if memory is None else bool(memory)
         if self.memory and not has_slots:
@@ -477,9 +478,8 @@ class WorldModelVectorEnv(VectorEnv):
         if self.world.pose == "camera":
             return integrate_camera(self._pose, vec, head.move_m, head.turn_deg), vec
         if self.world.pose == "driving":
-            ego = EgoShift.for_model(self.config, self.head.modality)
-            if ego is not None:
-                return ego.step(self._pose, vec)
+            if self._ego is not None:
+                return self._ego.step(self._pose, vec)
             limits = (head.max_steer_deg, head.max_accel, head.max_speed)
             return integrate_driving(self._pose, vec, dt, *limits), vec
         return None, vec

@@ -125,6 +125,8 @@ class FlowWarp(nn.Module):
         self.register_buffer("moves", moves, persistent=False)
         ego = torch.tensor([name in config.anchor_ego for name in names])
         self.register_buffer("ego", ego, persistent=False)
+        # no flow modality needs the net: skip it (decided here, not per step on the device)
+        self.net_unused = set(config.anchor_flow) <= set(config.anchor_ego)
         # each modality's ego shift columns: the two after its width
         columns = torch.tensor([min(w, config.action_dim - 2) for w in names.values()])
         self.register_buffer("ego_columns", columns, persistent=False)
@@ -135,13 +137,13 @@ class FlowWarp(nn.Module):
         Rows of ``anchor_ego`` modalities move uniformly by their action's ego shift columns
         (:meth:`forward` holds the car); the others by the net.
         """
-        ego = self.ego[modality]
-        if ego.all():  # no row needs the net
+        if self.net_unused:
             flow = frames.new_zeros(frames.shape[0], 2, *frames.shape[2:], dtype=torch.float32)
         else:
             onehot = F.one_hot(modality, len(self.config.modalities)).to(actions.dtype)
             flow = padded_rows(self.net, frames, torch.cat((actions, onehot), -1)).float()
-        if ego.any():
+        if self.config.anchor_ego:
+            ego = self.ego[modality]
             at = self.ego_columns[modality][:, None] + torch.arange(2, device=actions.device)
             shift = actions.float().gather(1, at)[:, :, None, None].expand_as(flow)
             flow = torch.where(ego[:, None, None, None], shift, flow)
@@ -155,9 +157,9 @@ class FlowWarp(nn.Module):
         the pixels left and right of it), not the car.
         """
         flow = self.flow(frames, actions, modality)
-        held = self.ego[modality] if self.config.ego_hold else None
-        if held is None or not held.any():
+        if not self.config.ego_hold:
             return warp(frames, flow).clamp(-1.0, 1.0)
+        held = self.ego[modality]
         top, bottom, left, right = self.config.ego_hold
         rows = slice(top, bottom)
         beside = frames[:, :, rows, [max(left - 1, 0), min(right, frames.shape[-1] - 1)]]
