@@ -18,6 +18,7 @@ from gym_worldmodel.evaluation import (
     evaluate_world,
     frame_motion,
     gain_interval,
+    long_inputs,
     pooled_psnr,
     psnr,
     ratio_text,
@@ -26,6 +27,7 @@ from gym_worldmodel.evaluation import (
     ssim,
     write_report,
 )
+from gym_worldmodel.evaluation.open_loop import JOIN_OFFSET
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.collect import collect
 from gym_worldmodel.sources.episodes import Episode
@@ -52,6 +54,35 @@ def test_pooled_psnr_is_bounded_by_the_frames_that_differ():
     mse = ((a[1].astype(float) - b[1]) ** 2).mean() / 2
     assert np.isclose(pooled_psnr(a, b), 10 * np.log10(255**2 / mse))
     assert psnr(a, b).mean() > pooled_psnr(a, b) + 40  # the per-frame mean is dominated by frame 0
+
+
+def test_long_rollouts_run_a_long_episode_as_recorded_else_joined_actions():
+    """A long enough held-out episode gives its own actions from its first frame, and its frames."""
+    rng = np.random.default_rng(0)
+
+    def episode(n: int, pose: float | None) -> Episode:
+        frames = rng.integers(0, 256, (n + 1, 4, 4, 3), dtype=np.uint8)
+        actions = rng.normal(size=(n, 2)).astype(np.float32)
+        return Episode(frames, actions, None if pose is None else np.full((n + 1, 4), pose), 0)
+
+    short, long = episode(5, 1.0), episode(12, 2.0)
+    own = long_inputs([short, long], rows=3, frames=10)
+    assert own.recorded is not None and own.recorded.shape == (3, 11, 4, 4, 3)
+    for r in range(3):
+        np.testing.assert_array_equal(own.actions[r], long.actions[:10])
+        np.testing.assert_array_equal(own.starts[r], long.frames[0])
+        np.testing.assert_array_equal(own.recorded[r], long.frames[:11])
+    assert (own.poses == 2.0).all()
+    # none long enough: every episode's actions joined, each row further on, episode r's start
+    joined = long_inputs([short, long], rows=2, frames=20)
+    assert joined.recorded is None
+    every = np.concatenate([short.actions, long.actions])
+    for r in range(2):
+        expect = np.resize(np.roll(every, -r * JOIN_OFFSET, 0), (20, 2))
+        np.testing.assert_array_equal(joined.actions[r], expect)
+    np.testing.assert_array_equal(joined.starts, np.stack([short.frames[0], long.frames[0]]))
+    np.testing.assert_array_equal(joined.poses[:, 0], [1.0, 2.0])
+    assert long_inputs([episode(12, None)], rows=1, frames=10).poses is None
 
 
 def test_gain_interval_resamples_episodes_and_brackets_the_pooled_gain():
@@ -242,11 +273,15 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     assert stab["fraction_in_range"] >= stab["fraction_in_real_range"]
     assert stab["outside_real_range"] or not stab["collapsed"]
     assert len(result.stability["curve"]) == 4  # one (last) frame per step
+    # the held-out episodes outlast the 4 steps: their own actions, and their frames' figure
+    assert stab["actions"] == "recorded" and 0.0 <= stab["recorded_fraction_in_range"] <= 1.0
     report = tmp_path / "docs" / "evaluation.md"
     write_report([result], {"citywalk": sample}, tmp_path / "docs" / "eval", report, "cmd", 2)
     text = report.read_text()
     assert "| model |" in text and "Controllability" in text and "cmd" in text
     assert "autoencoded [" in text and "most common keys scores" in text
+    assert "their own actions from their first frame" in text
+    assert "The recorded frames under the same actions:" in text
     assert f"real {result.control['motion_real']:.2f}, generated" in text
     assert set(result.gain_interval) == {"model", "teacher (4 NFE)"}  # copying is the baseline
     for name, spans in result.gain_interval.items():

@@ -15,7 +15,10 @@ Three measurements per world (each dataset's card names its world and modality):
   says how much of the action's visible effect the model reproduces. The same figures over the
   steps after each horizon up to the next (h = 1, 2-4, 5-16, 17-64) tell a model that shows
   its actions and then drifts from one that never shows them.
-* **Stability.** Long rollouts (1000 steps by default) under recorded actions; for each step's
+* **Stability.** Long rollouts (1000 steps by default) under recorded actions: held-out episodes
+  long enough give their own from their first frame (a policy that kept the car on the road keeps
+  it there), else all held-out actions are joined end to end (:func:`.open_loop.long_inputs`); for
+  each step's
   last frame the mean brightness, contrast (std) and sharpness (mean absolute gradient). A world
   has not collapsed when the medians over the last 100 steps sit inside the 1st-99th percentile
   range of the same statistics on real frames, widened to take in the real frames as the
@@ -67,7 +70,9 @@ from gym_worldmodel.evaluation.metrics import (
     ssim,
 )
 from gym_worldmodel.evaluation.open_loop import (
+    LongInputs,
     autoencode,
+    long_inputs,
     open_loop_windows,
     rollout,
     window_poses,
@@ -77,6 +82,7 @@ from gym_worldmodel.evaluation.open_loop import (
 from gym_worldmodel.evaluation.report import steps_label, write_report
 
 __all__ = [
+    "LongInputs",
     "CAMERA_KEYS",
     "KEY_MOTION",
     "MIN_REAL_SCORE",
@@ -99,6 +105,7 @@ __all__ = [
     "frame_motion",
     "frame_stats",
     "gain_interval",
+    "long_inputs",
     "open_loop_windows",
     "pooled_psnr",
     "probe_targets",

@@ -28,6 +28,7 @@ from gym_worldmodel.evaluation.metrics import (
 )
 from gym_worldmodel.evaluation.open_loop import (
     autoencode,
+    long_inputs,
     open_loop_windows,
     rollout,
     window_poses,
@@ -209,43 +210,29 @@ def evaluate_world(
         ):
             result.control[key] = dict(zip(names, np.round(values, 4).tolist(), strict=True))
 
-    # Stability: long rollouts under recorded actions, frame statistics against real frames as
-    # recorded and as the autoencoder gives them back: every generated frame is decoded by it,
-    # so its blur is a floor that no dynamics can get under.
+    # Stability: long rollouts under recorded actions (long_inputs), frame statistics against
+    # real frames as recorded and as the autoencoder gives them back: every generated frame is
+    # decoded by it, so its blur is a floor that no dynamics can get under.
     real = np.concatenate([ep.frames for ep in heldout])
     real_stats, ae_stats = frame_stats(real), frame_stats(autoencode(model, real[::2]))
     lo, hi = np.percentile(real_stats, 1, 0), np.percentile(real_stats, 99, 0)
     ae_lo, ae_hi = np.percentile(ae_stats, 1, 0), np.percentile(ae_stats, 99, 0)
     ok_lo, ok_hi = np.minimum(lo, ae_lo), np.maximum(hi, ae_hi)
-    long_actions = np.concatenate([ep.actions for ep in heldout])
-    need = config.stability_steps * f
-    rows = config.stability_rows
-    acts = np.stack(
-        [
-            np.resize(np.roll(long_actions, -r * 97, 0), (need, long_actions.shape[1]))
-            for r in range(rows)
-        ]
-    )
-    starts_long = np.stack([heldout[r % len(heldout)].frames[0] for r in range(rows)])
-    poses_long = (
-        None
-        if poses is None
-        else np.stack([heldout[r % len(heldout)].poses[0] for r in range(rows)])
-    )
+    long = long_inputs(heldout, config.stability_rows, config.stability_steps * f)
     stats = rollout(
         model,
         modality,
-        starts_long,
-        acts,
+        long.starts,
+        long.actions,
         config.seed + 1000,
         f"{world} {config.stability_steps} steps" if progress else "",
         record="stats",
-        start_poses=poses_long,
+        start_poses=long.poses,
     )
     tail = np.median(stats[:, -min(100, stats.shape[1]) :].reshape(-1, 3), 0)
     result.stability = {
         "steps": config.stability_steps,
-        "rows": rows,
+        "rows": config.stability_rows,
         "real_p1": lo.tolist(),
         "real_p99": hi.tolist(),
         "autoencoded_p1": ae_lo.tolist(),
@@ -256,6 +243,12 @@ def evaluate_world(
         "collapsed": bool(((tail < ok_lo) | (tail > ok_hi)).any()),
         "outside_real_range": bool(((tail < lo) | (tail > hi)).any()),
         "curve": stats.mean(0).tolist(),
+        "actions": "recorded" if long.recorded is not None else "joined",
     }
+    if long.recorded is not None:  # what the simulator showed under the same actions
+        real_long = frame_stats(long.recorded[:, f::f])
+        result.stability["recorded_fraction_in_range"] = float(
+            ((real_long >= ok_lo) & (real_long <= ok_hi)).all(-1).mean()
+        )
     samples = {"truth": truth[0], "model": generated[0], "start": first[0]}
     return result, samples

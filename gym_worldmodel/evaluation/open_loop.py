@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,56 @@ def window_poses(episodes: Sequence[Episode], frames: int, per_episode: int) -> 
     if any(ep.poses is None for ep in episodes):
         return None
     return np.stack([episodes[e].poses[s] for e, s in window_starts(episodes, frames, per_episode)])
+
+
+@dataclass(frozen=True)
+class LongInputs:
+    """What the long (stability) rollouts start from and run: see :func:`long_inputs`."""
+
+    starts: np.ndarray  # (R, H, W, 3) uint8
+    actions: np.ndarray  # (R, frames, w)
+    poses: np.ndarray | None  # (R, 4) at the starts, or None
+    recorded: np.ndarray | None  # (R, frames + 1, H, W, 3): the episodes' own frames, or None
+
+
+#: Actions between the joined copies of the held-out actions of successive long rollouts.
+JOIN_OFFSET = 97
+
+
+def long_inputs(episodes: Sequence[Episode], rows: int, frames: int) -> LongInputs:
+    """Start frames, ``frames`` actions and start poses of ``rows`` long rollouts.
+
+    Held-out episodes with at least ``frames`` actions give their own from their first frame
+    (row ``r`` takes the ``r % n``-th of them), with their recorded frames: the actions then
+    keep the state where the behaviour policy kept it (a car on the road), and what the
+    simulator showed under them is known. Otherwise every held-out episode's actions are
+    joined end to end, each row starting ``JOIN_OFFSET`` actions further on, from the
+    ``r % n``-th episode's first frame; joined actions need not stay where the data went (a
+    driving policy's steering corrections, cut from their own road positions, drive off it).
+    """
+    long = [ep for ep in episodes if len(ep.actions) >= frames]
+    poses = lambda eps: (  # noqa: E731
+        None
+        if any(ep.poses is None for ep in eps)
+        else np.stack([eps[r % len(eps)].poses[0] for r in range(rows)])
+    )
+    if long:
+        pick = [long[r % len(long)] for r in range(rows)]
+        return LongInputs(
+            np.stack([ep.frames[0] for ep in pick]),
+            np.stack([ep.actions[:frames] for ep in pick]),
+            poses(long),
+            np.stack([ep.frames[: frames + 1] for ep in pick]),
+        )
+    joined = np.concatenate([ep.actions for ep in episodes])
+    actions = np.stack(
+        [
+            np.resize(np.roll(joined, -r * JOIN_OFFSET, 0), (frames, joined.shape[1]))
+            for r in range(rows)
+        ]
+    )
+    starts = np.stack([episodes[r % len(episodes)].frames[0] for r in range(rows)])
+    return LongInputs(starts, actions, poses(episodes), None)
 
 
 def rollout(

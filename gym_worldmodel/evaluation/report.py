@@ -142,7 +142,8 @@ def write_report(
             *_control_by_horizon_table(c),
             *_keys_read(c),
             *_scene_motion_table(c),
-            f"Stability over {s['steps']} steps x {s['rows']} rows: last-100-step medians "
+            f"Stability over {s['steps']} steps x {s['rows']} rows ({_long_actions(s)}): "
+            "last-100-step medians "
             + ", ".join(
                 f"{n} {v:.1f} (real [{a:.1f}, {b:.1f}], autoencoded [{c:.1f}, {d:.1f}])"
                 for n, v, a, b, c, d in zip(
@@ -159,7 +160,13 @@ def write_report(
             + f" ({'outside' if s['outside_real_range'] else 'inside'} the recorded frames' range"
             + " alone). Generated steps (last frames) with all three statistics in range: "
             f"{100 * s['fraction_in_range']:.1f}% ({100 * s['fraction_in_real_range']:.1f}% "
-            "against the recorded frames alone).",
+            "against the recorded frames alone)."
+            + (
+                f" The recorded frames under the same actions: "
+                f"{100 * s['recorded_fraction_in_range']:.1f}%."
+                if "recorded_fraction_in_range" in s
+                else ""
+            ),
             "",
             f"![{r.world} samples]({images}/{r.world}_strip.png)",
             "",
@@ -298,6 +305,13 @@ def _control_metric(control: dict[str, Any]) -> str:
     else:
         seen = "mean over " + ", ".join(control["dims"])
     return f"R^2 of the inverse-dynamics probe, {seen}; per dimension real / generated: {per_dim}"
+
+
+def _long_actions(stability: dict[str, Any]) -> str:
+    """Where the long rollouts' actions came from (``open_loop.long_inputs``)."""
+    if stability.get("actions") == "recorded":
+        return "held-out episodes long enough, their own actions from their first frame"
+    return "the held-out episodes' actions joined end to end"
 
 
 def _strip_steps(sample: dict[str, np.ndarray], f: int) -> list[int]:
