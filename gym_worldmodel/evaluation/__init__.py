@@ -17,13 +17,12 @@ Three measurements per world (each dataset's card names its world and modality):
   its actions and then drifts from one that never shows them.
 * **Stability.** Long rollouts (1000 steps by default) under recorded actions: held-out episodes
   long enough give their own from their first frame (a policy that kept the car on the road keeps
-  it there), else all held-out actions are joined end to end (:func:`.open_loop.long_inputs`); for
-  each step's
-  last frame the mean brightness, contrast (std) and sharpness (mean absolute gradient). A world
-  has not collapsed when the medians over the last 100 steps sit inside the 1st-99th percentile
-  range of the same statistics on real frames, widened to take in the real frames as the
-  autoencoder gives them back (a generated frame can be no sharper than its decoder makes it).
-  The verdict against the recorded frames alone is reported next to it.
+  it there), else all held-out actions are joined end to end (:func:`.open_loop.long_inputs`).
+  For each step's last frame the mean brightness, contrast (std) and sharpness (mean absolute
+  gradient). A world has not collapsed when the medians over the last 100 steps sit inside the
+  1st-99th percentile range of the same statistics on real frames, widened to take in the real
+  frames as the autoencoder gives them back (a generated frame can be no sharper than its
+  decoder makes it). The verdict against the recorded frames alone is reported next to it.
 
 :func:`write_report` writes the figures, plots and sample strips (generated under recorded)
 as a markdown page.
@@ -82,7 +81,6 @@ from gym_worldmodel.evaluation.open_loop import (
 from gym_worldmodel.evaluation.report import steps_label, write_report
 
 __all__ = [
-    "LongInputs",
     "CAMERA_KEYS",
     "KEY_MOTION",
     "MIN_REAL_SCORE",
@@ -95,6 +93,7 @@ __all__ = [
     "STATS",
     "EvalConfig",
     "InverseDynamicsProbe",
+    "LongInputs",
     "Probe",
     "WorldResult",
     "autoencode",

@@ -229,6 +229,7 @@ def evaluate_world(
         record="stats",
         start_poses=long.poses,
     )
+    in_range = lambda x, a, b: float(((x >= a) & (x <= b)).all(-1).mean())  # noqa: E731
     tail = np.median(stats[:, -min(100, stats.shape[1]) :].reshape(-1, 3), 0)
     result.stability = {
         "steps": config.stability_steps,
@@ -238,8 +239,8 @@ def evaluate_world(
         "autoencoded_p1": ae_lo.tolist(),
         "autoencoded_p99": ae_hi.tolist(),
         "last100_median": tail.tolist(),
-        "fraction_in_range": float(((stats >= ok_lo) & (stats <= ok_hi)).all(-1).mean()),
-        "fraction_in_real_range": float(((stats >= lo) & (stats <= hi)).all(-1).mean()),
+        "fraction_in_range": in_range(stats, ok_lo, ok_hi),
+        "fraction_in_real_range": in_range(stats, lo, hi),
         "collapsed": bool(((tail < ok_lo) | (tail > ok_hi)).any()),
         "outside_real_range": bool(((tail < lo) | (tail > hi)).any()),
         "curve": stats.mean(0).tolist(),
@@ -247,8 +248,6 @@ def evaluate_world(
     }
     if long.recorded is not None:  # what the simulator showed under the same actions
         real_long = frame_stats(long.recorded[:, f::f])
-        result.stability["recorded_fraction_in_range"] = float(
-            ((real_long >= ok_lo) & (real_long <= ok_hi)).all(-1).mean()
-        )
+        result.stability["recorded_fraction_in_range"] = in_range(real_long, ok_lo, ok_hi)
     samples = {"truth": truth[0], "model": generated[0], "start": first[0]}
     return result, samples
