@@ -474,6 +474,11 @@ def eval_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
     parser.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument(
+        "--nfe",
+        type=int,
+        help="denoiser passes per chunk of the evaluated worlds (default: each checkpoint's own)",
+    )
     parser.add_argument("--teacher-nfe", type=int, default=32)
     parser.add_argument("--teacher-horizon", type=int, default=16)
     parser.add_argument("--stability-steps", type=int, default=1000)
@@ -503,11 +508,18 @@ def eval_main(argv: Sequence[str]) -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     check_device(args.device)
+    if args.nfe is not None and args.nfe < 1:
+        parser.error(f"--nfe must be >= 1, got {args.nfe}")
     from gym_worldmodel.evaluation import EvalConfig, evaluate_world, ratio_text, write_report
     from gym_worldmodel.sources.episodes import read_card
 
     command = "gym-worldmodel eval " + " ".join(argv)
-    models = per_world(args.model, "--model", args.device)
+    checkpoints = per_world(args.model, "--model", args.device)
+
+    def models(world: str) -> Any:
+        model = checkpoints(world)
+        return model if args.nfe is None else model.with_sampler(nfe=args.nfe)
+
     teachers = per_world(args.teacher, "--teacher", args.device)
     if args.revisit:
         from gym_worldmodel.revisit import evaluate_revisit, write_revisit_report

@@ -780,3 +780,23 @@ def test_no_cuda_is_touched_on_the_cpu_path():
     env.reset(seed=0)
     env.step(env.action_space.sample())
     assert not torch.cuda.is_initialized()
+
+
+def test_nfe_sets_the_denoiser_passes_of_every_step_and_forks_keep_it():
+    own = WorldModelVectorEnv(1, world="driving", **TINY)  # the checkpoint's own: 2
+    one = gym.make("WorldModel-Driving-v0", nfe=1, **TINY).unwrapped.vector
+    assert (own.config.sampler.nfe, one.config.sampler.nfe) == (2, 1)
+    action = np.full((1, 2), 0.3, np.float32)
+    frames = []
+    for env in (own, one):
+        env.reset(seed=0)
+        frames.append(env.step(action)[0])
+    assert one._engine.model.config.sampler.nfe == 1
+    assert not np.array_equal(frames[0], frames[1])  # one pass, not two: other frames
+    assert one.fork(0, 2).config.sampler.nfe == 1
+
+
+@pytest.mark.parametrize("nfe", [0, -1, 1.5, True, "2"])
+def test_nfe_must_be_a_positive_int(nfe):
+    with pytest.raises(ValueError, match="nfe must be an int >= 1 or None"):
+        WorldModelVectorEnv(1, world="driving", nfe=nfe, **TINY)

@@ -309,11 +309,14 @@ def test_train_commands_budget_recipe(tmp_path):
         str(tmp_path / "eval"),
         "--report",
         str(tmp_path / "eval.md"),
+        "--nfe",
+        "1",
         "--no-progress",
         env=env,
     )
     assert "citywalk: PSNR" in text and "(by step: 1: " in text
     assert "| model |" in (tmp_path / "eval.md").read_text()
+    assert "--nfe 1" in (tmp_path / "eval.md").read_text()  # the command, in the report
     run(
         "-m",
         "gym_worldmodel.cli",
@@ -329,6 +332,16 @@ def test_train_commands_budget_recipe(tmp_path):
     )
     assert read_config(tmp_path / "worlds" / "citywalk" / "config.json").sampler.nfe == 2
     assert (tmp_path / "worlds" / "citywalk" / "start_frames.npz").exists()
+
+
+def test_eval_nfe_must_be_positive(capsys):
+    import pytest
+
+    from gym_worldmodel import cli
+
+    with pytest.raises(SystemExit):
+        cli.eval_main(["--data", "nowhere", "--nfe", "0"])
+    assert "--nfe must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_eval_takes_a_checkpoint_per_world(monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -80,6 +81,11 @@ class WorldModelVectorEnv(VectorEnv):
         memory_shared: All rows share one memory bank (what one saw, another finds); poses
             then need a common origin, e.g. every row starting from the same image.
         memory_capacity: Chunks kept per bank (the bank is bounded; step cost stays flat).
+        nfe: Denoiser passes per step; None for the checkpoint's own (``config.sampler.nfe``,
+            1 for the shipped worlds). More passes cost about one forward each and trade
+            closeness to the recorded future for cleaner long rollouts: the driving world at 2
+            stays in the recorded frames' range over 1000 steps, and loses about 1 dB at 16
+            steps and more (docs/experiments.md, "Driving's extra lane lines").
         engine: A prebuilt engine (tests, forks); overrides ``model`` and the memory settings.
 
     Autoreset (``autoreset_mode``, Gymnasium's three): ``NEXT_STEP`` (the default) returns the
@@ -121,6 +127,7 @@ class WorldModelVectorEnv(VectorEnv):
         memory: bool | None = None,
         memory_shared: bool = False,
         memory_capacity: int = 256,
+        nfe: int | None = None,
         engine: Any = None,
     ) -> None:
         check_choice("output", output, ("numpy", "torch"))
@@ -147,6 +154,12 @@ class WorldModelVectorEnv(VectorEnv):
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
         self._model_arg, self._engine = model, engine
         self.config = engine.config if engine is not None else model_config(self.world, model)
+        if nfe is not None and engine is None:
+            if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
+                raise ValueError(f"nfe must be an int >= 1 or None, got {nfe!r}")
+            sampler = dataclasses.replace(self.config.sampler, nfe=int(nfe))
+            self.config = dataclasses.replace(self.config, sampler=sampler)
+        self._nfe = None if nfe is None else int(nfe)
         self._ego = EgoShift.for_model(self.config, self.head.modality)  # anchors move with the car
         has_slots = self.config.dit.memory_chunks > 0
         self.memory = self.world.pose is not None and has_slots if memory is None else bool(memory)
@@ -389,6 +402,8 @@ class WorldModelVectorEnv(VectorEnv):
     def _build_engine(self) -> None:
         if self._engine is None:
             model = load_model(self.world, self._model_arg)
+            if self._nfe is not None and model.config.sampler.nfe != self._nfe:
+                model = model.with_sampler(nfe=self._nfe)
             self._engine = WorldEngine(
                 model,
                 self.num_envs,
