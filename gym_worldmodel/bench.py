@@ -395,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--model", default=None, help="checkpoint or 'random' (default: the world's shipped)"
     )
     env.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="envs' dtype")
+    env.add_argument("--nfe", type=int, help="denoiser passes per step (default: the checkpoint's)")
     env.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     env.add_argument("--json", type=Path, help="also write the figures to this file")
     mem = sub.add_parser("memory", help="step cost with spatial memory on vs off, and flatness")
@@ -448,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if tiny and args.model:
             parser.error("bench env: --tiny and --model name two models; give one")
         model = "random-tiny" if tiny else args.model
-        results = env_benchmark(model, args.world, args.sizes, args.repeats, args.dtype)
+        results = env_benchmark(model, args.world, args.sizes, args.repeats, args.dtype, args.nfe)
     else:
         results = engine_benchmark(config, args.dtype, args.batch, args.long_steps, args.repeats)
     if args.json:

@@ -31,24 +31,27 @@ def env_benchmark(
     sizes: Sequence[int],
     repeats: int,
     dtype: str = "auto",
+    nfe: int | None = None,
 ) -> dict[str, Any]:
     """Measure and print; returns the figures.
 
-    ``model``: anything the envs' ``model=`` takes (None: the world's shipped weights).
+    ``model``: anything the envs' ``model=`` takes (None: the world's shipped weights);
+    ``nfe``: the envs' denoiser passes per step (None: the checkpoint's own).
     """
     model = load_model(get_world(world), model)  # once: every env below shares it
     frames = model.config.dit.chunk_frames
-    single = WorldModelEnv(world=world, model=model, dtype=dtype)
+    single = WorldModelEnv(world=world, model=model, dtype=dtype, nfe=nfe)
     results: dict[str, Any] = {"world": world, "dtype": str(single.dtype).removeprefix("torch.")}
     single.reset(seed=0)
     single.action_space.seed(0)
     action = single.action_space.sample()
     row = _measure(lambda: single.step(action), single.vector._engine, repeats, 1, frames)
     results["single"] = row
-    print(f"world {world}, {frames} frames per step, {results['dtype']}")
+    results["nfe"] = single.vector.config.sampler.nfe
+    print(f"world {world}, {frames} frames per step, nfe {results['nfe']}, {results['dtype']}")
     _print("single env", row)
     for n in sizes:
-        env = WorldModelVectorEnv(n, world=world, model=model, dtype=dtype)
+        env = WorldModelVectorEnv(n, world=world, model=model, dtype=dtype, nfe=nfe)
         env.reset(seed=0)
         env.action_space.seed(0)
         actions = env.action_space.sample()

@@ -106,8 +106,10 @@ def test_engine_benchmark_smoke(tmp_path):
 
 
 def test_env_benchmark_smoke():
-    text = run("-m", "gym_worldmodel.bench", "env", "--tiny", "--sizes", "1", "2", "--repeats", "1")
+    args = ("env", "--tiny", "--sizes", "1", "2", "--repeats", "1", "--nfe", "1")
+    text = run("-m", "gym_worldmodel.bench", *args)
     assert "vector env x2" in text and "env overhead" in text
+    assert "nfe 1," in text  # the tiny model's own is 2
 
 
 def test_vae_benchmark_smoke():
