@@ -86,7 +86,8 @@ class WorldModelVectorEnv(VectorEnv):
             closeness to the recorded future for cleaner long rollouts: the driving world at 2
             stays in the recorded frames' range over 1000 steps, and loses about 1 dB at 16
             steps and more (docs/experiments.md, "Driving's extra lane lines").
-        engine: A prebuilt engine (tests, forks); overrides ``model`` and the memory settings.
+        engine: A prebuilt engine (tests, forks); overrides ``model``, ``nfe`` and the memory
+            settings.
 
     Autoreset (``autoreset_mode``, Gymnasium's three): ``NEXT_STEP`` (the default) returns the
     last observation of a finished episode, and the next ``step`` resets that row (its action is
@@ -154,12 +155,14 @@ class WorldModelVectorEnv(VectorEnv):
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
         self._model_arg, self._engine = model, engine
         self.config = engine.config if engine is not None else model_config(self.world, model)
-        if nfe is not None and engine is None:
+        if nfe is not None:
             if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
                 raise ValueError(f"nfe must be an int >= 1 or None, got {nfe!r}")
-            sampler = dataclasses.replace(self.config.sampler, nfe=int(nfe))
-            self.config = dataclasses.replace(self.config, sampler=sampler)
-        self._nfe = None if nfe is None else int(nfe)
+            nfe = int(nfe)
+            if engine is None:  # a prebuilt engine has its model's own
+                sampler = dataclasses.replace(self.config.sampler, nfe=nfe)
+                self.config = dataclasses.replace(self.config, sampler=sampler)
+        self._nfe = nfe
         self._ego = EgoShift.for_model(self.config, self.head.modality)  # anchors move with the car
         has_slots = self.config.dit.memory_chunks > 0
         self.memory = self.world.pose is not None and has_slots if memory is None else bool(memory)
