@@ -158,11 +158,9 @@ class WorldModelVectorEnv(VectorEnv):
         if nfe is not None:
             if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
                 raise ValueError(f"nfe must be an int >= 1 or None, got {nfe!r}")
-            nfe = int(nfe)
             if engine is None:  # a prebuilt engine has its model's own
-                sampler = dataclasses.replace(self.config.sampler, nfe=nfe)
+                sampler = dataclasses.replace(self.config.sampler, nfe=int(nfe))
                 self.config = dataclasses.replace(self.config, sampler=sampler)
-        self._nfe = nfe
         self._ego = EgoShift.for_model(self.config, self.head.modality)  # anchors move with the car
         has_slots = self.config.dit.memory_chunks > 0
         self.memory = self.world.pose is not None and has_slots if memory is None else bool(memory)
@@ -405,8 +403,8 @@ class WorldModelVectorEnv(VectorEnv):
     def _build_engine(self) -> None:
         if self._engine is None:
             model = load_model(self.world, self._model_arg)
-            if self._nfe is not None and model.config.sampler.nfe != self._nfe:
-                model = model.with_sampler(nfe=self._nfe)
+            if model.config.sampler.nfe != self.config.sampler.nfe:  # the env's nfe
+                model = model.with_sampler(nfe=self.config.sampler.nfe)
             self._engine = WorldEngine(
                 model,
                 self.num_envs,
