@@ -861,7 +861,15 @@ def ship_main(argv: Sequence[str]) -> None:
         help="checkpoint folder under the worlds directory: shared (what every world without "
         "its own loads) or a world's own (the world's `checkpoint` in envs/worlds.py)",
     )
+    parser.add_argument(
+        "--nfe",
+        type=int,
+        help="denoiser passes per step the shipped world runs by default (its sampler's nfe; "
+        "default: the checkpoint's own)",
+    )
     args = parser.parse_args(argv)
+    if args.nfe is not None and args.nfe < 1:
+        parser.error(f"--nfe must be >= 1, got {args.nfe}")
     import torch
 
     from gym_worldmodel import hub
@@ -869,8 +877,11 @@ def ship_main(argv: Sequence[str]) -> None:
     from gym_worldmodel.training.start_frames import bundle_start_frames
 
     root = args.out or WORLDS_DIR
-    target = hub.save_pretrained(hub.from_pretrained(args.model), root / args.name, torch.float16)
-    print(f"wrote {target} (float16)")
+    model = hub.from_pretrained(args.model)
+    if args.nfe is not None:
+        model = model.with_sampler(nfe=args.nfe)
+    target = hub.save_pretrained(model, root / args.name, torch.float16)
+    print(f"wrote {target} (float16, {model.config.sampler.nfe} denoiser passes a step)")
     for data in args.data:
         print(f"wrote {bundle_start_frames(data, args.start_frames, root)}")
 

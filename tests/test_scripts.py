@@ -334,16 +334,25 @@ def test_train_commands_budget_recipe(tmp_path):
     )
     assert read_config(tmp_path / "worlds" / "citywalk" / "config.json").sampler.nfe == 2
     assert (tmp_path / "worlds" / "citywalk" / "start_frames.npz").exists()
+    # --nfe sets the passes the shipped world runs by default; the run's checkpoint keeps its own
+    args = ("--model", str(tmp_path / "student" / "model"), "--data", str(data), "--name", "x")
+    text = run(
+        "-m", "gym_worldmodel.cli", "ship", *args, "--nfe", "3", "--out", str(tmp_path / "w")
+    )
+    assert "3 denoiser passes a step" in text
+    assert read_config(tmp_path / "w" / "x" / "config.json").sampler.nfe == 3
+    assert read_config(tmp_path / "student" / "model" / "config.json").sampler.nfe == 2
 
 
-def test_eval_nfe_must_be_positive(capsys):
+def test_eval_and_ship_nfe_must_be_positive(capsys):
     import pytest
 
     from gym_worldmodel import cli
 
-    with pytest.raises(SystemExit):
-        cli.eval_main(["--data", "nowhere", "--nfe", "0"])
-    assert "--nfe must be >= 1, got 0" in capsys.readouterr().err
+    for main in (cli.eval_main, cli.ship_main):
+        with pytest.raises(SystemExit):
+            main(["--model", "nowhere", "--data", "nowhere", "--nfe", "0"])
+        assert "--nfe must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_eval_takes_a_checkpoint_per_world(monkeypatch):
