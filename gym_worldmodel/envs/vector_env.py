@@ -82,10 +82,11 @@ class WorldModelVectorEnv(VectorEnv):
             then need a common origin, e.g. every row starting from the same image.
         memory_capacity: Chunks kept per bank (the bank is bounded; step cost stays flat).
         nfe: Denoiser passes per step; None for the checkpoint's own (``config.sampler.nfe``,
-            1 for the shipped worlds). More passes cost about one forward each and trade
-            closeness to the recorded future for cleaner long rollouts: the driving world at 2
-            stays in the recorded frames' range over 1000 steps, and loses about 1 dB at 16
-            steps and more (docs/experiments.md, "Driving's extra lane lines").
+            2 for the shipped driving world, 1 for the others). More passes cost about one
+            forward each and trade closeness to the recorded future for cleaner long rollouts:
+            the driving world at 2 stays in the recorded frames' range over 1000 steps, and at
+            1 scores about 1 dB closer at 16 steps and more (docs/experiments.md, "Driving's
+            extra lane lines").
         engine: A prebuilt engine (tests, forks); overrides ``model``, ``nfe`` and the memory
             settings.
 

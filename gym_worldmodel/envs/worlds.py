@@ -79,8 +79,9 @@ WORLDS: dict[str, World] = {
     # Flat by default: check_env and SB3 want [-1, 1] Boxes; action_mode="dict" is RT-1's dict.
     "robot": World("robot", RobotHead(mode="flat"), None, "tabletop robot arm, fixed camera"),
     # highway-env starts every recorded episode at 25 m/s. Its own checkpoint: the shared one
-    # with flow-warped anchors (DiTConfig.anchor_flow: the last frame warped by a dense flow read
-    # from the picture and the action), self-forced on the driving data alone.
+    # with anchors moved by the car's displacement (DiTConfig.anchor_ego: the last frame shifted
+    # by what the pose integrates), self-forced on the driving data alone; it runs 2 denoiser
+    # passes a step (its config's sampler.nfe), which keep its long rollouts in range.
     "driving": World(
         "driving",
         DrivingHead(),
