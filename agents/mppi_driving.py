@@ -58,12 +58,20 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="in return units")
     parser.add_argument("--effort", type=float, default=0.5, help="ActionCost weight")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--nfe",
+        type=int,
+        help="denoiser passes per step (default: the world's own, 2); this reward reads the pose, "
+        "not the frames, so 1 plans the same moves in less time",
+    )
     args = parser.parse_args()
     if args.samples < 2 or args.horizon < 1 or min(args.noise) <= 0 or args.temperature <= 0:
         parser.error("need --samples >= 2, --horizon >= 1, --noise > 0, --temperature > 0")
 
     reward = [LaneChange(args.lane, args.heading_weight), ActionCost(args.effort)]
-    env = WorldModelVectorEnv(1, world="driving", model=args.model, reward_fn=reward, memory=False)
+    env = WorldModelVectorEnv(
+        1, world="driving", model=args.model, reward_fn=reward, memory=False, nfe=args.nfe
+    )
     env.reset(seed=args.seed)
     futures = env.fork(0, args.samples)
     rng = np.random.default_rng(args.seed)
@@ -91,7 +99,8 @@ def main() -> None:
         nominal = np.concatenate([nominal[1:], nominal[-1:]])  # shift: the plan's next step
     print(
         f"{args.steps} steps, {args.steps * args.horizon} imagined batched steps of "
-        f"{args.samples} futures in {time.perf_counter() - start:.1f} s"
+        f"{args.samples} futures in {time.perf_counter() - start:.1f} s "
+        f"(denoiser passes a step: {futures.config.sampler.nfe})"
     )
 
 

@@ -160,6 +160,11 @@ def test_mppi_agent_changes_lanes_and_straightens_out():
     heading = float(last.split(" heading ")[1].split(" deg")[0])
     off = float(last.split("off the lane ")[1].split(" m")[0])
     assert off < 0.5 and abs(heading) < 5  # started 4 m off, in the lane to the right
+    # the reward reads the pose, not the frames: one denoiser pass plans the same moves
+    one = run("agents/mppi_driving.py", "--model", "random-tiny", "--steps", "12", "--nfe", "1")
+    steps = [[line for line in t.splitlines() if line.startswith("step ")] for t in (text, one)]
+    assert steps[0] == steps[1]
+    assert "(denoiser passes a step: 2)" in text and "(denoiser passes a step: 1)" in one
 
 
 def test_ppo_agent_trains_saves_and_resumes(tmp_path):
