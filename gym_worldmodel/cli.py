@@ -108,6 +108,14 @@ def collect_main(argv: Sequence[str]) -> None:
     print(f"{args.out}: {counts['train']} train and {counts['heldout']} held-out episodes")
 
 
+def denoiser_passes(text: str) -> int:
+    """``--nfe``'s argparse type: denoiser passes per step, an int >= 1."""
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}")
+    return value
+
+
 def check_device(device: str) -> None:
     """Exit with a clear message unless ``device`` names a torch device present here."""
     import torch
@@ -476,7 +484,7 @@ def eval_main(argv: Sequence[str]) -> None:
     parser.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument(
         "--nfe",
-        type=int,
+        type=denoiser_passes,
         help="denoiser passes per chunk of the evaluated worlds (default: each checkpoint's own)",
     )
     parser.add_argument("--teacher-nfe", type=int, default=32)
@@ -508,8 +516,6 @@ def eval_main(argv: Sequence[str]) -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     check_device(args.device)
-    if args.nfe is not None and args.nfe < 1:
-        parser.error(f"--nfe must be >= 1, got {args.nfe}")
     from gym_worldmodel.evaluation import EvalConfig, evaluate_world, ratio_text, write_report
     from gym_worldmodel.sources.episodes import read_card
 
@@ -768,6 +774,11 @@ def rollout_main(argv: Sequence[str]) -> None:
         help="auto: bf16 autocast where the device computes it natively, else float32",
     )
     parser.add_argument("--device", default="cpu", help="torch device to run on (cpu, cuda)")
+    parser.add_argument(
+        "--nfe",
+        type=denoiser_passes,
+        help="denoiser passes per step (default: the world's own; 2 for driving, 1 for the others)",
+    )
     args = parser.parse_args(argv)
     check_device(args.device)
     import time
@@ -797,7 +808,7 @@ def rollout_main(argv: Sequence[str]) -> None:
     except (OSError, ValueError) as err:
         name = args.model or f"(the shipped {args.world} world)"
         raise SystemExit(f"--model {name}: {err}") from err
-    kwargs["dtype"], kwargs["device"] = args.dtype, args.device
+    kwargs["dtype"], kwargs["device"], kwargs["nfe"] = args.dtype, args.device, args.nfe
     if isinstance(actions, dict):
         if args.world != "robot":
             raise SystemExit(f"--actions {args.actions}: .npz (RT-1 keys) is for --world robot")
@@ -834,6 +845,7 @@ def rollout_main(argv: Sequence[str]) -> None:
     elapsed = time.perf_counter() - start
     fps = env.unwrapped.metadata["world_fps"]
     dtype = str(env.unwrapped.dtype).removeprefix("torch.")
+    nfe = env.unwrapped.vector.config.sampler.nfe
     env.close()
     from gym_worldmodel.video import write_video
 
@@ -843,8 +855,8 @@ def rollout_main(argv: Sequence[str]) -> None:
     write_video(args.video, frames, fps)
     print(
         f"{args.world}: {i + 1} steps, {len(frames) - 1} frames in {elapsed:.1f} s "
-        f"({(len(frames) - 1) / elapsed:.1f} frames/s, {dtype}); wrote {args.video} at {fps} fps"
-        + (f" and {args.frames}" if args.frames else "")
+        f"({(len(frames) - 1) / elapsed:.1f} frames/s, {dtype}, nfe {nfe}); wrote {args.video} "
+        f"at {fps} fps" + (f" and {args.frames}" if args.frames else "")
     )
 
 
@@ -863,13 +875,11 @@ def ship_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument(
         "--nfe",
-        type=int,
+        type=denoiser_passes,
         help="denoiser passes per step the shipped world runs by default (its sampler's nfe; "
         "default: the checkpoint's own)",
     )
     args = parser.parse_args(argv)
-    if args.nfe is not None and args.nfe < 1:
-        parser.error(f"--nfe must be >= 1, got {args.nfe}")
     import torch
 
     from gym_worldmodel import hub

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gym_worldmodel.hub import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,19 +32,18 @@ def fails(*args: str) -> str:
 
 
 def test_rollout_command_writes_a_video_of_the_embedded_world(tmp_path):
-    video = tmp_path / "driving.mp4"
-    text = run(
-        "-m",
-        "gym_worldmodel.cli",
-        "rollout",
-        "--world",
-        "driving",
-        "--steps",
-        "3",
-        "--video",
-        str(video),
-    )
+    import numpy as np
+
+    video, frames = tmp_path / "driving.mp4", tmp_path / "frames.npy"
+    args = ("-m", "gym_worldmodel.cli", "rollout", "--world", "driving", "--steps", "3")
+    text = run(*args, "--video", str(video), "--frames", str(frames))
     assert "3 steps, 9 frames" in text and video.stat().st_size > 1000
+    assert "nfe 2" in text  # the shipped driving world's own passes
+    # --nfe 1: the same world at one pass, other frames from the same start
+    text = run(*args, "--nfe", "1", "--video", str(video), "--frames", str(tmp_path / "one.npy"))
+    assert "nfe 1" in text
+    first, other = np.load(frames), np.load(tmp_path / "one.npy")
+    assert np.array_equal(first[0], other[0]) and not np.array_equal(first[1:], other[1:])
 
 
 def test_engine_rollout_example(tmp_path):
@@ -349,15 +350,15 @@ def test_train_commands_budget_recipe(tmp_path):
     assert read_config(tmp_path / "student" / "model" / "config.json").sampler.nfe == 2
 
 
-def test_eval_and_ship_nfe_must_be_positive(capsys):
-    import pytest
-
+@pytest.mark.parametrize("nfe", ["0", "-1", "1.5", "two"])
+def test_nfe_of_eval_ship_and_rollout_must_be_a_positive_int(nfe, capsys):
     from gym_worldmodel import cli
 
-    for main in (cli.eval_main, cli.ship_main):
+    data = ["--data", "nowhere"]
+    for main, more in ((cli.eval_main, data), (cli.ship_main, data), (cli.rollout_main, [])):
         with pytest.raises(SystemExit):
-            main(["--model", "nowhere", "--data", "nowhere", "--nfe", "0"])
-        assert "--nfe must be >= 1, got 0" in capsys.readouterr().err
+            main(["--model", "nowhere", *more, "--nfe", nfe])
+        assert f"argument --nfe: must be an int >= 1, got '{nfe}'" in capsys.readouterr().err
 
 
 def test_eval_takes_a_checkpoint_per_world(monkeypatch):
