@@ -362,8 +362,6 @@ def test_nfe_of_eval_ship_and_rollout_must_be_a_positive_int(nfe, capsys):
 
 
 def test_eval_takes_a_checkpoint_per_world(monkeypatch):
-    import pytest
-
     from gym_worldmodel import cli, hub
 
     monkeypatch.setattr(hub, "from_pretrained", lambda path, device: f"loaded {path}")
@@ -389,7 +387,6 @@ def test_eval_model_defaults_to_each_worlds_shipped_checkpoint(monkeypatch):
 
 def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
     import numpy as np
-    import pytest
     from PIL import Image
 
     from gym_worldmodel import cli
