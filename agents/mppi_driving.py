@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from gym_worldmodel.cli import denoiser_passes
 from gym_worldmodel.envs import ActionCost, WorldModelVectorEnv
 
 
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--nfe",
-        type=int,
+        type=denoiser_passes,
         help="denoiser passes per step (default: the world's own, 2); this reward reads the pose, "
         "not the frames, so 1 plans the same moves in less time",
     )

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from gym_worldmodel.cli import denoiser_passes
 from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import DTYPES, WorldModel, WorldModelConfig, precision
 from gym_worldmodel.sampling import ChunkRollout, RecomputeRollout, RowGenerators
@@ -395,7 +396,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--model", default=None, help="checkpoint or 'random' (default: the world's shipped)"
     )
     env.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="envs' dtype")
-    env.add_argument("--nfe", type=int, help="denoiser passes per step (default: the checkpoint's)")
+    env.add_argument(
+        "--nfe", type=denoiser_passes, help="denoiser passes per step (default: the checkpoint's)"
+    )
     env.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     env.add_argument("--json", type=Path, help="also write the figures to this file")
     mem = sub.add_parser("memory", help="step cost with spatial memory on vs off, and flatness")

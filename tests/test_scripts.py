@@ -351,14 +351,22 @@ def test_train_commands_budget_recipe(tmp_path):
 
 
 @pytest.mark.parametrize("nfe", ["0", "-1", "1.5", "two"])
-def test_nfe_of_eval_ship_and_rollout_must_be_a_positive_int(nfe, capsys):
-    from gym_worldmodel import cli
+def test_nfe_of_eval_ship_rollout_and_bench_must_be_a_positive_int(nfe, capsys):
+    from gym_worldmodel import bench, cli
 
     data = ["--data", "nowhere"]
     for main, more in ((cli.eval_main, data), (cli.ship_main, data), (cli.rollout_main, [])):
         with pytest.raises(SystemExit):
             main(["--model", "nowhere", *more, "--nfe", nfe])
         assert f"argument --nfe: must be an int >= 1, got '{nfe}'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["env", "--tiny", "--nfe", nfe])
+    assert f"argument --nfe: must be an int >= 1, got '{nfe}'" in capsys.readouterr().err
+
+
+def test_nfe_of_the_mppi_agent_must_be_a_positive_int():
+    err = fails("agents/mppi_driving.py", "--model", "random-tiny", "--nfe", "0")
+    assert "argument --nfe: must be an int >= 1, got '0'" in err
 
 
 def test_eval_takes_a_checkpoint_per_world(monkeypatch):
