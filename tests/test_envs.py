@@ -668,6 +668,60 @@ def test_state_calls_check_their_rows():
         env.set_state(env.get_state([0]), [2])
 
 
+def _bad_states(own, robot):
+    """Broken copies of ``own`` (a camera world's 2-row state): (what breaks, state)."""
+    import copy
+
+    def edit(fn):
+        state = copy.deepcopy(own)
+        fn(state)
+        return state
+
+    def nan_cache(s):
+        next(iter(s["engine"]["cache"].values()))[0].view(-1)[0] = float("nan")
+
+    return [
+        ("lacks 'rngs'", edit(lambda s: s.pop("rngs"))),
+        ("another world", robot),
+        ("latents of one frame", edit(lambda s: s.update(latents=s["latents"][:, :1]))),
+        ("float frames", edit(lambda s: s.update(frames=s["frames"].float()))),
+        ("pose (2, 3)", edit(lambda s: s.update(pose=s["pose"][:, :3]))),
+        ("NaN pose", edit(lambda s: s["pose"].__setitem__((0, 0), np.nan))),
+        ("NaN in the cache", edit(nan_cache)),
+        ("no memory", edit(lambda s: s["engine"].update(memory=None))),
+        ("float steps", edit(lambda s: s.update(steps=s["steps"].astype(float)))),
+        ("negative steps", edit(lambda s: s.update(steps=-s["steps"] - 1))),
+        ("bad rng state", edit(lambda s: s["rngs"].__setitem__(0, {"state": 3}))),
+        ("not a dict", [1, 2]),
+    ]
+
+
+def test_a_state_that_does_not_fit_is_refused_and_changes_nothing():
+    kw = dict(model="random-tiny", memory=True)
+    env = WorldModelVectorEnv(2, world="citywalk", **kw)
+    clone = WorldModelVectorEnv(2, world="citywalk", **kw)
+    robot = WorldModelVectorEnv(2, world="robot", model="random-tiny")
+    for e in (env, clone, robot):
+        e.reset(seed=3)
+    act = np.array([[1, 2], [3, 0]])  # camera keys (move, look)
+    for e in (env, clone):
+        e.step(act)
+    for what, bad in _bad_states(env.get_state(), robot.get_state()):
+        with pytest.raises(ValueError, match=r"state|world"):
+            env.set_state(bad)
+            pytest.fail(f"a state with {what} was loaded")
+    fresh = WorldModelVectorEnv(2, world="citywalk", **kw)  # never reset: refused, not started
+    with pytest.raises(ValueError, match="world"):
+        fresh.set_state(robot.get_state())
+    with pytest.raises(RuntimeError, match="reset"):
+        fresh.step(act)
+    mine, theirs = env.step(act), clone.step(act)
+    assert np.array_equal(mine[0], theirs[0]), "a refused state changed the env"
+    assert np.array_equal(env.get_state()["pose"], clone.get_state()["pose"])
+    fresh.set_state(clone.get_state())  # a state that fits loads into a new env
+    assert np.array_equal(fresh.step(act)[0], clone.step(act)[0])
+
+
 @pytest.mark.parametrize("limit", [0, -2, 2.5, "10"])
 def test_max_episode_steps_must_be_a_positive_int(limit):
     with pytest.raises(ValueError, match="max_episode_steps must be an int >= 1"):

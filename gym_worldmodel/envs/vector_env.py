@@ -26,6 +26,7 @@ from gym_worldmodel.envs.options import (
     user_frames,
 )
 from gym_worldmodel.envs.pose import EgoShift, integrate_camera, integrate_driving
+from gym_worldmodel.envs.state import check_state
 from gym_worldmodel.envs.worlds import (
     get_world,
     load_model,
@@ -306,6 +307,7 @@ class WorldModelVectorEnv(VectorEnv):
             raise RuntimeError("call reset() before get_state()")
         rows = self._rows(env_idx, repeats=True)
         return {
+            "world": self.world.name,
             "engine": self._engine.get_state(rows.tolist()),
             "frames": self._frames[rows].clone(),
             "latents": self._latents[rows].clone(),
@@ -318,16 +320,33 @@ class WorldModelVectorEnv(VectorEnv):
         }
 
     def set_state(self, state: dict[str, Any], env_idx: Sequence[int] | None = None) -> None:
-        """Load :meth:`get_state` output of as many rows into rows ``env_idx`` (all if None)."""
+        """Load :meth:`get_state` output of as many rows into rows ``env_idx`` (all if None).
+
+        The state is checked against the rows' own first (keys, shapes, dtypes, finite values,
+        the world): one from another world, model or env configuration is a ``ValueError`` that
+        names the first entry that differs, and the env is left as it was.
+        """
         self._check_open()
         rows = self._rows(env_idx, repeats=False)
-        if len(state["steps"]) != len(rows):
-            raise ValueError(f"state holds {len(state['steps'])} rows, env_idx names {len(rows)}")
-        if not self._started:
+        steps = state.get("steps") if isinstance(state, dict) else None
+        if not isinstance(steps, np.ndarray) or steps.ndim != 1:
+            raise ValueError(f"state must be what get_state() returns, got {type(state).__name__}")
+        if len(steps) != len(rows):
+            raise ValueError(f"state holds {len(steps)} rows, env_idx names {len(rows)}")
+        started = self._started
+        if not started:
             if len(rows) != self.num_envs:
                 raise RuntimeError("set the state of every row (or reset) before a partial one")
-            self._build_engine()
-            self._frames, self._latents = state["frames"].clone(), state["latents"].clone()
+            # a started env gives the template the state is checked against
+            self._start_rows(rows, [0] * len(rows), None)
+            self._started = True
+        try:
+            check_state(state, self.get_state(rows))
+            if (state["steps"] < 0).any():
+                raise ValueError(f"state['steps'] must be >= 0, got {state['steps']}")
+        except ValueError:
+            self._started = started
+            raise
         self._engine.set_state(state["engine"], rows.tolist())
         self._frames[rows] = state["frames"].to(self._frames.device)
         self._latents[rows] = state["latents"].to(self._latents.device)
