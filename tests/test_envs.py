@@ -728,6 +728,32 @@ def test_max_episode_steps_must_be_a_positive_int(limit):
         WorldModelVectorEnv(1, world="driving", engine=CountingEngine(1), max_episode_steps=limit)
 
 
+@pytest.mark.parametrize("limit", [0, -2, 2.5, "abc", True])
+def test_max_episode_steps_set_later_is_checked_too(limit):
+    env = counting_env(AutoresetMode.NEXT_STEP, max_steps=4)
+    with pytest.raises(ValueError, match="max_episode_steps must be an int >= 1"):
+        env.max_episode_steps = limit
+    assert env.max_episode_steps == 4
+    env.max_episode_steps = -1
+    assert env.max_episode_steps is None
+
+
+@pytest.mark.parametrize("rows", [[0.7], [False, True], ["0"], [[0, 1], [1]], []])
+def test_reset_env_idx_must_be_ints(rows):
+    env = WorldModelVectorEnv(2, world="driving", engine=CountingEngine(2))
+    env.reset(seed=0)
+    env.step(np.zeros((2, 2), np.float32))
+    with pytest.raises(ValueError, match=r"env_idx must be ints naming rows in \[0, 2\)"):
+        env.reset(seed=1, options={"env_idx": rows})
+    assert env.get_state()["steps"].tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("n", [0, 1.5, "2", True])
+def test_num_envs_must_be_a_positive_int(n):
+    with pytest.raises(ValueError, match="num_envs must be an int >= 1"):
+        WorldModelVectorEnv(n, world="driving", engine=CountingEngine(1))
+
+
 def test_max_episode_steps_minus_one_means_no_limit_as_in_gym_make():
     env = counting_env(AutoresetMode.NEXT_STEP, max_steps=-1)
     env.reset(seed=0)

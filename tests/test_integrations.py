@@ -359,6 +359,27 @@ def test_done_agents_leave_until_reset_and_do_not_perturb_the_others():
     assert terms["agent_0"] is True and "agent_1" in env.agents
 
 
+def test_a_failed_reset_changes_nothing_and_the_episode_goes_on():
+    def stop_row_0(p, a, o, i):
+        return np.array([True, False])
+
+    kw = dict(max_cycles=5, shared_memory=True)
+    env, ref = parallel_env(termination_fn=stop_row_0, **kw), parallel_env(**kw)
+    assert env.shared_memory
+    act = {"agent_0": np.array([1, 1]), "agent_1": np.array([3, 2])}
+    for e in (env, ref):
+        e.reset(seed=7)
+        e.step(act)
+    storing = env.venv._engine.memory.storing.copy()
+    with pytest.raises(ValueError, match="uint8"):
+        env.reset(options={"image": np.zeros((10, 10, 3), np.float32)})
+    assert np.array_equal(env.venv._engine.memory.storing, storing)
+    assert env.agents == ["agent_1"]
+    obs, *_ = env.step({"agent_1": act["agent_1"]})  # agent_0 restarts hidden, as before
+    ref_obs, *_ = ref.step(act)
+    assert np.array_equal(obs["agent_1"], ref_obs["agent_1"])
+
+
 def test_pose_observations_of_a_dead_agent_stay_frozen_in_the_state():
     def stop_row_0(p, a, o, i):
         return np.array([True, False])

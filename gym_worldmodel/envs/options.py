@@ -28,10 +28,21 @@ def reset_rows(options: dict, num_envs: int) -> np.ndarray:
             )
         return np.flatnonzero(mask)
     if "env_idx" in options:
-        idx = np.unique(np.asarray(options["env_idx"], dtype=np.int64).reshape(-1))
-        if idx.size == 0 or idx.min() < 0 or idx.max() >= num_envs:
-            raise ValueError(f"env_idx must name rows in [0, {num_envs}), got {idx}")
-        return idx
+        given = options["env_idx"]
+        try:
+            idx = np.asarray(given).reshape(-1)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"env_idx must be ints naming rows in [0, {num_envs}), got {given!r}"
+            ) from err
+        if (
+            idx.size == 0
+            or not np.issubdtype(idx.dtype, np.integer)
+            or idx.min() < 0
+            or idx.max() >= num_envs
+        ):
+            raise ValueError(f"env_idx must be ints naming rows in [0, {num_envs}), got {given!r}")
+        return np.unique(idx.astype(np.int64))
     return np.arange(num_envs)
 
 

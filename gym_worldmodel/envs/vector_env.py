@@ -36,6 +36,10 @@ from gym_worldmodel.envs.worlds import (
 from gym_worldmodel.models import DTYPES, WorldModel, native_bf16
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """``"auto"``: bfloat16 autocast where ``device`` computes it natively, else float32."""
     if dtype == "auto":
@@ -136,24 +140,16 @@ class WorldModelVectorEnv(VectorEnv):
         check_choice("output", output, ("numpy", "torch"))
         check_choice("dtype", dtype, ("auto", *DTYPES))
         check_choice("render_mode", render_mode, (None, "rgb_array"))
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if max_episode_steps == -1:
-            max_episode_steps = None
-        if max_episode_steps is not None and not (
-            isinstance(max_episode_steps, (int, np.integer)) and max_episode_steps >= 1
-        ):
-            raise ValueError(
-                f"max_episode_steps must be an int >= 1, or None or -1 for no limit, "
-                f"got {max_episode_steps!r}"
-            )
+        if not _is_int(num_envs) or num_envs < 1:
+            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        self.max_episode_steps = max_episode_steps
         self.world = get_world(world)
         self._frames_mode, self._pose_obs = obs_lib.parse_obs_mode(obs_mode, self.world.pose)
         self.head = self.world.action_head(action_mode)
         self.num_envs, self.obs_mode, self.output = num_envs, obs_mode, output
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.render_mode, self.max_episode_steps = render_mode, max_episode_steps
+        self.render_mode = render_mode
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
         self._model_arg, self._engine = model, engine
         self.config = engine.config if engine is not None else model_config(self.world, model)
@@ -293,6 +289,19 @@ class WorldModelVectorEnv(VectorEnv):
     def close_extras(self, **kwargs: Any) -> None:
         """Release the engine; further calls to reset or step raise."""
         self._engine = None
+
+    @property
+    def max_episode_steps(self) -> int | None:
+        """Steps after which a row truncates (None: never); settable, checked either way."""
+        return self._max_episode_steps
+
+    @max_episode_steps.setter
+    def max_episode_steps(self, value: int | None) -> None:
+        if value is not None and not (_is_int(value) and (value >= 1 or value == -1)):
+            raise ValueError(
+                f"max_episode_steps must be an int >= 1, or None or -1 for no limit, got {value!r}"
+            )
+        self._max_episode_steps = None if value is None or value == -1 else int(value)
 
     # --- state for planners ----------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
     ) from err
 
 from gym_worldmodel.envs import observations as obs_lib
+from gym_worldmodel.envs.options import rng_from_state
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import start_frames
 
@@ -187,15 +188,29 @@ class WorldModelParallelEnv(ParallelEnv):
             )
         passed = {k: options[k] for k in _RESET_OPTIONS if k in options}
         pictured = "image" in passed or "frames" in passed
+        # Nothing of the env changes until the vector env's reset succeeds: a bad option leaves
+        # the start image, its generator and the dead agents' memory switches as they were.
+        start_rng = self._start_rng
         if self.shared_memory and not pictured:  # one seeded start image for every agent
             bundled = start_frames(self.venv.world, self.venv.config.vae.image_size)
-            rng = np.random.default_rng(seed) if seed is not None else self._start_rng
-            passed = {**passed, "image": bundled[rng.integers(len(bundled))]}
-            self._start_rng = rng
-        self._start = passed if self.shared_memory else {}
+            start_rng = (
+                np.random.default_rng(seed)
+                if seed is not None
+                else rng_from_state(self._start_rng.bit_generator.state)
+            )
+            passed = {**passed, "image": bundled[start_rng.integers(len(bundled))]}
+        dead = [i for i, a in enumerate(self.possible_agents) if a not in self.agents]
+        dead = [] if self._last_obs is None else dead  # before the first reset all store
         if self.venv.memory:  # every agent stores again (dead ones stopped)
             self.venv.set_memory(None, store=True)
-        obs, infos = self.venv.reset(seed=seed, options=passed or None)
+        try:
+            obs, infos = self.venv.reset(seed=seed, options=passed or None)
+        except Exception:
+            if self.venv.memory and dead:
+                self.venv.set_memory(None, dead, store=False)
+            raise
+        self._start = passed if self.shared_memory else {}
+        self._start_rng = start_rng
         self.agents = list(self.possible_agents)
         self._needs_reset[:] = False
         self._last_obs = obs_lib.copy(obs)
