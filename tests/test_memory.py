@@ -343,6 +343,17 @@ def test_memory_defaults_follow_the_world_and_can_be_switched_off():
         make_env().set_memory(False, [2])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_robot_world_retrieves_by_latent_similarity_at_either_precision(dtype):
+    env = WorldModelVectorEnv(2, world="robot", model="random-tiny", memory=True, dtype=dtype)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(4):
+        *_, info = env.step(env.action_space.sample())
+    assert info["memory_hits"].tolist() == [1, 1]
+    assert np.isfinite(info["memory_score"]).all()
+
+
 def test_single_env_reports_pose_and_memory():
     env = gym.make("WorldModel-CityWalk-v0", model="random-tiny")
     env.reset(seed=1)

@@ -275,7 +275,7 @@ class SpatialMemory:
         if self.geometry.kind == "latent":
             q = _descriptor(query.to(self.keys.device))  # (B, D)
             score = torch.einsum("bnd,bd->bn", self.keys[torch.from_numpy(banks)], q)
-            score = score.cpu().numpy().astype(np.float64)
+            score = score.float().cpu().numpy().astype(np.float64)  # bf16 under autocast
         else:
             score = self.geometry.overlap(poses, self.poses[banks])
         # Entries under ``min_score`` are out before ranking: a held chunk that no longer
