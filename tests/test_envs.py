@@ -598,6 +598,14 @@ def test_rt1_dict_actions():
     env.reset(seed=0)
     stop = dict(action, terminate_episode=np.array([0, 1]))  # RT-1: 0 ends the episode
     assert env.step(stop)[2].tolist() == [True, False]
+    env.reset(seed=0)
+    one_hot = dict(action, terminate_episode=np.array([[0, 1, 0], [0, 1, 0]]))  # "arm" in RT-1
+    with pytest.raises(ActionError, match=r"terminate_episode: expected one int per env.*argmax"):
+        env.step(one_hot)  # it used to read as per-frame values: frame 0 terminated
+    single = gym.make("WorldModel-Robot-v0", action_mode="dict", model="random-tiny")
+    single.reset(seed=0)
+    with pytest.raises(ActionError, match=r"shape \(1,\).*got shape \(1, 3\)"):
+        single.step(dict(single.action_space.sample(), terminate_episode=np.array([0, 1, 0])))
 
 
 def test_bad_reset_images_raise_and_leave_state_unchanged():

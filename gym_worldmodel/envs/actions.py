@@ -243,7 +243,14 @@ class RobotHead(_Head):
                 check_box(actions[key], -bound, bound, (n,), batch, frames, f"robot {key}") / bound
             )
             col += n
-        term = check_discrete(actions["terminate_episode"], (3,), batch, frames, "robot terminate")
+        term = _as_array(actions["terminate_episode"], "robot terminate_episode")
+        if term.shape != (batch,):  # one per step: a (3,) row would read as per-frame values
+            raise ActionError(
+                f"robot terminate_episode: expected one int per env, shape ({batch},) (0 "
+                f"terminate, 1 arm, 2 base), got shape {term.shape}; for RT-1's one-hot "
+                "[terminate, arm, base] pass its argmax"
+            )
+        term = check_discrete(term, (3,), batch, frames, "robot terminate_episode")
         np.put_along_axis(out[..., 10:13], term, 1.0, axis=-1)
         return out
 
