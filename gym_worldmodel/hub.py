@@ -271,7 +271,11 @@ def read_config(path: Path) -> WorldModelConfig:
 def _check_tensors(
     tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path
 ) -> None:
-    """Raise ``ValueError`` listing every key, shape and dtype mismatch against ``expected``."""
+    """Raise ``ValueError`` listing every mismatch against ``expected``.
+
+    Keys, shapes and dtypes, and every floating tensor that is not finite (a diverged or
+    corrupted run).
+    """
     common = sorted(tensors.keys() & expected.keys())
     problems = {
         "missing keys": sorted(expected.keys() - tensors.keys()),
@@ -286,6 +290,11 @@ def _check_tensors(
             + ("a floating dtype" if expected[k].is_floating_point() else str(expected[k].dtype))
             for k in common
             if not _dtype_ok(tensors[k].dtype, expected[k].dtype)
+        ],
+        "tensors holding NaN or inf": [
+            k
+            for k in common
+            if tensors[k].is_floating_point() and not torch.isfinite(tensors[k]).all()
         ],
     }
     lines = [f"{kind} ({len(v)}): {_clip(v)}" for kind, v in problems.items() if v]

@@ -183,6 +183,18 @@ def test_bad_json(saved: Path) -> None:
         (lambda d: d["dit"].update(action_scale={"robot": [1.0]}), r"action_scale\['robot'\]"),
         (lambda d: d["dit"].update(action_scale={"arm": [1.0]}), "expected a modality"),
         (lambda d: d["dit"].update(action_scale={"driving": [1, 0]}), "finite positive"),
+        (lambda d: d["dit"].update(heads=0), r"DiTConfig\.heads must be >= 1, got 0"),
+        (lambda d: d["dit"].update(modalities=["camera"]), r"modalities must be dict\[str, int\]"),
+        (lambda d: d["dit"].update(dim="128"), r"DiTConfig\.dim must be int, got str"),
+        (lambda d: d["dit"].update(dim=128.0), r"DiTConfig\.dim must be int, got float"),
+        (lambda d: d["dit"].update(frame_anchor="false"), "frame_anchor must be bool"),
+        (lambda d: d["sampler"].update(stochastic="no"), "stochastic must be bool"),
+        (lambda d: d["sampler"].update(shift=float("nan")), r"shift must be float \(finite\)"),
+        (lambda d: d["sampler"].update(guidance_scale=1e400), r"guidance_scale must be float"),
+        (lambda d: d["vae"].update(scaling_factor=0), "scaling_factor must be finite and > 0"),
+        (lambda d: d["vae"].update(scaling_factor="x"), "scaling_factor must be float"),
+        (lambda d: d.update(fps=0), "fps .0. must be a positive multiple"),
+        (lambda d: d.update(fps=-15), "fps .-15. must be a positive multiple"),
     ],
 )
 def test_invalid_config(saved: Path, edit, match: str) -> None:
@@ -215,6 +227,17 @@ def test_shape_and_key_mismatches_are_listed(saved: Path, tiny_model: WorldModel
     assert f"{name}: got {(expected[0] + 1, expected[1])}, expected {expected}" in message
     assert "unexpected keys (1): extra.weight" in message
     assert f"{float_name}: got torch.int32, expected a floating dtype" in message
+
+
+def test_weights_holding_nan_or_inf_are_refused(saved: Path, tiny_model: WorldModel) -> None:
+    tensors = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    name = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1)
+    tensors[name].view(-1)[0] = float("nan")
+    safetensors.torch.save_file(tensors, saved / "model.safetensors")
+    before = snapshot_bytes(saved)
+    with pytest.raises(ValueError, match=rf"tensors holding NaN or inf \(1\): {name}"):
+        from_pretrained(saved)
+    assert snapshot_bytes(saved) == before
 
 
 def test_anchor_motion_written_before_the_zoom_loads_with_zero_zoom(moving_model, tmp_path):

@@ -41,8 +41,45 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
         if f.name in data:
             value = data[f.name]
             sub = _NESTED.get((cls.__name__, f.name))
+            if not sub and not _has_type(value, str(f.type)):
+                finite = " (finite)" if "float" in str(f.type) else ""
+                raise ValueError(
+                    f"{cls.__name__}.{f.name} must be {f.type}{finite}, got "
+                    f"{type(value).__name__} {value!r}"[:200]
+                )
             kwargs[f.name] = _from_dict(sub, value) if sub else _tuplify(value)
     return cls(**kwargs)
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """Whether a JSON value fits a config field's annotation (lists stand for tuples)."""
+    if annotation.endswith(" | None"):
+        return value is None or _has_type(value, annotation[: -len(" | None")])
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if annotation == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation == "float":
+        return _has_type(value, "int") or (isinstance(value, float) and math.isfinite(value))
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation.startswith("tuple["):
+        inner = annotation[len("tuple[") : -1].split(", ")[0]
+        return isinstance(value, (list, tuple)) and all(_has_type(v, inner) for v in value)
+    if annotation.startswith("dict[str, "):
+        inner = annotation[len("dict[str, ") : -1]
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and _has_type(v, inner) for k, v in value.items()
+        )
+    raise TypeError(f"no JSON check for annotation {annotation!r}")  # a new field's type
+
+
+def _at_least(config: Any, low: int, *names: str) -> None:
+    """Raise a ``ValueError`` naming the first of ``names`` under ``low``."""
+    for name in names:
+        value = getattr(config, name)
+        if value < low:
+            raise ValueError(f"{type(config).__name__}.{name} must be >= {low}, got {value}")
 
 
 def _tuplify(value: Any) -> Any:
@@ -81,6 +118,13 @@ class VAEConfig:
         return self.image_size // self.downsample
 
     def __post_init__(self) -> None:
+        _at_least(self, 1, "image_size", "latent_channels", "blocks_per_level")
+        if not self.channels or min(self.channels) < 1:
+            raise ValueError(f"VAEConfig.channels must be widths >= 1, got {self.channels}")
+        if not 0 < self.scaling_factor < math.inf:
+            raise ValueError(
+                f"VAEConfig.scaling_factor must be finite and > 0, got {self.scaling_factor}"
+            )
         if self.image_size % self.downsample:
             raise ValueError(
                 f"image_size {self.image_size} must be divisible by the downsample factor "
@@ -182,6 +226,21 @@ class DiTConfig:
     action_scale: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _at_least(self, 1, "latent_channels", "latent_size", "patch_size", "dim", "depth", "heads")
+        _at_least(self, 1, "action_embed_dim", "chunk_frames", "window_chunks")
+        _at_least(self, 0, "memory_chunks")
+        if not 0 < self.mlp_ratio < math.inf or not 0 < self.rope_theta < math.inf:
+            raise ValueError(
+                f"DiTConfig.mlp_ratio and rope_theta must be finite and > 0, got "
+                f"{self.mlp_ratio} and {self.rope_theta}"
+            )
+        if not isinstance(self.modalities, dict) or not all(
+            isinstance(w, int) and w >= 1 for w in self.modalities.values()
+        ):
+            raise ValueError(
+                f"DiTConfig.modalities must map each modality to its action width >= 1, e.g. "
+                f"{DEFAULT_MODALITIES}, got {self.modalities!r}"
+            )
         scales = {name: tuple(float(v) for v in scale) for name, scale in self.action_scale.items()}
         object.__setattr__(self, "action_scale", scales)  # JSON gives lists: keep one form
         for name, scale in scales.items():
@@ -312,8 +371,10 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         if self.nfe < 1:
             raise ValueError(f"nfe must be >= 1, got {self.nfe}")
-        if self.shift <= 0:
-            raise ValueError(f"shift must be > 0, got {self.shift}")
+        if not 0 < self.shift < math.inf:
+            raise ValueError(f"shift must be finite and > 0, got {self.shift}")
+        if not math.isfinite(self.guidance_scale):
+            raise ValueError(f"guidance_scale must be finite, got {self.guidance_scale}")
         if not 0.0 <= self.context_t < 1.0:
             raise ValueError(f"context_t must be in [0, 1), got {self.context_t}")
         if self.memory_t is not None and not 0.0 <= self.memory_t < 1.0:
@@ -335,9 +396,10 @@ class WorldModelConfig:
     fps: int = 15
 
     def __post_init__(self) -> None:
-        if self.fps % self.dit.chunk_frames:
+        if self.fps < 1 or self.fps % self.dit.chunk_frames:
             raise ValueError(
-                f"fps ({self.fps}) must be a multiple of chunk_frames ({self.dit.chunk_frames}): "
+                f"fps ({self.fps}) must be a positive multiple of chunk_frames "
+                f"({self.dit.chunk_frames}): "
                 "envs render one frame per step, and video writers drop frames at fractional rates"
             )
         if (self.vae.latent_channels, self.vae.latent_size) != (
