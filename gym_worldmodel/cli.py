@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,20 +45,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, help_text in commands.items():
             print(f"  {name:<8} {help_text}", file=out)
         return 0 if helped else 2
-    if args[0] == "bench":
-        from gym_worldmodel import bench
+    from gym_worldmodel.sources.episodes import DatasetError
 
-        bench.main(args[1:])
-    elif args[0] == "collect":
-        collect_main(args[1:])
-    elif args[0] == "eval":
-        eval_main(args[1:])
-    elif args[0] == "rollout":
-        rollout_main(args[1:])
-    elif args[0] == "ship":
-        ship_main(args[1:])
-    else:
-        train_main(args[1:])
+    try:
+        if args[0] == "bench":
+            from gym_worldmodel import bench
+
+            bench.main(args[1:])
+        elif args[0] == "collect":
+            collect_main(args[1:])
+        elif args[0] == "eval":
+            eval_main(args[1:])
+        elif args[0] == "rollout":
+            rollout_main(args[1:])
+        elif args[0] == "ship":
+            ship_main(args[1:])
+        else:
+            train_main(args[1:])
+    except (DatasetError, FileNotFoundError) as err:  # a path or dataset the user named
+        print(f"gym-worldmodel {args[0]}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -70,10 +77,10 @@ def collect_main(argv: Sequence[str]) -> None:
         help=f"one of {sorted(SOURCES)} or module:Class of a custom source",
     )
     parser.add_argument("--out", type=Path, required=True, help="dataset directory")
-    parser.add_argument("--episodes", type=int, required=True)
-    parser.add_argument("--steps", type=int, default=128, help="actions per episode")
-    parser.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
-    parser.add_argument("--episodes-per-shard", type=int, default=16)
+    parser.add_argument("--episodes", type=positive_int, required=True)
+    parser.add_argument("--steps", type=positive_int, default=128, help="actions per episode")
+    parser.add_argument("--seed", type=seed_int, default=0, help="episode i uses seed + i")
+    parser.add_argument("--episodes-per-shard", type=positive_int, default=16)
     parser.add_argument(
         "--heldout-every",
         type=int,
@@ -108,11 +115,33 @@ def collect_main(argv: Sequence[str]) -> None:
     print(f"{args.out}: {counts['train']} train and {counts['heldout']} held-out episodes")
 
 
-def denoiser_passes(text: str) -> int:
-    """``--nfe``'s argparse type: denoiser passes per step, an int >= 1."""
+def positive_int(text: str) -> int:
+    """Argparse type of counts and sizes (steps, episodes, batch size, ``--nfe``): an int >= 1."""
     value = int(text) if text.strip().isdigit() else 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}")
+    return value
+
+
+#: ``--nfe``'s type: denoiser passes per step.
+denoiser_passes = positive_int
+
+
+def seed_int(text: str) -> int:
+    """Argparse type of seeds: an int >= 0 (NumPy's and torch's generators take no others)."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text!r}")
+    return int(text)
+
+
+def positive_float(text: str) -> float:
+    """Argparse type of rates (``--lr``): a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
 
 
@@ -288,9 +317,9 @@ def train_main(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--cooldown", type=float, default=0.2, help="fraction of steps decaying the lr to 0"
     )
-    parser.add_argument("--steps", type=int, default=10_000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--steps", type=positive_int, default=10_000)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--lr", type=positive_float, default=3e-4)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument(
         "--device",
@@ -298,8 +327,8 @@ def train_main(argv: Sequence[str]) -> None:
         help="torch device to train on (cpu, cuda, cuda:1); a run resumes on the device type it "
         "started on",
     )
-    parser.add_argument("--save-every", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-every", type=positive_int, default=500)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument(
         "--budget", action="store_true", help="reduced recipe for smoke tests: 20 steps of batch 4"
     )
@@ -481,18 +510,18 @@ def eval_main(argv: Sequence[str]) -> None:
         help="teacher checkpoint for the full-NFE baseline, per world as --model",
     )
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
-    parser.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--horizons", type=positive_int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument(
         "--nfe",
         type=denoiser_passes,
         help="denoiser passes per chunk of the evaluated worlds (default: each checkpoint's own)",
     )
-    parser.add_argument("--teacher-nfe", type=int, default=32)
-    parser.add_argument("--teacher-horizon", type=int, default=16)
-    parser.add_argument("--stability-steps", type=int, default=1000)
-    parser.add_argument("--stability-rows", type=int, default=4)
-    parser.add_argument("--probe-steps", type=int, default=1500)
-    parser.add_argument("--starts-per-episode", type=int, default=2)
+    parser.add_argument("--teacher-nfe", type=positive_int, default=32)
+    parser.add_argument("--teacher-horizon", type=positive_int, default=16)
+    parser.add_argument("--stability-steps", type=positive_int, default=1000)
+    parser.add_argument("--stability-rows", type=positive_int, default=4)
+    parser.add_argument("--probe-steps", type=positive_int, default=1500)
+    parser.add_argument("--starts-per-episode", type=positive_int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/eval"), help="plots and JSON")
     parser.add_argument(
         "--report", type=Path, help="markdown page (docs/evaluation.md; docs/memory.md)"
@@ -503,8 +532,12 @@ def eval_main(argv: Sequence[str]) -> None:
         action="store_true",
         help="spatial-memory revisit benchmark (memory on vs off) on a revisit dataset",
     )
-    parser.add_argument("--min-gap", type=int, default=250, help="revisit: frames before return")
-    parser.add_argument("--max-episodes", type=int, help="revisit: use the first n held-out")
+    parser.add_argument(
+        "--min-gap", type=positive_int, default=250, help="revisit: frames before return"
+    )
+    parser.add_argument(
+        "--max-episodes", type=positive_int, help="revisit: use the first n held-out"
+    )
     parser.add_argument(
         "--oracle-memory",
         action="store_true",
@@ -748,9 +781,11 @@ def rollout_main(argv: Sequence[str]) -> None:
         help="checkpoint directory, hub repo id or 'random' (default: the shipped world)",
     )
     parser.add_argument(
-        "--steps", type=int, help="env steps (chunks); default 100, or every row of --actions"
+        "--steps",
+        type=positive_int,
+        help="env steps (chunks); default 100, or every row of --actions",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument(
         "--image",
         type=Path,
@@ -865,7 +900,9 @@ def ship_main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="gym-worldmodel ship")
     parser.add_argument("--model", required=True, help="checkpoint directory to ship")
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
-    parser.add_argument("--start-frames", type=int, default=16, help="start frames per world")
+    parser.add_argument(
+        "--start-frames", type=positive_int, default=16, help="start frames per world"
+    )
     parser.add_argument("--out", type=Path, help="worlds directory (default: the package's)")
     parser.add_argument(
         "--name",
@@ -902,7 +939,16 @@ def load_source(name: str) -> type:
     if ":" not in target:
         raise SystemExit(f"unknown source {name!r}: use one of {sorted(SOURCES)} or module:Class")
     module, cls = target.split(":", 1)
-    return getattr(importlib.import_module(module), cls)
+    try:
+        found = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as err:
+        raise SystemExit(f"source {name!r}: cannot import {cls} from {module} ({err})") from err
+    if not isinstance(found, type):
+        raise SystemExit(
+            f"source {name!r}: {module}.{cls} is a {type(found).__name__}, not a class with an "
+            "info dict and rollout(seed, steps)"
+        )
+    return found
 
 
 if __name__ == "__main__":

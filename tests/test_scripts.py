@@ -452,3 +452,42 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
     (broken / "model.safetensors").write_bytes(b"truncated")
     with pytest.raises(SystemExit, match=r"--model .*broken: .*not a readable safetensors file"):
         cli.rollout_main(["--model", str(broken), "--steps", "1"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["eval", "--data", "no-such-dir", "--model", "x"],
+            "eval: error: no-such-dir/dataset.json",
+        ),
+        (["ship", "--model", "./no-such-dir", "--data", "x"], "ship: error: checkpoint directory"),
+        (
+            ["train", "teacher", "--data", "x", "--init", "y", "--out", "z", "--steps", "-3"],
+            "argument --steps: must be an int >= 1, got '-3'",
+        ),
+        (
+            ["train", "teacher", "--data", "x", "--init", "y", "--out", "z", "--lr", "0"],
+            "argument --lr: must be a finite number > 0, got '0'",
+        ),
+        (
+            ["collect", "--source", "highway", "--out", "x", "--episodes", "0"],
+            "argument --episodes: must be an int >= 1",
+        ),
+        (
+            ["collect", "--source", "os:path", "--out", "x", "--episodes", "1"],
+            "os.path is a module, not a class",
+        ),
+        (["rollout", "--seed", "-1"], "argument --seed: must be an int >= 0, got '-1'"),
+    ],
+)
+def test_cli_input_errors_are_one_line_messages_not_tracebacks(args, message, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "gym_worldmodel.cli", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr and "Traceback" not in done.stderr
