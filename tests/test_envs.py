@@ -608,6 +608,19 @@ def test_rt1_dict_actions():
         single.step(dict(single.action_space.sample(), terminate_episode=np.array([0, 1, 0])))
 
 
+def test_the_single_env_reads_a_policy_s_tensors_as_the_vector_env_does():
+    env = gym.make("WorldModel-Driving-v0", max_episode_steps=-1, **TINY)
+    ref = gym.make("WorldModel-Driving-v0", max_episode_steps=-1, **TINY)
+    env.reset(seed=0)
+    ref.reset(seed=0)
+    act = np.array([0.25, 0.5], np.float32)
+    for tensor in (torch.tensor(act, requires_grad=True), torch.tensor(act).bfloat16()):
+        obs = env.step(tensor)[0]
+        assert np.array_equal(obs, ref.step(torch.tensor(act).bfloat16().float().numpy())[0])
+    with pytest.raises(ActionError, match="cannot read list"):
+        env.step([[0.1], [0.2, 0.3]])
+
+
 def test_bad_reset_images_raise_and_leave_state_unchanged():
     env = WorldModelVectorEnv(2, world="citywalk", **TINY)
     env.reset(seed=0)

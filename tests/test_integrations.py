@@ -399,6 +399,42 @@ def test_pose_observations_of_a_dead_agent_stay_frozen_in_the_state():
     assert obs["agent_1"]["pose"][0] == pytest.approx(2 * terminal_0["pose"][0])
 
 
+def test_a_bad_agent_action_is_named_and_changes_nothing():
+    from gym_worldmodel.envs.actions import ActionError
+
+    env = WorldModelParallelEnv(
+        "WorldModel-Robot-v0", num_agents=2, max_cycles=5, action_mode="dict", **TINY
+    )
+    env.reset(seed=0)
+    for space in env.action_spaces.values():
+        space.seed(0)
+    good = {a: env.action_space(a).sample() for a in env.agents}
+    bad = [
+        ({k: v for k, v in good["agent_1"].items() if k != "world_vector"}, "keys"),
+        (dict(good["agent_1"], world_vector=np.full(3, 9.0, np.float32)), "world_vector"),
+        ([0.0] * 10, "expected a dict"),
+    ]
+    for action, what in bad:
+        with pytest.raises(ActionError, match=f"agent_1's action: .*{what}"):
+            env.step({"agent_0": good["agent_0"], "agent_1": action})
+    extra = dict(good["agent_0"], foo=np.zeros(1))
+    with pytest.raises(ActionError, match="agent_0's action: .*keys"):
+        env.step({"agent_0": extra, "agent_1": good["agent_1"]})
+    assert env.venv.get_state()["steps"].tolist() == [0, 0]
+    env.step(good)
+
+
+def test_agents_may_act_with_torch_tensors():
+    env = parallel_env()
+    env.reset(seed=0)
+    act = {"agent_0": torch.tensor([1, 0]), "agent_1": torch.tensor([3, 2])}
+    obs, *_ = env.step(act)
+    ref = parallel_env()
+    ref.reset(seed=0)
+    ref_obs, *_ = ref.step({a: v.numpy() for a, v in act.items()})
+    assert np.array_equal(obs["agent_1"], ref_obs["agent_1"])
+
+
 def test_dead_robot_agents_idle_in_arm_mode_and_driving_agents_take_a_speed():
     env = WorldModelParallelEnv(
         "WorldModel-Robot-v0", num_agents=2, max_cycles=5, action_mode="dict", **TINY

@@ -37,6 +37,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
@@ -50,7 +51,9 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
     ) from err
 
 from gym_worldmodel.envs import observations as obs_lib
+from gym_worldmodel.envs.actions import ActionError
 from gym_worldmodel.envs.options import rng_from_state
+from gym_worldmodel.envs.single_env import batch_one
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import start_frames
 
@@ -222,6 +225,16 @@ class WorldModelParallelEnv(ParallelEnv):
             {a: _row_info(infos, i) for a, i in zip(self.possible_agents, rows, strict=True)},
         )
 
+    def _blame(self, actions: dict[str, Any]) -> ActionError | None:
+        """The first live agent's action that does not fit its space, as an error naming it."""
+        frames = self.venv.config.dit.chunk_frames
+        for agent in self.agents:
+            try:
+                self.venv.head.encode(batch_one(actions[agent]), 1, frames)
+            except ActionError as err:
+                return ActionError(f"{agent}'s action: {err}")
+        return None
+
     def step(self, actions: dict[str, Any]) -> tuple[dict[str, Any], ...]:
         """Step every live agent in one batched forward.
 
@@ -243,12 +256,21 @@ class WorldModelParallelEnv(ParallelEnv):
                 f"step needs one action per live agent {self.agents}; "
                 f"missing {missing}, not live {extra}"
             )
+        try:
+            batch = _stack([actions.get(a, self._noop) for a in self.possible_agents])
+        except (KeyError, IndexError, TypeError, ValueError) as err:
+            raise self._blame(actions) or ActionError(f"actions do not stack: {err}") from err
         if self._needs_reset.any():  # dead agents' rows: restart them, hidden from the agents
             dead = np.flatnonzero(self._needs_reset)
             self.venv.reset(options={"env_idx": dead, **_rows_of(self._start, dead)})
             self._needs_reset[:] = False
-        batch = _stack([actions.get(a, self._noop) for a in self.possible_agents])
-        obs, rewards, terminated, truncated, infos = self.venv.step(batch)
+        try:
+            obs, rewards, terminated, truncated, infos = self.venv.step(batch)
+        except ActionError as err:
+            blamed = self._blame(actions)
+            if blamed is None:
+                raise
+            raise blamed from err
         live = [(a, self._rows[a]) for a in self.agents]
         rows = [i for _, i in live]
         obs_lib.put(self._last_obs, rows, obs_lib.take(obs, rows))
@@ -309,11 +331,15 @@ def _stack(actions: list[Any]) -> Any:
     """Per-agent actions -> one batched action (dict actions entry by entry)."""
     if isinstance(actions[0], dict):
         return {k: _stack([a[k] for a in actions]) for k in actions[0]}
-    try:
-        return np.stack([np.asarray(a) for a in actions])
-    except ValueError as err:
-        shapes = [np.shape(a) for a in actions]
-        raise ValueError(f"agents' actions have different shapes {shapes}") from err
+    rows = [a if isinstance(a, torch.Tensor) else np.asarray(a) for a in actions]
+    if any(isinstance(a, torch.Tensor) for a in rows):  # the vector env reads tensors itself
+        rows = [torch.as_tensor(a) for a in rows]
+        if len({a.shape for a in rows}) == 1:
+            return torch.stack([a.detach().to(rows[0].device) for a in rows])
+    elif len({a.shape for a in rows}) == 1:
+        return np.stack(rows)
+    shapes = [tuple(a.shape) for a in rows]
+    raise ValueError(f"agents' actions have different shapes {shapes}")
 
 
 def _row_info(infos: dict[str, Any], row: int) -> dict[str, Any]:
