@@ -621,6 +621,22 @@ def test_the_single_env_reads_a_policy_s_tensors_as_the_vector_env_does():
         env.step([[0.1], [0.2, 0.3]])
 
 
+def test_single_env_reset_and_step_checks():
+    env = gym.make("WorldModel-Driving-v0", **TINY).unwrapped
+    for seed in (True, -1, 1.5):
+        with pytest.raises(ValueError, match="seed must be a non-negative int"):
+            env.reset(seed=seed)
+    with pytest.raises(ValueError, match=r"options \['env_idx'\] are for vector envs"):
+        env.reset(seed=0, options={"env_idx": [0]})
+    env = gym.make("WorldModel-Driving-v0", termination_fn=lambda *a: np.array([True]), **TINY)
+    env.reset(seed=0)
+    assert env.step(np.zeros(2, np.float32))[2]
+    with pytest.raises(RuntimeError, match=r"episode is over .*call reset\(\)"):
+        env.step(np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match="memory_capacity must be an int >= 1"):
+        WorldModelVectorEnv(1, world="citywalk", memory_capacity=0, **TINY)
+
+
 def test_bad_reset_images_raise_and_leave_state_unchanged():
     env = WorldModelVectorEnv(2, world="citywalk", **TINY)
     env.reset(seed=0)

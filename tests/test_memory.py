@@ -103,7 +103,7 @@ def test_bank_is_bounded_and_a_repeated_view_replaces_its_entry():
 
 def test_bad_poses_and_latents_raise_clear_errors():
     memory = SpatialMemory(2, SHAPE, CAMERA)
-    with pytest.raises(ValueError, match=r"poses must be finite \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"poses must be a finite \(2, 4\) array"):
         memory.add(chunk(0, 2), np.full((2, 4), np.nan))
     with pytest.raises(ValueError, match="latents must be"):
         memory.add(chunk(0, 3), np.zeros((3, 4)))

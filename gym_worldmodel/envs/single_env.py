@@ -71,8 +71,15 @@ class WorldModelEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode; ``options`` as :meth:`WorldModelVectorEnv.reset` for one row."""
-        super().reset(seed=seed)
+        if seed is not None and (
+            not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0
+        ):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
         options = dict(options or {})
+        rows = sorted({"env_idx", "reset_mask"} & set(options))
+        if rows:
+            raise ValueError(f"a single env has one row: options {rows} are for vector envs")
+        super().reset(seed=seed)
         for key in ("image", "frames"):
             if key in options:
                 options[key] = np.asarray(options[key])[None]
@@ -89,6 +96,8 @@ class WorldModelEnv(gym.Env):
 
     def step(self, action: Any):
         """One chunk; Python ``float`` reward and ``bool`` flags."""
+        if self.vector._started and self.vector._done[0]:
+            raise RuntimeError("the episode is over (terminated or truncated): call reset()")
         obs, reward, terminated, truncated, infos = self.vector.step(batch_one(action))
         flags = float(reward[0]), bool(terminated[0]), bool(truncated[0])
         return take(obs, 0), *flags, _unbatch(infos)

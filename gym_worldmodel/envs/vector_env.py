@@ -164,6 +164,10 @@ class WorldModelVectorEnv(VectorEnv):
         self.memory = self.world.pose is not None and has_slots if memory is None else bool(memory)
         if self.memory and not has_slots:
             raise ValueError("memory=True needs a model with memory slots (memory_chunks >= 1)")
+        if not _is_int(memory_capacity) or memory_capacity < 1:
+            raise ValueError(
+                f"memory_capacity must be an int >= 1 (chunks), got {memory_capacity!r}"
+            )
         self.memory_shared, self.memory_capacity = memory_shared, memory_capacity
         self.metadata = {
             **self.metadata,

@@ -308,7 +308,8 @@ class SpatialMemory:
             return np.zeros((n, 4))
         poses = np.asarray(poses, np.float64)
         if poses.shape != (n, 4) or not np.isfinite(poses).all():
-            raise ValueError(f"poses must be finite ({n}, 4), got {poses.shape}")
+            got = f"shape {poses.shape}" if poses.shape != (n, 4) else "NaN or inf"
+            raise ValueError(f"poses must be a finite ({n}, 4) array, got {got}")
         return poses
 
     # --- state -----------------------------------------------------------------------------------
