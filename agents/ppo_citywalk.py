@@ -48,7 +48,8 @@ try:
     from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise SystemExit(
-        'this agent needs stable-baselines3: pip install "gym-worldmodel[sb3]"'
+        f"this agent needs stable-baselines3 and matplotlib ({err.name} is missing): pip install "
+        '"gym-worldmodel[sb3,train]"'
     ) from err
 
 
@@ -84,8 +85,15 @@ def main() -> None:
             raise SystemExit(f"--resume: no saved policy at {saved}")
         if not scale_file.exists():  # its value head learned rewards on that scale
             raise SystemExit(f"--resume: no reward scaler at {scale_file} beside {saved}")
-        venv = VecNormalize.load(scale_file, monitored)
-        agent = PPO.load(saved, env=venv, device="cpu")
+        try:
+            venv = VecNormalize.load(scale_file, monitored)
+            agent = PPO.load(saved, env=venv, device="cpu")
+        except (AssertionError, ValueError) as err:  # SB3 checks the spaces with assert
+            was = "without" if args.pose else "with"
+            raise SystemExit(
+                f"--resume: the policy at {saved} does not fit this env ({err}); was it trained "
+                f"{was} --pose?"
+            ) from err
         encoder = agent.policy.features_extractor
         if args.pose and encoder.target.tolist() != [float(v) for v in args.target]:
             raise SystemExit(

@@ -3,7 +3,10 @@
 Subcommands:
     bench: benchmarks that print their figures (see :mod:`gym_worldmodel.bench`).
     collect: record episodes from a simulator into the episode format (resumable).
-    train: train the VAE, then the teacher, on collected datasets (resumable).
+    train: train a stage (vae, decoder, teacher, student, flow, self-forcing; resumable).
+    eval: score a model against held-out episodes and write a report.
+    rollout: play a world and write the video.
+    ship: install a checkpoint and start frames as an embedded world.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "bench": "benchmarks that print their figures",
         "collect": "record simulator episodes into a dataset (resumable)",
-        "train": "train the VAE, the teacher or the student on datasets (resumable)",
+        "train": "train a stage: vae, decoder, teacher, student, flow, self-forcing (resumable)",
         "eval": "score a model against held-out episodes; writes a markdown report",
         "rollout": "play a world (random or given actions, any start image); write the video",
         "ship": "install a checkpoint and start frames as the embedded default worlds",
@@ -848,6 +851,14 @@ def rollout_main(argv: Sequence[str]) -> None:
         if args.world != "robot":
             raise SystemExit(f"--actions {args.actions}: .npz (RT-1 keys) is for --world robot")
         kwargs["action_mode"] = "dict"
+        from gym_worldmodel.envs.actions import RT1_KEYS
+
+        keys = {k for k, _, _ in RT1_KEYS}
+        if not keys <= set(actions) <= keys | {"terminate_episode"}:
+            raise SystemExit(
+                f"--actions {args.actions}: expected the RT-1 keys {sorted(keys)} (and optionally "
+                f"terminate_episode), got {sorted(actions)}"
+            )
         actions.setdefault("terminate_episode", np.ones(steps, np.int64))
     env = gym.make(WORLD_IDS[args.world], obs_mode="chunk", max_episode_steps=-1, **kwargs)
     env.action_space.seed(args.seed)
@@ -889,7 +900,8 @@ def rollout_main(argv: Sequence[str]) -> None:
         atomic_write(args.frames, lambda f: np.save(f, frames))
     write_video(args.video, frames, fps)
     print(
-        f"{args.world}: {i + 1} steps, {len(frames) - 1} frames in {elapsed:.1f} s "
+        f"{args.world}: {i + 1} steps, {len(frames) - 1} frames after the start frame in "
+        f"{elapsed:.1f} s "
         f"({(len(frames) - 1) / elapsed:.1f} frames/s, {dtype}, nfe {nfe}); wrote {args.video} "
         f"at {fps} fps" + (f" and {args.frames}" if args.frames else "")
     )

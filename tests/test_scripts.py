@@ -37,7 +37,7 @@ def test_rollout_command_writes_a_video_of_the_embedded_world(tmp_path):
     video, frames = tmp_path / "driving.mp4", tmp_path / "frames.npy"
     args = ("-m", "gym_worldmodel.cli", "rollout", "--world", "driving", "--steps", "3")
     text = run(*args, "--video", str(video), "--frames", str(frames))
-    assert "3 steps, 9 frames" in text and video.stat().st_size > 1000
+    assert "3 steps, 9 frames after the start frame" in text and video.stat().st_size > 1000
     assert "nfe 2" in text  # the shipped driving world's own passes
     # --nfe 1: the same world at one pass, other frames from the same start
     text = run(*args, "--nfe", "1", "--video", str(video), "--frames", str(tmp_path / "one.npy"))
@@ -198,6 +198,13 @@ def test_ppo_agent_observes_the_pose(tmp_path):
 
     saved = PPO.load(tmp_path / "ppo.zip", device="cpu")
     assert set(saved.observation_space.spaces) == {"pose", "rgb"}
+    # resuming it without --pose is refused with a message, and the run is left as it was
+    before = (tmp_path / "ppo.zip").read_bytes()
+    err = fails(
+        "agents/ppo_citywalk.py", *common, "--steps", "64", "--out", str(tmp_path), "--resume"
+    )
+    assert "does not fit this env" in err and "trained with --pose?" in err
+    assert (tmp_path / "ppo.zip").read_bytes() == before
     other = [*common, "--pose", "--steps", "64", "--out", str(tmp_path), "--resume"]
     error = fails("agents/ppo_citywalk.py", *other, "--target", "1", "1")
     assert "walks to [3.0, 1.0], not --target [1.0, 1.0]" in error
@@ -437,6 +444,15 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
     assert not bad.exists()
     with pytest.raises(SystemExit, match="is for --world robot"):
         rollout("citywalk", "plan.npz")
+    np.savez(
+        tmp_path / "typo.npz",
+        **{k: v for k, v in rt1.items() if k != "terminate_episode"},
+        foo=rt1["world_vector"],
+    )
+    with pytest.raises(
+        SystemExit, match=r"expected the RT-1 keys .*got \['base_displacement_vector'.*'foo'"
+    ):
+        rollout("robot", "typo.npz")  # the keys in the file, not the default filled in
     (tmp_path / "corrupt.npy").write_bytes(b"not numpy")
     with pytest.raises(SystemExit, match="not a .npy file of numbers"):
         rollout("driving", "corrupt.npy")
