@@ -86,7 +86,9 @@ class ChunkWindows(torch.utils.data.Dataset):
         if not self.index:
             raise DatasetError(
                 f"no episode has the {follow + 1} frames a window of {n_chunks} "
-                f"chunks of {chunk_frames} needs"
+                f"chunks of {chunk_frames} needs (longest: "
+                f"{max((len(ep.frames) for ep in self.episodes), default=0)}); collect longer "
+                "episodes (collect --steps) or train on fewer chunks (self-forcing --max-chunks)"
             )
         if memory is not None and memory.kind == "latent":
             raise ValueError("training windows retrieve memory by pose: frustum or topdown")
