@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from gym_worldmodel.envs.engine import WorldEngine
+from gym_worldmodel.envs.pose import EgoShift
 from gym_worldmodel.evaluation import psnr, ssim
 from gym_worldmodel.evaluation.report import image_dir
 from gym_worldmodel.files import atomic_write
@@ -126,9 +127,14 @@ def evaluate_revisit(
         recorded = WorldEngine(model, e, card["modality"], model.device, memory=True)
         recorded.seed(range(e), [seed + i for i in range(e)])
         recorded.start(range(e), start[:e], poses[:e, 0])
+    # a world whose anchors move with the car reads the pose its actions integrate to, as the
+    # env and open-loop evaluation give it
+    ego, ego_pose = EgoShift.for_model(model.config, card["modality"]), poses[:, 0]
     frames, hits, oracle_frames = [], [], []
     for k in tqdm(range(steps), desc=f"revisit {card['world']}", disable=not progress):
         chunk = np.ascontiguousarray(actions[:, k * f : (k + 1) * f])
+        if ego is not None:
+            ego_pose, chunk = ego.step(ego_pose, chunk)
         frames.append(engine.step(chunk, poses=poses[:, (k + 1) * f])[1].cpu().numpy())
         hits.append(np.repeat(engine.recall.hits[:e, None] > 0, f, 1))
         if oracle:

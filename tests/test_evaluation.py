@@ -427,6 +427,40 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
         evaluate_revisit(model, data, max_episodes=0, progress=False)
 
 
+class DrivingRevisitSource(RevisitSquareSource):
+    """The squares as a driving dataset: two action columns, poses (x, y, heading, speed)."""
+
+    info = {**RevisitSquareSource.info, "world": "driving", "modality": "driving"}
+    info["action_width"] = 2
+
+    def rollout(self, seed: int, steps: int):
+        ep = super().rollout(seed, steps)
+        actions = np.zeros((steps, 2), np.float32)
+        actions[:, 0] = 0.1  # steer a little left, so the ego shift is not zero
+        poses = ep.poses.copy()
+        poses[:, 3] = 25.0
+        return dataclasses.replace(ep, actions=actions, poses=poses)
+
+
+def test_revisit_moves_the_anchors_of_a_world_that_moves_them_with_the_car(
+    tiny_model, tmp_path, monkeypatch
+):
+    from gym_worldmodel.envs.pose import EgoShift
+    from gym_worldmodel.revisit import evaluate_revisit
+
+    data = tmp_path / "driving"
+    collect(DrivingRevisitSource(), data, episodes=4, steps=12, heldout_every=2, progress=False)
+    model = tiny_model.with_anchor_flow(("driving",)).with_anchor_ego(
+        ("driving",), (12, 16, 12, 20)
+    )
+    model = randomize(model).eval()
+    steps, step = [], EgoShift.step
+    monkeypatch.setattr(EgoShift, "step", lambda self, *a: steps.append(1) or step(self, *a))
+    result = evaluate_revisit(model, data, min_gap=6, progress=False)
+    assert np.isfinite([result.psnr_on, result.psnr_off]).all()
+    assert len(steps) == 12 // model.config.dit.chunk_frames  # once per step, as the env does
+
+
 @pytest.mark.parametrize(
     "settings",
     [
