@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gym_worldmodel.envs.registration import IDS
+
 #: Named data sources; any other ``module:Class`` with the Source protocol works too.
 SOURCES = {
     "miniworld": "gym_worldmodel.sources.miniworld:MiniWorldSource",
@@ -674,11 +676,7 @@ def per_world(
 
 
 SHIPPED = "shipped"  # --model: each world's embedded checkpoint (envs/worlds.py)
-WORLD_IDS = {
-    "citywalk": "WorldModel-CityWalk-v0",
-    "robot": "WorldModel-Robot-v0",
-    "driving": "WorldModel-Driving-v0",
-}
+WORLD_IDS = {world: env_id for env_id, (world, _) in IDS.items()}  # world -> its env id
 
 
 def _load_array_file(path: Path, flag: str) -> Any:

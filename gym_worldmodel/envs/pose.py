@@ -17,6 +17,7 @@ import numpy as np
 if TYPE_CHECKING:
     from gym_worldmodel.models import WorldModelConfig
 
+#: The pose columns of each world with a pose, with their units (``info["pose"]``, datasets).
 POSE_FIELDS = {
     "camera": ("x_m", "y_m", "yaw_deg", "pitch_deg"),
     "driving": ("x_m", "y_m", "heading_deg", "speed_mps"),
@@ -25,8 +26,17 @@ POSE_FIELDS = {
 _MOVES = np.array([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=np.float64)
 
 
-def integrate_camera(pose: np.ndarray, vec: np.ndarray, move_m: float, turn_deg: float):
-    """Advance camera poses by per-frame action vectors ``(B, F, 12)``; returns new poses."""
+def integrate_camera(
+    pose: np.ndarray, vec: np.ndarray, move_m: float, turn_deg: float
+) -> np.ndarray:
+    """Advance camera poses ``(B, 4)`` by per-frame action vectors ``(B, F, 12)``.
+
+    Poses are ``POSE_FIELDS["camera"]``: x, y in metres, yaw and pitch in degrees (yaw wraps to
+    [-180, 180), pitch clips to +-60). Each frame, the move one-hot (columns 0-4: none, W, A, S,
+    D) steps ``move_m`` metres forward, left, back or right of the yaw; column 10 turns
+    ``turn_deg`` degrees per unit (positive: right, which lowers the yaw) and column 11 tilts
+    the pitch by ``turn_deg`` per unit (positive: up). Returns new float64 poses ``(B, 4)``.
+    """
     pose = pose.copy()
     for f in range(vec.shape[1]):
         move = _MOVES[vec[:, f, :5].argmax(-1)] * move_m

@@ -87,7 +87,7 @@ class WorldModelEnv(gym.Env):
         # generators, or on the first reset draws a row seed from this env's (unseeded) np_random.
         if seed is not None:
             row_seed = int(seed)
-        elif self.vector._started:
+        elif self.vector.started:
             row_seed = None
         else:
             row_seed = int(self.np_random.integers(2**63 - 1))
@@ -96,7 +96,7 @@ class WorldModelEnv(gym.Env):
 
     def step(self, action: Any):
         """One chunk; Python ``float`` reward and ``bool`` flags."""
-        if self.vector._started and self.vector._done[0]:
+        if self.vector.started and self.vector.done[0]:
             raise RuntimeError("the episode is over (terminated or truncated): call reset()")
         obs, reward, terminated, truncated, infos = self.vector.step(batch_one(action))
         flags = float(reward[0]), bool(terminated[0]), bool(truncated[0])

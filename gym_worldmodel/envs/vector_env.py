@@ -295,6 +295,16 @@ class WorldModelVectorEnv(VectorEnv):
         self._engine = None
 
     @property
+    def started(self) -> bool:
+        """Whether every row has been reset (or loaded by :meth:`set_state`) at least once."""
+        return self._started
+
+    @property
+    def done(self) -> np.ndarray:
+        """A copy of the rows' done flags (the episode ended at their last step) ``(num_envs,)``."""
+        return self._done.copy()
+
+    @property
     def max_episode_steps(self) -> int | None:
         """Steps after which a row truncates (None: never); settable, checked either way."""
         return self._max_episode_steps

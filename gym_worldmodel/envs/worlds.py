@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,6 @@ class World:
     head: ActionHead
     pose: str | None
     description: str
-    modes: tuple[str, ...] = field(default=())
     checkpoint: str = "shared"
     start_pose: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
@@ -96,7 +95,8 @@ WORLDS: dict[str, World] = {
 def get_world(name: str) -> World:
     """The preset called ``name``."""
     if name not in WORLDS:
-        raise KeyError(f"unknown world {name!r}; available: {sorted(WORLDS)}")
+        available = "; ".join(f"{w} ({world.description})" for w, world in sorted(WORLDS.items()))
+        raise KeyError(f"unknown world {name!r}; available: {available}")
     return WORLDS[name]
 
 
@@ -153,8 +153,15 @@ def start_frames(world: World, size: int) -> np.ndarray:
     """The world's bundled start frames ``(N, size, size, 3)`` uint8.
 
     Until a world ships its own (``start_frames.npz``, key ``frames``), a fixed set of
-    procedural frames stands in: sky, horizon and ground in a few colours.
+    procedural frames stands in: sky, horizon and ground in a few colours. The array is cached
+    and shared, so it is read-only.
     """
+    frames = _start_frames(world, size)
+    frames.setflags(write=False)  # cached: every env of the process shares this array
+    return frames
+
+
+def _start_frames(world: World, size: int) -> np.ndarray:
     path = world.assets / "start_frames.npz"
     if path.is_file():
         with np.load(path) as data:

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from gym_worldmodel.envs.pose import POSE_FIELDS
 from gym_worldmodel.sources.episodes import Episode
 
 POLICIES = ("random", "lanekeep", "mixed")
@@ -214,7 +215,7 @@ class HighwaySource:
             "frame_size": self.size,
             "fps": FPS,
             "action_width": 2,
-            "pose_fields": ["x_m", "y_m", "heading_deg", "speed_mps"],
+            "pose_fields": list(POSE_FIELDS["driving"]),
             "policy": policy,
         }
         #: The restart attempt the last ``rollout`` episode came from (0: no crash).

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from gym_worldmodel.envs.actions import CameraHead
-from gym_worldmodel.envs.pose import integrate_camera
+from gym_worldmodel.envs.pose import POSE_FIELDS, integrate_camera
 from gym_worldmodel.sources.episodes import Episode
 
 POLICIES = ("random", "sweep", "loop", "mixed", "revisit")
@@ -256,7 +256,7 @@ class MiniWorldSource:
             "frame_size": self.size,
             "fps": 15,
             "action_width": 12,
-            "pose_fields": ["x_m", "y_m", "yaw_deg", "pitch_deg"],
+            "pose_fields": list(POSE_FIELDS["camera"]),
             "move_m": self.move_m,
             "turn_deg": self.turn_deg,
             "policy": policy,
