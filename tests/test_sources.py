@@ -148,6 +148,25 @@ def test_corrupt_shards_are_clear_errors(tmp_path):
         load_episodes(tmp_path)
 
 
+def test_recollecting_a_shard_deleted_by_hand_overwrites_no_other(tmp_path):
+    opts = dict(episodes=8, steps=3, episodes_per_shard=2, heldout_every=100, progress=False)
+    collect(FakeSource(), tmp_path, **opts)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("train-*.npz")}
+    # a shard found corrupt is deleted with its card entry, as the error message says
+    card = read_card(tmp_path)
+    card["shards"] = [s for s in card["shards"] if s["file"] != "train-00001.npz"]
+    (tmp_path / CARD).write_text(json.dumps(card))
+    (tmp_path / "train-00001.npz").unlink()
+    collect(FakeSource(), tmp_path, **opts)
+    card = read_card(tmp_path)
+    files = [s["file"] for s in card["shards"]]
+    assert len(files) == len(set(files)) == 4 and "train-00004.npz" in files
+    for name, data in before.items():  # the later shards are untouched
+        if name != "train-00001.npz":
+            assert (tmp_path / name).read_bytes() == data
+    assert sorted(ep.seed for ep in load_episodes(tmp_path)) == list(range(8))
+
+
 def test_inconsistent_shard_arrays_are_rejected(tmp_path):
     path = tmp_path / "bad.npz"
     np.savez(

@@ -121,7 +121,12 @@ def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
 
 def _flush(out_dir: Path, card: dict, split: str, pending: dict) -> None:
     indices, episodes = zip(*pending[split], strict=True)
+    # the next free name: neither in the card nor on disk (a shard deleted by hand, with its
+    # card entry, must not make the next one overwrite a later shard)
+    taken = {s["file"] for s in card["shards"]}
     number = sum(1 for s in card["shards"] if s["split"] == split)
+    while f"{split}-{number:05d}.npz" in taken or (out_dir / f"{split}-{number:05d}.npz").exists():
+        number += 1
     name = f"{split}-{number:05d}.npz"
     digest = write_shard(out_dir / name, list(episodes))
     card["shards"].append(
