@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import randomize
-from test_training import SquareSource
+from test_training import SquareSource, moving_square_episode
 
 from gym_worldmodel import hub
 from gym_worldmodel.evaluation import (
@@ -30,7 +30,7 @@ from gym_worldmodel.evaluation import (
 from gym_worldmodel.evaluation.open_loop import JOIN_OFFSET
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.collect import collect
-from gym_worldmodel.sources.episodes import Episode
+from gym_worldmodel.sources.episodes import DatasetError, Episode
 from gym_worldmodel.training.distill import DistillConfig, student_loss
 
 
@@ -355,6 +355,32 @@ def test_bundled_start_frames_come_from_training_episodes(tmp_path):
     firsts = [ep.frames[0] for ep in load_episodes(data, "train")]
     assert frames.shape == (3, 32, 32, 3) and frames.dtype == np.uint8
     assert all(any(np.array_equal(f, g) for g in firsts) for f in frames)
+
+
+def test_a_failed_ship_writes_nothing(tmp_path):
+    from gym_worldmodel.cli import ship_main
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for data in (good, bad):
+        collect(SquareSource(), data, episodes=4, steps=4, heldout_every=2, progress=False)
+    shard = next(bad.glob("train-*.npz"))
+    shard.write_bytes(shard.read_bytes()[:-100])
+    model = hub.save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "model")
+    out = tmp_path / "worlds"
+    with pytest.raises(DatasetError, match="SHA-256"):
+        ship_main(["--model", str(model), "--data", str(good), str(bad), "--out", str(out)])
+    assert not out.exists()  # neither the checkpoint nor the good dataset's start frames
+    ship_main(["--model", str(model), "--data", str(good), "--out", str(out)])
+    assert (out / "shared" / "model.safetensors").exists()
+    assert (out / "citywalk" / "start_frames.npz").exists()
+
+
+def test_episode_poses_must_be_finite():
+    ep = moving_square_episode(0, 4)
+    poses = np.zeros((len(ep.frames), 4))
+    poses[2, 1] = np.nan
+    with pytest.raises(DatasetError, match="poses contain NaN"):
+        dataclasses.replace(ep, poses=poses)
 
 
 class RevisitSquareSource(SquareSource):

@@ -72,6 +72,8 @@ class Episode:
             raise DatasetError(f"episode poses must be ({len(f)}, 4), got {self.poses.shape}")
         if not np.isfinite(a).all():
             raise DatasetError("episode actions contain NaN or inf")
+        if self.poses is not None and not np.isfinite(self.poses).all():
+            raise DatasetError("episode poses contain NaN or inf")
 
 
 def write_shard(path: Path, episodes: list[Episode]) -> str:

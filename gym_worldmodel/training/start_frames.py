@@ -12,16 +12,33 @@ from pathlib import Path
 import numpy as np
 
 from gym_worldmodel.files import WORLDS_DIR, atomic_write
-from gym_worldmodel.sources.episodes import load_episodes, read_card
+from gym_worldmodel.sources.episodes import DatasetError, load_episodes, read_card
 
 
-def bundle_start_frames(data: Path, count: int = 16, out_root: Path = WORLDS_DIR) -> Path:
-    """Write ``count`` start frames (evenly spaced training episodes) for ``data``'s world."""
+def pick_start_frames(data: Path, count: int = 16) -> tuple[str, np.ndarray]:
+    """``data``'s world and ``count`` start frames.
+
+    The first frames of evenly spaced training episodes; reads and checks the dataset, writes
+    nothing.
+    """
     world = read_card(Path(data))["world"]
+    if not isinstance(world, str) or not world.isidentifier():  # it names the folder written
+        raise DatasetError(f"{data}: the card's world must be a plain name, got {world!r}")
     episodes = load_episodes(Path(data), "train")
+    if not episodes:
+        raise DatasetError(f"{data}: no training episodes to take start frames from")
     pick = np.linspace(0, len(episodes) - 1, min(count, len(episodes))).round().astype(int)
-    frames = np.stack([episodes[i].frames[0] for i in pick])
+    return world, np.stack([episodes[i].frames[0] for i in pick])
+
+
+def write_start_frames(world: str, frames: np.ndarray, out_root: Path = WORLDS_DIR) -> Path:
+    """Write ``frames`` as ``world``'s bundled start frames under ``out_root``."""
     path = Path(out_root) / world / "start_frames.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: np.savez_compressed(f, frames=frames))
     return path
+
+
+def bundle_start_frames(data: Path, count: int = 16, out_root: Path = WORLDS_DIR) -> Path:
+    """Write ``count`` start frames (evenly spaced training episodes) for ``data``'s world."""
+    return write_start_frames(*pick_start_frames(data, count), out_root)
