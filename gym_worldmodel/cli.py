@@ -15,6 +15,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -67,8 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             ship_main(args[1:])
         else:
             train_main(args[1:])
-    except (DatasetError, FileNotFoundError) as err:  # a path or dataset the user named
-        print(f"gym-worldmodel {args[0]}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError, FloatingPointError) as err:
+        # what the user gave (a path, a dataset, a checkpoint, a setting) does not fit, or a run
+        # diverged: the message says what was expected
+        if os.environ.get("GYM_WORLDMODEL_TRACEBACK"):
+            raise
+        kind = (
+            "" if isinstance(err, (DatasetError, FileNotFoundError)) else f"{type(err).__name__}: "
+        )
+        print(f"gym-worldmodel {args[0]}: error: {kind}{err}", file=sys.stderr)
+        print("(GYM_WORLDMODEL_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
         return 2
     return 0
 
@@ -554,6 +563,10 @@ def eval_main(argv: Sequence[str]) -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     check_device(args.device)
+    # what is written at the end is checked now, not after an evaluation of many minutes
+    for flag, path, kind in (("--out", args.out, "a directory"), ("--report", args.report, "")):
+        if path is not None and path.exists() and path.is_dir() != bool(kind):
+            parser.error(f"{flag} {path}: must be {kind or 'a file (the markdown page)'}")
     from gym_worldmodel.evaluation import EvalConfig, evaluate_world, ratio_text, write_report
     from gym_worldmodel.sources.episodes import read_card
 

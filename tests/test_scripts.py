@@ -495,9 +495,20 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
             "os.path is a module, not a class",
         ),
         (["rollout", "--seed", "-1"], "argument --seed: must be an int >= 0, got '-1'"),
+        (["eval", "--data", "x", "--out", "file.txt"], "--out file.txt: must be a directory"),
+        (
+            ["ship", "--model", "broken", "--data", "x"],
+            "ship: error: ValueError: broken/model.safetensors is not a readable safetensors",
+        ),
     ],
 )
 def test_cli_input_errors_are_one_line_messages_not_tracebacks(args, message, tmp_path):
+    from gym_worldmodel.hub import save_pretrained
+    from gym_worldmodel.models import WorldModel, WorldModelConfig
+
+    (tmp_path / "file.txt").write_text("not a directory")
+    broken = save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes(b"truncated")
     done = subprocess.run(
         [sys.executable, "-m", "gym_worldmodel.cli", *args],
         cwd=tmp_path,

@@ -789,3 +789,45 @@ def test_action_scale_is_fitted_to_each_dimensions_spread(tmp_path):
     argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--action-scale"]
     with pytest.raises(SystemExit, match="teacher option"):
         train_main(argv)
+
+
+def test_frames_of_another_size_than_the_model_s_are_a_clear_error(tmp_path):
+    from gym_worldmodel.training.data import Frames
+    from gym_worldmodel.training.recipes import train_vae
+
+    small = [moving_square_episode(s, size=16) for s in range(2)]
+    with pytest.raises(DatasetError, match=r"frames differ in size"):
+        Frames([moving_square_episode(0), *small])
+    data = tmp_path / "data16"
+
+    class Small(SquareSource):
+        info = {**SquareSource.info, "frame_size": 16}
+
+        def rollout(self, seed, steps):
+            return moving_square_episode(seed, steps, size=16)
+
+    collect(Small(), data, episodes=3, steps=4, heldout_every=3, progress=False)
+    train = TrainConfig(steps=2, batch_size=2, lr=1e-3, save_every=1, seed=0)
+    with pytest.raises(ValueError, match=r"this VAE encodes 32x32 RGB frames"):
+        train_vae([data], tmp_path / "run", WorldModelConfig.tiny(), train, progress=False)
+
+
+def test_a_stopped_vae_run_leaves_a_loadable_model(tmp_path, monkeypatch):
+    from gym_worldmodel.training import recipes
+
+    data = tmp_path / "data"
+    collect(SquareSource(), data, episodes=3, steps=4, heldout_every=3, progress=False)
+    calls, loss = [], recipes.vae_loss
+
+    def stopping(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("stopped")
+        return loss(*args)
+
+    monkeypatch.setattr(recipes, "vae_loss", stopping)
+    train = TrainConfig(steps=5, batch_size=2, lr=1e-3, save_every=1, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        recipes.train_vae([data], tmp_path / "run", WorldModelConfig.tiny(), train, progress=False)
+    model = hub.from_pretrained(tmp_path / "run" / "model")  # written at step 2's checkpoint
+    assert model.config.vae.scaling_factor != 1.0  # with the latent scale of that moment

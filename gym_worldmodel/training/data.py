@@ -162,6 +162,9 @@ class Frames(torch.utils.data.Dataset):
     def __init__(self, episodes: Sequence[Episode]) -> None:
         if not episodes:
             raise DatasetError("no episodes to take frames from (is the training split empty?)")
+        sizes = sorted({ep.frames.shape[1:] for ep in episodes})
+        if len(sizes) > 1:
+            raise DatasetError(f"the datasets' frames differ in size {sizes}: one size per run")
         self.frames = np.concatenate([ep.frames for ep in episodes])
 
     def __len__(self) -> int:

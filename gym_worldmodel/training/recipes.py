@@ -70,16 +70,19 @@ def train_vae(
     episodes = [ep for d in data for ep in load_episodes(Path(d), "train")]
     model = WorldModel(config).to(train.device)
     loss_config = VAELossConfig()
+    frames, out = Frames(episodes), Path(run_dir) / "model"
     trainer = Trainer(
         model.vae,
-        Frames(episodes),
+        frames,
         lambda batch, gen: vae_loss(model.vae, batch, gen, loss_config),
         run_dir,
         train,
+        # the loadable model at every checkpoint too, with the latent scale of that moment
+        on_save=lambda: hub.save_pretrained(with_latent_scale(model, frames), out),
     )
     trainer.train(progress)
-    model = with_latent_scale(model, Frames(episodes))
-    hub.save_pretrained(model, Path(run_dir) / "model")
+    model = with_latent_scale(model, frames)
+    hub.save_pretrained(model, out)
     return model
 
 
@@ -109,9 +112,11 @@ def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> W
     """A copy of ``model`` whose VAE scales latents to unit standard deviation on ``frames``."""
     idx = torch.linspace(0, len(frames) - 1, min(sample, len(frames))).long()
     batch = torch.stack([frames[int(i)] for i in idx]).to(model.device)
+    training = model.training
     model.eval()
     with torch.no_grad():
         std = model.vae.encode(batch).std().item() / model.config.vae.scaling_factor
+    model.train(training)  # a checkpoint mid-run leaves the run's model as it was
     vae = dataclasses.replace(model.config.vae, scaling_factor=1.0 / max(std, 1e-6))
     scaled = WorldModel(dataclasses.replace(model.config, vae=vae)).to(model.device)
     scaled.load_state_dict(model.state_dict())
