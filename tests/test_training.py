@@ -40,7 +40,7 @@ from gym_worldmodel.training.self_forcing import (
     chunk_shift,
     self_forcing_loss,
 )
-from gym_worldmodel.training.trainer import TrainConfig, Trainer, to_device
+from gym_worldmodel.training.trainer import TrainConfig, Trainer, fingerprint, to_device
 
 
 def moving_square_episode(seed: int, steps: int = 12, size: int = 32) -> Episode:
@@ -327,6 +327,21 @@ def test_corrupt_checkpoint_is_a_clear_error(episodes, tmp_path):
         run_steps(vae, Frames(episodes), fn, tmp_path, 6)
 
 
+def test_an_altered_checkpoint_is_refused_and_left_as_it_was(episodes, tmp_path):
+    vae = WorldModel(WorldModelConfig.tiny()).vae
+    fn = lambda b, g: vae_loss(vae, b, g, VAELossConfig())  # noqa: E731
+    run_steps(vae, Frames(episodes), fn, tmp_path, 3)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    exp_avg_sq = next(v for v in state["optimizer"]["state"].values())["exp_avg_sq"]
+    exp_avg_sq.view(-1)[0] += 1.0  # one value changed, as a flipped byte would
+    torch.save(state, ckpt)
+    before = ckpt.read_bytes()
+    with pytest.raises(ValueError, match="does not match its SHA-256"):
+        run_steps(vae, Frames(episodes), fn, tmp_path, 6)
+    assert ckpt.read_bytes() == before
+
+
 def test_a_run_resumes_on_the_device_type_it_started_on(episodes, tmp_path):
     vae = WorldModel(WorldModelConfig.tiny()).vae
     fn = lambda b, g: vae_loss(vae, b, g, VAELossConfig())  # noqa: E731
@@ -334,7 +349,8 @@ def test_a_run_resumes_on_the_device_type_it_started_on(episodes, tmp_path):
     ckpt = tmp_path / "run" / "checkpoint.pt"
     state = torch.load(ckpt, weights_only=True)
     assert state["device"] == "cpu"
-    torch.save({**state, "device": "cuda"}, ckpt)  # as a run started on a GPU writes it
+    moved = {k: v for k, v in state.items() if k != "sha256"} | {"device": "cuda"}
+    torch.save({**moved, "sha256": fingerprint(moved)}, ckpt)  # as a run started on a GPU would
     before = {k: v.clone() for k, v in vae.state_dict().items()}
     with torch.no_grad():
         for v in vae.parameters():

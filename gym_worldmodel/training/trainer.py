@@ -10,6 +10,7 @@ noise an uninterrupted run would have.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -199,6 +200,7 @@ class Trainer:
             "settings": json.dumps(self.config.run_settings()),
             "dataset_size": len(self.dataset),
         }
+        state["sha256"] = fingerprint(state)
         atomic_write(self.run_dir / "checkpoint.pt", lambda f: torch.save(state, f))
         text = json.dumps(self.history) + "\n"
         atomic_write(self.run_dir / "losses.json", lambda f: f.write(text.encode()))
@@ -211,6 +213,9 @@ class Trainer:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             started = state.get("device", "cpu")
+            # checkpoints written before the fingerprint resume unchecked
+            if "sha256" in state and state.pop("sha256") != fingerprint(state):
+                raise ValueError("its content does not match its SHA-256: altered or damaged")
         except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
             raise ValueError(
                 f"{path} is not a checkpoint of this run ({err}); move it away to start over"
@@ -262,6 +267,38 @@ def learning_rate_factor(step: int, cfg: TrainConfig) -> float:
     decay_steps = int(cfg.cooldown * cfg.steps)
     left = cfg.steps - step
     return warm * (min(1.0, left / decay_steps) if decay_steps else 1.0)
+
+
+def fingerprint(obj: Any) -> str:
+    """SHA-256 of a checkpoint's content: every tensor's dtype, shape and bytes, in key order.
+
+    torch's zip reader checks no CRC, so a flipped byte in a saved tensor would otherwise load
+    as a silently different weight or optimizer state. Stored in the checkpoint (which stays a
+    plain ``torch.load``-able dict) and checked on resume.
+    """
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for key in sorted(value, key=str):
+                digest.update(repr(key).encode())
+                feed(value[key])
+            digest.update(b"}")
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"[")
+            for item in value:
+                feed(item)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode())
+
+    feed(obj)
+    return digest.hexdigest()
 
 
 def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> None:
