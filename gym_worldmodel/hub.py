@@ -7,6 +7,7 @@ ever unpickled. Hub repos are looked up in the local cache first and downloaded 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -18,7 +19,7 @@ from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from gym_worldmodel.files import atomic_write
@@ -52,10 +53,23 @@ def save_pretrained(
     }
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     text = json.dumps({"format": FORMAT, **model.config.to_dict()}, indent=2) + "\n"
-    weights = save(tensors, {"format": "pt"})
+    # The two files are replaced one after the other: the weights name the architecture they
+    # were saved with, so a load between the two writes (or after a crash) is refused, not mixed.
+    weights = save(tensors, {"format": "pt", ARCHITECTURE_KEY: _architecture(model.config)})
     atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(weights))
     atomic_write(directory / CONFIG_NAME, lambda f: f.write(text.encode("utf-8")))
     return directory
+
+
+#: Safetensors metadata key: the SHA-256 of the VAE and DiT settings the weights were saved with.
+ARCHITECTURE_KEY = "gym_worldmodel_architecture_sha256"
+
+
+def _architecture(config: WorldModelConfig) -> str:
+    """SHA-256 of ``config``'s VAE and DiT settings (the sampler and fps are free to edit)."""
+    data = config.to_dict()
+    text = json.dumps({"vae": data["vae"], "dit": data["dit"]}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def from_pretrained(
@@ -227,6 +241,8 @@ def _load_directory(directory: Path) -> WorldModel:
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     config = read_config(config_path)
     try:
+        with safe_open(weights_path, "pt") as f:
+            saved_with = (f.metadata() or {}).get(ARCHITECTURE_KEY)
         tensors = WorldModel.upgrade_state_dict(load_file(weights_path))
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(
@@ -238,6 +254,12 @@ def _load_directory(directory: Path) -> WorldModel:
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"cannot build a WorldModel from {config_path}: {err}") from err
     _check_tensors(tensors, model.state_dict(), weights_path)
+    if saved_with is not None and saved_with != _architecture(config):  # older name none
+        raise ValueError(
+            f"{weights_path} was saved with another VAE/DiT configuration than {config_path} "
+            "describes (a save interrupted or still under way, or config.json edited beyond its "
+            "sampler and fps): save the model again"
+        )
     model.load_state_dict(tensors, strict=True)
     return model
 

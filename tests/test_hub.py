@@ -229,6 +229,22 @@ def test_shape_and_key_mismatches_are_listed(saved: Path, tiny_model: WorldModel
     assert f"{float_name}: got torch.int32, expected a floating dtype" in message
 
 
+def test_weights_and_config_of_two_saves_are_refused_not_mixed(saved: Path, tiny_model) -> None:
+    import dataclasses
+    import shutil
+
+    config = tiny_model.config
+    vae = dataclasses.replace(config.vae, scaling_factor=2.5)  # same shapes, other latents
+    other = WorldModel(dataclasses.replace(config, vae=vae))
+    elsewhere = save_pretrained(other, saved.parent / "other")
+    # a save of ``other`` over ``saved`` that stopped between its two files
+    shutil.copy(elsewhere / "model.safetensors", saved / "model.safetensors")
+    with pytest.raises(ValueError, match="saved with another VAE/DiT configuration"):
+        from_pretrained(saved)
+    edit_config(elsewhere, lambda d: d["sampler"].update(nfe=4))  # the sampler is free to edit
+    assert from_pretrained(elsewhere).config.sampler.nfe == 4
+
+
 def test_weights_holding_nan_or_inf_are_refused(saved: Path, tiny_model: WorldModel) -> None:
     tensors = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     name = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1)
