@@ -213,7 +213,8 @@ def test_an_unknown_or_absent_training_device_is_a_usage_error(monkeypatch):
 
 
 def run_steps(module, dataset, loss_fn, tmp_path, steps, name="run", **cfg):
-    config = TrainConfig(steps=steps, batch_size=4, lr=2e-3, warmup=1, save_every=3, **cfg)
+    defaults = {"batch_size": 4, "lr": 2e-3, "warmup": 1, "save_every": 3}
+    config = TrainConfig(steps=steps, **{**defaults, **cfg})
     return Trainer(module, dataset, loss_fn, tmp_path / name, config).train(progress=False)
 
 
@@ -394,6 +395,12 @@ def test_a_run_resumed_with_other_settings_or_data_is_refused(episodes, tmp_path
         run_steps(vae, Frames(episodes[:1]), fn, tmp_path, 6)
     history = run_steps(vae, Frames(episodes), fn, tmp_path, 9)  # the same run, longer: fine
     assert len(history) == 9
+    # the CLI's warm-up grows with --steps: a run past both warm-ups may grow, one inside not
+    history = run_steps(vae, Frames(episodes), fn, tmp_path, 12, warmup=2)
+    assert len(history) == 12
+    run_steps(vae, Frames(episodes), fn, tmp_path, 3, name="young", warmup=5)
+    with pytest.raises(ValueError, match=r"warmup 5 -> 6"):
+        run_steps(vae, Frames(episodes), fn, tmp_path, 6, name="young", warmup=6)
 
 
 @pytest.mark.parametrize(

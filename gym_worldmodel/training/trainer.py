@@ -229,6 +229,8 @@ class Trainer:
         saved = json.loads(state["settings"]) if "settings" in state else {}
         now = self.config.run_settings()
         changed = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v}
+        if "warmup" in changed and state["step"] >= max(changed["warmup"]):
+            del changed["warmup"]  # both warm-ups are over: the schedule from here is the same
         if state.get("dataset_size", len(self.dataset)) != len(self.dataset):
             changed["training items"] = (state["dataset_size"], len(self.dataset))
         if changed:
