@@ -55,7 +55,9 @@ def save_pretrained(
     text = json.dumps({"format": FORMAT, **model.config.to_dict()}, indent=2) + "\n"
     # The two files are replaced one after the other: the weights name the architecture they
     # were saved with, so a load between the two writes (or after a crash) is refused, not mixed.
-    weights = save(tensors, {"format": "pt", ARCHITECTURE_KEY: _architecture(model.config)})
+    # One metadata entry: safetensors writes several in no fixed order, and a save is meant to
+    # give the same bytes every time (``ship`` reproduces the shipped weights byte for byte).
+    weights = save(tensors, {ARCHITECTURE_KEY: _architecture(model.config)})
     atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(weights))
     atomic_write(directory / CONFIG_NAME, lambda f: f.write(text.encode("utf-8")))
     return directory
@@ -172,15 +174,29 @@ def push_to_hub(
     Returns:
         The commit URL returned by the Hub.
     """
+    if _offline():
+        raise ConnectionError(
+            f"push_to_hub {repo_id}: offline mode is on (HF_HUB_OFFLINE); save_pretrained writes "
+            "the checkpoint locally"
+        )
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="gym-worldmodel-") as folder:
         save_pretrained(model, folder)
-        api.create_repo(repo_id, exist_ok=True, private=private)
-        if revision not in (None, "main"):
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.upload_folder(
-            repo_id=repo_id, folder_path=folder, revision=revision, commit_message=commit_message
-        )
+        try:
+            api.create_repo(repo_id, exist_ok=True, private=private)
+            if revision not in (None, "main"):
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                revision=revision,
+                commit_message=commit_message,
+            )
+        except Exception as err:  # noqa: BLE001 - network, auth or Hub errors: name the upload
+            raise ConnectionError(
+                f"push_to_hub {repo_id}: the upload to the Hugging Face Hub failed "
+                f"({type(err).__name__}: {err}); check the network and the token (HF_TOKEN)"
+            ) from err
     return str(info)
 
 

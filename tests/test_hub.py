@@ -436,6 +436,16 @@ def test_push_to_hub(tiny_model: WorldModel, tmp_path: Path, monkeypatch: pytest
     assert sorted(p.name for p in uploaded.iterdir()) == ["config.json", "model.safetensors"]
     assert_same_model(from_pretrained(uploaded), tiny_model)
 
+    def unreachable(self, repo_id, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(FakeApi, "create_repo", unreachable)
+    with pytest.raises(ConnectionError, match=r"push_to_hub owner/name: the upload .* failed"):
+        push_to_hub(tiny_model, "owner/name")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConnectionError, match="offline mode is on"):
+        push_to_hub(tiny_model, "owner/name")
+
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_loaded_model_generates(tiny_model, tmp_path, dtype):
