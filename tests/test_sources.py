@@ -167,6 +167,29 @@ def test_recollecting_a_shard_deleted_by_hand_overwrites_no_other(tmp_path):
     assert sorted(ep.seed for ep in load_episodes(tmp_path)) == list(range(8))
 
 
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda c: c["shards"].append(dict(c["shards"][0])), "listed twice"),
+        (lambda c: c["shards"][0].update(split="heldout"), "listed as heldout but holds"),
+        (lambda c: c["shards"][1].update(indices=c["shards"][0]["indices"]), "listed twice"),
+        (lambda c: c["shards"][0].update(file="../elsewhere.npz"), "not a file name"),
+        (lambda c: c["shards"][0].pop("sha256"), r"a shard entry lacks \['sha256'\]"),
+        (lambda c: c.pop("modality"), r"the card lacks \['modality'\]"),
+        (lambda c: c["shards"][0].update(frames=1), "its card entry says"),
+    ],
+)
+def test_a_card_edited_out_of_shape_is_refused(tmp_path, edit, match):
+    opts = dict(episodes=8, steps=3, episodes_per_shard=2, heldout_every=4, progress=False)
+    collect(FakeSource(), tmp_path, **opts)
+    card = read_card(tmp_path)
+    edit(card)
+    (tmp_path / CARD).write_text(json.dumps(card))
+    with pytest.raises(DatasetError, match=match):
+        load_episodes(tmp_path)
+        load_episodes(tmp_path, "heldout")
+
+
 def test_inconsistent_shard_arrays_are_rejected(tmp_path):
     path = tmp_path / "bad.npz"
     np.savez(

@@ -137,20 +137,72 @@ def read_card(directory: Path) -> dict[str, Any]:
         card = json.loads(path.read_text())
     except ValueError as err:
         raise DatasetError(f"{path} is not valid JSON: {err}") from err
-    if card.get("format") != FORMAT:
-        raise DatasetError(f"{path}: format {card.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        got = card.get("format") if isinstance(card, dict) else type(card).__name__
+        raise DatasetError(f"{path}: format {got!r}, expected {FORMAT!r}")
+    _check_card(card, path)
     return card
 
 
+#: Card keys every reader relies on, and the keys of each shard entry.
+CARD_KEYS = ("world", "modality", "frame_size", "heldout_every", "shards")
+SHARD_KEYS = ("file", "split", "episodes", "indices", "frames", "sha256")
+
+
+def _check_card(card: dict[str, Any], path: Path) -> None:
+    """Refuse a card edited out of shape.
+
+    Missing keys, a shard listed twice, episodes in the wrong split or collected twice (the
+    collection's rule is episode ``i`` held out when ``i % heldout_every == heldout_every - 1``).
+    """
+    missing = [k for k in CARD_KEYS if k not in card]
+    if missing or not isinstance(card["shards"], list):
+        raise DatasetError(f"{path}: the card lacks {missing or ['a shards list']}")
+    files, seen = set(), set()
+    every = card["heldout_every"]
+    for shard in card["shards"]:
+        lacks = [k for k in SHARD_KEYS if not isinstance(shard, dict) or k not in shard]
+        if lacks:
+            raise DatasetError(f"{path}: a shard entry lacks {lacks}: {shard!r}"[:300])
+        name, indices = shard["file"], shard["indices"]
+        if name in files or Path(name).name != name:
+            raise DatasetError(f"{path}: shard {name!r} is listed twice or is not a file name")
+        files.add(name)
+        if shard["split"] not in ("train", "heldout") or len(indices) != shard["episodes"]:
+            raise DatasetError(
+                f"{path}: shard {name} must be 'train' or 'heldout' with one index per episode"
+            )
+        held = [i % every == every - 1 for i in indices]
+        if any(held) != all(held) or all(held) != (shard["split"] == "heldout"):
+            raise DatasetError(
+                f"{path}: shard {name} is listed as {shard['split']} but holds episodes "
+                f"{indices} (held out: every {every}th): the card was edited"
+            )
+        if seen & set(indices):
+            raise DatasetError(f"{path}: episodes {sorted(seen & set(indices))} listed twice")
+        seen |= set(indices)
+
+
 def load_episodes(directory: Path, split: str = "train") -> list[Episode]:
-    """Every episode of ``split`` (``"train"`` or ``"heldout"``), hash-checked."""
+    """Every episode of ``split`` (``"train"`` or ``"heldout"``), hash-checked.
+
+    Each shard's episode and frame counts must be those its card entry records.
+    """
     card = read_card(directory)
-    return [
-        ep
-        for shard in card["shards"]
-        if shard["split"] == split
-        for ep in read_shard(Path(directory) / shard["file"], shard["sha256"])
-    ]
+    out = []
+    for shard in card["shards"]:
+        if shard["split"] != split:
+            continue
+        path = Path(directory) / shard["file"]
+        episodes = read_shard(path, shard["sha256"])
+        frames = sum(len(ep.frames) for ep in episodes)
+        if (len(episodes), frames) != (shard["episodes"], shard["frames"]):
+            raise DatasetError(
+                f"shard {path} holds {len(episodes)} episodes and {frames} frames, its card entry "
+                f"says {shard['episodes']} and {shard['frames']}: the card was edited"
+            )
+        out.extend(episodes)
+    return out
 
 
 def sha256(path: Path) -> str:
