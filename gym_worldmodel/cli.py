@@ -179,6 +179,25 @@ def check_device(device: str) -> None:
         )
 
 
+#: ``train`` options that only some stages read (others are checked in ``train_main``).
+STAGE_OPTIONS = {
+    "--preset": ("vae",),
+    "--nfe": ("student", "self-forcing"),
+    "--memory": ("teacher", "student", "self-forcing"),
+    **{
+        flag: ("self-forcing",)
+        for flag in (
+            "--max-chunks",
+            "--action-weight",
+            "--motion-weight",
+            "--shift-weight",
+            "--adversarial-weight",
+            "--probe-steps",
+        )
+    },
+}
+
+
 def train_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel train <stage>``: run (or resume) one stage of the recipe."""
     parser = argparse.ArgumentParser(prog="gym-worldmodel train")
@@ -352,6 +371,10 @@ def train_main(argv: Sequence[str]) -> None:
         help="no progress bars; print one line per checkpoint instead (for log files)",
     )
     args = parser.parse_args(argv)
+    for flag, stages in STAGE_OPTIONS.items():  # an option the stage would silently ignore
+        dest = flag.lstrip("-").replace("-", "_")
+        if args.stage not in stages and getattr(args, dest) != parser.get_default(dest):
+            parser.error(f"{flag} is an option of train {' / '.join(stages)}, not of {args.stage}")
     progress = not args.no_progress
     check_device(args.device)
     from gym_worldmodel.models import WorldModelConfig

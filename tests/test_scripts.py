@@ -495,6 +495,14 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
             "os.path is a module, not a class",
         ),
         (["rollout", "--seed", "-1"], "argument --seed: must be an int >= 0, got '-1'"),
+        (
+            ["train", "student", "--data", "x", "--init", "y", "--out", "z", "--max-chunks", "9"],
+            "--max-chunks is an option of train self-forcing, not of student",
+        ),
+        (
+            ["train", "decoder", "--data", "x", "--init", "y", "--out", "z", "--memory"],
+            "--memory is an option of train teacher / student / self-forcing, not of decoder",
+        ),
         (["eval", "--data", "x", "--out", "file.txt"], "--out file.txt: must be a directory"),
         (
             ["ship", "--model", "broken", "--data", "x"],
