@@ -833,6 +833,8 @@ def test_frames_of_another_size_than_the_model_s_are_a_clear_error(tmp_path):
     train = TrainConfig(steps=2, batch_size=2, lr=1e-3, save_every=1, seed=0)
     with pytest.raises(ValueError, match=r"this VAE encodes 32x32 RGB frames"):
         train_vae([data], tmp_path / "run", WorldModelConfig.tiny(), train, progress=False)
+    vae = WorldModel(WorldModelConfig.tiny()).vae  # one frame, without a batch axis, still encodes
+    assert vae.encode(torch.zeros(32, 32, 3, dtype=torch.uint8)).shape == (4, 16, 16)
 
 
 def test_a_stopped_vae_run_leaves_a_loadable_model(tmp_path, monkeypatch):

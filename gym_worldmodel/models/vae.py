@@ -112,7 +112,7 @@ class VAE(nn.Module):
     def encode_posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Float frames in [-1, 1] ``(..., 3, H, W)`` -> unscaled (mean, logvar)."""
         size = self.config.image_size
-        if x.ndim < 4 or tuple(x.shape[-3:]) != (3, size, size):
+        if x.ndim < 3 or tuple(x.shape[-3:]) != (3, size, size):
             raise ValueError(
                 f"frames of shape {tuple(x.shape)} (channels first), but this VAE encodes "
                 f"{size}x{size} RGB frames: resize them (the envs' reset does) or use a VAE of "
