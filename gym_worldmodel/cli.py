@@ -973,15 +973,9 @@ def ship_main(argv: Sequence[str]) -> None:
     model = hub.from_pretrained(args.model)
     if args.nfe is not None:
         model = model.with_sampler(nfe=args.nfe)
-    # every input is read and checked before anything is written: a failed ship changes nothing
+    # every dataset is read and checked before anything is written: a failed ship changes
+    # nothing (start frames of another size are fine: envs resize them)
     starts = [pick_start_frames(data, args.start_frames) for data in args.data]
-    size = model.config.vae.image_size
-    for data, (_, frames) in zip(args.data, starts, strict=True):
-        if frames.shape[1:3] != (size, size):
-            raise SystemExit(
-                f"--data {data}: frames are {frames.shape[1]}x{frames.shape[2]}, the model's "
-                f"{size}x{size}"
-            )
     target = hub.save_pretrained(model, root / args.name, torch.float16)
     print(f"wrote {target} (float16, {model.config.sampler.nfe} denoiser passes a step)")
     for world, frames in starts:

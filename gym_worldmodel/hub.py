@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub import constants as hf_constants
-from huggingface_hub.errors import HFValidationError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
@@ -192,12 +192,24 @@ def push_to_hub(
                 revision=revision,
                 commit_message=commit_message,
             )
-        except Exception as err:  # noqa: BLE001 - network, auth or Hub errors: name the upload
+        except Exception as err:
+            # The Hub's own answers (a bad token, a missing repo: HfHubHTTPError and its kinds)
+            # pass as they are; a network that does not reach it is named as such.
+            if isinstance(err, HfHubHTTPError) or not _unreachable(err):
+                raise
             raise ConnectionError(
-                f"push_to_hub {repo_id}: the upload to the Hugging Face Hub failed "
-                f"({type(err).__name__}: {err}); check the network and the token (HF_TOKEN)"
+                f"push_to_hub {repo_id}: the Hugging Face Hub cannot be reached "
+                f"({type(err).__name__}: {err}); check the network"
             ) from err
     return str(info)
+
+
+def _unreachable(err: BaseException) -> bool:
+    """Whether ``err`` says the network did not reach the Hub (OS, httpx or requests errors)."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    return isinstance(err, OSError) or bool(
+        names & {"ConnectError", "ConnectionError", "TimeoutException", "Timeout", "NetworkError"}
+    )
 
 
 def _is_repo_id(name: str) -> bool:

@@ -243,6 +243,9 @@ def test_weights_and_config_of_two_saves_are_refused_not_mixed(saved: Path, tiny
         from_pretrained(saved)
     edit_config(elsewhere, lambda d: d["sampler"].update(nfe=4))  # the sampler is free to edit
     assert from_pretrained(elsewhere).config.sampler.nfe == 4
+    # a JSON writer that drops the ".0" of whole floats (jq, JSON.stringify) changes nothing
+    edit_config(elsewhere, lambda d: d["dit"].update(mlp_ratio=int(d["dit"]["mlp_ratio"])))
+    assert isinstance(from_pretrained(elsewhere).config.dit.mlp_ratio, float)
 
 
 def test_weights_holding_nan_or_inf_are_refused(saved: Path, tiny_model: WorldModel) -> None:
@@ -440,7 +443,14 @@ def test_push_to_hub(tiny_model: WorldModel, tmp_path: Path, monkeypatch: pytest
         raise OSError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr(FakeApi, "create_repo", unreachable)
-    with pytest.raises(ConnectionError, match=r"push_to_hub owner/name: the upload .* failed"):
+    with pytest.raises(ConnectionError, match=r"push_to_hub owner/name: .* cannot be reached"):
+        push_to_hub(tiny_model, "owner/name")
+
+    def refused(self, repo_id, **kwargs):
+        raise ValueError("bad repo")
+
+    monkeypatch.setattr(FakeApi, "create_repo", refused)
+    with pytest.raises(ValueError, match="bad repo"):  # not a network error: passed as it is
         push_to_hub(tiny_model, "owner/name")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConnectionError, match="offline mode is on"):

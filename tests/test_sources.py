@@ -114,6 +114,15 @@ class WideSource(FakeSource):
     info = {**FakeSource.info, "action_width": 7}
 
 
+def test_a_source_whose_info_lacks_what_readers_need_is_refused_before_writing(tmp_path):
+    class NoSize(FakeSource):
+        info = {k: v for k, v in FakeSource.info.items() if k != "frame_size"}
+
+    with pytest.raises(ValueError, match=r"info dict lacks \['frame_size'\]"):
+        collect(NoSize(), tmp_path / "d", episodes=2, steps=3, progress=False)
+    assert not (tmp_path / "d").exists()
+
+
 def test_episodes_wider_than_the_card_says_are_refused(tmp_path):
     with pytest.raises(DatasetError, match="actions 12 wide; the source's card says 7"):
         collect(WideSource(), tmp_path, episodes=2, steps=3, progress=False)

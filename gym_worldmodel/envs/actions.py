@@ -3,7 +3,8 @@
 Each world has an action head: a Gymnasium space for one step, a validator that rejects bad
 input with a message naming what was expected, and an encoder to the padded ``(B, F, A)`` vectors
 the action experts read. A step takes one action (applied to every frame of the chunk) or a
-per-frame sequence with a leading axis of length F.
+per-frame sequence with a leading axis of length F; the robot's ``terminate_episode`` is one
+per step (a ``(3,)`` row would read both as per-frame values and as RT-1's one-hot).
 
 Units (the model vectors carry the same values):
     camera, keys mode: ``MultiDiscrete([5, 5])`` = (translation, rotation).

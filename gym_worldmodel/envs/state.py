@@ -14,12 +14,23 @@ from typing import Any
 import numpy as np
 import torch
 
+#: Entries whose tensors are not scanned for NaN: the KV cache and the memory banks are the
+#: model's own output and large (scanning them costs more than the load); the rows' poses,
+#: frames and latents are scanned.
+UNSCANNED = ("cache", "memory")
 
-def check_state(state: Any, template: Any, where: str = "state") -> None:
-    """Raise ``ValueError`` naming the first entry of ``state`` that ``template`` does not match."""
+
+def check_state(state: Any, template: Any, where: str = "state", scan: bool = True) -> None:
+    """Raise ``ValueError`` naming the first entry of ``state`` that ``template`` does not match.
+
+    Floating tensors may be of another floating dtype (they are converted on loading), integer
+    arrays of another integer dtype; other dtypes must be the same.
+    """
     if isinstance(template, dict):
         if not isinstance(state, dict):
-            raise ValueError(f"{where} must be a dict like get_state() returns, got {_kind(state)}")
+            raise ValueError(
+                f"{where} must be a dict like get_state() returns, got {_describe(state)}"
+            )
         missing, extra = template.keys() - state.keys(), state.keys() - template.keys()
         if missing or extra:
             parts = [
@@ -32,40 +43,56 @@ def check_state(state: Any, template: Any, where: str = "state") -> None:
                 "world or version?)"
             )
         for key, value in template.items():
-            check_state(state[key], value, f"{where}[{key!r}]")
+            check_state(state[key], value, f"{where}[{key!r}]", scan and key not in UNSCANNED)
     elif isinstance(template, (list, tuple)):
         if not isinstance(state, (list, tuple)) or len(state) != len(template):
-            raise ValueError(f"{where} must be a list of {len(template)}, got {_kind(state)}")
+            raise ValueError(f"{where} must be a list of {len(template)}, got {_describe(state)}")
         for i, (s, t) in enumerate(zip(state, template, strict=True)):
-            check_state(s, t, f"{where}[{i}]")
+            check_state(s, t, f"{where}[{i}]", scan)
     elif isinstance(template, (torch.Tensor, np.ndarray)):
         kind = torch.Tensor if isinstance(template, torch.Tensor) else np.ndarray
         if not isinstance(state, kind) or state.shape != template.shape:
             raise ValueError(
                 f"{where} must be a {kind.__name__} of shape {tuple(template.shape)} and dtype "
-                f"{template.dtype}, got {_kind(state)}"
+                f"{template.dtype}, got {_describe(state)}"
             )
-        if state.dtype != template.dtype:
+        floating = _kind(template) == "f"
+        if _kind(state) != _kind(template) or (
+            _kind(template) not in ("f", "i") and state.dtype != template.dtype
+        ):
             raise ValueError(f"{where} must have dtype {template.dtype}, got {state.dtype}")
-        floating = state.is_floating_point() if kind is torch.Tensor else state.dtype.kind == "f"
-        finite = torch.isfinite(state).all() if kind is torch.Tensor else np.isfinite(state).all()
-        if floating and not finite:
-            raise ValueError(f"{where} holds NaN or inf")
+        if floating and scan:
+            finite = (
+                torch.isfinite(state).all() if kind is torch.Tensor else np.isfinite(state).all()
+            )
+            if not finite:
+                raise ValueError(f"{where} holds NaN or inf")
     elif template is None or isinstance(template, str):  # names (a world, a bit generator)
         if type(state) is not type(template) or state != template:
-            raise ValueError(f"{where} must be {template!r}, got {_kind(state)}")
+            raise ValueError(f"{where} must be {template!r}, got {_describe(state)}")
     elif isinstance(template, (bool, np.bool_)):
         if not isinstance(state, (bool, np.bool_)):
-            raise ValueError(f"{where} must be a bool, got {_kind(state)}")
+            raise ValueError(f"{where} must be a bool, got {_describe(state)}")
     elif isinstance(template, (int, np.integer)):
         if not isinstance(state, (int, np.integer)) or isinstance(state, (bool, np.bool_)):
-            raise ValueError(f"{where} must be an int, got {_kind(state)}")
+            raise ValueError(f"{where} must be an int, got {_describe(state)}")
     else:  # other values (floats) need only be of the same type
         if type(state) is not type(template):
-            raise ValueError(f"{where} must be a {type(template).__name__}, got {_kind(state)}")
+            raise ValueError(f"{where} must be a {type(template).__name__}, got {_describe(state)}")
 
 
-def _kind(value: Any) -> str:
+def _kind(array: Any) -> str:
+    """'f' floating, 'i' signed or unsigned integer (not bool or uint8 frames), else the dtype."""
+    if isinstance(array, torch.Tensor):
+        if array.is_floating_point():
+            return "f"
+        return "i" if array.dtype in (torch.int16, torch.int32, torch.int64) else str(array.dtype)
+    if array.dtype.kind == "f":
+        return "f"
+    return "i" if array.dtype.kind in "iu" and array.dtype != np.uint8 else str(array.dtype)
+
+
+def _describe(value: Any) -> str:
     if isinstance(value, (torch.Tensor, np.ndarray)):
         return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
     if isinstance(value, (list, tuple)):

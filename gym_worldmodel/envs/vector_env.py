@@ -36,6 +36,17 @@ from gym_worldmodel.envs.worlds import (
 from gym_worldmodel.models import DTYPES, WorldModel, native_bf16
 
 
+def _to_meta(state: Any) -> Any:
+    """``state`` with its tensors as meta tensors (shape and dtype, no data)."""
+    if isinstance(state, torch.Tensor):
+        return state.to("meta")
+    if isinstance(state, dict):
+        return {k: _to_meta(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_meta(v) for v in state)
+    return state
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
@@ -186,6 +197,7 @@ class WorldModelVectorEnv(VectorEnv):
         self._done = np.zeros(num_envs, bool)
         self._pose = np.zeros((num_envs, 4)) if self.world.pose else None
         self._frames = self._latents = None
+        self._templates: dict[int, dict[str, Any]] = {}  # set_state's, per row count
         self._started = self.closed = False
 
     # --- Gymnasium API -------------------------------------------------------------------------
@@ -345,9 +357,11 @@ class WorldModelVectorEnv(VectorEnv):
     def set_state(self, state: dict[str, Any], env_idx: Sequence[int] | None = None) -> None:
         """Load :meth:`get_state` output of as many rows into rows ``env_idx`` (all if None).
 
-        The state is checked against the rows' own first (keys, shapes, dtypes, finite values,
-        the world): one from another world, model or env configuration is a ``ValueError`` that
-        names the first entry that differs, and the env is left as it was.
+        The state is checked against the rows' own first (keys, shapes, dtypes, finite poses
+        and latents, the world): one from another world, model or env configuration is a
+        ``ValueError`` that names the first entry that differs, and the env is left as it was.
+        Floating tensors may come at another precision (a float32 env's state into a bf16 one);
+        they are converted.
         """
         self._check_open()
         rows = self._rows(env_idx, repeats=False)
@@ -356,23 +370,41 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError(f"state must be what get_state() returns, got {type(state).__name__}")
         if len(steps) != len(rows):
             raise ValueError(f"state holds {len(steps)} rows, env_idx names {len(rows)}")
+        if not self._started and len(rows) != self.num_envs:
+            raise RuntimeError("set the state of every row (or reset) before a partial one")
+        state = {"world": self.world.name, **state}  # states from before the world was recorded
         started = self._started
-        if not started:
-            if len(rows) != self.num_envs:
-                raise RuntimeError("set the state of every row (or reset) before a partial one")
-            # a started env gives the template the state is checked against
-            self._start_rows(rows, [0] * len(rows), None)
-            self._started = True
         try:
-            check_state(state, self.get_state(rows))
+            check_state(state, self._state_template(len(rows)))
             if (state["steps"] < 0).any():
                 raise ValueError(f"state['steps'] must be >= 0, got {state['steps']}")
         except ValueError:
-            self._started = started
+            self._started = started  # an env never reset stays so
             raise
+        self._load_state(state, rows)
+
+    def _state_template(self, n: int) -> dict[str, Any]:
+        """What the state of ``n`` rows looks like (tensors on the meta device), made once."""
+        template = self._templates.get(n)
+        if template is None:
+            if not self._started:  # an env never reset is started (from row seed 0) to say
+                self._start_rows(np.arange(self.num_envs), [0] * self.num_envs, None)
+                self._started = True
+            template = _to_meta(self.get_state(np.zeros(n, np.int64)))
+            self._templates[n] = template
+        return template
+
+    def _load_state(self, state: dict[str, Any], rows: np.ndarray) -> None:
+        """Load a state known to fit (checked, or this env class's own) into ``rows``."""
+        self._build_engine()
+        if not self._started:
+            self._frames = torch.zeros_like(state["frames"], device=self.device)
+            self._latents = torch.zeros_like(
+                state["latents"], device=self.device, dtype=torch.float32
+            )
         self._engine.set_state(state["engine"], rows.tolist())
         self._frames[rows] = state["frames"].to(self._frames.device)
-        self._latents[rows] = state["latents"].to(self._latents.device)
+        self._latents[rows] = state["latents"].to(self._latents)
         if self._pose is not None:
             self._pose[rows] = state["pose"]
         self._steps[rows], self._done[rows] = state["steps"], state["done"]
@@ -428,7 +460,7 @@ class WorldModelVectorEnv(VectorEnv):
             memory_capacity=self.memory_capacity,
             engine=engine,
         )
-        child.set_state(state)
+        child._load_state(state, np.arange(n))  # this env's own state: nothing to check
         if seeds is not None:
             child._engine.seed(list(range(n)), seeds)
             child._rngs = [np.random.default_rng(s) for s in seeds]

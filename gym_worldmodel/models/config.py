@@ -47,6 +47,8 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
                     f"{cls.__name__}.{f.name} must be {f.type}{finite}, got "
                     f"{type(value).__name__} {value!r}"[:200]
                 )
+            if str(f.type).startswith("float") and value is not None:
+                value = float(value)  # JSON writers may drop the ".0": one value, one form
             kwargs[f.name] = _from_dict(sub, value) if sub else _tuplify(value)
     return cls(**kwargs)
 

@@ -63,6 +63,13 @@ def collect(
     ):
         if int(value) != value or value < least:
             raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    info = getattr(source, "info", None)
+    needed = [k for k in SOURCE_KEYS if not isinstance(info, dict) or k not in info]
+    if needed:  # readers rely on them: a card without them could not be read back
+        raise ValueError(
+            f"the source's info dict lacks {needed}: world (its folder name), modality (one of "
+            "camera, robot, driving) and frame_size (pixels) describe what it records"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -102,6 +109,10 @@ def collect(
             _flush(out_dir, card, split, pending)
     bar.close()
     return card
+
+
+#: What every source's ``info`` must say (the rest of it is recorded as given).
+SOURCE_KEYS = ("world", "modality", "frame_size")
 
 
 def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:

@@ -145,7 +145,7 @@ def read_card(directory: Path) -> dict[str, Any]:
 
 
 #: Card keys every reader relies on, and the keys of each shard entry.
-CARD_KEYS = ("world", "modality", "frame_size", "heldout_every", "shards")
+CARD_KEYS = ("world", "modality", "heldout_every", "shards")
 SHARD_KEYS = ("file", "split", "episodes", "indices", "frames", "sha256")
 
 
