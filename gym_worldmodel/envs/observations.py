@@ -81,3 +81,32 @@ def copy(obs: Any) -> Any:
     if isinstance(obs, dict):
         return {k: copy(v) for k, v in obs.items()}
     return obs.clone() if isinstance(obs, torch.Tensor) else obs.copy()
+
+
+def python_value(value: Any) -> Any:
+    """NumPy scalars (and 0-d arrays) as Python scalars; arrays copied.
+
+    An info handed out must not alias the env's buffers.
+    """
+    if isinstance(value, np.ndarray):
+        return value.item() if value.ndim == 0 else value.copy()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def info_row(infos: dict[str, Any], row: int, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Row ``row`` of a vector info dict, for per-row consumers (SB3, PettingZoo).
+
+    Entries masked out for the row (``infos["_key"][row]`` False) and the keys in ``skip`` are
+    left out; values go through :func:`python_value`.
+    """
+    out = {}
+    for key, values in infos.items():
+        if key.startswith("_") or key in skip:
+            continue
+        mask = infos.get(f"_{key}")
+        if mask is not None and not mask[row]:
+            continue
+        out[key] = python_value(values[row])
+    return out

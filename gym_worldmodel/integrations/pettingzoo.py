@@ -219,10 +219,10 @@ class WorldModelParallelEnv(ParallelEnv):
         self._last_obs = obs_lib.copy(obs)
         frames = self.venv.render()
         self._frames = None if frames is None else np.stack(frames)
-        rows = range(len(self.possible_agents))
+        agents = list(enumerate(self.possible_agents))
         return (
-            {a: obs_lib.take(obs, i) for a, i in zip(self.possible_agents, rows, strict=True)},
-            {a: _row_info(infos, i) for a, i in zip(self.possible_agents, rows, strict=True)},
+            {a: obs_lib.take(obs, i) for i, a in agents},
+            {a: obs_lib.info_row(infos, i) for i, a in agents},
         )
 
     def _blame(self, actions: dict[str, Any]) -> ActionError | None:
@@ -288,7 +288,7 @@ class WorldModelParallelEnv(ParallelEnv):
             {a: float(rewards[i]) for a, i in live},
             {a: bool(terminated[i]) for a, i in live},
             {a: bool(truncated[i]) for a, i in live},
-            {a: _row_info(infos, i) for a, i in live},
+            {a: obs_lib.info_row(infos, i) for a, i in live},
         )
 
     def render(self) -> np.ndarray | None:
@@ -340,21 +340,3 @@ def _stack(actions: list[Any]) -> Any:
         return np.stack(rows)
     shapes = [tuple(a.shape) for a in rows]
     raise ValueError(f"agents' actions have different shapes {shapes}")
-
-
-def _row_info(infos: dict[str, Any], row: int) -> dict[str, Any]:
-    """Row ``row`` of a vector info dict: Python scalars, copied arrays."""
-    out = {}
-    for key, values in infos.items():
-        if key.startswith("_"):
-            continue
-        mask = infos.get(f"_{key}")
-        if mask is not None and not mask[row]:
-            continue
-        value = values[row]
-        out[key] = value.copy() if isinstance(value, np.ndarray) else _scalar(value)
-    return out
-
-
-def _scalar(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value

@@ -55,6 +55,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
         'gym_worldmodel.integrations.sb3 needs stable-baselines3: pip install "gym-worldmodel[sb3]"'
     ) from err
 
+from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 #: Reset options that pick rows; an SB3 reset always resets every row.
@@ -167,7 +168,7 @@ class WorldModelSB3VecEnv(VecEnv):
                 if not has_final[i]:
                     raise RuntimeError(f"row {i} is done but the vector env gave no final_obs")
                 self.reset_infos[i] = info  # the info of the row's new episode
-                info = {k: _python(v) for k, v in infos["final_info"][i].items()}
+                info = {k: obs_lib.python_value(v) for k, v in infos["final_info"][i].items()}
                 info["terminal_observation"] = infos["final_obs"][i]
             info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
             out.append(info)
@@ -271,23 +272,9 @@ class WorldModelSB3VecEnv(VecEnv):
         return list(groups.values())
 
 
-def _python(value: Any) -> Any:
-    """NumPy scalars to Python scalars; arrays copied (infos must not alias env buffers)."""
-    if isinstance(value, np.ndarray):
-        return value.item() if value.ndim == 0 else value.copy()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def _row_info(infos: dict[str, Any], row: int) -> dict[str, Any]:
-    """Row ``row`` of a Gymnasium vector info dict (masked-out entries left out)."""
-    out = {}
-    for key, values in infos.items():
-        if key.startswith("_") or key in ("final_obs", "final_info"):
-            continue
-        mask = infos.get(f"_{key}")
-        if mask is not None and not mask[row]:
-            continue
-        out[key] = _python(values[row])
-    return out
+    """Row ``row`` of a vector info dict, without the SAME_STEP terminal entries.
+
+    SB3 keeps the terminal observation under its own key.
+    """
+    return obs_lib.info_row(infos, row, skip=("final_obs", "final_info"))
