@@ -93,7 +93,7 @@ def collect_main(argv: Sequence[str]) -> None:
     parser.add_argument("--out", type=Path, required=True, help="dataset directory")
     parser.add_argument("--episodes", type=positive_int, required=True)
     parser.add_argument("--steps", type=positive_int, default=128, help="actions per episode")
-    parser.add_argument("--seed", type=seed_int, default=0, help="episode i uses seed + i")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="episode i uses seed + i")
     parser.add_argument("--episodes-per-shard", type=positive_int, default=16)
     parser.add_argument(
         "--heldout-every",
@@ -141,11 +141,33 @@ def positive_int(text: str) -> int:
 denoiser_passes = positive_int
 
 
-def seed_int(text: str) -> int:
-    """Argparse type of seeds: an int >= 0 (NumPy's and torch's generators take no others)."""
+def non_negative_int(text: str) -> int:
+    """Argparse type of seeds and counts that may be 0: an int >= 0.
+
+    NumPy's and torch's generators take no other seeds.
+    """
     if not text.strip().isdigit():
         raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text!r}")
     return int(text)
+
+
+def non_negative_float(text: str) -> float:
+    """Argparse type of loss weights: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """Argparse type of a fraction of windows: a number in [0, 1]."""
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text!r}")
+    return value
 
 
 def positive_float(text: str) -> float:
@@ -184,6 +206,19 @@ STAGE_OPTIONS = {
     "--preset": ("vae",),
     "--nfe": ("student", "self-forcing"),
     "--memory": ("teacher", "student", "self-forcing"),
+    "--student-init": ("student",),
+    "--pair-steps": ("flow",),
+    **{
+        flag: ("teacher",)
+        for flag in (
+            "--frame-anchor",
+            "--anchor-sigma",
+            "--clean-anchors",
+            "--motion-focus",
+            "--action-scale",
+            "--memory-only",
+        )
+    },
     **{
         flag: ("self-forcing",)
         for flag in (
@@ -193,13 +228,16 @@ STAGE_OPTIONS = {
             "--shift-weight",
             "--adversarial-weight",
             "--probe-steps",
+            "--balanced",
+            "--anchor-motion",
+            "--anchor-ego",
         )
     },
 }
 
 
-def train_main(argv: Sequence[str]) -> None:
-    """``gym-worldmodel train <stage>``: run (or resume) one stage of the recipe."""
+def _train_parser() -> argparse.ArgumentParser:
+    """``gym-worldmodel train``'s options."""
     parser = argparse.ArgumentParser(prog="gym-worldmodel train")
     parser.add_argument(
         "stage", choices=["vae", "decoder", "teacher", "student", "flow", "self-forcing"]
@@ -222,17 +260,17 @@ def train_main(argv: Sequence[str]) -> None:
         help="vae: model size (compact is what the shipped worlds use)",
     )
     parser.add_argument(
-        "--nfe", type=int, default=3, help="student, self-forcing: denoising steps (1-8)"
+        "--nfe", type=denoiser_passes, default=3, help="student, self-forcing: denoising steps"
     )
     parser.add_argument(
         "--max-chunks",
-        type=int,
+        type=non_negative_int,
         default=6,
         help="self-forcing: most chunks the model generates itself before the trained one",
     )
     parser.add_argument(
         "--action-weight",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="self-forcing: weight of a latent inverse-dynamics probe's error on each predicted "
         "chunk (the chunk must show its action; the probe is trained first on the recorded "
@@ -240,7 +278,7 @@ def train_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument(
         "--motion-weight",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="self-forcing: weight of the error of each predicted chunk's motion (mean latent "
         "change per frame) against the recorded chunk's, so the world moves as fast as the "
@@ -248,14 +286,14 @@ def train_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument(
         "--shift-weight",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="self-forcing: weight of the error of each predicted frame's coherent shift "
         "(latent pixels, a soft whole-pixel search) against the recorded frame's",
     )
     parser.add_argument(
         "--adversarial-weight",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="self-forcing: weight of a chunk critic's verdict on each chunk the model outputs at "
         "run time (the critic is trained alongside to tell them from recorded chunks, so a "
@@ -263,7 +301,7 @@ def train_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument(
         "--probe-steps",
-        type=int,
+        type=positive_int,
         default=600,
         help="self-forcing, with --action-weight: training steps of that probe",
     )
@@ -290,7 +328,7 @@ def train_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument(
         "--anchor-sigma",
-        type=float,
+        type=positive_float,
         metavar="SIGMA",
         help="teacher: predict each frame as a change from the previous frame, with a prior of "
         "this std (scaled latent units) around it (DiTConfig.anchor_sigma); the output layer "
@@ -318,7 +356,7 @@ def train_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument(
         "--motion-focus",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         metavar="WEIGHT",
         help="teacher: weight the flow loss towards where the picture was moving just before "
@@ -334,7 +372,7 @@ def train_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument(
         "--memory-only",
-        type=float,
+        type=fraction,
         default=0.0,
         metavar="FRACTION",
         help="teacher, with --memory: fraction of windows with a memory hit whose history is "
@@ -342,7 +380,7 @@ def train_main(argv: Sequence[str]) -> None:
     )
     parser.add_argument(
         "--pair-steps",
-        type=int,
+        type=positive_int,
         metavar="STEPS",
         help="flow: steps of the first stage, the pair net that finds the recorded flows "
         "(default --steps)",
@@ -361,7 +399,7 @@ def train_main(argv: Sequence[str]) -> None:
         "started on",
     )
     parser.add_argument("--save-every", type=positive_int, default=500)
-    parser.add_argument("--seed", type=seed_int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument(
         "--budget", action="store_true", help="reduced recipe for smoke tests: 20 steps of batch 4"
     )
@@ -370,6 +408,12 @@ def train_main(argv: Sequence[str]) -> None:
         action="store_true",
         help="no progress bars; print one line per checkpoint instead (for log files)",
     )
+    return parser
+
+
+def train_main(argv: Sequence[str]) -> None:
+    """``gym-worldmodel train <stage>``: run (or resume) one stage of the recipe."""
+    parser = _train_parser()
     args = parser.parse_args(argv)
     for flag, stages in STAGE_OPTIONS.items():  # an option the stage would silently ignore
         dest = flag.lstrip("-").replace("-", "_")
@@ -401,16 +445,7 @@ def train_main(argv: Sequence[str]) -> None:
         warmup=min(200, steps // 10 + 1),
         cooldown=args.cooldown,
     )
-    if args.stage == "vae":
-        presets = {
-            "compact": WorldModelConfig.compact,
-            "default": WorldModelConfig,
-            "tiny": WorldModelConfig.tiny,
-        }
-        train_vae(args.data, args.out, presets[args.preset](), train, progress)
-        print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
-        return
-    if args.init is None:
+    if args.stage != "vae" and args.init is None:
         previous = {
             "teacher": "<vae run>/model",
             "decoder": "<world to fine-tune>",
@@ -418,38 +453,26 @@ def train_main(argv: Sequence[str]) -> None:
             "flow": "<world whose anchors to move>",
             "self-forcing": "<model to fine-tune>",
         }[args.stage]
-        raise SystemExit(f"train {args.stage} needs --init {previous}")
-    if args.stage == "decoder":
-        train_decoder(args.data, args.init, args.out, train, progress)
-        print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
-        return
-    if args.pair_steps is not None and (args.stage != "flow" or args.pair_steps < 1):
-        raise SystemExit("--pair-steps is a flow option and takes a number of steps >= 1")
-    if args.stage == "flow":
-        pair_steps = steps if args.budget else args.pair_steps
-        train_flow(args.data, args.init, args.out, train, pair_steps, progress)
-        print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
-        return
-    if args.memory_only and not (args.stage == "teacher" and args.memory):
-        raise SystemExit("--memory-only is a teacher option and needs --memory")
-    if args.anchor_sigma is not None and (args.stage != "teacher" or args.anchor_sigma <= 0):
-        raise SystemExit("--anchor-sigma is a teacher option and takes a std > 0")
-    if args.clean_anchors and args.stage != "teacher":
-        raise SystemExit("--clean-anchors is a teacher option")
-    if args.motion_focus and (args.stage != "teacher" or args.motion_focus < 0):
-        raise SystemExit("--motion-focus is a teacher option and takes a weight >= 0")
-    if args.action_scale and args.stage != "teacher":
-        raise SystemExit("--action-scale is a teacher option")
-    if args.balanced and args.stage != "self-forcing":
-        raise SystemExit("--balanced is a self-forcing option")
-    if (args.anchor_motion or args.anchor_ego) and args.stage != "self-forcing":
-        raise SystemExit("--anchor-motion and --anchor-ego are self-forcing options")
-    if args.stage == "teacher":
+        parser.error(f"train {args.stage} needs --init {previous}")
+    if args.memory_only and not args.memory:
+        parser.error("--memory-only needs --memory")
+    if args.nfe > 8:
+        parser.error(f"--nfe takes 1 to 8 denoising steps, got {args.nfe}")
+    run = (args.data, args.init, args.out, train)
+    if args.stage == "vae":
+        presets = {
+            "compact": WorldModelConfig.compact,
+            "default": WorldModelConfig,
+            "tiny": WorldModelConfig.tiny,
+        }
+        train_vae(args.data, args.out, presets[args.preset](), train, progress)
+    elif args.stage == "decoder":
+        train_decoder(*run, progress)
+    elif args.stage == "flow":
+        train_flow(*run, steps if args.budget else args.pair_steps, progress)
+    elif args.stage == "teacher":
         train_teacher(
-            args.data,
-            args.init,
-            args.out,
-            train,
+            *run,
             memory=args.memory,
             frame_anchor=args.frame_anchor,
             memory_only=args.memory_only,
@@ -459,40 +482,18 @@ def train_main(argv: Sequence[str]) -> None:
             action_scale=args.action_scale,
             progress=progress,
         )
-    elif not 1 <= args.nfe <= 8:
-        raise SystemExit(f"--nfe must be between 1 and 8, got {args.nfe}")
     elif args.stage == "self-forcing":
-        values = {
-            name: getattr(args, name.lstrip("-").replace("-", "_"))
-            for name in (
-                "--max-chunks",
-                "--action-weight",
-                "--motion-weight",
-                "--shift-weight",
-                "--adversarial-weight",
-            )
-        }
-        bad = [f"{name} {value}" for name, value in values.items() if value < 0]
-        if args.probe_steps < 1:
-            bad.append(f"--probe-steps {args.probe_steps}")
-        if bad:
-            raise SystemExit(
-                "--max-chunks and the weights take values >= 0, --probe-steps one >= 1; got "
-                + ", ".join(bad)
-            )
+        config = SelfForcingConfig(
+            max_chunks=args.max_chunks,
+            action_weight=args.action_weight,
+            motion_weight=args.motion_weight,
+            shift_weight=args.shift_weight,
+            adversarial_weight=args.adversarial_weight,
+        )
         train_self_forcing(
-            args.data,
-            args.init,
-            args.out,
-            train,
+            *run,
             nfe=args.nfe,
-            config=SelfForcingConfig(
-                max_chunks=args.max_chunks,
-                action_weight=args.action_weight,
-                motion_weight=args.motion_weight,
-                shift_weight=args.shift_weight,
-                adversarial_weight=args.adversarial_weight,
-            ),
+            config=config,
             memory=args.memory,
             probe_steps=20 if args.budget else args.probe_steps,
             balanced=args.balanced,
@@ -502,14 +503,7 @@ def train_main(argv: Sequence[str]) -> None:
         )
     else:
         train_student(
-            args.data,
-            args.init,
-            args.out,
-            train,
-            nfe=args.nfe,
-            memory=args.memory,
-            init=args.student_init,
-            progress=progress,
+            *run, nfe=args.nfe, memory=args.memory, init=args.student_init, progress=progress
         )
     print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
 
@@ -822,7 +816,7 @@ def rollout_main(argv: Sequence[str]) -> None:
         type=positive_int,
         help="env steps (chunks); default 100, or every row of --actions",
     )
-    parser.add_argument("--seed", type=seed_int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument(
         "--image",
         type=Path,

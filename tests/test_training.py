@@ -148,7 +148,7 @@ def test_teacher_loss_with_memory_reads_the_memory(episodes):
     assert all(p.grad is not None for p in model.dit.parameters() if p.requires_grad)
 
 
-def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch):
+def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch, capsys):
     """With ``memory_only=1`` every row with a real memory has its history at level 1 (pure
     noise): its history latents no longer reach the model; a row without memory keeps its levels."""
     model = WorldModel(WorldModelConfig.tiny())
@@ -192,11 +192,13 @@ def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch):
     with pytest.raises(ValueError, match="needs memory"):
         train_teacher([], None, None, TrainConfig(steps=1), memory_only=0.5)
     argv = ["teacher", "--data", "d", "--out", "o", "--init", "i", "--memory-only", "0.5"]
-    with pytest.raises(SystemExit, match="needs --memory"):
+    with pytest.raises(SystemExit):
         train_main(argv)
+    assert "--memory-only needs --memory" in capsys.readouterr().err
     argv = ["student", "--data", "d", "--out", "o", "--init", "i", "--anchor-sigma", "0.5"]
-    with pytest.raises(SystemExit, match="teacher option"):
+    with pytest.raises(SystemExit):
         train_main(argv)
+    assert "is an option of train teacher, not of" in capsys.readouterr().err
 
 
 def test_an_unknown_or_absent_training_device_is_a_usage_error(monkeypatch):
@@ -446,7 +448,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
-def test_recipes_end_to_end(tmp_path, device):
+def test_recipes_end_to_end(tmp_path, device, capsys):
     collect(
         SquareSource(), tmp_path / "data", episodes=6, steps=10, heldout_every=3, progress=False
     )
@@ -543,11 +545,13 @@ def test_recipes_end_to_end(tmp_path, device):
     )
     for flag, value in flags:
         argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", flag, value]
-        with pytest.raises(SystemExit, match=f"got {flag} {value}"):
+        with pytest.raises(SystemExit):
             train_main(argv)
+        assert f"argument {flag}: must be" in capsys.readouterr().err
     for flag in ("--balanced", "--anchor-motion"):
-        with pytest.raises(SystemExit, match="self-forcing option"):
+        with pytest.raises(SystemExit):
             train_main(["teacher", "--data", "d", "--out", "o", "--init", "i", flag])
+        assert f"{flag} is an option of train self-forcing" in capsys.readouterr().err
 
 
 def test_anchor_motion_is_fitted_to_how_the_actions_move_the_picture():
@@ -688,7 +692,7 @@ def test_chunk_shift_follows_a_scene_moved_coherently_and_not_noise():
 @pytest.mark.parametrize(
     ("term", "weight"), [("motion", 2.0), ("shift", 0.5)], ids=["motion", "shift"]
 )
-def test_weighted_terms_score_the_chunk_the_model_would_output(term, weight):
+def test_weighted_terms_score_the_chunk_the_model_would_output(term, weight, capsys):
     """``motion_weight`` (how far the predicted chunk moves) and ``shift_weight`` (how far its
     scene shifts), each against the recorded chunk's, over the rows that have their action."""
     model, sampler, latents, actions, modality = self_forcing_case([0, 2])
@@ -710,11 +714,12 @@ def test_weighted_terms_score_the_chunk_the_model_would_output(term, weight):
     with pytest.raises(ValueError, match=f"{term}_weight"):
         SelfForcingConfig(**{f"{term}_weight": -0.5})
     argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", f"--{term}-weight", "-1"]
-    with pytest.raises(SystemExit, match=f"got --{term}-weight -1"):
+    with pytest.raises(SystemExit):
         train_main(argv)
+    assert f"argument --{term}-weight: must be a finite number >= 0" in capsys.readouterr().err
 
 
-def test_clean_anchors_anchor_chunks_to_the_recorded_frames(monkeypatch):
+def test_clean_anchors_anchor_chunks_to_the_recorded_frames(monkeypatch, capsys):
     config = WorldModelConfig.tiny()
     assert config.dit.frame_anchor
     model = WorldModel(config)
@@ -735,8 +740,9 @@ def test_clean_anchors_anchor_chunks_to_the_recorded_frames(monkeypatch):
     assert seen[0] is None  # each chunk's previous frame as noised with it
     assert torch.equal(seen[1], sequence_anchors(latents, f))
     argv = ["student", "--data", "d", "--out", "o", "--init", "i", "--clean-anchors"]
-    with pytest.raises(SystemExit, match="teacher option"):
+    with pytest.raises(SystemExit):
         train_main(argv)
+    assert "is an option of train teacher, not of" in capsys.readouterr().err
 
 
 def test_motion_focus_weighs_where_the_history_moved_and_reads_only_the_history():
@@ -763,7 +769,7 @@ def test_motion_focus_weighs_where_the_history_moved_and_reads_only_the_history(
         TeacherLossConfig(motion_focus=-1.0)
 
 
-def test_teacher_loss_with_motion_focus_reports_the_plain_flow_beside_it():
+def test_teacher_loss_with_motion_focus_reports_the_plain_flow_beside_it(capsys):
     config = WorldModelConfig.tiny()
     model = WorldModel(config)
     f = config.dit.chunk_frames
@@ -778,8 +784,9 @@ def test_teacher_loss_with_motion_focus_reports_the_plain_flow_beside_it():
     assert "flow_focused" not in p0 and p1["flow"] == pytest.approx(p0["flow"])
     assert focused.item() == pytest.approx(p1["flow_focused"]) and focused.item() != plain.item()
     argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--motion-focus", "1"]
-    with pytest.raises(SystemExit, match="teacher option"):
+    with pytest.raises(SystemExit):
         train_main(argv)
+    assert "is an option of train teacher, not of" in capsys.readouterr().err
 
 
 class SlowSquareSource(SquareSource):
@@ -790,7 +797,7 @@ class SlowSquareSource(SquareSource):
         return dataclasses.replace(episode, actions=episode.actions * 0.25)
 
 
-def test_action_scale_is_fitted_to_each_dimensions_spread(tmp_path):
+def test_action_scale_is_fitted_to_each_dimensions_spread(tmp_path, capsys):
     collect(SlowSquareSource(), tmp_path / "data", episodes=4, steps=10, progress=False)
     init = WorldModel(WorldModelConfig.tiny())
     hub.save_pretrained(init, tmp_path / "init")
@@ -810,8 +817,9 @@ def test_action_scale_is_fitted_to_each_dimensions_spread(tmp_path):
     assert set(model.config.dit.action_scale) == {"camera"}
     assert hub.from_pretrained(tmp_path / "run" / "model").config == model.config
     argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--action-scale"]
-    with pytest.raises(SystemExit, match="teacher option"):
+    with pytest.raises(SystemExit):
         train_main(argv)
+    assert "is an option of train teacher, not of" in capsys.readouterr().err
 
 
 def test_frames_of_another_size_than_the_model_s_are_a_clear_error(tmp_path):
