@@ -253,6 +253,13 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
         assert set(table) == {1, 3} and all(np.isfinite(v) for v in table.values())
     assert 0.0 <= result.control["real"] <= 1.0 and result.control["metric"] == "key accuracy"
     assert 0.2 <= result.control["majority"] <= 1.0  # 5 keys: the most common has >= 1/5
+    c = result.control  # measured from chance: a probe that ignores the frames scores 0
+    if c["real"] - c["majority"] >= 0.05:
+        expected = (c["generated"] - c["majority"]) / (c["real"] - c["majority"])
+        assert c["above_chance"] == pytest.approx(expected)
+    else:  # the tiny random model's probe reads nothing beyond chance
+        assert np.isnan(c["above_chance"])
+    assert all("above_chance" in v and "chance" in v for v in c["by_horizon"].values())
     # per key group, a row per recorded key: every window is counted once, read as one key
     confusion = np.asarray(result.control["confusion_generated"])
     assert confusion.shape == (2, 5, 5)
@@ -538,3 +545,14 @@ def test_probe_needs_a_validation_episode():
 
     with pytest.raises(ValueError, match="2 or more training episodes"):
         train_probe("driving", [sliding_square_episode(0)], 10, seed=0)
+
+
+def test_controllability_above_chance_counts_from_what_ignoring_the_frames_scores():
+    from gym_worldmodel.evaluation.control import above_chance, majority_score
+
+    targets = np.array([[1, 0], [1, 0], [1, 2], [3, 0]])  # most common: 3 of 4 in each group
+    assert majority_score(targets) == pytest.approx(0.75)
+    # the city walk's published figures: real 0.928, generated 0.428, majority 0.487
+    assert above_chance(0.428, 0.928, 0.487) == pytest.approx(-0.1338, abs=1e-4)
+    assert above_chance(0.9, 0.9, 0.5) == pytest.approx(1.0)
+    assert np.isnan(above_chance(0.5, 0.52, 0.5))  # real frames barely beat chance

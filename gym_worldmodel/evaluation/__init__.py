@@ -11,8 +11,11 @@ Three measurements per world (each dataset's card names its world and modality):
   frames and on generated frames that followed the same actions: accuracy of the translation and
   rotation keys (camera), R^2 of the continuous actions (robot, driving) averaged over the
   dimensions the probe reads on validation episodes (an action that frames do not show, such
-  as a small wrist rotation at 64 x 64, cannot measure a model). The ratio generated / real
-  says how much of the action's visible effect the model reproduces. The same figures over the
+  as a small wrist rotation at 64 x 64, cannot measure a model). The ratio generated / real is
+  the issue's figure; for key accuracy, whose floor is not 0 but what always answering the most
+  common keys scores, ``above_chance`` = (generated - majority) / (real - majority) says how
+  much of what real frames show the generated ones show (for R^2 the two are the same). The
+  same figures over the
   steps after each horizon up to the next (h = 1, 2-4, 5-16, 17-64) tell a model that shows
   its actions and then drifts from one that never shows them.
 * **Stability.** Long rollouts (1000 steps by default) under recorded actions: held-out episodes

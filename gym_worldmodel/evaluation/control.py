@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,6 +248,24 @@ def control_ratio(generated: float, real: float) -> float:
     return generated / real if real >= MIN_REAL_SCORE else math.nan
 
 
+def majority_score(targets: np.ndarray) -> float:
+    """Key accuracy of a probe that ignores the frames: each key group's most common key."""
+    targets = np.asarray(targets, np.int64)
+    return float(np.mean([np.bincount(col).max() / len(col) for col in targets.T]))
+
+
+def above_chance(generated: float, real: float, chance: float) -> float:
+    """``(generated - chance) / (real - chance)``, the controllability measured from chance.
+
+    The share of what the probe reads from real frames beyond chance that it also reads from
+    generated ones (1: all of it, 0: nothing, below 0: less than a probe that looks at nothing).
+    NaN where real frames beat chance by less than ``MIN_REAL_SCORE``. For R^2 chance is 0 and
+    this is :func:`control_ratio`.
+    """
+    margin = real - chance
+    return (generated - chance) / margin if margin >= MIN_REAL_SCORE else math.nan
+
+
 def ratio_text(ratio: float) -> str:
     """A ratio as the report prints it: ``n/a`` where :func:`control_ratio` gave none."""
     return "n/a" if math.isnan(ratio) else f"{ratio:.2f}"
@@ -261,6 +279,7 @@ def control_by_horizon(
     steps: np.ndarray,
     rollouts: int,
     horizons: Sequence[int],
+    chance: Callable[[np.ndarray], float] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """The probe's scores over the windows of steps after the previous horizon up to each one.
 
@@ -270,6 +289,8 @@ def control_by_horizon(
     whole rollout cannot tell from a model that never shows them. Spans are named by the
     horizons that bound them; a window also sees the frames just after its action's step, and
     the last actions of a rollout have no whole window. A span without windows is left out.
+    ``chance`` (key accuracy): the score of a probe that ignores the frames on the span's
+    targets, from which each span's ``above_chance`` is measured too.
     """
     table, after = {}, 0
     for h in sorted(horizons):
@@ -284,6 +305,10 @@ def control_by_horizon(
                 "generated": gen_score,
                 "ratio": control_ratio(gen_score, real_score),
             }
+            if chance is not None:  # accuracy: also measured from what nothing scores
+                level = chance(targets[keep])
+                table[h]["chance"] = level
+                table[h]["above_chance"] = above_chance(gen_score, real_score, level)
         after = h
     return table
 

@@ -11,8 +11,10 @@ import numpy as np
 from gym_worldmodel.evaluation.control import (
     PROBE_DIMS,
     PROBE_WINDOW,
+    above_chance,
     control_by_horizon,
     control_ratio,
+    majority_score,
     probe_targets,
     probe_windows,
     scene_motion_by_key,
@@ -186,13 +188,19 @@ def evaluate_world(
         "motion_real": frame_motion(with_start(truth)),
         "motion_generated": frame_motion(with_start(generated)),
         "by_horizon": control_by_horizon(
-            probe, real_w, gen_w, targets, t // f + 1, len(first), config.horizons
+            probe,
+            real_w,
+            gen_w,
+            targets,
+            t // f + 1,
+            len(first),
+            config.horizons,
+            chance=majority_score if modality == "camera" else None,
         ),
     }
     if modality == "camera":  # what a probe that ignores the frames would score
-        result.control["majority"] = float(
-            np.mean([np.bincount(targets[:, k]).max() / len(targets) for k in range(2)])
-        )
+        result.control["majority"] = majority = majority_score(targets)
+        result.control["above_chance"] = above_chance(gen_score, real_score, majority)
         for key, w in (("confusion_real", real_w), ("confusion_generated", gen_w)):
             result.control[key] = probe.confusion(w, targets).tolist()
         # How far each key moves the picture, over the first steps (later ones have drifted).

@@ -128,7 +128,11 @@ def write_report(
             f"Controllability ({_control_metric(c)}): real {c['real']:.3f}, generated "
             f"{c['generated']:.3f}, ratio **{ratio_text(c['ratio'])}**."
             + (
-                f" Always answering the most common keys scores {c['majority']:.3f}."
+                f" Always answering the most common keys scores {c['majority']:.3f}; measured"
+                f" from that, generated frames show **{ratio_text(c['above_chance'])}** of what"
+                " real frames show ((generated - majority) / (real - majority))."
+                if "above_chance" in c
+                else f" Always answering the most common keys scores {c['majority']:.3f}."
                 if "majority" in c
                 else ""
             )
@@ -235,6 +239,9 @@ def _control_by_horizon_table(control: dict[str, Any]) -> list[str]:
     spans = [steps_label(v["steps"]) for v in table.values()]
     rows = [(who, [f"{v[who]:.3f}" for v in table.values()]) for who in ("real", "generated")]
     rows.append(("ratio", [ratio_text(v["ratio"]) for v in table.values()]))
+    if all("above_chance" in v for v in table.values()):
+        rows.append(("majority", [f"{v['chance']:.3f}" for v in table.values()]))
+        rows.append(("above chance", [ratio_text(v["above_chance"]) for v in table.values()]))
     return [
         "By step: the same scores over the windows whose action falls in those steps (a model "
         "can show its actions at first and lose them as it drifts):",
