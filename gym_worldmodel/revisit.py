@@ -7,7 +7,11 @@ recorded actions and poses, twice in one batch with the same noise: once with sp
 once without. A frame is a *revisit* when its recorded pose matches (within ``tol_m`` and
 ``tol_deg``) the pose of a frame at least ``min_gap`` frames earlier; PSNR and SSIM of the
 generated revisit frames against the recorded ones are the figures, memory on next to memory
-off, plus how often memory retrieved something on those frames.
+off, plus how often memory retrieved something on those frames. PSNR here is the mean of the
+revisit frames' per-frame PSNR in each episode, then over episodes (as WorldPlay reports its
+revisits), not the PSNR of the pooled error that ``eval``'s open-loop tables give: a mean of
+decibels is never lower than the pooled figure (the logarithm is concave), so the two are not
+compared with each other; memory on and off are measured alike.
 
 The memory-on rollout's PSNR where it first showed each revisited place is reported too: those
 are the frames memory stores and gives back, so memory on can hardly score more on return.
@@ -242,7 +246,8 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
         "",
         "| on revisit frames | memory on | memory off | difference |",
         "|---|---|---|---|",
-        f"| PSNR (dB) | {r.psnr_on:.2f} | {r.psnr_off:.2f} | **{r.gain_db:+.2f}** |",
+        "| PSNR (dB; mean of per-frame PSNR) | "
+        f"{r.psnr_on:.2f} | {r.psnr_off:.2f} | **{r.gain_db:+.2f}** |",
         f"| SSIM | {r.ssim_on:.3f} | {r.ssim_off:.3f} | {r.ssim_on - r.ssim_off:+.3f} |",
         "",
         f"Episodes where memory on scored higher: {helped} of {r.episodes}.",
