@@ -21,8 +21,9 @@ Three measurements per world (each dataset's card names its world and modality):
 * **Stability.** Long rollouts (1000 steps by default) under recorded actions: held-out episodes
   long enough give their own from their first frame (a policy that kept the car on the road keeps
   it there), else all held-out actions are joined end to end (:func:`.open_loop.long_inputs`).
-  For each step's last frame the mean brightness, contrast (std) and sharpness (mean absolute
-  gradient). A world has not collapsed when the medians over the last 100 steps sit inside the
+  For each step's last frame the mean brightness, contrast (std) and sharpness (the mean
+  absolute difference between horizontal neighbours plus that between vertical ones, grey
+  levels). A world has not collapsed when the medians over the last 100 steps sit inside the
   1st-99th percentile range of the same statistics on real frames, widened to take in the real
   frames as the autoencoder gives them back (a generated frame can be no sharper than its
   decoder makes it). The verdict against the recorded frames alone is reported next to it.

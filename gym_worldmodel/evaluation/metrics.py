@@ -85,7 +85,11 @@ STATS = ("brightness", "contrast", "sharpness")  # the columns of frame_stats
 
 
 def frame_stats(frames: np.ndarray) -> np.ndarray:
-    """``(..., H, W, 3)`` uint8 -> ``(..., 3)``: brightness, contrast, sharpness (0-255 units)."""
+    """``(..., H, W, 3)`` uint8 -> ``(..., 3)``: brightness, contrast, sharpness (0-255 units).
+
+    On the grey image: brightness its mean, contrast its std, sharpness the mean absolute
+    difference between horizontal neighbours plus that between vertical neighbours.
+    """
     x = frames.astype(np.float32).mean(-1)
     grad = np.abs(np.diff(x, axis=-1)).mean((-2, -1)) + np.abs(np.diff(x, axis=-2)).mean((-2, -1))
     return np.stack([x.mean((-2, -1)), x.std((-2, -1)), grad], -1)
