@@ -320,21 +320,23 @@ def test_a_stopped_run_leaves_its_last_checkpoint_as_a_loadable_model(episodes, 
     assert not torch.equal(written.dit.state_dict()["out.weight"], model.dit.out.weight)
 
 
-def test_corrupt_checkpoint_is_a_clear_error(episodes, tmp_path):
+def vae_run(episodes, tmp_path):
+    """A tiny VAE trained 3 steps in ``tmp_path / "run"``: its module, loss and checkpoint."""
     vae = WorldModel(WorldModelConfig.tiny()).vae
     fn = lambda b, g: vae_loss(vae, b, g, VAELossConfig())  # noqa: E731
     run_steps(vae, Frames(episodes), fn, tmp_path, 3)
-    ckpt = tmp_path / "run" / "checkpoint.pt"
+    return vae, fn, tmp_path / "run" / "checkpoint.pt"
+
+
+def test_corrupt_checkpoint_is_a_clear_error(episodes, tmp_path):
+    vae, fn, ckpt = vae_run(episodes, tmp_path)
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(ValueError, match="not a checkpoint of this run"):
         run_steps(vae, Frames(episodes), fn, tmp_path, 6)
 
 
 def test_an_altered_checkpoint_is_refused_and_left_as_it_was(episodes, tmp_path):
-    vae = WorldModel(WorldModelConfig.tiny()).vae
-    fn = lambda b, g: vae_loss(vae, b, g, VAELossConfig())  # noqa: E731
-    run_steps(vae, Frames(episodes), fn, tmp_path, 3)
-    ckpt = tmp_path / "run" / "checkpoint.pt"
+    vae, fn, ckpt = vae_run(episodes, tmp_path)
     state = torch.load(ckpt, weights_only=True)
     exp_avg_sq = next(v for v in state["optimizer"]["state"].values())["exp_avg_sq"]
     exp_avg_sq.view(-1)[0] += 1.0  # one value changed, as a flipped byte would
@@ -346,10 +348,7 @@ def test_an_altered_checkpoint_is_refused_and_left_as_it_was(episodes, tmp_path)
 
 
 def test_a_run_resumes_on_the_device_type_it_started_on(episodes, tmp_path):
-    vae = WorldModel(WorldModelConfig.tiny()).vae
-    fn = lambda b, g: vae_loss(vae, b, g, VAELossConfig())  # noqa: E731
-    run_steps(vae, Frames(episodes), fn, tmp_path, 3)
-    ckpt = tmp_path / "run" / "checkpoint.pt"
+    vae, fn, ckpt = vae_run(episodes, tmp_path)
     state = torch.load(ckpt, weights_only=True)
     assert state["device"] == "cpu"
     moved = {k: v for k, v in state.items() if k != "sha256"} | {"device": "cuda"}
