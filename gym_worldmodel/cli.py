@@ -129,12 +129,25 @@ def collect_main(argv: Sequence[str]) -> None:
     print(f"{args.out}: {counts['train']} train and {counts['heldout']} held-out episodes")
 
 
+def _int_at_least(least: int, text: str) -> int:
+    if not text.strip().isdigit() or int(text) < least:
+        raise argparse.ArgumentTypeError(f"must be an int >= {least}, got {text!r}")
+    return int(text)
+
+
+def _finite_number(text: str, fits: Callable[[float], bool], what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and fits(value)):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """Argparse type of counts and sizes (steps, episodes, batch size, ``--nfe``): an int >= 1."""
-    value = int(text) if text.strip().isdigit() else 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}")
-    return value
+    return _int_at_least(1, text)
 
 
 #: ``--nfe``'s type: denoiser passes per step.
@@ -146,20 +159,12 @@ def non_negative_int(text: str) -> int:
 
     NumPy's and torch's generators take no other seeds.
     """
-    if not text.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"must be an int >= 0, got {text!r}")
-    return int(text)
+    return _int_at_least(0, text)
 
 
 def non_negative_float(text: str) -> float:
     """Argparse type of loss weights: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+    return _finite_number(text, lambda v: v >= 0, "a finite number >= 0")
 
 
 def fraction(text: str) -> float:
@@ -172,13 +177,7 @@ def fraction(text: str) -> float:
 
 def positive_float(text: str) -> float:
     """Argparse type of rates (``--lr``): a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+    return _finite_number(text, lambda v: v > 0, "a finite number > 0")
 
 
 def check_device(device: str) -> None:

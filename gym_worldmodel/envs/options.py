@@ -46,8 +46,14 @@ def reset_rows(options: dict, num_envs: int) -> np.ndarray:
     return np.arange(num_envs)
 
 
-def _is_seed(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0
+def is_int(value: Any) -> bool:
+    """A Python or NumPy int, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_seed(value: Any) -> bool:
+    """A seed NumPy's and torch's generators take: an int >= 0."""
+    return is_int(value) and value >= 0
 
 
 def row_seeds(seed: Any, rows: np.ndarray, num_envs: int) -> list[int | None]:
@@ -58,14 +64,14 @@ def row_seeds(seed: Any, rows: np.ndarray, num_envs: int) -> list[int | None]:
     """
     if seed is None:
         return [None] * len(rows)
-    if _is_seed(seed):
+    if is_seed(seed):
         return [int(seed) + int(r) for r in rows]
     if isinstance(seed, (str, bytes)) or not hasattr(seed, "__len__"):
         raise ValueError(f"seed must be a non-negative int, a list of them or None, got {seed!r}")
     seeds = list(seed)
     if len(seeds) != num_envs:
         raise ValueError(f"seed list must have num_envs={num_envs} entries, got {len(seeds)}")
-    bad = [s for s in seeds if s is not None and not _is_seed(s)]
+    bad = [s for s in seeds if s is not None and not is_seed(s)]
     if bad:
         raise ValueError(f"seeds must be non-negative ints or None, got {bad}")
     return [None if seeds[int(r)] is None else int(seeds[int(r)]) for r in rows]

@@ -12,6 +12,7 @@ from gymnasium.vector import AutoresetMode
 
 from gym_worldmodel.envs.actions import ActionError
 from gym_worldmodel.envs.observations import take
+from gym_worldmodel.envs.options import is_seed
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 
@@ -71,9 +72,7 @@ class WorldModelEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode; ``options`` as :meth:`WorldModelVectorEnv.reset` for one row."""
-        if seed is not None and (
-            not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0
-        ):
+        if seed is not None and not is_seed(seed):
             raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
         options = dict(options or {})
         rows = sorted({"env_idx", "reset_mask"} & set(options))

@@ -19,6 +19,7 @@ from gym_worldmodel.envs.engine import WorldEngine
 from gym_worldmodel.envs.options import (
     check_choice,
     first_chunk,
+    is_int,
     reset_rows,
     rng_from_state,
     row_seeds,
@@ -45,10 +46,6 @@ def _to_meta(state: Any) -> Any:
     if isinstance(state, (list, tuple)):
         return type(state)(_to_meta(v) for v in state)
     return state
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -151,7 +148,7 @@ class WorldModelVectorEnv(VectorEnv):
         check_choice("output", output, ("numpy", "torch"))
         check_choice("dtype", dtype, ("auto", *DTYPES))
         check_choice("render_mode", render_mode, (None, "rgb_array"))
-        if not _is_int(num_envs) or num_envs < 1:
+        if not is_int(num_envs) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         self.max_episode_steps = max_episode_steps
         self.world = get_world(world)
@@ -175,7 +172,7 @@ class WorldModelVectorEnv(VectorEnv):
         self.memory = self.world.pose is not None and has_slots if memory is None else bool(memory)
         if self.memory and not has_slots:
             raise ValueError("memory=True needs a model with memory slots (memory_chunks >= 1)")
-        if not _is_int(memory_capacity) or memory_capacity < 1:
+        if not is_int(memory_capacity) or memory_capacity < 1:
             raise ValueError(
                 f"memory_capacity must be an int >= 1 (chunks), got {memory_capacity!r}"
             )
@@ -323,7 +320,7 @@ class WorldModelVectorEnv(VectorEnv):
 
     @max_episode_steps.setter
     def max_episode_steps(self, value: int | None) -> None:
-        if value is not None and not (_is_int(value) and (value >= 1 or value == -1)):
+        if value is not None and not (is_int(value) and (value >= 1 or value == -1)):
             raise ValueError(
                 f"max_episode_steps must be an int >= 1, or None or -1 for no limit, got {value!r}"
             )
