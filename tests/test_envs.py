@@ -157,8 +157,24 @@ def test_autoreset_same_step():
     obs, _, _, truncated, info = env.step(act)
     assert value(obs) == [0] and truncated[0]  # reset obs, terminal obs in info
     assert info["_final_obs"].tolist() == [True] and info["final_obs"][0][0, 0, 0] == 2
-    assert info["final_info"][0]["step"] == 2 and info["step"][0] == 0
+    assert info["final_info"]["step"][0] == 2 and info["step"][0] == 0
+    assert info["final_info"]["_step"].tolist() == [True]
     assert value(env.step(act)[0]) == [1]
+
+
+def test_same_step_final_info_has_gymnasiums_layout():
+    """As SyncVectorEnv gives it: batched values and ``_key`` masks, zero in rows not done."""
+    env = counting_env(AutoresetMode.SAME_STEP, num_envs=2, max_steps=2)
+    env.reset(seed=0, options={"reset_mask": np.array([True, True])})
+    env.step(np.zeros((2, 2), np.float32))
+    env.reset(options={"env_idx": [1]})  # row 1 is a step behind: only row 0 ends next
+    _, _, _, truncated, info = env.step(np.zeros((2, 2), np.float32))
+    final = info["final_info"]
+    assert truncated.tolist() == [True, False] and isinstance(final, dict)
+    assert final["_step"].tolist() == [True, False] and final["_pose"].tolist() == [True, False]
+    assert final["step"].tolist() == [2, 0] and final["pose"].shape == (2, 4)
+    assert not final["pose"][1].any()
+    assert info["final_obs"][1] is None and info["final_obs"][0].shape == (32, 32, 3)
 
 
 def test_autoreset_disabled_needs_a_partial_reset():

@@ -628,10 +628,13 @@ class WorldModelVectorEnv(VectorEnv):
         """SAME_STEP bookkeeping: terminal observations and infos of the done rows."""
         obs = self._obs()
         final_obs = np.empty(self.num_envs, dtype=object)
-        final_info = np.empty(self.num_envs, dtype=object)
         for i in np.flatnonzero(done):
             final_obs[i] = obs_lib.take(obs, i)
-            final_info[i] = {k: v[i] for k, v in infos.items() if not k.startswith("_")}
+        final_info = {}  # Gymnasium's layout: batched values, zero where a row is not done
+        for key, values in infos.items():
+            if not key.startswith("_"):
+                final_info[key] = np.where(done.reshape(-1, *[1] * (values.ndim - 1)), values, 0)
+                final_info[f"_{key}"] = done & infos.get(f"_{key}", True)
         return {
             "final_obs": final_obs,
             "_final_obs": done.copy(),

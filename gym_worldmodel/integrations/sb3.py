@@ -168,7 +168,7 @@ class WorldModelSB3VecEnv(VecEnv):
                 if not has_final[i]:
                     raise RuntimeError(f"row {i} is done but the vector env gave no final_obs")
                 self.reset_infos[i] = info  # the info of the row's new episode
-                info = {k: obs_lib.python_value(v) for k, v in infos["final_info"][i].items()}
+                info = obs_lib.info_row(infos["final_info"], i)
                 info["terminal_observation"] = infos["final_obs"][i]
             info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
             out.append(info)
