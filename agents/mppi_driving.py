@@ -9,10 +9,10 @@ noise, rolls ``--horizon`` imagined steps per sample under the reward hooks, wei
 sample by ``exp(return / --temperature)``, moves the nominal sequence to the weighted mean,
 executes its first control and shifts the sequence by one step.
 
-The task is a reward hook written here, as users write their own: ``LaneChange`` pays minus the
-car's lateral distance in metres to the centre of the lane at ``y = --lane`` and minus its
-heading off the road's direction (in radians, times ``--heading-weight``), so the car moves over
-and straightens out; ``ActionCost`` adds a little effort. The car starts at 25 m/s (5 m a step);
+The task is the ``LaneCentre`` reward hook: minus the car's lateral distance in metres to the
+centre of the lane at ``y = --lane`` and minus its heading off the road's direction (in radians,
+times ``--heading-weight``), so the car moves over and straightens out; ``ActionCost`` adds a
+little effort. The car starts at 25 m/s (5 m a step);
 y is to the left, and highway-env's lanes are 4 m apart. This script is meant to be read and
 copied, not imported.
 """
@@ -21,23 +21,9 @@ import argparse
 import time
 
 import numpy as np
-import torch
 
 from gym_worldmodel.cli import denoiser_passes
-from gym_worldmodel.envs import ActionCost, WorldModelVectorEnv
-
-
-class LaneChange:
-    """Reward ``-(|y - lane| + heading_weight * |heading|)``: metres off the lane's centre plus
-    radians off the road's direction, from ``info["pose"]`` (x m, y m, heading deg, speed m/s)."""
-
-    def __init__(self, lane: float, heading_weight: float) -> None:
-        self.lane, self.heading_weight = lane, heading_weight
-
-    def __call__(self, prev_obs, action, obs, info: dict) -> torch.Tensor:
-        """One reward per row (hooks are batched)."""
-        pose = info["pose"]
-        return -((pose[:, 1] - self.lane).abs() + self.heading_weight * pose[:, 2].deg2rad().abs())
+from gym_worldmodel.envs import ActionCost, LaneCentre, WorldModelVectorEnv
 
 
 def main() -> None:
@@ -69,7 +55,7 @@ def main() -> None:
     if args.samples < 2 or args.horizon < 1 or min(args.noise) <= 0 or args.temperature <= 0:
         parser.error("need --samples >= 2, --horizon >= 1, --noise > 0, --temperature > 0")
 
-    reward = [LaneChange(args.lane, args.heading_weight), ActionCost(args.effort)]
+    reward = [LaneCentre(args.lane, args.heading_weight), ActionCost(args.effort)]
     env = WorldModelVectorEnv(
         1, world="driving", model=args.model, reward_fn=reward, memory=False, nfe=args.nfe
     )

@@ -15,6 +15,7 @@ import gym_worldmodel  # noqa: F401  (registers the ids)
 from gym_worldmodel.envs import (
     ActionCost,
     GoalImageSimilarity,
+    LaneCentre,
     PoseDistance,
     PoseReached,
     WorldModelEnv,
@@ -84,6 +85,33 @@ def test_make_vec_uses_the_native_vector_env():
     obs, rewards, terminated, truncated, info = envs.step(envs.action_space.sample())
     assert rewards.shape == (4,) and info["pose"].shape == (4, 4)
     envs.close()
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_gymnasiums_vector_wrappers_run_on_the_native_env(mode):
+    """The CleanRL stack: episode statistics, clipped actions and scaled rewards."""
+
+    def make():
+        kw = dict(autoreset_mode=mode, max_episode_steps=3, reward_fn=LaneCentre(4.0), **TINY)
+        return gym.make_vec("WorldModel-Driving-v0", num_envs=2, **kw)
+
+    wild = np.array([[3.0, 0.0], [-0.2, -5.0]], np.float32)  # out of the box: clipped
+    plain = make()
+    plain.reset(seed=0)
+    raw = [plain.step(np.clip(wild, -1, 1))[1] for _ in range(3)]
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(make())
+    scaled = gym.wrappers.vector.NormalizeReward(gym.wrappers.vector.ClipAction(envs))
+    scaled.reset(seed=0)
+    for _ in range(3):
+        _, reward, _, truncated, info = scaled.step(wild)
+    assert truncated.tolist() == [True, True] and info["_episode"].tolist() == [True, True]
+    assert info["episode"]["l"].tolist() == [3, 3]
+    # the statistics count the hooks' own rewards; NormalizeReward scales what the agent sees
+    assert np.allclose(info["episode"]["r"], sum(raw)) and not np.allclose(reward, raw[-1])
+    if mode == AutoresetMode.NEXT_STEP:  # Gymnasium's NormalizeObservation takes no other
+        obs, _ = gym.wrappers.vector.NormalizeObservation(scaled).reset(seed=1)
+        assert obs.dtype == np.float32 and obs.shape == (2, 32, 32, 3)
+    scaled.close()
 
 
 # --- autoreset semantics with a counting world ---
@@ -396,6 +424,19 @@ def test_builtin_hooks():
     cost = -0.5 * np.array([0.5, 0.0])
     assert np.allclose(reward, sim + dist + cost)
     assert terminated.tolist() == [False, False]
+
+
+def test_lane_centre_pays_metres_off_the_lane_and_radians_of_heading():
+    env = WorldModelVectorEnv(2, world="driving", **TINY, reward_fn=LaneCentre(4.0, 3.0))
+    env.reset(seed=0)
+    for _ in range(3):  # steer left, then right: both rows leave y = 0 with a heading
+        _, reward, *_, info = env.step(np.array([[0.5, 0.0], [-0.3, 0.2]], np.float32))
+    y, heading = info["pose"][:, 1], np.deg2rad(info["pose"][:, 2])
+    assert np.all(heading != 0) and np.allclose(reward, -(np.abs(y - 4.0) + 3.0 * np.abs(heading)))
+    with pytest.raises(ValueError, match="heading_weight >= 0"):
+        LaneCentre(4.0, -1.0)
+    with pytest.raises(ValueError, match="driving world's pose"):
+        LaneCentre(4.0)(None, None, None, {"pose": None})
 
 
 def test_action_cost_is_zero_for_doing_nothing_in_every_mode():

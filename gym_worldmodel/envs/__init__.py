@@ -11,6 +11,7 @@ from typing import Any
 _EXPORTS = {
     "ActionCost": "hooks",
     "GoalImageSimilarity": "hooks",
+    "LaneCentre": "hooks",
     "PoseDistance": "hooks",
     "PoseReached": "hooks",
     "WorldModelEnv": "single_env",

@@ -75,6 +75,32 @@ class PoseReached:
         return -self.distance(prev_obs, action, obs, info) <= self.radius
 
 
+class LaneCentre:
+    """Reward ``-(|y - lane_y| + heading_weight * |heading|)`` for the driving world.
+
+    Metres off the centre line of a lane at ``y = lane_y`` (y is to the left; highway-env's
+    lanes are 4 m apart, the car starts at y = 0) plus radians off the road's direction, times
+    ``heading_weight`` metres per radian: the car moves over to that lane and straightens out.
+    Reads ``info["pose"]`` (x m, y m, heading deg, speed m/s).
+    """
+
+    def __init__(self, lane_y: float, heading_weight: float = 2.0) -> None:
+        if not (np.isfinite(lane_y) and np.isfinite(heading_weight) and heading_weight >= 0):
+            raise ValueError(
+                f"LaneCentre needs a finite lane_y (metres) and heading_weight >= 0 (metres per "
+                f"radian), got {lane_y!r} and {heading_weight!r}"
+            )
+        self.lane_y, self.heading_weight = float(lane_y), float(heading_weight)
+
+    def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
+        """Negative lateral offset plus weighted heading of each row."""
+        pose = info["pose"]
+        if pose is None:
+            raise ValueError("LaneCentre needs the driving world's pose")
+        offset = (pose[:, 1] - self.lane_y).abs()
+        return -(offset + self.heading_weight * pose[:, 2].deg2rad().abs())
+
+
 class ActionCost:
     """Reward ``-weight * info["effort"]``: the mean square of the step's control values.
 
