@@ -1,0 +1,108 @@
+"""The ``gym-worldmodel`` command line.
+
+Subcommands:
+    bench: benchmarks that print their figures (see :mod:`gym_worldmodel.bench`).
+    collect: record episodes from a simulator into the episode format (resumable).
+    train: train a stage (vae, decoder, teacher, student, flow, self-forcing; resumable).
+    eval: score a model against held-out episodes and write a report.
+    rollout: play a world and write the video.
+    ship: install a checkpoint and start frames as an embedded world.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from gym_worldmodel.cli.argtypes import (
+    check_device,
+    denoiser_passes,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from gym_worldmodel.cli.collect import SOURCES, collect_main, load_source, parse_options
+from gym_worldmodel.cli.evaluate import eval_main
+from gym_worldmodel.cli.rollout import read_actions, read_start_image, rollout_main
+from gym_worldmodel.cli.ship import ship_main
+from gym_worldmodel.cli.train import STAGE_OPTIONS, train_main
+from gym_worldmodel.cli.worlds import SHIPPED, WORLD_IDS, per_world
+
+__all__ = [
+    "SHIPPED",
+    "SOURCES",
+    "STAGE_OPTIONS",
+    "WORLD_IDS",
+    "check_device",
+    "collect_main",
+    "denoiser_passes",
+    "eval_main",
+    "fraction",
+    "load_source",
+    "main",
+    "non_negative_float",
+    "non_negative_int",
+    "parse_options",
+    "per_world",
+    "positive_float",
+    "positive_int",
+    "read_actions",
+    "read_start_image",
+    "rollout_main",
+    "ship_main",
+    "train_main",
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch ``gym-worldmodel <command> ...``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    commands = {
+        "bench": "benchmarks that print their figures",
+        "collect": "record simulator episodes into a dataset (resumable)",
+        "train": "train a stage: vae, decoder, teacher, student, flow, self-forcing (resumable)",
+        "eval": "score a model against held-out episodes; writes a markdown report",
+        "rollout": "play a world (random or given actions, any start image); write the video",
+        "ship": "install a checkpoint and start frames as the embedded default worlds",
+    }
+    if not args or args[0] in ("-h", "--help") or args[0] not in commands:
+        helped = bool(args) and args[0] in ("-h", "--help")
+        out = sys.stdout if helped else sys.stderr
+        if args and not helped:
+            print(f"gym-worldmodel: unknown command {args[0]!r}\n", file=out)
+        print("usage: gym-worldmodel <command> [options]\n\ncommands:", file=out)
+        for name, help_text in commands.items():
+            print(f"  {name:<8} {help_text}", file=out)
+        return 0 if helped else 2
+    from gym_worldmodel.sources.episodes import DatasetError
+
+    try:
+        if args[0] == "bench":
+            from gym_worldmodel import bench
+
+            bench.main(args[1:])
+        elif args[0] == "collect":
+            collect_main(args[1:])
+        elif args[0] == "eval":
+            eval_main(args[1:])
+        elif args[0] == "rollout":
+            rollout_main(args[1:])
+        elif args[0] == "ship":
+            ship_main(args[1:])
+        else:
+            train_main(args[1:])
+    except (ValueError, OSError, FloatingPointError) as err:
+        # what the user gave (a path, a dataset, a checkpoint, a setting) does not fit, or a run
+        # diverged: the message says what was expected
+        if os.environ.get("GYM_WORLDMODEL_TRACEBACK"):
+            raise
+        kind = (
+            "" if isinstance(err, (DatasetError, FileNotFoundError)) else f"{type(err).__name__}: "
+        )
+        print(f"gym-worldmodel {args[0]}: error: {kind}{err}", file=sys.stderr)
+        print("(GYM_WORLDMODEL_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,81 @@
+"""The argparse types of the commands' numbers, and the ``--device`` check.
+
+Also used by the scripts that take the same options (``bench``, ``agents/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def _int_at_least(least: int, text: str) -> int:
+    if not text.strip().isdigit() or int(text) < least:
+        raise argparse.ArgumentTypeError(f"must be an int >= {least}, got {text!r}")
+    return int(text)
+
+
+def _finite_number(text: str, fits: Callable[[float], bool], what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and fits(value)):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """Argparse type of counts and sizes (steps, episodes, batch size, ``--nfe``): an int >= 1."""
+    return _int_at_least(1, text)
+
+
+#: ``--nfe``'s type: denoiser passes per step.
+denoiser_passes = positive_int
+
+
+def non_negative_int(text: str) -> int:
+    """Argparse type of seeds and counts that may be 0: an int >= 0.
+
+    NumPy's and torch's generators take no other seeds.
+    """
+    return _int_at_least(0, text)
+
+
+def non_negative_float(text: str) -> float:
+    """Argparse type of loss weights: a finite number >= 0."""
+    return _finite_number(text, lambda v: v >= 0, "a finite number >= 0")
+
+
+def fraction(text: str) -> float:
+    """Argparse type of a fraction of windows: a number in [0, 1]."""
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Argparse type of rates (``--lr``): a finite number > 0."""
+    return _finite_number(text, lambda v: v > 0, "a finite number > 0")
+
+
+def check_device(device: str) -> None:
+    """Exit with a clear message unless ``device`` names a torch device present here."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise SystemExit(
+            f"--device takes a torch device such as cpu, cuda or cuda:1; got {device!r}"
+        ) from None
+    if parsed.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: no CUDA device is available on this machine")
+    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise SystemExit(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )

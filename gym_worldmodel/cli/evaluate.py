@@ -1,0 +1,159 @@
+"""``gym-worldmodel eval``: score worlds against held-out episodes and write the report."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gym_worldmodel.cli.argtypes import check_device, denoiser_passes, positive_int
+from gym_worldmodel.cli.worlds import SHIPPED, per_world
+
+
+def eval_main(argv: Sequence[str]) -> None:
+    """``gym-worldmodel eval``: open loop, controllability and stability on held-out episodes."""
+    parser = argparse.ArgumentParser(prog="gym-worldmodel eval")
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        default=[SHIPPED],
+        metavar="[WORLD=]DIR",
+        help="checkpoint directory (or repo id) for every dataset; WORLD=DIR gives one world "
+        "its own (e.g. --model gym_worldmodel/worlds/shared robot=runs/student-robot/model); "
+        f"{SHIPPED!r} (the default) is each world's embedded checkpoint",
+    )
+    parser.add_argument(
+        "--teacher",
+        nargs="+",
+        metavar="[WORLD=]DIR",
+        help="teacher checkpoint for the full-NFE baseline, per world as --model",
+    )
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
+    parser.add_argument("--horizons", type=positive_int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument(
+        "--nfe",
+        type=denoiser_passes,
+        help="denoiser passes per chunk of the evaluated worlds (default: each checkpoint's own)",
+    )
+    parser.add_argument("--teacher-nfe", type=positive_int, default=32)
+    parser.add_argument("--teacher-horizon", type=positive_int, default=16)
+    parser.add_argument("--stability-steps", type=positive_int, default=1000)
+    parser.add_argument("--stability-rows", type=positive_int, default=4)
+    parser.add_argument("--probe-steps", type=positive_int, default=1500)
+    parser.add_argument("--starts-per-episode", type=positive_int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("docs/eval"), help="plots and JSON")
+    parser.add_argument(
+        "--report", type=Path, help="markdown page (docs/evaluation.md; docs/memory.md)"
+    )
+    parser.add_argument("--budget", action="store_true", help="tiny settings for smoke tests")
+    parser.add_argument(
+        "--revisit",
+        action="store_true",
+        help="spatial-memory revisit benchmark (memory on vs off) on a revisit dataset",
+    )
+    parser.add_argument(
+        "--min-gap", type=positive_int, default=250, help="revisit: frames before return"
+    )
+    parser.add_argument(
+        "--max-episodes", type=positive_int, help="revisit: use the first n held-out"
+    )
+    parser.add_argument(
+        "--oracle-memory",
+        action="store_true",
+        help="revisit: also run memory on with the recorded frames remembered (a diagnostic)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="torch device the worlds run on (cpu, cuda); probes on CPU"
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    check_device(args.device)
+    # what is written at the end is checked now, not after an evaluation of many minutes
+    for flag, path, kind in (("--out", args.out, "a directory"), ("--report", args.report, "")):
+        if path is not None and path.exists() and path.is_dir() != bool(kind):
+            parser.error(f"{flag} {path}: must be {kind or 'a file (the markdown page)'}")
+    from gym_worldmodel.evaluation import EvalConfig, evaluate_world, ratio_text, write_report
+    from gym_worldmodel.sources.episodes import read_card
+
+    command = "gym-worldmodel eval " + " ".join(argv)
+    checkpoints = per_world(args.model, "--model", args.device)
+
+    def models(world: str) -> Any:
+        model = checkpoints(world)
+        return model if args.nfe is None else model.with_sampler(nfe=args.nfe)
+
+    teachers = per_world(args.teacher, "--teacher", args.device)
+    if args.revisit:
+        from gym_worldmodel.revisit import evaluate_revisit, write_revisit_report
+
+        if len(args.data) != 1:  # one report and one revisit.json per run
+            parser.error(f"--revisit measures one dataset per run, got {len(args.data)}")
+        report, data = args.report or Path("docs/memory.md"), args.data[0]
+        result = evaluate_revisit(
+            models(read_card(data)["world"]),
+            data,
+            args.min_gap,
+            max_episodes=args.max_episodes,
+            progress=not args.no_progress,
+            oracle=args.oracle_memory,
+        )
+        print(
+            f"{result.world}: revisit PSNR memory on {result.psnr_on:.2f} dB, off "
+            f"{result.psnr_off:.2f} dB ({result.gain_db:+.2f}); SSIM {result.ssim_on:.3f} vs "
+            f"{result.ssim_off:.3f}; hits on {100 * result.hit_rate:.0f}% of revisit frames",
+            flush=True,
+        )
+        if result.psnr_first_visit is not None:
+            print(
+                f"  what memory holds (the rollout where it first showed those places): "
+                f"{result.psnr_first_visit:.2f} dB",
+                flush=True,
+            )
+        if result.psnr_oracle is not None:
+            print(f"  memory of recorded frames: {result.psnr_oracle:.2f} dB", flush=True)
+        write_revisit_report(result, args.out, report, command)
+        print(f"wrote {report} and {args.out}/")
+        return
+
+    if args.budget:
+        config = EvalConfig.budget()
+    else:
+        try:
+            config = EvalConfig(
+                horizons=tuple(args.horizons),
+                starts_per_episode=args.starts_per_episode,
+                teacher_nfe=args.teacher_nfe,
+                teacher_horizon=args.teacher_horizon,
+                probe_steps=args.probe_steps,
+                stability_steps=args.stability_steps,
+                stability_rows=args.stability_rows,
+            )
+        except ValueError as err:
+            parser.error(str(err))
+    results, samples = [], {}
+    for data in args.data:
+        world = read_card(data)["world"]
+        model, teacher = models(world), teachers(world) if args.teacher else None
+        result, sample = evaluate_world(model, data, config, teacher, not args.no_progress)
+        results.append(result)
+        samples[result.world] = sample
+        print(
+            f"{result.world}: PSNR {result.psnr}; control {ratio_text(result.control['ratio'])} "
+            f"(by step: {_ratios_by_step(result.control)}); "
+            f"collapsed {result.stability['collapsed']}",
+            flush=True,
+        )
+    report = args.report or Path("docs/evaluation.md")
+    write_report(results, samples, args.out, report, command, model.config.dit.chunk_frames)
+    print(f"wrote {report} and {args.out}/")
+
+
+def _ratios_by_step(control: dict[str, Any]) -> str:
+    """``1: 0.92, 2-4: 0.61, ...``: the controllability ratio in each span between horizons."""
+    from gym_worldmodel.evaluation import ratio_text, steps_label
+
+    return ", ".join(
+        f"{steps_label(v['steps'])}: {ratio_text(v['ratio'])}"
+        for v in control["by_horizon"].values()
+    )

@@ -1,0 +1,242 @@
+"""``gym-worldmodel rollout``: play a world from a start image and actions; write the video."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gym_worldmodel.cli.argtypes import (
+    check_device,
+    denoiser_passes,
+    non_negative_int,
+    positive_int,
+)
+from gym_worldmodel.cli.worlds import WORLD_IDS
+
+
+def _load_array_file(path: Path, flag: str) -> Any:
+    """``np.load`` of a ``.npy`` / ``.npz`` without pickles; a clear error if it is not one."""
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:  # not numpy's format, or objects that need pickle
+        raise SystemExit(f"{flag} {path}: not a {path.suffix} file of numbers") from err
+
+
+def read_start_image(path: Path) -> Any:
+    """A start picture for ``reset(options=...)``: ``{"image": (H, W, 3)}`` or ``{"frames": ...}``.
+
+    PNG, JPEG or anything Pillow reads (converted to RGB), or a ``.npy`` of uint8 ``(H, W, 3)``
+    (one picture) or ``(k, H, W, 3)`` (the last frames before the rollout). Any size: the env
+    centre-crops to a square and resizes.
+    """
+    import numpy as np
+
+    if not path.is_file():
+        raise SystemExit(f"--image {path}: no such file")
+    if path.suffix == ".npy":
+        arr = _load_array_file(path, "--image")
+    else:
+        try:
+            from PIL import Image
+        except ImportError as err:
+            raise SystemExit("--image needs Pillow: pip install gym-worldmodel[video]") from err
+        try:
+            with Image.open(path) as img:
+                arr = np.asarray(img.convert("RGB"))
+        except OSError as err:
+            raise SystemExit(f"--image {path}: not an image Pillow can read ({err})") from err
+    if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-1] != 3 or 0 in arr.shape:
+        raise SystemExit(
+            f"--image {path}: expected uint8 RGB (H, W, 3) or (k, H, W, 3), not empty; "
+            f"got {arr.dtype} {arr.shape}"
+        )
+    return {"image": arr} if arr.ndim == 3 else {"frames": arr}
+
+
+def read_actions(path: Path) -> Any:
+    """The actions of ``rollout --actions``: an array with one row per step, or RT-1 columns.
+
+    * ``.npy`` or ``.csv`` (comma-separated, ``#`` comments): ``(steps, *action)`` in the world's
+      default action space (camera keys ``(steps, 2)``, driving ``(steps, 2)``, robot flat
+      ``(steps, 10)``; ``.npy`` may add a per-frame axis, ``(steps, F, ...)``).
+    * ``.npz`` (robot): the RT-1 dict, one array per key with ``steps`` rows
+      (``world_vector`` ``(steps, 3)``, ``rotation_delta`` radians, ...); ``terminate_episode``
+      is ``(steps,)`` integers or RT-1's one-hot ``(steps, 3)``, and may be left out (1, arm).
+    """
+    import warnings
+
+    import numpy as np
+
+    if not path.is_file():
+        raise SystemExit(f"--actions {path}: no such file")
+    if path.suffix == ".npz":
+        data = _load_array_file(path, "--actions")
+        if not hasattr(data, "files"):
+            raise SystemExit(f"--actions {path}: an .npz holds named arrays; this is one array")
+        with data:
+            columns = {k: data[k] for k in data.files}
+        shapes = {k: np.shape(v) for k, v in columns.items()}
+        rows = {shape[0] if shape else 0 for shape in shapes.values()}
+        if not columns or len(rows) != 1 or 0 in rows:
+            raise SystemExit(
+                f"--actions {path}: every array must have the same number of rows (one per "
+                f"step, at least one), got shapes {shapes}"
+            )
+        term = columns.get("terminate_episode")
+        if term is not None and term.ndim == 2 and term.shape[1] == 3:  # RT-1's one-hot
+            if not np.array_equal(np.sort(term, axis=1), np.tile([0, 0, 1], (len(term), 1))):
+                raise SystemExit(f"--actions {path}: terminate_episode (steps, 3) must be one-hot")
+            columns["terminate_episode"] = term.argmax(1)
+        return columns
+    if path.suffix == ".npy":
+        arr = _load_array_file(path, "--actions")
+    else:
+        try:
+            with warnings.catch_warnings():  # an empty file is refused below, without numpy's
+                warnings.simplefilter("ignore", UserWarning)
+                arr = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"--actions {path}: not comma-separated numbers ({err})") from err
+    if arr.ndim < 2 or not len(arr):
+        raise SystemExit(f"--actions {path}: expected one row per step, got shape {arr.shape}")
+    return arr
+
+
+def rollout_main(argv: Sequence[str]) -> None:
+    """``gym-worldmodel rollout``: play a world and save the MP4 (and the frames).
+
+    Under random actions held a few steps, or the steps of an actions file, from the world's
+    bundled start frames or the user's own picture.
+    """
+    parser = argparse.ArgumentParser(prog="gym-worldmodel rollout")
+    parser.add_argument("--world", choices=sorted(WORLD_IDS), default="citywalk")
+    parser.add_argument(
+        "--model",
+        help="checkpoint directory, hub repo id or 'random' (default: the shipped world)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        help="env steps (chunks); default 100, or every row of --actions",
+    )
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument(
+        "--image",
+        type=Path,
+        help="start from this picture (PNG/JPEG of any size, or .npy uint8 (H, W, 3) or "
+        "(k, H, W, 3)) instead of a bundled start frame",
+    )
+    parser.add_argument(
+        "--actions",
+        type=Path,
+        help="play these actions, one row per step: .npy/.csv in the world's action space "
+        "(see envs/<id>.md), or .npz with the RT-1 keys for the robot",
+    )
+    parser.add_argument("--video", type=Path, default=Path("rollout.mp4"))
+    parser.add_argument(
+        "--frames", type=Path, help="also save the frames, uint8 (T, H, W, 3), to this .npy"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="auto: bf16 autocast where the device computes it natively, else float32",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device to run on (cpu, cuda)")
+    parser.add_argument(
+        "--nfe",
+        type=denoiser_passes,
+        help="denoiser passes per step (default: the world's own; 2 for driving, 1 for the others)",
+    )
+    args = parser.parse_args(argv)
+    check_device(args.device)
+    import time
+
+    import gymnasium as gym
+    import numpy as np
+
+    import gym_worldmodel  # noqa: F401 - registers the ids
+    from gym_worldmodel.envs.actions import ActionError
+    from gym_worldmodel.files import atomic_write
+
+    reset_options = read_start_image(args.image) if args.image else None
+    actions = read_actions(args.actions) if args.actions is not None else None
+    if actions is None:
+        steps = 100 if args.steps is None else args.steps
+    else:
+        rows = len(next(iter(actions.values()))) if isinstance(actions, dict) else len(actions)
+        if args.steps is not None and args.steps > rows:
+            raise SystemExit(f"--steps {args.steps}: {args.actions} has only {rows} rows")
+        steps = rows if args.steps is None else args.steps
+    if steps < 1:
+        raise SystemExit(f"--steps must be at least 1, got {steps}")
+    from gym_worldmodel.envs.worlds import get_world, load_model
+
+    try:  # now, so that a bad checkpoint is named as such (the env would load it on reset)
+        kwargs = {"model": load_model(get_world(args.world), args.model or None)}
+    except (OSError, ValueError) as err:
+        name = args.model or f"(the shipped {args.world} world)"
+        raise SystemExit(f"--model {name}: {err}") from err
+    kwargs["dtype"], kwargs["device"], kwargs["nfe"] = args.dtype, args.device, args.nfe
+    if isinstance(actions, dict):
+        if args.world != "robot":
+            raise SystemExit(f"--actions {args.actions}: .npz (RT-1 keys) is for --world robot")
+        kwargs["action_mode"] = "dict"
+        from gym_worldmodel.envs.actions import RT1_KEYS
+
+        keys = {k for k, _, _ in RT1_KEYS}
+        if not keys <= set(actions) <= keys | {"terminate_episode"}:
+            raise SystemExit(
+                f"--actions {args.actions}: expected the RT-1 keys {sorted(keys)} (and optionally "
+                f"terminate_episode), got {sorted(actions)}"
+            )
+        actions.setdefault("terminate_episode", np.ones(steps, np.int64))
+    env = gym.make(WORLD_IDS[args.world], obs_mode="chunk", max_episode_steps=-1, **kwargs)
+    env.action_space.seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    try:
+        obs, _ = env.reset(seed=args.seed, options=reset_options)
+    except ValueError as err:
+        if args.image is None:
+            raise
+        raise SystemExit(f"--image {args.image}: {err}") from err
+    frames, action, hold = [obs[-1]], None, 0
+    start = time.perf_counter()
+    for i in range(steps):
+        if isinstance(actions, dict):
+            action = {k: v[i] for k, v in actions.items()}
+        elif actions is not None:
+            action = actions[i]
+        elif hold <= 0:  # a new random action, held 2-6 steps so motion is visible
+            action, hold = env.action_space.sample(), int(rng.integers(2, 7))
+        hold -= 1
+        try:
+            obs, _, terminated, *_ = env.step(action)
+        except ActionError as err:
+            raise SystemExit(
+                f"--actions {args.actions}: row {i}: {err} (nothing was written)"
+            ) from err
+        frames.extend(obs)
+        if terminated:  # the robot's terminate_episode = 0 ends the episode after this step
+            break
+    elapsed = time.perf_counter() - start
+    fps = env.unwrapped.metadata["world_fps"]
+    dtype = str(env.unwrapped.dtype).removeprefix("torch.")
+    nfe = env.unwrapped.vector.config.sampler.nfe
+    env.close()
+    from gym_worldmodel.video import write_video
+
+    frames = np.stack(frames)
+    if args.frames:  # first: the arrays are kept even where the video cannot be written
+        atomic_write(args.frames, lambda f: np.save(f, frames))
+    write_video(args.video, frames, fps)
+    print(
+        f"{args.world}: {i + 1} steps, {len(frames) - 1} frames after the start frame in "
+        f"{elapsed:.1f} s "
+        f"({(len(frames) - 1) / elapsed:.1f} frames/s, {dtype}, nfe {nfe}); wrote {args.video} "
+        f"at {fps} fps" + (f" and {args.frames}" if args.frames else "")
+    )

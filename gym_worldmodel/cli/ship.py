@@ -1,0 +1,50 @@
+"""``gym-worldmodel ship``: install a checkpoint and start frames as an embedded world."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from gym_worldmodel.cli.argtypes import denoiser_passes, positive_int
+
+
+def ship_main(argv: Sequence[str]) -> None:
+    """``gym-worldmodel ship``: the checkpoint (float16) and each dataset's start frames."""
+    parser = argparse.ArgumentParser(prog="gym-worldmodel ship")
+    parser.add_argument("--model", required=True, help="checkpoint directory to ship")
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
+    parser.add_argument(
+        "--start-frames", type=positive_int, default=16, help="start frames per world"
+    )
+    parser.add_argument("--out", type=Path, help="worlds directory (default: the package's)")
+    parser.add_argument(
+        "--name",
+        default="shared",
+        help="checkpoint folder under the worlds directory: shared (what every world without "
+        "its own loads) or a world's own (the world's `checkpoint` in envs/worlds.py)",
+    )
+    parser.add_argument(
+        "--nfe",
+        type=denoiser_passes,
+        help="denoiser passes per step the shipped world runs by default (its sampler's nfe; "
+        "default: the checkpoint's own)",
+    )
+    args = parser.parse_args(argv)
+    import torch
+
+    from gym_worldmodel import hub
+    from gym_worldmodel.files import WORLDS_DIR
+    from gym_worldmodel.training.start_frames import pick_start_frames, write_start_frames
+
+    root = args.out or WORLDS_DIR
+    model = hub.from_pretrained(args.model)
+    if args.nfe is not None:
+        model = model.with_sampler(nfe=args.nfe)
+    # every dataset is read and checked before anything is written: a failed ship changes
+    # nothing (start frames of another size are fine: envs resize them)
+    starts = [pick_start_frames(data, args.start_frames) for data in args.data]
+    target = hub.save_pretrained(model, root / args.name, torch.float16)
+    print(f"wrote {target} (float16, {model.config.sampler.nfe} denoiser passes a step)")
+    for world, frames in starts:
+        print(f"wrote {write_start_frames(world, frames, root)}")

@@ -1,0 +1,46 @@
+"""The worlds the commands name, and ``--model``'s checkpoint for each (``eval``, ``rollout``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gym_worldmodel.envs.registration import IDS
+
+SHIPPED = "shipped"  # --model: each world's embedded checkpoint (envs/worlds.py)
+WORLD_IDS = {world: env_id for env_id, (world, _) in IDS.items()}  # world -> its env id
+
+
+def per_world(
+    values: Sequence[str] | None, option: str, device: str = "cpu"
+) -> Callable[[str], Any]:
+    """``--model A robot=B`` -> a function ``world -> WorldModel`` (B for the robot, else A).
+
+    ``shipped`` (for every world or as ``WORLD=shipped``) is each world's embedded checkpoint.
+    Each checkpoint loads once, when a world first asks for it.
+    """
+    import functools
+
+    from gym_worldmodel import hub
+    from gym_worldmodel.envs.worlds import get_world, shipped_checkpoint
+
+    paths: dict[str | None, str] = {}
+    for value in values or ():
+        world, sep, path = value.partition("=")
+        if sep and world in WORLD_IDS:
+            paths[world] = path
+        elif None in paths:
+            raise SystemExit(f"{option}: more than one checkpoint for every world: {values}")
+        else:
+            paths[None] = value
+    load = functools.cache(functools.partial(hub.from_pretrained, device=device))
+
+    def resolve(world: str) -> Any:
+        if world not in paths and None not in paths:
+            raise SystemExit(f"{option}: no checkpoint for the {world} world (WORLD=DIR or DIR)")
+        path = paths.get(world, paths.get(None))
+        if path == SHIPPED:
+            path = str(shipped_checkpoint(get_world(world)))
+        return load(path)
+
+    return resolve
