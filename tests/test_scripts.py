@@ -212,6 +212,58 @@ def test_ppo_agent_observes_the_pose(tmp_path):
     assert "no reward scaler" in fails("agents/ppo_citywalk.py", *other)
 
 
+def driving_returns(text: str) -> dict[str, float]:
+    """The evaluation lines of agents/ppo_driving.py: policy -> mean return."""
+    found = re.findall(r"^  (.+?) +in lane [01]\.\d\d .* return +(-?\d+\.\d\d)  \(", text, re.M)
+    return {name: float(ret) for name, ret in found}
+
+
+def test_cleanrl_style_ppo_learns_to_change_lanes_and_resumes(tmp_path):
+    out = tmp_path / "ppo"
+    common = ["--model", "random-tiny", "--threads", "1", "--out", str(out), "--no-progress"]
+    text = run("agents/ppo_driving.py", *common, "--steps", "1024")
+    assert "trained 1024 env steps" in text
+    returns = driving_returns(text)
+    assert set(returns) == {
+        "PPO, mean controls",
+        "PPO, sampled",
+        "zero controls",
+        "random controls",
+    }
+    # 4 rollouts of 8 rows x 32 steps: its mean controls already steer towards the lane
+    assert returns["PPO, mean controls"] > returns["zero controls"] + 10
+    curve = json.loads((out / "curve.json").read_text())
+    assert [c["env_steps"] for c in curve] == [256, 512, 768, 1024]
+    assert curve[-1]["mean_return"] > curve[0]["mean_return"]
+    assert (out / "curve.png").stat().st_size > 0
+    more = run("agents/ppo_driving.py", *common, "--steps", "1280", "--resume")
+    assert "at 1024 env steps" in more and "trained 256 env steps" in more
+    before = (out / "agent.pt").read_bytes()
+    err = fails("agents/ppo_driving.py", *common, "--steps", "2048", "--resume", "--lane", "-4")
+    assert "was trained for" in err and (out / "agent.pt").read_bytes() == before
+    (out / "agent.pt").write_bytes(before[:100])  # a truncated checkpoint: one clear line
+    err = fails("agents/ppo_driving.py", *common, "--steps", "2048", "--resume")
+    assert "--resume: cannot read" in err and "Traceback" not in err
+
+
+def test_cleanrl_style_ppo_from_frames_alone(tmp_path):
+    args = ["--model", "random-tiny", "--frames-only", "--envs", "2", "--rollout", "8"]
+    text = run(
+        "agents/ppo_driving.py",
+        *args,
+        "--steps",
+        "16",
+        "--eval-episodes",
+        "2",
+        "--episode-steps",
+        "4",
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    )
+    assert "trained 16 env steps" in text and len(driving_returns(text)) == 4
+
+
 def test_collect_command_with_a_custom_source_resumes(tmp_path):
     out = tmp_path / "data"
     args = [
