@@ -22,15 +22,25 @@ import time
 
 import numpy as np
 
-from gym_worldmodel.cli import denoiser_passes
+from gym_worldmodel.cli import (
+    denoiser_passes,
+    finite_float,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+)
 from gym_worldmodel.envs import ActionCost, LaneCentre, WorldModelVectorEnv
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint dir, repo id or random-tiny")
-    parser.add_argument("--lane", type=float, default=4.0, help="lane centre y, metres (left +)")
-    parser.add_argument("--heading-weight", type=float, default=2.0, help="metres per radian")
+    parser.add_argument(
+        "--lane", type=finite_float, default=4.0, help="lane centre y, metres (left +)"
+    )
+    parser.add_argument(
+        "--heading-weight", type=non_negative_float, default=2.0, help="metres per radian"
+    )
     parser.add_argument("--steps", type=int, default=12, help="real steps")
     parser.add_argument("--horizon", type=int, default=5)
     parser.add_argument("--samples", type=int, default=32)
@@ -42,9 +52,9 @@ def main() -> None:
         help="control noise std (steering, acceleration): at 25 m/s a steering of 0.1 (3 deg) "
         "turns the car 3 deg a step",
     )
-    parser.add_argument("--temperature", type=float, default=1.0, help="in return units")
-    parser.add_argument("--effort", type=float, default=0.5, help="ActionCost weight")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=positive_float, default=1.0, help="in return units")
+    parser.add_argument("--effort", type=non_negative_float, default=0.5, help="ActionCost weight")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument(
         "--nfe",
         type=denoiser_passes,

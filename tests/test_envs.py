@@ -99,6 +99,7 @@ def test_gymnasiums_vector_wrappers_run_on_the_native_env(mode):
     plain = make()
     plain.reset(seed=0)
     raw = [plain.step(np.clip(wild, -1, 1))[1] for _ in range(3)]
+    plain.close()
     envs = gym.wrappers.vector.RecordEpisodeStatistics(make())
     scaled = gym.wrappers.vector.NormalizeReward(gym.wrappers.vector.ClipAction(envs))
     scaled.reset(seed=0)

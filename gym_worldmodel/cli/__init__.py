@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from gym_worldmodel.cli.argtypes import (
     check_device,
     denoiser_passes,
+    finite_float,
     fraction,
     non_negative_float,
     non_negative_int,
@@ -39,6 +40,7 @@ __all__ = [
     "check_device",
     "collect_main",
     "denoiser_passes",
+    "finite_float",
     "eval_main",
     "fraction",
     "load_source",

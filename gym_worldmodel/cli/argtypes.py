@@ -61,6 +61,11 @@ def positive_float(text: str) -> float:
     return _finite_number(text, lambda v: v > 0, "a finite number > 0")
 
 
+def finite_float(text: str) -> float:
+    """Argparse type of coordinates (a lane's y, a target): any finite number."""
+    return _finite_number(text, lambda v: True, "a finite number")
+
+
 def check_device(device: str) -> None:
     """Exit with a clear message unless ``device`` names a torch device present here."""
     import torch

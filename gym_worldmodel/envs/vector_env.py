@@ -107,7 +107,9 @@ class WorldModelVectorEnv(VectorEnv):
     last observation of a finished episode, and the next ``step`` resets that row (its action is
     ignored, reward 0) and returns the new episode's first observation; ``SAME_STEP`` resets in
     the step that ends the episode and returns the new first observation, with the finished
-    one's in ``info["final_obs"]`` / ``info["final_info"]``; ``DISABLED`` never resets: step
+    one's in ``info["final_obs"]`` (an object array, None in rows not done) and
+    ``info["final_info"]`` (a dict of batched values with ``_key`` masks, as Gymnasium's
+    ``SyncVectorEnv`` gives them); ``DISABLED`` never resets: step
     raises until the done rows are reset with ``reset(options={"reset_mask": ...})``.
 
     Poses (``info["pose"]``, worlds with a pose): camera ``(x_m, y_m, yaw_deg, pitch_deg)``,
