@@ -22,9 +22,11 @@ the lane, heading and speed. With ``--frames-only`` it must read where the car i
 generated road alone.
 
 Every update saves the agent, its optimiser and the reward scaler atomically (``agent.pt``) and
-appends to ``curve.json`` / ``curve.png``; ``--resume`` continues a stopped run (episodes in
-progress restart). At the end the policy (its mean controls, and sampled ones), zero controls
-and uniform random controls each drive ``--eval-episodes`` episodes from the same unseen seeds,
+appends to ``curve.json`` / ``curve.png``; ``--resume`` continues a stopped run with them
+(episodes in progress restart, and the sampling RNG from ``--seed``: not bit-exact). At the end
+the policy (its mean controls, and sampled ones), zero controls and uniform random controls
+each drive ``--eval-episodes`` episodes from the same fresh seeds (from the bundled start
+frames, as in training),
 and the script prints the final distance from the lane's centre, the heading, the return and
 the share of episodes that end within 0.5 m and 3 degrees of the lane.
 This script is meant to be read and copied, not imported.
@@ -44,7 +46,15 @@ from torch.distributions import Normal
 from tqdm import tqdm
 
 import gym_worldmodel  # noqa: F401  (registers the ids)
-from gym_worldmodel.cli import denoiser_passes, positive_int
+from gym_worldmodel.cli import (
+    denoiser_passes,
+    finite_float,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from gym_worldmodel.envs import ActionCost, LaneCentre
 from gym_worldmodel.files import atomic_write
 
@@ -59,6 +69,8 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
     ) from err
 
 START_SPEED = 25.0  # m/s, every episode's (the driving world's default start)
+EVAL_SEED = 1_000_000_000  # the world's eval seed offset: training resets at --seed + steps
+SIM_SEED = 1_000_000  # highway-env reset seeds of --simulator's episodes: none collected
 
 
 def main() -> None:
@@ -98,32 +110,41 @@ def main() -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint dir, repo id or random-tiny")
-    parser.add_argument("--lane", type=float, default=4.0, help="lane centre y, metres (left +)")
-    parser.add_argument("--heading-weight", type=float, default=2.0, help="metres per radian")
-    parser.add_argument("--effort", type=float, default=0.1, help="ActionCost weight")
+    parser.add_argument(
+        "--lane", type=finite_float, default=4.0, help="lane centre y, metres (left +)"
+    )
+    parser.add_argument(
+        "--heading-weight", type=non_negative_float, default=2.0, help="metres per radian"
+    )
+    parser.add_argument("--effort", type=non_negative_float, default=0.1, help="ActionCost weight")
     parser.add_argument("--episode-steps", type=positive_int, default=16)
     parser.add_argument("--envs", type=positive_int, default=8, help="rows of the batched env")
     parser.add_argument("--steps", type=positive_int, default=8192, help="env steps, all rows")
     parser.add_argument("--rollout", type=positive_int, default=32, help="steps per row per update")
     parser.add_argument("--epochs", type=positive_int, default=8, help="passes per update")
     parser.add_argument("--minibatches", type=positive_int, default=4)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--gamma", type=float, default=0.9)
-    parser.add_argument("--gae-lambda", type=float, default=0.95)
-    parser.add_argument("--clip", type=float, default=0.2, help="PPO's ratio clip")
+    parser.add_argument("--lr", type=positive_float, default=3e-4)
+    parser.add_argument("--gamma", type=fraction, default=0.9)
+    parser.add_argument("--gae-lambda", type=fraction, default=0.95)
+    parser.add_argument("--clip", type=fraction, default=0.2, help="PPO's ratio clip")
     parser.add_argument("--frames-only", action="store_true", help="observe the frame alone")
     parser.add_argument("--eval-episodes", type=positive_int, default=32)
+    parser.add_argument(
+        "--simulator",
+        action="store_true",
+        help="also drive highway-env itself with each policy (the [simulators] extra)",
+    )
     parser.add_argument("--nfe", type=denoiser_passes, help="denoiser passes a step")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=Path("runs/ppo_driving"))
     parser.add_argument("--resume", action="store_true", help="continue from --out/agent.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
-    if args.envs * args.rollout < args.minibatches:
-        parser.error("--envs x --rollout must be at least --minibatches")
-    if not 0 < args.gamma < 1 or not 0 <= args.gae_lambda <= 1 or args.lr <= 0:
-        parser.error("need 0 < --gamma < 1, 0 <= --gae-lambda <= 1 and --lr > 0")
+    if args.envs * args.rollout < 2 * args.minibatches:
+        parser.error("--envs x --rollout must be at least twice --minibatches (2 per minibatch)")
+    if args.gamma in (0, 1) or args.clip == 0:
+        parser.error("need 0 < --gamma < 1 and --clip > 0")
     return args
 
 
@@ -250,9 +271,11 @@ def update(agent: Agent, optimizer, rollout: dict, args) -> dict:
     actions = torch.cat(rollout["actions"])
     old_logprobs = torch.cat(rollout["logprobs"])
     n = len(returns)
+    size = n // args.minibatches  # >= 2 (parse_args): a minibatch's advantages have a spread
     losses = []
     for _ in range(args.epochs):
-        for idx in torch.randperm(n).chunk(args.minibatches):
+        order = torch.randperm(n)
+        for idx in order[: size * args.minibatches].reshape(args.minibatches, size):
             sel = idx.numpy()
             mb = {k: v[sel] for k, v in obs.items()} if isinstance(obs, dict) else obs[sel]
             feats = agent.features(mb)
@@ -312,15 +335,24 @@ def resume(args, agent: Agent, optimizer, return_rms) -> tuple[int, list]:
         raise SystemExit(f"--resume: no saved agent at {path}")
     try:
         state = torch.load(path, weights_only=True)
+        trained_for = state["task"]
     except Exception as err:  # truncated, foreign or corrupt: say so, and touch nothing
         raise SystemExit(f"--resume: cannot read {path} ({type(err).__name__}: {err})") from err
-    if state["task"] != task(args):
-        raise SystemExit(f"--resume: {path} was trained for {state['task']}, not {task(args)}")
-    agent.load_state_dict(state["agent"])
-    optimizer.load_state_dict(state["optimizer"])
-    mean, var, count = state["return_rms"]
+    if trained_for != task(args):
+        raise SystemExit(f"--resume: {path} was trained for {trained_for}, not {task(args)}")
+    try:
+        agent.load_state_dict(state["agent"])
+        optimizer.load_state_dict(state["optimizer"])
+        mean, var, count = state["return_rms"]
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise SystemExit(f"--resume: {path} does not fit this script's agent ({err})") from err
     return_rms.mean, return_rms.var, return_rms.count = np.array(mean), np.array(var), count
-    curve = json.loads((args.out / "curve.json").read_text())
+    curve_file = args.out / "curve.json"
+    try:  # the curve is written after the agent: a stop between the two loses one entry
+        curve = json.loads(curve_file.read_text()) if curve_file.exists() else []
+    except json.JSONDecodeError:
+        curve = []
+        print(f"--resume: {curve_file} is unreadable; the curve restarts here")
     curve = [c for c in curve if c["env_steps"] <= state["env_steps"]]
     print(f"resumed from {path} at {state['env_steps']} env steps")
     return state["env_steps"], curve
@@ -343,36 +375,103 @@ def plot(curve: list, path: Path) -> None:
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
-def evaluate_all(agent: Agent, args) -> None:
-    """Every policy drives the same ``--eval-episodes`` episodes, one per row, one batch."""
-    rng = np.random.default_rng(args.seed)
-    rows = args.eval_episodes
-    policies = {
+def policies(agent: Agent, rng: np.random.Generator) -> dict:
+    """The evaluated policies: features ``(n, F)`` -> controls ``(n, 2)`` in [-1, 1]."""
+    return {
         "PPO, mean controls": lambda feats: agent.policy(feats).mean.clamp(-1, 1),
         "PPO, sampled": lambda feats: agent.policy(feats).sample().clamp(-1, 1),
-        "zero controls": lambda feats: torch.zeros(rows, 2),
-        "random controls": lambda feats: torch.as_tensor(rng.uniform(-1, 1, (rows, 2))),
+        "zero controls": lambda feats: torch.zeros(len(feats), 2),
+        "random controls": lambda feats: torch.from_numpy(rng.uniform(-1, 1, (len(feats), 2))),
     }
+
+
+def report(name: str, pose: np.ndarray, ret: np.ndarray, seconds: float, args, more="") -> None:
+    """One line: the share that ended in the lane, final offset and heading, mean return."""
+    offset, heading = np.abs(pose[:, 1] - args.lane), np.abs(pose[:, 2])
+    within = np.mean((offset < 0.5) & (heading < 3.0))
+    print(
+        f"  {name:18s}  in lane {within:.2f}  final offset {np.median(offset):.2f} m "
+        f"(median)  heading {np.median(heading):.1f} deg  return {ret.mean():7.2f}  "
+        f"({seconds:.1f} s){more}"
+    )
+
+
+def evaluate_all(agent: Agent, args) -> None:
+    """Every policy drives the same ``--eval-episodes`` episodes, one per row, one batch."""
+    rows = args.eval_episodes
     env = make_envs(args, rows, autoreset=gym.vector.AutoresetMode.DISABLED)
     print(
         f"{rows} episodes of {args.episode_steps} steps each, same seeds, "
         f"lane at y = {args.lane} m:"
     )
-    for name, act in policies.items():
-        obs, _ = env.reset(seed=args.seed + 10_000)  # seeds no training episode used
+    for name, act in policies(agent, np.random.default_rng(args.seed)).items():
+        obs, _ = env.reset(seed=args.seed + EVAL_SEED)  # no training reset uses it
         ret, start = np.zeros(rows), time.perf_counter()
         for _ in range(args.episode_steps):
             with torch.no_grad():
                 obs, reward, _, _, info = env.step(act(agent.features(obs)).numpy())
             ret += reward
-        offset, heading = np.abs(info["pose"][:, 1] - args.lane), np.abs(info["pose"][:, 2])
-        within = np.mean((offset < 0.5) & (heading < 3.0))
-        print(
-            f"  {name:18s}  in lane {within:.2f}  final offset {np.median(offset):.2f} m "
-            f"(median)  heading {np.median(heading):.1f} deg  return {ret.mean():7.2f}  "
-            f"({time.perf_counter() - start:.1f} s)"
-        )
+        report(name, info["pose"], ret, time.perf_counter() - start, args)
+    config = env.unwrapped.config
     env.close()
+    if args.simulator:
+        evaluate_in_simulator(agent, args, config.dit.chunk_frames, config.vae.image_size)
+
+
+class Driver:
+    """A policy as ``HighwaySource.drive`` calls it: it sees the view and the pose relative to
+    the start, as the world's env gives them, and holds its controls for a whole env step."""
+
+    def __init__(self, agent: Agent, act, frames_per_step: int) -> None:
+        self.agent, self.act, self.frames_per_step = agent, act, frames_per_step
+        self.start, self.frame_count, self.controls = None, 0, None
+
+    def __call__(self, frame: np.ndarray, pose: np.ndarray) -> np.ndarray:
+        """One DrivingHead action for this simulator frame."""
+        if self.start is None:
+            self.start = pose[:2].copy()
+        if self.frame_count % self.frames_per_step == 0:
+            relative = np.r_[pose[:2] - self.start, pose[2:]].astype(np.float32)
+            rgb = frame[None]
+            obs = rgb if self.agent.frames_only else {"rgb": rgb, "pose": relative[None]}
+            with torch.no_grad():
+                self.controls = self.act(self.agent.features(obs))[0].float().numpy()
+        self.frame_count += 1
+        return self.controls
+
+
+def evaluate_in_simulator(agent: Agent, args, frames_per_step: int, frame_size: int) -> None:
+    """The same policies drive highway-env, the simulator the driving world was trained on.
+
+    One episode at a time (the simulator is not batched), each ``--episode-steps`` env steps of
+    ``frames_per_step`` simulator frames, scored by the same hooks on the poses the simulator
+    reports; a crash (highway-env's traffic is real there) is counted.
+    """
+    try:
+        from gym_worldmodel.sources.highway import HighwaySource
+
+        source = HighwaySource(size=frame_size)
+    except ImportError as err:
+        raise SystemExit(f"--simulator needs highway-env: {err}") from err
+    hooks = [LaneCentre(args.lane, args.heading_weight), ActionCost(args.effort)]
+    seeds = range(SIM_SEED, SIM_SEED + args.eval_episodes)
+    print(f"the same in highway-env itself ({len(seeds)} episodes, reset seeds from {SIM_SEED}):")
+    for name, act in policies(agent, np.random.default_rng(args.seed)).items():
+        finals, returns, crashes, start = [], [], 0, time.perf_counter()
+        for seed in seeds:
+            episode, crashed = source.drive(
+                seed, args.episode_steps * frames_per_step, Driver(agent, act, frames_per_step)
+            )
+            poses = episode.poses[frames_per_step::frames_per_step].copy()  # after each step
+            poses[:, :2] -= episode.poses[0, :2]
+            controls = episode.actions[::frames_per_step]
+            info = {"pose": torch.from_numpy(poses), "effort": (controls**2).mean(1)}
+            returns.append(float(sum(hook(None, None, None, info) for hook in hooks).sum()))
+            finals.append(poses[-1])
+            crashes += crashed
+        more = f"  crashed {crashes}/{len(seeds)}"
+        report(name, np.array(finals), np.array(returns), time.perf_counter() - start, args, more)
+    source.close()
 
 
 if __name__ == "__main__":

@@ -236,6 +236,9 @@ def test_cleanrl_style_ppo_learns_to_change_lanes_and_resumes(tmp_path):
     assert [c["env_steps"] for c in curve] == [256, 512, 768, 1024]
     assert curve[-1]["mean_return"] > curve[0]["mean_return"]
     assert (out / "curve.png").stat().st_size > 0
+    again = run("agents/ppo_driving.py", *common, "--steps", "1024", "--resume")
+    mean = "PPO, mean controls"  # deterministic given the weights: the saved policy
+    assert "trained" not in again and driving_returns(again)[mean] == returns[mean]
     more = run("agents/ppo_driving.py", *common, "--steps", "1280", "--resume")
     assert "at 1024 env steps" in more and "trained 256 env steps" in more
     before = (out / "agent.pt").read_bytes()
@@ -244,10 +247,13 @@ def test_cleanrl_style_ppo_learns_to_change_lanes_and_resumes(tmp_path):
     (out / "agent.pt").write_bytes(before[:100])  # a truncated checkpoint: one clear line
     err = fails("agents/ppo_driving.py", *common, "--steps", "2048", "--resume")
     assert "--resume: cannot read" in err and "Traceback" not in err
+    for bad in (["--minibatches", "200"], ["--lr", "nan"], ["--heading-weight", "-1"]):
+        assert "Traceback" not in fails("agents/ppo_driving.py", *common, *bad)
 
 
 def test_cleanrl_style_ppo_from_frames_alone(tmp_path):
     args = ["--model", "random-tiny", "--frames-only", "--envs", "2", "--rollout", "8"]
+    args += ["--threads", "1"]
     text = run(
         "agents/ppo_driving.py",
         *args,

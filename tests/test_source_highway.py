@@ -109,3 +109,46 @@ def test_collect_round_trip(tmp_path):
         assert ep.frames.shape == (9, 64, 64, 3) and ep.actions.shape == (8, 2)
         assert_same_episode(ep, fresh.rollout(ep.seed, 8))
     fresh.close()
+
+
+def test_drive_closes_the_loop_on_the_view_and_the_pose(source):
+    seen = []
+
+    def keep_left(frame, pose):  # steer until 2 m left of the start, then hold the heading
+        seen.append((frame.copy(), pose.copy()))
+        return np.array([0.1 if pose[1] - seen[0][1][1] < 2.0 else 0.0, 0.0], np.float32)
+
+    ep, crashed = source.drive(7, 40, keep_left)
+    assert ep.frames.shape == (41, 64, 64, 3) and len(seen) == 40 and not crashed
+    # the policy saw the frame and pose the episode recorded before each of its actions
+    assert np.array_equal(seen[5][0], ep.frames[5]) and np.allclose(seen[5][1], ep.poses[5])
+    assert ep.poses[-1, 1] - ep.poses[0, 1] > 2.0  # it moved left (our y is to the left)
+    assert np.allclose(ep.actions[0], [0.1, 0.0]) and ep.actions[-1, 0] == 0.0
+
+
+def test_ppo_agent_drives_the_simulator_with_the_policy_it_learned_in_the_world(tmp_path):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    args = ["--model", "random-tiny", "--steps", "32", "--envs", "2", "--rollout", "16"]
+    args += ["--eval-episodes", "2", "--episode-steps", "3", "--threads", "1", "--simulator"]
+    done = subprocess.run(
+        [sys.executable, "agents/ppo_driving.py", *args, "--out", str(tmp_path), "--no-progress"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    sim = done.stdout.split("the same in highway-env itself")[1]
+    lines = re.findall(r"^  (.+?) +in lane .* return +(-?\d+\.\d\d) .* crashed (\d)/2$", sim, re.M)
+    assert [name for name, *_ in lines] == [
+        "PPO, mean controls",
+        "PPO, sampled",
+        "zero controls",
+        "random controls",
+    ]
+    # zero controls: the car keeps its lane, 4 m from the target one, at every one of 3 steps
+    assert float(dict((n, r) for n, r, _ in lines)["zero controls"]) == -12.0

@@ -281,6 +281,31 @@ class HighwaySource:
         assert episode is not None
         return Episode(episode.frames, episode.actions, episode.poses, int(seed))
 
+    def drive(
+        self, seed: int, steps: int, policy: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    ) -> tuple[Episode, bool]:
+        """Closed loop: reset with ``seed``, then ``steps`` actions of ``policy(frame, pose)``.
+
+        The policy sees what the driving world's env would give it: the current ``(size, size,
+        3)`` uint8 view and the pose ``(x_m, y_m, heading_deg, speed_mps)`` in our convention
+        (absolute: subtract the first one for the env's start-relative pose), and returns one
+        DrivingHead action ``(2,)`` in [-1, 1] (clipped). For testing a policy trained in the
+        world on the simulator it imagines.
+
+        Returns:
+            The episode and whether the ego car crashed in it (highway-env then brakes it to a
+            halt whatever the policy says; the episode goes on to ``steps``).
+        """
+        env = self._make()
+        episode = self._record(
+            int(seed),
+            steps,
+            lambda world: policy(env.render(), self._pose(world)),
+            stop_on_crash=False,
+        )
+        assert episode is not None
+        return episode, bool(env.unwrapped.vehicle.crashed)
+
     def _record(
         self, reset_seed: int, steps: int, policy: Callable[[Any], np.ndarray], stop_on_crash: bool
     ) -> Episode | None:
