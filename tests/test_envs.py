@@ -563,6 +563,53 @@ def test_driving_starts_at_the_recorded_speed_or_the_one_asked_for():
         WorldModelVectorEnv(1, world="citywalk", **TINY).reset(options={"heading": 1.0})
 
 
+def random_heading(rngs):
+    """An initial-conditions hook: each episode starts up to 10 degrees off the road."""
+    return {"heading": [rng.uniform(-10.0, 10.0) for rng in rngs]}
+
+
+def test_start_fn_sets_every_start_seeded_and_reset_options_win():
+    env = WorldModelVectorEnv(
+        3,
+        world="driving",
+        start_fn=random_heading,
+        autoreset_mode=AutoresetMode.SAME_STEP,
+        max_episode_steps=2,
+        **TINY,
+    )
+    _, info = env.reset(seed=0)
+    headings = info["pose"][:, 2].copy()
+    assert len(set(headings.tolist())) == 3 and np.abs(headings).max() <= 10
+    assert np.array_equal(env.reset(seed=0)[1]["pose"][:, 2], headings)  # seeded
+    assert not np.array_equal(env.reset(seed=1)[1]["pose"][:, 2], headings)
+    _, info = env.reset(seed=0, options={"heading": 5.0, "env_idx": [1]})
+    assert info["pose"][1, 2] == 5.0  # an option given to reset wins
+    env.reset(seed=0)
+    zero = np.zeros((3, 2), np.float32)
+    env.step(zero)
+    _, _, _, truncated, info = env.step(zero)  # autoreset: new episodes from start_fn
+    assert truncated.all() and (info["pose"][:, :2] == 0).all()
+    assert np.abs(info["pose"][:, 2]).max() > 0 and not np.array_equal(info["pose"][:, 2], headings)
+    assert env.fork(0, 2).start_fn is random_heading
+
+
+def test_start_fn_can_pick_the_start_image_and_a_bad_one_changes_nothing():
+    pictures = np.stack([np.full((32, 32, 3), v, np.uint8) for v in (40, 200)])
+    env = WorldModelVectorEnv(
+        2, world="citywalk", start_fn=lambda rngs: {"image": pictures[: len(rngs)]}, **TINY
+    )
+    obs, _ = env.reset(seed=0)
+    assert np.array_equal(obs, pictures)
+    before = env.get_state()
+    env.start_fn = lambda rngs: {"heading": 3.0}  # the city walk has no start heading
+    with pytest.raises(ValueError, match="start_fn must return .*unknown reset options"):
+        env.reset(seed=1)
+    env.start_fn = lambda rngs: [1, 2]
+    with pytest.raises(ValueError, match="start_fn must return a dict"):
+        env.reset(seed=1)
+    assert rows_equal(env.get_state(), before, [0, 1])
+
+
 def test_a_world_whose_anchors_move_with_the_car_reads_the_envs_own_poses():
     """With ``anchor_ego`` the model's action vectors carry, after the driving columns, the
     scene shift the env's own poses imply: over a step they add up to how far ``info["pose"]``

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 
 Hook = Callable[[Tensor, Tensor, Tensor, dict[str, Any]], Any]
+#: An initial-conditions hook: the starting rows' generators -> their reset options.
+StartHook = Callable[[list[np.random.Generator]], dict[str, Any]]
 
 
 class GoalImageSimilarity:

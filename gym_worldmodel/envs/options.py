@@ -96,6 +96,35 @@ def start_value(options: dict, key: str, n: int, low: float, high: float, unit: 
     return value.copy()
 
 
+def start_options(
+    options: dict,
+    n: int,
+    config: WorldModelConfig,
+    pose: str | None,
+    max_speed: float | None,
+    also: tuple[str, ...] = (),
+) -> tuple[np.ndarray | None, dict[int, np.ndarray]]:
+    """A start's options for ``n`` rows: ``(user start chunks or None, pose column -> values)``.
+
+    ``image`` / ``frames`` in every world (:func:`user_frames`); in the driving world ``speed``
+    (m/s, column 3) and ``heading`` (degrees, column 2). ``also``: other keys the caller has
+    read (named in the error for an unknown key). ``max_speed``: the driving head's, m/s.
+    """
+    known = {"image", "frames", *also} | ({"speed", "heading"} if pose == "driving" else set())
+    unknown = set(options) - known
+    if unknown:
+        raise ValueError(
+            f"unknown reset options {sorted(unknown)}; expected one of {sorted(known)}"
+        )
+    start = {}
+    if "speed" in options:
+        start[3] = start_value(options, "speed", n, 0.0, max_speed, "m/s")
+    if "heading" in options:
+        start[2] = start_value(options, "heading", n, -180.0, 180.0, "degrees")
+    rest = {k: v for k, v in options.items() if k not in also}
+    return user_frames(rest, n, config), start
+
+
 def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray | None:
     """Validated start chunks ``(n, F, size, size, 3)`` from ``image`` / ``frames``, or None."""
     if "image" in options and "frames" in options:

@@ -23,8 +23,7 @@ from gym_worldmodel.envs.options import (
     reset_rows,
     rng_from_state,
     row_seeds,
-    start_value,
-    user_frames,
+    start_options,
 )
 from gym_worldmodel.envs.pose import EgoShift, integrate_camera, integrate_driving
 from gym_worldmodel.envs.state import check_state
@@ -84,6 +83,11 @@ class WorldModelVectorEnv(VectorEnv):
         render_mode: None or ``"rgb_array"``.
         reward_fn: Hook or list of hooks (:mod:`gym_worldmodel.envs.hooks`); default 0.
         termination_fn: Hook or list of hooks; default never.
+        start_fn: Initial conditions (:mod:`envs.hooks`): called as ``start_fn(rngs)`` at every
+            start of rows, reset or autoreset, with one seeded ``numpy.random.Generator`` per
+            starting row (draw from them and episodes stay reproducible); returns reset options
+            for those rows: ``image`` / ``frames``, and in the driving world ``speed`` and
+            ``heading``, one value or one per row. Options given to :meth:`reset` win.
         memory: Spatial memory (``memory.SpatialMemory``): before each step every row retrieves
             the past chunk whose view overlaps most with where it now looks and attends to it.
             None: on for worlds with a pose (city walk, driving), off for the robot (fixed
@@ -141,6 +145,7 @@ class WorldModelVectorEnv(VectorEnv):
         render_mode: str | None = None,
         reward_fn: hook_lib.Hook | Sequence[hook_lib.Hook] | None = None,
         termination_fn: hook_lib.Hook | Sequence[hook_lib.Hook] | None = None,
+        start_fn: hook_lib.StartHook | None = None,
         memory: bool | None = None,
         memory_shared: bool = False,
         memory_capacity: int = 256,
@@ -161,6 +166,7 @@ class WorldModelVectorEnv(VectorEnv):
         self.dtype = resolve_dtype(dtype, self.device)
         self.render_mode = render_mode
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
+        self.start_fn = start_fn
         self._model_arg, self._engine = model, engine
         self.config = engine.config if engine is not None else model_config(self.world, model)
         if nfe is not None:
@@ -211,7 +217,7 @@ class WorldModelVectorEnv(VectorEnv):
         ``options["speed"]`` (driving): the start speed in m/s, one or one per reset row
         (default 25, the recorded episodes' start speed), and ``options["heading"]``: the start
         heading in degrees from the road's direction (default 0, along it; positive left);
-        autoresets start at the defaults.
+        autoresets start at the defaults, or where ``start_fn`` says (options given here win).
         ``seed``: an int seeds row i with ``seed + i``; a list gives one seed (or None) per env.
         """
         self._check_open()
@@ -220,20 +226,14 @@ class WorldModelVectorEnv(VectorEnv):
         if not self._started and len(rows) != self.num_envs:
             raise RuntimeError("the first reset must reset every row (no env_idx / reset_mask)")
         seeds = row_seeds(seed, rows, self.num_envs)
-        frames = user_frames(options, len(rows), self.config)
-        known = {"env_idx", "reset_mask", "image", "frames"}
-        if self.world.pose == "driving":
-            known.update(("speed", "heading"))
-        unknown = set(options) - known
-        if unknown:
-            raise ValueError(
-                f"unknown reset options {sorted(unknown)}; expected one of {sorted(known)}"
-            )
-        start = {}
-        if "speed" in options:
-            start[3] = start_value(options, "speed", len(rows), 0.0, self.head.max_speed, "m/s")
-        if "heading" in options:
-            start[2] = start_value(options, "heading", len(rows), -180.0, 180.0, "degrees")
+        frames, start = start_options(
+            options,
+            len(rows),
+            self.config,
+            self.world.pose,
+            getattr(self.head, "max_speed", None),
+            also=("env_idx", "reset_mask"),
+        )
         self._start_rows(rows, seeds, frames, start)
         self._started = True
         return self._obs(), self._infos()
@@ -455,6 +455,7 @@ class WorldModelVectorEnv(VectorEnv):
             render_mode=self.render_mode,
             reward_fn=self.reward_fn,
             termination_fn=self.termination_fn,
+            start_fn=self.start_fn,
             memory=self.memory,
             memory_capacity=self.memory_capacity,
             engine=engine,
@@ -511,6 +512,26 @@ class WorldModelVectorEnv(VectorEnv):
         if self.closed:
             raise RuntimeError("this env is closed; make a new one")
 
+    def _initial_conditions(
+        self, rngs: list[np.random.Generator], frames: np.ndarray | None, start: dict
+    ) -> tuple[np.ndarray | None, dict[int, np.ndarray]]:
+        """``start_fn``'s options for the starting rows, under the ones reset() was given."""
+        try:
+            options = dict(self.start_fn(rngs))
+            own_frames, own_start = start_options(
+                options,
+                len(rngs),
+                self.config,
+                self.world.pose,
+                getattr(self.head, "max_speed", None),
+            )
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"start_fn must return a dict of reset options for the {len(rngs)} starting "
+                f"rows: {err}"
+            ) from err
+        return (own_frames if frames is None else frames), {**own_start, **start}
+
     def _start_rows(
         self,
         rows: np.ndarray,
@@ -524,20 +545,23 @@ class WorldModelVectorEnv(VectorEnv):
         other columns start at the world's start pose.
         """
         self._build_engine()
-        bundled = start_frames(self.world, self.config.vae.image_size) if frames is None else None
         # The rows' generators change only once the engine has started them: a failed start
         # leaves them (and the rows) as they were.
-        rngs, torch_seeds, chunks = [], [], []
+        rngs = []
         for k, row in enumerate(rows):
             rng = self._rngs[row]
             if seeds[k] is not None or rng is None:
-                rng = np.random.default_rng(seeds[k])
+                rngs.append(np.random.default_rng(seeds[k]))
             else:
-                rng = rng_from_state(rng.bit_generator.state)
+                rngs.append(rng_from_state(rng.bit_generator.state))
+        if self.start_fn is not None:
+            frames, start = self._initial_conditions(rngs, frames, start or {})
+        bundled = start_frames(self.world, self.config.vae.image_size) if frames is None else None
+        torch_seeds, chunks = [], []
+        for rng in rngs:
             if bundled is not None:
                 chunks.append(first_chunk(bundled[rng.integers(len(bundled))][None], self.config))
             torch_seeds.append(int(rng.integers(2**63 - 1)))
-            rngs.append(rng)
         frames = np.stack(chunks) if frames is None else frames
         frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         poses = None
