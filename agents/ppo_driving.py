@@ -21,6 +21,11 @@ pose the env integrates from the controls (``obs_mode="rgb+pose"``), as the late
 the lane, heading and speed. With ``--frames-only`` it must read where the car is from the
 generated road alone.
 
+With ``--start-heading DEG`` every episode starts up to DEG degrees off the road (the env's
+``start_fn`` initial-conditions hook); with ``--lane 0`` the task is then to get back to the
+centre of the lane the car started in and straighten out, which a single frame shows (the lane
+lines around the car), unlike the lane change, whose target depends on where the car started.
+
 Every update saves the agent, its optimiser and the reward scaler atomically (``agent.pt``) and
 appends to ``curve.json`` / ``curve.png``; ``--resume`` continues a stopped run with them
 (episodes in progress restart, and the sampling RNG from ``--seed``: not bit-exact). At the end
@@ -128,6 +133,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gae-lambda", type=fraction, default=0.95)
     parser.add_argument("--clip", type=fraction, default=0.2, help="PPO's ratio clip")
     parser.add_argument("--frames-only", action="store_true", help="observe the frame alone")
+    parser.add_argument(
+        "--start-heading",
+        type=non_negative_float,
+        default=0.0,
+        help="each episode starts up to this many degrees off the road (a start_fn hook)",
+    )
     parser.add_argument("--eval-episodes", type=positive_int, default=32)
     parser.add_argument(
         "--simulator",
@@ -157,11 +168,24 @@ def make_envs(args: argparse.Namespace, rows: int, autoreset) -> gym.vector.Vect
         model=args.model,
         obs_mode="rgb" if args.frames_only else "rgb+pose",
         reward_fn=[LaneCentre(args.lane, args.heading_weight), ActionCost(args.effort)],
+        start_fn=StartHeading(args.start_heading) if args.start_heading else None,
         max_episode_steps=args.episode_steps,
         memory=False,  # the car never comes back to a place in one episode
         autoreset_mode=autoreset,
         nfe=args.nfe,
     )
+
+
+class StartHeading:
+    """Initial conditions: each episode starts up to ``degrees`` off the road's direction, drawn
+    from the starting row's own generator (so a seed gives the same starts)."""
+
+    def __init__(self, degrees: float) -> None:
+        self.degrees = degrees
+
+    def __call__(self, rngs: list) -> dict:
+        """Reset options for the starting rows."""
+        return {"heading": [rng.uniform(-self.degrees, self.degrees) for rng in rngs]}
 
 
 class Agent(nn.Module):
@@ -325,6 +349,7 @@ def save(args, agent: Agent, optimizer, return_rms, step: int, curve: list) -> N
 def task(args) -> dict:
     """What a saved agent was trained for: a resumed run must match it."""
     keys = ("lane", "heading_weight", "effort", "episode_steps", "frames_only", "gamma")
+    keys += ("start_heading",)
     return {k: getattr(args, k) for k in keys}
 
 
@@ -455,7 +480,11 @@ def evaluate_in_simulator(agent: Agent, args, frames_per_step: int, frame_size: 
         raise SystemExit(f"--simulator needs highway-env: {err}") from err
     hooks = [LaneCentre(args.lane, args.heading_weight), ActionCost(args.effort)]
     seeds = range(SIM_SEED, SIM_SEED + args.eval_episodes)
-    print(f"the same in highway-env itself ({len(seeds)} episodes, reset seeds from {SIM_SEED}):")
+    along = " (its episodes start along the road: no --start-heading)" if args.start_heading else ""
+    print(
+        f"the same in highway-env itself ({len(seeds)} episodes, reset seeds from {SIM_SEED})"
+        f"{along}:"
+    )
     for name, act in policies(agent, np.random.default_rng(args.seed)).items():
         finals, returns, crashes, start = [], [], 0, time.perf_counter()
         for seed in seeds:

@@ -253,7 +253,7 @@ def test_cleanrl_style_ppo_learns_to_change_lanes_and_resumes(tmp_path):
 
 def test_cleanrl_style_ppo_from_frames_alone(tmp_path):
     args = ["--model", "random-tiny", "--frames-only", "--envs", "2", "--rollout", "8"]
-    args += ["--threads", "1"]
+    args += ["--threads", "1", "--lane", "0", "--start-heading", "10"]
     text = run(
         "agents/ppo_driving.py",
         *args,
@@ -268,6 +268,8 @@ def test_cleanrl_style_ppo_from_frames_alone(tmp_path):
         "--no-progress",
     )
     assert "trained 16 env steps" in text and len(driving_returns(text)) == 4
+    # episodes start off the road's direction: zero controls drift off the lane they are in
+    assert driving_returns(text)["zero controls"] < 0
 
 
 def test_collect_command_with_a_custom_source_resumes(tmp_path):
