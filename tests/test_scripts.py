@@ -247,6 +247,16 @@ def test_cleanrl_style_ppo_learns_to_change_lanes_and_resumes(tmp_path):
     (out / "agent.pt").write_bytes(before[:100])  # a truncated checkpoint: one clear line
     err = fails("agents/ppo_driving.py", *common, "--steps", "2048", "--resume")
     assert "--resume: cannot read" in err and "Traceback" not in err
+    import torch
+
+    torch.save({"weights": torch.zeros(2)}, out / "agent.pt")  # a foreign checkpoint
+    err = fails("agents/ppo_driving.py", *common, "--steps", "2048", "--resume")
+    assert "--resume: cannot read" in err and "Traceback" not in err
+    (out / "agent.pt").write_bytes(before)
+    (out / "curve.json").unlink()  # a stop between the agent's write and the curve's
+    again = run("agents/ppo_driving.py", *common, "--steps", "1536", "--resume")
+    assert "at 1280 env steps" in again and "trained 256 env steps" in again
+    assert [c["env_steps"] for c in json.loads((out / "curve.json").read_text())] == [1536]
     for bad in (["--minibatches", "200"], ["--lr", "nan"], ["--heading-weight", "-1"]):
         assert "Traceback" not in fails("agents/ppo_driving.py", *common, *bad)
 
