@@ -41,6 +41,7 @@ import argparse
 import io
 import json
 import time
+from operator import itemgetter
 from pathlib import Path
 
 import gymnasium as gym
@@ -277,6 +278,11 @@ def stack_obs(rows: list):
     return np.stack(rows)
 
 
+def map_obs(fn, obs):
+    """``fn`` applied to an observation batch, or to each entry of a dict one."""
+    return {k: fn(v) for k, v in obs.items()} if isinstance(obs, dict) else fn(obs)
+
+
 def update(agent: Agent, optimizer, rollout: dict, args) -> dict:
     """GAE advantages, then ``--epochs`` passes of clipped PPO over shuffled minibatches."""
     rewards, dones, values = (torch.stack(rollout[k]) for k in ("rewards", "dones", "values"))
@@ -289,9 +295,7 @@ def update(agent: Agent, optimizer, rollout: dict, args) -> dict:
         advantages[t], next_value = last, values[t]
     returns = (advantages + values).flatten()
     advantages = advantages.flatten()
-    obs = stack_obs(rollout["obs"]) if not args.frames_only else np.concatenate(rollout["obs"])
-    if not args.frames_only:
-        obs = {k: v.reshape(-1, *v.shape[2:]) for k, v in obs.items()}
+    obs = map_obs(lambda v: v.reshape(-1, *v.shape[2:]), stack_obs(rollout["obs"]))  # (T * N, ...)
     actions = torch.cat(rollout["actions"])
     old_logprobs = torch.cat(rollout["logprobs"])
     n = len(returns)
@@ -300,9 +304,7 @@ def update(agent: Agent, optimizer, rollout: dict, args) -> dict:
     for _ in range(args.epochs):
         order = torch.randperm(n)
         for idx in order[: size * args.minibatches].reshape(args.minibatches, size):
-            sel = idx.numpy()
-            mb = {k: v[sel] for k, v in obs.items()} if isinstance(obs, dict) else obs[sel]
-            feats = agent.features(mb)
+            feats = agent.features(map_obs(itemgetter(idx.numpy()), obs))
             dist = agent.policy(feats)
             ratio = (dist.log_prob(actions[idx]).sum(-1) - old_logprobs[idx]).exp()
             adv = advantages[idx]

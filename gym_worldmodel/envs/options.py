@@ -121,8 +121,7 @@ def start_options(
         start[3] = start_value(options, "speed", n, 0.0, max_speed, "m/s")
     if "heading" in options:
         start[2] = start_value(options, "heading", n, -180.0, 180.0, "degrees")
-    rest = {k: v for k, v in options.items() if k not in also}
-    return user_frames(rest, n, config), start
+    return user_frames(options, n, config), start
 
 
 def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray | None:

@@ -226,14 +226,7 @@ class WorldModelVectorEnv(VectorEnv):
         if not self._started and len(rows) != self.num_envs:
             raise RuntimeError("the first reset must reset every row (no env_idx / reset_mask)")
         seeds = row_seeds(seed, rows, self.num_envs)
-        frames, start = start_options(
-            options,
-            len(rows),
-            self.config,
-            self.world.pose,
-            getattr(self.head, "max_speed", None),
-            also=("env_idx", "reset_mask"),
-        )
+        frames, start = self._start_options(options, len(rows), also=("env_idx", "reset_mask"))
         self._start_rows(rows, seeds, frames, start)
         self._started = True
         return self._obs(), self._infos()
@@ -512,19 +505,17 @@ class WorldModelVectorEnv(VectorEnv):
         if self.closed:
             raise RuntimeError("this env is closed; make a new one")
 
+    def _start_options(self, options: dict, n: int, also: tuple[str, ...] = ()):
+        """Options that start ``n`` rows: ``(user start chunks or None, pose column -> values)``."""
+        max_speed = getattr(self.head, "max_speed", None)  # the driving head's
+        return start_options(options, n, self.config, self.world.pose, max_speed, also)
+
     def _initial_conditions(
         self, rngs: list[np.random.Generator], frames: np.ndarray | None, start: dict
     ) -> tuple[np.ndarray | None, dict[int, np.ndarray]]:
         """``start_fn``'s options for the starting rows, under the ones reset() was given."""
         try:
-            options = dict(self.start_fn(rngs))
-            own_frames, own_start = start_options(
-                options,
-                len(rngs),
-                self.config,
-                self.world.pose,
-                getattr(self.head, "max_speed", None),
-            )
+            own_frames, own_start = self._start_options(dict(self.start_fn(rngs)), len(rngs))
         except (TypeError, ValueError) as err:
             raise ValueError(
                 f"start_fn must return a dict of reset options for the {len(rngs)} starting "
