@@ -281,48 +281,82 @@ class HighwaySource:
         assert episode is not None
         return Episode(episode.frames, episode.actions, episode.poses, int(seed))
 
+    def start(
+        self, seed: int, speed: float | None = None, heading_deg: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Reset the simulator with ``seed``: the first view and pose (then step with :meth:`act`).
+
+        ``speed`` (m/s) and ``heading_deg`` (our convention: degrees counter-clockwise from the
+        road's direction, +x) overwrite the ego car's after highway-env's reset (None keeps
+        highway-env's: 25 m/s along the road).
+
+        Returns:
+            The view ``(size, size, 3)`` uint8 and the pose ``(x_m, y_m, heading_deg,
+            speed_mps)`` float64, absolute (the env's pose is relative to the start).
+        """
+        env = self._make()
+        env.reset(seed=int(seed))
+        vehicle = env.unwrapped.vehicle
+        if speed is not None:
+            vehicle.speed = float(speed)
+        if heading_deg is not None:
+            vehicle.heading = -math.radians(float(heading_deg))  # highway-env's is clockwise
+        return env.render(), self._pose(env.unwrapped)
+
+    def act(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One simulator step (one frame) under a DrivingHead action ``(2,)``, clipped to [-1, 1].
+
+        Returns the view and pose after it, as :meth:`start`. After a crash (:attr:`crashed`)
+        highway-env brakes the car to a halt whatever the action says.
+        """
+        if self._env is None:
+            raise RuntimeError("call start(seed) before act()")
+        action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+        self._env.step(np.array([action[1], -action[0]], np.float32))  # (accel, steering_hw)
+        return self._env.render(), self._pose(self._env.unwrapped)
+
+    @property
+    def crashed(self) -> bool:
+        """Whether the ego car has crashed since the last :meth:`start`."""
+        return self._env is not None and bool(self._env.unwrapped.vehicle.crashed)
+
     def drive(
         self, seed: int, steps: int, policy: Callable[[np.ndarray, np.ndarray], np.ndarray]
     ) -> tuple[Episode, bool]:
         """Closed loop: reset with ``seed``, then ``steps`` actions of ``policy(frame, pose)``.
 
-        The policy sees what the driving world's env would give it: the current ``(size, size,
-        3)`` uint8 view and the pose ``(x_m, y_m, heading_deg, speed_mps)`` in our convention
-        (absolute: subtract the first one for the env's start-relative pose), and returns one
-        DrivingHead action ``(2,)`` in [-1, 1] (clipped). For testing a policy trained in the
-        world on the simulator it imagines.
+        The policy sees the current ``(size, size, 3)`` uint8 view and the absolute pose
+        ``(x_m, y_m, heading_deg, speed_mps)`` in our convention and returns one DrivingHead
+        action ``(2,)`` in [-1, 1] (clipped). ``gym.make("Simulator-Driving-v0")`` is the same
+        loop behind the driving world's env interface.
 
         Returns:
             The episode and whether the ego car crashed in it (highway-env then brakes it to a
             halt whatever the policy says; the episode goes on to ``steps``).
         """
-        env = self._make()
-        episode = self._record(
-            int(seed),
-            steps,
-            lambda world: policy(env.render(), self._pose(world)),
-            stop_on_crash=False,
-        )
-        assert episode is not None
-        return episode, bool(env.unwrapped.vehicle.crashed)
+        frames = np.empty((steps + 1, self.size, self.size, 3), np.uint8)
+        actions = np.empty((steps, 2), np.float32)
+        poses = np.empty((steps + 1, 4), np.float64)
+        frames[0], poses[0] = self.start(seed)
+        for t in range(steps):
+            actions[t] = np.clip(np.asarray(policy(frames[t], poses[t]), np.float32), -1.0, 1.0)
+            frames[t + 1], poses[t + 1] = self.act(actions[t])
+        return Episode(frames, actions, poses, int(seed)), self.crashed
 
     def _record(
         self, reset_seed: int, steps: int, policy: Callable[[Any], np.ndarray], stop_on_crash: bool
     ) -> Episode | None:
         """Reset, apply ``policy(world)``'s actions; None if ``stop_on_crash`` and it crashed."""
-        env = self._make()
-        env.reset(seed=int(reset_seed))
-        world = env.unwrapped
         frames = np.empty((steps + 1, self.size, self.size, 3), np.uint8)
         actions = np.empty((steps, 2), np.float32)
         poses = np.empty((steps + 1, 4), np.float64)
-        frames[0], poses[0] = env.render(), self._pose(world)
+        frames[0], poses[0] = self.start(reset_seed)
+        world = self._env.unwrapped
         for t in range(steps):
-            action = np.clip(np.asarray(policy(world), np.float32), -1.0, 1.0)
-            env.step(np.array([action[1], -action[0]], np.float32))  # (accel, steering_hw)
-            if stop_on_crash and world.vehicle.crashed:
+            actions[t] = np.clip(np.asarray(policy(world), np.float32), -1.0, 1.0)
+            frames[t + 1], poses[t + 1] = self.act(actions[t])
+            if stop_on_crash and self.crashed:
                 return None
-            actions[t], poses[t + 1], frames[t + 1] = action, self._pose(world), env.render()
         return Episode(frames=frames, actions=actions, poses=poses, seed=int(reset_seed))
 
     @staticmethod

@@ -267,6 +267,8 @@ class MiniWorldSource:
         # The model vector of every (translation, rotation) key pair, indexed 5 * t + r.
         self._vectors = head.encode(keys, len(keys), 1)[:, 0]
         self._env: Any = None
+        self._pose = np.zeros(4)
+        self.blocked = False
 
     def _unwrapped(self) -> Any:
         if self._env is None:
@@ -309,46 +311,75 @@ class MiniWorldSource:
             raise ValueError(f"actions must be (T, 12) camera model vectors, got {actions.shape}")
         return self._record(seed, len(actions), lambda walker: iter(actions))
 
-    def _record(self, seed: int, steps: int, policy: Any) -> Episode:
-        """Reset with ``seed``, then apply ``policy(walker)``'s vectors, rendering each pose."""
+    def start(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Reset the simulator with ``seed``: the first view and pose (then step with :meth:`act`).
+
+        The camera starts level (pitch 0). Returns the view ``(size, size, 3)`` uint8 and the pose
+        ``(x_m, y_m, yaw_deg, pitch_deg)`` float64 in the map's coordinates (the env's pose is
+        relative to the start).
+        """
         env = self._unwrapped()
         env.reset(seed=int(seed))
         world = env.unwrapped
         agent = world.agent
         yaw = (math.degrees(agent.dir) + 180.0) % 360.0 - 180.0
-        pose = np.array([agent.pos[0], -agent.pos[2], yaw, 0.0], np.float64)
-        height = float(agent.pos[1])
-        agent.dir, agent.cam_pitch = math.radians(pose[2]), 0.0
+        self._pose = np.array([agent.pos[0], -agent.pos[2], yaw, 0.0], np.float64)
+        agent.dir, agent.cam_pitch = math.radians(yaw), 0.0
+        #: Whether the last :meth:`act` asked for a move and MiniWorld's collision test refused it.
+        self.blocked = False
+        return world.render_obs(), self._pose.copy()
 
+    def act(self, vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One frame under a camera model vector ``(12,)`` (``CameraHead``, keys or look mode).
+
+        The pose advances by ``integrate_camera``; a move into a wall or an entity leaves the
+        position where it was (:attr:`blocked`) but still turns. Returns the view and pose after
+        it, as :meth:`start`.
+        """
+        if self._env is None:
+            raise RuntimeError("call start(seed) before act()")
+        vec = np.asarray(vector, np.float32)
+        world = self._env.unwrapped
+        agent = world.agent
+        new = integrate_camera(self._pose[None], vec[None, None], self.move_m, self.turn_deg)[0]
+        self.blocked = False
+        if vec[:5].argmax() != 0:  # a translation key: MiniWorld's collision test decides
+            target = np.array([new[0], agent.pos[1], -new[1]])
+            if world.intersect(agent, target, agent.radius) is None:
+                agent.pos = target
+            else:
+                new[:2] = self._pose[:2]
+                self.blocked = True
+        agent.dir, agent.cam_pitch = math.radians(new[2]), float(new[3])
+        self._pose = new
+        return world.render_obs(), new.copy()
+
+    def _free_steps(self, yaw_deg: float, n: int) -> int:
+        """How many of ``n`` forward steps along ``yaw_deg`` from the pose are collision-free."""
+        world = self._env.unwrapped
+        agent = world.agent
+        x, y = self._pose[0], self._pose[1]
+        dx, dy = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
+        for i in range(1, n + 1):
+            target = np.array([x + i * self.move_m * dx, agent.pos[1], -(y + i * self.move_m * dy)])
+            if world.intersect(agent, target, agent.radius) is not None:
+                return i - 1
+        return n
+
+    def _record(self, seed: int, steps: int, policy: Any) -> Episode:
+        """Reset with ``seed``, then apply ``policy(walker)``'s vectors, rendering each pose."""
         frames = np.empty((steps + 1, self.size, self.size, 3), np.uint8)
         actions = np.empty((steps, 12), np.float32)
         poses = np.empty((steps + 1, 4), np.float64)
-        frames[0], poses[0] = world.render_obs(), pose
-
-        def free_steps(yaw_deg: float, n: int) -> int:
-            x, y = walker.pose[0], walker.pose[1]
-            dx, dy = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
-            for i in range(1, n + 1):
-                target = np.array([x + i * self.move_m * dx, height, -(y + i * self.move_m * dy)])
-                if world.intersect(agent, target, agent.radius) is not None:
-                    return i - 1
-            return n
-
-        walker = _Walker(pose, steps, free_steps)
+        frames[0], poses[0] = self.start(seed)
+        walker = _Walker(poses[0], steps, self._free_steps)
         vectors = policy(walker)
         for t in range(steps):
-            vec = next(vectors)
-            new = integrate_camera(pose[None], vec[None, None], self.move_m, self.turn_deg)[0]
-            walker.blocked = False
-            if vec[:5].argmax() != 0:  # a translation key: MiniWorld's collision test decides
-                target = np.array([new[0], height, -new[1]])
-                if world.intersect(agent, target, agent.radius) is None:
-                    agent.pos = target
-                else:
-                    new[:2] = pose[:2]
-                    walker.blocked = True
-            agent.dir, agent.cam_pitch = math.radians(new[2]), float(new[3])
-            pose = new
-            walker.pose, walker.remaining = pose, steps - t - 1
-            actions[t], poses[t + 1], frames[t + 1] = vec, pose, world.render_obs()
+            actions[t] = next(vectors)
+            frames[t + 1], poses[t + 1] = self.act(actions[t])
+            walker.blocked, walker.pose, walker.remaining = (
+                self.blocked,
+                poses[t + 1],
+                steps - t - 1,
+            )
         return Episode(frames=frames, actions=actions, poses=poses, seed=int(seed))
