@@ -124,6 +124,28 @@ def start_options(
     return user_frames(options, n, config), start
 
 
+def initial_conditions(
+    start_fn: Any,
+    rngs: list[np.random.Generator],
+    parse: Any,
+    frames: np.ndarray | None,
+    start: dict[int, np.ndarray],
+) -> tuple[np.ndarray | None, dict[int, np.ndarray]]:
+    """``start_fn``'s options for the starting rows, under the ones ``reset()`` was given.
+
+    ``parse(options, n)`` reads options as :func:`start_options` does for the env; ``frames``
+    and ``start`` are what ``reset()``'s own options gave (they win). A bad return is one
+    ``ValueError`` naming ``start_fn``.
+    """
+    try:
+        own_frames, own_start = parse(dict(start_fn(rngs)), len(rngs))
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"start_fn must return a dict of reset options for the {len(rngs)} starting rows: {err}"
+        ) from err
+    return (own_frames if frames is None else frames), {**own_start, **start}
+
+
 def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray | None:
     """Validated start chunks ``(n, F, size, size, 3)`` from ``image`` / ``frames``, or None."""
     if "image" in options and "frames" in options:

@@ -10,17 +10,30 @@ IDS = {
     "WorldModel-Robot-v0": ("robot", 100),
     "WorldModel-Driving-v0": ("driving", 200),
 }
+#: The simulators the worlds were trained on, behind the same interface (the ``simulators``
+#: extra): id -> (world, default max_episode_steps), as the world's id.
+SIMULATOR_IDS = {
+    "Simulator-CityWalk-v0": ("citywalk", 200),
+    "Simulator-Driving-v0": ("driving", 200),
+}
 
 
 def register_envs() -> None:
     """Register every id (idempotent)."""
     for env_id, (world, max_steps) in IDS.items():
-        if env_id in gym.registry:
-            continue
-        gym.register(
-            id=env_id,
-            entry_point="gym_worldmodel.envs.single_env:WorldModelEnv",
-            vector_entry_point="gym_worldmodel.envs.vector_env:WorldModelVectorEnv",
-            max_episode_steps=max_steps,
-            kwargs={"world": world},
-        )
+        if env_id not in gym.registry:
+            gym.register(
+                id=env_id,
+                entry_point="gym_worldmodel.envs.single_env:WorldModelEnv",
+                vector_entry_point="gym_worldmodel.envs.vector_env:WorldModelVectorEnv",
+                max_episode_steps=max_steps,
+                kwargs={"world": world},
+            )
+    for env_id, (world, max_steps) in SIMULATOR_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(
+                id=env_id,
+                entry_point="gym_worldmodel.sources.simulator_env:SimulatorEnv",
+                max_episode_steps=max_steps,
+                kwargs={"world": world},
+            )

@@ -19,6 +19,7 @@ from gym_worldmodel.envs.engine import WorldEngine
 from gym_worldmodel.envs.options import (
     check_choice,
     first_chunk,
+    initial_conditions,
     is_int,
     reset_rows,
     rng_from_state,
@@ -510,19 +511,6 @@ class WorldModelVectorEnv(VectorEnv):
         max_speed = getattr(self.head, "max_speed", None)  # the driving head's
         return start_options(options, n, self.config, self.world.pose, max_speed, also)
 
-    def _initial_conditions(
-        self, rngs: list[np.random.Generator], frames: np.ndarray | None, start: dict
-    ) -> tuple[np.ndarray | None, dict[int, np.ndarray]]:
-        """``start_fn``'s options for the starting rows, under the ones reset() was given."""
-        try:
-            own_frames, own_start = self._start_options(dict(self.start_fn(rngs)), len(rngs))
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"start_fn must return a dict of reset options for the {len(rngs)} starting "
-                f"rows: {err}"
-            ) from err
-        return (own_frames if frames is None else frames), {**own_start, **start}
-
     def _start_rows(
         self,
         rows: np.ndarray,
@@ -546,7 +534,9 @@ class WorldModelVectorEnv(VectorEnv):
             else:
                 rngs.append(rng_from_state(rng.bit_generator.state))
         if self.start_fn is not None:
-            frames, start = self._initial_conditions(rngs, frames, start or {})
+            frames, start = initial_conditions(
+                self.start_fn, rngs, self._start_options, frames, start or {}
+            )
         bundled = start_frames(self.world, self.config.vae.image_size) if frames is None else None
         torch_seeds, chunks = [], []
         for rng in rngs:

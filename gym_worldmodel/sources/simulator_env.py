@@ -1,0 +1,242 @@
+"""The simulator a world was trained on, behind that world's env interface (ground truth).
+
+``gym.make("Simulator-Driving-v0")`` is highway-env and ``gym.make("Simulator-CityWalk-v0")``
+MiniWorld, each driven exactly as the episodes the world learned from were recorded
+(:mod:`gym_worldmodel.sources.highway`, :mod:`gym_worldmodel.sources.miniworld`), with the
+world env's action and observation spaces, step length (one action held for a step's
+``chunk_frames`` simulator frames), start-relative ``info["pose"]``, reward, termination and
+initial-conditions hooks. A policy, a reward and a training script written for
+``WorldModel-Driving-v0`` run here unchanged, so the same agent can be trained or scored in the
+world and in the real simulator side by side. Needs the ``simulators`` extra. One simulator per
+env: ``gym.make_vec(id, n, vectorization_mode="async")`` runs ``n`` of them in processes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from gym_worldmodel.envs import hooks as hook_lib
+from gym_worldmodel.envs import observations as obs_lib
+from gym_worldmodel.envs.options import initial_conditions, is_seed, start_options
+from gym_worldmodel.envs.single_env import batch_one
+from gym_worldmodel.envs.worlds import get_world, model_config
+
+#: world -> the simulator its episodes were recorded in
+SIMULATORS = {"driving": "highway-env", "citywalk": "MiniWorld"}
+
+
+class SimulatorEnv(gym.Env):
+    """A world's simulator as a Gymnasium env with the world env's interface.
+
+    Description:
+        ``world="driving"``: highway-env's ``highway-fast-v0`` (traffic included), the 64 x 64
+        top-down view centred on the ego car. ``world="citywalk"``: MiniWorld's
+        ``MiniWorld-Sidewalk-v0``, the 64 x 64 first-person view, the camera moved by setting
+        its pose (MiniWorld's collision test stops moves into walls). ``env_name`` picks
+        another map of the same simulator.
+
+    Action Space:
+        The world env's (``action_mode`` as there): camera keys or look rates; driving
+        (steering, acceleration) as fractions of 30 degrees and 3 m/s^2. One action is held
+        for the ``chunk_frames`` (3) simulator frames of a step, as the world generates them.
+
+    Observation Space:
+        The world env's ``obs_mode``: ``"rgb"`` (the last frame), ``"chunk"`` (the step's
+        frames), each with ``"+pose"``. ``"latent"`` is the world's own encoding and is not
+        offered here.
+
+    Rewards / Episode End:
+        The hooks (``reward_fn``, ``termination_fn``) are called with the same arguments as in
+        the world env (frames, encoded actions, poses, step, effort), batched as one row.
+        Driving: a crash ends the episode (``terminated``) unless ``crash_ends=False``;
+        ``info["crashed"]`` says whether the car has crashed. City walk: ``info["blocked"]``
+        says a move of the step ran into a wall. ``max_episode_steps`` truncates
+        (``gym.make`` adds a ``TimeLimit`` of 200 steps).
+
+    Starting State:
+        The simulator's reset, seeded from the env's ``np_random``; the pose starts at zero
+        (driving: along the road at 25 m/s, highway-env's start) and is relative to it, as the
+        world env's is. Driving takes ``reset(options={"speed": v, "heading": h})`` and
+        ``start_fn`` as the world env does; a start picture (``image``/``frames``) is refused:
+        the simulator draws its own scene.
+
+    Arguments:
+        world: ``"driving"`` or ``"citywalk"``.
+        action_mode, obs_mode, max_episode_steps, render_mode, reward_fn, termination_fn,
+            start_fn: As :class:`gym_worldmodel.envs.WorldModelVectorEnv`.
+        env_name: The simulator's env id (None: the one the world was trained on).
+        crash_ends: Driving: end the episode when the car crashes.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 5}
+
+    def __init__(
+        self,
+        world: str = "driving",
+        *,
+        action_mode: str | None = None,
+        obs_mode: str = "rgb",
+        max_episode_steps: int | None = None,
+        render_mode: str | None = None,
+        reward_fn: hook_lib.Hook | list[hook_lib.Hook] | None = None,
+        termination_fn: hook_lib.Hook | list[hook_lib.Hook] | None = None,
+        start_fn: hook_lib.StartHook | None = None,
+        env_name: str | None = None,
+        crash_ends: bool = True,
+    ) -> None:
+        if world not in SIMULATORS:
+            raise ValueError(
+                f"world must be one of {sorted(SIMULATORS)} (the worlds whose simulator steps "
+                f"in this process), got {world!r}"
+            )
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.world = get_world(world)
+        self.frames_mode, self.pose_obs = obs_lib.parse_obs_mode(obs_mode, self.world.pose)
+        if self.frames_mode == "latent":
+            raise ValueError(
+                "obs_mode 'latent' is the world model's encoding; the simulator gives frames: "
+                "use 'rgb' or 'chunk' (with '+pose' if wanted)"
+            )
+        self.head = self.world.action_head(action_mode)
+        self.config = model_config(self.world, None)  # frame size, frames per step, fps
+        self.frames_per_step = self.config.dit.chunk_frames
+        self.max_episode_steps = None if max_episode_steps in (None, -1) else max_episode_steps
+        self.render_mode, self.crash_ends = render_mode, crash_ends
+        self.reward_fn, self.termination_fn, self.start_fn = reward_fn, termination_fn, start_fn
+        self.source = self._source(env_name)
+        self.metadata = {
+            **self.metadata,
+            "render_fps": self.config.fps / self.frames_per_step,
+            "world_fps": self.config.fps,
+        }
+        frames = obs_lib.frames_space(self.frames_mode, self.config)
+        if self.pose_obs:
+            pose = obs_lib.pose_space(self.world.pose, getattr(self.head, "max_speed", None))
+            self.observation_space = gym.spaces.Dict({self.frames_mode: frames, "pose": pose})
+        else:
+            self.observation_space = frames
+        self.action_space = self.head.space
+        self._frames: np.ndarray | None = None  # (F, H, W, 3) the last step's frames
+        self._origin = self._pose = None  # the start's absolute pose; the relative pose (4,)
+        self._steps, self._blocked = 0, False
+
+    def _source(self, env_name: str | None) -> Any:
+        size = self.config.vae.image_size
+        kwargs = {} if env_name is None else {"env_name": env_name}
+        if self.world.name == "driving":
+            from gym_worldmodel.sources.highway import HighwaySource
+
+            return HighwaySource(size=size, **kwargs)
+        from gym_worldmodel.sources.miniworld import MiniWorldSource
+
+        head = self.head
+        return MiniWorldSource(size=size, move_m=head.move_m, turn_deg=head.turn_deg, **kwargs)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset the simulator from a seed drawn from ``np_random``; options as described."""
+        if seed is not None and not is_seed(seed):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        frames, start = self._start_options(dict(options or {}), 1)
+        super().reset(seed=seed)
+        if self.start_fn is not None:
+            rngs = [self.np_random]
+            frames, start = initial_conditions(
+                self.start_fn, rngs, self._start_options, frames, start
+            )
+        if frames is not None:
+            raise ValueError(
+                "a simulator draws its own scene: reset options image / frames start only a "
+                "world model (WorldModel-* ids)"
+            )
+        sim_seed = int(self.np_random.integers(2**31 - 1))
+        if self.world.name == "driving":
+            speed, heading = (float(start[c][0]) if c in start else None for c in (3, 2))
+            frame, pose = self.source.start(sim_seed, speed=speed, heading_deg=heading)
+            self._origin = np.array([pose[0], pose[1], 0.0, 0.0])
+        else:
+            frame, pose = self.source.start(sim_seed)
+            self._origin = np.array([pose[0], pose[1], pose[2], 0.0])
+        self._frames = np.repeat(frame[None], self.frames_per_step, 0)
+        self._pose, self._steps, self._blocked = self._relative(pose), 0, False
+        return self._obs(), self._info()
+
+    def step(self, action: Any):
+        """Hold ``action`` for one step's simulator frames; rewards from the hooks."""
+        if self._frames is None:
+            raise RuntimeError("call reset() before step()")
+        vec = self.head.encode(batch_one(action), 1, self.frames_per_step)  # (1, F, w), checked
+        prev_frame, prev_pose = self._frames[-1], self._pose
+        frames, pose, self._blocked = [], None, False
+        for k in range(self.frames_per_step):
+            frame, pose = self.source.act(vec[0, k])
+            frames.append(frame)
+            self._blocked |= bool(getattr(self.source, "blocked", False))
+        self._frames, self._pose = np.stack(frames), self._relative(pose)
+        self._steps += 1
+        rewards, ended = self._judge(prev_frame, vec, prev_pose)
+        crashed = bool(getattr(self.source, "crashed", False))
+        terminated = bool(ended[0] or (crashed and self.crash_ends))
+        truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
+        return self._obs(), float(rewards[0]), terminated, bool(truncated), self._info()
+
+    def render(self) -> np.ndarray | None:
+        """The current frame."""
+        if self.render_mode is None or self._frames is None:
+            return None
+        return self._frames[-1].copy()
+
+    def close(self) -> None:
+        """Close the simulator."""
+        self.source.close()
+
+    def _start_options(self, options: dict, n: int):
+        """Reset options as the world env reads them: ``(start chunks or None, pose columns)``."""
+        speed = getattr(self.head, "max_speed", None)
+        return start_options(options, n, self.config, self.world.pose, speed)
+
+    def _relative(self, pose: np.ndarray) -> np.ndarray:
+        """An absolute simulator pose in the env's frame: the start at the origin, its yaw 0."""
+        rel = pose - self._origin
+        if self.world.pose == "camera":  # rotate into the start's heading
+            c, s = math.cos(math.radians(self._origin[2])), math.sin(math.radians(self._origin[2]))
+            rel[:2] = (c * rel[0] + s * rel[1], -s * rel[0] + c * rel[1])
+            rel[2] = (rel[2] + 180.0) % 360.0 - 180.0
+        return rel
+
+    def _judge(self, prev_frame: np.ndarray, vec: np.ndarray, prev_pose: np.ndarray):
+        """The hooks on this step, with the world env's arguments for one row."""
+        args = None
+        if self.reward_fn is not None or self.termination_fn is not None:
+            info = {
+                "pose": torch.from_numpy(self._pose[None].copy()),
+                "prev_pose": torch.from_numpy(prev_pose[None].copy()),
+                "step": torch.tensor([self._steps]),
+                "effort": torch.from_numpy(self.head.effort(vec)),
+            }
+            frame = torch.from_numpy(self._frames[-1][None].copy())
+            args = (torch.from_numpy(prev_frame[None].copy()), torch.from_numpy(vec), frame, info)
+        rewards = hook_lib.evaluate(self.reward_fn, args, 1, "reward")
+        ended = hook_lib.evaluate(self.termination_fn, args, 1, "termination")
+        return rewards, ended | self.head.ends_episode(vec)
+
+    def _obs(self) -> Any:
+        frames = self._frames[-1] if self.frames_mode == "rgb" else self._frames
+        frames = frames.copy()
+        if not self.pose_obs:
+            return frames
+        parts = {self.frames_mode: frames, "pose": self._pose.astype(np.float32)}
+        return {k: parts[k] for k in self.observation_space.spaces}
+
+    def _info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"step": self._steps, "pose": self._pose.copy()}
+        if self.world.name == "driving":
+            info["crashed"] = bool(self.source.crashed)
+        else:
+            info["blocked"] = self._blocked
+        return info

@@ -1,0 +1,163 @@
+"""The simulators behind the worlds' env interface (``Simulator-*`` ids; the simulators extra)."""
+
+import importlib.util
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import gym_worldmodel  # noqa: F401  (registers the ids)
+from gym_worldmodel.envs import ActionCost, LaneCentre
+from gym_worldmodel.envs.actions import ActionError
+
+needs_highway = pytest.mark.skipif(
+    importlib.util.find_spec("highway_env") is None, reason="needs highway-env (simulators extra)"
+)
+needs_miniworld = pytest.mark.skipif(
+    importlib.util.find_spec("miniworld") is None, reason="needs miniworld (simulators extra)"
+)
+
+
+def pair(sim_id: str, **kwargs):
+    """The simulator env and its world's env (the shipped world, no memory)."""
+    world_id = sim_id.replace("Simulator-", "WorldModel-")
+    return gym.make(sim_id, **kwargs), gym.make(world_id, memory=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "sim_id",
+    [
+        pytest.param("Simulator-Driving-v0", marks=needs_highway),
+        pytest.param("Simulator-CityWalk-v0", marks=needs_miniworld),
+    ],
+)
+@pytest.mark.parametrize("obs_mode", ["rgb", "chunk+pose"])
+def test_same_spaces_as_the_world_and_gymnasiums_checker(sim_id, obs_mode):
+    sim, world = pair(sim_id, obs_mode=obs_mode)
+    assert sim.observation_space == world.observation_space
+    assert sim.action_space == world.action_space
+    assert sim.unwrapped.metadata["render_fps"] == world.unwrapped.metadata["render_fps"]
+    check_env(sim.unwrapped, skip_render_check=True)
+    obs, _ = sim.reset(seed=2)
+    assert sim.observation_space.contains(obs)
+    sim.close(), world.close()
+
+
+@needs_highway
+def test_driving_pose_is_the_worlds_under_the_same_actions_and_start():
+    actions = np.random.default_rng(0).uniform(-0.3, 0.3, (8, 2)).astype(np.float32)
+    poses = []
+    for env in pair("Simulator-Driving-v0"):
+        _, info = env.reset(seed=0, options={"heading": -4.0, "speed": 22.0})
+        np.testing.assert_allclose(info["pose"], [0.0, 0.0, -4.0, 22.0])
+        for action in actions:
+            info = env.step(action)[-1]
+        poses.append(info["pose"])
+        env.close()
+    # The world integrates highway-env's kinematics: metres and degrees agree to 1e-4.
+    np.testing.assert_allclose(poses[0], poses[1], atol=1e-4)
+    assert poses[0][0] > 30  # it drove (about 22 m/s for 1.6 s)
+
+
+@needs_highway
+def test_driving_seeds_hooks_and_start_fn():
+    hooks = [LaneCentre(4.0), ActionCost(0.1)]
+    env = gym.make("Simulator-Driving-v0", obs_mode="rgb+pose", reward_fn=hooks)
+    a, _ = env.reset(seed=5)
+    b, _ = env.reset(seed=5)
+    c, _ = env.reset(seed=6)
+    np.testing.assert_array_equal(a["rgb"], b["rgb"])
+    assert not np.array_equal(a["rgb"], c["rgb"])  # another traffic scene
+    action = np.array([0.1, -0.2], np.float32)
+    obs, reward, terminated, truncated, info = env.step(action)
+    x, y, heading, _ = info["pose"]
+    expected = -abs(y - 4.0) - 2.0 * abs(math.radians(heading)) - 0.1 * np.mean(action**2)
+    assert reward == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_array_equal(obs["pose"], info["pose"].astype(np.float32))
+    assert (terminated, truncated, info["step"], info["crashed"]) == (False, False, 1, False)
+    env.close()
+
+    starts = gym.make(
+        "Simulator-Driving-v0",
+        start_fn=lambda rngs: {"heading": [rng.uniform(5, 10) for rng in rngs], "speed": 15.0},
+    )
+    info = starts.reset(seed=0)[1]
+    assert 5 <= info["pose"][2] <= 10 and info["pose"][3] == 15.0
+    info = starts.reset(seed=0, options={"heading": 0.0})[1]  # reset's options win
+    assert info["pose"][2] == 0.0 and info["pose"][3] == 15.0
+    starts.close()
+
+
+@needs_highway
+def test_a_crash_ends_the_episode_unless_told_otherwise(monkeypatch):
+    from gym_worldmodel.sources.highway import HighwaySource
+
+    monkeypatch.setattr(HighwaySource, "crashed", property(lambda self: True))
+    for crash_ends in (True, False):
+        env = gym.make("Simulator-Driving-v0", crash_ends=crash_ends)
+        env.reset(seed=0)
+        _, _, terminated, _, info = env.step(np.zeros(2, np.float32))
+        assert info["crashed"] and terminated == crash_ends
+        env.close()
+
+
+@needs_highway
+def test_bad_input_is_refused_and_changes_nothing():
+    env = gym.make("Simulator-Driving-v0", obs_mode="rgb+pose")
+    obs, info = env.reset(seed=1)
+    for bad in (np.array([2.0, 0.0]), np.array([np.nan, 0.0]), np.zeros(3), "left"):
+        with pytest.raises(ActionError):
+            env.step(bad)
+    after = env.unwrapped._obs()
+    np.testing.assert_array_equal(after["rgb"], obs["rgb"])
+    np.testing.assert_array_equal(after["pose"], obs["pose"])
+    with pytest.raises(ValueError, match="draws its own scene"):
+        env.reset(options={"image": np.zeros((64, 64, 3), np.uint8)})
+    with pytest.raises(ValueError, match="speed"):
+        env.reset(options={"speed": -1.0})
+    with pytest.raises(ValueError, match="unknown reset options"):
+        env.reset(options={"lane": 2})
+    with pytest.raises(ValueError, match="latent"):
+        gym.make("Simulator-Driving-v0", obs_mode="latent")
+    with pytest.raises(ValueError, match="world must be one of"):
+        gym.make("Simulator-Driving-v0", world="robot")
+    with pytest.raises(RuntimeError, match="reset"):
+        gym.make("Simulator-Driving-v0").unwrapped.step(np.zeros(2, np.float32))
+    env.close()
+
+
+@needs_highway
+def test_vectorised_with_gymnasiums_sync_env_and_same_step_autoreset():
+    envs = gym.make_vec(
+        "Simulator-Driving-v0",
+        num_envs=2,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+        max_episode_steps=2,
+        reward_fn=LaneCentre(0.0),
+    )
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    envs.reset(seed=0)
+    for _ in range(2):
+        obs, reward, terminated, truncated, info = envs.step(np.zeros((2, 2), np.float32))
+    assert truncated.all() and obs.shape == (2, 64, 64, 3) and reward.shape == (2,)
+    assert info["_final_obs"].all() and len(info["episode"]["r"]) == 2
+    envs.close()
+
+
+@needs_miniworld
+def test_citywalk_pose_follows_the_keys_from_the_start_and_reports_walls():
+    env = gym.make("Simulator-CityWalk-v0", max_episode_steps=-1)
+    _, info = env.reset(seed=3)
+    np.testing.assert_array_equal(info["pose"], np.zeros(4))
+    info = env.step([0, 1])[-1]  # turn left: 3 frames of 6 degrees
+    np.testing.assert_allclose(info["pose"], [0.0, 0.0, 18.0, 0.0], atol=1e-9)
+    info = env.step([1, 0])[-1]  # forward along the new yaw: 3 x 0.2 m
+    expected = 0.6 * np.array([math.cos(math.radians(18)), math.sin(math.radians(18))])
+    assert not info["blocked"]
+    np.testing.assert_allclose(info["pose"][:2], expected, atol=1e-9)
+    blocked = [env.step([1, 0])[-1]["blocked"] for _ in range(200)]
+    assert any(blocked)  # walking straight on meets a wall or a building
+    env.close()
