@@ -161,3 +161,31 @@ def test_citywalk_pose_follows_the_keys_from_the_start_and_reports_walls():
     blocked = [env.step([1, 0])[-1]["blocked"] for _ in range(200)]
     assert any(blocked)  # walking straight on meets a wall or a building
     env.close()
+
+
+def test_ids_are_registered_and_a_missing_simulator_says_how_to_install(monkeypatch):
+    assert {"Simulator-Driving-v0", "Simulator-CityWalk-v0"} <= set(gym.registry)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    for sim_id in ("Simulator-Driving-v0", "Simulator-CityWalk-v0"):
+        with pytest.raises(ImportError, match=r"pip install gym-worldmodel\[simulators\]"):
+            gym.make(sim_id)
+
+
+@needs_miniworld
+def test_async_vectorisation_forks_working_miniworld_workers():
+    """AsyncVectorEnv makes one env in the parent before it forks: no GL context may be made
+    there (a forked child would hang in it), so the simulator starts at the first reset."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gymnasium as gym, numpy as np, gym_worldmodel\n"
+        "envs = gym.make_vec('Simulator-CityWalk-v0', num_envs=2, vectorization_mode='async')\n"
+        "envs.reset(seed=0)\n"
+        "obs = envs.step(np.array([[1, 0], [0, 1]]))[0]\n"
+        "print(obs.shape, obs.std() > 5)\n"
+        "envs.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(2, 64, 64, 3) True"

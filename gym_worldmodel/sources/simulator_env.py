@@ -13,6 +13,7 @@ env: ``gym.make_vec(id, n, vectorization_mode="async")`` runs ``n`` of them in p
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Any
 
@@ -26,8 +27,8 @@ from gym_worldmodel.envs.options import initial_conditions, is_seed, start_optio
 from gym_worldmodel.envs.single_env import batch_one
 from gym_worldmodel.envs.worlds import get_world, model_config
 
-#: world -> the simulator its episodes were recorded in
-SIMULATORS = {"driving": "highway-env", "citywalk": "MiniWorld"}
+#: world -> (the simulator its episodes were recorded in, the module it needs)
+SIMULATORS = {"driving": ("highway-env", "highway_env"), "citywalk": ("MiniWorld", "miniworld")}
 
 
 class SimulatorEnv(gym.Env):
@@ -109,7 +110,8 @@ class SimulatorEnv(gym.Env):
         self.max_episode_steps = None if max_episode_steps in (None, -1) else max_episode_steps
         self.render_mode, self.crash_ends = render_mode, crash_ends
         self.reward_fn, self.termination_fn, self.start_fn = reward_fn, termination_fn, start_fn
-        self.source = self._source(env_name)
+        self._check_installed()
+        self._env_name, self._source = env_name, None  # made on the first reset (see source)
         self.metadata = {
             **self.metadata,
             "render_fps": self.config.fps / self.frames_per_step,
@@ -126,17 +128,38 @@ class SimulatorEnv(gym.Env):
         self._origin = self._pose = None  # the start's absolute pose; the relative pose (4,)
         self._steps, self._blocked = 0, False
 
-    def _source(self, env_name: str | None) -> Any:
-        size = self.config.vae.image_size
-        kwargs = {} if env_name is None else {"env_name": env_name}
-        if self.world.name == "driving":
-            from gym_worldmodel.sources.highway import HighwaySource
+    def _check_installed(self) -> None:
+        """A clear ImportError now, rather than at the first reset, if the simulator is missing."""
+        module = SIMULATORS[self.world.name][1]
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(
+                f"the {self.world.name} world's simulator needs {module}: "
+                "pip install gym-worldmodel[simulators]"
+            )
 
-            return HighwaySource(size=size, **kwargs)
-        from gym_worldmodel.sources.miniworld import MiniWorldSource
+    @property
+    def source(self) -> Any:
+        """The episode source that steps the simulator, made on first use.
 
-        head = self.head
-        return MiniWorldSource(size=size, move_m=head.move_m, turn_deg=head.turn_deg, **kwargs)
+        Not in the constructor: ``AsyncVectorEnv`` builds one env in the parent process to read
+        the spaces before it forks its workers, and an OpenGL context made there (MiniWorld's)
+        would hang the forked children.
+        """
+        if self._source is None:
+            size = self.config.vae.image_size
+            kwargs = {} if self._env_name is None else {"env_name": self._env_name}
+            if self.world.name == "driving":
+                from gym_worldmodel.sources.highway import HighwaySource
+
+                self._source = HighwaySource(size=size, **kwargs)
+            else:
+                from gym_worldmodel.sources.miniworld import MiniWorldSource
+
+                head = self.head
+                self._source = MiniWorldSource(
+                    size=size, move_m=head.move_m, turn_deg=head.turn_deg, **kwargs
+                )
+        return self._source
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Reset the simulator from a seed drawn from ``np_random``; options as described."""
@@ -180,7 +203,7 @@ class SimulatorEnv(gym.Env):
         self._frames, self._pose = np.stack(frames), self._relative(pose)
         self._steps += 1
         rewards, ended = self._judge(prev_frame, vec, prev_pose)
-        crashed = bool(getattr(self.source, "crashed", False))
+        crashed = bool(getattr(self._source, "crashed", False))
         terminated = bool(ended[0] or (crashed and self.crash_ends))
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
         return self._obs(), float(rewards[0]), terminated, bool(truncated), self._info()
@@ -193,7 +216,8 @@ class SimulatorEnv(gym.Env):
 
     def close(self) -> None:
         """Close the simulator."""
-        self.source.close()
+        if self._source is not None:
+            self._source.close()
 
     def _start_options(self, options: dict, n: int):
         """Reset options as the world env reads them: ``(start chunks or None, pose columns)``."""
