@@ -34,6 +34,11 @@ each drive ``--eval-episodes`` episodes from the same fresh seeds (from the bund
 frames, as in training),
 and the script prints the final distance from the lane's centre, the heading, the return and
 the share of episodes that end within 0.5 m and 3 degrees of the lane.
+
+``--simulator`` scores the same policies in highway-env itself, the simulator the world was
+trained on, through ``Simulator-Driving-v0`` (the same spaces, hooks and start_fn; crashes
+counted); ``--train-in simulator`` trains there instead of in the world, the control that says
+what imagination costs the agent (both need the ``simulators`` extra).
 This script is meant to be read and copied, not imported.
 """
 
@@ -76,7 +81,6 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 
 START_SPEED = 25.0  # m/s, every episode's (the driving world's default start)
 EVAL_SEED = 1_000_000_000  # the world's eval seed offset: training resets at --seed + steps
-SIM_SEED = 1_000_000  # highway-env reset seeds of --simulator's episodes: none collected
 
 
 def main() -> None:
@@ -84,7 +88,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    envs = make_envs(args, args.envs, autoreset=gym.vector.AutoresetMode.SAME_STEP)
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    envs = make_envs(args, args.envs, same_step, simulator=args.train_in == "simulator")
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # returns before scaling
     envs = gym.wrappers.vector.ClipAction(envs)
     envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
@@ -144,7 +149,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--simulator",
         action="store_true",
-        help="also drive highway-env itself with each policy (the [simulators] extra)",
+        help="also evaluate in highway-env itself, Simulator-Driving-v0 (the [simulators] extra)",
+    )
+    parser.add_argument(
+        "--train-in",
+        choices=("world", "simulator"),
+        default="world",
+        help="train in the driving world (default) or in highway-env itself, the control",
     )
     parser.add_argument("--nfe", type=denoiser_passes, help="denoiser passes a step")
     parser.add_argument("--seed", type=non_negative_int, default=0)
@@ -160,20 +171,33 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def make_envs(args: argparse.Namespace, rows: int, autoreset) -> gym.vector.VectorEnv:
-    """The batched driving world with the task's hooks, as ``gym.make_vec`` builds it."""
+def make_envs(args: argparse.Namespace, rows: int, autoreset, simulator: bool = False):
+    """The task's vector env: the batched driving world (one forward for every row), or with
+    ``simulator`` highway-env itself behind the same interface (one simulator per row)."""
+    task_kwargs = {
+        "obs_mode": "rgb" if args.frames_only else "rgb+pose",
+        "reward_fn": [LaneCentre(args.lane, args.heading_weight), ActionCost(args.effort)],
+        "start_fn": StartHeading(args.start_heading) if args.start_heading else None,
+        "max_episode_steps": args.episode_steps,
+    }
+    if simulator:
+        return gym.make_vec(
+            "Simulator-Driving-v0",
+            num_envs=rows,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": autoreset},
+            crash_ends=False,  # highway-env brakes a crashed car; episodes keep their length
+            **task_kwargs,
+        )
     return gym.make_vec(
         "WorldModel-Driving-v0",
         num_envs=rows,
         vectorization_mode="vector_entry_point",
         model=args.model,
-        obs_mode="rgb" if args.frames_only else "rgb+pose",
-        reward_fn=[LaneCentre(args.lane, args.heading_weight), ActionCost(args.effort)],
-        start_fn=StartHeading(args.start_heading) if args.start_heading else None,
-        max_episode_steps=args.episode_steps,
         memory=False,  # the car never comes back to a place in one episode
         autoreset_mode=autoreset,
         nfe=args.nfe,
+        **task_kwargs,
     )
 
 
@@ -351,7 +375,7 @@ def save(args, agent: Agent, optimizer, return_rms, step: int, curve: list) -> N
 def task(args) -> dict:
     """What a saved agent was trained for: a resumed run must match it."""
     keys = ("lane", "heading_weight", "effort", "episode_steps", "frames_only", "gamma")
-    keys += ("start_heading",)
+    keys += ("start_heading", "train_in")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -365,6 +389,8 @@ def resume(args, agent: Agent, optimizer, return_rms) -> tuple[int, list]:
         trained_for = state["task"]
     except Exception as err:  # truncated, foreign or corrupt: say so, and touch nothing
         raise SystemExit(f"--resume: cannot read {path} ({type(err).__name__}: {err})") from err
+    for key, default in (("start_heading", 0.0), ("train_in", "world")):  # older checkpoints
+        trained_for.setdefault(key, default)
     if trained_for != task(args):
         raise SystemExit(f"--resume: {path} was trained for {trained_for}, not {task(args)}")
     try:
@@ -424,13 +450,26 @@ def report(name: str, pose: np.ndarray, ret: np.ndarray, seconds: float, args, m
 
 
 def evaluate_all(agent: Agent, args) -> None:
-    """Every policy drives the same ``--eval-episodes`` episodes, one per row, one batch."""
+    """Every policy drives the same ``--eval-episodes`` episodes in the world, and with
+    ``--simulator`` in highway-env (its traffic is real there: crashes are counted)."""
     rows = args.eval_episodes
-    env = make_envs(args, rows, autoreset=gym.vector.AutoresetMode.DISABLED)
     print(
         f"{rows} episodes of {args.episode_steps} steps each, same seeds, "
         f"lane at y = {args.lane} m:"
     )
+    evaluate(agent, args, make_envs(args, rows, gym.vector.AutoresetMode.DISABLED))
+    if args.simulator:
+        print("the same in highway-env itself (Simulator-Driving-v0):")
+        try:
+            envs = make_envs(args, rows, gym.vector.AutoresetMode.DISABLED, simulator=True)
+        except ImportError as err:
+            raise SystemExit(f"--simulator needs highway-env: {err}") from err
+        evaluate(agent, args, envs)
+
+
+def evaluate(agent: Agent, args, env) -> None:
+    """One line per policy: each drives every row of ``env`` for one episode."""
+    rows = args.eval_episodes
     for name, act in policies(agent, np.random.default_rng(args.seed)).items():
         obs, _ = env.reset(seed=args.seed + EVAL_SEED)  # no training reset uses it
         ret, start = np.zeros(rows), time.perf_counter()
@@ -438,71 +477,9 @@ def evaluate_all(agent: Agent, args) -> None:
             with torch.no_grad():
                 obs, reward, _, _, info = env.step(act(agent.features(obs)).numpy())
             ret += reward
-        report(name, info["pose"], ret, time.perf_counter() - start, args)
-    config = env.unwrapped.config
+        crashed = f"  crashed {int(info['crashed'].sum())}/{rows}" if "crashed" in info else ""
+        report(name, info["pose"], ret, time.perf_counter() - start, args, crashed)
     env.close()
-    if args.simulator:
-        evaluate_in_simulator(agent, args, config.dit.chunk_frames, config.vae.image_size)
-
-
-class Driver:
-    """A policy as ``HighwaySource.drive`` calls it: it sees the view and the pose relative to
-    the start, as the world's env gives them, and holds its controls for a whole env step."""
-
-    def __init__(self, agent: Agent, act, frames_per_step: int) -> None:
-        self.agent, self.act, self.frames_per_step = agent, act, frames_per_step
-        self.start, self.frame_count, self.controls = None, 0, None
-
-    def __call__(self, frame: np.ndarray, pose: np.ndarray) -> np.ndarray:
-        """One DrivingHead action for this simulator frame."""
-        if self.start is None:
-            self.start = pose[:2].copy()
-        if self.frame_count % self.frames_per_step == 0:
-            relative = np.r_[pose[:2] - self.start, pose[2:]].astype(np.float32)
-            rgb = frame[None]
-            obs = rgb if self.agent.frames_only else {"rgb": rgb, "pose": relative[None]}
-            with torch.no_grad():
-                self.controls = self.act(self.agent.features(obs))[0].float().numpy()
-        self.frame_count += 1
-        return self.controls
-
-
-def evaluate_in_simulator(agent: Agent, args, frames_per_step: int, frame_size: int) -> None:
-    """The same policies drive highway-env, the simulator the driving world was trained on.
-
-    One episode at a time (the simulator is not batched), each ``--episode-steps`` env steps of
-    ``frames_per_step`` simulator frames, scored by the same hooks on the poses the simulator
-    reports; a crash (highway-env's traffic is real there) is counted.
-    """
-    try:
-        from gym_worldmodel.sources.highway import HighwaySource
-
-        source = HighwaySource(size=frame_size)
-    except ImportError as err:
-        raise SystemExit(f"--simulator needs highway-env: {err}") from err
-    hooks = [LaneCentre(args.lane, args.heading_weight), ActionCost(args.effort)]
-    seeds = range(SIM_SEED, SIM_SEED + args.eval_episodes)
-    along = " (its episodes start along the road: no --start-heading)" if args.start_heading else ""
-    print(
-        f"the same in highway-env itself ({len(seeds)} episodes, reset seeds from {SIM_SEED})"
-        f"{along}:"
-    )
-    for name, act in policies(agent, np.random.default_rng(args.seed)).items():
-        finals, returns, crashes, start = [], [], 0, time.perf_counter()
-        for seed in seeds:
-            episode, crashed = source.drive(
-                seed, args.episode_steps * frames_per_step, Driver(agent, act, frames_per_step)
-            )
-            poses = episode.poses[frames_per_step::frames_per_step].copy()  # after each step
-            poses[:, :2] -= episode.poses[0, :2]
-            controls = episode.actions[::frames_per_step]
-            info = {"pose": torch.from_numpy(poses), "effort": (controls**2).mean(1)}
-            returns.append(float(sum(hook(None, None, None, info) for hook in hooks).sum()))
-            finals.append(poses[-1])
-            crashes += crashed
-        more = f"  crashed {crashes}/{len(seeds)}"
-        report(name, np.array(finals), np.array(returns), time.perf_counter() - start, args, more)
-    source.close()
 
 
 if __name__ == "__main__":
