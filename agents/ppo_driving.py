@@ -38,7 +38,9 @@ the share of episodes that end within 0.5 m and 3 degrees of the lane.
 ``--simulator`` scores the same policies in highway-env itself, the simulator the world was
 trained on, through ``Simulator-Driving-v0`` (the same spaces, hooks and start_fn; crashes
 counted); ``--train-in simulator`` trains there instead of in the world, the control that says
-what imagination costs the agent (both need the ``simulators`` extra).
+what imagination costs the agent (both need the ``simulators`` extra). The simulator's frames
+are 64 x 64, the shipped world's size; the agent's CNN pools to a fixed size, so it also runs
+on another ``--model``'s frames.
 This script is meant to be read and copied, not imported.
 """
 

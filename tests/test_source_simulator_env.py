@@ -91,16 +91,38 @@ def test_driving_seeds_hooks_and_start_fn():
 
 
 @needs_highway
-def test_a_crash_ends_the_episode_unless_told_otherwise(monkeypatch):
-    from gym_worldmodel.sources.highway import HighwaySource
+def test_a_crash_ends_the_episode_unless_told_otherwise():
+    full_throttle = np.array([0.0, 1.0], np.float32)  # seed 25: into the car ahead at step 10
+    env = gym.make("Simulator-Driving-v0", max_episode_steps=-1)
+    env.reset(seed=25)
+    flags = [env.step(full_throttle)[2] for _ in range(10)]
+    assert flags == [False] * 9 + [True]
+    with pytest.raises(RuntimeError, match="episode is over"):
+        env.step(full_throttle)
+    env.close()
+    env = gym.make("Simulator-Driving-v0", max_episode_steps=-1, crash_ends=False)
+    env.reset(seed=25)
+    for _ in range(14):
+        _, _, terminated, _, info = env.step(full_throttle)
+        assert not terminated
+    assert info["crashed"] and info["pose"][3] < 20  # highway-env brakes a crashed car
+    env.close()
 
-    monkeypatch.setattr(HighwaySource, "crashed", property(lambda self: True))
-    for crash_ends in (True, False):
-        env = gym.make("Simulator-Driving-v0", crash_ends=crash_ends)
-        env.reset(seed=0)
-        _, _, terminated, _, info = env.step(np.zeros(2, np.float32))
-        assert info["crashed"] and terminated == crash_ends
-        env.close()
+
+@needs_highway
+def test_speed_stays_in_the_worlds_range():
+    """highway-env would reverse a braking car to -40 m/s; the world's speed stops at 0."""
+    env = gym.make("Simulator-Driving-v0", obs_mode="rgb+pose", max_episode_steps=-1)
+    env.reset(seed=0)
+    for _ in range(45):  # 9 s at -3 m/s^2 from 25 m/s
+        obs, *_, info = env.step(np.array([0.0, -1.0], np.float32))
+        assert env.observation_space.contains(obs)
+    assert info["pose"][3] == 0.0
+    env.reset(seed=0, options={"speed": 39.0})
+    for _ in range(10):
+        obs, *_ = env.step(np.array([0.0, 1.0], np.float32))
+    assert obs["pose"][3] == 40.0
+    env.close()
 
 
 @needs_highway
@@ -113,12 +135,23 @@ def test_bad_input_is_refused_and_changes_nothing():
     after = env.unwrapped._obs()
     np.testing.assert_array_equal(after["rgb"], obs["rgb"])
     np.testing.assert_array_equal(after["pose"], obs["pose"])
-    with pytest.raises(ValueError, match="draws its own scene"):
-        env.reset(options={"image": np.zeros((64, 64, 3), np.uint8)})
-    with pytest.raises(ValueError, match="speed"):
-        env.reset(options={"speed": -1.0})
-    with pytest.raises(ValueError, match="unknown reset options"):
-        env.reset(options={"lane": 2})
+    rng_state = env.unwrapped.np_random.bit_generator.state
+    image = np.zeros((64, 64, 3), np.uint8)
+    for seed, options, match in [
+        (7, {"image": image}, "reset options give \\['image'\\].* draws its own scene"),
+        (7, {"speed": -1.0}, "speed"),
+        (None, {"lane": 2}, "unknown reset options"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            env.reset(seed=seed, options=options)
+    # a refused reset changes nothing: not the frame, the pose, nor the generator
+    assert env.unwrapped.np_random.bit_generator.state == rng_state
+    pictures = gym.make("Simulator-Driving-v0", start_fn=lambda rngs: {"image": image})
+    with pytest.raises(ValueError, match="start_fn's options give"):
+        pictures.reset(seed=0)
+    bad = gym.make("Simulator-Driving-v0", start_fn=lambda rngs: {"speed": "fast"})
+    with pytest.raises(ValueError, match="start_fn must return"):
+        bad.reset(seed=0)
     with pytest.raises(ValueError, match="latent"):
         gym.make("Simulator-Driving-v0", obs_mode="latent")
     with pytest.raises(ValueError, match="world must be one of"):

@@ -123,6 +123,27 @@ class ActionCost:
         return -self.weight * torch.as_tensor(info["effort"]).float()
 
 
+def arguments(
+    prev_obs: Tensor,
+    action: np.ndarray,
+    obs: Tensor,
+    pose: np.ndarray | None,
+    prev_pose: np.ndarray | None,
+    step: np.ndarray,
+    effort: np.ndarray,
+    to: Callable[[np.ndarray], Tensor] = torch.from_numpy,
+) -> tuple[Tensor, Tensor, Tensor, dict[str, Any]]:
+    """The hooks' arguments ``(prev_obs, action, obs, info)`` (the contract above) for B rows.
+
+    ``prev_obs`` and ``obs`` are the last frames as uint8 tensors; the NumPy values (action
+    vectors, poses or None, step counts, effort) become tensors through ``to`` (e.g. onto the
+    env's device).
+    """
+    as_t = lambda a: None if a is None else to(np.ascontiguousarray(a))  # noqa: E731
+    info = {"pose": as_t(pose), "prev_pose": as_t(prev_pose), "step": as_t(step)}
+    return prev_obs, as_t(action), obs, {**info, "effort": as_t(effort)}
+
+
 def evaluate(
     hooks: Hook | Sequence[Hook] | None, args: tuple | None, batch: int, kind: str
 ) -> np.ndarray:

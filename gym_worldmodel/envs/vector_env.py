@@ -581,15 +581,11 @@ class WorldModelVectorEnv(VectorEnv):
 
     def _judge(self, prev_frame, vec: np.ndarray, prev_pose) -> tuple[np.ndarray, ...]:
         args = None
-        if self.reward_fn is not None or self.termination_fn is not None:  # hooks' arguments
-            as_t = lambda p: None if p is None else self._on_device(p)  # noqa: E731
-            info = {
-                "pose": as_t(self._pose),
-                "prev_pose": as_t(prev_pose),
-                "step": as_t(self._steps),
-                "effort": as_t(self.head.effort(vec)),
-            }
-            args = (prev_frame, as_t(vec), self._frames[:, -1], info)
+        if self.reward_fn is not None or self.termination_fn is not None:
+            effort, last = self.head.effort(vec), self._frames[:, -1]
+            args = hook_lib.arguments(
+                prev_frame, vec, last, self._pose, prev_pose, self._steps, effort, self._on_device
+            )
         rewards = hook_lib.evaluate(self.reward_fn, args, self.num_envs, "reward")
         terminated = hook_lib.evaluate(self.termination_fn, args, self.num_envs, "termination")
         terminated |= self.head.ends_episode(vec)  # RT-1's terminate_episode = 0

@@ -259,7 +259,10 @@ class HighwaySource:
         """
         for attempt in range(MAX_ATTEMPTS):
             policy = _make_policy(self.policy, np.random.default_rng([int(seed), attempt]))
-            episode = self._record(seed + SEED_STRIDE * attempt, steps, policy, stop_on_crash=True)
+            seed_k = seed + SEED_STRIDE * attempt
+            episode = self._record(
+                seed_k, steps, lambda w, f, p, act=policy: act(w), stop_on_crash=True
+            )
             if episode is not None:
                 self.last_attempt = attempt
                 return Episode(episode.frames, episode.actions, episode.poses, int(seed))
@@ -276,7 +279,10 @@ class HighwaySource:
             raise ValueError(f"actions must be (T, 2) driving actions, got {actions.shape}")
         it = iter(actions)
         episode = self._record(
-            seed + SEED_STRIDE * attempt, len(actions), lambda world: next(it), stop_on_crash=False
+            seed + SEED_STRIDE * attempt,
+            len(actions),
+            lambda w, f, p: next(it),
+            stop_on_crash=False,
         )
         assert episode is not None
         return Episode(episode.frames, episode.actions, episode.poses, int(seed))
@@ -303,16 +309,24 @@ class HighwaySource:
             vehicle.heading = -math.radians(float(heading_deg))  # highway-env's is clockwise
         return env.render(), self._pose(env.unwrapped)
 
-    def act(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def act(
+        self, action: np.ndarray, max_speed: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One simulator step (one frame) under a DrivingHead action ``(2,)``, clipped to [-1, 1].
 
-        Returns the view and pose after it, as :meth:`start`. After a crash (:attr:`crashed`)
-        highway-env brakes the car to a halt whatever the action says.
+        ``max_speed`` (m/s): keep the car's speed in ``[0, max_speed]`` after the step, as the
+        driving world's pose does (highway-env itself lets it reverse to -40 m/s and pass 40 by
+        a little); None leaves highway-env's. Returns the view and pose after the step, as
+        :meth:`start`. After a crash (:attr:`crashed`) highway-env brakes the car to a halt
+        whatever the action says.
         """
         if self._env is None:
             raise RuntimeError("call start(seed) before act()")
         action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
         self._env.step(np.array([action[1], -action[0]], np.float32))  # (accel, steering_hw)
+        vehicle = self._env.unwrapped.vehicle
+        if max_speed is not None:
+            vehicle.speed = float(np.clip(vehicle.speed, 0.0, max_speed))
         return self._env.render(), self._pose(self._env.unwrapped)
 
     @property
@@ -334,26 +348,31 @@ class HighwaySource:
             The episode and whether the ego car crashed in it (highway-env then brakes it to a
             halt whatever the policy says; the episode goes on to ``steps``).
         """
-        frames = np.empty((steps + 1, self.size, self.size, 3), np.uint8)
-        actions = np.empty((steps, 2), np.float32)
-        poses = np.empty((steps + 1, 4), np.float64)
-        frames[0], poses[0] = self.start(seed)
-        for t in range(steps):
-            actions[t] = np.clip(np.asarray(policy(frames[t], poses[t]), np.float32), -1.0, 1.0)
-            frames[t + 1], poses[t + 1] = self.act(actions[t])
-        return Episode(frames, actions, poses, int(seed)), self.crashed
+        episode = self._record(
+            int(seed), steps, lambda world, frame, pose: policy(frame, pose), stop_on_crash=False
+        )
+        assert episode is not None
+        return episode, self.crashed
 
     def _record(
-        self, reset_seed: int, steps: int, policy: Callable[[Any], np.ndarray], stop_on_crash: bool
+        self,
+        reset_seed: int,
+        steps: int,
+        policy: Callable[[Any, np.ndarray, np.ndarray], np.ndarray],
+        stop_on_crash: bool,
     ) -> Episode | None:
-        """Reset, apply ``policy(world)``'s actions; None if ``stop_on_crash`` and it crashed."""
+        """Reset and apply ``policy(world, frame, pose)``'s actions (the view and pose before each).
+
+        Returns None if ``stop_on_crash`` and the car crashed.
+        """
         frames = np.empty((steps + 1, self.size, self.size, 3), np.uint8)
         actions = np.empty((steps, 2), np.float32)
         poses = np.empty((steps + 1, 4), np.float64)
         frames[0], poses[0] = self.start(reset_seed)
         world = self._env.unwrapped
         for t in range(steps):
-            actions[t] = np.clip(np.asarray(policy(world), np.float32), -1.0, 1.0)
+            action = policy(world, frames[t], poses[t])
+            actions[t] = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
             frames[t + 1], poses[t + 1] = self.act(actions[t])
             if stop_on_crash and self.crashed:
                 return None

@@ -20,15 +20,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.utils import seeding
 
 from gym_worldmodel.envs import hooks as hook_lib
 from gym_worldmodel.envs import observations as obs_lib
-from gym_worldmodel.envs.options import initial_conditions, is_seed, start_options
+from gym_worldmodel.envs.options import (
+    initial_conditions,
+    is_seed,
+    rng_from_state,
+    start_options,
+)
 from gym_worldmodel.envs.single_env import batch_one
 from gym_worldmodel.envs.worlds import get_world, model_config
 
 #: world -> (the simulator its episodes were recorded in, the module it needs)
-SIMULATORS = {"driving": ("highway-env", "highway_env"), "citywalk": ("MiniWorld", "miniworld")}
+SIMULATORS = {"driving": ("highway-env", "highway_env"), "citywalk": ("miniworld", "miniworld")}
 
 
 class SimulatorEnv(gym.Env):
@@ -39,7 +45,9 @@ class SimulatorEnv(gym.Env):
         top-down view centred on the ego car. ``world="citywalk"``: MiniWorld's
         ``MiniWorld-Sidewalk-v0``, the 64 x 64 first-person view, the camera moved by setting
         its pose (MiniWorld's collision test stops moves into walls). ``env_name`` picks
-        another map of the same simulator.
+        another map of the same simulator: any MiniWorld map; for driving a highway-env id
+        whose road runs straight along +x (``highway-v0``, ``highway-fast-v0``), which the
+        pose's "heading 0 along the road" and lateral ``y`` assume.
 
     Action Space:
         The world env's (``action_mode`` as there): camera keys or look rates; driving
@@ -49,7 +57,8 @@ class SimulatorEnv(gym.Env):
     Observation Space:
         The world env's ``obs_mode``: ``"rgb"`` (the last frame), ``"chunk"`` (the step's
         frames), each with ``"+pose"``. ``"latent"`` is the world's own encoding and is not
-        offered here.
+        offered here. Driving's speed stays in the world's [0, 40] m/s (highway-env alone
+        would reverse a braking car).
 
     Rewards / Episode End:
         The hooks (``reward_fn``, ``termination_fn``) are called with the same arguments as in
@@ -71,7 +80,8 @@ class SimulatorEnv(gym.Env):
         action_mode, obs_mode, max_episode_steps, render_mode, reward_fn, termination_fn,
             start_fn: As :class:`gym_worldmodel.envs.WorldModelVectorEnv`.
         env_name: The simulator's env id (None: the one the world was trained on).
-        crash_ends: Driving: end the episode when the car crashes.
+        crash_ends: Driving only (the city walk has nothing to crash into): end the episode
+            when the car crashes; False drives on (highway-env brakes a crashed car).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 5}
@@ -126,15 +136,15 @@ class SimulatorEnv(gym.Env):
         self.action_space = self.head.space
         self._frames: np.ndarray | None = None  # (F, H, W, 3) the last step's frames
         self._origin = self._pose = None  # the start's absolute pose; the relative pose (4,)
-        self._steps, self._blocked = 0, False
+        self._steps, self._blocked, self._done = 0, False, False
 
     def _check_installed(self) -> None:
         """A clear ImportError now, rather than at the first reset, if the simulator is missing."""
-        module = SIMULATORS[self.world.name][1]
+        package, module = SIMULATORS[self.world.name]
         if importlib.util.find_spec(module) is None:
             raise ImportError(
-                f"the {self.world.name} world's simulator needs {module}: "
-                "pip install gym-worldmodel[simulators]"
+                f"Simulator-* ids of the {self.world.name} world need {package} (module "
+                f"{module}): pip install gym-worldmodel[simulators]"
             )
 
     @property
@@ -162,42 +172,49 @@ class SimulatorEnv(gym.Env):
         return self._source
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """Reset the simulator from a seed drawn from ``np_random``; options as described."""
+        """Reset the simulator from a seed drawn from ``np_random``; options as described.
+
+        Everything is checked and drawn on a copy of the generator first: a refused reset
+        leaves the env, its generator included, as it was.
+        """
         if seed is not None and not is_seed(seed):
             raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-        frames, start = self._start_options(dict(options or {}), 1)
-        super().reset(seed=seed)
+        options = dict(options or {})
+        _refuse_pictures(options, "reset options")
+        frames, start = self._start_options(options, 1)
+        if seed is not None:
+            rng, rng_seed = seeding.np_random(seed)
+        else:
+            rng, rng_seed = rng_from_state(self.np_random.bit_generator.state), self.np_random_seed
         if self.start_fn is not None:
-            rngs = [self.np_random]
-            frames, start = initial_conditions(
-                self.start_fn, rngs, self._start_options, frames, start
-            )
-        if frames is not None:
-            raise ValueError(
-                "a simulator draws its own scene: reset options image / frames start only a "
-                "world model (WorldModel-* ids)"
-            )
-        sim_seed = int(self.np_random.integers(2**31 - 1))
+            own = _StartFnOptions(self.start_fn)
+            frames, start = initial_conditions(own, [rng], self._start_options, frames, start)
+            _refuse_pictures(own.returned, "start_fn's options")
+        sim_seed = int(rng.integers(2**31 - 1))
         if self.world.name == "driving":
             speed, heading = (float(start[c][0]) if c in start else None for c in (3, 2))
             frame, pose = self.source.start(sim_seed, speed=speed, heading_deg=heading)
-            self._origin = np.array([pose[0], pose[1], 0.0, 0.0])
+            origin = np.array([pose[0], pose[1], 0.0, 0.0])
         else:
             frame, pose = self.source.start(sim_seed)
-            self._origin = np.array([pose[0], pose[1], pose[2], 0.0])
-        self._frames = np.repeat(frame[None], self.frames_per_step, 0)
-        self._pose, self._steps, self._blocked = self._relative(pose), 0, False
+            origin = np.array([pose[0], pose[1], pose[2], 0.0])
+        self._np_random, self._np_random_seed = rng, rng_seed  # as gym.Env.reset sets them
+        self._origin, self._frames = origin, np.repeat(frame[None], self.frames_per_step, 0)
+        self._pose, self._steps, self._blocked, self._done = self._relative(pose), 0, False, False
         return self._obs(), self._info()
 
     def step(self, action: Any):
         """Hold ``action`` for one step's simulator frames; rewards from the hooks."""
         if self._frames is None:
             raise RuntimeError("call reset() before step()")
+        if self._done:
+            raise RuntimeError("the episode is over (terminated or truncated): call reset()")
         vec = self.head.encode(batch_one(action), 1, self.frames_per_step)  # (1, F, w), checked
         prev_frame, prev_pose = self._frames[-1], self._pose
         frames, pose, self._blocked = [], None, False
+        max_speed = getattr(self.head, "max_speed", None)  # driving: the world's speed range
         for k in range(self.frames_per_step):
-            frame, pose = self.source.act(vec[0, k])
+            frame, pose = self.source.act(vec[0, k], *(() if max_speed is None else (max_speed,)))
             frames.append(frame)
             self._blocked |= bool(getattr(self.source, "blocked", False))
         self._frames, self._pose = np.stack(frames), self._relative(pose)
@@ -206,6 +223,7 @@ class SimulatorEnv(gym.Env):
         crashed = bool(getattr(self._source, "crashed", False))
         terminated = bool(ended[0] or (crashed and self.crash_ends))
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
+        self._done = terminated or bool(truncated)
         return self._obs(), float(rewards[0]), terminated, bool(truncated), self._info()
 
     def render(self) -> np.ndarray | None:
@@ -218,6 +236,7 @@ class SimulatorEnv(gym.Env):
         """Close the simulator."""
         if self._source is not None:
             self._source.close()
+            self._source, self._frames = None, None
 
     def _start_options(self, options: dict, n: int):
         """Reset options as the world env reads them: ``(start chunks or None, pose columns)``."""
@@ -237,14 +256,11 @@ class SimulatorEnv(gym.Env):
         """The hooks on this step, with the world env's arguments for one row."""
         args = None
         if self.reward_fn is not None or self.termination_fn is not None:
-            info = {
-                "pose": torch.from_numpy(self._pose[None].copy()),
-                "prev_pose": torch.from_numpy(prev_pose[None].copy()),
-                "step": torch.tensor([self._steps]),
-                "effort": torch.from_numpy(self.head.effort(vec)),
-            }
-            frame = torch.from_numpy(self._frames[-1][None].copy())
-            args = (torch.from_numpy(prev_frame[None].copy()), torch.from_numpy(vec), frame, info)
+            frames = (torch.from_numpy(f[None].copy()) for f in (prev_frame, self._frames[-1]))
+            steps, effort = np.array([self._steps]), self.head.effort(vec)
+            args = hook_lib.arguments(
+                next(frames), vec, next(frames), self._pose[None], prev_pose[None], steps, effort
+            )
         rewards = hook_lib.evaluate(self.reward_fn, args, 1, "reward")
         ended = hook_lib.evaluate(self.termination_fn, args, 1, "termination")
         return rewards, ended | self.head.ends_episode(vec)
@@ -264,3 +280,25 @@ class SimulatorEnv(gym.Env):
         else:
             info["blocked"] = self._blocked
         return info
+
+
+class _StartFnOptions:
+    """``start_fn``, keeping what it returned (to refuse a start picture by its source)."""
+
+    def __init__(self, start_fn: hook_lib.StartHook) -> None:
+        self.start_fn = start_fn
+        self.returned: Any = {}
+
+    def __call__(self, rngs: list[np.random.Generator]) -> Any:
+        self.returned = self.start_fn(rngs)
+        return self.returned
+
+
+def _refuse_pictures(options: Any, where: str) -> None:
+    """A simulator draws its own scene: a start picture is refused, naming where it came from."""
+    given = sorted({"image", "frames"} & set(options)) if isinstance(options, dict) else []
+    if given:
+        raise ValueError(
+            f"{where} give {given}, but a simulator draws its own scene: a start picture "
+            "starts only a world model (WorldModel-* ids)"
+        )
