@@ -19,7 +19,10 @@ policy and the reward scaler are saved atomically (``ppo.zip``, ``reward_scale.p
 stopped at any point continues with ``--resume``. At the end the trained
 policy (keys sampled as in training, and its most likely keys) and a uniform random policy each
 play ``--eval-episodes`` episodes from the same seeds, and the script prints their success rate,
-return and final distance.
+return and final distance. With ``--simulator`` they play the same task in MiniWorld itself,
+the simulator the world was trained on, through ``Simulator-CityWalk-v0`` (the world's spaces and
+hooks; its walls stop the camera, the world's do not); ``--train-in simulator`` trains the
+same agent in MiniWorld instead, the control for what training in imagination costs it.
 This script is meant to be read and copied, not imported.
 """
 
@@ -27,8 +30,10 @@ import argparse
 import json
 import os
 import time
+from functools import partial
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -45,7 +50,12 @@ try:
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
-    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+    from stable_baselines3.common.vec_env import (
+        DummyVecEnv,
+        VecMonitor,
+        VecNormalize,
+        VecTransposeImage,
+    )
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise SystemExit(
         f"this agent needs stable-baselines3 and matplotlib ({err.name} is missing): pip install "
@@ -70,6 +80,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/ppo_citywalk"))
     parser.add_argument("--resume", action="store_true", help="continue from --out/ppo.zip")
     parser.add_argument("--pose", action="store_true", help="observe the pose too (rgb+pose)")
+    parser.add_argument(
+        "--simulator",
+        action="store_true",
+        help="also evaluate in MiniWorld itself, Simulator-CityWalk-v0 (the [simulators] extra)",
+    )
+    parser.add_argument(
+        "--train-in",
+        choices=("world", "simulator"),
+        default="world",
+        help="train in the city-walk world (default) or in MiniWorld itself, the control",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
     if args.steps <= 0 or args.envs <= 0 or args.eval_episodes <= 0:
@@ -78,7 +99,8 @@ def main() -> None:
     saved, curve_file = args.out / "ppo.zip", args.out / "curve.json"
     scale_file = args.out / "reward_scale.pkl"
 
-    monitored = VecMonitor(make_env(args, args.envs))  # episode returns in metres, unscaled
+    train_env = simulator_env(args, args.envs) if args.train_in == "simulator" else None
+    monitored = VecMonitor(train_env or make_env(args, args.envs))  # returns in metres, unscaled
     monitored.seed(args.seed)
     if args.resume:
         if not saved.exists():
@@ -101,6 +123,11 @@ def main() -> None:
                 f"not --target {args.target}"
             )
         curve = json.loads(curve_file.read_text()) if curve_file.exists() else []
+        trained_in = curve[-1].get("train_in", "world") if curve else args.train_in
+        if trained_in != args.train_in:
+            raise SystemExit(
+                f"--resume: {saved} was trained in the {trained_in}, not --train-in {args.train_in}"
+            )
         # a run stopped between the policy's save and the curve's keeps no later entries
         curve = [c for c in curve if c["env_steps"] <= agent.num_timesteps]
         print(
@@ -128,7 +155,7 @@ def main() -> None:
     before, start = agent.num_timesteps, time.perf_counter()
     if args.steps > before:
         bar = tqdm(total=args.steps - before, unit="step", disable=args.no_progress, desc="PPO")
-        callback = CurveCallback(curve, args.out, saved, scale_file, bar)
+        callback = CurveCallback(curve, args.out, saved, scale_file, bar, args.train_in)
         agent.learn(args.steps - before, callback=callback, reset_num_timesteps=False)
         bar.close()
         # SB3 trains whole rollouts: the count can pass --steps by less than one
@@ -138,9 +165,33 @@ def main() -> None:
         )
     venv.close()
 
-    env = make_env(args, args.eval_episodes)  # every evaluation episode is a row: one batch
+    evaluate_all(agent, make_env(args, args.eval_episodes), args)  # a row per episode
+    if args.simulator:
+        print("the same in MiniWorld itself (Simulator-CityWalk-v0; walls stop the camera there):")
+        sim = VecTransposeImage(simulator_env(args, args.eval_episodes))  # channels first, as
+        if sim.observation_space != agent.observation_space:  # SB3 trained the policy on frames
+            sim.close()
+            raise SystemExit(
+                f"--simulator: MiniWorld gives {sim.observation_space}, the policy was trained on "
+                f"{agent.observation_space}: train it in a world with the simulator's frame size "
+                "(the shipped city walk)"
+            )
+        evaluate_all(agent, sim, args)
+
+
+def simulator_env(args: argparse.Namespace, rows: int) -> DummyVecEnv:
+    """``rows`` MiniWorlds with the task, one process (a MiniWorld step is about 3 ms)."""
+    try:
+        make = partial(gym.make, "Simulator-CityWalk-v0", **task_kwargs(args))
+        return DummyVecEnv([make] * rows)
+    except ImportError as err:
+        raise SystemExit(f"MiniWorld is needed (--simulator, --train-in simulator): {err}") from err
+
+
+def evaluate_all(agent, env, args) -> None:
+    """The policy as trained (sampled keys), its most likely keys and chance, same seeds."""
     rng = np.random.default_rng(args.seed)
-    policies = {  # the policy as trained (sampled keys), its most likely keys, and chance
+    policies = {
         "PPO, sampled": lambda obs: agent.predict(obs, deterministic=False)[0],
         "PPO, argmax": lambda obs: agent.predict(obs, deterministic=True)[0],
         "random": lambda obs: rng.integers(0, 5, (env.num_envs, 2)),
@@ -172,22 +223,30 @@ def policy_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
+def task_kwargs(args: argparse.Namespace) -> dict:
+    """The task: its hooks, episode length and observation, for the world and the simulator."""
+    return {
+        "max_episode_steps": args.episode_steps,
+        "reward_fn": PoseDistance(args.target),
+        "termination_fn": PoseReached(args.target, args.radius),
+        "obs_mode": "rgb+pose" if args.pose else "rgb",
+    }
+
+
 def make_env(args: argparse.Namespace, rows: int) -> WorldModelSB3VecEnv:
     """The batched city walk with the task's reward and termination hooks."""
     return WorldModelSB3VecEnv.make(
         "WorldModel-CityWalk-v0",
         num_envs=rows,
         model=args.model,
-        max_episode_steps=args.episode_steps,
-        reward_fn=PoseDistance(args.target),
-        termination_fn=PoseReached(args.target, args.radius),
         memory=False,  # a 16-step episode never comes back to a place: memory would only cost
-        obs_mode="rgb+pose" if args.pose else "rgb",
+        **task_kwargs(args),
     )
 
 
-def evaluate(env: WorldModelSB3VecEnv, act, args) -> tuple[float, float, float, float]:
-    """Play one episode per row; mean success, return, final distance (m) and length."""
+def evaluate(env, act, args) -> tuple[float, float, float, float]:
+    """Play one episode per row of an SB3 VecEnv; mean success, return, final distance (m) and
+    length."""
     env.seed(args.seed + 10_000)  # seeds no training episode used
     obs = env.reset()
     rows = env.num_envs
@@ -260,9 +319,12 @@ class CurveCallback(BaseCallback):
     It also advances the progress bar (SB3's own needs the ``rich`` package).
     """
 
-    def __init__(self, curve: list, out: Path, saved: Path, scale: Path, bar: tqdm) -> None:
+    def __init__(
+        self, curve: list, out: Path, saved: Path, scale: Path, bar: tqdm, train_in: str
+    ) -> None:
         super().__init__()
         self.curve, self.out, self.saved, self.scale, self.bar = curve, out, saved, scale, bar
+        self.train_in = train_in
         self.returns: list[float] = []
         self.successes: list[bool] = []
         self.unsaved = False
@@ -302,6 +364,7 @@ class CurveCallback(BaseCallback):
                     "episodes": len(self.returns),
                     "mean_return": float(np.mean(self.returns)),
                     "success_rate": float(np.mean(self.successes)),
+                    "train_in": self.train_in,
                 }
             )
             self.bar.set_postfix(success=f"{self.curve[-1]['success_rate']:.2f}")
