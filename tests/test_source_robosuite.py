@@ -86,3 +86,41 @@ def test_a_frame_shows_the_action_it_follows():
     assert change[:4].max() == 0  # frames up to the one the first move leads to: identical
     assert change[4] > 1.0  # the frame after the first move already shows it (before: 0)
     src.close()
+
+
+@needs_robosuite
+def test_stepping_one_frame_at_a_time_gives_the_rollouts_frames():
+    src = RobosuiteSource()
+    ep = src.rollout(3, 6)
+    frames = [src.start(3)[0]] + [src.act(vector)[0] for vector in ep.actions]
+    np.testing.assert_array_equal(np.stack(frames), ep.frames)
+    assert src.act(ep.actions[0])[1] is None  # no pose: the camera is fixed
+    src.close()
+
+
+@needs_robosuite
+def test_simulator_robot_env_has_the_worlds_interface():
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    import gym_worldmodel  # noqa: F401
+
+    sim, world = gym.make("Simulator-Robot-v0"), gym.make("WorldModel-Robot-v0")
+    assert sim.observation_space == world.observation_space
+    assert sim.action_space == world.action_space
+    check_env(sim.unwrapped, skip_render_check=True)
+    hooks = []
+    env = gym.make("Simulator-Robot-v0", reward_fn=lambda *args: hooks.append(args) or [1.0])
+    obs, info = env.reset(seed=4)
+    assert "pose" not in info
+    up = np.zeros(10, np.float32)
+    up[2] = 0.8  # world_vector z: up
+    after, reward, terminated, truncated, info = env.step(up)
+    assert reward == 1.0 and not terminated and info["step"] == 1
+    assert np.abs(after.astype(int) - obs).mean() > 1.0  # the arm moved in robosuite
+    prev_obs, action, new_obs, hook_info = hooks[0]
+    assert action.shape == (1, 3, 13) and hook_info["pose"] is None  # the world's layout
+    np.testing.assert_array_equal(new_obs[0].numpy(), after)
+    with pytest.raises(ValueError, match="draws its own scene"):
+        env.reset(options={"image": obs})
+    sim.close(), world.close(), env.close()

@@ -197,11 +197,17 @@ def test_citywalk_pose_follows_the_keys_from_the_start_and_reports_walls():
 
 
 def test_ids_are_registered_and_a_missing_simulator_says_how_to_install(monkeypatch):
-    assert {"Simulator-Driving-v0", "Simulator-CityWalk-v0"} <= set(gym.registry)
+    from gym_worldmodel.sources.robosuite_source import PYTHON_ENV
+
+    ids = {"Simulator-Driving-v0", "Simulator-CityWalk-v0", "Simulator-Robot-v0"}
+    assert ids <= set(gym.registry)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
     for sim_id in ("Simulator-Driving-v0", "Simulator-CityWalk-v0"):
         with pytest.raises(ImportError, match=r"pip install gym-worldmodel\[simulators\]"):
             gym.make(sim_id)
+    monkeypatch.delenv(PYTHON_ENV, raising=False)
+    with pytest.raises(ImportError, match=f"own venv.*{PYTHON_ENV}"):
+        gym.make("Simulator-Robot-v0")
 
 
 @needs_miniworld

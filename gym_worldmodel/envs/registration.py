@@ -14,6 +14,7 @@ IDS = {
 #: extra): id -> (world, default max_episode_steps), as the world's id.
 SIMULATOR_IDS = {
     "Simulator-CityWalk-v0": ("citywalk", 200),
+    "Simulator-Robot-v0": ("robot", 100),
     "Simulator-Driving-v0": ("driving", 200),
 }
 

@@ -152,6 +152,21 @@ class RobosuiteSource:
             self._request({"cmd": "replay", "seed": int(seed), "actions": path}), seed
         )
 
+    def start(self, seed: int) -> tuple[np.ndarray, None]:
+        """Reset with ``seed``: the first frame and no pose (then step with :meth:`act`).
+
+        The frame is ``(size, size, 3)`` uint8; the camera is fixed, so there is no pose.
+        """
+        return self._request({"cmd": "start", "seed": int(seed)})["frames"][0], None
+
+    def act(self, vector: np.ndarray) -> tuple[np.ndarray, None]:
+        """One control step (one frame) under an RT-1 model vector ``(13,)`` or flat ``(10,)``.
+
+        Returns the frame after it and no pose, as :meth:`start`.
+        """
+        osc = model_to_osc(np.asarray(vector, np.float32)[None])
+        return self._request({"cmd": "act", "osc": osc.tolist()})["frames"][0], None
+
     @staticmethod
     def _episode(data: Any, seed: int) -> Episode:
         return Episode(

@@ -6,8 +6,13 @@ sends one JSON request per line; the worker answers one JSON line per request:
 
     {"cmd": "rollout", "seed": s, "steps": T, "out": path}  -> {"ok": true}  (npz written to out)
     {"cmd": "replay", "seed": s, "actions": path, "out": path} -> {"ok": true}
+    {"cmd": "start", "seed": s, "out": path}                -> {"ok": true}  (frames (1, S, S, 3))
+    {"cmd": "act", "osc": [[7 floats], ...], "out": path}   -> {"ok": true}  (a frame per input)
     {"cmd": "quit"}
     on failure                                                -> {"ok": false, "error": "..."}
+
+``start`` and ``act`` step one episode a few frames at a time (``SimulatorEnv``): the same
+reset and frames as ``rollout`` and ``replay``.
 
 The npz holds ``frames`` uint8 (T + 1, S, S, 3) and ``osc`` float32 (T, 7): the OSC_POSE inputs
 actually sent, ``[dx, dy, dz, dax, day, daz, gripper]`` in [-1, 1] (translation in units of
@@ -119,28 +124,50 @@ class Policy:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-def record(
-    env, seed: int, steps: int, camera: str, style: str, actions: np.ndarray | None = None
-) -> dict:
-    """Reset with ``seed``; record ``steps`` actions of the ``style`` policy (or the given ones)."""
+def start(env, seed: int, camera: str) -> tuple[dict, np.ndarray]:
+    """Reset with ``seed``: the observations and the first frame."""
     # The env's generator is shared by reference with its placement sampler: reseed it in place.
     env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
     np.random.seed(seed)
     obs = env.reset()
+    return obs, obs[f"{camera}_image"]
+
+
+def act(env, action: np.ndarray, camera: str) -> tuple[dict, np.ndarray]:
+    """One control step under an OSC_POSE input (clipped to [-1, 1]): observations and frame."""
+    env.step(np.clip(action, -1.0, 1.0).astype(np.float64))
+    # step() returns observables sampled at the step's first physics substep, so its image and
+    # poses show the state before this action acted (one frame stale): read them now.
+    obs = env._get_observations(force_update=True)
+    return obs, obs[f"{camera}_image"]
+
+
+def record(
+    env, seed: int, steps: int, camera: str, style: str, actions: np.ndarray | None = None
+) -> dict:
+    """Reset with ``seed``; record ``steps`` actions of the ``style`` policy (or the given ones)."""
+    obs, first = start(env, seed, camera)
     policy = Policy(np.random.default_rng(seed), style)
-    key = f"{camera}_image"
-    size = obs[key].shape[0]
-    frames = np.empty((steps + 1, size, size, 3), np.uint8)
+    frames = np.empty((steps + 1, *first.shape), np.uint8)
     sent = np.empty((steps, 7), np.float32)
-    frames[0] = obs[key]
+    frames[0] = first
     for t in range(steps):
         action = policy(obs) if actions is None else np.clip(actions[t], -1.0, 1.0)
-        env.step(action.astype(np.float64))
-        # step() returns observables sampled at the step's first physics substep, so its image
-        # and poses show the state before this action acted (one frame stale): read them now.
-        obs = env._get_observations(force_update=True)
-        sent[t], frames[t + 1] = action, obs[key]
+        obs, frames[t + 1] = act(env, action, camera)
+        sent[t] = action
     return {"frames": frames, "osc": sent}
+
+
+def serve(env, request: dict, camera: str, style: str) -> dict:
+    """The arrays one request asks for (see the module docstring)."""
+    if request["cmd"] == "start":
+        return {"frames": start(env, int(request["seed"]), camera)[1][None]}
+    if request["cmd"] == "act":
+        osc = np.asarray(request["osc"], np.float32).reshape(-1, 7)
+        return {"frames": np.stack([act(env, a, camera)[1] for a in osc])}
+    given = np.load(request["actions"]) if request["cmd"] == "replay" else None
+    steps = len(given) if given is not None else int(request["steps"])
+    return record(env, int(request["seed"]), steps, camera, style, given)
 
 
 def main() -> None:
@@ -153,11 +180,9 @@ def main() -> None:
         if request["cmd"] == "quit":
             break
         try:
-            given = np.load(request["actions"]) if request["cmd"] == "replay" else None
-            steps = len(given) if given is not None else int(request["steps"])
-            episode = record(env, int(request["seed"]), steps, camera, style, given)
+            arrays = serve(env, request, camera, style)
             tmp = request["out"] + ".tmp.npz"
-            np.savez(tmp, **episode)
+            np.savez(tmp, **arrays)
             os.replace(tmp, request["out"])
             reply = {"ok": True}
         except Exception as err:  # noqa: BLE001 - reported to the parent, which raises

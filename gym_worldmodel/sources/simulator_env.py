@@ -1,8 +1,9 @@
 """The simulator a world was trained on, behind that world's env interface (ground truth).
 
-``gym.make("Simulator-Driving-v0")`` is highway-env and ``gym.make("Simulator-CityWalk-v0")``
-MiniWorld, each driven exactly as the episodes the world learned from were recorded
-(:mod:`gym_worldmodel.sources.highway`, :mod:`gym_worldmodel.sources.miniworld`), with the
+``gym.make("Simulator-Driving-v0")`` is highway-env, ``gym.make("Simulator-CityWalk-v0")``
+MiniWorld and ``gym.make("Simulator-Robot-v0")`` robosuite (in its own venv, through the
+source's worker process), each driven exactly as the episodes the world learned from were
+recorded (:mod:`gym_worldmodel.sources.highway`, ``.miniworld``, ``.robosuite_source``), with the
 world env's action and observation spaces, step length (one action held for a step's
 ``chunk_frames`` simulator frames), start-relative ``info["pose"]``, reward, termination and
 initial-conditions hooks. A policy, a reward and a training script written for
@@ -33,8 +34,13 @@ from gym_worldmodel.envs.options import (
 from gym_worldmodel.envs.single_env import batch_one
 from gym_worldmodel.envs.worlds import get_world, model_config
 
-#: world -> (the simulator its episodes were recorded in, the module it needs)
-SIMULATORS = {"driving": ("highway-env", "highway_env"), "citywalk": ("miniworld", "miniworld")}
+#: world -> (the simulator its episodes were recorded in, the module it needs in this process;
+#: robosuite runs in its own venv, which its source checks)
+SIMULATORS = {
+    "driving": ("highway-env", "highway_env"),
+    "citywalk": ("miniworld", "miniworld"),
+    "robot": ("robosuite", None),
+}
 
 
 class SimulatorEnv(gym.Env):
@@ -47,11 +53,15 @@ class SimulatorEnv(gym.Env):
         its pose (MiniWorld's collision test stops moves into walls). ``env_name`` picks
         another map of the same simulator: any MiniWorld map; for driving a highway-env id
         whose road runs straight along +x (``highway-v0``, ``highway-fast-v0``), which the
-        pose's "heading 0 along the road" and lateral ``y`` assume.
+        pose's "heading 0 along the road" and lateral ``y`` assume. ``world="robot"``:
+        robosuite's ``Lift`` with the Panda arm under the OSC_POSE controller, the fixed
+        ``sideview`` camera, run by robosuite's own venv (``$GYM_WORLDMODEL_ROBOSUITE_PYTHON``;
+        see :mod:`gym_worldmodel.sources.robosuite_source`); no pose.
 
     Action Space:
         The world env's (``action_mode`` as there): camera keys or look rates; driving
-        (steering, acceleration) as fractions of 30 degrees and 3 m/s^2. One action is held
+        (steering, acceleration) as fractions of 30 degrees and 3 m/s^2; the robot's RT-1
+        action (flat or dict), sent as OSC_POSE inputs. One action is held
         for the ``chunk_frames`` (3) simulator frames of a step, as the world generates them.
 
     Observation Space:
@@ -79,7 +89,8 @@ class SimulatorEnv(gym.Env):
         world: ``"driving"`` or ``"citywalk"``.
         action_mode, obs_mode, max_episode_steps, render_mode, reward_fn, termination_fn,
             start_fn: As :class:`gym_worldmodel.envs.WorldModelVectorEnv`.
-        env_name: The simulator's env id (None: the one the world was trained on).
+        env_name: The simulator's env id, for the robot a robosuite task (``Stack``, ...); None:
+            the one the world was trained on.
         crash_ends: Driving only (the city walk has nothing to crash into): end the episode
             when the car crashes; False drives on (highway-env brakes a crashed car).
     """
@@ -101,10 +112,7 @@ class SimulatorEnv(gym.Env):
         crash_ends: bool = True,
     ) -> None:
         if world not in SIMULATORS:
-            raise ValueError(
-                f"world must be one of {sorted(SIMULATORS)} (the worlds whose simulator steps "
-                f"in this process), got {world!r}"
-            )
+            raise ValueError(f"world must be one of {sorted(SIMULATORS)}, got {world!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.world = get_world(world)
@@ -120,8 +128,8 @@ class SimulatorEnv(gym.Env):
         self.max_episode_steps = None if max_episode_steps in (None, -1) else max_episode_steps
         self.render_mode, self.crash_ends = render_mode, crash_ends
         self.reward_fn, self.termination_fn, self.start_fn = reward_fn, termination_fn, start_fn
-        self._check_installed()
         self._env_name, self._source = env_name, None  # made on the first reset (see source)
+        self._check_installed()
         self.metadata = {
             **self.metadata,
             "render_fps": self.config.fps / self.frames_per_step,
@@ -141,7 +149,9 @@ class SimulatorEnv(gym.Env):
     def _check_installed(self) -> None:
         """A clear ImportError now, rather than at the first reset, if the simulator is missing."""
         package, module = SIMULATORS[self.world.name]
-        if importlib.util.find_spec(module) is None:
+        if module is None:  # robosuite: its source checks its venv (and starts no process yet)
+            self._source = self._make_source()
+        elif importlib.util.find_spec(module) is None:
             raise ImportError(
                 f"Simulator-* ids of the {self.world.name} world need {package} (module "
                 f"{module}): pip install gym-worldmodel[simulators]"
@@ -156,20 +166,24 @@ class SimulatorEnv(gym.Env):
         would hang the forked children.
         """
         if self._source is None:
-            size = self.config.vae.image_size
-            kwargs = {} if self._env_name is None else {"env_name": self._env_name}
-            if self.world.name == "driving":
-                from gym_worldmodel.sources.highway import HighwaySource
-
-                self._source = HighwaySource(size=size, **kwargs)
-            else:
-                from gym_worldmodel.sources.miniworld import MiniWorldSource
-
-                head = self.head
-                self._source = MiniWorldSource(
-                    size=size, move_m=head.move_m, turn_deg=head.turn_deg, **kwargs
-                )
+            self._source = self._make_source()
         return self._source
+
+    def _make_source(self) -> Any:
+        size = self.config.vae.image_size
+        kwargs = {} if self._env_name is None else {"env_name": self._env_name}
+        if self.world.name == "driving":
+            from gym_worldmodel.sources.highway import HighwaySource
+
+            return HighwaySource(size=size, **kwargs)
+        if self.world.name == "robot":
+            from gym_worldmodel.sources.robosuite_source import RobosuiteSource
+
+            return RobosuiteSource(size=size, **({} if not kwargs else {"task": self._env_name}))
+        from gym_worldmodel.sources.miniworld import MiniWorldSource
+
+        head = self.head
+        return MiniWorldSource(size=size, move_m=head.move_m, turn_deg=head.turn_deg, **kwargs)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Reset the simulator from a seed drawn from ``np_random``; options as described.
@@ -197,7 +211,7 @@ class SimulatorEnv(gym.Env):
             origin = np.array([pose[0], pose[1], 0.0, 0.0])
         else:
             frame, pose = self.source.start(sim_seed)
-            origin = np.array([pose[0], pose[1], pose[2], 0.0])
+            origin = None if pose is None else np.array([pose[0], pose[1], pose[2], 0.0])
         self._np_random, self._np_random_seed = rng, rng_seed  # as gym.Env.reset sets them
         self._origin, self._frames = origin, np.repeat(frame[None], self.frames_per_step, 0)
         self._pose, self._steps, self._blocked, self._done = self._relative(pose), 0, False, False
@@ -243,8 +257,10 @@ class SimulatorEnv(gym.Env):
         speed = getattr(self.head, "max_speed", None)
         return start_options(options, n, self.config, self.world.pose, speed)
 
-    def _relative(self, pose: np.ndarray) -> np.ndarray:
+    def _relative(self, pose: np.ndarray | None) -> np.ndarray | None:
         """An absolute simulator pose in the env's frame: the start at the origin, its yaw 0."""
+        if pose is None:  # the robot's fixed camera
+            return None
         rel = pose - self._origin
         if self.world.pose == "camera":  # rotate into the start's heading
             c, s = math.cos(math.radians(self._origin[2])), math.sin(math.radians(self._origin[2]))
@@ -258,9 +274,8 @@ class SimulatorEnv(gym.Env):
         if self.reward_fn is not None or self.termination_fn is not None:
             frames = (torch.from_numpy(f[None].copy()) for f in (prev_frame, self._frames[-1]))
             steps, effort = np.array([self._steps]), self.head.effort(vec)
-            args = hook_lib.arguments(
-                next(frames), vec, next(frames), self._pose[None], prev_pose[None], steps, effort
-            )
+            pose, prev = (None if p is None else p[None] for p in (self._pose, prev_pose))
+            args = hook_lib.arguments(next(frames), vec, next(frames), pose, prev, steps, effort)
         rewards = hook_lib.evaluate(self.reward_fn, args, 1, "reward")
         ended = hook_lib.evaluate(self.termination_fn, args, 1, "termination")
         return rewards, ended | self.head.ends_episode(vec)
@@ -274,10 +289,12 @@ class SimulatorEnv(gym.Env):
         return {k: parts[k] for k in self.observation_space.spaces}
 
     def _info(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"step": self._steps, "pose": self._pose.copy()}
+        info: dict[str, Any] = {"step": self._steps}
+        if self._pose is not None:
+            info["pose"] = self._pose.copy()
         if self.world.name == "driving":
             info["crashed"] = bool(self.source.crashed)
-        else:
+        elif self.world.name == "citywalk":
             info["blocked"] = self._blocked
         return info
 
