@@ -18,6 +18,7 @@ from gym_worldmodel.envs import (
     LaneCentre,
     PoseDistance,
     PoseReached,
+    TorchEpisodeStatistics,
     WorldModelEnv,
     WorldModelVectorEnv,
 )
@@ -113,6 +114,53 @@ def test_gymnasiums_vector_wrappers_run_on_the_native_env(mode):
         obs, _ = gym.wrappers.vector.NormalizeObservation(scaled).reset(seed=1)
         assert obs.dtype == np.float32 and obs.shape == (2, 32, 32, 3)
     scaled.close()
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_torch_episode_statistics_keep_gymnasiums_books_on_the_device(mode):
+    """With output="torch", TorchEpisodeStatistics gives what Gymnasium's wrapper gives for
+    NumPy returns: rows ending at different steps, a termination hook, a partial reset."""
+
+    def make(output):
+        return gym.make_vec(
+            "WorldModel-Driving-v0",
+            num_envs=3,
+            autoreset_mode=mode,
+            max_episode_steps=4,
+            output=output,
+            reward_fn=lambda prev, action, obs, info: info["step"].double() * 0.5 + 1.0,
+            termination_fn=lambda prev, action, obs, info: (
+                info["step"] == 2 + (info["pose"][:, 1] < 0)
+            ),
+            **TINY,
+        )
+
+    numpy_envs = gym.wrappers.vector.RecordEpisodeStatistics(make("numpy"))
+    torch_envs = TorchEpisodeStatistics(make("torch"))
+    actions = np.random.default_rng(0).uniform(-0.3, 0.3, (9, 3, 2)).astype(np.float32)
+    ended = 0
+    for envs in (numpy_envs, torch_envs):
+        envs.reset(seed=0)
+    for t, action in enumerate(actions):
+        if t == 5:  # a partial reset restarts those rows' books only
+            for envs in (numpy_envs, torch_envs):
+                envs.reset(options={"reset_mask": np.array([False, True, False])})
+        ref = numpy_envs.step(action)[-1]
+        got = torch_envs.step(torch.from_numpy(action))[-1]
+        assert got["_episode"].tolist() == ref.get("_episode", np.zeros(3, bool)).tolist()
+        if "episode" in ref:
+            ended += int(ref["_episode"].sum())
+            for key in ("r", "l"):
+                assert isinstance(got["episode"][key], torch.Tensor)
+                np.testing.assert_allclose(got["episode"][key].numpy(), ref["episode"][key])
+            assert (got["episode"]["t"] >= 0).all()
+    assert ended >= 4  # rows ended at different steps, by the hook and by the time limit
+    numpy_envs.close(), torch_envs.close()
+    wrong = TorchEpisodeStatistics(make("numpy"))
+    wrong.reset(seed=0)
+    with pytest.raises(TypeError, match="output='torch'"):
+        wrong.step(actions[0])
+    wrong.close()
 
 
 # --- autoreset semantics with a counting world ---

@@ -14,6 +14,7 @@ _EXPORTS = {
     "LaneCentre": "hooks",
     "PoseDistance": "hooks",
     "PoseReached": "hooks",
+    "TorchEpisodeStatistics": "wrappers",
     "WorldModelEnv": "single_env",
     "WorldModelVectorEnv": "vector_env",
 }
