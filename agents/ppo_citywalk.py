@@ -99,6 +99,10 @@ def main() -> None:
     saved, curve_file = args.out / "ppo.zip", args.out / "curve.json"
     scale_file = args.out / "reward_scale.pkl"
 
+    if args.simulator or args.train_in == "simulator":
+        check_simulator_fits(args)  # before training: a mismatch found after it wastes the run
+    if not args.resume:
+        write_atomically(args.out / "task.json", json.dumps(task(args)).encode())
     train_env = simulator_env(args, args.envs) if args.train_in == "simulator" else None
     monitored = VecMonitor(train_env or make_env(args, args.envs))  # returns in metres, unscaled
     monitored.seed(args.seed)
@@ -122,12 +126,8 @@ def main() -> None:
                 f"--resume: the saved policy walks to {encoder.target.tolist()}, "
                 f"not --target {args.target}"
             )
+        check_task(args)
         curve = json.loads(curve_file.read_text()) if curve_file.exists() else []
-        trained_in = curve[-1].get("train_in", "world") if curve else args.train_in
-        if trained_in != args.train_in:
-            raise SystemExit(
-                f"--resume: {saved} was trained in the {trained_in}, not --train-in {args.train_in}"
-            )
         # a run stopped between the policy's save and the curve's keeps no later entries
         curve = [c for c in curve if c["env_steps"] <= agent.num_timesteps]
         print(
@@ -168,15 +168,36 @@ def main() -> None:
     evaluate_all(agent, make_env(args, args.eval_episodes), args)  # a row per episode
     if args.simulator:
         print("the same in MiniWorld itself (Simulator-CityWalk-v0; walls stop the camera there):")
-        sim = VecTransposeImage(simulator_env(args, args.eval_episodes))  # channels first, as
-        if sim.observation_space != agent.observation_space:  # SB3 trained the policy on frames
-            sim.close()
-            raise SystemExit(
-                f"--simulator: MiniWorld gives {sim.observation_space}, the policy was trained on "
-                f"{agent.observation_space}: train it in a world with the simulator's frame size "
-                "(the shipped city walk)"
-            )
-        evaluate_all(agent, sim, args)
+        # channels first, as SB3 trained the policy on frames (check_simulator_fits: the same)
+        evaluate_all(agent, VecTransposeImage(simulator_env(args, args.eval_episodes)), args)
+
+
+def task(args: argparse.Namespace) -> dict:
+    """What a run trains for; ``--resume`` must ask for the same (``task.json``)."""
+    keys = ("train_in", "pose", "target", "radius", "episode_steps")
+    return {k: getattr(args, k) for k in keys}
+
+
+def check_task(args: argparse.Namespace) -> None:
+    """Refuse to resume a run that trained for another task (runs before task.json: skipped)."""
+    path = args.out / "task.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != task(args):
+            raise SystemExit(f"--resume: {args.out} was trained for {saved}, not {task(args)}")
+
+
+def check_simulator_fits(args: argparse.Namespace) -> None:
+    """The world's and MiniWorld's observations must match (the world's frame size is the
+    simulator's 64 px for the shipped city walk, not for ``--model random-tiny``)."""
+    world, sim = make_env(args, 1), simulator_env(args, 1)
+    spaces = world.observation_space, sim.observation_space
+    world.close(), sim.close()
+    if spaces[0] != spaces[1]:
+        raise SystemExit(
+            f"--simulator / --train-in simulator: MiniWorld gives {spaces[1]}, the world "
+            f"{spaces[0]}: use a world with the simulator's frame size (the shipped city walk)"
+        )
 
 
 def simulator_env(args: argparse.Namespace, rows: int) -> DummyVecEnv:

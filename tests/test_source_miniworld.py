@@ -173,59 +173,37 @@ def test_bad_arguments_and_missing_simulator(monkeypatch):
         MiniWorldSource()
 
 
-def test_ppo_citywalk_scores_its_policy_in_miniworld_too(tmp_path):
-    pytest.importorskip("stable_baselines3")
-    import re
+def run_ppo_citywalk(*args):
     import subprocess
     from pathlib import Path
 
+    return subprocess.run(
+        [sys.executable, "agents/ppo_citywalk.py", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_ppo_citywalk_scores_its_policy_in_miniworld_too(tmp_path):
+    pytest.importorskip("stable_baselines3")
+    import re
+
     args = ["--steps", "16", "--envs", "2", "--rollout", "8", "--eval-episodes", "2"]
     args += ["--episode-steps", "2", "--pose", "--simulator", "--no-progress"]
-    control = subprocess.run(  # trained in MiniWorld, the control: runs and says it resumes there
-        [sys.executable, "agents/ppo_citywalk.py", *args, "--out", str(tmp_path / "sim")]
-        + ["--train-in", "simulator"],
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    sim_run = str(tmp_path / "sim")
+    control = run_ppo_citywalk(*args, "--out", sim_run, "--train-in", "simulator")
     assert control.returncode == 0, control.stderr[-2000:]
-    assert "trained 16 env steps" in control.stdout
-    refused = subprocess.run(
-        [sys.executable, "agents/ppo_citywalk.py", *args, "--out", str(tmp_path / "sim")]
-        + ["--resume", "--steps", "32"],
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert refused.returncode != 0 and "trained in the simulator" in refused.stderr
-    done = subprocess.run(
-        [sys.executable, "agents/ppo_citywalk.py", *args, "--out", str(tmp_path)],
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    assert "trained 16 env steps" in control.stdout  # the control, trained in MiniWorld
+    refused = run_ppo_citywalk(*args, "--out", sim_run, "--resume", "--steps", "32")
+    assert refused.returncode != 0 and "'train_in': 'simulator'" in refused.stderr
+    done = run_ppo_citywalk(*args, "--out", str(tmp_path / "world"))
     assert done.returncode == 0, done.stderr[-2000:]
     world, sim = done.stdout.split("the same in MiniWorld itself")
     names = ["PPO, sampled", "PPO, argmax", "random"]
     for text in (world, sim):
         assert re.findall(r"^  (.+?) +success", text, re.M) == names
-
-    tiny = subprocess.run(
-        [
-            sys.executable,
-            "agents/ppo_citywalk.py",
-            "--model",
-            "random-tiny",
-            *args,
-            "--out",
-            str(tmp_path / "tiny"),
-        ],
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    tiny = run_ppo_citywalk("--model", "random-tiny", *args, "--out", str(tmp_path / "tiny"))
     assert tiny.returncode != 0 and "the simulator's frame size" in tiny.stderr
+    assert "trained" not in tiny.stdout  # refused before any training

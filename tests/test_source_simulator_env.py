@@ -140,7 +140,7 @@ def test_bad_input_is_refused_and_changes_nothing():
     for seed, options, match in [
         (7, {"image": image}, "reset options give \\['image'\\].* draws its own scene"),
         (7, {"speed": -1.0}, "speed"),
-        (None, {"lane": 2}, "unknown reset options"),
+        (None, {"lane": 2}, "unknown reset options \\['lane'\\]; Simulator-Driving-v0 takes"),
     ]:
         with pytest.raises(ValueError, match=match):
             env.reset(seed=seed, options=options)
@@ -149,13 +149,20 @@ def test_bad_input_is_refused_and_changes_nothing():
     pictures = gym.make("Simulator-Driving-v0", start_fn=lambda rngs: {"image": image})
     with pytest.raises(ValueError, match="start_fn's options give"):
         pictures.reset(seed=0)
-    bad = gym.make("Simulator-Driving-v0", start_fn=lambda rngs: {"speed": "fast"})
+
+    def draws_then_fails(rngs):
+        rngs[0].uniform(size=100)  # draws from the generator it was given, then returns junk
+        return {"speed": "fast"}
+
+    env.unwrapped.start_fn = draws_then_fails
     with pytest.raises(ValueError, match="start_fn must return"):
-        bad.reset(seed=0)
+        env.reset()
+    assert env.unwrapped.np_random.bit_generator.state == rng_state  # it drew from a copy
+    env.unwrapped.start_fn = None
     with pytest.raises(ValueError, match="latent"):
         gym.make("Simulator-Driving-v0", obs_mode="latent")
     with pytest.raises(ValueError, match="world must be one of"):
-        gym.make("Simulator-Driving-v0", world="robot")
+        gym.make("Simulator-Driving-v0", world="boat")
     with pytest.raises(RuntimeError, match="reset"):
         gym.make("Simulator-Driving-v0").unwrapped.step(np.zeros(2, np.float32))
     env.close()

@@ -164,6 +164,11 @@ class RobosuiteSource:
 
         Returns the frame after it and no pose, as :meth:`start`.
         """
+        if self._proc is None or self._proc.poll() is not None:  # a new worker has no episode
+            raise RuntimeError(
+                "no robosuite episode is running (worker not started or gone): "
+                "call start(seed) first"
+            )
         osc = model_to_osc(np.asarray(vector, np.float32)[None])
         return self._request({"cmd": "act", "osc": osc.tolist()})["frames"][0], None
 

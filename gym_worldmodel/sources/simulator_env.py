@@ -86,13 +86,15 @@ class SimulatorEnv(gym.Env):
         the simulator draws its own scene.
 
     Arguments:
-        world: ``"driving"`` or ``"citywalk"``.
+        world: ``"driving"``, ``"citywalk"`` or ``"robot"``.
         action_mode, obs_mode, max_episode_steps, render_mode, reward_fn, termination_fn,
             start_fn: As :class:`gym_worldmodel.envs.WorldModelVectorEnv`.
         env_name: The simulator's env id, for the robot a robosuite task (``Stack``, ...); None:
             the one the world was trained on.
-        crash_ends: Driving only (the city walk has nothing to crash into): end the episode
-            when the car crashes; False drives on (highway-env brakes a crashed car).
+        crash_ends: Driving only (ignored elsewhere: nothing to crash): end the episode when
+            the car crashes; False drives on (highway-env brakes a crashed car).
+
+    Hooks get their tensors on the CPU (the world env gives them on its device).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 5}
@@ -128,7 +130,7 @@ class SimulatorEnv(gym.Env):
         self.max_episode_steps = None if max_episode_steps in (None, -1) else max_episode_steps
         self.render_mode, self.crash_ends = render_mode, crash_ends
         self.reward_fn, self.termination_fn, self.start_fn = reward_fn, termination_fn, start_fn
-        self._env_name, self._source = env_name, None  # made on the first reset (see source)
+        self._env_name, self._source = env_name, None  # made on first use (see source)
         self._check_installed()
         self.metadata = {
             **self.metadata,
@@ -179,7 +181,7 @@ class SimulatorEnv(gym.Env):
         if self.world.name == "robot":
             from gym_worldmodel.sources.robosuite_source import RobosuiteSource
 
-            return RobosuiteSource(size=size, **({} if not kwargs else {"task": self._env_name}))
+            return RobosuiteSource(size=size, task=self._env_name or "Lift")
         from gym_worldmodel.sources.miniworld import MiniWorldSource
 
         head = self.head
@@ -201,9 +203,8 @@ class SimulatorEnv(gym.Env):
         else:
             rng, rng_seed = rng_from_state(self.np_random.bit_generator.state), self.np_random_seed
         if self.start_fn is not None:
-            own = _StartFnOptions(self.start_fn)
-            frames, start = initial_conditions(own, [rng], self._start_options, frames, start)
-            _refuse_pictures(own.returned, "start_fn's options")
+            parse = self._start_fn_options
+            frames, start = initial_conditions(self.start_fn, [rng], parse, frames, start)
         sim_seed = int(rng.integers(2**31 - 1))
         if self.world.name == "driving":
             speed, heading = (float(start[c][0]) if c in start else None for c in (3, 2))
@@ -253,9 +254,29 @@ class SimulatorEnv(gym.Env):
             self._source, self._frames = None, None
 
     def _start_options(self, options: dict, n: int):
-        """Reset options as the world env reads them: ``(start chunks or None, pose columns)``."""
+        """Reset options as the world env reads them: ``(start chunks or None, pose columns)``.
+
+        A start picture is refused (the simulator draws its own scene), and so is any option
+        the world env would not take either.
+        """
+        known = {"speed", "heading"} if self.world.pose == "driving" else set()
+        unknown = sorted(set(options) - known - {"image", "frames"})
+        if unknown:
+            raise ValueError(
+                f"unknown reset options {unknown}; {self.spec_name} takes {sorted(known) or 'none'}"
+            )
         speed = getattr(self.head, "max_speed", None)
         return start_options(options, n, self.config, self.world.pose, speed)
+
+    def _start_fn_options(self, options: dict, n: int):
+        """``start_fn``'s return, read as reset options are (a start picture named as its)."""
+        _refuse_pictures(options, "start_fn's options")
+        return self._start_options(options, n)
+
+    @property
+    def spec_name(self) -> str:
+        """The env's registered id (or its class, made directly)."""
+        return self.spec.id if self.spec is not None else f"SimulatorEnv({self.world.name!r})"
 
     def _relative(self, pose: np.ndarray | None) -> np.ndarray | None:
         """An absolute simulator pose in the env's frame: the start at the origin, its yaw 0."""
@@ -297,18 +318,6 @@ class SimulatorEnv(gym.Env):
         elif self.world.name == "citywalk":
             info["blocked"] = self._blocked
         return info
-
-
-class _StartFnOptions:
-    """``start_fn``, keeping what it returned (to refuse a start picture by its source)."""
-
-    def __init__(self, start_fn: hook_lib.StartHook) -> None:
-        self.start_fn = start_fn
-        self.returned: Any = {}
-
-    def __call__(self, rngs: list[np.random.Generator]) -> Any:
-        self.returned = self.start_fn(rngs)
-        return self.returned
 
 
 def _refuse_pictures(options: Any, where: str) -> None:
