@@ -530,6 +530,8 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
         cli.rollout_main(["--image", str(tmp_path / "drive.csv")])
     with pytest.raises(SystemExit, match="--device takes a torch device"):
         cli.rollout_main(["--device", "gpu"])
+    with pytest.raises(SystemExit, match="simulator's first frame: drop --image"):
+        cli.rollout_main(["--simulator", "--image", str(tmp_path / "drive.csv")])
     # a broken checkpoint is named as the model, not blamed on a start image
     from gym_worldmodel.hub import save_pretrained
     from gym_worldmodel.models import WorldModel, WorldModelConfig

@@ -161,3 +161,27 @@ def test_ppo_agent_trains_in_either_and_is_scored_in_both(tmp_path, train_in):
     # too): the car does not steer back, so it keeps its start heading, off the road's direction
     heading = {name: float(h) for name, h, *_ in lines}["zero controls"]
     assert 0.0 < heading <= 5.0
+
+
+def test_rollout_plays_the_same_actions_in_highway_env_beside_the_world(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("moviepy")
+    args = ["rollout", "--world", "driving", "--steps", "4", "--simulator"]
+    args += ["--video", str(tmp_path / "both.mp4"), "--frames", str(tmp_path / "world.npy")]
+    done = subprocess.run(
+        [sys.executable, "-m", "gym_worldmodel.cli", *args],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("PSNR of the world"))
+    assert "step 1 " in line and "step 4 " in line and "(copy " in line
+    assert np.load(tmp_path / "world.npy").shape == (13, 64, 64, 3)  # the world's own frames
+    from moviepy import VideoFileClip
+
+    assert VideoFileClip(str(tmp_path / "both.mp4")).size == [128, 64]  # world | simulator

@@ -13,7 +13,7 @@ from gym_worldmodel.cli.argtypes import (
     non_negative_int,
     positive_int,
 )
-from gym_worldmodel.cli.worlds import WORLD_IDS
+from gym_worldmodel.cli.worlds import SIMULATOR_WORLD_IDS, WORLD_IDS
 
 
 def _load_array_file(path: Path, flag: str) -> Any:
@@ -136,6 +136,14 @@ def rollout_main(argv: Sequence[str]) -> None:
         help="play these actions, one row per step: .npy/.csv in the world's action space "
         "(see envs/<id>.md), or .npz with the RT-1 keys for the robot",
     )
+    parser.add_argument(
+        "--simulator",
+        action="store_true",
+        help="also play the same actions in the simulator the world was trained on "
+        "(Simulator-<World>-v0; the simulators extra, robosuite's venv for the robot): the world "
+        "starts from the simulator's first frame, the video shows both side by side (world "
+        "left), and the closeness of the world's frames to the simulator's is printed",
+    )
     parser.add_argument("--video", type=Path, default=Path("rollout.mp4"))
     parser.add_argument(
         "--frames", type=Path, help="also save the frames, uint8 (T, H, W, 3), to this .npy"
@@ -163,6 +171,10 @@ def rollout_main(argv: Sequence[str]) -> None:
     from gym_worldmodel.envs.actions import ActionError
     from gym_worldmodel.files import atomic_write
 
+    if args.simulator and args.image:
+        raise SystemExit(
+            "--simulator starts the world from the simulator's first frame: drop --image"
+        )
     reset_options = read_start_image(args.image) if args.image else None
     actions = read_actions(args.actions) if args.actions is not None else None
     if actions is None:
@@ -195,6 +207,10 @@ def rollout_main(argv: Sequence[str]) -> None:
                 f"terminate_episode), got {sorted(actions)}"
             )
         actions.setdefault("terminate_episode", np.ones(steps, np.int64))
+    sim = _simulator(args.world, kwargs.get("action_mode")) if args.simulator else None
+    if sim is not None:
+        sim_frames = [sim.reset(seed=args.seed)[0][-1]]
+        reset_options = {"image": sim_frames[0]}  # driving: both start at 25 m/s, along the road
     env = gym.make(WORLD_IDS[args.world], obs_mode="chunk", max_episode_steps=-1, **kwargs)
     env.action_space.seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -205,7 +221,7 @@ def rollout_main(argv: Sequence[str]) -> None:
             raise
         raise SystemExit(f"--image {args.image}: {err}") from err
     frames, action, hold = [obs[-1]], None, 0
-    start = time.perf_counter()
+    elapsed = 0.0  # the world's steps only (not the simulator's)
     for i in range(steps):
         if isinstance(actions, dict):
             action = {k: v[i] for k, v in actions.items()}
@@ -215,15 +231,18 @@ def rollout_main(argv: Sequence[str]) -> None:
             action, hold = env.action_space.sample(), int(rng.integers(2, 7))
         hold -= 1
         try:
+            start = time.perf_counter()
             obs, _, terminated, *_ = env.step(action)
+            elapsed += time.perf_counter() - start
         except ActionError as err:
             raise SystemExit(
                 f"--actions {args.actions}: row {i}: {err} (nothing was written)"
             ) from err
         frames.extend(obs)
+        if sim is not None:
+            sim_frames.extend(sim.step(action)[0])
         if terminated:  # the robot's terminate_episode = 0 ends the episode after this step
             break
-    elapsed = time.perf_counter() - start
     fps = env.unwrapped.metadata["world_fps"]
     dtype = str(env.unwrapped.dtype).removeprefix("torch.")
     nfe = env.unwrapped.vector.config.sampler.nfe
@@ -233,6 +252,11 @@ def rollout_main(argv: Sequence[str]) -> None:
     frames = np.stack(frames)
     if args.frames:  # first: the arrays are kept even where the video cannot be written
         atomic_write(args.frames, lambda f: np.save(f, frames))
+    if sim is not None:
+        sim.close()
+        sim_frames = np.stack(sim_frames)
+        print(_closeness(frames, sim_frames, len(obs)))
+        frames = np.concatenate([frames, sim_frames], axis=2)  # world left, simulator right
     write_video(args.video, frames, fps)
     print(
         f"{args.world}: {i + 1} steps, {len(frames) - 1} frames after the start frame in "
@@ -240,3 +264,32 @@ def rollout_main(argv: Sequence[str]) -> None:
         f"({(len(frames) - 1) / elapsed:.1f} frames/s, {dtype}, nfe {nfe}); wrote {args.video} "
         f"at {fps} fps" + (f" and {args.frames}" if args.frames else "")
     )
+
+
+def _simulator(world: str, action_mode: str | None) -> Any:
+    """The world's simulator env for ``--simulator``, as the world env takes the actions."""
+    import gymnasium as gym
+
+    kwargs = {"obs_mode": "chunk", "max_episode_steps": -1, "crash_ends": False}
+    if action_mode is not None:
+        kwargs["action_mode"] = action_mode
+    try:
+        return gym.make(SIMULATOR_WORLD_IDS[world], **kwargs)
+    except ImportError as err:
+        raise SystemExit(f"--simulator: {err}") from err
+
+
+def _closeness(world: Any, sim: Any, per_step: int) -> str:
+    """One line: PSNR of the world's frames against the simulator's at a few steps.
+
+    Next to each, copying the start frame; both pooled over the step's frames.
+    """
+    from gym_worldmodel.evaluation import pooled_psnr
+
+    steps = (len(sim) - 1) // per_step
+    parts = []
+    for h in (h for h in (1, 4, 16, 64, 256) if h <= steps):
+        sl = slice(1 + (h - 1) * per_step, 1 + h * per_step)
+        copy = pooled_psnr(sim[:1].repeat(per_step, 0), sim[sl])
+        parts.append(f"step {h} {pooled_psnr(world[sl], sim[sl]):.2f} (copy {copy:.2f})")
+    return "PSNR of the world against the simulator, dB: " + ", ".join(parts)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gym_worldmodel.envs.registration import IDS
+from gym_worldmodel.envs.registration import IDS, SIMULATOR_IDS
 
 SHIPPED = "shipped"  # --model: each world's embedded checkpoint (envs/worlds.py)
 WORLD_IDS = {world: env_id for env_id, (world, _) in IDS.items()}  # world -> its env id
+#: world -> the id of the simulator it was trained on (``rollout --simulator``)
+SIMULATOR_WORLD_IDS = {world: env_id for env_id, (world, _) in SIMULATOR_IDS.items()}
 
 
 def per_world(
