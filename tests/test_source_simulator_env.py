@@ -6,6 +6,7 @@ import math
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import gym_worldmodel  # noqa: F401  (registers the ids)
@@ -235,3 +236,77 @@ def test_async_vectorisation_forks_working_miniworld_workers():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "(2, 64, 64, 3) True"
+
+
+class FakeSource:
+    """A simulator stand-in with the sources' stepping contract: the camera walks 0.2 m a frame
+    along its yaw for a W key and turns 6 degrees for a yaw key, from a start pose that is not
+    the origin; frames show the step count."""
+
+    def __init__(self, start_pose):
+        self.start_pose, self.pose, self.blocked = np.asarray(start_pose, float), None, False
+        self.frames = 0
+
+    def _frame(self):
+        return np.full((64, 64, 3), self.frames % 256, np.uint8)
+
+    def start(self, seed):
+        self.pose, self.frames = self.start_pose.copy(), 0
+        return self._frame(), self.pose.copy()
+
+    def act(self, vector):
+        yaw = math.radians(self.pose[2])
+        if vector[1] > 0:  # W
+            self.pose[:2] += 0.2 * np.array([math.cos(yaw), math.sin(yaw)])
+        self.pose[2] += 6.0 * vector[6] - 6.0 * vector[7]  # rotation keys left / right
+        self.frames += 1
+        return self._frame(), self.pose.copy()
+
+    def close(self):
+        pass
+
+
+def fake_env(monkeypatch, **kwargs):
+    """Simulator-CityWalk-v0's env over FakeSource (no simulator needed: runs in CI)."""
+    from gym_worldmodel.sources import simulator_env
+
+    monkeypatch.setattr(simulator_env.SimulatorEnv, "_check_installed", lambda self: None)
+    monkeypatch.setattr(
+        simulator_env.SimulatorEnv, "_make_source", lambda self: FakeSource([5.0, -3.0, 90.0, 0])
+    )
+    return gym.make("Simulator-CityWalk-v0", max_episode_steps=-1, **kwargs)
+
+
+def test_the_pose_is_relative_to_the_start_and_turned_into_its_view(monkeypatch):
+    env = fake_env(monkeypatch, obs_mode="rgb+pose")
+    obs, info = env.reset(seed=0)
+    np.testing.assert_array_equal(info["pose"], np.zeros(4))  # not (5, -3, 90, 0)
+    obs, *_, info = env.step([1, 0])  # W for 3 frames: straight ahead is +x from the start
+    np.testing.assert_allclose(info["pose"], [0.6, 0.0, 0.0, 0.0], atol=1e-12)
+    np.testing.assert_array_equal(obs["pose"], info["pose"].astype(np.float32))
+    assert obs["rgb"].max() == 3  # the step's last frame (3 simulator frames)
+    env.close()
+
+
+def test_hooks_get_the_world_envs_layout_and_a_refused_reset_changes_nothing(monkeypatch):
+    seen = []
+
+    def reward(prev_obs, action, obs, info):
+        seen.append((prev_obs, action, obs, info))
+        return -info["pose"][:, :2].norm(dim=-1)
+
+    env = fake_env(monkeypatch, obs_mode="chunk", reward_fn=reward)
+    env.reset(seed=3)
+    obs, r, *_ = env.step([1, 0])
+    prev_obs, action, new_obs, info = seen[0]
+    assert prev_obs.shape == new_obs.shape == (1, 64, 64, 3) and prev_obs.dtype == torch.uint8
+    assert action.shape == (1, 3, 12) and action.dtype == torch.float32
+    assert info["pose"].dtype == info["prev_pose"].dtype == torch.float64
+    assert info["step"].tolist() == [1] and info["effort"].shape == (1,)
+    assert r == pytest.approx(-0.6) and obs.shape == (3, 64, 64, 3)
+    state = env.unwrapped.np_random.bit_generator.state
+    with pytest.raises(ValueError, match="Simulator-CityWalk-v0 takes none"):
+        env.reset(seed=9, options={"speed": 3.0})
+    assert env.unwrapped.np_random.bit_generator.state == state
+    assert env.unwrapped._steps == 1  # the episode goes on
+    env.close()
