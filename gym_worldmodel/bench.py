@@ -400,6 +400,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--nfe", type=denoiser_passes, help="denoiser passes per step (default: the checkpoint's)"
     )
     env.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
+    env.add_argument(
+        "--simulator",
+        action="store_true",
+        help="also time the simulator the world was trained on behind the same interface "
+        "(Simulator-<World>-v0: one, and one per core in processes)",
+    )
     env.add_argument("--json", type=Path, help="also write the figures to this file")
     mem = sub.add_parser("memory", help="step cost with spatial memory on vs off, and flatness")
     mem.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="vector env rows")
@@ -446,13 +452,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         results = flow_benchmark(args.batch, args.repeats, args.dtype, args.width)
     elif args.what == "env":
-        from gym_worldmodel.bench_env import env_benchmark
+        from gym_worldmodel.bench_env import env_benchmark, simulator_benchmark
 
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         if tiny and args.model:
             parser.error("bench env: --tiny and --model name two models; give one")
         model = "random-tiny" if tiny else args.model
         results = env_benchmark(model, args.world, args.sizes, args.repeats, args.dtype, args.nfe)
+        if args.simulator:
+            results["simulator"] = simulator_benchmark(args.world, args.repeats)
     else:
         results = engine_benchmark(config, args.dtype, args.batch, args.long_steps, args.repeats)
     if args.json:

@@ -63,6 +63,52 @@ def env_benchmark(
     return results
 
 
+def simulator_benchmark(world: str, repeats: int) -> dict[str, Any]:
+    """Env-steps/s of the world's simulator behind its interface (``Simulator-*`` ids).
+
+    One env, and one per CPU core stepping in processes (``AsyncVectorEnv``). Medians after 2
+    warm-up steps; nothing is measured where the simulator is not installed (a line says why).
+    """
+    import os
+
+    import gymnasium as gym
+
+    from gym_worldmodel.envs.registration import SIMULATOR_IDS
+
+    env_id = next(i for i, (w, _) in SIMULATOR_IDS.items() if w == world)
+    procs, out = os.cpu_count() or 1, {}
+    try:
+        single = gym.make(env_id, max_episode_steps=-1)
+    except ImportError as err:
+        print(f"  simulator: not measured ({err})")
+        return out
+    envs = {
+        "single": (single, 1),
+        f"async_{procs}": (
+            gym.make_vec(env_id, procs, vectorization_mode="async", max_episode_steps=-1),
+            procs,
+        ),
+    }
+    frames = single.unwrapped.frames_per_step
+    for name, (env, rows) in envs.items():
+        env.reset(seed=0)
+        env.action_space.seed(0)
+        action = env.action_space.sample()
+        for _ in range(2):
+            env.step(action)
+        seconds = float(
+            np.median([_timed(lambda e=env, a=action: e.step(a)) for _ in range(repeats)])
+        )
+        out[name] = {"steps_per_s": rows / seconds, "frames_per_s": rows * frames / seconds}
+        rate = out[name]
+        print(
+            f"  {env_id} {'x' + str(rows) if rows > 1 else 'single':<7} "
+            f"{rate['steps_per_s']:7.2f} env-steps/s  {rate['frames_per_s']:7.1f} frames/s"
+        )
+        env.close()
+    return out
+
+
 def _measure(env_step, engine, repeats: int, rows: int, frames: int) -> dict[str, float]:
     """Median env step time and the engine's share of each same call (two warm-up steps).
 

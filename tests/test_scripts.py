@@ -113,6 +113,22 @@ def test_env_benchmark_smoke():
     assert "nfe 1," in text  # the tiny model's own is 2
 
 
+def test_simulator_benchmark_times_the_simulator_or_says_why_not(monkeypatch, capsys):
+    import importlib.util
+
+    from gym_worldmodel.bench_env import simulator_benchmark
+
+    if importlib.util.find_spec("highway_env") is not None:
+        out = simulator_benchmark("driving", repeats=2)
+        assert set(out) == {"single", f"async_{os.cpu_count()}"}
+        for row in out.values():
+            assert row["steps_per_s"] > 0
+            assert row["frames_per_s"] == pytest.approx(3 * row["steps_per_s"])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    assert simulator_benchmark("driving", repeats=2) == {}
+    assert "simulator: not measured" in capsys.readouterr().out
+
+
 def test_vae_benchmark_smoke():
     text = run(
         "-m", "gym_worldmodel.bench", "vae", "--tiny", "--frames", "3", "17", "--repeats", "1"
