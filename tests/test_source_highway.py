@@ -185,3 +185,7 @@ def test_rollout_plays_the_same_actions_in_highway_env_beside_the_world(tmp_path
     from moviepy import VideoFileClip
 
     assert VideoFileClip(str(tmp_path / "both.mp4")).size == [128, 64]  # world | simulator
+    from gym_worldmodel import cli
+
+    with pytest.raises(SystemExit, match="compare a world of the simulator's frame size"):
+        cli.rollout_main(["--world", "driving", "--model", "random-tiny", "--simulator"])

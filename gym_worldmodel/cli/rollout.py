@@ -212,6 +212,13 @@ def rollout_main(argv: Sequence[str]) -> None:
         sim_frames = [sim.reset(seed=args.seed)[0][-1]]
         reset_options = {"image": sim_frames[0]}  # driving: both start at 25 m/s, along the road
     env = gym.make(WORLD_IDS[args.world], obs_mode="chunk", max_episode_steps=-1, **kwargs)
+    if sim is not None and sim.observation_space != env.observation_space:
+        sim.close()
+        raise SystemExit(
+            f"--simulator: the simulator's frames are {sim.observation_space.shape}, this "
+            f"model's {env.observation_space.shape}: compare a world of the simulator's frame "
+            "size (the shipped ones)"
+        )
     env.action_space.seed(args.seed)
     rng = np.random.default_rng(args.seed)
     try:
