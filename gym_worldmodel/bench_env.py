@@ -73,10 +73,9 @@ def simulator_benchmark(world: str, repeats: int) -> dict[str, Any]:
 
     import gymnasium as gym
 
-    from gym_worldmodel.envs.registration import SIMULATOR_IDS
+    from gym_worldmodel.envs.registration import SIMULATOR_WORLD_IDS
 
-    env_id = next(i for i, (w, _) in SIMULATOR_IDS.items() if w == world)
-    procs, out = os.cpu_count() or 1, {}
+    env_id, procs, out = SIMULATOR_WORLD_IDS[world], os.cpu_count() or 1, {}
     try:
         single = gym.make(env_id, max_episode_steps=-1)
     except ImportError as err:

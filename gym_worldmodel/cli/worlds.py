@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gym_worldmodel.envs.registration import IDS, SIMULATOR_IDS
+from gym_worldmodel.envs.registration import IDS, SIMULATOR_WORLD_IDS  # noqa: F401 (re-export)
 
 SHIPPED = "shipped"  # --model: each world's embedded checkpoint (envs/worlds.py)
 WORLD_IDS = {world: env_id for env_id, (world, _) in IDS.items()}  # world -> its env id
-#: world -> the id of the simulator it was trained on (``rollout --simulator``)
-SIMULATOR_WORLD_IDS = {world: env_id for env_id, (world, _) in SIMULATOR_IDS.items()}
 
 
 def per_world(

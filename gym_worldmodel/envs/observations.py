@@ -60,6 +60,22 @@ def pose_space(pose_kind: str, max_speed: float | None = None) -> spaces.Box:
     return spaces.Box(np.array(low, np.float32), np.array(high, np.float32), (4,), np.float32)
 
 
+def observation_space(
+    frames: str, with_pose: bool, config: Any, pose_kind: str | None, max_speed: float | None
+) -> spaces.Space:
+    """One row's observation space: the frames, or a ``Dict`` of them and the pose."""
+    frame_space = frames_space(frames, config)
+    if not with_pose:
+        return frame_space
+    return spaces.Dict({frames: frame_space, "pose": pose_space(pose_kind, max_speed)})
+
+
+def with_pose(space: spaces.Space, frames_name: str, frames: Any, pose: Any) -> Any:
+    """The observation ``{frames_name: frames, "pose": pose}`` in ``space``'s key order."""
+    parts = {frames_name: frames, "pose": pose}
+    return {k: parts[k] for k in space.spaces}
+
+
 def take(obs: Any, rows: Any) -> Any:
     """Rows ``rows`` (an index, slice or index array) of batched observations."""
     if isinstance(obs, dict):

@@ -17,6 +17,8 @@ SIMULATOR_IDS = {
     "Simulator-Robot-v0": ("robot", 100),
     "Simulator-Driving-v0": ("driving", 200),
 }
+#: world -> the id of the simulator it was trained on
+SIMULATOR_WORLD_IDS = {world: env_id for env_id, (world, _) in SIMULATOR_IDS.items()}
 
 
 def register_envs() -> None:

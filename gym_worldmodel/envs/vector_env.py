@@ -463,11 +463,10 @@ class WorldModelVectorEnv(VectorEnv):
     # --- internals -------------------------------------------------------------------------------
 
     def _obs_space(self) -> spaces.Space:
-        frames = obs_lib.frames_space(self._frames_mode, self.config)
-        if not self._pose_obs:
-            return frames
-        pose = obs_lib.pose_space(self.world.pose, getattr(self.head, "max_speed", None))
-        return spaces.Dict({self._frames_mode: frames, "pose": pose})
+        max_speed = getattr(self.head, "max_speed", None)
+        return obs_lib.observation_space(
+            self._frames_mode, self._pose_obs, self.config, self.world.pose, max_speed
+        )
 
     def _build_engine(self) -> None:
         if self._engine is None:
@@ -611,8 +610,7 @@ class WorldModelVectorEnv(VectorEnv):
         pose = self._pose.astype(np.float32)
         if self.output == "torch":
             pose = self._on_device(pose)
-        parts = {self._frames_mode: obs, "pose": pose}
-        return {k: parts[k] for k in self.single_observation_space.spaces}  # the space's order
+        return obs_lib.with_pose(self.single_observation_space, self._frames_mode, obs, pose)
 
     def _infos(self) -> dict[str, Any]:
         ones = np.ones(self.num_envs, bool)

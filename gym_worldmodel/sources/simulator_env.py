@@ -137,13 +137,12 @@ class SimulatorEnv(gym.Env):
             "render_fps": self.config.fps / self.frames_per_step,
             "world_fps": self.config.fps,
         }
-        frames = obs_lib.frames_space(self.frames_mode, self.config)
-        if self.pose_obs:
-            pose = obs_lib.pose_space(self.world.pose, getattr(self.head, "max_speed", None))
-            self.observation_space = gym.spaces.Dict({self.frames_mode: frames, "pose": pose})
-        else:
-            self.observation_space = frames
+        max_speed = getattr(self.head, "max_speed", None)  # driving: the world's speed range
+        self.observation_space = obs_lib.observation_space(
+            self.frames_mode, self.pose_obs, self.config, self.world.pose, max_speed
+        )
         self.action_space = self.head.space
+        self._act_kwargs = {} if max_speed is None else {"max_speed": max_speed}
         self._frames: np.ndarray | None = None  # (F, H, W, 3) the last step's frames
         self._origin = self._pose = None  # the start's absolute pose; the relative pose (4,)
         self._steps, self._blocked, self._done = 0, False, False
@@ -227,9 +226,8 @@ class SimulatorEnv(gym.Env):
         vec = self.head.encode(batch_one(action), 1, self.frames_per_step)  # (1, F, w), checked
         prev_frame, prev_pose = self._frames[-1], self._pose
         frames, pose, self._blocked = [], None, False
-        max_speed = getattr(self.head, "max_speed", None)  # driving: the world's speed range
         for k in range(self.frames_per_step):
-            frame, pose = self.source.act(vec[0, k], *(() if max_speed is None else (max_speed,)))
+            frame, pose = self.source.act(vec[0, k], **self._act_kwargs)
             frames.append(frame)
             self._blocked |= bool(getattr(self.source, "blocked", False))
         self._frames, self._pose = np.stack(frames), self._relative(pose)
@@ -306,8 +304,8 @@ class SimulatorEnv(gym.Env):
         frames = frames.copy()
         if not self.pose_obs:
             return frames
-        parts = {self.frames_mode: frames, "pose": self._pose.astype(np.float32)}
-        return {k: parts[k] for k in self.observation_space.spaces}
+        pose = self._pose.astype(np.float32)
+        return obs_lib.with_pose(self.observation_space, self.frames_mode, frames, pose)
 
     def _info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"step": self._steps}
