@@ -266,13 +266,23 @@ class FakeSource:
         pass
 
 
-def fake_env(monkeypatch, **kwargs):
-    """Simulator-CityWalk-v0's env over FakeSource (no simulator needed: runs in CI)."""
+class SavableFakeSource(FakeSource):
+    """FakeSource with the city walk's and driving's state contract."""
+
+    def get_state(self):
+        return {"pose": self.pose.copy(), "frames": self.frames}
+
+    def set_state(self, state):
+        self.pose, self.frames = state["pose"].copy(), state["frames"]
+
+
+def fake_env(monkeypatch, source=SavableFakeSource, **kwargs):
+    """Simulator-CityWalk-v0's env over a fake source (no simulator needed: runs in CI)."""
     from gym_worldmodel.sources import simulator_env
 
     monkeypatch.setattr(simulator_env.SimulatorEnv, "_check_installed", lambda self: None)
     monkeypatch.setattr(
-        simulator_env.SimulatorEnv, "_make_source", lambda self: FakeSource([5.0, -3.0, 90.0, 0])
+        simulator_env.SimulatorEnv, "_make_source", lambda self: source([5.0, -3.0, 90.0, 0])
     )
     return gym.make("Simulator-CityWalk-v0", max_episode_steps=-1, **kwargs)
 
@@ -310,3 +320,80 @@ def test_hooks_get_the_world_envs_layout_and_a_refused_reset_changes_nothing(mon
     assert env.unwrapped.np_random.bit_generator.state == state
     assert env.unwrapped._steps == 1  # the episode goes on
     env.close()
+
+
+def replay(env, actions):
+    """Frames, rewards, poses and flags of ``actions`` played from the env's current state."""
+    out = []
+    for action in actions:
+        obs, r, terminated, truncated, info = env.step(action)
+        out.append((obs.copy(), r, terminated, truncated, info["pose"].copy()))
+    return out
+
+
+def assert_same(a, b):
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x[0], y[0])
+        assert x[1:4] == y[1:4]
+        np.testing.assert_array_equal(x[4], y[4])
+
+
+def test_state_restores_the_episode_and_a_bad_state_changes_nothing(monkeypatch):
+    env = fake_env(monkeypatch, reward_fn=lambda p, a, o, info: info["step"].double())
+    env.reset(seed=0)
+    env.step([1, 1])
+    state = env.unwrapped.get_state()
+    actions = [[1, 0], [0, 2], [1, 1]]
+    first = replay(env, actions)
+    for _ in range(2):  # the state stays reusable
+        env.unwrapped.set_state(state)
+        assert_same(replay(env, actions), first)
+    before = env.unwrapped.get_state()
+    for bad, match in [
+        ({**state, "world": "driving"}, "'driving' world, not 'citywalk'"),
+        ({"frames": 1}, "what Simulator-CityWalk-v0.get_state"),
+        ([1, 2], "got list"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            env.unwrapped.set_state(bad)
+    after = env.unwrapped.get_state()
+    np.testing.assert_array_equal(after["frames"], before["frames"])
+    assert after["steps"] == before["steps"] == 4
+    env.close()
+
+
+def test_a_simulator_without_state_says_so(monkeypatch):
+    env = fake_env(monkeypatch, source=FakeSource)  # as robosuite's, in its own process
+    env.reset(seed=0)
+    with pytest.raises(NotImplementedError, match="offers no state"):
+        env.unwrapped.get_state()
+    state = fake_env(monkeypatch).unwrapped
+    state.reset(seed=0)
+    with pytest.raises(NotImplementedError, match="offers no state"):
+        env.unwrapped.set_state(state.get_state())
+    env.close()
+
+
+@pytest.mark.parametrize(
+    "sim_id, actions",
+    [
+        pytest.param(
+            "Simulator-Driving-v0", [[0.3, 0.5], [-0.2, 0.0], [0.0, -1.0]] * 2, marks=needs_highway
+        ),
+        pytest.param("Simulator-CityWalk-v0", [[1, 1], [1, 0], [3, 2]] * 2, marks=needs_miniworld),
+    ],
+)
+def test_a_simulators_state_replays_bit_identically_here_and_in_another_env(sim_id, actions):
+    env = gym.make(sim_id, obs_mode="rgb+pose")
+    env.reset(seed=4)
+    replay(env, actions[:2])
+    state = env.unwrapped.get_state()
+    first = [(o["rgb"], *rest) for o, *rest in replay(env, actions)]
+    env.unwrapped.set_state(state)
+    again = [(o["rgb"], *rest) for o, *rest in replay(env, actions)]
+    assert_same(again, first)
+    other = gym.make(sim_id, obs_mode="rgb+pose")  # never reset; loads another env's state
+    other.reset(seed=11)
+    other.unwrapped.set_state(state)
+    assert_same([(o["rgb"], *rest) for o, *rest in replay(other, actions)], first)
+    env.close(), other.close()

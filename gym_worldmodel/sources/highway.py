@@ -37,6 +37,7 @@ Behaviour policies (all randomness from ``np.random.default_rng([seed, attempt])
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable
@@ -191,6 +192,11 @@ def _make_policy(name: str, rng: np.random.Generator) -> Callable[[Any], np.ndar
     return _RandomPolicy(rng) if name == "random" else _LaneKeepPolicy(rng)
 
 
+#: What changes while highway-env runs: its state (the rest is its configuration and viewer).
+#: One deep copy keeps the vehicles on the road and the controlled ones the same objects.
+_DYNAMIC = ("road", "controlled_vehicles", "time", "steps", "done", "np_random")
+
+
 class HighwaySource:
     """Episodes of a highway-env env driven by DrivingHead actions under a behaviour policy.
 
@@ -328,6 +334,28 @@ class HighwaySource:
         if max_speed is not None:
             vehicle.speed = float(np.clip(vehicle.speed, 0.0, max_speed))
         return self._env.render(), self._pose(self._env.unwrapped)
+
+    def get_state(self) -> dict[str, Any]:
+        """The simulator's state for :meth:`set_state`.
+
+        A copy of the road, every vehicle on it (the ego car's crash flag included), the clock
+        and the generator.
+        """
+        if self._env is None:
+            raise RuntimeError("call start(seed) before get_state()")
+        world = self._env.unwrapped
+        return copy.deepcopy({k: getattr(world, k) for k in _DYNAMIC})
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Put the road back as :meth:`get_state` found it (a copy: the state stays reusable)."""
+        missing = sorted(set(_DYNAMIC) - set(state))
+        if missing:
+            raise ValueError(f"not a HighwaySource state: {missing} missing")
+        if self._env is None:
+            self.start(0)  # an env to load it into (its road is replaced)
+        world = self._env.unwrapped
+        for key, value in copy.deepcopy({k: state[k] for k in _DYNAMIC}).items():
+            setattr(world, key, value)
 
     @property
     def crashed(self) -> bool:

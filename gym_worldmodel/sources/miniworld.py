@@ -268,6 +268,7 @@ class MiniWorldSource:
         self._vectors = head.encode(keys, len(keys), 1)[:, 0]
         self._env: Any = None
         self._pose = np.zeros(4)
+        self._seed: int | None = None  # the last start's: the map (and its entities) it drew
         self.blocked = False
 
     def _unwrapped(self) -> Any:
@@ -320,6 +321,7 @@ class MiniWorldSource:
         """
         env = self._unwrapped()
         env.reset(seed=int(seed))
+        self._seed = int(seed)
         world = env.unwrapped
         agent = world.agent
         yaw = (math.degrees(agent.dir) + 180.0) % 360.0 - 180.0
@@ -353,6 +355,31 @@ class MiniWorldSource:
         agent.dir, agent.cam_pitch = math.radians(new[2]), float(new[3])
         self._pose = new
         return world.render_obs(), new.copy()
+
+    def get_state(self) -> dict[str, Any]:
+        """The simulator's state for :meth:`set_state`: the start's seed, the pose, ``blocked``.
+
+        The map is what the seed drew at :meth:`start` and the camera moves only by :meth:`act`
+        (nothing else in the map moves), so the seed and pose say everything.
+        """
+        if self._env is None or self._seed is None:
+            raise RuntimeError("call start(seed) before get_state()")
+        return {"seed": self._seed, "pose": self._pose.copy(), "blocked": self.blocked}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Put the camera back where :meth:`get_state` found it.
+
+        Starts that seed's map again first if another one is loaded.
+        """
+        pose = np.asarray(state["pose"], np.float64)
+        if pose.shape != (4,) or not np.isfinite(pose).all():
+            raise ValueError(f"state['pose'] must be 4 finite numbers, got {state['pose']!r}")
+        if self._env is None or self._seed != int(state["seed"]):
+            self.start(int(state["seed"]))
+        agent = self._env.unwrapped.agent
+        agent.pos = np.array([pose[0], agent.pos[1], -pose[1]])
+        agent.dir, agent.cam_pitch = math.radians(pose[2]), float(pose[3])
+        self._pose, self.blocked = pose.copy(), bool(state["blocked"])
 
     def _free_steps(self, yaw_deg: float, n: int) -> int:
         """How many of ``n`` forward steps along ``yaw_deg`` from the pose are collision-free."""

@@ -14,6 +14,7 @@ env: ``gym.make_vec(id, n, vectorization_mode="async")`` runs ``n`` of them in p
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 from typing import Any
@@ -40,6 +41,17 @@ SIMULATORS = {
     "driving": ("highway-env", "highway_env"),
     "citywalk": ("miniworld", "miniworld"),
     "robot": ("robosuite", None),
+}
+
+
+#: The env's own part of an episode's state (beside the simulator's): state key -> attribute.
+_EPISODE = {
+    "origin": "_origin",
+    "frames": "_frames",
+    "pose": "_pose",
+    "steps": "_steps",
+    "blocked": "_blocked",
+    "done": "_done",
 }
 
 
@@ -250,6 +262,47 @@ class SimulatorEnv(gym.Env):
         if self._source is not None:
             self._source.close()
             self._source, self._frames = None, None
+
+    # --- state for planners ----------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """A copy of the episode's state, the simulator's included, for :meth:`set_state`.
+
+        Planning with the simulator itself, as with the world env's ``get_state``/``set_state``:
+        take the state, try a plan, set it back, try the next. The city walk and driving; the
+        robot's simulator runs in another process and offers no state (a ``NotImplementedError``).
+        """
+        if self._frames is None:
+            raise RuntimeError("call reset() before get_state()")
+        if not hasattr(self.source, "get_state"):
+            raise NotImplementedError(
+                f"{self.spec_name}: {SIMULATORS[self.world.name][0]} runs in its own process "
+                "and offers no state to save; plan with the world env's get_state instead"
+            )
+        episode = {key: getattr(self, attr) for key, attr in _EPISODE.items()}
+        return {
+            "world": self.world.name,
+            "source": self.source.get_state(),
+            **copy.deepcopy(episode),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`get_state` (of this world's simulator; it stays reusable).
+
+        A state of another world or a malformed one is a ``ValueError`` and changes nothing.
+        """
+        if not isinstance(state, dict) or not {"world", "source", *_EPISODE} <= set(state):
+            raise ValueError(
+                f"state must be what {self.spec_name}.get_state() returns, got "
+                f"{sorted(state) if isinstance(state, dict) else type(state).__name__}"
+            )
+        if state["world"] != self.world.name:
+            raise ValueError(f"state is of the {state['world']!r} world, not {self.world.name!r}")
+        if not hasattr(self.source, "set_state"):
+            self.get_state()  # the same NotImplementedError
+        self.source.set_state(state["source"])
+        for key, attr in _EPISODE.items():
+            setattr(self, attr, copy.deepcopy(state[key]))
 
     def _start_options(self, options: dict, n: int):
         """Reset options as the world env reads them: ``(start chunks or None, pose columns)``.
