@@ -6,6 +6,7 @@ Subcommands:
     train: train a stage (vae, decoder, teacher, student, flow, self-forcing; resumable).
     eval: score a model against held-out episodes and write a report.
     rollout: play a world and write the video.
+    play: play a world from the keyboard in a window.
     ship: install a checkpoint and start frames as an embedded world.
 """
 
@@ -27,6 +28,7 @@ from gym_worldmodel.cli.argtypes import (
 )
 from gym_worldmodel.cli.collect import SOURCES, collect_main, load_source, parse_options
 from gym_worldmodel.cli.evaluate import eval_main
+from gym_worldmodel.cli.play import play_main
 from gym_worldmodel.cli.rollout import read_actions, read_start_image, rollout_main
 from gym_worldmodel.cli.ship import ship_main
 from gym_worldmodel.cli.train import STAGE_OPTIONS, train_main
@@ -49,6 +51,7 @@ __all__ = [
     "non_negative_int",
     "parse_options",
     "per_world",
+    "play_main",
     "positive_float",
     "positive_int",
     "read_actions",
@@ -68,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": "train a stage: vae, decoder, teacher, student, flow, self-forcing (resumable)",
         "eval": "score a model against held-out episodes; writes a markdown report",
         "rollout": "play a world (random or given actions, any start image); write the video",
+        "play": "play a world from the keyboard in a window (the play extra)",
         "ship": "install a checkpoint and start frames as the embedded default worlds",
     }
     if not args or args[0] in ("-h", "--help") or args[0] not in commands:
@@ -92,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_main(args[1:])
         elif args[0] == "rollout":
             rollout_main(args[1:])
+        elif args[0] == "play":
+            play_main(args[1:])
         elif args[0] == "ship":
             ship_main(args[1:])
         else:

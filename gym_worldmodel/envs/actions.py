@@ -26,7 +26,9 @@ Units (the model vectors carry the same values):
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +138,23 @@ class _Head:
         return np.zeros(len(vec), bool)
 
 
+def _key_combos(groups: list[dict[str, Any]], action: Callable[[list[Any]], Any]) -> dict:
+    """``gymnasium.utils.play``'s keys_to_action: one key or none from each group, held together.
+
+    ``groups`` map a key (a character) to what it means; ``action(meanings)`` builds the action
+    from one meaning per group (None where no key of the group is held). Holding no key at all
+    is left to ``play``'s ``noop``.
+    """
+    out = {}
+    for combo in itertools.product(*[[*group, None] for group in groups]):
+        if any(combo):
+            keys = "".join(k for k in combo if k)
+            out[keys] = action(
+                [None if k is None else g[k] for k, g in zip(combo, groups, strict=True)]
+            )
+    return out
+
+
 @dataclass(frozen=True)
 class CameraHead(_Head):
     """Camera movement: keyboard keys, or a movement key plus continuous look rates."""
@@ -164,6 +183,23 @@ class CameraHead(_Head):
         if self.mode == "keys":
             return np.zeros(2, np.int64)
         return {"move": np.int64(0), "look": np.zeros(2, np.float32)}
+
+    def keys_to_action(self) -> dict[str, Any]:
+        """Keyboard controls for ``gymnasium.utils.play``.
+
+        W A S D move (forward, left, back, right), J L turn left and right, I K look up and
+        down; a move and a turn together.
+        """
+        moves = {k: i for i, k in enumerate("wasd", 1)}
+        turns = {k: i for i, k in enumerate("jlik", 1)}
+
+        def action(held: list[Any]) -> Any:
+            move, turn = (0 if k is None else k for k in held)
+            if self.mode == "keys":
+                return np.array([move, turn], np.int64)
+            return {"move": np.int64(move), "look": CAMERA_ROTATIONS[turn].copy()}
+
+        return _key_combos([moves, turns], action)
 
     def effort(self, vec: np.ndarray) -> np.ndarray:
         """Mean square of (movement key pressed, yaw rate, pitch rate) per row of ``vec``."""
@@ -216,6 +252,34 @@ class RobotHead(_Head):
         return {k: np.zeros(n, np.float32) for k, n, _ in RT1_KEYS} | {
             "terminate_episode": np.int64(1)
         }
+
+    def keys_to_action(self) -> dict[str, Any]:
+        """Keyboard controls for ``gymnasium.utils.play``.
+
+        The end effector at half speed along world_vector's x (W forward, S back), y (A, D)
+        and z (R up, F down); C closes the gripper, O opens it; a move and the gripper together.
+        """
+        moves = {"w": (0, 0.5), "s": (0, -0.5), "a": (1, 0.5), "d": (1, -0.5)}
+        moves |= {"r": (2, 0.5), "f": (2, -0.5)}
+        grips = {"c": 1.0, "o": -1.0}
+
+        def action(held: list[Any]) -> Any:
+            flat = np.zeros(10, np.float32)
+            if held[0] is not None:
+                flat[held[0][0]] = held[0][1]
+            if held[1] is not None:
+                flat[6] = held[1]
+            return flat if self.mode == "flat" else self.unflatten(flat)
+
+        return _key_combos([moves, grips], action)
+
+    def unflatten(self, flat: np.ndarray) -> dict[str, Any]:
+        """A flat-mode action ``(10,)`` as the RT-1 dict (arm mode)."""
+        out, col = {}, 0
+        for key, n, bound in RT1_KEYS:
+            out[key] = (np.asarray(flat[col : col + n], np.float32) * bound).astype(np.float32)
+            col += n
+        return out | {"terminate_episode": np.int64(1)}
 
     def ends_episode(self, vec: np.ndarray) -> np.ndarray:
         """Rows whose encoded actions ``(B, F, 13)`` end the episode: terminate_episode = 0."""
@@ -279,6 +343,20 @@ class DrivingHead(_Head):
     def idle_action(self) -> Any:
         """One step's do-nothing action: straight on, speed held."""
         return np.zeros(2, np.float32)
+
+    def keys_to_action(self) -> dict[str, Any]:
+        """Keyboard controls for ``gymnasium.utils.play``.
+
+        W accelerates and S brakes at full acceleration, A and D steer left and right at a
+        fifth of the full angle (6 degrees); a pedal and the wheel together.
+        """
+        pedals, wheel = {"w": 1.0, "s": -1.0}, {"a": 0.2, "d": -0.2}
+
+        def action(held: list[Any]) -> np.ndarray:
+            accel, steer = (0.0 if k is None else k for k in held)
+            return np.array([steer, accel], np.float32)
+
+        return _key_combos([pedals, wheel], action)
 
     def effort(self, vec: np.ndarray) -> np.ndarray:
         """Mean square of (steering, acceleration) fractions per row."""

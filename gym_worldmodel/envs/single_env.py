@@ -111,6 +111,13 @@ class WorldModelEnv(gym.Env):
         if not self.vector.closed:
             self.vector.close()
 
+    def get_keys_to_action(self) -> dict[str, Any]:
+        """Keyboard controls for ``gymnasium.utils.play.play`` (``gym-worldmodel play``).
+
+        The action head's ``keys_to_action`` (:mod:`gym_worldmodel.envs.actions`).
+        """
+        return self.vector.head.keys_to_action()
+
     @property
     def dtype(self) -> torch.dtype:
         """The precision the env computes in (``dtype="auto"`` resolved)."""

@@ -263,6 +263,10 @@ class SimulatorEnv(gym.Env):
             self._source.close()
             self._source, self._frames = None, None
 
+    def get_keys_to_action(self) -> dict[str, Any]:
+        """Keyboard controls for ``gymnasium.utils.play.play``: the world env's, the same keys."""
+        return self.head.keys_to_action()
+
     # --- state for planners ----------------------------------------------------------------------
 
     def get_state(self) -> dict[str, Any]:

@@ -1,0 +1,102 @@
+"""``gym-worldmodel play``: walk, drive or move the arm in a world from the keyboard."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gym_worldmodel.cli.argtypes import denoiser_passes, non_negative_int, positive_float
+from gym_worldmodel.cli.rollout import read_start_image
+from gym_worldmodel.cli.worlds import SIMULATOR_WORLD_IDS, WORLD_IDS
+
+
+def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -> None:
+    """``gym-worldmodel play``: Gymnasium's ``play`` loop over a world env, in a window.
+
+    The env's ``get_keys_to_action`` gives the controls (printed at the start); no key held
+    plays the do-nothing action, so the world runs on while you watch. Escape or closing the
+    window quits. ``callback`` is ``gymnasium.utils.play.play``'s (tests use it).
+    """
+    parser = argparse.ArgumentParser(
+        prog="gym-worldmodel play",
+        description="Play a world from the keyboard in a window (the play extra: pygame-ce).",
+    )
+    parser.add_argument("--world", choices=sorted(WORLD_IDS), default="citywalk")
+    parser.add_argument(
+        "--model", help="checkpoint directory, hub repo id or 'random' (default: the shipped world)"
+    )
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument(
+        "--image",
+        type=Path,
+        help="start every episode from this picture (as rollout --image) instead of a bundled "
+        "start frame",
+    )
+    parser.add_argument(
+        "--simulator",
+        action="store_true",
+        help="play the simulator the world was trained on instead (Simulator-<World>-v0, the "
+        "same keys), to feel the difference",
+    )
+    parser.add_argument(
+        "--fps", type=positive_float, help="steps per second (default: the env's, 5)"
+    )
+    parser.add_argument("--zoom", type=positive_float, default=8.0, help="window scale")
+    parser.add_argument(
+        "--nfe", type=denoiser_passes, help="denoiser passes per step (default: the world's)"
+    )
+    args = parser.parse_args(argv)
+    if args.simulator and (args.model or args.image or args.nfe):
+        parser.error("--simulator plays the simulator: --model, --image and --nfe are the world's")
+    try:
+        import pygame  # noqa: F401  (gymnasium's play needs it)
+        from gymnasium.utils.play import play
+    except ImportError as err:
+        raise SystemExit(f"play needs pygame: pip install gym-worldmodel[play] ({err})") from err
+    import gymnasium as gym
+
+    import gym_worldmodel  # noqa: F401  (registers the ids)
+    from gym_worldmodel.envs.worlds import get_world
+
+    kwargs: dict[str, Any] = {"render_mode": "rgb_array"}
+    if args.simulator:
+        env_id = SIMULATOR_WORLD_IDS[args.world]
+    else:
+        env_id = WORLD_IDS[args.world]
+        kwargs |= {"model": args.model, "nfe": args.nfe}
+        if args.image is not None:
+            start = read_start_image(args.image)
+            kwargs["start_fn"] = lambda rngs: start  # every episode starts from the picture
+    env = gym.make(env_id, **kwargs)
+    controls = env.unwrapped.get_keys_to_action()
+    print(f"{env_id}: hold the keys below (Escape quits)")
+    for keys in (k for k in controls if len(k) == 1):
+        print(f"  {keys.upper()}: {_describe(controls[keys])}")
+    fps = args.fps or env.metadata["render_fps"]
+    try:
+        play(
+            env,
+            fps=max(1, round(fps)),
+            zoom=args.zoom,
+            keys_to_action=controls,
+            noop=get_world(args.world).action_head(None).idle_action(),
+            seed=args.seed,
+            callback=callback,
+        )
+    finally:
+        env.close()
+
+
+def _describe(action: Any) -> str:
+    """One key's action, as printed in the controls."""
+    import numpy as np
+
+    def numbers(values: Any) -> list:
+        return np.round(np.asarray(values, np.float64), 3).tolist()
+
+    if isinstance(action, dict):
+        moving = {k: v for k, v in action.items() if k != "terminate_episode" and np.any(v)}
+        return ", ".join(f"{k} {numbers(v)}" for k, v in moving.items())
+    return str(numbers(action) if action.dtype.kind == "f" else action.tolist())

@@ -1,0 +1,73 @@
+"""Keyboard play: every world's key map fits its action space; ``gym-worldmodel play`` runs
+Gymnasium's play loop headless (SDL's dummy video driver) and the keys reach the env."""
+
+import numpy as np
+import pytest
+
+from gym_worldmodel.envs.actions import CameraHead, DrivingHead, RobotHead
+from gym_worldmodel.envs.single_env import batch_one
+
+pygame = pytest.importorskip("pygame", reason="needs pygame-ce (the play extra)")
+
+
+@pytest.mark.parametrize(
+    "head",
+    [CameraHead("keys"), CameraHead("look"), DrivingHead(), RobotHead("flat"), RobotHead("dict")],
+    ids=["camera-keys", "camera-look", "driving", "robot-flat", "robot-dict"],
+)
+def test_every_key_combination_is_a_distinct_action_of_the_space(head):
+    controls = head.keys_to_action()
+    encoded = [
+        head.encode(batch_one(action), 1, 1)[0, 0] for action in controls.values()
+    ]  # validates
+    assert all(head.space.contains(action) for action in controls.values())
+    assert len({vec.tobytes() for vec in encoded}) == len(controls)  # no two combos alike
+    idle = head.encode(batch_one(head.idle_action()), 1, 1)[0, 0]
+    assert not any(np.array_equal(vec, idle) for vec in encoded)
+
+
+def test_the_keys_mean_what_the_docstrings_say():
+    camera, driving = CameraHead("keys").keys_to_action(), DrivingHead().keys_to_action()
+    assert camera["w"].tolist() == [1, 0] and camera["dl"].tolist() == [4, 2]
+    assert camera["si"].tolist() == [3, 3] and len(camera) == 24  # 5 x 5 less no key
+    np.testing.assert_allclose(driving["wa"], [0.2, 1.0])  # (steering left, accelerate)
+    np.testing.assert_allclose(driving["sd"], [-0.2, -1.0])
+    robot = RobotHead("dict").keys_to_action()
+    assert robot["rc"]["world_vector"].tolist() == [0.0, 0.0, 0.5]
+    assert robot["rc"]["gripper_closedness_action"].tolist() == [1.0]
+    assert robot["rc"]["terminate_episode"] == 1  # arm mode, never terminate
+
+
+def test_play_command_walks_the_world_from_the_keyboard(monkeypatch, capsys, tmp_path):
+    from gym_worldmodel.cli import play_main
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    picture = np.zeros((32, 32, 3), np.uint8)
+    picture[..., 0] = 200
+    np.save(tmp_path / "start.npy", picture)
+    seen = []
+
+    def callback(obs, next_obs, action, reward, terminated, truncated, info):
+        if not seen:  # the reset's (obs, info): the episode starts from the picture
+            np.testing.assert_array_equal(obs[0], picture)
+        seen.append((np.asarray(action).tolist(), info["pose"].copy()))
+        if len(seen) == 2:  # hold W and J from the third step on
+            for key in (pygame.K_w, pygame.K_j):
+                pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key))
+        if len(seen) == 5:
+            pygame.event.post(pygame.event.Event(pygame.QUIT))
+
+    args = ["--model", "random-tiny", "--fps", "1000", "--image", str(tmp_path / "start.npy")]
+    play_main(args, callback=callback)
+    out = capsys.readouterr().out
+    assert "W: [1, 0]\n  A: [2, 0]" in out and "J: [0, 1]" in out  # the controls, in order
+    assert [a for a, _ in seen] == [[0, 0], [0, 0], [1, 1], [1, 1], [1, 1]]
+    assert seen[1][1][0] == 0.0 and seen[-1][1][0] > 0.0  # W walked the camera forward
+
+
+def test_play_refuses_the_worlds_options_with_the_simulator(capsys):
+    from gym_worldmodel.cli import play_main
+
+    with pytest.raises(SystemExit):
+        play_main(["--simulator", "--model", "random-tiny"])
+    assert "--model, --image and --nfe are the world's" in capsys.readouterr().err
