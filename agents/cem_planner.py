@@ -10,6 +10,7 @@ This script is meant to be read and copied, not imported.
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,17 +37,12 @@ def main() -> None:
     start = time.perf_counter()
     for step in range(args.steps):
         state = env.get_state([0] * args.population)
-        probs = np.full((args.horizon, 2, 5), 0.2)  # per step: translation and rotation keys
-        for _ in range(args.iterations):
-            plans = sample(rng, probs, args.population)  # (P, horizon, 2)
-            returns = np.zeros(args.population)
+
+        def rollout(plans: np.ndarray, state=state) -> np.ndarray:  # (P, horizon, 2) -> (P,)
             futures.set_state(state)
-            for h in range(args.horizon):
-                returns += futures.step(plans[:, h])[1]
-            elites = plans[np.argsort(returns)[-args.elites :]]
-            for k in range(5):
-                probs[..., k] = 0.1 / 5 + 0.9 * (elites == k).mean(0)
-        best = plans[np.argmax(returns)]
+            return sum(futures.step(plans[:, h])[1] for h in range(args.horizon))
+
+        best = cem(rollout, rng, args.horizon, args.population, args.elites, args.iterations)
         _, r, *_, info = env.step(best[:1])
         print(
             f"step {step}: keys {best[0].tolist()}  distance to target {-r[0]:.2f} m  "
@@ -56,6 +52,30 @@ def main() -> None:
         f"{args.steps} steps, {args.steps * args.iterations * args.horizon} imagined batched "
         f"steps of {args.population} futures in {time.perf_counter() - start:.1f} s"
     )
+
+
+def cem(
+    rollout: Callable[[np.ndarray], np.ndarray],
+    rng: np.random.Generator,
+    horizon: int,
+    population: int,
+    elites: int,
+    iterations: int,
+) -> np.ndarray:
+    """The best of the last population of key sequences ``(horizon, 2)``, by cross-entropy.
+
+    Starts from uniform keys; each iteration draws ``population`` sequences, scores them with
+    ``rollout(plans) -> returns`` and refits each step's key distribution to the ``elites`` best
+    (mixed with 10% uniform, so no key dies out).
+    """
+    probs = np.full((horizon, 2, 5), 0.2)  # per step: translation and rotation keys
+    for _ in range(iterations):
+        plans = sample(rng, probs, population)  # (P, horizon, 2)
+        returns = np.asarray(rollout(plans))
+        best = plans[np.argsort(returns)[-elites:]]
+        for k in range(5):
+            probs[..., k] = 0.1 / 5 + 0.9 * (best == k).mean(0)
+    return plans[np.argmax(returns)]
 
 
 def sample(rng: np.random.Generator, probs: np.ndarray, n: int) -> np.ndarray:

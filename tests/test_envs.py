@@ -475,6 +475,21 @@ def test_builtin_hooks():
     assert terminated.tolist() == [False, False]
 
 
+def test_goal_image_similarity_pools_blocks_and_refuses_a_pool_that_does_not_fit():
+    goal = np.zeros((8, 8, 3), np.uint8)
+    goal[:, :4] = 200  # left half bright
+    shifted = np.roll(goal, 1, axis=1)[None]  # one pixel to the right: two columns differ
+    one, four = GoalImageSimilarity(goal), GoalImageSimilarity(goal, pool=4)
+    frames = torch.from_numpy(shifted)
+    assert one(None, None, frames, {}).item() == pytest.approx(1 - 2 * 8 * 3 * 200 / 192 / 255)
+    # 4 x 4 blocks: each differs by one column of four (50 in the block's mean), 2 blocks of 4
+    assert four(None, None, frames, {}).item() == pytest.approx(1 - 2 * 2 * 3 * 50 / 12 / 255)
+    assert four(None, None, torch.from_numpy(goal[None]), {}).item() == 1.0
+    for bad, match in [(3, "does not divide"), (0, "int >= 1"), (2.0, "int >= 1")]:
+        with pytest.raises(ValueError, match=match):
+            GoalImageSimilarity(goal, pool=bad)
+
+
 def test_lane_centre_pays_metres_off_the_lane_and_radians_of_heading():
     env = WorldModelVectorEnv(2, world="driving", **TINY, reward_fn=LaneCentre(4.0, 3.0))
     env.reset(seed=0)

@@ -397,3 +397,51 @@ def test_a_simulators_state_replays_bit_identically_here_and_in_another_env(sim_
     other.unwrapped.set_state(state)
     assert_same([(o["rgb"], *rest) for o, *rest in replay(other, actions)], first)
     env.close(), other.close()
+
+
+@needs_miniworld
+def test_goal_image_agent_plans_in_the_world_and_in_miniworld_itself():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = ["--episodes", "2", "--goal-steps", "2", "--horizon", "2", "--population", "6"]
+    args += ["--iterations", "2", "--elites", "2", "--model", "random"]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "agents/cem_goal_image.py",
+            *args,
+            "--plan-in",
+            "none",
+            "world",
+            "simulator",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("episode ")]
+    assert len(lines) == 6
+    for line in lines[::3]:  # standing still ends as far from the goal as the goal is away
+        away, left = line.split("(")[1].split(" m")[0], line.split(": ")[1].split(" m")[0]
+        assert away == left
+    assert all(f"| {name} |" in done.stdout for name in ("none", "world", "simulator"))
+    small = subprocess.run(
+        [
+            sys.executable,
+            "agents/cem_goal_image.py",
+            "--model",
+            "random-tiny",
+            "--plan-in",
+            "world",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert small.returncode != 0 and "the world's frames are (32, 32, 3)" in small.stderr

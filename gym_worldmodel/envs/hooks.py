@@ -33,20 +33,37 @@ class GoalImageSimilarity:
     Args:
         goal: uint8 ``(H, W, 3)`` image of the env's frame size (one goal for all rows) or
             ``(B, H, W, 3)``.
+        pool: Compare ``pool`` x ``pool`` pixel means (average pooling) instead of pixels: 1
+            compares pixels; larger is less sensitive to blur and to shifts of a few pixels.
+            ``H`` and ``W`` must be multiples of it.
     """
 
-    def __init__(self, goal: np.ndarray | Tensor) -> None:
+    def __init__(self, goal: np.ndarray | Tensor, pool: int = 1) -> None:
         self.goal = torch.as_tensor(np.asarray(goal), dtype=torch.uint8)
         if self.goal.shape[-1] != 3 or self.goal.dim() not in (3, 4):
             raise ValueError(f"goal image must be (H, W, 3) or (B, H, W, 3), got {self.goal.shape}")
+        if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+            raise ValueError(f"pool must be an int >= 1, got {pool!r}")
+        if any(side % pool for side in self.goal.shape[-3:-1]):
+            raise ValueError(f"pool {pool} does not divide the goal's {tuple(self.goal.shape)}")
+        self.pool = pool
 
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Similarity of each row's frame to the goal."""
         goal = self.goal.to(obs.device)
         if goal.shape[-3:] != obs.shape[-3:]:
             raise ValueError(f"goal image {tuple(goal.shape[-3:])} != frame {tuple(obs.shape[1:])}")
-        diff = (obs.float() - goal.float()).abs().mean(dim=(-3, -2, -1))
+        diff = (self._pooled(obs) - self._pooled(goal)).abs().mean(dim=(-3, -2, -1))
         return 1.0 - diff / 255.0
+
+    def _pooled(self, frames: Tensor) -> Tensor:
+        """``(..., H, W, 3)`` uint8 -> float ``(..., H / pool, W / pool, 3)`` means."""
+        x = frames.float()
+        if self.pool == 1:
+            return x
+        h, w = x.shape[-3] // self.pool, x.shape[-2] // self.pool
+        x = x.reshape(*x.shape[:-3], h, self.pool, w, self.pool, 3)
+        return x.mean(dim=(-4, -2))
 
 
 class PoseDistance:
