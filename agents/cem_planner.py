@@ -5,7 +5,7 @@
 Each real step forks the env's state into ``--population`` rows of one batched vector env, rolls
 ``--horizon`` imagined steps per candidate key sequence, scores them with the PoseDistance hook,
 refits a categorical distribution per step to the elites, and executes the best first action.
-This script is meant to be read and copied, not imported.
+This script is meant to be read and copied; ``agents/cem_goal_image.py`` imports its ``cem``.
 """
 
 import argparse

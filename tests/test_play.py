@@ -70,4 +70,26 @@ def test_play_refuses_the_worlds_options_with_the_simulator(capsys):
 
     with pytest.raises(SystemExit):
         play_main(["--simulator", "--model", "random-tiny"])
-    assert "--model, --image and --nfe are the world's" in capsys.readouterr().err
+    assert "--model, --image, --nfe and --device are the world's" in capsys.readouterr().err
+
+
+def test_gymnasiums_own_play_reads_the_envs_keys_as_the_readme_says(monkeypatch):
+    import gymnasium as gym
+    from gymnasium.utils.play import play
+
+    import gym_worldmodel  # noqa: F401
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    env = gym.make("WorldModel-Driving-v0", model="random-tiny", render_mode="rgb_array")
+    actions = []
+
+    def callback(obs, next_obs, action, reward, terminated, truncated, info):
+        actions.append(np.asarray(action).tolist())
+        if len(actions) == 1:
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_w))
+        if len(actions) == 3:
+            pygame.event.post(pygame.event.Event(pygame.QUIT))
+
+    play(env, fps=1000, zoom=2, noop=env.unwrapped.idle_action(), callback=callback)
+    assert actions == [[0.0, 0.0], [0.0, 1.0], [0.0, 1.0]]  # idle, then W: accelerate
+    env.close()

@@ -345,25 +345,34 @@ def test_state_restores_the_episode_and_a_bad_state_changes_nothing(monkeypatch)
     state = env.unwrapped.get_state()
     actions = [[1, 0], [0, 2], [1, 1]]
     first = replay(env, actions)
+    after_first = env.unwrapped.np_random.bit_generator.state
+    env.reset()  # draws from the env's generator: set_state must bring it back too
     for _ in range(2):  # the state stays reusable
         env.unwrapped.set_state(state)
         assert_same(replay(env, actions), first)
+        assert env.unwrapped.np_random.bit_generator.state == after_first
     before = env.unwrapped.get_state()
     for bad, match in [
-        ({**state, "world": "driving"}, "'driving' world, not 'citywalk'"),
+        ({**state, "world": "driving"}, "state\\['world'\\] must be 'citywalk'"),
+        ({**state, "frames": np.zeros((1, 2, 3), np.uint8)}, "state\\['frames'\\] must be"),
+        ({**state, "steps": "many"}, "state\\['steps'\\] must be an int"),
+        ({**state, "pose": np.full(4, np.nan)}, "state\\['pose'\\] holds NaN"),
+        ({k: v for k, v in state.items() if k != "done"}, "lacks \\['done'\\]"),
         ({"frames": 1}, "what Simulator-CityWalk-v0.get_state"),
-        ([1, 2], "got list"),
+        ([1, 2], "what Simulator-CityWalk-v0.get_state"),
     ]:
         with pytest.raises(ValueError, match=match):
             env.unwrapped.set_state(bad)
     after = env.unwrapped.get_state()
     np.testing.assert_array_equal(after["frames"], before["frames"])
-    assert after["steps"] == before["steps"] == 4
+    assert after["steps"] == before["steps"] == 4 and after["np_random"] == before["np_random"]
     env.close()
 
 
 def test_a_simulator_without_state_says_so(monkeypatch):
     env = fake_env(monkeypatch, source=FakeSource)  # as robosuite's, in its own process
+    with pytest.raises(NotImplementedError, match="offers no state"):  # reset or not
+        env.unwrapped.get_state()
     env.reset(seed=0)
     with pytest.raises(NotImplementedError, match="offers no state"):
         env.unwrapped.get_state()
@@ -384,7 +393,7 @@ def test_a_simulator_without_state_says_so(monkeypatch):
     ],
 )
 def test_a_simulators_state_replays_bit_identically_here_and_in_another_env(sim_id, actions):
-    env = gym.make(sim_id, obs_mode="rgb+pose")
+    env = gym.make(sim_id, obs_mode="rgb+pose", max_episode_steps=-1)
     env.reset(seed=4)
     replay(env, actions[:2])
     state = env.unwrapped.get_state()
@@ -392,10 +401,43 @@ def test_a_simulators_state_replays_bit_identically_here_and_in_another_env(sim_
     env.unwrapped.set_state(state)
     again = [(o["rgb"], *rest) for o, *rest in replay(env, actions)]
     assert_same(again, first)
-    other = gym.make(sim_id, obs_mode="rgb+pose")  # never reset; loads another env's state
-    other.reset(seed=11)
-    other.unwrapped.set_state(state)
+    other = gym.make(sim_id, obs_mode="rgb+pose").unwrapped  # never reset
+    other.set_state(state)
     assert_same([(o["rgb"], *rest) for o, *rest in replay(other, actions)], first)
+    env.close(), other.close()
+
+
+@pytest.mark.parametrize(
+    "sim_id, actions, other_map",
+    [
+        pytest.param(
+            "Simulator-Driving-v0", [[0.3, 0.5], [0.0, -1.0]], "highway-v0", marks=needs_highway
+        ),
+        pytest.param(
+            "Simulator-CityWalk-v0", [[1, 1], [3, 2]], "MiniWorld-Hallway-v0", marks=needs_miniworld
+        ),
+    ],
+)
+def test_a_bad_simulator_state_is_refused_before_anything_changes(sim_id, actions, other_map):
+    env = gym.make(sim_id, max_episode_steps=-1).unwrapped
+    env.reset(seed=4)
+    state = env.get_state()
+    source = state["source"]
+    other = gym.make(sim_id, env_name=other_map, max_episode_steps=-1).unwrapped
+    other.reset(seed=4)
+    for bad, match in [
+        ({**state, "source": {**source, "size": 32}}, "32 px"),
+        ({**state, "source": {k: v for k, v in source.items() if k != "env_name"}}, "env_name"),
+        ({**state, "source": other.get_state()["source"]}, other_map),
+    ]:
+        env.reset(seed=9)  # another episode, which a refused state must leave as it is
+        replay(env, actions[:1])
+        before = env.get_state()
+        expected = replay(env, actions)
+        env.set_state(before)
+        with pytest.raises(ValueError, match=match):
+            env.set_state(bad)
+        assert_same(replay(env, actions), expected)
     env.close(), other.close()
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gym_worldmodel.cli.argtypes import denoiser_passes, non_negative_int, positive_float
+from gym_worldmodel.cli.argtypes import (
+    check_device,
+    denoiser_passes,
+    non_negative_int,
+    positive_float,
+)
 from gym_worldmodel.cli.rollout import read_start_image
 from gym_worldmodel.cli.worlds import SIMULATOR_WORLD_IDS, WORLD_IDS
 
@@ -27,7 +33,9 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
     parser.add_argument(
         "--model", help="checkpoint directory, hub repo id or 'random' (default: the shipped world)"
     )
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seeds the episodes (each follows from it)"
+    )
     parser.add_argument(
         "--image",
         type=Path,
@@ -47,25 +55,31 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
     parser.add_argument(
         "--nfe", type=denoiser_passes, help="denoiser passes per step (default: the world's)"
     )
+    parser.add_argument("--device", default="cpu", help="the world's torch device (cpu, cuda)")
     args = parser.parse_args(argv)
-    if args.simulator and (args.model or args.image or args.nfe):
-        parser.error("--simulator plays the simulator: --model, --image and --nfe are the world's")
+    check_device(args.device)
+    if args.simulator and (args.model or args.image or args.nfe or args.device != "cpu"):
+        parser.error(
+            "--simulator plays the simulator: --model, --image, --nfe and --device are the world's"
+        )
     try:
         import pygame  # noqa: F401  (gymnasium's play needs it)
-        from gymnasium.utils.play import play
+
+        with warnings.catch_warnings():  # its optional plotting helper's import notice
+            warnings.simplefilter("ignore", UserWarning)
+            from gymnasium.utils.play import play
     except ImportError as err:
         raise SystemExit(f"play needs pygame: pip install gym-worldmodel[play] ({err})") from err
     import gymnasium as gym
 
     import gym_worldmodel  # noqa: F401  (registers the ids)
-    from gym_worldmodel.envs.worlds import get_world
 
     kwargs: dict[str, Any] = {"render_mode": "rgb_array"}
     if args.simulator:
         env_id = SIMULATOR_WORLD_IDS[args.world]
     else:
         env_id = WORLD_IDS[args.world]
-        kwargs |= {"model": args.model, "nfe": args.nfe}
+        kwargs |= {"model": args.model, "nfe": args.nfe, "device": args.device}
         if args.image is not None:
             start = read_start_image(args.image)
             kwargs["start_fn"] = lambda rngs: start  # every episode starts from the picture
@@ -74,15 +88,17 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
     print(f"{env_id}: hold the keys below (Escape quits)")
     for keys in (k for k in controls if len(k) == 1):
         print(f"  {keys.upper()}: {_describe(controls[keys])}")
-    fps = args.fps or env.metadata["render_fps"]
+    fps = args.fps or env.metadata["render_fps"]  # a float here; play wants an int
     try:
+        # play resets with its seed at every episode end: seed the first episode here and
+        # let the rest follow from the generator, so they differ
+        env.reset(seed=args.seed)
         play(
             env,
             fps=max(1, round(fps)),
             zoom=args.zoom,
             keys_to_action=controls,
-            noop=get_world(args.world).action_head(None).idle_action(),
-            seed=args.seed,
+            noop=env.unwrapped.idle_action(),
             callback=callback,
         )
     finally:

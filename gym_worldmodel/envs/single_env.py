@@ -111,6 +111,14 @@ class WorldModelEnv(gym.Env):
         if not self.vector.closed:
             self.vector.close()
 
+    def idle_action(self) -> Any:
+        """The do-nothing action (no key; straight on at the same speed; no motion, arm mode).
+
+        ``gymnasium.utils.play.play(env, fps=5, noop=env.unwrapped.idle_action())`` plays it
+        while no key is held (its default ``noop=0`` is not an action of these spaces).
+        """
+        return self.vector.head.idle_action()
+
     def get_keys_to_action(self) -> dict[str, Any]:
         """Keyboard controls for ``gymnasium.utils.play.play`` (``gym-worldmodel play``).
 

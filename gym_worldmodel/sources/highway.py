@@ -339,18 +339,30 @@ class HighwaySource:
         """The simulator's state for :meth:`set_state`.
 
         A copy of the road, every vehicle on it (the ego car's crash flag included), the clock
-        and the generator.
+        and the generator, with the env id and frame size they belong to.
         """
         if self._env is None:
             raise RuntimeError("call start(seed) before get_state()")
         world = self._env.unwrapped
-        return copy.deepcopy({k: getattr(world, k) for k in _DYNAMIC})
+        dynamic = copy.deepcopy({k: getattr(world, k) for k in _DYNAMIC})
+        return {"env_name": self.env_name, "size": self.size, **dynamic}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Put the road back as :meth:`get_state` found it (a copy: the state stays reusable)."""
-        missing = sorted(set(_DYNAMIC) - set(state))
+        """Put the road back as :meth:`get_state` found it (a copy: the state stays reusable).
+
+        A state of another env id or frame size, or a malformed one, is a ``ValueError`` and
+        changes nothing.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"state['source'] must be a dict, got {type(state).__name__}")
+        missing = sorted({"env_name", "size", *_DYNAMIC} - set(state))
         if missing:
-            raise ValueError(f"not a HighwaySource state: {missing} missing")
+            raise ValueError(f"state['source'] is not a HighwaySource state: {missing} missing")
+        if (state["env_name"], state["size"]) != (self.env_name, self.size):
+            raise ValueError(
+                f"state['source'] is of {state['env_name']} at {state['size']} px, this source "
+                f"runs {self.env_name} at {self.size} px"
+            )
         if self._env is None:
             self.start(0)  # an env to load it into (its road is replaced)
         world = self._env.unwrapped

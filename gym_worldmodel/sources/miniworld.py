@@ -43,6 +43,7 @@ import numpy as np
 
 from gym_worldmodel.envs.actions import CameraHead
 from gym_worldmodel.envs.pose import POSE_FIELDS, integrate_camera
+from gym_worldmodel.envs.state import check_state
 from gym_worldmodel.sources.episodes import Episode
 
 POLICIES = ("random", "sweep", "loop", "mixed", "revisit")
@@ -357,23 +358,35 @@ class MiniWorldSource:
         return world.render_obs(), new.copy()
 
     def get_state(self) -> dict[str, Any]:
-        """The simulator's state for :meth:`set_state`: the start's seed, the pose, ``blocked``.
+        """The simulator's state for :meth:`set_state`: the map, the start's seed, the pose.
 
         The map is what the seed drew at :meth:`start` and the camera moves only by :meth:`act`
         (nothing else in the map moves), so the seed and pose say everything.
         """
         if self._env is None or self._seed is None:
             raise RuntimeError("call start(seed) before get_state()")
-        return {"seed": self._seed, "pose": self._pose.copy(), "blocked": self.blocked}
+        return {
+            "env_name": self.env_name,
+            "size": self.size,
+            "seed": self._seed,
+            "pose": self._pose.copy(),
+            "blocked": self.blocked,
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Put the camera back where :meth:`get_state` found it.
 
-        Starts that seed's map again first if another one is loaded.
+        Starts that seed's map again first if another one is loaded. A state of another map or
+        frame size, or a malformed one, is a ``ValueError`` and changes nothing.
         """
+        template = {"env_name": self.env_name, "size": 0, "seed": 0, "pose": np.zeros(4)}
+        check_state(state, template | {"blocked": False}, where="state['source']")
+        if state["size"] != self.size or state["seed"] < 0:
+            raise ValueError(
+                f"state['source'] is of {state['size']} px frames from seed {state['seed']}; "
+                f"this source renders {self.size} px from seeds >= 0"
+            )
         pose = np.asarray(state["pose"], np.float64)
-        if pose.shape != (4,) or not np.isfinite(pose).all():
-            raise ValueError(f"state['pose'] must be 4 finite numbers, got {state['pose']!r}")
         if self._env is None or self._seed != int(state["seed"]):
             self.start(int(state["seed"]))
         agent = self._env.unwrapped.agent

@@ -33,6 +33,7 @@ from gym_worldmodel.envs.options import (
     start_options,
 )
 from gym_worldmodel.envs.single_env import batch_one
+from gym_worldmodel.envs.state import check_state
 from gym_worldmodel.envs.worlds import get_world, model_config
 
 #: world -> (the simulator its episodes were recorded in, the module it needs in this process;
@@ -263,6 +264,14 @@ class SimulatorEnv(gym.Env):
             self._source.close()
             self._source, self._frames = None, None
 
+    def idle_action(self) -> Any:
+        """The do-nothing action (no key; straight on at the same speed; no motion, arm mode).
+
+        ``gymnasium.utils.play.play(env, fps=5, noop=env.unwrapped.idle_action())`` plays it
+        while no key is held (its default ``noop=0`` is not an action of these spaces).
+        """
+        return self.head.idle_action()
+
     def get_keys_to_action(self) -> dict[str, Any]:
         """Keyboard controls for ``gymnasium.utils.play.play``: the world env's, the same keys."""
         return self.head.keys_to_action()
@@ -273,40 +282,62 @@ class SimulatorEnv(gym.Env):
         """A copy of the episode's state, the simulator's included, for :meth:`set_state`.
 
         Planning with the simulator itself, as with the world env's ``get_state``/``set_state``:
-        take the state, try a plan, set it back, try the next. The city walk and driving; the
-        robot's simulator runs in another process and offers no state (a ``NotImplementedError``).
+        take the state, try a plan, set it back, try the next. It holds the simulator's state,
+        the env's frames, pose, step count and flags, and its generator (a later ``reset()``
+        draws the same episode). The city walk and driving; the robot's simulator runs in
+        another process and offers no state (a ``NotImplementedError``).
         """
+        self._check_savable()
         if self._frames is None:
             raise RuntimeError("call reset() before get_state()")
-        if not hasattr(self.source, "get_state"):
-            raise NotImplementedError(
-                f"{self.spec_name}: {SIMULATORS[self.world.name][0]} runs in its own process "
-                "and offers no state to save; plan with the world env's get_state instead"
-            )
         episode = {key: getattr(self, attr) for key, attr in _EPISODE.items()}
         return {
             "world": self.world.name,
             "source": self.source.get_state(),
+            "np_random": self.np_random.bit_generator.state,
             **copy.deepcopy(episode),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`get_state` (of this world's simulator; it stays reusable).
 
-        A state of another world or a malformed one is a ``ValueError`` and changes nothing.
+        The state is checked first: one of another world, map or frame size, or a malformed
+        one, is a ``ValueError`` naming what differs, and changes nothing. Into an env made by
+        ``gym.make`` that was never reset, call it on ``env.unwrapped`` and step that
+        (Gymnasium's order check refuses a step before the first ``reset()``), and make the env
+        with ``max_episode_steps=-1``: ``TimeLimit`` counts steps outside the state.
         """
-        if not isinstance(state, dict) or not {"world", "source", *_EPISODE} <= set(state):
-            raise ValueError(
-                f"state must be what {self.spec_name}.get_state() returns, got "
-                f"{sorted(state) if isinstance(state, dict) else type(state).__name__}"
-            )
-        if state["world"] != self.world.name:
-            raise ValueError(f"state is of the {state['world']!r} world, not {self.world.name!r}")
-        if not hasattr(self.source, "set_state"):
-            self.get_state()  # the same NotImplementedError
-        self.source.set_state(state["source"])
+        self._check_savable()
+        if not isinstance(state, dict) or "source" not in state:
+            raise ValueError(f"state must be what {self.spec_name}.get_state() returns")
+        own = {k: v for k, v in state.items() if k != "source"}
+        check_state(own, self._state_template(), where="state")
+        self.source.set_state(state["source"])  # checks its own part before changing anything
         for key, attr in _EPISODE.items():
             setattr(self, attr, copy.deepcopy(state[key]))
+        self._np_random = rng_from_state(state["np_random"])
+
+    def _check_savable(self) -> None:
+        """The robot's simulator (in robosuite's own process) has no state to save."""
+        if not hasattr(self.source, "get_state"):
+            raise NotImplementedError(
+                f"{self.spec_name}: {SIMULATORS[self.world.name][0]} runs in its own process "
+                "and offers no state to save; plan with the world env's get_state instead"
+            )
+
+    def _state_template(self) -> dict[str, Any]:
+        """What a state of this env looks like, less the simulator's part (its source checks it)."""
+        size, pose = self.config.vae.image_size, np.zeros(4)
+        return {
+            "world": self.world.name,
+            "np_random": self.np_random.bit_generator.state,
+            "origin": pose,
+            "frames": np.zeros((self.frames_per_step, size, size, 3), np.uint8),
+            "pose": pose,
+            "steps": 0,
+            "blocked": False,
+            "done": False,
+        }
 
     def _start_options(self, options: dict, n: int):
         """Reset options as the world env reads them: ``(start chunks or None, pose columns)``.
