@@ -49,8 +49,8 @@ def test_play_command_walks_the_world_from_the_keyboard(monkeypatch, capsys, tmp
 
     def callback(obs, next_obs, action, reward, terminated, truncated, info):
         if not seen:  # the reset's (obs, info): the episode starts from the picture
-            np.testing.assert_array_equal(obs[0], picture)
-        seen.append((np.asarray(action).tolist(), info["pose"].copy()))
+            np.testing.assert_array_equal(obs[0][-1], picture)
+        seen.append((np.asarray(action).tolist(), info["pose"].copy(), len(next_obs)))
         if len(seen) == 2:  # hold W and J from the third step on
             for key in (pygame.K_w, pygame.K_j):
                 pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key))
@@ -58,10 +58,13 @@ def test_play_command_walks_the_world_from_the_keyboard(monkeypatch, capsys, tmp
             pygame.event.post(pygame.event.Event(pygame.QUIT))
 
     args = ["--model", "random-tiny", "--fps", "1000", "--image", str(tmp_path / "start.npy")]
-    play_main(args, callback=callback)
+    video = tmp_path / "played.mp4"
+    play_main([*args, "--video", str(video)], callback=callback)
     out = capsys.readouterr().out
+    frames = 1 + sum(n for *_, n in seen)  # the start frame and every step's frames
+    assert f"wrote {video}: {frames} frames" in out and video.stat().st_size > 1000
     assert "W: [1, 0]\n  A: [2, 0]" in out and "J: [0, 1]" in out  # the controls, in order
-    assert [a for a, _ in seen] == [[0, 0], [0, 0], [1, 1], [1, 1], [1, 1]]
+    assert [a for a, *_ in seen] == [[0, 0], [0, 0], [1, 1], [1, 1], [1, 1]]
     assert seen[1][1][0] == 0.0 and seen[-1][1][0] > 0.0  # W walked the camera forward
 
 

@@ -56,6 +56,12 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
         "--nfe", type=denoiser_passes, help="denoiser passes per step (default: the world's)"
     )
     parser.add_argument("--device", default="cpu", help="the world's torch device (cpu, cuda)")
+    parser.add_argument(
+        "--video",
+        type=Path,
+        help="also write what you played to this MP4 (every frame, at the world's rate; the "
+        "video extra), when the window closes",
+    )
     args = parser.parse_args(argv)
     check_device(args.device)
     if args.simulator and (args.model or args.image or args.nfe or args.device != "cpu"):
@@ -74,7 +80,13 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
 
     import gym_worldmodel  # noqa: F401  (registers the ids)
 
-    kwargs: dict[str, Any] = {"render_mode": "rgb_array"}
+    if args.video is not None:
+        try:
+            import moviepy  # noqa: F401
+        except ImportError as err:
+            raise SystemExit("--video needs moviepy: pip install gym-worldmodel[video]") from err
+    # every frame of a step in the observation, for the video (the window shows env.render())
+    kwargs: dict[str, Any] = {"render_mode": "rgb_array", "obs_mode": "chunk"}
     if args.simulator:
         env_id = SIMULATOR_WORLD_IDS[args.world]
     else:
@@ -89,6 +101,15 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
     for keys in (k for k in controls if len(k) == 1):
         print(f"  {keys.upper()}: {_describe(controls[keys])}")
     fps = args.fps or env.metadata["render_fps"]  # a float here; play wants an int
+    frames: list = []
+
+    def record(obs, next_obs, *rest: Any) -> None:
+        if not frames:  # the first call's obs is the reset's (obs, info)
+            frames.append(obs[0][-1])
+        frames.extend(next_obs)
+        if callback is not None:
+            callback(obs, next_obs, *rest)
+
     try:
         # play resets with its seed at every episode end: seed the first episode here and
         # let the rest follow from the generator, so they differ
@@ -99,10 +120,18 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
             zoom=args.zoom,
             keys_to_action=controls,
             noop=env.unwrapped.idle_action(),
-            callback=callback,
+            callback=record,
         )
     finally:
+        world_fps = env.unwrapped.metadata["world_fps"]
         env.close()
+    if args.video is not None and frames:
+        import numpy as np
+
+        from gym_worldmodel.video import write_video
+
+        write_video(args.video, np.stack(frames), world_fps)
+        print(f"wrote {args.video}: {len(frames)} frames at {world_fps:g} fps")
 
 
 def _describe(action: Any) -> str:
