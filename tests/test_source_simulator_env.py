@@ -262,27 +262,23 @@ class FakeSource:
         self.frames += 1
         return self._frame(), self.pose.copy()
 
-    def close(self):
-        pass
-
-
-class SavableFakeSource(FakeSource):
-    """FakeSource with the city walk's and driving's state contract."""
-
     def get_state(self):
         return {"pose": self.pose.copy(), "frames": self.frames}
 
     def set_state(self, state):
         self.pose, self.frames = state["pose"].copy(), state["frames"]
 
+    def close(self):
+        pass
 
-def fake_env(monkeypatch, source=SavableFakeSource, **kwargs):
+
+def fake_env(monkeypatch, **kwargs):
     """Simulator-CityWalk-v0's env over a fake source (no simulator needed: runs in CI)."""
     from gym_worldmodel.sources import simulator_env
 
     monkeypatch.setattr(simulator_env.SimulatorEnv, "_check_installed", lambda self: None)
     monkeypatch.setattr(
-        simulator_env.SimulatorEnv, "_make_source", lambda self: source([5.0, -3.0, 90.0, 0])
+        simulator_env.SimulatorEnv, "_make_source", lambda self: FakeSource([5.0, -3.0, 90.0, 0])
     )
     return gym.make("Simulator-CityWalk-v0", max_episode_steps=-1, **kwargs)
 
@@ -366,20 +362,6 @@ def test_state_restores_the_episode_and_a_bad_state_changes_nothing(monkeypatch)
     after = env.unwrapped.get_state()
     np.testing.assert_array_equal(after["frames"], before["frames"])
     assert after["steps"] == before["steps"] == 4 and after["np_random"] == before["np_random"]
-    env.close()
-
-
-def test_a_simulator_without_state_says_so(monkeypatch):
-    env = fake_env(monkeypatch, source=FakeSource)  # as robosuite's, in its own process
-    with pytest.raises(NotImplementedError, match="offers no state"):  # reset or not
-        env.unwrapped.get_state()
-    env.reset(seed=0)
-    with pytest.raises(NotImplementedError, match="offers no state"):
-        env.unwrapped.get_state()
-    state = fake_env(monkeypatch).unwrapped
-    state.reset(seed=0)
-    with pytest.raises(NotImplementedError, match="offers no state"):
-        env.unwrapped.set_state(state.get_state())
     env.close()
 
 

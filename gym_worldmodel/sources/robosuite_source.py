@@ -133,7 +133,8 @@ class RobosuiteSource:
             raise RuntimeError(f"the robosuite worker ({self.python}) exited:\n{log}")
         reply = json.loads(line)
         if not reply["ok"]:
-            raise RuntimeError(f"robosuite worker: {reply['error']}")
+            kind = ValueError if reply.get("bad_input") else RuntimeError
+            raise kind(f"robosuite worker: {reply['error']}")
         return np.load(out)
 
     def rollout(self, seed: int, steps: int) -> Episode:
@@ -164,13 +165,49 @@ class RobosuiteSource:
 
         Returns the frame after it and no pose, as :meth:`start`.
         """
+        self._check_running()
+        osc = model_to_osc(np.asarray(vector, np.float32)[None])
+        return self._request({"cmd": "act", "osc": osc.tolist()})["frames"][0], None
+
+    def get_state(self) -> dict[str, Any]:
+        """The running episode's state for :meth:`set_state` (see ``robosuite_worker``).
+
+        MuJoCo's integration state, the grippers' current actions, the controllers' state and
+        the step clock, with the task, camera and frame size they belong to. In the same worker
+        an episode replays from it bit for bit, in a new one within a grey level.
+        """
+        self._check_running()
+        with self._request({"cmd": "get_state"}) as data:
+            arrays = {k: data[k] for k in data.files}
+        return {
+            "env_name": self.info["env_name"],
+            "camera": self.camera,
+            "size": self.size,
+        } | arrays
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`get_state`'s episode (starting a worker if none runs).
+
+        A state of another task, camera or frame size, or arrays that do not fit, is a
+        ``ValueError`` and changes nothing.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"state['source'] must be a dict, got {type(state).__name__}")
+        mine = {"env_name": self.info["env_name"], "camera": self.camera, "size": self.size}
+        theirs = {k: state.get(k) for k in mine}
+        if theirs != mine:
+            raise ValueError(f"state['source'] is of {theirs}, this source runs {mine}")
+        path = os.path.join(self._tmp.name, "state.npz")
+        arrays = {k: v for k, v in state.items() if k not in mine}
+        np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
+        self._request({"cmd": "set_state", "state": path}).close()
+
+    def _check_running(self) -> None:
         if self._proc is None or self._proc.poll() is not None:  # a new worker has no episode
             raise RuntimeError(
                 "no robosuite episode is running (worker not started or gone): "
                 "call start(seed) first"
             )
-        osc = model_to_osc(np.asarray(vector, np.float32)[None])
-        return self._request({"cmd": "act", "osc": osc.tolist()})["frames"][0], None
 
     @staticmethod
     def _episode(data: Any, seed: int) -> Episode:

@@ -8,8 +8,17 @@ sends one JSON request per line; the worker answers one JSON line per request:
     {"cmd": "replay", "seed": s, "actions": path, "out": path} -> {"ok": true}
     {"cmd": "start", "seed": s, "out": path}                -> {"ok": true}  (frames (1, S, S, 3))
     {"cmd": "act", "osc": [[7 floats], ...], "out": path}   -> {"ok": true}  (a frame per input)
+    {"cmd": "get_state", "out": path}                       -> {"ok": true}  (the state arrays)
+    {"cmd": "set_state", "state": path, "out": path}        -> {"ok": true}  (frames (1, S, S, 3))
     {"cmd": "quit"}
     on failure                                                -> {"ok": false, "error": "..."}
+    (``"bad_input": true`` added where the request's own arrays did not fit: a ValueError)
+
+``get_state`` and ``set_state`` save and restore the episode between steps: MuJoCo's integration
+state (positions, velocities, controls, warm start, time), the grippers' current actions
+(robosuite moves a gripper towards its command a little each step), the controllers' goals and
+cached state, and the env's step clock. Restored in the same worker, an episode replays bit for
+bit; in a new worker within a grey level (robosuite keeps more state in Python than this).
 
 ``start`` and ``act`` step one episode a few frames at a time (``SimulatorEnv``): the same
 reset and frames as ``rollout`` and ``replay``.
@@ -158,8 +167,87 @@ def record(
     return {"frames": frames, "osc": sent}
 
 
+def get_state(env) -> dict:
+    """The episode's state between steps (see the module docstring)."""
+    import mujoco
+
+    model, data = env.sim.model._model, env.sim.data._data
+    full = np.empty(mujoco.mj_stateSize(model, _STATE_SPEC()))
+    mujoco.mj_getState(model, data, full, _STATE_SPEC())
+    grippers = env.robots[0].gripper
+    return {
+        "mujoco": full,
+        "gripper": np.stack([np.asarray(grippers[k].current_action) for k in sorted(grippers)]),
+        "clock": np.array([env.timestep, env.cur_time], np.float64),
+        **{f"controller/{part}/{name}": v for part, name, v in _controller_values(env)},
+    }
+
+
+def _controller_values(env):
+    """``(part, attribute, array)`` for the controllers' numbers and flags.
+
+    Their goals, references and cached joint state: the OSC controller reads some of them
+    instead of the simulation until its next update.
+    """
+    parts = env.robots[0].composite_controller.part_controllers
+    for part, controller in sorted(parts.items()):
+        for name, value in sorted(vars(controller).items()):
+            if isinstance(value, (np.ndarray, float, int, bool, np.number)):
+                array = np.asarray(value)
+                if array.dtype.kind in "biuf":
+                    yield part, name, array
+
+
+def set_state(env, state: dict, camera: str) -> np.ndarray:
+    """Restore :func:`get_state`'s arrays (checked first: nothing changes if they do not fit)."""
+    import mujoco
+
+    model, data = env.sim.model._model, env.sim.data._data
+    grippers = env.robots[0].gripper
+    own = get_state(env)
+    for key, value in own.items():
+        given = state.get(key)
+        fits = given is not None and np.ndim(given) == value.ndim
+        fits = fits and (value.ndim == 0 or len(given) == len(value))
+        if key != "gripper":  # a gripper's action is (1,) after a reset, wider once stepped
+            fits = fits and np.shape(given) == value.shape
+        if not fits:
+            want = f"{len(value)} rows" if key == "gripper" else f"shape {value.shape}"
+            raise ValueError(f"state['source'][{key!r}] must have {want}")
+        if not np.isfinite(given).all():
+            raise ValueError(f"state['source'][{key!r}] holds NaN or inf")
+    mujoco.mj_setState(model, data, np.asarray(state["mujoco"], np.float64), _STATE_SPEC())
+    mujoco.mj_forward(model, data)
+    for k, action in zip(sorted(grippers), state["gripper"], strict=True):
+        grippers[k].current_action = np.array(action, np.float64)
+    parts = env.robots[0].composite_controller.part_controllers
+    for part, name, _ in list(_controller_values(env)):
+        given = np.asarray(state[f"controller/{part}/{name}"])
+        old = getattr(parts[part], name)
+        setattr(
+            parts[part], name, given.copy() if isinstance(old, np.ndarray) else type(old)(given)
+        )
+    env.timestep, env.cur_time = int(state["clock"][0]), float(state["clock"][1])
+    frame = env._get_observations(force_update=True)[f"{camera}_image"]
+    # mj_forward (above, and in the observations' update) overwrites the solver's warm start
+    # with this state's own acceleration; the stepped episode kept its last step's: put it back
+    mujoco.mj_setState(model, data, np.asarray(state["mujoco"], np.float64), _STATE_SPEC())
+    return frame
+
+
+def _STATE_SPEC():  # noqa: N802 - a constant of mujoco, imported late
+    import mujoco
+
+    return mujoco.mjtState.mjSTATE_INTEGRATION
+
+
 def serve(env, request: dict, camera: str, style: str) -> dict:
     """The arrays one request asks for (see the module docstring)."""
+    if request["cmd"] == "get_state":
+        return get_state(env)
+    if request["cmd"] == "set_state":
+        with np.load(request["state"]) as given:
+            return {"frames": set_state(env, dict(given), camera)[None]}
     if request["cmd"] == "start":
         return {"frames": start(env, int(request["seed"]), camera)[1][None]}
     if request["cmd"] == "act":
@@ -187,6 +275,7 @@ def main() -> None:
             reply = {"ok": True}
         except Exception as err:  # noqa: BLE001 - reported to the parent, which raises
             reply = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+            reply["bad_input"] = isinstance(err, ValueError)
         print(json.dumps(reply), flush=True)
     env.close()
 

@@ -282,12 +282,11 @@ class SimulatorEnv(gym.Env):
         """A copy of the episode's state, the simulator's included, for :meth:`set_state`.
 
         Planning with the simulator itself, as with the world env's ``get_state``/``set_state``:
-        take the state, try a plan, set it back, try the next. It holds the simulator's state,
-        the env's frames, pose, step count and flags, and its generator (a later ``reset()``
-        draws the same episode). The city walk and driving; the robot's simulator runs in
-        another process and offers no state (a ``NotImplementedError``).
+        take the state, try a plan, set it back, try the next. It holds the simulator's state
+        (MiniWorld's seed and camera pose; a copy of highway-env's road; robosuite's MuJoCo
+        state, gripper actions and clock, from its worker process), the env's frames, pose,
+        step count and flags, and its generator (a later ``reset()`` draws the same episode).
         """
-        self._check_savable()
         if self._frames is None:
             raise RuntimeError("call reset() before get_state()")
         episode = {key: getattr(self, attr) for key, attr in _EPISODE.items()}
@@ -307,7 +306,6 @@ class SimulatorEnv(gym.Env):
         (Gymnasium's order check refuses a step before the first ``reset()``), and make the env
         with ``max_episode_steps=-1``: ``TimeLimit`` counts steps outside the state.
         """
-        self._check_savable()
         if not isinstance(state, dict) or "source" not in state:
             raise ValueError(f"state must be what {self.spec_name}.get_state() returns")
         own = {k: v for k, v in state.items() if k != "source"}
@@ -317,17 +315,10 @@ class SimulatorEnv(gym.Env):
             setattr(self, attr, copy.deepcopy(state[key]))
         self._np_random = rng_from_state(state["np_random"])
 
-    def _check_savable(self) -> None:
-        """The robot's simulator (in robosuite's own process) has no state to save."""
-        if not hasattr(self.source, "get_state"):
-            raise NotImplementedError(
-                f"{self.spec_name}: {SIMULATORS[self.world.name][0]} runs in its own process "
-                "and offers no state to save; plan with the world env's get_state instead"
-            )
-
     def _state_template(self) -> dict[str, Any]:
         """What a state of this env looks like, less the simulator's part (its source checks it)."""
-        size, pose = self.config.vae.image_size, np.zeros(4)
+        size = self.config.vae.image_size
+        pose = None if self.world.pose is None else np.zeros(4)  # the robot's camera: no pose
         return {
             "world": self.world.name,
             "np_random": self.np_random.bit_generator.state,
