@@ -96,3 +96,26 @@ def test_gymnasiums_own_play_reads_the_envs_keys_as_the_readme_says(monkeypatch)
     play(env, fps=1000, zoom=2, noop=env.unwrapped.idle_action(), callback=callback)
     assert actions == [[0.0, 0.0], [0.0, 1.0], [0.0, 1.0]]  # idle, then W: accelerate
     env.close()
+
+
+def test_play_video_keeps_every_episodes_first_frame(monkeypatch, capsys, tmp_path):
+    from gym_worldmodel.cli import play_main
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    steps = []
+
+    def callback(obs, next_obs, action, reward, terminated, truncated, info):
+        steps.append(len(next_obs))
+        if len(steps) == 5:  # 2-step episodes: two whole episodes and one step of a third
+            pygame.event.post(pygame.event.Event(pygame.QUIT))
+
+    import gymnasium
+
+    make = gymnasium.make
+    monkeypatch.setattr(  # short episodes, so play resets within the test
+        gymnasium, "make", lambda *args, **kwargs: make(*args, **kwargs, max_episode_steps=2)
+    )
+    video = tmp_path / "played.mp4"
+    play_main(["--model", "random-tiny", "--fps", "1000", "--video", str(video)], callback=callback)
+    episodes = 3  # each begins with its reset frame
+    assert f"wrote {video}: {episodes + sum(steps)} frames" in capsys.readouterr().out

@@ -354,6 +354,10 @@ def test_state_restores_the_episode_and_a_bad_state_changes_nothing(monkeypatch)
         ({**state, "steps": "many"}, "state\\['steps'\\] must be an int"),
         ({**state, "pose": np.full(4, np.nan)}, "state\\['pose'\\] holds NaN"),
         ({k: v for k, v in state.items() if k != "done"}, "lacks \\['done'\\]"),
+        (
+            {**state, "np_random": {**state["np_random"], "state": {"state": -1, "inc": 1}}},
+            "not a generator's state",
+        ),
         ({"frames": 1}, "what Simulator-CityWalk-v0.get_state"),
         ([1, 2], "what Simulator-CityWalk-v0.get_state"),
     ]:
@@ -469,3 +473,15 @@ def test_goal_image_agent_plans_in_the_world_and_in_miniworld_itself():
         timeout=600,
     )
     assert small.returncode != 0 and "the world's frames are (32, 32, 3)" in small.stderr
+
+
+@needs_highway
+def test_a_driving_state_with_entries_of_the_wrong_kind_is_refused():
+    env = gym.make("Simulator-Driving-v0", max_episode_steps=-1).unwrapped
+    env.reset(seed=1)
+    state = env.get_state()
+    for entry, value in [("time", "noon"), ("road", None), ("controlled_vehicles", [])]:
+        with pytest.raises(ValueError, match=entry):
+            env.set_state({**state, "source": {**state["source"], entry: value}})
+    env.set_state(state)  # the good one still loads
+    env.close()

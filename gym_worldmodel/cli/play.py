@@ -63,11 +63,11 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
         "video extra), when the window closes",
     )
     args = parser.parse_args(argv)
-    check_device(args.device)
     if args.simulator and (args.model or args.image or args.nfe or args.device != "cpu"):
         parser.error(
             "--simulator plays the simulator: --model, --image, --nfe and --device are the world's"
         )
+    check_device(args.device)
     try:
         import pygame  # noqa: F401  (gymnasium's play needs it)
 
@@ -101,18 +101,19 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
     for keys in (k for k in controls if len(k) == 1):
         print(f"  {keys.upper()}: {_describe(controls[keys])}")
     fps = args.fps or env.metadata["render_fps"]  # a float here; play wants an int
-    frames: list = []
+    frames: list = []  # what --video keeps
 
     def record(obs, next_obs, *rest: Any) -> None:
-        if not frames:  # the first call's obs is the reset's (obs, info)
-            frames.append(obs[0][-1])
-        frames.extend(next_obs)
+        if args.video is not None:
+            if isinstance(obs, tuple):  # an episode's first step: obs is its reset's (obs, info)
+                frames.append(obs[0][-1])
+            frames.extend(next_obs)
         if callback is not None:
             callback(obs, next_obs, *rest)
 
     try:
-        # play resets with its seed at every episode end: seed the first episode here and
-        # let the rest follow from the generator, so they differ
+        # play resets with the seed it is given at every episode end, so every episode would
+        # start alike: seed the env's generator here instead and let play's resets draw from it
         env.reset(seed=args.seed)
         play(
             env,
@@ -125,7 +126,9 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
     finally:
         world_fps = env.unwrapped.metadata["world_fps"]
         env.close()
-    if args.video is not None and frames:
+    if args.video is not None and not frames:
+        print(f"no step was played: {args.video} not written")
+    elif args.video is not None:
         import numpy as np
 
         from gym_worldmodel.video import write_video

@@ -363,6 +363,23 @@ class HighwaySource:
                 f"state['source'] is of {state['env_name']} at {state['size']} px, this source "
                 f"runs {self.env_name} at {self.size} px"
             )
+        from highway_env.road.road import Road
+        from highway_env.vehicle.kinematics import Vehicle
+
+        vehicles = state["controlled_vehicles"]
+        fits = {
+            "road": isinstance(state["road"], Road),
+            "controlled_vehicles": isinstance(vehicles, list)
+            and len(vehicles) > 0
+            and all(isinstance(v, Vehicle) for v in vehicles),
+            "time": isinstance(state["time"], (int, float)) and math.isfinite(state["time"]),
+            "steps": isinstance(state["steps"], int) and state["steps"] >= 0,
+            "done": isinstance(state["done"], bool),
+            "np_random": isinstance(state["np_random"], np.random.Generator),
+        }
+        bad = [k for k, ok in fits.items() if not ok]
+        if bad:
+            raise ValueError(f"state['source'] entries {bad} are not what get_state() holds")
         if self._env is None:
             self.start(0)  # an env to load it into (its road is replaced)
         world = self._env.unwrapped

@@ -173,8 +173,8 @@ class RobosuiteSource:
         """The running episode's state for :meth:`set_state` (see ``robosuite_worker``).
 
         MuJoCo's integration state, the grippers' current actions, the controllers' state and
-        the step clock, with the task, camera and frame size they belong to. In the same worker
-        an episode replays from it bit for bit, in a new one within a grey level.
+        the step clock, with the task, camera and frame size they belong to. An episode
+        replays from it bit for bit, in this worker or a new one.
         """
         self._check_running()
         with self._request({"cmd": "get_state"}) as data:
@@ -198,8 +198,13 @@ class RobosuiteSource:
         if theirs != mine:
             raise ValueError(f"state['source'] is of {theirs}, this source runs {mine}")
         path = os.path.join(self._tmp.name, "state.npz")
-        arrays = {k: v for k, v in state.items() if k not in mine}
-        np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
+        arrays = {k: np.asarray(v) for k, v in state.items() if k not in mine}
+        if any(a.dtype == object for a in arrays.values()):  # np.savez would need pickles
+            raise ValueError("state['source'] must hold arrays of numbers")
+        clash = sorted({"file", "allow_pickle"} & set(arrays))  # np.savez's own arguments
+        if clash:
+            raise ValueError(f"state['source'] has unexpected entries {clash}")
+        np.savez(path, **arrays)
         self._request({"cmd": "set_state", "state": path}).close()
 
     def _check_running(self) -> None:

@@ -9,16 +9,17 @@ sends one JSON request per line; the worker answers one JSON line per request:
     {"cmd": "start", "seed": s, "out": path}                -> {"ok": true}  (frames (1, S, S, 3))
     {"cmd": "act", "osc": [[7 floats], ...], "out": path}   -> {"ok": true}  (a frame per input)
     {"cmd": "get_state", "out": path}                       -> {"ok": true}  (the state arrays)
-    {"cmd": "set_state", "state": path, "out": path}        -> {"ok": true}  (frames (1, S, S, 3))
+    {"cmd": "set_state", "state": path, "out": path}        -> {"ok": true}
     {"cmd": "quit"}
     on failure                                                -> {"ok": false, "error": "..."}
-    (``"bad_input": true`` added where the request's own arrays did not fit: a ValueError)
+    (``"bad_input": true`` added where a state's arrays did not fit: ``BadState``)
 
 ``get_state`` and ``set_state`` save and restore the episode between steps: MuJoCo's integration
 state (positions, velocities, controls, warm start, time), the grippers' current actions
 (robosuite moves a gripper towards its command a little each step), the controllers' goals and
-cached state, and the env's step clock. Restored in the same worker, an episode replays bit for
-bit; in a new worker within a grey level (robosuite keeps more state in Python than this).
+cached state (``CONTROLLER_STATE``), and the env's step clock. An episode replays from it bit
+for bit, in the same worker or a new one (every worker builds the task from seed 0, so the
+cube's size, drawn once at construction, is the same in all).
 
 ``start`` and ``act`` step one episode a few frames at a time (``SimulatorEnv``): the same
 reset and frames as ``rollout`` and ``replay``.
@@ -27,6 +28,10 @@ The npz holds ``frames`` uint8 (T + 1, S, S, 3) and ``osc`` float32 (T, 7): the 
 actually sent, ``[dx, dy, dz, dax, day, daz, gripper]`` in [-1, 1] (translation in units of
 ``OSC_MAX_M`` and rotation in units of ``OSC_MAX_RAD`` per control step; gripper +1 closes).
 The parent converts them to RT-1 model vectors.
+
+Every worker builds the task from seed 0: robosuite draws the cube's size once, at
+construction, so it is the same in every worker and an episode's seed alone decides the rest
+(before 2026-12-06 the size was drawn unseeded, a little different in each worker).
 
 Behaviour policies (all randomness from ``np.random.default_rng(seed)``), named in ``STYLES``:
 end-effector velocity targets held for a while (random direction and speed), with a pull back
@@ -80,6 +85,7 @@ def make_env(task: str, size: int, camera: str):
         horizon=100_000,
         ignore_done=True,
         hard_reset=False,
+        seed=0,  # the cube's size is drawn once, at construction: the same in every worker
     )
     env.reset()
     rc, model = env.sim._render_context_offscreen, env.sim.model._model
@@ -167,6 +173,29 @@ def record(
     return {"frames": frames, "osc": sent}
 
 
+#: The controllers' attributes that change during an episode (the rest is configuration): goals,
+#: references and the joint state, Jacobians and torques they cache between updates. Some are
+#: None (or absent) until the first step after a reset; a state stores that as an empty array.
+CONTROLLER_STATE = {
+    "arm": (
+        "J_full", "J_ori", "J_pos", "action_input_transform", "action_output_transform",
+        "action_scale", "goal_ori", "goal_pos", "initial_joint", "initial_ref_ori_mat",
+        "initial_ref_pos", "joint_pos", "joint_vel", "mass_matrix", "new_update", "ori_ref",
+        "origin_ori", "origin_pos", "ref_ori_mat", "ref_ori_vel", "ref_pos", "ref_pos_vel",
+        "relative_ori", "torques",
+    ),
+    "gripper": (
+        "action_input_transform", "action_output_transform", "action_scale", "goal_qvel",
+        "initial_joint", "joint_pos", "joint_vel", "new_update", "previous_qpos", "torques",
+        "vels",
+    ),
+}  # fmt: skip
+
+
+class BadState(ValueError):
+    """A ``set_state`` request whose arrays do not fit this env (reported as bad input)."""
+
+
 def get_state(env) -> dict:
     """The episode's state between steps (see the module docstring)."""
     import mujoco
@@ -175,64 +204,84 @@ def get_state(env) -> dict:
     full = np.empty(mujoco.mj_stateSize(model, _STATE_SPEC()))
     mujoco.mj_getState(model, data, full, _STATE_SPEC())
     grippers = env.robots[0].gripper
-    return {
+    state = {
         "mujoco": full,
         "gripper": np.stack([np.asarray(grippers[k].current_action) for k in sorted(grippers)]),
         "clock": np.array([env.timestep, env.cur_time], np.float64),
-        **{f"controller/{part}/{name}": v for part, name, v in _controller_values(env)},
     }
+    for key, (controller, name) in _controller_attributes(env).items():
+        value = getattr(controller, name, None)
+        state[key] = np.empty(0) if value is None else np.asarray(value)
+    return state
 
 
-def _controller_values(env):
-    """``(part, attribute, array)`` for the controllers' numbers and flags.
+def _controller_attributes(env) -> dict:
+    """``{state key: (controller, attribute)}`` for :data:`CONTROLLER_STATE`."""
+    out = {}
+    for part, controller in sorted(env.robots[0].composite_controller.part_controllers.items()):
+        names = CONTROLLER_STATE["gripper" if part.endswith("gripper") else "arm"]
+        for name in names:  # (some only exist after the first step)
+            out[f"controller/{part}/{name}"] = (controller, name)
+    return out
 
-    Their goals, references and cached joint state: the OSC controller reads some of them
-    instead of the simulation until its next update.
+
+def set_state(env, state: dict) -> None:
+    """Restore :func:`get_state`'s arrays.
+
+    Every one is checked and converted first, so a state that does not fit (:class:`BadState`)
+    changes nothing.
     """
-    parts = env.robots[0].composite_controller.part_controllers
-    for part, controller in sorted(parts.items()):
-        for name, value in sorted(vars(controller).items()):
-            if isinstance(value, (np.ndarray, float, int, bool, np.number)):
-                array = np.asarray(value)
-                if array.dtype.kind in "biuf":
-                    yield part, name, array
-
-
-def set_state(env, state: dict, camera: str) -> np.ndarray:
-    """Restore :func:`get_state`'s arrays (checked first: nothing changes if they do not fit)."""
     import mujoco
 
     model, data = env.sim.model._model, env.sim.data._data
     grippers = env.robots[0].gripper
     own = get_state(env)
-    for key, value in own.items():
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise BadState(f"state['source'] has unexpected entries {unknown}")
+    for key in own:
         given = state.get(key)
-        fits = given is not None and np.ndim(given) == value.ndim
-        fits = fits and (value.ndim == 0 or len(given) == len(value))
-        if key != "gripper":  # a gripper's action is (1,) after a reset, wider once stepped
-            fits = fits and np.shape(given) == value.shape
-        if not fits:
-            want = f"{len(value)} rows" if key == "gripper" else f"shape {value.shape}"
-            raise ValueError(f"state['source'][{key!r}] must have {want}")
+        if given is None or np.asarray(given).dtype.kind not in "biuf":
+            raise BadState(f"state['source'][{key!r}] must be an array of numbers")
         if not np.isfinite(given).all():
-            raise ValueError(f"state['source'][{key!r}] holds NaN or inf")
+            raise BadState(f"state['source'][{key!r}] holds NaN or inf")
+    for key in ("mujoco", "clock"):
+        if np.shape(state[key]) != own[key].shape:
+            raise BadState(f"state['source'][{key!r}] must have shape {own[key].shape}")
+    actions = []  # a gripper's action is (1,) after a reset, one per finger joint once stepped
+    parts = env.robots[0].composite_controller.part_controllers
+    for k, action in zip(sorted(grippers), np.atleast_2d(state["gripper"]), strict=False):
+        widths = {1, parts[f"{k}_gripper"].joint_dim} if f"{k}_gripper" in parts else {1}
+        if np.ndim(action) != 1 or len(action) not in widths:
+            raise BadState(f"state['source']['gripper'] rows must have a width in {widths}")
+        actions.append(np.array(action, np.float64))
+    if np.ndim(state["gripper"]) != 2 or len(actions) != len(grippers):
+        raise BadState(f"state['source']['gripper'] must have {len(grippers)} rows")
+    values = {}
+    for key, (controller, name) in _controller_attributes(env).items():
+        old, given = getattr(controller, name, None), np.asarray(state[key])
+        if given.size == 0:
+            values[key] = None
+        elif isinstance(old, np.ndarray) and given.shape != old.shape:
+            raise BadState(f"state['source'][{key!r}] must have shape {old.shape}")
+        elif isinstance(old, np.ndarray) or old is None:
+            values[key] = np.array(given, old.dtype if old is not None else np.float64)
+        elif given.shape != () or (isinstance(old, bool) and given.item() not in (0, 1)):
+            raise BadState(f"state['source'][{key!r}] must be one {type(old).__name__}")
+        else:
+            values[key] = type(old)(given.item())
+    # everything fits: restore
     mujoco.mj_setState(model, data, np.asarray(state["mujoco"], np.float64), _STATE_SPEC())
     mujoco.mj_forward(model, data)
-    for k, action in zip(sorted(grippers), state["gripper"], strict=True):
-        grippers[k].current_action = np.array(action, np.float64)
-    parts = env.robots[0].composite_controller.part_controllers
-    for part, name, _ in list(_controller_values(env)):
-        given = np.asarray(state[f"controller/{part}/{name}"])
-        old = getattr(parts[part], name)
-        setattr(
-            parts[part], name, given.copy() if isinstance(old, np.ndarray) else type(old)(given)
-        )
+    for k, action in zip(sorted(grippers), actions, strict=True):
+        grippers[k].current_action = action
+    for key, (controller, name) in _controller_attributes(env).items():
+        setattr(controller, name, values[key])
     env.timestep, env.cur_time = int(state["clock"][0]), float(state["clock"][1])
-    frame = env._get_observations(force_update=True)[f"{camera}_image"]
+    env._get_observations(force_update=True)  # the observables read the restored state
     # mj_forward (above, and in the observations' update) overwrites the solver's warm start
     # with this state's own acceleration; the stepped episode kept its last step's: put it back
     mujoco.mj_setState(model, data, np.asarray(state["mujoco"], np.float64), _STATE_SPEC())
-    return frame
 
 
 def _STATE_SPEC():  # noqa: N802 - a constant of mujoco, imported late
@@ -247,7 +296,8 @@ def serve(env, request: dict, camera: str, style: str) -> dict:
         return get_state(env)
     if request["cmd"] == "set_state":
         with np.load(request["state"]) as given:
-            return {"frames": set_state(env, dict(given), camera)[None]}
+            set_state(env, dict(given))
+        return {}
     if request["cmd"] == "start":
         return {"frames": start(env, int(request["seed"]), camera)[1][None]}
     if request["cmd"] == "act":
@@ -275,7 +325,7 @@ def main() -> None:
             reply = {"ok": True}
         except Exception as err:  # noqa: BLE001 - reported to the parent, which raises
             reply = {"ok": False, "error": f"{type(err).__name__}: {err}"}
-            reply["bad_input"] = isinstance(err, ValueError)
+            reply["bad_input"] = isinstance(err, BadState)
         print(json.dumps(reply), flush=True)
     env.close()
 

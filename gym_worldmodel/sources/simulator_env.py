@@ -310,10 +310,14 @@ class SimulatorEnv(gym.Env):
             raise ValueError(f"state must be what {self.spec_name}.get_state() returns")
         own = {k: v for k, v in state.items() if k != "source"}
         check_state(own, self._state_template(), where="state")
+        try:
+            rng = rng_from_state(state["np_random"])
+        except (TypeError, ValueError, OverflowError) as err:
+            raise ValueError(f"state['np_random'] is not a generator's state: {err}") from err
         self.source.set_state(state["source"])  # checks its own part before changing anything
         for key, attr in _EPISODE.items():
             setattr(self, attr, copy.deepcopy(state[key]))
-        self._np_random = rng_from_state(state["np_random"])
+        self._np_random = rng
 
     def _state_template(self) -> dict[str, Any]:
         """What a state of this env looks like, less the simulator's part (its source checks it)."""
