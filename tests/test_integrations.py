@@ -496,3 +496,46 @@ def test_read_only_memory_rows_retrieve_but_do_not_store():
     env.set_memory(None, store=True)
     env.set_state(state)  # the switch is part of the state
     assert memory.storing.tolist() == [True, False]
+
+
+# --- Other array libraries (CuPy on a GPU: the `gpu` extra) ---
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("world", ["citywalk", "robot", "driving"])
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED])
+@pytest.mark.parametrize(
+    ("library", "device"), [("numpy", "cpu"), pytest.param("cupy", "cuda", marks=CUDA)]
+)
+def test_gymnasiums_array_conversion_hands_the_steps_to_another_array_library(
+    world, mode, library, device
+):
+    """output="torch" under Gymnasium's ArrayConversion steps as output="numpy" does."""
+    xp = pytest.importorskip(library)
+    array_conversion = pytest.importorskip("gymnasium.wrappers.vector.array_conversion")
+    kwargs = dict(world=world, device=device, max_episode_steps=2, autoreset_mode=mode, **TINY)
+    plain = WorldModelVectorEnv(2, **kwargs)
+    env = WorldModelVectorEnv(2, output="torch", **kwargs)
+    converted = array_conversion.ArrayConversion(env, env_xp=torch, target_xp=xp)
+    to_numpy = getattr(xp, "asnumpy", np.asarray)
+    expected, got = plain.reset(seed=0), converted.reset(seed=0)
+    plain.action_space.seed(0)
+    ends = 0
+    for _ in range(6):
+        assert type(got[0]) is type(xp.asarray(0)) and np.array_equal(to_numpy(got[0]), expected[0])
+        assert np.array_equal(to_numpy(got[-1]["step"]), expected[-1]["step"])
+        if "pose" in expected[-1]:
+            assert np.array_equal(to_numpy(got[-1]["pose"]), expected[-1]["pose"])
+        if len(expected) == 5:  # a step: rewards and flags, then the reset DISABLED needs
+            for mine, theirs in zip(got[1:4], expected[1:4], strict=True):
+                assert np.array_equal(to_numpy(mine), theirs)
+            ends += int(expected[3].all())  # both rows at the 2-step limit
+            if mode == AutoresetMode.DISABLED and expected[3].all():
+                done = expected[3]
+                expected = plain.reset(options={"reset_mask": done})
+                got = converted.reset(options={"reset_mask": xp.asarray(done)})
+                continue
+        action = plain.action_space.sample()
+        expected, got = plain.step(action), converted.step(xp.asarray(action))
+    assert ends == 2

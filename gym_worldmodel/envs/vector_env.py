@@ -77,7 +77,9 @@ class WorldModelVectorEnv(VectorEnv):
             is emulated and slower), ``"float32"`` or ``"bfloat16"``. The shipped worlds' frames
             in bf16 stay within 0.02 dB PSNR of float32's against held-out episodes over 64
             steps (``python -m gym_worldmodel.bench dtype``). ``env.dtype`` is the one chosen.
-        output: ``"numpy"`` or ``"torch"`` (obs, rewards and flags stay on the device).
+        output: ``"numpy"`` or ``"torch"`` (obs, rewards and flags stay on the device; for
+            CuPy or another Array API library, wrap the env in Gymnasium's vector
+            ``ArrayConversion``, with ``NEXT_STEP`` or ``DISABLED`` autoreset).
         autoreset_mode: A ``gymnasium.vector.AutoresetMode`` (or its value).
         max_episode_steps: Truncate episodes after this many steps (None, or -1 as
             ``gym.make`` takes it: never).
