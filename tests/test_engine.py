@@ -504,6 +504,22 @@ def test_vae_inference_in_cpu_passes_gives_what_one_pass_gives(tiny_model):
         assert torch.allclose(vae.decode_float(mean), vae.decoder(mean), atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_vae_frames_have_the_same_bits_whatever_the_batch(tiny_model, dtype):
+    """A frame's latents and pixels do not depend on how many frames share the call (an odd
+    batch, a single frame, a short last pass): a row's episode must not depend on the env's
+    size or on which rows reset with it."""
+    vae = tiny_model.vae
+    frames = torch.randint(0, 256, (20, vae.config.image_size, vae.config.image_size, 3))
+    frames = frames.to(torch.uint8)
+    with torch.inference_mode(), torch.autocast("cpu", dtype, enabled=dtype != torch.float32):
+        latents, pixels = vae.encode(frames), vae.decode(vae.encode(frames))
+        for start, n in [(0, 1), (5, 1), (0, 3), (2, 5), (0, 9), (1, 19)]:
+            assert torch.equal(vae.encode(frames[start : start + n]), latents[start : start + n])
+            decoded = vae.decode(latents[start : start + n])
+            assert torch.equal(decoded, pixels[start : start + n])
+
+
 def test_same_seed_same_latents_other_seed_differs(tiny_model):
     _, rollout = make_engine(tiny_model, 2)
     actions = random_actions(rollout, 2, 3)
