@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import gymnasium as gym
@@ -327,6 +328,27 @@ def test_partial_reset_leaves_other_rows_bitwise_unchanged(how):
     assert not rows_equal(before, after, [1])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_row_reset_alone_starts_as_in_a_full_reset_and_in_a_smaller_env(dtype):
+    """Its start does not depend on how many rows reset with it (an autoreset resets one).
+
+    The shipped world: the tiny model's convolutions are too narrow to take the CPU's other path.
+    """
+    picture = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    kwargs = dict(world="driving", obs_mode="chunk", dtype=dtype)
+    env = WorldModelVectorEnv(2, **kwargs)
+    env.reset(seed=10, options={"image": picture})
+    full = snapshot(env)
+    env.step(env.action_space.sample())
+    env.reset(seed=10, options={"image": picture, "env_idx": [1]})
+    again = snapshot(env)
+    assert rows_equal(full, again, [1]) and torch.equal(again["latents"][1], full["latents"][1])
+    alone = WorldModelVectorEnv(1, **kwargs)
+    alone.reset(seed=10, options={"image": picture})
+    assert rows_equal(full, snapshot(alone), [0])
+    assert torch.equal(alone.get_state()["latents"][0], full["latents"][0])
+
+
 def test_per_env_seeds_and_seed_list():
     env = WorldModelVectorEnv(3, world="robot", **TINY)
     a, _ = env.reset(seed=[5, 6, 7])
@@ -334,6 +356,17 @@ def test_per_env_seeds_and_seed_list():
     assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="num_envs=3"):
         env.reset(seed=[1, 2])
+
+
+def test_fork_takes_any_iterable_of_seeds_and_refuses_a_non_int_count():
+    env = WorldModelVectorEnv(1, world="driving", **TINY)
+    env.reset(seed=0)
+    a = env.fork(0, 2, seeds=(s for s in [3, 4])).step(np.zeros((2, 2), np.float32))[0]
+    b = env.fork(0, 2, seeds=[3, 4]).step(np.zeros((2, 2), np.float32))[0]
+    assert np.array_equal(a, b)
+    for n in (2.0, True, 0):
+        with pytest.raises(ValueError, match="must be an int >= 1"):
+            env.fork(0, n)
 
 
 def test_fork_then_diverge_leaves_the_original_unchanged():
@@ -371,6 +404,19 @@ def test_reset_from_the_users_image_and_frames():
     assert obs[0].mean() > obs[1].mean() > 64
     for bad in ([wide, picture, picture], [wide, picture[..., 0]]):
         with pytest.raises(ValueError, match=r"one \(H, W, 3\) per reset row"):
+            env.reset(seed=0, options={"image": bad})
+
+
+def test_a_picture_of_any_strides_is_taken_and_a_bad_one_is_named_as_given():
+    picture = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    env = WorldModelEnv(world="robot", **TINY)
+    for view in (picture[..., ::-1], picture[::-1], picture[:32, :32][:, ::-1]):  # BGR, flips
+        obs, _ = env.reset(seed=0, options={"image": view})
+        assert np.array_equal(obs, env.reset(seed=0, options={"image": view.copy()})[0])
+    for bad, shape in [(picture[..., 0], (48, 40)), (picture[..., :1], (48, 40, 1))]:
+        with pytest.raises(
+            ValueError, match=re.escape(f"must be (H, W, 3) RGB, got shape {shape}")
+        ):
             env.reset(seed=0, options={"image": bad})
 
 
@@ -514,6 +560,49 @@ def test_action_cost_is_zero_for_doing_nothing_in_every_mode():
         assert env.step(idle)[1].tolist() == [0.0]
         cost = env.step(busy)[1][0]
         assert cost == pytest.approx({"citywalk": -2 / 3, "robot": -0.25, "driving": -0.5}[world])
+
+
+def test_fork_keeps_each_rows_own_goal_in_hooks_with_values_per_row():
+    env = WorldModelVectorEnv(2, world="driving", **TINY)
+    obs, _ = env.reset(seed=0)
+    env.reward_fn = [GoalImageSimilarity(np.stack([obs[0], 255 - obs[1]])), ActionCost(0.1)]
+    env.reward_fn.append(PoseDistance([[1.0, 2.0], [30.0, -4.0]]))
+    env.termination_fn = PoseReached([[0.0, 0.0], [500.0, 0.0]], radius_m=50.0)
+    forks = env.fork(row=1, n=3)
+    act = np.array([[0.2, 0.1], [-0.1, 0.3]], np.float32)
+    _, reward, terminated, *_ = env.step(act)
+    _, forked, forked_end, *_ = forks.step(np.repeat(act[1:], 3, 0))
+    assert np.allclose(forked, reward[1]) and forked_end.tolist() == [terminated[1]] * 3
+    assert terminated.tolist() == [True, False]  # the rows' targets differ
+
+
+def test_hook_arguments_are_checked_where_they_are_made():
+    for bad in (np.full((8, 8, 3), 0.5), np.full((8, 8, 3), 300), np.zeros((8, 8))):
+        with pytest.raises(ValueError, match="goal image must be"):
+            GoalImageSimilarity(bad)
+    for bad in ([np.nan, 0.0], [1.0, 2.0, 3.0], np.zeros((2, 3))):
+        with pytest.raises(ValueError, match="finite"):
+            PoseDistance(bad)
+    with pytest.raises(ValueError, match="radius_m"):
+        PoseReached([0.0, 0.0], radius_m=-1.0)
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        ActionCost(-1.0)
+    env = WorldModelVectorEnv(3, world="driving", **TINY)
+    env.reset(seed=0)
+    env.reward_fn = GoalImageSimilarity(np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="2 goal images .* for 3 rows"):
+        env.step(np.zeros((3, 2), np.float32))
+
+
+def test_an_error_inside_a_hook_names_the_hook():
+    def broken(prev_obs, action, obs, info):
+        raise KeyError("no such entry")
+
+    env = WorldModelVectorEnv(1, world="driving", **TINY, reward_fn=broken)
+    env.reset(seed=0)
+    with pytest.raises(KeyError) as caught:
+        env.step(np.zeros((1, 2), np.float32))
+    assert any("reward hook" in note and "broken" in note for note in caught.value.__notes__)
 
 
 def test_a_broken_hook_is_a_clear_error():

@@ -11,6 +11,11 @@ A hook is called as ``hook(prev_obs, action, obs, info)`` with, for B rows:
         for a step that does nothing.
 A reward hook returns ``(B,)`` floats, a termination hook ``(B,)`` bools (tensor or array). Pass
 one hook or a list (rewards are summed, terminations or-ed).
+
+A hook with values per row (a goal image or a target per row) also has ``select(rows)``, which
+returns the hook for an env of those rows (``rows[i]``: the row whose values row ``i`` takes);
+``fork`` calls it, so each future keeps its own row's goal. A hook without ``select`` is passed
+to a fork as it is.
 """
 
 from __future__ import annotations
@@ -39,9 +44,14 @@ class GoalImageSimilarity:
     """
 
     def __init__(self, goal: np.ndarray | Tensor, pool: int = 1) -> None:
-        self.goal = torch.as_tensor(np.asarray(goal), dtype=torch.uint8)
-        if self.goal.shape[-1] != 3 or self.goal.dim() not in (3, 4):
-            raise ValueError(f"goal image must be (H, W, 3) or (B, H, W, 3), got {self.goal.shape}")
+        goal = goal if isinstance(goal, Tensor) else torch.from_numpy(np.array(goal))
+        if goal.dtype != torch.uint8:  # a cast would wrap 300 to 44 and floor [0, 1] floats to 0
+            raise ValueError(f"goal image must be uint8 RGB (0-255), got {goal.dtype}")
+        if goal.shape[-1:] != (3,) or goal.dim() not in (3, 4):
+            raise ValueError(
+                f"goal image must be (H, W, 3) or (B, H, W, 3), got {tuple(goal.shape)}"
+            )
+        self.goal = goal.detach().clone()
         if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
             raise ValueError(f"pool must be an int >= 1, got {pool!r}")
         if any(side % pool for side in self.goal.shape[-3:-1]):
@@ -53,8 +63,16 @@ class GoalImageSimilarity:
         goal = self.goal.to(obs.device)
         if goal.shape[-3:] != obs.shape[-3:]:
             raise ValueError(f"goal image {tuple(goal.shape[-3:])} != frame {tuple(obs.shape[1:])}")
+        if goal.dim() == 4 and len(goal) != len(obs):
+            raise ValueError(f"{len(goal)} goal images (one per row) for {len(obs)} rows")
         diff = (self._pooled(obs) - self._pooled(goal)).abs().mean(dim=(-3, -2, -1))
         return 1.0 - diff / 255.0
+
+    def select(self, rows: Sequence[int]) -> GoalImageSimilarity:
+        """This reward for an env of rows ``rows`` of this one (one goal for all: itself)."""
+        if self.goal.dim() == 3:
+            return self
+        return GoalImageSimilarity(self.goal[list(rows)], self.pool)
 
     def _pooled(self, frames: Tensor) -> Tensor:
         """``(..., H, W, 3)`` uint8 -> float ``(..., H / pool, W / pool, 3)`` means."""
@@ -74,24 +92,45 @@ class PoseDistance:
     """
 
     def __init__(self, target: Sequence[float] | np.ndarray) -> None:
-        self.target = torch.as_tensor(np.asarray(target, dtype=np.float64))
+        target = np.array(target, dtype=np.float64)
+        if target.shape[-1:] != (2,) or target.ndim not in (1, 2) or not np.isfinite(target).all():
+            raise ValueError(
+                f"target must be finite (x, y) metres, (2,) or one per row (B, 2), got {target!r}"
+            )
+        self.target = torch.from_numpy(target)
 
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Negative Euclidean distance of each row."""
         if info["pose"] is None:
             raise ValueError("PoseDistance needs a world with a pose (camera or driving)")
+        if self.target.dim() == 2 and len(self.target) != len(info["pose"]):
+            raise ValueError(
+                f"{len(self.target)} targets (one per row) for {len(info['pose'])} rows"
+            )
         return -(info["pose"][:, :2] - self.target.to(info["pose"].device)).norm(dim=-1)
+
+    def select(self, rows: Sequence[int]) -> PoseDistance:
+        """This reward for an env of rows ``rows`` of this one (one target for all: itself)."""
+        return self if self.target.dim() == 1 else PoseDistance(self.target[list(rows)].numpy())
 
 
 class PoseReached:
     """Termination when the pose's (x, y) is within ``radius_m`` metres of a target."""
 
     def __init__(self, target: Sequence[float] | np.ndarray, radius_m: float = 0.5) -> None:
-        self.distance, self.radius = PoseDistance(target), radius_m
+        if not (np.isfinite(radius_m) and radius_m > 0):
+            raise ValueError(f"radius_m must be a distance > 0 in metres, got {radius_m!r}")
+        self.distance, self.radius = PoseDistance(target), float(radius_m)
 
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """True for rows within the radius."""
         return -self.distance(prev_obs, action, obs, info) <= self.radius
+
+    def select(self, rows: Sequence[int]) -> PoseReached:
+        """This termination for an env of rows ``rows`` of this one."""
+        if self.distance.target.dim() == 1:
+            return self
+        return PoseReached(self.distance.select(rows).target.numpy(), self.radius)
 
 
 class LaneCentre:
@@ -128,7 +167,9 @@ class ActionCost:
     """
 
     def __init__(self, weight: float = 0.01) -> None:
-        self.weight = weight
+        if not (np.isfinite(weight) and weight >= 0):
+            raise ValueError(f"weight must be >= 0 (a cost per unit of effort), got {weight!r}")
+        self.weight = float(weight)
 
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Quadratic cost of each row's actions."""
@@ -161,6 +202,17 @@ def arguments(
     return prev_obs, as_t(action), obs, {**info, "effort": as_t(effort)}
 
 
+def select(hooks: Hook | Sequence[Hook] | None, rows: Sequence[int]) -> Any:
+    """The hooks for an env of rows ``rows`` of this one (see the module docstring).
+
+    ``select`` where a hook has one, the hook itself where not.
+    """
+    if hooks is None:
+        return None
+    pick = lambda hook: hook.select(rows) if hasattr(hook, "select") else hook  # noqa: E731
+    return [pick(h) for h in hooks] if isinstance(hooks, Sequence) else pick(hooks)
+
+
 def evaluate(
     hooks: Hook | Sequence[Hook] | None, args: tuple | None, batch: int, kind: str
 ) -> np.ndarray:
@@ -170,7 +222,12 @@ def evaluate(
     if hooks is None:
         return total
     for hook in hooks if isinstance(hooks, Sequence) else [hooks]:
-        value = hook(*args)
+        try:
+            value = hook(*args)
+        except Exception as err:
+            if hasattr(err, "add_note"):  # Python >= 3.11
+                err.add_note(f"raised by the {kind} hook {hook!r}, after the rows stepped")
+            raise
         value = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
         if value.shape != (batch,):
             raise ValueError(

@@ -79,9 +79,12 @@ class WorldModelEnv(gym.Env):
         if rows:
             raise ValueError(f"a single env has one row: options {rows} are for vector envs")
         super().reset(seed=seed)
-        for key in ("image", "frames"):
+        for key, want in (("image", "(H, W, 3)"), ("frames", "(k, H, W, 3)")):
             if key in options:
-                options[key] = np.asarray(options[key])[None]
+                arr = np.asarray(options[key])
+                if arr.ndim != want.count(",") + 1 or arr.shape[-1] != 3:
+                    raise ValueError(f"reset {key} must be {want} RGB, got shape {arr.shape}")
+                options[key] = arr[None]
         # A seed seeds the row as it seeds row 0 of a vector env; seed=None continues the row's
         # generators, or on the first reset draws a row seed from this env's (unseeded) np_random.
         if seed is not None:

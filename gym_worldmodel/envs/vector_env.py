@@ -413,16 +413,19 @@ class WorldModelVectorEnv(VectorEnv):
         Without ``seeds`` every fork draws the same noise (common random numbers: futures differ
         only by their actions); ``seeds`` reseeds each fork's generators (the model's noise and
         the NumPy generator that picks start frames on autoreset) so their futures differ. With
-        memory, each fork gets its own copy of the row's memory.
+        memory, each fork gets its own copy of the row's memory. Hooks with values per row (a
+        goal image or target per row) keep row ``row``'s in every fork (``select``, see
+        :mod:`gym_worldmodel.envs.hooks`).
         """
         self._check_open()
         if not self._started:
             raise RuntimeError("call reset() before fork()")
         if not 0 <= row < self.num_envs:
             raise ValueError(f"row must be in [0, {self.num_envs}), got {row}")
-        if n < 1:
-            raise ValueError(f"n (forks) must be >= 1, got {n}")
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n (forks) must be an int >= 1, got {n!r}")
         if seeds is not None:
+            seeds = list(seeds)
             if len(seeds) != n:
                 raise ValueError(f"need {n} seeds for {n} forks, got {len(seeds)}")
             seeds = row_seeds(list(seeds), np.arange(n), n)
@@ -449,8 +452,8 @@ class WorldModelVectorEnv(VectorEnv):
             autoreset_mode=self.metadata["autoreset_mode"],
             max_episode_steps=self.max_episode_steps,
             render_mode=self.render_mode,
-            reward_fn=self.reward_fn,
-            termination_fn=self.termination_fn,
+            reward_fn=hook_lib.select(self.reward_fn, [row] * n),
+            termination_fn=hook_lib.select(self.termination_fn, [row] * n),
             start_fn=self.start_fn,
             memory=self.memory,
             memory_capacity=self.memory_capacity,

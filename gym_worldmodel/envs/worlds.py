@@ -179,8 +179,11 @@ def _start_frames(world: World, size: int) -> np.ndarray:
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """Resize uint8 ``(N, H, W, 3)`` frames to ``(N, size, size, 3)`` (bilinear, antialiased)."""
-    x = torch.tensor(np.asarray(frames)).permute(0, 3, 1, 2).float()
+    """Resize uint8 ``(N, H, W, 3)`` frames to ``(N, size, size, 3)`` (bilinear, antialiased).
+
+    Any strides are taken (a view such as ``img[..., ::-1]``, OpenCV's BGR to RGB, included).
+    """
+    x = torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2).float()  # a contiguous copy
     x = torch.nn.functional.interpolate(
         x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
     )
