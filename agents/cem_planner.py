@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gym_worldmodel.cli import non_negative_int, positive_int
 from gym_worldmodel.envs import PoseDistance, WorldModelVectorEnv
 
 
@@ -21,13 +22,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint dir, repo id or random-tiny")
     parser.add_argument("--target", type=float, nargs=2, default=[3.0, 1.0], help="x y metres")
-    parser.add_argument("--steps", type=int, default=10, help="real steps")
-    parser.add_argument("--horizon", type=int, default=4)
-    parser.add_argument("--population", type=int, default=16)
-    parser.add_argument("--elites", type=int, default=4)
-    parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=positive_int, default=10, help="real steps")
+    parser.add_argument("--horizon", type=positive_int, default=4)
+    parser.add_argument("--population", type=positive_int, default=16)
+    parser.add_argument("--elites", type=positive_int, default=4)
+    parser.add_argument("--iterations", type=positive_int, default=3)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     args = parser.parse_args()
+    if args.elites > args.population:
+        parser.error(f"--elites {args.elites} is more than --population {args.population}")
 
     reward = PoseDistance(args.target)
     env = WorldModelVectorEnv(1, world="citywalk", model=args.model, reward_fn=reward)
@@ -68,6 +71,11 @@ def cem(
     ``rollout(plans) -> returns`` and refits each step's key distribution to the ``elites`` best
     (mixed with 10% uniform, so no key dies out).
     """
+    if not 1 <= elites <= population or horizon < 1 or iterations < 1:
+        raise ValueError(
+            f"CEM needs 1 <= elites <= population and horizon, iterations >= 1, got elites "
+            f"{elites}, population {population}, horizon {horizon}, iterations {iterations}"
+        )
     probs = np.full((horizon, 2, 5), 0.2)  # per step: translation and rotation keys
     for _ in range(iterations):
         plans = sample(rng, probs, population)  # (P, horizon, 2)

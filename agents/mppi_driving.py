@@ -28,6 +28,7 @@ from gym_worldmodel.cli import (
     non_negative_float,
     non_negative_int,
     positive_float,
+    positive_int,
 )
 from gym_worldmodel.envs import ActionCost, LaneCentre, WorldModelVectorEnv
 
@@ -41,9 +42,9 @@ def main() -> None:
     parser.add_argument(
         "--heading-weight", type=non_negative_float, default=2.0, help="metres per radian"
     )
-    parser.add_argument("--steps", type=int, default=12, help="real steps")
-    parser.add_argument("--horizon", type=int, default=5)
-    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--steps", type=positive_int, default=12, help="real steps")
+    parser.add_argument("--horizon", type=positive_int, default=5)
+    parser.add_argument("--samples", type=positive_int, default=32)
     parser.add_argument(
         "--noise",
         type=float,

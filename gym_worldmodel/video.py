@@ -1,4 +1,4 @@
-"""Writing generated frames as an MP4 (moviepy, the ``video`` extra)."""
+"""Writing generated frames as an MP4 or a GIF (moviepy, the ``video`` extra)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,30 @@ from pathlib import Path
 
 import numpy as np
 
+#: What :func:`write_video` writes, by the path's suffix (none: an MP4 by that name).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif")
+
+
+def video_path(path: str | os.PathLike) -> Path:
+    """``path`` checked for :func:`write_video` (a suffix it writes), its folder made.
+
+    Call it before a long rollout, so that a bad name fails before the frames are made.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (*VIDEO_SUFFIXES, ""):
+        raise ValueError(
+            f"video {path}: write an MP4, MOV, MKV (H.264) or GIF ({', '.join(VIDEO_SUFFIXES)}), "
+            f"not {path.suffix}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path:
-    """Write uint8 frames ``(T, H, W, 3)`` to ``path`` (H.264 MP4), replacing it atomically."""
+    """Write uint8 frames ``(T, H, W, 3)`` to ``path``, replacing it atomically.
+
+    H.264 in an MP4 (MOV, MKV by the suffix), or an animated GIF for ``.gif``.
+    """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
         raise ValueError(
@@ -19,12 +40,14 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path
         from moviepy import ImageSequenceClip
     except ImportError as err:
         raise ImportError("writing video needs moviepy: pip install gym-worldmodel[video]") from err
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = video_path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.mp4'}")
     clip = ImageSequenceClip(list(frames), fps=fps)
     try:
-        clip.write_videofile(str(tmp), codec="libx264", audio=False, logger=None)
+        if path.suffix.lower() == ".gif":
+            clip.write_gif(str(tmp), logger=None)
+        else:
+            clip.write_videofile(str(tmp), codec="libx264", audio=False, logger=None)
         os.replace(tmp, path)
     finally:
         clip.close()

@@ -542,6 +542,19 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
     (tmp_path / "corrupt.npy").write_bytes(b"not numpy")
     with pytest.raises(SystemExit, match="not a .npy file of numbers"):
         rollout("driving", "corrupt.npy")
+    # broken .npz files: truncated, a flipped byte in an array, empty; an .npz named .npy
+    whole = (tmp_path / "plan.npz").read_bytes()
+    flipped = bytearray(whole)
+    flipped[whole.index(b"NUMPY") + 200] ^= 0xFF  # inside world_vector's data: a bad CRC
+    (tmp_path / "plan_as.npy").write_bytes(whole)
+    for name, data in [("cut", whole[: len(whole) // 2]), ("flip", bytes(flipped)), ("empty", b"")]:
+        (tmp_path / f"{name}.npz").write_bytes(data)
+        with pytest.raises(
+            SystemExit, match=rf"--actions .*{name}.npz: not a .npz file of numbers"
+        ):
+            rollout("robot", f"{name}.npz")
+    with pytest.raises(SystemExit, match=r"expected a .npy file, this one holds named arrays"):
+        rollout("robot", "plan_as.npy")
     with pytest.raises(SystemExit, match="not an image"):
         cli.rollout_main(["--image", str(tmp_path / "drive.csv")])
     with pytest.raises(SystemExit, match="--device takes a torch device"):

@@ -50,3 +50,23 @@ def test_vector_record_video_tiles_rows(tmp_path):
     videos = sorted((tmp_path / "videos").glob("*.mp4"))
     # Gymnasium stops once it holds more than video_length frames: the start frame + 5 steps.
     assert len(videos) == 1 and frame_count(videos[0]) == 5 + 1
+
+
+def test_write_video_writes_mp4_or_gif_by_the_suffix_and_refuses_others_early(tmp_path):
+    from PIL import Image
+
+    from gym_worldmodel import cli
+    from gym_worldmodel.video import write_video
+
+    frames = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    assert frame_count(write_video(tmp_path / "a" / "clip.mp4", frames, 8)) == 5
+    with Image.open(write_video(tmp_path / "clip.gif", frames, 8)) as gif:
+        assert gif.n_frames == 5 and gif.size == (32, 32)
+    with pytest.raises(ValueError, match=r"write an MP4, MOV, MKV \(H.264\) or GIF .*not .avi"):
+        write_video(tmp_path / "clip.avi", frames, 8)
+    # the command refuses before it plays; --frames' folder is made as --video's is
+    with pytest.raises(SystemExit, match=r"--video: .*not .webm"):
+        cli.rollout_main(["--model", "random-tiny", "--video", str(tmp_path / "x.webm")])
+    out = tmp_path / "new" / "dir" / "f.npy"
+    cli.rollout_main(["--model", "random-tiny", "--steps", "2", "--frames", str(out)])
+    assert np.load(out).shape[0] == 1 + 2 * 2

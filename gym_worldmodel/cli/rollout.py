@@ -17,13 +17,26 @@ from gym_worldmodel.cli.worlds import SIMULATOR_WORLD_IDS, WORLD_IDS
 
 
 def _load_array_file(path: Path, flag: str) -> Any:
-    """``np.load`` of a ``.npy`` / ``.npz`` without pickles; a clear error if it is not one."""
+    """A ``.npy``'s array or an ``.npz``'s arrays (a dict), read whole, without pickles.
+
+    A file that is not one (truncated, corrupt, empty, an ``.npz`` named ``.npy``, objects that
+    need pickle) is a clear error naming it.
+    """
+    import zipfile
+
     import numpy as np
 
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:  # not numpy's format, or objects that need pickle
-        raise SystemExit(f"{flag} {path}: not a {path.suffix} file of numbers") from err
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:  # its arrays are read lazily: read them here, where errors are caught
+                data = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise SystemExit(f"{flag} {path}: not a {path.suffix} file of numbers ({err})") from err
+    if isinstance(data, dict) != (path.suffix == ".npz"):
+        held = "named arrays (an .npz)" if isinstance(data, dict) else "one array (an .npy)"
+        raise SystemExit(f"{flag} {path}: expected a {path.suffix} file, this one holds {held}")
+    return data
 
 
 def read_start_image(path: Path) -> Any:
@@ -74,11 +87,7 @@ def read_actions(path: Path) -> Any:
     if not path.is_file():
         raise SystemExit(f"--actions {path}: no such file")
     if path.suffix == ".npz":
-        data = _load_array_file(path, "--actions")
-        if not hasattr(data, "files"):
-            raise SystemExit(f"--actions {path}: an .npz holds named arrays; this is one array")
-        with data:
-            columns = {k: data[k] for k in data.files}
+        columns = _load_array_file(path, "--actions")
         shapes = {k: np.shape(v) for k, v in columns.items()}
         rows = {shape[0] if shape else 0 for shape in shapes.values()}
         if not columns or len(rows) != 1 or 0 in rows:
@@ -175,6 +184,18 @@ def rollout_main(argv: Sequence[str]) -> None:
         raise SystemExit(
             "--simulator starts the world from the simulator's first frame: drop --image"
         )
+    if args.video is not None:  # before the rollout: a bad name fails before the frames are made
+        from gym_worldmodel.video import video_path
+
+        try:
+            video_path(args.video)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"--video: {err}") from err
+    if args.frames is not None:
+        try:
+            args.frames.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SystemExit(f"--frames {args.frames}: {err}") from err
     reset_options = read_start_image(args.image) if args.image else None
     actions = read_actions(args.actions) if args.actions is not None else None
     if actions is None:
