@@ -19,15 +19,31 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     ``write`` receives the open binary file. A crash or an exception leaves the previous file (if
     any) intact and no temporary file behind.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    atomic_write_all({Path(path): write})
+
+
+def atomic_write_all(writes: dict[Path, Callable[[IO[bytes]], Any]]) -> None:
+    """:func:`atomic_write` for several files: all are written before any is renamed into place.
+
+    A write that fails (a full disk, a target that is a folder, an exception in ``write``)
+    leaves every file as it was; only the renames, one after the other, remain between them.
+    """
+    temps: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        for path, write in writes.items():
+            path = Path(path)
+            if path.is_dir():
+                raise IsADirectoryError(f"{path} is a folder, not a file that can be replaced")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+        for tmp, path in temps:
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
         raise

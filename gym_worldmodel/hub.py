@@ -22,7 +22,7 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from gym_worldmodel.files import atomic_write
+from gym_worldmodel.files import atomic_write_all
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 
 FORMAT = "gym-worldmodel/1"
@@ -32,35 +32,62 @@ _TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
 def save_pretrained(
-    model: WorldModel, directory: str | os.PathLike, dtype: torch.dtype | None = None
+    model: WorldModel, directory: str | os.PathLike, dtype: torch.dtype | str | None = None
 ) -> Path:
-    """Write ``model`` as a checkpoint directory; each file is replaced atomically.
+    """Write ``model`` as a checkpoint directory, replacing its files only once both are written.
 
     Args:
         model: The model to save.
         directory: Destination directory, created if needed.
-        dtype: Storage dtype of the floating tensors (None: as they are). ``torch.float16``
-            halves the file; loading casts back to the dtype asked of ``from_pretrained``.
+        dtype: Storage dtype of the floating tensors (None: as they are), a floating
+            ``torch.dtype`` or its name: ``torch.float16`` (``"float16"``) halves the file;
+            loading casts back to the dtype asked of ``from_pretrained``.
 
     Returns:
         The checkpoint directory.
+
+    Raises:
+        ValueError: ``dtype`` is not floating, or a weight is NaN or inf (a diverged run):
+            :func:`from_pretrained` would refuse the checkpoint, so the one there is kept.
     """
-    directory = Path(directory).expanduser()
-    directory.mkdir(parents=True, exist_ok=True)
+    dtype = None if dtype is None else floating_dtype(dtype)
     tensors = {
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu()
         for k, v in model.state_dict().items()
     }
     tensors = {k: v.contiguous() for k, v in tensors.items()}
+    bad = _not_finite(tensors)
+    if bad:
+        raise ValueError(f"not saved: tensors holding NaN or inf ({len(bad)}): {_clip(bad)}")
+    directory = Path(directory).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"format": FORMAT, **model.config.to_dict()}, indent=2) + "\n"
-    # The two files are replaced one after the other: the weights name the architecture they
-    # were saved with, so a load between the two writes (or after a crash) is refused, not mixed.
+    # Both files are written before either replaces the old one; the weights also name the
+    # architecture they were saved with, so a load between the two renames is refused, not mixed.
     # One metadata entry: safetensors writes several in no fixed order, and a save is meant to
     # give the same bytes every time (``ship`` reproduces the shipped weights byte for byte).
     weights = save(tensors, {ARCHITECTURE_KEY: _architecture(model.config)})
-    atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(weights))
-    atomic_write(directory / CONFIG_NAME, lambda f: f.write(text.encode("utf-8")))
+    atomic_write_all(
+        {
+            directory / WEIGHTS_NAME: lambda f: f.write(weights),
+            directory / CONFIG_NAME: lambda f: f.write(text.encode("utf-8")),
+        }
+    )
     return directory
+
+
+def floating_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A floating ``torch.dtype`` from itself or its name (``"bfloat16"``, ``"torch.float16"``)."""
+    name = dtype.removeprefix("torch.") if isinstance(dtype, str) else None
+    value = getattr(torch, name, None) if name is not None else dtype
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype or its name, got {dtype!r}")
+    return value
+
+
+def _not_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors holding NaN or inf."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 
 #: Safetensors metadata key: the SHA-256 of the VAE and DiT settings the weights were saved with.
@@ -81,7 +108,7 @@ def from_pretrained(
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool | None = None,
     device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
 ) -> WorldModel:
     """Load a checkpoint from a local directory or a Hugging Face Hub repo id.
 
@@ -94,7 +121,7 @@ def from_pretrained(
         cache_dir: Hugging Face cache directory (default: the standard one).
         local_files_only: If True never use the network; None or False allow downloading.
         device: Device to move the model to.
-        dtype: Floating dtype to cast the weights to. Run bf16 weights under
+        dtype: Floating dtype (or its name) to cast the weights to. Run bf16 weights under
             ``gym_worldmodel.models.precision(device, torch.bfloat16)`` (autocast).
 
     Returns:
@@ -104,8 +131,7 @@ def from_pretrained(
         FileNotFoundError: The directory, repo or one of its files cannot be found.
         ValueError: A file is malformed or does not match the model its config describes.
     """
-    if not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    dtype = floating_dtype(dtype)
     directory = checkpoint_directory(
         name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
     )
@@ -341,11 +367,7 @@ def _check_tensors(
             for k in common
             if not _dtype_ok(tensors[k].dtype, expected[k].dtype)
         ],
-        "tensors holding NaN or inf": [
-            k
-            for k in common
-            if tensors[k].is_floating_point() and not torch.isfinite(tensors[k]).all()
-        ],
+        "tensors holding NaN or inf": _not_finite({k: tensors[k] for k in common}),
     }
     lines = [f"{kind} ({len(v)}): {_clip(v)}" for kind, v in problems.items() if v]
     if lines:

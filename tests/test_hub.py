@@ -125,6 +125,30 @@ def test_failed_save_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mon
     assert list((tmp_path / "ckpt").iterdir()) == []
 
 
+def test_a_save_that_load_would_refuse_keeps_the_checkpoint_there(saved: Path, tiny_model) -> None:
+    before = snapshot_bytes(saved)
+    for dtype in (torch.int8, torch.bool, "int64", "float99"):
+        with pytest.raises(ValueError, match="floating torch dtype"):
+            save_pretrained(tiny_model, saved, dtype=dtype)
+    diverged = WorldModel(tiny_model.config)
+    next(diverged.parameters()).data.view(-1)[0] = float("inf")
+    with pytest.raises(ValueError, match=r"not saved: tensors holding NaN or inf \(1\)"):
+        save_pretrained(diverged, saved)
+    assert snapshot_bytes(saved) == before
+    # a write that fails for the second file leaves the first as it was too
+    (saved / "config.json").unlink()
+    (saved / "config.json").mkdir()
+    with pytest.raises(IsADirectoryError):
+        save_pretrained(WorldModel(tiny_model.config), saved)  # other weights
+    assert (saved / "model.safetensors").read_bytes() == before["model.safetensors"]
+
+
+def test_dtypes_may_be_named(saved: Path, tiny_model: WorldModel, tmp_path: Path) -> None:
+    half = save_pretrained(tiny_model, tmp_path / "half", dtype="float16")
+    assert snapshot_bytes(half) == snapshot_bytes(save_pretrained(tiny_model, half, torch.float16))
+    assert next(from_pretrained(saved, dtype="bfloat16").parameters()).dtype == torch.bfloat16
+
+
 # -- broken checkpoints ----------------------------------------------------------------------
 
 
