@@ -214,11 +214,13 @@ class KVCache:
                 f"memory validity must be ({self.batch_size}, {lay.memory_chunks}), "
                 f"got {tuple(valid.shape)}"
             )
-        in_use = bool(valid.any())
         self.valid[:, lay.memory] = valid.to(self.valid.device).repeat_interleave(
             lay.chunk_tokens, 1
         )
-        self._set_memory_in_use(in_use)
+        # Attention reads the memory slots from now on, held or not (masked where not): reading
+        # them only while some row holds memory would change every row's keys, and in bf16 its
+        # bits, when another row retrieves its first chunk.
+        self._set_memory_in_use(True)
         self._memory_full = bool(valid.all())
 
     def commit(self) -> None:
