@@ -78,6 +78,26 @@ def test_vector_row_equals_single_env(world):
         assert np.allclose(vec._infos()["pose"][0], info_s["pose"])
 
 
+def test_async_vectorisation_works_after_a_world_has_run_in_the_parent():
+    """Gymnasium's AsyncVectorEnv forks one process per env; a child forked after torch's thread
+    pool ran used to hang at its first step."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gymnasium as gym, numpy as np, gym_worldmodel\n"
+        "kw = dict(model='random-tiny')\n"
+        "env = gym.make('WorldModel-CityWalk-v0', **kw); env.reset(seed=0); env.step([1, 0])\n"
+        "envs = gym.make_vec('WorldModel-CityWalk-v0', 2, vectorization_mode='async', **kw)\n"
+        "envs.reset(seed=0)\n"
+        "print(envs.step(np.array([[1, 0], [0, 1]]))[0].shape)\n"
+        "envs.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(2, 32, 32, 3)"
+
+
 def test_make_vec_uses_the_native_vector_env():
     envs = gym.make_vec("WorldModel-Driving-v0", num_envs=4, **TINY)
     assert isinstance(envs.unwrapped, WorldModelVectorEnv)
