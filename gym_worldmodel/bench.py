@@ -379,7 +379,10 @@ def _print_row(name: str, row: dict[str, Any], batch: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line entry: ``python -m gym_worldmodel.bench engine [options]``."""
-    parser = argparse.ArgumentParser(prog="gym-worldmodel bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="gym-worldmodel bench",
+        description="Benchmarks that print their figures (medians; ratios within one run).",
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     eng = sub.add_parser("engine", help="chunk latency, cache flatness, throughput, FLOP/s")
     eng.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["float32", "bfloat16"])

@@ -25,7 +25,6 @@ from gym_worldmodel.envs import (
 )
 from gym_worldmodel.envs.actions import ActionError
 from gym_worldmodel.envs.registration import IDS
-from gym_worldmodel.envs.single_env import batch_one
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 
 TINY = {"model": "random-tiny"}
@@ -725,11 +724,12 @@ def test_torch_actions_are_read_whatever_their_grad():
     ],
 )
 def test_idle_action_is_valid_costs_nothing_and_does_not_end(world, mode):
-    head = WorldModelVectorEnv(1, world=world, action_mode=mode, **TINY).head
-    idle = head.idle_action()
-    assert head.space.contains(idle)
-    vec = head.encode(batch_one(idle), 1, 2)
-    assert head.effort(vec).tolist() == [0.0] and head.ends_episode(vec).tolist() == [False]
+    env = WorldModelVectorEnv(3, world=world, action_mode=mode, **TINY)
+    idle, head = env.idle_action(), env.head
+    assert env.action_space.contains(idle)
+    vec = head.encode(idle, 3, 2)
+    assert head.effort(vec).tolist() == [0.0] * 3 and head.ends_episode(vec).tolist() == [False] * 3
+    assert head.space.contains(head.idle_action())
 
 
 def test_driving_starts_at_the_recorded_speed_or_the_one_asked_for():
@@ -750,7 +750,7 @@ def test_driving_starts_at_the_recorded_speed_or_the_one_asked_for():
         with pytest.raises(ValueError, match="heading"):
             env.reset(options={"heading": bad})
     assert info["pose"].tolist() == env._pose.tolist()
-    with pytest.raises(ValueError, match="unknown reset options"):
+    with pytest.raises(ValueError, match=r"unknown reset options .* takes \['image', 'frames'\]"):
         WorldModelVectorEnv(1, world="citywalk", **TINY).reset(options={"speed": 1.0})
     with pytest.raises(ValueError, match="unknown reset options"):
         WorldModelVectorEnv(1, world="citywalk", **TINY).reset(options={"heading": 1.0})
@@ -1198,6 +1198,14 @@ def test_per_frame_action_sequences():
     assert vec[0, 0, 1] == 1 and vec[0, 1, 0] == 1 and vec[0, 1, 6] == 1
     with pytest.raises(ActionError, match=r"\(2, 2\) per frame"):
         env.step(np.zeros((1, 3, 2), np.int64))  # 3 frames for a 2-frame chunk
+
+
+def test_a_device_this_machine_lacks_is_named_at_construction():
+    with pytest.raises(ValueError, match="device takes a torch device .* got 'gpu'"):
+        WorldModelVectorEnv(1, world="driving", device="gpu", **TINY)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device cuda: no CUDA device is available"):
+            gym.make("WorldModel-Driving-v0", device="cuda", **TINY)
 
 
 def test_no_cuda_is_touched_on_the_cpu_path():

@@ -424,6 +424,13 @@ def test_a_bad_agent_action_is_named_and_changes_nothing():
     env.step(good)
 
 
+def test_reset_options_of_another_world_are_named_as_ignored():
+    env = WorldModelParallelEnv(CITYWALK, num_agents=2, **TINY)
+    with pytest.warns(UserWarning, match=r"ignores unknown options \['speed'\]; .*\['image', 'f"):
+        env.reset(seed=0, options={"speed": 3.0})
+    assert len(env.agents) == 2  # reset, the option ignored
+
+
 def test_agents_may_act_with_torch_tensors():
     env = parallel_env()
     env.reset(seed=0)

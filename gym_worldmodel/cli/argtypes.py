@@ -68,19 +68,9 @@ def finite_float(text: str) -> float:
 
 def check_device(device: str) -> None:
     """Exit with a clear message unless ``device`` names a torch device present here."""
-    import torch
+    from gym_worldmodel.models import available_device
 
     try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise SystemExit(
-            f"--device takes a torch device such as cpu, cuda or cuda:1; got {device!r}"
-        ) from None
-    if parsed.type != "cuda":
-        return
-    if not torch.cuda.is_available():
-        raise SystemExit(f"--device {device}: no CUDA device is available on this machine")
-    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-        raise SystemExit(
-            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-        )
+        available_device(device)
+    except ValueError as err:
+        raise SystemExit(f"--{err}") from None

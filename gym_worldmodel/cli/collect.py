@@ -27,10 +27,17 @@ def collect_main(argv: Sequence[str]) -> None:
         help=f"one of {sorted(SOURCES)} or module:Class of a custom source",
     )
     parser.add_argument("--out", type=Path, required=True, help="dataset directory")
-    parser.add_argument("--episodes", type=positive_int, required=True)
+    parser.add_argument(
+        "--episodes", type=positive_int, required=True, help="episodes in the dataset (all splits)"
+    )
     parser.add_argument("--steps", type=positive_int, default=128, help="actions per episode")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="episode i uses seed + i")
-    parser.add_argument("--episodes-per-shard", type=positive_int, default=16)
+    parser.add_argument(
+        "--episodes-per-shard",
+        type=positive_int,
+        default=16,
+        help="episodes per .npz shard (each shard is written atomically; a rerun resumes)",
+    )
     parser.add_argument(
         "--heldout-every",
         type=int,
@@ -44,7 +51,9 @@ def collect_main(argv: Sequence[str]) -> None:
         metavar="KEY=VALUE",
         help="keyword argument of the source, e.g. env_name=MiniWorld-FourRooms-v0 (repeatable)",
     )
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="log lines instead of progress bars"
+    )
     args = parser.parse_args(argv)
     from gym_worldmodel.sources.collect import collect
 

@@ -30,18 +30,45 @@ def eval_main(argv: Sequence[str]) -> None:
         help="teacher checkpoint for the full-NFE baseline, per world as --model",
     )
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
-    parser.add_argument("--horizons", type=positive_int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument(
+        "--horizons",
+        type=positive_int,
+        nargs="+",
+        default=[1, 4, 16, 64],
+        help="steps (chunks) after the start at which PSNR and SSIM are reported",
+    )
     parser.add_argument(
         "--nfe",
         type=denoiser_passes,
         help="denoiser passes per chunk of the evaluated worlds (default: each checkpoint's own)",
     )
-    parser.add_argument("--teacher-nfe", type=positive_int, default=32)
-    parser.add_argument("--teacher-horizon", type=positive_int, default=16)
-    parser.add_argument("--stability-steps", type=positive_int, default=1000)
-    parser.add_argument("--stability-rows", type=positive_int, default=4)
-    parser.add_argument("--probe-steps", type=positive_int, default=1500)
-    parser.add_argument("--starts-per-episode", type=positive_int, default=2)
+    parser.add_argument(
+        "--teacher-nfe", type=positive_int, default=32, help="Euler steps of the teacher baseline"
+    )
+    parser.add_argument(
+        "--teacher-horizon",
+        type=positive_int,
+        default=16,
+        help="largest horizon the teacher baseline runs to (it costs nfe + 1 passes a step)",
+    )
+    parser.add_argument(
+        "--stability-steps", type=positive_int, default=1000, help="steps of the long rollouts"
+    )
+    parser.add_argument(
+        "--stability-rows", type=positive_int, default=4, help="long rollouts per world"
+    )
+    parser.add_argument(
+        "--probe-steps",
+        type=positive_int,
+        default=1500,
+        help="training steps of the inverse-dynamics probe (trained on recorded frames only)",
+    )
+    parser.add_argument(
+        "--starts-per-episode",
+        type=positive_int,
+        default=2,
+        help="open-loop rollouts per held-out episode (starts spread over its length)",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/eval"), help="plots and JSON")
     parser.add_argument(
         "--report", type=Path, help="markdown page (docs/evaluation.md; docs/memory.md)"
@@ -56,7 +83,7 @@ def eval_main(argv: Sequence[str]) -> None:
         "--min-gap", type=positive_int, default=250, help="revisit: frames before return"
     )
     parser.add_argument(
-        "--max-episodes", type=positive_int, help="revisit: use the first n held-out"
+        "--max-episodes", type=positive_int, help="revisit: use the first n held-out episodes"
     )
     parser.add_argument(
         "--oracle-memory",
@@ -66,7 +93,9 @@ def eval_main(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--device", default="cpu", help="torch device the worlds run on (cpu, cuda); probes on CPU"
     )
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="log lines instead of progress bars"
+    )
     args = parser.parse_args(argv)
     check_device(args.device)
     # what is written at the end is checked now, not after an evaluation of many minutes

@@ -122,7 +122,9 @@ def rollout_main(argv: Sequence[str]) -> None:
     bundled start frames or the user's own picture.
     """
     parser = argparse.ArgumentParser(prog="gym-worldmodel rollout")
-    parser.add_argument("--world", choices=sorted(WORLD_IDS), default="citywalk")
+    parser.add_argument(
+        "--world", choices=sorted(WORLD_IDS), default="citywalk", help="which shipped world"
+    )
     parser.add_argument(
         "--model",
         help="checkpoint directory, hub repo id or 'random' (default: the shipped world)",
@@ -132,7 +134,12 @@ def rollout_main(argv: Sequence[str]) -> None:
         type=positive_int,
         help="env steps (chunks); default 100, or every row of --actions",
     )
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seeds the world's noise, the start frame and the random actions",
+    )
     parser.add_argument(
         "--image",
         type=Path,
@@ -153,7 +160,12 @@ def rollout_main(argv: Sequence[str]) -> None:
         "starts from the simulator's first frame, the video shows both side by side (world "
         "left), and the closeness of the world's frames to the simulator's is printed",
     )
-    parser.add_argument("--video", type=Path, default=Path("rollout.mp4"))
+    parser.add_argument(
+        "--video",
+        type=Path,
+        default=Path("rollout.mp4"),
+        help="the video to write: .mp4 (default rollout.mp4 here), .mov, .mkv or .gif",
+    )
     parser.add_argument(
         "--frames", type=Path, help="also save the frames, uint8 (T, H, W, 3), to this .npy"
     )

@@ -15,7 +15,10 @@ def ship_main(argv: Sequence[str]) -> None:
     parser.add_argument("--model", required=True, help="checkpoint directory to ship")
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
     parser.add_argument(
-        "--start-frames", type=positive_int, default=16, help="start frames per world"
+        "--start-frames",
+        type=positive_int,
+        default=16,
+        help="how many start frames to bundle per world (first frames of training episodes)",
     )
     parser.add_argument("--out", type=Path, help="worlds directory (default: the package's)")
     parser.add_argument(

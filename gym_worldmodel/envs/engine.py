@@ -19,7 +19,6 @@ from gym_worldmodel.memory import GEOMETRIES, KVCache, Recall, SpatialMemory
 from gym_worldmodel.models import WorldModel, precision
 from gym_worldmodel.sampling import ChunkRollout, RowGenerators
 
-
 _FORK_HOOKED = False
 
 

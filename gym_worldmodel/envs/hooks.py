@@ -202,6 +202,10 @@ def arguments(
     return prev_obs, as_t(action), obs, {**info, "effort": as_t(effort)}
 
 
+#: Hooks run after the model's step: what their errors add (the step is not undone).
+AFTER_THE_STEP = "(after the rows stepped: the step is done, its frames are the env's now)"
+
+
 def select(hooks: Hook | Sequence[Hook] | None, rows: Sequence[int]) -> Any:
     """The hooks for an env of rows ``rows`` of this one (see the module docstring).
 
@@ -226,16 +230,17 @@ def evaluate(
             value = hook(*args)
         except Exception as err:
             if hasattr(err, "add_note"):  # Python >= 3.11
-                err.add_note(f"raised by the {kind} hook {hook!r}, after the rows stepped")
+                err.add_note(f"raised by the {kind} hook {hook!r} {AFTER_THE_STEP}")
             raise
         value = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
         if value.shape != (batch,):
             raise ValueError(
-                f"{kind} hook {hook!r} returned shape {value.shape}, expected ({batch},)"
+                f"{kind} hook {hook!r} returned shape {value.shape}, expected ({batch},) "
+                f"{AFTER_THE_STEP}"
             )
         if kind == "reward":
             if not np.isfinite(value).all():
-                raise ValueError(f"reward hook {hook!r} returned NaN or inf")
+                raise ValueError(f"reward hook {hook!r} returned NaN or inf {AFTER_THE_STEP}")
             total += value
         else:
             total |= value.astype(bool)

@@ -96,6 +96,11 @@ def start_value(options: dict, key: str, n: int, low: float, high: float, unit: 
     return value.copy()
 
 
+def world_reset_options(pose: str | None) -> list[str]:
+    """The reset options that set a start in a world: its picture; driving's speed and heading."""
+    return ["image", "frames"] + (["speed", "heading"] if pose == "driving" else [])
+
+
 def start_options(
     options: dict,
     n: int,
@@ -110,12 +115,11 @@ def start_options(
     (m/s, column 3) and ``heading`` (degrees, column 2). ``also``: other keys the caller has
     read (named in the error for an unknown key). ``max_speed``: the driving head's, m/s.
     """
-    known = {"image", "frames", *also} | ({"speed", "heading"} if pose == "driving" else set())
-    unknown = set(options) - known
+    world = world_reset_options(pose)
+    unknown = set(options) - set(world) - set(also)
     if unknown:
-        raise ValueError(
-            f"unknown reset options {sorted(unknown)}; expected one of {sorted(known)}"
-        )
+        rows = f"; a vector env also takes {list(also)} to pick rows" if also else ""
+        raise ValueError(f"unknown reset options {sorted(unknown)}; this world takes {world}{rows}")
     start = {}
     if "speed" in options:
         start[3] = start_value(options, "speed", n, 0.0, max_speed, "m/s")

@@ -34,7 +34,7 @@ from gym_worldmodel.envs.worlds import (
     model_config,
     start_frames,
 )
-from gym_worldmodel.models import DTYPES, WorldModel, native_bf16
+from gym_worldmodel.models import DTYPES, WorldModel, available_device, native_bf16
 
 
 def _to_meta(state: Any) -> Any:
@@ -165,7 +165,7 @@ class WorldModelVectorEnv(VectorEnv):
         self._frames_mode, self._pose_obs = obs_lib.parse_obs_mode(obs_mode, self.world.pose)
         self.head = self.world.action_head(action_mode)
         self.num_envs, self.obs_mode, self.output = num_envs, obs_mode, output
-        self.device = torch.device(device)
+        self.device = available_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.render_mode = render_mode
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
@@ -272,6 +272,12 @@ class WorldModelVectorEnv(VectorEnv):
             done = np.zeros_like(done)
         self._done = done
         return self._obs(), *self._flags(rewards, terminated, truncated), infos
+
+    def idle_action(self) -> Any:
+        """Every row's do-nothing action: the single env's ``idle_action()``, one per row."""
+        one = self.head.idle_action()
+        rows = lambda v: np.repeat(np.asarray(v)[None], self.num_envs, 0)  # noqa: E731
+        return {k: rows(v) for k, v in one.items()} if isinstance(one, dict) else rows(one)
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """The current last frame of every row (no model forward), or None without a mode."""

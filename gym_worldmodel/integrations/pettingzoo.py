@@ -52,17 +52,16 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 
 from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.actions import ActionError
-from gym_worldmodel.envs.options import rng_from_state
+from gym_worldmodel.envs.options import rng_from_state, world_reset_options
 from gym_worldmodel.envs.single_env import batch_one
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import start_frames
 
 #: Keyword arguments this adapter sets itself.
 _OWN_KWARGS = ("num_envs", "autoreset_mode", "max_episode_steps", "output", "memory_shared")
+
+
 #: Reset options passed on to the vector env; the rest are ignored with a warning.
-_RESET_OPTIONS = ("image", "frames", "speed", "heading")
-
-
 class WorldModelParallelEnv(ParallelEnv):
     """``num_agents`` agents in one world, stepped by one batched forward.
 
@@ -182,14 +181,15 @@ class WorldModelParallelEnv(ParallelEnv):
         picked = sorted(set(options) & {"env_idx", "reset_mask"})
         if picked:
             raise ValueError(f"reset resets every agent; options {picked} are not supported")
-        unknown = sorted(set(options) - set(_RESET_OPTIONS))
+        known = world_reset_options(self.venv.world.pose)
+        unknown = sorted(set(options) - set(known))
         if unknown:
             warnings.warn(
                 f"WorldModelParallelEnv.reset ignores unknown options {unknown}; "
-                f"it understands {list(_RESET_OPTIONS)}",
+                f"this world takes {known}",
                 stacklevel=2,
             )
-        passed = {k: options[k] for k in _RESET_OPTIONS if k in options}
+        passed = {k: options[k] for k in known if k in options}
         pictured = "image" in passed or "frames" in passed
         # Nothing of the env changes until the vector env's reset succeeds: a bad option leaves
         # the start image, its generator and the dead agents' memory switches as they were.

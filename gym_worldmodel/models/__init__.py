@@ -8,7 +8,13 @@ from gym_worldmodel.models.config import (
 )
 from gym_worldmodel.models.dit import CausalChunkDiT
 from gym_worldmodel.models.vae import VAE
-from gym_worldmodel.models.world_model import DTYPES, WorldModel, native_bf16, precision
+from gym_worldmodel.models.world_model import (
+    DTYPES,
+    WorldModel,
+    available_device,
+    native_bf16,
+    precision,
+)
 
 __all__ = [
     "DTYPES",
@@ -19,6 +25,7 @@ __all__ = [
     "VAEConfig",
     "WorldModel",
     "WorldModelConfig",
+    "available_device",
     "native_bf16",
     "precision",
 ]

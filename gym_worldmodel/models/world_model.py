@@ -220,6 +220,27 @@ class WorldModel(nn.Module):
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def available_device(device: torch.device | str) -> torch.device:
+    """``device`` as a ``torch.device``, or a ``ValueError`` saying why it cannot be used here.
+
+    Touches CUDA only for a CUDA device (to count them), never for the CPU.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device takes a torch device such as cpu, cuda or cuda:1; got {device!r}"
+        ) from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device}: no CUDA device is available on this machine")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return parsed
+
+
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` computes bfloat16 natively: CUDA with bf16, AVX512-BF16 or AMX.
 
