@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from gym_worldmodel.cli import non_negative_float, non_negative_int, positive_int
 from gym_worldmodel.envs import PoseDistance, PoseReached
 from gym_worldmodel.integrations.sb3 import WorldModelSB3VecEnv
 
@@ -70,13 +71,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint dir or 'random-tiny'")
     parser.add_argument("--target", type=float, nargs=2, default=[3.0, 1.0], help="x y metres")
-    parser.add_argument("--radius", type=float, default=0.5, help="success radius, metres")
-    parser.add_argument("--episode-steps", type=int, default=16, help="steps before truncation")
-    parser.add_argument("--envs", type=int, default=8, help="rows of the batched env")
-    parser.add_argument("--steps", type=int, default=8192, help="env steps of training, all rows")
-    parser.add_argument("--rollout", type=int, default=64, help="steps per row per PPO update")
-    parser.add_argument("--eval-episodes", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--radius", type=non_negative_float, default=0.5, help="success radius, metres"
+    )
+    parser.add_argument(
+        "--episode-steps", type=positive_int, default=16, help="steps before truncation"
+    )
+    parser.add_argument("--envs", type=positive_int, default=8, help="rows of the batched env")
+    parser.add_argument(
+        "--steps", type=positive_int, default=8192, help="env steps of training, all rows"
+    )
+    parser.add_argument(
+        "--rollout", type=positive_int, default=64, help="steps per row per PPO update"
+    )
+    parser.add_argument("--eval-episodes", type=positive_int, default=32)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/ppo_citywalk"))
     parser.add_argument("--resume", action="store_true", help="continue from --out/ppo.zip")
     parser.add_argument("--pose", action="store_true", help="observe the pose too (rgb+pose)")

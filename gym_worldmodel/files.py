@@ -25,15 +25,17 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
 def atomic_write_all(writes: dict[Path, Callable[[IO[bytes]], Any]]) -> None:
     """:func:`atomic_write` for several files: all are written before any is renamed into place.
 
-    A write that fails (a full disk, a target that is a folder, an exception in ``write``)
-    leaves every file as it was; only the renames, one after the other, remain between them.
+    A target that is a folder, or a write that fails (a full disk, an exception in ``write``),
+    leaves every file as it was. The renames then follow one another: a crash between two leaves
+    the earlier files new and the later ones old.
     """
+    for path in writes:
+        if Path(path).is_dir():
+            raise IsADirectoryError(f"{path} is a folder, not a file that can be replaced")
     temps: list[tuple[str, Path]] = []
     try:
         for path, write in writes.items():
             path = Path(path)
-            if path.is_dir():
-                raise IsADirectoryError(f"{path} is a folder, not a file that can be replaced")
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             temps.append((tmp, path))
             with os.fdopen(fd, "wb") as f:

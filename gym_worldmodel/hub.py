@@ -62,8 +62,10 @@ def save_pretrained(
     directory = Path(directory).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"format": FORMAT, **model.config.to_dict()}, indent=2) + "\n"
-    # Both files are written before either replaces the old one; the weights also name the
-    # architecture they were saved with, so a load between the two renames is refused, not mixed.
+    # Both files are written before either replaces the old one. The weights also name the
+    # architecture they were saved with: a load between the two renames (or after a crash there)
+    # that would mix an old config with new weights of another architecture is refused; with the
+    # same architecture it reads the old config's sampler settings.
     # One metadata entry: safetensors writes several in no fixed order, and a save is meant to
     # give the same bytes every time (``ship`` reproduces the shipped weights byte for byte).
     weights = save(tensors, {ARCHITECTURE_KEY: _architecture(model.config)})

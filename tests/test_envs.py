@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 
 import gymnasium as gym
@@ -77,14 +78,15 @@ def test_vector_row_equals_single_env(world):
         assert np.allclose(vec._infos()["pose"][0], info_s["pose"])
 
 
-def test_async_vectorisation_works_after_a_world_has_run_in_the_parent():
+def test_async_vectorisation_works_after_torch_has_run_in_the_parent():
     """Gymnasium's AsyncVectorEnv forks one process per env; a child forked after torch's thread
-    pool ran used to hang at its first step."""
+    pool ran (a world stepped, any convolution) used to hang at its first step."""
     import subprocess
     import sys
 
     code = (
-        "import gymnasium as gym, numpy as np, gym_worldmodel\n"
+        "import gymnasium as gym, numpy as np, torch, gym_worldmodel\n"
+        "torch.nn.functional.conv2d(torch.randn(8, 16, 64, 64), torch.randn(16, 16, 3, 3))\n"
         "kw = dict(model='random-tiny')\n"
         "env = gym.make('WorldModel-CityWalk-v0', **kw); env.reset(seed=0); env.step([1, 0])\n"
         "envs = gym.make_vec('WorldModel-CityWalk-v0', 2, vectorization_mode='async', **kw)\n"
@@ -389,6 +391,22 @@ def test_a_row_is_not_moved_by_another_rows_reset_or_first_memory():
     assert np.array_equal(row0(-1), row0(2))
 
 
+def test_reset_options_may_be_tensors_as_array_libraries_hand_them_over():
+    """Gymnasium's ArrayConversion turns reset options into the env's tensors (CUDA ones too)."""
+    env = WorldModelVectorEnv(3, world="driving", **TINY, autoreset_mode=AutoresetMode.DISABLED)
+    picture = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    obs, info = env.reset(seed=0, options={"image": picture, "speed": [10.0, 20.0, 30.0]})
+    env.step(np.zeros((3, 2), np.float32))
+    as_tensors = {"image": torch.from_numpy(picture), "speed": torch.tensor([10.0, 20.0, 30.0])}
+    again, info_t = env.reset(seed=0, options=as_tensors)
+    assert np.array_equal(again, obs) and np.array_equal(info_t["pose"], info["pose"])
+    env.step(np.zeros((3, 2), np.float32))
+    _, info = env.reset(options={"reset_mask": torch.tensor([False, True, False])})
+    assert info["step"].tolist() == [1, 0, 1]
+    _, info = env.reset(options={"env_idx": torch.tensor([2])})
+    assert info["step"].tolist() == [1, 0, 0]
+
+
 def test_per_env_seeds_and_seed_list():
     env = WorldModelVectorEnv(3, world="robot", **TINY)
     a, _ = env.reset(seed=[5, 6, 7])
@@ -623,7 +641,7 @@ def test_hook_arguments_are_checked_where_they_are_made():
     for bad in ([np.nan, 0.0], [1.0, 2.0, 3.0], np.zeros((2, 3))):
         with pytest.raises(ValueError, match="finite"):
             PoseDistance(bad)
-    with pytest.raises(ValueError, match="radius_m"):
+    with pytest.raises(ValueError, match="radius_m must be a distance >= 0"):
         PoseReached([0.0, 0.0], radius_m=-1.0)
     with pytest.raises(ValueError, match="weight must be >= 0"):
         ActionCost(-1.0)
@@ -632,8 +650,16 @@ def test_hook_arguments_are_checked_where_they_are_made():
     env.reward_fn = GoalImageSimilarity(np.zeros((2, 32, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="2 goal images .* for 3 rows"):
         env.step(np.zeros((3, 2), np.float32))
+    # one entry on a per-row axis is one for all rows, in the env and in its forks
+    env.reward_fn = [GoalImageSimilarity(np.zeros((1, 32, 32, 3), np.uint8))]
+    env.reward_fn.append(PoseDistance([[1.0, 2.0]]))
+    env.termination_fn = PoseReached([[1.0, 2.0]], radius_m=0.0)
+    rewards = env.step(np.zeros((3, 2), np.float32))[1]
+    forked = env.fork(2, 2).step(np.zeros((2, 2), np.float32))[1]
+    assert rewards.shape == (3,) and forked.shape == (2,)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are Python 3.11+")
 def test_an_error_inside_a_hook_names_the_hook():
     def broken(prev_obs, action, obs, info):
         raise KeyError("no such entry")

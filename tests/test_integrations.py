@@ -534,9 +534,10 @@ def test_gymnasiums_array_conversion_hands_the_steps_to_another_array_library(
         assert np.array_equal(to_numpy(got[-1]["step"]), expected[-1]["step"])
         if "pose" in expected[-1]:
             assert np.array_equal(to_numpy(got[-1]["pose"]), expected[-1]["pose"])
+        assert type(got[-1]["step"]) is type(xp.asarray(0))  # the infos are converted too
         if len(expected) == 5:  # a step: rewards and flags, then the reset DISABLED needs
             for mine, theirs in zip(got[1:4], expected[1:4], strict=True):
-                assert np.array_equal(to_numpy(mine), theirs)
+                assert type(mine) is type(xp.asarray(0)) and np.array_equal(to_numpy(mine), theirs)
             ends += int(expected[3].all())  # both rows at the 2-step limit
             if mode == AutoresetMode.DISABLED and expected[3].all():
                 done = expected[3]

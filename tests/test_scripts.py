@@ -547,7 +547,11 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
     flipped = bytearray(whole)
     flipped[whole.index(b"NUMPY") + 200] ^= 0xFF  # inside world_vector's data: a bad CRC
     (tmp_path / "plan_as.npy").write_bytes(whole)
-    for name, data in [("cut", whole[: len(whole) // 2]), ("flip", bytes(flipped)), ("empty", b"")]:
+    np.savez_compressed(tmp_path / "zipped.npz", **rt1)
+    zipped = bytearray((tmp_path / "zipped.npz").read_bytes())
+    zipped[72] ^= 0xFF  # inside the first array's deflate stream: zlib.error
+    broken = [("cut", whole[: len(whole) // 2]), ("flip", bytes(flipped)), ("empty", b"")]
+    for name, data in [*broken, ("zflip", bytes(zipped))]:
         (tmp_path / f"{name}.npz").write_bytes(data)
         with pytest.raises(
             SystemExit, match=rf"--actions .*{name}.npz: not a .npz file of numbers"

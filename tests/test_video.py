@@ -68,5 +68,8 @@ def test_write_video_writes_mp4_or_gif_by_the_suffix_and_refuses_others_early(tm
     with pytest.raises(SystemExit, match=r"--video: .*not .webm"):
         cli.rollout_main(["--model", "random-tiny", "--video", str(tmp_path / "x.webm")])
     out = tmp_path / "new" / "dir" / "f.npy"
-    cli.rollout_main(["--model", "random-tiny", "--steps", "2", "--frames", str(out)])
+    video = str(tmp_path / "v.mp4")
+    cli.rollout_main(
+        ["--model", "random-tiny", "--steps", "2", "--frames", str(out), "--video", video]
+    )
     assert np.load(out).shape[0] == 1 + 2 * 2

@@ -71,6 +71,6 @@ def check_device(device: str) -> None:
     from gym_worldmodel.models import available_device
 
     try:
-        available_device(device)
+        available_device(device, "--device")
     except ValueError as err:
-        raise SystemExit(f"--{err}") from None
+        raise SystemExit(str(err)) from None

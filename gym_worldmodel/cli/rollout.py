@@ -23,6 +23,7 @@ def _load_array_file(path: Path, flag: str) -> Any:
     need pickle) is a clear error naming it.
     """
     import zipfile
+    import zlib
 
     import numpy as np
 
@@ -31,7 +32,7 @@ def _load_array_file(path: Path, flag: str) -> Any:
         if isinstance(data, np.lib.npyio.NpzFile):
             with data:  # its arrays are read lazily: read them here, where errors are caught
                 data = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise SystemExit(f"{flag} {path}: not a {path.suffix} file of numbers ({err})") from err
     if isinstance(data, dict) != (path.suffix == ".npz"):
         held = "named arrays (an .npz)" if isinstance(data, dict) else "one array (an .npy)"

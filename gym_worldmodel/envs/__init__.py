@@ -6,6 +6,8 @@ Names load on first use, so ``import gym_worldmodel`` (which registers the ids) 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
 _EXPORTS = {
@@ -19,6 +21,21 @@ _EXPORTS = {
     "WorldModelVectorEnv": "vector_env",
 }
 __all__ = sorted(_EXPORTS)
+
+
+def _one_torch_thread() -> None:
+    """In a forked child: compute with one torch thread (torch itself is not imported here)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+# Torch's OpenMP thread pool does not survive a fork: a child forked after the parent computed
+# with it (a world stepped, a policy ran) hangs at its first parallel operation, as Gymnasium's
+# AsyncVectorEnv workers did. With one thread a child never enters the pool, and one thread per
+# process is what such children should run with. Registered once, at import.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_one_torch_thread)
 
 
 def __getattr__(name: str) -> Any:

@@ -50,10 +50,21 @@ class ActionError(ValueError):
     """An action that does not fit the action space; the message says what was expected."""
 
 
-def _as_array(value: Any, name: str) -> np.ndarray:
-    if isinstance(value, torch.Tensor):  # a policy's output, on any device, with or without grad
+def on_host(value: Any) -> Any:
+    """A torch tensor (any device, with or without grad) as a NumPy array; lists item by item.
+
+    Bf16 and half tensors become float32. Anything else is returned as it is.
+    """
+    if isinstance(value, torch.Tensor):
         value = value.detach().to("cpu")
-        value = (value.float() if value.is_floating_point() else value).numpy()
+        return (value.float() if value.is_floating_point() else value).numpy()
+    if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
+        return type(value)(on_host(v) for v in value)
+    return value
+
+
+def _as_array(value: Any, name: str) -> np.ndarray:
+    value = on_host(value)  # a policy's output may be a tensor on any device, with grad
     try:
         arr = np.asarray(value)
     except Exception as err:  # noqa: BLE001 - any conversion failure is a bad action

@@ -7,7 +7,6 @@ use a counting world to pin autoreset semantics exactly).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,22 +17,6 @@ from torch import Tensor
 from gym_worldmodel.memory import GEOMETRIES, KVCache, Recall, SpatialMemory
 from gym_worldmodel.models import WorldModel, precision
 from gym_worldmodel.sampling import ChunkRollout, RowGenerators
-
-_FORK_HOOKED = False
-
-
-def _one_thread_in_forked_children() -> None:
-    """Make processes forked from this one compute with one torch thread (registered once).
-
-    Torch's OpenMP thread pool does not survive a fork: a child forked after a world has run
-    (Gymnasium's ``AsyncVectorEnv`` forks one process per env) hung at its first parallel
-    operation. With one thread it never enters the pool, and one per process is what such
-    children should run with anyway.
-    """
-    global _FORK_HOOKED
-    if not _FORK_HOOKED and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
-        _FORK_HOOKED = True
 
 
 class WorldEngine:
@@ -62,7 +45,6 @@ class WorldEngine:
         memory_banks: Sequence[int] | None = None,
         memory_capacity: int = 256,
     ) -> None:
-        _one_thread_in_forked_children()
         self.device, self.dtype = torch.device(device), dtype
         self.model = model.to(self.device).eval()
         self.config = cfg = model.config

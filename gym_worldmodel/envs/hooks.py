@@ -37,7 +37,7 @@ class GoalImageSimilarity:
 
     Args:
         goal: uint8 ``(H, W, 3)`` image of the env's frame size (one goal for all rows) or
-            ``(B, H, W, 3)``.
+            ``(B, H, W, 3)``, one per row (``(1, H, W, 3)``: one for all).
         pool: Compare ``pool`` x ``pool`` pixel means (average pooling) instead of pixels: 1
             compares pixels; larger is less sensitive to blur and to shifts of a few pixels.
             ``H`` and ``W`` must be multiples of it.
@@ -63,14 +63,14 @@ class GoalImageSimilarity:
         goal = self.goal.to(obs.device)
         if goal.shape[-3:] != obs.shape[-3:]:
             raise ValueError(f"goal image {tuple(goal.shape[-3:])} != frame {tuple(obs.shape[1:])}")
-        if goal.dim() == 4 and len(goal) != len(obs):
+        if goal.dim() == 4 and len(goal) not in (1, len(obs)):
             raise ValueError(f"{len(goal)} goal images (one per row) for {len(obs)} rows")
         diff = (self._pooled(obs) - self._pooled(goal)).abs().mean(dim=(-3, -2, -1))
         return 1.0 - diff / 255.0
 
     def select(self, rows: Sequence[int]) -> GoalImageSimilarity:
         """This reward for an env of rows ``rows`` of this one (one goal for all: itself)."""
-        if self.goal.dim() == 3:
+        if self.goal.dim() == 3 or len(self.goal) == 1:
             return self
         return GoalImageSimilarity(self.goal[list(rows)], self.pool)
 
@@ -88,7 +88,7 @@ class PoseDistance:
     """Reward ``-distance`` in metres from the pose's (x, y) to a target (camera and driving).
 
     Args:
-        target: ``(2,)`` or ``(B, 2)`` target (x, y) in metres.
+        target: ``(2,)`` or ``(B, 2)`` target (x, y) in metres (``(1, 2)``: one for all rows).
     """
 
     def __init__(self, target: Sequence[float] | np.ndarray) -> None:
@@ -103,7 +103,7 @@ class PoseDistance:
         """Negative Euclidean distance of each row."""
         if info["pose"] is None:
             raise ValueError("PoseDistance needs a world with a pose (camera or driving)")
-        if self.target.dim() == 2 and len(self.target) != len(info["pose"]):
+        if self.target.dim() == 2 and len(self.target) not in (1, len(info["pose"])):
             raise ValueError(
                 f"{len(self.target)} targets (one per row) for {len(info['pose'])} rows"
             )
@@ -111,15 +111,17 @@ class PoseDistance:
 
     def select(self, rows: Sequence[int]) -> PoseDistance:
         """This reward for an env of rows ``rows`` of this one (one target for all: itself)."""
-        return self if self.target.dim() == 1 else PoseDistance(self.target[list(rows)].numpy())
+        if self.target.dim() == 1 or len(self.target) == 1:
+            return self
+        return PoseDistance(self.target[list(rows)].numpy())
 
 
 class PoseReached:
     """Termination when the pose's (x, y) is within ``radius_m`` metres of a target."""
 
     def __init__(self, target: Sequence[float] | np.ndarray, radius_m: float = 0.5) -> None:
-        if not (np.isfinite(radius_m) and radius_m > 0):
-            raise ValueError(f"radius_m must be a distance > 0 in metres, got {radius_m!r}")
+        if not (np.isfinite(radius_m) and radius_m >= 0):
+            raise ValueError(f"radius_m must be a distance >= 0 in metres, got {radius_m!r}")
         self.distance, self.radius = PoseDistance(target), float(radius_m)
 
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
@@ -128,7 +130,7 @@ class PoseReached:
 
     def select(self, rows: Sequence[int]) -> PoseReached:
         """This termination for an env of rows ``rows`` of this one."""
-        if self.distance.target.dim() == 1:
+        if self.distance.select(rows) is self.distance:
             return self
         return PoseReached(self.distance.select(rows).target.numpy(), self.radius)
 

@@ -157,8 +157,8 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
     if "image" not in options and "frames" not in options:
         return None
     key = "image" if "image" in options else "frames"
-    per_env_ndim = 3 if key == "image" else 4
-    want = "(H, W, 3)" if key == "image" else "(k, H, W, 3)"
+    want = PICTURE_SHAPES[key]
+    per_env_ndim = want.count(",") + 1
     value = options[key]
     if isinstance(value, (list, tuple)) and len({np.shape(v) for v in value}) > 1:
         # one picture per row, of different sizes: each row's checked and resized alone
@@ -181,6 +181,21 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
         raise ValueError(f"reset {key} is empty: shape {arr.shape}")
     stacks = arr[:, None] if key == "image" else arr
     return np.stack([first_chunk(s, config) for s in stacks])
+
+
+#: One row's start picture in reset options: ``image`` one frame, ``frames`` the last k.
+PICTURE_SHAPES = {"image": "(H, W, 3)", "frames": "(k, H, W, 3)"}
+
+
+def one_picture(key: str, value: Any) -> np.ndarray:
+    """``options[key]`` of one row (a single env's) as an array.
+
+    A ``ValueError`` names the shape it was given, not one with the vector env's batch axis.
+    """
+    arr, want = np.asarray(value), PICTURE_SHAPES[key]
+    if arr.ndim != want.count(",") + 1 or arr.shape[-1] != 3:
+        raise ValueError(f"reset {key} must be {want} RGB, got shape {arr.shape}")
+    return arr
 
 
 def first_chunk(frames: np.ndarray, config: WorldModelConfig) -> np.ndarray:

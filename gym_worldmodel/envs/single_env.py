@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from gym_worldmodel.envs.actions import ActionError
+from gym_worldmodel.envs.actions import ActionError, on_host
 from gym_worldmodel.envs.observations import take
-from gym_worldmodel.envs.options import is_seed
+from gym_worldmodel.envs.options import PICTURE_SHAPES, is_seed, one_picture
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 
@@ -79,12 +79,8 @@ class WorldModelEnv(gym.Env):
         if rows:
             raise ValueError(f"a single env has one row: options {rows} are for vector envs")
         super().reset(seed=seed)
-        for key, want in (("image", "(H, W, 3)"), ("frames", "(k, H, W, 3)")):
-            if key in options:
-                arr = np.asarray(options[key])
-                if arr.ndim != want.count(",") + 1 or arr.shape[-1] != 3:
-                    raise ValueError(f"reset {key} must be {want} RGB, got shape {arr.shape}")
-                options[key] = arr[None]
+        for key in PICTURE_SHAPES.keys() & options.keys():
+            options[key] = one_picture(key, on_host(options[key]))[None]
         # A seed seeds the row as it seeds row 0 of a vector env; seed=None continues the row's
         # generators, or on the first reset draws a row seed from this env's (unseeded) np_random.
         if seed is not None:

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from gym_worldmodel.envs import hooks as hook_lib
 from gym_worldmodel.envs import observations as obs_lib
+from gym_worldmodel.envs.actions import on_host
 from gym_worldmodel.envs.engine import WorldEngine
 from gym_worldmodel.envs.options import (
     check_choice,
@@ -224,7 +225,7 @@ class WorldModelVectorEnv(VectorEnv):
         ``seed``: an int seeds row i with ``seed + i``; a list gives one seed (or None) per env.
         """
         self._check_open()
-        options = dict(options or {})
+        options = {k: on_host(v) for k, v in (options or {}).items()}  # e.g. CUDA tensors
         rows = reset_rows(options, self.num_envs)
         if not self._started and len(rows) != self.num_envs:
             raise RuntimeError("the first reset must reset every row (no env_idx / reset_mask)")
@@ -275,9 +276,8 @@ class WorldModelVectorEnv(VectorEnv):
 
     def idle_action(self) -> Any:
         """Every row's do-nothing action: the single env's ``idle_action()``, one per row."""
-        one = self.head.idle_action()
-        rows = lambda v: np.repeat(np.asarray(v)[None], self.num_envs, 0)  # noqa: E731
-        return {k: rows(v) for k, v in one.items()} if isinstance(one, dict) else rows(one)
+        space, rows = self.single_action_space, [self.head.idle_action()] * self.num_envs
+        return concatenate(space, rows, create_empty_array(space, self.num_envs))
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """The current last frame of every row (no model forward), or None without a mode."""

@@ -61,7 +61,6 @@ from gym_worldmodel.envs.worlds import start_frames
 _OWN_KWARGS = ("num_envs", "autoreset_mode", "max_episode_steps", "output", "memory_shared")
 
 
-#: Reset options passed on to the vector env; the rest are ignored with a warning.
 class WorldModelParallelEnv(ParallelEnv):
     """``num_agents`` agents in one world, stepped by one batched forward.
 

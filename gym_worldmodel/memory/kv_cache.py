@@ -4,8 +4,10 @@ Layout of one row's token slots (every layer alike)::
 
     [ memory (M chunks) | sink (first chunk) | ring window (W chunks) | current chunk ]
 
-Memory comes first so that, while no row holds retrieved memory, attention reads the contiguous
-view after it and spends nothing on the empty slots.
+Memory comes first so that a cache used without memory (no :meth:`KVCache.set_memory` since its
+last full reset) reads the contiguous view after it and spends nothing on the empty slots. Once
+set_memory is called, attention reads the slots every step, masked in rows that hold none: a
+row's keys, and in bf16 its bits, then do not depend on whether another row holds memory.
 
 Keys are stored already rotated to their slot's position, and positions are relative to the
 current chunk, which always sits at time ``P = (1 + M + W) * F`` frames: the sink at ``0``, memory
@@ -313,10 +315,11 @@ class KVCache:
         self._write_index = start[:, None] + torch.arange(lay.chunk_tokens, device=start.device)
 
     def _refresh_context(self) -> None:
-        """Skip the memory slots in attention while no row holds memory; recount commits.
+        """Read the memory slots in attention if some row holds memory; recount commits.
 
         Called only off the hot path (construction, fork, state loads), where one host read of the
-        valid mask is cheap.
+        valid mask is cheap. An engine with memory calls :meth:`set_memory` before every step,
+        which reads the slots from then on.
         """
         self._set_memory_in_use(bool(self.valid[:, self.layout.memory].any()))
         self._commits_since_reset = int(self.chunks.min()) if self.batch_size else 0

@@ -220,23 +220,24 @@ class WorldModel(nn.Module):
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def available_device(device: torch.device | str) -> torch.device:
+def available_device(device: torch.device | str, name: str = "device") -> torch.device:
     """``device`` as a ``torch.device``, or a ``ValueError`` saying why it cannot be used here.
 
-    Touches CUDA only for a CUDA device (to count them), never for the CPU.
+    ``name`` is what the message calls the argument (``"--device"`` in the commands). Touches
+    CUDA only for a CUDA device (to count them), never for the CPU.
     """
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(
-            f"device takes a torch device such as cpu, cuda or cuda:1; got {device!r}"
+            f"{name} takes a torch device such as cpu, cuda or cuda:1; got {device!r}"
         ) from None
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device}: no CUDA device is available on this machine")
+            raise ValueError(f"{name} {device}: no CUDA device is available on this machine")
         if parsed.index is not None and parsed.index >= torch.cuda.device_count():
             raise ValueError(
-                f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+                f"{name} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
     return parsed
 
