@@ -721,6 +721,39 @@ def test_bad_actions_raise_and_leave_state_unchanged(world):
     )
 
 
+def test_a_bad_action_names_its_rows_and_is_checked_before_the_float32_cast():
+    env = WorldModelVectorEnv(3, world="driving", **TINY)
+    env.reset(seed=0)
+    before = snapshot(env)
+    for bad, match in [
+        ([[0, 0], [0, 0], [2.0, 0]], r"values in \[-1, 1\], got \[0, 2\] in rows \[2\]"),
+        ([[0, np.nan], [0, 0], [np.inf, 0]], r"finite values, got NaN or inf in rows \[0, 2\]"),
+        ([[1e300, 0], [0, 0], [0, 0]], r"values in \[-1, 1\], got \[0, 1e\+300\] in rows \[0\]"),
+    ]:
+        with pytest.raises(ActionError, match=match):
+            env.step(np.array(bad))
+    keys = WorldModelVectorEnv(3, world="citywalk", **TINY)
+    keys.reset(seed=0)
+    with pytest.raises(ActionError, match=r"n = \[5, 5\], got \[0, 7\] in rows \[1\]"):
+        keys.step(np.array([[0, 0], [0, 7], [1, 0]]))
+    single = WorldModelEnv(world="citywalk", **TINY)
+    single.reset(seed=0)
+    with pytest.raises(ActionError, match=r"got \[5, 0\]$"):  # one row: no row named
+        single.step([5, 0])
+    assert rows_equal(before, snapshot(env), [0, 1, 2])
+
+
+def test_a_state_of_another_row_count_says_how_many_rows_it_holds():
+    env = WorldModelVectorEnv(3, world="driving", **TINY)
+    env.reset(seed=0)
+    single = WorldModelEnv(world="driving", **TINY)
+    single.reset(seed=0)
+    with pytest.raises(ValueError, match="state holds 3 rows, this env has 1"):
+        single.set_state(env.get_state())
+    with pytest.raises(ValueError, match="state holds 3 rows, env_idx names 2"):
+        env.set_state(env.get_state(), env_idx=[0, 1])
+
+
 def test_a_batch_of_the_wrong_size_is_a_clear_error_not_a_broadcast():
     env = WorldModelVectorEnv(2, world="driving", **TINY)
     env.reset(seed=0)

@@ -105,14 +105,25 @@ def check_box(
     arr = _as_array(value, name)
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise ActionError(f"{name}: expected real numbers, got dtype {arr.dtype}")
-    arr = _frames_axis(arr.astype(np.float32, copy=False), shape, batch, frames, name)
+    arr = _frames_axis(arr, shape, batch, frames, name)  # checked as given, then cast
     if not np.isfinite(arr).all():
-        raise ActionError(f"{name}: expected finite values, got NaN or inf")
-    if (arr < low - 1e-6).any() or (arr > high + 1e-6).any():
+        rows = _rows(~np.isfinite(arr))
+        raise ActionError(f"{name}: expected finite values, got NaN or inf{rows}")
+    outside = (arr < low - 1e-6) | (arr > high + 1e-6)
+    if outside.any():
         raise ActionError(
             f"{name}: expected values in [{low:g}, {high:g}], got [{arr.min():g}, {arr.max():g}]"
+            + _rows(outside)
         )
-    return arr
+    return arr.astype(np.float32)
+
+
+def _rows(bad: np.ndarray) -> str:
+    """`` in rows [...]`` naming the rows of a batch ``bad`` flags; nothing for a 1-row batch."""
+    if len(bad) < 2:
+        return ""
+    rows = np.flatnonzero(bad.reshape(len(bad), -1).any(1)).tolist()
+    return f" in rows {rows[:8]}{'...' if len(rows) > 8 else ''}"
 
 
 def check_discrete(
@@ -133,10 +144,13 @@ def check_discrete(
     arr = _frames_axis(arr.astype(np.int64), shape, batch, frames, name).reshape(
         *arr.shape[:1], frames, -1
     )
-    if (arr < 0).any() or (arr >= np.asarray(nvec)).any():
+    outside = (arr < 0) | (arr >= np.asarray(nvec))
+    if outside.any():
+        row = int(np.flatnonzero(outside.reshape(len(arr), -1).any(1))[0])
+        got = arr[row].reshape(-1, len(nvec))[outside[row].reshape(-1, len(nvec)).any(1)][0]
         raise ActionError(
-            f"{name}: expected integers in [0, n) for n = {list(nvec)}, got "
-            f"{arr.reshape(-1, len(nvec)).tolist()[:4]}..."
+            f"{name}: expected integers in [0, n) for n = {list(nvec)}, got {got.tolist()}"
+            + _rows(outside)
         )
     return arr
 

@@ -370,7 +370,10 @@ class WorldModelVectorEnv(VectorEnv):
         if not isinstance(steps, np.ndarray) or steps.ndim != 1:
             raise ValueError(f"state must be what get_state() returns, got {type(state).__name__}")
         if len(steps) != len(rows):
-            raise ValueError(f"state holds {len(steps)} rows, env_idx names {len(rows)}")
+            into = (
+                f"env_idx names {len(rows)}" if env_idx is not None else f"this env has {len(rows)}"
+            )
+            raise ValueError(f"state holds {len(steps)} rows, {into}")
         if not self._started and len(rows) != self.num_envs:
             raise RuntimeError("set the state of every row (or reset) before a partial one")
         state = {"world": self.world.name, **state}  # states from before the world was recorded
