@@ -1,4 +1,4 @@
-"""The argparse types of the commands' numbers, and the ``--device`` check.
+"""The argparse types of the commands' numbers, and the ``--device`` and ``--video`` checks.
 
 Also used by the scripts that take the same options (``bench``, ``agents/``).
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 
 def _int_at_least(least: int, text: str) -> int:
@@ -64,6 +65,19 @@ def positive_float(text: str) -> float:
 def finite_float(text: str) -> float:
     """Argparse type of coordinates (a lane's y, a target): any finite number."""
     return _finite_number(text, lambda v: True, "a finite number")
+
+
+def check_video(path: Path) -> None:
+    """Exit with a clear message unless ``--video`` can write ``path`` (its folder is made).
+
+    Checked before a rollout, so that a bad name fails before the frames are made.
+    """
+    from gym_worldmodel.video import video_path
+
+    try:
+        video_path(path)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"--video: {err}") from err
 
 
 def check_device(device: str) -> None:

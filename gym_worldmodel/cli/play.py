@@ -10,6 +10,7 @@ from typing import Any
 
 from gym_worldmodel.cli.argtypes import (
     check_device,
+    check_video,
     denoiser_passes,
     non_negative_int,
     positive_float,
@@ -85,12 +86,7 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
             import moviepy  # noqa: F401
         except ImportError as err:
             raise SystemExit("--video needs moviepy: pip install gym-worldmodel[video]") from err
-        from gym_worldmodel.video import video_path
-
-        try:
-            video_path(args.video)
-        except (OSError, ValueError) as err:
-            raise SystemExit(f"--video: {err}") from err
+        check_video(args.video)
     # every frame of a step in the observation, for the video (the window shows env.render())
     kwargs: dict[str, Any] = {"render_mode": "rgb_array", "obs_mode": "chunk"}
     if args.simulator:

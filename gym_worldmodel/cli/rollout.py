@@ -9,6 +9,7 @@ from typing import Any
 
 from gym_worldmodel.cli.argtypes import (
     check_device,
+    check_video,
     denoiser_passes,
     non_negative_int,
     positive_int,
@@ -198,12 +199,7 @@ def rollout_main(argv: Sequence[str]) -> None:
             "--simulator starts the world from the simulator's first frame: drop --image"
         )
     if args.video is not None:  # before the rollout: a bad name fails before the frames are made
-        from gym_worldmodel.video import video_path
-
-        try:
-            video_path(args.video)
-        except (OSError, ValueError) as err:
-            raise SystemExit(f"--video: {err}") from err
+        check_video(args.video)
     if args.frames is not None:
         try:
             args.frames.parent.mkdir(parents=True, exist_ok=True)

@@ -130,9 +130,10 @@ class PoseReached:
 
     def select(self, rows: Sequence[int]) -> PoseReached:
         """This termination for an env of rows ``rows`` of this one."""
-        if self.distance.select(rows) is self.distance:
-            return self
-        return PoseReached(self.distance.select(rows).target.numpy(), self.radius)
+        distance = self.distance.select(rows)
+        return (
+            self if distance is self.distance else PoseReached(distance.target.numpy(), self.radius)
+        )
 
 
 class LaneCentre:

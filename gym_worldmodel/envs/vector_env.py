@@ -437,7 +437,7 @@ class WorldModelVectorEnv(VectorEnv):
             seeds = list(seeds)
             if len(seeds) != n:
                 raise ValueError(f"need {n} seeds for {n} forks, got {len(seeds)}")
-            seeds = row_seeds(list(seeds), np.arange(n), n)
+            seeds = row_seeds(seeds, np.arange(n), n)
             if None in seeds:
                 raise ValueError(f"fork seeds must be non-negative ints, got {seeds}")
         state = self.get_state([row] * n)
