@@ -65,10 +65,9 @@ def save_pretrained(
     # Both files are written before either replaces the old one. The weights also name the
     # architecture they were saved with: a load between the two renames (or after a crash there)
     # that would mix an old config with new weights of another architecture is refused; with the
-    # same architecture it reads the old config's sampler settings.
-    # One metadata entry: safetensors writes several in no fixed order, and a save is meant to
-    # give the same bytes every time (``ship`` reproduces the shipped weights byte for byte).
-    weights = save(tensors, {ARCHITECTURE_KEY: _architecture(model.config)})
+    # same architecture it reads the old config's sampler settings. And they carry a checksum of
+    # their own data, so a damaged byte is an error at load, not a quietly different world.
+    weights = save(tensors, {CHECKPOINT_KEY: _metadata(model.config, tensors)})
     atomic_write_all(
         {
             directory / WEIGHTS_NAME: lambda f: f.write(weights),
@@ -92,8 +91,31 @@ def _not_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 
-#: Safetensors metadata key: the SHA-256 of the VAE and DiT settings the weights were saved with.
+#: Safetensors metadata key of a checkpoint's own record, a JSON object: ``architecture_sha256``
+#: (of the VAE and DiT settings the weights were saved with) and ``weights_sha256`` (of the tensors
+#: themselves, :func:`weights_sha256`). One key: safetensors writes several in no fixed order, and
+#: a save gives the same bytes every time (``ship`` reproduces the shipped weights byte for byte).
+CHECKPOINT_KEY = "gym_worldmodel"
+#: The metadata key of checkpoints saved before :data:`CHECKPOINT_KEY`: the architecture alone.
 ARCHITECTURE_KEY = "gym_worldmodel_architecture_sha256"
+
+
+def _metadata(config: WorldModelConfig, tensors: dict[str, torch.Tensor]) -> str:
+    record = {
+        "architecture_sha256": _architecture(config),
+        "weights_sha256": weights_sha256(tensors),
+    }
+    return json.dumps(record, sort_keys=True)
+
+
+def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict as stored: every tensor's name, dtype, shape and bytes, by name."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _architecture(config: WorldModelConfig) -> str:
@@ -298,19 +320,26 @@ def _load_directory(directory: Path) -> WorldModel:
     config = read_config(config_path)
     try:
         with safe_open(weights_path, "pt") as f:
-            saved_with = (f.metadata() or {}).get(ARCHITECTURE_KEY)
-        tensors = WorldModel.upgrade_state_dict(load_file(weights_path))
+            metadata = f.metadata() or {}
+        stored = load_file(weights_path)
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(
             f"{weights_path} is not a readable safetensors file ({err}); "
             "re-save with save_pretrained"
         ) from err
+    saved_with, checksum = _saved_record(metadata, weights_path)
+    if checksum is not None and checksum != weights_sha256(stored):
+        raise ValueError(
+            f"{weights_path} is damaged: its tensors no longer match the checksum they were saved "
+            "with (a changed or lost byte in the file's data); copy or download it again"
+        )
+    tensors = WorldModel.upgrade_state_dict(stored)
     try:
         model = WorldModel(config)
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"cannot build a WorldModel from {config_path}: {err}") from err
     _check_tensors(tensors, model.state_dict(), weights_path)
-    if saved_with is not None and saved_with != _architecture(config):  # older name none
+    if saved_with is not None and saved_with != _architecture(config):  # the oldest name none
         raise ValueError(
             f"{weights_path} was saved with another VAE/DiT configuration than {config_path} "
             "describes (a save interrupted or still under way, or config.json edited beyond its "
@@ -318,6 +347,20 @@ def _load_directory(directory: Path) -> WorldModel:
         )
     model.load_state_dict(tensors, strict=True)
     return model
+
+
+def _saved_record(metadata: dict[str, str], path: Path) -> tuple[str | None, str | None]:
+    """The architecture and weights checksums a checkpoint was saved with (None: not recorded)."""
+    if CHECKPOINT_KEY not in metadata:  # saved before the weights had a checksum
+        return metadata.get(ARCHITECTURE_KEY), None
+    try:
+        record = json.loads(metadata[CHECKPOINT_KEY])
+        return str(record["architecture_sha256"]), str(record["weights_sha256"])
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(
+            f"{path}: its {CHECKPOINT_KEY!r} metadata is not the record save_pretrained writes "
+            f"({type(err).__name__}: {err}); re-save with save_pretrained"
+        ) from err
 
 
 def _not_a_checkpoint(missing: Path) -> FileNotFoundError:

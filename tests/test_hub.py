@@ -174,6 +174,37 @@ def test_unreadable_weights(saved: Path, corrupt) -> None:
     assert snapshot_bytes(saved) == before
 
 
+def test_a_changed_byte_in_the_weights_data_is_refused(saved: Path) -> None:
+    path = saved / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # one bit of the last tensor: still a readable, finite file
+    path.write_bytes(bytes(data))
+    before = snapshot_bytes(saved)
+    with pytest.raises(ValueError, match=r"model\.safetensors is damaged: its tensors no longer"):
+        from_pretrained(saved)
+    assert snapshot_bytes(saved) == before
+
+
+def test_weights_saved_before_the_checksum_still_load(saved: Path, tiny_model) -> None:
+    path = saved / "model.safetensors"
+    tensors = safetensors.torch.load_file(path)
+    architecture = hub._architecture(tiny_model.config)
+    safetensors.torch.save_file(tensors, path, {hub.ARCHITECTURE_KEY: architecture})
+    assert_same_model(from_pretrained(saved), tiny_model)
+    safetensors.torch.save_file(tensors, path, {hub.ARCHITECTURE_KEY: "0" * 64})
+    with pytest.raises(ValueError, match="saved with another VAE/DiT configuration"):
+        from_pretrained(saved)
+
+
+def test_a_checkpoint_record_that_is_not_ours_is_a_clear_error(saved: Path) -> None:
+    path = saved / "model.safetensors"
+    tensors = safetensors.torch.load_file(path)
+    for record in ("not json", '{"architecture_sha256": "0"}', "[]"):
+        safetensors.torch.save_file(tensors, path, {hub.CHECKPOINT_KEY: record})
+        with pytest.raises(ValueError, match="metadata is not the record save_pretrained writes"):
+            from_pretrained(saved)
+
+
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
 def test_missing_file(saved: Path, name: str) -> None:
     (saved / name).unlink()
