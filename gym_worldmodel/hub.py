@@ -284,15 +284,18 @@ def _resolve_repo(
         revision=revision, cache_dir=cache_dir, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]
     )
     error: Exception | None = None
+    lacking = ""
     try:
         folder = Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
-        if (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file():
+        missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / n).is_file()]
+        if not missing:
             return folder
+        lacking = f"; its cached snapshot {str(folder)!r} lacks {' and '.join(missing)}"
     except (OSError, ValueError) as err:
         error = err
     offline = _offline()
     if local_only or offline:
-        why = "HF_HUB_OFFLINE is set" if offline else "local_files_only=True"
+        why = ("HF_HUB_OFFLINE is set" if offline else "local_files_only=True") + lacking
         raise FileNotFoundError(_not_found(repo_id, revision, cache_dir, offline, why)) from error
     try:
         return Path(snapshot_download(repo_id, local_files_only=False, **kwargs))
@@ -364,9 +367,15 @@ def _saved_record(metadata: dict[str, str], path: Path) -> tuple[str | None, str
 
 
 def _not_a_checkpoint(missing: Path) -> FileNotFoundError:
+    inside = missing.parent / "model"
+    hint = (
+        f"; {str(missing.parent)!r} looks like a training run: its checkpoint is {str(inside)!r}"
+        if (inside / CONFIG_NAME).is_file()
+        else ""
+    )
     return FileNotFoundError(
         f"{missing} not found: a checkpoint directory holds {CONFIG_NAME} and {WEIGHTS_NAME} "
-        "(hub.save_pretrained and gym-worldmodel train write them)"
+        f"(hub.save_pretrained and gym-worldmodel train write them){hint}"
     )
 
 

@@ -39,7 +39,7 @@ from gym_worldmodel.evaluation import psnr, ssim
 from gym_worldmodel.evaluation.report import image_dir
 from gym_worldmodel.files import atomic_write
 from gym_worldmodel.models import WorldModel
-from gym_worldmodel.sources.episodes import DatasetError, load_episodes, read_card
+from gym_worldmodel.sources.episodes import DatasetError, check_datasets, load_episodes
 
 
 @dataclass
@@ -108,7 +108,7 @@ def evaluate_revisit(
 
     ``oracle``: also run memory on with the recorded frames remembered (see the module docstring).
     """
-    card = read_card(Path(data))
+    (card,) = check_datasets(model.config, [data])
     episodes = load_episodes(Path(data), "heldout")[:max_episodes]
     if not episodes:
         raise DatasetError(f"{data}: no held-out episodes to measure (max_episodes={max_episodes})")

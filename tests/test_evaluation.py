@@ -510,6 +510,16 @@ def test_eval_settings_that_cannot_run_are_refused(settings):
         EvalConfig(**settings)
 
 
+def test_held_out_episodes_missing_or_too_short_say_which():
+    from gym_worldmodel.evaluation.open_loop import open_loop_windows
+
+    with pytest.raises(DatasetError, match="d: no held-out episodes .* smaller --heldout-every"):
+        open_loop_windows([], 10, 1, "d")
+    short = [moving_square_episode(0, steps=4)]
+    with pytest.raises(DatasetError, match=r"the 11 frames needed \(longest: 5\); collect long"):
+        open_loop_windows(short, 10, 1, "d")
+
+
 def sliding_square_episode(seed: int, steps: int = 60) -> Episode:
     """A square slides sideways by 3 px x steering per frame; acceleration changes nothing seen."""
     rng = np.random.default_rng(seed)

@@ -205,6 +205,12 @@ def test_a_checkpoint_record_that_is_not_ours_is_a_clear_error(saved: Path) -> N
             from_pretrained(saved)
 
 
+def test_a_training_run_given_for_its_checkpoint_names_the_checkpoint(tmp_path, tiny_model):
+    save_pretrained(tiny_model, tmp_path / "run" / "model")
+    with pytest.raises(FileNotFoundError, match="looks like a training run: its checkpoint is"):
+        from_pretrained(tmp_path / "run")
+
+
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
 def test_missing_file(saved: Path, name: str) -> None:
     (saved / name).unlink()
@@ -357,6 +363,13 @@ def test_repo_id_from_cache_validates_files(saved: Path, tmp_path: Path, offline
     snapshot = make_hf_cache(tmp_path / "hf", "owner/name", saved)
     truncate(snapshot / "model.safetensors")
     with pytest.raises(ValueError, match="not a readable safetensors file"):
+        from_pretrained("owner/name", cache_dir=tmp_path / "hf")
+
+
+def test_a_cached_repo_lacking_a_file_names_it(saved: Path, tmp_path: Path, offline) -> None:
+    snapshot = make_hf_cache(tmp_path / "hf", "owner/name", saved)
+    (snapshot / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="cached snapshot .* lacks model.safetensors"):
         from_pretrained("owner/name", cache_dir=tmp_path / "hf")
 
 

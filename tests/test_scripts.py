@@ -323,6 +323,60 @@ def test_collect_command_with_a_custom_source_resumes(tmp_path):
     assert "5 train and 1 held-out episodes" in again
 
 
+def test_an_interrupted_collection_says_how_to_resume(tmp_path, capsys):
+    from gym_worldmodel import cli
+    from gym_worldmodel.sources.episodes import read_card
+
+    args = ["collect", "--source", "test_sources:FakeSource", "--out", str(tmp_path / "d")]
+    args += ["--episodes", "4", "--steps", "3", "--episodes-per-shard", "1", "--no-progress"]
+    assert cli.main([*args, "--source-option", "fail_at=2"]) == 130  # Ctrl-C at the third
+    assert "collect: interrupted; run the same command again" in capsys.readouterr().err
+    assert len(read_card(tmp_path / "d")["shards"]) == 2
+    assert cli.main(args) == 0
+    args[args.index("--episodes") + 1] = "2"
+    assert cli.main(args) == 0
+    assert "held more than --episodes 2 already" in capsys.readouterr().out
+
+
+def test_own_recordings_become_a_dataset_the_recipes_take(tmp_path):
+    """examples/own_data_source.py, as docs/datasets.md runs it: robot actions in the env's
+    RT-1 dict, frames of another size, one recording too short."""
+    import numpy as np
+
+    from gym_worldmodel.models import WorldModelConfig
+    from gym_worldmodel.sources.episodes import check_datasets, load_episodes
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for i in range(3):
+        t = 6
+        np.savez(
+            folder / f"ep{i}.npz",
+            frames=rng.integers(0, 255, (t + 1, 48, 48, 3), dtype=np.uint8),
+            world_vector=rng.uniform(-1, 1, (t, 3)).astype(np.float32),
+            rotation_delta=rng.uniform(-1, 1, (t, 3)).astype(np.float32),
+            gripper_closedness_action=rng.uniform(-1, 1, (t, 1)).astype(np.float32),
+            base_displacement_vector=np.zeros((t, 2), np.float32),
+            base_displacement_vertical_rotation=np.zeros((t, 1), np.float32),
+            terminate_episode=np.ones(t, np.int64),
+        )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "examples")}
+    args = ["-m", "gym_worldmodel.cli", "collect", "--source", "own_data_source:Recordings"]
+    args += ["--source-option", f"folder={folder}", "--source-option", "world=robot"]
+    args += ["--out", str(tmp_path / "data"), "--episodes", "3", "--heldout-every", "3"]
+    assert "2 train and 1 held-out episodes" in run(*args, "--steps", "6", env=env)
+    episodes = load_episodes(tmp_path / "data")
+    assert episodes[0].frames.shape == (7, 64, 64, 3) and episodes[0].actions.shape == (6, 13)
+    assert (episodes[0].actions[:, 11] == 1).all()  # the arm's mode, as the env encodes it
+    check_datasets(WorldModelConfig.compact(), [tmp_path / "data"])
+    args[args.index("--out") + 1] = str(tmp_path / "longer")
+    done = subprocess.run(
+        [sys.executable, *args, "--steps", "9"], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert "ep0.npz: 6 actions, fewer than --steps 9" in done.stderr
+
+
 def test_train_commands_budget_recipe(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
     data = tmp_path / "data"
@@ -472,6 +526,8 @@ def test_eval_takes_a_checkpoint_per_world(monkeypatch):
         cli.per_world(["robot=own"], "--model")("driving")
     with pytest.raises(SystemExit, match="more than one checkpoint"):
         cli.per_world(["a", "b"], "--model")
+    own = cli.per_world(["myrobot=runs/own"], "--model")  # a world of the user's own data
+    assert own("myrobot") == "loaded runs/own"
 
 
 def test_eval_model_defaults_to_each_worlds_shipped_checkpoint(monkeypatch):
@@ -598,6 +654,12 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
         (
             ["collect", "--source", "os:path", "--out", "x", "--episodes", "1"],
             "os.path is a module, not a class",
+        ),
+        (
+            ["collect", "--source", "fractions:Fraction", "--out", "x", "--episodes", "1"]
+            + ["--source-option", "foo=1"],
+            "got an unexpected keyword argument 'foo'; its options (--source-option KEY=VALUE): "
+            "numerator, denominator",
         ),
         (["rollout", "--seed", "-1"], "argument --seed: must be an int >= 0, got '-1'"),
         (

@@ -129,6 +129,25 @@ def test_episodes_wider_than_the_card_says_are_refused(tmp_path):
     assert read_card(tmp_path)["shards"] == []
 
 
+def test_frames_of_another_size_than_the_source_says_are_refused(tmp_path):
+    class Big(FakeSource):
+        info = {**FakeSource.info, "frame_size": 16}
+
+    with pytest.raises(DatasetError, match=r"frames of \(8, 8\) pixels; the source's frame_size"):
+        collect(Big(), tmp_path, episodes=2, steps=3, progress=False)
+    assert read_card(tmp_path)["shards"] == []
+
+
+@pytest.mark.parametrize(("key", "value"), [("modality", None), ("frame_size", "8"), ("world", 3)])
+def test_a_source_info_of_the_wrong_types_is_refused_before_writing(tmp_path, key, value):
+    class Odd(FakeSource):
+        info = {**FakeSource.info, key: value}
+
+    with pytest.raises(ValueError, match=f"the source's info holds {key}={value!r}"):
+        collect(Odd(), tmp_path / "d", episodes=2, steps=3, progress=False)
+    assert not (tmp_path / "d").exists()
+
+
 def test_shard_indices_are_the_collection_order_whatever_seed_a_source_records(tmp_path):
     class Reseeding(FakeSource):
         def rollout(self, seed, steps):
@@ -186,6 +205,11 @@ def test_recollecting_a_shard_deleted_by_hand_overwrites_no_other(tmp_path):
         (lambda c: c["shards"][0].pop("sha256"), r"a shard entry lacks \['sha256'\]"),
         (lambda c: c.pop("modality"), r"the card lacks \['modality'\]"),
         (lambda c: c["shards"][0].update(frames=1), "its card entry says"),
+        (lambda c: c.update(heldout_every=0), "'heldout_every' must be an int >= 2, got 0"),
+        (lambda c: c.update(heldout_every="4"), "'heldout_every' must be an int >= 2, got '4'"),
+        (lambda c: c.update(modality=None), "'modality' must be a modality name"),
+        (lambda c: c["shards"][0].update(indices=["0"]), "'indices' must be a list of episode"),
+        (lambda c: c["shards"][0].update(episodes=2.0), "'episodes' must be an int >= 1"),
     ],
 )
 def test_a_card_edited_out_of_shape_is_refused(tmp_path, edit, match):

@@ -553,6 +553,22 @@ def test_recipes_end_to_end(tmp_path, device, capsys):
         assert f"{flag} is an option of train self-forcing" in capsys.readouterr().err
 
 
+def test_train_takes_a_repo_id_for_its_checkpoints_and_budget_alone(monkeypatch, capsys):
+    from gym_worldmodel.training import recipes
+
+    calls = []
+    monkeypatch.setattr(recipes, "train_student", lambda *a, **k: calls.append((a, k)))
+    argv = ["student", "--data", "d", "--out", "o", "--init", "me/teacher"]
+    train_main([*argv, "--student-init", "me/student", "--budget"])
+    ((args, kwargs),) = calls
+    assert args[1] == "me/teacher" and kwargs["init"] == "me/student"  # not Path("me/teacher")
+    assert (args[3].steps, args[3].batch_size) == (20, 4)
+    for more in (["--steps", "100"], ["--steps", "100", "--batch-size", "16"]):
+        with pytest.raises(SystemExit):
+            train_main([*argv, "--budget", *more])
+        assert "--budget runs 20 steps of batch 4: drop --steps" in capsys.readouterr().err
+
+
 def test_anchor_motion_is_fitted_to_how_the_actions_move_the_picture():
     """Frames that slide 2 px right per unit of action 0, 1 px up per unit of action 1 and
     grow 4% per unit of action 2; action 3 moves nothing."""
@@ -838,10 +854,55 @@ def test_frames_of_another_size_than_the_model_s_are_a_clear_error(tmp_path):
 
     collect(Small(), data, episodes=3, steps=4, heldout_every=3, progress=False)
     train = TrainConfig(steps=2, batch_size=2, lr=1e-3, save_every=1, seed=0)
-    with pytest.raises(ValueError, match=r"this VAE encodes 32x32 RGB frames"):
+    with pytest.raises(DatasetError, match=r"data16: frames of 16x16 pixels .* VAE takes 32x32"):
         train_vae([data], tmp_path / "run", WorldModelConfig.tiny(), train, progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the run started
     vae = WorldModel(WorldModelConfig.tiny()).vae  # one frame, without a batch axis, still encodes
     assert vae.encode(torch.zeros(32, 32, 3, dtype=torch.uint8)).shape == (4, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("info", "match"),
+    [
+        ({"modality": "arm"}, r"modality 'arm' is not one of this model's action modalities"),
+        ({"world": "driving", "modality": "driving", "action_width": 5}, "driving actions are 2"),
+        ({"fps": 15}, r"fps \(15\) must be a positive multiple of chunk_frames \(2\)"),
+    ],
+)
+def test_data_a_model_cannot_take_is_refused_before_the_run_starts(tmp_path, info, match):
+    from gym_worldmodel.training.recipes import train_vae
+
+    class Odd(SquareSource):
+        def __init__(self):
+            self.info = {**SquareSource.info, **info}
+
+        def rollout(self, seed, steps):
+            episode = moving_square_episode(seed, steps)
+            width = self.info["action_width"]
+            return dataclasses.replace(episode, actions=np.zeros((steps, width), np.float32))
+
+    collect(Odd(), tmp_path / "data", episodes=3, steps=4, heldout_every=3, progress=False)
+    train = TrainConfig(steps=2, batch_size=2, lr=1e-3, save_every=1, seed=0)
+    with pytest.raises(DatasetError, match=match):
+        train_vae([tmp_path / "data"], tmp_path / "run", WorldModelConfig.tiny(), train)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_world_runs_at_the_frame_rate_of_its_data(tmp_path):
+    from gym_worldmodel.training.recipes import train_teacher, train_vae
+
+    class Fast(SquareSource):
+        info = {**SquareSource.info, "fps": 24}
+
+    for name, source in (("fast", Fast()), ("slow", SquareSource())):
+        collect(source, tmp_path / name, episodes=3, steps=4, heldout_every=3, progress=False)
+    train = TrainConfig(steps=1, batch_size=2, lr=1e-3, save_every=1, seed=0)
+    model = train_vae([tmp_path / "fast"], tmp_path / "vae", WorldModelConfig.tiny(), train, False)
+    assert model.config.fps == 24
+    with pytest.raises(DatasetError, match=r"recorded at \[16, 24\] frames/s: one per model"):
+        train_vae([tmp_path / "fast", tmp_path / "slow"], tmp_path / "x", model.config, train)
+    with pytest.raises(DatasetError, match="slow: recorded at 16 frames/s, this model runs at 24"):
+        train_teacher([tmp_path / "slow"], tmp_path / "vae" / "model", tmp_path / "t", train)
 
 
 def test_a_stopped_vae_run_leaves_a_loadable_model(tmp_path, monkeypatch):

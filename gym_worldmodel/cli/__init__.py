@@ -113,4 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gym-worldmodel {args[0]}: error: {kind}{err}", file=sys.stderr)
         print("(GYM_WORLDMODEL_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if os.environ.get("GYM_WORLDMODEL_TRACEBACK"):
+            raise
+        again = {
+            "collect": "; run the same command again to resume (finished shards are kept)",
+            "train": "; run the same command again to resume from the last checkpoint",
+        }
+        print(f"\ngym-worldmodel {args[0]}: interrupted{again.get(args[0], '')}", file=sys.stderr)
+        return 130
     return 0

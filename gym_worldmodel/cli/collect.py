@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,7 +59,7 @@ def collect_main(argv: Sequence[str]) -> None:
     from gym_worldmodel.sources.collect import collect
 
     card = collect(
-        load_source(args.source)(**parse_options(args.source_option)),
+        make_source(args.source, parse_options(args.source_option)),
         args.out,
         args.episodes,
         args.steps,
@@ -72,6 +73,11 @@ def collect_main(argv: Sequence[str]) -> None:
         for split in ("train", "heldout")
     }
     print(f"{args.out}: {counts['train']} train and {counts['heldout']} held-out episodes")
+    if sum(counts.values()) > args.episodes:
+        print(
+            f"(it held more than --episodes {args.episodes} already: a dataset only grows, "
+            "nothing was removed)"
+        )
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, object]:
@@ -86,6 +92,20 @@ def parse_options(pairs: Sequence[str]) -> dict[str, object]:
         except json.JSONDecodeError:
             options[key] = value
     return options
+
+
+def make_source(name: str, options: dict[str, object]) -> object:
+    """The source ``name`` built with ``options``; an option it does not take is named."""
+    cls = load_source(name)
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError as err:
+        takes = [p for p in inspect.signature(cls).parameters if p not in ("self", "args")]
+        raise SystemExit(
+            f"source {name!r}: {err}; its options (--source-option KEY=VALUE): "
+            f"{', '.join(takes) or 'none'}"
+        ) from err
+    return cls(**options)
 
 
 def load_source(name: str) -> type:

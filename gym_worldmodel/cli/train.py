@@ -63,10 +63,10 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--init",
-        type=Path,
-        help="teacher: the VAE checkpoint (<vae run>/model); student: the teacher's; "
-        "self-forcing: the model to fine-tune; decoder: the world whose VAE decoder to fine-tune "
-        "(encoder and DiT kept); flow: the world whose anchors the flow warp will move",
+        help="a checkpoint directory or Hugging Face repo id; teacher: the VAE checkpoint "
+        "(<vae run>/model); student: the teacher's; self-forcing: the model to fine-tune; "
+        "decoder: the world whose VAE decoder to fine-tune (encoder and DiT kept); flow: the "
+        "world whose anchors the flow warp will move",
     )
     parser.add_argument(
         "--preset",
@@ -133,7 +133,7 @@ def _train_parser() -> argparse.ArgumentParser:
         "frames (the robot and driving sets are a fraction of the city walk's)",
     )
     parser.add_argument(
-        "--student-init", type=Path, help="student: fine-tune this student instead of a copy"
+        "--student-init", help="student: fine-tune this student (directory or repo id), not a copy"
     )
     parser.add_argument(
         "--frame-anchor",
@@ -226,14 +226,23 @@ def _train_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given(parser: argparse.ArgumentParser, args: argparse.Namespace, flag: str) -> bool:
+    """Whether ``flag`` holds another value than its default (it was given)."""
+    dest = flag.lstrip("-").replace("-", "_")
+    return getattr(args, dest) != parser.get_default(dest)
+
+
 def train_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel train <stage>``: run (or resume) one stage of the recipe."""
     parser = _train_parser()
     args = parser.parse_args(argv)
     for flag, stages in STAGE_OPTIONS.items():  # an option the stage would silently ignore
-        dest = flag.lstrip("-").replace("-", "_")
-        if args.stage not in stages and getattr(args, dest) != parser.get_default(dest):
+        if args.stage not in stages and _given(parser, args, flag):
             parser.error(f"{flag} is an option of train {' / '.join(stages)}, not of {args.stage}")
+    if args.budget:  # the smoke recipe sets these itself
+        given = [f for f in ("--steps", "--batch-size") if _given(parser, args, f)]
+        if given:
+            parser.error(f"--budget runs 20 steps of batch 4: drop {' and '.join(given)}")
     progress = not args.no_progress
     check_device(args.device)
     from gym_worldmodel.models import WorldModelConfig

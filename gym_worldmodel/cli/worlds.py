@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from gym_worldmodel.envs.registration import IDS, SIMULATOR_WORLD_IDS  # noqa: F401 (re-export)
@@ -17,7 +18,8 @@ def per_world(
     """``--model A robot=B`` -> a function ``world -> WorldModel`` (B for the robot, else A).
 
     ``shipped`` (for every world or as ``WORLD=shipped``) is each world's embedded checkpoint.
-    Each checkpoint loads once, when a world first asks for it.
+    ``WORLD`` may also be the world a dataset's card names (``myrobot=DIR``), unless a path
+    ``myrobot=DIR`` exists. Each checkpoint loads once, when a world first asks for it.
     """
     import functools
 
@@ -27,7 +29,7 @@ def per_world(
     paths: dict[str | None, str] = {}
     for value in values or ():
         world, sep, path = value.partition("=")
-        if sep and world in WORLD_IDS:
+        if sep and world and (world in WORLD_IDS or not Path(value).exists()):
             paths[world] = path
         elif None in paths:
             raise SystemExit(f"{option}: more than one checkpoint for every world: {values}")

@@ -38,7 +38,7 @@ from gym_worldmodel.evaluation.open_loop import (
     with_sampler,
 )
 from gym_worldmodel.models import WorldModel
-from gym_worldmodel.sources.episodes import load_episodes, read_card
+from gym_worldmodel.sources.episodes import check_datasets, load_episodes
 
 SCENE_MOTION_STEPS = 16  # steps of each rollout whose scene motion is measured
 
@@ -115,7 +115,7 @@ def evaluate_world(
     progress: bool = True,
 ) -> tuple[WorldResult, dict[str, np.ndarray]]:
     """Every measurement of one world; also returns sample frames for the strips."""
-    card = read_card(Path(data))
+    (card,) = check_datasets(model.config, [data])
     world, modality = card["world"], card["modality"]
     heldout = load_episodes(Path(data), "heldout")
     f, horizon = model.config.dit.chunk_frames, max(config.horizons)

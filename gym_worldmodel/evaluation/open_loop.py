@@ -14,7 +14,7 @@ from gym_worldmodel.envs.engine import WorldEngine
 from gym_worldmodel.envs.pose import EgoShift
 from gym_worldmodel.evaluation.metrics import frame_stats
 from gym_worldmodel.models import WorldModel
-from gym_worldmodel.sources.episodes import Episode
+from gym_worldmodel.sources.episodes import DatasetError, Episode
 
 
 def window_starts(episodes: Sequence[Episode], frames_needed: int, per_episode: int) -> list[tuple]:
@@ -42,9 +42,18 @@ def open_loop_windows(
     Returns start frames ``(R, H, W, 3)``, the ``frames`` recorded frames after each
     ``(R, frames, H, W, 3)`` and the actions between them ``(R, frames, w)``.
     """
+    if not episodes:
+        raise DatasetError(
+            f"{data}: no held-out episodes (collect holds out episode i when i % heldout_every "
+            "== heldout_every - 1: collect more episodes, or with a smaller --heldout-every)"
+        )
     starts = window_starts(episodes, frames, per_episode)
     if not starts:
-        raise ValueError(f"{data}: no held-out episode has the {frames + 1} frames needed")
+        longest = max(len(ep.frames) for ep in episodes)
+        raise DatasetError(
+            f"{data}: no held-out episode has the {frames + 1} frames needed (longest: "
+            f"{longest}); collect longer episodes (collect --steps) or shorter eval --horizons"
+        )
     first = np.stack([episodes[e].frames[s] for e, s in starts])
     truth = np.stack([episodes[e].frames[s + 1 : s + 1 + frames] for e, s in starts])
     actions = np.stack([episodes[e].actions[s : s + frames] for e, s in starts])

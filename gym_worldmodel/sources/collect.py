@@ -70,6 +70,13 @@ def collect(
             f"the source's info dict lacks {needed}: world (its folder name), modality (one of "
             "camera, robot, driving) and frame_size (pixels) describe what it records"
         )
+    kinds = {"world": str, "modality": str, "frame_size": int}
+    wrong = [k for k, kind in kinds.items() if type(info[k]) is not kind]
+    if wrong:
+        raise ValueError(
+            f"the source's info holds {', '.join(f'{k}={info[k]!r}' for k in wrong)}: world and "
+            "modality are names (str), frame_size the side of the square frames in pixels (int)"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -82,7 +89,7 @@ def collect(
     card = _open_card(out_dir, settings)
     stored = {i for shard in card["shards"] for i in shard["indices"]}
     pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}
-    width = source.info.get("action_width")
+    width, side = source.info.get("action_width"), source.info["frame_size"]
     bar = tqdm(
         total=episodes,
         initial=len(stored),
@@ -99,6 +106,11 @@ def collect(
             raise DatasetError(
                 f"episode {index} has actions {episode.actions.shape[1]} wide; the source's card "
                 f"says {width} (nothing of it was written)"
+            )
+        if episode.frames.shape[1:3] != (side, side):
+            raise DatasetError(
+                f"episode {index} has frames of {episode.frames.shape[1:3]} pixels; the "
+                f"source's frame_size says {side}x{side} (nothing of it was written)"
             )
         pending[split].append((index, episode))
         bar.update(1)

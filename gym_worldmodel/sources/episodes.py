@@ -26,13 +26,17 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gym_worldmodel.files import atomic_write
+
+if TYPE_CHECKING:
+    from gym_worldmodel.models import WorldModelConfig
 
 FORMAT = "gym-worldmodel-episodes/1"
 CARD = "dataset.json"
@@ -158,12 +162,14 @@ def _check_card(card: dict[str, Any], path: Path) -> None:
     missing = [k for k in CARD_KEYS if k not in card]
     if missing or not isinstance(card["shards"], list):
         raise DatasetError(f"{path}: the card lacks {missing or ['a shards list']}")
+    _check_types(card, CARD_KEYS, path, "the card")
     files, seen = set(), set()
     every = card["heldout_every"]
     for shard in card["shards"]:
         lacks = [k for k in SHARD_KEYS if not isinstance(shard, dict) or k not in shard]
         if lacks:
             raise DatasetError(f"{path}: a shard entry lacks {lacks}: {shard!r}"[:300])
+        _check_types(shard, SHARD_KEYS, path, f"shard entry {shard['file']!r}")
         name, indices = shard["file"], shard["indices"]
         if name in files or Path(name).name != name:
             raise DatasetError(f"{path}: shard {name!r} is listed twice or is not a file name")
@@ -176,11 +182,44 @@ def _check_card(card: dict[str, Any], path: Path) -> None:
         if any(held) != all(held) or all(held) != (shard["split"] == "heldout"):
             raise DatasetError(
                 f"{path}: shard {name} is listed as {shard['split']} but holds episodes "
-                f"{indices} (held out: every {every}th): the card was edited"
+                f"{indices} (episode i held out when i % {every} == {every - 1}): the card was "
+                "edited"
             )
         if seen & set(indices):
             raise DatasetError(f"{path}: episodes {sorted(seen & set(indices))} listed twice")
         seen |= set(indices)
+
+
+#: What each card field must hold: a type and a description for the error.
+_FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "world": (lambda v: isinstance(v, str) and bool(v), "a world name"),
+    "modality": (lambda v: isinstance(v, str) and bool(v), "a modality name (camera, robot, ...)"),
+    "heldout_every": (lambda v: _is_int(v) and v >= 2, "an int >= 2"),
+    "shards": (lambda v: isinstance(v, list), "a list"),
+    "file": (lambda v: isinstance(v, str), "a file name"),
+    "split": (lambda v: v in ("train", "heldout"), "'train' or 'heldout'"),
+    "episodes": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "indices": (
+        lambda v: isinstance(v, list) and all(_is_int(i) and i >= 0 for i in v),
+        "a list of episode numbers (ints >= 0)",
+    ),
+    "frames": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "sha256": (lambda v: isinstance(v, str), "a hex SHA-256 (sources.episodes.sha256)"),
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_types(entry: dict[str, Any], keys: Sequence[str], path: Path, what: str) -> None:
+    """Refuse a field of ``entry`` that does not hold what it must (``_FIELD_TYPES``)."""
+    for key in keys:
+        check, expected = _FIELD_TYPES[key]
+        if not check(entry[key]):
+            raise DatasetError(
+                f"{path}: {what}'s {key!r} must be {expected}, got {entry[key]!r}"[:300]
+            )
 
 
 def load_episodes(directory: Path, split: str = "train") -> list[Episode]:
@@ -203,6 +242,46 @@ def load_episodes(directory: Path, split: str = "train") -> list[Episode]:
             )
         out.extend(episodes)
     return out
+
+
+def check_datasets(config: WorldModelConfig, data: Sequence[Path]) -> list[dict[str, Any]]:
+    """The cards of ``data``, once each is known to suit a model of ``config``.
+
+    A dataset's frame size must be the VAE's, its modality one of the DiT's with the same action
+    width, and its frame rate the model's, so that a run is refused before it starts rather than
+    failing (or training on misread actions) later.
+
+    Raises:
+        DatasetError: naming the dataset and what the model expects.
+    """
+    cards = []
+    size, modalities = config.vae.image_size, config.dit.modalities
+    for d in data:
+        card = read_card(Path(d))
+        modality, side = card["modality"], card.get("frame_size", size)
+        if side != size:
+            raise DatasetError(
+                f"{d}: frames of {side}x{side} pixels (its card's frame_size); this model's VAE "
+                f"takes {size}x{size}: record the data at that size"
+            )
+        if modality not in modalities:
+            raise DatasetError(
+                f"{d}: modality {modality!r} is not one of this model's action modalities "
+                f"{list(modalities)} (DiTConfig.modalities)"
+            )
+        width = card.get("action_width", modalities[modality])
+        if width != modalities[modality]:
+            raise DatasetError(
+                f"{d}: {modality} actions are {modalities[modality]} wide (DiTConfig.modalities; "
+                f"the layout is gym_worldmodel.envs.actions'), its card says {width}"
+            )
+        if card.get("fps", config.fps) != config.fps:
+            raise DatasetError(
+                f"{d}: recorded at {card['fps']} frames/s, this model runs at {config.fps}: one "
+                "frame rate per model"
+            )
+        cards.append(card)
+    return cards
 
 
 def sha256(path: Path) -> str:

@@ -23,7 +23,12 @@ from gym_worldmodel.envs.pose import EgoShift, car_box
 from gym_worldmodel.files import atomic_write
 from gym_worldmodel.memory.spatial import GEOMETRIES, ViewGeometry
 from gym_worldmodel.models import WorldModel, WorldModelConfig
-from gym_worldmodel.sources.episodes import DatasetError, load_episodes, read_card
+from gym_worldmodel.sources.episodes import (
+    DatasetError,
+    check_datasets,
+    load_episodes,
+    read_card,
+)
 from gym_worldmodel.training.action_probe import LatentActionProbe, probe_windows_loss
 from gym_worldmodel.training.critic import ChunkCritic
 from gym_worldmodel.training.data import Balanced, ChunkWindows, Frames, LatentEpisode
@@ -66,7 +71,18 @@ def train_vae(
     train: TrainConfig,
     progress: bool = True,
 ) -> WorldModel:
-    """Train the VAE on every training frame of ``data``; sets the latent scaling factor."""
+    """Train the VAE on every training frame of ``data``; sets the latent scaling factor.
+
+    The model runs at the frame rate the data was recorded at (the cards' ``fps``).
+    """
+    rates = {read_card(Path(d)).get("fps", config.fps) for d in data}
+    if len(rates) > 1:
+        raise DatasetError(f"the datasets were recorded at {sorted(rates)} frames/s: one per model")
+    try:
+        config = dataclasses.replace(config, fps=rates.pop())
+    except ValueError as err:
+        raise DatasetError(f"{err}: a step is one chunk; record the data at such a rate") from err
+    check_datasets(config, data)
     episodes = [ep for d in data for ep in load_episodes(Path(d), "train")]
     model = WorldModel(config).to(train.device)
     loss_config = VAELossConfig()
@@ -88,7 +104,7 @@ def train_vae(
 
 @seeded
 def train_decoder(
-    data: Sequence[Path], init: Path, run_dir: Path, train: TrainConfig, progress: bool = True
+    data: Sequence[Path], init: str | Path, run_dir: Path, train: TrainConfig, progress: bool = True
 ) -> WorldModel:
     """Fine-tune the VAE decoder of the world ``init`` on every training frame of ``data``.
 
@@ -97,7 +113,7 @@ def train_decoder(
     decoder that loses small things, such as the driving world's cars). Each dataset is drawn
     equally often, whatever its size. The loss is the VAE's (L1 + MSE of posterior samples).
     """
-    model = hub.from_pretrained(init)
+    model = checked(hub.from_pretrained(init), data)
     model.vae.encoder.requires_grad_(False)
     frames = Balanced([Frames(load_episodes(Path(d), "train")) for d in data])
     loss_config = VAELossConfig()
@@ -121,6 +137,12 @@ def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> W
     scaled = WorldModel(dataclasses.replace(model.config, vae=vae)).to(model.device)
     scaled.load_state_dict(model.state_dict())
     return scaled
+
+
+def checked(model: WorldModel, data: Sequence[Path]) -> WorldModel:
+    """``model``, once ``data`` is known to suit it (``sources.episodes.check_datasets``)."""
+    check_datasets(model.config, data)
+    return model
 
 
 def device_of(module: nn.Module) -> torch.device:
@@ -242,6 +264,7 @@ def chunk_windows(
                 cfg.action_dim,
                 cfg.modality_id(modality),
                 key="latents" if encode else "frames",
+                action_width=cfg.modalities[modality],
                 memory=geometry,
                 ego_px_per_m=None if ego is None else ego.px_per_m,
             )
@@ -310,7 +333,7 @@ def fit(
 @seeded
 def train_teacher(
     data: Sequence[Path],
-    init: Path,
+    init: str | Path,
     run_dir: Path,
     train: TrainConfig,
     n_chunks: int | None = None,
@@ -355,7 +378,7 @@ def train_teacher(
     """
     if memory_only and not memory:
         raise ValueError("memory_only trains from retrieved memory: it needs memory=True")
-    model = hub.from_pretrained(init)
+    model = checked(hub.from_pretrained(init), data)
     loss_config = loss_config or TeacherLossConfig(
         shift=model.config.sampler.shift,
         memory_only=memory_only,
@@ -393,7 +416,7 @@ def train_teacher(
 @seeded
 def train_student(
     data: Sequence[Path],
-    teacher_dir: Path,
+    teacher_dir: str | Path,
     run_dir: Path,
     train: TrainConfig,
     nfe: int = 3,
@@ -401,7 +424,7 @@ def train_student(
     distill: DistillConfig | None = None,
     progress: bool = True,
     memory: bool = False,
-    init: Path | None = None,
+    init: str | Path | None = None,
 ) -> WorldModel:
     """Distill a ``nfe``-step student from the teacher on its own rollouts (``distill.py``).
 
@@ -411,7 +434,7 @@ def train_student(
     With ``memory``, windows of posed worlds carry their retrieved memory chunk, seen alike by
     student and teacher. ``init``: start from this student checkpoint instead (fine-tuning).
     """
-    teacher = hub.from_pretrained(teacher_dir, device=train.device)
+    teacher = checked(hub.from_pretrained(teacher_dir, device=train.device), data)
     teacher.requires_grad_(False)
     # The student learns the teacher's guided flow (``DistillConfig.teacher_guidance``), so it
     # samples without guidance of its own.
@@ -526,7 +549,7 @@ def train_action_probe(
 @seeded
 def train_flow(
     data: Sequence[Path],
-    init: Path,
+    init: str | Path,
     run_dir: Path,
     train: TrainConfig,
     pair_steps: int | None = None,
@@ -540,7 +563,8 @@ def train_flow(
     the moved anchors in self-forcing. Both stages resume.
     """
     modalities = tuple(dict.fromkeys(read_card(Path(d))["modality"] for d in data))
-    model = hub.from_pretrained(init).with_anchor_flow(modalities).to(train.device)
+    model = checked(hub.from_pretrained(init), data).with_anchor_flow(modalities)
+    model = model.to(train.device)
     model.requires_grad_(False)
     model.flow.requires_grad_(True)
     f = model.config.dit.chunk_frames
@@ -565,7 +589,7 @@ def train_flow(
 @seeded
 def train_self_forcing(
     data: Sequence[Path],
-    init: Path,
+    init: str | Path,
     run_dir: Path,
     train: TrainConfig,
     nfe: int = 1,
@@ -591,7 +615,8 @@ def train_self_forcing(
     column keeps its shifts and gains the fitted zoom; one that has them keeps its own. With
     ``anchor_ego``, the driving world's anchors move with the car (``WorldModel.with_anchor_ego``).
     """
-    tuned = hub.from_pretrained(init).with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
+    tuned = checked(hub.from_pretrained(init), data)
+    tuned = tuned.with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
     if anchor_ego and "driving" not in tuned.config.dit.anchor_ego:
         px_per_m = tuned.config.vae.image_size / GEOMETRIES["driving"].extent_m
         tuned = tuned.with_anchor_ego(("driving",), car_box(tuned.config.vae.image_size, px_per_m))

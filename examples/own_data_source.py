@@ -1,0 +1,97 @@
+"""A data source for your own recordings: ``gym-worldmodel collect`` turns them into a dataset.
+
+Record each episode as one ``.npz`` file in a folder, with the actions in the env's own action
+space (what you would pass to ``env.step``):
+
+    frames   uint8 (T + 1, H, W, 3)   the start frame and the frame after each action (any size:
+                                      they are resized to the world's, 64x64)
+    actions  (T, ...) or, for the robot, one array per RT-1 key with a leading T axis
+    poses    float64 (T + 1, 4)       optional: the pose at each frame, in the units of
+                                      ``gym_worldmodel.envs.pose`` (camera: x m, y m, yaw deg,
+                                      pitch deg; driving: x m, y m, heading deg, speed m/s)
+
+This source hands them to ``collect`` one episode per seed (episode ``seed % count``, in file
+name order), with the actions encoded by the world's action head into the model action vectors
+a dataset holds, and the card fields the training recipes check (world, modality, frame size,
+frame rate, action width). With the recordings in ``my_recordings/``::
+
+    PYTHONPATH=examples gym-worldmodel collect --source own_data_source:Recordings \\
+        --source-option folder=my_recordings --source-option world=robot \\
+        --out data/my-robot --episodes 40 --steps 100 --heldout-every 10
+
+``--episodes`` is how many to take (each recording once when it equals their number), ``--steps``
+the actions of each: a recording shorter than that is refused with its name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gym_worldmodel.envs.pose import POSE_FIELDS
+from gym_worldmodel.envs.worlds import get_world, resize_frames
+from gym_worldmodel.sources.episodes import DatasetError, Episode
+
+FRAME_SIZE = 64  # the shipped worlds' VAE
+FPS = 15  # the frame rate the shipped worlds run at; a multiple of their 3 frames a step
+
+
+class Recordings:
+    """Episodes recorded as ``.npz`` files in ``folder``, for the world ``world``.
+
+    Args:
+        folder: Folder of ``*.npz`` recordings (see the module docstring).
+        world: ``citywalk``, ``robot`` or ``driving``: whose action space the actions are in.
+        fps: The frame rate they were recorded at.
+        action_mode: The action head's mode the actions are in (the camera's ``keys`` or
+            ``look``, the robot's ``flat``); None: the world's default. A recording that holds
+            the RT-1 keys instead of ``actions`` is read in the robot's ``dict`` mode.
+    """
+
+    def __init__(
+        self, folder: str, world: str, fps: int = FPS, action_mode: str | None = None
+    ) -> None:
+        self.files = sorted(Path(folder).expanduser().glob("*.npz"))
+        if not self.files:
+            raise FileNotFoundError(f"no .npz recordings in {folder!r}")
+        self.world = get_world(world)
+        self.head = self.world.action_head(action_mode)
+        self.info = {
+            "source": "recordings",
+            "folder": str(folder),
+            "world": world,
+            "modality": self.head.modality,
+            "frame_size": FRAME_SIZE,
+            "fps": fps,
+            "action_width": self.head.width,
+            "pose_fields": list(POSE_FIELDS.get(self.world.pose, ())),
+        }
+
+    def rollout(self, seed: int, steps: int) -> Episode:
+        """The first ``steps`` actions of recording ``seed % count`` and the frames they led to."""
+        path = self.files[seed % len(self.files)]
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        frames = arrays.pop("frames")
+        poses = arrays.pop("poses", None)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise DatasetError(f"{path}: frames must be uint8 (T+1, H, W, 3), got {frames.shape}")
+        if len(frames) < steps + 1:
+            raise DatasetError(f"{path}: {len(frames) - 1} actions, fewer than --steps {steps}")
+        head = self.head
+        if "actions" in arrays:
+            actions = arrays["actions"][:steps]
+        else:  # the RT-1 keys, one array each
+            actions = {k: v[:steps] for k, v in arrays.items()}
+            head = self.world.action_head("dict")
+        vectors = head.encode(actions, batch=steps, frames=1)[:, 0]  # (steps, width)
+        frames = frames[: steps + 1]
+        if frames.shape[1:3] != (FRAME_SIZE, FRAME_SIZE):
+            frames = resize_frames(frames, FRAME_SIZE)
+        return Episode(
+            frames=frames,
+            actions=vectors.astype(np.float32),
+            poses=None if poses is None else np.asarray(poses[: steps + 1], np.float64),
+            seed=seed,
+        )
