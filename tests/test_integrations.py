@@ -399,6 +399,20 @@ def test_pose_observations_of_a_dead_agent_stay_frozen_in_the_state():
     assert obs["agent_1"]["pose"][0] == pytest.approx(2 * terminal_0["pose"][0])
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"env_id": "Simulator-Driving-v0"}, "'Simulator-Driving-v0' is not a world-model env"),
+        ({"env_id": "CartPole-v1"}, "not a world-model env: expected one of"),
+        ({"max_cycles": 0}, r"max_cycles must be >= 1 or None \(no limit\), got 0"),
+        ({"num_agents": 0}, "num_agents must be >= 1"),
+    ],
+)
+def test_parallel_env_arguments_that_cannot_work_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        WorldModelParallelEnv(**{"env_id": CITYWALK, **kwargs}, **TINY)
+
+
 def test_a_bad_agent_action_is_named_and_changes_nothing():
     from gym_worldmodel.envs.actions import ActionError
 

@@ -202,6 +202,65 @@ def test_state_round_trip_of_a_shared_bank_keeps_each_rows_entries():
     assert set(shared.owner[0][shared.uid[0] >= 0].tolist()) == {1}
 
 
+def bank_entries(memory: SpatialMemory, bank: int = 0) -> dict[int, tuple]:
+    """uid -> (slot, owner, step, latents) of every stored entry of ``bank``."""
+    return {
+        int(memory.uid[bank, i]): (
+            i,
+            int(memory.owner[bank, i]),
+            int(memory.step[bank, i]),
+            memory.latents[bank, i].clone(),
+        )
+        for i in np.flatnonzero(memory.uid[bank] >= 0)
+    }
+
+
+def same_entries(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[u][:3] == b[u][:3] and torch.equal(a[u][3], b[u][3]) for u in a
+    )
+
+
+def test_restoring_one_row_of_a_shared_bank_leaves_the_other_rows_entries():
+    shared = SpatialMemory(3, SHAPE, CAMERA, capacity=32, banks=[0, 0, 0])
+    look = np.array([[0, 0, 0, 0], [5, 5, 90, 0], [9, 0, 180, 0]])
+    for i in range(3):
+        shared.add(chunk(i, 3), look)
+    saved, before = shared.get_state([0]), bank_entries(shared)
+    shared.set_state(saved, [0])  # row 0's own state, now: nothing changes
+    assert same_entries(bank_entries(shared), before)
+    for i in range(3, 6):
+        shared.add(chunk(i, 3), look)
+    later = bank_entries(shared)
+    shared.set_state(saved, [0])  # row 0 goes back three chunks
+    now = bank_entries(shared)
+    others = {u: e for u, e in later.items() if e[1] != 0}
+    assert same_entries({u: now[u] for u in others}, others)  # rows 1 and 2: as they were
+    mine = {u: e for u, e in before.items() if e[1] == 0}
+    assert same_entries({u: e for u, e in now.items() if e[1] == 0}, mine)
+    assert shared.chunks.tolist() == [3, 6, 6]
+    shared.reset([2])  # a reset still forgets that row's entries alone
+    assert sorted({e[1] for e in bank_entries(shared).values()}) == [0, 1]
+
+
+def test_a_row_restored_into_a_full_shared_bank_keeps_its_newest_entries():
+    shared = SpatialMemory(2, SHAPE, CAMERA, capacity=4, banks=[0, 0])
+    shared.add(chunk(0, 1), pose(), [0])
+    shared.add(chunk(1, 1), pose(yaw=90.0), [0])
+    saved = shared.get_state([0])
+    shared.reset([0])
+    for i in range(4):  # row 1 fills the bank
+        shared.add(chunk(2 + i, 1), pose(yaw=30.0 * i), [1])
+    shared.reset([1])
+    shared.add(chunk(7, 1), pose(), [1])
+    shared.add(chunk(8, 1), pose(yaw=60.0), [1])
+    shared.add(chunk(9, 1), pose(yaw=120.0), [1])  # one free slot left
+    shared.set_state(saved, [0])
+    kept = {u: e for u, e in bank_entries(shared).items() if e[1] == 0}
+    assert list(kept) == [1]  # row 0's newer entry; the older did not fit
+    assert sum(e[1] == 1 for e in bank_entries(shared).values()) == 3
+
+
 # --- the model side: reframed positions --------------------------------------------------------
 
 

@@ -132,14 +132,13 @@ def check_discrete(
     """Validate a batch of ``batch`` (Multi)Discrete actions; return int64 ``(B, F, len(nvec))``."""
     arr = _as_array(value, name)
     if not np.issubdtype(arr.dtype, np.integer):
-        if (
-            np.issubdtype(arr.dtype, np.floating)
-            and np.isfinite(arr).all()
-            and (arr == np.round(arr)).all()
-        ):
-            arr = arr.astype(np.int64)
-        else:
+        if not np.issubdtype(arr.dtype, np.floating):
             raise ActionError(f"{name}: expected integers, got dtype {arr.dtype}")
+        bad = ~(np.isfinite(arr) & (arr == np.round(arr)))
+        if bad.any():
+            got = arr[bad].reshape(-1)[0].item()
+            raise ActionError(f"{name}: expected integers, got {got!r}{_rows(np.atleast_1d(bad))}")
+        arr = arr.astype(np.int64)
     shape = (len(nvec),) if len(nvec) > 1 else ()
     arr = _frames_axis(arr.astype(np.int64), shape, batch, frames, name).reshape(
         *arr.shape[:1], frames, -1

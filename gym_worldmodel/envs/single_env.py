@@ -45,6 +45,8 @@ class WorldModelEnv(gym.Env):
     state; a planner that restores states should make the env with
     ``gym.make(id, max_episode_steps=-1)`` (no wrapper) or construct it with
     ``WorldModelEnv(world=..., max_episode_steps=N)``, whose step count is part of the state.
+    Gymnasium's ``OrderEnforcing`` (also added by ``gym.make``) refuses a step before the first
+    ``reset()``, even after a :meth:`set_state`: reset a new env once before restoring a state.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -78,7 +80,7 @@ class WorldModelEnv(gym.Env):
         rows = sorted({"env_idx", "reset_mask"} & set(options))
         if rows:
             raise ValueError(f"a single env has one row: options {rows} are for vector envs")
-        super().reset(seed=seed)
+        super().reset(seed=None if seed is None else int(seed))  # Gymnasium takes no np.int64
         for key in PICTURE_SHAPES.keys() & options.keys():
             options[key] = one_picture(key, on_host(options[key]))[None]
         # A seed seeds the row as it seeds row 0 of a vector env; seed=None continues the row's

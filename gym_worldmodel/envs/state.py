@@ -81,6 +81,23 @@ def check_state(state: Any, template: Any, where: str = "state", scan: bool = Tr
             raise ValueError(f"{where} must be a {type(template).__name__}, got {_describe(state)}")
 
 
+def check_same_memory(state: Any, template: dict[str, Any]) -> None:
+    """Name a state of an env with spatial memory on loaded into one with it off, or back."""
+    engine = state.get("engine") if isinstance(state, dict) else None
+    if (
+        not isinstance(engine, dict)
+        or "memory" not in engine
+        or state["world"] != template["world"]
+    ):
+        return  # check_state names what is wrong
+    ours, theirs = template["engine"]["memory"] is not None, engine["memory"] is not None
+    if ours != theirs:
+        raise ValueError(
+            f"state is of an env with memory {'on' if theirs else 'off'}, this env has it "
+            f"{'on' if ours else 'off'}: make the env with memory={theirs}"
+        )
+
+
 def _kind(array: Any) -> str:
     """'f' floating, 'i' signed or unsigned integer (not bool or uint8 frames), else the dtype."""
     if isinstance(array, torch.Tensor):

@@ -28,7 +28,7 @@ from gym_worldmodel.envs.options import (
     start_options,
 )
 from gym_worldmodel.envs.pose import EgoShift, integrate_camera, integrate_driving
-from gym_worldmodel.envs.state import check_state
+from gym_worldmodel.envs.state import check_same_memory, check_state
 from gym_worldmodel.envs.worlds import (
     get_world,
     load_model,
@@ -379,7 +379,9 @@ class WorldModelVectorEnv(VectorEnv):
         state = {"world": self.world.name, **state}  # states from before the world was recorded
         started = self._started
         try:
-            check_state(state, self._state_template(len(rows)))
+            template = self._state_template(len(rows))
+            check_same_memory(state, template)
+            check_state(state, template)
             if (state["steps"] < 0).any():
                 raise ValueError(f"state['steps'] must be >= 0, got {state['steps']}")
         except ValueError:
@@ -391,10 +393,12 @@ class WorldModelVectorEnv(VectorEnv):
         """What the state of ``n`` rows looks like (tensors on the meta device), made once."""
         template = self._templates.get(n)
         if template is None:
+            rngs = list(self._rngs)  # what an env never reset draws its unseeded starts from
             if not self._started:  # an env never reset is started (from row seed 0) to say
                 self._start_rows(np.arange(self.num_envs), [0] * self.num_envs, None)
                 self._started = True
             template = _to_meta(self.get_state(np.zeros(n, np.int64)))
+            self._rngs[:] = rngs  # and keeps: a refused state leaves no seed 0 behind
             self._templates[n] = template
         return template
 

@@ -19,12 +19,13 @@ from gym_worldmodel.envs.options import reset_rows
 class TorchEpisodeStatistics(VectorWrapper):
     """Gymnasium's ``RecordEpisodeStatistics`` for tensor returns, kept on the env's device.
 
-    At the step an episode ends, ``info[stats_key]`` holds ``{"r": returns, "l": lengths, "t":
-    seconds since its start}`` as ``(num_envs,)`` tensors (zero in rows that did not end) and
-    ``info["_" + stats_key]`` the bool tensor of rows that ended, as Gymnasium's wrapper gives
-    them. The env's autoreset mode decides what a step counts: with ``NEXT_STEP`` the step that
-    resets a row counts towards no episode; with ``SAME_STEP`` every step counts. A partial
-    reset (``options["env_idx"]`` or ``["reset_mask"]``) restarts those rows' books only.
+    At a step where an episode ends (only then, as in Gymnasium), ``info[stats_key]`` holds
+    ``{"r": returns, "l": lengths, "t": seconds since its start}`` as ``(num_envs,)`` tensors
+    (zero in rows that did not end) and ``info["_" + stats_key]`` the bool tensor of rows that
+    ended, as Gymnasium's wrapper gives them. The env's autoreset mode decides what a step
+    counts: with ``NEXT_STEP`` the step that resets a row counts towards no episode; with
+    ``SAME_STEP`` every step counts. A partial reset (``options["env_idx"]`` or
+    ``["reset_mask"]``) restarts those rows' books only.
 
     Args:
         env: A vector env whose ``step`` returns torch tensors (e.g. ``WorldModelVectorEnv(...,
@@ -68,12 +69,13 @@ class TorchEpisodeStatistics(VectorWrapper):
         dones = (terminated | truncated).to(self.device)
         if self.stats_key in info:
             raise ValueError(f"info already has a {self.stats_key!r} key: pass another stats_key")
-        info[self.stats_key] = {
-            "r": torch.where(dones, self.returns, 0.0),
-            "l": torch.where(dones, self.lengths, 0),
-            "t": torch.where(dones, now - self._starts, 0.0),
-        }
-        info[f"_{self.stats_key}"] = dones
+        if dones.any():  # one host sync, as Gymnasium's ``if "episode" in infos`` needs
+            info[self.stats_key] = {
+                "r": torch.where(dones, self.returns, 0.0),
+                "l": torch.where(dones, self.lengths, 0),
+                "t": torch.where(dones, now - self._starts, 0.0),
+            }
+            info[f"_{self.stats_key}"] = dones
         if self._same_step:  # the rows that ended already started their next episode
             self.returns = torch.where(dones, 0.0, self.returns)
             self.lengths = torch.where(dones, 0, self.lengths)

@@ -53,8 +53,8 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.actions import ActionError
 from gym_worldmodel.envs.options import rng_from_state, world_reset_options
+from gym_worldmodel.envs.registration import IDS
 from gym_worldmodel.envs.single_env import batch_one
-from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import start_frames
 
 #: Keyword arguments this adapter sets itself.
@@ -106,6 +106,10 @@ class WorldModelParallelEnv(ParallelEnv):
                 )
         if num_agents < 1:
             raise ValueError(f"num_agents must be >= 1, got {num_agents}")
+        if max_cycles is not None and max_cycles < 1:
+            raise ValueError(f"max_cycles must be >= 1 or None (no limit), got {max_cycles}")
+        if env_id not in IDS:  # before make_vec, which another env would refuse for our kwargs
+            raise ValueError(f"{env_id!r} is not a world-model env: expected one of {list(IDS)}")
         venv = gym.make_vec(
             env_id,
             num_envs=num_agents,
@@ -116,8 +120,6 @@ class WorldModelParallelEnv(ParallelEnv):
             memory_shared=shared_memory,
             **env_kwargs,
         ).unwrapped
-        if not isinstance(venv, WorldModelVectorEnv):
-            raise ValueError(f"{env_id!r} is not a world-model env (got {type(venv).__name__})")
         self.venv = venv
         self.env_id, self.render_mode = env_id, render_mode
         self.metadata = {

@@ -336,29 +336,68 @@ class SpatialMemory:
         return states
 
     def set_state(self, states: Sequence[dict[str, Any]], rows: Sequence[int]) -> None:
-        """Load :meth:`get_state` output into rows ``rows`` (each row's whole bank).
+        """Load :meth:`get_state` output into rows ``rows``.
 
-        Entries the saved row owned become the target row's; entries of other owners keep
-        belonging to someone else (they are never excluded as recent), unless another row loaded
-        in the same call owned them: rows sharing a bank, restored together, keep their own
-        entries.
+        A bank that no other row uses (every row of it is loaded in this call) becomes the first
+        saved bank loaded into it, whole: entries the saved row owned become the target row's,
+        those of other owners belong to someone else (never excluded as recent) unless another
+        row loaded in the same call owned them. In a bank that rows outside ``rows`` share (the
+        PettingZoo agents of one world), a row's state replaces only that row's own entries, as
+        a reset and what it saved since would: the other rows' entries stay as they are.
         """
         if len(states) != len(rows):
             raise ValueError(f"{len(states)} memory states for {len(rows)} rows")
-        owners: dict[int, np.ndarray] = {}  # bank -> owner of each entry, merged over rows
+        rows = [int(r) for r in rows]
+        sharers = {int(b): set(np.flatnonzero(self.banks == b).tolist()) for b in self.banks}
+        whole: set[int] = set()  # banks already loaded whole in this call
         for state, row in zip(states, rows, strict=True):
-            bank = self.banks[row]
-            self.latents[bank] = state["latents"].to(self.latents)
-            self.keys[bank] = state["keys"].to(self.keys)
-            self.poses[bank], self.uid[bank] = state["poses"], state["uid"]
-            self.step[bank] = state["step"]
-            owner = owners.get(bank, np.where(state["has_owner"], self.num_rows, -1))
-            owners[bank] = np.where(state["owner_is_row"], row, owner)
+            bank = int(self.banks[row])
+            if bank not in whole and sharers[bank] <= set(rows):
+                self._load_bank(bank, state, row)
+                whole.add(bank)
+            else:
+                self._load_own_entries(bank, state, row)
             self.chunks[row], self.enabled[row] = state["chunks"], state["enabled"]
             self.storing[row] = state.get("storing", True)
-            self._next_uid = max(self._next_uid, int(self.uid[bank].max()) + 1)
-        for bank, owner in owners.items():
-            self.owner[bank] = owner
+            saved = np.asarray(state["uid"])
+            self._next_uid = max(self._next_uid, int(saved.max(initial=-1)) + 1)
+
+    def _load_bank(self, bank: int, state: dict[str, Any], row: int) -> None:
+        """Replace bank ``bank`` with the saved one; the saved row's entries become ``row``'s."""
+        self.latents[bank] = state["latents"].to(self.latents)
+        self.keys[bank] = state["keys"].to(self.keys)
+        self.poses[bank], self.uid[bank] = state["poses"], state["uid"]
+        self.step[bank] = state["step"]
+        self.owner[bank] = np.where(
+            state["owner_is_row"], row, np.where(state["has_owner"], self.num_rows, -1)
+        )
+
+    def _load_own_entries(self, bank: int, state: dict[str, Any], row: int) -> None:
+        """Make ``row``'s entries in ``bank`` the ones its state saved; leave the others.
+
+        A saved entry still in the bank (the same uid) is rewritten where it is, unless another
+        row of the bank owns it (a state of one row loaded into another: both see it, as
+        sharers do); the others go to their saved slot if it is free, else to a free one, the
+        newest first (the oldest are left out when the bank is full).
+        """
+        saved_uid = np.asarray(state["uid"])
+        mine = np.flatnonzero(state["owner_is_row"] & (saved_uid >= 0))
+        dropped = (self.owner[bank] == row) & ~np.isin(self.uid[bank], saved_uid[mine])
+        self.uid[bank, dropped], self.owner[bank, dropped] = -1, -1
+        for j in mine[np.argsort(-saved_uid[mine], kind="stable")]:
+            at = np.flatnonzero(self.uid[bank] == saved_uid[j])
+            if len(at) and self.owner[bank, at[0]] not in (row, -1, self.num_rows):
+                continue  # another row's entry, which this row sees anyway
+            if len(at) == 0:
+                free = np.flatnonzero(self.uid[bank] < 0)
+                if len(free) == 0:
+                    break
+                at = [j] if self.uid[bank, j] < 0 else free[:1]
+            slot = int(at[0])
+            self.latents[bank, slot] = state["latents"][j].to(self.latents)
+            self.keys[bank, slot] = state["keys"][j].to(self.keys)
+            self.poses[bank, slot], self.uid[bank, slot] = state["poses"][j], saved_uid[j]
+            self.step[bank, slot], self.owner[bank, slot] = state["step"][j], row
 
 
 def _descriptor(latents: Tensor) -> Tensor:
