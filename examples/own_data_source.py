@@ -3,9 +3,11 @@
 Record each episode as one ``.npz`` file in a folder, with the actions in the env's own action
 space (what you would pass to ``env.step``):
 
-    frames   uint8 (T + 1, H, W, 3)   the start frame and the frame after each action (any size:
-                                      they are resized to the world's, 64x64)
-    actions  (T, ...) or, for the robot, one array per RT-1 key with a leading T axis
+    frames   uint8 (T + 1, H, W, 3)   the start frame and the frame after each action (square,
+                                      any size: resized to the world's 64x64; frames that are
+                                      not square are stretched, so crop them first)
+    actions  (T, ...) in the world's action space; or one array per key with a leading T
+             axis: the robot's RT-1 keys, the camera's look mode (move, look)
     poses    float64 (T + 1, 4)       optional: the pose at each frame, in the units of
                                       ``gym_worldmodel.envs.pose`` (camera: x m, y m, yaw deg,
                                       pitch deg; driving: x m, y m, heading deg, speed m/s)
@@ -59,7 +61,7 @@ class Recordings:
         self.head = self.world.action_head(action_mode)
         self.info = {
             "source": "recordings",
-            "folder": str(folder),
+            "folder": str(Path(folder).expanduser().resolve()),
             "world": world,
             "modality": self.head.modality,
             "frame_size": FRAME_SIZE,
@@ -78,13 +80,20 @@ class Recordings:
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise DatasetError(f"{path}: frames must be uint8 (T+1, H, W, 3), got {frames.shape}")
         if len(frames) < steps + 1:
-            raise DatasetError(f"{path}: {len(frames) - 1} actions, fewer than --steps {steps}")
+            raise DatasetError(f"{path}: {len(frames)} frames, fewer than --steps {steps} + 1")
         head = self.head
         if "actions" in arrays:
-            actions = arrays["actions"][:steps]
-        else:  # the RT-1 keys, one array each
-            actions = {k: v[:steps] for k, v in arrays.items()}
-            head = self.world.action_head("dict")
+            actions = arrays["actions"]
+        else:  # one array per key: the robot's RT-1 dict, or the camera's look mode
+            actions = arrays
+            head = self.world.action_head({"robot": "dict", "camera": "look"}[head.modality])
+        count = min(len(v) for v in arrays.values()) if isinstance(actions, dict) else len(actions)
+        if count < steps:
+            raise DatasetError(f"{path}: {count} actions, fewer than --steps {steps}")
+        if isinstance(actions, dict):
+            actions = {k: v[:steps] for k, v in actions.items()}
+        else:
+            actions = actions[:steps]
         vectors = head.encode(actions, batch=steps, frames=1)[:, 0]  # (steps, width)
         frames = frames[: steps + 1]
         if frames.shape[1:3] != (FRAME_SIZE, FRAME_SIZE):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
@@ -334,7 +335,8 @@ def _load_directory(directory: Path) -> WorldModel:
     if checksum is not None and checksum != weights_sha256(stored):
         raise ValueError(
             f"{weights_path} is damaged: its tensors no longer match the checksum they were saved "
-            "with (a changed or lost byte in the file's data); copy or download it again"
+            "with (a changed or lost byte in the file's data): copy or download it again; or "
+            "another tool rewrote it with the old metadata: re-save it with save_pretrained"
         )
     tensors = WorldModel.upgrade_state_dict(stored)
     try:
@@ -358,7 +360,10 @@ def _saved_record(metadata: dict[str, str], path: Path) -> tuple[str | None, str
         return metadata.get(ARCHITECTURE_KEY), None
     try:
         record = json.loads(metadata[CHECKPOINT_KEY])
-        return str(record["architecture_sha256"]), str(record["weights_sha256"])
+        sums = record["architecture_sha256"], record["weights_sha256"]
+        if not all(isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) for v in sums):
+            raise ValueError(f"expected two hex SHA-256 digests, got {sums}")
+        return sums
     except (ValueError, TypeError, KeyError) as err:
         raise ValueError(
             f"{path}: its {CHECKPOINT_KEY!r} metadata is not the record save_pretrained writes "

@@ -199,7 +199,8 @@ def test_weights_saved_before_the_checksum_still_load(saved: Path, tiny_model) -
 def test_a_checkpoint_record_that_is_not_ours_is_a_clear_error(saved: Path) -> None:
     path = saved / "model.safetensors"
     tensors = safetensors.torch.load_file(path)
-    for record in ("not json", '{"architecture_sha256": "0"}', "[]"):
+    null = '{"architecture_sha256": null, "weights_sha256": null}'
+    for record in ("not json", '{"architecture_sha256": "0"}', "[]", null):
         safetensors.torch.save_file(tensors, path, {hub.CHECKPOINT_KEY: record})
         with pytest.raises(ValueError, match="metadata is not the record save_pretrained writes"):
             from_pretrained(saved)

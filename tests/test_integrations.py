@@ -403,14 +403,20 @@ def test_pose_observations_of_a_dead_agent_stay_frozen_in_the_state():
     ("kwargs", "match"),
     [
         ({"env_id": "Simulator-Driving-v0"}, "'Simulator-Driving-v0' is not a world-model env"),
-        ({"env_id": "CartPole-v1"}, "not a world-model env: expected one of"),
-        ({"max_cycles": 0}, r"max_cycles must be >= 1 or None \(no limit\), got 0"),
+        ({"env_id": "CartPole-v1"}, r"not a world-model env \(e.g. \[.WorldModel-CityWalk-v0"),
+        ({"max_cycles": 0}, "max_cycles must be an int >= 1, or None or -1 for no limit, got 0"),
         ({"num_agents": 0}, "num_agents must be >= 1"),
     ],
 )
 def test_parallel_env_arguments_that_cannot_work_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         WorldModelParallelEnv(**{"env_id": CITYWALK, **kwargs}, **TINY)
+
+
+def test_an_id_registered_with_the_world_models_vector_env_is_a_world(monkeypatch):
+    monkeypatch.setitem(gym.registry, "MyCity-v0", gym.spec(CITYWALK))  # as gym.register does
+    env = WorldModelParallelEnv("MyCity-v0", num_agents=2, max_cycles=-1, **TINY)
+    assert env.max_cycles is None  # -1: no limit, as the vector env takes it
 
 
 def test_a_bad_agent_action_is_named_and_changes_nothing():

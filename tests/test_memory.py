@@ -243,6 +243,23 @@ def test_restoring_one_row_of_a_shared_bank_leaves_the_other_rows_entries():
     assert sorted({e[1] for e in bank_entries(shared).values()}) == [0, 1]
 
 
+def test_a_row_restored_from_another_memory_keeps_its_entries_whatever_their_uids():
+    """uids are only unique within one memory: here both hold uids 0 and 1, for other chunks."""
+    here = SpatialMemory(2, SHAPE, CAMERA, capacity=8, banks=[0, 0])
+    there = SpatialMemory(2, SHAPE, CAMERA, capacity=8, banks=[0, 0])
+    here.add(chunk(10, 1), pose(), [0])
+    here.add(chunk(11, 1), pose(), [1])
+    there.add(chunk(20, 1), pose(), [1])
+    there.add(chunk(21, 1), pose(), [0])
+    here.set_state(there.get_state([0]), [0])
+    entries = bank_entries(here)
+    (mine,) = [e for e in entries.values() if e[1] == 0]
+    assert torch.equal(mine[3], chunk(21, 1)[0])  # row 0's own chunk from there
+    (theirs,) = [e for e in entries.values() if e[1] == 1]
+    assert torch.equal(theirs[3], chunk(11, 1)[0])  # row 1's, untouched
+    assert len(set(entries)) == 2  # one uid each
+
+
 def test_a_row_restored_into_a_full_shared_bank_keeps_its_newest_entries():
     shared = SpatialMemory(2, SHAPE, CAMERA, capacity=4, banks=[0, 0])
     shared.add(chunk(0, 1), pose(), [0])

@@ -374,7 +374,7 @@ def test_own_recordings_become_a_dataset_the_recipes_take(tmp_path):
     done = subprocess.run(
         [sys.executable, *args, "--steps", "9"], cwd=ROOT, capture_output=True, text=True, env=env
     )
-    assert "ep0.npz: 6 actions, fewer than --steps 9" in done.stderr
+    assert "ep0.npz: 7 frames, fewer than --steps 9 + 1" in done.stderr
 
 
 def test_train_commands_budget_recipe(tmp_path):
@@ -526,8 +526,10 @@ def test_eval_takes_a_checkpoint_per_world(monkeypatch):
         cli.per_world(["robot=own"], "--model")("driving")
     with pytest.raises(SystemExit, match="more than one checkpoint"):
         cli.per_world(["a", "b"], "--model")
-    own = cli.per_world(["myrobot=runs/own"], "--model")  # a world of the user's own data
+    own = cli.per_world(["myrobot=runs/own"], "--model", worlds=["myrobot"])  # a data card's
     assert own("myrobot") == "loaded runs/own"
+    with pytest.raises(SystemExit, match="more than one checkpoint"):  # a mistyped world
+        cli.per_world(["runs/teacher", "robto=runs/own"], "--model", worlds=["robot"])
 
 
 def test_eval_model_defaults_to_each_worlds_shipped_checkpoint(monkeypatch):

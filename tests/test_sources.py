@@ -98,6 +98,11 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         collect(FakeSource(), tmp_path, episodes=4, steps=5, progress=False)
 
 
+def test_whole_float_settings_are_stored_as_ints(tmp_path):
+    collect(FakeSource(), tmp_path, episodes=3.0, steps=3, heldout_every=3.0, progress=False)
+    assert read_card(tmp_path)["heldout_every"] == 3 and len(load_episodes(tmp_path)) == 2
+
+
 @pytest.mark.parametrize(
     ("setting", "value"),
     [("heldout_every", 0), ("heldout_every", 1), ("episodes_per_shard", 0), ("steps", 0)],
@@ -138,12 +143,14 @@ def test_frames_of_another_size_than_the_source_says_are_refused(tmp_path):
     assert read_card(tmp_path)["shards"] == []
 
 
-@pytest.mark.parametrize(("key", "value"), [("modality", None), ("frame_size", "8"), ("world", 3)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("modality", None), ("frame_size", "8"), ("world", ""), ("fps", 15.0)]
+)
 def test_a_source_info_of_the_wrong_types_is_refused_before_writing(tmp_path, key, value):
     class Odd(FakeSource):
         info = {**FakeSource.info, key: value}
 
-    with pytest.raises(ValueError, match=f"the source's info holds {key}={value!r}"):
+    with pytest.raises(ValueError, match=f"source info: '{key}' must be .*, got {value!r}"):
         collect(Odd(), tmp_path / "d", episodes=2, steps=3, progress=False)
     assert not (tmp_path / "d").exists()
 
@@ -210,6 +217,7 @@ def test_recollecting_a_shard_deleted_by_hand_overwrites_no_other(tmp_path):
         (lambda c: c.update(modality=None), "'modality' must be a modality name"),
         (lambda c: c["shards"][0].update(indices=["0"]), "'indices' must be a list of episode"),
         (lambda c: c["shards"][0].update(episodes=2.0), "'episodes' must be an int >= 1"),
+        (lambda c: c.update(fps="16"), "'fps' must be frames per second"),
     ],
 )
 def test_a_card_edited_out_of_shape_is_refused(tmp_path, edit, match):

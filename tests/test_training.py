@@ -563,10 +563,14 @@ def test_train_takes_a_repo_id_for_its_checkpoints_and_budget_alone(monkeypatch,
     ((args, kwargs),) = calls
     assert args[1] == "me/teacher" and kwargs["init"] == "me/student"  # not Path("me/teacher")
     assert (args[3].steps, args[3].batch_size) == (20, 4)
-    for more in (["--steps", "100"], ["--steps", "100", "--batch-size", "16"]):
+    for more, named in (
+        (["--steps", "10000"], "--steps"),  # the default, given: still overridden
+        (["--steps", "100", "--batch-size", "16"], "--steps and --batch-size"),
+        (["--batch-size", "16"], "--batch-size"),
+    ):
         with pytest.raises(SystemExit):
             train_main([*argv, "--budget", *more])
-        assert "--budget runs 20 steps of batch 4: drop --steps" in capsys.readouterr().err
+        assert f"pair steps): drop {named}\n" in capsys.readouterr().err
 
 
 def test_anchor_motion_is_fitted_to_how_the_actions_move_the_picture():
@@ -886,6 +890,23 @@ def test_data_a_model_cannot_take_is_refused_before_the_run_starts(tmp_path, inf
     with pytest.raises(DatasetError, match=match):
         train_vae([tmp_path / "data"], tmp_path / "run", WorldModelConfig.tiny(), train)
     assert not (tmp_path / "run").exists()
+
+
+def test_actions_of_another_width_than_the_modalitys_are_named_with_their_dataset(tmp_path):
+    from gym_worldmodel.training.recipes import train_teacher
+
+    class Unsaid(SquareSource):  # its card does not say how wide its actions are
+        info = {k: v for k, v in SquareSource.info.items() if k != "action_width"}
+
+        def rollout(self, seed, steps):
+            episode = moving_square_episode(seed, steps)
+            return dataclasses.replace(episode, actions=episode.actions[:, :5].copy())
+
+    collect(Unsaid(), tmp_path / "narrow", episodes=3, steps=6, heldout_every=3, progress=False)
+    vae = hub.save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "vae")
+    train = TrainConfig(steps=1, batch_size=2, lr=1e-3, save_every=1, seed=0)
+    with pytest.raises(DatasetError, match=r"narrow: episode actions are \[5\] wide; camera"):
+        train_teacher([tmp_path / "narrow"], vae, tmp_path / "t", train, progress=False)
 
 
 def test_a_world_runs_at_the_frame_rate_of_its_data(tmp_path):

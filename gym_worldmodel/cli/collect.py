@@ -98,9 +98,14 @@ def make_source(name: str, options: dict[str, object]) -> object:
     """The source ``name`` built with ``options``; an option it does not take is named."""
     cls = load_source(name)
     try:
-        inspect.signature(cls).bind(**options)
+        signature = inspect.signature(cls)
+    except ValueError:  # some built-in classes have none: the call itself says
+        return cls(**options)
+    try:
+        signature.bind(**options)
     except TypeError as err:
-        takes = [p for p in inspect.signature(cls).parameters if p not in ("self", "args")]
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        takes = [p.name for p in signature.parameters.values() if p.kind in named]
         raise SystemExit(
             f"source {name!r}: {err}; its options (--source-option KEY=VALUE): "
             f"{', '.join(takes) or 'none'}"

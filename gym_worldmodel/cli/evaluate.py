@@ -106,13 +106,14 @@ def eval_main(argv: Sequence[str]) -> None:
     from gym_worldmodel.sources.episodes import read_card
 
     command = "gym-worldmodel eval " + " ".join(argv)
-    checkpoints = per_world(args.model, "--model", args.device)
+    worlds = [read_card(data)["world"] for data in args.data]
+    checkpoints = per_world(args.model, "--model", args.device, worlds)
 
     def models(world: str) -> Any:
         model = checkpoints(world)
         return model if args.nfe is None else model.with_sampler(nfe=args.nfe)
 
-    teachers = per_world(args.teacher, "--teacher", args.device)
+    teachers = per_world(args.teacher, "--teacher", args.device, worlds)
     if args.revisit:
         from gym_worldmodel.revisit import evaluate_revisit, write_revisit_report
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -226,23 +227,29 @@ def _train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _given(parser: argparse.ArgumentParser, args: argparse.Namespace, flag: str) -> bool:
-    """Whether ``flag`` holds another value than its default (it was given)."""
-    dest = flag.lstrip("-").replace("-", "_")
-    return getattr(args, dest) != parser.get_default(dest)
+def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The options ``argv`` gives, as flags (``"--steps"``), whatever their values."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:  # parsed without defaults, only what argv sets is there
+        action.default = argparse.SUPPRESS
+    return {"--" + dest.replace("_", "-") for dest in vars(probe.parse_args(argv))}
 
 
 def train_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel train <stage>``: run (or resume) one stage of the recipe."""
     parser = _train_parser()
     args = parser.parse_args(argv)
+    given = _given(parser, argv)
     for flag, stages in STAGE_OPTIONS.items():  # an option the stage would silently ignore
-        if args.stage not in stages and _given(parser, args, flag):
+        if args.stage not in stages and flag in given:
             parser.error(f"{flag} is an option of train {' / '.join(stages)}, not of {args.stage}")
-    if args.budget:  # the smoke recipe sets these itself
-        given = [f for f in ("--steps", "--batch-size") if _given(parser, args, f)]
-        if given:
-            parser.error(f"--budget runs 20 steps of batch 4: drop {' and '.join(given)}")
+    budgeted = ("--steps", "--batch-size", "--probe-steps", "--pair-steps")
+    overridden = [flag for flag in budgeted if flag in given]
+    if args.budget and overridden:  # the smoke recipe sets these itself
+        parser.error(
+            f"--budget runs 20 steps of batch 4 (and 20 probe or pair steps): drop "
+            f"{' and '.join(overridden)}"
+        )
     progress = not args.no_progress
     check_device(args.device)
     from gym_worldmodel.models import WorldModelConfig

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from gym_worldmodel.envs.registration import IDS, SIMULATOR_WORLD_IDS  # noqa: F401 (re-export)
@@ -13,13 +12,16 @@ WORLD_IDS = {world: env_id for env_id, (world, _) in IDS.items()}  # world -> it
 
 
 def per_world(
-    values: Sequence[str] | None, option: str, device: str = "cpu"
+    values: Sequence[str] | None,
+    option: str,
+    device: str = "cpu",
+    worlds: Iterable[str] = (),
 ) -> Callable[[str], Any]:
     """``--model A robot=B`` -> a function ``world -> WorldModel`` (B for the robot, else A).
 
     ``shipped`` (for every world or as ``WORLD=shipped``) is each world's embedded checkpoint.
-    ``WORLD`` may also be the world a dataset's card names (``myrobot=DIR``), unless a path
-    ``myrobot=DIR`` exists. Each checkpoint loads once, when a world first asks for it.
+    ``WORLD`` may also be one of ``worlds`` (the worlds of eval's datasets, ``myrobot=DIR``).
+    Each checkpoint loads once, when a world first asks for it.
     """
     import functools
 
@@ -27,9 +29,10 @@ def per_world(
     from gym_worldmodel.envs.worlds import get_world, shipped_checkpoint
 
     paths: dict[str | None, str] = {}
+    named = set(worlds)
     for value in values or ():
         world, sep, path = value.partition("=")
-        if sep and world and (world in WORLD_IDS or not Path(value).exists()):
+        if sep and (world in WORLD_IDS or world in named):
             paths[world] = path
         elif None in paths:
             raise SystemExit(f"{option}: more than one checkpoint for every world: {values}")

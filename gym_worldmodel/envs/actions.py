@@ -136,7 +136,7 @@ def check_discrete(
             raise ActionError(f"{name}: expected integers, got dtype {arr.dtype}")
         bad = ~(np.isfinite(arr) & (arr == np.round(arr)))
         if bad.any():
-            got = arr[bad].reshape(-1)[0].item()
+            got = arr[bad][0].item()
             raise ActionError(f"{name}: expected integers, got {got!r}{_rows(np.atleast_1d(bad))}")
         arr = arr.astype(np.int64)
     shape = (len(nvec),) if len(nvec) > 1 else ()

@@ -17,6 +17,8 @@ SIMULATOR_IDS = {
     "Simulator-Robot-v0": ("robot", 100),
     "Simulator-Driving-v0": ("driving", 200),
 }
+#: The vector env of every world-model id (an id registered with it is a world's)
+VECTOR_ENTRY_POINT = "gym_worldmodel.envs.vector_env:WorldModelVectorEnv"
 #: world -> the id of the simulator it was trained on
 SIMULATOR_WORLD_IDS = {world: env_id for env_id, (world, _) in SIMULATOR_IDS.items()}
 
@@ -28,7 +30,7 @@ def register_envs() -> None:
             gym.register(
                 id=env_id,
                 entry_point="gym_worldmodel.envs.single_env:WorldModelEnv",
-                vector_entry_point="gym_worldmodel.envs.vector_env:WorldModelVectorEnv",
+                vector_entry_point=VECTOR_ENTRY_POINT,
                 max_episode_steps=max_steps,
                 kwargs={"world": world},
             )

@@ -2,7 +2,8 @@
 
 Gymnasium's ``RecordEpisodeStatistics`` works on NumPy arrays; with ``output="torch"`` the
 rewards and flags are tensors (on the GPU, where the env runs there), so it cannot count them.
-:class:`TorchEpisodeStatistics` keeps the same books on the device, with no host sync.
+:class:`TorchEpisodeStatistics` keeps the same books on the device; one host sync a step asks
+whether an episode ended, as Gymnasium's ``"episode" in infos`` needs.
 """
 
 from __future__ import annotations

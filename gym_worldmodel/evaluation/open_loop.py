@@ -45,7 +45,8 @@ def open_loop_windows(
     if not episodes:
         raise DatasetError(
             f"{data}: no held-out episodes (collect holds out episode i when i % heldout_every "
-            "== heldout_every - 1: collect more episodes, or with a smaller --heldout-every)"
+            "== heldout_every - 1: collect more episodes, or into a new directory with a smaller "
+            "--heldout-every)"
         )
     starts = window_starts(episodes, frames, per_episode)
     if not starts:

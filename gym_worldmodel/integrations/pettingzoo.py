@@ -53,8 +53,9 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.actions import ActionError
 from gym_worldmodel.envs.options import rng_from_state, world_reset_options
-from gym_worldmodel.envs.registration import IDS
+from gym_worldmodel.envs.registration import IDS, VECTOR_ENTRY_POINT
 from gym_worldmodel.envs.single_env import batch_one
+from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import start_frames
 
 #: Keyword arguments this adapter sets itself.
@@ -106,10 +107,16 @@ class WorldModelParallelEnv(ParallelEnv):
                 )
         if num_agents < 1:
             raise ValueError(f"num_agents must be >= 1, got {num_agents}")
-        if max_cycles is not None and max_cycles < 1:
-            raise ValueError(f"max_cycles must be >= 1 or None (no limit), got {max_cycles}")
-        if env_id not in IDS:  # before make_vec, which another env would refuse for our kwargs
-            raise ValueError(f"{env_id!r} is not a world-model env: expected one of {list(IDS)}")
+        if max_cycles is not None and max_cycles != -1 and max_cycles < 1:
+            raise ValueError(
+                f"max_cycles must be an int >= 1, or None or -1 for no limit, got {max_cycles!r}"
+            )
+        # before make_vec, which another env's constructor would refuse for our keywords
+        vector = gym.spec(env_id).vector_entry_point
+        if vector != VECTOR_ENTRY_POINT and not (
+            isinstance(vector, type) and issubclass(vector, WorldModelVectorEnv)
+        ):
+            raise ValueError(f"{env_id!r} is not a world-model env (e.g. {list(IDS)})")
         venv = gym.make_vec(
             env_id,
             num_envs=num_agents,

@@ -347,20 +347,18 @@ class SpatialMemory:
         """
         if len(states) != len(rows):
             raise ValueError(f"{len(states)} memory states for {len(rows)} rows")
-        rows = [int(r) for r in rows]
-        sharers = {int(b): set(np.flatnonzero(self.banks == b).tolist()) for b in self.banks}
         whole: set[int] = set()  # banks already loaded whole in this call
         for state, row in zip(states, rows, strict=True):
             bank = int(self.banks[row])
-            if bank not in whole and sharers[bank] <= set(rows):
+            saved = np.asarray(state["uid"])
+            self._next_uid = max(self._next_uid, int(saved.max(initial=-1)) + 1)
+            if bank not in whole and np.isin(np.flatnonzero(self.banks == bank), rows).all():
                 self._load_bank(bank, state, row)
                 whole.add(bank)
             else:
                 self._load_own_entries(bank, state, row)
             self.chunks[row], self.enabled[row] = state["chunks"], state["enabled"]
             self.storing[row] = state.get("storing", True)
-            saved = np.asarray(state["uid"])
-            self._next_uid = max(self._next_uid, int(saved.max(initial=-1)) + 1)
 
     def _load_bank(self, bank: int, state: dict[str, Any], row: int) -> None:
         """Replace bank ``bank`` with the saved one; the saved row's entries become ``row``'s."""
@@ -375,29 +373,46 @@ class SpatialMemory:
     def _load_own_entries(self, bank: int, state: dict[str, Any], row: int) -> None:
         """Make ``row``'s entries in ``bank`` the ones its state saved; leave the others.
 
-        A saved entry still in the bank (the same uid) is rewritten where it is, unless another
-        row of the bank owns it (a state of one row loaded into another: both see it, as
-        sharers do); the others go to their saved slot if it is free, else to a free one, the
-        newest first (the oldest are left out when the bank is full).
+        A saved entry still in the bank (the same uid, step, pose and latents: uids are only
+        unique within one memory, and a state may come from another) is rewritten where it is,
+        unless another row of the bank owns it (a state of one row loaded into another: both see it,
+        as sharers do). The others go in as new entries, to their saved slot if it is free,
+        else to a free one, the newest first; those that find no free slot are left out.
         """
-        saved_uid = np.asarray(state["uid"])
+        saved_uid, saved_step = np.asarray(state["uid"]), np.asarray(state["step"])
+        saved_poses = np.asarray(state["poses"])
         mine = np.flatnonzero(state["owner_is_row"] & (saved_uid >= 0))
-        dropped = (self.owner[bank] == row) & ~np.isin(self.uid[bank], saved_uid[mine])
-        self.uid[bank, dropped], self.owner[bank, dropped] = -1, -1
-        for j in mine[np.argsort(-saved_uid[mine], kind="stable")]:
+        mine = mine[np.argsort(-saved_uid[mine], kind="stable")]  # the newest first
+        held = {}  # saved entry -> its slot in the bank, where the bank still holds it
+        for j in mine:
             at = np.flatnonzero(self.uid[bank] == saved_uid[j])
-            if len(at) and self.owner[bank, at[0]] not in (row, -1, self.num_rows):
-                continue  # another row's entry, which this row sees anyway
-            if len(at) == 0:
+            if (
+                len(at)
+                and self.step[bank, at[0]] == saved_step[j]
+                and np.array_equal(self.poses[bank, at[0]], saved_poses[j])
+                and torch.equal(self.latents[bank, at[0]], state["latents"][j].to(self.latents))
+            ):
+                held[j] = int(at[0])
+        dropped = self.owner[bank] == row
+        dropped[list(held.values())] = False
+        self.uid[bank, dropped], self.owner[bank, dropped] = -1, -1
+        for j in mine:
+            uid = saved_uid[j]
+            if j in held:
+                slot = held[j]
+                if self.owner[bank, slot] not in (row, -1, self.num_rows):
+                    continue  # another row's entry, which this row sees anyway
+            else:
                 free = np.flatnonzero(self.uid[bank] < 0)
                 if len(free) == 0:
-                    break
-                at = [j] if self.uid[bank, j] < 0 else free[:1]
-            slot = int(at[0])
+                    continue
+                slot = j if self.uid[bank, j] < 0 else int(free[0])
+                if (self.uid[bank] == uid).any():  # another entry's uid (from another memory)
+                    uid, self._next_uid = self._next_uid, self._next_uid + 1
             self.latents[bank, slot] = state["latents"][j].to(self.latents)
             self.keys[bank, slot] = state["keys"][j].to(self.keys)
-            self.poses[bank, slot], self.uid[bank, slot] = state["poses"][j], saved_uid[j]
-            self.step[bank, slot], self.owner[bank, slot] = state["step"][j], row
+            self.poses[bank, slot], self.uid[bank, slot] = saved_poses[j], uid
+            self.step[bank, slot], self.owner[bank, slot] = saved_step[j], row
 
 
 def _descriptor(latents: Tensor) -> Tensor:

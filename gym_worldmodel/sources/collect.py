@@ -20,8 +20,10 @@ from gym_worldmodel.files import atomic_write
 from gym_worldmodel.sources.episodes import (
     CARD,
     FORMAT,
+    OPTIONAL_KEYS,
     DatasetError,
     Episode,
+    check_fields,
     read_card,
     write_shard,
 )
@@ -61,8 +63,11 @@ def collect(
         ("episodes_per_shard", episodes_per_shard, 1),
         ("heldout_every", heldout_every, 2),  # 1 would hold every episode out
     ):
-        if int(value) != value or value < least:
+        if isinstance(value, bool) or int(value) != value or value < least:
             raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+    episodes, steps, episodes_per_shard, heldout_every = (
+        int(v) for v in (episodes, steps, episodes_per_shard, heldout_every)
+    )  # a card holds ints
     info = getattr(source, "info", None)
     needed = [k for k in SOURCE_KEYS if not isinstance(info, dict) or k not in info]
     if needed:  # readers rely on them: a card without them could not be read back
@@ -70,13 +75,7 @@ def collect(
             f"the source's info dict lacks {needed}: world (its folder name), modality (one of "
             "camera, robot, driving) and frame_size (pixels) describe what it records"
         )
-    kinds = {"world": str, "modality": str, "frame_size": int}
-    wrong = [k for k, kind in kinds.items() if type(info[k]) is not kind]
-    if wrong:
-        raise ValueError(
-            f"the source's info holds {', '.join(f'{k}={info[k]!r}' for k in wrong)}: world and "
-            "modality are names (str), frame_size the side of the square frames in pixels (int)"
-        )
+    check_fields(info, SOURCE_KEYS + tuple(k for k in OPTIONAL_KEYS if k in info), "source info")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {

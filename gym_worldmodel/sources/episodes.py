@@ -162,14 +162,14 @@ def _check_card(card: dict[str, Any], path: Path) -> None:
     missing = [k for k in CARD_KEYS if k not in card]
     if missing or not isinstance(card["shards"], list):
         raise DatasetError(f"{path}: the card lacks {missing or ['a shards list']}")
-    _check_types(card, CARD_KEYS, path, "the card")
+    check_fields(card, CARD_KEYS + tuple(k for k in OPTIONAL_KEYS if k in card), path)
     files, seen = set(), set()
     every = card["heldout_every"]
     for shard in card["shards"]:
         lacks = [k for k in SHARD_KEYS if not isinstance(shard, dict) or k not in shard]
         if lacks:
             raise DatasetError(f"{path}: a shard entry lacks {lacks}: {shard!r}"[:300])
-        _check_types(shard, SHARD_KEYS, path, f"shard entry {shard['file']!r}")
+        check_fields(shard, SHARD_KEYS, f"{path}: shard entry {shard['file']!r}")
         name, indices = shard["file"], shard["indices"]
         if name in files or Path(name).name != name:
             raise DatasetError(f"{path}: shard {name!r} is listed twice or is not a file name")
@@ -205,21 +205,28 @@ _FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "frames": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
     "sha256": (lambda v: isinstance(v, str), "a hex SHA-256 (sources.episodes.sha256)"),
+    # optional: what the source said of its frames and actions
+    "frame_size": (lambda v: _is_int(v) and v >= 1, "the side of the square frames (int)"),
+    "fps": (lambda v: _is_int(v) and v >= 1, "frames per second (an int >= 1)"),
+    "action_width": (lambda v: _is_int(v) and v >= 1, "the action vector's width (int)"),
 }
+#: Card fields a source may leave out, checked where present.
+OPTIONAL_KEYS = ("frame_size", "fps", "action_width")
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_types(entry: dict[str, Any], keys: Sequence[str], path: Path, what: str) -> None:
-    """Refuse a field of ``entry`` that does not hold what it must (``_FIELD_TYPES``)."""
+def check_fields(entry: dict[str, Any], keys: Sequence[str], where: Any) -> None:
+    """Refuse a field of ``entry`` that does not hold what a card's must.
+
+    ``entry`` is a card, a shard entry or a source's info; ``where`` names it in the error.
+    """
     for key in keys:
         check, expected = _FIELD_TYPES[key]
         if not check(entry[key]):
-            raise DatasetError(
-                f"{path}: {what}'s {key!r} must be {expected}, got {entry[key]!r}"[:300]
-            )
+            raise DatasetError(f"{where}: {key!r} must be {expected}, got {entry[key]!r}"[:300])
 
 
 def load_episodes(directory: Path, split: str = "train") -> list[Episode]:
@@ -278,7 +285,8 @@ def check_datasets(config: WorldModelConfig, data: Sequence[Path]) -> list[dict[
         if card.get("fps", config.fps) != config.fps:
             raise DatasetError(
                 f"{d}: recorded at {card['fps']} frames/s, this model runs at {config.fps}: one "
-                "frame rate per model"
+                "frame rate per model (a model whose VAE was trained before its data's rate was "
+                "recorded says 15: set fps in its config.json, which the weights do not depend on)"
             )
         cards.append(card)
     return cards

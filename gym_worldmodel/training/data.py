@@ -52,8 +52,6 @@ class ChunkWindows(torch.utils.data.Dataset):
             pixels per metre of the frames; each action then carries the scene shift the
             recorded poses show (``envs.pose.scene_shift``) in the two columns after the
             episode's actions. None: actions as recorded.
-        action_width: The modality's action width (``DiTConfig.modalities``): every episode's
-            actions must be that wide. None: any width up to ``action_dim``.
 
     Items are dicts: ``frames`` uint8 ``(N * F, H, W, 3)`` (or ``latents``), ``actions`` float32
     ``(N * F, action_dim)`` (zero for the sink) and ``modality`` (long scalar); with ``memory``
@@ -74,7 +72,6 @@ class ChunkWindows(torch.utils.data.Dataset):
         memory: ViewGeometry | None = None,
         min_score: float = 0.2,
         ego_px_per_m: float | None = None,
-        action_width: int | None = None,
     ) -> None:
         if n_chunks < 2:
             raise ValueError("a window needs the sink and at least one generated chunk")
@@ -98,10 +95,6 @@ class ChunkWindows(torch.utils.data.Dataset):
         self.memory, self.min_score = memory, min_score
         self._retrieved: dict[int, int] = {}  # window -> memory frame, filled as windows are read
         widths = {ep.actions.shape[1] for ep in self.episodes}
-        if action_width is not None and widths != {action_width}:
-            raise DatasetError(
-                f"episode actions are {sorted(widths)} wide; this modality's are {action_width}"
-            )
         extra = 0 if ego_px_per_m is None else 2  # the scene shift's columns
         if max(widths) + extra > action_dim:
             raise DatasetError(

@@ -75,11 +75,11 @@ def train_vae(
 
     The model runs at the frame rate the data was recorded at (the cards' ``fps``).
     """
-    rates = {read_card(Path(d)).get("fps", config.fps) for d in data}
+    rates = {card["fps"] for d in data if "fps" in (card := read_card(Path(d)))}
     if len(rates) > 1:
         raise DatasetError(f"the datasets were recorded at {sorted(rates)} frames/s: one per model")
     try:
-        config = dataclasses.replace(config, fps=rates.pop())
+        config = dataclasses.replace(config, fps=rates.pop() if rates else config.fps)
     except ValueError as err:
         raise DatasetError(f"{err}: a step is one chunk; record the data at such a rate") from err
     check_datasets(config, data)
@@ -253,6 +253,12 @@ def chunk_windows(
         if geometry is not None and geometry.kind == "latent":  # no pose: never a memory chunk
             geometry = ViewGeometry("topdown")
             episodes = [dataclasses.replace(ep, poses=None) for ep in episodes]
+        widths = sorted({ep.actions.shape[1] for ep in episodes})
+        if widths != [cfg.modalities[modality]]:  # before any encoding
+            raise DatasetError(
+                f"{d}: episode actions are {widths} wide; {modality} actions are "
+                f"{cfg.modalities[modality]} (DiTConfig.modalities)"
+            )
         ego = EgoShift.for_model(model.config, modality)
         sets.append(
             ChunkWindows(
@@ -264,7 +270,6 @@ def chunk_windows(
                 cfg.action_dim,
                 cfg.modality_id(modality),
                 key="latents" if encode else "frames",
-                action_width=cfg.modalities[modality],
                 memory=geometry,
                 ego_px_per_m=None if ego is None else ego.px_per_m,
             )
