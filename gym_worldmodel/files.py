@@ -13,6 +13,15 @@ from typing import IO, Any
 WORLDS_DIR = Path(__file__).resolve().parent / "worlds"
 
 
+def checkpoint_start_frames(directory: Path, world: str) -> Path:
+    """Where a checkpoint directory keeps the start frames of ``world``'s data.
+
+    ``gym-worldmodel train`` and ``ship --out`` write them there, so that an env running the
+    checkpoint starts from frames of the data it was trained on (``envs.worlds.start_frames``).
+    """
+    return Path(directory) / "start_frames" / f"{world}.npz"
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Write ``path`` through a temporary file in its directory, then rename it into place.
 

@@ -495,6 +495,23 @@ def test_train_commands_budget_recipe(tmp_path):
     assert "3 denoiser passes a step" in text
     assert read_config(tmp_path / "w" / "x" / "config.json").sampler.nfe == 3
     assert read_config(tmp_path / "student" / "model" / "config.json").sampler.nfe == 2
+    assert (tmp_path / "w" / "x" / "start_frames" / "citywalk.npz").exists()
+    # an env running the trained checkpoint starts from the first frames of its data
+    import numpy as np
+
+    from gym_worldmodel.envs import WorldModelVectorEnv
+    from gym_worldmodel.sources.episodes import load_episodes
+
+    with np.load(tmp_path / "student" / "model" / "start_frames" / "citywalk.npz") as saved:
+        own = saved["frames"]
+    firsts = np.stack([ep.frames[0] for ep in load_episodes(data)])
+    assert own.shape[1:] == (32, 32, 3) and len(own) == len(firsts)
+    assert {f.tobytes() for f in own} == {f.tobytes() for f in firsts}
+    world = WorldModelVectorEnv(1, world="citywalk", model=tmp_path / "student" / "model")
+    assert world.checkpoint_dir == tmp_path / "student" / "model"
+    from gym_worldmodel.envs.worlds import start_frames
+
+    assert np.array_equal(start_frames(world.world, 32, world.checkpoint_dir), own)
 
 
 @pytest.mark.parametrize("nfe", ["0", "-1", "1.5", "two"])

@@ -554,10 +554,12 @@ def test_recipes_end_to_end(tmp_path, device, capsys):
 
 
 def test_train_takes_a_repo_id_for_its_checkpoints_and_budget_alone(monkeypatch, capsys):
-    from gym_worldmodel.training import recipes
+    from gym_worldmodel.training import recipes, start_frames
 
     calls = []
     monkeypatch.setattr(recipes, "train_student", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(start_frames, "pick_start_frames", lambda data: ("citywalk", None))
+    monkeypatch.setattr(start_frames, "write_start_frames", lambda *a, **k: None)
     argv = ["student", "--data", "d", "--out", "o", "--init", "me/teacher"]
     train_main([*argv, "--student-init", "me/student", "--budget"])
     ((args, kwargs),) = calls

@@ -51,3 +51,5 @@ def ship_main(argv: Sequence[str]) -> None:
     print(f"wrote {target} (float16, {model.config.sampler.nfe} denoiser passes a step)")
     for world, frames in starts:
         print(f"wrote {write_start_frames(world, frames, root)}")
+        if args.out is not None:  # a checkpoint of its own, played with model=: its frames too
+            print(f"wrote {write_start_frames(world, frames, checkpoint=target)}")

@@ -336,4 +336,8 @@ def train_main(argv: Sequence[str]) -> None:
         train_student(
             *run, nfe=args.nfe, memory=args.memory, init=args.student_init, progress=progress
         )
+    from gym_worldmodel.training.start_frames import pick_start_frames, write_start_frames
+
+    for data in args.data:  # an env running the checkpoint starts from frames of its data
+        write_start_frames(*pick_start_frames(data), checkpoint=args.out / "model")
     print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")

@@ -32,7 +32,7 @@ from gym_worldmodel.envs.state import check_same_memory, check_state
 from gym_worldmodel.envs.worlds import (
     get_world,
     load_model,
-    model_config,
+    model_source,
     start_frames,
 )
 from gym_worldmodel.models import DTYPES, WorldModel, available_device, native_bf16
@@ -64,7 +64,10 @@ class WorldModelVectorEnv(VectorEnv):
         world: ``"citywalk"``, ``"robot"`` or ``"driving"``.
         model: A checkpoint directory, hub repo id, ``WorldModel``, ``"random"`` /
             ``"random-tiny"`` (untrained), or None for the world's shipped weights. Weights load
-            on the first reset.
+            on the first reset. A reset without an image starts from the checkpoint
+            directory's own start frames of this world where it has them (``gym-worldmodel
+            train`` and ``ship --out`` write them; the directory is ``checkpoint_dir``), else
+            from the world's bundled ones.
         action_mode: The action head's mode (camera ``"keys"``/``"look"``, robot
             ``"dict"``/``"flat"``); None for the world's default.
         obs_mode: ``"rgb"`` (last frame ``(H, W, 3)`` uint8), ``"chunk"`` (``(F, H, W, 3)``) or
@@ -172,7 +175,9 @@ class WorldModelVectorEnv(VectorEnv):
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
         self.start_fn = start_fn
         self._model_arg, self._engine = model, engine
-        self.config = engine.config if engine is not None else model_config(self.world, model)
+        self.config, self.checkpoint_dir = (
+            (engine.config, None) if engine is not None else model_source(self.world, model)
+        )
         if nfe is not None:
             if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
                 raise ValueError(f"nfe must be an int >= 1 or None, got {nfe!r}")
@@ -472,6 +477,7 @@ class WorldModelVectorEnv(VectorEnv):
             memory_capacity=self.memory_capacity,
             engine=engine,
         )
+        child.checkpoint_dir = self.checkpoint_dir  # its start frames for the forks' autoresets
         child._load_state(state, np.arange(n))  # this env's own state: nothing to check
         if seeds is not None:
             child._engine.seed(list(range(n)), seeds)
@@ -554,7 +560,8 @@ class WorldModelVectorEnv(VectorEnv):
             frames, start = initial_conditions(
                 self.start_fn, rngs, self._start_options, frames, start or {}
             )
-        bundled = start_frames(self.world, self.config.vae.image_size) if frames is None else None
+        size = self.config.vae.image_size
+        bundled = start_frames(self.world, size, self.checkpoint_dir) if frames is None else None
         torch_seeds, chunks = [], []
         for rng in rngs:
             if bundled is not None:

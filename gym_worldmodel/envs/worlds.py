@@ -118,18 +118,25 @@ def shipped_checkpoint(world: World) -> Path:
 
 def model_config(world: World, model: ModelArg) -> WorldModelConfig:
     """The config of the model ``model=`` names, without loading weights where avoidable."""
+    return model_source(world, model)[0]
+
+
+def model_source(world: World, model: ModelArg) -> tuple[WorldModelConfig, Path | None]:
+    """The config of the model ``model=`` names and its checkpoint directory, if it has one.
+
+    A hub repo id resolves to its cached snapshot (downloaded where allowed) now; the weights
+    load on the env's first reset. A ``WorldModel`` or random weights have no directory.
+    """
     from gym_worldmodel import hub
 
     if isinstance(model, WorldModel):
-        return model.config
+        return model.config, None
     if model in RANDOM_MODELS:
-        return WorldModelConfig.tiny() if model == "random-tiny" else WorldModelConfig()
+        return (WorldModelConfig.tiny() if model == "random-tiny" else WorldModelConfig()), None
     if model is not None and not str(model).strip():
         raise ValueError("model='' names no checkpoint: pass None for the shipped world")
-    # A hub repo id resolves to its cached snapshot (downloaded where allowed) now; the weights
-    # load on the env's first reset.
     directory = shipped_checkpoint(world) if model is None else hub.checkpoint_directory(model)
-    return hub.read_config(directory / hub.CONFIG_NAME)
+    return hub.read_config(directory / hub.CONFIG_NAME), directory
 
 
 def load_model(world: World, model: ModelArg) -> WorldModel:
@@ -149,20 +156,22 @@ def load_model(world: World, model: ModelArg) -> WorldModel:
 
 
 @functools.lru_cache(maxsize=16)
-def start_frames(world: World, size: int) -> np.ndarray:
-    """The world's bundled start frames ``(N, size, size, 3)`` uint8.
+def start_frames(world: World, size: int, checkpoint: Path | None = None) -> np.ndarray:
+    """The start frames ``(N, size, size, 3)`` uint8 of ``world`` (under ``checkpoint``).
 
-    Until a world ships its own (``start_frames.npz``, key ``frames``), a fixed set of
-    procedural frames stands in: sky, horizon and ground in a few colours. The array is cached
-    and shared, so it is read-only.
+    A checkpoint directory's own start frames for the world (``files.checkpoint_start_frames``)
+    come first, then the world's bundled ones (``start_frames.npz``, key ``frames``); without
+    either, a fixed set of procedural frames stands in: sky, horizon and ground in a few
+    colours. The array is cached and shared, so it is read-only.
     """
-    frames = _start_frames(world, size)
+    frames = _start_frames(world, size, checkpoint)
     frames.setflags(write=False)  # cached: every env of the process shares this array
     return frames
 
 
-def _start_frames(world: World, size: int) -> np.ndarray:
-    path = world.assets / "start_frames.npz"
+def _start_frames(world: World, size: int, checkpoint: Path | None) -> np.ndarray:
+    own = None if checkpoint is None else files.checkpoint_start_frames(checkpoint, world.name)
+    path = own if own is not None and own.is_file() else world.assets / "start_frames.npz"
     if path.is_file():
         with np.load(path) as data:
             frames = data["frames"]

@@ -203,7 +203,9 @@ class WorldModelParallelEnv(ParallelEnv):
         # the start image, its generator and the dead agents' memory switches as they were.
         start_rng = self._start_rng
         if self.shared_memory and not pictured:  # one seeded start image for every agent
-            bundled = start_frames(self.venv.world, self.venv.config.vae.image_size)
+            bundled = start_frames(
+                self.venv.world, self.venv.config.vae.image_size, self.venv.checkpoint_dir
+            )
             start_rng = (
                 np.random.default_rng(seed)
                 if seed is not None

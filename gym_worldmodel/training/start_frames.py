@@ -2,7 +2,9 @@
 
 ``gym-worldmodel ship`` writes ``gym_worldmodel/worlds/<world>/start_frames.npz`` (key
 ``frames``, uint8 ``(N, H, W, 3)``) for the world each dataset's card names. Envs reset from one
-of these, drawn with the reset seed, when no image is given.
+of these, drawn with the reset seed, when no image is given. ``train`` and ``ship --out`` also
+write them into the checkpoint directory (``<checkpoint>/start_frames/<world>.npz``), which an
+env running that checkpoint prefers.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gym_worldmodel.files import WORLDS_DIR, atomic_write
+from gym_worldmodel.files import WORLDS_DIR, atomic_write, checkpoint_start_frames
 from gym_worldmodel.sources.episodes import DatasetError, load_episodes, read_card
 
 
@@ -31,9 +33,17 @@ def pick_start_frames(data: Path, count: int = 16) -> tuple[str, np.ndarray]:
     return world, np.stack([episodes[i].frames[0] for i in pick])
 
 
-def write_start_frames(world: str, frames: np.ndarray, out_root: Path = WORLDS_DIR) -> Path:
-    """Write ``frames`` as ``world``'s bundled start frames under ``out_root``."""
+def write_start_frames(
+    world: str, frames: np.ndarray, out_root: Path = WORLDS_DIR, checkpoint: Path | None = None
+) -> Path:
+    """Write ``frames`` as ``world``'s bundled start frames under ``out_root``.
+
+    With ``checkpoint``: as that checkpoint directory's own start frames of ``world``
+    (``files.checkpoint_start_frames``) instead, which an env running it starts from.
+    """
     path = Path(out_root) / world / "start_frames.npz"
+    if checkpoint is not None:
+        path = checkpoint_start_frames(checkpoint, world)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: np.savez_compressed(f, frames=frames))
     return path
