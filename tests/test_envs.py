@@ -1208,6 +1208,13 @@ def test_every_id_runs_its_embedded_trained_world_offline(env_id, monkeypatch):
     env.close()
 
 
+def test_the_shipped_worlds_record_that_their_denoisers_learned_every_modality():
+    from gym_worldmodel.envs.worlds import WORLDS, model_config
+
+    for world in WORLDS.values():  # one backbone trained on all three, then per-world tuning
+        assert model_config(world, None).trained_modalities == ("camera", "robot", "driving")
+
+
 def test_missing_shipped_world_is_a_clear_error(monkeypatch, tmp_path):
     from gym_worldmodel import files
 

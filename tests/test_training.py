@@ -911,6 +911,28 @@ def test_actions_of_another_width_than_the_modalitys_are_named_with_their_datase
         train_teacher([tmp_path / "narrow"], vae, tmp_path / "t", train, progress=False)
 
 
+def test_a_checkpoint_records_the_modalities_its_denoiser_learned(tmp_path):
+    from gym_worldmodel.envs import WorldModelVectorEnv
+    from gym_worldmodel.training.recipes import train_teacher, train_vae
+
+    opts = dict(episodes=3, steps=12, heldout_every=3, progress=False)
+    collect(SquareSource(), tmp_path / "data", **opts)
+    train = TrainConfig(steps=1, batch_size=2, lr=1e-3, save_every=1, seed=0)
+    vae = train_vae([tmp_path / "data"], tmp_path / "vae", WorldModelConfig.tiny(), train, False)
+    assert vae.config.trained_modalities == ()  # a VAE: its denoiser learned nothing yet
+    teacher = train_teacher([tmp_path / "data"], tmp_path / "vae" / "model", tmp_path / "t", train)
+    assert teacher.config.trained_modalities == ("camera",)
+    saved = tmp_path / "t" / "model"
+    assert hub.from_pretrained(saved).config.trained_modalities == ("camera",)
+    WorldModelVectorEnv(1, world="citywalk", model=saved)  # the world it learned
+    with pytest.raises(ValueError, match=r"trained on \['camera'\] actions, not on robot"):
+        WorldModelVectorEnv(1, world="robot", model=saved)
+    with pytest.raises(ValueError, match=r"trained on no actions, not on camera"):
+        WorldModelVectorEnv(1, world="citywalk", model=tmp_path / "vae" / "model")
+    with pytest.raises(ValueError, match=r"trained_modalities \['arm'\] are not among"):
+        dataclasses.replace(teacher.config, trained_modalities=("arm",))
+
+
 def test_a_world_runs_at_the_frame_rate_of_its_data(tmp_path):
     from gym_worldmodel.training.recipes import train_teacher, train_vae
 

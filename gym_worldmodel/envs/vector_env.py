@@ -178,6 +178,13 @@ class WorldModelVectorEnv(VectorEnv):
         self.config, self.checkpoint_dir = (
             (engine.config, None) if engine is not None else model_source(self.world, model)
         )
+        trained = self.config.trained_modalities
+        if trained is not None and self.head.modality not in trained:
+            raise ValueError(
+                f"this model's denoiser was trained on {list(trained) or 'no'} actions, not on "
+                f"{self.head.modality} actions: the {self.world.name} world needs a model "
+                f"trained on {self.head.modality} data"
+            )
         if nfe is not None:
             if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
                 raise ValueError(f"nfe must be an int >= 1 or None, got {nfe!r}")

@@ -390,14 +390,26 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class WorldModelConfig:
-    """A whole world model: VAE, denoiser, sampler defaults and the world's frame rate."""
+    """A whole world model: VAE, denoiser, sampler defaults and the world's frame rate.
+
+    ``trained_modalities``: the action modalities its denoiser was trained on, over its whole
+    line of checkpoints (the training recipes record them; an env refuses a world of another);
+    None where that was not recorded (checkpoints from before, random weights).
+    """
 
     vae: VAEConfig = field(default_factory=VAEConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     fps: int = 15
+    trained_modalities: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        unknown = [m for m in self.trained_modalities or () if m not in self.dit.modalities]
+        if unknown:
+            raise ValueError(
+                f"trained_modalities {unknown} are not among the DiT's modalities "
+                f"{list(self.dit.modalities)}"
+            )
         if self.fps < 1 or self.fps % self.dit.chunk_frames:
             raise ValueError(
                 f"fps ({self.fps}) must be a positive multiple of chunk_frames "

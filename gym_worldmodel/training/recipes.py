@@ -79,7 +79,9 @@ def train_vae(
     if len(rates) > 1:
         raise DatasetError(f"the datasets were recorded at {sorted(rates)} frames/s: one per model")
     try:
-        config = dataclasses.replace(config, fps=rates.pop() if rates else config.fps)
+        config = dataclasses.replace(
+            config, fps=rates.pop() if rates else config.fps, trained_modalities=()
+        )  # the denoiser is untrained yet
     except ValueError as err:
         raise DatasetError(f"{err}: a step is one chunk; record the data at such a rate") from err
     check_datasets(config, data)
@@ -137,6 +139,19 @@ def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> W
     scaled = WorldModel(dataclasses.replace(model.config, vae=vae)).to(model.device)
     scaled.load_state_dict(model.state_dict())
     return scaled
+
+
+def trained_on(model: WorldModel, data: Sequence[Path]) -> WorldModel:
+    """``model``, its config recording that its denoiser is trained on ``data``'s modalities too.
+
+    A line of checkpoints from before the record (``trained_modalities`` None) stays unknown.
+    """
+    done = model.config.trained_modalities
+    if done is not None:
+        seen = {read_card(Path(d))["modality"] for d in data} | set(done)
+        names = tuple(m for m in model.config.dit.modality_names if m in seen)
+        model.config = dataclasses.replace(model.config, trained_modalities=names)
+    return model
 
 
 def checked(model: WorldModel, data: Sequence[Path]) -> WorldModel:
@@ -415,7 +430,7 @@ def train_teacher(
             **batch_memory(model, batch),
         )
 
-    return fit(model, windows, loss, run_dir, train, progress)
+    return fit(trained_on(model, data), windows, loss, run_dir, train, progress)
 
 
 @seeded
@@ -471,7 +486,7 @@ def train_student(
             **batch_memory(student, batch),
         )
 
-    return fit(student, windows, loss, run_dir, train, progress)
+    return fit(trained_on(student, data), windows, loss, run_dir, train, progress)
 
 
 PROBE_MAX_ERROR = 0.8  # validation error (about 1 - R^2) from which a modality goes unscored
@@ -670,4 +685,5 @@ def train_self_forcing(
         )
 
     drawn = Balanced.by_modality(windows) if balanced else windows
+    tuned = trained_on(tuned, data)
     return fit(tuned, drawn, loss, run_dir, train, progress, alongside=critic)
