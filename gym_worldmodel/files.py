@@ -19,7 +19,11 @@ def checkpoint_start_frames(directory: Path, world: str) -> Path:
     ``gym-worldmodel train`` and ``ship --out`` write them there, so that an env running the
     checkpoint starts from frames of the data it was trained on (``envs.worlds.start_frames``).
     """
-    return Path(directory) / "start_frames" / f"{world}.npz"
+    return Path(directory) / START_FRAMES / f"{world}.npz"
+
+
+#: The folder of a checkpoint directory's own start frames, one ``<world>.npz`` each.
+START_FRAMES = "start_frames"
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:

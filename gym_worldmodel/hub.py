@@ -160,8 +160,9 @@ def from_pretrained(
     directory = checkpoint_directory(
         name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
     )
-    model = _load_directory(directory)
-    return model.to(device=device, dtype=dtype).eval()
+    model = _load_directory(directory).to(device=device, dtype=dtype).eval()
+    model.checkpoint_dir = directory  # where it came from (an env reads its start frames there)
+    return model
 
 
 def checkpoint_directory(

@@ -109,6 +109,7 @@ def evaluate_revisit(
     ``oracle``: also run memory on with the recorded frames remembered (see the module docstring).
     """
     (card,) = check_datasets(model.config, [data])
+    model.config.check_trained(card["modality"], card["world"])
     episodes = load_episodes(Path(data), "heldout")[:max_episodes]
     if not episodes:
         raise DatasetError(f"{data}: no held-out episodes to measure (max_episodes={max_episodes})")

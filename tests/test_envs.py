@@ -1208,6 +1208,32 @@ def test_every_id_runs_its_embedded_trained_world_offline(env_id, monkeypatch):
     env.close()
 
 
+def test_an_env_starts_from_its_checkpoints_own_start_frames(tmp_path, monkeypatch):
+    from gym_worldmodel import hub
+    from gym_worldmodel.envs import vector_env
+    from gym_worldmodel.envs.worlds import WORLDS, start_frames
+    from gym_worldmodel.files import checkpoint_start_frames
+    from gym_worldmodel.models import WorldModel, WorldModelConfig
+
+    directory = hub.save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "ck")
+    world = WORLDS["citywalk"]
+    bundled = start_frames(world, 32, directory)  # none of its own yet: the world's
+    own = np.full((2, 32, 32, 3), 7, np.uint8)
+    path = checkpoint_start_frames(directory, "citywalk")
+    path.parent.mkdir()
+    np.savez(path, frames=own)
+    assert not np.array_equal(bundled[:2], own)
+    assert np.array_equal(start_frames(world, 32, directory), own)  # read anew, not the cache
+    used = []
+    real = vector_env.start_frames
+    monkeypatch.setattr(vector_env, "start_frames", lambda *a: used.append(a[2]) or real(*a))
+    for model in (directory, hub.from_pretrained(directory)):  # a path, or a loaded model
+        env = WorldModelVectorEnv(2, world="citywalk", model=model)
+        env.reset(seed=0)
+        env.fork(0, 2).reset(seed=1)  # the forks' resets too
+    assert used == [directory] * 4
+
+
 def test_the_shipped_worlds_record_that_their_denoisers_learned_every_modality():
     from gym_worldmodel.envs.worlds import WORLDS, model_config
 

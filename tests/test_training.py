@@ -558,8 +558,9 @@ def test_train_takes_a_repo_id_for_its_checkpoints_and_budget_alone(monkeypatch,
 
     calls = []
     monkeypatch.setattr(recipes, "train_student", lambda *a, **k: calls.append((a, k)))
-    monkeypatch.setattr(start_frames, "pick_start_frames", lambda data: ("citywalk", None))
-    monkeypatch.setattr(start_frames, "write_start_frames", lambda *a, **k: None)
+    monkeypatch.setattr(start_frames, "pick_world_start_frames", lambda data: {})
+    monkeypatch.setattr(start_frames, "write_checkpoint_start_frames", lambda *a: None)
+    monkeypatch.setattr(hub, "checkpoint_directory", lambda name: name)
     argv = ["student", "--data", "d", "--out", "o", "--init", "me/teacher"]
     train_main([*argv, "--student-init", "me/student", "--budget"])
     ((args, kwargs),) = calls
@@ -931,6 +932,45 @@ def test_a_checkpoint_records_the_modalities_its_denoiser_learned(tmp_path):
         WorldModelVectorEnv(1, world="citywalk", model=tmp_path / "vae" / "model")
     with pytest.raises(ValueError, match=r"trained_modalities \['arm'\] are not among"):
         dataclasses.replace(teacher.config, trained_modalities=("arm",))
+
+
+def test_a_students_record_is_that_of_the_weights_it_starts_from(tmp_path):
+    from gym_worldmodel.training.recipes import train_student
+
+    opts = dict(episodes=3, steps=12, heldout_every=3, progress=False)
+    collect(SquareSource(), tmp_path / "data", **opts)
+    config = WorldModelConfig.tiny()
+    for name, trained in (("teacher", ("camera", "robot")), ("init", ()), ("old", None)):
+        model = WorldModel(dataclasses.replace(config, trained_modalities=trained))
+        hub.save_pretrained(model, tmp_path / name)
+    train = TrainConfig(steps=1, batch_size=2, lr=1e-3, save_every=1, seed=0)
+    data, teacher = [tmp_path / "data"], tmp_path / "teacher"
+    # a copy of the teacher adds camera to what the teacher learned; another init, to its own
+    assert train_student(data, teacher, tmp_path / "a", train).config.trained_modalities == (
+        "camera",
+        "robot",
+    )
+    student = train_student(data, teacher, tmp_path / "b", train, init=tmp_path / "init")
+    assert student.config.trained_modalities == ("camera",)
+    student = train_student(data, teacher, tmp_path / "c", train, init=tmp_path / "old")
+    assert student.config.trained_modalities is None  # a line from before the record: unknown
+    with pytest.raises(ValueError, match="trained_modalities must be modality names"):
+        dataclasses.replace(config, trained_modalities="camera")
+    listed = dataclasses.replace(config, trained_modalities=["camera", "camera"])
+    assert listed.trained_modalities == ("camera",)
+
+
+def test_a_checkpoint_keeps_the_start_frames_of_the_worlds_it_was_trained_from(tmp_path):
+    from gym_worldmodel.files import checkpoint_start_frames
+    from gym_worldmodel.training.start_frames import write_checkpoint_start_frames
+
+    frames = {w: np.full((2, 8, 8, 3), i, np.uint8) for i, w in enumerate(["robot", "citywalk"])}
+    write_checkpoint_start_frames(tmp_path / "init", frames)
+    mine = {"citywalk": np.full((3, 8, 8, 3), 9, np.uint8)}
+    write_checkpoint_start_frames(tmp_path / "run", mine, carry_from=tmp_path / "init")
+    for world, expected in (("robot", frames["robot"]), ("citywalk", mine["citywalk"])):
+        with np.load(checkpoint_start_frames(tmp_path / "run", world)) as saved:
+            assert np.array_equal(saved["frames"], expected)
 
 
 def test_a_world_runs_at_the_frame_rate_of_its_data(tmp_path):

@@ -38,18 +38,24 @@ def ship_main(argv: Sequence[str]) -> None:
 
     from gym_worldmodel import hub
     from gym_worldmodel.files import WORLDS_DIR
-    from gym_worldmodel.training.start_frames import pick_start_frames, write_start_frames
+    from gym_worldmodel.training.start_frames import (
+        pick_world_start_frames,
+        write_checkpoint_start_frames,
+        write_start_frames,
+    )
 
     root = args.out or WORLDS_DIR
-    model = hub.from_pretrained(args.model)
+    source = hub.checkpoint_directory(args.model)
+    model = hub.from_pretrained(source)
     if args.nfe is not None:
         model = model.with_sampler(nfe=args.nfe)
     # every dataset is read and checked before anything is written: a failed ship changes
     # nothing (start frames of another size are fine: envs resize them)
-    starts = [pick_start_frames(data, args.start_frames) for data in args.data]
+    starts = pick_world_start_frames(args.data, args.start_frames)
     target = hub.save_pretrained(model, root / args.name, torch.float16)
     print(f"wrote {target} (float16, {model.config.sampler.nfe} denoiser passes a step)")
-    for world, frames in starts:
+    for world, frames in starts.items():
         print(f"wrote {write_start_frames(world, frames, root)}")
-        if args.out is not None:  # a checkpoint of its own, played with model=: its frames too
-            print(f"wrote {write_start_frames(world, frames, checkpoint=target)}")
+    if args.out is not None:  # a checkpoint of its own, played with model=: its frames too
+        for path in write_checkpoint_start_frames(target, starts, source):
+            print(f"wrote {path}")

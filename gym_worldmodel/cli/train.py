@@ -289,6 +289,13 @@ def train_main(argv: Sequence[str]) -> None:
         parser.error("--memory-only needs --memory")
     if args.nfe > 8:
         parser.error(f"--nfe takes 1 to 8 denoising steps, got {args.nfe}")
+    from gym_worldmodel import hub
+    from gym_worldmodel.training.start_frames import (
+        pick_world_start_frames,
+        write_checkpoint_start_frames,
+    )
+
+    starts = pick_world_start_frames(args.data)  # checked now, written when the run ends
     run = (args.data, args.init, args.out, train)
     if args.stage == "vae":
         presets = {
@@ -336,8 +343,7 @@ def train_main(argv: Sequence[str]) -> None:
         train_student(
             *run, nfe=args.nfe, memory=args.memory, init=args.student_init, progress=progress
         )
-    from gym_worldmodel.training.start_frames import pick_start_frames, write_start_frames
-
-    for data in args.data:  # an env running the checkpoint starts from frames of its data
-        write_start_frames(*pick_start_frames(data), checkpoint=args.out / "model")
+    # an env running the checkpoint starts from frames of its data (and of its init's worlds)
+    carry = None if args.init is None else hub.checkpoint_directory(args.init)
+    write_checkpoint_start_frames(args.out / "model", starts, carry)
     print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")

@@ -66,8 +66,9 @@ class WorldModelVectorEnv(VectorEnv):
             ``"random-tiny"`` (untrained), or None for the world's shipped weights. Weights load
             on the first reset. A reset without an image starts from the checkpoint
             directory's own start frames of this world where it has them (``gym-worldmodel
-            train`` and ``ship --out`` write them; the directory is ``checkpoint_dir``), else
-            from the world's bundled ones.
+            train`` and ``ship --out`` write them; the directory is ``checkpoint_dir``: a
+            ``WorldModel`` from ``hub.from_pretrained`` has its own), else from the world's
+            bundled ones. An env refuses a model whose ``trained_modalities`` lack its world's.
         action_mode: The action head's mode (camera ``"keys"``/``"look"``, robot
             ``"dict"``/``"flat"``); None for the world's default.
         obs_mode: ``"rgb"`` (last frame ``(H, W, 3)`` uint8), ``"chunk"`` (``(F, H, W, 3)``) or
@@ -178,13 +179,7 @@ class WorldModelVectorEnv(VectorEnv):
         self.config, self.checkpoint_dir = (
             (engine.config, None) if engine is not None else model_source(self.world, model)
         )
-        trained = self.config.trained_modalities
-        if trained is not None and self.head.modality not in trained:
-            raise ValueError(
-                f"this model's denoiser was trained on {list(trained) or 'no'} actions, not on "
-                f"{self.head.modality} actions: the {self.world.name} world needs a model "
-                f"trained on {self.head.modality} data"
-            )
+        self.config.check_trained(self.head.modality, self.world.name)
         if nfe is not None:
             if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
                 raise ValueError(f"nfe must be an int >= 1 or None, got {nfe!r}")
@@ -229,7 +224,8 @@ class WorldModelVectorEnv(VectorEnv):
         ``options["image"]`` (uint8 ``(H, W, 3)`` of any size, or one per reset row, as an array
         or a list of pictures of different sizes) or ``options["frames"]`` (``(k, H, W, 3)``, or
         one stack per row) start from the user's pictures, centre-cropped to a square and
-        resized; otherwise a start frame is drawn, seeded, from the world's bundled frames.
+        resized; otherwise a start frame is drawn, seeded, from the checkpoint's own start frames
+        of this world (``checkpoint_dir``), else from the world's bundled frames.
         ``options["speed"]`` (driving): the start speed in m/s, one or one per reset row
         (default 25, the recorded episodes' start speed), and ``options["heading"]``: the start
         heading in degrees from the road's direction (default 0, along it; positive left);

@@ -125,12 +125,13 @@ def model_source(world: World, model: ModelArg) -> tuple[WorldModelConfig, Path 
     """The config of the model ``model=`` names and its checkpoint directory, if it has one.
 
     A hub repo id resolves to its cached snapshot (downloaded where allowed) now; the weights
-    load on the env's first reset. A ``WorldModel`` or random weights have no directory.
+    load on the env's first reset. A ``WorldModel`` has the directory ``hub.from_pretrained``
+    loaded it from (its ``checkpoint_dir``), if any; random weights have none.
     """
     from gym_worldmodel import hub
 
-    if isinstance(model, WorldModel):
-        return model.config, None
+    if isinstance(model, WorldModel):  # loaded by from_pretrained: it knows its directory
+        return model.config, getattr(model, "checkpoint_dir", None)
     if model in RANDOM_MODELS:
         return (WorldModelConfig.tiny() if model == "random-tiny" else WorldModelConfig()), None
     if model is not None and not str(model).strip():
@@ -155,23 +156,30 @@ def load_model(world: World, model: ModelArg) -> WorldModel:
     return hub.from_pretrained(model)
 
 
-@functools.lru_cache(maxsize=16)
 def start_frames(world: World, size: int, checkpoint: Path | None = None) -> np.ndarray:
     """The start frames ``(N, size, size, 3)`` uint8 of ``world`` (under ``checkpoint``).
 
     A checkpoint directory's own start frames for the world (``files.checkpoint_start_frames``)
     come first, then the world's bundled ones (``start_frames.npz``, key ``frames``); without
     either, a fixed set of procedural frames stands in: sky, horizon and ground in a few
-    colours. The array is cached and shared, so it is read-only.
+    colours. The array is cached (per file and modification time) and shared, so it is
+    read-only.
     """
-    frames = _start_frames(world, size, checkpoint)
+    own = None if checkpoint is None else files.checkpoint_start_frames(checkpoint, world.name)
+    path = own if own is not None and own.is_file() else world.assets / "start_frames.npz"
+    path = path.resolve()
+    stamp = path.stat().st_mtime_ns if path.is_file() else None
+    return _start_frames(world, size, path, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _start_frames(world: World, size: int, path: Path, stamp: int | None) -> np.ndarray:
+    frames = _read_start_frames(world, size, path)
     frames.setflags(write=False)  # cached: every env of the process shares this array
     return frames
 
 
-def _start_frames(world: World, size: int, checkpoint: Path | None) -> np.ndarray:
-    own = None if checkpoint is None else files.checkpoint_start_frames(checkpoint, world.name)
-    path = own if own is not None and own.is_file() else world.assets / "start_frames.npz"
+def _read_start_frames(world: World, size: int, path: Path) -> np.ndarray:
     if path.is_file():
         with np.load(path) as data:
             frames = data["frames"]

@@ -117,6 +117,7 @@ def evaluate_world(
     """Every measurement of one world; also returns sample frames for the strips."""
     (card,) = check_datasets(model.config, [data])
     world, modality = card["world"], card["modality"]
+    model.config.check_trained(modality, world)
     heldout = load_episodes(Path(data), "heldout")
     f, horizon = model.config.dit.chunk_frames, max(config.horizons)
     window = PROBE_WINDOW[1] - PROBE_WINDOW[0]

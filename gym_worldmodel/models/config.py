@@ -404,6 +404,13 @@ class WorldModelConfig:
     trained_modalities: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        trained = self.trained_modalities
+        if trained is not None:
+            if isinstance(trained, str) or not all(isinstance(m, str) for m in trained):
+                raise ValueError(
+                    f"trained_modalities must be modality names, e.g. ('camera',), got {trained!r}"
+                )
+            object.__setattr__(self, "trained_modalities", tuple(dict.fromkeys(trained)))
         unknown = [m for m in self.trained_modalities or () if m not in self.dit.modalities]
         if unknown:
             raise ValueError(
@@ -423,6 +430,16 @@ class WorldModelConfig:
             raise ValueError(
                 f"VAE latent ({self.vae.latent_channels}, {self.vae.latent_size}) does not match "
                 f"DiT latent ({self.dit.latent_channels}, {self.dit.latent_size})"
+            )
+
+    def check_trained(self, modality: str, world: str) -> None:
+        """Refuse to run ``world`` (of ``modality``) with a denoiser that never learned it."""
+        trained = self.trained_modalities
+        if trained is not None and modality not in trained:
+            raise ValueError(
+                f"this model's denoiser was trained on {list(trained) or 'no'} actions, not on "
+                f"{modality} actions: the {world} world needs a model trained on {modality} "
+                "data (a record that is wrong can be edited: trained_modalities in config.json)"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -466,6 +466,10 @@ def train_student(
     if student.config.dit.frame_anchor:  # a student from before the anchor: add it at zero
         source = source.with_frame_anchor()
     student.load_state_dict(source.state_dict())
+    # the weights are the init's: so is what their denoiser learned, before this run adds to it
+    student.config = dataclasses.replace(
+        student.config, trained_modalities=source.config.trained_modalities
+    )
     student.vae.requires_grad_(False)
     cfg = student.config.dit
     # A short run sees a small part of the data: encode each batch rather than everything.

@@ -9,11 +9,12 @@ env running that checkpoint prefers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from gym_worldmodel.files import WORLDS_DIR, atomic_write, checkpoint_start_frames
+from gym_worldmodel.files import START_FRAMES, WORLDS_DIR, atomic_write, checkpoint_start_frames
 from gym_worldmodel.sources.episodes import DatasetError, load_episodes, read_card
 
 
@@ -33,17 +34,44 @@ def pick_start_frames(data: Path, count: int = 16) -> tuple[str, np.ndarray]:
     return world, np.stack([episodes[i].frames[0] for i in pick])
 
 
-def write_start_frames(
-    world: str, frames: np.ndarray, out_root: Path = WORLDS_DIR, checkpoint: Path | None = None
-) -> Path:
-    """Write ``frames`` as ``world``'s bundled start frames under ``out_root``.
+def pick_world_start_frames(data: Sequence[Path], count: int = 16) -> dict[str, np.ndarray]:
+    """Each world's start frames over ``data``: ``count`` from each of its datasets."""
+    picked: dict[str, list[np.ndarray]] = {}
+    for d in data:
+        world, frames = pick_start_frames(d, count)
+        picked.setdefault(world, []).append(frames)
+    return {world: np.concatenate(frames) for world, frames in picked.items()}
 
-    With ``checkpoint``: as that checkpoint directory's own start frames of ``world``
-    (``files.checkpoint_start_frames``) instead, which an env running it starts from.
+
+def write_start_frames(world: str, frames: np.ndarray, out_root: Path = WORLDS_DIR) -> Path:
+    """Write ``frames`` as ``world``'s bundled start frames under ``out_root``."""
+    return _write(Path(out_root) / world / "start_frames.npz", frames)
+
+
+def write_checkpoint_start_frames(
+    checkpoint: Path, starts: dict[str, np.ndarray], carry_from: Path | None = None
+) -> list[Path]:
+    """Write each world's ``starts`` as checkpoint directory ``checkpoint``'s own start frames.
+
+    An env running the checkpoint starts from them (``files.checkpoint_start_frames``). With
+    ``carry_from`` (the checkpoint it was trained from), that one's start frames of the other
+    worlds are kept too, as the record of what its denoiser learned is.
     """
-    path = Path(out_root) / world / "start_frames.npz"
-    if checkpoint is not None:
-        path = checkpoint_start_frames(checkpoint, world)
+    written = [
+        _write(checkpoint_start_frames(checkpoint, world), frames)
+        for world, frames in starts.items()
+    ]
+    if carry_from is None or Path(carry_from).resolve() == Path(checkpoint).resolve():
+        return written
+    for path in sorted((Path(carry_from) / START_FRAMES).glob("*.npz")):
+        if path.stem not in starts:
+            with np.load(path) as saved:
+                frames = saved["frames"]
+            written.append(_write(checkpoint_start_frames(checkpoint, path.stem), frames))
+    return written
+
+
+def _write(path: Path, frames: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: np.savez_compressed(f, frames=frames))
     return path
