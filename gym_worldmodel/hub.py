@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from gym_worldmodel.files import atomic_write_all
+from gym_worldmodel.files import START_FRAMES, atomic_write_all
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 
 FORMAT = "gym-worldmodel/1"
@@ -215,6 +216,10 @@ def push_to_hub(
 ) -> str:
     """Save ``model`` and upload the checkpoint to a Hugging Face Hub model repo.
 
+    A model loaded by :func:`from_pretrained` takes the start frames of its checkpoint
+    directory along (``start_frames/``, which ``gym-worldmodel train`` and ``ship --out``
+    write), so an env from the repo starts from them.
+
     Args:
         model: The model to upload.
         repo_id: Target repo, created if it does not exist.
@@ -234,6 +239,9 @@ def push_to_hub(
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="gym-worldmodel-") as folder:
         save_pretrained(model, folder)
+        source = getattr(model, "checkpoint_dir", None)
+        if source is not None and (Path(source) / START_FRAMES).is_dir():
+            shutil.copytree(Path(source) / START_FRAMES, Path(folder) / START_FRAMES)
         try:
             api.create_repo(repo_id, exist_ok=True, private=private)
             if revision not in (None, "main"):
@@ -283,7 +291,9 @@ def _resolve_repo(
 ) -> Path:
     """Directory of a repo snapshot: from the cache if complete there, else downloaded."""
     kwargs: dict[str, Any] = dict(
-        revision=revision, cache_dir=cache_dir, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]
+        revision=revision,
+        cache_dir=cache_dir,
+        allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, f"{START_FRAMES}/*.npz"],
     )
     error: Exception | None = None
     lacking = ""

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import safetensors.torch
 import torch
@@ -17,6 +18,7 @@ import gym_worldmodel.files
 from gym_worldmodel import hub
 from gym_worldmodel.hub import from_pretrained, push_to_hub, save_pretrained
 from gym_worldmodel.models import WorldModel, WorldModelConfig
+from gym_worldmodel.training.start_frames import write_checkpoint_start_frames
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -356,7 +358,11 @@ def test_repo_id_from_offline_cache(
     model = from_pretrained("owner/name", cache_dir=tmp_path / "hf", revision=COMMIT)
     assert_same_model(model, tiny_model)
     assert [c["revision"] for c in offline] == [None, COMMIT]
-    assert offline[0]["allow_patterns"] == ["config.json", "model.safetensors"]
+    assert offline[0]["allow_patterns"] == [
+        "config.json",
+        "model.safetensors",
+        "start_frames/*.npz",
+    ]
     assert snapshot_bytes(snapshot) == snapshot_bytes(saved)
 
 
@@ -507,6 +513,12 @@ def test_push_to_hub(tiny_model: WorldModel, tmp_path: Path, monkeypatch: pytest
     uploaded = tmp_path / "uploaded"
     assert sorted(p.name for p in uploaded.iterdir()) == ["config.json", "model.safetensors"]
     assert_same_model(from_pretrained(uploaded), tiny_model)
+    # a model loaded from a checkpoint with start frames takes them along
+    own = save_pretrained(tiny_model, tmp_path / "own")
+    write_checkpoint_start_frames(own, {"citywalk": np.zeros((2, 32, 32, 3), np.uint8)})
+    shutil.rmtree(uploaded)
+    push_to_hub(from_pretrained(own), "owner/name")
+    assert (uploaded / "start_frames" / "citywalk.npz").is_file()
 
     def unreachable(self, repo_id, **kwargs):
         raise OSError("[Errno -2] Name or service not known")
@@ -560,5 +572,6 @@ def test_an_env_from_a_cached_repo_reads_its_config_then_loads_the_weights_once(
     monkeypatch.setattr(hub, "_load_directory", lambda d: loads.append(d) or real(d))
     env = WorldModelVectorEnv(1, world="citywalk", model="owner/name")
     assert loads == [] and env.config.dit.chunk_frames > 0  # the config only, from the cache
+    assert env.checkpoint_dir == tmp_path / "hf" / "models--owner--name" / "snapshots" / COMMIT
     env.reset(seed=0)
     assert len(loads) == 1
