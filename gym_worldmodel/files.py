@@ -13,6 +13,10 @@ from typing import IO, Any
 WORLDS_DIR = Path(__file__).resolve().parent / "worlds"
 
 
+#: The folder of a checkpoint directory's own start frames, one ``<world>.npz`` each.
+START_FRAMES = "start_frames"
+
+
 def checkpoint_start_frames(directory: Path, world: str) -> Path:
     """Where a checkpoint directory keeps the start frames of ``world``'s data.
 
@@ -20,10 +24,6 @@ def checkpoint_start_frames(directory: Path, world: str) -> Path:
     checkpoint starts from frames of the data it was trained on (``envs.worlds.start_frames``).
     """
     return Path(directory) / START_FRAMES / f"{world}.npz"
-
-
-#: The folder of a checkpoint directory's own start frames, one ``<world>.npz`` each.
-START_FRAMES = "start_frames"
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:

@@ -239,9 +239,8 @@ def push_to_hub(
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="gym-worldmodel-") as folder:
         save_pretrained(model, folder)
-        source = getattr(model, "checkpoint_dir", None)
-        if source is not None and (Path(source) / START_FRAMES).is_dir():
-            shutil.copytree(Path(source) / START_FRAMES, Path(folder) / START_FRAMES)
+        if model.checkpoint_dir is not None and (model.checkpoint_dir / START_FRAMES).is_dir():
+            shutil.copytree(model.checkpoint_dir / START_FRAMES, Path(folder) / START_FRAMES)
         try:
             api.create_repo(repo_id, exist_ok=True, private=private)
             if revision not in (None, "main"):

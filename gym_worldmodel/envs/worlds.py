@@ -130,8 +130,8 @@ def model_source(world: World, model: ModelArg) -> tuple[WorldModelConfig, Path 
     """
     from gym_worldmodel import hub
 
-    if isinstance(model, WorldModel):  # loaded by from_pretrained: it knows its directory
-        return model.config, getattr(model, "checkpoint_dir", None)
+    if isinstance(model, WorldModel):
+        return model.config, model.checkpoint_dir
     if model in RANDOM_MODELS:
         return (WorldModelConfig.tiny() if model == "random-tiny" else WorldModelConfig()), None
     if model is not None and not str(model).strip():

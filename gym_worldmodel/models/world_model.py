@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,9 @@ class WorldModel(nn.Module):
     def __init__(self, config: WorldModelConfig) -> None:
         super().__init__()
         self.config = config
+        #: The checkpoint directory ``hub.from_pretrained`` loaded it from (None: built here);
+        #: an env reads the start frames kept there.
+        self.checkpoint_dir: Path | None = None
         self.vae = VAE(config.vae)
         self.dit = CausalChunkDiT(config.dit)
         self.flow = FlowWarp(config.dit) if config.dit.anchor_flow else None
@@ -43,8 +47,13 @@ class WorldModel(nn.Module):
         return next(self.parameters()).device
 
     def _like(self, config: WorldModelConfig) -> WorldModel:
-        """A new model of ``config`` on this model's device (the ``with_*`` copies stay there)."""
-        return WorldModel(config).to(self.device)
+        """A new model of ``config`` on this model's device (the ``with_*`` copies stay there).
+
+        It keeps this model's ``checkpoint_dir``: the same weights, and the same start frames.
+        """
+        model = WorldModel(config).to(self.device)
+        model.checkpoint_dir = self.checkpoint_dir
+        return model
 
     @staticmethod
     def upgrade_state_dict(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
