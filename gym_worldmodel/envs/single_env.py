@@ -11,7 +11,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from gym_worldmodel.envs.actions import ActionError, on_host
-from gym_worldmodel.envs.observations import take
+from gym_worldmodel.envs.observations import info_row, take
 from gym_worldmodel.envs.options import PICTURE_SHAPES, is_seed, one_picture
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
@@ -92,7 +92,7 @@ class WorldModelEnv(gym.Env):
         else:
             row_seed = int(self.np_random.integers(2**63 - 1))
         obs, infos = self.vector.reset(seed=[row_seed], options=options)
-        return take(obs, 0), _unbatch(infos)
+        return take(obs, 0), info_row(infos, 0)
 
     def step(self, action: Any):
         """One chunk; Python ``float`` reward and ``bool`` flags."""
@@ -100,7 +100,7 @@ class WorldModelEnv(gym.Env):
             raise RuntimeError("the episode is over (terminated or truncated): call reset()")
         obs, reward, terminated, truncated, infos = self.vector.step(batch_one(action))
         flags = float(reward[0]), bool(terminated[0]), bool(truncated[0])
-        return take(obs, 0), *flags, _unbatch(infos)
+        return take(obs, 0), *flags, info_row(infos, 0)
 
     def render(self) -> np.ndarray | None:
         """The current frame (no model forward)."""
@@ -143,7 +143,3 @@ class WorldModelEnv(gym.Env):
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`get_state`."""
         self.vector.set_state(state)
-
-
-def _unbatch(infos: dict[str, Any]) -> dict[str, Any]:
-    return {k: v[0] for k, v in infos.items() if not k.startswith("_")}
