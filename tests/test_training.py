@@ -191,6 +191,10 @@ def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch, caps
     assert (t_plain[:, :-1] < 1.0).all()
     with pytest.raises(ValueError, match="needs memory"):
         train_teacher([], None, None, TrainConfig(steps=1), memory_only=0.5)
+    with pytest.raises(ValueError, match="needs memory"):
+        train_teacher([], None, None, TrainConfig(steps=1), loss_config=only)
+    with pytest.raises(ValueError, match="set them there"):  # was dropped without a word
+        train_teacher([], None, None, TrainConfig(steps=1), loss_config=only, memory_only=0.5)
     argv = ["teacher", "--data", "d", "--out", "o", "--init", "i", "--memory-only", "0.5"]
     with pytest.raises(SystemExit):
         train_main(argv)

@@ -376,7 +376,8 @@ def train_teacher(
         run_dir: This run's directory.
         train: Optimisation settings.
         n_chunks: Chunks per window (default: sink + window + 2, so the ring wraps).
-        loss_config: Noise-level sampling and action dropout.
+        loss_config: Noise-level sampling and action dropout (default: the model's shift and
+            the keywords below, which are its fields; give them here or in it, not both).
         progress: Show a progress bar.
         memory: Give windows of posed worlds their retrieved memory chunk (spatial memory).
         frame_anchor: Add the frame anchor (``DiTConfig.frame_anchor``) to an ``init`` that has
@@ -396,7 +397,12 @@ def train_teacher(
     Frames are encoded once up front when the run reads more frames than the data holds, else
     batch by batch.
     """
-    if memory_only and not memory:
+    if loss_config is not None and (memory_only or clean_anchors or motion_focus):
+        raise ValueError(
+            "memory_only, clean_anchors and motion_focus are TeacherLossConfig fields: with "
+            "loss_config given, set them there"
+        )
+    if (loss_config.memory_only if loss_config else memory_only) and not memory:
         raise ValueError("memory_only trains from retrieved memory: it needs memory=True")
     model = checked(hub.from_pretrained(init), data)
     loss_config = loss_config or TeacherLossConfig(
