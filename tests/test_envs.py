@@ -213,9 +213,9 @@ class CountingEngine:
         zeros = torch.zeros(len(env_idx), self.f, 4, 16, 16)
         return zeros, self._frames(self.count[env_idx])
 
-    def step(self, actions, poses=None):
+    def step(self, actions, decode=slice(None), poses=None, store=None):
         self.count += 1
-        return torch.zeros(self.num_envs, self.f, 4, 16, 16), self._frames(self.count)
+        return torch.zeros(self.num_envs, self.f, 4, 16, 16), self._frames(self.count)[:, decode]
 
     def get_state(self, env_idx):
         return {"count": self.count[list(env_idx)].copy()}
@@ -371,6 +371,27 @@ def test_a_row_reset_alone_starts_as_in_a_full_reset_and_in_a_smaller_env(dtype)
     alone.reset(seed=10, options={"image": picture})
     assert rows_equal(full, snapshot(alone), [0])
     assert torch.equal(alone.get_state()["latents"][0], full["latents"][0])
+
+
+def test_rgb_observations_are_the_chunks_last_frames_decoded_alone():
+    """rgb decodes only each chunk's last frame: the same bits as the chunk mode's last frame.
+
+    And their states move between the two: a chunk env's state gives an rgb env its last
+    frames; an rgb env's state (one frame a row) is refused by a chunk env, which shows all.
+    """
+    kwargs = dict(world="citywalk", dtype="bfloat16")
+    rgb, chunk = (WorldModelVectorEnv(2, obs_mode=m, **kwargs) for m in ("rgb", "chunk"))
+    acts = np.random.default_rng(0).integers(0, 5, (3, 2, 2))
+    first = [env.reset(seed=3)[0] for env in (rgb, chunk)]
+    assert np.array_equal(first[0], first[1][:, -1])
+    for a in acts:
+        assert np.array_equal(rgb.step(a)[0], chunk.step(a)[0][:, -1])
+    assert rgb.get_state()["frames"].shape[1] == 1
+    rgb.set_state(chunk.get_state())
+    assert torch.equal(rgb.get_state()["frames"], chunk.get_state()["frames"][:, -1:])
+    assert np.array_equal(rgb.step(acts[0])[0], chunk.step(acts[0])[0][:, -1])
+    with pytest.raises(ValueError, match="holds 1 frame"):
+        chunk.set_state(rgb.get_state())
 
 
 def test_a_row_is_not_moved_by_another_rows_reset_or_first_memory():
@@ -1029,10 +1050,10 @@ class FailingEngine(CountingEngine):
 
     fail = False
 
-    def step(self, actions, poses=None):
+    def step(self, actions, decode=slice(None), poses=None, store=None):
         if self.fail:
             raise RuntimeError("device lost")
-        return super().step(actions, poses)
+        return super().step(actions, decode, poses, store)
 
     def start(self, env_idx, frames, poses=None, seeds=None):
         if self.fail:

@@ -406,6 +406,25 @@ def test_env_reports_memory_hits_and_forks_memory_with_the_state():
     assert np.array_equal(info["memory_score"], scores)  # an info handed out stays as it was
 
 
+def test_a_row_about_to_start_over_stores_nothing_in_a_shared_bank():
+    """Its last chunk would be dropped at its reset, but could first evict another row's entry."""
+    ends = iter([False] * 3 + [True] + [False] * 10)
+    env = make_env(
+        memory_shared=True,
+        memory_capacity=4,
+        termination_fn=lambda obs, *_: np.array([False, next(ends)]),
+    )
+    env.reset(seed=0)
+    walk = np.array([[1, 0], [1, 0]])
+    for _ in range(4):  # row 1 terminates at the 4th step
+        env.step(walk)
+    memory = env._engine.memory
+    before = memory._next_uid
+    env.step(walk)  # row 1 starts over here (next-step autoreset)
+    assert memory._next_uid - before == 2  # row 0's chunk and row 1's start chunk, no third
+    assert (memory.owner[0] == 1).sum() == 1  # row 1 holds only its start
+
+
 def test_memory_defaults_follow_the_world_and_can_be_switched_off():
     assert make_env().memory and not make_env(memory=False).memory
     assert not WorldModelVectorEnv(1, world="robot", model="random-tiny").memory

@@ -132,6 +132,7 @@ class WorldEngine:
         decode: slice = slice(None),
         poses: np.ndarray | None = None,
         remember: Tensor | None = None,
+        store: np.ndarray | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Generate one chunk for every row.
 
@@ -144,6 +145,9 @@ class WorldEngine:
             remember: Latents ``(B, F, C, h, w)`` to store in memory for this step instead of
                 the generated chunk: the encoded recorded frames give an oracle memory, which
                 separates how well the model uses memory from how good its memories are.
+            store: ``(B,)`` bool, the rows whose chunk goes into memory (default all): rows
+                about to start over store nothing, so that in a shared bank they evict no
+                other row's entry.
 
         Returns:
             Latents ``(B, F, C, h, w)`` and uint8 frames ``(B, F', H, W, 3)`` on the device.
@@ -160,9 +164,12 @@ class WorldEngine:
             latents = self.rollout.generate(self.cache, padded, self.modality, self.gens)
             frames = self.model.vae.decode(latents[:, decode])
         if self.memory is not None:
-            rows = list(range(self.num_envs))
             stored = latents if remember is None else remember.to(latents)
-            self._remember(stored, rows)
+            rows = np.arange(self.num_envs)
+            if store is not None and not store.all():
+                rows = np.flatnonzero(store)
+                stored, poses = stored[rows], None if poses is None else poses[rows]
+            self._remember(stored, rows.tolist())
             self.memory.add(stored, poses, rows)
         return latents, frames
 

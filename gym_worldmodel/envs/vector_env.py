@@ -168,6 +168,10 @@ class WorldModelVectorEnv(VectorEnv):
         self.max_episode_steps = max_episode_steps
         self.world = get_world(world)
         self._frames_mode, self._pose_obs = obs_lib.parse_obs_mode(obs_mode, self.world.pose)
+        # The frames a step decodes and keeps: the whole chunk where the observation shows it,
+        # else only the last frame (all that rgb and latent observations, render() and the
+        # hooks read; the VAE decodes each frame alone, so its bits are the same).
+        self._decode = slice(None) if self._frames_mode == "chunk" else slice(-1, None)
         self.head = self.world.action_head(action_mode)
         self.num_envs, self.obs_mode, self.output = num_envs, obs_mode, output
         self.device = available_device(device)
@@ -265,7 +269,9 @@ class WorldModelVectorEnv(VectorEnv):
         )
         prev_frame, prev_pose = self._frames[:, -1], self._pose
         pose, model_vec = self._advance(vec)  # memory retrieves by where the rows will look
-        self._latents, self._frames = self._engine.step(model_vec, poses=pose)
+        self._latents, self._frames = self._engine.step(
+            model_vec, decode=self._decode, poses=pose, store=~resetting
+        )
         self._pose = pose  # after the step: a failed forward leaves the rows where they were
         self._steps += 1
         rewards, terminated, truncated = self._judge(prev_frame, vec, prev_pose)
@@ -388,6 +394,7 @@ class WorldModelVectorEnv(VectorEnv):
         started = self._started
         try:
             template = self._state_template(len(rows))
+            state = self._fit_frames(state, template)
             check_same_memory(state, template)
             check_state(state, template)
             if (state["steps"] < 0).any():
@@ -396,6 +403,19 @@ class WorldModelVectorEnv(VectorEnv):
             self._started = started  # an env never reset stays so
             raise
         self._load_state(state, rows)
+
+    def _fit_frames(self, state: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+        """``state`` with the frames this env keeps: a chunk-mode env's state gives its last."""
+        frames, keep = state.get("frames"), template["frames"].shape[1]
+        if not isinstance(frames, torch.Tensor) or frames.ndim != 5 or frames.shape[1] == keep:
+            return state  # check_state names what is wrong
+        if frames.shape[1] < keep:
+            raise ValueError(
+                f"state['frames'] holds {frames.shape[1]} frame(s) per row, the last of each "
+                f"chunk, and this env's obs_mode {self.obs_mode!r} shows all {keep}: load it into "
+                "an env whose obs_mode is not a chunk mode"
+            )
+        return {**state, "frames": frames[:, -keep:]}
 
     def _state_template(self, n: int) -> dict[str, Any]:
         """What the state of ``n`` rows looks like (tensors on the meta device), made once."""
@@ -580,6 +600,7 @@ class WorldModelVectorEnv(VectorEnv):
         latents, frames_t = self._engine.start(
             rows.tolist(), frames_t, poses=poses, seeds=torch_seeds
         )
+        frames_t = frames_t[:, self._decode]
         for row, rng in zip(rows, rngs, strict=True):
             self._rngs[row] = rng
         if self._frames is None:
