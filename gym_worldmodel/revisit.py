@@ -121,7 +121,7 @@ def evaluate_revisit(
     e = len(episodes)
     engine = WorldEngine(model, 2 * e, card["modality"], model.device, memory=True)
     engine.set_memory_enabled(False, range(e, 2 * e))  # rows e.. : the same episodes, no memory
-    engine.seed(range(2 * e), [seed + i for i in range(e)] * 2)
+    engine.seed([seed + i for i in range(e)] * 2, range(2 * e))
     first = np.stack([ep.frames[0] for ep in episodes] * 2)
     poses = np.stack([ep.poses[: steps * f + 1] for ep in episodes] * 2)  # (2e, T + 1, 4)
     actions = np.stack([ep.actions[: steps * f] for ep in episodes] * 2)

@@ -332,7 +332,7 @@ def test_engine_rows_with_memory_off_match_an_engine_without_memory(tiny_model):
     actions = gen.normal(size=(8, 2, cfg.dit.chunk_frames, 12)).astype(np.float32)
     out = []
     for engine in engines:
-        engine.seed([0, 1], [3, 4])
+        engine.seed([3, 4], [0, 1])
         engine.start([0, 1], frames, poses=np.zeros((2, 4)))
         out.append(torch.stack([engine.step(a, poses=np.zeros((2, 4)))[0] for a in actions]))
     assert engines[0].recall.hits.tolist() == [1, 0]

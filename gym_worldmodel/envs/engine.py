@@ -78,8 +78,8 @@ class WorldEngine:
         """Rows."""
         return self.cache.batch_size
 
-    def seed(self, env_idx: Sequence[int], seeds: Sequence[int]) -> None:
-        """Reseed the generators of rows ``env_idx``."""
+    def seed(self, seeds: Sequence[int], env_idx: Sequence[int]) -> None:
+        """Reseed the generators of rows ``env_idx`` with ``seeds`` (as ``RowGenerators.seed``)."""
         self.gens.seed(seeds, env_idx)
 
     def start(

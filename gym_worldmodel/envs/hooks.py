@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gym_worldmodel.envs.options import is_int
+
 Hook = Callable[[Tensor, Tensor, Tensor, dict[str, Any]], Any]
 #: An initial-conditions hook: the starting rows' generators -> their reset options.
 StartHook = Callable[[list[np.random.Generator]], dict[str, Any]]
@@ -52,7 +54,7 @@ class GoalImageSimilarity:
                 f"goal image must be (H, W, 3) or (B, H, W, 3), got {tuple(goal.shape)}"
             )
         self.goal = goal.detach().clone()
-        if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+        if not is_int(pool) or pool < 1:
             raise ValueError(f"pool must be an int >= 1, got {pool!r}")
         if any(side % pool for side in self.goal.shape[-3:-1]):
             raise ValueError(f"pool {pool} does not divide the goal's {tuple(self.goal.shape)}")

@@ -185,7 +185,7 @@ class WorldModelVectorEnv(VectorEnv):
         )
         self.config.check_trained(self.head.modality, self.world.name)
         if nfe is not None:
-            if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
+            if not is_int(nfe) or nfe < 1:
                 raise ValueError(f"nfe must be an int >= 1 or None, got {nfe!r}")
             if engine is None:  # a prebuilt engine has its model's own
                 sampler = dataclasses.replace(self.config.sampler, nfe=int(nfe))
@@ -463,7 +463,7 @@ class WorldModelVectorEnv(VectorEnv):
             raise RuntimeError("call reset() before fork()")
         if not 0 <= row < self.num_envs:
             raise ValueError(f"row must be in [0, {self.num_envs}), got {row}")
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValueError(f"n (forks) must be an int >= 1, got {n!r}")
         if seeds is not None:
             seeds = list(seeds)
@@ -503,7 +503,7 @@ class WorldModelVectorEnv(VectorEnv):
         child.checkpoint_dir = self.checkpoint_dir  # its start frames for the forks' autoresets
         child._load_state(state, np.arange(n))  # this env's own state: nothing to check
         if seeds is not None:
-            child._engine.seed(list(range(n)), seeds)
+            child._engine.seed(seeds, list(range(n)))
             child._rngs = [np.random.default_rng(s) for s in seeds]
         return child
 

@@ -358,7 +358,8 @@ class SamplerConfig:
         context_t: Noise level of the cache-write pass (0 writes clean K/V).
         memory_t: Noise level retrieved memory chunks are presented at; None presents them like
             history, at ``context_t``. A ``context_t`` above ``memory_t`` tells the model its
-            own recent frames are less certain than what it retrieves.
+            own recent frames are less certain than what it retrieves. Training presents memory
+            clean (level 0), so a level above 0 is one the model never saw (for experiments).
         stochastic: Re-noise the x0 prediction with fresh noise between steps (distilled
             students); if False take deterministic Euler steps (teachers).
     """

@@ -1,4 +1,8 @@
-"""Training recipes: the VAE on frames, then the teacher on chunk windows with the VAE frozen.
+"""Training recipes, one per stage of the recipe in docs/training.md.
+
+The VAE (and its decoder alone) on frames; then, with the VAE frozen, the teacher on chunk
+windows, the student distilled from it, self-forcing on the model's own rollouts, the learned
+flow and the latent action probe.
 
 Each writes its run directory (checkpoint, losses, plot) and a loadable checkpoint in
 ``<run>/model`` (``config.json`` + ``model.safetensors``).

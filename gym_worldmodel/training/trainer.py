@@ -1,4 +1,4 @@
-"""A small resumable training loop shared by the VAE and the teacher.
+"""A small resumable training loop, shared by every training recipe.
 
 A run directory holds ``checkpoint.pt`` (module, optimizer, step, generator states and the loss
 history; read back with ``weights_only=True``, nothing else is unpickled), ``losses.json`` and
