@@ -101,6 +101,31 @@ def test_bank_is_bounded_and_a_repeated_view_replaces_its_entry():
     assert sorted(memory.poses[0, :, 0].tolist()) == [10.0, 20.0, 30.0, 99.0]
 
 
+@pytest.mark.parametrize("kind", ["camera", "driving", "robot"])
+def test_rows_stored_together_fill_their_banks_as_rows_stored_one_at_a_time(kind):
+    """``add`` picks every row's slot in one pass (rows in banks of their own): the same entries.
+
+    Full banks of 3, random places near each other, so both the view-repeat replacement and
+    the oldest-entry eviction happen; a read-only row and a row outside ``rows`` store nothing.
+    """
+    rng = np.random.default_rng(0)
+    together, alone = (SpatialMemory(4, SHAPE, GEOMETRIES[kind], capacity=3) for _ in range(2))
+    for m in (together, alone):
+        m.set_enabled(None, [2], store=False)
+    for _ in range(12):
+        poses = np.zeros((3, 4))
+        poses[:, :2] = rng.integers(0, 3, (3, 2))
+        poses[:, 2] = rng.choice([0.0, 90.0], 3)
+        latents = torch.from_numpy(rng.normal(size=(3, *SHAPE)).astype(np.float32))
+        together.add(latents, poses, [0, 1, 2])
+        for i in range(3):
+            alone.add(latents[i : i + 1], poses[i : i + 1], [i])
+    for name in ("uid", "owner", "step", "poses", "chunks"):
+        assert np.array_equal(getattr(together, name), getattr(alone, name)), name
+    assert torch.equal(together.latents, alone.latents) and torch.equal(together.keys, alone.keys)
+    assert (together.uid[2:] < 0).all() and together.chunks.tolist() == [12, 12, 12, 0]
+
+
 def test_bad_poses_and_latents_raise_clear_errors():
     memory = SpatialMemory(2, SHAPE, CAMERA)
     with pytest.raises(ValueError, match=r"poses must be a finite \(2, 4\) array"):
