@@ -1349,9 +1349,17 @@ def test_nfe_sets_the_denoiser_passes_of_every_step_and_forks_keep_it():
     for env in (own, one):
         env.reset(seed=0)
         frames.append(env.step(action)[0])
-    assert one._engine.model.config.sampler.nfe == 1
+    assert one._engine.config.sampler.nfe == 1 and one._engine.rollout.sampler.config.nfe == 1
     assert not np.array_equal(frames[0], frames[1])  # one pass, not two: other frames
-    assert one.fork(0, 2).config.sampler.nfe == 1
+    fork = one.fork(0, 2)
+    assert fork.config.sampler.nfe == 1 and fork._engine.rollout.sampler.config.nfe == 1
+
+
+def test_a_model_given_is_shared_not_copied_whatever_the_nfe(tiny_model):
+    env = WorldModelVectorEnv(1, world="driving", model=tiny_model, nfe=1)
+    env.reset(seed=0)
+    assert env._engine.model is tiny_model and env.fork(0, 2)._engine.model is tiny_model
+    assert tiny_model.config.sampler.nfe == 2  # its own sampler is left as it was
 
 
 @pytest.mark.parametrize("nfe", [0, -1, 1.5, True, "2"])

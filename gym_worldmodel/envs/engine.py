@@ -7,6 +7,7 @@ use a counting world to pin autoreset semantics exactly).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from gym_worldmodel.memory import GEOMETRIES, KVCache, Recall, SpatialMemory
-from gym_worldmodel.models import WorldModel, precision
+from gym_worldmodel.models import SamplerConfig, WorldModel, precision
 from gym_worldmodel.sampling import ChunkRollout, RowGenerators
 
 
@@ -32,6 +33,8 @@ class WorldEngine:
             from it before every step (needs a model with memory slots).
         memory_banks: Bank id per row (rows with one id share a bank); default one per row.
         memory_capacity: Chunks per bank.
+        sampler: Sampling settings (default: the model's own, ``model.config.sampler``); the
+            model itself is shared, not copied.
     """
 
     def __init__(
@@ -44,10 +47,12 @@ class WorldEngine:
         memory: bool = False,
         memory_banks: Sequence[int] | None = None,
         memory_capacity: int = 256,
+        sampler: SamplerConfig | None = None,
     ) -> None:
         self.device, self.dtype = torch.device(device), dtype
         self.model = model.to(self.device).eval()
-        self.config = cfg = model.config
+        sampler = model.config.sampler if sampler is None else sampler
+        self.config = cfg = dataclasses.replace(model.config, sampler=sampler)  # what rows run
         self.cache = KVCache.for_model(cfg.dit, model.dit.rope, num_envs, self.device, dtype)
         self.rollout = ChunkRollout(model.dit, cfg.sampler)
         self.gens = RowGenerators([0] * num_envs, self.device)

@@ -69,6 +69,8 @@ class WorldModelVectorEnv(VectorEnv):
             train`` and ``ship --out`` write them; the directory is ``checkpoint_dir``: a
             ``WorldModel`` from ``hub.from_pretrained`` has its own), else from the world's
             bundled ones. An env refuses a model whose ``trained_modalities`` lack its world's.
+            A ``WorldModel`` is shared, not copied: the env moves it to ``device`` and puts it
+            in eval mode (``nfe`` does not change it either).
         action_mode: The action head's mode (camera ``"keys"``/``"look"``, robot
             ``"dict"``/``"flat"``); None for the world's default.
         obs_mode: ``"rgb"`` (last frame ``(H, W, 3)`` uint8), ``"chunk"`` (``(F, H, W, 3)``) or
@@ -473,15 +475,7 @@ class WorldModelVectorEnv(VectorEnv):
             if None in seeds:
                 raise ValueError(f"fork seeds must be non-negative ints, got {seeds}")
         state = self.get_state([row] * n)
-        engine = WorldEngine(
-            self._engine.model,
-            n,
-            self.head.modality,
-            self.device,
-            self.dtype,
-            memory=self._engine.memory is not None,
-            memory_capacity=self.memory_capacity,
-        )
+        engine = self._make_engine(self._engine.model, n, memory=self._engine.memory is not None)
         child = WorldModelVectorEnv(
             n,
             world=self.world.name,
@@ -517,19 +511,25 @@ class WorldModelVectorEnv(VectorEnv):
 
     def _build_engine(self) -> None:
         if self._engine is None:
+            banks = [0] * self.num_envs if self.memory_shared else None
             model = load_model(self.world, self._model_arg)
-            if model.config.sampler.nfe != self.config.sampler.nfe:  # the env's nfe
-                model = model.with_sampler(nfe=self.config.sampler.nfe)
-            self._engine = WorldEngine(
-                model,
-                self.num_envs,
-                self.head.modality,
-                self.device,
-                self.dtype,
-                memory=self.memory,
-                memory_banks=[0] * self.num_envs if self.memory_shared else None,
-                memory_capacity=self.memory_capacity,
-            )
+            self._engine = self._make_engine(model, self.num_envs, self.memory, banks)
+
+    def _make_engine(
+        self, model: WorldModel, n: int, memory: bool, banks: list[int] | None = None
+    ) -> WorldEngine:
+        """An engine of ``n`` rows running ``model`` as this env does (its sampler: its nfe)."""
+        return WorldEngine(
+            model,
+            n,
+            self.head.modality,
+            self.device,
+            self.dtype,
+            memory=memory,
+            memory_banks=banks,
+            memory_capacity=self.memory_capacity,
+            sampler=self.config.sampler,
+        )
 
     def _rows(self, env_idx: Sequence[int] | None, repeats: bool) -> np.ndarray:
         """Validated row indices ``(n,)``: all rows for None."""
