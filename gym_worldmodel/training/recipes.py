@@ -528,7 +528,7 @@ def train_action_probe(
     """
     cfg = model.config.dit
     probe = LatentActionProbe(cfg)
-    fit, checks = [], {}
+    fitted, checks = [], {}  # windows the probe fits; those it is checked on
     for d, ds in zip(data, windows.datasets, strict=True):
         acts = torch.from_numpy(np.concatenate([ep.actions for ep in ds.episodes]))
         probe.set_action_stats(ds.modality, acts)
@@ -537,7 +537,7 @@ def train_action_probe(
             [ep for i, ep in enumerate(eps) if i % PROBE_CHECK_EVERY == 0] if len(eps) > 1 else []
         )
         kept = [ep for i, ep in enumerate(eps) if not check or i % PROBE_CHECK_EVERY]
-        fit.append(ChunkWindows(kept, ds.f, ds.n, ds.action_dim, ds.modality, key=ds.key))
+        fitted.append(ChunkWindows(kept, ds.f, ds.n, ds.action_dim, ds.modality, key=ds.key))
         if check:
             encoded = check if ds.key == "latents" else encode_episodes(model, check)
             checks[str(d)] = ChunkWindows(
@@ -550,7 +550,7 @@ def train_action_probe(
             probe, latents, batch["actions"], batch["modality"], cfg.chunk_frames, gen
         )
 
-    Trainer(probe, torch.utils.data.ConcatDataset(fit), loss, run_dir, train).train(progress)
+    Trainer(probe, torch.utils.data.ConcatDataset(fitted), loss, run_dir, train).train(progress)
     probe.eval().requires_grad_(False)
     validation, errors = {}, {}
     for d, ds in checks.items():
