@@ -49,6 +49,27 @@ def _to_meta(state: Any) -> Any:
     return state
 
 
+def _with_rows(one: Any, two: Any, n: int) -> Any:
+    """The template of an ``n``-row state from those of one and two rows (``_to_meta``'s).
+
+    What grows with the rows is what differs between the two: a list's length, an array's or
+    a tensor's size along its row axis (the cache's keys have theirs second).
+    """
+    if isinstance(one, dict):
+        return {k: _with_rows(v, two[k], n) for k, v in one.items()}
+    if isinstance(one, (list, tuple)):
+        if len(two) != len(one):  # one entry per row
+            return type(one)(one * n)
+        return type(one)(_with_rows(a, b, n) for a, b in zip(one, two, strict=True))
+    if isinstance(one, (torch.Tensor, np.ndarray)) and one.shape != two.shape:
+        axis = next(i for i, (a, b) in enumerate(zip(one.shape, two.shape, strict=True)) if a != b)
+        shape = (*one.shape[:axis], n, *one.shape[axis + 1 :])
+        if isinstance(one, np.ndarray):
+            return np.zeros(shape, one.dtype)
+        return torch.empty(shape, dtype=one.dtype, device="meta")
+    return one
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """``"auto"``: bfloat16 autocast where ``device`` computes it natively, else float32."""
     if dtype == "auto":
@@ -427,7 +448,9 @@ class WorldModelVectorEnv(VectorEnv):
             if not self._started:  # an env never reset is started (from row seed 0) to say
                 self._start_rows(np.arange(self.num_envs), [0] * self.num_envs, None)
                 self._started = True
-            template = _to_meta(self.get_state(np.zeros(n, np.int64)))
+            # From the states of one and two rows, not of n: a state is megabytes a row.
+            one, two = (_to_meta(self.get_state(np.zeros(k, np.int64))) for k in (1, 2))
+            template = _with_rows(one, two, n)
             self._rngs[:] = rngs  # and keeps: a refused state leaves no seed 0 behind
             self._templates[n] = template
         return template
