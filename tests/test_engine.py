@@ -248,6 +248,22 @@ def test_cache_state_from_a_model_without_anchor_is_refused_and_changes_nothing(
     assert rows_equal(before, cache.state_dict(), [0, 1])  # k, v, valid, chunks not half-loaded
 
 
+def test_cache_state_of_rows_is_a_copy_that_loads_back(tiny_model):
+    cache, *_ = filled_cache(tiny_model, batch=2)
+    before = snapshot(cache)
+    rows = cache.state_dict([1, 1])  # row 1 twice: a fork's
+    assert rows["k"].shape[1] == 2 and rows["chunks"].shape == (2,)
+    for t in rows.values():
+        t.zero_()  # a copy: the cache keeps its own
+    assert rows_equal(before, cache.state_dict(), [0, 1])
+    cache.load_state_dict(cache.state_dict([1]), env_idx=[0])
+    row0, row1 = (
+        cache.state_dict([0]),
+        {k: v[:, [1]] if v.dim() == 5 else v[[1]] for k, v in before.items()},
+    )
+    assert all(torch.equal(row0[k], row1[k]) for k in row0)
+
+
 # --- moving anchors (anchor_motion) ----------------------------------------------------------
 
 

@@ -216,7 +216,7 @@ class WorldEngine:
         """Copies of the rows' cache, generator and memory states (repeats allowed: fork)."""
         idx = list(env_idx)
         return {
-            "cache": {k: v.clone() for k, v in self.cache.select(idx).state_dict().items()},
+            "cache": self.cache.state_dict(idx),
             "generators": [self.gens.generators[int(i)].get_state() for i in idx],
             "last_latents": None if self.last_latents is None else self.last_latents[idx].clone(),
             "slot_uid": self.slot_uid[idx].copy(),

@@ -268,12 +268,19 @@ class KVCache:
         """An independent copy."""
         return self.select(torch.arange(self.batch_size, device=self.k.device))
 
-    def state_dict(self) -> dict[str, Tensor]:
-        """Tensors that fully describe the cache contents (references, not copies)."""
+    def state_dict(self, env_idx: Tensor | list[int] | None = None) -> dict[str, Tensor]:
+        """Tensors that fully describe the cache contents.
+
+        References to the whole cache for None; else copies of rows ``env_idx`` (repeats
+        allowed), for :meth:`load_state_dict` with as many rows.
+        """
         state = {"k": self.k, "v": self.v, "valid": self.valid, "chunks": self.chunks}
         if self.anchor is not None:
             state["anchor"] = self.anchor
-        return state
+        if env_idx is None:
+            return state
+        rows = self._rows(env_idx)
+        return {k: t[:, rows] if t.dim() == 5 else t[rows] for k, t in state.items()}
 
     def load_state_dict(self, state: dict[str, Tensor], env_idx: Tensor | list[int] | None = None):
         """Copy ``state`` into rows ``env_idx`` (all rows if ``None``).
