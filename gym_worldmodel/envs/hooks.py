@@ -62,7 +62,9 @@ class GoalImageSimilarity:
 
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Similarity of each row's frame to the goal."""
-        goal = self.goal.to(obs.device)
+        if self.goal.device != obs.device:  # moved once, not copied every step
+            self.goal = self.goal.to(obs.device)
+        goal = self.goal
         if goal.shape[-3:] != obs.shape[-3:]:
             raise ValueError(f"goal image {tuple(goal.shape[-3:])} != frame {tuple(obs.shape[1:])}")
         if goal.dim() == 4 and len(goal) not in (1, len(obs)):
