@@ -247,7 +247,7 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
         "",
         "| on revisit frames | memory on | memory off | difference |",
         "|---|---|---|---|",
-        "| PSNR (dB; mean of per-frame PSNR) | "
+        "| PSNR (dB; mean of per-frame PSNR, not eval's pooled figure) | "
         f"{r.psnr_on:.2f} | {r.psnr_off:.2f} | **{r.gain_db:+.2f}** |",
         f"| SSIM | {r.ssim_on:.3f} | {r.ssim_off:.3f} | {r.ssim_on - r.ssim_off:+.3f} |",
         "",
