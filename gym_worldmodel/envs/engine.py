@@ -1,23 +1,60 @@
 """The batched engine an environment drives: model, KV cache, generators and rollout for B rows.
 
 The env owns the rollout contract (validation, resets, rewards, bookkeeping); this object owns the
-tensors and does the model work. Anything with the same methods can stand in for it (the tests
-use a counting world to pin autoreset semantics exactly).
+tensors and does the model work. Anything with the methods of :class:`Engine` can stand in for it
+(the tests use a counting world to pin autoreset semantics exactly).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from gym_worldmodel.memory import GEOMETRIES, KVCache, Recall, SpatialMemory
-from gym_worldmodel.models import SamplerConfig, WorldModel, precision
+from gym_worldmodel.models import SamplerConfig, WorldModel, WorldModelConfig, precision
 from gym_worldmodel.sampling import ChunkRollout, RowGenerators
+
+
+class Engine(Protocol):
+    """What an env asks of its engine (:class:`WorldEngine` is the one that runs a model).
+
+    ``memory`` and ``recall`` (what the last step retrieved) are read where an engine has them;
+    ``model`` is needed only to ``fork`` the env, ``set_memory_enabled`` only to switch memory.
+    """
+
+    config: WorldModelConfig
+
+    def seed(self, seeds: Sequence[int], env_idx: Sequence[int]) -> None:
+        """Reseed rows ``env_idx``."""
+
+    def start(
+        self,
+        env_idx: Sequence[int],
+        frames: Tensor,
+        poses: np.ndarray | None = None,
+        seeds: Sequence[int] | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Start rows over from frames; their start latents and frames."""
+
+    def step(
+        self,
+        actions: np.ndarray,
+        decode: slice = ...,
+        poses: np.ndarray | None = None,
+        store: np.ndarray | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Generate one chunk for every row; its latents and the decoded frames."""
+
+    def get_state(self, env_idx: Sequence[int]) -> dict[str, Any]:
+        """Copies of the rows' state."""
+
+    def set_state(self, state: dict[str, Any], env_idx: Sequence[int]) -> None:
+        """Load rows from :meth:`get_state` output."""
 
 
 class WorldEngine:

@@ -16,7 +16,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 from gym_worldmodel.envs import hooks as hook_lib
 from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.actions import on_host
-from gym_worldmodel.envs.engine import WorldEngine
+from gym_worldmodel.envs.engine import Engine, WorldEngine
 from gym_worldmodel.envs.options import (
     check_choice,
     first_chunk,
@@ -181,7 +181,7 @@ class WorldModelVectorEnv(VectorEnv):
         memory_shared: bool = False,
         memory_capacity: int = 256,
         nfe: int | None = None,
-        engine: Any = None,
+        engine: Engine | None = None,
     ) -> None:
         check_choice("output", output, ("numpy", "torch"))
         check_choice("dtype", dtype, ("auto", *DTYPES))
