@@ -121,7 +121,7 @@ def evaluate_revisit(
     e = len(episodes)
     engine = WorldEngine(model, 2 * e, card["modality"], model.device, memory=True)
     engine.set_memory_enabled(False, range(e, 2 * e))  # rows e.. : the same episodes, no memory
-    engine.seed([seed + i for i in range(e)] * 2, range(2 * e))
+    engine.seed([seed + i for i in range(e)] * 2, env_idx=range(2 * e))
     first = np.stack([ep.frames[0] for ep in episodes] * 2)
     poses = np.stack([ep.poses[: steps * f + 1] for ep in episodes] * 2)  # (2e, T + 1, 4)
     actions = np.stack([ep.actions[: steps * f] for ep in episodes] * 2)
@@ -130,7 +130,7 @@ def evaluate_revisit(
     truth = np.stack([ep.frames[1 : steps * f + 1] for ep in episodes])
     if oracle:  # rows like the memory-on ones, remembering the recorded frames
         recorded = WorldEngine(model, e, card["modality"], model.device, memory=True)
-        recorded.seed(range(e), [seed + i for i in range(e)])
+        recorded.seed([seed + i for i in range(e)], env_idx=range(e))
         recorded.start(range(e), start[:e], poses[:e, 0])
     # a world whose anchors move with the car reads the pose its actions integrate to, as the
     # env and open-loop evaluation give it

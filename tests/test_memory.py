@@ -126,6 +126,13 @@ def test_rows_stored_together_fill_their_banks_as_rows_stored_one_at_a_time(kind
     assert (together.uid[2:] < 0).all() and together.chunks.tolist() == [12, 12, 12, 0]
 
 
+def test_rows_added_twice_in_one_call_and_a_field_of_view_past_180_are_refused():
+    with pytest.raises(ValueError, match="distinct"):
+        SpatialMemory(1, SHAPE, CAMERA).add(chunk(0, 2), np.zeros((2, 4)), [0, 0])
+    with pytest.raises(ValueError, match=r"fov_deg must be in \(0, 180\]"):
+        ViewGeometry("frustum", fov_deg=200.0)
+
+
 def test_bad_poses_and_latents_raise_clear_errors():
     memory = SpatialMemory(2, SHAPE, CAMERA)
     with pytest.raises(ValueError, match=r"poses must be a finite \(2, 4\) array"):
@@ -357,7 +364,7 @@ def test_engine_rows_with_memory_off_match_an_engine_without_memory(tiny_model):
     actions = gen.normal(size=(8, 2, cfg.dit.chunk_frames, 12)).astype(np.float32)
     out = []
     for engine in engines:
-        engine.seed([3, 4], [0, 1])
+        engine.seed([3, 4], env_idx=[0, 1])
         engine.start([0, 1], frames, poses=np.zeros((2, 4)))
         out.append(torch.stack([engine.step(a, poses=np.zeros((2, 4)))[0] for a in actions]))
     assert engines[0].recall.hits.tolist() == [1, 0]
@@ -450,6 +457,24 @@ def test_a_row_about_to_start_over_stores_nothing_in_a_shared_bank():
     assert (memory.owner[0] == 1).sum() == 1  # row 1 holds only its start
 
 
+@pytest.mark.parametrize("world", ["citywalk", "robot"])
+def test_rows_the_store_mask_leaves_out_still_count_their_chunks(world):
+    """A row whose chunk is not stored moves its window on (the exclusion of recent chunks)."""
+    env = WorldModelVectorEnv(2, world=world, model="random-tiny", memory=True)
+    env.reset(seed=0)
+    engine, memory = env._engine, env._engine.memory
+    before = memory._next_uid
+    actions = np.zeros((2, engine.config.dit.chunk_frames, 2), np.float32)
+    poses = np.zeros((2, 4)) if world == "citywalk" else None
+    for k in range(4):
+        engine.step(actions, poses=poses, store=np.array([True, k % 2 == 0]))
+    engine.step(actions, poses=poses, store=np.zeros(2, bool))  # nobody stores
+    assert memory.chunks.tolist() == engine.cache.chunks.tolist() == [6, 6]
+    assert memory._next_uid - before == 4 + 2  # row 0's four, row 1's two
+    with pytest.raises(ValueError, match="bool mask"):
+        engine.step(actions, poses=poses, store=[True, False, True])
+
+
 def test_memory_defaults_follow_the_world_and_can_be_switched_off():
     assert make_env().memory and not make_env(memory=False).memory
     assert not WorldModelVectorEnv(1, world="robot", model="random-tiny").memory
@@ -480,4 +505,7 @@ def test_single_env_reports_pose_and_memory():
     for _ in range(4):
         _, _, _, _, info = env.step(np.array([1, 0]))
     assert info["pose"].shape == (4,) and info["memory_hits"] == 1
+    # one row of the vector env's infos, as the SB3 and PettingZoo adapters give it
+    assert type(info["step"]) is int and type(info["memory_score"]) is float
+    assert not any(key.startswith("_") for key in info)
     env.close()

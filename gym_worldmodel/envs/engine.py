@@ -29,7 +29,7 @@ class Engine(Protocol):
 
     config: WorldModelConfig
 
-    def seed(self, seeds: Sequence[int], env_idx: Sequence[int]) -> None:
+    def seed(self, seeds: Sequence[int], *, env_idx: Sequence[int]) -> None:
         """Reseed rows ``env_idx``."""
 
     def start(
@@ -120,8 +120,12 @@ class WorldEngine:
         """Rows."""
         return self.cache.batch_size
 
-    def seed(self, seeds: Sequence[int], env_idx: Sequence[int]) -> None:
-        """Reseed the generators of rows ``env_idx`` with ``seeds`` (as ``RowGenerators.seed``)."""
+    def seed(self, seeds: Sequence[int], *, env_idx: Sequence[int]) -> None:
+        """Reseed the generators of rows ``env_idx`` with ``seeds`` (as ``RowGenerators.seed``).
+
+        ``env_idx`` is keyword-only: both are int sequences, and an order swapped would seed
+        other rows without a word.
+        """
         self.gens.seed(seeds, env_idx)
 
     def start(
@@ -187,9 +191,10 @@ class WorldEngine:
             remember: Latents ``(B, F, C, h, w)`` to store in memory for this step instead of
                 the generated chunk: the encoded recorded frames give an oracle memory, which
                 separates how well the model uses memory from how good its memories are.
-            store: ``(B,)`` bool, the rows whose chunk goes into memory (default all): rows
-                about to start over store nothing, so that in a shared bank they evict no
-                other row's entry.
+            store: ``(B,)`` bool, the rows whose chunk goes into their bank (default all; the
+                others still count it, as a read-only row does): the env leaves out rows that
+                start over next, so that in a shared bank the chunk their reset would drop
+                evicts no other row's entry first.
 
         Returns:
             Latents ``(B, F, C, h, w)`` and uint8 frames ``(B, F', H, W, 3)`` on the device.
@@ -198,6 +203,10 @@ class WorldEngine:
             expected = (self.num_envs, *self.rollout.latent_shape)
             if tuple(remember.shape) != expected:
                 raise ValueError(f"remember must be {expected}, got {tuple(remember.shape)}")
+        if store is not None:
+            store = np.asarray(store)
+            if store.shape != (self.num_envs,) or store.dtype != bool:
+                raise ValueError(f"store must be a ({self.num_envs},) bool mask, got {store!r}")
         padded = torch.zeros(self.num_envs, actions.shape[1], self.action_dim, device=self.device)
         padded[..., : actions.shape[2]] = torch.from_numpy(actions).to(self.device)
         with torch.no_grad(), precision(self.device, self.dtype):
@@ -206,13 +215,10 @@ class WorldEngine:
             latents = self.rollout.generate(self.cache, padded, self.modality, self.gens)
             frames = self.model.vae.decode(latents[:, decode])
         if self.memory is not None:
+            rows = list(range(self.num_envs))
             stored = latents if remember is None else remember.to(latents)
-            rows = np.arange(self.num_envs)
-            if store is not None and not store.all():
-                rows = np.flatnonzero(store)
-                stored, poses = stored[rows], None if poses is None else poses[rows]
-            self._remember(stored, rows.tolist())
-            self.memory.add(stored, poses, rows)
+            self._remember(stored, rows)
+            self.memory.add(stored, poses, rows, store=store)
         return latents, frames
 
     def _recall(self, poses: np.ndarray | None) -> None:

@@ -59,10 +59,12 @@ def _with_rows(one: Any, two: Any, n: int) -> Any:
         return {k: _with_rows(v, two[k], n) for k, v in one.items()}
     if isinstance(one, (list, tuple)):
         if len(two) != len(one):  # one entry per row
+            assert (len(one), len(two)) == (1, 2), "a list that grows otherwise than by row"
             return type(one)(one * n)
         return type(one)(_with_rows(a, b, n) for a, b in zip(one, two, strict=True))
     if isinstance(one, (torch.Tensor, np.ndarray)) and one.shape != two.shape:
         axis = next(i for i, (a, b) in enumerate(zip(one.shape, two.shape, strict=True)) if a != b)
+        assert (one.shape[axis], two.shape[axis]) == (1, 2), "an axis that is not the rows'"
         shape = (*one.shape[:axis], n, *one.shape[axis + 1 :])
         if isinstance(one, np.ndarray):
             return np.zeros(shape, one.dtype)
@@ -193,7 +195,8 @@ class WorldModelVectorEnv(VectorEnv):
         self._frames_mode, self._pose_obs = obs_lib.parse_obs_mode(obs_mode, self.world.pose)
         # The frames a step decodes and keeps: the whole chunk where the observation shows it,
         # else only the last frame (all that rgb and latent observations, render() and the
-        # hooks read; the VAE decodes each frame alone, so its bits are the same).
+        # hooks read). The VAE decodes each frame alone, and on the CPU its bits do not depend
+        # on how many it decodes at once (tests/test_envs.py pins it); not checked on a GPU.
         self._decode = slice(None) if self._frames_mode == "chunk" else slice(-1, None)
         self.head = self.world.action_head(action_mode)
         self.num_envs, self.obs_mode, self.output = num_envs, obs_mode, output
@@ -372,8 +375,9 @@ class WorldModelVectorEnv(VectorEnv):
     def get_state(self, env_idx: Sequence[int] | None = None) -> dict[str, Any]:
         """Copy of the rows' full state (repeats allowed: ``[0, 0, 0]`` forks row 0 three times).
 
-        Covers the KV cache, generator states, last frames and latents, pose, step count, done
-        flags and the rows' NumPy generators.
+        Covers the KV cache, generator states, the last chunk's latents and frames (its last
+        frame, or all of them in a chunk ``obs_mode``), pose, step count, done flags and the
+        rows' NumPy generators.
         """
         self._check_open()
         if not self._started:
@@ -399,7 +403,8 @@ class WorldModelVectorEnv(VectorEnv):
         and latents, the world): one from another world, model or env configuration is a
         ``ValueError`` that names the first entry that differs, and the env is left as it was.
         Floating tensors may come at another precision (a float32 env's state into a bf16 one);
-        they are converted.
+        they are converted. A chunk ``obs_mode``'s state loads into an env that keeps only the
+        last frame (it takes that one); the reverse is refused.
         """
         self._check_open()
         rows = self._rows(env_idx, repeats=False)
@@ -520,7 +525,7 @@ class WorldModelVectorEnv(VectorEnv):
         child.checkpoint_dir = self.checkpoint_dir  # its start frames for the forks' autoresets
         child._load_state(state, np.arange(n))  # this env's own state: nothing to check
         if seeds is not None:
-            child._engine.seed(seeds, list(range(n)))
+            child._engine.seed(seeds, env_idx=list(range(n)))
             child._rngs = [np.random.default_rng(s) for s in seeds]
         return child
 

@@ -149,7 +149,7 @@ def rollout(
     rows, f = len(start_frames), model.config.dit.chunk_frames
     steps = actions.shape[1] // f
     engine = WorldEngine(model, rows, modality, model.device, dtype)
-    engine.seed([seed + r for r in range(rows)], range(rows))
+    engine.seed([seed + r for r in range(rows)], env_idx=range(rows))
     start = torch.from_numpy(np.repeat(start_frames[:, None], f, 1))
     engine.start(range(rows), start)
     ego = EgoShift.for_model(model.config, modality)

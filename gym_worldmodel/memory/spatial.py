@@ -1,6 +1,7 @@
 """Spatial memory: a bounded bank of past chunks per env, retrieved by view overlap.
 
-Every generated chunk goes into its env's bank with the pose it was seen from. Before a step,
+Every generated chunk goes into its env's bank with the pose it was seen from (but the last
+chunk of an env about to start over, which its reset would drop). Before a step,
 each env retrieves the stored chunks whose view overlaps most with where it is about to look
 (top-k by :meth:`ViewGeometry.overlap`); the engine writes them into the KV cache's memory
 slots, where they sit just after the sink in the position index however old they are (reframed
@@ -56,6 +57,8 @@ class ViewGeometry:
     def __post_init__(self) -> None:
         if self.kind not in ("frustum", "topdown", "latent"):
             raise ValueError(f"kind must be frustum, topdown or latent, got {self.kind!r}")
+        if not 0.0 < self.fov_deg <= 180.0:  # the wedge test reads cos(fov / 2) >= 0
+            raise ValueError(f"fov_deg must be in (0, 180], got {self.fov_deg}")
 
     def points(self, poses: np.ndarray) -> np.ndarray:
         """World points ``(B, P, 2)`` spread over what each pose ``(B, 4)`` sees."""
@@ -197,18 +200,30 @@ class SpatialMemory:
     # --- writing ---------------------------------------------------------------------------------
 
     def add(
-        self, latents: Tensor, poses: np.ndarray | None = None, rows: Sequence[int] | None = None
+        self,
+        latents: Tensor,
+        poses: np.ndarray | None = None,
+        rows: Sequence[int] | None = None,
+        store: np.ndarray | None = None,
     ):
-        """Store each row's new chunk ``(n, F, C, h, w)`` seen from ``poses`` ``(n, 4)``."""
+        """Store each row's new chunk ``(n, F, C, h, w)`` seen from ``poses`` ``(n, 4)``.
+
+        ``rows``: distinct rows (default all). ``store`` ``(n,)`` bool: of those, the ones whose
+        chunk goes into their bank this time (default all); every row counts its chunk, stored
+        or not, as a read-only row does (``set_enabled(store=False)``).
+        """
         rows = np.arange(self.num_rows) if rows is None else np.asarray(rows, np.int64)
+        if len(np.unique(rows)) != len(rows):
+            raise ValueError(f"rows must be distinct, got {rows.tolist()}")
         if latents.shape[0] != len(rows) or latents.shape[1:] != self.latents.shape[2:]:
             raise ValueError(
                 f"latents must be ({len(rows)}, {', '.join(map(str, self.latents.shape[2:]))}), "
                 f"got {tuple(latents.shape)}"
             )
         poses = self._check_poses(poses, len(rows))
-        np.add.at(self.chunks, rows, 1)  # counts every chunk seen, stored or not (ring window)
-        keep = np.flatnonzero(self.storing[rows])  # the others are read-only rows
+        self.chunks[rows] += 1  # counts every chunk seen, stored or not (the ring window's)
+        storing = self.storing[rows] if store is None else self.storing[rows] & store
+        keep = np.flatnonzero(storing)
         if not len(keep):
             return
         if len(keep) < len(rows):
