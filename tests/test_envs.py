@@ -1362,6 +1362,15 @@ def test_a_model_given_is_shared_not_copied_whatever_the_nfe(tiny_model):
     assert tiny_model.config.sampler.nfe == 2  # its own sampler is left as it was
 
 
+def test_dtype_takes_a_name_or_a_torch_dtype_and_forks_keep_it():
+    env = WorldModelVectorEnv(1, world="driving", dtype=torch.bfloat16, **TINY)
+    env.reset(seed=0)
+    assert env.dtype == torch.bfloat16 and env.fork(0, 2).dtype == torch.bfloat16
+    assert WorldModelVectorEnv(1, world="driving", dtype="float32", **TINY).dtype == torch.float32
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        WorldModelVectorEnv(1, world="driving", dtype=torch.float16, **TINY)
+
+
 @pytest.mark.parametrize("nfe", [0, -1, 1.5, True, "2"])
 def test_nfe_must_be_a_positive_int(nfe):
     with pytest.raises(ValueError, match="nfe must be an int >= 1 or None"):
