@@ -302,10 +302,6 @@ class DiTConfig:
             )
         if self.sink_chunks != 1:
             raise ValueError("sink_chunks must be 1: the sink holds the episode's first chunk")
-        if self.window_chunks < 1 or self.memory_chunks < 0 or self.chunk_frames < 1:
-            raise ValueError(
-                "window_chunks >= 1, memory_chunks >= 0 and chunk_frames >= 1 required"
-            )
         if not self.modalities:
             raise ValueError("at least one action modality is required")
 
