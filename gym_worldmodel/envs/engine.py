@@ -218,7 +218,7 @@ class WorldEngine:
             rows = list(range(self.num_envs))
             stored = latents if remember is None else remember.to(latents)
             self._remember(stored, rows)
-            self.memory.add(stored, poses, rows, store=store)
+            self.memory.add(stored, poses, store=store)  # every row
         return latents, frames
 
     def _recall(self, poses: np.ndarray | None) -> None:

@@ -212,9 +212,12 @@ class SpatialMemory:
         chunk goes into their bank this time (default all); every row counts its chunk, stored
         or not, as a read-only row does (``set_enabled(store=False)``).
         """
-        rows = np.arange(self.num_rows) if rows is None else np.asarray(rows, np.int64)
-        if len(np.unique(rows)) != len(rows):
-            raise ValueError(f"rows must be distinct, got {rows.tolist()}")
+        if rows is None:
+            rows = np.arange(self.num_rows)
+        else:
+            rows = np.asarray(rows, np.int64)
+            if len(np.unique(rows)) != len(rows):
+                raise ValueError(f"rows must be distinct, got {rows.tolist()}")
         if latents.shape[0] != len(rows) or latents.shape[1:] != self.latents.shape[2:]:
             raise ValueError(
                 f"latents must be ({len(rows)}, {', '.join(map(str, self.latents.shape[2:]))}), "
@@ -256,7 +259,11 @@ class SpatialMemory:
         return slots
 
     def _write(self, banks, slots, rows, latents: Tensor, poses) -> None:
-        """Store entries: rows ``rows``' chunks into ``slots`` of ``banks`` (all ``(n,)``)."""
+        """Store entries: rows ``rows``' chunks into ``slots`` of ``banks`` (all ``(n,)``).
+
+        Through ``index_copy_`` on flat views: on the CPU, assigning through an index
+        (``index_put_``) took milliseconds for a few chunks, ``index_copy_`` microseconds.
+        """
         at = self._entries(banks, slots)
         self.latents.view(-1, *self.latents.shape[2:]).index_copy_(0, at, latents.to(self.latents))
         if self.geometry.kind == "latent":  # the keys of latent-similarity retrieval
@@ -346,11 +353,7 @@ class SpatialMemory:
         return flat.index_select(0, self._entries(bank, slot)), valid
 
     def _entries(self, banks: np.ndarray, slots: np.ndarray) -> Tensor:
-        """Flat indices of entries in ``(banks * capacity, ...)`` views of the latents and keys.
-
-        Written with ``index_copy_``: on the CPU, assigning through an index (``index_put_``)
-        took milliseconds for a few chunks, ``index_copy_`` microseconds.
-        """
+        """Flat indices of entries in ``(banks * capacity, ...)`` views of the latents and keys."""
         return torch.from_numpy(banks * self.capacity + slots).to(self.latents.device)
 
     def _check_poses(self, poses: np.ndarray | None, n: int) -> np.ndarray:
