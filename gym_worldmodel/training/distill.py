@@ -22,7 +22,6 @@ Steps 1-2 run with the cache (one chunk per forward); the gradient pass uses
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -31,8 +30,9 @@ from torch import Tensor
 from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import CausalChunkDiT
 from gym_worldmodel.models.config import SamplerConfig
-from gym_worldmodel.sampling import ChunkRollout, FlowMatchSchedule, RowGenerators
+from gym_worldmodel.sampling import FlowMatchSchedule, RowGenerators
 from gym_worldmodel.sampling.sampler import Denoiser, guided_velocity
+from gym_worldmodel.training.own_history import own_history
 
 
 @dataclass(frozen=True)
@@ -57,28 +57,6 @@ def _euler(denoise: Denoiser, x: Tensor, timesteps: list[float], guidance: float
     for t, t_next in zip(timesteps[:-1], timesteps[1:], strict=True):
         x = x + (t_next - t) * guided_velocity(denoise, x, t, guidance)
     return x
-
-
-def write_start(
-    rollout: ChunkRollout,
-    cache: KVCache,
-    sink: Tensor,
-    actions: Tensor,
-    modality: Tensor,
-    memory: Tensor | None = None,
-    memory_valid: Tensor | None = None,
-) -> None:
-    """Write a window's sink chunk, then its retrieved memory chunk, as the env does (no grad).
-
-    The memory goes in after the sink, as the env retrieves from step 1 on; ``memory_valid``
-    (default all rows) marks the rows whose memory is real.
-    """
-    rollout.commit(cache, sink, actions, modality)
-    if memory is not None:
-        rows = torch.arange(sink.shape[0], device=sink.device)
-        rollout.dit.encode_memory(memory, 0.0, modality, cache, 0, rows)
-        valid = torch.ones(len(rows), dtype=torch.bool) if memory_valid is None else memory_valid
-        cache.set_memory(valid.cpu()[:, None])
 
 
 def _cached_denoiser(
@@ -113,24 +91,25 @@ def student_loss(
         memory: Retrieved chunk of each window ``(B, F, C, h, w)``, or None.
         memory_valid: ``(B,)`` bool, rows whose memory is real.
     """
-    cfg = student.config
-    f, b = cfg.chunk_frames, latents.shape[0]
+    f, b = student.config.chunk_frames, latents.shape[0]
     n = latents.shape[1] // f
     chunk = lambda x, k: x[:, k * f : (k + 1) * f]  # noqa: E731
     seeds = torch.randint(2**62, (b,), generator=gen, device=gen.device).tolist()
     gens = RowGenerators(seeds, latents.device)
-    caches = [KVCache.for_model(cfg, m.rope, b, latents.device) for m in (student, teacher)]
-    sampler = dataclasses.replace(student_sampler, context_t=0.0, stochastic=False)
-    rollouts = [ChunkRollout(m, sampler) for m in (student, teacher)]
     schedule = FlowMatchSchedule(student_sampler.shift)
+    history, caches = own_history(
+        student,
+        student_sampler,
+        latents,
+        actions,
+        modality,
+        gens,
+        n - 2,
+        memory,
+        memory_valid,
+        followers=(teacher,),
+    )
     with torch.no_grad():
-        history = [chunk(latents, 0)]
-        for roll, cache in zip(rollouts, caches, strict=True):
-            write_start(roll, cache, history[0], chunk(actions, 0), modality, memory, memory_valid)
-        for k in range(1, n - 1):
-            x0 = rollouts[0].generate(caches[0], chunk(actions, k), modality, gens)
-            rollouts[1].commit(caches[1], x0, chunk(actions, k), modality)
-            history.append(x0)
         last_actions = chunk(actions, n - 1)
         z = gens.randn((f, *latents.shape[2:]))
         target = _euler(

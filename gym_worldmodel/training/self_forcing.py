@@ -36,25 +36,23 @@ Half the rows take ``t`` from the sampler's own levels (pure noise for one step)
 is used at run time; the rest the teacher's shifted uniform levels, so the model stays a flow
 model at every level. The gradient pass is one sequence forward over the window
 (``forward_sequence``, which computes what the cache path computes), as in ``distill.py``; the
-self-generated history in it is a constant.
+self-generated history in it (``own_history.py``) is a constant.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import CausalChunkDiT
 from gym_worldmodel.models.config import SamplerConfig
-from gym_worldmodel.sampling import ChunkRollout, FlowMatchSchedule, RowGenerators
+from gym_worldmodel.sampling import FlowMatchSchedule, RowGenerators
 from gym_worldmodel.training.action_probe import LatentActionProbe
 from gym_worldmodel.training.critic import ChunkCritic, adversarial_losses
-from gym_worldmodel.training.distill import write_start
 from gym_worldmodel.training.motion import overlap
+from gym_worldmodel.training.own_history import own_history
 
 
 @dataclass(frozen=True)
@@ -179,14 +177,9 @@ def self_forcing_loss(
     chunk = lambda x, j: x[:, j * f : (j + 1) * f]  # noqa: E731
     k = int(torch.randint(config.max_chunks + 1, (1,), generator=gen, device=dev))
     gens = RowGenerators(torch.randint(2**62, (b,), generator=gen, device=dev).tolist(), dev)
-    run_sampler = dataclasses.replace(sampler, context_t=0.0, stochastic=False)
-    rollout = ChunkRollout(dit, run_sampler)
-    cache = KVCache.for_model(cfg, dit.rope, b, dev)
-    history = [chunk(latents, 0)]
-    with torch.no_grad():
-        write_start(rollout, cache, history[0], chunk(actions, 0), modality, memory, memory_valid)
-        for j in range(1, k + 1):
-            history.append(rollout.generate(cache, chunk(actions, j), modality, gens))
+    history, _ = own_history(
+        dit, sampler, latents, actions, modality, gens, k, memory, memory_valid
+    )
     schedule = FlowMatchSchedule(sampler.shift)
     uniform = schedule.shifted(torch.rand(b, generator=gen, device=dev))
     steps = torch.tensor(schedule.timesteps(sampler.nfe)[:-1], device=dev)
