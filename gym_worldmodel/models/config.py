@@ -231,11 +231,38 @@ class DiTConfig:
         _at_least(self, 1, "latent_channels", "latent_size", "patch_size", "dim", "depth", "heads")
         _at_least(self, 1, "action_embed_dim", "chunk_frames", "window_chunks")
         _at_least(self, 0, "memory_chunks")
+        self._check_layout()
+        self._check_actions()
+        self._check_anchors()
+
+    def _check_layout(self) -> None:
+        """The transformer's widths, tokens and cache layout."""
         if not 0 < self.mlp_ratio < math.inf or not 0 < self.rope_theta < math.inf:
             raise ValueError(
                 f"DiTConfig.mlp_ratio and rope_theta must be finite and > 0, got "
                 f"{self.mlp_ratio} and {self.rope_theta}"
             )
+        if self.dim % ROW_ALIGN or self.action_embed_dim % ROW_ALIGN:
+            raise ValueError(
+                f"dim ({self.dim}) and action_embed_dim ({self.action_embed_dim}) must be "
+                f"multiples of {ROW_ALIGN}: CPU kernels compute a buffer's tail with a scalar "
+                "path, so rows that are not whole vector iterations differ alone and in a batch"
+            )
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
+        if sum(self.rope_axes) != self.head_dim or any(a % 2 for a in self.rope_axes):
+            raise ValueError(
+                f"rope_axes {self.rope_axes} must be even and sum to the head width {self.head_dim}"
+            )
+        if self.latent_size % self.patch_size:
+            raise ValueError(
+                f"latent_size {self.latent_size} not divisible by patch {self.patch_size}"
+            )
+        if self.sink_chunks != 1:
+            raise ValueError("sink_chunks must be 1: the sink holds the episode's first chunk")
+
+    def _check_actions(self) -> None:
+        """The modalities' action widths and scales (JSON's lists made tuples)."""
         if not isinstance(self.modalities, dict) or not all(
             isinstance(w, int) and w >= 1 for w in self.modalities.values()
         ):
@@ -243,6 +270,8 @@ class DiTConfig:
                 f"DiTConfig.modalities must map each modality to its action width >= 1, e.g. "
                 f"{DEFAULT_MODALITIES}, got {self.modalities!r}"
             )
+        if not self.modalities:
+            raise ValueError("at least one action modality is required")
         scales = {name: tuple(float(v) for v in scale) for name, scale in self.action_scale.items()}
         object.__setattr__(self, "action_scale", scales)  # JSON gives lists: keep one form
         for name, scale in scales.items():
@@ -252,6 +281,9 @@ class DiTConfig:
                     f"action_scale[{name!r}]: expected a modality of {list(self.modalities)} "
                     f"and {width} finite positive factors, got {scale}"
                 )
+
+    def _check_anchors(self) -> None:
+        """The frame anchor's options, which build on one another."""
         if self.anchor_motion and not self.frame_anchor:
             raise ValueError("anchor_motion moves the frame anchor: it needs frame_anchor=True")
         unknown = [name for name in self.anchor_flow if name not in self.modalities]
@@ -284,26 +316,6 @@ class DiTConfig:
                 f"anchor_sigma must be >= 0 and needs frame_anchor=True, got {self.anchor_sigma} "
                 f"with frame_anchor={self.frame_anchor}"
             )
-        if self.dim % ROW_ALIGN or self.action_embed_dim % ROW_ALIGN:
-            raise ValueError(
-                f"dim ({self.dim}) and action_embed_dim ({self.action_embed_dim}) must be "
-                f"multiples of {ROW_ALIGN}: CPU kernels compute a buffer's tail with a scalar "
-                "path, so rows that are not whole vector iterations differ alone and in a batch"
-            )
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
-        if sum(self.rope_axes) != self.head_dim or any(a % 2 for a in self.rope_axes):
-            raise ValueError(
-                f"rope_axes {self.rope_axes} must be even and sum to the head width {self.head_dim}"
-            )
-        if self.latent_size % self.patch_size:
-            raise ValueError(
-                f"latent_size {self.latent_size} not divisible by patch {self.patch_size}"
-            )
-        if self.sink_chunks != 1:
-            raise ValueError("sink_chunks must be 1: the sink holds the episode's first chunk")
-        if not self.modalities:
-            raise ValueError("at least one action modality is required")
 
     @property
     def head_dim(self) -> int:
