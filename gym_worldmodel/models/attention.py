@@ -162,50 +162,34 @@ class SequenceAttention:
         attention call (chunks with a full window are batched together), so no work is spent
         on masked-out pairs; a mask is used only to hide some rows' memory.
         """
-        n0, n, w, n_mem = self.tokens_per_chunk, self.n_chunks, self.window, self.n_mem
-        dh, mem_tokens = v.shape[-1], n_mem * n0
+        n0, n, w = self.tokens_per_chunk, self.n_chunks, self.window
+        dh, mem_tokens = v.shape[-1], self.n_mem * n0
         outs = []
-        if n_mem:  # each memory chunk on its own, at its slot's position
-            fixed = (self.cos_k_fixed[n0:], self.sin_k_fixed[n0:])
-            qk_mem = apply_rotary(qk[..., :mem_tokens, :], *fixed)
-            for j in range(n_mem):
-                part = qk_mem[..., j * n0 : (j + 1) * n0, :]
-                outs.append(
-                    F.scaled_dot_product_attention(*part.unbind(0), v[:, :, j * n0 : (j + 1) * n0])
-                )
-            qk_mem_keys, v_mem = qk_mem[1], v[:, :, :mem_tokens]
+        if self.n_mem:
+            outs, k_mem, v_mem = self._memory(qk[..., :mem_tokens, :], v[:, :, :mem_tokens])
             qk, v = qk[..., mem_tokens:, :], v[:, :, mem_tokens:]
         q, k = qk.unbind(0)
         q_abs, k_abs = apply_rotary(qk, self.cos, self.sin).unbind(0)
         q_sink = apply_rotary(q, self.cos_q_sink, self.sin_q_sink)
         k_sink = apply_rotary(k[:, :, :n0], self.cos_k_fixed[:n0], self.sin_k_fixed[:n0])
-        if n_mem:  # memory keys join the sink's fixed-position path
-            k_sink = torch.cat((k_sink, qk_mem_keys), dim=2)
+        if self.n_mem:  # memory keys join the sink's fixed-position path
+            k_sink = torch.cat((k_sink, k_mem), dim=2)
         q2 = torch.cat((q_abs, q_sink), dim=-1)  # (B, H, T, 2Dh)
         k2_sink = torch.cat((torch.zeros_like(k_sink), k_sink), dim=-1)  # fixed-position path
         k2 = torch.cat((k_abs, torch.zeros_like(k_abs)), dim=-1)  # relative path
         b = q.shape[0]
         mask = self._mask(b, k2_sink.shape[2], q.device)
-
-        def chunks(x: Tensor, first: int, end: int) -> Tensor:
-            return x[:, :, first * n0 : end * n0]
-
-        def attend(q_: Tensor, k_: Tensor, v_: Tensor, mask_: Tensor | None = None) -> Tensor:
-            if mask_ is not None:
-                mask_ = F.pad(mask_, (0, k_.shape[2] - mask_.shape[-1]), value=True)
-            out = F.scaled_dot_product_attention(q_, k_, v_, attn_mask=mask_, scale=self.scale)
-            return out[..., :dh]
-
+        chunks = self._chunks
+        outs.append(self._attend(chunks(q_abs, 0, 1), chunks(k_abs, 0, 1), v[:, :, :n0], dh))
         # Values padded to the doubled query/key width: fused (flash) kernels need equal widths.
-        outs.append(attend(chunks(q_abs, 0, 1), chunks(k_abs, 0, 1), v[:, :, :n0]))
         v = torch.cat((v, torch.zeros_like(v)), dim=-1)
         sink_v = v[:, :, :n0]
-        if n_mem:
+        if self.n_mem:
             sink_v = torch.cat((sink_v, F.pad(v_mem, (0, dh))), dim=2)
         for c in range(1, min(w, n - 1) + 1):  # the window is not full yet
             keys = torch.cat((k2_sink, chunks(k2, 1, c + 1)), dim=2)
             values = torch.cat((sink_v, chunks(v, 1, c + 1)), dim=2)
-            outs.append(attend(chunks(q2, c, c + 1), keys, values, mask))
+            outs.append(self._attend(chunks(q2, c, c + 1), keys, values, dh, mask))
         m = n - 1 - w  # chunks w + 1 .. n - 1 have the same context shape: batch them
         if m > 0:
 
@@ -217,9 +201,47 @@ class SequenceAttention:
 
             queries = chunks(q2, w + 1, n).unflatten(2, (m, n0)).transpose(1, 2).flatten(0, 1)
             rows_mask = None if mask is None else mask.repeat_interleave(m, 0)
-            out = attend(queries, windows(k2, k2_sink), windows(v, sink_v), rows_mask)
+            out = self._attend(queries, windows(k2, k2_sink), windows(v, sink_v), dh, rows_mask)
             outs.append(out.unflatten(0, (b, m)).transpose(1, 2).flatten(2, 3))
         return torch.cat(outs, dim=2)
+
+    def _memory(self, qk: Tensor, v: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """The memory chunks' own attention, each at its slot's position, and their keys.
+
+        Args:
+            qk: The memory tokens' queries and keys ``(2, B, H, n_mem * n0, Dh)``.
+            v: Their values ``(B, H, n_mem * n0, Dh)``.
+
+        Returns:
+            One output per memory chunk, and the rotated keys and the values every later chunk
+            reads beside the sink's.
+        """
+        n0 = self.tokens_per_chunk
+        q_mem, k_mem = apply_rotary(qk, self.cos_k_fixed[n0:], self.sin_k_fixed[n0:]).unbind(0)
+        outs = []
+        for j in range(self.n_mem):
+            part = slice(j * n0, (j + 1) * n0)
+            outs.append(
+                F.scaled_dot_product_attention(q_mem[:, :, part], k_mem[:, :, part], v[:, :, part])
+            )
+        return outs, k_mem, v
+
+    def _chunks(self, x: Tensor, first: int, end: int) -> Tensor:
+        """Tokens of chunks ``first .. end - 1`` of ``x`` ``(B, H, T, D)``."""
+        return x[:, :, first * self.tokens_per_chunk : end * self.tokens_per_chunk]
+
+    def _attend(
+        self, q: Tensor, k: Tensor, v: Tensor, width: int, mask: Tensor | None = None
+    ) -> Tensor:
+        """Attention of ``q`` to ``k`` and ``v``, the first ``width`` output channels.
+
+        ``mask`` ``(B, 1, 1, S)`` covers the first ``S`` keys (the sink's and memory's); the
+        keys after them are all visible.
+        """
+        if mask is not None:
+            mask = F.pad(mask, (0, k.shape[2] - mask.shape[-1]), value=True)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        return out[..., :width]
 
     def _mask(self, b: int, fixed_keys: int, device: torch.device) -> Tensor | None:
         """``(B, 1, 1, fixed_keys)`` bool over the sink and memory keys; None: all visible."""
