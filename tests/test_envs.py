@@ -1375,3 +1375,31 @@ def test_dtype_takes_a_name_or_a_torch_dtype_and_forks_keep_it():
 def test_nfe_must_be_a_positive_int(nfe):
     with pytest.raises(ValueError, match="nfe must be an int >= 1 or None"):
         WorldModelVectorEnv(1, world="driving", nfe=nfe, **TINY)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model", "moving_model", "flowing_model"])
+def test_a_loaded_model_holds_bf16_weights_and_gives_the_given_models_frames(
+    fixture, request, tmp_path
+):
+    """An env's own model keeps its linear and conv weights in bf16 (no cast a call); a model
+    it is given is left in float32; both give the same frames bit for bit, chunk and pose."""
+    from gym_worldmodel import hub
+
+    model = request.getfixturevalue(fixture)
+    hub.save_pretrained(model, tmp_path / "m")
+    kwargs = dict(world="driving", dtype="bfloat16", obs_mode="chunk+pose")
+    own = WorldModelVectorEnv(3, model=str(tmp_path / "m"), **kwargs)
+    given = WorldModelVectorEnv(3, model=model, **kwargs)
+    own.action_space.seed(0)
+    acts = [own.action_space.sample() for _ in range(4)]
+    for env in (own, given):
+        env.reset(seed=1)
+    for a in acts:
+        o_own, o_given = own.step(a)[0], given.step(a)[0]
+        for key in o_own:
+            np.testing.assert_array_equal(o_own[key], o_given[key])
+    assert own._engine.model.dit.out.weight.dtype == torch.bfloat16
+    assert own._engine.model.vae.decoder.net[0].weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    fork = own.fork(0, 2)
+    fork.step(acts[0][:2])

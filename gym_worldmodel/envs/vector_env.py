@@ -545,6 +545,8 @@ class WorldModelVectorEnv(VectorEnv):
         if self._engine is None:
             banks = [0] * self.num_envs if self.memory_shared else None
             model = load_model(self.world, self._model_arg)
+            if model is not self._model_arg:  # the env's own: it runs only in self.dtype
+                model.for_autocast(self.dtype)
             self._engine = self._make_engine(model, self.num_envs, self.memory, banks)
 
     def _make_engine(
