@@ -1114,6 +1114,11 @@ def _bad_states(own, robot):
         ("float steps", edit(lambda s: s.update(steps=s["steps"].astype(float)))),
         ("negative steps", edit(lambda s: s.update(steps=-s["steps"] - 1))),
         ("bad rng state", edit(lambda s: s["rngs"].__setitem__(0, {"state": 3}))),
+        ("rng state out of range", edit(lambda s: s["rngs"][1]["state"].__setitem__("state", -5))),
+        (  # the right shape and dtype, bytes no generator holds: found only by restoring it
+            "garbage generator bytes",
+            edit(lambda s: s["engine"]["generators"][1].zero_()),
+        ),
         ("not a dict", [1, 2]),
     ]
 
@@ -1128,7 +1133,10 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing():
     act = np.array([[1, 2], [3, 0]])  # camera keys (move, look)
     for e in (env, clone):
         e.step(act)
-    for what, bad in _bad_states(env.get_state(), robot.get_state()):
+    other = WorldModelVectorEnv(2, world="citywalk", **kw)  # the states come from elsewhere,
+    other.reset(seed=4)  # so that one loaded in part shows in the env's next step
+    other.step(act[::-1])
+    for what, bad in _bad_states(other.get_state(), robot.get_state()):
         with pytest.raises(ValueError, match=r"state|world"):
             env.set_state(bad)
             pytest.fail(f"a state with {what} was loaded")

@@ -81,6 +81,33 @@ def check_state(state: Any, template: Any, where: str = "state", scan: bool = Tr
             raise ValueError(f"{where} must be a {type(template).__name__}, got {_describe(state)}")
 
 
+def check_generators(state: dict[str, Any], device: torch.device) -> None:
+    """Raise ``ValueError`` naming a generator state the right shape and dtype cannot restore.
+
+    ``check_state`` compares shapes and dtypes; what the bytes of a torch generator's state, or
+    the numbers of a NumPy bit generator's, hold is known only by restoring them, which here is
+    done on throwaway generators, before anything of the env's is changed.
+    """
+    for i, gen_state in enumerate(state["engine"]["generators"]):
+        try:
+            torch.Generator(device).set_state(gen_state)
+        except (RuntimeError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"state['engine']['generators'][{i}] is no {device.type} generator state "
+                f"(what torch.Generator.get_state() returns): {err}"
+            ) from None
+    for i, rng_state in enumerate(state["rngs"]):
+        if rng_state is None:
+            continue
+        try:
+            np.random.default_rng().bit_generator.state = rng_state
+        except (OverflowError, TypeError, ValueError, KeyError) as err:
+            raise ValueError(
+                f"state['rngs'][{i}] is no NumPy bit generator state (what "
+                f"Generator.bit_generator.state returns): {type(err).__name__}: {err}"
+            ) from None
+
+
 def check_same_memory(state: Any, template: dict[str, Any]) -> None:
     """Name a state of an env with spatial memory on loaded into one with it off, or back."""
     engine = state.get("engine") if isinstance(state, dict) else None

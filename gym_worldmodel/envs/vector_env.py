@@ -28,7 +28,7 @@ from gym_worldmodel.envs.options import (
     start_options,
 )
 from gym_worldmodel.envs.pose import EgoShift, integrate_camera, integrate_driving
-from gym_worldmodel.envs.state import check_same_memory, check_state
+from gym_worldmodel.envs.state import check_generators, check_same_memory, check_state
 from gym_worldmodel.envs.worlds import (
     get_world,
     load_model,
@@ -429,6 +429,7 @@ class WorldModelVectorEnv(VectorEnv):
             state = self._fit_frames(state, template)
             check_same_memory(state, template)
             check_state(state, template)
+            check_generators(state, self.device)
             if (state["steps"] < 0).any():
                 raise ValueError(f"state['steps'] must be >= 0, got {state['steps']}")
         except ValueError:
