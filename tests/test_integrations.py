@@ -153,6 +153,12 @@ def test_sb3_reset_options_per_row():
     adapter.set_options({"env_idx": [0]})
     with pytest.raises(ValueError, match="resets every row"):
         adapter.reset()
+    # One row's bad options are refused before any row is reset: the rows keep their episodes.
+    adapter.step(np.zeros((2, 2), np.float32))
+    adapter.set_options([{"image": picture}, {"image": picture.astype(np.float32)}])
+    with pytest.raises(ValueError, match="uint8"):
+        adapter.reset()
+    assert adapter.venv.get_state()["steps"].tolist() == [1, 1]
 
 
 def test_sb3_attr_method_and_wrapper_queries():
