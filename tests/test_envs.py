@@ -1411,3 +1411,21 @@ def test_a_loaded_model_holds_bf16_weights_and_gives_the_given_models_frames(
     assert all(p.dtype == torch.float32 for p in model.parameters())
     fork = own.fork(0, 2)
     fork.step(acts[0][:2])
+
+
+def test_nan_weights_of_a_given_model_and_nan_in_a_loaded_cache_are_named(tiny_model):
+    broken = WorldModel(tiny_model.config)
+    broken.load_state_dict(tiny_model.state_dict())
+    with torch.no_grad():
+        broken.dit.out.bias[0] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or inf in dit\.out\.bias"):
+        WorldModelVectorEnv(1, world="driving", model=broken).reset(seed=0)
+    env = WorldModelVectorEnv(2, world="driving", model=tiny_model)
+    env.reset(seed=0)
+    state = env.get_state()
+    state["engine"]["cache"]["k"][:, 1] = float("nan")  # row 1's keys: not scanned on loading
+    env.set_state(state)
+    steps = env.get_state()["steps"].copy()
+    with pytest.raises(FloatingPointError, match=r"NaN or inf for rows \[1\]"):
+        env.step(np.zeros((2, 2), np.float32))
+    assert env.get_state()["steps"].tolist() == steps.tolist()  # the env's rows did not advance

@@ -213,6 +213,7 @@ class WorldEngine:
             if self.memory is not None:
                 self._recall(poses)
             latents = self.rollout.generate(self.cache, padded, self.modality, self.gens)
+            _check_finite(latents)
             frames = self.model.vae.decode(latents[:, decode])
         if self.memory is not None:
             rows = list(range(self.num_envs))
@@ -277,3 +278,21 @@ class WorldEngine:
             # Rows sharing a reloaded bank keep their slots: a uid always names the same latents
             # (a replaced entry gets a new one), and one the reload removed is not retrieved.
         self.slot_uid[idx] = state.get("slot_uid", -1)
+
+
+def _check_finite(latents: Tensor) -> None:
+    """Raise ``FloatingPointError`` naming the rows whose generated chunk holds NaN or inf.
+
+    A finite model on a finite context generates finite chunks; these rows' KV cache or memory
+    holds non-finite values (from a state edited by hand: ``set_state`` does not scan those, as
+    they are large) or the weights overflow in the dtype. Raised before the chunk is decoded or
+    remembered; the rows' cache and generators have moved on, so reset them or load a state.
+    """
+    finite = torch.isfinite(latents).flatten(1).all(1)
+    if not bool(finite.all()):
+        rows = torch.nonzero(~finite).flatten().tolist()
+        raise FloatingPointError(
+            f"the model generated NaN or inf for rows {rows}: their KV cache or memory holds "
+            "non-finite values (a state edited by hand?), or the weights overflow in this dtype; "
+            "reset those rows or load a state that is whole"
+        )

@@ -30,6 +30,7 @@ from gym_worldmodel.envs.options import (
 from gym_worldmodel.envs.pose import EgoShift, integrate_camera, integrate_driving
 from gym_worldmodel.envs.state import check_generators, check_same_memory, check_state
 from gym_worldmodel.envs.worlds import (
+    check_finite_weights,
     get_world,
     load_model,
     model_source,
@@ -548,6 +549,8 @@ class WorldModelVectorEnv(VectorEnv):
             model = load_model(self.world, self._model_arg)
             if model is not self._model_arg:  # the env's own: it runs only in self.dtype
                 model.for_autocast(self.dtype)
+            else:  # a checkpoint's weights are checked as they load; a given model's here
+                check_finite_weights(model)
             self._engine = self._make_engine(model, self.num_envs, self.memory, banks)
 
     def _make_engine(

@@ -156,6 +156,22 @@ def load_model(world: World, model: ModelArg) -> WorldModel:
     return hub.from_pretrained(model)
 
 
+def check_finite_weights(model: WorldModel) -> None:
+    """Raise ``ValueError`` naming the weights of ``model`` that hold NaN or inf.
+
+    A checkpoint is checked as it loads (``hub.from_pretrained``); a model given to an env as an
+    object is checked here, once, rather than giving black frames.
+    """
+    bad = [
+        name
+        for name, value in model.state_dict().items()
+        if value.is_floating_point() and not torch.isfinite(value).all()
+    ]
+    if bad:
+        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise ValueError(f"model= holds NaN or inf in {shown} (a training run that diverged?)")
+
+
 def start_frames(world: World, size: int, checkpoint: Path | None = None) -> np.ndarray:
     """The start frames ``(N, size, size, 3)`` uint8 of ``world`` (under ``checkpoint``).
 
