@@ -1429,3 +1429,17 @@ def test_nan_weights_of_a_given_model_and_nan_in_a_loaded_cache_are_named(tiny_m
     with pytest.raises(FloatingPointError, match=r"NaN or inf for rows \[1\]"):
         env.step(np.zeros((2, 2), np.float32))
     assert env.get_state()["steps"].tolist() == steps.tolist()  # the env's rows did not advance
+
+
+@pytest.mark.parametrize("value", ["off", "no", 1, 0.0])
+def test_memory_switches_take_bools_not_truthy_values(value):
+    with pytest.raises(ValueError, match="memory must be True, False or None"):
+        WorldModelVectorEnv(1, world="citywalk", memory=value, **TINY)
+    with pytest.raises(ValueError, match="memory_shared must be True or False"):
+        WorldModelVectorEnv(1, world="citywalk", memory_shared=value, **TINY)
+    env = WorldModelVectorEnv(2, world="citywalk", **TINY)
+    env.reset(seed=0)
+    for kwargs in ({"enabled": value}, {"enabled": None, "store": value}):
+        with pytest.raises(ValueError, match="must be True, False or None"):
+            env.set_memory(**kwargs)
+    assert env._engine.memory.enabled.all() and env._engine.memory.storing.all()

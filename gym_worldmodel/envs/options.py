@@ -16,6 +16,16 @@ def check_choice(name: str, value: Any, choices: tuple) -> None:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
+def check_switch(name: str, value: Any, optional: bool = False) -> None:
+    """Raise a clear ``ValueError`` unless ``value`` is a bool (or None, when ``optional``).
+
+    A string such as ``"off"`` is truthy: taken as it is, it would turn the switch on.
+    """
+    if not (isinstance(value, (bool, np.bool_)) or (optional and value is None)):
+        kind = "True, False or None" if optional else "True or False"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
 def reset_rows(options: dict, num_envs: int) -> np.ndarray:
     """Rows a reset applies to: ``options["env_idx"]``, ``options["reset_mask"]`` or all."""
     if "env_idx" in options and "reset_mask" in options:

@@ -19,6 +19,7 @@ from gym_worldmodel.envs.actions import on_host
 from gym_worldmodel.envs.engine import Engine, WorldEngine
 from gym_worldmodel.envs.options import (
     check_choice,
+    check_switch,
     first_chunk,
     initial_conditions,
     is_int,
@@ -222,6 +223,8 @@ class WorldModelVectorEnv(VectorEnv):
                 sampler = dataclasses.replace(self.config.sampler, nfe=int(nfe))
                 self.config = dataclasses.replace(self.config, sampler=sampler)
         self._ego = EgoShift.for_model(self.config, self.head.modality)  # anchors move with the car
+        check_switch("memory", memory, optional=True)
+        check_switch("memory_shared", memory_shared)
         has_slots = self.config.dit.memory_chunks > 0
         self.memory = self.world.pose is not None and has_slots if memory is None else bool(memory)
         if self.memory and not has_slots:
@@ -344,6 +347,8 @@ class WorldModelVectorEnv(VectorEnv):
         resumes. None leaves a switch as it is. Needs an env built with memory.
         """
         self._check_open()
+        check_switch("enabled", enabled, optional=True)
+        check_switch("store", store, optional=True)
         rows = None if env_idx is None else self._rows(np.atleast_1d(env_idx), True).tolist()
         self._build_engine()
         self._engine.set_memory_enabled(enabled, rows, store)
