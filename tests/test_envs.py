@@ -1263,6 +1263,29 @@ def test_an_env_starts_from_its_checkpoints_own_start_frames(tmp_path, monkeypat
     assert used == [directory] * 4
 
 
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda p: np.savez(p, frames=np.zeros((0, 32, 32, 3), np.uint8)),  # no frames
+        lambda p: np.savez(p, images=np.zeros((2, 32, 32, 3), np.uint8)),  # another key
+        lambda p: p.write_bytes(b"not an npz at all"),
+        lambda p: np.savez(p, frames=np.zeros((2, 32, 32, 3), np.float32)),
+        lambda p: np.savez(p, frames=np.zeros((2, 32, 32), np.uint8)),  # grey
+    ],
+)
+def test_a_checkpoints_bad_start_frames_file_is_named(write, tmp_path):
+    from gym_worldmodel import hub
+    from gym_worldmodel.files import checkpoint_start_frames
+
+    directory = hub.save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "ck")
+    path = checkpoint_start_frames(directory, "citywalk")
+    path.parent.mkdir()
+    write(path)
+    env = WorldModelVectorEnv(1, world="citywalk", model=directory)
+    with pytest.raises(ValueError, match=rf"start frames {re.escape(str(path))}: expected an"):
+        env.reset(seed=0)
+
+
 def test_the_shipped_worlds_record_that_their_denoisers_learned_every_modality():
     from gym_worldmodel.envs.worlds import WORLDS, model_config
 

@@ -197,8 +197,7 @@ def _start_frames(world: World, size: int, path: Path, stamp: int | None) -> np.
 
 def _read_start_frames(world: World, size: int, path: Path) -> np.ndarray:
     if path.is_file():
-        with np.load(path) as data:
-            frames = data["frames"]
+        frames = _load_start_frames(path)
         return frames if frames.shape[1] == size else resize_frames(frames, size)
     rng = np.random.default_rng(sum(map(ord, world.name)))
     out = np.empty((8, size, size, 3), np.uint8)
@@ -209,6 +208,27 @@ def _read_start_frames(world: World, size: int, path: Path) -> np.ndarray:
         img = np.where(rows < horizon, sky, ground) * (0.75 + 0.25 * rows)
         out[i] = np.broadcast_to(img, (size, size, 3)).astype(np.uint8)
     return out
+
+
+def _load_start_frames(path: Path) -> np.ndarray:
+    """The ``frames`` array of a start-frames file, checked: uint8 ``(N, H, H, 3)``, N >= 1."""
+    expected = "an .npz whose 'frames' is uint8 (N, H, H, 3) RGB, N >= 1"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            frames = data["frames"]
+    except (OSError, ValueError, KeyError, EOFError) as err:  # not an npz, pickled, no frames
+        raise ValueError(f"start frames {path}: expected {expected} ({err})") from None
+    if (
+        frames.dtype != np.uint8
+        or frames.ndim != 4
+        or frames.shape[-1] != 3
+        or frames.shape[1] != frames.shape[2]
+        or len(frames) < 1
+    ):
+        raise ValueError(
+            f"start frames {path}: expected {expected}, got {frames.dtype} {frames.shape}"
+        )
+    return frames
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
