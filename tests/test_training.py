@@ -408,6 +408,31 @@ def test_a_run_resumed_with_other_settings_or_data_is_refused(episodes, tmp_path
         run_steps(vae, Frames(episodes), fn, tmp_path, 6, name="young", warmup=6)
 
 
+def test_a_recipe_resumes_only_under_the_same_call(tmp_path, capsys):
+    """The trainer compares its settings and item count; the recipe compares the rest: another
+    dataset of as many items, another model config or an added flag is refused, unchanged."""
+    for name, seed in (("data", 0), ("other", 100)):
+        collect(SquareSource(), tmp_path / name, episodes=3, steps=10, seed=seed, progress=False)
+    train = TrainConfig(steps=2, batch_size=2, warmup=1, save_every=2)
+    config = dataclasses.replace(WorldModelConfig.tiny(), fps=16)
+    run = tmp_path / "vae"
+    train_vae([tmp_path / "data"], run, config, train, progress=False)
+    record = (run / "run.json").read_text()
+    before = (run / "checkpoint.pt").read_bytes()
+    other_vae = dataclasses.replace(config.vae, channels=(8, 8))
+    for data, cfg, match in (
+        ([tmp_path / "other"], config, "data"),
+        ([tmp_path / "data"], dataclasses.replace(config, vae=other_vae), "config"),
+    ):
+        with pytest.raises(ValueError, match=rf"holds a checkpoint of another call \({match}"):
+            train_vae(data, run, cfg, dataclasses.replace(train, steps=4), progress=False)
+    assert (run / "run.json").read_text() == record
+    assert (run / "checkpoint.pt").read_bytes() == before
+    train_vae([tmp_path / "data"], run, config, train, progress=False)  # the same call: fine
+    assert "checkpoint is at step 2, steps is 2: nothing to train" in capsys.readouterr().out
+    train_vae([tmp_path / "data"], run, config, dataclasses.replace(train, steps=4), progress=False)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [

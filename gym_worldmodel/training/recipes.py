@@ -28,10 +28,12 @@ from gym_worldmodel.files import atomic_write
 from gym_worldmodel.memory.spatial import GEOMETRIES, ViewGeometry
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.episodes import (
+    CARD,
     DatasetError,
     check_datasets,
     load_episodes,
     read_card,
+    sha256,
 )
 from gym_worldmodel.training.action_probe import LatentActionProbe, probe_windows_loss
 from gym_worldmodel.training.critic import ChunkCritic
@@ -50,21 +52,104 @@ from gym_worldmodel.training.trainer import LossFn, TrainConfig, Trainer, to_dev
 
 
 def seeded(recipe: Callable) -> Callable:
-    """Run ``recipe`` with torch's global generator seeded by its ``train`` settings' seed.
+    """Run ``recipe`` seeded by its ``train`` settings, in a run directory of this call alone.
 
-    Fresh modules (a VAE, a student, the action probe, the pair net, a critic, a flow warp) then
-    start from the same weights for the same ``--seed``; the caller's generator is left as it was.
+    Torch's global generator is seeded with ``train.seed``: fresh modules (a VAE, a student, the
+    action probe, the pair net, a critic, a flow warp) then start from the same weights for the
+    same ``--seed``; the caller's generator is left as it was. The call itself (the recipe, its
+    arguments, the datasets' cards) is written to ``<run_dir>/run.json``; a run directory with a
+    checkpoint resumes only under the same call (:func:`check_same_run`), since the trainer
+    compares only its own settings and the number of training items.
     """
     signature = inspect.signature(recipe)
 
     @functools.wraps(recipe)
     def run(*args, **kwargs):
-        train = signature.bind(*args, **kwargs).arguments["train"]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(train.seed)
-            return recipe(*args, **kwargs)
+        arguments = signature.bind(*args, **kwargs).arguments
+        train, run_dir = arguments["train"], arguments.get("run_dir")
+        if run_dir is None:  # not a run (a test's builder)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(train.seed)
+                return recipe(*args, **kwargs)
+        run_dir = Path(run_dir)
+        created = not run_dir.exists()
+        check_same_run(run_dir, run_identity(recipe.__name__, arguments))
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(train.seed)
+                return recipe(*args, **kwargs)
+        except BaseException:
+            if not (run_dir / "checkpoint.pt").exists():  # refused or failed before a step
+                (run_dir / "run.json").unlink(missing_ok=True)
+                if created and not any(run_dir.iterdir()):
+                    run_dir.rmdir()
+            raise
 
     return run
+
+
+#: Recipe arguments that do not make another run: where it goes, how it shows progress, and
+#: the optimisation settings, which the trainer's checkpoint compares itself.
+RUN_FREE_ARGUMENTS = ("run_dir", "train", "progress")
+
+
+def run_identity(name: str, arguments: dict) -> dict:
+    """What makes a recipe call the run it is: its name, arguments and data (JSON values).
+
+    Paths are resolved; each dataset directory stands with the SHA-256 of its card, which lists
+    every shard's own, so data collected again or extended is another run. Checkpoints given as
+    ``init`` are named by path (a teacher still training rewrites its ``model`` in place).
+    """
+
+    def plain(value):
+        if isinstance(value, Path):
+            return str(value.resolve())
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return plain(dataclasses.asdict(value))
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+
+    out = {k: plain(v) for k, v in arguments.items() if k not in RUN_FREE_ARGUMENTS}
+    data = arguments.get("data")
+    if data is not None:
+        dirs = [data] if isinstance(data, (str, Path)) else list(data)
+        out["data cards"] = {
+            str(Path(d).resolve()): sha256(Path(d) / CARD)
+            for d in dirs
+            if (Path(d) / CARD).is_file()
+        }
+    return {"recipe": name, **out}
+
+
+def check_same_run(run_dir: Path, identity: dict) -> None:
+    """Refuse to resume a run directory under another call; record the call of a new one.
+
+    Raises:
+        ValueError: ``run_dir`` holds a checkpoint of a call that differs from ``identity``
+            (naming what differs); nothing in it is changed.
+    """
+    path = run_dir / "run.json"
+    if (run_dir / "checkpoint.pt").is_file() and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path} is not a run record ({err}); move it away") from None
+        changed = sorted(
+            k for k in saved.keys() | identity.keys() if saved.get(k) != identity.get(k)
+        )
+        if changed:
+            what = "; ".join(f"{k}: {saved.get(k)!r} -> {identity.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"{run_dir} holds a checkpoint of another call ({what}): resuming would continue "
+                "neither run. Run the same command again, or give a new run directory"
+            )
+        return  # a run started before run.json was written resumes unchecked, as it did
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(identity, indent=1) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 @seeded

@@ -132,6 +132,12 @@ class Trainer:
         of each loss part since the last checkpoint, seconds per step), which suits a log file.
         """
         cfg = self.config
+        if self.step >= cfg.steps:
+            print(
+                f"{self.run_dir.name}: its checkpoint is at step {self.step}, steps is "
+                f"{cfg.steps}: nothing to train (raise --steps to go on)",
+                flush=True,
+            )
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.run_dir.name, disable=not progress)
         self.module.train()
         since, started = self.step, time.perf_counter()
