@@ -259,6 +259,9 @@ def test_bad_json(saved: Path) -> None:
         (lambda d: d["vae"].update(scaling_factor="x"), "scaling_factor must be float"),
         (lambda d: d.update(fps=0), "fps .0. must be a positive multiple"),
         (lambda d: d.update(fps=-15), "fps .-15. must be a positive multiple"),
+        (lambda d: d.pop("sampler"), r"WorldModelConfig: lacks \['sampler'\]"),
+        (lambda d: d["dit"].pop("dim"), r"DiTConfig: lacks \['dim'\]"),
+        (lambda d: d["sampler"].pop("nfe"), r"SamplerConfig: lacks \['nfe'\]"),
     ],
 )
 def test_invalid_config(saved: Path, edit, match: str) -> None:

@@ -36,6 +36,12 @@ def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
         raise ValueError(
             f"{cls.__name__}: unknown keys {unknown}; expected a subset of {sorted(names)}"
         )
+    missing = [name for name in _SINCE_FORMAT_1.get(cls.__name__, ()) if name not in data]
+    if missing:
+        raise ValueError(
+            f"{cls.__name__}: lacks {missing}, which every checkpoint has recorded since the "
+            "first format (a config.json edited by hand?); only fields added later default"
+        )
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
@@ -492,6 +498,38 @@ class WorldModelConfig:
         dit = DiTConfig(**dit_kwargs)
         return cls(vae=vae, dit=dit, sampler=SamplerConfig(nfe=2), fps=8 * dit.chunk_frames)
 
+
+#: Fields every ``config.json`` has held since format ``gym-worldmodel/1``: a file that lacks
+#: one was edited, and its default (e.g. the sampler's 3 stochastic steps) would run another
+#: model than the one trained. Fields added since default, so that older checkpoints load.
+_SINCE_FORMAT_1: dict[str, tuple[str, ...]] = {
+    "VAEConfig": (
+        "image_size",
+        "latent_channels",
+        "channels",
+        "blocks_per_level",
+        "scaling_factor",
+    ),
+    "DiTConfig": (
+        "latent_channels",
+        "latent_size",
+        "patch_size",
+        "dim",
+        "depth",
+        "heads",
+        "mlp_ratio",
+        "rope_axes",
+        "rope_theta",
+        "chunk_frames",
+        "sink_chunks",
+        "window_chunks",
+        "memory_chunks",
+        "modalities",
+        "action_embed_dim",
+    ),
+    "SamplerConfig": ("nfe", "shift", "guidance_scale", "context_t", "stochastic"),
+    "WorldModelConfig": ("vae", "dit", "sampler", "fps"),
+}
 
 _NESTED: dict[tuple[str, str], type] = {
     ("WorldModelConfig", "vae"): VAEConfig,
