@@ -1466,3 +1466,21 @@ def test_memory_switches_take_bools_not_truthy_values(value):
         with pytest.raises(ValueError, match="must be True, False or None"):
             env.set_memory(**kwargs)
     assert env._engine.memory.enabled.all() and env._engine.memory.storing.all()
+
+
+@pytest.mark.parametrize(
+    ("world", "kwargs", "match"),
+    [
+        ("driving", {"reward_fn": 5}, "reward_fn must be a hook"),
+        ("driving", {"termination_fn": [PoseReached([1, 0]), "no"]}, "termination_fn must be"),
+        ("driving", {"start_fn": 3}, "start_fn must be a callable"),
+        ("driving", {"reward_fn": GoalImageSimilarity(np.zeros((16, 16, 3), np.uint8))}, "goal"),
+        ("robot", {"reward_fn": PoseDistance([1, 0])}, "PoseDistance needs a world with a pose"),
+        ("robot", {"termination_fn": PoseReached([1, 0])}, "needs a world with a pose"),
+        ("citywalk", {"reward_fn": [ActionCost(), LaneCentre(4.0)]}, "LaneCentre needs"),
+        ("driving", {"reward_fn": PoseDistance(np.zeros((3, 2)))}, "3 targets .one per row. for 2"),
+    ],
+)
+def test_hooks_that_cannot_serve_the_env_are_refused_when_it_is_made(world, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        WorldModelVectorEnv(2, world=world, **kwargs, **TINY)

@@ -15,7 +15,10 @@ one hook or a list (rewards are summed, terminations or-ed).
 A hook with values per row (a goal image or a target per row) also has ``select(rows)``, which
 returns the hook for an env of those rows (``rows[i]``: the row whose values row ``i`` takes);
 ``fork`` calls it, so each future keeps its own row's goal. A hook without ``select`` is passed
-to a fork as it is.
+to a fork as it is. A hook may also have ``check_env(frame_size, num_envs, pose)``, which raises
+``ValueError`` when it cannot serve an env of that frame side, row count and pose kind
+(``"camera"``, ``"driving"`` or None): the env calls it when it is made, so a goal image of
+another size or a pose reward in the robot world is refused then, not after a step.
 """
 
 from __future__ import annotations
@@ -72,6 +75,16 @@ class GoalImageSimilarity:
         diff = (self._pooled(obs) - self._pooled(goal)).abs().mean(dim=(-3, -2, -1))
         return 1.0 - diff / 255.0
 
+    def check_env(self, frame_size: int, num_envs: int, pose: str | None) -> None:
+        """Refuse an env whose frames are not the goal's size, or with another row count."""
+        if self.goal.shape[-3:-1] != (frame_size, frame_size):
+            raise ValueError(
+                f"goal image {tuple(self.goal.shape[-3:])} for an env of "
+                f"({frame_size}, {frame_size}, 3) frames"
+            )
+        if self.goal.dim() == 4:
+            _check_rows("goal images", len(self.goal), num_envs)
+
     def select(self, rows: Sequence[int]) -> GoalImageSimilarity:
         """This reward for an env of rows ``rows`` of this one (one goal for all: itself)."""
         if self.goal.dim() == 3 or len(self.goal) == 1:
@@ -113,6 +126,13 @@ class PoseDistance:
             )
         return -(info["pose"][:, :2] - self.target.to(info["pose"].device)).norm(dim=-1)
 
+    def check_env(self, frame_size: int, num_envs: int, pose: str | None) -> None:
+        """Refuse a world without a pose (the robot's), or another row count."""
+        if pose is None:
+            raise ValueError(f"{type(self).__name__} needs a world with a pose (camera or driving)")
+        if self.target.dim() == 2:
+            _check_rows("targets", len(self.target), num_envs)
+
     def select(self, rows: Sequence[int]) -> PoseDistance:
         """This reward for an env of rows ``rows`` of this one (one target for all: itself)."""
         if self.target.dim() == 1 or len(self.target) == 1:
@@ -131,6 +151,10 @@ class PoseReached:
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """True for rows within the radius."""
         return -self.distance(prev_obs, action, obs, info) <= self.radius
+
+    def check_env(self, frame_size: int, num_envs: int, pose: str | None) -> None:
+        """As :meth:`PoseDistance.check_env`."""
+        self.distance.check_env(frame_size, num_envs, pose)
 
     def select(self, rows: Sequence[int]) -> PoseReached:
         """This termination for an env of rows ``rows`` of this one."""
@@ -156,6 +180,11 @@ class LaneCentre:
                 f"radian), got {lane_y!r} and {heading_weight!r}"
             )
         self.lane_y, self.heading_weight = float(lane_y), float(heading_weight)
+
+    def check_env(self, frame_size: int, num_envs: int, pose: str | None) -> None:
+        """Refuse a world other than driving."""
+        if pose != "driving":
+            raise ValueError("LaneCentre needs the driving world's pose")
 
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Negative lateral offset plus weighted heading of each row."""
@@ -211,6 +240,34 @@ def arguments(
 
 #: Hooks run after the model's step: what their errors add (the step is not undone).
 AFTER_THE_STEP = "(after the rows stepped: the step is done, its frames are the env's now)"
+
+
+def check(hooks: Any, name: str, frame_size: int, num_envs: int, pose: str | None) -> None:
+    """Refuse hooks that are not callables, or that say they cannot serve this env.
+
+    Args:
+        hooks: A hook, a list of hooks or None (the env's ``reward_fn`` or ``termination_fn``).
+        name: The argument's name, for the message.
+        frame_size: The env's frame side in pixels.
+        num_envs: Its rows.
+        pose: Its pose kind (``"camera"``, ``"driving"`` or None).
+    """
+    if hooks is None:
+        return
+    for hook in hooks if isinstance(hooks, Sequence) else [hooks]:
+        if not callable(hook):
+            raise ValueError(
+                f"{name} must be a hook (prev_obs, action, obs, info) -> (B,) values, a list "
+                f"of them or None, got {type(hook).__name__} {hook!r}"[:200]
+            )
+        if hasattr(hook, "check_env"):
+            hook.check_env(frame_size, num_envs, pose)
+
+
+def _check_rows(what: str, count: int, num_envs: int) -> None:
+    """Values given per row must be one for all (``count`` 1) or one for each of the rows."""
+    if count not in (1, num_envs):
+        raise ValueError(f"{count} {what} (one per row) for {num_envs} rows")
 
 
 def select(hooks: Hook | Sequence[Hook] | None, rows: Sequence[int]) -> Any:
