@@ -129,7 +129,7 @@ def test_a_source_whose_info_lacks_what_readers_need_is_refused_before_writing(t
 
 
 def test_episodes_wider_than_the_card_says_are_refused(tmp_path):
-    with pytest.raises(DatasetError, match="actions 12 wide; the source's card says 7"):
+    with pytest.raises(DatasetError, match="actions 12 wide where the card says 7"):
         collect(WideSource(), tmp_path, episodes=2, steps=3, progress=False)
     assert read_card(tmp_path)["shards"] == []
 
@@ -138,9 +138,49 @@ def test_frames_of_another_size_than_the_source_says_are_refused(tmp_path):
     class Big(FakeSource):
         info = {**FakeSource.info, "frame_size": 16}
 
-    with pytest.raises(DatasetError, match=r"frames of \(8, 8\) pixels; the source's frame_size"):
+    with pytest.raises(DatasetError, match=r"frames of \(8, 8\) pixels where frame_size is 16"):
         collect(Big(), tmp_path, episodes=2, steps=3, progress=False)
     assert read_card(tmp_path)["shards"] == []
+
+
+class Unlike(FakeSource):
+    """Episodes that differ from the first from episode 2 on, in one way."""
+
+    info = {k: v for k, v in FakeSource.info.items() if k != "action_width"}  # the modality's
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+
+    def rollout(self, seed: int, steps: int):
+        episode = super().rollout(seed, steps)
+        if seed < 2:
+            return episode
+        frames, actions, poses = episode.frames, episode.actions, episode.poses
+        if self.how == "short":
+            return Episode(frames[:-1], actions[:-1], poses[:-1], seed)
+        if self.how == "no poses":
+            return Episode(frames, actions, None, seed)
+        if self.how == "wide":
+            return Episode(frames, np.pad(actions, ((0, 0), (0, 1))), poses, seed)
+        return {"frames": frames}
+
+
+@pytest.mark.parametrize(
+    ("how", "match"),
+    [
+        ("short", "2 actions where --steps is 3"),
+        ("no poses", "no poses where the episodes before had poses"),
+        ("wide", "actions 13 wide where the card says 12"),
+        ("not an episode", "returned dict for episode 2; expected a gym_worldmodel"),
+    ],
+)
+def test_a_sources_episode_unlike_the_others_is_refused_before_it_is_written(tmp_path, how, match):
+    collect(Unlike(how), tmp_path, episodes=2, steps=3, episodes_per_shard=1, progress=False)
+    shards = read_card(tmp_path)["shards"]
+    with pytest.raises(DatasetError, match=match):
+        collect(Unlike(how), tmp_path, episodes=4, steps=3, episodes_per_shard=1, progress=False)
+    assert read_card(tmp_path)["shards"] == shards  # the episodes before it are kept, intact
 
 
 @pytest.mark.parametrize(

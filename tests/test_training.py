@@ -924,7 +924,11 @@ def test_data_a_model_cannot_take_is_refused_before_the_run_starts(tmp_path, inf
     assert not (tmp_path / "run").exists()
 
 
-def test_actions_of_another_width_than_the_modalitys_are_named_with_their_dataset(tmp_path):
+def test_actions_of_another_width_than_the_modalitys_are_named_with_their_dataset(
+    tmp_path, monkeypatch
+):
+    import sys
+
     from gym_worldmodel.training.recipes import train_teacher
 
     class Unsaid(SquareSource):  # its card does not say how wide its actions are
@@ -934,6 +938,8 @@ def test_actions_of_another_width_than_the_modalitys_are_named_with_their_datase
             episode = moving_square_episode(seed, steps)
             return dataclasses.replace(episode, actions=episode.actions[:, :5].copy())
 
+    # collected as before collect checked episodes against their modality's width
+    monkeypatch.setattr(sys.modules["gym_worldmodel.sources.collect"], "DEFAULT_MODALITIES", {})
     collect(Unsaid(), tmp_path / "narrow", episodes=3, steps=6, heldout_every=3, progress=False)
     vae = hub.save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "vae")
     train = TrainConfig(steps=1, batch_size=2, lr=1e-3, save_every=1, seed=0)

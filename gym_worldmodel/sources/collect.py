@@ -14,9 +14,11 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from tqdm import tqdm
 
 from gym_worldmodel.files import atomic_write
+from gym_worldmodel.models.config import DEFAULT_MODALITIES
 from gym_worldmodel.sources.episodes import (
     CARD,
     FORMAT,
@@ -89,6 +91,8 @@ def collect(
     stored = {i for shard in card["shards"] for i in shard["indices"]}
     pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}
     width, side = source.info.get("action_width"), source.info["frame_size"]
+    width = DEFAULT_MODALITIES.get(source.info["modality"]) if width is None else width
+    posed = _posed(out_dir, card)  # whether the episodes record poses (None: none stored yet)
     bar = tqdm(
         total=episodes,
         initial=len(stored),
@@ -101,16 +105,7 @@ def collect(
             continue
         split = "heldout" if index % heldout_every == heldout_every - 1 else "train"
         episode = source.rollout(seed + index, steps)
-        if width is not None and episode.actions.shape[1] != width:
-            raise DatasetError(
-                f"episode {index} has actions {episode.actions.shape[1]} wide; the source's card "
-                f"says {width} (nothing of it was written)"
-            )
-        if episode.frames.shape[1:3] != (side, side):
-            raise DatasetError(
-                f"episode {index} has frames of {episode.frames.shape[1:3]} pixels; the "
-                f"source's frame_size says {side}x{side} (nothing of it was written)"
-            )
+        posed = _check_episode(index, episode, steps, width, side, posed)
         pending[split].append((index, episode))
         bar.update(1)
         if len(pending[split]) == episodes_per_shard:
@@ -120,6 +115,48 @@ def collect(
             _flush(out_dir, card, split, pending)
     bar.close()
     return card
+
+
+def _check_episode(
+    index: int, episode: Any, steps: int, width: int | None, side: int, posed: bool | None
+) -> bool:
+    """Refuse an episode unlike what the card says or the episodes before it; whether posed.
+
+    Raised before anything of it is written: one dataset holds episodes of one length, action
+    width and frame size, all with poses or none (a shard stores poses for all or none).
+    """
+    if not isinstance(episode, Episode):
+        raise DatasetError(
+            f"the source's rollout returned {type(episode).__name__} for episode {index}; "
+            "expected a gym_worldmodel.sources.episodes.Episode"
+        )
+    problems = []
+    if len(episode.actions) != steps:
+        problems.append(f"{len(episode.actions)} actions where --steps is {steps}")
+    if width is not None and episode.actions.shape[1] != width:
+        problems.append(
+            f"actions {episode.actions.shape[1]} wide where the card says {width} (its "
+            "action_width, else its modality's)"
+        )
+    if episode.frames.shape[1:3] != (side, side):
+        problems.append(f"frames of {episode.frames.shape[1:3]} pixels where frame_size is {side}")
+    has_poses = episode.poses is not None
+    if posed is not None and has_poses != posed:
+        before = "poses" if posed else "no poses"
+        problems.append(
+            f"{'poses' if has_poses else 'no poses'} where the episodes before had {before}"
+        )
+    if problems:
+        raise DatasetError(f"episode {index} has {'; '.join(problems)} (nothing of it was written)")
+    return has_poses
+
+
+def _posed(out_dir: Path, card: dict[str, Any]) -> bool | None:
+    """Whether the episodes stored so far record poses (None before the first shard)."""
+    if not card["shards"]:
+        return None
+    with np.load(out_dir / card["shards"][0]["file"]) as shard:
+        return len(shard["poses"]) > 0
 
 
 #: What every source's ``info`` must say (the rest of it is recorded as given).
