@@ -237,6 +237,7 @@ def test_vae_loss_goes_down(episodes, tmp_path):
 
 
 def test_teacher_loss_goes_down(episodes, tmp_path):
+    torch.manual_seed(0)  # the weights: not whatever the tests before left the generator at
     model = WorldModel(WorldModelConfig.tiny())
     model.vae.requires_grad_(False)
     windows = ChunkWindows(episodes, 2, 4, 13, 0)
@@ -252,7 +253,7 @@ def test_teacher_loss_goes_down(episodes, tmp_path):
         np.mean([h["flow"] for h in history[:5]]),
         np.mean([h["flow"] for h in history[-5:]]),
     )
-    assert last < 0.8 * first
+    assert last < 0.85 * first  # 0.73-0.76 for seeds 0-5 here; about 1 if nothing is learned
     assert all(np.isfinite(h["grad_norm"]) for h in history)
 
 
@@ -1044,3 +1045,14 @@ def test_a_stopped_vae_run_leaves_a_loadable_model(tmp_path, monkeypatch):
         recipes.train_vae([data], tmp_path / "run", WorldModelConfig.tiny(), train, progress=False)
     model = hub.from_pretrained(tmp_path / "run" / "model")  # written at step 2's checkpoint
     assert model.config.vae.scaling_factor != 1.0  # with the latent scale of that moment
+
+
+def test_memory_training_on_posed_world_data_without_poses_is_refused(tmp_path):
+    from gym_worldmodel.training.recipes import train_teacher
+
+    collect(SquareSource(), tmp_path / "data", episodes=3, steps=6, heldout_every=3, progress=False)
+    vae = hub.save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "vae")
+    train = TrainConfig(steps=1, batch_size=2, lr=1e-3, save_every=1, seed=0)
+    with pytest.raises(DatasetError, match="memory retrieves camera chunks by pose, and its"):
+        train_teacher([tmp_path / "data"], vae, tmp_path / "t", train, memory=True, progress=False)
+    assert not (tmp_path / "t").exists()

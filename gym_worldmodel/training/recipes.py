@@ -357,6 +357,11 @@ def chunk_windows(
         if geometry is not None and geometry.kind == "latent":  # no pose: never a memory chunk
             geometry = ViewGeometry("topdown")
             episodes = [dataclasses.replace(ep, poses=None) for ep in episodes]
+        elif geometry is not None and any(ep.poses is None for ep in episodes):
+            raise DatasetError(
+                f"{d}: memory retrieves {modality} chunks by pose, and its episodes record none: "
+                "collect them with poses, or train without memory"
+            )
         widths = sorted({ep.actions.shape[1] for ep in episodes})
         if widths != [cfg.modalities[modality]]:  # before any encoding
             raise DatasetError(
