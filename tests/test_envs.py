@@ -827,7 +827,7 @@ def test_driving_starts_at_the_recorded_speed_or_the_one_asked_for():
     assert (info["pose"][:, 0] > 0).all() and info["pose"][0, 2] > 0 > info["pose"][1, 2]
     _, info = env.reset(seed=0, options={"speed": [0.0, 10.0], "env_idx": [0, 1]})
     assert info["pose"][:, 3].tolist() == [0.0, 10.0]
-    for bad in (-1.0, 41.0, np.nan, [1.0, 2.0, 3.0], "fast"):
+    for bad in (-1.0, 41.0, np.nan, [1.0, 2.0, 3.0], "fast", True, [10.0, False]):
         with pytest.raises(ValueError, match="speed"):
             env.reset(options={"speed": bad})
     assert info["pose"][:, 3].tolist() == env._pose[:, 3].tolist()
@@ -949,7 +949,13 @@ def test_fork_checks_its_arguments():
     with pytest.raises(RuntimeError, match="before fork"):
         env.fork(0, 2)
     env.reset(seed=0)
-    for row, n, match in ((2, 1, r"row must be in \[0, 2\)"), (-1, 1, "row"), (0, 0, "n")):
+    for row, n, match in (
+        (2, 1, r"row must be an int in \[0, 2\)"),
+        (0.5, 1, "row must be an int"),
+        (True, 1, "row"),
+        (-1, 1, "row"),
+        (0, 0, "n"),
+    ):
         with pytest.raises(ValueError, match=match):
             env.fork(row, n)
     with pytest.raises(ValueError, match="fork seeds must be non-negative ints"):

@@ -92,6 +92,11 @@ def start_value(options: dict, key: str, n: int, low: float, high: float, unit: 
 
     The driving world's ``speed`` (m/s) and ``heading`` (degrees).
     """
+    raw = options[key]
+    items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    bools = isinstance(raw, np.ndarray) and raw.dtype == np.bool_
+    if bools or any(isinstance(v, (bool, np.bool_)) for v in items):
+        raise ValueError(f"reset {key} must be a number in {unit}, got {raw!r}")  # True: 1 m/s?
     try:
         value = np.asarray(options[key], np.float64)
     except (TypeError, ValueError) as err:

@@ -508,8 +508,8 @@ class WorldModelVectorEnv(VectorEnv):
         self._check_open()
         if not self._started:
             raise RuntimeError("call reset() before fork()")
-        if not 0 <= row < self.num_envs:
-            raise ValueError(f"row must be in [0, {self.num_envs}), got {row}")
+        if not is_int(row) or not 0 <= row < self.num_envs:
+            raise ValueError(f"row must be an int in [0, {self.num_envs}), got {row!r}")
         if not is_int(n) or n < 1:
             raise ValueError(f"n (forks) must be an int >= 1, got {n!r}")
         if seeds is not None:
