@@ -748,3 +748,17 @@ def test_unmasked_fast_path_only_when_every_read_slot_is_valid(tiny_model):
     assert cache.attn_mask is None
     cache.reset([1])  # row 1 is empty again: its slots must be masked
     assert cache.attn_mask is not None and not cache.attn_mask[1].all()
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"nfe": "2"}, r"SamplerConfig\.nfe must be >= 1, got '2'"),
+        ({"nfe": True}, r"SamplerConfig\.nfe must be >= 1, got True"),
+        ({"shift": "3"}, r"SamplerConfig\.shift must be a number"),
+        ({"memory_t": "0"}, r"SamplerConfig\.memory_t must be a number"),
+    ],
+)
+def test_sampler_settings_of_the_wrong_type_are_named(tiny_model, changes, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_model.with_sampler(**changes)

@@ -262,6 +262,7 @@ def test_bad_json(saved: Path) -> None:
         (lambda d: d.pop("sampler"), r"WorldModelConfig: lacks \['sampler'\]"),
         (lambda d: d["dit"].pop("dim"), r"DiTConfig: lacks \['dim'\]"),
         (lambda d: d["sampler"].pop("nfe"), r"SamplerConfig: lacks \['nfe'\]"),
+        (lambda d: d["sampler"].update(nfe=True), r"SamplerConfig\.nfe must be int, got bool"),
     ],
 )
 def test_invalid_config(saved: Path, edit, match: str) -> None:

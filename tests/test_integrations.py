@@ -411,7 +411,9 @@ def test_pose_observations_of_a_dead_agent_stay_frozen_in_the_state():
         ({"env_id": "Simulator-Driving-v0"}, "'Simulator-Driving-v0' is not a world-model env"),
         ({"env_id": "CartPole-v1"}, r"not a world-model env \(e.g. \[.WorldModel-CityWalk-v0"),
         ({"max_cycles": 0}, "max_cycles must be an int >= 1, or None or -1 for no limit, got 0"),
-        ({"num_agents": 0}, "num_agents must be >= 1"),
+        ({"num_agents": 0}, "num_agents must be an int >= 1"),
+        ({"num_agents": "2"}, "num_agents must be an int >= 1, got '2'"),
+        ({"max_cycles": 2.5}, "max_cycles must be an int >= 1"),
     ],
 )
 def test_parallel_env_arguments_that_cannot_work_are_named(kwargs, match):

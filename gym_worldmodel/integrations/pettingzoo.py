@@ -52,7 +52,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 
 from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.actions import ActionError
-from gym_worldmodel.envs.options import rng_from_state, world_reset_options
+from gym_worldmodel.envs.options import is_int, rng_from_state, world_reset_options
 from gym_worldmodel.envs.registration import IDS, VECTOR_ENTRY_POINT
 from gym_worldmodel.envs.single_env import batch_one
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
@@ -105,9 +105,13 @@ class WorldModelParallelEnv(ParallelEnv):
                 raise TypeError(
                     f"WorldModelParallelEnv sets {name!r} itself (use num_agents / max_cycles)"
                 )
-        if num_agents < 1:
-            raise ValueError(f"num_agents must be >= 1, got {num_agents}")
-        if max_cycles is not None and max_cycles != -1 and max_cycles < 1:
+        if not is_int(num_agents) or num_agents < 1:
+            raise ValueError(f"num_agents must be an int >= 1, got {num_agents!r}")
+        if (
+            max_cycles is not None
+            and max_cycles != -1
+            and (not is_int(max_cycles) or max_cycles < 1)
+        ):
             raise ValueError(
                 f"max_cycles must be an int >= 1, or None or -1 for no limit, got {max_cycles!r}"
             )

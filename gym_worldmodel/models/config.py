@@ -83,11 +83,19 @@ def _has_type(value: Any, annotation: str) -> bool:
 
 
 def _at_least(config: Any, low: int, *names: str) -> None:
-    """Raise a ``ValueError`` naming the first of ``names`` under ``low``."""
+    """Raise a ``ValueError`` naming the first of ``names`` that is not an int >= ``low``."""
     for name in names:
         value = getattr(config, name)
-        if value < low:
-            raise ValueError(f"{type(config).__name__}.{name} must be >= {low}, got {value}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{type(config).__name__}.{name} must be >= {low}, got {value!r}")
+
+
+def _numbers(config: Any, *names: str) -> None:
+    """Raise a ``ValueError`` naming the first of ``names`` that is not a real number."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"{type(config).__name__}.{name} must be a number, got {value!r}")
 
 
 def _tuplify(value: Any) -> Any:
@@ -386,8 +394,10 @@ class SamplerConfig:
     memory_t: float | None = None
 
     def __post_init__(self) -> None:
-        if self.nfe < 1:
-            raise ValueError(f"nfe must be >= 1, got {self.nfe}")
+        _at_least(self, 1, "nfe")
+        _numbers(self, "shift", "guidance_scale", "context_t")
+        if self.memory_t is not None:
+            _numbers(self, "memory_t")
         if not 0 < self.shift < math.inf:
             raise ValueError(f"shift must be finite and > 0, got {self.shift}")
         if not math.isfinite(self.guidance_scale):
