@@ -1490,3 +1490,15 @@ def test_memory_switches_take_bools_not_truthy_values(value):
 def test_hooks_that_cannot_serve_the_env_are_refused_when_it_is_made(world, kwargs, match):
     with pytest.raises(ValueError, match=match):
         WorldModelVectorEnv(2, world=world, **kwargs, **TINY)
+
+
+@pytest.mark.parametrize("model", [123, torch.nn.Linear(2, 2)])
+def test_a_model_argument_of_another_kind_is_named(model):
+    with pytest.raises(ValueError, match="model must be None .the shipped world., a checkpoint"):
+        WorldModelVectorEnv(1, world="driving", model=model)
+
+
+def test_reset_options_that_are_not_a_dict_are_named():
+    env = WorldModelVectorEnv(1, world="driving", **TINY)
+    with pytest.raises(ValueError, match="reset options must be a dict or None, got list"):
+        env.reset(options=[1])

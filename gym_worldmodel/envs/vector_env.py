@@ -277,6 +277,8 @@ class WorldModelVectorEnv(VectorEnv):
         ``seed``: an int seeds row i with ``seed + i``; a list gives one seed (or None) per env.
         """
         self._check_open()
+        if options is not None and not isinstance(options, dict):
+            raise ValueError(f"reset options must be a dict or None, got {type(options).__name__}")
         options = {k: on_host(v) for k, v in (options or {}).items()}  # e.g. CUDA tensors
         rows = reset_rows(options, self.num_envs)
         if not self._started and len(rows) != self.num_envs:

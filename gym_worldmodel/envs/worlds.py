@@ -132,6 +132,11 @@ def model_source(world: World, model: ModelArg) -> tuple[WorldModelConfig, Path 
 
     if isinstance(model, WorldModel):
         return model.config, model.checkpoint_dir
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise ValueError(
+            "model must be None (the shipped world), a checkpoint directory, a Hugging Face repo "
+            f"id or a gym_worldmodel WorldModel, got {type(model).__name__}"
+        )
     if model in RANDOM_MODELS:
         return (WorldModelConfig.tiny() if model == "random-tiny" else WorldModelConfig()), None
     if model is not None and not str(model).strip():
