@@ -768,6 +768,18 @@ def test_a_bad_action_names_its_rows_and_is_checked_before_the_float32_cast():
         single.step([5, 0])
     with pytest.raises(ActionError, match=r"expected integers, got nan$"):
         single.step([np.nan, 0])
+    with pytest.raises(ActionError, match=r"in \[0, n\) for n = \[5, 5\], got 1e\+30$"):
+        single.step([1e30, 0])  # past int64: the cast wrapped it to a negative number
+    robot = WorldModelEnv(world="robot", action_mode="dict", **TINY)
+    robot.reset(seed=0)
+    action = dict(robot.action_space.sample())
+    action.pop("gripper_closedness_action")
+    with pytest.raises(ActionError, match=r"lacks \['gripper_closedness_action'\]; expected"):
+        robot.step(action)
+    look = WorldModelEnv(world="citywalk", action_mode="look", **TINY)
+    look.reset(seed=0)
+    with pytest.raises(ActionError, match=r"lacks \['look'\] and has unknown \['turn'\]"):
+        look.step({"move": 1, "turn": 0})
     assert rows_equal(before, snapshot(env), [0, 1, 2])
 
 
@@ -984,7 +996,7 @@ def test_rt1_dict_actions():
     bad = dict(action, rotation_delta=np.full((2, 3), 2.0))  # beyond pi/2 radians
     with pytest.raises(ActionError, match="rotation_delta"):
         env.step(bad)
-    with pytest.raises(ActionError, match="expected a dict"):
+    with pytest.raises(ActionError, match="the dict lacks"):
         env.step({"world_vector": np.zeros((2, 3))})
     env.reset(seed=0)
     stop = dict(action, terminate_episode=np.array([0, 1]))  # RT-1: 0 ends the episode

@@ -138,6 +138,12 @@ def check_discrete(
         if bad.any():
             got = arr[bad][0].item()
             raise ActionError(f"{name}: expected integers, got {got!r}{_rows(np.atleast_1d(bad))}")
+        huge = np.abs(arr) >= 2**31  # past int64, a cast would wrap; past any n here anyway
+        if huge.any():
+            raise ActionError(
+                f"{name}: expected integers in [0, n) for n = {list(nvec)}, got "
+                f"{arr[huge][0].item()!r}{_rows(np.atleast_1d(huge))}"
+            )
         arr = arr.astype(np.int64)
     shape = (len(nvec),) if len(nvec) > 1 else ()
     arr = _frames_axis(arr.astype(np.int64), shape, batch, frames, name).reshape(
@@ -152,6 +158,22 @@ def check_discrete(
             + _rows(outside)
         )
     return arr
+
+
+def check_keys(actions: Any, expected: set[str], name: str) -> None:
+    """Raise ``ActionError`` unless ``actions`` is a dict of exactly the ``expected`` keys."""
+    if not isinstance(actions, dict):
+        raise ActionError(
+            f"{name}: expected a dict with keys {sorted(expected)}, got {type(actions).__name__}"
+        )
+    missing, extra = sorted(expected - set(actions)), sorted(set(actions) - expected, key=str)
+    if missing or extra:
+        parts = [
+            f"{what} {keys}" for what, keys in (("lacks", missing), ("has unknown", extra)) if keys
+        ]
+        raise ActionError(
+            f"{name}: the dict {' and '.join(parts)}; expected the keys {sorted(expected)}"
+        )
 
 
 class _Head:
@@ -238,8 +260,7 @@ class CameraHead(_Head):
             move, rot = keys[..., 0], keys[..., 1]
             look = CAMERA_ROTATIONS[rot]
         else:
-            if not isinstance(actions, dict) or set(actions) != {"move", "look"}:
-                raise ActionError("camera look action: expected a dict with keys 'move', 'look'")
+            check_keys(actions, {"move", "look"}, "camera look action")
             move = check_discrete(actions["move"], (5,), batch, frames, "camera move")[..., 0]
             look = check_box(actions["look"], -1.0, 1.0, (2,), batch, frames, "camera look")
             rot = np.zeros_like(move)
@@ -320,12 +341,7 @@ class RobotHead(_Head):
             out[..., :10] = check_box(actions, -1.0, 1.0, (10,), batch, frames, "robot action")
             out[..., 11] = 1.0  # terminate_episode = 1: arm mode
             return out
-        expected = {k for k, _, _ in RT1_KEYS} | {"terminate_episode"}
-        if not isinstance(actions, dict) or set(actions) != expected:
-            got = sorted(actions) if isinstance(actions, dict) else type(actions).__name__
-            raise ActionError(
-                f"robot action: expected a dict with keys {sorted(expected)}, got {got}"
-            )
+        check_keys(actions, {k for k, _, _ in RT1_KEYS} | {"terminate_episode"}, "robot action")
         col = 0
         for key, n, bound in RT1_KEYS:
             out[..., col : col + n] = (
