@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from gym_worldmodel.cli import denoiser_passes
+from gym_worldmodel.cli.argtypes import positive_int
 from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import DTYPES, WorldModel, WorldModelConfig, precision
 from gym_worldmodel.sampling import ChunkRollout, RecomputeRollout, RowGenerators
@@ -386,15 +387,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sub = parser.add_subparsers(dest="what", required=True)
     eng = sub.add_parser("engine", help="chunk latency, cache flatness, throughput, FLOP/s")
     eng.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["float32", "bfloat16"])
-    eng.add_argument("--batch", type=int, default=32, help="batch of the throughput run")
-    eng.add_argument("--long-steps", type=int, default=2000, help="episode length for flatness")
-    eng.add_argument("--repeats", type=int, default=5, help="timed samples per figure")
+    eng.add_argument("--batch", type=positive_int, default=32, help="batch of the throughput run")
+    eng.add_argument(
+        "--long-steps", type=positive_int, default=2000, help="episode length for flatness"
+    )
+    eng.add_argument("--repeats", type=positive_int, default=5, help="timed samples per figure")
     eng.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     eng.add_argument("--json", type=Path, help="also write the figures to this file")
     env = sub.add_parser("env", help="env-steps/s, frames/s and env overhead over the engine")
     env.add_argument("--world", default="citywalk", choices=["citywalk", "robot", "driving"])
-    env.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 64], help="vector env rows")
-    env.add_argument("--repeats", type=int, default=10, help="timed samples per figure")
+    env.add_argument(
+        "--sizes", type=positive_int, nargs="+", default=[1, 8, 64], help="vector env rows"
+    )
+    env.add_argument("--repeats", type=positive_int, default=10, help="timed samples per figure")
     env.add_argument(
         "--model", default=None, help="checkpoint or 'random' (default: the world's shipped)"
     )
@@ -411,26 +416,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     env.add_argument("--json", type=Path, help="also write the figures to this file")
     mem = sub.add_parser("memory", help="step cost with spatial memory on vs off, and flatness")
-    mem.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="vector env rows")
-    mem.add_argument("--long-steps", type=int, default=600, help="far step (bank long full)")
-    mem.add_argument("--capacity", type=int, default=256, help="bank capacity (chunks)")
-    mem.add_argument("--repeats", type=int, default=7, help="timed samples per figure")
+    mem.add_argument(
+        "--batch", type=positive_int, nargs="+", default=[1, 8], help="vector env rows"
+    )
+    mem.add_argument(
+        "--long-steps", type=positive_int, default=600, help="far step (bank long full)"
+    )
+    mem.add_argument("--capacity", type=positive_int, default=256, help="bank capacity (chunks)")
+    mem.add_argument("--repeats", type=positive_int, default=7, help="timed samples per figure")
     mem.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     mem.add_argument("--json", type=Path, help="also write the figures to this file")
     vae = sub.add_parser("vae", help="VAE encode/decode in one pass vs in small CPU passes")
-    vae.add_argument("--frames", type=int, nargs="+", default=[3, 24, 192], help="frames per call")
-    vae.add_argument("--repeats", type=int, default=7, help="timed samples per figure")
+    vae.add_argument(
+        "--frames", type=positive_int, nargs="+", default=[3, 24, 192], help="frames per call"
+    )
+    vae.add_argument("--repeats", type=positive_int, default=7, help="timed samples per figure")
     vae.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     vae.add_argument("--json", type=Path, help="also write the figures to this file")
     flow = sub.add_parser("flow", help="the flow warp's net on contiguous vs channels-last images")
-    flow.add_argument("--batch", type=int, nargs="+", default=[4, 16, 64], help="images per call")
-    flow.add_argument("--repeats", type=int, default=9, help="timed samples per figure")
+    flow.add_argument(
+        "--batch", type=positive_int, nargs="+", default=[4, 16, 64], help="images per call"
+    )
+    flow.add_argument("--repeats", type=positive_int, default=9, help="timed samples per figure")
     flow.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES), help="autocast dtype")
-    flow.add_argument("--width", type=int, default=32, help="the net's first-level channels")
+    flow.add_argument(
+        "--width", type=positive_int, default=32, help="the net's first-level channels"
+    )
     flow.add_argument("--json", type=Path, help="also write the figures to this file")
     prec = sub.add_parser("dtype", help="shipped worlds' held-out PSNR in float32 vs bf16")
     prec.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
-    prec.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64])
+    prec.add_argument("--horizons", type=positive_int, nargs="+", default=[1, 4, 16, 64])
     prec.add_argument("--model", default=None, help="checkpoint (default: the world's shipped)")
     prec.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)

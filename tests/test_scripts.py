@@ -694,6 +694,11 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
             ["ship", "--model", "broken", "--data", "x"],
             "ship: error: ValueError: broken/model.safetensors is not a readable safetensors",
         ),
+        (
+            ["ship", "--model", "m", "--data", "x", "--name", "../escaped"],
+            "argument --name: must be one folder name (no '/' or '..'), got '../escaped'",
+        ),
+        (["bench", "engine", "--repeats", "0"], "argument --repeats: must be an int >= 1"),
     ],
 )
 def test_cli_input_errors_are_one_line_messages_not_tracebacks(args, message, tmp_path):

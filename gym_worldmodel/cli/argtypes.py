@@ -44,6 +44,18 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(0, text)
 
 
+def folder_name(text: str) -> str:
+    """Argparse type of a folder made under another (``ship --name``): one plain name.
+
+    Letters, digits, ``_``, ``-`` and ``.`` (not ``.`` or ``..``): no separator, so it cannot
+    write outside its parent.
+    """
+    ok = text not in ("", ".", "..") and all(c.isalnum() or c in "_-." for c in text)
+    if not ok:
+        raise argparse.ArgumentTypeError(f"must be one folder name (no '/' or '..'), got {text!r}")
+    return text
+
+
 def non_negative_float(text: str) -> float:
     """Argparse type of loss weights: a finite number >= 0."""
     return _finite_number(text, lambda v: v >= 0, "a finite number >= 0")

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from gym_worldmodel.cli.argtypes import denoiser_passes, positive_int
+from gym_worldmodel.cli.argtypes import denoiser_passes, folder_name, positive_int
 
 
 def ship_main(argv: Sequence[str]) -> None:
@@ -23,6 +23,7 @@ def ship_main(argv: Sequence[str]) -> None:
     parser.add_argument("--out", type=Path, help="worlds directory (default: the package's)")
     parser.add_argument(
         "--name",
+        type=folder_name,
         default="shared",
         help="checkpoint folder under the worlds directory: shared (what every world without "
         "its own loads) or a world's own (the world's `checkpoint` in envs/worlds.py)",
