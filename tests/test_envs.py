@@ -1137,6 +1137,9 @@ def _bad_states(own, robot):
             "garbage generator bytes",
             edit(lambda s: s["engine"]["generators"][1].zero_()),
         ),
+        ("negative cache chunks", edit(lambda s: s["engine"]["cache"]["chunks"].fill_(-3))),
+        ("a memory uid twice", edit(lambda s: s["engine"]["memory"][0]["uid"].fill(7))),
+        ("negative memory chunks", edit(lambda s: s["engine"]["memory"][1].update(chunks=-1))),
         ("not a dict", [1, 2]),
     ]
 

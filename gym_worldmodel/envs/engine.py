@@ -24,7 +24,8 @@ class Engine(Protocol):
     """What an env asks of its engine (:class:`WorldEngine` is the one that runs a model).
 
     ``memory`` and ``recall`` (what the last step retrieved) are read where an engine has them;
-    ``model`` is needed only to ``fork`` the env, ``set_memory_enabled`` only to switch memory.
+    ``model`` is needed only to ``fork`` the env, ``set_memory_enabled`` only to switch memory;
+    ``check_state(state)``, where an engine has it, vets a state before ``set_state`` loads any.
     """
 
     config: WorldModelConfig
@@ -266,6 +267,26 @@ class WorldEngine:
             "slot_uid": self.slot_uid[idx].copy(),
             "memory": None if self.memory is None else self.memory.get_state(idx),
         }
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming what of a state cannot be restored; nothing changes.
+
+        For a state whose keys, shapes and dtypes are already those of :meth:`get_state`'s: the
+        generator bytes (known only by restoring them, here on throwaway generators), the
+        cache's chunk counts and the memory's entries.
+        """
+        for i, gen_state in enumerate(state["generators"]):
+            try:
+                torch.Generator(self.device).set_state(gen_state)
+            except (RuntimeError, TypeError, ValueError) as err:
+                raise ValueError(
+                    f"state['engine']['generators'][{i}] is no {self.device.type} generator state "
+                    f"(what torch.Generator.get_state() returns): {err}"
+                ) from None
+        if (state["cache"]["chunks"] < 0).any():
+            raise ValueError("state['engine']['cache']['chunks'] counts chunks written: >= 0")
+        if self.memory is not None and state.get("memory") is not None:
+            self.memory.check_states(state["memory"])
 
     def set_state(self, state: dict[str, Any], env_idx: Sequence[int]) -> None:
         """Restore rows ``env_idx`` from :meth:`get_state` output of as many rows."""

@@ -29,7 +29,7 @@ from gym_worldmodel.envs.options import (
     start_options,
 )
 from gym_worldmodel.envs.pose import EgoShift, integrate_camera, integrate_driving
-from gym_worldmodel.envs.state import check_generators, check_same_memory, check_state
+from gym_worldmodel.envs.state import check_rngs, check_same_memory, check_state
 from gym_worldmodel.envs.worlds import (
     check_finite_weights,
     get_world,
@@ -443,7 +443,10 @@ class WorldModelVectorEnv(VectorEnv):
             state = self._fit_frames(state, template)
             check_same_memory(state, template)
             check_state(state, template)
-            check_generators(state, self.device)
+            check_rngs(state)
+            check_engine_state = getattr(self._engine, "check_state", None)  # optional
+            if check_engine_state is not None:
+                check_engine_state(state["engine"])
             if (state["steps"] < 0).any():
                 raise ValueError(f"state['steps'] must be >= 0, got {state['steps']}")
         except ValueError:

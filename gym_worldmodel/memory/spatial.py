@@ -390,6 +390,32 @@ class SpatialMemory:
             )
         return states
 
+    @staticmethod
+    def check_states(states: Sequence[dict[str, Any]]) -> None:
+        """Raise ``ValueError`` naming a row state whose counters cannot be this memory's.
+
+        Shapes and dtypes are the caller's to compare (``envs.state.check_state``); here the
+        values: a stored entry's uid >= 0 and unique in its bank (-1 marks an empty slot), the
+        step it was stored at and the row's chunk count >= 0, and ``has_owner`` wherever the
+        row owns an entry.
+        """
+        for i, state in enumerate(states):
+            uid, step = np.asarray(state["uid"]), np.asarray(state["step"])
+            stored = uid >= 0
+            problems = []
+            if (uid < -1).any():
+                problems.append("uids below -1 (-1 marks an empty slot)")
+            if len(np.unique(uid[stored])) != int(stored.sum()):
+                problems.append("a uid twice")
+            if (step[stored] < 0).any():
+                problems.append("an entry stored at a negative step")
+            if state["chunks"] < 0:
+                problems.append(f"chunks {state['chunks']}")
+            if (np.asarray(state["owner_is_row"]) & ~np.asarray(state["has_owner"])).any():
+                problems.append("an entry the row owns without an owner")
+            if problems:
+                raise ValueError(f"state['engine']['memory'][{i}] holds {', '.join(problems)}")
+
     def set_state(self, states: Sequence[dict[str, Any]], rows: Sequence[int]) -> None:
         """Load :meth:`get_state` output into rows ``rows``.
 
