@@ -221,7 +221,8 @@ class WorldModel(nn.Module):
         Under autocast in ``dtype`` (:func:`precision`) these layers run in ``dtype`` and cast
         their float32 weights and biases to it at every call; held in it, nothing is cast and
         every result has the same bits (autocast rounds as ``Tensor.to`` does), in less time: an
-        env step of a shipped world 1.04-1.10x faster here (``docs/benchmarks.md``). The other
+        env step of a shipped world 1.09x faster with one row and 1.03-1.04x with 8 on this
+        CPU (``docs/benchmarks.md``). The other
         parameters (norms, action experts) stay as they are. Afterwards the model runs only
         under ``precision(device, dtype)``: a float32 forward would meet ``dtype`` weights. Envs
         do this to the models they load themselves, never to one they are given.
