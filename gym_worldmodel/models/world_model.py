@@ -222,10 +222,10 @@ class WorldModel(nn.Module):
         their float32 weights and biases to it at every call; held in it, nothing is cast and
         every result has the same bits (autocast rounds as ``Tensor.to`` does), in less time: an
         env step of a shipped world 1.09x faster with one row and 1.03-1.04x with 8 on this
-        CPU (``docs/benchmarks.md``). The other
-        parameters (norms, action experts) stay as they are. Afterwards the model runs only
-        under ``precision(device, dtype)``: a float32 forward would meet ``dtype`` weights. Envs
-        do this to the models they load themselves, never to one they are given.
+        CPU (``docs/benchmarks.md``). The other parameters (norms, action experts) stay as they
+        are. Afterwards the model runs only under ``precision(device, dtype)``: a float32
+        forward would meet ``dtype`` weights. Envs do this to the models they load themselves,
+        never to one they are given.
 
         Args:
             dtype: The autocast dtype; ``torch.float32`` changes nothing.
