@@ -1517,3 +1517,22 @@ def test_reset_options_that_are_not_a_dict_are_named():
     env = WorldModelVectorEnv(1, world="driving", **TINY)
     with pytest.raises(ValueError, match="reset options must be a dict or None, got list"):
         env.reset(options=[1])
+
+
+def test_a_start_fn_that_fails_at_an_autoreset_raises_before_the_model_steps():
+    calls = []
+
+    def start_fn(rngs):
+        calls.append(len(rngs))
+        return {"speed": 99.0 if len(calls) > 1 else 20.0}  # past max_speed at the autoreset
+
+    env = WorldModelVectorEnv(2, world="driving", max_episode_steps=1, start_fn=start_fn, **TINY)
+    env.reset(seed=0)
+    act = np.zeros((2, 2), np.float32)
+    env.step(act)  # both rows truncated: they reset at the next step
+    before = snapshot(env)
+    with pytest.raises(ValueError, match="speed"):
+        env.step(act)
+    after = snapshot(env)
+    assert calls == [2, 2] and before["steps"].tolist() == after["steps"].tolist() == [1, 1]
+    assert torch.equal(before["engine"]["cache"]["k"], after["engine"]["cache"]["k"])

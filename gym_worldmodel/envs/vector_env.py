@@ -74,6 +74,16 @@ def _with_rows(one: Any, two: Any, n: int) -> Any:
     return one
 
 
+@dataclasses.dataclass
+class _StartPlan:
+    """How rows start: their NumPy generators after the draws, start chunks, poses, seeds."""
+
+    rngs: list[np.random.Generator]
+    frames: np.ndarray
+    poses: np.ndarray | None
+    torch_seeds: list[int]
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     """``"auto"``: bfloat16 autocast where ``device`` computes it natively, else float32."""
     if isinstance(dtype, torch.dtype):
@@ -292,9 +302,11 @@ class WorldModelVectorEnv(VectorEnv):
     def step(self, actions: Any):
         """Advance every row one chunk; see the class docstring for the autoreset modes.
 
-        Bad actions raise before anything changes. A reward or termination hook that raises (or
-        returns the wrong shape, or NaN) does so after the model has stepped: the rows have
-        advanced, and the error names the hook.
+        Bad actions raise before anything changes, and so does a ``start_fn`` asked for the rows
+        that start over in this step (next-step autoreset). A reward or termination hook that
+        raises (or returns the wrong shape, or NaN) does so after the model has stepped: the rows
+        have advanced, and the error names the hook; so does a ``start_fn`` under same-step
+        autoreset, whose rows end in the step itself.
         """
         self._check_open()
         if not self._started:
@@ -309,6 +321,8 @@ class WorldModelVectorEnv(VectorEnv):
         resetting = (
             self._done.copy() if mode == AutoresetMode.NEXT_STEP else np.zeros_like(self._done)
         )
+        restart = np.flatnonzero(resetting)  # planned now: a start_fn fails before the step
+        plan = self._plan_start(restart, [None] * len(restart), None) if len(restart) else None
         prev_frame, prev_pose = self._frames[:, -1], self._pose
         pose, model_vec = self._advance(vec)  # memory retrieves by where the rows will look
         self._latents, self._frames = self._engine.step(
@@ -318,8 +332,8 @@ class WorldModelVectorEnv(VectorEnv):
         self._steps += 1
         rewards, terminated, truncated = self._judge(prev_frame, vec, prev_pose)
         rewards[resetting], terminated[resetting], truncated[resetting] = 0.0, False, False
-        if resetting.any():
-            self._start_rows(np.flatnonzero(resetting), [None] * int(resetting.sum()), None)
+        if plan is not None:
+            self._begin_rows(restart, plan)
         done = terminated | truncated
         infos = self._infos()
         if mode == AutoresetMode.SAME_STEP and done.any():
@@ -623,6 +637,20 @@ class WorldModelVectorEnv(VectorEnv):
         ``start``: pose column -> the rows' values there (driving: speed and heading); the
         other columns start at the world's start pose.
         """
+        self._begin_rows(rows, self._plan_start(rows, seeds, frames, start))
+
+    def _plan_start(
+        self,
+        rows: np.ndarray,
+        seeds: list[int | None],
+        frames: np.ndarray | None,
+        start: dict[int, np.ndarray] | None = None,
+    ) -> _StartPlan:
+        """What starting ``rows`` takes (start_fn asked, frames picked), nothing changed yet.
+
+        Made before a step whose rows reset next, so that a ``start_fn`` that raises or returns
+        options that do not fit raises before the model steps.
+        """
         self._build_engine()
         # The rows' generators change only once the engine has started them: a failed start
         # leaves them (and the rows) as they were.
@@ -645,17 +673,21 @@ class WorldModelVectorEnv(VectorEnv):
                 chunks.append(first_chunk(bundled[rng.integers(len(bundled))][None], self.config))
             torch_seeds.append(int(rng.integers(2**63 - 1)))
         frames = np.stack(chunks) if frames is None else frames
-        frames_t = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         poses = None
         if self._pose is not None:
             poses = np.tile(np.asarray(self.world.start_pose, np.float64), (len(rows), 1))
             for column, values in (start or {}).items():
                 poses[:, column] = values
+        return _StartPlan(rngs, frames, poses, torch_seeds)
+
+    def _begin_rows(self, rows: np.ndarray, plan: _StartPlan) -> None:
+        """Start ``rows`` in the engine as ``plan`` says, then take its generators."""
+        frames_t = torch.from_numpy(np.ascontiguousarray(plan.frames)).to(self.device)
         latents, frames_t = self._engine.start(
-            rows.tolist(), frames_t, poses=poses, seeds=torch_seeds
+            rows.tolist(), frames_t, poses=plan.poses, seeds=plan.torch_seeds
         )
         frames_t = frames_t[:, self._decode]
-        for row, rng in zip(rows, rngs, strict=True):
+        for row, rng in zip(rows, plan.rngs, strict=True):
             self._rngs[row] = rng
         if self._frames is None:
             self._frames, self._latents = frames_t.clone(), latents.clone()
@@ -663,7 +695,7 @@ class WorldModelVectorEnv(VectorEnv):
             self._frames[rows], self._latents[rows] = frames_t, latents
         self._steps[rows], self._done[rows] = 0, False
         if self._pose is not None:
-            self._pose[rows] = poses
+            self._pose[rows] = plan.poses
 
     def _advance(self, vec: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """The rows' poses after actions ``vec`` and the action vectors the model reads.
