@@ -10,12 +10,14 @@ in the order float32, bf16, bf16, float32, so neither gains from running second)
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from gym_worldmodel.envs.worlds import get_world, load_model
 from gym_worldmodel.evaluation import open_loop_windows, pooled_psnr, rollout, window_poses
@@ -38,6 +40,8 @@ def dtype_benchmark(
         card = read_card(Path(data))
         world = card["world"]
         wm = load_model(get_world(world), model)
+        # bf16 runs as an env runs its own model: the layer weights held in bf16, not cast
+        models = {"float32": wm, "bfloat16": copy.deepcopy(wm).for_autocast(torch.bfloat16)}
         f, steps = wm.config.dit.chunk_frames, max(horizons)
         held = load_episodes(Path(data), "heldout")
         first, truth, actions = open_loop_windows(held, steps * f, 1, data)
@@ -47,7 +51,13 @@ def dtype_benchmark(
         for name in ("float32", "bfloat16", "bfloat16", "float32"):  # ABBA: no order bias
             start = time.perf_counter()
             frames[name] = rollout(
-                wm, card["modality"], first, actions, 0, dtype=DTYPES[name], start_poses=poses
+                models[name],
+                card["modality"],
+                first,
+                actions,
+                0,
+                dtype=DTYPES[name],
+                start_poses=poses,
             )
             times[name].append(time.perf_counter() - start)
         seconds = {name: float(np.mean(t)) for name, t in times.items()}

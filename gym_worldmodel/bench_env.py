@@ -38,9 +38,12 @@ def env_benchmark(
     ``model``: anything the envs' ``model=`` takes (None: the world's shipped weights);
     ``nfe``: the envs' denoiser passes per step (None: the checkpoint's own).
     """
-    model = load_model(get_world(world), model)  # once: every env below shares it
-    frames = model.config.dit.chunk_frames
-    single = WorldModelEnv(world=world, model=model, dtype=dtype, nfe=nfe)
+    loaded = load_model(get_world(world), model)  # once: every env below shares it
+    frames = loaded.config.dit.chunk_frames
+    single = WorldModelEnv(world=world, model=loaded, dtype=dtype, nfe=nfe)
+    if loaded is not model:  # loaded here, as gym.make's env loads its own: weights in its dtype
+        loaded.for_autocast(single.dtype)
+    model = loaded
     results: dict[str, Any] = {"world": world, "dtype": str(single.dtype).removeprefix("torch.")}
     single.reset(seed=0)
     single.action_space.seed(0)

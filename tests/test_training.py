@@ -432,7 +432,22 @@ def test_a_recipe_resumes_only_under_the_same_call(tmp_path, capsys):
     assert (run / "checkpoint.pt").read_bytes() == before
     train_vae([tmp_path / "data"], run, config, train, progress=False)  # the same call: fine
     assert "checkpoint is at step 2, steps is 2: nothing to train" in capsys.readouterr().out
+    train_vae([tmp_path / "data"], run, config, train, progress=True)  # progress: the same run
     train_vae([tmp_path / "data"], run, config, dataclasses.replace(train, steps=4), progress=False)
+
+
+def test_a_run_record_without_a_newer_keyword_is_the_same_call_at_its_default(tmp_path):
+    from gym_worldmodel.training.recipes import check_same_run
+
+    (tmp_path / "pair").mkdir()  # a checkpoint of any stage (train flow's pair net) counts
+    (tmp_path / "pair" / "checkpoint.pt").write_bytes(b"")
+    (tmp_path / "run.json").write_text(json.dumps({"recipe": "r", "data": "a"}))
+    defaults = {"recipe": "r", "memory": False}
+    check_same_run(tmp_path, {"recipe": "r", "data": "a", "memory": False}, defaults)
+    with pytest.raises(ValueError, match=r"another call \(memory: None -> True\)"):
+        check_same_run(tmp_path, {"recipe": "r", "data": "a", "memory": True}, defaults)
+    with pytest.raises(ValueError, match=r"another call \(data: 'a' -> 'b'\)"):
+        check_same_run(tmp_path, {"recipe": "r", "data": "b", "memory": False}, defaults)
 
 
 @pytest.mark.parametrize(
