@@ -214,8 +214,9 @@ class WorldEngine:
             if self.memory is not None:
                 self._recall(poses)
             latents = self.rollout.generate(self.cache, padded, self.modality, self.gens)
-            _check_finite(latents)
+            finite = torch.isfinite(latents).flatten(1).all(1)  # read after the decode is queued
             frames = self.model.vae.decode(latents[:, decode])
+        _check_finite(finite)
         if self.memory is not None:
             rows = list(range(self.num_envs))
             stored = latents if remember is None else remember.to(latents)
@@ -301,19 +302,21 @@ class WorldEngine:
         self.slot_uid[idx] = state.get("slot_uid", -1)
 
 
-def _check_finite(latents: Tensor) -> None:
+def _check_finite(finite: Tensor) -> None:
     """Raise ``FloatingPointError`` naming the rows whose generated chunk holds NaN or inf.
 
-    A finite model on a finite context generates finite chunks; these rows' KV cache or memory
-    holds non-finite values (from a state edited by hand: ``set_state`` does not scan those, as
-    they are large) or the weights overflow in the dtype. Raised before the chunk is decoded or
-    remembered; the rows' cache and generators have moved on, so reset them or load a state.
+    ``finite``: ``(B,)`` bool per row. A finite model on a finite context generates finite
+    chunks: these rows' KV cache or memory holds non-finite values (from a state edited by
+    hand: ``set_state`` does not scan those, as they are large) or the weights overflow in the
+    dtype. Raised before the chunk is remembered or returned; but the step's forward has run on
+    every row, so every row's cache and generators have moved on a chunk while the env's frames,
+    poses and step counts have not: reset all rows, or load a state saved before the step. On a
+    GPU this is a host sync, read after the decode is queued.
     """
-    finite = torch.isfinite(latents).flatten(1).all(1)
     if not bool(finite.all()):
         rows = torch.nonzero(~finite).flatten().tolist()
         raise FloatingPointError(
             f"the model generated NaN or inf for rows {rows}: their KV cache or memory holds "
-            "non-finite values (a state edited by hand?), or the weights overflow in this dtype; "
-            "reset those rows or load a state that is whole"
+            "non-finite values (a state edited by hand?), or the weights overflow in this dtype. "
+            "The step ran on every row's cache: reset all rows, or load a state saved before it"
         )
