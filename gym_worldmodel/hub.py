@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def save_pretrained(
         for k, v in model.state_dict().items()
     }
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    bad = _not_finite(tensors)
+    bad = not_finite(tensors)
     if bad:
         raise ValueError(f"not saved: tensors holding NaN or inf ({len(bad)}): {_clip(bad)}")
     directory = Path(directory).expanduser()
@@ -88,7 +89,7 @@ def floating_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return value
 
 
-def _not_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+def not_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
     """Names of the floating tensors holding NaN or inf."""
     return [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
@@ -436,7 +437,7 @@ def _check_tensors(
             for k in common
             if not _dtype_ok(tensors[k].dtype, expected[k].dtype)
         ],
-        "tensors holding NaN or inf": _not_finite({k: tensors[k] for k in common}),
+        "tensors holding NaN or inf": not_finite({k: tensors[k] for k in common}),
     }
     lines = [f"{kind} ({len(v)}): {_clip(v)}" for kind, v in problems.items() if v]
     if lines:

@@ -753,8 +753,8 @@ def test_unmasked_fast_path_only_when_every_read_slot_is_valid(tiny_model):
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"nfe": "2"}, r"SamplerConfig\.nfe must be >= 1, got '2'"),
-        ({"nfe": True}, r"SamplerConfig\.nfe must be >= 1, got True"),
+        ({"nfe": "2"}, r"SamplerConfig\.nfe must be an int >= 1, got '2'"),
+        ({"nfe": True}, r"SamplerConfig\.nfe must be an int >= 1, got True"),
         ({"shift": "3"}, r"SamplerConfig\.shift must be a number"),
         ({"memory_t": "0"}, r"SamplerConfig\.memory_t must be a number"),
     ],
@@ -762,3 +762,13 @@ def test_unmasked_fast_path_only_when_every_read_slot_is_valid(tiny_model):
 def test_sampler_settings_of_the_wrong_type_are_named(tiny_model, changes, match):
     with pytest.raises(ValueError, match=match):
         tiny_model.with_sampler(**changes)
+
+
+def test_numpy_numbers_in_a_config_are_stored_as_python_numbers(tiny_model, tmp_path):
+    import numpy as np
+
+    from gym_worldmodel import hub
+
+    model = tiny_model.with_sampler(nfe=np.int64(2), shift=np.float32(2.5))
+    assert type(model.config.sampler.nfe) is int and type(model.config.sampler.shift) is float
+    assert hub.from_pretrained(hub.save_pretrained(model, tmp_path / "m")).config == model.config

@@ -247,7 +247,7 @@ def test_bad_json(saved: Path) -> None:
         (lambda d: d["dit"].update(action_scale={"robot": [1.0]}), r"action_scale\['robot'\]"),
         (lambda d: d["dit"].update(action_scale={"arm": [1.0]}), "expected a modality"),
         (lambda d: d["dit"].update(action_scale={"driving": [1, 0]}), "finite positive"),
-        (lambda d: d["dit"].update(heads=0), r"DiTConfig\.heads must be >= 1, got 0"),
+        (lambda d: d["dit"].update(heads=0), r"DiTConfig\.heads must be an int >= 1, got 0"),
         (lambda d: d["dit"].update(modalities=["camera"]), r"modalities must be dict\[str, int\]"),
         (lambda d: d["dit"].update(dim="128"), r"DiTConfig\.dim must be int, got str"),
         (lambda d: d["dit"].update(dim=128.0), r"DiTConfig\.dim must be int, got float"),

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gym_worldmodel.envs.options import rng_from_state
+
 #: Entries whose tensors are not scanned for NaN: the KV cache and the memory banks are the
 #: model's own output and large (scanning them costs more than the load); the rows' poses,
 #: frames and latents are scanned.
@@ -91,7 +93,7 @@ def check_rngs(state: dict[str, Any]) -> None:
         if rng_state is None:
             continue
         try:
-            np.random.default_rng().bit_generator.state = rng_state
+            rng_from_state(rng_state)
         except (OverflowError, TypeError, ValueError, KeyError) as err:
             raise ValueError(
                 f"state['rngs'][{i}] is no NumPy bit generator state (what "

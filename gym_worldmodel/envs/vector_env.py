@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -287,7 +287,7 @@ class WorldModelVectorEnv(VectorEnv):
         ``seed``: an int seeds row i with ``seed + i``; a list gives one seed (or None) per env.
         """
         self._check_open()
-        if options is not None and not isinstance(options, dict):
+        if options is not None and not isinstance(options, Mapping):
             raise ValueError(f"reset options must be a dict or None, got {type(options).__name__}")
         options = {k: on_host(v) for k, v in (options or {}).items()}  # e.g. CUDA tensors
         rows = reset_rows(options, self.num_envs)
@@ -619,6 +619,14 @@ class WorldModelVectorEnv(VectorEnv):
     def _check_open(self) -> None:
         if self.closed:
             raise RuntimeError("this env is closed; make a new one")
+
+    def check_reset_options(self, options: Mapping[str, Any], n: int) -> None:
+        """Raise as ``reset(options=options)`` of ``n`` rows would, without resetting any.
+
+        For adapters that reset groups of rows with their own options (SB3's per-row options):
+        every group is checked before any row is reset.
+        """
+        self._start_options({k: on_host(v) for k, v in options.items()}, n)
 
     def _start_options(self, options: dict, n: int, also: tuple[str, ...] = ()):
         """Options that start ``n`` rows: ``(user start chunks or None, pose column -> values)``."""

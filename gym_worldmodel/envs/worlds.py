@@ -167,11 +167,9 @@ def check_finite_weights(model: WorldModel) -> None:
     A checkpoint is checked as it loads (``hub.from_pretrained``); a model given to an env as an
     object is checked here, once, rather than giving black frames.
     """
-    bad = [
-        name
-        for name, value in model.state_dict().items()
-        if value.is_floating_point() and not torch.isfinite(value).all()
-    ]
+    from gym_worldmodel import hub
+
+    bad = hub.not_finite(model.state_dict())
     if bad:
         shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
         raise ValueError(f"model= holds NaN or inf in {shown} (a training run that diverged?)")

@@ -56,7 +56,6 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
     ) from err
 
 from gym_worldmodel.envs import observations as obs_lib
-from gym_worldmodel.envs.actions import on_host
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 #: Reset options that pick rows; an SB3 reset always resets every row.
@@ -272,7 +271,7 @@ class WorldModelSB3VecEnv(VecEnv):
             groups.setdefault(key, ([], options))[0].append(row)
         for rows, options in groups.values():  # all of them, before any row is reset
             if options:
-                self.venv._start_options({k: on_host(v) for k, v in options.items()}, len(rows))
+                self.venv.check_reset_options(options, len(rows))
         return list(groups.values())
 
 

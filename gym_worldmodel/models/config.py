@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -83,19 +84,27 @@ def _has_type(value: Any, annotation: str) -> bool:
 
 
 def _at_least(config: Any, low: int, *names: str) -> None:
-    """Raise a ``ValueError`` naming the first of ``names`` that is not an int >= ``low``."""
+    """Raise a ``ValueError`` naming the first of ``names`` that is not an int >= ``low``.
+
+    NumPy ints count (``numbers.Integral``; stored as Python ints, so the config saves as
+    JSON); bools do not.
+    """
     for name in names:
         value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{type(config).__name__}.{name} must be >= {low}, got {value!r}")
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+            raise ValueError(
+                f"{type(config).__name__}.{name} must be an int >= {low}, got {value!r}"
+            )
+        object.__setattr__(config, name, int(value))
 
 
 def _numbers(config: Any, *names: str) -> None:
     """Raise a ``ValueError`` naming the first of ``names`` that is not a real number."""
     for name in names:
         value = getattr(config, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
             raise ValueError(f"{type(config).__name__}.{name} must be a number, got {value!r}")
+        object.__setattr__(config, name, float(value))  # NumPy floats too: one form, for JSON
 
 
 def _tuplify(value: Any) -> Any:

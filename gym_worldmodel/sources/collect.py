@@ -136,7 +136,8 @@ def _check_episode(
     if width is not None and episode.actions.shape[1] != width:
         problems.append(
             f"actions {episode.actions.shape[1]} wide where the card says {width} (its "
-            "action_width, else its modality's)"
+            "action_width, else the shipped worlds' width for its modality: a source for a "
+            "model of other widths says action_width in its info)"
         )
     if episode.frames.shape[1:3] != (side, side):
         problems.append(f"frames of {episode.frames.shape[1:3]} pixels where frame_size is {side}")

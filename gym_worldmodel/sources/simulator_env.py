@@ -144,6 +144,10 @@ class SimulatorEnv(gym.Env):
         self.render_mode, self.crash_ends = render_mode, crash_ends
         for name, hooks in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
             hook_lib.check(hooks, name, self.config.vae.image_size, 1, self.world.pose)
+        if start_fn is not None and not callable(start_fn):
+            raise ValueError(
+                f"start_fn must be a callable (rngs) -> reset options, got {start_fn!r}"
+            )
         self.reward_fn, self.termination_fn, self.start_fn = reward_fn, termination_fn, start_fn
         self._env_name, self._source = env_name, None  # made on first use (see source)
         self._check_installed()
