@@ -437,7 +437,7 @@ def test_a_recipe_resumes_only_under_the_same_call(tmp_path, capsys):
 
 
 def test_a_run_record_without_a_newer_keyword_is_the_same_call_at_its_default(tmp_path):
-    from gym_worldmodel.training.recipes import check_same_run
+    from gym_worldmodel.training.runs import check_same_run
 
     (tmp_path / "pair").mkdir()  # a checkpoint of any stage (train flow's pair net) counts
     (tmp_path / "pair" / "checkpoint.pt").write_bytes(b"")
@@ -467,7 +467,7 @@ def test_train_config_refuses_settings_that_cannot_run(field, value, match):
 
 def test_the_same_seed_builds_the_same_fresh_modules(episodes, tmp_path):
     """--seed fixes the starting weights too, not only batches and noise."""
-    from gym_worldmodel.training.recipes import seeded
+    from gym_worldmodel.training.runs import seeded
 
     @seeded
     def build(train):

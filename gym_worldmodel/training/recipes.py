@@ -11,10 +11,8 @@ Each writes its run directory (checkpoint, losses, plot) and a loadable checkpoi
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +26,10 @@ from gym_worldmodel.files import atomic_write
 from gym_worldmodel.memory.spatial import GEOMETRIES, ViewGeometry
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.episodes import (
-    CARD,
     DatasetError,
     check_datasets,
     load_episodes,
     read_card,
-    sha256,
 )
 from gym_worldmodel.training.action_probe import LatentActionProbe, probe_windows_loss
 from gym_worldmodel.training.critic import ChunkCritic
@@ -47,137 +43,9 @@ from gym_worldmodel.training.losses import (
     vae_loss,
 )
 from gym_worldmodel.training.motion import fit_anchor_motion
+from gym_worldmodel.training.runs import seeded
 from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
 from gym_worldmodel.training.trainer import LossFn, TrainConfig, Trainer, to_device
-
-
-def seeded(recipe: Callable) -> Callable:
-    """Run ``recipe`` seeded by its ``train`` settings, in a run directory of this call alone.
-
-    Torch's global generator is seeded with ``train.seed``: fresh modules (a VAE, a student, the
-    action probe, the pair net, a critic, a flow warp) then start from the same weights for the
-    same ``--seed``; the caller's generator is left as it was. The call itself (the recipe, its
-    arguments, the datasets' cards) is written to ``<run_dir>/run.json``; a run directory with a
-    checkpoint resumes only under the same call (:func:`check_same_run`), since the trainer
-    compares only its own settings and the number of training items.
-    """
-    signature = inspect.signature(recipe)
-
-    @functools.wraps(recipe)
-    def run(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()  # a default given by name is the same call as one left out
-        arguments = bound.arguments
-        train, run_dir = arguments["train"], arguments.get("run_dir")
-        if run_dir is None:  # not a run (a test's builder)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(train.seed)
-                return recipe(*args, **kwargs)
-        run_dir = Path(run_dir)
-        created = not run_dir.exists()
-        defaults = {
-            name: p.default
-            for name, p in signature.parameters.items()
-            if p.default is not inspect.Parameter.empty
-        }
-        check_same_run(
-            run_dir,
-            run_identity(recipe.__name__, arguments),
-            run_identity(recipe.__name__, defaults),
-        )
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(train.seed)
-                return recipe(*args, **kwargs)
-        except BaseException:
-            if not _started(run_dir):  # refused or failed before a checkpoint of any stage
-                (run_dir / "run.json").unlink(missing_ok=True)
-                if created and not any(run_dir.iterdir()):
-                    run_dir.rmdir()
-            raise
-
-    return run
-
-
-#: Recipe arguments that do not make another run: where it goes, how it shows progress, and
-#: the optimisation settings, which the trainer's checkpoint compares itself.
-RUN_FREE_ARGUMENTS = ("run_dir", "train", "progress")
-
-
-def _started(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a checkpoint of any of its stages.
-
-    ``train flow``'s pair net trains in ``<run>/pair`` before the run's own checkpoint exists.
-    """
-    return run_dir.is_dir() and any(run_dir.rglob("checkpoint.pt"))
-
-
-def run_identity(name: str, arguments: dict) -> dict:
-    """What makes a recipe call the run it is: its name, arguments and data (JSON values).
-
-    Paths are resolved; each dataset directory stands with the SHA-256 of its card, which lists
-    every shard's own, so data collected again or extended is another run. Checkpoints given as
-    ``init`` are named by their resolved path where it exists, else as given (a repo id), not by
-    content (a teacher still training rewrites its ``model`` in place).
-    """
-
-    def plain(value):
-        if isinstance(value, Path) or (isinstance(value, str) and Path(value).exists()):
-            return str(Path(value).resolve())  # a checkpoint named from another directory
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return plain(dataclasses.asdict(value))
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
-
-    out = {k: plain(v) for k, v in arguments.items() if k not in RUN_FREE_ARGUMENTS}
-    data = arguments.get("data")
-    if data is not None:
-        dirs = [data] if isinstance(data, (str, Path)) else list(data)
-        out["data cards"] = {
-            str(Path(d).resolve()): sha256(Path(d) / CARD)
-            for d in dirs
-            if (Path(d) / CARD).is_file()
-        }
-    return {"recipe": name, **out}
-
-
-def check_same_run(run_dir: Path, identity: dict, defaults: dict | None = None) -> None:
-    """Refuse to resume a run directory under another call; record the call of a new one.
-
-    ``defaults``: the recipe's defaults, as :func:`run_identity` gives them; an argument the
-    record lacks (a keyword added since the run started) is the same call at its default.
-
-    Raises:
-        ValueError: ``run_dir`` holds a checkpoint of a call that differs from ``identity``
-            (naming what differs); nothing in it is changed.
-    """
-    path = run_dir / "run.json"
-    if _started(run_dir) and path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{path} is not a run record ({err}); move it away") from None
-        defaults = defaults or {}
-        changed = sorted(
-            k
-            for k in saved.keys() | identity.keys()
-            if saved.get(k) != identity.get(k)
-            and not (k not in saved and k in defaults and identity.get(k) == defaults[k])
-        )
-        if changed:
-            what = "; ".join(f"{k}: {saved.get(k)!r} -> {identity.get(k)!r}" for k in changed)
-            raise ValueError(
-                f"{run_dir} holds a checkpoint of another call ({what}): resuming would continue "
-                "neither run. Run the same command again, or give a new run directory"
-            )
-        return
-    # a new run, or one started before run.json was written (it resumes unchecked, as it did)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(identity, indent=1) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 @seeded
