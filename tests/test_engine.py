@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -772,3 +773,7 @@ def test_numpy_numbers_in_a_config_are_stored_as_python_numbers(tiny_model, tmp_
     model = tiny_model.with_sampler(nfe=np.int64(2), shift=np.float32(2.5))
     assert type(model.config.sampler.nfe) is int and type(model.config.sampler.shift) is float
     assert hub.from_pretrained(hub.save_pretrained(model, tmp_path / "m")).config == model.config
+    dit = dataclasses.replace(model.config.dit, mlp_ratio=np.float32(4.0), sink_chunks=np.int64(1))
+    config = dataclasses.replace(model.config, dit=dit, fps=np.int64(16))
+    assert json.dumps(config.to_dict())  # every field a Python number
+    assert type(config.fps) is int and type(config.dit.mlp_ratio) is float

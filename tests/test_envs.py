@@ -1518,8 +1518,12 @@ def test_a_model_argument_of_another_kind_is_named(model):
 
 def test_reset_options_that_are_not_a_dict_are_named():
     env = WorldModelVectorEnv(1, world="driving", **TINY)
-    with pytest.raises(ValueError, match="reset options must be a dict or None, got list"):
+    with pytest.raises(ValueError, match=r"reset options must be a dict \(mapping\) or None, got"):
         env.reset(options=[1])
+    from types import MappingProxyType
+
+    env.reset(seed=0, options=MappingProxyType({"speed": 10.0}))  # any mapping
+    assert env.get_state()["pose"][0, 3] == 10.0
 
 
 def test_a_start_fn_that_fails_at_an_autoreset_raises_before_the_model_steps():

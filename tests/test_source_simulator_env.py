@@ -485,3 +485,18 @@ def test_a_driving_state_with_entries_of_the_wrong_kind_is_refused():
             env.set_state({**state, "source": {**state["source"], entry: value}})
     env.set_state(state)  # the good one still loads
     env.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"start_fn": 3}, "start_fn must be a callable"),
+        ({"reward_fn": 5}, "reward_fn must be a hook"),
+        ({"reward_fn": LaneCentre(4.0)}, "LaneCentre needs the driving world's pose"),
+    ],
+)
+def test_hooks_that_cannot_serve_a_simulator_env_are_refused_when_it_is_made(kwargs, match):
+    """Checked before the simulator is looked for: this runs without the simulators extra."""
+    world = "Simulator-CityWalk-v0" if "reward_fn" in kwargs else "Simulator-Driving-v0"
+    with pytest.raises(ValueError, match=match):
+        gym.make(world, **kwargs)

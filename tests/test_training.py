@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -434,6 +436,40 @@ def test_a_recipe_resumes_only_under_the_same_call(tmp_path, capsys):
     assert "checkpoint is at step 2, steps is 2: nothing to train" in capsys.readouterr().out
     train_vae([tmp_path / "data"], run, config, train, progress=True)  # progress: the same run
     train_vae([tmp_path / "data"], run, config, dataclasses.replace(train, steps=4), progress=False)
+
+
+def test_a_recipe_call_is_one_run_whatever_the_stage_that_checkpointed(tmp_path, monkeypatch):
+    """A stage's checkpoint (train flow's pair net) makes a started run; a default named is
+    the same call as one left out; a relative path recorded by an earlier run resolves as the
+    call's; other strings are never taken for paths."""
+    from gym_worldmodel.training.runs import run_identity, seeded
+
+    stop = [True]
+
+    @seeded
+    def recipe(data: Sequence[Path], run_dir: Path, train, memory: bool = False):
+        (run_dir / "pair").mkdir(parents=True, exist_ok=True)
+        (run_dir / "pair" / "checkpoint.pt").write_bytes(b"")
+        if stop.pop():
+            raise KeyboardInterrupt("stopped before the run's own checkpoint")
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "camera").mkdir()  # a folder named like a string that is not a path
+    train = TrainConfig(steps=1)
+    with pytest.raises(KeyboardInterrupt):
+        recipe(["data"], tmp_path / "run", train)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())  # kept: a stage started
+    assert record["data"] == [str(tmp_path / "data")] and record["memory"] is False
+    stop[:] = [False] * 3
+    recipe(["data"], tmp_path / "run", train, memory=False)  # the default, named: the same
+    with pytest.raises(ValueError, match=r"another call \(memory: False -> True\)"):
+        recipe(["data"], tmp_path / "run", train, memory=True)
+    record["data"] = ["data"]  # as a record written before paths were resolved
+    (tmp_path / "run" / "run.json").write_text(json.dumps(record))
+    recipe([tmp_path / "data"], tmp_path / "run", train)
+    identity = run_identity("r", {"note": "camera", "names": ["camera"]}, paths={"data"})
+    assert identity == {"recipe": "r", "note": "camera", "names": ["camera"]}
 
 
 def test_a_run_record_without_a_newer_keyword_is_the_same_call_at_its_default(tmp_path):

@@ -288,7 +288,9 @@ class WorldModelVectorEnv(VectorEnv):
         """
         self._check_open()
         if options is not None and not isinstance(options, Mapping):
-            raise ValueError(f"reset options must be a dict or None, got {type(options).__name__}")
+            raise ValueError(
+                f"reset options must be a dict (mapping) or None, got {type(options).__name__}"
+            )
         options = {k: on_host(v) for k, v in (options or {}).items()}  # e.g. CUDA tensors
         rows = reset_rows(options, self.num_envs)
         if not self._started and len(rows) != self.num_envs:

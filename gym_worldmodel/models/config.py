@@ -83,6 +83,21 @@ def _has_type(value: Any, annotation: str) -> bool:
     raise TypeError(f"no JSON check for annotation {annotation!r}")  # a new field's type
 
 
+def _python_numbers(config: Any) -> None:
+    """Store the int and float fields given as NumPy scalars as Python numbers (JSON saves them).
+
+    Only a number becomes one: a string or a bool stays, for the checks to name.
+    """
+    for f in dataclasses.fields(config):
+        value, kind = getattr(config, f.name), str(f.type).removesuffix(" | None")
+        if isinstance(value, bool) or type(value) in (int, float):
+            continue
+        if kind == "int" and isinstance(value, numbers.Integral):
+            object.__setattr__(config, f.name, int(value))
+        elif kind == "float" and isinstance(value, numbers.Real):
+            object.__setattr__(config, f.name, float(value))
+
+
 def _at_least(config: Any, low: int, *names: str) -> None:
     """Raise a ``ValueError`` naming the first of ``names`` that is not an int >= ``low``.
 
@@ -143,6 +158,7 @@ class VAEConfig:
         return self.image_size // self.downsample
 
     def __post_init__(self) -> None:
+        _python_numbers(self)
         _at_least(self, 1, "image_size", "latent_channels", "blocks_per_level")
         if not self.channels or min(self.channels) < 1:
             raise ValueError(f"VAEConfig.channels must be widths >= 1, got {self.channels}")
@@ -251,6 +267,7 @@ class DiTConfig:
     action_scale: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _python_numbers(self)
         _at_least(self, 1, "latent_channels", "latent_size", "patch_size", "dim", "depth", "heads")
         _at_least(self, 1, "action_embed_dim", "chunk_frames", "window_chunks")
         _at_least(self, 0, "memory_chunks")
@@ -403,6 +420,7 @@ class SamplerConfig:
     memory_t: float | None = None
 
     def __post_init__(self) -> None:
+        _python_numbers(self)
         _at_least(self, 1, "nfe")
         _numbers(self, "shift", "guidance_scale", "context_t")
         if self.memory_t is not None:
@@ -438,6 +456,7 @@ class WorldModelConfig:
     trained_modalities: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        _python_numbers(self)
         trained = self.trained_modalities
         if trained is not None:
             if isinstance(trained, str) or not all(isinstance(m, str) for m in trained):

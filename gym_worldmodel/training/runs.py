@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import torch
@@ -46,15 +46,14 @@ def seeded(recipe: Callable) -> Callable:
                 return recipe(*args, **kwargs)
         run_dir = Path(run_dir)
         created = not run_dir.exists()
-        defaults = {
-            name: p.default
-            for name, p in signature.parameters.items()
-            if p.default is not inspect.Parameter.empty
-        }
+        params = signature.parameters.values()
+        defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+        paths = {p.name for p in params if "Path" in str(p.annotation)}  # data, init, ...
         check_same_run(
             run_dir,
-            run_identity(recipe.__name__, arguments),
-            run_identity(recipe.__name__, defaults),
+            run_identity(recipe.__name__, arguments, paths),
+            run_identity(recipe.__name__, defaults, paths),
+            paths,
         )
         try:
             with torch.random.fork_rng(devices=[]):
@@ -83,18 +82,20 @@ def _started(run_dir: Path) -> bool:
     return run_dir.is_dir() and any(run_dir.rglob("checkpoint.pt"))
 
 
-def run_identity(name: str, arguments: dict) -> dict:
+def run_identity(name: str, arguments: dict, paths: Collection[str] = ("data",)) -> dict:
     """What makes a recipe call the run it is: its name, arguments and data (JSON values).
 
-    Paths are resolved; each dataset directory stands with the SHA-256 of its card, which lists
-    every shard's own, so data collected again or extended is another run. Checkpoints given as
-    ``init`` are named by their resolved path where it exists, else as given (a repo id), not by
-    content (a teacher still training rewrites its ``model`` in place).
+    The arguments named in ``paths`` (those annotated as paths: ``data``, ``init``, ...) are
+    resolved where they exist (:func:`_resolved`), so a checkpoint named from another directory
+    is the same; other strings are kept as they are. Each dataset directory also stands with
+    the SHA-256 of its card, which lists every shard's own, so data collected again or extended
+    is another run. Checkpoints are named by path, not content (a teacher still training
+    rewrites its ``model`` in place).
     """
 
     def plain(value):
-        if isinstance(value, Path) or (isinstance(value, str) and Path(value).exists()):
-            return str(Path(value).resolve())  # a checkpoint named from another directory
+        if isinstance(value, Path):
+            return str(value)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return plain(dataclasses.asdict(value))
         if isinstance(value, dict):
@@ -103,7 +104,11 @@ def run_identity(name: str, arguments: dict) -> dict:
             return [plain(v) for v in value]
         return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
 
-    out = {k: plain(v) for k, v in arguments.items() if k not in RUN_FREE_ARGUMENTS}
+    out = {
+        k: _resolved(plain(v)) if k in paths else plain(v)
+        for k, v in arguments.items()
+        if k not in RUN_FREE_ARGUMENTS
+    }
     data = arguments.get("data")
     if data is not None:
         dirs = [data] if isinstance(data, (str, Path)) else list(data)
@@ -115,11 +120,27 @@ def run_identity(name: str, arguments: dict) -> dict:
     return {"recipe": name, **out}
 
 
-def check_same_run(run_dir: Path, identity: dict, defaults: dict | None = None) -> None:
+def _resolved(value):
+    """A path argument's JSON value with each existing path resolved (a repo id kept as is)."""
+    if isinstance(value, list):
+        return [_resolved(v) for v in value]
+    if isinstance(value, str) and value and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
+
+def check_same_run(
+    run_dir: Path,
+    identity: dict,
+    defaults: dict | None = None,
+    paths: Collection[str] = ("data",),
+) -> None:
     """Refuse to resume a run directory under another call; record the call of a new one.
 
     ``defaults``: the recipe's defaults, as :func:`run_identity` gives them; an argument the
     record lacks (a keyword added since the run started) is the same call at its default.
+    ``paths``: the path arguments, whose recorded values are resolved as the call's are (a
+    record may name them relative to where the run started).
 
     Raises:
         ValueError: ``run_dir`` holds a checkpoint of a call that differs from ``identity``
@@ -131,6 +152,7 @@ def check_same_run(run_dir: Path, identity: dict, defaults: dict | None = None) 
             saved = json.loads(path.read_text())
         except (OSError, ValueError) as err:
             raise ValueError(f"{path} is not a run record ({err}); move it away") from None
+        saved = {k: _resolved(v) if k in paths else v for k, v in saved.items()}
         defaults = defaults or {}
         changed = sorted(
             k
