@@ -37,6 +37,17 @@ import torch
 from gymnasium import spaces
 
 CAMERA_ROTATIONS = np.array([[0, 0], [-1, 0], [1, 0], [0, 1], [0, -1]], dtype=np.float32)
+
+#: Where each part of an action sits in its world's model vector (the columns the action expert
+#: reads). Camera, 12 wide: the movement key one-hot, the rotation key one-hot, then the look
+#: rates (yaw, pitch) as fractions of ``turn_deg``; a rotation key also sets the rates.
+CAMERA_MOVE, CAMERA_TURN, CAMERA_LOOK = slice(0, 5), slice(5, 10), slice(10, 12)
+CAMERA_YAW, CAMERA_PITCH = 10, 11
+#: Robot, 13 wide: the 10 RT-1 values in [-1, 1] (rotations divided by their bound), then
+#: ``terminate_episode``'s one-hot (terminate, arm, base).
+ROBOT_VALUES, ROBOT_MODE, ROBOT_TERMINATE, ROBOT_ARM = slice(0, 10), slice(10, 13), 10, 11
+#: Driving, 2 wide: steering and acceleration fractions.
+DRIVING_STEER, DRIVING_ACCEL = 0, 1
 RT1_KEYS = (
     ("world_vector", 3, 1.0),
     ("rotation_delta", 3, math.pi / 2),
@@ -249,8 +260,8 @@ class CameraHead(_Head):
 
     def effort(self, vec: np.ndarray) -> np.ndarray:
         """Mean square of (movement key pressed, yaw rate, pitch rate) per row of ``vec``."""
-        moving = 1.0 - vec[..., 0]  # slot 0: no movement key
-        return np.mean((moving**2 + (vec[..., 10:12] ** 2).sum(-1)) / 3, axis=1)
+        moving = 1.0 - vec[..., CAMERA_MOVE.start]  # the first key: no movement
+        return np.mean((moving**2 + (vec[..., CAMERA_LOOK] ** 2).sum(-1)) / 3, axis=1)
 
     def encode(self, actions: Any, batch: int, frames: int) -> np.ndarray:
         """Batch of actions -> ``(B, F, 12)``: move one-hot, rotate one-hot, (yaw, pitch)."""
@@ -264,9 +275,9 @@ class CameraHead(_Head):
             move = check_discrete(actions["move"], (5,), batch, frames, "camera move")[..., 0]
             look = check_box(actions["look"], -1.0, 1.0, (2,), batch, frames, "camera look")
             rot = np.zeros_like(move)
-        np.put_along_axis(out[..., :5], move[..., None], 1.0, axis=-1)
-        np.put_along_axis(out[..., 5:10], rot[..., None], 1.0, axis=-1)
-        out[..., 10:12] = look
+        np.put_along_axis(out[..., CAMERA_MOVE], move[..., None], 1.0, axis=-1)
+        np.put_along_axis(out[..., CAMERA_TURN], rot[..., None], 1.0, axis=-1)
+        out[..., CAMERA_LOOK] = look
         return out
 
 
@@ -328,18 +339,20 @@ class RobotHead(_Head):
 
     def ends_episode(self, vec: np.ndarray) -> np.ndarray:
         """Rows whose encoded actions ``(B, F, 13)`` end the episode: terminate_episode = 0."""
-        return (vec[..., 10] > 0.5).any(axis=1)
+        return (vec[..., ROBOT_TERMINATE] > 0.5).any(axis=1)
 
     def effort(self, vec: np.ndarray) -> np.ndarray:
         """Mean square of the 10 normalised control values per row (not the mode one-hot)."""
-        return np.mean(vec[..., :10] ** 2, axis=(1, 2))
+        return np.mean(vec[..., ROBOT_VALUES] ** 2, axis=(1, 2))
 
     def encode(self, actions: Any, batch: int, frames: int) -> np.ndarray:
         """Batch of actions -> ``(B, F, 13)``: 10 normalised values, terminate one-hot."""
         out = np.zeros((batch, frames, self.width), np.float32)
         if self.mode == "flat":
-            out[..., :10] = check_box(actions, -1.0, 1.0, (10,), batch, frames, "robot action")
-            out[..., 11] = 1.0  # terminate_episode = 1: arm mode
+            out[..., ROBOT_VALUES] = check_box(
+                actions, -1.0, 1.0, (10,), batch, frames, "robot action"
+            )
+            out[..., ROBOT_ARM] = 1.0  # terminate_episode = 1: arm mode
             return out
         check_keys(actions, {k for k, _, _ in RT1_KEYS} | {"terminate_episode"}, "robot action")
         col = 0
@@ -356,7 +369,7 @@ class RobotHead(_Head):
                 "[terminate, arm, base] pass its argmax"
             )
         term = check_discrete(term, (3,), batch, frames, "robot terminate_episode")
-        np.put_along_axis(out[..., 10:13], term, 1.0, axis=-1)
+        np.put_along_axis(out[..., ROBOT_MODE], term, 1.0, axis=-1)
         return out
 
 

@@ -14,6 +14,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gym_worldmodel.envs.actions import (
+    CAMERA_MOVE,
+    CAMERA_PITCH,
+    CAMERA_YAW,
+    DRIVING_ACCEL,
+    DRIVING_STEER,
+)
+
 if TYPE_CHECKING:
     from gym_worldmodel.models import WorldModelConfig
 
@@ -39,9 +47,9 @@ def integrate_camera(
     """
     pose = pose.copy()
     for f in range(vec.shape[1]):
-        move = _MOVES[vec[:, f, :5].argmax(-1)] * move_m
-        pose[:, 2] = (pose[:, 2] - vec[:, f, 10] * turn_deg + 180.0) % 360.0 - 180.0
-        pose[:, 3] = np.clip(pose[:, 3] + vec[:, f, 11] * turn_deg, -60.0, 60.0)
+        move = _MOVES[vec[:, f, CAMERA_MOVE].argmax(-1)] * move_m
+        pose[:, 2] = (pose[:, 2] - vec[:, f, CAMERA_YAW] * turn_deg + 180.0) % 360.0 - 180.0
+        pose[:, 3] = np.clip(pose[:, 3] + vec[:, f, CAMERA_PITCH] * turn_deg, -60.0, 60.0)
         yaw = np.radians(pose[:, 2])
         pose[:, 0] += move[:, 0] * np.cos(yaw) - move[:, 1] * np.sin(yaw)
         pose[:, 1] += move[:, 0] * np.sin(yaw) + move[:, 1] * np.cos(yaw)
@@ -68,13 +76,13 @@ def integrate_driving(
     """
     pose = pose.copy()
     for f in range(vec.shape[1]):
-        beta = np.arctan(0.5 * np.tan(np.radians(vec[:, f, 0] * max_steer_deg)))
+        beta = np.arctan(0.5 * np.tan(np.radians(vec[:, f, DRIVING_STEER] * max_steer_deg)))
         heading = np.radians(pose[:, 2])
         pose[:, 0] += pose[:, 3] * np.cos(heading + beta) * dt
         pose[:, 1] += pose[:, 3] * np.sin(heading + beta) * dt
         turn = np.degrees(pose[:, 3] * np.sin(beta) / (length_m / 2) * dt)
         pose[:, 2] = (pose[:, 2] + turn + 180.0) % 360.0 - 180.0
-        pose[:, 3] = np.clip(pose[:, 3] + vec[:, f, 1] * max_accel * dt, 0.0, max_speed)
+        pose[:, 3] = np.clip(pose[:, 3] + vec[:, f, DRIVING_ACCEL] * max_accel * dt, 0.0, max_speed)
     return pose
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from gym_worldmodel.envs.actions import CAMERA_MOVE, CAMERA_TURN
 from gym_worldmodel.sources.episodes import Episode
 
 PROBE_WINDOW = (-1, 5)  # frames t-1 .. t+4 -> action t (actions persist over a few frames)
@@ -51,7 +52,8 @@ MOTION_UNITS = ("x shift, px/frame", "y shift, px/frame", "zoom, %/frame")
 def probe_targets(modality: str, actions: np.ndarray) -> np.ndarray:
     """What the probe predicts: key classes (camera) or the continuous action values."""
     if modality == "camera":
-        return np.stack([actions[..., :5].argmax(-1), actions[..., 5:10].argmax(-1)], -1)
+        keys = (actions[..., CAMERA_MOVE].argmax(-1), actions[..., CAMERA_TURN].argmax(-1))
+        return np.stack(keys, -1)
     return actions[..., : len(PROBE_DIMS[modality])]
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from gym_worldmodel.envs.actions import CameraHead
+from gym_worldmodel.envs.actions import CAMERA_MOVE, CameraHead
 from gym_worldmodel.envs.pose import POSE_FIELDS, integrate_camera
 from gym_worldmodel.envs.state import check_state
 from gym_worldmodel.sources.episodes import Episode
@@ -346,7 +346,7 @@ class MiniWorldSource:
         agent = world.agent
         new = integrate_camera(self._pose[None], vec[None, None], self.move_m, self.turn_deg)[0]
         self.blocked = False
-        if vec[:5].argmax() != 0:  # a translation key: MiniWorld's collision test decides
+        if vec[CAMERA_MOVE].argmax() != 0:  # a translation key: MiniWorld's collision test decides
             target = np.array([new[0], agent.pos[1], -new[1]])
             if world.intersect(agent, target, agent.radius) is None:
                 agent.pos = target
