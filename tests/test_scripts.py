@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from gym_worldmodel.hub import read_config
 
@@ -60,6 +62,20 @@ def test_memory_walk_example(tmp_path):
     text = run("examples/memory_walk.py", "--tiny", "--walk", "2", "--out", str(out))
     assert "memory on" in text and "memory off" in text and "x=0.00 m, y=0.00 m" in text
     assert out.stat().st_size > 0
+
+
+def test_robot_plans_example(tmp_path):
+    out = tmp_path / "plans.png"
+    picture = tmp_path / "camera.png"
+    Image.fromarray(np.full((48, 40, 3), 90, np.uint8)).save(picture)
+    text = run(
+        "examples/robot_plans.py", "--tiny", "--steps", "2", "--image", str(picture),
+        "--out", str(out),
+    )  # fmt: skip
+    assert "6 futures of 2 steps" in text and "still            0.00" in text
+    strip = np.asarray(Image.open(out))
+    assert strip.shape == (6 * 32, 3 * 32, 3)  # a row per plan, the start and 2 steps
+    assert abs(strip[:32, :32].mean() - 90) < 5  # it starts from the picture
 
 
 def test_memory_benchmark_smoke(tmp_path):
