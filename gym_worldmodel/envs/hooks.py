@@ -70,8 +70,8 @@ class GoalImageSimilarity:
         goal = self.goal
         if goal.shape[-3:] != obs.shape[-3:]:
             raise ValueError(f"goal image {tuple(goal.shape[-3:])} != frame {tuple(obs.shape[1:])}")
-        if goal.dim() == 4 and len(goal) not in (1, len(obs)):
-            raise ValueError(f"{len(goal)} goal images (one per row) for {len(obs)} rows")
+        if goal.dim() == 4:
+            _check_rows("goal images", len(goal), len(obs))
         diff = (self._pooled(obs) - self._pooled(goal)).abs().mean(dim=(-3, -2, -1))
         return 1.0 - diff / 255.0
 
@@ -120,10 +120,8 @@ class PoseDistance:
         """Negative Euclidean distance of each row."""
         if info["pose"] is None:
             raise ValueError("PoseDistance needs a world with a pose (camera or driving)")
-        if self.target.dim() == 2 and len(self.target) not in (1, len(info["pose"])):
-            raise ValueError(
-                f"{len(self.target)} targets (one per row) for {len(info['pose'])} rows"
-            )
+        if self.target.dim() == 2:
+            _check_rows("targets", len(self.target), len(info["pose"]))
         return -(info["pose"][:, :2] - self.target.to(info["pose"].device)).norm(dim=-1)
 
     def check_env(self, frame_size: int, num_envs: int, pose: str | None) -> None:

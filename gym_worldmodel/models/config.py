@@ -101,8 +101,7 @@ def _python_numbers(config: Any) -> None:
 def _at_least(config: Any, low: int, *names: str) -> None:
     """Raise a ``ValueError`` naming the first of ``names`` that is not an int >= ``low``.
 
-    NumPy ints count (``numbers.Integral``; stored as Python ints, so the config saves as
-    JSON); bools do not.
+    NumPy ints count (:func:`_python_numbers` has stored them as Python ints); bools do not.
     """
     for name in names:
         value = getattr(config, name)
@@ -110,7 +109,6 @@ def _at_least(config: Any, low: int, *names: str) -> None:
             raise ValueError(
                 f"{type(config).__name__}.{name} must be an int >= {low}, got {value!r}"
             )
-        object.__setattr__(config, name, int(value))
 
 
 def _numbers(config: Any, *names: str) -> None:

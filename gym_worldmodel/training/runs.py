@@ -39,11 +39,15 @@ def seeded(recipe: Callable) -> Callable:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()  # a default given by name is the same call as one left out
         arguments = bound.arguments
-        train, run_dir = arguments["train"], arguments.get("run_dir")
-        if run_dir is None:  # not a run (a test's builder)
+        run_dir = arguments.get("run_dir")
+
+        def call():
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(train.seed)
+                torch.manual_seed(arguments["train"].seed)
                 return recipe(*args, **kwargs)
+
+        if run_dir is None:  # not a run (a test's builder)
+            return call()
         run_dir = Path(run_dir)
         created = not run_dir.exists()
         params = signature.parameters.values()
@@ -56,9 +60,7 @@ def seeded(recipe: Callable) -> Callable:
             paths,
         )
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(train.seed)
-                return recipe(*args, **kwargs)
+            return call()
         except BaseException:
             if not _started(run_dir):  # refused or failed before a checkpoint of any stage
                 (run_dir / "run.json").unlink(missing_ok=True)
