@@ -613,9 +613,25 @@ def test_goal_image_similarity_pools_blocks_and_refuses_a_pool_that_does_not_fit
     # 4 x 4 blocks: each differs by one column of four (50 in the block's mean), 2 blocks of 4
     assert four(None, None, frames, {}).item() == pytest.approx(1 - 2 * 2 * 3 * 50 / 12 / 255)
     assert four(None, None, torch.from_numpy(goal[None]), {}).item() == 1.0
-    for bad, match in [(3, "does not divide"), (0, "int >= 1"), (2.0, "int >= 1")]:
-        with pytest.raises(ValueError, match=match):
+    for bad in (0, 2.0):
+        with pytest.raises(ValueError, match="int >= 1"):
             GoalImageSimilarity(goal, pool=bad)
+    with pytest.raises(ValueError, match="pool 3 does not divide the frame side 8"):
+        GoalImageSimilarity(goal, pool=3)(None, None, frames, {})
+    with pytest.raises(ValueError, match="pool 3 does not divide the frame side 32"):
+        WorldModelVectorEnv(1, world="driving", **TINY, reward_fn=GoalImageSimilarity(goal, 3))
+
+
+def test_a_goal_image_of_another_size_is_fitted_as_a_start_picture_is():
+    """A camera picture as the goal: cropped and resized as reset does, for every row."""
+    picture = np.random.default_rng(0).integers(0, 256, (48, 80, 3), np.uint8)
+    env = WorldModelVectorEnv(2, world="driving", **TINY)
+    start, _ = env.reset(seed=0, options={"image": picture})
+    goal = GoalImageSimilarity(np.stack([picture, 255 - picture]))
+    assert np.array_equal(goal.fitted(32)[0].numpy(), start[0])
+    env.reward_fn = goal
+    reward = env.step(np.zeros((2, 2), np.float32))[1]
+    assert reward.shape == (2,) and reward[0] > reward[1]  # row 1's goal is the negative
 
 
 def test_lane_centre_pays_metres_off_the_lane_and_radians_of_heading():
@@ -750,9 +766,12 @@ def test_a_bad_action_names_its_rows_and_is_checked_before_the_float32_cast():
     env.reset(seed=0)
     before = snapshot(env)
     for bad, match in [
-        ([[0, 0], [0, 0], [2.0, 0]], r"values in \[-1, 1\], got \[0, 2\] in rows \[2\]"),
+        ([[0, 0], [0, 0], [2.0, 0]], r"values in \[-1, 1\], got 2 at entry 0 in rows \[2\]"),
         ([[0, np.nan], [0, 0], [np.inf, 0]], r"finite values, got NaN or inf in rows \[0, 2\]"),
-        ([[1e300, 0], [0, 0], [0, 0]], r"values in \[-1, 1\], got \[0, 1e\+300\] in rows \[0\]"),
+        (
+            [[1e300, 0], [0, 0], [0, 0]],
+            r"values in \[-1, 1\], got 1e\+300 at entry 0 in rows \[0\]",
+        ),
     ]:
         with pytest.raises(ActionError, match=match):
             env.step(np.array(bad))
@@ -1009,6 +1028,8 @@ def test_rt1_dict_actions():
     single.reset(seed=0)
     with pytest.raises(ActionError, match=r"shape \(1,\).*got shape \(1, 3\)"):
         single.step(dict(single.action_space.sample(), terminate_episode=np.array([0, 1, 0])))
+    # a column of one int, as the other keys are arrays: [0] is terminate, not per-frame values
+    assert single.step(dict(single.action_space.sample(), terminate_episode=np.array([0])))[2]
 
 
 def test_the_single_env_reads_a_policy_s_tensors_as_the_vector_env_does():
@@ -1498,7 +1519,7 @@ def test_memory_switches_take_bools_not_truthy_values(value):
         ("driving", {"reward_fn": 5}, "reward_fn must be a hook"),
         ("driving", {"termination_fn": [PoseReached([1, 0]), "no"]}, "termination_fn must be"),
         ("driving", {"start_fn": 3}, "start_fn must be a callable"),
-        ("driving", {"reward_fn": GoalImageSimilarity(np.zeros((16, 16, 3), np.uint8))}, "goal"),
+        ("driving", {"reward_fn": GoalImageSimilarity(np.zeros((3, 8, 8, 3), np.uint8))}, "3 goal"),
         ("robot", {"reward_fn": PoseDistance([1, 0])}, "PoseDistance needs a world with a pose"),
         ("robot", {"termination_fn": PoseReached([1, 0])}, "needs a world with a pose"),
         ("citywalk", {"reward_fn": [ActionCost(), LaneCentre(4.0)]}, "LaneCentre needs"),
@@ -1508,6 +1529,52 @@ def test_memory_switches_take_bools_not_truthy_values(value):
 def test_hooks_that_cannot_serve_the_env_are_refused_when_it_is_made(world, kwargs, match):
     with pytest.raises(ValueError, match=match):
         WorldModelVectorEnv(2, world=world, **kwargs, **TINY)
+
+
+def test_a_relative_checkpoint_path_is_read_from_where_the_env_was_made(tmp_path, monkeypatch):
+    """The weights load at the first reset, from the directory the config was read from."""
+    from gym_worldmodel import hub
+
+    hub.save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "ck")
+    monkeypatch.chdir(tmp_path)
+    env = WorldModelVectorEnv(1, world="driving", model="ck")
+    assert env.checkpoint_dir == tmp_path / "ck"
+    monkeypatch.chdir(tmp_path.parent)  # no "ck" here
+    env.reset(seed=0)
+
+
+def test_action_and_hook_mistakes_are_named():
+    env = WorldModelVectorEnv(3, world="driving", **TINY)
+    env.reset(seed=0)
+    action = np.zeros((3, 2), np.float32)
+    action[2] = [0.5, -1.3]
+    with pytest.raises(ActionError, match=r"got -1.3 at entry 1 in rows \[2\]"):
+        env.step(action)  # the value out of range, not the batch's min and max
+    robot = WorldModelVectorEnv(1, world="robot", **TINY)
+    robot.reset(seed=0)
+    with pytest.raises(ActionError, match="got a dict with keys .*action_mode='dict'"):
+        robot.step({"world_vector": np.zeros((1, 3))})
+    with pytest.raises(ActionError, match="got None"):
+        robot.step(None)
+
+    def distance(prev_obs, action, obs, info):  # a distance, not whether it is reached
+        return info["pose"][:, 0].abs()
+
+    env.termination_fn = distance
+    with pytest.raises(ValueError, match="termination hook .* returned float64 values .*bools"):
+        env.step(np.zeros((3, 2), np.float32))
+    env.termination_fn = lambda *args: torch.tensor([0, 1, 0])  # 0 / 1 integers are bools
+    assert env.step(np.zeros((3, 2), np.float32))[2].tolist() == [False, True, False]
+    env.reward_fn = lambda *args: 1.0
+    with pytest.raises(ValueError, match=r"shape \(\), expected \(3,\): hooks are batched"):
+        env.step(np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="make it with memory=True"):
+        WorldModelVectorEnv(1, world="driving", memory=False, **TINY).set_memory(True)
+
+
+def test_metadata_render_fps_is_the_step_rate_on_the_class_too():
+    env = WorldModelVectorEnv(1, world="citywalk")  # the shipped world's config; no weights yet
+    assert type(env).metadata["render_fps"] == env.metadata["render_fps"] == 5
 
 
 @pytest.mark.parametrize("model", [123, torch.nn.Linear(2, 2)])

@@ -259,6 +259,40 @@ def test_ppo_learns_on_the_adapter():
     venv.close()
 
 
+def test_dqn_trains_on_the_city_walk_s_discrete_mode():
+    """``action_mode="discrete"``: one Discrete(25) index, which DQN needs, the keys' pair."""
+    from stable_baselines3 import DQN
+
+    keys = WorldModelVectorEnv(1, world="citywalk", **TINY)
+    index = WorldModelVectorEnv(1, world="citywalk", action_mode="discrete", **TINY)
+    assert index.single_action_space == gym.spaces.Discrete(25)
+    for env in (keys, index):
+        env.reset(seed=0)
+    for move, turn in ((1, 2), (0, 3), (4, 0)):  # W + right, look up, D
+        a = keys.step(np.array([[move, turn]]))
+        b = index.step(np.array([5 * move + turn]))
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[4]["pose"], b[4]["pose"])
+    venv = WorldModelSB3VecEnv.make(
+        CITYWALK, num_envs=2, action_mode="discrete", **TINY, max_episode_steps=16
+    )
+    model = DQN(
+        "CnnPolicy",
+        venv,
+        learning_starts=32,
+        train_freq=4,
+        batch_size=16,
+        buffer_size=256,
+        seed=0,
+        device="cpu",
+        policy_kwargs=dict(features_extractor_class=SmallCNN, features_extractor_kwargs={}),
+    )
+    before = [p.detach().clone() for p in model.q_net.parameters()]
+    model.learn(96)
+    assert model.num_timesteps == 96
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.q_net.parameters(), strict=True))
+    venv.close()
+
+
 # --- PettingZoo ---
 
 

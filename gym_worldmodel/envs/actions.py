@@ -6,11 +6,15 @@ the action experts read. A step takes one action (applied to every frame of the 
 per-frame sequence with a leading axis of length F; the robot's ``terminate_episode`` is one
 per step (a ``(3,)`` row would read both as per-frame values and as RT-1's one-hot).
 
-Units (the model vectors carry the same values):
+Units of the user-facing actions (the model vectors, which reward hooks receive, encode them
+as the column constants below say: camera keys as one-hots, the robot's rotations divided by
+their bound, so pi/2 radians of ``rotation_delta`` is 1.0 there):
     camera, keys mode: ``MultiDiscrete([5, 5])`` = (translation, rotation).
         translation: 0 none, 1 W forward, 2 A left, 3 S back, 4 D right; one press moves
         ``move_m`` metres per frame. rotation: 0 none, 1 left, 2 right, 3 up, 4 down; one press
         turns ``turn_deg`` degrees per frame. Both can be pressed together.
+    camera, discrete mode: ``Discrete(25)``, the keys mode's pair as ``5 * translation +
+        rotation`` (for agents of one discrete action, such as DQN).
     camera, look mode: ``Dict(move=Discrete(5), look=Box(-1, 1, (2,)))``; look = (yaw, pitch)
         rates as fractions of ``turn_deg`` per frame, yaw positive to the right, pitch up.
     robot: the RT-1 dict. world_vector (3,) in [-1, 1] (normalised end-effector translation),
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +80,15 @@ def on_host(value: Any) -> Any:
 
 def _as_array(value: Any, name: str) -> np.ndarray:
     value = on_host(value)  # a policy's output may be a tensor on any device, with grad
+    if value is None or isinstance(value, Mapping):
+        what = "None" if value is None else f"a dict with keys {sorted(map(str, value))}"
+        hint = (  # a dict is the action of another mode
+            ": this action_mode takes arrays (the robot's RT-1 dict is action_mode='dict', the "
+            "camera's move / look dict action_mode='look')"
+            if value is not None
+            else ""
+        )
+        raise ActionError(f"{name}: expected an array of numbers, got {what}{hint}")
     try:
         arr = np.asarray(value)
     except Exception as err:  # noqa: BLE001 - any conversion failure is a bad action
@@ -122,8 +135,10 @@ def check_box(
         raise ActionError(f"{name}: expected finite values, got NaN or inf{rows}")
     outside = (arr < low - 1e-6) | (arr > high + 1e-6)
     if outside.any():
+        first = tuple(np.argwhere(outside)[0])  # (row, frame, *entry)
+        entry = f" at entry {list(first[2:]) if len(first) > 3 else first[2]}" if shape else ""
         raise ActionError(
-            f"{name}: expected values in [{low:g}, {high:g}], got [{arr.min():g}, {arr.max():g}]"
+            f"{name}: expected values in [{low:g}, {high:g}], got {arr[first]:g}{entry}"
             + _rows(outside)
         )
     return arr.astype(np.float32)
@@ -214,7 +229,12 @@ def _key_combos(groups: list[dict[str, Any]], action: Callable[[list[Any]], Any]
 
 @dataclass(frozen=True)
 class CameraHead(_Head):
-    """Camera movement: keyboard keys, or a movement key plus continuous look rates."""
+    """Camera movement: keyboard keys, or a movement key plus continuous look rates.
+
+    Modes: ``"keys"`` ``MultiDiscrete([5, 5])`` (translation, rotation); ``"discrete"`` the same
+    25 key pairs as one ``Discrete(25)`` index, ``5 * translation + rotation``, for agents of one
+    discrete action (DQN); ``"look"`` a movement key and (yaw, pitch) rates.
+    """
 
     mode: str = "keys"
     move_m: float = 0.2
@@ -223,14 +243,18 @@ class CameraHead(_Head):
     width: int = 12
 
     def __post_init__(self) -> None:
-        if self.mode not in ("keys", "look"):
-            raise ValueError(f"camera action mode must be 'keys' or 'look', got {self.mode!r}")
+        if self.mode not in ("keys", "discrete", "look"):
+            raise ValueError(
+                f"camera action mode must be 'keys', 'discrete' or 'look', got {self.mode!r}"
+            )
 
     @property
     def space(self) -> spaces.Space:
         """One step's action space."""
         if self.mode == "keys":
             return spaces.MultiDiscrete([5, 5])
+        if self.mode == "discrete":
+            return spaces.Discrete(25)
         return spaces.Dict(
             {"move": spaces.Discrete(5), "look": spaces.Box(-1.0, 1.0, (2,), np.float32)}
         )
@@ -239,6 +263,8 @@ class CameraHead(_Head):
         """One step's do-nothing action: no key, no look."""
         if self.mode == "keys":
             return np.zeros(2, np.int64)
+        if self.mode == "discrete":
+            return np.int64(0)
         return {"move": np.int64(0), "look": np.zeros(2, np.float32)}
 
     def keys_to_action(self) -> dict[str, Any]:
@@ -254,6 +280,8 @@ class CameraHead(_Head):
             move, turn = (0 if k is None else k for k in held)
             if self.mode == "keys":
                 return np.array([move, turn], np.int64)
+            if self.mode == "discrete":
+                return np.int64(5 * move + turn)
             return {"move": np.int64(move), "look": CAMERA_ROTATIONS[turn].copy()}
 
         return _key_combos([moves, turns], action)
@@ -266,9 +294,13 @@ class CameraHead(_Head):
     def encode(self, actions: Any, batch: int, frames: int) -> np.ndarray:
         """Batch of actions -> ``(B, F, 12)``: move one-hot, rotate one-hot, (yaw, pitch)."""
         out = np.zeros((batch, frames, self.width), np.float32)
-        if self.mode == "keys":
-            keys = check_discrete(actions, (5, 5), batch, frames, "camera keys")
-            move, rot = keys[..., 0], keys[..., 1]
+        if self.mode in ("keys", "discrete"):
+            if self.mode == "keys":
+                keys = check_discrete(actions, (5, 5), batch, frames, "camera keys")
+                move, rot = keys[..., 0], keys[..., 1]
+            else:
+                index = check_discrete(actions, (25,), batch, frames, "camera action")[..., 0]
+                move, rot = np.divmod(index, 5)
             look = CAMERA_ROTATIONS[rot]
         else:
             check_keys(actions, {"move", "look"}, "camera look action")
@@ -362,11 +394,13 @@ class RobotHead(_Head):
             )
             col += n
         term = _as_array(actions["terminate_episode"], "robot terminate_episode")
+        if term.shape == (batch, 1):  # a column, as the other keys are: one int per env still
+            term = term[:, 0]
         if term.shape != (batch,):  # one per step: a (3,) row would read as per-frame values
             raise ActionError(
-                f"robot terminate_episode: expected one int per env, shape ({batch},) (0 "
-                f"terminate, 1 arm, 2 base), got shape {term.shape}; for RT-1's one-hot "
-                "[terminate, arm, base] pass its argmax"
+                f"robot terminate_episode: expected one int per env, shape ({batch},) or "
+                f"({batch}, 1) (0 terminate, 1 arm, 2 base), got shape {term.shape}; for "
+                "RT-1's one-hot [terminate, arm, base] pass its argmax"
             )
         term = check_discrete(term, (3,), batch, frames, "robot terminate_episode")
         np.put_along_axis(out[..., ROBOT_MODE], term, 1.0, axis=-1)

@@ -254,7 +254,9 @@ class WorldEngine:
         """Turn memory retrieval (and with ``store``, storing) on or off for rows ``env_idx``."""
         if self.memory is None:
             if enabled or store:
-                raise ValueError("this engine was built without memory (memory=True)")
+                raise ValueError(
+                    "this env was made without memory: make it with memory=True to turn it on"
+                )
             return
         self.memory.set_enabled(enabled, env_idx, store)
 

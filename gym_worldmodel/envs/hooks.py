@@ -2,8 +2,13 @@
 
 A hook is called as ``hook(prev_obs, action, obs, info)`` with, for B rows:
     prev_obs, obs: uint8 tensors ``(B, H, W, 3)``, the last frame before and after the step.
-    action: float tensor ``(B, F, w)``, the step's encoded per-frame action vectors (see
-        :mod:`gym_worldmodel.envs.actions` for their units).
+    action: float tensor ``(B, F, w)``, the step's per-frame action vectors as the model reads
+        them, not as they were given (:mod:`gym_worldmodel.envs.actions`, whose ``CAMERA_*``,
+        ``ROBOT_*`` and ``DRIVING_*`` constants name the columns): camera keys as one-hots
+        (``action[..., CAMERA_MOVE].argmax(-1)`` is the movement key) and look rates as
+        fractions of ``turn_deg``; the robot's 10 RT-1 values in [-1, 1], rotations divided by
+        their bound (1.0 is pi/2 radians of ``rotation_delta``, pi of the base's rotation), then
+        ``terminate_episode`` one-hot; driving's steering and acceleration fractions.
     info: ``{"pose": (B, 4) float64 tensor or None, "prev_pose": ..., "step": (B,) long,
         "effort": (B,) float}``; effort is the mean square of the step's control values (camera:
         a movement key pressed counts 1, look rates as fractions of the turn rate; robot: the
@@ -31,6 +36,7 @@ import torch
 from torch import Tensor
 
 from gym_worldmodel.envs.options import is_int
+from gym_worldmodel.envs.worlds import fit_frames
 
 Hook = Callable[[Tensor, Tensor, Tensor, dict[str, Any]], Any]
 #: An initial-conditions hook: the starting rows' generators -> their reset options.
@@ -41,49 +47,59 @@ class GoalImageSimilarity:
     """Reward ``1 - mean |obs - goal| / 255`` in [0, 1]: 1 when the frame equals the goal image.
 
     Args:
-        goal: uint8 ``(H, W, 3)`` image of the env's frame size (one goal for all rows) or
-            ``(B, H, W, 3)``, one per row (``(1, H, W, 3)``: one for all).
+        goal: uint8 ``(H, W, 3)`` image (one goal for all rows) or ``(B, H, W, 3)``, one per row
+            (``(1, H, W, 3)``: one for all), of any size: a goal that is not the env's frame
+            size is centre-cropped to a square and resized to it, as a start picture is at
+            ``reset``, so a camera picture gives the reward the same frame the env starts from.
         pool: Compare ``pool`` x ``pool`` pixel means (average pooling) instead of pixels: 1
             compares pixels; larger is less sensitive to blur and to shifts of a few pixels.
-            ``H`` and ``W`` must be multiples of it.
+            The env's frame side must be a multiple of it.
     """
 
     def __init__(self, goal: np.ndarray | Tensor, pool: int = 1) -> None:
         goal = goal if isinstance(goal, Tensor) else torch.from_numpy(np.array(goal))
         if goal.dtype != torch.uint8:  # a cast would wrap 300 to 44 and floor [0, 1] floats to 0
             raise ValueError(f"goal image must be uint8 RGB (0-255), got {goal.dtype}")
-        if goal.shape[-1:] != (3,) or goal.dim() not in (3, 4):
+        if goal.shape[-1:] != (3,) or goal.dim() not in (3, 4) or 0 in goal.shape:
             raise ValueError(
                 f"goal image must be (H, W, 3) or (B, H, W, 3), got {tuple(goal.shape)}"
             )
         self.goal = goal.detach().clone()
         if not is_int(pool) or pool < 1:
             raise ValueError(f"pool must be an int >= 1, got {pool!r}")
-        if any(side % pool for side in self.goal.shape[-3:-1]):
-            raise ValueError(f"pool {pool} does not divide the goal's {tuple(self.goal.shape)}")
         self.pool = pool
+        self._fitted = self.goal  # the goal at the frame size last asked for, on its device
 
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Similarity of each row's frame to the goal."""
-        if self.goal.device != obs.device:  # moved once, not copied every step
-            self.goal = self.goal.to(obs.device)
-        goal = self.goal
-        if goal.shape[-3:] != obs.shape[-3:]:
-            raise ValueError(f"goal image {tuple(goal.shape[-3:])} != frame {tuple(obs.shape[1:])}")
+        self._check_pool(obs.shape[-2])
+        goal = self.fitted(obs.shape[-2], obs.device)
         if goal.dim() == 4:
             _check_rows("goal images", len(goal), len(obs))
         diff = (self._pooled(obs) - self._pooled(goal)).abs().mean(dim=(-3, -2, -1))
         return 1.0 - diff / 255.0
 
+    def fitted(self, size: int, device: torch.device | str = "cpu") -> Tensor:
+        """The goal as the reward compares it: ``(..., size, size, 3)`` uint8 on ``device``."""
+        if self._fitted.shape[-3:-1] != (size, size):  # fitted once, not every step
+            flat = self.goal.reshape(-1, *self.goal.shape[-3:]).cpu().numpy()
+            fit = torch.from_numpy(fit_frames(flat, size))
+            self._fitted = fit.reshape(*self.goal.shape[:-3], size, size, 3)
+        if self._fitted.device != torch.device(device):  # moved once, not copied every step
+            self._fitted = self._fitted.to(device)
+        return self._fitted
+
     def check_env(self, frame_size: int, num_envs: int, pose: str | None) -> None:
-        """Refuse an env whose frames are not the goal's size, or with another row count."""
-        if self.goal.shape[-3:-1] != (frame_size, frame_size):
-            raise ValueError(
-                f"goal image {tuple(self.goal.shape[-3:])} for an env of "
-                f"({frame_size}, {frame_size}, 3) frames"
-            )
+        """Refuse an env whose frame side ``pool`` does not divide, or with another row count."""
+        self._check_pool(frame_size)
         if self.goal.dim() == 4:
             _check_rows("goal images", len(self.goal), num_envs)
+
+    def _check_pool(self, frame_size: int) -> None:
+        if frame_size % self.pool:
+            raise ValueError(
+                f"goal image reward: pool {self.pool} does not divide the frame side {frame_size}"
+            )
 
     def select(self, rows: Sequence[int]) -> GoalImageSimilarity:
         """This reward for an env of rows ``rows`` of this one (one goal for all: itself)."""
@@ -297,13 +313,20 @@ def evaluate(
         value = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
         if value.shape != (batch,):
             raise ValueError(
-                f"{kind} hook {hook!r} returned shape {value.shape}, expected ({batch},) "
-                f"{AFTER_THE_STEP}"
+                f"{kind} hook {hook!r} returned shape {value.shape}, expected ({batch},): hooks "
+                f"are batched, one value per row, a single env's too {AFTER_THE_STEP}"
             )
         if kind == "reward":
             if not np.isfinite(value).all():
                 raise ValueError(f"reward hook {hook!r} returned NaN or inf {AFTER_THE_STEP}")
             total += value
-        else:
+        elif value.dtype == np.bool_ or (
+            np.issubdtype(value.dtype, np.integer) and np.isin(value, (0, 1)).all()
+        ):
             total |= value.astype(bool)
+        else:  # a distance read as "true when not 0" would end every episode at its first step
+            raise ValueError(
+                f"termination hook {hook!r} returned {value.dtype} values {value[:4].tolist()}, "
+                f"expected bools (or 0 / 1) {AFTER_THE_STEP}"
+            )
     return total

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from gym_worldmodel.envs.worlds import resize_frames
+from gym_worldmodel.envs.worlds import fit_frames
 from gym_worldmodel.models import WorldModelConfig
 
 
@@ -217,17 +217,11 @@ def first_chunk(frames: np.ndarray, config: WorldModelConfig) -> np.ndarray:
     """``(k, H, W, 3)`` of any size -> the episode's first chunk ``(F, size, size, 3)``.
 
     Frames that are not square are centre-cropped to a square (the worlds were trained on square
-    frames; stretching would distort them), then resized; the last F are kept, and fewer are
-    padded by repeating the first.
+    frames; stretching would distort them), then resized (:func:`fit_frames`); the last F are
+    kept, and fewer are padded by repeating the first.
     """
-    f, size = config.dit.chunk_frames, config.vae.image_size
-    h, w = frames.shape[1:3]
-    if h != w:
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        frames = frames[:, top : top + side, left : left + side]
-    frames = resize_frames(frames, size) if frames.shape[1:3] != (size, size) else frames
-    frames = frames[-f:]
+    f = config.dit.chunk_frames
+    frames = fit_frames(frames[-f:], config.vae.image_size)
     return np.concatenate([np.repeat(frames[:1], f - len(frames), 0), frames])
 
 

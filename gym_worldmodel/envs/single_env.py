@@ -49,7 +49,7 @@ class WorldModelEnv(gym.Env):
     ``reset()``, even after a :meth:`set_state`: reset a new env once before restoring a state.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 5}  # each env sets its world's
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         for name in ("num_envs", "output", "autoreset_mode"):

@@ -108,7 +108,7 @@ class WorldModelVectorEnv(VectorEnv):
             bundled ones. An env refuses a model whose ``trained_modalities`` lack its world's.
             A ``WorldModel`` is shared, not copied: the env moves it to ``device`` and puts it
             in eval mode (``nfe`` does not change it either).
-        action_mode: The action head's mode (camera ``"keys"``/``"look"``, robot
+        action_mode: The action head's mode (camera ``"keys"``/``"discrete"``/``"look"``, robot
             ``"dict"``/``"flat"``); None for the world's default.
         obs_mode: ``"rgb"`` (last frame ``(H, W, 3)`` uint8), ``"chunk"`` (``(F, H, W, 3)``) or
             ``"latent"`` (``(F, C, h, w)`` float32, clipped to +-100). Worlds with a pose also
@@ -174,7 +174,7 @@ class WorldModelVectorEnv(VectorEnv):
 
     metadata = {
         "render_modes": ["rgb_array"],
-        "render_fps": 15,
+        "render_fps": 5,  # the shipped worlds' steps a second; each env sets its world's
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
 
@@ -225,6 +225,10 @@ class WorldModelVectorEnv(VectorEnv):
         self.config, self.checkpoint_dir = (
             (engine.config, None) if engine is not None else model_source(self.world, model)
         )
+        if isinstance(model, (str, os.PathLike)) and self.checkpoint_dir is not None:
+            # the weights load at the first reset, from where the config was read now (a
+            # relative path is not looked up again from another working directory)
+            self._model_arg = self.checkpoint_dir = self.checkpoint_dir.absolute()
         self.config.check_trained(self.head.modality, self.world.name)
         for name, hooks in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
             hook_lib.check(hooks, name, self.config.vae.image_size, num_envs, self.world.pose)
@@ -525,6 +529,17 @@ class WorldModelVectorEnv(VectorEnv):
         memory, each fork gets its own copy of the row's memory. Hooks with values per row (a
         goal image or target per row) keep row ``row``'s in every fork (``select``, see
         :mod:`gym_worldmodel.envs.hooks`).
+
+        A fork that ends inside a planning horizon (a termination hook, the robot's
+        ``terminate_episode = 0``, ``max_episode_steps``) restarts as the autoreset mode says:
+        with ``NEXT_STEP`` its next step begins a new episode (reward 0) and the rewards after
+        it are that episode's. Count a plan's return until its row is done::
+
+            alive, ret = np.ones(n, bool), np.zeros(n)
+            for action in plan:
+                _, reward, terminated, truncated, _ = futures.step(action)
+                ret += alive * reward
+                alive &= ~(terminated | truncated)
         """
         self._check_open()
         if not self._started:

@@ -234,6 +234,20 @@ def _load_start_frames(path: Path) -> np.ndarray:
     return frames
 
 
+def fit_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``(N, H, W, 3)`` of any size -> ``(N, size, size, 3)``: centre-cropped, then resized.
+
+    Frames that are not square are cropped to a square (the worlds were trained on square
+    frames; stretching would distort them); frames of the size already are returned as they are.
+    """
+    h, w = frames.shape[1:3]
+    if h != w:
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        frames = frames[:, top : top + side, left : left + side]
+    return resize_frames(frames, size) if frames.shape[1:3] != (size, size) else frames
+
+
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """Resize uint8 ``(N, H, W, 3)`` frames to ``(N, size, size, 3)`` (bilinear, antialiased).
 

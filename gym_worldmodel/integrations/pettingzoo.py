@@ -86,7 +86,7 @@ class WorldModelParallelEnv(ParallelEnv):
 
     metadata = {
         "render_modes": ["rgb_array"],
-        "render_fps": 15,
+        "render_fps": 5,  # the shipped worlds' steps a second; each env sets its world's
         "name": "worldmodel_parallel_v0",
         "is_parallelizable": True,
     }
