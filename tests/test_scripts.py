@@ -577,7 +577,7 @@ def test_eval_model_defaults_to_each_worlds_shipped_checkpoint(monkeypatch):
     assert mixed("robot") == str(WORLDS["robot"].checkpoint_dir) and mixed("citywalk") == "runs/x"
 
 
-def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
+def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
@@ -599,19 +599,21 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path):
     config = model_config(WORLDS["driving"], None)
     assert np.array_equal(frames[0], first_chunk(picture[None], config)[-1])
 
-    # RT-1 columns for the robot (terminate_episode one-hot, as RT-1 stores it); terminate = 0 in
-    # the second row ends the episode there
+    # RT-1 columns for the robot (terminate_episode one-hot, as RT-1 stores it; a 1-wide key
+    # flat); terminate = 0 in the second row ends the episode there, and the command says so
     rt1 = {
         "world_vector": np.tile([0.5, 0.0, -0.5], (4, 1)),
         "rotation_delta": np.zeros((4, 3)),
-        "gripper_closedness_action": np.ones((4, 1)),
+        "gripper_closedness_action": np.ones(4),
         "base_displacement_vector": np.zeros((4, 2)),
         "base_displacement_vertical_rotation": np.zeros((4, 1)),
         "terminate_episode": np.eye(3, dtype=np.int64)[[1, 0, 1, 1]],
     }
     np.savez(tmp_path / "plan.npz", **rt1)
+    capsys.readouterr()
     rollout("robot", "plan.npz", *own)
     assert np.load(out).shape[0] == 1 + 2 * 3
+    assert "row 1 of --actions ended the episode after 2 of 4 steps" in capsys.readouterr().out
 
     # an action out of range names its row and writes nothing
     np.save(tmp_path / "bad.npy", np.array([[0.2, 0.5], [3.0, 0.0]], np.float32))

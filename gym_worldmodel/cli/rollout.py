@@ -79,8 +79,9 @@ def read_actions(path: Path) -> Any:
       default action space (camera keys ``(steps, 2)``, driving ``(steps, 2)``, robot flat
       ``(steps, 10)``; ``.npy`` may add a per-frame axis, ``(steps, F, ...)``).
     * ``.npz`` (robot): the RT-1 dict, one array per key with ``steps`` rows
-      (``world_vector`` ``(steps, 3)``, ``rotation_delta`` radians, ...); ``terminate_episode``
-      is ``(steps,)`` integers or RT-1's one-hot ``(steps, 3)``, and may be left out (1, arm).
+      (``world_vector`` ``(steps, 3)``, ``rotation_delta`` radians, ...; the 1-wide keys
+      ``(steps, 1)`` or ``(steps,)``); ``terminate_episode`` is ``(steps,)`` integers or RT-1's
+      one-hot ``(steps, 3)``, and may be left out (1, arm).
     """
     import warnings
 
@@ -97,6 +98,11 @@ def read_actions(path: Path) -> Any:
                 f"--actions {path}: every array must have the same number of rows (one per "
                 f"step, at least one), got shapes {shapes}"
             )
+        from gym_worldmodel.envs.actions import RT1_KEYS
+
+        for key, width, _ in RT1_KEYS:  # a 1-wide key may be stored flat, (steps,)
+            if width == 1 and key in columns and columns[key].ndim == 1:
+                columns[key] = columns[key][:, None]
         term = columns.get("terminate_episode")
         if term is not None and term.ndim == 2 and term.shape[1] == 3:  # RT-1's one-hot
             if not np.array_equal(np.sort(term, axis=1), np.tile([0, 0, 1], (len(term), 1))):
@@ -301,6 +307,11 @@ def rollout_main(argv: Sequence[str]) -> None:
         f"({(len(frames) - 1) / elapsed:.1f} frames/s, {dtype}, nfe {nfe}); wrote {args.video} "
         f"at {fps} fps" + (f" and {args.frames}" if args.frames else "")
     )
+    if i + 1 < steps:  # the loop broke: the robot's terminate_episode = 0 in this row
+        print(
+            f"terminate_episode = 0 in row {i} of --actions ended the episode after {i + 1} of "
+            f"{steps} steps; the rows after it were not played"
+        )
 
 
 def _simulator(world: str, action_mode: str | None) -> Any:
