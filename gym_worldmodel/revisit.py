@@ -14,7 +14,10 @@ decibels is never lower than the pooled figure (the logarithm is concave), so th
 compared with each other; memory on and off are measured alike.
 
 The memory-on rollout's PSNR where it first showed each revisited place is reported too: those
-are the frames memory stores and gives back, so memory on can hardly score more on return.
+are the frames memory stores and gives back, so memory on can hardly score more on return. The
+same figures by how early in the episode the place was first shown (``by_first_view``) say how
+the gain depends on what memory holds: a place shown in the first steps is remembered as the
+model drew it before it drifted.
 
 With ``oracle``, a third run stores the encoded recorded frames in memory instead of the
 generated ones (everything else alike): a diagnostic that separates how well the model uses
@@ -64,11 +67,40 @@ class RevisitResult:
     psnr_oracle: float | None = None
     ssim_oracle: float | None = None
     curve_oracle: list[float] | None = None
+    #: the revisit frames grouped by the frame their place was first shown at
+    #: (:data:`FIRST_VIEW_BINS`): ``first`` ``[from, to)``, ``frames``, mean per-frame PSNR
+    #: ``on``, ``off``, ``oracle`` (None without it) and ``held`` (memory on at the first view)
+    by_first_view: list[dict] | None = None
 
     @property
     def gain_db(self) -> float:
         """PSNR with memory minus without, on revisit frames."""
         return self.psnr_on - self.psnr_off
+
+
+#: Where :func:`evaluate_revisit` splits the revisit frames by the frame their place was first
+#: shown at (the last bin runs to the end of the episode).
+FIRST_VIEW_BINS = (1, 16, 31, 61, 121, 241)
+
+
+def _by_first_view(
+    src: np.ndarray, psnrs: dict[str, np.ndarray | None], held: np.ndarray
+) -> list[dict]:
+    """Mean per-frame PSNRs of the revisit frames whose place was first shown in each bin."""
+    out = []
+    for lo, hi in zip(FIRST_VIEW_BINS, (*FIRST_VIEW_BINS[1:], None), strict=True):
+        sel = (src >= lo) & (src < hi if hi is not None else True)
+        if sel.any():
+            row = {"first": [lo, hi], "frames": int(sel.sum()), "held": float(held[sel].mean())}
+            row |= {k: None if v is None else float(v[sel].mean()) for k, v in psnrs.items()}
+            out.append(row)
+    return out
+
+
+def first_view_span(row: dict) -> str:
+    """``"1-15"`` (or ``"241+"``): the frames of a :attr:`RevisitResult.by_first_view` row."""
+    lo, hi = row["first"]
+    return f"{lo}-{hi - 1}" if hi is not None else f"{lo}+"
 
 
 def _same_pose_earlier(poses: np.ndarray, min_gap: int, tol_m: float, tol_deg: float) -> np.ndarray:
@@ -151,14 +183,18 @@ def evaluate_revisit(
     generated = np.concatenate(frames, 1)  # (2e, steps * f, H, W, 3): frames 1 .. steps * f
     hit = np.concatenate(hits, 1)
     p_on, p_off = psnr(generated[:e], truth), psnr(generated[e:], truth)
+    remembered = np.concatenate(oracle_frames, 1) if oracle else None
+    p_oracle = None if remembered is None else psnr(remembered, truth)
     mask = np.zeros((e, steps * f), bool)
     first_psnr = []  # the memory-on rollout where it first showed each revisited place
+    pairs = []  # (episode, revisit frame, first frame) of places first shown after the start
     for i, ep in enumerate(episodes):
         idx, src = first_visits(ep.poses[: steps * f + 1], min_gap)
         mask[i, idx[idx >= 1] - 1] = True
-        src = src[(idx >= 1) & (src >= 1)] - 1  # the start frame is the sink, not generated
-        if len(src):
-            first_psnr.append(float(p_on[i, src].mean()))
+        keep = (idx >= 1) & (src >= 1)  # the start frame is the sink, not generated
+        pairs += [(i, j, k) for j, k in zip(idx[keep], src[keep], strict=True)]
+        if keep.any():
+            first_psnr.append(float(p_on[i, src[keep] - 1].mean()))
     used = [i for i in range(e) if mask[i].any()]
     if not used:
         raise DatasetError(f"{data}: no held-out frame revisits a pose {min_gap}+ frames later")
@@ -171,10 +207,13 @@ def evaluate_revisit(
 
     on, off = mean(p_on), mean(p_off)
     extra = {}
-    if oracle:
-        remembered = np.concatenate(oracle_frames, 1)
-        p_oracle = psnr(remembered, truth)
-        extra = {
+    if pairs:
+        ep_i, now, then = (np.array(c) for c in zip(*pairs, strict=True))
+        psnrs = {"on": p_on, "off": p_off, "oracle": p_oracle}
+        at = {k: None if v is None else v[ep_i, now - 1] for k, v in psnrs.items()}
+        extra["by_first_view"] = _by_first_view(then, at, p_on[ep_i, then - 1])
+    if remembered is not None:
+        extra |= {
             "psnr_oracle": float(np.mean(mean(p_oracle))),
             "ssim_oracle": float(np.mean(mean_ssim(remembered))),
             "curve_oracle": p_oracle.mean(0).tolist(),
@@ -263,6 +302,23 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
             "about as high as memory on can score on return.",
             "",
         ]
+    if r.by_first_view:
+        lines += [
+            "By how early the revisited place was first shown (frame 0 is the start frame; the "
+            "revisit frames of all episodes pooled, mean per-frame PSNR in dB):",
+            "",
+            "| first shown at frame | revisit frames | memory on | memory off | difference | "
+            "memory on where first shown |"
+            + (" memory of recorded frames |" if r.psnr_oracle else ""),
+            "|---|---|---|---|---|---|" + ("---|" if r.psnr_oracle else ""),
+        ]
+        for b in r.by_first_view:
+            lines.append(
+                f"| {first_view_span(b)} | {b['frames']} | {b['on']:.2f} | {b['off']:.2f} | "
+                f"{b['on'] - b['off']:+.2f} | {b['held']:.2f} |"
+                + (f" {b['oracle']:.2f} |" if b["oracle"] is not None else "")
+            )
+        lines.append("")
     if r.psnr_oracle is not None:
         lines += [
             "Diagnostic (`--oracle-memory`): the same memory-on run, but storing the recorded "

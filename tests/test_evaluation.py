@@ -433,10 +433,22 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert np.isfinite([*figures, result.psnr_oracle, result.ssim_oracle]).all()
     assert np.isfinite(result.psnr_first_visit)
     assert result.psnr_oracle != result.psnr_on  # other memories, other frames
+    # the revisit frames by when their place was first shown: every one of them after the start
+    from gym_worldmodel.revisit import first_visits
+    from gym_worldmodel.sources.episodes import load_episodes
+
+    shown = [first_visits(ep.poses, 6)[1] for ep in load_episodes(data, "heldout")]
+    later = np.concatenate(shown)
+    bins = result.by_first_view
+    assert sum(b["frames"] for b in bins) == (later >= 1).sum() <= result.revisit_frames
+    assert [b["first"][0] for b in bins] == sorted(b["first"][0] for b in bins)
+    assert all(b["first"][0] <= later.max() for b in bins)
+    assert all(np.isfinite([b["on"], b["off"], b["oracle"], b["held"]]).all() for b in bins)
     report = tmp_path / "docs" / "memory.md"
     write_revisit_report(result, tmp_path / "docs" / "eval", report, "cmd")
     assert "memory on" in report.read_text() and "recorded frames" in report.read_text()
     assert "What memory holds" in report.read_text()
+    assert "| first shown at frame |" in report.read_text()
     assert (tmp_path / "docs" / "eval" / "revisit.png").stat().st_size > 0
     # the CLI prints every figure of the report
     from gym_worldmodel.cli import main
@@ -449,6 +461,7 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert f"on {result.psnr_on:.2f} dB" in printed
     assert "what memory holds (the rollout where it first showed those places): " in printed
     assert f"{result.psnr_first_visit:.2f} dB" in printed and "recorded frames" in printed
+    assert "by the frame the place was first shown at: 1-15: " in printed
     with pytest.raises(SystemExit):  # one report per run: a second dataset is refused, not lost
         main([*argv, "--data", str(data), str(data), "--out", str(tmp_path / "two")])
     assert "--revisit measures one dataset per run, got 2" in capsys.readouterr().err

@@ -115,7 +115,11 @@ def eval_main(argv: Sequence[str]) -> None:
 
     teachers = per_world(args.teacher, "--teacher", args.device, worlds)
     if args.revisit:
-        from gym_worldmodel.revisit import evaluate_revisit, write_revisit_report
+        from gym_worldmodel.revisit import (
+            evaluate_revisit,
+            first_view_span,
+            write_revisit_report,
+        )
 
         if len(args.data) != 1:  # one report and one revisit.json per run
             parser.error(f"--revisit measures one dataset per run, got {len(args.data)}")
@@ -142,6 +146,12 @@ def eval_main(argv: Sequence[str]) -> None:
             )
         if result.psnr_oracle is not None:
             print(f"  memory of recorded frames: {result.psnr_oracle:.2f} dB", flush=True)
+        if result.by_first_view:
+            spans = (
+                f"{first_view_span(b)}: {b['on'] - b['off']:+.2f} dB ({b['frames']} frames)"
+                for b in result.by_first_view
+            )
+            print(f"  by the frame the place was first shown at: {', '.join(spans)}", flush=True)
         write_revisit_report(result, args.out, report, command)
         print(f"wrote {report} and {args.out}/")
         return
