@@ -68,7 +68,8 @@ class RevisitResult:
     ssim_oracle: float | None = None
     curve_oracle: list[float] | None = None
     #: the revisit frames grouped by the frame their place was first shown at
-    #: (:data:`FIRST_VIEW_BINS`): ``first`` ``[from, to)``, ``frames``, mean per-frame PSNR
+    #: (:data:`FIRST_VIEW_BINS`; revisits of the start frame, the sink, left out):
+    #: ``first`` ``[from, to)``, ``frames``, mean per-frame PSNR
     #: ``on``, ``off``, ``oracle`` (None without it) and ``held`` (memory on at the first view)
     by_first_view: list[dict] | None = None
 
@@ -304,13 +305,14 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
         ]
     if r.by_first_view:
         lines += [
-            "By how early the revisited place was first shown (frame 0 is the start frame; the "
+            "By how early the revisited place was first shown (frame 0 is the start frame, which "
+            "the model always attends to as its sink: revisits of it are left out here; the "
             "revisit frames of all episodes pooled, mean per-frame PSNR in dB):",
             "",
             "| first shown at frame | revisit frames | memory on | memory off | difference | "
             "memory on where first shown |"
-            + (" memory of recorded frames |" if r.psnr_oracle else ""),
-            "|---|---|---|---|---|---|" + ("---|" if r.psnr_oracle else ""),
+            + (" memory of recorded frames |" if r.psnr_oracle is not None else ""),
+            "|---|---|---|---|---|---|" + ("---|" if r.psnr_oracle is not None else ""),
         ]
         for b in r.by_first_view:
             lines.append(

@@ -629,9 +629,11 @@ def test_a_goal_image_of_another_size_is_fitted_as_a_start_picture_is():
     start, _ = env.reset(seed=0, options={"image": picture})
     goal = GoalImageSimilarity(np.stack([picture, 255 - picture]))
     assert np.array_equal(goal.fitted(32)[0].numpy(), start[0])
+    similarity = goal(None, None, torch.from_numpy(start), {}).tolist()
+    assert similarity[0] == 1.0 and similarity[1] < 0.9  # row 1's goal is the negative
     env.reward_fn = goal
-    reward = env.step(np.zeros((2, 2), np.float32))[1]
-    assert reward.shape == (2,) and reward[0] > reward[1]  # row 1's goal is the negative
+    obs, reward, *_ = env.step(np.zeros((2, 2), np.float32))
+    np.testing.assert_allclose(reward, goal(None, None, torch.from_numpy(obs), {}).double())
 
 
 def test_lane_centre_pays_metres_off_the_lane_and_radians_of_heading():
@@ -835,6 +837,7 @@ def test_torch_actions_are_read_whatever_their_grad():
     "world, mode",
     [
         ("citywalk", "keys"),
+        ("citywalk", "discrete"),
         ("citywalk", "look"),
         ("robot", "flat"),
         ("robot", "dict"),
@@ -1563,8 +1566,10 @@ def test_action_and_hook_mistakes_are_named():
     env.termination_fn = distance
     with pytest.raises(ValueError, match="termination hook .* returned float64 values .*bools"):
         env.step(np.zeros((3, 2), np.float32))
-    env.termination_fn = lambda *args: torch.tensor([0, 1, 0])  # 0 / 1 integers are bools
-    assert env.step(np.zeros((3, 2), np.float32))[2].tolist() == [False, True, False]
+    for flags in (torch.tensor([0, 1, 0]), torch.tensor([0.0, 1.0, 0.0], dtype=torch.bfloat16)):
+        env.termination_fn = lambda *args, flags=flags: flags  # numbers all 0 or 1 are flags
+        assert env.step(np.zeros((3, 2), np.float32))[2].tolist() == [False, True, False]
+        env.reset(seed=0)
     env.reward_fn = lambda *args: 1.0
     with pytest.raises(ValueError, match=r"shape \(\), expected \(3,\): hooks are batched"):
         env.step(np.zeros((3, 2), np.float32))

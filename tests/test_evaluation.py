@@ -420,6 +420,20 @@ def test_revisit_frames_need_the_same_pose_long_enough_before():
     assert frames.tolist() == [7, 8, 9] and first.tolist() == [0, 0, 0]  # the first of them
 
 
+def test_revisit_frames_are_binned_by_the_frame_their_place_was_first_shown_at():
+    from gym_worldmodel.revisit import FIRST_VIEW_BINS, _by_first_view, first_view_span
+
+    first = np.array([1, 15, 16, 30, 31, 240, 241, 900])
+    on = np.arange(len(first), dtype=float)
+    rows = _by_first_view(first, {"on": on, "off": on - 1, "oracle": None}, on + 10)
+    spans = [first_view_span(r) for r in rows]
+    assert spans == ["1-15", "16-30", "31-60", "121-240", "241+"]  # 61-120 holds none
+    assert [r["frames"] for r in rows] == [2, 2, 1, 1, 2]
+    assert rows[0]["on"] == 0.5 and rows[0]["off"] == -0.5 and rows[0]["held"] == 10.5
+    assert rows[-1]["on"] == 6.5 and rows[0]["oracle"] is None
+    assert FIRST_VIEW_BINS[0] == 1  # the start frame, frame 0, is in no bin
+
+
 def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
     from gym_worldmodel.revisit import evaluate_revisit, write_revisit_report
     from gym_worldmodel.sources.episodes import DatasetError

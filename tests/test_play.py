@@ -12,8 +12,15 @@ pygame = pytest.importorskip("pygame", reason="needs pygame-ce (the play extra)"
 
 @pytest.mark.parametrize(
     "head",
-    [CameraHead("keys"), CameraHead("look"), DrivingHead(), RobotHead("flat"), RobotHead("dict")],
-    ids=["camera-keys", "camera-look", "driving", "robot-flat", "robot-dict"],
+    [
+        CameraHead("keys"),
+        CameraHead("discrete"),
+        CameraHead("look"),
+        DrivingHead(),
+        RobotHead("flat"),
+        RobotHead("dict"),
+    ],
+    ids=["camera-keys", "camera-discrete", "camera-look", "driving", "robot-flat", "robot-dict"],
 )
 def test_every_key_combination_is_a_distinct_action_of_the_space(head):
     controls = head.keys_to_action()

@@ -136,7 +136,8 @@ def check_box(
     outside = (arr < low - 1e-6) | (arr > high + 1e-6)
     if outside.any():
         first = tuple(np.argwhere(outside)[0])  # (row, frame, *entry)
-        entry = f" at entry {list(first[2:]) if len(first) > 3 else first[2]}" if shape else ""
+        at = [int(i) for i in first[2:]]
+        entry = f" at entry {at if len(at) > 1 else at[0]}" if shape else ""
         raise ActionError(
             f"{name}: expected values in [{low:g}, {high:g}], got {arr[first]:g}{entry}"
             + _rows(outside)

@@ -295,6 +295,16 @@ def select(hooks: Hook | Sequence[Hook] | None, rows: Sequence[int]) -> Any:
     return [pick(h) for h in hooks] if isinstance(hooks, Sequence) else pick(hooks)
 
 
+def _as_numpy(value: Any) -> np.ndarray:
+    """A hook's return value as an array: tensors from any device, bf16 and half as float32."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu()
+        if value.dtype in (torch.bfloat16, torch.float16):  # NumPy has no bf16
+            value = value.float()
+        return value.numpy()
+    return np.asarray(value)
+
+
 def evaluate(
     hooks: Hook | Sequence[Hook] | None, args: tuple | None, batch: int, kind: str
 ) -> np.ndarray:
@@ -310,7 +320,7 @@ def evaluate(
             if hasattr(err, "add_note"):  # Python >= 3.11
                 err.add_note(f"raised by the {kind} hook {hook!r} {AFTER_THE_STEP}")
             raise
-        value = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
+        value = _as_numpy(value)
         if value.shape != (batch,):
             raise ValueError(
                 f"{kind} hook {hook!r} returned shape {value.shape}, expected ({batch},): hooks "
@@ -321,12 +331,13 @@ def evaluate(
                 raise ValueError(f"reward hook {hook!r} returned NaN or inf {AFTER_THE_STEP}")
             total += value
         elif value.dtype == np.bool_ or (
-            np.issubdtype(value.dtype, np.integer) and np.isin(value, (0, 1)).all()
+            np.issubdtype(value.dtype, np.number) and np.isin(value, (0, 1)).all()
         ):
             total |= value.astype(bool)
         else:  # a distance read as "true when not 0" would end every episode at its first step
             raise ValueError(
                 f"termination hook {hook!r} returned {value.dtype} values {value[:4].tolist()}, "
-                f"expected bools (or 0 / 1) {AFTER_THE_STEP}"
+                f"expected bools (e.g. distance < radius) or numbers that are all 0 or 1 "
+                f"{AFTER_THE_STEP}"
             )
     return total
