@@ -105,6 +105,12 @@ def test_memory_windows_carry_the_earlier_chunk_that_sees_the_target_view(episod
     assert not miss["memory_valid"] and not miss["memory_frames"].any()
     with pytest.raises(ValueError, match="by pose"):
         ChunkWindows([ep], 2, 3, 13, 0, memory=GEOMETRIES["robot"])
+    # with a gap, the memory ends that many frames before the window's last frame, or is none
+    for gap, valid in ((8, True), (9, False)):  # the chunk ending at frame 1 is 8 before 9
+        far = ChunkWindows([ep], 2, 3, 13, 0, memory=GEOMETRIES["camera"], memory_gap=gap)
+        assert bool(far[far.index.index((0, 5))]["memory_valid"]) is valid
+    with pytest.raises(ValueError, match="memory_gap must be >= 0"):
+        ChunkWindows([ep], 2, 3, 13, 0, memory=GEOMETRIES["camera"], memory_gap=-1)
 
 
 def test_windows_of_a_world_moving_with_the_car_carry_the_recorded_shift(episodes):
@@ -201,6 +207,15 @@ def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch, caps
     with pytest.raises(SystemExit):
         train_main(argv)
     assert "--memory-only needs --memory" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="memory_gap .* needs memory=True"):
+        train_self_forcing([], None, None, TrainConfig(steps=1), memory_gap=250)
+    for argv, message in (
+        (["--memory-gap", "250"], "--memory-gap needs --memory"),
+        (["--memory", "--memory-gap", "-5"], "--memory-gap: must be an int >= 0"),
+    ):
+        with pytest.raises(SystemExit):
+            train_main(["self-forcing", "--data", "d", "--out", "o", "--init", "i", *argv])
+        assert message in capsys.readouterr().err
     argv = ["student", "--data", "d", "--out", "o", "--init", "i", "--anchor-sigma", "0.5"]
     with pytest.raises(SystemExit):
         train_main(argv)

@@ -38,6 +38,7 @@ STAGE_OPTIONS = {
     **{
         flag: ("self-forcing",)
         for flag in (
+            "--memory-gap",
             "--max-chunks",
             "--action-weight",
             "--motion-weight",
@@ -187,6 +188,15 @@ def _train_parser() -> argparse.ArgumentParser:
         "robot's 5 mm moves are learned as fast as its gripper",
     )
     parser.add_argument(
+        "--memory-gap",
+        type=non_negative_int,
+        default=0,
+        metavar="FRAMES",
+        help="self-forcing, with --memory: the retrieved chunk ends at least this many frames "
+        "before the window's last frame (default 0: any chunk before the window); 250, the "
+        "revisit benchmark's gap, trains on places left long ago",
+    )
+    parser.add_argument(
         "--memory-only",
         type=fraction,
         default=0.0,
@@ -287,6 +297,8 @@ def train_main(argv: Sequence[str]) -> None:
         parser.error(f"train {args.stage} needs --init {previous}")
     if args.memory_only and not args.memory:
         parser.error("--memory-only needs --memory")
+    if args.memory_gap and not args.memory:
+        parser.error("--memory-gap needs --memory")
     if args.nfe > 8:
         parser.error(f"--nfe takes 1 to 8 denoising steps, got {args.nfe}")
     from gym_worldmodel import hub
@@ -337,6 +349,7 @@ def train_main(argv: Sequence[str]) -> None:
             balanced=args.balanced,
             anchor_motion=args.anchor_motion,
             anchor_ego=args.anchor_ego,
+            memory_gap=args.memory_gap,
             progress=progress,
         )
     else:

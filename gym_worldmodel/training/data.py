@@ -52,6 +52,9 @@ class ChunkWindows(torch.utils.data.Dataset):
             pixels per metre of the frames; each action then carries the scene shift the
             recorded poses show (``envs.pose.scene_shift``) in the two columns after the
             episode's actions. None: actions as recorded.
+        memory_gap: Frames the memory chunk must end before the window's last frame (0: any
+            chunk before the window). A gap as long as the revisit benchmark's trains on
+            memories of places left long ago, whose view the history no longer holds.
 
     Items are dicts: ``frames`` uint8 ``(N * F, H, W, 3)`` (or ``latents``), ``actions`` float32
     ``(N * F, action_dim)`` (zero for the sink) and ``modality`` (long scalar); with ``memory``
@@ -72,6 +75,7 @@ class ChunkWindows(torch.utils.data.Dataset):
         memory: ViewGeometry | None = None,
         min_score: float = 0.2,
         ego_px_per_m: float | None = None,
+        memory_gap: int = 0,
     ) -> None:
         if n_chunks < 2:
             raise ValueError("a window needs the sink and at least one generated chunk")
@@ -92,7 +96,9 @@ class ChunkWindows(torch.utils.data.Dataset):
             )
         if memory is not None and memory.kind == "latent":
             raise ValueError("training windows retrieve memory by pose: frustum or topdown")
-        self.memory, self.min_score = memory, min_score
+        if memory_gap < 0:
+            raise ValueError(f"memory_gap must be >= 0 frames, got {memory_gap}")
+        self.memory, self.min_score, self.memory_gap = memory, min_score, memory_gap
         self._retrieved: dict[int, int] = {}  # window -> memory frame, filled as windows are read
         widths = {ep.actions.shape[1] for ep in self.episodes}
         extra = 0 if ego_px_per_m is None else 2  # the scene shift's columns
@@ -147,11 +153,12 @@ class ChunkWindows(torch.utils.data.Dataset):
         ep = self.episodes[e]
         if ep.poses is None:
             return -1
-        candidates = np.arange(self.f - 1, s)  # chunks that end before the window starts
+        last = s + (self.n - 1) * self.f  # the window's last frame, whose view is matched
+        # chunks that end before the window starts, and memory_gap frames or more before last
+        candidates = np.arange(self.f - 1, min(s, last - self.memory_gap + 1))
         if not len(candidates):
             return -1
-        target = ep.poses[s + (self.n - 1) * self.f]
-        score = self.memory.overlap(target[None], ep.poses[candidates][None])[0]
+        score = self.memory.overlap(ep.poses[last][None], ep.poses[candidates][None])[0]
         best = int(np.argmax(score))
         return int(candidates[best]) if score[best] >= self.min_score else -1
 

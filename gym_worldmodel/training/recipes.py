@@ -233,14 +233,16 @@ def chunk_windows(
     split: str = "train",
     memory: bool = False,
     progress: bool = False,
+    memory_gap: int = 0,
 ) -> torch.utils.data.Dataset:
     """Windows of ``n_chunks`` chunks over every dataset's episodes (all modalities).
 
     With ``encode`` the episodes are encoded once up front (items hold ``latents``): worth it
     when a run sees every frame several times. Otherwise items hold uint8 ``frames`` and the
     loss encodes each batch (:func:`batch_latents`). With ``memory``, windows of worlds with a
-    pose carry a retrieved memory chunk (``ChunkWindows``); the others carry an invalid one, so
-    every item has the same keys. ``progress`` shows a bar while each dataset is encoded.
+    pose carry a retrieved memory chunk (``ChunkWindows``, ``memory_gap`` frames or more before
+    the window's last frame); the others carry an invalid one, so every item has the same keys.
+    ``progress`` shows a bar while each dataset is encoded.
     """
     cfg = model.config.dit
     sets = []
@@ -277,6 +279,7 @@ def chunk_windows(
                 key="latents" if encode else "frames",
                 memory=geometry,
                 ego_px_per_m=None if ego is None else ego.px_per_m,
+                memory_gap=memory_gap,
             )
         )
     return torch.utils.data.ConcatDataset(sets)
@@ -620,12 +623,14 @@ def train_self_forcing(
     balanced: bool = False,
     anchor_motion: bool = False,
     anchor_ego: bool = False,
+    memory_gap: int = 0,
 ) -> WorldModel:
     """Fine-tune ``init`` on its own rollouts against the recorded future (``self_forcing.py``).
 
     The checkpoint samples deterministically with ``nfe`` steps, the sampler its history is
     generated with in training. Windows hold ``config.max_chunks + 2`` chunks; with ``memory``,
-    windows of posed worlds carry their retrieved memory chunk. With ``config.action_weight``,
+    windows of posed worlds carry their retrieved memory chunk, which ends ``memory_gap`` frames
+    or more before the window's last frame. With ``config.action_weight``,
     the latent action probe is first trained for ``probe_steps`` on the same windows (in
     ``<run_dir>/action-probe``). With ``config.adversarial_weight``, a fresh chunk critic is
     trained alongside the model (in its checkpoint; not shipped). With ``balanced``, each
@@ -635,6 +640,8 @@ def train_self_forcing(
     column keeps its shifts and gains the fitted zoom; one that has them keeps its own. With
     ``anchor_ego``, the driving world's anchors move with the car (``WorldModel.with_anchor_ego``).
     """
+    if memory_gap and not memory:
+        raise ValueError("memory_gap places the retrieved memory chunk: it needs memory=True")
     tuned = checked(hub.from_pretrained(init), data)
     tuned = tuned.with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
     if anchor_ego and "driving" not in tuned.config.dit.anchor_ego:
@@ -652,19 +659,24 @@ def train_self_forcing(
     tuned.to(train.device)  # encodes the frames there too
     config = config or SelfForcingConfig()
     n = config.max_chunks + 2
-    encode = reads_more_than_data(data, train, n * tuned.config.dit.chunk_frames)
-    windows = chunk_windows(tuned, data, n, encode=encode, memory=memory, progress=progress)
+    probe_train = dataclasses.replace(
+        train,
+        steps=probe_steps,
+        batch_size=64,
+        lr=1e-3,
+        save_every=probe_steps,
+        warmup=min(50, probe_steps),
+        cooldown=0.2,
+    )
+    # encoded once up front when the run, or the probe it trains first, reads more frames than
+    # the data holds (the probe's 600 batches of 64 windows read many times a short run's)
+    reads = [train, probe_train] if config.action_weight else [train]
+    encode = any(reads_more_than_data(data, r, n * tuned.config.dit.chunk_frames) for r in reads)
+    windows = chunk_windows(
+        tuned, data, n, encode=encode, memory=memory, progress=progress, memory_gap=memory_gap
+    )
     probe = None
     if config.action_weight:
-        probe_train = dataclasses.replace(
-            train,
-            steps=probe_steps,
-            batch_size=64,
-            lr=1e-3,
-            save_every=probe_steps,
-            warmup=min(50, probe_steps),
-            cooldown=0.2,
-        )
         probe = train_action_probe(
             tuned, data, windows, Path(run_dir) / "action-probe", probe_train, progress
         )
