@@ -1555,8 +1555,10 @@ def test_action_and_hook_mistakes_are_named():
         env.step(action)  # the value out of range, not the batch's min and max
     robot = WorldModelVectorEnv(1, world="robot", **TINY)
     robot.reset(seed=0)
-    with pytest.raises(ActionError, match="got a dict with keys .*action_mode='dict'"):
+    with pytest.raises(ActionError, match="got a dict with keys .*action_mode='dict'$"):
         robot.step({"world_vector": np.zeros((1, 3))})
+    with pytest.raises(ActionError, match=r"got a dict with keys \['steer'\]$"):  # no dict mode
+        env.step({"steer": np.zeros(3)})
     with pytest.raises(ActionError, match="got None"):
         robot.step(None)
 

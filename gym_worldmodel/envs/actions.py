@@ -78,16 +78,19 @@ def on_host(value: Any) -> Any:
     return value
 
 
+#: Where a dict given to a mode that takes arrays belongs (by the action name's first word).
+_DICT_MODES = {
+    "robot": ": this action_mode takes arrays; the RT-1 dict is action_mode='dict'",
+    "camera": ": this action_mode takes arrays; the move / look dict is action_mode='look'",
+}
+
+
 def _as_array(value: Any, name: str) -> np.ndarray:
     value = on_host(value)  # a policy's output may be a tensor on any device, with grad
     if value is None or isinstance(value, Mapping):
         what = "None" if value is None else f"a dict with keys {sorted(map(str, value))}"
-        hint = (  # a dict is the action of another mode
-            ": this action_mode takes arrays (the robot's RT-1 dict is action_mode='dict', the "
-            "camera's move / look dict action_mode='look')"
-            if value is not None
-            else ""
-        )
+        world = name.split()[0]  # a dict is the action of another mode of the robot or camera
+        hint = _DICT_MODES.get(world, "") if value is not None else ""
         raise ActionError(f"{name}: expected an array of numbers, got {what}{hint}")
     try:
         arr = np.asarray(value)
