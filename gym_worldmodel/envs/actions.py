@@ -68,7 +68,8 @@ class ActionError(ValueError):
 def on_host(value: Any) -> Any:
     """A torch tensor (any device, with or without grad) as a NumPy array; lists item by item.
 
-    Bf16 and half tensors become float32. Anything else is returned as it is.
+    Floating tensors become float32 (bf16 has no NumPy dtype; actions and start options are
+    float32 anyway). Anything else is returned as it is.
     """
     if isinstance(value, torch.Tensor):
         value = value.detach().to("cpu")

@@ -256,26 +256,35 @@ def arguments(
 AFTER_THE_STEP = "(after the rows stepped: the step is done, its frames are the env's now)"
 
 
-def check(hooks: Any, name: str, frame_size: int, num_envs: int, pose: str | None) -> None:
-    """Refuse hooks that are not callables, or that say they cannot serve this env.
+def check_env_hooks(
+    reward_fn: Any,
+    termination_fn: Any,
+    start_fn: Any,
+    frame_size: int,
+    num_envs: int,
+    pose: str | None,
+) -> None:
+    """Refuse an env's hooks that are not callables, or that say they cannot serve the env.
 
     Args:
-        hooks: A hook, a list of hooks or None (the env's ``reward_fn`` or ``termination_fn``).
-        name: The argument's name, for the message.
+        reward_fn: A hook, a list of hooks or None.
+        termination_fn: The same, for termination.
+        start_fn: An initial-conditions hook (:data:`StartHook`) or None.
         frame_size: The env's frame side in pixels.
         num_envs: Its rows.
         pose: Its pose kind (``"camera"``, ``"driving"`` or None).
     """
-    if hooks is None:
-        return
-    for hook in hooks if isinstance(hooks, Sequence) else [hooks]:
-        if not callable(hook):
-            raise ValueError(
-                f"{name} must be a hook (prev_obs, action, obs, info) -> (B,) values, a list "
-                f"of them or None, got {type(hook).__name__} {hook!r}"[:200]
-            )
-        if hasattr(hook, "check_env"):
-            hook.check_env(frame_size, num_envs, pose)
+    for name, hooks in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
+        for hook in [] if hooks is None else hooks if isinstance(hooks, Sequence) else [hooks]:
+            if not callable(hook):
+                raise ValueError(
+                    f"{name} must be a hook (prev_obs, action, obs, info) -> (B,) values, a list "
+                    f"of them or None, got {type(hook).__name__} {hook!r}"[:200]
+                )
+            if hasattr(hook, "check_env"):
+                hook.check_env(frame_size, num_envs, pose)
+    if start_fn is not None and not callable(start_fn):
+        raise ValueError(f"start_fn must be a callable (rngs) -> reset options, got {start_fn!r}")
 
 
 def _check_rows(what: str, count: int, num_envs: int) -> None:
@@ -296,7 +305,10 @@ def select(hooks: Hook | Sequence[Hook] | None, rows: Sequence[int]) -> Any:
 
 
 def _as_numpy(value: Any) -> np.ndarray:
-    """A hook's return value as an array: tensors from any device, bf16 and half as float32."""
+    """A hook's return value as an array: tensors from any device, bf16 and half as float32.
+
+    Not ``actions.on_host``, which makes every floating tensor float32: rewards keep float64.
+    """
     if isinstance(value, Tensor):
         value = value.detach().cpu()
         if value.dtype in (torch.bfloat16, torch.float16):  # NumPy has no bf16

@@ -98,7 +98,7 @@ def start_value(options: dict, key: str, n: int, low: float, high: float, unit: 
     if bools or any(isinstance(v, (bool, np.bool_)) for v in items):
         raise ValueError(f"reset {key} must be a number in {unit}, got {raw!r}")  # True: 1 m/s?
     try:
-        value = np.asarray(options[key], np.float64)
+        value = np.asarray(raw, np.float64)
     except (TypeError, ValueError) as err:
         raise ValueError(f"reset {key} must be a number in {unit}, got {options[key]!r}") from err
     value = np.broadcast_to(value, (n,)) if value.ndim == 0 else value

@@ -230,12 +230,14 @@ class WorldModelVectorEnv(VectorEnv):
             # relative path is not looked up again from another working directory)
             self._model_arg = self.checkpoint_dir = self.checkpoint_dir.absolute()
         self.config.check_trained(self.head.modality, self.world.name)
-        for name, hooks in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
-            hook_lib.check(hooks, name, self.config.vae.image_size, num_envs, self.world.pose)
-        if start_fn is not None and not callable(start_fn):
-            raise ValueError(
-                f"start_fn must be a callable (rngs) -> reset options, got {start_fn!r}"
-            )
+        hook_lib.check_env_hooks(
+            reward_fn,
+            termination_fn,
+            start_fn,
+            self.config.vae.image_size,
+            num_envs,
+            self.world.pose,
+        )
         if nfe is not None:
             if not is_int(nfe) or nfe < 1:
                 raise ValueError(f"nfe must be an int >= 1 or None, got {nfe!r}")

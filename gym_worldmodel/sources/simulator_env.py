@@ -142,12 +142,9 @@ class SimulatorEnv(gym.Env):
         self.frames_per_step = self.config.dit.chunk_frames
         self.max_episode_steps = None if max_episode_steps in (None, -1) else max_episode_steps
         self.render_mode, self.crash_ends = render_mode, crash_ends
-        for name, hooks in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
-            hook_lib.check(hooks, name, self.config.vae.image_size, 1, self.world.pose)
-        if start_fn is not None and not callable(start_fn):
-            raise ValueError(
-                f"start_fn must be a callable (rngs) -> reset options, got {start_fn!r}"
-            )
+        hook_lib.check_env_hooks(
+            reward_fn, termination_fn, start_fn, self.config.vae.image_size, 1, self.world.pose
+        )
         self.reward_fn, self.termination_fn, self.start_fn = reward_fn, termination_fn, start_fn
         self._env_name, self._source = env_name, None  # made on first use (see source)
         self._check_installed()
