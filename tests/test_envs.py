@@ -877,6 +877,25 @@ def test_driving_starts_at_the_recorded_speed_or_the_one_asked_for():
         WorldModelVectorEnv(1, world="citywalk", **TINY).reset(options={"heading": 1.0})
 
 
+def test_per_row_reset_options_follow_the_order_of_env_idx():
+    env = WorldModelVectorEnv(4, world="driving", **TINY)
+    env.reset(seed=0)
+    _, info = env.reset(options={"env_idx": [3, 1], "speed": [10.0, 30.0]})
+    assert info["pose"][:, 3].tolist() == [25.0, 30.0, 25.0, 10.0]
+    with pytest.raises(ValueError, match=r"env_idx names rows \[1\] more than once"):
+        env.reset(options={"env_idx": [1, 2, 1], "speed": [1.0, 2.0, 3.0]})
+    assert env._pose[:, 3].tolist() == [25.0, 30.0, 25.0, 10.0]  # the refused reset changed none
+    pictures = [np.full((8, 8, 3), v, np.uint8) for v in (40, 200)]
+    walk = WorldModelVectorEnv(3, world="citywalk", **TINY)
+    walk.reset(seed=0)
+    obs, _ = walk.reset(seed=[5, 6, 7], options={"env_idx": [2, 0], "image": pictures})
+    one_by_one = WorldModelVectorEnv(3, world="citywalk", **TINY)
+    one_by_one.reset(seed=0)
+    one_by_one.reset(seed=[5, 6, 7], options={"env_idx": [0], "image": pictures[1]})
+    alone, _ = one_by_one.reset(seed=[5, 6, 7], options={"env_idx": [2], "image": pictures[0]})
+    np.testing.assert_array_equal(obs, alone)
+
+
 def random_heading(rngs):
     """An initial-conditions hook: each episode starts up to 10 degrees off the road."""
     return {"heading": [rng.uniform(-10.0, 10.0) for rng in rngs]}

@@ -27,7 +27,11 @@ def check_switch(name: str, value: Any, optional: bool = False) -> None:
 
 
 def reset_rows(options: dict, num_envs: int) -> np.ndarray:
-    """Rows a reset applies to: ``options["env_idx"]``, ``options["reset_mask"]`` or all."""
+    """Rows a reset applies to: ``options["env_idx"]``, ``options["reset_mask"]`` or all.
+
+    ``env_idx`` rows come back in the order given (per-row options follow that order) and
+    each at most once; the others in ascending order.
+    """
     if "env_idx" in options and "reset_mask" in options:
         raise ValueError("pass env_idx or reset_mask, not both")
     if "reset_mask" in options:
@@ -52,7 +56,10 @@ def reset_rows(options: dict, num_envs: int) -> np.ndarray:
             or idx.max() >= num_envs
         ):
             raise ValueError(f"env_idx must be ints naming rows in [0, {num_envs}), got {given!r}")
-        return np.unique(idx.astype(np.int64))
+        rows, counts = np.unique(idx, return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(f"env_idx names rows {rows[counts > 1].tolist()} more than once")
+        return idx.astype(np.int64)
     return np.arange(num_envs)
 
 

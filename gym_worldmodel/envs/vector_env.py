@@ -290,6 +290,7 @@ class WorldModelVectorEnv(VectorEnv):
         (default 25, the recorded episodes' start speed), and ``options["heading"]``: the start
         heading in degrees from the road's direction (default 0, along it; positive left);
         autoresets start at the defaults, or where ``start_fn`` says (options given here win).
+        Per-row options are in the order of ``env_idx`` (each row named once).
         ``seed``: an int seeds row i with ``seed + i``; a list gives one seed (or None) per env.
         """
         self._check_open()
@@ -301,8 +302,12 @@ class WorldModelVectorEnv(VectorEnv):
         rows = reset_rows(options, self.num_envs)
         if not self._started and len(rows) != self.num_envs:
             raise RuntimeError("the first reset must reset every row (no env_idx / reset_mask)")
-        seeds = row_seeds(seed, rows, self.num_envs)
         frames, start = self._start_options(options, len(rows), also=("env_idx", "reset_mask"))
+        order = np.argsort(rows)  # per-row options follow env_idx's order; rows start ascending
+        rows = rows[order]
+        frames = None if frames is None else frames[order]
+        start = {column: values[order] for column, values in start.items()}
+        seeds = row_seeds(seed, rows, self.num_envs)
         self._start_rows(rows, seeds, frames, start)
         self._started = True
         return self._obs(), self._infos()
