@@ -663,6 +663,15 @@ def test_train_takes_a_repo_id_for_its_checkpoints_and_budget_alone(monkeypatch,
     ((args, kwargs),) = calls
     assert args[1] == "me/teacher" and kwargs["init"] == "me/student"  # not Path("me/teacher")
     assert (args[3].steps, args[3].batch_size) == (20, 4)
+    assert kwargs["nfe"] == 3  # the student's default
+    monkeypatch.setattr(recipes, "train_self_forcing", lambda *a, **k: calls.append((a, k)))
+    for more, nfe in (([], 1), (["--nfe", "2"], 2)):  # self-forcing's default: the shipped 1
+        calls.clear()
+        train_main(["self-forcing", "--data", "d", "--out", "o", "--init", "w", "--budget", *more])
+        assert calls[0][1]["nfe"] == nfe
+    with pytest.raises(SystemExit):
+        train_main(["vae", "--data", "d", "--out", "o", "--init", "w"])
+    assert "--init is an option of train decoder / teacher" in capsys.readouterr().err
     for more, named in (
         (["--steps", "10000"], "--steps"),  # the default, given: still overridden
         (["--steps", "100", "--batch-size", "16"], "--steps and --batch-size"),

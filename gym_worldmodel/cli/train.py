@@ -20,6 +20,7 @@ from gym_worldmodel.cli.argtypes import (
 #: ``train`` options that only some stages read (others are checked in ``train_main``).
 STAGE_OPTIONS = {
     "--preset": ("vae",),
+    "--init": ("decoder", "teacher", "student", "flow", "self-forcing"),
     "--nfe": ("student", "self-forcing"),
     "--memory": ("teacher", "student", "self-forcing"),
     "--student-init": ("student",),
@@ -77,7 +78,10 @@ def _train_parser() -> argparse.ArgumentParser:
         help="vae: model size (compact is what the shipped worlds use)",
     )
     parser.add_argument(
-        "--nfe", type=denoiser_passes, default=3, help="student, self-forcing: denoising steps"
+        "--nfe",
+        type=denoiser_passes,
+        help="student, self-forcing: denoising steps of the checkpoint (default: student 3, "
+        "self-forcing 1, as the shipped worlds)",
     )
     parser.add_argument(
         "--max-chunks",
@@ -299,6 +303,8 @@ def train_main(argv: Sequence[str]) -> None:
         parser.error("--memory-only needs --memory")
     if args.memory_gap and not args.memory:
         parser.error("--memory-gap needs --memory")
+    if args.nfe is None:
+        args.nfe = 1 if args.stage == "self-forcing" else 3
     if args.nfe > 8:
         parser.error(f"--nfe takes 1 to 8 denoising steps, got {args.nfe}")
     from gym_worldmodel import hub
