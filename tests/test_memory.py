@@ -457,6 +457,36 @@ def test_a_row_about_to_start_over_stores_nothing_in_a_shared_bank():
     assert (memory.owner[0] == 1).sum() == 1  # row 1 holds only its start
 
 
+def test_memory_slots_after_a_state_name_the_chunks_their_kv_were_made_from():
+    """A memory slot's K/V are reused while its uid names the same chunk; uids are only unique
+    within one memory, so a row state from another env must not keep a uid naming another."""
+    walk = np.array([[1, 0], [1, 0]])
+    there, here = make_env(memory_shared=True), make_env(memory_shared=True)
+    there.reset(seed=0)
+    here.reset(seed=1)  # the same walk, other chunks under the same uids
+    for _ in range(6):
+        there.step(walk)
+        here.step(walk)
+    state = there.get_state([0])
+    saved, slots = state["engine"]["memory"][0], state["engine"]["slot_uid"][0]
+    assert (slots >= 0).all() and (here._engine.memory.uid[0] == slots[0]).any()
+    here.set_state(state, env_idx=[0])
+    memory = here._engine.memory
+    for saved_uid, uid in zip(slots, here._engine.slot_uid[0], strict=True):
+        if uid >= 0:  # kept: the bank holds the chunk the slot was made from under that uid
+            made_from = saved["latents"][np.flatnonzero(saved["uid"] == saved_uid)[0]]
+            assert torch.equal(memory.latents[0, memory.uid[0] == uid][0], made_from)
+    assert (here._engine.slot_uid[0] == -1).all()  # here: another row's chunk, not loaded
+    alone = make_env()  # a bank of its own loads whole: uids and slots kept, nothing re-encoded
+    alone.reset(seed=0)
+    for _ in range(6):
+        alone.step(walk)
+    state = alone.get_state()
+    alone.set_state(state)
+    assert (alone._engine.slot_uid >= 0).all()
+    assert np.array_equal(alone._engine.slot_uid, state["engine"]["slot_uid"])
+
+
 @pytest.mark.parametrize("world", ["citywalk", "robot"])
 def test_rows_the_store_mask_leaves_out_still_count_their_chunks(world):
     """A row whose chunk is not stored moves its window on (the exclusion of recent chunks)."""

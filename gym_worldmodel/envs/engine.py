@@ -296,12 +296,19 @@ class WorldEngine:
         idx = list(env_idx)
         self.cache.load_state_dict(state["cache"], env_idx=idx)
         self.gens.set_state(state["generators"], idx)
+        slot_uid = np.broadcast_to(state.get("slot_uid", -1), (len(idx), self.slot_uid.shape[1]))
         if self.memory is not None and state.get("memory") is not None:
             self._remember(state["last_latents"], idx)
             self.memory.set_state(state["memory"], idx)
+            # A memory slot's K/V stay valid while its uid names the entry they were made from:
+            # the reload may have given that entry a new uid, or the old uid to another entry.
+            slot_uid = [
+                self.memory.locate(row_state, row, uids)
+                for row_state, row, uids in zip(state["memory"], idx, slot_uid, strict=True)
+            ]
             # Rows sharing a reloaded bank keep their slots: a uid always names the same latents
             # (a replaced entry gets a new one), and one the reload removed is not retrieved.
-        self.slot_uid[idx] = state.get("slot_uid", -1)
+        self.slot_uid[idx] = slot_uid
 
 
 def _check_finite(finite: Tensor) -> None:

@@ -467,12 +467,7 @@ class SpatialMemory:
         held = {}  # saved entry -> its slot in the bank, where the bank still holds it
         for j in mine:
             at = np.flatnonzero(self.uid[bank] == saved_uid[j])
-            if (
-                len(at)
-                and self.step[bank, at[0]] == saved_step[j]
-                and np.array_equal(self.poses[bank, at[0]], saved_poses[j])
-                and torch.equal(self.latents[bank, at[0]], state["latents"][j].to(self.latents))
-            ):
+            if len(at) and self._same_entry(bank, int(at[0]), state, j):
                 held[j] = int(at[0])
         dropped = self.owner[bank] == row
         dropped[list(held.values())] = False
@@ -494,6 +489,36 @@ class SpatialMemory:
             self.keys[bank, slot] = state["keys"][j].to(self.keys)
             self.poses[bank, slot], self.uid[bank, slot] = saved_poses[j], uid
             self.step[bank, slot], self.owner[bank, slot] = saved_step[j], row
+
+
+    def _same_entry(self, bank: int, slot: int, state: dict[str, Any], j: int) -> bool:
+        """Whether slot ``slot`` of bank ``bank`` holds saved entry ``j`` (step, pose, latents)."""
+        return (
+            self.step[bank, slot] == state["step"][j]
+            and np.array_equal(self.poses[bank, slot], state["poses"][j])
+            and torch.equal(self.latents[bank, slot], state["latents"][j].to(self.latents))
+        )
+
+    def locate(self, state: dict[str, Any], row: int, uids: np.ndarray) -> np.ndarray:
+        """The uids under which ``row``'s bank holds the saved entries ``uids`` name (-1: none).
+
+        For after :meth:`set_state` of ``state`` into ``row``: a saved uid may since name
+        another entry or none (uids are unique within one memory only; an entry loaded where
+        its uid is taken gets a new one, and in a shared bank only the row's own entries load).
+        """
+        bank, saved_uid = int(self.banks[row]), np.asarray(state["uid"])
+        found = np.full(len(uids), -1, np.int64)
+        for k, uid in enumerate(np.asarray(uids)):
+            saved = np.flatnonzero((saved_uid == uid) & (uid >= 0))
+            if not len(saved):
+                continue
+            j = int(saved[0])
+            maybe = (self.uid[bank] >= 0) & (self.step[bank] == state["step"][j])
+            for slot in np.flatnonzero(maybe):  # a step matches few entries: compare those
+                if self._same_entry(bank, int(slot), state, j):
+                    found[k] = self.uid[bank, slot]
+                    break
+        return found
 
 
 def _descriptor(latents: Tensor) -> Tensor:
