@@ -4,8 +4,7 @@ Gymnasium's play loop headless (SDL's dummy video driver) and the keys reach the
 import numpy as np
 import pytest
 
-from gym_worldmodel.envs.actions import CameraHead, DrivingHead, RobotHead
-from gym_worldmodel.envs.single_env import batch_one
+from gym_worldmodel.envs.actions import CameraHead, DrivingHead, RobotHead, batch_one
 
 pygame = pytest.importorskip("pygame", reason="needs pygame-ce (the play extra)")
 

@@ -79,6 +79,22 @@ def on_host(value: Any) -> Any:
     return value
 
 
+def batch_one(action: Any) -> Any:
+    """Add a leading batch axis of 1 to an action (dicts entry by entry).
+
+    Tensors stay tensors (the vector env reads them on any device, with or without grad);
+    what cannot be read as an array is an :class:`ActionError`.
+    """
+    if isinstance(action, dict):
+        return {k: batch_one(v) for k, v in action.items()}
+    if isinstance(action, torch.Tensor):
+        return action[None]
+    try:
+        return np.asarray(action)[None]
+    except (TypeError, ValueError) as err:  # ragged lists, a list of dicts, ...
+        raise ActionError(f"action: cannot read {type(action).__name__} as an array") from err
+
+
 #: Where a dict given to a mode that takes arrays belongs (by the action name's first word).
 _DICT_MODES = {
     "robot": ": this action_mode takes arrays; the RT-1 dict is action_mode='dict'",

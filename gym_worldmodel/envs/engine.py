@@ -47,6 +47,7 @@ class Engine(Protocol):
         actions: np.ndarray,
         decode: slice = ...,
         poses: np.ndarray | None = None,
+        remember: Tensor | None = None,
         store: np.ndarray | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Generate one chunk for every row; its latents and the decoded frames."""

@@ -144,11 +144,17 @@ class EgoShift:
         if modality not in config.dit.anchor_ego:
             return None
         from gym_worldmodel.envs.actions import DrivingHead
+
+        head = DrivingHead()  # every driving world's (worlds.py)
+        px_per_m = cls.px_per_m_of(config, modality)
+        return cls(px_per_m, 1.0 / config.fps, head.max_steer_deg, head.max_accel, head.max_speed)
+
+    @staticmethod
+    def px_per_m_of(config: WorldModelConfig, modality: str) -> float:
+        """Pixels a metre of the scene spans in a model's frames (its view geometry's extent)."""
         from gym_worldmodel.memory import GEOMETRIES
 
-        head = DrivingHead()
-        px_per_m = config.vae.image_size / GEOMETRIES[modality].extent_m
-        return cls(px_per_m, 1.0 / config.fps, head.max_steer_deg, head.max_accel, head.max_speed)
+        return config.vae.image_size / GEOMETRIES[modality].extent_m
 
     def step(self, pose: np.ndarray, vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Poses ``(B, 4)`` after actions ``(B, F, 2)``; the actions with shifts ``(B, F, 4)``."""

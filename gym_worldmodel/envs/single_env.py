@@ -10,26 +10,10 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from gym_worldmodel.envs.actions import ActionError, on_host
+from gym_worldmodel.envs.actions import batch_one, on_host
 from gym_worldmodel.envs.observations import info_row, take
 from gym_worldmodel.envs.options import PICTURE_SHAPES, is_seed, one_picture
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
-
-
-def batch_one(action: Any) -> Any:
-    """Add a leading batch axis of 1 to an action (dicts entry by entry).
-
-    Tensors stay tensors (the vector env reads them on any device, with or without grad);
-    what cannot be read as an array is an :class:`ActionError`.
-    """
-    if isinstance(action, dict):
-        return {k: batch_one(v) for k, v in action.items()}
-    if isinstance(action, torch.Tensor):
-        return action[None]
-    try:
-        return np.asarray(action)[None]
-    except (TypeError, ValueError) as err:  # ragged lists, a list of dicts, ...
-        raise ActionError(f"action: cannot read {type(action).__name__} as an array") from err
 
 
 class WorldModelEnv(gym.Env):

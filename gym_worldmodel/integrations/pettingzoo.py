@@ -51,10 +51,9 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
     ) from err
 
 from gym_worldmodel.envs import observations as obs_lib
-from gym_worldmodel.envs.actions import ActionError
+from gym_worldmodel.envs.actions import ActionError, batch_one
 from gym_worldmodel.envs.options import is_int, rng_from_state, world_reset_options
 from gym_worldmodel.envs.registration import IDS, VECTOR_ENTRY_POINT
-from gym_worldmodel.envs.single_env import batch_one
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import start_frames
 

@@ -490,7 +490,6 @@ class SpatialMemory:
             self.poses[bank, slot], self.uid[bank, slot] = saved_poses[j], uid
             self.step[bank, slot], self.owner[bank, slot] = saved_step[j], row
 
-
     def _same_entry(self, bank: int, slot: int, state: dict[str, Any], j: int) -> bool:
         """Whether slot ``slot`` of bank ``bank`` holds saved entry ``j`` (step, pose, latents)."""
         return (

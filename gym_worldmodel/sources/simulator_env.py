@@ -26,13 +26,13 @@ from gymnasium.utils import seeding
 
 from gym_worldmodel.envs import hooks as hook_lib
 from gym_worldmodel.envs import observations as obs_lib
+from gym_worldmodel.envs.actions import batch_one
 from gym_worldmodel.envs.options import (
     initial_conditions,
     is_seed,
     rng_from_state,
     start_options,
 )
-from gym_worldmodel.envs.single_env import batch_one
 from gym_worldmodel.envs.state import check_state
 from gym_worldmodel.envs.worlds import get_world, model_config
 

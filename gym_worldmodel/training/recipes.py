@@ -645,7 +645,7 @@ def train_self_forcing(
     tuned = checked(hub.from_pretrained(init), data)
     tuned = tuned.with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
     if anchor_ego and "driving" not in tuned.config.dit.anchor_ego:
-        px_per_m = tuned.config.vae.image_size / GEOMETRIES["driving"].extent_m
+        px_per_m = EgoShift.px_per_m_of(tuned.config, "driving")
         tuned = tuned.with_anchor_ego(("driving",), car_box(tuned.config.vae.image_size, px_per_m))
     own = tuned.dit.anchor_motion
     if anchor_motion and (own is None or not own[..., 2].any()):  # none, or written unzoomed
