@@ -449,7 +449,9 @@ class WorldModelVectorEnv(VectorEnv):
         ``ValueError`` that names the first entry that differs, and the env is left as it was.
         Floating tensors may come at another precision (a float32 env's state into a bf16 one);
         they are converted. A chunk ``obs_mode``'s state loads into an env that keeps only the
-        last frame (it takes that one); the reverse is refused.
+        last frame (it takes that one); the reverse is refused. On an env never reset, the
+        first ``set_state`` starts every row once to learn what a state looks like (row seed 0;
+        a ``start_fn`` is called for it).
         """
         self._check_open()
         rows = self._rows(env_idx, repeats=False)

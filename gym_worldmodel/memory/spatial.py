@@ -12,9 +12,10 @@ positions), so the model can repaint a place it saw long ago.
   retrieves by latent similarity instead: the cosine between the mean latent of the env's last
   chunk and each stored chunk's.
 * Chunks the env already attends to (its sink and its ring window) are never retrieved for it.
-* The bank is bounded: ``capacity`` chunks per bank. A new chunk replaces a stored one whose
-  view it nearly repeats (overlap >= ``replace_overlap``), else the oldest; so walking the same
-  street twice refreshes the entries rather than evicting everything else.
+* The bank is bounded: ``capacity`` chunks per bank. A new chunk takes an empty slot; in a full
+  bank it replaces a stored one whose view it nearly repeats (overlap >= ``replace_overlap``),
+  else the oldest; so walking the same street twice refreshes the entries rather than evicting
+  everything else.
 * Several envs may share one bank (``banks``): what one saw, another finds (PettingZoo agents
   of one world). Each entry remembers its owner, so an env's reset removes only its entries.
 
@@ -182,7 +183,9 @@ class SpatialMemory:
         self.replace_overlap, self.stickiness = replace_overlap, stickiness
         g = int(self.banks.max()) + 1
         self.latents = torch.zeros(g, capacity, *chunk_shape, device=device)
-        self.keys = torch.zeros(g, capacity, int(np.prod(chunk_shape[1:])), device=device)
+        # the keys of latent-similarity retrieval; pose-retrieving banks keep none
+        width = int(np.prod(chunk_shape[1:])) if geometry.kind == "latent" else 0
+        self.keys = torch.zeros(g, capacity, width, device=device)
         self.poses = np.zeros((g, capacity, 4))
         self.uid = np.full((g, capacity), -1, np.int64)  # -1: empty
         self.owner = np.full((g, capacity), -1, np.int64)

@@ -121,7 +121,7 @@ def _numbers(config: Any, *names: str) -> None:
 
 
 def _tuplify(value: Any) -> Any:
-    """JSON turns tuples into lists; configs use tuples so they stay hashable."""
+    """JSON turns tuples into lists; configs hold tuples, immutable as the frozen dataclasses."""
     return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
 
 
@@ -330,7 +330,8 @@ class DiTConfig:
                 f"anchor_flow {self.anchor_flow} moves the frame anchor: it needs "
                 f"frame_anchor=True, no anchor_motion and modalities of {list(self.modalities)}"
             )
-        object.__setattr__(self, "anchor_ego", tuple(self.anchor_ego))  # JSON gives lists
+        for name in ("anchor_flow", "anchor_ego"):  # lists given in Python, as JSON gives them
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "ego_hold", tuple(int(v) for v in self.ego_hold))
         narrow = [
             n for n in self.anchor_ego if self.modalities.get(n, math.inf) + 2 > self.action_dim

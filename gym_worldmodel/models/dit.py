@@ -2,7 +2,8 @@
 
 One forward is one denoiser call: noisy latents of a chunk, their noise level and per-frame
 actions in; the flow-matching velocity out. Attention is block-causal: bidirectional inside a
-chunk, causal across chunks through the KV cache (inference) or a sliding-window mask (training).
+chunk, causal across chunks: through the KV cache at inference, and in training through each
+chunk's own window of the sequence, gathered in one forward (``SequenceAttention``, no mask).
 
 Shapes (the one layout, used at every boundary):
     latents  (B, F, C, h, w)   F latent frames of C channels, h = w = latent_size
