@@ -148,54 +148,18 @@ def evaluate_revisit(
         raise DatasetError(f"{data}: no held-out episodes to measure (max_episodes={max_episodes})")
     if card["modality"] == "robot" or episodes[0].poses is None:
         raise DatasetError(f"{data}: the revisit benchmark needs episodes with poses")
-    length = min(len(ep.actions) for ep in episodes)
     f = model.config.dit.chunk_frames
-    steps = length // f
+    steps = min(len(ep.actions) for ep in episodes) // f
     e = len(episodes)
-    engine = WorldEngine(model, 2 * e, card["modality"], model.device, memory=True)
-    engine.set_memory_enabled(False, range(e, 2 * e))  # rows e.. : the same episodes, no memory
-    engine.seed([seed + i for i in range(e)] * 2, env_idx=range(2 * e))
-    first = np.stack([ep.frames[0] for ep in episodes] * 2)
-    poses = np.stack([ep.poses[: steps * f + 1] for ep in episodes] * 2)  # (2e, T + 1, 4)
-    actions = np.stack([ep.actions[: steps * f] for ep in episodes] * 2)
-    start = torch.from_numpy(np.repeat(first[:, None], f, 1))
-    engine.start(range(2 * e), start, poses[:, 0])
     truth = np.stack([ep.frames[1 : steps * f + 1] for ep in episodes])
-    if oracle:  # rows like the memory-on ones, remembering the recorded frames
-        recorded = WorldEngine(model, e, card["modality"], model.device, memory=True)
-        recorded.seed([seed + i for i in range(e)], env_idx=range(e))
-        recorded.start(range(e), start[:e], poses[:e, 0])
-    # a world whose anchors move with the car reads the pose its actions integrate to, as the
-    # env and open-loop evaluation give it
-    ego, ego_pose = EgoShift.for_model(model.config, card["modality"]), poses[:, 0]
-    frames, hits, oracle_frames = [], [], []
-    for k in tqdm(range(steps), desc=f"revisit {card['world']}", disable=not progress):
-        chunk = np.ascontiguousarray(actions[:, k * f : (k + 1) * f])
-        if ego is not None:
-            ego_pose, chunk = ego.step(ego_pose, chunk)
-        frames.append(engine.step(chunk, poses=poses[:, (k + 1) * f])[1].cpu().numpy())
-        hits.append(np.repeat(engine.recall.hits[:e, None] > 0, f, 1))
-        if oracle:
-            real = torch.from_numpy(truth[:, k * f : (k + 1) * f])
-            with torch.no_grad():
-                latents = model.vae.encode(real.to(recorded.device)).float()
-            step = recorded.step(chunk[:e], poses=poses[:e, (k + 1) * f], remember=latents)
-            oracle_frames.append(step[1].cpu().numpy())
-    generated = np.concatenate(frames, 1)  # (2e, steps * f, H, W, 3): frames 1 .. steps * f
-    hit = np.concatenate(hits, 1)
+    generated, hit, remembered = _rollouts(
+        model, episodes, card, steps, truth if oracle else None, seed, progress
+    )
     p_on, p_off = psnr(generated[:e], truth), psnr(generated[e:], truth)
-    remembered = np.concatenate(oracle_frames, 1) if oracle else None
     p_oracle = None if remembered is None else psnr(remembered, truth)
-    mask = np.zeros((e, steps * f), bool)
-    first_psnr = []  # the memory-on rollout where it first showed each revisited place
-    pairs = []  # (episode, revisit frame, first frame) of places first shown after the start
-    for i, ep in enumerate(episodes):
-        idx, src = first_visits(ep.poses[: steps * f + 1], min_gap)
-        mask[i, idx[idx >= 1] - 1] = True
-        keep = (idx >= 1) & (src >= 1)  # the start frame is the sink, not generated
-        pairs += [(i, j, k) for j, k in zip(idx[keep], src[keep], strict=True)]
-        if keep.any():
-            first_psnr.append(float(p_on[i, src[keep] - 1].mean()))
+    mask, (ep_i, now, then) = _revisits(episodes, steps * f, min_gap)
+    # the memory-on rollout where it first showed the revisited places, per episode
+    first_psnr = [float(p_on[i, then[ep_i == i] - 1].mean()) for i in np.unique(ep_i)]
     used = [i for i in range(e) if mask[i].any()]
     if not used:
         raise DatasetError(f"{data}: no held-out frame revisits a pose {min_gap}+ frames later")
@@ -208,8 +172,7 @@ def evaluate_revisit(
 
     on, off = mean(p_on), mean(p_off)
     extra = {}
-    if pairs:
-        ep_i, now, then = (np.array(c) for c in zip(*pairs, strict=True))
+    if len(ep_i):
         psnrs = {"on": p_on, "off": p_off, "oracle": p_oracle}
         at = {k: None if v is None else v[ep_i, now - 1] for k, v in psnrs.items()}
         extra["by_first_view"] = _by_first_view(then, at, p_on[ep_i, then - 1])
@@ -237,6 +200,75 @@ def evaluate_revisit(
         psnr_first_visit=float(np.mean(first_psnr)) if first_psnr else None,
         **extra,
     )
+
+
+def _rollouts(
+    model: WorldModel,
+    episodes: list,
+    card: dict,
+    steps: int,
+    truth: np.ndarray | None,
+    seed: int,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Each episode rolled out under its recorded actions, memory on and off, in one batch.
+
+    Returns the frames ``(2e, steps * F, H, W, 3)`` (memory on: rows ``:e``; off: ``e:``),
+    whether memory-on rows retrieved a chunk at each frame ``(e, steps * F)``, and, given the
+    recorded frames ``truth``, the memory-on rollout that remembers those (else None).
+    """
+    f, e = model.config.dit.chunk_frames, len(episodes)
+    engine = WorldEngine(model, 2 * e, card["modality"], model.device, memory=True)
+    engine.set_memory_enabled(False, range(e, 2 * e))  # rows e.. : the same episodes, no memory
+    engine.seed([seed + i for i in range(e)] * 2, env_idx=range(2 * e))
+    first = np.stack([ep.frames[0] for ep in episodes] * 2)
+    poses = np.stack([ep.poses[: steps * f + 1] for ep in episodes] * 2)  # (2e, T + 1, 4)
+    actions = np.stack([ep.actions[: steps * f] for ep in episodes] * 2)
+    start = torch.from_numpy(np.repeat(first[:, None], f, 1))
+    engine.start(range(2 * e), start, poses[:, 0])
+    if truth is not None:  # rows like the memory-on ones, remembering the recorded frames
+        recorded = WorldEngine(model, e, card["modality"], model.device, memory=True)
+        recorded.seed([seed + i for i in range(e)], env_idx=range(e))
+        recorded.start(range(e), start[:e], poses[:e, 0])
+    # a world whose anchors move with the car reads the pose its actions integrate to, as the
+    # env and open-loop evaluation give it
+    ego, ego_pose = EgoShift.for_model(model.config, card["modality"]), poses[:, 0]
+    frames, hits, oracle_frames = [], [], []
+    for k in tqdm(range(steps), desc=f"revisit {card['world']}", disable=not progress):
+        chunk = np.ascontiguousarray(actions[:, k * f : (k + 1) * f])
+        if ego is not None:
+            ego_pose, chunk = ego.step(ego_pose, chunk)
+        frames.append(engine.step(chunk, poses=poses[:, (k + 1) * f])[1].cpu().numpy())
+        hits.append(np.repeat(engine.recall.hits[:e, None] > 0, f, 1))
+        if truth is not None:
+            real = torch.from_numpy(truth[:, k * f : (k + 1) * f])
+            with torch.no_grad():
+                latents = model.vae.encode(real.to(recorded.device)).float()
+            step = recorded.step(chunk[:e], poses=poses[:e, (k + 1) * f], remember=latents)
+            oracle_frames.append(step[1].cpu().numpy())
+    remembered = np.concatenate(oracle_frames, 1) if truth is not None else None
+    return np.concatenate(frames, 1), np.concatenate(hits, 1), remembered
+
+
+def _revisits(
+    episodes: list, frames: int, min_gap: int
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Which generated frames (1 .. ``frames``) revisit a pose, and where it was first shown.
+
+    Returns the mask ``(e, frames)`` over the generated frames, and for each revisit whose place
+    was first shown after the start frame (the start frame is the sink, not generated) three
+    aligned int arrays: its episode, its frame and the frame that first showed the place.
+    """
+    mask = np.zeros((len(episodes), frames), bool)
+    ep_i, now, then = [], [], []
+    for i, ep in enumerate(episodes):
+        idx, src = first_visits(ep.poses[: frames + 1], min_gap)
+        mask[i, idx[idx >= 1] - 1] = True
+        keep = (idx >= 1) & (src >= 1)
+        ep_i.append(np.full(int(keep.sum()), i))
+        now.append(idx[keep])
+        then.append(src[keep])
+    return mask, tuple(np.concatenate(c).astype(np.int64) for c in (ep_i, now, then))
 
 
 def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, command: str) -> None:
