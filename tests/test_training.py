@@ -18,7 +18,7 @@ from gym_worldmodel.memory import GEOMETRIES
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.models.dit import move_frames, sequence_anchors
 from gym_worldmodel.sources.collect import collect
-from gym_worldmodel.sources.episodes import DatasetError, Episode
+from gym_worldmodel.sources.episodes import DatasetError, Episode, read_card
 from gym_worldmodel.training.data import Balanced, ChunkWindows, Frames
 from gym_worldmodel.training.losses import (
     TeacherLossConfig,
@@ -999,6 +999,26 @@ def test_data_a_model_cannot_take_is_refused_before_the_run_starts(tmp_path, inf
     with pytest.raises(DatasetError, match=match):
         train_vae([tmp_path / "data"], tmp_path / "run", WorldModelConfig.tiny(), train)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_of_an_envs_modality_names_an_env_world_of_it(tmp_path):
+    """The card's world picks the start frames the model's env resets from: a name of one's own
+    would leave the env starting from another world's frames."""
+    from gym_worldmodel.training.recipes import train_vae
+
+    class Own(SquareSource):
+        info = {**SquareSource.info, "world": "squares"}
+
+    with pytest.raises(DatasetError, match=r"world 'squares' of modality 'camera' is not an env"):
+        collect(Own(), tmp_path / "own", episodes=3, steps=4, heldout_every=3, progress=False)
+    assert not (tmp_path / "own").exists()
+    data = tmp_path / "data"
+    collect(SquareSource(), data, episodes=3, steps=4, heldout_every=3, progress=False)
+    card = read_card(data)
+    (data / "dataset.json").write_text(json.dumps({**card, "world": "driving"}))  # hand-edited
+    train = TrainConfig(steps=2, batch_size=2, lr=1e-3, save_every=1, seed=0)
+    with pytest.raises(DatasetError, match=r"camera data, world 'citywalk'"):
+        train_vae([data], tmp_path / "run", WorldModelConfig.tiny(), train, progress=False)
 
 
 def test_actions_of_another_width_than_the_modalitys_are_named_with_their_dataset(

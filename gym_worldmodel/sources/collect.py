@@ -26,6 +26,7 @@ from gym_worldmodel.sources.episodes import (
     DatasetError,
     Episode,
     check_fields,
+    check_world,
     read_card,
     write_shard,
 )
@@ -78,6 +79,7 @@ def collect(
             "camera, robot, driving) and frame_size (pixels) describe what it records"
         )
     check_fields(info, SOURCE_KEYS + tuple(k for k in OPTIONAL_KEYS if k in info), "source info")
+    check_world(info["world"], info["modality"], "source info")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {

@@ -265,6 +265,7 @@ def check_datasets(config: WorldModelConfig, data: Sequence[Path]) -> list[dict[
     size, modalities = config.vae.image_size, config.dit.modalities
     for d in data:
         card = read_card(Path(d))
+        check_world(card["world"], card["modality"], d)
         modality, side = card["modality"], card.get("frame_size", size)
         if side != size:
             raise DatasetError(
@@ -290,6 +291,26 @@ def check_datasets(config: WorldModelConfig, data: Sequence[Path]) -> list[dict[
             )
         cards.append(card)
     return cards
+
+
+def check_world(world: str, modality: str, where: Any) -> None:
+    """Refuse a dataset of an env's modality whose ``world`` is not an env world of it.
+
+    The world names the env that runs what the data trains (its start frames, its evaluation):
+    a name of one's own would train a model whose env starts from another world's frames. A
+    modality no env has (a model of one's own ``DiTConfig.modalities``) may name any world.
+    """
+    from gym_worldmodel.envs.worlds import WORLDS
+
+    worlds = {name: w.head.modality for name, w in sorted(WORLDS.items())}
+    if modality in worlds.values() and worlds.get(world) != modality:
+        listed = ", ".join(f"{name} ({m})" for name, m in worlds.items())
+        suits = [name for name, m in worlds.items() if m == modality]
+        hint = f": for {modality} data, world {suits[0]!r}" if suits else ""
+        raise DatasetError(
+            f"{where}: world {world!r} of modality {modality!r} is not an env world; the world "
+            f"names the env that runs the data, one of {listed}{hint}"
+        )
 
 
 def sha256(path: Path) -> str:
