@@ -15,6 +15,7 @@ from gym_worldmodel.sources.episodes import (
     load_episodes,
     read_card,
     read_shard,
+    write_shard,
 )
 
 
@@ -269,6 +270,35 @@ def test_a_card_edited_out_of_shape_is_refused(tmp_path, edit, match):
     with pytest.raises(DatasetError, match=match):
         load_episodes(tmp_path)
         load_episodes(tmp_path, "heldout")
+
+
+@pytest.mark.parametrize(
+    ("how", "match"),
+    [
+        ("size", r"frames of \[\(4, 4\)\] pixels; the card says frame_size 8"),
+        ("scaled", r"camera action vectors up to 50 in size; an env's vectors lie in \[-1, 1\]"),
+        ("poseless", "some episodes of the split record poses, some none"),
+    ],
+)
+def test_a_shard_written_by_hand_unlike_its_card_is_refused(tmp_path, how, match):
+    collect(FakeSource(), tmp_path, episodes=4, steps=3, episodes_per_shard=2, progress=False)
+    card = read_card(tmp_path)
+    entry = card["shards"][1]
+    shard = tmp_path / entry["file"]
+    episodes = []
+    for ep in read_shard(shard):  # a whole shard: one shard holds one frame size, poses or none
+        frames, actions, poses = ep.frames, ep.actions, ep.poses
+        if how == "size":
+            frames = np.ascontiguousarray(frames[:, :4, :4])
+        elif how == "scaled":
+            actions = actions * 0 + 50.0
+        else:
+            poses = None
+        episodes.append(Episode(frames, actions, poses, ep.seed))
+    entry["sha256"] = write_shard(shard, episodes)
+    (tmp_path / CARD).write_text(json.dumps(card))
+    with pytest.raises(DatasetError, match=match):
+        load_episodes(tmp_path)
 
 
 def test_inconsistent_shard_arrays_are_rejected(tmp_path):

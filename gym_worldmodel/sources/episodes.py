@@ -247,8 +247,39 @@ def load_episodes(directory: Path, split: str = "train") -> list[Episode]:
                 f"shard {path} holds {len(episodes)} episodes and {frames} frames, its card entry "
                 f"says {shard['episodes']} and {shard['frames']}: the card was edited"
             )
+        _check_like_card(path, episodes, card, posed=out[0].poses is not None if out else None)
         out.extend(episodes)
     return out
+
+
+def _check_like_card(path: Path, episodes: list[Episode], card: dict, posed: bool | None) -> None:
+    """Refuse a shard's episodes that do not hold what its card says, as ``collect`` would.
+
+    Frames of the card's ``frame_size``; for an env's modality, model action vectors in
+    [-1, 1] (what its action head encodes); poses in all episodes of a split or in none
+    (``posed``: whether the episodes before had them, None for the first shard).
+    """
+    from gym_worldmodel.models.config import DEFAULT_MODALITIES  # the env modalities
+
+    side = card.get("frame_size")
+    sizes = {ep.frames.shape[1:3] for ep in episodes}
+    if side is not None and sizes != {(side, side)}:
+        raise DatasetError(
+            f"shard {path} holds frames of {sorted(sizes)} pixels; the card says frame_size {side}"
+        )
+    if card["modality"] in DEFAULT_MODALITIES:
+        top = max(float(np.abs(ep.actions).max(initial=0.0)) for ep in episodes)
+        if top > 1.0 + 1e-5:
+            raise DatasetError(
+                f"shard {path} holds {card['modality']} action vectors up to {top:.4g} in size; "
+                "an env's vectors lie in [-1, 1]: encode env actions with "
+                "gym_worldmodel.envs.worlds.get_world(world).action_head(mode).encode (datasets.md)"
+            )
+    has = {ep.poses is not None for ep in episodes} | ({posed} if posed is not None else set())
+    if len(has) > 1:
+        raise DatasetError(
+            f"shard {path}: some episodes of the split record poses, some none; all or none do"
+        )
 
 
 def check_datasets(config: WorldModelConfig, data: Sequence[Path]) -> list[dict[str, Any]]:
