@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +24,7 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from gym_worldmodel.files import START_FRAMES, atomic_write_all
+from gym_worldmodel.files import START_FRAMES, atomic_write, atomic_write_all
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 
 FORMAT = "gym-worldmodel/1"
@@ -35,7 +34,11 @@ _TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 
 
 def save_pretrained(
-    model: WorldModel, directory: str | os.PathLike, dtype: torch.dtype | str | None = None
+    model: WorldModel,
+    directory: str | os.PathLike,
+    dtype: torch.dtype | str | None = None,
+    *,
+    start_frames: bool = True,
 ) -> Path:
     """Write ``model`` as a checkpoint directory, replacing its files only once both are written.
 
@@ -45,6 +48,9 @@ def save_pretrained(
         dtype: Storage dtype of the floating tensors (None: as they are), a floating
             ``torch.dtype`` or its name: ``torch.float16`` (``"float16"``) halves the file;
             loading casts back to the dtype asked of ``from_pretrained``.
+        start_frames: Also copy the start frames of the checkpoint the model was loaded from
+            (``start_frames/``, which an env running the checkpoint starts from) where
+            ``directory`` has none of that world's.
 
     Returns:
         The checkpoint directory.
@@ -77,7 +83,27 @@ def save_pretrained(
             directory / CONFIG_NAME: lambda f: f.write(text.encode("utf-8")),
         }
     )
+    if start_frames:
+        _carry_start_frames(model, directory)
     return directory
+
+
+def _carry_start_frames(model: WorldModel, directory: Path) -> None:
+    """Copy the start frames of the checkpoint ``model`` was loaded from that ``directory`` lacks.
+
+    An env running a checkpoint starts from its ``start_frames/``: a model saved elsewhere takes
+    them along, and the frames a directory already holds (a training run's own) stay.
+    """
+    source = model.checkpoint_dir
+    if source is None or not (Path(source) / START_FRAMES).is_dir():
+        return
+    if Path(source).resolve() == directory.resolve():
+        return
+    (directory / START_FRAMES).mkdir(exist_ok=True)
+    for path in sorted((Path(source) / START_FRAMES).glob("*.npz")):
+        target = directory / START_FRAMES / path.name
+        if not target.exists():
+            atomic_write(target, lambda f, path=path: f.write(path.read_bytes()))
 
 
 def floating_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -219,7 +245,7 @@ def push_to_hub(
 
     A model loaded by :func:`from_pretrained` takes the start frames of its checkpoint
     directory along (``start_frames/``, which ``gym-worldmodel train`` and ``ship --out``
-    write), so an env from the repo starts from them.
+    write), as :func:`save_pretrained` does, so an env from the repo starts from them.
 
     Args:
         model: The model to upload.
@@ -239,9 +265,7 @@ def push_to_hub(
         )
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="gym-worldmodel-") as folder:
-        save_pretrained(model, folder)
-        if model.checkpoint_dir is not None and (model.checkpoint_dir / START_FRAMES).is_dir():
-            shutil.copytree(model.checkpoint_dir / START_FRAMES, Path(folder) / START_FRAMES)
+        save_pretrained(model, folder)  # with the start frames of its checkpoint
         try:
             api.create_repo(repo_id, exist_ok=True, private=private)
             if revision not in (None, "main"):

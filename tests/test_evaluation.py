@@ -382,6 +382,23 @@ def test_a_failed_ship_writes_nothing(tmp_path):
     assert (out / "citywalk" / "start_frames.npz").exists()
 
 
+def test_shipping_into_the_package_takes_no_start_frames_of_the_run(tmp_path, monkeypatch):
+    """A shipped world's env starts from its bundled frames; a checkpoint's own would win."""
+    from gym_worldmodel import files
+    from gym_worldmodel.cli import ship_main
+    from gym_worldmodel.training.start_frames import write_checkpoint_start_frames
+
+    data = tmp_path / "data"
+    collect(SquareSource(), data, episodes=4, steps=4, heldout_every=2, progress=False)
+    model = hub.save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "model")
+    write_checkpoint_start_frames(model, {"robot": np.zeros((1, 32, 32, 3), np.uint8)})
+    monkeypatch.setattr(files, "WORLDS_DIR", tmp_path / "package")
+    ship_main(["--model", str(model), "--data", str(data)])
+    assert not (tmp_path / "package" / "shared" / files.START_FRAMES).exists()
+    ship_main(["--model", str(model), "--data", str(data), "--out", str(tmp_path / "own")])
+    assert (tmp_path / "own" / "shared" / files.START_FRAMES / "robot.npz").exists()  # carried
+
+
 def test_episode_poses_must_be_finite():
     ep = moving_square_episode(0, 4)
     poses = np.zeros((len(ep.frames), 4))

@@ -523,6 +523,16 @@ def test_push_to_hub(tiny_model: WorldModel, tmp_path: Path, monkeypatch: pytest
     shutil.rmtree(uploaded)
     push_to_hub(from_pretrained(own), "owner/name")
     assert (uploaded / "start_frames" / "citywalk.npz").is_file()
+    # and so does one saved to a folder; frames the folder holds of its own stay
+    mine = tmp_path / "mine"
+    write_checkpoint_start_frames(mine, {"citywalk": np.ones((1, 32, 32, 3), np.uint8)})
+    save_pretrained(from_pretrained(own), mine)
+    save_pretrained(from_pretrained(own), tmp_path / "copy")
+    with np.load(mine / "start_frames" / "citywalk.npz") as kept:
+        assert len(kept["frames"]) == 1
+    with np.load(tmp_path / "copy" / "start_frames" / "citywalk.npz") as carried:
+        assert len(carried["frames"]) == 2
+    save_pretrained(from_pretrained(own), own)  # onto itself: nothing to copy
 
     def unreachable(self, repo_id, **kwargs):
         raise OSError("[Errno -2] Name or service not known")

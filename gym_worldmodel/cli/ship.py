@@ -53,7 +53,10 @@ def ship_main(argv: Sequence[str]) -> None:
     # every dataset is read and checked before anything is written: a failed ship changes
     # nothing (start frames of another size are fine: envs resize them)
     starts = pick_world_start_frames(args.data, args.start_frames)
-    target = hub.save_pretrained(model, root / args.name, torch.float16)
+    # a shipped world's env starts from the bundled frames written below, not a run's own
+    target = hub.save_pretrained(
+        model, root / args.name, torch.float16, start_frames=args.out is not None
+    )
     print(f"wrote {target} (float16, {model.config.sampler.nfe} denoiser passes a step)")
     for world, frames in starts.items():
         print(f"wrote {write_start_frames(world, frames, root)}")
