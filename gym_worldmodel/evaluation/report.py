@@ -147,7 +147,7 @@ def write_report(
             *_keys_read(c),
             *_scene_motion_table(c),
             f"Stability over {s['steps']} steps x {s['rows']} rows ({_long_actions(s)}): "
-            "last-100-step medians "
+            f"last-{min(100, s['steps'])}-step medians "
             + ", ".join(
                 f"{n} {v:.1f} (real [{a:.1f}, {b:.1f}], autoencoded [{c:.1f}, {d:.1f}])"
                 for n, v, a, b, c, d in zip(

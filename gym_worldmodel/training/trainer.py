@@ -165,7 +165,8 @@ class Trainer:
         )
         pace = seconds / (self.step - since)
         return (
-            f"{self.run_dir.name} step {self.step}/{self.config.steps}: {parts} ({pace:.2f} s/step)"
+            f"{self.run_dir.name} step {self.step}/{self.config.steps}, means of steps "
+            f"{since + 1}-{self.step}: {parts} ({pace:.2f} s/step)"
         )
 
     def _one_step(self) -> dict[str, float]:
