@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,13 @@ from gym_worldmodel.envs.worlds import (
     model_source,
     start_frames,
 )
-from gym_worldmodel.models import DTYPES, WorldModel, available_device, native_bf16
+from gym_worldmodel.models import (
+    DTYPES,
+    WorldModel,
+    WorldModelConfig,
+    available_device,
+    native_bf16,
+)
 
 
 def _to_meta(state: Any) -> Any:
@@ -222,13 +229,7 @@ class WorldModelVectorEnv(VectorEnv):
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
         self.start_fn = start_fn
         self._model_arg, self._engine = model, engine
-        self.config, self.checkpoint_dir = (
-            (engine.config, None) if engine is not None else model_source(self.world, model)
-        )
-        if isinstance(model, (str, os.PathLike)) and self.checkpoint_dir is not None:
-            # the weights load at the first reset, from where the config was read now (a
-            # relative path is not looked up again from another working directory)
-            self._model_arg = self.checkpoint_dir = self.checkpoint_dir.absolute()
+        self.config, self.checkpoint_dir = self._model_config(model, engine, nfe)
         self.config.check_trained(self.head.modality, self.world.name)
         hook_lib.check_env_hooks(
             reward_fn,
@@ -238,23 +239,8 @@ class WorldModelVectorEnv(VectorEnv):
             num_envs,
             self.world.pose,
         )
-        if nfe is not None:
-            if not is_int(nfe) or nfe < 1:
-                raise ValueError(f"nfe must be an int >= 1 or None, got {nfe!r}")
-            if engine is None:  # a prebuilt engine has its model's own
-                sampler = dataclasses.replace(self.config.sampler, nfe=int(nfe))
-                self.config = dataclasses.replace(self.config, sampler=sampler)
         self._ego = EgoShift.for_model(self.config, self.head.modality)  # anchors move with the car
-        check_switch("memory", memory, optional=True)
-        check_switch("memory_shared", memory_shared)
-        has_slots = self.config.dit.memory_chunks > 0
-        self.memory = self.world.pose is not None and has_slots if memory is None else bool(memory)
-        if self.memory and not has_slots:
-            raise ValueError("memory=True needs a model with memory slots (memory_chunks >= 1)")
-        if not is_int(memory_capacity) or memory_capacity < 1:
-            raise ValueError(
-                f"memory_capacity must be an int >= 1 (chunks), got {memory_capacity!r}"
-            )
+        self.memory = self._memory_switch(memory, memory_shared, memory_capacity)
         self.memory_shared, self.memory_capacity = memory_shared, memory_capacity
         self.metadata = {
             **self.metadata,
@@ -275,6 +261,40 @@ class WorldModelVectorEnv(VectorEnv):
         self._frames = self._latents = None
         self._templates: dict[int, dict[str, Any]] = {}  # set_state's, per row count
         self._started = self.closed = False
+
+    def _model_config(
+        self, model: WorldModel | str | os.PathLike | None, engine: Engine | None, nfe: int | None
+    ) -> tuple[WorldModelConfig, Path | None]:
+        """The config the env runs (``nfe`` set in it) and the checkpoint folder it comes from.
+
+        Only the config is read now: the weights load at the first reset.
+        """
+        config, checkpoint_dir = (
+            (engine.config, None) if engine is not None else model_source(self.world, model)
+        )
+        if isinstance(model, (str, os.PathLike)) and checkpoint_dir is not None:
+            # the weights load from where the config was read now (a relative path is not
+            # looked up again from another working directory)
+            self._model_arg = checkpoint_dir = checkpoint_dir.absolute()
+        if nfe is not None:
+            if not is_int(nfe) or nfe < 1:
+                raise ValueError(f"nfe must be an int >= 1 or None, got {nfe!r}")
+            if engine is None:  # a prebuilt engine has its model's own
+                sampler = dataclasses.replace(config.sampler, nfe=int(nfe))
+                config = dataclasses.replace(config, sampler=sampler)
+        return config, checkpoint_dir
+
+    def _memory_switch(self, memory: bool | None, shared: bool, capacity: int) -> bool:
+        """Whether the env runs spatial memory (None: where the world has a pose), checked."""
+        check_switch("memory", memory, optional=True)
+        check_switch("memory_shared", shared)
+        has_slots = self.config.dit.memory_chunks > 0
+        on = self.world.pose is not None and has_slots if memory is None else bool(memory)
+        if on and not has_slots:
+            raise ValueError("memory=True needs a model with memory slots (memory_chunks >= 1)")
+        if not is_int(capacity) or capacity < 1:
+            raise ValueError(f"memory_capacity must be an int >= 1 (chunks), got {capacity!r}")
+        return on
 
     # --- Gymnasium API -------------------------------------------------------------------------
 
