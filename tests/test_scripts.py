@@ -443,7 +443,9 @@ def test_train_commands_budget_recipe(tmp_path):
         env=env,
     )
     # without bars, each checkpoint logs a line: step, mean losses, pace
-    assert re.search(r"teacher step 20/20: loss \d\.\d{4}.* s/step\)", text), text
+    assert re.search(r"teacher step 20/20, means of steps 1-20: loss \d\.\d{4}.* s/step\)", text), (
+        text
+    )
     assert "wrote" in text and (tmp_path / "teacher" / "model" / "model.safetensors").exists()
     assert (tmp_path / "teacher" / "losses.png").exists()
     text = run(

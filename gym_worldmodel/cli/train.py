@@ -6,6 +6,7 @@ import argparse
 import copy
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gym_worldmodel.cli.argtypes import (
     check_device,
@@ -253,29 +254,13 @@ def train_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel train <stage>``: run (or resume) one stage of the recipe."""
     parser = _train_parser()
     args = parser.parse_args(argv)
-    given = _given(parser, argv)
-    for flag, stages in STAGE_OPTIONS.items():  # an option the stage would silently ignore
-        if args.stage not in stages and flag in given:
-            parser.error(f"{flag} is an option of train {' / '.join(stages)}, not of {args.stage}")
-    budgeted = ("--steps", "--batch-size", "--probe-steps", "--pair-steps")
-    overridden = [flag for flag in budgeted if flag in given]
-    if args.budget and overridden:  # the smoke recipe sets these itself
-        parser.error(
-            f"--budget runs 20 steps of batch 4 (and 20 probe or pair steps): drop "
-            f"{' and '.join(overridden)}"
-        )
-    progress = not args.no_progress
+    _check_args(parser, args, _given(parser, argv))
     check_device(args.device)
-    from gym_worldmodel.models import WorldModelConfig
-    from gym_worldmodel.training.recipes import (
-        train_decoder,
-        train_flow,
-        train_self_forcing,
-        train_student,
-        train_teacher,
-        train_vae,
+    from gym_worldmodel import hub
+    from gym_worldmodel.training.start_frames import (
+        pick_world_start_frames,
+        write_checkpoint_start_frames,
     )
-    from gym_worldmodel.training.self_forcing import SelfForcingConfig
     from gym_worldmodel.training.trainer import TrainConfig
 
     steps, batch = (20, 4) if args.budget else (args.steps, args.batch_size)
@@ -290,6 +275,26 @@ def train_main(argv: Sequence[str]) -> None:
         warmup=min(200, steps // 10 + 1),
         cooldown=args.cooldown,
     )
+    starts = pick_world_start_frames(args.data)  # checked now, written when the run ends
+    _run_stage(args, train, progress=not args.no_progress)
+    # an env running the checkpoint starts from frames of its data (and of its init's worlds)
+    carry = None if args.init is None else hub.checkpoint_directory(args.init)
+    write_checkpoint_start_frames(args.out / "model", starts, carry)
+    print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, given: set[str]) -> None:
+    """Refuse options that cannot work together (a usage error); fill the stage's ``--nfe``."""
+    for flag, stages in STAGE_OPTIONS.items():  # an option the stage would silently ignore
+        if args.stage not in stages and flag in given:
+            parser.error(f"{flag} is an option of train {' / '.join(stages)}, not of {args.stage}")
+    budgeted = ("--steps", "--batch-size", "--probe-steps", "--pair-steps")
+    overridden = [flag for flag in budgeted if flag in given]
+    if args.budget and overridden:  # the smoke recipe sets these itself
+        parser.error(
+            f"--budget runs 20 steps of batch 4 (and 20 probe or pair steps): drop "
+            f"{' and '.join(overridden)}"
+        )
     if args.stage != "vae" and args.init is None:
         previous = {
             "teacher": "<vae run>/model",
@@ -307,13 +312,14 @@ def train_main(argv: Sequence[str]) -> None:
         args.nfe = 1 if args.stage == "self-forcing" else 3
     if args.nfe > 8:
         parser.error(f"--nfe takes 1 to 8 denoising steps, got {args.nfe}")
-    from gym_worldmodel import hub
-    from gym_worldmodel.training.start_frames import (
-        pick_world_start_frames,
-        write_checkpoint_start_frames,
-    )
 
-    starts = pick_world_start_frames(args.data)  # checked now, written when the run ends
+
+def _run_stage(args: argparse.Namespace, train: Any, progress: bool) -> None:
+    """Run ``args.stage`` with its options (``train``: the ``TrainConfig``)."""
+    from gym_worldmodel.models import WorldModelConfig
+    from gym_worldmodel.training import recipes
+    from gym_worldmodel.training.self_forcing import SelfForcingConfig
+
     run = (args.data, args.init, args.out, train)
     if args.stage == "vae":
         presets = {
@@ -321,13 +327,13 @@ def train_main(argv: Sequence[str]) -> None:
             "default": WorldModelConfig,
             "tiny": WorldModelConfig.tiny,
         }
-        train_vae(args.data, args.out, presets[args.preset](), train, progress)
+        recipes.train_vae(args.data, args.out, presets[args.preset](), train, progress)
     elif args.stage == "decoder":
-        train_decoder(*run, progress)
+        recipes.train_decoder(*run, progress)
     elif args.stage == "flow":
-        train_flow(*run, steps if args.budget else args.pair_steps, progress)
+        recipes.train_flow(*run, train.steps if args.budget else args.pair_steps, progress)
     elif args.stage == "teacher":
-        train_teacher(
+        recipes.train_teacher(
             *run,
             memory=args.memory,
             frame_anchor=args.frame_anchor,
@@ -346,7 +352,7 @@ def train_main(argv: Sequence[str]) -> None:
             shift_weight=args.shift_weight,
             adversarial_weight=args.adversarial_weight,
         )
-        train_self_forcing(
+        recipes.train_self_forcing(
             *run,
             nfe=args.nfe,
             config=config,
@@ -359,10 +365,6 @@ def train_main(argv: Sequence[str]) -> None:
             progress=progress,
         )
     else:
-        train_student(
+        recipes.train_student(
             *run, nfe=args.nfe, memory=args.memory, init=args.student_init, progress=progress
         )
-    # an env running the checkpoint starts from frames of its data (and of its init's worlds)
-    carry = None if args.init is None else hub.checkpoint_directory(args.init)
-    write_checkpoint_start_frames(args.out / "model", starts, carry)
-    print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
