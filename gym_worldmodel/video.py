@@ -37,19 +37,23 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path
             f"frames must be uint8 (T, H, W, 3) with T >= 1, got {frames.dtype} {frames.shape}"
         )
     try:
-        from moviepy import ImageSequenceClip
+        import imageio.v3 as iio
+        from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
     except ImportError as err:
         raise ImportError("writing video needs moviepy: pip install gym-worldmodel[video]") from err
     path = video_path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.mp4'}")
-    clip = ImageSequenceClip(list(frames), fps=fps)
+    # Frame by frame, each exactly once: moviepy's ImageSequenceClip finds the frame of each
+    # output time by float arithmetic, and dropped or repeated frames (at 5 fps, 6 of 31).
     try:
         if path.suffix.lower() == ".gif":
-            clip.write_gif(str(tmp), logger=None)
+            iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0)
         else:
-            clip.write_videofile(str(tmp), codec="libx264", audio=False, logger=None)
+            size = (frames.shape[2], frames.shape[1])  # width, height
+            with FFMPEG_VideoWriter(str(tmp), size, fps, codec="libx264") as writer:
+                for frame in frames:
+                    writer.write_frame(frame)
         os.replace(tmp, path)
     finally:
-        clip.close()
         tmp.unlink(missing_ok=True)
     return path

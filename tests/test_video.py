@@ -52,6 +52,21 @@ def test_vector_record_video_tiles_rows(tmp_path):
     assert len(videos) == 1 and frame_count(videos[0]) == 5 + 1
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_write_video_writes_every_frame_once_in_order_at_the_step_rate(tmp_path, suffix):
+    """At 5 fps (the worlds' step rate) a clip of moviepy's dropped the last frame and repeated
+    others in place of 6 of 31; each frame here is a different grey, read back by its level."""
+    import imageio.v3 as iio
+
+    from gym_worldmodel.video import write_video
+
+    levels = np.arange(31) * 8
+    frames = np.broadcast_to(levels[:, None, None, None], (31, 32, 32, 3)).astype(np.uint8)
+    decoded = np.stack(list(iio.imiter(write_video(tmp_path / f"clip{suffix}", frames, 5))))
+    read = np.abs(decoded[..., :3].mean((1, 2, 3))[:, None] - levels[None]).argmin(1)
+    assert read.tolist() == list(range(31))
+
+
 def test_write_video_writes_mp4_or_gif_by_the_suffix_and_refuses_others_early(tmp_path):
     from PIL import Image
 
