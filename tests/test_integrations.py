@@ -336,6 +336,10 @@ def test_parallel_spaces_state_render_and_close():
     assert env.observation_space("agent_0") is env.observation_space("agent_0")
     assert env.action_space("agent_1") is env.action_space("agent_1")
     assert env.action_space("agent_0") is not env.action_space("agent_1")  # own RNG streams
+    draws = {
+        a: [env.action_space(a).sample().tolist() for _ in range(8)] for a in env.possible_agents
+    }
+    assert draws["agent_0"] != draws["agent_1"]  # copies of one space drew the same actions
     assert env.metadata["is_parallelizable"] and env.metadata["render_modes"] == ["rgb_array"]
     obs, infos = env.reset(seed=0)
     assert env.num_agents == 2 and env.max_num_agents == 2
@@ -537,6 +541,15 @@ def test_agents_share_one_memory_bank_and_find_what_another_saw():
     separate = parallel_env(shared_memory=False)
     separate.reset(seed=0)
     assert separate.venv._engine.memory.banks.tolist() == [0, 1]
+    # agents sharing a bank share their start's origin: one picture for all, not one each
+    pictures = [np.full((8, 8, 3), v, np.uint8) for v in (40, 200)]
+    state = env.state()
+    with pytest.raises(ValueError, match="start from one picture .* shared_memory=False"):
+        env.reset(seed=1, options={"image": pictures})
+    assert np.array_equal(env.state(), state) and env.agents == ["agent_0", "agent_1"]
+    env.reset(seed=1, options={"image": [pictures[0], pictures[0]]})  # the same one: fine
+    obs, _ = separate.reset(seed=1, options={"image": pictures})
+    assert obs["agent_0"].mean() < obs["agent_1"].mean()
 
 
 def test_a_dead_agent_stores_nothing_in_the_shared_bank_until_reset():

@@ -52,7 +52,12 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 
 from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.actions import ActionError, batch_one
-from gym_worldmodel.envs.options import is_int, rng_from_state, world_reset_options
+from gym_worldmodel.envs.options import (
+    is_int,
+    rng_from_state,
+    user_frames,
+    world_reset_options,
+)
 from gym_worldmodel.envs.registration import IDS, VECTOR_ENTRY_POINT
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import start_frames
@@ -148,6 +153,11 @@ class WorldModelParallelEnv(ParallelEnv):
         self.action_spaces = {
             a: copy.deepcopy(venv.single_action_space) for a in self.possible_agents
         }
+        # copies of one space hold copies of its generator: seed each from a stream of its own,
+        # or every agent's sample() would draw the same actions
+        streams = np.random.SeedSequence().spawn(num_agents)
+        for space, stream in zip(self.action_spaces.values(), streams, strict=True):
+            space.seed(int(stream.generate_state(1)[0]))
         self.state_space = batch_space(venv.single_observation_space, num_agents)
         self._noop = venv.head.idle_action()
         self._needs_reset = np.zeros(num_agents, bool)  # done rows to restart before a step
@@ -182,8 +192,9 @@ class WorldModelParallelEnv(ParallelEnv):
         Args:
             seed: Agent ``i`` is seeded with ``seed + i``; None continues the agents' streams.
             options: ``"image"`` or ``"frames"`` as in :meth:`WorldModelVectorEnv.reset` (one
-                for all agents or one per agent), and for driving ``"speed"`` (m/s) and
-                ``"heading"`` (degrees). Other keys are ignored with a warning.
+                for all agents, or one per agent where they do not share memory), and for
+                driving ``"speed"`` (m/s) and ``"heading"`` (degrees). Other keys are ignored
+                with a warning.
 
         Returns:
             Observation and info dicts keyed by agent.
@@ -205,6 +216,14 @@ class WorldModelParallelEnv(ParallelEnv):
         # Nothing of the env changes until the vector env's reset succeeds: a bad option leaves
         # the start image, its generator and the dead agents' memory switches as they were.
         start_rng = self._start_rng
+        if self.shared_memory and pictured:
+            fitted = user_frames(passed, len(self.possible_agents), self.venv.config)
+            if not (fitted == fitted[:1]).all():
+                raise ValueError(
+                    "agents sharing a memory bank start from one picture (their poses share its "
+                    "origin, so each would retrieve the others' starts as its own view): pass "
+                    "one image or stack, or make the env with shared_memory=False"
+                )
         if self.shared_memory and not pictured:  # one seeded start image for every agent
             bundled = start_frames(
                 self.venv.world, self.venv.config.vae.image_size, self.venv.checkpoint_dir
