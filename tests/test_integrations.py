@@ -552,6 +552,36 @@ def test_agents_share_one_memory_bank_and_find_what_another_saw():
     assert obs["agent_0"].mean() < obs["agent_1"].mean()
 
 
+def test_parallel_state_restores_the_episode_with_who_is_live():
+    env = parallel_env(  # agent_0 ends at its 2nd step
+        max_cycles=10,
+        render_mode="rgb_array",
+        termination_fn=lambda p, a, o, i: np.asarray(i["step"]) * [1, 0] == 2,
+    )
+    env.reset(seed=3)
+    act = {"agent_0": np.array([1, 1]), "agent_1": np.array([2, 0])}
+    env.step(act)
+    saved = env.get_state()  # both live; agent_0 ends in the next step
+
+    def play():
+        out = [env.step(act)[0]["agent_1"]]  # agent_0 ends here
+        assert env.agents == ["agent_1"]
+        for _ in range(2):  # its row restarts hidden
+            out.append(env.step({"agent_1": act["agent_1"]})[0]["agent_1"])
+        return np.stack(out), env.state(), env.render()
+
+    first = play()
+    env.set_state(saved)
+    assert env.agents == ["agent_0", "agent_1"]
+    again = play()
+    for a, b in zip(first, again, strict=True):
+        assert np.array_equal(a, b)
+    for bad in ({**saved, "agents": ["agent_7"]}, {"venv": saved["venv"]}):
+        with pytest.raises(ValueError, match="state"):
+            env.set_state(bad)
+    assert env.agents == ["agent_1"] and np.array_equal(env.state(), again[1])
+
+
 def test_a_dead_agent_stores_nothing_in_the_shared_bank_until_reset():
     env = parallel_env(max_cycles=6, termination_fn=lambda p, a, o, i: np.array([True, False]))
     env.reset(seed=0)

@@ -339,6 +339,44 @@ class WorldModelParallelEnv(ParallelEnv):
             raise RuntimeError("call reset() before state()")
         return obs_lib.copy(self._last_obs)
 
+    def get_state(self) -> dict[str, Any]:
+        """Copy of the episode's full state: the vector env's and who is live.
+
+        :meth:`set_state` restores it, into this env or another made alike; rewinding
+        ``env.venv`` alone would leave the live agents, ``state()`` and the hidden restarts of
+        the agents done since as they are now.
+        """
+        if self._last_obs is None:
+            raise RuntimeError("call reset() before get_state()")
+        return {
+            "venv": self.venv.get_state(),
+            "agents": list(self.agents),
+            "needs_reset": self._needs_reset.copy(),
+            "last_obs": obs_lib.copy(self._last_obs),
+            "frames": None if self._frames is None else self._frames.copy(),
+            "start": dict(self._start),
+            "start_rng": self._start_rng.bit_generator.state,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`get_state` output; a state that does not fit changes nothing."""
+        keys = {"venv", "agents", "needs_reset", "last_obs", "frames", "start", "start_rng"}
+        if not isinstance(state, dict) or set(state) != keys:
+            raise ValueError(f"state must be what get_state() returns (keys {sorted(keys)})")
+        agents, needs_reset = state["agents"], np.asarray(state["needs_reset"])
+        unknown = [a for a in agents if a not in self.possible_agents]
+        if unknown or needs_reset.shape != (len(self.possible_agents),):
+            raise ValueError(
+                f"state of other agents: {agents} (this env's are {self.possible_agents})"
+            )
+        start_rng = rng_from_state(state["start_rng"])  # checked before anything changes
+        self.venv.set_state(state["venv"])
+        self.agents = list(agents)
+        self._needs_reset = needs_reset.astype(bool)
+        self._last_obs = obs_lib.copy(state["last_obs"])
+        self._frames = None if state["frames"] is None else np.array(state["frames"])
+        self._start, self._start_rng = dict(state["start"]), start_rng
+
     def close(self) -> None:
         """Close the vector env and release the model; calling it again does nothing."""
         if not self.venv.closed:
