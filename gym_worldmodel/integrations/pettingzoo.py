@@ -26,7 +26,9 @@ never appear in the returned dicts, :meth:`~WorldModelParallelEnv.state` or
 :meth:`~WorldModelParallelEnv.render`. The hidden rows cost compute but keep the batch shape (and
 the other rows' results) fixed. With memory, a dead agent's row stops storing (its idle chunks
 are no one's view) and its restart forgets what it stored; every agent stores again from the
-next reset.
+next reset. Reward and termination hooks are batched over every row, hidden ones included (with
+the idle action and the hidden episode's ``info["step"]``): a hook that keeps counts of its own
+should count only ``env.agents``' rows.
 """
 
 from __future__ import annotations
