@@ -22,8 +22,9 @@ returns the hook for an env of those rows (``rows[i]``: the row whose values row
 ``fork`` calls it, so each future keeps its own row's goal. A hook without ``select`` is passed
 to a fork as it is. A hook may also have ``check_env(frame_size, num_envs, pose)``, which raises
 ``ValueError`` when it cannot serve an env of that frame side, row count and pose kind
-(``"camera"``, ``"driving"`` or None): the env calls it when it is made, so a goal image of
-another size or a pose reward in the robot world is refused then, not after a step.
+(``"camera"``, ``"driving"`` or None): the env calls it when it is made, so a goal image whose
+``pool`` does not divide the frame side, goals for another number of rows or a pose reward in the
+robot world is refused then, not after a step (a goal of another size is fitted to the frames).
 """
 
 from __future__ import annotations

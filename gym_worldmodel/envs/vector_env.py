@@ -129,7 +129,8 @@ class WorldModelVectorEnv(VectorEnv):
             It is the precision of the forwards (autocast), not of the stored weights, which
             stay as loaded. The shipped worlds' frames
             in bf16 stay within 0.02 dB PSNR of float32's against held-out episodes over 64
-            steps (``python -m gym_worldmodel.bench dtype``). ``env.dtype`` is the one chosen.
+            steps (``python -m gym_worldmodel.bench dtype --data DATASET ...``, docs/benchmarks.md).
+            ``env.dtype`` is the one chosen.
         output: ``"numpy"`` or ``"torch"`` (obs, rewards and flags stay on the device; for
             CuPy or another Array API library, wrap the env in Gymnasium's vector
             ``ArrayConversion``, with ``NEXT_STEP`` or ``DISABLED`` autoreset).
