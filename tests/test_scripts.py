@@ -579,6 +579,19 @@ def test_eval_model_defaults_to_each_worlds_shipped_checkpoint(monkeypatch):
     assert mixed("robot") == str(WORLDS["robot"].checkpoint_dir) and mixed("citywalk") == "runs/x"
 
 
+def test_rollout_plays_the_world_a_models_denoiser_was_trained_for(tmp_path, capsys):
+    import dataclasses
+
+    from gym_worldmodel import cli, hub
+    from gym_worldmodel.models import WorldModel, WorldModelConfig
+
+    for modalities, world in ((("driving",), "driving"), (("camera", "driving"), "citywalk")):
+        config = dataclasses.replace(WorldModelConfig.tiny(), trained_modalities=modalities)
+        folder = hub.save_pretrained(WorldModel(config), tmp_path / "_".join(modalities))
+        cli.rollout_main(["--model", str(folder), "--steps", "1"])
+        assert capsys.readouterr().out.startswith(f"{world}: 1 steps")
+
+
 def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, capsys):
     import numpy as np
     from PIL import Image

@@ -123,6 +123,14 @@ def read_actions(path: Path) -> Any:
     return arr
 
 
+def _world_of(modalities: tuple[str, ...] | None) -> str | None:
+    """The one world whose actions a denoiser trained on ``modalities`` learned (else None)."""
+    from gym_worldmodel.envs.worlds import WORLDS
+
+    worlds = [name for name, w in WORLDS.items() if w.head.modality in (modalities or ())]
+    return worlds[0] if len(worlds) == 1 else None
+
+
 def rollout_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel rollout``: play a world and save the MP4 (and the frames).
 
@@ -131,7 +139,10 @@ def rollout_main(argv: Sequence[str]) -> None:
     """
     parser = argparse.ArgumentParser(prog="gym-worldmodel rollout")
     parser.add_argument(
-        "--world", choices=sorted(WORLD_IDS), default="citywalk", help="which shipped world"
+        "--world",
+        choices=sorted(WORLD_IDS),
+        help="which world (default: the one --model's denoiser was trained for, where it was "
+        "trained for one; else citywalk)",
     )
     parser.add_argument(
         "--model",
@@ -224,11 +235,14 @@ def rollout_main(argv: Sequence[str]) -> None:
         raise SystemExit(f"--steps must be at least 1, got {steps}")
     from gym_worldmodel.envs.worlds import get_world, load_model
 
+    world = args.world or "citywalk"  # until the model says otherwise
     try:  # now, so that a bad checkpoint is named as such (the env would load it on reset)
-        kwargs = {"model": load_model(get_world(args.world), args.model or None)}
+        kwargs = {"model": load_model(get_world(world), args.model or None)}
     except (OSError, ValueError) as err:
-        name = args.model or f"(the shipped {args.world} world)"
+        name = args.model or f"(the shipped {world} world)"
         raise SystemExit(f"--model {name}: {err}") from err
+    if args.world is None:
+        args.world = _world_of(kwargs["model"].config.trained_modalities) or world
     kwargs["dtype"], kwargs["device"], kwargs["nfe"] = args.dtype, args.device, args.nfe
     if isinstance(actions, dict):
         if args.world != "robot":
