@@ -532,7 +532,10 @@ def test_push_to_hub(tiny_model: WorldModel, tmp_path: Path, monkeypatch: pytest
         assert len(kept["frames"]) == 1
     with np.load(tmp_path / "copy" / "start_frames" / "citywalk.npz") as carried:
         assert len(carried["frames"]) == 2
-    save_pretrained(from_pretrained(own), own)  # onto itself: nothing to copy
+    save_pretrained(from_pretrained(own), own)  # onto itself: its frames stay as they were
+    assert sorted(p.name for p in (own / "start_frames").iterdir()) == ["citywalk.npz"]
+    with np.load(own / "start_frames" / "citywalk.npz") as same:
+        assert len(same["frames"]) == 2
 
     def unreachable(self, repo_id, **kwargs):
         raise OSError("[Errno -2] Name or service not known")

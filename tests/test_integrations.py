@@ -580,6 +580,19 @@ def test_parallel_state_restores_the_episode_with_who_is_live():
         with pytest.raises(ValueError, match="state"):
             env.set_state(bad)
     assert env.agents == ["agent_1"] and np.array_equal(env.state(), again[1])
+    # between envs that render and envs that do not; not between observation modes
+    quiet = parallel_env(max_cycles=10)
+    quiet.reset(seed=0)
+    quiet.set_state(saved)
+    with pytest.warns(UserWarning, match="render_mode"):
+        assert quiet.render() is None
+    assert quiet.step(act)[0].keys() == {"agent_0", "agent_1"}
+    env.set_state(quiet.get_state())
+    assert np.array_equal(env.render(), env.venv.render()[0])
+    posed = parallel_env(obs_mode="rgb+pose")
+    posed.reset(seed=0)
+    with pytest.raises(ValueError, match="state of another observation"):
+        env.set_state(posed.get_state())
 
 
 def test_a_dead_agent_stores_nothing_in_the_shared_bank_until_reset():

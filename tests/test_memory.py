@@ -290,6 +290,12 @@ def test_a_row_restored_from_another_memory_keeps_its_entries_whatever_their_uid
     (theirs,) = [e for e in entries.values() if e[1] == 1]
     assert torch.equal(theirs[3], chunk(11, 1)[0])  # row 1's, untouched
     assert len(set(entries)) == 2  # one uid each
+    # where the saved chunks are now: row 0's own (uid 1 there) under its new uid here; row 1's
+    # there (uid 0, not loaded: here it names row 1's chunk 11) nowhere; an unknown uid nowhere
+    saved = there.get_state([0])[0]
+    (new_uid,) = [uid for uid, e in entries.items() if e[1] == 0]
+    assert saved["uid"][saved["owner_is_row"]].tolist() == [1] and new_uid != 1
+    assert here.locate(saved, 0, np.array([1, 0, 7, -1])).tolist() == [new_uid, -1, -1, -1]
 
 
 def test_a_row_restored_into_a_full_shared_bank_keeps_its_newest_entries():
@@ -436,6 +442,25 @@ def test_env_reports_memory_hits_and_forks_memory_with_the_state():
     env.reset(options={"env_idx": [1]})
     assert env._engine.memory.chunks.tolist()[1] == 1  # row 1 forgot all but its new start
     assert np.array_equal(info["memory_score"], scores)  # an info handed out stays as it was
+
+
+def test_banks_keep_latent_keys_only_where_they_retrieve_by_them():
+    """Pose-retrieving banks keep no keys; a state saved with them (an earlier version) loads."""
+    camera = make_env()
+    robot = WorldModelVectorEnv(2, world="robot", model="random-tiny", memory=True)
+    for env in (camera, robot):
+        env.reset(seed=0)
+    assert camera._engine.memory.keys.shape[-1] == 0 < robot._engine.memory.keys.shape[-1]
+    walk = np.array([[1, 0], [1, 0]])
+    camera.step(walk)
+    state = camera.get_state()
+    old = [
+        {**row, "keys": torch.zeros(*row["keys"].shape[:-1], 64)}
+        for row in state["engine"]["memory"]
+    ]
+    later = [camera.step(walk)[0] for _ in range(2)]
+    camera.set_state({**state, "engine": {**state["engine"], "memory": old}})
+    assert all(np.array_equal(a, camera.step(walk)[0]) for a in later)
 
 
 def test_a_row_about_to_start_over_stores_nothing_in_a_shared_bank():

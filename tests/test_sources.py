@@ -164,6 +164,8 @@ class Unlike(FakeSource):
             return Episode(frames, actions, None, seed)
         if self.how == "wide":
             return Episode(frames, np.pad(actions, ((0, 0), (0, 1))), poses, seed)
+        if self.how == "scaled":  # raw values, not the vectors an env's head encodes
+            return Episode(frames, actions * 50, poses, seed)
         return {"frames": frames}
 
 
@@ -173,6 +175,7 @@ class Unlike(FakeSource):
         ("short", "2 actions where --steps is 3"),
         ("no poses", "no poses where the episodes before had poses"),
         ("wide", "actions 13 wide where the card says 12"),
+        ("scaled", r"camera action vectors up to 4\d\.\d+ in size; an env's vectors lie in"),
         ("not an episode", "returned dict for episode 2; expected a gym_worldmodel"),
     ],
 )

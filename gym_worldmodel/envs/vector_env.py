@@ -47,6 +47,24 @@ from gym_worldmodel.models import (
 )
 
 
+def _drop_unused_keys(state: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without the latent-similarity keys its memory banks never read.
+
+    Banks that retrieve by pose keep none (a state saved by an earlier version has them); a
+    bank that reads them is compared as it is (``check_state`` names what differs).
+    """
+    rows, own = (s.get("engine", {}).get("memory") for s in (state, template))
+    if not isinstance(rows, list) or not own or own[0]["keys"].shape[-1] != 0:
+        return state
+    unread = [
+        {**row, "keys": row["keys"][..., :0]}
+        if isinstance(row, dict) and isinstance(row.get("keys"), torch.Tensor)
+        else row
+        for row in rows
+    ]
+    return {**state, "engine": {**state["engine"], "memory": unread}}
+
+
 def _to_meta(state: Any) -> Any:
     """``state`` with its tensors as meta tensors (shape and dtype, no data)."""
     if isinstance(state, torch.Tensor):
@@ -490,7 +508,7 @@ class WorldModelVectorEnv(VectorEnv):
         started = self._started
         try:
             template = self._state_template(len(rows))
-            state = self._fit_frames(state, template)
+            state = _drop_unused_keys(self._fit_frames(state, template), template)
             check_same_memory(state, template)
             check_state(state, template)
             check_rngs(state)

@@ -371,12 +371,26 @@ class WorldModelParallelEnv(ParallelEnv):
             raise ValueError(
                 f"state of other agents: {agents} (this env's are {self.possible_agents})"
             )
+        with warnings.catch_warnings():  # a Box asked of a dict warns that it casts it
+            warnings.simplefilter("ignore")
+            fits = self.state_space.contains(state["last_obs"])
+        if not fits:
+            raise ValueError(
+                "state of another observation: its last observations are not in this env's "
+                f"state_space {self.state_space}"
+            )
         start_rng = rng_from_state(state["start_rng"])  # checked before anything changes
         self.venv.set_state(state["venv"])
         self.agents = list(agents)
         self._needs_reset = needs_reset.astype(bool)
         self._last_obs = obs_lib.copy(state["last_obs"])
-        self._frames = None if state["frames"] is None else np.array(state["frames"])
+        frames = state["frames"]
+        if self.render_mode is None:  # a state of a rendering env keeps no frames here
+            self._frames = None
+        elif frames is None:  # one of an env that did not render: the rows' frames now
+            self._frames = np.stack(self.venv.render())
+        else:
+            self._frames = np.array(frames)
         self._start, self._start_rng = dict(state["start"]), start_rng
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from gym_worldmodel.sources.episodes import (
     OPTIONAL_KEYS,
     DatasetError,
     Episode,
+    action_range_problem,
     check_fields,
     check_world,
     read_card,
@@ -93,7 +94,8 @@ def collect(
     stored = {i for shard in card["shards"] for i in shard["indices"]}
     pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}
     width, side = source.info.get("action_width"), source.info["frame_size"]
-    width = DEFAULT_MODALITIES.get(source.info["modality"]) if width is None else width
+    modality = source.info["modality"]
+    width = DEFAULT_MODALITIES.get(modality) if width is None else width
     posed = _posed(out_dir, card)  # whether the episodes record poses (None: none stored yet)
     bar = tqdm(
         total=episodes,
@@ -107,7 +109,7 @@ def collect(
             continue
         split = "heldout" if index % heldout_every == heldout_every - 1 else "train"
         episode = source.rollout(seed + index, steps)
-        posed = _check_episode(index, episode, steps, width, side, posed)
+        posed = _check_episode(index, episode, steps, (modality, width), side, posed)
         pending[split].append((index, episode))
         bar.update(1)
         if len(pending[split]) == episodes_per_shard:
@@ -120,13 +122,20 @@ def collect(
 
 
 def _check_episode(
-    index: int, episode: Any, steps: int, width: int | None, side: int, posed: bool | None
+    index: int,
+    episode: Any,
+    steps: int,
+    actions: tuple[str, int | None],
+    side: int,
+    posed: bool | None,
 ) -> bool:
     """Refuse an episode unlike what the card says or the episodes before it; whether posed.
 
     Raised before anything of it is written: one dataset holds episodes of one length, action
-    width and frame size, all with poses or none (a shard stores poses for all or none).
+    width (``actions``: the card's modality and width) and frame size, all with poses or none
+    (a shard stores poses for all or none), and an env modality's action vectors in [-1, 1].
     """
+    modality, width = actions
     if not isinstance(episode, Episode):
         raise DatasetError(
             f"the source's rollout returned {type(episode).__name__} for episode {index}; "
@@ -143,6 +152,9 @@ def _check_episode(
         )
     if episode.frames.shape[1:3] != (side, side):
         problems.append(f"frames of {episode.frames.shape[1:3]} pixels where frame_size is {side}")
+    out_of_range = action_range_problem(modality, episode.actions)
+    if out_of_range:
+        problems.append(out_of_range)
     has_poses = episode.poses is not None
     if posed is not None and has_poses != posed:
         before = "poses" if posed else "no poses"

@@ -252,6 +252,23 @@ def load_episodes(directory: Path, split: str = "train") -> list[Episode]:
     return out
 
 
+def action_range_problem(modality: str, actions: np.ndarray) -> str | None:
+    """What is wrong with model action vectors of ``modality`` no env's action head encodes.
+
+    An env modality's vectors lie in [-1, 1]; None when they do (or the modality is no env's).
+    """
+    from gym_worldmodel.models.config import DEFAULT_MODALITIES  # the env modalities
+
+    top = float(np.abs(actions).max(initial=0.0))
+    if modality not in DEFAULT_MODALITIES or top <= 1.0 + 1e-5:
+        return None
+    return (
+        f"{modality} action vectors up to {top:.4g} in size; an env's vectors lie in [-1, 1]: "
+        "encode env actions with gym_worldmodel.envs.worlds.get_world(world).action_head(mode)"
+        ".encode (datasets.md)"
+    )
+
+
 def _check_like_card(path: Path, episodes: list[Episode], card: dict, posed: bool | None) -> None:
     """Refuse a shard's episodes that do not hold what its card says, as ``collect`` would.
 
@@ -259,22 +276,16 @@ def _check_like_card(path: Path, episodes: list[Episode], card: dict, posed: boo
     [-1, 1] (what its action head encodes); poses in all episodes of a split or in none
     (``posed``: whether the episodes before had them, None for the first shard).
     """
-    from gym_worldmodel.models.config import DEFAULT_MODALITIES  # the env modalities
-
     side = card.get("frame_size")
     sizes = {ep.frames.shape[1:3] for ep in episodes}
     if side is not None and sizes != {(side, side)}:
         raise DatasetError(
             f"shard {path} holds frames of {sorted(sizes)} pixels; the card says frame_size {side}"
         )
-    if card["modality"] in DEFAULT_MODALITIES:
-        top = max(float(np.abs(ep.actions).max(initial=0.0)) for ep in episodes)
-        if top > 1.0 + 1e-5:
-            raise DatasetError(
-                f"shard {path} holds {card['modality']} action vectors up to {top:.4g} in size; "
-                "an env's vectors lie in [-1, 1]: encode env actions with "
-                "gym_worldmodel.envs.worlds.get_world(world).action_head(mode).encode (datasets.md)"
-            )
+    for ep in episodes:
+        problem = action_range_problem(card["modality"], ep.actions)
+        if problem:
+            raise DatasetError(f"shard {path} holds {problem}")
     has = {ep.poses is not None for ep in episodes} | ({posed} if posed is not None else set())
     if len(has) > 1:
         raise DatasetError(

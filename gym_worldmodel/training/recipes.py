@@ -230,11 +230,14 @@ def chunk_windows(
     data: Sequence[Path],
     n_chunks: int,
     encode: bool,
+    split: str = "train",
     memory: bool = False,
     progress: bool = False,
     memory_gap: int = 0,
 ) -> torch.utils.data.Dataset:
-    """Windows of ``n_chunks`` chunks over every dataset's training episodes (all modalities).
+    """Windows of ``n_chunks`` chunks over every dataset's ``split`` episodes (all modalities).
+
+    The recipes train on ``"train"``; measurements (docs/experiments.md) read ``"heldout"``.
 
     With ``encode`` the episodes are encoded once up front (items hold ``latents``): worth it
     when a run sees every frame several times. Otherwise items hold uint8 ``frames`` and the
@@ -246,9 +249,9 @@ def chunk_windows(
     cfg = model.config.dit
     sets = []
     for d in data:
-        episodes = load_episodes(Path(d), "train")
+        episodes = load_episodes(Path(d), split)
         if not episodes:
-            raise DatasetError(f"{d}: no train episodes")
+            raise DatasetError(f"{d}: no {split} episodes")
         modality = read_card(Path(d))["modality"]
         geometry = GEOMETRIES[modality] if memory else None
         if geometry is not None and geometry.kind == "latent":  # no pose: never a memory chunk
