@@ -16,7 +16,10 @@ PPO learns from rewards divided by a running estimate of the returns' spread (SB
 policy learns where it is. Every PPO rollout appends to ``curve.json`` (env steps, mean return
 in metres and success rate of the episodes that ended in it) and redraws ``curve.png``; the
 policy and the reward scaler are saved atomically (``ppo.zip``, ``reward_scale.pkl``), so a run
-stopped at any point continues with ``--resume``. At the end the trained
+stopped at any point (Ctrl-C says where) continues with ``--resume``, from the last update's
+policy with episodes of seeds not used before (not bit for bit the uninterrupted run). A new
+run into a folder holding a policy is refused; ``task.json`` records the task and ``--model``,
+which a resume must ask for again. At the end the trained
 policy (keys sampled as in training, and its most likely keys) and a uniform random policy each
 play ``--eval-episodes`` episodes from the same seeds, and the script prints their success rate,
 return and final distance. With ``--simulator`` they play the same task in MiniWorld itself,
@@ -30,6 +33,7 @@ import argparse
 import json
 import os
 import time
+import zipfile
 from functools import partial
 from pathlib import Path
 
@@ -39,7 +43,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from gym_worldmodel.cli import non_negative_float, non_negative_int, positive_int
+from gym_worldmodel.cli import finite_float, non_negative_float, non_negative_int, positive_int
 from gym_worldmodel.envs import PoseDistance, PoseReached
 from gym_worldmodel.integrations.sb3 import WorldModelSB3VecEnv
 
@@ -70,7 +74,9 @@ GAMMA = 0.95  # PPO's discount, and the reward scaler's
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint dir or 'random-tiny'")
-    parser.add_argument("--target", type=float, nargs=2, default=[3.0, 1.0], help="x y metres")
+    parser.add_argument(
+        "--target", type=finite_float, nargs=2, default=[3.0, 1.0], help="x y metres"
+    )
     parser.add_argument(
         "--radius", type=non_negative_float, default=0.5, help="success radius, metres"
     )
@@ -84,9 +90,13 @@ def main() -> None:
     parser.add_argument(
         "--rollout", type=positive_int, default=64, help="steps per row per PPO update"
     )
-    parser.add_argument("--eval-episodes", type=positive_int, default=32)
-    parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("runs/ppo_citywalk"))
+    parser.add_argument(
+        "--eval-episodes", type=positive_int, default=32, help="episodes of each evaluation"
+    )
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="PPO's and the envs'")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/ppo_citywalk"), help="run folder (policy, curve)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from --out/ppo.zip")
     parser.add_argument("--pose", action="store_true", help="observe the pose too (rgb+pose)")
     parser.add_argument(
@@ -102,24 +112,35 @@ def main() -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
-    if args.steps <= 0 or args.envs <= 0 or args.eval_episodes <= 0:
-        parser.error("--steps, --envs and --eval-episodes must be positive")
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.rollout * args.envs < 2:
+        parser.error("--rollout x --envs must be 2 or more (PPO's minibatches need 2 steps)")
     saved, curve_file = args.out / "ppo.zip", args.out / "curve.json"
     scale_file = args.out / "reward_scale.pkl"
-
-    if args.simulator or args.train_in == "simulator":
-        check_simulator_fits(args)  # before training: a mismatch found after it wastes the run
-    if not args.resume:
-        write_atomically(args.out / "task.json", json.dumps(task(args)).encode())
-    train_env = simulator_env(args, args.envs) if args.train_in == "simulator" else None
-    monitored = VecMonitor(train_env or make_env(args, args.envs))  # returns in metres, unscaled
-    monitored.seed(args.seed)
     if args.resume:
         if not saved.exists():
             raise SystemExit(f"--resume: no saved policy at {saved}")
         if not scale_file.exists():  # its value head learned rewards on that scale
             raise SystemExit(f"--resume: no reward scaler at {scale_file} beside {saved}")
+        if not zipfile.is_zipfile(saved):
+            raise SystemExit(f"--resume: cannot read {saved}: not a zip file (a damaged save?)")
+    elif saved.exists():  # a new run would overwrite it, and task.json with it
+        raise SystemExit(
+            f"--out {args.out} holds a trained policy ({saved.name}): --resume continues it, "
+            "or give another --out"
+        )
+
+    if args.simulator or args.train_in == "simulator":
+        check_simulator_fits(args)  # before training: a mismatch found after it wastes the run
+    try:
+        train_env = simulator_env(args, args.envs) if args.train_in == "simulator" else None
+        world = make_env(args, args.envs) if train_env is None else None
+    except (OSError, ValueError) as err:  # a missing or damaged --model
+        raise SystemExit(f"--model {args.model}: {err}") from err
+    monitored = VecMonitor(train_env or world)  # returns in metres, unscaled
+    if not args.resume:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_atomically(args.out / "task.json", json.dumps(task(args)).encode())
+    if args.resume:
         try:
             venv = VecNormalize.load(scale_file, monitored)
             agent = PPO.load(saved, env=venv, device="cpu")
@@ -143,6 +164,9 @@ def main() -> None:
             f"resumed from {saved} at {agent.num_timesteps} env steps "
             f"({agent.n_steps} steps per row per update, as saved)"
         )
+        # episodes go on from seeds the run before had not used (not bit-exact: the envs'
+        # episodes in progress when it stopped start over)
+        monitored.seed(args.seed + agent.num_timesteps)
     else:
         # PPO's value head learns returns near 1 far faster than returns of -25 m: rewards are
         # divided by a running estimate of the returns' spread (kept with the policy)
@@ -160,12 +184,22 @@ def main() -> None:
             seed=args.seed,
             device="cpu",
         )
+        monitored.seed(args.seed)
         curve = []
     before, start = agent.num_timesteps, time.perf_counter()
     if args.steps > before:
-        bar = tqdm(total=args.steps - before, unit="step", disable=args.no_progress, desc="PPO")
+        per_update = agent.n_steps * args.envs  # SB3 trains whole rollouts
+        total = -(-(args.steps - before) // per_update) * per_update
+        bar = tqdm(total=total, unit="step", disable=args.no_progress, desc="PPO")
         callback = CurveCallback(curve, args.out, saved, scale_file, bar, args.train_in)
-        agent.learn(args.steps - before, callback=callback, reset_num_timesteps=False)
+        try:
+            agent.learn(args.steps - before, callback=callback, reset_num_timesteps=False)
+        except KeyboardInterrupt:
+            bar.close()
+            raise SystemExit(
+                f"stopped at {agent.num_timesteps} env steps; {saved} holds the last update's "
+                "policy: the same command with --resume continues"
+            ) from None
         bar.close()
         # SB3 trains whole rollouts: the count can pass --steps by less than one
         print(
@@ -182,18 +216,20 @@ def main() -> None:
 
 
 def task(args: argparse.Namespace) -> dict:
-    """What a run trains for; ``--resume`` must ask for the same (``task.json``)."""
-    keys = ("train_in", "pose", "target", "radius", "episode_steps")
+    """What a run trains for, and in; ``--resume`` must ask for the same (``task.json``)."""
+    keys = ("train_in", "pose", "target", "radius", "episode_steps", "model")
     return {k: getattr(args, k) for k in keys}
 
 
 def check_task(args: argparse.Namespace) -> None:
-    """Refuse to resume a run that trained for another task (runs before task.json: skipped)."""
+    """Refuse to resume a run that trained for another task (runs before task.json: skipped;
+    a task.json from before ``model`` was recorded is compared on what it holds)."""
     path = args.out / "task.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved != task(args):
-            raise SystemExit(f"--resume: {args.out} was trained for {saved}, not {task(args)}")
+        asked = {k: v for k, v in task(args).items() if k in saved}
+        if saved != asked:
+            raise SystemExit(f"--resume: {args.out} was trained for {saved}, not {asked}")
 
 
 def check_simulator_fits(args: argparse.Namespace) -> None:
@@ -230,7 +266,7 @@ def evaluate_all(agent, env, args) -> None:
     for name, act in policies.items():
         success, ret, dist, steps = evaluate(env, act, args)
         print(
-            f"  {name:12s}  success {success:.2f}  return {ret:7.2f}  "
+            f"  {name:12s}  success {success:.2f}  return {ret:7.2f} (minus metres, summed)  "
             f"final distance {dist:.2f} m  steps {steps:.1f}"
         )
     env.close()

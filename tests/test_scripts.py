@@ -220,6 +220,20 @@ def test_ppo_agent_trains_saves_and_resumes(tmp_path):
     more = run("agents/ppo_citywalk.py", *common, "--steps", "128", "--out", str(out), "--resume")
     assert "resumed from" in more and "at 64 env steps" in more and "trained 64 env steps" in more
     assert [c["env_steps"] for c in json.loads((out / "curve.json").read_text())] == [64, 128]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # a new run into it, or a resume for another world, is refused and leaves the run as it was
+    error = fails("agents/ppo_citywalk.py", *common, "--steps", "64", "--out", str(out))
+    assert "holds a trained policy (ppo.zip): --resume continues it" in error
+    other = ["--model", "elsewhere", *common[2:], "--steps", "192", "--out", str(out), "--resume"]
+    assert "--model elsewhere: world model repo 'elsewhere'" in fails(
+        "agents/ppo_citywalk.py", *other
+    )
+    (out / "ppo.zip").write_bytes(b"garbage")
+    error = fails(
+        "agents/ppo_citywalk.py", *common, "--steps", "192", "--out", str(out), "--resume"
+    )
+    assert "cannot read" in error and "not a zip file" in error
+    assert {p.name for p in out.iterdir()} == set(before)
 
 
 def test_ppo_agent_observes_the_pose(tmp_path):
