@@ -89,9 +89,11 @@ def main() -> None:
     args = parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
     same_step = gym.vector.AutoresetMode.SAME_STEP
-    envs = make_envs(args, args.envs, same_step, simulator=args.train_in == "simulator")
+    try:
+        envs = make_envs(args, args.envs, same_step, simulator=args.train_in == "simulator")
+    except (OSError, ValueError) as err:  # a missing or damaged --model
+        raise SystemExit(f"--model {args.model}: {err}") from err
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # returns before scaling
     envs = gym.wrappers.vector.ClipAction(envs)
     envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
@@ -100,19 +102,27 @@ def main() -> None:
     step, curve = 0, []
     if args.resume:
         step, curve = resume(args, agent, optimizer, envs.return_rms)
+    args.out.mkdir(parents=True, exist_ok=True)
     batch = args.envs * args.rollout
     updates = -(-(args.steps - step) // batch)  # whole rollouts: may pass --steps by < one
     bar = tqdm(total=max(updates, 0) * batch, unit="step", desc="PPO", disable=args.no_progress)
     obs, _ = envs.reset(seed=args.seed + step)
     start = time.perf_counter()
-    for _ in range(updates):
-        rollout, obs, episodes = collect(envs, agent, obs, args, bar)
-        stats = update(agent, optimizer, rollout, args)
-        step += batch
-        if episodes:
-            curve.append({"env_steps": step, **episode_means(episodes), **stats})
-            bar.set_postfix(ret=f"{curve[-1]['mean_return']:.1f}")
-        save(args, agent, optimizer, envs.return_rms, step, curve)
+    try:
+        for _ in range(updates):
+            rollout, obs, episodes = collect(envs, agent, obs, args, bar)
+            stats = update(agent, optimizer, rollout, args)
+            step += batch
+            if episodes:
+                curve.append({"env_steps": step, **episode_means(episodes), **stats})
+                bar.set_postfix(ret=f"{curve[-1]['mean_return']:.1f}")
+            save(args, agent, optimizer, envs.return_rms, step, curve)
+    except KeyboardInterrupt:
+        bar.close()
+        raise SystemExit(
+            f"stopped; {args.out / 'agent.pt'} holds the agent after its last update "
+            f"({step} env steps): the same command with --resume continues"
+        ) from None
     bar.close()
     envs.close()
     if updates > 0:
@@ -130,14 +140,18 @@ def parse_args() -> argparse.Namespace:
         "--heading-weight", type=non_negative_float, default=2.0, help="metres per radian"
     )
     parser.add_argument("--effort", type=non_negative_float, default=0.1, help="ActionCost weight")
-    parser.add_argument("--episode-steps", type=positive_int, default=16)
+    parser.add_argument(
+        "--episode-steps", type=positive_int, default=16, help="steps before truncation"
+    )
     parser.add_argument("--envs", type=positive_int, default=8, help="rows of the batched env")
     parser.add_argument("--steps", type=positive_int, default=8192, help="env steps, all rows")
     parser.add_argument("--rollout", type=positive_int, default=32, help="steps per row per update")
     parser.add_argument("--epochs", type=positive_int, default=8, help="passes per update")
-    parser.add_argument("--minibatches", type=positive_int, default=4)
-    parser.add_argument("--lr", type=positive_float, default=3e-4)
-    parser.add_argument("--gamma", type=fraction, default=0.9)
+    parser.add_argument(
+        "--minibatches", type=positive_int, default=4, help="minibatches per PPO epoch"
+    )
+    parser.add_argument("--lr", type=positive_float, default=3e-4, help="Adam's learning rate")
+    parser.add_argument("--gamma", type=fraction, default=0.9, help="discount")
     parser.add_argument("--gae-lambda", type=fraction, default=0.95)
     parser.add_argument("--clip", type=fraction, default=0.2, help="PPO's ratio clip")
     parser.add_argument("--frames-only", action="store_true", help="observe the frame alone")
@@ -147,7 +161,9 @@ def parse_args() -> argparse.Namespace:
         default=0.0,
         help="each episode starts up to this many degrees off the road (a start_fn hook)",
     )
-    parser.add_argument("--eval-episodes", type=positive_int, default=32)
+    parser.add_argument(
+        "--eval-episodes", type=positive_int, default=32, help="episodes of each evaluation"
+    )
     parser.add_argument(
         "--simulator",
         action="store_true",
@@ -170,6 +186,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--envs x --rollout must be at least twice --minibatches (2 per minibatch)")
     if args.gamma in (0, 1) or args.clip == 0:
         parser.error("need 0 < --gamma < 1 and --clip > 0")
+    if args.start_heading > 180:
+        parser.error(f"--start-heading is at most 180 degrees, got {args.start_heading}")
     return args
 
 
@@ -375,9 +393,9 @@ def save(args, agent: Agent, optimizer, return_rms, step: int, curve: list) -> N
 
 
 def task(args) -> dict:
-    """What a saved agent was trained for: a resumed run must match it."""
+    """What a saved agent was trained for, and in: a resumed run must match it."""
     keys = ("lane", "heading_weight", "effort", "episode_steps", "frames_only", "gamma")
-    keys += ("start_heading", "train_in")
+    keys += ("start_heading", "train_in", "model", "nfe")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -393,8 +411,9 @@ def resume(args, agent: Agent, optimizer, return_rms) -> tuple[int, list]:
         raise SystemExit(f"--resume: cannot read {path} ({type(err).__name__}: {err})") from err
     for key, default in (("start_heading", 0.0), ("train_in", "world")):  # older checkpoints
         trained_for.setdefault(key, default)
-    if trained_for != task(args):
-        raise SystemExit(f"--resume: {path} was trained for {trained_for}, not {task(args)}")
+    asked = {k: v for k, v in task(args).items() if k in trained_for}  # model, nfe: since 12-06
+    if trained_for != asked:
+        raise SystemExit(f"--resume: {path} was trained for {trained_for}, not {asked}")
     try:
         agent.load_state_dict(state["agent"])
         optimizer.load_state_dict(state["optimizer"])

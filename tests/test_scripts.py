@@ -305,6 +305,13 @@ def test_cleanrl_style_ppo_learns_to_change_lanes_and_resumes(tmp_path):
     assert [c["env_steps"] for c in json.loads((out / "curve.json").read_text())] == [1536]
     for bad in (["--minibatches", "200"], ["--lr", "nan"], ["--heading-weight", "-1"]):
         assert "Traceback" not in fails("agents/ppo_driving.py", *common, *bad)
+    err = fails("agents/ppo_driving.py", *common, "--steps", "2048", "--resume", "--nfe", "2")
+    assert "was trained for" in err and "'nfe': None" in err  # the world it trained in too
+    missing = ["--model", str(tmp_path / "none"), *common[2:-3], "--out", str(tmp_path / "new")]
+    err = fails("agents/ppo_driving.py", *missing)
+    assert f"--model {tmp_path / 'none'}" in err and "Traceback" not in err
+    assert not (tmp_path / "new").exists()  # nothing made for a run that could not start
+    assert "at most 180" in fails("agents/ppo_driving.py", *common, "--start-heading", "720")
 
 
 def test_cleanrl_style_ppo_from_frames_alone(tmp_path):
