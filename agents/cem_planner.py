@@ -14,20 +14,24 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gym_worldmodel.cli import non_negative_int, positive_int
+from gym_worldmodel.cli import finite_float, non_negative_int, positive_int
 from gym_worldmodel.envs import PoseDistance, WorldModelVectorEnv
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint dir, repo id or random-tiny")
-    parser.add_argument("--target", type=float, nargs=2, default=[3.0, 1.0], help="x y metres")
+    parser.add_argument(
+        "--target", type=finite_float, nargs=2, default=[3.0, 1.0], help="x y metres"
+    )
     parser.add_argument("--steps", type=positive_int, default=10, help="real steps")
-    parser.add_argument("--horizon", type=positive_int, default=4)
-    parser.add_argument("--population", type=positive_int, default=16)
-    parser.add_argument("--elites", type=positive_int, default=4)
-    parser.add_argument("--iterations", type=positive_int, default=3)
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument(
+        "--horizon", type=positive_int, default=4, help="steps each plan looks ahead"
+    )
+    parser.add_argument("--population", type=positive_int, default=16, help="plans per iteration")
+    parser.add_argument("--elites", type=positive_int, default=4, help="best plans refitted to")
+    parser.add_argument("--iterations", type=positive_int, default=3, help="CEM rounds per step")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="the planner's and env's")
     args = parser.parse_args()
     if args.elites > args.population:
         parser.error(f"--elites {args.elites} is more than --population {args.population}")
@@ -48,8 +52,9 @@ def main() -> None:
         best = cem(rollout, rng, args.horizon, args.population, args.elites, args.iterations)
         _, r, *_, info = env.step(best[:1])
         print(
-            f"step {step}: keys {best[0].tolist()}  distance to target {-r[0]:.2f} m  "
-            f"pose {np.round(info['pose'][0], 2).tolist()}"
+            f"step {step}: keys (move, turn) {best[0].tolist()}  distance to target "
+            f"{-r[0]:.2f} m  pose (x m, y m, yaw deg, pitch deg) "
+            f"{np.round(info['pose'][0], 2).tolist()}"
         )
     print(
         f"{args.steps} steps, {args.steps * args.iterations * args.horizon} imagined batched "

@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--samples", type=positive_int, default=32)
     parser.add_argument(
         "--noise",
-        type=float,
+        type=positive_float,
         nargs=2,
         default=[0.1, 0.2],
         help="control noise std (steering, acceleration): at 25 m/s a steering of 0.1 (3 deg) "

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from gym_worldmodel import hub
+from gym_worldmodel.cli import positive_int
 from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sampling import ChunkRollout, RowGenerators
@@ -22,12 +23,16 @@ from gym_worldmodel.sampling import ChunkRollout, RowGenerators
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--futures", type=int, default=3, help="forks of row 0 after the rollout")
+    parser.add_argument("--steps", type=positive_int, default=20, help="chunks each row generates")
+    parser.add_argument("--batch", type=positive_int, default=4, help="rows of the batch")
+    parser.add_argument(
+        "--futures", type=positive_int, default=3, help="forks of row 0 after the rollout (>= 2)"
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny model (smoke test)")
     parser.add_argument("--out", type=Path, default=Path("runs/engine_rollout.npz"))
     args = parser.parse_args()
+    if args.futures < 2:
+        parser.error("--futures: the spread between futures needs 2 or more")
 
     config = WorldModelConfig.tiny() if args.tiny else WorldModelConfig()
     model = WorldModel(config).eval()

@@ -15,14 +15,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gym_worldmodel.cli import non_negative_int, positive_int
 from gym_worldmodel.envs import WorldModelVectorEnv
 from gym_worldmodel.evaluation import psnr
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--walk", type=int, default=20, help="steps walked each way (0.6 m each)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--walk", type=positive_int, default=20, help="steps walked each way (0.6 m each)"
+    )
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="the env's seed")
     parser.add_argument("--tiny", action="store_true", help="untrained tiny model (smoke test)")
     parser.add_argument("--out", type=Path, default=Path("runs/memory_walk.png"))
     args = parser.parse_args()

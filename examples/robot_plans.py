@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gym_worldmodel.cli import non_negative_int, positive_int
 from gym_worldmodel.envs import WorldModelVectorEnv
 
 #: name -> (world_vector, gripper_closedness_action): held for every step of the plan.
@@ -52,8 +53,12 @@ def rt1_actions(plans: dict) -> dict[str, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, help="your camera picture (default: the world's)")
-    parser.add_argument("--steps", type=int, default=8, help="steps of each plan (3 frames each)")
-    parser.add_argument("--seed", type=int, default=0, help="the noise every future draws")
+    parser.add_argument(
+        "--steps", type=positive_int, default=8, help="steps of each plan (3 frames each)"
+    )
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="the noise every future draws"
+    )
     parser.add_argument("--model", help="a checkpoint directory (default: the shipped world)")
     parser.add_argument("--tiny", action="store_true", help="untrained tiny model (smoke test)")
     parser.add_argument("--out", type=Path, default=Path("runs/robot_plans.png"))
@@ -65,7 +70,10 @@ def main() -> None:
     env = WorldModelVectorEnv(len(PLANS), world="robot", action_mode="dict", model=model)
     options = None
     if args.image is not None:
-        options = {"image": np.asarray(Image.open(args.image).convert("RGB"))}
+        try:
+            options = {"image": np.asarray(Image.open(args.image).convert("RGB"))}
+        except OSError as err:  # missing, or not a picture PIL reads
+            raise SystemExit(f"--image {args.image}: {err}") from err
     seeds = [args.seed] * len(PLANS)  # one seed: the same start frame and the same noise
     obs, _ = env.reset(seed=seeds, options=options)
     frames = [obs]

@@ -16,7 +16,10 @@ Example::
 
 Rewards are 0 unless a hook is given (``gym_worldmodel.envs.hooks``). ``agents/ppo_citywalk.py``
 is a complete run: a task from hooks, a frame encoder sized for 64 px, atomic saves, resume and
-an evaluation against random actions.
+an evaluation against random actions. SB3's default ``CnnPolicy`` (NatureCNN) takes the shipped
+worlds' 64 px frames, not the 32 px of ``model="random-tiny"`` (its kernels are larger than
+that); wrap the env in ``VecNormalize(venv, norm_obs=False)`` to scale rewards, since normalised
+frames are no longer images to SB3's image policies.
 
 Semantics follow ``DummyVecEnv``: ``step_wait`` returns ``(obs, rewards, dones, infos)`` with
 float32 rewards, ``dones = terminated | truncated`` and one info dict per row. A done row has
