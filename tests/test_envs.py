@@ -1011,8 +1011,12 @@ def test_fork_checks_its_arguments():
     ):
         with pytest.raises(ValueError, match=match):
             env.fork(row, n)
-    with pytest.raises(ValueError, match="fork seeds must be non-negative ints"):
-        env.fork(0, 2, seeds=[1, None])
+    for seeds in ([1, None], [1, 2**64]):
+        with pytest.raises(ValueError, match=r"fork seeds must be ints in \[0, 2\*\*64\)"):
+            env.fork(0, 2, seeds=seeds)
+    before = env.get_state()
+    env.set_state(env.get_state([]), env_idx=[])  # no rows: nothing to load
+    assert np.array_equal(env.get_state()["steps"], before["steps"])
 
 
 def test_forks_keep_the_memory_setting_and_seeds_reach_their_numpy_generators():

@@ -510,6 +510,15 @@ def test_memory_slots_after_a_state_name_the_chunks_their_kv_were_made_from():
     alone.set_state(state)
     assert (alone._engine.slot_uid >= 0).all()
     assert np.array_equal(alone._engine.slot_uid, state["engine"]["slot_uid"])
+    # rows of a shared bank started from one picture hold identical start chunks: a state of
+    # this env keeps each slot on its own entry, not on the first twin found
+    twins = make_env(memory_shared=True)
+    twins.reset(seed=0, options={"image": np.full((32, 32, 3), 128, np.uint8)})
+    twins.step(np.array([[3, 4], [0, 4]]))
+    state = twins.get_state()
+    assert state["engine"]["slot_uid"].tolist() == [[1], [0]]  # each holds the other's start
+    twins.set_state(state)
+    assert twins._engine.slot_uid.tolist() == [[1], [0]]
 
 
 @pytest.mark.parametrize("world", ["citywalk", "robot"])

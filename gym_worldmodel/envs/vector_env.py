@@ -504,6 +504,8 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError(f"state holds {len(steps)} rows, {into}")
         if not self._started and len(rows) != self.num_envs:
             raise RuntimeError("set the state of every row (or reset) before a partial one")
+        if not len(rows):
+            return  # a state of no rows, into none
         state = {"world": self.world.name, **state}  # states from before the world was recorded
         started = self._started
         try:
@@ -601,8 +603,8 @@ class WorldModelVectorEnv(VectorEnv):
             if len(seeds) != n:
                 raise ValueError(f"need {n} seeds for {n} forks, got {len(seeds)}")
             seeds = row_seeds(seeds, np.arange(n), n)
-            if None in seeds:
-                raise ValueError(f"fork seeds must be non-negative ints, got {seeds}")
+            if None in seeds or max(seeds) >= 2**64:  # torch's generators take 64 bits
+                raise ValueError(f"fork seeds must be ints in [0, 2**64), got {seeds}")
         state = self.get_state([row] * n)
         engine = self._make_engine(self._engine.model, n, memory=self._engine.memory is not None)
         child = WorldModelVectorEnv(

@@ -515,6 +515,10 @@ class SpatialMemory:
             if not len(saved):
                 continue
             j = int(saved[0])
+            at = np.flatnonzero(self.uid[bank] == uid)
+            if len(at) and self._same_entry(bank, int(at[0]), state, j):
+                found[k] = uid  # where it was (a state of this memory): not an identical twin
+                continue
             maybe = (self.uid[bank] >= 0) & (self.step[bank] == state["step"][j])
             for slot in np.flatnonzero(maybe):  # a step matches few entries: compare those
                 if self._same_entry(bank, int(slot), state, j):
