@@ -367,8 +367,10 @@ def test_done_agents_leave_until_reset_and_do_not_perturb_the_others():
     def stop_row_0(p, a, o, i):
         return np.array([True, False])
 
-    env = parallel_env(max_cycles=3, termination_fn=stop_row_0, render_mode="rgb_array")
-    ref = parallel_env(max_cycles=3, render_mode="rgb_array")  # nobody dies early
+    # each agent its own bank: a shared one gives agent_1 what agent_0 saw, which differs
+    kw = dict(max_cycles=3, render_mode="rgb_array", shared_memory=False)
+    env = parallel_env(termination_fn=stop_row_0, **kw)
+    ref = parallel_env(**kw)  # nobody dies early
     obs, _ = env.reset(seed=7)
     ref.reset(seed=7)
     act = {"agent_0": np.array([1, 1]), "agent_1": np.array([3, 2])}
@@ -408,7 +410,8 @@ def test_a_failed_reset_changes_nothing_and_the_episode_goes_on():
         return np.array([True, False])
 
     kw = dict(max_cycles=5, shared_memory=True)
-    env, ref = parallel_env(termination_fn=stop_row_0, **kw), parallel_env(**kw)
+    # the reference ends agent_0 too: in a shared bank agent_1 sees what agent_0 stored
+    env, ref = (parallel_env(termination_fn=stop_row_0, **kw) for _ in range(2))
     assert env.shared_memory
     act = {"agent_0": np.array([1, 1]), "agent_1": np.array([3, 2])}
     for e in (env, ref):
@@ -420,7 +423,7 @@ def test_a_failed_reset_changes_nothing_and_the_episode_goes_on():
     assert np.array_equal(env.venv._engine.memory.storing, storing)
     assert env.agents == ["agent_1"]
     obs, *_ = env.step({"agent_1": act["agent_1"]})  # agent_0 restarts hidden, as before
-    ref_obs, *_ = ref.step(act)
+    ref_obs, *_ = ref.step({"agent_1": act["agent_1"]})
     assert np.array_equal(obs["agent_1"], ref_obs["agent_1"])
 
 

@@ -6,7 +6,9 @@ ship inside the package: one backbone serves the worlds through its action exper
 better with its own copy (``World.checkpoint``; the city walk and driving) has it beside its
 start frames in ``gym_worldmodel/worlds/<name>/`` (``start_frames.npz``). A world whose weights are
 missing says so clearly and can run any model the user passes (``model=`` a directory, a hub repo
-id, a ``WorldModel``, or ``"random"`` / ``"random-tiny"`` for untrained weights).
+id, a ``WorldModel``, or ``"random"`` / ``"random-tiny"`` for untrained weights, seeded, whose
+zero-initialised layers get small random values so that frames follow actions, history and
+memory as a trained model's do: a smoke test, or a test of those paths, sees them).
 """
 
 from __future__ import annotations
@@ -155,9 +157,13 @@ def load_model(world: World, model: ModelArg) -> WorldModel:
         return hub.from_pretrained(shipped_checkpoint(world))
     if model in RANDOM_MODELS:
         config = WorldModelConfig.tiny() if model == "random-tiny" else WorldModelConfig()
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), torch.no_grad():
             torch.manual_seed(0)
-            return WorldModel(config).eval()
+            model = WorldModel(config).eval()
+            for p in model.parameters():
+                if not p.any():  # zero-initialised (adaLN-Zero gates, output layers): nothing
+                    p.normal_(0.0, 0.02)  # would pass, and frames ignore actions and history
+            return model
     return hub.from_pretrained(model)
 
 
