@@ -132,14 +132,10 @@ def main() -> None:
     if args.simulator or args.train_in == "simulator":
         check_simulator_fits(args)  # before training: a mismatch found after it wastes the run
     try:
-        train_env = simulator_env(args, args.envs) if args.train_in == "simulator" else None
-        world = make_env(args, args.envs) if train_env is None else None
+        make = simulator_env if args.train_in == "simulator" else make_env
+        monitored = VecMonitor(make(args, args.envs))  # returns in metres, unscaled
     except (OSError, ValueError) as err:  # a missing or damaged --model
         raise SystemExit(f"--model {args.model}: {err}") from err
-    monitored = VecMonitor(train_env or world)  # returns in metres, unscaled
-    if not args.resume:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_atomically(args.out / "task.json", json.dumps(task(args)).encode())
     if args.resume:
         try:
             venv = VecNormalize.load(scale_file, monitored)
@@ -168,6 +164,8 @@ def main() -> None:
         # episodes in progress when it stopped start over)
         monitored.seed(args.seed + agent.num_timesteps)
     else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_atomically(args.out / "task.json", json.dumps(task(args)).encode())
         # PPO's value head learns returns near 1 far faster than returns of -25 m: rewards are
         # divided by a running estimate of the returns' spread (kept with the policy)
         venv = VecNormalize(monitored, norm_obs=False, gamma=GAMMA)

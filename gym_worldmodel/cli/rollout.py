@@ -125,9 +125,9 @@ def read_actions(path: Path) -> Any:
 
 def _world_of(modalities: tuple[str, ...] | None) -> str | None:
     """The one world whose actions a denoiser trained on ``modalities`` learned (else None)."""
-    from gym_worldmodel.envs.worlds import WORLDS
+    from gym_worldmodel.envs.worlds import WORLD_MODALITIES
 
-    worlds = [name for name, w in WORLDS.items() if w.head.modality in (modalities or ())]
+    worlds = [name for name, m in WORLD_MODALITIES.items() if m in (modalities or ())]
     return worlds[0] if len(worlds) == 1 else None
 
 

@@ -302,13 +302,13 @@ class WorldEngine:
             self._remember(state["last_latents"], idx)
             self.memory.set_state(state["memory"], idx)
             # A memory slot's K/V stay valid while its uid names the entry they were made from:
-            # the reload may have given that entry a new uid, or the old uid to another entry.
+            # a state of another memory may have given that entry a new uid, or its old uid to
+            # another entry. (Other rows sharing the bank keep their slots: within one memory a
+            # uid always names the same latents, and one the reload removed is not retrieved.)
             slot_uid = [
                 self.memory.locate(row_state, row, uids)
                 for row_state, row, uids in zip(state["memory"], idx, slot_uid, strict=True)
             ]
-            # Rows sharing a reloaded bank keep their slots: a uid always names the same latents
-            # (a replaced entry gets a new one), and one the reload removed is not retrieved.
         self.slot_uid[idx] = slot_uid
 
 

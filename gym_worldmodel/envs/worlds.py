@@ -94,6 +94,10 @@ WORLDS: dict[str, World] = {
 }
 
 
+#: world -> the action modality its head encodes (``camera``, ``robot``, ``driving``)
+WORLD_MODALITIES = {name: world.head.modality for name, world in sorted(WORLDS.items())}
+
+
 def get_world(name: str) -> World:
     """The preset called ``name``."""
     if name not in WORLDS:

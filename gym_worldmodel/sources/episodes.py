@@ -257,10 +257,10 @@ def action_range_problem(modality: str, actions: np.ndarray) -> str | None:
 
     An env modality's vectors lie in [-1, 1]; None when they do (or the modality is no env's).
     """
-    from gym_worldmodel.models.config import DEFAULT_MODALITIES  # the env modalities
+    from gym_worldmodel.envs.worlds import WORLD_MODALITIES
 
     top = float(np.abs(actions).max(initial=0.0))
-    if modality not in DEFAULT_MODALITIES or top <= 1.0 + 1e-5:
+    if modality not in WORLD_MODALITIES.values() or top <= 1.0 + 1e-5:
         return None
     return (
         f"{modality} action vectors up to {top:.4g} in size; an env's vectors lie in [-1, 1]: "
@@ -342,16 +342,15 @@ def check_world(world: str, modality: str, where: Any) -> None:
     a name of one's own would train a model whose env starts from another world's frames. A
     modality no env has (a model of one's own ``DiTConfig.modalities``) may name any world.
     """
-    from gym_worldmodel.envs.worlds import WORLDS
+    from gym_worldmodel.envs.worlds import WORLD_MODALITIES as worlds
 
-    worlds = {name: w.head.modality for name, w in sorted(WORLDS.items())}
     if modality in worlds.values() and worlds.get(world) != modality:
         listed = ", ".join(f"{name} ({m})" for name, m in worlds.items())
-        suits = [name for name, m in worlds.items() if m == modality]
-        hint = f": for {modality} data, world {suits[0]!r}" if suits else ""
+        suits = next(name for name, m in worlds.items() if m == modality)
         raise DatasetError(
             f"{where}: world {world!r} of modality {modality!r} is not an env world; the world "
-            f"names the env that runs the data, one of {listed}{hint}"
+            f"names the env that runs the data, one of {listed}: for {modality} data, world "
+            f"{suits!r}"
         )
 
 
