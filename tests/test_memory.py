@@ -91,6 +91,25 @@ def test_latent_geometry_retrieves_the_most_similar_chunk():
     assert memory.step[0, found.slot[0, 0]] == 2
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_latent_scores_of_a_row_do_not_depend_on_the_other_rows(dtype):
+    """A row's similarity scores (``info["memory_score"]``, and the ranking) are the same alone
+    and among other rows: a batched matmul gave them other last digits for other batch sizes
+    (in float32, with latents of an odd width as here)."""
+    gen, shape = torch.Generator().manual_seed(0), (1, 3, 5, 7)
+    for rows in (2, 3, 5, 8, 16):
+        alone, many = (SpatialMemory(n, shape, GEOMETRIES["robot"], capacity=16) for n in (1, rows))
+        for _ in range(16):
+            latents = torch.randn(rows, *shape, generator=gen)
+            alone.add(latents[:1])
+            many.add(latents)
+        query = torch.randn(rows, *shape, generator=gen)
+        with torch.autocast("cpu", dtype, enabled=dtype != torch.float32):
+            one, together = alone.retrieve(query=query[:1]), many.retrieve(query=query)
+        assert np.array_equal(one.score[0], together.score[0]), rows
+        assert np.array_equal(one.slot[0], together.slot[0]), rows
+
+
 def test_bank_is_bounded_and_a_repeated_view_replaces_its_entry():
     memory = SpatialMemory(1, SHAPE, CAMERA, capacity=4, replace_overlap=0.9)
     filled(memory, [pose(10.0 * i) for i in range(4)])  # four distinct places: full

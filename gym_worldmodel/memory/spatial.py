@@ -327,8 +327,10 @@ class SpatialMemory:
         usable = (self.uid[banks] >= 0) & ~recent & self.enabled[:, None]
         if self.geometry.kind == "latent":
             q = _descriptor(query.to(self.keys.device))  # (B, D)
-            score = torch.einsum("bnd,bd->bn", self.keys[torch.from_numpy(banks)], q)
-            score = score.float().cpu().numpy().astype(np.float64)  # bf16 under autocast
+            # Float32 products summed per entry: a batched matmul (bf16 under autocast) gave a
+            # row other last digits, so another ranking at a near tie, for other batch sizes.
+            score = (self.keys[torch.from_numpy(banks)] * q[:, None]).sum(-1)
+            score = score.cpu().numpy().astype(np.float64)
         else:
             score = self.geometry.overlap(poses, self.poses[banks])
         # Entries under ``min_score`` are out before ranking: a held chunk that no longer

@@ -4,20 +4,45 @@ Every modality (camera, robot, driving, ...) writes its action into a padded vec
 ``DiTConfig.action_dim``. A projector per modality maps it into one shared action embedding; each
 transformer block holds one expert per modality that maps the embedding to a residual added to
 the tokens before self-attention. Experts start at zero, so a new modality begins as a no-op.
-Routing is hard, by modality id, and batched: rows of different modalities share one forward.
+Routing is hard, by modality id, and batched: rows of different modalities share one forward,
+and a row's result has the same bits whatever rows share it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from gym_worldmodel.models.config import DiTConfig
 
+#: Each row's frames go through the GEMMs below as whole blocks of this many rows. CPU bf16 GEMM
+#: kernels round the rows of a part-filled block otherwise than those of a full one, so a row
+#: whose frames shared a block with another row's (a flat GEMM over the batch), or that a batched
+#: matmul took down another path for another batch size, got other bits than alone.
+ROW_BLOCK = 16
+
 
 def _routed_linear(x: Tensor, weight: Tensor, bias: Tensor, modality: Tensor) -> Tensor:
-    """Per-row linear map chosen by ``modality``: x (B, N, i) @ weight[m] (i, o) + bias[m]."""
-    return torch.baddbmm(bias[modality][:, None, :], x, weight[modality])
+    """Per-row linear map chosen by ``modality``: x (B, N, i) @ weight[m] (i, o) + bias[m].
+
+    A row's result does not depend on the other rows: each row's N frames are zero-padded to a
+    multiple of :data:`ROW_BLOCK` and every modality's map runs as one flat GEMM over all rows,
+    the row's own modality picked after. At these widths the extra work costs little, and the
+    choice needs no look at ``modality`` on the host.
+    """
+    b, n, i = x.shape
+    padded = -(-n // ROW_BLOCK) * ROW_BLOCK
+    flat = torch.cat((x, x.new_zeros(b, padded - n, i)), 1).reshape(b * padded, i)
+    # On the host, only the modalities some row uses; on a GPU, reading ``modality`` back would
+    # stall the queue, and every modality's map costs less than the wait.
+    used = modality.unique().tolist() if modality.device.type == "cpu" else range(len(weight))
+    out = None
+    for m in used:
+        y = torch.addmm(bias[m], flat, weight[m]).reshape(b, padded, -1)[:, :n]
+        out = y if out is None else torch.where((modality == m)[:, None, None], y, out)
+    return out
 
 
 class ActionProjectors(nn.Module):
@@ -62,7 +87,10 @@ class ActionProjectors(nn.Module):
 
 
 class ActionExpert(nn.Module):
-    """One block's experts: a zero-initialised linear map per modality to the block width."""
+    """One block's experts: a zero-initialised linear map per modality to the block width.
+
+    The blocks' experts run together, in :func:`expert_residuals`.
+    """
 
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()
@@ -70,6 +98,20 @@ class ActionExpert(nn.Module):
         self.weight = nn.Parameter(torch.zeros(m, config.action_embed_dim, config.dim))
         self.bias = nn.Parameter(torch.zeros(m, config.dim))
 
-    def forward(self, emb: Tensor, modality: Tensor) -> Tensor:
-        """``emb`` (B, N, u) -> (B, N, dim) residual for the block's tokens."""
-        return _routed_linear(emb, self.weight, self.bias, modality)
+
+def expert_residuals(
+    experts: Sequence[ActionExpert], emb: Tensor, modality: Tensor
+) -> tuple[Tensor, ...]:
+    """Every block's expert residual for its tokens, in one routed GEMM (they read one embedding).
+
+    Args:
+        experts: The blocks' experts, in block order.
+        emb: ``(B, N, u)`` action embedding (:class:`ActionProjectors`).
+        modality: ``(B,)`` long modality ids.
+
+    Returns:
+        One ``(B, N, dim)`` residual per block.
+    """
+    weight = torch.cat([e.weight for e in experts], -1)
+    bias = torch.cat([e.bias for e in experts], -1)
+    return _routed_linear(emb, weight, bias, modality).chunk(len(experts), -1)

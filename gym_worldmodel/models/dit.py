@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from gym_worldmodel.models.actions import ActionExpert, ActionProjectors
+from gym_worldmodel.models.actions import ActionExpert, ActionProjectors, expert_residuals
 from gym_worldmodel.models.attention import (
     ChunkAttention,
     ChunkCache,
@@ -114,13 +114,16 @@ class DiTBlock(nn.Module):
         x: Tensor,
         cond: Tensor,
         action: Tensor,
-        modality: Tensor,
         layer: int,
         context: ChunkAttention | SequenceAttention,
     ) -> Tensor:
-        """``x`` (B, NF, Tf, dim); ``cond`` (B, NF, dim); ``action`` (B, NF, u)."""
+        """``x`` (B, NF, Tf, dim); ``cond`` (B, NF, dim); ``action`` (B, NF, dim).
+
+        ``action`` is this block's expert residual
+        (:func:`~gym_worldmodel.models.actions.expert_residuals`).
+        """
         b, nf, tf, d = x.shape
-        x = x + self.expert(action, modality)[:, :, None]
+        x = x + action[:, :, None]
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond))[:, :, None].chunk(
             6, -1
         )
@@ -416,8 +419,9 @@ class CausalChunkDiT(nn.Module):
             tokens = (chunks + anchor[:, :, None]).flatten(1, 2)
         cond = self.time_embed(t_frames)  # (B, NF, dim)
         action = self.actions(actions, modality, drop_action)  # (B, NF, u)
-        for layer, block in enumerate(self.blocks):
-            tokens = block(tokens, cond, action, modality, layer, context)
+        residuals = expert_residuals([block.expert for block in self.blocks], action, modality)
+        for layer, (block, residual) in enumerate(zip(self.blocks, residuals, strict=True)):
+            tokens = block(tokens, cond, residual, layer, context)
         shift, scale = self.final_ada(F.silu(cond))[:, :, None].chunk(2, -1)
         out = self.out(modulate(self.final_norm(tokens), shift, scale))  # (B, NF, Tf, C p p)
         out = rearrange(out, "b f (h w) (c p q) -> b f c (h p) (w q)", h=side, p=p, q=p)
