@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gym_worldmodel.cli import non_negative_int, positive_int
+from gym_worldmodel.cli import non_negative_int, picture_path, positive_int
 from gym_worldmodel.envs import WorldModelVectorEnv
 from gym_worldmodel.evaluation import psnr
 
@@ -27,7 +27,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="the env's seed")
     parser.add_argument("--tiny", action="store_true", help="untrained tiny model (smoke test)")
-    parser.add_argument("--out", type=Path, default=Path("runs/memory_walk.png"))
+    parser.add_argument("--out", type=picture_path, default=Path("runs/memory_walk.png"))
     args = parser.parse_args()
 
     env = WorldModelVectorEnv(2, world="citywalk", model="random-tiny" if args.tiny else None)

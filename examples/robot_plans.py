@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gym_worldmodel.cli import non_negative_int, positive_int
+from gym_worldmodel.cli import non_negative_int, picture_path, positive_int
 from gym_worldmodel.envs import WorldModelVectorEnv
 
 #: name -> (world_vector, gripper_closedness_action): held for every step of the plan.
@@ -61,7 +61,7 @@ def main() -> None:
     )
     parser.add_argument("--model", help="a checkpoint directory (default: the shipped world)")
     parser.add_argument("--tiny", action="store_true", help="untrained tiny model (smoke test)")
-    parser.add_argument("--out", type=Path, default=Path("runs/robot_plans.png"))
+    parser.add_argument("--out", type=picture_path, default=Path("runs/robot_plans.png"))
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")

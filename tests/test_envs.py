@@ -348,7 +348,8 @@ def test_partial_reset_leaves_other_rows_bitwise_unchanged(how):
     obs, info = env.reset(options={how: option})
     after = snapshot(env)
     assert rows_equal(before, after, [0, 2])
-    assert info["step"].tolist() == [2, 0, 2, 0]
+    assert info["step"].tolist() == [0, 0, 0, 0] and env._steps.tolist() == [2, 0, 2, 0]
+    assert info["_step"].tolist() == [False, True, False, True]  # as SyncVectorEnv's
     assert not rows_equal(before, after, [1])
 
 
@@ -426,9 +427,10 @@ def test_reset_options_may_be_tensors_as_array_libraries_hand_them_over():
     assert np.array_equal(again, obs) and np.array_equal(info_t["pose"], info["pose"])
     env.step(np.zeros((3, 2), np.float32))
     _, info = env.reset(options={"reset_mask": torch.tensor([False, True, False])})
-    assert info["step"].tolist() == [1, 0, 1]
+    assert info["_step"].tolist() == [False, True, False]  # the reset rows' infos, as Gymnasium
     _, info = env.reset(options={"env_idx": torch.tensor([2])})
-    assert info["step"].tolist() == [1, 0, 0]
+    assert info["_step"].tolist() == [False, False, True] and info["_pose"][2]
+    assert env._steps.tolist() == [1, 0, 0]
 
 
 def test_per_env_seeds_and_seed_list():
@@ -445,10 +447,34 @@ def test_fork_takes_any_iterable_of_seeds_and_refuses_a_non_int_count():
     env.reset(seed=0)
     a = env.fork(0, 2, seeds=(s for s in [3, 4])).step(np.zeros((2, 2), np.float32))[0]
     b = env.fork(0, 2, seeds=[3, 4]).step(np.zeros((2, 2), np.float32))[0]
-    assert np.array_equal(a, b)
+    c = env.fork(0, 2, seeds=3).step(np.zeros((2, 2), np.float32))[0]  # as reset: 3 + i
+    assert np.array_equal(a, b) and np.array_equal(a, c)
     for n in (2.0, True, 0):
         with pytest.raises(ValueError, match="must be an int >= 1"):
             env.fork(0, n)
+    for seeds in (2.5, "12"):
+        with pytest.raises(ValueError, match="seeds must be"):
+            env.fork(0, 2, seeds=seeds)
+
+
+def test_forks_restart_ended_rows_as_asked_and_a_made_env_s_forks_at_the_next_step():
+    """A planner's return count steps every future through the horizon, an ended one too."""
+    env = gym.make("WorldModel-Robot-v0", action_mode="dict", **TINY)
+    env.reset(seed=0)
+    futures = env.unwrapped.fork(2)
+    assert futures.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    action = {k: np.stack([v, v]) for k, v in env.unwrapped.vector.head.idle_action().items()}
+    ends = dict(action, terminate_episode=np.array([0, 1]))
+    assert futures.step(ends)[2].tolist() == [True, False]
+    assert futures.step(action)[1].tolist() == [0.0, 0.0]  # row 0 began a new episode
+    disabled = env.unwrapped.fork(2, autoreset_mode="Disabled")
+    disabled.step(ends)
+    with pytest.raises(RuntimeError, match="autoreset is disabled"):
+        disabled.step(action)
+    with pytest.raises(TypeError):
+        env.unwrapped.fork(1, 16)  # the vector env's (row, n): seeds are keyword-only here
+    with pytest.raises(ValueError, match="AutoresetMode"):
+        env.unwrapped.fork(2, autoreset_mode="sometimes")
 
 
 def test_fork_then_diverge_leaves_the_original_unchanged():
@@ -880,8 +906,8 @@ def test_driving_starts_at_the_recorded_speed_or_the_one_asked_for():
 def test_per_row_reset_options_follow_the_order_of_env_idx():
     env = WorldModelVectorEnv(4, world="driving", **TINY)
     env.reset(seed=0)
-    _, info = env.reset(options={"env_idx": [3, 1], "speed": [10.0, 30.0]})
-    assert info["pose"][:, 3].tolist() == [25.0, 30.0, 25.0, 10.0]
+    env.reset(options={"env_idx": [3, 1], "speed": [10.0, 30.0]})
+    assert env._pose[:, 3].tolist() == [25.0, 30.0, 25.0, 10.0]
     with pytest.raises(ValueError, match=r"env_idx names rows \[1\] more than once"):
         env.reset(options={"env_idx": [1, 2, 1], "speed": [1.0, 2.0, 3.0]})
     assert env._pose[:, 3].tolist() == [25.0, 30.0, 25.0, 10.0]  # the refused reset changed none
@@ -1045,6 +1071,9 @@ def test_rt1_dict_actions():
         env.step({"world_vector": np.zeros((2, 3))})
     env.reset(seed=0)
     stop = dict(action, terminate_episode=np.array([0, 1]))  # RT-1: 0 ends the episode
+    for flag in (np.array([0.0, 1.0], np.float32), np.array([False, True])):  # OXE: 1 ends it
+        with pytest.raises(ActionError, match=r"expected ints.*1\.0 or True = terminate"):
+            env.step(dict(stop, terminate_episode=flag))
     assert env.step(stop)[2].tolist() == [True, False]
     env.reset(seed=0)
     one_hot = dict(action, terminate_episode=np.array([[0, 1, 0], [0, 1, 0]]))  # "arm" in RT-1
@@ -1101,6 +1130,8 @@ def test_bad_reset_images_raise_and_leave_state_unchanged():
         ({"reset_mask": np.array([1, 0])}, "bool array"),
         ({"colour": 1}, "unknown reset options"),
         ({"frames": np.zeros((0, 32, 32, 3), np.uint8)}, "empty"),
+        ({"image": [np.zeros((8, 8, 3), np.uint8), np.zeros((9, 9, 4), np.uint8)]}, r"image\[1\]"),
+        ({"image": [np.zeros((8, 8, 3), np.uint8), np.ones((9, 9, 3))]}, r"\[1\].*float64"),
     ]:
         with pytest.raises(ValueError, match=match):
             env.reset(options=options)
@@ -1108,6 +1139,17 @@ def test_bad_reset_images_raise_and_leave_state_unchanged():
         with pytest.raises(ValueError, match=match):
             env.reset(seed=seed)
     assert rows_equal(before, snapshot(env), [0, 1])
+
+
+def test_a_made_env_whose_first_reset_was_refused_steps_after_a_good_one():
+    """Gymnasium's PassiveEnvChecker broke every later step of such an env (a TypeError from
+    its first-step check); the ids register without it."""
+    env = gym.make("WorldModel-Robot-v0", **TINY)
+    with pytest.raises(ValueError, match="uint8"):
+        env.reset(options={"image": np.zeros((64, 64, 3), np.float32)})
+    env.reset(seed=0)
+    for _ in range(2):
+        assert env.step(np.zeros(10, np.float32))[0].shape == env.observation_space.shape
 
 
 class FailingEngine(CountingEngine):
@@ -1177,6 +1219,7 @@ def _bad_states(own, robot):
         ("NaN latents", edit(nan_latents)),
         ("no memory", edit(lambda s: s["engine"].update(memory=None))),
         ("float steps", edit(lambda s: s.update(steps=s["steps"].astype(float)))),
+        ("steps as a list", edit(lambda s: s.update(steps=s["steps"].tolist()))),
         ("negative steps", edit(lambda s: s.update(steps=-s["steps"] - 1))),
         ("bad rng state", edit(lambda s: s["rngs"].__setitem__(0, {"state": 3}))),
         ("rng state out of range", edit(lambda s: s["rngs"][1]["state"].__setitem__("state", -5))),

@@ -76,6 +76,8 @@ def test_robot_plans_example(tmp_path):
     strip = np.asarray(Image.open(out))
     assert strip.shape == (6 * 32, 3 * 32, 3)  # a row per plan, the start and 2 steps
     assert abs(strip[:32, :32].mean() - 90) < 5  # it starts from the picture
+    for script in ("examples/robot_plans.py", "examples/memory_walk.py"):  # before any rollout
+        assert "must end in a picture extension" in fails(script, "--tiny", "--out", "plans")
 
 
 def test_memory_benchmark_smoke(tmp_path):

@@ -23,6 +23,7 @@ from gym_worldmodel.cli.argtypes import (
     fraction,
     non_negative_float,
     non_negative_int,
+    picture_path,
     positive_float,
     positive_int,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "load_source",
     "main",
     "non_negative_float",
+    "picture_path",
     "non_negative_int",
     "parse_options",
     "per_world",

@@ -56,6 +56,22 @@ def folder_name(text: str) -> str:
     return text
 
 
+def picture_path(text: str) -> Path:
+    """Argparse type of a picture to write (``--out`` of the examples).
+
+    A name whose extension PIL saves, so a bad one fails before the frames are made.
+    """
+    from PIL import Image
+
+    path = Path(text)
+    kind = Image.registered_extensions().get(path.suffix.lower())
+    if kind not in Image.SAVE:
+        raise argparse.ArgumentTypeError(
+            f"must end in a picture extension PIL writes (.png, .jpg, ...), got {text!r}"
+        )
+    return path
+
+
 def non_negative_float(text: str) -> float:
     """Argparse type of loss weights: a finite number >= 0."""
     return _finite_number(text, lambda v: v >= 0, "a finite number >= 0")

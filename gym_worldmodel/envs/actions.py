@@ -423,6 +423,12 @@ class RobotHead(_Head):
                 f"({batch}, 1) (0 terminate, 1 arm, 2 base), got shape {term.shape}; for "
                 "RT-1's one-hot [terminate, arm, base] pass its argmax"
             )
+        if not np.issubdtype(term.dtype, np.integer):  # a float flag is not RT-1's index
+            raise ActionError(
+                f"robot terminate_episode: expected ints (0 terminate, 1 arm, 2 base), got dtype "
+                f"{term.dtype}; a flag as some Open X-Embodiment datasets store it (1.0 or True "
+                "= terminate) reads the other way: pass 0 where it is set, else 1"
+            )
         term = check_discrete(term, (3,), batch, frames, "robot terminate_episode")
         np.put_along_axis(out[..., ROBOT_MODE], term, 1.0, axis=-1)
         return out

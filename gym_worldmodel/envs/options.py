@@ -189,7 +189,14 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
                 f"reset {key} as a list must hold one {want} per reset row ({n}), got shapes "
                 f"{[np.shape(v) for v in value]}"
             )
-        return np.concatenate([user_frames({key: np.asarray(v)[None]}, 1, config) for v in value])
+        pictures = [np.asarray(v) for v in value]
+        for i, picture in enumerate(pictures):  # named by its place in the list, not as a batch
+            if picture.dtype != np.uint8 or picture.shape[-1] != 3 or 0 in picture.shape:
+                raise ValueError(
+                    f"reset {key}[{i}] must be uint8 RGB {want}, got dtype {picture.dtype} and "
+                    f"shape {picture.shape}"
+                )
+        return np.concatenate([user_frames({key: p[None]}, 1, config) for p in pictures])
     arr = np.asarray(value)
     if arr.dtype != np.uint8:
         raise ValueError(f"reset {key} must be uint8 RGB, got dtype {arr.dtype}")

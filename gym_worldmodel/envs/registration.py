@@ -24,7 +24,14 @@ SIMULATOR_WORLD_IDS = {world: env_id for env_id, (world, _) in SIMULATOR_IDS.ite
 
 
 def register_envs() -> None:
-    """Register every id (idempotent)."""
+    """Register every id (idempotent).
+
+    The world-model ids register with ``disable_env_checker=True``: the envs check their own
+    inputs (and pass ``gymnasium.utils.env_checker.check_env`` in the tests), and Gymnasium's
+    ``PassiveEnvChecker`` breaks every later step of an env whose first ``reset`` raised (a
+    refused start picture), as its step compares with a reset it never recorded.
+    ``gym.make(id, disable_env_checker=False)`` still adds it.
+    """
     for env_id, (world, max_steps) in IDS.items():
         if env_id not in gym.registry:
             gym.register(
@@ -32,6 +39,7 @@ def register_envs() -> None:
                 entry_point="gym_worldmodel.envs.single_env:WorldModelEnv",
                 vector_entry_point=VECTOR_ENTRY_POINT,
                 max_episode_steps=max_steps,
+                disable_env_checker=True,
                 kwargs={"world": world},
             )
     for env_id, (world, max_steps) in SIMULATOR_IDS.items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import gymnasium as gym
@@ -116,9 +116,20 @@ class WorldModelEnv(gym.Env):
         """The precision the env computes in (``dtype="auto"`` resolved)."""
         return self.vector.dtype
 
-    def fork(self, n: int, seeds: Sequence[int] | None = None) -> WorldModelVectorEnv:
-        """An ``n``-row vector env continuing this episode (:meth:`WorldModelVectorEnv.fork`)."""
-        return self.vector.fork(0, n, seeds)
+    def fork(
+        self,
+        n: int,
+        *,
+        seeds: int | Iterable[int] | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+    ) -> WorldModelVectorEnv:
+        """An ``n``-row vector env continuing this episode (:meth:`WorldModelVectorEnv.fork`).
+
+        Its rows restart as ``autoreset_mode`` says when they end (``NEXT_STEP`` by default, so
+        the fork docstring's return count runs through a future that ends; this env's own
+        vector env is ``DISABLED``).
+        """
+        return self.vector.fork(0, n, seeds, autoreset_mode=autoreset_mode)
 
     def get_state(self) -> dict[str, Any]:
         """Full state of the episode (see :meth:`WorldModelVectorEnv.get_state`)."""

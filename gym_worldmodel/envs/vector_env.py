@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from gym_worldmodel.envs.options import (
     first_chunk,
     initial_conditions,
     is_int,
+    is_seed,
     reset_rows,
     rng_from_state,
     row_seeds,
@@ -331,6 +332,8 @@ class WorldModelVectorEnv(VectorEnv):
         autoresets start at the defaults, or where ``start_fn`` says (options given here win).
         Per-row options are in the order of ``env_idx`` (each row named once).
         ``seed``: an int seeds row i with ``seed + i``; a list gives one seed (or None) per env.
+        A partial reset's infos are those of its rows alone (zero and masked out elsewhere), as
+        Gymnasium's vector envs give them.
         """
         self._check_open()
         if options is not None and not isinstance(options, Mapping):
@@ -349,7 +352,10 @@ class WorldModelVectorEnv(VectorEnv):
         seeds = row_seeds(seed, rows, self.num_envs)
         self._start_rows(rows, seeds, frames, start)
         self._started = True
-        return self._obs(), self._infos()
+        infos = self._infos()
+        if len(rows) < self.num_envs:  # as Gymnasium's vector envs: the reset rows' infos only
+            infos = _rows_only(infos, np.isin(np.arange(self.num_envs), rows))
+        return self._obs(), infos
 
     def step(self, actions: Any):
         """Advance every row one chunk; see the class docstring for the autoreset modes.
@@ -494,9 +500,14 @@ class WorldModelVectorEnv(VectorEnv):
         """
         self._check_open()
         rows = self._rows(env_idx, repeats=False)
-        steps = state.get("steps") if isinstance(state, dict) else None
-        if not isinstance(steps, np.ndarray) or steps.ndim != 1:
+        if not isinstance(state, dict) or "steps" not in state:
             raise ValueError(f"state must be what get_state() returns, got {type(state).__name__}")
+        steps = state["steps"]
+        if not isinstance(steps, np.ndarray) or steps.ndim != 1:
+            raise ValueError(
+                "state['steps'] must be a 1-D array (one step count per row, as get_state() "
+                f"gives it), got {type(steps).__name__} of shape {np.shape(steps)}"
+            )
         if len(steps) != len(rows):
             into = (
                 f"env_idx names {len(rows)}" if env_idx is not None else f"this env has {len(rows)}"
@@ -570,20 +581,30 @@ class WorldModelVectorEnv(VectorEnv):
             self._rngs[row] = None if rng_state is None else rng_from_state(rng_state)
         self._started = True
 
-    def fork(self, row: int, n: int, seeds: Sequence[int] | None = None) -> WorldModelVectorEnv:
+    def fork(
+        self,
+        row: int,
+        n: int,
+        seeds: int | Iterable[int] | None = None,
+        *,
+        autoreset_mode: AutoresetMode | str | None = None,
+    ) -> WorldModelVectorEnv:
         """A new ``n``-row env whose rows all continue from row ``row`` (the model is shared).
 
         Without ``seeds`` every fork draws the same noise (common random numbers: futures differ
-        only by their actions); ``seeds`` reseeds each fork's generators (the model's noise and
-        the NumPy generator that picks start frames on autoreset) so their futures differ. With
-        memory, each fork gets its own copy of the row's memory. Hooks with values per row (a
-        goal image or target per row) keep row ``row``'s in every fork (``select``, see
-        :mod:`gym_worldmodel.envs.hooks`).
+        only by their actions); ``seeds`` (one per fork, or an int: fork i gets ``seeds + i``, as
+        in :meth:`reset`) reseeds each fork's generators (the model's noise and the NumPy
+        generator that picks start frames on autoreset) so their futures differ. A state loaded
+        later (:meth:`set_state`) brings its rows' generators with it: fork again for fresh
+        noise. With memory, each fork gets its own copy of the row's memory. Hooks with values
+        per row (a goal image or target per row) keep row ``row``'s in every fork (``select``,
+        see :mod:`gym_worldmodel.envs.hooks`).
 
         A fork that ends inside a planning horizon (a termination hook, the robot's
-        ``terminate_episode = 0``, ``max_episode_steps``) restarts as the autoreset mode says:
-        with ``NEXT_STEP`` its next step begins a new episode (reward 0) and the rewards after
-        it are that episode's. Count a plan's return until its row is done::
+        ``terminate_episode = 0``, ``max_episode_steps``) restarts as ``autoreset_mode`` says
+        (default: this env's): with ``NEXT_STEP`` its next step begins a new episode (reward 0)
+        and the rewards after it are that episode's; with ``DISABLED`` stepping it raises. Count
+        a plan's return until its row is done::
 
             alive, ret = np.ones(n, bool), np.zeros(n)
             for action in plan:
@@ -598,10 +619,17 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError(f"row must be an int in [0, {self.num_envs}), got {row!r}")
         if not is_int(n) or n < 1:
             raise ValueError(f"n (forks) must be an int >= 1, got {n!r}")
+        mode = AutoresetMode(autoreset_mode or self.metadata["autoreset_mode"])
         if seeds is not None:
-            seeds = list(seeds)
-            if len(seeds) != n:
-                raise ValueError(f"need {n} seeds for {n} forks, got {len(seeds)}")
+            if not is_seed(seeds):
+                try:
+                    seeds = list(seeds)
+                except TypeError:
+                    raise ValueError(
+                        f"fork seeds must be an int, {n} ints or None, got {seeds!r}"
+                    ) from None
+                if len(seeds) != n:
+                    raise ValueError(f"need {n} seeds for {n} forks, got {len(seeds)}")
             seeds = row_seeds(seeds, np.arange(n), n)
             if None in seeds or max(seeds) >= 2**64:  # torch's generators take 64 bits
                 raise ValueError(f"fork seeds must be ints in [0, 2**64), got {seeds}")
@@ -615,7 +643,7 @@ class WorldModelVectorEnv(VectorEnv):
             device=self.device,
             dtype=self.dtype,
             output=self.output,
-            autoreset_mode=self.metadata["autoreset_mode"],
+            autoreset_mode=mode,
             max_episode_steps=self.max_episode_steps,
             render_mode=self.render_mode,
             reward_fn=hook_lib.select(self.reward_fn, [row] * n),
@@ -841,15 +869,10 @@ class WorldModelVectorEnv(VectorEnv):
         final_obs = np.empty(self.num_envs, dtype=object)
         for i in np.flatnonzero(done):
             final_obs[i] = obs_lib.take(obs, i)
-        final_info = {}  # Gymnasium's layout: batched values, zero where a row is not done
-        for key, values in infos.items():
-            if not key.startswith("_"):
-                final_info[key] = np.where(done.reshape(-1, *[1] * (values.ndim - 1)), values, 0)
-                final_info[f"_{key}"] = done & infos.get(f"_{key}", True)
         return {
             "final_obs": final_obs,
             "_final_obs": done.copy(),
-            "final_info": final_info,
+            "final_info": _rows_only(infos, done),
             "_final_info": done.copy(),
         }
 
@@ -862,3 +885,16 @@ class WorldModelVectorEnv(VectorEnv):
     def _on_device(self, array: np.ndarray) -> torch.Tensor:
         """A NumPy array as a tensor on the env's device."""
         return torch.from_numpy(array).to(self.device)
+
+
+def _rows_only(infos: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    """``infos`` of the ``rows`` (bool mask) alone.
+
+    Gymnasium's layout: batched values, zero and masked out elsewhere.
+    """
+    out = {}
+    for key, values in infos.items():
+        if not key.startswith("_"):
+            out[key] = np.where(rows.reshape(-1, *[1] * (values.ndim - 1)), values, 0)
+            out[f"_{key}"] = rows & infos.get(f"_{key}", True)
+    return out

@@ -133,16 +133,17 @@ class WorldModelSB3VecEnv(VecEnv):
         """
         seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
         groups = self._option_groups()
-        if len(groups) == 1 and len(groups[0][0]) == self.num_envs:
-            obs, infos = self.venv.reset(seed=seeds, options=groups[0][1] or None)
-        else:
-            # Start every row (the first reset must cover all rows), then restart the rows with
-            # options from their own; a row's seed reseeds it, so the result is as if reset once.
-            obs, infos = self.venv.reset(seed=seeds)
-            for rows, options in groups:
-                if options:
-                    obs, infos = self.venv.reset(seed=seeds, options={**options, "env_idx": rows})
+        whole = len(groups) == 1 and len(groups[0][0]) == self.num_envs
+        obs, infos = self.venv.reset(seed=seeds, options=(groups[0][1] or None) if whole else None)
         self.reset_infos = [_row_info(infos, i) for i in range(self.num_envs)]
+        if not whole:
+            # Every row started (the first reset must cover all rows); now restart the rows with
+            # options from their own: a row's seed reseeds it, so the result is as if reset once.
+            for rows, options in groups:
+                if options:  # a partial reset's infos are its rows' alone
+                    obs, part = self.venv.reset(seed=seeds, options={**options, "env_idx": rows})
+                    for i in rows:
+                        self.reset_infos[i] = _row_info(part, i)
         self._reset_seeds()
         self._reset_options()
         return obs
