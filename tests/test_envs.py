@@ -1393,8 +1393,9 @@ def test_a_checkpoints_bad_start_frames_file_is_named(write, tmp_path):
     path.parent.mkdir()
     write(path)
     env = WorldModelVectorEnv(1, world="citywalk", model=directory)
-    with pytest.raises(ValueError, match=rf"start frames {re.escape(str(path))}: expected an"):
+    with pytest.raises(ValueError, match=rf"start frames {re.escape(str(path))}: expected an") as e:
         env.reset(seed=0)
+    assert "allow_pickle" not in str(e.value)  # NumPy's advice to load junk unsafely is dropped
 
 
 def test_the_shipped_worlds_record_that_their_denoisers_learned_every_modality():
@@ -1545,6 +1546,19 @@ def test_a_loaded_model_holds_bf16_weights_and_gives_the_given_models_frames(
     assert all(p.dtype == torch.float32 for p in model.parameters())
     fork = own.fork(0, 2)
     fork.step(acts[0][:2])
+
+
+def test_a_given_bf16_model_runs_in_a_bf16_env_and_a_float32_env_says_so(tiny_model):
+    """``from_pretrained(..., dtype=torch.bfloat16)`` given to an env that runs in float32 (a
+    GPU without bf16) crashed in the first GEMM on mixed dtypes."""
+    model = WorldModel(tiny_model.config).to(torch.bfloat16)
+    model.load_state_dict(tiny_model.state_dict())
+    env = WorldModelVectorEnv(1, world="driving", model=model, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"torch\.bfloat16.*dtype=torch\.bfloat16"):
+        env.reset(seed=0)
+    env = WorldModelVectorEnv(1, world="driving", model=model, dtype=torch.bfloat16)
+    env.reset(seed=0)
+    env.step(np.zeros((1, 2), np.float32))
 
 
 def test_nan_weights_of_a_given_model_and_nan_in_a_loaded_cache_are_named(tiny_model):

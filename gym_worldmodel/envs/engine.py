@@ -172,7 +172,7 @@ class WorldEngine:
         """Keep the rows' last chunk: the query of latent-similarity retrieval."""
         if self.last_latents is None:
             self.last_latents = torch.zeros(self.num_envs, *latents.shape[1:], device=self.device)
-        self.last_latents[rows] = latents.float()
+        self.last_latents[rows] = latents.to(self.last_latents)  # a state's may be on the host
 
     def step(
         self,

@@ -21,7 +21,7 @@ class WorldModelEnv(gym.Env):
 
     Takes the keyword arguments of :class:`WorldModelVectorEnv` except ``num_envs``, ``output``
     and ``autoreset_mode``. Row 0 of a vector env with the same seed and actions produces the
-    same frames, bit for bit.
+    same frames, bit for bit on the CPU (tested; not checked on a GPU).
 
     ``gym.make`` adds Gymnasium's ``TimeLimit`` wrapper (``max_episode_steps``), and Gymnasium
     wrappers do not pass other methods on: reach :meth:`get_state`, :meth:`set_state` and

@@ -676,6 +676,13 @@ class WorldModelVectorEnv(VectorEnv):
                 model.for_autocast(self.dtype)
             else:  # a checkpoint's weights are checked as they load; a given model's here
                 check_finite_weights(model)
+                lower = {p.dtype for p in model.parameters()} - {torch.float32}
+                if self.dtype == torch.float32 and lower:
+                    raise ValueError(
+                        f"model= holds {sorted(map(str, lower))} weights and this env runs in "
+                        "float32 (no autocast): make the env with dtype=torch.bfloat16, or "
+                        "pass a float32 model"
+                    )
             self._engine = self._make_engine(model, self.num_envs, self.memory, banks)
 
     def _make_engine(

@@ -230,7 +230,9 @@ def _load_start_frames(path: Path) -> np.ndarray:
         with np.load(path, allow_pickle=False) as data:
             frames = data["frames"]
     except (OSError, ValueError, KeyError, EOFError) as err:  # not an npz, pickled, no frames
-        raise ValueError(f"start frames {path}: expected {expected} ({err})") from None
+        # NumPy's own text on pickles suggests loading unsafely: not for a file of frames
+        why = "not an npz (or one holding objects)" if "pickle" in str(err) else str(err)
+        raise ValueError(f"start frames {path}: expected {expected} ({why})") from None
     if (
         frames.dtype != np.uint8
         or frames.ndim != 4

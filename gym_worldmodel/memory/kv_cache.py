@@ -15,9 +15,10 @@ chunk ``m`` at ``(1 + m) * F``, the ring chunk ``a`` chunks old at ``P - a * F``
 every ring key by one chunk with a fixed rotation, so an endless episode never leaves the trained
 position range and a step never re-rotates the whole cache.
 
-A step allocates only index tensors and the rotated window that a commit writes, and nothing
-syncs to the host: write positions are computed on the device from each row's chunk counter, so
-rows reset at different times coexist in one batch.
+A step allocates only index tensors and the rotated window that a commit writes, and its writes
+and commits never sync to the host: write positions are computed on the device from each row's
+chunk counter, so rows reset at different times coexist in one batch. (Starting rows does:
+``select`` and ``load_state_dict`` read their counters back.)
 """
 
 from __future__ import annotations
