@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from gym_worldmodel.cli import denoiser_passes
 from gym_worldmodel.cli.argtypes import positive_int
+from gym_worldmodel.files import atomic_write
 from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import DTYPES, WorldModel, WorldModelConfig, precision
 from gym_worldmodel.sampling import ChunkRollout, RecomputeRollout, RowGenerators
@@ -449,6 +450,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     prec.add_argument("--model", default=None, help="checkpoint (default: the world's shipped)")
     prec.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.json is not None:  # checked and its folder made before the run, not after it
+        if args.json.is_dir():
+            parser.error(f"--json {args.json} is a folder: name the file to write")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
     tiny = getattr(args, "tiny", False)
     config = WorldModelConfig.tiny() if tiny else WorldModelConfig()
     if args.what == "memory":
@@ -482,7 +487,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     else:
         results = engine_benchmark(config, args.dtype, args.batch, args.long_steps, args.repeats)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        text = (json.dumps(results, indent=2) + "\n").encode()
+        atomic_write(args.json, lambda f: f.write(text))
     return results
 
 

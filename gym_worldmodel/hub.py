@@ -363,8 +363,9 @@ def _load_directory(directory: Path) -> WorldModel:
         stored = load_file(weights_path)
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(
-            f"{weights_path} is not a readable safetensors file ({err}); "
-            "re-save with save_pretrained"
+            f"{weights_path} is not a readable safetensors file ({err}): a truncated or damaged "
+            "copy or download (copy or download it again), or another format (re-save the model "
+            "with save_pretrained)"
         ) from err
     saved_with, checksum = _saved_record(metadata, weights_path)
     if checksum is not None and checksum != weights_sha256(stored):

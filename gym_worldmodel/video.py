@@ -22,6 +22,8 @@ def video_path(path: str | os.PathLike) -> Path:
             f"video {path}: write an MP4, MOV, MKV (H.264) or GIF ({', '.join(VIDEO_SUFFIXES)}), "
             f"not {path.suffix}"
         )
+    if path.is_dir():
+        raise ValueError(f"video {path} is a folder: name the file to write, e.g. {path}/run.mp4")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

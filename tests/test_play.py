@@ -125,3 +125,20 @@ def test_play_video_keeps_every_episodes_first_frame(monkeypatch, capsys, tmp_pa
     play_main(["--model", "random-tiny", "--fps", "1000", "--video", str(video)], callback=callback)
     episodes = 3  # each begins with its reset frame
     assert f"wrote {video}: {episodes + sum(steps)} frames" in capsys.readouterr().out
+
+
+def test_play_video_is_written_when_ctrl_c_stops_the_game(monkeypatch, capsys, tmp_path):
+    from gym_worldmodel.cli import play_main
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    steps = []
+
+    def callback(obs, next_obs, action, reward, terminated, truncated, info):
+        steps.append(len(next_obs))
+        if len(steps) == 3:
+            raise KeyboardInterrupt  # as Ctrl-C lands inside play's loop
+
+    video = tmp_path / "played.mp4"
+    with pytest.raises(KeyboardInterrupt):  # still an interrupt for the command line
+        play_main(["--model", "random-tiny", "--fps", "1000", "--video", str(video)], callback)
+    assert f"wrote {video}: {1 + sum(steps)} frames" in capsys.readouterr().out

@@ -586,8 +586,9 @@ def test_eval_takes_a_checkpoint_per_world(monkeypatch):
         cli.per_world(["a", "b"], "--model")
     own = cli.per_world(["myrobot=runs/own"], "--model", worlds=["myrobot"])  # a data card's
     assert own("myrobot") == "loaded runs/own"
-    with pytest.raises(SystemExit, match="more than one checkpoint"):  # a mistyped world
-        cli.per_world(["runs/teacher", "robto=runs/own"], "--model", worlds=["robot"])
+    for values in (["runs/teacher", "robto=runs/own"], ["moon=runs/own"]):  # mistyped worlds
+        with pytest.raises(SystemExit, match=r"--model .*=runs/own: no world '(robto|moon)'"):
+            cli.per_world(values, "--model", worlds=["robot"])
 
 
 def test_eval_model_defaults_to_each_worlds_shipped_checkpoint(monkeypatch):
@@ -773,3 +774,15 @@ def test_cli_input_errors_are_one_line_messages_not_tracebacks(args, message, tm
     )
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_json_that_cannot_be_written_fails_before_the_run(tmp_path, capsys):
+    from gym_worldmodel import bench
+
+    with pytest.raises(SystemExit):
+        bench.main(["env", "--tiny", "--json", str(tmp_path)])  # a folder
+    assert "--json" in capsys.readouterr().err
+    bench.main(
+        ["env", "--tiny", "--sizes", "1", "--repeats", "1", "--json", f"{tmp_path}/a/b.json"]
+    )
+    assert (tmp_path / "a" / "b.json").is_file()  # its folder made

@@ -82,6 +82,15 @@ def test_write_video_writes_mp4_or_gif_by_the_suffix_and_refuses_others_early(tm
     # the command refuses before it plays; --frames' folder is made as --video's is
     with pytest.raises(SystemExit, match=r"--video: .*not .webm"):
         cli.rollout_main(["--model", "random-tiny", "--video", str(tmp_path / "x.webm")])
+    with pytest.raises(SystemExit, match=r"--video: .*is a folder"):
+        cli.rollout_main(["--model", "random-tiny", "--video", str(tmp_path / "a")])
+    for bad in (tmp_path / "f.png", tmp_path / "a"):  # frames are .npy, a file
+        with pytest.raises(SystemExit, match=r"--frames .*name a \.npy file"):
+            cli.rollout_main(["--model", "random-tiny", "--frames", str(bad)])
+    with pytest.raises(SystemExit, match="--actions"):  # a bad input makes no output folder
+        missing = str(tmp_path / "plan.npy")
+        cli.rollout_main(["--actions", missing, "--video", str(tmp_path / "none" / "v.mp4")])
+    assert not (tmp_path / "none").exists()
     out = tmp_path / "new" / "dir" / "f.npy"
     video = str(tmp_path / "v.mp4")
     cli.rollout_main(

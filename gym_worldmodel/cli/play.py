@@ -61,7 +61,7 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
         "--video",
         type=Path,
         help="also write what you played to this MP4 (every frame, at the world's rate; the "
-        "video extra), when the window closes",
+        "video extra), when the window closes, Escape is pressed or Ctrl-C stops it",
     )
     args = parser.parse_args(argv)
     if args.simulator and (args.model or args.image or args.nfe or args.device != "cpu"):
@@ -113,6 +113,7 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
         if callback is not None:
             callback(obs, next_obs, *rest)
 
+    interrupted = False
     try:
         # play resets with the seed it is given at every episode end, so every episode would
         # start alike: seed the env's generator here instead and let play's resets draw from it
@@ -125,6 +126,8 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
             noop=env.unwrapped.idle_action(),
             callback=record,
         )
+    except KeyboardInterrupt:  # Ctrl-C: the video of what was played is still written
+        interrupted = True
     finally:
         world_fps = env.unwrapped.metadata["world_fps"]
         env.close()
@@ -137,6 +140,8 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
 
         write_video(args.video, np.stack(frames), world_fps)
         print(f"wrote {args.video}: {len(frames)} frames at {world_fps:g} fps")
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _describe(action: Any) -> str:

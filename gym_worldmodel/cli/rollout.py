@@ -215,13 +215,8 @@ def rollout_main(argv: Sequence[str]) -> None:
         raise SystemExit(
             "--simulator starts the world from the simulator's first frame: drop --image"
         )
-    if args.video is not None:  # before the rollout: a bad name fails before the frames are made
-        check_video(args.video)
-    if args.frames is not None:
-        try:
-            args.frames.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise SystemExit(f"--frames {args.frames}: {err}") from err
+    if args.frames is not None and (args.frames.suffix != ".npy" or args.frames.is_dir()):
+        raise SystemExit(f"--frames {args.frames}: name a .npy file to write")
     reset_options = read_start_image(args.image) if args.image else None
     actions = read_actions(args.actions) if args.actions is not None else None
     if actions is None:
@@ -257,6 +252,14 @@ def rollout_main(argv: Sequence[str]) -> None:
                 f"terminate_episode), got {sorted(actions)}"
             )
         actions.setdefault("terminate_episode", np.ones(steps, np.int64))
+    # The outputs' folders, once the inputs are read: a bad name fails before the frames are made
+    if args.video is not None:
+        check_video(args.video)
+    if args.frames is not None:
+        try:
+            args.frames.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SystemExit(f"--frames {args.frames}: {err}") from err
     sim = _simulator(args.world, kwargs.get("action_mode")) if args.simulator else None
     if sim is not None:
         sim_frames = [sim.reset(seed=args.seed)[0][-1]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from gym_worldmodel.envs.registration import IDS, SIMULATOR_WORLD_IDS  # noqa: F401 (re-export)
@@ -34,6 +35,10 @@ def per_world(
         world, sep, path = value.partition("=")
         if sep and (world in WORLD_IDS or world in named):
             paths[world] = path
+        elif sep and "/" not in world and not Path(value).exists():  # a path may hold '='
+            raise SystemExit(
+                f"{option} {value}: no world {world!r} (these are {sorted(set(WORLD_IDS) | named)})"
+            )
         elif None in paths:
             raise SystemExit(f"{option}: more than one checkpoint for every world: {values}")
         else:
