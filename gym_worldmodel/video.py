@@ -11,10 +11,11 @@ import numpy as np
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif")
 
 
-def video_path(path: str | os.PathLike) -> Path:
-    """``path`` checked for :func:`write_video` (a suffix it writes), its folder made.
+def video_path(path: str | os.PathLike, make_folder: bool = True) -> Path:
+    """``path`` checked for :func:`write_video`: a suffix it writes, not a folder.
 
-    Call it before a long rollout, so that a bad name fails before the frames are made.
+    Its folder is made unless ``make_folder`` is False. Call it before a long rollout, so that a
+    bad name fails before the frames are made.
     """
     path = Path(path)
     if path.suffix.lower() not in (*VIDEO_SUFFIXES, ""):
@@ -24,7 +25,8 @@ def video_path(path: str | os.PathLike) -> Path:
         )
     if path.is_dir():
         raise ValueError(f"video {path} is a folder: name the file to write, e.g. {path}/run.mp4")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 

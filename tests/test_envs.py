@@ -466,7 +466,7 @@ def test_forks_restart_ended_rows_as_asked_and_a_made_env_s_forks_at_the_next_st
     action = {k: np.stack([v, v]) for k, v in env.unwrapped.vector.head.idle_action().items()}
     ends = dict(action, terminate_episode=np.array([0, 1]))
     assert futures.step(ends)[2].tolist() == [True, False]
-    assert futures.step(action)[1].tolist() == [0.0, 0.0]  # row 0 began a new episode
+    assert futures.step(action)[-1]["step"].tolist() == [0, 2]  # row 0 began a new episode
     disabled = env.unwrapped.fork(2, autoreset_mode="Disabled")
     disabled.step(ends)
     with pytest.raises(RuntimeError, match="autoreset is disabled"):

@@ -144,9 +144,11 @@ def test_sb3_reset_options_per_row():
     obs = adapter.reset()
     assert abs(obs.mean() - 200) < 5
     adapter.seed(1)
-    adapter.set_options([{"image": picture}, {}])
+    adapter.set_options([{"image": picture}, {"speed": 10.0}])
     obs = adapter.reset()
     assert abs(obs[0].mean() - 200) < 5 and abs(obs[1].mean() - 200) > 10
+    # every row's reset info, each from the reset of its own group
+    assert [info["pose"][3] for info in adapter.reset_infos] == [25.0, 10.0]
     # Seeded rows come out as if reset once: row 1 matches a plain seeded reset.
     ref = WorldModelVectorEnv(2, world="driving", **TINY)
     assert np.array_equal(obs[1], ref.reset(seed=1)[0][1])

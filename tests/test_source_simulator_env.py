@@ -127,6 +127,16 @@ def test_speed_stays_in_the_worlds_range():
 
 
 @needs_highway
+def test_a_made_simulator_whose_first_reset_was_refused_steps_after_a_good_one():
+    """As the world ids: Gymnasium's PassiveEnvChecker broke every later step (a TypeError)."""
+    env = gym.make("Simulator-Driving-v0")
+    with pytest.raises(ValueError, match="speed"):
+        env.reset(options={"speed": -1.0})
+    env.reset(seed=0)
+    assert env.step(np.zeros(2, np.float32))[0].shape == env.observation_space.shape
+
+
+@needs_highway
 def test_bad_input_is_refused_and_changes_nothing():
     env = gym.make("Simulator-Driving-v0", obs_mode="rgb+pose")
     obs, info = env.reset(seed=1)

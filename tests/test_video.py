@@ -90,7 +90,16 @@ def test_write_video_writes_mp4_or_gif_by_the_suffix_and_refuses_others_early(tm
     with pytest.raises(SystemExit, match="--actions"):  # a bad input makes no output folder
         missing = str(tmp_path / "plan.npy")
         cli.rollout_main(["--actions", missing, "--video", str(tmp_path / "none" / "v.mp4")])
-    assert not (tmp_path / "none").exists()
+    plan = tmp_path / "plan.npz"  # a refused action (a float flag) also leaves no folder
+    keys = {"world_vector": 3, "rotation_delta": 3, "gripper_closedness_action": 1}
+    keys |= {"base_displacement_vector": 2, "base_displacement_vertical_rotation": 1}
+    np.savez(plan, **{k: np.zeros((2, n)) for k, n in keys.items()}, terminate_episode=np.ones(2))
+    outputs = ["--video", str(tmp_path / "none" / "v.mp4"), "--frames", f"{tmp_path}/none2/f.npy"]
+    with pytest.raises(SystemExit, match="terminate_episode"):
+        cli.rollout_main(
+            ["--world", "robot", "--model", "random-tiny", "--actions", str(plan)] + outputs
+        )
+    assert not (tmp_path / "none").exists() and not (tmp_path / "none2").exists()
     out = tmp_path / "new" / "dir" / "f.npy"
     video = str(tmp_path / "v.mp4")
     cli.rollout_main(

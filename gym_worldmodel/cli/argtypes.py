@@ -95,15 +95,16 @@ def finite_float(text: str) -> float:
     return _finite_number(text, lambda v: True, "a finite number")
 
 
-def check_video(path: Path) -> None:
-    """Exit with a clear message unless ``--video`` can write ``path`` (its folder is made).
+def check_video(path: Path, make_folder: bool = True) -> None:
+    """Exit with a clear message unless ``--video`` can write ``path``.
 
-    Checked before a rollout, so that a bad name fails before the frames are made.
+    Its folder is made, unless ``make_folder`` is False (then the writing makes it). Checked
+    before a rollout, so that a bad name fails before the frames are made.
     """
     from gym_worldmodel.video import video_path
 
     try:
-        video_path(path)
+        video_path(path, make_folder)
     except (OSError, ValueError) as err:
         raise SystemExit(f"--video: {err}") from err
 

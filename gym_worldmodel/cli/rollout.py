@@ -215,6 +215,10 @@ def rollout_main(argv: Sequence[str]) -> None:
         raise SystemExit(
             "--simulator starts the world from the simulator's first frame: drop --image"
         )
+    # The outputs' names first, so that a bad one fails before the frames are made; their folders
+    # only when they are written, so that a refused input or action leaves none behind
+    if args.video is not None:
+        check_video(args.video, make_folder=False)
     if args.frames is not None and (args.frames.suffix != ".npy" or args.frames.is_dir()):
         raise SystemExit(f"--frames {args.frames}: name a .npy file to write")
     reset_options = read_start_image(args.image) if args.image else None
@@ -252,14 +256,6 @@ def rollout_main(argv: Sequence[str]) -> None:
                 f"terminate_episode), got {sorted(actions)}"
             )
         actions.setdefault("terminate_episode", np.ones(steps, np.int64))
-    # The outputs' folders, once the inputs are read: a bad name fails before the frames are made
-    if args.video is not None:
-        check_video(args.video)
-    if args.frames is not None:
-        try:
-            args.frames.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise SystemExit(f"--frames {args.frames}: {err}") from err
     sim = _simulator(args.world, kwargs.get("action_mode")) if args.simulator else None
     if sim is not None:
         sim_frames = [sim.reset(seed=args.seed)[0][-1]]
@@ -311,6 +307,10 @@ def rollout_main(argv: Sequence[str]) -> None:
 
     frames = np.stack(frames)
     if args.frames:  # first: the arrays are kept even where the video cannot be written
+        try:
+            args.frames.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SystemExit(f"--frames {args.frames}: {err}") from err
         atomic_write(args.frames, lambda f: np.save(f, frames))
     if sim is not None:
         sim.close()

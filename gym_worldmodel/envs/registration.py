@@ -26,8 +26,8 @@ SIMULATOR_WORLD_IDS = {world: env_id for env_id, (world, _) in SIMULATOR_IDS.ite
 def register_envs() -> None:
     """Register every id (idempotent).
 
-    The world-model ids register with ``disable_env_checker=True``: the envs check their own
-    inputs (and pass ``gymnasium.utils.env_checker.check_env`` in the tests), and Gymnasium's
+    Every id registers with ``disable_env_checker=True``: the envs check their own inputs (and
+    pass ``gymnasium.utils.env_checker.check_env`` in the tests), and Gymnasium's
     ``PassiveEnvChecker`` breaks every later step of an env whose first ``reset`` raised (a
     refused start picture), as its step compares with a reset it never recorded.
     ``gym.make(id, disable_env_checker=False)`` still adds it.
@@ -48,5 +48,6 @@ def register_envs() -> None:
                 id=env_id,
                 entry_point="gym_worldmodel.sources.simulator_env:SimulatorEnv",
                 max_episode_steps=max_steps,
+                disable_env_checker=True,
                 kwargs={"world": world},
             )

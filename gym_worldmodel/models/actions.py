@@ -5,7 +5,8 @@ Every modality (camera, robot, driving, ...) writes its action into a padded vec
 transformer block holds one expert per modality that maps the embedding to a residual added to
 the tokens before self-attention. Experts start at zero, so a new modality begins as a no-op.
 Routing is hard, by modality id, and batched: rows of different modalities share one forward,
-and a row's result has the same bits whatever rows share it.
+and on the CPU a row's result has the same bits whatever rows share it (tested; not checked on a
+GPU).
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ def _routed_linear(x: Tensor, weight: Tensor, bias: Tensor, modality: Tensor) ->
     """Per-row linear map chosen by ``modality``: x (B, N, i) @ weight[m] (i, o) + bias[m].
 
     A row's result does not depend on the other rows: each row's N frames are zero-padded to a
-    multiple of :data:`ROW_BLOCK` and every modality's map runs as one flat GEMM over all rows,
-    the row's own modality picked after. At these widths the extra work costs little, and the
-    choice needs no look at ``modality`` on the host.
+    multiple of :data:`ROW_BLOCK` and each modality's map runs as one flat GEMM over all rows,
+    the row's own modality picked after. At these widths the extra work costs little.
     """
     b, n, i = x.shape
     padded = -(-n // ROW_BLOCK) * ROW_BLOCK
@@ -40,9 +40,9 @@ def _routed_linear(x: Tensor, weight: Tensor, bias: Tensor, modality: Tensor) ->
     used = modality.unique().tolist() if modality.device.type == "cpu" else range(len(weight))
     out = None
     for m in used:
-        y = torch.addmm(bias[m], flat, weight[m]).reshape(b, padded, -1)[:, :n]
+        y = torch.addmm(bias[m], flat, weight[m]).reshape(b, padded, weight.shape[-1])[:, :n]
         out = y if out is None else torch.where((modality == m)[:, None, None], y, out)
-    return out
+    return x.new_zeros(b, n, weight.shape[-1]) if out is None else out  # None: no rows
 
 
 class ActionProjectors(nn.Module):
