@@ -457,6 +457,34 @@ def test_fork_takes_any_iterable_of_seeds_and_refuses_a_non_int_count():
             env.fork(0, 2, seeds=seeds)
 
 
+def test_set_state_may_reseed_the_loaded_rows_for_fresh_noise():
+    """A planner loads one state into its futures every step: seeds give them fresh noise."""
+    env = WorldModelVectorEnv(1, world="driving", **TINY)
+    env.reset(seed=0)
+    futures = env.fork(0, 3)
+    state = env.get_state([0, 0, 0])
+    act = np.zeros((3, 2), np.float32)
+
+    def rows_alike(**seeds):
+        futures.set_state(state, **seeds)
+        obs = futures.step(act)[0]
+        return [np.array_equal(obs[0], o) for o in obs[1:]], obs
+
+    assert rows_alike()[0] == [True, True]  # the state's generators: common random numbers
+    fresh, obs = rows_alike(seeds=[5, 6, 7])
+    assert fresh == [False, False] and np.array_equal(rows_alike(seeds=5)[1], obs)  # 5 + i
+    assert np.array_equal(env.fork(0, 3, seeds=[5, 6, 7]).step(act)[0], obs)  # as a fork's
+    before = futures.get_state()
+    with pytest.raises(ValueError, match="need 3 set_state seeds for 3 rows"):
+        futures.set_state(state, seeds=[1, 2])
+    assert np.array_equal(futures.get_state()["steps"], before["steps"])  # nothing loaded
+    single = gym.make("WorldModel-Driving-v0", max_episode_steps=-1, **TINY)
+    single.reset(seed=0)
+    one = single.unwrapped.get_state()
+    single.unwrapped.set_state(one, seed=5)
+    assert np.array_equal(single.step(act[0])[0], obs[0])
+
+
 def test_forks_restart_ended_rows_as_asked_and_a_made_env_s_forks_at_the_next_step():
     """A planner's return count steps every future through the horizon, an ended one too."""
     env = gym.make("WorldModel-Robot-v0", action_mode="dict", **TINY)

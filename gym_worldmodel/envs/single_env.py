@@ -135,6 +135,6 @@ class WorldModelEnv(gym.Env):
         """Full state of the episode (see :meth:`WorldModelVectorEnv.get_state`)."""
         return self.vector.get_state()
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Restore a state from :meth:`get_state`."""
-        self.vector.set_state(state)
+    def set_state(self, state: dict[str, Any], *, seed: int | None = None) -> None:
+        """Restore a state from :meth:`get_state`; ``seed`` reseeds its noise from there."""
+        self.vector.set_state(state, seeds=seed)

@@ -486,8 +486,18 @@ class WorldModelVectorEnv(VectorEnv):
             ],
         }
 
-    def set_state(self, state: dict[str, Any], env_idx: Sequence[int] | None = None) -> None:
+    def set_state(
+        self,
+        state: dict[str, Any],
+        env_idx: Sequence[int] | None = None,
+        *,
+        seeds: int | Iterable[int] | None = None,
+    ) -> None:
         """Load :meth:`get_state` output of as many rows into rows ``env_idx`` (all if None).
+
+        The rows draw the noise of the state's generators, unless ``seeds`` (one per loaded row,
+        or an int: the i-th loaded row gets ``seeds + i``) reseeds them as :meth:`fork` does: a
+        planner that loads one state into its futures every step draws fresh noise so.
 
         The state is checked against the rows' own first (keys, shapes, dtypes, finite poses
         and latents, the world): one from another world, model or env configuration is a
@@ -530,10 +540,13 @@ class WorldModelVectorEnv(VectorEnv):
                 check_engine_state(state["engine"])
             if (state["steps"] < 0).any():
                 raise ValueError(f"state['steps'] must be >= 0, got {state['steps']}")
+            seeds = _fork_seeds(seeds, len(rows), "set_state seeds")
         except ValueError:
             self._started = started  # an env never reset stays so
             raise
         self._load_state(state, rows)
+        if seeds is not None:
+            self._reseed(rows, seeds)
 
     def _fit_frames(self, state: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
         """``state`` with the frames this env keeps: a chunk-mode env's state gives its last."""
@@ -595,8 +608,8 @@ class WorldModelVectorEnv(VectorEnv):
         only by their actions); ``seeds`` (one per fork, or an int: fork i gets ``seeds + i``, as
         in :meth:`reset`) reseeds each fork's generators (the model's noise and the NumPy
         generator that picks start frames on autoreset) so their futures differ. A state loaded
-        later (:meth:`set_state`) brings its rows' generators with it: fork again for fresh
-        noise. With memory, each fork gets its own copy of the row's memory. Hooks with values
+        later (:meth:`set_state`) brings its rows' generators with it, unless its ``seeds``
+        reseed them. With memory, each fork gets its own copy of the row's memory. Hooks with values
         per row (a goal image or target per row) keep row ``row``'s in every fork (``select``,
         see :mod:`gym_worldmodel.envs.hooks`).
 
@@ -620,19 +633,7 @@ class WorldModelVectorEnv(VectorEnv):
         if not is_int(n) or n < 1:
             raise ValueError(f"n (forks) must be an int >= 1, got {n!r}")
         mode = AutoresetMode(autoreset_mode or self.metadata["autoreset_mode"])
-        if seeds is not None:
-            if not is_seed(seeds):
-                try:
-                    seeds = list(seeds)
-                except TypeError:
-                    raise ValueError(
-                        f"fork seeds must be an int, {n} ints or None, got {seeds!r}"
-                    ) from None
-                if len(seeds) != n:
-                    raise ValueError(f"need {n} seeds for {n} forks, got {len(seeds)}")
-            seeds = row_seeds(seeds, np.arange(n), n)
-            if None in seeds or max(seeds) >= 2**64:  # torch's generators take 64 bits
-                raise ValueError(f"fork seeds must be ints in [0, 2**64), got {seeds}")
+        seeds = _fork_seeds(seeds, n, "fork seeds")
         state = self.get_state([row] * n)
         engine = self._make_engine(self._engine.model, n, memory=self._engine.memory is not None)
         child = WorldModelVectorEnv(
@@ -656,9 +657,14 @@ class WorldModelVectorEnv(VectorEnv):
         child.checkpoint_dir = self.checkpoint_dir  # its start frames for the forks' autoresets
         child._load_state(state, np.arange(n))  # this env's own state: nothing to check
         if seeds is not None:
-            child._engine.seed(seeds, env_idx=list(range(n)))
-            child._rngs = [np.random.default_rng(s) for s in seeds]
+            child._reseed(np.arange(n), seeds)
         return child
+
+    def _reseed(self, rows: np.ndarray, seeds: list[int]) -> None:
+        """Reseed the rows' generators: the model's noise and the NumPy one of their autoresets."""
+        self._engine.seed(seeds, env_idx=rows.tolist())
+        for row, seed in zip(rows, seeds, strict=True):
+            self._rngs[row] = np.random.default_rng(seed)
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -892,6 +898,23 @@ class WorldModelVectorEnv(VectorEnv):
     def _on_device(self, array: np.ndarray) -> torch.Tensor:
         """A NumPy array as a tensor on the env's device."""
         return torch.from_numpy(array).to(self.device)
+
+
+def _fork_seeds(seeds: Any, n: int, what: str) -> list[int] | None:
+    """``n`` validated seeds from one per row, an int (row i gets ``seeds + i``) or None."""
+    if seeds is None:
+        return None
+    if not is_seed(seeds):
+        try:
+            seeds = list(seeds)
+        except TypeError:
+            raise ValueError(f"{what} must be an int, {n} ints or None, got {seeds!r}") from None
+        if len(seeds) != n:
+            raise ValueError(f"need {n} {what} for {n} rows, got {len(seeds)}")
+    seeds = row_seeds(seeds, np.arange(n), n)
+    if None in seeds or max(seeds) >= 2**64:  # torch's generators take 64 bits
+        raise ValueError(f"{what} must be ints in [0, 2**64), got {seeds}")
+    return seeds
 
 
 def _rows_only(infos: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
