@@ -1306,6 +1306,16 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing():
     env.set_state(state)
 
 
+def test_a_state_of_another_device_type_says_so():
+    """A CUDA generator's state is 16 bytes, a CPU one's 5056: named, not as a shape."""
+    env = WorldModelVectorEnv(2, world="driving", **TINY)
+    env.reset(seed=0)
+    state = env.get_state()
+    state["engine"]["generators"] = [torch.zeros(16, dtype=torch.uint8)] * 2  # as a CUDA env's
+    with pytest.raises(ValueError, match="not cpu ones .*the device type it was saved from"):
+        env.set_state(state)
+
+
 @pytest.mark.parametrize("limit", [0, -2, 2.5, "10"])
 def test_max_episode_steps_must_be_a_positive_int(limit):
     with pytest.raises(ValueError, match="max_episode_steps must be an int >= 1"):

@@ -118,6 +118,26 @@ def check_same_memory(state: Any, template: dict[str, Any]) -> None:
         )
 
 
+def check_same_device_type(state: Any, template: dict[str, Any], device: torch.device) -> None:
+    """Name a state saved on another device type (a CUDA env's into a CPU one, or back).
+
+    Its noise generators' states differ in size by device type, which the general check would
+    name only as a shape.
+    """
+    engine = state.get("engine") if isinstance(state, dict) else None
+    gens = engine.get("generators") if isinstance(engine, dict) else None
+    own = template.get("engine", {}).get("generators") if isinstance(template, dict) else None
+    if not (isinstance(gens, list) and isinstance(own, list) and gens and own):
+        return  # check_state names what is wrong
+    theirs, ours = gens[0], own[0]
+    if isinstance(theirs, torch.Tensor) and theirs.shape != ours.shape:
+        raise ValueError(
+            f"state's noise generators are not {device.type} ones ({theirs.numel()} bytes each, "
+            f"this env's {ours.numel()}): a state loads into an env on the device type it was "
+            "saved from"
+        )
+
+
 def _kind(array: Any) -> str:
     """'f' floating, 'i' signed or unsigned integer (not bool or uint8 frames), else the dtype."""
     if isinstance(array, torch.Tensor):

@@ -31,7 +31,12 @@ from gym_worldmodel.envs.options import (
     start_options,
 )
 from gym_worldmodel.envs.pose import EgoShift, integrate_camera, integrate_driving
-from gym_worldmodel.envs.state import check_rngs, check_same_memory, check_state
+from gym_worldmodel.envs.state import (
+    check_rngs,
+    check_same_device_type,
+    check_same_memory,
+    check_state,
+)
 from gym_worldmodel.envs.worlds import (
     check_finite_weights,
     get_world,
@@ -533,6 +538,7 @@ class WorldModelVectorEnv(VectorEnv):
             template = self._state_template(len(rows))
             state = _drop_unused_keys(self._fit_frames(state, template), template)
             check_same_memory(state, template)
+            check_same_device_type(state, template, self.device)
             check_state(state, template)
             check_rngs(state)
             check_engine_state = getattr(self._engine, "check_state", None)  # optional
