@@ -546,7 +546,7 @@ class WorldModelVectorEnv(VectorEnv):
                 check_engine_state(state["engine"])
             if (state["steps"] < 0).any():
                 raise ValueError(f"state['steps'] must be >= 0, got {state['steps']}")
-            seeds = _fork_seeds(seeds, len(rows), "set_state seeds")
+            seeds = _checked_seeds(seeds, len(rows), "set_state seeds")
         except ValueError:
             self._started = started  # an env never reset stays so
             raise
@@ -639,7 +639,7 @@ class WorldModelVectorEnv(VectorEnv):
         if not is_int(n) or n < 1:
             raise ValueError(f"n (forks) must be an int >= 1, got {n!r}")
         mode = AutoresetMode(autoreset_mode or self.metadata["autoreset_mode"])
-        seeds = _fork_seeds(seeds, n, "fork seeds")
+        seeds = _checked_seeds(seeds, n, "fork seeds")
         state = self.get_state([row] * n)
         engine = self._make_engine(self._engine.model, n, memory=self._engine.memory is not None)
         child = WorldModelVectorEnv(
@@ -906,7 +906,7 @@ class WorldModelVectorEnv(VectorEnv):
         return torch.from_numpy(array).to(self.device)
 
 
-def _fork_seeds(seeds: Any, n: int, what: str) -> list[int] | None:
+def _checked_seeds(seeds: Any, n: int, what: str) -> list[int] | None:
     """``n`` validated seeds from one per row, an int (row i gets ``seeds + i``) or None."""
     if seeds is None:
         return None
