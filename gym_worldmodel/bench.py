@@ -444,6 +444,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--width", type=positive_int, default=32, help="the net's first-level channels"
     )
     flow.add_argument("--json", type=Path, help="also write the figures to this file")
+    train = sub.add_parser("train", help="a DiT training step (loss, backward, AdamW)")
+    train.add_argument("--batch", type=positive_int, default=16, help="windows per step")
+    train.add_argument(
+        "--chunks",
+        type=positive_int,
+        nargs="+",
+        default=[5, 9, 17],
+        help="chunks per window (the teacher's default 5; self-forcing 8 and 16 own chunks + 1)",
+    )
+    train.add_argument(
+        "--dtype", nargs="+", choices=sorted(DTYPES), default=["bfloat16", "float32"]
+    )
+    train.add_argument("--repeats", type=positive_int, default=5, help="timed steps per figure")
+    train.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
+    train.add_argument("--json", type=Path, help="also write the figures to this file")
     prec = sub.add_parser("dtype", help="shipped worlds' held-out PSNR in float32 vs bf16")
     prec.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
     prec.add_argument("--horizons", type=positive_int, nargs="+", default=[1, 4, 16, 64])
@@ -467,6 +482,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         results = dtype_benchmark(args.data, args.horizons, args.model)
+    elif args.what == "train":
+        from gym_worldmodel.bench_train import train_benchmark
+
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        model = random_model(WorldModelConfig.tiny() if tiny else WorldModelConfig.compact())
+        results = train_benchmark(model, args.batch, args.chunks, args.dtype, args.repeats)
     elif args.what == "vae":
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         model = random_model(WorldModelConfig.tiny() if tiny else WorldModelConfig.compact())

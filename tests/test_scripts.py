@@ -154,6 +154,17 @@ def test_vae_benchmark_smoke():
     assert "17 frames, decode: one pass" in text and "17 frames, encode" in text
 
 
+def test_train_benchmark_times_a_training_step_per_window_and_dtype(tmp_path):
+    report = tmp_path / "train.json"
+    args = ("train", "--tiny", "--batch", "3", "--chunks", "2", "5", "--repeats", "1")
+    text = run("-m", "gym_worldmodel.bench", *args, "--json", str(report))
+    assert "5 chunks, bfloat16:" in text and "2 chunks,  float32:" in text
+    figures = json.loads(report.read_text())
+    for key in ("bfloat16_chunks_2", "float32_chunks_2", "bfloat16_chunks_5", "float32_chunks_5"):
+        assert figures[key]["seconds_per_step"] > 0
+        assert figures[key]["windows_per_s"] == pytest.approx(3 / figures[key]["seconds_per_step"])
+
+
 def test_flow_benchmark_times_both_layouts_and_they_agree(tmp_path):
     report = tmp_path / "flow.json"
     args = ("flow", "--batch", "2", "--repeats", "1", "--width", "8", "--dtype", "float32")

@@ -13,9 +13,10 @@ Positions are relative to the cache: the current chunk sits at time ``P = contex
 ring chunk ``a`` chunks old at ``P - a * F``, the sink (the first chunk) at ``0``, memory slot
 ``m`` at ``(1 + m) * F`` (retrieved chunks are reframed: wherever and whenever they were seen,
 they sit just after the sink in the position index). The sequence path reproduces exactly those
-relative distances, including the sink's and memory's fixed distances, by giving every query a
-second rotation at ``P`` used only against the sink and memory keys (the two rotations are
-concatenated along the head axis so one fused attention call evaluates both).
+relative distances, including the sink's and memory's fixed distances: rotary attention depends
+only on the distance between a query and a key, so chunk ``c``'s queries stay at their place in
+the sequence (``c * F`` on) and the sink and memory keys it reads are rotated to their fixed
+position moved by ``c * F - P``, which puts them as far before the query as the cache does.
 """
 
 from __future__ import annotations
@@ -144,13 +145,17 @@ class SequenceAttention:
             )
         f, side = config.chunk_frames, config.latent_size // config.patch_size
         self.tokens_per_chunk = config.tokens_per_chunk
-        self.scale = config.head_dim**-0.5
         self.cos, self.sin = rope.cos_sin(grid_positions(n_chunks * f, side).to(device))
-        sink_q = grid_positions(f, side, time_offset=config.context_frames).repeat(n_chunks, 1)
-        self.cos_q_sink, self.sin_q_sink = rope.cos_sin(sink_q.to(device))
-        # Fixed-position keys: the sink at 0, memory slot m at (1 + m) F.
-        fixed = [grid_positions(f, side, time_offset=j * f) for j in range(1 + memory_chunks)]
-        self.cos_k_fixed, self.sin_k_fixed = rope.cos_sin(torch.cat(fixed).to(device))
+        # Fixed-position keys (the sink at 0, memory slot m at (1 + m) F) as chunk c >= 1 reads
+        # them: moved by c F - P, so they lie as far before its queries as in the cache.
+        n_fixed = config.tokens_per_chunk
+        fixed_at = grid_positions((1 + memory_chunks) * f, side)
+        moves = torch.arange(1, max(n_chunks, 2), dtype=fixed_at.dtype) * f - config.context_frames
+        moved = fixed_at.expand(len(moves), -1, -1).clone()
+        moved[..., 0] += moves[:, None]
+        self.cos_fixed, self.sin_fixed = rope.cos_sin(moved.to(device))  # (n - 1, S, Dh)
+        # The memory chunks' own attention, each at its slot: rows 1.. of the positions at 0.
+        self.cos_mem, self.sin_mem = rope.cos_sin(fixed_at[n_fixed:].to(device))
         self.n_chunks, self.window, self.n_mem = n_chunks, config.window_chunks, memory_chunks
         self.memory_valid = memory_valid
 
@@ -163,85 +168,73 @@ class SequenceAttention:
         on masked-out pairs; a mask is used only to hide some rows' memory.
         """
         n0, n, w = self.tokens_per_chunk, self.n_chunks, self.window
-        dh, mem_tokens = v.shape[-1], self.n_mem * n0
-        outs = []
-        if self.n_mem:
-            outs, k_mem, v_mem = self._memory(qk[..., :mem_tokens, :], v[:, :, :mem_tokens])
-            qk, v = qk[..., mem_tokens:, :], v[:, :, mem_tokens:]
-        q, k = qk.unbind(0)
-        q_abs, k_abs = apply_rotary(qk, self.cos, self.sin).unbind(0)
-        q_sink = apply_rotary(q, self.cos_q_sink, self.sin_q_sink)
-        k_sink = apply_rotary(k[:, :, :n0], self.cos_k_fixed[:n0], self.sin_k_fixed[:n0])
-        if self.n_mem:  # memory keys join the sink's fixed-position path
-            k_sink = torch.cat((k_sink, k_mem), dim=2)
-        q2 = torch.cat((q_abs, q_sink), dim=-1)  # (B, H, T, 2Dh)
-        k2_sink = torch.cat((torch.zeros_like(k_sink), k_sink), dim=-1)  # fixed-position path
-        k2 = torch.cat((k_abs, torch.zeros_like(k_abs)), dim=-1)  # relative path
+        mem_tokens = self.n_mem * n0
+        outs = self._memory(qk[..., :mem_tokens, :], v[:, :, :mem_tokens])
+        # The keys and values at fixed positions: the sink's (chunk 0), then the memory's.
+        fixed_k = torch.cat(
+            (qk[1, :, :, mem_tokens : mem_tokens + n0], qk[1, :, :, :mem_tokens]), 2
+        )
+        fixed_v = torch.cat((v[:, :, mem_tokens : mem_tokens + n0], v[:, :, :mem_tokens]), 2)
+        # Each reading chunk c >= 1 sees them rotated to its own distance: (B, n - 1, H, S, Dh).
+        fixed_k = apply_rotary(fixed_k[:, None], self.cos_fixed[:, None], self.sin_fixed[:, None])
+        qk, v = qk[..., mem_tokens:, :], v[:, :, mem_tokens:]
+        q, k = apply_rotary(qk, self.cos, self.sin).unbind(0)
         b = q.shape[0]
-        mask = self._mask(b, k2_sink.shape[2], q.device)
+        mask = self._mask(b, fixed_k.shape[3], q.device)
         chunks = self._chunks
-        outs.append(self._attend(chunks(q_abs, 0, 1), chunks(k_abs, 0, 1), v[:, :, :n0], dh))
-        # Values padded to the doubled query/key width: fused (flash) kernels need equal widths.
-        v = torch.cat((v, torch.zeros_like(v)), dim=-1)
-        sink_v = v[:, :, :n0]
-        if self.n_mem:
-            sink_v = torch.cat((sink_v, F.pad(v_mem, (0, dh))), dim=2)
+        outs.append(F.scaled_dot_product_attention(chunks(q, 0, 1), chunks(k, 0, 1), v[:, :, :n0]))
         for c in range(1, min(w, n - 1) + 1):  # the window is not full yet
-            keys = torch.cat((k2_sink, chunks(k2, 1, c + 1)), dim=2)
-            values = torch.cat((sink_v, chunks(v, 1, c + 1)), dim=2)
-            outs.append(self._attend(chunks(q2, c, c + 1), keys, values, dh, mask))
+            keys = torch.cat((fixed_k[:, c - 1], chunks(k, 1, c + 1)), dim=2)
+            values = torch.cat((fixed_v, chunks(v, 1, c + 1)), dim=2)
+            outs.append(self._attend(chunks(q, c, c + 1), keys, values, mask))
         m = n - 1 - w  # chunks w + 1 .. n - 1 have the same context shape: batch them
         if m > 0:
 
-            def windows(x: Tensor, sink: Tensor) -> Tensor:
+            def windows(x: Tensor, fixed: Tensor) -> Tensor:
                 parts = [chunks(x, c - w, c + 1) for c in range(w + 1, n)]
                 stacked = torch.stack(parts, 1)  # (B, m, H, (w + 1) n0, D)
-                sink = sink[:, None].expand(b, m, *sink.shape[1:])
-                return torch.cat((sink, stacked), dim=3).flatten(0, 1)
+                return torch.cat((fixed, stacked), dim=3).flatten(0, 1)
 
-            queries = chunks(q2, w + 1, n).unflatten(2, (m, n0)).transpose(1, 2).flatten(0, 1)
+            queries = chunks(q, w + 1, n).unflatten(2, (m, n0)).transpose(1, 2).flatten(0, 1)
             rows_mask = None if mask is None else mask.repeat_interleave(m, 0)
-            out = self._attend(queries, windows(k2, k2_sink), windows(v, sink_v), dh, rows_mask)
+            sink_v = fixed_v[:, None].expand(b, m, *fixed_v.shape[1:])
+            out = self._attend(queries, windows(k, fixed_k[:, w:]), windows(v, sink_v), rows_mask)
             outs.append(out.unflatten(0, (b, m)).transpose(1, 2).flatten(2, 3))
         return torch.cat(outs, dim=2)
 
-    def _memory(self, qk: Tensor, v: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
-        """The memory chunks' own attention, each at its slot's position, and their keys.
+    def _memory(self, qk: Tensor, v: Tensor) -> list[Tensor]:
+        """The memory chunks' own attention, each at its slot's position.
 
         Args:
             qk: The memory tokens' queries and keys ``(2, B, H, n_mem * n0, Dh)``.
             v: Their values ``(B, H, n_mem * n0, Dh)``.
 
         Returns:
-            One output per memory chunk, and the rotated keys and the values every later chunk
-            reads beside the sink's.
+            One output per memory chunk.
         """
         n0 = self.tokens_per_chunk
-        q_mem, k_mem = apply_rotary(qk, self.cos_k_fixed[n0:], self.sin_k_fixed[n0:]).unbind(0)
+        q_mem, k_mem = apply_rotary(qk, self.cos_mem, self.sin_mem).unbind(0)
         outs = []
-        for j in range(self.n_mem):
+        for j in range(self.n_mem):  # none without memory
             part = slice(j * n0, (j + 1) * n0)
             outs.append(
                 F.scaled_dot_product_attention(q_mem[:, :, part], k_mem[:, :, part], v[:, :, part])
             )
-        return outs, k_mem, v
+        return outs
 
     def _chunks(self, x: Tensor, first: int, end: int) -> Tensor:
         """Tokens of chunks ``first .. end - 1`` of ``x`` ``(B, H, T, D)``."""
         return x[:, :, first * self.tokens_per_chunk : end * self.tokens_per_chunk]
 
-    def _attend(
-        self, q: Tensor, k: Tensor, v: Tensor, width: int, mask: Tensor | None = None
-    ) -> Tensor:
-        """Attention of ``q`` to ``k`` and ``v``, the first ``width`` output channels.
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Attention of ``q`` to ``k`` and ``v``.
 
         ``mask`` ``(B, 1, 1, S)`` covers the first ``S`` keys (the sink's and memory's); the
         keys after them are all visible.
         """
         if mask is not None:
             mask = F.pad(mask, (0, k.shape[2] - mask.shape[-1]), value=True)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
-        return out[..., :width]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
     def _mask(self, b: int, fixed_keys: int, device: torch.device) -> Tensor | None:
         """``(B, 1, 1, fixed_keys)`` bool over the sink and memory keys; None: all visible."""
