@@ -228,6 +228,11 @@ def checkpoint_directory(
                     f"{err} Nor is {str(path)!r} a local directory, though {str(path.parent)!r} "
                     "is one: a mistyped checkpoint path?"
                 ) from err
+            if len(path.parts) == 1:  # "citywalkk": neither a folder here nor an owner/name id
+                raise FileNotFoundError(
+                    f"{err} Nor is there a directory {str(path)!r} in {str(Path.cwd())!r}; a "
+                    "Hub repo id is usually 'owner/name'."
+                ) from err
             raise
     return directory
 

@@ -411,6 +411,17 @@ def test_a_mistyped_local_path_that_looks_like_a_repo_id_says_so(
     assert message.count("ffline mode is on") == 1
 
 
+def test_a_bare_name_that_is_no_folder_here_nor_cached_says_where_it_looked(
+    tmp_path: Path, offline: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        from_pretrained("citywalkk", cache_dir=tmp_path / "hf")
+    message = str(info.value)
+    assert f"Nor is there a directory 'citywalkk' in {str(tmp_path)!r}" in message
+    assert "'owner/name'" in message
+
+
 def test_offline_from_huggingface_hub_constant(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
