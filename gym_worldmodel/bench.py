@@ -451,7 +451,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         type=positive_int,
         nargs="+",
         default=[5, 9, 17],
-        help="chunks per window (the teacher's default 5; self-forcing 8 and 16 own chunks + 1)",
+        help="chunks per window (the teacher's default 5; self-forcing's gradient pass after k "
+        "of its own chunks: k + 2)",
+    )
+    train.add_argument(
+        "--memory", action="store_true", help="a retrieved memory chunk per window (--memory)"
     )
     train.add_argument(
         "--dtype", nargs="+", choices=sorted(DTYPES), default=["bfloat16", "float32"]
@@ -487,7 +491,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         model = random_model(WorldModelConfig.tiny() if tiny else WorldModelConfig.compact())
-        results = train_benchmark(model, args.batch, args.chunks, args.dtype, args.repeats)
+        results = train_benchmark(
+            model, args.batch, args.chunks, args.dtype, args.repeats, args.memory
+        )
     elif args.what == "vae":
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         model = random_model(WorldModelConfig.tiny() if tiny else WorldModelConfig.compact())

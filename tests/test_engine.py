@@ -119,6 +119,52 @@ def test_cached_memory_equals_sequence_with_memory(tiny_model, steps):
     assert (plain[[0, 2], -fr:] - ref[[0, 2], -fr:]).abs().mean() > 1e-3  # valid memory is read
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"memory_chunks": 2},
+        {"window_chunks": 1},
+        {"chunk_frames": 1, "window_chunks": 3, "memory_chunks": 3},
+    ],
+)
+def test_cached_generation_equals_sequence_in_other_cache_layouts(overrides):
+    """The sequence path reads the sink and every memory slot at the cache's distances in other
+    layouts too: several memory slots, a 1-chunk window, 1-frame chunks; one row's memory masked
+    out; the window not yet full and full several times over."""
+    model = randomize(WorldModel(WorldModelConfig.tiny(**overrides)).eval())
+    dit, cfg = model.dit, model.dit.config
+    fr, slots = cfg.chunk_frames, cfg.memory_chunks
+    modality = torch.tensor([0, 1, 2])
+    gen = torch.Generator().manual_seed(7)
+    memory = torch.randn(3, slots * fr, *dit_latent_shape(cfg), generator=gen)
+    row_valid = torch.tensor([True, False, True])  # row 1's memory is masked out
+    for steps in (1, cfg.window_chunks + 1, cfg.window_chunks + 4):
+        cache, rollout = make_engine(model, 3)
+        actions = random_actions(rollout, 3, steps + 1, seed=steps)
+        probe = torch.randn(3, *rollout.latent_shape, generator=gen)
+        level = torch.tensor([0.9, 0.5, 0.1])
+        gens = RowGenerators([0, 1, 2])
+        with torch.no_grad():
+            chunks = [rollout.generate(cache, actions[0], modality, gens)]  # the sink
+            for slot in range(slots):
+                part = memory[:, slot * fr : (slot + 1) * fr]
+                dit.encode_memory(part, 0.0, modality, cache, slot, torch.arange(3))
+            cache.set_memory(row_valid[:, None].expand(3, slots))
+            chunks += [rollout.generate(cache, a, modality, gens) for a in actions[1:-1]]
+            cached = dit(probe, level, actions[-1], modality, cache)
+            seq = torch.cat([*chunks, probe], 1)
+            t = torch.cat([torch.zeros(3, steps), level[:, None]], 1)
+            acts = torch.cat(list(actions), 1)
+            ref = dit.forward_sequence(
+                seq, t, acts, modality, memory=memory, memory_valid=row_valid
+            )
+        assert (ref[:, -fr:] - cached).abs().max() <= 1e-4, steps
+
+
+def dit_latent_shape(cfg) -> tuple[int, int, int]:
+    return (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+
+
 def test_memory_slot_rejects_bad_shapes(tiny_model):
     cache, rollout = make_engine(tiny_model, 2)
     with pytest.raises(ValueError, match=r"memory validity must be \(2, 1\)"):

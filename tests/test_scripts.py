@@ -156,10 +156,11 @@ def test_vae_benchmark_smoke():
 
 def test_train_benchmark_times_a_training_step_per_window_and_dtype(tmp_path):
     report = tmp_path / "train.json"
-    args = ("train", "--tiny", "--batch", "3", "--chunks", "2", "5", "--repeats", "1")
+    args = ("train", "--tiny", "--batch", "3", "--chunks", "2", "5", "--repeats", "1", "--memory")
     text = run("-m", "gym_worldmodel.bench", *args, "--json", str(report))
     assert "5 chunks, bfloat16:" in text and "2 chunks,  float32:" in text
     figures = json.loads(report.read_text())
+    assert figures["memory"] is True and "a memory chunk" in text
     for key in ("bfloat16_chunks_2", "float32_chunks_2", "bfloat16_chunks_5", "float32_chunks_5"):
         assert figures[key]["seconds_per_step"] > 0
         assert figures[key]["windows_per_s"] == pytest.approx(3 / figures[key]["seconds_per_step"])

@@ -148,14 +148,14 @@ class SequenceAttention:
         self.cos, self.sin = rope.cos_sin(grid_positions(n_chunks * f, side).to(device))
         # Fixed-position keys (the sink at 0, memory slot m at (1 + m) F) as chunk c >= 1 reads
         # them: moved by c F - P, so they lie as far before its queries as in the cache.
-        n_fixed = config.tokens_per_chunk
         fixed_at = grid_positions((1 + memory_chunks) * f, side)
-        moves = torch.arange(1, max(n_chunks, 2), dtype=fixed_at.dtype) * f - config.context_frames
+        moves = torch.arange(1, n_chunks, dtype=fixed_at.dtype) * f - config.context_frames
         moved = fixed_at.expand(len(moves), -1, -1).clone()
         moved[..., 0] += moves[:, None]
         self.cos_fixed, self.sin_fixed = rope.cos_sin(moved.to(device))  # (n - 1, S, Dh)
-        # The memory chunks' own attention, each at its slot: rows 1.. of the positions at 0.
-        self.cos_mem, self.sin_mem = rope.cos_sin(fixed_at[n_fixed:].to(device))
+        # The memory chunks' own attention: their slots' positions (after the sink's), not moved.
+        sink_tokens = config.tokens_per_chunk
+        self.cos_mem, self.sin_mem = rope.cos_sin(fixed_at[sink_tokens:].to(device))
         self.n_chunks, self.window, self.n_mem = n_chunks, config.window_chunks, memory_chunks
         self.memory_valid = memory_valid
 
@@ -176,15 +176,15 @@ class SequenceAttention:
         )
         fixed_v = torch.cat((v[:, :, mem_tokens : mem_tokens + n0], v[:, :, :mem_tokens]), 2)
         # Each reading chunk c >= 1 sees them rotated to its own distance: (B, n - 1, H, S, Dh).
-        fixed_k = apply_rotary(fixed_k[:, None], self.cos_fixed[:, None], self.sin_fixed[:, None])
+        read_k = apply_rotary(fixed_k[:, None], self.cos_fixed[:, None], self.sin_fixed[:, None])
         qk, v = qk[..., mem_tokens:, :], v[:, :, mem_tokens:]
         q, k = apply_rotary(qk, self.cos, self.sin).unbind(0)
         b = q.shape[0]
-        mask = self._mask(b, fixed_k.shape[3], q.device)
+        mask = self._mask(b, fixed_k.shape[2], q.device)
         chunks = self._chunks
         outs.append(F.scaled_dot_product_attention(chunks(q, 0, 1), chunks(k, 0, 1), v[:, :, :n0]))
         for c in range(1, min(w, n - 1) + 1):  # the window is not full yet
-            keys = torch.cat((fixed_k[:, c - 1], chunks(k, 1, c + 1)), dim=2)
+            keys = torch.cat((read_k[:, c - 1], chunks(k, 1, c + 1)), dim=2)
             values = torch.cat((fixed_v, chunks(v, 1, c + 1)), dim=2)
             outs.append(self._attend(chunks(q, c, c + 1), keys, values, mask))
         m = n - 1 - w  # chunks w + 1 .. n - 1 have the same context shape: batch them
@@ -197,8 +197,9 @@ class SequenceAttention:
 
             queries = chunks(q, w + 1, n).unflatten(2, (m, n0)).transpose(1, 2).flatten(0, 1)
             rows_mask = None if mask is None else mask.repeat_interleave(m, 0)
-            sink_v = fixed_v[:, None].expand(b, m, *fixed_v.shape[1:])
-            out = self._attend(queries, windows(k, fixed_k[:, w:]), windows(v, sink_v), rows_mask)
+            fixed_v_rows = fixed_v[:, None].expand(b, m, *fixed_v.shape[1:])
+            keys, values = windows(k, read_k[:, w:]), windows(v, fixed_v_rows)
+            out = self._attend(queries, keys, values, rows_mask)
             outs.append(out.unflatten(0, (b, m)).transpose(1, 2).flatten(2, 3))
         return torch.cat(outs, dim=2)
 
