@@ -12,17 +12,19 @@ space (what you would pass to ``env.step``):
                                       ``gym_worldmodel.envs.pose`` (camera: x m, y m, yaw deg,
                                       pitch deg; driving: x m, y m, heading deg, speed m/s)
 
-This source hands them to ``collect`` one episode per seed (episode ``seed % count``, in file
-name order), with the actions encoded by the world's action head into the model action vectors
-a dataset holds, and the card fields the training recipes check (world, modality, frame size,
-frame rate, action width). With the recordings in ``my_recordings/``::
+This source hands them to ``collect`` one episode per seed (recording number ``seed``, in file
+name order; a seed past the last recording is refused, since a recording taken twice could be
+both a training and a held-out episode), with the actions encoded by the world's action head
+into the model action vectors a dataset holds, and the card fields the training recipes check
+(world, modality, frame size, frame rate, action width). With the recordings in ``my_recordings/``::
 
     PYTHONPATH=examples gym-worldmodel collect --source own_data_source:Recordings \\
         --source-option folder=my_recordings --source-option world=robot \\
         --out data/my-robot --episodes 40 --steps 100 --heldout-every 10
 
-``--episodes`` is how many to take (each recording once when it equals their number), ``--steps``
-the actions of each: a recording shorter than that is refused with its name.
+``--episodes`` is how many to take, at most the number of recordings (with the default
+``--seed 0``), ``--steps`` the actions of each: a recording shorter than that, or whose actions
+the world's action space refuses, is refused with its name.
 """
 
 from __future__ import annotations
@@ -71,8 +73,15 @@ class Recordings:
         }
 
     def rollout(self, seed: int, steps: int) -> Episode:
-        """The first ``steps`` actions of recording ``seed % count`` and the frames they led to."""
-        path = self.files[seed % len(self.files)]
+        """The first ``steps`` actions of recording number ``seed`` and the frames they led to."""
+        if not 0 <= seed < len(self.files):
+            raise DatasetError(
+                f"episode seed {seed}: {self.info['folder']} holds {len(self.files)} recordings "
+                f"(seeds 0-{len(self.files) - 1}): ask for at most {len(self.files)} episodes "
+                "with --seed 0 (a recording taken twice could be both a training and a "
+                "held-out episode)"
+            )
+        path = self.files[seed]
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
         frames = arrays.pop("frames")
@@ -94,13 +103,19 @@ class Recordings:
             actions = {k: v[:steps] for k, v in actions.items()}
         else:
             actions = actions[:steps]
-        vectors = head.encode(actions, batch=steps, frames=1)[:, 0]  # (steps, width)
+        try:
+            vectors = head.encode(actions, batch=steps, frames=1)[:, 0]  # (steps, width)
+        except ValueError as err:  # ActionError: out of range, wrong shape or dtype
+            raise DatasetError(f"{path}: its actions: {err}") from err
         frames = frames[: steps + 1]
         if frames.shape[1:3] != (FRAME_SIZE, FRAME_SIZE):
             frames = resize_frames(frames, FRAME_SIZE)
-        return Episode(
-            frames=frames,
-            actions=vectors.astype(np.float32),
-            poses=None if poses is None else np.asarray(poses[: steps + 1], np.float64),
-            seed=seed,
-        )
+        try:
+            return Episode(
+                frames=frames,
+                actions=vectors.astype(np.float32),
+                poses=None if poses is None else np.asarray(poses[: steps + 1], np.float64),
+                seed=seed,
+            )
+        except DatasetError as err:  # poses of the wrong shape
+            raise DatasetError(f"{path}: {err}") from err

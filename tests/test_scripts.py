@@ -426,6 +426,24 @@ def test_own_recordings_become_a_dataset_the_recipes_take(tmp_path):
         [sys.executable, *args, "--steps", "9"], cwd=ROOT, capture_output=True, text=True, env=env
     )
     assert "ep0.npz: 7 frames, fewer than --steps 9 + 1" in done.stderr
+    # More episodes than recordings: a recording would be both training and held-out data.
+    args[args.index("--out") + 1] = str(tmp_path / "more")
+    args[args.index("--episodes") + 1] = "4"
+    done = subprocess.run(
+        [sys.executable, *args, "--steps", "6"], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert "episode seed 3:" in done.stderr and "holds 3 recordings" in done.stderr
+    # Actions out of the world's range: the recording is named.
+    with np.load(folder / "ep1.npz") as data:
+        arrays = dict(data)
+    arrays["world_vector"] = arrays["world_vector"] * 3
+    np.savez(folder / "ep1.npz", **arrays)
+    args[args.index("--out") + 1] = str(tmp_path / "loud")
+    args[args.index("--episodes") + 1] = "3"
+    done = subprocess.run(
+        [sys.executable, *args, "--steps", "6"], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert "ep1.npz: its actions:" in done.stderr
 
 
 def test_train_commands_budget_recipe(tmp_path):

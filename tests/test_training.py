@@ -222,6 +222,20 @@ def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch, caps
     assert "is an option of train teacher, not of" in capsys.readouterr().err
 
 
+def test_a_budget_self_forcing_run_trains_its_probe_20_steps_only_when_it_has_one(monkeypatch):
+    """Without --action-weight there is no probe: its steps stay the default, so the run
+    extends with --steps N --batch-size 4 as the other stages do."""
+    from gym_worldmodel.cli.train import _run_stage, _train_parser
+    from gym_worldmodel.training import recipes
+
+    seen = []
+    monkeypatch.setattr(recipes, "train_self_forcing", lambda *a, **kw: seen.append(kw))
+    argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--budget"]
+    for extra in ([], ["--action-weight", "0.2"]):
+        _run_stage(_train_parser().parse_args([*argv, *extra]), TrainConfig(), progress=False)
+    assert [kw["probe_steps"] for kw in seen] == [600, 20]
+
+
 def test_an_unknown_or_absent_training_device_is_a_usage_error(monkeypatch):
     argv = ["teacher", "--data", "d", "--out", "o", "--init", "i", "--device"]
     with pytest.raises(SystemExit, match="--device takes a torch device"):
@@ -485,6 +499,31 @@ def test_a_recipe_call_is_one_run_whatever_the_stage_that_checkpointed(tmp_path,
     recipe([tmp_path / "data"], tmp_path / "run", train)
     identity = run_identity("r", {"note": "camera", "names": ["camera"]}, paths={"data"})
     assert identity == {"recipe": "r", "note": "camera", "names": ["camera"]}
+
+
+def test_a_resumed_run_says_when_the_checkpoint_it_started_from_has_other_weights(tmp_path, capsys):
+    """Checkpoints are named by path (a teacher still training rewrites its model in place):
+    a resume goes on, and says which checkpoint now holds other weights."""
+    from gym_worldmodel.training.runs import seeded
+
+    @seeded
+    def recipe(data: Sequence[Path], init: str | Path, run_dir: Path, train):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoint.pt").write_bytes(b"")
+
+    teacher = tmp_path / "teacher" / "model"
+    teacher.mkdir(parents=True)
+    (teacher / "model.safetensors").write_bytes(b"weights at step 20")
+    (tmp_path / "data").mkdir()
+    args = ([tmp_path / "data"], teacher, tmp_path / "student", TrainConfig(steps=1))
+    recipe(*args)
+    recipe(*args)  # resumed, the teacher unchanged: nothing to say
+    assert "note:" not in capsys.readouterr().out
+    (teacher / "model.safetensors").write_bytes(b"weights at step 25")
+    recipe(*args)
+    out = capsys.readouterr().out
+    assert f"note: init: {teacher} holds other weights than when" in out
+    assert "reads the checkpoint as it is now" in out
 
 
 def test_a_run_record_without_a_newer_keyword_is_the_same_call_at_its_default(tmp_path):

@@ -357,7 +357,7 @@ def _run_stage(args: argparse.Namespace, train: Any, progress: bool) -> None:
             nfe=args.nfe,
             config=config,
             memory=args.memory,
-            probe_steps=20 if args.budget else args.probe_steps,
+            probe_steps=20 if args.budget and args.action_weight else args.probe_steps,
             balanced=args.balanced,
             anchor_motion=args.anchor_motion,
             anchor_ego=args.anchor_ego,

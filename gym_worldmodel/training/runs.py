@@ -59,16 +59,57 @@ def seeded(recipe: Callable) -> Callable:
             run_identity(recipe.__name__, defaults, paths),
             paths,
         )
+        note_changed_checkpoints(run_dir, {k: arguments[k] for k in paths if k in arguments})
         try:
             return call()
         except BaseException:
             if not _started(run_dir):  # refused or failed before a checkpoint of any stage
                 (run_dir / "run.json").unlink(missing_ok=True)
+                (run_dir / CHECKPOINTS_RECORD).unlink(missing_ok=True)
                 if created and not any(run_dir.iterdir()):
                     run_dir.rmdir()
             raise
 
     return run
+
+
+#: Where a run records the weights of the checkpoints it started from (``--init``, a teacher).
+CHECKPOINTS_RECORD = "checkpoints.json"
+
+
+def note_changed_checkpoints(run_dir: Path, path_arguments: dict) -> None:
+    """Say so when a checkpoint a resumed run started from holds other weights now.
+
+    Checkpoints are named by path in the run's identity (:func:`run_identity`): a teacher still
+    training rewrites its ``model`` in place, and a student may go on distilling from it. The
+    SHA-256 of each checkpoint's weights is recorded when the run starts (in
+    ``<run>/checkpoints.json``); a resume whose checkpoint's weights differ prints which, and
+    goes on.
+    """
+    weights = {}
+    for name, value in path_arguments.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            file = Path(str(item)).expanduser() / "model.safetensors"
+            if item is not None and file.is_file():
+                weights[f"{name}: {item}"] = sha256(file)
+    record = run_dir / CHECKPOINTS_RECORD
+    if not _started(run_dir) or not record.is_file():
+        if weights:
+            text = json.dumps(weights, indent=1) + "\n"
+            atomic_write(record, lambda f: f.write(text.encode()))
+        return
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return  # a record that cannot be read: nothing to compare with
+    for key, digest in weights.items():
+        if key in saved and saved[key] != digest:
+            print(
+                f"note: {key} holds other weights than when {run_dir} started (it was trained "
+                "or replaced since); the run resumes from its own checkpoint and reads the "
+                "checkpoint as it is now",
+                flush=True,
+            )
 
 
 #: Recipe arguments that do not make another run: where it goes, how it shows progress, and
