@@ -73,6 +73,11 @@ def collect_main(argv: Sequence[str]) -> None:
         for split in ("train", "heldout")
     }
     print(f"{args.out}: {counts['train']} train and {counts['heldout']} held-out episodes")
+    if not counts["heldout"]:
+        print(
+            f"(none held out: every {args.heldout_every}th episode is, and `eval` reads only "
+            "those: collect more episodes or give a smaller --heldout-every)"
+        )
     if sum(counts.values()) > args.episodes:
         print(
             f"(it held more than --episodes {args.episodes} already: a dataset only grows, "

@@ -487,6 +487,12 @@ class WorldModelConfig:
     def check_trained(self, modality: str, world: str) -> None:
         """Refuse to run ``world`` (of ``modality``) with a denoiser that never learned it."""
         trained = self.trained_modalities
+        if trained is not None and not trained:
+            raise ValueError(
+                f"this model's denoiser is untrained (a VAE run's checkpoint): the {world} world "
+                f"needs a denoiser trained on {modality} data: `gym-worldmodel train teacher "
+                "--init` this checkpoint, then a student or self-forcing (docs/training.md)"
+            )
         if trained is not None and modality not in trained:
             raise ValueError(
                 f"this model's denoiser was trained on {list(trained) or 'no'} actions, not on "

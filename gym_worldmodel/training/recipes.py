@@ -68,7 +68,10 @@ def train_vae(
             config, fps=rates.pop() if rates else config.fps, trained_modalities=()
         )  # the denoiser is untrained yet
     except ValueError as err:
-        raise DatasetError(f"{err}: a step is one chunk; record the data at such a rate") from err
+        where = ", ".join(str(d) for d in data)
+        raise DatasetError(
+            f"{where}: {err}: a step is one chunk; record the data at such a rate"
+        ) from err
     check_datasets(config, data)
     episodes = [ep for d in data for ep in load_episodes(Path(d), "train")]
     model = WorldModel(config).to(train.device)
