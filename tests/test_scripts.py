@@ -369,7 +369,10 @@ def test_collect_command_with_a_custom_source_resumes(tmp_path):
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
     few = run(*args[:6], str(tmp_path / "few"), *args[7:], "--episodes", "3", env=env)
-    assert "3 train and 0 held-out episodes" in few and "none held out: every 4th" in few
+    assert (
+        "3 train and 0 held-out episodes" in few
+        and "none held out: one episode in every 4 is" in few
+    )
     first = run(*args, "--episodes", "4", env=env)
     assert "3 train and 1 held-out episodes" in first and "none held out" not in first
     again = run(*args, "--episodes", "6", env=env)  # resumes: only the two new episodes

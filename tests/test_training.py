@@ -501,7 +501,9 @@ def test_a_recipe_call_is_one_run_whatever_the_stage_that_checkpointed(tmp_path,
     assert identity == {"recipe": "r", "note": "camera", "names": ["camera"]}
 
 
-def test_a_resumed_run_says_when_the_checkpoint_it_started_from_has_other_weights(tmp_path, capsys):
+def test_a_resumed_run_says_when_the_checkpoint_it_started_from_has_other_weights(
+    tmp_path, capsys, monkeypatch
+):
     """Checkpoints are named by path (a teacher still training rewrites its model in place):
     a resume goes on, and says which checkpoint now holds other weights."""
     from gym_worldmodel.training.runs import seeded
@@ -522,8 +524,11 @@ def test_a_resumed_run_says_when_the_checkpoint_it_started_from_has_other_weight
     (teacher / "model.safetensors").write_bytes(b"weights at step 25")
     recipe(*args)
     out = capsys.readouterr().out
-    assert f"note: init: {teacher} holds other weights than when" in out
-    assert "reads the checkpoint as it is now" in out
+    assert f"note: init {teacher} holds other weights than when" in out
+    assert "reads that checkpoint as it is now" in out
+    monkeypatch.chdir(teacher.parent)  # the same checkpoint, named another way
+    recipe(args[0], Path("model/"), *args[2:])
+    assert "note: init model holds other weights" in capsys.readouterr().out
 
 
 def test_a_run_record_without_a_newer_keyword_is_the_same_call_at_its_default(tmp_path):
@@ -1099,7 +1104,7 @@ def test_a_checkpoint_records_the_modalities_its_denoiser_learned(tmp_path):
     WorldModelVectorEnv(1, world="citywalk", model=saved)  # the world it learned
     with pytest.raises(ValueError, match=r"trained on \['camera'\] actions, not on robot"):
         WorldModelVectorEnv(1, world="robot", model=saved)
-    with pytest.raises(ValueError, match=r"denoiser is untrained .* train teacher --init"):
+    with pytest.raises(ValueError, match=r"denoiser is untrained .* train teacher --data"):
         WorldModelVectorEnv(1, world="citywalk", model=tmp_path / "vae" / "model")
     with pytest.raises(ValueError, match=r"trained_modalities \['arm'\] are not among"):
         dataclasses.replace(teacher.config, trained_modalities=("arm",))

@@ -75,8 +75,9 @@ def collect_main(argv: Sequence[str]) -> None:
     print(f"{args.out}: {counts['train']} train and {counts['heldout']} held-out episodes")
     if not counts["heldout"]:
         print(
-            f"(none held out: every {args.heldout_every}th episode is, and `eval` reads only "
-            "those: collect more episodes or give a smaller --heldout-every)"
+            f"(none held out: one episode in every {args.heldout_every} is, and `eval` reads "
+            "only those: collect more episodes, or collect into a new --out with a smaller "
+            "--heldout-every)"
         )
     if sum(counts.values()) > args.episodes:
         print(

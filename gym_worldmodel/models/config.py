@@ -490,12 +490,14 @@ class WorldModelConfig:
         if trained is not None and not trained:
             raise ValueError(
                 f"this model's denoiser is untrained (a VAE run's checkpoint): the {world} world "
-                f"needs a denoiser trained on {modality} data: `gym-worldmodel train teacher "
-                "--init` this checkpoint, then a student or self-forcing (docs/training.md)"
+                f"needs one trained on {modality} data: `gym-worldmodel train teacher --data "
+                "<data> --init <this checkpoint>`, then a student or self-forcing "
+                "(docs/training.md; a record that is wrong can be edited: trained_modalities in "
+                "config.json)"
             )
         if trained is not None and modality not in trained:
             raise ValueError(
-                f"this model's denoiser was trained on {list(trained) or 'no'} actions, not on "
+                f"this model's denoiser was trained on {list(trained)} actions, not on "
                 f"{modality} actions: the {world} world needs a model trained on {modality} "
                 "data (a record that is wrong can be edited: trained_modalities in config.json)"
             )

@@ -59,8 +59,8 @@ def seeded(recipe: Callable) -> Callable:
             run_identity(recipe.__name__, defaults, paths),
             paths,
         )
-        note_changed_checkpoints(run_dir, {k: arguments[k] for k in paths if k in arguments})
         try:
+            note_changed_checkpoints(run_dir, {k: arguments[k] for k in paths if k in arguments})
             return call()
         except BaseException:
             if not _started(run_dir):  # refused or failed before a checkpoint of any stage
@@ -78,25 +78,29 @@ CHECKPOINTS_RECORD = "checkpoints.json"
 
 
 def note_changed_checkpoints(run_dir: Path, path_arguments: dict) -> None:
-    """Say so when a checkpoint a resumed run started from holds other weights now.
+    """Say so when a local checkpoint a resumed run started from holds other weights now.
 
     Checkpoints are named by path in the run's identity (:func:`run_identity`): a teacher still
     training rewrites its ``model`` in place, and a student may go on distilling from it. The
-    SHA-256 of each checkpoint's weights is recorded when the run starts (in
-    ``<run>/checkpoints.json``); a resume whose checkpoint's weights differ prints which, and
-    goes on.
+    SHA-256 of the weights of each checkpoint directory among the path arguments is recorded
+    when the run starts (``<run>/checkpoints.json``; a run started before that record existed
+    gets it at its next resume); each resume whose checkpoint's weights differ from the record
+    prints which, and goes on. A Hub repo id is not followed.
     """
-    weights = {}
+    weights, shown = {}, {}
     for name, value in path_arguments.items():
         for item in value if isinstance(value, (list, tuple)) else [value]:
             file = Path(str(item)).expanduser() / "model.safetensors"
             if item is not None and file.is_file():
-                weights[f"{name}: {item}"] = sha256(file)
+                key = f"{name}: {file.parent.resolve()}"  # however the path was spelled
+                weights[key], shown[key] = sha256(file), f"{name} {item}"
     record = run_dir / CHECKPOINTS_RECORD
     if not _started(run_dir) or not record.is_file():
         if weights:
             text = json.dumps(weights, indent=1) + "\n"
             atomic_write(record, lambda f: f.write(text.encode()))
+        else:  # one left by a first attempt that stopped before its first checkpoint
+            record.unlink(missing_ok=True)
         return
     try:
         saved = json.loads(record.read_text())
@@ -105,9 +109,9 @@ def note_changed_checkpoints(run_dir: Path, path_arguments: dict) -> None:
     for key, digest in weights.items():
         if key in saved and saved[key] != digest:
             print(
-                f"note: {key} holds other weights than when {run_dir} started (it was trained "
-                "or replaced since); the run resumes from its own checkpoint and reads the "
-                "checkpoint as it is now",
+                f"note: {shown[key]} holds other weights than when {run_dir} started (it was "
+                "trained or replaced since); the run resumes from its own checkpoint and reads "
+                "that checkpoint as it is now",
                 flush=True,
             )
 
