@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from gym_worldmodel.files import atomic_write
+from gym_worldmodel.hub import WEIGHTS_NAME
 from gym_worldmodel.sources.episodes import CARD, sha256
 
 
@@ -90,7 +91,7 @@ def note_changed_checkpoints(run_dir: Path, path_arguments: dict) -> None:
     weights, shown = {}, {}
     for name, value in path_arguments.items():
         for item in value if isinstance(value, (list, tuple)) else [value]:
-            file = Path(str(item)).expanduser() / "model.safetensors"
+            file = Path(str(item)).expanduser() / WEIGHTS_NAME
             if item is not None and file.is_file():
                 key = f"{name}: {file.parent.resolve()}"  # however the path was spelled
                 weights[key], shown[key] = sha256(file), f"{name} {item}"
