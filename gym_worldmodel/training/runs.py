@@ -91,8 +91,8 @@ def note_changed_checkpoints(run_dir: Path, path_arguments: dict) -> None:
     weights, shown = {}, {}
     for name, value in path_arguments.items():
         for item in value if isinstance(value, (list, tuple)) else [value]:
-            file = Path(str(item)).expanduser() / WEIGHTS_NAME
-            if item is not None and file.is_file():
+            file = None if item is None else Path(item).expanduser() / WEIGHTS_NAME
+            if file is not None and file.is_file():
                 key = f"{name}: {file.parent.resolve()}"  # however the path was spelled
                 weights[key], shown[key] = sha256(file), f"{name} {item}"
     record = run_dir / CHECKPOINTS_RECORD
