@@ -232,7 +232,7 @@ def test_a_budget_self_forcing_run_trains_its_probe_20_steps_only_when_it_has_on
     monkeypatch.setattr(recipes, "train_self_forcing", lambda *a, **kw: seen.append(kw))
     argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--budget"]
     for extra in ([], ["--action-weight", "0.2"]):
-        _run_stage(_train_parser().parse_args([*argv, *extra]), TrainConfig(), progress=False)
+        _run_stage(_train_parser()[0].parse_args([*argv, *extra]), TrainConfig(), progress=False)
     assert [kw["probe_steps"] for kw in seen] == [600, 20]
 
 
@@ -724,6 +724,25 @@ def test_train_takes_a_repo_id_for_its_checkpoints_and_budget_alone(monkeypatch,
         with pytest.raises(SystemExit):
             train_main([*argv, "--budget", *more])
         assert f"pair steps): drop {named}\n" in capsys.readouterr().err
+
+
+def test_each_train_stage_lists_only_its_own_options_and_refuses_a_bad_cooldown(capsys):
+    from gym_worldmodel.cli.train import STAGE_OPTIONS, STAGES
+
+    for stage in STAGES:
+        with pytest.raises(SystemExit):
+            train_main([stage, "--help"])
+        listed = capsys.readouterr().out
+        for flag, stages in STAGE_OPTIONS.items():
+            assert (f"  {flag} " in listed) == (stage in stages), (stage, flag)
+        assert "  --steps " in listed and "  --no-progress " in listed  # every stage's
+    with pytest.raises(SystemExit):
+        train_main(["--help"])
+    listed = capsys.readouterr().out
+    assert all(f"\n    {stage}" in listed for stage in STAGES)
+    with pytest.raises(SystemExit):
+        train_main(["teacher", "--data", "d", "--out", "o", "--init", "i", "--cooldown", "1.5"])
+    assert "argument --cooldown: must be" in capsys.readouterr().err
 
 
 def test_anchor_motion_is_fitted_to_how_the_actions_move_the_picture():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,243 +17,345 @@ from gym_worldmodel.cli.argtypes import (
     positive_int,
 )
 
-#: ``train`` options that only some stages read (others are checked in ``train_main``).
-STAGE_OPTIONS = {
-    "--preset": ("vae",),
-    "--init": ("decoder", "teacher", "student", "flow", "self-forcing"),
-    "--nfe": ("student", "self-forcing"),
-    "--memory": ("teacher", "student", "self-forcing"),
-    "--student-init": ("student",),
-    "--pair-steps": ("flow",),
-    **{
-        flag: ("teacher",)
-        for flag in (
-            "--frame-anchor",
-            "--anchor-sigma",
-            "--clean-anchors",
-            "--motion-focus",
-            "--action-scale",
-            "--memory-only",
-        )
-    },
-    **{
-        flag: ("self-forcing",)
-        for flag in (
-            "--memory-gap",
-            "--max-chunks",
-            "--action-weight",
-            "--motion-weight",
-            "--shift-weight",
-            "--adversarial-weight",
-            "--probe-steps",
-            "--balanced",
-            "--anchor-motion",
-            "--anchor-ego",
-        )
-    },
+#: Defaults of the options ``--budget`` replaces (left unset, so a given one is refused with it).
+STEPS, BATCH_SIZE, PROBE_STEPS = 10_000, 32, 600
+#: What ``--budget`` runs instead: steps, batch size, probe or pair-net steps.
+BUDGET = 20, 4, 20
+
+#: The stages of the recipe, in order, each with what it trains.
+STAGES = {
+    "vae": "the autoencoder, the first stage",
+    "decoder": "fine-tune a world's VAE decoder on --data (its encoder and denoiser kept)",
+    "teacher": "the flow-matching teacher, on a VAE's latents",
+    "student": "distil a few-step student from a teacher",
+    "flow": "a flow warp that moves a world's anchors by its actions (DiTConfig.anchor_flow)",
+    "self-forcing": "fine-tune a world on its own rollouts",
 }
+_ALL = tuple(STAGES)
+_AFTER_VAE = _ALL[1:]
+_MEMORY = ("teacher", "student", "self-forcing")
 
-
-def _train_parser() -> argparse.ArgumentParser:
-    """``gym-worldmodel train``'s options."""
-    parser = argparse.ArgumentParser(prog="gym-worldmodel train")
-    parser.add_argument(
-        "stage", choices=["vae", "decoder", "teacher", "student", "flow", "self-forcing"]
-    )
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
-    parser.add_argument(
-        "--out", type=Path, required=True, help="run directory (resumes if present)"
-    )
-    parser.add_argument(
+#: Each ``train`` option: the stages that take it, its flag, and ``add_argument``'s keywords
+#: (``help`` may name a text per stage). A stage's ``--help`` lists only its own.
+_OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
+    (_ALL, "--data", dict(type=Path, nargs="+", required=True, help="dataset directories")),
+    (_ALL, "--out", dict(type=Path, required=True, help="run directory (resumes if present)")),
+    (
+        _AFTER_VAE,
         "--init",
-        help="a checkpoint directory or Hugging Face repo id; teacher: the VAE checkpoint "
-        "(<vae run>/model); student: the teacher's; self-forcing: the model to fine-tune; "
-        "decoder: the world whose VAE decoder to fine-tune (encoder and DiT kept); flow: the "
-        "world whose anchors the flow warp will move",
-    )
-    parser.add_argument(
+        dict(
+            help={
+                "decoder": "the world whose VAE decoder to fine-tune: a checkpoint directory or "
+                "Hugging Face repo id",
+                "teacher": "the VAE run's checkpoint (<vae run>/model)",
+                "student": "the teacher's checkpoint (<teacher run>/model)",
+                "flow": "the world whose anchors the flow warp will move",
+                "self-forcing": "the world to fine-tune: a checkpoint directory or Hugging Face "
+                "repo id",
+            },
+        ),
+    ),
+    (
+        ("vae",),
         "--preset",
-        choices=["compact", "default", "tiny"],
-        default="compact",
-        help="vae: model size (compact is what the shipped worlds use)",
-    )
-    parser.add_argument(
+        dict(
+            choices=["compact", "default", "tiny"],
+            default="compact",
+            help="model size (compact is what the shipped worlds use; tiny: 32x32 frames)",
+        ),
+    ),
+    (
+        ("student",),
         "--nfe",
-        type=denoiser_passes,
-        help="student, self-forcing: denoising steps of the checkpoint (default: student 3, "
-        "self-forcing 1, as the shipped worlds)",
-    )
-    parser.add_argument(
-        "--max-chunks",
-        type=non_negative_int,
-        default=6,
-        help="self-forcing: most chunks the model generates itself before the trained one",
-    )
-    parser.add_argument(
-        "--action-weight",
-        type=non_negative_float,
-        default=0.0,
-        help="self-forcing: weight of a latent inverse-dynamics probe's error on each predicted "
-        "chunk (the chunk must show its action; the probe is trained first on the recorded "
-        "latents)",
-    )
-    parser.add_argument(
-        "--motion-weight",
-        type=non_negative_float,
-        default=0.0,
-        help="self-forcing: weight of the error of each predicted chunk's motion (mean latent "
-        "change per frame) against the recorded chunk's, so the world moves as fast as the "
-        "simulator did",
-    )
-    parser.add_argument(
-        "--shift-weight",
-        type=non_negative_float,
-        default=0.0,
-        help="self-forcing: weight of the error of each predicted frame's coherent shift "
-        "(latent pixels, a soft whole-pixel search) against the recorded frame's",
-    )
-    parser.add_argument(
-        "--adversarial-weight",
-        type=non_negative_float,
-        default=0.0,
-        help="self-forcing: weight of a chunk critic's verdict on each chunk the model outputs at "
-        "run time (the critic is trained alongside to tell them from recorded chunks, so a "
-        "blurred chunk costs something)",
-    )
-    parser.add_argument(
-        "--probe-steps",
-        type=positive_int,
-        default=600,
-        help="self-forcing, with --action-weight: training steps of that probe",
-    )
-    parser.add_argument(
+        dict(type=denoiser_passes, default=3, help="denoising steps of the student (1 to 8)"),
+    ),
+    (
+        ("self-forcing",),
+        "--nfe",
+        dict(
+            type=denoiser_passes,
+            default=1,
+            help="denoising steps of the checkpoint (1 to 8; the shipped worlds run 1, driving 2)",
+        ),
+    ),
+    (
+        ("student",),
+        "--student-init",
+        dict(help="fine-tune this student (directory or repo id), not a copy of the teacher"),
+    ),
+    (
+        _MEMORY,
         "--memory",
-        action="store_true",
-        help="teacher/student/self-forcing: train with retrieved spatial-memory chunks (worlds "
-        "with a pose)",
-    )
-    parser.add_argument(
-        "--balanced",
-        action="store_true",
-        help="self-forcing: draw each world (modality) equally often, not in proportion to its "
-        "frames (the robot and driving sets are a fraction of the city walk's)",
-    )
-    parser.add_argument(
-        "--student-init", help="student: fine-tune this student (directory or repo id), not a copy"
-    )
-    parser.add_argument(
-        "--frame-anchor",
-        action="store_true",
-        help="teacher: add the frame anchor (a direct path from the previous frame) to an "
-        "--init that has none; it starts at zero, so training begins from the same model",
-    )
-    parser.add_argument(
-        "--anchor-sigma",
-        type=positive_float,
-        metavar="SIGMA",
-        help="teacher: predict each frame as a change from the previous frame, with a prior of "
-        "this std (scaled latent units) around it (DiTConfig.anchor_sigma); the output layer "
-        "restarts at zero, so training begins from repeating the last frame",
-    )
-    parser.add_argument(
-        "--anchor-motion",
-        action="store_true",
-        help="self-forcing: move each frame's anchor by the image shift its actions imply "
-        "(DiTConfig.anchor_motion), fitted to the recorded frames of each world whose picture "
-        "moves with its actions",
-    )
-    parser.add_argument(
-        "--anchor-ego",
-        action="store_true",
-        help="self-forcing: the driving world's anchors move with the car, by the shift its "
-        "pose integrated from the actions implies (DiTConfig.anchor_ego), instead of a "
-        "learned flow",
-    )
-    parser.add_argument(
-        "--clean-anchors",
-        action="store_true",
-        help="teacher: anchor every chunk to the clean previous recorded frame, as the env "
-        "anchors to the frame it wrote, also where the history is noised",
-    )
-    parser.add_argument(
-        "--motion-focus",
-        type=non_negative_float,
-        default=0.0,
-        metavar="WEIGHT",
-        help="teacher: weight the flow loss towards where the picture was moving just before "
-        "each chunk, so a small moving part (a robot arm, a car) and the action that moves it "
-        "count (1: the tenth of the robot's places that moved most carries about 40%% of it)",
-    )
-    parser.add_argument(
-        "--action-scale",
-        action="store_true",
-        help="teacher: rescale each action dimension to unit spread over --data before its "
-        "projector (DiTConfig.action_scale; the model's output unchanged at the start), so a "
-        "robot's 5 mm moves are learned as fast as its gripper",
-    )
-    parser.add_argument(
-        "--memory-gap",
-        type=non_negative_int,
-        default=0,
-        metavar="FRAMES",
-        help="self-forcing, with --memory: the retrieved chunk ends at least this many frames "
-        "before the window's last frame (default 0: any chunk before the window); 250, the "
-        "revisit benchmark's gap, trains on places left long ago",
-    )
-    parser.add_argument(
+        dict(
+            action="store_true",
+            help="train with retrieved spatial-memory chunks (worlds with a pose)",
+        ),
+    ),
+    (
+        ("teacher",),
         "--memory-only",
-        type=fraction,
-        default=0.0,
-        metavar="FRACTION",
-        help="teacher, with --memory: fraction of windows with a memory hit whose history is "
-        "masked with pure noise, so the retrieved memory is the only source of the view",
-    )
-    parser.add_argument(
+        dict(
+            type=fraction,
+            default=0.0,
+            metavar="FRACTION",
+            help="with --memory: fraction of windows with a memory hit whose history is masked "
+            "with pure noise, so the retrieved memory is the only source of the view",
+        ),
+    ),
+    (
+        ("teacher",),
+        "--frame-anchor",
+        dict(
+            action="store_true",
+            help="add the frame anchor (a direct path from the previous frame) to an --init "
+            "that has none; it starts at zero, so training begins from the same model",
+        ),
+    ),
+    (
+        ("teacher",),
+        "--anchor-sigma",
+        dict(
+            type=positive_float,
+            metavar="SIGMA",
+            help="predict each frame as a change from the previous frame, with a prior of this "
+            "std (scaled latent units) around it (DiTConfig.anchor_sigma); the output layer "
+            "restarts at zero, so training begins from repeating the last frame",
+        ),
+    ),
+    (
+        ("teacher",),
+        "--clean-anchors",
+        dict(
+            action="store_true",
+            help="anchor every chunk to the clean previous recorded frame, as the env anchors "
+            "to the frame it wrote, also where the history is noised",
+        ),
+    ),
+    (
+        ("teacher",),
+        "--motion-focus",
+        dict(
+            type=non_negative_float,
+            default=0.0,
+            metavar="WEIGHT",
+            help="weight the flow loss towards where the picture was moving just before each "
+            "chunk, so a small moving part (a robot arm, a car) and the action that moves it "
+            "count (1: the tenth of the robot's places that moved most carries about 40%% of "
+            "it)",
+        ),
+    ),
+    (
+        ("teacher",),
+        "--action-scale",
+        dict(
+            action="store_true",
+            help="rescale each action dimension to unit spread over --data before its "
+            "projector (DiTConfig.action_scale; the model's output unchanged at the start), so "
+            "a robot's 5 mm moves are learned as fast as its gripper",
+        ),
+    ),
+    (
+        ("flow",),
         "--pair-steps",
-        type=positive_int,
-        metavar="STEPS",
-        help="flow: steps of the first stage, the pair net that finds the recorded flows "
-        "(default --steps)",
-    )
-    parser.add_argument(
-        "--cooldown", type=float, default=0.2, help="fraction of steps decaying the lr to 0"
-    )
-    parser.add_argument("--steps", type=positive_int, default=10_000)
-    parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--lr", type=positive_float, default=3e-4)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument(
+        dict(
+            type=positive_int,
+            metavar="STEPS",
+            help="steps of the first stage, the pair net that finds the recorded flows "
+            "(default --steps)",
+        ),
+    ),
+    (
+        ("self-forcing",),
+        "--max-chunks",
+        dict(
+            type=non_negative_int,
+            default=6,
+            help="most chunks the model generates itself before the trained one",
+        ),
+    ),
+    (
+        ("self-forcing",),
+        "--memory-gap",
+        dict(
+            type=non_negative_int,
+            default=0,
+            metavar="FRAMES",
+            help="with --memory: the retrieved chunk ends at least this many frames before the "
+            "window's last frame (default 0: any chunk before the window); 250, the revisit "
+            "benchmark's gap, trains on places left long ago",
+        ),
+    ),
+    (
+        ("self-forcing",),
+        "--action-weight",
+        dict(
+            type=non_negative_float,
+            default=0.0,
+            help="weight of a latent inverse-dynamics probe's error on each predicted chunk "
+            "(the chunk must show its action; the probe is trained first on the recorded "
+            "latents)",
+        ),
+    ),
+    (
+        ("self-forcing",),
+        "--probe-steps",
+        dict(
+            type=positive_int,
+            help=f"with --action-weight: training steps of that probe (default {PROBE_STEPS})",
+        ),
+    ),
+    (
+        ("self-forcing",),
+        "--motion-weight",
+        dict(
+            type=non_negative_float,
+            default=0.0,
+            help="weight of the error of each predicted chunk's motion (mean latent change per "
+            "frame) against the recorded chunk's, so the world moves as fast as the simulator "
+            "did",
+        ),
+    ),
+    (
+        ("self-forcing",),
+        "--shift-weight",
+        dict(
+            type=non_negative_float,
+            default=0.0,
+            help="weight of the error of each predicted frame's coherent shift (latent pixels, a "
+            "soft whole-pixel search) against the recorded frame's",
+        ),
+    ),
+    (
+        ("self-forcing",),
+        "--adversarial-weight",
+        dict(
+            type=non_negative_float,
+            default=0.0,
+            help="weight of a chunk critic's verdict on each chunk the model outputs at run "
+            "time (the critic is trained alongside to tell them from recorded chunks, so a "
+            "blurred chunk costs something)",
+        ),
+    ),
+    (
+        ("self-forcing",),
+        "--balanced",
+        dict(
+            action="store_true",
+            help="draw each world (modality) equally often, not in proportion to its frames "
+            "(the robot and driving sets are a fraction of the city walk's)",
+        ),
+    ),
+    (
+        ("self-forcing",),
+        "--anchor-motion",
+        dict(
+            action="store_true",
+            help="move each frame's anchor by the image shift its actions imply "
+            "(DiTConfig.anchor_motion), fitted to the recorded frames of each world whose "
+            "picture moves with its actions",
+        ),
+    ),
+    (
+        ("self-forcing",),
+        "--anchor-ego",
+        dict(
+            action="store_true",
+            help="the driving world's anchors move with the car, by the shift its pose "
+            "integrated from the actions implies (DiTConfig.anchor_ego), instead of a learned "
+            "flow",
+        ),
+    ),
+    (_ALL, "--steps", dict(type=positive_int, help=f"training steps (default {STEPS})")),
+    (_ALL, "--batch-size", dict(type=positive_int, help=f"default {BATCH_SIZE}")),
+    (_ALL, "--lr", dict(type=positive_float, default=3e-4, help="peak learning rate")),
+    (
+        _ALL,
+        "--cooldown",
+        dict(type=fraction, default=0.2, help="fraction of steps decaying the lr to 0"),
+    ),
+    (_ALL, "--dtype", dict(choices=["float32", "bfloat16"], default="float32")),
+    (
+        _ALL,
         "--device",
-        default="cpu",
-        help="torch device to train on (cpu, cuda, cuda:1); a run resumes on the device type it "
-        "started on",
-    )
-    parser.add_argument("--save-every", type=positive_int, default=500)
-    parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument(
-        "--budget", action="store_true", help="reduced recipe for smoke tests: 20 steps of batch 4"
-    )
-    parser.add_argument(
+        dict(
+            default="cpu",
+            help="torch device to train on (cpu, cuda, cuda:1); a run resumes on the device "
+            "type it started on",
+        ),
+    ),
+    (_ALL, "--save-every", dict(type=positive_int, default=500, help="steps between checkpoints")),
+    (_ALL, "--seed", dict(type=non_negative_int, default=0)),
+    (
+        _ALL,
+        "--budget",
+        dict(action="store_true", help="reduced recipe for smoke tests: 20 steps of batch 4"),
+    ),
+    (
+        _ALL,
         "--no-progress",
-        action="store_true",
-        help="no progress bars; print one line per checkpoint instead (for log files)",
+        dict(
+            action="store_true",
+            help="no progress bars; print one line per checkpoint instead (for log files)",
+        ),
+    ),
+)
+
+
+def _stage_options() -> dict[str, tuple[str, ...]]:
+    """Each option that only some stages take, with those stages."""
+    stages: dict[str, tuple[str, ...]] = {}
+    for taken_by, flag, _ in _OPTIONS:
+        stages[flag] = stages.get(flag, ()) + taken_by
+    return {flag: taken_by for flag, taken_by in stages.items() if set(taken_by) != set(_ALL)}
+
+
+#: ``train`` options that only some stages take: another stage refuses them by name.
+STAGE_OPTIONS = _stage_options()
+
+
+def _train_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """``gym-worldmodel train``'s parser, and a sub-parser per stage with its own options."""
+    parser = argparse.ArgumentParser(
+        prog="gym-worldmodel train",
+        description="Train one stage of the recipe (docs/training.md); run the same command "
+        "again to resume it. `gym-worldmodel train STAGE --help` lists a stage's options.",
     )
-    return parser
+    subparsers = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    stages = {}
+    for stage, summary in STAGES.items():
+        stages[stage] = sub = subparsers.add_parser(
+            stage, help=summary, description=summary[0].upper() + summary[1:]
+        )
+        for taken_by, flag, kwargs in _OPTIONS:
+            if stage in taken_by:
+                text = kwargs.get("help")
+                help_text = text.get(stage) if isinstance(text, dict) else text
+                sub.add_argument(flag, **{**kwargs, "help": help_text})
+    return parser, stages
 
 
-def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
-    """The options ``argv`` gives, as flags (``"--steps"``), whatever their values."""
-    probe = copy.deepcopy(parser)
-    for action in probe._actions:  # parsed without defaults, only what argv sets is there
-        action.default = argparse.SUPPRESS
-    return {"--" + dest.replace("_", "-") for dest in vars(probe.parse_args(argv))}
+def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
+    """``argv`` parsed, and the parser of its stage (whose usage line its errors print).
+
+    An option of another stage is refused with the stages that take it.
+    """
+    parser, stages = _train_parser()
+    args, unknown = parser.parse_known_args(argv)
+    stage = stages[args.stage]
+    if unknown:
+        for token in unknown:
+            flag = token.split("=", 1)[0]
+            if flag in STAGE_OPTIONS:  # an option of another stage: say whose
+                taken_by = " / ".join(STAGE_OPTIONS[flag])
+                stage.error(f"{flag} is an option of train {taken_by}, not of {args.stage}")
+        stage.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args, stage
 
 
 def train_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel train <stage>``: run (or resume) one stage of the recipe."""
-    parser = _train_parser()
-    args = parser.parse_args(argv)
-    _check_args(parser, args, _given(parser, argv))
+    args, parser = _parse(argv)
+    _check_args(parser, args)
     check_device(args.device)
     from gym_worldmodel import hub
     from gym_worldmodel.training.start_frames import (
@@ -263,7 +364,9 @@ def train_main(argv: Sequence[str]) -> None:
     )
     from gym_worldmodel.training.trainer import TrainConfig
 
-    steps, batch = (20, 4) if args.budget else (args.steps, args.batch_size)
+    steps, batch = (
+        BUDGET[:2] if args.budget else (args.steps or STEPS, args.batch_size or BATCH_SIZE)
+    )
     train = TrainConfig(
         steps=steps,
         batch_size=batch,
@@ -278,18 +381,15 @@ def train_main(argv: Sequence[str]) -> None:
     starts = pick_world_start_frames(args.data)  # checked now, written when the run ends
     _run_stage(args, train, progress=not args.no_progress)
     # an env running the checkpoint starts from frames of its data (and of its init's worlds)
-    carry = None if args.init is None else hub.checkpoint_directory(args.init)
+    carry = None if args.stage == "vae" else hub.checkpoint_directory(args.init)
     write_checkpoint_start_frames(args.out / "model", starts, carry)
     print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
 
 
-def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, given: set[str]) -> None:
-    """Refuse options that cannot work together (a usage error); fill the stage's ``--nfe``."""
-    for flag, stages in STAGE_OPTIONS.items():  # an option the stage would silently ignore
-        if args.stage not in stages and flag in given:
-            parser.error(f"{flag} is an option of train {' / '.join(stages)}, not of {args.stage}")
-    budgeted = ("--steps", "--batch-size", "--probe-steps", "--pair-steps")
-    overridden = [flag for flag in budgeted if flag in given]
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse options that cannot work together (a usage error of the stage's ``parser``)."""
+    budgeted = ("steps", "batch_size", "probe_steps", "pair_steps")
+    overridden = ["--" + d.replace("_", "-") for d in budgeted if getattr(args, d, None)]
     if args.budget and overridden:  # the smoke recipe sets these itself
         parser.error(
             f"--budget runs 20 steps of batch 4 (and 20 probe or pair steps): drop "
@@ -304,13 +404,11 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, given
             "self-forcing": "<model to fine-tune>",
         }[args.stage]
         parser.error(f"train {args.stage} needs --init {previous}")
-    if args.memory_only and not args.memory:
+    if getattr(args, "memory_only", 0.0) and not args.memory:
         parser.error("--memory-only needs --memory")
-    if args.memory_gap and not args.memory:
+    if getattr(args, "memory_gap", 0) and not args.memory:
         parser.error("--memory-gap needs --memory")
-    if args.nfe is None:
-        args.nfe = 1 if args.stage == "self-forcing" else 3
-    if args.nfe > 8:
+    if getattr(args, "nfe", 1) > 8:
         parser.error(f"--nfe takes 1 to 8 denoising steps, got {args.nfe}")
 
 
@@ -320,7 +418,6 @@ def _run_stage(args: argparse.Namespace, train: Any, progress: bool) -> None:
     from gym_worldmodel.training import recipes
     from gym_worldmodel.training.self_forcing import SelfForcingConfig
 
-    run = (args.data, args.init, args.out, train)
     if args.stage == "vae":
         presets = {
             "compact": WorldModelConfig.compact,
@@ -328,10 +425,12 @@ def _run_stage(args: argparse.Namespace, train: Any, progress: bool) -> None:
             "tiny": WorldModelConfig.tiny,
         }
         recipes.train_vae(args.data, args.out, presets[args.preset](), train, progress)
-    elif args.stage == "decoder":
+        return
+    run = (args.data, args.init, args.out, train)
+    if args.stage == "decoder":
         recipes.train_decoder(*run, progress)
     elif args.stage == "flow":
-        recipes.train_flow(*run, train.steps if args.budget else args.pair_steps, progress)
+        recipes.train_flow(*run, BUDGET[2] if args.budget else args.pair_steps, progress)
     elif args.stage == "teacher":
         recipes.train_teacher(
             *run,
@@ -357,7 +456,9 @@ def _run_stage(args: argparse.Namespace, train: Any, progress: bool) -> None:
             nfe=args.nfe,
             config=config,
             memory=args.memory,
-            probe_steps=20 if args.budget and args.action_weight else args.probe_steps,
+            probe_steps=BUDGET[2]
+            if args.budget and args.action_weight
+            else args.probe_steps or PROBE_STEPS,
             balanced=args.balanced,
             anchor_motion=args.anchor_motion,
             anchor_ego=args.anchor_ego,
