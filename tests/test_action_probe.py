@@ -11,6 +11,7 @@ from conftest import randomize, self_forcing_case
 from gym_worldmodel.models import WorldModelConfig
 from gym_worldmodel.training.action_probe import LatentActionProbe, probe_windows_loss
 from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
+from gym_worldmodel.training.trainer import host_floats
 
 CONFIG = WorldModelConfig.tiny()
 DIT = CONFIG.dit
@@ -90,6 +91,7 @@ def test_action_weight_scores_the_chunk_the_model_would_output():
 
     flow, parts = run(plain)
     total, weighted_parts = run(weighted)
+    parts, weighted_parts = host_floats(parts), host_floats(weighted_parts)
     assert "action" not in parts and weighted_parts["flow"] == parts["flow"]
     assert total.item() == pytest.approx(parts["flow"] + 0.5 * weighted_parts["action"], rel=1e-5)
     total.backward()

@@ -12,6 +12,7 @@ from conftest import randomize, self_forcing_case
 from gym_worldmodel.models import WorldModelConfig
 from gym_worldmodel.training.critic import ChunkCritic, adversarial_losses
 from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
+from gym_worldmodel.training.trainer import host_floats
 
 CONFIG = WorldModelConfig.tiny()
 DIT = CONFIG.dit
@@ -96,8 +97,9 @@ def test_adversarial_weight_adds_the_verdict_and_trains_the_critic_too():
             model.dit, sampler, latents, actions, modality, g, cfg, critic=critic
         )
 
-    _, parts = run(plain)
+    parts = host_floats(run(plain)[1])
     total, adv = run(weighted)
+    adv = host_floats(adv)
     assert "adversarial" not in parts and adv["flow"] == parts["flow"]
     expected = parts["flow"] + 0.25 * adv["adversarial"] + adv["critic"]
     assert total.item() == pytest.approx(expected, rel=1e-5)

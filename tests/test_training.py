@@ -42,7 +42,13 @@ from gym_worldmodel.training.self_forcing import (
     chunk_shift,
     self_forcing_loss,
 )
-from gym_worldmodel.training.trainer import TrainConfig, Trainer, fingerprint, to_device
+from gym_worldmodel.training.trainer import (
+    TrainConfig,
+    Trainer,
+    fingerprint,
+    host_floats,
+    to_device,
+)
 
 
 def moving_square_episode(seed: int, steps: int = 12, size: int = 32) -> Episode:
@@ -329,6 +335,28 @@ def test_resume_is_exact(episodes, tmp_path):
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert (tmp_path / "resumed" / "losses.png").stat().st_size > 1000
+
+
+def test_a_run_without_matplotlib_trains_and_saves_with_a_warning(episodes, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "matplotlib" else find_spec(n, *a)
+    )
+    vae = WorldModel(WorldModelConfig.tiny()).vae
+    with pytest.warns(UserWarning, match=r"no loss plot \(losses.png\): matplotlib is not"):
+        history = run_steps(
+            vae,
+            Frames(episodes),
+            lambda b, g: vae_loss(vae, b, g, VAELossConfig()),
+            tmp_path,
+            2,
+            name="r",
+        )
+    assert len(history) == 2 and (tmp_path / "r" / "checkpoint.pt").is_file()
+    assert not (tmp_path / "r" / "losses.png").exists()
+    assert json.loads((tmp_path / "r" / "losses.json").read_text()) == history
 
 
 def test_a_stopped_run_leaves_its_last_checkpoint_as_a_loadable_model(episodes, tmp_path):
@@ -894,8 +922,9 @@ def test_weighted_terms_score_the_chunk_the_model_would_output(term, weight, cap
             model.dit, sampler, latents, actions, modality, torch.Generator().manual_seed(3), cfg
         )
 
-    parts = run(plain)[1]
+    parts = host_floats(run(plain)[1])
     total, weighted = run(dataclasses.replace(plain, **{f"{term}_weight": weight}))
+    weighted = host_floats(weighted)
     assert term not in parts and weighted["flow"] == parts["flow"] and weighted[term] > 0
     assert total.item() == pytest.approx(parts["flow"] + weight * weighted[term], rel=1e-5)
     total.backward()

@@ -383,7 +383,9 @@ def train_main(argv: Sequence[str]) -> None:
     # an env running the checkpoint starts from frames of its data (and of its init's worlds)
     carry = None if args.stage == "vae" else hub.checkpoint_directory(args.init)
     write_checkpoint_start_frames(args.out / "model", starts, carry)
-    print(f"wrote {args.out / 'model'} (losses: {args.out / 'losses.png'})")
+    plot = args.out / "losses.png"  # or only its figures, without matplotlib
+    losses = plot if plot.is_file() else plot.with_suffix(".json")
+    print(f"wrote {args.out / 'model'} (losses: {losses})")
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -105,7 +105,7 @@ def probe_windows_loss(
     chunk_frames: int,
     gen: torch.Generator,
     noise: float = 0.2,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Training loss of the probe on recorded windows ``(B, N * F, ...)``.
 
     One chunk after the sink is drawn per row; its latents (and the frame before) get Gaussian
@@ -122,4 +122,4 @@ def probe_windows_loss(
     std = noise * torch.rand(b, 1, 1, 1, 1, generator=gen, device=dev)
     x = x + std * torch.randn(x.shape, generator=gen, device=dev)
     loss = probe.loss(x[:, :1], x[:, 1:], actions[rows, frames[:, 1:]], modality)
-    return loss, {"action": loss.item()}
+    return loss, {"action": loss.detach()}

@@ -76,7 +76,7 @@ def student_loss(
     config: DistillConfig,
     memory: Tensor | None = None,
     memory_valid: Tensor | None = None,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Distillation loss of one batch of windows (see the module docstring).
 
     Args:
@@ -138,4 +138,4 @@ def student_loss(
     distill = (x0_pred - target).pow(2).mean()
     truth = (x0_pred - chunk(latents, n - 1)).pow(2).mean()
     loss = distill + config.gt_weight * truth
-    return loss, {"distill": distill.item(), "ground_truth": truth.item()}
+    return loss, {"distill": distill.detach(), "ground_truth": truth.detach()}

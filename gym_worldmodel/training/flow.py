@@ -61,25 +61,25 @@ def smoothness(flow: Tensor) -> Tensor:
     return (flow.diff(dim=-1).abs().mean() + flow.diff(dim=-2).abs().mean()) / 2
 
 
-def pair_loss(pair: PairNet, batch: dict, chunk_frames: int) -> tuple[Tensor, dict[str, float]]:
+def pair_loss(pair: PairNet, batch: dict, chunk_frames: int) -> tuple[Tensor, dict[str, Tensor]]:
     """Photometric L1 of the first frame warped by the pair's flow, plus its smoothness."""
     first, second, _, _ = window_pairs(batch, chunk_frames)
     flow = pair(first, second)
     photometric = (warp(first, flow) - second).abs().mean()
     loss = photometric + SMOOTHNESS * smoothness(flow)
-    return loss, {"photometric": photometric.item()}
+    return loss, {"photometric": photometric.detach()}
 
 
 def action_flow_loss(
     warp_net: FlowWarp, pair: PairNet, batch: dict, chunk_frames: int
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Squared error of the action's flow against the pair net's, in pixels."""
     first, second, actions, modality = window_pairs(batch, chunk_frames)
     with torch.no_grad():
         target = pair(first, second)
     flow = warp_net.flow(first, actions, modality)
     loss = (flow - target).pow(2).mean()
-    return loss, {"pair_flow": target.abs().mean().item()}
+    return loss, {"pair_flow": target.abs().mean().detach()}
 
 
 __all__ = ["PairNet", "action_flow_loss", "pair_loss", "smoothness", "window_pairs"]

@@ -27,8 +27,8 @@ class VAELossConfig:
 
 def vae_loss(
     vae: VAE, frames: Tensor, gen: torch.Generator, config: VAELossConfig
-) -> tuple[Tensor, dict[str, float]]:
-    """Loss of uint8 frames ``(B, H, W, 3)``; returns the loss and its parts (host floats)."""
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Loss of uint8 frames ``(B, H, W, 3)``; returns the loss and its parts (0-d tensors)."""
     x = to_unit(frames)
     mean, logvar = vae.encode_posterior(x)
     eps = torch.randn(mean.shape, generator=gen, device=mean.device)
@@ -36,7 +36,7 @@ def vae_loss(
     l1, mse = F.l1_loss(recon, x), F.mse_loss(recon, x)
     kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).mean()
     loss = l1 + mse + config.kl_weight * kl
-    return loss, {"l1": l1.item(), "mse": mse.item(), "kl": kl.item()}
+    return loss, {"l1": l1.detach(), "mse": mse.detach(), "kl": kl.detach()}
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def teacher_loss(
     config: TeacherLossConfig,
     memory: Tensor | None = None,
     memory_valid: Tensor | None = None,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Flow-matching loss over windows of chunks.
 
     Args:
@@ -126,7 +126,7 @@ def teacher_loss(
         memory_valid: ``(B,)`` bool, rows whose memory is real.
 
     Returns:
-        The loss and its parts (host floats): the loss on the last chunk is reported apart,
+        The loss and its parts (0-d tensors): the loss on the last chunk is reported apart,
         since it is what a ``step()`` generates.
     """
     b, nf = latents.shape[:2]
@@ -163,9 +163,9 @@ def teacher_loss(
     ).float()
     err = (velocity - schedule.velocity_target(latents, noise)).pow(2)
     flow, last = err.mean(), err[:, -dit.config.chunk_frames :].mean()
-    parts = {"flow": flow.item(), "flow_last_chunk": last.item()}
+    parts = {"flow": flow.detach(), "flow_last_chunk": last.detach()}
     if config.motion_focus == 0:
         return flow, parts
     weights = motion_focus_weights(latents, dit.config.chunk_frames, config.motion_focus)
     loss = (err * weights).mean()
-    return loss, {**parts, "flow_focused": loss.item()}
+    return loss, {**parts, "flow_focused": loss.detach()}

@@ -144,7 +144,7 @@ def self_forcing_loss(
     memory_valid: Tensor | None = None,
     probe: LatentActionProbe | None = None,
     critic: ChunkCritic | None = None,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, Tensor | float]]:
     """Flow-matching loss of the chunk after ``k`` self-generated ones (module docstring).
 
     Args:
@@ -202,7 +202,7 @@ def self_forcing_loss(
         memory_valid=memory_valid,
     )[:, -f:].float()
     flow = (velocity - schedule.velocity_target(target, noise)).pow(2).mean()
-    parts = {"flow": flow.item(), "own_chunks": float(k)}
+    parts = {"flow": flow.detach(), "own_chunks": float(k)}
     if not any(
         (config.action_weight, config.motion_weight, config.shift_weight, config.adversarial_weight)
     ):
@@ -215,20 +215,20 @@ def self_forcing_loss(
     over_rows = lambda error: (error * keep).sum() / keep.sum().clamp_min(1.0)  # noqa: E731
     if config.action_weight:
         shown = probe.loss(own, clean, acts, modality, ~drop)
-        parts["action"] = shown.item()
+        parts["action"] = shown.detach()
         total = total + config.action_weight * shown
     if config.motion_weight:
         made, recorded = chunk_motion(own, clean), chunk_motion(before, target)
         moved = over_rows(((made - recorded) / recorded.mean().clamp_min(1e-6)).pow(2))
-        parts["motion"] = moved.item()
+        parts["motion"] = moved.detach()
         total = total + config.motion_weight * moved
     if config.shift_weight:
         made, recorded = chunk_shift(own, clean), chunk_shift(before, target)
         shifted = over_rows((made - recorded).pow(2).sum(-1).mean(-1))
-        parts["shift"] = shifted.item()
+        parts["shift"] = shifted.detach()
         total = total + config.shift_weight * shifted
     if config.adversarial_weight:
         fool, judge = adversarial_losses(critic, target, clean, acts, modality, ~drop, at_steps)
-        parts["adversarial"], parts["critic"] = fool.item(), judge.item()
+        parts["adversarial"], parts["critic"] = fool.detach(), judge.detach()
         total = total + config.adversarial_weight * fool + judge
     return total, parts

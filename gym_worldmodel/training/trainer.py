@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,9 @@ from tqdm import tqdm
 from gym_worldmodel.files import atomic_write
 from gym_worldmodel.models import precision
 
-#: ``loss_fn(batch, generator) -> (loss, parts)``
-LossFn = Callable[[Any, torch.Generator], tuple[Tensor, dict[str, float]]]
+#: ``loss_fn(batch, generator) -> (loss, parts)``: the parts to log are detached 0-d tensors
+#: (read back with the loss in one transfer a step) or host floats.
+LossFn = Callable[[Any, torch.Generator], tuple[Tensor, dict[str, Tensor | float]]]
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,8 @@ class Trainer:
     Args:
         module: What is optimized (its parameters that require grad).
         dataset: Indexable items; a step stacks ``batch_size`` of them with ``collate``.
-        loss_fn: Maps a batch and the run's generator to ``(loss, parts)``.
+        loss_fn: Maps a batch and the run's generator to ``(loss, parts)``, the parts to log
+            as detached 0-d tensors or floats.
         run_dir: Where checkpoints, losses and the plot go.
         config: Optimisation settings.
         collate: Batches a list of items (default ``torch.utils.data.default_collate``).
@@ -116,6 +120,7 @@ class Trainer:
         self.collate, self.run_dir, self.on_save = collate, Path(run_dir), on_save
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(config.device)
+        self.dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
         module.to(self.device)
         params = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -175,24 +180,21 @@ class Trainer:
         batch = to_device(self.collate([self.dataset[int(i)] for i in idx]), self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * learning_rate_factor(self.step, cfg)
-        dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
-        with precision(self.device, dtype):
+        with precision(self.device, self.dtype):
             loss, parts = self.loss_fn(batch, self.noise_gen)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss is {loss.item()} at step {self.step}; the last "
-                f"checkpoint in {self.run_dir} is intact"
-            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip))
-        if not math.isfinite(norm):  # clipping by a NaN norm would turn every weight NaN
-            raise FloatingPointError(
-                f"gradient norm is {norm} at step {self.step} (loss {loss.item():.4g}); "
-                f"the last checkpoint in {self.run_dir} is intact"
-            )
+        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
+        # one read-back a step (on a GPU each is a wait for the device), before any weight moves
+        logged = host_floats({"loss": loss, "grad_norm": norm, **parts})
+        for name, what in (("loss", "loss"), ("grad_norm", "gradient norm")):
+            if not math.isfinite(logged[name]):  # a step by a NaN gradient: every weight NaN
+                raise FloatingPointError(
+                    f"{what} is {logged[name]} at step {self.step} (loss {logged['loss']:.4g}); "
+                    f"the last checkpoint in {self.run_dir} is intact"
+                )
         self.optimizer.step()
-        return {"loss": loss.item(), "grad_norm": norm, **parts}
+        return logged
 
     def save(self) -> None:
         """Write the checkpoint, the loss history and the loss plot (each atomically)."""
@@ -211,9 +213,9 @@ class Trainer:
         atomic_write(self.run_dir / "checkpoint.pt", lambda f: torch.save(state, f))
         text = json.dumps(self.history) + "\n"
         atomic_write(self.run_dir / "losses.json", lambda f: f.write(text.encode()))
-        plot_losses(self.history, self.run_dir / "losses.png", title=self.run_dir.name)
-        if self.on_save is not None:
+        if self.on_save is not None:  # the run's model first: the plot is for reading
             self.on_save()
+        plot_losses(self.history, self.run_dir / "losses.png", title=self.run_dir.name)
 
     def _load(self) -> None:
         path = self.run_dir / "checkpoint.pt"
@@ -310,14 +312,34 @@ def fingerprint(obj: Any) -> str:
     return digest.hexdigest()
 
 
-def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """Loss curves (log scale, with a moving average) as a PNG."""
+def host_floats(values: dict[str, Tensor | float]) -> dict[str, float]:
+    """``values`` as floats, its tensors (0-d, on one device) read back in one transfer."""
+    tensors = {k: v.detach().float().reshape(()) for k, v in values.items() if torch.is_tensor(v)}
+    read = dict(zip(tensors, torch.stack(list(tensors.values())).tolist(), strict=True))
+    return {k: read[k] if k in read else float(v) for k, v in values.items()}
+
+
+def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> bool:
+    """Loss curves (log scale, with a moving average) as a PNG; False without matplotlib.
+
+    A part that equals the total loss at every step (a loss of one part) is drawn once.
+    """
+    if importlib.util.find_spec("matplotlib") is None:  # the `train` extra; the run goes on
+        warnings.warn(  # once a run: Python shows a warning once per place
+            f"no loss plot ({path.name}): matplotlib is not installed (pip install "
+            "'gym-worldmodel[train]'); losses.json holds the same figures",
+            stacklevel=2,
+        )
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in history[0] if k != "grad_norm"] if history else []
+    def repeats_loss(key: str) -> bool:
+        return key != "loss" and all(h[key] == h.get("loss") for h in history)
+
+    keys = [k for k in history[0] if k != "grad_norm" and not repeats_loss(k)] if history else []
     fig, ax = plt.subplots(figsize=(7, 4))
     for key in keys:
         values = torch.tensor([h[key] for h in history])
@@ -331,3 +353,4 @@ def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> None
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
+    return True
