@@ -20,7 +20,8 @@ positions), so the model can repaint a place it saw long ago.
   of one world). Each entry remembers its owner, so an env's reset removes only its entries.
 
 Latents live on the engine's device; poses, scores and bookkeeping are small NumPy arrays on
-the host (poses are integrated there), so retrieval adds no device sync.
+the host (poses are integrated there); the retrieved chunks' latents are gathered on the device by
+host indices (on a GPU, a small upload a step).
 """
 
 from __future__ import annotations
@@ -74,12 +75,40 @@ class ViewGeometry:
         dx, dy = np.meshgrid((s - 0.5) * self.extent_m, (s - 0.5) * self.extent_m, indexing="ij")
         return np.stack((poses[:, 0, None] + dx.ravel(), poses[:, 1, None] + dy.ravel()), -1)
 
-    def overlap(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    def overlap(
+        self, query: np.ndarray, stored: np.ndarray, where: np.ndarray | None = None
+    ) -> np.ndarray:
         """Fraction of each query pose's view ``(B, 4)`` also seen from stored poses ``(B, N, 4)``.
 
         Returns ``(B, N)`` in [0, 1]. Walls are ignored: a view behind a wall counts as seen.
+        ``where`` ``(B, N)`` bool: the pairs to score (others read 0). Pairs too far apart to
+        share a point read 0 without being scored, so the cost follows the views nearby, not
+        the bank's size.
         """
-        # float32 and no angles: this runs over every stored entry of every row each step.
+        near = self._within_reach(query, stored)
+        if where is not None:
+            near &= where
+        b, n = np.nonzero(near)
+        out = np.zeros(near.shape)
+        if len(b):  # each pair a row of one stored pose
+            out[b, n] = self._overlap(query[b], stored[b, n][:, None])[:, 0]
+        return out
+
+    def _within_reach(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
+        """``(B, N)``: pairs whose views may share a point (the others overlap 0).
+
+        A frustum's sampled points lie under ``depth_m`` from its camera, so two cameras
+        farther apart than twice that share none; a top-down view's lie under ``extent_m / 2``
+        from its centre on each axis.
+        """
+        d = stored[..., :2] - query[:, None, :2]
+        if self.kind == "topdown":
+            return (np.abs(d) <= self.extent_m).all(-1)
+        return (d * d).sum(-1) <= (2 * self.depth_m) ** 2
+
+    def _overlap(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
+        """:meth:`overlap` of every pair, scored."""
+        # float32 and no angles: this runs over the stored entries nearby of every row each step.
         # Positions relative to the query's first: float32 keeps far from the origin.
         origin = query[:, None, :2]
         pts = (self.points(query) - origin).astype(np.float32)[:, None]  # (B, 1, P, 2)
@@ -332,7 +361,7 @@ class SpatialMemory:
             score = (self.keys[torch.from_numpy(banks)] * q[:, None]).sum(-1)
             score = score.cpu().numpy().astype(np.float64)
         else:
-            score = self.geometry.overlap(poses, self.poses[banks])
+            score = self.geometry.overlap(poses, self.poses[banks], where=usable)
         # Entries under ``min_score`` are out before ranking: a held chunk that no longer
         # counts as a hit must not outrank a fresh one that does.
         score = np.where(usable & (score >= self.min_score), score, -np.inf)
