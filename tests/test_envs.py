@@ -60,6 +60,30 @@ def test_same_seed_same_rollout_over_the_registry(env_id):
     assert not np.array_equal(a[0], c[0])
 
 
+def test_a_seeded_reset_seeds_the_vector_envs_own_generator_as_gymnasiums_do():
+    """A user's loop may draw its noise from ``envs.np_random``: reproducible from the seed."""
+    draws = []
+    for seed in (5, 5, 6):
+        envs = gym.make_vec("WorldModel-CityWalk-v0", num_envs=2, **TINY)
+        envs.reset(seed=seed)
+        draws.append((envs.np_random_seed, int(envs.np_random.integers(1 << 62))))
+    assert draws[0] == draws[1] and draws[0][0] == 5 and draws[2][1] != draws[0][1]
+    envs.reset(seed=[1, 2])  # per-row seeds seed the rows only
+    assert envs.np_random_seed == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "hint"),
+    [
+        ({"num_envs": 2}, r"gym.make_vec\(id, num_envs=N\)$"),
+        ({"autoreset_mode": "SameStep"}, r"vector_kwargs=\{'autoreset_mode': ...\}"),
+    ],
+)
+def test_a_single_env_given_a_vector_envs_option_names_how_to_make_one(kwargs, hint):
+    with pytest.raises(TypeError, match=hint):
+        WorldModelEnv(world="citywalk", **TINY, **kwargs)
+
+
 @pytest.mark.parametrize("world", ["citywalk", "robot", "driving"])
 def test_vector_row_equals_single_env(world):
     vec = WorldModelVectorEnv(3, world=world, **TINY)
@@ -554,6 +578,9 @@ def test_a_picture_of_any_strides_is_taken_and_a_bad_one_is_named_as_given():
             ValueError, match=re.escape(f"must be (H, W, 3) RGB, got shape {shape}")
         ):
             env.reset(seed=0, options={"image": bad})
+    for key, empty in (("frames", (0, 8, 8, 3)), ("image", (0, 8, 3))):
+        with pytest.raises(ValueError, match=re.escape(f"{key} is empty: shape {empty}")):
+            env.reset(seed=0, options={key: np.zeros(empty, np.uint8)})
 
 
 def test_torch_output_stays_on_the_device():
@@ -1109,8 +1136,10 @@ def test_rt1_dict_actions():
         env.step(one_hot)  # it used to read as per-frame values: frame 0 terminated
     single = gym.make("WorldModel-Robot-v0", action_mode="dict", model="random-tiny")
     single.reset(seed=0)
-    with pytest.raises(ActionError, match=r"shape \(1,\).*got shape \(1, 3\)"):
+    with pytest.raises(ActionError, match=r"shape \(\) or \(1,\).*got \(3,\); for RT-1"):
         single.step(dict(single.action_space.sample(), terminate_episode=np.array([0, 1, 0])))
+    with pytest.raises(ActionError, match=r"a leading axis of 2, got shape \(3,\)"):
+        env.step(dict(action, terminate_episode=np.array([1, 1, 1])))
     # a column of one int, as the other keys are arrays: [0] is terminate, not per-frame values
     assert single.step(dict(single.action_space.sample(), terminate_episode=np.array([0])))[2]
 

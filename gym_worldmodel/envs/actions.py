@@ -415,13 +415,18 @@ class RobotHead(_Head):
             )
             col += n
         term = _as_array(actions["terminate_episode"], "robot terminate_episode")
-        if term.shape == (batch, 1):  # a column, as the other keys are: one int per env still
-            term = term[:, 0]
-        if term.shape != (batch,):  # one per step: a (3,) row would read as per-frame values
+        if term.ndim == 0 or term.shape[0] != batch:
             raise ActionError(
-                f"robot terminate_episode: expected one int per env, shape ({batch},) or "
-                f"({batch}, 1) (0 terminate, 1 arm, 2 base), got shape {term.shape}; for "
-                "RT-1's one-hot [terminate, arm, base] pass its argmax"
+                "robot terminate_episode: expected one action per env, a leading axis of "
+                f"{batch}, got shape {term.shape}"
+            )
+        if term.shape[1:] == (1,):  # a column, as the other keys are: one int per env still
+            term = term[:, 0]
+        if term.ndim != 1:  # one per step: a (3,) row would read as per-frame values
+            raise ActionError(
+                "robot terminate_episode: expected one int per env, shape () or (1,) (0 "
+                f"terminate, 1 arm, 2 base), got {term.shape[1:]}; for RT-1's one-hot "
+                "[terminate, arm, base] pass its argmax"
             )
         if not np.issubdtype(term.dtype, np.integer):  # a float flag is not RT-1's index
             raise ActionError(

@@ -224,6 +224,8 @@ def one_picture(key: str, value: Any) -> np.ndarray:
     arr, want = np.asarray(value), PICTURE_SHAPES[key]
     if arr.ndim != want.count(",") + 1 or arr.shape[-1] != 3:
         raise ValueError(f"reset {key} must be {want} RGB, got shape {arr.shape}")
+    if min(arr.shape[:-1]) < 1:  # no frames in the stack, or no pixels
+        raise ValueError(f"reset {key} is empty: shape {arr.shape}")
     return arr
 
 

@@ -36,9 +36,18 @@ class WorldModelEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 5}  # each env sets its world's
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
-        for name in ("num_envs", "output", "autoreset_mode"):
+        vector = "gym.make_vec(id, num_envs=N{})"
+        for name, hint in (
+            ("num_envs", vector.format("")),
+            ("output", vector.format(", output=...") + " (this package's vector env, the default)"),
+            (
+                "autoreset_mode",
+                vector.format(", autoreset_mode=...") + "; with vectorization_mode 'sync' or "
+                "'async', Gymnasium's vector env takes it as vector_kwargs={'autoreset_mode': ...}",
+            ),
+        ):
             if name in kwargs:
-                raise TypeError(f"WorldModelEnv does not take {name!r}; use the vector env")
+                raise TypeError(f"WorldModelEnv is one env and does not take {name!r}: {hint}")
         self.vector = WorldModelVectorEnv(
             1,
             render_mode=render_mode,

@@ -356,6 +356,8 @@ class WorldModelVectorEnv(VectorEnv):
         start = {column: values[order] for column, values in start.items()}
         seeds = row_seeds(seed, rows, self.num_envs)
         self._start_rows(rows, seeds, frames, start)
+        if isinstance(seed, (int, np.integer)):  # as Gymnasium's: the env's own generator too
+            super().reset(seed=int(seed))  # (`np_random`, for a user's noise; rows have theirs)
         self._started = True
         infos = self._infos()
         if len(rows) < self.num_envs:  # as Gymnasium's vector envs: the reset rows' infos only
