@@ -90,8 +90,9 @@ class ViewGeometry:
             near &= where
         b, n = np.nonzero(near)
         out = np.zeros(near.shape)
-        if len(b):  # each pair a row of one stored pose
-            out[b, n] = self._overlap(query[b], stored[b, n][:, None])[:, 0]
+        if len(b):  # each pair a row of one stored pose; each query's view sampled once
+            seen = self._view(query)[b]
+            out[b, n] = self._overlap(query[b], stored[b, n][:, None], seen)[:, 0]
         return out
 
     def _within_reach(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
@@ -106,12 +107,20 @@ class ViewGeometry:
             return (np.abs(d) <= self.extent_m).all(-1)
         return (d * d).sum(-1) <= (2 * self.depth_m) ** 2
 
-    def _overlap(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
-        """:meth:`overlap` of every pair, scored."""
+    def _view(self, query: np.ndarray) -> np.ndarray:
+        """:meth:`points` of each query pose ``(B, 4)`` relative to it, float32 ``(B, P, 2)``.
+
+        Relative to the query: float32 keeps far from the origin.
+        """
+        return (self.points(query) - query[:, None, :2]).astype(np.float32)
+
+    def _overlap(
+        self, query: np.ndarray, stored: np.ndarray, view: np.ndarray | None = None
+    ) -> np.ndarray:
+        """:meth:`overlap` of every pair, scored (``view``: the queries' :meth:`_view`)."""
         # float32 and no angles: this runs over the stored entries nearby of every row each step.
-        # Positions relative to the query's first: float32 keeps far from the origin.
         origin = query[:, None, :2]
-        pts = (self.points(query) - origin).astype(np.float32)[:, None]  # (B, 1, P, 2)
+        pts = (self._view(query) if view is None else view)[:, None]  # (B, 1, P, 2)
         at = np.concatenate((stored[..., :2] - origin, stored[..., 2:]), -1)
         at = at.astype(np.float32)[..., None]  # (B, N, 4, 1)
         dx, dy = pts[..., 0] - at[:, :, 0], pts[..., 1] - at[:, :, 1]  # (B, N, P)
