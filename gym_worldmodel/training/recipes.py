@@ -24,7 +24,7 @@ from gym_worldmodel import hub
 from gym_worldmodel.envs.pose import EgoShift, car_box
 from gym_worldmodel.files import atomic_write
 from gym_worldmodel.memory.spatial import GEOMETRIES, ViewGeometry
-from gym_worldmodel.models import WorldModel, WorldModelConfig
+from gym_worldmodel.models import DiTConfig, WorldModel, WorldModelConfig
 from gym_worldmodel.sources.episodes import (
     DatasetError,
     check_datasets,
@@ -305,6 +305,14 @@ def batch_memory(model: WorldModel, batch: dict) -> dict[str, torch.Tensor]:
     return {"memory": batch_latents(model, batch, "memory_"), "memory_valid": batch["memory_valid"]}
 
 
+def wrapping_window(cfg: DiTConfig) -> int:
+    """Chunks of the teacher's and the student's windows by default.
+
+    The sink, the ring window and 2 more, so the ring wraps.
+    """
+    return cfg.sink_chunks + cfg.window_chunks + 2
+
+
 def reads_more_than_data(data: Sequence[Path], train: TrainConfig, window_frames: int) -> bool:
     """Whether a run reads more frames than the training data holds.
 
@@ -374,8 +382,10 @@ def train_teacher(
         run_dir: This run's directory.
         train: Optimisation settings.
         n_chunks: Chunks per window (default: sink + window + 2, so the ring wraps).
-        loss_config: Noise-level sampling and action dropout (default: the model's shift and
-            the keywords below, which are its fields; give them here or in it, not both).
+        loss_config: Noise-level sampling and action dropout, as given (its own ``shift``
+            too). Default: the model's sampler shift and the keywords ``memory_only``,
+            ``clean_anchors`` and ``motion_focus`` below, which are its fields (give them here
+            or in it, not both).
         progress: Show a progress bar.
         memory: Give windows of posed worlds their retrieved memory chunk (spatial memory).
         frame_anchor: Add the frame anchor (``DiTConfig.frame_anchor``) to an ``init`` that has
@@ -418,7 +428,7 @@ def train_teacher(
     model.vae.requires_grad_(False)
     model.to(train.device)  # encodes the frames there too
     cfg = model.config.dit
-    n = n_chunks or 1 + cfg.window_chunks + 2
+    n = n_chunks or wrapping_window(cfg)
     encode = reads_more_than_data(data, train, n * cfg.chunk_frames)
     windows = chunk_windows(model, data, n, encode=encode, memory=memory, progress=progress)
 
@@ -475,10 +485,11 @@ def train_student(
         student.config, trained_modalities=source.config.trained_modalities
     )
     student.vae.requires_grad_(False)
+    student.to(train.device)  # encodes the frames there too
     cfg = student.config.dit
-    # A short run sees a small part of the data: encode each batch rather than everything.
-    n = n_chunks or 1 + cfg.window_chunks + 2
-    windows = chunk_windows(student, data, n, encode=False, memory=memory)
+    n = n_chunks or wrapping_window(cfg)
+    encode = reads_more_than_data(data, train, n * cfg.chunk_frames)
+    windows = chunk_windows(student, data, n, encode=encode, memory=memory, progress=progress)
     distill = distill or DistillConfig(teacher_guidance=teacher.config.sampler.guidance_scale)
 
     def loss(batch: dict, gen: torch.Generator):
