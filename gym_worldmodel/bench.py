@@ -13,7 +13,7 @@ import platform
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -155,7 +155,7 @@ class EngineRun:
         return counter.get_total_flops()
 
 
-def interleaved(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+def interleaved(fns: Mapping[str, Callable[[], float]], repeats: int) -> dict[str, float]:
     """Median of each timing function, called in turn ``repeats`` times."""
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
@@ -507,8 +507,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         if tiny and args.model:
             parser.error("bench env: --tiny and --model name two models; give one")
-        model = "random-tiny" if tiny else args.model
-        results = env_benchmark(model, args.world, args.sizes, args.repeats, args.dtype, args.nfe)
+        model_name = "random-tiny" if tiny else args.model
+        results = env_benchmark(
+            model_name, args.world, args.sizes, args.repeats, args.dtype, args.nfe
+        )
         if args.simulator:
             results["simulator"] = simulator_benchmark(args.world, args.repeats)
     else:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from gym_worldmodel.envs import WorldModelEnv, WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import get_world, load_model
 from gym_worldmodel.models import WorldModel
+
+if TYPE_CHECKING:
+    from gym_worldmodel.sources.simulator_env import SimulatorEnv
 
 
 def _timed(fn) -> float:
@@ -78,20 +81,21 @@ def simulator_benchmark(world: str, repeats: int) -> dict[str, Any]:
 
     from gym_worldmodel.envs.registration import SIMULATOR_WORLD_IDS
 
-    env_id, procs, out = SIMULATOR_WORLD_IDS[world], os.cpu_count() or 1, {}
+    env_id, procs = SIMULATOR_WORLD_IDS[world], os.cpu_count() or 1
+    out: dict[str, dict[str, float]] = {}
     try:
         single = gym.make(env_id, max_episode_steps=-1)
     except ImportError as err:
         print(f"  simulator: not measured ({err})")
         return out
-    envs = {
+    envs: dict[str, tuple[gym.Env | gym.vector.VectorEnv, int]] = {
         "single": (single, 1),
         f"async_{procs}": (
             gym.make_vec(env_id, procs, vectorization_mode="async", max_episode_steps=-1),
             procs,
         ),
     }
-    frames = single.unwrapped.frames_per_step
+    frames = cast("SimulatorEnv", single.unwrapped).frames_per_step
     for name, (env, rows) in envs.items():
         env.reset(seed=0)
         env.action_space.seed(0)

@@ -14,7 +14,7 @@ import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from huggingface_hub import HfApi, snapshot_download
@@ -103,7 +103,11 @@ def _carry_start_frames(model: WorldModel, directory: Path) -> None:
     for path in sorted((Path(source) / START_FRAMES).glob("*.npz")):
         target = directory / START_FRAMES / path.name
         if not target.exists():
-            atomic_write(target, lambda f, path=path: f.write(path.read_bytes()))
+
+            def copy(f: IO[bytes], path: Path = path) -> None:
+                f.write(path.read_bytes())
+
+            atomic_write(target, copy)
 
 
 def floating_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -143,7 +147,8 @@ def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        # (an ndarray is a buffer; numpy's stubs declare ``__buffer__`` only for Python >= 3.12)
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
     return digest.hexdigest()
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,12 +172,13 @@ def evaluate_revisit(
         return [float(ssim(rows[i][mask[i]], truth[i][mask[i]]).mean()) for i in used]
 
     on, off = mean(p_on), mean(p_off)
-    extra = {}
+    extra: dict[str, Any] = {}
     if len(ep_i):
         psnrs = {"on": p_on, "off": p_off, "oracle": p_oracle}
         at = {k: None if v is None else v[ep_i, now - 1] for k, v in psnrs.items()}
         extra["by_first_view"] = _by_first_view(then, at, p_on[ep_i, then - 1])
     if remembered is not None:
+        assert p_oracle is not None  # (measured on remembered)
         extra |= {
             "psnr_oracle": float(np.mean(mean(p_oracle))),
             "ssim_oracle": float(np.mean(mean_ssim(remembered))),
@@ -239,6 +241,7 @@ def _rollouts(
         if ego is not None:
             ego_pose, chunk = ego.step(ego_pose, chunk)
         frames.append(engine.step(chunk, poses=poses[:, (k + 1) * f])[1].cpu().numpy())
+        assert engine.recall is not None  # (a step with memory retrieves)
         hits.append(np.repeat(engine.recall.hits[:e, None] > 0, f, 1))
         if truth is not None:
             real = torch.from_numpy(truth[:, k * f : (k + 1) * f])
@@ -268,7 +271,8 @@ def _revisits(
         ep_i.append(np.full(int(keep.sum()), i))
         now.append(idx[keep])
         then.append(src[keep])
-    return mask, tuple(np.concatenate(c).astype(np.int64) for c in (ep_i, now, then))
+    ep_i_all, now_all, then_all = (np.concatenate(c).astype(np.int64) for c in (ep_i, now, then))
+    return mask, (ep_i_all, now_all, then_all)
 
 
 def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, command: str) -> None:

@@ -229,7 +229,7 @@ class CountingEngine:
         v = torch.as_tensor(values, dtype=torch.uint8)[:, None, None, None, None]
         return v.expand(-1, self.f, self.size, self.size, 3).clone()
 
-    def seed(self, env_idx, seeds):
+    def seed(self, seeds, *, env_idx):  # as Engine.seed
         pass
 
     def start(self, env_idx, frames, poses=None, seeds=None):

@@ -8,8 +8,12 @@ import inspect
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gym_worldmodel.cli.argtypes import non_negative_int, positive_int
+
+if TYPE_CHECKING:
+    from gym_worldmodel.sources.collect import Source
 
 #: Named data sources; any other ``module:Class`` with the Source protocol works too.
 SOURCES = {
@@ -100,7 +104,7 @@ def parse_options(pairs: Sequence[str]) -> dict[str, object]:
     return options
 
 
-def make_source(name: str, options: dict[str, object]) -> object:
+def make_source(name: str, options: dict[str, object]) -> Source:
     """The source ``name`` built with ``options``; an option it does not take is named."""
     cls = load_source(name)
     try:

@@ -175,13 +175,13 @@ def eval_main(argv: Sequence[str]) -> None:
     for data in args.data:
         world = read_card(data)["world"]
         model, teacher = models(world), teachers(world) if args.teacher else None
-        result, sample = evaluate_world(model, data, config, teacher, not args.no_progress)
-        results.append(result)
-        samples[result.world] = sample
+        figures, sample = evaluate_world(model, data, config, teacher, not args.no_progress)
+        results.append(figures)
+        samples[figures.world] = sample
         print(
-            f"{result.world}: PSNR {result.psnr}; control {ratio_text(result.control['ratio'])} "
-            f"(by step: {_ratios_by_step(result.control)}); "
-            f"collapsed {result.stability['collapsed']}",
+            f"{figures.world}: PSNR {figures.psnr}; control {ratio_text(figures.control['ratio'])} "
+            f"(by step: {_ratios_by_step(figures.control)}); "
+            f"collapsed {figures.stability['collapsed']}",
             flush=True,
         )
     report = args.report or Path("docs/evaluation.md")

@@ -6,7 +6,7 @@ import argparse
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gym_worldmodel.cli.argtypes import (
     check_device,
@@ -17,6 +17,10 @@ from gym_worldmodel.cli.argtypes import (
 )
 from gym_worldmodel.cli.rollout import read_start_image
 from gym_worldmodel.cli.worlds import SIMULATOR_WORLD_IDS, WORLD_IDS
+
+if TYPE_CHECKING:
+    from gym_worldmodel.envs import WorldModelEnv
+    from gym_worldmodel.sources.simulator_env import SimulatorEnv
 
 
 def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -> None:
@@ -98,7 +102,8 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
             start = read_start_image(args.image)
             kwargs["start_fn"] = lambda rngs: start  # every episode starts from the picture
     env = gym.make(env_id, **kwargs)
-    controls = env.unwrapped.get_keys_to_action()
+    world_env = cast("WorldModelEnv | SimulatorEnv", env.unwrapped)
+    controls = world_env.get_keys_to_action()
     print(f"{env_id}: hold the keys below (Escape quits)")
     for keys in (k for k in controls if len(k) == 1):
         print(f"  {keys.upper()}: {_describe(controls[keys])}")
@@ -123,7 +128,7 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
             fps=max(1, round(fps)),
             zoom=args.zoom,
             keys_to_action=controls,
-            noop=env.unwrapped.idle_action(),
+            noop=world_env.idle_action(),
             callback=record,
         )
     except KeyboardInterrupt:  # Ctrl-C: the video of what was played is still written

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gym_worldmodel.cli.argtypes import (
     check_device,
@@ -15,6 +15,9 @@ from gym_worldmodel.cli.argtypes import (
     positive_int,
 )
 from gym_worldmodel.cli.worlds import SIMULATOR_WORLD_IDS, WORLD_IDS
+
+if TYPE_CHECKING:
+    from gym_worldmodel.envs import WorldModelEnv
 
 
 def _load_array_file(path: Path, flag: str) -> Any:
@@ -236,7 +239,7 @@ def rollout_main(argv: Sequence[str]) -> None:
 
     world = args.world or "citywalk"  # until the model says otherwise
     try:  # now, so that a bad checkpoint is named as such (the env would load it on reset)
-        kwargs = {"model": load_model(get_world(world), args.model or None)}
+        kwargs: dict[str, Any] = {"model": load_model(get_world(world), args.model or None)}
     except (OSError, ValueError) as err:
         name = args.model or f"(the shipped {world} world)"
         raise SystemExit(f"--model {name}: {err}") from err
@@ -258,8 +261,8 @@ def rollout_main(argv: Sequence[str]) -> None:
         actions.setdefault("terminate_episode", np.ones(steps, np.int64))
     sim = _simulator(args.world, kwargs.get("action_mode")) if args.simulator else None
     if sim is not None:
-        sim_frames = [sim.reset(seed=args.seed)[0][-1]]
-        reset_options = {"image": sim_frames[0]}  # driving: both start at 25 m/s, along the road
+        sim_list = [sim.reset(seed=args.seed)[0][-1]]
+        reset_options = {"image": sim_list[0]}  # driving: both start at 25 m/s, along the road
     env = gym.make(WORLD_IDS[args.world], obs_mode="chunk", max_episode_steps=-1, **kwargs)
     if sim is not None and sim.observation_space != env.observation_space:
         sim.close()
@@ -276,7 +279,7 @@ def rollout_main(argv: Sequence[str]) -> None:
         if args.image is None:
             raise
         raise SystemExit(f"--image {args.image}: {err}") from err
-    frames, action, hold = [obs[-1]], None, 0
+    frame_list, action, hold = [obs[-1]], None, 0
     elapsed = 0.0  # the world's steps only (not the simulator's)
     for i in range(steps):
         if isinstance(actions, dict):
@@ -294,18 +297,19 @@ def rollout_main(argv: Sequence[str]) -> None:
             raise SystemExit(
                 f"--actions {args.actions}: row {i}: {err} (nothing was written)"
             ) from err
-        frames.extend(obs)
+        frame_list.extend(obs)
         if sim is not None:
-            sim_frames.extend(sim.step(action)[0])
+            sim_list.extend(sim.step(action)[0])
         if terminated:  # the robot's terminate_episode = 0 ends the episode after this step
             break
-    fps = env.unwrapped.metadata["world_fps"]
-    dtype = str(env.unwrapped.dtype).removeprefix("torch.")
-    nfe = env.unwrapped.vector.config.sampler.nfe
+    world_env = cast("WorldModelEnv", env.unwrapped)
+    fps = world_env.metadata["world_fps"]
+    dtype = str(world_env.dtype).removeprefix("torch.")
+    nfe = world_env.vector.config.sampler.nfe
     env.close()
     from gym_worldmodel.video import write_video
 
-    frames = np.stack(frames)
+    frames = np.stack(frame_list)
     if args.frames:  # first: the arrays are kept even where the video cannot be written
         try:
             args.frames.parent.mkdir(parents=True, exist_ok=True)
@@ -314,7 +318,7 @@ def rollout_main(argv: Sequence[str]) -> None:
         atomic_write(args.frames, lambda f: np.save(f, frames))
     if sim is not None:
         sim.close()
-        sim_frames = np.stack(sim_frames)
+        sim_frames = np.stack(sim_list)
         print(_closeness(frames, sim_frames, len(obs)))
         frames = np.concatenate([frames, sim_frames], axis=2)  # world left, simulator right
     write_video(args.video, frames, fps)
@@ -335,7 +339,7 @@ def _simulator(world: str, action_mode: str | None) -> Any:
     """The world's simulator env for ``--simulator``, as the world env takes the actions."""
     import gymnasium as gym
 
-    kwargs = {"obs_mode": "chunk", "max_episode_steps": -1, "crash_ends": False}
+    kwargs: dict[str, Any] = {"obs_mode": "chunk", "max_episode_steps": -1, "crash_ends": False}
     if action_mode is not None:
         kwargs["action_mode"] = action_mode
     try:

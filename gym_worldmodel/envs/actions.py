@@ -392,7 +392,8 @@ class RobotHead(_Head):
 
     def ends_episode(self, vec: np.ndarray) -> np.ndarray:
         """Rows whose encoded actions ``(B, F, 13)`` end the episode: terminate_episode = 0."""
-        return (vec[..., ROBOT_TERMINATE] > 0.5).any(axis=1)
+        # NumPy's stubs type any(axis=...) as scalar or array; on (B, F) it is the (B,) array
+        return (vec[..., ROBOT_TERMINATE] > 0.5).any(axis=1)  # type: ignore[return-value]
 
     def effort(self, vec: np.ndarray) -> np.ndarray:
         """Mean square of the 10 normalised control values per row (not the mode one-hot)."""

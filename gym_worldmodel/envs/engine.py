@@ -59,6 +59,24 @@ class Engine(Protocol):
         """Load rows from :meth:`get_state` output."""
 
 
+class FullEngine(Engine, Protocol):
+    """An :class:`Engine` with the members that forking the env and switching memory read.
+
+    :class:`WorldEngine` is one; an engine without them runs every other env call.
+    """
+
+    model: WorldModel
+    memory: SpatialMemory | None
+
+    def set_memory_enabled(
+        self,
+        enabled: bool | None,
+        env_idx: Sequence[int] | None = None,
+        store: bool | None = None,
+    ) -> None:
+        """Turn memory retrieval (and with ``store``, storing) on or off for rows ``env_idx``."""
+
+
 class WorldEngine:
     """B rows of one world model stepping together, one batched forward per step.
 
@@ -228,6 +246,7 @@ class WorldEngine:
     def _recall(self, poses: np.ndarray | None) -> None:
         """Retrieve each row's memory and write changed entries into the cache's memory slots."""
         memory = self.memory
+        assert memory is not None  # called only with memory
         self.recall = recall = memory.retrieve(poses, self.last_latents, self.slot_uid)
         valid = np.zeros(self.slot_uid.shape, bool)
         for j in range(self.slot_uid.shape[1]):
@@ -297,7 +316,9 @@ class WorldEngine:
         idx = list(env_idx)
         self.cache.load_state_dict(state["cache"], env_idx=idx)
         self.gens.set_state(state["generators"], idx)
-        slot_uid = np.broadcast_to(state.get("slot_uid", -1), (len(idx), self.slot_uid.shape[1]))
+        slot_uid: np.ndarray | list[np.ndarray] = np.broadcast_to(
+            state.get("slot_uid", -1), (len(idx), self.slot_uid.shape[1])
+        )
         if self.memory is not None and state.get("memory") is not None:
             self._remember(state["last_latents"], idx)
             self.memory.set_state(state["memory"], idx)

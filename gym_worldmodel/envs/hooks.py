@@ -250,7 +250,7 @@ def arguments(
     """
     as_t = lambda a: None if a is None else to(np.ascontiguousarray(a))  # noqa: E731
     info = {"pose": as_t(pose), "prev_pose": as_t(prev_pose), "step": as_t(step)}
-    return prev_obs, as_t(action), obs, {**info, "effort": as_t(effort)}
+    return prev_obs, to(np.ascontiguousarray(action)), obs, {**info, "effort": as_t(effort)}
 
 
 #: Hooks run after the model's step: what their errors add (the step is not undone).
@@ -323,10 +323,11 @@ def evaluate(
 ) -> np.ndarray:
     """Run hooks and combine them into a ``(B,)`` float64 (reward) or bool (termination) array."""
     dtype = np.float64 if kind == "reward" else np.bool_
-    total = np.zeros(batch, dtype)
+    total: np.ndarray = np.zeros(batch, dtype)
     if hooks is None:
         return total
     for hook in hooks if isinstance(hooks, Sequence) else [hooks]:
+        assert args is not None  # callers with hooks build their arguments
         try:
             value = hook(*args)
         except Exception as err:

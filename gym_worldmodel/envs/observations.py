@@ -41,7 +41,12 @@ def frames_space(frames: str, config: Any) -> spaces.Box:
     """The space of one row's frames in mode ``frames`` for a model ``config``."""
     size, f = config.vae.image_size, config.dit.chunk_frames
     if frames == "latent":
-        shape = (f, config.dit.latent_channels, config.dit.latent_size, config.dit.latent_size)
+        shape: tuple[int, ...] = (
+            f,
+            config.dit.latent_channels,
+            config.dit.latent_size,
+            config.dit.latent_size,
+        )
         return spaces.Box(-LATENT_BOUND, LATENT_BOUND, shape, np.float32)
     shape = (size, size, 3) if frames == "rgb" else (f, size, size, 3)
     return spaces.Box(0, 255, shape, np.uint8)
@@ -67,11 +72,13 @@ def observation_space(
     frame_space = frames_space(frames, config)
     if not with_pose:
         return frame_space
+    assert pose_kind is not None  # parse_obs_mode refuses a pose observation without one
     return spaces.Dict({frames: frame_space, "pose": pose_space(pose_kind, max_speed)})
 
 
 def with_pose(space: spaces.Space, frames_name: str, frames: Any, pose: Any) -> Any:
     """The observation ``{frames_name: frames, "pose": pose}`` in ``space``'s key order."""
+    assert isinstance(space, spaces.Dict)  # a pose observation's space (observation_space's)
     parts = {frames_name: frames, "pose": pose}
     return {k: parts[k] for k in space.spaces}
 

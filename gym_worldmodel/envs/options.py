@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -143,7 +144,8 @@ def start_options(
         rows = f"; a vector env also takes {list(also)} to pick rows" if also else ""
         raise ValueError(f"unknown reset options {sorted(unknown)}; this world takes {world}{rows}")
     start = {}
-    if "speed" in options:
+    if "speed" in options:  # an option only in the driving world, whose head has a max_speed
+        assert max_speed is not None
         start[3] = start_value(options, "speed", n, 0.0, max_speed, "m/s")
     if "heading" in options:
         start[2] = start_value(options, "heading", n, -180.0, 180.0, "degrees")
@@ -241,7 +243,7 @@ def first_chunk(frames: np.ndarray, config: WorldModelConfig) -> np.ndarray:
     return np.concatenate([np.repeat(frames[:1], f - len(frames), 0), frames])
 
 
-def rng_from_state(state: dict) -> np.random.Generator:
+def rng_from_state(state: Mapping[str, Any]) -> np.random.Generator:
     """A NumPy generator restored from ``bit_generator.state``."""
     rng = np.random.default_rng()
     rng.bit_generator.state = state

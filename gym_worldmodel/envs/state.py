@@ -65,7 +65,9 @@ def check_state(state: Any, template: Any, where: str = "state", scan: bool = Tr
             raise ValueError(f"{where} must have dtype {template.dtype}, got {state.dtype}")
         if floating and scan:
             finite = (
-                torch.isfinite(state).all() if kind is torch.Tensor else np.isfinite(state).all()
+                torch.isfinite(state).all()
+                if isinstance(state, torch.Tensor)
+                else np.isfinite(state).all()
             )
             if not finite:
                 raise ValueError(f"{where} holds NaN or inf")

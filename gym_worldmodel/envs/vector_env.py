@@ -6,7 +6,7 @@ import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from gym_worldmodel.envs import hooks as hook_lib
 from gym_worldmodel.envs import observations as obs_lib
-from gym_worldmodel.envs.actions import on_host
-from gym_worldmodel.envs.engine import Engine, WorldEngine
+from gym_worldmodel.envs.actions import CameraHead, DrivingHead, on_host
+from gym_worldmodel.envs.engine import Engine, FullEngine, WorldEngine
 from gym_worldmodel.envs.options import (
     check_choice,
     check_switch,
@@ -283,7 +283,8 @@ class WorldModelVectorEnv(VectorEnv):
         self._steps = np.zeros(num_envs, np.int64)
         self._done = np.zeros(num_envs, bool)
         self._pose = np.zeros((num_envs, 4)) if self.world.pose else None
-        self._frames = self._latents = None
+        self._frames: torch.Tensor | None = None  # (B, F', H, W, 3) uint8, from the first start
+        self._latents: torch.Tensor | None = None
         self._templates: dict[int, dict[str, Any]] = {}  # set_state's, per row count
         self._started = self.closed = False
 
@@ -388,6 +389,7 @@ class WorldModelVectorEnv(VectorEnv):
         )
         restart = np.flatnonzero(resetting)  # planned now: a start_fn fails before the step
         plan = self._plan_start(restart, [None] * len(restart), None) if len(restart) else None
+        assert self._engine is not None and self._frames is not None  # started
         prev_frame, prev_pose = self._frames[:, -1], self._pose
         pose, model_vec = self._advance(vec)  # memory retrieves by where the rows will look
         self._latents, self._frames = self._engine.step(
@@ -412,7 +414,9 @@ class WorldModelVectorEnv(VectorEnv):
     def idle_action(self) -> Any:
         """Every row's do-nothing action: the single env's ``idle_action()``, one per row."""
         space, rows = self.single_action_space, [self.head.idle_action()] * self.num_envs
-        return concatenate(space, rows, create_empty_array(space, self.num_envs))
+        out = create_empty_array(space, self.num_envs)
+        # Gymnasium's stubs: its concatenate takes the None create_empty_array gives a custom space
+        return concatenate(space, rows, out)  # type: ignore[arg-type]
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """The current last frame of every row (no model forward), or None without a mode."""
@@ -423,7 +427,7 @@ class WorldModelVectorEnv(VectorEnv):
     def set_memory(
         self,
         enabled: bool | None,
-        env_idx: int | Sequence[int] | None = None,
+        env_idx: int | Sequence[int] | np.ndarray | None = None,
         store: bool | None = None,
     ) -> None:
         """Turn spatial-memory retrieval on or off for rows ``env_idx`` (all if None).
@@ -438,7 +442,8 @@ class WorldModelVectorEnv(VectorEnv):
         check_switch("store", store, optional=True)
         rows = None if env_idx is None else self._rows(np.atleast_1d(env_idx), True).tolist()
         self._build_engine()
-        self._engine.set_memory_enabled(enabled, rows, store)
+        # an engine that switches memory has set_memory_enabled (see Engine)
+        cast(FullEngine, self._engine).set_memory_enabled(enabled, rows, store)
 
     def close_extras(self, **kwargs: Any) -> None:
         """Release the engine; further calls to reset or step raise."""
@@ -469,7 +474,7 @@ class WorldModelVectorEnv(VectorEnv):
 
     # --- state for planners ----------------------------------------------------------------------
 
-    def get_state(self, env_idx: Sequence[int] | None = None) -> dict[str, Any]:
+    def get_state(self, env_idx: Sequence[int] | np.ndarray | None = None) -> dict[str, Any]:
         """Copy of the rows' full state (repeats allowed: ``[0, 0, 0]`` forks row 0 three times).
 
         Covers the KV cache, generator states, the last chunk's latents and frames (its last
@@ -480,6 +485,7 @@ class WorldModelVectorEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("call reset() before get_state()")
         rows = self._rows(env_idx, repeats=True)
+        assert self._engine is not None and self._frames is not None and self._latents is not None
         return {
             "world": self.world.name,
             "engine": self._engine.get_state(rows.tolist()),
@@ -592,6 +598,7 @@ class WorldModelVectorEnv(VectorEnv):
             self._latents = torch.zeros_like(
                 state["latents"], device=self.device, dtype=torch.float32
             )
+        assert self._engine is not None and self._frames is not None and self._latents is not None
         self._engine.set_state(state["engine"], rows.tolist())
         self._frames[rows] = state["frames"].to(self._frames.device)
         self._latents[rows] = state["latents"].to(self._latents)
@@ -643,7 +650,8 @@ class WorldModelVectorEnv(VectorEnv):
         mode = AutoresetMode(autoreset_mode or self.metadata["autoreset_mode"])
         seeds = _checked_seeds(seeds, n, "fork seeds")
         state = self.get_state([row] * n)
-        engine = self._make_engine(self._engine.model, n, memory=self._engine.memory is not None)
+        source = cast(FullEngine, self._engine)  # forking needs the engine's model (see Engine)
+        engine = self._make_engine(source.model, n, memory=source.memory is not None)
         child = WorldModelVectorEnv(
             n,
             world=self.world.name,
@@ -670,6 +678,7 @@ class WorldModelVectorEnv(VectorEnv):
 
     def _reseed(self, rows: np.ndarray, seeds: list[int]) -> None:
         """Reseed the rows' generators: the model's noise and the NumPy one of their autoresets."""
+        assert self._engine is not None  # built by the reset, set_state or fork before
         self._engine.seed(seeds, env_idx=rows.tolist())
         for row, seed in zip(rows, seeds, strict=True):
             self._rngs[row] = np.random.default_rng(seed)
@@ -715,7 +724,7 @@ class WorldModelVectorEnv(VectorEnv):
             sampler=self.config.sampler,
         )
 
-    def _rows(self, env_idx: Sequence[int] | None, repeats: bool) -> np.ndarray:
+    def _rows(self, env_idx: Sequence[int] | np.ndarray | None, repeats: bool) -> np.ndarray:
         """Validated row indices ``(n,)``: all rows for None."""
         if env_idx is None:
             return np.arange(self.num_envs)
@@ -806,6 +815,7 @@ class WorldModelVectorEnv(VectorEnv):
 
     def _begin_rows(self, rows: np.ndarray, plan: _StartPlan) -> None:
         """Start ``rows`` in the engine as ``plan`` says, then take its generators."""
+        assert self._engine is not None  # built by _plan_start
         frames_t = torch.from_numpy(np.ascontiguousarray(plan.frames)).to(self.device)
         latents, frames_t = self._engine.start(
             rows.tolist(), frames_t, poses=plan.poses, seeds=plan.torch_seeds
@@ -816,6 +826,7 @@ class WorldModelVectorEnv(VectorEnv):
         if self._frames is None:
             self._frames, self._latents = frames_t.clone(), latents.clone()
         else:
+            assert self._latents is not None  # set with the frames
             self._frames[rows], self._latents[rows] = frames_t, latents
         self._steps[rows], self._done[rows] = 0, False
         if self._pose is not None:
@@ -827,19 +838,23 @@ class WorldModelVectorEnv(VectorEnv):
         Poses are None in a world without one; the model's vectors carry the scene shift when
         its anchors move with the car (``DiTConfig.anchor_ego``).
         """
-        head, dt = self.head, 1.0 / self.config.fps
+        head, dt, pose = self.head, 1.0 / self.config.fps, self._pose
         if self.world.pose == "camera":
-            return integrate_camera(self._pose, vec, head.move_m, head.turn_deg), vec
+            assert pose is not None and isinstance(head, CameraHead)  # the camera world's
+            return integrate_camera(pose, vec, head.move_m, head.turn_deg), vec
         if self.world.pose == "driving":
+            assert pose is not None  # a world with a pose keeps one
             if self._ego is not None:
-                return self._ego.step(self._pose, vec)
+                return self._ego.step(pose, vec)
+            assert isinstance(head, DrivingHead)  # the driving world's
             limits = (head.max_steer_deg, head.max_accel, head.max_speed)
-            return integrate_driving(self._pose, vec, dt, *limits), vec
+            return integrate_driving(pose, vec, dt, *limits), vec
         return None, vec
 
     def _judge(self, prev_frame, vec: np.ndarray, prev_pose) -> tuple[np.ndarray, ...]:
         args = None
         if self.reward_fn is not None or self.termination_fn is not None:
+            assert self._frames is not None  # the step's
             effort, last = self.head.effort(vec), self._frames[:, -1]
             args = hook_lib.arguments(
                 prev_frame, vec, last, self._pose, prev_pose, self._steps, effort, self._on_device

@@ -63,7 +63,7 @@ class World:
         """The head in ``mode`` (None: the default)."""
         if mode is None or mode == self.head.mode:
             return self.head
-        return type(self.head)(mode=mode)  # type: ignore[call-arg]
+        return type(self.head)(mode=mode)
 
 
 WORLDS: dict[str, World] = {

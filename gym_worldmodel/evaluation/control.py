@@ -182,6 +182,8 @@ def train_probe(
         raise ValueError(
             f"the probe needs 2 or more training episodes (one validates), got {len(episodes)}"
         )
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     gen = np.random.default_rng(seed)
     torch.manual_seed(seed)
     held = [ep for i, ep in enumerate(episodes) if i % 6 == 0]
@@ -223,6 +225,7 @@ def train_probe(
             quality = float(np.nan_to_num(np.clip(values, 0, 1)).mean())
             if kept is None or quality > best:
                 best, kept = quality, (copy.deepcopy(net.state_dict()), values)
+    assert kept is not None  # (the last step is always validated)
     net.load_state_dict(kept[0])
     net.eval()
     probe.validation = kept[1]

@@ -164,10 +164,10 @@ def evaluate_world(
     name = "autoencoder (ceiling)"
     result.psnr[name], result.ssim[name] = {}, {}
     for h in config.horizons:
-        chunk = truth[:, (h - 1) * f : h * f]
-        recon = autoencode(model, chunk.reshape(-1, *chunk.shape[2:])).reshape(chunk.shape)
-        result.psnr[name][h] = pooled_psnr(recon, chunk)
-        result.ssim[name][h] = float(ssim(recon, chunk).mean())
+        recorded = truth[:, (h - 1) * f : h * f]
+        recon = autoencode(model, recorded.reshape(-1, *recorded.shape[2:])).reshape(recorded.shape)
+        result.psnr[name][h] = pooled_psnr(recon, recorded)
+        result.ssim[name][h] = float(ssim(recon, recorded).mean())
 
     # Controllability: the probe on real and on generated frames under the same actions.
     probe = train_probe(

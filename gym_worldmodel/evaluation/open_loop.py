@@ -162,6 +162,7 @@ def rollout(
     for k in tqdm(range(steps), desc=progress, disable=not progress, leave=False):
         chunk = np.ascontiguousarray(actions[:, k * f : (k + 1) * f])
         if ego is not None:
+            assert pose is not None  # (checked above)
             pose, chunk = ego.step(pose, chunk)
         decode = slice(None) if record == "frames" else slice(-1, None)
         frames = engine.step(chunk, decode)[1].cpu().numpy()

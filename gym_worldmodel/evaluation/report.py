@@ -6,9 +6,9 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -31,7 +31,6 @@ def write_report(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     out_dir.mkdir(parents=True, exist_ok=True)
     report.parent.mkdir(parents=True, exist_ok=True)
@@ -178,14 +177,17 @@ def write_report(
             "of steps " + ", ".join(str(h) for h in _strip_steps(samples[r.world], f)) + ".",
             "",
         ]
-        strip = _strip(samples[r.world], f)
-        atomic_write(
-            out_dir / f"{r.world}_strip.png",
-            lambda fh, s=strip: Image.fromarray(s).save(fh, format="png"),
-        )
+        atomic_write(out_dir / f"{r.world}_strip.png", _png(_strip(samples[r.world], f)))
     lines += [f"![stability]({images}/stability.png)", ""]
     body = "\n".join(lines)
     atomic_write(report, lambda fh: fh.write(body.encode()))
+
+
+def _png(image: np.ndarray) -> Callable[[IO[bytes]], None]:
+    """An :func:`atomic_write` writer of ``image`` (uint8 ``(H, W, 3)``) as a PNG."""
+    from PIL import Image
+
+    return lambda fh: Image.fromarray(image).save(fh, format="png")
 
 
 def image_dir(out_dir: Path, report: Path) -> str:
@@ -283,6 +285,7 @@ def _scene_motion_table(control: dict[str, Any]) -> list[str]:
     real, gen = control.get("scene_motion_real"), control.get("scene_motion_generated")
     if not real:
         return []
+    assert gen is not None  # (measured together with the recorded motion)
     return [
         f"Scene motion per key over the first {control['scene_motion_steps']} steps: the "
         "global shift and zoom between successive frames with the least squared difference, "

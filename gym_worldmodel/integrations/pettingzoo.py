@@ -137,6 +137,7 @@ class WorldModelParallelEnv(ParallelEnv):
             memory_shared=shared_memory,
             **env_kwargs,
         ).unwrapped
+        assert isinstance(venv, WorldModelVectorEnv)  # its vector entry point, checked above
         self.venv = venv
         self.env_id, self.render_mode = env_id, render_mode
         self.metadata = {
@@ -220,6 +221,7 @@ class WorldModelParallelEnv(ParallelEnv):
         start_rng = self._start_rng
         if self.shared_memory and pictured:
             fitted = user_frames(passed, len(self.possible_agents), self.venv.config)
+            assert fitted is not None  # passed holds an image or frames
             if not (fitted == fitted[:1]).all():
                 raise ValueError(
                     "agents sharing a memory bank start from one picture (their poses share its "
@@ -310,6 +312,7 @@ class WorldModelParallelEnv(ParallelEnv):
         obs_lib.put(self._last_obs, rows, obs_lib.take(obs, rows))
         if self._frames is not None:
             frames = self.venv.render()
+            assert frames is not None  # the vector env renders, as at reset
             for i in rows:
                 self._frames[i] = frames[i]
         self._needs_reset = np.asarray(terminated, bool) | np.asarray(truncated, bool)
@@ -388,7 +391,9 @@ class WorldModelParallelEnv(ParallelEnv):
         if self.render_mode is None:  # a state of a rendering env keeps no frames here
             self._frames = None
         elif frames is None:  # one of an env that did not render: the rows' frames now
-            self._frames = np.stack(self.venv.render())
+            rendered = self.venv.render()
+            assert rendered is not None  # the vector env renders (render_mode is its)
+            self._frames = np.stack(rendered)
         else:
             self._frames = np.array(frames)
         self._start, self._start_rng = dict(state["start"]), start_rng
@@ -419,9 +424,9 @@ def _stack(actions: list[Any]) -> Any:
         return {k: _stack([a[k] for a in actions]) for k in actions[0]}
     rows = [a if isinstance(a, torch.Tensor) else np.asarray(a) for a in actions]
     if any(isinstance(a, torch.Tensor) for a in rows):  # the vector env reads tensors itself
-        rows = [torch.as_tensor(a) for a in rows]
-        if len({a.shape for a in rows}) == 1:
-            return torch.stack([a.detach().to(rows[0].device) for a in rows])
+        tensors = [torch.as_tensor(a) for a in rows]
+        if len({a.shape for a in tensors}) == 1:
+            return torch.stack([a.detach().to(tensors[0].device) for a in tensors])
     elif len({a.shape for a in rows}) == 1:
         return np.stack(rows)
     shapes = [tuple(a.shape) for a in rows]

@@ -40,7 +40,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -117,7 +117,7 @@ class WorldModelSB3VecEnv(VecEnv):
         envs = gym.make_vec(
             env_id, num_envs=num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **kwargs
         )
-        return cls(envs.unwrapped)
+        return cls(cast(WorldModelVectorEnv, envs.unwrapped))  # __init__ checks it is one
 
     # --- SB3 VecEnv API ---------------------------------------------------------------------
 

@@ -193,6 +193,7 @@ class KVCache:
 
     def write_anchor(self, frame: Tensor) -> None:
         """Keep each row's ``(B, C, h, w)`` last written frame: the next chunk's anchor."""
+        assert self.anchor is not None  # called only for models with frame_anchor
         self.anchor.copy_(frame)
 
     def write_memory(self, layer: int, slot: int, k: Tensor, v: Tensor, rows: Tensor) -> None:

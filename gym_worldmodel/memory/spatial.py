@@ -254,32 +254,32 @@ class SpatialMemory:
         or not, as a read-only row does (``set_enabled(store=False)``).
         """
         if rows is None:
-            rows = np.arange(self.num_rows)
+            ids = np.arange(self.num_rows)
         else:
-            rows = np.asarray(rows, np.int64)
-            if len(np.unique(rows)) != len(rows):
-                raise ValueError(f"rows must be distinct, got {rows.tolist()}")
-        if latents.shape[0] != len(rows) or latents.shape[1:] != self.latents.shape[2:]:
+            ids = np.asarray(rows, np.int64)
+            if len(np.unique(ids)) != len(ids):
+                raise ValueError(f"rows must be distinct, got {ids.tolist()}")
+        if latents.shape[0] != len(ids) or latents.shape[1:] != self.latents.shape[2:]:
             raise ValueError(
-                f"latents must be ({len(rows)}, {', '.join(map(str, self.latents.shape[2:]))}), "
+                f"latents must be ({len(ids)}, {', '.join(map(str, self.latents.shape[2:]))}), "
                 f"got {tuple(latents.shape)}"
             )
-        poses = self._check_poses(poses, len(rows))
-        self.chunks[rows] += 1  # counts every chunk seen, stored or not (the ring window's)
-        storing = self.storing[rows] if store is None else self.storing[rows] & store
+        poses = self._check_poses(poses, len(ids))
+        self.chunks[ids] += 1  # counts every chunk seen, stored or not (the ring window's)
+        storing = self.storing[ids] if store is None else self.storing[ids] & store
         keep = np.flatnonzero(storing)
         if not len(keep):
             return
-        if len(keep) < len(rows):
-            rows, latents, poses = rows[keep], latents[torch.from_numpy(keep)], poses[keep]
-        banks = self.banks[rows]
+        if len(keep) < len(ids):
+            ids, latents, poses = ids[keep], latents[torch.from_numpy(keep)], poses[keep]
+        banks = self.banks[ids]
         if len(np.unique(banks)) == len(banks):  # a new entry per bank: all slots at once
-            self._write(banks, self._free_slots(banks, poses), rows, latents, poses)
+            self._write(banks, self._free_slots(banks, poses), ids, latents, poses)
             return
-        for i in range(len(rows)):  # rows sharing a bank take their slots in turn
+        for i in range(len(ids)):  # rows sharing a bank take their slots in turn
             one = slice(i, i + 1)
             slot = self._free_slots(banks[one], poses[one])
-            self._write(banks[one], slot, rows[one], latents[one], poses[one])
+            self._write(banks[one], slot, ids[one], latents[one], poses[one])
 
     def _free_slots(self, banks: np.ndarray, poses: np.ndarray) -> np.ndarray:
         """A slot in each of ``banks`` (distinct) for a chunk seen from ``poses``.
@@ -317,8 +317,8 @@ class SpatialMemory:
 
     def reset(self, rows: Sequence[int] | None = None) -> None:
         """Forget what rows ``rows`` (all if None) stored; other rows' entries stay."""
-        rows = np.arange(self.num_rows) if rows is None else np.asarray(rows, np.int64)
-        for row in rows:
+        ids = np.arange(self.num_rows) if rows is None else np.asarray(rows, np.int64)
+        for row in ids:
             mine = self.owner[self.banks[row]] == row
             self.uid[self.banks[row], mine] = -1
             self.owner[self.banks[row], mine] = -1
@@ -364,12 +364,14 @@ class SpatialMemory:
         )
         usable = (self.uid[banks] >= 0) & ~recent & self.enabled[:, None]
         if self.geometry.kind == "latent":
+            assert query is not None  # checked above
             q = _descriptor(query.to(self.keys.device))  # (B, D)
             # Float32 products summed per entry: a batched matmul (bf16 under autocast) gave a
             # row other last digits, so another ranking at a near tie, for other batch sizes.
-            score = (self.keys[torch.from_numpy(banks)] * q[:, None]).sum(-1)
-            score = score.cpu().numpy().astype(np.float64)
+            sim = (self.keys[torch.from_numpy(banks)] * q[:, None]).sum(-1)
+            score = sim.cpu().numpy().astype(np.float64)
         else:
+            assert poses is not None  # _check_poses above
             score = self.geometry.overlap(poses, self.poses[banks], where=usable)
         # Entries under ``min_score`` are out before ranking: a held chunk that no longer
         # counts as a hit must not outrank a fresh one that does.
@@ -518,7 +520,7 @@ class SpatialMemory:
         for j in mine:
             uid = saved_uid[j]
             if j in held:
-                slot = held[j]
+                slot: int | np.integer = held[j]
                 if self.owner[bank, slot] not in (row, -1, self.num_rows):
                     continue  # another row's entry, which this row sees anyway
             else:
@@ -533,7 +535,7 @@ class SpatialMemory:
             self.poses[bank, slot], self.uid[bank, slot] = saved_poses[j], uid
             self.step[bank, slot], self.owner[bank, slot] = saved_step[j], row
 
-    def _same_entry(self, bank: int, slot: int, state: dict[str, Any], j: int) -> bool:
+    def _same_entry(self, bank: int, slot: int, state: dict[str, Any], j: int | np.integer) -> bool:
         """Whether slot ``slot`` of bank ``bank`` holds saved entry ``j`` (step, pose, latents)."""
         return (
             self.step[bank, slot] == state["step"][j]

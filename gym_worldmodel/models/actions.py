@@ -52,6 +52,8 @@ class ActionProjectors(nn.Module):
         config: Supplies the modality widths, padded width, embedding width and input scales.
     """
 
+    input_scale: Tensor  # (M, action_dim) buffer
+
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()
         m, a, u = len(config.modalities), config.action_dim, config.action_embed_dim

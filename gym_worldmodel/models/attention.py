@@ -47,6 +47,15 @@ class ChunkCache(Protocol):
         """Store the current chunk's K/V in its sink or ring slot."""
         ...
 
+    @property
+    def anchor(self) -> Tensor | None:
+        """``(B, C, h, w)`` frame the next chunk is anchored to; None: no ``frame_anchor``."""
+        ...
+
+    def write_anchor(self, frame: Tensor) -> None:
+        """Keep each row's ``(B, C, h, w)`` last written frame: the next chunk's anchor."""
+        ...
+
 
 class MemoryCache(Protocol):
     """What :class:`MemoryAttention` needs from a KV cache."""
@@ -247,6 +256,10 @@ class SequenceAttention:
         return mask
 
 
+#: What :class:`SelfAttention` attends through: one of the three contexts above.
+AttentionContext = ChunkAttention | SequenceAttention | MemoryAttention
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with QK RMS-norm; the context object decides what it sees."""
 
@@ -258,7 +271,7 @@ class SelfAttention(nn.Module):
         self.qk_gain = nn.Parameter(torch.ones(2, 1, 1, 1, config.head_dim))
         self.proj = nn.Linear(config.dim, config.dim)
 
-    def forward(self, x: Tensor, layer: int, context: ChunkAttention | SequenceAttention) -> Tensor:
+    def forward(self, x: Tensor, layer: int, context: AttentionContext) -> Tensor:
         """``x`` (B, T, dim) -> (B, T, dim)."""
         b, t, _ = x.shape
         qkv = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)

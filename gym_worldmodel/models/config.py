@@ -10,7 +10,10 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 #: Action vector width of each modality, in the order of the experts (the modality id).
 #: camera: translation one-hot (none, W, A, S, D) + rotation one-hot (none, left, right, up, down)
@@ -24,7 +27,7 @@ DEFAULT_MODALITIES: dict[str, int] = {"camera": 12, "robot": 13, "driving": 2}
 #: keeps a row's result bitwise identical alone or in any batch.
 ROW_ALIGN = 64
 
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def _from_dict(cls: type[T], data: dict[str, Any]) -> T:

@@ -15,7 +15,8 @@ Shapes (the one layout, used at every boundary):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from gym_worldmodel.models.actions import ActionExpert, ActionProjectors, expert_residuals
 from gym_worldmodel.models.attention import (
+    AttentionContext,
     ChunkAttention,
     ChunkCache,
     MemoryAttention,
@@ -77,6 +79,8 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 class TimestepEmbedding(nn.Module):
     """Sinusoidal embedding of the noise level followed by an MLP."""
 
+    freqs: Tensor
+
     def __init__(self, dim: int, freq_dim: int = 128) -> None:
         super().__init__()
         half = freq_dim // 2
@@ -115,7 +119,7 @@ class DiTBlock(nn.Module):
         cond: Tensor,
         action: Tensor,
         layer: int,
-        context: ChunkAttention | SequenceAttention,
+        context: AttentionContext,
     ) -> Tensor:
         """``x`` (B, NF, Tf, dim); ``cond`` (B, NF, dim); ``action`` (B, NF, dim).
 
@@ -149,6 +153,12 @@ class CausalChunkDiT(nn.Module):
         >>> dit(x, torch.ones(2), a, torch.zeros(2, dtype=torch.long)).shape
         torch.Size([2, 2, 4, 16, 16])
     """
+
+    # Rotary tables (non-persistent buffers): the current chunk's (T, Dh), memory slots' (M, T, Dh).
+    chunk_cos: Tensor
+    chunk_sin: Tensor
+    memory_cos: Tensor
+    memory_sin: Tensor
 
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()
@@ -235,6 +245,7 @@ class CausalChunkDiT(nn.Module):
         write pass makes this chunk's last frame the next anchor.
         """
         anchor = None
+        context: ChunkAttention | SequenceAttention
         if cache is None:
             if write:
                 raise ValueError("write=True needs a cache")
@@ -248,6 +259,7 @@ class CausalChunkDiT(nn.Module):
         t_frames = t[:, None].expand(-1, x.shape[1])
         out = self._run(x, t_frames, actions, modality, drop_action, context, anchor, frame_anchors)
         if write and self.anchor_embed is not None:
+            assert cache is not None  # write=True without a cache raised above
             cache.write_anchor(x[:, -1])
         return out
 
@@ -302,6 +314,7 @@ class CausalChunkDiT(nn.Module):
                 f"got {tuple(anchors.shape)}"
             )
         if n_mem:  # memory chunks first, at their level and with no action
+            assert memory is not None  # n_mem > 0 only with memory
             if memory.shape[1] != n_mem * f or memory.shape[2:] != x.shape[2:]:
                 raise ValueError(
                     f"memory must be (B, M * {f}, {', '.join(map(str, x.shape[2:]))}), "
@@ -386,6 +399,7 @@ class CausalChunkDiT(nn.Module):
         and zoomed, :func:`move_frames`) by the motion of the chunk's actions ``0..k`` (action
         ``k`` leads to frame ``k``). Zero anchors (the sink, memory) stay zero.
         """
+        assert self.anchor_motion is not None, "moved_anchors needs anchor_motion"
         b, n, f = anchors.shape[0], anchors.shape[1], self.config.chunk_frames
         rate = self.anchor_motion[modality].float()  # (B, A, 3)
         step = (actions.float()[..., None] * rate[:, None]).sum(-2)  # (B, NF, 3), per row
@@ -399,27 +413,30 @@ class CausalChunkDiT(nn.Module):
         actions: Tensor,
         modality: Tensor,
         drop_action: Tensor | None,
-        context: ChunkAttention | SequenceAttention | MemoryAttention,
+        context: AttentionContext,
         anchors: Tensor | None = None,
         frame_anchors: Tensor | None = None,
     ) -> Tensor:
         p, side = self.config.patch_size, self.config.latent_size // self.config.patch_size
         patches = "b f c (h p) (w q) -> b f (h w) (c p q)"
         tokens = self.patch_embed(rearrange(x, patches, p=p, q=p))  # (B, NF, Tf, dim)
-        if anchors is not None and self.moves_anchors:  # one anchor per frame
-            if frame_anchors is None:
-                frame_anchors = self.frame_anchors(anchors, actions, modality)
-            anchors = frame_anchors
-            tokens = tokens + self.anchor_embed(
-                rearrange(anchors, patches, p=p, q=p).to(tokens.dtype)
-            )
-        elif anchors is not None:  # (B, N, C, h, w): one anchor frame per chunk
-            anchor = self.anchor_embed(rearrange(anchors, patches, p=p, q=p).to(tokens.dtype))
-            chunks = tokens.unflatten(1, (anchors.shape[1], -1))  # (B, N, F, Tf, dim)
-            tokens = (chunks + anchor[:, :, None]).flatten(1, 2)
+        if anchors is not None:
+            assert self.anchor_embed is not None  # callers pass anchors only with frame_anchor
+            if self.moves_anchors:  # one anchor per frame
+                if frame_anchors is None:
+                    frame_anchors = self.frame_anchors(anchors, actions, modality)
+                anchors = frame_anchors
+                tokens = tokens + self.anchor_embed(
+                    rearrange(anchors, patches, p=p, q=p).to(tokens.dtype)
+                )
+            else:  # (B, N, C, h, w): one anchor frame per chunk
+                anchor = self.anchor_embed(rearrange(anchors, patches, p=p, q=p).to(tokens.dtype))
+                chunks = tokens.unflatten(1, (anchors.shape[1], -1))  # (B, N, F, Tf, dim)
+                tokens = (chunks + anchor[:, :, None]).flatten(1, 2)
         cond = self.time_embed(t_frames)  # (B, NF, dim)
         action = self.actions(actions, modality, drop_action)  # (B, NF, u)
-        residuals = expert_residuals([block.expert for block in self.blocks], action, modality)
+        blocks = cast("Sequence[DiTBlock]", self.blocks)  # an nn.ModuleList of DiTBlock
+        residuals = expert_residuals([block.expert for block in blocks], action, modality)
         for layer, (block, residual) in enumerate(zip(self.blocks, residuals, strict=True)):
             tokens = block(tokens, cond, residual, layer, context)
         shift, scale = self.final_ada(F.silu(cond))[:, :, None].chunk(2, -1)

@@ -82,6 +82,7 @@ class FlowNet(nn.Module):
         self.up1 = nn.Sequential(_conv(3 * c, c), nn.GELU())
         self.out = _conv(c + in_channels, 2)
         nn.init.zeros_(self.out.weight)
+        assert self.out.bias is not None  # _conv's convolutions have a bias
         nn.init.zeros_(self.out.bias)
         self.cond = (
             nn.ModuleList(RowLinear(cond_dim, n) for n in (c, 2 * c, 2 * c)) if cond_dim else None
@@ -98,6 +99,8 @@ class FlowNet(nn.Module):
         for i, down in enumerate((self.down1, self.down2, self.down3)):
             h = down(h)
             if self.cond is not None:
+                if cond is None:
+                    raise ValueError("this FlowNet was built with a cond_dim: pass cond")
                 h = h * (1 + self.cond[i](cond.to(h.dtype))[:, :, None, None])
             levels.append(h)
         up = lambda x: F.interpolate(x, scale_factor=2.0)  # noqa: E731
@@ -115,6 +118,11 @@ class FlowWarp(nn.Module):
     Args:
         config: The DiT's config (action width, modalities, ``anchor_flow``).
     """
+
+    # Per-modality buffers (M,): moved by the flow, moved by the ego shift, its shift columns.
+    moves: Tensor
+    ego: Tensor
+    ego_columns: Tensor
 
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()

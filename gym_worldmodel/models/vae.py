@@ -6,6 +6,8 @@ channel-first float ``(..., C, h, w)`` already multiplied by ``scaling_factor``.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -134,7 +136,7 @@ class VAE(nn.Module):
 
     @property
     def _dtype(self) -> torch.dtype:
-        return self.decoder.net[0].weight.dtype
+        return cast(nn.Conv2d, self.decoder.net[0]).weight.dtype
 
 
 def _in_passes(net: nn.Module, x: Tensor):

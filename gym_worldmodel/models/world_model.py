@@ -119,6 +119,7 @@ class WorldModel(nn.Module):
                 raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
             model = moved.train(self.training)
         table = model.dit.anchor_motion
+        assert table is not None  # the model was given anchor_motion above if it lacked it
         for name, rate in rates.items():
             rate = torch.as_tensor(np.asarray(rate, np.float32))
             width = model.config.dit.modalities.get(name)
@@ -145,6 +146,7 @@ class WorldModel(nn.Module):
         (the sink, memory) and rows of modalities without a flow stay as they were. The warp
         and the VAE are frozen here: they are trained in their own stages.
         """
+        assert self.flow is not None, "flow_anchors needs a model with anchor_flow"
         f, scale = self.config.dit.chunk_frames, self.config.vae.scaling_factor
         b, n = anchors.shape[:2]
         flat = anchors.flatten(0, 1).float()  # (BN, C, h, w)

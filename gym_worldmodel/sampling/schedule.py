@@ -7,6 +7,7 @@ predicts the velocity ``v = noise - x0``, so ``x0 = x_t - t * v``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 
 from torch import Tensor
 
@@ -26,8 +27,12 @@ class FlowMatchSchedule:
 
     shift: float = 3.0
 
-    def shifted(self, t: float) -> float:
-        """Apply the shift to a uniform time."""
+    @overload
+    def shifted(self, t: float) -> float: ...
+    @overload
+    def shifted(self, t: Tensor) -> Tensor: ...
+    def shifted(self, t: float | Tensor) -> float | Tensor:
+        """Apply the shift to a uniform time (a number, or a tensor of them elementwise)."""
         return self.shift * t / (1.0 + (self.shift - 1.0) * t)
 
     def timesteps(self, nfe: int) -> list[float]:

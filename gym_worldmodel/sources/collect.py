@@ -79,6 +79,7 @@ def collect(
             f"the source's info dict lacks {needed}: world (its folder name), modality (one of "
             "camera, robot, driving) and frame_size (pixels) describe what it records"
         )
+    assert isinstance(info, dict)  # (needed lists every key when it is not)
     check_fields(info, SOURCE_KEYS + tuple(k for k in OPTIONAL_KEYS if k in info), "source info")
     check_world(info["world"], info["modality"], "source info")
     out_dir = Path(out_dir)

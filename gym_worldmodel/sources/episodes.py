@@ -91,7 +91,8 @@ def write_shard(path: Path, episodes: list[Episode]) -> str:
         "frame_offsets": offsets,
         "seeds": np.asarray([e.seed for e in episodes], np.int64),
     }
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    # (mypy matches ``**arrays`` against savez's ``allow_pickle: bool``: no key here is that)
+    atomic_write(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     return sha256(path)
 
 
@@ -163,7 +164,8 @@ def _check_card(card: dict[str, Any], path: Path) -> None:
     if missing or not isinstance(card["shards"], list):
         raise DatasetError(f"{path}: the card lacks {missing or ['a shards list']}")
     check_fields(card, CARD_KEYS + tuple(k for k in OPTIONAL_KEYS if k in card), path)
-    files, seen = set(), set()
+    files: set[str] = set()
+    seen: set[int] = set()
     every = card["heldout_every"]
     for shard in card["shards"]:
         lacks = [k for k in SHARD_KEYS if not isinstance(shard, dict) or k not in shard]
@@ -235,7 +237,7 @@ def load_episodes(directory: Path, split: str = "train") -> list[Episode]:
     Each shard's episode and frame counts must be those its card entry records.
     """
     card = read_card(directory)
-    out = []
+    out: list[Episode] = []
     for shard in card["shards"]:
         if shard["split"] != split:
             continue

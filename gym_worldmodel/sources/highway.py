@@ -192,6 +192,13 @@ def _make_policy(name: str, rng: np.random.Generator) -> Callable[[Any], np.ndar
     return _RandomPolicy(rng) if name == "random" else _LaneKeepPolicy(rng)
 
 
+def _of_world(
+    policy: Callable[[Any], np.ndarray],
+) -> Callable[[Any, np.ndarray, np.ndarray], np.ndarray]:
+    """``policy`` (of the world alone) as a ``_record`` policy of ``(world, frame, pose)``."""
+    return lambda world, frame, pose: policy(world)
+
+
 #: What changes while highway-env runs: its state (the rest is its configuration and viewer).
 #: One deep copy keeps the vehicles on the road and the controlled ones the same objects.
 _DYNAMIC = ("road", "controlled_vehicles", "time", "steps", "done", "np_random")
@@ -266,9 +273,7 @@ class HighwaySource:
         for attempt in range(MAX_ATTEMPTS):
             policy = _make_policy(self.policy, np.random.default_rng([int(seed), attempt]))
             seed_k = seed + SEED_STRIDE * attempt
-            episode = self._record(
-                seed_k, steps, lambda w, f, p, act=policy: act(w), stop_on_crash=True
-            )
+            episode = self._record(seed_k, steps, _of_world(policy), stop_on_crash=True)
             if episode is not None:
                 self.last_attempt = attempt
                 return Episode(episode.frames, episode.actions, episode.poses, int(seed))

@@ -204,7 +204,7 @@ class RobosuiteSource:
         clash = sorted({"file", "allow_pickle"} & set(arrays))  # np.savez's own arguments
         if clash:
             raise ValueError(f"state['source'] has unexpected entries {clash}")
-        np.savez(path, **arrays)
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # allow_pickle is excluded above
         self._request({"cmd": "set_state", "state": path}).close()
 
     def _check_running(self) -> None:

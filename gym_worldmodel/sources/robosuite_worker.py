@@ -47,14 +47,26 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TypedDict
 
 import numpy as np
 
 OSC_MAX_M = 0.05  # metres per control step at input 1 (robosuite's OSC_POSE output_max)
 OSC_MAX_RAD = 0.5  # radians per control step at input 1
+
+
+class Style(TypedDict):
+    """A behaviour policy style (see :data:`STYLES`)."""
+
+    hold: tuple[int, int]
+    speed: tuple[float, float]
+    follow: float
+    grip_hold: tuple[int, int]
+
+
 #: Behaviour policy styles: frames a velocity target is held ([low, high)), its translation input
 #: range, the low-pass factor towards it (1 = none) and frames the gripper holds its state.
-STYLES = {
+STYLES: dict[str, Style] = {
     "smooth": {"hold": (4, 21), "speed": (0.1, 0.4), "follow": 0.3, "grip_hold": (10, 41)},
     "agile": {"hold": (1, 7), "speed": (0.3, 0.8), "follow": 1.0, "grip_hold": (5, 21)},
 }
@@ -257,7 +269,7 @@ def set_state(env, state: dict) -> None:
         actions.append(np.array(action, np.float64))
     if np.ndim(state["gripper"]) != 2 or len(actions) != len(grippers):
         raise BadState(f"state['source']['gripper'] must have {len(grippers)} rows")
-    values = {}
+    values: dict[str, object] = {}
     for key, (controller, name) in _controller_attributes(env).items():
         old, given = getattr(controller, name, None), np.asarray(state[key])
         if given.size == 0:
@@ -322,7 +334,7 @@ def main() -> None:
             tmp = request["out"] + ".tmp.npz"
             np.savez(tmp, **arrays)
             os.replace(tmp, request["out"])
-            reply = {"ok": True}
+            reply: dict[str, object] = {"ok": True}
         except Exception as err:  # noqa: BLE001 - reported to the parent, which raises
             reply = {"ok": False, "error": f"{type(err).__name__}: {err}"}
             reply["bad_input"] = isinstance(err, BadState)

@@ -26,7 +26,7 @@ from gymnasium.utils import seeding
 
 from gym_worldmodel.envs import hooks as hook_lib
 from gym_worldmodel.envs import observations as obs_lib
-from gym_worldmodel.envs.actions import batch_one
+from gym_worldmodel.envs.actions import CameraHead, batch_one
 from gym_worldmodel.envs.options import (
     initial_conditions,
     is_seed,
@@ -160,7 +160,8 @@ class SimulatorEnv(gym.Env):
         self.action_space = self.head.space
         self._act_kwargs = {} if max_speed is None else {"max_speed": max_speed}
         self._frames: np.ndarray | None = None  # (F, H, W, 3) the last step's frames
-        self._origin = self._pose = None  # the start's absolute pose; the relative pose (4,)
+        self._origin: np.ndarray | None = None  # the start's absolute pose (4,)
+        self._pose: np.ndarray | None = None  # the pose relative to the start (4,)
         self._steps, self._blocked, self._done = 0, False, False
 
     def _check_installed(self) -> None:
@@ -188,7 +189,7 @@ class SimulatorEnv(gym.Env):
 
     def _make_source(self) -> Any:
         size = self.config.vae.image_size
-        kwargs = {} if self._env_name is None else {"env_name": self._env_name}
+        kwargs: dict[str, Any] = {} if self._env_name is None else {"env_name": self._env_name}
         if self.world.name == "driving":
             from gym_worldmodel.sources.highway import HighwaySource
 
@@ -200,6 +201,7 @@ class SimulatorEnv(gym.Env):
         from gym_worldmodel.sources.miniworld import MiniWorldSource
 
         head = self.head
+        assert isinstance(head, CameraHead)  # (the camera worlds' head)
         return MiniWorldSource(size=size, move_m=head.move_m, turn_deg=head.turn_deg, **kwargs)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -224,7 +226,7 @@ class SimulatorEnv(gym.Env):
         if self.world.name == "driving":
             speed, heading = (float(start[c][0]) if c in start else None for c in (3, 2))
             frame, pose = self.source.start(sim_seed, speed=speed, heading_deg=heading)
-            origin = np.array([pose[0], pose[1], 0.0, 0.0])
+            origin: np.ndarray | None = np.array([pose[0], pose[1], 0.0, 0.0])
         else:
             frame, pose = self.source.start(sim_seed)
             origin = None if pose is None else np.array([pose[0], pose[1], pose[2], 0.0])
@@ -366,6 +368,7 @@ class SimulatorEnv(gym.Env):
         """An absolute simulator pose in the env's frame: the start at the origin, its yaw 0."""
         if pose is None:  # the robot's fixed camera
             return None
+        assert self._origin is not None  # (a start with a pose set it)
         rel = pose - self._origin
         if self.world.pose == "camera":  # rotate into the start's heading
             c, s = math.cos(math.radians(self._origin[2])), math.sin(math.radians(self._origin[2]))
@@ -373,10 +376,11 @@ class SimulatorEnv(gym.Env):
             rel[2] = (rel[2] + 180.0) % 360.0 - 180.0
         return rel
 
-    def _judge(self, prev_frame: np.ndarray, vec: np.ndarray, prev_pose: np.ndarray):
+    def _judge(self, prev_frame: np.ndarray, vec: np.ndarray, prev_pose: np.ndarray | None):
         """The hooks on this step, with the world env's arguments for one row."""
         args = None
         if self.reward_fn is not None or self.termination_fn is not None:
+            assert self._frames is not None  # (a step set them)
             frames = (torch.from_numpy(f[None].copy()) for f in (prev_frame, self._frames[-1]))
             steps, effort = np.array([self._steps]), self.head.effort(vec)
             pose, prev = (None if p is None else p[None] for p in (self._pose, prev_pose))
@@ -386,10 +390,12 @@ class SimulatorEnv(gym.Env):
         return rewards, ended | self.head.ends_episode(vec)
 
     def _obs(self) -> Any:
+        assert self._frames is not None  # (a reset or step set them)
         frames = self._frames[-1] if self.frames_mode == "rgb" else self._frames
         frames = frames.copy()
         if not self.pose_obs:
             return frames
+        assert self._pose is not None  # (pose_obs: the world has poses)
         pose = self._pose.astype(np.float32)
         return obs_lib.with_pose(self.observation_space, self.frames_mode, frames, pose)
 

@@ -32,6 +32,10 @@ class LatentActionProbe(nn.Module):
     never varies in the data, or lies beyond its modality's width, is left out of the loss.
     """
 
+    mean: Tensor  # (modalities, action_dim) buffers, registered in __init__
+    std: Tensor
+    used: Tensor
+
     def __init__(self, config: DiTConfig, width: int = 64) -> None:
         super().__init__()
         c, f, a, m = (

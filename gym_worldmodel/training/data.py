@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -127,6 +128,7 @@ class ChunkWindows(torch.utils.data.Dataset):
         acts = ep.actions[s : s + follow]  # action t leads to frame t + 1
         actions[self.f :, : acts.shape[1]] = acts
         if self.ego_px_per_m is not None:
+            assert ep.poses is not None  # __init__ checked: the scene shift needs poses
             w = acts.shape[1]
             actions[self.f :, w : w + 2] = scene_shift(
                 ep.poses[s : s + follow + 1], self.ego_px_per_m
@@ -158,6 +160,7 @@ class ChunkWindows(torch.utils.data.Dataset):
         candidates = np.arange(self.f - 1, min(s, last - self.memory_gap + 1))
         if not len(candidates):
             return -1
+        assert self.memory is not None  # only windows with a memory geometry retrieve
         score = self.memory.overlap(ep.poses[last][None], ep.poses[candidates][None])[0]
         best = int(np.argmax(score))
         return int(candidates[best]) if score[best] >= self.min_score else -1
@@ -181,6 +184,14 @@ class Frames(torch.utils.data.Dataset):
         return torch.from_numpy(self.frames[i])
 
 
+class SizedDataset(Protocol):
+    """A map-style dataset with a length (``torch.utils.data.Dataset`` declares no ``__len__``)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> Any: ...
+
+
 class Balanced(torch.utils.data.Dataset):
     """Several datasets interleaved so that a uniform draw of an index picks each equally often.
 
@@ -188,7 +199,7 @@ class Balanced(torch.utils.data.Dataset):
     ``k`` times the longest, so the smaller datasets repeat.
     """
 
-    def __init__(self, datasets: Sequence[torch.utils.data.Dataset]) -> None:
+    def __init__(self, datasets: Sequence[SizedDataset]) -> None:
         if not datasets or not all(len(d) for d in datasets):
             raise DatasetError("Balanced needs at least one dataset, and none of them empty")
         self.datasets = list(datasets)
@@ -208,6 +219,6 @@ class Balanced(torch.utils.data.Dataset):
         modality stay in proportion to their size.
         """
         groups: dict[int, list[ChunkWindows]] = {}
-        for ds in windows.datasets:
+        for ds in cast(list[ChunkWindows], windows.datasets):
             groups.setdefault(ds.modality, []).append(ds)
         return cls([torch.utils.data.ConcatDataset(g) for g in groups.values()])

@@ -14,6 +14,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -237,7 +238,7 @@ def chunk_windows(
     memory: bool = False,
     progress: bool = False,
     memory_gap: int = 0,
-) -> torch.utils.data.Dataset:
+) -> torch.utils.data.ConcatDataset:
     """Windows of ``n_chunks`` chunks over every dataset's ``split`` episodes (all modalities).
 
     The recipes train on ``"train"``; measurements (docs/experiments.md) read ``"heldout"``.
@@ -534,7 +535,7 @@ def train_action_probe(
     cfg = model.config.dit
     probe = LatentActionProbe(cfg)
     fitted, checks = [], {}  # windows the probe fits; those it is checked on
-    for d, ds in zip(data, windows.datasets, strict=True):
+    for d, ds in zip(data, cast(list[ChunkWindows], windows.datasets), strict=True):
         acts = torch.from_numpy(np.concatenate([ep.actions for ep in ds.episodes]))
         probe.set_action_stats(ds.modality, acts)
         eps = ds.episodes
@@ -557,13 +558,14 @@ def train_action_probe(
 
     Trainer(probe, torch.utils.data.ConcatDataset(fitted), loss, run_dir, train).train(progress)
     probe.eval().requires_grad_(False)
-    validation, errors = {}, {}
-    for d, ds in checks.items():
+    validation: dict[str, float] = {}
+    errors: dict[int, list[float]] = {}
+    for name, ds in checks.items():
         batch = torch.utils.data.default_collate([ds[i] for i in range(0, len(ds), 7)[:256]])
         batch = to_device(batch, device_of(probe))
         gen = torch.Generator(device_of(probe)).manual_seed(train.seed)
         with torch.no_grad():
-            validation[d] = probe_windows_loss(
+            validation[name] = probe_windows_loss(
                 probe,
                 batch["latents"],
                 batch["actions"],
@@ -572,7 +574,7 @@ def train_action_probe(
                 gen,
                 noise=0.0,
             )[0].item()
-        errors.setdefault(ds.modality, []).append(validation[d])
+        errors.setdefault(ds.modality, []).append(validation[name])
     for m, errs in errors.items():
         if np.mean(errs) >= PROBE_MAX_ERROR:
             probe.used[m] = 0.0
@@ -605,7 +607,9 @@ def train_flow(
     model = checked(hub.from_pretrained(init), data).with_anchor_flow(modalities)
     model = model.to(train.device)
     model.requires_grad_(False)
-    model.flow.requires_grad_(True)
+    flow = model.flow
+    assert flow is not None  # with_anchor_flow gave it one
+    flow.requires_grad_(True)
     f = model.config.dit.chunk_frames
     windows = chunk_windows(model, data, 2, encode=False)
     pair = PairNet(model.config.dit.anchor_flow_width)
@@ -620,9 +624,9 @@ def train_flow(
     pair.eval().requires_grad_(False)
 
     def loss(batch: dict, gen: torch.Generator):
-        return action_flow_loss(model.flow, pair, batch, f)
+        return action_flow_loss(flow, pair, batch, f)
 
-    return fit(model, windows, loss, run_dir, train, progress, part=model.flow)
+    return fit(model, windows, loss, run_dir, train, progress, part=flow)
 
 
 @seeded

@@ -202,7 +202,7 @@ def self_forcing_loss(
         memory_valid=memory_valid,
     )[:, -f:].float()
     flow = (velocity - schedule.velocity_target(target, noise)).pow(2).mean()
-    parts = {"flow": flow.detach(), "own_chunks": float(k)}
+    parts: dict[str, Tensor | float] = {"flow": flow.detach(), "own_chunks": float(k)}
     if not any(
         (config.action_weight, config.motion_weight, config.shift_weight, config.adversarial_weight)
     ):
@@ -214,6 +214,7 @@ def self_forcing_loss(
     keep = (~drop).float()  # rows with their action: only they can show it
     over_rows = lambda error: (error * keep).sum() / keep.sum().clamp_min(1.0)  # noqa: E731
     if config.action_weight:
+        assert probe is not None  # checked above: action_weight > 0 needs it
         shown = probe.loss(own, clean, acts, modality, ~drop)
         parts["action"] = shown.detach()
         total = total + config.action_weight * shown
@@ -228,6 +229,7 @@ def self_forcing_loss(
         parts["shift"] = shifted.detach()
         total = total + config.shift_weight * shifted
     if config.adversarial_weight:
+        assert critic is not None  # checked above: adversarial_weight > 0 needs it
         fool, judge = adversarial_losses(critic, target, clean, acts, modality, ~drop, at_steps)
         parts["adversarial"], parts["critic"] = fool.detach(), judge.detach()
         total = total + config.adversarial_weight * fool + judge

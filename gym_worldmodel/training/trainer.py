@@ -16,7 +16,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from gym_worldmodel.models import precision
 
 #: ``loss_fn(batch, generator) -> (loss, parts)``: the parts to log are detached 0-d tensors
 #: (read back with the loss in one transfer a step) or host floats.
-LossFn = Callable[[Any, torch.Generator], tuple[Tensor, dict[str, Tensor | float]]]
+LossFn = Callable[[Any, torch.Generator], tuple[Tensor, Mapping[str, Tensor | float]]]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class Trainer:
         run_dir: Path,
         config: TrainConfig,
         collate: Callable[[list], Any] = torch.utils.data.default_collate,
-        on_save: Callable[[], None] | None = None,
+        on_save: Callable[[], object] | None = None,
     ) -> None:
         self.module, self.dataset, self.loss_fn, self.config = module, dataset, loss_fn, config
         self.collate, self.run_dir, self.on_save = collate, Path(run_dir), on_save
@@ -126,7 +126,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.data_gen = torch.Generator().manual_seed(config.seed)
         self.noise_gen = torch.Generator(self.device).manual_seed(config.seed + 1)
-        self.step, self.history = 0, []
+        self.step = 0
+        self.history: list[dict[str, float]] = []
         if (self.run_dir / "checkpoint.pt").is_file():
             self._load()
 
