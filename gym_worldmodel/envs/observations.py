@@ -133,3 +133,16 @@ def info_row(infos: dict[str, Any], row: int, skip: tuple[str, ...] = ()) -> dic
             continue
         out[key] = python_value(values[row])
     return out
+
+
+def rows_only(infos: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    """``infos`` of the ``rows`` (bool mask) alone.
+
+    Gymnasium's layout: batched values, zero and masked out elsewhere.
+    """
+    out = {}
+    for key, values in infos.items():
+        if not key.startswith("_"):
+            out[key] = np.where(rows.reshape(-1, *[1] * (values.ndim - 1)), values, 0)
+            out[f"_{key}"] = rows & infos.get(f"_{key}", True)
+    return out

@@ -248,3 +248,20 @@ def rng_from_state(state: Mapping[str, Any]) -> np.random.Generator:
     rng = np.random.default_rng()
     rng.bit_generator.state = state
     return rng
+
+
+def checked_seeds(seeds: Any, n: int, what: str) -> list[int] | None:
+    """``n`` validated seeds from one per row, an int (row i gets ``seeds + i``) or None."""
+    if seeds is None:
+        return None
+    if not is_seed(seeds):
+        try:
+            seeds = list(seeds)
+        except TypeError:
+            raise ValueError(f"{what} must be an int, {n} ints or None, got {seeds!r}") from None
+        if len(seeds) != n:
+            raise ValueError(f"need {n} {what} for {n} rows, got {len(seeds)}")
+    seeds = row_seeds(seeds, np.arange(n), n)
+    if None in seeds or max(seeds) >= 2**64:  # torch's generators take 64 bits
+        raise ValueError(f"{what} must be ints in [0, 2**64), got {seeds}")
+    return seeds

@@ -5,10 +5,13 @@ turn; a state that fails half way would leave rows mixing two states. :func:`che
 compares every entry of a state with the same rows' own state (same keys, types, shapes and
 dtypes; floats finite; names equal) so that a state from another world, model or env, or one
 edited by hand, is refused with its first difference named, and nothing is changed.
+:func:`loadable_state` runs every check in turn; :func:`to_meta` and :func:`with_rows` make the
+template it checks against (the shapes of ``n`` rows' state, from those of one and two).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -157,3 +160,94 @@ def _describe(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return f"a {type(value).__name__} of {len(value)}"
     return f"{type(value).__name__} {value!r}"[:120]
+
+
+def loadable_state(
+    state: dict[str, Any],
+    template: dict[str, Any],
+    device: torch.device,
+    obs_mode: str,
+    check_engine: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """``state`` as the env loads it, every check passed; a ``ValueError`` names what differs.
+
+    ``template``: the same rows' own state (:func:`with_rows`); ``check_engine``: the engine's
+    own check of its part (``WorldEngine.check_state``), if it has one.
+    """
+    state = {"world": template["world"], **state}  # states from before the world was recorded
+    state = drop_unused_keys(fit_frames(state, template, obs_mode), template)
+    check_same_memory(state, template)
+    check_same_device_type(state, template, device)
+    check_state(state, template)
+    check_rngs(state)
+    if check_engine is not None:
+        check_engine(state["engine"])
+    if (state["steps"] < 0).any():
+        raise ValueError(f"state['steps'] must be >= 0, got {state['steps']}")
+    return state
+
+
+def drop_unused_keys(state: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without the latent-similarity keys its memory banks never read.
+
+    Banks that retrieve by pose keep none (a state saved by an earlier version has them); a
+    bank that reads them is compared as it is (``check_state`` names what differs).
+    """
+    rows, own = (s.get("engine", {}).get("memory") for s in (state, template))
+    if not isinstance(rows, list) or not own or own[0]["keys"].shape[-1] != 0:
+        return state
+    unread = [
+        {**row, "keys": row["keys"][..., :0]}
+        if isinstance(row, dict) and isinstance(row.get("keys"), torch.Tensor)
+        else row
+        for row in rows
+    ]
+    return {**state, "engine": {**state["engine"], "memory": unread}}
+
+
+def to_meta(state: Any) -> Any:
+    """``state`` with its tensors as meta tensors (shape and dtype, no data)."""
+    if isinstance(state, torch.Tensor):
+        return state.to("meta")
+    if isinstance(state, dict):
+        return {k: to_meta(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(to_meta(v) for v in state)
+    return state
+
+
+def with_rows(one: Any, two: Any, n: int) -> Any:
+    """The template of an ``n``-row state from those of one and two rows (:func:`to_meta`'s).
+
+    What grows with the rows is what differs between the two: a list's length, an array's or
+    a tensor's size along its row axis (the cache's keys have theirs second).
+    """
+    if isinstance(one, dict):
+        return {k: with_rows(v, two[k], n) for k, v in one.items()}
+    if isinstance(one, (list, tuple)):
+        if len(two) != len(one):  # one entry per row
+            assert (len(one), len(two)) == (1, 2), "a list that grows otherwise than by row"
+            return type(one)(one * n)
+        return type(one)(with_rows(a, b, n) for a, b in zip(one, two, strict=True))
+    if isinstance(one, (torch.Tensor, np.ndarray)) and one.shape != two.shape:
+        axis = next(i for i, (a, b) in enumerate(zip(one.shape, two.shape, strict=True)) if a != b)
+        assert (one.shape[axis], two.shape[axis]) == (1, 2), "an axis that is not the rows'"
+        shape = (*one.shape[:axis], n, *one.shape[axis + 1 :])
+        if isinstance(one, np.ndarray):
+            return np.zeros(shape, one.dtype)
+        return torch.empty(shape, dtype=one.dtype, device="meta")
+    return one
+
+
+def fit_frames(state: dict[str, Any], template: dict[str, Any], obs_mode: str) -> dict[str, Any]:
+    """``state`` with the frames this env keeps: a chunk-mode env's state gives its last."""
+    frames, keep = state.get("frames"), template["frames"].shape[1]
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 5 or frames.shape[1] == keep:
+        return state  # check_state names what is wrong
+    if frames.shape[1] < keep:
+        raise ValueError(
+            f"state['frames'] holds {frames.shape[1]} frame(s) per row, the last of each "
+            f"chunk, and this env's obs_mode {obs_mode!r} shows all {keep}: load it into "
+            "an env whose obs_mode is not a chunk mode"
+        )
+    return {**state, "frames": frames[:, -keep:]}

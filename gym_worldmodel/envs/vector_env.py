@@ -21,22 +21,17 @@ from gym_worldmodel.envs.engine import Engine, FullEngine, WorldEngine
 from gym_worldmodel.envs.options import (
     check_choice,
     check_switch,
+    checked_seeds,
     first_chunk,
     initial_conditions,
     is_int,
-    is_seed,
     reset_rows,
     rng_from_state,
     row_seeds,
     start_options,
 )
 from gym_worldmodel.envs.pose import EgoShift, integrate_camera, integrate_driving
-from gym_worldmodel.envs.state import (
-    check_rngs,
-    check_same_device_type,
-    check_same_memory,
-    check_state,
-)
+from gym_worldmodel.envs.state import loadable_state, to_meta, with_rows
 from gym_worldmodel.envs.worlds import (
     check_finite_weights,
     get_world,
@@ -51,58 +46,6 @@ from gym_worldmodel.models import (
     available_device,
     native_bf16,
 )
-
-
-def _drop_unused_keys(state: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
-    """``state`` without the latent-similarity keys its memory banks never read.
-
-    Banks that retrieve by pose keep none (a state saved by an earlier version has them); a
-    bank that reads them is compared as it is (``check_state`` names what differs).
-    """
-    rows, own = (s.get("engine", {}).get("memory") for s in (state, template))
-    if not isinstance(rows, list) or not own or own[0]["keys"].shape[-1] != 0:
-        return state
-    unread = [
-        {**row, "keys": row["keys"][..., :0]}
-        if isinstance(row, dict) and isinstance(row.get("keys"), torch.Tensor)
-        else row
-        for row in rows
-    ]
-    return {**state, "engine": {**state["engine"], "memory": unread}}
-
-
-def _to_meta(state: Any) -> Any:
-    """``state`` with its tensors as meta tensors (shape and dtype, no data)."""
-    if isinstance(state, torch.Tensor):
-        return state.to("meta")
-    if isinstance(state, dict):
-        return {k: _to_meta(v) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(_to_meta(v) for v in state)
-    return state
-
-
-def _with_rows(one: Any, two: Any, n: int) -> Any:
-    """The template of an ``n``-row state from those of one and two rows (``_to_meta``'s).
-
-    What grows with the rows is what differs between the two: a list's length, an array's or
-    a tensor's size along its row axis (the cache's keys have theirs second).
-    """
-    if isinstance(one, dict):
-        return {k: _with_rows(v, two[k], n) for k, v in one.items()}
-    if isinstance(one, (list, tuple)):
-        if len(two) != len(one):  # one entry per row
-            assert (len(one), len(two)) == (1, 2), "a list that grows otherwise than by row"
-            return type(one)(one * n)
-        return type(one)(_with_rows(a, b, n) for a, b in zip(one, two, strict=True))
-    if isinstance(one, (torch.Tensor, np.ndarray)) and one.shape != two.shape:
-        axis = next(i for i, (a, b) in enumerate(zip(one.shape, two.shape, strict=True)) if a != b)
-        assert (one.shape[axis], two.shape[axis]) == (1, 2), "an axis that is not the rows'"
-        shape = (*one.shape[:axis], n, *one.shape[axis + 1 :])
-        if isinstance(one, np.ndarray):
-            return np.zeros(shape, one.dtype)
-        return torch.empty(shape, dtype=one.dtype, device="meta")
-    return one
 
 
 @dataclasses.dataclass
@@ -362,7 +305,7 @@ class WorldModelVectorEnv(VectorEnv):
         self._started = True
         infos = self._infos()
         if len(rows) < self.num_envs:  # as Gymnasium's vector envs: the reset rows' infos only
-            infos = _rows_only(infos, np.isin(np.arange(self.num_envs), rows))
+            infos = obs_lib.rows_only(infos, np.isin(np.arange(self.num_envs), rows))
         return self._obs(), infos
 
     def step(self, actions: Any):
@@ -540,40 +483,18 @@ class WorldModelVectorEnv(VectorEnv):
             raise RuntimeError("set the state of every row (or reset) before a partial one")
         if not len(rows):
             return  # a state of no rows, into none
-        state = {"world": self.world.name, **state}  # states from before the world was recorded
         started = self._started
         try:
             template = self._state_template(len(rows))
-            state = _drop_unused_keys(self._fit_frames(state, template), template)
-            check_same_memory(state, template)
-            check_same_device_type(state, template, self.device)
-            check_state(state, template)
-            check_rngs(state)
-            check_engine_state = getattr(self._engine, "check_state", None)  # optional
-            if check_engine_state is not None:
-                check_engine_state(state["engine"])
-            if (state["steps"] < 0).any():
-                raise ValueError(f"state['steps'] must be >= 0, got {state['steps']}")
-            seeds = _checked_seeds(seeds, len(rows), "set_state seeds")
+            check_engine = getattr(self._engine, "check_state", None)  # optional (see Engine)
+            state = loadable_state(state, template, self.device, self.obs_mode, check_engine)
+            seeds = checked_seeds(seeds, len(rows), "set_state seeds")
         except ValueError:
             self._started = started  # an env never reset stays so
             raise
         self._load_state(state, rows)
         if seeds is not None:
             self._reseed(rows, seeds)
-
-    def _fit_frames(self, state: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
-        """``state`` with the frames this env keeps: a chunk-mode env's state gives its last."""
-        frames, keep = state.get("frames"), template["frames"].shape[1]
-        if not isinstance(frames, torch.Tensor) or frames.ndim != 5 or frames.shape[1] == keep:
-            return state  # check_state names what is wrong
-        if frames.shape[1] < keep:
-            raise ValueError(
-                f"state['frames'] holds {frames.shape[1]} frame(s) per row, the last of each "
-                f"chunk, and this env's obs_mode {self.obs_mode!r} shows all {keep}: load it into "
-                "an env whose obs_mode is not a chunk mode"
-            )
-        return {**state, "frames": frames[:, -keep:]}
 
     def _state_template(self, n: int) -> dict[str, Any]:
         """What the state of ``n`` rows looks like (tensors on the meta device), made once."""
@@ -584,8 +505,8 @@ class WorldModelVectorEnv(VectorEnv):
                 self._start_rows(np.arange(self.num_envs), [0] * self.num_envs, None)
                 self._started = True
             # From the states of one and two rows, not of n: a state is megabytes a row.
-            one, two = (_to_meta(self.get_state(np.zeros(k, np.int64))) for k in (1, 2))
-            template = _with_rows(one, two, n)
+            one, two = (to_meta(self.get_state(np.zeros(k, np.int64))) for k in (1, 2))
+            template = with_rows(one, two, n)
             self._rngs[:] = rngs  # and keeps: a refused state leaves no seed 0 behind
             self._templates[n] = template
         return template
@@ -648,7 +569,7 @@ class WorldModelVectorEnv(VectorEnv):
         if not is_int(n) or n < 1:
             raise ValueError(f"n (forks) must be an int >= 1, got {n!r}")
         mode = AutoresetMode(autoreset_mode or self.metadata["autoreset_mode"])
-        seeds = _checked_seeds(seeds, n, "fork seeds")
+        seeds = checked_seeds(seeds, n, "fork seeds")
         state = self.get_state([row] * n)
         source = cast(FullEngine, self._engine)  # forking needs the engine's model (see Engine)
         engine = self._make_engine(source.model, n, memory=source.memory is not None)
@@ -908,7 +829,7 @@ class WorldModelVectorEnv(VectorEnv):
         return {
             "final_obs": final_obs,
             "_final_obs": done.copy(),
-            "final_info": _rows_only(infos, done),
+            "final_info": obs_lib.rows_only(infos, done),
             "_final_info": done.copy(),
         }
 
@@ -921,33 +842,3 @@ class WorldModelVectorEnv(VectorEnv):
     def _on_device(self, array: np.ndarray) -> torch.Tensor:
         """A NumPy array as a tensor on the env's device."""
         return torch.from_numpy(array).to(self.device)
-
-
-def _checked_seeds(seeds: Any, n: int, what: str) -> list[int] | None:
-    """``n`` validated seeds from one per row, an int (row i gets ``seeds + i``) or None."""
-    if seeds is None:
-        return None
-    if not is_seed(seeds):
-        try:
-            seeds = list(seeds)
-        except TypeError:
-            raise ValueError(f"{what} must be an int, {n} ints or None, got {seeds!r}") from None
-        if len(seeds) != n:
-            raise ValueError(f"need {n} {what} for {n} rows, got {len(seeds)}")
-    seeds = row_seeds(seeds, np.arange(n), n)
-    if None in seeds or max(seeds) >= 2**64:  # torch's generators take 64 bits
-        raise ValueError(f"{what} must be ints in [0, 2**64), got {seeds}")
-    return seeds
-
-
-def _rows_only(infos: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
-    """``infos`` of the ``rows`` (bool mask) alone.
-
-    Gymnasium's layout: batched values, zero and masked out elsewhere.
-    """
-    out = {}
-    for key, values in infos.items():
-        if not key.startswith("_"):
-            out[key] = np.where(rows.reshape(-1, *[1] * (values.ndim - 1)), values, 0)
-            out[f"_{key}"] = rows & infos.get(f"_{key}", True)
-    return out
