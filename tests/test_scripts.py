@@ -773,6 +773,7 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, caps
             "numerator, denominator",
         ),
         (["rollout", "--seed", "-1"], "argument --seed: must be an int >= 0, got '-1'"),
+        (["play", "--fps", "0.5"], "argument --fps: must be an int >= 1, got '0.5'"),
         (
             ["train", "student", "--data", "x", "--init", "y", "--out", "z", "--max-chunks", "9"],
             "--max-chunks is an option of train self-forcing, not of student",

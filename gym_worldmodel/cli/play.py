@@ -14,6 +14,7 @@ from gym_worldmodel.cli.argtypes import (
     denoiser_passes,
     non_negative_int,
     positive_float,
+    positive_int,
 )
 from gym_worldmodel.cli.rollout import read_start_image
 from gym_worldmodel.cli.worlds import SIMULATOR_WORLD_IDS, WORLD_IDS
@@ -54,7 +55,10 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
         "same keys), to feel the difference",
     )
     parser.add_argument(
-        "--fps", type=positive_float, help="steps per second (default: the env's, 5)"
+        "--fps",
+        type=positive_int,
+        help="steps per second, a whole number as Gymnasium's play loop takes (default: the "
+        "env's, 5)",
     )
     parser.add_argument("--zoom", type=positive_float, default=8.0, help="window scale")
     parser.add_argument(
@@ -107,7 +111,7 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
     print(f"{env_id}: hold the keys below (Escape quits)")
     for keys in (k for k in controls if len(k) == 1):
         print(f"  {keys.upper()}: {_describe(controls[keys])}")
-    fps = args.fps or env.metadata["render_fps"]  # a float here; play wants an int
+    fps = args.fps or env.metadata["render_fps"]  # the env's is a float; play wants an int
     frames: list = []  # what --video keeps
 
     def record(obs, next_obs, *rest: Any) -> None:
@@ -125,7 +129,7 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
         env.reset(seed=args.seed)
         play(
             env,
-            fps=max(1, round(fps)),
+            fps=round(fps),
             zoom=args.zoom,
             keys_to_action=controls,
             noop=world_env.idle_action(),
