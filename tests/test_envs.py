@@ -661,6 +661,11 @@ def test_render_returns_the_current_frame_without_a_forward():
     single = gym.make("WorldModel-Driving-v0", render_mode="rgb_array", **TINY)
     obs, _ = single.reset(seed=0)
     assert np.array_equal(single.render(), obs)
+    for mode, hint in (("human", "vector.HumanRendering"), ("rgb_array_list", "'sync'")):
+        with pytest.raises(ValueError, match=f"renders 'rgb_array'.*{hint}"):
+            gym.make_vec("WorldModel-Driving-v0", num_envs=2, render_mode=mode, **TINY)
+    with pytest.raises(ValueError, match="render_mode must be one of"):
+        WorldModelVectorEnv(1, world="driving", render_mode="rgb", **TINY)
 
 
 # --- reward and termination hooks ---

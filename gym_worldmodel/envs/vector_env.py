@@ -178,6 +178,17 @@ class WorldModelVectorEnv(VectorEnv):
     ) -> None:
         check_choice("output", output, ("numpy", "torch"))
         check_choice("dtype", dtype, ("auto", *DTYPES, *DTYPES.values()))
+        if render_mode in ("human", "rgb_array_list"):  # Gymnasium's wrappers give these
+            wrap = (
+                "wrap it in gymnasium.wrappers.vector.HumanRendering (it needs OpenCV), or"
+                if render_mode == "human"
+                else "keep render()'s frames, or"
+            )
+            raise ValueError(
+                f"render_mode {render_mode!r}: this vector env renders 'rgb_array'; {wrap} "
+                "make_vec with vectorization_mode='sync', whose single envs gym.make wraps for "
+                f"{render_mode!r}"
+            )
         check_choice("render_mode", render_mode, (None, "rgb_array"))
         if not is_int(num_envs) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
