@@ -52,21 +52,32 @@ def test_topdown_overlap_follows_distance():
     assert near > 0.8 and far == 0.0
 
 
-@pytest.mark.parametrize(("kind", "span"), [("camera", 20.0), ("driving", 40.0)])
-def test_overlap_scores_only_views_in_reach_and_equals_scoring_every_pair(kind, span):
-    """Pairs too far apart to share a point are skipped, not scored: the same figures,
-    to the bit, as scoring every pair (cameras ``span`` m apart at most on each axis: many
-    out of reach, some just inside it), and ``where`` zeroes the pairs it leaves out."""
+@pytest.mark.parametrize(
+    ("kind", "span", "most_in_reach"),
+    [
+        ("camera", 20.0, False),
+        ("camera", 4.0, True),
+        ("driving", 60.0, False),
+        ("driving", 8.0, True),
+    ],
+)
+def test_overlap_scores_only_views_in_reach_and_equals_scoring_every_pair(
+    kind, span, most_in_reach
+):
+    """Pairs too far apart to share a point are skipped, not scored (or, where most pairs are
+    in reach, all are scored and the rest masked): the same figures, to the bit, as scoring
+    every pair (cameras ``span`` m apart at most on each axis), and ``where`` zeroes the pairs
+    it leaves out."""
     geometry, rng = GEOMETRIES[kind], np.random.default_rng(0)
     query = np.concatenate((rng.uniform(-20, 20, (16, 2)), rng.uniform(-180, 180, (16, 2))), 1)
     stored = query[:, None] + np.concatenate(
         (rng.uniform(-span, span, (16, 64, 2)), rng.uniform(-90, 90, (16, 64, 2))), -1
     )
     every = geometry._overlap(query, stored)
-    scored = geometry.overlap(query, stored)
-    np.testing.assert_array_equal(scored, every)
+    np.testing.assert_array_equal(geometry.overlap(query, stored), every)
     reach = geometry._within_reach(query, stored)
-    assert 0.2 < reach.mean() < 0.9 and (every[~reach] == 0).all() and (every[reach] > 0).any()
+    assert (reach.mean() > 0.5) == most_in_reach and reach.mean() > 0.1
+    assert (every[~reach] == 0).all() and (every[reach] > 0).any()
     where = rng.random((16, 64)) < 0.5
     np.testing.assert_array_equal(geometry.overlap(query, stored, where), np.where(where, every, 0))
 

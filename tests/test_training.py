@@ -771,6 +771,9 @@ def test_each_train_stage_lists_only_its_own_options_and_refuses_a_bad_cooldown(
     with pytest.raises(SystemExit):
         train_main(["teacher", "--data", "d", "--out", "o", "--init", "i", "--cooldown", "1.5"])
     assert "argument --cooldown: must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an option before the stage: said so, not "invalid choice"
+        train_main(["--memory", "teacher", "--data", "d", "--out", "o", "--init", "i"])
+    assert "options go after the stage: gym-worldmodel train STAGE" in capsys.readouterr().err
 
 
 def test_anchor_motion_is_fitted_to_how_the_actions_move_the_picture():

@@ -129,7 +129,7 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
         env.reset(seed=args.seed)
         play(
             env,
-            fps=round(fps),
+            fps=max(1, round(fps)),  # a checkpoint's own rate may be under 1 step a second
             zoom=args.zoom,
             keys_to_action=controls,
             noop=world_env.idle_action(),

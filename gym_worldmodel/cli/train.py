@@ -340,6 +340,11 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, argparse.ArgumentPa
     An option of another stage is refused with the stages that take it.
     """
     parser, stages = _train_parser()
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        parser.error(
+            f"options go after the stage: gym-worldmodel train STAGE [options], got {argv[0]} "
+            f"first (STAGE: {', '.join(STAGES)})"
+        )
     args, unknown = parser.parse_known_args(argv)
     stage = stages[args.stage]
     if unknown:

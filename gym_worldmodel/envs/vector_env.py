@@ -311,8 +311,12 @@ class WorldModelVectorEnv(VectorEnv):
         start = {column: values[order] for column, values in start.items()}
         seeds = row_seeds(seed, rows, self.num_envs)
         self._start_rows(rows, seeds, frames, start)
-        if isinstance(seed, (int, np.integer)):  # as Gymnasium's: the env's own generator too
-            super().reset(seed=int(seed))  # (`np_random`, for a user's noise; rows have theirs)
+        if isinstance(seed, (int, np.integer)):  # as Gymnasium's VectorEnv.reset: np_random
+            # too, for a user's noise; a stream of its own (row 0's start draws from seed's)
+            self._np_random_seed = int(seed)
+            self._np_random = np.random.default_rng(
+                np.random.SeedSequence(int(seed), spawn_key=(1,))
+            )
         self._started = True
         infos = self._infos()
         if len(rows) < self.num_envs:  # as Gymnasium's vector envs: the reset rows' infos only

@@ -21,7 +21,8 @@ positions), so the model can repaint a place it saw long ago.
 
 Latents live on the engine's device; poses, scores and bookkeeping are small NumPy arrays on
 the host (poses are integrated there); the retrieved chunks' latents are gathered on the device by
-host indices (on a GPU, a small upload a step).
+host indices (on a GPU, a small upload a step). Latent-similarity scores (the robot's) are
+computed on the device and read back to rank, a wait for the device each step on a GPU.
 """
 
 from __future__ import annotations
@@ -82,12 +83,14 @@ class ViewGeometry:
 
         Returns ``(B, N)`` in [0, 1]. Walls are ignored: a view behind a wall counts as seen.
         ``where`` ``(B, N)`` bool: the pairs to score (others read 0). Pairs too far apart to
-        share a point read 0 without being scored, so the cost follows the views nearby, not
-        the bank's size.
+        share a point read 0 without being scored, so where most are (a long walk), the cost
+        follows the views nearby, not the bank's size.
         """
         near = self._within_reach(query, stored)
         if where is not None:
             near &= where
+        if near.mean() > 0.5:  # most pairs in reach (a small map): scoring them all is cheaper
+            return np.where(near, self._overlap(query, stored), 0.0)
         b, n = np.nonzero(near)
         out = np.zeros(near.shape)
         if len(b):  # each pair a row of one stored pose; each query's view sampled once

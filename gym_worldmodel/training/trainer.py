@@ -1,10 +1,10 @@
 """A small resumable training loop, shared by every training recipe.
 
 A run directory holds ``checkpoint.pt`` (module, optimizer, step, generator states and the loss
-history; read back with ``weights_only=True``, nothing else is unpickled), ``losses.json`` and
-``losses.png``. Checkpoints are written atomically every ``save_every`` steps; a run started again
-in the same directory continues where the last checkpoint left it, drawing the same batches and
-noise an uninterrupted run would have.
+history; read back with ``weights_only=True``, nothing else is unpickled), ``losses.json`` and,
+with matplotlib (the ``train`` extra), ``losses.png``. Checkpoints are written atomically every
+``save_every`` steps; a run started again in the same directory continues where the last
+checkpoint left it, drawing the same batches and noise an uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -190,9 +190,10 @@ class Trainer:
         logged = host_floats({"loss": loss, "grad_norm": norm, **parts})
         for name, what in (("loss", "loss"), ("grad_norm", "gradient norm")):
             if not math.isfinite(logged[name]):  # a step by a NaN gradient: every weight NaN
+                of_loss = "" if name == "loss" else f" (loss {logged['loss']:.4g})"
                 raise FloatingPointError(
-                    f"{what} is {logged[name]} at step {self.step} (loss {logged['loss']:.4g}); "
-                    f"the last checkpoint in {self.run_dir} is intact"
+                    f"{what} is {logged[name]} at step {self.step}{of_loss}; the last "
+                    f"checkpoint in {self.run_dir} is intact"
                 )
         self.optimizer.step()
         return logged
@@ -313,11 +314,20 @@ def fingerprint(obj: Any) -> str:
     return digest.hexdigest()
 
 
-def host_floats(values: dict[str, Tensor | float]) -> dict[str, float]:
-    """``values`` as floats, its tensors (0-d, on one device) read back in one transfer."""
-    tensors = {k: v.detach().float().reshape(()) for k, v in values.items() if torch.is_tensor(v)}
-    read = dict(zip(tensors, torch.stack(list(tensors.values())).tolist(), strict=True))
-    return {k: read[k] if k in read else float(v) for k, v in values.items()}
+def host_floats(values: Mapping[str, Tensor | float]) -> dict[str, float]:
+    """``values`` as floats, its 0-d tensors read back in one transfer.
+
+    Through the first tensor's device, in float32 (float64 if a part is: no part loses digits
+    on the way, and devices without float64 never see one).
+    """
+    tensors = [v for v in values.values() if torch.is_tensor(v)]
+    if not tensors:
+        return {k: float(v) for k, v in values.items()}
+    device = tensors[0].device
+    wide = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    stacked = torch.stack([t.detach().to(device, wide).reshape(()) for t in tensors])
+    read = iter(stacked.tolist())
+    return {k: next(read) if torch.is_tensor(v) else float(v) for k, v in values.items()}
 
 
 def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> bool:
@@ -326,7 +336,7 @@ def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> bool
     A part that equals the total loss at every step (a loss of one part) is drawn once.
     """
     if importlib.util.find_spec("matplotlib") is None:  # the `train` extra; the run goes on
-        warnings.warn(  # once a run: Python shows a warning once per place
+        warnings.warn(  # shown once a process: Python's default filter, once per place
             f"no loss plot ({path.name}): matplotlib is not installed (pip install "
             "'gym-worldmodel[train]'); losses.json holds the same figures",
             stacklevel=2,
