@@ -1293,6 +1293,11 @@ def _bad_states(own, robot):
         ("a memory uid twice", edit(lambda s: s["engine"]["memory"][0]["uid"].fill(7))),
         ("negative memory chunks", edit(lambda s: s["engine"]["memory"][1].update(chunks=-1))),
         ("not a dict", [1, 2]),
+        ("the engine's state as a list", edit(lambda s: s.update(engine=[s["engine"]]))),
+        ("one generator state fewer", edit(lambda s: s.update(rngs=s["rngs"][:1]))),
+        ("memory switched by an int", edit(lambda s: s["engine"]["memory"][0].update(enabled=1))),
+        ("a float chunk count", edit(lambda s: s["engine"]["memory"][0].update(chunks=1.0))),
+        ("a bool chunk count", edit(lambda s: s["engine"]["memory"][1].update(chunks=True))),
     ]
 
 

@@ -193,7 +193,10 @@ def drop_unused_keys(state: dict[str, Any], template: dict[str, Any]) -> dict[st
     Banks that retrieve by pose keep none (a state saved by an earlier version has them); a
     bank that reads them is compared as it is (``check_state`` names what differs).
     """
-    rows, own = (s.get("engine", {}).get("memory") for s in (state, template))
+    engine = state.get("engine")
+    if not isinstance(engine, dict):  # check_state names what it is
+        return state
+    rows, own = engine.get("memory"), template["engine"].get("memory")
     if not isinstance(rows, list) or not own or own[0]["keys"].shape[-1] != 0:
         return state
     unread = [
@@ -202,7 +205,7 @@ def drop_unused_keys(state: dict[str, Any], template: dict[str, Any]) -> dict[st
         else row
         for row in rows
     ]
-    return {**state, "engine": {**state["engine"], "memory": unread}}
+    return {**state, "engine": {**engine, "memory": unread}}
 
 
 def to_meta(state: Any) -> Any:
