@@ -89,7 +89,7 @@ class ViewGeometry:
         near = self._within_reach(query, stored)
         if where is not None:
             near &= where
-        if near.mean() > 0.5:  # most pairs in reach (a small map): scoring them all is cheaper
+        if near.size and near.mean() > 0.5:  # most pairs in reach (a small map): score them all
             return np.where(near, self._overlap(query, stored), 0.0)
         b, n = np.nonzero(near)
         out = np.zeros(near.shape)
