@@ -764,6 +764,7 @@ def test_each_train_stage_lists_only_its_own_options_and_refuses_a_bad_cooldown(
         for flag, stages in STAGE_OPTIONS.items():
             assert (f"  {flag} " in listed) == (stage in stages), (stage, flag)
         assert "  --steps " in listed and "  --no-progress " in listed  # every stage's
+        assert "(default 0.2)" in listed  # --cooldown's, as each option with a default says
     with pytest.raises(SystemExit):
         train_main(["--help"])
     listed = capsys.readouterr().out

@@ -266,7 +266,7 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         ),
     ),
     (_ALL, "--steps", dict(type=positive_int, help=f"training steps (default {STEPS})")),
-    (_ALL, "--batch-size", dict(type=positive_int, help=f"default {BATCH_SIZE}")),
+    (_ALL, "--batch-size", dict(type=positive_int, help=f"windows a step (default {BATCH_SIZE})")),
     (_ALL, "--lr", dict(type=positive_float, default=3e-4, help="peak learning rate")),
     (
         _ALL,
@@ -328,10 +328,19 @@ def _train_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         )
         for taken_by, flag, kwargs in _OPTIONS:
             if stage in taken_by:
-                text = kwargs.get("help")
-                help_text = text.get(stage) if isinstance(text, dict) else text
-                sub.add_argument(flag, **{**kwargs, "help": help_text})
+                sub.add_argument(flag, **{**kwargs, "help": _help(kwargs, stage)})
     return parser, stages
+
+
+def _help(kwargs: dict[str, Any], stage: str) -> str | None:
+    """An option's help for ``stage``, with its default where it has one worth saying."""
+    text = kwargs.get("help")
+    text = text.get(stage) if isinstance(text, dict) else text
+    default = kwargs.get("default")
+    if default is None or default is False or "default" in (text or ""):
+        return text
+    shown = f"{default:g}" if isinstance(default, float) else default
+    return f"{text} (default {shown})" if text else f"default {shown}"
 
 
 def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
