@@ -25,7 +25,7 @@ from gym_worldmodel import hub
 from gym_worldmodel.envs.pose import EgoShift, car_box
 from gym_worldmodel.files import atomic_write
 from gym_worldmodel.memory.spatial import GEOMETRIES, ViewGeometry
-from gym_worldmodel.models import DiTConfig, WorldModel, WorldModelConfig
+from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.episodes import (
     DatasetError,
     check_datasets,
@@ -306,12 +306,25 @@ def batch_memory(model: WorldModel, batch: dict) -> dict[str, torch.Tensor]:
     return {"memory": batch_latents(model, batch, "memory_"), "memory_valid": batch["memory_valid"]}
 
 
-def wrapping_window(cfg: DiTConfig) -> int:
-    """Chunks of the teacher's and the student's windows by default.
+def ring_windows(
+    model: WorldModel,
+    data: Sequence[Path],
+    train: TrainConfig,
+    n_chunks: int | None,
+    memory: bool,
+    progress: bool,
+) -> torch.utils.data.ConcatDataset:
+    """The teacher's and the student's windows, with ``model`` moved to the training device.
 
-    The sink, the ring window and 2 more, so the ring wraps.
+    ``n_chunks`` chunks each (default: the sink, the ring window and 2 more, so the ring
+    wraps); encoded once up front, on that device, when the run reads more frames than the
+    data holds, else batch by batch.
     """
-    return cfg.sink_chunks + cfg.window_chunks + 2
+    model.to(train.device)
+    cfg = model.config.dit
+    n = n_chunks or cfg.sink_chunks + cfg.window_chunks + 2
+    encode = reads_more_than_data(data, train, n * cfg.chunk_frames)
+    return chunk_windows(model, data, n, encode=encode, memory=memory, progress=progress)
 
 
 def reads_more_than_data(data: Sequence[Path], train: TrainConfig, window_frames: int) -> bool:
@@ -427,11 +440,7 @@ def train_teacher(
     if action_scale:
         model = model.with_action_scale(fit_action_scale(model, data))
     model.vae.requires_grad_(False)
-    model.to(train.device)  # encodes the frames there too
-    cfg = model.config.dit
-    n = n_chunks or wrapping_window(cfg)
-    encode = reads_more_than_data(data, train, n * cfg.chunk_frames)
-    windows = chunk_windows(model, data, n, encode=encode, memory=memory, progress=progress)
+    windows = ring_windows(model, data, train, n_chunks, memory, progress)
 
     def loss(batch: dict, gen: torch.Generator):
         latents = batch_latents(model, batch)
@@ -486,11 +495,7 @@ def train_student(
         student.config, trained_modalities=source.config.trained_modalities
     )
     student.vae.requires_grad_(False)
-    student.to(train.device)  # encodes the frames there too
-    cfg = student.config.dit
-    n = n_chunks or wrapping_window(cfg)
-    encode = reads_more_than_data(data, train, n * cfg.chunk_frames)
-    windows = chunk_windows(student, data, n, encode=encode, memory=memory, progress=progress)
+    windows = ring_windows(student, data, train, n_chunks, memory, progress)
     distill = distill or DistillConfig(teacher_guidance=teacher.config.sampler.guidance_scale)
 
     def loss(batch: dict, gen: torch.Generator):

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from gym_worldmodel.files import atomic_write
-from gym_worldmodel.models import precision
+from gym_worldmodel.models import DTYPES, precision
 
 #: ``loss_fn(batch, generator) -> (loss, parts)``: the parts to log are detached 0-d tensors
 #: (read back with the loss in one transfer a step) or host floats.
@@ -120,7 +120,7 @@ class Trainer:
         self.collate, self.run_dir, self.on_save = collate, Path(run_dir), on_save
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(config.device)
-        self.dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+        self.dtype = DTYPES[config.dtype]
         module.to(self.device)
         params = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -330,8 +330,8 @@ def host_floats(values: Mapping[str, Tensor | float]) -> dict[str, float]:
     return {k: next(read) if torch.is_tensor(v) else float(v) for k, v in values.items()}
 
 
-def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> bool:
-    """Loss curves (log scale, with a moving average) as a PNG; False without matplotlib.
+def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> None:
+    """Loss curves (log scale, with a moving average) as a PNG; none without matplotlib.
 
     A part that equals the total loss at every step (a loss of one part) is drawn once.
     """
@@ -341,7 +341,7 @@ def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> bool
             "'gym-worldmodel[train]'); losses.json holds the same figures",
             stacklevel=2,
         )
-        return False
+        return
     import matplotlib
 
     matplotlib.use("Agg")
@@ -364,4 +364,3 @@ def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> bool
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    return True
