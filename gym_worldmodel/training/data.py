@@ -8,21 +8,31 @@ that followed, each paired with the action that led to it.
 With a memory geometry, each window also gets the chunk of the episode's past (before the window)
 whose view overlaps most with the window's last frame, as the env's spatial memory would retrieve
 it (``memory.SpatialMemory``), so the model learns to use what is retrieved.
+
+:func:`chunk_windows` cuts them from dataset folders for the recipes (every modality, checked
+against the model's action widths), with the frames encoded once up front
+(:func:`encode_episodes`) or batch by batch (:func:`batch_latents`); :func:`ring_windows` is the
+teacher's and the student's choice between the two.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
-from gym_worldmodel.envs.pose import scene_shift
-from gym_worldmodel.memory.spatial import ViewGeometry
-from gym_worldmodel.sources.episodes import DatasetError, Episode
+from gym_worldmodel.envs.pose import EgoShift, scene_shift
+from gym_worldmodel.memory.spatial import GEOMETRIES, ViewGeometry
+from gym_worldmodel.models import WorldModel
+from gym_worldmodel.sources.episodes import DatasetError, Episode, load_episodes, read_card
+from gym_worldmodel.training.trainer import TrainConfig
 
 
 @dataclass
@@ -222,3 +232,146 @@ class Balanced(torch.utils.data.Dataset):
         for ds in cast(list[ChunkWindows], windows.datasets):
             groups.setdefault(ds.modality, []).append(ds)
         return cls([torch.utils.data.ConcatDataset(g) for g in groups.values()])
+
+
+def encode_episodes(
+    model: WorldModel, episodes: Sequence, batch: int = 256, progress: str | None = None
+) -> list[LatentEpisode]:
+    """The episodes with frames replaced by scaled VAE latents (encoded once, not every step).
+
+    ``progress`` labels a progress bar over the frames (None: no bar); a large dataset takes
+    minutes on a CPU.
+    """
+    model.eval()
+    device, out = model.device, []
+    bar = tqdm(
+        total=sum(len(ep.frames) for ep in episodes),
+        desc=progress,
+        unit="frame",
+        disable=progress is None,
+    )
+    with torch.no_grad(), bar:
+        for ep in episodes:
+            frames = torch.from_numpy(ep.frames)
+            latents = torch.cat(
+                [
+                    model.vae.encode(frames[i : i + batch].to(device)).float().cpu()
+                    for i in range(0, len(frames), batch)
+                ]
+            )
+            out.append(LatentEpisode(latents.numpy(), ep.actions, ep.poses))
+            bar.update(len(frames))
+    return out
+
+
+def chunk_windows(
+    model: WorldModel,
+    data: Sequence[Path],
+    n_chunks: int,
+    encode: bool,
+    split: str = "train",
+    memory: bool = False,
+    progress: bool = False,
+    memory_gap: int = 0,
+) -> torch.utils.data.ConcatDataset:
+    """Windows of ``n_chunks`` chunks over every dataset's ``split`` episodes (all modalities).
+
+    The recipes train on ``"train"``; measurements (docs/experiments.md) read ``"heldout"``.
+
+    With ``encode`` the episodes are encoded once up front (items hold ``latents``): worth it
+    when a run sees every frame several times. Otherwise items hold uint8 ``frames`` and the
+    loss encodes each batch (:func:`batch_latents`). With ``memory``, windows of worlds with a
+    pose carry a retrieved memory chunk (``ChunkWindows``, ``memory_gap`` frames or more before
+    the window's last frame); the others carry an invalid one, so every item has the same keys.
+    ``progress`` shows a bar while each dataset is encoded.
+    """
+    cfg = model.config.dit
+    sets = []
+    for d in data:
+        episodes = load_episodes(Path(d), split)
+        if not episodes:
+            raise DatasetError(f"{d}: no {split} episodes")
+        modality = read_card(Path(d))["modality"]
+        geometry = GEOMETRIES[modality] if memory else None
+        if geometry is not None and geometry.kind == "latent":  # no pose: never a memory chunk
+            geometry = ViewGeometry("topdown")
+            episodes = [dataclasses.replace(ep, poses=None) for ep in episodes]
+        elif geometry is not None and any(ep.poses is None for ep in episodes):
+            raise DatasetError(
+                f"{d}: memory retrieves {modality} chunks by pose, and its episodes record none: "
+                "collect them with poses, or train without memory"
+            )
+        widths = sorted({ep.actions.shape[1] for ep in episodes})
+        if widths != [cfg.modalities[modality]]:  # before any encoding
+            raise DatasetError(
+                f"{d}: episode actions are {widths} wide; {modality} actions are "
+                f"{cfg.modalities[modality]} (DiTConfig.modalities)"
+            )
+        ego = EgoShift.for_model(model.config, modality)
+        sets.append(
+            ChunkWindows(
+                encode_episodes(model, episodes, progress=f"encoding {d}" if progress else None)
+                if encode
+                else episodes,
+                cfg.chunk_frames,
+                n_chunks,
+                cfg.action_dim,
+                cfg.modality_id(modality),
+                key="latents" if encode else "frames",
+                memory=geometry,
+                ego_px_per_m=None if ego is None else ego.px_per_m,
+                memory_gap=memory_gap,
+            )
+        )
+    return torch.utils.data.ConcatDataset(sets)
+
+
+def batch_latents(model: WorldModel, batch: dict, key: str = "") -> torch.Tensor:
+    """The batch's clean latents (``key="memory_"``: its memory chunks), encoded if need be."""
+    if f"{key}latents" in batch:
+        return batch[f"{key}latents"]
+    with torch.no_grad():
+        return model.vae.encode(batch[f"{key}frames"]).float()
+
+
+def batch_memory(model: WorldModel, batch: dict) -> dict[str, torch.Tensor]:
+    """Keyword arguments ``memory`` / ``memory_valid`` of the losses (empty without memory)."""
+    if "memory_valid" not in batch:
+        return {}
+    return {"memory": batch_latents(model, batch, "memory_"), "memory_valid": batch["memory_valid"]}
+
+
+def ring_windows(
+    model: WorldModel,
+    data: Sequence[Path],
+    train: TrainConfig,
+    n_chunks: int | None,
+    memory: bool,
+    progress: bool,
+) -> torch.utils.data.ConcatDataset:
+    """The teacher's and the student's windows, with ``model`` moved to the training device.
+
+    ``n_chunks`` chunks each (default: the sink, the ring window and 2 more, so the ring
+    wraps); encoded once up front, on that device, when the run reads more frames than the
+    data holds, else batch by batch.
+    """
+    model.to(train.device)
+    cfg = model.config.dit
+    n = n_chunks or cfg.sink_chunks + cfg.window_chunks + 2
+    encode = reads_more_than_data(data, train, n * cfg.chunk_frames)
+    return chunk_windows(model, data, n, encode=encode, memory=memory, progress=progress)
+
+
+def reads_more_than_data(data: Sequence[Path], train: TrainConfig, window_frames: int) -> bool:
+    """Whether a run reads more frames than the training data holds.
+
+    Encoding every frame once up front then costs less than encoding each batch. The frame
+    counts come from the cards (each shard records its own), not from reading the shards.
+    """
+    frames = sum(
+        shard["frames"]
+        for d in data
+        for shard in read_card(Path(d))["shards"]
+        if shard["split"] == "train"
+    )
+    return train.steps * train.batch_size * window_frames > frames
