@@ -578,9 +578,39 @@ def test_a_picture_of_any_strides_is_taken_and_a_bad_one_is_named_as_given():
             ValueError, match=re.escape(f"must be (H, W, 3) RGB, got shape {shape}")
         ):
             env.reset(seed=0, options={"image": bad})
+    # The common mistakes are refused with the fix.
+    alpha = np.concatenate([picture, picture[..., :1]], -1)
+    for bad, fix in [
+        (picture / 255, "(x * 255).round().astype(np.uint8)"),
+        (picture.astype(np.int64), "x.astype(np.uint8)"),
+        (picture[..., 0], "np.repeat(x[..., None], 3, axis=-1)"),
+        (picture[..., :1], "np.repeat(x, 3, axis=-1)"),
+        (alpha, "x[..., :3]"),
+        (picture.transpose(2, 0, 1), "np.moveaxis(x, -3, -1)"),
+    ]:
+        for vector in (env.vector, None):  # as a vector env's row of one, and as a single env
+            with pytest.raises(ValueError, match=re.escape(fix)):
+                (vector or env).reset(seed=0, options={"image": bad})
+    with pytest.raises(ValueError, match=r"frames must be one array, its pictures of one size"):
+        env.reset(seed=0, options={"frames": [picture, picture[:30]]})
     for key, empty in (("frames", (0, 8, 8, 3)), ("image", (0, 8, 3))):
         with pytest.raises(ValueError, match=re.escape(f"{key} is empty: shape {empty}")):
             env.reset(seed=0, options={key: np.zeros(empty, np.uint8)})
+
+
+def test_pil_pictures_of_any_mode_start_the_world_as_their_rgb():
+    image = pytest.importorskip("PIL.Image")
+    picture = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    rgb = image.fromarray(picture)
+    env = WorldModelVectorEnv(2, world="robot", **TINY)
+    for mode in ("L", "P", "RGBA", "I;16"):
+        converted = np.asarray(rgb.convert(mode).convert("RGB"))
+        want = env.reset(seed=0, options={"image": converted})[0]
+        got = env.reset(seed=0, options={"image": rgb.convert(mode)})[0]
+        assert np.array_equal(got, want), mode
+    both = env.reset(seed=0, options={"image": [rgb.convert("L"), rgb.crop((0, 0, 30, 30))]})[0]
+    single = WorldModelEnv(world="robot", **TINY)
+    assert np.array_equal(single.reset(seed=0, options={"image": rgb.convert("L")})[0], both[0])
 
 
 def test_torch_output_stays_on_the_device():
@@ -1147,6 +1177,14 @@ def test_rt1_dict_actions():
         env.step(dict(action, terminate_episode=np.array([1, 1, 1])))
     # a column of one int, as the other keys are arrays: [0] is terminate, not per-frame values
     assert single.step(dict(single.action_space.sample(), terminate_episode=np.array([0])))[2]
+    # The 1-wide keys take one number per env too, as terminate_episode does.
+    column = dict(action, gripper_closedness_action=np.array([[1.0], [-0.5]], np.float32))
+    one_each = dict(column, gripper_closedness_action=np.array([1.0, -0.5]))
+    assert np.array_equal(env.head.encode(one_each, 2, 2), env.head.encode(column, 2, 2))
+    with pytest.raises(ActionError, match=r"gripper_closedness_action: expected one action per"):
+        env.step(dict(action, gripper_closedness_action=np.array([1.0, 0.0, 0.0])))
+    idle, _ = single.unwrapped.idle_action(), single.reset(seed=0)
+    assert not single.step(dict(idle, gripper_closedness_action=1.0))[2]
 
 
 def test_the_single_env_reads_a_policy_s_tensors_as_the_vector_env_does():
@@ -1387,6 +1425,11 @@ def test_num_envs_must_be_a_positive_int(n):
         WorldModelVectorEnv(n, world="driving", engine=CountingEngine(1))
 
 
+def test_an_unknown_world_is_a_value_error_that_lists_the_worlds():
+    with pytest.raises(ValueError, match=r"unknown world 'Robot'; available: citywalk \("):
+        WorldModelVectorEnv(1, world="Robot", engine=CountingEngine(1))
+
+
 def test_max_episode_steps_minus_one_means_no_limit_as_in_gym_make():
     env = counting_env(AutoresetMode.NEXT_STEP, max_steps=-1)
     env.reset(seed=0)
@@ -1399,11 +1442,19 @@ def test_step_before_reset_and_after_close():
     env = WorldModelVectorEnv(1, world="driving", **TINY)
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros((1, 2), np.float32))
-    env.reset(seed=0)
+    first = env.reset(seed=0)[0]
     env.close()
     env.close()  # idempotent
-    with pytest.raises(RuntimeError, match="closed"):
+    assert env._engine is None and env.render() is None  # released
+    with pytest.raises(RuntimeError, match=r"closed: reset\(\) reopens it"):
         env.step(np.zeros((1, 2), np.float32))
+    # A reset reopens it as a new env (SB3's check_env renders, closes, then steps the same env).
+    assert np.array_equal(env.reset(seed=0)[0], first)
+    env.step(np.zeros((1, 2), np.float32))
+    fork = env.fork(0, 2)
+    fork.close()
+    with pytest.raises(RuntimeError, match="closed; make a new one"):
+        fork.reset(seed=0)  # its engine was its parent's model's: gone with the close
 
 
 @pytest.mark.parametrize("env_id", IDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -183,7 +184,7 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
     key = "image" if "image" in options else "frames"
     want = PICTURE_SHAPES[key]
     per_env_ndim = want.count(",") + 1
-    value = options[key]
+    value = pil_as_rgb(options[key])
     if isinstance(value, (list, tuple)) and len({np.shape(v) for v in value}) > 1:
         # one picture per row, of different sizes: each row's checked and resized alone
         if len(value) != n or any(np.ndim(v) != per_env_ndim for v in value):
@@ -191,22 +192,23 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
                 f"reset {key} as a list must hold one {want} per reset row ({n}), got shapes "
                 f"{[np.shape(v) for v in value]}"
             )
-        pictures = [np.asarray(v) for v in value]
+        pictures = [picture_array(f"{key}[{i}]", v) for i, v in enumerate(value)]
         for i, picture in enumerate(pictures):  # named by its place in the list, not as a batch
             if picture.dtype != np.uint8 or picture.shape[-1] != 3 or 0 in picture.shape:
                 raise ValueError(
                     f"reset {key}[{i}] must be uint8 RGB {want}, got dtype {picture.dtype} and "
-                    f"shape {picture.shape}"
+                    f"shape {picture.shape}{picture_hint(picture)}"
                 )
         return np.concatenate([user_frames({key: p[None]}, 1, config) for p in pictures])
-    arr = np.asarray(value)
+    arr = picture_array(key, value)
     if arr.dtype != np.uint8:
-        raise ValueError(f"reset {key} must be uint8 RGB, got dtype {arr.dtype}")
+        raise ValueError(f"reset {key} must be uint8 RGB, got dtype {arr.dtype}{picture_hint(arr)}")
     if arr.ndim == per_env_ndim:
         arr = np.broadcast_to(arr, (n, *arr.shape))
     if arr.ndim != per_env_ndim + 1 or arr.shape[0] != n or arr.shape[-1] != 3:
         raise ValueError(
             f"reset {key} must be {want} or one per reset row ({n}), got shape {arr.shape}"
+            + picture_hint(arr)
         )
     if min(arr.shape[1:-1]) < 1:  # no frames in a stack, or no pixels
         raise ValueError(f"reset {key} is empty: shape {arr.shape}")
@@ -223,12 +225,64 @@ def one_picture(key: str, value: Any) -> np.ndarray:
 
     A ``ValueError`` names the shape it was given, not one with the vector env's batch axis.
     """
-    arr, want = np.asarray(value), PICTURE_SHAPES[key]
+    arr, want = picture_array(key, value), PICTURE_SHAPES[key]
     if arr.ndim != want.count(",") + 1 or arr.shape[-1] != 3:
-        raise ValueError(f"reset {key} must be {want} RGB, got shape {arr.shape}")
+        raise ValueError(
+            f"reset {key} must be {want} RGB, got shape {arr.shape}{picture_hint(arr)}"
+        )
     if min(arr.shape[:-1]) < 1:  # no frames in the stack, or no pixels
         raise ValueError(f"reset {key} is empty: shape {arr.shape}")
     return arr
+
+
+def picture_array(key: str, value: Any) -> np.ndarray:
+    """A start picture (or a stack, or a list of them) as an array; PIL images as RGB.
+
+    A PIL image of any mode (grey, palette, RGBA, 16-bit) is converted to RGB, as
+    ``rollout --image`` reads files; an array is taken as it is (:func:`picture_hint` says how
+    to fix one that is not uint8 RGB). A list of pictures of different sizes is a
+    ``ValueError``.
+    """
+    value = pil_as_rgb(value)
+    try:
+        return np.asarray(value)
+    except ValueError:  # NumPy's "inhomogeneous shape"
+        shapes = [np.shape(v) for v in value]
+        raise ValueError(
+            f"reset {key} must be one array, its pictures of one size, got shapes {shapes}"
+        ) from None
+
+
+def pil_as_rgb(value: Any) -> Any:
+    """``value`` with PIL images (it, or those in a list) as RGB arrays; else as it is."""
+    pil = sys.modules.get("PIL.Image")  # only if the caller has Pillow loaded
+    if pil is None:
+        return value
+    if isinstance(value, pil.Image):
+        return np.asarray(value.convert("RGB"))
+    if isinstance(value, (list, tuple)):
+        return [np.asarray(v.convert("RGB")) if isinstance(v, pil.Image) else v for v in value]
+    return value
+
+
+def picture_hint(arr: np.ndarray) -> str:
+    """How to make ``arr`` uint8 RGB, appended to the errors that refuse it ('' if no guess)."""
+    shape = arr.shape
+    if arr.dtype.kind == "f":
+        fix = "floats in [0, 1]: (x * 255).round().astype(np.uint8)"
+    elif arr.dtype.kind in "iu" and arr.dtype != np.uint8:
+        fix = "integers in 0-255: x.astype(np.uint8)"
+    elif len(shape) >= 3 and shape[-1] == 4:
+        fix = "RGBA: drop the alpha channel, x[..., :3]"
+    elif len(shape) >= 3 and shape[-1] == 1:
+        fix = "grey with a channel axis: np.repeat(x, 3, axis=-1)"
+    elif len(shape) >= 3 and shape[-3] == 3:
+        fix = "channels first: np.moveaxis(x, -3, -1)"
+    elif len(shape) == 2:
+        fix = "grey: np.repeat(x[..., None], 3, axis=-1)"
+    else:
+        return ""
+    return f" ({fix}; a PIL image of any mode is converted to RGB)"
 
 
 def first_chunk(frames: np.ndarray, config: WorldModelConfig) -> np.ndarray:

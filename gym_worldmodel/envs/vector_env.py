@@ -208,6 +208,7 @@ class WorldModelVectorEnv(VectorEnv):
         self.reward_fn, self.termination_fn = reward_fn, termination_fn
         self.start_fn = start_fn
         self._model_arg, self._engine = model, engine
+        self._engine_given = engine is not None  # a fork's: a closed one cannot be rebuilt
         self.config, self.checkpoint_dir = self._model_config(model, engine, nfe)
         self.config.check_trained(self.head.modality, self.world.name)
         hook_lib.check_env_hooks(
@@ -282,7 +283,8 @@ class WorldModelVectorEnv(VectorEnv):
         """Reset all rows, or those named by ``options["env_idx"]`` / ``options["reset_mask"]``.
 
         ``options["image"]`` (uint8 ``(H, W, 3)`` of any size, or one per reset row, as an array
-        or a list of pictures of different sizes) or ``options["frames"]`` (``(k, H, W, 3)``, or
+        or a list of pictures of different sizes; PIL images of any mode are taken as RGB) or
+        ``options["frames"]`` (``(k, H, W, 3)``, or
         one stack per row) start from the user's pictures, centre-cropped to a square and
         resized; otherwise a start frame is drawn, seeded, from the checkpoint's own start frames
         of this world (``checkpoint_dir``), else from the world's bundled frames.
@@ -294,7 +296,12 @@ class WorldModelVectorEnv(VectorEnv):
         ``seed``: an int seeds row i with ``seed + i``; a list gives one seed (or None) per env.
         A partial reset's infos are those of its rows alone (zero and masked out elsewhere), as
         Gymnasium's vector envs give them.
+
+        A reset after :meth:`close` reopens the env, as a new one: every row starts, and the
+        weights load again (SB3's ``check_env`` renders, closes and then steps the same env).
         """
+        if self.closed and not self._engine_given:
+            self.closed = False  # the engine is built anew from the model argument
         self._check_open()
         if options is not None and not isinstance(options, Mapping):
             raise ValueError(
@@ -404,8 +411,9 @@ class WorldModelVectorEnv(VectorEnv):
         cast(FullEngine, self._engine).set_memory_enabled(enabled, rows, store)
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Release the engine; further calls to reset or step raise."""
-        self._engine = None
+        """Release the engine and the rows' frames; a :meth:`reset` reopens the env."""
+        self._engine = self._frames = self._latents = None
+        self._started = False
 
     @property
     def started(self) -> bool:
@@ -679,7 +687,11 @@ class WorldModelVectorEnv(VectorEnv):
 
     def _check_open(self) -> None:
         if self.closed:
-            raise RuntimeError("this env is closed; make a new one")
+            raise RuntimeError(
+                "this env is closed; make a new one"
+                if self._engine_given  # a fork's: its engine is gone with it
+                else "this env is closed: reset() reopens it (the weights load again)"
+            )
 
     def check_reset_options(self, options: Mapping[str, Any], n: int) -> None:
         """Raise as ``reset(options=options)`` of ``n`` rows would, without resetting any.
