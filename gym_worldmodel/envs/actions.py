@@ -132,7 +132,7 @@ def _frames_axis(
         return arr
     raise ActionError(
         f"{name}: expected shape {shape} per env (or {(frames, *shape)} per frame), "
-        f"got {arr.shape[1:]}"
+        f"got {arr.shape[1:]}" + (f" (the batch's shape: {arr.shape})" if batch > 1 else "")
     )
 
 
@@ -411,8 +411,12 @@ class RobotHead(_Head):
         check_keys(actions, {k for k, _, _ in RT1_KEYS} | {"terminate_episode"}, "robot action")
         col = 0
         for key, n, bound in RT1_KEYS:
+            value = actions[key]
+            if n == 1:  # one number per env, as terminate_episode takes it: a (1,) column
+                arr = _as_array(value, f"robot {key}")
+                value = arr[:, None] if arr.shape == (batch,) else arr
             out[..., col : col + n] = (
-                check_box(actions[key], -bound, bound, (n,), batch, frames, f"robot {key}") / bound
+                check_box(value, -bound, bound, (n,), batch, frames, f"robot {key}") / bound
             )
             col += n
         term = _as_array(actions["terminate_episode"], "robot terminate_episode")

@@ -99,10 +99,10 @@ WORLD_MODALITIES = {name: world.head.modality for name, world in sorted(WORLDS.i
 
 
 def get_world(name: str) -> World:
-    """The preset called ``name``."""
+    """The preset called ``name``; a ``ValueError`` lists the presets for an unknown one."""
     if name not in WORLDS:
         available = "; ".join(f"{w} ({world.description})" for w, world in sorted(WORLDS.items()))
-        raise KeyError(f"unknown world {name!r}; available: {available}")
+        raise ValueError(f"unknown world {name!r}; available: {available}")
     return WORLDS[name]
 
 
