@@ -46,10 +46,10 @@ def test_integrations_package_imports_neither_library():
 @pytest.mark.parametrize("env_id", [DRIVING, CITYWALK])
 @pytest.mark.parametrize("obs_mode", ["rgb", "rgb+pose"])
 def test_sb3_check_env_passes(env_id, obs_mode):
-    env = gym.make(env_id, obs_mode=obs_mode, **TINY)
+    env = gym.make(env_id, obs_mode=obs_mode, render_mode="rgb_array", **TINY)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_env(env, warn=True)
+        check_env(env, warn=True, skip_render_check=False)  # it closes, then steps the env
     # The tiny model's 32x32 frames are below NatureCNN's 36x36: the only expected remark.
     assert [str(w.message) for w in caught if "36x36" not in str(w.message)] == []
     env.close()
@@ -186,6 +186,10 @@ def test_sb3_attr_method_and_wrapper_queries():
     assert adapter.env_is_wrapped(gym.Wrapper, indices=1) == [False]
     with pytest.raises(IndexError, match="out of range"):
         adapter.get_attr("num_envs", indices=[3])
+    # As SB3's own VecEnvs: a row's spaces, and Gymnasium 1.x's read through wrappers.
+    assert adapter.get_attr("action_space", indices=[0]) == [adapter.venv.single_action_space]
+    assert adapter.get_attr("observation_space")[2] is adapter.observation_space
+    assert adapter.env_method("get_wrapper_attr", "max_episode_steps", indices=[1]) == [5]
 
 
 def test_sb3_get_images_and_render():
@@ -197,10 +201,28 @@ def test_sb3_get_images_and_render():
     assert np.array_equal(np.stack(images), obs)
     tiled = adapter.render()  # SB3 tiles the 2 frames into a 2x1 grid
     assert np.array_equal(tiled, np.concatenate(images, axis=0))
+    rows = adapter.env_method("render", indices=[1, 0])  # each row its own frame
+    assert np.array_equal(rows[0], images[1]) and np.array_equal(rows[1], images[0])
     plain = WorldModelSB3VecEnv.make(DRIVING, num_envs=2, **TINY)
     plain.reset()
     with pytest.warns(UserWarning, match="rgb_array"):
         assert plain.get_images() == [None, None]
+    fresh = WorldModelSB3VecEnv.make(DRIVING, num_envs=2, **TINY, render_mode="rgb_array")
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before render"):
+        fresh.render()
+    with pytest.raises(
+        ValueError, match=r"render_mode='rgb_array' and call venv.render\('human'\)"
+    ):
+        WorldModelSB3VecEnv.make(DRIVING, num_envs=2, **TINY, render_mode="human")
+
+
+def test_sb3_actions_given_before_a_reset_are_not_stepped():
+    adapter = WorldModelSB3VecEnv.make(DRIVING, num_envs=2, **TINY)
+    adapter.reset()
+    adapter.step_async(np.zeros((2, 2), np.float32))
+    adapter.reset()
+    with pytest.raises(RuntimeError, match=r"call step_async\(actions\) before step_wait"):
+        adapter.step_wait()
 
 
 def test_sb3_rejects_other_autoreset_modes_and_torch_output():
@@ -316,6 +338,31 @@ def test_parallel_api_test_passes(obs_mode):
 
 def test_parallel_seed_test_passes():
     pettingzoo_test.parallel_seed_test(parallel_env)
+
+
+def test_the_module_has_pettingzoos_factories_and_names_unknown_agents():
+    import functools
+    import types
+
+    from gym_worldmodel.integrations import pettingzoo as module
+
+    tiny = types.SimpleNamespace(
+        parallel_env=functools.partial(module.parallel_env, **TINY),
+        env=functools.partial(module.env, **TINY),
+    )
+    pettingzoo_test.max_cycles_test(tiny)  # parallel_env(max_cycles=...) and env(...) as modules
+    aec = module.env(DRIVING, **TINY)
+    with pytest.warns(UserWarning, match="ignores unknown options"):  # the test's options={...}
+        pettingzoo_test.api_test(aec, num_cycles=5)
+    env = parallel_env()
+    env.reset(seed=0)
+    for ask in (env.observation_space, env.action_space):
+        with pytest.raises(ValueError, match=r"unknown agent 'agent_9'; this env's are \["):
+            ask("agent_9")
+    with pytest.raises(ValueError, match=r"unknown agents \['bob'\]"):
+        env.step({"agent_0": np.array([0, 0]), "agent_1": np.array([0, 0]), "bob": 0})
+    with pytest.raises(ValueError, match=r"render_mode 'human': this env renders 'rgb_array'"):
+        parallel_env(render_mode="human")
 
 
 def test_parallel_same_seed_same_rollout():

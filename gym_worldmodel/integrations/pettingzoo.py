@@ -17,6 +17,11 @@ Example::
         actions = {agent: env.action_space(agent).sample() for agent in env.agents}
         obs, rewards, terminations, truncations, infos = env.step(actions)
 
+As PettingZoo's own environment modules, this module has :func:`parallel_env` (the same class)
+and :func:`env` (its AEC form, ``pettingzoo.utils.parallel_to_aec``), so
+``pettingzoo.test.max_cycles_test(gym_worldmodel.integrations.pettingzoo)`` and
+``from gym_worldmodel.integrations.pettingzoo import env`` work as they do there.
+
 Done agents (PettingZoo semantics): an agent that terminates or truncates leaves
 ``env.agents`` and stays out until the next :meth:`~WorldModelParallelEnv.reset`. The vector env
 still steps all rows together, so a dead agent's row is restarted internally (a partial reset
@@ -45,7 +50,8 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 try:
-    from pettingzoo import ParallelEnv
+    from pettingzoo import AECEnv, ParallelEnv
+    from pettingzoo.utils import parallel_to_aec
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "gym_worldmodel.integrations.pettingzoo needs PettingZoo: "
@@ -77,7 +83,8 @@ class WorldModelParallelEnv(ParallelEnv):
         num_agents: Agents, named ``"agent_0"``, ``"agent_1"``, ...
         max_cycles: Truncate every agent after this many steps (None: never). Settable later
             through the ``max_cycles`` attribute.
-        render_mode: None or ``"rgb_array"``.
+        render_mode: None or ``"rgb_array"`` (:meth:`render` returns the first live agent's
+            frame; show it with any image viewer).
         shared_memory: One spatial-memory bank for all agents, who then start from one image
             (see the module docstring); ignored when the env has no memory.
         **env_kwargs: Other keyword arguments of :class:`WorldModelVectorEnv` (``model``,
@@ -113,6 +120,11 @@ class WorldModelParallelEnv(ParallelEnv):
                 )
         if not is_int(num_agents) or num_agents < 1:
             raise ValueError(f"num_agents must be an int >= 1, got {num_agents!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(
+                f"render_mode {render_mode!r}: this env renders 'rgb_array' (render() returns "
+                "the first live agent's frame, uint8 (H, W, 3)) or None"
+            )
         if (
             max_cycles is not None
             and max_cycles != -1
@@ -181,11 +193,16 @@ class WorldModelParallelEnv(ParallelEnv):
 
     def observation_space(self, agent: str) -> spaces.Space:
         """The observation space of ``agent`` (the same object on every call)."""
-        return self.observation_spaces[agent]
+        return self.observation_spaces[self._known(agent)]
 
     def action_space(self, agent: str) -> spaces.Space:
         """The action space of ``agent`` (the same object on every call)."""
-        return self.action_spaces[agent]
+        return self.action_spaces[self._known(agent)]
+
+    def _known(self, agent: str) -> str:
+        if agent not in self._rows:
+            raise ValueError(f"unknown agent {agent!r}; this env's are {self.possible_agents}")
+        return agent
 
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
@@ -285,6 +302,9 @@ class WorldModelParallelEnv(ParallelEnv):
             raise RuntimeError("call reset() before step()")
         if not self.agents:
             raise RuntimeError("every agent is done: call reset() to start a new episode")
+        unknown = sorted(map(str, set(actions) - set(self.possible_agents)))
+        if unknown:
+            raise ValueError(f"unknown agents {unknown}; this env's are {self.possible_agents}")
         extra = sorted(set(actions) - set(self.agents))
         missing = [a for a in self.agents if a not in actions]
         if extra or missing:
@@ -402,6 +422,16 @@ class WorldModelParallelEnv(ParallelEnv):
         """Close the vector env and release the model; calling it again does nothing."""
         if not self.venv.closed:
             self.venv.close()
+
+
+def parallel_env(env_id: str = "WorldModel-CityWalk-v0", **kwargs: Any) -> WorldModelParallelEnv:
+    """A :class:`WorldModelParallelEnv` (PettingZoo's module-level name for the parallel API)."""
+    return WorldModelParallelEnv(env_id, **kwargs)
+
+
+def env(env_id: str = "WorldModel-CityWalk-v0", **kwargs: Any) -> AECEnv:
+    """The same agents under PettingZoo's AEC API (one agent acts at a time; steps batch)."""
+    return parallel_to_aec(WorldModelParallelEnv(env_id, **kwargs))
 
 
 def _rows_of(options: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:

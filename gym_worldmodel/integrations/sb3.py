@@ -7,11 +7,13 @@ instead: every step of all ``num_envs`` rows is one batched model forward.
 Example::
 
     from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecMonitor
     from gym_worldmodel.integrations.sb3 import WorldModelSB3VecEnv
 
     venv = WorldModelSB3VecEnv.make(
         "WorldModel-Driving-v0", num_envs=8, max_episode_steps=64, reward_fn=my_reward_hook
     )
+    venv = VecMonitor(venv)  # episode returns and lengths in SB3's logs and evaluate_policy
     PPO("CnnPolicy", venv).learn(10_000)
 
 Rewards are 0 unless a hook is given (``gym_worldmodel.envs.hooks``). ``agents/ppo_citywalk.py``
@@ -32,7 +34,12 @@ therefore run in ``AutoresetMode.SAME_STEP`` with ``output="numpy"``.
 All rows live in one Python object, so ``get_attr`` reads it once and returns that one result
 for each requested index, ``env_method`` calls it once (or, for some of the rows, once per row
 through the method's ``env_idx``), and ``set_attr`` can only set an attribute for every row at
-once.
+once. As SB3's own VecEnvs give them, ``get_attr("observation_space")`` and
+``"action_space"`` are a row's spaces, ``env_method("render")`` is each row's frame and
+``env_method("get_wrapper_attr", name)`` reads ``name``.
+
+Render modes: ``"rgb_array"``; for a window, make with ``render_mode="rgb_array"`` and call
+``venv.render("human")`` (SB3 shows the tiled frames with OpenCV).
 """
 
 from __future__ import annotations
@@ -63,6 +70,11 @@ from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 #: Reset options that pick rows; an SB3 reset always resets every row.
 _ROW_OPTIONS = ("env_idx", "reset_mask")
+#: What ``get_attr`` reads for SB3's names of a single env's spaces.
+_ROW_SPACES = {
+    "observation_space": "single_observation_space",
+    "action_space": "single_action_space",
+}
 
 
 class WorldModelSB3VecEnv(VecEnv):
@@ -111,6 +123,11 @@ class WorldModelSB3VecEnv(VecEnv):
         Returns:
             The adapter.
         """
+        if kwargs.get("render_mode") == "human":
+            raise ValueError(
+                "render_mode 'human': make the SB3 env with render_mode='rgb_array' and call "
+                "venv.render('human'), which shows every row's frame (it needs OpenCV)"
+            )
         mode = AutoresetMode(kwargs.pop("autoreset_mode", AutoresetMode.SAME_STEP))
         if mode != AutoresetMode.SAME_STEP:
             raise ValueError(f"WorldModelSB3VecEnv needs autoreset_mode SAME_STEP, got {mode!r}")
@@ -146,6 +163,7 @@ class WorldModelSB3VecEnv(VecEnv):
                         self.reset_infos[i] = _row_info(part, i)
         self._reset_seeds()
         self._reset_options()
+        self._actions = None  # actions given before the reset were for the old episodes
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -192,12 +210,16 @@ class WorldModelSB3VecEnv(VecEnv):
                 stacklevel=2,
             )
             return [None] * self.num_envs
-        frames = self.venv.render()
-        return [None] * self.num_envs if frames is None else list(frames)
+        if not self.venv.started:
+            raise RuntimeError("call reset() before render(): no row has a frame yet")
+        return list(cast(tuple, self.venv.render()))
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """The vector env's attribute, once per index (all rows share one object)."""
-        value = getattr(self.venv, attr_name)
+        """The vector env's attribute, once per index (all rows share one object).
+
+        ``observation_space`` and ``action_space`` are a row's, as SB3's VecEnvs give them.
+        """
+        value = getattr(self.venv, _ROW_SPACES.get(attr_name, attr_name))
         return [value] * len(self._checked_indices(indices))
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
@@ -226,6 +248,11 @@ class WorldModelSB3VecEnv(VecEnv):
         vector env, so it raises.
         """
         rows = self._checked_indices(indices)
+        if method_name == "get_wrapper_attr":  # Gymnasium 1.x's way to read through wrappers
+            (name,) = method_args or (method_kwargs["name"],)
+            return self.get_attr(name, rows)
+        if method_name == "render":  # each row its own frame, as each of SB3's envs renders
+            return [self.get_images()[row] for row in rows]
         method = getattr(self.venv, method_name)
         bound = inspect.signature(method).bind_partial(*method_args, **method_kwargs).arguments
         if not self._every_row(rows) and "env_idx" not in bound:
