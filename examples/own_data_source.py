@@ -3,9 +3,9 @@
 Record each episode as one ``.npz`` file in a folder, with the actions in the env's own action
 space (what you would pass to ``env.step``):
 
-    frames   uint8 (T + 1, H, W, 3)   the start frame and the frame after each action (square,
-                                      any size: resized to the world's 64x64; frames that are
-                                      not square are stretched, so crop them first)
+    frames   uint8 (T + 1, H, W, 3)   the start frame and the frame after each action (any
+                                      size: centre-cropped to a square and resized to the
+                                      world's 64x64, as the env prepares a start picture)
     actions  (T, ...) in the world's action space; or one array per key with a leading T
              axis: the robot's RT-1 keys, the camera's look mode (move, look)
     poses    float64 (T + 1, 4)       optional: the pose at each frame, in the units of
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from gym_worldmodel.envs.pose import POSE_FIELDS
-from gym_worldmodel.envs.worlds import get_world, resize_frames
+from gym_worldmodel.envs.worlds import fit_frames, get_world
 from gym_worldmodel.sources.episodes import DatasetError, Episode
 
 FRAME_SIZE = 64  # the shipped worlds' VAE
@@ -108,8 +108,7 @@ class Recordings:
         except ValueError as err:  # ActionError: out of range, wrong shape or dtype
             raise DatasetError(f"{path}: its actions: {err}") from err
         frames = frames[: steps + 1]
-        if frames.shape[1:3] != (FRAME_SIZE, FRAME_SIZE):
-            frames = resize_frames(frames, FRAME_SIZE)
+        frames = fit_frames(frames, FRAME_SIZE)  # as the env fits a start picture
         try:
             return Episode(
                 frames=frames,

@@ -396,7 +396,7 @@ def test_an_interrupted_collection_says_how_to_resume(tmp_path, capsys):
 
 def test_own_recordings_become_a_dataset_the_recipes_take(tmp_path):
     """examples/own_data_source.py, as docs/datasets.md runs it: robot actions in the env's
-    RT-1 dict, frames of another size, one recording too short."""
+    RT-1 dict, frames of another size and shape, one recording too short."""
     import numpy as np
 
     from gym_worldmodel.models import WorldModelConfig
@@ -405,11 +405,13 @@ def test_own_recordings_become_a_dataset_the_recipes_take(tmp_path):
     rng = np.random.default_rng(0)
     folder = tmp_path / "recordings"
     folder.mkdir()
+    wide = np.zeros((7, 48, 96, 3), np.uint8)
+    wide[:, :, 24:72] = 255  # white in the centre square, black at the sides
     for i in range(3):
         t = 6
         np.savez(
             folder / f"ep{i}.npz",
-            frames=rng.integers(0, 255, (t + 1, 48, 48, 3), dtype=np.uint8),
+            frames=wide if i == 0 else rng.integers(0, 255, (t + 1, 48, 48, 3), dtype=np.uint8),
             world_vector=rng.uniform(-1, 1, (t, 3)).astype(np.float32),
             rotation_delta=rng.uniform(-1, 1, (t, 3)).astype(np.float32),
             gripper_closedness_action=rng.uniform(-1, 1, (t, 1)).astype(np.float32),
@@ -424,6 +426,7 @@ def test_own_recordings_become_a_dataset_the_recipes_take(tmp_path):
     assert "2 train and 1 held-out episodes" in run(*args, "--steps", "6", env=env)
     episodes = load_episodes(tmp_path / "data")
     assert episodes[0].frames.shape == (7, 64, 64, 3) and episodes[0].actions.shape == (6, 13)
+    assert episodes[0].seed == 0 and episodes[0].frames.min() == 255  # cropped as the env does
     assert (episodes[0].actions[:, 11] == 1).all()  # the arm's mode, as the env encodes it
     check_datasets(WorldModelConfig.compact(), [tmp_path / "data"])
     args[args.index("--out") + 1] = str(tmp_path / "longer")
