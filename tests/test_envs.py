@@ -805,9 +805,13 @@ def test_hook_arguments_are_checked_where_they_are_made():
         ActionCost(-1.0)
     env = WorldModelVectorEnv(3, world="driving", **TINY)
     env.reset(seed=0)
-    env.reward_fn = GoalImageSimilarity(np.zeros((2, 32, 32, 3), np.uint8))
-    with pytest.raises(ValueError, match="2 goal images .* for 3 rows"):
-        env.step(np.zeros((3, 2), np.float32))
+    with pytest.raises(ValueError, match="2 goal images .* for 3 rows"):  # assigned: checked
+        env.reward_fn = GoalImageSimilarity(np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="needs a world with a pose"):
+        WorldModelVectorEnv(1, world="robot", **TINY).termination_fn = PoseReached([0.0, 0.0])
+    with pytest.raises(ValueError, match="start_fn must be a callable"):
+        env.start_fn = 3
+    assert env.reward_fn is None and env.start_fn is None  # a refused hook is not taken
     # one entry on a per-row axis is one for all rows, in the env and in its forks
     env.reward_fn = [GoalImageSimilarity(np.zeros((1, 32, 32, 3), np.uint8))]
     env.reward_fn.append(PoseDistance([[1.0, 2.0]]))
@@ -815,6 +819,43 @@ def test_hook_arguments_are_checked_where_they_are_made():
     rewards = env.step(np.zeros((3, 2), np.float32))[1]
     forked = env.fork(2, 2).step(np.zeros((2, 2), np.float32))[1]
     assert rewards.shape == (3,) and forked.shape == (2,)
+
+
+def test_hooks_get_copies_and_see_a_next_step_restart_as_its_start():
+    """A hook may edit its arguments; a row restarting under NEXT_STEP comes as step 0, and a
+    hook that raises there still leaves the row restarted (it used to stay done for good)."""
+    seen = []
+
+    def vandal(prev_obs, action, obs, info):
+        seen.append((info["step"].clone(), obs.clone(), info["pose"].clone()))
+        for value in (prev_obs, action, obs, info["pose"], info["step"], info["effort"]):
+            value.zero_()
+        return torch.zeros(len(obs))
+
+    env = WorldModelVectorEnv(2, world="driving", **TINY, max_episode_steps=2, reward_fn=vandal)
+    ref = WorldModelVectorEnv(2, world="driving", **TINY, max_episode_steps=2)
+    steer = np.array([[0.5, 0.2], [-0.3, 0.0]], np.float32)
+    for e in (env, ref):
+        e.reset(seed=0)
+    for _ in range(3):  # the third step restarts both rows
+        obs, _, _, _, info = env.step(steer)
+        want, _, _, _, want_info = ref.step(steer)
+        assert np.array_equal(obs, want) and np.array_equal(info["pose"], want_info["pose"])
+    step, frame, pose = seen[-1]
+    assert step.tolist() == [0, 0] and np.array_equal(frame.numpy(), obs)
+    assert np.array_equal(pose.numpy(), info["pose"])
+
+    def by_step(prev_obs, action, obs, info):  # a target per step of the episode
+        return torch.tensor([1.0, 2.0])[info["step"] - 1]
+
+    env = WorldModelVectorEnv(1, world="driving", **TINY, max_episode_steps=2, reward_fn=by_step)
+    env.reset(seed=0)
+    for _ in range(5):  # steps 1, 2, restart (step 0 reads index -1), 1, 2
+        env.step(np.zeros((1, 2), np.float32))
+    env.reward_fn = lambda *args: 1 / 0
+    with pytest.raises(ZeroDivisionError):
+        env.step(np.zeros((1, 2), np.float32))  # restarts the row, then the hook raises
+    assert env.get_state()["steps"].tolist() == [0] and not env.done.any()
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are Python 3.11+")

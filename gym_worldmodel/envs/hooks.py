@@ -15,16 +15,23 @@ A hook is called as ``hook(prev_obs, action, obs, info)`` with, for B rows:
         10 normalised values, not the mode; driving: steering and acceleration fractions), 0
         for a step that does nothing.
 A reward hook returns ``(B,)`` floats, a termination hook ``(B,)`` bools (tensor or array). Pass
-one hook or a list (rewards are summed, terminations or-ed).
+one hook or a list (rewards are summed, terminations or-ed). The arguments are copies: a hook
+may change them in place. Under ``NEXT_STEP`` autoreset, a row that starts its next episode in
+this step (its action ignored) comes with ``info["step"]`` 0, its new start frame as ``obs`` and
+its start pose; what the hooks return for it is dropped (reward 0, not done).
 
 A hook with values per row (a goal image or a target per row) also has ``select(rows)``, which
 returns the hook for an env of those rows (``rows[i]``: the row whose values row ``i`` takes);
 ``fork`` calls it, so each future keeps its own row's goal. A hook without ``select`` is passed
-to a fork as it is. A hook may also have ``check_env(frame_size, num_envs, pose)``, which raises
-``ValueError`` when it cannot serve an env of that frame side, row count and pose kind
-(``"camera"``, ``"driving"`` or None): the env calls it when it is made, so a goal image whose
-``pool`` does not divide the frame side, goals for another number of rows or a pose reward in the
-robot world is refused then, not after a step (a goal of another size is fitted to the frames).
+to a fork as it is (one object for both: a hook that keeps counts of its own counts the
+fork's rows too). An env's ``get_state`` / ``set_state`` do not cover a hook's own state.
+
+A hook may also have ``check_env(frame_size, num_envs, pose)``, which raises ``ValueError``
+when it cannot serve an env of that frame side, row count and pose kind (``"camera"``,
+``"driving"`` or None): the env calls it when the hook is given, at make or assigned later
+(``env.reward_fn = hook``), so a goal image whose ``pool`` does not divide the frame side, goals
+for another number of rows or a pose reward in the robot world is refused then, not after a
+step (a goal of another size is fitted to the frames).
 """
 
 from __future__ import annotations
@@ -246,11 +253,13 @@ def arguments(
 
     ``prev_obs`` and ``obs`` are the last frames as uint8 tensors; the NumPy values (action
     vectors, poses or None, step counts, effort) become tensors through ``to`` (e.g. onto the
-    env's device).
+    env's device), each from a copy: ``torch.from_numpy`` shares memory, so a hook that edited
+    ``info["pose"]`` in place would move the env's own pose on the CPU (the caller passes copies
+    of the frames).
     """
-    as_t = lambda a: None if a is None else to(np.ascontiguousarray(a))  # noqa: E731
+    as_t = lambda a: None if a is None else to(np.array(a, order="C"))  # noqa: E731
     info = {"pose": as_t(pose), "prev_pose": as_t(prev_pose), "step": as_t(step)}
-    return prev_obs, to(np.ascontiguousarray(action)), obs, {**info, "effort": as_t(effort)}
+    return prev_obs, to(np.array(action, order="C")), obs, {**info, "effort": as_t(effort)}
 
 
 #: Hooks run after the model's step: what their errors add (the step is not undone).
@@ -329,12 +338,11 @@ def evaluate(
     for hook in hooks if isinstance(hooks, Sequence) else [hooks]:
         assert args is not None  # callers with hooks build their arguments
         try:
-            value = hook(*args)
+            value = _as_numpy(hook(*args))  # a tensor NumPy cannot take is the hook's error too
         except Exception as err:
             if hasattr(err, "add_note"):  # Python >= 3.11
                 err.add_note(f"raised by the {kind} hook {hook!r} {AFTER_THE_STEP}")
             raise
-        value = _as_numpy(value)
         if value.shape != (batch,):
             raise ValueError(
                 f"{kind} hook {hook!r} returned shape {value.shape}, expected ({batch},): hooks "

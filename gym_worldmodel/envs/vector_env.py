@@ -205,20 +205,12 @@ class WorldModelVectorEnv(VectorEnv):
         self.device = available_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.render_mode = render_mode
-        self.reward_fn, self.termination_fn = reward_fn, termination_fn
-        self.start_fn = start_fn
         self._model_arg, self._engine = model, engine
         self._engine_given = engine is not None  # a fork's: a closed one cannot be rebuilt
         self.config, self.checkpoint_dir = self._model_config(model, engine, nfe)
         self.config.check_trained(self.head.modality, self.world.name)
-        hook_lib.check_env_hooks(
-            reward_fn,
-            termination_fn,
-            start_fn,
-            self.config.vae.image_size,
-            num_envs,
-            self.world.pose,
-        )
+        self.reward_fn, self.termination_fn = reward_fn, termination_fn  # checked (properties)
+        self.start_fn = start_fn
         self._ego = EgoShift.for_model(self.config, self.head.modality)  # anchors move with the car
         self.memory = self._memory_switch(memory, memory_shared, memory_capacity)
         self.memory_shared, self.memory_capacity = memory_shared, memory_capacity
@@ -336,7 +328,8 @@ class WorldModelVectorEnv(VectorEnv):
         Bad actions raise before anything changes, and so does a ``start_fn`` asked for the rows
         that start over in this step (next-step autoreset). A reward or termination hook that
         raises (or returns the wrong shape, or NaN) does so after the model has stepped: the rows
-        have advanced, and the error names the hook; so does a ``start_fn`` under same-step
+        have advanced (and those that start over in this step have started), and the error
+        names the hook; so does a ``start_fn`` under same-step
         autoreset, whose rows end in the step itself.
         """
         self._check_open()
@@ -362,10 +355,10 @@ class WorldModelVectorEnv(VectorEnv):
         )
         self._pose = pose  # after the step: a failed forward leaves the rows where they were
         self._steps += 1
+        if plan is not None:  # before the hooks: they see these rows at their new start, step 0
+            self._begin_rows(restart, plan)
         rewards, terminated, truncated = self._judge(prev_frame, vec, prev_pose)
         rewards[resetting], terminated[resetting], truncated[resetting] = 0.0, False, False
-        if plan is not None:
-            self._begin_rows(restart, plan)
         done = terminated | truncated
         infos = self._infos()
         if mode == AutoresetMode.SAME_STEP and done.any():
@@ -437,6 +430,43 @@ class WorldModelVectorEnv(VectorEnv):
                 f"max_episode_steps must be an int >= 1, or None or -1 for no limit, got {value!r}"
             )
         self._max_episode_steps = None if value is None or value == -1 else int(value)
+
+    @property
+    def reward_fn(self) -> hook_lib.Hook | Sequence[hook_lib.Hook] | None:
+        """The reward hook(s); one assigned later is checked as at make (:meth:`_check_hooks`)."""
+        return self._reward_fn
+
+    @reward_fn.setter
+    def reward_fn(self, hooks: hook_lib.Hook | Sequence[hook_lib.Hook] | None) -> None:
+        self._check_hooks(reward_fn=hooks)
+        self._reward_fn = hooks
+
+    @property
+    def termination_fn(self) -> hook_lib.Hook | Sequence[hook_lib.Hook] | None:
+        """The termination hook(s); one assigned later is checked as at make."""
+        return self._termination_fn
+
+    @termination_fn.setter
+    def termination_fn(self, hooks: hook_lib.Hook | Sequence[hook_lib.Hook] | None) -> None:
+        self._check_hooks(termination_fn=hooks)
+        self._termination_fn = hooks
+
+    @property
+    def start_fn(self) -> hook_lib.StartHook | None:
+        """The initial-conditions hook; one assigned later is checked as at make."""
+        return self._start_fn
+
+    @start_fn.setter
+    def start_fn(self, hook: hook_lib.StartHook | None) -> None:
+        self._check_hooks(start_fn=hook)
+        self._start_fn = hook
+
+    def _check_hooks(
+        self, reward_fn: Any = None, termination_fn: Any = None, start_fn: Any = None
+    ) -> None:
+        """Refuse hooks that cannot serve this env (``hooks.check_env_hooks``), when given."""
+        size, pose = self.config.vae.image_size, self.world.pose
+        hook_lib.check_env_hooks(reward_fn, termination_fn, start_fn, size, self.num_envs, pose)
 
     # --- state for planners ----------------------------------------------------------------------
 
@@ -803,9 +833,17 @@ class WorldModelVectorEnv(VectorEnv):
         args = None
         if self.reward_fn is not None or self.termination_fn is not None:
             assert self._frames is not None  # the step's
-            effort, last = self.head.effort(vec), self._frames[:, -1]
+            # copies: a hook that edits its arguments in place leaves the env's own alone
+            effort, last = self.head.effort(vec), self._frames[:, -1].clone()
             args = hook_lib.arguments(
-                prev_frame, vec, last, self._pose, prev_pose, self._steps, effort, self._on_device
+                prev_frame.clone(),
+                vec,
+                last,
+                self._pose,
+                prev_pose,
+                self._steps,
+                effort,
+                self._on_device,
             )
         rewards = hook_lib.evaluate(self.reward_fn, args, self.num_envs, "reward")
         terminated = hook_lib.evaluate(self.termination_fn, args, self.num_envs, "termination")
