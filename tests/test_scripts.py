@@ -591,6 +591,19 @@ def test_train_commands_budget_recipe(tmp_path):
     from gym_worldmodel.envs.worlds import start_frames
 
     assert np.array_equal(start_frames(world.world, 32, world.checkpoint_dir), own)
+    # Into the package only when asked, and never a checkpoint a world it serves cannot run:
+    # the camera-only student as "shared" would leave the robot world refusing its model.
+    from gym_worldmodel import cli, files
+
+    package = tmp_path / "package-worlds"
+    package.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(files, "WORLDS_DIR", package)
+        with pytest.raises(SystemExit, match="the robot world could not run this model"):
+            cli.main(["ship", *args[:4], "--name", "shared", "--into-package"])
+        assert list(package.iterdir()) == []  # nothing written
+        cli.main(["ship", *args[:4], "--name", "citywalk", "--into-package"])
+    assert (package / "citywalk" / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("nfe", ["0", "-1", "1.5", "two"])
@@ -752,7 +765,14 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, caps
             ["eval", "--data", "no-such-dir", "--model", "x"],
             "eval: error: no-such-dir/dataset.json",
         ),
-        (["ship", "--model", "./no-such-dir", "--data", "x"], "ship: error: checkpoint directory"),
+        (
+            ["ship", "--model", "./no-such-dir", "--data", "x", "--out", "w"],
+            "ship: error: checkpoint directory",
+        ),
+        (
+            ["ship", "--model", "m", "--data", "x"],
+            "one of the arguments --out --into-package is required",
+        ),
         (
             ["train", "teacher", "--data", "x", "--init", "y", "--out", "z", "--steps", "-3"],
             "argument --steps: must be an int >= 1, got '-3'",
@@ -787,11 +807,11 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, caps
         ),
         (["eval", "--data", "x", "--out", "file.txt"], "--out file.txt: must be a directory"),
         (
-            ["ship", "--model", "broken", "--data", "x"],
+            ["ship", "--model", "broken", "--data", "x", "--out", "w"],
             "ship: error: ValueError: broken/model.safetensors is not a readable safetensors",
         ),
         (
-            ["ship", "--model", "m", "--data", "x", "--name", "../escaped"],
+            ["ship", "--model", "m", "--data", "x", "--name", "../escaped", "--out", "w"],
             "argument --name: must be one folder name (no '/' or '..'), got '../escaped'",
         ),
         (["bench", "engine", "--repeats", "0"], "argument --repeats: must be an int >= 1"),

@@ -20,7 +20,19 @@ def ship_main(argv: Sequence[str]) -> None:
         default=16,
         help="how many start frames to bundle per world (first frames of training episodes)",
     )
-    parser.add_argument("--out", type=Path, help="worlds directory (default: the package's)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--out",
+        type=Path,
+        help="a worlds directory of your own: its checkpoint plays with model=OUT/NAME",
+    )
+    where.add_argument(
+        "--into-package",
+        action="store_true",
+        help="write into this install's gym_worldmodel/worlds, which the ids load by default, "
+        "replacing the shipped checkpoint and start frames (a checkout restores them with "
+        "git; a pip install only by reinstalling)",
+    )
     parser.add_argument(
         "--name",
         type=folder_name,
@@ -38,6 +50,7 @@ def ship_main(argv: Sequence[str]) -> None:
     import torch
 
     from gym_worldmodel import hub
+    from gym_worldmodel.envs.worlds import WORLD_MODALITIES, WORLDS
     from gym_worldmodel.files import WORLDS_DIR
     from gym_worldmodel.training.start_frames import (
         pick_world_start_frames,
@@ -45,7 +58,7 @@ def ship_main(argv: Sequence[str]) -> None:
         write_start_frames,
     )
 
-    root = args.out or WORLDS_DIR
+    root = WORLDS_DIR if args.into_package else args.out
     source = hub.checkpoint_directory(args.model)
     model = hub.from_pretrained(source)
     if args.nfe is not None:
@@ -53,6 +66,12 @@ def ship_main(argv: Sequence[str]) -> None:
     # every dataset is read and checked before anything is written: a failed ship changes
     # nothing (start frames of another size are fine: envs resize them)
     starts = pick_world_start_frames(args.data, args.start_frames)
+    loaders = [w.name for w in WORLDS.values() if w.checkpoint == args.name]
+    for world in sorted(set(starts) | set(loaders if args.into_package else [])):
+        try:  # a world this ship starts, or one that would load the replaced checkpoint
+            model.config.check_trained(WORLD_MODALITIES[world], world)
+        except ValueError as err:
+            raise SystemExit(f"ship: the {world} world could not run this model: {err}") from None
     # a shipped world's env starts from the bundled frames written below, not a run's own
     target = hub.save_pretrained(
         model, root / args.name, torch.float16, start_frames=args.out is not None
