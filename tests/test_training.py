@@ -1066,6 +1066,12 @@ def test_frames_of_another_size_than_the_model_s_are_a_clear_error(tmp_path):
     with pytest.raises(DatasetError, match=r"data16: frames of 16x16 pixels .* VAE takes 32x32"):
         train_vae([data], tmp_path / "run", WorldModelConfig.tiny(), train, progress=False)
     assert not (tmp_path / "run").exists()  # refused before the run started
+    data32 = tmp_path / "data32"
+    collect(SquareSource(), data32, episodes=3, steps=4, heldout_every=3, progress=False)
+    from gym_worldmodel.training.start_frames import pick_world_start_frames
+
+    with pytest.raises(DatasetError, match=r"datasets hold frames of different sizes \(.*16x16"):
+        pick_world_start_frames([data32, data])  # as train and ship call it, before any check
     vae = WorldModel(WorldModelConfig.tiny()).vae  # one frame, without a batch axis, still encodes
     assert vae.encode(torch.zeros(32, 32, 3, dtype=torch.uint8)).shape == (4, 16, 16)
 
@@ -1182,6 +1188,13 @@ def test_a_students_record_is_that_of_the_weights_it_starts_from(tmp_path):
     assert student.config.trained_modalities == ("camera",)
     student = train_student(data, teacher, tmp_path / "c", train, init=tmp_path / "old")
     assert student.config.trained_modalities is None  # a line from before the record: unknown
+    for name, trained in (("robot-teacher", ("robot",)), ("vae-run", ())):  # nothing to distil
+        hub.save_pretrained(
+            WorldModel(dataclasses.replace(config, trained_modalities=trained)), tmp_path / name
+        )
+        with pytest.raises(DatasetError, match=r"never learned \['camera'\] actions"):
+            train_student(data, tmp_path / name, tmp_path / name / "run", train)
+        assert not (tmp_path / name / "run").exists()
     with pytest.raises(ValueError, match="trained_modalities must be modality names"):
         dataclasses.replace(config, trained_modalities="camera")
     listed = dataclasses.replace(config, trained_modalities=["camera", "camera"])

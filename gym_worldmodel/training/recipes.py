@@ -344,6 +344,18 @@ def train_student(
     student and teacher. ``init``: start from this student checkpoint instead (fine-tuning).
     """
     teacher = checked(hub.from_pretrained(teacher_dir, device=train.device), data)
+    taught = teacher.config.trained_modalities  # None: a checkpoint from before the record
+    untaught = (
+        []
+        if taught is None
+        else sorted({read_card(Path(d))["modality"] for d in data} - set(taught))
+    )
+    if untaught:
+        raise DatasetError(
+            f"the teacher {teacher_dir} never learned {untaught} actions (its trained_modalities: "
+            f"{list(taught or [])}): a student distilled from it would learn noise; train a "
+            "teacher on this data first (train teacher --init it)"
+        )
     teacher.requires_grad_(False)
     # The student learns the teacher's guided flow (``DistillConfig.teacher_guidance``), so it
     # samples without guidance of its own.

@@ -35,12 +35,22 @@ def pick_start_frames(data: Path, count: int = 16) -> tuple[str, np.ndarray]:
 
 
 def pick_world_start_frames(data: Sequence[Path], count: int = 16) -> dict[str, np.ndarray]:
-    """Each world's start frames over ``data``: ``count`` from each of its datasets."""
-    picked: dict[str, list[np.ndarray]] = {}
+    """Each world's start frames over ``data``: ``count`` from each of its datasets.
+
+    A world's datasets must hold frames of one size (a ``DatasetError`` names them).
+    """
+    picked: dict[str, list[tuple[Path, np.ndarray]]] = {}
     for d in data:
         world, frames = pick_start_frames(d, count)
-        picked.setdefault(world, []).append(frames)
-    return {world: np.concatenate(frames) for world, frames in picked.items()}
+        picked.setdefault(world, []).append((Path(d), frames))
+    for world, sets in picked.items():
+        sizes = {f"{d} {f.shape[1]}x{f.shape[2]}" for d, f in sets}
+        if len({f.shape[1:] for _, f in sets}) > 1:
+            raise DatasetError(
+                f"the {world} datasets hold frames of different sizes ({', '.join(sorted(sizes))})"
+                ": a model takes one size; collect them at one"
+            )
+    return {world: np.concatenate([f for _, f in sets]) for world, sets in picked.items()}
 
 
 def write_start_frames(world: str, frames: np.ndarray, out_root: Path = WORLDS_DIR) -> Path:
