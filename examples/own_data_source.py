@@ -24,11 +24,14 @@ into the model action vectors a dataset holds, and the card fields the training 
 
 ``--episodes`` is how many to take, at most the number of recordings (with the default
 ``--seed 0``), ``--steps`` the actions of each: a recording shorter than that, or whose actions
-the world's action space refuses, is refused with its name.
+the world's action space refuses, is refused with its name. Episode ``i`` is the ``i``-th
+file in name order: the card records the folder's listing, so a collection resumed after
+recordings were added or removed is refused (their episodes would shift between the splits).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,14 @@ from gym_worldmodel.sources.episodes import DatasetError, Episode
 
 FRAME_SIZE = 64  # the shipped worlds' VAE
 FPS = 15  # the frame rate the shipped worlds run at; a multiple of their 3 frames a step
+
+
+def _listing(files: list[Path]) -> str:
+    """The recordings' names and sizes, as a count and a short digest."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+    return f"{len(files)} files, sha256 {digest.hexdigest()[:16]}"
 
 
 class Recordings:
@@ -70,6 +81,10 @@ class Recordings:
             "fps": fps,
             "action_width": self.head.width,
             "pose_fields": list(POSE_FIELDS.get(self.world.pose, ())),
+            # which file is which episode: a recording added or removed between two runs of
+            # collect would shift them, and a held-out episode could come back as a training
+            # one, so a resume into the same dataset is then refused (other settings)
+            "recordings": _listing(self.files),
         }
 
     def rollout(self, seed: int, steps: int) -> Episode:

@@ -452,6 +452,13 @@ def test_own_recordings_become_a_dataset_the_recipes_take(tmp_path):
         [sys.executable, *args, "--steps", "6"], cwd=ROOT, capture_output=True, text=True, env=env
     )
     assert "ep1.npz: its actions:" in done.stderr
+    # A recording added before a resume would shift the episodes between the splits: refused.
+    np.savez(folder / "a-first.npz", **arrays)
+    args[args.index("--out") + 1] = str(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, *args, "--steps", "6"], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert "other settings" in done.stderr and "'recordings'" in done.stderr
 
 
 def test_train_commands_budget_recipe(tmp_path):

@@ -93,6 +93,28 @@ def test_interrupted_collection_resumes_to_the_same_episodes(tmp_path):
     assert not list((tmp_path / "a").glob("*.tmp"))
 
 
+def test_a_resumed_collection_collects_a_damaged_or_missing_shard_again(tmp_path):
+    opts = dict(episodes=6, steps=4, episodes_per_shard=2, heldout_every=3, progress=False)
+    collect(FakeSource(), tmp_path / "ref", **opts)
+    collect(FakeSource(), tmp_path / "a", **opts)
+    shards = read_card(tmp_path / "a")["shards"]
+    flipped, gone = tmp_path / "a" / shards[0]["file"], tmp_path / "a" / shards[1]["file"]
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    gone.unlink()
+    again = FakeSource()
+    with pytest.warns(UserWarning, match="collected again") as caught:
+        collect(again, tmp_path / "a", **opts)
+    assert {"missing" in str(w.message) for w in caught} == {True, False}
+    assert again.calls == shards[0]["episodes"] + shards[1]["episodes"]
+    assert flipped.with_name(flipped.name + ".corrupt").read_bytes() == bytes(data)  # kept aside
+    for split in ("train", "heldout"):
+        a, b = (by_seed(load_episodes(tmp_path / d, split)) for d in ("a", "ref"))
+        assert a.keys() == b.keys()
+        assert all(np.array_equal(a[k].frames, b[k].frames) for k in a)
+
+
 def test_resuming_with_other_settings_is_refused(tmp_path):
     collect(FakeSource(), tmp_path, episodes=2, steps=3, progress=False)
     with pytest.raises(DatasetError, match="other settings"):

@@ -5,12 +5,15 @@ Episode ``i`` is collected with seed ``seed + i`` and goes to the held-out split
 collection was interrupted and resumed (only their grouping into shards may differ). Each shard
 is written atomically and then recorded in the card (also written atomically); an interruption
 loses at most the episodes of the two shards in progress (one per split), which a resumed run
-collects again.
+collects again. A resumed run checks the shards the card lists: one missing or whose bytes are
+not those recorded (a disk error, an edit) is set aside as ``<file>.corrupt`` and its episodes
+are collected again.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,6 +32,7 @@ from gym_worldmodel.sources.episodes import (
     check_fields,
     check_world,
     read_card,
+    sha256,
     write_shard,
 )
 
@@ -92,6 +96,7 @@ def collect(
         **source.info,
     }
     card = _open_card(out_dir, settings)
+    _drop_bad_shards(out_dir, card)
     stored = {i for shard in card["shards"] for i in shard["indices"]}
     pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}
     width, side = source.info.get("action_width"), source.info["frame_size"]
@@ -165,6 +170,29 @@ def _check_episode(
     if problems:
         raise DatasetError(f"episode {index} has {'; '.join(problems)} (nothing of it was written)")
     return has_poses
+
+
+def _drop_bad_shards(out_dir: Path, card: dict[str, Any]) -> None:
+    """Drop the card's shards that are missing or not the bytes it records (warning each)."""
+    bad = []
+    for shard in card["shards"]:
+        path = out_dir / shard["file"]
+        if not path.is_file():
+            bad.append((shard, "missing"))
+        elif sha256(path) != shard["sha256"]:
+            path.replace(path.with_name(path.name + ".corrupt"))  # kept aside, not deleted
+            bad.append((shard, f"not the bytes the card records: moved to {path.name}.corrupt"))
+    if not bad:
+        return
+    for shard, why in bad:
+        warnings.warn(
+            f"{out_dir / shard['file']} is {why}; its {shard['episodes']} episodes "
+            f"{shard['indices']} are collected again",
+            stacklevel=3,
+        )
+    dropped = [shard for shard, _ in bad]
+    card["shards"] = [s for s in card["shards"] if s not in dropped]
+    _write_card(out_dir, card)
 
 
 def _posed(out_dir: Path, card: dict[str, Any]) -> bool | None:
