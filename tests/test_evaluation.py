@@ -163,6 +163,9 @@ def test_no_controllability_ratio_where_the_probe_reads_nothing_from_real_frames
         control_ratio(0.2, MIN_REAL_SCORE)
     )
     assert ratio_text(control_ratio(-0.26, 0.003)) == "n/a" and ratio_text(0.5) == "0.50"
+    # a key accuracy no better than always answering the most common keys: no ratio either
+    assert np.isnan(control_ratio(1.0, 1.0, chance=1.0)) and np.isnan(control_ratio(0.5, 0.9, 0.88))
+    assert control_ratio(0.45, 0.9, chance=0.5) == pytest.approx(0.5)
 
 
 def test_student_loss_is_zero_when_student_is_teacher_at_one_step():
@@ -393,7 +396,7 @@ def test_shipping_into_the_package_takes_no_start_frames_of_the_run(tmp_path, mo
     model = hub.save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "model")
     write_checkpoint_start_frames(model, {"robot": np.zeros((1, 32, 32, 3), np.uint8)})
     monkeypatch.setattr(files, "WORLDS_DIR", tmp_path / "package")
-    ship_main(["--model", str(model), "--data", str(data)])
+    ship_main(["--model", str(model), "--data", str(data), "--into-package"])
     assert not (tmp_path / "package" / "shared" / files.START_FRAMES).exists()
     ship_main(["--model", str(model), "--data", str(data), "--out", str(tmp_path / "own")])
     assert (tmp_path / "own" / "shared" / files.START_FRAMES / "robot.npz").exists()  # carried

@@ -245,12 +245,14 @@ def _probe_loss(modality: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tens
 MIN_REAL_SCORE = 0.05
 
 
-def control_ratio(generated: float, real: float) -> float:
-    """Generated / real controllability; NaN under ``MIN_REAL_SCORE`` on real frames.
+def control_ratio(generated: float, real: float, chance: float = 0.0) -> float:
+    """Generated / real controllability; NaN where real beats ``chance`` by < ``MIN_REAL_SCORE``.
 
-    A probe that reads (next to) nothing from real frames gives no ratio that means anything.
+    A probe that reads (next to) nothing from real frames gives no ratio that means anything:
+    R^2 near 0, or a key accuracy near what always answering the most common keys scores
+    (``chance``; on data of one key both would read 1.00).
     """
-    return generated / real if real >= MIN_REAL_SCORE else math.nan
+    return generated / real if real - chance >= MIN_REAL_SCORE else math.nan
 
 
 def majority_score(targets: np.ndarray) -> float:
@@ -303,15 +305,15 @@ def control_by_horizon(
         if keep.any():
             real_score = probe.score(real[keep], targets[keep])
             gen_score = probe.score(generated[keep], targets[keep])
+            level = 0.0 if chance is None else chance(targets[keep])
             table[h] = {
                 "steps": [after + 1, h],
                 "windows": int(keep.sum()),
                 "real": real_score,
                 "generated": gen_score,
-                "ratio": control_ratio(gen_score, real_score),
+                "ratio": control_ratio(gen_score, real_score, level),
             }
             if chance is not None:  # accuracy: also measured from what nothing scores
-                level = chance(targets[keep])
                 table[h]["chance"] = level
                 table[h]["above_chance"] = above_chance(gen_score, real_score, level)
         after = h

@@ -202,6 +202,7 @@ def evaluate_world(
     if modality == "camera":  # what a probe that ignores the frames would score
         result.control["majority"] = majority = majority_score(targets)
         result.control["above_chance"] = above_chance(gen_score, real_score, majority)
+        result.control["ratio"] = control_ratio(gen_score, real_score, majority)
         for key, w in (("confusion_real", real_w), ("confusion_generated", gen_w)):
             result.control[key] = probe.confusion(w, targets).tolist()
         # How far each key moves the picture, over the first steps (later ones have drifted).
