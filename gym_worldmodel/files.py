@@ -35,6 +35,18 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     atomic_write_all({Path(path): write})
 
 
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left in ``directory`` when killed.
+
+    A process killed mid-write (SIGKILL, power loss) cannot unlink its ``.<name>.*.tmp``; a
+    job that resumes into the folder calls this first. Returns what it deleted.
+    """
+    stale = sorted(Path(directory).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_all(writes: dict[Path, Callable[[IO[bytes]], Any]]) -> None:
     """:func:`atomic_write` for several files: all are written before any is renamed into place.
 

@@ -103,12 +103,15 @@ def test_a_resumed_collection_collects_a_damaged_or_missing_shard_again(tmp_path
     data[len(data) // 2] ^= 0xFF
     flipped.write_bytes(bytes(data))
     gone.unlink()
+    stale = tmp_path / "a" / ".train-00009.npz.k1ll3d.tmp"  # a shard a killed run was writing
+    stale.write_bytes(b"half")
     again = FakeSource()
     with pytest.warns(UserWarning, match="collected again") as caught:
         collect(again, tmp_path / "a", **opts)
     assert {"missing" in str(w.message) for w in caught} == {True, False}
     assert again.calls == shards[0]["episodes"] + shards[1]["episodes"]
     assert flipped.with_name(flipped.name + ".corrupt").read_bytes() == bytes(data)  # kept aside
+    assert not stale.exists()
     for split in ("train", "heldout"):
         a, b = (by_seed(load_episodes(tmp_path / d, split)) for d in ("a", "ref"))
         assert a.keys() == b.keys()

@@ -443,11 +443,31 @@ def test_a_nan_gradient_stops_the_run_before_it_reaches_the_weights(tmp_path):
         return (net(batch.float()[:, None]) ** 2).mean(), {}
 
     config = TrainConfig(steps=4, batch_size=2, warmup=1, save_every=1)
-    with pytest.raises(FloatingPointError, match="gradient norm is nan at step 1"):
+    with pytest.raises(FloatingPointError, match="gradient norm is nan at step 1.*is intact"):
         Trainer(net, list(range(8)), loss, tmp_path / "run", config).train(progress=False)
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 1 and all(v.isfinite().all() for v in state["module"].values())
     assert all(p.isfinite().all() for p in net.parameters())
+    calls[:] = [1]  # NaN at the first step, before any checkpoint: the message says so
+    with pytest.raises(FloatingPointError, match="no checkpoint was written yet"):
+        Trainer(net, list(range(8)), loss, tmp_path / "fresh", config).train(progress=False)
+
+
+def test_a_run_deletes_the_temporary_files_a_killed_run_left(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = [run / ".checkpoint.pt.x1y2.tmp", run / ".losses.png.abc.tmp"]
+    for path in stale:
+        path.write_bytes(b"half written")
+    (run / "notes.tmp").write_text("the user's")  # not one of atomic_write's
+    Trainer(
+        torch.nn.Linear(1, 1),
+        list(range(4)),
+        lambda b, g: (b.sum() * 0, {}),
+        run,
+        TrainConfig(steps=1, batch_size=2),
+    )
+    assert not any(p.exists() for p in stale) and (run / "notes.tmp").exists()
 
 
 def test_a_run_resumed_with_other_settings_or_data_is_refused(episodes, tmp_path):

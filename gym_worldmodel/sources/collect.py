@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from gym_worldmodel.files import atomic_write
+from gym_worldmodel.files import atomic_write, remove_stale_temps
 from gym_worldmodel.models.config import DEFAULT_MODALITIES
 from gym_worldmodel.sources.episodes import (
     CARD,
@@ -96,6 +96,7 @@ def collect(
         **source.info,
     }
     card = _open_card(out_dir, settings)
+    remove_stale_temps(out_dir)  # a killed run's half-written shard or card
     _drop_bad_shards(out_dir, card)
     stored = {i for shard in card["shards"] for i in shard["indices"]}
     pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from gym_worldmodel.files import atomic_write
+from gym_worldmodel.files import atomic_write, remove_stale_temps
 from gym_worldmodel.models import DTYPES, precision
 
 #: ``loss_fn(batch, generator) -> (loss, parts)``: the parts to log are detached 0-d tensors
@@ -119,6 +119,7 @@ class Trainer:
         self.module, self.dataset, self.loss_fn, self.config = module, dataset, loss_fn, config
         self.collate, self.run_dir, self.on_save = collate, Path(run_dir), on_save
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.run_dir)  # a killed run's half-written checkpoint or plot
         self.device = torch.device(config.device)
         self.dtype = DTYPES[config.dtype]
         module.to(self.device)
@@ -191,9 +192,13 @@ class Trainer:
         for name, what in (("loss", "loss"), ("grad_norm", "gradient norm")):
             if not math.isfinite(logged[name]):  # a step by a NaN gradient: every weight NaN
                 of_loss = "" if name == "loss" else f" (loss {logged['loss']:.4g})"
+                kept = (
+                    f"the last checkpoint in {self.run_dir} is intact"
+                    if (self.run_dir / "checkpoint.pt").is_file()
+                    else "no checkpoint was written yet"
+                )
                 raise FloatingPointError(
-                    f"{what} is {logged[name]} at step {self.step}{of_loss}; the last "
-                    f"checkpoint in {self.run_dir} is intact"
+                    f"{what} is {logged[name]} at step {self.step}{of_loss}; {kept}"
                 )
         self.optimizer.step()
         return logged
