@@ -406,8 +406,14 @@ def test_episode_poses_must_be_finite():
     ep = moving_square_episode(0, 4)
     poses = np.zeros((len(ep.frames), 4))
     poses[2, 1] = np.nan
-    with pytest.raises(DatasetError, match="poses contain NaN"):
+    with pytest.raises(DatasetError, match=r"\(seed 0\) poses contain NaN or inf, first at row 2"):
         dataclasses.replace(ep, poses=poses)
+    actions = ep.actions.copy()
+    actions[3, 0] = np.inf
+    with pytest.raises(
+        DatasetError, match=r"\(seed 0\) actions contain NaN or inf, first at row 3"
+    ):
+        dataclasses.replace(ep, actions=actions)
 
 
 class RevisitSquareSource(SquareSource):

@@ -74,10 +74,12 @@ class Episode:
             )
         if self.poses is not None and self.poses.shape != (len(f), 4):
             raise DatasetError(f"episode poses must be ({len(f)}, 4), got {self.poses.shape}")
-        if not np.isfinite(a).all():
-            raise DatasetError("episode actions contain NaN or inf")
-        if self.poses is not None and not np.isfinite(self.poses).all():
-            raise DatasetError("episode poses contain NaN or inf")
+        for name, values in (("actions", a), ("poses", self.poses)):
+            if values is not None and not np.isfinite(values).all():
+                first = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
+                raise DatasetError(
+                    f"episode (seed {self.seed}) {name} contain NaN or inf, first at row {first}"
+                )
 
 
 def write_shard(path: Path, episodes: list[Episode]) -> str:
@@ -122,14 +124,16 @@ def read_shard(path: Path, expected_sha256: str | None = None) -> list[Episode]:
     episodes = []
     for e in range(n_eps):
         lo, hi = int(off[e]), int(off[e + 1])
-        episodes.append(
-            Episode(
+        try:
+            episode = Episode(
                 frames=arrays["frames"][lo:hi],
                 actions=arrays["actions"][lo - e : hi - e - 1],
                 poses=None if len(poses) == 0 else poses[lo:hi],
                 seed=int(arrays["seeds"][e]),
             )
-        )
+        except DatasetError as err:  # named by its shard and place in it
+            raise DatasetError(f"shard {path}, its episode {e}: {err}") from None
+        episodes.append(episode)
     return episodes
 
 

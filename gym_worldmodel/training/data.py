@@ -103,7 +103,8 @@ class ChunkWindows(torch.utils.data.Dataset):
                 f"no episode has the {follow + 1} frames a window of {n_chunks} "
                 f"chunks of {chunk_frames} needs (longest: "
                 f"{max((len(ep.frames) for ep in self.episodes), default=0)}); collect longer "
-                "episodes (collect --steps) or train on fewer chunks (self-forcing --max-chunks)"
+                "episodes (collect --steps; docs/datasets.md, 'How long episodes must be', says "
+                "what each stage reads; self-forcing reads fewer with --max-chunks)"
             )
         if memory is not None and memory.kind == "latent":
             raise ValueError("training windows retrieve memory by pose: frustum or topdown")
