@@ -822,6 +822,20 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, caps
             "argument --name: must be one folder name (no '/' or '..'), got '../escaped'",
         ),
         (["bench", "engine", "--repeats", "0"], "argument --repeats: must be an int >= 1"),
+        (["train", "student", "--data", "x", "--out", "z"], "required: --init"),
+        (
+            [
+                "train",
+                "teacher",
+                "--data",
+                "x",
+                "--init",
+                "y",
+                "--out",
+                "broken",
+            ],
+            "--out broken is a checkpoint (it holds model.safetensors): give a run directory",
+        ),
     ],
 )
 def test_cli_input_errors_are_one_line_messages_not_tracebacks(args, message, tmp_path):

@@ -44,6 +44,7 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         _AFTER_VAE,
         "--init",
         dict(
+            required=True,
             help={
                 "decoder": "the world whose VAE decoder to fine-tune: a checkpoint directory or "
                 "Hugging Face repo id",
@@ -411,15 +412,9 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             f"--budget runs 20 steps of batch 4 (and 20 probe or pair steps): drop "
             f"{' and '.join(overridden)}"
         )
-    if args.stage != "vae" and args.init is None:
-        previous = {
-            "teacher": "<vae run>/model",
-            "decoder": "<world to fine-tune>",
-            "student": "<teacher run>/model",
-            "flow": "<world whose anchors to move>",
-            "self-forcing": "<model to fine-tune>",
-        }[args.stage]
-        parser.error(f"train {args.stage} needs --init {previous}")
+    for marker, what in (("dataset.json", "a dataset"), ("model.safetensors", "a checkpoint")):
+        if (args.out / marker).is_file():  # a run would write its files among them
+            parser.error(f"--out {args.out} is {what} (it holds {marker}): give a run directory")
     if getattr(args, "memory_only", 0.0) and not args.memory:
         parser.error("--memory-only needs --memory")
     if getattr(args, "memory_gap", 0) and not args.memory:
