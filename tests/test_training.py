@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -513,6 +514,22 @@ def test_a_recipe_resumes_only_under_the_same_call(tmp_path, capsys):
     assert "checkpoint is at step 2, steps is 2: nothing to train" in capsys.readouterr().out
     train_vae([tmp_path / "data"], run, config, train, progress=True)  # progress: the same run
     train_vae([tmp_path / "data"], run, config, dataclasses.replace(train, steps=4), progress=False)
+    # The same data and checkpoints copied elsewhere (a scratch disk): the same run.
+    shutil.copytree(tmp_path / "data", tmp_path / "moved")
+    capsys.readouterr()
+    train_vae(
+        [tmp_path / "moved"], run, config, dataclasses.replace(train, steps=6), progress=False
+    )
+    assert "data, data cards of" in capsys.readouterr().out  # a note, and the new paths recorded
+    assert str((tmp_path / "moved").resolve()) in (run / "run.json").read_text()
+    teach = tmp_path / "teacher"
+    train_teacher([tmp_path / "moved"], run / "model", teach, train, progress=False)
+    shutil.copytree(run / "model", tmp_path / "init-copy")
+    train_teacher([tmp_path / "moved"], tmp_path / "init-copy", teach, train, progress=False)
+    assert "init of" in capsys.readouterr().out
+    hub.save_pretrained(WorldModel(config), tmp_path / "init-other")  # other weights: another run
+    with pytest.raises(ValueError, match="another call"):
+        train_teacher([tmp_path / "moved"], tmp_path / "init-other", teach, train, progress=False)
 
 
 def test_a_recipe_call_is_one_run_whatever_the_stage_that_checkpointed(tmp_path, monkeypatch):

@@ -208,14 +208,46 @@ def check_same_run(
             if saved.get(k) != identity.get(k)
             and not (k not in saved and k in defaults and identity.get(k) == defaults[k])
         )
-        if changed:
+        moved = [k for k in changed if _moved(run_dir, k, saved, identity)]
+        if set(changed) - set(moved):
             what = "; ".join(f"{k}: {saved.get(k)!r} -> {identity.get(k)!r}" for k in changed)
             raise ValueError(
                 f"{run_dir} holds a checkpoint of another call ({what}): resuming would continue "
                 "neither run. Run the same command again, or give a new run directory"
             )
-        return
+        if not moved:
+            return
+        print(
+            f"note: {', '.join(moved)} of {run_dir} moved (same content): the run resumes and "
+            "records the new paths",
+            flush=True,
+        )
     # a new run, or one started before run.json was written (it resumes unchecked, as it did)
     run_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(identity, indent=1) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _moved(run_dir: Path, key: str, saved: dict, identity: dict) -> bool:
+    """Whether ``key`` of a run's call differs only by where the same content now lives.
+
+    Datasets: the same cards (each lists its shards' hashes), in the same order. A checkpoint
+    (``--init``, a teacher): the same weights as the run recorded when it started
+    (:data:`CHECKPOINTS_RECORD`). Clusters copy data and checkpoints to scratch disks.
+    """
+    if key in ("data", "data cards"):
+        was, now = saved.get("data cards"), identity.get("data cards")
+        if not (isinstance(was, dict) and isinstance(now, dict)):  # a record before the cards
+            return False
+        same = list(was.values()) == list(now.values())
+        return same and len(was) == len(saved.get("data") or [])
+    old, new = saved.get(key), identity.get(key)
+    record = run_dir / CHECKPOINTS_RECORD
+    if not (isinstance(old, str) and isinstance(new, str) and record.is_file()):
+        return False
+    weights = Path(new).expanduser() / WEIGHTS_NAME
+    try:
+        recorded = json.loads(record.read_text()).get(f"{key}: {old}")
+    except (OSError, ValueError):
+        return False
+    return weights.is_file() and recorded == sha256(weights)
