@@ -603,11 +603,15 @@ def test_pil_pictures_of_any_mode_start_the_world_as_their_rgb():
     picture = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
     rgb = image.fromarray(picture)
     env = WorldModelVectorEnv(2, world="robot", **TINY)
-    for mode in ("L", "P", "RGBA", "I;16"):
+    for mode in ("L", "P", "RGBA", "CMYK"):
         converted = np.asarray(rgb.convert(mode).convert("RGB"))
         want = env.reset(seed=0, options={"image": converted})[0]
         got = env.reset(seed=0, options={"image": rgb.convert(mode)})[0]
         assert np.array_equal(got, want), mode
+    deep = image.fromarray(np.full((8, 8), 40000, np.uint16))  # 16 bits: PIL would clip it
+    for mode, picture in (("I;16", deep), ("F", image.fromarray(np.full((8, 8), 0.5, "f4")))):
+        with pytest.raises(ValueError, match=rf"mode '{re.escape(mode)}' \(more than 8 bits\)"):
+            env.reset(seed=0, options={"image": picture})
     both = env.reset(seed=0, options={"image": [rgb.convert("L"), rgb.crop((0, 0, 30, 30))]})[0]
     single = WorldModelEnv(world="robot", **TINY)
     assert np.array_equal(single.reset(seed=0, options={"image": rgb.convert("L")})[0], both[0])

@@ -527,6 +527,18 @@ def test_a_recipe_resumes_only_under_the_same_call(tmp_path, capsys):
     shutil.copytree(run / "model", tmp_path / "init-copy")
     train_teacher([tmp_path / "moved"], tmp_path / "init-copy", teach, train, progress=False)
     assert "init of" in capsys.readouterr().out
+    shutil.copytree(run / "model", tmp_path / "init-copy2")  # the next job's scratch disk
+    train_teacher([tmp_path / "moved"], tmp_path / "init-copy2", teach, train, progress=False)
+    train_teacher([tmp_path / "moved"], run / "model", teach, train, progress=False)  # and back
+    # A dataset named twice has one card: not the same data, and a refusal restores the record.
+    record = (run / "run.json").read_text()
+    with pytest.raises(ValueError, match="another call"):
+        train_vae([tmp_path / "data"] * 2, run, config, train, progress=False)
+    assert (run / "run.json").read_text() == record
+    shutil.copytree(tmp_path / "data", tmp_path / "moved2")  # moved, but the trainer refuses:
+    with pytest.raises(ValueError, match="other settings"):  # the records are put back
+        train_vae([tmp_path / "moved2"], run, config, dataclasses.replace(train, batch_size=3))
+    assert (run / "run.json").read_text() == record
     hub.save_pretrained(WorldModel(config), tmp_path / "init-other")  # other weights: another run
     with pytest.raises(ValueError, match="another call"):
         train_teacher([tmp_path / "moved"], tmp_path / "init-other", teach, train, progress=False)

@@ -184,7 +184,7 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
     key = "image" if "image" in options else "frames"
     want = PICTURE_SHAPES[key]
     per_env_ndim = want.count(",") + 1
-    value = pil_as_rgb(options[key])
+    value = pil_as_rgb(key, options[key])
     if isinstance(value, (list, tuple)) and len({np.shape(v) for v in value}) > 1:
         # one picture per row, of different sizes: each row's checked and resized alone
         if len(value) != n or any(np.ndim(v) != per_env_ndim for v in value):
@@ -238,12 +238,12 @@ def one_picture(key: str, value: Any) -> np.ndarray:
 def picture_array(key: str, value: Any) -> np.ndarray:
     """A start picture (or a stack, or a list of them) as an array; PIL images as RGB.
 
-    A PIL image of any mode (grey, palette, RGBA, 16-bit) is converted to RGB, as
+    A PIL image of 8 bits a channel (grey, palette, RGB, RGBA, CMYK) is converted to RGB, as
     ``rollout --image`` reads files; an array is taken as it is (:func:`picture_hint` says how
     to fix one that is not uint8 RGB). A list of pictures of different sizes is a
     ``ValueError``.
     """
-    value = pil_as_rgb(value)
+    value = pil_as_rgb(key, value)
     try:
         return np.asarray(value)
     except ValueError:  # NumPy's "inhomogeneous shape"
@@ -253,15 +253,29 @@ def picture_array(key: str, value: Any) -> np.ndarray:
         ) from None
 
 
-def pil_as_rgb(value: Any) -> Any:
-    """``value`` with PIL images (it, or those in a list) as RGB arrays; else as it is."""
+def pil_as_rgb(key: str, value: Any) -> Any:
+    """``value`` with PIL images (it, or those in a list) as RGB arrays; else as it is.
+
+    Images of more than 8 bits a channel (modes ``I``, ``I;16``, ``F``) are refused: PIL's
+    conversion clips them instead of scaling.
+    """
     pil = sys.modules.get("PIL.Image")  # only if the caller has Pillow loaded
     if pil is None:
         return value
+
+    def rgb(image: Any) -> np.ndarray:
+        if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+            raise ValueError(
+                f"reset {key}: a PIL image of mode {image.mode!r} (more than 8 bits) would be "
+                "clipped, not scaled: scale it to uint8 first, e.g. (np.asarray(img) / "
+                "max_value * 255).round().astype(np.uint8)"
+            )
+        return np.asarray(image.convert("RGB"))
+
     if isinstance(value, pil.Image):
-        return np.asarray(value.convert("RGB"))
+        return rgb(value)
     if isinstance(value, (list, tuple)):
-        return [np.asarray(v.convert("RGB")) if isinstance(v, pil.Image) else v for v in value]
+        return [rgb(v) if isinstance(v, pil.Image) else v for v in value]
     return value
 
 
@@ -277,12 +291,12 @@ def picture_hint(arr: np.ndarray) -> str:
     elif len(shape) >= 3 and shape[-1] == 1:
         fix = "grey with a channel axis: np.repeat(x, 3, axis=-1)"
     elif len(shape) >= 3 and shape[-3] == 3:
-        fix = "channels first: np.moveaxis(x, -3, -1)"
+        fix = "channels first: np.moveaxis(x, -3, -1); grey frames: np.repeat(x[..., None], 3, -1)"
     elif len(shape) == 2:
         fix = "grey: np.repeat(x[..., None], 3, axis=-1)"
     else:
         return ""
-    return f" ({fix}; a PIL image of any mode is converted to RGB)"
+    return f" ({fix}; a PIL image of 8 bits a channel is converted to RGB)"
 
 
 def first_chunk(frames: np.ndarray, config: WorldModelConfig) -> np.ndarray:

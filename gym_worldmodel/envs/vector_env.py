@@ -275,7 +275,7 @@ class WorldModelVectorEnv(VectorEnv):
         """Reset all rows, or those named by ``options["env_idx"]`` / ``options["reset_mask"]``.
 
         ``options["image"]`` (uint8 ``(H, W, 3)`` of any size, or one per reset row, as an array
-        or a list of pictures of different sizes; PIL images of any mode are taken as RGB) or
+        or a list of pictures of different sizes; 8-bit PIL images are taken as RGB) or
         ``options["frames"]`` (``(k, H, W, 3)``, or
         one stack per row) start from the user's pictures, centre-cropped to a square and
         resized; otherwise a start frame is drawn, seeded, from the checkpoint's own start frames

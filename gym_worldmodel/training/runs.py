@@ -15,6 +15,7 @@ import inspect
 import json
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,7 +55,7 @@ def seeded(recipe: Callable) -> Callable:
         params = signature.parameters.values()
         defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
         paths = {p.name for p in params if "Path" in str(p.annotation)}  # data, init, ...
-        check_same_run(
+        replaced = check_same_run(
             run_dir,
             run_identity(recipe.__name__, arguments, paths),
             run_identity(recipe.__name__, defaults, paths),
@@ -69,6 +70,8 @@ def seeded(recipe: Callable) -> Callable:
                 (run_dir / CHECKPOINTS_RECORD).unlink(missing_ok=True)
                 if created and not any(run_dir.iterdir()):
                     run_dir.rmdir()
+            for path, text in replaced.items():  # a moved run's records, as they were
+                atomic_write(path, lambda f, text=text: f.write(text))
             raise
 
     return run
@@ -182,13 +185,17 @@ def check_same_run(
     identity: dict,
     defaults: dict | None = None,
     paths: Collection[str] = ("data",),
-) -> None:
+) -> dict[Path, bytes]:
     """Refuse to resume a run directory under another call; record the call of a new one.
 
     ``defaults``: the recipe's defaults, as :func:`run_identity` gives them; an argument the
     record lacks (a keyword added since the run started) is the same call at its default.
     ``paths``: the path arguments, whose recorded values are resolved as the call's are (a
     record may name them relative to where the run started).
+
+    Data or checkpoints that moved with the same content are the same call (:func:`_moved`):
+    the records then take the new paths, and what they held before is returned (the caller
+    puts it back when the resumed run fails before it goes on: a refusal by the trainer).
 
     Raises:
         ValueError: ``run_dir`` holds a checkpoint of a call that differs from ``identity``
@@ -216,16 +223,20 @@ def check_same_run(
                 "neither run. Run the same command again, or give a new run directory"
             )
         if not moved:
-            return
+            return {}
         print(
             f"note: {', '.join(moved)} of {run_dir} moved (same content): the run resumes and "
             "records the new paths",
             flush=True,
         )
-    # a new run, or one started before run.json was written (it resumes unchecked, as it did)
+        replaced = {p: p.read_bytes() for p in (path, run_dir / CHECKPOINTS_RECORD) if p.is_file()}
+        _record_moved_checkpoints(run_dir, moved, saved, identity)
+    else:  # a new run, or one started before run.json was written (it resumes unchecked)
+        replaced = {}
     run_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(identity, indent=1) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
+    return replaced
 
 
 def _moved(run_dir: Path, key: str, saved: dict, identity: dict) -> bool:
@@ -239,15 +250,37 @@ def _moved(run_dir: Path, key: str, saved: dict, identity: dict) -> bool:
         was, now = saved.get("data cards"), identity.get("data cards")
         if not (isinstance(was, dict) and isinstance(now, dict)):  # a record before the cards
             return False
-        same = list(was.values()) == list(now.values())
-        return same and len(was) == len(saved.get("data") or [])
-    old, new = saved.get(key), identity.get(key)
+        counts = [
+            len(d) if isinstance(d, list) else -1 for d in (saved.get("data"), identity.get("data"))
+        ]
+        # one card per dataset on both sides (a dataset named twice has one card)
+        return list(was.values()) == list(now.values()) and counts == [len(was), len(now)]
+    return _recorded_weights(run_dir, key, identity.get(key)) is not None
+
+
+def _recorded_weights(run_dir: Path, key: str, path: Any) -> str | None:
+    """The SHA-256 of checkpoint ``path``'s weights if the run recorded them for ``key``."""
     record = run_dir / CHECKPOINTS_RECORD
-    if not (isinstance(old, str) and isinstance(new, str) and record.is_file()):
-        return False
-    weights = Path(new).expanduser() / WEIGHTS_NAME
+    weights = Path(path).expanduser() / WEIGHTS_NAME if isinstance(path, str) else None
+    if weights is None or not weights.is_file() or not record.is_file():
+        return None
     try:
-        recorded = json.loads(record.read_text()).get(f"{key}: {old}")
+        recorded = json.loads(record.read_text())
     except (OSError, ValueError):
-        return False
-    return weights.is_file() and recorded == sha256(weights)
+        return None
+    digest = sha256(weights)
+    ours = [v for k, v in recorded.items() if k.startswith(f"{key}: ")]  # any path it had
+    return digest if digest in ours else None
+
+
+def _record_moved_checkpoints(run_dir: Path, moved: list[str], saved: dict, identity: dict) -> None:
+    """Record the weights of moved checkpoints under their new paths too (later moves match)."""
+    record = run_dir / CHECKPOINTS_RECORD
+    entries = {}
+    for key in moved:
+        digest = _recorded_weights(run_dir, key, identity.get(key))
+        if digest is not None:
+            entries[f"{key}: {identity[key]}"] = digest
+    if entries:
+        text = json.dumps({**json.loads(record.read_text()), **entries}, indent=1) + "\n"
+        atomic_write(record, lambda f: f.write(text.encode()))
