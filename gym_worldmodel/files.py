@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -35,13 +37,25 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     atomic_write_all({Path(path): write})
 
 
-def remove_stale_temps(directory: Path) -> list[Path]:
+#: A temporary file of :func:`atomic_write_all`: ``.<name>.<mkstemp's 8 characters>.tmp``.
+_TEMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temps(directory: Path, older_than_s: float = 600.0) -> list[Path]:
     """Delete the temporary files :func:`atomic_write` left in ``directory`` when killed.
 
     A process killed mid-write (SIGKILL, power loss) cannot unlink its ``.<name>.*.tmp``; a
-    job that resumes into the folder calls this first. Returns what it deleted.
+    job that resumes into the folder calls this first. Only files of that pattern, in the folder
+    and its subfolders (a run's ``model/``), untouched for ``older_than_s`` seconds, are
+    deleted: a live writer's (another job in the same folder) is being written, so newer.
+    Returns what it deleted.
     """
-    stale = sorted(Path(directory).glob(".*.tmp"))
+    now = time.time()
+    stale = sorted(
+        path
+        for path in Path(directory).rglob(".*.tmp")
+        if _TEMP.fullmatch(path.name) and now - path.stat().st_mtime > older_than_s
+    )
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -93,25 +94,31 @@ def test_interrupted_collection_resumes_to_the_same_episodes(tmp_path):
     assert not list((tmp_path / "a").glob("*.tmp"))
 
 
-def test_a_resumed_collection_collects_a_damaged_or_missing_shard_again(tmp_path):
+def test_a_resumed_collection_collects_a_damaged_shard_again_and_names_a_missing_one(tmp_path):
     opts = dict(episodes=6, steps=4, episodes_per_shard=2, heldout_every=3, progress=False)
     collect(FakeSource(), tmp_path / "ref", **opts)
     collect(FakeSource(), tmp_path / "a", **opts)
     shards = read_card(tmp_path / "a")["shards"]
     flipped, gone = tmp_path / "a" / shards[0]["file"], tmp_path / "a" / shards[1]["file"]
+    kept = gone.read_bytes()
+    gone.unlink()  # a folder half copied: not hours of collection again, an error
+    card = (tmp_path / "a" / "dataset.json").read_text()
+    with pytest.raises(DatasetError, match=rf"not there: \['{shards[1]['file']}'\]"):
+        collect(FakeSource(), tmp_path / "a", **opts)
+    assert (tmp_path / "a" / "dataset.json").read_text() == card
+    gone.write_bytes(kept)
     data = bytearray(flipped.read_bytes())
     data[len(data) // 2] ^= 0xFF
     flipped.write_bytes(bytes(data))
-    gone.unlink()
-    stale = tmp_path / "a" / ".train-00009.npz.k1ll3d.tmp"  # a shard a killed run was writing
+    stale = tmp_path / "a" / ".train-00009.npz.k1ll3dxx.tmp"  # a killed run's shard
     stale.write_bytes(b"half")
+    os.utime(stale, (0, 0))
     again = FakeSource()
-    with pytest.warns(UserWarning, match="collected again") as caught:
+    with pytest.warns(UserWarning, match="collected again"):
         collect(again, tmp_path / "a", **opts)
-    assert {"missing" in str(w.message) for w in caught} == {True, False}
-    assert again.calls == shards[0]["episodes"] + shards[1]["episodes"]
-    assert flipped.with_name(flipped.name + ".corrupt").read_bytes() == bytes(data)  # kept aside
-    assert not stale.exists()
+    assert again.calls == shards[0]["episodes"]
+    (aside,) = (tmp_path / "a").glob(f"{flipped.name}.*.corrupt")
+    assert aside.read_bytes() == bytes(data) and not stale.exists()  # kept aside; temp gone
     for split in ("train", "heldout"):
         a, b = (by_seed(load_episodes(tmp_path / d, split)) for d in ("a", "ref"))
         assert a.keys() == b.keys()

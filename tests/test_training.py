@@ -455,12 +455,17 @@ def test_a_nan_gradient_stops_the_run_before_it_reaches_the_weights(tmp_path):
 
 
 def test_a_run_deletes_the_temporary_files_a_killed_run_left(tmp_path):
+    import os
+
     run = tmp_path / "run"
-    run.mkdir()
-    stale = [run / ".checkpoint.pt.x1y2.tmp", run / ".losses.png.abc.tmp"]
-    for path in stale:
+    (run / "model").mkdir(parents=True)
+    stale = [run / ".checkpoint.pt.x1y2_a9z.tmp", run / "model" / ".model.safetensors.k2l3m4n5.tmp"]
+    live = run / ".losses.png.p0q1r2s3.tmp"  # another job writing into the folder right now
+    kept = [run / "notes.tmp", run / ".hidden.tmp", live]  # not atomic_write's, or not stale
+    for path in stale + kept:
         path.write_bytes(b"half written")
-    (run / "notes.tmp").write_text("the user's")  # not one of atomic_write's
+    for path in stale + kept[:2]:
+        os.utime(path, (0, 0))  # untouched for long
     Trainer(
         torch.nn.Linear(1, 1),
         list(range(4)),
@@ -468,7 +473,7 @@ def test_a_run_deletes_the_temporary_files_a_killed_run_left(tmp_path):
         run,
         TrainConfig(steps=1, batch_size=2),
     )
-    assert not any(p.exists() for p in stale) and (run / "notes.tmp").exists()
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
 
 
 def test_a_run_resumed_with_other_settings_or_data_is_refused(episodes, tmp_path):

@@ -5,14 +5,15 @@ Episode ``i`` is collected with seed ``seed + i`` and goes to the held-out split
 collection was interrupted and resumed (only their grouping into shards may differ). Each shard
 is written atomically and then recorded in the card (also written atomically); an interruption
 loses at most the episodes of the two shards in progress (one per split), which a resumed run
-collects again. A resumed run checks the shards the card lists: one missing or whose bytes are
-not those recorded (a disk error, an edit) is set aside as ``<file>.corrupt`` and its episodes
-are collected again.
+collects again. A resumed run checks the shards the card lists: one whose bytes are not those
+recorded (a disk error, an edit) is set aside as ``<file>.<time>.corrupt`` and its episodes are
+collected again; one missing is an error (a folder half copied is not re-collected for hours).
 """
 
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,7 +98,7 @@ def collect(
     }
     card = _open_card(out_dir, settings)
     remove_stale_temps(out_dir)  # a killed run's half-written shard or card
-    _drop_bad_shards(out_dir, card)
+    _drop_bad_shards(out_dir, card, progress)
     stored = {i for shard in card["shards"] for i in shard["indices"]}
     pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}
     width, side = source.info.get("action_width"), source.info["frame_size"]
@@ -173,27 +174,38 @@ def _check_episode(
     return has_poses
 
 
-def _drop_bad_shards(out_dir: Path, card: dict[str, Any]) -> None:
-    """Drop the card's shards that are missing or not the bytes it records (warning each)."""
-    bad = []
-    for shard in card["shards"]:
-        path = out_dir / shard["file"]
-        if not path.is_file():
-            bad.append((shard, "missing"))
-        elif sha256(path) != shard["sha256"]:
-            path.replace(path.with_name(path.name + ".corrupt"))  # kept aside, not deleted
-            bad.append((shard, f"not the bytes the card records: moved to {path.name}.corrupt"))
-    if not bad:
-        return
-    for shard, why in bad:
-        warnings.warn(
-            f"{out_dir / shard['file']} is {why}; its {shard['episodes']} episodes "
-            f"{shard['indices']} are collected again",
-            stacklevel=3,
+def _drop_bad_shards(out_dir: Path, card: dict[str, Any], progress: bool) -> None:
+    """Check the card's shards; set aside (and drop) those not the bytes it records.
+
+    A shard that is missing is an error, not re-collected: a folder half copied or a disk not
+    mounted would otherwise send hours of collection again. Each corrupt one is warned about.
+    """
+    missing = [s["file"] for s in card["shards"] if not (out_dir / s["file"]).is_file()]
+    if missing:
+        raise DatasetError(
+            f"{out_dir}: the card lists shards that are not there: {missing}. Put them back, or "
+            f"delete their entries from {CARD} to collect their episodes again"
         )
-    dropped = [shard for shard, _ in bad]
-    card["shards"] = [s for s in card["shards"] if s not in dropped]
-    _write_card(out_dir, card)
+    bad = []
+    for shard in tqdm(card["shards"], desc="check shards", unit="shard", disable=not progress):
+        path = out_dir / shard["file"]
+        try:
+            same = sha256(path) == shard["sha256"]
+        except OSError as err:
+            raise DatasetError(f"{path} cannot be read: {err}") from err
+        if not same:
+            aside = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.corrupt")
+            path.replace(aside)  # kept, not deleted: a name of its own, never overwritten
+            bad.append(shard)
+            warnings.warn(
+                f"{path} is not the bytes {CARD} records (a disk error, an edit): moved to "
+                f"{aside.name}; its {shard['episodes']} episodes {shard['indices']} are "
+                "collected again",
+                stacklevel=3,
+            )
+    if bad:
+        card["shards"] = [s for s in card["shards"] if s not in bad]
+        _write_card(out_dir, card)
 
 
 def _posed(out_dir: Path, card: dict[str, Any]) -> bool | None:
