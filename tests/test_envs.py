@@ -836,7 +836,18 @@ def test_hooks_get_copies_and_see_a_next_step_restart_as_its_start():
             value.zero_()
         return torch.zeros(len(obs))
 
-    env = WorldModelVectorEnv(2, world="driving", **TINY, max_episode_steps=2, reward_fn=vandal)
+    def witness(prev_obs, action, obs, info):  # a later hook sees the step, not the edits
+        assert obs.any() and prev_obs.any() and action.any() and info["effort"].all()
+        return torch.zeros(len(obs), dtype=torch.bool)
+
+    env = WorldModelVectorEnv(
+        2,
+        world="driving",
+        **TINY,
+        max_episode_steps=2,
+        reward_fn=[vandal, vandal],
+        termination_fn=witness,
+    )
     ref = WorldModelVectorEnv(2, world="driving", **TINY, max_episode_steps=2)
     steer = np.array([[0.5, 0.2], [-0.3, 0.0]], np.float32)
     for e in (env, ref):
@@ -1493,7 +1504,11 @@ def test_step_before_reset_and_after_close():
     assert env._engine is None and env.render() is None  # released
     with pytest.raises(RuntimeError, match=r"closed: reset\(\) reopens it"):
         env.step(np.zeros((1, 2), np.float32))
-    # A reset reopens it as a new env (SB3's check_env renders, closes, then steps the same env).
+    # A reset reopens it as a new env (SB3's check_env renders, closes, then steps the same env);
+    # one that fails leaves it closed.
+    with pytest.raises(ValueError, match="reset image must be"):
+        env.reset(options={"image": np.zeros((4, 4), np.uint8)})
+    assert env.closed
     assert np.array_equal(env.reset(seed=0)[0], first)
     env.step(np.zeros((1, 2), np.float32))
     fork = env.fork(0, 2)

@@ -45,6 +45,13 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--init",
         dict(
             required=True,
+            metavar={  # usage shows what each stage starts from
+                "decoder": "WORLD",
+                "teacher": "VAE_RUN/model",
+                "student": "TEACHER_RUN/model",
+                "flow": "WORLD",
+                "self-forcing": "MODEL",
+            },
             help={
                 "decoder": "the world whose VAE decoder to fine-tune: a checkpoint directory or "
                 "Hugging Face repo id",
@@ -329,7 +336,9 @@ def _train_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         )
         for taken_by, flag, kwargs in _OPTIONS:
             if stage in taken_by:
-                sub.add_argument(flag, **{**kwargs, "help": _help(kwargs, stage)})
+                metavar = kwargs.get("metavar")
+                own = {"metavar": metavar[stage]} if isinstance(metavar, dict) else {}
+                sub.add_argument(flag, **{**kwargs, "help": _help(kwargs, stage), **own})
     return parser, stages
 
 

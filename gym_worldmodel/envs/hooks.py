@@ -15,10 +15,11 @@ A hook is called as ``hook(prev_obs, action, obs, info)`` with, for B rows:
         10 normalised values, not the mode; driving: steering and acceleration fractions), 0
         for a step that does nothing.
 A reward hook returns ``(B,)`` floats, a termination hook ``(B,)`` bools (tensor or array). Pass
-one hook or a list (rewards are summed, terminations or-ed). The arguments are copies: a hook
-may change them in place. Under ``NEXT_STEP`` autoreset, a row that starts its next episode in
-this step (its action ignored) comes with ``info["step"]`` 0, its new start frame as ``obs`` and
-its start pose; what the hooks return for it is dropped (reward 0, not done).
+one hook or a list (rewards are summed, terminations or-ed). Each hook gets copies of the
+arguments: it may change them in place, and neither the env nor the next hook sees it. Under
+``NEXT_STEP`` autoreset, a row that starts its next episode in this step (its action ignored)
+comes with ``info["step"]`` 0, its new start frame as ``obs`` and its start pose; what the
+hooks return for it is dropped (reward 0, not done).
 
 A hook with values per row (a goal image or a target per row) also has ``select(rows)``, which
 returns the hook for an env of those rows (``rows[i]``: the row whose values row ``i`` takes);
@@ -28,10 +29,10 @@ fork's rows too). An env's ``get_state`` / ``set_state`` do not cover a hook's o
 
 A hook may also have ``check_env(frame_size, num_envs, pose)``, which raises ``ValueError``
 when it cannot serve an env of that frame side, row count and pose kind (``"camera"``,
-``"driving"`` or None): the env calls it when the hook is given, at make or assigned later
-(``env.reward_fn = hook``), so a goal image whose ``pool`` does not divide the frame side, goals
-for another number of rows or a pose reward in the robot world is refused then, not after a
-step (a goal of another size is fitted to the frames).
+``"driving"`` or None): a world env calls it when the hook is given, at make or assigned later
+(``env.reward_fn = hook``; a simulator env at make), so a goal image whose ``pool`` does not
+divide the frame side, goals for another number of rows or a pose reward in the robot world is
+refused then, not after a step (a goal of another size is fitted to the frames).
 """
 
 from __future__ import annotations
@@ -327,6 +328,13 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def _copies(args: tuple) -> tuple:
+    """The hook arguments with every tensor cloned (the info dict's too)."""
+    clone = lambda v: v.clone() if isinstance(v, Tensor) else v  # noqa: E731
+    *tensors, info = args
+    return (*map(clone, tensors), {k: clone(v) for k, v in info.items()})
+
+
 def evaluate(
     hooks: Hook | Sequence[Hook] | None, args: tuple | None, batch: int, kind: str
 ) -> np.ndarray:
@@ -337,8 +345,8 @@ def evaluate(
         return total
     for hook in hooks if isinstance(hooks, Sequence) else [hooks]:
         assert args is not None  # callers with hooks build their arguments
-        try:
-            value = _as_numpy(hook(*args))  # a tensor NumPy cannot take is the hook's error too
+        try:  # each hook its own copies: one may change them in place (a tensor NumPy cannot
+            value = _as_numpy(hook(*_copies(args)))  # take is the hook's error too)
         except Exception as err:
             if hasattr(err, "add_note"):  # Python >= 3.11
                 err.add_note(f"raised by the {kind} hook {hook!r} {AFTER_THE_STEP}")

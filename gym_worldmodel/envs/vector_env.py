@@ -292,9 +292,9 @@ class WorldModelVectorEnv(VectorEnv):
         A reset after :meth:`close` reopens the env, as a new one: every row starts, and the
         weights load again (SB3's ``check_env`` renders, closes and then steps the same env).
         """
-        if self.closed and not self._engine_given:
-            self.closed = False  # the engine is built anew from the model argument
-        self._check_open()
+        reopening = self.closed and not self._engine_given  # its engine is built anew
+        if not reopening:
+            self._check_open()
         if options is not None and not isinstance(options, Mapping):
             raise ValueError(
                 f"reset options must be a dict (mapping) or None, got {type(options).__name__}"
@@ -316,7 +316,7 @@ class WorldModelVectorEnv(VectorEnv):
             self._np_random = np.random.default_rng(
                 np.random.SeedSequence(int(seed), spawn_key=(1,))
             )
-        self._started = True
+        self._started, self.closed = True, False
         infos = self._infos()
         if len(rows) < self.num_envs:  # as Gymnasium's vector envs: the reset rows' infos only
             infos = obs_lib.rows_only(infos, np.isin(np.arange(self.num_envs), rows))
@@ -407,6 +407,7 @@ class WorldModelVectorEnv(VectorEnv):
         """Release the engine and the rows' frames; a :meth:`reset` reopens the env."""
         self._engine = self._frames = self._latents = None
         self._started = False
+        self._rngs = [None] * self.num_envs  # a reopened env starts as a new one
 
     @property
     def started(self) -> bool:
@@ -833,10 +834,9 @@ class WorldModelVectorEnv(VectorEnv):
         args = None
         if self.reward_fn is not None or self.termination_fn is not None:
             assert self._frames is not None  # the step's
-            # copies: a hook that edits its arguments in place leaves the env's own alone
-            effort, last = self.head.effort(vec), self._frames[:, -1].clone()
+            effort, last = self.head.effort(vec), self._frames[:, -1]  # (hooks get copies)
             args = hook_lib.arguments(
-                prev_frame.clone(),
+                prev_frame,
                 vec,
                 last,
                 self._pose,

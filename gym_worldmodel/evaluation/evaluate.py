@@ -185,7 +185,10 @@ def evaluate_world(
         "metric": "key accuracy" if modality == "camera" else "R^2",
         "real": real_score,
         "generated": gen_score,
-        "ratio": control_ratio(gen_score, real_score),
+        # no ratio where real frames read no better than chance (key accuracy: the majority)
+        "ratio": control_ratio(
+            gen_score, real_score, majority_score(targets) if modality == "camera" else 0.0
+        ),
         "motion_real": frame_motion(with_start(truth)),
         "motion_generated": frame_motion(with_start(generated)),
         "by_horizon": control_by_horizon(
@@ -202,7 +205,6 @@ def evaluate_world(
     if modality == "camera":  # what a probe that ignores the frames would score
         result.control["majority"] = majority = majority_score(targets)
         result.control["above_chance"] = above_chance(gen_score, real_score, majority)
-        result.control["ratio"] = control_ratio(gen_score, real_score, majority)
         for key, w in (("confusion_real", real_w), ("confusion_generated", gen_w)):
             result.control[key] = probe.confusion(w, targets).tolist()
         # How far each key moves the picture, over the first steps (later ones have drifted).

@@ -249,10 +249,13 @@ class WorldModelSB3VecEnv(VecEnv):
         """
         rows = self._checked_indices(indices)
         if method_name == "get_wrapper_attr":  # Gymnasium 1.x's way to read through wrappers
-            (name,) = method_args or (method_kwargs["name"],)
+            name = method_args[0] if method_args else method_kwargs.get("name")
+            if not isinstance(name, str):
+                raise TypeError("env_method('get_wrapper_attr', name): give the attribute name")
             return self.get_attr(name, rows)
         if method_name == "render":  # each row its own frame, as each of SB3's envs renders
-            return [self.get_images()[row] for row in rows]
+            images = self.get_images()
+            return [images[row] for row in rows]
         method = getattr(self.venv, method_name)
         bound = inspect.signature(method).bind_partial(*method_args, **method_kwargs).arguments
         if not self._every_row(rows) and "env_idx" not in bound:
