@@ -298,6 +298,24 @@ def check_env_hooks(
         raise ValueError(f"start_fn must be a callable (rngs) -> reset options, got {start_fn!r}")
 
 
+class CheckedHook:
+    """An env's hook attribute (``reward_fn``, ...), checked by the env when set.
+
+    The env's ``_check_hooks(**{name: hooks})`` runs on every assignment, at make and later,
+    so a hook that cannot serve the env is refused then, not at the next step, and not kept.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, env: Any, owner: type | None = None) -> Any:
+        return self if env is None else env.__dict__.get(self.name)
+
+    def __set__(self, env: Any, hooks: Any) -> None:
+        env._check_hooks(**{self.name: hooks})
+        env.__dict__[self.name] = hooks
+
+
 def _check_rows(what: str, count: int, num_envs: int) -> None:
     """Values given per row must be one for all (``count`` 1) or one for each of the rows."""
     if count not in (1, num_envs):

@@ -152,6 +152,10 @@ class WorldModelVectorEnv(VectorEnv):
         "render_fps": 5,  # the shipped worlds' steps a second; each env sets its world's
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
+    # assigned later too (env.reward_fn = hook), each is checked as at make
+    reward_fn = hook_lib.CheckedHook()
+    termination_fn = hook_lib.CheckedHook()
+    start_fn = hook_lib.CheckedHook()
 
     def __init__(
         self,
@@ -431,36 +435,6 @@ class WorldModelVectorEnv(VectorEnv):
                 f"max_episode_steps must be an int >= 1, or None or -1 for no limit, got {value!r}"
             )
         self._max_episode_steps = None if value is None or value == -1 else int(value)
-
-    @property
-    def reward_fn(self) -> hook_lib.Hook | Sequence[hook_lib.Hook] | None:
-        """The reward hook(s); one assigned later is checked as at make (:meth:`_check_hooks`)."""
-        return self._reward_fn
-
-    @reward_fn.setter
-    def reward_fn(self, hooks: hook_lib.Hook | Sequence[hook_lib.Hook] | None) -> None:
-        self._check_hooks(reward_fn=hooks)
-        self._reward_fn = hooks
-
-    @property
-    def termination_fn(self) -> hook_lib.Hook | Sequence[hook_lib.Hook] | None:
-        """The termination hook(s); one assigned later is checked as at make."""
-        return self._termination_fn
-
-    @termination_fn.setter
-    def termination_fn(self, hooks: hook_lib.Hook | Sequence[hook_lib.Hook] | None) -> None:
-        self._check_hooks(termination_fn=hooks)
-        self._termination_fn = hooks
-
-    @property
-    def start_fn(self) -> hook_lib.StartHook | None:
-        """The initial-conditions hook; one assigned later is checked as at make."""
-        return self._start_fn
-
-    @start_fn.setter
-    def start_fn(self, hook: hook_lib.StartHook | None) -> None:
-        self._check_hooks(start_fn=hook)
-        self._start_fn = hook
 
     def _check_hooks(
         self, reward_fn: Any = None, termination_fn: Any = None, start_fn: Any = None
