@@ -555,7 +555,8 @@ def test_train_commands_budget_recipe(tmp_path):
         "--no-progress",
         env=env,
     )
-    assert "citywalk: PSNR" in text and "(by step: 1: " in text
+    assert "citywalk: PSNR at h = 1 / " in text and "(by step: 1: " in text
+    assert "model " in text and " dB, copy last frame " in text  # figures, not a raw dict
     assert "| model |" in (tmp_path / "eval.md").read_text()
     assert "--nfe 1" in (tmp_path / "eval.md").read_text()  # the command, in the report
     run(

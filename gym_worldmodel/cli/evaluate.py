@@ -179,7 +179,8 @@ def eval_main(argv: Sequence[str]) -> None:
         results.append(figures)
         samples[figures.world] = sample
         print(
-            f"{figures.world}: PSNR {figures.psnr}; control {ratio_text(figures.control['ratio'])} "
+            f"{figures.world}: PSNR {_psnr_text(figures.psnr)}; "
+            f"control {ratio_text(figures.control['ratio'])} "
             f"(by step: {_ratios_by_step(figures.control)}); "
             f"collapsed {figures.stability['collapsed']}",
             flush=True,
@@ -187,6 +188,16 @@ def eval_main(argv: Sequence[str]) -> None:
     report = args.report or Path("docs/evaluation.md")
     write_report(results, samples, args.out, report, command, model.config.dit.chunk_frames)
     print(f"wrote {report} and {args.out}/")
+
+
+def _psnr_text(psnr: dict[str, dict[int, float]]) -> str:
+    """``at h = 1 / 4: model 26.08 / 18.98 dB, copy last frame 20.50 / 16.12 dB``."""
+    horizons = sorted({h for by_h in psnr.values() for h in by_h})
+    rows = ", ".join(
+        f"{name} " + " / ".join(f"{by_h[h]:.2f}" if h in by_h else "-" for h in horizons) + " dB"
+        for name, by_h in psnr.items()
+    )
+    return f"at h = {' / '.join(map(str, horizons))}: {rows}"
 
 
 def _ratios_by_step(control: dict[str, Any]) -> str:
