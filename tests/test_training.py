@@ -506,6 +506,7 @@ def test_a_recipe_resumes_only_under_the_same_call(tmp_path, capsys):
     train_vae([tmp_path / "data"], run, config, train, progress=False)
     record = (run / "run.json").read_text()
     before = (run / "checkpoint.pt").read_bytes()
+    assert json.loads(record)["settings"]["batch_size"] == 2 and "command" in json.loads(record)
     other_vae = dataclasses.replace(config.vae, channels=(8, 8))
     for data, cfg, match in (
         ([tmp_path / "other"], config, "data"),
@@ -621,7 +622,8 @@ def test_a_run_record_without_a_newer_keyword_is_the_same_call_at_its_default(tm
     (tmp_path / "run.json").write_text(json.dumps({"recipe": "r", "data": "a"}))
     defaults = {"recipe": "r", "memory": False}
     check_same_run(tmp_path, {"recipe": "r", "data": "a", "memory": False}, defaults)
-    with pytest.raises(ValueError, match=r"another call \(memory: None -> True\)"):
+    assert json.loads((tmp_path / "run.json").read_text())["memory"] is False  # now recorded
+    with pytest.raises(ValueError, match=r"another call \(memory: False -> True\)"):
         check_same_run(tmp_path, {"recipe": "r", "data": "a", "memory": True}, defaults)
     with pytest.raises(ValueError, match=r"another call \(data: 'a' -> 'b'\)"):
         check_same_run(tmp_path, {"recipe": "r", "data": "b", "memory": False}, defaults)

@@ -13,6 +13,8 @@ import dataclasses
 import functools
 import inspect
 import json
+import shlex
+import sys
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,10 @@ def seeded(recipe: Callable) -> Callable:
             run_identity(recipe.__name__, arguments, paths),
             run_identity(recipe.__name__, defaults, paths),
             paths,
+            notes={
+                "command": shlex.join(sys.argv),
+                "settings": dataclasses.asdict(arguments["train"]),
+            },
         )
         try:
             note_changed_checkpoints(run_dir, {k: arguments[k] for k in paths if k in arguments})
@@ -180,11 +186,17 @@ def _resolved(value):
     return value
 
 
+#: What ``run.json`` records for the reader and no resume compares: the command line of the
+#: latest call and its optimisation settings (the checkpoint compares those itself).
+NOTES = ("command", "settings")
+
+
 def check_same_run(
     run_dir: Path,
     identity: dict,
     defaults: dict | None = None,
     paths: Collection[str] = ("data",),
+    notes: dict | None = None,
 ) -> dict[Path, bytes]:
     """Refuse to resume a run directory under another call; record the call of a new one.
 
@@ -194,8 +206,9 @@ def check_same_run(
     record may name them relative to where the run started).
 
     Data or checkpoints that moved with the same content are the same call (:func:`_moved`):
-    the records then take the new paths, and what they held before is returned (the caller
-    puts it back when the resumed run fails before it goes on: a refusal by the trainer).
+    the records then take the new paths. ``notes`` (:data:`NOTES`) are written beside the call
+    and never compared. A resume rewrites the record; what it held before is returned, for
+    the caller to put back when the run fails before it goes on (a refusal by the trainer).
 
     Raises:
         ValueError: ``run_dir`` holds a checkpoint of a call that differs from ``identity``
@@ -207,7 +220,7 @@ def check_same_run(
             saved = json.loads(path.read_text())
         except (OSError, ValueError) as err:
             raise ValueError(f"{path} is not a run record ({err}); move it away") from None
-        saved = {k: _resolved(v) if k in paths else v for k, v in saved.items()}
+        saved = {k: _resolved(v) if k in paths else v for k, v in saved.items() if k not in NOTES}
         defaults = defaults or {}
         changed = sorted(
             k
@@ -222,19 +235,18 @@ def check_same_run(
                 f"{run_dir} holds a checkpoint of another call ({what}): resuming would continue "
                 "neither run. Run the same command again, or give a new run directory"
             )
-        if not moved:
-            return {}
-        print(
-            f"note: {', '.join(moved)} of {run_dir} moved (same content): the run resumes and "
-            "records the new paths",
-            flush=True,
-        )
         replaced = {p: p.read_bytes() for p in (path, run_dir / CHECKPOINTS_RECORD) if p.is_file()}
-        _record_moved_checkpoints(run_dir, moved, saved, identity)
+        if moved:
+            print(
+                f"note: {', '.join(moved)} of {run_dir} moved (same content): the run resumes "
+                "and records the new paths",
+                flush=True,
+            )
+            _record_moved_checkpoints(run_dir, moved, saved, identity)
     else:  # a new run, or one started before run.json was written (it resumes unchecked)
         replaced = {}
     run_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(identity, indent=1) + "\n"
+    text = json.dumps({**identity, **(notes or {})}, indent=1) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
     return replaced
 
