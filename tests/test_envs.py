@@ -1179,6 +1179,8 @@ def test_fork_checks_its_arguments():
         (0.5, 1, "row must be an int"),
         (True, 1, "row"),
         (-1, 1, "row"),
+        ([], 1, "or a list of them, got \\[\\]"),
+        ([0, 2], 1, "row"),
         (0, 0, "n"),
     ):
         with pytest.raises(ValueError, match=match):
@@ -1189,6 +1191,21 @@ def test_fork_checks_its_arguments():
     before = env.get_state()
     env.set_state(env.get_state([]), env_idx=[])  # no rows: nothing to load
     assert np.array_equal(env.get_state()["steps"], before["steps"])
+
+
+def test_fork_of_several_rows_gives_each_its_futures_in_one_env():
+    env = WorldModelVectorEnv(
+        3, world="driving", **TINY, reward_fn=PoseDistance([[1.0, 0.0], [5.0, 0.0], [9.0, 2.0]])
+    )
+    env.reset(seed=0)
+    env.step(np.array([[0.2, 0.1], [-0.3, 0.0], [0.0, 0.5]], np.float32))
+    act = np.array([[0.1, 0.3]], np.float32)
+    both = env.fork([2, 0], 2, seeds=[1, 2, 3, 4])  # rows 2, 2, 0, 0
+    alone = [env.fork(r, 2, seeds=s) for r, s in ((2, [1, 2]), (0, [3, 4]))]
+    obs, reward, *_ = both.step(np.repeat(act, 4, 0))
+    want = [f.step(np.repeat(act, 2, 0)) for f in alone]  # the same futures, one env each
+    assert np.array_equal(obs, np.concatenate([w[0] for w in want]))
+    assert np.array_equal(reward, np.concatenate([w[1] for w in want]))  # each row's own target
 
 
 def test_forks_keep_the_memory_setting_and_seeds_reach_their_numpy_generators():

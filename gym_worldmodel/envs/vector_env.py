@@ -560,13 +560,17 @@ class WorldModelVectorEnv(VectorEnv):
 
     def fork(
         self,
-        row: int,
+        row: int | Sequence[int],
         n: int,
         seeds: int | Iterable[int] | None = None,
         *,
         autoreset_mode: AutoresetMode | str | None = None,
     ) -> WorldModelVectorEnv:
         """A new ``n``-row env whose rows all continue from row ``row`` (the model is shared).
+
+        ``row`` may be a list of B rows: the new env then has ``B * n`` rows, row ``row[i]``'s
+        futures at ``i * n`` to ``(i + 1) * n - 1`` (planning for B envs in one batch; its
+        ``seeds`` are one per new row).
 
         Without ``seeds`` every fork draws the same noise (common random numbers: futures differ
         only by their actions); ``seeds`` (one per fork, or an int: fork i gets ``seeds + i``, as
@@ -592,17 +596,21 @@ class WorldModelVectorEnv(VectorEnv):
         self._check_open()
         if not self._started:
             raise RuntimeError("call reset() before fork()")
-        if not is_int(row) or not 0 <= row < self.num_envs:
-            raise ValueError(f"row must be an int in [0, {self.num_envs}), got {row!r}")
+        parents: list[Any] = list(row) if isinstance(row, Sequence) else [row]
+        if not parents or not all(is_int(r) and 0 <= r < self.num_envs for r in parents):
+            raise ValueError(
+                f"row must be an int in [0, {self.num_envs}) or a list of them, got {row!r}"
+            )
         if not is_int(n) or n < 1:
             raise ValueError(f"n (forks) must be an int >= 1, got {n!r}")
         mode = AutoresetMode(autoreset_mode or self.metadata["autoreset_mode"])
-        seeds = checked_seeds(seeds, n, "fork seeds")
-        state = self.get_state([row] * n)
+        rows = np.repeat(np.asarray(parents, np.int64), n).tolist()  # each parent's n futures
+        seeds = checked_seeds(seeds, len(rows), "fork seeds")
+        state = self.get_state(rows)
         source = cast(FullEngine, self._engine)  # forking needs the engine's model (see Engine)
-        engine = self._make_engine(source.model, n, memory=source.memory is not None)
+        engine = self._make_engine(source.model, len(rows), memory=source.memory is not None)
         child = WorldModelVectorEnv(
-            n,
+            len(rows),
             world=self.world.name,
             action_mode=self.head.mode,
             obs_mode=self.obs_mode,
@@ -612,17 +620,17 @@ class WorldModelVectorEnv(VectorEnv):
             autoreset_mode=mode,
             max_episode_steps=self.max_episode_steps,
             render_mode=self.render_mode,
-            reward_fn=hook_lib.select(self.reward_fn, [row] * n),
-            termination_fn=hook_lib.select(self.termination_fn, [row] * n),
+            reward_fn=hook_lib.select(self.reward_fn, rows),
+            termination_fn=hook_lib.select(self.termination_fn, rows),
             start_fn=self.start_fn,
             memory=self.memory,
             memory_capacity=self.memory_capacity,
             engine=engine,
         )
         child.checkpoint_dir = self.checkpoint_dir  # its start frames for the forks' autoresets
-        child._load_state(state, np.arange(n))  # this env's own state: nothing to check
+        child._load_state(state, np.arange(len(rows)))  # this env's own state: nothing to check
         if seeds is not None:
-            child._reseed(np.arange(n), seeds)
+            child._reseed(np.arange(len(rows)), seeds)
         return child
 
     def _reseed(self, rows: np.ndarray, seeds: list[int]) -> None:
