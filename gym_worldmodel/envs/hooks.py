@@ -254,13 +254,12 @@ def arguments(
 
     ``prev_obs`` and ``obs`` are the last frames as uint8 tensors; the NumPy values (action
     vectors, poses or None, step counts, effort) become tensors through ``to`` (e.g. onto the
-    env's device), each from a copy: ``torch.from_numpy`` shares memory, so a hook that edited
-    ``info["pose"]`` in place would move the env's own pose on the CPU (the caller passes copies
-    of the frames).
+    env's device). They may share memory with the env's own (``torch.from_numpy`` does on the
+    CPU): :func:`evaluate` hands each hook copies.
     """
-    as_t = lambda a: None if a is None else to(np.array(a, order="C"))  # noqa: E731
+    as_t = lambda a: None if a is None else to(np.ascontiguousarray(a))  # noqa: E731
     info = {"pose": as_t(pose), "prev_pose": as_t(prev_pose), "step": as_t(step)}
-    return prev_obs, to(np.array(action, order="C")), obs, {**info, "effort": as_t(effort)}
+    return prev_obs, to(np.ascontiguousarray(action)), obs, {**info, "effort": as_t(effort)}
 
 
 #: Hooks run after the model's step: what their errors add (the step is not undone).

@@ -44,8 +44,8 @@ def pick_world_start_frames(data: Sequence[Path], count: int = 16) -> dict[str, 
         world, frames = pick_start_frames(d, count)
         picked.setdefault(world, []).append((Path(d), frames))
     for world, sets in picked.items():
-        sizes = {f"{d} {f.shape[1]}x{f.shape[2]}" for d, f in sets}
         if len({f.shape[1:] for _, f in sets}) > 1:
+            sizes = {f"{d} {f.shape[1]}x{f.shape[2]}" for d, f in sets}
             raise DatasetError(
                 f"the {world} datasets hold frames of different sizes ({', '.join(sorted(sizes))})"
                 ": a model takes one size; collect them at one"
