@@ -173,6 +173,10 @@ def test_sb3_attr_method_and_wrapper_queries():
     assert adapter.venv.max_episode_steps == 5
     with pytest.raises(ValueError, match="every row"):
         adapter.set_attr("max_episode_steps", 4, indices=[0])
+    space = adapter.venv.observation_space
+    with pytest.raises(AttributeError, match="world's"):
+        adapter.set_attr("observation_space", adapter.observation_space)
+    assert adapter.venv.observation_space is space
     states = adapter.env_method("get_state", indices=[0, 2])  # one row each
     assert len(states) == 2 and [s["steps"].tolist() for s in states] == [[0], [0]]
     assert adapter.env_method("get_state", [1], indices=[0, 2])[0]["steps"].tolist() == [0]

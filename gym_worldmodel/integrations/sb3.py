@@ -223,8 +223,16 @@ class WorldModelSB3VecEnv(VecEnv):
         return [value] * len(self._checked_indices(indices))
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        """Set an attribute of the vector env; it is shared, so ``indices`` must name every row."""
+        """Set an attribute of the vector env; it is shared, so ``indices`` must name every row.
+
+        The spaces are the world's and cannot be set: a wrapper changes what an agent sees.
+        """
         rows = self._checked_indices(indices)
+        if attr_name in _ROW_SPACES or attr_name in _ROW_SPACES.values():
+            raise AttributeError(
+                f"{attr_name} is the world's and cannot be set; wrap the VecEnv to change it "
+                "(a VecEnvWrapper, or a Gymnasium wrapper on the vector env before adapting it)"
+            )
         if not self._every_row(rows):
             raise ValueError(
                 f"all rows share one vector env: set_attr({attr_name!r}) can only set every row, "
