@@ -33,6 +33,7 @@ from cem_planner import cem
 import gym_worldmodel  # noqa: F401  (registers the ids)
 from gym_worldmodel.cli import non_negative_int, positive_int
 from gym_worldmodel.envs import GoalImageSimilarity, WorldModelVectorEnv
+from gym_worldmodel.envs.pose import wrap_deg
 
 PLANNERS = ("world", "simulator", "none", "random")
 MOVE_P = (0.0, 0.5, 0.2, 0.1, 0.2)  # the goal walk's held movement key: none, W, A, S, D
@@ -90,7 +91,7 @@ def main() -> None:
                 obs, *_ = real.step(choose(name, obs, real, world, reward, rng, args))
             pose = obs["pose"]
             distance = float(np.hypot(*(pose[:2] - goal_pose[:2])))
-            yaw = abs((pose[2] - goal_pose[2] + 180.0) % 360.0 - 180.0)
+            yaw = abs(wrap_deg(pose[2] - goal_pose[2]))
             results[name].append((distance, yaw))
             print(
                 f"episode {episode} ({np.hypot(*goal_pose[:2]):.2f} m, {goal_pose[2]:+.0f} deg "

@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from gym_worldmodel.envs.engine import WorldEngine
-from gym_worldmodel.envs.pose import EgoShift
+from gym_worldmodel.envs.pose import EgoShift, wrap_deg
 from gym_worldmodel.evaluation import psnr, ssim
 from gym_worldmodel.evaluation.report import image_dir
 from gym_worldmodel.files import atomic_write
@@ -108,7 +108,7 @@ def first_view_span(row: dict) -> str:
 def _same_pose_earlier(poses: np.ndarray, min_gap: int, tol_m: float, tol_deg: float) -> np.ndarray:
     """``(T, T)``: frame ``i`` holds the pose frame ``j`` held ``min_gap`` or more frames before."""
     near = (np.abs(poses[:, None, :2] - poses[None, :, :2]) <= tol_m).all(-1)
-    turn = np.abs((poses[:, None, 2:] - poses[None, :, 2:] + 180.0) % 360.0 - 180.0)
+    turn = np.abs(wrap_deg(poses[:, None, 2:] - poses[None, :, 2:]))
     t = np.arange(len(poses))
     return near & (turn <= tol_deg).all(-1) & (t[:, None] - t[None, :] >= min_gap)
 

@@ -785,8 +785,11 @@ def test_action_cost_is_zero_for_doing_nothing_in_every_mode():
 def test_fork_keeps_each_rows_own_goal_in_hooks_with_values_per_row():
     env = WorldModelVectorEnv(2, world="driving", **TINY)
     obs, _ = env.reset(seed=0)
-    env.reward_fn = [GoalImageSimilarity(np.stack([obs[0], 255 - obs[1]])), ActionCost(0.1)]
-    env.reward_fn.append(PoseDistance([[1.0, 2.0], [30.0, -4.0]]))
+    env.reward_fn = [
+        GoalImageSimilarity(np.stack([obs[0], 255 - obs[1]])),
+        ActionCost(0.1),
+        PoseDistance([[1.0, 2.0], [30.0, -4.0]]),
+    ]
     env.termination_fn = PoseReached([[0.0, 0.0], [500.0, 0.0]], radius_m=50.0)
     forks = env.fork(row=1, n=3)
     act = np.array([[0.2, 0.1], [-0.1, 0.3]], np.float32)
@@ -818,11 +821,31 @@ def test_hook_arguments_are_checked_where_they_are_made():
     assert env.reward_fn is None and env.start_fn is None  # a refused hook is not taken
     # one entry on a per-row axis is one for all rows, in the env and in its forks
     env.reward_fn = [GoalImageSimilarity(np.zeros((1, 32, 32, 3), np.uint8))]
-    env.reward_fn.append(PoseDistance([[1.0, 2.0]]))
+    with pytest.raises(AttributeError):  # kept as a tuple: a hook appended would go unchecked
+        env.reward_fn.append(PoseDistance([[1.0, 2.0]]))
+    env.reward_fn = [*env.reward_fn, PoseDistance([[1.0, 2.0]])]
     env.termination_fn = PoseReached([[1.0, 2.0]], radius_m=0.0)
     rewards = env.step(np.zeros((3, 2), np.float32))[1]
     forked = env.fork(2, 2).step(np.zeros((2, 2), np.float32))[1]
     assert rewards.shape == (3,) and forked.shape == (2,)
+
+
+def test_single_env_hooks_and_limit_assigned_later_act_on_its_steps():
+    """``env.unwrapped.reward_fn = hook`` used to set an attribute the steps never read."""
+    env = gym.make("WorldModel-Driving-v0", max_episode_steps=-1, **TINY)
+    env.reset(seed=0)
+    inner = env.unwrapped
+    assert inner.reward_fn is None and inner.max_episode_steps is None
+    inner.reward_fn = ActionCost(1.0)
+    inner.max_episode_steps = 2
+    _, reward, _, truncated, _ = env.step(np.array([1.0, 0.0], np.float32))
+    assert reward == pytest.approx(-0.5) and not truncated  # effort: the mean square, 0.5
+    assert env.step(np.zeros(2, np.float32))[3]  # truncated at the limit set later
+    with pytest.raises(ValueError, match="needs a world with a pose"):
+        gym.make("WorldModel-Robot-v0", **TINY).unwrapped.termination_fn = PoseReached([0, 0])
+    with pytest.raises(ValueError, match="max_episode_steps must be"):
+        inner.max_episode_steps = 0
+    assert isinstance(inner.reward_fn, ActionCost) and inner.vector.max_episode_steps == 2
 
 
 def test_hooks_get_copies_and_see_a_next_step_restart_as_its_start():
@@ -1191,6 +1214,29 @@ def test_fork_checks_its_arguments():
     before = env.get_state()
     env.set_state(env.get_state([]), env_idx=[])  # no rows: nothing to load
     assert np.array_equal(env.get_state()["steps"], before["steps"])
+
+
+def test_a_fork_is_made_as_its_parent_was():
+    """Every setting reaches the forks (fork once copied them one by one and could miss one)."""
+    env = WorldModelVectorEnv(
+        2,
+        world="citywalk",
+        action_mode="look",
+        obs_mode="chunk+pose",
+        output="torch",
+        render_mode="rgb_array",
+        memory_capacity=7,
+        max_episode_steps=9,
+        **TINY,
+    )
+    env.reset(seed=0)
+    env.max_episode_steps = 5  # what the env holds now, not what it was made with
+    fork = env.fork(1, 3)
+    assert fork.single_observation_space == env.single_observation_space
+    assert fork.single_action_space == env.single_action_space
+    assert (fork.head, fork.output, fork.render_mode) == (env.head, "torch", "rgb_array")
+    assert (fork.memory, fork.memory_capacity, fork.max_episode_steps) == (env.memory, 7, 5)
+    assert fork.metadata == env.metadata and fork.checkpoint_dir == env.checkpoint_dir
 
 
 def test_fork_of_several_rows_gives_each_its_futures_in_one_env():

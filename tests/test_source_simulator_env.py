@@ -12,6 +12,7 @@ from gymnasium.utils.env_checker import check_env
 import gym_worldmodel  # noqa: F401  (registers the ids)
 from gym_worldmodel.envs import ActionCost, LaneCentre
 from gym_worldmodel.envs.actions import ActionError
+from gym_worldmodel.sources.simulator_env import SimulatorEnv
 
 needs_highway = pytest.mark.skipif(
     importlib.util.find_spec("highway_env") is None, reason="needs highway-env (simulators extra)"
@@ -505,8 +506,17 @@ def test_a_driving_state_with_entries_of_the_wrong_kind_is_refused():
         ({"reward_fn": LaneCentre(4.0)}, "LaneCentre needs the driving world's pose"),
     ],
 )
-def test_hooks_that_cannot_serve_a_simulator_env_are_refused_when_it_is_made(kwargs, match):
+def test_hooks_that_cannot_serve_a_simulator_env_are_refused_when_it_is_made(
+    kwargs, match, monkeypatch
+):
     """Checked before the simulator is looked for: this runs without the simulators extra."""
     world = "Simulator-CityWalk-v0" if "reward_fn" in kwargs else "Simulator-Driving-v0"
     with pytest.raises(ValueError, match=match):
         gym.make(world, **kwargs)
+    # and when assigned later, the hook before kept (the simulator is not needed to see it)
+    monkeypatch.setattr(SimulatorEnv, "_check_installed", lambda self: None)
+    env = gym.make(world).unwrapped
+    (name, hook), kept = next(iter(kwargs.items())), getattr(env, next(iter(kwargs)))
+    with pytest.raises(ValueError, match=match):
+        setattr(env, name, hook)
+    assert getattr(env, name) is kept

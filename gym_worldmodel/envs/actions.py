@@ -226,6 +226,9 @@ def check_keys(actions: Any, expected: set[str], name: str) -> None:
 class _Head:
     """What every action head shares."""
 
+    #: Top speed in m/s of a head that drives (the driving world's); None elsewhere.
+    max_speed: float | None = None
+
     def ends_episode(self, vec: np.ndarray) -> np.ndarray:
         """Rows whose encoded actions ``(B, F, width)`` end the episode: none by default."""
         return np.zeros(len(vec), bool)

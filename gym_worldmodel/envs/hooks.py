@@ -302,6 +302,7 @@ class CheckedHook:
 
     The env's ``_check_hooks(**{name: hooks})`` runs on every assignment, at make and later,
     so a hook that cannot serve the env is refused then, not at the next step, and not kept.
+    A list of hooks is kept as a tuple (to add a hook, assign the longer list).
     """
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -312,7 +313,8 @@ class CheckedHook:
 
     def __set__(self, env: Any, hooks: Any) -> None:
         env._check_hooks(**{self.name: hooks})
-        env.__dict__[self.name] = hooks
+        # a list is kept as a tuple: one appended to later would not be checked
+        env.__dict__[self.name] = tuple(hooks) if isinstance(hooks, list) else hooks
 
 
 def _check_rows(what: str, count: int, num_envs: int) -> None:
@@ -388,3 +390,20 @@ def evaluate(
                 f"{AFTER_THE_STEP}"
             )
     return total
+
+
+def judge(
+    reward_fn: Hook | Sequence[Hook] | None,
+    termination_fn: Hook | Sequence[Hook] | None,
+    arguments: Callable[[], tuple],
+    batch: int,
+    ends: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A step's rewards ``(B,)`` and terminations ``(B,)``: the hooks' or-ed with ``ends``.
+
+    ``arguments()`` builds the hooks' arguments, only when there are hooks; ``ends`` are the
+    rows the action itself ends (RT-1's ``terminate_episode``).
+    """
+    args = None if reward_fn is None and termination_fn is None else arguments()
+    rewards = evaluate(reward_fn, args, batch, "reward")
+    return rewards, evaluate(termination_fn, args, batch, "termination") | ends

@@ -10,7 +10,7 @@ The robot world's camera is fixed; it has no pose.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from gym_worldmodel.envs.actions import (
     CAMERA_YAW,
     DRIVING_ACCEL,
     DRIVING_STEER,
+    DrivingHead,
 )
 
 if TYPE_CHECKING:
@@ -30,6 +31,15 @@ POSE_FIELDS = {
     "camera": ("x_m", "y_m", "yaw_deg", "pitch_deg"),
     "driving": ("x_m", "y_m", "heading_deg", "speed_mps"),
 }
+
+Angle = TypeVar("Angle", float, np.ndarray)
+
+
+def wrap_deg(angle: Angle) -> Angle:
+    """Angles in degrees (a float or an array) wrapped to [-180, 180)."""
+    return (angle + 180.0) % 360.0 - 180.0
+
+
 # Camera translation keys (none, W, A, S, D) as (forward, left) unit steps.
 _MOVES = np.array([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], dtype=np.float64)
 
@@ -48,7 +58,7 @@ def integrate_camera(
     pose = pose.copy()
     for f in range(vec.shape[1]):
         move = _MOVES[vec[:, f, CAMERA_MOVE].argmax(-1)] * move_m
-        pose[:, 2] = (pose[:, 2] - vec[:, f, CAMERA_YAW] * turn_deg + 180.0) % 360.0 - 180.0
+        pose[:, 2] = wrap_deg(pose[:, 2] - vec[:, f, CAMERA_YAW] * turn_deg)
         pose[:, 3] = np.clip(pose[:, 3] + vec[:, f, CAMERA_PITCH] * turn_deg, -60.0, 60.0)
         yaw = np.radians(pose[:, 2])
         pose[:, 0] += move[:, 0] * np.cos(yaw) - move[:, 1] * np.sin(yaw)
@@ -81,7 +91,7 @@ def integrate_driving(
         pose[:, 0] += pose[:, 3] * np.cos(heading + beta) * dt
         pose[:, 1] += pose[:, 3] * np.sin(heading + beta) * dt
         turn = np.degrees(pose[:, 3] * np.sin(beta) / (length_m / 2) * dt)
-        pose[:, 2] = (pose[:, 2] + turn + 180.0) % 360.0 - 180.0
+        pose[:, 2] = wrap_deg(pose[:, 2] + turn)
         pose[:, 3] = np.clip(pose[:, 3] + vec[:, f, DRIVING_ACCEL] * max_accel * dt, 0.0, max_speed)
     return pose
 
@@ -139,13 +149,17 @@ class EgoShift:
         self.limits = (max_steer_deg, max_accel, max_speed)
 
     @classmethod
-    def for_model(cls, config: WorldModelConfig, modality: str) -> EgoShift | None:
-        """The shift a model's ``modality`` rows need (None: its anchors do not move so)."""
+    def for_model(
+        cls, config: WorldModelConfig, modality: str, head: DrivingHead | None = None
+    ) -> EgoShift | None:
+        """The shift a model's ``modality`` rows need (None: its anchors do not move so).
+
+        ``head``: the env's driving head, whose limits are the car's (default: the driving
+        world's own, ``DrivingHead()``).
+        """
         if modality not in config.dit.anchor_ego:
             return None
-        from gym_worldmodel.envs.actions import DrivingHead
-
-        head = DrivingHead()  # every driving world's (worlds.py)
+        head = DrivingHead() if head is None else head
         px_per_m = cls.px_per_m_of(config, modality)
         return cls(px_per_m, 1.0 / config.fps, head.max_steer_deg, head.max_accel, head.max_speed)
 

@@ -16,6 +16,22 @@ from gym_worldmodel.envs.options import PICTURE_SHAPES, is_seed, one_picture
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 
+class _OfTheVector:
+    """An attribute the single env reads and sets on its vector env of one row.
+
+    So ``env.unwrapped.reward_fn = hook`` reaches the env that steps (and is checked there).
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, env: Any, owner: type | None = None) -> Any:
+        return self if env is None else getattr(env.vector, self.name)
+
+    def __set__(self, env: Any, value: Any) -> None:
+        setattr(env.vector, self.name, value)
+
+
 class WorldModelEnv(gym.Env):
     """One world-model environment (see ``envs/`` for the card of each registered id).
 
@@ -34,6 +50,11 @@ class WorldModelEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 5}  # each env sets its world's
+    # the vector env's, read and set through: a hook or limit assigned later acts on the steps
+    reward_fn = _OfTheVector()
+    termination_fn = _OfTheVector()
+    start_fn = _OfTheVector()
+    max_episode_steps = _OfTheVector()
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         vector = "gym.make_vec(id, num_envs=N{})"

@@ -58,6 +58,10 @@ class _StartPlan:
     torch_seeds: list[int]
 
 
+#: Constructor arguments that a fork does not take from its parent's (see ``__init__``).
+_NOT_FORK_SETTINGS = ("self", "num_envs", "reward_fn", "termination_fn", "start_fn", "engine")
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     """``"auto"``: bfloat16 autocast where ``device`` computes it natively, else float32."""
     if isinstance(dtype, torch.dtype):
@@ -180,6 +184,9 @@ class WorldModelVectorEnv(VectorEnv):
         nfe: int | None = None,
         engine: Engine | None = None,
     ) -> None:
+        # The settings as given, for a fork: a new option reaches forks without a line in fork().
+        # Not the hooks or an engine: fork passes those of its own.
+        self._settings = {k: v for k, v in locals().items() if k not in _NOT_FORK_SETTINGS}
         check_choice("output", output, ("numpy", "torch"))
         check_choice("dtype", dtype, ("auto", *DTYPES, *DTYPES.values()))
         if render_mode in ("human", "rgb_array_list"):  # Gymnasium's wrappers give these
@@ -213,9 +220,10 @@ class WorldModelVectorEnv(VectorEnv):
         self._engine_given = engine is not None  # a fork's: a closed one cannot be rebuilt
         self.config, self.checkpoint_dir = self._model_config(model, engine, nfe)
         self.config.check_trained(self.head.modality, self.world.name)
-        self.reward_fn, self.termination_fn = reward_fn, termination_fn  # checked (properties)
+        self.reward_fn, self.termination_fn = reward_fn, termination_fn  # checked (CheckedHook)
         self.start_fn = start_fn
-        self._ego = EgoShift.for_model(self.config, self.head.modality)  # anchors move with the car
+        driving = self.head if isinstance(self.head, DrivingHead) else None  # the car's limits
+        self._ego = EgoShift.for_model(self.config, self.head.modality, driving)
         self.memory = self._memory_switch(memory, memory_shared, memory_capacity)
         self.memory_shared, self.memory_capacity = memory_shared, memory_capacity
         self.metadata = {
@@ -611,21 +619,19 @@ class WorldModelVectorEnv(VectorEnv):
         engine = self._make_engine(source.model, len(rows), memory=source.memory is not None)
         child = WorldModelVectorEnv(
             len(rows),
-            world=self.world.name,
-            action_mode=self.head.mode,
-            obs_mode=self.obs_mode,
-            device=self.device,
-            dtype=self.dtype,
-            output=self.output,
-            autoreset_mode=mode,
-            max_episode_steps=self.max_episode_steps,
-            render_mode=self.render_mode,
-            reward_fn=hook_lib.select(self.reward_fn, rows),
-            termination_fn=hook_lib.select(self.termination_fn, rows),
-            start_fn=self.start_fn,
-            memory=self.memory,
-            memory_capacity=self.memory_capacity,
-            engine=engine,
+            **{
+                **self._settings,  # as this env was made, but for what is its own now:
+                "device": self.device,
+                "dtype": self.dtype,
+                "autoreset_mode": mode,
+                "max_episode_steps": self.max_episode_steps,
+                "reward_fn": hook_lib.select(self.reward_fn, rows),
+                "termination_fn": hook_lib.select(self.termination_fn, rows),
+                "start_fn": self.start_fn,
+                "memory": self.memory,
+                "memory_shared": False,  # each fork its own copy of its row's memory
+                "engine": engine,  # the model, its nfe and the memory come with the engine
+            },
         )
         child.checkpoint_dir = self.checkpoint_dir  # its start frames for the forks' autoresets
         child._load_state(state, np.arange(len(rows)))  # this env's own state: nothing to check
@@ -643,9 +649,8 @@ class WorldModelVectorEnv(VectorEnv):
     # --- internals -------------------------------------------------------------------------------
 
     def _obs_space(self) -> spaces.Space:
-        max_speed = getattr(self.head, "max_speed", None)
         return obs_lib.observation_space(
-            self._frames_mode, self._pose_obs, self.config, self.world.pose, max_speed
+            self._frames_mode, self._pose_obs, self.config, self.world.pose, self.head.max_speed
         )
 
     def _build_engine(self) -> None:
@@ -716,7 +721,7 @@ class WorldModelVectorEnv(VectorEnv):
 
     def _start_options(self, options: dict, n: int, also: tuple[str, ...] = ()):
         """Options that start ``n`` rows: ``(user start chunks or None, pose column -> values)``."""
-        max_speed = getattr(self.head, "max_speed", None)  # the driving head's
+        max_speed = self.head.max_speed  # the driving head's
         return start_options(options, n, self.config, self.world.pose, max_speed, also)
 
     def _start_rows(
@@ -812,29 +817,27 @@ class WorldModelVectorEnv(VectorEnv):
             return integrate_driving(pose, vec, dt, *limits), vec
         return None, vec
 
-    def _judge(self, prev_frame, vec: np.ndarray, prev_pose) -> tuple[np.ndarray, ...]:
-        args = None
-        if self.reward_fn is not None or self.termination_fn is not None:
-            assert self._frames is not None  # the step's
-            effort, last = self.head.effort(vec), self._frames[:, -1]  # (hooks get copies)
-            args = hook_lib.arguments(
-                prev_frame,
-                vec,
-                last,
-                self._pose,
-                prev_pose,
-                self._steps,
-                effort,
-                self._on_device,
-            )
-        rewards = hook_lib.evaluate(self.reward_fn, args, self.num_envs, "reward")
-        terminated = hook_lib.evaluate(self.termination_fn, args, self.num_envs, "termination")
-        terminated |= self.head.ends_episode(vec)  # RT-1's terminate_episode = 0
-        truncated = (
-            np.zeros(self.num_envs, bool)
-            if self.max_episode_steps is None
-            else self._steps >= self.max_episode_steps
+    def _judge(
+        self, prev_frame: torch.Tensor, vec: np.ndarray, prev_pose: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The step's rewards, terminations (hooks, the action's own) and truncations."""
+        assert self._frames is not None  # the step's
+        last = self._frames[:, -1]
+
+        def arguments() -> tuple:
+            effort = self.head.effort(vec)  # (hooks get copies of every argument)
+            step = (prev_frame, vec, last, self._pose, prev_pose, self._steps, effort)
+            return hook_lib.arguments(*step, self._on_device)
+
+        rewards, terminated = hook_lib.judge(
+            self.reward_fn,
+            self.termination_fn,
+            arguments,
+            self.num_envs,
+            self.head.ends_episode(vec),
         )
+        limit = self.max_episode_steps
+        truncated = np.zeros(self.num_envs, bool) if limit is None else self._steps >= limit
         return rewards, terminated, truncated
 
     def _obs(self):

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from gym_worldmodel.envs.pose import POSE_FIELDS
+from gym_worldmodel.envs.pose import POSE_FIELDS, wrap_deg
 from gym_worldmodel.sources.episodes import Episode
 
 POLICIES = ("random", "lanekeep", "mixed")
@@ -444,5 +444,5 @@ class HighwaySource:
     def _pose(world: Any) -> np.ndarray:
         """The ego vehicle's pose in our convention (y up, heading counter-clockwise)."""
         v = world.vehicle
-        heading = (-math.degrees(v.heading) + 180.0) % 360.0 - 180.0
+        heading = wrap_deg(-math.degrees(v.heading))
         return np.array([v.position[0], -v.position[1], heading, v.speed], np.float64)

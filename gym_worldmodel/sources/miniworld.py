@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from gym_worldmodel.envs.actions import CAMERA_MOVE, CameraHead
-from gym_worldmodel.envs.pose import POSE_FIELDS, integrate_camera
+from gym_worldmodel.envs.pose import POSE_FIELDS, integrate_camera, wrap_deg
 from gym_worldmodel.envs.state import check_state
 from gym_worldmodel.sources.episodes import Episode
 
@@ -325,7 +325,7 @@ class MiniWorldSource:
         self._seed = int(seed)
         world = env.unwrapped
         agent = world.agent
-        yaw = (math.degrees(agent.dir) + 180.0) % 360.0 - 180.0
+        yaw = wrap_deg(math.degrees(agent.dir))
         self._pose = np.array([agent.pos[0], -agent.pos[2], yaw, 0.0], np.float64)
         agent.dir, agent.cam_pitch = math.radians(yaw), 0.0
         #: Whether the last :meth:`act` asked for a move and MiniWorld's collision test refused it.

@@ -33,6 +33,7 @@ from gym_worldmodel.envs.options import (
     rng_from_state,
     start_options,
 )
+from gym_worldmodel.envs.pose import wrap_deg
 from gym_worldmodel.envs.state import check_state
 from gym_worldmodel.envs.worlds import get_world, model_config
 
@@ -111,6 +112,10 @@ class SimulatorEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 5}
+    # assigned later too (env.reward_fn = hook), each is checked as at make
+    reward_fn = hook_lib.CheckedHook()
+    termination_fn = hook_lib.CheckedHook()
+    start_fn = hook_lib.CheckedHook()
 
     def __init__(
         self,
@@ -142,9 +147,6 @@ class SimulatorEnv(gym.Env):
         self.frames_per_step = self.config.dit.chunk_frames
         self.max_episode_steps = None if max_episode_steps in (None, -1) else max_episode_steps
         self.render_mode, self.crash_ends = render_mode, crash_ends
-        hook_lib.check_env_hooks(
-            reward_fn, termination_fn, start_fn, self.config.vae.image_size, 1, self.world.pose
-        )
         self.reward_fn, self.termination_fn, self.start_fn = reward_fn, termination_fn, start_fn
         self._env_name, self._source = env_name, None  # made on first use (see source)
         self._check_installed()
@@ -153,7 +155,7 @@ class SimulatorEnv(gym.Env):
             "render_fps": self.config.fps / self.frames_per_step,
             "world_fps": self.config.fps,
         }
-        max_speed = getattr(self.head, "max_speed", None)  # driving: the world's speed range
+        max_speed = self.head.max_speed  # driving: the world's speed range
         self.observation_space = obs_lib.observation_space(
             self.frames_mode, self.pose_obs, self.config, self.world.pose, max_speed
         )
@@ -351,13 +353,20 @@ class SimulatorEnv(gym.Env):
             raise ValueError(
                 f"unknown reset options {unknown}; {self.spec_name} takes {sorted(known) or 'none'}"
             )
-        speed = getattr(self.head, "max_speed", None)
+        speed = self.head.max_speed
         return start_options(options, n, self.config, self.world.pose, speed)
 
     def _start_fn_options(self, options: dict, n: int):
         """``start_fn``'s return, read as reset options are (a start picture named as its)."""
         _refuse_pictures(options, "start_fn's options")
         return self._start_options(options, n)
+
+    def _check_hooks(
+        self, reward_fn: Any = None, termination_fn: Any = None, start_fn: Any = None
+    ) -> None:
+        """Refuse hooks that cannot serve this env (``hooks.check_env_hooks``), when given."""
+        size, pose = self.config.vae.image_size, self.world.pose
+        hook_lib.check_env_hooks(reward_fn, termination_fn, start_fn, size, 1, pose)
 
     @property
     def spec_name(self) -> str:
@@ -373,21 +382,21 @@ class SimulatorEnv(gym.Env):
         if self.world.pose == "camera":  # rotate into the start's heading
             c, s = math.cos(math.radians(self._origin[2])), math.sin(math.radians(self._origin[2]))
             rel[:2] = (c * rel[0] + s * rel[1], -s * rel[0] + c * rel[1])
-            rel[2] = (rel[2] + 180.0) % 360.0 - 180.0
+            rel[2] = wrap_deg(rel[2])
         return rel
 
     def _judge(self, prev_frame: np.ndarray, vec: np.ndarray, prev_pose: np.ndarray | None):
         """The hooks on this step, with the world env's arguments for one row."""
-        args = None
-        if self.reward_fn is not None or self.termination_fn is not None:
+
+        def arguments() -> tuple:
             assert self._frames is not None  # (a step set them)
             frames = (torch.from_numpy(f[None].copy()) for f in (prev_frame, self._frames[-1]))
             steps, effort = np.array([self._steps]), self.head.effort(vec)
             pose, prev = (None if p is None else p[None] for p in (self._pose, prev_pose))
-            args = hook_lib.arguments(next(frames), vec, next(frames), pose, prev, steps, effort)
-        rewards = hook_lib.evaluate(self.reward_fn, args, 1, "reward")
-        ended = hook_lib.evaluate(self.termination_fn, args, 1, "termination")
-        return rewards, ended | self.head.ends_episode(vec)
+            return hook_lib.arguments(next(frames), vec, next(frames), pose, prev, steps, effort)
+
+        ends = self.head.ends_episode(vec)
+        return hook_lib.judge(self.reward_fn, self.termination_fn, arguments, 1, ends)
 
     def _obs(self) -> Any:
         assert self._frames is not None  # (a reset or step set them)
