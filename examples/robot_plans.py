@@ -70,12 +70,15 @@ def main() -> None:
     env = WorldModelVectorEnv(len(PLANS), world="robot", action_mode="dict", model=model)
     options = None
     if args.image is not None:
-        try:
-            options = {"image": np.asarray(Image.open(args.image).convert("RGB"))}
+        try:  # the env takes a PIL image as it is (8-bit modes as RGB; 16-bit refused)
+            options = {"image": Image.open(args.image)}
         except OSError as err:  # missing, or not a picture PIL reads
             raise SystemExit(f"--image {args.image}: {err}") from err
     seeds = [args.seed] * len(PLANS)  # one seed: the same start frame and the same noise
-    obs, _ = env.reset(seed=seeds, options=options)
+    try:
+        obs, _ = env.reset(seed=seeds, options=options)
+    except ValueError as err:  # a picture the env cannot start from, named
+        raise SystemExit(f"--image {args.image}: {err}") from err
     frames = [obs]
     actions = rt1_actions(PLANS)
     for _ in range(args.steps):

@@ -1821,9 +1821,13 @@ def test_nan_weights_of_a_given_model_and_nan_in_a_loaded_cache_are_named(tiny_m
         WorldModelVectorEnv(1, world="driving", model=broken).reset(seed=0)
     env = WorldModelVectorEnv(2, world="driving", model=tiny_model)
     env.reset(seed=0)
-    state = env.get_state()
-    state["engine"]["cache"]["k"][:, 1] = float("nan")  # row 1's keys: not scanned on loading
-    env.set_state(state)
+    env.step(np.zeros((2, 2), np.float32))
+    state, before = env.get_state(), env.get_state()
+    state["engine"]["cache"]["k"][:, 1] = float("nan")  # row 1's keys
+    with pytest.raises(ValueError, match=r"state\['engine'\]\['cache'\]\['k'\] holds NaN"):
+        env.set_state(state)  # refused: a step on it would have broken every row
+    assert rows_equal(env.get_state(), before, [0, 1])
+    env._engine.cache.k[:, 1] = float("nan")  # reached by other means, the step names it
     steps = env.get_state()["steps"].copy()
     with pytest.raises(FloatingPointError, match=r"NaN or inf for rows \[1\].*reset all rows"):
         env.step(np.zeros((2, 2), np.float32))
@@ -1831,6 +1835,43 @@ def test_nan_weights_of_a_given_model_and_nan_in_a_loaded_cache_are_named(tiny_m
     assert env.get_state()["steps"].tolist() == steps.tolist()
     env.reset(seed=0)  # and a reset of every row makes it whole again: the step does not raise
     env.step(np.zeros((2, 2), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("world", "column", "value", "match"),
+    [
+        ("driving", 3, 500.0, r"speed_mps 500 is outside \[0, 40\]"),
+        ("driving", 2, -999.0, "heading_deg -999"),
+        ("citywalk", 3, 90.0, r"pitch_deg 90 is outside \[-60, 60\]"),
+        ("citywalk", 0, 1e300, "x_m 1e\\+300"),
+    ],
+)
+def test_a_state_with_a_pose_out_of_range_is_refused(world, column, value, match):
+    env = WorldModelVectorEnv(2, world=world, **TINY)
+    env.reset(seed=0)
+    state, before = env.get_state(), env.get_state()
+    state["pose"][1, column] = value
+    with pytest.raises(ValueError, match=match):
+        env.set_state(state)
+    assert rows_equal(env.get_state(), before, [0, 1])
+
+
+def test_nan_in_a_stored_memory_entry_is_refused_on_loading_and_empty_slots_are_not_read():
+    env = WorldModelVectorEnv(2, world="citywalk", **TINY)
+    env.reset(seed=0)
+    env.step(np.zeros((2, 2), np.int64))
+    state = env.get_state()
+    memory = state["engine"]["memory"][1]
+    empty = int(np.argmin(memory["uid"]))  # -1: an empty slot, never read
+    memory["latents"][empty] = float("nan")
+    env.set_state(state)
+    env.step(np.zeros((2, 2), np.int64))  # (it steps: an empty slot is never retrieved)
+    state, before = env.get_state(), env.get_state()
+    memory = state["engine"]["memory"][1]
+    memory["latents"][int(np.argmax(memory["uid"]))] = float("nan")
+    with pytest.raises(ValueError, match=r"\['memory'\]\[1\]\['latents'\] holds NaN or inf"):
+        env.set_state(state)
+    assert rows_equal(env.get_state(), before, [0, 1])
 
 
 @pytest.mark.parametrize("value", ["off", "no", 1, 0.0])

@@ -629,6 +629,29 @@ def test_a_run_record_without_a_newer_keyword_is_the_same_call_at_its_default(tm
         check_same_run(tmp_path, {"recipe": "r", "data": "b", "memory": False}, defaults)
 
 
+def test_a_run_folder_missing_its_record_or_its_checkpoint_is_not_overwritten(tmp_path):
+    """A checkpoint without run.json, or a trained model whose checkpoint was deleted to save
+    space, is refused to another call (either used to be trained over or resumed unchecked)."""
+    from gym_worldmodel.training.runs import check_same_run
+
+    call, other = {"recipe": "r", "data": "a"}, {"recipe": "r", "data": "b"}
+    run = tmp_path / "run"
+    check_same_run(run, call)
+    (run / "model").mkdir()
+    (run / "model" / "model.safetensors").write_bytes(b"trained")
+    with pytest.raises(ValueError, match=r"the model of another call \(data: 'a' -> 'b'\)"):
+        check_same_run(run, other)  # its checkpoint deleted: the model is still the run's
+    check_same_run(run, call)  # the same call trains again
+    (run / "run.json").unlink()
+    with pytest.raises(ValueError, match=r"a trained model \(model/\) but no run.json"):
+        check_same_run(run, call)
+    (run / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="holds a checkpoint but no run.json"):
+        check_same_run(run, call)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "model"]
+    assert (run / "model" / "model.safetensors").read_bytes() == b"trained"
+
+
 @pytest.mark.parametrize(
     ("field", "value", "match"),
     [

@@ -62,11 +62,15 @@ def read_start_image(path: Path) -> Any:
             from PIL import Image
         except ImportError as err:
             raise SystemExit("--image needs Pillow: pip install gym-worldmodel[video]") from err
+        from gym_worldmodel.envs.options import pil_as_rgb
+
         try:
             with Image.open(path) as img:
-                arr = np.asarray(img.convert("RGB"))
+                arr = pil_as_rgb("image", img)  # 8-bit modes as RGB; 16-bit refused
         except OSError as err:
             raise SystemExit(f"--image {path}: not an image Pillow can read ({err})") from err
+        except ValueError as err:
+            raise SystemExit(f"--image {path}: {err}") from err
     if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-1] != 3 or 0 in arr.shape:
         raise SystemExit(
             f"--image {path}: expected uint8 RGB (H, W, 3) or (k, H, W, 3), not empty; "

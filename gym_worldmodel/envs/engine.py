@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gym_worldmodel.envs.state import all_finite
 from gym_worldmodel.memory import GEOMETRIES, KVCache, Recall, SpatialMemory
 from gym_worldmodel.models import SamplerConfig, WorldModel, WorldModelConfig, precision
 from gym_worldmodel.sampling import ChunkRollout, RowGenerators
@@ -296,7 +297,7 @@ class WorldEngine:
 
         For a state whose keys, shapes and dtypes are already those of :meth:`get_state`'s: the
         generator bytes (known only by restoring them, here on throwaway generators), the
-        cache's chunk counts and the memory's entries.
+        cache's chunk counts and the memory's entries (their floats finite).
         """
         for i, gen_state in enumerate(state["generators"]):
             try:
@@ -310,6 +311,16 @@ class WorldEngine:
             raise ValueError("state['engine']['cache']['chunks'] counts chunks written: >= 0")
         if self.memory is not None and state.get("memory") is not None:
             self.memory.check_states(state["memory"])
+            for i, row in enumerate(state["memory"]):  # the entries stored (most slots are empty)
+                stored = np.asarray(row["uid"]) >= 0
+                for name in ("latents", "keys", "poses"):
+                    values = row[name]
+                    mask = torch.from_numpy(stored) if isinstance(values, Tensor) else stored
+                    if not all_finite(values[mask]):
+                        raise ValueError(
+                            f"state['engine']['memory'][{i}][{name!r}] holds NaN or inf in a "
+                            "stored entry"
+                        )
 
     def set_state(self, state: dict[str, Any], env_idx: Sequence[int]) -> None:
         """Restore rows ``env_idx`` from :meth:`get_state` output of as many rows."""

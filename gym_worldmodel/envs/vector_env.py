@@ -30,8 +30,8 @@ from gym_worldmodel.envs.options import (
     row_seeds,
     start_options,
 )
-from gym_worldmodel.envs.pose import EgoShift, integrate_camera, integrate_driving
-from gym_worldmodel.envs.state import loadable_state, to_meta, with_rows
+from gym_worldmodel.envs.pose import POSE_FIELDS, EgoShift, integrate_camera, integrate_driving
+from gym_worldmodel.envs.state import check_pose_range, loadable_state, to_meta, with_rows
 from gym_worldmodel.envs.worlds import (
     check_finite_weights,
     get_world,
@@ -524,6 +524,9 @@ class WorldModelVectorEnv(VectorEnv):
             template = self._state_template(len(rows))
             check_engine = getattr(self._engine, "check_state", None)  # optional (see Engine)
             state = loadable_state(state, template, self.device, self.obs_mode, check_engine)
+            if self.world.pose is not None:  # in the pose space, as info["pose"] gives them
+                space = obs_lib.pose_space(self.world.pose, self.head.max_speed)
+                check_pose_range(state["pose"], space, POSE_FIELDS[self.world.pose])
             seeds = checked_seeds(seeds, len(rows), "set_state seeds")
         except ValueError:
             self._started = started  # an env never reset stays so

@@ -211,11 +211,20 @@ def check_same_run(
     the caller to put back when the run fails before it goes on (a refusal by the trainer).
 
     Raises:
-        ValueError: ``run_dir`` holds a checkpoint of a call that differs from ``identity``
-            (naming what differs); nothing in it is changed.
+        ValueError: ``run_dir`` holds a checkpoint or a trained model of a call that differs
+            from ``identity`` (naming what differs), or of a call it has no record of (no
+            ``run.json``); nothing in it is changed.
     """
     path = run_dir / "run.json"
-    if _started(run_dir) and path.is_file():
+    started = _started(run_dir)
+    if not path.is_file() and (started or (run_dir / "model").is_dir()):
+        made = "a checkpoint" if started else "a trained model (model/)"
+        raise ValueError(
+            f"{run_dir} holds {made} but no run.json, the record of the call that made it: "
+            "this call could continue or overwrite another's run. Give a new run directory, or "
+            "move that one away"
+        )
+    if path.is_file() and (started or (run_dir / "model").is_dir()):
         try:
             saved = json.loads(path.read_text())
         except (OSError, ValueError) as err:
@@ -234,6 +243,9 @@ def check_same_run(
             raise ValueError(
                 f"{run_dir} holds a checkpoint of another call ({what}): resuming would continue "
                 "neither run. Run the same command again, or give a new run directory"
+                if started
+                else f"{run_dir} holds the model of another call ({what}), its checkpoint gone: "
+                "this call would overwrite it. Give a new run directory"
             )
         replaced = {p: p.read_bytes() for p in (path, run_dir / CHECKPOINTS_RECORD) if p.is_file()}
         if moved:
@@ -243,7 +255,7 @@ def check_same_run(
                 flush=True,
             )
             _record_moved_checkpoints(run_dir, moved, saved, identity)
-    else:  # a new run, or one started before run.json was written (it resumes unchecked)
+    else:  # a new run (a record left by one that made nothing is replaced)
         replaced = {}
     run_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps({**identity, **(notes or {})}, indent=1) + "\n"
