@@ -810,6 +810,15 @@ def test_hook_arguments_are_checked_where_they_are_made():
         PoseReached([0.0, 0.0], radius_m=-1.0)
     with pytest.raises(ValueError, match="weight must be >= 0"):
         ActionCost(-1.0)
+    for make, match in (
+        (lambda: ActionCost("a"), "weight must be a number >= 0"),
+        (lambda: PoseDistance("ab"), "target must be finite"),
+        (lambda: PoseDistance([[1.0, 2.0], [3.0]]), "target must be finite"),
+        (lambda: PoseReached([0.0, 0.0], radius_m="1"), "radius_m must be a distance"),
+        (lambda: LaneCentre("4"), r"LaneCentre needs a finite lane_y .*, got '4'"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            make()
     env = WorldModelVectorEnv(3, world="driving", **TINY)
     env.reset(seed=0)
     with pytest.raises(ValueError, match="2 goal images .* for 3 rows"):  # assigned: checked
@@ -1211,6 +1220,9 @@ def test_fork_checks_its_arguments():
     for seeds in ([1, None], [1, 2**64]):
         with pytest.raises(ValueError, match=r"fork seeds must be ints in \[0, 2\*\*64\)"):
             env.fork(0, 2, seeds=seeds)
+    with pytest.raises(ValueError, match=r"autoreset_mode must be .* one of \['NextStep'"):
+        env.fork(0, 2, autoreset_mode="foo")
+    assert env.fork(np.array([1, 0]), 2).num_envs == 4  # an array of rows, as a list
     before = env.get_state()
     env.set_state(env.get_state([]), env_idx=[])  # no rows: nothing to load
     assert np.array_equal(env.get_state()["steps"], before["steps"])
@@ -1369,6 +1381,11 @@ def test_a_made_env_whose_first_reset_was_refused_steps_after_a_good_one():
     env.reset(seed=0)
     for _ in range(2):
         assert env.step(np.zeros(10, np.float32))[0].shape == env.observation_space.shape
+    with pytest.raises(ValueError, match="reset options must be a dict"):
+        env.reset(options="x")
+    for picture in (None, "start.png"):  # a file name: the message says to open it
+        with pytest.raises(ValueError, match=r"reset image must be a picture .*Image.open"):
+            env.reset(options={"image": picture})
 
 
 class FailingEngine(CountingEngine):
@@ -1631,6 +1648,7 @@ def test_an_env_starts_from_its_checkpoints_own_start_frames(tmp_path, monkeypat
         lambda p: np.savez(p, frames=np.zeros((0, 32, 32, 3), np.uint8)),  # no frames
         lambda p: np.savez(p, images=np.zeros((2, 32, 32, 3), np.uint8)),  # another key
         lambda p: p.write_bytes(b"not an npz at all"),
+        lambda p: p.write_bytes(b"PK\x03\x04garbage"),  # a damaged zip: BadZipFile
         lambda p: np.savez(p, frames=np.zeros((2, 32, 32, 3), np.float32)),
         lambda p: np.savez(p, frames=np.zeros((2, 32, 32), np.uint8)),  # grey
     ],
@@ -1947,6 +1965,10 @@ def test_action_and_hook_mistakes_are_named():
     env.reward_fn = lambda *args: 1.0
     with pytest.raises(ValueError, match=r"shape \(\), expected \(3,\): hooks are batched"):
         env.step(np.zeros((3, 2), np.float32))
+    for values, dtype in ((np.array(["a", "b", "c"]), "<U1"), (np.ones(3) * 1j, "complex128")):
+        env.reward_fn = lambda *args, values=values: values
+        with pytest.raises(ValueError, match=f"returned {dtype} values, expected real numbers"):
+            env.step(np.zeros((3, 2), np.float32))
     with pytest.raises(ValueError, match="make it with memory=True"):
         WorldModelVectorEnv(1, world="driving", memory=False, **TINY).set_memory(True)
 

@@ -165,6 +165,9 @@ def test_sb3_reset_options_per_row():
 
 def test_sb3_attr_method_and_wrapper_queries():
     adapter = WorldModelSB3VecEnv.make(DRIVING, num_envs=3, **TINY, max_episode_steps=7)
+    for seed in (-1, 1.5):
+        with pytest.raises(ValueError, match="seed must be a non-negative int"):
+            adapter.seed(seed)  # refused when given, not at the next reset
     adapter.reset()
     assert adapter.get_attr("max_episode_steps") == [7, 7, 7]
     assert adapter.get_attr("render_mode", indices=[2]) == [None]
@@ -363,6 +366,8 @@ def test_the_module_has_pettingzoos_factories_and_names_unknown_agents():
     for ask in (env.observation_space, env.action_space):
         with pytest.raises(ValueError, match=r"unknown agent 'agent_9'; this env's are \["):
             ask("agent_9")
+    with pytest.raises(ValueError, match=r"step takes a dict \{agent: action\}.*got list"):
+        env.step([np.array([0, 0])] * 2)
     with pytest.raises(ValueError, match=r"unknown agents \['bob'\]"):
         env.step({"agent_0": np.array([0, 0]), "agent_1": np.array([0, 0]), "bob": 0})
     with pytest.raises(ValueError, match=r"render_mode 'human': this env renders 'rgb_array'"):

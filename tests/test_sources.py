@@ -313,6 +313,7 @@ def test_a_card_edited_out_of_shape_is_refused(tmp_path, edit, match):
         ("size", r"frames of \[\(4, 4\)\] pixels; the card says frame_size 8"),
         ("scaled", r"camera action vectors up to 50 in size; an env's vectors lie in \[-1, 1\]"),
         ("poseless", "some episodes of the split record poses, some none"),
+        ("cut", r"episodes of \[2, 4\] actions; the card says steps 3"),
     ],
 )
 def test_a_shard_written_by_hand_unlike_its_card_is_refused(tmp_path, how, match):
@@ -327,6 +328,13 @@ def test_a_shard_written_by_hand_unlike_its_card_is_refused(tmp_path, how, match
             frames = np.ascontiguousarray(frames[:, :4, :4])
         elif how == "scaled":
             actions = actions * 0 + 50.0
+        elif how == "cut":  # frame_offsets moved: the first episode a step shorter, one longer
+            if not episodes:
+                frames, actions = frames[:-1], actions[:-1]
+                poses = None if poses is None else poses[:-1]
+            else:
+                frames, actions = (np.concatenate([a, a[-1:]]) for a in (frames, actions))
+                poses = None if poses is None else np.concatenate([poses, poses[-1:]])
         else:
             poses = None
         episodes.append(Episode(frames, actions, poses, ep.seed))

@@ -134,7 +134,7 @@ class PoseDistance:
     """
 
     def __init__(self, target: Sequence[float] | np.ndarray) -> None:
-        target = np.array(target, dtype=np.float64)
+        target = _floats(target, "target must be finite (x, y) metres")
         if target.shape[-1:] != (2,) or target.ndim not in (1, 2) or not np.isfinite(target).all():
             raise ValueError(
                 f"target must be finite (x, y) metres, (2,) or one per row (B, 2), got {target!r}"
@@ -167,7 +167,8 @@ class PoseReached:
     """Termination when the pose's (x, y) is within ``radius_m`` metres of a target."""
 
     def __init__(self, target: Sequence[float] | np.ndarray, radius_m: float = 0.5) -> None:
-        if not (np.isfinite(radius_m) and radius_m >= 0):
+        radius = _floats(radius_m, "radius_m must be a distance >= 0 in metres")
+        if not (radius.ndim == 0 and np.isfinite(radius) and radius >= 0):
             raise ValueError(f"radius_m must be a distance >= 0 in metres, got {radius_m!r}")
         self.distance, self.radius = PoseDistance(target), float(radius_m)
 
@@ -197,12 +198,13 @@ class LaneCentre:
     """
 
     def __init__(self, lane_y: float, heading_weight: float = 2.0) -> None:
-        if not (np.isfinite(lane_y) and np.isfinite(heading_weight) and heading_weight >= 0):
-            raise ValueError(
-                f"LaneCentre needs a finite lane_y (metres) and heading_weight >= 0 (metres per "
-                f"radian), got {lane_y!r} and {heading_weight!r}"
-            )
-        self.lane_y, self.heading_weight = float(lane_y), float(heading_weight)
+        what = "LaneCentre needs a finite lane_y (metres) and heading_weight >= 0 (m per radian)"
+        lane, weight = _floats(lane_y, what), _floats(heading_weight, what)
+        if not (
+            lane.ndim == weight.ndim == 0 and np.isfinite([lane, weight]).all() and weight >= 0
+        ):
+            raise ValueError(f"{what}, got {lane_y!r} and {heading_weight!r}")
+        self.lane_y, self.heading_weight = float(lane), float(weight)
 
     def check_env(self, frame_size: int, num_envs: int, pose: str | None) -> None:
         """Refuse a world other than driving."""
@@ -226,9 +228,10 @@ class ActionCost:
     """
 
     def __init__(self, weight: float = 0.01) -> None:
-        if not (np.isfinite(weight) and weight >= 0):
+        value = _floats(weight, "weight must be a number >= 0 (a cost per unit of effort)")
+        if not (value.ndim == 0 and np.isfinite(value) and value >= 0):
             raise ValueError(f"weight must be >= 0 (a cost per unit of effort), got {weight!r}")
-        self.weight = float(weight)
+        self.weight = float(value)
 
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Quadratic cost of each row's actions."""
@@ -317,6 +320,17 @@ class CheckedHook:
         env.__dict__[self.name] = tuple(hooks) if isinstance(hooks, list) else hooks
 
 
+def _floats(value: Any, what: str) -> np.ndarray:
+    """``value`` as a float64 array; what it must be, named, where it holds no numbers."""
+    try:
+        array = np.array(value)
+    except (TypeError, ValueError):  # ragged
+        array = np.array(None)
+    if array.dtype.kind not in "biuf":  # strings, objects, complex numbers
+        raise ValueError(f"{what}, got {value!r}")
+    return array.astype(np.float64)
+
+
 def _check_rows(what: str, count: int, num_envs: int) -> None:
     """Values given per row must be one for all (``count`` 1) or one for each of the rows."""
     if count not in (1, num_envs):
@@ -376,6 +390,11 @@ def evaluate(
                 f"are batched, one value per row, a single env's too {AFTER_THE_STEP}"
             )
         if kind == "reward":
+            if value.dtype.kind not in "biuf":  # strings, objects, complex numbers
+                raise ValueError(
+                    f"reward hook {hook!r} returned {value.dtype} values, expected real "
+                    f"numbers {AFTER_THE_STEP}"
+                )
             if not np.isfinite(value).all():
                 raise ValueError(f"reward hook {hook!r} returned NaN or inf {AFTER_THE_STEP}")
             total += value

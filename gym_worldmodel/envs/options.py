@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from gymnasium.vector import AutoresetMode
 
 from gym_worldmodel.envs.worlds import fit_frames
 from gym_worldmodel.models import WorldModelConfig
@@ -26,6 +28,18 @@ def check_switch(name: str, value: Any, optional: bool = False) -> None:
     if not (isinstance(value, (bool, np.bool_)) or (optional and value is None)):
         kind = "True, False or None" if optional else "True or False"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def autoreset_mode(value: Any) -> AutoresetMode:
+    """``value`` (an ``AutoresetMode`` or its value) as the mode; a ``ValueError`` lists them."""
+    try:
+        return AutoresetMode(value)
+    except ValueError:
+        modes = [m.value for m in AutoresetMode]
+        raise ValueError(
+            f"autoreset_mode must be a gymnasium.vector.AutoresetMode or one of {modes}, "
+            f"got {value!r}"
+        ) from None
 
 
 def reset_rows(options: dict, num_envs: int) -> np.ndarray:
@@ -244,6 +258,11 @@ def picture_array(key: str, value: Any) -> np.ndarray:
     ``ValueError``.
     """
     value = pil_as_rgb(key, value)
+    if value is None or isinstance(value, (str, os.PathLike)):
+        raise ValueError(
+            f"reset {key} must be a picture (a uint8 array or a PIL image), got "
+            f"{type(value).__name__} {value!r}: to start from a file, pass PIL.Image.open(path)"
+        )
     try:
         return np.asarray(value)
     except ValueError:  # NumPy's "inhomogeneous shape"

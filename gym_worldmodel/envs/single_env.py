@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -90,6 +90,10 @@ class WorldModelEnv(gym.Env):
         """Start an episode; ``options`` as :meth:`WorldModelVectorEnv.reset` for one row."""
         if seed is not None and not is_seed(seed):
             raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        if options is not None and not isinstance(options, Mapping):
+            raise ValueError(
+                f"reset options must be a dict (mapping) or None, got {type(options).__name__}"
+            )
         options = dict(options or {})
         rows = sorted({"env_idx", "reset_mask"} & set(options))
         if rows:

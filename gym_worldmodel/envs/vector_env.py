@@ -18,6 +18,7 @@ from gym_worldmodel.envs import hooks as hook_lib
 from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.actions import CameraHead, DrivingHead, on_host
 from gym_worldmodel.envs.engine import Engine, FullEngine, WorldEngine
+from gym_worldmodel.envs.options import autoreset_mode as autoreset_mode_of
 from gym_worldmodel.envs.options import (
     check_choice,
     check_switch,
@@ -232,7 +233,7 @@ class WorldModelVectorEnv(VectorEnv):
             # the generated video's own rate is world_fps (obs_mode="chunk" has every frame).
             "render_fps": self.config.fps / self.config.dit.chunk_frames,
             "world_fps": self.config.fps,
-            "autoreset_mode": AutoresetMode(autoreset_mode),
+            "autoreset_mode": autoreset_mode_of(autoreset_mode),
         }
         self.single_observation_space = self._obs_space()
         self.single_action_space = self.head.space
@@ -571,7 +572,7 @@ class WorldModelVectorEnv(VectorEnv):
 
     def fork(
         self,
-        row: int | Sequence[int],
+        row: int | Sequence[int] | np.ndarray,
         n: int,
         seeds: int | Iterable[int] | None = None,
         *,
@@ -607,14 +608,15 @@ class WorldModelVectorEnv(VectorEnv):
         self._check_open()
         if not self._started:
             raise RuntimeError("call reset() before fork()")
-        parents: list[Any] = list(row) if isinstance(row, Sequence) else [row]
+        several = isinstance(row, (Sequence, np.ndarray)) and np.ndim(row) == 1
+        parents: list[Any] = list(cast(Sequence[int], row)) if several else [row]
         if not parents or not all(is_int(r) and 0 <= r < self.num_envs for r in parents):
             raise ValueError(
                 f"row must be an int in [0, {self.num_envs}) or a list of them, got {row!r}"
             )
         if not is_int(n) or n < 1:
             raise ValueError(f"n (forks) must be an int >= 1, got {n!r}")
-        mode = AutoresetMode(autoreset_mode or self.metadata["autoreset_mode"])
+        mode = autoreset_mode_of(autoreset_mode or self.metadata["autoreset_mode"])
         rows = np.repeat(np.asarray(parents, np.int64), n).tolist()  # each parent's n futures
         seeds = checked_seeds(seeds, len(rows), "fork seeds")
         state = self.get_state(rows)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,7 +230,8 @@ def _load_start_frames(path: Path) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as data:
             frames = data["frames"]
-    except (OSError, ValueError, KeyError, EOFError) as err:  # not an npz, pickled, no frames
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        # not an npz, a damaged one, pickled, no frames
         # NumPy's own text on pickles suggests loading unsafely: not for a file of frames
         why = "not an npz (or one holding objects)" if "pickle" in str(err) else str(err)
         raise ValueError(f"start frames {path}: expected {expected} ({why})") from None

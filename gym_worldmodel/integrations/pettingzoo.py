@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -302,6 +303,11 @@ class WorldModelParallelEnv(ParallelEnv):
             raise RuntimeError("call reset() before step()")
         if not self.agents:
             raise RuntimeError("every agent is done: call reset() to start a new episode")
+        if not isinstance(actions, Mapping):
+            raise ValueError(
+                f"step takes a dict {{agent: action}} for the live agents {self.agents}, got "
+                f"{type(actions).__name__}"
+            )
         unknown = sorted(map(str, set(actions) - set(self.possible_agents)))
         if unknown:
             raise ValueError(f"unknown agents {unknown}; this env's are {self.possible_agents}")

@@ -66,6 +66,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
     ) from err
 
 from gym_worldmodel.envs import observations as obs_lib
+from gym_worldmodel.envs.options import autoreset_mode, is_seed
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 #: Reset options that pick rows; an SB3 reset always resets every row.
@@ -128,7 +129,7 @@ class WorldModelSB3VecEnv(VecEnv):
                 "render_mode 'human': make the SB3 env with render_mode='rgb_array' and call "
                 "venv.render('human'), which shows every row's frame (it needs OpenCV)"
             )
-        mode = AutoresetMode(kwargs.pop("autoreset_mode", AutoresetMode.SAME_STEP))
+        mode = autoreset_mode(kwargs.pop("autoreset_mode", AutoresetMode.SAME_STEP))
         if mode != AutoresetMode.SAME_STEP:
             raise ValueError(f"WorldModelSB3VecEnv needs autoreset_mode SAME_STEP, got {mode!r}")
         envs = gym.make_vec(
@@ -137,6 +138,12 @@ class WorldModelSB3VecEnv(VecEnv):
         return cls(cast(WorldModelVectorEnv, envs.unwrapped))  # __init__ checks it is one
 
     # --- SB3 VecEnv API ---------------------------------------------------------------------
+
+    def seed(self, seed: int | None = None) -> Sequence[None | int]:
+        """Seeds for the next reset: row i gets ``seed + i`` (SB3's VecEnv); checked now."""
+        if seed is not None and not is_seed(seed):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        return super().seed(seed)
 
     def reset(self) -> VecEnvObs:
         """Reset every row with the seeds of :meth:`seed` and options of :meth:`set_options`.

@@ -278,15 +278,23 @@ def action_range_problem(modality: str, actions: np.ndarray) -> str | None:
 def _check_like_card(path: Path, episodes: list[Episode], card: dict, posed: bool | None) -> None:
     """Refuse a shard's episodes that do not hold what its card says, as ``collect`` would.
 
-    Frames of the card's ``frame_size``; for an env's modality, model action vectors in
-    [-1, 1] (what its action head encodes); poses in all episodes of a split or in none
-    (``posed``: whether the episodes before had them, None for the first shard).
+    Episodes of the card's ``steps`` actions; frames of its ``frame_size``; for an env's
+    modality, model action vectors in [-1, 1] (what its action head encodes); poses in all
+    episodes of a split or in none (``posed``: whether the episodes before had them, None for
+    the first shard).
     """
     side = card.get("frame_size")
     sizes = {ep.frames.shape[1:3] for ep in episodes}
     if side is not None and sizes != {(side, side)}:
         raise DatasetError(
             f"shard {path} holds frames of {sorted(sizes)} pixels; the card says frame_size {side}"
+        )
+    steps = card.get("steps")
+    lengths = sorted({len(ep.actions) for ep in episodes} - {steps})
+    if steps is not None and lengths:  # collect writes episodes of exactly --steps actions
+        raise DatasetError(
+            f"shard {path} holds episodes of {lengths} actions; the card says steps {steps} "
+            "(frame_offsets altered?)"
         )
     for ep in episodes:
         problem = action_range_problem(card["modality"], ep.actions)
