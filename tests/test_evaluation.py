@@ -286,7 +286,7 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
     # the held-out episodes outlast the 4 steps: their own actions, and their frames' figure
     assert stab["actions"] == "recorded" and 0.0 <= stab["recorded_fraction_in_range"] <= 1.0
     report = tmp_path / "docs" / "evaluation.md"
-    write_report([result], {"citywalk": sample}, tmp_path / "docs" / "eval", report, "cmd", 2)
+    write_report([result], {"citywalk": sample}, tmp_path / "docs" / "eval", report, "cmd")
     text = report.read_text()
     assert "| model |" in text and "Controllability" in text and "cmd" in text
     assert "autoencoded [" in text and "most common keys scores" in text
@@ -308,7 +308,7 @@ def test_eval_end_to_end_on_a_tiny_model(tmp_path):
         assert (tmp_path / "docs" / "eval" / name).stat().st_size > 0
     # every image the report links is where the link says, wherever the report is written
     elsewhere = tmp_path / "reports" / "run.md"
-    write_report([result], {"citywalk": sample}, tmp_path / "figs", elsewhere, "cmd", 2)
+    write_report([result], {"citywalk": sample}, tmp_path / "figs", elsewhere, "cmd")
     for page, folder in ((report, "eval"), (elsewhere, "../figs")):
         links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", page.read_text())
         assert links and all(link.startswith(folder + "/") for link in links), links

@@ -13,6 +13,65 @@ from gym_worldmodel.cli.worlds import SHIPPED, per_world
 
 def eval_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel eval``: open loop, controllability and stability on held-out episodes."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    check_device(args.device)
+    # what is written at the end is checked now, not after an evaluation of many minutes
+    for flag, path, kind in (("--out", args.out, "a directory"), ("--report", args.report, "")):
+        if path is not None and path.exists() and path.is_dir() != bool(kind):
+            parser.error(f"{flag} {path}: must be {kind or 'a file (the markdown page)'}")
+    from gym_worldmodel.evaluation import EvalConfig, evaluate_world, ratio_text, write_report
+    from gym_worldmodel.sources.episodes import read_card
+
+    command = "gym-worldmodel eval " + " ".join(argv)
+    worlds = [read_card(data)["world"] for data in args.data]
+    checkpoints = per_world(args.model, "--model", args.device, worlds)
+
+    def models(world: str) -> Any:
+        model = checkpoints(world)
+        return model if args.nfe is None else model.with_sampler(nfe=args.nfe)
+
+    teachers = per_world(args.teacher, "--teacher", args.device, worlds)
+    if args.revisit:
+        if len(args.data) != 1:  # one report and one revisit.json per run
+            parser.error(f"--revisit measures one dataset per run, got {len(args.data)}")
+        _revisit(args, models(worlds[0]), command)
+        return
+
+    if args.budget:
+        config = EvalConfig.budget()
+    else:
+        try:
+            config = EvalConfig(
+                horizons=tuple(args.horizons),
+                starts_per_episode=args.starts_per_episode,
+                teacher_nfe=args.teacher_nfe,
+                teacher_horizon=args.teacher_horizon,
+                probe_steps=args.probe_steps,
+                stability_steps=args.stability_steps,
+                stability_rows=args.stability_rows,
+            )
+        except ValueError as err:
+            parser.error(str(err))
+    results, samples = [], {}
+    for data, world in zip(args.data, worlds, strict=True):
+        model, teacher = models(world), teachers(world) if args.teacher else None
+        figures, sample = evaluate_world(model, data, config, teacher, not args.no_progress)
+        results.append(figures)
+        samples[figures.world] = sample
+        print(
+            f"{figures.world}: PSNR {_psnr_text(figures.psnr)}; "
+            f"control {ratio_text(figures.control['ratio'])} "
+            f"(by step: {_ratios_by_step(figures.control)}); "
+            f"collapsed {figures.stability['collapsed']}",
+            flush=True,
+        )
+    report = args.report or Path("docs/evaluation.md")
+    write_report(results, samples, args.out, report, command)
+    print(f"wrote {report} and {args.out}/")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gym-worldmodel eval")
     parser.add_argument(
         "--model",
@@ -96,97 +155,43 @@ def eval_main(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="log lines instead of progress bars"
     )
-    args = parser.parse_args(argv)
-    check_device(args.device)
-    # what is written at the end is checked now, not after an evaluation of many minutes
-    for flag, path, kind in (("--out", args.out, "a directory"), ("--report", args.report, "")):
-        if path is not None and path.exists() and path.is_dir() != bool(kind):
-            parser.error(f"{flag} {path}: must be {kind or 'a file (the markdown page)'}")
-    from gym_worldmodel.evaluation import EvalConfig, evaluate_world, ratio_text, write_report
-    from gym_worldmodel.sources.episodes import read_card
+    return parser
 
-    command = "gym-worldmodel eval " + " ".join(argv)
-    worlds = [read_card(data)["world"] for data in args.data]
-    checkpoints = per_world(args.model, "--model", args.device, worlds)
 
-    def models(world: str) -> Any:
-        model = checkpoints(world)
-        return model if args.nfe is None else model.with_sampler(nfe=args.nfe)
+def _revisit(args: argparse.Namespace, model: Any, command: str) -> None:
+    """``eval --revisit``: memory on against off on the frames that return to a place."""
+    from gym_worldmodel.revisit import evaluate_revisit, first_view_span, write_revisit_report
 
-    teachers = per_world(args.teacher, "--teacher", args.device, worlds)
-    if args.revisit:
-        from gym_worldmodel.revisit import (
-            evaluate_revisit,
-            first_view_span,
-            write_revisit_report,
-        )
-
-        if len(args.data) != 1:  # one report and one revisit.json per run
-            parser.error(f"--revisit measures one dataset per run, got {len(args.data)}")
-        report, data = args.report or Path("docs/memory.md"), args.data[0]
-        result = evaluate_revisit(
-            models(read_card(data)["world"]),
-            data,
-            args.min_gap,
-            max_episodes=args.max_episodes,
-            progress=not args.no_progress,
-            oracle=args.oracle_memory,
-        )
+    report, data = args.report or Path("docs/memory.md"), args.data[0]
+    result = evaluate_revisit(
+        model,
+        data,
+        args.min_gap,
+        max_episodes=args.max_episodes,
+        progress=not args.no_progress,
+        oracle=args.oracle_memory,
+    )
+    print(
+        f"{result.world}: revisit PSNR memory on {result.psnr_on:.2f} dB, off "
+        f"{result.psnr_off:.2f} dB ({result.gain_db:+.2f}); SSIM {result.ssim_on:.3f} vs "
+        f"{result.ssim_off:.3f}; hits on {100 * result.hit_rate:.0f}% of revisit frames",
+        flush=True,
+    )
+    if result.psnr_first_visit is not None:
         print(
-            f"{result.world}: revisit PSNR memory on {result.psnr_on:.2f} dB, off "
-            f"{result.psnr_off:.2f} dB ({result.gain_db:+.2f}); SSIM {result.ssim_on:.3f} vs "
-            f"{result.ssim_off:.3f}; hits on {100 * result.hit_rate:.0f}% of revisit frames",
+            f"  what memory holds (the rollout where it first showed those places): "
+            f"{result.psnr_first_visit:.2f} dB",
             flush=True,
         )
-        if result.psnr_first_visit is not None:
-            print(
-                f"  what memory holds (the rollout where it first showed those places): "
-                f"{result.psnr_first_visit:.2f} dB",
-                flush=True,
-            )
-        if result.psnr_oracle is not None:
-            print(f"  memory of recorded frames: {result.psnr_oracle:.2f} dB", flush=True)
-        if result.by_first_view:
-            spans = (
-                f"{first_view_span(b)}: {b['on'] - b['off']:+.2f} dB ({b['frames']} frames)"
-                for b in result.by_first_view
-            )
-            print(f"  by the frame the place was first shown at: {', '.join(spans)}", flush=True)
-        write_revisit_report(result, args.out, report, command)
-        print(f"wrote {report} and {args.out}/")
-        return
-
-    if args.budget:
-        config = EvalConfig.budget()
-    else:
-        try:
-            config = EvalConfig(
-                horizons=tuple(args.horizons),
-                starts_per_episode=args.starts_per_episode,
-                teacher_nfe=args.teacher_nfe,
-                teacher_horizon=args.teacher_horizon,
-                probe_steps=args.probe_steps,
-                stability_steps=args.stability_steps,
-                stability_rows=args.stability_rows,
-            )
-        except ValueError as err:
-            parser.error(str(err))
-    results, samples = [], {}
-    for data in args.data:
-        world = read_card(data)["world"]
-        model, teacher = models(world), teachers(world) if args.teacher else None
-        figures, sample = evaluate_world(model, data, config, teacher, not args.no_progress)
-        results.append(figures)
-        samples[figures.world] = sample
-        print(
-            f"{figures.world}: PSNR {_psnr_text(figures.psnr)}; "
-            f"control {ratio_text(figures.control['ratio'])} "
-            f"(by step: {_ratios_by_step(figures.control)}); "
-            f"collapsed {figures.stability['collapsed']}",
-            flush=True,
+    if result.psnr_oracle is not None:
+        print(f"  memory of recorded frames: {result.psnr_oracle:.2f} dB", flush=True)
+    if result.by_first_view:
+        spans = (
+            f"{first_view_span(b)}: {b['on'] - b['off']:+.2f} dB ({b['frames']} frames)"
+            for b in result.by_first_view
         )
-    report = args.report or Path("docs/evaluation.md")
-    write_report(results, samples, args.out, report, command, model.config.dit.chunk_frames)
+        print(f"  by the frame the place was first shown at: {', '.join(spans)}", flush=True)
+    write_revisit_report(result, args.out, report, command)
     print(f"wrote {report} and {args.out}/")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -144,6 +145,26 @@ def rollout_main(argv: Sequence[str]) -> None:
     Under random actions held a few steps, or the steps of an actions file, from the world's
     bundled start frames or the user's own picture.
     """
+    args = _parser().parse_args(argv)
+    check_device(args.device)
+    if args.simulator and args.image:
+        raise SystemExit(
+            "--simulator starts the world from the simulator's first frame: drop --image"
+        )
+    # The outputs' names first, so that a bad one fails before the frames are made; their folders
+    # only when they are written, so that a refused input or action leaves none behind
+    check_video(args.video, make_folder=False)
+    if args.frames is not None and (args.frames.suffix != ".npy" or args.frames.is_dir()):
+        raise SystemExit(f"--frames {args.frames}: name a .npy file to write")
+    reset_options = read_start_image(args.image) if args.image else None
+    actions, steps = _actions_and_steps(args)
+    env_kwargs = _env_kwargs(args, actions, steps)
+    sim = _simulator(args.world, env_kwargs.get("action_mode")) if args.simulator else None
+    played = _play(args, env_kwargs, reset_options, actions, steps, sim)
+    _write(args, played, steps)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gym-worldmodel rollout")
     parser.add_argument(
         "--world",
@@ -207,42 +228,32 @@ def rollout_main(argv: Sequence[str]) -> None:
         type=denoiser_passes,
         help="denoiser passes per step (default: the world's own; 2 for driving, 1 for the others)",
     )
-    args = parser.parse_args(argv)
-    check_device(args.device)
-    import time
+    return parser
 
-    import gymnasium as gym
-    import numpy as np
 
-    import gym_worldmodel  # noqa: F401 - registers the ids
-    from gym_worldmodel.envs.actions import ActionError
-    from gym_worldmodel.files import atomic_write
-
-    if args.simulator and args.image:
-        raise SystemExit(
-            "--simulator starts the world from the simulator's first frame: drop --image"
-        )
-    # The outputs' names first, so that a bad one fails before the frames are made; their folders
-    # only when they are written, so that a refused input or action leaves none behind
-    if args.video is not None:
-        check_video(args.video, make_folder=False)
-    if args.frames is not None and (args.frames.suffix != ".npy" or args.frames.is_dir()):
-        raise SystemExit(f"--frames {args.frames}: name a .npy file to write")
-    reset_options = read_start_image(args.image) if args.image else None
+def _actions_and_steps(args: argparse.Namespace) -> tuple[Any, int]:
+    """The actions file's rows (None: random actions) and the steps to play."""
     actions = read_actions(args.actions) if args.actions is not None else None
     if actions is None:
-        steps = 100 if args.steps is None else args.steps
-    else:
-        rows = len(next(iter(actions.values()))) if isinstance(actions, dict) else len(actions)
-        if args.steps is not None and args.steps > rows:
-            raise SystemExit(f"--steps {args.steps}: {args.actions} has only {rows} rows")
-        steps = rows if args.steps is None else args.steps
-    if steps < 1:
-        raise SystemExit(f"--steps must be at least 1, got {steps}")
+        return None, 100 if args.steps is None else args.steps
+    rows = len(next(iter(actions.values()))) if isinstance(actions, dict) else len(actions)
+    if args.steps is not None and args.steps > rows:
+        raise SystemExit(f"--steps {args.steps}: {args.actions} has only {rows} rows")
+    return actions, rows if args.steps is None else args.steps
+
+
+def _env_kwargs(args: argparse.Namespace, actions: Any, steps: int) -> dict[str, Any]:
+    """The world env's arguments: the model loaded now (a bad checkpoint is named as such).
+
+    Sets ``args.world`` where it was not given: the world ``--model`` was trained for. RT-1
+    actions (a dict) are checked and given ``terminate_episode`` 1 where they lack it.
+    """
+    import numpy as np
+
     from gym_worldmodel.envs.worlds import get_world, load_model
 
     world = args.world or "citywalk"  # until the model says otherwise
-    try:  # now, so that a bad checkpoint is named as such (the env would load it on reset)
+    try:  # (the env would load it on reset)
         kwargs: dict[str, Any] = {"model": load_model(get_world(world), args.model or None)}
     except (OSError, ValueError) as err:
         name = args.model or f"(the shipped {world} world)"
@@ -263,11 +274,44 @@ def rollout_main(argv: Sequence[str]) -> None:
                 f"terminate_episode), got {sorted(actions)}"
             )
         actions.setdefault("terminate_episode", np.ones(steps, np.int64))
-    sim = _simulator(args.world, kwargs.get("action_mode")) if args.simulator else None
+    return kwargs
+
+
+@dataclasses.dataclass
+class _Played:
+    """What a rollout played: the world's frames, the simulator's, and how it went."""
+
+    frames: Any  # uint8 (T, H, W, 3)
+    sim_frames: Any | None
+    steps: int  # played (a robot's terminate_episode = 0 ends it early)
+    elapsed: float  # seconds in the world's steps
+    fps: int
+    dtype: str
+    nfe: int
+    per_step: int  # frames a step
+
+
+def _play(
+    args: argparse.Namespace,
+    env_kwargs: dict[str, Any],
+    reset_options: Any,
+    actions: Any,
+    steps: int,
+    sim: Any,
+) -> _Played:
+    """Make the world env, play the actions (and the simulator beside it), keep the frames."""
+    import time
+
+    import gymnasium as gym
+    import numpy as np
+
+    import gym_worldmodel  # noqa: F401 - registers the ids
+    from gym_worldmodel.envs.actions import ActionError
+
     if sim is not None:
         sim_list = [sim.reset(seed=args.seed)[0][-1]]
         reset_options = {"image": sim_list[0]}  # driving: both start at 25 m/s, along the road
-    env = gym.make(WORLD_IDS[args.world], obs_mode="chunk", max_episode_steps=-1, **kwargs)
+    env = gym.make(WORLD_IDS[args.world], obs_mode="chunk", max_episode_steps=-1, **env_kwargs)
     if sim is not None and sim.observation_space != env.observation_space:
         sim.close()
         raise SystemExit(
@@ -307,35 +351,51 @@ def rollout_main(argv: Sequence[str]) -> None:
         if terminated:  # the robot's terminate_episode = 0 ends the episode after this step
             break
     world_env = cast("WorldModelEnv", env.unwrapped)
-    fps = world_env.metadata["world_fps"]
-    dtype = str(world_env.dtype).removeprefix("torch.")
-    nfe = world_env.vector.config.sampler.nfe
+    played = _Played(
+        frames=np.stack(frame_list),
+        sim_frames=None if sim is None else np.stack(sim_list),
+        steps=i + 1,
+        elapsed=elapsed,
+        fps=world_env.metadata["world_fps"],
+        dtype=str(world_env.dtype).removeprefix("torch."),
+        nfe=world_env.vector.config.sampler.nfe,
+        per_step=len(obs),
+    )
     env.close()
+    if sim is not None:
+        sim.close()
+    return played
+
+
+def _write(args: argparse.Namespace, played: _Played, steps: int) -> None:
+    """Write the frames (``--frames``) and the video; print what was played."""
+    import numpy as np
+
+    from gym_worldmodel.files import atomic_write
     from gym_worldmodel.video import write_video
 
-    frames = np.stack(frame_list)
+    frames = played.frames
     if args.frames:  # first: the arrays are kept even where the video cannot be written
         try:
             args.frames.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise SystemExit(f"--frames {args.frames}: {err}") from err
         atomic_write(args.frames, lambda f: np.save(f, frames))
-    if sim is not None:
-        sim.close()
-        sim_frames = np.stack(sim_list)
-        print(_closeness(frames, sim_frames, len(obs)))
-        frames = np.concatenate([frames, sim_frames], axis=2)  # world left, simulator right
-    write_video(args.video, frames, fps)
+    if played.sim_frames is not None:
+        print(_closeness(frames, played.sim_frames, played.per_step))
+        frames = np.concatenate([frames, played.sim_frames], axis=2)  # world left, sim right
+    write_video(args.video, frames, played.fps)
+    made = len(frames) - 1
     print(
-        f"{args.world}: {i + 1} steps, {len(frames) - 1} frames after the start frame in "
-        f"{elapsed:.1f} s "
-        f"({(len(frames) - 1) / elapsed:.1f} frames/s, {dtype}, nfe {nfe}); wrote {args.video} "
-        f"at {fps} fps" + (f" and {args.frames}" if args.frames else "")
+        f"{args.world}: {played.steps} steps, {made} frames after the start frame in "
+        f"{played.elapsed:.1f} s ({made / played.elapsed:.1f} frames/s, {played.dtype}, nfe "
+        f"{played.nfe}); wrote {args.video} at {played.fps} fps"
+        + (f" and {args.frames}" if args.frames else "")
     )
-    if i + 1 < steps:  # the loop broke: the robot's terminate_episode = 0 in this row
+    if played.steps < steps:  # the robot's terminate_episode = 0 in the last row played
         print(
-            f"terminate_episode = 0 in row {i} of --actions ended the episode after {i + 1} of "
-            f"{steps} steps; the rows after it were not played"
+            f"terminate_episode = 0 in row {played.steps - 1} of --actions ended the episode "
+            f"after {played.steps} of {steps} steps; the rows after it were not played"
         )
 
 

@@ -98,6 +98,7 @@ class WorldResult:
     modality: str
     episodes: int
     rollouts: int
+    frames_per_step: int  # the model's chunk: a step's frames
     psnr: dict[str, dict[int, float]] = field(default_factory=dict)
     ssim: dict[str, dict[int, float]] = field(default_factory=dict)
     #: 90% interval of each run's PSNR gain over copying the last frame, per horizon, from a
@@ -134,7 +135,7 @@ def evaluate_world(
     label = f"{world} open loop" if progress else ""
     poses = window_poses(heldout, horizon * f, config.starts_per_episode)
     generated = rollout(model, modality, first, actions, config.seed, label, start_poses=poses)
-    result = WorldResult(world, modality, len(heldout), len(first))
+    result = WorldResult(world, modality, len(heldout), len(first), f)
     runs = {"model": generated, "copy last frame": np.repeat(first[:, None], horizon * f, 1)}
     if teacher is not None:
         h_t = min(config.teacher_horizon, horizon)

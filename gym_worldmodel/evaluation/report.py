@@ -24,7 +24,6 @@ def write_report(
     out_dir: Path,
     report: Path,
     command: str,
-    f: int,
 ) -> None:
     """Markdown page, PSNR/SSIM and stability plots, sample strips and raw JSON."""
     import matplotlib
@@ -98,7 +97,8 @@ def write_report(
         f"    {command}",
         "",
         "Horizon h is the h-th step (chunk) after the start frame; each figure is over the "
-        f"{f} frames of that chunk at every held-out start. PSNR is that of the mean squared "
+        f"{' or '.join(sorted({str(r.frames_per_step) for r in results}))} frames of that "
+        "chunk at every held-out start. PSNR is that of the mean squared "
         "error over those frames (a recorded frame that repeats the start exactly would give "
         "copying an unbounded per-frame PSNR); SSIM is the mean over frames. Copy last frame "
         "repeats the start frame.",
@@ -174,10 +174,14 @@ def write_report(
             f"![{r.world} samples]({images}/{r.world}_strip.png)",
             "",
             "Top: recorded frames; bottom: generated. Columns: start frame, then the last frame "
-            "of steps " + ", ".join(str(h) for h in _strip_steps(samples[r.world], f)) + ".",
+            "of steps "
+            + ", ".join(str(h) for h in _strip_steps(samples[r.world], r.frames_per_step))
+            + ".",
             "",
         ]
-        atomic_write(out_dir / f"{r.world}_strip.png", _png(_strip(samples[r.world], f)))
+        atomic_write(
+            out_dir / f"{r.world}_strip.png", _png(_strip(samples[r.world], r.frames_per_step))
+        )
     lines += [f"![stability]({images}/stability.png)", ""]
     body = "\n".join(lines)
     atomic_write(report, lambda fh: fh.write(body.encode()))
