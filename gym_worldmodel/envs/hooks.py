@@ -79,6 +79,9 @@ class GoalImageSimilarity:
         self.pool = pool
         self._fitted = self.goal  # the goal at the frame size last asked for, on its device
 
+    def __repr__(self) -> str:
+        return f"GoalImageSimilarity(goal {tuple(self.goal.shape)}, pool={self.pool})"
+
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Similarity of each row's frame to the goal."""
         self._check_pool(obs.shape[-2])
@@ -141,6 +144,9 @@ class PoseDistance:
             )
         self.target = torch.from_numpy(target)
 
+    def __repr__(self) -> str:
+        return f"PoseDistance(target={self.target.tolist()})"
+
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Negative Euclidean distance of each row."""
         if info["pose"] is None:
@@ -171,6 +177,9 @@ class PoseReached:
         if not (radius.ndim == 0 and np.isfinite(radius) and radius >= 0):
             raise ValueError(f"radius_m must be a distance >= 0 in metres, got {radius_m!r}")
         self.distance, self.radius = PoseDistance(target), float(radius_m)
+
+    def __repr__(self) -> str:
+        return f"PoseReached(target={self.distance.target.tolist()}, radius_m={self.radius})"
 
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """True for rows within the radius."""
@@ -211,6 +220,9 @@ class LaneCentre:
         if pose != "driving":
             raise ValueError("LaneCentre needs the driving world's pose")
 
+    def __repr__(self) -> str:
+        return f"LaneCentre(lane_y={self.lane_y}, heading_weight={self.heading_weight})"
+
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Negative lateral offset plus weighted heading of each row."""
         pose = info["pose"]
@@ -233,10 +245,13 @@ class ActionCost:
             raise ValueError(f"weight must be >= 0 (a cost per unit of effort), got {weight!r}")
         self.weight = float(value)
 
+    def __repr__(self) -> str:
+        return f"ActionCost(weight={self.weight})"
+
     def __call__(self, prev_obs: Tensor, action: Tensor, obs: Tensor, info: dict) -> Tensor:
         """Quadratic cost of each row's actions."""
         if "effort" not in info:
-            raise KeyError(
+            raise ValueError(
                 "ActionCost reads info['effort'], which the env's step passes to its hooks; "
                 "called by hand, pass it too (see gym_worldmodel.envs.hooks)"
             )
@@ -334,7 +349,10 @@ def _floats(value: Any, what: str) -> np.ndarray:
 def _check_rows(what: str, count: int, num_envs: int) -> None:
     """Values given per row must be one for all (``count`` 1) or one for each of the rows."""
     if count not in (1, num_envs):
-        raise ValueError(f"{count} {what} (one per row) for {num_envs} rows")
+        raise ValueError(
+            f"{count} {what} (one per row) for {num_envs} rows: give one for all rows or one "
+            "for each"
+        )
 
 
 def select(hooks: Hook | Sequence[Hook] | None, rows: Sequence[int]) -> Any:

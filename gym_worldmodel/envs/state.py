@@ -193,7 +193,7 @@ def loadable_state(
     own check of its part (``WorldEngine.check_state``), if it has one.
     """
     state = {"world": template["world"], **state}  # states from before the world was recorded
-    state = drop_unused_keys(fit_frames(state, template, obs_mode), template)
+    state = drop_unused_keys(keep_frames(state, template, obs_mode), template)
     check_same_memory(state, template)
     check_same_device_type(state, template, device)
     check_state(state, template)
@@ -260,7 +260,7 @@ def with_rows(one: Any, two: Any, n: int) -> Any:
     return one
 
 
-def fit_frames(state: dict[str, Any], template: dict[str, Any], obs_mode: str) -> dict[str, Any]:
+def keep_frames(state: dict[str, Any], template: dict[str, Any], obs_mode: str) -> dict[str, Any]:
     """``state`` with the frames this env keeps: a chunk-mode env's state gives its last."""
     frames, keep = state.get("frames"), template["frames"].shape[1]
     if not isinstance(frames, torch.Tensor) or frames.ndim != 5 or frames.shape[1] == keep:

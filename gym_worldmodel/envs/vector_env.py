@@ -117,13 +117,14 @@ class WorldModelVectorEnv(VectorEnv):
             starting row (draw from them and episodes stay reproducible); returns reset options
             for those rows: ``image`` / ``frames``, and in the driving world ``speed`` and
             ``heading``, one value or one per row. Options given to :meth:`reset` win.
-        memory: Spatial memory (``memory.SpatialMemory``): before each step every row retrieves
-            the past chunk whose view overlaps most with where it now looks and attends to it.
-            None: on for worlds with a pose (city walk, driving), off for the robot (fixed
-            camera; retrieval by latent similarity, not trained). Switch rows off with
-            :meth:`set_memory`. ``info["memory_hits"]`` counts retrieved chunks per row and
-            ``info["memory_score"]`` is the first memory slot's score: its view overlap (0 to
-            1), or for the robot its latent similarity (cosine); 0 where nothing was retrieved.
+        memory: Whether the env runs spatial memory (``memory.SpatialMemory``): before each
+            step every row retrieves the past chunk whose view overlaps most with where it now
+            looks and attends to it. None: on for worlds with a pose (city walk, driving), off
+            for the robot (fixed camera; retrieval by latent similarity, not trained). Switch
+            rows off with :meth:`set_memory`. ``info["memory_hits"]`` counts retrieved chunks
+            per row and ``info["memory_score"]`` is the first memory slot's score: its view
+            overlap (0 to 1), or for the robot its latent similarity (cosine); 0 where nothing
+            was retrieved.
         memory_shared: All rows share one memory bank (what one saw, another finds); poses
             then need a common origin, e.g. every row starting from the same image.
         memory_capacity: Chunks kept per bank (the bank is bounded; step cost stays flat).

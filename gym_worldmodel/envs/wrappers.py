@@ -26,7 +26,8 @@ class TorchEpisodeStatistics(VectorWrapper):
     (zero in rows that did not end) and ``info["_" + stats_key]`` the bool tensor of rows that
     ended, as Gymnasium's wrapper gives them. The env's autoreset mode decides what a step
     counts: with ``NEXT_STEP`` the step that resets a row counts towards no episode; with
-    ``SAME_STEP`` every step counts. A partial reset (``options["env_idx"]`` or
+    ``SAME_STEP`` and ``DISABLED`` (where done rows are reset by hand) every step counts. A
+    partial reset (``options["env_idx"]`` or
     ``["reset_mask"]``) restarts those rows' books only.
 
     Args:

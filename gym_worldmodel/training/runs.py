@@ -254,7 +254,7 @@ def check_same_run(
                 "and records the new paths",
                 flush=True,
             )
-            _record_moved_checkpoints(run_dir, moved, saved, identity)
+            _record_moved_checkpoints(run_dir, moved, identity)
     else:  # a new run (a record left by one that made nothing is replaced)
         replaced = {}
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -297,7 +297,7 @@ def _recorded_weights(run_dir: Path, key: str, path: Any) -> str | None:
     return digest if digest in ours else None
 
 
-def _record_moved_checkpoints(run_dir: Path, moved: list[str], saved: dict, identity: dict) -> None:
+def _record_moved_checkpoints(run_dir: Path, moved: list[str], identity: dict) -> None:
     """Record the weights of moved checkpoints under their new paths too (later moves match)."""
     record = run_dir / CHECKPOINTS_RECORD
     entries = {}
