@@ -1785,7 +1785,7 @@ def test_dtype_takes_a_name_or_a_torch_dtype_and_forks_keep_it():
 
 @pytest.mark.parametrize("nfe", [0, -1, 1.5, True, "2"])
 def test_nfe_must_be_a_positive_int(nfe):
-    with pytest.raises(ValueError, match="nfe must be an int >= 1 or None"):
+    with pytest.raises(ValueError, match=r"nfe must be an int >= 1 \(denoiser passes"):
         WorldModelVectorEnv(1, world="driving", nfe=nfe, **TINY)
 
 

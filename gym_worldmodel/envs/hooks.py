@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gym_worldmodel.envs.options import is_int
+from gym_worldmodel.envs.options import check_count
 from gym_worldmodel.envs.worlds import fit_frames
 
 Hook = Callable[[Tensor, Tensor, Tensor, dict[str, Any]], Any]
@@ -74,8 +74,7 @@ class GoalImageSimilarity:
                 f"goal image must be (H, W, 3) or (B, H, W, 3), got {tuple(goal.shape)}"
             )
         self.goal = goal.detach().clone()
-        if not is_int(pool) or pool < 1:
-            raise ValueError(f"pool must be an int >= 1, got {pool!r}")
+        check_count("pool", pool, "pixels a side")
         self.pool = pool
         self._fitted = self.goal  # the goal at the frame size last asked for, on its device
 

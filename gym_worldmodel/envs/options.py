@@ -30,6 +30,19 @@ def check_switch(name: str, value: Any, optional: bool = False) -> None:
         raise ValueError(f"{name} must be {kind}, got {value!r}")
 
 
+def check_count(name: str, value: Any, unit: str = "") -> None:
+    """Raise a clear ``ValueError`` unless ``value`` is an int >= 1 (``unit``: what it counts)."""
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1{f' ({unit})' if unit else ''}, got {value!r}")
+
+
+def step_limit(name: str, value: Any) -> int | None:
+    """A step limit as given to ``gym.make``: an int >= 1, or None or -1 (no limit: None)."""
+    if value is not None and not (is_int(value) and (value >= 1 or value == -1)):
+        raise ValueError(f"{name} must be an int >= 1, or None or -1 for no limit, got {value!r}")
+    return None if value is None or value == -1 else int(value)
+
+
 def autoreset_mode(value: Any) -> AutoresetMode:
     """``value`` (an ``AutoresetMode`` or its value) as the mode; a ``ValueError`` lists them."""
     try:

@@ -21,6 +21,7 @@ from gym_worldmodel.envs.engine import Engine, FullEngine, WorldEngine
 from gym_worldmodel.envs.options import autoreset_mode as autoreset_mode_of
 from gym_worldmodel.envs.options import (
     check_choice,
+    check_count,
     check_switch,
     checked_seeds,
     first_chunk,
@@ -30,6 +31,7 @@ from gym_worldmodel.envs.options import (
     rng_from_state,
     row_seeds,
     start_options,
+    step_limit,
 )
 from gym_worldmodel.envs.pose import POSE_FIELDS, EgoShift, integrate_camera, integrate_driving
 from gym_worldmodel.envs.state import check_pose_range, loadable_state, to_meta, with_rows
@@ -203,8 +205,7 @@ class WorldModelVectorEnv(VectorEnv):
                 f"{render_mode!r}"
             )
         check_choice("render_mode", render_mode, (None, "rgb_array"))
-        if not is_int(num_envs) or num_envs < 1:
-            raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
+        check_count("num_envs", num_envs)
         self.max_episode_steps = max_episode_steps
         self.world = get_world(world)
         self._frames_mode, self._pose_obs = obs_lib.parse_obs_mode(obs_mode, self.world.pose)
@@ -264,8 +265,7 @@ class WorldModelVectorEnv(VectorEnv):
             # looked up again from another working directory)
             self._model_arg = checkpoint_dir = checkpoint_dir.absolute()
         if nfe is not None:
-            if not is_int(nfe) or nfe < 1:
-                raise ValueError(f"nfe must be an int >= 1 or None, got {nfe!r}")
+            check_count("nfe", nfe, "denoiser passes a step; None: the checkpoint's")
             if engine is None:  # a prebuilt engine has its model's own
                 sampler = dataclasses.replace(config.sampler, nfe=int(nfe))
                 config = dataclasses.replace(config, sampler=sampler)
@@ -279,8 +279,7 @@ class WorldModelVectorEnv(VectorEnv):
         on = self.world.pose is not None and has_slots if memory is None else bool(memory)
         if on and not has_slots:
             raise ValueError("memory=True needs a model with memory slots (memory_chunks >= 1)")
-        if not is_int(capacity) or capacity < 1:
-            raise ValueError(f"memory_capacity must be an int >= 1 (chunks), got {capacity!r}")
+        check_count("memory_capacity", capacity, "chunks")
         return on
 
     # --- Gymnasium API -------------------------------------------------------------------------
@@ -440,11 +439,7 @@ class WorldModelVectorEnv(VectorEnv):
 
     @max_episode_steps.setter
     def max_episode_steps(self, value: int | None) -> None:
-        if value is not None and not (is_int(value) and (value >= 1 or value == -1)):
-            raise ValueError(
-                f"max_episode_steps must be an int >= 1, or None or -1 for no limit, got {value!r}"
-            )
-        self._max_episode_steps = None if value is None or value == -1 else int(value)
+        self._max_episode_steps = step_limit("max_episode_steps", value)
 
     def _check_hooks(
         self, reward_fn: Any = None, termination_fn: Any = None, start_fn: Any = None
@@ -615,8 +610,7 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError(
                 f"row must be an int in [0, {self.num_envs}) or a list of them, got {row!r}"
             )
-        if not is_int(n) or n < 1:
-            raise ValueError(f"n (forks) must be an int >= 1, got {n!r}")
+        check_count("n", n, "forks")
         mode = autoreset_mode_of(autoreset_mode or self.metadata["autoreset_mode"])
         rows = np.repeat(np.asarray(parents, np.int64), n).tolist()  # each parent's n futures
         seeds = checked_seeds(seeds, len(rows), "fork seeds")

@@ -62,8 +62,9 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.actions import ActionError, batch_one
 from gym_worldmodel.envs.options import (
-    is_int,
+    check_count,
     rng_from_state,
+    step_limit,
     user_frames,
     world_reset_options,
 )
@@ -119,21 +120,13 @@ class WorldModelParallelEnv(ParallelEnv):
                 raise TypeError(
                     f"WorldModelParallelEnv sets {name!r} itself (use num_agents / max_cycles)"
                 )
-        if not is_int(num_agents) or num_agents < 1:
-            raise ValueError(f"num_agents must be an int >= 1, got {num_agents!r}")
+        check_count("num_agents", num_agents)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(
                 f"render_mode {render_mode!r}: this env renders 'rgb_array' (render() returns "
                 "the first live agent's frame, uint8 (H, W, 3)) or None"
             )
-        if (
-            max_cycles is not None
-            and max_cycles != -1
-            and (not is_int(max_cycles) or max_cycles < 1)
-        ):
-            raise ValueError(
-                f"max_cycles must be an int >= 1, or None or -1 for no limit, got {max_cycles!r}"
-            )
+        step_limit("max_cycles", max_cycles)  # named as PettingZoo's, not as the vector env's
         # before make_vec, which another env's constructor would refuse for our keywords
         vector = gym.spec(env_id).vector_entry_point
         if vector != VECTOR_ENTRY_POINT and not (
@@ -190,7 +183,7 @@ class WorldModelParallelEnv(ParallelEnv):
 
     @max_cycles.setter
     def max_cycles(self, value: int | None) -> None:
-        self.venv.max_episode_steps = value
+        self.venv.max_episode_steps = step_limit("max_cycles", value)
 
     def observation_space(self, agent: str) -> spaces.Space:
         """The observation space of ``agent`` (the same object on every call)."""
