@@ -416,6 +416,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "(Simulator-<World>-v0: one, and one per core in processes)",
     )
     env.add_argument("--json", type=Path, help="also write the figures to this file")
+    state = sub.add_parser("state", help="get_state, set_state, fork and a step of the forks")
+    state.add_argument("--world", default="citywalk", choices=["citywalk", "robot", "driving"])
+    state.add_argument("--rows", type=positive_int, default=8, help="rows of the env forked")
+    state.add_argument(
+        "--forks", type=positive_int, nargs="+", default=[1, 8, 64], help="futures per fork"
+    )
+    state.add_argument("--repeats", type=positive_int, default=7, help="timed samples per figure")
+    state.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="envs' dtype")
+    state.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
+    state.add_argument("--json", type=Path, help="also write the figures to this file")
     mem = sub.add_parser("memory", help="step cost with spatial memory on vs off, and flatness")
     mem.add_argument(
         "--batch", type=positive_int, nargs="+", default=[1, 8], help="vector env rows"
@@ -501,6 +511,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     elif args.what == "flow":
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         results = flow_benchmark(args.batch, args.repeats, args.dtype, args.width)
+    elif args.what == "state":
+        from gym_worldmodel.bench_env import state_benchmark
+
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        model_name = "random-tiny" if tiny else None
+        results = state_benchmark(
+            model_name, args.world, args.rows, args.forks, args.repeats, args.dtype
+        )
     elif args.what == "env":
         from gym_worldmodel.bench_env import env_benchmark, simulator_benchmark
 

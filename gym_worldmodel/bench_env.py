@@ -153,3 +153,68 @@ def _print(name: str, row: dict[str, float]) -> None:
         f"frames/s  env overhead over the raw engine {100 * row['overhead']:+.1f}% "
         "(target <= 10%)"
     )
+
+
+def state_benchmark(
+    model: WorldModel | str | None,
+    world: str,
+    rows: int,
+    forks: Sequence[int],
+    repeats: int,
+    dtype: str = "auto",
+) -> dict[str, Any]:
+    """What a planner pays to branch: state copies, their size, forks and a step of the forks.
+
+    On an env of ``rows`` rows a few steps in (memory as the world's default): ``get_state`` of
+    every row, ``set_state`` of it back (every check included), its pickled size a row; then
+    ``fork(0, n)`` for each ``n`` of ``forks`` and one step of those ``n`` futures, next to a
+    step of the env itself. Medians of ``repeats`` after a warm-up call.
+    """
+    import pickle
+
+    from gym_worldmodel.bench import median_seconds
+
+    loaded = load_model(get_world(world), model)
+    env = WorldModelVectorEnv(rows, world=world, model=loaded, dtype=dtype)
+    if loaded is not model:  # as gym.make's env loads its own: weights in its dtype
+        loaded.for_autocast(env.dtype)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(3):
+        env.step(env.action_space.sample())
+    state = env.get_state()
+    size = len(pickle.dumps(state)) / rows / 2**20
+    results: dict[str, Any] = {
+        "world": world,
+        "rows": rows,
+        "memory": env.memory,
+        "state_mb_per_row": size,
+        "get_state_ms": 1e3 * median_seconds(env.get_state, repeats),
+        "set_state_ms": 1e3 * median_seconds(lambda: env.set_state(state), repeats),
+        "step_ms": 1e3 * median_seconds(lambda: env.step(env.idle_action()), repeats),
+    }
+    print(
+        f"world {world}, {rows} rows, memory {'on' if env.memory else 'off'}, "
+        f"{str(env.dtype).removeprefix('torch.')}: a state is {size:.2f} MB a row (pickled); "
+        f"get_state {results['get_state_ms']:.1f} ms, set_state {results['set_state_ms']:.1f} "
+        f"ms, a step {results['step_ms']:.1f} ms"
+    )
+    for n in forks:
+        made: list[WorldModelVectorEnv] = []
+
+        def fork(n: int = n, made: list = made) -> None:
+            made.append(env.fork(0, n))
+
+        fork_ms = 1e3 * median_seconds(fork, repeats)
+        futures = made[-1]
+
+        def step(futures: WorldModelVectorEnv = futures) -> None:
+            futures.step(futures.idle_action())
+
+        step_ms = 1e3 * median_seconds(step, repeats)
+        results[f"fork_{n}"] = {"fork_ms": fork_ms, "step_ms": step_ms}
+        print(f"  fork(0, {n}): {fork_ms:.1f} ms; a step of its {n} futures {step_ms:.1f} ms")
+        for f in made:
+            f.close()
+    env.close()
+    return results

@@ -871,3 +871,14 @@ def test_bench_json_that_cannot_be_written_fails_before_the_run(tmp_path, capsys
         ["env", "--tiny", "--sizes", "1", "--repeats", "1", "--json", f"{tmp_path}/a/b.json"]
     )
     assert (tmp_path / "a" / "b.json").is_file()  # its folder made
+
+
+def test_bench_state_times_what_a_planner_pays_to_branch(capsys):
+    from gym_worldmodel import bench
+
+    results = bench.main(["state", "--tiny", "--rows", "2", "--forks", "1", "3", "--repeats", "1"])
+    assert results["rows"] == 2 and results["state_mb_per_row"] > 0
+    assert results["get_state_ms"] > 0 and results["set_state_ms"] > 0
+    assert set(results) >= {"fork_1", "fork_3"} and results["fork_3"]["step_ms"] > 0
+    out = capsys.readouterr().out
+    assert "MB a row (pickled)" in out and "a step of its 3 futures" in out
