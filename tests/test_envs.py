@@ -1056,10 +1056,10 @@ def test_model_argument_that_names_no_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_envs_compute_in_bf16_by_default_only_where_the_device_does_it_natively(monkeypatch):
-    from gym_worldmodel.envs import vector_env
+    from gym_worldmodel.envs import settings
 
     for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(vector_env, "native_bf16", lambda device, native=native: native)
+        monkeypatch.setattr(settings, "native_bf16", lambda device, native=native: native)
         assert WorldModelVectorEnv(1, model="random-tiny").dtype == expected
         single = gym.make("WorldModel-CityWalk-v0", model="random-tiny")
         assert single.unwrapped.dtype == expected

@@ -146,3 +146,57 @@ def rows_only(infos: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
             out[key] = np.where(rows.reshape(-1, *[1] * (values.ndim - 1)), values, 0)
             out[f"_{key}"] = rows & infos.get(f"_{key}", True)
     return out
+
+
+def observe(
+    space: spaces.Space,
+    frames_mode: str,
+    frames: torch.Tensor,
+    latents: torch.Tensor,
+    pose: np.ndarray | None,
+    to_device: Any = None,
+) -> Any:
+    """Batched observations in ``frames_mode``, copies of the env's buffers.
+
+    ``frames``: what the mode shows (the last frames ``(B, H, W, 3)`` or the chunks);
+    ``latents``: the chunks' latents (clipped to +-``LATENT_BOUND`` in ``"latent"``);
+    ``pose``: ``(B, 4)`` to add (a ``+pose`` mode) or None; ``to_device``: turns a NumPy array
+    into a tensor on the env's device (``output="torch"``), None for NumPy observations.
+    """
+    shown = (
+        frames if frames_mode != "latent" else latents.float().clamp(-LATENT_BOUND, LATENT_BOUND)
+    )
+    obs = shown.clone() if to_device is not None else shown.to("cpu", copy=True).numpy()
+    if pose is None:
+        return obs
+    pose = pose.astype(np.float32)
+    return with_pose(space, frames_mode, obs, pose if to_device is None else to_device(pose))
+
+
+def step_infos(steps: np.ndarray, pose: np.ndarray | None, engine: Any) -> dict[str, Any]:
+    """A step's (or reset's) infos of every row: step counts, poses, memory hits and scores."""
+    n = len(steps)
+    ones = np.ones(n, bool)
+    infos: dict[str, Any] = {"step": steps.copy(), "_step": ones}
+    if pose is not None:
+        infos["pose"], infos["_pose"] = pose.copy(), ones.copy()
+    recall = getattr(engine, "recall", None)
+    if getattr(engine, "memory", None) is not None:
+        hits = np.zeros(n, np.int64) if recall is None else recall.hits
+        score = np.zeros(n) if recall is None else recall.score[:, 0].copy()
+        infos["memory_hits"], infos["_memory_hits"] = hits, ones.copy()
+        infos["memory_score"], infos["_memory_score"] = score, ones.copy()
+    return infos
+
+
+def final_infos(done: np.ndarray, obs: Any, infos: dict[str, Any]) -> dict[str, Any]:
+    """Same-step autoreset's record of the done rows: their last observations and infos."""
+    final_obs = np.empty(len(done), dtype=object)
+    for i in np.flatnonzero(done):
+        final_obs[i] = take(obs, i)
+    return {
+        "final_obs": final_obs,
+        "_final_obs": done.copy(),
+        "final_info": rows_only(infos, done),
+        "_final_info": done.copy(),
+    }

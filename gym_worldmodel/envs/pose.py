@@ -20,6 +20,7 @@ from gym_worldmodel.envs.actions import (
     CAMERA_YAW,
     DRIVING_ACCEL,
     DRIVING_STEER,
+    CameraHead,
     DrivingHead,
 )
 
@@ -94,6 +95,25 @@ def integrate_driving(
         pose[:, 2] = wrap_deg(pose[:, 2] + turn)
         pose[:, 3] = np.clip(pose[:, 3] + vec[:, f, DRIVING_ACCEL] * max_accel * dt, 0.0, max_speed)
     return pose
+
+
+def advance(
+    pose: np.ndarray | None, vec: np.ndarray, head: object, dt: float, ego: EgoShift | None
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Poses ``(B, 4)`` after per-frame action vectors ``vec`` and the vectors the model reads.
+
+    ``head``: the env's action head (its units); ``dt``: seconds a frame; ``ego``: the world's
+    scene shift when its anchors move with the car (``DiTConfig.anchor_ego``), whose vectors
+    then carry it. A world without a pose (``pose`` None) keeps none.
+    """
+    if pose is None:
+        return None, vec
+    if isinstance(head, CameraHead):
+        return integrate_camera(pose, vec, head.move_m, head.turn_deg), vec
+    if ego is not None:
+        return ego.step(pose, vec)
+    assert isinstance(head, DrivingHead)  # the other world with a pose
+    return integrate_driving(pose, vec, dt, head.max_steer_deg, head.max_accel, head.max_speed), vec
 
 
 def scene_shift(poses: np.ndarray, px_per_m: float) -> np.ndarray:

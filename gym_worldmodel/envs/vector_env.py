@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -16,7 +15,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from gym_worldmodel.envs import hooks as hook_lib
 from gym_worldmodel.envs import observations as obs_lib
-from gym_worldmodel.envs.actions import CameraHead, DrivingHead, on_host
+from gym_worldmodel.envs.actions import DrivingHead, on_host
 from gym_worldmodel.envs.engine import Engine, FullEngine, WorldEngine
 from gym_worldmodel.envs.options import autoreset_mode as autoreset_mode_of
 from gym_worldmodel.envs.options import (
@@ -33,21 +32,24 @@ from gym_worldmodel.envs.options import (
     start_options,
     step_limit,
 )
-from gym_worldmodel.envs.pose import POSE_FIELDS, EgoShift, integrate_camera, integrate_driving
+from gym_worldmodel.envs.pose import POSE_FIELDS, EgoShift, advance
+from gym_worldmodel.envs.settings import (
+    check_render_mode,
+    memory_switch,
+    model_config,
+    resolve_dtype,
+)
 from gym_worldmodel.envs.state import check_pose_range, loadable_state, to_meta, with_rows
 from gym_worldmodel.envs.worlds import (
     check_finite_weights,
     get_world,
     load_model,
-    model_source,
     start_frames,
 )
 from gym_worldmodel.models import (
     DTYPES,
     WorldModel,
-    WorldModelConfig,
     available_device,
-    native_bf16,
 )
 
 
@@ -63,15 +65,6 @@ class _StartPlan:
 
 #: Constructor arguments that a fork does not take from its parent's (see ``__init__``).
 _NOT_FORK_SETTINGS = ("self", "num_envs", "reward_fn", "termination_fn", "start_fn", "engine")
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """``"auto"``: bfloat16 autocast where ``device`` computes it natively, else float32."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.bfloat16 if native_bf16(device) else torch.float32
-    return DTYPES[dtype]
 
 
 class WorldModelVectorEnv(VectorEnv):
@@ -193,18 +186,7 @@ class WorldModelVectorEnv(VectorEnv):
         self._settings = {k: v for k, v in locals().items() if k not in _NOT_FORK_SETTINGS}
         check_choice("output", output, ("numpy", "torch"))
         check_choice("dtype", dtype, ("auto", *DTYPES, *DTYPES.values()))
-        if render_mode in ("human", "rgb_array_list"):  # Gymnasium's wrappers give these
-            wrap = (
-                "wrap it in gymnasium.wrappers.vector.HumanRendering (it needs OpenCV), or"
-                if render_mode == "human"
-                else "keep render()'s frames, or"
-            )
-            raise ValueError(
-                f"render_mode {render_mode!r}: this vector env renders 'rgb_array'; {wrap} "
-                "make_vec with vectorization_mode='sync', whose single envs gym.make wraps for "
-                f"{render_mode!r}"
-            )
-        check_choice("render_mode", render_mode, (None, "rgb_array"))
+        check_render_mode(render_mode)
         check_count("num_envs", num_envs)
         self.max_episode_steps = max_episode_steps
         self.world = get_world(world)
@@ -219,15 +201,17 @@ class WorldModelVectorEnv(VectorEnv):
         self.device = available_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.render_mode = render_mode
-        self._model_arg, self._engine = model, engine
-        self._engine_given = engine is not None  # a fork's: a closed one cannot be rebuilt
-        self.config, self.checkpoint_dir = self._model_config(model, engine, nfe)
+        self._engine, self._engine_given = engine, engine is not None  # (a fork's: a closed
+        # one cannot be rebuilt)
+        self.config, self.checkpoint_dir, self._model_arg = model_config(
+            self.world, model, engine, nfe
+        )
         self.config.check_trained(self.head.modality, self.world.name)
         self.reward_fn, self.termination_fn = reward_fn, termination_fn  # checked (CheckedHook)
         self.start_fn = start_fn
         driving = self.head if isinstance(self.head, DrivingHead) else None  # the car's limits
         self._ego = EgoShift.for_model(self.config, self.head.modality, driving)
-        self.memory = self._memory_switch(memory, memory_shared, memory_capacity)
+        self.memory = memory_switch(self.world, self.config, memory, memory_shared, memory_capacity)
         self.memory_shared, self.memory_capacity = memory_shared, memory_capacity
         self.metadata = {
             **self.metadata,
@@ -249,38 +233,6 @@ class WorldModelVectorEnv(VectorEnv):
         self._latents: torch.Tensor | None = None
         self._templates: dict[int, dict[str, Any]] = {}  # set_state's, per row count
         self._started = self.closed = False
-
-    def _model_config(
-        self, model: WorldModel | str | os.PathLike | None, engine: Engine | None, nfe: int | None
-    ) -> tuple[WorldModelConfig, Path | None]:
-        """The config the env runs (``nfe`` set in it) and the checkpoint folder it comes from.
-
-        Only the config is read now: the weights load at the first reset.
-        """
-        config, checkpoint_dir = (
-            (engine.config, None) if engine is not None else model_source(self.world, model)
-        )
-        if isinstance(model, (str, os.PathLike)) and checkpoint_dir is not None:
-            # the weights load from where the config was read now (a relative path is not
-            # looked up again from another working directory)
-            self._model_arg = checkpoint_dir = checkpoint_dir.absolute()
-        if nfe is not None:
-            check_count("nfe", nfe, "denoiser passes a step; None: the checkpoint's")
-            if engine is None:  # a prebuilt engine has its model's own
-                sampler = dataclasses.replace(config.sampler, nfe=int(nfe))
-                config = dataclasses.replace(config, sampler=sampler)
-        return config, checkpoint_dir
-
-    def _memory_switch(self, memory: bool | None, shared: bool, capacity: int) -> bool:
-        """Whether the env runs spatial memory (None: where the world has a pose), checked."""
-        check_switch("memory", memory, optional=True)
-        check_switch("memory_shared", shared)
-        has_slots = self.config.dit.memory_chunks > 0
-        on = self.world.pose is not None and has_slots if memory is None else bool(memory)
-        if on and not has_slots:
-            raise ValueError("memory=True needs a model with memory slots (memory_chunks >= 1)")
-        check_count("memory_capacity", capacity, "chunks")
-        return on
 
     # --- Gymnasium API -------------------------------------------------------------------------
 
@@ -362,7 +314,8 @@ class WorldModelVectorEnv(VectorEnv):
         plan = self._plan_start(restart, [None] * len(restart), None) if len(restart) else None
         assert self._engine is not None and self._frames is not None  # started
         prev_frame, prev_pose = self._frames[:, -1], self._pose
-        pose, model_vec = self._advance(vec)  # memory retrieves by where the rows will look
+        # memory retrieves by where the rows will look
+        pose, model_vec = advance(self._pose, vec, self.head, 1.0 / self.config.fps, self._ego)
         self._latents, self._frames = self._engine.step(
             model_vec, decode=self._decode, poses=pose, store=~resetting
         )
@@ -798,25 +751,6 @@ class WorldModelVectorEnv(VectorEnv):
         if self._pose is not None:
             self._pose[rows] = plan.poses
 
-    def _advance(self, vec: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """The rows' poses after actions ``vec`` and the action vectors the model reads.
-
-        Poses are None in a world without one; the model's vectors carry the scene shift when
-        its anchors move with the car (``DiTConfig.anchor_ego``).
-        """
-        head, dt, pose = self.head, 1.0 / self.config.fps, self._pose
-        if self.world.pose == "camera":
-            assert pose is not None and isinstance(head, CameraHead)  # the camera world's
-            return integrate_camera(pose, vec, head.move_m, head.turn_deg), vec
-        if self.world.pose == "driving":
-            assert pose is not None  # a world with a pose keeps one
-            if self._ego is not None:
-                return self._ego.step(pose, vec)
-            assert isinstance(head, DrivingHead)  # the driving world's
-            limits = (head.max_steer_deg, head.max_accel, head.max_speed)
-            return integrate_driving(pose, vec, dt, *limits), vec
-        return None, vec
-
     def _judge(
         self, prev_frame: torch.Tensor, vec: np.ndarray, prev_pose: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -840,48 +774,26 @@ class WorldModelVectorEnv(VectorEnv):
         truncated = np.zeros(self.num_envs, bool) if limit is None else self._steps >= limit
         return rewards, terminated, truncated
 
-    def _obs(self):
-        if self._frames_mode == "rgb":
-            obs = self._frames[:, -1]
-        elif self._frames_mode == "chunk":
-            obs = self._frames
-        else:
-            bound = obs_lib.LATENT_BOUND
-            obs = self._latents.float().clamp(-bound, bound)
-        # Always a copy: callers keep observations while the env's buffers change in place.
-        obs = obs.clone() if self.output == "torch" else obs.to("cpu", copy=True).numpy()
-        if not self._pose_obs:
-            return obs
-        pose = self._pose.astype(np.float32)
-        if self.output == "torch":
-            pose = self._on_device(pose)
-        return obs_lib.with_pose(self.single_observation_space, self._frames_mode, obs, pose)
+    def _obs(self) -> Any:
+        """The rows' observations now: always copies (callers keep them while the env steps)."""
+        assert self._frames is not None and self._latents is not None  # started
+        frames = self._frames[:, -1] if self._frames_mode == "rgb" else self._frames
+        pose = self._pose if self._pose_obs else None
+        return obs_lib.observe(
+            self.single_observation_space,
+            self._frames_mode,
+            frames,
+            self._latents,
+            pose,
+            self._on_device if self.output == "torch" else None,
+        )
 
     def _infos(self) -> dict[str, Any]:
-        ones = np.ones(self.num_envs, bool)
-        infos: dict[str, Any] = {"step": self._steps.copy(), "_step": ones}
-        if self._pose is not None:
-            infos["pose"], infos["_pose"] = self._pose.copy(), ones.copy()
-        recall = getattr(self._engine, "recall", None)
-        if getattr(self._engine, "memory", None) is not None:
-            hits = np.zeros(self.num_envs, np.int64) if recall is None else recall.hits
-            score = np.zeros(self.num_envs) if recall is None else recall.score[:, 0].copy()
-            infos["memory_hits"], infos["_memory_hits"] = hits, ones.copy()
-            infos["memory_score"], infos["_memory_score"] = score, ones.copy()
-        return infos
+        return obs_lib.step_infos(self._steps, self._pose, self._engine)
 
     def _final(self, done: np.ndarray, infos: dict[str, Any]) -> dict[str, Any]:
         """SAME_STEP bookkeeping: terminal observations and infos of the done rows."""
-        obs = self._obs()
-        final_obs = np.empty(self.num_envs, dtype=object)
-        for i in np.flatnonzero(done):
-            final_obs[i] = obs_lib.take(obs, i)
-        return {
-            "final_obs": final_obs,
-            "_final_obs": done.copy(),
-            "final_info": obs_lib.rows_only(infos, done),
-            "_final_info": done.copy(),
-        }
+        return obs_lib.final_infos(done, self._obs(), infos)
 
     def _flags(self, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray):
         if self.output == "numpy":
