@@ -64,6 +64,7 @@ def test_play_command_walks_the_world_from_the_keyboard(monkeypatch, capsys, tmp
             pygame.event.post(pygame.event.Event(pygame.QUIT))
 
     args = ["--model", "random-tiny", "--fps", "1000", "--image", str(tmp_path / "start.npy")]
+    args += ["--dtype", "float32"]  # the world's, as rollout takes it
     video = tmp_path / "played.mp4"
     play_main([*args, "--video", str(video)], callback=callback)
     out = capsys.readouterr().out
@@ -77,9 +78,12 @@ def test_play_command_walks_the_world_from_the_keyboard(monkeypatch, capsys, tmp
 def test_play_refuses_the_worlds_options_with_the_simulator(capsys):
     from gym_worldmodel.cli import play_main
 
-    with pytest.raises(SystemExit):
-        play_main(["--simulator", "--model", "random-tiny"])
-    assert "--model, --image, --nfe and --device are the world's" in capsys.readouterr().err
+    for world_option in (["--model", "random-tiny"], ["--dtype", "float32"]):
+        with pytest.raises(SystemExit):
+            play_main(["--simulator", *world_option])
+        assert "--model, --image, --nfe, --device and --dtype are the world's" in (
+            capsys.readouterr().err
+        )
 
 
 def test_gymnasiums_own_play_reads_the_envs_keys_as_the_readme_says(monkeypatch):

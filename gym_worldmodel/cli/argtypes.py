@@ -1,4 +1,4 @@
-"""The argparse types of the commands' numbers, and the ``--device`` and ``--video`` checks.
+"""The commands' shared options: number types, ``--dtype``, the ``--device`` and ``--video`` checks.
 
 Also used by the scripts that take the same options (``bench``, ``agents/``).
 """
@@ -9,6 +9,16 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
+
+
+def add_world_dtype(parser: argparse.ArgumentParser) -> None:
+    """The worlds' ``--dtype`` (the envs' ``dtype``), as every command that plays one takes it."""
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="auto: bf16 autocast where the device computes it natively, else float32",
+    )
 
 
 def _int_at_least(least: int, text: str) -> int:

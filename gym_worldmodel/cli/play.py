@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from gym_worldmodel.cli.argtypes import (
+    add_world_dtype,
     check_device,
     check_video,
     denoiser_passes,
@@ -65,6 +66,7 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
         "--nfe", type=denoiser_passes, help="denoiser passes per step (default: the world's)"
     )
     parser.add_argument("--device", default="cpu", help="the world's torch device (cpu, cuda)")
+    add_world_dtype(parser)
     parser.add_argument(
         "--video",
         type=Path,
@@ -72,9 +74,11 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
         "video extra), when the window closes, Escape is pressed or Ctrl-C stops it",
     )
     args = parser.parse_args(argv)
-    if args.simulator and (args.model or args.image or args.nfe or args.device != "cpu"):
+    world_options = (args.model, args.image, args.nfe, args.device != "cpu", args.dtype != "auto")
+    if args.simulator and any(world_options):
         parser.error(
-            "--simulator plays the simulator: --model, --image, --nfe and --device are the world's"
+            "--simulator plays the simulator: --model, --image, --nfe, --device and --dtype are "
+            "the world's"
         )
     check_device(args.device)
     try:
@@ -102,6 +106,7 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
     else:
         env_id = WORLD_IDS[args.world]
         kwargs |= {"model": args.model, "nfe": args.nfe, "device": args.device}
+        kwargs["dtype"] = args.dtype
         if args.image is not None:
             start = read_start_image(args.image)
             kwargs["start_fn"] = lambda rngs: start  # every episode starts from the picture

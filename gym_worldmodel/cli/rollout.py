@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from gym_worldmodel.cli.argtypes import (
+    add_world_dtype,
     check_device,
     check_video,
     denoiser_passes,
@@ -216,12 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--frames", type=Path, help="also save the frames, uint8 (T, H, W, 3), to this .npy"
     )
-    parser.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "bfloat16"],
-        default="auto",
-        help="auto: bf16 autocast where the device computes it natively, else float32",
-    )
+    add_world_dtype(parser)
     parser.add_argument("--device", default="cpu", help="torch device to run on (cpu, cuda)")
     parser.add_argument(
         "--nfe",
