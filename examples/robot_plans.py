@@ -77,7 +77,7 @@ def main() -> None:
     seeds = [args.seed] * len(PLANS)  # one seed: the same start frame and the same noise
     try:
         obs, _ = env.reset(seed=seeds, options=options)
-    except ValueError as err:  # a picture the env cannot start from, named
+    except (OSError, ValueError) as err:  # a picture the env cannot start from (or decode)
         raise SystemExit(f"--image {args.image}: {err}") from err
     frames = [obs]
     actions = rt1_actions(PLANS)

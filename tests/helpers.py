@@ -88,3 +88,24 @@ def rows_equal(a, b, rows):
         and all(torch.equal(generators[0][r], generators[1][r]) for r in rows)
         and all(a["rngs"][r] == b["rngs"][r] for r in rows)
     )
+
+
+class DeviceTensor(torch.Tensor):
+    """A CPU tensor that NumPy cannot read, as it cannot read a CUDA tensor: for the GPU path."""
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+    def numpy(self, *args, **kwargs):
+        raise TypeError("can't convert cuda:0 device type tensor to numpy")
+
+    def to(self, *args, **kwargs):  # a copy to the host is a plain tensor again
+        return torch.Tensor.to(self.as_subclass(torch.Tensor), *args, **kwargs).clone()
+
+    def cpu(self, *args, **kwargs):
+        return torch.Tensor.cpu(self.as_subclass(torch.Tensor), *args, **kwargs).clone()
+
+
+def on_device(values) -> DeviceTensor:
+    """``values`` as a :class:`DeviceTensor`."""
+    return torch.as_tensor(np.asarray(values)).as_subclass(DeviceTensor)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.vector import AutoresetMode
-from helpers import TINY, rows_equal, snapshot
+from helpers import TINY, on_device, rows_equal, snapshot
 
 import gym_worldmodel  # noqa: F401  (registers the ids)
 from gym_worldmodel.envs import (
@@ -149,6 +149,10 @@ def test_hook_arguments_are_checked_where_they_are_made():
     env.reward_fn = [GoalImageSimilarity(np.zeros((1, 32, 32, 3), np.uint8))]
     with pytest.raises(AttributeError):  # kept as a tuple: a hook appended would go unchecked
         env.reward_fn.append(PoseDistance([[1.0, 2.0]]))
+    given = [ActionCost(0.0)]
+    env.reward_fn = given
+    given.append(PoseDistance([[1.0, 2.0]]))  # the caller's list: copied when assigned
+    assert len(env.reward_fn) == 1
     env.reward_fn = [*env.reward_fn, PoseDistance([[1.0, 2.0]])]
     env.termination_fn = PoseReached([[1.0, 2.0]], radius_m=0.0)
     rewards = env.step(np.zeros((3, 2), np.float32))[1]
@@ -156,22 +160,21 @@ def test_hook_arguments_are_checked_where_they_are_made():
     assert rewards.shape == (3,) and forked.shape == (2,)
 
 
-def test_single_env_hooks_and_limit_assigned_later_act_on_its_steps():
+def test_single_env_hooks_assigned_later_act_on_its_steps():
     """``env.unwrapped.reward_fn = hook`` used to set an attribute the steps never read."""
     env = gym.make("WorldModel-Driving-v0", max_episode_steps=-1, **TINY)
     env.reset(seed=0)
     inner = env.unwrapped
-    assert inner.reward_fn is None and inner.max_episode_steps is None
+    assert inner.reward_fn is None and inner.termination_fn is None
     inner.reward_fn = ActionCost(1.0)
-    inner.max_episode_steps = 2
-    _, reward, _, truncated, _ = env.step(np.array([1.0, 0.0], np.float32))
-    assert reward == pytest.approx(-0.5) and not truncated  # effort: the mean square, 0.5
-    assert env.step(np.zeros(2, np.float32))[3]  # truncated at the limit set later
+    inner.termination_fn = [lambda p, a, o, info: info["step"] >= 2]
+    _, reward, terminated, _, _ = env.step(np.array([1.0, 0.0], np.float32))
+    assert reward == pytest.approx(-0.5) and not terminated  # effort: the mean square, 0.5
+    assert env.step(np.zeros(2, np.float32))[2]  # ended by the hook set later
     with pytest.raises(ValueError, match="needs a world with a pose"):
         gym.make("WorldModel-Robot-v0", **TINY).unwrapped.termination_fn = PoseReached([0, 0])
-    with pytest.raises(ValueError, match="max_episode_steps must be"):
-        inner.max_episode_steps = 0
-    assert isinstance(inner.reward_fn, ActionCost) and inner.vector.max_episode_steps == 2
+    assert isinstance(inner.reward_fn, ActionCost) and inner.vector.reward_fn is inner.reward_fn
+    assert not hasattr(inner, "max_episode_steps")  # gym.make's TimeLimit holds the limit
 
 
 def test_hooks_get_copies_and_see_a_next_step_restart_as_its_start():
@@ -323,3 +326,14 @@ def test_a_start_fn_that_fails_at_an_autoreset_raises_before_the_model_steps():
     after = snapshot(env)
     assert calls == [2, 2] and before["steps"].tolist() == after["steps"].tolist() == [1, 1]
     assert torch.equal(before["engine"]["cache"]["k"], after["engine"]["cache"]["k"])
+
+
+def test_start_fns_and_hook_values_given_as_device_tensors_are_read():
+    """A torch start_fn or hook target worked on the CPU and was refused on a GPU."""
+    picture = np.full((32, 32, 3), 90, np.uint8)
+    start = lambda rngs: {"image": on_device(picture), "speed": on_device([20.0] * len(rngs))}  # noqa: E731
+    env = WorldModelVectorEnv(2, world="driving", start_fn=start, **TINY)
+    _, infos = env.reset(seed=0)
+    assert infos["pose"][:, 3].tolist() == [20.0, 20.0]
+    assert PoseDistance(on_device([1.0, 2.0])).target.tolist() == [1.0, 2.0]
+    assert ActionCost(on_device(0.5)).weight == 0.5

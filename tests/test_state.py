@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.vector import AutoresetMode
-from helpers import TINY, CountingEngine, rows_equal, snapshot
+from helpers import TINY, CountingEngine, on_device, rows_equal, snapshot
 
 import gym_worldmodel  # noqa: F401  (registers the ids)
 from gym_worldmodel.envs import (
@@ -166,6 +166,10 @@ def test_a_fork_is_made_as_its_parent_was():
     )
     env.reset(seed=0)
     env.max_episode_steps = 5  # what the env holds now, not what it was made with
+    env.render_mode = None
+    fork = env.fork(1, 3)
+    assert fork.render_mode is None and fork._model_arg is None  # the engine holds the model
+    env.render_mode = "rgb_array"
     fork = env.fork(1, 3)
     assert fork.single_observation_space == env.single_observation_space
     assert fork.single_action_space == env.single_action_space
@@ -369,3 +373,14 @@ def test_nan_in_a_stored_memory_entry_is_refused_on_loading_and_empty_slots_are_
     with pytest.raises(ValueError, match=r"\['memory'\]\[1\]\['latents'\] holds NaN or inf"):
         env.set_state(state)
     assert rows_equal(env.get_state(), before, [0, 1])
+
+
+def test_rows_given_as_a_device_tensor_are_read_as_a_list_of_them():
+    """``env_idx`` from a device's flags (``terminated.nonzero()``) was refused on a GPU."""
+    env = WorldModelVectorEnv(2, world="citywalk", **TINY)
+    env.reset(seed=0)
+    state = env.get_state(on_device([1]))
+    assert state["steps"].shape == (1,)
+    env.set_state(state, env_idx=on_device([0]))
+    env.set_memory(False, env_idx=on_device([1]))
+    assert env._engine.memory.enabled.tolist() == [True, False]

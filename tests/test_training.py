@@ -629,7 +629,7 @@ def test_a_run_record_without_a_newer_keyword_is_the_same_call_at_its_default(tm
         check_same_run(tmp_path, {"recipe": "r", "data": "b", "memory": False}, defaults)
 
 
-def test_a_run_folder_missing_its_record_or_its_checkpoint_is_not_overwritten(tmp_path):
+def test_a_run_folder_missing_its_record_or_its_checkpoint_is_not_overwritten(tmp_path, capsys):
     """A checkpoint without run.json, or a trained model whose checkpoint was deleted to save
     space, is refused to another call (either used to be trained over or resumed unchecked)."""
     from gym_worldmodel.training.runs import check_same_run
@@ -641,7 +641,8 @@ def test_a_run_folder_missing_its_record_or_its_checkpoint_is_not_overwritten(tm
     (run / "model" / "model.safetensors").write_bytes(b"trained")
     with pytest.raises(ValueError, match=r"the model of another call \(data: 'a' -> 'b'\)"):
         check_same_run(run, other)  # its checkpoint deleted: the model is still the run's
-    check_same_run(run, call)  # the same call trains again
+    check_same_run(run, call)  # the same call trains again, and says so
+    assert "holds this call's model but no checkpoint.pt" in capsys.readouterr().out
     (run / "run.json").unlink()
     with pytest.raises(ValueError, match=r"a trained model \(model/\) but no run.json"):
         check_same_run(run, call)

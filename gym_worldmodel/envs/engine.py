@@ -348,10 +348,10 @@ def _check_finite(finite: Tensor) -> None:
     """Raise ``FloatingPointError`` naming the rows whose generated chunk holds NaN or inf.
 
     ``finite``: ``(B,)`` bool per row. A finite model on a finite context generates finite
-    chunks: these rows' KV cache or memory holds non-finite values (from a state edited by
-    hand: ``set_state`` does not scan those, as they are large) or the weights overflow in the
-    dtype. Raised before the chunk is remembered or returned; but the step's forward has run on
-    every row, so every row's cache and generators have moved on a chunk while the env's frames,
+    chunks: these rows' KV cache or memory holds non-finite values (put there by other means
+    than ``set_state``, which refuses such a state) or the weights overflow in the dtype.
+    Raised before the chunk is remembered or returned; but the step's forward has run on every
+    row, so every row's cache and generators have moved on a chunk while the env's frames,
     poses and step counts have not: reset all rows, or load a state saved before the step. On a
     GPU this is a host sync, read after the decode is queued.
     """

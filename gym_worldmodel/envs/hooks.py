@@ -1,6 +1,8 @@
 """Reward and termination hooks: batched callables over one step's transition.
 
-A hook is called as ``hook(prev_obs, action, obs, info)`` with, for B rows:
+A hook is called as ``hook(prev_obs, action, obs, info)`` with, for B rows (every tensor on the
+env's device, whatever its ``output``: a hook that works on the CPU and calls ``.numpy()`` or
+mixes in a CPU tensor fails on a GPU; ``.cpu()`` first, or keep it in torch):
     prev_obs, obs: uint8 tensors ``(B, H, W, 3)``, the last frame before and after the step.
     action: float tensor ``(B, F, w)``, the step's per-frame action vectors as the model reads
         them, not as they were given (:mod:`gym_worldmodel.envs.actions`, whose ``CAMERA_*``,
@@ -30,7 +32,8 @@ fork's rows too). An env's ``get_state`` / ``set_state`` do not cover a hook's o
 A hook may also have ``check_env(frame_size, num_envs, pose)``, which raises ``ValueError``
 when it cannot serve an env of that frame side, row count and pose kind (``"camera"``,
 ``"driving"`` or None): a world env calls it when the hook is given, at make or assigned later
-(``env.reward_fn = hook``; a simulator env at make), so a goal image whose ``pool`` does not
+(``env.reward_fn = hook``, or ``env.unwrapped.reward_fn`` of a made single env; a simulator
+env's too), so a goal image whose ``pool`` does not
 divide the frame side, goals for another number of rows or a pose reward in the robot world is
 refused then, not after a step (a goal of another size is fitted to the frames).
 """
@@ -44,6 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gym_worldmodel.envs.actions import on_host
 from gym_worldmodel.envs.options import check_count
 from gym_worldmodel.envs.worlds import fit_frames
 
@@ -319,7 +323,8 @@ class CheckedHook:
 
     The env's ``_check_hooks(**{name: hooks})`` runs on every assignment, at make and later,
     so a hook that cannot serve the env is refused then, not at the next step, and not kept.
-    A list of hooks is kept as a tuple (to add a hook, assign the longer list).
+    A list (any sequence) of hooks is copied as a tuple: the caller's list, changed later,
+    changes nothing (to add a hook, assign the longer list).
     """
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -330,14 +335,15 @@ class CheckedHook:
 
     def __set__(self, env: Any, hooks: Any) -> None:
         env._check_hooks(**{self.name: hooks})
-        # a list is kept as a tuple: one appended to later would not be checked
-        env.__dict__[self.name] = tuple(hooks) if isinstance(hooks, list) else hooks
+        # a list (any sequence) is kept as a tuple: one changed later would go unchecked
+        many = isinstance(hooks, Sequence) and not isinstance(hooks, str)
+        env.__dict__[self.name] = tuple(hooks) if many else hooks
 
 
 def _floats(value: Any, what: str) -> np.ndarray:
     """``value`` as a float64 array; what it must be, named, where it holds no numbers."""
     try:
-        array = np.array(value)
+        array = np.array(on_host(value))  # a tensor on any device too
     except (TypeError, ValueError):  # ragged
         array = np.array(None)
     if array.dtype.kind not in "biuf":  # strings, objects, complex numbers

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from gymnasium.vector import AutoresetMode
 
+from gym_worldmodel.envs.actions import on_host
 from gym_worldmodel.envs.worlds import fit_frames
 from gym_worldmodel.models import WorldModelConfig
 
@@ -194,7 +195,8 @@ def initial_conditions(
     ``ValueError`` naming ``start_fn``.
     """
     try:
-        own_frames, own_start = parse(dict(start_fn(rngs)), len(rngs))
+        given = dict(start_fn(rngs))
+        own_frames, own_start = parse({k: on_host(v) for k, v in given.items()}, len(rngs))
     except (TypeError, ValueError) as err:
         raise ValueError(
             f"start_fn must return a dict of reset options for the {len(rngs)} starting rows: {err}"

@@ -50,11 +50,10 @@ class WorldModelEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 5}  # each env sets its world's
-    # the vector env's, read and set through: a hook or limit assigned later acts on the steps
+    # the vector env's, read and set through: a hook assigned later acts on the steps
     reward_fn = _OfTheVector()
     termination_fn = _OfTheVector()
     start_fn = _OfTheVector()
-    max_episode_steps = _OfTheVector()
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         vector = "gym.make_vec(id, num_envs=N{})"

@@ -21,7 +21,7 @@ import torch
 from gym_worldmodel.envs.options import rng_from_state
 
 #: Entries whose floats this module does not scan for NaN: a memory bank's slots are mostly
-#: empty, and ``SpatialMemory.check_states`` scans the entries stored.
+#: empty, and ``WorldEngine.check_state`` scans the entries stored.
 UNSCANNED = ("memory",)
 
 
@@ -102,7 +102,9 @@ def all_finite(array: torch.Tensor | np.ndarray) -> bool:
     which the elementwise test then rules on.
     """
     if isinstance(array, np.ndarray):
-        return bool(np.isfinite(array.sum()) or np.isfinite(array).all())
+        with np.errstate(over="ignore", invalid="ignore"):  # inf - inf, overflow: ruled below
+            total = array.sum()
+        return bool(np.isfinite(total) or np.isfinite(array).all())
     return bool(array.sum().isfinite() or torch.isfinite(array).all())
 
 

@@ -182,7 +182,8 @@ class WorldModelVectorEnv(VectorEnv):
         engine: Engine | None = None,
     ) -> None:
         # The settings as given, for a fork: a new option reaches forks without a line in fork().
-        # Not the hooks or an engine: fork passes those of its own.
+        # Not the hooks or an engine: fork passes those of its own. (The first statement, so
+        # that locals() holds the arguments alone; no super() call may come before it.)
         self._settings = {k: v for k, v in locals().items() if k not in _NOT_FORK_SETTINGS}
         check_choice("output", output, ("numpy", "torch"))
         check_choice("dtype", dtype, ("auto", *DTYPES, *DTYPES.values()))
@@ -364,7 +365,9 @@ class WorldModelVectorEnv(VectorEnv):
         self._check_open()
         check_switch("enabled", enabled, optional=True)
         check_switch("store", store, optional=True)
-        rows = None if env_idx is None else self._rows(np.atleast_1d(env_idx), True).tolist()
+        rows = None
+        if env_idx is not None:  # (a device tensor of rows too)
+            rows = self._rows(np.atleast_1d(on_host(env_idx)), True).tolist()
         self._build_engine()
         # an engine that switches memory has set_memory_enabled (see Engine)
         cast(FullEngine, self._engine).set_memory_enabled(enabled, rows, store)
@@ -441,8 +444,9 @@ class WorldModelVectorEnv(VectorEnv):
         or an int: the i-th loaded row gets ``seeds + i``) reseeds them as :meth:`fork` does: a
         planner that loads one state into its futures every step draws fresh noise so.
 
-        The state is checked against the rows' own first (keys, shapes, dtypes, finite poses
-        and latents, the world): one from another world, model or env configuration is a
+        The state is checked against the rows' own first (keys, shapes, dtypes, the world;
+        floats finite, the KV cache's and the memory's stored entries included; poses in
+        ``info["pose"]``'s range): one from another world, model or env configuration is a
         ``ValueError`` that names the first entry that differs, and the env is left as it was.
         Floating tensors may come at another precision (a float32 env's state into a bf16 one);
         they are converted. A chunk ``obs_mode``'s state loads into an env that keeps only the
@@ -574,8 +578,10 @@ class WorldModelVectorEnv(VectorEnv):
             len(rows),
             **{
                 **self._settings,  # as this env was made, but for what is its own now:
+                "model": None,  # the engine brings it (a fork keeps no model alive of its own)
                 "device": self.device,
                 "dtype": self.dtype,
+                "render_mode": self.render_mode,
                 "autoreset_mode": mode,
                 "max_episode_steps": self.max_episode_steps,
                 "reward_fn": hook_lib.select(self.reward_fn, rows),
@@ -643,7 +649,7 @@ class WorldModelVectorEnv(VectorEnv):
         """Validated row indices ``(n,)``: all rows for None."""
         if env_idx is None:
             return np.arange(self.num_envs)
-        rows = np.asarray(env_idx)
+        rows = np.asarray(on_host(env_idx))  # a device tensor of rows too
         if (
             rows.ndim != 1
             or not (rows.size == 0 or np.issubdtype(rows.dtype, np.integer))

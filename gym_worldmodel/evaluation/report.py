@@ -97,7 +97,7 @@ def write_report(
         f"    {command}",
         "",
         "Horizon h is the h-th step (chunk) after the start frame; each figure is over the "
-        f"{' or '.join(sorted({str(r.frames_per_step) for r in results}))} frames of that "
+        f"{' or '.join(map(str, sorted({r.frames_per_step for r in results})))} frames of that "
         "chunk at every held-out start. PSNR is that of the mean squared "
         "error over those frames (a recorded frame that repeats the start exactly would give "
         "copying an unbounded per-frame PSNR); SSIM is the mean over frames. Copy last frame "

@@ -294,7 +294,7 @@ def _check_like_card(path: Path, episodes: list[Episode], card: dict, posed: boo
     if steps is not None and lengths:  # collect writes episodes of exactly --steps actions
         raise DatasetError(
             f"shard {path} holds episodes of {lengths} actions; the card says steps {steps} "
-            "(frame_offsets altered?)"
+            "(an episode cut short by the source that wrote it, or frame_offsets altered)"
         )
     for ep in episodes:
         problem = action_range_problem(card["modality"], ep.actions)

@@ -247,6 +247,12 @@ def check_same_run(
                 else f"{run_dir} holds the model of another call ({what}), its checkpoint gone: "
                 "this call would overwrite it. Give a new run directory"
             )
+        if not started:  # the same call, its checkpoint deleted: it trains from the start
+            print(
+                f"note: {run_dir} holds this call's model but no checkpoint.pt: the run trains "
+                "again from its first step and replaces model/",
+                flush=True,
+            )
         replaced = {p: p.read_bytes() for p in (path, run_dir / CHECKPOINTS_RECORD) if p.is_file()}
         if moved:
             print(
