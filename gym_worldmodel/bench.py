@@ -426,6 +426,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     state.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="envs' dtype")
     state.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     state.add_argument("--json", type=Path, help="also write the figures to this file")
+    sync = sub.add_parser("sync", help="host-device syncs a step makes on a CUDA device")
+    sync.add_argument("--rows", type=positive_int, default=8, help="rows of each env")
+    sync.add_argument("--steps", type=positive_int, default=5, help="steps counted")
+    sync.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
+    sync.add_argument("--json", type=Path, help="also write the figures to this file")
     mem = sub.add_parser("memory", help="step cost with spatial memory on vs off, and flatness")
     mem.add_argument(
         "--batch", type=positive_int, nargs="+", default=[1, 8], help="vector env rows"
@@ -519,6 +524,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results = state_benchmark(
             model_name, args.world, args.rows, args.forks, args.repeats, args.dtype
         )
+    elif args.what == "sync":
+        from gym_worldmodel.bench_env import sync_benchmark
+
+        print(f"torch {torch.__version__}")
+        results = sync_benchmark("random-tiny" if tiny else None, args.rows, args.steps)
     elif args.what == "env":
         from gym_worldmodel.bench_env import env_benchmark, simulator_benchmark
 

@@ -220,3 +220,47 @@ def state_benchmark(
             f.close()
     env.close()
     return results
+
+
+def sync_benchmark(model: str | None, rows: int, steps: int) -> dict[str, Any]:
+    """Host-device synchronisations a step makes on a CUDA device, per world and output.
+
+    Counted with ``torch.cuda.set_sync_debug_mode("warn")`` over ``steps`` steps after three
+    warm-up steps, with a reward hook of each kind the world takes (one that reads the pose
+    where it has one). Each sync stalls the host until the GPU's queued work is done; the
+    figure is the baseline for removing those a step does not need (docs/benchmarks.md).
+    """
+    import warnings
+
+    import torch
+
+    from gym_worldmodel.envs import ActionCost, PoseDistance
+
+    if not torch.cuda.is_available():
+        raise SystemExit("bench sync counts CUDA synchronisations: it needs a CUDA device")
+    results: dict[str, Any] = {}
+    for world in ("citywalk", "driving", "robot"):
+        for output in ("numpy", "torch"):
+            hooks: list = [ActionCost()] + ([PoseDistance([1.0, 2.0])] if world != "robot" else [])
+            env = WorldModelVectorEnv(
+                rows, world=world, model=model, device="cuda", output=output, reward_fn=hooks
+            )
+            env.reset(seed=0)
+            env.action_space.seed(0)
+            actions = [env.action_space.sample() for _ in range(steps + 3)]
+            for action in actions[:3]:
+                env.step(action)
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    for action in actions[3:]:
+                        env.step(action)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+            per_step = len(caught) / steps
+            results[f"{world}_{output}"] = per_step
+            print(f"{world}, output={output}, {rows} rows: {per_step:.1f} syncs a step")
+            env.close()
+    return results

@@ -882,3 +882,17 @@ def test_bench_state_times_what_a_planner_pays_to_branch(capsys):
     assert set(results) >= {"fork_1", "fork_3"} and results["fork_3"]["step_ms"] > 0
     out = capsys.readouterr().out
     assert "MB a row (pickled)" in out and "a step of its 3 futures" in out
+
+
+def test_bench_sync_counts_a_steps_cuda_syncs_and_says_when_there_is_no_gpu():
+    import torch
+
+    from gym_worldmodel import bench
+
+    args = ["sync", "--tiny", "--rows", "2", "--steps", "1"]
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="needs a CUDA device"):
+            bench.main(args)
+        return
+    results = bench.main(args)
+    assert len(results) == 6 and all(v >= 0 for v in results.values())
