@@ -217,9 +217,9 @@ def checkpoint_directory(
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         directory = path
+    elif path.is_file():  # a file named like a repo id ("runs/model.safetensors") too
+        raise NotADirectoryError(f"{path} is a file; expected a checkpoint directory")
     elif isinstance(name_or_path, os.PathLike) or not _is_repo_id(name_or_path):
-        if path.exists():
-            raise NotADirectoryError(f"{path} is a file; expected a checkpoint directory")
         raise FileNotFoundError(
             f"checkpoint directory {str(path)!r} does not exist (and it is not a valid Hugging "
             "Face repo id such as 'owner/name')"

@@ -1033,6 +1033,16 @@ def test_a_checkpoints_bad_start_frames_file_is_named(write, tmp_path):
     assert "allow_pickle" not in str(e.value)  # NumPy's advice to load junk unsafely is dropped
 
 
+def test_a_folder_where_a_checkpoints_start_frames_file_belongs_is_named(tmp_path):
+    from gym_worldmodel import hub
+    from gym_worldmodel.files import checkpoint_start_frames
+
+    directory = hub.save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "ck")
+    checkpoint_start_frames(directory, "citywalk").mkdir(parents=True)  # it used to be skipped
+    with pytest.raises(ValueError, match="expected an .npz file, found a folder"):
+        WorldModelVectorEnv(1, world="citywalk", model=directory).reset(seed=0)
+
+
 def test_the_shipped_worlds_record_that_their_denoisers_learned_every_modality():
     from gym_worldmodel.envs.worlds import WORLDS, model_config
 

@@ -343,6 +343,16 @@ def test_path_that_does_not_exist(tmp_path: Path) -> None:
             from_pretrained(missing)
 
 
+def test_a_file_is_named_as_a_file_also_where_its_name_could_be_a_repo_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("x")  # "afile" would be looked up on the Hub as a name
+    (tmp_path / "runs").mkdir()
+    Path("runs/model.safetensors").write_text("x")  # an owner/name shape
+    for name in ("afile", "runs/model.safetensors", tmp_path / "afile"):
+        with pytest.raises(NotADirectoryError, match="is a file; expected a checkpoint directory"):
+            from_pretrained(name)
+
+
 def test_folder_that_is_no_checkpoint_and_an_empty_name(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="a checkpoint directory holds config.json"):
         from_pretrained(tmp_path)  # exists, holds nothing

@@ -158,7 +158,7 @@ def test_sb3_reset_options_per_row():
     # One row's bad options are refused before any row is reset: the rows keep their episodes.
     adapter.step(np.zeros((2, 2), np.float32))
     adapter.set_options([{"image": picture}, {"image": picture.astype(np.float32)}])
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(ValueError, match=r"set_options for rows \[1\]: .*uint8"):
         adapter.reset()
     assert adapter.venv.get_state()["steps"].tolist() == [1, 1]
 

@@ -196,6 +196,8 @@ def start_frames(world: World, size: int, checkpoint: Path | None = None) -> np.
     read-only.
     """
     own = None if checkpoint is None else files.checkpoint_start_frames(checkpoint, world.name)
+    if own is not None and own.exists() and not own.is_file():  # a folder, say: not skipped
+        raise ValueError(f"start frames {own}: expected an .npz file, found a folder")
     path = own if own is not None and own.is_file() else world.assets / "start_frames.npz"
     path = path.resolve()
     stamp = path.stat().st_mtime_ns if path.is_file() else None

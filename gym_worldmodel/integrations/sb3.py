@@ -320,7 +320,11 @@ class WorldModelSB3VecEnv(VecEnv):
             groups.setdefault(key, ([], options))[0].append(row)
         for rows, options in groups.values():  # all of them, before any row is reset
             if options:
-                self.venv.check_reset_options(options, len(rows))
+                try:
+                    self.venv.check_reset_options(options, len(rows))
+                except ValueError as err:
+                    which = "every row" if len(rows) == self.num_envs else f"rows {rows}"
+                    raise ValueError(f"set_options for {which}: {err}") from None
         return list(groups.values())
 
 
