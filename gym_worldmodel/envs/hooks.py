@@ -146,7 +146,6 @@ class PoseDistance:
                 f"target must be finite (x, y) metres, (2,) or one per row (B, 2), got {target!r}"
             )
         self.target = torch.from_numpy(target)
-        self._placed = self.target  # on the device of the last poses (uploaded once)
 
     def __repr__(self) -> str:
         return f"PoseDistance(target={self.target.tolist()})"
@@ -157,9 +156,7 @@ class PoseDistance:
             raise ValueError("PoseDistance needs a world with a pose (camera or driving)")
         if self.target.dim() == 2:
             _check_rows("targets", len(self.target), len(info["pose"]))
-        if self._placed.device != info["pose"].device:
-            self._placed = self.target.to(info["pose"].device)
-        return -(info["pose"][:, :2] - self._placed).norm(dim=-1)
+        return -(info["pose"][:, :2] - self.target.to(info["pose"].device)).norm(dim=-1)
 
     def check_env(self, frame_size: int, num_envs: int, pose: str | None) -> None:
         """Refuse a world without a pose (the robot's), or another row count."""
