@@ -1038,8 +1038,13 @@ def test_a_folder_where_a_checkpoints_start_frames_file_belongs_is_named(tmp_pat
     from gym_worldmodel.files import checkpoint_start_frames
 
     directory = hub.save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "ck")
-    checkpoint_start_frames(directory, "citywalk").mkdir(parents=True)  # it used to be skipped
+    path = checkpoint_start_frames(directory, "citywalk")
+    path.mkdir(parents=True)  # it used to be skipped for the world's bundled frames
     with pytest.raises(ValueError, match="expected an .npz file, found a folder"):
+        WorldModelVectorEnv(1, world="citywalk", model=directory).reset(seed=0)
+    path.rmdir()
+    path.symlink_to(tmp_path / "gone.npz")  # a Hub cache whose blob is missing
+    with pytest.raises(ValueError, match="expected an .npz file, found a link to nothing"):
         WorldModelVectorEnv(1, world="citywalk", model=directory).reset(seed=0)
 
 

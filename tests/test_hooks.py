@@ -18,6 +18,7 @@ from gym_worldmodel.envs import (
     LaneCentre,
     PoseDistance,
     PoseReached,
+    WorldModelEnv,
     WorldModelVectorEnv,
 )
 
@@ -174,7 +175,13 @@ def test_single_env_hooks_assigned_later_act_on_its_steps():
     with pytest.raises(ValueError, match="needs a world with a pose"):
         gym.make("WorldModel-Robot-v0", **TINY).unwrapped.termination_fn = PoseReached([0, 0])
     assert isinstance(inner.reward_fn, ActionCost) and inner.vector.reward_fn is inner.reward_fn
-    assert not hasattr(inner, "max_episode_steps")  # gym.make's TimeLimit holds the limit
+    assert inner.max_episode_steps is None  # gym.make's TimeLimit holds the limit, if any
+    own = WorldModelEnv(world="driving", max_episode_steps=2, **TINY)  # a limit in its state
+    own.max_episode_steps = 3  # set later: the steps read it
+    own.reset(seed=0)
+    assert [own.step(np.zeros(2, np.float32))[3] for _ in range(3)] == [False, False, True]
+    with pytest.raises(ValueError, match="max_episode_steps must be"):
+        own.max_episode_steps = 0
 
 
 def test_hooks_get_copies_and_see_a_next_step_restart_as_its_start():
@@ -335,5 +342,7 @@ def test_start_fns_and_hook_values_given_as_device_tensors_are_read():
     env = WorldModelVectorEnv(2, world="driving", start_fn=start, **TINY)
     _, infos = env.reset(seed=0)
     assert infos["pose"][:, 3].tolist() == [20.0, 20.0]
-    assert PoseDistance(on_device([1.0, 2.0])).target.tolist() == [1.0, 2.0]
-    assert ActionCost(on_device(0.5)).weight == 0.5
+    target = torch.tensor([0.1, 1e7 + 0.3], dtype=torch.float64)  # not rounded to float32
+    assert PoseDistance(on_device(target)).target.tolist() == [0.1, 1e7 + 0.3]
+    assert PoseDistance([[on_device(0.1), on_device(2.0)]]).target.tolist() == [[0.1, 2.0]]
+    assert ActionCost(on_device(torch.tensor(0.1, dtype=torch.float64))).weight == 0.1

@@ -169,7 +169,9 @@ def test_a_fork_is_made_as_its_parent_was():
     env.render_mode = None
     fork = env.fork(1, 3)
     assert fork.render_mode is None and fork._model_arg is None  # the engine holds the model
-    env.render_mode = "rgb_array"
+    env.output = "numpy"
+    assert isinstance(env.fork(1, 1).reset(seed=0)[0]["chunk"], np.ndarray)
+    env.render_mode, env.output = "rgb_array", "torch"
     fork = env.fork(1, 3)
     assert fork.single_observation_space == env.single_observation_space
     assert fork.single_action_space == env.single_action_space

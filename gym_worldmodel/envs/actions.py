@@ -65,17 +65,20 @@ class ActionError(ValueError):
     """An action that does not fit the action space; the message says what was expected."""
 
 
-def on_host(value: Any) -> Any:
-    """A torch tensor (any device, with or without grad) as a NumPy array; lists item by item.
+def on_host(value: Any, floats: torch.dtype = torch.float32) -> Any:
+    """Torch tensors (any device, with or without grad) as NumPy arrays, in lists at any depth.
 
-    Floating tensors become float32 (bf16 has no NumPy dtype; actions and start options are
-    float32 anyway). Anything else is returned as it is.
+    Floating tensors become ``floats`` (bf16 has no NumPy dtype): float32 for actions, which
+    the model reads so; float64 keeps a reset option's or a hook's value as given. Anything
+    else is returned as it is.
     """
     if isinstance(value, torch.Tensor):
         value = value.detach().to("cpu")
-        return (value.float() if value.is_floating_point() else value).numpy()
-    if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
-        return type(value)(on_host(v) for v in value)
+        return (value.to(floats) if value.is_floating_point() else value).numpy()
+    if isinstance(value, (list, tuple)):
+        items = [on_host(v, floats) for v in value]
+        if any(new is not old for new, old in zip(items, value, strict=True)):
+            return type(value)(items)
     return value
 
 

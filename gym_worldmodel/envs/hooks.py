@@ -335,15 +335,18 @@ class CheckedHook:
 
     def __set__(self, env: Any, hooks: Any) -> None:
         env._check_hooks(**{self.name: hooks})
-        # a list (any sequence) is kept as a tuple: one changed later would go unchecked
-        many = isinstance(hooks, Sequence) and not isinstance(hooks, str)
+        # a list (any sequence) of hooks is kept as a tuple: one changed later would go
+        # unchecked (start_fn is one callable, kept as it is)
+        many = (
+            self.name != "start_fn" and isinstance(hooks, Sequence) and not isinstance(hooks, str)
+        )
         env.__dict__[self.name] = tuple(hooks) if many else hooks
 
 
 def _floats(value: Any, what: str) -> np.ndarray:
     """``value`` as a float64 array; what it must be, named, where it holds no numbers."""
     try:
-        array = np.array(on_host(value))  # a tensor on any device too
+        array = np.array(on_host(value, torch.float64))  # tensors on any device too
     except (TypeError, ValueError):  # ragged
         array = np.array(None)
     if array.dtype.kind not in "biuf":  # strings, objects, complex numbers

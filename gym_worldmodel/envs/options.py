@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 from gymnasium.vector import AutoresetMode
 
 from gym_worldmodel.envs.actions import on_host
@@ -196,7 +197,8 @@ def initial_conditions(
     """
     try:
         given = dict(start_fn(rngs))
-        own_frames, own_start = parse({k: on_host(v) for k, v in given.items()}, len(rngs))
+        options = {k: on_host(v, torch.float64) for k, v in given.items()}
+        own_frames, own_start = parse(options, len(rngs))
     except (TypeError, ValueError) as err:
         raise ValueError(
             f"start_fn must return a dict of reset options for the {len(rngs)} starting rows: {err}"

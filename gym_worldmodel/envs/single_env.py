@@ -54,6 +54,10 @@ class WorldModelEnv(gym.Env):
     reward_fn = _OfTheVector()
     termination_fn = _OfTheVector()
     start_fn = _OfTheVector()
+    #: The env's own limit (its step count is part of its state), made with
+    #: ``WorldModelEnv(max_episode_steps=N)``; None under ``gym.make``, whose ``TimeLimit``
+    #: wrapper holds the limit (``env.spec.max_episode_steps``).
+    max_episode_steps = _OfTheVector()
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         vector = "gym.make_vec(id, num_envs=N{})"
@@ -99,7 +103,7 @@ class WorldModelEnv(gym.Env):
             raise ValueError(f"a single env has one row: options {rows} are for vector envs")
         super().reset(seed=None if seed is None else int(seed))  # Gymnasium takes no np.int64
         for key in PICTURE_SHAPES.keys() & options.keys():
-            options[key] = one_picture(key, on_host(options[key]))[None]
+            options[key] = one_picture(key, on_host(options[key], torch.float64))[None]
         # A seed seeds the row as it seeds row 0 of a vector env; seed=None continues the row's
         # generators, or on the first reset draws a row seed from this env's (unseeded) np_random.
         if seed is not None:

@@ -265,7 +265,7 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError(
                 f"reset options must be a dict (mapping) or None, got {type(options).__name__}"
             )
-        options = {k: on_host(v) for k, v in (options or {}).items()}  # e.g. CUDA tensors
+        options = {k: on_host(v, torch.float64) for k, v in (options or {}).items()}  # CUDA too
         rows = reset_rows(options, self.num_envs)
         if not self._started and len(rows) != self.num_envs:
             raise RuntimeError("the first reset must reset every row (no env_idx / reset_mask)")
@@ -582,6 +582,7 @@ class WorldModelVectorEnv(VectorEnv):
                 "device": self.device,
                 "dtype": self.dtype,
                 "render_mode": self.render_mode,
+                "output": self.output,
                 "autoreset_mode": mode,
                 "max_episode_steps": self.max_episode_steps,
                 "reward_fn": hook_lib.select(self.reward_fn, rows),
@@ -676,7 +677,7 @@ class WorldModelVectorEnv(VectorEnv):
         For adapters that reset groups of rows with their own options (SB3's per-row options):
         every group is checked before any row is reset.
         """
-        self._start_options({k: on_host(v) for k, v in options.items()}, n)
+        self._start_options({k: on_host(v, torch.float64) for k, v in options.items()}, n)
 
     def _start_options(self, options: dict, n: int, also: tuple[str, ...] = ()):
         """Options that start ``n`` rows: ``(user start chunks or None, pose column -> values)``."""
