@@ -493,6 +493,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.what == "memory":
         from gym_worldmodel.bench_memory import memory_benchmark
 
+        if args.long_steps < 12:  # its figures are at step 10 and at the far step after it
+            parser.error(f"bench memory: --long-steps must be >= 12, got {args.long_steps}")
+
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
         model = random_model(WorldModelConfig.tiny() if tiny else WorldModelConfig.compact())
         results = memory_benchmark(model, args.batch, args.long_steps, args.repeats, args.capacity)

@@ -896,3 +896,18 @@ def test_bench_sync_counts_a_steps_cuda_syncs_and_says_when_there_is_no_gpu():
         return
     results = bench.main(args)
     assert len(results) == 6 and all(v >= 0 for v in results.values())
+
+
+def test_bench_memory_and_train_smoke_runs_print_their_figures(capsys):
+    from gym_worldmodel import bench
+
+    memory = ["memory", "--tiny", "--batch", "1", "--capacity", "4", "--repeats", "1"]
+    assert bench.main([*memory, "--long-steps", "12"])
+    train = ["train", "--tiny", "--batch", "2", "--chunks", "3", "--repeats", "1"]
+    assert bench.main([*train, "--dtype", "float32"])
+    out = capsys.readouterr().out
+    assert "with memory vs" in out and "(target <= 1.3)" in out
+    assert "windows/s" in out and "tokens/s" in out
+    with pytest.raises(SystemExit):  # its figures are at step 10 and at a step after it
+        bench.main([*memory, "--long-steps", "6"])
+    assert "--long-steps must be >= 12" in capsys.readouterr().err
