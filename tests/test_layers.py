@@ -54,3 +54,25 @@ def test_every_import_points_to_the_same_or_a_higher_layer():
             if name == "integrations" and top != "integrations":  # adapters, never the core
                 wrong.append(f"{path.relative_to(ROOT)} imports the integrations")
     assert not wrong, "imports below their layer (docs/architecture.md): " + "; ".join(wrong)
+
+
+def test_training_reads_of_the_envs_only_their_kinematics_and_action_layout():
+    """As the table says: ``envs/pose.py`` and ``envs/actions.py`` (NumPy, no env state)."""
+    allowed = {"gym_worldmodel.envs.pose", "gym_worldmodel.envs.actions"}
+    wrong = []
+    for path in (PACKAGE / "training").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+                if node.module == "gym_worldmodel.envs":  # from gym_worldmodel.envs import x
+                    names = [f"gym_worldmodel.envs.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            wrong += [
+                f"{path.relative_to(ROOT)} imports {n}"
+                for n in names
+                if n.startswith("gym_worldmodel.envs") and n not in allowed
+            ]
+    assert not wrong, "; ".join(wrong)
