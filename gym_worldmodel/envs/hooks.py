@@ -319,10 +319,12 @@ def check_env_hooks(
 
 
 class CheckedHook:
-    """An env's hook attribute (``reward_fn``, ...), checked by the env when set.
+    """An env's hook attribute (``reward_fn``, ...), checked when set.
 
-    The env's ``_check_hooks(**{name: hooks})`` runs on every assignment, at make and later,
-    so a hook that cannot serve the env is refused then, not at the next step, and not kept.
+    :func:`check_env_hooks` runs on every assignment, at make and later, against the env's
+    frame side (``env.config``), rows (``env.num_envs``, 1 for a single env) and pose kind
+    (``env.world.pose``), so a hook that cannot serve the env is refused then, not at the next
+    step, and not kept.
     A list (any sequence) of hooks is copied as a tuple: the caller's list, changed later,
     changes nothing (to add a hook, assign the longer list).
     """
@@ -334,7 +336,9 @@ class CheckedHook:
         return self if env is None else env.__dict__.get(self.name)
 
     def __set__(self, env: Any, hooks: Any) -> None:
-        env._check_hooks(**{self.name: hooks})
+        given = {"reward_fn": None, "termination_fn": None, "start_fn": None, self.name: hooks}
+        size, rows = env.config.vae.image_size, getattr(env, "num_envs", 1)  # a single env: 1
+        check_env_hooks(**given, frame_size=size, num_envs=rows, pose=env.world.pose)
         # a list (any sequence) of hooks is kept as a tuple: one changed later would go
         # unchecked (start_fn is one callable, kept as it is)
         many = (

@@ -57,6 +57,11 @@ def autoreset_mode(value: Any) -> AutoresetMode:
         ) from None
 
 
+def host_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Reset options with torch tensors (any device) as NumPy arrays, floats in float64."""
+    return {k: on_host(v, torch.float64) for k, v in (options or {}).items()}
+
+
 def reset_rows(options: dict, num_envs: int) -> np.ndarray:
     """Rows a reset applies to: ``options["env_idx"]``, ``options["reset_mask"]`` or all.
 
@@ -196,9 +201,7 @@ def initial_conditions(
     ``ValueError`` naming ``start_fn``.
     """
     try:
-        given = dict(start_fn(rngs))
-        options = {k: on_host(v, torch.float64) for k, v in given.items()}
-        own_frames, own_start = parse(options, len(rngs))
+        own_frames, own_start = parse(host_options(dict(start_fn(rngs))), len(rngs))
     except (TypeError, ValueError) as err:
         raise ValueError(
             f"start_fn must return a dict of reset options for the {len(rngs)} starting rows: {err}"

@@ -24,6 +24,7 @@ from gym_worldmodel.envs.options import (
     check_switch,
     checked_seeds,
     first_chunk,
+    host_options,
     initial_conditions,
     is_int,
     reset_rows,
@@ -265,7 +266,7 @@ class WorldModelVectorEnv(VectorEnv):
             raise ValueError(
                 f"reset options must be a dict (mapping) or None, got {type(options).__name__}"
             )
-        options = {k: on_host(v, torch.float64) for k, v in (options or {}).items()}  # CUDA too
+        options = host_options(options)  # CUDA tensors too
         rows = reset_rows(options, self.num_envs)
         if not self._started and len(rows) != self.num_envs:
             raise RuntimeError("the first reset must reset every row (no env_idx / reset_mask)")
@@ -396,13 +397,6 @@ class WorldModelVectorEnv(VectorEnv):
     @max_episode_steps.setter
     def max_episode_steps(self, value: int | None) -> None:
         self._max_episode_steps = step_limit("max_episode_steps", value)
-
-    def _check_hooks(
-        self, reward_fn: Any = None, termination_fn: Any = None, start_fn: Any = None
-    ) -> None:
-        """Refuse hooks that cannot serve this env (``hooks.check_env_hooks``), when given."""
-        size, pose = self.config.vae.image_size, self.world.pose
-        hook_lib.check_env_hooks(reward_fn, termination_fn, start_fn, size, self.num_envs, pose)
 
     # --- state for planners ----------------------------------------------------------------------
 
@@ -677,7 +671,7 @@ class WorldModelVectorEnv(VectorEnv):
         For adapters that reset groups of rows with their own options (SB3's per-row options):
         every group is checked before any row is reset.
         """
-        self._start_options({k: on_host(v, torch.float64) for k, v in options.items()}, n)
+        self._start_options(host_options(options), n)
 
     def _start_options(self, options: dict, n: int, also: tuple[str, ...] = ()):
         """Options that start ``n`` rows: ``(user start chunks or None, pose column -> values)``."""

@@ -196,13 +196,14 @@ def start_frames(world: World, size: int, checkpoint: Path | None = None) -> np.
     read-only.
     """
     own = None if checkpoint is None else files.checkpoint_start_frames(checkpoint, world.name)
-    if own is not None and (own.exists() or own.is_symlink()) and not own.is_file():
+    own_file = own is not None and own.is_file()
+    if own is not None and not own_file and (own.is_symlink() or own.exists()):
         # a folder, or a link to a file that is gone (a Hub cache's missing blob): not skipped
         what = (
             "a folder" if own.is_dir() else "a link to nothing" if own.is_symlink() else "no file"
         )
         raise ValueError(f"start frames {own}: expected an .npz file, found {what}")
-    path = own if own is not None and own.is_file() else world.assets / "start_frames.npz"
+    path = own if own is not None and own_file else world.assets / "start_frames.npz"
     path = path.resolve()
     stamp = path.stat().st_mtime_ns if path.is_file() else None
     return _start_frames(world, size, path, stamp)

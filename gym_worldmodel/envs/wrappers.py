@@ -14,8 +14,7 @@ from typing import Any
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
-from gym_worldmodel.envs.actions import on_host
-from gym_worldmodel.envs.options import reset_rows
+from gym_worldmodel.envs.options import host_options, reset_rows
 
 
 class TorchEpisodeStatistics(VectorWrapper):
@@ -51,7 +50,7 @@ class TorchEpisodeStatistics(VectorWrapper):
     def reset(self, *, seed: Any = None, options: dict | None = None):
         """Reset the env; the rows it resets start new books."""
         obs, info = self.env.reset(seed=seed, options=options)
-        options = {k: on_host(v) for k, v in (options or {}).items()}  # a CUDA mask, say
+        options = host_options(options)  # a CUDA mask, say
         rows = torch.as_tensor(reset_rows(options, self.num_envs), device=self.device)
         self.returns[rows], self.lengths[rows], self._prev_dones[rows] = 0.0, 0, False
         self._starts[rows] = time.perf_counter() - self._clock

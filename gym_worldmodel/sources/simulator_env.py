@@ -361,13 +361,6 @@ class SimulatorEnv(gym.Env):
         _refuse_pictures(options, "start_fn's options")
         return self._start_options(options, n)
 
-    def _check_hooks(
-        self, reward_fn: Any = None, termination_fn: Any = None, start_fn: Any = None
-    ) -> None:
-        """Refuse hooks that cannot serve this env (``hooks.check_env_hooks``), when given."""
-        size, pose = self.config.vae.image_size, self.world.pose
-        hook_lib.check_env_hooks(reward_fn, termination_fn, start_fn, size, 1, pose)
-
     @property
     def spec_name(self) -> str:
         """The env's registered id (or its class, made directly)."""
