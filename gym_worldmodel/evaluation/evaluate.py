@@ -11,6 +11,7 @@ import numpy as np
 from gym_worldmodel.evaluation.control import (
     PROBE_DIMS,
     PROBE_WINDOW,
+    Probe,
     above_chance,
     control_by_horizon,
     control_ratio,
@@ -38,7 +39,7 @@ from gym_worldmodel.evaluation.open_loop import (
     with_sampler,
 )
 from gym_worldmodel.models import WorldModel
-from gym_worldmodel.sources.episodes import check_datasets, load_episodes
+from gym_worldmodel.sources.episodes import Episode, check_datasets, load_episodes
 
 SCENE_MOTION_STEPS = 16  # steps of each rollout whose scene motion is measured
 
@@ -128,10 +129,6 @@ def evaluate_world(
             f"shorter than the controllability probe's window of {window} frames"
         )
     first, truth, actions = open_loop_windows(heldout, horizon * f, config.starts_per_episode, data)
-    # the held-out episode of each rollout, in open_loop_windows' order
-    episode = np.array(
-        [e for e, _ in window_starts(heldout, horizon * f, config.starts_per_episode)]
-    )
     label = f"{world} open loop" if progress else ""
     poses = window_poses(heldout, horizon * f, config.starts_per_episode)
     generated = rollout(model, modality, first, actions, config.seed, label, start_poses=poses)
@@ -148,6 +145,31 @@ def evaluate_world(
             f"{world} teacher" if progress else "",
             start_poses=poses,
         )
+    # the held-out episode of each rollout, in open_loop_windows' order
+    episode = np.array(
+        [e for e, _ in window_starts(heldout, horizon * f, config.starts_per_episode)]
+    )
+    _score_runs(result, runs, truth, episode, config)
+    _score_ceiling(result, model, truth, config.horizons)
+    probe = train_probe(
+        modality, load_episodes(Path(data), "train"), config.probe_steps, config.seed, progress
+    )
+    result.control = _controllability(probe, modality, first, truth, generated, actions, config)
+    label = f"{world} {config.stability_steps} steps" if progress else ""
+    result.stability = _stability(model, modality, heldout, config, label)
+    samples = {"truth": truth[0], "model": generated[0], "start": first[0]}
+    return result, samples
+
+
+def _score_runs(
+    result: WorldResult,
+    runs: dict[str, np.ndarray],
+    truth: np.ndarray,
+    episode: np.ndarray,
+    config: EvalConfig,
+) -> None:
+    """PSNR and SSIM of each run at each horizon, and its gain over copying the last frame."""
+    f = result.frames_per_step
     for name, frames in runs.items():
         result.psnr[name], result.ssim[name] = {}, {}
         for h in config.horizons:
@@ -161,21 +183,34 @@ def evaluate_world(
                 result.gain_interval.setdefault(name, {})[h] = gain_interval(
                     frames[:, chunk], copy, truth[:, chunk], episode, seed=config.seed
                 )
-    # The ceiling: the recorded frames through the VAE alone (no dynamics to get wrong).
-    name = "autoencoder (ceiling)"
+
+
+def _score_ceiling(
+    result: WorldResult, model: WorldModel, truth: np.ndarray, horizons: tuple[int, ...]
+) -> None:
+    """The ceiling: the recorded frames through the VAE alone (no dynamics to get wrong)."""
+    f, name = result.frames_per_step, "autoencoder (ceiling)"
     result.psnr[name], result.ssim[name] = {}, {}
-    for h in config.horizons:
+    for h in horizons:
         recorded = truth[:, (h - 1) * f : h * f]
         recon = autoencode(model, recorded.reshape(-1, *recorded.shape[2:])).reshape(recorded.shape)
         result.psnr[name][h] = pooled_psnr(recon, recorded)
         result.ssim[name][h] = float(ssim(recon, recorded).mean())
 
-    # Controllability: the probe on real and on generated frames under the same actions.
-    probe = train_probe(
-        modality, load_episodes(Path(data), "train"), config.probe_steps, config.seed, progress
-    )
+
+def _controllability(
+    probe: Probe,
+    modality: str,
+    first: np.ndarray,
+    truth: np.ndarray,
+    generated: np.ndarray,
+    actions: np.ndarray,
+    config: EvalConfig,
+) -> dict[str, Any]:
+    """The inverse-dynamics probe on real and on generated frames under the same actions."""
+    f = truth.shape[1] // max(config.horizons)  # truth runs to the longest horizon
     with_start = lambda frames: np.concatenate([first[:, None], frames], 1)  # noqa: E731
-    t = window_centres(horizon * f)
+    t = window_centres(truth.shape[1])
     targets = probe_targets(modality, actions[:, t])
     targets = targets.reshape(-1, targets.shape[-1])
     real_w = np.concatenate([probe_windows(x, t) for x in with_start(truth)])
@@ -184,7 +219,7 @@ def evaluate_world(
     gen_score = probe.score(gen_w, targets)
     # what a probe that ignores the frames scores (key accuracy: the most common keys; R^2: 0)
     chance = majority_score(targets) if modality == "camera" else 0.0
-    result.control = {
+    control: dict[str, Any] = {
         "metric": "key accuracy" if modality == "camera" else "R^2",
         "real": real_score,
         "generated": gen_score,
@@ -203,28 +238,40 @@ def evaluate_world(
         ),
     }
     if modality == "camera":  # what a probe that ignores the frames would score
-        result.control["majority"] = chance
-        result.control["above_chance"] = above_chance(gen_score, real_score, chance)
+        control["majority"] = chance
+        control["above_chance"] = above_chance(gen_score, real_score, chance)
         for key, w in (("confusion_real", real_w), ("confusion_generated", gen_w)):
-            result.control[key] = probe.confusion(w, targets).tolist()
+            control[key] = probe.confusion(w, targets).tolist()
         # How far each key moves the picture, over the first steps (later ones have drifted).
-        result.control["scene_motion_steps"] = steps = min(SCENE_MOTION_STEPS, horizon)
+        control["scene_motion_steps"] = steps = min(SCENE_MOTION_STEPS, max(config.horizons))
         n = steps * f
         for key, frames in (("scene_motion_real", truth), ("scene_motion_generated", generated)):
-            result.control[key] = scene_motion_by_key(first, frames[:, :n], actions[:, :n])
+            control[key] = scene_motion_by_key(first, frames[:, :n], actions[:, :n])
     else:
         names = PROBE_DIMS[modality]
-        result.control["dims"] = [n for n, v in zip(names, probe.visible, strict=True) if v]
+        control["dims"] = [n for n, v in zip(names, probe.visible, strict=True) if v]
         for key, values in (
             ("validation", probe.validation),
             ("real_per_dim", probe.per_dim(real_w, targets)),
             ("generated_per_dim", probe.per_dim(gen_w, targets)),
         ):
-            result.control[key] = dict(zip(names, np.round(values, 4).tolist(), strict=True))
+            control[key] = dict(zip(names, np.round(values, 4).tolist(), strict=True))
+    return control
 
-    # Stability: long rollouts under recorded actions (long_inputs), frame statistics against
-    # real frames as recorded and as the autoencoder gives them back: every generated frame is
-    # decoded by it, so its blur is a floor that no dynamics can get under.
+
+def _stability(
+    model: WorldModel,
+    modality: str,
+    heldout: list[Episode],
+    config: EvalConfig,
+    label: str,
+) -> dict[str, Any]:
+    """Frame statistics of long rollouts under recorded actions (``long_inputs``).
+
+    They are held against real frames as recorded and as the autoencoder gives them back: every
+    generated frame is decoded by it, so its blur is a floor that no dynamics can get under.
+    """
+    f = model.config.dit.chunk_frames
     real = np.concatenate([ep.frames for ep in heldout])
     real_stats, ae_stats = frame_stats(real), frame_stats(autoencode(model, real[::2]))
     lo, hi = np.percentile(real_stats, 1, 0), np.percentile(real_stats, 99, 0)
@@ -237,13 +284,13 @@ def evaluate_world(
         long.starts,
         long.actions,
         config.seed + 1000,
-        f"{world} {config.stability_steps} steps" if progress else "",
+        label,
         record="stats",
         start_poses=long.poses,
     )
     in_range = lambda x, a, b: float(((x >= a) & (x <= b)).all(-1).mean())  # noqa: E731
     tail = np.median(stats[:, -min(100, stats.shape[1]) :].reshape(-1, 3), 0)
-    result.stability = {
+    stability = {
         "steps": config.stability_steps,
         "rows": config.stability_rows,
         "real_p1": lo.tolist(),
@@ -260,6 +307,5 @@ def evaluate_world(
     }
     if long.recorded is not None:  # what the simulator showed under the same actions
         real_long = frame_stats(long.recorded[:, f::f])
-        result.stability["recorded_fraction_in_range"] = in_range(real_long, ok_lo, ok_hi)
-    samples = {"truth": truth[0], "model": generated[0], "start": first[0]}
-    return result, samples
+        stability["recorded_fraction_in_range"] = in_range(real_long, ok_lo, ok_hi)
+    return stability
