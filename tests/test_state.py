@@ -240,6 +240,7 @@ def _bad_states(own, robot):
         ("NaN pose", edit(lambda s: s["pose"].__setitem__((0, 0), np.nan))),
         ("NaN latents", edit(nan_latents)),
         ("no memory", edit(lambda s: s["engine"].update(memory=None))),
+        ("other weights", edit(lambda s: s["engine"].update(weights="0" * 16))),
         ("float steps", edit(lambda s: s.update(steps=s["steps"].astype(float)))),
         ("steps as a list", edit(lambda s: s.update(steps=s["steps"].tolist()))),
         ("negative steps", edit(lambda s: s.update(steps=-s["steps"] - 1))),
@@ -303,6 +304,33 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing():
         k: v.bfloat16() if v.is_floating_point() else v for k, v in cache.items()
     }
     env.set_state(state)
+
+
+def test_a_state_made_by_other_weights_is_refused_at_any_precision(tiny_model):
+    """Same world and shapes, other weights: the cache would run without a word, wrongly."""
+    tuned = WorldModel(tiny_model.config)
+    tuned.load_state_dict(tiny_model.state_dict())
+    with torch.no_grad():
+        tuned.dit.out.bias.add_(0.05)
+    kw = dict(world="driving", dtype="float32")
+    own, other = (WorldModelVectorEnv(2, model=m, **kw) for m in (tiny_model, tuned))
+    for env in (own, other):
+        env.reset(seed=0)
+    before = other.get_state()
+    with pytest.raises(ValueError, match="made by other weights .*the model that made it"):
+        other.set_state(own.get_state())
+    assert rows_equal(before, other.get_state(), [0, 1])
+    # the same weights held in bf16 (the autocast copy an env keeps) have the same digest
+    bf16 = WorldModel(tiny_model.config)
+    bf16.load_state_dict(tiny_model.state_dict())
+    assert bf16.for_autocast(torch.bfloat16).weights_digest() == tiny_model.weights_digest()
+    assert tuned.weights_digest() != tiny_model.weights_digest()
+    into_bf16 = WorldModelVectorEnv(2, world="driving", model=tiny_model, dtype="bfloat16")
+    into_bf16.reset(seed=1)
+    into_bf16.set_state(own.get_state())  # a float32 env's state, the same weights
+    older = own.get_state()
+    del older["engine"]["weights"]  # a state saved before states named their weights
+    other.set_state(older)
 
 
 def test_a_state_of_another_device_type_says_so():

@@ -68,6 +68,7 @@ class FullEngine(Engine, Protocol):
 
     model: WorldModel
     memory: SpatialMemory | None
+    weights: str  # the model's weights_digest()
 
     def set_memory_enabled(
         self,
@@ -93,6 +94,8 @@ class WorldEngine:
         memory_capacity: Chunks per bank.
         sampler: Sampling settings (default: the model's own, ``model.config.sampler``); the
             model itself is shared, not copied.
+        weights: ``model.weights_digest()``, where the caller has it (a fork, its parent
+            engine's); computed here otherwise. States carry it (``get_state``).
     """
 
     def __init__(
@@ -106,9 +109,11 @@ class WorldEngine:
         memory_banks: Sequence[int] | None = None,
         memory_capacity: int = 256,
         sampler: SamplerConfig | None = None,
+        weights: str | None = None,
     ) -> None:
         self.device, self.dtype = torch.device(device), dtype
         self.model = model.to(self.device).eval()
+        self.weights = model.weights_digest() if weights is None else weights
         sampler = model.config.sampler if sampler is None else sampler
         self.config = cfg = dataclasses.replace(model.config, sampler=sampler)  # what rows run
         self.cache = KVCache.for_model(cfg.dit, model.dit.rope, num_envs, self.device, dtype)
@@ -290,6 +295,7 @@ class WorldEngine:
             "last_latents": None if self.last_latents is None else self.last_latents[idx].clone(),
             "slot_uid": self.slot_uid[idx].copy(),
             "memory": None if self.memory is None else self.memory.get_state(idx),
+            "weights": self.weights,
         }
 
     def check_state(self, state: dict[str, Any]) -> None:

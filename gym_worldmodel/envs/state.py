@@ -143,6 +143,22 @@ def check_same_memory(state: Any, template: dict[str, Any]) -> None:
         )
 
 
+def check_same_weights(state: Any, template: dict[str, Any]) -> None:
+    """Name a state made by other weights (``WorldEngine.get_state``'s ``"weights"`` digest).
+
+    Its cache holds keys and values those weights computed: loaded into another model of the
+    same shapes, it would run without a word and show neither model's world.
+    """
+    engine = state.get("engine") if isinstance(state, dict) else None
+    theirs = engine.get("weights") if isinstance(engine, dict) else None
+    ours = template["engine"].get("weights") if isinstance(template.get("engine"), dict) else None
+    if isinstance(theirs, str) and isinstance(ours, str) and theirs != ours:
+        raise ValueError(
+            f"state was made by other weights (digest {theirs}, this env's model {ours}): a "
+            "state loads into an env running the model that made it"
+        )
+
+
 def check_same_device_type(state: Any, template: dict[str, Any], device: torch.device) -> None:
     """Name a state saved on another device type (a CUDA env's into a CPU one, or back).
 
@@ -195,8 +211,10 @@ def loadable_state(
     own check of its part (``WorldEngine.check_state``), if it has one.
     """
     state = {"world": template["world"], **state}  # states from before the world was recorded
+    state = with_weights(state, template)
     state = drop_unused_keys(keep_frames(state, template, obs_mode), template)
     check_same_memory(state, template)
+    check_same_weights(state, template)
     check_same_device_type(state, template, device)
     check_state(state, template)
     check_rngs(state)
@@ -204,6 +222,14 @@ def loadable_state(
         check_engine(state["engine"])
     if (state["steps"] < 0).any():
         raise ValueError(f"state['steps'] must be >= 0, got {state['steps']}")
+    return state
+
+
+def with_weights(state: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with the env's weights digest where it has none (states saved before one was)."""
+    engine, own = state.get("engine"), template.get("engine")
+    if isinstance(engine, dict) and isinstance(own, dict) and "weights" in own:
+        return {**state, "engine": {"weights": own["weights"], **engine}}
     return state
 
 

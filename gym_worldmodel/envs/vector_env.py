@@ -438,8 +438,9 @@ class WorldModelVectorEnv(VectorEnv):
         or an int: the i-th loaded row gets ``seeds + i``) reseeds them as :meth:`fork` does: a
         planner that loads one state into its futures every step draws fresh noise so.
 
-        The state is checked against the rows' own first (keys, shapes, dtypes, the world;
-        floats finite, the KV cache's and the memory's stored entries included; poses in
+        The state is checked against the rows' own first (keys, shapes, dtypes, the world and
+        a digest of the weights that made it, taken as the env built its engine at its first
+        start; floats finite, the KV cache's and the memory's stored entries included; poses in
         ``info["pose"]``'s range): one from another world, model or env configuration is a
         ``ValueError`` that names the first entry that differs, and the env is left as it was.
         Floating tensors may come at another precision (a float32 env's state into a bf16 one);
@@ -567,7 +568,9 @@ class WorldModelVectorEnv(VectorEnv):
         seeds = checked_seeds(seeds, len(rows), "fork seeds")
         state = self.get_state(rows)
         source = cast(FullEngine, self._engine)  # forking needs the engine's model (see Engine)
-        engine = self._make_engine(source.model, len(rows), memory=source.memory is not None)
+        engine = self._make_engine(
+            source.model, len(rows), source.memory is not None, weights=source.weights
+        )
         child = WorldModelVectorEnv(
             len(rows),
             **{
@@ -625,7 +628,12 @@ class WorldModelVectorEnv(VectorEnv):
             self._engine = self._make_engine(model, self.num_envs, self.memory, banks)
 
     def _make_engine(
-        self, model: WorldModel, n: int, memory: bool, banks: list[int] | None = None
+        self,
+        model: WorldModel,
+        n: int,
+        memory: bool,
+        banks: list[int] | None = None,
+        weights: str | None = None,
     ) -> WorldEngine:
         """An engine of ``n`` rows running ``model`` as this env does (its sampler: its nfe)."""
         return WorldEngine(
@@ -638,6 +646,7 @@ class WorldModelVectorEnv(VectorEnv):
             memory_banks=banks,
             memory_capacity=self.memory_capacity,
             sampler=self.config.sampler,
+            weights=weights,
         )
 
     def _rows(self, env_idx: Sequence[int] | np.ndarray | None, repeats: bool) -> np.ndarray:
