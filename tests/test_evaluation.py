@@ -619,3 +619,15 @@ def test_controllability_above_chance_counts_from_what_ignoring_the_frames_score
     assert above_chance(0.428, 0.928, 0.487) == pytest.approx(-0.1338, abs=1e-4)
     assert above_chance(0.9, 0.9, 0.5) == pytest.approx(1.0)
     assert np.isnan(above_chance(0.5, 0.52, 0.5))  # real frames barely beat chance
+
+
+def test_eval_flags_set_their_fields_over_budget_and_default_settings():
+    from gym_worldmodel.cli.evaluate import _parser, eval_config
+
+    parse = _parser().parse_args
+    base = ["--data", "d"]
+    assert eval_config(parse(base)) == EvalConfig()
+    assert eval_config(parse([*base, "--budget"])) == EvalConfig.budget()
+    given = eval_config(parse([*base, "--budget", "--horizons", "1", "2", "--probe-steps", "9"]))
+    assert given == dataclasses.replace(EvalConfig.budget(), horizons=(1, 2), probe_steps=9)
+    assert eval_config(parse([*base, "--stability-rows", "7"])).stability_rows == 7

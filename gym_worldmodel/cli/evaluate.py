@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gym_worldmodel.cli.argtypes import check_device, denoiser_passes, positive_int
 from gym_worldmodel.cli.worlds import SHIPPED, per_world
+
+if TYPE_CHECKING:
+    from gym_worldmodel.evaluation import EvalConfig
 
 
 def eval_main(argv: Sequence[str]) -> None:
@@ -20,7 +24,7 @@ def eval_main(argv: Sequence[str]) -> None:
     for flag, path, kind in (("--out", args.out, "a directory"), ("--report", args.report, "")):
         if path is not None and path.exists() and path.is_dir() != bool(kind):
             parser.error(f"{flag} {path}: must be {kind or 'a file (the markdown page)'}")
-    from gym_worldmodel.evaluation import EvalConfig, evaluate_world, ratio_text, write_report
+    from gym_worldmodel.evaluation import evaluate_world, ratio_text, write_report
     from gym_worldmodel.sources.episodes import read_card
 
     command = "gym-worldmodel eval " + " ".join(argv)
@@ -38,21 +42,10 @@ def eval_main(argv: Sequence[str]) -> None:
         _revisit(args, models(worlds[0]), command)
         return
 
-    if args.budget:
-        config = EvalConfig.budget()
-    else:
-        try:
-            config = EvalConfig(
-                horizons=tuple(args.horizons),
-                starts_per_episode=args.starts_per_episode,
-                teacher_nfe=args.teacher_nfe,
-                teacher_horizon=args.teacher_horizon,
-                probe_steps=args.probe_steps,
-                stability_steps=args.stability_steps,
-                stability_rows=args.stability_rows,
-            )
-        except ValueError as err:
-            parser.error(str(err))
+    try:
+        config = eval_config(args)
+    except ValueError as err:
+        parser.error(str(err))
     results, samples = [], {}
     for data, world in zip(args.data, worlds, strict=True):
         model, teacher = models(world), teachers(world) if args.teacher else None
@@ -69,6 +62,29 @@ def eval_main(argv: Sequence[str]) -> None:
     report = args.report or Path("docs/evaluation.md")
     write_report(results, samples, args.out, report, command)
     print(f"wrote {report} and {args.out}/")
+
+
+def eval_config(args: argparse.Namespace) -> EvalConfig:
+    """--budget's settings, or the full ones, with every flag given on top."""
+    from gym_worldmodel.evaluation import EvalConfig
+
+    given = {name: getattr(args, name) for name in _CONFIG_FLAGS if getattr(args, name) is not None}
+    if "horizons" in given:
+        given["horizons"] = tuple(given["horizons"])
+    return dataclasses.replace(EvalConfig.budget() if args.budget else EvalConfig(), **given)
+
+
+#: The flags that set ``EvalConfig`` fields of the same names (their defaults: None, the
+#: config's own, or --budget's).
+_CONFIG_FLAGS = (
+    "horizons",
+    "starts_per_episode",
+    "teacher_nfe",
+    "teacher_horizon",
+    "probe_steps",
+    "stability_steps",
+    "stability_rows",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,8 +109,8 @@ def _parser() -> argparse.ArgumentParser:
         "--horizons",
         type=positive_int,
         nargs="+",
-        default=[1, 4, 16, 64],
-        help="steps (chunks) after the start at which PSNR and SSIM are reported",
+        help="steps (chunks) after the start at which PSNR and SSIM are reported (default: 1 4 "
+        "16 64; --budget: 1 3)",
     )
     parser.add_argument(
         "--nfe",
@@ -102,37 +118,47 @@ def _parser() -> argparse.ArgumentParser:
         help="denoiser passes per chunk of the evaluated worlds (default: each checkpoint's own)",
     )
     parser.add_argument(
-        "--teacher-nfe", type=positive_int, default=32, help="Euler steps of the teacher baseline"
+        "--teacher-nfe",
+        type=positive_int,
+        help="Euler steps of the teacher baseline (default: 32; --budget: 4)",
     )
     parser.add_argument(
         "--teacher-horizon",
         type=positive_int,
-        default=16,
-        help="largest horizon the teacher baseline runs to (it costs nfe + 1 passes a step)",
+        help="largest horizon the teacher baseline runs to (it costs nfe + 1 passes a step; "
+        "default: 16; --budget: 3)",
     )
     parser.add_argument(
-        "--stability-steps", type=positive_int, default=1000, help="steps of the long rollouts"
+        "--stability-steps",
+        type=positive_int,
+        help="steps of the long rollouts (default: 1000; --budget: 4)",
     )
     parser.add_argument(
-        "--stability-rows", type=positive_int, default=4, help="long rollouts per world"
+        "--stability-rows",
+        type=positive_int,
+        help="long rollouts per world (default: 4; --budget: 2)",
     )
     parser.add_argument(
         "--probe-steps",
         type=positive_int,
-        default=1500,
-        help="training steps of the inverse-dynamics probe (trained on recorded frames only)",
+        help="training steps of the inverse-dynamics probe, trained on recorded frames only "
+        "(default: 1500; --budget: 5)",
     )
     parser.add_argument(
         "--starts-per-episode",
         type=positive_int,
-        default=2,
-        help="open-loop rollouts per held-out episode (starts spread over its length)",
+        help="open-loop rollouts per held-out episode, starts spread over its length (default: "
+        "2; --budget: 1)",
     )
     parser.add_argument("--out", type=Path, default=Path("docs/eval"), help="plots and JSON")
     parser.add_argument(
         "--report", type=Path, help="markdown page (docs/evaluation.md; docs/memory.md)"
     )
-    parser.add_argument("--budget", action="store_true", help="tiny settings for smoke tests")
+    parser.add_argument(
+        "--budget",
+        action="store_true",
+        help="tiny settings for smoke tests (the flags above, where given, still set theirs)",
+    )
     parser.add_argument(
         "--revisit",
         action="store_true",
