@@ -828,7 +828,8 @@ def test_bad_reset_images_raise_and_leave_state_unchanged():
     env.step(np.array([[1, 0], [1, 0]]))
     before = snapshot(env)
     for options, match in [
-        ({"image": np.zeros((32, 32, 3), np.float32)}, "uint8"),
+        ({"image": np.zeros((32, 32, 3), np.float32)}, r"uint8.*floats in \[0, 1\]"),
+        ({"image": np.full((32, 32, 3), 200.0)}, r"floats in 0-255: x.round\(\).clip"),
         ({"image": np.zeros((32, 32), np.uint8)}, "shape"),
         ({"image": np.zeros((3, 32, 32, 3), np.uint8)}, "one per reset row"),
         ({"frames": np.zeros((32, 32, 3), np.uint8)}, "shape"),

@@ -118,9 +118,20 @@ def test_fork_keeps_each_rows_own_goal_in_hooks_with_values_per_row():
 
 
 def test_hook_arguments_are_checked_where_they_are_made():
-    for bad in (np.full((8, 8, 3), 0.5), np.full((8, 8, 3), 300), np.zeros((8, 8))):
-        with pytest.raises(ValueError, match="goal image must be"):
+    for bad, hint in (
+        (np.full((8, 8, 3), 0.5), r"floats in \[0, 1\]"),
+        (np.full((8, 8, 3), 300), "integers in 0-255"),
+        (np.zeros((8, 8), np.uint8), "grey"),
+        (np.zeros((3, 8, 8), np.uint8), "channels first"),
+        (torch.full((8, 8, 3), 90.0, dtype=torch.bfloat16), "floats in 0-255"),
+    ):
+        with pytest.raises(ValueError, match=f"goal image must be .*{hint}"):
             GoalImageSimilarity(bad)
+    from PIL import Image  # converted to RGB as a start picture is
+
+    for mode in ("L", "RGBA", "P"):
+        goal = GoalImageSimilarity(Image.new(mode, (10, 8)))
+        assert goal.goal.shape == (8, 10, 3) and goal.goal.dtype == torch.uint8
     for bad in ([np.nan, 0.0], [1.0, 2.0, 3.0], np.zeros((2, 3))):
         with pytest.raises(ValueError, match="finite"):
             PoseDistance(bad)

@@ -752,6 +752,9 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, caps
         rollout("robot", "plan_as.npy")
     with pytest.raises(SystemExit, match="not an image"):
         cli.rollout_main(["--image", str(tmp_path / "drive.csv")])
+    np.save(tmp_path / "chw.npy", np.zeros((3, 40, 50), np.uint8))  # how to fix it, as reset says
+    with pytest.raises(SystemExit, match=r"got uint8 \(3, 40, 50\) \(channels first: np.moveaxis"):
+        cli.read_start_image(tmp_path / "chw.npy")
     deep = tmp_path / "deep.png"  # 16 bits: Pillow's RGB would clip it to near white
     Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).save(deep)
     with pytest.raises(SystemExit, match=r"deep.png: .*mode 'I;16' .* clipped, not scaled"):

@@ -55,6 +55,8 @@ def read_start_image(path: Path) -> Any:
     """
     import numpy as np
 
+    from gym_worldmodel.envs.options import picture_hint, pil_as_rgb
+
     if not path.is_file():
         raise SystemExit(f"--image {path}: no such file")
     if path.suffix == ".npy":
@@ -64,8 +66,6 @@ def read_start_image(path: Path) -> Any:
             from PIL import Image
         except ImportError as err:
             raise SystemExit("--image needs Pillow: pip install gym-worldmodel[video]") from err
-        from gym_worldmodel.envs.options import pil_as_rgb
-
         try:
             with Image.open(path) as img:
                 arr = pil_as_rgb("image", img)  # 8-bit modes as RGB; 16-bit refused
@@ -76,7 +76,7 @@ def read_start_image(path: Path) -> Any:
     if arr.dtype != np.uint8 or arr.ndim not in (3, 4) or arr.shape[-1] != 3 or 0 in arr.shape:
         raise SystemExit(
             f"--image {path}: expected uint8 RGB (H, W, 3) or (k, H, W, 3), not empty; "
-            f"got {arr.dtype} {arr.shape}"
+            f"got {arr.dtype} {arr.shape}{picture_hint(arr)}"
         )
     return {"image": arr} if arr.ndim == 3 else {"frames": arr}
 

@@ -48,12 +48,18 @@ import torch
 from torch import Tensor
 
 from gym_worldmodel.envs.actions import on_host
-from gym_worldmodel.envs.options import check_count
+from gym_worldmodel.envs.options import check_count, picture_hint, pil_as_rgb
 from gym_worldmodel.envs.worlds import fit_frames
 
 Hook = Callable[[Tensor, Tensor, Tensor, dict[str, Any]], Any]
 #: An initial-conditions hook: the starting rows' generators -> their reset options.
 StartHook = Callable[[list[np.random.Generator]], dict[str, Any]]
+
+
+def _hint(picture: Tensor) -> str:
+    """:func:`picture_hint` of a tensor (bf16 and half read as float32)."""
+    values = picture.detach().cpu()
+    return picture_hint((values.float() if values.is_floating_point() else values).numpy())
 
 
 class GoalImageSimilarity:
@@ -70,12 +76,14 @@ class GoalImageSimilarity:
     """
 
     def __init__(self, goal: np.ndarray | Tensor, pool: int = 1) -> None:
-        goal = goal if isinstance(goal, Tensor) else torch.from_numpy(np.array(goal))
+        if not isinstance(goal, Tensor):  # PIL images as RGB, as reset takes a start picture
+            goal = torch.from_numpy(np.array(pil_as_rgb("goal", goal)))
         if goal.dtype != torch.uint8:  # a cast would wrap 300 to 44 and floor [0, 1] floats to 0
-            raise ValueError(f"goal image must be uint8 RGB (0-255), got {goal.dtype}")
+            raise ValueError(f"goal image must be uint8 RGB (0-255), got {goal.dtype}{_hint(goal)}")
         if goal.shape[-1:] != (3,) or goal.dim() not in (3, 4) or 0 in goal.shape:
             raise ValueError(
                 f"goal image must be (H, W, 3) or (B, H, W, 3), got {tuple(goal.shape)}"
+                f"{_hint(goal)}"
             )
         self.goal = goal.detach().clone()
         check_count("pool", pool, "pixels a side")

@@ -322,7 +322,12 @@ def picture_hint(arr: np.ndarray) -> str:
     """How to make ``arr`` uint8 RGB, appended to the errors that refuse it ('' if no guess)."""
     shape = arr.shape
     if arr.dtype.kind == "f":
-        fix = "floats in [0, 1]: (x * 255).round().astype(np.uint8)"
+        top = float(np.nanmax(arr)) if arr.size and not np.isnan(arr).all() else 0.0
+        fix = (
+            "floats in 0-255: x.round().clip(0, 255).astype(np.uint8)"
+            if top > 1
+            else "floats in [0, 1]: (x * 255).round().astype(np.uint8)"
+        )
     elif arr.dtype.kind in "iu" and arr.dtype != np.uint8:
         fix = "integers in 0-255: x.astype(np.uint8)"
     elif len(shape) >= 3 and shape[-1] == 4:
