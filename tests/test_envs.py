@@ -128,6 +128,18 @@ def test_make_vec_uses_the_native_vector_env():
     envs.close()
 
 
+def test_a_step_limit_of_none_is_the_ids_in_every_mode_as_gym_make_reads_it():
+    """make_vec hands a vector entry point max_episode_steps=None as given; sync, async and
+    gym.make read it as the id's limit, and so does the native vector env's entry point."""
+    limit = gym.spec("WorldModel-Driving-v0").max_episode_steps
+    for given, want in ((None, limit), (-1, None), (7, 7)):
+        envs = gym.make_vec("WorldModel-Driving-v0", 1, max_episode_steps=given, **TINY)
+        assert envs.unwrapped.max_episode_steps == want
+    default = gym.make_vec("WorldModel-Driving-v0", 1, **TINY)
+    assert default.unwrapped.max_episode_steps == limit
+    assert WorldModelVectorEnv(1, world="driving", **TINY).max_episode_steps is None
+
+
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
 def test_gymnasiums_vector_wrappers_run_on_the_native_env(mode):
     """The CleanRL stack: episode statistics, clipped actions and scaled rewards."""

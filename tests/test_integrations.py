@@ -341,6 +341,7 @@ def test_parallel_api_test_passes(obs_mode):
     assert [str(w.message) for w in caught if "ignores unknown options" not in str(w.message)] == []
     assert env.max_cycles == 20  # the API test sets it; it reaches the vector env
     assert env.venv.max_episode_steps == 20
+    assert parallel_env(max_cycles=None).venv.max_episode_steps is None  # never, not the id's
 
 
 def test_parallel_seed_test_passes():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 
 #: id -> (world, default max_episode_steps)
@@ -17,8 +19,34 @@ SIMULATOR_IDS = {
     "Simulator-Robot-v0": ("robot", 100),
     "Simulator-Driving-v0": ("driving", 200),
 }
-#: The vector env of every world-model id (an id registered with it is a world's)
-VECTOR_ENTRY_POINT = "gym_worldmodel.envs.vector_env:WorldModelVectorEnv"
+
+
+class VectorEntryPoint:
+    """A world id's ``vector_entry_point``: its :class:`WorldModelVectorEnv`, with the id's limit.
+
+    ``gym.make`` and ``make_vec``'s sync and async modes read ``max_episode_steps=None`` as the
+    id's registered limit (``-1``: none); ``make_vec`` hands a vector entry point the None as
+    given, which the vector env reads as no limit. This reads it as the others do, so a
+    ``max_episode_steps=None`` (a script's default) truncates at the same step in every mode.
+    An id registered with one is a world's.
+    """
+
+    def __init__(self, max_episode_steps: int) -> None:
+        self.max_episode_steps = max_episode_steps
+
+    def __call__(
+        self, num_envs: int = 1, max_episode_steps: int | None = None, **kwargs: Any
+    ) -> Any:
+        """``WorldModelVectorEnv(num_envs, ...)``; ``max_episode_steps`` None: the id's."""
+        from gym_worldmodel.envs.vector_env import WorldModelVectorEnv  # loaded when made
+
+        limit = self.max_episode_steps if max_episode_steps is None else max_episode_steps
+        return WorldModelVectorEnv(num_envs, max_episode_steps=limit, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"VectorEntryPoint(WorldModelVectorEnv, max_episode_steps={self.max_episode_steps})"
+
+
 #: world -> the id of the simulator it was trained on
 SIMULATOR_WORLD_IDS = {world: env_id for env_id, (world, _) in SIMULATOR_IDS.items()}
 
@@ -37,7 +65,7 @@ def register_envs() -> None:
             gym.register(
                 id=env_id,
                 entry_point="gym_worldmodel.envs.single_env:WorldModelEnv",
-                vector_entry_point=VECTOR_ENTRY_POINT,
+                vector_entry_point=VectorEntryPoint(max_steps),
                 max_episode_steps=max_steps,
                 disable_env_checker=True,
                 kwargs={"world": world},

@@ -68,7 +68,7 @@ from gym_worldmodel.envs.options import (
     user_frames,
     world_reset_options,
 )
-from gym_worldmodel.envs.registration import IDS, VECTOR_ENTRY_POINT
+from gym_worldmodel.envs.registration import IDS, VectorEntryPoint
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import start_frames
 
@@ -129,7 +129,7 @@ class WorldModelParallelEnv(ParallelEnv):
         step_limit("max_cycles", max_cycles)  # named as PettingZoo's, not as the vector env's
         # before make_vec, which another env's constructor would refuse for our keywords
         vector = gym.spec(env_id).vector_entry_point
-        if vector != VECTOR_ENTRY_POINT and not (
+        if not isinstance(vector, VectorEntryPoint) and not (
             isinstance(vector, type) and issubclass(vector, WorldModelVectorEnv)
         ):
             raise ValueError(f"{env_id!r} is not a world-model env (e.g. {list(IDS)})")
@@ -137,7 +137,7 @@ class WorldModelParallelEnv(ParallelEnv):
             env_id,
             num_envs=num_agents,
             autoreset_mode=AutoresetMode.DISABLED,
-            max_episode_steps=max_cycles,
+            max_episode_steps=-1 if max_cycles is None else max_cycles,  # None: the id's
             render_mode=render_mode,
             output="numpy",
             memory_shared=shared_memory,
