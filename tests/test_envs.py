@@ -648,6 +648,13 @@ def test_a_batch_of_the_wrong_size_is_a_clear_error_not_a_broadcast():
     for bad in (np.zeros((1, 2)), np.zeros((3, 2))):
         with pytest.raises(ActionError, match="leading axis of 2"):
             env.step(bad)
+    with pytest.raises(ActionError, match=r"got one env's action, shape \(2,\).* \(2, 2\)"):
+        env.step(np.zeros(2))
+    three = WorldModelVectorEnv(3, world="driving", **TINY)
+    three.reset(seed=0)
+    per_frame = np.zeros((three.config.dit.chunk_frames, 2))  # one env's, frame by frame
+    with pytest.raises(ActionError, match=r"got one env's action, shape \(\d, 2\).*\(3, \d, 2\)"):
+        three.step(per_frame)
 
 
 def test_torch_actions_are_read_whatever_their_grad():

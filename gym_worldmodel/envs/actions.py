@@ -125,14 +125,20 @@ def _frames_axis(
     arr: np.ndarray, shape: tuple[int, ...], batch: int, frames: int, name: str
 ) -> np.ndarray:
     """``(B, *shape)`` or per-frame ``(B, F, *shape)`` -> ``(B, F, *shape)``."""
+    if arr.ndim and arr.shape[0] == batch:
+        if arr.shape[1:] == shape:
+            return np.repeat(arr[:, None], frames, axis=1)
+        if arr.shape[1:] == (frames, *shape):
+            return arr
+    if batch > 1 and arr.shape in (shape, (frames, *shape)):  # one env's, not B of them
+        raise ActionError(
+            f"{name}: got one env's action, shape {arr.shape}; this vector env has {batch} rows "
+            f"and takes one action per row, shape {(batch, *arr.shape)} (np.stack of the rows')"
+        )
     if arr.ndim == 0 or arr.shape[0] != batch:
         raise ActionError(
             f"{name}: expected one action per env, a leading axis of {batch}, got shape {arr.shape}"
         )
-    if arr.shape[1:] == shape:
-        return np.repeat(arr[:, None], frames, axis=1)
-    if arr.shape[1:] == (frames, *shape):
-        return arr
     raise ActionError(
         f"{name}: expected shape {shape} per env (or {(frames, *shape)} per frame), "
         f"got {arr.shape[1:]}" + (f" (the batch's shape: {arr.shape})" if batch > 1 else "")
