@@ -657,18 +657,32 @@ def test_parallel_state_restores_the_episode_with_who_is_live():
         env.set_state(posed.get_state())
 
 
-def test_a_dead_agent_stores_nothing_in_the_shared_bank_until_reset():
+def test_a_dead_agent_leaves_its_views_to_the_live_ones_and_stores_nothing_until_reset():
     env = parallel_env(max_cycles=6, termination_fn=lambda p, a, o, i: np.array([True, False]))
     env.reset(seed=0)
     memory = env.venv._engine.memory
     act = np.array([1, 0])
     env.step({"agent_0": act, "agent_1": act})  # agent_0 dies
+    views = memory.uid[0][memory.owner[0] == 0].tolist()  # its start chunk and its one step
+    assert len(views) == 2
     for _ in range(3):  # its row restarts hidden and idles; only agent_1 adds to the bank
         env.step({"agent_1": act})
     assert memory.storing.tolist() == [False, True] and memory.chunks[1] == 5
-    assert set(memory.owner[0][memory.uid[0] >= 0].tolist()) == {1}  # nothing of row 0
-    env.reset(seed=0)
+    assert (memory.owner[0] == 0).sum() == 0  # nothing of row 0's hidden episode
+    assert np.isin(views, memory.uid[0]).all()  # what agent_0 saw is still there for agent_1
+    assert (memory.owner[0][np.isin(memory.uid[0], views)] == 2).all()  # no row's own
+    env.reset(seed=0)  # a new episode for all: the bank holds the two new starts only
     assert memory.storing.tolist() == [True, True] and memory.chunks.tolist() == [1, 1]
+    assert sorted(memory.owner[0][memory.uid[0] >= 0].tolist()) == [0, 1]
+
+
+def test_hand_over_memory_needs_rows_sharing_a_bank():
+    env = WorldModelVectorEnv(2, world="citywalk", **TINY)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="memory_shared=True"):
+        env.hand_over_memory([0])
+    with pytest.raises(ValueError, match="env_idx"):
+        WorldModelVectorEnv(2, world="citywalk", memory_shared=True, **TINY).hand_over_memory(5)
 
 
 def test_read_only_memory_rows_retrieve_but_do_not_store():

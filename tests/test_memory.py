@@ -260,6 +260,26 @@ def test_reset_forgets_only_that_rows_entries():
     assert (own.uid[0] >= 0).sum() == 0 and (own.uid[1] >= 0).sum() == 1
 
 
+def test_a_bank_whose_rows_all_reset_is_emptied_and_handed_over_views_outlive_a_rows_reset():
+    shared = SpatialMemory(2, SHAPE, CAMERA, capacity=16, banks=[0, 0])
+    shared.add(chunk(0, 2), np.array([[0, 0, 0, 0], [0, 0, 180.0, 0]]))  # 0 east, 1 west
+    # a fork of row 0 into a bank of its own holds row 1's view as no row's: a new episode of
+    # the fork's row must not find it
+    fork = SpatialMemory(1, SHAPE, CAMERA, capacity=16)
+    fork.set_state(shared.get_state([0]), [0])
+    assert fork.retrieve(pose(yaw=180.0)).hits.tolist() == [1]
+    fork.reset([0])
+    assert (fork.uid[0] >= 0).sum() == 0 and fork.retrieve(pose(yaw=180.0)).hits.tolist() == [0]
+    # row 0 hands its view over, then starts over: row 1 still finds it (and row 0 too, as
+    # no row's own now); both reset: gone
+    shared.hand_over([0])
+    shared.reset([0])
+    assert shared.chunks.tolist() == [0, 1] and (shared.owner[0] == 0).sum() == 0
+    assert shared.retrieve(np.array([[0, 0, 0, 0], [0, 0, 0.0, 0]])).hits.tolist() == [1, 1]
+    shared.reset()
+    assert (shared.uid[0] >= 0).sum() == 0
+
+
 def test_state_round_trip_forks_a_row_into_independent_copies():
     memory = SpatialMemory(2, SHAPE, CAMERA, capacity=16)
     for i in range(4):

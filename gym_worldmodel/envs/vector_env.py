@@ -373,6 +373,26 @@ class WorldModelVectorEnv(VectorEnv):
         # an engine that switches memory has set_memory_enabled (see Engine)
         cast(FullEngine, self._engine).set_memory_enabled(enabled, rows, store)
 
+    def hand_over_memory(self, env_idx: int | Sequence[int] | np.ndarray) -> None:
+        """Keep what rows ``env_idx`` stored in their shared bank for the rows sharing it.
+
+        A later reset of these rows then leaves their stored chunks to the others (a reset
+        otherwise forgets what a row stored); they go when every row of the bank resets at
+        once. For rows that share a bank (``memory_shared=True``): the PettingZoo env hands a
+        dead agent's views to the live agents so.
+        """
+        self._check_open()
+        rows = self._rows(np.atleast_1d(on_host(env_idx)), False).tolist()
+        if not (self.memory and self.memory_shared):
+            raise ValueError(
+                "hand_over_memory needs rows sharing a memory bank: make the env with "
+                "memory=True and memory_shared=True"
+            )
+        self._build_engine()
+        memory = cast(FullEngine, self._engine).memory  # an engine with memory (see Engine)
+        assert memory is not None  # the env's memory switch built it
+        memory.hand_over(rows)
+
     def close_extras(self, **kwargs: Any) -> None:
         """Release the engine and the rows' frames; a :meth:`reset` reopens the env."""
         self._engine = self._frames = self._latents = None

@@ -30,10 +30,11 @@ start of the next step, fed its action head's idle action, and its outputs are d
 never appear in the returned dicts, :meth:`~WorldModelParallelEnv.state` or
 :meth:`~WorldModelParallelEnv.render`. The hidden rows cost compute but keep the batch shape (and
 the other rows' results) fixed. With memory, a dead agent's row stops storing (its idle chunks
-are no one's view) and its restart forgets what it stored; every agent stores again from the
-next reset. Reward and termination hooks are batched over every row, hidden ones included (with
-the idle action and the hidden episode's ``info["step"]``): a hook that keeps counts of its own
-should count only ``env.agents``' rows.
+are no one's view); in a shared bank what it stored stays for the live agents (its hidden restart
+hands it over) until the next reset, from which every agent stores again. Reward and
+termination hooks are batched over every row, hidden ones included (with the idle action and
+the hidden episode's ``info["step"]``): a hook that keeps counts of its own should count only
+``env.agents``' rows.
 """
 
 from __future__ import annotations
@@ -317,6 +318,8 @@ class WorldModelParallelEnv(ParallelEnv):
             raise self._blame(actions) or ActionError(f"actions do not stack: {err}") from err
         if self._needs_reset.any():  # dead agents' rows: restart them, hidden from the agents
             dead = np.flatnonzero(self._needs_reset)
+            if self.shared_memory:  # what they saw stays in the bank for the live agents
+                self.venv.hand_over_memory(dead)
             self.venv.reset(options={"env_idx": dead, **_rows_of(self._start, dead)})
             self._needs_reset[:] = False
         try:

@@ -237,8 +237,9 @@ class WorldModelSB3VecEnv(VecEnv):
         rows = self._checked_indices(indices)
         if attr_name in _ROW_SPACES or attr_name in _ROW_SPACES.values():
             raise AttributeError(
-                f"{attr_name} is the world's and cannot be set; wrap the VecEnv to change it "
-                "(a VecEnvWrapper, or a Gymnasium wrapper on the vector env before adapting it)"
+                f"{attr_name} is the world's and cannot be set; wrap this VecEnv in an SB3 "
+                "VecEnvWrapper to change what an agent sees or sends (the adapter takes the "
+                "bare WorldModelVectorEnv, not a Gymnasium wrapper of it)"
             )
         if not self._every_row(rows):
             raise ValueError(

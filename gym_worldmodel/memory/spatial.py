@@ -319,13 +319,33 @@ class SpatialMemory:
         self.owner[banks, slots], self.step[banks, slots] = rows, self.chunks[rows] - 1
 
     def reset(self, rows: Sequence[int] | None = None) -> None:
-        """Forget what rows ``rows`` (all if None) stored; other rows' entries stay."""
+        """Forget what rows ``rows`` (all if None) stored; other rows' entries stay.
+
+        A bank every row of which resets here is emptied: what no row owns (a fork's copy of
+        the views of rows it was not forked from, or views handed over, :meth:`hand_over`)
+        belongs to the episodes that end.
+        """
         ids = np.arange(self.num_rows) if rows is None else np.asarray(rows, np.int64)
         for row in ids:
             mine = self.owner[self.banks[row]] == row
             self.uid[self.banks[row], mine] = -1
             self.owner[self.banks[row], mine] = -1
             self.chunks[row] = 0
+        for bank in np.unique(self.banks[ids]):
+            if np.isin(np.flatnonzero(self.banks == bank), ids).all():
+                self.uid[bank], self.owner[bank] = -1, -1
+
+    def hand_over(self, rows: Sequence[int]) -> None:
+        """Keep what rows ``rows`` stored for the other rows of their banks when these reset.
+
+        The entries lose their owner: a reset of the rows no longer forgets them, and no row
+        holds them as its own recent context. They go when every row of the bank resets at
+        once (:meth:`reset`). A PettingZoo agent that ended its episode leaves its views so to
+        the agents still live.
+        """
+        for row in np.asarray(rows, np.int64):
+            bank = self.banks[row]
+            self.owner[bank, self.owner[bank] == row] = self.num_rows  # no row's (set_state's)
 
     def set_enabled(
         self, enabled: bool | None, rows: Sequence[int] | None = None, store: bool | None = None
