@@ -363,7 +363,8 @@ def test_bundled_start_frames_come_from_training_episodes(tmp_path):
     assert path == tmp_path / "worlds" / "citywalk" / "start_frames.npz"
     frames = np.load(path)["frames"]
     firsts = [ep.frames[0] for ep in load_episodes(data, "train")]
-    assert frames.shape == (3, 32, 32, 3) and frames.dtype == np.uint8
+    distinct = len(np.unique(np.stack(firsts).reshape(len(firsts), -1), axis=0))
+    assert frames.shape == (min(3, distinct), 32, 32, 3) and frames.dtype == np.uint8
     assert all(any(np.array_equal(f, g) for g in firsts) for f in frames)
 
 
@@ -631,3 +632,20 @@ def test_eval_flags_set_their_fields_over_budget_and_default_settings():
     given = eval_config(parse([*base, "--budget", "--horizons", "1", "2", "--probe-steps", "9"]))
     assert given == dataclasses.replace(EvalConfig.budget(), horizons=(1, 2), probe_steps=9)
     assert eval_config(parse([*base, "--stability-rows", "7"])).stability_rows == 7
+
+
+def test_start_frames_skip_episodes_that_begin_alike(monkeypatch):
+    """A simulator's episodes may begin alike (driving's did): each picked frame differs."""
+    from gym_worldmodel.training import start_frames
+
+    values = [0, 0, 1, 1, 1, 2, 3, 3]  # first-frame values of 8 episodes: 4 distinct
+    episodes = [
+        Episode(np.full((2, 4, 4, 3), v, np.uint8), np.zeros((1, 2), np.float32), None, i)
+        for i, v in enumerate(values)
+    ]
+    monkeypatch.setattr(start_frames, "read_card", lambda data: {"world": "driving"})
+    monkeypatch.setattr(start_frames, "load_episodes", lambda data, split: episodes)
+    _, frames = start_frames.pick_start_frames("data", count=4)
+    assert sorted(frames[:, 0, 0, 0].tolist()) == [0, 1, 2, 3]
+    _, frames = start_frames.pick_start_frames("data", count=6)  # only 4 differ
+    assert sorted(frames[:, 0, 0, 0].tolist()) == [0, 1, 2, 3]

@@ -19,10 +19,11 @@ from gym_worldmodel.sources.episodes import DatasetError, load_episodes, read_ca
 
 
 def pick_start_frames(data: Path, count: int = 16) -> tuple[str, np.ndarray]:
-    """``data``'s world and ``count`` start frames.
+    """``data``'s world and ``count`` start frames, all different where the data has as many.
 
-    The first frames of evenly spaced training episodes; reads and checks the dataset, writes
-    nothing.
+    The first frames of evenly spaced training episodes; one that repeats a frame already picked
+    (episodes of a simulator that begin alike) gives way to the next episode's that does not.
+    Reads and checks the dataset, writes nothing.
     """
     world = read_card(Path(data))["world"]
     if not isinstance(world, str) or not world.isidentifier():  # it names the folder written
@@ -30,8 +31,15 @@ def pick_start_frames(data: Path, count: int = 16) -> tuple[str, np.ndarray]:
     episodes = load_episodes(Path(data), "train")
     if not episodes:
         raise DatasetError(f"{data}: no training episodes to take start frames from")
-    pick = np.linspace(0, len(episodes) - 1, min(count, len(episodes))).round().astype(int)
-    return world, np.stack([episodes[i].frames[0] for i in pick])
+    spaced = np.linspace(0, len(episodes) - 1, min(count, len(episodes))).round().astype(int)
+    rest = np.setdiff1d(np.arange(len(episodes)), spaced)
+    picked: dict[bytes, np.ndarray] = {}  # by content: a repeat is skipped
+    for i in (*spaced, *rest):
+        frame = episodes[i].frames[0]
+        picked.setdefault(frame.tobytes(), frame)
+        if len(picked) == len(spaced):
+            break
+    return world, np.stack(list(picked.values()))
 
 
 def pick_world_start_frames(data: Sequence[Path], count: int = 16) -> dict[str, np.ndarray]:
