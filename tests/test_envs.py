@@ -21,7 +21,7 @@ from gym_worldmodel.envs import (
     WorldModelEnv,
     WorldModelVectorEnv,
 )
-from gym_worldmodel.envs.actions import ActionError
+from gym_worldmodel.envs.actions import ActionError, rpy_to_rotation_delta
 from gym_worldmodel.envs.registration import IDS
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 
@@ -769,6 +769,27 @@ def test_driving_pose_circles_at_the_bicycle_models_radius():
     np.testing.assert_allclose(np.linalg.norm(np.array(points) - centre, axis=1), radius)
     assert abs(radius - 2.5 / np.sin(beta)) < 0.01 * radius
     assert pose[0, 3] == speed
+
+
+def _rotation_matrix(axis_angle):
+    """Rodrigues' formula: the rotation an axis-angle vector ``(3,)`` names."""
+    angle = np.linalg.norm(axis_angle)
+    k = axis_angle / max(angle, 1e-12)
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+
+
+def test_roll_pitch_yaw_convert_to_the_robots_axis_angle_rotations():
+    """The same rotation, Rz(yaw) @ Ry(pitch) @ Rx(roll), over RT-1's whole range."""
+    rpy = np.random.default_rng(0).uniform(-np.pi / 2, np.pi / 2, (200, 3))
+    for (roll, pitch, yaw), vector in zip(rpy, rpy_to_rotation_delta(rpy), strict=True):
+        rx = _rotation_matrix(np.array([roll, 0.0, 0.0]))
+        ry, rz = _rotation_matrix(np.array([0.0, pitch, 0.0])), _rotation_matrix([0.0, 0.0, yaw])
+        assert np.allclose(_rotation_matrix(vector.astype(np.float64)), rz @ ry @ rx, atol=1e-6)
+    assert np.allclose(rpy_to_rotation_delta([0.0, 0.0, -0.3]), [0.0, 0.0, -0.3])  # one axis
+    assert np.array_equal(rpy_to_rotation_delta(np.zeros((2, 3, 3))), np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match=r"rpy must be finite \(\.\.\., 3\)"):
+        rpy_to_rotation_delta([0.1, np.nan, 0.0])
 
 
 def test_rt1_dict_actions():

@@ -346,6 +346,44 @@ class CameraHead(_Head):
         return out
 
 
+def rpy_to_rotation_delta(rpy: Any) -> np.ndarray:
+    """Roll, pitch, yaw deltas (radians) as the robot world's ``rotation_delta``: axis-angle.
+
+    The robot world was trained on robosuite's OSC_POSE rotations, an axis-angle vector (its
+    direction the axis, its length the angle). A policy that outputs a rotation as roll, pitch
+    and yaw (RT-1's convention: about the fixed x, y and z axes, in that order, so the
+    rotation matrix is ``Rz(yaw) @ Ry(pitch) @ Rx(roll)``) converts it with this. The two are
+    the same for a turn about one axis and to first order for small ones: roll and pitch of
+    0.1 rad give (0.0999, 0.0999, -0.0050). A component can come out beyond the action space's
+    pi/2 for turns of over a radian (the world was trained on at most 0.5 rad a frame, which
+    stays within 0.6).
+
+    Args:
+        rpy: ``(..., 3)`` roll, pitch, yaw in radians (any leading axes: rows, frames).
+
+    Returns:
+        float32 ``(..., 3)`` axis-angle vectors, each of length at most pi.
+    """
+    a = np.asarray(rpy, np.float64)
+    if a.shape[-1:] != (3,) or not np.isfinite(a).all():
+        raise ValueError(f"rpy must be finite (..., 3) roll, pitch, yaw, got shape {a.shape}")
+    half = np.moveaxis(a, -1, 0) / 2
+    (cr, cp, cy), (sr, sp, sy) = np.cos(half), np.sin(half)
+    # the quaternion of Rz(yaw) @ Ry(pitch) @ Rx(roll), its scalar part made >= 0 (angle <= pi)
+    w = cr * cp * cy + sr * sp * sy
+    v = (
+        np.stack(
+            [sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy],
+            -1,
+        )
+        * np.where(w < 0, -1.0, 1.0)[..., None]
+    )
+    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    angle = 2 * np.arctan2(norm, np.abs(w)[..., None])
+    scale = np.where(norm > 1e-12, angle / np.maximum(norm, 1e-12), 2.0)  # 2 v near no turn
+    return (v * scale).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class RobotHead(_Head):
     """RT-1 style end-effector and base actions (the robot's camera does not move)."""
