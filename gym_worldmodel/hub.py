@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
-from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import HfApi, ModelCard, ModelCardData, snapshot_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
@@ -250,12 +250,16 @@ def push_to_hub(
     private: bool | None = None,
     commit_message: str = "Upload world model",
     token: str | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> str:
     """Save ``model`` and upload the checkpoint to a Hugging Face Hub model repo.
 
     A model loaded by :func:`from_pretrained` takes the start frames of its checkpoint
     directory along (``start_frames/``, which ``gym-worldmodel train`` and ``ship --out``
-    write), as :func:`save_pretrained` does, so an env from the repo starts from them.
+    write), as :func:`save_pretrained` does, so an env from the repo starts from them; start
+    frames the repo held from an earlier upload that this one lacks are deleted with the
+    commit. A repo without a model card gets one (``README.md``: the library, the worlds the
+    model was trained for, its size and how to load it); one it has is left as it is.
 
     Args:
         model: The model to upload.
@@ -264,6 +268,8 @@ def push_to_hub(
         private: Visibility of a newly created repo (None: the Hub's default).
         commit_message: Message of the upload commit.
         token: Hub token (default: the locally stored one).
+        dtype: Storage dtype of the floating weights, as :func:`save_pretrained`'s (None: as
+            they are; ``torch.float16`` halves the upload).
 
     Returns:
         The commit URL returned by the Hub.
@@ -275,16 +281,19 @@ def push_to_hub(
         )
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="gym-worldmodel-") as folder:
-        save_pretrained(model, folder)  # with the start frames of its checkpoint
+        save_pretrained(model, folder, dtype)  # with the start frames of its checkpoint
         try:
             api.create_repo(repo_id, exist_ok=True, private=private)
             if revision not in (None, "main"):
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
+            if not api.file_exists(repo_id, "README.md", revision=revision):
+                model_card(model, repo_id).save(Path(folder) / "README.md")
             info = api.upload_folder(
                 repo_id=repo_id,
                 folder_path=folder,
                 revision=revision,
                 commit_message=commit_message,
+                delete_patterns=[f"{START_FRAMES}/*.npz"],  # the repo's: those of this upload
             )
         except Exception as err:
             # The Hub's own answers (a bad token, a missing repo: HfHubHTTPError and its kinds)
@@ -296,6 +305,37 @@ def push_to_hub(
                 f"({type(err).__name__}: {err}); check the network"
             ) from err
     return str(info)
+
+
+def model_card(model: WorldModel, repo_id: str) -> ModelCard:
+    """The Hub model card :func:`push_to_hub` gives a repo that has none."""
+    config = model.config
+    trained = config.trained_modalities
+    worlds = ", ".join(trained) if trained else "not recorded"
+    sizes = ", ".join(f"{part} {n / 1e6:.2f}M" for part, n in model.num_parameters().items())
+    data = ModelCardData(
+        library_name="gym-worldmodel",
+        tags=["world-model", "video-diffusion", "gymnasium", "reinforcement-learning"],
+    )
+    side = config.vae.image_size
+    return ModelCard(
+        f"---\n{data.to_yaml()}\n---\n\n"
+        f"# {repo_id}\n\n"
+        "A generative world model for the gym-worldmodel library: a causal video diffusion "
+        "transformer that plays as a Gymnasium environment.\n\n"
+        f"- Action modalities it was trained on: {worlds}\n"
+        f"- Frames: {side}x{side} RGB at {config.fps} frames a second, "
+        f"{config.dit.chunk_frames} a step\n"
+        f"- Denoiser passes a step: {config.sampler.nfe}\n"
+        f"- Parameters: {sizes}\n\n"
+        "```python\n"
+        "import gymnasium as gym\n"
+        "import gym_worldmodel\n\n"
+        f'env = gym.make("WorldModel-CityWalk-v0", model="{repo_id}")  # or the Robot or '
+        "Driving id, for a world it was trained on\n"
+        "obs, info = env.reset(seed=0)\n"
+        "```\n"
+    )
 
 
 def _unreachable(err: BaseException) -> bool:

@@ -13,6 +13,7 @@ import safetensors.torch
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import LocalEntryNotFoundError
+from safetensors import safe_open
 
 import gym_worldmodel.files
 from gym_worldmodel import hub
@@ -520,6 +521,12 @@ def test_push_to_hub(tiny_model: WorldModel, tmp_path: Path, monkeypatch: pytest
         def create_branch(self, repo_id, **kwargs):
             calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
 
+        has_card = False
+
+        def file_exists(self, repo_id, filename, revision=None):
+            calls.append(("file_exists", {"filename": filename, "revision": revision}))
+            return self.has_card
+
         def upload_folder(self, **kwargs):
             calls.append(("upload_folder", kwargs))
             shutil.copytree(kwargs["folder_path"], tmp_path / "uploaded")
@@ -528,16 +535,28 @@ def test_push_to_hub(tiny_model: WorldModel, tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(hub, "HfApi", FakeApi)
     url = push_to_hub(tiny_model, "owner/name", private=True, token="tok", revision="dev")
     assert url == "https://huggingface.co/owner/name/commit/abc"
-    assert [c[0] for c in calls] == ["init", "create_repo", "create_branch", "upload_folder"]
+    steps = ["init", "create_repo", "create_branch", "file_exists", "upload_folder"]
+    assert [c[0] for c in calls] == steps
     assert calls[0][1] == {"token": "tok"}
     assert calls[1][1] == {"repo_id": "owner/name", "exist_ok": True, "private": True}
-    upload = calls[3][1]
+    assert calls[3][1] == {"filename": "README.md", "revision": "dev"}
+    upload = calls[4][1]
     assert upload["repo_id"] == "owner/name" and upload["revision"] == "dev"
     assert upload["commit_message"] == "Upload world model"
+    assert upload["delete_patterns"] == ["start_frames/*.npz"]  # an earlier upload's go
     assert not Path(upload["folder_path"]).exists()  # temporary folder cleaned up
     uploaded = tmp_path / "uploaded"
-    assert sorted(p.name for p in uploaded.iterdir()) == ["config.json", "model.safetensors"]
+    names = ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in uploaded.iterdir()) == names
+    card = (uploaded / "README.md").read_text()
+    assert "library_name: gym-worldmodel" in card and 'model="owner/name"' in card
     assert_same_model(from_pretrained(uploaded), tiny_model)
+    shutil.rmtree(uploaded)  # a repo with a card keeps its own; weights stored as asked
+    monkeypatch.setattr(FakeApi, "has_card", True)
+    push_to_hub(tiny_model, "owner/name", dtype="float16")
+    assert sorted(p.name for p in uploaded.iterdir()) == ["config.json", "model.safetensors"]
+    with safe_open(uploaded / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} <= {torch.float16, torch.int64}
     # a model loaded from a checkpoint with start frames takes them along
     own = save_pretrained(tiny_model, tmp_path / "own")
     write_checkpoint_start_frames(own, {"citywalk": np.zeros((2, 32, 32, 3), np.uint8)})
