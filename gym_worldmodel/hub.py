@@ -220,10 +220,12 @@ def checkpoint_directory(
     elif path.is_file():  # a file named like a repo id ("runs/model.safetensors") too
         raise NotADirectoryError(f"{path} is a file; expected a checkpoint directory")
     elif isinstance(name_or_path, os.PathLike) or not _is_repo_id(name_or_path):
-        raise FileNotFoundError(
-            f"checkpoint directory {str(path)!r} does not exist (and it is not a valid Hugging "
-            "Face repo id such as 'owner/name')"
+        what = (
+            "a Path is read as a directory only: pass a Hub repo id as a str"
+            if isinstance(name_or_path, os.PathLike) and _is_repo_id(str(name_or_path))
+            else "and it is not a valid Hugging Face repo id such as 'owner/name'"
         )
+        raise FileNotFoundError(f"checkpoint directory {str(path)!r} does not exist ({what})")
     else:
         try:
             directory = _resolve_repo(name_or_path, revision, cache_dir, bool(local_files_only))
@@ -392,9 +394,18 @@ def _resolve_repo(
 
 def _not_found(repo_id: str, revision: str | None, cache_dir: Any, offline: bool, why: str) -> str:
     cache = cache_dir if cache_dir is not None else hf_constants.HF_HUB_CACHE
+    cached = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    refs = sorted(p.name for p in (cached / "refs").glob("*") if p.is_file())
+    snapshots = sorted(p.name for p in (cached / "snapshots").glob("*"))
+    has = (
+        f" (the cache holds other revisions of it: branches {refs}, commits "
+        f"{[c[:12] for c in snapshots]}; a commit is pinned by its full hash)"
+        if snapshots
+        else ""
+    )
     return (
         f"world model repo {repo_id!r} (revision {revision or 'main'!r}) is not in the Hugging "
-        f"Face cache {str(cache)!r} and was not downloaded: {why}. Offline mode is "
+        f"Face cache {str(cache)!r}{has} and was not downloaded: {why}. Offline mode is "
         f"{'on' if offline else 'off'}. To fix: pass a local directory written by "
         "save_pretrained, or run once online (HF_HUB_OFFLINE unset) to cache the repo."
     )
@@ -424,18 +435,25 @@ def _load_directory(directory: Path) -> WorldModel:
             "with (a changed or lost byte in the file's data): copy or download it again; or "
             "another tool rewrote it with the old metadata: re-save it with save_pretrained"
         )
+    other_save = saved_with is not None and saved_with != _architecture(config)  # (oldest: None)
+    mixed = ValueError(
+        f"{weights_path} was saved with another VAE/DiT configuration than {config_path} "
+        "describes (a save interrupted or still under way, or config.json edited beyond its "
+        "sampler and fps): save the model again"
+    )
     tensors = WorldModel.upgrade_state_dict(stored)
     try:
         model = WorldModel(config)
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"cannot build a WorldModel from {config_path}: {err}") from err
-    _check_tensors(tensors, model.state_dict(), weights_path)
-    if saved_with is not None and saved_with != _architecture(config):  # the oldest name none
-        raise ValueError(
-            f"{weights_path} was saved with another VAE/DiT configuration than {config_path} "
-            "describes (a save interrupted or still under way, or config.json edited beyond its "
-            "sampler and fps): save the model again"
-        )
+    try:
+        _check_tensors(tensors, model.state_dict(), weights_path)
+    except ValueError as err:  # the files of two saves: said so first, then what differs
+        if other_save:
+            raise ValueError(f"{mixed} ({_clip_text(str(err))})") from None
+        raise
+    if other_save:  # the same shapes, other meaning (a VAE's latent scale, say)
+        raise mixed
     model.load_state_dict(tensors, strict=True)
     return model
 
@@ -482,7 +500,12 @@ def read_config(path: Path) -> WorldModelConfig:
         raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
     fmt = data.pop("format", None)
     if fmt != FORMAT:
-        raise ValueError(f"{path}: 'format' is {fmt!r}, expected {FORMAT!r}")
+        newer = (
+            "; written by a newer gym-worldmodel: upgrade it to load this checkpoint"
+            if isinstance(fmt, str) and fmt.startswith("gym-worldmodel/")
+            else ""
+        )
+        raise ValueError(f"{path}: 'format' is {fmt!r}, expected {FORMAT!r}{newer}")
     try:
         return WorldModelConfig.from_dict(data)
     except (TypeError, ValueError, KeyError, AttributeError) as err:
@@ -524,6 +547,10 @@ def _check_tensors(
 def _dtype_ok(got: torch.dtype, want: torch.dtype) -> bool:
     """Any floating dtype may fill a floating tensor (it is cast); other dtypes must match."""
     return got.is_floating_point if want.is_floating_point else got == want
+
+
+def _clip_text(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _clip(items: list[str], limit: int = 8) -> str:

@@ -243,7 +243,10 @@ def test_bad_json(saved: Path) -> None:
         (lambda d: d["dit"].update(bogus=1), r"unknown keys \['bogus'\]"),
         (lambda d: d.update(extra=True), r"unknown keys \['extra'\]"),
         (lambda d: d.pop("format"), "'format' is None"),
-        (lambda d: d.update(format="gym-worldmodel/99"), "expected 'gym-worldmodel/1'"),
+        (
+            lambda d: d.update(format="gym-worldmodel/99"),
+            "expected 'gym-worldmodel/1'; written by a newer gym-worldmodel: upgrade",
+        ),
         (lambda d: d["dit"].update(heads=3), "not a valid WorldModelConfig"),
         (lambda d: d["dit"].update(action_scale={"robot": [1.0]}), r"action_scale\['robot'\]"),
         (lambda d: d["dit"].update(action_scale={"arm": [1.0]}), "expected a modality"),
@@ -308,6 +311,12 @@ def test_weights_and_config_of_two_saves_are_refused_not_mixed(saved: Path, tiny
     elsewhere = save_pretrained(other, saved.parent / "other")
     # a save of ``other`` over ``saved`` that stopped between its two files
     shutil.copy(elsewhere / "model.safetensors", saved / "model.safetensors")
+    with pytest.raises(ValueError, match="saved with another VAE/DiT configuration"):
+        from_pretrained(saved)
+    # so too where the shapes differ (the default model's weights beside the tiny config):
+    # named as such, not as a list of every tensor that differs
+    save_pretrained(WorldModel(WorldModelConfig()), saved.parent / "big")
+    shutil.copy(saved.parent / "big" / "model.safetensors", saved / "model.safetensors")
     with pytest.raises(ValueError, match="saved with another VAE/DiT configuration"):
         from_pretrained(saved)
     edit_config(elsewhere, lambda d: d["sampler"].update(nfe=4))  # the sampler is free to edit
@@ -407,7 +416,11 @@ def test_unknown_repo_offline(saved: Path, tmp_path: Path, offline: list[dict]) 
         message = str(info.value)
         assert repo_id in message and "Offline mode is on" in message
         assert repr(revision or "main") in message and "save_pretrained" in message
+        cached = "the cache holds other revisions of it: branches ['main']" in message
+        assert cached == (repo_id == "owner/name")  # a revision it lacks: what it has
     assert len(offline) == 3
+    with pytest.raises(FileNotFoundError, match="a Path is read as a directory only"):
+        from_pretrained(Path("owner/name"), cache_dir=tmp_path / "hf")
 
 
 def test_a_mistyped_local_path_that_looks_like_a_repo_id_says_so(
