@@ -75,7 +75,13 @@ def atomic_write_all(writes: dict[Path, Callable[[IO[bytes]], Any]]) -> None:
     try:
         for path, write in writes.items():
             path = Path(path)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            except PermissionError as err:  # named by the folder, not the temporary file
+                raise PermissionError(
+                    f"cannot write {path}: the folder {str(path.parent)!r} is not writable "
+                    f"({err.strerror}); nothing in it was changed"
+                ) from None
             temps.append((tmp, path))
             with os.fdopen(fd, "wb") as f:
                 write(f)

@@ -128,6 +128,17 @@ def test_failed_save_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mon
     assert list((tmp_path / "ckpt").iterdir()) == []
 
 
+def test_a_save_into_a_folder_not_writable_names_the_folder(saved: Path, tiny_model, monkeypatch):
+    def denied(*args, **kwargs):  # what mkstemp raises there (root, as CI runs, is never denied)
+        raise PermissionError(13, "Permission denied", str(saved / ".model.safetensors.x.tmp"))
+
+    before = snapshot_bytes(saved)
+    monkeypatch.setattr(gym_worldmodel.files.tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError, match=r"the folder .*ckpt' is not writable \(Permission"):
+        save_pretrained(tiny_model, saved)
+    assert snapshot_bytes(saved) == before
+
+
 def test_a_save_that_load_would_refuse_keeps_the_checkpoint_there(saved: Path, tiny_model) -> None:
     before = snapshot_bytes(saved)
     for dtype in (torch.int8, torch.bool, "int64", "float99"):
