@@ -338,6 +338,38 @@ def test_resume_is_exact(episodes, tmp_path):
     assert (tmp_path / "resumed" / "losses.png").stat().st_size > 1000
 
 
+def test_ctrl_c_writes_a_checkpoint_after_its_step_and_the_run_resumes_exactly(episodes, tmp_path):
+    """SIGINT mid-step (between two checkpoints): the step ends, is saved, the run stops."""
+    import os
+    import signal
+
+    def make(interrupt_at=None):
+        torch.manual_seed(0)
+        vae = WorldModel(WorldModelConfig.tiny()).vae
+        calls = []
+
+        def fn(batch, gen):
+            calls.append(1)
+            if len(calls) == interrupt_at:  # as Ctrl-C lands: inside the step's loss
+                os.kill(os.getpid(), signal.SIGINT)
+            return vae_loss(vae, batch, gen, VAELossConfig())
+
+        return vae, fn
+
+    straight, fn = make()
+    full = run_steps(straight, Frames(episodes), fn, tmp_path, 8, name="straight", save_every=5)
+    cut, fn = make(interrupt_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_steps(cut, Frames(episodes), fn, tmp_path, 8, name="cut", save_every=5)
+    saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert saved["step"] == 2  # the step it came in, whole; no checkpoint was due until 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+    resumed, fn = make()
+    assert run_steps(resumed, Frames(episodes), fn, tmp_path, 8, name="cut", save_every=5) == full
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_a_run_without_matplotlib_trains_and_saves_with_a_warning(episodes, tmp_path, monkeypatch):
     import importlib.util
 

@@ -291,7 +291,15 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
             "type it started on",
         ),
     ),
-    (_ALL, "--save-every", dict(type=positive_int, default=500, help="steps between checkpoints")),
+    (
+        _ALL,
+        "--save-every",
+        dict(
+            type=positive_int,
+            default=100,
+            help="steps between checkpoints (Ctrl-C also writes one, after its step)",
+        ),
+    ),
     (_ALL, "--seed", dict(type=non_negative_int, default=0)),
     (
         _ALL,

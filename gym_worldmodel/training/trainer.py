@@ -3,20 +3,23 @@
 A run directory holds ``checkpoint.pt`` (module, optimizer, step, generator states and the loss
 history; read back with ``weights_only=True``, nothing else is unpickled), ``losses.json`` and,
 with matplotlib (the ``train`` extra), ``losses.png``. Checkpoints are written atomically every
-``save_every`` steps; a run started again in the same directory continues where the last
-checkpoint left it, drawing the same batches and noise an uninterrupted run would have.
+``save_every`` steps and when Ctrl-C stops a run (after the step it came in); a run started again
+in the same directory continues where the last checkpoint left it, drawing the same batches and
+noise an uninterrupted run would have.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
 import json
 import math
+import signal
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +66,7 @@ class TrainConfig:
     cooldown: float = 0.0
     grad_clip: float = 1.0
     dtype: str = "float32"
-    save_every: int = 500
+    save_every: int = 100
     seed: int = 0
     device: str = "cpu"
 
@@ -89,6 +92,36 @@ class TrainConfig:
         for free in ("steps", "save_every", "device"):
             del out[free]
         return out
+
+
+@contextlib.contextmanager
+def interrupt_after_step() -> Iterator[Callable[[], bool]]:
+    """Defer Ctrl-C (SIGINT) to the end of the training step it arrives in.
+
+    Yields a function that says whether one came; the loop then writes a checkpoint and stops,
+    so an interrupted run resumes from its last whole step (a step cut short would leave the
+    weights, the optimizer and the generators out of step with each other). A second Ctrl-C
+    stops at once, as usual. Outside the main thread (where Python takes no signal handler)
+    nothing is deferred.
+    """
+    came = False
+    previous = signal.getsignal(signal.SIGINT)
+
+    def first(signum: int, frame: Any) -> None:
+        nonlocal came
+        came = True
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C: at once
+        print("\ninterrupted: writing a checkpoint after this step (Ctrl-C again to stop now)")
+
+    try:
+        signal.signal(signal.SIGINT, first)
+    except ValueError:  # not the main thread
+        yield lambda: False
+        return
+    try:
+        yield lambda: came
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Trainer:
@@ -148,17 +181,25 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.run_dir.name, disable=not progress)
         self.module.train()
         since, started = self.step, time.perf_counter()
-        while self.step < cfg.steps:
-            parts = self._one_step()
-            self.history.append(parts)
-            self.step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{parts['loss']:.4f}")
-            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
-                self.save()
-                if not progress:
-                    print(self._summary(since, time.perf_counter() - started), flush=True)
-                since, started = self.step, time.perf_counter()
+        with interrupt_after_step() as interrupted:
+            while self.step < cfg.steps:
+                parts = self._one_step()
+                self.history.append(parts)
+                self.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{parts['loss']:.4f}")
+                stop = interrupted()
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps or stop:
+                    self.save()
+                    if not progress:
+                        print(self._summary(since, time.perf_counter() - started), flush=True)
+                    since, started = self.step, time.perf_counter()
+                if stop:
+                    bar.close()
+                    print(
+                        f"{self.run_dir.name}: checkpoint written at step {self.step}", flush=True
+                    )
+                    raise KeyboardInterrupt
         bar.close()
         return self.history
 
