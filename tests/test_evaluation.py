@@ -649,3 +649,13 @@ def test_start_frames_skip_episodes_that_begin_alike(monkeypatch):
     assert sorted(frames[:, 0, 0, 0].tolist()) == [0, 1, 2, 3]
     _, frames = start_frames.pick_start_frames("data", count=6)  # only 4 differ
     assert sorted(frames[:, 0, 0, 0].tolist()) == [0, 1, 2, 3]
+
+
+def test_eval_writes_its_report_beside_its_plots_unless_they_are_the_docs_own():
+    from pathlib import Path
+
+    from gym_worldmodel.cli.evaluate import DOCS_OUT, _default_report
+
+    assert _default_report(DOCS_OUT, "evaluation.md") == Path("docs/evaluation.md")
+    assert _default_report(Path("docs/eval"), "memory.md") == Path("docs/memory.md")
+    assert _default_report(Path("mine"), "evaluation.md") == Path("mine/evaluation.md")

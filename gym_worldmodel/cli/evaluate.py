@@ -59,7 +59,7 @@ def eval_main(argv: Sequence[str]) -> None:
             f"collapsed {figures.stability['collapsed']}",
             flush=True,
         )
-    report = args.report or Path("docs/evaluation.md")
+    report = args.report or _default_report(args.out, "evaluation.md")
     write_report(results, samples, args.out, report, command)
     print(f"wrote {report} and {args.out}/")
 
@@ -72,6 +72,15 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
     if "horizons" in given:
         given["horizons"] = tuple(given["horizons"])
     return dataclasses.replace(EvalConfig.budget() if args.budget else EvalConfig(), **given)
+
+
+#: Where the project's own report keeps its plots (docs/evaluation.md, docs/memory.md link them).
+DOCS_OUT = Path("docs/eval")
+
+
+def _default_report(out: Path, name: str) -> Path:
+    """The report beside its plots; the project's docs page where they are the docs' own."""
+    return Path("docs") / name if out == DOCS_OUT else out / name
 
 
 #: The flags that set ``EvalConfig`` fields of the same names (their defaults: None, the
@@ -150,9 +159,14 @@ def _parser() -> argparse.ArgumentParser:
         help="open-loop rollouts per held-out episode, starts spread over its length (default: "
         "2; --budget: 1)",
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/eval"), help="plots and JSON")
     parser.add_argument(
-        "--report", type=Path, help="markdown page (docs/evaluation.md; docs/memory.md)"
+        "--out", type=Path, default=DOCS_OUT, help=f"plots and JSON (default: {DOCS_OUT})"
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="markdown page (default: OUT/evaluation.md, or OUT/memory.md with --revisit; the "
+        f"project's docs/evaluation.md and docs/memory.md where OUT is {DOCS_OUT})",
     )
     parser.add_argument(
         "--budget",
@@ -188,7 +202,7 @@ def _revisit(args: argparse.Namespace, model: Any, command: str) -> None:
     """``eval --revisit``: memory on against off on the frames that return to a place."""
     from gym_worldmodel.revisit import evaluate_revisit, first_view_span, write_revisit_report
 
-    report, data = args.report or Path("docs/memory.md"), args.data[0]
+    report, data = args.report or _default_report(args.out, "memory.md"), args.data[0]
     result = evaluate_revisit(
         model,
         data,
