@@ -273,7 +273,15 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
             "flow",
         ),
     ),
-    (_ALL, "--steps", dict(type=positive_int, help=f"training steps (default {STEPS})")),
+    (
+        _ALL,
+        "--steps",
+        dict(
+            type=positive_int,
+            help=f"training steps (default {STEPS}, a day's run on a CPU: the recipe's own counts "
+            "are in docs/training.md)",
+        ),
+    ),
     (_ALL, "--batch-size", dict(type=positive_int, help=f"windows a step (default {BATCH_SIZE})")),
     (_ALL, "--lr", dict(type=positive_float, default=3e-4, help="peak learning rate")),
     (
