@@ -914,3 +914,21 @@ def test_bench_memory_and_train_smoke_runs_print_their_figures(capsys):
     with pytest.raises(SystemExit):  # its figures are at step 10 and at a step after it
         bench.main([*memory, "--long-steps", "6"])
     assert "--long-steps must be >= 12" in capsys.readouterr().err
+
+
+def test_a_source_module_that_fails_to_import_is_named_with_its_line(tmp_path, monkeypatch):
+    from gym_worldmodel.cli.collect import load_source
+
+    (tmp_path / "broken_source.py").write_text("import numpy as np\nnp.not_a_function\n")
+    (tmp_path / "needs_more.py").write_text("import not_installed_package_x\n")
+    (tmp_path / "fine_source.py").write_text("class Src:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for target, message in (
+        ("broken_source:Src", r"broken_source.py:2: AttributeError: module 'numpy' has no"),
+        ("needs_more:Src", r"needs_more.py:1: ModuleNotFoundError: .*not_installed_package_x"),
+        ("no_such_source_module:Src", r"no module 'no_such_source_module' \(on PYTHONPATH\?\)"),
+        ("fine_source:Other", "module fine_source has no Other"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            load_source(target)
+    assert load_source("fine_source:Src").__name__ == "Src"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import inspect
 import json
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -123,6 +125,18 @@ def make_source(name: str, options: dict[str, object]) -> Source:
     return cls(**options)
 
 
+def _where(err: BaseException, module: str) -> str:
+    """``err`` with the line of ``module``'s file it came from (else the innermost frame's)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    own = [f for f in frames if spec is not None and f.filename == spec.origin]
+    at = "" if not frames else f" at {(own or frames)[-1].filename}:{(own or frames)[-1].lineno}"
+    return f"{at}: {type(err).__name__}: {err}"
+
+
 def load_source(name: str) -> type:
     """The source class called ``name`` (a key of SOURCES or ``module:Class``)."""
     target = SOURCES.get(name, name)
@@ -130,9 +144,17 @@ def load_source(name: str) -> type:
         raise SystemExit(f"unknown source {name!r}: use one of {sorted(SOURCES)} or module:Class")
     module, cls = target.split(":", 1)
     try:
-        found = getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError) as err:
-        raise SystemExit(f"source {name!r}: cannot import {cls} from {module} ({err})") from err
+        imported = importlib.import_module(module)
+    except Exception as err:  # noqa: BLE001 - an error inside the user's module: say where
+        missing = getattr(err, "name", None) if isinstance(err, ModuleNotFoundError) else None
+        if missing is not None and (module == missing or module.startswith(f"{missing}.")):
+            raise SystemExit(f"source {name!r}: no module {module!r} (on PYTHONPATH?)") from err
+        raise SystemExit(
+            f"source {name!r}: importing {module} failed{_where(err, module)}"
+        ) from err
+    found = getattr(imported, cls, None)
+    if found is None:
+        raise SystemExit(f"source {name!r}: module {module} has no {cls}")
     if not isinstance(found, type):
         raise SystemExit(
             f"source {name!r}: {module}.{cls} is a {type(found).__name__}, not a class with an "
