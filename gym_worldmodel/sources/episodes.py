@@ -105,7 +105,8 @@ def read_shard(path: Path, expected_sha256: str | None = None) -> list[Episode]:
     if expected_sha256 is not None and sha256(path) != expected_sha256:
         raise DatasetError(
             f"shard {path} does not match the SHA-256 in {CARD} (truncated or "
-            "altered); re-collect it (delete it and its card entry, then resume)"
+            "altered): run the collect command that made the dataset again, which sets the "
+            "shard aside and collects its episodes again, with their seeds"
         )
     try:
         with np.load(path, allow_pickle=False) as data:
