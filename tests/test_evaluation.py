@@ -659,3 +659,24 @@ def test_eval_writes_its_report_beside_its_plots_unless_they_are_the_docs_own():
     assert _default_report(DOCS_OUT, "evaluation.md") == Path("docs/evaluation.md")
     assert _default_report(Path("docs/eval"), "memory.md") == Path("docs/memory.md")
     assert _default_report(Path("mine"), "evaluation.md") == Path("mine/evaluation.md")
+
+
+def test_the_report_holds_each_world_against_the_targets():
+    from gym_worldmodel.evaluation.evaluate import WorldResult
+    from gym_worldmodel.evaluation.report import _targets_table
+
+    def world(name, model, copy, teacher, ratio, collapsed):
+        r = WorldResult(name, "camera", 2, 4, 3)
+        r.psnr = {"model": model, "copy last frame": copy}
+        if teacher is not None:
+            r.psnr["teacher (32 NFE)"] = teacher
+        r.control, r.stability = {"ratio": ratio}, {"collapsed": collapsed, "steps": 1000}
+        return r
+
+    good = world("a", {1: 25, 4: 20, 16: 15}, {1: 20, 4: 17, 16: 13}, {16: 15.5}, 0.95, False)
+    bad = world("b", {1: 21, 4: 18}, {1: 20, 4: 17}, None, float("nan"), True)
+    table = "\n".join(_targets_table([good, bad]))
+    assert "**yes**: +5.00, +3.00, +2.00 at h = 1, 4, 16 | no: +1.00, +1.00 at h = 1, 4 |" in table
+    assert "| **yes**: 15.00 against 15.50 | n/a |" in table
+    assert "| **yes**: 0.95 | n/a |" in table
+    assert "| **yes**: 1000 steps | no: 1000 steps |" in table
