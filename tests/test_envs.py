@@ -137,6 +137,8 @@ def test_a_step_limit_of_none_is_the_ids_in_every_mode_as_gym_make_reads_it():
         assert envs.unwrapped.max_episode_steps == want
     default = gym.make_vec("WorldModel-Driving-v0", 1, **TINY)
     assert default.unwrapped.max_episode_steps == limit
+    for made in (default, gym.make("WorldModel-Driving-v0", **TINY)):  # specs serialise
+        assert gym.envs.registration.EnvSpec.from_json(made.spec.to_json()).id == made.spec.id
     assert WorldModelVectorEnv(1, world="driving", **TINY).max_episode_steps is None
 
 

@@ -20,31 +20,36 @@ SIMULATOR_IDS = {
     "Simulator-Driving-v0": ("driving", 200),
 }
 
+#: The vector entry point of every world-model id (an id registered with it is a world's): a
+#: string, so that a made env's spec serialises (``EnvSpec.to_json``), naming
+#: :func:`make_vector_env`.
+VECTOR_ENTRY_POINT = "gym_worldmodel.envs.registration:make_vector_env"
+#: Entry points that make a world's vector env (the first: the ids' before 2026-12-07).
+WORLD_VECTOR_ENTRY_POINTS = (
+    "gym_worldmodel.envs.vector_env:WorldModelVectorEnv",
+    VECTOR_ENTRY_POINT,
+)
 
-class VectorEntryPoint:
-    """A world id's ``vector_entry_point``: its :class:`WorldModelVectorEnv`, with the id's limit.
+
+def make_vector_env(
+    num_envs: int = 1,
+    *,
+    world: str = "citywalk",
+    max_episode_steps: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A world id's vector env: ``WorldModelVectorEnv``, ``max_episode_steps=None`` the id's.
 
     ``gym.make`` and ``make_vec``'s sync and async modes read ``max_episode_steps=None`` as the
     id's registered limit (``-1``: none); ``make_vec`` hands a vector entry point the None as
     given, which the vector env reads as no limit. This reads it as the others do, so a
     ``max_episode_steps=None`` (a script's default) truncates at the same step in every mode.
-    An id registered with one is a world's.
     """
+    from gym_worldmodel.envs.vector_env import WorldModelVectorEnv  # loaded when made
 
-    def __init__(self, max_episode_steps: int) -> None:
-        self.max_episode_steps = max_episode_steps
-
-    def __call__(
-        self, num_envs: int = 1, max_episode_steps: int | None = None, **kwargs: Any
-    ) -> Any:
-        """``WorldModelVectorEnv(num_envs, ...)``; ``max_episode_steps`` None: the id's."""
-        from gym_worldmodel.envs.vector_env import WorldModelVectorEnv  # loaded when made
-
-        limit = self.max_episode_steps if max_episode_steps is None else max_episode_steps
-        return WorldModelVectorEnv(num_envs, max_episode_steps=limit, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"VectorEntryPoint(WorldModelVectorEnv, max_episode_steps={self.max_episode_steps})"
+    limits = {w: steps for w, steps in IDS.values()}
+    limit = limits.get(world) if max_episode_steps is None else max_episode_steps
+    return WorldModelVectorEnv(num_envs, world=world, max_episode_steps=limit, **kwargs)
 
 
 #: world -> the id of the simulator it was trained on
@@ -65,7 +70,7 @@ def register_envs() -> None:
             gym.register(
                 id=env_id,
                 entry_point="gym_worldmodel.envs.single_env:WorldModelEnv",
-                vector_entry_point=VectorEntryPoint(max_steps),
+                vector_entry_point=VECTOR_ENTRY_POINT,
                 max_episode_steps=max_steps,
                 disable_env_checker=True,
                 kwargs={"world": world},

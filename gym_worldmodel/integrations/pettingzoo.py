@@ -69,7 +69,7 @@ from gym_worldmodel.envs.options import (
     user_frames,
     world_reset_options,
 )
-from gym_worldmodel.envs.registration import IDS, VectorEntryPoint
+from gym_worldmodel.envs.registration import IDS, WORLD_VECTOR_ENTRY_POINTS
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import start_frames
 
@@ -130,7 +130,7 @@ class WorldModelParallelEnv(ParallelEnv):
         step_limit("max_cycles", max_cycles)  # named as PettingZoo's, not as the vector env's
         # before make_vec, which another env's constructor would refuse for our keywords
         vector = gym.spec(env_id).vector_entry_point
-        if not isinstance(vector, VectorEntryPoint) and not (
+        if vector not in WORLD_VECTOR_ENTRY_POINTS and not (
             isinstance(vector, type) and issubclass(vector, WorldModelVectorEnv)
         ):
             raise ValueError(f"{env_id!r} is not a world-model env (e.g. {list(IDS)})")
