@@ -922,12 +922,20 @@ def test_a_source_module_that_fails_to_import_is_named_with_its_line(tmp_path, m
     (tmp_path / "broken_source.py").write_text("import numpy as np\nnp.not_a_function\n")
     (tmp_path / "needs_more.py").write_text("import not_installed_package_x\n")
     (tmp_path / "fine_source.py").write_text("class Src:\n    pass\n")
+    (tmp_path / "bad_syntax.py").write_text("def f(:\n")
+    (tmp_path / "uses_helper.py").write_text("import raising_helper\n")
+    (tmp_path / "raising_helper.py").write_text("a = 1\nraise RuntimeError('boom')\n")
+    (tmp_path / "broken_pkg").mkdir()
+    (tmp_path / "broken_pkg" / "__init__.py").write_text("import numpy\nnumpy.nope\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     for target, message in (
         ("broken_source:Src", r"broken_source.py:2: AttributeError: module 'numpy' has no"),
         ("needs_more:Src", r"needs_more.py:1: ModuleNotFoundError: .*not_installed_package_x"),
         ("no_such_source_module:Src", r"no module 'no_such_source_module' \(on PYTHONPATH\?\)"),
         ("fine_source:Other", "module fine_source has no Other"),
+        ("bad_syntax:Src", r"bad_syntax.py:1: SyntaxError"),
+        ("uses_helper:Src", r"raising_helper.py:2: RuntimeError: boom"),  # where it was raised
+        ("broken_pkg.src:Src", r"broken_pkg/__init__.py:2: AttributeError"),
     ):
         with pytest.raises(SystemExit, match=message):
             load_source(target)

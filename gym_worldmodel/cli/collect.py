@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import inspect
 import json
+import sysconfig
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,15 +125,21 @@ def make_source(name: str, options: dict[str, object]) -> Source:
     return cls(**options)
 
 
-def _where(err: BaseException, module: str) -> str:
-    """``err`` with the line of ``module``'s file it came from (else the innermost frame's)."""
-    frames = traceback.extract_tb(err.__traceback__)
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        spec = None
-    own = [f for f in frames if spec is not None and f.filename == spec.origin]
-    at = "" if not frames else f" at {(own or frames)[-1].filename}:{(own or frames)[-1].lineno}"
+def _where(err: BaseException) -> str:
+    """``err`` with the place it came from, in the user's code.
+
+    A syntax error's own line, else the innermost frame of the traceback that is not an
+    installed package's, the standard library's or importlib's.
+    """
+    if isinstance(err, SyntaxError) and err.filename:
+        return f" at {err.filename}:{err.lineno}: {type(err).__name__}: {err}"
+    installed = {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
+    frames = [
+        f
+        for f in traceback.extract_tb(err.__traceback__)
+        if not f.filename.startswith("<") and not f.filename.startswith(tuple(installed))
+    ]
+    at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
     return f"{at}: {type(err).__name__}: {err}"
 
 
@@ -149,9 +155,7 @@ def load_source(name: str) -> type:
         missing = getattr(err, "name", None) if isinstance(err, ModuleNotFoundError) else None
         if missing is not None and (module == missing or module.startswith(f"{missing}.")):
             raise SystemExit(f"source {name!r}: no module {module!r} (on PYTHONPATH?)") from err
-        raise SystemExit(
-            f"source {name!r}: importing {module} failed{_where(err, module)}"
-        ) from err
+        raise SystemExit(f"source {name!r}: importing {module} failed{_where(err)}") from err
     found = getattr(imported, cls, None)
     if found is None:
         raise SystemExit(f"source {name!r}: module {module} has no {cls}")
