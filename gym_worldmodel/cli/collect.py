@@ -133,13 +133,10 @@ def _where(err: BaseException) -> str:
     """
     if isinstance(err, SyntaxError) and err.filename:
         return f" at {err.filename}:{err.lineno}: {type(err).__name__}: {err}"
-    installed = {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
-    frames = [
-        f
-        for f in traceback.extract_tb(err.__traceback__)
-        if not f.filename.startswith("<") and not f.filename.startswith(tuple(installed))
-    ]
-    at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    installed = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")})
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("<")]
+    own = [f for f in frames if not f.filename.startswith(installed)]  # else: an installed source
+    at = f" at {(own or frames)[-1].filename}:{(own or frames)[-1].lineno}" if frames else ""
     return f"{at}: {type(err).__name__}: {err}"
 
 
