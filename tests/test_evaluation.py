@@ -665,18 +665,45 @@ def test_the_report_holds_each_world_against_the_targets():
     from gym_worldmodel.evaluation.evaluate import WorldResult
     from gym_worldmodel.evaluation.report import _targets_table
 
-    def world(name, model, copy, teacher, ratio, collapsed):
+    def world(name, model, copy, teacher, ratio, collapsed, steps=1000):
         r = WorldResult(name, "camera", 2, 4, 3)
-        r.psnr = {"model": model, "copy last frame": copy}
-        if teacher is not None:
-            r.psnr["teacher (32 NFE)"] = teacher
-        r.control, r.stability = {"ratio": ratio}, {"collapsed": collapsed, "steps": 1000}
+        r.psnr = {"model": model, "copy last frame": copy, **teacher}
+        r.control, r.stability = {"ratio": ratio}, {"collapsed": collapsed, "steps": steps}
         return r
 
-    good = world("a", {1: 25, 4: 20, 16: 15}, {1: 20, 4: 17, 16: 13}, {16: 15.5}, 0.95, False)
-    bad = world("b", {1: 21, 4: 18}, {1: 20, 4: 17}, None, float("nan"), True)
-    table = "\n".join(_targets_table([good, bad]))
-    assert "**yes**: +5.00, +3.00, +2.00 at h = 1, 4, 16 | no: +1.00, +1.00 at h = 1, 4 |" in table
-    assert "| **yes**: 15.00 against 15.50 | n/a |" in table
-    assert "| **yes**: 0.95 | n/a |" in table
-    assert "| **yes**: 1000 steps | no: 1000 steps |" in table
+    good = world(
+        "a",
+        {1: 25, 4: 20, 16: 15},
+        {1: 20, 4: 17, 16: 13},
+        {"teacher (32 NFE)": {16: 15.5}},
+        0.95,
+        False,
+    )
+    bad = world(
+        "b",
+        {1: 21, 4: 18, 16: 13},
+        {1: 20, 4: 17, 16: 13},
+        {"teacher (32 NFE)": {16: 15}},
+        0.5,
+        True,
+    )
+    short = world(  # a --budget run: what it did not measure is not judged
+        "c", {1: 21, 3: 18}, {1: 20, 3: 17}, {"teacher (4 NFE)": {16: 15}}, float("nan"), False, 4
+    )
+    table = "\n".join(_targets_table([good, bad, short]))
+    row = lambda name: next(x for x in table.splitlines() if x.startswith(f"| {name}"))  # noqa: E731
+    assert row(">= copy last frame") == (
+        "| >= copy last frame + 2 dB PSNR at h = 1, 4, 16 | **yes**: +5.00, +3.00, +2.00 at h = "
+        "1, 4, 16 | no: +1.00, +1.00, +0.00 at h = 1, 4, 16 | n/a (+1.00 at h = 1) |"
+    )
+    assert row("within 1 dB").endswith(
+        "| **yes**: 15.00 against 15.50 | no: 13.00 against 15.00 | n/a |"
+    )
+    assert row("controllability").endswith("| **yes**: 0.95 | no: 0.50 | n/a |")
+    assert row("no collapse").endswith(
+        "| **yes**: 1000 steps | no: 1000 steps | n/a (no collapse over 4 steps) |"
+    )
+    from gym_worldmodel.evaluation.report import _near_teacher
+
+    few = world("d", {16: 14}, {16: 12}, {"teacher (4 NFE)": {16: 14.5}}, 0.9, False)
+    assert _near_teacher(few) == "n/a (14.00 against 14.50, a teacher (4 NFE))"
