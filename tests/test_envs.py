@@ -654,9 +654,9 @@ def test_a_batch_of_the_wrong_size_is_a_clear_error_not_a_broadcast():
         env.step(np.zeros(2))
     three = WorldModelVectorEnv(3, world="driving", **TINY)
     three.reset(seed=0)
-    per_frame = np.zeros((three.config.dit.chunk_frames, 2))  # one env's, frame by frame
-    with pytest.raises(ActionError, match=r"got one env's action, shape \(\d, 2\).*\(3, \d, 2\)"):
-        three.step(per_frame)
+    frames = three.config.dit.chunk_frames  # (F, 2): one env's frames, or F rows: not guessed
+    with pytest.raises(ActionError, match=f"a leading axis of 3, got shape \\({frames}, 2\\)"):
+        three.step(np.zeros((frames, 2)))
 
 
 def test_torch_actions_are_read_whatever_their_grad():

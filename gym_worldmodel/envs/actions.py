@@ -130,7 +130,7 @@ def _frames_axis(
             return np.repeat(arr[:, None], frames, axis=1)
         if arr.shape[1:] == (frames, *shape):
             return arr
-    if batch > 1 and arr.shape in (shape, (frames, *shape)):  # one env's, not B of them
+    if batch > 1 and arr.shape == shape:  # one env's, not B of them (a (F, ...) could be rows)
         raise ActionError(
             f"{name}: got one env's action, shape {arr.shape}; this vector env has {batch} rows "
             f"and takes one action per row, shape {(batch, *arr.shape)} (np.stack of the rows')"
