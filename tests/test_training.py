@@ -370,6 +370,33 @@ def test_ctrl_c_writes_a_checkpoint_after_its_step_and_the_run_resumes_exactly(e
         assert torch.equal(a, b)
 
 
+def test_a_run_leaves_sigint_alone_where_it_is_not_pythons_own(episodes, tmp_path):
+    """Ignored (a background job) or the caller's handler: not replaced, not restored wrongly."""
+    import signal
+    import threading
+
+    vae = WorldModel(WorldModelConfig.tiny()).vae
+    fn = lambda b, g: vae_loss(vae, b, g, VAELossConfig())  # noqa: E731
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run_steps(vae, Frames(episodes), fn, tmp_path, 2, name="ignored")
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    errors = []  # in another thread (no handler can be set there) it trains as it did
+
+    def train():
+        try:
+            run_steps(vae, Frames(episodes), fn, tmp_path, 2, name="thread")
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    thread.join()
+    assert errors == [] and (tmp_path / "thread" / "checkpoint.pt").is_file()
+
+
 def test_a_run_without_matplotlib_trains_and_saves_with_a_warning(episodes, tmp_path, monkeypatch):
     import importlib.util
 

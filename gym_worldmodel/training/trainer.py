@@ -17,6 +17,7 @@ import importlib.util
 import json
 import math
 import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -101,11 +102,15 @@ def interrupt_after_step() -> Iterator[Callable[[], bool]]:
     Yields a function that says whether one came; the loop then writes a checkpoint and stops,
     so an interrupted run resumes from its last whole step (a step cut short would leave the
     weights, the optimizer and the generators out of step with each other). A second Ctrl-C
-    stops at once, as usual. Outside the main thread (where Python takes no signal handler)
-    nothing is deferred.
+    stops at once, as usual. Only Python's own SIGINT handling is deferred: where SIGINT is
+    ignored, handled by the caller's handler, or cannot be handled here (a thread other than
+    the main one), it is left as it is.
     """
     came = False
     previous = signal.getsignal(signal.SIGINT)
+    ours = previous is signal.default_int_handler and (
+        threading.current_thread() is threading.main_thread()
+    )
 
     def first(signum: int, frame: Any) -> None:
         nonlocal came
@@ -113,15 +118,13 @@ def interrupt_after_step() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)  # a second Ctrl-C: at once
         print("\ninterrupted: writing a checkpoint after this step (Ctrl-C again to stop now)")
 
-    try:
+    if ours:
         signal.signal(signal.SIGINT, first)
-    except ValueError:  # not the main thread
-        yield lambda: False
-        return
     try:
         yield lambda: came
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if ours:
+            signal.signal(signal.SIGINT, previous)
 
 
 class Trainer:
