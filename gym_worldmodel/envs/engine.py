@@ -8,6 +8,7 @@ tensors and does the model work. Anything with the methods of :class:`Engine` ca
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -68,7 +69,10 @@ class FullEngine(Engine, Protocol):
 
     model: WorldModel
     memory: SpatialMemory | None
-    weights: str  # the model's weights_digest()
+
+    @property
+    def weights(self) -> str:
+        """The model's ``weights_digest()``, which states carry."""
 
     def set_memory_enabled(
         self,
@@ -95,7 +99,7 @@ class WorldEngine:
         sampler: Sampling settings (default: the model's own, ``model.config.sampler``); the
             model itself is shared, not copied.
         weights: ``model.weights_digest()``, where the caller has it (a fork, its parent
-            engine's); computed here otherwise. States carry it (``get_state``).
+            engine's); otherwise computed at the first ``get_state``, which states carry.
     """
 
     def __init__(
@@ -113,7 +117,8 @@ class WorldEngine:
     ) -> None:
         self.device, self.dtype = torch.device(device), dtype
         self.model = model.to(self.device).eval()
-        self.weights = model.weights_digest() if weights is None else weights
+        if weights is not None:
+            self.__dict__["weights"] = weights  # the cached property's value, given
         sampler = model.config.sampler if sampler is None else sampler
         self.config = cfg = dataclasses.replace(model.config, sampler=sampler)  # what rows run
         self.cache = KVCache.for_model(cfg.dit, model.dit.rope, num_envs, self.device, dtype)
@@ -140,6 +145,11 @@ class WorldEngine:
         self.slot_uid = np.full((num_envs, cfg.dit.memory_chunks), -1, np.int64)
         self.last_latents: Tensor | None = None  # each row's last chunk (latent retrieval query)
         self.recall: Recall | None = None  # what the last step retrieved
+
+    @functools.cached_property
+    def weights(self) -> str:
+        """The model's ``weights_digest()``: read once, when a state first needs it."""
+        return self.model.weights_digest()
 
     @property
     def num_envs(self) -> int:
