@@ -14,10 +14,10 @@ import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
-from huggingface_hub import HfApi, ModelCard, ModelCardData, snapshot_download
+from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
@@ -26,6 +26,9 @@ from safetensors.torch import load_file, save
 
 from gym_worldmodel.files import START_FRAMES, atomic_write, atomic_write_all
 from gym_worldmodel.models import WorldModel, WorldModelConfig
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
 
 FORMAT = "gym-worldmodel/1"
 CONFIG_NAME = "config.json"
@@ -221,7 +224,7 @@ def checkpoint_directory(
         raise NotADirectoryError(f"{path} is a file; expected a checkpoint directory")
     elif isinstance(name_or_path, os.PathLike) or not _is_repo_id(name_or_path):
         what = (
-            "a Path is read as a directory only: pass a Hub repo id as a str"
+            "a Path is read as a local directory only; a Hub repo id goes as a str"
             if isinstance(name_or_path, os.PathLike) and _is_repo_id(str(name_or_path))
             else "and it is not a valid Hugging Face repo id such as 'owner/name'"
         )
@@ -311,6 +314,8 @@ def push_to_hub(
 
 def model_card(model: WorldModel, repo_id: str) -> ModelCard:
     """The Hub model card :func:`push_to_hub` gives a repo that has none."""
+    from huggingface_hub import ModelCard, ModelCardData  # (PyYAML: loaded only to upload)
+
     config = model.config
     trained = config.trained_modalities
     worlds = ", ".join(trained) if trained else "not recorded"

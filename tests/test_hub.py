@@ -430,7 +430,10 @@ def test_unknown_repo_offline(saved: Path, tmp_path: Path, offline: list[dict]) 
         cached = "the cache holds other revisions of it: branches ['main']" in message
         assert cached == (repo_id == "owner/name")  # a revision it lacks: what it has
     assert len(offline) == 3
-    with pytest.raises(FileNotFoundError, match="a Path is read as a directory only"):
+    with pytest.raises(
+        FileNotFoundError,
+        match="a Path is read as a local directory only; a Hub repo id goes as a str",
+    ):
         from_pretrained(Path("owner/name"), cache_dir=tmp_path / "hf")
 
 

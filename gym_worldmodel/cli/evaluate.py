@@ -80,7 +80,8 @@ DOCS_OUT = Path("docs/eval")
 
 def _default_report(out: Path, name: str) -> Path:
     """The report beside its plots; the project's docs page where they are the docs' own."""
-    return Path("docs") / name if out == DOCS_OUT else out / name
+    own = out.resolve() == DOCS_OUT.resolve()
+    return DOCS_OUT.parent / name if own else out / name
 
 
 #: The flags that set ``EvalConfig`` fields of the same names (their defaults: None, the

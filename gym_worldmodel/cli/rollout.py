@@ -68,7 +68,7 @@ def read_start_image(path: Path) -> Any:
             raise SystemExit("--image needs Pillow: pip install gym-worldmodel[video]") from err
         try:
             with Image.open(path) as img:
-                arr = pil_as_rgb("image", img)  # 8-bit modes as RGB; 16-bit refused
+                arr = pil_as_rgb("reset image", img)  # 8-bit modes as RGB; 16-bit refused
         except OSError as err:
             raise SystemExit(f"--image {path}: not an image Pillow can read ({err})") from err
         except ValueError as err:

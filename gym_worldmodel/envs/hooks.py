@@ -77,7 +77,7 @@ class GoalImageSimilarity:
 
     def __init__(self, goal: np.ndarray | Tensor, pool: int = 1) -> None:
         if not isinstance(goal, Tensor):  # PIL images as RGB, as reset takes a start picture
-            goal = torch.from_numpy(np.array(pil_as_rgb("goal", goal)))
+            goal = torch.from_numpy(np.array(pil_as_rgb("goal image", goal)))
         if goal.dtype != torch.uint8:  # a cast would wrap 300 to 44 and floor [0, 1] floats to 0
             raise ValueError(f"goal image must be uint8 RGB (0-255), got {goal.dtype}{_hint(goal)}")
         if goal.shape[-1:] != (3,) or goal.dim() not in (3, 4) or 0 in goal.shape:

@@ -218,7 +218,7 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
     key = "image" if "image" in options else "frames"
     want = PICTURE_SHAPES[key]
     per_env_ndim = want.count(",") + 1
-    value = pil_as_rgb(key, options[key])
+    value = pil_as_rgb(f"reset {key}", options[key])
     if isinstance(value, (list, tuple)) and len({np.shape(v) for v in value}) > 1:
         # one picture per row, of different sizes: each row's checked and resized alone
         if len(value) != n or any(np.ndim(v) != per_env_ndim for v in value):
@@ -277,7 +277,7 @@ def picture_array(key: str, value: Any) -> np.ndarray:
     to fix one that is not uint8 RGB). A list of pictures of different sizes is a
     ``ValueError``.
     """
-    value = pil_as_rgb(key, value)
+    value = pil_as_rgb(f"reset {key}", value)
     if value is None or isinstance(value, (str, os.PathLike)):
         raise ValueError(
             f"reset {key} must be a picture (a uint8 array or a PIL image), got "
@@ -292,7 +292,7 @@ def picture_array(key: str, value: Any) -> np.ndarray:
         ) from None
 
 
-def pil_as_rgb(key: str, value: Any) -> Any:
+def pil_as_rgb(name: str, value: Any) -> Any:
     """``value`` with PIL images (it, or those in a list) as RGB arrays; else as it is.
 
     Images of more than 8 bits a channel (modes ``I``, ``I;16``, ``F``) are refused: PIL's
@@ -305,7 +305,7 @@ def pil_as_rgb(key: str, value: Any) -> Any:
     def rgb(image: Any) -> np.ndarray:
         if image.mode in ("I", "F") or image.mode.startswith("I;16"):
             raise ValueError(
-                f"reset {key}: a PIL image of mode {image.mode!r} (more than 8 bits) would be "
+                f"{name}: a PIL image of mode {image.mode!r} (more than 8 bits) would be "
                 "clipped, not scaled: scale it to uint8 first, e.g. (np.asarray(img) / "
                 "max_value * 255).round().astype(np.uint8)"
             )
