@@ -314,7 +314,7 @@ def push_to_hub(
 
 def model_card(model: WorldModel, repo_id: str) -> ModelCard:
     """The Hub model card :func:`push_to_hub` gives a repo that has none."""
-    from huggingface_hub import ModelCard, ModelCardData  # (PyYAML: loaded only to upload)
+    from huggingface_hub import ModelCard, ModelCardData
 
     config = model.config
     trained = config.trained_modalities

@@ -940,3 +940,14 @@ def test_a_source_module_that_fails_to_import_is_named_with_its_line(tmp_path, m
         with pytest.raises(SystemExit, match=message):
             load_source(target)
     assert load_source("fine_source:Src").__name__ == "Src"
+    # a source installed in site-packages: placed at its own innermost line, not at load_source
+    installed = tmp_path / "site"
+    installed.mkdir()
+    (installed / "installed_src.py").write_text("import numpy\nnumpy.zeros(4).reshape(3)\n")
+    monkeypatch.syspath_prepend(str(installed))
+    import sysconfig
+
+    paths = {**sysconfig.get_paths(), "purelib": str(installed)}
+    monkeypatch.setattr("sysconfig.get_paths", lambda: paths)
+    with pytest.raises(SystemExit, match=r"installed_src.py:2: ValueError: cannot reshape"):
+        load_source("installed_src:Src")

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import inspect
 import json
+import site
 import sysconfig
 import traceback
 from collections.abc import Sequence
@@ -133,8 +134,11 @@ def _where(err: BaseException) -> str:
     """
     if isinstance(err, SyntaxError) and err.filename:
         return f" at {err.filename}:{err.lineno}: {type(err).__name__}: {err}"
-    installed = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")})
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith("<")]
+    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
+    installed = tuple(paths | {*site.getsitepackages(), site.getusersitepackages()})
+    frames = [  # after load_source's own frame, the first
+        f for f in traceback.extract_tb(err.__traceback__)[1:] if not f.filename.startswith("<")
+    ]
     own = [f for f in frames if not f.filename.startswith(installed)]  # else: an installed source
     at = f" at {(own or frames)[-1].filename}:{(own or frames)[-1].lineno}" if frames else ""
     return f"{at}: {type(err).__name__}: {err}"

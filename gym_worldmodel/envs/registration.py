@@ -42,8 +42,11 @@ def make_vector_env(
 
     ``gym.make`` and ``make_vec``'s sync and async modes read ``max_episode_steps=None`` as the
     id's registered limit (``-1``: none); ``make_vec`` hands a vector entry point the None as
-    given, which the vector env reads as no limit. This reads it as the others do, so a
-    ``max_episode_steps=None`` (a script's default) truncates at the same step in every mode.
+    given, which the vector env reads as no limit. This reads it as the others do for the
+    project's ids, so a ``max_episode_steps=None`` (a script's default) truncates at the same
+    step in every mode. An entry point named by a string cannot see the spec it was made from:
+    it takes the limit of the project's id of ``world``, so an id of your own registered with
+    it and another limit passes ``max_episode_steps`` itself rather than None.
     """
     from gym_worldmodel.envs.vector_env import WorldModelVectorEnv  # loaded when made
 
