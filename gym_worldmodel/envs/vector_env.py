@@ -459,10 +459,11 @@ class WorldModelVectorEnv(VectorEnv):
         planner that loads one state into its futures every step draws fresh noise so.
 
         The state is checked against the rows' own first (keys, shapes, dtypes, the world and
-        a digest of the weights that made it, taken as the env built its engine at its first
-        start; floats finite, the KV cache's and the memory's stored entries included; poses in
-        ``info["pose"]``'s range): one from another world, model or env configuration is a
-        ``ValueError`` that names the first entry that differs, and the env is left as it was.
+        a digest of the weights that made it, read from the engine's model once, when a state
+        first needs it; floats finite, the KV cache's and the memory's stored entries
+        included; poses in ``info["pose"]``'s range): one from another world, model or env
+        configuration is a ``ValueError`` that names the first entry that differs, and the env
+        is left as it was.
         Floating tensors may come at another precision (a float32 env's state into a bf16 one);
         they are converted. A chunk ``obs_mode``'s state loads into an env that keeps only the
         last frame (it takes that one); the reverse is refused. On an env never reset, the

@@ -154,7 +154,9 @@ def evaluate_world(
     probe = train_probe(
         modality, load_episodes(Path(data), "train"), config.probe_steps, config.seed, progress
     )
-    result.control = _controllability(probe, modality, first, truth, generated, actions, config)
+    result.control = _controllability(
+        probe, modality, first, truth, generated, actions, f, config.horizons
+    )
     label = f"{world} {config.stability_steps} steps" if progress else ""
     result.stability = _stability(model, modality, heldout, config, label)
     samples = {"truth": truth[0], "model": generated[0], "start": first[0]}
@@ -205,10 +207,13 @@ def _controllability(
     truth: np.ndarray,
     generated: np.ndarray,
     actions: np.ndarray,
-    config: EvalConfig,
+    f: int,
+    horizons: tuple[int, ...],
 ) -> dict[str, Any]:
-    """The inverse-dynamics probe on real and on generated frames under the same actions."""
-    f = truth.shape[1] // max(config.horizons)  # truth runs to the longest horizon
+    """The inverse-dynamics probe on real and on generated frames under the same actions.
+
+    ``f``: frames a step; ``horizons``: the steps its by-horizon scores are reported at.
+    """
     with_start = lambda frames: np.concatenate([first[:, None], frames], 1)  # noqa: E731
     t = window_centres(truth.shape[1])
     targets = probe_targets(modality, actions[:, t])
@@ -233,7 +238,7 @@ def _controllability(
             targets,
             t // f + 1,
             len(first),
-            config.horizons,
+            horizons,
             chance=majority_score if modality == "camera" else None,
         ),
     }
@@ -243,7 +248,7 @@ def _controllability(
         for key, w in (("confusion_real", real_w), ("confusion_generated", gen_w)):
             control[key] = probe.confusion(w, targets).tolist()
         # How far each key moves the picture, over the first steps (later ones have drifted).
-        control["scene_motion_steps"] = steps = min(SCENE_MOTION_STEPS, max(config.horizons))
+        control["scene_motion_steps"] = steps = min(SCENE_MOTION_STEPS, max(horizons))
         n = steps * f
         for key, frames in (("scene_motion_real", truth), ("scene_motion_generated", generated)):
             control[key] = scene_motion_by_key(first, frames[:, :n], actions[:, :n])
