@@ -177,7 +177,8 @@ def from_pretrained(
     cached, ``local_files_only`` is not True and offline mode (``HF_HUB_OFFLINE``) is off.
 
     Args:
-        name_or_path: A checkpoint directory or a repo id such as ``"owner/name"``.
+        name_or_path: A checkpoint directory or a repo id such as ``"owner/name"``, which may
+            name its revision after an ``@``: ``"owner/name@v1"``, ``"owner/name@<commit>"``.
         revision: Branch, tag or commit hash of the repo (default ``"main"``).
         cache_dir: Hugging Face cache directory (default: the standard one).
         local_files_only: If True never use the network; None or False allow downloading.
@@ -218,6 +219,9 @@ def checkpoint_directory(
             "no checkpoint named: pass a checkpoint directory or a repo id 'owner/name'"
         )
     path = Path(name_or_path).expanduser()
+    if isinstance(name_or_path, str) and not path.exists() and "@" in name_or_path:
+        name_or_path, revision = _split_revision(name_or_path, revision)
+        path = Path(name_or_path)
     if path.is_dir():
         directory = path
     elif path.is_file():  # a file named like a repo id ("runs/model.safetensors") too
@@ -351,6 +355,18 @@ def _unreachable(err: BaseException) -> bool:
     return isinstance(err, OSError) or bool(
         names & {"ConnectError", "ConnectionError", "TimeoutException", "Timeout", "NetworkError"}
     )
+
+
+def _split_revision(name: str, revision: str | None) -> tuple[str, str | None]:
+    """``"owner/name@v1"`` as ``("owner/name", "v1")`` (the revision HfFileSystem's paths carry)."""
+    repo_id, _, pinned = name.partition("@")
+    if not _is_repo_id(repo_id) or not pinned:
+        return name, revision  # a path or a name with "@" in it: the usual errors name it
+    if revision is not None and revision != pinned:
+        raise ValueError(
+            f"{name!r} names revision {pinned!r} and revision={revision!r} another; give one"
+        )
+    return repo_id, pinned
 
 
 def _is_repo_id(name: str) -> bool:

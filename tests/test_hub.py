@@ -401,6 +401,23 @@ def test_repo_id_from_offline_cache(
     assert snapshot_bytes(snapshot) == snapshot_bytes(saved)
 
 
+def test_a_repo_id_may_name_its_revision_after_an_at(
+    saved: Path, tiny_model: WorldModel, tmp_path: Path, offline: list[dict]
+) -> None:
+    make_hf_cache(tmp_path / "hf", "owner/name", saved)
+    for name, revision in [(f"owner/name@{COMMIT}", None), (f"owner/name@{COMMIT}", COMMIT)]:
+        model = from_pretrained(name, cache_dir=tmp_path / "hf", revision=revision)
+        assert_same_model(model, tiny_model)
+    assert [(c["repo_id"], c["revision"]) for c in offline] == [("owner/name", COMMIT)] * 2
+    with pytest.raises(ValueError, match="names revision 'v1' and revision='v2' another"):
+        from_pretrained("owner/name@v1", cache_dir=tmp_path / "hf", revision="v2")
+    with pytest.raises(FileNotFoundError, match="'owner/name' \\(revision 'v1'\\)"):
+        from_pretrained("owner/name@v1", cache_dir=tmp_path / "hf")
+    local = tmp_path / "runs@2" / "model"  # a folder with an "@" in its path is a folder
+    shutil.copytree(saved, local)
+    assert_same_model(from_pretrained(str(local)), tiny_model)
+
+
 def test_repo_id_from_cache_validates_files(saved: Path, tmp_path: Path, offline) -> None:
     snapshot = make_hf_cache(tmp_path / "hf", "owner/name", saved)
     truncate(snapshot / "model.safetensors")

@@ -38,7 +38,9 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
     )
     parser.add_argument("--world", choices=sorted(WORLD_IDS), default="citywalk")
     parser.add_argument(
-        "--model", help="checkpoint directory, hub repo id or 'random' (default: the shipped world)"
+        "--model",
+        help="checkpoint directory, hub repo id (owner/name[@revision]) or 'random' "
+        "(default: the shipped world)",
     )
     parser.add_argument(
         "--seed", type=non_negative_int, default=0, help="seeds the episodes (each follows from it)"

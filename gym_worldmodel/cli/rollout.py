@@ -175,7 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--model",
-        help="checkpoint directory, hub repo id or 'random' (default: the shipped world)",
+        help="checkpoint directory, hub repo id (owner/name[@revision]) or 'random' "
+        "(default: the shipped world)",
     )
     parser.add_argument(
         "--steps",
