@@ -381,6 +381,28 @@ def _print_row(name: str, row: dict[str, Any], batch: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line entry: ``python -m gym_worldmodel.bench engine [options]``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.json is not None:  # checked and its folder made before the run, not after it
+        if args.json.is_dir():
+            parser.error(f"--json {args.json} is a folder: name the file to write")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+    results = run(args, parser)
+    if args.json:
+        text = (json.dumps(results, indent=2) + "\n").encode()
+        atomic_write(args.json, lambda f: f.write(text))
+    return results
+
+
+def _add_output_flags(parser: argparse.ArgumentParser, tiny: bool = True) -> None:
+    """``--tiny`` (where the benchmark builds its model) and ``--json``, which every one takes."""
+    if tiny:
+        parser.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bench`` command's parser: one subcommand per benchmark."""
     parser = argparse.ArgumentParser(
         prog="gym-worldmodel bench",
         description="Benchmarks that print their figures (medians; ratios within one run).",
@@ -393,8 +415,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--long-steps", type=positive_int, default=2000, help="episode length for flatness"
     )
     eng.add_argument("--repeats", type=positive_int, default=5, help="timed samples per figure")
-    eng.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
-    eng.add_argument("--json", type=Path, help="also write the figures to this file")
+    _add_output_flags(eng)
     env = sub.add_parser("env", help="env-steps/s, frames/s and env overhead over the engine")
     env.add_argument("--world", default="citywalk", choices=["citywalk", "robot", "driving"])
     env.add_argument(
@@ -408,14 +429,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     env.add_argument(
         "--nfe", type=denoiser_passes, help="denoiser passes per step (default: the checkpoint's)"
     )
-    env.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
     env.add_argument(
         "--simulator",
         action="store_true",
         help="also time the simulator the world was trained on behind the same interface "
         "(Simulator-<World>-v0: one, and one per core in processes)",
     )
-    env.add_argument("--json", type=Path, help="also write the figures to this file")
+    _add_output_flags(env)
     state = sub.add_parser("state", help="get_state, set_state, fork and a step of the forks")
     state.add_argument("--world", default="citywalk", choices=["citywalk", "robot", "driving"])
     state.add_argument("--rows", type=positive_int, default=8, help="rows of the env forked")
@@ -424,13 +444,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     state.add_argument("--repeats", type=positive_int, default=7, help="timed samples per figure")
     state.add_argument("--dtype", default="auto", choices=["auto", *DTYPES], help="envs' dtype")
-    state.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
-    state.add_argument("--json", type=Path, help="also write the figures to this file")
+    _add_output_flags(state)
     sync = sub.add_parser("sync", help="host-device syncs a step makes on a CUDA device")
     sync.add_argument("--rows", type=positive_int, default=8, help="rows of each env")
     sync.add_argument("--steps", type=positive_int, default=5, help="steps counted")
-    sync.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
-    sync.add_argument("--json", type=Path, help="also write the figures to this file")
+    _add_output_flags(sync)
     mem = sub.add_parser("memory", help="step cost with spatial memory on vs off, and flatness")
     mem.add_argument(
         "--batch", type=positive_int, nargs="+", default=[1, 8], help="vector env rows"
@@ -440,15 +458,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     mem.add_argument("--capacity", type=positive_int, default=256, help="bank capacity (chunks)")
     mem.add_argument("--repeats", type=positive_int, default=7, help="timed samples per figure")
-    mem.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
-    mem.add_argument("--json", type=Path, help="also write the figures to this file")
+    _add_output_flags(mem)
     vae = sub.add_parser("vae", help="VAE encode/decode in one pass vs in small CPU passes")
     vae.add_argument(
         "--frames", type=positive_int, nargs="+", default=[3, 24, 192], help="frames per call"
     )
     vae.add_argument("--repeats", type=positive_int, default=7, help="timed samples per figure")
-    vae.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
-    vae.add_argument("--json", type=Path, help="also write the figures to this file")
+    _add_output_flags(vae)
     flow = sub.add_parser("flow", help="the flow warp's net on contiguous vs channels-last images")
     flow.add_argument(
         "--batch", type=positive_int, nargs="+", default=[4, 16, 64], help="images per call"
@@ -458,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     flow.add_argument(
         "--width", type=positive_int, default=32, help="the net's first-level channels"
     )
-    flow.add_argument("--json", type=Path, help="also write the figures to this file")
+    _add_output_flags(flow, tiny=False)
     train = sub.add_parser("train", help="a DiT training step (loss, backward, AdamW)")
     train.add_argument("--batch", type=positive_int, default=16, help="windows per step")
     train.add_argument(
@@ -476,18 +492,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "--dtype", nargs="+", choices=sorted(DTYPES), default=["bfloat16", "float32"]
     )
     train.add_argument("--repeats", type=positive_int, default=5, help="timed steps per figure")
-    train.add_argument("--tiny", action="store_true", help="tiny test model (a smoke run)")
-    train.add_argument("--json", type=Path, help="also write the figures to this file")
+    _add_output_flags(train)
     prec = sub.add_parser("dtype", help="shipped worlds' held-out PSNR in float32 vs bf16")
     prec.add_argument("--data", type=Path, nargs="+", required=True, help="dataset directories")
     prec.add_argument("--horizons", type=positive_int, nargs="+", default=[1, 4, 16, 64])
     prec.add_argument("--model", default=None, help="checkpoint (default: the world's shipped)")
-    prec.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = parser.parse_args(argv)
-    if args.json is not None:  # checked and its folder made before the run, not after it
-        if args.json.is_dir():
-            parser.error(f"--json {args.json} is a folder: name the file to write")
-        args.json.parent.mkdir(parents=True, exist_ok=True)
+    _add_output_flags(prec, tiny=False)
+    return parser
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Run the benchmark ``args.what`` names and return its figures (printed as it goes)."""
     tiny = getattr(args, "tiny", False)
     config = WorldModelConfig.tiny() if tiny else WorldModelConfig()
     if args.what == "memory":
@@ -546,9 +561,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             results["simulator"] = simulator_benchmark(args.world, args.repeats)
     else:
         results = engine_benchmark(config, args.dtype, args.batch, args.long_steps, args.repeats)
-    if args.json:
-        text = (json.dumps(results, indent=2) + "\n").encode()
-        atomic_write(args.json, lambda f: f.write(text))
     return results
 
 
