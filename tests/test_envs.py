@@ -399,8 +399,13 @@ def test_per_env_seeds_and_seed_list():
     a, _ = env.reset(seed=[5, 6, 7])
     b, _ = env.reset(seed=5)  # int seed: row i gets 5 + i
     assert np.array_equal(a, b)
+    for seeds in (torch.arange(5, 8), torch.tensor(5), np.arange(5, 8)):  # a planner's seeds
+        assert np.array_equal(env.reset(seed=seeds)[0], a)
     with pytest.raises(ValueError, match="num_envs=3"):
         env.reset(seed=[1, 2])
+    for bad in (torch.tensor([5.0, 6.0, 7.0]), torch.tensor([True, False, True])):
+        with pytest.raises(ValueError, match="non-negative ints"):
+            env.reset(seed=bad)
 
 
 def test_reset_from_the_users_image_and_frames():

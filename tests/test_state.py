@@ -280,8 +280,10 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing():
             env.set_state(bad)
             pytest.fail(f"a state with {what} was loaded")
     fresh = WorldModelVectorEnv(2, world="citywalk", **kw)  # never reset: refused, not started
-    with pytest.raises(ValueError, match="world"):
-        fresh.set_state(robot.get_state())
+    robots = robot.get_state()
+    robots["engine"]["weights"] = "0" * 16  # the world is named first, not its weights
+    with pytest.raises(ValueError, match="of the 'robot' world, this env runs 'citywalk'"):
+        fresh.set_state(robots)
     with pytest.raises(RuntimeError, match="reset"):
         fresh.step(act)
     assert fresh._rngs == [None, None]  # its unseeded starts stay its own, not row seed 0's

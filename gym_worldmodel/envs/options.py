@@ -100,7 +100,12 @@ def reset_rows(options: dict, num_envs: int) -> np.ndarray:
 
 
 def is_int(value: Any) -> bool:
-    """A Python or NumPy int, not a bool."""
+    """A Python or NumPy int or a 0-d integer tensor (``torch.arange(4)``'s items), not a bool."""
+    if isinstance(value, torch.Tensor):
+        kind = value.dtype
+        return value.ndim == 0 and not (
+            kind.is_floating_point or kind.is_complex or kind == torch.bool
+        )
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 

@@ -126,6 +126,16 @@ def check_rngs(state: dict[str, Any]) -> None:
             ) from None
 
 
+def check_same_world(state: Any, template: dict[str, Any]) -> None:
+    """Name a state of another world (a city walk's loaded into driving), before any detail."""
+    theirs = state.get("world") if isinstance(state, dict) else None
+    if isinstance(theirs, str) and theirs != template["world"]:
+        raise ValueError(
+            f"state is of the {theirs!r} world, this env runs {template['world']!r}: a state "
+            "loads into an env of the world that made it"
+        )
+
+
 def check_same_memory(state: Any, template: dict[str, Any]) -> None:
     """Name a state of an env with spatial memory on loaded into one with it off, or back."""
     engine = state.get("engine") if isinstance(state, dict) else None
@@ -212,6 +222,7 @@ def loadable_state(
     """
     state = {"world": template["world"], **state}  # states from before the world was recorded
     state = with_weights(state, template)
+    check_same_world(state, template)
     state = drop_unused_keys(keep_frames(state, template, obs_mode), template)
     check_same_memory(state, template)
     check_same_weights(state, template)

@@ -562,7 +562,9 @@ class WorldModelVectorEnv(VectorEnv):
         per row (a goal image or target per row) keep row ``row``'s in every fork (``select``,
         see :mod:`gym_worldmodel.envs.hooks`).
 
-        A fork that ends inside a planning horizon (a termination hook, the robot's
+        Forks keep the rows' step counts and this env's ``max_episode_steps``; set
+        ``fork.max_episode_steps = None`` to imagine past the episode's time limit. A fork that
+        ends inside a planning horizon (a termination hook, the robot's
         ``terminate_episode = 0``, ``max_episode_steps``) restarts as ``autoreset_mode`` says
         (default: this env's): with ``NEXT_STEP`` its next step begins a new episode (reward 0)
         and the rewards after it are that episode's; with ``DISABLED`` stepping it raises. Count
