@@ -634,6 +634,17 @@ def test_eval_flags_set_their_fields_over_budget_and_default_settings():
     assert eval_config(parse([*base, "--stability-rows", "7"])).stability_rows == 7
 
 
+def test_eval_help_states_the_configs_own_defaults():
+    """The help's "default: X; --budget: Y" of each config flag are EvalConfig's and budget's."""
+    from gym_worldmodel.cli.evaluate import _CONFIG_FLAGS, _parser
+
+    helps = {a.dest: " ".join(a.help.split()) for a in _parser()._actions if a.help}
+    for name in _CONFIG_FLAGS:
+        full, budget = (getattr(c, name) for c in (EvalConfig(), EvalConfig.budget()))
+        said = [" ".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in (full, budget)]
+        assert f"default: {said[0]}; --budget: {said[1]})" in helps[name], name
+
+
 def test_start_frames_skip_episodes_that_begin_alike(monkeypatch):
     """A simulator's episodes may begin alike (driving's did): each picked frame differs."""
     from gym_worldmodel.training import start_frames
