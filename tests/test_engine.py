@@ -828,6 +828,9 @@ def test_unmasked_fast_path_only_when_every_read_slot_is_valid(tiny_model):
         ({"nfe": True}, r"SamplerConfig\.nfe must be an int >= 1, got True"),
         ({"shift": "3"}, r"SamplerConfig\.shift must be a number"),
         ({"memory_t": "0"}, r"SamplerConfig\.memory_t must be a number"),
+        ({"nfe": 10**9}, r"SamplerConfig\.nfe must be at most 1000 .*got 1000000000"),
+        ({"guidance_scale": -1e308}, r"guidance_scale must be in \[0, 100.0\]"),
+        ({"guidance_scale": 101}, r"guidance_scale must be in \[0, 100.0\]"),
     ],
 )
 def test_sampler_settings_of_the_wrong_type_are_named(tiny_model, changes, match):

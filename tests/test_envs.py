@@ -911,6 +911,22 @@ def test_a_made_env_whose_first_reset_was_refused_steps_after_a_good_one():
             env.reset(options={"image": picture})
 
 
+def test_a_refused_reset_of_a_single_env_leaves_its_np_random_as_it_was():
+    """Gymnasium's reset reseeds np_random first: a refusal after it changed later draws."""
+    bad = {"image": np.zeros((8, 8, 3), np.float32)}
+    fresh = WorldModelEnv(world="robot", **TINY)
+    with pytest.raises(ValueError, match="uint8"):
+        fresh.reset(seed=5, options=bad)
+    assert fresh._np_random is None  # its first unseeded reset is still an unseeded one
+    env, clean = (WorldModelEnv(world="robot", **TINY) for _ in range(2))
+    for e in (env, clean):
+        e.reset(seed=0)
+    with pytest.raises(ValueError, match="uint8"):
+        env.reset(seed=5, options=bad)
+    assert env.np_random_seed == clean.np_random_seed == 0
+    assert env.np_random.integers(1 << 62) == clean.np_random.integers(1 << 62)
+
+
 class FailingEngine(CountingEngine):
     """A CountingEngine whose step and start can be made to fail (a device error, say)."""
 

@@ -124,7 +124,10 @@ def test_single_env_time_limit_is_part_of_its_state_and_it_forks():
     assert futures.num_envs == 2 and futures.step(np.zeros((2, 2), np.float32))[0].shape[0] == 2
 
 
-def test_fork_checks_its_arguments():
+def test_fork_checks_its_arguments(monkeypatch):
+    from gym_worldmodel.envs import state
+
+    monkeypatch.setattr(state, "free_bytes", lambda device: 2**30)  # 1 GiB free, anywhere
     env = WorldModelVectorEnv(2, world="driving", **TINY)
     with pytest.raises(RuntimeError, match="before fork"):
         env.fork(0, 2)
@@ -146,6 +149,10 @@ def test_fork_checks_its_arguments():
     with pytest.raises(ValueError, match=r"autoreset_mode must be .* one of \['NextStep'"):
         env.fork(0, 2, autoreset_mode="foo")
     assert env.fork(np.array([1, 0]), 2).num_envs == 4  # an array of rows, as a list
+    before = snapshot(env)
+    with pytest.raises(MemoryError, match=r"fork of 2000000 rows .* MiB a row.* 1.0 GiB is free"):
+        env.fork([0, 1], 10**6)  # refused before allocating, not by the OS's OOM killer
+    assert rows_equal(before, snapshot(env), [0, 1])
     before = env.get_state()
     env.set_state(env.get_state([]), env_idx=[])  # no rows: nothing to load
     assert np.array_equal(env.get_state()["steps"], before["steps"])
@@ -244,6 +251,7 @@ def _bad_states(own, robot):
         ("float steps", edit(lambda s: s.update(steps=s["steps"].astype(float)))),
         ("steps as a list", edit(lambda s: s.update(steps=s["steps"].tolist()))),
         ("negative steps", edit(lambda s: s.update(steps=-s["steps"] - 1))),
+        ("steps past int64", edit(lambda s: s.update(steps=s["steps"].astype(np.uint64) + 2**63))),
         ("bad rng state", edit(lambda s: s["rngs"].__setitem__(0, {"state": 3}))),
         ("rng state out of range", edit(lambda s: s["rngs"][1]["state"].__setitem__("state", -5))),
         (  # the right shape and dtype, bytes no generator holds: found only by restoring it
@@ -252,6 +260,10 @@ def _bad_states(own, robot):
         ),
         ("negative cache chunks", edit(lambda s: s["engine"]["cache"]["chunks"].fill_(-3))),
         ("a memory uid twice", edit(lambda s: s["engine"]["memory"][0]["uid"].fill(7))),
+        (  # the next entry's number would not fit int64
+            "a memory uid of 2**63 - 1",
+            edit(lambda s: s["engine"]["memory"][0]["uid"].__setitem__(0, 2**63 - 1)),
+        ),
         ("negative memory chunks", edit(lambda s: s["engine"]["memory"][1].update(chunks=-1))),
         ("not a dict", [1, 2]),
         ("the engine's state as a list", edit(lambda s: s.update(engine=[s["engine"]]))),

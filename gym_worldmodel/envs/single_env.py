@@ -101,18 +101,27 @@ class WorldModelEnv(gym.Env):
         rows = sorted({"env_idx", "reset_mask"} & set(options))
         if rows:
             raise ValueError(f"a single env has one row: options {rows} are for vector envs")
-        super().reset(seed=None if seed is None else int(seed))  # Gymnasium takes no np.int64
-        for key in PICTURE_SHAPES.keys() & options.keys():
-            options[key] = one_picture(key, on_host(options[key], torch.float64))[None]
-        # A seed seeds the row as it seeds row 0 of a vector env; seed=None continues the row's
-        # generators, or on the first reset draws a row seed from this env's (unseeded) np_random.
-        if seed is not None:
-            row_seed = int(seed)
-        elif self.vector.started:
-            row_seed = None
-        else:
-            row_seed = int(self.np_random.integers(2**63 - 1))
-        obs, infos = self.vector.reset(seed=[row_seed], options=options)
+        rng, rng_seed = self._np_random, self._np_random_seed
+        rng_state = None if rng is None else rng.bit_generator.state
+        try:
+            super().reset(seed=None if seed is None else int(seed))  # Gymnasium: no np.int64
+            for key in PICTURE_SHAPES.keys() & options.keys():
+                options[key] = one_picture(key, on_host(options[key], torch.float64))[None]
+            # A seed seeds the row as it seeds row 0 of a vector env; seed=None continues the
+            # row's generators, or on the first reset draws a row seed from this env's
+            # (unseeded) np_random.
+            if seed is not None:
+                row_seed = int(seed)
+            elif self.vector.started:
+                row_seed = None
+            else:
+                row_seed = int(self.np_random.integers(2**63 - 1))
+            obs, infos = self.vector.reset(seed=[row_seed], options=options)
+        except Exception:  # a refused reset leaves np_random as it was, as it leaves the row
+            self._np_random, self._np_random_seed = rng, rng_seed
+            if rng is not None and rng_state is not None:
+                rng.bit_generator.state = rng_state
+            raise
         return take(obs, 0), info_row(infos, 0)
 
     def step(self, action: Any):

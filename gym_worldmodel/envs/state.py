@@ -25,6 +25,10 @@ from gym_worldmodel.envs.options import rng_from_state
 UNSCANNED = ("memory",)
 
 
+#: The largest step count (they load as int64).
+_INT64_MAX = np.iinfo(np.int64).max
+
+
 def check_state(state: Any, template: Any, where: str = "state", scan: bool = True) -> None:
     """Raise ``ValueError`` naming the first entry of ``state`` that ``template`` does not match.
 
@@ -231,8 +235,9 @@ def loadable_state(
     check_rngs(state)
     if check_engine is not None:
         check_engine(state["engine"])
-    if (state["steps"] < 0).any():
-        raise ValueError(f"state['steps'] must be >= 0, got {state['steps']}")
+    steps = state["steps"]
+    if (steps < 0).any() or (steps.dtype.kind == "u" and (steps > _INT64_MAX).any()):
+        raise ValueError(f"state['steps'] must be in [0, 2**63), got {steps}")
     return state
 
 
@@ -297,6 +302,45 @@ def with_rows(one: Any, two: Any, n: int) -> Any:
             return np.zeros(shape, one.dtype)
         return torch.empty(shape, dtype=one.dtype, device="meta")
     return one
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes of the tensors and arrays of a (nested) state."""
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    if isinstance(state, (torch.Tensor, np.ndarray)):
+        return int(state.nbytes)
+    return 0
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Memory free for new rows on ``device`` (a CUDA device's, else the host's); None: unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:  # Linux; elsewhere the check is skipped
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_fits(one_row: dict[str, Any], rows: int, device: torch.device, what: str) -> None:
+    """Raise ``MemoryError`` before ``rows`` rows of ``one_row``'s size are made, if they won't fit.
+
+    A fork holds each row's state twice for a moment (the copy read, then the new rows), so a
+    fork of 10**9 rows is refused here instead of by the operating system's out-of-memory killer.
+    """
+    free, size = free_bytes(device), state_bytes(one_row)
+    if free is not None and 2 * rows * size > free:
+        raise MemoryError(
+            f"{what} of {rows} rows needs about {2 * rows * size / 2**30:.1f} GiB "
+            f"({size / 2**20:.1f} MiB a row, its KV cache, frames and memory bank, held twice "
+            "while forking), and "
+            f"{free / 2**30:.1f} GiB is free on {device}: fork fewer rows at a time"
+        )
 
 
 def keep_frames(state: dict[str, Any], template: dict[str, Any], obs_mode: str) -> dict[str, Any]:

@@ -40,7 +40,13 @@ from gym_worldmodel.envs.settings import (
     model_config,
     resolve_dtype,
 )
-from gym_worldmodel.envs.state import check_pose_range, loadable_state, to_meta, with_rows
+from gym_worldmodel.envs.state import (
+    check_fits,
+    check_pose_range,
+    loadable_state,
+    to_meta,
+    with_rows,
+)
 from gym_worldmodel.envs.worlds import (
     check_finite_weights,
     get_world,
@@ -586,6 +592,7 @@ class WorldModelVectorEnv(VectorEnv):
                 f"row must be an int in [0, {self.num_envs}) or a list of them, got {row!r}"
             )
         check_count("n", n, "forks")
+        check_fits(self.get_state(parents[:1]), len(parents) * n, self.device, "a fork")
         mode = autoreset_mode_of(autoreset_mode or self.metadata["autoreset_mode"])
         rows = np.repeat(np.asarray(parents, np.int64), n).tolist()  # each parent's n futures
         seeds = checked_seeds(seeds, len(rows), "fork seeds")

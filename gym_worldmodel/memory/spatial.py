@@ -35,6 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+#: Entries are numbered from 0 as they are stored; a saved state's uids stay below this.
+_MAX_UID = 2**62
+
 
 @dataclass(frozen=True)
 class ViewGeometry:
@@ -463,9 +466,9 @@ class SpatialMemory:
         """Raise ``ValueError`` naming a row state whose counters cannot be this memory's.
 
         Shapes and dtypes are the caller's to compare (``envs.state.check_state``); here the
-        values: a stored entry's uid >= 0 and unique in its bank (-1 marks an empty slot), the
-        step it was stored at and the row's chunk count >= 0, and ``has_owner`` wherever the
-        row owns an entry.
+        values: a stored entry's uid in [0, 2**62) and unique in its bank (-1 marks an empty
+        slot), the step it was stored at and the row's chunk count >= 0, and ``has_owner``
+        wherever the row owns an entry.
         """
         for i, state in enumerate(states):
             uid, step = np.asarray(state["uid"]), np.asarray(state["step"])
@@ -473,6 +476,8 @@ class SpatialMemory:
             problems = []
             if (uid < -1).any():
                 problems.append("uids below -1 (-1 marks an empty slot)")
+            if (uid >= _MAX_UID).any():  # new entries count on from the largest
+                problems.append("uids from 2**62 (no memory numbers that many entries)")
             if len(np.unique(uid[stored])) != int(stored.sum()):
                 problems.append("a uid twice")
             if (step[stored] < 0).any():

@@ -396,6 +396,10 @@ class DiTConfig:
         return self.modality_names.index(name)
 
 
+#: The most denoiser passes a chunk may take, and the largest guidance scale.
+MAX_NFE, MAX_GUIDANCE = 1000, 100.0
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """Few-step flow-matching sampling.
@@ -429,8 +433,16 @@ class SamplerConfig:
             _numbers(self, "memory_t")
         if not 0 < self.shift < math.inf:
             raise ValueError(f"shift must be finite and > 0, got {self.shift}")
-        if not math.isfinite(self.guidance_scale):
-            raise ValueError(f"guidance_scale must be finite, got {self.guidance_scale}")
+        if self.nfe > MAX_NFE:  # a typo's 10**9 passes would run for ever
+            raise ValueError(
+                f"SamplerConfig.nfe must be at most {MAX_NFE} (a teacher samples well at 32), "
+                f"got {self.nfe}"
+            )
+        if not 0.0 <= self.guidance_scale <= MAX_GUIDANCE:
+            raise ValueError(
+                f"guidance_scale must be in [0, {MAX_GUIDANCE}] (1 turns guidance off, 0 ignores "
+                f"the action), got {self.guidance_scale}"
+            )
         if not 0.0 <= self.context_t < 1.0:
             raise ValueError(f"context_t must be in [0, 1), got {self.context_t}")
         if self.memory_t is not None and not 0.0 <= self.memory_t < 1.0:
