@@ -503,8 +503,9 @@ def _not_a_checkpoint(missing: Path) -> FileNotFoundError:
         if (inside / CONFIG_NAME).is_file()
         else ""
     )
+    what = "is a folder, not a file" if missing.is_dir() else "not found"
     return FileNotFoundError(
-        f"{missing} not found: a checkpoint directory holds {CONFIG_NAME} and {WEIGHTS_NAME} "
+        f"{missing} {what}: a checkpoint directory holds {CONFIG_NAME} and {WEIGHTS_NAME} "
         f"(hub.save_pretrained and gym-worldmodel train write them){hint}"
     )
 

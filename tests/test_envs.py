@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import types
 import warnings
 
 import gymnasium as gym
@@ -636,12 +637,20 @@ def test_a_bad_action_names_its_rows_and_is_checked_before_the_float32_cast():
         single.step([np.nan, 0])
     with pytest.raises(ActionError, match=r"in \[0, n\) for n = \[5, 5\], got 1e\+30$"):
         single.step([1e30, 0])  # past int64: the cast wrapped it to a negative number
+    with pytest.raises(ActionError, match=r"n = \[5, 5\], got 18446744073709551615$"):
+        single.step(np.full(2, 2**64 - 1, np.uint64))  # the cast made it -1
+    with pytest.raises(ActionError, match="expected integers, got dtype timedelta64"):
+        single.step(np.ones(2, "timedelta64[s]"))  # NumPy counts times as integers
+    with pytest.raises(ActionError, match="expected real numbers, got dtype timedelta64"):
+        env.step(np.zeros((3, 2), "timedelta64[s]"))
     robot = WorldModelEnv(world="robot", action_mode="dict", **TINY)
     robot.reset(seed=0)
     action = dict(robot.action_space.sample())
     action.pop("gripper_closedness_action")
     with pytest.raises(ActionError, match=r"lacks \['gripper_closedness_action'\]; expected"):
         robot.step(action)
+    action["gripper_closedness_action"] = np.zeros(1, np.float32)
+    robot.step(types.MappingProxyType(action))  # any mapping, a read-only view of one too
     look = WorldModelEnv(world="citywalk", action_mode="look", **TINY)
     look.reset(seed=0)
     with pytest.raises(ActionError, match=r"lacks \['look'\] and has unknown \['turn'\]"):

@@ -229,7 +229,10 @@ def test_a_training_run_given_for_its_checkpoint_names_the_checkpoint(tmp_path, 
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
 def test_missing_file(saved: Path, name: str) -> None:
     (saved / name).unlink()
-    with pytest.raises(FileNotFoundError, match=name.replace(".", r"\.")):
+    with pytest.raises(FileNotFoundError, match=name.replace(".", r"\.") + " not found"):
+        from_pretrained(saved)
+    (saved / name).mkdir()
+    with pytest.raises(FileNotFoundError, match=name.replace(".", r"\.") + " is a folder"):
         from_pretrained(saved)
 
 

@@ -759,6 +759,9 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, caps
     Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).save(deep)
     with pytest.raises(SystemExit, match=r"deep.png: .*mode 'I;16' .* clipped, not scaled"):
         cli.read_start_image(deep)
+    for path, what in [(tmp_path, "a folder"), (tmp_path / "none.png", "no such file")]:
+        with pytest.raises(SystemExit, match=f"--image .*: {what}$"):
+            cli.read_start_image(path)
     with pytest.raises(SystemExit, match="--device takes a torch device"):
         cli.rollout_main(["--device", "gpu"])
     with pytest.raises(SystemExit, match="simulator's first frame: drop --image"):
@@ -951,3 +954,24 @@ def test_a_source_module_that_fails_to_import_is_named_with_its_line(tmp_path, m
     monkeypatch.setattr("sysconfig.get_paths", lambda: paths)
     with pytest.raises(SystemExit, match=r"installed_src.py:2: ValueError: cannot reshape"):
         load_source("installed_src:Src")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "vae", "--data", "d", "--out"],
+        ["collect", "--source", "miniworld", "--episodes", "1", "--out"],
+        ["ship", "--model", "m", "--out"],
+    ],
+)
+def test_an_output_folder_that_is_a_file_is_named_before_anything_runs(command, tmp_path, capsys):
+    from gym_worldmodel import cli
+
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    with pytest.raises(SystemExit):
+        cli.main([*command, str(taken)])
+    assert f"--out: must name a folder (new or existing), '{taken}' is a file" in (
+        capsys.readouterr().err
+    )
+    assert taken.read_text() == "mine"

@@ -356,6 +356,17 @@ def test_inconsistent_shard_arrays_are_rejected(tmp_path):
     )
     with pytest.raises(DatasetError, match="expected 4 actions"):
         read_shard(path)
+    for offsets in ([0, 6, 2, 8], [0, 4, 4, 8], [0, 3, 8]):  # falling, an empty episode, 2 of 3
+        np.savez(
+            path,
+            frames=np.zeros((8, 8, 8, 3), np.uint8),
+            actions=np.zeros((5, 12), np.float32),
+            poses=np.zeros((0, 4)),
+            frame_offsets=np.array(offsets),
+            seeds=np.array([1, 2, 3]),
+        )
+        with pytest.raises(DatasetError, match=rf"expected 4 offsets rising .*got \{offsets}"):
+            read_shard(path)
 
 
 def test_bad_episodes_are_rejected():

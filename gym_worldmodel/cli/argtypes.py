@@ -66,6 +66,19 @@ def folder_name(text: str) -> str:
     return text
 
 
+def folder_path(text: str) -> Path:
+    """Argparse type of a folder a command writes into (``--out``): absent, or a folder.
+
+    A file of that name would fail only when the first write tries to make the folder.
+    """
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"must name a folder (new or existing), {text!r} is a file"
+        )
+    return path
+
+
 def picture_path(text: str) -> Path:
     """Argparse type of a picture to write (``--out`` of the examples).
 

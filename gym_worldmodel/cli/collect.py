@@ -10,10 +10,9 @@ import site
 import sysconfig
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gym_worldmodel.cli.argtypes import non_negative_int, positive_int
+from gym_worldmodel.cli.argtypes import folder_path, non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from gym_worldmodel.sources.collect import Source
@@ -34,7 +33,7 @@ def collect_main(argv: Sequence[str]) -> None:
         required=True,
         help=f"one of {sorted(SOURCES)} or module:Class of a custom source",
     )
-    parser.add_argument("--out", type=Path, required=True, help="dataset directory")
+    parser.add_argument("--out", type=folder_path, required=True, help="dataset directory")
     parser.add_argument(
         "--episodes", type=positive_int, required=True, help="episodes in the dataset (all splits)"
     )

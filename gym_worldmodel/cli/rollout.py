@@ -58,7 +58,7 @@ def read_start_image(path: Path) -> Any:
     from gym_worldmodel.envs.options import picture_hint, pil_as_rgb
 
     if not path.is_file():
-        raise SystemExit(f"--image {path}: no such file")
+        raise SystemExit(f"--image {path}: {'a folder' if path.is_dir() else 'no such file'}")
     if path.suffix == ".npy":
         arr = _load_array_file(path, "--image")
     else:
@@ -97,7 +97,7 @@ def read_actions(path: Path) -> Any:
     import numpy as np
 
     if not path.is_file():
-        raise SystemExit(f"--actions {path}: no such file")
+        raise SystemExit(f"--actions {path}: {'a folder' if path.is_dir() else 'no such file'}")
     if path.suffix == ".npz":
         columns = _load_array_file(path, "--actions")
         shapes = {k: np.shape(v) for k, v in columns.items()}

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from gym_worldmodel.cli.argtypes import denoiser_passes, folder_name, positive_int
+from gym_worldmodel.cli.argtypes import denoiser_passes, folder_name, folder_path, positive_int
 
 
 def ship_main(argv: Sequence[str]) -> None:
@@ -23,7 +23,7 @@ def ship_main(argv: Sequence[str]) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument(
         "--out",
-        type=Path,
+        type=folder_path,
         help="a worlds directory of your own: its checkpoint plays with model=OUT/NAME",
     )
     where.add_argument(

@@ -10,6 +10,7 @@ from typing import Any
 from gym_worldmodel.cli.argtypes import (
     check_device,
     denoiser_passes,
+    folder_path,
     fraction,
     non_negative_float,
     non_negative_int,
@@ -39,7 +40,11 @@ _MEMORY = ("teacher", "student", "self-forcing")
 #: (``help`` may name a text per stage). A stage's ``--help`` lists only its own.
 _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (_ALL, "--data", dict(type=Path, nargs="+", required=True, help="dataset directories")),
-    (_ALL, "--out", dict(type=Path, required=True, help="run directory (resumes if present)")),
+    (
+        _ALL,
+        "--out",
+        dict(type=folder_path, required=True, help="run directory (resumes if present)"),
+    ),
     (
         _AFTER_VAE,
         "--init",

@@ -88,7 +88,7 @@ def batch_one(action: Any) -> Any:
     Tensors stay tensors (the vector env reads them on any device, with or without grad);
     what cannot be read as an array is an :class:`ActionError`.
     """
-    if isinstance(action, dict):
+    if isinstance(action, Mapping):
         return {k: batch_one(v) for k, v in action.items()}
     if isinstance(action, torch.Tensor):
         return action[None]
@@ -156,7 +156,7 @@ def check_box(
 ) -> np.ndarray:
     """Validate a batch of ``batch`` Box actions; return float32 ``(B, F, *shape)``."""
     arr = _as_array(value, name)
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+    if arr.dtype.kind not in "iuf":  # not bools, complex numbers, times or objects
         raise ActionError(f"{name}: expected real numbers, got dtype {arr.dtype}")
     arr = _frames_axis(arr, shape, batch, frames, name)  # checked as given, then cast
     if not np.isfinite(arr).all():
@@ -187,20 +187,20 @@ def check_discrete(
 ) -> np.ndarray:
     """Validate a batch of ``batch`` (Multi)Discrete actions; return int64 ``(B, F, len(nvec))``."""
     arr = _as_array(value, name)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise ActionError(f"{name}: expected integers, got dtype {arr.dtype}")
+    if arr.dtype.kind not in "iuf":  # not bools, times or objects
+        raise ActionError(f"{name}: expected integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
         bad = ~(np.isfinite(arr) & (arr == np.round(arr)))
         if bad.any():
             got = arr[bad][0].item()
             raise ActionError(f"{name}: expected integers, got {got!r}{_rows(np.atleast_1d(bad))}")
-        huge = np.abs(arr) >= 2**31  # past int64, a cast would wrap; past any n here anyway
-        if huge.any():
-            raise ActionError(
-                f"{name}: expected integers in [0, n) for n = {list(nvec)}, got "
-                f"{arr[huge][0].item()!r}{_rows(np.atleast_1d(huge))}"
-            )
-        arr = arr.astype(np.int64)
+    wide = arr.astype(np.float64) if arr.dtype.kind == "f" else arr  # float16 holds no 2**31
+    huge = (wide >= 2**31) | (wide <= -(2**31))  # a cast to int64 could wrap; past any n anyway
+    if huge.any():
+        raise ActionError(
+            f"{name}: expected integers in [0, n) for n = {list(nvec)}, got "
+            f"{arr[huge][0].item()!r}{_rows(np.atleast_1d(huge))}"
+        )
     shape = (len(nvec),) if len(nvec) > 1 else ()
     arr = _frames_axis(arr.astype(np.int64), shape, batch, frames, name).reshape(
         *arr.shape[:1], frames, -1
@@ -218,7 +218,7 @@ def check_discrete(
 
 def check_keys(actions: Any, expected: set[str], name: str) -> None:
     """Raise ``ActionError`` unless ``actions`` is a dict of exactly the ``expected`` keys."""
-    if not isinstance(actions, dict):
+    if not isinstance(actions, Mapping):
         raise ActionError(
             f"{name}: expected a dict with keys {sorted(expected)}, got {type(actions).__name__}"
         )
