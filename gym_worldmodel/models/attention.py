@@ -93,6 +93,16 @@ class ChunkAttention:
             self.cache.write(layer, k, v)
         return out
 
+    def store(self, layer: int, k: Tensor, v: Tensor) -> None:
+        """What :meth:`__call__` leaves in the cache, ``k`` not yet rotated, without attending.
+
+        For a write pass's last block, whose output no one reads.
+        """
+        k = apply_rotary(k, self.cos, self.sin)
+        self.cache.stage(layer, k, v)
+        if self.write:
+            self.cache.write(layer, k, v)
+
 
 class MemoryAttention:
     """Attention context of retrieved memory chunks being written to a cache memory slot.
@@ -118,6 +128,10 @@ class MemoryAttention:
         q, k = apply_rotary(qk, self.cos, self.sin).unbind(0)
         self.cache.write_memory(layer, self.slot, k, v, self.rows)
         return F.scaled_dot_product_attention(q, k, v)
+
+    def store(self, layer: int, k: Tensor, v: Tensor) -> None:
+        """The chunk's rotated K/V into the slot, without attending (the last block's)."""
+        self.cache.write_memory(layer, self.slot, apply_rotary(k, self.cos, self.sin), v, self.rows)
 
 
 class SequenceAttention:
@@ -274,7 +288,18 @@ class SelfAttention(nn.Module):
     def forward(self, x: Tensor, layer: int, context: AttentionContext) -> Tensor:
         """``x`` (B, T, dim) -> (B, T, dim)."""
         b, t, _ = x.shape
+        qk, v = self._qkv(x)
+        out = context(layer, qk, v)  # (B, H, T, Dh)
+        return self.proj(out.transpose(1, 2).reshape(b, t, -1))
+
+    def store(self, x: Tensor, layer: int, context: ChunkAttention | MemoryAttention) -> None:
+        """Only what :meth:`forward` stores in ``context``'s cache: this layer's keys and values."""
+        qk, v = self._qkv(x)
+        context.store(layer, qk[1], v)
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalised queries and keys ``(2, B, H, T, Dh)`` (not rotated) and values."""
+        b, t, _ = x.shape
         qkv = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         qk = F.rms_norm(qkv[:2], (self.head_dim,), eps=1e-6) * self.qk_gain.to(x.dtype)
-        out = context(layer, qk, qkv[2])  # (B, H, T, Dh)
-        return self.proj(out.transpose(1, 2).reshape(b, t, -1))
+        return qk, qkv[2]

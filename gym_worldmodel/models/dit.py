@@ -127,13 +127,33 @@ class DiTBlock(nn.Module):
         (:func:`~gym_worldmodel.models.actions.expert_residuals`).
         """
         b, nf, tf, d = x.shape
-        x = x + action[:, :, None]
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond))[:, :, None].chunk(
-            6, -1
-        )
-        h = modulate(self.norm1(x), shift1, scale1).reshape(b, nf * tf, d)
+        x, h, (gate1, shift2, scale2, gate2) = self._attention_input(x, cond, action)
         x = torch.addcmul(x, gate1, self.attn(h, layer, context).view(b, nf, tf, d))
         return torch.addcmul(x, gate2, self.mlp(modulate(self.norm2(x), shift2, scale2)))
+
+    def store(
+        self,
+        x: Tensor,
+        cond: Tensor,
+        action: Tensor,
+        layer: int,
+        context: ChunkAttention | MemoryAttention,
+    ) -> None:
+        """Only what :meth:`forward` stores in ``context``'s cache: this block's keys and values."""
+        self.attn.store(self._attention_input(x, cond, action)[1], layer, context)
+
+    def _attention_input(
+        self, x: Tensor, cond: Tensor, action: Tensor
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """The residual stream with the action added, and the attention's input.
+
+        Also the modulation of the rest of the block: gate1, shift2, scale2, gate2.
+        """
+        b, nf, tf, d = x.shape
+        x = x + action[:, :, None]
+        shift1, scale1, *rest = self.ada(F.silu(cond))[:, :, None].chunk(6, -1)
+        h = modulate(self.norm1(x), shift1, scale1).reshape(b, nf * tf, d)
+        return x, h, tuple(rest)
 
 
 class CausalChunkDiT(nn.Module):
@@ -252,16 +272,35 @@ class CausalChunkDiT(nn.Module):
             context = SequenceAttention(self.config, self.rope, 1, x.device)
         else:
             context = ChunkAttention(cache, self.chunk_cos, self.chunk_sin, write)
-            if self.anchor_embed is not None:
-                if cache.anchor is None:
-                    raise ValueError("the cache was built for a model without frame_anchor")
-                anchor = cache.anchor[:, None]
+            anchor = self._cache_anchor(cache)
         t_frames = t[:, None].expand(-1, x.shape[1])
         out = self._run(x, t_frames, actions, modality, drop_action, context, anchor, frame_anchors)
         if write and self.anchor_embed is not None:
             assert cache is not None  # write=True without a cache raised above
             cache.write_anchor(x[:, -1])
         return out
+
+    def write(
+        self,
+        x: Tensor,
+        t: Tensor,
+        actions: Tensor,
+        modality: Tensor,
+        cache: ChunkCache,
+        *,
+        frame_anchors: Tensor | None = None,
+    ) -> None:
+        """The cache-write pass: what ``forward(..., write=True)`` stores, without its output.
+
+        The last block stops once its keys and values are stored (its attention, MLP and the
+        output head would compute a velocity no one reads). Arguments as :meth:`forward`.
+        """
+        anchor = self._cache_anchor(cache)
+        context = ChunkAttention(cache, self.chunk_cos, self.chunk_sin, write=True)
+        t_frames = t[:, None].expand(-1, x.shape[1])
+        self._store(x, t_frames, actions, modality, context, anchor, frame_anchors)
+        if self.anchor_embed is not None:
+            cache.write_anchor(x[:, -1])
 
     def forward_sequence(
         self,
@@ -359,7 +398,15 @@ class CausalChunkDiT(nn.Module):
         n, f = latents.shape[:2]
         t_frames = torch.full((n, f), float(t), device=latents.device)
         actions = torch.zeros(n, f, self.config.action_dim, device=latents.device)
-        self._run(latents, t_frames, actions, modality, None, context)
+        self._store(latents, t_frames, actions, modality, context)  # only its K/V are kept
+
+    def _cache_anchor(self, cache: ChunkCache) -> Tensor | None:
+        """``(B, 1, C, h, w)``: the frame a cached chunk is anchored to (None: no anchor)."""
+        if self.anchor_embed is None:
+            return None
+        if cache.anchor is None:
+            raise ValueError("the cache was built for a model without frame_anchor")
+        return cache.anchor[:, None]
 
     @property
     def moves_anchors(self) -> bool:
@@ -417,7 +464,61 @@ class CausalChunkDiT(nn.Module):
         anchors: Tensor | None = None,
         frame_anchors: Tensor | None = None,
     ) -> Tensor:
+        """The velocity of latents ``x`` at ``t_frames`` through every block and the head."""
         p, side = self.config.patch_size, self.config.latent_size // self.config.patch_size
+        tokens, cond, residuals, anchors = self._embed(
+            x, t_frames, actions, modality, drop_action, anchors, frame_anchors
+        )
+        for layer, (block, residual) in enumerate(zip(self._blocks, residuals, strict=True)):
+            tokens = block(tokens, cond, residual, layer, context)
+        shift, scale = self.final_ada(F.silu(cond))[:, :, None].chunk(2, -1)
+        out = self.out(modulate(self.final_norm(tokens), shift, scale))  # (B, NF, Tf, C p p)
+        out = rearrange(out, "b f (h w) (c p q) -> b f c (h p) (w q)", h=side, p=p, q=p)
+        if self.config.anchor_sigma:
+            if anchors is None:  # memory encoding: nothing is anchored
+                anchors = torch.zeros_like(x[:, :1])
+            out = anchored_velocity(x, t_frames, anchors, out, self.config.anchor_sigma)
+        return out
+
+    def _store(
+        self,
+        x: Tensor,
+        t_frames: Tensor,
+        actions: Tensor,
+        modality: Tensor,
+        context: ChunkAttention | MemoryAttention,
+        anchors: Tensor | None = None,
+        frame_anchors: Tensor | None = None,
+    ) -> None:
+        """:meth:`_run` up to the last block's keys and values being stored in the cache."""
+        tokens, cond, residuals, _ = self._embed(
+            x, t_frames, actions, modality, None, anchors, frame_anchors
+        )
+        *body, last = self._blocks
+        for layer, (block, residual) in enumerate(zip(body, residuals, strict=False)):
+            tokens = block(tokens, cond, residual, layer, context)
+        last.store(tokens, cond, residuals[-1], len(body), context)
+
+    @property
+    def _blocks(self) -> Sequence[DiTBlock]:
+        return cast("Sequence[DiTBlock]", self.blocks)  # an nn.ModuleList of DiTBlock
+
+    def _embed(
+        self,
+        x: Tensor,
+        t_frames: Tensor,
+        actions: Tensor,
+        modality: Tensor,
+        drop_action: Tensor | None,
+        anchors: Tensor | None,
+        frame_anchors: Tensor | None,
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, ...], Tensor | None]:
+        """Tokens ``(B, NF, Tf, dim)`` with their anchors, and what every block reads.
+
+        That is the time conditioning, each block's action residual, and the anchors used (one
+        per frame where they move).
+        """
+        p = self.config.patch_size
         patches = "b f c (h p) (w q) -> b f (h w) (c p q)"
         tokens = self.patch_embed(rearrange(x, patches, p=p, q=p))  # (B, NF, Tf, dim)
         if anchors is not None:
@@ -435,18 +536,8 @@ class CausalChunkDiT(nn.Module):
                 tokens = (chunks + anchor[:, :, None]).flatten(1, 2)
         cond = self.time_embed(t_frames)  # (B, NF, dim)
         action = self.actions(actions, modality, drop_action)  # (B, NF, u)
-        blocks = cast("Sequence[DiTBlock]", self.blocks)  # an nn.ModuleList of DiTBlock
-        residuals = expert_residuals([block.expert for block in blocks], action, modality)
-        for layer, (block, residual) in enumerate(zip(self.blocks, residuals, strict=True)):
-            tokens = block(tokens, cond, residual, layer, context)
-        shift, scale = self.final_ada(F.silu(cond))[:, :, None].chunk(2, -1)
-        out = self.out(modulate(self.final_norm(tokens), shift, scale))  # (B, NF, Tf, C p p)
-        out = rearrange(out, "b f (h w) (c p q) -> b f c (h p) (w q)", h=side, p=p, q=p)
-        if self.config.anchor_sigma:
-            if anchors is None:  # memory encoding: nothing is anchored
-                anchors = torch.zeros_like(x[:, :1])
-            out = anchored_velocity(x, t_frames, anchors, out, self.config.anchor_sigma)
-        return out
+        residuals = expert_residuals([block.expert for block in self._blocks], action, modality)
+        return tokens, cond, residuals, anchors
 
 
 def move_frames(frames: Tensor, motion: Tensor) -> Tensor:

@@ -99,7 +99,7 @@ class ChunkRollout(_Rollout):
         the step's anchors if already computed (``CausalChunkDiT.step_anchors``).
         """
         x, level = self.sampler.context(x0, generators)
-        self.dit(x, level, actions, modality, cache, write=True, frame_anchors=frame_anchors)
+        self.dit.write(x, level, actions, modality, cache, frame_anchors=frame_anchors)
         cache.commit()
 
 
