@@ -88,7 +88,8 @@ EVAL_SEED = 1_000_000_000  # the world's eval seed offset: training resets at --
 def main() -> None:
     args = parse_args()
     torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     same_step = gym.vector.AutoresetMode.SAME_STEP
     try:
         envs = make_envs(args, args.envs, same_step, simulator=args.train_in == "simulator")
@@ -177,7 +178,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--nfe", type=denoiser_passes, help="denoiser passes a step")
     parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help="torch CPU threads (default: torch's, which OMP_NUM_THREADS sets)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/ppo_driving"))
     parser.add_argument("--resume", action="store_true", help="continue from --out/agent.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -13,7 +13,7 @@ is from the still plan's (mean absolute difference in grey levels) and saves a s
 plan, the start frame then every step's frame.
 
 The shipped robot world is early: its arm follows its actions much less than robosuite's does
-(README, "where the shipped worlds stand"), so expect futures that differ by little. The same
+(docs/worlds.md), so expect futures that differ by little. The same
 code plays a world you trained yourself: ``--model runs/student/model``.
 """
 

@@ -564,5 +564,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, 
     return results
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # as ``gym-worldmodel bench``: a bad input is a one-line error
+    import sys
+
+    from gym_worldmodel.cli import main as cli_main
+
+    sys.exit(cli_main(["bench", *sys.argv[1:]]))

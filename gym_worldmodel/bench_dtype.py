@@ -36,8 +36,8 @@ def dtype_benchmark(
     """Measure and print; returns the figures per world."""
     print(f"native bf16 on this CPU: {native_bf16('cpu')} (the envs' dtype='auto' uses it if so)")
     results: dict[str, Any] = {}
-    for data in data_dirs:
-        card = read_card(Path(data))
+    cards = [read_card(Path(data)) for data in data_dirs]  # every one read before any is run
+    for data, card in zip(data_dirs, cards, strict=True):
         world = card["world"]
         wm = load_model(get_world(world), model)
         # bf16 runs as an env runs its own model: the layer weights held in bf16, not cast

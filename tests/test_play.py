@@ -86,6 +86,16 @@ def test_play_refuses_the_worlds_options_with_the_simulator(capsys):
         )
 
 
+def test_play_without_a_display_says_so_instead_of_running_unseen(monkeypatch):
+    from gym_worldmodel.cli import play, play_main
+
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(play.sys, "platform", "linux")
+    with pytest.raises(SystemExit, match="no display .* rollout --video"):
+        play_main(["--model", "random-tiny"])
+
+
 def test_gymnasiums_own_play_reads_the_envs_keys_as_the_readme_says(monkeypatch):
     import gymnasium as gym
     from gymnasium.utils.play import play

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -83,6 +85,7 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
             "the world's"
         )
     check_device(args.device)
+    _check_display()
     try:
         import pygame  # noqa: F401  (gymnasium's play needs it)
 
@@ -171,3 +174,14 @@ def _describe(action: Any) -> str:
         moving = {k: v for k, v in action.items() if k != "terminate_episode" and np.any(v)}
         return ", ".join(f"{k} {numbers(v)}" for k, v in moving.items())
     return str(numbers(action) if action.dtype.kind == "f" else action.tolist())
+
+
+def _check_display() -> None:
+    """Refuse to open no window: on Linux without a display pygame's loop runs on unseen."""
+    headless = not any(os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"))
+    if sys.platform.startswith("linux") and headless:
+        raise SystemExit(
+            "play opens a window, and this session has no display (DISPLAY and WAYLAND_DISPLAY "
+            "are unset): run it on a desktop or over ssh -X, or watch a world headless with "
+            "gym-worldmodel rollout --video"
+        )
