@@ -219,10 +219,11 @@ def checkpoint_directory(
             "no checkpoint named: pass a checkpoint directory or a repo id 'owner/name'"
         )
     path = Path(name_or_path).expanduser()
+    pinned = False  # "owner/name@v1": a Hub repo, whatever folders are here
     if isinstance(name_or_path, str) and not path.exists() and "@" in name_or_path:
-        name_or_path, revision = _split_revision(name_or_path, revision)
+        name_or_path, revision, pinned = _split_revision(name_or_path, revision)
         path = Path(name_or_path)
-    if path.is_dir():
+    if path.is_dir() and not pinned:
         directory = path
     elif path.is_file():  # a file named like a repo id ("runs/model.safetensors") too
         raise NotADirectoryError(f"{path} is a file; expected a checkpoint directory")
@@ -357,16 +358,22 @@ def _unreachable(err: BaseException) -> bool:
     )
 
 
-def _split_revision(name: str, revision: str | None) -> tuple[str, str | None]:
-    """``"owner/name@v1"`` as ``("owner/name", "v1")`` (the revision HfFileSystem's paths carry)."""
+def _split_revision(name: str, revision: str | None) -> tuple[str, str | None, bool]:
+    """``"owner/name@v1"`` as ``("owner/name", "v1", True)`` (as HfFileSystem's paths pin one).
+
+    Anything else comes back as it was, with False: a path with an ``@`` in it is named by the
+    usual errors.
+    """
     repo_id, _, pinned = name.partition("@")
-    if not _is_repo_id(repo_id) or not pinned:
-        return name, revision  # a path or a name with "@" in it: the usual errors name it
+    if not _is_repo_id(repo_id):
+        return name, revision, False
+    if not pinned:
+        raise ValueError(f"{name!r} names no revision after its '@' (owner/name@v1)")
     if revision is not None and revision != pinned:
         raise ValueError(
             f"{name!r} names revision {pinned!r} and revision={revision!r} another; give one"
         )
-    return repo_id, pinned
+    return repo_id, pinned, True
 
 
 def _is_repo_id(name: str) -> bool:

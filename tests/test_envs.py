@@ -407,6 +407,8 @@ def test_per_env_seeds_and_seed_list():
     for bad in (torch.tensor([5.0, 6.0, 7.0]), torch.tensor([True, False, True])):
         with pytest.raises(ValueError, match="non-negative ints"):
             env.reset(seed=bad)
+    with pytest.raises(ValueError, match="num_envs must be an int"):  # only seeds: a count
+        WorldModelVectorEnv(torch.tensor(2), world="robot", **TINY)  # stays a Python int
 
 
 def test_reset_from_the_users_image_and_frames():

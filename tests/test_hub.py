@@ -405,7 +405,7 @@ def test_repo_id_from_offline_cache(
 
 
 def test_a_repo_id_may_name_its_revision_after_an_at(
-    saved: Path, tiny_model: WorldModel, tmp_path: Path, offline: list[dict]
+    saved: Path, tiny_model: WorldModel, tmp_path: Path, offline: list[dict], monkeypatch
 ) -> None:
     make_hf_cache(tmp_path / "hf", "owner/name", saved)
     for name, revision in [(f"owner/name@{COMMIT}", None), (f"owner/name@{COMMIT}", COMMIT)]:
@@ -419,6 +419,12 @@ def test_a_repo_id_may_name_its_revision_after_an_at(
     local = tmp_path / "runs@2" / "model"  # a folder with an "@" in its path is a folder
     shutil.copytree(saved, local)
     assert_same_model(from_pretrained(str(local)), tiny_model)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "owner" / "name").mkdir(parents=True)  # a pinned revision is the Hub repo's
+    model = from_pretrained(f"owner/name@{COMMIT}", cache_dir=tmp_path / "hf")
+    assert_same_model(model, tiny_model)
+    with pytest.raises(ValueError, match="names no revision after its '@'"):
+        from_pretrained("owner/name@", cache_dir=tmp_path / "hf")
 
 
 def test_repo_id_from_cache_validates_files(saved: Path, tmp_path: Path, offline) -> None:

@@ -260,9 +260,9 @@ def _bad_states(own, robot):
         ),
         ("negative cache chunks", edit(lambda s: s["engine"]["cache"]["chunks"].fill_(-3))),
         ("a memory uid twice", edit(lambda s: s["engine"]["memory"][0]["uid"].fill(7))),
-        (  # the next entry's number would not fit int64
-            "a memory uid of 2**63 - 1",
-            edit(lambda s: s["engine"]["memory"][0]["uid"].__setitem__(0, 2**63 - 1)),
+        (  # uids stay far below int64's end, where the next entry's number would wrap
+            "a memory uid of 2**62",
+            edit(lambda s: s["engine"]["memory"][0]["uid"].__setitem__(0, 2**62)),
         ),
         ("negative memory chunks", edit(lambda s: s["engine"]["memory"][1].update(chunks=-1))),
         ("not a dict", [1, 2]),

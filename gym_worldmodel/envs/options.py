@@ -100,17 +100,19 @@ def reset_rows(options: dict, num_envs: int) -> np.ndarray:
 
 
 def is_int(value: Any) -> bool:
-    """A Python or NumPy int or a 0-d integer tensor (``torch.arange(4)``'s items), not a bool."""
-    if isinstance(value, torch.Tensor):
-        kind = value.dtype
-        return value.ndim == 0 and not (
-            kind.is_floating_point or kind.is_complex or kind == torch.bool
-        )
+    """A Python or NumPy int, not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def is_seed(value: Any) -> bool:
-    """A seed NumPy's and torch's generators take: an int >= 0."""
+    """A seed NumPy's and torch's generators take: an int >= 0.
+
+    A 0-d integer tensor counts too (``torch.arange(4)``'s items, a planner's seeds).
+    """
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        kind = value.dtype
+        integral = not (kind.is_floating_point or kind.is_complex or kind == torch.bool)
+        return integral and int(value) >= 0
     return is_int(value) and value >= 0
 
 

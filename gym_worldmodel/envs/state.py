@@ -236,7 +236,7 @@ def loadable_state(
     if check_engine is not None:
         check_engine(state["engine"])
     steps = state["steps"]
-    if (steps < 0).any() or (steps.dtype.kind == "u" and (steps > _INT64_MAX).any()):
+    if (steps < 0).any() or (steps.dtype.kind == "u" and (steps > np.uint64(_INT64_MAX)).any()):
         raise ValueError(f"state['steps'] must be in [0, 2**63), got {steps}")
     return state
 
@@ -317,8 +317,9 @@ def state_bytes(state: Any) -> int:
 
 def free_bytes(device: torch.device) -> int | None:
     """Memory free for new rows on ``device`` (a CUDA device's, else the host's); None: unknown."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cuda":  # and what torch's allocator holds free for new tensors
+        held = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0]) + held
     try:  # Linux; elsewhere the check is skipped
         with open("/proc/meminfo") as f:
             info = dict(line.split(":", 1) for line in f)

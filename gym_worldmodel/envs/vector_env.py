@@ -592,7 +592,7 @@ class WorldModelVectorEnv(VectorEnv):
                 f"row must be an int in [0, {self.num_envs}) or a list of them, got {row!r}"
             )
         check_count("n", n, "forks")
-        check_fits(self.get_state(parents[:1]), len(parents) * n, self.device, "a fork")
+        check_fits(self._state_template(1), len(parents) * n, self.device, "a fork")
         mode = autoreset_mode_of(autoreset_mode or self.metadata["autoreset_mode"])
         rows = np.repeat(np.asarray(parents, np.int64), n).tolist()  # each parent's n futures
         seeds = checked_seeds(seeds, len(rows), "fork seeds")

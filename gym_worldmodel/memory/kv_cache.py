@@ -193,10 +193,9 @@ class KVCache:
         if self._commits_since_reset == 0:  # else every row has a chunk: none goes to the sink
             first = (self.chunks == 0)[:, None, None, None]
             k = torch.where(first, apply_rotary(k, *self._to_sink), k)
-        width = self.k.shape[-1]
-        at = self._flat_write_index + layer * (self.k[0].numel() // width)
-        self.k.view(-1, width).index_copy_(0, at, k.reshape(-1, width).to(self.k.dtype))
-        self.v.view(-1, width).index_copy_(0, at, v.reshape(-1, width).to(self.v.dtype))
+        width, at = self.k.shape[-1], self._flat_write_index
+        self.k[layer].view(-1, width).index_copy_(0, at, k.reshape(-1, width).to(self.k.dtype))
+        self.v[layer].view(-1, width).index_copy_(0, at, v.reshape(-1, width).to(self.v.dtype))
 
     def write_anchor(self, frame: Tensor) -> None:
         """Keep each row's ``(B, C, h, w)`` last written frame: the next chunk's anchor."""

@@ -120,12 +120,12 @@ def read_shard(path: Path, expected_sha256: str | None = None) -> list[Episode]:
         or len(off) != n_eps + 1
         or off[0] != 0
         or off[-1] != n_frames
-        or (np.diff(off) < 2).any()  # an episode is a start frame and a step's at least
+        or (np.diff(off) < 1).any()  # an episode has a start frame at least
     ):
         raise DatasetError(
             f"shard {path}: frame_offsets do not match {n_frames} frames of {n_eps} episodes "
-            f"(expected {n_eps + 1} offsets rising from 0 to {n_frames}, each episode 2 frames "
-            f"or more), got {off.tolist()[:8]}{'...' if off.size > 8 else ''}"
+            f"(expected {n_eps + 1} offsets rising from 0 to {n_frames}), got "
+            f"{off.tolist()[:8]}{'...' if off.size > 8 else ''}"
         )
     if len(arrays["actions"]) != n_frames - n_eps:
         raise DatasetError(
