@@ -338,10 +338,17 @@ def test_resume_is_exact(episodes, tmp_path):
     assert (tmp_path / "resumed" / "losses.png").stat().st_size > 1000
 
 
-def test_ctrl_c_writes_a_checkpoint_after_its_step_and_the_run_resumes_exactly(episodes, tmp_path):
+def test_ctrl_c_writes_a_checkpoint_after_its_step_and_the_run_resumes_exactly(
+    episodes, tmp_path, request
+):
     """SIGINT mid-step (between two checkpoints): the step ends, is saved, the run stops."""
     import os
     import signal
+
+    # Python's own handler, as an interactive run has it: pytest started as a background job
+    # inherits SIGINT ignored, which a run leaves alone (the test below)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
 
     def make(interrupt_at=None):
         torch.manual_seed(0)

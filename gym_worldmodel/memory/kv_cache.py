@@ -187,7 +187,7 @@ class KVCache:
     def write(self, layer: int, k: Tensor, v: Tensor) -> None:
         """Store the current chunk in the sink (a row's first chunk) or its ring slot.
 
-        Through ``index_copy_`` of ``(Dh,)`` rows into a flat view of the cache: ``scatter_``
+        Through ``index_copy_`` of ``(Dh,)`` rows into a layer's flat view: ``scatter_``
         through an index expanded over the head width took ten times longer on the CPU.
         """
         if self._commits_since_reset == 0:  # else every row has a chunk: none goes to the sink
