@@ -124,6 +124,24 @@ def test_single_env_time_limit_is_part_of_its_state_and_it_forks():
     assert futures.num_envs == 2 and futures.step(np.zeros((2, 2), np.float32))[0].shape[0] == 2
 
 
+def test_free_memory_is_a_containers_where_its_cgroup_limits_it(monkeypatch, tmp_path):
+    from gym_worldmodel.envs import state
+
+    (tmp_path / "meminfo").write_text("MemTotal: 8000000 kB\nMemAvailable: 4000000 kB\n")
+    (tmp_path / "max").write_text("1048576000\n")  # a container limited to 1000 MiB, 600 used
+    (tmp_path / "current").write_text("629145600\n")
+    (tmp_path / "unlimited").write_text("max\n")
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(state, "MEMINFO", str(tmp_path / "meminfo"))
+    monkeypatch.setattr(state, "CGROUP_LIMITS", [(tmp_path / "max", tmp_path / "current")])
+    assert state.free_bytes(cpu) == 400 * 2**20
+    for limits in ([(tmp_path / "unlimited", tmp_path / "current")], [("/no/such", "/no/such")]):
+        monkeypatch.setattr(state, "CGROUP_LIMITS", limits)
+        assert state.free_bytes(cpu) == 4000000 * 1024  # the host's
+    monkeypatch.setattr(state, "MEMINFO", "/no/such/meminfo")
+    assert state.free_bytes(cpu) is None  # unknown: forks are not checked
+
+
 def test_fork_checks_its_arguments(monkeypatch):
     from gym_worldmodel.envs import state
 

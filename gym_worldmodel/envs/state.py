@@ -315,17 +315,34 @@ def state_bytes(state: Any) -> int:
     return 0
 
 
+#: Where Linux says how much memory the host has free, and a container's cgroup its limit and
+#: use (cgroup v2, then v1): a container's limit is below the host's free memory it sees.
+MEMINFO = "/proc/meminfo"
+CGROUP_LIMITS = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+
+
 def free_bytes(device: torch.device) -> int | None:
     """Memory free for new rows on ``device`` (a CUDA device's, else the host's); None: unknown."""
     if device.type == "cuda":  # and what torch's allocator holds free for new tensors
         held = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return int(torch.cuda.mem_get_info(device)[0]) + held
     try:  # Linux; elsewhere the check is skipped
-        with open("/proc/meminfo") as f:
+        with open(MEMINFO) as f:
             info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
+        free = int(info["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return None
+    for limit_path, usage_path in CGROUP_LIMITS:
+        try:
+            with open(limit_path) as limit, open(usage_path) as usage:
+                left = int(limit.read()) - int(usage.read())  # "max": no limit (ValueError)
+        except (OSError, ValueError):
+            continue
+        return max(0, min(free, left))
+    return free
 
 
 def check_fits(one_row: dict[str, Any], rows: int, device: torch.device, what: str) -> None:
