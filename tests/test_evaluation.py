@@ -221,6 +221,22 @@ def test_a_guided_teacher_target_is_the_guided_flow():
     assert distill[1.0] < 1e-8 < 1e-3 < distill[3.0]
 
 
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("teacher_nfe", 0, "teacher_nfe must be in"),
+        ("teacher_nfe", 10**9, "teacher_nfe must be in"),
+        ("gt_weight", float("nan"), "gt_weight is a loss weight"),
+        ("gt_weight", -0.5, "gt_weight is a loss weight"),
+        ("teacher_guidance", -1e308, "teacher_guidance must be in"),
+    ],
+)
+def test_distill_settings_out_of_range_are_refused(field, value, message):
+    """As the sampler's: a teacher of 10**9 steps would run for ever, a NaN weight train NaN."""
+    with pytest.raises(ValueError, match=message):
+        DistillConfig(**{field: value})
+
+
 def test_rollouts_of_a_world_moving_with_the_car_start_from_a_pose():
     model = WorldModel(WorldModelConfig.tiny()).with_anchor_ego(("driving",), ())
     model = randomize(model).eval()

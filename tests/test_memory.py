@@ -447,6 +447,26 @@ def test_engine_rows_with_memory_off_match_an_engine_without_memory(tiny_model):
     assert not torch.equal(out[0][-1, 0], out[1][-1, 0])
 
 
+def test_a_bf16_engine_keeps_its_bank_in_bf16_and_reads_the_same_bits(tiny_model):
+    """The bank holds latents at the precision the model reads them at: a bfloat16 engine's
+    chunks, bitwise those of the same engine whose bank is float32, in half the bytes."""
+    cfg = tiny_model.config
+    size = cfg.vae.image_size
+    frames = torch.zeros(2, cfg.dit.chunk_frames, size, size, 3, dtype=torch.uint8)
+    actions = np.random.default_rng(0).normal(size=(8, 2, cfg.dit.chunk_frames, 12))
+    out = []
+    for bank in (torch.bfloat16, torch.float32):
+        engine = WorldEngine(tiny_model, 2, "camera", dtype=torch.bfloat16, memory=True)
+        assert engine.memory is not None and engine.memory.latents.dtype == torch.bfloat16
+        engine.memory.latents = engine.memory.latents.to(bank)
+        engine.seed([3, 4], env_idx=[0, 1])
+        engine.start([0, 1], frames, poses=np.zeros((2, 4)))
+        steps = [engine.step(a.astype(np.float32), poses=np.zeros((2, 4))) for a in actions]
+        assert engine.recall is not None and engine.recall.hits.tolist() == [1, 1]
+        out.append(torch.stack([latents for latents, _ in steps]))
+    assert torch.equal(out[0], out[1])
+
+
 def test_engine_remembers_what_it_is_given(tiny_model):
     """``remember`` stores other latents than the generated chunk (the oracle-memory run)."""
     cfg = tiny_model.config

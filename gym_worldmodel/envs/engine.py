@@ -140,6 +140,7 @@ class WorldEngine:
                 exclude_recent=cfg.dit.window_chunks,
                 banks=memory_banks,
                 device=self.device,
+                dtype=dtype,
             )
         # Entry held in each row's memory slots (-1: none), so unchanged slots are not rewritten.
         self.slot_uid = np.full((num_envs, cfg.dit.memory_chunks), -1, np.int64)

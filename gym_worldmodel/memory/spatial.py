@@ -192,6 +192,9 @@ class SpatialMemory:
             columns): the default keeps a chunk until another is two such steps better.
         banks: Bank id of each row (rows with the same id share a bank); default one per row.
         device: Where latents live.
+        dtype: What the stored latents are kept in: the precision the model reads them at (a
+            bfloat16 engine's casts them to bfloat16 in its first layer, so keeping them so
+            halves the bank and changes no bit of what is read).
 
     Example:
         >>> import numpy as np, torch
@@ -216,6 +219,7 @@ class SpatialMemory:
         stickiness: float = 0.15,
         banks: Sequence[int] | None = None,
         device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         if capacity < 1 or k < 1:
             raise ValueError(f"capacity and k must be >= 1, got {capacity}, {k}")
@@ -226,7 +230,7 @@ class SpatialMemory:
         self.exclude_recent, self.min_score = exclude_recent, min_score
         self.replace_overlap, self.stickiness = replace_overlap, stickiness
         g = int(self.banks.max()) + 1
-        self.latents = torch.zeros(g, capacity, *chunk_shape, device=device)
+        self.latents = torch.zeros(g, capacity, *chunk_shape, device=device, dtype=dtype)
         # the keys of latent-similarity retrieval; pose-retrieving banks keep none
         width = int(np.prod(chunk_shape[1:])) if geometry.kind == "latent" else 0
         self.keys = torch.zeros(g, capacity, width, device=device)
@@ -417,11 +421,14 @@ class SpatialMemory:
         )
 
     def gather(self, recall: Recall, j: int) -> tuple[Tensor, np.ndarray]:
-        """Latents of every row's ``j``-th retrieved chunk ``(B, F, C, h, w)`` and its validity."""
+        """Latents of every row's ``j``-th retrieved chunk ``(B, F, C, h, w)`` and its validity.
+
+        In float32, whatever precision the bank keeps them at.
+        """
         valid = recall.uid[:, j] >= 0
         bank, slot = np.where(valid, recall.bank[:, j], 0), np.where(valid, recall.slot[:, j], 0)
         flat = self.latents.view(-1, *self.latents.shape[2:])
-        return flat.index_select(0, self._entries(bank, slot)), valid
+        return flat.index_select(0, self._entries(bank, slot)).float(), valid
 
     def _entries(self, banks: np.ndarray, slots: np.ndarray) -> Tensor:
         """Flat indices of entries in ``(banks * capacity, ...)`` views of the latents and keys."""

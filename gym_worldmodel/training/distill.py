@@ -22,6 +22,7 @@ Steps 1-2 run with the cache (one chunk per forward); the gradient pass uses
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import CausalChunkDiT
-from gym_worldmodel.models.config import SamplerConfig
+from gym_worldmodel.models.config import MAX_GUIDANCE, MAX_NFE, SamplerConfig
 from gym_worldmodel.sampling import FlowMatchSchedule, RowGenerators
 from gym_worldmodel.sampling.sampler import Denoiser, guided_velocity
 from gym_worldmodel.training.own_history import own_history
@@ -50,6 +51,17 @@ class DistillConfig:
     teacher_nfe: int = 8
     gt_weight: float = 0.25
     teacher_guidance: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.teacher_nfe <= MAX_NFE:
+            raise ValueError(f"teacher_nfe must be in [1, {MAX_NFE}], got {self.teacher_nfe}")
+        if not 0.0 <= self.gt_weight < math.inf:
+            raise ValueError(f"gt_weight is a loss weight >= 0, got {self.gt_weight}")
+        if not 0.0 <= self.teacher_guidance <= MAX_GUIDANCE:  # as SamplerConfig.guidance_scale
+            raise ValueError(
+                f"teacher_guidance must be in [0, {MAX_GUIDANCE}] (1 turns guidance off), got "
+                f"{self.teacher_guidance}"
+            )
 
 
 def _euler(denoise: Denoiser, x: Tensor, timesteps: list[float], guidance: float = 1.0) -> Tensor:
