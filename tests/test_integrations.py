@@ -40,6 +40,22 @@ def test_integrations_package_imports_neither_library():
     assert out.stdout.strip() == "False"
 
 
+def test_the_package_top_exports_the_public_names_and_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gym_worldmodel as g; print('torch' in sys.modules); "
+        "from gym_worldmodel import WorldModelVectorEnv, from_pretrained, WorldModel, LaneCentre; "
+        "from gym_worldmodel.envs.vector_env import WorldModelVectorEnv as V; "
+        "print(WorldModelVectorEnv is V, set(g.__all__) <= set(dir(g)), callable(from_pretrained))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True", "True"]
+    with pytest.raises(AttributeError, match="no attribute 'WorldModelVecEnv'"):
+        gym_worldmodel.WorldModelVecEnv  # noqa: B018
+
+
 # --- Stable-Baselines3 ---
 
 

@@ -229,6 +229,13 @@ def test_ids_are_registered_and_a_missing_simulator_says_how_to_install(monkeypa
         gym.make("Simulator-Robot-v0")
 
 
+@pytest.mark.parametrize("bad", [0, -2, 2.5, "100"])
+def test_a_step_limit_that_is_not_one_is_refused_when_the_env_is_made(bad):
+    """As the world env's: 0 truncated every episode after its first step, "100" at the first."""
+    with pytest.raises(ValueError, match="max_episode_steps must be an int >= 1"):
+        SimulatorEnv("driving", max_episode_steps=bad)
+
+
 @needs_miniworld
 def test_async_vectorisation_forks_working_miniworld_workers():
     """AsyncVectorEnv makes one env in the parent before it forks: no GL context may be made

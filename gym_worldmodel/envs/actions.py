@@ -16,7 +16,8 @@ their bound, so pi/2 radians of ``rotation_delta`` is 1.0 there):
     camera, discrete mode: ``Discrete(25)``, the keys mode's pair as ``5 * translation +
         rotation`` (for agents of one discrete action, such as DQN).
     camera, look mode: ``Dict(move=Discrete(5), look=Box(-1, 1, (2,)))``; look = (yaw, pitch)
-        rates as fractions of ``turn_deg`` per frame, yaw positive to the right, pitch up.
+        rates as fractions of ``turn_deg`` per frame, yaw positive to the right (which lowers
+        ``info["pose"]``'s yaw: it counts counter-clockwise, as the keys' left turn), pitch up.
     robot: the RT-1 dict. world_vector (3,) in [-1, 1] (normalised end-effector translation),
         rotation_delta (3,) radians in [-pi/2, pi/2], gripper_closedness_action (1,) in [-1, 1]
         (-1 open, +1 close), base_displacement_vector (2,) in [-1, 1], base_displacement_vertical

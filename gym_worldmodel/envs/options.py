@@ -104,6 +104,12 @@ def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def check_seed(seed: Any) -> None:
+    """Raise a clear ``ValueError`` unless ``seed`` is one (:func:`is_seed`) or None."""
+    if seed is not None and not is_seed(seed):
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+
+
 def is_seed(value: Any) -> bool:
     """A seed NumPy's and torch's generators take: an int >= 0.
 

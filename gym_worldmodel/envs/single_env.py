@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 
 from gym_worldmodel.envs.actions import batch_one, on_host
 from gym_worldmodel.envs.observations import info_row, take
-from gym_worldmodel.envs.options import PICTURE_SHAPES, is_seed, one_picture
+from gym_worldmodel.envs.options import PICTURE_SHAPES, check_seed, one_picture
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 
@@ -91,8 +91,7 @@ class WorldModelEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode; ``options`` as :meth:`WorldModelVectorEnv.reset` for one row."""
-        if seed is not None and not is_seed(seed):
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        check_seed(seed)
         if options is not None and not isinstance(options, Mapping):
             raise ValueError(
                 f"reset options must be a dict (mapping) or None, got {type(options).__name__}"

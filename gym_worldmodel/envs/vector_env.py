@@ -100,8 +100,10 @@ class WorldModelVectorEnv(VectorEnv):
         dtype: ``"auto"`` (the default: bfloat16 autocast where the device computes it natively,
             a CUDA GPU with bf16 or a CPU with AVX512-BF16 or AMX; float32 elsewhere, where bf16
             is emulated and slower), ``"float32"`` or ``"bfloat16"`` (or that ``torch.dtype``).
-            It is the precision of the forwards (autocast), not of the stored weights, which
-            stay as loaded. The shipped worlds' frames
+            It is the precision of the forwards (autocast). A model the env loads itself (a
+            world, a checkpoint) holds its linear and convolution weights in it too, bitwise the
+            same frames in less time (``WorldModel.for_autocast``); a ``model=`` object given is
+            left as it is. The memory bank keeps its latents in it. The shipped worlds' frames
             in bf16 stay within 0.02 dB PSNR of float32's against held-out episodes over 64
             steps (``python -m gym_worldmodel.bench dtype --data DATASET ...``, docs/benchmarks.md).
             ``env.dtype`` is the one chosen.

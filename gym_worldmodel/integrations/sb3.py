@@ -66,7 +66,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
     ) from err
 
 from gym_worldmodel.envs import observations as obs_lib
-from gym_worldmodel.envs.options import autoreset_mode, is_seed
+from gym_worldmodel.envs.options import autoreset_mode, check_seed
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 #: Reset options that pick rows; an SB3 reset always resets every row.
@@ -141,8 +141,7 @@ class WorldModelSB3VecEnv(VecEnv):
 
     def seed(self, seed: int | None = None) -> Sequence[None | int]:
         """Seeds for the next reset: row i gets ``seed + i`` (SB3's VecEnv); checked now."""
-        if seed is not None and not is_seed(seed):
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        check_seed(seed)
         return super().seed(seed)
 
     def reset(self) -> VecEnvObs:

@@ -28,10 +28,12 @@ from gym_worldmodel.envs import hooks as hook_lib
 from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.actions import CameraHead, batch_one
 from gym_worldmodel.envs.options import (
+    check_choice,
+    check_seed,
     initial_conditions,
-    is_seed,
     rng_from_state,
     start_options,
+    step_limit,
 )
 from gym_worldmodel.envs.pose import wrap_deg
 from gym_worldmodel.envs.state import check_state
@@ -133,8 +135,7 @@ class SimulatorEnv(gym.Env):
     ) -> None:
         if world not in SIMULATORS:
             raise ValueError(f"world must be one of {sorted(SIMULATORS)}, got {world!r}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        check_choice("render_mode", render_mode, (None, "rgb_array"))
         self.world = get_world(world)
         self.frames_mode, self.pose_obs = obs_lib.parse_obs_mode(obs_mode, self.world.pose)
         if self.frames_mode == "latent":
@@ -145,7 +146,7 @@ class SimulatorEnv(gym.Env):
         self.head = self.world.action_head(action_mode)
         self.config = model_config(self.world, None)  # frame size, frames per step, fps
         self.frames_per_step = self.config.dit.chunk_frames
-        self.max_episode_steps = None if max_episode_steps in (None, -1) else max_episode_steps
+        self.max_episode_steps = step_limit("max_episode_steps", max_episode_steps)
         self.render_mode, self.crash_ends = render_mode, crash_ends
         self.reward_fn, self.termination_fn, self.start_fn = reward_fn, termination_fn, start_fn
         self._env_name, self._source = env_name, None  # made on first use (see source)
@@ -212,8 +213,7 @@ class SimulatorEnv(gym.Env):
         Everything is checked and drawn on a copy of the generator first: a refused reset
         leaves the env, its generator included, as it was.
         """
-        if seed is not None and not is_seed(seed):
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        check_seed(seed)
         options = dict(options or {})
         _refuse_pictures(options, "reset options")
         frames, start = self._start_options(options, 1)
