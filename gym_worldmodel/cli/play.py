@@ -34,6 +34,81 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
     plays the do-nothing action, so the world runs on while you watch. Escape or closing the
     window quits. ``callback`` is ``gymnasium.utils.play.play``'s (tests use it).
     """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    world_options = (args.model, args.image, args.nfe, args.device != "cpu", args.dtype != "auto")
+    if args.simulator and any(world_options):
+        parser.error(
+            "--simulator plays the simulator: --model, --image, --nfe, --device and --dtype are "
+            "the world's"
+        )
+    check_device(args.device)
+    _check_display()
+    try:
+        import pygame  # noqa: F401  (gymnasium's play needs it)
+
+        with warnings.catch_warnings():  # its optional plotting helper's import notice
+            warnings.simplefilter("ignore", UserWarning)
+            from gymnasium.utils.play import play
+    except ImportError as err:
+        raise SystemExit(f"play needs pygame: pip install gym-worldmodel[play] ({err})") from err
+    import gym_worldmodel  # noqa: F401  (registers the ids)
+
+    if args.video is not None:
+        try:
+            import moviepy  # noqa: F401
+        except ImportError as err:
+            raise SystemExit("--video needs moviepy: pip install gym-worldmodel[video]") from err
+        check_video(args.video)
+    env = _make_env(args)
+    world_env = cast("WorldModelEnv | SimulatorEnv", env.unwrapped)
+    controls = world_env.get_keys_to_action()
+    print(f"{env.spec.id}: hold the keys below (Escape quits)")
+    for keys in (k for k in controls if len(k) == 1):
+        print(f"  {keys.upper()}: {_describe(controls[keys])}")
+    fps = args.fps or env.metadata["render_fps"]  # the env's is a float; play wants an int
+    frames: list = []  # what --video keeps
+
+    def record(obs, next_obs, *rest: Any) -> None:
+        if args.video is not None:
+            if isinstance(obs, tuple):  # an episode's first step: obs is its reset's (obs, info)
+                frames.append(obs[0][-1])
+            frames.extend(next_obs)
+        if callback is not None:
+            callback(obs, next_obs, *rest)
+
+    interrupted = False
+    try:
+        # play resets with the seed it is given at every episode end, so every episode would
+        # start alike: seed the env's generator here instead and let play's resets draw from it
+        env.reset(seed=args.seed)
+        play(
+            env,
+            fps=max(1, round(fps)),  # a checkpoint's own rate may be under 1 step a second
+            zoom=args.zoom,
+            keys_to_action=controls,
+            noop=world_env.idle_action(),
+            callback=record,
+        )
+    except KeyboardInterrupt:  # Ctrl-C: the video of what was played is still written
+        interrupted = True
+    finally:
+        world_fps = env.unwrapped.metadata["world_fps"]
+        env.close()
+    if args.video is not None and not frames:
+        print(f"no step was played: {args.video} not written")
+    elif args.video is not None:
+        import numpy as np
+
+        from gym_worldmodel.video import write_video
+
+        write_video(args.video, np.stack(frames), world_fps)
+        print(f"wrote {args.video}: {len(frames)} frames at {world_fps:g} fps")
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gym-worldmodel play",
         description="Play a world from the keyboard in a window (the play extra: pygame-ce).",
@@ -77,34 +152,14 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
         help="also write what you played to this MP4 (every frame, at the world's rate; the "
         "video extra), when the window closes, Escape is pressed or Ctrl-C stops it",
     )
-    args = parser.parse_args(argv)
-    world_options = (args.model, args.image, args.nfe, args.device != "cpu", args.dtype != "auto")
-    if args.simulator and any(world_options):
-        parser.error(
-            "--simulator plays the simulator: --model, --image, --nfe, --device and --dtype are "
-            "the world's"
-        )
-    check_device(args.device)
-    _check_display()
-    try:
-        import pygame  # noqa: F401  (gymnasium's play needs it)
+    return parser
 
-        with warnings.catch_warnings():  # its optional plotting helper's import notice
-            warnings.simplefilter("ignore", UserWarning)
-            from gymnasium.utils.play import play
-    except ImportError as err:
-        raise SystemExit(f"play needs pygame: pip install gym-worldmodel[play] ({err})") from err
+
+def _make_env(args: argparse.Namespace) -> Any:
+    """The env ``args`` name, every frame of a step in its observation (the video's)."""
     import gymnasium as gym
 
-    import gym_worldmodel  # noqa: F401  (registers the ids)
-
-    if args.video is not None:
-        try:
-            import moviepy  # noqa: F401
-        except ImportError as err:
-            raise SystemExit("--video needs moviepy: pip install gym-worldmodel[video]") from err
-        check_video(args.video)
-    # every frame of a step in the observation, for the video (the window shows env.render())
+    # the window shows env.render(); the observation holds every frame of a step, for --video
     kwargs: dict[str, Any] = {"render_mode": "rgb_array", "obs_mode": "chunk"}
     if args.simulator:
         env_id = SIMULATOR_WORLD_IDS[args.world]
@@ -116,51 +171,7 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
             start = read_start_image(args.image)
             kwargs["start_fn"] = lambda rngs: start  # every episode starts from the picture
     env = gym.make(env_id, **kwargs)
-    world_env = cast("WorldModelEnv | SimulatorEnv", env.unwrapped)
-    controls = world_env.get_keys_to_action()
-    print(f"{env_id}: hold the keys below (Escape quits)")
-    for keys in (k for k in controls if len(k) == 1):
-        print(f"  {keys.upper()}: {_describe(controls[keys])}")
-    fps = args.fps or env.metadata["render_fps"]  # the env's is a float; play wants an int
-    frames: list = []  # what --video keeps
-
-    def record(obs, next_obs, *rest: Any) -> None:
-        if args.video is not None:
-            if isinstance(obs, tuple):  # an episode's first step: obs is its reset's (obs, info)
-                frames.append(obs[0][-1])
-            frames.extend(next_obs)
-        if callback is not None:
-            callback(obs, next_obs, *rest)
-
-    interrupted = False
-    try:
-        # play resets with the seed it is given at every episode end, so every episode would
-        # start alike: seed the env's generator here instead and let play's resets draw from it
-        env.reset(seed=args.seed)
-        play(
-            env,
-            fps=max(1, round(fps)),  # a checkpoint's own rate may be under 1 step a second
-            zoom=args.zoom,
-            keys_to_action=controls,
-            noop=world_env.idle_action(),
-            callback=record,
-        )
-    except KeyboardInterrupt:  # Ctrl-C: the video of what was played is still written
-        interrupted = True
-    finally:
-        world_fps = env.unwrapped.metadata["world_fps"]
-        env.close()
-    if args.video is not None and not frames:
-        print(f"no step was played: {args.video} not written")
-    elif args.video is not None:
-        import numpy as np
-
-        from gym_worldmodel.video import write_video
-
-        write_video(args.video, np.stack(frames), world_fps)
-        print(f"wrote {args.video}: {len(frames)} frames at {world_fps:g} fps")
-    if interrupted:
-        raise KeyboardInterrupt
+    return env
 
 
 def _describe(action: Any) -> str:
