@@ -70,6 +70,7 @@ def test_play_command_walks_the_world_from_the_keyboard(monkeypatch, capsys, tmp
     out = capsys.readouterr().out
     frames = 1 + sum(n for *_, n in seen)  # the start frame and every step's frames
     assert f"wrote {video}: {frames} frames" in out and video.stat().st_size > 1000
+    assert out.startswith("WorldModel-CityWalk-v0: hold the keys below")
     assert "W: [1, 0]\n  A: [2, 0]" in out and "J: [0, 1]" in out  # the controls, in order
     assert [a for a, *_ in seen] == [[0, 0], [0, 0], [1, 1], [1, 1], [1, 1]]
     assert seen[1][1][0] == 0.0 and seen[-1][1][0] > 0.0  # W walked the camera forward
