@@ -33,7 +33,8 @@ def video_path(path: str | os.PathLike, make_folder: bool = True) -> Path:
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path:
     """Write uint8 frames ``(T, H, W, 3)`` to ``path``, replacing it atomically.
 
-    H.264 in an MP4 (MOV, MKV by the suffix), or an animated GIF for ``.gif``.
+    H.264 in an MP4 (MOV, MKV by the suffix), or an animated GIF for ``.gif``, whose frames last
+    whole hundredths of a second: the nearest to ``1 / fps`` (15 fps plays at 14.3).
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
@@ -51,7 +52,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path
     # output time by float arithmetic, and dropped or repeated frames (at 5 fps, 6 of 31).
     try:
         if path.suffix.lower() == ".gif":
-            iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0)
+            # GIF counts centiseconds; Pillow would floor 66.7 ms to 60 (16.7 fps for 15)
+            centis = max(1, round(100 / fps))
+            iio.imwrite(tmp, frames, extension=".gif", duration=10 * centis, loop=0)
         else:
             size = (frames.shape[2], frames.shape[1])  # width, height
             with FFMPEG_VideoWriter(str(tmp), size, fps, codec="libx264") as writer:

@@ -411,6 +411,23 @@ def test_per_env_seeds_and_seed_list():
         WorldModelVectorEnv(torch.tensor(2), world="robot", **TINY)  # stays a Python int
 
 
+def test_a_photos_exif_orientation_is_applied(tmp_path):
+    """A phone stores a portrait shot turned, with an EXIF tag that says how to show it."""
+    from PIL import Image
+
+    from gym_worldmodel.envs.options import pil_as_rgb
+
+    photo = Image.new("RGB", (40, 30))  # stored 40 wide, 30 high
+    photo.paste((255, 0, 0), (0, 0, 40, 10))  # the stored top: red
+    exif = photo.getexif()
+    exif[0x0112] = 6  # orientation: turn 90 degrees clockwise to show
+    photo.save(tmp_path / "portrait.jpg", exif=exif)
+    with Image.open(tmp_path / "portrait.jpg") as opened:
+        upright = pil_as_rgb("image", opened)
+    assert upright.shape == (40, 30, 3)  # shown 30 wide, 40 high
+    assert upright[:, -5:, 0].mean() > 200 and upright[:, :5, 0].mean() < 50  # red on the right
+
+
 def test_reset_from_the_users_image_and_frames():
     env = WorldModelVectorEnv(2, world="robot", **TINY)
     picture = np.random.default_rng(0).integers(0, 256, (100, 80, 3), dtype=np.uint8)

@@ -120,7 +120,11 @@ def test_fork_keeps_each_rows_own_goal_in_hooks_with_values_per_row():
 def test_hook_arguments_are_checked_where_they_are_made():
     for bad, hint in (
         (np.full((8, 8, 3), 0.5), r"floats in \[0, 1\]"),
-        (np.full((8, 8, 3), 300), "integers in 0-255"),
+        (np.full((8, 8, 3), 200), "integers in 0-255"),
+        (np.full((8, 8, 3), 300), r"values up to 300: \(x / x.max\(\) \* 255\)"),  # not a cast
+        (np.full((8, 8, 3), 40000, np.uint16), r"16 bits a channel: \(x >> 8\)"),
+        (np.full((8, 8, 3), -0.5), r"floats in \[-1, 1\]: \(\(x \+ 1\) \* 127.5\)"),
+        (np.full((8, 8, 3), -7), "values from -7 to -7: scale them into 0-255"),
         (np.zeros((8, 8), np.uint8), "grey"),
         (np.zeros((3, 8, 8), np.uint8), "channels first"),
         (torch.full((8, 8, 3), 90.0, dtype=torch.bfloat16), "floats in 0-255"),

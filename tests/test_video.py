@@ -77,6 +77,9 @@ def test_write_video_writes_mp4_or_gif_by_the_suffix_and_refuses_others_early(tm
     assert frame_count(write_video(tmp_path / "a" / "clip.mp4", frames, 8)) == 5
     with Image.open(write_video(tmp_path / "clip.gif", frames, 8)) as gif:
         assert gif.n_frames == 5 and gif.size == (32, 32)
+    for fps, ms in ((15, 70), (8, 120), (5, 200)):  # the nearest whole centiseconds a frame
+        with Image.open(write_video(tmp_path / "rate.gif", frames, fps)) as gif:
+            assert gif.info["duration"] == ms
     with pytest.raises(ValueError, match=r"write an MP4, MOV, MKV \(H.264\) or GIF .*not .avi"):
         write_video(tmp_path / "clip.avi", frames, 8)
     # the command refuses before it plays; --frames' folder is made as --video's is

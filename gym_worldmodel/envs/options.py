@@ -309,11 +309,13 @@ def pil_as_rgb(name: str, value: Any) -> Any:
     """``value`` with PIL images (it, or those in a list) as RGB arrays; else as it is.
 
     Images of more than 8 bits a channel (modes ``I``, ``I;16``, ``F``) are refused: PIL's
-    conversion clips them instead of scaling.
+    conversion clips them instead of scaling. A photo's EXIF orientation is applied, so the
+    picture is upright as a viewer shows it (a phone stores its portrait shots turned).
     """
     pil = sys.modules.get("PIL.Image")  # only if the caller has Pillow loaded
     if pil is None:
         return value
+    from PIL import ImageOps
 
     def rgb(image: Any) -> np.ndarray:
         if image.mode in ("I", "F") or image.mode.startswith("I;16"):
@@ -322,7 +324,7 @@ def pil_as_rgb(name: str, value: Any) -> Any:
                 "clipped, not scaled: scale it to uint8 first, e.g. (np.asarray(img) / "
                 "max_value * 255).round().astype(np.uint8)"
             )
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
 
     if isinstance(value, pil.Image):
         return rgb(value)
@@ -334,14 +336,28 @@ def pil_as_rgb(name: str, value: Any) -> Any:
 def picture_hint(arr: np.ndarray) -> str:
     """How to make ``arr`` uint8 RGB, appended to the errors that refuse it ('' if no guess)."""
     shape = arr.shape
-    if arr.dtype.kind == "f":
-        top = float(np.nanmax(arr)) if arr.size and not np.isnan(arr).all() else 0.0
+    numeric = arr.dtype.kind in "fiu" and arr.dtype != np.uint8
+    finite = arr[np.isfinite(arr)] if numeric and arr.dtype.kind == "f" else arr
+    low, top = (float(finite.min()), float(finite.max())) if numeric and finite.size else (0, 0)
+    if numeric and low < 0:  # a cast would wrap them
+        fix = (
+            "floats in [-1, 1]: ((x + 1) * 127.5).round().clip(0, 255).astype(np.uint8)"
+            if low >= -1 and top <= 1
+            else f"values from {low:g} to {top:g}: scale them into 0-255 first"
+        )
+    elif numeric and top > 255:  # 16-bit frames: a cast keeps the low byte, noise
+        fix = (
+            "16 bits a channel: (x >> 8).astype(np.uint8)"
+            if arr.dtype == np.uint16
+            else f"values up to {top:g}: (x / x.max() * 255).round().astype(np.uint8)"
+        )
+    elif arr.dtype.kind == "f":
         fix = (
             "floats in 0-255: x.round().clip(0, 255).astype(np.uint8)"
             if top > 1
             else "floats in [0, 1]: (x * 255).round().astype(np.uint8)"
         )
-    elif arr.dtype.kind in "iu" and arr.dtype != np.uint8:
+    elif numeric:
         fix = "integers in 0-255: x.astype(np.uint8)"
     elif len(shape) >= 3 and shape[-1] == 4:
         fix = "RGBA: drop the alpha channel, x[..., :3]"
