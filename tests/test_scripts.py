@@ -721,6 +721,11 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, caps
     assert not bad.exists()
     with pytest.raises(SystemExit, match="is for --world robot"):
         rollout("citywalk", "plan.npz")
+    # a 7-D plan (no base keys, no terminate_episode) plays the robot without --world
+    arm = {k: rt1[k] for k in ("world_vector", "rotation_delta", "gripper_closedness_action")}
+    np.savez(tmp_path / "arm.npz", **arm)
+    cli.rollout_main(["--actions", str(tmp_path / "arm.npz"), "--frames", str(out)])
+    assert np.load(out).shape[0] == 1 + 4 * 3
     np.savez(
         tmp_path / "typo.npz",
         **{k: v for k, v in rt1.items() if k != "terminate_episode"},

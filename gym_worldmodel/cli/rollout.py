@@ -90,7 +90,7 @@ def read_actions(path: Path) -> Any:
     * ``.npz`` (robot): the RT-1 dict, one array per key with ``steps`` rows
       (``world_vector`` ``(steps, 3)``, ``rotation_delta`` radians, ...; the 1-wide keys
       ``(steps, 1)`` or ``(steps,)``); ``terminate_episode`` is ``(steps,)`` integers or RT-1's
-      one-hot ``(steps, 3)``, and may be left out (1, arm).
+      one-hot ``(steps, 3)``, and may be left out (1, arm), as may the base keys (zeros).
     """
     import warnings
 
@@ -242,14 +242,17 @@ def _actions_and_steps(args: argparse.Namespace) -> tuple[Any, int]:
 def _env_kwargs(args: argparse.Namespace, actions: Any, steps: int) -> dict[str, Any]:
     """The world env's arguments: the model loaded now (a bad checkpoint is named as such).
 
-    Sets ``args.world`` where it was not given: the world ``--model`` was trained for. RT-1
-    actions (a dict) are checked and given ``terminate_episode`` 1 where they lack it.
+    Sets ``args.world`` where it was not given: the world ``--model`` was trained for (the
+    robot for RT-1 actions). RT-1 actions (a dict) are checked and given ``terminate_episode``
+    1 and the base keys zeros where they lack them (the base of the robot world is fixed; 7-D
+    plans such as Bridge's have none).
     """
     import numpy as np
 
     from gym_worldmodel.envs.worlds import get_world, load_model
 
-    world = args.world or "citywalk"  # until the model says otherwise
+    # until the model says otherwise
+    world = args.world or ("robot" if isinstance(actions, dict) else "citywalk")
     try:  # (the env would load it on reset)
         kwargs: dict[str, Any] = {"model": load_model(get_world(world), args.model or None)}
     except (OSError, ValueError) as err:
@@ -264,12 +267,15 @@ def _env_kwargs(args: argparse.Namespace, actions: Any, steps: int) -> dict[str,
         kwargs["action_mode"] = "dict"
         from gym_worldmodel.envs.actions import RT1_KEYS
 
-        keys = {k for k, _, _ in RT1_KEYS}
-        if not keys <= set(actions) <= keys | {"terminate_episode"}:
+        optional = {k: w for k, w, _ in RT1_KEYS if k.startswith("base_")}
+        keys = {k for k, _, _ in RT1_KEYS} - set(optional)
+        if not keys <= set(actions) <= keys | {*optional, "terminate_episode"}:
             raise SystemExit(
                 f"--actions {args.actions}: expected the RT-1 keys {sorted(keys)} (and optionally "
-                f"terminate_episode), got {sorted(actions)}"
+                f"{sorted(optional)} and terminate_episode), got {sorted(actions)}"
             )
+        for key, width in optional.items():
+            actions.setdefault(key, np.zeros((steps, width), np.float32))
         actions.setdefault("terminate_episode", np.ones(steps, np.int64))
     return kwargs
 

@@ -291,12 +291,19 @@ class WorldModelParallelEnv(ParallelEnv):
 
         Returns:
             ``(observations, rewards, terminations, truncations, infos)``, dicts keyed by the
-            agents live before the step; rewards are Python floats, flags Python bools.
+            agents live before the step; rewards are Python floats, flags Python bools. Once
+            every agent is done, a step of no actions returns five empty dicts and changes
+            nothing, as PettingZoo's own parallel envs do (SuperSuit's ``black_death`` steps so).
         """
         if self._last_obs is None:
             raise RuntimeError("call reset() before step()")
         if not self.agents:
-            raise RuntimeError("every agent is done: call reset() to start a new episode")
+            if isinstance(actions, Mapping) and not actions:
+                return {}, {}, {}, {}, {}
+            raise RuntimeError(
+                f"every agent is done: call reset() to start a new episode (got actions for "
+                f"{sorted(map(str, actions)) if isinstance(actions, Mapping) else actions!r})"
+            )
         if not isinstance(actions, Mapping):
             raise ValueError(
                 f"step takes a dict {{agent: action}} for the live agents {self.agents}, got "
