@@ -122,6 +122,10 @@ def test_single_env_time_limit_is_part_of_its_state_and_it_forks():
     env.set_state(state)
     futures = env.fork(2, seeds=[1, 2])
     assert futures.num_envs == 2 and futures.step(np.zeros((2, 2), np.float32))[0].shape[0] == 2
+    on_device = env.fork(2, seeds=[1, 2], output="torch")  # a planner's, from a NumPy env
+    env.step(action)  # the forks' own episodes: the parent's steps do not reach them
+    frames = on_device.step(torch.zeros(2, 2))[0]
+    assert isinstance(frames, torch.Tensor) and np.array_equal(frames.numpy(), futures._obs())
 
 
 def test_free_memory_is_a_containers_where_its_cgroup_limits_it(monkeypatch, tmp_path):
@@ -166,6 +170,8 @@ def test_fork_checks_its_arguments(monkeypatch):
             env.fork(0, 2, seeds=seeds)
     with pytest.raises(ValueError, match=r"autoreset_mode must be .* one of \['NextStep'"):
         env.fork(0, 2, autoreset_mode="foo")
+    with pytest.raises(ValueError, match=r"output must be one of \['numpy', 'torch'\]"):
+        env.fork(0, 2, output="cupy")
     assert env.fork(np.array([1, 0]), 2).num_envs == 4  # an array of rows, as a list
     before = snapshot(env)
     with pytest.raises(MemoryError, match=r"fork of 2000000 rows .* MiB a row.* 1.0 GiB is free"):

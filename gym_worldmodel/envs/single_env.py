@@ -167,14 +167,15 @@ class WorldModelEnv(gym.Env):
         *,
         seeds: int | Iterable[int] | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        output: str = "numpy",
     ) -> WorldModelVectorEnv:
         """An ``n``-row vector env continuing this episode (:meth:`WorldModelVectorEnv.fork`).
 
         Its rows restart as ``autoreset_mode`` says when they end (``NEXT_STEP`` by default, so
         the fork docstring's return count runs through a future that ends; this env's own
-        vector env is ``DISABLED``).
+        vector env is ``DISABLED``). ``output="torch"`` keeps the forks' returns on the device.
         """
-        return self.vector.fork(0, n, seeds, autoreset_mode=autoreset_mode)
+        return self.vector.fork(0, n, seeds, autoreset_mode=autoreset_mode, output=output)
 
     def get_state(self) -> dict[str, Any]:
         """Full state of the episode (see :meth:`WorldModelVectorEnv.get_state`)."""

@@ -554,6 +554,7 @@ class WorldModelVectorEnv(VectorEnv):
         seeds: int | Iterable[int] | None = None,
         *,
         autoreset_mode: AutoresetMode | str | None = None,
+        output: str | None = None,
     ) -> WorldModelVectorEnv:
         """A new ``n``-row env whose rows all continue from row ``row`` (the model is shared).
 
@@ -569,6 +570,9 @@ class WorldModelVectorEnv(VectorEnv):
         reseed them. With memory, each fork gets its own copy of the row's memory. Hooks with values
         per row (a goal image or target per row) keep row ``row``'s in every fork (``select``,
         see :mod:`gym_worldmodel.envs.hooks`).
+
+        ``output`` (``"numpy"`` or ``"torch"``; default this env's) is what the forks return: a
+        planner scoring futures on the GPU takes ``"torch"`` from an env that gives an agent NumPy.
 
         Forks keep the rows' step counts and this env's ``max_episode_steps``; set
         ``fork.max_episode_steps = None`` to imagine past the episode's time limit. A fork that
@@ -594,6 +598,8 @@ class WorldModelVectorEnv(VectorEnv):
                 f"row must be an int in [0, {self.num_envs}) or a list of them, got {row!r}"
             )
         check_count("n", n, "forks")
+        if output is not None:
+            check_choice("output", output, ("numpy", "torch"))
         check_fits(self._state_template(1), len(parents) * n, self.device, "a fork")
         mode = autoreset_mode_of(autoreset_mode or self.metadata["autoreset_mode"])
         rows = np.repeat(np.asarray(parents, np.int64), n).tolist()  # each parent's n futures
@@ -611,7 +617,7 @@ class WorldModelVectorEnv(VectorEnv):
                 "device": self.device,
                 "dtype": self.dtype,
                 "render_mode": self.render_mode,
-                "output": self.output,
+                "output": output or self.output,
                 "autoreset_mode": mode,
                 "max_episode_steps": self.max_episode_steps,
                 "reward_fn": hook_lib.select(self.reward_fn, rows),
