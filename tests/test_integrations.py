@@ -726,7 +726,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 @CUDA
 def test_cupy_takes_the_device_tensors_of_a_cuda_env_without_a_copy():
-    """The README's CuPy snippet: observations in, actions back, by DLPack."""
+    """The CuPy snippet of docs/envs.md: observations in, actions back, by DLPack."""
     cupy = pytest.importorskip("cupy")
     env = WorldModelVectorEnv(2, world="driving", device="cuda", output="torch", **TINY)
     obs, _ = env.reset(seed=0)

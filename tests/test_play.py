@@ -97,7 +97,7 @@ def test_play_without_a_display_says_so_instead_of_running_unseen(monkeypatch):
         play_main(["--model", "random-tiny"])
 
 
-def test_gymnasiums_own_play_reads_the_envs_keys_as_the_readme_says(monkeypatch):
+def test_gymnasiums_own_play_reads_the_envs_keys_as_the_docs_say(monkeypatch):
     import gymnasium as gym
     from gymnasium.utils.play import play
 
