@@ -203,7 +203,7 @@ class WorldEngine:
             self.memory.add(latents, poses, idx)
         return latents, frames
 
-    def _remember(self, latents: Tensor, rows: list[int]) -> None:
+    def _remember(self, latents: Tensor, rows: list[int] | slice) -> None:
         """Keep the rows' last chunk: the query of latent-similarity retrieval."""
         if self.last_latents is None:
             self.last_latents = torch.zeros(self.num_envs, *latents.shape[1:], device=self.device)
@@ -254,9 +254,8 @@ class WorldEngine:
             frames = self.model.vae.decode(latents[:, decode])
         _check_finite(finite)
         if self.memory is not None:
-            rows = list(range(self.num_envs))
             stored = latents if remember is None else remember.to(latents)
-            self._remember(stored, rows)
+            self._remember(stored, slice(None))  # every row (a list would upload an index)
             self.memory.add(stored, poses, store=store)  # every row
         return latents, frames
 

@@ -107,9 +107,10 @@ class WorldModelVectorEnv(VectorEnv):
             in bf16 stay within 0.02 dB PSNR of float32's against held-out episodes over 64
             steps (``python -m gym_worldmodel.bench dtype --data DATASET ...``, docs/benchmarks.md).
             ``env.dtype`` is the one chosen.
-        output: ``"numpy"`` or ``"torch"`` (obs, rewards and flags stay on the device; for
-            CuPy or another Array API library, wrap the env in Gymnasium's vector
-            ``ArrayConversion``, with ``NEXT_STEP`` or ``DISABLED`` autoreset).
+        output: ``"numpy"`` or ``"torch"`` (obs, rewards and flags stay on the device, which
+            CuPy and other Array API libraries take by DLPack: ``cupy.from_dlpack(obs)``;
+            Gymnasium's vector ``ArrayConversion`` serves host targets only, as the infos are
+            NumPy).
         autoreset_mode: A ``gymnasium.vector.AutoresetMode`` (or its value).
         max_episode_steps: Truncate episodes after this many steps (None, or -1 as
             ``gym.make`` takes it: never).

@@ -64,7 +64,7 @@ class TorchEpisodeStatistics(VectorWrapper):
                 "TorchEpisodeStatistics counts tensor rewards (an env with output='torch'); for "
                 "NumPy returns use gymnasium.wrappers.vector.RecordEpisodeStatistics"
             )
-        now = torch.tensor(time.perf_counter() - self._clock, device=self.device)
+        now = torch.full((), time.perf_counter() - self._clock, device=self.device)  # no upload
         counts = torch.ones_like(self._prev_dones) if self._same_step else ~self._prev_dones
         self.returns = torch.where(counts, self.returns + rewards.to(self.returns), 0.0)
         self.lengths = torch.where(counts, self.lengths + 1, 0)

@@ -170,7 +170,8 @@ class FlowWarp(nn.Module):
         held = self.ego[modality]
         top, bottom, left, right = self.config.ego_hold
         rows = slice(top, bottom)
-        beside = frames[:, :, rows, [max(left - 1, 0), min(right, frames.shape[-1] - 1)]]
+        edges = (max(left - 1, 0), min(right, frames.shape[-1] - 1))  # left and right of the box
+        beside = torch.stack([frames[:, :, rows, x] for x in edges], -1)  # no index to upload
         road = frames.clone()
         road[:, :, rows, left:right] = beside.mean(-1, keepdim=True)
         source = torch.where(held[:, None, None, None], road, frames)

@@ -46,7 +46,9 @@ def seeded(recipe: Callable) -> Callable:
         run_dir = arguments.get("run_dir")
 
         def call():
-            with torch.random.fork_rng(devices=[]):
+            # the CUDA generator too where the caller has one (manual_seed seeds it as well)
+            cuda = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+            with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(arguments["train"].seed)
                 return recipe(*args, **kwargs)
 
