@@ -119,6 +119,32 @@ def test_cached_memory_equals_sequence_with_memory(tiny_model, steps):
     assert (plain[[0, 2], -fr:] - ref[[0, 2], -fr:]).abs().mean() > 1e-3  # valid memory is read
 
 
+def test_sequence_tables_are_made_once_per_layout_and_serve_training_after_inference(
+    monkeypatch,
+):
+    """A training step asks for the same rotary tables every time (on a GPU each one made
+    afresh waited for the GPU): they are made once per layout, as tensors training can use
+    even when an inference-mode call made them first."""
+    dit = randomize(WorldModel(WorldModelConfig.tiny())).dit  # its own: no table made yet
+    f, made = dit.config.chunk_frames, []
+    cos_sin = type(dit.rope).cos_sin
+    monkeypatch.setattr(
+        type(dit.rope), "cos_sin", lambda rope, at: made.append(1) or cos_sin(rope, at)
+    )
+    cfg = dit.config
+    seq = torch.randn(2, 4 * f, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    t, acts = torch.rand(2, 4), torch.zeros(2, 4 * f, dit.config.action_dim)
+    modality = torch.tensor([0, 2])
+    with torch.inference_mode():
+        before = dit.forward_sequence(seq, t, acts, modality)
+    count = len(made)
+    out = dit.forward_sequence(seq, t, acts, modality)  # the same layout: no table made
+    out.square().mean().backward()  # with tables an inference-mode call made
+    assert count == 3 and len(made) == count and torch.equal(before, out.detach())
+    dit.forward_sequence(seq[:, : 3 * f], t[:, :3], acts[:, : 3 * f], modality)
+    assert len(made) == 2 * count  # another layout: its own tables
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -168,17 +168,24 @@ class SequenceAttention:
             )
         f, side = config.chunk_frames, config.latent_size // config.patch_size
         self.tokens_per_chunk = config.tokens_per_chunk
-        self.cos, self.sin = rope.cos_sin(grid_positions(n_chunks * f, side).to(device))
-        # Fixed-position keys (the sink at 0, memory slot m at (1 + m) F) as chunk c >= 1 reads
-        # them: moved by c F - P, so they lie as far before its queries as in the cache.
-        fixed_at = grid_positions((1 + memory_chunks) * f, side)
-        moves = torch.arange(1, n_chunks, dtype=fixed_at.dtype) * f - config.context_frames
-        moved = fixed_at.expand(len(moves), -1, -1).clone()
-        moved[..., 0] += moves[:, None]
-        self.cos_fixed, self.sin_fixed = rope.cos_sin(moved.to(device))  # (n - 1, S, Dh)
-        # The memory chunks' own attention: their slots' positions (after the sink's), not moved.
-        sink_tokens = config.tokens_per_chunk
-        self.cos_mem, self.sin_mem = rope.cos_sin(fixed_at[sink_tokens:].to(device))
+
+        def tables() -> tuple[Tensor, ...]:
+            cos, sin = rope.cos_sin(grid_positions(n_chunks * f, side).to(device))
+            # Fixed-position keys (the sink at 0, memory slot m at (1 + m) F) as chunk c >= 1
+            # reads them: moved by c F - P, so they lie as far before its queries as in the cache.
+            fixed_at = grid_positions((1 + memory_chunks) * f, side)
+            moves = torch.arange(1, n_chunks, dtype=fixed_at.dtype) * f - config.context_frames
+            moved = fixed_at.expand(len(moves), -1, -1).clone()
+            moved[..., 0] += moves[:, None]
+            cos_fixed, sin_fixed = rope.cos_sin(moved.to(device))  # (n - 1, S, Dh)
+            # The memory chunks' own attention: their slots' positions (after the sink's).
+            cos_mem, sin_mem = rope.cos_sin(fixed_at[config.tokens_per_chunk :].to(device))
+            return cos, sin, cos_fixed, sin_fixed, cos_mem, sin_mem
+
+        layout = (n_chunks, memory_chunks, f, side, config.context_frames)
+        self.cos, self.sin, self.cos_fixed, self.sin_fixed, self.cos_mem, self.sin_mem = (
+            rope.cached(layout, torch.device(device), tables)
+        )
         self.n_chunks, self.window, self.n_mem = n_chunks, config.window_chunks, memory_chunks
         self.memory_valid = memory_valid
 

@@ -8,6 +8,8 @@ an episode runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -42,6 +44,21 @@ class Rotary3D(nn.Module):
             start += len(f)
         # A plain attribute, not a buffer: module.to(dtype) must not round it to low precision.
         self.freq_table = table
+        # Tables made once per layout and device (:meth:`cached`): a training step asks for
+        # the same ones every time, and on a GPU each one made afresh waited for the GPU.
+        self._cached: dict[tuple, tuple[Tensor, ...]] = {}
+
+    def cached(self, key: tuple, device: torch.device, make: Callable[[], tuple[Tensor, ...]]):
+        """``make()``'s tables for ``key`` on ``device``, made the first time only (read-only).
+
+        Made as ordinary tensors even under ``torch.inference_mode``, so that training can use
+        tables an inference call made first.
+        """
+        tables = self._cached.get((key, device))
+        if tables is None:
+            with torch.inference_mode(False):
+                tables = self._cached[(key, device)] = make()
+        return tables
 
     def cos_sin(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """Tables for positions ``(..., 3)`` (time, row, col); each ``(..., D)``, sin signed."""
