@@ -914,6 +914,9 @@ def test_bad_reset_images_raise_and_leave_state_unchanged():
         ({"frames": np.zeros((0, 32, 32, 3), np.uint8)}, "empty"),
         ({"image": [np.zeros((8, 8, 3), np.uint8), np.zeros((9, 9, 4), np.uint8)]}, r"image\[1\]"),
         ({"image": [np.zeros((8, 8, 3), np.uint8), np.ones((9, 9, 3))]}, r"\[1\].*float64"),
+        # the same size: the float entry is named, not the batch NumPy would make of the list
+        ({"image": [np.zeros((8, 8, 3), np.uint8), np.ones((8, 8, 3))]}, r"image\[1\].*float64"),
+        ({"image": b"\x89PNG..."}, r"7 bytes: .*PIL.Image.open\(io.BytesIO\(data\)\)"),
     ]:
         with pytest.raises(ValueError, match=match):
             env.reset(options=options)
@@ -937,6 +940,10 @@ def test_a_made_env_whose_first_reset_was_refused_steps_after_a_good_one():
     for picture in (None, "start.png"):  # a file name: the message says to open it
         with pytest.raises(ValueError, match=r"reset image must be a picture .*Image.open"):
             env.reset(options={"image": picture})
+    with pytest.raises(
+        ValueError, match=r"\(5, 32, 32, 3\) \(a stack of frames: pass it as 'frames'"
+    ):
+        env.reset(options={"image": np.zeros((5, 32, 32, 3), np.uint8)})
 
 
 def test_a_refused_reset_of_a_single_env_leaves_its_np_random_as_it_was():

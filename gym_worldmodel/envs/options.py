@@ -231,9 +231,12 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
     key = "image" if "image" in options else "frames"
     want = PICTURE_SHAPES[key]
     per_env_ndim = want.count(",") + 1
-    value = pil_as_rgb(f"reset {key}", options[key])
-    if isinstance(value, (list, tuple)) and len({np.shape(v) for v in value}) > 1:
-        # one picture per row, of different sizes: each row's checked and resized alone
+    value = on_host(pil_as_rgb(f"reset {key}", options[key]), torch.float64)  # tensors too
+    if isinstance(value, (list, tuple)) and (
+        len({np.shape(v) for v in value}) > 1 or any(np.asarray(v).dtype != np.uint8 for v in value)
+    ):
+        # one picture per row, of different sizes (or one not uint8, which NumPy would make the
+        # whole batch's dtype): each row's checked, named by its place, and resized alone
         if len(value) != n or any(np.ndim(v) != per_env_ndim for v in value):
             raise ValueError(
                 f"reset {key} as a list must hold one {want} per reset row ({n}), got shapes "
@@ -274,9 +277,9 @@ def one_picture(key: str, value: Any) -> np.ndarray:
     """
     arr, want = picture_array(key, value), PICTURE_SHAPES[key]
     if arr.ndim != want.count(",") + 1 or arr.shape[-1] != 3:
-        raise ValueError(
-            f"reset {key} must be {want} RGB, got shape {arr.shape}{picture_hint(arr)}"
-        )
+        stack = key == "image" and arr.ndim == 4 and arr.shape[-1] == 3
+        hint = " (a stack of frames: pass it as 'frames')" if stack else picture_hint(arr)
+        raise ValueError(f"reset {key} must be {want} RGB, got shape {arr.shape}{hint}")
     if min(arr.shape[:-1]) < 1:  # no frames in the stack, or no pixels
         raise ValueError(f"reset {key} is empty: shape {arr.shape}")
     return arr
@@ -291,6 +294,11 @@ def picture_array(key: str, value: Any) -> np.ndarray:
     ``ValueError``.
     """
     value = pil_as_rgb(f"reset {key}", value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise ValueError(
+            f"reset {key} must be a picture (a uint8 array or a PIL image), got {len(value)} "
+            "bytes: to start from an encoded image, pass PIL.Image.open(io.BytesIO(data))"
+        )
     if value is None or isinstance(value, (str, os.PathLike)):
         raise ValueError(
             f"reset {key} must be a picture (a uint8 array or a PIL image), got "
