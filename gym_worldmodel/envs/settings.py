@@ -44,7 +44,7 @@ def check_render_mode(render_mode: Any) -> None:
     check_choice("render_mode", render_mode, (None, "rgb_array"))
 
 
-def model_config(
+def resolve_model(
     world: World,
     model: WorldModel | str | os.PathLike | None,
     engine: Any,

@@ -37,8 +37,8 @@ from gym_worldmodel.envs.pose import POSE_FIELDS, EgoShift, advance
 from gym_worldmodel.envs.settings import (
     check_render_mode,
     memory_switch,
-    model_config,
     resolve_dtype,
+    resolve_model,
 )
 from gym_worldmodel.envs.state import (
     check_fits,
@@ -214,7 +214,7 @@ class WorldModelVectorEnv(VectorEnv):
         self.render_mode = render_mode
         self._engine, self._engine_given = engine, engine is not None  # (a fork's: a closed
         # one cannot be rebuilt)
-        self.config, self.checkpoint_dir, self._model_arg = model_config(
+        self.config, self.checkpoint_dir, self._model_arg = resolve_model(
             self.world, model, engine, nfe
         )
         self.config.check_trained(self.head.modality, self.world.name)
