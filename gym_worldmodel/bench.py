@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from gym_worldmodel.cli import denoiser_passes
-from gym_worldmodel.cli.argtypes import positive_int
+from gym_worldmodel.cli.argtypes import check_device, positive_int
 from gym_worldmodel.files import atomic_write
 from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import DTYPES, WorldModel, WorldModelConfig, precision
@@ -429,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument(
         "--nfe", type=denoiser_passes, help="denoiser passes per step (default: the checkpoint's)"
     )
+    env.add_argument("--device", default="cpu", help="the envs' torch device (cpu, cuda)")
     env.add_argument(
         "--simulator",
         action="store_true",
@@ -553,9 +554,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, 
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         if tiny and args.model:
             parser.error("bench env: --tiny and --model name two models; give one")
+        check_device(args.device)
         model_name = "random-tiny" if tiny else args.model
         results = env_benchmark(
-            model_name, args.world, args.sizes, args.repeats, args.dtype, args.nfe
+            model_name, args.world, args.sizes, args.repeats, args.dtype, args.nfe, args.device
         )
         if args.simulator:
             results["simulator"] = simulator_benchmark(args.world, args.repeats)

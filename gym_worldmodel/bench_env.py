@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import torch
 
 from gym_worldmodel.envs import WorldModelEnv, WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import get_world, load_model
@@ -36,29 +37,35 @@ def env_benchmark(
     repeats: int,
     dtype: str = "auto",
     nfe: int | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Measure and print; returns the figures.
 
     ``model``: anything the envs' ``model=`` takes (None: the world's shipped weights);
-    ``nfe``: the envs' denoiser passes per step (None: the checkpoint's own).
+    ``nfe``: the envs' denoiser passes per step (None: the checkpoint's own); ``device``: the
+    envs' (a step's NumPy observation waits for the device, so each time is a whole step).
     """
-    loaded = load_model(get_world(world), model)  # once: every env below shares it
+    loaded = load_model(get_world(world), model).to(device)  # once: every env below shares it
     frames = loaded.config.dit.chunk_frames
-    single = WorldModelEnv(world=world, model=loaded, dtype=dtype, nfe=nfe)
+    single = WorldModelEnv(world=world, model=loaded, dtype=dtype, nfe=nfe, device=device)
     if loaded is not model:  # loaded here, as gym.make's env loads its own: weights in its dtype
         loaded.for_autocast(single.dtype)
     model = loaded
     results: dict[str, Any] = {"world": world, "dtype": str(single.dtype).removeprefix("torch.")}
+    results["device"] = str(single.vector.device)
     single.reset(seed=0)
     single.action_space.seed(0)
     action = single.action_space.sample()
     row = _measure(lambda: single.step(action), single.vector._engine, repeats, 1, frames)
     results["single"] = row
     results["nfe"] = single.vector.config.sampler.nfe
-    print(f"world {world}, {frames} frames per step, nfe {results['nfe']}, {results['dtype']}")
+    print(
+        f"world {world}, {frames} frames per step, nfe {results['nfe']}, {results['dtype']}, "
+        f"{results['device']}"
+    )
     _print("single env", row)
     for n in sizes:
-        env = WorldModelVectorEnv(n, world=world, model=model, dtype=dtype, nfe=nfe)
+        env = WorldModelVectorEnv(n, world=world, model=model, dtype=dtype, nfe=nfe, device=device)
         env.reset(seed=0)
         env.action_space.seed(0)
         actions = env.action_space.sample()
@@ -125,9 +132,13 @@ def _measure(env_step, engine, repeats: int, rows: int, frames: int) -> dict[str
     inner: list[float] = []
     raw_step = engine.step
 
+    cuda = engine.device.type == "cuda"
+
     def timed_engine_step(vec, **kwargs):
         start = time.perf_counter()
         out = raw_step(vec, **kwargs)
+        if cuda:  # the engine's work, not its launch: the env waits for it when it converts
+            torch.cuda.synchronize(engine.device)
         inner.append(time.perf_counter() - start)
         return out
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gym_worldmodel.hub import read_config
@@ -128,7 +129,10 @@ def test_env_benchmark_smoke():
     args = ("env", "--tiny", "--sizes", "1", "2", "--repeats", "1", "--nfe", "1")
     text = run("-m", "gym_worldmodel.bench", *args)
     assert "vector env x2" in text and "env overhead" in text
-    assert "nfe 1," in text  # the tiny model's own is 2
+    assert "nfe 1," in text and ", cpu\n" in text  # the tiny model's own is 2; the device
+    if not torch.cuda.is_available():  # a device this machine lacks: named before any timing
+        err = fails("-m", "gym_worldmodel.bench", *args, "--device", "cuda")
+        assert "--device cuda: no CUDA device" in err
 
 
 def test_simulator_benchmark_times_the_simulator_or_says_why_not(monkeypatch, capsys):
