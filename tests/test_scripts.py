@@ -672,7 +672,11 @@ def test_rollout_plays_the_world_a_models_denoiser_was_trained_for(tmp_path, cap
     from gym_worldmodel import cli, hub
     from gym_worldmodel.models import WorldModel, WorldModelConfig
 
-    for modalities, world in ((("driving",), "driving"), (("camera", "driving"), "citywalk")):
+    for modalities, world in (
+        (("driving",), "driving"),
+        (("camera", "driving"), "citywalk"),
+        (("robot", "driving"), "robot"),  # no camera: the first world it learned
+    ):
         config = dataclasses.replace(WorldModelConfig.tiny(), trained_modalities=modalities)
         folder = hub.save_pretrained(WorldModel(config), tmp_path / "_".join(modalities))
         cli.rollout_main(["--model", str(folder), "--steps", "1"])

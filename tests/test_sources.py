@@ -74,6 +74,21 @@ def test_collection_round_trip_and_splits(tmp_path):
     assert read_card(tmp_path)["shards"] == card["shards"]
 
 
+def test_a_new_dataset_goes_into_an_empty_folder_only(tmp_path):
+    """Shards and a card among a run's files would make the run a 'dataset' no train resumes."""
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"weights")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("x")
+    for folder, what in ((run, "a training run"), (notes, "other files")):
+        with pytest.raises(DatasetError, match=f"holds {what} .*collect into a new or empty"):
+            collect(FakeSource(), folder, episodes=2, steps=5, progress=False)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "model"]  # as it was
+    assert collect(FakeSource(), tmp_path / "new" / "data", episodes=2, steps=5, progress=False)
+
+
 def test_interrupted_collection_resumes_to_the_same_episodes(tmp_path):
     opts = dict(episodes=9, steps=4, episodes_per_shard=2, heldout_every=4, progress=False)
     with pytest.raises(KeyboardInterrupt):
@@ -314,6 +329,7 @@ def test_a_card_edited_out_of_shape_is_refused(tmp_path, edit, match):
         ("scaled", r"camera action vectors up to 50 in size; an env's vectors lie in \[-1, 1\]"),
         ("poseless", "some episodes of the split record poses, some none"),
         ("cut", r"episodes of \[2, 4\] actions; the card says steps 3"),
+        ("wide", r"actions \[13\] wide; the card says action_width 12"),
     ],
 )
 def test_a_shard_written_by_hand_unlike_its_card_is_refused(tmp_path, how, match):
@@ -328,6 +344,8 @@ def test_a_shard_written_by_hand_unlike_its_card_is_refused(tmp_path, how, match
             frames = np.ascontiguousarray(frames[:, :4, :4])
         elif how == "scaled":
             actions = actions * 0 + 50.0
+        elif how == "wide":  # a column too many: caught on reading, not when training starts
+            actions = np.concatenate([actions, actions[:, :1]], 1)
         elif how == "cut":  # frame_offsets moved: the first episode a step shorter, one longer
             if not episodes:
                 frames, actions = frames[:-1], actions[:-1]

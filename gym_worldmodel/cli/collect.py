@@ -37,19 +37,24 @@ def collect_main(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--episodes", type=positive_int, required=True, help="episodes in the dataset (all splits)"
     )
-    parser.add_argument("--steps", type=positive_int, default=128, help="actions per episode")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="episode i uses seed + i")
+    parser.add_argument(
+        "--steps", type=positive_int, default=128, help="actions per episode (default 128)"
+    )
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="episode i uses seed + i (default 0)"
+    )
     parser.add_argument(
         "--episodes-per-shard",
         type=positive_int,
         default=16,
-        help="episodes per .npz shard (each shard is written atomically; a rerun resumes)",
+        help="episodes per .npz shard (default 16; each shard is written atomically; a rerun "
+        "resumes)",
     )
     parser.add_argument(
         "--heldout-every",
         type=int,
         default=10,
-        help="every k-th episode goes to the held-out split",
+        help="every k-th episode goes to the held-out split (default 10)",
     )
     parser.add_argument(
         "--source-option",

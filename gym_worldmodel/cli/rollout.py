@@ -132,12 +132,16 @@ def read_actions(path: Path) -> Any:
     return arr
 
 
-def _world_of(modalities: tuple[str, ...] | None) -> str | None:
-    """The one world whose actions a denoiser trained on ``modalities`` learned (else None)."""
+def _world_of(modalities: tuple[str, ...] | None, default: str) -> str:
+    """The world a denoiser trained on ``modalities`` plays.
+
+    ``default`` where it learned that world's actions (or says nothing of what it learned),
+    else the world of the first modality it lists.
+    """
     from gym_worldmodel.envs.worlds import WORLD_MODALITIES
 
-    worlds = [name for name, m in WORLD_MODALITIES.items() if m in (modalities or ())]
-    return worlds[0] if len(worlds) == 1 else None
+    worlds = [w for m in modalities or () for w, of in WORLD_MODALITIES.items() if of == m]
+    return default if not worlds or default in worlds else worlds[0]
 
 
 def rollout_main(argv: Sequence[str]) -> None:
@@ -170,8 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--world",
         choices=sorted(WORLD_IDS),
-        help="which world (default: the one --model's denoiser was trained for, where it was "
-        "trained for one; else citywalk)",
+        help="which world (default: citywalk, robot for an .npz plan, where --model's denoiser "
+        "learned that world; else the first world it learned)",
     )
     parser.add_argument(
         "--model",
@@ -259,7 +263,7 @@ def _env_kwargs(args: argparse.Namespace, actions: Any, steps: int) -> dict[str,
         name = args.model or f"(the shipped {world} world)"
         raise SystemExit(f"--model {name}: {err}") from err
     if args.world is None:
-        args.world = _world_of(kwargs["model"].config.trained_modalities) or world
+        args.world = _world_of(kwargs["model"].config.trained_modalities, world)
     kwargs["dtype"], kwargs["device"], kwargs["nfe"] = args.dtype, args.device, args.nfe
     if isinstance(actions, dict):
         if args.world != "robot":

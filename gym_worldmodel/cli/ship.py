@@ -18,7 +18,8 @@ def ship_main(argv: Sequence[str]) -> None:
         "--start-frames",
         type=positive_int,
         default=16,
-        help="how many start frames to bundle per world (first frames of training episodes)",
+        help="how many start frames to bundle per world (first frames of training episodes; "
+        "default 16)",
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument(
@@ -37,8 +38,9 @@ def ship_main(argv: Sequence[str]) -> None:
         "--name",
         type=folder_name,
         default="shared",
-        help="checkpoint folder under the worlds directory: shared (what every world without "
-        "its own loads) or a world's own (the world's `checkpoint` in envs/worlds.py)",
+        help="checkpoint folder under the worlds directory: shared (the default: what every "
+        "world without its own loads) or a world's own (the world's `checkpoint` in "
+        "envs/worlds.py)",
     )
     parser.add_argument(
         "--nfe",

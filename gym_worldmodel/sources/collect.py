@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from gym_worldmodel.files import atomic_write, remove_stale_temps
+from gym_worldmodel.files import atomic_write, is_temp, remove_stale_temps
 from gym_worldmodel.models.config import DEFAULT_MODALITIES
 from gym_worldmodel.sources.episodes import (
     CARD,
@@ -121,10 +121,10 @@ def collect(
         pending[split].append((index, episode))
         bar.update(1)
         if len(pending[split]) == episodes_per_shard:
-            _flush(out_dir, card, split, pending)
+            _flush(out_dir, card, split, pending, progress)
     for split in SPLITS:
         if pending[split]:
-            _flush(out_dir, card, split, pending)
+            _flush(out_dir, card, split, pending, progress)
     bar.close()
     return card
 
@@ -187,7 +187,8 @@ def _drop_bad_shards(out_dir: Path, card: dict[str, Any], progress: bool) -> Non
             f"delete their entries from {CARD} to collect their episodes again"
         )
     bad = []
-    for shard in tqdm(card["shards"], desc="check shards", unit="shard", disable=not progress):
+    shown = progress and bool(card["shards"])  # a new dataset has none to check
+    for shard in tqdm(card["shards"], desc="check shards", unit="shard", disable=not shown):
         path = out_dir / shard["file"]
         try:
             same = sha256(path) == shard["sha256"]
@@ -221,7 +222,15 @@ SOURCE_KEYS = ("world", "modality", "frame_size")
 
 
 def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    if not (out_dir / CARD).is_file():
+    if not (out_dir / CARD).is_file():  # a new dataset: into an empty folder only
+        held = sorted(p.name for p in out_dir.iterdir() if not is_temp(p.name))
+        if held:
+            run = {"run.json", "checkpoint.pt", "model"} & set(held)
+            what = "a training run" if run else "other files"
+            raise DatasetError(
+                f"{out_dir} holds {what} ({', '.join(held[:5])}{', ...' if len(held) > 5 else ''})"
+                " and no dataset card: collect into a new or empty directory"
+            )
         card = {"format": FORMAT, **settings, "shards": []}
         _write_card(out_dir, card)
         return card
@@ -235,7 +244,7 @@ def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return card
 
 
-def _flush(out_dir: Path, card: dict, split: str, pending: dict) -> None:
+def _flush(out_dir: Path, card: dict, split: str, pending: dict, progress: bool) -> None:
     indices, episodes = zip(*pending[split], strict=True)
     # the next free name: neither in the card nor on disk (a shard deleted by hand, with its
     # card entry, must not make the next one overwrite a later shard)
@@ -257,6 +266,9 @@ def _flush(out_dir: Path, card: dict, split: str, pending: dict) -> None:
     )
     _write_card(out_dir, card)
     pending[split] = []
+    if not progress:  # a log line a shard instead of the bar
+        done = sum(s["episodes"] for s in card["shards"])
+        print(f"{out_dir / name}: {len(episodes)} {split} episodes ({done} collected)", flush=True)
 
 
 def _write_card(out_dir: Path, card: dict[str, Any]) -> None:

@@ -289,8 +289,9 @@ def action_range_problem(modality: str, actions: np.ndarray) -> str | None:
 def _check_like_card(path: Path, episodes: list[Episode], card: dict, posed: bool | None) -> None:
     """Refuse a shard's episodes that do not hold what its card says, as ``collect`` would.
 
-    Episodes of the card's ``steps`` actions; frames of its ``frame_size``; for an env's
-    modality, model action vectors in [-1, 1] (what its action head encodes); poses in all
+    Episodes of the card's ``steps`` actions of its ``action_width``; frames of its
+    ``frame_size``; for an env's modality, model action vectors in [-1, 1] (what its action
+    head encodes); poses in all
     episodes of a split or in none (``posed``: whether the episodes before had them, None for
     the first shard).
     """
@@ -306,6 +307,12 @@ def _check_like_card(path: Path, episodes: list[Episode], card: dict, posed: boo
         raise DatasetError(
             f"shard {path} holds episodes of {lengths} actions; the card says steps {steps} "
             "(an episode cut short by the source that wrote it, or frame_offsets altered)"
+        )
+    width = card.get("action_width")
+    widths = sorted({ep.actions.shape[1] for ep in episodes} - {width})
+    if width is not None and widths:
+        raise DatasetError(
+            f"shard {path} holds actions {widths} wide; the card says action_width {width}"
         )
     for ep in episodes:
         problem = action_range_problem(card["modality"], ep.actions)

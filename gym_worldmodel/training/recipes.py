@@ -464,8 +464,11 @@ def train_action_probe(
     record = {"validation_error": validation, "scored_modalities": scored}
     text = json.dumps(record, indent=1) + "\n"
     atomic_write(Path(run_dir) / "validation.json", lambda f: f.write(text.encode()))
-    if progress:
-        print(f"action probe: validation error {validation}; scores {scored or 'no modality'}")
+    # printed with or without progress bars: an action term that scores no modality adds nothing
+    print(
+        f"action probe: validation error {validation}; scores "
+        + (str(scored) if scored else "no modality (the action term will add nothing)")
+    )
     return probe
 
 
