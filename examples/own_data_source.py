@@ -102,7 +102,9 @@ class Recordings:
         frames = arrays.pop("frames")
         poses = arrays.pop("poses", None)
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise DatasetError(f"{path}: frames must be uint8 (T+1, H, W, 3), got {frames.shape}")
+            raise DatasetError(
+                f"{path}: frames must be uint8 (T+1, H, W, 3), got {frames.dtype} {frames.shape}"
+            )
         if len(frames) < steps + 1:
             raise DatasetError(f"{path}: {len(frames)} frames, fewer than --steps {steps} + 1")
         head = self.head

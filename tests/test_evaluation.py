@@ -45,6 +45,22 @@ def test_psnr_and_ssim_reference_values():
     assert (ssim(a, noise) < 0.1).all() and (psnr(a, noise) < 10).all()
 
 
+def test_metrics_take_uint8_frames_of_one_size_and_say_so():
+    """Float frames in [0, 1] were scored on the 0-255 scale (0 against 0.5: 54 dB)."""
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    for a, b, match in (
+        (np.zeros((16, 16, 3)), np.full((16, 16, 3), 0.5), r"a must be uint8 frames .*float64"),
+        (frames, frames[:, :8], r"frames of two shapes, .*fit_frames"),
+        (frames[0], [[0]], "b must be uint8 frames .*got list"),
+    ):
+        for metric in (psnr, pooled_psnr, ssim):
+            with pytest.raises(ValueError, match=match):
+                metric(a, b)
+    with pytest.raises(ValueError, match=r"\(8, 8\) pixels; this metric needs 11 a side"):
+        ssim(frames[:, :8, :8], frames[:, :8, :8])
+    assert psnr(frames, frames[:1]).shape == (2,)  # leading axes broadcast, as before
+
+
 def test_pooled_psnr_is_bounded_by_the_frames_that_differ():
     """An exact repeat does not swamp the figure: it is the PSNR of the mean error."""
     rng = np.random.default_rng(1)

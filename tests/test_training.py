@@ -463,7 +463,7 @@ def vae_run(episodes, tmp_path):
 def test_corrupt_checkpoint_is_a_clear_error(episodes, tmp_path):
     vae, fn, ckpt = vae_run(episodes, tmp_path)
     ckpt.write_bytes(ckpt.read_bytes()[:100])
-    with pytest.raises(ValueError, match="not a checkpoint of this run"):
+    with pytest.raises(ValueError, match="cannot be read as a checkpoint: damaged, truncated"):
         run_steps(vae, Frames(episodes), fn, tmp_path, 6)
 
 

@@ -7,8 +7,28 @@ import torch
 import torch.nn.functional as F
 
 
+def _check_frames(a: np.ndarray, b: np.ndarray, min_side: int = 1) -> None:
+    """Raise a clear ``ValueError`` unless ``a`` and ``b`` are uint8 frames of one size.
+
+    Float frames in [0, 1] would be scored on the 0-255 scale (a constant 0 against 0.5 came
+    out at 54 dB), and frames of two sizes would fail in NumPy's broadcasting.
+    """
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim < 3 or x.shape[-1] != 3:
+            got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+            raise ValueError(f"{name} must be uint8 frames (..., H, W, 3), got {got}")
+    if a.shape[-3:] != b.shape[-3:]:  # leading axes may broadcast, as NumPy's would
+        raise ValueError(
+            f"frames of two shapes, {a.shape} and {b.shape}: score frames of one size "
+            "(gym_worldmodel.envs.worlds.fit_frames resizes them)"
+        )
+    if min(a.shape[-3:-1]) < min_side:
+        raise ValueError(f"frames of {a.shape[-3:-1]} pixels; this metric needs {min_side} a side")
+
+
 def _frame_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame mean squared error of uint8 frames ``(..., H, W, 3)``."""
+    _check_frames(a, b)
     return ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(-3, -2, -1))
 
 
@@ -62,8 +82,10 @@ def gain_interval(
 def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame SSIM of uint8 frames ``(..., H, W, 3)``.
 
-    Gaussian window 11, sigma 1.5, averaged over channels (Wang et al. 2004).
+    Gaussian window 11, sigma 1.5, averaged over channels (Wang et al. 2004): frames of 11
+    pixels a side or more.
     """
+    _check_frames(a, b, min_side=11)
     shape = a.shape[:-3]
     x = torch.from_numpy(a.reshape(-1, *a.shape[-3:])).permute(0, 3, 1, 2).double() / 255.0
     y = torch.from_numpy(b.reshape(-1, *b.shape[-3:])).permute(0, 3, 1, 2).double() / 255.0

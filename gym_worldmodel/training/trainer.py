@@ -278,7 +278,8 @@ class Trainer:
                 raise ValueError("its content does not match its SHA-256: altered or damaged")
         except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
             raise ValueError(
-                f"{path} is not a checkpoint of this run ({err}); move it away to start over"
+                f"{path} cannot be read as a checkpoint: damaged, truncated or another kind of "
+                f"file ({err}); move it away to start over"
             ) from err
         if started != self.device.type:  # before any weight is touched
             raise ValueError(
