@@ -839,7 +839,7 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, caps
         (["eval", "--data", "x", "--out", "file.txt"], "--out file.txt: must be a directory"),
         (
             ["ship", "--model", "broken", "--data", "x", "--out", "w"],
-            "ship: error: ValueError: broken/model.safetensors is not a readable safetensors",
+            "ship: error: broken/model.safetensors is not a readable safetensors",
         ),
         (
             ["ship", "--model", "m", "--data", "x", "--name", "../escaped", "--out", "w"],

@@ -122,6 +122,7 @@ def test_a_resumed_collection_collects_a_damaged_shard_again_and_names_a_missing
         collect(FakeSource(), tmp_path / "a", **opts)
     assert (tmp_path / "a" / "dataset.json").read_text() == card
     gone.write_bytes(kept)
+    before = read_card(tmp_path / "a")
     data = bytearray(flipped.read_bytes())
     data[len(data) // 2] ^= 0xFF
     flipped.write_bytes(bytes(data))
@@ -134,6 +135,9 @@ def test_a_resumed_collection_collects_a_damaged_shard_again_and_names_a_missing
     assert again.calls == shards[0]["episodes"]
     (aside,) = (tmp_path / "a").glob(f"{flipped.name}.*.corrupt")
     assert aside.read_bytes() == bytes(data) and not stale.exists()  # kept aside; temp gone
+    # the shard collected again under its own name and in its place: the card, and so the
+    # dataset a training run records, as before the damage (the shard's bytes the same)
+    assert read_card(tmp_path / "a") == before
     for split in ("train", "heldout"):
         a, b = (by_seed(load_episodes(tmp_path / d, split)) for d in ("a", "ref"))
         assert a.keys() == b.keys()

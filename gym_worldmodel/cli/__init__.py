@@ -85,8 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, help_text in commands.items():
             print(f"  {name:<8} {help_text}", file=out)
         return 0 if helped else 2
-    from gym_worldmodel.sources.episodes import DatasetError
-
     try:
         if args[0] == "bench":
             from gym_worldmodel import bench
@@ -109,9 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # diverged: the message says what was expected
         if os.environ.get("GYM_WORLDMODEL_TRACEBACK"):
             raise
-        kind = (
-            "" if isinstance(err, (DatasetError, FileNotFoundError)) else f"{type(err).__name__}: "
-        )
+        # a ValueError's message says what was expected; another error's kind says more
+        kind = "" if isinstance(err, (ValueError, FileNotFoundError)) else f"{type(err).__name__}: "
         print(f"gym-worldmodel {args[0]}: error: {kind}{err}", file=sys.stderr)
         print("(GYM_WORLDMODEL_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
         return 2

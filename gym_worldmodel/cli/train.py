@@ -74,7 +74,8 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         dict(
             choices=["compact", "default", "tiny"],
             default="compact",
-            help="model size (compact is what the shipped worlds use; tiny: 32x32 frames)",
+            help="model size (compact is what the shipped worlds use; tiny: 32x32 frames at an "
+            "even frame rate, chunks of 2)",
         ),
     ),
     (

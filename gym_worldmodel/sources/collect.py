@@ -98,7 +98,8 @@ def collect(
     }
     card = _open_card(out_dir, settings)
     remove_stale_temps(out_dir)  # a killed run's half-written shard or card
-    _drop_bad_shards(out_dir, card, progress)
+    order = [s["file"] for s in card["shards"]]  # a repaired shard goes back to its place
+    repairs = {tuple(s["indices"]): s["file"] for s in _drop_bad_shards(out_dir, card, progress)}
     stored = {i for shard in card["shards"] for i in shard["indices"]}
     pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}
     width, side = source.info.get("action_width"), source.info["frame_size"]
@@ -121,11 +122,17 @@ def collect(
         pending[split].append((index, episode))
         bar.update(1)
         if len(pending[split]) == episodes_per_shard:
-            _flush(out_dir, card, split, pending, progress)
+            _flush(out_dir, card, split, pending, progress, repairs)
     for split in SPLITS:
         if pending[split]:
-            _flush(out_dir, card, split, pending, progress)
+            _flush(out_dir, card, split, pending, progress, repairs)
     bar.close()
+    placed = sorted(
+        card["shards"], key=lambda s: order.index(s["file"]) if s["file"] in order else len(order)
+    )
+    if placed != card["shards"]:  # a shard collected again: the card as it was, the dataset too
+        card["shards"] = placed
+        _write_card(out_dir, card)
     return card
 
 
@@ -174,8 +181,8 @@ def _check_episode(
     return has_poses
 
 
-def _drop_bad_shards(out_dir: Path, card: dict[str, Any], progress: bool) -> None:
-    """Check the card's shards; set aside (and drop) those not the bytes it records.
+def _drop_bad_shards(out_dir: Path, card: dict[str, Any], progress: bool) -> list[dict]:
+    """Check the card's shards; set aside (and drop, and return) those not the bytes it records.
 
     A shard that is missing is an error, not re-collected: a folder half copied or a disk not
     mounted would otherwise send hours of collection again. Each corrupt one is warned about.
@@ -207,6 +214,7 @@ def _drop_bad_shards(out_dir: Path, card: dict[str, Any], progress: bool) -> Non
     if bad:
         card["shards"] = [s for s in card["shards"] if s not in bad]
         _write_card(out_dir, card)
+    return bad
 
 
 def _posed(out_dir: Path, card: dict[str, Any]) -> bool | None:
@@ -244,7 +252,14 @@ def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return card
 
 
-def _flush(out_dir: Path, card: dict, split: str, pending: dict, progress: bool) -> None:
+def _flush(
+    out_dir: Path, card: dict, split: str, pending: dict, progress: bool, repairs: dict
+) -> None:
+    """Write the split's pending episodes as a shard and add it to the card.
+
+    A shard that repairs a damaged one (``repairs``: its episode indices to its file name, which
+    setting the damaged file aside freed) takes that name back.
+    """
     indices, episodes = zip(*pending[split], strict=True)
     # the next free name: neither in the card nor on disk (a shard deleted by hand, with its
     # card entry, must not make the next one overwrite a later shard)
@@ -252,7 +267,9 @@ def _flush(out_dir: Path, card: dict, split: str, pending: dict, progress: bool)
     number = sum(1 for s in card["shards"] if s["split"] == split)
     while f"{split}-{number:05d}.npz" in taken or (out_dir / f"{split}-{number:05d}.npz").exists():
         number += 1
-    name = f"{split}-{number:05d}.npz"
+    name = repairs.get(tuple(indices), "")
+    if not name or (out_dir / name).exists():
+        name = f"{split}-{number:05d}.npz"
     digest = write_shard(out_dir / name, list(episodes))
     card["shards"].append(
         {

@@ -383,7 +383,9 @@ def host_floats(values: Mapping[str, Tensor | float]) -> dict[str, float]:
 def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> None:
     """Loss curves (log scale, with a moving average) as a PNG; none without matplotlib.
 
-    A part that equals the total loss at every step (a loss of one part) is drawn once.
+    A part that equals the total loss at every step (a loss of one part) is drawn once; what
+    is not a loss (the gradient norm, self-forcing's count of own chunks) and a term that is
+    zero throughout (its weight 0) are left out.
     """
     if importlib.util.find_spec("matplotlib") is None:  # the `train` extra; the run goes on
         warnings.warn(  # shown once a process: Python's default filter, once per place
@@ -397,10 +399,12 @@ def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def repeats_loss(key: str) -> bool:
-        return key != "loss" and all(h[key] == h.get("loss") for h in history)
+    def drawn(key: str) -> bool:
+        if key in ("grad_norm", "own_chunks") or all(h[key] <= 0 for h in history):
+            return False
+        return key == "loss" or any(h[key] != h.get("loss") for h in history)
 
-    keys = [k for k in history[0] if k != "grad_norm" and not repeats_loss(k)] if history else []
+    keys = [k for k in history[0] if drawn(k)] if history else []
     fig, ax = plt.subplots(figsize=(7, 4))
     for key in keys:
         values = torch.tensor([h[key] for h in history])
