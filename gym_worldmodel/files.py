@@ -41,11 +41,6 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
 _TEMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
-def is_temp(name: str) -> bool:
-    """Whether a file name is one of :func:`atomic_write`'s temporaries."""
-    return _TEMP.fullmatch(name) is not None
-
-
 def remove_stale_temps(directory: Path, older_than_s: float = 600.0) -> list[Path]:
     """Delete the temporary files :func:`atomic_write` left in ``directory`` when killed.
 
@@ -59,7 +54,7 @@ def remove_stale_temps(directory: Path, older_than_s: float = 600.0) -> list[Pat
     stale = sorted(
         path
         for path in Path(directory).rglob(".*.tmp")
-        if is_temp(path.name) and now - path.stat().st_mtime > older_than_s
+        if _TEMP.fullmatch(path.name) and now - path.stat().st_mtime > older_than_s
     )
     for path in stale:
         path.unlink(missing_ok=True)

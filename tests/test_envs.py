@@ -461,7 +461,7 @@ def test_a_picture_of_any_strides_is_taken_and_a_bad_one_is_named_as_given():
     # The common mistakes are refused with the fix.
     alpha = np.concatenate([picture, picture[..., :1]], -1)
     for bad, fix in [
-        (picture / 255, "(x * 255).round().astype(np.uint8)"),
+        (picture / 255, "(x * 255).round().clip(0, 255).astype(np.uint8)"),
         (picture.astype(np.int64), "x.astype(np.uint8)"),
         (picture[..., 0], "np.repeat(x[..., None], 3, axis=-1)"),
         (picture[..., :1], "np.repeat(x, 3, axis=-1)"),

@@ -125,6 +125,8 @@ def test_hook_arguments_are_checked_where_they_are_made():
         (np.full((8, 8, 3), 40000, np.uint16), r"16 bits a channel: \(x >> 8\)"),
         (np.full((8, 8, 3), -0.5), r"floats in \[-1, 1\]: \(\(x \+ 1\) \* 127.5\)"),
         (np.full((8, 8, 3), -7), "values from -7 to -7: scale them into 0-255"),
+        (np.full((8, 8, 3), -1), "values from -1 to -1"),  # integers: not "floats in [-1, 1]"
+        (np.linspace(-0.002, 0.9, 192).reshape(8, 8, 3), r"floats in \[0, 1\]: \(x \* 255\)"),
         (np.zeros((8, 8), np.uint8), "grey"),
         (np.zeros((3, 8, 8), np.uint8), "channels first"),
         (torch.full((8, 8, 3), 90.0, dtype=torch.bfloat16), "floats in 0-255"),

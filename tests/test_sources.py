@@ -87,6 +87,9 @@ def test_a_new_dataset_goes_into_an_empty_folder_only(tmp_path):
             collect(FakeSource(), folder, episodes=2, steps=5, progress=False)
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "model"]  # as it was
     assert collect(FakeSource(), tmp_path / "new" / "data", episodes=2, steps=5, progress=False)
+    (tmp_path / "mounted" / "lost+found").mkdir(parents=True)  # what a system leaves is no data
+    (tmp_path / "mounted" / ".DS_Store").write_bytes(b"")
+    assert collect(FakeSource(), tmp_path / "mounted", episodes=2, steps=5, progress=False)
 
 
 def test_interrupted_collection_resumes_to_the_same_episodes(tmp_path):
@@ -142,6 +145,27 @@ def test_a_resumed_collection_collects_a_damaged_shard_again_and_names_a_missing
         a, b = (by_seed(load_episodes(tmp_path / d, split)) for d in ("a", "ref"))
         assert a.keys() == b.keys()
         assert all(np.array_equal(a[k].frames, b[k].frames) for k in a)
+
+
+@pytest.mark.parametrize("fail_at", [0, 3])  # before it gathers the shard again; after
+def test_a_repair_interrupted_still_gives_back_the_card_as_it_was(tmp_path, fail_at):
+    """The damaged shard's entry keeps its place, marked, until its episodes are written again:
+    a run interrupted before or after that, and resumed (here with more episodes), ends with
+    the card it had, then the new shards after it."""
+    opts = dict(steps=4, episodes_per_shard=2, heldout_every=3, progress=False)
+    collect(FakeSource(), tmp_path, episodes=6, **opts)
+    before = read_card(tmp_path)
+    shard = tmp_path / before["shards"][0]["file"]
+    shard.write_bytes(shard.read_bytes()[:-10])  # truncated
+    with pytest.warns(UserWarning, match="collected again"), pytest.raises(KeyboardInterrupt):
+        collect(FakeSource(fail_at=fail_at), tmp_path, episodes=12, **opts)
+    if fail_at == 0:  # half repaired: says so, rather than that a file is missing
+        with pytest.raises(DatasetError, match=r"damaged and set aside.*run the collect command"):
+            load_episodes(tmp_path)
+    collect(FakeSource(), tmp_path, episodes=12, **opts)
+    after = read_card(tmp_path)
+    assert after["shards"][: len(before["shards"])] == before["shards"]
+    assert sorted(i for s in after["shards"] for i in s["indices"]) == list(range(12))
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):

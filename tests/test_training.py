@@ -48,6 +48,7 @@ from gym_worldmodel.training.trainer import (
     Trainer,
     fingerprint,
     host_floats,
+    plotted_keys,
     to_device,
 )
 
@@ -318,6 +319,18 @@ def test_balanced_by_modality_draws_each_world_equally_often(episodes):
     camera = torch.utils.data.ConcatDataset([city, rooms])
     shown = [both[i]["frames"] for i in range(len(both)) if drawn[i] == 0]
     assert all(torch.equal(a, camera[j]["frames"]) for j, a in enumerate(shown))
+
+
+def test_the_loss_plot_draws_losses_only():
+    """Self-forcing's own-chunk count on a log axis, a term weighted 0, the gradient norm and a
+    part that is the whole loss are no curves of their own."""
+    history = [
+        {"loss": 1.0 / s, "flow": 0.9 / s, "action": 0.0, "own_chunks": s % 3, "grad_norm": 2.0}
+        for s in range(1, 5)
+    ]
+    assert plotted_keys(history) == ["loss", "flow"]
+    assert plotted_keys([{"loss": 0.5, "vae": 0.5}] * 3) == ["loss"]
+    assert plotted_keys([]) == []
 
 
 def test_resume_is_exact(episodes, tmp_path):

@@ -33,7 +33,12 @@ def collect_main(argv: Sequence[str]) -> None:
         required=True,
         help=f"one of {sorted(SOURCES)} or module:Class of a custom source",
     )
-    parser.add_argument("--out", type=folder_path, required=True, help="dataset directory")
+    parser.add_argument(
+        "--out",
+        type=folder_path,
+        required=True,
+        help="dataset directory: a new or empty one, or one this command wrote (it resumes)",
+    )
     parser.add_argument(
         "--episodes", type=positive_int, required=True, help="episodes in the dataset (all splits)"
     )

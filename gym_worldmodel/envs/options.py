@@ -347,10 +347,13 @@ def picture_hint(arr: np.ndarray) -> str:
     numeric = arr.dtype.kind in "fiu" and arr.dtype != np.uint8
     finite = arr[np.isfinite(arr)] if numeric and arr.dtype.kind == "f" else arr
     low, top = (float(finite.min()), float(finite.max())) if numeric and finite.size else (0, 0)
-    if numeric and low < 0:  # a cast would wrap them
+    floats = arr.dtype.kind == "f"
+    # A [0, 1] picture a resize undershot a little is not a [-1, 1] one
+    undershot = floats and -0.05 <= low < 0 and top <= 1
+    if numeric and low < 0 and not undershot:  # a cast would wrap them
         fix = (
             "floats in [-1, 1]: ((x + 1) * 127.5).round().clip(0, 255).astype(np.uint8)"
-            if low >= -1 and top <= 1
+            if floats and low >= -1 and top <= 1
             else f"values from {low:g} to {top:g}: scale them into 0-255 first"
         )
     elif numeric and top > 255:  # 16-bit frames: a cast keeps the low byte, noise
@@ -363,7 +366,7 @@ def picture_hint(arr: np.ndarray) -> str:
         fix = (
             "floats in 0-255: x.round().clip(0, 255).astype(np.uint8)"
             if top > 1
-            else "floats in [0, 1]: (x * 255).round().astype(np.uint8)"
+            else "floats in [0, 1]: (x * 255).round().clip(0, 255).astype(np.uint8)"
         )
     elif numeric:
         fix = "integers in 0-255: x.astype(np.uint8)"

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from gym_worldmodel.files import atomic_write, is_temp, remove_stale_temps
+from gym_worldmodel.files import atomic_write, remove_stale_temps
 from gym_worldmodel.models.config import DEFAULT_MODALITIES
 from gym_worldmodel.sources.episodes import (
     CARD,
@@ -64,7 +64,8 @@ def collect(
     """Collect (or finish collecting) ``episodes`` episodes into ``out_dir``; returns the card.
 
     Resuming with different settings than the card's is refused, so one dataset never mixes
-    recipes. Settings that cannot work are refused before anything is written.
+    recipes. Settings that cannot work are refused before anything is written; a new dataset
+    goes into a new or empty folder. ``progress``: a bar (else a printed line a shard).
     """
     for name, value, least in (
         ("episodes", episodes, 0),
@@ -98,9 +99,8 @@ def collect(
     }
     card = _open_card(out_dir, settings)
     remove_stale_temps(out_dir)  # a killed run's half-written shard or card
-    order = [s["file"] for s in card["shards"]]  # a repaired shard goes back to its place
-    repairs = {tuple(s["indices"]): s["file"] for s in _drop_bad_shards(out_dir, card, progress)}
-    stored = {i for shard in card["shards"] for i in shard["indices"]}
+    _mark_bad_shards(out_dir, card, progress)
+    stored = {i for shard in card["shards"] if not shard.get(AGAIN) for i in shard["indices"]}
     pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}
     width, side = source.info.get("action_width"), source.info["frame_size"]
     modality = source.info["modality"]
@@ -122,16 +122,15 @@ def collect(
         pending[split].append((index, episode))
         bar.update(1)
         if len(pending[split]) == episodes_per_shard:
-            _flush(out_dir, card, split, pending, progress, repairs)
+            _flush(out_dir, card, split, pending, progress)
     for split in SPLITS:
         if pending[split]:
-            _flush(out_dir, card, split, pending, progress, repairs)
+            _flush(out_dir, card, split, pending, progress)
     bar.close()
-    placed = sorted(
-        card["shards"], key=lambda s: order.index(s["file"]) if s["file"] in order else len(order)
-    )
-    if placed != card["shards"]:  # a shard collected again: the card as it was, the dataset too
-        card["shards"] = placed
+    done = {i for shard in card["shards"] if not shard.get(AGAIN) for i in shard["indices"]}
+    left = [s for s in card["shards"] if s.get(AGAIN) and set(s["indices"]) <= done]
+    if left:  # a damaged shard whose episodes went into other shards (a longer run's grouping)
+        card["shards"] = [s for s in card["shards"] if s not in left]
         _write_card(out_dir, card)
     return card
 
@@ -181,13 +180,24 @@ def _check_episode(
     return has_poses
 
 
-def _drop_bad_shards(out_dir: Path, card: dict[str, Any], progress: bool) -> list[dict]:
-    """Check the card's shards; set aside (and drop, and return) those not the bytes it records.
+#: A card entry's mark of a damaged shard set aside and not yet collected again: the entry keeps
+#: its place (and its file name, which the shard gathered again takes back), so that the card,
+#: and a training run's record of the dataset, are what they were once the repair is done, even
+#: one interrupted.
+AGAIN = "collect_again"
+
+
+def _mark_bad_shards(out_dir: Path, card: dict[str, Any], progress: bool) -> None:
+    """Check the card's shards; set aside (and mark :data:`AGAIN`) those not the bytes it records.
 
     A shard that is missing is an error, not re-collected: a folder half copied or a disk not
     mounted would otherwise send hours of collection again. Each corrupt one is warned about.
     """
-    missing = [s["file"] for s in card["shards"] if not (out_dir / s["file"]).is_file()]
+    missing = [
+        s["file"]
+        for s in card["shards"]
+        if not s.get(AGAIN) and not (out_dir / s["file"]).is_file()
+    ]
     if missing:
         raise DatasetError(
             f"{out_dir}: the card lists shards that are not there: {missing}. Put them back, or "
@@ -196,6 +206,8 @@ def _drop_bad_shards(out_dir: Path, card: dict[str, Any], progress: bool) -> lis
     bad = []
     shown = progress and bool(card["shards"])  # a new dataset has none to check
     for shard in tqdm(card["shards"], desc="check shards", unit="shard", disable=not shown):
+        if shard.get(AGAIN):  # set aside by a run interrupted before it gathered them again
+            continue
         path = out_dir / shard["file"]
         try:
             same = sha256(path) == shard["sha256"]
@@ -204,6 +216,7 @@ def _drop_bad_shards(out_dir: Path, card: dict[str, Any], progress: bool) -> lis
         if not same:
             aside = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.corrupt")
             path.replace(aside)  # kept, not deleted: a name of its own, never overwritten
+            shard[AGAIN] = True
             bad.append(shard)
             warnings.warn(
                 f"{path} is not the bytes {CARD} records (a disk error, an edit): moved to "
@@ -212,16 +225,15 @@ def _drop_bad_shards(out_dir: Path, card: dict[str, Any], progress: bool) -> lis
                 stacklevel=3,
             )
     if bad:
-        card["shards"] = [s for s in card["shards"] if s not in bad]
         _write_card(out_dir, card)
-    return bad
 
 
 def _posed(out_dir: Path, card: dict[str, Any]) -> bool | None:
     """Whether the episodes stored so far record poses (None before the first shard)."""
-    if not card["shards"]:
+    whole = [s for s in card["shards"] if not s.get(AGAIN)]
+    if not whole:
         return None
-    with np.load(out_dir / card["shards"][0]["file"]) as shard:
+    with np.load(out_dir / whole[0]["file"]) as shard:
         return len(shard["poses"]) > 0
 
 
@@ -231,7 +243,10 @@ SOURCE_KEYS = ("world", "modality", "frame_size")
 
 def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     if not (out_dir / CARD).is_file():  # a new dataset: into an empty folder only
-        held = sorted(p.name for p in out_dir.iterdir() if not is_temp(p.name))
+        # what a system or a tool leaves in a folder is no one's data (.DS_Store, .gitkeep)
+        held = sorted(
+            p.name for p in out_dir.iterdir() if p.name[0] != "." and p.name != "lost+found"
+        )
         if held:
             run = {"run.json", "checkpoint.pt", "model"} & set(held)
             what = "a training run" if run else "other files"
@@ -252,13 +267,11 @@ def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return card
 
 
-def _flush(
-    out_dir: Path, card: dict, split: str, pending: dict, progress: bool, repairs: dict
-) -> None:
+def _flush(out_dir: Path, card: dict, split: str, pending: dict, progress: bool) -> None:
     """Write the split's pending episodes as a shard and add it to the card.
 
-    A shard that repairs a damaged one (``repairs``: its episode indices to its file name, which
-    setting the damaged file aside freed) takes that name back.
+    A shard that gathers a damaged one's episodes again (its entry marked :data:`AGAIN`) takes
+    that entry's name and place.
     """
     indices, episodes = zip(*pending[split], strict=True)
     # the next free name: neither in the card nor on disk (a shard deleted by hand, with its
@@ -267,20 +280,22 @@ def _flush(
     number = sum(1 for s in card["shards"] if s["split"] == split)
     while f"{split}-{number:05d}.npz" in taken or (out_dir / f"{split}-{number:05d}.npz").exists():
         number += 1
-    name = repairs.get(tuple(indices), "")
-    if not name or (out_dir / name).exists():
-        name = f"{split}-{number:05d}.npz"
+    again = [s for s in card["shards"] if s.get(AGAIN) and s["indices"] == list(indices)]
+    name = again[0]["file"] if again else f"{split}-{number:05d}.npz"
     digest = write_shard(out_dir / name, list(episodes))
-    card["shards"].append(
-        {
-            "file": name,
-            "split": split,
-            "episodes": len(episodes),
-            "indices": list(indices),
-            "frames": int(sum(len(e.frames) for e in episodes)),
-            "sha256": digest,
-        }
-    )
+    entry = {
+        "file": name,
+        "split": split,
+        "episodes": len(episodes),
+        "indices": list(indices),
+        "frames": int(sum(len(e.frames) for e in episodes)),
+        "sha256": digest,
+    }
+    if again:  # in the damaged shard's place, unmarked
+        again[0].clear()
+        again[0].update(entry)
+    else:
+        card["shards"].append(entry)
     _write_card(out_dir, card)
     pending[split] = []
     if not progress:  # a log line a shard instead of the bar

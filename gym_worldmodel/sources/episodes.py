@@ -257,6 +257,11 @@ def load_episodes(directory: Path, split: str = "train") -> list[Episode]:
         if shard["split"] != split:
             continue
         path = Path(directory) / shard["file"]
+        if shard.get("collect_again"):  # sources.collect.AGAIN: set aside as damaged
+            raise DatasetError(
+                f"shard {path} was damaged and set aside, and its episodes are not collected "
+                "again yet: run the collect command that made the dataset again to finish"
+            )
         episodes = read_shard(path, shard["sha256"])
         frames = sum(len(ep.frames) for ep in episodes)
         if (len(episodes), frames) != (shard["episodes"], shard["frames"]):

@@ -380,12 +380,25 @@ def host_floats(values: Mapping[str, Tensor | float]) -> dict[str, float]:
     return {k: next(read) if torch.is_tensor(v) else float(v) for k, v in values.items()}
 
 
+def plotted_keys(history: list[dict[str, float]]) -> list[str]:
+    """The curves :func:`plot_losses` draws: the losses, not the gradient norm nor counts.
+
+    A part that equals the total loss at every step (a loss of one part) is left to the total;
+    a term zero throughout (its weight 0) has no line on a log axis.
+    """
+
+    def drawn(key: str) -> bool:
+        if key in ("grad_norm", "own_chunks") or all(h[key] <= 0 for h in history):
+            return False
+        return key == "loss" or any(h[key] != h.get("loss") for h in history)
+
+    return [k for k in history[0] if drawn(k)] if history else []
+
+
 def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> None:
     """Loss curves (log scale, with a moving average) as a PNG; none without matplotlib.
 
-    A part that equals the total loss at every step (a loss of one part) is drawn once; what
-    is not a loss (the gradient norm, self-forcing's count of own chunks) and a term that is
-    zero throughout (its weight 0) are left out.
+    The curves are :func:`plotted_keys`'.
     """
     if importlib.util.find_spec("matplotlib") is None:  # the `train` extra; the run goes on
         warnings.warn(  # shown once a process: Python's default filter, once per place
@@ -399,12 +412,7 @@ def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def drawn(key: str) -> bool:
-        if key in ("grad_norm", "own_chunks") or all(h[key] <= 0 for h in history):
-            return False
-        return key == "loss" or any(h[key] != h.get("loss") for h in history)
-
-    keys = [k for k in history[0] if drawn(k)] if history else []
+    keys = plotted_keys(history)
     fig, ax = plt.subplots(figsize=(7, 4))
     for key in keys:
         values = torch.tensor([h[key] for h in history])
