@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -94,3 +95,31 @@ def atomic_write_all(writes: dict[Path, Callable[[IO[bytes]], Any]]) -> None:
         for tmp, _ in temps:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path, what: str) -> Iterator[None]:
+    """Hold ``directory`` (which exists) for this process alone while the body runs.
+
+    Two jobs writing one run or dataset at once would interleave their checkpoints or shards:
+    the second is refused with a ``ValueError``. An advisory lock on the folder itself
+    (``flock``, released when the process ends however it ends; no lock file is left behind);
+    where the system has none (Windows), nothing is checked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"{directory}: another process is writing this {what} now (two jobs in one folder "
+                "would interleave their files): wait for it to end, or give another folder"
+            ) from None
+        yield
+    finally:
+        os.close(fd)

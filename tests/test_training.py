@@ -693,6 +693,28 @@ def test_a_resumed_run_says_when_the_checkpoint_it_started_from_has_other_weight
     assert "note: init model holds other weights" in capsys.readouterr().out
 
 
+def test_a_second_job_into_a_run_or_a_dataset_being_written_is_refused(tmp_path):
+    """Two jobs in one folder at once would interleave their checkpoints or shards."""
+    from gym_worldmodel.files import exclusive
+    from gym_worldmodel.sources.collect import collect
+    from gym_worldmodel.training.runs import seeded
+
+    @seeded
+    def recipe(data: Sequence[Path], run_dir: Path, train):
+        (run_dir / "checkpoint.pt").write_bytes(b"")
+        with exclusive(run_dir, "training run"):  # what a second job would meet
+            pass
+
+    with pytest.raises(ValueError, match="another process is writing this training run now"):
+        recipe([], tmp_path / "run", TrainConfig(steps=1))
+    recipe.__wrapped__([], tmp_path / "run", TrainConfig(steps=1))  # the lock is gone with it
+    data = tmp_path / "data"
+    data.mkdir()
+    with exclusive(data, "dataset"), pytest.raises(ValueError, match="writing this dataset"):
+        collect(SquareSource(), data, episodes=2, steps=4, progress=False)
+    assert not any(data.iterdir())  # nothing written
+
+
 def test_a_run_record_without_a_newer_keyword_is_the_same_call_at_its_default(tmp_path):
     from gym_worldmodel.training.runs import check_same_run
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from gym_worldmodel.files import atomic_write, remove_stale_temps
+from gym_worldmodel.files import atomic_write, exclusive, remove_stale_temps
 from gym_worldmodel.models.config import DEFAULT_MODALITIES
 from gym_worldmodel.sources.episodes import (
     CARD,
@@ -90,49 +90,50 @@ def collect(
     check_world(info["world"], info["modality"], "source info")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "steps": steps,
-        "seed": seed,
-        "episodes_per_shard": episodes_per_shard,
-        "heldout_every": heldout_every,
-        **source.info,
-    }
-    card = _open_card(out_dir, settings)
-    remove_stale_temps(out_dir)  # a killed run's half-written shard or card
-    _mark_bad_shards(out_dir, card, progress)
-    stored = {i for shard in card["shards"] if not shard.get(AGAIN) for i in shard["indices"]}
-    pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}
-    width, side = source.info.get("action_width"), source.info["frame_size"]
-    modality = source.info["modality"]
-    width = DEFAULT_MODALITIES.get(modality) if width is None else width
-    posed = _posed(out_dir, card)  # whether the episodes record poses (None: none stored yet)
-    bar = tqdm(
-        total=episodes,
-        initial=len(stored),
-        desc=f"collect {source.info.get('world', '')}",
-        unit="ep",
-        disable=not progress,
-    )
-    for index in range(episodes):
-        if index in stored:  # collected before an interruption
-            continue
-        split = "heldout" if index % heldout_every == heldout_every - 1 else "train"
-        episode = source.rollout(seed + index, steps)
-        posed = _check_episode(index, episode, steps, (modality, width), side, posed)
-        pending[split].append((index, episode))
-        bar.update(1)
-        if len(pending[split]) == episodes_per_shard:
-            _flush(out_dir, card, split, pending, progress)
-    for split in SPLITS:
-        if pending[split]:
-            _flush(out_dir, card, split, pending, progress)
-    bar.close()
-    done = {i for shard in card["shards"] if not shard.get(AGAIN) for i in shard["indices"]}
-    left = [s for s in card["shards"] if s.get(AGAIN) and set(s["indices"]) <= done]
-    if left:  # a damaged shard whose episodes went into other shards (a longer run's grouping)
-        card["shards"] = [s for s in card["shards"] if s not in left]
-        _write_card(out_dir, card)
-    return card
+    with exclusive(out_dir, "dataset"):  # another collect into it now is refused
+        settings = {
+            "steps": steps,
+            "seed": seed,
+            "episodes_per_shard": episodes_per_shard,
+            "heldout_every": heldout_every,
+            **source.info,
+        }
+        card = _open_card(out_dir, settings)
+        remove_stale_temps(out_dir)  # a killed run's half-written shard or card
+        _mark_bad_shards(out_dir, card, progress)
+        stored = {i for shard in card["shards"] if not shard.get(AGAIN) for i in shard["indices"]}
+        pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}
+        width, side = source.info.get("action_width"), source.info["frame_size"]
+        modality = source.info["modality"]
+        width = DEFAULT_MODALITIES.get(modality) if width is None else width
+        posed = _posed(out_dir, card)  # whether the episodes record poses (None: none stored yet)
+        bar = tqdm(
+            total=episodes,
+            initial=len(stored),
+            desc=f"collect {source.info.get('world', '')}",
+            unit="ep",
+            disable=not progress,
+        )
+        for index in range(episodes):
+            if index in stored:  # collected before an interruption
+                continue
+            split = "heldout" if index % heldout_every == heldout_every - 1 else "train"
+            episode = source.rollout(seed + index, steps)
+            posed = _check_episode(index, episode, steps, (modality, width), side, posed)
+            pending[split].append((index, episode))
+            bar.update(1)
+            if len(pending[split]) == episodes_per_shard:
+                _flush(out_dir, card, split, pending, progress)
+        for split in SPLITS:
+            if pending[split]:
+                _flush(out_dir, card, split, pending, progress)
+        bar.close()
+        done = {i for shard in card["shards"] if not shard.get(AGAIN) for i in shard["indices"]}
+        left = [s for s in card["shards"] if s.get(AGAIN) and set(s["indices"]) <= done]
+        if left:  # a damaged shard whose episodes went into other shards (a longer run's grouping)
+            card["shards"] = [s for s in card["shards"] if s not in left]
+            _write_card(out_dir, card)
+        return card
 
 
 def _check_episode(

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from gym_worldmodel.files import atomic_write
+from gym_worldmodel.files import atomic_write, exclusive
 from gym_worldmodel.hub import WEIGHTS_NAME
 from gym_worldmodel.sources.episodes import CARD, sha256
 
@@ -56,31 +56,37 @@ def seeded(recipe: Callable) -> Callable:
             return call()
         run_dir = Path(run_dir)
         created = not run_dir.exists()
-        params = signature.parameters.values()
-        defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-        paths = {p.name for p in params if "Path" in str(p.annotation)}  # data, init, ...
-        replaced = check_same_run(
-            run_dir,
-            run_identity(recipe.__name__, arguments, paths),
-            run_identity(recipe.__name__, defaults, paths),
-            paths,
-            notes={
-                "command": shlex.join(sys.argv),
-                "settings": dataclasses.asdict(arguments["train"]),
-            },
-        )
-        try:
-            note_changed_checkpoints(run_dir, {k: arguments[k] for k in paths if k in arguments})
-            return call()
-        except BaseException:
-            if not _started(run_dir):  # refused or failed before a checkpoint of any stage
-                (run_dir / "run.json").unlink(missing_ok=True)
-                (run_dir / CHECKPOINTS_RECORD).unlink(missing_ok=True)
-                if created and not any(run_dir.iterdir()):
-                    run_dir.rmdir()
-            for path, text in replaced.items():  # a moved run's records, as they were
-                atomic_write(path, lambda f, text=text: f.write(text))
-            raise
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with exclusive(run_dir, "training run"):  # another job into it now is refused
+            params = signature.parameters.values()
+            defaults = {
+                p.name: p.default for p in params if p.default is not inspect.Parameter.empty
+            }
+            paths = {p.name for p in params if "Path" in str(p.annotation)}  # data, init, ...
+            replaced = check_same_run(
+                run_dir,
+                run_identity(recipe.__name__, arguments, paths),
+                run_identity(recipe.__name__, defaults, paths),
+                paths,
+                notes={
+                    "command": shlex.join(sys.argv),
+                    "settings": dataclasses.asdict(arguments["train"]),
+                },
+            )
+            try:
+                note_changed_checkpoints(
+                    run_dir, {k: arguments[k] for k in paths if k in arguments}
+                )
+                return call()
+            except BaseException:
+                if not _started(run_dir):  # refused or failed before a checkpoint of any stage
+                    (run_dir / "run.json").unlink(missing_ok=True)
+                    (run_dir / CHECKPOINTS_RECORD).unlink(missing_ok=True)
+                    if created and not any(run_dir.iterdir()):
+                        run_dir.rmdir()
+                for path, text in replaced.items():  # a moved run's records, as they were
+                    atomic_write(path, lambda f, text=text: f.write(text))
+                raise
 
     return run
 
