@@ -344,10 +344,9 @@ def pil_as_rgb(name: str, value: Any) -> Any:
 def picture_hint(arr: np.ndarray) -> str:
     """How to make ``arr`` uint8 RGB, appended to the errors that refuse it ('' if no guess)."""
     shape = arr.shape
-    numeric = arr.dtype.kind in "fiu" and arr.dtype != np.uint8
-    finite = arr[np.isfinite(arr)] if numeric and arr.dtype.kind == "f" else arr
+    numeric, floats = arr.dtype.kind in "fiu" and arr.dtype != np.uint8, arr.dtype.kind == "f"
+    finite = arr[np.isfinite(arr)] if floats else arr
     low, top = (float(finite.min()), float(finite.max())) if numeric and finite.size else (0, 0)
-    floats = arr.dtype.kind == "f"
     # A [0, 1] picture a resize undershot a little is not a [-1, 1] one
     undershot = floats and -0.05 <= low < 0 and top <= 1
     if numeric and low < 0 and not undershot:  # a cast would wrap them
@@ -362,7 +361,7 @@ def picture_hint(arr: np.ndarray) -> str:
             if arr.dtype == np.uint16
             else f"values up to {top:g}: (x / x.max() * 255).round().astype(np.uint8)"
         )
-    elif arr.dtype.kind == "f":
+    elif floats:
         fix = (
             "floats in 0-255: x.round().clip(0, 255).astype(np.uint8)"
             if top > 1
