@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from gym_worldmodel.files import START_FRAMES, atomic_write, atomic_write_all
-from gym_worldmodel.models import WorldModel, WorldModelConfig
+from gym_worldmodel.models import WorldModel, WorldModelConfig, available_device
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -62,6 +62,11 @@ def save_pretrained(
         ValueError: ``dtype`` is not floating, or a weight is NaN or inf (a diverged run):
             :func:`from_pretrained` would refuse the checkpoint, so the one there is kept.
     """
+    if not isinstance(model, WorldModel):
+        raise TypeError(f"save_pretrained saves a WorldModel, got {type(model).__name__}")
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"{directory} is a file: a checkpoint is a directory (config + weights)")
     dtype = None if dtype is None else floating_dtype(dtype)
     tensors = {
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu()
@@ -71,7 +76,6 @@ def save_pretrained(
     bad = not_finite(tensors)
     if bad:
         raise ValueError(f"not saved: tensors holding NaN or inf ({len(bad)}): {_clip(bad)}")
-    directory = Path(directory).expanduser()
     directory.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"format": FORMAT, **model.config.to_dict()}, indent=2) + "\n"
     # Both files are written before either replaces the old one. The weights also name the
@@ -194,10 +198,18 @@ def from_pretrained(
         ValueError: A file is malformed or does not match the model its config describes.
     """
     dtype = floating_dtype(dtype)
+    device = available_device(device)
     directory = checkpoint_directory(
         name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
     )
-    model = _load_directory(directory).to(device=device, dtype=dtype).eval()
+    model = _load_directory(directory).to(dtype=dtype)
+    overflow = not_finite(model.state_dict())  # finite in float32, past the range of dtype
+    if overflow:
+        raise ValueError(
+            f"{directory}: weights overflow {dtype} ({len(overflow)}: {_clip(overflow)}); "
+            "load them in float32 or bfloat16, whose range is float32's"
+        )
+    model = model.to(device=device).eval()
     model.checkpoint_dir = directory  # where it came from (an env reads its start frames there)
     return model
 
@@ -463,25 +475,20 @@ def _load_directory(directory: Path) -> WorldModel:
             "with (a changed or lost byte in the file's data): copy or download it again; or "
             "another tool rewrote it with the old metadata: re-save it with save_pretrained"
         )
-    other_save = saved_with is not None and saved_with != _architecture(config)  # (oldest: None)
-    mixed = ValueError(
-        f"{weights_path} was saved with another VAE/DiT configuration than {config_path} "
-        "describes (a save interrupted or still under way, or config.json edited beyond its "
-        "sampler and fps): save the model again"
-    )
+    if saved_with is not None and saved_with != _architecture(config):  # (oldest: None)
+        # Refused before the model is built: a config.json edited to a huge model would
+        # otherwise allocate it first. The same shapes may mean another thing (a VAE's scale).
+        raise ValueError(
+            f"{weights_path} was saved with another VAE/DiT configuration than {config_path} "
+            "describes (a save interrupted or still under way, or config.json edited beyond its "
+            "sampler and fps): save the model again"
+        )
     tensors = WorldModel.upgrade_state_dict(stored)
     try:
         model = WorldModel(config)
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"cannot build a WorldModel from {config_path}: {err}") from err
-    try:
-        _check_tensors(tensors, model.state_dict(), weights_path)
-    except ValueError as err:  # the files of two saves: said so first, then what differs
-        if other_save:
-            raise ValueError(f"{mixed} ({_clip_text(str(err))})") from None
-        raise
-    if other_save:  # the same shapes, other meaning (a VAE's latent scale, say)
-        raise mixed
+    _check_tensors(tensors, model.state_dict(), weights_path)
     model.load_state_dict(tensors, strict=True)
     return model
 
@@ -576,10 +583,6 @@ def _check_tensors(
 def _dtype_ok(got: torch.dtype, want: torch.dtype) -> bool:
     """Any floating dtype may fill a floating tensor (it is cast); other dtypes must match."""
     return got.is_floating_point if want.is_floating_point else got == want
-
-
-def _clip_text(text: str, limit: int = 400) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _clip(items: list[str], limit: int = 8) -> str:

@@ -730,7 +730,8 @@ def test_driving_starts_at_the_recorded_speed_or_the_one_asked_for():
     assert (info["pose"][:, 0] > 0).all() and info["pose"][0, 2] > 0 > info["pose"][1, 2]
     _, info = env.reset(seed=0, options={"speed": [0.0, 10.0], "env_idx": [0, 1]})
     assert info["pose"][:, 3].tolist() == [0.0, 10.0]
-    for bad in (-1.0, 41.0, np.nan, [1.0, 2.0, 3.0], "fast", True, [10.0, False]):
+    numbers_as_text = ("10", ["10", "20"], np.array(["10", "20"]))  # numpy would read them
+    for bad in (-1.0, 41.0, np.nan, [1.0, 2.0, 3.0], "fast", True, [10.0, False], *numbers_as_text):
         with pytest.raises(ValueError, match="speed"):
             env.reset(options={"speed": bad})
     assert info["pose"][:, 3].tolist() == env._pose[:, 3].tolist()

@@ -266,6 +266,10 @@ def test_a_broken_hook_is_a_clear_error():
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"expected \(2,\)"):
         env.step(np.zeros((2, 2), np.float32))
+    huge = lambda *a: np.full(2, 1e308)  # noqa: E731
+    env.reward_fn = [huge, huge]  # each finite, their sum not
+    with pytest.raises(ValueError, match="the reward hooks' sum overflows float64"):
+        env.step(np.zeros((2, 2), np.float32))
 
 
 def random_heading(rngs):

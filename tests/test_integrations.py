@@ -12,6 +12,7 @@ from gymnasium.vector import AutoresetMode
 
 import gym_worldmodel  # noqa: F401  (registers the ids)
 from gym_worldmodel.envs import WorldModelVectorEnv
+from gym_worldmodel.envs.actions import ActionError
 
 sb3 = pytest.importorskip("stable_baselines3")
 pettingzoo_test = pytest.importorskip("pettingzoo.test")
@@ -457,6 +458,12 @@ def test_done_agents_leave_until_reset_and_do_not_perturb_the_others():
     terminal_0 = obs["agent_0"]
     with pytest.raises(ValueError, match="not live"):
         env.step(act)  # an action for the dead agent_0
+    before = env.get_state()
+    with pytest.raises(ActionError, match="agent_1's action"):  # before the dead row restarts
+        env.step({"agent_1": np.array([9, 9])})
+    after = env.get_state()
+    assert after["needs_reset"].tolist() == before["needs_reset"].tolist() == [True, False]
+    assert after["venv"]["steps"].tolist() == before["venv"]["steps"].tolist()
 
     for step in (2, 3):  # row 0 is restarted and stepped hidden (and terminates again)
         obs, _, terms, truncs, infos = env.step({"agent_1": act["agent_1"]})
@@ -548,8 +555,6 @@ def test_an_id_registered_with_the_world_models_vector_env_is_a_world(monkeypatc
 
 
 def test_a_bad_agent_action_is_named_and_changes_nothing():
-    from gym_worldmodel.envs.actions import ActionError
-
     env = WorldModelParallelEnv(
         "WorldModel-Robot-v0", num_agents=2, max_cycles=5, action_mode="dict", **TINY
     )
@@ -658,8 +663,17 @@ def test_parallel_state_restores_the_episode_with_who_is_live():
     again = play()
     for a, b in zip(first, again, strict=True):
         assert np.array_equal(a, b)
-    for bad in ({**saved, "agents": ["agent_7"]}, {"venv": saved["venv"]}):
-        with pytest.raises(ValueError, match="state"):
+    image = np.zeros((8, 8, 3), np.uint8)
+    for bad, match in (
+        ({**saved, "agents": ["agent_7"]}, "state of other agents"),
+        ({"venv": saved["venv"]}, "state must be what get_state"),
+        ({**saved, "needs_reset": np.zeros(3, bool)}, r"needs_reset'\] must be a \(2,\) bool"),
+        ({**saved, "start": {"image": "not a picture"}}, r"start'\] does not start .* image"),
+        ({**saved, "start": {"speed": 3.0}}, r"start'\] must be a dict of reset options"),
+        ({**saved, "start": {"image": image}, "frames": "x"}, r"frames'\] must be None or"),
+        ({**saved, "start_rng": {}}, "a generator state must be a NumPy PCG64"),
+    ):
+        with pytest.raises(ValueError, match=match):
             env.set_state(bad)
     assert env.agents == ["agent_1"] and np.array_equal(env.state(), again[1])
     # between envs that render and envs that do not; not between observation modes

@@ -28,8 +28,8 @@ def test_fork_takes_any_iterable_of_seeds_and_refuses_a_non_int_count():
     for n in (2.0, True, 0):
         with pytest.raises(ValueError, match="must be an int >= 1"):
             env.fork(0, n)
-    for seeds in (2.5, "12"):
-        with pytest.raises(ValueError, match="seeds must be"):
+    for seeds in (2.5, "12", "123"):
+        with pytest.raises(ValueError, match="seeds must be an int, 2 ints or None"):
             env.fork(0, 2, seeds=seeds)
 
 
@@ -289,6 +289,7 @@ def _bad_states(own, robot):
             edit(lambda s: s["engine"]["memory"][0]["uid"].__setitem__(0, 2**62)),
         ),
         ("negative memory chunks", edit(lambda s: s["engine"]["memory"][1].update(chunks=-1))),
+        ("memory chunks past int64", edit(lambda s: s["engine"]["memory"][1].update(chunks=2**70))),
         ("not a dict", [1, 2]),
         ("the engine's state as a list", edit(lambda s: s.update(engine=[s["engine"]]))),
         ("one generator state fewer", edit(lambda s: s.update(rngs=s["rngs"][:1]))),

@@ -435,7 +435,8 @@ def evaluate(
                 )
             if not np.isfinite(value).all():
                 raise ValueError(f"reward hook {hook!r} returned NaN or inf {AFTER_THE_STEP}")
-            total += value
+            with np.errstate(over="ignore"):  # an overflowing sum is refused below
+                total += value
         elif value.dtype == np.bool_ or (
             np.issubdtype(value.dtype, np.number) and np.isin(value, (0, 1)).all()
         ):
@@ -446,6 +447,8 @@ def evaluate(
                 f"expected bools (e.g. distance < radius) or numbers that are all 0 or 1 "
                 f"{AFTER_THE_STEP}"
             )
+    if kind == "reward" and not np.isfinite(total).all():  # finite alone, too large together
+        raise ValueError(f"the reward hooks' sum overflows float64 {AFTER_THE_STEP}")
     return total
 
 

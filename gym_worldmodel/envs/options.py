@@ -150,9 +150,10 @@ def start_value(options: dict, key: str, n: int, low: float, high: float, unit: 
     """
     raw = options[key]
     items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
-    bools = isinstance(raw, np.ndarray) and raw.dtype == np.bool_
-    if bools or any(isinstance(v, (bool, np.bool_)) for v in items):
-        raise ValueError(f"reset {key} must be a number in {unit}, got {raw!r}")  # True: 1 m/s?
+    kind = raw.dtype.kind if isinstance(raw, np.ndarray) else None
+    not_numbers = (bool, np.bool_, str, bytes)  # True: 1 m/s? "10": numpy would read it
+    if kind in ("b", "U", "S", "O") or any(isinstance(v, not_numbers) for v in items):
+        raise ValueError(f"reset {key} must be a number in {unit}, got {raw!r}")
     try:
         value = np.asarray(raw, np.float64)
     except (TypeError, ValueError) as err:
@@ -397,7 +398,13 @@ def first_chunk(frames: np.ndarray, config: WorldModelConfig) -> np.ndarray:
 def rng_from_state(state: Mapping[str, Any]) -> np.random.Generator:
     """A NumPy generator restored from ``bit_generator.state``."""
     rng = np.random.default_rng()
-    rng.bit_generator.state = state
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as err:
+        raise ValueError(
+            "a generator state must be a NumPy PCG64 bit_generator.state (as get_state() "
+            f"saves it), got {state!r:.120}: {err}"
+        ) from None
     return rng
 
 
@@ -406,6 +413,8 @@ def checked_seeds(seeds: Any, n: int, what: str) -> list[int] | None:
     if seeds is None:
         return None
     if not is_seed(seeds):
+        if isinstance(seeds, (str, bytes)):  # iterable, but not of seeds
+            raise ValueError(f"{what} must be an int, {n} ints or None, got {seeds!r}")
         try:
             seeds = list(seeds)
         except TypeError:

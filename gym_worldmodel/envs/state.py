@@ -72,6 +72,8 @@ def check_state(state: Any, template: Any, where: str = "state", scan: bool = Tr
             raise ValueError(f"{where} must have dtype {template.dtype}, got {state.dtype}")
         if floating and scan and not all_finite(state):
             raise ValueError(f"{where} holds NaN or inf")
+        if _kind(template) == "i" and state.dtype != template.dtype:
+            _check_fits_dtype(state, template.dtype, where)
     elif template is None or isinstance(template, str):  # names (a world, a bit generator)
         if type(state) is not type(template) or state != template:
             raise ValueError(f"{where} must be {template!r}, got {_describe(state)}")
@@ -202,6 +204,18 @@ def _kind(array: Any) -> str:
     if array.dtype.kind == "f":
         return "f"
     return "i" if array.dtype.kind in "iu" and array.dtype != np.uint8 else str(array.dtype)
+
+
+def _check_fits_dtype(array: torch.Tensor | np.ndarray, dtype: Any, where: str) -> None:
+    """Refuse integers of another dtype that ``dtype`` (the env's) cannot hold."""
+    info = torch.iinfo(dtype) if isinstance(dtype, torch.dtype) else np.iinfo(dtype)
+    if array.numel() if isinstance(array, torch.Tensor) else array.size:
+        low, high = int(array.min()), int(array.max())
+        if low < info.min or high > info.max:
+            raise ValueError(
+                f"{where} must fit {dtype} ([{info.min}, {info.max}]), got values in "
+                f"[{low}, {high}]"
+            )
 
 
 def _describe(value: Any) -> str:

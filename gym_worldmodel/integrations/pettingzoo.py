@@ -323,19 +323,20 @@ class WorldModelParallelEnv(ParallelEnv):
             batch = _stack([actions.get(a, self._noop) for a in self.possible_agents])
         except (KeyError, IndexError, TypeError, ValueError) as err:
             raise self._blame(actions) or ActionError(f"actions do not stack: {err}") from err
+        try:  # checked before the dead agents' rows restart: a refused step changes nothing
+            self.venv.head.encode(batch, self.venv.num_envs, self.venv.config.dit.chunk_frames)
+        except ActionError as err:
+            blamed = self._blame(actions)
+            if blamed is None:
+                raise
+            raise blamed from err
         if self._needs_reset.any():  # dead agents' rows: restart them, hidden from the agents
             dead = np.flatnonzero(self._needs_reset)
             if self.shared_memory:  # what they saw stays in the bank for the live agents
                 self.venv.hand_over_memory(dead)
             self.venv.reset(options={"env_idx": dead, **_rows_of(self._start, dead)})
             self._needs_reset[:] = False
-        try:
-            obs, rewards, terminated, truncated, infos = self.venv.step(batch)
-        except ActionError as err:
-            blamed = self._blame(actions)
-            if blamed is None:
-                raise
-            raise blamed from err
+        obs, rewards, terminated, truncated, infos = self.venv.step(batch)
         live = [(a, self._rows[a]) for a in self.agents]
         rows = [i for _, i in live]
         obs_lib.put(self._last_obs, rows, obs_lib.take(obs, rows))
@@ -398,11 +399,17 @@ class WorldModelParallelEnv(ParallelEnv):
         if not isinstance(state, dict) or set(state) != keys:
             raise ValueError(f"state must be what get_state() returns (keys {sorted(keys)})")
         agents, needs_reset = state["agents"], np.asarray(state["needs_reset"])
-        unknown = [a for a in agents if a not in self.possible_agents]
-        if unknown or needs_reset.shape != (len(self.possible_agents),):
+        n = len(self.possible_agents)
+        if not isinstance(agents, list) or any(a not in self.possible_agents for a in agents):
             raise ValueError(
-                f"state of other agents: {agents} (this env's are {self.possible_agents})"
+                f"state of other agents: {agents!r} (this env's are {self.possible_agents})"
             )
+        if needs_reset.shape != (n,) or needs_reset.dtype != bool:
+            raise ValueError(
+                f"state['needs_reset'] must be a ({n},) bool array, one flag per possible "
+                f"agent, got {needs_reset.dtype} of shape {needs_reset.shape}"
+            )
+        self._check_start(state["start"], state["frames"])
         with warnings.catch_warnings():  # a Box asked of a dict warns that it casts it
             warnings.simplefilter("ignore")
             fits = self.state_space.contains(state["last_obs"])
@@ -426,6 +433,28 @@ class WorldModelParallelEnv(ParallelEnv):
         else:
             self._frames = np.array(frames)
         self._start, self._start_rng = dict(state["start"]), start_rng
+
+    def _check_start(self, start: Any, frames: Any) -> None:
+        """Refuse a state's reset options or rendered frames that this env could not have kept."""
+        known = world_reset_options(self.venv.world.pose)
+        if not isinstance(start, Mapping) or not set(start) <= set(known):
+            raise ValueError(
+                f"state['start'] must be a dict of reset options {known} (the ones the dead "
+                f"agents restart from), got {start!r:.120}"
+            )
+        try:
+            self.venv.check_reset_options(start, len(self.possible_agents))
+        except ValueError as err:
+            raise ValueError(f"state['start'] does not start this env's agents: {err}") from None
+        size = self.venv.config.vae.image_size
+        shape = (len(self.possible_agents), size, size, 3)
+        if frames is not None and (
+            not isinstance(frames, np.ndarray) or frames.shape != shape or frames.dtype != np.uint8
+        ):
+            raise ValueError(
+                f"state['frames'] must be None or uint8 of shape {shape} (the agents' last "
+                f"frames), got {frames!r:.80}"
+            )
 
     def close(self) -> None:
         """Close the vector env and release the model; calling it again does nothing."""

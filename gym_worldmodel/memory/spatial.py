@@ -474,8 +474,8 @@ class SpatialMemory:
 
         Shapes and dtypes are the caller's to compare (``envs.state.check_state``); here the
         values: a stored entry's uid in [0, 2**62) and unique in its bank (-1 marks an empty
-        slot), the step it was stored at and the row's chunk count >= 0, and ``has_owner``
-        wherever the row owns an entry.
+        slot), the step it was stored at >= 0, the row's chunk count in [0, 2**62), and
+        ``has_owner`` wherever the row owns an entry.
         """
         for i, state in enumerate(states):
             uid, step = np.asarray(state["uid"]), np.asarray(state["step"])
@@ -489,7 +489,7 @@ class SpatialMemory:
                 problems.append("a uid twice")
             if (step[stored] < 0).any():
                 problems.append("an entry stored at a negative step")
-            if state["chunks"] < 0:
+            if not 0 <= state["chunks"] < _MAX_UID:  # a count of chunks seen, loaded as int64
                 problems.append(f"chunks {state['chunks']}")
             if (np.asarray(state["owner_is_row"]) & ~np.asarray(state["has_owner"])).any():
                 problems.append("an entry the row owns without an owner")

@@ -291,9 +291,14 @@ class DiTConfig:
             )
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} must be divisible by heads {self.heads}")
-        if sum(self.rope_axes) != self.head_dim or any(a % 2 for a in self.rope_axes):
+        if (
+            sum(self.rope_axes) != self.head_dim
+            or any(a % 2 for a in self.rope_axes)
+            or min(self.rope_axes) < 0
+        ):
             raise ValueError(
-                f"rope_axes {self.rope_axes} must be even and sum to the head width {self.head_dim}"
+                f"rope_axes {self.rope_axes} must be even, not negative, and sum to the head width "
+                f"{self.head_dim}"
             )
         if self.latent_size % self.patch_size:
             raise ValueError(
