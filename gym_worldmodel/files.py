@@ -123,3 +123,14 @@ def exclusive(directory: Path, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def numpy_load_error(err: BaseException) -> str:
+    """Why ``np.load(..., allow_pickle=False)`` failed, in words for a file of numbers.
+
+    NumPy reads a file that is neither ``.npy`` nor ``.npz`` as a pickle and then advises loading
+    it unsafely: for a damaged or foreign file that is the wrong advice, so it is not repeated.
+    """
+    if "pickle" in str(err):
+        return "not an .npy or .npz file, or one holding Python objects"
+    return str(err) or type(err).__name__

@@ -896,6 +896,9 @@ def test_single_env_reset_and_step_checks():
         env.step(np.zeros(2, np.float32))
     with pytest.raises(ValueError, match="memory_capacity must be an int >= 1"):
         WorldModelVectorEnv(1, world="citywalk", memory_capacity=0, **TINY)
+    huge = WorldModelVectorEnv(1, world="citywalk", memory_capacity=10**15, **TINY)
+    with pytest.raises(MemoryError, match=r"memory bank of 10+ chunks .* lower the capacity"):
+        huge.reset(seed=0)  # named, not the allocator's bytes alone
 
 
 def test_bad_reset_images_raise_and_leave_state_unchanged():
@@ -1221,6 +1224,8 @@ def test_per_frame_action_sequences():
 def test_a_device_this_machine_lacks_is_named_at_construction():
     with pytest.raises(ValueError, match="device takes a torch device .* got 'gpu'"):
         WorldModelVectorEnv(1, world="driving", device="gpu", **TINY)
+    with pytest.raises(ValueError, match="device meta holds shapes, no values"):
+        WorldModelVectorEnv(1, world="driving", device="meta", **TINY)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device cuda: no CUDA device is available"):
             gym.make("WorldModel-Driving-v0", device="cuda", **TINY)

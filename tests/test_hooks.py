@@ -130,6 +130,8 @@ def test_hook_arguments_are_checked_where_they_are_made():
         (np.zeros((8, 8), np.uint8), "grey"),
         (np.zeros((3, 8, 8), np.uint8), "channels first"),
         (torch.full((8, 8, 3), 90.0, dtype=torch.bfloat16), "floats in 0-255"),
+        (np.full((8, 8, 3), np.nan), "every value is NaN or inf: there is no picture"),
+        (np.zeros((8, 0, 3), np.uint8), "it holds no pixels"),
     ):
         with pytest.raises(ValueError, match=f"goal image must be .*{hint}"):
             GoalImageSimilarity(bad)
@@ -317,6 +319,15 @@ def test_start_fn_can_pick_the_start_image_and_a_bad_one_changes_nothing():
     with pytest.raises(ValueError, match="start_fn must return a dict"):
         env.reset(seed=1)
     assert rows_equal(env.get_state(), before, [0, 1])
+
+    def emptying(rngs):  # a hook that consumes its list: the rows keep their generators
+        while rngs:
+            rngs.pop().random()
+        return {}
+
+    env.start_fn = emptying
+    env.reset(seed=1)
+    assert all(rng is not None for rng in env._rngs)
 
 
 @pytest.mark.parametrize(

@@ -404,6 +404,8 @@ def test_parallel_same_seed_same_rollout():
 
     a, b, c = rollout(0), rollout(0), rollout(1)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="seed must be a non-negative int or None, got -1"):
+        parallel_env().reset(seed=-1)
 
 
 def test_parallel_spaces_state_render_and_close():

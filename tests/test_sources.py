@@ -294,6 +294,10 @@ def test_corrupt_shards_are_clear_errors(tmp_path):
         load_episodes(tmp_path)
     with pytest.raises(DatasetError, match="not a readable episode shard"):
         read_shard(shard)  # without the hash the truncated zip itself is reported
+    shard.write_bytes(b"neither npz nor npy")
+    with pytest.raises(DatasetError, match="shard: not an .npy or .npz file") as e:
+        read_shard(shard)
+    assert "allow_pickle" not in str(e.value)  # NumPy's advice to load junk unsafely is dropped
     shard.unlink()
     with pytest.raises(DatasetError, match="missing"):
         load_episodes(tmp_path)
@@ -337,6 +341,7 @@ def test_recollecting_a_shard_deleted_by_hand_overwrites_no_other(tmp_path):
         (lambda c: c["shards"][0].update(indices=["0"]), "'indices' must be a list of episode"),
         (lambda c: c["shards"][0].update(episodes=2.0), "'episodes' must be an int >= 1"),
         (lambda c: c.update(fps="16"), "'fps' must be frames per second"),
+        (lambda c: c.update(steps="3"), "'steps' must be the actions of each episode"),
     ],
 )
 def test_a_card_edited_out_of_shape_is_refused(tmp_path, edit, match):
@@ -412,6 +417,24 @@ def test_inconsistent_shard_arrays_are_rejected(tmp_path):
             seeds=np.array([1, 2, 3]),
         )
         with pytest.raises(DatasetError, match=rf"expected 4 offsets rising .*got \{offsets}"):
+            read_shard(path)
+    good = dict(
+        frames=np.zeros((5, 8, 8, 3), np.uint8),
+        actions=np.zeros((4, 12), np.float32),
+        poses=np.zeros((0, 4)),
+        frame_offsets=np.array([0, 5]),
+        seeds=np.array([1]),
+    )
+    for name, value, match in (  # a converter's arrays of the wrong kind, named, not a TypeError
+        ("seeds", np.array([[1]]), r"seeds must be integer seeds \(1-D\), got int64 of shape"),
+        ("seeds", np.array([np.nan]), "seeds must be integer seeds"),
+        ("seeds", np.array(["a"]), "seeds must be integer seeds"),
+        ("frames", np.zeros((), np.uint8), "frames must be uint8 frames"),
+        ("actions", np.float32(0), "actions must be float actions"),
+        ("poses", np.array([["a"] * 4] * 5), "poses must be float poses"),
+    ):
+        np.savez(path, **{**good, name: value})
+        with pytest.raises(DatasetError, match=rf"shard {path}: {match}"):
             read_shard(path)
 
 

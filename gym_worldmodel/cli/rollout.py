@@ -33,13 +33,16 @@ def _load_array_file(path: Path, flag: str) -> Any:
 
     import numpy as np
 
+    from gym_worldmodel.files import numpy_load_error
+
     try:
         data = np.load(path, allow_pickle=False)
         if isinstance(data, np.lib.npyio.NpzFile):
             with data:  # its arrays are read lazily: read them here, where errors are caught
                 data = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-        raise SystemExit(f"{flag} {path}: not a {path.suffix} file of numbers ({err})") from err
+        why = numpy_load_error(err)
+        raise SystemExit(f"{flag} {path}: not a {path.suffix} file of numbers ({why})") from err
     if isinstance(data, dict) != (path.suffix == ".npz"):
         held = "named arrays (an .npz)" if isinstance(data, dict) else "one array (an .npy)"
         raise SystemExit(f"{flag} {path}: expected a {path.suffix} file, this one holds {held}")

@@ -215,7 +215,8 @@ def initial_conditions(
     ``ValueError`` naming ``start_fn``.
     """
     try:
-        own_frames, own_start = parse(host_options(dict(start_fn(rngs))), len(rngs))
+        # a copy of the list: the hook may pop from it, the env's rows keep their generators
+        own_frames, own_start = parse(host_options(dict(start_fn(list(rngs)))), len(rngs))
     except (TypeError, ValueError) as err:
         raise ValueError(
             f"start_fn must return a dict of reset options for the {len(rngs)} starting rows: {err}"
@@ -345,8 +346,12 @@ def pil_as_rgb(name: str, value: Any) -> Any:
 def picture_hint(arr: np.ndarray) -> str:
     """How to make ``arr`` uint8 RGB, appended to the errors that refuse it ('' if no guess)."""
     shape = arr.shape
+    if arr.size == 0:
+        return " (it holds no pixels)"
     numeric, floats = arr.dtype.kind in "fiu" and arr.dtype != np.uint8, arr.dtype.kind == "f"
     finite = arr[np.isfinite(arr)] if floats else arr
+    if floats and not finite.size:
+        return " (every value is NaN or inf: there is no picture to convert)"
     low, top = (float(finite.min()), float(finite.max())) if numeric and finite.size else (0, 0)
     # A [0, 1] picture a resize undershot a little is not a [-1, 1] one
     undershot = floats and -0.05 <= low < 0 and top <= 1

@@ -239,8 +239,7 @@ def _load_start_frames(path: Path) -> np.ndarray:
             frames = data["frames"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         # not an npz, a damaged one, pickled, no frames
-        # NumPy's own text on pickles suggests loading unsafely: not for a file of frames
-        why = "not an npz (or one holding objects)" if "pickle" in str(err) else str(err)
+        why = files.numpy_load_error(err)
         raise ValueError(f"start frames {path}: expected {expected} ({why})") from None
     if (
         frames.dtype != np.uint8

@@ -64,6 +64,7 @@ from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.actions import ActionError, batch_one
 from gym_worldmodel.envs.options import (
     check_count,
+    check_seed,
     rng_from_state,
     step_limit,
     user_frames,
@@ -214,6 +215,7 @@ class WorldModelParallelEnv(ParallelEnv):
         Returns:
             Observation and info dicts keyed by agent.
         """
+        check_seed(seed)
         options = dict(options or {})
         picked = sorted(set(options) & {"env_idx", "reset_mask"})
         if picked:

@@ -230,7 +230,14 @@ class SpatialMemory:
         self.exclude_recent, self.min_score = exclude_recent, min_score
         self.replace_overlap, self.stickiness = replace_overlap, stickiness
         g = int(self.banks.max()) + 1
-        self.latents = torch.zeros(g, capacity, *chunk_shape, device=device, dtype=dtype)
+        try:
+            self.latents = torch.zeros(g, capacity, *chunk_shape, device=device, dtype=dtype)
+        except (RuntimeError, MemoryError) as err:  # torch's allocator says only the bytes
+            size = g * capacity * int(np.prod(chunk_shape)) * dtype.itemsize / 2**30
+            raise MemoryError(
+                f"a memory bank of {capacity} chunks for each of {g} banks needs {size:.1f} GiB "
+                f"on {device}: lower the capacity (the env's memory_capacity) ({err})"
+            ) from None
         # the keys of latent-similarity retrieval; pose-retrieving banks keep none
         width = int(np.prod(chunk_shape[1:])) if geometry.kind == "latent" else 0
         self.keys = torch.zeros(g, capacity, width, device=device)

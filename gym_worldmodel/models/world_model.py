@@ -284,6 +284,8 @@ def available_device(device: torch.device | str, name: str = "device") -> torch.
         raise ValueError(
             f"{name} takes a torch device such as cpu, cuda or cuda:1; got {device!r}"
         ) from None
+    if parsed.type == "meta":
+        raise ValueError(f"{name} meta holds shapes, no values: a model runs on cpu or cuda")
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"{name} {device}: no CUDA device is available on this machine")

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gym_worldmodel.files import atomic_write
+from gym_worldmodel.files import atomic_write, numpy_load_error
 
 if TYPE_CHECKING:
     from gym_worldmodel.models import WorldModelConfig
@@ -98,6 +98,16 @@ def write_shard(path: Path, episodes: list[Episode]) -> str:
     return sha256(path)
 
 
+#: A shard's arrays: (dtype kinds, dimensions, what they hold); each episode checks the rest.
+_SHARD_ARRAYS = {
+    "frames": ("u", 4, "uint8 frames"),
+    "actions": ("f", 2, "float actions"),
+    "poses": ("f", 2, "float poses"),
+    "frame_offsets": ("iu", 1, "integer offsets"),
+    "seeds": ("iu", 1, "integer seeds"),
+}
+
+
 def read_shard(path: Path, expected_sha256: str | None = None) -> list[Episode]:
     """Episodes of one shard, after checking its hash and the consistency of its arrays."""
     if not path.is_file():
@@ -112,7 +122,15 @@ def read_shard(path: Path, expected_sha256: str | None = None) -> list[Episode]:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in ("frames", "actions", "poses", "frame_offsets", "seeds")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise DatasetError(f"shard {path} is not a readable episode shard: {err}") from err
+        why = numpy_load_error(err)
+        raise DatasetError(f"shard {path} is not a readable episode shard: {why}") from err
+    for name, (kinds, ndim, what) in _SHARD_ARRAYS.items():
+        array = arrays[name]
+        if array.dtype.kind not in kinds or array.ndim != ndim:
+            raise DatasetError(
+                f"shard {path}: {name} must be {what} ({ndim}-D), got {array.dtype} of shape "
+                f"{array.shape}"
+            )
     off = arrays["frame_offsets"]
     n_frames, n_eps = len(arrays["frames"]), len(arrays["seeds"])
     if (
@@ -226,9 +244,10 @@ _FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "frame_size": (lambda v: _is_int(v) and v >= 1, "the side of the square frames (int)"),
     "fps": (lambda v: _is_int(v) and v >= 1, "frames per second (an int >= 1)"),
     "action_width": (lambda v: _is_int(v) and v >= 1, "the action vector's width (int)"),
+    "steps": (lambda v: _is_int(v) and v >= 1, "the actions of each episode (an int >= 1)"),
 }
 #: Card fields a source may leave out, checked where present.
-OPTIONAL_KEYS = ("frame_size", "fps", "action_width")
+OPTIONAL_KEYS = ("frame_size", "fps", "action_width", "steps")
 
 
 def _is_int(value: Any) -> bool:
