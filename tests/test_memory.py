@@ -662,3 +662,61 @@ def test_single_env_reports_pose_and_memory():
     assert type(info["step"]) is int and type(info["memory_score"]) is float
     assert not any(key.startswith("_") for key in info)
     env.close()
+
+
+@pytest.mark.parametrize("context_t", [0.0, 0.1])
+def test_a_step_writes_its_chunk_when_next_needed_with_the_same_bits(tiny_model, context_t):
+    """A step leaves its cache-write pass until the cache or the generators are next used
+    (drawing the same noise then, at ``context_t`` > 0): any sequence of engine calls gives the
+    bits of an engine that writes at once."""
+    cfg = tiny_model.config
+    size, f = cfg.vae.image_size, cfg.dit.chunk_frames
+    sampler = dataclasses.replace(cfg.sampler, context_t=context_t)
+    frames = torch.zeros(3, f, size, size, 3, dtype=torch.uint8)
+    poses = np.zeros((3, 4))
+    actions = np.random.default_rng(0).normal(size=(8, 3, f, 12)).astype(np.float32)
+
+    def run(at_once: bool) -> list[torch.Tensor]:
+        engine = WorldEngine(tiny_model, 3, "camera", memory=True, sampler=sampler)
+        engine.seed([1, 2, 3], env_idx=[0, 1, 2])
+        engine.start([0, 1, 2], frames, poses=poses)
+        out = []
+
+        def step(i: int) -> None:
+            out.append(engine.step(actions[i], poses=poses)[0])
+            if at_once:
+                engine._write_pending()
+
+        step(0)
+        saved = engine.get_state([0, 1, 2])
+        step(1)
+        engine.set_state(engine.get_state([2]), [1])  # some rows: the others' write is kept
+        step(2)
+        engine.seed([7], env_idx=[0])
+        step(3)
+        engine.start([2], frames[:1], poses=poses[:1])
+        step(4)
+        engine.set_state(saved, [0, 1, 2])  # every row: the write would be overwritten
+        step(5)
+        step(6)
+        return [*out, *engine.get_state([0, 1, 2])["cache"].values()]
+
+    assert all(torch.equal(a, b) for a, b in zip(run(False), run(True), strict=True))
+
+
+def test_a_planners_futures_reloaded_after_their_last_step_skip_its_cache_write(tiny_model):
+    size, f = tiny_model.config.vae.image_size, tiny_model.config.dit.chunk_frames
+    engine = WorldEngine(tiny_model, 2, "camera")
+    writes = []
+    commit = engine.rollout.commit
+    engine.rollout.commit = lambda *a, **k: writes.append(1) or commit(*a, **k)  # type: ignore
+    engine.start([0, 1], torch.zeros(2, f, size, size, 3, dtype=torch.uint8))
+    state = engine.get_state([0, 1])
+    actions = np.zeros((2, f, 12), np.float32)
+    for _ in range(3):  # a plan of two steps, three times
+        engine.set_state(state, [0, 1])
+        engine.step(actions)
+        engine.step(actions)
+    assert len(writes) == 1 + 3  # the start's, then each plan's first step's
+    engine.get_state([0])  # reading the cache writes the last step's chunk
+    assert len(writes) == 5

@@ -121,7 +121,11 @@ class WorldEngine:
             self.__dict__["weights"] = weights  # the cached property's value, given
         sampler = model.config.sampler if sampler is None else sampler
         self.config = cfg = dataclasses.replace(model.config, sampler=sampler)  # what rows run
-        self.cache = KVCache.for_model(cfg.dit, model.dit.rope, num_envs, self.device, dtype)
+        self._cache = KVCache.for_model(cfg.dit, model.dit.rope, num_envs, self.device, dtype)
+        # The last step's cache-write pass, run when the cache or the generators are next used
+        # (:meth:`_write_pending`): a planner that loads every row's state after its last step
+        # never pays for it. (The step's latents, its padded actions and its anchors.)
+        self._pending: tuple[Tensor, Tensor, Tensor | None] | None = None
         self.rollout = ChunkRollout(model.dit, cfg.sampler)
         self.gens = RowGenerators([0] * num_envs, self.device)
         ids = torch.full((num_envs,), cfg.dit.modality_id(modality), dtype=torch.long)
@@ -147,6 +151,26 @@ class WorldEngine:
         self.last_latents: Tensor | None = None  # each row's last chunk (latent retrieval query)
         self.recall: Recall | None = None  # what the last step retrieved
 
+    @property
+    def cache(self) -> KVCache:
+        """The rows' KV cache, the last step's chunk written into it."""
+        self._write_pending()
+        return self._cache
+
+    def _write_pending(self) -> None:
+        """Run the last step's cache-write pass, if it has not run yet.
+
+        The same pass, on the same latents, cache and generators, as if the step had run it:
+        nothing reads the cache or draws from the generators in between.
+        """
+        if self._pending is not None:
+            latents, actions, anchors = self._pending
+            self._pending = None
+            with torch.no_grad(), precision(self.device, self.dtype):
+                self.rollout.commit(
+                    self._cache, latents, actions, self.modality, self.gens, anchors
+                )
+
     @functools.cached_property
     def weights(self) -> str:
         """The model's ``weights_digest()``: read once, when a state first needs it."""
@@ -155,7 +179,7 @@ class WorldEngine:
     @property
     def num_envs(self) -> int:
         """Rows."""
-        return self.cache.batch_size
+        return self._cache.batch_size
 
     def seed(self, seeds: Sequence[int], *, env_idx: Sequence[int]) -> None:
         """Reseed the generators of rows ``env_idx`` with ``seeds`` (as ``RowGenerators.seed``).
@@ -163,6 +187,7 @@ class WorldEngine:
         ``env_idx`` is keyword-only: both are int sequences, and an order swapped would seed
         other rows without a word.
         """
+        self._write_pending()  # its draws come from the generators as they were
         self.gens.seed(seeds, env_idx)
 
     def start(
@@ -182,6 +207,7 @@ class WorldEngine:
         Returns:
             The start latents ``(n, F, C, h, w)`` and the frames the episode starts from.
         """
+        self._write_pending()  # before the generators are copied: it draws from them
         idx = list(env_idx)
         gens = self.gens.select(idx)  # a copy, kept only if the start succeeds
         if seeds is not None:
@@ -246,10 +272,12 @@ class WorldEngine:
                 raise ValueError(f"store must be a ({self.num_envs},) bool mask, got {store!r}")
         padded = torch.zeros(self.num_envs, actions.shape[1], self.action_dim, device=self.device)
         padded[..., : actions.shape[2]] = torch.from_numpy(actions).to(self.device)
+        self._write_pending()  # the step before's chunk
         with torch.no_grad(), precision(self.device, self.dtype):
             if self.memory is not None:
                 self._recall(poses)
-            latents = self.rollout.generate(self.cache, padded, self.modality, self.gens)
+            latents, anchors = self.rollout.sample(self._cache, padded, self.modality, self.gens)
+            self._pending = (latents, padded, anchors)  # written when next needed
             finite = torch.isfinite(latents).flatten(1).all(1)  # read after the decode is queued
             frames = self.model.vae.decode(latents[:, decode])
         _check_finite(finite)
@@ -298,6 +326,7 @@ class WorldEngine:
 
     def get_state(self, env_idx: Sequence[int]) -> dict[str, Any]:
         """Copies of the rows' cache, generator and memory states (repeats allowed: fork)."""
+        self._write_pending()
         idx = list(env_idx)
         return {
             "cache": self.cache.state_dict(idx),
@@ -339,8 +368,15 @@ class WorldEngine:
                         )
 
     def set_state(self, state: dict[str, Any], env_idx: Sequence[int]) -> None:
-        """Restore rows ``env_idx`` from :meth:`get_state` output of as many rows."""
+        """Restore rows ``env_idx`` from :meth:`get_state` output of as many rows.
+
+        A state of every row replaces the last step's chunk before it was written to the cache
+        (a planner's futures reloaded after their last step): that write is skipped.
+        """
         idx = list(env_idx)
+        if sorted(idx) == list(range(self.num_envs)):
+            self._pending = None  # every row's cache and generators are replaced
+        self._write_pending()  # the other rows' (a partial load)
         self.cache.load_state_dict(state["cache"], env_idx=idx)
         self.gens.set_state(state["generators"], idx)
         slot_uid: np.ndarray | list[np.ndarray] = np.broadcast_to(

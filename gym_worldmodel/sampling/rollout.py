@@ -2,7 +2,8 @@
 
 :class:`ChunkRollout` is one ``step()`` of a world: ``nfe`` denoiser calls against the KV cache
 (twice that with action guidance), then one cache-write pass on the clean chunk and a commit that
-evicts the oldest ring chunk. Its cost is the same at step 10 and step 10,000.
+evicts the oldest ring chunk. Its cost is the same at step 10 and step 10,000. ``sample`` and
+``commit`` are the two halves, for a caller that writes the chunk only once it is needed.
 
 :class:`RecomputeRollout` is the no-cache baseline: every denoiser call re-runs the sink and the
 chunks the output depends on. It gives the same chunks, at the cost the cache saves.
@@ -74,15 +75,26 @@ class ChunkRollout(_Rollout):
         Returns:
             Clean latents ``(B, F, C, h, w)``, float32.
         """
+        x0, anchors = self.sample(cache, actions, modality, generators)
+        self.commit(cache, x0, actions, modality, generators, anchors)
+        return x0
+
+    def sample(
+        self, cache: KVCache, actions: Tensor, modality: Tensor, generators: RowGenerators
+    ) -> tuple[Tensor, Tensor | None]:
+        """One clean chunk per row, not yet written to the cache; arguments as :meth:`generate`.
+
+        Returns:
+            The latents and the step's anchors, for the :meth:`commit` that must follow before
+            the cache is read or the generators draw again (a caller may put it off until then).
+        """
         check_inputs(cache.batch_size, self.action_shape, actions, modality, generators)
         anchors = self.dit.step_anchors(cache, actions, modality)  # once for every call
 
         def denoise(x: Tensor, t: Tensor, drop: Tensor | None) -> Tensor:
             return self.dit(x, t, actions, modality, cache, drop_action=drop, frame_anchors=anchors)
 
-        x0 = self.sampler.sample(denoise, self.latent_shape, generators)
-        self.commit(cache, x0, actions, modality, generators, anchors)
-        return x0
+        return self.sampler.sample(denoise, self.latent_shape, generators), anchors
 
     def commit(
         self,
