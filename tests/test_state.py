@@ -224,6 +224,10 @@ def test_fork_of_several_rows_gives_each_its_futures_in_one_env():
     want = [f.step(np.repeat(act, 2, 0)) for f in alone]  # the same futures, one env each
     assert np.array_equal(obs, np.concatenate([w[0] for w in want]))
     assert np.array_equal(reward, np.concatenate([w[1] for w in want]))  # each row's own target
+    # rows picked on the device (a torch planner's argmax) fork as the same ints do
+    picked = env.fork(torch.tensor([2, 0]), 2, seeds=[1, 2, 3, 4]).step(np.repeat(act, 4, 0))
+    assert np.array_equal(picked[0], obs)
+    assert env.fork(torch.tensor(2), 1).num_envs == 1
 
 
 def test_forks_keep_the_memory_setting_and_seeds_reach_their_numpy_generators():

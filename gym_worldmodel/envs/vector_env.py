@@ -592,6 +592,9 @@ class WorldModelVectorEnv(VectorEnv):
         self._check_open()
         if not self._started:
             raise RuntimeError("call reset() before fork()")
+        row = on_host(row)  # rows picked on the device (a torch planner's argmax) too
+        if isinstance(row, np.ndarray) and row.ndim == 0:
+            row = row.item()
         several = isinstance(row, (Sequence, np.ndarray)) and np.ndim(row) == 1
         parents: list[Any] = list(cast(Sequence[int], row)) if several else [row]
         if not parents or not all(is_int(r) and 0 <= r < self.num_envs for r in parents):
