@@ -195,6 +195,7 @@ def from_pretrained(
 
     Raises:
         FileNotFoundError: The directory, repo or one of its files cannot be found.
+        NotADirectoryError: ``name_or_path`` is a file (a checkpoint is a directory).
         ValueError: A file is malformed or does not match the model its config describes.
     """
     dtype = floating_dtype(dtype)

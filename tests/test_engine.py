@@ -415,6 +415,8 @@ def test_flow_anchors_move_only_real_anchors_of_flowing_worlds(tiny_model):
     modality = torch.tensor([cfg.modality_id(m) for m in ("driving", "camera", "driving")])
     out = model.dit.frame_anchors(anchors, actions, modality)
     assert out.shape == (3, 2 * f, *anchors.shape[2:])
+    with pytest.raises(ValueError, match="flow_anchors needs a model with a flow net"):
+        tiny_model.flow_anchors(anchors, actions, modality)
     assert not out[:, :f].any()  # zero stays zero
     assert torch.equal(out[1], anchors[1].repeat_interleave(f, 0))  # the camera has no flow
     moved = out[[0, 2], f:] - anchors[[0, 2], 1:]

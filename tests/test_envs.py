@@ -66,6 +66,12 @@ def test_a_seeded_reset_seeds_the_vector_envs_own_generator_as_gymnasiums_do():
     assert draws[0] == draws[1] and draws[0][0] == 5 and draws[2][1] != draws[0][1]
     envs.reset(seed=[1, 2])  # per-row seeds seed the rows only
     assert envs.np_random_seed == 6
+    # a gym.make env's too, from a stream apart from the one its row starts from
+    env = gym.make("WorldModel-CityWalk-v0", **TINY)
+    env.reset(seed=5)
+    row_stream = np.random.default_rng(5).integers(1 << 62)
+    assert env.unwrapped.np_random_seed == 5
+    assert int(env.unwrapped.np_random.integers(1 << 62)) == draws[0][1] != row_stream
 
 
 @pytest.mark.parametrize(

@@ -200,8 +200,12 @@ def test_sb3_attr_method_and_wrapper_queries():
     states = adapter.env_method("get_state", indices=[0, 2])  # one row each
     assert len(states) == 2 and [s["steps"].tolist() for s in states] == [[0], [0]]
     assert adapter.env_method("get_state", [1], indices=[0, 2])[0]["steps"].tolist() == [0]
-    full = adapter.env_method("get_state")[0]  # every row: called once
-    assert adapter.env_method("set_state", full) == [None] * 3
+    every = adapter.env_method("get_state")  # every row: one row's state each, as SB3's envs
+    assert [s["steps"].tolist() for s in every] == [[0], [0], [0]]
+    assert adapter.env_method("set_state", every[2], indices=[0]) == [None]
+    assert adapter.env_method("set_state", adapter.venv.get_state(), env_idx=None) == [None] * 3
+    idle = adapter.env_method("idle_action")
+    assert len(idle) == 3 and np.array_equal(idle[0], adapter.venv.head.idle_action())
     adapter.env_method("set_memory", False, indices=[1])  # that row only
     assert adapter.venv._engine.memory.enabled.tolist() == [True, False, True]
     with pytest.raises(ValueError, match="takes no env_idx"):
@@ -256,6 +260,8 @@ def test_sb3_rejects_other_autoreset_modes_and_torch_output():
         WorldModelSB3VecEnv.make(DRIVING, 2, autoreset_mode=AutoresetMode.NEXT_STEP, **TINY)
     with pytest.raises(ValueError, match="numpy"):
         WorldModelSB3VecEnv.make(DRIVING, 2, output="torch", **TINY)
+    with pytest.raises(ValueError, match="'CartPole-v1' is not a world-model env"):
+        WorldModelSB3VecEnv.make("CartPole-v1", 2)
     with pytest.raises(TypeError, match="WorldModelVectorEnv"):
         WorldModelSB3VecEnv(gym.make(DRIVING, **TINY))
 
@@ -436,6 +442,12 @@ def test_parallel_spaces_state_render_and_close():
         env.step({"agent_0": [1, 0]})
     env.close()
     env.close()  # idempotent
+    assert env.venv.memory  # a reset reopens it, as the other envs do, memory and all
+    assert set(env.reset(seed=0)[0]) == {"agent_0", "agent_1"}
+    assert env.metadata["world_fps"] == env.venv.metadata["world_fps"]
+    for options in ([1], "x"):
+        with pytest.raises(ValueError, match="reset options must be a dict"):
+            env.reset(options=options)
     with pytest.raises(TypeError, match="autoreset_mode"):
         parallel_env(autoreset_mode="SameStep")
 

@@ -102,6 +102,20 @@ def test_own_sink_and_ring_window_are_never_retrieved():
     assert memory.step[0, found.slot[0, 0]] == 1
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_rows": 0}, "num_rows must be an int >= 1, got 0"),
+        ({"capacity": "8"}, "capacity must be an int >= 1, got '8'"),
+        ({"capacity": 1.5}, "capacity must be an int >= 1"),
+        ({"k": True}, "k must be an int >= 1"),
+    ],
+)
+def test_memory_sizes_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SpatialMemory(**{"num_rows": 1, "chunk_shape": SHAPE, "geometry": CAMERA, **kwargs})
+
+
 def test_retrieval_can_be_switched_off_per_row():
     memory = SpatialMemory(2, SHAPE, CAMERA, capacity=8)
     for _ in range(4):
@@ -639,6 +653,13 @@ def test_memory_defaults_follow_the_world_and_can_be_switched_off():
         env.set_memory(True)
     with pytest.raises(ValueError, match=r"rows in \[0, 2\)"):
         make_env().set_memory(False, [2])
+    single = gym.make(
+        "WorldModel-CityWalk-v0", model="random-tiny"
+    )  # its one row, as the cards say
+    single.reset(seed=0)
+    single.unwrapped.set_memory(False)
+    assert single.step(np.array([1, 0]))[-1]["memory_hits"] == 0
+    assert single.unwrapped.vector._engine.memory.enabled.tolist() == [False]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

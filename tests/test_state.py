@@ -57,7 +57,7 @@ def test_set_state_may_reseed_the_loaded_rows_for_fresh_noise():
     single = gym.make("WorldModel-Driving-v0", max_episode_steps=-1, **TINY)
     single.reset(seed=0)
     one = single.unwrapped.get_state()
-    single.unwrapped.set_state(one, seed=5)
+    single.unwrapped.set_state(one, seeds=5)
     assert np.array_equal(single.step(act[0])[0], obs[0])
 
 
@@ -244,9 +244,12 @@ def test_forks_keep_the_memory_setting_and_seeds_reach_their_numpy_generators():
 def test_state_calls_check_their_rows():
     env = WorldModelVectorEnv(2, world="driving", engine=CountingEngine(2))
     env.reset(seed=0)
-    for rows in ([5], [-1], [[0, 1]], [0.5]):
+    for rows in ([5], [-1], [[0, 1]], [0.5], 2, True):
         with pytest.raises(ValueError, match=r"env_idx must be a list of .*rows in \[0, 2\)"):
             env.get_state(rows)
+    one = env.get_state(1)  # an int names one row, as set_memory and a reset's env_idx take it
+    assert one["steps"].shape == (1,)
+    env.set_state(one, 0)
     state = env.get_state([0, 0])  # repeats are fine when reading: a fork
     with pytest.raises(ValueError, match="distinct rows"):
         env.set_state(state, [1, 1])
@@ -367,6 +370,9 @@ def test_a_state_made_by_other_weights_is_refused_at_any_precision(tiny_model):
     bf16 = WorldModel(tiny_model.config)
     bf16.load_state_dict(tiny_model.state_dict())
     assert bf16.for_autocast(torch.bfloat16).weights_digest() == tiny_model.weights_digest()
+    assert bf16.for_autocast("bfloat16") is bf16  # by name, as the envs take it
+    with pytest.raises(ValueError, match=r"dtype must be one of \['float32', 'bfloat16'\]"):
+        bf16.for_autocast(torch.float16)
     assert tuned.weights_digest() != tiny_model.weights_digest()
     into_bf16 = WorldModelVectorEnv(2, world="driving", model=tiny_model, dtype="bfloat16")
     into_bf16.reset(seed=1)

@@ -400,6 +400,15 @@ def first_chunk(frames: np.ndarray, config: WorldModelConfig) -> np.ndarray:
     return np.concatenate([np.repeat(frames[:1], f - len(frames), 0), frames])
 
 
+def user_rng(seed: int) -> np.random.Generator:
+    """An env's ``np_random`` after ``reset(seed=seed)``: a stream apart from the row's own.
+
+    Row 0 starts (its start frame, its noise's seed) from ``default_rng(seed)``; a user's draws
+    from ``np_random`` would mirror those. This one is spawned from the same seed instead.
+    """
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(1,)))
+
+
 def rng_from_state(state: Mapping[str, Any]) -> np.random.Generator:
     """A NumPy generator restored from ``bit_generator.state``."""
     rng = np.random.default_rng()

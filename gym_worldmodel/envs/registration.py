@@ -55,6 +55,21 @@ def make_vector_env(
     return WorldModelVectorEnv(num_envs, world=world, max_episode_steps=limit, **kwargs)
 
 
+def check_world_id(env_id: str) -> None:
+    """Refuse an id whose vector env is not a world's, naming the world ids.
+
+    For adapters that pass the vector env's keywords to ``make_vec``, which another env's
+    constructor would refuse in its own words.
+    """
+    from gym_worldmodel.envs.vector_env import WorldModelVectorEnv  # loaded when checked
+
+    vector = gym.spec(env_id).vector_entry_point
+    if vector not in WORLD_VECTOR_ENTRY_POINTS and not (
+        isinstance(vector, type) and issubclass(vector, WorldModelVectorEnv)
+    ):
+        raise ValueError(f"{env_id!r} is not a world-model env (e.g. {list(IDS)})")
+
+
 #: world -> the id of the simulator it was trained on
 SIMULATOR_WORLD_IDS = {world: env_id for env_id, (world, _) in SIMULATOR_IDS.items()}
 

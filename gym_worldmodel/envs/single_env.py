@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 
 from gym_worldmodel.envs.actions import batch_one, on_host
 from gym_worldmodel.envs.observations import info_row, take
-from gym_worldmodel.envs.options import PICTURE_SHAPES, check_seed, one_picture
+from gym_worldmodel.envs.options import PICTURE_SHAPES, check_seed, one_picture, user_rng
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 
@@ -104,6 +104,8 @@ class WorldModelEnv(gym.Env):
         rng_state = None if rng is None else rng.bit_generator.state
         try:
             super().reset(seed=None if seed is None else int(seed))  # Gymnasium: no np.int64
+            if seed is not None:  # as the vector env's: not the row's own stream
+                self._np_random = user_rng(seed)
             for key in PICTURE_SHAPES.keys() & options.keys():
                 options[key] = one_picture(key, on_host(options[key], torch.float64))[None]
             # A seed seeds the row as it seeds row 0 of a vector env; seed=None continues the
@@ -181,6 +183,17 @@ class WorldModelEnv(gym.Env):
         """Full state of the episode (see :meth:`WorldModelVectorEnv.get_state`)."""
         return self.vector.get_state()
 
-    def set_state(self, state: dict[str, Any], *, seed: int | None = None) -> None:
-        """Restore a state from :meth:`get_state`; ``seed`` reseeds its noise from there."""
-        self.vector.set_state(state, seeds=seed)
+    def set_state(self, state: dict[str, Any], *, seeds: int | None = None) -> None:
+        """Restore a state from :meth:`get_state`; ``seeds`` (an int) reseeds its noise from there.
+
+        Named as the vector env's and :meth:`fork`'s ``seeds``: one seed for this env's one row.
+        """
+        self.vector.set_state(state, seeds=seeds)
+
+    def set_memory(self, enabled: bool | None, store: bool | None = None) -> None:
+        """Turn spatial-memory retrieval (and with ``store``, storing) on or off.
+
+        As :meth:`WorldModelVectorEnv.set_memory` for this env's one row; None leaves a switch
+        as it is. Needs an env made with memory.
+        """
+        self.vector.set_memory(enabled, None, store)

@@ -32,6 +32,7 @@ from gym_worldmodel.envs.options import (
     row_seeds,
     start_options,
     step_limit,
+    user_rng,
 )
 from gym_worldmodel.envs.pose import POSE_FIELDS, EgoShift, advance
 from gym_worldmodel.envs.settings import (
@@ -107,7 +108,9 @@ class WorldModelVectorEnv(VectorEnv):
             in bf16 stay within 0.02 dB PSNR of float32's against held-out episodes over 64
             steps (``python -m gym_worldmodel.bench dtype --data DATASET ...``, docs/benchmarks.md).
             ``env.dtype`` is the one chosen.
-        output: ``"numpy"`` or ``"torch"`` (obs, rewards and flags stay on the device, which
+        output: ``"numpy"`` (rewards float64, as Gymnasium's vector envs give them) or
+            ``"torch"`` (rewards float32, the dtype of a policy's losses; obs, rewards and
+            flags stay on the device, which
             CuPy and other Array API libraries take by DLPack: ``cupy.from_dlpack(obs)``;
             Gymnasium's vector ``ArrayConversion`` serves host targets only, as the infos are
             NumPy).
@@ -288,10 +291,7 @@ class WorldModelVectorEnv(VectorEnv):
         self._start_rows(rows, seeds, frames, start)
         if isinstance(seed, (int, np.integer)):  # as Gymnasium's VectorEnv.reset: np_random
             # too, for a user's noise; a stream of its own (row 0's start draws from seed's)
-            self._np_random_seed = int(seed)
-            self._np_random = np.random.default_rng(
-                np.random.SeedSequence(int(seed), spawn_key=(1,))
-            )
+            self._np_random_seed, self._np_random = int(seed), user_rng(seed)
         self._started, self.closed = True, False
         infos = self._infos()
         if len(rows) < self.num_envs:  # as Gymnasium's vector envs: the reset rows' infos only
@@ -377,7 +377,7 @@ class WorldModelVectorEnv(VectorEnv):
         check_switch("store", store, optional=True)
         rows = None
         if env_idx is not None:  # (a device tensor of rows too)
-            rows = self._rows(np.atleast_1d(on_host(env_idx)), True).tolist()
+            rows = self._rows(env_idx, True).tolist()
         self._build_engine()
         # an engine that switches memory has set_memory_enabled (see Engine)
         cast(FullEngine, self._engine).set_memory_enabled(enabled, rows, store)
@@ -391,7 +391,7 @@ class WorldModelVectorEnv(VectorEnv):
         dead agent's views to the live agents so.
         """
         self._check_open()
-        rows = self._rows(np.atleast_1d(on_host(env_idx)), False).tolist()
+        rows = self._rows(env_idx, False).tolist()
         if not (self.memory and self.memory_shared):
             raise ValueError(
                 "hand_over_memory needs rows sharing a memory bank: make the env with "
@@ -429,12 +429,13 @@ class WorldModelVectorEnv(VectorEnv):
 
     # --- state for planners ----------------------------------------------------------------------
 
-    def get_state(self, env_idx: Sequence[int] | np.ndarray | None = None) -> dict[str, Any]:
+    def get_state(self, env_idx: int | Sequence[int] | np.ndarray | None = None) -> dict[str, Any]:
         """Copy of the rows' full state (repeats allowed: ``[0, 0, 0]`` forks row 0 three times).
 
-        Covers the KV cache, generator states, the last chunk's latents and frames (its last
-        frame, or all of them in a chunk ``obs_mode``), pose, step count, done flags and the
-        rows' NumPy generators.
+        ``env_idx``: a list of rows, one row (an int), or None for every row. Covers the KV
+        cache, generator states, the last chunk's latents and frames (its last frame, or all of
+        them in a chunk ``obs_mode``), pose, step count, done flags and the rows' NumPy
+        generators.
         """
         self._check_open()
         if not self._started:
@@ -457,7 +458,7 @@ class WorldModelVectorEnv(VectorEnv):
     def set_state(
         self,
         state: dict[str, Any],
-        env_idx: Sequence[int] | None = None,
+        env_idx: int | Sequence[int] | np.ndarray | None = None,
         *,
         seeds: int | Iterable[int] | None = None,
     ) -> None:
@@ -691,11 +692,11 @@ class WorldModelVectorEnv(VectorEnv):
             weights=weights,
         )
 
-    def _rows(self, env_idx: Sequence[int] | np.ndarray | None, repeats: bool) -> np.ndarray:
-        """Validated row indices ``(n,)``: all rows for None."""
+    def _rows(self, env_idx: Any, repeats: bool) -> np.ndarray:
+        """Validated row indices ``(n,)``: all rows for None, one row for an int."""
         if env_idx is None:
             return np.arange(self.num_envs)
-        rows = np.asarray(on_host(env_idx))  # a device tensor of rows too
+        rows = np.atleast_1d(on_host(env_idx))  # a device tensor of rows too
         if (
             rows.ndim != 1
             or not (rows.size == 0 or np.issubdtype(rows.dtype, np.integer))

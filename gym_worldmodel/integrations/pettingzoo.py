@@ -70,7 +70,7 @@ from gym_worldmodel.envs.options import (
     user_frames,
     world_reset_options,
 )
-from gym_worldmodel.envs.registration import IDS, WORLD_VECTOR_ENTRY_POINTS
+from gym_worldmodel.envs.registration import check_world_id
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.envs.worlds import start_frames
 
@@ -120,7 +120,8 @@ class WorldModelParallelEnv(ParallelEnv):
         for name in _OWN_KWARGS:
             if name in env_kwargs:
                 raise TypeError(
-                    f"WorldModelParallelEnv sets {name!r} itself (use num_agents / max_cycles)"
+                    f"WorldModelParallelEnv sets {name!r} itself (use num_agents, max_cycles "
+                    "and shared_memory)"
                 )
         check_count("num_agents", num_agents)
         if render_mode not in (None, "rgb_array"):
@@ -129,12 +130,7 @@ class WorldModelParallelEnv(ParallelEnv):
                 "the first live agent's frame, uint8 (H, W, 3)) or None"
             )
         step_limit("max_cycles", max_cycles)  # named as PettingZoo's, not as the vector env's
-        # before make_vec, which another env's constructor would refuse for our keywords
-        vector = gym.spec(env_id).vector_entry_point
-        if vector not in WORLD_VECTOR_ENTRY_POINTS and not (
-            isinstance(vector, type) and issubclass(vector, WorldModelVectorEnv)
-        ):
-            raise ValueError(f"{env_id!r} is not a world-model env (e.g. {list(IDS)})")
+        check_world_id(env_id)  # before make_vec, which another env would refuse obscurely
         venv = gym.make_vec(
             env_id,
             num_envs=num_agents,
@@ -151,6 +147,7 @@ class WorldModelParallelEnv(ParallelEnv):
         self.metadata = {
             **self.metadata,
             "render_fps": venv.metadata["render_fps"],
+            "world_fps": venv.metadata["world_fps"],
             "name": env_id.lower().replace("-", "_"),
         }
         self.possible_agents = [f"agent_{i}" for i in range(num_agents)]
@@ -216,6 +213,10 @@ class WorldModelParallelEnv(ParallelEnv):
             Observation and info dicts keyed by agent.
         """
         check_seed(seed)
+        if options is not None and not isinstance(options, Mapping):
+            raise ValueError(
+                f"reset options must be a dict (mapping) or None, got {type(options).__name__}"
+            )
         options = dict(options or {})
         picked = sorted(set(options) & {"env_idx", "reset_mask"})
         if picked:
@@ -254,12 +255,12 @@ class WorldModelParallelEnv(ParallelEnv):
             passed = {**passed, "image": bundled[start_rng.integers(len(bundled))]}
         dead = [i for i, a in enumerate(self.possible_agents) if a not in self.agents]
         dead = [] if self._last_obs is None else dead  # before the first reset all store
-        if self.venv.memory:  # every agent stores again (dead ones stopped)
-            self.venv.set_memory(None, store=True)
+        if self.venv.memory and not self.venv.closed:  # every agent stores again (dead ones
+            self.venv.set_memory(None, store=True)  # stopped); a reopened env's all store
         try:
             obs, infos = self.venv.reset(seed=seed, options=passed or None)
         except Exception:
-            if self.venv.memory and dead:
+            if self.venv.memory and dead and not self.venv.closed:
                 self.venv.set_memory(None, dead, store=False)
             raise
         self._start = passed if self.shared_memory else {}

@@ -67,6 +67,7 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 
 from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.options import autoreset_mode, check_seed
+from gym_worldmodel.envs.registration import check_world_id
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 #: Reset options that pick rows; an SB3 reset always resets every row.
@@ -76,6 +77,10 @@ _ROW_SPACES = {
     "observation_space": "single_observation_space",
     "action_space": "single_action_space",
 }
+
+
+#: What step_async has not been given (None is an action the vector env refuses clearly).
+_NO_ACTIONS = object()
 
 
 class WorldModelSB3VecEnv(VecEnv):
@@ -107,7 +112,7 @@ class WorldModelSB3VecEnv(VecEnv):
         if venv.output != "numpy":
             raise ValueError(f'WorldModelSB3VecEnv needs output="numpy", got {venv.output!r}')
         self.venv = venv  # before super().__init__, which reads render_mode through get_attr
-        self._actions: Any = None
+        self._actions: Any = _NO_ACTIONS
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
         self.metadata = {**venv.metadata, "render_modes": self.metadata["render_modes"]}
 
@@ -129,6 +134,7 @@ class WorldModelSB3VecEnv(VecEnv):
                 "render_mode 'human': make the SB3 env with render_mode='rgb_array' and call "
                 "venv.render('human'), which shows every row's frame (it needs OpenCV)"
             )
+        check_world_id(env_id)  # before make_vec, which another env would refuse obscurely
         mode = autoreset_mode(kwargs.pop("autoreset_mode", AutoresetMode.SAME_STEP))
         if mode != AutoresetMode.SAME_STEP:
             raise ValueError(f"WorldModelSB3VecEnv needs autoreset_mode SAME_STEP, got {mode!r}")
@@ -169,7 +175,7 @@ class WorldModelSB3VecEnv(VecEnv):
                         self.reset_infos[i] = _row_info(part, i)
         self._reset_seeds()
         self._reset_options()
-        self._actions = None  # actions given before the reset were for the old episodes
+        self._actions = _NO_ACTIONS  # those given before the reset were for the old episodes
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -183,9 +189,9 @@ class WorldModelSB3VecEnv(VecEnv):
             ``(obs, rewards, dones, infos)``: obs ``(n, ...)``, float32 rewards ``(n,)``, bool
             dones ``(n,)`` and a list of ``n`` info dicts (see the module docstring).
         """
-        if self._actions is None:
+        if self._actions is _NO_ACTIONS:
             raise RuntimeError("call step_async(actions) before step_wait()")
-        actions, self._actions = self._actions, None
+        actions, self._actions = self._actions, _NO_ACTIONS
         obs, rewards, terminated, truncated, infos = self.venv.step(actions)
         dones = np.asarray(terminated, bool) | np.asarray(truncated, bool)
         has_final = infos.get("_final_obs", np.zeros(self.num_envs, bool))
@@ -256,11 +262,13 @@ class WorldModelSB3VecEnv(VecEnv):
     ) -> list[Any]:
         """Call a method of the vector env for the rows ``indices`` name (all if None).
 
-        With every row named (or ``env_idx`` passed explicitly) the method is called once and
-        its result repeated for each index. For some of the rows, a method that takes
-        ``env_idx`` (``set_memory``, ``get_state``) is called once per row with
-        ``env_idx=[row]``, one result each; any other method acts on every row of the shared
-        vector env, so it raises.
+        As each of SB3's own envs answers for itself: a method that takes ``env_idx``
+        (``get_state``, ``set_state``, ``set_memory``) is called once per row with
+        ``env_idx=[row]``, one result each (a state of one row: ``set_state`` of it goes back
+        with the same ``indices``); ``idle_action`` gives each row's own. Any other method acts
+        on every row of the shared vector env: it is called once, its result repeated for each
+        index, and it raises for some of the rows. ``env_idx`` passed explicitly calls the
+        method once, as given (``venv`` is the vector env itself, for whole-batch calls).
         """
         rows = self._checked_indices(indices)
         if method_name == "get_wrapper_attr":  # Gymnasium 1.x's way to read through wrappers
@@ -271,15 +279,18 @@ class WorldModelSB3VecEnv(VecEnv):
         if method_name == "render":  # each row its own frame, as each of SB3's envs renders
             images = self.get_images()
             return [images[row] for row in rows]
+        if method_name == "idle_action":  # each row's own, not the batch's
+            return [self.venv.head.idle_action() for _ in rows]
         method = getattr(self.venv, method_name)
+        parameters = inspect.signature(method).parameters
         bound = inspect.signature(method).bind_partial(*method_args, **method_kwargs).arguments
-        if not self._every_row(rows) and "env_idx" not in bound:
-            if "env_idx" not in inspect.signature(method).parameters:
-                raise ValueError(
-                    f"env_method({method_name!r}) acts on every row of the shared vector env "
-                    f"(it takes no env_idx), got indices {rows}"
-                )
+        if "env_idx" in parameters and "env_idx" not in bound:
             return [method(*method_args, env_idx=[row], **method_kwargs) for row in rows]
+        if not self._every_row(rows) and "env_idx" not in bound:
+            raise ValueError(
+                f"env_method({method_name!r}) acts on every row of the shared vector env "
+                f"(it takes no env_idx), got indices {rows}"
+            )
         result = method(*method_args, **method_kwargs)
         return [result] * len(rows)
 

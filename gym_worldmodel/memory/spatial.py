@@ -221,8 +221,9 @@ class SpatialMemory:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        if capacity < 1 or k < 1:
-            raise ValueError(f"capacity and k must be >= 1, got {capacity}, {k}")
+        for name, count in (("num_rows", num_rows), ("capacity", capacity), ("k", k)):
+            if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {count!r}")
         self.banks = np.arange(num_rows) if banks is None else np.asarray(banks, np.int64)
         if self.banks.shape != (num_rows,) or self.banks.min() < 0:
             raise ValueError(f"banks must be {num_rows} non-negative ids, got {banks}")

@@ -147,7 +147,8 @@ class WorldModel(nn.Module):
         (the sink, memory) and rows of modalities without a flow stay as they were. The warp
         and the VAE are frozen here: they are trained in their own stages.
         """
-        assert self.flow is not None, "flow_anchors needs a model with anchor_flow"
+        if self.flow is None:
+            raise ValueError("flow_anchors needs a model with a flow net (DiTConfig.anchor_flow)")
         f, scale = self.config.dit.chunk_frames, self.config.vae.scaling_factor
         b, n = anchors.shape[:2]
         flat = anchors.flatten(0, 1).float()  # (BN, C, h, w)
@@ -218,7 +219,7 @@ class WorldModel(nn.Module):
         model.load_state_dict(self.state_dict())
         return model.train(self.training)
 
-    def for_autocast(self, dtype: torch.dtype) -> WorldModel:
+    def for_autocast(self, dtype: torch.dtype | str) -> WorldModel:
         """Hold the linear and convolution layers' weights in ``dtype``, for inference under it.
 
         Under autocast in ``dtype`` (:func:`precision`) these layers run in ``dtype`` and cast
@@ -231,11 +232,17 @@ class WorldModel(nn.Module):
         never to one they are given.
 
         Args:
-            dtype: The autocast dtype; ``torch.float32`` changes nothing.
+            dtype: The autocast dtype, or its name: ``torch.bfloat16``, or ``torch.float32``,
+                which changes nothing.
 
         Returns:
             This model.
         """
+        dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+        if dtype not in DTYPES.values():
+            raise ValueError(
+                f"dtype must be one of {list(DTYPES)} (or that torch.dtype), got {dtype!r}"
+            )
         if dtype != torch.float32:
             for module in self.modules():
                 if isinstance(module, (nn.Linear, nn.Conv2d)):
