@@ -43,6 +43,7 @@ from gym_worldmodel.evaluation import psnr, ssim
 from gym_worldmodel.evaluation.report import image_dir
 from gym_worldmodel.files import atomic_write
 from gym_worldmodel.models import WorldModel
+from gym_worldmodel.plotting import pyplot
 from gym_worldmodel.sources.episodes import DatasetError, check_datasets, load_episodes
 
 
@@ -277,11 +278,7 @@ def _revisits(
 
 def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, command: str) -> None:
     """Markdown section, a PSNR-over-time plot and the raw JSON."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     report.parent.mkdir(parents=True, exist_ok=True)
     raw = json.dumps({**asdict(result), "gain_db": result.gain_db}, indent=1) + "\n"

@@ -49,6 +49,23 @@ def test_rollout_command_writes_a_video_of_the_embedded_world(tmp_path):
     assert np.array_equal(first[0], other[0]) and not np.array_equal(first[1:], other[1:])
 
 
+def test_commands_name_the_extra_they_miss_before_their_work(monkeypatch, tmp_path):
+    import importlib.util
+
+    from gym_worldmodel import cli
+
+    find_spec = importlib.util.find_spec
+    missing = {"moviepy", "matplotlib"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in missing else find_spec(name)
+    )
+    with pytest.raises(SystemExit, match=r"--video needs moviepy: pip install .*\[video\]"):
+        cli.rollout_main(["--steps", "1", "--video", str(tmp_path / "x.mp4")])
+    with pytest.raises(SystemExit, match=r"eval --out/--report needs matplotlib: .*\[train\]"):
+        cli.eval_main(["--data", str(tmp_path), "--out", str(tmp_path / "ev")])
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
 def test_engine_rollout_example(tmp_path):
     out = tmp_path / "video.npz"
     text = run(

@@ -6,6 +6,7 @@ Also used by the scripts that take the same options (``bench``, ``agents/``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -118,13 +119,24 @@ def finite_float(text: str) -> float:
     return _finite_number(text, lambda v: True, "a finite number")
 
 
+def require(module: str, what: str, extra: str) -> None:
+    """Exit naming the extra to install unless ``module`` is importable.
+
+    Checked before a command's work, not when it writes its results at the end.
+    """
+    if importlib.util.find_spec(module) is None:
+        raise SystemExit(f"{what} needs {module}: pip install gym-worldmodel[{extra}]")
+
+
 def check_video(path: Path, make_folder: bool = True) -> None:
-    """Exit with a clear message unless ``--video`` can write ``path``.
+    """Exit with a clear message unless ``--video`` can write ``path`` (moviepy installed).
 
     Its folder is made, unless ``make_folder`` is False (then the writing makes it). Checked
     before a rollout, so that a bad name fails before the frames are made.
     """
     from gym_worldmodel.video import video_path
+
+    require("moviepy", "--video", "video")
 
     try:
         video_path(path, make_folder)

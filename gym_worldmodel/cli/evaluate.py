@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gym_worldmodel.cli.argtypes import check_device, denoiser_passes, positive_int
+from gym_worldmodel.cli.argtypes import check_device, denoiser_passes, positive_int, require
 from gym_worldmodel.cli.worlds import SHIPPED, per_world
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ def eval_main(argv: Sequence[str]) -> None:
     for flag, path, kind in (("--out", args.out, "a directory"), ("--report", args.report, "")):
         if path is not None and path.exists() and path.is_dir() != bool(kind):
             parser.error(f"{flag} {path}: must be {kind or 'a file (the markdown page)'}")
+    if args.out is not None or args.report is not None:  # its plots and sample strips
+        require("matplotlib", "eval --out/--report", "train")
     from gym_worldmodel.evaluation import evaluate_world, ratio_text, write_report
     from gym_worldmodel.sources.episodes import read_card
 

@@ -55,10 +55,6 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
     import gym_worldmodel  # noqa: F401  (registers the ids)
 
     if args.video is not None:
-        try:
-            import moviepy  # noqa: F401
-        except ImportError as err:
-            raise SystemExit("--video needs moviepy: pip install gym-worldmodel[video]") from err
         check_video(args.video)
     env = _make_env(args)
     world_env = cast("WorldModelEnv | SimulatorEnv", env.unwrapped)

@@ -17,6 +17,7 @@ from gym_worldmodel.evaluation.control import CAMERA_KEYS, PROBE_VISIBLE_R2, rat
 from gym_worldmodel.evaluation.evaluate import WorldResult
 from gym_worldmodel.evaluation.metrics import STATS
 from gym_worldmodel.files import atomic_write
+from gym_worldmodel.plotting import pyplot
 
 
 def write_report(
@@ -64,19 +65,9 @@ def write_report(
     atomic_write(report, lambda fh: fh.write(body.encode()))
 
 
-def _pyplot() -> Any:
-    """The pyplot module of matplotlib, on the Agg backend (files only, no window)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_open_loop(results: Sequence[WorldResult], path: Path) -> None:
     """PSNR, SSIM and the probe's score by horizon, one column per world."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(3, len(results), figsize=(4.2 * len(results), 9.5), squeeze=False)
     for col, r in enumerate(results):
         by_h = r.control.get("by_horizon", {})
@@ -104,7 +95,7 @@ def _plot_open_loop(results: Sequence[WorldResult], path: Path) -> None:
 
 def _plot_stability(results: Sequence[WorldResult], path: Path) -> None:
     """Each frame statistic over the long rollouts, against the real frames' ranges."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(
         len(STATS), len(results), figsize=(4.2 * len(results), 6.5), squeeze=False
     )

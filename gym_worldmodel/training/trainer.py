@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from gym_worldmodel.files import atomic_write, remove_stale_temps
 from gym_worldmodel.models import DTYPES, precision
+from gym_worldmodel.plotting import pyplot
 
 #: ``loss_fn(batch, generator) -> (loss, parts)``: the parts to log are detached 0-d tensors
 #: (read back with the loss in one transfer a step) or host floats.
@@ -407,11 +408,7 @@ def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> None
             stacklevel=2,
         )
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     keys = plotted_keys(history)
     fig, ax = plt.subplots(figsize=(7, 4))
     for key in keys:
