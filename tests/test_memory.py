@@ -741,3 +741,9 @@ def test_a_planners_futures_reloaded_after_their_last_step_skip_its_cache_write(
     assert len(writes) == 1 + 3  # the start's, then each plan's first step's
     engine.get_state([0])  # reading the cache writes the last step's chunk
     assert len(writes) == 5
+    engine.step(actions)
+    bad = {**state, "cache": {**state["cache"], "k": state["cache"]["k"][:, :1]}}
+    with pytest.raises(ValueError, match="cache state 'k' has shape"):
+        engine.set_state(bad, [0, 1])  # refused: the step's chunk is still to be written
+    chunks = engine.get_state([0, 1])["cache"]["chunks"]
+    assert len(writes) == 6 and chunks.tolist() == [4, 4]  # the start's, then three steps

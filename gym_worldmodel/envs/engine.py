@@ -374,10 +374,12 @@ class WorldEngine:
         (a planner's futures reloaded after their last step): that write is skipped.
         """
         idx = list(env_idx)
-        if sorted(idx) == list(range(self.num_envs)):
-            self._pending = None  # every row's cache and generators are replaced
-        self._write_pending()  # the other rows' (a partial load)
-        self.cache.load_state_dict(state["cache"], env_idx=idx)
+        every_row = sorted(idx) == list(range(self.num_envs))
+        if not every_row:
+            self._write_pending()  # the other rows keep theirs
+        self._cache.load_state_dict(state["cache"], env_idx=idx)  # (refused: nothing changed)
+        if every_row:  # every row's cache is replaced, and their generators next
+            self._pending = None
         self.gens.set_state(state["generators"], idx)
         slot_uid: np.ndarray | list[np.ndarray] = np.broadcast_to(
             state.get("slot_uid", -1), (len(idx), self.slot_uid.shape[1])
