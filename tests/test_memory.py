@@ -704,9 +704,11 @@ def test_a_step_writes_its_chunk_when_next_needed_with_the_same_bits(tiny_model,
         out = []
 
         def step(i: int) -> None:
-            out.append(engine.step(actions[i], poses=poses)[0])
+            latents = engine.step(actions[i], poses=poses)[0]
+            out.append(latents.clone())
             if at_once:
                 engine._write_pending()
+            latents.add_(1.0)  # a caller's change to what it was given writes nothing
 
         step(0)
         saved = engine.get_state([0, 1, 2])

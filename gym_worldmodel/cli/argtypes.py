@@ -136,7 +136,8 @@ def check_video(path: Path, make_folder: bool = True) -> None:
     """
     from gym_worldmodel.video import video_path
 
-    require("moviepy", "--video", "video")
+    for module in ("moviepy", "imageio"):  # MP4 through one, GIF through the other
+        require(module, "--video", "video")
 
     try:
         video_path(path, make_folder)

@@ -127,7 +127,7 @@ class WorldEngine:
         # never pays for it. (The step's latents, its padded actions and its anchors.)
         self._pending: tuple[Tensor, Tensor, Tensor | None] | None = None
         self.rollout = ChunkRollout(model.dit, cfg.sampler)
-        self.gens = RowGenerators([0] * num_envs, self.device)
+        self._gens = RowGenerators([0] * num_envs, self.device)
         ids = torch.full((num_envs,), cfg.dit.modality_id(modality), dtype=torch.long)
         self.modality = ids.to(self.device)
         self.action_dim = cfg.dit.action_dim
@@ -157,18 +157,27 @@ class WorldEngine:
         self._write_pending()
         return self._cache
 
+    @property
+    def gens(self) -> RowGenerators:
+        """The rows' generators, past the draws of the last step's cache write."""
+        self._write_pending()
+        return self._gens
+
     def _write_pending(self) -> None:
         """Run the last step's cache-write pass, if it has not run yet.
 
         The same pass, on the same latents, cache and generators, as if the step had run it:
-        nothing reads the cache or draws from the generators in between.
+        nothing of the engine's reads the cache or draws from the generators in between. It runs
+        with the model's weights and the autocast of the call that needs it: weights of a shared
+        model changed between steps (a world model trained online) write the last step's chunk
+        with the new ones, unless a call such as ``get_state`` writes it first.
         """
         if self._pending is not None:
             latents, actions, anchors = self._pending
             self._pending = None
             with torch.no_grad(), precision(self.device, self.dtype):
                 self.rollout.commit(
-                    self._cache, latents, actions, self.modality, self.gens, anchors
+                    self._cache, latents, actions, self.modality, self._gens, anchors
                 )
 
     @functools.cached_property
@@ -188,7 +197,7 @@ class WorldEngine:
         other rows without a word.
         """
         self._write_pending()  # its draws come from the generators as they were
-        self.gens.seed(seeds, env_idx)
+        self._gens.seed(seeds, env_idx)
 
     def start(
         self,
@@ -209,7 +218,7 @@ class WorldEngine:
         """
         self._write_pending()  # before the generators are copied: it draws from them
         idx = list(env_idx)
-        gens = self.gens.select(idx)  # a copy, kept only if the start succeeds
+        gens = self._gens.select(idx)  # a copy, kept only if the start succeeds
         if seeds is not None:
             gens.seed(seeds)
         sub = self.cache.select(idx)
@@ -218,7 +227,7 @@ class WorldEngine:
             latents = self.model.vae.encode(frames.to(self.device)).float()
             actions = torch.zeros(len(idx), *self.rollout.action_shape, device=self.device)
             self.rollout.commit(sub, latents, actions, self.modality[idx], gens)
-        self.gens.set_state(gens.get_state(), idx)
+        self._gens.set_state(gens.get_state(), idx)
         self.cache.load_state_dict(sub.state_dict(), env_idx=idx)
         self.slot_uid[idx] = -1
         if self.recall is not None:  # nothing retrieved yet in the new episodes
@@ -276,8 +285,9 @@ class WorldEngine:
         with torch.no_grad(), precision(self.device, self.dtype):
             if self.memory is not None:
                 self._recall(poses)
-            latents, anchors = self.rollout.sample(self._cache, padded, self.modality, self.gens)
-            self._pending = (latents, padded, anchors)  # written when next needed
+            latents, anchors = self.rollout.sample(self._cache, padded, self.modality, self._gens)
+            # written when next needed, from a copy: a caller may change the returned latents
+            self._pending = (latents.clone(), padded, anchors)
             finite = torch.isfinite(latents).flatten(1).all(1)  # read after the decode is queued
             frames = self.model.vae.decode(latents[:, decode])
         _check_finite(finite)
@@ -330,7 +340,7 @@ class WorldEngine:
         idx = list(env_idx)
         return {
             "cache": self.cache.state_dict(idx),
-            "generators": [self.gens.generators[int(i)].get_state() for i in idx],
+            "generators": [self._gens.generators[int(i)].get_state() for i in idx],
             "last_latents": None if self.last_latents is None else self.last_latents[idx].clone(),
             "slot_uid": self.slot_uid[idx].copy(),
             "memory": None if self.memory is None else self.memory.get_state(idx),
@@ -371,7 +381,9 @@ class WorldEngine:
         """Restore rows ``env_idx`` from :meth:`get_state` output of as many rows.
 
         A state of every row replaces the last step's chunk before it was written to the cache
-        (a planner's futures reloaded after their last step): that write is skipped.
+        (a planner's futures reloaded after their last step): that write is skipped. The state
+        is one :meth:`check_state` passed (the env checks it first): generator states it would
+        refuse fail part way through the load.
         """
         idx = list(env_idx)
         every_row = sorted(idx) == list(range(self.num_envs))
@@ -380,7 +392,7 @@ class WorldEngine:
         self._cache.load_state_dict(state["cache"], env_idx=idx)  # (refused: nothing changed)
         if every_row:  # every row's cache is replaced, and their generators next
             self._pending = None
-        self.gens.set_state(state["generators"], idx)
+        self._gens.set_state(state["generators"], idx)
         slot_uid: np.ndarray | list[np.ndarray] = np.broadcast_to(
             state.get("slot_uid", -1), (len(idx), self.slot_uid.shape[1])
         )

@@ -104,6 +104,14 @@ def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def check_options(options: Any) -> None:
+    """Refuse reset options that are not a mapping (None: no options)."""
+    if options is not None and not isinstance(options, Mapping):
+        raise ValueError(
+            f"reset options must be a dict (mapping) or None, got {type(options).__name__}"
+        )
+
+
 def check_seed(seed: Any) -> None:
     """Raise a clear ``ValueError`` unless ``seed`` is one (:func:`is_seed`) or None."""
     if seed is not None and not is_seed(seed):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import gymnasium as gym
@@ -12,7 +12,13 @@ from gymnasium.vector import AutoresetMode
 
 from gym_worldmodel.envs.actions import batch_one, on_host
 from gym_worldmodel.envs.observations import info_row, take
-from gym_worldmodel.envs.options import PICTURE_SHAPES, check_seed, one_picture, user_rng
+from gym_worldmodel.envs.options import (
+    PICTURE_SHAPES,
+    check_options,
+    check_seed,
+    one_picture,
+    user_rng,
+)
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 
@@ -92,10 +98,7 @@ class WorldModelEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode; ``options`` as :meth:`WorldModelVectorEnv.reset` for one row."""
         check_seed(seed)
-        if options is not None and not isinstance(options, Mapping):
-            raise ValueError(
-                f"reset options must be a dict (mapping) or None, got {type(options).__name__}"
-            )
+        check_options(options)
         options = dict(options or {})
         rows = sorted({"env_idx", "reset_mask"} & set(options))
         if rows:
@@ -194,6 +197,6 @@ class WorldModelEnv(gym.Env):
         """Turn spatial-memory retrieval (and with ``store``, storing) on or off.
 
         As :meth:`WorldModelVectorEnv.set_memory` for this env's one row; None leaves a switch
-        as it is. Needs an env made with memory.
+        as it is. Turning memory on needs an env made with it.
         """
         self.vector.set_memory(enabled, None, store)

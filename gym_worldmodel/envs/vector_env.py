@@ -21,6 +21,7 @@ from gym_worldmodel.envs.options import autoreset_mode as autoreset_mode_of
 from gym_worldmodel.envs.options import (
     check_choice,
     check_count,
+    check_options,
     check_switch,
     checked_seeds,
     first_chunk,
@@ -89,7 +90,10 @@ class WorldModelVectorEnv(VectorEnv):
             ``WorldModel`` from ``hub.from_pretrained`` has its own), else from the world's
             bundled ones. An env refuses a model whose ``trained_modalities`` lack its world's.
             A ``WorldModel`` is shared, not copied: the env moves it to ``device`` and puts it
-            in eval mode (``nfe`` does not change it either).
+            in eval mode (``nfe`` does not change it either). A step writes its chunk into the
+            KV cache at the env's next call (a planner that reloads its futures skips it):
+            change the weights between steps (a world model trained online) and the last
+            step's chunk is written with the new ones, unless a ``get_state`` wrote it first.
         action_mode: The action head's mode (camera ``"keys"``/``"discrete"``/``"look"``, robot
             ``"dict"``/``"flat"``); None for the world's default.
         obs_mode: ``"rgb"`` (last frame ``(H, W, 3)`` uint8), ``"chunk"`` (``(F, H, W, 3)``) or
@@ -274,10 +278,7 @@ class WorldModelVectorEnv(VectorEnv):
         reopening = self.closed and not self._engine_given  # its engine is built anew
         if not reopening:
             self._check_open()
-        if options is not None and not isinstance(options, Mapping):
-            raise ValueError(
-                f"reset options must be a dict (mapping) or None, got {type(options).__name__}"
-            )
+        check_options(options)
         options = host_options(options)  # CUDA tensors too
         rows = reset_rows(options, self.num_envs)
         if not self._started and len(rows) != self.num_envs:

@@ -64,6 +64,7 @@ from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.actions import ActionError, batch_one
 from gym_worldmodel.envs.options import (
     check_count,
+    check_options,
     check_seed,
     rng_from_state,
     step_limit,
@@ -213,10 +214,7 @@ class WorldModelParallelEnv(ParallelEnv):
             Observation and info dicts keyed by agent.
         """
         check_seed(seed)
-        if options is not None and not isinstance(options, Mapping):
-            raise ValueError(
-                f"reset options must be a dict (mapping) or None, got {type(options).__name__}"
-            )
+        check_options(options)
         options = dict(options or {})
         picked = sorted(set(options) & {"env_idx", "reset_mask"})
         if picked:

@@ -32,11 +32,13 @@ carries ``"TimeLimit.truncated"`` (truncated and not terminated). The underlying
 therefore run in ``AutoresetMode.SAME_STEP`` with ``output="numpy"``.
 
 All rows live in one Python object, so ``get_attr`` reads it once and returns that one result
-for each requested index, ``env_method`` calls it once (or, for some of the rows, once per row
-through the method's ``env_idx``), and ``set_attr`` can only set an attribute for every row at
-once. As SB3's own VecEnvs give them, ``get_attr("observation_space")`` and
-``"action_space"`` are a row's spaces, ``env_method("render")`` is each row's frame and
-``env_method("get_wrapper_attr", name)`` reads ``name``.
+for each requested index, and ``set_attr`` can only set an attribute for every row at once.
+``env_method`` calls a method that takes ``env_idx`` (``get_state``, ``set_state``,
+``set_memory``) once per requested row, one result each, as SB3's own envs answer; any other
+it calls once, for every row. As SB3's own VecEnvs give them, ``get_attr("observation_space")``
+and ``"action_space"`` are a row's spaces, ``env_method("render")`` is each row's frame,
+``env_method("idle_action")`` each row's action and ``env_method("get_wrapper_attr", name)``
+reads ``name``.
 
 Render modes: ``"rgb_array"``; for a window, make with ``render_mode="rgb_array"`` and call
 ``venv.render("human")`` (SB3 shows the tiled frames with OpenCV).
