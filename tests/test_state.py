@@ -120,6 +120,12 @@ def test_single_env_time_limit_is_part_of_its_state_and_it_forks():
     env.set_state(state)  # back to step 0: three more steps before the limit
     assert [env.step(action)[3] for _ in range(3)] == [False, False, True]
     env.set_state(state)
+    env.step(action), env.step(action)  # step 2 of 3: a fork ends at its next step
+    zeros = np.zeros((2, 2), np.float32)
+    assert env.fork(2).step(zeros)[3].tolist() == [True, True]
+    assert env.fork(2, max_episode_steps=-1).step(zeros)[3].tolist() == [False, False]
+    assert env.fork(2, max_episode_steps=4).step(zeros)[3].tolist() == [False, False]
+    env.set_state(state)
     futures = env.fork(2, seeds=[1, 2])
     assert futures.num_envs == 2 and futures.step(np.zeros((2, 2), np.float32))[0].shape[0] == 2
     on_device = env.fork(2, seeds=[1, 2], output="torch")  # a planner's, from a NumPy env
@@ -172,6 +178,11 @@ def test_fork_checks_its_arguments(monkeypatch):
         env.fork(0, 2, autoreset_mode="foo")
     with pytest.raises(ValueError, match=r"output must be one of \['numpy', 'torch'\]"):
         env.fork(0, 2, output="cupy")
+    for limit in (0, 2.5, "10"):
+        with pytest.raises(
+            ValueError, match="max_episode_steps must be an int >= 1, or None or -1"
+        ):
+            env.fork(0, 2, max_episode_steps=limit)
     assert env.fork(np.array([1, 0]), 2).num_envs == 4  # an array of rows, as a list
     before = snapshot(env)
     with pytest.raises(MemoryError, match=r"fork of 2000000 rows .* MiB a row.* 1.0 GiB is free"):
@@ -209,6 +220,8 @@ def test_a_fork_is_made_as_its_parent_was():
     assert (fork.head, fork.output, fork.render_mode) == (env.head, "torch", "rgb_array")
     assert (fork.memory, fork.memory_capacity, fork.max_episode_steps) == (env.memory, 7, 5)
     assert fork.metadata == env.metadata and fork.checkpoint_dir == env.checkpoint_dir
+    assert env.fork(1, 1, max_episode_steps=-1).max_episode_steps is None  # no limit
+    assert env.fork(1, 1, max_episode_steps=2).max_episode_steps == 2
 
 
 def test_fork_of_several_rows_gives_each_its_futures_in_one_env():

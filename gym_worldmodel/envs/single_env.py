@@ -173,14 +173,24 @@ class WorldModelEnv(gym.Env):
         seeds: int | Iterable[int] | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         output: str = "numpy",
+        max_episode_steps: int | None = None,
     ) -> WorldModelVectorEnv:
         """An ``n``-row vector env continuing this episode (:meth:`WorldModelVectorEnv.fork`).
 
         Its rows restart as ``autoreset_mode`` says when they end (``NEXT_STEP`` by default, so
         the fork docstring's return count runs through a future that ends; this env's own
         vector env is ``DISABLED``). ``output="torch"`` keeps the forks' returns on the device.
+        ``max_episode_steps`` is the forks' time limit (-1: none; default this env's own, which
+        is None under ``gym.make``: its ``TimeLimit`` wrapper stays with this env).
         """
-        return self.vector.fork(0, n, seeds, autoreset_mode=autoreset_mode, output=output)
+        return self.vector.fork(
+            0,
+            n,
+            seeds,
+            autoreset_mode=autoreset_mode,
+            output=output,
+            max_episode_steps=max_episode_steps,
+        )
 
     def get_state(self) -> dict[str, Any]:
         """Full state of the episode (see :meth:`WorldModelVectorEnv.get_state`)."""

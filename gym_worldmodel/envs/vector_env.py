@@ -558,6 +558,7 @@ class WorldModelVectorEnv(VectorEnv):
         *,
         autoreset_mode: AutoresetMode | str | None = None,
         output: str | None = None,
+        max_episode_steps: int | None = None,
     ) -> WorldModelVectorEnv:
         """A new ``n``-row env whose rows all continue from row ``row`` (the model is shared).
 
@@ -577,8 +578,10 @@ class WorldModelVectorEnv(VectorEnv):
         ``output`` (``"numpy"`` or ``"torch"``; default this env's) is what the forks return: a
         planner scoring futures on the GPU takes ``"torch"`` from an env that gives an agent NumPy.
 
-        Forks keep the rows' step counts and this env's ``max_episode_steps``; set
-        ``fork.max_episode_steps = None`` to imagine past the episode's time limit. A fork that
+        Forks keep the rows' step counts and, unless ``max_episode_steps`` says otherwise (-1:
+        no limit), this env's ``max_episode_steps``: ``max_episode_steps=-1`` imagines past the
+        episode's time limit (a future forked near its end would restart inside a planning
+        horizon). A fork that
         ends inside a planning horizon (a termination hook, the robot's
         ``terminate_episode = 0``, ``max_episode_steps``) restarts as ``autoreset_mode`` says
         (default: this env's): with ``NEXT_STEP`` its next step begins a new episode (reward 0)
@@ -606,6 +609,8 @@ class WorldModelVectorEnv(VectorEnv):
         check_count("n", n, "forks")
         if output is not None:
             check_choice("output", output, ("numpy", "torch"))
+        limit = self.max_episode_steps if max_episode_steps is None else max_episode_steps
+        step_limit("max_episode_steps", limit)  # checked before the fork is built
         check_fits(self._state_template(1), len(parents) * n, self.device, "a fork")
         mode = autoreset_mode_of(autoreset_mode or self.metadata["autoreset_mode"])
         rows = np.repeat(np.asarray(parents, np.int64), n).tolist()  # each parent's n futures
@@ -625,7 +630,7 @@ class WorldModelVectorEnv(VectorEnv):
                 "render_mode": self.render_mode,
                 "output": output or self.output,
                 "autoreset_mode": mode,
-                "max_episode_steps": self.max_episode_steps,
+                "max_episode_steps": limit,
                 "reward_fn": hook_lib.select(self.reward_fn, rows),
                 "termination_fn": hook_lib.select(self.termination_fn, rows),
                 "start_fn": self.start_fn,
