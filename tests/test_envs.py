@@ -1164,6 +1164,25 @@ def test_the_shipped_worlds_record_that_their_denoisers_learned_every_modality()
         assert model_config(world, None).trained_modalities == ("camera", "robot", "driving")
 
 
+def test_a_model_without_the_worlds_action_expert_is_refused_when_the_env_is_made():
+    import dataclasses
+
+    from gym_worldmodel.models import WorldModel, WorldModelConfig
+
+    config = WorldModelConfig.tiny()
+    config = dataclasses.replace(
+        config,
+        dit=dataclasses.replace(config.dit, modalities={"camera": 12, "robot": 13}),
+        trained_modalities=None,
+    )
+    model = WorldModel(config)
+    assert WorldModelVectorEnv(1, world="robot", model=model).reset(seed=0)  # it has this one
+    with pytest.raises(ValueError, match=r"no action expert for driving .* \['camera', 'robot'\]"):
+        WorldModelVectorEnv(1, world="driving", model=model)  # not a KeyError at the first reset
+    with pytest.raises(ValueError, match="unknown modality 'driving'"):
+        config.dit.modality_id("driving")
+
+
 def test_missing_shipped_world_is_a_clear_error(monkeypatch, tmp_path):
     from gym_worldmodel import files
 

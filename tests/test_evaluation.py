@@ -386,11 +386,11 @@ def test_dtype_benchmark_compares_float32_and_bf16_rollouts_end_to_end(tmp_path,
 
 def test_bundled_start_frames_come_from_training_episodes(tmp_path):
     from gym_worldmodel.sources.episodes import load_episodes
-    from gym_worldmodel.training.start_frames import bundle_start_frames
+    from gym_worldmodel.training.start_frames import pick_start_frames, write_start_frames
 
     data = tmp_path / "data"
     collect(SquareSource(), data, episodes=6, steps=4, heldout_every=3, progress=False)
-    path = bundle_start_frames(data, count=3, out_root=tmp_path / "worlds")
+    path = write_start_frames(*pick_start_frames(data, 3), tmp_path / "worlds")
     assert path.parent.parent == tmp_path / "worlds"
     assert path == tmp_path / "worlds" / "citywalk" / "start_frames.npz"
     frames = np.load(path)["frames"]

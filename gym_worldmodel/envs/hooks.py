@@ -386,19 +386,6 @@ def select(hooks: Hook | Sequence[Hook] | None, rows: Sequence[int]) -> Any:
     return [pick(h) for h in hooks] if isinstance(hooks, Sequence) else pick(hooks)
 
 
-def _as_numpy(value: Any) -> np.ndarray:
-    """A hook's return value as an array: tensors from any device, bf16 and half as float32.
-
-    Not ``actions.on_host``, which makes every floating tensor float32: rewards keep float64.
-    """
-    if isinstance(value, Tensor):
-        value = value.detach().cpu()
-        if value.dtype in (torch.bfloat16, torch.float16):  # NumPy has no bf16
-            value = value.float()
-        return value.numpy()
-    return np.asarray(value)
-
-
 def _copies(args: tuple) -> tuple:
     """The hook arguments with every tensor cloned (the info dict's too)."""
     clone = lambda v: v.clone() if isinstance(v, Tensor) else v  # noqa: E731
@@ -406,7 +393,7 @@ def _copies(args: tuple) -> tuple:
     return (*map(clone, tensors), {k: clone(v) for k, v in info.items()})
 
 
-def evaluate(
+def run_hooks(
     hooks: Hook | Sequence[Hook] | None, args: tuple | None, batch: int, kind: str
 ) -> np.ndarray:
     """Run hooks and combine them into a ``(B,)`` float64 (reward) or bool (termination) array."""
@@ -416,8 +403,11 @@ def evaluate(
         return total
     for hook in hooks if isinstance(hooks, Sequence) else [hooks]:
         assert args is not None  # callers with hooks build their arguments
-        try:  # each hook its own copies: one may change them in place (a tensor NumPy cannot
-            value = _as_numpy(hook(*_copies(args)))  # take is the hook's error too)
+        # Each hook gets its own copies: one may change them in place. Floats come back as
+        # float64 (a reward's precision kept; bf16 read, which NumPy cannot); a value NumPy
+        # cannot take is the hook's error too.
+        try:
+            value = np.asarray(on_host(hook(*_copies(args)), torch.float64))
         except Exception as err:
             if hasattr(err, "add_note"):  # Python >= 3.11
                 err.add_note(f"raised by the {kind} hook {hook!r} {AFTER_THE_STEP}")
@@ -465,5 +455,5 @@ def judge(
     rows the action itself ends (RT-1's ``terminate_episode``).
     """
     args = None if reward_fn is None and termination_fn is None else arguments()
-    rewards = evaluate(reward_fn, args, batch, "reward")
-    return rewards, evaluate(termination_fn, args, batch, "termination") | ends
+    rewards = run_hooks(reward_fn, args, batch, "reward")
+    return rewards, run_hooks(termination_fn, args, batch, "termination") | ends

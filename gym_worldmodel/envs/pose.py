@@ -185,7 +185,7 @@ class EgoShift:
 
     @staticmethod
     def px_per_m_of(config: WorldModelConfig, modality: str) -> float:
-        """Pixels a metre of the scene spans in a model's frames (its view geometry's extent)."""
+        """Pixels a metre of the scene spans in a model's frames (its view's extent in metres)."""
         from gym_worldmodel.memory import GEOMETRIES
 
         return config.vae.image_size / GEOMETRIES[modality].extent_m

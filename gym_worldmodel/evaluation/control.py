@@ -29,7 +29,7 @@ PROBE_DIMS = {
     "robot": ("x", "y", "z", "roll", "pitch", "yaw", "gripper"),
     "driving": ("steering", "acceleration"),
 }
-#: The camera keys the probe reads, per group (``envs.actions.CameraActions`` order).
+#: The camera keys the probe reads, per group (the order of the ``envs.actions.CameraHead`` keys).
 CAMERA_KEYS = {
     "translation": ("none", "forward", "left", "back", "right"),
     "rotation": ("none", "yaw left", "yaw right", "pitch up", "pitch down"),

@@ -37,6 +37,9 @@ from torch import Tensor
 
 #: Entries are numbered from 0 as they are stored; a saved state's uids stay below this.
 _MAX_UID = 2**62
+#: Least view overlap (or latent similarity) that counts as a memory hit, at run time and in
+#: training's windows alike.
+MIN_SCORE = 0.2
 
 
 @dataclass(frozen=True)
@@ -143,10 +146,15 @@ class ViewGeometry:
         return inside.mean(-1) * np.clip(1.0 - pitch / self.fov_deg, 0.0, 1.0)
 
 
+#: Side of the driving world's top-down view, metres: its 64 px frames at 2 px/m. The highway
+#: source renders at this scale and the anchors that move with the car shift by it
+#: (``envs.pose.EgoShift``), so it is the world's, not a retrieval setting to tune.
+DRIVING_VIEW_M = 32.0
+
 #: Geometry of each modality's views; the robot's camera is fixed (no pose).
 GEOMETRIES = {
     "camera": ViewGeometry("frustum", fov_deg=60.0, depth_m=8.0),  # MiniWorld's 60 deg camera
-    "driving": ViewGeometry("topdown", extent_m=32.0),  # the 64 px top-down view at 2 px/m
+    "driving": ViewGeometry("topdown", extent_m=DRIVING_VIEW_M),
     "robot": ViewGeometry("latent"),
 }
 
@@ -214,7 +222,7 @@ class SpatialMemory:
         capacity: int = 256,
         k: int = 1,
         exclude_recent: int = 2,
-        min_score: float = 0.2,
+        min_score: float = MIN_SCORE,
         replace_overlap: float = 0.9,
         stickiness: float = 0.15,
         banks: Sequence[int] | None = None,

@@ -40,7 +40,10 @@ class ChunkCache(Protocol):
         ...
 
     def stage(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Place the current chunk's K/V; return the layer's full ``(B, H, S, Dh)`` K and V."""
+        """Place the current chunk's K/V and return the layer's K and V over the slots it reads.
+
+        ``(B, H, S', Dh)``: the memory slots are among them only once the cache holds memory.
+        """
         ...
 
     def write(self, layer: int, k: Tensor, v: Tensor) -> None:

@@ -239,8 +239,9 @@ class DiTConfig:
         action_scale: Per-modality factors each action dimension is multiplied by before its
             projector (modalities left out: 1). Actions whose dimensions differ in spread by
             30x (a robot's translations against its gripper) otherwise enter one projector at
-            that ratio, and its small dimensions learn 30x slower; ``training.action_scale``
-            fits 1 / std per dimension from the data. Empty for checkpoints written before it.
+            that ratio, and its small dimensions learn 30x slower;
+            ``training.recipes.fit_action_scale`` fits 1 / std per dimension from the data.
+            Empty for checkpoints written before it.
     """
 
     latent_channels: int = 4
@@ -397,7 +398,7 @@ class DiTConfig:
     def modality_id(self, name: str) -> int:
         """Expert index of modality ``name``."""
         if name not in self.modalities:
-            raise KeyError(f"unknown modality {name!r}; this model has {list(self.modalities)}")
+            raise ValueError(f"unknown modality {name!r}; this model has {list(self.modalities)}")
         return self.modality_names.index(name)
 
 
@@ -506,6 +507,12 @@ class WorldModelConfig:
 
     def check_trained(self, modality: str, world: str) -> None:
         """Refuse to run ``world`` (of ``modality``) with a denoiser that never learned it."""
+        if modality not in self.dit.modalities:  # no expert for it at all
+            raise ValueError(
+                f"this model has no action expert for {modality} actions (its modalities: "
+                f"{list(self.dit.modalities)}): the {world} world needs a model built and "
+                f"trained with one"
+            )
         trained = self.trained_modalities
         if trained is not None and not trained:
             raise ValueError(

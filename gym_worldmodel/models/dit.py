@@ -95,7 +95,11 @@ class TimestepEmbedding(nn.Module):
 
 
 class DiTBlock(nn.Module):
-    """Action expert, then adaLN-Zero self-attention and MLP."""
+    """AdaLN-Zero self-attention and MLP, after its action expert's residual.
+
+    The block holds its expert's weights; every block's expert runs at once, before the blocks,
+    in :func:`~gym_worldmodel.models.actions.expert_residuals`.
+    """
 
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()

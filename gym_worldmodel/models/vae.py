@@ -15,7 +15,8 @@ from gym_worldmodel.models.config import VAEConfig
 
 #: Frames per encoder or decoder pass at inference on CPU. Passes this small keep a pass's
 #: activations in cache: decoding 192 frames (a 64-row env step) in one pass took twice as long
-#: as in passes of 8 (``python -m gym_worldmodel.bench vae``). Training passes stay whole.
+#: as in passes of 8 (``python -m gym_worldmodel.bench vae``). Passes that carry gradients stay
+#: whole; training's encodes under ``no_grad`` (its latents) are split as inference's are.
 CPU_FRAMES_PER_PASS = 8
 
 

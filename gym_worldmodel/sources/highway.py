@@ -45,13 +45,15 @@ from typing import Any
 
 import numpy as np
 
+from gym_worldmodel.envs.actions import DrivingHead
 from gym_worldmodel.envs.pose import POSE_FIELDS, wrap_deg
+from gym_worldmodel.memory.spatial import DRIVING_VIEW_M
 from gym_worldmodel.sources.episodes import Episode
 
 POLICIES = ("random", "lanekeep", "mixed")
 _INSTALL_HINT = "pip install gym-worldmodel[simulators]"
-MAX_STEER_RAD = math.radians(30.0)  # DrivingHead.max_steer_deg
-MAX_ACCEL = 3.0  # DrivingHead.max_accel
+MAX_STEER_RAD = math.radians(DrivingHead().max_steer_deg)  # the world's action bounds
+MAX_ACCEL = DrivingHead().max_accel
 FPS = 15
 SEED_STRIDE = 10_000  # reset seed of restart attempt k: seed + SEED_STRIDE * k
 MAX_ATTEMPTS = 50
@@ -253,7 +255,7 @@ class HighwaySource:
                 "screen_width": self.size,
                 "screen_height": self.size,
                 "centering_position": [0.5, 0.5],
-                "scaling": 2.0 * self.size / 64,
+                "scaling": self.size / DRIVING_VIEW_M,  # pixels a metre, as the world's
             }
             self._env = gym.make(self.env_name, render_mode="rgb_array", config=config)
         return self._env

@@ -1,7 +1,7 @@
 """robosuite episode worker: runs inside robosuite's own venv (numpy<2), driven over stdin/stdout.
 
 This file is executed by path with the robosuite venv's Python and imports only numpy, mujoco and
-robosuite (never gym_worldmodel or torch). ``gym_worldmodel.sources.robosuite`` starts it and
+robosuite (never gym_worldmodel or torch). ``gym_worldmodel.sources.robosuite_source`` starts it and
 sends one JSON request per line; the worker answers one JSON line per request:
 
     {"cmd": "rollout", "seed": s, "steps": T, "out": path}  -> {"ok": true}  (npz written to out)

@@ -29,7 +29,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from gym_worldmodel.envs.pose import EgoShift, scene_shift
-from gym_worldmodel.memory.spatial import GEOMETRIES, ViewGeometry
+from gym_worldmodel.memory.spatial import GEOMETRIES, MIN_SCORE, ViewGeometry
 from gym_worldmodel.models import WorldModel
 from gym_worldmodel.sources.episodes import DatasetError, Episode, load_episodes, read_card
 from gym_worldmodel.training.trainer import TrainConfig
@@ -84,7 +84,7 @@ class ChunkWindows(torch.utils.data.Dataset):
         stride: int = 1,
         key: str = "frames",
         memory: ViewGeometry | None = None,
-        min_score: float = 0.2,
+        min_score: float = MIN_SCORE,
         ego_px_per_m: float | None = None,
         memory_gap: int = 0,
     ) -> None:

@@ -134,7 +134,7 @@ def teacher_loss(
     dev = latents.device
     u = torch.rand(b, n, generator=gen, device=dev)
     schedule = FlowMatchSchedule(config.shift)
-    levels = schedule.shift * u / (1 + (schedule.shift - 1) * u)
+    levels = schedule.shifted(u)
     forcing = torch.rand(b, generator=gen, device=dev) < config.teacher_forcing
     history = torch.rand(b, n, generator=gen, device=dev) * config.context_noise
     history[:, -1] = levels[:, -1]

@@ -425,6 +425,9 @@ def train_action_probe(
             [ep for i, ep in enumerate(eps) if i % PROBE_CHECK_EVERY == 0] if len(eps) > 1 else []
         )
         kept = [ep for i, ep in enumerate(eps) if not check or i % PROBE_CHECK_EVERY]
+        # Plain windows of the same shape, on purpose: the probe reads a chunk and the
+        # modality's own action columns, so a window's retrieved memory and the scene-shift
+        # columns of anchors that move with the car are left out.
         fitted.append(ChunkWindows(kept, ds.f, ds.n, ds.action_dim, ds.modality, key=ds.key))
         if check:
             encoded = check if ds.key == "latents" else encode_episodes(model, check)

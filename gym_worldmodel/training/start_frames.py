@@ -93,8 +93,3 @@ def _write(path: Path, frames: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: np.savez_compressed(f, frames=frames))
     return path
-
-
-def bundle_start_frames(data: Path, count: int = 16, out_root: Path = WORLDS_DIR) -> Path:
-    """Write ``count`` start frames (evenly spaced training episodes) for ``data``'s world."""
-    return write_start_frames(*pick_start_frames(data, count), out_root)
