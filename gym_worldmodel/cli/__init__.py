@@ -112,6 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gym-worldmodel {args[0]}: error: {kind}{err}", file=sys.stderr)
         print("(GYM_WORLDMODEL_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
         return 2
+    except SystemExit as err:
+        if not isinstance(err.code, str):  # argparse's own (it printed its usage and error)
+            raise
+        # a subcommand's own one-line refusal (SystemExit(message)): said as the errors above,
+        # with their exit status, not Python's bare message and status 1
+        print(f"gym-worldmodel {args[0]}: error: {err.code}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         if os.environ.get("GYM_WORLDMODEL_TRACEBACK"):
             raise
