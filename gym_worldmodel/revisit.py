@@ -38,8 +38,9 @@ import torch
 from tqdm import tqdm
 
 from gym_worldmodel.envs.engine import WorldEngine
-from gym_worldmodel.envs.pose import EgoShift, wrap_deg
+from gym_worldmodel.envs.pose import wrap_deg
 from gym_worldmodel.evaluation import psnr, ssim
+from gym_worldmodel.evaluation.open_loop import step_actions
 from gym_worldmodel.evaluation.report import image_dir
 from gym_worldmodel.files import atomic_write
 from gym_worldmodel.models import WorldModel
@@ -233,14 +234,12 @@ def _rollouts(
         recorded = WorldEngine(model, e, card["modality"], model.device, memory=True)
         recorded.seed([seed + i for i in range(e)], env_idx=range(e))
         recorded.start(range(e), start[:e], poses[:e, 0])
-    # a world whose anchors move with the car reads the pose its actions integrate to, as the
-    # env and open-loop evaluation give it
-    ego, ego_pose = EgoShift.for_model(model.config, card["modality"]), poses[:, 0]
+    # (a world whose anchors move with the car reads the pose its actions integrate to, as the
+    # env and open-loop evaluation give it)
+    chunks = step_actions(model, card["modality"], actions, poses[:, 0])
     frames, hits, oracle_frames = [], [], []
     for k in tqdm(range(steps), desc=f"revisit {card['world']}", disable=not progress):
-        chunk = np.ascontiguousarray(actions[:, k * f : (k + 1) * f])
-        if ego is not None:
-            ego_pose, chunk = ego.step(ego_pose, chunk)
+        chunk = chunks[k]
         frames.append(engine.step(chunk, poses=poses[:, (k + 1) * f])[1].cpu().numpy())
         assert engine.recall is not None  # (a step with memory retrieves)
         hits.append(np.repeat(engine.recall.hits[:e, None] > 0, f, 1))

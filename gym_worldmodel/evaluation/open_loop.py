@@ -147,27 +147,45 @@ def rollout(
             does; other models ignore them.
     """
     rows, f = len(start_frames), model.config.dit.chunk_frames
-    steps = actions.shape[1] // f
+    chunks = step_actions(model, modality, actions, start_poses)  # checks them first
     engine = WorldEngine(model, rows, modality, model.device, dtype)
     engine.seed([seed + r for r in range(rows)], env_idx=range(rows))
     start = torch.from_numpy(np.repeat(start_frames[:, None], f, 1))
     engine.start(range(rows), start)
+    out = []
+    decode = slice(None) if record == "frames" else slice(-1, None)
+    for chunk in tqdm(chunks, desc=progress, disable=not progress, leave=False):
+        frames = engine.step(chunk, decode)[1].cpu().numpy()
+        out.append(frames if record == "frames" else frame_stats(frames))
+    return np.concatenate(out, 1)
+
+
+def step_actions(
+    model: WorldModel, modality: str, actions: np.ndarray, start_poses: np.ndarray | None
+) -> list[np.ndarray]:
+    """Recorded actions ``(R, steps * F, w)`` as the engine's steps read them, ``(R, F, w')``.
+
+    A model whose anchors move with the car (``DiTConfig.anchor_ego``) also reads the scene
+    shift that the pose its actions integrate to gives, from ``start_poses`` ``(R, 4)``, as the
+    env computes it; other models read the actions alone and ignore the poses.
+    """
+    rows, f = len(actions), model.config.dit.chunk_frames
     ego = EgoShift.for_model(model.config, modality)
-    if ego is not None and (start_poses is None or np.shape(start_poses) != (rows, 4)):
+    if ego is None:
+        return [
+            np.ascontiguousarray(actions[:, k * f : (k + 1) * f])
+            for k in range(actions.shape[1] // f)
+        ]
+    if start_poses is None or np.shape(start_poses) != (rows, 4):
         raise ValueError(
             f"this model moves its {modality} anchors with the car: it needs start_poses "
             f"({rows}, 4), got {None if start_poses is None else np.shape(start_poses)}"
         )
     pose, out = start_poses, []
-    for k in tqdm(range(steps), desc=progress, disable=not progress, leave=False):
-        chunk = np.ascontiguousarray(actions[:, k * f : (k + 1) * f])
-        if ego is not None:
-            assert pose is not None  # (checked above)
-            pose, chunk = ego.step(pose, chunk)
-        decode = slice(None) if record == "frames" else slice(-1, None)
-        frames = engine.step(chunk, decode)[1].cpu().numpy()
-        out.append(frames if record == "frames" else frame_stats(frames))
-    return np.concatenate(out, 1)
+    for k in range(actions.shape[1] // f):
+        pose, chunk = ego.step(pose, np.ascontiguousarray(actions[:, k * f : (k + 1) * f]))
+        out.append(chunk)
+    return out
 
 
 def autoencode(model: WorldModel, frames: np.ndarray, batch: int = 256) -> np.ndarray:
