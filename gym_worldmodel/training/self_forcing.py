@@ -183,9 +183,9 @@ def self_forcing_loss(
     schedule = FlowMatchSchedule(sampler.shift)
     uniform = schedule.shifted(torch.rand(b, generator=gen, device=dev))
     steps = torch.tensor(schedule.timesteps(sampler.nfe)[:-1], device=dev)
-    own = steps[torch.randint(len(steps), (b,), generator=gen, device=dev)]
+    step_levels = steps[torch.randint(len(steps), (b,), generator=gen, device=dev)]
     at_steps = torch.rand(b, generator=gen, device=dev) < config.sampler_levels
-    level = torch.where(at_steps, own, uniform)
+    level = torch.where(at_steps, step_levels, uniform)
     target = chunk(latents, k + 1)
     noise = torch.randn(target.shape, generator=gen, device=dev)
     x_t = schedule.add_noise(target, noise, level[:, None, None, None, None])
