@@ -875,6 +875,40 @@ def test_rt1_dict_actions():
     assert not single.step(dict(idle, gripper_closedness_action=1.0))[2]
 
 
+def test_complete_rt1_fills_in_what_robot_logs_leave_out():
+    from gym_worldmodel.envs.actions import complete_rt1
+
+    arm = {  # a 7-D log of 4 steps (Bridge's layout), the gripper stored flat
+        "world_vector": np.tile([0.5, 0.0, -0.5], (4, 1)),
+        "rotation_delta": torch.zeros(4, 3),  # tensors too
+        "gripper_closedness_action": np.array([1.0, -1.0, 0.0, 1.0]),
+    }
+    full = complete_rt1(arm)
+    assert (
+        full["base_displacement_vector"].shape == (4, 2)
+        and not full["base_displacement_vector"].any()
+    )
+    assert full["gripper_closedness_action"].shape == (4, 1)
+    assert full["terminate_episode"].tolist() == [1, 1, 1, 1]  # arm mode
+    env = WorldModelVectorEnv(4, world="robot", action_mode="dict", **TINY)  # 4 rows: one a step
+    env.reset(seed=0)
+    assert env.head.encode(full, 4, 1).shape == (4, 1, 13)
+    single = WorldModelEnv(world="robot", action_mode="dict", **TINY)
+    single.reset(seed=0)
+    single.step({k: v[2] for k, v in full.items()})  # one step of the log, as the docstring says
+    one_hot = dict(arm, terminate_episode=np.eye(3, dtype=np.int64)[[1, 0, 1, 2]])
+    assert complete_rt1(one_hot)["terminate_episode"].tolist() == [1, 0, 1, 2]
+    for bad, match in (
+        (dict(arm, terminate_episode=np.ones((4, 3))), "must be one-hot"),
+        (dict(arm, timestamps=np.arange(4)), r"got \[.*'timestamps'"),
+        ({k: v for k, v in arm.items() if k != "world_vector"}, "expected the keys"),
+        (dict(arm, world_vector=np.zeros((3, 3))), "same number of rows"),
+        ([1, 2], "expected a dict of arrays, got list"),
+    ):
+        with pytest.raises(ActionError, match=match):
+            complete_rt1(bad)
+
+
 def test_the_single_env_reads_a_policy_s_tensors_as_the_vector_env_does():
     env = gym.make("WorldModel-Driving-v0", max_episode_steps=-1, **TINY)
     ref = gym.make("WorldModel-Driving-v0", max_episode_steps=-1, **TINY)

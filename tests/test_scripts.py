@@ -416,8 +416,8 @@ def test_an_interrupted_collection_says_how_to_resume(tmp_path, capsys):
 
 
 def test_own_recordings_become_a_dataset_the_recipes_take(tmp_path):
-    """examples/own_data_source.py, as docs/datasets.md runs it: robot actions in the env's
-    RT-1 dict, frames of another size and shape, one recording too short."""
+    """The recordings source, as docs/datasets.md runs it: robot actions in the env's RT-1
+    dict, frames of another size and shape, one recording too short."""
     import numpy as np
 
     from gym_worldmodel.models import WorldModelConfig
@@ -440,8 +440,8 @@ def test_own_recordings_become_a_dataset_the_recipes_take(tmp_path):
             base_displacement_vertical_rotation=np.zeros((t, 1), np.float32),
             terminate_episode=np.ones(t, np.int64),
         )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "examples")}
-    args = ["-m", "gym_worldmodel.cli", "collect", "--source", "own_data_source:Recordings"]
+    env = dict(os.environ)
+    args = ["-m", "gym_worldmodel.cli", "collect", "--source", "recordings"]
     args += ["--source-option", f"folder={folder}", "--source-option", "world=robot"]
     args += ["--out", str(tmp_path / "data"), "--episodes", "3", "--heldout-every", "3"]
     assert "2 train and 1 held-out episodes" in run(*args, "--steps", "6", env=env)
@@ -480,6 +480,43 @@ def test_own_recordings_become_a_dataset_the_recipes_take(tmp_path):
         [sys.executable, *args, "--steps", "6"], cwd=ROOT, capture_output=True, text=True, env=env
     )
     assert "other settings" in done.stderr and "'recordings'" in done.stderr
+
+
+def test_recordings_take_robot_logs_as_they_are_kept(tmp_path):
+    """A 7-D arm log (RT-1's one-hot terminate), other arrays left out by name, the rate."""
+    import numpy as np
+
+    from gym_worldmodel.sources.episodes import DatasetError
+    from gym_worldmodel.sources.recordings import Recordings
+
+    rng = np.random.default_rng(0)
+    t = 5
+    log = {
+        "frames": rng.integers(0, 255, (t + 1, 40, 40, 3), dtype=np.uint8),
+        "world_vector": rng.uniform(-1, 1, (t, 3)).astype(np.float32),
+        "rotation_delta": rng.uniform(-1, 1, (t, 3)).astype(np.float32),
+        "gripper_closedness_action": rng.uniform(-1, 1, t).astype(np.float32),  # flat
+        "terminate_episode": np.eye(3, dtype=np.int64)[[1] * t],
+        "timestamps": np.arange(t + 1) / 15.0,
+    }
+    (tmp_path / "logs").mkdir()
+    np.savez(tmp_path / "logs" / "ep0.npz", **log)
+    with pytest.raises(DatasetError, match=r"got \[.*'timestamps'.*ignore=NAME"):
+        Recordings(str(tmp_path / "logs"), "robot").rollout(0, t)
+    episode = Recordings(str(tmp_path / "logs"), "robot", ignore="timestamps").rollout(0, t)
+    assert episode.actions.shape == (t, 13) and (episode.actions[:, 11] == 1).all()  # arm mode
+    assert np.allclose(episode.actions[:, :3], log["world_vector"])
+    assert not episode.actions[:, 7:10].any()  # the base keys, filled in as zeros
+    np.savez(tmp_path / "logs" / "ep0.npz", **log, poses=np.zeros((t + 1, 4)))
+    with pytest.raises(DatasetError, match="robot world has no pose .* ignore=poses"):
+        Recordings(str(tmp_path / "logs"), "robot", ignore=["timestamps"]).rollout(0, t)
+    np.savez(tmp_path / "logs" / "ep0.npz", **dict(log, frames=log["frames"] / 255.0))
+    with pytest.raises(DatasetError, match=r"got float64 .*\(frames \* 255\).round\(\)"):
+        Recordings(str(tmp_path / "logs"), "robot", ignore="timestamps").rollout(0, t)
+    for fps in (10, 0, 7.5, True):
+        with pytest.raises(ValueError, match="positive multiple of the worlds' 3 frames a step"):
+            Recordings(str(tmp_path / "logs"), "robot", fps=fps)
+    assert Recordings(str(tmp_path / "logs"), "robot", fps=30).info["fps"] == 30
 
 
 def test_train_commands_budget_recipe(tmp_path):
@@ -671,6 +708,20 @@ def test_eval_takes_a_checkpoint_per_world(monkeypatch):
             cli.per_world(values, "--model", worlds=["robot"])
 
 
+def test_train_init_names_the_shipped_worlds(capsys):
+    from gym_worldmodel.cli.train import _parse
+    from gym_worldmodel.files import WORLDS_DIR
+
+    parse = lambda init: _parse(["self-forcing", "--data", "d", "--out", "o", "--init", init])[0]  # noqa: E731
+    assert parse("shipped").init == str(WORLDS_DIR / "shared")  # the backbone, the robot's
+    assert parse("citywalk=shipped").init == str(WORLDS_DIR / "citywalk")
+    assert parse("robot=shipped").init == str(WORLDS_DIR / "shared")
+    assert parse("runs/sf/model").init == "runs/sf/model"
+    with pytest.raises(SystemExit):
+        parse("moon=shipped")
+    assert "no world 'moon'" in capsys.readouterr().err
+
+
 def test_eval_model_defaults_to_each_worlds_shipped_checkpoint(monkeypatch):
     from gym_worldmodel import cli, hub
     from gym_worldmodel.envs.worlds import WORLDS
@@ -744,6 +795,8 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, caps
     with pytest.raises(SystemExit, match=r"row 1: driving action: expected values in \[-1, 1\]"):
         rollout("driving", "bad.npy", "--video", bad)
     assert not bad.exists()
+    with pytest.raises(SystemExit, match=r"without --world this plays the citywalk world: --world"):
+        cli.rollout_main(["--actions", str(tmp_path / "bad.npy")])  # driving's, given no world
     with pytest.raises(SystemExit, match="is for --world robot"):
         rollout("citywalk", "plan.npz")
     # a 7-D plan (no base keys, no terminate_episode) plays the robot without --world
@@ -757,7 +810,7 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, caps
         foo=rt1["world_vector"],
     )
     with pytest.raises(
-        SystemExit, match=r"expected the RT-1 keys .*got \['base_displacement_vector'.*'foo'"
+        SystemExit, match=r"RT-1 actions: expected the keys .*got \['base_displacement_vec.*'foo'"
     ):
         rollout("robot", "typo.npz")  # the keys in the file, not the default filled in
     (tmp_path / "corrupt.npy").write_bytes(b"not numpy")

@@ -22,6 +22,7 @@ SOURCES = {
     "miniworld": "gym_worldmodel.sources.miniworld:MiniWorldSource",
     "highway": "gym_worldmodel.sources.highway:HighwaySource",
     "robosuite": "gym_worldmodel.sources.robosuite_source:RobosuiteSource",
+    "recordings": "gym_worldmodel.sources.recordings:Recordings",  # your own .npz episodes
 }
 
 

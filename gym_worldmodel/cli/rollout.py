@@ -102,25 +102,12 @@ def read_actions(path: Path) -> Any:
     if not path.is_file():
         raise SystemExit(f"--actions {path}: {'a folder' if path.is_dir() else 'no such file'}")
     if path.suffix == ".npz":
-        columns = _load_array_file(path, "--actions")
-        shapes = {k: np.shape(v) for k, v in columns.items()}
-        rows = {shape[0] if shape else 0 for shape in shapes.values()}
-        if not columns or len(rows) != 1 or 0 in rows:
-            raise SystemExit(
-                f"--actions {path}: every array must have the same number of rows (one per "
-                f"step, at least one), got shapes {shapes}"
-            )
-        from gym_worldmodel.envs.actions import RT1_KEYS
+        from gym_worldmodel.envs.actions import complete_rt1
 
-        for key, width, _ in RT1_KEYS:  # a 1-wide key may be stored flat, (steps,)
-            if width == 1 and key in columns and columns[key].ndim == 1:
-                columns[key] = columns[key][:, None]
-        term = columns.get("terminate_episode")
-        if term is not None and term.ndim == 2 and term.shape[1] == 3:  # RT-1's one-hot
-            if not np.array_equal(np.sort(term, axis=1), np.tile([0, 0, 1], (len(term), 1))):
-                raise SystemExit(f"--actions {path}: terminate_episode (steps, 3) must be one-hot")
-            columns["terminate_episode"] = term.argmax(1)
-        return columns
+        try:
+            return complete_rt1(_load_array_file(path, "--actions"))
+        except ValueError as err:  # (ActionError)
+            raise SystemExit(f"--actions {path}: {err}") from err
     if path.suffix == ".npy":
         arr = _load_array_file(path, "--actions")
     else:
@@ -250,12 +237,8 @@ def _env_kwargs(args: argparse.Namespace, actions: Any, steps: int) -> dict[str,
     """The world env's arguments: the model loaded now (a bad checkpoint is named as such).
 
     Sets ``args.world`` where it was not given: the world ``--model`` was trained for (the
-    robot for RT-1 actions). RT-1 actions (a dict) are checked and given ``terminate_episode``
-    1 and the base keys zeros where they lack them (the base of the robot world is fixed; 7-D
-    plans such as Bridge's have none).
+    robot for RT-1 actions, which :func:`read_actions` completed).
     """
-    import numpy as np
-
     from gym_worldmodel.envs.worlds import get_world, load_model
 
     # until the model says otherwise
@@ -265,6 +248,7 @@ def _env_kwargs(args: argparse.Namespace, actions: Any, steps: int) -> dict[str,
     except (OSError, ValueError) as err:
         name = args.model or f"(the shipped {world} world)"
         raise SystemExit(f"--model {name}: {err}") from err
+    args.world_inferred = args.world is None  # (named in an error of the actions)
     if args.world is None:
         args.world = _world_of(kwargs["model"].config.trained_modalities, world)
     kwargs["dtype"], kwargs["device"], kwargs["nfe"] = args.dtype, args.device, args.nfe
@@ -272,18 +256,6 @@ def _env_kwargs(args: argparse.Namespace, actions: Any, steps: int) -> dict[str,
         if args.world != "robot":
             raise SystemExit(f"--actions {args.actions}: .npz (RT-1 keys) is for --world robot")
         kwargs["action_mode"] = "dict"
-        from gym_worldmodel.envs.actions import RT1_KEYS
-
-        optional = {k: w for k, w, _ in RT1_KEYS if k.startswith("base_")}
-        keys = {k for k, _, _ in RT1_KEYS} - set(optional)
-        if not keys <= set(actions) <= keys | {*optional, "terminate_episode"}:
-            raise SystemExit(
-                f"--actions {args.actions}: expected the RT-1 keys {sorted(keys)} (and optionally "
-                f"{sorted(optional)} and terminate_episode), got {sorted(actions)}"
-            )
-        for key, width in optional.items():
-            actions.setdefault(key, np.zeros((steps, width), np.float32))
-        actions.setdefault("terminate_episode", np.ones(steps, np.int64))
     return kwargs
 
 
@@ -352,8 +324,15 @@ def _play(
             obs, _, terminated, *_ = env.step(action)
             elapsed += time.perf_counter() - start
         except ActionError as err:
+            hint = ""
+            if getattr(args, "world_inferred", False):
+                others = " or ".join(w for w in ("citywalk", "robot", "driving") if w != args.world)
+                hint = (
+                    f"; without --world this plays the {args.world} world: --world {others} "
+                    "takes another world's actions"
+                )
             raise SystemExit(
-                f"--actions {args.actions}: row {i}: {err} (nothing was written)"
+                f"--actions {args.actions}: row {i}: {err}{hint} (nothing was written)"
             ) from err
         frame_list.extend(obs)
         if sim is not None:

@@ -17,6 +17,7 @@ from gym_worldmodel.cli.argtypes import (
     positive_float,
     positive_int,
 )
+from gym_worldmodel.cli.worlds import init_checkpoint
 
 #: Defaults of the options ``--budget`` replaces (left unset, so a given one is refused with it).
 STEPS, BATCH_SIZE, PROBE_STEPS = 10_000, 32, 600
@@ -49,6 +50,7 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         _AFTER_VAE,
         "--init",
         dict(
+            type=init_checkpoint,
             required=True,
             metavar={  # usage shows what each stage starts from
                 "decoder": "WORLD",
@@ -58,13 +60,15 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
                 "self-forcing": "MODEL",
             },
             help={
-                "decoder": "the world whose VAE decoder to fine-tune: a checkpoint directory or "
-                "Hugging Face repo id",
+                "decoder": "the world whose VAE decoder to fine-tune: a checkpoint directory, "
+                "Hugging Face repo id, or shipped (the embedded shared world) or WORLD=shipped "
+                "(that world's own)",
                 "teacher": "the VAE run's checkpoint (<vae run>/model)",
                 "student": "the teacher's checkpoint (<teacher run>/model)",
-                "flow": "the world whose anchors the flow warp will move",
-                "self-forcing": "the world to fine-tune: a checkpoint directory or Hugging Face "
-                "repo id",
+                "flow": "the world whose anchors the flow warp will move (as for self-forcing)",
+                "self-forcing": "the world to fine-tune: a checkpoint directory, Hugging Face "
+                "repo id, or shipped (the embedded shared world, the robot's) or WORLD=shipped "
+                "(that world's own, e.g. citywalk=shipped)",
             },
         ),
     ),

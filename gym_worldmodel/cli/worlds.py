@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,27 @@ from gym_worldmodel.envs.registration import IDS, SIMULATOR_WORLD_IDS  # noqa: F
 
 SHIPPED = "shipped"  # --model: each world's embedded checkpoint (envs/worlds.py)
 WORLD_IDS = {world: env_id for env_id, (world, _) in IDS.items()}  # world -> its env id
+
+
+def init_checkpoint(value: str) -> str:
+    """``train --init``: a checkpoint as given, or ``shipped`` / ``WORLD=shipped`` resolved.
+
+    ``shipped`` is the embedded shared world (the robot's, which the others continue from);
+    ``WORLD=shipped`` that world's own embedded checkpoint (the city walk's, driving's).
+    """
+    from gym_worldmodel.envs.worlds import get_world, shipped_checkpoint
+    from gym_worldmodel.files import WORLDS_DIR
+
+    world, sep, rest = value.partition("=")
+    if value == SHIPPED:
+        return str(WORLDS_DIR / "shared")
+    if sep and rest == SHIPPED and not Path(value).exists():
+        if world not in WORLD_IDS:
+            raise argparse.ArgumentTypeError(
+                f"{value}: no world {world!r} (these are {sorted(WORLD_IDS)})"
+            )
+        return str(shipped_checkpoint(get_world(world)))
+    return value
 
 
 def per_world(

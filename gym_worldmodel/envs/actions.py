@@ -233,6 +233,52 @@ def check_keys(actions: Any, expected: set[str], name: str) -> None:
         )
 
 
+def complete_rt1(columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A robot log's per-step RT-1 arrays as the robot world's dict actions, gaps filled in.
+
+    Robot datasets store the arm's 7 values and often nothing else. Each array has one row per
+    step (``T``): ``world_vector`` ``(T, 3)``, ``rotation_delta`` ``(T, 3)`` radians,
+    ``gripper_closedness_action`` ``(T, 1)`` or ``(T,)``; the base keys may be left out
+    (zeros: no base motion), and so may ``terminate_episode`` (1: arm mode for every step),
+    which may also be RT-1's one-hot ``(T, 3)``. Values are not range-checked here: the action
+    head does that when the actions are encoded (``env.step`` of one row ``t``:
+    ``{k: v[t] for k, v in complete_rt1(log).items()}``).
+
+    Raises:
+        ActionError: An unknown or missing key, arrays of different lengths, or a
+            ``terminate_episode`` that is not one-hot.
+    """
+    if not isinstance(columns, Mapping):
+        raise ActionError(f"RT-1 actions: expected a dict of arrays, got {type(columns).__name__}")
+    out = {k: np.asarray(on_host(v)) for k, v in columns.items()}
+    optional = {k: n for k, n, _ in RT1_KEYS if k.startswith("base_")}
+    required = {k for k, _, _ in RT1_KEYS} - set(optional)
+    if not required <= set(out) <= required | {*optional, "terminate_episode"}:
+        raise ActionError(
+            f"RT-1 actions: expected the keys {sorted(required)} (and optionally "
+            f"{sorted(optional)} and terminate_episode), got {sorted(out, key=str)}"
+        )
+    shapes = {k: v.shape for k, v in out.items()}
+    steps = {shape[0] if shape else 0 for shape in shapes.values()}
+    if len(steps) != 1 or 0 in steps:
+        raise ActionError(
+            f"RT-1 actions: every array must have the same number of rows (one per step, at "
+            f"least one), got shapes {shapes}"
+        )
+    (count,) = steps
+    for key, n, _ in RT1_KEYS:  # a 1-wide key may be stored flat, (T,)
+        if n == 1 and key in out and out[key].ndim == 1:
+            out[key] = out[key][:, None]
+    for key, n in optional.items():
+        out.setdefault(key, np.zeros((count, n), np.float32))
+    term = out.setdefault("terminate_episode", np.ones(count, np.int64))
+    if term.ndim == 2 and term.shape[1] == 3:  # RT-1's one-hot
+        if not np.array_equal(np.sort(term, axis=1), np.tile([0, 0, 1], (count, 1))):
+            raise ActionError("RT-1 actions: terminate_episode (T, 3) must be one-hot")
+        out["terminate_episode"] = term.argmax(1)
+    return out
+
+
 class _Head:
     """What every action head shares."""
 
