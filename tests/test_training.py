@@ -333,7 +333,7 @@ def test_the_loss_plot_draws_losses_only():
     assert plotted_keys([]) == []
 
 
-def test_resume_is_exact(episodes, tmp_path):
+def test_resume_is_exact(episodes, tmp_path, capsys):
     def make():
         torch.manual_seed(0)
         vae = WorldModel(WorldModelConfig.tiny()).vae
@@ -343,9 +343,11 @@ def test_resume_is_exact(episodes, tmp_path):
     full = run_steps(straight, Frames(episodes), fn, tmp_path, 6, name="straight")
     first, fn = make()
     run_steps(first, Frames(episodes), fn, tmp_path, 3, name="resumed")  # checkpoint at step 3
+    capsys.readouterr()
     resumed, fn = make()  # a fresh process: new module, same directory
     history = run_steps(resumed, Frames(episodes), fn, tmp_path, 6, name="resumed")
     assert history == full
+    assert capsys.readouterr().out.startswith("resumed: resuming at step 3/6\n")  # (a log's)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert (tmp_path / "resumed" / "losses.png").stat().st_size > 1000

@@ -78,7 +78,8 @@ def ship_main(argv: Sequence[str]) -> None:
     target = hub.save_pretrained(
         model, root / args.name, torch.float16, start_frames=args.out is not None
     )
-    print(f"wrote {target} (float16, {model.config.sampler.nfe} denoiser passes a step)")
+    passes = model.config.sampler.nfe
+    print(f"wrote {target} (float16, {passes} denoiser pass{'es' if passes > 1 else ''} a step)")
     for world, frames in starts.items():
         print(f"wrote {write_start_frames(world, frames, root)}")
     if args.out is not None:  # a checkpoint of its own, played with model=: its frames too

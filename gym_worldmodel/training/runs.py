@@ -93,6 +93,8 @@ def seeded(recipe: Callable) -> Callable:
 
 #: Where a run records the weights of the checkpoints it started from (``--init``, a teacher).
 CHECKPOINTS_RECORD = "checkpoints.json"
+#: The ``train`` option of a recipe argument whose name differs from it.
+_FLAGS = {"teacher_dir": "--init"}
 
 
 def note_changed_checkpoints(run_dir: Path, path_arguments: dict) -> None:
@@ -111,7 +113,9 @@ def note_changed_checkpoints(run_dir: Path, path_arguments: dict) -> None:
             file = None if item is None else Path(item).expanduser() / WEIGHTS_NAME
             if file is not None and file.is_file():
                 key = f"{name}: {file.parent.resolve()}"  # however the path was spelled
-                weights[key], shown[key] = sha256(file), f"{name} {item}"
+                flag = _FLAGS.get(name)  # the option `train` took it by, beside the argument's
+                shown[key] = f"{name} ({flag}) {item}" if flag else f"{name} {item}"
+                weights[key] = sha256(file)
     record = run_dir / CHECKPOINTS_RECORD
     if not _started(run_dir) or not record.is_file():
         if weights:

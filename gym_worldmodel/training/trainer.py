@@ -182,6 +182,8 @@ class Trainer:
                 f"{cfg.steps}: nothing to train (raise --steps to go on)",
                 flush=True,
             )
+        elif self.step and not progress:  # a bar starts at the step; a log says it
+            print(f"{self.run_dir.name}: resuming at step {self.step}/{cfg.steps}", flush=True)
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.run_dir.name, disable=not progress)
         self.module.train()
         since, started = self.step, time.perf_counter()
