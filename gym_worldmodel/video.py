@@ -30,17 +30,25 @@ def video_path(path: str | os.PathLike, make_folder: bool = True) -> Path:
     return path
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path:
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, scale: int = 1) -> Path:
     """Write uint8 frames ``(T, H, W, 3)`` to ``path``, replacing it atomically.
 
     H.264 in an MP4 (MOV, MKV by the suffix), or an animated GIF for ``.gif``, whose frames last
-    whole hundredths of a second: the nearest to ``1 / fps`` (15 fps plays at 14.3).
+    whole hundredths of a second: the nearest to ``1 / fps`` (15 fps plays at 14.3). ``scale``
+    enlarges each pixel to ``scale`` x ``scale`` (nearest neighbour: the world's pixels as they
+    are; a player would blur a 64 x 64 video it enlarges).
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
         raise ValueError(
             f"frames must be uint8 (T, H, W, 3) with T >= 1, got {frames.dtype} {frames.shape}"
         )
+    if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 16:
+        raise ValueError(
+            f"scale must be an int in [1, 16] (video pixels a frame pixel), got {scale!r}"
+        )
+    if scale > 1:
+        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
     try:
         import imageio.v3 as iio
         from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter

@@ -77,6 +77,13 @@ def test_write_video_writes_mp4_or_gif_by_the_suffix_and_refuses_others_early(tm
     assert frame_count(write_video(tmp_path / "a" / "clip.mp4", frames, 8)) == 5
     with Image.open(write_video(tmp_path / "clip.gif", frames, 8)) as gif:
         assert gif.n_frames == 5 and gif.size == (32, 32)
+    with Image.open(write_video(tmp_path / "big.gif", frames, 8, scale=3)) as gif:
+        assert gif.size == (96, 96)  # each pixel a 3 x 3 block of one colour
+        big = np.asarray(gif.convert("RGB"))
+        assert np.array_equal(big, big[::3, ::3].repeat(3, 0).repeat(3, 1))
+    for scale in (0, 17, 2.0):
+        with pytest.raises(ValueError, match=r"scale must be an int in \[1, 16\]"):
+            write_video(tmp_path / "x.mp4", frames, 8, scale=scale)
     for fps, ms in ((15, 70), (8, 120), (5, 200)):  # the nearest whole centiseconds a frame
         with Image.open(write_video(tmp_path / "rate.gif", frames, fps)) as gif:
             assert gif.info["duration"] == ms

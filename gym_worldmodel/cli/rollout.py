@@ -149,6 +149,8 @@ def rollout_main(argv: Sequence[str]) -> None:
     # The outputs' names first, so that a bad one fails before the frames are made; their folders
     # only when they are written, so that a refused input or action leaves none behind
     check_video(args.video, make_folder=False)
+    if args.scale > 16:
+        raise SystemExit(f"--scale {args.scale}: at most 16 video pixels a frame pixel")
     if args.frames is not None and (args.frames.suffix != ".npy" or args.frames.is_dir()):
         raise SystemExit(f"--frames {args.frames}: name a .npy file to write")
     reset_options = read_start_image(args.image) if args.image else None
@@ -208,6 +210,13 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("rollout.mp4"),
         help="the video to write: .mp4 (default rollout.mp4 here), .mov, .mkv or .gif",
+    )
+    parser.add_argument(
+        "--scale",
+        type=positive_int,
+        default=4,
+        help="video pixels per frame pixel, nearest neighbour (default 4: 256 x 256 for the "
+        "64 x 64 worlds; 1 writes the frames as they are, as --frames keeps them)",
     )
     parser.add_argument(
         "--frames", type=Path, help="also save the frames, uint8 (T, H, W, 3), to this .npy"
@@ -373,7 +382,7 @@ def _write(args: argparse.Namespace, played: _Played, steps: int) -> None:
     if played.sim_frames is not None:
         print(_closeness(frames, played.sim_frames, played.per_step))
         frames = np.concatenate([frames, played.sim_frames], axis=2)  # world left, sim right
-    write_video(args.video, frames, played.fps)
+    write_video(args.video, frames, played.fps, args.scale)
     made = len(frames) - 1
     print(
         f"{args.world}: {played.steps} steps, {made} frames after the start frame in "
