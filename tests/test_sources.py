@@ -147,6 +147,45 @@ def test_a_resumed_collection_collects_a_damaged_shard_again_and_names_a_missing
         assert all(np.array_equal(a[k].frames, b[k].frames) for k in a)
 
 
+def test_a_shard_the_card_never_listed_is_collected_again_under_its_name(tmp_path, monkeypatch):
+    """Killed (or out of disk) between a shard's rename and the card that lists it."""
+    from gym_worldmodel.sources import collect as collect_lib
+
+    opts = dict(episodes=6, steps=4, episodes_per_shard=2, heldout_every=3, progress=False)
+    collect(FakeSource(), tmp_path / "ref", **opts)
+    writes = []
+
+    def card_then_die(out_dir, card):
+        writes.append(1)
+        if len(writes) == 3:  # the second shard is in place, its card not written
+            raise KeyboardInterrupt
+        return write_card(out_dir, card)
+
+    write_card = collect_lib._write_card
+    monkeypatch.setattr(collect_lib, "_write_card", card_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        collect(FakeSource(), tmp_path / "a", **opts)
+    monkeypatch.setattr(collect_lib, "_write_card", write_card)
+    listed = {s["file"] for s in read_card(tmp_path / "a")["shards"]}
+    (orphan,) = [p for p in (tmp_path / "a").glob("*.npz") if p.name not in listed]
+    with pytest.warns(UserWarning, match=f"{orphan.name} is not in dataset.json .* removed"):
+        collect(FakeSource(), tmp_path / "a", **opts)
+    assert read_card(tmp_path / "a")["shards"] == read_card(tmp_path / "ref")["shards"]
+
+
+def test_a_damaged_shard_past_a_shorter_episodes_is_collected_again(tmp_path):
+    """A dataset only grows: a resume asking for fewer episodes still makes it whole again."""
+    opts = dict(steps=4, episodes_per_shard=2, heldout_every=3, progress=False)
+    collect(FakeSource(), tmp_path, episodes=6, **opts)
+    before = read_card(tmp_path)
+    last = tmp_path / before["shards"][-1]["file"]
+    last.write_bytes(last.read_bytes()[:-10])
+    with pytest.warns(UserWarning, match="collected again"):
+        collect(FakeSource(), tmp_path, episodes=2, **opts)
+    assert read_card(tmp_path) == before
+    assert len(load_episodes(tmp_path, "train")) + len(load_episodes(tmp_path, "heldout")) == 6
+
+
 @pytest.mark.parametrize("fail_at", [0, 3])  # before it gathers the shard again; after
 def test_a_repair_interrupted_still_gives_back_the_card_as_it_was(tmp_path, fail_at):
     """The damaged shard's entry keeps its place, marked, until its episodes are written again:

@@ -100,21 +100,26 @@ def collect(
         }
         card = _open_card(out_dir, settings)
         remove_stale_temps(out_dir)  # a killed run's half-written shard or card
+        _remove_unlisted_shards(out_dir, card)
         _mark_bad_shards(out_dir, card, progress)
         stored = {i for shard in card["shards"] if not shard.get(AGAIN) for i in shard["indices"]}
+        # the episodes asked for, and those of a damaged shard set aside, whichever index they
+        # have: a dataset only grows, so a shorter --episodes still makes it whole again
+        again = {i for shard in card["shards"] if shard.get(AGAIN) for i in shard["indices"]}
+        wanted = sorted(set(range(episodes)) | again)
         pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}
         width, side = source.info.get("action_width"), source.info["frame_size"]
         modality = source.info["modality"]
         width = DEFAULT_MODALITIES.get(modality) if width is None else width
         posed = _posed(out_dir, card)  # whether the episodes record poses (None: none stored yet)
         bar = tqdm(
-            total=episodes,
+            total=len(stored | set(wanted)),
             initial=len(stored),
             desc=f"collect {source.info.get('world', '')}",
             unit="ep",
             disable=not progress,
         )
-        for index in range(episodes):
+        for index in wanted:
             if index in stored:  # collected before an interruption
                 continue
             split = "heldout" if index % heldout_every == heldout_every - 1 else "train"
@@ -186,6 +191,25 @@ def _check_episode(
 #: and a training run's record of the dataset, are what they were once the repair is done, even
 #: one interrupted.
 AGAIN = "collect_again"
+
+
+def _remove_unlisted_shards(out_dir: Path, card: dict[str, Any]) -> None:
+    """Delete the shards on disk that the card does not list (their episodes are collected again).
+
+    A run killed (or out of disk) between renaming a shard into place and writing the card
+    that lists it leaves one; its episodes are pending in the card, so the resume collects them
+    again, the same episodes, under the same name.
+    """
+    listed = {shard["file"] for shard in card["shards"]}
+    for split in SPLITS:
+        for path in sorted(out_dir.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9].npz")):
+            if path.name not in listed:
+                path.unlink()
+                warnings.warn(
+                    f"{path} is not in {CARD} (a run stopped before it listed it): removed; "
+                    "its episodes are collected again",
+                    stacklevel=3,
+                )
 
 
 def _mark_bad_shards(out_dir: Path, card: dict[str, Any], progress: bool) -> None:
