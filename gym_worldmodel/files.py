@@ -125,6 +125,24 @@ def exclusive(directory: Path, what: str) -> Iterator[None]:
         os.close(fd)
 
 
+def unwritable(path: str | os.PathLike, folder: bool = False) -> str | None:
+    """Why ``path`` could not be written (None: it can), checked before a long job writes it.
+
+    ``path`` is a file to write, or with ``folder`` a folder to write into; the nearest folder of
+    it that exists must be one this process may write in (a read-only folder or disk is found
+    before the work, not after it).
+    """
+    target = Path(path).absolute()
+    here = target if folder else target.parent
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        return f"{here} is a file, not a folder"
+    if not os.access(here, os.W_OK | os.X_OK):
+        return f"the folder {here} is not writable"
+    return None
+
+
 def numpy_load_error(err: BaseException) -> str:
     """Why ``np.load(..., allow_pickle=False)`` failed, in words for a file of numbers.
 

@@ -708,6 +708,33 @@ def test_eval_takes_a_checkpoint_per_world(monkeypatch):
             cli.per_world(values, "--model", worlds=["robot"])
 
 
+def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path, monkeypatch, capsys):
+    """A read-only folder or disk (faked: the tests run as root, who may write anywhere)."""
+    import os
+
+    from gym_worldmodel import cli, files
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: Path(p) != ro and real(p, m))
+    assert files.unwritable(ro / "a" / "b.mp4") == f"the folder {ro} is not writable"
+    assert files.unwritable(ro, folder=True) is not None
+    assert files.unwritable(tmp_path / "ok" / "b.mp4") is None
+    (tmp_path / "file").write_text("")
+    assert (
+        files.unwritable(tmp_path / "file" / "x.npy")
+        == f"{tmp_path / 'file'} is a file, not a folder"
+    )
+    with pytest.raises(
+        SystemExit, match=r"--video .*ro/v.mp4: the folder .* not writable \(nothing"
+    ):
+        cli.rollout_main(["--steps", "1", "--video", str(ro / "v.mp4")])
+    with pytest.raises(SystemExit):  # argparse's error: exit status 2, the message on stderr
+        cli.eval_main(["--data", "x", "--out", str(ro / "ev")])
+    assert f"--out {ro / 'ev'}: the folder {ro} is not writable" in capsys.readouterr().err
+
+
 def test_train_init_names_the_shipped_worlds(capsys):
     from gym_worldmodel.cli.train import _parse
     from gym_worldmodel.files import WORLDS_DIR
@@ -901,6 +928,14 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, caps
         (
             ["rollout", "--image", "nowhere.png"],
             "rollout: error: --image nowhere.png: no such file",
+        ),
+        (
+            ["eval", "--data", "x", "--out", "ev", "--report", "x/dataset.json"],
+            "--report x/dataset.json: name a markdown page (.md) to write",
+        ),
+        (
+            ["ship", "--model", "broken", "--data", "x", "--out", ".", "--name", "broken"],
+            "is the checkpoint --model reads: ship writes a float16 copy",
         ),
         (["play", "--fps", "0.5"], "argument --fps: must be an int >= 1, got '0.5'"),
         (

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from gym_worldmodel.cli.argtypes import check_device, denoiser_passes, positive_int, require
 from gym_worldmodel.cli.worlds import SHIPPED, per_world
+from gym_worldmodel.files import unwritable
 
 if TYPE_CHECKING:
     from gym_worldmodel.evaluation import EvalConfig
@@ -24,6 +25,11 @@ def eval_main(argv: Sequence[str]) -> None:
     for flag, path, kind in (("--out", args.out, "a directory"), ("--report", args.report, "")):
         if path is not None and path.exists() and path.is_dir() != bool(kind):
             parser.error(f"{flag} {path}: must be {kind or 'a file (the markdown page)'}")
+        why = None if path is None else unwritable(path, folder=bool(kind))
+        if why:
+            parser.error(f"{flag} {path}: {why}")
+    if args.report is not None and args.report.suffix.lower() != ".md":  # not a dataset's card
+        parser.error(f"--report {args.report}: name a markdown page (.md) to write")
     if args.out is not None or args.report is not None:  # its plots and sample strips
         require("matplotlib", "eval --out/--report", "train")
     from gym_worldmodel.evaluation import evaluate_world, ratio_text, write_report

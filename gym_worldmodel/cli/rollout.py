@@ -17,6 +17,7 @@ from gym_worldmodel.cli.argtypes import (
     positive_int,
 )
 from gym_worldmodel.cli.worlds import SIMULATOR_WORLD_IDS, WORLD_IDS
+from gym_worldmodel.files import unwritable
 
 if TYPE_CHECKING:
     from gym_worldmodel.envs import WorldModelEnv
@@ -153,6 +154,10 @@ def rollout_main(argv: Sequence[str]) -> None:
         raise SystemExit(f"--scale {args.scale}: at most 16 video pixels a frame pixel")
     if args.frames is not None and (args.frames.suffix != ".npy" or args.frames.is_dir()):
         raise SystemExit(f"--frames {args.frames}: name a .npy file to write")
+    for flag, path in (("--video", args.video), ("--frames", args.frames)):
+        why = None if path is None else unwritable(path)
+        if why:
+            raise SystemExit(f"{flag} {path}: {why} (nothing was played)")
     reset_options = read_start_image(args.image) if args.image else None
     actions, steps = _actions_and_steps(args)
     env_kwargs = _env_kwargs(args, actions, steps)

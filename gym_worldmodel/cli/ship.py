@@ -62,6 +62,11 @@ def ship_main(argv: Sequence[str]) -> None:
 
     root = WORLDS_DIR if args.into_package else args.out
     source = hub.checkpoint_directory(args.model)
+    if args.out is not None and (root / args.name).resolve() == Path(source).resolve():
+        raise SystemExit(
+            f"--out {args.out} --name {args.name} is the checkpoint --model reads: ship writes "
+            "a float16 copy, which would replace a run's own weights; give another --out or --name"
+        )
     model = hub.from_pretrained(source)
     if args.nfe is not None:
         model = model.with_sampler(nfe=args.nfe)
