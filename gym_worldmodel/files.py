@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -84,10 +86,16 @@ def atomic_write_all(writes: dict[Path, Callable[[IO[bytes]], Any]]) -> None:
                     f"({err.strerror}); nothing in it was changed"
                 ) from None
             temps.append((tmp, path))
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    write(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except (OSError, RuntimeError) as err:
+                named = _write_error(path, err)
+                if named is err:
+                    raise
+                raise named from err
             os.chmod(tmp, 0o644)
         for tmp, path in temps:
             os.replace(tmp, path)
@@ -95,6 +103,25 @@ def atomic_write_all(writes: dict[Path, Callable[[IO[bytes]], Any]]) -> None:
         for tmp, _ in temps:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_error(path: Path, err: OSError | RuntimeError) -> BaseException:
+    """A failed write named by the file it was for (a full disk said so), or ``err`` itself.
+
+    An ``OSError`` from writing names no file, and torch's writer raises a ``RuntimeError``
+    ("unexpected pos") when the disk fills.
+    """
+    full = isinstance(err, OSError) and err.errno == errno.ENOSPC
+    if isinstance(err, RuntimeError):
+        try:
+            full = shutil.disk_usage(path.parent).free < 2**26  # under 64 MiB left
+        except OSError:
+            full = False
+        if not full:
+            return err  # not the disk's: the writer's own error, as it was raised
+    why = "the disk is full" if full else (getattr(err, "strerror", None) or str(err))
+    code = errno.ENOSPC if full else getattr(err, "errno", None) or errno.EIO
+    return OSError(code, f"cannot write {path}: {why}; the file was left as it was")
 
 
 @contextlib.contextmanager

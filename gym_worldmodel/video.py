@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,14 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, scale: 
     except ImportError as err:
         raise ImportError("writing video needs moviepy: pip install gym-worldmodel[video]") from err
     path = video_path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.mp4'}")
+    try:  # a name of its own: two writers of one video must not share a temporary file
+        fd, name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix or '.mp4'}"
+        )
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
+    os.close(fd)
+    tmp = Path(name)
     # Frame by frame, each exactly once: moviepy's ImageSequenceClip finds the frame of each
     # output time by float arithmetic, and dropped or repeated frames (at 5 fps, 6 of 31).
     try:
@@ -68,6 +76,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, scale: 
             with FFMPEG_VideoWriter(str(tmp), size, fps, codec="libx264") as writer:
                 for frame in frames:
                     writer.write_frame(frame)
+        if not tmp.is_file() or not tmp.stat().st_size:  # the encoder failed and said nothing
+            raise OSError(f"cannot write {path}: the video encoder wrote nothing")
+        os.chmod(tmp, 0o644)  # as a file written by name (mkstemp makes it the owner's alone)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -148,6 +148,38 @@ def test_failed_save_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.Mon
     assert list((tmp_path / "ckpt").iterdir()) == []
 
 
+def test_a_full_disk_names_the_file_and_leaves_it_as_it_was(saved: Path, tiny_model, monkeypatch):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    before = snapshot_bytes(saved)
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gym_worldmodel.files.os, "fsync", no_space)
+    with pytest.raises(
+        OSError, match=r"cannot write .*ckpt/.*: the disk is full; the file was left"
+    ):
+        save_pretrained(tiny_model, saved)
+    assert snapshot_bytes(saved) == before
+
+    def torch_full(*args, **kwargs):  # what torch.save's writer raises when the disk fills
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3547776")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(gym_worldmodel.files.os, "fsync", torch_full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30, 4096))
+    with pytest.raises(OSError, match="the disk is full") as err:
+        save_pretrained(tiny_model, saved)
+    assert err.value.errno == errno.ENOSPC and "unexpected pos" in str(err.value.__cause__)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**40, 0, 2**40))
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # room left: the writer's own error
+        save_pretrained(tiny_model, saved)
+    assert snapshot_bytes(saved) == before
+
+
 def test_a_save_into_a_folder_not_writable_names_the_folder(saved: Path, tiny_model, monkeypatch):
     def denied(*args, **kwargs):  # what mkstemp raises there (root, as CI runs, is never denied)
         raise PermissionError(13, "Permission denied", str(saved / ".model.safetensors.x.tmp"))

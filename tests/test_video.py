@@ -77,6 +77,8 @@ def test_write_video_writes_mp4_or_gif_by_the_suffix_and_refuses_others_early(tm
     assert frame_count(write_video(tmp_path / "a" / "clip.mp4", frames, 8)) == 5
     with Image.open(write_video(tmp_path / "clip.gif", frames, 8)) as gif:
         assert gif.n_frames == 5 and gif.size == (32, 32)
+    assert (tmp_path / "a" / "clip.mp4").stat().st_mode & 0o777 == 0o644
+    assert not [p.name for p in tmp_path.rglob(".*")]  # no temporary file left
     with Image.open(write_video(tmp_path / "big.gif", frames, 8, scale=3)) as gif:
         assert gif.size == (96, 96)  # each pixel a 3 x 3 block of one colour
         big = np.asarray(gif.convert("RGB"))
