@@ -16,7 +16,7 @@ import numpy as np
 from gym_worldmodel.evaluation.control import CAMERA_KEYS, PROBE_VISIBLE_R2, ratio_text
 from gym_worldmodel.evaluation.evaluate import WorldResult
 from gym_worldmodel.evaluation.metrics import STATS
-from gym_worldmodel.files import atomic_write
+from gym_worldmodel.files import atomic_write, atomic_write_all, remove_stale_temps
 from gym_worldmodel.plotting import pyplot
 
 
@@ -27,13 +27,18 @@ def write_report(
     report: Path,
     command: str,
 ) -> None:
-    """Markdown page, PSNR/SSIM and stability plots, sample strips and raw JSON."""
+    """Markdown page, PSNR/SSIM and stability plots, sample strips and raw JSON.
+
+    The figures first, then the page and the JSON together (:func:`atomic_write_all`): a run
+    stopped on its way leaves the page and the JSON of one evaluation, the earlier one's.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     report.parent.mkdir(parents=True, exist_ok=True)
+    for folder in {out_dir, report.parent}:
+        remove_stale_temps(folder)  # a report stopped while it was written
     images = image_dir(out_dir, report)
     raw = [dataclasses.asdict(r) for r in results]
     text = json.dumps(_nan_to_none(raw), indent=1, allow_nan=False) + "\n"
-    atomic_write(out_dir / "results.json", lambda fh: fh.write(text.encode()))
     _plot_open_loop(results, out_dir / "open_loop.png")
     _plot_stability(results, out_dir / "stability.png")
     lines = [
@@ -62,7 +67,12 @@ def write_report(
         )
     lines += [f"![stability]({images}/stability.png)", ""]
     body = "\n".join(lines)
-    atomic_write(report, lambda fh: fh.write(body.encode()))
+    atomic_write_all(
+        {
+            report: lambda fh: fh.write(body.encode()),
+            out_dir / "results.json": lambda fh: fh.write(text.encode()),
+        }
+    )
 
 
 def _plot_open_loop(results: Sequence[WorldResult], path: Path) -> None:
