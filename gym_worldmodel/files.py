@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,24 +45,35 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
 _TEMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
-def remove_stale_temps(directory: Path, older_than_s: float = 600.0) -> list[Path]:
+def remove_stale_temps(
+    directory: Path, older_than_s: float = 600.0, names: Iterable[str] | None = None
+) -> list[Path]:
     """Delete the temporary files :func:`atomic_write` left in ``directory`` when killed.
 
     A process killed mid-write (SIGKILL, power loss) cannot unlink its ``.<name>.*.tmp``; a
     job that resumes into the folder calls this first. Only files of that pattern, in the folder
     and its subfolders (a run's ``model/``), untouched for ``older_than_s`` seconds, are
     deleted: a live writer's (another job in the same folder) is being written, so newer.
-    Returns what it deleted.
+    ``names`` limits it to the temporary files of those file names, in the folder alone (a
+    folder the user names, which may hold other programs' files). Returns what it deleted.
     """
     now = time.time()
-    stale = sorted(
-        path
-        for path in Path(directory).rglob(".*.tmp")
-        if _TEMP.fullmatch(path.name) and now - path.stat().st_mtime > older_than_s
+    folder = Path(directory)
+    found = (
+        folder.rglob(".*.tmp")
+        if names is None
+        else (p for name in names for p in folder.glob(f".{glob.escape(name)}.*.tmp"))
     )
-    for path in stale:
+    stale = []
+    for path in found:
+        try:
+            if _TEMP.fullmatch(path.name) and now - path.lstat().st_mtime > older_than_s:
+                stale.append(path)
+        except OSError:  # gone meanwhile
+            continue
+    for path in sorted(stale):
         path.unlink(missing_ok=True)
-    return stale
+    return sorted(stale)
 
 
 def atomic_write_all(writes: dict[Path, Callable[[IO[bytes]], Any]]) -> None:
@@ -105,12 +117,18 @@ def atomic_write_all(writes: dict[Path, Callable[[IO[bytes]], Any]]) -> None:
         raise
 
 
+#: The errors of writing a file (not of reading one a writer takes its bytes from).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+
+
 def _write_error(path: Path, err: OSError | RuntimeError) -> BaseException:
     """A failed write named by the file it was for (a full disk said so), or ``err`` itself.
 
     An ``OSError`` from writing names no file, and torch's writer raises a ``RuntimeError``
     ("unexpected pos") when the disk fills.
     """
+    if isinstance(err, OSError) and (err.filename is not None or err.errno not in _WRITE_ERRNOS):
+        return err  # another file's (a source the writer reads), or not the write's: as raised
     full = isinstance(err, OSError) and err.errno == errno.ENOSPC
     if isinstance(err, RuntimeError):
         try:

@@ -16,6 +16,7 @@ from gym_worldmodel.sources.episodes import (
     load_episodes,
     read_card,
     read_shard,
+    sha256,
     write_shard,
 )
 
@@ -171,6 +172,15 @@ def test_a_shard_the_card_never_listed_is_collected_again_under_its_name(tmp_pat
     with pytest.warns(UserWarning, match=f"{orphan.name} is not in dataset.json .* removed"):
         collect(FakeSource(), tmp_path / "a", **opts)
     assert read_card(tmp_path / "a")["shards"] == read_card(tmp_path / "ref")["shards"]
+    # an older card (a backup) that lacks an earlier shard: that shard is moved aside, kept
+    card_path = tmp_path / "a" / "dataset.json"
+    card = json.loads(card_path.read_text())
+    first = card["shards"].pop(0)
+    card_path.write_text(json.dumps(card))
+    with pytest.warns(UserWarning, match=rf"{first['file']} is not in dataset.json .* moved to"):
+        collect(FakeSource(), tmp_path / "a", **opts)
+    (aside,) = (tmp_path / "a").glob(f"{first['file']}.*.unlisted")
+    assert sha256(aside) == first["sha256"]
 
 
 def test_a_damaged_shard_past_a_shorter_episodes_is_collected_again(tmp_path):

@@ -113,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("(GYM_WORLDMODEL_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
         return 2
     except SystemExit as err:
-        if not isinstance(err.code, str):  # argparse's own (it printed its usage and error)
+        # argparse's own (it printed its usage and error), or a traceback asked for
+        if not isinstance(err.code, str) or os.environ.get("GYM_WORLDMODEL_TRACEBACK"):
             raise
         # a subcommand's own one-line refusal (SystemExit(message)): said as the errors above,
         # with their exit status, not Python's bare message and status 1

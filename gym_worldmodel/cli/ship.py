@@ -78,7 +78,7 @@ def ship_main(argv: Sequence[str]) -> None:
         try:  # a world this ship starts, or one that would load the replaced checkpoint
             model.config.check_trained(WORLD_MODALITIES[world], world)
         except ValueError as err:
-            raise SystemExit(f"ship: the {world} world could not run this model: {err}") from None
+            raise SystemExit(f"the {world} world could not run this model: {err}") from None
     # a shipped world's env starts from the bundled frames written below, not a run's own
     target = hub.save_pretrained(
         model, root / args.name, torch.float16, start_frames=args.out is not None

@@ -284,7 +284,7 @@ def arguments(
     ``prev_obs`` and ``obs`` are the last frames as uint8 tensors; the NumPy values (action
     vectors, poses or None, step counts, effort) become tensors through ``to`` (e.g. onto the
     env's device). They may share memory with the env's own (``torch.from_numpy`` does on the
-    CPU): :func:`evaluate` hands each hook copies.
+    CPU): :func:`run_hooks` hands each hook copies.
     """
     as_t = lambda a: None if a is None else to(np.ascontiguousarray(a))  # noqa: E731
     info = {"pose": as_t(pose), "prev_pose": as_t(prev_pose), "step": as_t(step)}

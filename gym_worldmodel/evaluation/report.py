@@ -34,8 +34,10 @@ def write_report(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     report.parent.mkdir(parents=True, exist_ok=True)
-    for folder in {out_dir, report.parent}:
-        remove_stale_temps(folder)  # a report stopped while it was written
+    own = [report.name, "results.json", "open_loop.png", "stability.png"]
+    own += [f"{r.world}_strip.png" for r in results]
+    for folder in {out_dir, report.parent}:  # a report stopped while it was written
+        remove_stale_temps(folder, names=own)
     images = image_dir(out_dir, report)
     raw = [dataclasses.asdict(r) for r in results]
     text = json.dumps(_nan_to_none(raw), indent=1, allow_nan=False) + "\n"

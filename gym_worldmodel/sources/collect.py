@@ -194,22 +194,43 @@ AGAIN = "collect_again"
 
 
 def _remove_unlisted_shards(out_dir: Path, card: dict[str, Any]) -> None:
-    """Delete the shards on disk that the card does not list (their episodes are collected again).
+    """Clear the shards on disk that the card does not list before a resume writes more.
 
     A run killed (or out of disk) between renaming a shard into place and writing the card
-    that lists it leaves one; its episodes are pending in the card, so the resume collects them
-    again, the same episodes, under the same name.
+    that lists it leaves one, under the next name of its split; its episodes are still to be
+    collected in the card, so it is deleted and the resume writes the same episodes under the
+    same name. Any other unlisted shard (a card restored from a backup, a folder copied while a
+    collection ran) is moved aside, ``<file>.<time>.unlisted``, never deleted.
     """
     listed = {shard["file"] for shard in card["shards"]}
     for split in SPLITS:
+        crashed = _next_shard_name(card, split)
         for path in sorted(out_dir.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9].npz")):
-            if path.name not in listed:
+            if path.name in listed:
+                continue
+            if path.name == crashed:
                 path.unlink()
-                warnings.warn(
-                    f"{path} is not in {CARD} (a run stopped before it listed it): removed; "
-                    "its episodes are collected again",
-                    stacklevel=3,
-                )
+                what = "removed; the episodes it held are collected again"
+            else:
+                aside = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.unlisted")
+                path.replace(aside)  # a name of its own, never overwritten
+                what = f"moved to {aside.name}"
+            warnings.warn(
+                f"{path} is not in {CARD} (a run stopped before it listed it, or a card older "
+                f"than its shards): {what}",
+                stacklevel=3,
+            )
+
+
+def _next_shard_name(card: dict[str, Any], split: str, out_dir: Path | None = None) -> str:
+    """The next shard name of ``split``: the first neither the card nor ``out_dir`` holds."""
+    taken = {s["file"] for s in card["shards"]}
+    number = sum(1 for s in card["shards"] if s["split"] == split)
+    while (name := f"{split}-{number:05d}.npz") in taken or (
+        out_dir is not None and (out_dir / name).exists()
+    ):
+        number += 1
+    return name
 
 
 def _mark_bad_shards(out_dir: Path, card: dict[str, Any], progress: bool) -> None:
@@ -299,14 +320,10 @@ def _flush(out_dir: Path, card: dict, split: str, pending: dict, progress: bool)
     that entry's name and place.
     """
     indices, episodes = zip(*pending[split], strict=True)
-    # the next free name: neither in the card nor on disk (a shard deleted by hand, with its
-    # card entry, must not make the next one overwrite a later shard)
-    taken = {s["file"] for s in card["shards"]}
-    number = sum(1 for s in card["shards"] if s["split"] == split)
-    while f"{split}-{number:05d}.npz" in taken or (out_dir / f"{split}-{number:05d}.npz").exists():
-        number += 1
     again = [s for s in card["shards"] if s.get(AGAIN) and s["indices"] == list(indices)]
-    name = again[0]["file"] if again else f"{split}-{number:05d}.npz"
+    # else the next free name: neither in the card nor on disk (a shard deleted by hand, with
+    # its card entry, must not make the next one overwrite a later shard)
+    name = again[0]["file"] if again else _next_shard_name(card, split, out_dir)
     digest = write_shard(out_dir / name, list(episodes))
     entry = {
         "file": name,
@@ -324,7 +341,7 @@ def _flush(out_dir: Path, card: dict, split: str, pending: dict, progress: bool)
     _write_card(out_dir, card)
     pending[split] = []
     if not progress:  # a log line a shard instead of the bar
-        done = sum(s["episodes"] for s in card["shards"])
+        done = sum(s["episodes"] for s in card["shards"] if not s.get(AGAIN))
         print(f"{out_dir / name}: {len(episodes)} {split} episodes ({done} collected)", flush=True)
 
 
