@@ -180,6 +180,8 @@ def unwritable(path: str | os.PathLike, folder: bool = False) -> str | None:
     target = Path(path).absolute()
     here = target if folder else target.parent
     while not here.exists() and here != here.parent:
+        if here.is_symlink():  # a link to nothing: no folder can be made there
+            return f"{here} is a link to nothing"
         here = here.parent
     if not here.is_dir():
         return f"{here} is a file, not a folder"

@@ -42,7 +42,7 @@ from gym_worldmodel.envs.pose import wrap_deg
 from gym_worldmodel.evaluation import psnr, ssim
 from gym_worldmodel.evaluation.open_loop import step_actions
 from gym_worldmodel.evaluation.report import image_dir
-from gym_worldmodel.files import atomic_write
+from gym_worldmodel.files import atomic_write, atomic_write_all, remove_stale_temps
 from gym_worldmodel.models import WorldModel
 from gym_worldmodel.plotting import pyplot
 from gym_worldmodel.sources.episodes import DatasetError, check_datasets, load_episodes
@@ -276,12 +276,16 @@ def _revisits(
 
 
 def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, command: str) -> None:
-    """Markdown section, a PSNR-over-time plot and the raw JSON."""
+    """Markdown section, a PSNR-over-time plot and the raw JSON.
+
+    The plot first, then the page and the JSON together (as ``evaluation.write_report`` does).
+    """
     plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     report.parent.mkdir(parents=True, exist_ok=True)
+    for folder in {out_dir, report.parent}:  # a report stopped while it was written
+        remove_stale_temps(folder, names=[report.name, "revisit.json", "revisit.png"])
     raw = json.dumps({**asdict(result), "gain_db": result.gain_db}, indent=1) + "\n"
-    atomic_write(out_dir / "revisit.json", lambda fh: fh.write(raw.encode()))
     fig, ax = plt.subplots(figsize=(8, 3.2))
     t = np.arange(1, len(result.curve_on) + 1)
     ax.fill_between(
@@ -368,4 +372,9 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
         "",
     ]
     body = "\n".join(lines)
-    atomic_write(report, lambda fh: fh.write(body.encode()))
+    atomic_write_all(
+        {
+            report: lambda fh: fh.write(body.encode()),
+            out_dir / "revisit.json": lambda fh: fh.write(raw.encode()),
+        }
+    )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import glob
+import operator
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +47,18 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, scale: 
         raise ValueError(
             f"frames must be uint8 (T, H, W, 3) with T >= 1, got {frames.dtype} {frames.shape}"
         )
-    if isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 16:
+    try:
+        scale = operator.index(scale) if not isinstance(scale, bool) else -1  # NumPy ints too
+    except TypeError:
+        scale = -1
+    if not 1 <= scale <= 16:
         raise ValueError(
             f"scale must be an int in [1, 16] (video pixels a frame pixel), got {scale!r}"
         )
-    if scale > 1:
-        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+
+    def enlarged(frame: np.ndarray) -> np.ndarray:  # one frame at a time: 16x the pixels
+        return frame.repeat(scale, axis=-3).repeat(scale, axis=-2) if scale > 1 else frame
+
     try:
         import imageio.v3 as iio
         from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
@@ -64,18 +73,21 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, scale: 
         raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
     os.close(fd)
     tmp = Path(name)
+    for old in path.parent.glob(f".{glob.escape(path.stem)}.*.tmp{path.suffix or '.mp4'}"):
+        if time.time() - old.lstat().st_mtime > 600:  # a killed writer's, not a live one's
+            old.unlink(missing_ok=True)
     # Frame by frame, each exactly once: moviepy's ImageSequenceClip finds the frame of each
     # output time by float arithmetic, and dropped or repeated frames (at 5 fps, 6 of 31).
     try:
         if path.suffix.lower() == ".gif":
             # GIF counts centiseconds; Pillow would floor 66.7 ms to 60 (16.7 fps for 15)
             centis = max(1, round(100 / fps))
-            iio.imwrite(tmp, frames, extension=".gif", duration=10 * centis, loop=0)
+            iio.imwrite(tmp, enlarged(frames), extension=".gif", duration=10 * centis, loop=0)
         else:
-            size = (frames.shape[2], frames.shape[1])  # width, height
+            size = (frames.shape[2] * scale, frames.shape[1] * scale)  # width, height
             with FFMPEG_VideoWriter(str(tmp), size, fps, codec="libx264") as writer:
                 for frame in frames:
-                    writer.write_frame(frame)
+                    writer.write_frame(enlarged(frame))
         if not tmp.is_file() or not tmp.stat().st_size:  # the encoder failed and said nothing
             raise OSError(f"cannot write {path}: the video encoder wrote nothing")
         os.chmod(tmp, 0o644)  # as a file written by name (mkstemp makes it the owner's alone)

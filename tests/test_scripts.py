@@ -513,6 +513,11 @@ def test_recordings_take_robot_logs_as_they_are_kept(tmp_path):
     np.savez(tmp_path / "logs" / "ep0.npz", **dict(log, frames=log["frames"] / 255.0))
     with pytest.raises(DatasetError, match=r"got float64 .*\(frames \* 255\).round\(\)"):
         Recordings(str(tmp_path / "logs"), "robot", ignore="timestamps").rollout(0, t)
+    spaced = Recordings(str(tmp_path / "logs"), "robot", ignore="timestamps, poses")
+    assert spaced.ignore == {"timestamps", "poses"}  # as a shell user writes a list
+    for bad in (1, None, [1]):
+        with pytest.raises(ValueError, match="ignore must name arrays"):
+            Recordings(str(tmp_path / "logs"), "robot", ignore=bad)
     for fps in (10, 0, 7.5, True):
         with pytest.raises(ValueError, match="positive multiple of the worlds' 3 frames a step"):
             Recordings(str(tmp_path / "logs"), "robot", fps=fps)
@@ -736,7 +741,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path, mo
     assert f"--out {ro / 'ev'}: the folder {ro} is not writable" in capsys.readouterr().err
 
 
-def test_train_init_names_the_shipped_worlds(capsys):
+def test_train_init_names_the_shipped_worlds(capsys, tmp_path, monkeypatch):
     from gym_worldmodel.cli.train import _parse
     from gym_worldmodel.files import WORLDS_DIR
 
@@ -745,6 +750,9 @@ def test_train_init_names_the_shipped_worlds(capsys):
     assert parse("citywalk=shipped").init == str(WORLDS_DIR / "citywalk")
     assert parse("robot=shipped").init == str(WORLDS_DIR / "shared")
     assert parse("runs/sf/model").init == "runs/sf/model"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shipped").mkdir()  # a folder of that name here is the folder
+    assert parse("shipped").init == "shipped"
     with pytest.raises(SystemExit):
         parse("moon=shipped")
     assert "no world 'moon'" in capsys.readouterr().err

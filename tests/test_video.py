@@ -1,5 +1,7 @@
 """Video: Gymnasium's RecordVideo (single and vector) writes MP4s through moviepy."""
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -83,6 +85,13 @@ def test_write_video_writes_mp4_or_gif_by_the_suffix_and_refuses_others_early(tm
         assert gif.size == (96, 96)  # each pixel a 3 x 3 block of one colour
         big = np.asarray(gif.convert("RGB"))
         assert np.array_equal(big, big[::3, ::3].repeat(3, 0).repeat(3, 1))
+    import imageio.v3 as iio
+
+    stale = tmp_path / ".wide.k1ll3dxx.tmp.mp4"  # a killed writer's temporary file
+    stale.write_bytes(b"half")
+    os.utime(stale, (0, 0))
+    wide = write_video(tmp_path / "wide.mp4", frames, 8, scale=np.int64(2))  # NumPy ints too
+    assert next(iio.imiter(wide)).shape[:2] == (64, 64) and not stale.exists()
     for scale in (0, 17, 2.0):
         with pytest.raises(ValueError, match=r"scale must be an int in \[1, 16\]"):
             write_video(tmp_path / "x.mp4", frames, 8, scale=scale)

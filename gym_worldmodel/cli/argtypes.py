@@ -143,6 +143,11 @@ def check_video(path: Path, make_folder: bool = True) -> None:
         video_path(path, make_folder)
     except (OSError, ValueError) as err:
         raise SystemExit(f"--video: {err}") from err
+    from gym_worldmodel.files import unwritable
+
+    why = unwritable(path)
+    if why:  # a read-only folder found now, not after the frames are made
+        raise SystemExit(f"--video {path}: {why} (nothing was played)")
 
 
 def check_device(device: str) -> None:

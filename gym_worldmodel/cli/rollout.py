@@ -154,10 +154,9 @@ def rollout_main(argv: Sequence[str]) -> None:
         raise SystemExit(f"--scale {args.scale}: at most 16 video pixels a frame pixel")
     if args.frames is not None and (args.frames.suffix != ".npy" or args.frames.is_dir()):
         raise SystemExit(f"--frames {args.frames}: name a .npy file to write")
-    for flag, path in (("--video", args.video), ("--frames", args.frames)):
-        why = None if path is None else unwritable(path)
-        if why:
-            raise SystemExit(f"{flag} {path}: {why} (nothing was played)")
+    why = None if args.frames is None else unwritable(args.frames)
+    if why:
+        raise SystemExit(f"--frames {args.frames}: {why} (nothing was played)")
     reset_options = read_start_image(args.image) if args.image else None
     actions, steps = _actions_and_steps(args)
     env_kwargs = _env_kwargs(args, actions, steps)
@@ -238,6 +237,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _actions_and_steps(args: argparse.Namespace) -> tuple[Any, int]:
     """The actions file's rows (None: random actions) and the steps to play."""
+    npz = args.actions is not None and args.actions.suffix == ".npz"
+    if npz and args.world not in (None, "robot"):  # said before the file is read as RT-1 keys
+        raise SystemExit(f"--actions {args.actions}: .npz (RT-1 keys) is for --world robot")
     actions = read_actions(args.actions) if args.actions is not None else None
     if actions is None:
         return None, 100 if args.steps is None else args.steps
@@ -339,7 +341,15 @@ def _play(
             elapsed += time.perf_counter() - start
         except ActionError as err:
             hint = ""
-            if getattr(args, "world_inferred", False):
+            space = env.action_space.shape
+            shape = np.asarray(action).shape if not isinstance(action, dict) else None
+            fits = space is not None and shape is not None and shape[-len(space) :] == space
+            if (
+                getattr(args, "world_inferred", False)
+                and i == 0
+                and not isinstance(actions, dict)
+                and (not fits or "integers" in str(err))  # another world's actions
+            ):
                 others = " or ".join(w for w in ("citywalk", "robot", "driving") if w != args.world)
                 hint = (
                     f"; without --world this plays the {args.world} world: --world {others} "

@@ -17,15 +17,18 @@ def init_checkpoint(value: str) -> str:
     """``train --init``: a checkpoint as given, or ``shipped`` / ``WORLD=shipped`` resolved.
 
     ``shipped`` is the embedded shared world (the robot's, which the others continue from);
-    ``WORLD=shipped`` that world's own embedded checkpoint (the city walk's, driving's).
+    ``WORLD=shipped`` that world's own embedded checkpoint (the city walk's, driving's). A
+    folder of that name here is the folder.
     """
     from gym_worldmodel.envs.worlds import get_world, shipped_checkpoint
     from gym_worldmodel.files import WORLDS_DIR
 
     world, sep, rest = value.partition("=")
+    if Path(value).exists():  # a folder of that name, as --model reads one
+        return value
     if value == SHIPPED:
         return str(WORLDS_DIR / "shared")
-    if sep and rest == SHIPPED and not Path(value).exists():
+    if sep and rest == SHIPPED:
         if world not in WORLD_IDS:
             raise argparse.ArgumentTypeError(
                 f"{value}: no world {world!r} (these are {sorted(WORLD_IDS)})"

@@ -100,7 +100,13 @@ class Recordings:
             raise FileNotFoundError(f"no .npz recordings in {folder!r}")
         self.world = get_world(world)
         self.head = self.world.action_head(action_mode)
-        self.ignore = set(ignore.split(",") if isinstance(ignore, str) else ignore) - {""}
+        names = ignore.split(",") if isinstance(ignore, str) else ignore
+        if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+            raise ValueError(
+                f"ignore must name arrays, comma-separated (ignore=timestamps,joint_positions), "
+                f"got {ignore!r}"
+            )
+        self.ignore = {n.strip() for n in names} - {""}
         self.info = {
             "source": "recordings",
             "folder": str(Path(folder).expanduser().resolve()),
@@ -160,6 +166,12 @@ class Recordings:
         else:  # one array per key: the robot's RT-1 dict, or the camera's look mode
             actions = arrays
             head = self.world.action_head({"robot": "dict", "camera": "look"}[head.modality])
+            extra = sorted(set(arrays) - {"move", "look"})
+            if head.modality == "camera" and extra:
+                raise DatasetError(
+                    f"{path}: arrays {extra} besides frames, poses and the look mode's move and "
+                    f"look (or actions): ignore={','.join(extra)} leaves them out"
+                )
             if head.modality == "robot":  # the arm's 7 values are enough
                 try:
                     actions = complete_rt1(arrays)
