@@ -184,7 +184,8 @@ def test_rollout_plays_the_same_actions_in_highway_env_beside_the_world(tmp_path
     assert np.load(tmp_path / "world.npy").shape == (13, 64, 64, 3)  # the world's own frames
     from moviepy import VideoFileClip
 
-    assert VideoFileClip(str(tmp_path / "both.mp4")).size == [128, 64]  # world | simulator
+    # world | simulator, each pixel 4 x 4 (rollout --scale 4, the default)
+    assert VideoFileClip(str(tmp_path / "both.mp4")).size == [4 * 128, 4 * 64]
     from gym_worldmodel import cli
 
     with pytest.raises(SystemExit, match="compare a world of the simulator's frame size"):
