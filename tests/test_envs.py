@@ -421,7 +421,7 @@ def test_a_photos_exif_orientation_is_applied(tmp_path):
     """A phone stores a portrait shot turned, with an EXIF tag that says how to show it."""
     from PIL import Image
 
-    from gym_worldmodel.envs.options import pil_as_rgb
+    from gym_worldmodel.envs.pictures import pil_as_rgb
 
     photo = Image.new("RGB", (40, 30))  # stored 40 wide, 30 high
     photo.paste((255, 0, 0), (0, 0, 40, 10))  # the stored top: red

@@ -135,27 +135,27 @@ def test_single_env_time_limit_is_part_of_its_state_and_it_forks():
 
 
 def test_free_memory_is_a_containers_where_its_cgroup_limits_it(monkeypatch, tmp_path):
-    from gym_worldmodel.envs import state
+    from gym_worldmodel.envs import resources
 
     (tmp_path / "meminfo").write_text("MemTotal: 8000000 kB\nMemAvailable: 4000000 kB\n")
     (tmp_path / "max").write_text("1048576000\n")  # a container limited to 1000 MiB, 600 used
     (tmp_path / "current").write_text("629145600\n")
     (tmp_path / "unlimited").write_text("max\n")
     cpu = torch.device("cpu")
-    monkeypatch.setattr(state, "MEMINFO", str(tmp_path / "meminfo"))
-    monkeypatch.setattr(state, "CGROUP_LIMITS", [(tmp_path / "max", tmp_path / "current")])
-    assert state.free_bytes(cpu) == 400 * 2**20
+    monkeypatch.setattr(resources, "MEMINFO", str(tmp_path / "meminfo"))
+    monkeypatch.setattr(resources, "CGROUP_LIMITS", [(tmp_path / "max", tmp_path / "current")])
+    assert resources.free_bytes(cpu) == 400 * 2**20
     for limits in ([(tmp_path / "unlimited", tmp_path / "current")], [("/no/such", "/no/such")]):
-        monkeypatch.setattr(state, "CGROUP_LIMITS", limits)
-        assert state.free_bytes(cpu) == 4000000 * 1024  # the host's
-    monkeypatch.setattr(state, "MEMINFO", "/no/such/meminfo")
-    assert state.free_bytes(cpu) is None  # unknown: forks are not checked
+        monkeypatch.setattr(resources, "CGROUP_LIMITS", limits)
+        assert resources.free_bytes(cpu) == 4000000 * 1024  # the host's
+    monkeypatch.setattr(resources, "MEMINFO", "/no/such/meminfo")
+    assert resources.free_bytes(cpu) is None  # unknown: forks are not checked
 
 
 def test_fork_checks_its_arguments(monkeypatch):
-    from gym_worldmodel.envs import state
+    from gym_worldmodel.envs import resources
 
-    monkeypatch.setattr(state, "free_bytes", lambda device: 2**30)  # 1 GiB free, anywhere
+    monkeypatch.setattr(resources, "free_bytes", lambda device: 2**30)  # 1 GiB free, anywhere
     env = WorldModelVectorEnv(2, world="driving", **TINY)
     with pytest.raises(RuntimeError, match="before fork"):
         env.fork(0, 2)

@@ -59,7 +59,7 @@ def read_start_image(path: Path) -> Any:
     """
     import numpy as np
 
-    from gym_worldmodel.envs.options import picture_hint, pil_as_rgb
+    from gym_worldmodel.envs.pictures import picture_hint, pil_as_rgb
 
     if not path.is_file():
         raise SystemExit(f"--image {path}: {'a folder' if path.is_dir() else 'no such file'}")

@@ -48,7 +48,8 @@ import torch
 from torch import Tensor
 
 from gym_worldmodel.envs.actions import on_host
-from gym_worldmodel.envs.options import check_count, picture_hint, pil_as_rgb
+from gym_worldmodel.envs.options import check_count
+from gym_worldmodel.envs.pictures import picture_hint, pil_as_rgb
 from gym_worldmodel.envs.worlds import fit_frames
 
 Hook = Callable[[Tensor, Tensor, Tensor, dict[str, Any]], Any]

@@ -12,13 +12,8 @@ from gymnasium.vector import AutoresetMode
 
 from gym_worldmodel.envs.actions import batch_one, on_host
 from gym_worldmodel.envs.observations import info_row, take
-from gym_worldmodel.envs.options import (
-    PICTURE_SHAPES,
-    check_options,
-    check_seed,
-    one_picture,
-    user_rng,
-)
+from gym_worldmodel.envs.options import check_options, check_seed, user_rng
+from gym_worldmodel.envs.pictures import PICTURE_SHAPES, one_picture
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 

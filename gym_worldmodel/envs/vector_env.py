@@ -36,6 +36,7 @@ from gym_worldmodel.envs.options import (
     user_rng,
 )
 from gym_worldmodel.envs.pose import POSE_FIELDS, EgoShift, advance
+from gym_worldmodel.envs.resources import check_fits
 from gym_worldmodel.envs.settings import (
     check_render_mode,
     memory_switch,
@@ -43,7 +44,6 @@ from gym_worldmodel.envs.settings import (
     resolve_model,
 )
 from gym_worldmodel.envs.state import (
-    check_fits,
     check_pose_range,
     loadable_state,
     to_meta,
