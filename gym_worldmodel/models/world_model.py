@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,25 @@ class WorldModel(nn.Module):
         model.checkpoint_dir = self.checkpoint_dir
         return model
 
+    def _converted(
+        self, new: Callable[[str], bool] = lambda key: False, sampler: bool = False, **changes: Any
+    ) -> WorldModel:
+        """This model's weights in a model of this config with ``changes``, in this mode.
+
+        ``changes`` are ``DiTConfig`` fields (with ``sampler``, ``SamplerConfig`` ones). Weights
+        the new model has and this one lacks must be ones ``new`` names: they keep the new
+        model's initialisation; any other difference is an error.
+        """
+        part = "sampler" if sampler else "dit"
+        config = dataclasses.replace(
+            self.config, **{part: dataclasses.replace(getattr(self.config, part), **changes)}
+        )
+        model = self._like(config)
+        missing, unexpected = model.load_state_dict(self.state_dict(), strict=False)
+        if unexpected or not all(new(key) for key in missing):
+            raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
+        return model.train(self.training)
+
     @staticmethod
     def upgrade_state_dict(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
         """Weights written by earlier versions, in this version's layout (a new dict).
@@ -76,12 +95,7 @@ class WorldModel(nn.Module):
         """
         if self.config.dit.frame_anchor:
             return self
-        dit = dataclasses.replace(self.config.dit, frame_anchor=True)
-        model = self._like(dataclasses.replace(self.config, dit=dit))
-        missing, unexpected = model.load_state_dict(self.state_dict(), strict=False)
-        if set(missing) != {"dit.anchor_embed.weight"} or unexpected:
-            raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
-        return model.train(self.training)
+        return self._converted(lambda key: key == "dit.anchor_embed.weight", frame_anchor=True)
 
     def with_action_scale(self, scales: Mapping[str, Any]) -> WorldModel:
         """This model with new action input factors (``DiTConfig.action_scale``) for ``scales``.
@@ -94,14 +108,12 @@ class WorldModel(nn.Module):
                 out keep theirs.
         """
         merged = {**self.config.dit.action_scale, **{k: tuple(v) for k, v in scales.items()}}
-        dit = dataclasses.replace(self.config.dit, action_scale=merged)  # validates
-        model = self._like(dataclasses.replace(self.config, dit=dit))
-        model.load_state_dict(self.state_dict())
+        model = self._converted(action_scale=merged)  # (the config validates them)
         old, new = self.dit.actions.input_scale, model.dit.actions.input_scale
         ratio = torch.where(new > 0, old / new.clamp_min(1e-30), torch.ones_like(new))
         with torch.no_grad():
             model.dit.actions.w1.mul_(ratio[:, :, None])
-        return model.train(self.training)
+        return model
 
     def with_anchor_motion(self, rates: Mapping[str, Any]) -> WorldModel:
         """This model with moving anchors (``DiTConfig.anchor_motion``), from ``rates``.
@@ -113,12 +125,7 @@ class WorldModel(nn.Module):
         """
         model = self.with_frame_anchor()
         if not model.config.dit.anchor_motion:
-            dit = dataclasses.replace(model.config.dit, anchor_motion=True)
-            moved = self._like(dataclasses.replace(model.config, dit=dit))
-            missing, unexpected = moved.load_state_dict(model.state_dict(), strict=False)
-            if set(missing) != {"dit.anchor_motion"} or unexpected:
-                raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
-            model = moved.train(self.training)
+            model = model._converted(lambda key: key == "dit.anchor_motion", anchor_motion=True)
         table = model.dit.anchor_motion
         assert table is not None  # the model was given anchor_motion above if it lacked it
         for name, rate in rates.items():
@@ -175,12 +182,7 @@ class WorldModel(nn.Module):
         """
         model = self.with_frame_anchor()
         names = tuple(dict.fromkeys((*model.config.dit.anchor_flow, *modalities)))
-        dit = dataclasses.replace(model.config.dit, anchor_flow=names)
-        out = self._like(dataclasses.replace(model.config, dit=dit))
-        missing, unexpected = out.load_state_dict(model.state_dict(), strict=False)
-        if unexpected or any(not key.startswith("flow.") for key in missing):
-            raise RuntimeError(f"unexpected weights: missing {missing}, extra {unexpected}")
-        return out.train(self.training)
+        return model._converted(lambda key: key.startswith("flow."), anchor_flow=names)
 
     def with_anchor_ego(self, modalities: tuple[str, ...], hold: tuple[int, ...]) -> WorldModel:
         """This model moving the anchors of ``modalities`` with the car (``anchor_ego``).
@@ -190,12 +192,7 @@ class WorldModel(nn.Module):
         weights are kept. ``hold``: the ``ego_hold`` box of the followed car (empty: none).
         """
         model = self.with_anchor_flow(tuple(modalities))
-        dit = dataclasses.replace(
-            model.config.dit, anchor_ego=tuple(modalities), ego_hold=tuple(hold)
-        )
-        out = self._like(dataclasses.replace(model.config, dit=dit))
-        out.load_state_dict(model.state_dict())
-        return out.train(self.training)
+        return model._converted(anchor_ego=tuple(modalities), ego_hold=tuple(hold))
 
     def with_anchor_sigma(self, sigma: float) -> WorldModel:
         """This model predicting frames as changes from their anchor (``DiTConfig.anchor_sigma``).
@@ -204,20 +201,14 @@ class WorldModel(nn.Module):
         starts by repeating the anchor frame, and fine-tuning learns the changes with the
         trunk's features. Adds the frame anchor first if the model has none.
         """
-        model = self.with_frame_anchor()
-        dit = dataclasses.replace(model.config.dit, anchor_sigma=float(sigma))
-        out = self._like(dataclasses.replace(model.config, dit=dit))
-        out.load_state_dict(model.state_dict())
+        out = self.with_frame_anchor()._converted(anchor_sigma=float(sigma))
         torch.nn.init.zeros_(out.dit.out.weight)
         torch.nn.init.zeros_(out.dit.out.bias)
-        return out.train(self.training)
+        return out
 
     def with_sampler(self, **changes: Any) -> WorldModel:
         """The same weights with ``SamplerConfig`` fields replaced (e.g. ``nfe=1``)."""
-        sampler = dataclasses.replace(self.config.sampler, **changes)
-        model = self._like(dataclasses.replace(self.config, sampler=sampler))
-        model.load_state_dict(self.state_dict())
-        return model.train(self.training)
+        return self._converted(sampler=True, **changes)
 
     def for_autocast(self, dtype: torch.dtype | str) -> WorldModel:
         """Hold the linear and convolution layers' weights in ``dtype``, for inference under it.
