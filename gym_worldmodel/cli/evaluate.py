@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,12 @@ def eval_main(argv: Sequence[str]) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     check_device(args.device)
+    if args.out == DOCS_OUT and not DOCS_OUT.parent.is_dir():  # outside the project's checkout
+        print(
+            f"note: writing the report into {DOCS_OUT}/ and {DOCS_OUT.parent}/ here (the "
+            "project's own report's place); --out DIR names another",
+            file=sys.stderr,
+        )
     # what is written at the end is checked now, not after an evaluation of many minutes
     for flag, path, kind in (("--out", args.out, "a directory"), ("--report", args.report, "")):
         if path is not None and path.exists() and path.is_dir() != bool(kind):
