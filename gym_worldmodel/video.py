@@ -56,7 +56,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, scale: 
             f"scale must be an int in [1, 16] (video pixels a frame pixel), got {scale!r}"
         )
 
-    def enlarged(frame: np.ndarray) -> np.ndarray:  # one frame at a time: 16x the pixels
+    def enlarged(frame: np.ndarray) -> np.ndarray:  # an MP4's one frame at a time; a GIF whole
         return frame.repeat(scale, axis=-3).repeat(scale, axis=-2) if scale > 1 else frame
 
     try:

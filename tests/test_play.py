@@ -66,10 +66,13 @@ def test_play_command_walks_the_world_from_the_keyboard(monkeypatch, capsys, tmp
     args = ["--model", "random-tiny", "--fps", "1000", "--image", str(tmp_path / "start.npy")]
     args += ["--dtype", "float32"]  # the world's, as rollout takes it
     video = tmp_path / "played.mp4"
-    play_main([*args, "--video", str(video)], callback=callback)
+    play_main([*args, "--video", str(video), "--scale", "3"], callback=callback)
     out = capsys.readouterr().out
     frames = 1 + sum(n for *_, n in seen)  # the start frame and every step's frames
     assert f"wrote {video}: {frames} frames" in out and video.stat().st_size > 1000
+    import imageio.v3 as iio
+
+    assert next(iio.imiter(video)).shape == (3 * 32, 3 * 32, 3)  # the tiny world's, 3 x 3
     assert out.startswith("WorldModel-CityWalk-v0: hold the keys below")
     assert "W: [1, 0]\n  A: [2, 0]" in out and "J: [0, 1]" in out  # the controls, in order
     assert [a for a, *_ in seen] == [[0, 0], [0, 0], [1, 1], [1, 1], [1, 1]]

@@ -2,7 +2,8 @@
 
 Subcommands:
     bench: benchmarks that print their figures (see :mod:`gym_worldmodel.bench`).
-    collect: record episodes from a simulator into the episode format (resumable).
+    collect: record episodes from a simulator, or your own recordings, into the episode format
+        (resumable).
     train: train a stage (vae, decoder, teacher, student, flow, self-forcing; resumable).
     eval: score a model against held-out episodes and write a report.
     rollout: play a world and write the video.
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     commands = {
         "bench": "benchmarks that print their figures",
-        "collect": "record simulator episodes into a dataset (resumable)",
+        "collect": "record simulator episodes, or your own recordings, into a dataset (resumable)",
         "train": "train a stage: vae, decoder, teacher, student, flow, self-forcing (resumable)",
         "eval": "score a model against held-out episodes; writes a markdown report",
         "rollout": "play a world (random or given actions, any start image); write the video",
@@ -119,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a subcommand's own one-line refusal (SystemExit(message)): said as the errors above,
         # with their exit status, not Python's bare message and status 1
         print(f"gym-worldmodel {args[0]}: error: {err.code}", file=sys.stderr)
+        print("(GYM_WORLDMODEL_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if os.environ.get("GYM_WORLDMODEL_TRACEBACK"):

@@ -47,6 +47,24 @@ def positive_int(text: str) -> int:
 denoiser_passes = positive_int
 
 
+def video_scale(text: str) -> int:
+    """Argparse type of ``--scale``: video pixels a frame pixel, an int in [1, 16]."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= 16:
+        raise argparse.ArgumentTypeError(f"must be an int in [1, 16], got {text!r}")
+    return int(text)
+
+
+def add_video_scale(parser: argparse.ArgumentParser) -> None:
+    """``--scale``: how much ``--video`` enlarges the frames (rollout and play alike)."""
+    parser.add_argument(
+        "--scale",
+        type=video_scale,
+        default=4,
+        help="video pixels per frame pixel, 1 to 16, nearest neighbour (default 4: 256 x 256 for "
+        "the 64 x 64 worlds; 1 writes the frames as they are)",
+    )
+
+
 def non_negative_int(text: str) -> int:
     """Argparse type of seeds and counts that may be 0: an int >= 0.
 

@@ -1,4 +1,4 @@
-"""``gym-worldmodel collect``: record simulator episodes into a dataset."""
+"""``gym-worldmodel collect``: record simulator episodes, or your own recordings, into a dataset."""
 
 from __future__ import annotations
 

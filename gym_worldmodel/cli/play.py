@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from gym_worldmodel.cli.argtypes import (
+    add_video_scale,
     add_world_dtype,
     check_device,
     check_video,
@@ -98,7 +99,7 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
 
         from gym_worldmodel.video import write_video
 
-        write_video(args.video, np.stack(frames), world_fps)
+        write_video(args.video, np.stack(frames), world_fps, args.scale)
         print(f"wrote {args.video}: {len(frames)} frames at {world_fps:g} fps")
     if interrupted:
         raise KeyboardInterrupt
@@ -148,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also write what you played to this MP4 (every frame, at the world's rate; the "
         "video extra), when the window closes, Escape is pressed or Ctrl-C stops it",
     )
+    add_video_scale(parser)
     return parser
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from gym_worldmodel.cli.argtypes import (
+    add_video_scale,
     add_world_dtype,
     check_device,
     check_video,
@@ -150,8 +151,6 @@ def rollout_main(argv: Sequence[str]) -> None:
     # The outputs' names first, so that a bad one fails before the frames are made; their folders
     # only when they are written, so that a refused input or action leaves none behind
     check_video(args.video, make_folder=False)
-    if args.scale > 16:
-        raise SystemExit(f"--scale {args.scale}: at most 16 video pixels a frame pixel")
     if args.frames is not None and (args.frames.suffix != ".npy" or args.frames.is_dir()):
         raise SystemExit(f"--frames {args.frames}: name a .npy file to write")
     why = None if args.frames is None else unwritable(args.frames)
@@ -215,13 +214,7 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("rollout.mp4"),
         help="the video to write: .mp4 (default rollout.mp4 here), .mov, .mkv or .gif",
     )
-    parser.add_argument(
-        "--scale",
-        type=positive_int,
-        default=4,
-        help="video pixels per frame pixel, nearest neighbour (default 4: 256 x 256 for the "
-        "64 x 64 worlds; 1 writes the frames as they are, as --frames keeps them)",
-    )
+    add_video_scale(parser)
     parser.add_argument(
         "--frames", type=Path, help="also save the frames, uint8 (T, H, W, 3), to this .npy"
     )

@@ -1,4 +1,7 @@
-"""The worlds the commands name, and ``--model``'s checkpoint for each (``eval``, ``rollout``)."""
+"""The worlds the commands name, and the checkpoints ``--model`` and ``train --init`` name.
+
+``--model`` names one per world (``eval``, ``rollout``); ``shipped`` is each world's embedded one.
+"""
 
 from __future__ import annotations
 

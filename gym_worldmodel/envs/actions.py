@@ -241,8 +241,8 @@ def complete_rt1(columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
     ``gripper_closedness_action`` ``(T, 1)`` or ``(T,)``; the base keys may be left out
     (zeros: no base motion), and so may ``terminate_episode`` (1: arm mode for every step),
     which may also be RT-1's one-hot ``(T, 3)``. Values are not range-checked here: the action
-    head does that when the actions are encoded (``env.step`` of one row ``t``:
-    ``{k: v[t] for k, v in complete_rt1(log).items()}``).
+    head does that when the actions are encoded (``env.step`` of one row ``t``, in an env made
+    with ``action_mode="dict"``: ``{k: v[t] for k, v in complete_rt1(log).items()}``).
 
     Raises:
         ActionError: An unknown or missing key, arrays of different lengths, or a

@@ -8,6 +8,8 @@ loses at most the episodes of the two shards in progress (one per split), which 
 collects again. A resumed run checks the shards the card lists: one whose bytes are not those
 recorded (a disk error, an edit) is set aside as ``<file>.<time>.corrupt`` and its episodes are
 collected again; one missing is an error (a folder half copied is not re-collected for hours).
+A shard on disk that the card does not list is deleted if it has its split's next name (a run
+stopped between the shard and the card) and moved aside as ``<file>.<time>.unlisted`` if not.
 """
 
 from __future__ import annotations
