@@ -1059,7 +1059,7 @@ def test_reset_env_idx_must_be_ints(rows):
     env = WorldModelVectorEnv(2, world="driving", engine=CountingEngine(2))
     env.reset(seed=0)
     env.step(np.zeros((2, 2), np.float32))
-    with pytest.raises(ValueError, match=r"env_idx must be ints naming rows in \[0, 2\)"):
+    with pytest.raises(ValueError, match=r"env_idx must be an int or a list of ints .*in \[0, 2\)"):
         env.reset(seed=1, options={"env_idx": rows})
     assert env.get_state()["steps"].tolist() == [1, 1]
 

@@ -161,11 +161,11 @@ def test_fork_checks_its_arguments(monkeypatch):
         env.fork(0, 2)
     env.reset(seed=0)
     for row, n, match in (
-        (2, 1, r"row must be an int in \[0, 2\)"),
+        (2, 1, r"row must be an int or a list of ints naming rows in \[0, 2\)"),
         (0.5, 1, "row must be an int"),
         (True, 1, "row"),
         (-1, 1, "row"),
-        ([], 1, "or a list of them, got \\[\\]"),
+        ([], 1, "or a list of ints naming rows in \\[0, 2\\), got \\[\\]"),
         ([0, 2], 1, "row"),
         (0, 0, "n"),
     ):
@@ -258,13 +258,15 @@ def test_state_calls_check_their_rows():
     env = WorldModelVectorEnv(2, world="driving", engine=CountingEngine(2))
     env.reset(seed=0)
     for rows in ([5], [-1], [[0, 1]], [0.5], 2, True):
-        with pytest.raises(ValueError, match=r"env_idx must be a list of .*rows in \[0, 2\)"):
+        with pytest.raises(
+            ValueError, match=r"env_idx must be an int or a list .*rows in \[0, 2\)"
+        ):
             env.get_state(rows)
     one = env.get_state(1)  # an int names one row, as set_memory and a reset's env_idx take it
     assert one["steps"].shape == (1,)
     env.set_state(one, 0)
     state = env.get_state([0, 0])  # repeats are fine when reading: a fork
-    with pytest.raises(ValueError, match="distinct rows"):
+    with pytest.raises(ValueError, match=r"env_idx names rows \[1\] more than once"):
         env.set_state(state, [1, 1])
     with pytest.raises(ValueError, match="rows in"):
         env.set_state(env.get_state([0]), [2])

@@ -33,15 +33,10 @@ def _load_array_file(path: Path, flag: str) -> Any:
     import zipfile
     import zlib
 
-    import numpy as np
-
-    from gym_worldmodel.files import numpy_load_error
+    from gym_worldmodel.files import load_numbers, numpy_load_error
 
     try:
-        data = np.load(path, allow_pickle=False)
-        if isinstance(data, np.lib.npyio.NpzFile):
-            with data:  # its arrays are read lazily: read them here, where errors are caught
-                data = {k: data[k] for k in data.files}
+        data = load_numbers(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         why = numpy_load_error(err)
         raise SystemExit(f"{flag} {path}: not a {path.suffix} file of numbers ({why})") from err

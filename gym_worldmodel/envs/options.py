@@ -77,25 +77,34 @@ def reset_rows(options: dict, num_envs: int) -> np.ndarray:
             )
         return np.flatnonzero(mask)
     if "env_idx" in options:
-        given = options["env_idx"]
-        try:
-            idx = np.asarray(given).reshape(-1)
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"env_idx must be ints naming rows in [0, {num_envs}), got {given!r}"
-            ) from err
-        if (
-            idx.size == 0
-            or not np.issubdtype(idx.dtype, np.integer)
-            or idx.min() < 0
-            or idx.max() >= num_envs
-        ):
-            raise ValueError(f"env_idx must be ints naming rows in [0, {num_envs}), got {given!r}")
-        rows, counts = np.unique(idx, return_counts=True)
-        if (counts > 1).any():
-            raise ValueError(f"env_idx names rows {rows[counts > 1].tolist()} more than once")
-        return idx.astype(np.int64)
+        return parse_rows(options["env_idx"], num_envs, "env_idx", repeats=False, empty=False)
     return np.arange(num_envs)
+
+
+def parse_rows(value: Any, num_envs: int, name: str, *, repeats: bool, empty: bool) -> np.ndarray:
+    """Row indices ``(n,)`` int64 from an int or a 1-D list, array or tensor (any device) of them.
+
+    Each in ``[0, num_envs)`` (a ``ValueError`` names ``name`` and what it was given); the same
+    row twice only with ``repeats`` (a fork's parents, a state of several copies), none at all
+    only with ``empty``. Bools are refused: ``True`` is not row 1.
+    """
+    try:
+        rows = np.atleast_1d(np.asarray(on_host(value)))
+    except (TypeError, ValueError):  # ragged lists
+        rows = np.asarray([None])
+    kind = "an int or a list of ints" + ("" if repeats else " (each once)")
+    if (
+        rows.ndim != 1
+        or not (rows.size == 0 or np.issubdtype(rows.dtype, np.integer))
+        or (rows.size and (rows.min() < 0 or rows.max() >= num_envs))
+        or (rows.size == 0 and not empty)
+    ):
+        raise ValueError(f"{name} must be {kind} naming rows in [0, {num_envs}), got {value!r}")
+    if not repeats:
+        unique, counts = np.unique(rows, return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(f"{name} names rows {unique[counts > 1].tolist()} more than once")
+    return rows.astype(np.int64)
 
 
 def is_int(value: Any) -> bool:

@@ -15,7 +15,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from gym_worldmodel.envs import hooks as hook_lib
 from gym_worldmodel.envs import observations as obs_lib
-from gym_worldmodel.envs.actions import DrivingHead, on_host
+from gym_worldmodel.envs.actions import DrivingHead
 from gym_worldmodel.envs.engine import Engine, FullEngine, WorldEngine
 from gym_worldmodel.envs.options import autoreset_mode as autoreset_mode_of
 from gym_worldmodel.envs.options import (
@@ -27,7 +27,7 @@ from gym_worldmodel.envs.options import (
     first_chunk,
     host_options,
     initial_conditions,
-    is_int,
+    parse_rows,
     reset_rows,
     rng_from_state,
     row_seeds,
@@ -597,15 +597,8 @@ class WorldModelVectorEnv(VectorEnv):
         self._check_open()
         if not self._started:
             raise RuntimeError("call reset() before fork()")
-        row = on_host(row)  # rows picked on the device (a torch planner's argmax) too
-        if isinstance(row, np.ndarray) and row.ndim == 0:
-            row = row.item()
-        several = isinstance(row, (Sequence, np.ndarray)) and np.ndim(row) == 1
-        parents: list[Any] = list(cast(Sequence[int], row)) if several else [row]
-        if not parents or not all(is_int(r) and 0 <= r < self.num_envs for r in parents):
-            raise ValueError(
-                f"row must be an int in [0, {self.num_envs}) or a list of them, got {row!r}"
-            )
+        # rows picked on the device (a torch planner's argmax) too
+        parents = parse_rows(row, self.num_envs, "row", repeats=True, empty=False).tolist()
         check_count("n", n, "forks")
         if output is not None:
             check_choice("output", output, ("numpy", "torch"))
@@ -702,18 +695,7 @@ class WorldModelVectorEnv(VectorEnv):
         """Validated row indices ``(n,)``: all rows for None, one row for an int."""
         if env_idx is None:
             return np.arange(self.num_envs)
-        rows = np.atleast_1d(on_host(env_idx))  # a device tensor of rows too
-        if (
-            rows.ndim != 1
-            or not (rows.size == 0 or np.issubdtype(rows.dtype, np.integer))
-            or (rows.size and (rows.min() < 0 or rows.max() >= self.num_envs))
-            or (not repeats and len(np.unique(rows)) != len(rows))
-        ):
-            each = "" if repeats else "distinct "
-            raise ValueError(
-                f"env_idx must be a list of {each}rows in [0, {self.num_envs}), got {env_idx!r}"
-            )
-        return rows.astype(np.int64)
+        return parse_rows(env_idx, self.num_envs, "env_idx", repeats=repeats, empty=True)
 
     def _check_open(self) -> None:
         if self.closed:

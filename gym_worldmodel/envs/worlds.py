@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,9 +236,11 @@ def _load_start_frames(path: Path) -> np.ndarray:
     """The ``frames`` array of a start-frames file, checked: uint8 ``(N, H, H, 3)``, N >= 1."""
     expected = "an .npz whose 'frames' is uint8 (N, H, H, 3) RGB, N >= 1"
     try:
-        with np.load(path, allow_pickle=False) as data:
-            frames = data["frames"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        data = files.load_numbers(path)
+        frames = data["frames"] if isinstance(data, dict) else None
+        if frames is None:
+            raise KeyError("no 'frames' array")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         # not an npz, a damaged one, pickled, no frames
         why = files.numpy_load_error(err)
         raise ValueError(f"start frames {path}: expected {expected} ({why})") from None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gym_worldmodel.files import atomic_write, numpy_load_error
+from gym_worldmodel.files import atomic_write, load_numbers, numpy_load_error
 
 if TYPE_CHECKING:
     from gym_worldmodel.models import WorldModelConfig
@@ -119,9 +120,11 @@ def read_shard(path: Path, expected_sha256: str | None = None) -> list[Episode]:
             "shard aside and collects its episodes again, with their seeds"
         )
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in ("frames", "actions", "poses", "frame_offsets", "seeds")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        data = load_numbers(path)
+        if not isinstance(data, dict):
+            raise ValueError("one array (an .npy), not a shard's named arrays")
+        arrays = {k: data[k] for k in ("frames", "actions", "poses", "frame_offsets", "seeds")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         why = numpy_load_error(err)
         raise DatasetError(f"shard {path} is not a readable episode shard: {why}") from err
     for name, (kinds, ndim, what) in _SHARD_ARRAYS.items():

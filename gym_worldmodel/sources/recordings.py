@@ -42,6 +42,8 @@ The class is also a template for a source of your own: an ``info`` dict and
 from __future__ import annotations
 
 import hashlib
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,6 +52,7 @@ import numpy as np
 from gym_worldmodel.envs.actions import complete_rt1
 from gym_worldmodel.envs.pose import POSE_FIELDS
 from gym_worldmodel.envs.worlds import fit_frames, get_world
+from gym_worldmodel.files import load_numbers, numpy_load_error
 from gym_worldmodel.sources.episodes import DatasetError, Episode
 
 FRAME_SIZE = 64  # the shipped worlds' VAE
@@ -132,8 +135,13 @@ class Recordings:
                 "held-out episode)"
             )
         path = self.files[seed]
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files if k not in self.ignore}
+        try:
+            data = load_numbers(path)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            raise DatasetError(f"{path}: not a readable .npz ({numpy_load_error(err)})") from err
+        if not isinstance(data, dict):
+            raise DatasetError(f"{path}: one array (an .npy's), not a recording's named arrays")
+        arrays = {k: v for k, v in data.items() if k not in self.ignore}
         if "frames" not in arrays:
             raise DatasetError(f"{path}: no frames array (it holds {sorted(arrays)})")
         frames = arrays.pop("frames")
