@@ -59,6 +59,7 @@ def remove_stale_temps(
     """
     now = time.time()
     folder = Path(directory)
+    names = [names] if isinstance(names, str) else names
     found = (
         folder.rglob(".*.tmp")
         if names is None
@@ -96,6 +97,10 @@ def atomic_write_all(writes: dict[Path, Callable[[IO[bytes]], Any]]) -> None:
                 raise PermissionError(
                     f"cannot write {path}: the folder {str(path.parent)!r} is not writable "
                     f"({err.strerror}); nothing in it was changed"
+                ) from None
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"cannot write {path}: its folder {str(path.parent)!r} does not exist"
                 ) from None
             temps.append((tmp, path))
             try:

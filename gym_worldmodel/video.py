@@ -56,6 +56,14 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, scale: 
             f"scale must be an int in [1, 16] (video pixels a frame pixel), got {scale!r}"
         )
 
+    gib = frames.nbytes * scale**2 / 2**30
+    if path_is_gif := Path(path).suffix.lower() == ".gif":
+        if gib > 1:  # a GIF is encoded whole: every enlarged frame in memory at once
+            raise ValueError(
+                f"a GIF of {len(frames)} frames at scale {scale} takes {gib:.1f} GiB to encode: "
+                "write an .mp4 (encoded a frame at a time) or a lower scale"
+            )
+
     def enlarged(frame: np.ndarray) -> np.ndarray:  # an MP4's one frame at a time; a GIF whole
         return frame.repeat(scale, axis=-3).repeat(scale, axis=-2) if scale > 1 else frame
 
@@ -79,7 +87,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, scale: 
     # Frame by frame, each exactly once: moviepy's ImageSequenceClip finds the frame of each
     # output time by float arithmetic, and dropped or repeated frames (at 5 fps, 6 of 31).
     try:
-        if path.suffix.lower() == ".gif":
+        if path_is_gif:
             # GIF counts centiseconds; Pillow would floor 66.7 ms to 60 (16.7 fps for 15)
             centis = max(1, round(100 / fps))
             iio.imwrite(tmp, enlarged(frames), extension=".gif", duration=10 * centis, loop=0)

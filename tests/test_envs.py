@@ -904,6 +904,8 @@ def test_complete_rt1_fills_in_what_robot_logs_leave_out():
         ({k: v for k, v in arm.items() if k != "world_vector"}, "expected the keys"),
         (dict(arm, world_vector=np.zeros((3, 3))), "same number of rows"),
         ([1, 2], "expected a dict of arrays, got list"),
+        (dict(arm, world_vector=[[1, 2, 3], [1]]), "'world_vector' is not an array of numbers"),
+        (dict(arm, world_vector=np.array(["a"] * 5)), "'world_vector' is not an array of numbers"),
     ):
         with pytest.raises(ActionError, match=match):
             complete_rt1(bad)

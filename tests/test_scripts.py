@@ -524,6 +524,40 @@ def test_recordings_take_robot_logs_as_they_are_kept(tmp_path):
     assert Recordings(str(tmp_path / "logs"), "robot", fps=30).info["fps"] == 30
 
 
+def test_recordings_that_cannot_serve_are_named_and_hidden_files_are_not_recordings(
+    tmp_path, monkeypatch
+):
+    import numpy as np
+
+    from gym_worldmodel.sources.episodes import DatasetError
+    from gym_worldmodel.sources.recordings import Recordings
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "123"  # a folder named by digits: --source-option reads it as a number
+    folder.mkdir()
+    (folder / "._a.npz").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS's, beside a.npz
+    frames = np.zeros((5, 8, 8, 3), np.uint8)
+    cases = {
+        "cut": b"PK\x03\x04garbage",
+        "none": dict(frames=frames),  # driving without its actions
+        "flat": dict(frames=frames, actions=np.float32(0.5)),  # one number, not a row a step
+        "poses": dict(frames=frames, actions=np.zeros((4, 2), np.float32), poses=np.float64(1)),
+        "empty": dict(frames=np.zeros((5, 0, 8, 3), np.uint8), actions=np.zeros((4, 2))),
+    }
+    for name, content in cases.items():
+        for old in folder.glob("[!.]*.npz"):
+            old.unlink()
+        if isinstance(content, bytes):
+            (folder / "a.npz").write_bytes(content)
+        else:
+            np.savez(folder / "a.npz", **content)
+        source = Recordings(123, "driving")
+        assert [p.name for p in source.files] == ["a.npz"]  # not the hidden one
+        with pytest.raises(DatasetError, match=r"a\.npz: ") as err:
+            source.rollout(0, 4)
+        assert "Traceback" not in str(err.value), name
+
+
 def test_train_commands_budget_recipe(tmp_path, capsys):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
     data = tmp_path / "data"

@@ -223,6 +223,15 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         collect(FakeSource(), tmp_path, episodes=4, steps=5, progress=False)
 
 
+def test_a_first_run_stopped_before_its_first_shard_takes_other_settings(tmp_path):
+    """A wrong option or a bad first recording leaves a card without shards: not a dataset."""
+    with pytest.raises(KeyboardInterrupt):
+        collect(FakeSource(fail_at=0), tmp_path, episodes=2, steps=3, progress=False)
+    assert read_card(tmp_path)["shards"] == []
+    collect(FakeSource(), tmp_path, episodes=2, steps=5, progress=False)
+    assert read_card(tmp_path)["steps"] == 5 and len(load_episodes(tmp_path, "train")) == 2
+
+
 def test_whole_float_settings_are_stored_as_ints(tmp_path):
     collect(FakeSource(), tmp_path, episodes=3.0, steps=3, heldout_every=3.0, progress=False)
     assert read_card(tmp_path)["heldout_every"] == 3 and len(load_episodes(tmp_path)) == 2

@@ -92,6 +92,8 @@ def test_write_video_writes_mp4_or_gif_by_the_suffix_and_refuses_others_early(tm
     os.utime(stale, (0, 0))
     wide = write_video(tmp_path / "wide.mp4", frames, 8, scale=np.int64(2))  # NumPy ints too
     assert next(iio.imiter(wide)).shape[:2] == (64, 64) and not stale.exists()
+    with pytest.raises(ValueError, match=r"a GIF of 5 frames at scale 16 takes 1\.3 GiB"):
+        write_video(tmp_path / "huge.gif", np.zeros((5, 600, 600, 3), np.uint8), 8, scale=16)
     for scale in (0, 17, 2.0):
         with pytest.raises(ValueError, match=r"scale must be an int in \[1, 16\]"):
             write_video(tmp_path / "x.mp4", frames, 8, scale=scale)

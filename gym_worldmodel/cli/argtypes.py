@@ -157,15 +157,15 @@ def check_video(path: Path, make_folder: bool = True) -> None:
     for module in ("moviepy", "imageio"):  # MP4 through one, GIF through the other
         require(module, "--video", "video")
 
+    from gym_worldmodel.files import unwritable
+
+    why = unwritable(path)  # first: before its folder is made
+    if why:  # a read-only folder found now, not after the frames are made
+        raise SystemExit(f"--video {path}: {why} (nothing was played)")
     try:
         video_path(path, make_folder)
     except (OSError, ValueError) as err:
         raise SystemExit(f"--video: {err}") from err
-    from gym_worldmodel.files import unwritable
-
-    why = unwritable(path)
-    if why:  # a read-only folder found now, not after the frames are made
-        raise SystemExit(f"--video {path}: {why} (nothing was played)")
 
 
 def check_device(device: str) -> None:

@@ -146,7 +146,7 @@ def rollout_main(argv: Sequence[str]) -> None:
     # The outputs' names first, so that a bad one fails before the frames are made; their folders
     # only when they are written, so that a refused input or action leaves none behind
     check_video(args.video, make_folder=False)
-    if args.frames is not None and (args.frames.suffix != ".npy" or args.frames.is_dir()):
+    if args.frames is not None and (args.frames.suffix.lower() != ".npy" or args.frames.is_dir()):
         raise SystemExit(f"--frames {args.frames}: name a .npy file to write")
     why = None if args.frames is None else unwritable(args.frames)
     if why:

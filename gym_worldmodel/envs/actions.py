@@ -250,7 +250,16 @@ def complete_rt1(columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """
     if not isinstance(columns, Mapping):
         raise ActionError(f"RT-1 actions: expected a dict of arrays, got {type(columns).__name__}")
-    out = {k: np.asarray(on_host(v)) for k, v in columns.items()}
+    out = {}
+    for key, value in columns.items():
+        try:
+            out[key] = np.asarray(on_host(value))
+        except Exception as err:  # noqa: BLE001 - ragged lists, sparse or meta tensors, ...
+            raise ActionError(f"RT-1 actions: {key!r} is not an array of numbers ({err})") from err
+        if out[key].dtype.kind not in "biuf":
+            raise ActionError(
+                f"RT-1 actions: {key!r} is not an array of numbers (it holds {out[key].dtype})"
+            )
     optional = {k: n for k, n, _ in RT1_KEYS if k.startswith("base_")}
     required = {k for k, _, _ in RT1_KEYS} - set(optional)
     if not required <= set(out) <= required | {*optional, "terminate_episode"}:

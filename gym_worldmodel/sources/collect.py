@@ -307,6 +307,10 @@ def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
         return card
     card = read_card(out_dir)
     changed = {k: (card.get(k), v) for k, v in settings.items() if card.get(k) != v}
+    if changed and not card["shards"]:  # a first run stopped before its first shard: nothing
+        card = {"format": FORMAT, **settings, "shards": []}  # was collected under it
+        _write_card(out_dir, card)
+        return card
     if changed:
         raise DatasetError(
             f"{out_dir / CARD} was collected with other settings {changed} "

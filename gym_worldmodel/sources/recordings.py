@@ -42,10 +42,12 @@ The class is also a template for a source of your own: an ``info`` dict and
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +100,10 @@ class Recordings:
                 "resample recordings taken at another rate (keep every k-th frame and sum the "
                 "actions between)"
             )
-        self.files = sorted(Path(folder).expanduser().glob("*.npz"))
+        if not isinstance(folder, (str, os.PathLike)) or not isinstance(world, str):
+            folder, world = str(folder), str(world)  # --source-option values read as JSON
+        # (not hidden files: macOS's ._name.npz beside each recording is no recording)
+        self.files = sorted(p for p in Path(folder).expanduser().glob("*.npz") if p.name[0] != ".")
         if not self.files:
             raise FileNotFoundError(f"no .npz recordings in {folder!r}")
         self.world = get_world(world)
@@ -126,7 +131,10 @@ class Recordings:
         }
 
     def rollout(self, seed: int, steps: int) -> Episode:
-        """The first ``steps`` actions of recording number ``seed`` and the frames they led to."""
+        """The first ``steps`` actions of recording number ``seed`` and the frames they led to.
+
+        A recording that cannot serve is a ``DatasetError`` naming its file and why.
+        """
         if not 0 <= seed < len(self.files):
             raise DatasetError(
                 f"episode seed {seed}: {self.info['folder']} holds {len(self.files)} recordings "
@@ -142,11 +150,25 @@ class Recordings:
         if not isinstance(data, dict):
             raise DatasetError(f"{path}: one array (an .npy's), not a recording's named arrays")
         arrays = {k: v for k, v in data.items() if k not in self.ignore}
+        try:
+            return self._episode(path, arrays, steps, seed)
+        except DatasetError:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError, RuntimeError) as err:  # its arrays
+            raise DatasetError(f"{path}: {err}") from err
+
+    def _episode(self, path: Path, arrays: dict[str, Any], steps: int, seed: int) -> Episode:
+        """The episode of one recording's ``arrays`` (those ``ignore`` does not name)."""
         if "frames" not in arrays:
             raise DatasetError(f"{path}: no frames array (it holds {sorted(arrays)})")
         frames = arrays.pop("frames")
         poses = arrays.pop("poses", None)
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        if (
+            frames.dtype != np.uint8
+            or frames.ndim != 4
+            or frames.shape[-1] != 3
+            or 0 in frames.shape
+        ):
             scale = (
                 " (floats in [0, 1]: (frames * 255).round().astype(np.uint8))"
                 if frames.dtype.kind == "f"
@@ -171,9 +193,19 @@ class Recordings:
                     f"{path}: arrays {sorted(arrays)} besides frames, actions and poses: "
                     f"ignore={','.join(sorted(arrays))} leaves them out"
                 )
+        elif head.modality == "driving":
+            raise DatasetError(
+                f"{path}: no actions array (driving's: (T, 2) steering and acceleration "
+                f"fractions; it holds {sorted(arrays)})"
+            )
         else:  # one array per key: the robot's RT-1 dict, or the camera's look mode
             actions = arrays
             head = self.world.action_head({"robot": "dict", "camera": "look"}[head.modality])
+            if head.modality == "camera" and not {"move", "look"} <= set(arrays):
+                raise DatasetError(
+                    f"{path}: no actions array, nor the look mode's move and look (it holds "
+                    f"{sorted(arrays)})"
+                )
             extra = sorted(set(arrays) - {"move", "look"})
             if head.modality == "camera" and extra:
                 raise DatasetError(
@@ -187,7 +219,10 @@ class Recordings:
                     raise DatasetError(
                         f"{path}: its actions: {err} (ignore=NAME,... leaves other arrays out)"
                     ) from err
-        count = min(map(len, actions.values())) if isinstance(actions, dict) else len(actions)
+        columns = list(actions.values()) if isinstance(actions, dict) else [actions]
+        if any(np.ndim(c) == 0 for c in columns):
+            raise DatasetError(f"{path}: actions need one row per step, got a single number")
+        count = min(map(len, columns))
         if count < steps:
             raise DatasetError(f"{path}: {count} actions, fewer than --steps {steps}")
         if isinstance(actions, dict):
