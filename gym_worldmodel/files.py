@@ -195,20 +195,32 @@ def unwritable(path: str | os.PathLike, folder: bool = False) -> str | None:
     return None
 
 
-def load_numbers(path: str | os.PathLike) -> Any:
-    """An ``.npy``'s array or an ``.npz``'s arrays (a dict, all read now), nothing unpickled.
+def load_numbers(
+    path: str | os.PathLike, keys: Iterable[str] | None = None, skip: Iterable[str] = ()
+) -> Any:
+    """An ``.npy``'s array or an ``.npz``'s arrays (a dict, read now), nothing unpickled.
 
-    The file is closed however the read ends: NumPy's own ``np.load(path)`` leaves it open when
-    a damaged ``.npz`` fails to open. Errors are NumPy's (:func:`numpy_load_error` words them).
+    Of an ``.npz``, the arrays ``keys`` names (None: all) but those ``skip`` names; a key it
+    lacks is a ``KeyError``. The file is closed however the read ends: NumPy's own
+    ``np.load(path)`` leaves it open when a damaged ``.npz`` fails to open. A damaged file is
+    NumPy's error, or a ``ValueError`` where NumPy's is of another kind
+    (:func:`numpy_load_error` words them).
     """
+    import struct
+    import tokenize
+
     import numpy as np
 
-    with open(path, "rb") as fh:
-        data = np.load(fh, allow_pickle=False)
-        if isinstance(data, np.lib.npyio.NpzFile):
-            with data:  # its arrays are read lazily: read them here, while the file is open
-                return {k: data[k] for k in data.files}
-        return data
+    try:
+        with open(path, "rb") as fh:
+            data = np.load(fh, allow_pickle=False)
+            if isinstance(data, np.lib.npyio.NpzFile):
+                with data:  # its arrays are read lazily: read them here, while it is open
+                    wanted = data.files if keys is None else list(keys)
+                    return {k: data[k] for k in wanted if k not in set(skip)}
+            return data
+    except (NotImplementedError, tokenize.TokenError, struct.error) as err:  # a damaged header
+        raise ValueError(f"damaged ({type(err).__name__}: {err})") from err
 
 
 def numpy_load_error(err: BaseException) -> str:

@@ -7,9 +7,13 @@ import operator
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+
+#: The most memory a GIF's encoding may take (a GIF is encoded whole; see :func:`write_video`).
+GIF_BYTES = 2**30
 
 #: What :func:`write_video` writes, by the path's suffix (none: an MP4 by that name).
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".gif")
@@ -40,7 +44,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, scale: 
     H.264 in an MP4 (MOV, MKV by the suffix), or an animated GIF for ``.gif``, whose frames last
     whole hundredths of a second: the nearest to ``1 / fps`` (15 fps plays at 14.3). ``scale``
     enlarges each pixel to ``scale`` x ``scale`` (nearest neighbour: the world's pixels as they
-    are; a player would blur a 64 x 64 video it enlarges).
+    are; a player would blur a 64 x 64 video it enlarges); a GIF too large to encode in
+    :data:`GIF_BYTES` at it is written at the largest scale that fits, with a warning.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
@@ -56,13 +61,19 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, scale: 
             f"scale must be an int in [1, 16] (video pixels a frame pixel), got {scale!r}"
         )
 
-    gib = frames.nbytes * scale**2 / 2**30
     if path_is_gif := Path(path).suffix.lower() == ".gif":
-        if gib > 1:  # a GIF is encoded whole: every enlarged frame in memory at once
-            raise ValueError(
-                f"a GIF of {len(frames)} frames at scale {scale} takes {gib:.1f} GiB to encode: "
-                "write an .mp4 (encoded a frame at a time) or a lower scale"
+        # a GIF is encoded whole (its frames enlarged, then Pillow's copies: about 3x them)
+        fit = scale
+        while fit > 1 and 3 * frames.nbytes * fit**2 > GIF_BYTES:
+            fit -= 1
+        if fit < scale:  # written smaller rather than not at all (a played session is kept)
+            warnings.warn(
+                f"a GIF of {len(frames)} frames at scale {scale} would take about "
+                f"{3 * frames.nbytes * scale**2 / 2**30:.1f} GiB to encode: written at scale "
+                f"{fit} (an .mp4 is encoded a frame at a time)",
+                stacklevel=2,
             )
+            scale = fit
 
     def enlarged(frame: np.ndarray) -> np.ndarray:  # an MP4's one frame at a time; a GIF whole
         return frame.repeat(scale, axis=-3).repeat(scale, axis=-2) if scale > 1 else frame

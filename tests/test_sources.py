@@ -230,6 +230,13 @@ def test_a_first_run_stopped_before_its_first_shard_takes_other_settings(tmp_pat
     assert read_card(tmp_path)["shards"] == []
     collect(FakeSource(), tmp_path, episodes=2, steps=5, progress=False)
     assert read_card(tmp_path)["steps"] == 5 and len(load_episodes(tmp_path, "train")) == 2
+    # a shard on disk that an empty card does not list (a crash, a card from a backup): refused
+    card = json.loads((tmp_path / "dataset.json").read_text())
+    card["shards"] = []
+    (tmp_path / "dataset.json").write_text(json.dumps(card))
+    with pytest.raises(DatasetError, match="other settings"):
+        collect(FakeSource(), tmp_path, episodes=2, steps=3, progress=False)
+    assert len(list(tmp_path.glob("train-*.npz"))) == 1  # nothing deleted
 
 
 def test_whole_float_settings_are_stored_as_ints(tmp_path):

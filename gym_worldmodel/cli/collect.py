@@ -10,7 +10,7 @@ import site
 import sysconfig
 import traceback
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gym_worldmodel.cli.argtypes import folder_path, non_negative_int, positive_int
 
@@ -103,27 +103,46 @@ def collect_main(argv: Sequence[str]) -> None:
         )
 
 
-def parse_options(pairs: Sequence[str]) -> dict[str, object]:
-    """``["size=64", "env_name=X"]`` -> ``{"size": 64, "env_name": "X"}`` (JSON, else str)."""
-    options: dict[str, object] = {}
+def parse_options(pairs: Sequence[str]) -> dict[str, str]:
+    """``["size=64", "env_name=X"]`` -> ``{"size": "64", "env_name": "X"}`` (text, as given)."""
+    options: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"source option {pair!r}: expected KEY=VALUE")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+        options[key] = value
     return options
 
 
-def make_source(name: str, options: dict[str, object]) -> Source:
-    """The source ``name`` built with ``options``; an option it does not take is named."""
+def _value(text: str, annotation: Any) -> object:
+    """An option's value: JSON where it parses (``64``, ``true``, ``[1, 2]``), else its text.
+
+    A parameter typed ``str`` takes the text as given (a folder named ``123`` or ``1e3``).
+    """
+    if annotation is str or (
+        isinstance(annotation, str) and annotation.split("|")[0].strip() == "str"
+    ):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def make_source(name: str, given: dict[str, str]) -> Source:
+    """The source ``name`` built with the ``--source-option`` texts ``given``.
+
+    An option the source does not take is named, with those it does.
+    """
     cls = load_source(name)
     try:
         signature = inspect.signature(cls)
     except ValueError:  # some built-in classes have none: the call itself says
-        return cls(**options)
+        return cls(**{k: _value(v, None) for k, v in given.items()})
+    params = signature.parameters
+    options = {
+        k: _value(v, params[k].annotation if k in params else None) for k, v in given.items()
+    }
     try:
         signature.bind(**options)
     except TypeError as err:

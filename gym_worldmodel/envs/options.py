@@ -86,12 +86,18 @@ def parse_rows(value: Any, num_envs: int, name: str, *, repeats: bool, empty: bo
 
     Each in ``[0, num_envs)`` (a ``ValueError`` names ``name`` and what it was given); the same
     row twice only with ``repeats`` (a fork's parents, a state of several copies), none at all
-    only with ``empty``. Bools are refused: ``True`` is not row 1.
+    only with ``empty``. Bools are refused: ``True`` is not row 1. ``np.nonzero(mask)``'s
+    one-array tuple is its array.
     """
+    if isinstance(value, tuple) and len(value) == 1 and np.ndim(value[0]) == 1:
+        value = value[0]  # np.where(mask) / np.nonzero(mask) of a 1-D mask
+    flags = isinstance(value, (list, tuple)) and any(isinstance(v, (bool, np.bool_)) for v in value)
     try:
         rows = np.atleast_1d(np.asarray(on_host(value)))
     except (TypeError, ValueError):  # ragged lists
         rows = np.asarray([None])
+    if flags:
+        rows = np.asarray([None])  # refused below, as a list of bools is
     kind = "an int or a list of ints" + ("" if repeats else " (each once)")
     if (
         rows.ndim != 1
@@ -99,7 +105,10 @@ def parse_rows(value: Any, num_envs: int, name: str, *, repeats: bool, empty: bo
         or (rows.size and (rows.min() < 0 or rows.max() >= num_envs))
         or (rows.size == 0 and not empty)
     ):
-        raise ValueError(f"{name} must be {kind} naming rows in [0, {num_envs}), got {value!r}")
+        hint = " (torch.nonzero(mask) is (k, 1): flatten it)" if rows.ndim == 2 else ""
+        raise ValueError(
+            f"{name} must be {kind} naming rows in [0, {num_envs}), got {value!r}{hint}"
+        )
     if not repeats:
         unique, counts = np.unique(rows, return_counts=True)
         if (counts > 1).any():

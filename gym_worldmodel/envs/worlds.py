@@ -236,10 +236,10 @@ def _load_start_frames(path: Path) -> np.ndarray:
     """The ``frames`` array of a start-frames file, checked: uint8 ``(N, H, H, 3)``, N >= 1."""
     expected = "an .npz whose 'frames' is uint8 (N, H, H, 3) RGB, N >= 1"
     try:
-        data = files.load_numbers(path)
-        frames = data["frames"] if isinstance(data, dict) else None
-        if frames is None:
-            raise KeyError("no 'frames' array")
+        data = files.load_numbers(path, keys=["frames"])
+        if not isinstance(data, dict):
+            raise KeyError("no 'frames' array: one array (an .npy)")
+        frames = data["frames"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         # not an npz, a damaged one, pickled, no frames
         why = files.numpy_load_error(err)

@@ -57,7 +57,11 @@ class WorldModel(nn.Module):
         return model
 
     def _converted(
-        self, new: Callable[[str], bool] = lambda key: False, sampler: bool = False, **changes: Any
+        self,
+        new: Callable[[str], bool] = lambda key: False,
+        sampler: bool = False,
+        /,
+        **changes: Any,
     ) -> WorldModel:
         """This model's weights in a model of this config with ``changes``, in this mode.
 
@@ -208,7 +212,7 @@ class WorldModel(nn.Module):
 
     def with_sampler(self, **changes: Any) -> WorldModel:
         """The same weights with ``SamplerConfig`` fields replaced (e.g. ``nfe=1``)."""
-        return self._converted(sampler=True, **changes)
+        return self._converted(lambda key: False, True, **changes)
 
     def for_autocast(self, dtype: torch.dtype | str) -> WorldModel:
         """Hold the linear and convolution layers' weights in ``dtype``, for inference under it.

@@ -307,9 +307,10 @@ def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
         return card
     card = read_card(out_dir)
     changed = {k: (card.get(k), v) for k, v in settings.items() if card.get(k) != v}
-    if changed and not card["shards"]:  # a first run stopped before its first shard: nothing
-        card = {"format": FORMAT, **settings, "shards": []}  # was collected under it
-        _write_card(out_dir, card)
+    shards_here = any(next(out_dir.glob(f"{split}-[0-9]*.npz"), None) for split in SPLITS)
+    if changed and not card["shards"] and not shards_here:  # a first run stopped before its
+        card = {"format": FORMAT, **settings, "shards": []}  # first shard: no episode was
+        _write_card(out_dir, card)  # collected under it
         return card
     if changed:
         raise DatasetError(

@@ -120,10 +120,9 @@ def read_shard(path: Path, expected_sha256: str | None = None) -> list[Episode]:
             "shard aside and collects its episodes again, with their seeds"
         )
     try:
-        data = load_numbers(path)
-        if not isinstance(data, dict):
+        arrays = load_numbers(path, keys=("frames", "actions", "poses", "frame_offsets", "seeds"))
+        if not isinstance(arrays, dict):
             raise ValueError("one array (an .npy), not a shard's named arrays")
-        arrays = {k: data[k] for k in ("frames", "actions", "poses", "frame_offsets", "seeds")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         why = numpy_load_error(err)
         raise DatasetError(f"shard {path} is not a readable episode shard: {why}") from err

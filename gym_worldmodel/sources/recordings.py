@@ -144,18 +144,17 @@ class Recordings:
             )
         path = self.files[seed]
         try:
-            data = load_numbers(path)
+            data = load_numbers(path, skip=self.ignore)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             raise DatasetError(f"{path}: not a readable .npz ({numpy_load_error(err)})") from err
         if not isinstance(data, dict):
             raise DatasetError(f"{path}: one array (an .npy's), not a recording's named arrays")
-        arrays = {k: v for k, v in data.items() if k not in self.ignore}
         try:
-            return self._episode(path, arrays, steps, seed)
+            return self._episode(path, data, steps, seed)
         except DatasetError:
             raise
-        except (ValueError, TypeError, IndexError, KeyError, RuntimeError) as err:  # its arrays
-            raise DatasetError(f"{path}: {err}") from err
+        except (ValueError, TypeError, IndexError) as err:  # its arrays' shapes, kinds, values
+            raise DatasetError(f"{path}: {type(err).__name__}: {err}") from err
 
     def _episode(self, path: Path, arrays: dict[str, Any], steps: int, seed: int) -> Episode:
         """The episode of one recording's ``arrays`` (those ``ignore`` does not name)."""
