@@ -1141,3 +1141,17 @@ def test_an_output_folder_that_is_a_file_is_named_before_anything_runs(command, 
         capsys.readouterr().err
     )
     assert taken.read_text() == "mine"
+
+
+class _OptionsSource:
+    def __init__(self, folder: str, size: int = 64, flag: bool = False) -> None:
+        self.folder, self.size, self.flag = folder, size, flag
+
+
+def test_source_options_typed_str_keep_their_text(monkeypatch):
+    from gym_worldmodel.cli import collect as collect_cli
+
+    monkeypatch.setattr(collect_cli, "load_source", lambda name: _OptionsSource)
+    given = collect_cli.parse_options(["folder=1e3", "size=32", "flag=true"])
+    source = collect_cli.make_source("x", given)
+    assert (source.folder, source.size, source.flag) == ("1e3", 32, True)  # not 1000.0
