@@ -183,6 +183,21 @@ def test_a_shard_the_card_never_listed_is_collected_again_under_its_name(tmp_pat
     assert sha256(aside) == first["sha256"]
 
 
+def test_several_damaged_shards_of_a_split_are_each_collected_again_as_they_were(tmp_path):
+    """Their episodes used to be regrouped (shards of 1 and 2 as 2 and 1): another card."""
+    opts = dict(steps=4, episodes_per_shard=2, heldout_every=100, progress=False)
+    collect(FakeSource(), tmp_path, episodes=5, **opts)
+    collect(FakeSource(), tmp_path, episodes=8, **opts)  # [0, 1] [2, 3] [4] [5, 6] [7]
+    before = read_card(tmp_path)
+    assert [s["indices"] for s in before["shards"]][2:4] == [[4], [5, 6]]
+    for shard in before["shards"][2:4]:
+        path = tmp_path / shard["file"]
+        path.write_bytes(path.read_bytes()[:-10])
+    with pytest.warns(UserWarning, match="collected again"):
+        collect(FakeSource(), tmp_path, episodes=8, **opts)
+    assert read_card(tmp_path) == before
+
+
 def test_a_damaged_shard_past_a_shorter_episodes_is_collected_again(tmp_path):
     """A dataset only grows: a resume asking for fewer episodes still makes it whole again."""
     opts = dict(steps=4, episodes_per_shard=2, heldout_every=3, progress=False)

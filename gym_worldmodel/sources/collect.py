@@ -107,8 +107,17 @@ def collect(
         stored = {i for shard in card["shards"] if not shard.get(AGAIN) for i in shard["indices"]}
         # the episodes asked for, and those of a damaged shard set aside, whichever index they
         # have: a dataset only grows, so a shorter --episodes still makes it whole again
-        again = {i for shard in card["shards"] if shard.get(AGAIN) for i in shard["indices"]}
-        wanted = sorted(set(range(episodes)) | again)
+        # a damaged shard's episodes are gathered as that shard again, its name and place
+        # (those stored meanwhile elsewhere, by a run that grouped them otherwise, left out)
+        again = {
+            i: [j for j in s["indices"] if j not in stored]
+            for s in card["shards"]
+            if s.get(AGAIN)
+            for i in s["indices"]
+            if i not in stored
+        }
+        repairs: dict[int, list[tuple[int, Episode]]] = {}  # first index -> gathered so far
+        wanted = sorted(set(range(episodes)) | set(again))
         pending: dict[str, list[tuple[int, Episode]]] = {split: [] for split in SPLITS}
         width, side = source.info.get("action_width"), source.info["frame_size"]
         modality = source.info["modality"]
@@ -127,13 +136,20 @@ def collect(
             split = "heldout" if index % heldout_every == heldout_every - 1 else "train"
             episode = source.rollout(seed + index, steps)
             posed = _check_episode(index, episode, steps, (modality, width), side, posed)
-            pending[split].append((index, episode))
             bar.update(1)
+            if index in again:
+                group = repairs.setdefault(again[index][0], [])
+                group.append((index, episode))
+                if len(group) == len(again[index]):
+                    _flush(out_dir, card, split, repairs.pop(again[index][0]), progress)
+                continue
+            pending[split].append((index, episode))
             if len(pending[split]) == episodes_per_shard:
-                _flush(out_dir, card, split, pending, progress)
+                _flush(out_dir, card, split, pending[split], progress)
+                pending[split] = []
         for split in SPLITS:
             if pending[split]:
-                _flush(out_dir, card, split, pending, progress)
+                _flush(out_dir, card, split, pending[split], progress)
         bar.close()
         done = {i for shard in card["shards"] if not shard.get(AGAIN) for i in shard["indices"]}
         left = [s for s in card["shards"] if s.get(AGAIN) and set(s["indices"]) <= done]
@@ -320,13 +336,15 @@ def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     return card
 
 
-def _flush(out_dir: Path, card: dict, split: str, pending: dict, progress: bool) -> None:
-    """Write the split's pending episodes as a shard and add it to the card.
+def _flush(
+    out_dir: Path, card: dict, split: str, items: list[tuple[int, Episode]], progress: bool
+) -> None:
+    """Write ``items`` (index, episode) of ``split`` as a shard and add it to the card.
 
     A shard that gathers a damaged one's episodes again (its entry marked :data:`AGAIN`) takes
     that entry's name and place.
     """
-    indices, episodes = zip(*pending[split], strict=True)
+    indices, episodes = zip(*items, strict=True)
     again = [s for s in card["shards"] if s.get(AGAIN) and s["indices"] == list(indices)]
     # else the next free name: neither in the card nor on disk (a shard deleted by hand, with
     # its card entry, must not make the next one overwrite a later shard)
@@ -346,7 +364,6 @@ def _flush(out_dir: Path, card: dict, split: str, pending: dict, progress: bool)
     else:
         card["shards"].append(entry)
     _write_card(out_dir, card)
-    pending[split] = []
     if not progress:  # a log line a shard instead of the bar
         done = sum(s["episodes"] for s in card["shards"] if not s.get(AGAIN))
         print(f"{out_dir / name}: {len(episodes)} {split} episodes ({done} collected)", flush=True)
