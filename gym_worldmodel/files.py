@@ -72,9 +72,10 @@ def remove_stale_temps(
                 stale.append(path)
         except OSError:  # gone meanwhile
             continue
-    for path in sorted(stale):
+    stale.sort()
+    for path in stale:
         path.unlink(missing_ok=True)
-    return sorted(stale)
+    return stale
 
 
 def atomic_write_all(writes: dict[Path, Callable[[IO[bytes]], Any]]) -> None:
@@ -202,23 +203,28 @@ def load_numbers(
 
     Of an ``.npz``, the arrays ``keys`` names (None: all) but those ``skip`` names; a key it
     lacks is a ``KeyError``. The file is closed however the read ends: NumPy's own
-    ``np.load(path)`` leaves it open when a damaged ``.npz`` fails to open. A damaged file is
-    NumPy's error, or a ``ValueError`` where NumPy's is of another kind
-    (:func:`numpy_load_error` words them).
+    ``np.load(path)`` leaves it open when a damaged ``.npz`` fails to open. A file that cannot
+    be read is an ``OSError``; a damaged or foreign one a ``ValueError``, whatever NumPy, zip
+    or zlib raised (:func:`numpy_load_error` words it).
     """
     import struct
     import tokenize
+    import zipfile
+    import zlib
 
     import numpy as np
 
+    skipped = set(skip)
     try:
         with open(path, "rb") as fh:
             data = np.load(fh, allow_pickle=False)
             if isinstance(data, np.lib.npyio.NpzFile):
                 with data:  # its arrays are read lazily: read them here, while it is open
                     wanted = data.files if keys is None else list(keys)
-                    return {k: data[k] for k in wanted if k not in set(skip)}
+                    return {k: data[k] for k in wanted if k not in skipped}
             return data
+    except (EOFError, zipfile.BadZipFile, zlib.error) as err:  # truncated, or not the bytes
+        raise ValueError(str(err) or type(err).__name__) from err
     except (NotImplementedError, tokenize.TokenError, struct.error) as err:  # a damaged header
         raise ValueError(f"damaged ({type(err).__name__}: {err})") from err
 

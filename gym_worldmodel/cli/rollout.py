@@ -30,14 +30,11 @@ def _load_array_file(path: Path, flag: str) -> Any:
     A file that is not one (truncated, corrupt, empty, an ``.npz`` named ``.npy``, objects that
     need pickle) is a clear error naming it.
     """
-    import zipfile
-    import zlib
-
     from gym_worldmodel.files import load_numbers, numpy_load_error
 
     try:
         data = load_numbers(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+    except (OSError, ValueError) as err:
         why = numpy_load_error(err)
         raise SystemExit(f"{flag} {path}: not a {path.suffix} file of numbers ({why})") from err
     if isinstance(data, dict) != (path.suffix == ".npz"):
@@ -153,7 +150,7 @@ def rollout_main(argv: Sequence[str]) -> None:
         raise SystemExit(f"--frames {args.frames}: {why} (nothing was played)")
     reset_options = read_start_image(args.image) if args.image else None
     actions, steps = _actions_and_steps(args)
-    env_kwargs = _env_kwargs(args, actions, steps)
+    env_kwargs = _env_kwargs(args, actions)
     sim = _simulator(args.world, env_kwargs.get("action_mode")) if args.simulator else None
     played = _play(args, env_kwargs, reset_options, actions, steps, sim)
     _write(args, played, steps)
@@ -237,7 +234,7 @@ def _actions_and_steps(args: argparse.Namespace) -> tuple[Any, int]:
     return actions, rows if args.steps is None else args.steps
 
 
-def _env_kwargs(args: argparse.Namespace, actions: Any, steps: int) -> dict[str, Any]:
+def _env_kwargs(args: argparse.Namespace, actions: Any) -> dict[str, Any]:
     """The world env's arguments: the model loaded now (a bad checkpoint is named as such).
 
     Sets ``args.world`` where it was not given: the world ``--model`` was trained for (the

@@ -170,21 +170,20 @@ def step_actions(
     env computes it; other models read the actions alone and ignore the poses.
     """
     rows, f = len(actions), model.config.dit.chunk_frames
+    steps = actions.shape[1] // f
+    chunks = [np.ascontiguousarray(actions[:, k * f : (k + 1) * f]) for k in range(steps)]
     ego = EgoShift.for_model(model.config, modality)
     if ego is None:
-        return [
-            np.ascontiguousarray(actions[:, k * f : (k + 1) * f])
-            for k in range(actions.shape[1] // f)
-        ]
+        return chunks
     if start_poses is None or np.shape(start_poses) != (rows, 4):
         raise ValueError(
             f"this model moves its {modality} anchors with the car: it needs start_poses "
             f"({rows}, 4), got {None if start_poses is None else np.shape(start_poses)}"
         )
     pose, out = start_poses, []
-    for k in range(actions.shape[1] // f):
-        pose, chunk = ego.step(pose, np.ascontiguousarray(actions[:, k * f : (k + 1) * f]))
-        out.append(chunk)
+    for chunk in chunks:
+        pose, moved = ego.step(pose, chunk)
+        out.append(moved)
     return out
 
 

@@ -105,10 +105,10 @@ def collect(
         _remove_unlisted_shards(out_dir, card)
         _mark_bad_shards(out_dir, card, progress)
         stored = {i for shard in card["shards"] if not shard.get(AGAIN) for i in shard["indices"]}
-        # the episodes asked for, and those of a damaged shard set aside, whichever index they
-        # have: a dataset only grows, so a shorter --episodes still makes it whole again
-        # a damaged shard's episodes are gathered as that shard again, its name and place
-        # (those stored meanwhile elsewhere, by a run that grouped them otherwise, left out)
+        # The episodes asked for, and those of a damaged shard set aside whatever their index
+        # (a dataset only grows: a shorter --episodes still makes it whole again). A damaged
+        # shard's episodes are gathered as that shard again, its name and place (those stored
+        # meanwhile elsewhere, by a run that grouped them otherwise, left out).
         again = {
             i: [j for j in s["indices"] if j not in stored]
             for s in card["shards"]
@@ -223,7 +223,7 @@ def _remove_unlisted_shards(out_dir: Path, card: dict[str, Any]) -> None:
     listed = {shard["file"] for shard in card["shards"]}
     for split in SPLITS:
         crashed = _next_shard_name(card, split)
-        for path in sorted(out_dir.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9].npz")):
+        for path in _shard_files(out_dir, split):
             if path.name in listed:
                 continue
             if path.name == crashed:
@@ -238,6 +238,11 @@ def _remove_unlisted_shards(out_dir: Path, card: dict[str, Any]) -> None:
                 f"than its shards): {what}",
                 stacklevel=3,
             )
+
+
+def _shard_files(out_dir: Path, split: str) -> list[Path]:
+    """The shard files of ``split`` on disk (``train-00000.npz``, ...), listed or not."""
+    return sorted(out_dir.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9].npz"))
 
 
 def _next_shard_name(card: dict[str, Any], split: str, out_dir: Path | None = None) -> str:
@@ -323,7 +328,7 @@ def _open_card(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
         return card
     card = read_card(out_dir)
     changed = {k: (card.get(k), v) for k, v in settings.items() if card.get(k) != v}
-    shards_here = any(next(out_dir.glob(f"{split}-[0-9]*.npz"), None) for split in SPLITS)
+    shards_here = any(_shard_files(out_dir, split) for split in SPLITS)
     if changed and not card["shards"] and not shards_here:  # a first run stopped before its
         card = {"format": FORMAT, **settings, "shards": []}  # first shard: no episode was
         _write_card(out_dir, card)  # collected under it
