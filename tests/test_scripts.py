@@ -461,7 +461,8 @@ def test_own_recordings_become_a_dataset_the_recipes_take(tmp_path):
     done = subprocess.run(
         [sys.executable, *args, "--steps", "6"], cwd=ROOT, capture_output=True, text=True, env=env
     )
-    assert "episode seed 3:" in done.stderr and "holds 3 recordings" in done.stderr
+    assert "ask for episode seeds 0-3" in done.stderr and "serves seeds 0-2" in done.stderr
+    assert not (tmp_path / "more").exists()  # refused before the first recording, not after
     # Actions out of the world's range: the recording is named.
     with np.load(folder / "ep1.npz") as data:
         arrays = dict(data)

@@ -43,7 +43,12 @@ SPLITS = ("train", "heldout")
 
 
 class Source(Protocol):
-    """A simulator adapter that records one episode per call."""
+    """A simulator adapter that records one episode per call.
+
+    A source that can serve only some seeds (a folder of recordings holds so many) also has a
+    ``seeds`` attribute, the ``range`` of those, so that ``collect`` refuses a run asking for
+    more before it starts; a simulator, which resets from any seed, has none.
+    """
 
     #: Card fields: source and world names, modality, frame size, fps, action width, pose fields.
     info: dict[str, Any]
@@ -90,6 +95,14 @@ def collect(
     assert isinstance(info, dict)  # (needed lists every key when it is not)
     check_fields(info, SOURCE_KEYS + tuple(k for k in OPTIONAL_KEYS if k in info), "source info")
     check_world(info["world"], info["modality"], "source info")
+    seeds = getattr(source, "seeds", None)
+    last = seed + episodes - 1
+    if episodes and seeds is not None and not (seed in seeds and last in seeds):
+        raise ValueError(
+            f"seed {seed} and {episodes} episodes ask for episode seeds {seed}-{last}, and the "
+            f"source serves seeds {seeds.start}-{seeds.stop - 1} ({len(seeds)} episodes): ask "
+            "for fewer"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(out_dir, "dataset"):  # another collect into it now is refused

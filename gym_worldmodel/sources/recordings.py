@@ -104,6 +104,7 @@ class Recordings:
         self.files = sorted(p for p in Path(folder).expanduser().glob("*.npz") if p.name[0] != ".")
         if not self.files:
             raise FileNotFoundError(f"no .npz recordings in {folder!r}")
+        self.seeds = range(len(self.files))  # recording number i is episode seed i
         self.world = get_world(world)
         self.head = self.world.action_head(action_mode)
         names = ignore.split(",") if isinstance(ignore, str) else ignore
