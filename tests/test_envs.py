@@ -241,6 +241,20 @@ def test_autoreset_next_step():
         assert reward[0] == 0.0
 
 
+def test_next_step_autoreset_ignores_the_actions_of_rows_that_start_over():
+    """As Gymnasium's SyncVectorEnv does: they go unchecked; the other rows' are checked."""
+    env = counting_env(AutoresetMode.NEXT_STEP, num_envs=2, max_steps=1)
+    env.reset(seed=0)
+    env.step(np.zeros((2, 2), np.float32))  # both rows end
+    bad = np.array([[np.nan, 0.0], [5.0, 0.0]], np.float32)
+    obs, reward, terminated, truncated, _ = env.step(bad)
+    assert value(obs) == [0, 0] and not (reward.any() or terminated.any() or truncated.any())
+    assert np.isnan(bad[0, 0])  # the caller's batch is left as it was
+    with pytest.raises(ValueError, match=r"NaN or inf in rows \[0\]"):
+        env.step(bad)  # now the rows step: the same actions are refused
+    assert value(env.step(np.zeros((2, 2), np.float32))[0]) == [1, 1]
+
+
 def test_autoreset_same_step():
     env = counting_env(AutoresetMode.SAME_STEP)
     act = np.zeros((1, 2), np.float32)
@@ -953,6 +967,7 @@ def test_bad_reset_images_raise_and_leave_state_unchanged():
         ({"image": np.full((32, 32, 3), 200.0)}, r"floats in 0-255: x.round\(\).clip"),
         ({"image": np.zeros((32, 32), np.uint8)}, "shape"),
         ({"image": np.zeros((3, 32, 32, 3), np.uint8)}, "one per reset row"),
+        ({"image": np.zeros((32, 32, 4), np.uint8)}, r"got shape \(32, 32, 4\) \(RGBA"),  # as given
         ({"frames": np.zeros((32, 32, 3), np.uint8)}, "shape"),
         ({"env_idx": [5]}, "rows in"),
         ({"reset_mask": np.array([1, 0])}, "bool array"),

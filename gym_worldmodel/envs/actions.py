@@ -598,3 +598,32 @@ class DrivingHead(_Head):
 
 
 ActionHead = CameraHead | RobotHead | DrivingHead
+
+
+def encode_rows(head: ActionHead, actions: Any, frames: int, ignored: np.ndarray) -> np.ndarray:
+    """``head.encode`` a batch of ``len(ignored)`` rows, reading the rows ``ignored`` flags as idle.
+
+    Whatever those rows hold goes unchecked: a vector env's rows that start over in a step
+    (next-step autoreset) ignore their actions, as Gymnasium's vector envs do.
+    """
+    if ignored.any():
+        actions = _idle_rows(actions, ignored, head.idle_action())
+    return head.encode(actions, len(ignored), frames)
+
+
+def _idle_rows(actions: Any, rows: np.ndarray, idle: Any) -> Any:
+    """``actions`` with the ``rows`` it flags set to one row's ``idle`` action, where it can.
+
+    A batch that is not one action per row (or a dict of them) is left as it is, for ``encode``
+    to say what is wrong with it.
+    """
+    if isinstance(actions, Mapping) and isinstance(idle, Mapping):
+        return {k: _idle_rows(v, rows, idle[k]) if k in idle else v for k, v in actions.items()}
+    try:
+        arr = np.array(on_host(actions))  # a copy: the caller's batch stays as it was
+        if arr.dtype.kind not in "iuf" or arr.ndim == 0 or len(arr) != len(rows):
+            return actions
+        arr[rows] = idle
+    except (TypeError, ValueError):  # ragged, or the idle action does not fit its rows
+        return actions
+    return arr

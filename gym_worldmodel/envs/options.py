@@ -280,11 +280,12 @@ def user_frames(options: dict, n: int, config: WorldModelConfig) -> np.ndarray |
     arr = picture_array(key, value)
     if arr.dtype != np.uint8:
         raise ValueError(f"reset {key} must be uint8 RGB, got dtype {arr.dtype}{picture_hint(arr)}")
+    given = arr.shape
     if arr.ndim == per_env_ndim:
         arr = np.broadcast_to(arr, (n, *arr.shape))
     if arr.ndim != per_env_ndim + 1 or arr.shape[0] != n or arr.shape[-1] != 3:
         raise ValueError(
-            f"reset {key} must be {want} or one per reset row ({n}), got shape {arr.shape}"
+            f"reset {key} must be {want} or one per reset row ({n}), got shape {given}"
             + picture_hint(arr)
         )
     if min(arr.shape[1:-1]) < 1:  # no frames in a stack, or no pixels

@@ -15,7 +15,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
 from gym_worldmodel.envs import hooks as hook_lib
 from gym_worldmodel.envs import observations as obs_lib
-from gym_worldmodel.envs.actions import DrivingHead
+from gym_worldmodel.envs.actions import DrivingHead, encode_rows
 from gym_worldmodel.envs.engine import Engine, FullEngine, WorldEngine
 from gym_worldmodel.envs.options import autoreset_mode as autoreset_mode_of
 from gym_worldmodel.envs.options import (
@@ -312,7 +312,6 @@ class WorldModelVectorEnv(VectorEnv):
         self._check_open()
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        vec = self.head.encode(actions, self.num_envs, self.config.dit.chunk_frames)
         mode = self.metadata["autoreset_mode"]
         if mode == AutoresetMode.DISABLED and self._done.any():
             raise RuntimeError(
@@ -322,6 +321,8 @@ class WorldModelVectorEnv(VectorEnv):
         resetting = (
             self._done.copy() if mode == AutoresetMode.NEXT_STEP else np.zeros_like(self._done)
         )
+        # (the actions of rows that start over are ignored, unchecked)
+        vec = encode_rows(self.head, actions, self.config.dit.chunk_frames, resetting)
         restart = np.flatnonzero(resetting)  # planned now: a start_fn fails before the step
         plan = self._plan_start(restart, [None] * len(restart), None) if len(restart) else None
         assert self._engine is not None and self._frames is not None  # started
