@@ -1156,3 +1156,22 @@ def test_source_options_typed_str_keep_their_text(monkeypatch):
     given = collect_cli.parse_options(["folder=1e3", "size=32", "flag=true"])
     source = collect_cli.make_source("x", given)
     assert (source.folder, source.size, source.flag) == ("1e3", 32, True)  # not 1000.0
+
+
+class _SimulatorMissing:
+    def __init__(self) -> None:
+        raise ImportError(
+            "ThisSource needs the X simulator: pip install gym-worldmodel[simulators]"
+        )
+
+
+def test_a_source_whose_simulator_is_missing_is_a_one_line_error(monkeypatch, capsys):
+    """As every other missing extra: the CLI's error line naming it, exit status 2."""
+    from gym_worldmodel import cli
+    from gym_worldmodel.cli import collect as collect_cli
+
+    monkeypatch.setattr(collect_cli, "load_source", lambda name: _SimulatorMissing)
+    assert cli.main(["collect", "--source", "miniworld", "--out", "x", "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "collect: error: source 'miniworld': ThisSource needs the X simulator" in err
+    assert "Traceback" not in err

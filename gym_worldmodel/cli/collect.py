@@ -138,21 +138,25 @@ def make_source(name: str, given: dict[str, str]) -> Source:
     try:
         signature = inspect.signature(cls)
     except ValueError:  # some built-in classes have none: the call itself says
-        return cls(**{k: _value(v, None) for k, v in given.items()})
-    params = signature.parameters
-    options = {
-        k: _value(v, params[k].annotation if k in params else None) for k, v in given.items()
-    }
+        options = {k: _value(v, None) for k, v in given.items()}
+    else:
+        params = signature.parameters
+        options = {
+            k: _value(v, params[k].annotation if k in params else None) for k, v in given.items()
+        }
+        try:
+            signature.bind(**options)
+        except TypeError as err:
+            named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            takes = [p.name for p in signature.parameters.values() if p.kind in named]
+            raise SystemExit(
+                f"source {name!r}: {err}; its options (--source-option KEY=VALUE): "
+                f"{', '.join(takes) or 'none'}"
+            ) from err
     try:
-        signature.bind(**options)
-    except TypeError as err:
-        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        takes = [p.name for p in signature.parameters.values() if p.kind in named]
-        raise SystemExit(
-            f"source {name!r}: {err}; its options (--source-option KEY=VALUE): "
-            f"{', '.join(takes) or 'none'}"
-        ) from err
-    return cls(**options)
+        return cls(**options)
+    except ImportError as err:  # its simulator is not installed: the message names the extra
+        raise SystemExit(f"source {name!r}: {err}") from err
 
 
 def _where(err: BaseException) -> str:
