@@ -805,7 +805,7 @@ def test_eval_model_defaults_to_each_worlds_shipped_checkpoint(monkeypatch):
     assert mixed("robot") == str(WORLDS["robot"].checkpoint_dir) and mixed("citywalk") == "runs/x"
 
 
-def test_rollout_plays_the_world_a_models_denoiser_was_trained_for(tmp_path, capsys):
+def test_rollout_plays_the_world_a_models_denoiser_was_trained_for(tmp_path, capsys, monkeypatch):
     import dataclasses
 
     from gym_worldmodel import cli, hub
@@ -818,11 +818,13 @@ def test_rollout_plays_the_world_a_models_denoiser_was_trained_for(tmp_path, cap
     ):
         config = dataclasses.replace(WorldModelConfig.tiny(), trained_modalities=modalities)
         folder = hub.save_pretrained(WorldModel(config), tmp_path / "_".join(modalities))
+        monkeypatch.chdir(folder)  # its rollout.mp4, the default video
         cli.rollout_main(["--model", str(folder), "--steps", "1"])
         assert capsys.readouterr().out.startswith(f"{world}: 1 steps")
+        assert (folder / "rollout.mp4").is_file()
 
 
-def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, capsys):
+def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, capsys, monkeypatch):
     import numpy as np
     from PIL import Image
 
@@ -873,8 +875,11 @@ def test_rollout_plays_an_actions_file_from_the_users_own_picture(tmp_path, caps
     # a 7-D plan (no base keys, no terminate_episode) plays the robot without --world
     arm = {k: rt1[k] for k in ("world_vector", "rotation_delta", "gripper_closedness_action")}
     np.savez(tmp_path / "arm.npz", **arm)
+    monkeypatch.chdir(tmp_path)
     cli.rollout_main(["--actions", str(tmp_path / "arm.npz"), "--frames", str(out)])
     assert np.load(out).shape[0] == 1 + 4 * 3
+    assert not (tmp_path / "rollout.mp4").exists()  # --frames alone: no video (nor its extra)
+    assert capsys.readouterr().out.endswith(f"; wrote {out}\n")
     np.savez(
         tmp_path / "typo.npz",
         **{k: v for k, v in rt1.items() if k != "terminate_episode"},

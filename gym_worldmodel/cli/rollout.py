@@ -142,7 +142,10 @@ def rollout_main(argv: Sequence[str]) -> None:
         )
     # The outputs' names first, so that a bad one fails before the frames are made; their folders
     # only when they are written, so that a refused input or action leaves none behind
-    check_video(args.video, make_folder=False)
+    if args.video is None and args.frames is None:
+        args.video = Path("rollout.mp4")
+    if args.video is not None:
+        check_video(args.video, make_folder=False)
     if args.frames is not None and (args.frames.suffix.lower() != ".npy" or args.frames.is_dir()):
         raise SystemExit(f"--frames {args.frames}: name a .npy file to write")
     why = None if args.frames is None else unwritable(args.frames)
@@ -203,8 +206,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--video",
         type=Path,
-        default=Path("rollout.mp4"),
-        help="the video to write: .mp4 (default rollout.mp4 here), .mov, .mkv or .gif",
+        help="the video to write: .mp4, .mov, .mkv or .gif (default rollout.mp4 here, none when "
+        "--frames alone is asked for, which needs no video extra)",
     )
     add_video_scale(parser)
     parser.add_argument(
@@ -382,13 +385,15 @@ def _write(args: argparse.Namespace, played: _Played, steps: int) -> None:
     if played.sim_frames is not None:
         print(_closeness(frames, played.sim_frames, played.per_step))
         frames = np.concatenate([frames, played.sim_frames], axis=2)  # world left, sim right
-    write_video(args.video, frames, played.fps, args.scale)
-    made = len(frames) - 1
+    wrote = [] if args.frames is None else [str(args.frames)]
+    if args.video is not None:
+        write_video(args.video, frames, played.fps, args.scale)
+        wrote.insert(0, f"{args.video} at {played.fps} fps")
+    made = len(played.frames) - 1
     print(
         f"{args.world}: {played.steps} steps, {made} frames after the start frame in "
         f"{played.elapsed:.1f} s ({made / played.elapsed:.1f} frames/s, {played.dtype}, nfe "
-        f"{played.nfe}); wrote {args.video} at {played.fps} fps"
-        + (f" and {args.frames}" if args.frames else "")
+        f"{played.nfe}); wrote {' and '.join(wrote)}"
     )
     if played.steps < steps:  # the robot's terminate_episode = 0 in the last row played
         print(
