@@ -288,7 +288,8 @@ class KVCache:
         if env_idx is None:
             return state
         rows = self._rows(env_idx)
-        return {k: t[:, rows] if t.dim() == 5 else t[rows] for k, t in state.items()}
+        assert isinstance(rows, Tensor)
+        return {k: t.index_select(_row_axis(t), rows) for k, t in state.items()}
 
     def load_state_dict(self, state: dict[str, Tensor], env_idx: Tensor | list[int] | None = None):
         """Copy ``state`` into rows ``env_idx`` (all rows if ``None``).
@@ -301,8 +302,10 @@ class KVCache:
             if name not in state:
                 raise ValueError(f"cache state lacks {name!r}: it is from a different model")
             src = state[name]
-            expected = dst[:, rows].shape if dst.dim() == 5 else dst[rows].shape
-            if src.shape != expected:
+            axis = _row_axis(dst)
+            count = dst.shape[axis] if isinstance(rows, slice) else len(rows)
+            expected = (*dst.shape[:axis], count, *dst.shape[axis + 1 :])  # (no copy to size it)
+            if tuple(src.shape) != expected:
                 raise ValueError(
                     f"cache state {name!r} has shape {tuple(src.shape)}, expected {tuple(expected)}"
                 )
@@ -314,6 +317,18 @@ class KVCache:
                 dst[rows] = src.to(dst)
         self._refresh_write_index()
         self._refresh_context()
+
+    def miscounted_rows(self, state: dict[str, Tensor]) -> list[int]:
+        """Rows of a cache ``state`` whose chunk count disagrees with the slots marked written.
+
+        The sink and the window hold a row's first ``1 + window_chunks`` chunks committed (the
+        window the latest of them): a count edited apart from its ``valid`` mask would place the
+        next chunks elsewhere than the keys it holds.
+        """
+        lay = self.layout
+        held = state["valid"][:, lay.sink.start : lay.window.stop].sum(1)
+        expected = state["chunks"].clamp(max=1 + lay.window_chunks) * lay.chunk_tokens
+        return torch.nonzero(held != expected).flatten().tolist()
 
     def _rows(self, env_idx: Tensor | list[int] | None) -> Tensor | slice:
         if env_idx is None:
@@ -347,3 +362,8 @@ class KVCache:
         self._memory_in_use = in_use
         self._memory_full = False  # known only after set_memory
         self._context = slice(0 if in_use else self.layout.memory.stop, None)
+
+
+def _row_axis(t: Tensor) -> int:
+    """The axis of a cache tensor's rows: 1 for the (layers, B, ...) keys and values, else 0."""
+    return 1 if t.dim() == 5 else 0
