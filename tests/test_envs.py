@@ -853,7 +853,8 @@ def test_rt1_dict_actions():
     env.reset(seed=0)
     action = env.action_space.sample()
     assert set(action) >= {"world_vector", "rotation_delta", "terminate_episode"}
-    env.step(action)
+    action["terminate_episode"] = np.array([1, 1])  # both rows go on (a row that ended would
+    env.step(action)  # start over at the next step, its action ignored and so unchecked)
     vec = env.head.encode(action, 2, 2)
     assert vec.shape == (2, 2, 13) and np.allclose(vec[..., 10:].sum(-1), 1.0)
     bad = dict(action, rotation_delta=np.full((2, 3), 2.0))  # beyond pi/2 radians

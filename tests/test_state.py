@@ -305,6 +305,8 @@ def _bad_states(own, robot):
             edit(lambda s: s["engine"]["generators"][1].zero_()),
         ),
         ("negative cache chunks", edit(lambda s: s["engine"]["cache"]["chunks"].fill_(-3))),
+        ("cache chunks but no keys", edit(lambda s: s["engine"]["cache"]["valid"].fill_(False))),
+        ("cache keys but no chunks", edit(lambda s: s["engine"]["cache"]["chunks"].fill_(0))),
         ("a memory uid twice", edit(lambda s: s["engine"]["memory"][0]["uid"].fill(7))),
         (  # uids stay far below int64's end, where the next entry's number would wrap
             "a memory uid of 2**62",
@@ -350,6 +352,10 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing():
     plain.reset(seed=3)
     with pytest.raises(ValueError, match="memory off, this env has it on: make the env with"):
         env.set_state(plain.get_state())
+    small = WorldModelVectorEnv(2, world="citywalk", memory_capacity=8, **kw)
+    small.reset(seed=3)
+    with pytest.raises(ValueError, match="banks hold 8 chunks each, .* memory_capacity=8"):
+        env.set_state(small.get_state())
     mine, theirs = env.step(act), clone.step(act)
     assert np.array_equal(mine[0], theirs[0]), "a refused state changed the env"
     assert np.array_equal(env.get_state()["pose"], clone.get_state()["pose"])
@@ -405,6 +411,9 @@ def test_a_state_of_another_device_type_says_so():
     state["engine"]["generators"] = [torch.zeros(16, dtype=torch.uint8)] * 2  # as a CUDA env's
     with pytest.raises(ValueError, match="not cpu ones .*the device type it was saved from"):
         env.set_state(state)
+    state["engine"]["generators"] = [g[:10] for g in env.get_state()["engine"]["generators"]]
+    with pytest.raises(ValueError, match=r"\[0\] holds 10 bytes, .* no generator state"):
+        env.set_state(state)  # damaged: not said to be another device's
 
 
 def test_nan_weights_of_a_given_model_and_nan_in_a_loaded_cache_are_named(tiny_model):

@@ -364,6 +364,12 @@ class WorldEngine:
                 ) from None
         if (state["cache"]["chunks"] < 0).any():
             raise ValueError("state['engine']['cache']['chunks'] counts chunks written: >= 0")
+        wrong = self.cache.miscounted_rows(state["cache"])
+        if wrong:
+            raise ValueError(
+                f"state['engine']['cache'] rows {wrong[:8]}: their 'chunks' counts disagree with "
+                "the slots their 'valid' mask marks written (edited, or from another cache)"
+            )
         if self.memory is not None and state.get("memory") is not None:
             self.memory.check_states(state["memory"])
             for i, row in enumerate(state["memory"]):  # the entries stored (most slots are empty)

@@ -143,7 +143,7 @@ def check_same_world(state: Any, template: dict[str, Any]) -> None:
 
 
 def check_same_memory(state: Any, template: dict[str, Any]) -> None:
-    """Name a state of an env with spatial memory on loaded into one with it off, or back."""
+    """Name a state with memory off where the env has it on (or back), or of another capacity."""
     engine = state.get("engine") if isinstance(state, dict) else None
     if (
         not isinstance(engine, dict)
@@ -157,6 +157,15 @@ def check_same_memory(state: Any, template: dict[str, Any]) -> None:
             f"state is of an env with memory {'on' if theirs else 'off'}, this env has it "
             f"{'on' if ours else 'off'}: make the env with memory={theirs}"
         )
+    banks = engine["memory"]
+    if ours and isinstance(banks, list) and banks and isinstance(banks[0], dict):
+        theirs_size = np.shape(banks[0].get("uid", ()))
+        ours_size = np.shape(template["engine"]["memory"][0]["uid"])
+        if len(theirs_size) == 1 and theirs_size != ours_size:
+            raise ValueError(
+                f"state's memory banks hold {theirs_size[0]} chunks each, this env's "
+                f"{ours_size[0]}: make the env with memory_capacity={theirs_size[0]}"
+            )
 
 
 def check_same_weights(state: Any, template: dict[str, Any]) -> None:
@@ -187,12 +196,29 @@ def check_same_device_type(state: Any, template: dict[str, Any], device: torch.d
     if not (isinstance(gens, list) and isinstance(own, list) and gens and own):
         return  # check_state names what is wrong
     theirs, ours = gens[0], own[0]
-    if isinstance(theirs, torch.Tensor) and theirs.shape != ours.shape:
+    if not isinstance(theirs, torch.Tensor) or theirs.shape == ours.shape:
+        return
+    other = _CUDA_GENERATOR_BYTES if device.type == "cpu" else _cpu_generator_bytes()
+    if theirs.numel() == other:
         raise ValueError(
             f"state's noise generators are not {device.type} ones ({theirs.numel()} bytes each, "
             f"this env's {ours.numel()}): a state loads into an env on the device type it was "
             "saved from"
         )
+    raise ValueError(
+        f"state['engine']['generators'][0] holds {theirs.numel()} bytes, where this env's "
+        f"{device.type} generators hold {ours.numel()}: it is no generator state (what "
+        "torch.Generator.get_state() returns), damaged or edited"
+    )
+
+
+#: A CUDA generator's state: its seed and offset, 8 bytes each.
+_CUDA_GENERATOR_BYTES = 16
+
+
+def _cpu_generator_bytes() -> int:
+    """The size of a CPU generator's state (its Mersenne twister's)."""
+    return torch.Generator("cpu").get_state().numel()
 
 
 def _kind(array: Any) -> str:
