@@ -576,6 +576,26 @@ def test_a_run_resumed_with_other_settings_or_data_is_refused(episodes, tmp_path
         run_steps(vae, Frames(episodes), fn, tmp_path, 6, name="young", warmup=6)
 
 
+def test_more_steps_resume_a_run_only_before_its_cool_down(episodes, tmp_path, capsys):
+    """The learning rate's cool-down is tied to the step count: a run whose steps so far ran at
+    the new count's rates may grow; one whose rate had begun to fall is refused, unchanged."""
+    vae = WorldModel(WorldModelConfig.tiny()).vae
+    fn = lambda b, g: vae_loss(vae, b, g, VAELossConfig())  # noqa: E731
+    # 4 steps, a cool-down of 1 step that no step reached (the last ran at the full rate)
+    run_steps(vae, Frames(episodes), fn, tmp_path, 4, name="stable", cooldown=0.25)
+    assert len(run_steps(vae, Frames(episodes), fn, tmp_path, 8, name="stable", cooldown=0.25)) == 8
+    run_steps(vae, Frames(episodes), fn, tmp_path, 4, name="cooled", cooldown=0.5)
+    before = (tmp_path / "cooled" / "checkpoint.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"steps 4 -> 8\) \(its learning rate's cool-down had"):
+        run_steps(vae, Frames(episodes), fn, tmp_path, 8, name="cooled", cooldown=0.5)
+    assert (tmp_path / "cooled" / "checkpoint.pt").read_bytes() == before
+    capsys.readouterr()
+    run_steps(vae, Frames(episodes), fn, tmp_path, 4, name="cooled", cooldown=0.5)  # as it was
+    assert "nothing to train (its learning rate has cooled down to 0: go on from its model" in (
+        capsys.readouterr().out
+    )
+
+
 def test_a_recipe_resumes_only_under_the_same_call(tmp_path, capsys):
     """The trainer compares its settings and item count; the recipe compares the rest: another
     dataset of as many items, another model config or an added flag is refused, unchanged."""
@@ -598,7 +618,9 @@ def test_a_recipe_resumes_only_under_the_same_call(tmp_path, capsys):
     assert (run / "run.json").read_text() == record
     assert (run / "checkpoint.pt").read_bytes() == before
     train_vae([tmp_path / "data"], run, config, train, progress=False)  # the same call: fine
-    assert "checkpoint is at step 2, steps is 2: nothing to train" in capsys.readouterr().out
+    assert "checkpoint is at step 2, the run asks for 2: nothing to train" in (
+        capsys.readouterr().out
+    )
     train_vae([tmp_path / "data"], run, config, train, progress=True)  # progress: the same run
     train_vae([tmp_path / "data"], run, config, dataclasses.replace(train, steps=4), progress=False)
     # The same data and checkpoints copied elsewhere (a scratch disk): the same run.

@@ -87,8 +87,10 @@ class TrainConfig:
     def run_settings(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues.
 
-        Everything that changes the batches, the noise or the optimisation: ``steps`` may grow,
-        ``save_every`` change, and the device type is checked on its own.
+        Everything that changes the batches, the noise or the optimisation: ``save_every`` may
+        change, and the device type is checked on its own. ``steps`` too, as long as the steps
+        run so far had the same learning rate under the new count (checked on resume: a
+        cool-down that has begun is tied to the count it began under).
         """
         out = dataclasses.asdict(self)
         for free in ("steps", "save_every", "device"):
@@ -177,9 +179,14 @@ class Trainer:
         """
         cfg = self.config
         if self.step >= cfg.steps:
+            more = (
+                "its learning rate has cooled down to 0: go on from its model in a new run"
+                if cfg.cooldown
+                else "a larger step count goes on from it"
+            )
             print(
-                f"{self.run_dir.name}: its checkpoint is at step {self.step}, steps is "
-                f"{cfg.steps}: nothing to train (raise --steps to go on)",
+                f"{self.run_dir.name}: its checkpoint is at step {self.step}, the run asks for "
+                f"{cfg.steps}: nothing to train ({more})",
                 flush=True,
             )
         elif self.step and not progress:  # a bar starts at the step; a log says it
@@ -261,6 +268,7 @@ class Trainer:
             "device": self.device.type,
             "history": json.dumps(self.history),
             "settings": json.dumps(self.config.run_settings()),
+            "steps": self.config.steps,  # the count its learning-rate schedule ran under
             "dataset_size": len(self.dataset),
         }
         state["sha256"] = fingerprint(state)
@@ -295,13 +303,22 @@ class Trainer:
         changed = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v}
         if "warmup" in changed and state["step"] >= max(changed["warmup"]):
             del changed["warmup"]  # both warm-ups are over: the schedule from here is the same
+        steps = state.get("steps", self.config.steps)  # (older checkpoints resume unchecked)
+        if steps != self.config.steps and not self._same_rate_so_far(steps, int(state["step"])):
+            changed["steps"] = (steps, self.config.steps)
         if state.get("dataset_size", len(self.dataset)) != len(self.dataset):
             changed["training items"] = (state["dataset_size"], len(self.dataset))
         if changed:
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            why = (
+                " (its learning rate's cool-down had begun under the old step count: a new run "
+                "directory can start from its model)"
+                if "steps" in changed
+                else ""
+            )
             raise ValueError(
-                f"{path} is a run with other settings ({what}): resuming would continue neither "
-                "run. Resume with the same settings and data, or start a new run directory"
+                f"{path} is a run with other settings ({what}){why}: resuming would continue "
+                "neither run. Resume with the same settings and data, or start a new run directory"
             )
         try:
             self.module.load_state_dict(state["module"])
@@ -314,6 +331,18 @@ class Trainer:
         self.data_gen.set_state(state["data_gen"])
         self.noise_gen.set_state(state["noise_gen"])
         self.history = json.loads(state["history"])
+
+    def _same_rate_so_far(self, steps: int, done: int) -> bool:
+        """Whether the first ``done`` steps had the learning rate of this run under ``steps``.
+
+        True while neither count's cool-down had begun: a run stopped in its stable phase may
+        take more (or fewer) steps, and goes on as a run of the new count from the start would.
+        """
+        other = dataclasses.replace(self.config, steps=steps)
+        return all(
+            learning_rate_factor(t, other) == learning_rate_factor(t, self.config)
+            for t in range(done)
+        )
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
