@@ -802,3 +802,28 @@ def test_gymnasiums_array_conversion_hands_the_steps_to_another_array_library(
         action = plain.action_space.sample()
         expected, got = plain.step(action), converted.step(xp.asarray(action))
     assert ends == 2
+
+
+def test_agents_may_give_a_steps_action_beside_one_per_frame():
+    """As the env takes either: the step's action is repeated over its frames, here and for a
+    dead agent's idle action beside live agents' per-frame ones."""
+    env = WorldModelParallelEnv(DRIVING, num_agents=2, max_cycles=None, **TINY)
+    twin = WorldModelParallelEnv(DRIVING, num_agents=2, max_cycles=None, **TINY)
+    frames = env.venv.config.dit.chunk_frames
+    step = np.array([0.5, -0.25], np.float32)
+    for e in (env, twin):
+        e.reset(seed=0)
+    mixed = env.step({"agent_0": step, "agent_1": np.tile(step, (frames, 1))})[0]
+    same = twin.step({"agent_0": step, "agent_1": step})[0]
+    assert all(np.array_equal(mixed[a], same[a]) for a in env.agents)
+    with pytest.raises(ActionError, match=r"agent_1's action"):
+        env.step({"agent_0": step, "agent_1": np.zeros((frames + 2, 2), np.float32)})
+
+
+def test_a_start_fn_with_a_shared_memory_bank_is_refused_not_ignored():
+    image = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"start_fn draws each agent's start.*shared_memory=False"):
+        WorldModelParallelEnv(CITYWALK, memory=True, start_fn=lambda rngs: {"image": image}, **TINY)
+    WorldModelParallelEnv(  # one bank per agent: each its own start
+        CITYWALK, memory=True, shared_memory=False, start_fn=lambda r: {"image": image}, **TINY
+    ).reset(seed=0)

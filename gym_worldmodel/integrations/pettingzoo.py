@@ -143,6 +143,13 @@ class WorldModelParallelEnv(ParallelEnv):
             **env_kwargs,
         ).unwrapped
         assert isinstance(venv, WorldModelVectorEnv)  # its vector entry point, checked above
+        if shared_memory and venv.memory and venv.start_fn is not None:
+            venv.close()
+            raise ValueError(
+                "start_fn draws each agent's start, and agents sharing a memory bank start from "
+                "one picture (it would be replaced by a bundled one): give it as "
+                "reset(options={'image': ...}), or make the env with shared_memory=False"
+            )
         self.venv = venv
         self.env_id, self.render_mode = env_id, render_mode
         self.metadata = {
@@ -321,7 +328,10 @@ class WorldModelParallelEnv(ParallelEnv):
                 f"missing {missing}, not live {extra}"
             )
         try:
-            batch = _stack([actions.get(a, self._noop) for a in self.possible_agents])
+            batch = _stack(
+                [actions.get(a, self._noop) for a in self.possible_agents],
+                self.venv.config.dit.chunk_frames,
+            )
         except (KeyError, IndexError, TypeError, ValueError) as err:
             raise self._blame(actions) or ActionError(f"actions do not stack: {err}") from err
         try:  # checked before the dead agents' rows restart: a refused step changes nothing
@@ -487,16 +497,30 @@ def _rows_of(options: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def _stack(actions: list[Any]) -> Any:
-    """Per-agent actions -> one batched action (dict actions entry by entry)."""
+def _stack(actions: list[Any], frames: int) -> Any:
+    """Per-agent actions -> one batched action (dict actions entry by entry).
+
+    Where some agents give one action for the step and others one per frame (``frames`` of
+    them), the step's are repeated over its frames, as the env reads them.
+    """
     if isinstance(actions[0], dict):
-        return {k: _stack([a[k] for a in actions]) for k in actions[0]}
+        return {k: _stack([a[k] for a in actions], frames) for k in actions[0]}
     rows = [a if isinstance(a, torch.Tensor) else np.asarray(a) for a in actions]
+    shapes = [tuple(a.shape) for a in rows]
+    longest = max(len(shape) for shape in shapes)
+    if {len(shape) for shape in shapes} == {longest - 1, longest}:  # per step beside per frame
+        rows = [_per_frame(a, frames) if a.ndim < longest else a for a in rows]
     if any(isinstance(a, torch.Tensor) for a in rows):  # the vector env reads tensors itself
         tensors = [torch.as_tensor(a) for a in rows]
         if len({a.shape for a in tensors}) == 1:
             return torch.stack([a.detach().to(tensors[0].device) for a in tensors])
     elif len({a.shape for a in rows}) == 1:
         return np.stack(rows)
-    shapes = [tuple(a.shape) for a in rows]
     raise ValueError(f"agents' actions have different shapes {shapes}")
+
+
+def _per_frame(action: Any, frames: int) -> Any:
+    """One step's action (an array or tensor) repeated over the step's ``frames``."""
+    if isinstance(action, torch.Tensor):
+        return action.unsqueeze(0).expand(frames, *action.shape)
+    return np.repeat(action[None], frames, axis=0)
