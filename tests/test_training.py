@@ -99,24 +99,28 @@ def test_windows_mirror_a_reset_then_steps(episodes):
     assert len(windows) == 4 * (13 - 4)
 
 
-def test_memory_windows_carry_the_earlier_chunk_that_sees_the_target_view(episodes):
-    """Frames 0-2 and 9-12 look east, 3-8 west: a window ending at frame 9 retrieves the
-    chunk ending at frame 1 (the first best view before the window); one ending at frame 7
-    (looking west, nothing west before it) has no memory."""
+def test_memory_windows_carry_the_earlier_chunk_that_sees_each_chunks_view(episodes):
+    """Frames 0-2 and 9-12 look east, 3-8 west. The window of frames 5..9 (the sink frame 5)
+    retrieves for its chunk ending at frame 7 (west) the chunk ending at frame 3, the first
+    west view before the window, and for its chunk ending at frame 9 (east) the one ending at
+    frame 1; the window of frames 3..7 (all west, nothing west before it) has no memory."""
     yaw = np.where((np.arange(13) >= 3) & (np.arange(13) <= 8), 180.0, 0.0)
     poses = np.stack([np.zeros(13), np.zeros(13), yaw, np.zeros(13)], 1)
     ep = dataclasses.replace(episodes[0], poses=poses)
     windows = ChunkWindows([ep], 2, 3, 13, 0, memory=GEOMETRIES["camera"])
-    hit = windows[windows.index.index((0, 5))]  # frames 5..9: the sink is frame 5
-    assert hit["memory_valid"] and np.array_equal(hit["memory_frames"], ep.frames[0:2])
-    miss = windows[windows.index.index((0, 3))]  # frames 3..7
-    assert not miss["memory_valid"] and not miss["memory_frames"].any()
+    hit = windows[windows.index.index((0, 5))]
+    assert hit["memory_frames"].shape == (2, 2, 32, 32, 3)  # one per generated chunk
+    assert hit["memory_valid"].tolist() == [True, True]
+    assert np.array_equal(hit["memory_frames"][0], ep.frames[2:4])
+    assert np.array_equal(hit["memory_frames"][1], ep.frames[0:2])
+    miss = windows[windows.index.index((0, 3))]
+    assert miss["memory_valid"].tolist() == [False, False] and not miss["memory_frames"].any()
     with pytest.raises(ValueError, match="by pose"):
         ChunkWindows([ep], 2, 3, 13, 0, memory=GEOMETRIES["robot"])
-    # with a gap, the memory ends that many frames before the window's last frame, or is none
+    # with a gap, a chunk's memory ends that many frames before its last frame, or is none
     for gap, valid in ((8, True), (9, False)):  # the chunk ending at frame 1 is 8 before 9
         far = ChunkWindows([ep], 2, 3, 13, 0, memory=GEOMETRIES["camera"], memory_gap=gap)
-        assert bool(far[far.index.index((0, 5))]["memory_valid"]) is valid
+        assert far[far.index.index((0, 5))]["memory_valid"].tolist() == [False, valid]
     with pytest.raises(ValueError, match="memory_gap must be >= 0"):
         ChunkWindows([ep], 2, 3, 13, 0, memory=GEOMETRIES["camera"], memory_gap=-1)
 
@@ -1055,6 +1059,55 @@ def test_self_forcing_trains_the_recorded_future_after_the_models_own_history(fl
         self_forcing_loss(model.dit, sampler, latents[:, : 3 * f], actions, modality, gen, sf)
     with pytest.raises(ValueError, match="max_chunks"):
         SelfForcingConfig(max_chunks=-1)
+
+
+def test_self_forcing_reads_the_memory_retrieved_for_the_chunk_it_trains():
+    """With one memory per generated chunk (``ChunkWindows``), the loss of chunk ``k + 1``
+    reads chunk ``k + 1``'s, in its own history and in the trained forward alike; one memory
+    for the window is read whichever chunk is trained."""
+    from gym_worldmodel.training import self_forcing
+
+    config = WorldModelConfig.tiny()
+    model = randomize(WorldModel(config))
+    sampler = dataclasses.replace(config.sampler, nfe=1)
+    sf = SelfForcingConfig(max_chunks=2)
+    f, n = config.dit.chunk_frames, 4
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, n * f, 4, 16, 16, generator=gen)
+    actions = torch.randn(2, n * f, config.dit.action_dim, generator=gen)
+    modality = torch.tensor([0, 2])
+    memory = torch.randn(2, n - 1, f, 4, 16, 16, generator=gen)  # chunk j's at j - 1
+    valid = torch.tensor([[True, False, True], [False, True, True]])
+    seen = {}
+    history = self_forcing.own_history
+
+    def spy(*args):
+        seen["history"] = args[7:9]  # (memory, memory_valid)
+        return history(*args)
+
+    forward = model.dit.forward_sequence
+
+    def forward_spy(*args, **kwargs):
+        seen["forward"] = (kwargs["memory"], kwargs["memory_valid"])
+        return forward(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(self_forcing, "own_history", spy)
+        patch.setattr(model.dit, "forward_sequence", forward_spy)
+        for seed in range(12):
+            g = torch.Generator().manual_seed(seed)
+            _, parts = self_forcing_loss(
+                model.dit, sampler, latents, actions, modality, g, sf, memory, valid
+            )
+            k = int(parts["own_chunks"])
+            for where in ("history", "forward"):
+                mem, ok = seen[where]
+                assert torch.equal(mem, memory[:, k]) and torch.equal(ok, valid[:, k]), where
+            g = torch.Generator().manual_seed(seed)
+            self_forcing_loss(  # one memory for the window: read as it is
+                model.dit, sampler, latents, actions, modality, g, sf, memory[:, 0], valid[:, 0]
+            )
+            assert torch.equal(seen["forward"][0], memory[:, 0])
 
 
 def test_flow_stage_learns_which_way_the_action_moves_the_picture(tmp_path):

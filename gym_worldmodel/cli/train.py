@@ -199,7 +199,7 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
             default=0,
             metavar="FRAMES",
             help="with --memory: the retrieved chunk ends at least this many frames before the "
-            "window's last frame (default 0: any chunk before the window); 250, the revisit "
+            "frame it is retrieved for (default 0: any chunk before the window); 250, the revisit "
             "benchmark's gap, trains on places left long ago",
         ),
     ),

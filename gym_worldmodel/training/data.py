@@ -63,15 +63,18 @@ class ChunkWindows(torch.utils.data.Dataset):
             pixels per metre of the frames; each action then carries the scene shift the
             recorded poses show (``envs.pose.scene_shift``) in the two columns after the
             episode's actions. None: actions as recorded.
-        memory_gap: Frames the memory chunk must end before the window's last frame (0: any
-            chunk before the window). A gap as long as the revisit benchmark's trains on
+        memory_gap: Frames a memory chunk must end before the frame it is retrieved for (0:
+            any chunk before the window). A gap as long as the revisit benchmark's trains on
             memories of places left long ago, whose view the history no longer holds.
 
     Items are dicts: ``frames`` uint8 ``(N * F, H, W, 3)`` (or ``latents``), ``actions`` float32
     ``(N * F, action_dim)`` (zero for the sink) and ``modality`` (long scalar); with ``memory``
-    also ``memory_frames`` (or ``memory_latents``) ``(F, ...)``, the retrieved chunk (the ``F``
-    frames ending at the retrieved frame), and ``memory_valid`` (bool scalar; False when nothing
-    before the window overlaps enough, the chunk then being zeros).
+    also ``memory_frames`` (or ``memory_latents``) ``(N - 1, F, ...)``, the chunk retrieved for
+    each generated chunk ``1..N-1`` by the pose of its last frame, as the env retrieves for the
+    chunk it generates (the ``F`` frames ending at the retrieved frame), and ``memory_valid``
+    ``(N - 1,)`` bool (False where nothing before the window overlaps enough, the chunk then
+    being zeros). A loss that reads one memory for the whole window takes the last chunk's
+    (:func:`batch_memory`).
     """
 
     def __init__(
@@ -111,7 +114,8 @@ class ChunkWindows(torch.utils.data.Dataset):
         if memory_gap < 0:
             raise ValueError(f"memory_gap must be >= 0 frames, got {memory_gap}")
         self.memory, self.min_score, self.memory_gap = memory, min_score, memory_gap
-        self._retrieved: dict[int, int] = {}  # window -> memory frame, filled as windows are read
+        # window -> the memory frame of each generated chunk, filled as windows are read
+        self._retrieved: dict[int, np.ndarray] = {}
         widths = {ep.actions.shape[1] for ep in self.episodes}
         extra = 0 if ego_px_per_m is None else 2  # the scene shift's columns
         if max(widths) + extra > action_dim:
@@ -152,29 +156,35 @@ class ChunkWindows(torch.utils.data.Dataset):
         if self.memory is not None:
             if i not in self._retrieved:
                 self._retrieved[i] = self._retrieve(e, s)
-            j = self._retrieved[i]
-            if j >= 0:
-                chunk = ep.frames[j - self.f + 1 : j + 1]
-            else:
-                chunk = np.zeros((self.f, *ep.frames.shape[1:]), ep.frames.dtype)
-            item[f"memory_{self.key}"] = torch.from_numpy(np.ascontiguousarray(chunk))
-            item["memory_valid"] = torch.tensor(j >= 0)
+            ends = self._retrieved[i]
+            empty = np.zeros((self.f, *ep.frames.shape[1:]), ep.frames.dtype)
+            chunks = [ep.frames[j - self.f + 1 : j + 1] if j >= 0 else empty for j in ends]
+            item[f"memory_{self.key}"] = torch.from_numpy(np.stack(chunks))
+            item["memory_valid"] = torch.from_numpy(ends >= 0)
         return item
 
-    def _retrieve(self, e: int, s: int) -> int:
-        """The frame ending the best memory chunk before window ``(e, s)``, or -1."""
+    def _retrieve(self, e: int, s: int) -> np.ndarray:
+        """The frame ending the best memory chunk for each generated chunk of window ``(e, s)``.
+
+        ``(N - 1,)``: for chunk ``j``, matched to the view of its last frame, from the chunks
+        that end before the window starts and ``memory_gap`` frames or more before that frame;
+        -1 where none overlaps ``min_score`` or more.
+        """
         ep = self.episodes[e]
+        ends = np.full(self.n - 1, -1, np.int64)
         if ep.poses is None:
-            return -1
-        last = s + (self.n - 1) * self.f  # the window's last frame, whose view is matched
-        # chunks that end before the window starts, and memory_gap frames or more before last
-        candidates = np.arange(self.f - 1, min(s, last - self.memory_gap + 1))
-        if not len(candidates):
-            return -1
+            return ends
         assert self.memory is not None  # only windows with a memory geometry retrieve
-        score = self.memory.overlap(ep.poses[last][None], ep.poses[candidates][None])[0]
-        best = int(np.argmax(score))
-        return int(candidates[best]) if score[best] >= self.min_score else -1
+        for j in range(1, self.n):
+            last = s + j * self.f  # the chunk's last frame, whose view is matched
+            candidates = np.arange(self.f - 1, min(s, last - self.memory_gap + 1))
+            if not len(candidates):
+                continue
+            score = self.memory.overlap(ep.poses[last][None], ep.poses[candidates][None])[0]
+            best = int(np.argmax(score))
+            if score[best] >= self.min_score:
+                ends[j - 1] = candidates[best]
+        return ends
 
 
 class Frames(torch.utils.data.Dataset):
@@ -327,19 +337,34 @@ def chunk_windows(
     return torch.utils.data.ConcatDataset(sets)
 
 
-def batch_latents(model: WorldModel, batch: dict, key: str = "") -> torch.Tensor:
-    """The batch's clean latents (``key="memory_"``: its memory chunks), encoded if need be."""
-    if f"{key}latents" in batch:
-        return batch[f"{key}latents"]
+def batch_latents(model: WorldModel, batch: dict) -> torch.Tensor:
+    """The batch's clean latents, encoded if need be."""
+    if "latents" in batch:
+        return batch["latents"]
     with torch.no_grad():
-        return model.vae.encode(batch[f"{key}frames"]).float()
+        return model.vae.encode(batch["frames"]).float()
 
 
-def batch_memory(model: WorldModel, batch: dict) -> dict[str, torch.Tensor]:
-    """Keyword arguments ``memory`` / ``memory_valid`` of the losses (empty without memory)."""
+def batch_memory(model: WorldModel, batch: dict, chunk: int | None = -1) -> dict[str, torch.Tensor]:
+    """Keyword arguments ``memory`` / ``memory_valid`` of the losses (empty without memory).
+
+    ``chunk``: whose retrieved memory, by its place among the window's generated chunks (-1,
+    the last: the losses that read one memory for the window, whose last chunk they train or
+    whose view spans it), ``(B, F, C, h, w)`` and ``(B,)``; None: every chunk's,
+    ``(B, N - 1, F, C, h, w)`` and ``(B, N - 1)``, for a loss that picks the chunk it trains.
+    """
     if "memory_valid" not in batch:
         return {}
-    return {"memory": batch_latents(model, batch, "memory_"), "memory_valid": batch["memory_valid"]}
+    picked = {
+        k: v if chunk is None else v[:, chunk] for k, v in batch.items() if k.startswith("memory_")
+    }
+    memory = picked.get("memory_latents")
+    if memory is None:  # frames, encoded a chunk at a time
+        frames = picked["memory_frames"]  # (B, F, H, W, 3) or (B, N - 1, F, H, W, 3)
+        with torch.no_grad():
+            encoded = model.vae.encode(frames.flatten(0, -5)).float()
+        memory = encoded.reshape(*frames.shape[:-4], *encoded.shape[1:])
+    return {"memory": memory, "memory_valid": picked["memory_valid"]}
 
 
 def ring_windows(

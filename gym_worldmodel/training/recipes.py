@@ -599,7 +599,7 @@ def train_self_forcing(
             batch["modality"],
             gen,
             config,
-            **batch_memory(tuned, batch),
+            **batch_memory(tuned, batch, chunk=None),  # each chunk's: the loss picks its own
             probe=probe,
             critic=critic,
         )

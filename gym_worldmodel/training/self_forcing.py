@@ -156,8 +156,12 @@ def self_forcing_loss(
         modality: ``(B,)``.
         gen: Source of every random draw.
         config: History length and level sampling.
-        memory: Retrieved chunk of each window ``(B, F, C, h, w)``, or None.
-        memory_valid: ``(B,)`` bool, rows whose memory is real.
+        memory: Retrieved chunk of each window ``(B, F, C, h, w)``, read for every chunk; or
+            one per generated chunk ``(B, N - 1, F, C, h, w)`` (``ChunkWindows``), of which
+            the trained chunk ``k + 1``'s is read, in its history too, as the env retrieves for
+            the chunk it generates; or None.
+        memory_valid: ``(B,)`` bool, rows whose memory is real (``(B, N - 1)`` with one memory
+            per chunk).
         probe: The frozen latent action probe (needed when ``config.action_weight > 0``).
         critic: The critic, trained by the same loss (needed when
             ``config.adversarial_weight > 0``).
@@ -176,6 +180,9 @@ def self_forcing_loss(
         )
     chunk = lambda x, j: x[:, j * f : (j + 1) * f]  # noqa: E731
     k = int(torch.randint(config.max_chunks + 1, (1,), generator=gen, device=dev))
+    if memory is not None and memory.dim() == 6:  # one per generated chunk: the trained one's
+        memory = memory[:, k]
+        memory_valid = None if memory_valid is None else memory_valid[:, k]
     gens = RowGenerators(torch.randint(2**62, (b,), generator=gen, device=dev).tolist(), dev)
     history, _ = own_history(
         dit, sampler, latents, actions, modality, gens, k, memory, memory_valid
