@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +43,7 @@ def eval_main(argv: Sequence[str]) -> None:
     from gym_worldmodel.evaluation import evaluate_world, ratio_text, write_report
     from gym_worldmodel.sources.episodes import read_card
 
-    command = "gym-worldmodel eval " + " ".join(argv)
+    command = "gym-worldmodel eval " + shlex.join(argv)  # a path with spaces reruns
     worlds = [read_card(data)["world"] for data in args.data]
     checkpoints = per_world(args.model, "--model", args.device, worlds)
 
