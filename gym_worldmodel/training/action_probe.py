@@ -18,7 +18,9 @@ from torch import Tensor, nn
 
 from gym_worldmodel.models.config import DiTConfig
 
-MOTION_GAIN = 4.0  # scale of the latent frame differences (unit-std latents move by ~0.1-0.5)
+#: Scales the differences between successive latent frames the probe reads (unit-std latents
+#: move by ~0.1-0.5 a frame); not ``evaluation.MOTION_GAIN``, the pixel probe's gain.
+LATENT_DIFFERENCE_GAIN = 4.0
 
 
 class LatentActionProbe(nn.Module):
@@ -77,7 +79,7 @@ class LatentActionProbe(nn.Module):
     def forward(self, previous: Tensor, chunk: Tensor, modality: Tensor) -> Tensor:
         """``previous`` ``(B, 1, C, h, w)``, ``chunk`` ``(B, F, C, h, w)`` -> ``(B, F, A)``."""
         x = torch.cat((previous, chunk), 1).float()
-        x = torch.cat((x[:, :1], MOTION_GAIN * x.diff(dim=1)), 1)
+        x = torch.cat((x[:, :1], LATENT_DIFFERENCE_GAIN * x.diff(dim=1)), 1)
         out = self.net(x.flatten(1, 2)).view(-1, self.modalities, self.frames, self.action_dim)
         return out[torch.arange(len(out), device=out.device), modality]
 
