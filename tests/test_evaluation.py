@@ -666,6 +666,49 @@ def test_eval_flags_set_their_fields_over_budget_and_default_settings():
     assert eval_config(parse([*base, "--stability-rows", "7"])).stability_rows == 7
 
 
+@pytest.mark.parametrize(
+    "given, refused, reader",
+    [
+        (["--revisit", "--teacher", "t"], "--teacher", "the open-loop evaluation"),
+        (["--revisit", "--budget"], "--budget", "the open-loop evaluation"),
+        (["--revisit", "--horizons", "1", "2"], "--horizons", "the open-loop evaluation"),
+        (["--revisit", "--probe-steps", "5"], "--probe-steps", "the open-loop evaluation"),
+        (["--revisit", "--stability-rows", "2"], "--stability-rows", "the open-loop evaluation"),
+        (["--revisit", "--starts-per-episode", "1"], "--starts-per-episode", "the open-loop"),
+        (["--revisit", "--teacher-nfe", "4"], "--teacher-nfe", "the open-loop evaluation"),
+        (["--min-gap", "250"], "--min-gap", "--revisit"),  # given, if as its default
+        (["--max-episodes", "3"], "--max-episodes", "--revisit"),
+        (["--oracle-memory"], "--oracle-memory", "--revisit"),
+    ],
+)
+def test_eval_refuses_an_option_the_chosen_mode_does_not_read(given, refused, reader, capsys):
+    from gym_worldmodel.cli.evaluate import eval_main
+
+    with pytest.raises(SystemExit) as exit_:
+        eval_main(["--data", "d", *given])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{refused}: read by {reader}" in err and "only;" in err
+
+
+def test_eval_options_of_the_chosen_mode_and_of_both_are_not_refused(capsys):
+    from gym_worldmodel.cli.evaluate import _parser, _refuse_other_modes_options
+
+    parser = _parser()
+    for argv in (
+        ["--revisit", "--min-gap", "6", "--max-episodes", "2", "--oracle-memory", "--nfe", "1"],
+        ["--budget", "--teacher", "t", "--horizons", "1", "--probe-steps", "5", "--nfe", "1"],
+        ["--revisit"],  # every option left at its default
+        [],
+    ):
+        _refuse_other_modes_options(parser, parser.parse_args(["--data", "d", *argv]))
+    # every option given that the mode does not read is named at once
+    with pytest.raises(SystemExit):
+        args = parser.parse_args(["--data", "d", "--revisit", "--budget", "--teacher", "t"])
+        _refuse_other_modes_options(parser, args)
+    assert "--teacher, --budget: read by the open-loop evaluation" in capsys.readouterr().err
+
+
 def test_eval_help_states_the_configs_own_defaults():
     """The help's "default: X; --budget: Y" of each config flag are EvalConfig's and budget's."""
     from gym_worldmodel.cli.evaluate import _CONFIG_FLAGS, _parser

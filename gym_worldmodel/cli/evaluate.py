@@ -22,6 +22,7 @@ def eval_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel eval``: open loop, controllability and stability on held-out episodes."""
     parser = _parser()
     args = parser.parse_args(argv)
+    _refuse_other_modes_options(parser, args)
     check_device(args.device)
     if args.out == DOCS_OUT and not DOCS_OUT.parent.is_dir():  # outside the project's checkout
         print(
@@ -113,6 +114,34 @@ _CONFIG_FLAGS = (
 )
 
 
+#: The options only one mode reads (their dests): the open-loop evaluation (without --revisit)
+#: and --revisit. Each defaults to None or False, so one given is told from one left out.
+_OPEN_LOOP_ONLY = ("teacher", "budget", *_CONFIG_FLAGS)
+_REVISIT_ONLY = ("min_gap", "max_episodes", "oracle_memory")
+#: --min-gap's value where it is not given (its parser default is None, to tell it given)
+MIN_GAP = 250
+
+
+def _refuse_other_modes_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``parser.error`` on an option given that the chosen mode does not read.
+
+    Every option of one mode only defaults to None or False (``_OPEN_LOOP_ONLY``,
+    ``_REVISIT_ONLY``): one that differs from its parser default was given.
+    """
+    unread, reader, mode = (
+        (_OPEN_LOOP_ONLY, "the open-loop evaluation (eval without --revisit)", "--revisit")
+        if args.revisit
+        else (_REVISIT_ONLY, "--revisit", "the open-loop evaluation")
+    )
+    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    given = [flags[d] for d in unread if getattr(args, d) != parser.get_default(d)]
+    if given:
+        parser.error(
+            f"{', '.join(given)}: read by {reader} only; {mode} does not use "
+            f"{'it' if len(given) == 1 else 'them'}"
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gym-worldmodel eval")
     parser.add_argument(
@@ -196,7 +225,9 @@ def _parser() -> argparse.ArgumentParser:
         help="spatial-memory revisit benchmark (memory on vs off) on a revisit dataset",
     )
     parser.add_argument(
-        "--min-gap", type=positive_int, default=250, help="revisit: frames before return"
+        "--min-gap",
+        type=positive_int,
+        help=f"revisit: frames before return (default: {MIN_GAP})",
     )
     parser.add_argument(
         "--max-episodes", type=positive_int, help="revisit: use the first n held-out episodes"
@@ -223,7 +254,7 @@ def _revisit(args: argparse.Namespace, model: Any, command: str) -> None:
     result = evaluate_revisit(
         model,
         data,
-        args.min_gap,
+        MIN_GAP if args.min_gap is None else args.min_gap,
         max_episodes=args.max_episodes,
         progress=not args.no_progress,
         oracle=args.oracle_memory,
