@@ -643,6 +643,21 @@ def test_probe_needs_a_validation_episode():
         train_probe("driving", [sliding_square_episode(0)], 10, seed=0)
 
 
+def test_probe_leaves_the_callers_torch_generator_as_it_was():
+    from gym_worldmodel.evaluation import train_probe
+
+    episodes = [sliding_square_episode(s) for s in range(3)]
+    torch.manual_seed(123)
+    torch.rand(3)  # a state no seed gives
+    before = torch.get_rng_state()
+    first = train_probe("driving", episodes, 3, seed=0)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(7)  # the probe is its seed's alone, whatever the caller's state
+    again = train_probe("driving", episodes, 3, seed=0)
+    for a, b in zip(first.net.state_dict().values(), again.net.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_controllability_above_chance_counts_from_what_ignoring_the_frames_scores():
     from gym_worldmodel.evaluation.control import above_chance, majority_score
 

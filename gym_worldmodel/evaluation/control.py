@@ -177,6 +177,9 @@ def train_probe(
     kept is the best one there (with a few dozen episodes it starts to memorise them), and it
     tells which continuous dimensions the frames show at all (``Probe.visible``). Batches are
     shifted by up to 4 pixels, the whole window alike.
+
+    ``seed`` seeds the batches, the probe's weights and its dropout; torch's global generator is
+    left as the caller had it.
     """
     if len(episodes) < 2:
         raise ValueError(
@@ -184,8 +187,21 @@ def train_probe(
         )
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    gen = np.random.default_rng(seed)
-    torch.manual_seed(seed)
+    # the probe's weights and dropout draw from torch's CPU generator: seeded here, and the
+    # caller's state of it given back after (the probe runs on the CPU; no other is touched)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return _train_probe(modality, episodes, steps, np.random.default_rng(seed), progress)
+
+
+def _train_probe(
+    modality: str,
+    episodes: Sequence[Episode],
+    steps: int,
+    gen: np.random.Generator,
+    progress: bool,
+) -> Probe:
+    """:func:`train_probe` once torch's CPU generator is seeded; ``gen`` draws the batches."""
     held = [ep for i, ep in enumerate(episodes) if i % 6 == 0]
     fit = [ep for i, ep in enumerate(episodes) if i % 6]
     every = max(1, sum(len(ep.actions) for ep in held) // 2000)
