@@ -724,6 +724,51 @@ def test_eval_options_of_the_chosen_mode_and_of_both_are_not_refused(capsys):
     assert "--teacher, --budget: read by the open-loop evaluation" in capsys.readouterr().err
 
 
+def test_eval_seed_reaches_both_modes_and_the_reports_command(tmp_path, monkeypatch, capsys):
+    import inspect
+
+    from gym_worldmodel import evaluation, revisit
+    from gym_worldmodel.cli import evaluate as cli_eval
+    from gym_worldmodel.sources import episodes
+
+    # the CLI's default is the library's, in both modes
+    assert cli_eval.SEED == EvalConfig().seed == EvalConfig.budget().seed
+    assert inspect.signature(revisit.evaluate_revisit).parameters["seed"].default == cli_eval.SEED
+    seen = {}
+    monkeypatch.setattr(episodes, "read_card", lambda data: {"world": "citywalk"})
+    monkeypatch.setattr(cli_eval, "per_world", lambda *a: lambda world: "model")
+
+    def evaluate_world(model, data, config, teacher, progress):
+        seen["config"] = config
+        result = evaluation.evaluate.WorldResult("citywalk", "camera", 1, 1, 3)
+        result.control = {"ratio": 0.5, "by_horizon": {}}
+        result.stability = {"collapsed": False}
+        return result, {}
+
+    def evaluate_revisit(model, data, min_gap, seed, **kwargs):
+        seen["revisit"] = (min_gap, seed)
+        return revisit.RevisitResult("citywalk", 1, 1, min_gap, 1, 1, 1, 1, 1, [], [], [], [], [])
+
+    monkeypatch.setattr(evaluation, "evaluate_world", evaluate_world)
+    monkeypatch.setattr(evaluation, "write_report", lambda *a: seen.update(command=a[-1]))
+    monkeypatch.setattr(revisit, "evaluate_revisit", evaluate_revisit)
+    monkeypatch.setattr(revisit, "write_revisit_report", lambda *a: seen.update(command=a[-1]))
+    data = str(tmp_path / "my data")  # a path with a space: the command quotes it
+    base = ["--data", data, "--out", str(tmp_path / "out"), "--no-progress"]
+    cli_eval.eval_main([*base, "--budget", "--seed", "5"])
+    assert seen["config"] == dataclasses.replace(EvalConfig.budget(), seed=5)
+    assert seen["command"] == f"gym-worldmodel eval --data '{data}' {' '.join(base[2:])} " + (
+        "--budget --seed 5"
+    )
+    cli_eval.eval_main(base)  # the seed it ran with is written out
+    assert seen["config"] == EvalConfig() and seen["command"].endswith(" --no-progress --seed 0")
+    cli_eval.eval_main([*base, "--revisit", "--seed", "3"])
+    assert seen["revisit"] == (cli_eval.MIN_GAP, 3) and seen["command"].endswith("--seed 3")
+    cli_eval.eval_main([*base, "--revisit", "--min-gap", "6"])
+    assert seen["revisit"] == (6, 0) and seen["command"].endswith("--min-gap 6 --seed 0")
+    capsys.readouterr()
+
+
 def test_eval_help_states_the_configs_own_defaults():
     """The help's "default: X; --budget: Y" of each config flag are EvalConfig's and budget's."""
     from gym_worldmodel.cli.evaluate import _CONFIG_FLAGS, _parser

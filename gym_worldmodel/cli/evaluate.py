@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gym_worldmodel.cli.argtypes import check_device, denoiser_passes, positive_int, require
+from gym_worldmodel.cli.argtypes import (
+    check_device,
+    denoiser_passes,
+    non_negative_int,
+    positive_int,
+    require,
+)
 from gym_worldmodel.cli.worlds import SHIPPED, per_world
 from gym_worldmodel.files import unwritable
 
@@ -45,6 +51,9 @@ def eval_main(argv: Sequence[str]) -> None:
     from gym_worldmodel.sources.episodes import read_card
 
     command = "gym-worldmodel eval " + shlex.join(argv)  # a path with spaces reruns
+    if args.seed is None:  # the seed it ran with, so that the command reruns it
+        args.seed = SEED
+        command += f" --seed {SEED}"
     worlds = [read_card(data)["world"] for data in args.data]
     checkpoints = per_world(args.model, "--model", args.device, worlds)
 
@@ -85,7 +94,8 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
     """--budget's settings, or the full ones, with every flag given on top."""
     from gym_worldmodel.evaluation import EvalConfig
 
-    given = {name: getattr(args, name) for name in _CONFIG_FLAGS if getattr(args, name) is not None}
+    names = (*_CONFIG_FLAGS, "seed")
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if "horizons" in given:
         given["horizons"] = tuple(given["horizons"])
     return dataclasses.replace(EvalConfig.budget() if args.budget else EvalConfig(), **given)
@@ -118,6 +128,8 @@ _CONFIG_FLAGS = (
 #: and --revisit. Each defaults to None or False, so one given is told from one left out.
 _OPEN_LOOP_ONLY = ("teacher", "budget", *_CONFIG_FLAGS)
 _REVISIT_ONLY = ("min_gap", "max_episodes", "oracle_memory")
+#: --seed's value where it is not given: the library's (``EvalConfig.seed``, ``evaluate_revisit``)
+SEED = 0
 #: --min-gap's value where it is not given (its parser default is None, to tell it given)
 MIN_GAP = 250
 
@@ -238,6 +250,12 @@ def _parser() -> argparse.ArgumentParser:
         help="revisit: also run memory on with the recorded frames remembered (a diagnostic)",
     )
     parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        help="seeds the rollouts' noise and the probe (open loop) or the rollouts (--revisit); "
+        f"the report's command records it (default: {SEED})",
+    )
+    parser.add_argument(
         "--device", default="cpu", help="torch device the worlds run on (cpu, cuda); probes on CPU"
     )
     parser.add_argument(
@@ -255,6 +273,7 @@ def _revisit(args: argparse.Namespace, model: Any, command: str) -> None:
         model,
         data,
         MIN_GAP if args.min_gap is None else args.min_gap,
+        seed=args.seed,  # (eval_main resolves it)
         max_episodes=args.max_episodes,
         progress=not args.no_progress,
         oracle=args.oracle_memory,
