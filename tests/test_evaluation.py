@@ -643,6 +643,27 @@ def test_probe_needs_a_validation_episode():
         train_probe("driving", [sliding_square_episode(0)], 10, seed=0)
 
 
+def test_probe_leaves_out_episodes_too_short_for_a_window_and_says_when_none_is_left():
+    from gym_worldmodel.evaluation import train_probe
+    from gym_worldmodel.evaluation.control import PROBE_MIN_ACTIONS, _probe_split
+
+    assert PROBE_MIN_ACTIONS == 5  # frames t-1 .. t+4 around action t
+    short = [sliding_square_episode(s, steps=PROBE_MIN_ACTIONS - 1) for s in range(4)]
+    long = [sliding_square_episode(s, steps=PROBE_MIN_ACTIONS) for s in range(10, 14)]
+    mixed = [short[0], long[0], short[1], long[1], long[2], short[2], short[3], long[3]]
+    held, fit = _probe_split(mixed)  # every 6th validates; the short ones (first of all) out
+    assert [ep.seed for ep in held] == [10] and [ep.seed for ep in fit] == [11, 12, 13]
+    probe = train_probe("driving", mixed, 3, seed=0)  # once an IndexError: no window
+    assert probe.validation.shape == (2,)  # read on the one window of the validation episode
+    # episodes of one length keep the split they had: every 6th validates
+    same = [sliding_square_episode(s, steps=8) for s in range(8)]
+    assert _probe_split(same) == ([same[0], same[6]], [*same[1:6], same[7]])
+    with pytest.raises(DatasetError, match=r"at least 5 actions .* got 1 of 5; collect longer"):
+        train_probe("driving", [*short, long[0]], 3, seed=0)
+    with pytest.raises(DatasetError, match="at least 5 actions"):
+        train_probe("camera", short, 3, seed=0)
+
+
 def test_probe_leaves_the_callers_torch_generator_as_it_was():
     from gym_worldmodel.evaluation import train_probe
 

@@ -20,9 +20,11 @@ from torch import nn
 from tqdm import tqdm
 
 from gym_worldmodel.envs.actions import CAMERA_MOVE, CAMERA_TURN
-from gym_worldmodel.sources.episodes import Episode
+from gym_worldmodel.sources.episodes import DatasetError, Episode
 
 PROBE_WINDOW = (-1, 5)  # frames t-1 .. t+4 -> action t (actions persist over a few frames)
+#: Actions an episode needs for one whole probe window (its frames t-1 .. t+4 around action t).
+PROBE_MIN_ACTIONS = PROBE_WINDOW[1] - PROBE_WINDOW[0] - 1
 MOTION_GAIN = 8.0  # scale of the frame differences the probe sees
 PROBE_VISIBLE_R2 = 0.1  # validation R^2 below which a continuous action dimension is not visible
 PROBE_DIMS = {
@@ -176,7 +178,8 @@ def train_probe(
     Every 6th episode is held back for validation, scored every ``steps // 10`` steps: the probe
     kept is the best one there (with a few dozen episodes it starts to memorise them), and it
     tells which continuous dimensions the frames show at all (``Probe.visible``). Batches are
-    shifted by up to 4 pixels, the whole window alike.
+    shifted by up to 4 pixels, the whole window alike. Episodes of fewer than
+    :data:`PROBE_MIN_ACTIONS` actions hold no window and are left out.
 
     ``seed`` seeds the batches, the probe's weights and its dropout; torch's global generator is
     left as the caller had it.
@@ -187,23 +190,23 @@ def train_probe(
         )
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    held, fit = _probe_split(episodes)
     # the probe's weights and dropout draw from torch's CPU generator: seeded here, and the
     # caller's state of it given back after (the probe runs on the CPU; no other is touched)
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
-        return _train_probe(modality, episodes, steps, np.random.default_rng(seed), progress)
+        return _train_probe(modality, held, fit, steps, np.random.default_rng(seed), progress)
 
 
 def _train_probe(
     modality: str,
-    episodes: Sequence[Episode],
+    held: list[Episode],
+    fit: list[Episode],
     steps: int,
     gen: np.random.Generator,
     progress: bool,
 ) -> Probe:
-    """:func:`train_probe` once torch's CPU generator is seeded; ``gen`` draws the batches."""
-    held = [ep for i, ep in enumerate(episodes) if i % 6 == 0]
-    fit = [ep for i, ep in enumerate(episodes) if i % 6]
+    """:func:`train_probe` on its validation and training episodes; ``gen`` draws the batches."""
     every = max(1, sum(len(ep.actions) for ep in held) // 2000)
     val_windows, val_actions = episode_windows(held, every)
     val_targets = probe_targets(modality, val_actions)
@@ -247,6 +250,30 @@ def _train_probe(
     probe.validation = kept[1]
     probe.visible = np.ones(2, bool) if modality == "camera" else kept[1] >= PROBE_VISIBLE_R2
     return probe
+
+
+def _probe_split(episodes: Sequence[Episode]) -> tuple[list[Episode], list[Episode]]:
+    """Validation (every 6th) and training episodes, those too short for a window left out.
+
+    An episode of fewer than :data:`PROBE_MIN_ACTIONS` actions holds no whole window. Where
+    leaving them out empties either side, the long enough ones are split again.
+
+    Raises:
+        DatasetError: Fewer than 2 episodes are long enough.
+    """
+    long = [len(window_centres(len(ep.actions))) > 0 for ep in episodes]
+    if sum(long) < 2:
+        raise DatasetError(
+            f"the inverse-dynamics probe needs 2 or more training episodes of at least "
+            f"{PROBE_MIN_ACTIONS} actions (its window spans {PROBE_MIN_ACTIONS + 1} frames), got "
+            f"{sum(long)} of {len(episodes)}; collect longer episodes (--steps)"
+        )
+    held = [ep for i, ep in enumerate(episodes) if i % 6 == 0 and long[i]]
+    fit = [ep for i, ep in enumerate(episodes) if i % 6 and long[i]]
+    if not held or not fit:
+        kept = [ep for ep, ok in zip(episodes, long, strict=True) if ok]
+        held, fit = kept[::6], [ep for i, ep in enumerate(kept) if i % 6]
+    return held, fit
 
 
 def _probe_loss(modality: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
