@@ -29,6 +29,7 @@ Run it with ``gym-worldmodel eval --revisit --model ... --data <revisit dataset>
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ class RevisitResult:
     hit_rate: float
     psnr_on_episodes: list[float]
     psnr_off_episodes: list[float]
+    #: per generated frame, the mean over the episodes that run to it (the curves' and the
+    #: share of revisit frames; episodes of other lengths end at other frames)
     curve_on: list[float]
     curve_off: list[float]
     revisit_mask: list[float]
@@ -142,68 +145,156 @@ def evaluate_revisit(
 ) -> RevisitResult:
     """Memory on against memory off on the revisit frames of ``data``'s held-out episodes.
 
-    ``oracle``: also run memory on with the recorded frames remembered (see the module docstring).
+    ``min_gap`` (frames): how long before a revisit its pose was held. Each episode runs to its
+    own last whole step: episodes of one length in one batch, a batch per length (row ``i`` of
+    the held-out episodes samples with seed ``seed + i`` whatever its batch). Episodes too short
+    to hold a revisit (under ``min_gap`` frames in whole steps) are left out, with a note on
+    stderr. ``oracle``: also run memory on with the recorded frames remembered (see the module
+    docstring).
     """
     (card,) = check_datasets(model.config, [data])
     model.config.check_trained(card["modality"], card["world"])
     episodes = load_episodes(Path(data), "heldout")[:max_episodes]
     if not episodes:
         raise DatasetError(f"{data}: no held-out episodes to measure (max_episodes={max_episodes})")
-    if card["modality"] == "robot" or episodes[0].poses is None:
+    if card["modality"] == "robot":
         raise DatasetError(f"{data}: the revisit benchmark needs episodes with poses")
+    for i, ep in enumerate(episodes):
+        if ep.poses is None:
+            raise DatasetError(
+                f"{data}: the revisit benchmark needs episodes with poses; held-out episode {i} "
+                f"(seed {ep.seed}) has none"
+            )
     f = model.config.dit.chunk_frames
-    steps = min(len(ep.actions) for ep in episodes) // f
-    e = len(episodes)
-    truth = np.stack([ep.frames[1 : steps * f + 1] for ep in episodes])
-    generated, hit, remembered = _rollouts(
-        model, episodes, card, steps, truth if oracle else None, seed, progress
+    rows = _long_enough(episodes, f, min_gap, data)
+    episodes = [episodes[i] for i in rows]
+    steps = [len(ep.actions) // f for ep in episodes]
+    truth = [ep.frames[1 : n * f + 1] for ep, n in zip(episodes, steps, strict=True)]
+    on_rows, off_rows, hit, remembered = _rollouts_by_length(
+        model, episodes, card, steps, [seed + i for i in rows], oracle, progress
     )
-    p_on, p_off = psnr(generated[:e], truth), psnr(generated[e:], truth)
-    p_oracle = None if remembered is None else psnr(remembered, truth)
-    mask, (ep_i, now, then) = _revisits(episodes, steps * f, min_gap)
+
+    def per_frame(rows: list[np.ndarray]) -> list[np.ndarray]:  # PSNR of each episode
+        return [psnr(g, t) for g, t in zip(rows, truth, strict=True)]
+
+    p_on, p_off = per_frame(on_rows), per_frame(off_rows)
+    p_oracle = None if remembered is None else per_frame(remembered)
+    mask, (ep_i, now, then) = _revisits(episodes, [n * f for n in steps], min_gap)
     # the memory-on rollout where it first showed the revisited places, per episode
-    first_psnr = [float(p_on[i, then[ep_i == i] - 1].mean()) for i in np.unique(ep_i)]
-    used = [i for i in range(e) if mask[i].any()]
+    first_psnr = [float(p_on[i][then[ep_i == i] - 1].mean()) for i in np.unique(ep_i)]
+    used = [i for i in range(len(episodes)) if mask[i].any()]
     if not used:
         raise DatasetError(f"{data}: no held-out frame revisits a pose {min_gap}+ frames later")
 
-    def mean(x: np.ndarray) -> list[float]:
+    def mean(x: list[np.ndarray]) -> list[float]:
         return [float(x[i][mask[i]].mean()) for i in used]
 
-    def mean_ssim(rows: np.ndarray) -> list[float]:  # on the revisit frames only (memory)
-        return [float(ssim(rows[i][mask[i]], truth[i][mask[i]]).mean()) for i in used]
+    def mean_ssim(gen: list[np.ndarray]) -> list[float]:  # on the revisit frames only (memory)
+        return [float(ssim(gen[i][mask[i]], truth[i][mask[i]]).mean()) for i in used]
 
     on, off = mean(p_on), mean(p_off)
     extra: dict[str, Any] = {}
     if len(ep_i):
         psnrs = {"on": p_on, "off": p_off, "oracle": p_oracle}
-        at = {k: None if v is None else v[ep_i, now - 1] for k, v in psnrs.items()}
-        extra["by_first_view"] = _by_first_view(then, at, p_on[ep_i, then - 1])
+        at = {k: None if v is None else _at(v, ep_i, now - 1) for k, v in psnrs.items()}
+        extra["by_first_view"] = _by_first_view(then, at, _at(p_on, ep_i, then - 1))
     if remembered is not None:
         assert p_oracle is not None  # (measured on remembered)
         extra |= {
             "psnr_oracle": float(np.mean(mean(p_oracle))),
             "ssim_oracle": float(np.mean(mean_ssim(remembered))),
-            "curve_oracle": p_oracle.mean(0).tolist(),
+            "curve_oracle": _mean_curve(p_oracle),
         }
     return RevisitResult(
         world=card["world"],
         episodes=len(used),
-        revisit_frames=int(mask.sum()),
+        revisit_frames=int(sum(m.sum() for m in mask)),
         min_gap=min_gap,
         psnr_on=float(np.mean(on)),
         psnr_off=float(np.mean(off)),
-        ssim_on=float(np.mean(mean_ssim(generated[:e]))),
-        ssim_off=float(np.mean(mean_ssim(generated[e:]))),
-        hit_rate=float(hit[mask].mean()),
+        ssim_on=float(np.mean(mean_ssim(on_rows))),
+        ssim_off=float(np.mean(mean_ssim(off_rows))),
+        hit_rate=float(np.concatenate([h[m] for h, m in zip(hit, mask, strict=True)]).mean()),
         psnr_on_episodes=on,
         psnr_off_episodes=off,
-        curve_on=p_on.mean(0).tolist(),
-        curve_off=p_off.mean(0).tolist(),
-        revisit_mask=mask.mean(0).tolist(),
+        curve_on=_mean_curve(p_on),
+        curve_off=_mean_curve(p_off),
+        revisit_mask=_mean_curve(mask),
         psnr_first_visit=float(np.mean(first_psnr)) if first_psnr else None,
         **extra,
     )
+
+
+def _long_enough(episodes: list, f: int, min_gap: int, data: Path) -> list[int]:
+    """The episodes long enough to hold a revisit: a step of ``f`` frames and ``min_gap`` more.
+
+    The others are left out with a note on stderr; none left is a :class:`DatasetError`.
+    """
+    frames = [len(ep.actions) // f * f for ep in episodes]  # the frames each one's steps make
+    need = max(min_gap, 1)
+    rows = [i for i, n in enumerate(frames) if n >= need]
+    if not rows:
+        raise DatasetError(
+            f"{data}: no held-out frame revisits a pose {min_gap}+ frames later: every episode "
+            f"is too short (the longest runs {max(frames)} frames in whole steps of {f})"
+        )
+    if len(rows) < len(episodes):
+        print(
+            f"note: {len(episodes) - len(rows)} of {len(episodes)} held-out episodes left out: "
+            f"too short to revisit a pose {min_gap}+ frames later (under {need} frames in whole "
+            f"steps of {f})",
+            file=sys.stderr,
+        )
+    return rows
+
+
+def _at(rows: list[np.ndarray], episode: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """``rows[episode[k]][frame[k]]`` for each ``k``: values of episodes of any lengths."""
+    return np.array([rows[i][t] for i, t in zip(episode, frame, strict=True)], np.float64)
+
+
+def _mean_curve(rows: list[np.ndarray]) -> list[float]:
+    """Per frame, the mean over the episodes that reach it (all of them where all are as long)."""
+    if len({len(r) for r in rows}) == 1:
+        return np.stack(rows).mean(0).tolist()
+    padded = np.full((len(rows), max(len(r) for r in rows)), np.nan)
+    for k, r in enumerate(rows):
+        padded[k, : len(r)] = r
+    return np.nanmean(padded, 0).tolist()
+
+
+def _rollouts_by_length(
+    model: WorldModel,
+    episodes: list,
+    card: dict,
+    steps: list[int],
+    seeds: list[int],
+    oracle: bool,
+    progress: bool,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
+    """:func:`_rollouts` of the episodes of each length (``steps``) in a batch of their own.
+
+    Returns, per episode, its memory-on and memory-off frames ``(steps * F, H, W, 3)``, whether
+    memory retrieved a chunk at each frame, and (``oracle``) the rollout remembering the
+    recorded frames (else None).
+    """
+    f, e = model.config.dit.chunk_frames, len(episodes)
+    on: list[Any] = [None] * e
+    off: list[Any] = [None] * e
+    hit: list[Any] = [None] * e
+    remembered: list[Any] = [None] * e
+    for n in sorted(set(steps), reverse=True):
+        group = [i for i in range(e) if steps[i] == n]
+        eps = [episodes[i] for i in group]
+        truth = np.stack([ep.frames[1 : n * f + 1] for ep in eps]) if oracle else None
+        frames, hits, recalled = _rollouts(
+            model, eps, card, n, truth, [seeds[i] for i in group], progress
+        )
+        for k, i in enumerate(group):
+            on[i], off[i], hit[i] = frames[k], frames[len(group) + k], hits[k]
+            if recalled is not None:
+                remembered[i] = recalled[k]
+    return on, off, hit, remembered if oracle else None
 
 
 def _rollouts(
@@ -212,19 +303,20 @@ def _rollouts(
     card: dict,
     steps: int,
     truth: np.ndarray | None,
-    seed: int,
+    seeds: list[int],
     progress: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Each episode rolled out under its recorded actions, memory on and off, in one batch.
 
     Returns the frames ``(2e, steps * F, H, W, 3)`` (memory on: rows ``:e``; off: ``e:``),
     whether memory-on rows retrieved a chunk at each frame ``(e, steps * F)``, and, given the
-    recorded frames ``truth``, the memory-on rollout that remembers those (else None).
+    recorded frames ``truth``, the memory-on rollout that remembers those (else None). Episode
+    ``i`` samples with ``seeds[i]``, memory on and off alike.
     """
     f, e = model.config.dit.chunk_frames, len(episodes)
     engine = WorldEngine(model, 2 * e, card["modality"], model.device, memory=True)
     engine.set_memory_enabled(False, range(e, 2 * e))  # rows e.. : the same episodes, no memory
-    engine.seed([seed + i for i in range(e)] * 2, env_idx=range(2 * e))
+    engine.seed(list(seeds) * 2, env_idx=range(2 * e))
     first = np.stack([ep.frames[0] for ep in episodes] * 2)
     poses = np.stack([ep.poses[: steps * f + 1] for ep in episodes] * 2)  # (2e, T + 1, 4)
     actions = np.stack([ep.actions[: steps * f] for ep in episodes] * 2)
@@ -232,7 +324,7 @@ def _rollouts(
     engine.start(range(2 * e), start, poses[:, 0])
     if truth is not None:  # rows like the memory-on ones, remembering the recorded frames
         recorded = WorldEngine(model, e, card["modality"], model.device, memory=True)
-        recorded.seed([seed + i for i in range(e)], env_idx=range(e))
+        recorded.seed(list(seeds), env_idx=range(e))
         recorded.start(range(e), start[:e], poses[:e, 0])
     # (a world whose anchors move with the car reads the pose its actions integrate to, as the
     # env and open-loop evaluation give it)
@@ -254,19 +346,20 @@ def _rollouts(
 
 
 def _revisits(
-    episodes: list, frames: int, min_gap: int
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Which generated frames (1 .. ``frames``) revisit a pose, and where it was first shown.
+    episodes: list, frames: list[int], min_gap: int
+) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Which generated frames (1 .. ``frames[i]``) revisit a pose, and where it was first shown.
 
-    Returns the mask ``(e, frames)`` over the generated frames, and for each revisit whose place
-    was first shown after the start frame (the start frame is the sink, not generated) three
-    aligned int arrays: its episode, its frame and the frame that first showed the place.
+    Returns each episode's mask ``(frames[i],)`` over its generated frames, and for each revisit
+    whose place was first shown after the start frame (the start frame is the sink, not
+    generated) three aligned int arrays: its episode, its frame and the frame that first showed
+    the place.
     """
-    mask = np.zeros((len(episodes), frames), bool)
+    mask = [np.zeros(n, bool) for n in frames]
     ep_i, now, then = [], [], []
-    for i, ep in enumerate(episodes):
-        idx, src = first_visits(ep.poses[: frames + 1], min_gap)
-        mask[i, idx[idx >= 1] - 1] = True
+    for i, (ep, n) in enumerate(zip(episodes, frames, strict=True)):
+        idx, src = first_visits(ep.poses[: n + 1], min_gap)
+        mask[i][idx[idx >= 1] - 1] = True
         keep = (idx >= 1) & (src >= 1)
         ep_i.append(np.full(int(keep.sum()), i))
         now.append(idx[keep])

@@ -546,6 +546,40 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
         evaluate_revisit(model, data, max_episodes=0, progress=False)
 
 
+def test_revisit_runs_each_episode_to_its_own_length(tmp_path, monkeypatch, capsys):
+    from gym_worldmodel import revisit
+    from gym_worldmodel.revisit import evaluate_revisit, revisit_frames
+
+    data = tmp_path / "revisit"  # the card the model is checked against
+    collect(RevisitSquareSource(), data, episodes=2, steps=12, heldout_every=2, progress=False)
+    source = RevisitSquareSource()
+    # 16 and 12 steps (revisits from frame 11 and 9 on), 4 steps: no pose 6 frames back
+    long, short, tiny = source.rollout(0, 16), source.rollout(1, 12), source.rollout(2, 4)
+    held = [long, short, tiny]
+    monkeypatch.setattr(revisit, "load_episodes", lambda data, split: list(held))
+    model = randomize(WorldModel(dataclasses.replace(WorldModelConfig.tiny(), fps=16))).eval()
+    result = evaluate_revisit(model, data, min_gap=6, progress=False, oracle=True)
+    assert "note: 1 of 3 held-out episodes left out: too short" in capsys.readouterr().err
+    # every revisit of each episode counts, also past the shorter one's end (they were cut at
+    # the shortest episode's 4 frames: none was left)
+    counts = [len(revisit_frames(ep.poses, 6)) for ep in (long, short)]
+    assert counts == [6, 4] and result.revisit_frames == 10 and result.episodes == 2
+    assert len(result.curve_on) == len(result.curve_oracle) == len(result.revisit_mask) == 16
+    assert np.isfinite(result.curve_on).all()
+    assert result.revisit_mask[9:] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # frames 10..16
+    assert np.isfinite([result.psnr_on, result.ssim_on, result.psnr_oracle]).all()
+    # an episode's figures are its own, whatever the lengths of the others
+    alone = evaluate_revisit(model, data, min_gap=6, max_episodes=1, progress=False)
+    assert alone.psnr_on_episodes[0] == result.psnr_on_episodes[0]
+    assert alone.curve_on[12:] == result.curve_on[12:]  # frames 13..16: the long one alone
+    held[1] = dataclasses.replace(short, poses=None)  # every episode's poses are checked
+    with pytest.raises(DatasetError, match=r"held-out episode 1 \(seed 1\) has none"):
+        evaluate_revisit(model, data, min_gap=6, progress=False)
+    held[:] = [tiny]  # none long enough
+    with pytest.raises(DatasetError, match="no held-out frame revisits a pose 6.* too short"):
+        evaluate_revisit(model, data, min_gap=6, progress=False)
+
+
 class DrivingRevisitSource(RevisitSquareSource):
     """The squares as a driving dataset: two action columns, poses (x, y, heading, speed)."""
 
