@@ -51,7 +51,11 @@ from gym_worldmodel.sources.episodes import DatasetError, check_datasets, load_e
 
 @dataclass
 class RevisitResult:
-    """Figures of :func:`evaluate_revisit` (means over episodes of per-episode means)."""
+    """Figures of :func:`evaluate_revisit`.
+
+    The PSNR and SSIM are means over episodes of per-episode means; ``revisit_frames`` and
+    ``hit_rate`` count every episode's revisit frames together.
+    """
 
     world: str
     episodes: int

@@ -224,6 +224,8 @@ def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch, caps
     for argv, message in (
         (["--memory-gap", "250"], "--memory-gap needs --memory"),
         (["--memory", "--memory-gap", "-5"], "--memory-gap: must be an int >= 0"),
+        # (a probe's steps without the probe: recorded in run.json, they refused a resume)
+        (["--probe-steps", "100"], "--probe-steps sets the action probe's steps: it needs --act"),
     ):
         with pytest.raises(SystemExit):
             train_main(["self-forcing", "--data", "d", "--out", "o", "--init", "i", *argv])

@@ -454,6 +454,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--memory-only needs --memory")
     if getattr(args, "memory_gap", 0) and not args.memory:
         parser.error("--memory-gap needs --memory")
+    if getattr(args, "probe_steps", None) and not args.action_weight:
+        parser.error("--probe-steps sets the action probe's steps: it needs --action-weight")
     if getattr(args, "nfe", 1) > 8:
         parser.error(f"--nfe takes 1 to 8 denoising steps, got {args.nfe}")
 

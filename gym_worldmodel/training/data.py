@@ -383,7 +383,7 @@ def ring_windows(
     """
     model.to(train.device)
     cfg = model.config.dit
-    n = n_chunks or cfg.sink_chunks + cfg.window_chunks + 2
+    n = cfg.sink_chunks + cfg.window_chunks + 2 if n_chunks is None else n_chunks
     encode = reads_more_than_data(data, train, n * cfg.chunk_frames)
     return chunk_windows(model, data, n, encode=encode, memory=memory, progress=progress)
 

@@ -501,7 +501,7 @@ def train_flow(
     f = model.config.dit.chunk_frames
     windows = chunk_windows(model, data, 2, encode=False)
     pair = PairNet(model.config.dit.anchor_flow_width)
-    pair_train = dataclasses.replace(train, steps=pair_steps or train.steps)
+    pair_train = dataclasses.replace(train, steps=train.steps if pair_steps is None else pair_steps)
     Trainer(
         pair,
         windows,
@@ -567,24 +567,28 @@ def train_self_forcing(
     tuned.to(train.device)  # encodes the frames there too
     config = config or SelfForcingConfig()
     n = config.max_chunks + 2
-    probe_train = dataclasses.replace(
-        train,
-        steps=probe_steps,
-        batch_size=64,
-        lr=1e-3,
-        save_every=probe_steps,
-        warmup=min(50, probe_steps),
-        cooldown=0.2,
+    probe_train = (  # only a run with an action term trains the probe
+        dataclasses.replace(
+            train,
+            steps=probe_steps,
+            batch_size=64,
+            lr=1e-3,
+            save_every=probe_steps,
+            warmup=min(50, probe_steps),
+            cooldown=0.2,
+        )
+        if config.action_weight
+        else None
     )
     # encoded once up front when the run, or the probe it trains first, reads more frames than
     # the data holds (the probe's 600 batches of 64 windows read many times a short run's)
-    reads = [train, probe_train] if config.action_weight else [train]
+    reads = [train] if probe_train is None else [train, probe_train]
     encode = any(reads_more_than_data(data, r, n * tuned.config.dit.chunk_frames) for r in reads)
     windows = chunk_windows(
         tuned, data, n, encode=encode, memory=memory, progress=progress, memory_gap=memory_gap
     )
     probe = None
-    if config.action_weight:
+    if probe_train is not None:
         probe = train_action_probe(
             tuned, data, windows, Path(run_dir) / "action-probe", probe_train, progress
         )
