@@ -151,7 +151,8 @@ class WorldModelVectorEnv(VectorEnv):
 
     Autoreset (``autoreset_mode``, Gymnasium's three): ``NEXT_STEP`` (the default) returns the
     last observation of a finished episode, and the next ``step`` resets that row (its action is
-    ignored, reward 0) and returns the new episode's first observation; ``SAME_STEP`` resets in
+    ignored, unchecked, and the hooks see the idle action there; reward 0) and returns the new
+    episode's first observation; ``SAME_STEP`` resets in
     the step that ends the episode and returns the new first observation, with the finished
     one's in ``info["final_obs"]`` (an object array, None in rows not done) and
     ``info["final_info"]`` (a dict of batched values with ``_key`` masks, as Gymnasium's
