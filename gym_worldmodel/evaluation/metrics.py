@@ -91,10 +91,10 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     y = torch.from_numpy(b.reshape(-1, *b.shape[-3:])).permute(0, 3, 1, 2).double() / 255.0
     g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
     g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(3, 1, 11, 11)
+    across, down = g.view(1, 1, 1, 11).expand(3, 1, 1, 11), g.view(1, 1, 11, 1).expand(3, 1, 11, 1)
 
-    def blur(z: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(z, kernel, groups=3)
+    def blur(z: torch.Tensor) -> torch.Tensor:  # the 11 x 11 window as two passes of 11
+        return F.conv2d(F.conv2d(z, across, groups=3), down, groups=3)
 
     mx, my = blur(x), blur(y)
     sxx, syy, sxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
