@@ -1023,6 +1023,18 @@ def test_anchor_motion_is_fitted_to_how_the_actions_move_the_picture():
         image_motion(before, after, reach=16)
 
 
+def _self_forcing_batch(config):
+    """A 1-pass sampler, 2 own chunks at most, and a seeded batch of 2 windows of 4 chunks
+    (the generator goes on drawing): ``sampler, sf, f, n, gen, latents, actions, modality``."""
+    sampler = dataclasses.replace(config.sampler, nfe=1)
+    f, n = config.dit.chunk_frames, 4
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, n * f, 4, 16, 16, generator=gen)
+    actions = torch.randn(2, n * f, config.dit.action_dim, generator=gen)
+    modality = torch.tensor([0, 2])
+    return sampler, SelfForcingConfig(max_chunks=2), f, n, gen, latents, actions, modality
+
+
 @pytest.mark.parametrize("flow", [False, True])
 def test_self_forcing_trains_the_recorded_future_after_the_models_own_history(flow):
     """The history is the model's own rollout: recorded frames the model generated itself do not
@@ -1033,13 +1045,7 @@ def test_self_forcing_trains_the_recorded_future_after_the_models_own_history(fl
     if flow:
         model = model.with_anchor_flow(tuple(config.dit.modalities))
         randomize(model.flow, seed=3, std=0.05)
-    sampler = dataclasses.replace(config.sampler, nfe=1)
-    sf = SelfForcingConfig(max_chunks=2)
-    f, n = config.dit.chunk_frames, 4
-    gen = torch.Generator().manual_seed(0)
-    latents = torch.randn(2, n * f, 4, 16, 16, generator=gen)
-    actions = torch.randn(2, n * f, config.dit.action_dim, generator=gen)
-    modality = torch.tensor([0, 2])
+    sampler, sf, f, n, gen, latents, actions, modality = _self_forcing_batch(config)
 
     def loss_of(x, seed):
         g = torch.Generator().manual_seed(seed)
@@ -1071,13 +1077,7 @@ def test_self_forcing_reads_the_memory_retrieved_for_the_chunk_it_trains():
 
     config = WorldModelConfig.tiny()
     model = randomize(WorldModel(config))
-    sampler = dataclasses.replace(config.sampler, nfe=1)
-    sf = SelfForcingConfig(max_chunks=2)
-    f, n = config.dit.chunk_frames, 4
-    gen = torch.Generator().manual_seed(0)
-    latents = torch.randn(2, n * f, 4, 16, 16, generator=gen)
-    actions = torch.randn(2, n * f, config.dit.action_dim, generator=gen)
-    modality = torch.tensor([0, 2])
+    sampler, sf, f, n, gen, latents, actions, modality = _self_forcing_batch(config)
     memory = torch.randn(2, n - 1, f, 4, 16, 16, generator=gen)  # chunk j's at j - 1
     valid = torch.tensor([[True, False, True], [False, True, True]])
     seen = {}
