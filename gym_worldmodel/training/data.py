@@ -337,12 +337,17 @@ def chunk_windows(
     return torch.utils.data.ConcatDataset(sets)
 
 
-def batch_latents(model: WorldModel, batch: dict) -> torch.Tensor:
-    """The batch's clean latents, encoded if need be."""
-    if "latents" in batch:
-        return batch["latents"]
+def batch_latents(model: WorldModel, batch: dict, key: str = "") -> torch.Tensor:
+    """The batch's clean latents (``key="memory_"``: its memory chunks), encoded if need be.
+
+    Frames ``(..., T, H, W, 3)`` of any leading axes are encoded a ``T``-frame clip at a time.
+    """
+    if f"{key}latents" in batch:
+        return batch[f"{key}latents"]
+    frames = batch[f"{key}frames"]
     with torch.no_grad():
-        return model.vae.encode(batch["frames"]).float()
+        encoded = model.vae.encode(frames.flatten(0, -5)).float()
+    return encoded.reshape(*frames.shape[:-4], *encoded.shape[1:])
 
 
 def batch_memory(model: WorldModel, batch: dict, chunk: int | None = -1) -> dict[str, torch.Tensor]:
@@ -358,12 +363,7 @@ def batch_memory(model: WorldModel, batch: dict, chunk: int | None = -1) -> dict
     picked = {
         k: v if chunk is None else v[:, chunk] for k, v in batch.items() if k.startswith("memory_")
     }
-    memory = picked.get("memory_latents")
-    if memory is None:  # frames, encoded a chunk at a time
-        frames = picked["memory_frames"]  # (B, F, H, W, 3) or (B, N - 1, F, H, W, 3)
-        with torch.no_grad():
-            encoded = model.vae.encode(frames.flatten(0, -5)).float()
-        memory = encoded.reshape(*frames.shape[:-4], *encoded.shape[1:])
+    memory = batch_latents(model, picked, "memory_")  # (B, [N - 1,] F, C, h, w)
     return {"memory": memory, "memory_valid": picked["memory_valid"]}
 
 
