@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.error import DependencyNotInstalled
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 from helpers import TINY, CountingEngine, counting_env, rows_equal, snapshot, value
@@ -28,7 +29,8 @@ from gym_worldmodel.models import WorldModel, WorldModelConfig
 
 
 @pytest.mark.parametrize("env_id", sorted(IDS))
-def test_check_env_passes_without_warnings(env_id):
+def test_check_env_passes_without_warnings(env_id, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # check_env makes it with "human" too: a window
     env = gym.make(env_id, **TINY)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -537,7 +539,8 @@ POSE_IDS = sorted(i for i in IDS if "Robot" not in i)
 
 @pytest.mark.parametrize("env_id", POSE_IDS)
 @pytest.mark.parametrize("obs_mode", ["rgb+pose", "latent+pose"])
-def test_pose_observations_pass_check_env_and_carry_the_info_pose(env_id, obs_mode):
+def test_pose_observations_pass_check_env_and_carry_the_info_pose(env_id, obs_mode, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # check_env makes it with "human" too: a window
     env = gym.make(env_id, obs_mode=obs_mode, **TINY)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -595,11 +598,24 @@ def test_render_returns_the_current_frame_without_a_forward():
     single = gym.make("WorldModel-Driving-v0", render_mode="rgb_array", **TINY)
     obs, _ = single.reset(seed=0)
     assert np.array_equal(single.render(), obs)
-    for mode, hint in (("human", "vector.HumanRendering"), ("rgb_array_list", "'sync'")):
-        with pytest.raises(ValueError, match=f"renders 'rgb_array'.*{hint}"):
-            gym.make_vec("WorldModel-Driving-v0", num_envs=2, render_mode=mode, **TINY)
+    with pytest.raises(ValueError, match="renders 'rgb_array'.*'human'.*'sync'"):
+        gym.make_vec("WorldModel-Driving-v0", num_envs=2, render_mode="rgb_array_list", **TINY)
     with pytest.raises(ValueError, match="render_mode must be one of"):
         WorldModelVectorEnv(1, world="driving", render_mode="rgb", **TINY)
+
+
+def test_without_pygame_human_mode_names_the_extra_and_rgb_array_needs_none(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pygame", None)  # import pygame raises ImportError
+    for make in (
+        lambda: gym.make("WorldModel-Driving-v0", render_mode="human", **TINY),
+        lambda: gym.make_vec("WorldModel-Driving-v0", num_envs=2, render_mode="human", **TINY),
+    ):
+        with pytest.raises(DependencyNotInstalled, match=r"pip install gym-worldmodel\[play\]"):
+            make()
+    env = gym.make("WorldModel-Driving-v0", render_mode="rgb_array", **TINY)
+    obs, _ = env.reset(seed=0)
+    assert np.array_equal(env.render(), obs)
+    env.close()
 
 
 # --- reward and termination hooks ---

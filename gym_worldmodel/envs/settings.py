@@ -29,19 +29,14 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 
 def check_render_mode(render_mode: Any) -> None:
-    """A vector env renders ``"rgb_array"`` (or nothing); Gymnasium's other modes are named."""
-    if render_mode in ("human", "rgb_array_list"):  # Gymnasium's wrappers give these
-        wrap = (
-            "wrap it in gymnasium.wrappers.vector.HumanRendering (it needs OpenCV), or"
-            if render_mode == "human"
-            else "keep render()'s frames, or"
-        )
+    """An env renders ``"human"`` (a window), ``"rgb_array"`` or nothing; other modes refused."""
+    if render_mode == "rgb_array_list":  # Gymnasium's RenderCollection wrapper gives it
         raise ValueError(
-            f"render_mode {render_mode!r}: this vector env renders 'rgb_array'; {wrap} "
-            "make_vec with vectorization_mode='sync', whose single envs gym.make wraps for "
-            f"{render_mode!r}"
+            "render_mode 'rgb_array_list': this env renders 'rgb_array' (one frame a call) or "
+            "'human'; keep render()'s frames, or make_vec with vectorization_mode='sync', whose "
+            "single envs gym.make wraps for 'rgb_array_list'"
         )
-    check_choice("render_mode", render_mode, (None, "rgb_array"))
+    check_choice("render_mode", render_mode, (None, "human", "rgb_array"))
 
 
 def resolve_model(

@@ -40,6 +40,12 @@ class WorldModelEnv(gym.Env):
     and ``autoreset_mode``. Row 0 of a vector env with the same seed and actions produces the
     same frames, bit for bit on the CPU (tested; not checked on a GPU).
 
+    ``render_mode="human"`` shows the env in a pygame window (the ``play`` extra), drawn by
+    :meth:`reset` and :meth:`step`: every frame of a step's chunk in turn, at the world's frame
+    rate (``metadata["world_fps"]``, ``metadata["render_fps"]`` steps a second), enlarged to
+    about 512 pixels; :meth:`render` then returns None and :meth:`close` closes the window.
+    Closing the window itself lets the env step on, unseen and unpaced.
+
     ``gym.make`` adds Gymnasium's ``TimeLimit`` wrapper (``max_episode_steps``), and Gymnasium
     wrappers do not pass other methods on: reach :meth:`get_state`, :meth:`set_state` and
     :meth:`fork` through ``env.unwrapped``. ``TimeLimit`` counts steps itself, outside the env's
@@ -50,7 +56,7 @@ class WorldModelEnv(gym.Env):
     ``reset()``, even after a :meth:`set_state`: reset a new env once before restoring a state.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 5}  # each env sets its world's
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 5}  # each env: its world's
     # the vector env's, read and set through: a hook assigned later acts on the steps
     reward_fn = _OfTheVector()
     termination_fn = _OfTheVector()
@@ -132,12 +138,12 @@ class WorldModelEnv(gym.Env):
         return take(obs, 0), *flags, info_row(infos, 0)
 
     def render(self) -> np.ndarray | None:
-        """The current frame (no model forward)."""
+        """The current frame (no model forward); None in ``"human"`` mode (the window's)."""
         frames = self.vector.render()
         return None if frames is None else frames[0]
 
     def close(self) -> None:
-        """Release the model; calling it again does nothing."""
+        """Release the model and close the window; calling it again does nothing."""
         if not self.vector.closed:
             self.vector.close()
 

@@ -49,6 +49,7 @@ from gym_worldmodel.envs.state import (
     to_meta,
     with_rows,
 )
+from gym_worldmodel.envs.window import Window, tile
 from gym_worldmodel.envs.worlds import (
     check_finite_weights,
     get_world,
@@ -121,7 +122,12 @@ class WorldModelVectorEnv(VectorEnv):
         autoreset_mode: A ``gymnasium.vector.AutoresetMode`` (or its value).
         max_episode_steps: Truncate episodes after this many steps (None, or -1 as
             ``gym.make`` takes it: never).
-        render_mode: None or ``"rgb_array"``.
+        render_mode: None, ``"rgb_array"`` (:meth:`render` returns every row's frame) or
+            ``"human"``: a pygame window (the ``play`` extra) shows the rows' frames, tiled in
+            a grid, as :meth:`reset` and :meth:`step` return them, every frame of a step's
+            chunk in turn at ``metadata["world_fps"]`` (so a step lasts at least
+            ``1 / metadata["render_fps"]``); :meth:`render` returns None, and :meth:`close`
+            closes the window (see :mod:`gym_worldmodel.envs.window`).
         reward_fn: Hook or list of hooks (:mod:`gym_worldmodel.envs.hooks`); default 0.
         termination_fn: Hook or list of hooks; default never.
         start_fn: Initial conditions (:mod:`envs.hooks`): called as ``start_fn(rngs)`` at every
@@ -167,7 +173,7 @@ class WorldModelVectorEnv(VectorEnv):
     """
 
     metadata = {
-        "render_modes": ["rgb_array"],
+        "render_modes": ["human", "rgb_array"],
         "render_fps": 5,  # the shipped worlds' steps a second; each env sets its world's
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
@@ -207,6 +213,8 @@ class WorldModelVectorEnv(VectorEnv):
         check_choice("dtype", dtype, ("auto", *DTYPES, *DTYPES.values()))
         check_render_mode(render_mode)
         check_count("num_envs", num_envs)
+        # (pygame imported now: without it, making the env is what fails)
+        self._window = Window(f"gym-worldmodel {world}") if render_mode == "human" else None
         self.max_episode_steps = max_episode_steps
         self.world = get_world(world)
         self._frames_mode, self._pose_obs = obs_lib.parse_obs_mode(obs_mode, self.world.pose)
@@ -298,6 +306,8 @@ class WorldModelVectorEnv(VectorEnv):
         infos = self._infos()
         if len(rows) < self.num_envs:  # as Gymnasium's vector envs: the reset rows' infos only
             infos = obs_lib.rows_only(infos, np.isin(np.arange(self.num_envs), rows))
+        assert self._frames is not None  # the rows' start
+        self._show(self._frames[:, -1:], np.zeros(self.num_envs, bool))
         return self._obs(), infos
 
     def step(self, actions: Any):
@@ -309,6 +319,10 @@ class WorldModelVectorEnv(VectorEnv):
         have advanced (and those that start over in this step have started), and the error
         names the hook; so does a ``start_fn`` under same-step
         autoreset, whose rows end in the step itself.
+
+        With ``render_mode="human"`` the step decodes every frame of the chunk and shows them
+        (the observations are the same bits as without a window, on the CPU); a row that
+        starts over in the step shows its new episode's first frame.
         """
         self._check_open()
         if not self._started:
@@ -330,9 +344,11 @@ class WorldModelVectorEnv(VectorEnv):
         prev_frame, prev_pose = self._frames[:, -1], self._pose
         # memory retrieves by where the rows will look
         pose, model_vec = advance(self._pose, vec, self.head, 1.0 / self.config.fps, self._ego)
-        self._latents, self._frames = self._engine.step(
-            model_vec, decode=self._decode, poses=pose, store=~resetting
+        decode = slice(None) if self._showing else self._decode  # a window plays every frame
+        self._latents, chunk = self._engine.step(
+            model_vec, decode=decode, poses=pose, store=~resetting
         )
+        self._frames = chunk if decode == self._decode else chunk[:, self._decode].clone()
         self._pose = pose  # after the step: a failed forward leaves the rows where they were
         self._steps += 1
         if plan is not None:  # before the hooks: they see these rows at their new start, step 0
@@ -341,12 +357,14 @@ class WorldModelVectorEnv(VectorEnv):
         rewards[resetting], terminated[resetting], truncated[resetting] = 0.0, False, False
         done = terminated | truncated
         infos = self._infos()
+        started = resetting.copy()
         if mode == AutoresetMode.SAME_STEP and done.any():
             infos.update(self._final(done, infos))
             self._start_rows(np.flatnonzero(done), [None] * int(done.sum()), None)
             infos.update(self._infos())
-            done = np.zeros_like(done)
+            started, done = done, np.zeros_like(done)
         self._done = done
+        self._show(chunk, started)
         return self._obs(), *self._flags(rewards, terminated, truncated), infos
 
     def idle_action(self) -> Any:
@@ -357,8 +375,12 @@ class WorldModelVectorEnv(VectorEnv):
         return concatenate(space, rows, out)  # type: ignore[arg-type]
 
     def render(self) -> tuple[np.ndarray, ...] | None:
-        """The current last frame of every row (no model forward), or None without a mode."""
-        if self.render_mode is None or self._frames is None:
+        """The current last frame of every row (no model forward) with ``"rgb_array"``.
+
+        None without a render mode, and with ``"human"``, whose window :meth:`reset` and
+        :meth:`step` draw themselves.
+        """
+        if self.render_mode != "rgb_array" or self._frames is None:
             return None
         return tuple(self._frames[:, -1].to("cpu", copy=True).numpy())
 
@@ -406,7 +428,9 @@ class WorldModelVectorEnv(VectorEnv):
         memory.hand_over(rows)
 
     def close_extras(self, **kwargs: Any) -> None:
-        """Release the engine and the rows' frames; a :meth:`reset` reopens the env."""
+        """Release the engine, the rows' frames and the window; a :meth:`reset` reopens the env."""
+        if self._window is not None:
+            self._window.close()
         self._engine = self._frames = self._latents = None
         self._started = False
         self._rngs = [None] * self.num_envs  # a reopened env starts as a new one
@@ -579,6 +603,8 @@ class WorldModelVectorEnv(VectorEnv):
 
         ``output`` (``"numpy"`` or ``"torch"``; default this env's) is what the forks return: a
         planner scoring futures on the GPU takes ``"torch"`` from an env that gives an agent NumPy.
+        Forks render as this env does, but for ``"human"``: a fork of an env that shows its
+        frames in a window renders ``"rgb_array"``, unseen.
 
         Forks keep the rows' step counts and, unless ``max_episode_steps`` says otherwise (-1:
         no limit), this env's ``max_episode_steps``: ``max_episode_steps=-1`` imagines past the
@@ -622,7 +648,8 @@ class WorldModelVectorEnv(VectorEnv):
                 "model": None,  # the engine brings it (a fork keeps no model alive of its own)
                 "device": self.device,
                 "dtype": self.dtype,
-                "render_mode": self.render_mode,
+                # imagined futures are not shown (a planner's forks would fill the window)
+                "render_mode": "rgb_array" if self.render_mode == "human" else self.render_mode,
                 "output": output or self.output,
                 "autoreset_mode": mode,
                 "max_episode_steps": limit,
@@ -847,3 +874,21 @@ class WorldModelVectorEnv(VectorEnv):
     def _on_device(self, array: np.ndarray) -> torch.Tensor:
         """A NumPy array as a tensor on the env's device."""
         return torch.from_numpy(array).to(self.device)
+
+    @property
+    def _showing(self) -> bool:
+        """Whether the env draws its frames in a window now (not closed by its user)."""
+        return self._window is not None and not self._window.dismissed
+
+    def _show(self, chunk: torch.Tensor, started: np.ndarray) -> None:
+        """Draw the rows' frames ``(B, T, H, W, 3)`` in the window, in a step's time.
+
+        Rows ``started`` (a ``(B,)`` mask) show their current frame, a new episode's first.
+        """
+        if not self._showing:
+            return
+        assert self._window is not None and self._frames is not None  # showing, started
+        frames = chunk.to("cpu", copy=True).numpy()
+        rows = np.flatnonzero(started)
+        frames[rows] = self._frames[rows, -1:].cpu().numpy()
+        self._window.show(tile(frames), self.metadata["render_fps"] * frames.shape[1])

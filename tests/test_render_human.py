@@ -1,0 +1,163 @@
+"""``render_mode="human"``: the window shows what reset and step return, paced, and closes.
+
+Headless: SDL's dummy video driver, set before pygame opens its display.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
+from helpers import TINY
+
+import gym_worldmodel  # noqa: F401  (registers the ids)
+from gym_worldmodel.envs import window as window_lib
+from gym_worldmodel.envs.window import tile
+
+pygame = pytest.importorskip("pygame", reason="needs pygame-ce (the play extra)")
+DRIVING = "WorldModel-Driving-v0"
+
+
+@pytest.fixture
+def screen(monkeypatch):
+    """Every picture flipped onto the window, ``(H, W, 3)`` as the env's frames are laid out."""
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    flipped = []
+    flip = pygame.display.flip
+
+    def record():
+        flipped.append(pygame.surfarray.array3d(pygame.display.get_surface()).transpose(1, 0, 2))
+        flip()
+
+    monkeypatch.setattr(pygame.display, "flip", record)
+    yield flipped
+    pygame.display.quit()  # a test that failed half way leaves no window to the next
+
+
+def enlarged(frame, scale):
+    return frame.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def play(env, steps=3):
+    """Observations of a seeded reset and ``steps`` seeded random steps."""
+    env.action_space.seed(1)
+    out = [env.reset(seed=0)[0]]
+    out += [env.step(env.action_space.sample())[0] for _ in range(steps)]
+    return out
+
+
+def test_human_mode_returns_the_same_observations_and_shows_each_one(screen):
+    seen = play(gym.make(DRIVING, render_mode="rgb_array", **TINY))
+    env = gym.make(DRIVING, render_mode="human", **TINY)
+    assert env.render_mode == "human" and "human" in env.metadata["render_modes"]
+    shown = play(env)
+    assert all(np.array_equal(a, b) for a, b in zip(seen, shown, strict=True))  # same bits
+    assert env.render() is None
+    frames_per_step = env.unwrapped.vector.config.dit.chunk_frames
+    assert len(screen) == 1 + 3 * frames_per_step  # the reset's frame, then every chunk's
+    # 32 x 32 frames, enlarged 16 x (nearest neighbour) to a 512-pixel window
+    assert pygame.display.get_surface().get_size() == (512, 512)
+    assert np.array_equal(screen[-1], enlarged(shown[-1], 16))
+    assert np.array_equal(screen[0], enlarged(shown[0], 16))
+    env.close()
+    assert not pygame.display.get_init()  # the window is closed
+    env.close()  # twice: nothing to do
+
+
+def test_every_frame_of_a_chunk_is_shown_in_turn_at_the_world_rate(screen):
+    env = gym.make(DRIVING, render_mode="human", obs_mode="chunk", **TINY)
+    meta = env.metadata
+    assert meta["world_fps"] == 2 * meta["render_fps"] == 16  # the tiny world: 2 frames a step
+    chunks = play(env, steps=2)
+    start = time.perf_counter()
+    chunks.append(env.step(env.action_space.sample())[0])
+    elapsed = time.perf_counter() - start
+    flat = [chunks[0][-1]] + [frame for chunk in chunks[1:] for frame in chunk]
+    assert len(screen) == len(flat) == 7
+    for picture, frame in zip(screen, flat, strict=True):
+        assert np.array_equal(picture, enlarged(frame, 16))
+    # the step's first frame waits for the one before's 1/16 s, its second for its own
+    assert elapsed >= 2 / meta["world_fps"] * 0.9
+    env.close()
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_a_vector_env_shows_its_rows_in_a_grid_ending_on_what_step_returns(screen, mode):
+    kwargs = dict(num_envs=3, autoreset_mode=mode, max_episode_steps=2, **TINY)
+    seen = play(gym.make_vec(DRIVING, render_mode="rgb_array", **kwargs), steps=4)
+    envs = gym.make_vec(DRIVING, render_mode="human", **kwargs)
+    envs.action_space.seed(1)
+    shown = [envs.reset(seed=0)[0]]
+    for _ in range(4):  # rows end at steps 2 and 4 and start over (at 3, or in the step)
+        grid = tile(shown[-1][:, None])[0]  # the window ends on what each call returned
+        assert np.array_equal(screen[-1], enlarged(grid, 7))
+        shown.append(envs.step(envs.action_space.sample())[0])
+    assert np.array_equal(screen[-1], enlarged(tile(shown[-1][:, None])[0], 7))
+    assert all(np.array_equal(a, b) for a, b in zip(seen, shown, strict=True))
+    assert envs.render() is None
+    assert pygame.display.get_surface().get_size() == (455, 455)  # a 2 x 2 grid of 65, 7 x
+    fork = envs.unwrapped.fork(0, 2)  # imagined futures are not shown
+    before = len(screen)
+    fork.step(fork.action_space.sample())
+    assert fork.render_mode == "rgb_array" and len(screen) == before
+    envs.close()
+    assert not pygame.display.get_init()
+
+
+def test_tile_lays_rows_out_row_by_row_with_a_black_line_between():
+    frames = np.stack([np.full((2, 3, 4, 3), 10 * (i + 1), np.uint8) for i in range(5)])
+    grid = tile(frames)  # 5 rows: 3 columns, 2 lines
+    assert grid.shape == (2, 2 * 3 + 1, 3 * 4 + 2, 3)
+    assert grid[0, 0, 0, 0] == 10 and grid[0, 0, 5, 0] == 20 and grid[0, 0, 10, 0] == 30
+    assert grid[0, 4, 0, 0] == 40 and grid[0, 4, 5, 0] == 50 and grid[0, 4, 10, 0] == 0
+    assert (grid[:, 3] == 0).all() and (grid[:, :, 4] == 0).all()  # the lines between
+    assert np.array_equal(tile(frames[:1]), frames[0])  # one row: its frames as they are
+
+
+def test_closing_the_window_lets_the_env_step_on_unseen_and_close_reopens_it(screen):
+    seen = play(gym.make(DRIVING, render_mode="rgb_array", **TINY), steps=4)
+    env = gym.make(DRIVING, render_mode="human", **TINY)
+    shown = play(env, steps=1)
+    pygame.event.post(pygame.event.Event(pygame.QUIT))
+    before = len(screen)
+    with pytest.warns(UserWarning, match="window was closed"):
+        shown.append(env.step(env.action_space.sample())[0])
+    assert not pygame.display.get_init() and len(screen) == before
+    shown += [env.step(env.action_space.sample())[0] for _ in range(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(seen, shown, strict=True))
+    assert len(screen) == before
+    env.close()
+    env.reset(seed=0)  # a reset after close reopens the env, and the window
+    assert pygame.display.get_init() and len(screen) == before + 1
+    env.close()
+
+
+def test_close_without_a_window_is_fine(screen):
+    env = gym.make(DRIVING, render_mode="human", **TINY)
+    env.close()
+    env.close()
+    envs = gym.make_vec(DRIVING, num_envs=2, render_mode="human", **TINY)
+    envs.close()
+    assert screen == []
+
+
+def test_check_env_passes_in_human_mode(screen):
+    env = gym.make(DRIVING, render_mode="human", **TINY)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env.unwrapped)
+    assert [str(w.message) for w in caught] == []
+    env.close()
+
+
+def test_a_window_with_no_display_behind_it_warns(screen, monkeypatch):
+    monkeypatch.setattr(window_lib, "os", type("os", (), {"environ": {}}))  # no driver asked
+    env = gym.make(DRIVING, render_mode="human", **TINY)
+    with pytest.warns(UserWarning, match="found no display.*'dummy'"):
+        env.reset(seed=0)
+    env.close()
