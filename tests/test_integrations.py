@@ -591,6 +591,27 @@ def test_a_bad_agent_action_is_named_and_changes_nothing():
     env.step(good)
 
 
+def test_the_aec_form_checks_each_agent_s_action_when_that_agent_gives_it():
+    from gym_worldmodel.integrations import pettingzoo as module
+
+    aec = module.env(DRIVING, num_agents=3, max_cycles=5, **TINY)
+    ref = module.parallel_env(DRIVING, num_agents=3, max_cycles=5, **TINY)
+    aec.reset(seed=0)
+    ref.reset(seed=0)
+    good = {a: np.array([0.3 * i - 0.3, 0.5], np.float32) for i, a in enumerate(ref.agents)}
+    bad = [([np.nan, 0.0], "finite values"), ([0.0] * 3, "shape"), ([2.0, 0.0], r"\[-1, 1\]")]
+    for agent in ref.possible_agents:
+        for action, what in bad:  # each refused at its own agent's turn, not the cycle's end
+            with pytest.raises(ActionError, match=f"^{agent}'s action: driving action: .*{what}"):
+                aec.step(np.array(action, np.float32))
+            assert aec.agent_selection == agent  # still its turn: it can give a good action
+        aec.step(good[agent])
+    assert aec.unwrapped.venv.get_state()["steps"].tolist() == [1, 1, 1]  # one batched step
+    obs, *_ = ref.step(good)
+    for agent in ref.possible_agents:  # the refused actions left nothing behind
+        assert np.array_equal(aec.observe(agent), obs[agent])
+
+
 def test_reset_options_of_another_world_are_named_as_ignored():
     env = WorldModelParallelEnv(CITYWALK, num_agents=2, **TINY)
     with pytest.warns(UserWarning, match=r"ignores unknown options \['speed'\]; .*\['image', 'f"):

@@ -18,7 +18,8 @@ Example::
         obs, rewards, terminations, truncations, infos = env.step(actions)
 
 As PettingZoo's own environment modules, this module has :func:`parallel_env` (the same class)
-and :func:`env` (its AEC form, ``pettingzoo.utils.parallel_to_aec``), so
+and :func:`env` (its AEC form: PettingZoo's ``pettingzoo.utils.parallel_to_aec`` wrapper, which
+here checks each agent's action when that agent gives it), so
 ``pettingzoo.test.max_cycles_test(gym_worldmodel.integrations.pettingzoo)`` and
 ``from gym_worldmodel.integrations.pettingzoo import env`` work as they do there.
 
@@ -53,7 +54,8 @@ from gymnasium.vector.utils import batch_space
 
 try:
     from pettingzoo import AECEnv, ParallelEnv
-    from pettingzoo.utils import parallel_to_aec
+    from pettingzoo.utils.conversions import parallel_to_aec_wrapper
+    from pettingzoo.utils.wrappers import OrderEnforcingWrapper
 except ImportError as err:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "gym_worldmodel.integrations.pettingzoo needs PettingZoo: "
@@ -281,14 +283,26 @@ class WorldModelParallelEnv(ParallelEnv):
             {a: obs_lib.info_row(infos, i) for i, a in agents},
         )
 
+    def check_action(self, agent: str, action: Any) -> None:
+        """Raise as :meth:`step` would for ``agent``'s action, without stepping.
+
+        Raises:
+            ActionError: The action does not fit the agent's action space (its shape, a value
+                out of range, NaN); the message names the agent.
+        """
+        self._known(agent)
+        try:
+            self.venv.head.encode(batch_one(action), 1, self.venv.config.dit.chunk_frames)
+        except ActionError as err:
+            raise ActionError(f"{agent}'s action: {err}") from None
+
     def _blame(self, actions: dict[str, Any]) -> ActionError | None:
         """The first live agent's action that does not fit its space, as an error naming it."""
-        frames = self.venv.config.dit.chunk_frames
         for agent in self.agents:
             try:
-                self.venv.head.encode(batch_one(actions[agent]), 1, frames)
+                self.check_action(agent, actions[agent])
             except ActionError as err:
-                return ActionError(f"{agent}'s action: {err}")
+                return err
         return None
 
     def step(self, actions: dict[str, Any]) -> tuple[dict[str, Any], ...]:
@@ -479,8 +493,30 @@ def parallel_env(env_id: str = "WorldModel-CityWalk-v0", **kwargs: Any) -> World
 
 
 def env(env_id: str = "WorldModel-CityWalk-v0", **kwargs: Any) -> AECEnv:
-    """The same agents under PettingZoo's AEC API (one agent acts at a time; steps batch)."""
-    return parallel_to_aec(WorldModelParallelEnv(env_id, **kwargs))
+    """The same agents under PettingZoo's AEC API (one agent acts at a time; steps batch).
+
+    Each agent's action is checked when that agent gives it: a bad one raises naming the
+    agent, who is still the one to act (the actions given before it are kept).
+    """
+    return OrderEnforcingWrapper(_CheckedAEC(WorldModelParallelEnv(env_id, **kwargs)))
+
+
+class _CheckedAEC(parallel_to_aec_wrapper):
+    """PettingZoo's AEC form of a parallel env, checking each agent's action as it is given.
+
+    PettingZoo's own form (``parallel_to_aec``) keeps the actions until the cycle's last agent
+    acts and steps the parallel env then: an earlier agent's bad action raised at another
+    agent's turn, and stayed in the cycle, which could not go on.
+    """
+
+    env: WorldModelParallelEnv
+
+    def step(self, action: Any) -> None:
+        """Check the selected agent's action (a done agent's is None), then take it."""
+        agent = self.agent_selection
+        if not (self.terminations[agent] or self.truncations[agent]):
+            self.env.check_action(agent, action)
+        super().step(action)
 
 
 def _rows_of(options: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
