@@ -137,6 +137,55 @@ def test_make_vec_uses_the_native_vector_env():
     envs.close()
 
 
+def test_call_get_attr_and_set_attr_answer_row_by_row_as_a_sync_vector_env():
+    """Gymnasium's contract: a tuple of one value per sub-env, here per row of one env."""
+    kw = dict(num_envs=2, render_mode="rgb_array", reward_fn=LaneCentre(4.0), **TINY)
+    native = gym.make_vec("WorldModel-Driving-v0", **kw).unwrapped
+    sync = gym.make_vec("WorldModel-Driving-v0", vectorization_mode="sync", **kw)
+    for envs in (native, sync):
+        envs.reset(seed=0)
+        envs.step(np.array([[0.5, 0.2], [-0.3, 0.0]], np.float32))
+    for name in ("render", "idle_action"):  # each row's own, as each sub-env's
+        ours, theirs = native.call(name), sync.call(name)
+        assert isinstance(ours, tuple) and len(ours) == 2
+        assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    for name in ("observation_space", "action_space", "render_mode"):
+        assert native.get_attr(name) == sync.get_attr(name)
+    assert native.get_attr("spec")[1].id == sync.get_attr("spec")[1].id == "WorldModel-Driving-v0"
+    assert native.call("max_episode_steps") == (native.max_episode_steps,) * 2  # shared
+    states = native.call("get_state")  # methods that take env_idx: once per row
+    assert [s["steps"].tolist() for s in states] == [[1], [1]]
+    assert not np.array_equal(states[0]["frames"], states[1]["frames"])
+    assert native.call("set_state", states[1]) == (None, None)  # every row gets row 1's
+    assert np.array_equal(native.render()[0], sync.call("render")[1])
+    for name in ("reset", "step", "fork", "close", "reward_fn"):  # every row at once
+        with pytest.raises(ValueError, match=rf"call\('{name}'\): .*envs.unwrapped.{name}\("):
+            native.call(name)
+    with pytest.raises(TypeError, match="with each row's env_idx itself"):
+        native.call("get_state", [0])
+    with pytest.raises(TypeError, match="is an attribute, not a method"):
+        native.call("render_mode", 1)
+    native.set_attr("max_episode_steps", 7)  # one value for every row
+    native.set_attr("max_episode_steps", [5, 5])  # or one per row, all one value
+    assert native.max_episode_steps == 5
+    for values, match in (
+        ([4, 6], r"holds one max_episode_steps, but rows \[1\] got other values than row 0"),
+        ([4, 4, 4], "one value per row: expected 2, got 3"),
+        (-5, "max_episode_steps"),  # the attribute's own check
+    ):
+        with pytest.raises(ValueError, match=match):
+            native.set_attr("max_episode_steps", values)
+    assert native.max_episode_steps == 5  # refused: unchanged
+    native.set_attr("my_offsets", (np.zeros(3), np.zeros(3)))  # equal arrays are one value
+    with pytest.raises(ValueError, match=r"rows \[1\] got other values"):
+        native.set_attr("my_offsets", (np.zeros(3), np.ones(3)))
+    with pytest.raises(AttributeError, match="the spaces are the world's"):
+        native.set_attr("observation_space", native.single_observation_space)
+    assert native.get_attr("observation_space")[0] is native.single_observation_space
+    native.close()
+    sync.close()
+
+
 def test_a_step_limit_of_none_is_the_ids_in_every_mode_as_gym_make_reads_it():
     """make_vec hands a vector entry point max_episode_steps=None as given; sync, async and
     gym.make read it as the id's limit, and so does the native vector env's entry point."""
