@@ -6,6 +6,9 @@ equivalence tests pass trivially; :func:`randomize` gives every parameter a nonz
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -18,6 +21,19 @@ def randomize(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * std)
     return module
+
+
+@pytest.fixture(autouse=True, scope="session")
+def sb3_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """SB3's logger folder, in pytest's temp dir, for every test and the scripts they run.
+
+    SB3's ``learn()`` makes its logger's folder, empty when it logs nothing, in the system temp
+    dir (``SB3-<date>``) unless ``SB3_LOGDIR`` names one: the suite left one per ``learn()``.
+    """
+    folder = tmp_path_factory.mktemp("sb3-logs")
+    with pytest.MonkeyPatch.context() as patch:  # subprocesses inherit it
+        patch.setenv("SB3_LOGDIR", str(folder))
+        yield folder
 
 
 @pytest.fixture
