@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 from collections.abc import Sequence
@@ -236,18 +237,29 @@ def test_memory_only_rows_see_nothing_but_the_memory(episodes, monkeypatch, caps
     assert "is an option of train teacher, not of" in capsys.readouterr().err
 
 
+def recorded_calls(monkeypatch, recipe: str) -> list[tuple[tuple, dict]]:
+    """``recipes.<recipe>`` replaced by a recorder of its calls (its arguments), nothing run.
+
+    The recorder keeps the recipe's signature: ``train`` reads some defaults from its keywords.
+    """
+    from gym_worldmodel.training import recipes
+
+    calls: list[tuple[tuple, dict]] = []
+    record = functools.wraps(getattr(recipes, recipe))(lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(recipes, recipe, record)
+    return calls
+
+
 def test_a_budget_self_forcing_run_trains_its_probe_20_steps_only_when_it_has_one(monkeypatch):
     """Without --action-weight there is no probe: its steps stay the default, so the run
     extends with --steps N --batch-size 4 as the other stages do."""
     from gym_worldmodel.cli.train import _run_stage, _train_parser
-    from gym_worldmodel.training import recipes
 
-    seen = []
-    monkeypatch.setattr(recipes, "train_self_forcing", lambda *a, **kw: seen.append(kw))
+    seen = recorded_calls(monkeypatch, "train_self_forcing")
     argv = ["self-forcing", "--data", "d", "--out", "o", "--init", "i", "--budget"]
     for extra in ([], ["--action-weight", "0.2"]):
         _run_stage(_train_parser()[0].parse_args([*argv, *extra]), TrainConfig(), progress=False)
-    assert [kw["probe_steps"] for kw in seen] == [600, 20]
+    assert [kw["probe_steps"] for _, kw in seen] == [600, 20]
 
 
 def test_an_unknown_or_absent_training_device_is_a_usage_error(monkeypatch):
@@ -792,11 +804,24 @@ def test_a_run_folder_missing_its_record_or_its_checkpoint_is_not_overwritten(tm
         ("dtype", "bf16", "dtype must be"),
         ("cooldown", 1.5, "cooldown in"),
         ("lr", 0.0, "lr > 0"),
+        ("warmup", -1, "warmup >= 0"),
     ],
 )
 def test_train_config_refuses_settings_that_cannot_run(field, value, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**{field: value})
+
+
+def test_train_configs_defaults_are_the_documented_recipes():
+    """A warm-up of a tenth of the steps plus one (at most 200), a 20% cool-down: what
+    ``gym-worldmodel train`` has always run (docs/training.md). The warm-up is set once, when
+    the config is made, so that checkpoints record the number."""
+    short = TrainConfig(steps=100)
+    assert (short.warmup, short.cooldown) == (11, 0.2)
+    assert TrainConfig().warmup == 200 and TrainConfig(steps=1990).warmup == 200
+    assert TrainConfig(steps=1989).warmup == 199 and TrainConfig(steps=5, warmup=0).warmup == 0
+    assert dataclasses.replace(short, steps=5000).warmup == 11
+    assert short.run_settings()["warmup"] == 11
 
 
 def test_the_same_seed_builds_the_same_fresh_modules(episodes, tmp_path):
@@ -934,10 +959,9 @@ def test_recipes_end_to_end(tmp_path, device, capsys):
 
 
 def test_train_takes_a_repo_id_for_its_checkpoints_and_budget_alone(monkeypatch, capsys):
-    from gym_worldmodel.training import recipes, start_frames
+    from gym_worldmodel.training import start_frames
 
-    calls = []
-    monkeypatch.setattr(recipes, "train_student", lambda *a, **k: calls.append((a, k)))
+    calls = recorded_calls(monkeypatch, "train_student")
     monkeypatch.setattr(start_frames, "pick_world_start_frames", lambda data: {})
     monkeypatch.setattr(start_frames, "write_checkpoint_start_frames", lambda *a: None)
     monkeypatch.setattr(hub, "checkpoint_directory", lambda name: name)
@@ -947,7 +971,7 @@ def test_train_takes_a_repo_id_for_its_checkpoints_and_budget_alone(monkeypatch,
     assert args[1] == "me/teacher" and kwargs["init"] == "me/student"  # not Path("me/teacher")
     assert (args[3].steps, args[3].batch_size) == (20, 4)
     assert kwargs["nfe"] == 3  # the student's default
-    monkeypatch.setattr(recipes, "train_self_forcing", lambda *a, **k: calls.append((a, k)))
+    calls = recorded_calls(monkeypatch, "train_self_forcing")
     for more, nfe in (([], 1), (["--nfe", "2"], 2)):  # self-forcing's default: the shipped 1
         calls.clear()
         train_main(["self-forcing", "--data", "d", "--out", "o", "--init", "w", "--budget", *more])
@@ -986,6 +1010,43 @@ def test_each_train_stage_lists_only_its_own_options_and_refuses_a_bad_cooldown(
     with pytest.raises(SystemExit):  # an option before the stage: said so, not "invalid choice"
         train_main(["--memory", "teacher", "--data", "d", "--out", "o", "--init", "i"])
     assert "options go after the stage: gym-worldmodel train STAGE" in capsys.readouterr().err
+
+
+def test_every_train_default_is_the_librarys_own(monkeypatch, capsys):
+    """A bare ``train STAGE`` calls its recipe with ``TrainConfig()``, ``SelfForcingConfig()``
+    and every keyword at the recipe's default, and ``--steps N`` with ``TrainConfig(steps=N)``
+    (its warm-up and cool-down): an option that holds a copy of a default, drifted from the
+    library's, fails here. Each option's help says the default it takes."""
+    import inspect
+
+    from gym_worldmodel.cli.train import STAGES, _train_parser
+    from gym_worldmodel.training import recipes, start_frames
+
+    monkeypatch.setattr(start_frames, "pick_world_start_frames", lambda data: {})
+    monkeypatch.setattr(start_frames, "write_checkpoint_start_frames", lambda *a: None)
+    monkeypatch.setattr(hub, "checkpoint_directory", lambda name: name)
+    for stage in STAGES:
+        name = "train_" + stage.replace("-", "_")
+        signature = inspect.signature(getattr(recipes, name))
+        calls = recorded_calls(monkeypatch, name)
+        argv = [stage, "--data", "d", "--out", "o", *([] if stage == "vae" else ["--init", "i"])]
+        train_main(argv)
+        train_main([*argv, "--steps", "800"])
+        (args, kwargs), (longer, _) = calls
+        called = signature.bind(*args, **kwargs).arguments
+        assert called["train"] == TrainConfig(), stage
+        assert signature.bind(*longer).arguments["train"] == TrainConfig(steps=800), stage
+        for key, value in called.items():
+            default = signature.parameters[key].default
+            if key == "config" and stage == "self-forcing":  # built from its options
+                assert value == SelfForcingConfig()
+            elif default is not inspect.Parameter.empty:  # data, run_dir: the command's own
+                assert value == default, (stage, key)
+    capsys.readouterr()
+    parser = _train_parser()[1]["self-forcing"]
+    helps = {a.dest: a.help for a in parser._actions}
+    assert "(default 0.0003)" in helps["lr"] and "(default 10000," in helps["steps"]
+    assert "(default 6)" in helps["max_chunks"] and "(default 600)" in helps["probe_steps"]
 
 
 def test_anchor_motion_is_fitted_to_how_the_actions_move_the_picture():

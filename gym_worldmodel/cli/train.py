@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gym_worldmodel.cli.argtypes import (
     check_device,
@@ -19,10 +21,27 @@ from gym_worldmodel.cli.argtypes import (
 )
 from gym_worldmodel.cli.worlds import init_checkpoint
 
-#: Defaults of the options ``--budget`` replaces (left unset, so a given one is refused with it).
-STEPS, BATCH_SIZE, PROBE_STEPS = 10_000, 32, 600
-#: What ``--budget`` runs instead: steps, batch size, probe or pair-net steps.
+if TYPE_CHECKING:  # imported where a run needs it: torch, not at the command line's import
+    from gym_worldmodel.training.trainer import TrainConfig
+
+#: What ``--budget`` runs instead of the defaults: steps, batch size, probe or pair-net steps.
 BUDGET = 20, 4, 20
+
+
+@dataclasses.dataclass(frozen=True)
+class FromLibrary:
+    """An option's ``default`` that the library keeps: read when a parser is built.
+
+    The field or keyword of the option's name (:func:`library_default`), so that the command
+    line holds no copy of it to drift from. ``unset``: the option stays None unless given (the
+    options ``--budget`` replaces, so that one given with it is refused), its help naming the
+    default.
+    """
+
+    unset: bool = False
+
+
+LIBRARY, LIBRARY_UNSET = FromLibrary(), FromLibrary(unset=True)
 
 #: The stages of the recipe, in order, each with what it trains.
 STAGES = {
@@ -85,14 +104,14 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (
         ("student",),
         "--nfe",
-        dict(type=denoiser_passes, default=3, help="denoising steps of the student (1 to 8)"),
+        dict(type=denoiser_passes, default=LIBRARY, help="denoising steps of the student (1 to 8)"),
     ),
     (
         ("self-forcing",),
         "--nfe",
         dict(
             type=denoiser_passes,
-            default=1,
+            default=LIBRARY,
             help="denoising steps of the checkpoint (1 to 8; the shipped worlds run 1, driving 2)",
         ),
     ),
@@ -114,7 +133,7 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--memory-only",
         dict(
             type=fraction,
-            default=0.0,
+            default=LIBRARY,
             metavar="FRACTION",
             help="with --memory: fraction of windows with a memory hit whose history is masked "
             "with pure noise, so the retrieved memory is the only source of the view",
@@ -154,7 +173,7 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--motion-focus",
         dict(
             type=non_negative_float,
-            default=0.0,
+            default=LIBRARY,
             metavar="WEIGHT",
             help="weight the flow loss towards where the picture was moving just before each "
             "chunk, so a small moving part (a robot arm, a car) and the action that moves it "
@@ -187,7 +206,7 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--max-chunks",
         dict(
             type=non_negative_int,
-            default=6,
+            default=LIBRARY,
             help="most chunks the model generates itself before the trained one",
         ),
     ),
@@ -196,7 +215,7 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--memory-gap",
         dict(
             type=non_negative_int,
-            default=0,
+            default=LIBRARY,
             metavar="FRAMES",
             help="with --memory: the retrieved chunk ends at least this many frames before the "
             "frame it is retrieved for (default 0: any chunk before the window); 250, the revisit "
@@ -208,7 +227,7 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--action-weight",
         dict(
             type=non_negative_float,
-            default=0.0,
+            default=LIBRARY,
             help="weight of a latent inverse-dynamics probe's error on each predicted chunk "
             "(the chunk must show its action; the probe is trained first on the recorded "
             "latents)",
@@ -219,7 +238,8 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--probe-steps",
         dict(
             type=positive_int,
-            help=f"with --action-weight: training steps of that probe (default {PROBE_STEPS})",
+            default=LIBRARY_UNSET,
+            help="with --action-weight: training steps of that probe (default {default})",
         ),
     ),
     (
@@ -227,7 +247,7 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--motion-weight",
         dict(
             type=non_negative_float,
-            default=0.0,
+            default=LIBRARY,
             help="weight of the error of each predicted chunk's motion (mean latent change per "
             "frame) against the recorded chunk's, so the world moves as fast as the simulator "
             "did",
@@ -238,7 +258,7 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--shift-weight",
         dict(
             type=non_negative_float,
-            default=0.0,
+            default=LIBRARY,
             help="weight of the error of each predicted frame's coherent shift (latent pixels, a "
             "soft whole-pixel search) against the recorded frame's",
         ),
@@ -248,7 +268,7 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--adversarial-weight",
         dict(
             type=non_negative_float,
-            default=0.0,
+            default=LIBRARY,
             help="weight of a chunk critic's verdict on each chunk the model outputs at run "
             "time (the critic is trained alongside to tell them from recorded chunks, so a "
             "blurred chunk costs something)",
@@ -288,23 +308,28 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--steps",
         dict(
             type=positive_int,
-            help=f"training steps (default {STEPS}, a day's run on a CPU: the recipe's own counts "
-            "are in docs/training.md)",
+            default=LIBRARY_UNSET,
+            help="training steps (default {default}, a day's run on a CPU: the recipe's own "
+            "counts are in docs/training.md)",
         ),
     ),
-    (_ALL, "--batch-size", dict(type=positive_int, help=f"windows a step (default {BATCH_SIZE})")),
-    (_ALL, "--lr", dict(type=positive_float, default=3e-4, help="peak learning rate")),
+    (
+        _ALL,
+        "--batch-size",
+        dict(type=positive_int, default=LIBRARY_UNSET, help="windows a step (default {default})"),
+    ),
+    (_ALL, "--lr", dict(type=positive_float, default=LIBRARY, help="peak learning rate")),
     (
         _ALL,
         "--cooldown",
-        dict(type=fraction, default=0.2, help="fraction of steps decaying the lr to 0"),
+        dict(type=fraction, default=LIBRARY, help="fraction of steps decaying the lr to 0"),
     ),
-    (_ALL, "--dtype", dict(choices=["float32", "bfloat16"], default="float32")),
+    (_ALL, "--dtype", dict(choices=["float32", "bfloat16"], default=LIBRARY)),
     (
         _ALL,
         "--device",
         dict(
-            default="cpu",
+            default=LIBRARY,
             help="torch device to train on (cpu, cuda, cuda:1); a run resumes on the device "
             "type it started on",
         ),
@@ -314,11 +339,11 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--save-every",
         dict(
             type=positive_int,
-            default=100,
+            default=LIBRARY,
             help="steps between checkpoints (Ctrl-C also writes one, after its step)",
         ),
     ),
-    (_ALL, "--seed", dict(type=non_negative_int, default=0)),
+    (_ALL, "--seed", dict(type=non_negative_int, default=LIBRARY)),
     (
         _ALL,
         "--budget",
@@ -362,20 +387,58 @@ def _train_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
         )
         for taken_by, flag, kwargs in _OPTIONS:
             if stage in taken_by:
-                metavar = kwargs.get("metavar")
-                own = {"metavar": metavar[stage]} if isinstance(metavar, dict) else {}
-                sub.add_argument(flag, **{**kwargs, "help": _help(kwargs, stage), **own})
+                sub.add_argument(flag, **_stage_keywords(stage, flag, kwargs))
     return parser, stages
 
 
-def _help(kwargs: dict[str, Any], stage: str) -> str | None:
-    """An option's help for ``stage``, with its default where it has one worth saying."""
-    text = kwargs.get("help")
-    text = text.get(stage) if isinstance(text, dict) else text
-    default = kwargs.get("default")
+def _stage_keywords(stage: str, flag: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``add_argument``'s keywords of option ``flag`` for ``stage``.
+
+    Its metavar and help for that stage, and a default the library keeps read from there.
+    """
+    own = dict(kwargs)
+    for key in ("metavar", "help"):
+        if isinstance(own.get(key), dict):
+            own[key] = own[key][stage]
+    default = own.get("default")
+    if isinstance(default, FromLibrary):
+        shown = library_default(stage, flag.removeprefix("--").replace("-", "_"))
+        own["default"] = None if default.unset else shown
+    else:
+        shown = default
+    own["help"] = _help(own.get("help"), shown)
+    return own
+
+
+def library_default(stage: str, name: str) -> Any:
+    """The library's default of ``train <stage>``'s option ``name`` (its ``dest``).
+
+    A ``TrainConfig`` field's, else (``self-forcing``) a ``SelfForcingConfig`` field's, else the
+    keyword's of the stage's recipe (``training/recipes.py``): where the run takes it from.
+    Those modules import torch, so a parser reads them when it is built, not at import.
+    """
+    from gym_worldmodel.training import recipes
+    from gym_worldmodel.training.self_forcing import SelfForcingConfig
+    from gym_worldmodel.training.trainer import TrainConfig
+
+    for config in [TrainConfig, SelfForcingConfig] if stage == "self-forcing" else [TrainConfig]:
+        defaults = {f.name: f.default for f in dataclasses.fields(config)}
+        if name in defaults:
+            return defaults[name]
+    recipe = getattr(recipes, "train_" + stage.replace("-", "_"))
+    return inspect.signature(recipe).parameters[name].default
+
+
+def _help(text: str | None, default: Any) -> str | None:
+    """An option's help with its ``default`` where it has one worth saying.
+
+    In place of ``{default}`` where the text has it, else after the text.
+    """
+    shown = f"{default:g}" if isinstance(default, float) else default
+    if text and "{default}" in text:
+        return text.format(default=shown)
     if default is None or default is False or "default" in (text or ""):
         return text
-    shown = f"{default:g}" if isinstance(default, float) else default
     return f"{text} (default {shown})" if text else f"default {shown}"
 
 
@@ -412,22 +475,8 @@ def train_main(argv: Sequence[str]) -> None:
         pick_world_start_frames,
         write_checkpoint_start_frames,
     )
-    from gym_worldmodel.training.trainer import TrainConfig
 
-    steps, batch = (
-        BUDGET[:2] if args.budget else (args.steps or STEPS, args.batch_size or BATCH_SIZE)
-    )
-    train = TrainConfig(
-        steps=steps,
-        batch_size=batch,
-        lr=args.lr,
-        dtype=args.dtype,
-        save_every=min(args.save_every, steps),
-        seed=args.seed,
-        device=args.device,
-        warmup=min(200, steps // 10 + 1),
-        cooldown=args.cooldown,
-    )
+    train = train_config(args)
     starts = pick_world_start_frames(args.data)  # checked now, written when the run ends
     _run_stage(args, train, progress=not args.no_progress)
     # an env running the checkpoint starts from frames of its data (and of its init's worlds)
@@ -436,6 +485,28 @@ def train_main(argv: Sequence[str]) -> None:
     plot = args.out / "losses.png"  # or only its figures, without matplotlib
     losses = plot if plot.is_file() else plot.with_suffix(".json")
     print(f"wrote {args.out / 'model'} (losses: {losses})")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's ``TrainConfig``: the options given, ``--budget``'s size, else its own defaults.
+
+    Its warm-up is ``TrainConfig``'s own (a tenth of the steps plus one, at most 200).
+    """
+    from gym_worldmodel.training.trainer import TrainConfig
+
+    size = BUDGET[:2] if args.budget else (args.steps, args.batch_size)
+    given = {k: v for k, v in zip(("steps", "batch_size"), size, strict=True) if v is not None}
+    train = TrainConfig(
+        **given,
+        lr=args.lr,
+        dtype=args.dtype,
+        save_every=args.save_every,
+        seed=args.seed,
+        device=args.device,
+        cooldown=args.cooldown,
+    )
+    # no checkpoint interval longer than the run (as run.json has always recorded it)
+    return dataclasses.replace(train, save_every=min(train.save_every, train.steps))
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -506,7 +577,7 @@ def _run_stage(args: argparse.Namespace, train: Any, progress: bool) -> None:
             memory=args.memory,
             probe_steps=BUDGET[2]
             if args.budget and args.action_weight
-            else args.probe_steps or PROBE_STEPS,
+            else args.probe_steps or library_default("self-forcing", "probe_steps"),
             balanced=args.balanced,
             anchor_motion=args.anchor_motion,
             anchor_ego=args.anchor_ego,

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +40,12 @@ LossFn = Callable[[Any, torch.Generator], tuple[Tensor, Mapping[str, Tensor | fl
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings.
+    """Optimisation settings; the defaults are the recipe's (docs/training.md).
+
+    ``gym-worldmodel train`` reads its defaults from these fields. Until 2026-12-07 the
+    library's own were a warm-up of 200 steps and no cool-down, where ``train`` gave a tenth of
+    the steps plus one (at most 200) and a 20% cool-down: a config that leaves ``warmup`` and
+    ``cooldown`` out now trains as ``train`` does.
 
     Attributes:
         steps: Total optimizer steps of the run.
@@ -49,7 +54,9 @@ class TrainConfig:
             cool-down over the last ``cooldown`` fraction of ``steps`` (the last step runs at
             ``lr`` divided by the cool-down's length in steps).
         weight_decay: AdamW weight decay.
-        warmup: Warm-up steps.
+        warmup: Warm-up steps; None (the default): a tenth of ``steps`` plus one, at most 200
+            (:func:`default_warmup`), set when the config is made (``dataclasses.replace``
+            keeps it, for another ``steps`` too).
         cooldown: Fraction of the steps spent decaying the learning rate to zero (0: none).
         grad_clip: Gradient norm clip.
         dtype: ``"float32"`` or ``"bfloat16"`` (autocast).
@@ -64,8 +71,8 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 3e-4
     weight_decay: float = 0.01
-    warmup: int = 200
-    cooldown: float = 0.0
+    warmup: int | None = None
+    cooldown: float = 0.2
     grad_clip: float = 1.0
     dtype: str = "float32"
     save_every: int = 100
@@ -76,7 +83,9 @@ class TrainConfig:
         for name in ("steps", "batch_size", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or self.warmup < 0 or not 0 <= self.cooldown <= 1:
+        warmup = default_warmup(self.steps) if self.warmup is None else self.warmup
+        object.__setattr__(self, "warmup", warmup)  # a number from here on: checkpoints record it
+        if not self.lr > 0 or warmup < 0 or not 0 <= self.cooldown <= 1:
             raise ValueError(
                 f"need lr > 0, warmup >= 0 and cooldown in [0, 1], got lr={self.lr}, "
                 f"warmup={self.warmup}, cooldown={self.cooldown}"
@@ -356,9 +365,14 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def default_warmup(steps: int) -> int:
+    """``TrainConfig``'s warm-up for a run of ``steps``: a tenth of them plus one, at most 200."""
+    return min(200, steps // 10 + 1)
+
+
 def learning_rate_factor(step: int, cfg: TrainConfig) -> float:
     """Warm-up, stable, cool-down: the multiplier of ``cfg.lr`` at ``step`` (0-based)."""
-    warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+    warm = min(1.0, (step + 1) / max(1, cast(int, cfg.warmup)))  # set by __post_init__
     decay_steps = int(cfg.cooldown * cfg.steps)
     left = cfg.steps - step
     return warm * (min(1.0, left / decay_steps) if decay_steps else 1.0)
