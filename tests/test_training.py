@@ -959,12 +959,7 @@ def test_recipes_end_to_end(tmp_path, device, capsys):
 
 
 def test_train_takes_a_repo_id_for_its_checkpoints_and_budget_alone(monkeypatch, capsys):
-    from gym_worldmodel.training import start_frames
-
     calls = recorded_calls(monkeypatch, "train_student")
-    monkeypatch.setattr(start_frames, "pick_world_start_frames", lambda data: {})
-    monkeypatch.setattr(start_frames, "write_checkpoint_start_frames", lambda *a: None)
-    monkeypatch.setattr(hub, "checkpoint_directory", lambda name: name)
     argv = ["student", "--data", "d", "--out", "o", "--init", "me/teacher"]
     train_main([*argv, "--student-init", "me/student", "--budget"])
     ((args, kwargs),) = calls
@@ -1020,11 +1015,8 @@ def test_every_train_default_is_the_librarys_own(monkeypatch, capsys):
     import inspect
 
     from gym_worldmodel.cli.train import STAGES, _train_parser
-    from gym_worldmodel.training import recipes, start_frames
+    from gym_worldmodel.training import recipes
 
-    monkeypatch.setattr(start_frames, "pick_world_start_frames", lambda data: {})
-    monkeypatch.setattr(start_frames, "write_checkpoint_start_frames", lambda *a: None)
-    monkeypatch.setattr(hub, "checkpoint_directory", lambda name: name)
     for stage in STAGES:
         name = "train_" + stage.replace("-", "_")
         signature = inspect.signature(getattr(recipes, name))
@@ -1571,6 +1563,52 @@ def test_a_stopped_vae_run_leaves_a_loadable_model(tmp_path, monkeypatch):
         recipes.train_vae([data], tmp_path / "run", WorldModelConfig.tiny(), train, progress=False)
     model = hub.from_pretrained(tmp_path / "run" / "model")  # written at step 2's checkpoint
     assert model.config.vae.scaling_factor != 1.0  # with the latent scale of that moment
+
+
+def test_a_run_killed_after_its_first_checkpoint_leaves_its_start_frames(tmp_path, monkeypatch):
+    """Written with each checkpoint, not when the run ends: the data's own (not the init's of
+    that world), and the other worlds' of the checkpoint the run started from."""
+    from gym_worldmodel.files import checkpoint_start_frames
+    from gym_worldmodel.training import recipes
+    from gym_worldmodel.training.start_frames import (
+        pick_world_start_frames,
+        write_checkpoint_start_frames,
+    )
+
+    data = tmp_path / "data"
+    collect(SquareSource(), data, episodes=4, steps=10, heldout_every=4, progress=False)
+    own = pick_world_start_frames([data])["citywalk"]
+
+    def killed_at_step_2(name):
+        loss, calls = getattr(recipes, name), []
+
+        def killed(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:  # step 1 was checkpointed (--save-every 1)
+                raise KeyboardInterrupt("killed")
+            return loss(*args, **kwargs)
+
+        monkeypatch.setattr(recipes, name, killed)
+
+    def saved(run, world):
+        with np.load(checkpoint_start_frames(tmp_path / run / "model", world)) as file:
+            return file["frames"]
+
+    killed_at_step_2("vae_loss")
+    argv = ["--data", str(data), "--steps", "4", "--batch-size", "2", "--save-every", "1"]
+    argv += ["--no-progress"]
+    with pytest.raises(KeyboardInterrupt):
+        train_main(["vae", *argv, "--out", str(tmp_path / "vae"), "--preset", "tiny"])
+    assert torch.load(tmp_path / "vae" / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert np.array_equal(saved("vae", "citywalk"), own)
+    other = {w: np.full((2, 32, 32, 3), i, np.uint8) for i, w in enumerate(["citywalk", "robot"])}
+    write_checkpoint_start_frames(tmp_path / "vae" / "model", other)
+    killed_at_step_2("teacher_loss")
+    init = ["--init", str(tmp_path / "vae" / "model")]
+    with pytest.raises(KeyboardInterrupt):
+        train_main(["teacher", *argv, *init, "--out", str(tmp_path / "teacher")])
+    assert np.array_equal(saved("teacher", "citywalk"), own)
+    assert np.array_equal(saved("teacher", "robot"), other["robot"])
 
 
 def test_memory_training_on_posed_world_data_without_poses_is_refused(tmp_path):

@@ -470,18 +470,9 @@ def train_main(argv: Sequence[str]) -> None:
     args, parser = _parse(argv)
     _check_args(parser, args)
     check_device(args.device)
-    from gym_worldmodel import hub
-    from gym_worldmodel.training.start_frames import (
-        pick_world_start_frames,
-        write_checkpoint_start_frames,
-    )
-
-    train = train_config(args)
-    starts = pick_world_start_frames(args.data)  # checked now, written when the run ends
-    _run_stage(args, train, progress=not args.no_progress)
-    # an env running the checkpoint starts from frames of its data (and of its init's worlds)
-    carry = None if args.stage == "vae" else hub.checkpoint_directory(args.init)
-    write_checkpoint_start_frames(args.out / "model", starts, carry)
+    # the recipe writes <out>/model with each checkpoint, with the start frames an env running
+    # it starts from (its data's, and its init's of other worlds)
+    _run_stage(args, train_config(args), progress=not args.no_progress)
     plot = args.out / "losses.png"  # or only its figures, without matplotlib
     losses = plot if plot.is_file() else plot.with_suffix(".json")
     print(f"wrote {args.out / 'model'} (losses: {losses})")

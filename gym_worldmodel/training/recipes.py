@@ -4,8 +4,9 @@ The VAE (and its decoder alone) on frames; then, with the VAE frozen, the teache
 windows, the student distilled from it, self-forcing on the model's own rollouts, the learned
 flow and the latent action probe.
 
-Each writes its run directory (checkpoint, losses, plot) and a loadable checkpoint in
-``<run>/model`` (``config.json`` + ``model.safetensors``).
+Each writes its run directory (checkpoint, losses, plot) and, with each checkpoint, a loadable
+checkpoint in ``<run>/model`` (``config.json`` + ``model.safetensors``, and the start frames of
+its data's worlds in ``start_frames/``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from gym_worldmodel.training.losses import (
 from gym_worldmodel.training.motion import fit_anchor_motion
 from gym_worldmodel.training.runs import seeded
 from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
+from gym_worldmodel.training.start_frames import RunStartFrames
 from gym_worldmodel.training.trainer import LossFn, TrainConfig, Trainer, to_device
 
 
@@ -82,6 +84,7 @@ def train_vae(
             f"{where}: {err}: a step is one chunk; record the data at such a rate"
         ) from err
     check_datasets(config, data)
+    starts = RunStartFrames.pick(data)
     episodes = [ep for d in data for ep in load_episodes(Path(d), "train")]
     model = WorldModel(config).to(train.device)
     loss_config = VAELossConfig()
@@ -93,11 +96,11 @@ def train_vae(
         run_dir,
         train,
         # the loadable model at every checkpoint too, with the latent scale of that moment
-        on_save=lambda: hub.save_pretrained(with_latent_scale(model, frames), out),
+        on_save=lambda: save_model(with_latent_scale(model, frames), out, starts),
     )
     trainer.train(progress)
     model = with_latent_scale(model, frames)
-    hub.save_pretrained(model, out)
+    save_model(model, out, starts)
     return model
 
 
@@ -113,6 +116,7 @@ def train_decoder(
     equally often, whatever its size. The loss is the VAE's (L1 + MSE of posterior samples).
     """
     model = checked(hub.from_pretrained(init), data)
+    starts = RunStartFrames.pick(data, model.checkpoint_dir)
     model.vae.encoder.requires_grad_(False)
     frames = Balanced([Frames(load_episodes(Path(d), "train")) for d in data])
     loss_config = VAELossConfig()
@@ -120,7 +124,7 @@ def train_decoder(
     def loss(batch: torch.Tensor, gen: torch.Generator):
         return vae_loss(model.vae, batch, gen, loss_config)
 
-    return fit(model, frames, loss, run_dir, train, progress, part=model.vae.decoder)
+    return fit(model, frames, loss, run_dir, train, progress, starts, part=model.vae.decoder)
 
 
 def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> WorldModel:
@@ -207,6 +211,17 @@ def _train_episodes_by_modality(data: Sequence[Path]) -> dict[str, list]:
     return episodes
 
 
+def save_model(model: WorldModel, out: Path, starts: RunStartFrames | None) -> None:
+    """Write ``model`` to ``out`` (a run's ``model``) with the run's ``starts`` (None: none).
+
+    The start frames first: ``hub.save_pretrained`` then adds those of the checkpoint the
+    model was loaded from only for worlds that ``out`` has none of.
+    """
+    if starts is not None:
+        starts.write(out)
+    hub.save_pretrained(model, out)
+
+
 def fit(
     model: WorldModel,
     windows: torch.utils.data.Dataset,
@@ -214,21 +229,22 @@ def fit(
     run_dir: Path,
     train: TrainConfig,
     progress: bool,
+    starts: RunStartFrames | None = None,
     alongside: nn.Module | None = None,
     part: nn.Module | None = None,
 ) -> WorldModel:
     """Train ``part`` of ``model`` (its DiT if None) with ``loss`` (resumable); write the model.
 
     The whole model goes to ``<run_dir>/model`` at every checkpoint (so ``eval`` and ``ship``
-    take a run that is still training, or was stopped) and at the end. ``alongside``: a module
-    trained by the same loss (a critic), checkpointed with ``part`` and not part of the written
-    model.
+    take a run that is still training, or was stopped) and at the end, each time with the
+    run's start frames ``starts`` (:func:`save_model`). ``alongside``: a module trained by the
+    same loss (a critic), checkpointed with ``part`` and not part of the written model.
     """
     model.to(train.device)
     part = model.dit if part is None else part
     module = part if alongside is None else nn.ModuleDict({"dit": part, "alongside": alongside})
     out = Path(run_dir) / "model"
-    write = lambda: hub.save_pretrained(model, out)  # noqa: E731
+    write = lambda: save_model(model, out, starts)  # noqa: E731
     Trainer(module, windows, loss, run_dir, train, on_save=write).train(progress)
     model.eval()
     write()
@@ -292,6 +308,7 @@ def train_teacher(
     if (loss_config.memory_only if loss_config else memory_only) and not memory:
         raise ValueError("memory_only trains from retrieved memory: it needs memory=True")
     model = checked(hub.from_pretrained(init), data)
+    starts = RunStartFrames.pick(data, model.checkpoint_dir)
     loss_config = loss_config or TeacherLossConfig(
         shift=model.config.sampler.shift,
         memory_only=memory_only,
@@ -319,7 +336,7 @@ def train_teacher(
             **batch_memory(model, batch),
         )
 
-    return fit(trained_on(model, data), windows, loss, run_dir, train, progress)
+    return fit(trained_on(model, data), windows, loss, run_dir, train, progress, starts)
 
 
 @seeded
@@ -344,6 +361,7 @@ def train_student(
     student and teacher. ``init``: start from this student checkpoint instead (fine-tuning).
     """
     teacher = checked(hub.from_pretrained(teacher_dir, device=train.device), data)
+    starts = RunStartFrames.pick(data, teacher.checkpoint_dir)
     taught = teacher.config.trained_modalities  # None: a checkpoint from before the record
     untaught = (
         []
@@ -388,7 +406,7 @@ def train_student(
             **batch_memory(student, batch),
         )
 
-    return fit(trained_on(student, data), windows, loss, run_dir, train, progress)
+    return fit(trained_on(student, data), windows, loss, run_dir, train, progress, starts)
 
 
 PROBE_MAX_ERROR = 0.8  # validation error (about 1 - R^2) from which a modality goes unscored
@@ -493,6 +511,7 @@ def train_flow(
     """
     modalities = tuple(dict.fromkeys(read_card(Path(d))["modality"] for d in data))
     model = checked(hub.from_pretrained(init), data).with_anchor_flow(modalities)
+    starts = RunStartFrames.pick(data, model.checkpoint_dir)
     model = model.to(train.device)
     model.requires_grad_(False)
     flow = model.flow
@@ -514,7 +533,7 @@ def train_flow(
     def loss(batch: dict, gen: torch.Generator):
         return action_flow_loss(flow, pair, batch, f)
 
-    return fit(model, windows, loss, run_dir, train, progress, part=flow)
+    return fit(model, windows, loss, run_dir, train, progress, starts, part=flow)
 
 
 @seeded
@@ -551,6 +570,7 @@ def train_self_forcing(
     if memory_gap and not memory:
         raise ValueError("memory_gap places the retrieved memory chunk: it needs memory=True")
     tuned = checked(hub.from_pretrained(init), data)
+    starts = RunStartFrames.pick(data, tuned.checkpoint_dir)
     tuned = tuned.with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
     if anchor_ego and "driving" not in tuned.config.dit.anchor_ego:
         px_per_m = EgoShift.px_per_m_of(tuned.config, "driving")
@@ -610,4 +630,4 @@ def train_self_forcing(
 
     drawn = Balanced.by_modality(windows) if balanced else windows
     tuned = trained_on(tuned, data)
-    return fit(tuned, drawn, loss, run_dir, train, progress, alongside=critic)
+    return fit(tuned, drawn, loss, run_dir, train, progress, starts, alongside=critic)

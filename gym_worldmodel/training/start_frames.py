@@ -2,19 +2,28 @@
 
 ``gym-worldmodel ship`` writes ``gym_worldmodel/worlds/<world>/start_frames.npz`` (key
 ``frames``, uint8 ``(N, H, W, 3)``) for the world each dataset's card names. Envs reset from one
-of these, drawn with the reset seed, when no image is given. ``train`` and ``ship --out`` also
-write them into the checkpoint directory (``<checkpoint>/start_frames/<world>.npz``), which an
-env running that checkpoint prefers.
+of these, drawn with the reset seed, when no image is given. ``ship --out`` and the training
+recipes (with each checkpoint, :class:`RunStartFrames`) also write them into the checkpoint
+directory (``<checkpoint>/start_frames/<world>.npz``), which an env running that checkpoint
+prefers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
-from gym_worldmodel.files import START_FRAMES, WORLDS_DIR, atomic_write, checkpoint_start_frames
+from gym_worldmodel.files import (
+    START_FRAMES,
+    WORLDS_DIR,
+    atomic_write,
+    atomic_write_all,
+    checkpoint_start_frames,
+)
 from gym_worldmodel.sources.episodes import DatasetError, load_episodes, read_card
 
 
@@ -73,23 +82,53 @@ def write_checkpoint_start_frames(
 
     An env running the checkpoint starts from them (``files.checkpoint_start_frames``). With
     ``carry_from`` (the checkpoint it was trained from), that one's start frames of the other
-    worlds are kept too, as the record of what its denoiser learned is.
+    worlds are kept too, as the record of what its denoiser learned is. All are written before
+    any replaces the one there (``files.atomic_write_all``).
     """
-    written = [
-        _write(checkpoint_start_frames(checkpoint, world), frames)
-        for world, frames in starts.items()
-    ]
-    if carry_from is None or Path(carry_from).resolve() == Path(checkpoint).resolve():
-        return written
-    for path in sorted((Path(carry_from) / START_FRAMES).glob("*.npz")):
-        if path.stem not in starts:
-            with np.load(path) as saved:
-                frames = saved["frames"]
-            written.append(_write(checkpoint_start_frames(checkpoint, path.stem), frames))
-    return written
+    frames = {checkpoint_start_frames(checkpoint, world): f for world, f in starts.items()}
+    if carry_from is not None and Path(carry_from).resolve() != Path(checkpoint).resolve():
+        for path in sorted((Path(carry_from) / START_FRAMES).glob("*.npz")):
+            if path.stem not in starts:
+                with np.load(path) as saved:
+                    frames[checkpoint_start_frames(checkpoint, path.stem)] = saved["frames"]
+    for path in frames:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_all({path: _npz(f) for path, f in frames.items()})
+    return list(frames)
+
+
+@dataclass(frozen=True)
+class RunStartFrames:
+    """The start frames a training run writes into its model directory with each checkpoint.
+
+    So that a run stopped or killed after any checkpoint leaves a model an env starts from
+    frames of its data, as a finished one.
+
+    Attributes:
+        frames: Each world's, picked from the run's data (:func:`pick_world_start_frames`).
+        carry_from: The checkpoint directory the run trains from, whose start frames of other
+            worlds are kept (None: a fresh model).
+    """
+
+    frames: dict[str, np.ndarray]
+    carry_from: Path | None = None
+
+    @classmethod
+    def pick(cls, data: Sequence[Path], carry_from: Path | None = None) -> RunStartFrames:
+        """Pick ``data``'s start frames now (which reads and checks the datasets)."""
+        return cls(pick_world_start_frames(data), carry_from)
+
+    def write(self, checkpoint: Path) -> list[Path]:
+        """Write them into ``checkpoint`` (:func:`write_checkpoint_start_frames`)."""
+        return write_checkpoint_start_frames(checkpoint, self.frames, self.carry_from)
 
 
 def _write(path: Path, frames: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: np.savez_compressed(f, frames=frames))
+    atomic_write(path, _npz(frames))
     return path
+
+
+def _npz(frames: np.ndarray) -> Callable[[IO[bytes]], Any]:
+    """A writer of ``frames`` as a start-frames file (key ``frames``)."""
+    return lambda f: np.savez_compressed(f, frames=frames)
