@@ -218,8 +218,8 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
             default=LIBRARY,
             metavar="FRAMES",
             help="with --memory: the retrieved chunk ends at least this many frames before the "
-            "frame it is retrieved for (default 0: any chunk before the window); 250, the revisit "
-            "benchmark's gap, trains on places left long ago",
+            "frame it is retrieved for (default {default}: any chunk before the window); 250, "
+            "the revisit benchmark's gap, trains on places left long ago",
         ),
     ),
     (
