@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gym_worldmodel.envs.worlds import get_world, load_model
-from gym_worldmodel.evaluation import open_loop_windows, pooled_psnr, rollout, window_poses
+from gym_worldmodel.evaluation import open_loop_windows, pooled_psnr, rollout
 from gym_worldmodel.models import DTYPES, native_bf16
 from gym_worldmodel.sources.episodes import load_episodes, read_card
 
@@ -44,8 +44,8 @@ def dtype_benchmark(
         models = {"float32": wm, "bfloat16": copy.deepcopy(wm).for_autocast(torch.bfloat16)}
         f, steps = wm.config.dit.chunk_frames, max(horizons)
         held = load_episodes(Path(data), "heldout")
-        first, truth, actions = open_loop_windows(held, steps * f, 1, data)
-        poses = window_poses(held, steps * f, 1)
+        windows = open_loop_windows(held, steps * f, 1, data)
+        first, truth = windows.first, windows.truth
         frames: dict[str, np.ndarray] = {}
         times: dict[str, list[float]] = {name: [] for name in DTYPES}
         for name in ("float32", "bfloat16", "bfloat16", "float32"):  # ABBA: no order bias
@@ -54,10 +54,10 @@ def dtype_benchmark(
                 models[name],
                 card["modality"],
                 first,
-                actions,
+                windows.actions,
                 0,
                 dtype=DTYPES[name],
-                start_poses=poses,
+                start_poses=windows.poses,
             )
             times[name].append(time.perf_counter() - start)
         seconds = {name: float(np.mean(t)) for name, t in times.items()}

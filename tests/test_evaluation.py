@@ -272,11 +272,18 @@ def test_rollouts_of_a_world_moving_with_the_car_start_from_a_pose():
     )
 
 
-def test_eval_end_to_end_on_a_tiny_model(tmp_path):
-    data = tmp_path / "data"
-    collect(SquareSource(), data, episodes=6, steps=12, heldout_every=3, progress=False)
+def test_eval_end_to_end_on_a_tiny_model(tmp_path, monkeypatch):
+    from gym_worldmodel.evaluation import open_loop
+
+    data = tmp_path / "data"  # with poses, which the start poses are read from
+    collect(RevisitSquareSource(), data, episodes=6, steps=12, heldout_every=3, progress=False)
     model = randomize(WorldModel(dataclasses.replace(WorldModelConfig.tiny(), fps=16))).eval()
+    starts, window_starts = [], open_loop.window_starts
+    monkeypatch.setattr(
+        open_loop, "window_starts", lambda *a: starts.append(a) or window_starts(*a)
+    )
     result, sample = evaluate_world(model, data, EvalConfig.budget(), teacher=model, progress=False)
+    assert len(starts) == 1  # every run, its scores and their episodes from one set of starts
     assert result.world == "citywalk" and result.rollouts == 2
     assert set(result.psnr) == {
         "model",
@@ -628,6 +635,22 @@ def test_revisit_moves_the_anchors_of_a_world_that_moves_them_with_the_car(
 def test_eval_settings_that_cannot_run_are_refused(settings):
     with pytest.raises(ValueError, match="must be"):
         EvalConfig(**settings)
+
+
+def test_open_loop_windows_take_every_row_from_the_same_start():
+    from gym_worldmodel.evaluation.open_loop import open_loop_windows, window_starts
+
+    held = [RevisitSquareSource().rollout(seed, steps) for seed, steps in ((0, 12), (1, 8))]
+    windows = open_loop_windows(held, 5, 2)
+    assert windows.starts == window_starts(held, 5, 2) and len(windows.starts) == 4
+    assert windows.episode.tolist() == [0, 0, 1, 1]
+    for r, (e, s) in enumerate(windows.starts):
+        assert np.array_equal(windows.first[r], held[e].frames[s])
+        assert np.array_equal(windows.truth[r], held[e].frames[s + 1 : s + 6])
+        assert np.array_equal(windows.actions[r], held[e].actions[s : s + 5])
+        assert np.array_equal(windows.poses[r], held[e].poses[s])
+    held[1] = dataclasses.replace(held[1], poses=None)  # poses of every episode, or none
+    assert open_loop_windows(held, 5, 2).poses is None
 
 
 def test_held_out_episodes_missing_or_too_short_say_which():

@@ -74,11 +74,11 @@ from gym_worldmodel.evaluation.metrics import (
 )
 from gym_worldmodel.evaluation.open_loop import (
     LongInputs,
+    OpenLoopWindows,
     autoencode,
     long_inputs,
     open_loop_windows,
     rollout,
-    window_poses,
     window_starts,
     with_sampler,
 )
@@ -98,6 +98,7 @@ __all__ = [
     "EvalConfig",
     "InverseDynamicsProbe",
     "LongInputs",
+    "OpenLoopWindows",
     "Probe",
     "WorldResult",
     "autoencode",
@@ -121,7 +122,6 @@ __all__ = [
     "steps_label",
     "train_probe",
     "window_centres",
-    "window_poses",
     "window_starts",
     "with_sampler",
     "write_report",

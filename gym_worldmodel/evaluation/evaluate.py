@@ -34,8 +34,6 @@ from gym_worldmodel.evaluation.open_loop import (
     long_inputs,
     open_loop_windows,
     rollout,
-    window_poses,
-    window_starts,
     with_sampler,
 )
 from gym_worldmodel.models import WorldModel
@@ -128,9 +126,9 @@ def evaluate_world(
             f"the longest horizon ({horizon} steps, {horizon * f} frames after the start) is "
             f"shorter than the controllability probe's window of {window} frames"
         )
-    first, truth, actions = open_loop_windows(heldout, horizon * f, config.starts_per_episode, data)
+    windows = open_loop_windows(heldout, horizon * f, config.starts_per_episode, data)
+    first, truth, actions, poses = windows.first, windows.truth, windows.actions, windows.poses
     label = f"{world} open loop" if progress else ""
-    poses = window_poses(heldout, horizon * f, config.starts_per_episode)
     generated = rollout(model, modality, first, actions, config.seed, label, start_poses=poses)
     result = WorldResult(world, modality, len(heldout), len(first), f)
     runs = {"model": generated, "copy last frame": np.repeat(first[:, None], horizon * f, 1)}
@@ -145,11 +143,7 @@ def evaluate_world(
             f"{world} teacher" if progress else "",
             start_poses=poses,
         )
-    # the held-out episode of each rollout, in open_loop_windows' order
-    episode = np.array(
-        [e for e, _ in window_starts(heldout, horizon * f, config.starts_per_episode)]
-    )
-    _score_runs(result, runs, truth, episode, config)
+    _score_runs(result, runs, truth, windows.episode, config)
     _score_ceiling(result, model, truth, config.horizons)
     probe = train_probe(
         modality, load_episodes(Path(data), "train"), config.probe_steps, config.seed, progress

@@ -34,13 +34,29 @@ def window_starts(episodes: Sequence[Episode], frames_needed: int, per_episode: 
     return sorted(set(out))
 
 
+@dataclass(frozen=True)
+class OpenLoopWindows:
+    """Held-out open-loop windows, a row per start: see :func:`open_loop_windows`."""
+
+    starts: list[tuple[int, int]]  # (episode index, start frame) of each row: window_starts'
+    first: np.ndarray  # (R, H, W, 3) uint8: the start frames
+    truth: np.ndarray  # (R, frames, H, W, 3): the recorded frames after each start
+    actions: np.ndarray  # (R, frames, w): the actions between them
+    poses: np.ndarray | None  # (R, 4): the recorded poses at the starts (None: no poses)
+
+    @property
+    def episode(self) -> np.ndarray:
+        """The held-out episode of each row ``(R,)`` (rows of one episode are not independent)."""
+        return np.array([e for e, _ in self.starts])
+
+
 def open_loop_windows(
     episodes: Sequence[Episode], frames: int, per_episode: int, data: Path | str = "the data"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> OpenLoopWindows:
     """Open-loop windows of held-out episodes at :func:`window_starts`' starts.
 
-    Returns start frames ``(R, H, W, 3)``, the ``frames`` recorded frames after each
-    ``(R, frames, H, W, 3)`` and the actions between them ``(R, frames, w)``.
+    The start frames, the ``frames`` recorded frames after each, the actions between them and
+    the recorded poses at the starts, all of the same starts.
     """
     if not episodes:
         raise DatasetError(
@@ -55,17 +71,14 @@ def open_loop_windows(
             f"{data}: no held-out episode has the {frames + 1} frames needed (longest: "
             f"{longest}); collect longer episodes (collect --steps) or shorter eval --horizons"
         )
-    first = np.stack([episodes[e].frames[s] for e, s in starts])
-    truth = np.stack([episodes[e].frames[s + 1 : s + 1 + frames] for e, s in starts])
-    actions = np.stack([episodes[e].actions[s : s + frames] for e, s in starts])
-    return first, truth, actions
-
-
-def window_poses(episodes: Sequence[Episode], frames: int, per_episode: int) -> np.ndarray | None:
-    """The recorded poses ``(R, 4)`` at :func:`open_loop_windows`' starts (None: no poses)."""
-    if any(ep.poses is None for ep in episodes):
-        return None
-    return np.stack([episodes[e].poses[s] for e, s in window_starts(episodes, frames, per_episode)])
+    posed = all(ep.poses is not None for ep in episodes)
+    return OpenLoopWindows(
+        starts,
+        first=np.stack([episodes[e].frames[s] for e, s in starts]),
+        truth=np.stack([episodes[e].frames[s + 1 : s + 1 + frames] for e, s in starts]),
+        actions=np.stack([episodes[e].actions[s : s + frames] for e, s in starts]),
+        poses=np.stack([episodes[e].poses[s] for e, s in starts]) if posed else None,
+    )
 
 
 @dataclass(frozen=True)
