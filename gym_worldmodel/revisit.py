@@ -377,12 +377,24 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
 
     The plot first, then the page and the JSON together (as ``evaluation.write_report`` does).
     """
-    plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     report.parent.mkdir(parents=True, exist_ok=True)
     for folder in {out_dir, report.parent}:  # a report stopped while it was written
         remove_stale_temps(folder, names=[report.name, "revisit.json", "revisit.png"])
     raw = json.dumps({**asdict(result), "gain_db": result.gain_db}, indent=1) + "\n"
+    _plot_revisit(result, out_dir / "revisit.png")
+    body = "\n".join(_revisit_lines(result, command, image_dir(out_dir, report)))
+    atomic_write_all(
+        {
+            report: lambda fh: fh.write(body.encode()),
+            out_dir / "revisit.json": lambda fh: fh.write(raw.encode()),
+        }
+    )
+
+
+def _plot_revisit(result: RevisitResult, path: Path) -> None:
+    """PSNR over the episode, memory on and off (and of recorded frames), revisits shaded."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.2))
     t = np.arange(1, len(result.curve_on) + 1)
     ax.fill_between(
@@ -402,9 +414,12 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
     ax.set_ylabel("PSNR (dB), mean over episodes")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write(out_dir / "revisit.png", lambda fh: fig.savefig(fh, format="png", dpi=90))
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=90))
     plt.close(fig)
-    r = result
+
+
+def _revisit_lines(r: RevisitResult, command: str, images: str) -> list[str]:
+    """The report's markdown lines; ``images``: the plot's folder as the page links it."""
     helped = sum(a > b for a, b in zip(r.psnr_on_episodes, r.psnr_off_episodes, strict=True))
     lines = [
         "# Spatial memory: the revisit benchmark",
@@ -436,24 +451,7 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
             "about as high as memory on can score on return.",
             "",
         ]
-    if r.by_first_view:
-        lines += [
-            "By how early the revisited place was first shown (frame 0 is the start frame, which "
-            "the model always attends to as its sink: revisits of it are left out here; the "
-            "revisit frames of all episodes pooled, mean per-frame PSNR in dB):",
-            "",
-            "| first shown at frame | revisit frames | memory on | memory off | difference | "
-            "memory on where first shown |"
-            + (" memory of recorded frames |" if r.psnr_oracle is not None else ""),
-            "|---|---|---|---|---|---|" + ("---|" if r.psnr_oracle is not None else ""),
-        ]
-        for b in r.by_first_view:
-            lines.append(
-                f"| {first_view_span(b)} | {b['frames']} | {b['on']:.2f} | {b['off']:.2f} | "
-                f"{b['on'] - b['off']:+.2f} | {b['held']:.2f} |"
-                + (f" {b['oracle']:.2f} |" if b["oracle"] is not None else "")
-            )
-        lines.append("")
+    lines += _by_first_view_table(r)
     if r.psnr_oracle is not None:
         lines += [
             "Diagnostic (`--oracle-memory`): the same memory-on run, but storing the recorded "
@@ -464,14 +462,27 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
             "memories.",
             "",
         ]
-    lines += [
-        f"![PSNR over the episode]({image_dir(out_dir, report)}/revisit.png)",
+    return [*lines, f"![PSNR over the episode]({images}/revisit.png)", ""]
+
+
+def _by_first_view_table(r: RevisitResult) -> list[str]:
+    """Report lines: the revisit figures by how early their place was first shown (if measured)."""
+    if not r.by_first_view:
+        return []
+    oracle = r.psnr_oracle is not None
+    lines = [
+        "By how early the revisited place was first shown (frame 0 is the start frame, which "
+        "the model always attends to as its sink: revisits of it are left out here; the "
+        "revisit frames of all episodes pooled, mean per-frame PSNR in dB):",
         "",
+        "| first shown at frame | revisit frames | memory on | memory off | difference | "
+        "memory on where first shown |" + (" memory of recorded frames |" if oracle else ""),
+        "|---|---|---|---|---|---|" + ("---|" if oracle else ""),
     ]
-    body = "\n".join(lines)
-    atomic_write_all(
-        {
-            report: lambda fh: fh.write(body.encode()),
-            out_dir / "revisit.json": lambda fh: fh.write(raw.encode()),
-        }
-    )
+    for b in r.by_first_view:
+        lines.append(
+            f"| {first_view_span(b)} | {b['frames']} | {b['on']:.2f} | {b['off']:.2f} | "
+            f"{b['on'] - b['off']:+.2f} | {b['held']:.2f} |"
+            + (f" {b['oracle']:.2f} |" if b["oracle"] is not None else "")
+        )
+    return [*lines, ""]
