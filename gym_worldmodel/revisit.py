@@ -46,7 +46,12 @@ from gym_worldmodel.evaluation.report import image_dir
 from gym_worldmodel.files import atomic_write, atomic_write_all, remove_stale_temps
 from gym_worldmodel.models import WorldModel
 from gym_worldmodel.plotting import pyplot
-from gym_worldmodel.sources.episodes import DatasetError, check_datasets, load_episodes
+from gym_worldmodel.sources.episodes import (
+    DatasetError,
+    Episode,
+    check_datasets,
+    load_episodes,
+)
 
 
 @dataclass
@@ -156,19 +161,7 @@ def evaluate_revisit(
     stderr. ``oracle``: also run memory on with the recorded frames remembered (see the module
     docstring).
     """
-    (card,) = check_datasets(model.config, [data])
-    model.config.check_trained(card["modality"], card["world"])
-    episodes = load_episodes(Path(data), "heldout")[:max_episodes]
-    if not episodes:
-        raise DatasetError(f"{data}: no held-out episodes to measure (max_episodes={max_episodes})")
-    if card["modality"] == "robot":
-        raise DatasetError(f"{data}: the revisit benchmark needs episodes with poses")
-    for i, ep in enumerate(episodes):
-        if ep.poses is None:
-            raise DatasetError(
-                f"{data}: the revisit benchmark needs episodes with poses; held-out episode {i} "
-                f"(seed {ep.seed}) has none"
-            )
+    card, episodes = _posed_heldout(model, data, max_episodes)
     f = model.config.dit.chunk_frames
     rows = _long_enough(episodes, f, min_gap, data)
     episodes = [episodes[i] for i in rows]
@@ -227,6 +220,29 @@ def evaluate_revisit(
         psnr_first_visit=float(np.mean(first_psnr)) if first_psnr else None,
         **extra,
     )
+
+
+def _posed_heldout(
+    model: WorldModel, data: Path, max_episodes: int | None
+) -> tuple[dict, list[Episode]]:
+    """``data``'s card and its first ``max_episodes`` held-out episodes, each with poses.
+
+    A dataset the model cannot take, or without such episodes, is a :class:`DatasetError`.
+    """
+    (card,) = check_datasets(model.config, [data])
+    model.config.check_trained(card["modality"], card["world"])
+    episodes = load_episodes(Path(data), "heldout")[:max_episodes]
+    if not episodes:
+        raise DatasetError(f"{data}: no held-out episodes to measure (max_episodes={max_episodes})")
+    if card["modality"] == "robot":
+        raise DatasetError(f"{data}: the revisit benchmark needs episodes with poses")
+    for i, ep in enumerate(episodes):
+        if ep.poses is None:
+            raise DatasetError(
+                f"{data}: the revisit benchmark needs episodes with poses; held-out episode {i} "
+                f"(seed {ep.seed}) has none"
+            )
+    return card, episodes
 
 
 def _long_enough(episodes: list, f: int, min_gap: int, data: Path) -> list[int]:
