@@ -208,69 +208,19 @@ def _targets_table(results: Sequence[WorldResult]) -> list[str]:
 
 def _world_section(r: WorldResult, sample: dict[str, np.ndarray], images: str) -> list[str]:
     """One world's tables, figures and sample strip, as markdown lines."""
-    lines = [
+    return [
         f"## {r.world} ({r.modality}; {r.episodes} held-out episodes, {r.rollouts} rollouts)",
         "",
-    ]
-    hs = sorted({h for table in r.psnr.values() for h in table})
-    lines.append("| PSNR / SSIM | " + " | ".join(f"h={h}" for h in hs) + " |")
-    lines.append("|---|" + "---|" * len(hs))
-    for name in r.psnr:
-        cells = [
-            f"{r.psnr[name][h]:.2f} / {r.ssim[name][h]:.3f}" if h in r.psnr[name] else ""
-            for h in hs
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", *_gain_lines(r)]
-    c, s = r.control, r.stability
-    lines += [
+        *_open_loop_table(r),
         "",
-        f"Controllability ({_control_metric(c)}): real {c['real']:.3f}, generated "
-        f"{c['generated']:.3f}, ratio **{ratio_text(c['ratio'])}**."
-        + (
-            f" Always answering the most common keys scores {c['majority']:.3f}; measured"
-            f" from that, generated frames show **{ratio_text(c['above_chance'])}** of what"
-            " real frames show ((generated - majority) / (real - majority))."
-            if "above_chance" in c
-            else f" Always answering the most common keys scores {c['majority']:.3f}."
-            if "majority" in c
-            else ""
-        )
-        + (
-            f" Motion (mean absolute change between successive frames, grey levels): real "
-            f"{c['motion_real']:.2f}, generated {c['motion_generated']:.2f}."
-            if "motion_real" in c
-            else ""
-        ),
+        *_gain_lines(r),
         "",
-        *_control_by_horizon_table(c),
-        *_keys_read(c),
-        *_scene_motion_table(c),
-        f"Stability over {s['steps']} steps x {s['rows']} rows ({_long_actions(s)}): "
-        f"last-{min(100, s['steps'])}-step medians "
-        + ", ".join(
-            f"{n} {v:.1f} (real [{a:.1f}, {b:.1f}], autoencoded [{c:.1f}, {d:.1f}])"
-            for n, v, a, b, c, d in zip(
-                STATS,
-                s["last100_median"],
-                s["real_p1"],
-                s["real_p99"],
-                s["autoencoded_p1"],
-                s["autoencoded_p99"],
-                strict=True,
-            )
-        )
-        + f": **{'collapsed' if s['collapsed'] else 'no collapse'}**"
-        + f" ({'outside' if s['outside_real_range'] else 'inside'} the recorded frames' range"
-        + " alone). Generated steps (last frames) with all three statistics in range: "
-        f"{100 * s['fraction_in_range']:.1f}% ({100 * s['fraction_in_real_range']:.1f}% "
-        "against the recorded frames alone)."
-        + (
-            f" The recorded frames under the same actions: "
-            f"{100 * s['recorded_fraction_in_range']:.1f}%."
-            if "recorded_fraction_in_range" in s
-            else ""
-        ),
+        _control_paragraph(r.control),
+        "",
+        *_control_by_horizon_table(r.control),
+        *_keys_read(r.control),
+        *_scene_motion_table(r.control),
+        _stability_paragraph(r.stability),
         "",
         f"![{r.world} samples]({images}/{r.world}_strip.png)",
         "",
@@ -278,7 +228,75 @@ def _world_section(r: WorldResult, sample: dict[str, np.ndarray], images: str) -
         "of steps " + ", ".join(str(h) for h in _strip_steps(sample, r.frames_per_step)) + ".",
         "",
     ]
+
+
+def _open_loop_table(r: WorldResult) -> list[str]:
+    """Report lines: each run's PSNR / SSIM at each horizon (blank where it did not run)."""
+    hs = sorted({h for table in r.psnr.values() for h in table})
+    lines = [
+        "| PSNR / SSIM | " + " | ".join(f"h={h}" for h in hs) + " |",
+        "|---|" + "---|" * len(hs),
+    ]
+    for name in r.psnr:
+        cells = [
+            f"{r.psnr[name][h]:.2f} / {r.ssim[name][h]:.3f}" if h in r.psnr[name] else ""
+            for h in hs
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _control_paragraph(c: dict[str, Any]) -> str:
+    """Report text: the probe's scores on real and generated frames, from chance, and motion."""
+    text = (
+        f"Controllability ({_control_metric(c)}): real {c['real']:.3f}, generated "
+        f"{c['generated']:.3f}, ratio **{ratio_text(c['ratio'])}**."
+    )
+    if "above_chance" in c:
+        text += (
+            f" Always answering the most common keys scores {c['majority']:.3f}; measured"
+            f" from that, generated frames show **{ratio_text(c['above_chance'])}** of what"
+            " real frames show ((generated - majority) / (real - majority))."
+        )
+    elif "majority" in c:
+        text += f" Always answering the most common keys scores {c['majority']:.3f}."
+    if "motion_real" in c:
+        text += (
+            f" Motion (mean absolute change between successive frames, grey levels): real "
+            f"{c['motion_real']:.2f}, generated {c['motion_generated']:.2f}."
+        )
+    return text
+
+
+def _stability_paragraph(s: dict[str, Any]) -> str:
+    """Report text: the long rollouts' last medians against the ranges, and the verdict."""
+    medians = ", ".join(
+        f"{n} {v:.1f} (real [{a:.1f}, {b:.1f}], autoencoded [{c:.1f}, {d:.1f}])"
+        for n, v, a, b, c, d in zip(
+            STATS,
+            s["last100_median"],
+            s["real_p1"],
+            s["real_p99"],
+            s["autoencoded_p1"],
+            s["autoencoded_p99"],
+            strict=True,
+        )
+    )
+    text = (
+        f"Stability over {s['steps']} steps x {s['rows']} rows ({_long_actions(s)}): "
+        f"last-{min(100, s['steps'])}-step medians {medians}"
+        f": **{'collapsed' if s['collapsed'] else 'no collapse'}**"
+        f" ({'outside' if s['outside_real_range'] else 'inside'} the recorded frames' range"
+        " alone). Generated steps (last frames) with all three statistics in range: "
+        f"{100 * s['fraction_in_range']:.1f}% ({100 * s['fraction_in_real_range']:.1f}% "
+        "against the recorded frames alone)."
+    )
+    if "recorded_fraction_in_range" in s:
+        text += (
+            " The recorded frames under the same actions: "
+            f"{100 * s['recorded_fraction_in_range']:.1f}%."
+        )
+    return text
 
 
 def _png(image: np.ndarray) -> Callable[[IO[bytes]], None]:
