@@ -434,24 +434,12 @@ def train_action_probe(
     """
     cfg = model.config.dit
     probe = LatentActionProbe(cfg)
-    fitted, checks = [], {}  # windows the probe fits; those it is checked on
-    for d, ds in zip(data, cast(list[ChunkWindows], windows.datasets), strict=True):
-        acts = torch.from_numpy(np.concatenate([ep.actions for ep in ds.episodes]))
-        probe.set_action_stats(ds.modality, acts)
-        eps = ds.episodes
-        check = (
-            [ep for i, ep in enumerate(eps) if i % PROBE_CHECK_EVERY == 0] if len(eps) > 1 else []
+    datasets = cast(list[ChunkWindows], windows.datasets)
+    for ds in datasets:
+        probe.set_action_stats(
+            ds.modality, torch.from_numpy(np.concatenate([ep.actions for ep in ds.episodes]))
         )
-        kept = [ep for i, ep in enumerate(eps) if not check or i % PROBE_CHECK_EVERY]
-        # Plain windows of the same shape, on purpose: the probe reads a chunk and the
-        # modality's own action columns, so a window's retrieved memory and the scene-shift
-        # columns of anchors that move with the car are left out.
-        fitted.append(ChunkWindows(kept, ds.f, ds.n, ds.action_dim, ds.modality, key=ds.key))
-        if check:
-            encoded = check if ds.key == "latents" else encode_episodes(model, check)
-            checks[str(d)] = ChunkWindows(
-                encoded, ds.f, ds.n, ds.action_dim, ds.modality, key="latents"
-            )
+    fitted, checks = _probe_windows(model, data, datasets)
 
     def loss(batch: dict, gen: torch.Generator):
         latents = batch_latents(model, batch)
@@ -461,22 +449,9 @@ def train_action_probe(
 
     Trainer(probe, torch.utils.data.ConcatDataset(fitted), loss, run_dir, train).train(progress)
     probe.eval().requires_grad_(False)
-    validation: dict[str, float] = {}
+    validation = _validation_errors(probe, checks, cfg.chunk_frames, train.seed)
     errors: dict[int, list[float]] = {}
     for name, ds in checks.items():
-        batch = torch.utils.data.default_collate([ds[i] for i in range(0, len(ds), 7)[:256]])
-        batch = to_device(batch, device_of(probe))
-        gen = torch.Generator(device_of(probe)).manual_seed(train.seed)
-        with torch.no_grad():
-            validation[name] = probe_windows_loss(
-                probe,
-                batch["latents"],
-                batch["actions"],
-                batch["modality"],
-                cfg.chunk_frames,
-                gen,
-                noise=0.0,
-            )[0].item()
         errors.setdefault(ds.modality, []).append(validation[name])
     for m, errs in errors.items():
         if np.mean(errs) >= PROBE_MAX_ERROR:
@@ -491,6 +466,55 @@ def train_action_probe(
         + (str(scored) if scored else "no modality (the action term will add nothing)")
     )
     return probe
+
+
+def _probe_windows(
+    model: WorldModel, data: Sequence[Path], datasets: list[ChunkWindows]
+) -> tuple[list[ChunkWindows], dict[str, ChunkWindows]]:
+    """The windows the probe fits, per dataset, and those it is checked on, by dataset name.
+
+    Every ``PROBE_CHECK_EVERY``-th episode of a dataset of more than one is checked on, as
+    encoded latents; the others are fitted.
+    """
+    fitted, checks = [], {}
+    for d, ds in zip(data, datasets, strict=True):
+        eps = ds.episodes
+        check = (
+            [ep for i, ep in enumerate(eps) if i % PROBE_CHECK_EVERY == 0] if len(eps) > 1 else []
+        )
+        kept = [ep for i, ep in enumerate(eps) if not check or i % PROBE_CHECK_EVERY]
+        # Plain windows of the same shape, on purpose: the probe reads a chunk and the
+        # modality's own action columns, so a window's retrieved memory and the scene-shift
+        # columns of anchors that move with the car are left out.
+        fitted.append(ChunkWindows(kept, ds.f, ds.n, ds.action_dim, ds.modality, key=ds.key))
+        if check:
+            encoded = check if ds.key == "latents" else encode_episodes(model, check)
+            checks[str(d)] = ChunkWindows(
+                encoded, ds.f, ds.n, ds.action_dim, ds.modality, key="latents"
+            )
+    return fitted, checks
+
+
+def _validation_errors(
+    probe: LatentActionProbe, checks: dict[str, ChunkWindows], chunk_frames: int, seed: int
+) -> dict[str, float]:
+    """The trained probe's error on up to 256 windows of each dataset's check episodes."""
+    validation: dict[str, float] = {}
+    for name, ds in checks.items():
+        batch = torch.utils.data.default_collate([ds[i] for i in range(0, len(ds), 7)[:256]])
+        batch = to_device(batch, device_of(probe))
+        gen = torch.Generator(device_of(probe)).manual_seed(seed)
+        with torch.no_grad():
+            validation[name] = probe_windows_loss(
+                probe,
+                batch["latents"],
+                batch["actions"],
+                batch["modality"],
+                chunk_frames,
+                gen,
+                noise=0.0,
+            )[0].item()
+    return validation
 
 
 @seeded
