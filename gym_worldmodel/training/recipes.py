@@ -593,37 +593,15 @@ def train_self_forcing(
     """
     if memory_gap and not memory:
         raise ValueError("memory_gap places the retrieved memory chunk: it needs memory=True")
-    tuned = checked(hub.from_pretrained(init), data)
+    tuned = _self_forcing_start(init, data, nfe, anchor_ego, anchor_motion)
     starts = RunStartFrames.pick(data, tuned.checkpoint_dir)
-    tuned = tuned.with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
-    if anchor_ego and "driving" not in tuned.config.dit.anchor_ego:
-        px_per_m = EgoShift.px_per_m_of(tuned.config, "driving")
-        tuned = tuned.with_anchor_ego(("driving",), car_box(tuned.config.vae.image_size, px_per_m))
-    own = tuned.dit.anchor_motion
-    if anchor_motion and (own is None or not own[..., 2].any()):  # none, or written unzoomed
-        rates = anchor_motion_rates(tuned, data)
-        if own is not None:  # rates written before the zoom keep their shifts
-            for name, rate in rates.items():
-                rate[:, :2] = own[tuned.config.dit.modality_id(name), : len(rate), :2].detach()
-        tuned = tuned.with_anchor_motion(rates)
     sampler = tuned.config.sampler
     tuned.vae.requires_grad_(False)
     tuned.to(train.device)  # encodes the frames there too
     config = config or SelfForcingConfig()
     n = config.max_chunks + 2
-    probe_train = (  # only a run with an action term trains the probe
-        dataclasses.replace(
-            train,
-            steps=probe_steps,
-            batch_size=64,
-            lr=1e-3,
-            save_every=probe_steps,
-            warmup=min(50, probe_steps),
-            cooldown=0.2,
-        )
-        if config.action_weight
-        else None
-    )
+    # only a run with an action term trains the probe
+    probe_train = _probe_train(train, probe_steps) if config.action_weight else None
     # encoded once up front when the run, or the probe it trains first, reads more frames than
     # the data holds (the probe's 600 batches of 64 windows read many times a short run's)
     reads = [train] if probe_train is None else [train, probe_train]
@@ -655,3 +633,40 @@ def train_self_forcing(
     drawn = Balanced.by_modality(windows) if balanced else windows
     tuned = trained_on(tuned, data)
     return fit(tuned, drawn, loss, run_dir, train, progress, starts, alongside=critic)
+
+
+def _self_forcing_start(
+    init: str | Path, data: Sequence[Path], nfe: int, anchor_ego: bool, anchor_motion: bool
+) -> WorldModel:
+    """``init`` as :func:`train_self_forcing` starts from it: its sampler, anchors and motion.
+
+    The model samples deterministically with ``nfe`` steps; with ``anchor_ego``, the driving
+    world's anchors move with the car; with ``anchor_motion``, a model without moving anchors,
+    or with rates written before the zoom column, gains the fitted ones (shifts kept).
+    """
+    tuned = checked(hub.from_pretrained(init), data)
+    tuned = tuned.with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
+    if anchor_ego and "driving" not in tuned.config.dit.anchor_ego:
+        px_per_m = EgoShift.px_per_m_of(tuned.config, "driving")
+        tuned = tuned.with_anchor_ego(("driving",), car_box(tuned.config.vae.image_size, px_per_m))
+    own = tuned.dit.anchor_motion
+    if anchor_motion and (own is None or not own[..., 2].any()):  # none, or written unzoomed
+        rates = anchor_motion_rates(tuned, data)
+        if own is not None:  # rates written before the zoom keep their shifts
+            for name, rate in rates.items():
+                rate[:, :2] = own[tuned.config.dit.modality_id(name), : len(rate), :2].detach()
+        tuned = tuned.with_anchor_motion(rates)
+    return tuned
+
+
+def _probe_train(train: TrainConfig, probe_steps: int) -> TrainConfig:
+    """The latent action probe's settings in a self-forcing run of ``train``'s."""
+    return dataclasses.replace(
+        train,
+        steps=probe_steps,
+        batch_size=64,
+        lr=1e-3,
+        save_every=probe_steps,
+        warmup=min(50, probe_steps),
+        cooldown=0.2,
+    )
