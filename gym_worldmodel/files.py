@@ -23,6 +23,25 @@ WORLDS_DIR = Path(__file__).resolve().parent / "worlds"
 START_FRAMES = "start_frames"
 
 
+#: The environment variable that names the per-user cache folder (:func:`user_cache_dir`).
+CACHE_ENV = "GYM_WORLDMODEL_CACHE"
+
+
+def user_cache_dir() -> Path:
+    """The per-user folder of what the package caches (eval's trained probes, ``probes/``).
+
+    ``$GYM_WORLDMODEL_CACHE`` where set, else ``gym-worldmodel`` in ``$XDG_CACHE_HOME``, else in
+    ``~/.cache``: the folder huggingface_hub keeps its ``huggingface/`` in. An ``XDG_CACHE_HOME``
+    that is empty or relative is ignored, as the XDG base directory specification says.
+    """
+    own = os.environ.get(CACHE_ENV)
+    if own:
+        return Path(own).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path("~/.cache").expanduser()
+    return base / "gym-worldmodel"
+
+
 def checkpoint_start_frames(directory: Path, world: str) -> Path:
     """Where a checkpoint directory keeps the start frames of ``world``'s data.
 

@@ -769,6 +769,8 @@ def test_eval_flags_set_their_fields_over_budget_and_default_settings():
         (["--revisit", "--stability-rows", "2"], "--stability-rows", "the open-loop evaluation"),
         (["--revisit", "--starts-per-episode", "1"], "--starts-per-episode", "the open-loop"),
         (["--revisit", "--teacher-nfe", "4"], "--teacher-nfe", "the open-loop evaluation"),
+        (["--revisit", "--probe-cache", "p"], "--probe-cache", "the open-loop evaluation"),
+        (["--revisit", "--no-probe-cache"], "--no-probe-cache", "the open-loop evaluation"),
         (["--min-gap", "250"], "--min-gap", "--revisit"),  # given, if as its default
         (["--max-episodes", "3"], "--max-episodes", "--revisit"),
         (["--oracle-memory"], "--oracle-memory", "--revisit"),
@@ -816,7 +818,7 @@ def test_eval_seed_reaches_both_modes_and_the_reports_command(tmp_path, monkeypa
     monkeypatch.setattr(episodes, "read_card", lambda data: {"world": "citywalk"})
     monkeypatch.setattr(cli_eval, "per_world", lambda *a: lambda world: "model")
 
-    def evaluate_world(model, data, config, teacher, progress):
+    def evaluate_world(model, data, config, teacher, progress, probe_cache):
         seen["config"] = config
         result = evaluation.evaluate.WorldResult("citywalk", "camera", 1, 1, 3)
         result.control = {"ratio": 0.5, "by_horizon": {}}

@@ -18,7 +18,7 @@ from gym_worldmodel.cli.argtypes import (
     require,
 )
 from gym_worldmodel.cli.worlds import SHIPPED, per_world
-from gym_worldmodel.files import unwritable
+from gym_worldmodel.files import CACHE_ENV, unwritable
 
 if TYPE_CHECKING:
     from gym_worldmodel.evaluation import EvalConfig
@@ -37,7 +37,11 @@ def eval_main(argv: Sequence[str]) -> None:
             file=sys.stderr,
         )
     # what is written at the end is checked now, not after an evaluation of many minutes
-    for flag, path, kind in (("--out", args.out, "a directory"), ("--report", args.report, "")):
+    for flag, path, kind in (
+        ("--out", args.out, "a directory"),
+        ("--report", args.report, ""),
+        ("--probe-cache", args.probe_cache, "a directory"),
+    ):
         if path is not None and path.exists() and path.is_dir() != bool(kind):
             parser.error(f"{flag} {path}: must be {kind or 'a file (the markdown page)'}")
         why = None if path is None else unwritable(path, folder=bool(kind))
@@ -47,7 +51,12 @@ def eval_main(argv: Sequence[str]) -> None:
         parser.error(f"--report {args.report}: name a markdown page (.md) to write")
     if args.out is not None or args.report is not None:  # its plots and sample strips
         require("matplotlib", "eval --out/--report", "train")
-    from gym_worldmodel.evaluation import evaluate_world, ratio_text, write_report
+    from gym_worldmodel.evaluation import (
+        default_probe_cache,
+        evaluate_world,
+        ratio_text,
+        write_report,
+    )
     from gym_worldmodel.sources.episodes import read_card
 
     command = "gym-worldmodel eval " + shlex.join(argv)  # a path with spaces reruns
@@ -72,10 +81,13 @@ def eval_main(argv: Sequence[str]) -> None:
         config = eval_config(args)
     except ValueError as err:
         parser.error(str(err))
+    probes = None if args.no_probe_cache else args.probe_cache or default_probe_cache()
     results, samples = [], {}
     for data, world in zip(args.data, worlds, strict=True):
         model, teacher = models(world), teachers(world) if args.teacher else None
-        figures, sample = evaluate_world(model, data, config, teacher, not args.no_progress)
+        figures, sample = evaluate_world(
+            model, data, config, teacher, not args.no_progress, probe_cache=probes
+        )
         results.append(figures)
         samples[figures.world] = sample
         print(
@@ -126,7 +138,7 @@ _CONFIG_FLAGS = (
 
 #: The options only one mode reads (their dests): the open-loop evaluation (without --revisit)
 #: and --revisit. Each defaults to None or False, so one given is told from one left out.
-_OPEN_LOOP_ONLY = ("teacher", "budget", *_CONFIG_FLAGS)
+_OPEN_LOOP_ONLY = ("teacher", "budget", "probe_cache", "no_probe_cache", *_CONFIG_FLAGS)
 _REVISIT_ONLY = ("min_gap", "max_episodes", "oracle_memory")
 #: --seed's value where it is not given: the library's (``EvalConfig.seed``, ``evaluate_revisit``)
 SEED = 0
@@ -210,6 +222,20 @@ def _parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="training steps of the inverse-dynamics probe, trained on recorded frames only "
         "(default: 1500; --budget: 5)",
+    )
+    probes = parser.add_mutually_exclusive_group()
+    probes.add_argument(
+        "--probe-cache",
+        type=Path,
+        metavar="DIR",
+        help="folder that keeps the trained probes: a rerun on the same training data with the "
+        "same probe settings reads its probe back instead of training it (default: probes/ in "
+        f"${CACHE_ENV}, else in $XDG_CACHE_HOME/gym-worldmodel, else in ~/.cache/gym-worldmodel)",
+    )
+    probes.add_argument(
+        "--no-probe-cache",
+        action="store_true",
+        help="train the probe and keep nothing (no probe is read back either)",
     )
     parser.add_argument(
         "--starts-per-episode",

@@ -33,7 +33,9 @@ as a markdown page.
 
 Modules: :mod:`.metrics` (PSNR, SSIM, frame statistics), :mod:`.open_loop` (rollouts of recorded
 actions from held-out starts), :mod:`.control` (the probe and scene motion per key),
-:mod:`.evaluate` (:func:`evaluate_world`) and :mod:`.report`. Their public names are here too.
+:mod:`.probe_cache` (trained probes kept on disk: a rerun on the same data reads its probe
+back), :mod:`.evaluate` (:func:`evaluate_world`) and :mod:`.report`. Their public names are here
+too.
 """
 
 from gym_worldmodel.evaluation.control import (
@@ -43,6 +45,7 @@ from gym_worldmodel.evaluation.control import (
     MOTION_GAIN,
     MOTION_UNITS,
     PROBE_DIMS,
+    PROBE_VERSION,
     PROBE_VISIBLE_R2,
     PROBE_WINDOW,
     InverseDynamicsProbe,
@@ -82,6 +85,7 @@ from gym_worldmodel.evaluation.open_loop import (
     window_starts,
     with_sampler,
 )
+from gym_worldmodel.evaluation.probe_cache import cached_probe, default_probe_cache
 from gym_worldmodel.evaluation.report import steps_label, write_report
 
 __all__ = [
@@ -91,6 +95,7 @@ __all__ = [
     "MOTION_GAIN",
     "MOTION_UNITS",
     "PROBE_DIMS",
+    "PROBE_VERSION",
     "PROBE_VISIBLE_R2",
     "PROBE_WINDOW",
     "SCENE_MOTION_STEPS",
@@ -102,8 +107,10 @@ __all__ = [
     "Probe",
     "WorldResult",
     "autoencode",
+    "cached_probe",
     "control_by_horizon",
     "control_ratio",
+    "default_probe_cache",
     "episode_windows",
     "evaluate_world",
     "frame_motion",

@@ -27,6 +27,9 @@ PROBE_WINDOW = (-1, 5)  # frames t-1 .. t+4 -> action t (actions persist over a 
 PROBE_MIN_ACTIONS = PROBE_WINDOW[1] - PROBE_WINDOW[0] - 1
 MOTION_GAIN = 8.0  # scale of the frame differences the probe sees
 PROBE_VISIBLE_R2 = 0.1  # validation R^2 below which a continuous action dimension is not visible
+#: Raise it with any change that alters what :func:`train_probe` returns for the same episodes,
+#: steps and seed: ``evaluation.probe_cache`` keeps trained probes under it.
+PROBE_VERSION = 1
 PROBE_DIMS = {
     "robot": ("x", "y", "z", "roll", "pitch", "yaw", "gripper"),
     "driving": ("steering", "acceleration"),

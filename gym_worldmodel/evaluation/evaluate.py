@@ -19,7 +19,6 @@ from gym_worldmodel.evaluation.control import (
     probe_targets,
     probe_windows,
     scene_motion_by_key,
-    train_probe,
     window_centres,
 )
 from gym_worldmodel.evaluation.metrics import (
@@ -36,6 +35,7 @@ from gym_worldmodel.evaluation.open_loop import (
     rollout,
     with_sampler,
 )
+from gym_worldmodel.evaluation.probe_cache import cached_probe
 from gym_worldmodel.models import WorldModel
 from gym_worldmodel.sources.episodes import Episode, check_datasets, load_episodes
 
@@ -113,8 +113,14 @@ def evaluate_world(
     config: EvalConfig,
     teacher: WorldModel | None = None,
     progress: bool = True,
+    probe_cache: Path | None = None,
 ) -> tuple[WorldResult, dict[str, np.ndarray]]:
-    """Every measurement of one world; also returns sample frames for the strips."""
+    """Every measurement of one world; also returns sample frames for the strips.
+
+    ``probe_cache``: the folder that keeps trained inverse-dynamics probes
+    (:func:`.probe_cache.cached_probe`; ``eval``'s is ``probe_cache.default_probe_cache()``);
+    None trains the probe and keeps nothing.
+    """
     (card,) = check_datasets(model.config, [data])
     world, modality = card["world"], card["modality"]
     model.config.check_trained(modality, world)
@@ -145,9 +151,7 @@ def evaluate_world(
         )
     _score_runs(result, runs, truth, windows.episode, config)
     _score_ceiling(result, model, truth, config.horizons)
-    probe = train_probe(
-        modality, load_episodes(Path(data), "train"), config.probe_steps, config.seed, progress
-    )
+    probe = cached_probe(modality, data, config.probe_steps, config.seed, probe_cache, progress)
     result.control = _controllability(
         probe, modality, first, truth, generated, actions, f, config.horizons
     )

@@ -1,0 +1,158 @@
+"""Trained inverse-dynamics probes kept on disk, so that eval reruns on the same data reuse them.
+
+``eval`` trains its probe on the recorded training frames alone, none of the scored model's:
+comparing checkpoints (or a teacher) on one dataset trained the same probe every time, most of
+a rerun's time. :func:`cached_probe` keeps each probe it trains in a folder, one file per key
+(:func:`probe_key`), and reads it back where every input of its weights is the same:
+
+* the data: the SHA-256 of each training shard, in the card's order. The training episodes are
+  read (and each shard checked against that hash) before the probe is looked up, so a hit is
+  for exactly the episodes a fresh run trains on, and a damaged shard is refused with or
+  without one. A copy of the data elsewhere hits; the held-out split, which the probe never
+  reads, is not in the key.
+* the probe's settings: its modality, steps and seed.
+* the code: ``control.PROBE_VERSION`` and a SHA-256 of ``control.py``, where the probe, its
+  windows and its training live.
+* what else sets the bits of its training: torch's and NumPy's versions, the CPU instruction set
+  torch's kernels use, and torch's thread count (1 and 2 threads train other weights).
+
+The probe reads frames, never latents, so no model (nor its VAE) enters the key. A file holds
+the net's weights and :class:`.Probe`'s arrays (safetensors), with the key and a SHA-256 of the
+tensors in its metadata; one that cannot be read, or whose key or checksum differs, is reported
+in one line on stderr and the probe trained again and written over it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
+
+from gym_worldmodel.evaluation import control
+from gym_worldmodel.evaluation.control import InverseDynamicsProbe, Probe, train_probe
+from gym_worldmodel.files import atomic_write, remove_stale_temps, user_cache_dir
+from gym_worldmodel.hub import weights_sha256
+from gym_worldmodel.sources.episodes import load_episodes, read_card
+
+#: The format every probe file names in its metadata.
+PROBE_FORMAT = "gym-worldmodel-probe/1"
+#: The :class:`.Probe` arrays a file holds beside the net's weights (``net.*``).
+_ARRAYS = ("mean", "std", "validation", "visible")
+
+
+def default_probe_cache() -> Path:
+    """Where ``eval`` keeps its probes: ``probes/`` in ``files.user_cache_dir()``."""
+    return user_cache_dir() / "probes"
+
+
+def probe_key(modality: str, data: Path, steps: int, seed: int) -> dict[str, Any]:
+    """What the weights of :func:`.train_probe` on ``data``'s training episodes depend on."""
+    card = read_card(Path(data))
+    return {
+        "probe_version": control.PROBE_VERSION,
+        "probe_code": hashlib.sha256(Path(control.__file__).read_bytes()).hexdigest(),
+        "modality": modality,
+        "steps": steps,
+        "seed": seed,
+        "train_shards": [s["sha256"] for s in card["shards"] if s["split"] == "train"],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cpu": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def probe_path(folder: Path, key: dict[str, Any]) -> Path:
+    """``key``'s file in ``folder``: its modality and 32 hex digits of the key's SHA-256."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return Path(folder) / f"{key['modality']}-{digest[:32]}.safetensors"
+
+
+def cached_probe(
+    modality: str,
+    data: Path,
+    steps: int,
+    seed: int,
+    folder: Path | None,
+    progress: bool = False,
+) -> Probe:
+    """:func:`.train_probe` on ``data``'s training episodes, or the one it trained before.
+
+    ``folder`` holds the probes (:func:`default_probe_cache` is ``eval``'s); None trains the
+    probe and keeps nothing. A probe read back is the one trained before, bit for bit, so every
+    figure scored with it is too. A file that cannot be used is noted on stderr in one line and
+    the probe trained again and written over it; a folder that cannot be written is noted too,
+    and the trained probe used unkept.
+    """
+    episodes = load_episodes(Path(data), "train")  # each shard checked against its hash
+    if folder is None:
+        return train_probe(modality, episodes, steps, seed, progress)
+    key = probe_key(modality, data, steps, seed)
+    path = probe_path(folder, key)
+    if path.exists():
+        try:
+            probe = load_probe(path, key)
+        except ValueError as err:
+            _note(f"{err}; training the probe again")
+        else:
+            _note(f"the {modality} probe trained before on the same data and settings: {path}")
+            return probe
+    probe = train_probe(modality, episodes, steps, seed, progress)
+    try:
+        save_probe(path, probe, key)
+    except OSError as err:
+        _note(f"the trained probe was not kept in {folder}: {err}")
+    return probe
+
+
+def save_probe(path: Path, probe: Probe, key: dict[str, Any]) -> None:
+    """Write ``probe`` to ``path`` (atomically, its folder made), with ``key`` and a checksum."""
+    tensors = {f"net.{k}": v.detach().contiguous() for k, v in probe.net.state_dict().items()}
+    for name in _ARRAYS:
+        tensors[name] = torch.from_numpy(np.ascontiguousarray(getattr(probe, name)))
+    metadata = {
+        "format": PROBE_FORMAT,
+        "key": json.dumps(key, sort_keys=True),
+        "sha256": weights_sha256(tensors),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, names=[path.name])  # a writer killed before its rename
+    atomic_write(path, lambda f: f.write(save(tensors, metadata)))
+
+
+def load_probe(path: Path, key: dict[str, Any]) -> Probe:
+    """The probe :func:`save_probe` wrote to ``path`` for ``key``.
+
+    Raises:
+        ValueError: The file cannot be read, is damaged or is not a probe file, or was written
+            for another key; one line, naming the file.
+    """
+    try:
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        if metadata.get("format") != PROBE_FORMAT:
+            raise ValueError(f"not a {PROBE_FORMAT} file")
+        if json.loads(metadata["key"]) != key:
+            raise ValueError("written for other data or settings")
+        if metadata.get("sha256") != weights_sha256(tensors):
+            raise ValueError("its tensors do not match their checksum")
+        arrays = {name: tensors.pop(name).numpy() for name in _ARRAYS}
+        net = InverseDynamicsProbe(len(arrays["mean"]))
+        net.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()})
+    except (SafetensorError, OSError, KeyError, RuntimeError, TypeError, ValueError) as err:
+        why = " ".join(str(err).split())[:200] or type(err).__name__
+        raise ValueError(f"the probe file {path} cannot be used ({why})") from err
+    return Probe(net.eval(), key["modality"], **arrays)
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr, flush=True)
