@@ -24,15 +24,18 @@ def randomize(module: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch
 
 
 @pytest.fixture(autouse=True, scope="session")
-def sb3_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """SB3's logger folder, in pytest's temp dir, for every test and the scripts they run.
+def own_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """SB3's logger folder and the project's user cache, in pytest's temp dir, for every test.
 
     SB3's ``learn()`` makes its logger's folder, empty when it logs nothing, in the system temp
     dir (``SB3-<date>``) unless ``SB3_LOGDIR`` names one: the suite left one per ``learn()``.
+    ``eval`` keeps its probes in the user's cache (``files.user_cache_dir``): the suite's runs
+    neither fill nor read the user's own. Subprocesses the tests start inherit both.
     """
-    folder = tmp_path_factory.mktemp("sb3-logs")
-    with pytest.MonkeyPatch.context() as patch:  # subprocesses inherit it
-        patch.setenv("SB3_LOGDIR", str(folder))
+    folder = tmp_path_factory.mktemp("own")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SB3_LOGDIR", str(folder / "sb3-logs"))
+        patch.setenv("GYM_WORLDMODEL_CACHE", str(folder / "cache"))
         yield folder
 
 

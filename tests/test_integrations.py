@@ -287,7 +287,7 @@ class SmallCNN(BaseFeaturesExtractor):
         return self.linear(self.cnn(observations))
 
 
-def test_ppo_learns_on_the_adapter(sb3_logs):
+def test_ppo_learns_on_the_adapter(own_folders):
     venv = WorldModelSB3VecEnv.make(DRIVING, num_envs=2, **TINY, max_episode_steps=16)
     model = PPO(
         "CnnPolicy",
@@ -310,7 +310,7 @@ def test_ppo_learns_on_the_adapter(sb3_logs):
         not torch.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True)
     ]
     assert all(changed)  # every layer took a gradient step
-    assert model.logger.get_dir() == str(sb3_logs)  # not a folder of its own in /tmp
+    assert model.logger.get_dir() == str(own_folders / "sb3-logs")  # not a folder in /tmp
     venv.close()
 
 
