@@ -1007,6 +1007,28 @@ def test_each_train_stage_lists_only_its_own_options_and_refuses_a_bad_cooldown(
     assert "options go after the stage: gym-worldmodel train STAGE" in capsys.readouterr().err
 
 
+def test_a_train_stage_lists_its_defaults_without_importing_torch():
+    """``train STAGE --help`` reads every default from ``training/config.py``, which imports no
+    torch: importing torch took the help from 0.2 s to 2 s or more."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from gym_worldmodel.cli import main\n"
+        "from gym_worldmodel.cli.train import STAGES\n"
+        "for stage in STAGES:\n"
+        "    try:\n"
+        "        main(['train', stage, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "(default 600)" in out.stdout  # self-forcing's --probe-steps: the defaults were read
+    assert out.stdout.splitlines()[-1] == "False"
+
+
 def test_every_train_default_is_the_librarys_own(monkeypatch, capsys):
     """A bare ``train STAGE`` calls its recipe with ``TrainConfig()``, ``SelfForcingConfig()``
     and every keyword at the recipe's default, and ``--steps N`` with ``TrainConfig(steps=N)``

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gym_worldmodel.cli.argtypes import (
     check_device,
@@ -20,9 +19,13 @@ from gym_worldmodel.cli.argtypes import (
     positive_int,
 )
 from gym_worldmodel.cli.worlds import init_checkpoint
-
-if TYPE_CHECKING:  # imported where a run needs it: torch, not at the command line's import
-    from gym_worldmodel.training.trainer import TrainConfig
+from gym_worldmodel.training.config import (  # no torch: a stage's --help stays fast
+    PROBE_STEPS,
+    RECIPE_DEFAULTS,
+    SelfForcingConfig,
+    TeacherLossConfig,
+    TrainConfig,
+)
 
 #: What ``--budget`` runs instead of the defaults: steps, batch size, probe or pair-net steps.
 BUDGET = 20, 4, 20
@@ -410,23 +413,26 @@ def _stage_keywords(stage: str, flag: str, kwargs: dict[str, Any]) -> dict[str, 
     return own
 
 
+#: The configs whose fields hold a stage's own defaults, after ``TrainConfig``'s.
+_STAGE_CONFIGS: dict[str, tuple[type, ...]] = {
+    "teacher": (TeacherLossConfig,),
+    "self-forcing": (SelfForcingConfig,),
+}
+
+
 def library_default(stage: str, name: str) -> Any:
     """The library's default of ``train <stage>``'s option ``name`` (its ``dest``).
 
-    A ``TrainConfig`` field's, else (``self-forcing``) a ``SelfForcingConfig`` field's, else the
-    keyword's of the stage's recipe (``training/recipes.py``): where the run takes it from.
-    Those modules import torch, so a parser reads them when it is built, not at import.
+    A ``TrainConfig`` field's, else a field's of the stage's config (``teacher``:
+    ``TeacherLossConfig``, ``self-forcing``: ``SelfForcingConfig``), else the keyword default of
+    the stage's recipe (``training.config.RECIPE_DEFAULTS``): where the run takes it from. All
+    of them live in ``training/config.py``, which imports no torch.
     """
-    from gym_worldmodel.training import recipes
-    from gym_worldmodel.training.self_forcing import SelfForcingConfig
-    from gym_worldmodel.training.trainer import TrainConfig
-
-    for config in [TrainConfig, SelfForcingConfig] if stage == "self-forcing" else [TrainConfig]:
+    for config in (TrainConfig, *_STAGE_CONFIGS.get(stage, ())):
         defaults = {f.name: f.default for f in dataclasses.fields(config)}
         if name in defaults:
             return defaults[name]
-    recipe = getattr(recipes, "train_" + stage.replace("-", "_"))
-    return inspect.signature(recipe).parameters[name].default
+    return RECIPE_DEFAULTS["train_" + stage.replace("-", "_")][name]
 
 
 def _help(text: str | None, default: Any) -> str | None:
@@ -483,8 +489,6 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
     Its warm-up is ``TrainConfig``'s own (a tenth of the steps plus one, at most 200).
     """
-    from gym_worldmodel.training.trainer import TrainConfig
-
     size = BUDGET[:2] if args.budget else (args.steps, args.batch_size)
     given = {k: v for k, v in zip(("steps", "batch_size"), size, strict=True) if v is not None}
     train = TrainConfig(
@@ -526,7 +530,6 @@ def _run_stage(args: argparse.Namespace, train: Any, progress: bool) -> None:
     """Run ``args.stage`` with its options (``train``: the ``TrainConfig``)."""
     from gym_worldmodel.models import WorldModelConfig
     from gym_worldmodel.training import recipes
-    from gym_worldmodel.training.self_forcing import SelfForcingConfig
 
     if args.stage == "vae":
         presets = {
@@ -568,7 +571,7 @@ def _run_stage(args: argparse.Namespace, train: Any, progress: bool) -> None:
             memory=args.memory,
             probe_steps=BUDGET[2]
             if args.budget and args.action_weight
-            else args.probe_steps or library_default("self-forcing", "probe_steps"),
+            else args.probe_steps or PROBE_STEPS,
             balanced=args.balanced,
             anchor_motion=args.anchor_motion,
             anchor_ego=args.anchor_ego,

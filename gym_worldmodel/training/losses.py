@@ -16,6 +16,7 @@ from gym_worldmodel.models import VAE, CausalChunkDiT
 from gym_worldmodel.models.dit import sequence_anchors
 from gym_worldmodel.models.vae import to_unit
 from gym_worldmodel.sampling import FlowMatchSchedule
+from gym_worldmodel.training.config import TeacherLossConfig as TeacherLossConfig
 
 
 @dataclass(frozen=True)
@@ -37,47 +38,6 @@ def vae_loss(
     kl = 0.5 * (mean.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).mean()
     loss = l1 + mse + config.kl_weight * kl
     return loss, {"l1": l1.detach(), "mse": mse.detach(), "kl": kl.detach()}
-
-
-@dataclass(frozen=True)
-class TeacherLossConfig:
-    """Sampling of noise levels and action dropout for the teacher.
-
-    Attributes:
-        shift: Timestep shift applied to uniform levels (as the sampler uses).
-        teacher_forcing: Fraction of rows whose history is only lightly noised (levels up to
-            ``context_noise``) while the last chunk takes any level; the other rows draw every
-            chunk's level independently (diffusion forcing). Noise on history is the mask that
-            teaches the model to trust imperfect context.
-        context_noise: Largest history level in teacher-forcing rows.
-        action_dropout: Fraction of rows trained with the null action (for action guidance).
-        memory_only: Fraction of rows with a real memory chunk whose every chunk before the last
-            is pure noise (level 1): nothing but the retrieved memory and the actions tells the
-            model what the last chunk shows, so it learns to read the memory rather than lean on
-            a history that already holds the view. No draw is made while it is 0, so runs
-            without it draw what they always did.
-        clean_anchors: Anchor every chunk (``DiTConfig.frame_anchor``) to the clean previous
-            recorded frame, as the env anchors to the frame it wrote, even in rows whose history
-            is noised; off, each chunk's anchor is its previous frame as noised with it.
-        motion_focus: Weight of the loss where the picture was moving just before each chunk
-            (:func:`motion_focus_weights`); 0 weighs every position alike. A robot arm or a
-            car fills a few percent of the frame, so an unweighted loss barely asks where it
-            goes, and with it what the action says.
-    """
-
-    shift: float = 3.0
-    teacher_forcing: float = 0.5
-    context_noise: float = 0.1
-    action_dropout: float = 0.1
-    memory_only: float = 0.0
-    clean_anchors: bool = False
-    motion_focus: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.memory_only <= 1.0:
-            raise ValueError(f"memory_only is a fraction of rows in [0, 1], got {self.memory_only}")
-        if self.motion_focus < 0:
-            raise ValueError(f"motion_focus is a weight >= 0, got {self.motion_focus}")
 
 
 def motion_focus_weights(latents: Tensor, chunk_frames: int, strength: float) -> Tensor:

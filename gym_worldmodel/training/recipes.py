@@ -32,6 +32,15 @@ from gym_worldmodel.sources.episodes import (
     read_card,
 )
 from gym_worldmodel.training.action_probe import LatentActionProbe, probe_windows_loss
+from gym_worldmodel.training.config import (
+    MEMORY_GAP,
+    PROBE_STEPS,
+    SELF_FORCING_NFE,
+    STUDENT_NFE,
+    SelfForcingConfig,
+    TeacherLossConfig,
+    TrainConfig,
+)
 from gym_worldmodel.training.critic import ChunkCritic
 from gym_worldmodel.training.data import (
     Balanced,
@@ -46,17 +55,12 @@ from gym_worldmodel.training.data import (
 )
 from gym_worldmodel.training.distill import DistillConfig, student_loss
 from gym_worldmodel.training.flow import PairNet, action_flow_loss, pair_loss
-from gym_worldmodel.training.losses import (
-    TeacherLossConfig,
-    VAELossConfig,
-    teacher_loss,
-    vae_loss,
-)
+from gym_worldmodel.training.losses import VAELossConfig, teacher_loss, vae_loss
 from gym_worldmodel.training.motion import fit_anchor_motion
 from gym_worldmodel.training.runs import seeded
-from gym_worldmodel.training.self_forcing import SelfForcingConfig, self_forcing_loss
+from gym_worldmodel.training.self_forcing import self_forcing_loss
 from gym_worldmodel.training.start_frames import RunStartFrames
-from gym_worldmodel.training.trainer import LossFn, TrainConfig, Trainer, to_device
+from gym_worldmodel.training.trainer import LossFn, Trainer, to_device
 
 
 @seeded
@@ -262,10 +266,10 @@ def train_teacher(
     progress: bool = True,
     memory: bool = False,
     frame_anchor: bool = False,
-    memory_only: float = 0.0,
+    memory_only: float = TeacherLossConfig.memory_only,
     anchor_sigma: float | None = None,
-    clean_anchors: bool = False,
-    motion_focus: float = 0.0,
+    clean_anchors: bool = TeacherLossConfig.clean_anchors,
+    motion_focus: float = TeacherLossConfig.motion_focus,
     action_scale: bool = False,
 ) -> WorldModel:
     """Train the DiT as a flow-matching teacher on windows from ``data`` (all modalities).
@@ -345,7 +349,7 @@ def train_student(
     teacher_dir: str | Path,
     run_dir: Path,
     train: TrainConfig,
-    nfe: int = 3,
+    nfe: int = STUDENT_NFE,
     n_chunks: int | None = None,
     distill: DistillConfig | None = None,
     progress: bool = True,
@@ -566,15 +570,15 @@ def train_self_forcing(
     init: str | Path,
     run_dir: Path,
     train: TrainConfig,
-    nfe: int = 1,
+    nfe: int = SELF_FORCING_NFE,
     config: SelfForcingConfig | None = None,
     progress: bool = True,
     memory: bool = False,
-    probe_steps: int = 600,
+    probe_steps: int = PROBE_STEPS,
     balanced: bool = False,
     anchor_motion: bool = False,
     anchor_ego: bool = False,
-    memory_gap: int = 0,
+    memory_gap: int = MEMORY_GAP,
 ) -> WorldModel:
     """Fine-tune ``init`` on its own rollouts against the recorded future (``self_forcing.py``).
 
@@ -603,7 +607,7 @@ def train_self_forcing(
     # only a run with an action term trains the probe
     probe_train = _probe_train(train, probe_steps) if config.action_weight else None
     # encoded once up front when the run, or the probe it trains first, reads more frames than
-    # the data holds (the probe's 600 batches of 64 windows read many times a short run's)
+    # the data holds (the probe's PROBE_STEPS batches of 64 windows read many times a short run's)
     reads = [train] if probe_train is None else [train, probe_train]
     encode = any(reads_more_than_data(data, r, n * tuned.config.dit.chunk_frames) for r in reads)
     windows = chunk_windows(

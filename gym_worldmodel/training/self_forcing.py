@@ -41,8 +41,6 @@ self-generated history in it (``own_history.py``) is a constant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
@@ -50,49 +48,10 @@ from gym_worldmodel.models import CausalChunkDiT
 from gym_worldmodel.models.config import SamplerConfig
 from gym_worldmodel.sampling import FlowMatchSchedule, RowGenerators
 from gym_worldmodel.training.action_probe import LatentActionProbe
+from gym_worldmodel.training.config import SelfForcingConfig as SelfForcingConfig
 from gym_worldmodel.training.critic import ChunkCritic, adversarial_losses
 from gym_worldmodel.training.motion import overlap
 from gym_worldmodel.training.own_history import own_history
-
-
-@dataclass(frozen=True)
-class SelfForcingConfig:
-    """Settings of :func:`self_forcing_loss`.
-
-    Attributes:
-        max_chunks: Most chunks the model generates itself before the trained one (the windows
-            must hold ``max_chunks + 2`` chunks: the sink, those, and the target).
-        sampler_levels: Fraction of rows whose level is one of the sampler's steps.
-        action_dropout: Fraction of rows trained with the null action (for guidance).
-        action_weight: Weight of the latent action probe's error on the predicted chunk
-            (0: none; then no probe is needed).
-        motion_weight: Weight of the squared error of each predicted chunk's motion (mean
-            absolute latent change per frame, after the previous frame) against the recorded
-            chunk's, relative to the batch's mean recorded motion (0: none).
-        shift_weight: Weight of the squared error, in latent pixels, of each predicted frame's
-            coherent shift against the recorded frame's (:func:`chunk_shift`; 0: none).
-        adversarial_weight: Weight of the critic's verdict on the chunks the model outputs at
-            run time (0: none; then no critic is needed). The critic's own loss is added
-            unweighted: it moves only the critic.
-    """
-
-    max_chunks: int = 6
-    sampler_levels: float = 0.5
-    action_dropout: float = 0.1
-    action_weight: float = 0.0
-    motion_weight: float = 0.0
-    shift_weight: float = 0.0
-    adversarial_weight: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.max_chunks < 0:
-            raise ValueError(f"max_chunks is a number of chunks >= 0, got {self.max_chunks}")
-        for name in ("sampler_levels", "action_dropout"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} is a fraction of rows in [0, 1]")
-        for name in ("action_weight", "motion_weight", "shift_weight", "adversarial_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} is a loss weight >= 0, got {getattr(self, name)}")
 
 
 def chunk_motion(before: Tensor, chunk: Tensor) -> Tensor:

@@ -21,7 +21,6 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,79 +31,12 @@ from tqdm import tqdm
 from gym_worldmodel.files import atomic_write, remove_stale_temps
 from gym_worldmodel.models import DTYPES, precision
 from gym_worldmodel.plotting import pyplot
+from gym_worldmodel.training.config import TrainConfig as TrainConfig  # re-exported
+from gym_worldmodel.training.config import default_warmup as default_warmup
 
 #: ``loss_fn(batch, generator) -> (loss, parts)``: the parts to log are detached 0-d tensors
 #: (read back with the loss in one transfer a step) or host floats.
 LossFn = Callable[[Any, torch.Generator], tuple[Tensor, Mapping[str, Tensor | float]]]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings; the defaults are the recipe's (docs/training.md).
-
-    ``gym-worldmodel train`` reads its defaults from these fields. Until 2026-12-07 the
-    library's own were a warm-up of 200 steps and no cool-down, where ``train`` gave a tenth of
-    the steps plus one (at most 200) and a 20% cool-down: a config that leaves ``warmup`` and
-    ``cooldown`` out now trains as ``train`` does.
-
-    Attributes:
-        steps: Total optimizer steps of the run.
-        batch_size: Items per step (drawn with replacement, seeded).
-        lr: AdamW learning rate: linear warm-up over ``warmup`` steps, constant, then a linear
-            cool-down over the last ``cooldown`` fraction of ``steps`` (the last step runs at
-            ``lr`` divided by the cool-down's length in steps).
-        weight_decay: AdamW weight decay.
-        warmup: Warm-up steps; None (the default): a tenth of ``steps`` plus one, at most 200
-            (:func:`default_warmup`), set when the config is made (``dataclasses.replace``
-            keeps it, for another ``steps`` too).
-        cooldown: Fraction of the steps spent decaying the learning rate to zero (0: none).
-        grad_clip: Gradient norm clip.
-        dtype: ``"float32"`` or ``"bfloat16"`` (autocast).
-        save_every: Steps between checkpoints.
-        seed: Seeds batch order and every noise draw.
-        device: Torch device the module trains on (``"cpu"``, ``"cuda"``, ``"cuda:1"``); each
-            batch is moved there and the noise is drawn there. A run resumes on the device type
-            it started on (its noise generator's state is that device's).
-    """
-
-    steps: int = 10_000
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    warmup: int | None = None
-    cooldown: float = 0.2
-    grad_clip: float = 1.0
-    dtype: str = "float32"
-    save_every: int = 100
-    seed: int = 0
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "save_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        warmup = default_warmup(self.steps) if self.warmup is None else self.warmup
-        object.__setattr__(self, "warmup", warmup)  # a number from here on: checkpoints record it
-        if not self.lr > 0 or warmup < 0 or not 0 <= self.cooldown <= 1:
-            raise ValueError(
-                f"need lr > 0, warmup >= 0 and cooldown in [0, 1], got lr={self.lr}, "
-                f"warmup={self.warmup}, cooldown={self.cooldown}"
-            )
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
-
-    def run_settings(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the run it continues.
-
-        Everything that changes the batches, the noise or the optimisation: ``save_every`` may
-        change, and the device type is checked on its own. ``steps`` too, as long as the steps
-        run so far had the same learning rate under the new count (checked on resume: a
-        cool-down that has begun is tied to the count it began under).
-        """
-        out = dataclasses.asdict(self)
-        for free in ("steps", "save_every", "device"):
-            del out[free]
-        return out
 
 
 @contextlib.contextmanager
@@ -363,11 +295,6 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, list | tuple):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
-
-
-def default_warmup(steps: int) -> int:
-    """``TrainConfig``'s warm-up for a run of ``steps``: a tenth of them plus one, at most 200."""
-    return min(200, steps // 10 + 1)
 
 
 def learning_rate_factor(step: int, cfg: TrainConfig) -> float:
