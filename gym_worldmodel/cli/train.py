@@ -350,7 +350,10 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (
         _ALL,
         "--budget",
-        dict(action="store_true", help="reduced recipe for smoke tests: 20 steps of batch 4"),
+        dict(
+            action="store_true",
+            help=f"reduced recipe for smoke tests: {BUDGET[0]} steps of batch {BUDGET[1]}",
+        ),
     ),
     (
         _ALL,
@@ -509,9 +512,10 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     budgeted = ("steps", "batch_size", "probe_steps", "pair_steps")
     overridden = ["--" + d.replace("_", "-") for d in budgeted if getattr(args, d, None)]
     if args.budget and overridden:  # the smoke recipe sets these itself
+        steps, batch_size, probe_steps = BUDGET
         parser.error(
-            f"--budget runs 20 steps of batch 4 (and 20 probe or pair steps): drop "
-            f"{' and '.join(overridden)}"
+            f"--budget runs {steps} steps of batch {batch_size} (and {probe_steps} probe or pair "
+            f"steps): drop {' and '.join(overridden)}"
         )
     for marker, what in (("dataset.json", "a dataset"), ("model.safetensors", "a checkpoint")):
         if (args.out / marker).is_file():  # a run would write its files among them
