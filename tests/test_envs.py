@@ -1210,7 +1210,7 @@ def test_every_id_runs_its_embedded_trained_world_offline(env_id, monkeypatch):
 
 def test_an_env_starts_from_its_checkpoints_own_start_frames(tmp_path, monkeypatch):
     from gym_worldmodel import hub
-    from gym_worldmodel.envs import vector_env
+    from gym_worldmodel.envs import starts
     from gym_worldmodel.envs.worlds import WORLDS, start_frames
     from gym_worldmodel.files import checkpoint_start_frames
     from gym_worldmodel.models import WorldModel, WorldModelConfig
@@ -1225,8 +1225,8 @@ def test_an_env_starts_from_its_checkpoints_own_start_frames(tmp_path, monkeypat
     assert not np.array_equal(bundled[:2], own)
     assert np.array_equal(start_frames(world, 32, directory), own)  # read anew, not the cache
     used = []
-    real = vector_env.start_frames
-    monkeypatch.setattr(vector_env, "start_frames", lambda *a: used.append(a[2]) or real(*a))
+    real = starts.start_frames
+    monkeypatch.setattr(starts, "start_frames", lambda *a: used.append(a[2]) or real(*a))
     for model in (directory, hub.from_pretrained(directory)):  # a path, or a loaded model
         env = WorldModelVectorEnv(2, world="citywalk", model=model)
         env.reset(seed=0)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -24,38 +22,28 @@ from gym_worldmodel.envs.options import (
     check_count,
     check_options,
     check_switch,
-    checked_seeds,
-    first_chunk,
     host_options,
-    initial_conditions,
     parse_rows,
     reset_rows,
-    rng_from_state,
     row_seeds,
-    start_options,
     step_limit,
     user_rng,
 )
-from gym_worldmodel.envs.pose import POSE_FIELDS, EgoShift, advance
-from gym_worldmodel.envs.resources import check_fits
+from gym_worldmodel.envs.pose import EgoShift, advance
+from gym_worldmodel.envs.row_access import RowAccessMixin
+from gym_worldmodel.envs.row_state import RowStateMixin
 from gym_worldmodel.envs.settings import (
     check_render_mode,
     memory_switch,
     resolve_dtype,
     resolve_model,
 )
-from gym_worldmodel.envs.state import (
-    check_pose_range,
-    loadable_state,
-    to_meta,
-    with_rows,
-)
+from gym_worldmodel.envs.starts import RowStartsMixin
 from gym_worldmodel.envs.window import Window, tile
 from gym_worldmodel.envs.worlds import (
     check_finite_weights,
     get_world,
     load_model,
-    start_frames,
 )
 from gym_worldmodel.models import (
     DTYPES,
@@ -63,27 +51,11 @@ from gym_worldmodel.models import (
     available_device,
 )
 
-
-@dataclasses.dataclass
-class _StartPlan:
-    """How rows start: their NumPy generators after the draws, start chunks, poses, seeds."""
-
-    rngs: list[np.random.Generator]
-    frames: np.ndarray
-    poses: np.ndarray | None
-    torch_seeds: list[int]
-
-
 #: Constructor arguments that a fork does not take from its parent's (see ``__init__``).
 _NOT_FORK_SETTINGS = ("self", "num_envs", "reward_fn", "termination_fn", "start_fn", "engine")
-#: A row's spaces, as :meth:`WorldModelVectorEnv.get_attr` reads them (a sub-env's are its own).
-_ROW_SPACES = {
-    "observation_space": "single_observation_space",
-    "action_space": "single_action_space",
-}
 
 
-class WorldModelVectorEnv(VectorEnv):
+class WorldModelVectorEnv(RowAccessMixin, RowStateMixin, RowStartsMixin, VectorEnv):
     """``num_envs`` rows of one world, stepped by one batched forward.
 
     Args:
@@ -390,89 +362,7 @@ class WorldModelVectorEnv(VectorEnv):
             return None
         return tuple(self._frames[:, -1].to("cpu", copy=True).numpy())
 
-    # --- SyncVectorEnv's questions to its sub-envs, put to the rows -----------------------------
-
-    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
-        """Each row's answer to ``name``, as ``SyncVectorEnv.call`` asks each of its envs.
-
-        The rows are one env, not envs of their own, so a row answers only what it holds
-        alone: ``render`` is each row's frame (None without a render mode), ``idle_action``
-        its do-nothing action, and a method that takes ``env_idx`` (``get_state``,
-        ``set_state``, ``set_memory``, ``hand_over_memory``) is called once per row with
-        ``env_idx=[row]`` (``get_state``: one row's state each). An attribute that is not
-        callable is :meth:`get_attr`'s.
-
-        Raises:
-            ValueError: ``name`` is another method (``reset``, ``step``, ``fork``, ``close``,
-                a hook), which acts on every row at once and has no answer per row: call it
-                once, on the env itself.
-            TypeError: Arguments for an attribute, or an ``env_idx`` (call gives each row's).
-        """
-        if name == "render":
-            frames = self.render(*args, **kwargs)
-            return (None,) * self.num_envs if frames is None else frames
-        if name == "idle_action":
-            return tuple(self.head.idle_action(*args, **kwargs) for _ in range(self.num_envs))
-        value = getattr(self, name)
-        if not callable(value):
-            if args or kwargs:
-                raise TypeError(f"call({name!r}, ...): {name} is an attribute, not a method")
-            return self.get_attr(name)
-        takes = inspect.signature(value).parameters
-        if "env_idx" not in takes:
-            raise ValueError(
-                f"call({name!r}): {name} acts on every row of this batched env at once, so it "
-                f"has no answer per row; call envs.unwrapped.{name}(...) once (call answers "
-                "per row for render, idle_action, attributes and methods that take env_idx)"
-            )
-        if "env_idx" in inspect.signature(value).bind_partial(*args, **kwargs).arguments:
-            raise TypeError(f"call({name!r}, ...) calls {name} with each row's env_idx itself")
-        return tuple(value(*args, env_idx=[row], **kwargs) for row in range(self.num_envs))
-
-    def get_attr(self, name: str) -> tuple[Any, ...]:
-        """Each row's ``name``, as ``SyncVectorEnv.get_attr`` reads each of its envs'.
-
-        ``observation_space`` and ``action_space`` are a row's (``single_observation_space``,
-        ``single_action_space``), as a sub-env's are. Every other attribute is the env's own,
-        which its rows share: the same object once per row (``spec``, ``metadata``,
-        ``render_mode``, ``max_episode_steps``, ...). A method is read, not called (Gymnasium's
-        ``get_attr`` calls what is callable): :meth:`call` calls.
-        """
-        value = getattr(self, _ROW_SPACES.get(name, name))
-        return (value,) * self.num_envs
-
-    def set_attr(self, name: str, values: Any) -> None:
-        """Set ``name`` for every row, as ``SyncVectorEnv.set_attr`` sets it in each of its envs.
-
-        ``values`` is one value for every row, or (Gymnasium's contract) a list or tuple of
-        ``num_envs`` values, which must then all be that one value: the rows share this env,
-        which holds one of each attribute. A list meant as the value itself (``reward_fn``'s
-        hooks) goes once per row, or straight to the attribute.
-
-        Raises:
-            ValueError: A list or tuple of another length than ``num_envs``, or whose values
-                differ between rows.
-            AttributeError: ``name`` is one of the spaces, which are the world's.
-        """
-        if name in _ROW_SPACES or name in _ROW_SPACES.values():
-            raise AttributeError(
-                f"set_attr({name!r}): the spaces are the world's and cannot be set; wrap the env "
-                "(gymnasium.vector's wrappers) to change what an agent sees or sends"
-            )
-        if isinstance(values, (list, tuple)):
-            if len(values) != self.num_envs:
-                raise ValueError(
-                    f"set_attr({name!r}): values is a list or tuple, so one value per row: "
-                    f"expected {self.num_envs}, got {len(values)}"
-                )
-            differ = [row for row, value in enumerate(values) if not _same(value, values[0])]
-            if differ:
-                raise ValueError(
-                    f"set_attr({name!r}): the rows share one env, which holds one {name}, but "
-                    f"rows {differ} got other values than row 0; give one value for every row"
-                )
-            values = values[0]
-        setattr(self, name, values)
+    # --- memory switches per row -----------------------------------------------------------------
 
     def set_memory(
         self,
@@ -544,226 +434,6 @@ class WorldModelVectorEnv(VectorEnv):
     def max_episode_steps(self, value: int | None) -> None:
         self._max_episode_steps = step_limit("max_episode_steps", value)
 
-    # --- state for planners ----------------------------------------------------------------------
-
-    def get_state(self, env_idx: int | Sequence[int] | np.ndarray | None = None) -> dict[str, Any]:
-        """Copy of the rows' full state (repeats allowed: ``[0, 0, 0]`` forks row 0 three times).
-
-        ``env_idx``: a list of rows, one row (an int), or None for every row. Covers the KV
-        cache, generator states, the last chunk's latents and frames (its last frame, or all of
-        them in a chunk ``obs_mode``), pose, step count, done flags and the rows' NumPy
-        generators.
-        """
-        self._check_open()
-        if not self._started:
-            raise RuntimeError("call reset() before get_state()")
-        rows = self._rows(env_idx, repeats=True)
-        assert self._engine is not None and self._frames is not None and self._latents is not None
-        return {
-            "world": self.world.name,
-            "engine": self._engine.get_state(rows.tolist()),
-            "frames": self._frames[rows].clone(),
-            "latents": self._latents[rows].clone(),
-            "pose": None if self._pose is None else self._pose[rows].copy(),
-            "steps": self._steps[rows].copy(),
-            "done": self._done[rows].copy(),
-            "rngs": [
-                None if self._rngs[i] is None else self._rngs[i].bit_generator.state for i in rows
-            ],
-        }
-
-    def set_state(
-        self,
-        state: dict[str, Any],
-        env_idx: int | Sequence[int] | np.ndarray | None = None,
-        *,
-        seeds: int | Iterable[int] | None = None,
-    ) -> None:
-        """Load :meth:`get_state` output of as many rows into rows ``env_idx`` (all if None).
-
-        The rows draw the noise of the state's generators, unless ``seeds`` (one per loaded row,
-        or an int: the i-th loaded row gets ``seeds + i``) reseeds them as :meth:`fork` does: a
-        planner that loads one state into its futures every step draws fresh noise so.
-
-        The state is checked against the rows' own first (keys, shapes, dtypes, the world and
-        a digest of the weights that made it, read from the engine's model once, when a state
-        first needs it; floats finite, the KV cache's and the memory's stored entries
-        included; poses in ``info["pose"]``'s range): one from another world, model or env
-        configuration is a ``ValueError`` that names the first entry that differs, and the env
-        is left as it was.
-        Floating tensors may come at another precision (a float32 env's state into a bf16 one);
-        they are converted. A chunk ``obs_mode``'s state loads into an env that keeps only the
-        last frame (it takes that one); the reverse is refused. On an env never reset, the
-        first ``set_state`` starts every row once to learn what a state looks like (row seed 0;
-        a ``start_fn`` is called for it).
-        """
-        self._check_open()
-        rows = self._rows(env_idx, repeats=False)
-        if not isinstance(state, dict) or "steps" not in state:
-            raise ValueError(f"state must be what get_state() returns, got {type(state).__name__}")
-        steps = state["steps"]
-        if not isinstance(steps, np.ndarray) or steps.ndim != 1:
-            raise ValueError(
-                "state['steps'] must be a 1-D array (one step count per row, as get_state() "
-                f"gives it), got {type(steps).__name__} of shape {np.shape(steps)}"
-            )
-        if len(steps) != len(rows):
-            into = (
-                f"env_idx names {len(rows)}" if env_idx is not None else f"this env has {len(rows)}"
-            )
-            raise ValueError(f"state holds {len(steps)} rows, {into}")
-        if not self._started and len(rows) != self.num_envs:
-            raise RuntimeError("set the state of every row (or reset) before a partial one")
-        if not len(rows):
-            return  # a state of no rows, into none
-        started = self._started
-        try:
-            template = self._state_template(len(rows))
-            check_engine = getattr(self._engine, "check_state", None)  # optional (see Engine)
-            state = loadable_state(state, template, self.device, self.obs_mode, check_engine)
-            if self.world.pose is not None:  # in the pose space, as info["pose"] gives them
-                space = obs_lib.pose_space(self.world.pose, self.head.max_speed)
-                check_pose_range(state["pose"], space, POSE_FIELDS[self.world.pose])
-            seeds = checked_seeds(seeds, len(rows), "set_state seeds")
-        except ValueError:
-            self._started = started  # an env never reset stays so
-            raise
-        self._load_state(state, rows)
-        if seeds is not None:
-            self._reseed(rows, seeds)
-
-    def _state_template(self, n: int) -> dict[str, Any]:
-        """What the state of ``n`` rows looks like (tensors on the meta device), made once."""
-        template = self._templates.get(n)
-        if template is None:
-            rngs = list(self._rngs)  # what an env never reset draws its unseeded starts from
-            if not self._started:  # an env never reset is started (from row seed 0) to say
-                self._start_rows(np.arange(self.num_envs), [0] * self.num_envs, None)
-                self._started = True
-            # From the states of one and two rows, not of n: a state is megabytes a row.
-            one, two = (to_meta(self.get_state(np.zeros(k, np.int64))) for k in (1, 2))
-            template = with_rows(one, two, n)
-            self._rngs[:] = rngs  # and keeps: a refused state leaves no seed 0 behind
-            self._templates[n] = template
-        return template
-
-    def _load_state(self, state: dict[str, Any], rows: np.ndarray) -> None:
-        """Load a state known to fit (checked, or this env class's own) into ``rows``."""
-        self._build_engine()
-        if not self._started:
-            self._frames = torch.zeros_like(state["frames"], device=self.device)
-            self._latents = torch.zeros_like(
-                state["latents"], device=self.device, dtype=torch.float32
-            )
-        assert self._engine is not None and self._frames is not None and self._latents is not None
-        self._engine.set_state(state["engine"], rows.tolist())
-        self._frames[rows] = state["frames"].to(self._frames.device)
-        self._latents[rows] = state["latents"].to(self._latents)
-        if self._pose is not None:
-            self._pose[rows] = state["pose"]
-        self._steps[rows], self._done[rows] = state["steps"], state["done"]
-        for row, rng_state in zip(rows, state["rngs"], strict=True):
-            self._rngs[row] = None if rng_state is None else rng_from_state(rng_state)
-        self._started = True
-
-    def fork(
-        self,
-        row: int | Sequence[int] | np.ndarray,
-        n: int,
-        seeds: int | Iterable[int] | None = None,
-        *,
-        autoreset_mode: AutoresetMode | str | None = None,
-        output: str | None = None,
-        max_episode_steps: int | None = None,
-    ) -> WorldModelVectorEnv:
-        """A new ``n``-row env whose rows all continue from row ``row`` (the model is shared).
-
-        ``row`` may be a list of B rows: the new env then has ``B * n`` rows, row ``row[i]``'s
-        futures at ``i * n`` to ``(i + 1) * n - 1`` (planning for B envs in one batch; its
-        ``seeds`` are one per new row).
-
-        Without ``seeds`` every fork draws the same noise (common random numbers: futures differ
-        only by their actions); ``seeds`` (one per fork, or an int: fork i gets ``seeds + i``, as
-        in :meth:`reset`) reseeds each fork's generators (the model's noise and the NumPy
-        generator that picks start frames on autoreset) so their futures differ. A state loaded
-        later (:meth:`set_state`) brings its rows' generators with it, unless its ``seeds``
-        reseed them. With memory, each fork gets its own copy of the row's memory. Hooks with values
-        per row (a goal image or target per row) keep row ``row``'s in every fork (``select``,
-        see :mod:`gym_worldmodel.envs.hooks`).
-
-        ``output`` (``"numpy"`` or ``"torch"``; default this env's) is what the forks return: a
-        planner scoring futures on the GPU takes ``"torch"`` from an env that gives an agent NumPy.
-        Forks render as this env does, but for ``"human"``: a fork of an env that shows its
-        frames in a window renders ``"rgb_array"``, unseen.
-
-        Forks keep the rows' step counts and, unless ``max_episode_steps`` says otherwise (-1:
-        no limit), this env's ``max_episode_steps``: ``max_episode_steps=-1`` imagines past the
-        episode's time limit (a future forked near its end would restart inside a planning
-        horizon). A fork that
-        ends inside a planning horizon (a termination hook, the robot's
-        ``terminate_episode = 0``, ``max_episode_steps``) restarts as ``autoreset_mode`` says
-        (default: this env's): with ``NEXT_STEP`` its next step begins a new episode (reward 0)
-        and the rewards after it are that episode's; with ``DISABLED`` stepping it raises. Count
-        a plan's return until its row is done::
-
-            alive, ret = np.ones(n, bool), np.zeros(n)
-            for action in plan:
-                _, reward, terminated, truncated, _ = futures.step(action)
-                ret += alive * reward
-                alive &= ~(terminated | truncated)
-        """
-        self._check_open()
-        if not self._started:
-            raise RuntimeError("call reset() before fork()")
-        # rows picked on the device (a torch planner's argmax) too
-        parents = parse_rows(row, self.num_envs, "row", repeats=True, empty=False).tolist()
-        check_count("n", n, "forks")
-        if output is not None:
-            check_choice("output", output, ("numpy", "torch"))
-        limit = self.max_episode_steps if max_episode_steps is None else max_episode_steps
-        step_limit("max_episode_steps", limit)  # checked before the fork is built
-        check_fits(self._state_template(1), len(parents) * n, self.device, "a fork")
-        mode = autoreset_mode_of(autoreset_mode or self.metadata["autoreset_mode"])
-        rows = np.repeat(np.asarray(parents, np.int64), n).tolist()  # each parent's n futures
-        seeds = checked_seeds(seeds, len(rows), "fork seeds")
-        state = self.get_state(rows)
-        source = cast(FullEngine, self._engine)  # forking needs the engine's model (see Engine)
-        engine = self._make_engine(
-            source.model, len(rows), source.memory is not None, weights=source.weights
-        )
-        child = WorldModelVectorEnv(
-            len(rows),
-            **{
-                **self._settings,  # as this env was made, but for what is its own now:
-                "model": None,  # the engine brings it (a fork keeps no model alive of its own)
-                "device": self.device,
-                "dtype": self.dtype,
-                # imagined futures are not shown (a planner's forks would fill the window)
-                "render_mode": "rgb_array" if self.render_mode == "human" else self.render_mode,
-                "output": output or self.output,
-                "autoreset_mode": mode,
-                "max_episode_steps": limit,
-                "reward_fn": hook_lib.select(self.reward_fn, rows),
-                "termination_fn": hook_lib.select(self.termination_fn, rows),
-                "start_fn": self.start_fn,
-                "memory": self.memory,
-                "memory_shared": False,  # each fork its own copy of its row's memory
-                "engine": engine,  # the model, its nfe and the memory come with the engine
-            },
-        )
-        child.checkpoint_dir = self.checkpoint_dir  # its start frames for the forks' autoresets
-        child._load_state(state, np.arange(len(rows)))  # this env's own state: nothing to check
-        if seeds is not None:
-            child._reseed(np.arange(len(rows)), seeds)
-        return child
-
-    def _reseed(self, rows: np.ndarray, seeds: list[int]) -> None:
-        """Reseed the rows' generators: the model's noise and the NumPy one of their autoresets."""
-        assert self._engine is not None  # built by the reset, set_state or fork before
-        self._engine.seed(seeds, env_idx=rows.tolist())
-        for row, seed in zip(rows, seeds, strict=True):
-            self._rngs[row] = np.random.default_rng(seed)
-
     # --- internals -------------------------------------------------------------------------------
 
     def _obs_space(self) -> spaces.Space:
@@ -823,93 +493,6 @@ class WorldModelVectorEnv(VectorEnv):
                 if self._engine_given  # a fork's: its engine is gone with it
                 else "this env is closed: reset() reopens it (the weights load again)"
             )
-
-    def check_reset_options(self, options: Mapping[str, Any], n: int) -> None:
-        """Raise as ``reset(options=options)`` of ``n`` rows would, without resetting any.
-
-        For adapters that reset groups of rows with their own options (SB3's per-row options):
-        every group is checked before any row is reset.
-        """
-        self._start_options(host_options(options), n)
-
-    def _start_options(self, options: dict, n: int, also: tuple[str, ...] = ()):
-        """Options that start ``n`` rows: ``(user start chunks or None, pose column -> values)``."""
-        max_speed = self.head.max_speed  # the driving head's
-        return start_options(options, n, self.config, self.world.pose, max_speed, also)
-
-    def _start_rows(
-        self,
-        rows: np.ndarray,
-        seeds: list[int | None],
-        frames: np.ndarray | None,
-        start: dict[int, np.ndarray] | None = None,
-    ) -> None:
-        """Reseed, pick start frames and start ``rows`` in the engine.
-
-        ``start``: pose column -> the rows' values there (driving: speed and heading); the
-        other columns start at the world's start pose.
-        """
-        self._begin_rows(rows, self._plan_start(rows, seeds, frames, start))
-
-    def _plan_start(
-        self,
-        rows: np.ndarray,
-        seeds: list[int | None],
-        frames: np.ndarray | None,
-        start: dict[int, np.ndarray] | None = None,
-    ) -> _StartPlan:
-        """What starting ``rows`` takes (start_fn asked, frames picked), nothing changed yet.
-
-        Made before a step whose rows reset next, so that a ``start_fn`` that raises or returns
-        options that do not fit raises before the model steps.
-        """
-        self._build_engine()
-        # The rows' generators change only once the engine has started them: a failed start
-        # leaves them (and the rows) as they were.
-        rngs = []
-        for k, row in enumerate(rows):
-            rng = self._rngs[row]
-            if seeds[k] is not None or rng is None:
-                rngs.append(np.random.default_rng(seeds[k]))
-            else:
-                rngs.append(rng_from_state(rng.bit_generator.state))
-        if self.start_fn is not None:
-            frames, start = initial_conditions(
-                self.start_fn, rngs, self._start_options, frames, start or {}
-            )
-        size = self.config.vae.image_size
-        bundled = start_frames(self.world, size, self.checkpoint_dir) if frames is None else None
-        torch_seeds, chunks = [], []
-        for rng in rngs:
-            if bundled is not None:
-                chunks.append(first_chunk(bundled[rng.integers(len(bundled))][None], self.config))
-            torch_seeds.append(int(rng.integers(2**63 - 1)))
-        frames = np.stack(chunks) if frames is None else frames
-        poses = None
-        if self._pose is not None:
-            poses = np.tile(np.asarray(self.world.start_pose, np.float64), (len(rows), 1))
-            for column, values in (start or {}).items():
-                poses[:, column] = values
-        return _StartPlan(rngs, frames, poses, torch_seeds)
-
-    def _begin_rows(self, rows: np.ndarray, plan: _StartPlan) -> None:
-        """Start ``rows`` in the engine as ``plan`` says, then take its generators."""
-        assert self._engine is not None  # built by _plan_start
-        frames_t = torch.from_numpy(np.ascontiguousarray(plan.frames)).to(self.device)
-        latents, frames_t = self._engine.start(
-            rows.tolist(), frames_t, poses=plan.poses, seeds=plan.torch_seeds
-        )
-        frames_t = frames_t[:, self._decode]
-        for row, rng in zip(rows, plan.rngs, strict=True):
-            self._rngs[row] = rng
-        if self._frames is None:
-            self._frames, self._latents = frames_t.clone(), latents.clone()
-        else:
-            assert self._latents is not None  # set with the frames
-            self._frames[rows], self._latents[rows] = frames_t, latents
-        self._steps[rows], self._done[rows] = 0, False
-        if self._pose is not None:
-            self._pose[rows] = plan.poses
 
     def _judge(
         self, prev_frame: torch.Tensor, vec: np.ndarray, prev_pose: np.ndarray | None
@@ -982,17 +565,3 @@ class WorldModelVectorEnv(VectorEnv):
         rows = np.flatnonzero(started)
         frames[rows] = self._frames[rows, -1:].cpu().numpy()
         self._window.show(tile(frames), self.metadata["render_fps"] * frames.shape[1])
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Whether two rows' values are one value: the same object, or equal (arrays entry by entry)."""
-    if a is b:
-        return True
-    try:
-        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-            return type(a) is type(b) and np.array_equal(a, b)
-        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-            return a.shape == b.shape and torch.equal(a, b)  # (other devices: RuntimeError)
-        return bool(a == b)
-    except (TypeError, ValueError, RuntimeError):  # values that do not compare: not one value
-        return False
