@@ -70,15 +70,11 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
 from gym_worldmodel.envs import observations as obs_lib
 from gym_worldmodel.envs.options import autoreset_mode, check_seed
 from gym_worldmodel.envs.registration import check_world_id
+from gym_worldmodel.envs.row_access import ROW_SPACES
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 #: Reset options that pick rows; an SB3 reset always resets every row.
 _ROW_OPTIONS = ("env_idx", "reset_mask")
-#: What ``get_attr`` reads for SB3's names of a single env's spaces.
-_ROW_SPACES = {
-    "observation_space": "single_observation_space",
-    "action_space": "single_action_space",
-}
 
 
 #: What step_async has not been given (None is an action the vector env refuses clearly).
@@ -231,10 +227,11 @@ class WorldModelSB3VecEnv(VecEnv):
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         """The vector env's attribute, once per index (all rows share one object).
 
-        ``observation_space`` and ``action_space`` are a row's, as SB3's VecEnvs give them.
+        ``observation_space`` and ``action_space`` are a row's, as SB3's VecEnvs give them:
+        the vector env's own ``get_attr`` answers per row.
         """
-        value = getattr(self.venv, _ROW_SPACES.get(attr_name, attr_name))
-        return [value] * len(self._checked_indices(indices))
+        values = self.venv.get_attr(attr_name)
+        return [values[row] for row in self._checked_indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         """Set an attribute of the vector env; it is shared, so ``indices`` must name every row.
@@ -242,7 +239,7 @@ class WorldModelSB3VecEnv(VecEnv):
         The spaces are the world's and cannot be set: a wrapper changes what an agent sees.
         """
         rows = self._checked_indices(indices)
-        if attr_name in _ROW_SPACES or attr_name in _ROW_SPACES.values():
+        if attr_name in ROW_SPACES or attr_name in ROW_SPACES.values():
             raise AttributeError(
                 f"{attr_name} is the world's and cannot be set; wrap this VecEnv in an SB3 "
                 "VecEnvWrapper to change what an agent sees or sends (the adapter takes the "
@@ -253,7 +250,7 @@ class WorldModelSB3VecEnv(VecEnv):
                 f"all rows share one vector env: set_attr({attr_name!r}) can only set every row, "
                 f"got indices {rows}"
             )
-        setattr(self.venv, attr_name, value)
+        self.venv.set_attr(attr_name, [value] * self.num_envs)  # SB3's one value, in every row
 
     def env_method(
         self,
@@ -282,7 +279,8 @@ class WorldModelSB3VecEnv(VecEnv):
             images = self.get_images()
             return [images[row] for row in rows]
         if method_name == "idle_action":  # each row's own, not the batch's
-            return [self.venv.head.idle_action() for _ in rows]
+            actions = self.venv.call("idle_action", *method_args, **method_kwargs)
+            return [actions[row] for row in rows]
         method = getattr(self.venv, method_name)
         parameters = inspect.signature(method).parameters
         bound = inspect.signature(method).bind_partial(*method_args, **method_kwargs).arguments
