@@ -1,16 +1,22 @@
 """``render_mode="human"``: the window shows what reset and step return, paced, and closes.
 
-Headless: SDL's dummy video driver, set before pygame opens its display.
+The world envs and the simulator envs. Headless: SDL's dummy
+video driver (highway-env's, whose frames are black under it: the off-screen one), set before
+pygame opens its display.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 import time
 import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.error import DependencyNotInstalled
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 from helpers import TINY
@@ -23,10 +29,12 @@ pygame = pytest.importorskip("pygame", reason="needs pygame-ce (the play extra)"
 DRIVING = "WorldModel-Driving-v0"
 
 
-@pytest.fixture
-def screen(monkeypatch):
+def recorded(monkeypatch, driver):
     """Every picture flipped onto the window, ``(H, W, 3)`` as the env's frames are laid out."""
-    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    if driver is None:
+        monkeypatch.delenv("SDL_VIDEODRIVER", raising=False)
+    else:
+        monkeypatch.setenv("SDL_VIDEODRIVER", driver)
     flipped = []
     flip = pygame.display.flip
 
@@ -35,8 +43,28 @@ def screen(monkeypatch):
         flip()
 
     monkeypatch.setattr(pygame.display, "flip", record)
-    yield flipped
+    return flipped
+
+
+@pytest.fixture
+def screen(monkeypatch):
+    """The pictures flipped onto a window of SDL's dummy driver."""
+    yield recorded(monkeypatch, "dummy")
     pygame.display.quit()  # a test that failed half way leaves no window to the next
+
+
+@pytest.fixture
+def offscreen(monkeypatch):
+    """The pictures flipped onto a window of SDL's off-screen driver (highway-env draws there)."""
+    yield recorded(monkeypatch, "offscreen")
+    pygame.quit()  # (highway-env's viewer started pygame's font module too)
+
+
+@pytest.fixture
+def any_driver(monkeypatch):
+    """The pictures flipped onto a window of the driver pygame picks, none asked for."""
+    yield recorded(monkeypatch, None)
+    pygame.quit()
 
 
 def enlarged(frame, scale):
@@ -160,4 +188,86 @@ def test_a_window_with_no_display_behind_it_warns(screen, monkeypatch):
     env = gym.make(DRIVING, render_mode="human", **TINY)
     with pytest.warns(UserWarning, match="found no display.*'dummy'"):
         env.reset(seed=0)
+    env.close()
+
+
+# --- the simulator envs ---
+
+
+def simulator(sim_id, picture):
+    """A ``Simulator-*`` id whose simulator is installed, and the fixture its window needs."""
+    module = {"Simulator-Driving-v0": "highway_env", "Simulator-CityWalk-v0": "miniworld"}
+    missing = importlib.util.find_spec(module[sim_id]) is None
+    marks = pytest.mark.skipif(missing, reason=f"needs {module[sim_id]} (simulators extra)")
+    return pytest.param(sim_id, picture, marks=marks)
+
+
+SIMULATORS = [
+    simulator("Simulator-Driving-v0", "offscreen"),
+    simulator("Simulator-CityWalk-v0", "screen"),
+]
+
+
+@pytest.mark.parametrize(("sim_id", "picture"), SIMULATORS)
+def test_a_simulator_env_shows_each_steps_frames_and_returns_the_same_observations(
+    sim_id, picture, request
+):
+    screen = request.getfixturevalue(picture)
+    seen = play(gym.make(sim_id, render_mode="rgb_array", obs_mode="chunk"))
+    env = gym.make(sim_id, render_mode="human", obs_mode="chunk")
+    assert env.render_mode == "human" and "human" in env.metadata["render_modes"]
+    start = time.perf_counter()
+    shown = play(env)
+    elapsed = time.perf_counter() - start
+    assert all(np.array_equal(a, b) for a, b in zip(seen, shown, strict=True))  # same bits
+    assert shown[0].std() > 5  # a picture, not a blank (highway-env's is under the dummy driver)
+    assert env.render() is None
+    flat = [shown[0][-1]] + [frame for chunk in shown[1:] for frame in chunk]
+    assert len(screen) == len(flat) == 1 + 3 * 3  # the start, then every step's 3 frames
+    for picture, frame in zip(screen, flat, strict=True):  # 64 x 64 frames, 8 x: 512 x 512
+        assert np.array_equal(picture, enlarged(frame, 8))
+    # paced at the world's 15 frames a second: the start's frame and 8 more shown for 1/15 s
+    assert elapsed >= 9 / env.metadata["world_fps"] * 0.9
+    env.close()
+    assert not pygame.display.get_init()
+    env.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("highway_env") is None, reason="needs highway-env")
+@pytest.mark.filterwarnings("ignore:.*found no display")  # a machine without one
+def test_the_driving_simulator_leaves_the_windows_video_driver_alone(any_driver):
+    """highway-env's source asks for pygame's off-screen driver, which would hide the window on
+    a desktop: the window starts the display first, and the source leaves it alone."""
+    env = gym.make("Simulator-Driving-v0", render_mode="human")
+    obs, _ = env.reset(seed=0)
+    assert "SDL_VIDEODRIVER" not in os.environ
+    assert np.array_equal(any_driver[-1], enlarged(obs, 8))
+    env.close()  # highway-env's viewer quits pygame: a reset opens both again, as they were
+    env.reset(seed=1)
+    assert "SDL_VIDEODRIVER" not in os.environ and len(any_driver) == 2
+    env.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("miniworld") is None, reason="needs miniworld")
+def test_closing_a_simulators_window_lets_it_step_on_unseen(screen):
+    seen = play(gym.make("Simulator-CityWalk-v0", render_mode="rgb_array"))
+    env = gym.make("Simulator-CityWalk-v0", render_mode="human")
+    shown = play(env, steps=1)
+    pygame.event.post(pygame.event.Event(pygame.QUIT))
+    with pytest.warns(UserWarning, match="window was closed"):
+        shown.append(env.step(env.action_space.sample())[0])
+    shown.append(env.step(env.action_space.sample())[0])
+    assert all(np.array_equal(a, b) for a, b in zip(seen, shown, strict=True))
+    assert not pygame.display.get_init() and len(screen) == 1 + 3
+    env.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("miniworld") is None, reason="needs miniworld")
+def test_without_pygame_a_simulators_human_mode_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pygame", None)  # import pygame raises ImportError
+    with pytest.raises(DependencyNotInstalled, match=r"pip install gym-worldmodel\[play\]"):
+        gym.make("Simulator-CityWalk-v0", render_mode="human")
+    env = gym.make("Simulator-CityWalk-v0", render_mode="rgb_array")  # needs no pygame
+    obs, _ = env.reset(seed=0)
+    assert np.array_equal(env.render(), obs)
     env.close()

@@ -39,7 +39,7 @@ from gym_worldmodel.envs.settings import (
     resolve_model,
 )
 from gym_worldmodel.envs.starts import RowStartsMixin
-from gym_worldmodel.envs.window import Window, tile
+from gym_worldmodel.envs.window import Window
 from gym_worldmodel.envs.worlds import (
     check_finite_weights,
     get_world,
@@ -564,4 +564,4 @@ class WorldModelVectorEnv(RowAccessMixin, RowStateMixin, RowStartsMixin, VectorE
         frames = chunk.to("cpu", copy=True).numpy()
         rows = np.flatnonzero(started)
         frames[rows] = self._frames[rows, -1:].cpu().numpy()
-        self._window.show(tile(frames), self.metadata["render_fps"] * frames.shape[1])
+        self._window.show_rows(frames, self.metadata["render_fps"] * frames.shape[1])

@@ -3,7 +3,8 @@
 pygame (pygame-ce) comes with the ``play`` extra; the core package never imports it. The env
 draws every frame of a step's chunk in turn, so the window plays the world's motion at its own
 frame rate, and a row that starts an episode shows its first frame for a step's time. An env of
-several rows shows them tiled in one grid, as Gymnasium's vector ``HumanRendering`` does.
+several rows shows them tiled in one grid, as Gymnasium's vector ``HumanRendering`` does. The
+world envs and the simulator envs draw in this window.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Window:
         self.pygame = import_pygame()
         self.caption = caption
         self.dismissed = False  # the user closed the window
-        self._clock: Any = None  # pygame.time.Clock, from the window's first frame
+        self._clock: Any = None  # pygame.time.Clock, from when the display starts
         self._rate = 0.0  # the frames a second of the frame on the screen (0: none yet)
 
     def show(self, frames: np.ndarray, fps: float) -> None:
@@ -95,6 +96,28 @@ class Window:
             pygame.display.flip()
             self._rate = fps
 
+    def show_rows(self, frames: np.ndarray, fps: float) -> None:
+        """Draw rows' frames ``(B, T, H, W, 3)`` tiled in one grid (:func:`tile`), in turn."""
+        self.show(tile(frames), fps)
+
+    def open_display(self) -> None:
+        """Start pygame's display now, with the video driver this machine offers, if not started.
+
+        An env whose simulator draws with pygame off screen calls it before the simulator starts:
+        highway-env's source asks for pygame's off-screen driver where the display is not
+        started yet (see :mod:`gym_worldmodel.sources.highway`), which would hide the window.
+        """
+        if self.dismissed:
+            return
+        # SDL's window surface in main memory, not an OpenGL texture: on Linux SDL would
+        # otherwise make a GLX context to test the driver's vendor, which fails (and kills the
+        # process) where MiniWorld has made its EGL context current, and a window closed later
+        # leaves MiniWorld's frame buffer invalid. A 512-pixel window needs no acceleration.
+        os.environ.setdefault("SDL_FRAMEBUFFER_ACCELERATION", "0")
+        self.pygame.display.init()
+        if self._clock is None:
+            self._clock = self.pygame.time.Clock()
+
     def close(self) -> None:
         """Close the window, if this env opened one; calling it again does nothing."""
         if self._clock is not None and self.pygame.display.get_init():
@@ -107,9 +130,9 @@ class Window:
         pygame has one window per process: envs that show frames in the same process share it.
         """
         pygame = self.pygame
-        screen = pygame.display.get_surface() if pygame.display.get_init() else None
+        self.open_display()
+        screen = pygame.display.get_surface()
         if screen is None or screen.get_size() != size:
-            pygame.display.init()
             screen = pygame.display.set_mode(size)
             pygame.display.set_caption(self.caption)
             driver = pygame.display.get_driver()
@@ -120,6 +143,4 @@ class Window:
                     "metadata['render_fps']; make the env with render_mode='rgb_array' or None "
                     "on a machine without a display"
                 )
-        if self._clock is None:
-            self._clock = pygame.time.Clock()
         return screen

@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -63,8 +64,12 @@ _KP_HEADING = 1.0 / 0.25  # [1/s] heading error -> heading rate
 
 def _import_highway_env() -> Any:
     """Import highway_env for offscreen rendering, or fail with an install hint."""
-    # "offscreen", not "dummy": the dummy SDL driver renders all-black frames.
-    os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
+    # "offscreen", not "dummy": the dummy SDL driver renders all-black frames. Not where pygame's
+    # display is started: a render_mode="human" window (which starts it before the simulator,
+    # Window.open_display) keeps its driver, and the variable would hide it when it reopens.
+    pygame = sys.modules.get("pygame")
+    if pygame is None or not pygame.display.get_init():
+        os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
     try:
         import highway_env
     except ImportError as err:

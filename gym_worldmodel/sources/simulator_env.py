@@ -37,6 +37,7 @@ from gym_worldmodel.envs.options import (
 )
 from gym_worldmodel.envs.pose import wrap_deg
 from gym_worldmodel.envs.state import check_state
+from gym_worldmodel.envs.window import Window
 from gym_worldmodel.envs.worlds import get_world, model_config
 
 #: world -> (the simulator its episodes were recorded in, the module it needs in this process;
@@ -110,10 +111,13 @@ class SimulatorEnv(gym.Env):
         crash_ends: Driving only (ignored elsewhere: nothing to crash): end the episode when
             the car crashes; False drives on (highway-env brakes a crashed car).
 
-    Hooks get their tensors on the CPU (the world env gives them on its device).
+    ``render_mode="human"`` shows the simulator's frames in the world env's pygame window (the
+    ``play`` extra): a step's frames in turn at the world's frame rate, :meth:`render` None,
+    :meth:`close` closes it. Hooks get their tensors on the CPU (the world env gives them on
+    its device).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 5}
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 5}
     # assigned later too (env.reward_fn = hook), each is checked as at make
     reward_fn = hook_lib.CheckedHook()
     termination_fn = hook_lib.CheckedHook()
@@ -135,8 +139,12 @@ class SimulatorEnv(gym.Env):
     ) -> None:
         if world not in SIMULATORS:
             raise ValueError(f"world must be one of {sorted(SIMULATORS)}, got {world!r}")
-        check_choice("render_mode", render_mode, (None, "rgb_array"))
+        check_choice("render_mode", render_mode, (None, "human", "rgb_array"))
         self.world = get_world(world)
+        # (pygame imported now: without it, making the env is what fails)
+        self._window = (
+            Window(f"gym-worldmodel {world} simulator") if render_mode == "human" else None
+        )
         self.frames_mode, self.pose_obs = obs_lib.parse_obs_mode(obs_mode, self.world.pose)
         if self.frames_mode == "latent":
             raise ValueError(
@@ -225,6 +233,8 @@ class SimulatorEnv(gym.Env):
             parse = self._start_fn_options
             frames, start = initial_conditions(self.start_fn, [rng], parse, frames, start)
         sim_seed = int(rng.integers(2**31 - 1))
+        if self._window is not None:  # before the simulator starts pygame its own way
+            self._window.open_display()
         if self.world.name == "driving":
             speed, heading = (float(start[c][0]) if c in start else None for c in (3, 2))
             frame, pose = self.source.start(sim_seed, speed=speed, heading_deg=heading)
@@ -235,6 +245,7 @@ class SimulatorEnv(gym.Env):
         self._np_random, self._np_random_seed = rng, rng_seed  # as gym.Env.reset sets them
         self._origin, self._frames = origin, np.repeat(frame[None], self.frames_per_step, 0)
         self._pose, self._steps, self._blocked, self._done = self._relative(pose), 0, False, False
+        self._show(self._frames[-1:])  # the start, for a step's time
         return self._obs(), self._info()
 
     def step(self, action: Any):
@@ -257,16 +268,19 @@ class SimulatorEnv(gym.Env):
         terminated = bool(ended[0] or (crashed and self.crash_ends))
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
         self._done = terminated or bool(truncated)
+        self._show(self._frames)
         return self._obs(), float(rewards[0]), terminated, bool(truncated), self._info()
 
     def render(self) -> np.ndarray | None:
-        """The current frame."""
-        if self.render_mode is None or self._frames is None:
+        """The current frame with ``"rgb_array"``; None in ``"human"`` mode (the window's)."""
+        if self.render_mode != "rgb_array" or self._frames is None:
             return None
         return self._frames[-1].copy()
 
     def close(self) -> None:
-        """Close the simulator."""
+        """Close the window and the simulator; calling it again does nothing."""
+        if self._window is not None:
+            self._window.close()
         if self._source is not None:
             self._source.close()
             self._source, self._frames = None, None
@@ -390,6 +404,11 @@ class SimulatorEnv(gym.Env):
 
         ends = self.head.ends_episode(vec)
         return hook_lib.judge(self.reward_fn, self.termination_fn, arguments, 1, ends)
+
+    def _show(self, frames: np.ndarray) -> None:
+        """Draw frames ``(T, H, W, 3)`` in the window (human mode), in a step's time."""
+        if self._window is not None:
+            self._window.show(frames, self.metadata["render_fps"] * len(frames))
 
     def _obs(self) -> Any:
         assert self._frames is not None  # (a reset or step set them)
