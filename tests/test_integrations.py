@@ -395,8 +395,8 @@ def test_the_module_has_pettingzoos_factories_and_names_unknown_agents():
         env.step([np.array([0, 0])] * 2)
     with pytest.raises(ValueError, match=r"unknown agents \['bob'\]"):
         env.step({"agent_0": np.array([0, 0]), "agent_1": np.array([0, 0]), "bob": 0})
-    with pytest.raises(ValueError, match=r"render_mode 'human': this env renders 'rgb_array'"):
-        parallel_env(render_mode="human")
+    with pytest.raises(ValueError, match=r"render_mode 'rgb': this env renders 'rgb_array'"):
+        parallel_env(render_mode="rgb")
 
 
 def test_parallel_same_seed_same_rollout():
@@ -425,7 +425,8 @@ def test_parallel_spaces_state_render_and_close():
         a: [env.action_space(a).sample().tolist() for _ in range(8)] for a in env.possible_agents
     }
     assert draws["agent_0"] != draws["agent_1"]  # copies of one space drew the same actions
-    assert env.metadata["is_parallelizable"] and env.metadata["render_modes"] == ["rgb_array"]
+    assert env.metadata["is_parallelizable"]
+    assert env.metadata["render_modes"] == ["human", "rgb_array"]
     obs, infos = env.reset(seed=0)
     assert env.num_agents == 2 and env.max_num_agents == 2
     assert set(infos["agent_0"]) == {"step", "pose", "memory_hits", "memory_score"}

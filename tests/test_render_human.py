@@ -1,12 +1,13 @@
 """``render_mode="human"``: the window shows what reset and step return, paced, and closes.
 
-The world envs and the simulator envs. Headless: SDL's dummy
+The world envs, the simulator envs and the PettingZoo envs. Headless: SDL's dummy
 video driver (highway-env's, whose frames are black under it: the off-screen one), set before
 pygame opens its display.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -16,6 +17,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.error import DependencyNotInstalled
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
@@ -271,3 +273,76 @@ def test_without_pygame_a_simulators_human_mode_names_the_extra(monkeypatch):
     obs, _ = env.reset(seed=0)
     assert np.array_equal(env.render(), obs)
     env.close()
+
+
+# --- the PettingZoo envs ---
+
+
+def parallel(**kwargs):
+    """The PettingZoo parallel env of 3 city-walk agents on the tiny model."""
+    pytest.importorskip("pettingzoo")
+    from gym_worldmodel.integrations import pettingzoo as module
+
+    kwargs = {"num_agents": 3, "max_cycles": 5, "shared_memory": False, **TINY, **kwargs}
+    return module.WorldModelParallelEnv("WorldModel-CityWalk-v0", **kwargs)
+
+
+def agents_play(env, steps, actions):
+    """Each agent's observations: a seeded reset, then ``steps`` steps of ``actions``."""
+    obs, _ = env.reset(seed=0)
+    out = [obs]
+    for _ in range(steps):
+        out.append(env.step({agent: actions[agent] for agent in env.agents})[0])
+    return out
+
+
+def test_pettingzoo_agents_are_shown_tiled_and_a_done_agents_view_stays(screen):
+    def end_agent_1(prev_obs, action, obs, info):  # agent_1 ends in its 2nd step
+        return np.asarray(info["step"]) * [0, 1, 0] == 2
+
+    kwargs = dict(termination_fn=end_agent_1, obs_mode="chunk")
+    actions = {"agent_0": np.array([1, 0]), "agent_1": np.array([0, 2]), "agent_2": [3, 1]}
+    seen = agents_play(parallel(render_mode="rgb_array", **kwargs), 4, actions)
+    env = parallel(render_mode="human", **kwargs)
+    assert env.metadata["render_modes"] == ["human", "rgb_array"]
+    shown = agents_play(env, 4, actions)
+    for a, b in zip(seen, shown, strict=True):  # the same bits, agent by agent
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert env.render() is None and env.agents == ["agent_0", "agent_2"]
+    assert len(screen) == 1 + 4 * 2  # the start, then each step's 2 frames (the tiny world)
+    last = shown[2]["agent_1"][-1]  # agent_1's last frame, of the step it ended in
+    for step in (1, 2, 3, 4):  # its hidden row steps on from step 3; its view keeps that frame
+        agent_1 = shown[step]["agent_1"] if step <= 2 else np.stack([last, last])
+        views = np.stack([shown[step]["agent_0"], agent_1, shown[step]["agent_2"]])
+        for k in range(2):  # 3 views: 2 x 2 cells of 33 pixels less one, 7 x
+            assert np.array_equal(screen[1 + 2 * (step - 1) + k], enlarged(tile(views)[k], 7))
+    saved = env.get_state()
+    assert np.array_equal(saved["frames"][1], last)  # the state keeps the views shown
+    quiet = parallel(**kwargs)  # a state of an env that shows nothing, into one that does
+    quiet.reset(seed=5)
+    state = quiet.get_state()
+    kept = state["venv"]["frames"].clone()
+    for into in (env, parallel(render_mode="rgb_array", **kwargs)):
+        into.set_state(state)
+        into.step({agent: actions[agent] for agent in into.agents})
+        assert torch.equal(state["venv"]["frames"], kept)  # the state stays reusable
+    assert len(screen) == 9 + 2
+    env.set_state(saved)
+    env.close()
+    assert not pygame.display.get_init()
+    env.close()
+
+
+def test_pettingzoos_render_test_passes_in_both_modes(screen):
+    render_test = pytest.importorskip("pettingzoo.test").render_test
+    from gym_worldmodel.integrations import pettingzoo as module
+
+    aec = functools.partial(module.env, "WorldModel-Driving-v0", num_agents=2, **TINY)
+    render_test(aec)  # the AEC form: "human" renders None, "rgb_array" a frame
+    assert len(screen) > 0
+
+
+def test_without_pygame_pettingzoos_human_mode_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pygame", None)  # import pygame raises ImportError
+    with pytest.raises(DependencyNotInstalled, match=r"pip install gym-worldmodel\[play\]"):
+        parallel(render_mode="human")

@@ -28,14 +28,14 @@ Done agents (PettingZoo semantics): an agent that terminates or truncates leaves
 still steps all rows together, so a dead agent's row is restarted internally (a partial reset
 with ``options={"env_idx": ...}``, as the vector env's disabled autoreset requires) at the
 start of the next step, fed its action head's idle action, and its outputs are dropped: they
-never appear in the returned dicts, :meth:`~WorldModelParallelEnv.state` or
-:meth:`~WorldModelParallelEnv.render`. The hidden rows cost compute but keep the batch shape (and
-the other rows' results) fixed. With memory, a dead agent's row stops storing (its idle chunks
-are no one's view); in a shared bank what it stored stays for the live agents (its hidden restart
-hands it over) until the next reset, from which every agent stores again. Reward and
-termination hooks are batched over every row, hidden ones included (with the idle action and
-the hidden episode's ``info["step"]``): a hook that keeps counts of its own should count only
-``env.agents``' rows.
+never appear in the returned dicts, :meth:`~WorldModelParallelEnv.state`,
+:meth:`~WorldModelParallelEnv.render` or the ``"human"`` window. The hidden rows cost compute
+but keep the batch shape (and the other rows' results) fixed. With memory, a dead agent's row
+stops storing (its idle chunks are no one's view); in a shared bank what it stored stays for the
+live agents (its hidden restart hands it over) until the next reset, from which every agent
+stores again. Reward and termination hooks are batched over every row, hidden ones included
+(with the idle action and the hidden episode's ``info["step"]``): a hook that keeps counts of
+its own should count only ``env.agents``' rows.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -75,6 +75,7 @@ from gym_worldmodel.envs.options import (
 )
 from gym_worldmodel.envs.registration import check_world_id
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
+from gym_worldmodel.envs.window import Window, tile
 from gym_worldmodel.envs.worlds import start_frames
 
 #: Keyword arguments this adapter sets itself.
@@ -90,8 +91,11 @@ class WorldModelParallelEnv(ParallelEnv):
         num_agents: Agents, named ``"agent_0"``, ``"agent_1"``, ...
         max_cycles: Truncate every agent after this many steps (None: never). Settable later
             through the ``max_cycles`` attribute.
-        render_mode: None or ``"rgb_array"`` (:meth:`render` returns the first live agent's
-            frame; show it with any image viewer).
+        render_mode: None, ``"rgb_array"`` (:meth:`render` returns the first live agent's
+            frame) or ``"human"``: a pygame window (the ``play`` extra) shows every agent's
+            view, tiled as the vector env's rows, each step's frames in turn at the world's
+            frame rate; a done agent's view keeps its last frame (its hidden row is not shown).
+            :meth:`render` then returns None, and :meth:`close` closes the window.
         shared_memory: One spatial-memory bank for all agents, who then start from one image
             (see the module docstring); ignored when the env has no memory.
         **env_kwargs: Other keyword arguments of :class:`WorldModelVectorEnv` (``model``,
@@ -105,7 +109,7 @@ class WorldModelParallelEnv(ParallelEnv):
     """
 
     metadata = {
-        "render_modes": ["rgb_array"],
+        "render_modes": ["human", "rgb_array"],
         "render_fps": 5,  # the shipped worlds' steps a second; each env sets its world's
         "name": "worldmodel_parallel_v0",
         "is_parallelizable": True,
@@ -127,10 +131,10 @@ class WorldModelParallelEnv(ParallelEnv):
                     "and shared_memory)"
                 )
         check_count("num_agents", num_agents)
-        if render_mode not in (None, "rgb_array"):
+        if render_mode not in (None, "human", "rgb_array"):
             raise ValueError(
                 f"render_mode {render_mode!r}: this env renders 'rgb_array' (render() returns "
-                "the first live agent's frame, uint8 (H, W, 3)) or None"
+                "the first live agent's frame, uint8 (H, W, 3)), 'human' (a window) or None"
             )
         step_limit("max_cycles", max_cycles)  # named as PettingZoo's, not as the vector env's
         check_world_id(env_id)  # before make_vec, which another env would refuse obscurely
@@ -153,6 +157,10 @@ class WorldModelParallelEnv(ParallelEnv):
                 "reset(options={'image': ...}), or make the env with shared_memory=False"
             )
         self.venv = venv
+        self._window: _AgentsWindow | None = None
+        if render_mode == "human":  # the vector env draws into it; _keep_frames shows the agents
+            self._window = _AgentsWindow(f"gym-worldmodel {env_id}, {num_agents} agents")
+            venv._window = self._window  # (in place of the vector env's own)
         self.env_id, self.render_mode = env_id, render_mode
         self.metadata = {
             **self.metadata,
@@ -180,7 +188,8 @@ class WorldModelParallelEnv(ParallelEnv):
         self._noop = venv.head.idle_action()
         self._needs_reset = np.zeros(num_agents, bool)  # done rows to restart before a step
         self._last_obs: Any = None  # per row, frozen once its agent is done
-        self._frames: np.ndarray | None = None  # last rendered frame per row, frozen likewise
+        # last rendered (or, with "human", shown) frame per row, frozen likewise
+        self._frames: np.ndarray | None = None
         self.shared_memory = shared_memory and venv.memory
         self._start_rng = np.random.default_rng()
         self._start: dict[str, Any] = {}  # the shared start image (hidden restarts reuse it)
@@ -275,8 +284,8 @@ class WorldModelParallelEnv(ParallelEnv):
         self.agents = list(self.possible_agents)
         self._needs_reset[:] = False
         self._last_obs = obs_lib.copy(obs)
-        frames = self.venv.render()
-        self._frames = None if frames is None else np.stack(frames)
+        self._frames = None
+        self._keep_frames(list(range(len(self.possible_agents))))
         agents = list(enumerate(self.possible_agents))
         return (
             {a: obs_lib.take(obs, i) for i, a in agents},
@@ -365,11 +374,7 @@ class WorldModelParallelEnv(ParallelEnv):
         live = [(a, self._rows[a]) for a in self.agents]
         rows = [i for _, i in live]
         obs_lib.put(self._last_obs, rows, obs_lib.take(obs, rows))
-        if self._frames is not None:
-            frames = self.venv.render()
-            assert frames is not None  # the vector env renders, as at reset
-            for i in rows:
-                self._frames[i] = frames[i]
+        self._keep_frames(rows)
         self._needs_reset = np.asarray(terminated, bool) | np.asarray(truncated, bool)
         if self.venv.memory and self._needs_reset.any():
             # A dead agent's hidden row idles on: what it generates is no one's view.
@@ -383,12 +388,37 @@ class WorldModelParallelEnv(ParallelEnv):
             {a: obs_lib.info_row(infos, i) for a, i in live},
         )
 
+    def _keep_frames(self, rows: list[int]) -> None:
+        """Keep the last frame of ``rows``, the agents of a step (every agent at a reset).
+
+        With ``"human"``, show the agents' frames as the vector env drew them in the window,
+        every other agent's (done) kept frame in its place.
+        """
+        if self.render_mode == "rgb_array":
+            frames = np.stack(cast(tuple, self.venv.render()))  # the vector env renders too
+            if self._frames is None:
+                self._frames = frames
+            self._frames[rows] = frames[rows]
+            return
+        if self._window is None or self._window.drawn is None:  # no window, or closed by
+            return  # its user: the vector env draws nothing
+        drawn, fps = self._window.drawn  # (B, T, H, W, 3), every row (hidden ones included)
+        self._window.drawn = None
+        if self._frames is not None:
+            done = np.setdiff1d(np.arange(len(self.possible_agents)), rows)
+            drawn[done] = self._frames[done, None]
+        self._frames = drawn[:, -1].copy()
+        self._window.show(tile(drawn), fps)
+
     def render(self) -> np.ndarray | None:
-        """The frame of the first live agent (else ``agent_0``'s last), uint8 ``(H, W, 3)``."""
+        """The frame of the first live agent (else ``agent_0``'s last), uint8 ``(H, W, 3)``.
+
+        None with ``"human"``, whose window :meth:`reset` and :meth:`step` draw themselves.
+        """
         if self.render_mode is None:
             gym.logger.warn("render() needs render_mode='rgb_array'; returning None")
             return None
-        if self._frames is None:
+        if self.render_mode == "human" or self._frames is None:
             return None
         row = self._rows[self.agents[0]] if self.agents else 0
         return self._frames[row].copy()
@@ -451,10 +481,8 @@ class WorldModelParallelEnv(ParallelEnv):
         frames = state["frames"]
         if self.render_mode is None:  # a state of a rendering env keeps no frames here
             self._frames = None
-        elif frames is None:  # one of an env that did not render: the rows' frames now
-            rendered = self.venv.render()
-            assert rendered is not None  # the vector env renders (render_mode is its)
-            self._frames = np.stack(rendered)
+        elif frames is None:  # one of an env that did not render: a copy of the rows' frames
+            self._frames = state["venv"]["frames"][:, -1].to("cpu", copy=True).numpy()
         else:
             self._frames = np.array(frames)
         self._start, self._start_rng = dict(state["start"]), start_rng
@@ -485,6 +513,21 @@ class WorldModelParallelEnv(ParallelEnv):
         """Close the vector env and release the model; calling it again does nothing."""
         if not self.venv.closed:
             self.venv.close()
+
+
+class _AgentsWindow(Window):
+    """The window of a parallel env in ``"human"`` mode, which its vector env draws into.
+
+    The vector env draws every row, the hidden rows of done agents included: a draw is kept
+    here (``drawn``: the frames and their rate) for the parallel env, which shows it after its
+    reset or step with each done agent's last frame in that agent's place.
+    """
+
+    drawn: tuple[np.ndarray, float] | None = None
+
+    def show_rows(self, frames: np.ndarray, fps: float) -> None:
+        """Keep the vector env's draw of its rows ``(B, T, H, W, 3)`` (see the class)."""
+        self.drawn = (frames, fps)
 
 
 def parallel_env(env_id: str = "WorldModel-CityWalk-v0", **kwargs: Any) -> WorldModelParallelEnv:
