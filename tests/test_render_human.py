@@ -1,6 +1,6 @@
 """``render_mode="human"``: the window shows what reset and step return, paced, and closes.
 
-The world envs, the simulator envs and the PettingZoo envs. Headless: SDL's dummy
+The world envs, the simulator envs, and the PettingZoo and SB3 adapters. Headless: SDL's dummy
 video driver (highway-env's, whose frames are black under it: the off-screen one), set before
 pygame opens its display.
 """
@@ -275,7 +275,7 @@ def test_without_pygame_a_simulators_human_mode_names_the_extra(monkeypatch):
     env.close()
 
 
-# --- the PettingZoo envs ---
+# --- the PettingZoo and SB3 adapters ---
 
 
 def parallel(**kwargs):
@@ -346,3 +346,65 @@ def test_without_pygame_pettingzoos_human_mode_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pygame", None)  # import pygame raises ImportError
     with pytest.raises(DependencyNotInstalled, match=r"pip install gym-worldmodel\[play\]"):
         parallel(render_mode="human")
+
+
+def sb3_env(**kwargs):
+    pytest.importorskip("stable_baselines3")
+    from gym_worldmodel.integrations import sb3
+
+    return sb3.WorldModelSB3VecEnv.make(DRIVING, num_envs=3, max_episode_steps=2, **TINY, **kwargs)
+
+
+def sb3_play(venv, steps=3):
+    venv.seed(0)
+    out = [venv.reset()]
+    actions = np.random.default_rng(1).uniform(-1, 1, (steps, 3, 2)).astype(np.float32)
+    for action in actions:  # rows end at step 2 and start over in the step
+        venv.step_async(action)
+        out.append(venv.step_wait()[0])
+    return out
+
+
+def test_sb3_human_mode_is_the_vector_envs_window(screen):
+    seen = sb3_play(sb3_env(render_mode="rgb_array"))
+    venv = sb3_env(render_mode="human")
+    assert venv.render_mode == "human" and venv.metadata["render_modes"] == ["human"]
+    shown = sb3_play(venv)
+    assert all(np.array_equal(a, b) for a, b in zip(seen, shown, strict=True))
+    assert len(screen) == 1 + 3 * 2 and np.array_equal(
+        screen[-1], enlarged(tile(shown[-1][:, None])[0], 7)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SB3's render asks each row, quietly
+        assert venv.render() is None and venv.render("human") is None
+        assert venv.env_method("render", indices=[2]) == [None]
+    assert len(screen) == 7  # the steps drew the window; render() draws nothing more
+    venv.close()
+    assert not pygame.display.get_init()
+
+
+def test_sb3_render_human_of_an_rgb_array_env_shows_the_rows_in_the_window(screen):
+    venv = sb3_env(render_mode="rgb_array")
+    obs = sb3_play(venv, steps=1)[-1]
+    start = time.perf_counter()
+    for _ in range(2):
+        assert venv.render("human") is None
+    elapsed = time.perf_counter() - start
+    assert len(screen) == 2 and np.array_equal(screen[-1], enlarged(tile(obs[:, None])[0], 7))
+    assert elapsed >= 1 / venv.metadata["render_fps"] * 0.9  # a step's time a frame
+    assert "cv2" not in sys.modules or sys.modules["cv2"] is None  # no OpenCV window
+    assert venv.render().shape == (2 * 32, 2 * 32, 3)  # "rgb_array" is SB3's own tiling
+    venv.close()
+    assert not pygame.display.get_init()
+
+
+def test_without_pygame_sb3s_human_modes_name_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pygame", None)  # import pygame raises ImportError
+    with pytest.raises(DependencyNotInstalled, match=r"pip install gym-worldmodel\[play\]"):
+        sb3_env(render_mode="human")
+    venv = sb3_env(render_mode="rgb_array")  # renders without pygame, but not to a window
+    venv.reset()
+    assert venv.render().dtype == np.uint8
+    with pytest.raises(DependencyNotInstalled, match=r"pip install gym-worldmodel\[play\]"):
+        venv.render("human")
+    venv.close()

@@ -4,7 +4,7 @@ pygame (pygame-ce) comes with the ``play`` extra; the core package never imports
 draws every frame of a step's chunk in turn, so the window plays the world's motion at its own
 frame rate, and a row that starts an episode shows its first frame for a step's time. An env of
 several rows shows them tiled in one grid, as Gymnasium's vector ``HumanRendering`` does. The
-world envs, the simulator envs and the PettingZoo envs all draw in this window.
+world envs, the simulator envs and the PettingZoo and SB3 adapters all draw in this window.
 """
 
 from __future__ import annotations

@@ -40,8 +40,11 @@ and ``"action_space"`` are a row's spaces, ``env_method("render")`` is each row'
 ``env_method("idle_action")`` each row's action and ``env_method("get_wrapper_attr", name)``
 reads ``name``.
 
-Render modes: ``"rgb_array"``; for a window, make with ``render_mode="rgb_array"`` and call
-``venv.render("human")`` (SB3 shows the tiled frames with OpenCV).
+Render modes: ``"human"`` shows the rows in the vector env's pygame window (the ``play`` extra),
+drawn by ``reset`` and ``step`` (every frame of a step's chunk, at the world's frame rate);
+SB3's ``render()`` then returns None. ``"rgb_array"``: ``render()`` tiles the rows' frames as
+SB3 does, and ``render("human")`` shows them, the last frame of each row, in the same window
+(where SB3's own VecEnvs would show them with OpenCV), paced at a step's time a call.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ from gym_worldmodel.envs.options import autoreset_mode, check_seed
 from gym_worldmodel.envs.registration import check_world_id
 from gym_worldmodel.envs.row_access import ROW_SPACES
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
+from gym_worldmodel.envs.window import Window
 
 #: Reset options that pick rows; an SB3 reset always resets every row.
 _ROW_OPTIONS = ("env_idx", "reset_mask")
@@ -111,6 +115,7 @@ class WorldModelSB3VecEnv(VecEnv):
             raise ValueError(f'WorldModelSB3VecEnv needs output="numpy", got {venv.output!r}')
         self.venv = venv  # before super().__init__, which reads render_mode through get_attr
         self._actions: Any = _NO_ACTIONS
+        self._window: Window | None = None  # render("human") of an "rgb_array" env's
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
         self.metadata = {**venv.metadata, "render_modes": self.metadata["render_modes"]}
 
@@ -127,11 +132,6 @@ class WorldModelSB3VecEnv(VecEnv):
         Returns:
             The adapter.
         """
-        if kwargs.get("render_mode") == "human":
-            raise ValueError(
-                "render_mode 'human': make the SB3 env with render_mode='rgb_array' and call "
-                "venv.render('human'), which shows every row's frame (it needs OpenCV)"
-            )
         check_world_id(env_id)  # before make_vec, which another env would refuse obscurely
         mode = autoreset_mode(kwargs.pop("autoreset_mode", AutoresetMode.SAME_STEP))
         if mode != AutoresetMode.SAME_STEP:
@@ -206,8 +206,26 @@ class WorldModelSB3VecEnv(VecEnv):
             out.append(info)
         return obs, np.asarray(rewards, np.float32), dones, out
 
+    def render(self, mode: str | None = None) -> np.ndarray | None:
+        """SB3's ``render``, but ``"human"`` of an ``"rgb_array"`` env draws in a pygame window.
+
+        The rows' current frames, tiled as the vector env's ``"human"`` window tiles them,
+        shown for at least a step's time (``1 / metadata["render_fps"]``, counted from the
+        call before); SB3's own VecEnvs show them with OpenCV, which this package does not
+        use. :meth:`close` closes the window.
+        """
+        if mode != "human" or self.render_mode != "rgb_array":
+            return super().render(mode)
+        frames = np.stack(cast(list, self.get_images()))[:, None]  # (B, 1, H, W, 3)
+        if self._window is None:  # (pygame imported now: the play extra)
+            self._window = Window(f"gym-worldmodel {self.venv.world.name}")
+        self._window.show_rows(frames, self.venv.metadata["render_fps"])
+        return None
+
     def close(self) -> None:
-        """Close the vector env (and release the model); calling it again does nothing."""
+        """Close the window and the vector env (and release the model); again does nothing."""
+        if self._window is not None:
+            self._window.close()
         if not self.venv.closed:
             self.venv.close()
 
@@ -276,6 +294,8 @@ class WorldModelSB3VecEnv(VecEnv):
                 raise TypeError("env_method('get_wrapper_attr', name): give the attribute name")
             return self.get_attr(name, rows)
         if method_name == "render":  # each row its own frame, as each of SB3's envs renders
+            if self.render_mode == "human":  # (SB3's render() asks it; the window is drawn)
+                return [None] * len(rows)
             images = self.get_images()
             return [images[row] for row in rows]
         if method_name == "idle_action":  # each row's own, not the batch's
