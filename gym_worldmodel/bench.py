@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from gym_worldmodel.cli import denoiser_passes
-from gym_worldmodel.cli.argtypes import check_device, positive_int
+from gym_worldmodel.cli.argtypes import check_device, non_negative_float, positive_int
 from gym_worldmodel.files import atomic_write
 from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import DTYPES, WorldModel, WorldModelConfig, precision
@@ -459,6 +459,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mem.add_argument("--capacity", type=positive_int, default=256, help="bank capacity (chunks)")
     mem.add_argument("--repeats", type=positive_int, default=7, help="timed samples per figure")
+    mem.add_argument(
+        "--memory-guidance",
+        type=non_negative_float,
+        default=1.0,
+        metavar="SCALE",
+        help="SamplerConfig.memory_guidance of the env with memory (default 1: none)",
+    )
+    mem.add_argument(
+        "--nfe",
+        type=denoiser_passes,
+        help="denoiser passes a step (default: the compact preset's 3; the shipped worlds run 1, "
+        "driving 2)",
+    )
     _add_output_flags(mem)
     vae = sub.add_parser("vae", help="VAE encode/decode in one pass vs in small CPU passes")
     vae.add_argument(
@@ -512,8 +525,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, 
         if args.long_steps < 12:  # its figures are at step 10 and at the far step after it
             parser.error(f"bench memory: --long-steps must be >= 12, got {args.long_steps}")
 
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
+            f"memory guidance {args.memory_guidance:g}"
+        )
         model = random_model(WorldModelConfig.tiny() if tiny else WorldModelConfig.compact())
+        nfe = model.config.sampler.nfe if args.nfe is None else args.nfe
+        model = model.with_sampler(nfe=nfe, memory_guidance=args.memory_guidance)
         results = memory_benchmark(model, args.batch, args.long_steps, args.repeats, args.capacity)
     elif args.what == "dtype":
         from gym_worldmodel.bench_dtype import dtype_benchmark

@@ -863,6 +863,9 @@ def test_unmasked_fast_path_only_when_every_read_slot_is_valid(tiny_model):
         ({"nfe": 10**9}, r"SamplerConfig\.nfe must be at most 1000 .*got 1000000000"),
         ({"guidance_scale": -1e308}, r"guidance_scale must be in \[0, 100.0\]"),
         ({"guidance_scale": 101}, r"guidance_scale must be in \[0, 100.0\]"),
+        ({"memory_guidance": -0.5}, r"memory_guidance must be in \[0, 100.0\]"),
+        ({"memory_guidance": float("nan")}, r"memory_guidance must be"),
+        ({"memory_guidance": "2"}, r"SamplerConfig\.memory_guidance must be a number"),
     ],
 )
 def test_sampler_settings_of_the_wrong_type_are_named(tiny_model, changes, match):

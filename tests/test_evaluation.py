@@ -849,6 +849,38 @@ def test_eval_seed_reaches_both_modes_and_the_reports_command(tmp_path, monkeypa
     capsys.readouterr()
 
 
+def test_eval_sampler_options_reach_the_evaluated_model_in_both_modes(
+    tiny_model, tmp_path, monkeypatch
+):
+    from gym_worldmodel import evaluation, revisit
+    from gym_worldmodel.cli import evaluate as cli_eval
+    from gym_worldmodel.sources import episodes
+
+    class HandedOver(Exception):
+        """Stops eval once the model is handed to the evaluation."""
+
+    seen = []
+
+    def evaluate(model, *args, **kwargs):
+        seen.append(model)
+        raise HandedOver
+
+    monkeypatch.setattr(episodes, "read_card", lambda data: {"world": "citywalk"})
+    monkeypatch.setattr(cli_eval, "per_world", lambda *a: lambda world: tiny_model)
+    monkeypatch.setattr(evaluation, "evaluate_world", evaluate)
+    monkeypatch.setattr(revisit, "evaluate_revisit", evaluate)
+    base = ["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--no-progress"]
+    for mode in ([], ["--revisit"]):
+        with pytest.raises(HandedOver):
+            cli_eval.eval_main([*base, *mode, "--memory-guidance", "2", "--nfe", "2"])
+        with pytest.raises(HandedOver):
+            cli_eval.eval_main([*base, *mode])
+    own = tiny_model.config.sampler
+    for model, guidance, nfe in zip(seen, (2.0, 1.0) * 2, (2, own.nfe) * 2, strict=True):
+        assert model.config.sampler.memory_guidance == guidance and model.config.sampler.nfe == nfe
+    assert seen[1] is tiny_model and seen[3] is tiny_model  # none given: the checkpoint's own
+
+
 def test_eval_help_states_the_configs_own_defaults():
     """The help's "default: X; --budget: Y" of each config flag are EvalConfig's and budget's."""
     from gym_worldmodel.cli.evaluate import _CONFIG_FLAGS, _parser

@@ -461,6 +461,67 @@ def test_engine_rows_with_memory_off_match_an_engine_without_memory(tiny_model):
     assert not torch.equal(out[0][-1, 0], out[1][-1, 0])
 
 
+def test_memory_guidance_extrapolates_from_the_memoryless_velocity_in_rows_holding_memory(
+    tiny_model,
+):
+    """At one denoiser pass a chunk is noise - v, so guidance s gives out(s) = out(0) + s (out(1)
+    - out(0)) in the step memory is first held, out(0) the chunk drawn with the memory slots
+    masked; a row holding no memory is the same bits whatever the scale, at every step."""
+    cfg = tiny_model.config
+    size = cfg.vae.image_size
+    frames = torch.zeros(2, cfg.dit.chunk_frames, size, size, 3, dtype=torch.uint8)
+    actions = np.random.default_rng(0).normal(size=(8, 2, cfg.dit.chunk_frames, 12))
+    out, first_hit = {}, set()
+    for scale in (0.0, 1.0, 2.5):
+        model = tiny_model.with_sampler(nfe=1, memory_guidance=scale).eval()
+        engine = WorldEngine(model, 2, "camera", memory=True)
+        engine.set_memory_enabled(False, [1])
+        engine.seed([3, 4], env_idx=[0, 1])
+        engine.start([0, 1], frames, poses=np.zeros((2, 4)))
+        steps, hits = [], []
+        for a in actions:
+            steps.append(engine.step(a.astype(np.float32), poses=np.zeros((2, 4)))[0])
+            assert engine.recall is not None
+            hits.append(int(engine.recall.hits[0]))
+        first_hit.add(hits.index(1))  # the first step drawn with memory held in row 0
+        out[scale] = torch.stack(steps)
+    (k,) = set(first_hit)  # the same step in each run: nothing differs before it
+    for scale in (1.0, 2.5):
+        assert torch.equal(out[scale][:k], out[0.0][:k])
+        assert torch.equal(out[scale][:, 1], out[0.0][:, 1])  # the row holding none
+    plain, masked = out[1.0][k, 0], out[0.0][k, 0]
+    assert not torch.allclose(plain, masked)
+    torch.testing.assert_close(out[2.5][k, 0], masked + 2.5 * (plain - masked))
+
+
+def test_hidden_memory_reads_as_a_cache_holding_none_and_restores_what_it_held(tiny_model):
+    cfg = tiny_model.config.dit
+    cache = KVCache.for_model(cfg, tiny_model.dit.rope, batch_size=2)
+    rollout = ChunkRollout(tiny_model.dit, tiny_model.config.sampler)
+    gens = RowGenerators([0, 1])
+    actions = torch.zeros(2, *rollout.action_shape)
+    modality = torch.zeros(2, dtype=torch.long)
+    for _ in range(2):
+        rollout.generate(cache, actions, modality, gens)
+    memory = torch.randn(2, *rollout.latent_shape)
+    tiny_model.dit.encode_memory(memory, 0.0, modality, cache, 0, torch.arange(2))
+    x, t = torch.randn(2, *rollout.latent_shape), torch.full((2,), 0.5)
+
+    def velocity() -> torch.Tensor:
+        return tiny_model.dit(x, t, actions, modality, cache)
+
+    cache.set_memory(torch.tensor([[True], [False]]))
+    assert cache.holds_memory
+    held, valid = velocity(), cache.valid.clone()
+    with cache.hidden_memory():
+        hidden = velocity()
+    assert torch.equal(cache.valid, valid) and torch.equal(velocity(), held)
+    cache.set_memory(torch.zeros(2, 1, dtype=torch.bool))
+    assert not cache.holds_memory
+    assert torch.equal(hidden, velocity())
+    assert not torch.equal(hidden[0], held[0]) and torch.equal(hidden[1], held[1])
+
+
 def test_a_bf16_engine_keeps_its_bank_in_bf16_and_reads_the_same_bits(tiny_model):
     """The bank holds latents at the precision the model reads them at: a bfloat16 engine's
     chunks, bitwise those of the same engine whose bank is float32, in half the bytes."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from gym_worldmodel.cli.argtypes import (
     check_device,
     denoiser_passes,
+    non_negative_float,
     non_negative_int,
     positive_int,
     require,
@@ -68,7 +69,9 @@ def eval_main(argv: Sequence[str]) -> None:
 
     def models(world: str) -> Any:
         model = checkpoints(world)
-        return model if args.nfe is None else model.with_sampler(nfe=args.nfe)
+        sampler = {"nfe": args.nfe, "memory_guidance": args.memory_guidance}
+        changes = {name: value for name, value in sampler.items() if value is not None}
+        return model.with_sampler(**changes) if changes else model
 
     teachers = per_world(args.teacher, "--teacher", args.device, worlds)
     if args.revisit:
@@ -195,6 +198,14 @@ def _parser() -> argparse.ArgumentParser:
         "--nfe",
         type=denoiser_passes,
         help="denoiser passes per chunk of the evaluated worlds (default: each checkpoint's own)",
+    )
+    parser.add_argument(
+        "--memory-guidance",
+        type=non_negative_float,
+        metavar="SCALE",
+        help="guidance towards retrieved memory of the evaluated worlds (SamplerConfig."
+        "memory_guidance; default: each checkpoint's own, 1 = none): a step where memory is "
+        "held runs the denoiser again without it and extrapolates, at that pass's cost",
     )
     parser.add_argument(
         "--teacher-nfe",

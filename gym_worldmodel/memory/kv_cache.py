@@ -23,6 +23,8 @@ chunk counter, so rows reset at different times coexist in one batch. (Starting 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -232,6 +234,34 @@ class KVCache:
         # bits, when another row retrieves its first chunk.
         self._set_memory_in_use(True)
         self._memory_full = bool(valid.all())
+        self._memory_held = bool(valid.any())
+
+    @property
+    def holds_memory(self) -> bool:
+        """Whether some row may hold retrieved memory (host flag, no device read).
+
+        Never False while a row holds memory; after a partial :meth:`reset` it may stay True
+        until the next :meth:`set_memory`.
+        """
+        return self._memory_held
+
+    @contextmanager
+    def hidden_memory(self) -> Iterator[None]:
+        """Attention reads no memory slot inside the block: every row as if it held none.
+
+        The slots attention reads stay the same, masked, so a row that holds no memory gets
+        the same bits inside as outside. For memory guidance (``SamplerConfig``); nothing may
+        be written to the cache inside.
+        """
+        memory = self.layout.memory
+        held, full = self.valid[:, memory].clone(), self._memory_full
+        self.valid[:, memory] = False
+        self._memory_full = False
+        try:
+            yield
+        finally:
+            self.valid[:, memory] = held
+            self._memory_full = full
 
     def commit(self) -> None:
         """Close a step after every layer wrote: mark slots valid, age the ring, count."""
@@ -359,7 +389,7 @@ class KVCache:
         self._commits_since_reset = int(self.chunks.min()) if self.batch_size else 0
 
     def _set_memory_in_use(self, in_use: bool) -> None:
-        self._memory_in_use = in_use
+        self._memory_in_use = self._memory_held = in_use
         self._memory_full = False  # known only after set_memory
         self._context = slice(0 if in_use else self.layout.memory.stop, None)
 

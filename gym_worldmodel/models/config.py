@@ -422,6 +422,11 @@ class SamplerConfig:
             clean (level 0), so a level above 0 is one the model never saw (for experiments).
         stochastic: Re-noise the x0 prediction with fresh noise between steps (distilled
             students); if False take deterministic Euler steps (teachers).
+        memory_guidance: Guidance towards retrieved spatial memory: in a step where some row
+            holds memory, the denoiser also runs with the memory slots masked, and the velocity
+            is ``v_off + memory_guidance (v - v_off)``. 1.0 turns it off (and costs nothing
+            extra); above 1 a step with memory costs one more denoiser pass per pass. Rows
+            holding none are unchanged, bit for bit.
     """
 
     nfe: int = 3
@@ -430,11 +435,12 @@ class SamplerConfig:
     context_t: float = 0.0
     stochastic: bool = True
     memory_t: float | None = None
+    memory_guidance: float = 1.0
 
     def __post_init__(self) -> None:
         _python_numbers(self)
         _at_least(self, 1, "nfe")
-        _numbers(self, "shift", "guidance_scale", "context_t")
+        _numbers(self, "shift", "guidance_scale", "context_t", "memory_guidance")
         if self.memory_t is not None:
             _numbers(self, "memory_t")
         if not 0 < self.shift < math.inf:
@@ -448,6 +454,11 @@ class SamplerConfig:
             raise ValueError(
                 f"guidance_scale must be in [0, {MAX_GUIDANCE}] (1 turns guidance off, 0 ignores "
                 f"the action), got {self.guidance_scale}"
+            )
+        if not 0.0 <= self.memory_guidance <= MAX_GUIDANCE:
+            raise ValueError(
+                f"memory_guidance must be in [0, {MAX_GUIDANCE}] (1 turns it off, 0 ignores "
+                f"the retrieved memory), got {self.memory_guidance}"
             )
         if not 0.0 <= self.context_t < 1.0:
             raise ValueError(f"context_t must be in [0, 1), got {self.context_t}")

@@ -1,7 +1,8 @@
 """The chunk rollout: noise -> few-step denoising against the context -> clean chunk -> commit.
 
 :class:`ChunkRollout` is one ``step()`` of a world: ``nfe`` denoiser calls against the KV cache
-(twice that with action guidance), then one cache-write pass on the clean chunk and a commit that
+(twice that with action guidance, and again twice with memory guidance in a step where some row
+holds memory), then one cache-write pass on the clean chunk and a commit that
 evicts the oldest ring chunk. Its cost is the same at step 10 and step 10,000. ``sample`` and
 ``commit`` are the two halves, for a caller that writes the chunk only once it is needed.
 
@@ -90,9 +91,18 @@ class ChunkRollout(_Rollout):
         """
         check_inputs(cache.batch_size, self.action_shape, actions, modality, generators)
         anchors = self.dit.step_anchors(cache, actions, modality)  # once for every call
+        scale = self.config.memory_guidance
+
+        def plain(x: Tensor, t: Tensor, drop: Tensor | None) -> Tensor:
+            return self.dit(x, t, actions, modality, cache, drop_action=drop, frame_anchors=anchors)
 
         def denoise(x: Tensor, t: Tensor, drop: Tensor | None) -> Tensor:
-            return self.dit(x, t, actions, modality, cache, drop_action=drop, frame_anchors=anchors)
+            v = plain(x, t, drop)
+            if scale == 1.0 or not cache.holds_memory:
+                return v
+            with cache.hidden_memory():  # memory guidance: v_off + s (v - v_off)
+                v_off = plain(x, t, drop).float()
+            return v_off + scale * (v.float() - v_off)
 
         return self.sampler.sample(denoise, self.latent_shape, generators), anchors
 
