@@ -1395,6 +1395,28 @@ def test_nfe_sets_the_denoiser_passes_of_every_step_and_forks_keep_it():
     assert fork.config.sampler.nfe == 1 and fork._engine.rollout.sampler.config.nfe == 1
 
 
+def test_memory_guidance_reaches_every_step_and_forks_and_changes_only_rows_with_memory():
+    envs = {
+        g: gym.make_vec("WorldModel-CityWalk-v0", 2, memory_guidance=g, **TINY).unwrapped
+        for g in (None, 3.0)
+    }
+    guided = envs[3.0]
+    assert envs[None].config.sampler.memory_guidance == 1.0  # the checkpoint's own
+    assert guided.config.sampler.memory_guidance == 3.0
+    frames = []
+    for env in envs.values():
+        env.reset(seed=0)
+        env.set_memory(False, env_idx=[1])
+        frames.append(np.stack([env.step(np.array([[1, 2], [1, 2]]))[0] for _ in range(12)]))
+    assert guided._engine.rollout.config.memory_guidance == 3.0
+    assert np.array_equal(frames[0][:, 1], frames[1][:, 1])  # the row without memory
+    assert not np.array_equal(frames[0][:, 0], frames[1][:, 0])
+    assert guided.fork(0, 2)._engine.rollout.config.memory_guidance == 3.0
+    for bad, match in ((-1.0, r"memory_guidance must be in \[0, 100.0\]"), ("2", "a number")):
+        with pytest.raises(ValueError, match=match):
+            WorldModelVectorEnv(1, world="citywalk", memory_guidance=bad, **TINY)
+
+
 def test_a_model_given_is_shared_not_copied_whatever_the_nfe(tiny_model):
     env = WorldModelVectorEnv(1, world="driving", model=tiny_model, nfe=1)
     env.reset(seed=0)

@@ -44,8 +44,11 @@ def resolve_model(
     model: WorldModel | str | os.PathLike | None,
     engine: Any,
     nfe: int | None,
+    memory_guidance: float | None = None,
 ) -> tuple[WorldModelConfig, Path | None, Any]:
-    """The config an env runs (``nfe`` set in it), its checkpoint folder, and the model to load.
+    """The config an env runs (sampler settings set in it), its folder, and the model to load.
+
+    ``nfe`` and ``memory_guidance`` (None: the checkpoint's own) replace the sampler's.
 
     Only the config is read now. A checkpoint named by a path loads later from where its
     config was read now (the absolute folder: a relative path is not looked up again from
@@ -56,10 +59,15 @@ def resolve_model(
     )
     if isinstance(model, (str, os.PathLike)) and checkpoint_dir is not None:
         model = checkpoint_dir = checkpoint_dir.absolute()
+    changes: dict[str, Any] = {}
     if nfe is not None:
         check_count("nfe", nfe, "denoiser passes a step; None: the checkpoint's")
+        changes["nfe"] = int(nfe)
+    if memory_guidance is not None:  # (SamplerConfig checks it)
+        changes["memory_guidance"] = memory_guidance
+    if changes:
+        sampler = dataclasses.replace(config.sampler, **changes)
         if engine is None:  # a prebuilt engine has its model's own
-            sampler = dataclasses.replace(config.sampler, nfe=int(nfe))
             config = dataclasses.replace(config, sampler=sampler)
     return config, checkpoint_dir, model
 
