@@ -135,7 +135,8 @@ class WorldModelVectorEnv(RowAccessMixin, RowStateMixin, RowStartsMixin, VectorE
             worlds). Above 1, a step where some row holds memory runs the denoiser again
             without it and extrapolates away from that: the city walk's revisits come back
             closer to what it showed before (+1.40 dB over memory off at 2, +1.07 at 1), and
-            such a step costs about 1.7x (docs/experiments.md, "Memory guidance").
+            such a step costs about 1.7x at one row, 2.2x at 8 (docs/experiments.md, "Memory
+            guidance").
         engine: A prebuilt engine (tests, forks); overrides ``model``, ``nfe``,
             ``memory_guidance`` and the memory settings.
 
