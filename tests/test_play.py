@@ -82,12 +82,15 @@ def test_play_command_walks_the_world_from_the_keyboard(monkeypatch, capsys, tmp
 def test_play_refuses_the_worlds_options_with_the_simulator(capsys):
     from gym_worldmodel.cli import play_main
 
-    for world_option in (["--model", "random-tiny"], ["--dtype", "float32"]):
+    for world_option in (
+        ["--model", "random-tiny"],
+        ["--dtype", "float32"],
+        ["--memory-guidance", "2"],
+    ):
         with pytest.raises(SystemExit):
             play_main(["--simulator", *world_option])
-        assert "--model, --image, --nfe, --device and --dtype are the world's" in (
-            capsys.readouterr().err
-        )
+        err = capsys.readouterr().err
+        assert "--nfe, --memory-guidance, --device and --dtype are the world's" in err
 
 
 def test_play_without_a_display_says_so_instead_of_running_unseen(monkeypatch):

@@ -49,6 +49,18 @@ def test_rollout_command_writes_a_video_of_the_embedded_world(tmp_path):
     assert np.array_equal(first[0], other[0]) and not np.array_equal(first[1:], other[1:])
 
 
+def test_rollout_memory_guidance_changes_the_city_walk_once_it_retrieves(tmp_path):
+    import numpy as np
+
+    args = ("-m", "gym_worldmodel.cli", "rollout", "--world", "citywalk", "--steps", "12")
+    for name, more in (("own", ()), ("guided", ("--memory-guidance", "2"))):
+        run(*args, *more, "--frames", str(tmp_path / f"{name}.npy"))
+    own, guided = np.load(tmp_path / "own.npy"), np.load(tmp_path / "guided.npy")
+    same = [np.array_equal(a, b) for a, b in zip(own, guided, strict=True)]
+    # the same frames until the first step that holds memory, other frames after it
+    assert same[0] and not all(same) and same == sorted(same, reverse=True)
+
+
 def test_commands_name_the_extra_they_miss_before_their_work(monkeypatch, tmp_path):
     import importlib.util
 

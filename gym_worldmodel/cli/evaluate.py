@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gym_worldmodel.cli.argtypes import (
+    add_memory_guidance,
     check_device,
     denoiser_passes,
-    non_negative_float,
     non_negative_int,
     positive_int,
     require,
@@ -199,14 +199,7 @@ def _parser() -> argparse.ArgumentParser:
         type=denoiser_passes,
         help="denoiser passes per chunk of the evaluated worlds (default: each checkpoint's own)",
     )
-    parser.add_argument(
-        "--memory-guidance",
-        type=non_negative_float,
-        metavar="SCALE",
-        help="guidance towards retrieved memory of the evaluated worlds (SamplerConfig."
-        "memory_guidance; default: each checkpoint's own, 1 = none): a step where memory is "
-        "held runs the denoiser again without it and extrapolates, at that pass's cost",
-    )
+    add_memory_guidance(parser, "the evaluated worlds")
     parser.add_argument(
         "--teacher-nfe",
         type=positive_int,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from gym_worldmodel.cli.argtypes import (
+    add_memory_guidance,
     add_video_scale,
     add_world_dtype,
     check_device,
@@ -37,11 +38,18 @@ def play_main(argv: Sequence[str], callback: Callable[..., Any] | None = None) -
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    world_options = (args.model, args.image, args.nfe, args.device != "cpu", args.dtype != "auto")
+    world_options = (
+        args.model,
+        args.image,
+        args.nfe,
+        args.memory_guidance is not None,
+        args.device != "cpu",
+        args.dtype != "auto",
+    )
     if args.simulator and any(world_options):
         parser.error(
-            "--simulator plays the simulator: --model, --image, --nfe, --device and --dtype are "
-            "the world's"
+            "--simulator plays the simulator: --model, --image, --nfe, --memory-guidance, "
+            "--device and --dtype are the world's"
         )
     check_device(args.device)
     _check_display()
@@ -141,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--nfe", type=denoiser_passes, help="denoiser passes per step (default: the world's)"
     )
+    add_memory_guidance(parser)
     parser.add_argument("--device", default="cpu", help="the world's torch device (cpu, cuda)")
     add_world_dtype(parser)
     parser.add_argument(
@@ -164,6 +173,7 @@ def _make_env(args: argparse.Namespace) -> Any:
     else:
         env_id = WORLD_IDS[args.world]
         kwargs |= {"model": args.model, "nfe": args.nfe, "device": args.device}
+        kwargs["memory_guidance"] = args.memory_guidance
         kwargs["dtype"] = args.dtype
         if args.image is not None:
             start = read_start_image(args.image)

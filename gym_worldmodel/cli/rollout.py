@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from gym_worldmodel.cli.argtypes import (
+    add_memory_guidance,
     add_video_scale,
     add_world_dtype,
     check_device,
@@ -220,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
         type=denoiser_passes,
         help="denoiser passes per step (default: the world's own; 2 for driving, 1 for the others)",
     )
+    add_memory_guidance(parser)
     return parser
 
 
@@ -256,6 +258,7 @@ def _env_kwargs(args: argparse.Namespace, actions: Any) -> dict[str, Any]:
     if args.world is None:
         args.world = _world_of(kwargs["model"].config.trained_modalities, world)
     kwargs["dtype"], kwargs["device"], kwargs["nfe"] = args.dtype, args.device, args.nfe
+    kwargs["memory_guidance"] = args.memory_guidance
     if isinstance(actions, dict):
         if args.world != "robot":
             raise SystemExit(f"--actions {args.actions}: .npz (RT-1 keys) is for --world robot")
