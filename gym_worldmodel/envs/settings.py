@@ -66,7 +66,7 @@ def resolve_model(
     if memory_guidance is not None:  # (SamplerConfig checks it)
         changes["memory_guidance"] = memory_guidance
     if changes:
-        sampler = dataclasses.replace(config.sampler, **changes)
+        sampler = dataclasses.replace(config.sampler, **changes)  # (which checks them, always)
         if engine is None:  # a prebuilt engine has its model's own
             config = dataclasses.replace(config, sampler=sampler)
     return config, checkpoint_dir, model

@@ -343,7 +343,7 @@ class WorldModelVectorEnv(RowAccessMixin, RowStateMixin, RowStartsMixin, VectorE
         rewards[resetting], terminated[resetting], truncated[resetting] = 0.0, False, False
         done = terminated | truncated
         infos = self._infos()
-        started = resetting.copy()
+        started = resetting  # (read only from here on)
         if mode == AutoresetMode.SAME_STEP and done.any():
             infos.update(self._final(done, infos))
             self._start_rows(np.flatnonzero(done), [None] * int(done.sum()), None)
