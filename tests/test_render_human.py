@@ -238,8 +238,8 @@ def test_a_simulator_env_shows_each_steps_frames_and_returns_the_same_observatio
 @pytest.mark.skipif(importlib.util.find_spec("highway_env") is None, reason="needs highway-env")
 @pytest.mark.filterwarnings("ignore:.*found no display")  # a machine without one
 def test_the_driving_simulator_leaves_the_windows_video_driver_alone(any_driver):
-    """highway-env's source asks for pygame's off-screen driver, which would hide the window on
-    a desktop: the window starts the display first, and the source leaves it alone."""
+    """The window starts pygame's display before the simulator does, and highway-env's source
+    leaves it alone: it asks for no video driver."""
     env = gym.make("Simulator-Driving-v0", render_mode="human")
     obs, _ = env.reset(seed=0)
     assert "SDL_VIDEODRIVER" not in os.environ
@@ -248,6 +248,59 @@ def test_the_driving_simulator_leaves_the_windows_video_driver_alone(any_driver)
     env.reset(seed=1)
     assert "SDL_VIDEODRIVER" not in os.environ and len(any_driver) == 2
     env.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("highway_env") is None, reason="needs highway-env")
+def test_a_driving_simulator_made_first_leaves_a_later_window_the_machines_driver(any_driver):
+    """A window opened after an off-screen driving simulator is shown, or says why not.
+
+    highway-env's source once set ``SDL_VIDEODRIVER=offscreen`` for the rest of the process,
+    and a window opened later there was drawn on that driver, unseen and without a warning.
+    Under a display (``xvfb-run``) the window now opens on it; without one, on SDL's own
+    off-screen fallback, and it warns.
+    """
+    pygame.quit()
+    pygame.display.init()
+    own = pygame.display.get_driver()  # the machine's: none asked for (any_driver)
+    pygame.display.quit()
+    sim = gym.make("Simulator-Driving-v0")
+    drawn = play(sim, steps=1)
+    assert "SDL_VIDEODRIVER" not in os.environ
+    assert drawn[-1].std() > 5  # a picture, not a blank
+    env = gym.make(DRIVING, render_mode="human", **TINY)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        env.reset(seed=0)
+    assert pygame.display.get_driver() == own and len(any_driver) == 1
+    unseen = [str(w.message) for w in caught if "found no display" in str(w.message)]
+    assert len(unseen) == (own in ("offscreen", "dummy"))
+    env.close()
+    assert sim.step(sim.action_space.sample())[0].std() > 5  # the simulator draws on
+    sim.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("highway_env") is None, reason="needs highway-env")
+def test_the_driving_simulator_draws_where_sdl_finds_no_video_driver(any_driver, monkeypatch):
+    """An SDL that finds no driver (no display and no fallback) starts on the off-screen one,
+    asked for that start alone: the variable is not left set."""
+    init = pygame.display.init
+
+    def no_device():
+        if not pygame.display.get_init() and "SDL_VIDEODRIVER" not in os.environ:
+            raise pygame.error("No available video device")
+        init()
+
+    pygame.quit()
+    monkeypatch.setattr(pygame.display, "init", no_device)
+    sim = gym.make("Simulator-Driving-v0")
+    obs, _ = sim.reset(seed=0)
+    assert obs.std() > 5 and pygame.display.get_driver() == "offscreen"
+    assert "SDL_VIDEODRIVER" not in os.environ
+    sim.close()
+    monkeypatch.setenv("SDL_VIDEODRIVER", "nosuchdriver")  # one the user asked for, missing
+    with pytest.raises(RuntimeError, match="SDL_VIDEODRIVER='nosuchdriver'.*unset the variable"):
+        sim.reset(seed=0)
+    assert os.environ["SDL_VIDEODRIVER"] == "nosuchdriver"  # theirs, left as it was
 
 
 @pytest.mark.skipif(importlib.util.find_spec("miniworld") is None, reason="needs miniworld")

@@ -1,9 +1,5 @@
-import os
-
-os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # "dummy" renders black frames
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 pytest.importorskip("highway_env")
 

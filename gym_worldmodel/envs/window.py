@@ -103,9 +103,11 @@ class Window:
     def open_display(self) -> None:
         """Start pygame's display now, with the video driver this machine offers, if not started.
 
-        An env whose simulator draws with pygame off screen calls it before the simulator starts:
-        highway-env's source asks for pygame's off-screen driver where the display is not
-        started yet (see :mod:`gym_worldmodel.sources.highway`), which would hide the window.
+        A simulator env calls it before its simulator starts, so that a simulator drawing with
+        pygame off screen (highway-env's viewer) finds the window's display started and keeps
+        it. Where a driving simulator started the display first, it did so on the driver SDL
+        picks, the window's (:mod:`gym_worldmodel.sources.highway`), so the window shows either
+        way.
         """
         if self.dismissed:
             return

@@ -40,7 +40,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -63,13 +62,7 @@ _KP_HEADING = 1.0 / 0.25  # [1/s] heading error -> heading rate
 
 
 def _import_highway_env() -> Any:
-    """Import highway_env for offscreen rendering, or fail with an install hint."""
-    # "offscreen", not "dummy": the dummy SDL driver renders all-black frames. Not where pygame's
-    # display is started: a render_mode="human" window (which starts it before the simulator,
-    # Window.open_display) keeps its driver, and the variable would hide it when it reopens.
-    pygame = sys.modules.get("pygame")
-    if pygame is None or not pygame.display.get_init():
-        os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
+    """Import highway_env, or fail with an install hint."""
     try:
         import highway_env
     except ImportError as err:
@@ -77,6 +70,36 @@ def _import_highway_env() -> Any:
             f"HighwaySource needs the highway-env simulator (highway-env): {_INSTALL_HINT}"
         ) from err
     return highway_env
+
+
+def _start_display() -> None:
+    """Start pygame's display for highway-env's viewer, leaving ``SDL_VIDEODRIVER`` as it was.
+
+    The viewer starts the display itself and draws off screen on any driver (it opens no
+    window), so it is started here first on the driver SDL picks: a desktop's own, on which a
+    window opened later in the process (``render_mode="human"``) is shown; SDL's off-screen one
+    where there is no display. Only an SDL that finds no driver at all is asked for the
+    off-screen one, for this one start: the variable left set would hide every later window.
+    Not SDL's dummy driver: highway-env draws black frames under it.
+    """
+    import pygame
+
+    if pygame.display.get_init():  # a window's, or started before: the viewer keeps it
+        return
+    try:
+        pygame.display.init()
+    except pygame.error as err:
+        if "SDL_VIDEODRIVER" in os.environ:  # the driver the user asked for is missing
+            raise RuntimeError(
+                f"highway-env draws with pygame, whose display did not start on "
+                f"SDL_VIDEODRIVER={os.environ['SDL_VIDEODRIVER']!r} ({err}): unset the "
+                "variable, or set it to 'offscreen'"
+            ) from err
+        os.environ["SDL_VIDEODRIVER"] = "offscreen"
+        try:
+            pygame.display.init()
+        finally:
+            del os.environ["SDL_VIDEODRIVER"]
 
 
 def _wrap(angle: float) -> float:
@@ -247,6 +270,7 @@ class HighwaySource:
             import gymnasium as gym
 
             _import_highway_env()
+            _start_display()  # (the viewer's, started at the first render)
             config = {
                 "action": {
                     "type": "ContinuousAction",

@@ -233,7 +233,7 @@ class SimulatorEnv(gym.Env):
             parse = self._start_fn_options
             frames, start = initial_conditions(self.start_fn, [rng], parse, frames, start)
         sim_seed = int(rng.integers(2**31 - 1))
-        if self._window is not None:  # before the simulator starts pygame its own way
+        if self._window is not None:  # before the simulator's own pygame use finds none
             self._window.open_display()
         if self.world.name == "driving":
             speed, heading = (float(start[c][0]) if c in start else None for c in (3, 2))
