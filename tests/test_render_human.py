@@ -139,6 +139,31 @@ def test_a_vector_env_shows_its_rows_in_a_grid_ending_on_what_step_returns(scree
     assert not pygame.display.get_init()
 
 
+def test_a_vector_env_draws_in_the_window_a_wrapper_gives_it(screen):
+    kept = []
+
+    class Keeping(window_lib.Window):
+        def show_rows(self, frames, fps):
+            kept.append((frames, fps))
+
+    envs = gym.make_vec(DRIVING, num_envs=2, render_mode="human", obs_mode="chunk", **TINY)
+    with pytest.raises(TypeError, match="must be a gym_worldmodel Window, got str"):
+        envs.unwrapped.set_window("window")
+    mine = Keeping("mine")
+    envs.unwrapped.set_window(mine)
+    obs, _ = envs.reset(seed=0)
+    chunk = envs.step(envs.action_space.sample())[0]
+    assert screen == [] and len(kept) == 2  # drawn in the wrapper's window alone
+    assert np.array_equal(kept[0][0][:, 0], obs[:, -1]) and np.array_equal(kept[1][0], chunk)
+    assert kept[1][1] == envs.metadata["world_fps"]  # the chunk's frames at the world's rate
+    mine.open_display()
+    envs.close()  # closes the window it draws in
+    assert not pygame.display.get_init()
+    quiet = gym.make_vec(DRIVING, num_envs=2, render_mode="rgb_array", **TINY)
+    with pytest.raises(ValueError, match="render_mode='human', got 'rgb_array'"):
+        quiet.unwrapped.set_window(mine)
+
+
 def test_tile_lays_rows_out_row_by_row_with_a_black_line_between():
     frames = np.stack([np.full((2, 3, 4, 3), 10 * (i + 1), np.uint8) for i in range(5)])
     grid = tile(frames)  # 5 rows: 3 columns, 2 lines

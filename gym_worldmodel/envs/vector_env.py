@@ -370,6 +370,24 @@ class WorldModelVectorEnv(RowAccessMixin, RowStateMixin, RowStartsMixin, VectorE
             return None
         return tuple(self._frames[:, -1].to("cpu", copy=True).numpy())
 
+    def set_window(self, window: Window) -> None:
+        """Draw ``"human"`` mode's frames in ``window`` from now on, in place of the env's own.
+
+        The hook of a wrapper that shows the rows its own way: :meth:`reset` and :meth:`step`
+        hand ``window.show_rows`` what they draw, the rows' frames ``(B, T, H, W, 3)`` and their
+        frames a second, and :meth:`close` closes it. PettingZoo's parallel env gives a
+        :class:`~gym_worldmodel.envs.window.Window` that keeps each draw and shows its agents'
+        views, a done agent's last frame in its place.
+        """
+        if self._window is None:
+            raise ValueError(
+                f"set_window needs an env made with render_mode='human', got {self.render_mode!r}"
+            )
+        if not isinstance(window, Window):
+            raise TypeError(f"window must be a gym_worldmodel Window, got {type(window).__name__}")
+        self._window.close()  # the env's own, if it opened
+        self._window = window
+
     # --- memory switches per row -----------------------------------------------------------------
 
     def set_memory(

@@ -160,7 +160,7 @@ class WorldModelParallelEnv(ParallelEnv):
         self._window: _AgentsWindow | None = None
         if render_mode == "human":  # the vector env draws into it; _keep_frames shows the agents
             self._window = _AgentsWindow(f"gym-worldmodel {env_id}, {num_agents} agents")
-            venv._window = self._window  # (in place of the vector env's own)
+            venv.set_window(self._window)
         self.env_id, self.render_mode = env_id, render_mode
         self.metadata = {
             **self.metadata,
@@ -517,6 +517,8 @@ class WorldModelParallelEnv(ParallelEnv):
 
 class _AgentsWindow(Window):
     """The window of a parallel env in ``"human"`` mode, which its vector env draws into.
+
+    Given to the vector env by :meth:`WorldModelVectorEnv.set_window`, in place of its own.
 
     The vector env draws every row, the hidden rows of done agents included: a draw is kept
     here (``drawn``: the frames and their rate) for the parallel env, which shows it after its
