@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +225,71 @@ def test_the_user_cache_folder_follows_its_variable_then_xdg_then_home(tmp_path,
     assert user_cache_dir() == tmp_path / "home" / ".cache" / "gym-worldmodel"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert user_cache_dir() == tmp_path / "home" / ".cache" / "gym-worldmodel"
+
+
+def age(path: Path, days: float) -> None:
+    """Mark ``path`` last used ``days`` days ago."""
+    used = time.time() - days * 86400
+    os.utime(path, (used, used))
+
+
+def test_a_probe_read_back_is_marked_used_and_evicted_last(data, tmp_path, capsys):
+    folder = tmp_path / "probes"
+    cached_probe("camera", data, 3, 0, folder)
+    (first,) = folder.iterdir()
+    cached_probe("camera", data, 3, 1, folder)
+    second = probe_path(folder, probe_key("camera", data, 3, 1))
+    age(first, 3)
+    age(second, 2)
+    cached_probe("camera", data, 3, 0, folder)  # read back: used now
+    assert time.time() - first.stat().st_mtime < 60
+    assert second.stat().st_mtime < time.time() - 86400  # not read: as it was
+    capsys.readouterr()
+    # a third probe where two fit: the least recently used goes, the one just read stays
+    size = first.stat().st_size
+    cached_probe("camera", data, 3, 2, folder, max_bytes=2 * size + size // 2)
+    third = probe_path(folder, probe_key("camera", data, 3, 2))
+    assert sorted(folder.iterdir()) == sorted([first, third])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("note: removed the 1 least recently used cached probe(s) (")
+    assert line.endswith(
+        f"to keep the probes under {(2 * size + size // 2) / 1e6:g} MB: {second.name}"
+    )
+
+
+def test_the_probes_are_held_to_the_limit_of_their_variable(data, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "probes"
+    (folder / "mine").mkdir(parents=True)
+    # a file that is not a probe: neither counted nor removed
+    (folder / "notes.txt").write_bytes(b"x" * 10_000_000)
+    cached_probe("camera", data, 3, 0, folder)
+    (probe,) = folder.glob("*.safetensors")
+    age(probe, 1)
+    size = probe.stat().st_size
+    monkeypatch.setenv("GYM_WORLDMODEL_PROBE_CACHE_MB", str(1.5 * size / 1e6))
+    cached_probe("camera", data, 3, 1, folder)  # one fits: the older goes
+    assert not probe.exists() and len(list(folder.glob("*.safetensors"))) == 1
+    assert (folder / "notes.txt").stat().st_size == 10_000_000 and (folder / "mine").is_dir()
+    # a probe larger than the limit is used, not kept, and removes nothing
+    monkeypatch.setenv("GYM_WORLDMODEL_PROBE_CACHE_MB", str(0.5 * size / 1e6))
+    kept = set(folder.iterdir())
+    capsys.readouterr()
+    calls = counted_training(monkeypatch)
+    cached_probe("camera", data, 3, 2, folder)
+    assert set(folder.iterdir()) == kept and len(calls) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"note: the trained probe was not kept in {folder}: the probe (")
+    assert "larger than the cache's limit" in line
+    monkeypatch.setenv("GYM_WORLDMODEL_PROBE_CACHE_MB", "lots")  # refused before training
+    with pytest.raises(ValueError, match="GYM_WORLDMODEL_PROBE_CACHE_MB='lots'"):
+        cached_probe("camera", data, 3, 3, folder)
+    assert len(calls) == 1
+
+
+def test_a_probe_files_name_is_one_the_cache_command_knows(data, tmp_path):
+    from gym_worldmodel.user_cache import PROBE_FILE
+
+    for modality in ("camera", "robot", "driving"):
+        path = probe_path(tmp_path, {**probe_key("camera", data, 3, 0), "modality": modality})
+        match = PROBE_FILE.fullmatch(path.name)
+        assert match and match["modality"] == modality

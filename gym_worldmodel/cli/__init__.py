@@ -9,6 +9,7 @@ Subcommands:
     rollout: play a world and write the video.
     play: play a world from the keyboard in a window.
     ship: install a checkpoint and start frames as an embedded world.
+    cache: list or clear the probes eval keeps in the per-user cache.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from gym_worldmodel.cli.argtypes import (
     positive_float,
     positive_int,
 )
+from gym_worldmodel.cli.cache import cache_main
 from gym_worldmodel.cli.collect import SOURCES, collect_main, load_source, parse_options
 from gym_worldmodel.cli.evaluate import eval_main
 from gym_worldmodel.cli.play import play_main
@@ -41,6 +43,7 @@ __all__ = [
     "SOURCES",
     "STAGE_OPTIONS",
     "WORLD_IDS",
+    "cache_main",
     "check_device",
     "collect_main",
     "denoiser_passes",
@@ -76,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rollout": "play a world (random or given actions, any start image); write the video",
         "play": "play a world from the keyboard in a window (the play extra)",
         "ship": "install a checkpoint and start frames as the embedded default worlds",
+        "cache": "list or clear the inverse-dynamics probes eval keeps (list, clear)",
     }
     if not args or args[0] in ("-h", "--help") or args[0] not in commands:
         helped = bool(args) and args[0] in ("-h", "--help")
@@ -101,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             play_main(args[1:])
         elif args[0] == "ship":
             ship_main(args[1:])
+        elif args[0] == "cache":
+            cache_main(args[1:])
         else:
             train_main(args[1:])
     except (ValueError, OSError, FloatingPointError) as err:

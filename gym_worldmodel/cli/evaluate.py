@@ -20,6 +20,7 @@ from gym_worldmodel.cli.argtypes import (
 )
 from gym_worldmodel.cli.worlds import SHIPPED, per_world
 from gym_worldmodel.files import CACHE_ENV, unwritable
+from gym_worldmodel.user_cache import probe_cache_limit
 
 if TYPE_CHECKING:
     from gym_worldmodel.evaluation import EvalConfig
@@ -48,6 +49,11 @@ def eval_main(argv: Sequence[str]) -> None:
         why = None if path is None else unwritable(path, folder=bool(kind))
         if why:
             parser.error(f"{flag} {path}: {why}")
+    if not args.no_probe_cache:  # the probes' size bound, read when a probe is kept
+        try:
+            probe_cache_limit()
+        except ValueError as err:
+            parser.error(str(err))
     if args.report is not None and args.report.suffix.lower() != ".md":  # not a dataset's card
         parser.error(f"--report {args.report}: name a markdown page (.md) to write")
     if args.out is not None or args.report is not None:  # its plots and sample strips

@@ -20,6 +20,12 @@ The probe reads frames, never latents, so no model (nor its VAE) enters the key.
 the net's weights and :class:`.Probe`'s arrays (safetensors), with the key and a SHA-256 of the
 tensors in its metadata; one that cannot be read, or whose key or checksum differs, is reported
 in one line on stderr and the probe trained again and written over it.
+
+A probe read back is marked used (its modification time), and before a new one is written the
+least recently used probes of the folder are removed until the probes fit its limit
+(:func:`.user_cache.probe_cache_limit`, 256 MB unless ``$GYM_WORLDMODEL_PROBE_CACHE_MB`` says
+otherwise); :mod:`.user_cache` knows the files by name, and ``gym-worldmodel cache`` lists and
+clears them.
 """
 
 from __future__ import annotations
@@ -37,19 +43,20 @@ from safetensors.torch import save
 
 from gym_worldmodel.evaluation import control
 from gym_worldmodel.evaluation.control import InverseDynamicsProbe, Probe, train_probe
-from gym_worldmodel.files import atomic_write, remove_stale_temps, user_cache_dir
+from gym_worldmodel.files import atomic_write, remove_stale_temps
 from gym_worldmodel.hub import weights_sha256
 from gym_worldmodel.sources.episodes import load_episodes, read_card
+from gym_worldmodel.user_cache import (  # noqa: F401 (default_probe_cache: re-export)
+    PROBE_FORMAT,
+    CacheEntry,
+    default_probe_cache,
+    make_room,
+    probe_cache_limit,
+    touch,
+)
 
-#: The format every probe file names in its metadata.
-PROBE_FORMAT = "gym-worldmodel-probe/1"
 #: The :class:`.Probe` arrays a file holds beside the net's weights (``net.*``).
 _ARRAYS = ("mean", "std", "validation", "visible")
-
-
-def default_probe_cache() -> Path:
-    """Where ``eval`` keeps its probes: ``probes/`` in ``files.user_cache_dir()``."""
-    return user_cache_dir() / "probes"
 
 
 def probe_key(modality: str, data: Path, steps: int, seed: int) -> dict[str, Any]:
@@ -82,18 +89,22 @@ def cached_probe(
     seed: int,
     folder: Path | None,
     progress: bool = False,
+    max_bytes: int | None = None,
 ) -> Probe:
     """:func:`.train_probe` on ``data``'s training episodes, or the one it trained before.
 
     ``folder`` holds the probes (:func:`default_probe_cache` is ``eval``'s); None trains the
     probe and keeps nothing. A probe read back is the one trained before, bit for bit, so every
-    figure scored with it is too. A file that cannot be used is noted on stderr in one line and
-    the probe trained again and written over it; a folder that cannot be written is noted too,
-    and the trained probe used unkept.
+    figure scored with it is too, and it is marked used now. A file that cannot be used is noted
+    on stderr in one line and the probe trained again and written over it; a folder that cannot
+    be written is noted too, and the trained probe used unkept. Keeping a new probe removes the
+    least recently used ones until the folder's probes take at most ``max_bytes`` (None:
+    :func:`.user_cache.probe_cache_limit`), each noted; a probe larger than that is not kept.
     """
     episodes = load_episodes(Path(data), "train")  # each shard checked against its hash
     if folder is None:
         return train_probe(modality, episodes, steps, seed, progress)
+    limit = probe_cache_limit() if max_bytes is None else max_bytes  # refused before the work
     key = probe_key(modality, data, steps, seed)
     path = probe_path(folder, key)
     if path.exists():
@@ -102,18 +113,33 @@ def cached_probe(
         except ValueError as err:
             _note(f"{err}; training the probe again")
         else:
+            touch(path)
             _note(f"the {modality} probe trained before on the same data and settings: {path}")
             return probe
     probe = train_probe(modality, episodes, steps, seed, progress)
     try:
-        save_probe(path, probe, key)
+        removed = save_probe(path, probe, key, limit)
     except OSError as err:
         _note(f"the trained probe was not kept in {folder}: {err}")
+    else:
+        if removed:
+            _note(_evicted(removed, limit))
     return probe
 
 
-def save_probe(path: Path, probe: Probe, key: dict[str, Any]) -> None:
-    """Write ``probe`` to ``path`` (atomically, its folder made), with ``key`` and a checksum."""
+def save_probe(
+    path: Path, probe: Probe, key: dict[str, Any], max_bytes: int | None = None
+) -> list[CacheEntry]:
+    """Write ``probe`` to ``path`` (atomically, its folder made), with ``key`` and a checksum.
+
+    With ``max_bytes``, the least recently used probes of the folder are removed first until the
+    folder's probes, this one with them, take at most that (:func:`.user_cache.make_room`);
+    returns what was removed.
+
+    Raises:
+        OSError: The file cannot be written, or the probe alone is larger than ``max_bytes``
+            (nothing removed, nothing written).
+    """
     tensors = {f"net.{k}": v.detach().contiguous() for k, v in probe.net.state_dict().items()}
     for name in _ARRAYS:
         tensors[name] = torch.from_numpy(np.ascontiguousarray(getattr(probe, name)))
@@ -122,10 +148,13 @@ def save_probe(path: Path, probe: Probe, key: dict[str, Any]) -> None:
         "key": json.dumps(key, sort_keys=True),
         "sha256": weights_sha256(tensors),
     }
+    raw = save(tensors, metadata)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent, names=[path.name])  # a writer killed before its rename
-    atomic_write(path, lambda f: f.write(save(tensors, metadata)))
+    removed = [] if max_bytes is None else make_room(path.parent, path.name, len(raw), max_bytes)
+    atomic_write(path, lambda f: f.write(raw))
+    return removed
 
 
 def load_probe(path: Path, key: dict[str, Any]) -> Probe:
@@ -152,6 +181,16 @@ def load_probe(path: Path, key: dict[str, Any]) -> Probe:
         why = " ".join(str(err).split())[:200] or type(err).__name__
         raise ValueError(f"the probe file {path} cannot be used ({why})") from err
     return Probe(net.eval(), key["modality"], **arrays)
+
+
+def _evicted(removed: list[CacheEntry], limit: int) -> str:
+    """The note of the probes removed to keep a new one under ``limit`` bytes."""
+    mb = sum(e.size for e in removed) / 1e6
+    names = ", ".join(e.path.name for e in removed)
+    return (
+        f"removed the {len(removed)} least recently used cached probe(s) ({mb:.1f} MB) to keep "
+        f"the probes under {limit / 1e6:g} MB: {names}"
+    )
 
 
 def _note(text: str) -> None:
