@@ -262,6 +262,20 @@ def test_a_budget_self_forcing_run_trains_its_probe_20_steps_only_when_it_has_on
     assert [kw["probe_steps"] for _, kw in seen] == [600, 20]
 
 
+def test_the_latent_action_probe_trains_on_its_own_batch_rate_and_schedule():
+    """A self-forcing run's probe: batches of 64 at lr 1e-3 (the values before they were named),
+    50 warm-up steps or all of a shorter run's, a 20% cool-down, one checkpoint at its end; the
+    run's own seed, dtype and device."""
+    from gym_worldmodel.training.recipes import _probe_train
+
+    train = TrainConfig(steps=800, batch_size=8, lr=3e-4, save_every=10, seed=5, dtype="bfloat16")
+    probe = _probe_train(train, 600)
+    settings = (probe.steps, probe.batch_size, probe.lr, probe.warmup, probe.cooldown)
+    assert settings == (600, 64, 1e-3, 50, 0.2) and probe.save_every == 600
+    assert (probe.seed, probe.dtype, probe.device) == (5, "bfloat16", "cpu")
+    assert _probe_train(train, 20).warmup == 20
+
+
 def test_an_unknown_or_absent_training_device_is_a_usage_error(monkeypatch):
     argv = ["teacher", "--data", "d", "--out", "o", "--init", "i", "--device"]
     with pytest.raises(SystemExit, match="--device takes a torch device"):

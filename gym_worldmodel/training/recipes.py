@@ -415,6 +415,13 @@ def train_student(
 
 PROBE_MAX_ERROR = 0.8  # validation error (about 1 - R^2) from which a modality goes unscored
 PROBE_CHECK_EVERY = 6  # every 6th training episode checks the probe (as eval's probe does)
+#: The latent action probe's training in a self-forcing run (``_probe_train``; its steps are
+#: ``probe_steps``): windows per batch, AdamW learning rate, warm-up steps (all of a shorter
+#: run's) and the fraction of its steps cooling the learning rate down.
+PROBE_BATCH_SIZE = 64
+PROBE_LR = 1e-3
+PROBE_WARMUP = 50
+PROBE_COOLDOWN = 0.2
 
 
 def train_action_probe(
@@ -607,7 +614,8 @@ def train_self_forcing(
     # only a run with an action term trains the probe
     probe_train = _probe_train(train, probe_steps) if config.action_weight else None
     # encoded once up front when the run, or the probe it trains first, reads more frames than
-    # the data holds (the probe's PROBE_STEPS batches of 64 windows read many times a short run's)
+    # the data holds (the probe's PROBE_STEPS batches of PROBE_BATCH_SIZE windows read many times
+    # a short run's)
     reads = [train] if probe_train is None else [train, probe_train]
     encode = any(reads_more_than_data(data, r, n * tuned.config.dit.chunk_frames) for r in reads)
     windows = chunk_windows(
@@ -668,9 +676,9 @@ def _probe_train(train: TrainConfig, probe_steps: int) -> TrainConfig:
     return dataclasses.replace(
         train,
         steps=probe_steps,
-        batch_size=64,
-        lr=1e-3,
+        batch_size=PROBE_BATCH_SIZE,
+        lr=PROBE_LR,
         save_every=probe_steps,
-        warmup=min(50, probe_steps),
-        cooldown=0.2,
+        warmup=min(PROBE_WARMUP, probe_steps),
+        cooldown=PROBE_COOLDOWN,
     )
