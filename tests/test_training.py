@@ -22,6 +22,7 @@ from gym_worldmodel.models.dit import move_frames, sequence_anchors
 from gym_worldmodel.sources.collect import collect
 from gym_worldmodel.sources.episodes import DatasetError, Episode, read_card
 from gym_worldmodel.training.data import Balanced, ChunkWindows, Frames
+from gym_worldmodel.training.distill import DistillConfig
 from gym_worldmodel.training.losses import (
     TeacherLossConfig,
     VAELossConfig,
@@ -1044,10 +1045,11 @@ def test_a_train_stage_lists_its_defaults_without_importing_torch():
 
 
 def test_every_train_default_is_the_librarys_own(monkeypatch, capsys):
-    """A bare ``train STAGE`` calls its recipe with ``TrainConfig()``, ``SelfForcingConfig()``
-    and every keyword at the recipe's default, and ``--steps N`` with ``TrainConfig(steps=N)``
-    (its warm-up and cool-down): an option that holds a copy of a default, drifted from the
-    library's, fails here. Each option's help says the default it takes."""
+    """A bare ``train STAGE`` calls its recipe with ``TrainConfig()``, ``SelfForcingConfig()``,
+    ``DistillConfig()`` and every keyword at the recipe's default, and ``--steps N`` with
+    ``TrainConfig(steps=N)`` (its warm-up and cool-down): an option that holds a copy of a
+    default, drifted from the library's, fails here. Each option's help says the default it
+    takes."""
     import inspect
 
     from gym_worldmodel.cli.train import STAGES, _train_parser
@@ -1068,6 +1070,8 @@ def test_every_train_default_is_the_librarys_own(monkeypatch, capsys):
             default = signature.parameters[key].default
             if key == "config" and stage == "self-forcing":  # built from its options
                 assert value == SelfForcingConfig()
+            elif key == "distill" and stage == "student":  # the same
+                assert value == DistillConfig()
             elif default is not inspect.Parameter.empty:  # data, run_dir: the command's own
                 assert value == default, (stage, key)
     capsys.readouterr()

@@ -22,6 +22,7 @@ from gym_worldmodel.cli.worlds import init_checkpoint
 from gym_worldmodel.training.config import (  # no torch: a stage's --help stays fast
     PROBE_STEPS,
     RECIPE_DEFAULTS,
+    DistillConfig,
     SelfForcingConfig,
     TeacherLossConfig,
     TrainConfig,
@@ -122,6 +123,38 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         ("student",),
         "--student-init",
         dict(help="fine-tune this student (directory or repo id), not a copy of the teacher"),
+    ),
+    (
+        ("student",),
+        "--teacher-nfe",
+        dict(
+            type=denoiser_passes,
+            default=LIBRARY,
+            help="Euler steps of the teacher's target (1 to 8; 1 with the student's own "
+            "checkpoint as the teacher distils its guidance alone)",
+        ),
+    ),
+    (
+        ("student",),
+        "--gt-weight",
+        dict(
+            type=non_negative_float,
+            default=LIBRARY,
+            metavar="WEIGHT",
+            help="weight of the error to the recorded chunk beside the teacher's (0: pure "
+            "distillation)",
+        ),
+    ),
+    (
+        ("student",),
+        "--teacher-memory-guidance",
+        dict(
+            type=non_negative_float,
+            metavar="SCALE",
+            help="memory guidance of the teacher's target (SamplerConfig.memory_guidance; "
+            "default: the teacher's own, 1 in the shipped worlds): with --memory, the student "
+            "learns to lean on its retrieved memory as the guided teacher does, at one pass",
+        ),
     ),
     (
         _MEMORY,
@@ -419,6 +452,7 @@ def _stage_keywords(stage: str, flag: str, kwargs: dict[str, Any]) -> dict[str, 
 #: The configs whose fields hold a stage's own defaults, after ``TrainConfig``'s.
 _STAGE_CONFIGS: dict[str, tuple[type, ...]] = {
     "teacher": (TeacherLossConfig,),
+    "student": (DistillConfig,),
     "self-forcing": (SelfForcingConfig,),
 }
 
@@ -583,6 +617,16 @@ def _run_stage(args: argparse.Namespace, train: Any, progress: bool) -> None:
             progress=progress,
         )
     else:
+        distill = DistillConfig(
+            teacher_nfe=args.teacher_nfe,
+            gt_weight=args.gt_weight,
+            teacher_memory_guidance=args.teacher_memory_guidance,
+        )
         recipes.train_student(
-            *run, nfe=args.nfe, memory=args.memory, init=args.student_init, progress=progress
+            *run,
+            nfe=args.nfe,
+            distill=distill,
+            memory=args.memory,
+            init=args.student_init,
+            progress=progress,
         )

@@ -19,7 +19,31 @@ from gym_worldmodel.memory.kv_cache import KVCache
 from gym_worldmodel.models.config import SamplerConfig
 from gym_worldmodel.models.dit import CausalChunkDiT
 from gym_worldmodel.sampling.noise import RowGenerators
-from gym_worldmodel.sampling.sampler import FewStepSampler
+from gym_worldmodel.sampling.sampler import Denoiser, FewStepSampler
+
+
+def memory_guided(denoise: Denoiser, cache: KVCache, scale: float) -> Denoiser:
+    """``denoise`` (a denoiser reading ``cache``) under memory guidance ``scale``.
+
+    In a call where some row holds retrieved memory, the denoiser runs again with the memory
+    slots masked (:meth:`KVCache.hidden_memory`) and the velocity is ``v_off + scale (v -
+    v_off)``, in float32; a row holding none gets ``v_off == v``, so its bits do not change.
+    At 1 (``SamplerConfig.memory_guidance``'s default) it is ``denoise`` itself, at no cost.
+    The rollout samples through it, and distillation's teacher targets
+    (``DistillConfig.teacher_memory_guidance``).
+    """
+    if scale == 1.0:
+        return denoise
+
+    def guided(x: Tensor, t: Tensor, drop: Tensor | None) -> Tensor:
+        v = denoise(x, t, drop)
+        if not cache.holds_memory:
+            return v
+        with cache.hidden_memory():
+            v_off = denoise(x, t, drop).float()
+        return v_off + scale * (v.float() - v_off)
+
+    return guided
 
 
 class _Rollout:
@@ -96,14 +120,7 @@ class ChunkRollout(_Rollout):
         def plain(x: Tensor, t: Tensor, drop: Tensor | None) -> Tensor:
             return self.dit(x, t, actions, modality, cache, drop_action=drop, frame_anchors=anchors)
 
-        def denoise(x: Tensor, t: Tensor, drop: Tensor | None) -> Tensor:
-            v = plain(x, t, drop)
-            if scale == 1.0 or not cache.holds_memory:
-                return v
-            with cache.hidden_memory():  # memory guidance: v_off + s (v - v_off)
-                v_off = plain(x, t, drop).float()
-            return v_off + scale * (v.float() - v_off)
-
+        denoise = memory_guided(plain, cache, scale)
         return self.sampler.sample(denoise, self.latent_shape, generators), anchors
 
     def commit(

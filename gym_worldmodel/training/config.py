@@ -1,16 +1,18 @@
 """The training settings that ``gym-worldmodel train`` reads its defaults from; no torch.
 
 ``TrainConfig`` (the optimisation), ``TeacherLossConfig`` (the teacher's loss),
-``SelfForcingConfig`` (self-forcing's loss) and the recipes' keyword defaults that no config
-holds (``RECIPE_DEFAULTS``). The recipes (``training/recipes.py``) and the command line both take
-them from here, so a stage's ``--help`` lists its defaults without importing torch. Each config
-is importable from the module that uses it too (``training.trainer``, ``training.losses``,
-``training.self_forcing``).
+``SelfForcingConfig`` (self-forcing's loss), ``DistillConfig`` (the student's) and the recipes'
+keyword defaults that no config holds (``RECIPE_DEFAULTS``). The recipes
+(``training/recipes.py``) and the command line both take them from here, so a stage's
+``--help`` lists its defaults without importing torch. Each config is importable from the module
+that uses it too (``training.trainer``, ``training.losses``, ``training.self_forcing``,
+``training.distill``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,6 +171,55 @@ class SelfForcingConfig:
         for name in ("action_weight", "motion_weight", "shift_weight", "adversarial_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} is a loss weight >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Settings of :func:`~gym_worldmodel.training.distill.student_loss`.
+
+    Attributes:
+        teacher_nfe: Euler steps of the teacher's target.
+        gt_weight: Weight of the error to the recorded chunk (0: pure distillation).
+        teacher_guidance: Classifier-free guidance scale of the teacher's target (the action
+            dropped for the unguided pass); the student learns the guided flow and samples
+            without guidance. None: the teacher checkpoint's own (``train_student`` reads it;
+            ``student_loss``, given a bare denoiser, takes None as 1).
+        teacher_memory_guidance: Memory guidance of the teacher's target
+            (``SamplerConfig.memory_guidance``: ``v_off + s (v - v_off)``, ``v_off`` with the
+            retrieved memory masked); the student learns to lean on its memory as the guided
+            teacher does, at one pass's cost, and samples without memory guidance of its own.
+            None as ``teacher_guidance``.
+    """
+
+    teacher_nfe: int = 8
+    gt_weight: float = 0.25
+    teacher_guidance: float | None = None
+    teacher_memory_guidance: float | None = None
+
+    def __post_init__(self) -> None:
+        # (here, not at the top: gym_worldmodel.models imports torch, which --help must not)
+        from gym_worldmodel.models.config import MAX_GUIDANCE, MAX_NFE
+
+        if not 1 <= self.teacher_nfe <= MAX_NFE:
+            raise ValueError(f"teacher_nfe must be in [1, {MAX_NFE}], got {self.teacher_nfe}")
+        if not 0.0 <= self.gt_weight < math.inf:
+            raise ValueError(f"gt_weight is a loss weight >= 0, got {self.gt_weight}")
+        for name in ("teacher_guidance", "teacher_memory_guidance"):
+            scale = getattr(self, name)  # as SamplerConfig's guidance scales
+            if scale is not None and not 0.0 <= scale <= MAX_GUIDANCE:
+                raise ValueError(
+                    f"{name} must be in [0, {MAX_GUIDANCE}] (1 turns it off), got {scale}"
+                )
+
+    def of_teacher(self, guidance: float, memory_guidance: float) -> DistillConfig:
+        """This config with the guidance scales left None set to the teacher's own."""
+        return dataclasses.replace(
+            self,
+            teacher_guidance=guidance if self.teacher_guidance is None else self.teacher_guidance,
+            teacher_memory_guidance=memory_guidance
+            if self.teacher_memory_guidance is None
+            else self.teacher_memory_guidance,
+        )
 
 
 #: ``train_student``'s denoising steps of the student (``nfe``).

@@ -14,7 +14,12 @@ Each training window (the sink plus ``N - 1`` chunks of a recorded episode) is u
 
 With a retrieved memory chunk, student and teacher see the same memory in every pass (the cache's
 memory slot, and the sequence forward's memory chunk), so distillation keeps memory use alive
-rather than teaching the student to ignore it.
+rather than teaching the student to ignore it. With ``teacher_memory_guidance`` the teacher's
+target leans on that memory harder (``sampling.rollout.memory_guided``, as
+``SamplerConfig.memory_guidance`` does at run time), so the student learns at one pass what the
+teacher gives at two. A teacher that is the student's own starting point, at ``teacher_nfe`` equal
+to its passes and no ``gt_weight``, makes this a distillation of the guidance alone: rows without
+memory are trained to stay as they were.
 
 Steps 1-2 run with the cache (one chunk per forward); the gradient pass uses
 ``forward_sequence``, which computes what the cache path computes.
@@ -22,46 +27,17 @@ Steps 1-2 run with the cache (one chunk per forward); the gradient pass uses
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
 from gym_worldmodel.memory import KVCache
 from gym_worldmodel.models import CausalChunkDiT
-from gym_worldmodel.models.config import MAX_GUIDANCE, MAX_NFE, SamplerConfig
+from gym_worldmodel.models.config import SamplerConfig
 from gym_worldmodel.sampling import FlowMatchSchedule, RowGenerators
+from gym_worldmodel.sampling.rollout import memory_guided
 from gym_worldmodel.sampling.sampler import Denoiser, guided_velocity
+from gym_worldmodel.training.config import DistillConfig as DistillConfig
 from gym_worldmodel.training.own_history import own_history
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """Settings of :func:`student_loss`.
-
-    Attributes:
-        teacher_nfe: Euler steps of the teacher's target.
-        gt_weight: Weight of the error to the recorded chunk (0: pure distillation).
-        teacher_guidance: Classifier-free guidance scale of the teacher's target (the action
-            dropped for the unguided pass); the student learns the guided flow and samples
-            without guidance (``train_student`` takes the teacher's own setting).
-    """
-
-    teacher_nfe: int = 8
-    gt_weight: float = 0.25
-    teacher_guidance: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.teacher_nfe <= MAX_NFE:
-            raise ValueError(f"teacher_nfe must be in [1, {MAX_NFE}], got {self.teacher_nfe}")
-        if not 0.0 <= self.gt_weight < math.inf:
-            raise ValueError(f"gt_weight is a loss weight >= 0, got {self.gt_weight}")
-        if not 0.0 <= self.teacher_guidance <= MAX_GUIDANCE:  # as SamplerConfig.guidance_scale
-            raise ValueError(
-                f"teacher_guidance must be in [0, {MAX_GUIDANCE}] (1 turns guidance off), got "
-                f"{self.teacher_guidance}"
-            )
 
 
 def _euler(denoise: Denoiser, x: Tensor, timesteps: list[float], guidance: float = 1.0) -> Tensor:
@@ -69,6 +45,11 @@ def _euler(denoise: Denoiser, x: Tensor, timesteps: list[float], guidance: float
     for t, t_next in zip(timesteps[:-1], timesteps[1:], strict=True):
         x = x + (t_next - t) * guided_velocity(denoise, x, t, guidance)
     return x
+
+
+def _scale(guidance: float | None) -> float:
+    """A guidance scale of :class:`DistillConfig`, None (the teacher's own, unknown here) as 1."""
+    return 1.0 if guidance is None else guidance
 
 
 def _cached_denoiser(
@@ -124,11 +105,16 @@ def student_loss(
     with torch.no_grad():
         last_actions = chunk(actions, n - 1)
         z = gens.randn((f, *latents.shape[2:]))
-        target = _euler(
+        teacher_denoise = memory_guided(
             _cached_denoiser(teacher, last_actions, modality, caches[1]),
+            caches[1],
+            _scale(config.teacher_memory_guidance),
+        )
+        target = _euler(
+            teacher_denoise,
             z,
             schedule.timesteps(config.teacher_nfe),
-            config.teacher_guidance,
+            _scale(config.teacher_guidance),
         )
         steps = schedule.timesteps(student_sampler.nfe)
         i = int(torch.randint(student_sampler.nfe, (1,), generator=gen, device=gen.device))

@@ -379,10 +379,12 @@ def train_student(
             "teacher on this data first (train teacher --init it)"
         )
     teacher.requires_grad_(False)
-    # The student learns the teacher's guided flow (``DistillConfig.teacher_guidance``), so it
-    # samples without guidance of its own.
+    # The student learns the teacher's guided flow (``DistillConfig.teacher_guidance`` and
+    # ``teacher_memory_guidance``), so it samples without guidance of its own.
+    own = teacher.config.sampler
+    distill = (distill or DistillConfig()).of_teacher(own.guidance_scale, own.memory_guidance)
     sampler = dataclasses.replace(
-        teacher.config.sampler, nfe=nfe, stochastic=False, context_t=0.0, guidance_scale=1.0
+        own, nfe=nfe, stochastic=False, context_t=0.0, guidance_scale=1.0, memory_guidance=1.0
     )
     student = WorldModel(dataclasses.replace(teacher.config, sampler=sampler))
     source = hub.from_pretrained(init) if init is not None else teacher
@@ -395,7 +397,6 @@ def train_student(
     )
     student.vae.requires_grad_(False)
     windows = ring_windows(student, data, train, n_chunks, memory, progress)
-    distill = distill or DistillConfig(teacher_guidance=teacher.config.sampler.guidance_scale)
 
     def loss(batch: dict, gen: torch.Generator):
         return student_loss(
