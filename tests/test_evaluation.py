@@ -237,6 +237,52 @@ def test_a_guided_teacher_target_is_the_guided_flow():
     assert distill[1.0] < 1e-8 < 1e-3 < distill[3.0]
 
 
+def test_a_memory_guided_teacher_target_leans_on_memory_where_rows_hold_it():
+    """With memory guidance, a student holding the teacher's weights misses the target only in
+    the rows that hold retrieved memory, and exactly by the guidance term there: the loss of a
+    one-step student against its own guided self is zero at scale 1, and zero at any scale
+    where no row holds memory."""
+    config = WorldModelConfig.tiny()
+    teacher = randomize(WorldModel(config)).eval()
+    student = WorldModel(config).eval()
+    student.load_state_dict(teacher.state_dict())
+    sampler = dataclasses.replace(config.sampler, nfe=1, stochastic=False, guidance_scale=1.0)
+    f, n = config.dit.chunk_frames, 4
+    data = torch.Generator().manual_seed(2)
+    latents = torch.randn(2, n * f, 4, 16, 16, generator=data)
+    actions = torch.randn(2, n * f, config.dit.action_dim, generator=data)
+    memory = torch.randn(2, f, 4, 16, 16, generator=data)
+    modality = torch.tensor([0, 0])
+
+    def distill(scale: float, valid: list[bool]) -> float:
+        cfg = DistillConfig(teacher_nfe=1, gt_weight=0.0, teacher_memory_guidance=scale)
+        _, parts = student_loss(
+            student.dit,
+            sampler,
+            teacher.dit,
+            latents,
+            actions,
+            modality,
+            torch.Generator().manual_seed(0),
+            cfg,
+            memory=memory,
+            memory_valid=torch.tensor(valid),
+        )
+        return float(parts["distill"])
+
+    assert distill(1.0, [True, True]) < 1e-8 < 1e-4 < distill(2.5, [True, True])
+    assert distill(2.5, [False, False]) < 1e-8  # no row holds memory: nothing to guide
+    one = distill(2.5, [True, False])  # the second row's target is its own output
+    assert 1e-6 < one < distill(2.5, [True, True])
+
+
+def test_train_student_takes_the_teachers_guidance_unless_told():
+    """``DistillConfig``'s guidance scales left None are the teacher checkpoint's own."""
+    cfg = DistillConfig(teacher_memory_guidance=2.0).of_teacher(1.5, 3.0)
+    assert (cfg.teacher_guidance, cfg.teacher_memory_guidance) == (1.5, 2.0)
+    assert DistillConfig().of_teacher(1.0, 1.0).teacher_memory_guidance == 1.0
+
+
 @pytest.mark.parametrize(
     "field, value, message",
     [
@@ -245,6 +291,8 @@ def test_a_guided_teacher_target_is_the_guided_flow():
         ("gt_weight", float("nan"), "gt_weight is a loss weight"),
         ("gt_weight", -0.5, "gt_weight is a loss weight"),
         ("teacher_guidance", -1e308, "teacher_guidance must be in"),
+        ("teacher_memory_guidance", -1.0, "teacher_memory_guidance must be in"),
+        ("teacher_memory_guidance", 1e9, "teacher_memory_guidance must be in"),
     ],
 )
 def test_distill_settings_out_of_range_are_refused(field, value, message):

@@ -251,6 +251,21 @@ def recorded_calls(monkeypatch, recipe: str) -> list[tuple[tuple, dict]]:
     return calls
 
 
+def test_train_student_hands_its_distillation_options_to_the_recipe(monkeypatch, capsys):
+    """``--teacher-nfe``, ``--gt-weight`` and ``--teacher-memory-guidance`` reach
+    ``train_student`` as its ``DistillConfig``; a scale out of range is refused by name."""
+    calls = recorded_calls(monkeypatch, "train_student")
+    argv = ["student", "--data", "d", "--out", "o", "--init", "i"]
+    train_main([*argv, "--teacher-nfe", "1", "--gt-weight", "0", "--teacher-memory-guidance", "2"])
+    (_, kwargs) = calls[0]
+    assert kwargs["distill"] == DistillConfig(
+        teacher_nfe=1, gt_weight=0.0, teacher_memory_guidance=2.0
+    )
+    with pytest.raises((SystemExit, ValueError), match="teacher_memory_guidance must be in"):
+        train_main([*argv, "--teacher-memory-guidance", "1000"])
+    capsys.readouterr()
+
+
 def test_a_budget_self_forcing_run_trains_its_probe_20_steps_only_when_it_has_one(monkeypatch):
     """Without --action-weight there is no probe: its steps stay the default, so the run
     extends with --steps N --batch-size 4 as the other stages do."""
