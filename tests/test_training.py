@@ -1060,8 +1060,9 @@ def test_a_train_stage_lists_its_defaults_without_importing_torch():
 
 
 def test_every_train_default_is_the_librarys_own(monkeypatch, capsys):
-    """A bare ``train STAGE`` calls its recipe with ``TrainConfig()``, ``SelfForcingConfig()``,
-    ``DistillConfig()`` and every keyword at the recipe's default, and ``--steps N`` with
+    """A bare ``train STAGE`` calls its recipe with ``TrainConfig()``, ``SelfForcingConfig()``
+    and every keyword at the recipe's default (``distill`` None: ``DistillConfig()``, as a
+    student run started before its options recorded it), and ``--steps N`` with
     ``TrainConfig(steps=N)`` (its warm-up and cool-down): an option that holds a copy of a
     default, drifted from the library's, fails here. Each option's help says the default it
     takes."""
@@ -1085,8 +1086,6 @@ def test_every_train_default_is_the_librarys_own(monkeypatch, capsys):
             default = signature.parameters[key].default
             if key == "config" and stage == "self-forcing":  # built from its options
                 assert value == SelfForcingConfig()
-            elif key == "distill" and stage == "student":  # the same
-                assert value == DistillConfig()
             elif default is not inspect.Parameter.empty:  # data, run_dir: the command's own
                 assert value == default, (stage, key)
     capsys.readouterr()

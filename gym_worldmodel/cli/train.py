@@ -625,7 +625,8 @@ def _run_stage(args: argparse.Namespace, train: Any, progress: bool) -> None:
         recipes.train_student(
             *run,
             nfe=args.nfe,
-            distill=distill,
+            # None at the defaults: the call a run started before these options recorded
+            distill=None if distill == DistillConfig() else distill,
             memory=args.memory,
             init=args.student_init,
             progress=progress,
