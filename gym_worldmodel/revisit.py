@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from gym_worldmodel.envs.engine import WorldEngine
 from gym_worldmodel.envs.pose import wrap_deg
-from gym_worldmodel.evaluation import psnr, ssim
+from gym_worldmodel.evaluation import paired_interval, psnr, ssim
 from gym_worldmodel.evaluation.open_loop import step_actions
 from gym_worldmodel.evaluation.report import image_dir
 from gym_worldmodel.files import atomic_write, atomic_write_all, remove_stale_temps
@@ -92,6 +92,17 @@ class RevisitResult:
     def gain_db(self) -> float:
         """PSNR with memory minus without, on revisit frames."""
         return self.psnr_on - self.psnr_off
+
+    @property
+    def gain_interval(self) -> tuple[float, float]:
+        """90% bootstrap interval of :attr:`gain_db` over the episodes (``paired_interval``)."""
+        return paired_interval(self.psnr_on_episodes, self.psnr_off_episodes)
+
+    @property
+    def episodes_helped(self) -> int:
+        """Episodes whose revisit frames scored higher with memory than without."""
+        pairs = zip(self.psnr_on_episodes, self.psnr_off_episodes, strict=True)
+        return sum(on > off for on, off in pairs)
 
 
 #: Where :func:`evaluate_revisit` splits the revisit frames by the frame their place was first
@@ -397,7 +408,8 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
     report.parent.mkdir(parents=True, exist_ok=True)
     for folder in {out_dir, report.parent}:  # a report stopped while it was written
         remove_stale_temps(folder, names=[report.name, "revisit.json", "revisit.png"])
-    raw = json.dumps({**asdict(result), "gain_db": result.gain_db}, indent=1) + "\n"
+    extra = {"gain_db": result.gain_db, "gain_interval": list(result.gain_interval)}
+    raw = json.dumps({**asdict(result), **extra}, indent=1) + "\n"
     _plot_revisit(result, out_dir / "revisit.png")
     body = "\n".join(_revisit_lines(result, command, image_dir(out_dir, report)))
     atomic_write_all(
@@ -436,7 +448,7 @@ def _plot_revisit(result: RevisitResult, path: Path) -> None:
 
 def _revisit_lines(r: RevisitResult, command: str, images: str) -> list[str]:
     """The report's markdown lines; ``images``: the plot's folder as the page links it."""
-    helped = sum(a > b for a, b in zip(r.psnr_on_episodes, r.psnr_off_episodes, strict=True))
+    lo, hi = r.gain_interval
     lines = [
         "# Spatial memory: the revisit benchmark",
         "",
@@ -455,7 +467,9 @@ def _revisit_lines(r: RevisitResult, command: str, images: str) -> list[str]:
         f"{r.psnr_on:.2f} | {r.psnr_off:.2f} | **{r.gain_db:+.2f}** |",
         f"| SSIM | {r.ssim_on:.3f} | {r.ssim_off:.3f} | {r.ssim_on - r.ssim_off:+.3f} |",
         "",
-        f"Episodes where memory on scored higher: {helped} of {r.episodes}.",
+        f"Episodes where memory on scored higher: {r.episodes_helped} of {r.episodes}. The "
+        f"PSNR difference, with the episodes resampled (a 90% bootstrap interval): {lo:+.2f} "
+        f"to {hi:+.2f} dB: how much the figure hangs on which episodes were held out.",
         "",
     ]
     if r.psnr_first_visit is not None:

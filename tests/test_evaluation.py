@@ -518,6 +518,25 @@ class RevisitSquareSource(SquareSource):
         return dataclasses.replace(ep, poses=poses)
 
 
+def test_paired_interval_resamples_episodes_keeping_their_pairs():
+    """A difference that every episode shares has no spread; one that flips sign from episode
+    to episode has an interval around 0; the pairs are resampled together (a shift shared by
+    both sides of each pair does not widen it); bad input is refused by shape."""
+    from gym_worldmodel.evaluation import paired_interval
+
+    base = np.linspace(10.0, 20.0, 20)  # episodes differ a lot; their pairs do not
+    assert paired_interval(base + 1.0, base) == pytest.approx((1.0, 1.0))
+    flips = base + np.where(np.arange(20) % 2 == 0, 1.0, -1.0)
+    lo, hi = paired_interval(flips, base)
+    assert lo < 0 < hi and hi - lo < 1.0
+    assert paired_interval(flips, base) == (lo, hi)  # seeded: one report, one interval
+    assert paired_interval(flips, base, level=0.5)[1] < hi
+    with pytest.raises(ValueError, match="one length"):
+        paired_interval([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        paired_interval([], [])
+
+
 def test_revisit_frames_need_the_same_pose_long_enough_before():
     from gym_worldmodel.revisit import first_visits, revisit_frames
 
@@ -577,6 +596,10 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert "memory on" in report.read_text() and "recorded frames" in report.read_text()
     assert "What memory holds" in report.read_text()
     assert "| first shown at frame |" in report.read_text()
+    lo, hi = result.gain_interval
+    assert f"{lo:+.2f} to {hi:+.2f} dB" in report.read_text()
+    saved = json.loads((tmp_path / "docs" / "eval" / "revisit.json").read_text())
+    assert saved["gain_interval"] == [lo, hi]
     assert (tmp_path / "docs" / "eval" / "revisit.png").stat().st_size > 0
     # the CLI prints every figure of the report
     from gym_worldmodel.cli import main
@@ -590,6 +613,7 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert "what memory holds (the rollout where it first showed those places): " in printed
     assert f"{result.psnr_first_visit:.2f} dB" in printed and "recorded frames" in printed
     assert "by the frame the place was first shown at: 1-15: " in printed
+    assert f"the gain's 90% interval over episodes {lo:+.2f} to {hi:+.2f} dB" in printed
     with pytest.raises(SystemExit):  # one report per run: a second dataset is refused, not lost
         main([*argv, "--data", str(data), str(data), "--out", str(tmp_path / "two")])
     assert "--revisit measures one dataset per run, got 2" in capsys.readouterr().err
@@ -875,7 +899,7 @@ def test_eval_seed_reaches_both_modes_and_the_reports_command(tmp_path, monkeypa
 
     def evaluate_revisit(model, data, min_gap, seed, **kwargs):
         seen["revisit"] = (min_gap, seed)
-        return revisit.RevisitResult("citywalk", 1, 1, min_gap, 1, 1, 1, 1, 1, [], [], [], [], [])
+        return revisit.RevisitResult("citywalk", 1, 1, min_gap, 1, 1, 1, 1, 1, [1], [1], [], [], [])
 
     monkeypatch.setattr(evaluation, "evaluate_world", evaluate_world)
     monkeypatch.setattr(evaluation, "write_report", lambda *a: seen.update(command=a[-1]))

@@ -320,6 +320,12 @@ def _revisit(args: argparse.Namespace, model: Any, command: str) -> None:
         f"{result.ssim_off:.3f}; hits on {100 * result.hit_rate:.0f}% of revisit frames",
         flush=True,
     )
+    lo, hi = result.gain_interval
+    print(
+        f"  better with memory in {result.episodes_helped} of {result.episodes} episodes; the "
+        f"gain's 90% interval over episodes {lo:+.2f} to {hi:+.2f} dB",
+        flush=True,
+    )
     if result.psnr_first_visit is not None:
         print(
             f"  what memory holds (the rollout where it first showed those places): "

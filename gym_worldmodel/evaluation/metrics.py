@@ -79,6 +79,34 @@ def gain_interval(
     return float(lo), float(hi)
 
 
+def paired_interval(
+    a: np.ndarray | list[float],
+    b: np.ndarray | list[float],
+    level: float = 0.9,
+    draws: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap interval of ``mean(a) - mean(b)`` over paired per-episode figures.
+
+    ``a[i]`` and ``b[i]`` are one episode's figure under two settings (memory on and off, or
+    two worlds on one episode); episodes are resampled with replacement, the pairs kept
+    together. With 20 episodes whose differences spread by a dB or more, a mean difference of
+    a few tenths can sit inside an interval around 0: it then says little about the next
+    episode. Seeded, so one report gives one interval.
+    """
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if x.ndim != 1 or x.shape != y.shape or len(x) == 0:
+        raise ValueError(
+            f"expected two non-empty lists of per-episode figures of one length, got shapes "
+            f"{x.shape} and {y.shape}"
+        )
+    diff = x - y
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(len(diff), size=(draws, len(diff)))].mean(1)
+    lo, hi = np.percentile(means, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame SSIM of uint8 frames ``(..., H, W, 3)``.
 
