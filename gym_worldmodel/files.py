@@ -60,12 +60,15 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     atomic_write_all({Path(path): write})
 
 
-#: A temporary file of :func:`atomic_write_all`: ``.<name>.<mkstemp's 8 characters>.tmp``.
-_TEMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+#: A temporary file of :func:`atomic_write_all`: ``.<name>.<mkstemp's 8 characters>.tmp``
+#: (group ``target``: the file it becomes).
+TEMP_FILE = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+#: Seconds after which such a file is a killed writer's: a live writer's is newer.
+STALE_TEMP_S = 600.0
 
 
 def remove_stale_temps(
-    directory: Path, older_than_s: float = 600.0, names: Iterable[str] | None = None
+    directory: Path, older_than_s: float = STALE_TEMP_S, names: Iterable[str] | None = None
 ) -> list[Path]:
     """Delete the temporary files :func:`atomic_write` left in ``directory`` when killed.
 
@@ -87,7 +90,7 @@ def remove_stale_temps(
     stale = []
     for path in found:
         try:
-            if _TEMP.fullmatch(path.name) and now - path.lstat().st_mtime > older_than_s:
+            if TEMP_FILE.fullmatch(path.name) and now - path.lstat().st_mtime > older_than_s:
                 stale.append(path)
         except OSError:  # gone meanwhile
             continue

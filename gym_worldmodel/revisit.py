@@ -94,8 +94,13 @@ class RevisitResult:
         return self.psnr_on - self.psnr_off
 
     @property
-    def gain_interval(self) -> tuple[float, float]:
-        """90% bootstrap interval of :attr:`gain_db` over the episodes (``paired_interval``)."""
+    def gain_interval(self) -> tuple[float, float] | None:
+        """90% bootstrap interval of :attr:`gain_db` over the episodes (``paired_interval``).
+
+        None from one episode, which has no spread to resample.
+        """
+        if len(self.psnr_on_episodes) < 2:
+            return None
         return paired_interval(self.psnr_on_episodes, self.psnr_off_episodes)
 
     @property
@@ -408,7 +413,8 @@ def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, com
     report.parent.mkdir(parents=True, exist_ok=True)
     for folder in {out_dir, report.parent}:  # a report stopped while it was written
         remove_stale_temps(folder, names=[report.name, "revisit.json", "revisit.png"])
-    extra = {"gain_db": result.gain_db, "gain_interval": list(result.gain_interval)}
+    interval = result.gain_interval
+    extra = {"gain_db": result.gain_db, "gain_interval": interval and list(interval)}
     raw = json.dumps({**asdict(result), **extra}, indent=1) + "\n"
     _plot_revisit(result, out_dir / "revisit.png")
     body = "\n".join(_revisit_lines(result, command, image_dir(out_dir, report)))
@@ -448,7 +454,13 @@ def _plot_revisit(result: RevisitResult, path: Path) -> None:
 
 def _revisit_lines(r: RevisitResult, command: str, images: str) -> list[str]:
     """The report's markdown lines; ``images``: the plot's folder as the page links it."""
-    lo, hi = r.gain_interval
+    spread = ""
+    if r.gain_interval is not None:
+        lo, hi = r.gain_interval
+        spread = (
+            f" The PSNR difference, with the episodes resampled (a 90% bootstrap interval): "
+            f"{lo:+.2f} to {hi:+.2f} dB: how much the figure hangs on which episodes were held out."
+        )
     lines = [
         "# Spatial memory: the revisit benchmark",
         "",
@@ -467,9 +479,7 @@ def _revisit_lines(r: RevisitResult, command: str, images: str) -> list[str]:
         f"{r.psnr_on:.2f} | {r.psnr_off:.2f} | **{r.gain_db:+.2f}** |",
         f"| SSIM | {r.ssim_on:.3f} | {r.ssim_off:.3f} | {r.ssim_on - r.ssim_off:+.3f} |",
         "",
-        f"Episodes where memory on scored higher: {r.episodes_helped} of {r.episodes}. The "
-        f"PSNR difference, with the episodes resampled (a 90% bootstrap interval): {lo:+.2f} "
-        f"to {hi:+.2f} dB: how much the figure hangs on which episodes were held out.",
+        f"Episodes where memory on scored higher: {r.episodes_helped} of {r.episodes}.{spread}",
         "",
     ]
     if r.psnr_first_visit is not None:

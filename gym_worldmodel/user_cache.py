@@ -4,8 +4,9 @@
 of :func:`.files.user_cache_dir`, one file each, about 4 MB. The files are known by their names
 alone: ``<modality>-<32 hex digits>.safetensors`` (:data:`PROBE_FILE`), and the temporary file a
 writer stopped mid-write left of one (``.<that name>.<8 characters>.tmp``, untouched for
-:data:`STALE_TEMP_S` seconds: a live writer's is newer). Nothing else in the folder is listed,
-counted or removed: a file of another name that a user keeps there, or a folder, is left as it is.
+:data:`.files.STALE_TEMP_S` seconds: a live writer's is newer). Nothing else in the folder is
+listed, counted or removed: a file of another name that a user keeps there, or a folder, is left
+as it is.
 
 A probe's modification time is when it was last used: it is set when the probe is written and
 when it is read back (:func:`touch`). Before a new probe is written, the least recently used are
@@ -26,16 +27,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gym_worldmodel.files import user_cache_dir
+from gym_worldmodel.files import STALE_TEMP_S, TEMP_FILE, user_cache_dir
 
 #: The format every probe file names in its metadata.
 PROBE_FORMAT = "gym-worldmodel-probe/1"
 #: A probe file's name: its modality and 32 hex digits of its key's SHA-256.
 PROBE_FILE = re.compile(r"(?P<modality>[^./][^/]*)-[0-9a-f]{32}\.safetensors")
-#: A temporary file of ``files.atomic_write``, of the file named ``target``.
-_TEMP = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
-#: Seconds after which a probe's temporary file is a stopped writer's (``files``' own figure).
-STALE_TEMP_S = 600.0
 #: The environment variable that bounds the probes of a folder, in MB (10^6 bytes).
 LIMIT_ENV = "GYM_WORLDMODEL_PROBE_CACHE_MB"
 #: The bound without it: 64 probes of about 4 MB.
@@ -105,7 +102,7 @@ def cache_entries(folder: Path) -> list[CacheEntry]:
     now = time.time()
     found = []
     for path in folder.iterdir():
-        temp = _TEMP.fullmatch(path.name)
+        temp = TEMP_FILE.fullmatch(path.name)
         if not (PROBE_FILE.fullmatch(path.name) or temp and PROBE_FILE.fullmatch(temp["target"])):
             continue
         try:
@@ -168,7 +165,7 @@ def make_room(folder: Path, name: str, size: int, limit: int) -> list[CacheEntry
 def describe(entry: CacheEntry) -> str:
     """What ``entry`` is for, read from its probe file's metadata (no tensor is read)."""
     if not entry.finished:
-        target = _TEMP.fullmatch(entry.path.name)
+        target = TEMP_FILE.fullmatch(entry.path.name)
         return f"an unfinished write of {target['target'] if target else entry.path.name}"
     try:
         key = _probe_key(entry.path)
@@ -180,9 +177,10 @@ def describe(entry: CacheEntry) -> str:
     if len(shards) < 2:
         data = f"1 training shard (SHA-256 {shards[0]})" if shards else "no training shard"
     threads = key.get("threads")
+    ran = "" if threads is None else f"{threads} thread{'s' * (threads != 1)}, "
     return (
         f"{key.get('modality')} probe, {key.get('steps')} steps, seed {key.get('seed')}, trained "
-        f"on {data}; {threads} thread{'s' * (threads != 1)}, torch {key.get('torch')}"
+        f"on {data}; {ran}torch {key.get('torch')}"
     )
 
 

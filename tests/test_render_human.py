@@ -323,7 +323,7 @@ def test_the_driving_simulator_draws_where_sdl_finds_no_video_driver(any_driver,
     assert "SDL_VIDEODRIVER" not in os.environ
     sim.close()
     monkeypatch.setenv("SDL_VIDEODRIVER", "nosuchdriver")  # one the user asked for, missing
-    with pytest.raises(RuntimeError, match="SDL_VIDEODRIVER='nosuchdriver'.*unset the variable"):
+    with pytest.raises(OSError, match="SDL_VIDEODRIVER='nosuchdriver'.*unset the variable"):
         sim.reset(seed=0)
     assert os.environ["SDL_VIDEODRIVER"] == "nosuchdriver"  # theirs, left as it was
 

@@ -256,14 +256,18 @@ def test_train_student_hands_its_distillation_options_to_the_recipe(monkeypatch,
     ``train_student`` as its ``DistillConfig``; a scale out of range is refused by name."""
     calls = recorded_calls(monkeypatch, "train_student")
     argv = ["student", "--data", "d", "--out", "o", "--init", "i"]
-    train_main([*argv, "--teacher-nfe", "1", "--gt-weight", "0", "--teacher-memory-guidance", "2"])
+    guided = ["--memory", "--teacher-memory-guidance", "2"]
+    train_main([*argv, "--teacher-nfe", "1", "--gt-weight", "0", *guided])
     (_, kwargs) = calls[0]
     assert kwargs["distill"] == DistillConfig(
         teacher_nfe=1, gt_weight=0.0, teacher_memory_guidance=2.0
     )
     with pytest.raises((SystemExit, ValueError), match="teacher_memory_guidance must be in"):
-        train_main([*argv, "--teacher-memory-guidance", "1000"])
-    capsys.readouterr()
+        train_main([*argv, "--memory", "--teacher-memory-guidance", "1000"])
+    with pytest.raises(SystemExit):  # without memory the guidance has nothing to lean on
+        train_main([*argv, "--teacher-memory-guidance", "2"])
+    assert "--teacher-memory-guidance needs --memory" in capsys.readouterr().err
+    assert len(calls) == 1
 
 
 def test_a_budget_self_forcing_run_trains_its_probe_20_steps_only_when_it_has_one(monkeypatch):
@@ -1533,6 +1537,43 @@ def test_a_checkpoint_records_the_modalities_its_denoiser_learned(tmp_path):
         WorldModelVectorEnv(1, world="citywalk", model=tmp_path / "vae" / "model")
     with pytest.raises(ValueError, match=r"trained_modalities \['arm'\] are not among"):
         dataclasses.replace(teacher.config, trained_modalities=("arm",))
+
+
+def test_a_student_learns_its_teachers_guidance_and_samples_without_it(tmp_path, monkeypatch):
+    """``train_student`` hands the loss the teacher's own action guidance where the config
+    leaves it None, and its memory guidance as given; the student then samples without the
+    guidance it learned (a memory-guided target: memory guidance 1), and keeps the teacher's
+    memory guidance where its target had none."""
+    from gym_worldmodel.training import recipes
+
+    collect(
+        SquareSource(), tmp_path / "data", episodes=3, steps=12, heldout_every=3, progress=False
+    )
+    config = WorldModelConfig.tiny()
+    teacher = WorldModel(
+        dataclasses.replace(
+            config,
+            sampler=dataclasses.replace(config.sampler, guidance_scale=1.5, memory_guidance=3.0),
+        )
+    )
+    hub.save_pretrained(teacher, tmp_path / "teacher")
+    seen = []
+    real = recipes.student_loss
+    monkeypatch.setattr(recipes, "student_loss", lambda *a, **k: seen.append(a[7]) or real(*a, **k))
+    train = TrainConfig(steps=1, batch_size=2, lr=1e-3, save_every=1, seed=0)
+    data = [tmp_path / "data"]
+    plain = recipes.train_student(data, tmp_path / "teacher", tmp_path / "a", train)
+    assert seen[-1] == DistillConfig(teacher_guidance=1.5, teacher_memory_guidance=1.0)
+    assert (plain.config.sampler.guidance_scale, plain.config.sampler.memory_guidance) == (1, 3)
+    leaned = recipes.train_student(
+        data,
+        tmp_path / "teacher",
+        tmp_path / "b",
+        train,
+        distill=DistillConfig(teacher_memory_guidance=2.0),
+    )
+    assert seen[-1] == DistillConfig(teacher_guidance=1.5, teacher_memory_guidance=2.0)
+    assert (leaned.config.sampler.guidance_scale, leaned.config.sampler.memory_guidance) == (1, 1)
 
 
 def test_a_students_record_is_that_of_the_weights_it_starts_from(tmp_path):

@@ -49,7 +49,7 @@ def eval_main(argv: Sequence[str]) -> None:
         why = None if path is None else unwritable(path, folder=bool(kind))
         if why:
             parser.error(f"{flag} {path}: {why}")
-    if not args.no_probe_cache:  # the probes' size bound, read when a probe is kept
+    if not (args.no_probe_cache or args.revisit):  # the probes' size bound (no probe in revisit)
         try:
             probe_cache_limit()
         except ValueError as err:
@@ -320,10 +320,14 @@ def _revisit(args: argparse.Namespace, model: Any, command: str) -> None:
         f"{result.ssim_off:.3f}; hits on {100 * result.hit_rate:.0f}% of revisit frames",
         flush=True,
     )
-    lo, hi = result.gain_interval
+    spread = result.gain_interval
     print(
-        f"  better with memory in {result.episodes_helped} of {result.episodes} episodes; the "
-        f"gain's 90% interval over episodes {lo:+.2f} to {hi:+.2f} dB",
+        f"  better with memory in {result.episodes_helped} of {result.episodes} episodes"
+        + (
+            ""
+            if spread is None
+            else f"; the gain's 90% interval over episodes {spread[0]:+.2f} to {spread[1]:+.2f} dB"
+        ),
         flush=True,
     )
     if result.psnr_first_visit is not None:

@@ -150,10 +150,11 @@ _OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--teacher-memory-guidance",
         dict(
             type=non_negative_float,
+            default=LIBRARY,
             metavar="SCALE",
-            help="memory guidance of the teacher's target (SamplerConfig.memory_guidance; "
-            "default: the teacher's own, 1 in the shipped worlds): with --memory, the student "
-            "learns to lean on its retrieved memory as the guided teacher does, at one pass",
+            help="with --memory: memory guidance of the teacher's target "
+            "(SamplerConfig.memory_guidance, 0 to 100; 1: none): the student learns to lean on "
+            "its retrieved memory as the guided teacher does, at one pass",
         ),
     ),
     (
@@ -461,7 +462,8 @@ def library_default(stage: str, name: str) -> Any:
     """The library's default of ``train <stage>``'s option ``name`` (its ``dest``).
 
     A ``TrainConfig`` field's, else a field's of the stage's config (``teacher``:
-    ``TeacherLossConfig``, ``self-forcing``: ``SelfForcingConfig``), else the keyword default of
+    ``TeacherLossConfig``, ``student``: ``DistillConfig``, ``self-forcing``:
+    ``SelfForcingConfig``), else the keyword default of
     the stage's recipe (``training.config.RECIPE_DEFAULTS``): where the run takes it from. All
     of them live in ``training/config.py``, which imports no torch.
     """
@@ -558,6 +560,10 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--memory-only needs --memory")
     if getattr(args, "memory_gap", 0) and not args.memory:
         parser.error("--memory-gap needs --memory")
+    if getattr(args, "teacher_memory_guidance", 1.0) != 1.0 and not args.memory:
+        parser.error(
+            "--teacher-memory-guidance needs --memory (windows without a memory have none)"
+        )
     if getattr(args, "probe_steps", None) and not args.action_weight:
         parser.error("--probe-steps sets the action probe's steps: it needs --action-weight")
     if getattr(args, "nfe", 1) > 8:

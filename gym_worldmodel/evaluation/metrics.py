@@ -95,11 +95,15 @@ def paired_interval(
     episode. Seeded, so one report gives one interval.
     """
     x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if x.ndim != 1 or x.shape != y.shape or len(x) == 0:
+    if x.ndim != 1 or x.shape != y.shape or len(x) < 2:
         raise ValueError(
-            f"expected two non-empty lists of per-episode figures of one length, got shapes "
-            f"{x.shape} and {y.shape}"
+            f"expected two lists of per-episode figures of one length, 2 or more (one episode "
+            f"has no spread to resample), got shapes {x.shape} and {y.shape}"
         )
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("per-episode figures must be finite, got NaN or inf")
+    if not 0.0 < level < 1.0 or draws < 1:
+        raise ValueError(f"level must be in (0, 1) and draws >= 1, got {level} and {draws}")
     diff = x - y
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(len(diff), size=(draws, len(diff)))].mean(1)

@@ -90,7 +90,7 @@ def _start_display() -> None:
         pygame.display.init()
     except pygame.error as err:
         if "SDL_VIDEODRIVER" in os.environ:  # the driver the user asked for is missing
-            raise RuntimeError(
+            raise OSError(
                 f"highway-env draws with pygame, whose display did not start on "
                 f"SDL_VIDEODRIVER={os.environ['SDL_VIDEODRIVER']!r} ({err}): unset the "
                 "variable, or set it to 'offscreen'"

@@ -182,22 +182,25 @@ class DistillConfig:
         gt_weight: Weight of the error to the recorded chunk (0: pure distillation).
         teacher_guidance: Classifier-free guidance scale of the teacher's target (the action
             dropped for the unguided pass); the student learns the guided flow and samples
-            without guidance. None: the teacher checkpoint's own (``train_student`` reads it;
-            ``student_loss``, given a bare denoiser, takes None as 1).
+            without guidance. None: the teacher checkpoint's own sampler setting, which
+            ``train_student`` reads (``student_loss``, given a bare denoiser, takes None as 1).
+            Until 2026-12-07 the default was 1 where a config was given, the teacher's own
+            where none was; the same for every teacher whose own is 1, as the shipped worlds'.
         teacher_memory_guidance: Memory guidance of the teacher's target
             (``SamplerConfig.memory_guidance``: ``v_off + s (v - v_off)``, ``v_off`` with the
-            retrieved memory masked); the student learns to lean on its memory as the guided
-            teacher does, at one pass's cost, and samples without memory guidance of its own.
-            None as ``teacher_guidance``.
+            retrieved memory masked; 1: none); the student learns to lean on its memory as the
+            guided teacher does, at one pass's cost, and then samples without memory guidance
+            of its own. Only windows with a retrieved memory (``--memory``) feel it.
     """
 
     teacher_nfe: int = 8
     gt_weight: float = 0.25
     teacher_guidance: float | None = None
-    teacher_memory_guidance: float | None = None
+    teacher_memory_guidance: float = 1.0
 
     def __post_init__(self) -> None:
-        # (here, not at the top: gym_worldmodel.models imports torch, which --help must not)
+        # (here, not at the top: the gym_worldmodel.models package imports torch, which importing
+        # this module, for a stage's --help, must not)
         from gym_worldmodel.models.config import MAX_GUIDANCE, MAX_NFE
 
         if not 1 <= self.teacher_nfe <= MAX_NFE:
@@ -210,16 +213,6 @@ class DistillConfig:
                 raise ValueError(
                     f"{name} must be in [0, {MAX_GUIDANCE}] (1 turns it off), got {scale}"
                 )
-
-    def of_teacher(self, guidance: float, memory_guidance: float) -> DistillConfig:
-        """This config with the guidance scales left None set to the teacher's own."""
-        return dataclasses.replace(
-            self,
-            teacher_guidance=guidance if self.teacher_guidance is None else self.teacher_guidance,
-            teacher_memory_guidance=memory_guidance
-            if self.teacher_memory_guidance is None
-            else self.teacher_memory_guidance,
-        )
 
 
 #: ``train_student``'s denoising steps of the student (``nfe``).

@@ -48,7 +48,7 @@ def _euler(denoise: Denoiser, x: Tensor, timesteps: list[float], guidance: float
 
 
 def _scale(guidance: float | None) -> float:
-    """A guidance scale of :class:`DistillConfig`, None (the teacher's own, unknown here) as 1."""
+    """``DistillConfig.teacher_guidance``, None (the teacher's own, unknown here) as 1."""
     return 1.0 if guidance is None else guidance
 
 
@@ -108,7 +108,7 @@ def student_loss(
         teacher_denoise = memory_guided(
             _cached_denoiser(teacher, last_actions, modality, caches[1]),
             caches[1],
-            _scale(config.teacher_memory_guidance),
+            config.teacher_memory_guidance,
         )
         target = _euler(
             teacher_denoise,

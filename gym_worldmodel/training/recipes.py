@@ -379,12 +379,21 @@ def train_student(
             "teacher on this data first (train teacher --init it)"
         )
     teacher.requires_grad_(False)
-    # The student learns the teacher's guided flow (``DistillConfig.teacher_guidance`` and
-    # ``teacher_memory_guidance``), so it samples without guidance of its own.
+    # The student learns the teacher's guided flow (``DistillConfig.teacher_guidance``), so it
+    # samples without guidance of its own; and without memory guidance where it learns the
+    # teacher's memory-guided flow (``teacher_memory_guidance``), else with the teacher's.
     own = teacher.config.sampler
-    distill = (distill or DistillConfig()).of_teacher(own.guidance_scale, own.memory_guidance)
+    distill = distill or DistillConfig()
+    if distill.teacher_guidance is None:
+        distill = dataclasses.replace(distill, teacher_guidance=own.guidance_scale)
+    memory_guidance = 1.0 if distill.teacher_memory_guidance != 1.0 else own.memory_guidance
     sampler = dataclasses.replace(
-        own, nfe=nfe, stochastic=False, context_t=0.0, guidance_scale=1.0, memory_guidance=1.0
+        own,
+        nfe=nfe,
+        stochastic=False,
+        context_t=0.0,
+        guidance_scale=1.0,
+        memory_guidance=memory_guidance,
     )
     student = WorldModel(dataclasses.replace(teacher.config, sampler=sampler))
     source = hub.from_pretrained(init) if init is not None else teacher
