@@ -30,8 +30,8 @@ def add_memory_guidance(parser: argparse.ArgumentParser, whose: str = "the world
         metavar="SCALE",
         help=f"guidance towards retrieved spatial memory of {whose} (default: the checkpoint's "
         "own, 1 = none): a step where memory is held runs the denoiser again without it and "
-        "extrapolates; 2 brings the city walk's revisits closer to what it showed, at about "
-        "1.7x the step",
+        "extrapolates; 2 brings the city walk's revisits closer to what it showed on average "
+        "(+0.33 dB, within the spread of its episodes), at about 1.7x the step",
     )
 
 
