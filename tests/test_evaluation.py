@@ -213,18 +213,25 @@ def test_student_loss_is_zero_when_student_is_teacher_at_one_step():
     assert all(p.grad is None for p in teacher.parameters())
 
 
-def test_a_guided_teacher_target_is_the_guided_flow():
-    """With guidance, the student (the teacher's weights, one step, no guidance of its own)
-    misses the teacher's guided target by exactly the guidance term; at scale 1 it hits it."""
+def _own_teacher(seed: int) -> tuple:
+    """A tiny teacher, a one-step student holding its weights, the student's sampler, and a
+    batch of 2 windows of 4 chunks (latents, actions) drawn from ``seed``."""
     config = WorldModelConfig.tiny()
     teacher = randomize(WorldModel(config)).eval()
     student = WorldModel(config).eval()
     student.load_state_dict(teacher.state_dict())
     sampler = dataclasses.replace(config.sampler, nfe=1, stochastic=False, guidance_scale=1.0)
     f, n = config.dit.chunk_frames, 4
-    data = torch.Generator().manual_seed(1)
+    data = torch.Generator().manual_seed(seed)
     latents = torch.randn(2, n * f, 4, 16, 16, generator=data)
     actions = torch.randn(2, n * f, config.dit.action_dim, generator=data)
+    return teacher, student, sampler, latents, actions, data
+
+
+def test_a_guided_teacher_target_is_the_guided_flow():
+    """With guidance, the student (the teacher's weights, one step, no guidance of its own)
+    misses the teacher's guided target by exactly the guidance term; at scale 1 it hits it."""
+    teacher, student, sampler, latents, actions, _ = _own_teacher(1)
     modality = torch.tensor([0, 2])
     distill = {}
     for scale in (1.0, 3.0):
@@ -242,15 +249,8 @@ def test_a_memory_guided_teacher_target_leans_on_memory_where_rows_hold_it():
     the rows that hold retrieved memory, and exactly by the guidance term there: the loss of a
     one-step student against its own guided self is zero at scale 1, and zero at any scale
     where no row holds memory."""
-    config = WorldModelConfig.tiny()
-    teacher = randomize(WorldModel(config)).eval()
-    student = WorldModel(config).eval()
-    student.load_state_dict(teacher.state_dict())
-    sampler = dataclasses.replace(config.sampler, nfe=1, stochastic=False, guidance_scale=1.0)
-    f, n = config.dit.chunk_frames, 4
-    data = torch.Generator().manual_seed(2)
-    latents = torch.randn(2, n * f, 4, 16, 16, generator=data)
-    actions = torch.randn(2, n * f, config.dit.action_dim, generator=data)
+    teacher, student, sampler, latents, actions, data = _own_teacher(2)
+    f = student.config.dit.chunk_frames
     memory = torch.randn(2, f, 4, 16, 16, generator=data)
     modality = torch.tensor([0, 0])
 
