@@ -404,6 +404,60 @@ def _revisits(
     return mask, (ep_i_all, now_all, then_all)
 
 
+#: What two revisit runs must share for their episodes to be paired (``read_revisit``).
+_SAME_EPISODES = ("world", "episodes", "revisit_frames", "min_gap", "revisit_mask")
+
+
+def read_revisit(path: Path) -> dict[str, Any]:
+    """An earlier run's ``revisit.json`` (:func:`write_revisit_report`), checked for pairing.
+
+    Raises:
+        ValueError: The file is not JSON or lacks the figures a pairing reads.
+    """
+    try:
+        raw = json.loads(Path(path).read_text())
+    except ValueError as err:
+        raise ValueError(f"{path} is not a revisit run's revisit.json ({err})") from None
+    missing = [
+        k
+        for k in (*_SAME_EPISODES, "psnr_on_episodes")
+        if not isinstance(raw, dict) or k not in raw
+    ]
+    if missing:
+        raise ValueError(f"{path} is not a revisit run's revisit.json: it lacks {missing}")
+    return raw
+
+
+def against(result: RevisitResult, other: dict[str, Any]) -> dict[str, Any]:
+    """Memory on of ``result`` against memory on of another run (``read_revisit``), by episode.
+
+    Two worlds, or two settings of one, on the same revisit episodes: ``better`` of
+    ``episodes``, the mean and median difference (dB) and its 90% interval over the episodes
+    (``paired_interval``: a mean difference inside an interval around 0 says little about the
+    next episode).
+
+    Raises:
+        ValueError: The runs did not score the same revisit frames (another dataset,
+            ``--min-gap`` or ``--max-episodes``), naming what differs.
+    """
+    ours = asdict(result)
+    differ = [k for k in _SAME_EPISODES if ours[k] != other[k]]
+    if differ:
+        raise ValueError(
+            "the two revisit runs scored different revisit frames (they differ in "
+            f"{', '.join(differ)}): run both on the same --data, --min-gap and --max-episodes"
+        )
+    diff = np.subtract(result.psnr_on_episodes, other["psnr_on_episodes"])
+    spread = None if len(diff) < 2 else paired_interval(diff, np.zeros_like(diff))
+    return {
+        "episodes": len(diff),
+        "better": int((diff > 0).sum()),
+        "mean": float(diff.mean()),
+        "median": float(np.median(diff)),
+        "interval": spread,
+    }
+
+
 def write_revisit_report(result: RevisitResult, out_dir: Path, report: Path, command: str) -> None:
     """Markdown section, a PSNR-over-time plot and the raw JSON.
 

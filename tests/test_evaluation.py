@@ -615,6 +615,29 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert f"{result.psnr_first_visit:.2f} dB" in printed and "recorded frames" in printed
     assert "by the frame the place was first shown at: 1-15: " in printed
     assert f"the gain's 90% interval over episodes {lo:+.2f} to {hi:+.2f} dB" in printed
+    # --against: the same run again, paired episode by episode with the first
+    earlier = tmp_path / "cli" / "revisit.json"
+    main([*argv, "--out", str(tmp_path / "again"), "--against", str(earlier)])
+    printed = capsys.readouterr().out
+    assert "better in 0 of 2 episodes, mean +0.00 dB, median +0.00 dB" in printed
+    assert "90% interval +0.00 to +0.00 dB" in printed
+    main(
+        [*argv[:-3], "--min-gap", "5", "--no-progress", "--out", str(tmp_path / "gap5")]
+        + ["--against", str(earlier)]
+    )  # other revisit frames: the run kept, the pairing not
+    assert "not compared with --against" in capsys.readouterr().err
+    assert (tmp_path / "gap5" / "revisit.json").is_file()
+    (tmp_path / "bad.json").write_text("{}")
+    for extra, why in (
+        (["--against", str(tmp_path / "bad.json")], "is not a revisit run's revisit.json"),
+        (["--against", str(tmp_path / "none.json")], "No such file"),
+    ):
+        with pytest.raises(SystemExit):
+            main([*argv, "--out", str(tmp_path / "x"), *extra])
+        assert why in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # open-loop eval has nothing to pair
+        main(["eval", "--data", str(data), "--against", str(earlier), "--out", str(tmp_path / "y")])
+    assert "--against compares revisit runs: it needs --revisit" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # one report per run: a second dataset is refused, not lost
         main([*argv, "--data", str(data), str(data), "--out", str(tmp_path / "two")])
     assert "--revisit measures one dataset per run, got 2" in capsys.readouterr().err

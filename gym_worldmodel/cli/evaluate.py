@@ -54,6 +54,15 @@ def eval_main(argv: Sequence[str]) -> None:
             probe_cache_limit()
         except ValueError as err:
             parser.error(str(err))
+    if args.against is not None:  # read now, not after the run
+        if not args.revisit:
+            parser.error("--against compares revisit runs: it needs --revisit")
+        from gym_worldmodel.revisit import read_revisit
+
+        try:
+            args.against_run = read_revisit(args.against)
+        except (OSError, ValueError) as err:
+            parser.error(f"--against {args.against}: {err}")
     if args.report is not None and args.report.suffix.lower() != ".md":  # not a dataset's card
         parser.error(f"--report {args.report}: name a markdown page (.md) to write")
     if args.out is not None or args.report is not None:  # its plots and sample strips
@@ -286,6 +295,14 @@ def _parser() -> argparse.ArgumentParser:
         help="revisit: also run memory on with the recorded frames remembered (a diagnostic)",
     )
     parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="REVISIT_JSON",
+        help="revisit: an earlier run's revisit.json on the same episodes (another world or "
+        "setting): also print memory on against its memory on, episode by episode, with a "
+        "90%% interval over the episodes",
+    )
+    parser.add_argument(
         "--seed",
         type=non_negative_int,
         help="seeds the rollouts' noise and the probe (open loop) or the rollouts (--revisit); "
@@ -302,7 +319,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _revisit(args: argparse.Namespace, model: Any, command: str) -> None:
     """``eval --revisit``: memory on against off on the frames that return to a place."""
-    from gym_worldmodel.revisit import evaluate_revisit, first_view_span, write_revisit_report
+    from gym_worldmodel.revisit import (
+        against,
+        evaluate_revisit,
+        first_view_span,
+        write_revisit_report,
+    )
 
     report, data = args.report or _default_report(args.out, "memory.md"), args.data[0]
     result = evaluate_revisit(
@@ -346,6 +368,20 @@ def _revisit(args: argparse.Namespace, model: Any, command: str) -> None:
         print(f"  by the frame the place was first shown at: {', '.join(spans)}", flush=True)
     write_revisit_report(result, args.out, report, command)
     print(f"wrote {report} and {args.out}/")
+    if args.against is not None:
+        try:
+            pair = against(result, args.against_run)
+        except ValueError as err:  # the run's own report is written: only the pairing is lost
+            print(f"note: not compared with --against {args.against}: {err}", file=sys.stderr)
+            return
+        spread = pair["interval"]
+        print(
+            f"memory on against {args.against}'s memory on: better in {pair['better']} of "
+            f"{pair['episodes']} episodes, mean {pair['mean']:+.2f} dB, median "
+            f"{pair['median']:+.2f} dB"
+            + ("" if spread is None else f", 90% interval {spread[0]:+.2f} to {spread[1]:+.2f} dB"),
+            flush=True,
+        )
 
 
 def _psnr_text(psnr: dict[str, dict[int, float]]) -> str:
