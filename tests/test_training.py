@@ -806,6 +806,30 @@ def test_a_run_record_without_a_newer_keyword_is_the_same_call_at_its_default(tm
         check_same_run(tmp_path, {"recipe": "r", "data": "b", "memory": False}, defaults)
 
 
+def test_a_run_record_of_a_config_without_a_newer_field_is_the_same_call_at_its_default(
+    tmp_path,
+):
+    """A config argument recorded before a field was added to it (``DistillConfig``'s
+    ``teacher_memory_guidance``) resumes where the field is at its default, not elsewhere."""
+    from gym_worldmodel.training.runs import _field_defaults, check_same_run, run_identity
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    old = {"teacher_nfe": 8, "gt_weight": 0.25, "teacher_guidance": 1.0}
+    (tmp_path / "run.json").write_text(json.dumps({"recipe": "r", "distill": old}))
+    fields = _field_defaults({"distill": DistillConfig(teacher_guidance=1.0)})
+    assert fields["distill"]["teacher_memory_guidance"] == 1.0
+    same = run_identity("r", {"distill": DistillConfig(teacher_guidance=1.0)})
+    check_same_run(tmp_path, same, fields=fields)
+    recorded = json.loads((tmp_path / "run.json").read_text())["distill"]
+    assert recorded["teacher_memory_guidance"] == 1.0  # now recorded
+    (tmp_path / "run.json").write_text(json.dumps({"recipe": "r", "distill": old}))
+    guided = run_identity("r", {"distill": DistillConfig(8, 0.25, 1.0, 2.0)})
+    with pytest.raises(ValueError, match="another call"):
+        check_same_run(tmp_path, guided, fields=fields)
+    with pytest.raises(ValueError, match="another call"):  # without the defaults: refused
+        check_same_run(tmp_path, same)
+
+
 def test_a_run_folder_missing_its_record_or_its_checkpoint_is_not_overwritten(tmp_path, capsys):
     """A checkpoint without run.json, or a trained model whose checkpoint was deleted to save
     space, is refused to another call (either used to be trained over or resumed unchecked)."""

@@ -16,6 +16,7 @@ import json
 import shlex
 import sys
 from collections.abc import Callable, Collection
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ def seeded(recipe: Callable) -> Callable:
                 run_identity(recipe.__name__, arguments, paths),
                 run_identity(recipe.__name__, defaults, paths),
                 paths,
+                fields=_field_defaults(arguments),
                 notes={
                     "command": shlex.join(sys.argv),
                     "settings": dataclasses.asdict(arguments["train"]),
@@ -151,6 +153,19 @@ def _started(run_dir: Path) -> bool:
     return run_dir.is_dir() and any(run_dir.rglob("checkpoint.pt"))
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as a JSON value: paths as strings, configs (dataclasses) as dicts."""
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+
+
 def run_identity(name: str, arguments: dict, paths: Collection[str] = ("data",)) -> dict:
     """What makes a recipe call the run it is: its name, arguments and data (JSON values).
 
@@ -161,20 +176,8 @@ def run_identity(name: str, arguments: dict, paths: Collection[str] = ("data",))
     is another run. Checkpoints are named by path, not content (a teacher still training
     rewrites its ``model`` in place).
     """
-
-    def plain(value):
-        if isinstance(value, Path):
-            return str(value)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return plain(dataclasses.asdict(value))
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
-
     out = {
-        k: _resolved(plain(v)) if k in paths else plain(v)
+        k: _resolved(_plain(v)) if k in paths else _plain(v)
         for k, v in arguments.items()
         if k not in RUN_FREE_ARGUMENTS
     }
@@ -203,17 +206,43 @@ def _resolved(value):
 NOTES = ("command", "settings")
 
 
+def _field_defaults(arguments: dict) -> dict[str, dict]:
+    """The defaults of each config argument's fields (a dataclass's), as JSON values."""
+    out = {}
+    for name, value in arguments.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            fields = dataclasses.fields(value)
+            out[name] = {f.name: _plain(f.default) for f in fields if f.default is not MISSING}
+    return out
+
+
+def _with_new_fields(saved: Any, now: Any, defaults: dict | None) -> Any:
+    """A recorded config ``saved``, given the fields it lacks where ``now`` has them at default.
+
+    A field added to a config since the run started (``defaults``: the config's field defaults)
+    is the same call at its default.
+    """
+    if not (isinstance(saved, dict) and isinstance(now, dict) and defaults):
+        return saved
+    added = {k: v for k, v in now.items() if k not in saved and k in defaults and v == defaults[k]}
+    return {**saved, **added}
+
+
 def check_same_run(
     run_dir: Path,
     identity: dict,
     defaults: dict | None = None,
     paths: Collection[str] = ("data",),
     notes: dict | None = None,
+    fields: dict[str, dict] | None = None,
 ) -> dict[Path, bytes]:
     """Refuse to resume a run directory under another call; record the call of a new one.
 
     ``defaults``: the recipe's defaults, as :func:`run_identity` gives them; an argument the
     record lacks (a keyword added since the run started) is the same call at its default.
+    ``fields``: the field defaults of the call's config arguments (``DistillConfig``, ...); a
+    recorded config that lacks a field added since is the same call where the field is at its
+    default.
     ``paths``: the path arguments, whose recorded values are resolved as the call's are (a
     record may name them relative to where the run started).
 
@@ -242,6 +271,9 @@ def check_same_run(
         except (OSError, ValueError) as err:
             raise ValueError(f"{path} is not a run record ({err}); move it away") from None
         saved = {k: _resolved(v) if k in paths else v for k, v in saved.items() if k not in NOTES}
+        saved = {
+            k: _with_new_fields(v, identity.get(k), (fields or {}).get(k)) for k, v in saved.items()
+        }
         defaults = defaults or {}
         changed = sorted(
             k
