@@ -447,8 +447,9 @@ def against(result: RevisitResult, other: dict[str, Any]) -> dict[str, Any]:
             "the two revisit runs scored different revisit frames (they differ in "
             f"{', '.join(differ)}): run both on the same --data, --min-gap and --max-episodes"
         )
-    diff = np.subtract(result.psnr_on_episodes, other["psnr_on_episodes"])
-    spread = None if len(diff) < 2 else paired_interval(diff, np.zeros_like(diff))
+    ours_on, theirs_on = result.psnr_on_episodes, other["psnr_on_episodes"]
+    diff = np.subtract(ours_on, theirs_on)
+    spread = None if len(diff) < 2 else paired_interval(ours_on, theirs_on)
     return {
         "episodes": len(diff),
         "better": int((diff > 0).sum()),
