@@ -23,6 +23,7 @@ from gym_worldmodel.sources.collect import collect
 from gym_worldmodel.sources.episodes import DatasetError, Episode, read_card
 from gym_worldmodel.training.data import Balanced, ChunkWindows, Frames
 from gym_worldmodel.training.distill import DistillConfig
+from gym_worldmodel.training.fitting import fit
 from gym_worldmodel.training.losses import (
     TeacherLossConfig,
     VAELossConfig,
@@ -31,7 +32,6 @@ from gym_worldmodel.training.losses import (
     vae_loss,
 )
 from gym_worldmodel.training.recipes import (
-    fit,
     train_decoder,
     train_flow,
     train_self_forcing,
@@ -286,14 +286,14 @@ def test_the_latent_action_probe_trains_on_its_own_batch_rate_and_schedule():
     """A self-forcing run's probe: batches of 64 at lr 1e-3 (the values before they were named),
     50 warm-up steps or all of a shorter run's, a 20% cool-down, one checkpoint at its end; the
     run's own seed, dtype and device."""
-    from gym_worldmodel.training.recipes import _probe_train
+    from gym_worldmodel.training.action_probe import probe_train_config
 
     train = TrainConfig(steps=800, batch_size=8, lr=3e-4, save_every=10, seed=5, dtype="bfloat16")
-    probe = _probe_train(train, 600)
+    probe = probe_train_config(train, 600)
     settings = (probe.steps, probe.batch_size, probe.lr, probe.warmup, probe.cooldown)
     assert settings == (600, 64, 1e-3, 50, 0.2) and probe.save_every == 600
     assert (probe.seed, probe.dtype, probe.device) == (5, "bfloat16", "cpu")
-    assert _probe_train(train, 20).warmup == 20
+    assert probe_train_config(train, 20).warmup == 20
 
 
 def test_an_unknown_or_absent_training_device_is_a_usage_error(monkeypatch):
@@ -1043,7 +1043,7 @@ def test_train_takes_a_repo_id_for_its_checkpoints_and_budget_alone(monkeypatch,
 
 
 def test_each_train_stage_lists_only_its_own_options_and_refuses_a_bad_cooldown(capsys):
-    from gym_worldmodel.cli.train import STAGE_OPTIONS, STAGES
+    from gym_worldmodel.cli.train_options import STAGE_OPTIONS, STAGES
 
     for stage in STAGES:
         with pytest.raises(SystemExit):
@@ -1074,7 +1074,7 @@ def test_a_train_stage_lists_its_defaults_without_importing_torch():
     code = (
         "import sys\n"
         "from gym_worldmodel.cli import main\n"
-        "from gym_worldmodel.cli.train import STAGES\n"
+        "from gym_worldmodel.cli.train_options import STAGES\n"
         "for stage in STAGES:\n"
         "    try:\n"
         "        main(['train', stage, '--help'])\n"
@@ -1096,7 +1096,8 @@ def test_every_train_default_is_the_librarys_own(monkeypatch, capsys):
     takes."""
     import inspect
 
-    from gym_worldmodel.cli.train import STAGES, _train_parser
+    from gym_worldmodel.cli.train import _train_parser
+    from gym_worldmodel.cli.train_options import STAGES
     from gym_worldmodel.training import recipes
 
     for stage in STAGES:

@@ -35,7 +35,8 @@ from gym_worldmodel.cli.evaluate import eval_main
 from gym_worldmodel.cli.play import play_main
 from gym_worldmodel.cli.rollout import read_actions, read_start_image, rollout_main
 from gym_worldmodel.cli.ship import ship_main
-from gym_worldmodel.cli.train import STAGE_OPTIONS, train_main
+from gym_worldmodel.cli.train import train_main
+from gym_worldmodel.cli.train_options import STAGE_OPTIONS
 from gym_worldmodel.cli.worlds import SHIPPED, WORLD_IDS, per_world
 
 __all__ = [

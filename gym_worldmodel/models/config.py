@@ -240,7 +240,7 @@ class DiTConfig:
             projector (modalities left out: 1). Actions whose dimensions differ in spread by
             30x (a robot's translations against its gripper) otherwise enter one projector at
             that ratio, and its small dimensions learn 30x slower;
-            ``training.recipes.fit_action_scale`` fits 1 / std per dimension from the data.
+            ``training.fitting.fit_action_scale`` fits 1 / std per dimension from the data.
             Empty for checkpoints written before it.
     """
 

@@ -1,29 +1,24 @@
 """Training recipes, one per stage of the recipe in docs/training.md.
 
 The VAE (and its decoder alone) on frames; then, with the VAE frozen, the teacher on chunk
-windows, the student distilled from it, self-forcing on the model's own rollouts, the learned
-flow and the latent action probe.
+windows, the student distilled from it, self-forcing on the model's own rollouts (after the
+latent action probe, ``action_probe.py``, when it has an action term) and the learned flow.
 
 Each writes its run directory (checkpoint, losses, plot) and, with each checkpoint, a loadable
 checkpoint in ``<run>/model`` (``config.json`` + ``model.safetensors``, and the start frames of
-its data's worlds in ``start_frames/``).
+its data's worlds in ``start_frames/``): ``fitting.py``'s plumbing, which they share.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
 
-import numpy as np
 import torch
-from torch import nn
 
 from gym_worldmodel import hub
 from gym_worldmodel.envs.pose import EgoShift, car_box
-from gym_worldmodel.files import atomic_write
 from gym_worldmodel.models import WorldModel, WorldModelConfig
 from gym_worldmodel.sources.episodes import (
     DatasetError,
@@ -31,7 +26,7 @@ from gym_worldmodel.sources.episodes import (
     load_episodes,
     read_card,
 )
-from gym_worldmodel.training.action_probe import LatentActionProbe, probe_windows_loss
+from gym_worldmodel.training.action_probe import probe_train_config, train_action_probe
 from gym_worldmodel.training.config import (
     MEMORY_GAP,
     PROBE_STEPS,
@@ -44,23 +39,29 @@ from gym_worldmodel.training.config import (
 from gym_worldmodel.training.critic import ChunkCritic
 from gym_worldmodel.training.data import (
     Balanced,
-    ChunkWindows,
     Frames,
     batch_latents,
     batch_memory,
     chunk_windows,
-    encode_episodes,
     reads_more_than_data,
     ring_windows,
 )
 from gym_worldmodel.training.distill import DistillConfig, student_loss
+from gym_worldmodel.training.fitting import (
+    anchor_motion_rates,
+    checked,
+    fit,
+    fit_action_scale,
+    save_model,
+    trained_on,
+    with_latent_scale,
+)
 from gym_worldmodel.training.flow import PairNet, action_flow_loss, pair_loss
 from gym_worldmodel.training.losses import VAELossConfig, teacher_loss, vae_loss
-from gym_worldmodel.training.motion import fit_anchor_motion
 from gym_worldmodel.training.runs import seeded
 from gym_worldmodel.training.self_forcing import self_forcing_loss
 from gym_worldmodel.training.start_frames import RunStartFrames
-from gym_worldmodel.training.trainer import LossFn, Trainer, to_device
+from gym_worldmodel.training.trainer import Trainer
 
 
 @seeded
@@ -129,130 +130,6 @@ def train_decoder(
         return vae_loss(model.vae, batch, gen, loss_config)
 
     return fit(model, frames, loss, run_dir, train, progress, starts, part=model.vae.decoder)
-
-
-def with_latent_scale(model: WorldModel, frames: Frames, sample: int = 512) -> WorldModel:
-    """A copy of ``model`` whose VAE scales latents to unit standard deviation on ``frames``."""
-    idx = torch.linspace(0, len(frames) - 1, min(sample, len(frames))).long()
-    batch = torch.stack([frames[int(i)] for i in idx]).to(model.device)
-    training = model.training
-    model.eval()
-    with torch.no_grad():
-        std = model.vae.encode(batch).std().item() / model.config.vae.scaling_factor
-    model.train(training)  # a checkpoint mid-run leaves the run's model as it was
-    vae = dataclasses.replace(model.config.vae, scaling_factor=1.0 / max(std, 1e-6))
-    scaled = WorldModel(dataclasses.replace(model.config, vae=vae)).to(model.device)
-    scaled.load_state_dict(model.state_dict())
-    return scaled
-
-
-def trained_on(model: WorldModel, data: Sequence[Path]) -> WorldModel:
-    """``model``, its config recording that its denoiser is trained on ``data``'s modalities too.
-
-    A line of checkpoints from before the record (``trained_modalities`` None) stays unknown.
-    """
-    done = model.config.trained_modalities
-    if done is not None:
-        seen = {read_card(Path(d))["modality"] for d in data} | set(done)
-        names = tuple(m for m in model.config.dit.modality_names if m in seen)
-        model.config = dataclasses.replace(model.config, trained_modalities=names)
-    return model
-
-
-def checked(model: WorldModel, data: Sequence[Path]) -> WorldModel:
-    """``model``, once ``data`` is known to suit it (``sources.episodes.check_datasets``)."""
-    check_datasets(model.config, data)
-    return model
-
-
-def device_of(module: nn.Module) -> torch.device:
-    """The device of ``module``'s parameters (a probe's; a ``WorldModel`` has ``.device``)."""
-    return next(module.parameters()).device
-
-
-def anchor_motion_rates(
-    model: WorldModel, data: Sequence[Path], min_explained: float = 0.5
-) -> dict[str, np.ndarray]:
-    """Anchor motion fitted to each modality's training episodes in ``data``.
-
-    A modality whose fit explains less than ``min_explained`` of its frames' shifts (a fixed
-    camera, a road that scrolls with speed rather than with an action) is left out: its anchors
-    stay still. Prints each fit.
-    """
-    scale = model.config.dit.latent_size / model.config.vae.image_size
-    rates = {}
-    for modality, eps in _train_episodes_by_modality(data).items():
-        rate, explained = fit_anchor_motion(eps, scale)
-        kept = explained >= min_explained
-        print(f"anchor motion {modality}: explains {explained:.2f} of the frame shifts", end="")
-        print(f"; largest rate {np.abs(rate).max():.2f} latent px" if kept else "; left still")
-        if kept:
-            rates[modality] = rate[: model.config.dit.modalities[modality]]
-    return rates
-
-
-def fit_action_scale(model: WorldModel, data: Sequence[Path]) -> dict[str, tuple[float, ...]]:
-    """``DiTConfig.action_scale`` of each modality in ``data``, printing each fit.
-
-    The factors are 1 / std of each action dimension over the modality's training episodes, and
-    1 where a dimension is (nearly) constant.
-    """
-    scales = {}
-    for modality, eps in _train_episodes_by_modality(data).items():
-        width = model.config.dit.modalities[modality]
-        std = np.concatenate([e.actions[:, :width] for e in eps]).std(0)
-        scales[modality] = tuple(float(1 / s) if s > 1e-3 else 1.0 for s in std)
-        print(f"action scale {modality}: " + " ".join(f"{v:.2f}" for v in scales[modality]))
-    return scales
-
-
-def _train_episodes_by_modality(data: Sequence[Path]) -> dict[str, list]:
-    episodes: dict[str, list] = {}
-    for d in data:
-        episodes.setdefault(read_card(Path(d))["modality"], []).extend(
-            load_episodes(Path(d), "train")
-        )
-    return episodes
-
-
-def save_model(model: WorldModel, out: Path, starts: RunStartFrames | None) -> None:
-    """Write ``model`` to ``out`` (a run's ``model``) with the run's ``starts`` (None: none).
-
-    The start frames first: ``hub.save_pretrained`` then adds those of the checkpoint the
-    model was loaded from only for worlds that ``out`` has none of.
-    """
-    if starts is not None:
-        starts.write(out)
-    hub.save_pretrained(model, out)
-
-
-def fit(
-    model: WorldModel,
-    windows: torch.utils.data.Dataset,
-    loss: LossFn,
-    run_dir: Path,
-    train: TrainConfig,
-    progress: bool,
-    starts: RunStartFrames | None = None,
-    alongside: nn.Module | None = None,
-    part: nn.Module | None = None,
-) -> WorldModel:
-    """Train ``part`` of ``model`` (its DiT if None) with ``loss`` (resumable); write the model.
-
-    The whole model goes to ``<run_dir>/model`` at every checkpoint (so ``eval`` and ``ship``
-    take a run that is still training, or was stopped) and at the end, each time with the
-    run's start frames ``starts`` (:func:`save_model`). ``alongside``: a module trained by the
-    same loss (a critic), checkpointed with ``part`` and not part of the written model.
-    """
-    model.to(train.device)
-    part = model.dit if part is None else part
-    module = part if alongside is None else nn.ModuleDict({"dit": part, "alongside": alongside})
-    out = Path(run_dir) / "model"
-    write = lambda: save_model(model, out, starts)  # noqa: E731
-    Trainer(module, windows, loss, run_dir, train, on_save=write).train(progress)
-    model.eval()
-    write()
-    return model
 
 
 @seeded
@@ -423,121 +300,6 @@ def train_student(
     return fit(trained_on(student, data), windows, loss, run_dir, train, progress, starts)
 
 
-PROBE_MAX_ERROR = 0.8  # validation error (about 1 - R^2) from which a modality goes unscored
-PROBE_CHECK_EVERY = 6  # every 6th training episode checks the probe (as eval's probe does)
-#: The latent action probe's training in a self-forcing run (``_probe_train``; its steps are
-#: ``probe_steps``): windows per batch, AdamW learning rate, warm-up steps (all of a shorter
-#: run's) and the fraction of its steps cooling the learning rate down.
-PROBE_BATCH_SIZE = 64
-PROBE_LR = 1e-3
-PROBE_WARMUP = 50
-PROBE_COOLDOWN = 0.2
-
-
-def train_action_probe(
-    model: WorldModel,
-    data: Sequence[Path],
-    windows: torch.utils.data.ConcatDataset,
-    run_dir: Path,
-    train: TrainConfig,
-    progress: bool = True,
-) -> LatentActionProbe:
-    """Train (or resume) the latent action probe on ``windows`` of recorded latents; frozen.
-
-    ``train`` gives its steps, batch, dtype and seed. Every ``PROBE_CHECK_EVERY``-th training
-    episode of each dataset is kept out of the probe's training to check it (held-out episodes
-    are ``eval``'s and never steer training); its error on their windows (standardised units: 1
-    minus it is about the R^2 of the actions it reads) goes to ``<run_dir>/validation.json``. A
-    probe that cannot read a modality's actions from real latents cannot teach the model to
-    show them, and what it learned of the training windows would only push the model towards
-    them: a modality whose mean validation error is ``PROBE_MAX_ERROR`` or more is left out of
-    its loss. A dataset of one episode has nothing to check against and stays scored.
-    """
-    cfg = model.config.dit
-    probe = LatentActionProbe(cfg)
-    datasets = cast(list[ChunkWindows], windows.datasets)
-    for ds in datasets:
-        probe.set_action_stats(
-            ds.modality, torch.from_numpy(np.concatenate([ep.actions for ep in ds.episodes]))
-        )
-    fitted, checks = _probe_windows(model, data, datasets)
-
-    def loss(batch: dict, gen: torch.Generator):
-        latents = batch_latents(model, batch)
-        return probe_windows_loss(
-            probe, latents, batch["actions"], batch["modality"], cfg.chunk_frames, gen
-        )
-
-    Trainer(probe, torch.utils.data.ConcatDataset(fitted), loss, run_dir, train).train(progress)
-    probe.eval().requires_grad_(False)
-    validation = _validation_errors(probe, checks, cfg.chunk_frames, train.seed)
-    errors: dict[int, list[float]] = {}
-    for name, ds in checks.items():
-        errors.setdefault(ds.modality, []).append(validation[name])
-    for m, errs in errors.items():
-        if np.mean(errs) >= PROBE_MAX_ERROR:
-            probe.used[m] = 0.0
-    scored = [name for m, name in enumerate(cfg.modalities) if probe.used[m].any()]
-    record = {"validation_error": validation, "scored_modalities": scored}
-    text = json.dumps(record, indent=1) + "\n"
-    atomic_write(Path(run_dir) / "validation.json", lambda f: f.write(text.encode()))
-    # printed with or without progress bars: an action term that scores no modality adds nothing
-    print(
-        f"action probe: validation error {validation}; scores "
-        + (str(scored) if scored else "no modality (the action term will add nothing)")
-    )
-    return probe
-
-
-def _probe_windows(
-    model: WorldModel, data: Sequence[Path], datasets: list[ChunkWindows]
-) -> tuple[list[ChunkWindows], dict[str, ChunkWindows]]:
-    """The windows the probe fits, per dataset, and those it is checked on, by dataset name.
-
-    Every ``PROBE_CHECK_EVERY``-th episode of a dataset of more than one is checked on, as
-    encoded latents; the others are fitted.
-    """
-    fitted, checks = [], {}
-    for d, ds in zip(data, datasets, strict=True):
-        eps = ds.episodes
-        check = (
-            [ep for i, ep in enumerate(eps) if i % PROBE_CHECK_EVERY == 0] if len(eps) > 1 else []
-        )
-        kept = [ep for i, ep in enumerate(eps) if not check or i % PROBE_CHECK_EVERY]
-        # Plain windows of the same shape, on purpose: the probe reads a chunk and the
-        # modality's own action columns, so a window's retrieved memory and the scene-shift
-        # columns of anchors that move with the car are left out.
-        fitted.append(ChunkWindows(kept, ds.f, ds.n, ds.action_dim, ds.modality, key=ds.key))
-        if check:
-            encoded = check if ds.key == "latents" else encode_episodes(model, check)
-            checks[str(d)] = ChunkWindows(
-                encoded, ds.f, ds.n, ds.action_dim, ds.modality, key="latents"
-            )
-    return fitted, checks
-
-
-def _validation_errors(
-    probe: LatentActionProbe, checks: dict[str, ChunkWindows], chunk_frames: int, seed: int
-) -> dict[str, float]:
-    """The trained probe's error on up to 256 windows of each dataset's check episodes."""
-    validation: dict[str, float] = {}
-    for name, ds in checks.items():
-        batch = torch.utils.data.default_collate([ds[i] for i in range(0, len(ds), 7)[:256]])
-        batch = to_device(batch, device_of(probe))
-        gen = torch.Generator(device_of(probe)).manual_seed(seed)
-        with torch.no_grad():
-            validation[name] = probe_windows_loss(
-                probe,
-                batch["latents"],
-                batch["actions"],
-                batch["modality"],
-                chunk_frames,
-                gen,
-                noise=0.0,
-            )[0].item()
-    return validation
-
-
 @seeded
 def train_flow(
     data: Sequence[Path],
@@ -622,7 +384,7 @@ def train_self_forcing(
     config = config or SelfForcingConfig()
     n = config.max_chunks + 2
     # only a run with an action term trains the probe
-    probe_train = _probe_train(train, probe_steps) if config.action_weight else None
+    probe_train = probe_train_config(train, probe_steps) if config.action_weight else None
     # encoded once up front when the run, or the probe it trains first, reads more frames than
     # the data holds (the probe's PROBE_STEPS batches of PROBE_BATCH_SIZE windows read many times
     # a short run's)
@@ -679,16 +441,3 @@ def _self_forcing_start(
                 rate[:, :2] = own[tuned.config.dit.modality_id(name), : len(rate), :2].detach()
         tuned = tuned.with_anchor_motion(rates)
     return tuned
-
-
-def _probe_train(train: TrainConfig, probe_steps: int) -> TrainConfig:
-    """The latent action probe's settings in a self-forcing run of ``train``'s."""
-    return dataclasses.replace(
-        train,
-        steps=probe_steps,
-        batch_size=PROBE_BATCH_SIZE,
-        lr=PROBE_LR,
-        save_every=probe_steps,
-        warmup=min(PROBE_WARMUP, probe_steps),
-        cooldown=PROBE_COOLDOWN,
-    )
