@@ -160,19 +160,22 @@ def check_box(
     if arr.dtype.kind not in "iuf":  # not bools, complex numbers, times or objects
         raise ActionError(f"{name}: expected real numbers, got dtype {arr.dtype}")
     arr = _frames_axis(arr, shape, batch, frames, name)  # checked as given, then cast
-    if not np.isfinite(arr).all():
-        rows = _rows(~np.isfinite(arr))
-        raise ActionError(f"{name}: expected finite values, got NaN or inf{rows}")
+    not_finite = ~np.isfinite(arr)
+    if not_finite.any():
+        raise ActionError(f"{name}: expected finite values, got {_first(arr, not_finite, shape)}")
     outside = (arr < low - 1e-6) | (arr > high + 1e-6)
     if outside.any():
-        first = tuple(np.argwhere(outside)[0])  # (row, frame, *entry)
-        at = [int(i) for i in first[2:]]
-        entry = f" at entry {at if len(at) > 1 else at[0]}" if shape else ""
-        raise ActionError(
-            f"{name}: expected values in [{low:g}, {high:g}], got {arr[first]:g}{entry}"
-            + _rows(outside)
-        )
+        got = _first(arr, outside, shape)
+        raise ActionError(f"{name}: expected values in [{low:g}, {high:g}], got {got}")
     return arr.astype(np.float32)
+
+
+def _first(arr: np.ndarray, bad: np.ndarray, shape: tuple[int, ...]) -> str:
+    """The first value ``bad`` flags in ``(B, F, *shape)`` actions, its entry and the rows."""
+    first = tuple(np.argwhere(bad)[0])  # (row, frame, *entry)
+    at = [int(i) for i in first[2:]]
+    entry = f" at entry {at if len(at) > 1 else at[0]}" if shape else ""
+    return f"{arr[first]:g}{entry}{_rows(bad)}"
 
 
 def _rows(bad: np.ndarray) -> str:
@@ -270,9 +273,17 @@ def complete_rt1(columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
     shapes = {k: v.shape for k, v in out.items()}
     steps = {shape[0] if shape else 0 for shape in shapes.values()}
     if len(steps) != 1 or 0 in steps:
+        widths = {k: n for k, n, _ in RT1_KEYS} | {"terminate_episode": 3}
+        one_step = all(v.shape in {(widths[k],), (1,), ()} for k, v in out.items())
         raise ActionError(
             f"RT-1 actions: every array must have the same number of rows (one per step, at "
             f"least one), got shapes {shapes}"
+            + (
+                ": these are one step's actions; give each a step axis, "
+                "{k: np.asarray(v)[None] for k, v in step.items()}"
+                if one_step
+                else ""
+            )
         )
     (count,) = steps
     for key, n, _ in RT1_KEYS:  # a 1-wide key may be stored flat, (T,)
