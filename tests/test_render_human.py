@@ -269,9 +269,27 @@ def test_the_driving_simulator_leaves_the_windows_video_driver_alone(any_driver)
     obs, _ = env.reset(seed=0)
     assert "SDL_VIDEODRIVER" not in os.environ
     assert np.array_equal(any_driver[-1], enlarged(obs, 8))
-    env.close()  # highway-env's viewer quits pygame: a reset opens both again, as they were
+    env.close()  # the window closes: a reset opens it again, as it was
     env.reset(seed=1)
     assert "SDL_VIDEODRIVER" not in os.environ and len(any_driver) == 2
+    env.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("highway_env") is None, reason="needs highway-env")
+def test_a_driving_simulator_leaves_another_envs_window_open_and_named(offscreen):
+    """highway-env's viewer names pygame's one window at its first render and quits all of
+    pygame when it closes: a world env's window kept its frames' place but lost its caption,
+    then closed with the simulator (to reopen at its next step)."""
+    env = gym.make("WorldModel-CityWalk-v0", render_mode="human", **TINY)
+    env.reset(seed=0)
+    caption = pygame.display.get_caption()
+    sim = gym.make("Simulator-Driving-v0")
+    assert play(sim, steps=1)[-1].std() > 5  # it draws
+    assert pygame.display.get_caption() == caption
+    sim.close()
+    assert pygame.display.get_surface() is not None and len(offscreen) == 1
+    env.step(env.action_space.sample())
+    assert len(offscreen) == 1 + 2  # the chunk's frames (TINY: 2), on the window still open
     env.close()
 
 
@@ -322,6 +340,7 @@ def test_the_driving_simulator_draws_where_sdl_finds_no_video_driver(any_driver,
     assert obs.std() > 5 and pygame.display.get_driver() == "offscreen"
     assert "SDL_VIDEODRIVER" not in os.environ
     sim.close()
+    pygame.quit()  # (closing the simulator leaves pygame's display started)
     monkeypatch.setenv("SDL_VIDEODRIVER", "nosuchdriver")  # one the user asked for, missing
     with pytest.raises(OSError, match="SDL_VIDEODRIVER='nosuchdriver'.*unset the variable"):
         sim.reset(seed=0)

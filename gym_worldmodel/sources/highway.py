@@ -102,6 +102,24 @@ def _start_display() -> None:
             del os.environ["SDL_VIDEODRIVER"]
 
 
+def _render(env: Any) -> np.ndarray:
+    """``env.render()``, leaving the caption of a window open in this process as it was.
+
+    highway-env's viewer, made at the first render, names the process's one pygame window
+    "Highway-env" (its frames are drawn off screen, not in the window).
+    """
+    if env.unwrapped.viewer is not None:
+        return env.render()
+    import pygame
+
+    shown = pygame.display.get_init() and pygame.display.get_surface() is not None
+    caption = pygame.display.get_caption() if shown else ()
+    frame = env.render()
+    if caption:
+        pygame.display.set_caption(*caption)
+    return frame
+
+
 def _wrap(angle: float) -> float:
     """Wrap an angle in radians to [-pi, pi)."""
     return (angle + math.pi) % (2.0 * math.pi) - math.pi
@@ -290,8 +308,13 @@ class HighwaySource:
         return self._env
 
     def close(self) -> None:
-        """Close the simulator (a later rollout opens a new one)."""
+        """Close the simulator (a later rollout opens a new one).
+
+        Its viewer is dropped, not closed: highway-env's viewer closes by quitting all of
+        pygame, which would close a window another env has open in this process.
+        """
         if self._env is not None:
+            self._env.unwrapped.viewer = None
             self._env.close()
             self._env = None
 
@@ -349,7 +372,7 @@ class HighwaySource:
             vehicle.speed = float(speed)
         if heading_deg is not None:
             vehicle.heading = -math.radians(float(heading_deg))  # highway-env's is clockwise
-        return env.render(), self._pose(env.unwrapped)
+        return _render(env), self._pose(env.unwrapped)
 
     def act(
         self, action: np.ndarray, max_speed: float | None = None
@@ -369,7 +392,7 @@ class HighwaySource:
         vehicle = self._env.unwrapped.vehicle
         if max_speed is not None:
             vehicle.speed = float(np.clip(vehicle.speed, 0.0, max_speed))
-        return self._env.render(), self._pose(self._env.unwrapped)
+        return _render(self._env), self._pose(self._env.unwrapped)
 
     def get_state(self) -> dict[str, Any]:
         """The simulator's state for :meth:`set_state`.
