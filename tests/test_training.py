@@ -705,6 +705,37 @@ def test_a_recipe_resumes_only_under_the_same_call(tmp_path, capsys):
         train_teacher([tmp_path / "moved"], tmp_path / "init-other", teach, train, progress=False)
 
 
+def test_a_moved_run_stopped_after_a_new_checkpoint_keeps_the_new_paths(tmp_path, monkeypatch):
+    """A resume on moved data records the new paths; stopped after it checkpointed again, the
+    record stays the new one (a stop before that puts the old one back). Data extended in
+    place is refused in words, not as two cards' hashes."""
+    from gym_worldmodel.training import recipes
+
+    collect(SquareSource(), tmp_path / "data", episodes=3, steps=10, progress=False)
+    train = TrainConfig(steps=2, batch_size=2, warmup=1, save_every=1)
+    config = dataclasses.replace(WorldModelConfig.tiny(), fps=16)
+    run = tmp_path / "vae"
+    train_vae([tmp_path / "data"], run, config, train, progress=False)
+    shutil.copytree(tmp_path / "data", tmp_path / "moved")
+    loss, calls = recipes.vae_loss, []
+
+    def stopped_at_step_2(*args, **kwargs):  # of the resumed run: step 4 of 5
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("stopped")
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(recipes, "vae_loss", stopped_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_vae([tmp_path / "moved"], run, config, dataclasses.replace(train, steps=5))
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 3
+    assert str((tmp_path / "moved").resolve()) in (run / "run.json").read_text()
+    monkeypatch.setattr(recipes, "vae_loss", loss)
+    collect(SquareSource(), tmp_path / "moved", episodes=4, steps=10, progress=False)  # extended
+    with pytest.raises(ValueError, match=r"the data in .*moved changed since the run started"):
+        train_vae([tmp_path / "moved"], run, config, dataclasses.replace(train, steps=5))
+
+
 def test_a_recipe_call_is_one_run_whatever_the_stage_that_checkpointed(tmp_path, monkeypatch):
     """A stage's checkpoint (train flow's pair net) makes a started run; a default named is
     the same call as one left out; a relative path recorded by an earlier run resolves as the

@@ -75,6 +75,7 @@ def seeded(recipe: Callable) -> Callable:
                     "settings": dataclasses.asdict(arguments["train"]),
                 },
             )
+            checkpoints = _checkpoints(run_dir)
             try:
                 note_changed_checkpoints(
                     run_dir, {k: arguments[k] for k in paths if k in arguments}
@@ -86,8 +87,9 @@ def seeded(recipe: Callable) -> Callable:
                     (run_dir / CHECKPOINTS_RECORD).unlink(missing_ok=True)
                     if created and not any(run_dir.iterdir()):
                         run_dir.rmdir()
-                for path, text in replaced.items():  # a moved run's records, as they were
-                    atomic_write(path, lambda f, text=text: f.write(text))
+                if _checkpoints(run_dir) == checkpoints:  # it went no further: as they were
+                    for path, text in replaced.items():  # (a moved run's records)
+                        atomic_write(path, lambda f, text=text: f.write(text))
                 raise
 
     return run
@@ -151,6 +153,13 @@ def _started(run_dir: Path) -> bool:
     ``train flow``'s pair net trains in ``<run>/pair`` before the run's own checkpoint exists.
     """
     return run_dir.is_dir() and any(run_dir.rglob("checkpoint.pt"))
+
+
+def _checkpoints(run_dir: Path) -> dict[Path, int]:
+    """Each checkpoint of ``run_dir``'s stages, with when it was last written (ns)."""
+    if not run_dir.is_dir():
+        return {}
+    return {p: p.stat().st_mtime_ns for p in run_dir.rglob("checkpoint.pt")}
 
 
 def _plain(value: Any) -> Any:
@@ -283,10 +292,16 @@ def check_same_run(
         )
         moved = [k for k in changed if _moved(run_dir, k, saved, identity)]
         if set(changed) - set(moved):
-            what = "; ".join(f"{k}: {saved.get(k)!r} -> {identity.get(k)!r}" for k in changed)
+            what = "; ".join(
+                _changed_data(saved.get(k), identity.get(k))
+                if k == "data cards"
+                else f"{k}: {saved.get(k)!r} -> {identity.get(k)!r}"
+                for k in changed
+            )
             raise ValueError(
                 f"{run_dir} holds a checkpoint of another call ({what}): resuming would continue "
-                "neither run. Run the same command again, or give a new run directory"
+                "neither run. Resume it with the call that started it (its command is in "
+                "run.json), or give a new run directory"
                 if started
                 else f"{run_dir} holds the model of another call ({what}), its checkpoint gone: "
                 "this call would overwrite it. Give a new run directory"
@@ -311,6 +326,17 @@ def check_same_run(
     text = json.dumps({**identity, **(notes or {})}, indent=1) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
     return replaced
+
+
+def _changed_data(saved: Any, now: Any) -> str:
+    """What differs between two runs' ``data cards``, in words (not the cards' hashes)."""
+    saved, now = saved or {}, now or {}
+    changed = sorted(d for d in saved.keys() & now.keys() if saved[d] != now[d])
+    said = [
+        f"the data in {d} changed since the run started (collected again or extended)"
+        for d in changed
+    ]
+    return "; ".join(said) or f"data cards: {saved!r} -> {now!r}"  # (other datasets: --data's)
 
 
 def _moved(run_dir: Path, key: str, saved: dict, identity: dict) -> bool:
