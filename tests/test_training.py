@@ -405,17 +405,21 @@ def test_resume_is_exact(episodes, tmp_path, capsys):
     assert (tmp_path / "resumed" / "losses.png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("sent", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_writes_a_checkpoint_after_its_step_and_the_run_resumes_exactly(
-    episodes, tmp_path, request
+    episodes, tmp_path, request, sent
 ):
-    """SIGINT mid-step (between two checkpoints): the step ends, is saved, the run stops."""
+    """SIGINT (Ctrl-C) or SIGTERM (``timeout``, ``kill``, a job scheduler) mid-step, between
+    two checkpoints: the step ends, is saved, the run stops."""
     import os
     import signal
 
     # Python's own handler, as an interactive run has it: pytest started as a background job
-    # inherits SIGINT ignored, which a run leaves alone (the test below)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
+    # inherits SIGINT ignored, which a run leaves alone (the test below); SIGTERM's default
+    usual = {"SIGINT": signal.default_int_handler, "SIGTERM": signal.SIG_DFL}[sent]
+    sig = getattr(signal, sent)
+    previous = signal.signal(sig, usual)
+    request.addfinalizer(lambda: signal.signal(sig, previous))
 
     def make(interrupt_at=None):
         torch.manual_seed(0)
@@ -425,7 +429,7 @@ def test_ctrl_c_writes_a_checkpoint_after_its_step_and_the_run_resumes_exactly(
         def fn(batch, gen):
             calls.append(1)
             if len(calls) == interrupt_at:  # as Ctrl-C lands: inside the step's loss
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), sig)
             return vae_loss(vae, batch, gen, VAELossConfig())
 
         return vae, fn
@@ -437,11 +441,38 @@ def test_ctrl_c_writes_a_checkpoint_after_its_step_and_the_run_resumes_exactly(
         run_steps(cut, Frames(episodes), fn, tmp_path, 8, name="cut", save_every=5)
     saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
     assert saved["step"] == 2  # the step it came in, whole; no checkpoint was due until 5
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+    assert signal.getsignal(sig) is usual  # handler given back
     resumed, fn = make()
     assert run_steps(resumed, Frames(episodes), fn, tmp_path, 8, name="cut", save_every=5) == full
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_an_interrupted_train_says_whether_it_resumes(tmp_path, monkeypatch, capsys):
+    """Stopped before its first checkpoint, the run leaves nothing to resume: the command says
+    it starts again; stopped after one, that it resumes."""
+    from gym_worldmodel import cli
+    from gym_worldmodel.training import recipes
+
+    collect(SquareSource(), tmp_path / "data", episodes=3, steps=10, progress=False)
+    loss, calls = recipes.vae_loss, []
+
+    def stopped_at_step_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("stopped")
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(recipes, "vae_loss", stopped_at_step_2)
+    argv = ["train", "vae", "--data", str(tmp_path / "data"), "--preset", "tiny", "--steps", "4"]
+    argv += ["--batch-size", "2", "--no-progress", "--out", str(tmp_path / "vae")]
+    for save_every, said in (
+        ("4", "nothing was checkpointed yet"),
+        ("1", "run the same command again to resume"),
+    ):
+        calls.clear()
+        assert cli.main([*argv, "--save-every", save_every]) == 130
+        assert f"train: interrupted; {said}" in capsys.readouterr().err
 
 
 def test_a_run_leaves_sigint_alone_where_it_is_not_pythons_own(episodes, tmp_path):

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from gym_worldmodel.cli.argtypes import (
+    Interrupted,
     check_device,
     denoiser_passes,
     finite_float,
@@ -129,13 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gym-worldmodel {args[0]}: error: {err.code}", file=sys.stderr)
         print("(GYM_WORLDMODEL_TRACEBACK=1 shows where it was raised)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if os.environ.get("GYM_WORLDMODEL_TRACEBACK"):
             raise
         again = {
-            "collect": "; run the same command again to resume (finished shards are kept)",
-            "train": "; run the same command again to resume from the last checkpoint",
+            "collect": "run the same command again to resume (finished shards are kept)",
+            "train": "run the same command again to resume from the last checkpoint",
         }
-        print(f"\ngym-worldmodel {args[0]}: interrupted{again.get(args[0], '')}", file=sys.stderr)
+        # a subcommand may say itself what comes next
+        then = str(err) if isinstance(err, Interrupted) else again.get(args[0])
+        said = f"interrupted; {then}" if then else "interrupted"
+        print(f"\ngym-worldmodel {args[0]}: {said}", file=sys.stderr)
         return 130
     return 0

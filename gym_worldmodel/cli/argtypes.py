@@ -1,6 +1,7 @@
 """The commands' shared options: number types, ``--dtype``, the ``--device`` and ``--video`` checks.
 
-Also used by the scripts that take the same options (``bench``, ``agents/``).
+Also used by the scripts that take the same options (``bench``, ``agents/``); and
+:class:`Interrupted`, a command's Ctrl-C that says what comes next.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ import importlib.util
 import math
 from collections.abc import Callable
 from pathlib import Path
+
+
+class Interrupted(KeyboardInterrupt):
+    """A command stopped by Ctrl-C (or SIGTERM), its message saying what to do next."""
 
 
 def add_world_dtype(parser: argparse.ArgumentParser) -> None:

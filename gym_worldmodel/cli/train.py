@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from gym_worldmodel.cli.argtypes import check_device
+from gym_worldmodel.cli.argtypes import Interrupted, check_device
 from gym_worldmodel.cli.train_options import (
     BUDGET,
     OPTIONS,
@@ -75,7 +75,14 @@ def train_main(argv: Sequence[str]) -> None:
     check_device(args.device)
     # the recipe writes <out>/model with each checkpoint, with the start frames an env running
     # it starts from (its data's, and its init's of other worlds)
-    _run_stage(args, train_config(args), progress=not args.no_progress)
+    try:
+        _run_stage(args, train_config(args), progress=not args.no_progress)
+    except KeyboardInterrupt:
+        if not any(args.out.rglob("checkpoint.pt")):  # (the run directory is gone, or empty)
+            raise Interrupted(
+                "nothing was checkpointed yet: the same command starts the run again"
+            ) from None
+        raise
     plot = args.out / "losses.png"  # or only its figures, without matplotlib
     losses = plot if plot.is_file() else plot.with_suffix(".json")
     print(f"wrote {args.out / 'model'} (losses: {losses})")

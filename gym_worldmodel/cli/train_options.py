@@ -379,7 +379,7 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         dict(
             type=positive_int,
             default=LIBRARY,
-            help="steps between checkpoints (Ctrl-C also writes one, after its step)",
+            help="steps between checkpoints (Ctrl-C or SIGTERM also writes one, after its step)",
         ),
     ),
     (_ALL, "--seed", dict(type=non_negative_int, default=LIBRARY)),

@@ -3,9 +3,9 @@
 A run directory holds ``checkpoint.pt`` (module, optimizer, step, generator states and the loss
 history; read back with ``weights_only=True``, nothing else is unpickled), ``losses.json`` and,
 with matplotlib (the ``train`` extra), ``losses.png``. Checkpoints are written atomically every
-``save_every`` steps and when Ctrl-C stops a run (after the step it came in); a run started again
-in the same directory continues where the last checkpoint left it, drawing the same batches and
-noise an uninterrupted run would have.
+``save_every`` steps and when Ctrl-C or SIGTERM stops a run (after the step it came in); a run
+started again in the same directory continues where the last checkpoint left it, drawing the
+same batches and noise an uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -39,36 +39,49 @@ from gym_worldmodel.training.config import default_warmup as default_warmup
 LossFn = Callable[[Any, torch.Generator], tuple[Tensor, Mapping[str, Tensor | float]]]
 
 
+#: The signals a run defers to the end of its step, each with the handler it must have for a
+#: run to take it over (Python's own for Ctrl-C; the default, which ends the process, for the
+#: SIGTERM that ``timeout``, ``kill`` and job schedulers send), and what the run says of it.
+_DEFERRED = (
+    (signal.SIGINT, signal.default_int_handler, "interrupted", "Ctrl-C"),
+    (signal.SIGTERM, signal.SIG_DFL, "terminated", "SIGTERM"),
+)
+
+
 @contextlib.contextmanager
 def interrupt_after_step() -> Iterator[Callable[[], bool]]:
-    """Defer Ctrl-C (SIGINT) to the end of the training step it arrives in.
+    """Defer Ctrl-C (SIGINT) and SIGTERM to the end of the training step they arrive in.
 
     Yields a function that says whether one came; the loop then writes a checkpoint and stops,
     so an interrupted run resumes from its last whole step (a step cut short would leave the
-    weights, the optimizer and the generators out of step with each other). A second Ctrl-C
-    stops at once, as usual. Only Python's own SIGINT handling is deferred: where SIGINT is
-    ignored, handled by the caller's handler, or cannot be handled here (a thread other than
-    the main one), it is left as it is.
+    weights, the optimizer and the generators out of step with each other). A second one stops
+    at once, as usual. Only a signal at its usual handling is deferred (Python's own for SIGINT,
+    the default for SIGTERM): where it is ignored, handled by the caller's handler, or cannot be
+    handled here (a thread other than the main one), it is left as it is.
     """
     came = False
-    previous = signal.getsignal(signal.SIGINT)
-    ours = previous is signal.default_int_handler and (
-        threading.current_thread() is threading.main_thread()
-    )
+    main = threading.current_thread() is threading.main_thread()
+    ours: dict[int, tuple[str, str]] = {
+        sig: (said, name)
+        for sig, usual, said, name in _DEFERRED
+        if main and signal.getsignal(sig) is usual
+    }
+    previous = {sig: signal.getsignal(sig) for sig in ours}
 
     def first(signum: int, frame: Any) -> None:
         nonlocal came
         came = True
-        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C: at once
-        print("\ninterrupted: writing a checkpoint after this step (Ctrl-C again to stop now)")
+        signal.signal(signum, previous[signum])  # a second one: at once
+        said, name = ours[signum]
+        print(f"\n{said}: writing a checkpoint after this step ({name} again to stop now)")
 
-    if ours:
-        signal.signal(signal.SIGINT, first)
+    for sig in ours:
+        signal.signal(sig, first)
     try:
         yield lambda: came
     finally:
-        if ours:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Trainer:
