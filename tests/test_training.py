@@ -1802,3 +1802,14 @@ def test_memory_training_on_posed_world_data_without_poses_is_refused(tmp_path):
     with pytest.raises(DatasetError, match="memory retrieves camera chunks by pose, and its"):
         train_teacher([tmp_path / "data"], vae, tmp_path / "t", train, memory=True, progress=False)
     assert not (tmp_path / "t").exists()
+
+
+def test_anchor_ego_without_driving_data_is_refused(tmp_path):
+    """It would give the checkpoint the driving world's car-following anchors without a
+    driving frame to learn them from."""
+    collect(SquareSource(), tmp_path / "data", episodes=3, steps=6, heldout_every=3, progress=False)
+    init = hub.save_pretrained(WorldModel(WorldModelConfig.tiny()), tmp_path / "init")
+    train = TrainConfig(steps=1, batch_size=2, save_every=1)
+    with pytest.raises(DatasetError, match="none of the data is the driving world's"):
+        train_self_forcing([tmp_path / "data"], init, tmp_path / "sf", train, anchor_ego=True)
+    assert not (tmp_path / "sf").exists()

@@ -355,7 +355,15 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
     (
         _ALL,
         "--batch-size",
-        dict(type=positive_int, default=LIBRARY_UNSET, help="windows a step (default {default})"),
+        dict(
+            type=positive_int,
+            default=LIBRARY_UNSET,
+            help={
+                stage: ("frames" if stage in ("vae", "decoder") else "windows")
+                + " a step (default {default})"
+                for stage in _ALL
+            },
+        ),
     ),
     (_ALL, "--lr", dict(type=positive_float, default=LIBRARY, help="peak learning rate")),
     (
@@ -388,7 +396,8 @@ OPTIONS: tuple[tuple[tuple[str, ...], str, dict[str, Any]], ...] = (
         "--budget",
         dict(
             action="store_true",
-            help=f"reduced recipe for smoke tests: {BUDGET[0]} steps of batch {BUDGET[1]}",
+            help=f"reduced recipe for smoke tests: {BUDGET[0]} steps of batch {BUDGET[1]} "
+            f"({BUDGET[2]} action-probe or pair-net steps where the stage trains one)",
         ),
     ),
     (
