@@ -394,15 +394,19 @@ def plot_losses(history: list[dict[str, float]], path: Path, title: str) -> None
         )
         return
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     keys = plotted_keys(history)
     fig, ax = plt.subplots(figsize=(7, 4))
+    k = max(1, len(history) // 50)  # the moving mean's steps
     for key in keys:
         values = torch.tensor([h[key] for h in history])
-        k = max(1, len(values) // 50)
-        smooth = values.unfold(0, k, 1).mean(1) if len(values) >= k else values
-        ax.plot(range(k - 1, k - 1 + len(smooth)), smooth.numpy(), label=key)
+        smooth = values.unfold(0, k, 1).mean(1)
+        ax.plot(range(k, k + len(smooth)), smooth.numpy(), label=key)  # at its last step
     ax.set_yscale("log")
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(f"loss (mean of the last {k} steps)" if k > 1 else "loss")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
