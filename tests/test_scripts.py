@@ -1192,3 +1192,28 @@ def test_a_source_whose_simulator_is_missing_is_a_one_line_error(monkeypatch, ca
     err = capsys.readouterr().err
     assert "collect: error: source 'miniworld': ThisSource needs the X simulator" in err
     assert "Traceback" not in err
+
+
+def test_a_commands_warnings_are_one_line_each(tmp_path, capsys):
+    """The package's warnings name the command, not the source line that warned."""
+    import warnings
+
+    from gym_worldmodel import cli
+
+    args = ["collect", "--source", "test_sources:FakeSource", "--out", str(tmp_path / "d")]
+    args += ["--episodes", "2", "--steps", "3", "--no-progress"]
+    assert cli.main(args) == 0
+    shard = tmp_path / "d" / "train-00000.npz"
+    shard.write_bytes(shard.read_bytes()[:-1] + b"x")  # a disk error
+    capsys.readouterr()
+
+    def shown(message, category, filename, lineno, file=None, line=None):  # as Python shows them
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():  # (pytest records warnings: shown as a command shows them)
+        warnings.simplefilter("always")
+        warnings.showwarning = shown
+        assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("gym-worldmodel collect: warning: ") and "is not the bytes" in err
+    assert len(err.splitlines()) == 1 and "UserWarning" not in err

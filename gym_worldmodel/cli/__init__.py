@@ -14,9 +14,12 @@ Subcommands:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from gym_worldmodel.cli.argtypes import (
     Interrupted,
@@ -93,24 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {name:<8} {help_text}", file=out)
         return 0 if helped else 2
     try:
-        if args[0] == "bench":
-            from gym_worldmodel import bench
-
-            bench.main(args[1:])
-        elif args[0] == "collect":
-            collect_main(args[1:])
-        elif args[0] == "eval":
-            eval_main(args[1:])
-        elif args[0] == "rollout":
-            rollout_main(args[1:])
-        elif args[0] == "play":
-            play_main(args[1:])
-        elif args[0] == "ship":
-            ship_main(args[1:])
-        elif args[0] == "cache":
-            cache_main(args[1:])
-        else:
-            train_main(args[1:])
+        with _warnings_as_lines(args[0]):
+            _run(args)
     except (ValueError, OSError, FloatingPointError) as err:
         # what the user gave (a path, a dataset, a checkpoint, a setting) does not fit, or a run
         # diverged: the message says what was expected
@@ -143,3 +130,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ngym-worldmodel {args[0]}: {said}", file=sys.stderr)
         return 130
     return 0
+
+
+def _run(args: list[str]) -> None:
+    """Run the subcommand ``args[0]`` with its arguments."""
+    if args[0] == "bench":
+        from gym_worldmodel import bench
+
+        bench.main(args[1:])
+    elif args[0] == "collect":
+        collect_main(args[1:])
+    elif args[0] == "eval":
+        eval_main(args[1:])
+    elif args[0] == "rollout":
+        rollout_main(args[1:])
+    elif args[0] == "play":
+        play_main(args[1:])
+    elif args[0] == "ship":
+        ship_main(args[1:])
+    elif args[0] == "cache":
+        cache_main(args[1:])
+    else:
+        train_main(args[1:])
+
+
+#: Where the package's own warnings come from: said as one line each by a command.
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(command: str) -> Iterator[None]:
+    """The package's warnings as one line naming ``command``, not the source line they came from.
+
+    Their messages say what happened and what was done about it; the line of code that warned
+    means nothing to the user of a command. Other packages' warnings, and every warning under
+    ``GYM_WORLDMODEL_TRACEBACK``, keep Python's format.
+    """
+    python = warnings.formatwarning
+
+    def one_line(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        line: str | None = None,
+    ) -> str:
+        ours = Path(filename).resolve().is_relative_to(_PACKAGE)
+        if not ours or os.environ.get("GYM_WORLDMODEL_TRACEBACK"):
+            return python(message, category, filename, lineno, line)
+        kind = "" if category is UserWarning else f"{category.__name__}: "
+        return f"gym-worldmodel {command}: warning: {kind}{message}\n"
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = python
