@@ -251,15 +251,17 @@ def checkpoint_directory(
         try:
             directory = _resolve_repo(name_or_path, revision, cache_dir, bool(local_files_only))
         except FileNotFoundError as err:
+            # the local reading first: most often what was meant
             if path.parent.is_dir() and str(path.parent) != ".":  # "runs/studnet"
                 raise FileNotFoundError(
-                    f"{err} Nor is {str(path)!r} a local directory, though {str(path.parent)!r} "
-                    "is one: a mistyped checkpoint path?"
+                    f"checkpoint directory {str(path)!r} does not exist, though "
+                    f"{str(path.parent)!r} does: a mistyped checkpoint path? (As a Hugging Face "
+                    f"repo id: {err})"
                 ) from err
             if len(path.parts) == 1:  # "citywalkk": neither a folder here nor an owner/name id
                 raise FileNotFoundError(
-                    f"{err} Nor is there a directory {str(path)!r} in {str(Path.cwd())!r}; a "
-                    "Hub repo id is usually 'owner/name'."
+                    f"there is no directory {str(path)!r} in {str(Path.cwd())!r}, and a Hub "
+                    f"repo id is usually 'owner/name' (as a repo id: {err})"
                 ) from err
             raise
     return directory
@@ -429,7 +431,8 @@ def _resolve_repo(
     try:
         return Path(snapshot_download(repo_id, local_files_only=False, **kwargs))
     except Exception as err:
-        why = f"downloading failed ({type(err).__name__}: {err})"
+        said = str(err).strip().splitlines()  # huggingface_hub's own run to several lines
+        why = f"downloading failed ({type(err).__name__}: {said[0] if said else ''})"
         raise FileNotFoundError(_not_found(repo_id, revision, cache_dir, offline, why)) from err
 
 
@@ -512,12 +515,15 @@ def _saved_record(metadata: dict[str, str], path: Path) -> tuple[str | None, str
 
 
 def _not_a_checkpoint(missing: Path) -> FileNotFoundError:
-    inside = missing.parent / "model"
-    hint = (
-        f"; {str(missing.parent)!r} looks like a training run: its checkpoint is {str(inside)!r}"
-        if (inside / CONFIG_NAME).is_file()
-        else ""
-    )
+    folder, inside = missing.parent, missing.parent / "model"
+    held = sorted(p.parent.name for p in folder.glob(f"*/{CONFIG_NAME}")) if folder.is_dir() else []
+    if (inside / CONFIG_NAME).is_file():
+        hint = f"; {str(folder)!r} looks like a training run: its checkpoint is {str(inside)!r}"
+    elif held:  # ship --out's folder: one checkpoint per world
+        named = ", ".join(repr(str(folder / n)) for n in held)
+        hint = f"; {str(folder)!r} holds checkpoints in its folders: {named}"
+    else:
+        hint = ""
     what = "is a folder, not a file" if missing.is_dir() else "not found"
     return FileNotFoundError(
         f"{missing} {what}: a checkpoint directory holds {CONFIG_NAME} and {WEIGHTS_NAME} "

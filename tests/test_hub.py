@@ -525,8 +525,20 @@ def test_a_mistyped_local_path_that_looks_like_a_repo_id_says_so(
     with pytest.raises(FileNotFoundError) as info:
         from_pretrained("runs/studnet", cache_dir=tmp_path / "hf")
     message = str(info.value)
-    assert "'runs/studnet'" in message and "mistyped checkpoint path" in message
+    assert message.startswith("checkpoint directory 'runs/studnet' does not exist, though 'runs'")
+    assert "mistyped checkpoint path" in message
     assert message.count("ffline mode is on") == 1
+
+
+def test_a_folder_of_checkpoints_names_them(tmp_path: Path) -> None:
+    """``ship --out``'s folder holds one checkpoint per world: loading the folder names them."""
+    model = WorldModel(WorldModelConfig.tiny())
+    for world in ("citywalk", "driving"):
+        save_pretrained(model, tmp_path / "worlds" / world)
+    with pytest.raises(
+        FileNotFoundError, match="holds checkpoints in its folders: .*citywalk', .*driving'$"
+    ):
+        from_pretrained(tmp_path / "worlds")
 
 
 def test_a_bare_name_that_is_no_folder_here_nor_cached_says_where_it_looked(
@@ -536,7 +548,7 @@ def test_a_bare_name_that_is_no_folder_here_nor_cached_says_where_it_looked(
     with pytest.raises(FileNotFoundError) as info:
         from_pretrained("citywalkk", cache_dir=tmp_path / "hf")
     message = str(info.value)
-    assert f"Nor is there a directory 'citywalkk' in {str(tmp_path)!r}" in message
+    assert message.startswith(f"there is no directory 'citywalkk' in {str(tmp_path)!r}")
     assert "'owner/name'" in message
 
 
