@@ -379,7 +379,7 @@ def test_corrupt_shards_are_clear_errors(tmp_path):
         read_shard(shard)
     assert "allow_pickle" not in str(e.value)  # NumPy's advice to load junk unsafely is dropped
     shard.unlink()
-    with pytest.raises(DatasetError, match="missing"):
+    with pytest.raises(DatasetError, match="missing, though dataset.json lists it: put it back"):
         load_episodes(tmp_path)
     (tmp_path / CARD).write_text(json.dumps({"format": "other"}))
     with pytest.raises(DatasetError, match="format"):

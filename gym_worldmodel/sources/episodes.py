@@ -110,7 +110,11 @@ _SHARD_ARRAYS = {
 def read_shard(path: Path, expected_sha256: str | None = None) -> list[Episode]:
     """Episodes of one shard, after checking its hash and the consistency of its arrays."""
     if not path.is_file():
-        raise DatasetError(f"shard {path} is missing")
+        raise DatasetError(
+            f"shard {path} is missing, though {CARD} lists it: put it back (a copy of the "
+            f"dataset half done?), or delete its entry from {CARD} and run the collect command "
+            "that made the dataset again, which collects its episodes again, with their seeds"
+        )
     if expected_sha256 is not None and sha256(path) != expected_sha256:
         raise DatasetError(
             f"shard {path} does not match the SHA-256 in {CARD} (truncated or "
