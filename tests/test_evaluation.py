@@ -184,6 +184,30 @@ def test_no_controllability_ratio_where_the_probe_reads_nothing_from_real_frames
     assert control_ratio(0.45, 0.9, chance=0.5) == pytest.approx(0.5)
 
 
+def test_the_report_writes_n_a_for_scores_it_has_none_of():
+    """A dimension whose action never varies in the held-out frames has no R^2: "nan" in the
+    report read as a failure of the eval; it says n/a."""
+    from gym_worldmodel.evaluation.report import _control_by_horizon_table, _control_paragraph
+
+    nan = float("nan")
+    control = {
+        "metric": "R^2",
+        "dims": [],
+        "real_per_dim": {"steering": nan, "acceleration": 0.25},
+        "generated_per_dim": {"steering": nan, "acceleration": 0.125},
+        "real": nan,
+        "generated": nan,
+        "ratio": nan,
+        "motion_real": 1.0,
+        "motion_generated": 2.0,
+        "by_horizon": {"1": {"steps": [1, 1], "real": nan, "generated": 0.5, "ratio": nan}},
+    }
+    text = _control_paragraph(control) + "\n".join(_control_by_horizon_table(control))
+    assert "nan" not in text
+    assert "steering n/a / n/a, acceleration 0.25 / 0.12" in text
+    assert "real n/a, generated n/a, ratio **n/a**" in text and "| real | n/a |" in text
+
+
 def test_student_loss_is_zero_when_student_is_teacher_at_one_step():
     """Same weights, one Euler step each: the student's x0 prediction is the teacher's target,
     computed once through the cache and once through ``forward_sequence``."""

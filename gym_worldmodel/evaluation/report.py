@@ -249,8 +249,8 @@ def _open_loop_table(r: WorldResult) -> list[str]:
 def _control_paragraph(c: dict[str, Any]) -> str:
     """Report text: the probe's scores on real and generated frames, from chance, and motion."""
     text = (
-        f"Controllability ({_control_metric(c)}): real {c['real']:.3f}, generated "
-        f"{c['generated']:.3f}, ratio **{ratio_text(c['ratio'])}**."
+        f"Controllability ({_control_metric(c)}): real {_score(c['real'], '.3f')}, generated "
+        f"{_score(c['generated'], '.3f')}, ratio **{ratio_text(c['ratio'])}**."
     )
     if "above_chance" in c:
         text += (
@@ -343,6 +343,14 @@ def _nan_to_none(value: Any) -> Any:
     return value
 
 
+def _score(value: float, spec: str) -> str:
+    """A probe score as the report writes it: "n/a" where there is none.
+
+    (NaN: too few frames, or an action that never varies in them.)
+    """
+    return "n/a" if math.isnan(value) else format(value, spec)
+
+
 def steps_label(steps: Sequence[int]) -> str:
     """``[2, 4]`` -> ``"2-4"``, ``[1, 1]`` -> ``"1"``: a span of steps as the report names it."""
     first, last = steps
@@ -355,7 +363,7 @@ def _control_by_horizon_table(control: dict[str, Any]) -> list[str]:
     if not table:
         return []
     spans = [steps_label(v["steps"]) for v in table.values()]
-    rows = [(who, [f"{v[who]:.3f}" for v in table.values()]) for who in ("real", "generated")]
+    rows = [(who, [_score(v[who], ".3f") for v in table.values()]) for who in ("real", "generated")]
     rows.append(("ratio", [ratio_text(v["ratio"]) for v in table.values()]))
     if all("above_chance" in v for v in table.values()):
         rows.append(("majority", [f"{v['chance']:.3f}" for v in table.values()]))
@@ -423,7 +431,8 @@ def _control_metric(control: dict[str, Any]) -> str:
     if "dims" not in control:
         return f"{control['metric']} of the inverse-dynamics probe"
     per_dim = ", ".join(
-        f"{n} {control['real_per_dim'][n]:.2f} / {control['generated_per_dim'][n]:.2f}"
+        f"{n} {_score(control['real_per_dim'][n], '.2f')} / "
+        f"{_score(control['generated_per_dim'][n], '.2f')}"
         for n in control["real_per_dim"]
     )
     if not control["dims"]:
