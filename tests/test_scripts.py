@@ -272,7 +272,7 @@ def test_ppo_agent_trains_saves_and_resumes(tmp_path):
     error = fails("agents/ppo_citywalk.py", *common, "--steps", "64", "--out", str(out))
     assert "holds a trained policy (ppo.zip): --resume continues it" in error
     other = ["--model", "elsewhere", *common[2:], "--steps", "192", "--out", str(out), "--resume"]
-    assert "--model elsewhere: world model repo 'elsewhere'" in fails(
+    assert "--model elsewhere: there is no directory 'elsewhere'" in fails(
         "agents/ppo_citywalk.py", *other
     )
     (out / "ppo.zip").write_bytes(b"garbage")
