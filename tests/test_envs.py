@@ -61,7 +61,7 @@ def test_same_seed_same_rollout_over_the_registry(env_id):
 def test_a_seeded_reset_seeds_the_vector_envs_own_generator_as_gymnasiums_do():
     """A user's loop may draw its noise from ``envs.np_random``: reproducible from the seed."""
     draws = []
-    for seed in (5, 5, 6):
+    for seed in (5, torch.tensor(5), 6):  # a 0-d tensor is a seed too (the rows take it)
         envs = gym.make_vec("WorldModel-CityWalk-v0", num_envs=2, **TINY)
         envs.reset(seed=seed)
         draws.append((envs.np_random_seed, int(envs.np_random.integers(1 << 62))))

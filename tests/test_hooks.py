@@ -337,6 +337,7 @@ def test_start_fn_can_pick_the_start_image_and_a_bad_one_changes_nothing():
     ("world", "kwargs", "match"),
     [
         ("driving", {"reward_fn": 5}, "reward_fn must be a hook"),
+        ("driving", {"reward_fn": "goal"}, "reward_fn must be a hook .* got str 'goal'"),
         ("driving", {"termination_fn": [PoseReached([1, 0]), "no"]}, "termination_fn must be"),
         ("driving", {"start_fn": 3}, "start_fn must be a callable"),
         ("driving", {"reward_fn": GoalImageSimilarity(np.zeros((3, 8, 8, 3), np.uint8))}, "3 goal"),

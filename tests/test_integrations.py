@@ -180,6 +180,26 @@ def test_sb3_reset_options_per_row():
     assert adapter.venv.get_state()["steps"].tolist() == [1, 1]
 
 
+def test_sb3_reset_with_per_row_options_starts_each_row_once():
+    """After the first reset (which must start every row), rows with options of their own are
+    reset once each: a start_fn with a side effect (a curriculum's counter) is asked once per
+    row, and unseeded rows draw their start once."""
+    started: list[int] = []
+
+    def count(rngs):
+        started.append(len(rngs))
+        return {}
+
+    adapter = WorldModelSB3VecEnv.make(DRIVING, num_envs=3, start_fn=count, **TINY)
+    adapter.reset()
+    assert started == [3]
+    started.clear()
+    adapter.set_options([{"speed": 10.0}, {}, {}])
+    adapter.reset()
+    assert sorted(started) == [1, 2]
+    assert [info["pose"][3] for info in adapter.reset_infos] == [10.0, 25.0, 25.0]
+
+
 def test_sb3_attr_method_and_wrapper_queries():
     adapter = WorldModelSB3VecEnv.make(DRIVING, num_envs=3, **TINY, max_episode_steps=7)
     for seed in (-1, 1.5):
@@ -210,6 +230,8 @@ def test_sb3_attr_method_and_wrapper_queries():
     assert adapter.venv._engine.memory.enabled.tolist() == [True, False, True]
     with pytest.raises(ValueError, match="takes no env_idx"):
         adapter.env_method("fork", 0, 2, indices=[0])
+    with pytest.raises(TypeError, match="num_envs is an attribute, not a method; read it with"):
+        adapter.env_method("num_envs")
     assert adapter.env_is_wrapped(gym.Wrapper) == [False, False, False]
     assert adapter.env_is_wrapped(gym.Wrapper, indices=1) == [False]
     with pytest.raises(IndexError, match="out of range"):

@@ -206,9 +206,7 @@ def check_discrete(
             f"{arr[huge][0].item()!r}{_rows(np.atleast_1d(huge))}"
         )
     shape = (len(nvec),) if len(nvec) > 1 else ()
-    arr = _frames_axis(arr.astype(np.int64), shape, batch, frames, name).reshape(
-        *arr.shape[:1], frames, -1
-    )
+    arr = _frames_axis(arr.astype(np.int64), shape, batch, frames, name).reshape(batch, frames, -1)
     outside = (arr < 0) | (arr >= np.asarray(nvec))
     if outside.any():
         row = int(np.flatnonzero(outside.reshape(len(arr), -1).any(1))[0])

@@ -41,7 +41,7 @@ refused then, not after a step (a goal of another size is fitted to the frames).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -315,7 +315,7 @@ def check_env_hooks(
         pose: Its pose kind (``"camera"``, ``"driving"`` or None).
     """
     for name, hooks in (("reward_fn", reward_fn), ("termination_fn", termination_fn)):
-        for hook in [] if hooks is None else hooks if isinstance(hooks, Sequence) else [hooks]:
+        for hook in hook_list(hooks):
             if not callable(hook):
                 raise ValueError(
                     f"{name} must be a hook (prev_obs, action, obs, info) -> (B,) values, a list "
@@ -350,9 +350,7 @@ class CheckedHook:
         check_env_hooks(**given, frame_size=size, num_envs=rows, pose=env.world.pose)
         # a list (any sequence) of hooks is kept as a tuple: one changed later would go
         # unchecked (start_fn is one callable, kept as it is)
-        many = (
-            self.name != "start_fn" and isinstance(hooks, Sequence) and not isinstance(hooks, str)
-        )
+        many = self.name != "start_fn" and _many(hooks)
         env.__dict__[self.name] = tuple(hooks) if many else hooks
 
 
@@ -376,6 +374,18 @@ def _check_rows(what: str, count: int, num_envs: int) -> None:
         )
 
 
+def _many(hooks: Any) -> TypeGuard[Sequence[Any]]:
+    """Whether ``hooks`` is a list (any sequence) of hooks, not one; a string is neither."""
+    return isinstance(hooks, Sequence) and not isinstance(hooks, (str, bytes))
+
+
+def hook_list(hooks: Hook | Sequence[Hook] | None) -> list[Any]:
+    """``hooks`` as a list: none, one, or a sequence of them (a string is one, refused later)."""
+    if hooks is None:
+        return []
+    return list(hooks) if _many(hooks) else [hooks]
+
+
 def select(hooks: Hook | Sequence[Hook] | None, rows: Sequence[int]) -> Any:
     """The hooks for an env of rows ``rows`` of this one (see the module docstring).
 
@@ -384,7 +394,7 @@ def select(hooks: Hook | Sequence[Hook] | None, rows: Sequence[int]) -> Any:
     if hooks is None:
         return None
     pick = lambda hook: hook.select(rows) if hasattr(hook, "select") else hook  # noqa: E731
-    return [pick(h) for h in hooks] if isinstance(hooks, Sequence) else pick(hooks)
+    return [pick(h) for h in hooks] if _many(hooks) else pick(hooks)
 
 
 def _copies(args: tuple) -> tuple:
@@ -402,7 +412,7 @@ def run_hooks(
     total: np.ndarray = np.zeros(batch, dtype)
     if hooks is None:
         return total
-    for hook in hooks if isinstance(hooks, Sequence) else [hooks]:
+    for hook in hook_list(hooks):
         assert args is not None  # callers with hooks build their arguments
         # Each hook gets its own copies: one may change them in place. Floats come back as
         # float64 (a reward's precision kept; bf16 read, which NumPy cannot); a value NumPy

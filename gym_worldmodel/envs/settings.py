@@ -75,7 +75,10 @@ def resolve_model(
 def memory_switch(
     world: World, config: WorldModelConfig, memory: bool | None, shared: bool, capacity: int
 ) -> bool:
-    """Whether an env runs spatial memory (None: where the world has a pose), checked."""
+    """Whether an env runs spatial memory, checked.
+
+    None: where the world has a pose and the model has memory slots.
+    """
     check_switch("memory", memory, optional=True)
     check_switch("memory_shared", shared)
     has_slots = config.dit.memory_chunks > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, SupportsInt, cast
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from gym_worldmodel.envs.options import (
     check_options,
     check_switch,
     host_options,
+    is_seed,
     parse_rows,
     reset_rows,
     row_seeds,
@@ -115,8 +116,9 @@ class WorldModelVectorEnv(RowAccessMixin, RowStateMixin, RowStartsMixin, VectorE
             ``heading``, one value or one per row. Options given to :meth:`reset` win.
         memory: Whether the env runs spatial memory (``memory.SpatialMemory``): before each
             step every row retrieves the past chunk whose view overlaps most with where it now
-            looks and attends to it. None: on for worlds with a pose (city walk, driving), off
-            for the robot (fixed camera; retrieval by latent similarity, not trained). Switch
+            looks and attends to it. None: on for worlds with a pose (city walk, driving) whose
+            model has memory slots, off for the robot (fixed camera; retrieval by latent
+            similarity, not trained) and for a model without slots. Switch
             rows off with :meth:`set_memory`. ``info["memory_hits"]`` counts retrieved chunks
             per row and ``info["memory_score"]`` is the first memory slot's score: its view
             overlap (0 to 1), or for the robot its latent similarity (cosine); 0 where nothing
@@ -285,9 +287,11 @@ class WorldModelVectorEnv(RowAccessMixin, RowStateMixin, RowStartsMixin, VectorE
         start = {column: values[order] for column, values in start.items()}
         seeds = row_seeds(seed, rows, self.num_envs)
         self._start_rows(rows, seeds, frames, start)
-        if isinstance(seed, (int, np.integer)):  # as Gymnasium's VectorEnv.reset: np_random
-            # too, for a user's noise; a stream of its own (row 0's start draws from seed's)
-            self._np_random_seed, self._np_random = int(seed), user_rng(seed)
+        if is_seed(seed):  # one seed (a 0-d tensor too), as Gymnasium's VectorEnv.reset:
+            # np_random too, for a user's noise; a stream of its own (row 0's start draws from
+            # seed's)
+            one = int(cast(SupportsInt, seed))
+            self._np_random_seed, self._np_random = one, user_rng(one)
         self._started, self.closed = True, False
         infos = self._infos()
         if len(rows) < self.num_envs:  # as Gymnasium's vector envs: the reset rows' infos only

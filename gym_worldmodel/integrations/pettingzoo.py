@@ -142,7 +142,7 @@ class WorldModelParallelEnv(ParallelEnv):
             env_id,
             num_envs=num_agents,
             autoreset_mode=AutoresetMode.DISABLED,
-            max_episode_steps=-1 if max_cycles is None else max_cycles,  # None: the id's
+            max_episode_steps=-1 if max_cycles is None else max_cycles,  # -1: no limit
             render_mode=render_mode,
             output="numpy",
             memory_shared=shared_memory,

@@ -136,6 +136,8 @@ class WorldModelSB3VecEnv(VecEnv):
         mode = autoreset_mode(kwargs.pop("autoreset_mode", AutoresetMode.SAME_STEP))
         if mode != AutoresetMode.SAME_STEP:
             raise ValueError(f"WorldModelSB3VecEnv needs autoreset_mode SAME_STEP, got {mode!r}")
+        if kwargs.get("output", "numpy") != "numpy":  # refused before the model loads
+            raise ValueError(f'WorldModelSB3VecEnv needs output="numpy", got {kwargs["output"]!r}')
         envs = gym.make_vec(
             env_id, num_envs=num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **kwargs
         )
@@ -160,17 +162,18 @@ class WorldModelSB3VecEnv(VecEnv):
         """
         seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
         groups = self._option_groups()
-        whole = len(groups) == 1 and len(groups[0][0]) == self.num_envs
-        obs, infos = self.venv.reset(seed=seeds, options=(groups[0][1] or None) if whole else None)
-        self.reset_infos = [_row_info(infos, i) for i in range(self.num_envs)]
-        if not whole:
-            # Every row started (the first reset must cover all rows); now restart the rows with
-            # options from their own: a row's seed reseeds it, so the result is as if reset once.
-            for rows, options in groups:
-                if options:  # a partial reset's infos are its rows' alone
-                    obs, part = self.venv.reset(seed=seeds, options={**options, "env_idx": rows})
-                    for i in rows:
-                        self.reset_infos[i] = _row_info(part, i)
+        self.reset_infos = [{} for _ in range(self.num_envs)]
+        if len(groups) == 1 or not self.venv.started:  # the first reset must cover every row
+            whole = groups[0][1] if len(groups) == 1 else None
+            obs, infos = self.venv.reset(seed=seeds, options=whole or None)
+            self.reset_infos = [_row_info(infos, i) for i in range(self.num_envs)]
+            # rows with options of their own then start again from them (a first reset only:
+            # a row's seed reseeds it, so a seeded reset is as if each row was reset once)
+            groups = [] if len(groups) == 1 else [(r, o) for r, o in groups if o]
+        for rows, options in groups:  # each row reset once, with its own options
+            obs, part = self.venv.reset(seed=seeds, options={**options, "env_idx": rows})
+            for i in rows:  # a partial reset's infos are its rows' alone
+                self.reset_infos[i] = _row_info(part, i)
         self._reset_seeds()
         self._reset_options()
         self._actions = _NO_ACTIONS  # those given before the reset were for the old episodes
@@ -302,6 +305,11 @@ class WorldModelSB3VecEnv(VecEnv):
             actions = self.venv.call("idle_action", *method_args, **method_kwargs)
             return [actions[row] for row in rows]
         method = getattr(self.venv, method_name)
+        if not callable(method):
+            raise TypeError(
+                f"env_method({method_name!r}): {method_name} is an attribute, not a method; "
+                "read it with get_attr"
+            )
         parameters = inspect.signature(method).parameters
         bound = inspect.signature(method).bind_partial(*method_args, **method_kwargs).arguments
         if "env_idx" in parameters and "env_idx" not in bound:
