@@ -134,24 +134,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: list[str]) -> None:
     """Run the subcommand ``args[0]`` with its arguments."""
-    if args[0] == "bench":
+    if args[0] == "bench":  # (imported here: it is not needed by the other commands)
         from gym_worldmodel import bench
 
         bench.main(args[1:])
-    elif args[0] == "collect":
-        collect_main(args[1:])
-    elif args[0] == "eval":
-        eval_main(args[1:])
-    elif args[0] == "rollout":
-        rollout_main(args[1:])
-    elif args[0] == "play":
-        play_main(args[1:])
-    elif args[0] == "ship":
-        ship_main(args[1:])
-    elif args[0] == "cache":
-        cache_main(args[1:])
-    else:
-        train_main(args[1:])
+        return
+    commands = {
+        "collect": collect_main,
+        "eval": eval_main,
+        "rollout": rollout_main,
+        "play": play_main,
+        "ship": ship_main,
+        "cache": cache_main,
+        "train": train_main,
+    }
+    commands[args[0]](args[1:])
 
 
 #: Where the package's own warnings come from: said as one line each by a command.
