@@ -61,6 +61,19 @@ def host_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: on_host(v, torch.float64) for k, v in (options or {}).items()}
 
 
+#: The reset options that pick rows: a vector env's partial reset.
+ROW_OPTIONS = ("env_idx", "reset_mask")
+
+
+def row_picks(options: Mapping[str, Any]) -> list[str]:
+    """The options among ``options`` that pick rows, sorted.
+
+    An env that resets every row at once (a single env, SB3's and PettingZoo's adapters)
+    refuses them.
+    """
+    return sorted(set(ROW_OPTIONS) & set(options))
+
+
 def reset_rows(options: dict, num_envs: int) -> np.ndarray:
     """Rows a reset applies to: ``options["env_idx"]``, ``options["reset_mask"]`` or all.
 

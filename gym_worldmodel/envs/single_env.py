@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 
 from gym_worldmodel.envs.actions import batch_one, on_host
 from gym_worldmodel.envs.observations import info_row, take
-from gym_worldmodel.envs.options import check_options, check_seed, user_rng
+from gym_worldmodel.envs.options import check_options, check_seed, row_picks, user_rng
 from gym_worldmodel.envs.pictures import PICTURE_SHAPES, one_picture
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
@@ -101,7 +101,7 @@ class WorldModelEnv(gym.Env):
         check_seed(seed)
         check_options(options)
         options = dict(options or {})
-        rows = sorted({"env_idx", "reset_mask"} & set(options))
+        rows = row_picks(options)
         if rows:
             raise ValueError(f"a single env has one row: options {rows} are for vector envs")
         rng, rng_seed = self._np_random, self._np_random_seed

@@ -69,6 +69,7 @@ from gym_worldmodel.envs.options import (
     check_options,
     check_seed,
     rng_from_state,
+    row_picks,
     step_limit,
     user_frames,
     world_reset_options,
@@ -234,7 +235,7 @@ class WorldModelParallelEnv(ParallelEnv):
         check_seed(seed)
         check_options(options)
         options = dict(options or {})
-        picked = sorted(set(options) & {"env_idx", "reset_mask"})
+        picked = row_picks(options)
         if picked:
             raise ValueError(f"reset resets every agent; options {picked} are not supported")
         known = world_reset_options(self.venv.world.pose)

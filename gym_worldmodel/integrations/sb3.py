@@ -71,14 +71,13 @@ except ImportError as err:  # pragma: no cover - depends on the installed extras
     ) from err
 
 from gym_worldmodel.envs import observations as obs_lib
-from gym_worldmodel.envs.options import autoreset_mode, check_seed
+from gym_worldmodel.envs.options import autoreset_mode, check_seed, row_picks
 from gym_worldmodel.envs.registration import check_world_id
 from gym_worldmodel.envs.row_access import ROW_SPACES
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 from gym_worldmodel.envs.window import Window
 
 #: Reset options that pick rows; an SB3 reset always resets every row.
-_ROW_OPTIONS = ("env_idx", "reset_mask")
 
 
 #: What step_async has not been given (None is an action the vector env refuses clearly).
@@ -349,7 +348,7 @@ class WorldModelSB3VecEnv(VecEnv):
         groups: dict[int, tuple[list[int], dict[str, Any]]] = {}
         for row, options in enumerate(self._options):
             options = options or {}
-            bad = sorted(set(options) & set(_ROW_OPTIONS))
+            bad = row_picks(options)
             if bad:
                 raise ValueError(
                     f"reset options {bad} pick rows, but an SB3 reset resets every row; "
