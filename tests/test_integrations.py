@@ -198,6 +198,17 @@ def test_sb3_reset_with_per_row_options_starts_each_row_once():
     adapter.reset()
     assert sorted(started) == [1, 2]
     assert [info["pose"][3] for info in adapter.reset_infos] == [10.0, 25.0, 25.0]
+    # Rows sharing a bank still reset at once: what no row owns (views handed over) goes.
+    shared = WorldModelSB3VecEnv.make(DRIVING, num_envs=2, memory_shared=True, **TINY)
+    stored = lambda: int((shared.venv._engine.memory.uid >= 0).sum())  # noqa: E731
+    for options in ({}, [{"speed": 10.0}, {}]):
+        shared.reset()
+        for _ in range(3):
+            shared.step(np.zeros((2, 2), np.float32))
+        shared.venv.hand_over_memory([0, 1])
+        shared.set_options(options)
+        shared.reset()
+        assert stored() == 2  # the two start chunks alone
 
 
 def test_sb3_attr_method_and_wrapper_queries():

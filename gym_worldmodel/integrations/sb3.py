@@ -154,7 +154,9 @@ class WorldModelSB3VecEnv(VecEnv):
 
         Both are used by this reset only (SB3 semantics). Rows may get different options (e.g.
         their own ``"image"``); ``"env_idx"`` / ``"reset_mask"`` are not allowed since an SB3
-        reset resets every row.
+        reset resets every row. Rows with options of their own are reset once each (a
+        ``start_fn`` asked once a row), except at the first reset and where rows share a memory
+        bank: every row is then reset at once, and those rows again from their options.
 
         Returns:
             The batched first observations; their infos are in ``self.reset_infos``.
@@ -162,12 +164,16 @@ class WorldModelSB3VecEnv(VecEnv):
         seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
         groups = self._option_groups()
         self.reset_infos = [{} for _ in range(self.num_envs)]
-        if len(groups) == 1 or not self.venv.started:  # the first reset must cover every row
-            whole = groups[0][1] if len(groups) == 1 else None
-            obs, infos = self.venv.reset(seed=seeds, options=whole or None)
+        # A reset of every row at once: the first (it must cover every row), and one of rows
+        # sharing a memory bank, which empties the bank only when all its rows reset together
+        # (what no row owns, views handed over or restored, goes with the episodes that end).
+        whole = not self.venv.started or (self.venv.memory and self.venv.memory_shared)
+        if len(groups) == 1 or whole:
+            options = groups[0][1] if len(groups) == 1 else None
+            obs, infos = self.venv.reset(seed=seeds, options=options or None)
             self.reset_infos = [_row_info(infos, i) for i in range(self.num_envs)]
-            # rows with options of their own then start again from them (a first reset only:
-            # a row's seed reseeds it, so a seeded reset is as if each row was reset once)
+            # rows with options of their own then start again from them (a row's seed reseeds
+            # it, so a seeded reset is as if each row was reset once; a start_fn is asked twice)
             groups = [] if len(groups) == 1 else [(r, o) for r, o in groups if o]
         for rows, options in groups:  # each row reset once, with its own options
             obs, part = self.venv.reset(seed=seeds, options={**options, "env_idx": rows})
