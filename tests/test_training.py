@@ -50,6 +50,7 @@ from gym_worldmodel.training.trainer import (
     Trainer,
     fingerprint,
     host_floats,
+    interrupt_after_step,
     plotted_keys,
     to_device,
 )
@@ -473,6 +474,36 @@ def test_an_interrupted_train_says_whether_it_resumes(tmp_path, monkeypatch, cap
         calls.clear()
         assert cli.main([*argv, "--save-every", save_every]) == 130
         assert f"train: interrupted; {said}" in capsys.readouterr().err
+
+
+def test_a_signal_during_the_last_checkpoint_still_stops_the_recipe(episodes, tmp_path, request):
+    """SIGTERM while the last step's checkpoint is written (the model, the plot: often the
+    slowest part) stops the run once that checkpoint is whole, rather than being swallowed,
+    which let a two-stage recipe go on to its next stage; Ctrl-C then SIGTERM stops at once."""
+    import os
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
+    vae = WorldModel(WorldModelConfig.tiny()).vae
+    fn = lambda b, g: vae_loss(vae, b, g, VAELossConfig())  # noqa: E731
+    config = TrainConfig(steps=2, batch_size=4, warmup=1, save_every=1)
+    saves = []
+
+    def on_save():
+        saves.append(1)
+        if len(saves) == 2:  # the last step's
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    trainer = Trainer(vae, Frames(episodes), fn, tmp_path / "run", config, on_save=on_save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(progress=False)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with interrupt_after_step():  # the first signal is deferred; a second, of either kind, not
+        os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_run_leaves_sigint_alone_where_it_is_not_pythons_own(episodes, tmp_path):

@@ -71,7 +71,8 @@ def interrupt_after_step() -> Iterator[Callable[[], bool]]:
     def first(signum: int, frame: Any) -> None:
         nonlocal came
         came = True
-        signal.signal(signum, previous[signum])  # a second one: at once
+        for sig, handler in previous.items():  # a second one, of either kind: at once
+            signal.signal(sig, handler)
         said, name = ours[signum]
         print(f"\n{said}: writing a checkpoint after this step ({name} again to stop now)")
 
@@ -155,19 +156,19 @@ class Trainer:
                 self.step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{parts['loss']:.4f}")
-                stop = interrupted()
-                if self.step % cfg.save_every == 0 or self.step == cfg.steps or stop:
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps or interrupted():
                     self.save()
                     if not progress:
                         print(self._summary(since, time.perf_counter() - started), flush=True)
                     since, started = self.step, time.perf_counter()
-                if stop:
-                    bar.close()
-                    print(
-                        f"{self.run_dir.name}: checkpoint written at step {self.step}", flush=True
-                    )
-                    raise KeyboardInterrupt
+                if interrupted():  # (one that came while it saved too: the checkpoint is written)
+                    break
         bar.close()
+        if interrupted():  # stopped: the recipe goes no further (a next stage, its model)
+            if since != self.step:  # it came between the check and the save's: not saved yet
+                self.save()
+            print(f"{self.run_dir.name}: checkpoint written at step {self.step}", flush=True)
+            raise KeyboardInterrupt
         return self.history
 
     def _summary(self, since: int, seconds: float) -> str:
