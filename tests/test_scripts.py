@@ -1217,3 +1217,20 @@ def test_a_commands_warnings_are_one_line_each(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("gym-worldmodel collect: warning: ") and "is not the bytes" in err
     assert len(err.splitlines()) == 1 and "UserWarning" not in err
+
+
+def test_only_the_packages_own_warnings_lose_their_source_line():
+    """NumPy's warnings raised at a package line, and other packages', keep Python's format;
+    Gymnasium's logger.warn (colours and "WARN: ") around the package's own message is read."""
+    import warnings
+
+    from gym_worldmodel import cli
+    from gym_worldmodel.envs import window
+
+    ours, theirs = window.__file__, warnings.__file__
+    with cli._warnings_as_lines("play"):
+        said = warnings.formatwarning("\x1b[33mWARN: no display\x1b[0m", UserWarning, ours, 1)
+        assert said == "gym-worldmodel play: warning: no display\n"
+        numpy_s = warnings.formatwarning("divide by zero", RuntimeWarning, ours, 7)
+        assert numpy_s.startswith(f"{ours}:7: RuntimeWarning: divide by zero")
+        assert warnings.formatwarning("x", UserWarning, theirs, 3).startswith(f"{theirs}:3:")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -159,8 +160,9 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 def _warnings_as_lines(command: str) -> Iterator[None]:
     """The package's warnings as one line naming ``command``, not the source line they came from.
 
-    Their messages say what happened and what was done about it; the line of code that warned
-    means nothing to the user of a command. Other packages' warnings, and every warning under
+    Their messages (``UserWarning``) say what happened and what was done about it; the line of
+    code that warned means nothing to the user of a command. Other warnings (another package's,
+    or NumPy's raised at a line of the package), and every warning under
     ``GYM_WORLDMODEL_TRACEBACK``, keep Python's format.
     """
     python = warnings.formatwarning
@@ -173,10 +175,11 @@ def _warnings_as_lines(command: str) -> Iterator[None]:
         line: str | None = None,
     ) -> str:
         ours = Path(filename).resolve().is_relative_to(_PACKAGE)
-        if not ours or os.environ.get("GYM_WORLDMODEL_TRACEBACK"):
-            return python(message, category, filename, lineno, line)
-        kind = "" if category is UserWarning else f"{category.__name__}: "
-        return f"gym-worldmodel {command}: warning: {kind}{message}\n"
+        if category is not UserWarning or not ours or os.environ.get("GYM_WORLDMODEL_TRACEBACK"):
+            return python(message, category, filename, lineno, line)  # NumPy's, say
+        # (Gymnasium's logger.warn, which window.py warns through, colours it and adds "WARN: ")
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(message)).removeprefix("WARN: ")
+        return f"gym-worldmodel {command}: warning: {text}\n"
 
     warnings.formatwarning = one_line
     try:
