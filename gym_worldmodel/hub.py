@@ -431,9 +431,19 @@ def _resolve_repo(
     try:
         return Path(snapshot_download(repo_id, local_files_only=False, **kwargs))
     except Exception as err:
-        said = str(err).strip().splitlines()  # huggingface_hub's own run to several lines
-        why = f"downloading failed ({type(err).__name__}: {said[0] if said else ''})"
+        why = f"downloading failed ({type(err).__name__}: {_first_line(err)})"
         raise FileNotFoundError(_not_found(repo_id, revision, cache_dir, offline, why)) from err
+
+
+def _first_line(err: BaseException) -> str:
+    """The line of huggingface_hub's message (several lines) that says what went wrong.
+
+    Not its HTTP status line ("404 Client Error. (Request ID: ...)"): the next says "Repository
+    Not Found", "Cannot access gated repo", ...
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    said = [line for line in lines if not re.match(r"\d{3} (Client|Server) Error", line)]
+    return (said or lines or [""])[0]
 
 
 def _not_found(repo_id: str, revision: str | None, cache_dir: Any, offline: bool, why: str) -> str:

@@ -751,3 +751,11 @@ def test_an_env_from_a_cached_repo_reads_its_config_then_loads_the_weights_once(
     assert env.checkpoint_dir == tmp_path / "hf" / "models--owner--name" / "snapshots" / COMMIT
     env.reset(seed=0)
     assert len(loads) == 1
+
+
+def test_a_hub_error_is_said_by_the_line_that_names_it() -> None:
+    """huggingface_hub's messages run to several lines; the first is often the HTTP status."""
+    gated = "403 Client Error. (Request ID: abc)\n\nCannot access gated repo for url https://x."
+    assert hub._first_line(OSError(gated)) == "Cannot access gated repo for url https://x."
+    assert hub._first_line(OSError("Got: ConnectError\nAn error happened")) == "Got: ConnectError"
+    assert hub._first_line(OSError("")) == ""
