@@ -428,12 +428,12 @@ def _self_forcing_start(
     world's anchors move with the car; with ``anchor_motion``, a model without moving anchors,
     or with rates written before the zoom column, gains the fitted ones (shifts kept).
     """
-    tuned = checked(hub.from_pretrained(init), data)
     if anchor_ego and "driving" not in {read_card(Path(d))["modality"] for d in data}:
-        raise DatasetError(
+        raise DatasetError(  # (before the model loads)
             "anchor_ego (--anchor-ego) moves the driving world's anchors with the car, and "
             "none of the data is the driving world's: give a driving dataset, or leave it out"
         )
+    tuned = checked(hub.from_pretrained(init), data)
     tuned = tuned.with_sampler(nfe=nfe, stochastic=False, context_t=0.0)
     if anchor_ego and "driving" not in tuned.config.dit.anchor_ego:
         px_per_m = EgoShift.px_per_m_of(tuned.config, "driving")

@@ -155,11 +155,19 @@ def _started(run_dir: Path) -> bool:
     return run_dir.is_dir() and any(run_dir.rglob("checkpoint.pt"))
 
 
-def _checkpoints(run_dir: Path) -> dict[Path, int]:
-    """Each checkpoint of ``run_dir``'s stages, with when it was last written (ns)."""
+def _checkpoints(run_dir: Path) -> dict[Path, tuple[int, int, int]]:
+    """Each checkpoint of ``run_dir``'s stages, with its file's inode, write time (ns) and size.
+
+    A checkpoint is written as a new file (``atomic_write``): a new one differs in its inode
+    even where the file system's clock is coarse.
+    """
     if not run_dir.is_dir():
         return {}
-    return {p: p.stat().st_mtime_ns for p in run_dir.rglob("checkpoint.pt")}
+    return {
+        p: (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        for p in run_dir.rglob("checkpoint.pt")
+        if (stat := p.stat())
+    }
 
 
 def _plain(value: Any) -> Any:
