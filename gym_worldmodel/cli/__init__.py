@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from gym_worldmodel.cli.argtypes import (
@@ -77,23 +77,13 @@ __all__ = [
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch ``gym-worldmodel <command> ...``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    commands = {
-        "bench": "benchmarks that print their figures",
-        "collect": "record simulator episodes, or your own recordings, into a dataset (resumable)",
-        "train": "train a stage: vae, decoder, teacher, student, flow, self-forcing (resumable)",
-        "eval": "score a model against held-out episodes; writes a markdown report",
-        "rollout": "play a world (random or given actions, any start image); write the video",
-        "play": "play a world from the keyboard in a window (the play extra)",
-        "ship": "install a checkpoint and start frames as the embedded default worlds",
-        "cache": "list or clear the inverse-dynamics probes eval keeps (list, clear)",
-    }
-    if not args or args[0] in ("-h", "--help") or args[0] not in commands:
+    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
         helped = bool(args) and args[0] in ("-h", "--help")
         out = sys.stdout if helped else sys.stderr
         if args and not helped:
             print(f"gym-worldmodel: unknown command {args[0]!r}\n", file=out)
         print("usage: gym-worldmodel <command> [options]\n\ncommands:", file=out)
-        for name, help_text in commands.items():
+        for name, (help_text, _) in COMMANDS.items():
             print(f"  {name:<8} {help_text}", file=out)
         return 0 if helped else 2
     try:
@@ -133,23 +123,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _bench(argv: list[str]) -> None:
+    """``gym-worldmodel bench``, imported when it runs: the other commands do not need it."""
+    from gym_worldmodel import bench
+
+    bench.main(argv)
+
+
+#: Each subcommand: its line in ``gym-worldmodel --help``, and what runs it with its arguments.
+COMMANDS: dict[str, tuple[str, Callable[[list[str]], None]]] = {
+    "bench": ("benchmarks that print their figures", _bench),
+    "collect": (
+        "record simulator episodes, or your own recordings, into a dataset (resumable)",
+        collect_main,
+    ),
+    "train": (
+        "train a stage: vae, decoder, teacher, student, flow, self-forcing (resumable)",
+        train_main,
+    ),
+    "eval": ("score a model against held-out episodes; writes a markdown report", eval_main),
+    "rollout": (
+        "play a world (random or given actions, any start image); write the video",
+        rollout_main,
+    ),
+    "play": ("play a world from the keyboard in a window (the play extra)", play_main),
+    "ship": ("install a checkpoint and start frames as the embedded default worlds", ship_main),
+    "cache": ("list or clear the inverse-dynamics probes eval keeps (list, clear)", cache_main),
+}
+
+
 def _run(args: list[str]) -> None:
     """Run the subcommand ``args[0]`` with its arguments."""
-    if args[0] == "bench":  # (imported here: it is not needed by the other commands)
-        from gym_worldmodel import bench
-
-        bench.main(args[1:])
-        return
-    commands = {
-        "collect": collect_main,
-        "eval": eval_main,
-        "rollout": rollout_main,
-        "play": play_main,
-        "ship": ship_main,
-        "cache": cache_main,
-        "train": train_main,
-    }
-    commands[args[0]](args[1:])
+    COMMANDS[args[0]][1](args[1:])
 
 
 #: Where the package's own warnings come from: said as one line each by a command.
