@@ -509,9 +509,9 @@ def _plot_revisit(result: RevisitResult, path: Path) -> None:
 
 def _revisit_lines(r: RevisitResult, command: str, images: str) -> list[str]:
     """The report's markdown lines; ``images``: the plot's folder as the page links it."""
-    spread = ""
-    if r.gain_interval is not None:
-        lo, hi = r.gain_interval
+    spread, interval = "", r.gain_interval
+    if interval is not None:
+        lo, hi = interval
         spread = (
             f" The PSNR difference, with the episodes resampled (a 90% bootstrap interval): "
             f"{lo:+.2f} to {hi:+.2f} dB: how much the figure hangs on which episodes were held out."

@@ -152,7 +152,7 @@ def _started(run_dir: Path) -> bool:
 
     ``train flow``'s pair net trains in ``<run>/pair`` before the run's own checkpoint exists.
     """
-    return run_dir.is_dir() and any(run_dir.rglob("checkpoint.pt"))
+    return bool(_checkpoints(run_dir))
 
 
 def _checkpoints(run_dir: Path) -> dict[Path, tuple[int, int, int]]:
