@@ -43,6 +43,7 @@ from gym_worldmodel.envs.pose import wrap_deg
 from gym_worldmodel.evaluation import paired_interval, psnr, ssim
 from gym_worldmodel.evaluation.open_loop import step_actions
 from gym_worldmodel.evaluation.report import image_dir
+from gym_worldmodel.evaluation.resume import RolloutProgress
 from gym_worldmodel.files import atomic_write, atomic_write_all, remove_stale_temps
 from gym_worldmodel.models import WorldModel
 from gym_worldmodel.plotting import pyplot
@@ -167,6 +168,7 @@ def evaluate_revisit(
     max_episodes: int | None = None,
     progress: bool = True,
     oracle: bool = False,
+    resume: Path | None = None,
 ) -> RevisitResult:
     """Memory on against memory off on the revisit frames of ``data``'s held-out episodes.
 
@@ -175,7 +177,8 @@ def evaluate_revisit(
     the held-out episodes samples with seed ``seed + i`` whatever its batch). Episodes too short
     to hold a revisit (under ``min_gap`` frames in whole steps) are left out, with a note on
     stderr. ``oracle``: also run memory on with the recorded frames remembered (see the module
-    docstring).
+    docstring). ``resume``: a folder where the rollouts keep their progress, so that a rerun
+    goes on where a stopped one saved (:mod:`.evaluation.resume`); None keeps nothing.
     """
     card, episodes = _posed_heldout(model, data, max_episodes)
     f = model.config.dit.chunk_frames
@@ -184,7 +187,7 @@ def evaluate_revisit(
     steps = [len(ep.actions) // f for ep in episodes]
     truth = [ep.frames[1 : n * f + 1] for ep, n in zip(episodes, steps, strict=True)]
     on_rows, off_rows, hit, remembered = _rollouts_by_length(
-        model, episodes, card, steps, [seed + i for i in rows], oracle, progress
+        model, episodes, card, steps, [seed + i for i in rows], oracle, progress, resume
     )
 
     def per_frame(rows: list[np.ndarray]) -> list[np.ndarray]:  # PSNR of each episode
@@ -307,6 +310,7 @@ def _rollouts_by_length(
     seeds: list[int],
     oracle: bool,
     progress: bool,
+    resume: Path | None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray] | None]:
     """:func:`_rollouts` of the episodes of each length (``steps``) in a batch of their own.
 
@@ -324,7 +328,7 @@ def _rollouts_by_length(
         eps = [episodes[i] for i in group]
         truth = np.stack([ep.frames[1 : n * f + 1] for ep in eps]) if oracle else None
         frames, hits, recalled = _rollouts(
-            model, eps, card, n, truth, [seeds[i] for i in group], progress
+            model, eps, card, n, truth, [seeds[i] for i in group], progress, resume
         )
         for k, i in enumerate(group):
             on[i], off[i], hit[i] = frames[k], frames[len(group) + k], hits[k]
@@ -341,13 +345,15 @@ def _rollouts(
     truth: np.ndarray | None,
     seeds: list[int],
     progress: bool,
+    resume: Path | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Each episode rolled out under its recorded actions, memory on and off, in one batch.
 
     Returns the frames ``(2e, steps * F, H, W, 3)`` (memory on: rows ``:e``; off: ``e:``),
     whether memory-on rows retrieved a chunk at each frame ``(e, steps * F)``, and, given the
     recorded frames ``truth``, the memory-on rollout that remembers those (else None). Episode
-    ``i`` samples with ``seeds[i]``, memory on and off alike.
+    ``i`` samples with ``seeds[i]``, memory on and off alike. ``resume``: as
+    :func:`evaluate_revisit`'s.
     """
     f, e = model.config.dit.chunk_frames, len(episodes)
     engine = WorldEngine(model, 2 * e, card["modality"], model.device, memory=True)
@@ -365,20 +371,29 @@ def _rollouts(
     # (a world whose anchors move with the car reads the pose its actions integrate to, as the
     # env and open-loop evaluation give it)
     chunks = step_actions(model, card["modality"], actions, poses[:, 0])
-    frames, hits, oracle_frames = [], [], []
-    for k in tqdm(range(steps), desc=f"revisit {card['world']}", disable=not progress):
-        chunk = chunks[k]
-        frames.append(engine.step(chunk, poses=poses[:, (k + 1) * f])[1].cpu().numpy())
-        assert engine.recall is not None  # (a step with memory retrieves)
-        hits.append(np.repeat(engine.recall.hits[:e, None] > 0, f, 1))
-        if truth is not None:
-            real = torch.from_numpy(truth[:, k * f : (k + 1) * f])
-            with torch.no_grad():
-                latents = model.vae.encode(real.to(recorded.device)).float()
-            step = recorded.step(chunk[:e], poses=poses[:e, (k + 1) * f], remember=latents)
-            oracle_frames.append(step[1].cpu().numpy())
-    remembered = np.concatenate(oracle_frames, 1) if truth is not None else None
-    return np.concatenate(frames, 1), np.concatenate(hits, 1), remembered
+    engines = {"engine": engine} if truth is None else {"engine": engine, "recorded": recorded}
+    inputs = {"first": first, "actions": actions, "poses": poses, "truth": truth, "seeds": seeds}
+    with RolloutProgress(resume, "revisit", model, engines, inputs, steps) as saved:
+        for k in tqdm(
+            range(saved.step, steps),
+            desc=f"revisit {card['world']}",
+            disable=not progress,
+            initial=saved.step,
+            total=steps,
+        ):
+            chunk, out = chunks[k], {}
+            out["frames"] = engine.step(chunk, poses=poses[:, (k + 1) * f])[1].cpu().numpy()
+            assert engine.recall is not None  # (a step with memory retrieves)
+            out["hits"] = np.repeat(engine.recall.hits[:e, None] > 0, f, 1)
+            if truth is not None:
+                real = torch.from_numpy(truth[:, k * f : (k + 1) * f])
+                with torch.no_grad():
+                    latents = model.vae.encode(real.to(recorded.device)).float()
+                step = recorded.step(chunk[:e], poses=poses[:e, (k + 1) * f], remember=latents)
+                out["oracle"] = step[1].cpu().numpy()
+            saved.record(**out)
+    remembered = saved.outputs("oracle") if truth is not None else None
+    return saved.outputs("frames"), saved.outputs("hits"), remembered
 
 
 def _revisits(

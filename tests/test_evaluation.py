@@ -938,7 +938,7 @@ def test_eval_seed_reaches_both_modes_and_the_reports_command(tmp_path, monkeypa
     monkeypatch.setattr(episodes, "read_card", lambda data: {"world": "citywalk"})
     monkeypatch.setattr(cli_eval, "per_world", lambda *a: lambda world: "model")
 
-    def evaluate_world(model, data, config, teacher, progress, probe_cache):
+    def evaluate_world(model, data, config, teacher, progress, probe_cache, resume):
         seen["config"] = config
         result = evaluation.evaluate.WorldResult("citywalk", "camera", 1, 1, 3)
         result.control = {"ratio": 0.5, "by_horizon": {}}

@@ -6,11 +6,12 @@ import argparse
 import dataclasses
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gym_worldmodel.cli.argtypes import (
+    Interrupted,
     add_memory_guidance,
     check_device,
     denoiser_passes,
@@ -27,7 +28,12 @@ if TYPE_CHECKING:
 
 
 def eval_main(argv: Sequence[str]) -> None:
-    """``gym-worldmodel eval``: open loop, controllability and stability on held-out episodes."""
+    """``gym-worldmodel eval``: open loop, controllability and stability on held-out episodes.
+
+    Its rollouts keep their progress in ``OUT/.resume`` (:mod:`.evaluation.resume`): stopped
+    (Ctrl-C, SIGTERM, a crash), the same command goes on from there; the folder is removed once
+    the report is written.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     _refuse_other_modes_options(parser, args)
@@ -67,12 +73,7 @@ def eval_main(argv: Sequence[str]) -> None:
         parser.error(f"--report {args.report}: name a markdown page (.md) to write")
     if args.out is not None or args.report is not None:  # its plots and sample strips
         require("matplotlib", "eval --out/--report", "train")
-    from gym_worldmodel.evaluation import (
-        default_probe_cache,
-        evaluate_world,
-        ratio_text,
-        write_report,
-    )
+    from gym_worldmodel.evaluation.resume import clear
     from gym_worldmodel.sources.episodes import read_card
 
     command = "gym-worldmodel eval " + shlex.join(argv)  # a path with spaces reruns
@@ -89,22 +90,53 @@ def eval_main(argv: Sequence[str]) -> None:
         return model.with_sampler(**changes) if changes else model
 
     teachers = per_world(args.teacher, "--teacher", args.device, worlds)
-    if args.revisit:
-        if len(args.data) != 1:  # one report and one revisit.json per run
-            parser.error(f"--revisit measures one dataset per run, got {len(args.data)}")
-        _revisit(args, models(worlds[0]), command)
-        return
-
+    if args.revisit and len(args.data) != 1:  # one report and one revisit.json per run
+        parser.error(f"--revisit measures one dataset per run, got {len(args.data)}")
     try:
-        config = eval_config(args)
+        config = None if args.revisit else eval_config(args)
     except ValueError as err:
         parser.error(str(err))
+    resume = args.out / RESUME
+    try:
+        if args.revisit:
+            _revisit(args, models(worlds[0]), command, resume)
+        else:
+            assert config is not None
+            _open_loop(args, config, models, teachers, worlds, command, resume)
+    except KeyboardInterrupt:
+        if not resume.is_dir():
+            raise Interrupted(
+                "no rollout had saved its progress: the same command starts again"
+            ) from None
+        raise Interrupted(
+            f"the rollouts' progress is kept in {resume}/: the same command goes on from there"
+        ) from None
+    clear(resume)  # (the report is written: nothing to go on with)
+
+
+def _open_loop(
+    args: argparse.Namespace,
+    config: EvalConfig,
+    models: Callable[[str], Any],
+    teachers: Callable[[str], Any],
+    worlds: list[str],
+    command: str,
+    resume: Path,
+) -> None:
+    """``eval`` without ``--revisit``: every measurement of each world, then the report."""
+    from gym_worldmodel.evaluation import (
+        default_probe_cache,
+        evaluate_world,
+        ratio_text,
+        write_report,
+    )
+
     probes = None if args.no_probe_cache else args.probe_cache or default_probe_cache()
     results, samples = [], {}
     for data, world in zip(args.data, worlds, strict=True):
         model, teacher = models(world), teachers(world) if args.teacher else None
         figures, sample = evaluate_world(
-            model, data, config, teacher, not args.no_progress, probe_cache=probes
+            model, data, config, teacher, not args.no_progress, probe_cache=probes, resume=resume
         )
         results.append(figures)
         samples[figures.world] = sample
@@ -131,6 +163,8 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
     return dataclasses.replace(EvalConfig.budget() if args.budget else EvalConfig(), **given)
 
 
+#: The folder in OUT where the rollouts of a run keep their progress, removed once it finishes.
+RESUME = ".resume"
 #: Where the project's own report keeps its plots (docs/evaluation.md, docs/memory.md link them).
 DOCS_OUT = Path("docs/eval")
 
@@ -263,7 +297,11 @@ def _parser() -> argparse.ArgumentParser:
         "2; --budget: 1)",
     )
     parser.add_argument(
-        "--out", type=Path, default=DOCS_OUT, help=f"plots and JSON (default: {DOCS_OUT})"
+        "--out",
+        type=Path,
+        default=DOCS_OUT,
+        help=f"plots and JSON (default: {DOCS_OUT}); the rollouts keep their progress in "
+        f"OUT/{RESUME} until the report is written, so that the same command, stopped, goes on",
     )
     parser.add_argument(
         "--report",
@@ -317,7 +355,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _revisit(args: argparse.Namespace, model: Any, command: str) -> None:
+def _revisit(args: argparse.Namespace, model: Any, command: str, resume: Path) -> None:
     """``eval --revisit``: memory on against off on the frames that return to a place."""
     from gym_worldmodel.revisit import (
         against,
@@ -335,6 +373,7 @@ def _revisit(args: argparse.Namespace, model: Any, command: str) -> None:
         max_episodes=args.max_episodes,
         progress=not args.no_progress,
         oracle=args.oracle_memory,
+        resume=resume,
     )
     print(
         f"{result.world}: revisit PSNR memory on {result.psnr_on:.2f} dB, off "

@@ -34,8 +34,9 @@ as a markdown page.
 Modules: :mod:`.metrics` (PSNR, SSIM, frame statistics), :mod:`.open_loop` (rollouts of recorded
 actions from held-out starts), :mod:`.control` (the probe and scene motion per key),
 :mod:`.probe_cache` (trained probes kept on disk: a rerun on the same data reads its probe
-back), :mod:`.evaluate` (:func:`evaluate_world`) and :mod:`.report`. Their public names are here
-too.
+back), :mod:`.resume` (rollouts that keep their progress on disk: a stopped eval goes on where
+it stopped), :mod:`.evaluate` (:func:`evaluate_world`) and :mod:`.report`. Their public names
+are here too.
 """
 
 from gym_worldmodel.evaluation.control import (

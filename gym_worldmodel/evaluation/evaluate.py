@@ -114,12 +114,15 @@ def evaluate_world(
     teacher: WorldModel | None = None,
     progress: bool = True,
     probe_cache: Path | None = None,
+    resume: Path | None = None,
 ) -> tuple[WorldResult, dict[str, np.ndarray]]:
     """Every measurement of one world; also returns sample frames for the strips.
 
     ``probe_cache``: the folder that keeps trained inverse-dynamics probes
     (:func:`.probe_cache.cached_probe`; ``eval``'s is ``probe_cache.default_probe_cache()``);
-    None trains the probe and keeps nothing.
+    None trains the probe and keeps nothing. ``resume``: a folder where the rollouts keep their
+    progress, so that a rerun goes on where a stopped one saved
+    (:mod:`gym_worldmodel.evaluation.resume`; ``eval``'s is ``OUT/.resume``); None keeps nothing.
     """
     (card,) = check_datasets(model.config, [data])
     world, modality = card["world"], card["modality"]
@@ -135,7 +138,9 @@ def evaluate_world(
     windows = open_loop_windows(heldout, horizon * f, config.starts_per_episode, data)
     first, truth, actions, poses = windows.first, windows.truth, windows.actions, windows.poses
     label = f"{world} open loop" if progress else ""
-    generated = rollout(model, modality, first, actions, config.seed, label, start_poses=poses)
+    generated = rollout(
+        model, modality, first, actions, config.seed, label, start_poses=poses, resume=resume
+    )
     result = WorldResult(world, modality, len(heldout), len(first), f)
     runs = {"model": generated, "copy last frame": np.repeat(first[:, None], horizon * f, 1)}
     if teacher is not None:
@@ -148,6 +153,7 @@ def evaluate_world(
             config.seed,
             f"{world} teacher" if progress else "",
             start_poses=poses,
+            resume=resume,
         )
     _score_runs(result, runs, truth, windows.episode, config)
     _score_ceiling(result, model, truth, config.horizons)
@@ -156,7 +162,7 @@ def evaluate_world(
         probe, modality, first, truth, generated, actions, f, config.horizons
     )
     label = f"{world} {config.stability_steps} steps" if progress else ""
-    result.stability = _stability(model, modality, heldout, config, label)
+    result.stability = _stability(model, modality, heldout, config, label, resume)
     samples = {"truth": truth[0], "model": generated[0], "start": first[0]}
     return result, samples
 
@@ -268,6 +274,7 @@ def _stability(
     heldout: list[Episode],
     config: EvalConfig,
     label: str,
+    resume: Path | None = None,
 ) -> dict[str, Any]:
     """Frame statistics of long rollouts under recorded actions (``long_inputs``).
 
@@ -290,6 +297,7 @@ def _stability(
         label,
         record="stats",
         start_poses=long.poses,
+        resume=resume,
     )
     in_range = lambda x, a, b: float(((x >= a) & (x <= b)).all(-1).mean())  # noqa: E731
     tail = np.median(stats[:, -min(100, stats.shape[1]) :].reshape(-1, 3), 0)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from gym_worldmodel.envs.engine import WorldEngine
 from gym_worldmodel.envs.pose import EgoShift
 from gym_worldmodel.evaluation.metrics import frame_stats
+from gym_worldmodel.evaluation.resume import RolloutProgress
 from gym_worldmodel.models import WorldModel
 from gym_worldmodel.sources.episodes import DatasetError, Episode
 
@@ -141,6 +142,7 @@ def rollout(
     record: str = "frames",
     dtype: torch.dtype = torch.float32,
     start_poses: np.ndarray | None = None,
+    resume: Path | None = None,
 ) -> np.ndarray:
     """Run recorded actions through the env's engine from start frames, on the model's device.
 
@@ -158,6 +160,9 @@ def rollout(
         start_poses: ``(R, 4)`` poses at the start frames: a model whose anchors move with
             the car (``DiTConfig.anchor_ego``) integrates them with the actions, as the env
             does; other models ignore them.
+        resume: A folder where the rollout keeps its progress, so that a rerun with the same
+            inputs goes on where a stopped one saved (:mod:`gym_worldmodel.evaluation.resume`);
+            None keeps nothing.
     """
     rows, f = len(start_frames), model.config.dit.chunk_frames
     chunks = step_actions(model, modality, actions, start_poses)  # checks them first
@@ -165,12 +170,21 @@ def rollout(
     engine.seed([seed + r for r in range(rows)], env_idx=range(rows))
     start = torch.from_numpy(np.repeat(start_frames[:, None], f, 1))
     engine.start(range(rows), start)
-    out = []
+    inputs = {"start_frames": start_frames, "actions": actions, "poses": start_poses, "seed": seed}
     decode = slice(None) if record == "frames" else slice(-1, None)
-    for chunk in tqdm(chunks, desc=progress, disable=not progress, leave=False):
-        frames = engine.step(chunk, decode)[1].cpu().numpy()
-        out.append(frames if record == "frames" else frame_stats(frames))
-    return np.concatenate(out, 1)
+    engines = {"engine": engine}
+    with RolloutProgress(resume, record, model, engines, inputs, len(chunks)) as saved:
+        for chunk in tqdm(
+            chunks[saved.step :],
+            desc=progress,
+            disable=not progress,
+            leave=False,
+            initial=saved.step,
+            total=len(chunks),
+        ):
+            frames = engine.step(chunk, decode)[1].cpu().numpy()
+            saved.record(out=frames if record == "frames" else frame_stats(frames))
+    return saved.outputs("out")
 
 
 def step_actions(

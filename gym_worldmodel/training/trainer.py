@@ -49,10 +49,13 @@ _DEFERRED = (
 
 
 @contextlib.contextmanager
-def interrupt_after_step() -> Iterator[Callable[[], bool]]:
+def interrupt_after_step(
+    then: str = "writing a checkpoint",
+) -> Iterator[Callable[[], bool]]:
     """Defer Ctrl-C (SIGINT) and SIGTERM to the end of the training step they arrive in.
 
-    Yields a function that says whether one came; the loop then writes a checkpoint and stops,
+    Yields a function that says whether one came; the loop then writes a checkpoint (``then``:
+    what the message on the first signal says comes after the step) and stops,
     so an interrupted run resumes from its last whole step (a step cut short would leave the
     weights, the optimizer and the generators out of step with each other). A second one stops
     at once, as usual. Only a signal at its usual handling is deferred (Python's own for SIGINT,
@@ -74,7 +77,7 @@ def interrupt_after_step() -> Iterator[Callable[[], bool]]:
         for sig, handler in previous.items():  # a second one, of either kind: at once
             signal.signal(sig, handler)
         said, name = ours[signum]
-        print(f"\n{said}: writing a checkpoint after this step ({name} again to stop now)")
+        print(f"\n{said}: {then} after this step ({name} again to stop now)")
 
     for sig in ours:
         signal.signal(sig, first)

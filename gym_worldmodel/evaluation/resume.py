@@ -1,0 +1,284 @@
+"""Long rollouts that keep their progress on disk, so that a stopped eval goes on where it stopped.
+
+``eval`` of the three worlds runs for about half an hour on a CPU, ``eval --revisit`` for ten
+minutes or more, nearly all of it in rollouts of hundreds of steps. A :class:`RolloutProgress`
+keeps one rollout's progress in a folder of its own under the run's resume folder (``eval``'s
+``OUT/.resume``):
+
+* every :data:`SAVE_EVERY_S` seconds, at the end of the step that passes it, it writes the
+  outputs of the steps since its last save (``part-<first step>.pt``), then ``state.pt``: the
+  step reached, the parts written and every engine's state (``WorldEngine.get_state``). Each file
+  is written atomically, a part before the state that names it, so a kill at any moment leaves
+  the last whole save;
+* Ctrl-C or SIGTERM is deferred to the end of the step it arrives in (as training does): the
+  progress is saved, then ``KeyboardInterrupt`` raised. A second one stops at once;
+* a finished rollout keeps its outputs (no engine state), so that a run stopped later, in
+  another world, does not run it again.
+
+A rerun with the same inputs finds the folder by :func:`rollout_key`, which holds what sets the
+rollout's bits: the model's weights (their SHA-256) and settings, the rows' start frames,
+actions, poses and seeds, the precision, the device, torch's and NumPy's versions, the CPU
+instruction set, torch's thread count and the package's code. It restores the engines and goes
+on from the saved step, which gives the same bits as a run that never stopped (tested). Progress
+that cannot be read back (damaged, or from another version of this format) is said in one line
+on stderr, removed, and the rollout run again from its start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gym_worldmodel.envs.engine import WorldEngine
+from gym_worldmodel.envs.state import check_state
+from gym_worldmodel.files import atomic_write, remove_stale_temps
+from gym_worldmodel.hub import weights_sha256
+from gym_worldmodel.models import WorldModel
+from gym_worldmodel.training.trainer import fingerprint, interrupt_after_step
+
+#: Seconds of rollout between two saves of its progress (the most a kill loses).
+SAVE_EVERY_S = 120.0
+#: The layout of a progress folder; another one is run again, not read.
+FORMAT = "gym-worldmodel/rollout-progress/1"
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def code_sha256() -> str:
+    """SHA-256 of the package's Python sources (any edit makes saved progress another run's)."""
+    digest = hashlib.sha256()
+    for path in sorted(_PACKAGE.rglob("*.py")):
+        digest.update(path.relative_to(_PACKAGE).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def array_sha256(array: Any) -> str | None:
+    """SHA-256 of an array's dtype, shape and bytes (None for None)."""
+    if array is None:
+        return None
+    a = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    digest.update(a.data)  # (C-contiguous: its bytes in order, not copied)
+    return digest.hexdigest()
+
+
+def rollout_key(
+    kind: str, model: WorldModel, engine: WorldEngine, inputs: dict[str, Any]
+) -> dict[str, Any]:
+    """What the bits of a rollout of ``model`` by ``engine`` depend on, as a JSON-able dict.
+
+    ``inputs``: the rollout's own (arrays are hashed; seeds, names and flags kept as they are).
+    """
+    return {
+        "format": FORMAT,
+        "kind": kind,
+        "weights": weights_sha256(model.state_dict()),
+        "config": engine.config.to_dict(),  # the model's, with the sampler the rows run
+        "dtype": str(engine.dtype),
+        "device": engine.device.type,
+        "inputs": {
+            name: array_sha256(value) if isinstance(value, np.ndarray) else value
+            for name, value in inputs.items()
+        },
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cpu": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "code": code_sha256(),
+    }
+
+
+class RolloutProgress:
+    """One rollout's progress, saved in ``root`` and read back by a rerun (module docstring).
+
+    Use as a context manager around the loop of steps: from :attr:`step` (0, or where a stopped
+    run saved), each step's outputs go to :meth:`record`; :meth:`outputs` gives them all after
+    the loop. ``root`` None keeps nothing (and defers no signal).
+
+    Args:
+        root: The run's resume folder (the rollout's own is made inside it), or None.
+        kind: What the rollout is (the first word of its folder's name).
+        model: The model the engines run.
+        engines: The engines the loop steps, by name (the first's settings enter the key);
+            restored where progress is read back.
+        inputs: The rollout's own inputs, for :func:`rollout_key`.
+        steps: The rollout's steps.
+    """
+
+    def __init__(
+        self,
+        root: Path | None,
+        kind: str,
+        model: WorldModel,
+        engines: dict[str, WorldEngine],
+        inputs: dict[str, Any],
+        steps: int,
+    ) -> None:
+        self.engines, self.steps = engines, steps
+        self.folder: Path | None = None
+        if root is not None:
+            key = rollout_key(kind, model, next(iter(engines.values())), inputs)
+            self.key = json.dumps(key, sort_keys=True, default=_plain)
+            digest = hashlib.sha256(self.key.encode()).hexdigest()
+            self.folder = Path(root) / f"{kind}-{digest[:16]}"
+        self.step = 0
+        self._parts: list[str] = []  # the part files saved
+        self._saved: dict[str, list[np.ndarray]] = {}  # their outputs, read back
+        self._new: dict[str, list[np.ndarray]] = {}  # outputs since the last save
+        self._saved_at = time.monotonic()
+        self._interrupted: Callable[[], bool] = lambda: False
+        self._stack = contextlib.ExitStack()
+        if self.folder is not None and (self.folder / "state.pt").is_file():
+            self._read()
+
+    def __enter__(self) -> RolloutProgress:
+        if self.folder is not None:
+            self._interrupted = self._stack.enter_context(
+                interrupt_after_step("saving this rollout's progress")
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def record(self, **outputs: np.ndarray) -> None:
+        """One step's outputs, ``(rows, ...)`` each, joined along axis 1 by :meth:`outputs`.
+
+        Saves the progress when :data:`SAVE_EVERY_S` has passed, at the last step, and when a
+        signal came (then raises ``KeyboardInterrupt``).
+        """
+        for name, value in outputs.items():
+            self._new.setdefault(name, []).append(value)
+        self.step += 1
+        if self.folder is None:
+            return
+        due = time.monotonic() - self._saved_at >= SAVE_EVERY_S
+        if due or self.step == self.steps or self._interrupted():
+            self._save()
+        if self._interrupted():
+            print(
+                f"progress saved at step {self.step} of {self.steps} in {self.folder}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise KeyboardInterrupt
+
+    def outputs(self, name: str) -> np.ndarray:
+        """Every step's ``name`` output, read back and new, joined along axis 1."""
+        return np.concatenate([*self._saved.get(name, []), *self._new.get(name, [])], 1)
+
+    def _save(self) -> None:
+        assert self.folder is not None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self._new:
+            name = f"part-{self.step - len(next(iter(self._new.values()))):06d}.pt"
+            part = {k: torch.from_numpy(np.concatenate(v, 1)) for k, v in self._new.items()}
+            _write(self.folder / name, {"outputs": part})
+            self._parts.append(name)
+            for k, v in self._new.items():
+                self._saved.setdefault(k, []).append(np.concatenate(v, 1))
+            self._new = {}
+        done = self.step == self.steps  # a finished rollout needs its outputs only
+        engines = (
+            {} if done else {k: e.get_state(range(e.num_envs)) for k, e in self.engines.items()}
+        )
+        state = {"key": self.key, "step": self.step, "parts": self._parts}
+        _write(self.folder / "state.pt", {**state, "engines": _to_tensors(engines)})
+        self._saved_at = time.monotonic()
+
+    def _read(self) -> None:
+        """The saved progress, restored; what cannot be read is removed and said."""
+        assert self.folder is not None
+        remove_stale_temps(self.folder)
+        try:
+            state = _load(self.folder / "state.pt")
+            if state["key"] != self.key:
+                raise ValueError("it was saved by another rollout")
+            saved: dict[str, list[np.ndarray]] = {}
+            for name in state["parts"]:
+                for k, v in _load(self.folder / name)["outputs"].items():
+                    saved.setdefault(k, []).append(v.numpy())
+            step = int(state["step"])
+            counts = {k: sum(a.shape[1] for a in v) for k, v in saved.items()}
+            if not 0 < step <= self.steps or any(n % step for n in counts.values()):
+                raise ValueError(f"its parts do not make its {step} steps")
+            engines = _from_tensors(state["engines"]) if step < self.steps else {}
+            for name, engine in self.engines.items() if engines else ():  # all, before any loads
+                own = engine.get_state(range(engine.num_envs))
+                check_state(engines[name], own, where=f"the engine state {name!r}")
+                engine.check_state(engines[name])
+        except Exception as err:  # noqa: BLE001 - any failure: the rollout runs again
+            print(
+                f"note: the progress saved in {self.folder} cannot be read back ({err}); "
+                "removed, and this rollout run again from its start",
+                file=sys.stderr,
+            )
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return
+        for name, engine in self.engines.items() if engines else ():
+            engine.set_state(engines[name], range(engine.num_envs))
+        self.step, self._parts, self._saved = step, list(state["parts"]), saved
+        said = (
+            f"going on from step {step} of {self.steps}, where a stopped run saved it"
+            if step < self.steps
+            else f"all {step} steps read back: a stopped run had finished this rollout"
+        )
+        print(f"note: {said} ({self.folder})", file=sys.stderr, flush=True)
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar of a key as the Python number it holds (``json.dumps``'s ``default``)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"a rollout's key holds {type(value).__name__}, not JSON")
+
+
+def _write(path: Path, content: dict[str, Any]) -> None:
+    """``content`` with its fingerprint, written atomically with ``torch.save``."""
+    content = {**content, "sha256": fingerprint(content)}
+    atomic_write(path, lambda f: torch.save(content, f))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """A file of :func:`_write`, its fingerprint checked."""
+    content = torch.load(path, map_location="cpu", weights_only=True)
+    if content.pop("sha256", None) != fingerprint(content):
+        raise ValueError(f"{path.name} does not match its SHA-256: altered or damaged")
+    return content
+
+
+def _to_tensors(value: Any) -> Any:
+    """``value`` with each NumPy array as ``{"__ndarray__": tensor}`` (``weights_only`` loads)."""
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(np.array(value))}
+    if isinstance(value, dict):
+        return {k: _to_tensors(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_tensors(v) for v in value]
+    return value
+
+
+def _from_tensors(value: Any) -> Any:
+    """The inverse of :func:`_to_tensors`."""
+    if isinstance(value, dict):
+        if set(value) == {"__ndarray__"}:
+            return value["__ndarray__"].numpy()
+        return {k: _from_tensors(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_tensors(v) for v in value]
+    return value
+
+
+def clear(root: Path) -> None:
+    """Remove a finished run's resume folder (every rollout's progress in it)."""
+    shutil.rmtree(root, ignore_errors=True)
