@@ -160,3 +160,18 @@ def test_eval_keeps_its_progress_until_the_report_is_written(
         stop_at(m, 1)
         assert main(argv) == 130
     assert "no rollout had saved its progress" in capsys.readouterr().err
+
+
+def test_a_save_that_fails_is_said_and_the_rollout_goes_on(
+    model, tmp_path, monkeypatch, every_step, capsys
+):
+    """A full disk costs the progress, not the rollout: the same frames, one note."""
+    start, actions = inputs(model)
+    whole = rollout(model, "camera", start, actions, 0)
+
+    def full(path, write):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(resume_mod, "atomic_write", full)
+    assert np.array_equal(rollout(model, "camera", start, actions, 0, resume=tmp_path), whole)
+    assert capsys.readouterr().err.count("cannot be saved") == 1

@@ -13,7 +13,9 @@ keeps one rollout's progress in a folder of its own under the run's resume folde
 * Ctrl-C or SIGTERM is deferred to the end of the step it arrives in (as training does): the
   progress is saved, then ``KeyboardInterrupt`` raised. A second one stops at once;
 * a finished rollout keeps its outputs (no engine state), so that a run stopped later, in
-  another world, does not run it again.
+  another world, does not run it again;
+* a save that fails (a full disk) is said in one line on stderr, and the rollout goes on
+  without saving: progress is a convenience, never a reason for an evaluation to fail.
 
 A rerun with the same inputs finds the folder by :func:`rollout_key`, which holds what sets the
 rollout's bits: the model's weights (their SHA-256) and settings, the rows' start frames,
@@ -136,6 +138,7 @@ class RolloutProgress:
         self._saved: dict[str, list[np.ndarray]] = {}  # their outputs, read back
         self._new: dict[str, list[np.ndarray]] = {}  # outputs since the last save
         self._saved_at = time.monotonic()
+        self._unsaved = False  # a save failed: no more are tried
         self._interrupted: Callable[[], bool] = lambda: False
         self._stack = contextlib.ExitStack()
         if self.folder is not None and (self.folder / "state.pt").is_file():
@@ -166,11 +169,12 @@ class RolloutProgress:
         if due or self.step == self.steps or self._interrupted():
             self._save()
         if self._interrupted():
-            print(
-                f"progress saved at step {self.step} of {self.steps} in {self.folder}",
-                file=sys.stderr,
-                flush=True,
-            )
+            if not self._unsaved:
+                print(
+                    f"progress saved at step {self.step} of {self.steps} in {self.folder}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             raise KeyboardInterrupt
 
     def outputs(self, name: str) -> np.ndarray:
@@ -178,6 +182,21 @@ class RolloutProgress:
         return np.concatenate([*self._saved.get(name, []), *self._new.get(name, [])], 1)
 
     def _save(self) -> None:
+        """Write the progress; one that fails (a full disk) is said, and the rollout goes on."""
+        if self._unsaved:  # a save failed before: the rollout goes on without
+            return
+        try:
+            self._write_progress()
+        except OSError as err:
+            self._unsaved = True
+            print(
+                f"note: this rollout's progress cannot be saved in {self.folder} ({err}); it "
+                "goes on without saving it",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _write_progress(self) -> None:
         assert self.folder is not None
         self.folder.mkdir(parents=True, exist_ok=True)
         if self._new:
