@@ -169,9 +169,49 @@ def test_a_save_that_fails_is_said_and_the_rollout_goes_on(
     start, actions = inputs(model)
     whole = rollout(model, "camera", start, actions, 0)
 
-    def full(path, write):
-        raise OSError(28, "No space left on device")
+    for failure in (OSError(28, "No space left on device"), RuntimeError("unexpected pos")):
 
-    monkeypatch.setattr(resume_mod, "atomic_write", full)
-    assert np.array_equal(rollout(model, "camera", start, actions, 0, resume=tmp_path), whole)
-    assert capsys.readouterr().err.count("cannot be saved") == 1
+        def failing(path, write, failure=failure):
+            raise failure
+
+        monkeypatch.setattr(resume_mod, "atomic_write", failing)
+        assert np.array_equal(rollout(model, "camera", start, actions, 0, resume=tmp_path), whole)
+        assert capsys.readouterr().err.count("cannot be saved") == 1
+
+
+def test_parts_other_than_those_the_state_names_are_refused(
+    model, tmp_path, monkeypatch, every_step, capsys
+):
+    """A part of another run of the same rollout (two evals in one folder) is not read as ours."""
+    start, actions = inputs(model)
+    whole = rollout(model, "camera", start, actions, 0)
+    for stop, root in ((4, tmp_path / "a"), (3, tmp_path / "b")):
+        with monkeypatch.context() as m:
+            stop_at(m, stop)
+            with pytest.raises(KeyboardInterrupt):
+                rollout(model, "camera", start, actions, 0, resume=root)
+    (a,), (b,) = (tmp_path / "a").iterdir(), (tmp_path / "b").iterdir()
+    assert a.name == b.name  # the same rollout
+    (b / "part-000001.pt").write_bytes((a / "part-000000.pt").read_bytes())  # a valid file
+    assert np.array_equal(rollout(model, "camera", start, actions, 0, resume=b.parent), whole)
+    assert "part-000001.pt is not the part its state names" in capsys.readouterr().err
+
+
+def test_one_rollout_is_run_by_one_process_and_clear_removes_only_its_own(model, tmp_path):
+    from gym_worldmodel.evaluation.resume import RolloutProgress, clear
+
+    start, actions = inputs(model)
+    engine = WorldEngine(model, 2, "camera")
+    args = (tmp_path, "frames", model, {"engine": engine}, {"seed": 0}, 6)
+    with RolloutProgress(*args):
+        with pytest.raises(ValueError, match="another process is writing this rollout's progress"):
+            RolloutProgress(*args).__enter__()
+    others = tmp_path / "frames-0123456789abcdef"  # another eval's, into the same folder
+    others.mkdir()
+    rollout(model, "camera", start, actions, 0, resume=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 3
+    clear(tmp_path)
+    assert list(tmp_path.iterdir()) == [others]
+    others.rmdir()
+    clear(tmp_path)  # an empty resume folder goes too
+    assert not tmp_path.exists()

@@ -104,7 +104,7 @@ def eval_main(argv: Sequence[str]) -> None:
             assert config is not None
             _open_loop(args, config, models, teachers, worlds, command, resume)
     except KeyboardInterrupt:
-        if not resume.is_dir():
+        if not any(resume.glob("*/state.pt")):
             raise Interrupted(
                 "no rollout had saved its progress: the same command starts again"
             ) from None

@@ -43,6 +43,7 @@ from safetensors.torch import save
 
 from gym_worldmodel.evaluation import control
 from gym_worldmodel.evaluation.control import InverseDynamicsProbe, Probe, train_probe
+from gym_worldmodel.evaluation.resume import bits_environment
 from gym_worldmodel.files import atomic_write, remove_stale_temps
 from gym_worldmodel.hub import weights_sha256
 from gym_worldmodel.sources.episodes import load_episodes, read_card
@@ -69,10 +70,7 @@ def probe_key(modality: str, data: Path, steps: int, seed: int) -> dict[str, Any
         "steps": steps,
         "seed": seed,
         "train_shards": [s["sha256"] for s in card["shards"] if s["split"] == "train"],
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "cpu": torch.backends.cpu.get_cpu_capability(),
-        "threads": torch.get_num_threads(),
+        **bits_environment(),
     }
 
 

@@ -3,27 +3,32 @@
 ``eval`` of the three worlds runs for about half an hour on a CPU, ``eval --revisit`` for ten
 minutes or more, nearly all of it in rollouts of hundreds of steps. A :class:`RolloutProgress`
 keeps one rollout's progress in a folder of its own under the run's resume folder (``eval``'s
-``OUT/.resume``):
+``OUT/.resume``), held by its process alone while the rollout runs (another process running the
+same rollout into it is refused):
 
 * every :data:`SAVE_EVERY_S` seconds, at the end of the step that passes it, it writes the
   outputs of the steps since its last save (``part-<first step>.pt``), then ``state.pt``: the
-  step reached, the parts written and every engine's state (``WorldEngine.get_state``). Each file
-  is written atomically, a part before the state that names it, so a kill at any moment leaves
-  the last whole save;
+  step reached, each part's first step, steps and SHA-256, and every engine's state
+  (``WorldEngine.get_state``). Each file is written atomically and holds a SHA-256 of its
+  content, a part before the state that names it, so a kill at any moment leaves the last
+  whole save;
 * Ctrl-C or SIGTERM is deferred to the end of the step it arrives in (as training does): the
   progress is saved, then ``KeyboardInterrupt`` raised. A second one stops at once;
 * a finished rollout keeps its outputs (no engine state), so that a run stopped later, in
   another world, does not run it again;
-* a save that fails (a full disk) is said in one line on stderr, and the rollout goes on
-  without saving: progress is a convenience, never a reason for an evaluation to fail.
+* a save that fails (a full disk, a quota) is said in one line on stderr, and the rollout goes
+  on without saving: progress is a convenience, never a reason for an evaluation to fail.
 
 A rerun with the same inputs finds the folder by :func:`rollout_key`, which holds what sets the
-rollout's bits: the model's weights (their SHA-256) and settings, the rows' start frames,
-actions, poses and seeds, the precision, the device, torch's and NumPy's versions, the CPU
-instruction set, torch's thread count and the package's code. It restores the engines and goes
-on from the saved step, which gives the same bits as a run that never stopped (tested). Progress
-that cannot be read back (damaged, or from another version of this format) is said in one line
-on stderr, removed, and the rollout run again from its start.
+rollout's bits: the model's weights (their SHA-256) and settings, the rows' modality, start
+frames, actions, poses and seeds, the precision, the device, and :func:`bits_environment`
+(torch's and NumPy's versions, the CPU instruction set, torch's thread count) and the package's
+code. It restores the engines and goes on from the saved step, which gives the same bits as a
+run that never stopped (tested). Progress that cannot be read back (damaged, or its parts not
+those its state names) is said in one line on stderr, removed, and the rollout run again from
+its start. Progress of other inputs (another version of the package, other settings) is another
+folder, never read: it stays until the run it belongs to finishes, or ``OUT/.resume`` is
+removed by hand. :func:`clear` removes the folders the rollouts of this process used.
 """
 
 from __future__ import annotations
@@ -42,8 +47,7 @@ import numpy as np
 import torch
 
 from gym_worldmodel.envs.engine import WorldEngine
-from gym_worldmodel.envs.state import check_state
-from gym_worldmodel.files import atomic_write, remove_stale_temps
+from gym_worldmodel.files import atomic_write, exclusive, remove_stale_temps
 from gym_worldmodel.hub import weights_sha256
 from gym_worldmodel.models import WorldModel
 from gym_worldmodel.training.trainer import fingerprint, interrupt_after_step
@@ -86,26 +90,39 @@ def rollout_key(
         "kind": kind,
         "weights": weights_sha256(model.state_dict()),
         "config": engine.config.to_dict(),  # the model's, with the sampler the rows run
+        "modality": engine.modality.tolist(),  # each row's action expert
         "dtype": str(engine.dtype),
         "device": engine.device.type,
         "inputs": {
             name: array_sha256(value) if isinstance(value, np.ndarray) else value
             for name, value in inputs.items()
         },
+        **bits_environment(),
+        "code": code_sha256(),
+    }
+
+
+def bits_environment() -> dict[str, Any]:
+    """What else sets the bits of a computation on the CPU: versions, instruction set, threads.
+
+    (The same run on 1 and 4 threads gives other bits; on another CPU model of the same
+    instruction set it is not told apart.)
+    """
+    return {
         "torch": torch.__version__,
         "numpy": np.__version__,
         "cpu": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
-        "code": code_sha256(),
     }
 
 
 class RolloutProgress:
     """One rollout's progress, saved in ``root`` and read back by a rerun (module docstring).
 
-    Use as a context manager around the loop of steps: from :attr:`step` (0, or where a stopped
-    run saved), each step's outputs go to :meth:`record`; :meth:`outputs` gives them all after
-    the loop. ``root`` None keeps nothing (and defers no signal).
+    Use as a context manager around the loop of steps: entering it reads back what a stopped
+    run saved (the engines restored, :attr:`step` the step to go on from, else 0); each step's
+    outputs go to :meth:`record`; :meth:`outputs` gives them all after the loop. ``root`` None
+    keeps nothing (and defers no signal).
 
     Args:
         root: The run's resume folder (the rollout's own is made inside it), or None.
@@ -134,21 +151,28 @@ class RolloutProgress:
             digest = hashlib.sha256(self.key.encode()).hexdigest()
             self.folder = Path(root) / f"{kind}-{digest[:16]}"
         self.step = 0
-        self._parts: list[str] = []  # the part files saved
-        self._saved: dict[str, list[np.ndarray]] = {}  # their outputs, read back
+        self._parts: list[dict[str, Any]] = []  # the parts saved: name, first, steps, sha256
+        self._saved: dict[str, list[np.ndarray]] = {}  # their outputs
         self._new: dict[str, list[np.ndarray]] = {}  # outputs since the last save
         self._saved_at = time.monotonic()
         self._unsaved = False  # a save failed: no more are tried
         self._interrupted: Callable[[], bool] = lambda: False
         self._stack = contextlib.ExitStack()
-        if self.folder is not None and (self.folder / "state.pt").is_file():
-            self._read()
 
     def __enter__(self) -> RolloutProgress:
-        if self.folder is not None:
-            self._interrupted = self._stack.enter_context(
+        if self.folder is None:
+            return self
+        with self._stack as stack:  # (closed here only if what follows raises)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(exclusive(self.folder, "rollout's progress"))
+            _USED.add(self.folder)
+            remove_stale_temps(self.folder, older_than_s=0.0)  # (held: no live writer)
+            if (self.folder / "state.pt").is_file():
+                self._read()
+            self._interrupted = stack.enter_context(
                 interrupt_after_step("saving this rollout's progress")
             )
+            self._stack = stack.pop_all()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -182,12 +206,12 @@ class RolloutProgress:
         return np.concatenate([*self._saved.get(name, []), *self._new.get(name, [])], 1)
 
     def _save(self) -> None:
-        """Write the progress; one that fails (a full disk) is said, and the rollout goes on."""
-        if self._unsaved:  # a save failed before: the rollout goes on without
+        """Write the progress; a save that fails is said, and the rollout goes on without."""
+        if self._unsaved:  # a save failed before
             return
         try:
             self._write_progress()
-        except OSError as err:
+        except (OSError, RuntimeError) as err:  # (torch's writer raises RuntimeError)
             self._unsaved = True
             print(
                 f"note: this rollout's progress cannot be saved in {self.folder} ({err}); it "
@@ -198,43 +222,49 @@ class RolloutProgress:
 
     def _write_progress(self) -> None:
         assert self.folder is not None
-        self.folder.mkdir(parents=True, exist_ok=True)
         if self._new:
-            name = f"part-{self.step - len(next(iter(self._new.values()))):06d}.pt"
-            part = {k: torch.from_numpy(np.concatenate(v, 1)) for k, v in self._new.items()}
-            _write(self.folder / name, {"outputs": part})
-            self._parts.append(name)
-            for k, v in self._new.items():
-                self._saved.setdefault(k, []).append(np.concatenate(v, 1))
+            joined = {k: np.concatenate(v, 1) for k, v in self._new.items()}
+            steps = len(next(iter(self._new.values())))
+            part = {"outputs": {k: torch.from_numpy(v) for k, v in joined.items()}}
+            name = f"part-{self.step - steps:06d}.pt"
+            sha = _write(self.folder / name, part)
+            self._parts.append({"name": name, "first": self.step - steps, "steps": steps})
+            self._parts[-1]["sha256"] = sha
+            for k, v in joined.items():
+                self._saved.setdefault(k, []).append(v)
             self._new = {}
         done = self.step == self.steps  # a finished rollout needs its outputs only
         engines = (
             {} if done else {k: e.get_state(range(e.num_envs)) for k, e in self.engines.items()}
         )
-        state = {"key": self.key, "step": self.step, "parts": self._parts}
+        state = {"key": self.key, "step": self.step, "parts": json.dumps(self._parts)}
         _write(self.folder / "state.pt", {**state, "engines": _to_tensors(engines)})
         self._saved_at = time.monotonic()
 
     def _read(self) -> None:
         """The saved progress, restored; what cannot be read is removed and said."""
         assert self.folder is not None
-        remove_stale_temps(self.folder)
         try:
             state = _load(self.folder / "state.pt")
             if state["key"] != self.key:
                 raise ValueError("it was saved by another rollout")
+            step, parts = int(state["step"]), json.loads(state["parts"])
             saved: dict[str, list[np.ndarray]] = {}
-            for name in state["parts"]:
-                for k, v in _load(self.folder / name)["outputs"].items():
+            done = 0
+            for part in parts:  # contiguous, each the file the state names, making its steps
+                content = _load(self.folder / part["name"])
+                if part["first"] != done or content["sha256"] != part["sha256"]:
+                    raise ValueError(f"{part['name']} is not the part its state names")
+                for k, v in content["outputs"].items():
+                    if v.shape[1] % part["steps"]:
+                        raise ValueError(f"{part['name']} does not hold {part['steps']} steps")
                     saved.setdefault(k, []).append(v.numpy())
-            step = int(state["step"])
-            counts = {k: sum(a.shape[1] for a in v) for k, v in saved.items()}
-            if not 0 < step <= self.steps or any(n % step for n in counts.values()):
-                raise ValueError(f"its parts do not make its {step} steps")
+                done += part["steps"]
+            if not 0 < step == done <= self.steps:
+                raise ValueError(f"its parts make {done} steps, not its {step}")
+            # (the key names the code and settings that wrote it: its layout is the engines')
             engines = _from_tensors(state["engines"]) if step < self.steps else {}
             for name, engine in self.engines.items() if engines else ():  # all, before any loads
-                own = engine.get_state(range(engine.num_envs))
-                check_state(engines[name], own, where=f"the engine state {name!r}")
                 engine.check_state(engines[name])
         except Exception as err:  # noqa: BLE001 - any failure: the rollout runs again
             print(
@@ -242,17 +272,35 @@ class RolloutProgress:
                 "removed, and this rollout run again from its start",
                 file=sys.stderr,
             )
-            shutil.rmtree(self.folder, ignore_errors=True)
+            for path in self.folder.iterdir():  # (the folder itself is held)
+                path.unlink()
             return
         for name, engine in self.engines.items() if engines else ():
             engine.set_state(engines[name], range(engine.num_envs))
-        self.step, self._parts, self._saved = step, list(state["parts"]), saved
+        self.step, self._parts, self._saved = step, parts, saved
         said = (
             f"going on from step {step} of {self.steps}, where a stopped run saved it"
             if step < self.steps
             else f"all {step} steps read back: a stopped run had finished this rollout"
         )
         print(f"note: {said} ({self.folder})", file=sys.stderr, flush=True)
+
+
+#: The rollout folders this process used (:func:`clear` removes them).
+_USED: set[Path] = set()
+
+
+def clear(root: Path) -> None:
+    """Remove the progress of the rollouts this process ran in ``root``, then ``root`` if empty.
+
+    For a run whose results are written: other runs' progress there (another eval into the same
+    folder, stopped or running) is left as it is.
+    """
+    for folder in sorted(f for f in _USED if f.parent == Path(root)):
+        shutil.rmtree(folder, ignore_errors=True)
+        _USED.discard(folder)
+    with contextlib.suppress(OSError):  # not empty, or gone
+        Path(root).rmdir()
 
 
 def _plain(value: Any) -> Any:
@@ -262,16 +310,17 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"a rollout's key holds {type(value).__name__}, not JSON")
 
 
-def _write(path: Path, content: dict[str, Any]) -> None:
-    """``content`` with its fingerprint, written atomically with ``torch.save``."""
+def _write(path: Path, content: dict[str, Any]) -> str:
+    """``content`` with its fingerprint, written atomically with ``torch.save``; the fingerprint."""
     content = {**content, "sha256": fingerprint(content)}
     atomic_write(path, lambda f: torch.save(content, f))
+    return content["sha256"]
 
 
 def _load(path: Path) -> dict[str, Any]:
     """A file of :func:`_write`, its fingerprint checked."""
     content = torch.load(path, map_location="cpu", weights_only=True)
-    if content.pop("sha256", None) != fingerprint(content):
+    if content.get("sha256") != fingerprint({k: v for k, v in content.items() if k != "sha256"}):
         raise ValueError(f"{path.name} does not match its SHA-256: altered or damaged")
     return content
 
@@ -279,7 +328,7 @@ def _load(path: Path) -> dict[str, Any]:
 def _to_tensors(value: Any) -> Any:
     """``value`` with each NumPy array as ``{"__ndarray__": tensor}`` (``weights_only`` loads)."""
     if isinstance(value, np.ndarray):
-        return {"__ndarray__": torch.from_numpy(np.array(value))}
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))}
     if isinstance(value, dict):
         return {k: _to_tensors(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -296,8 +345,3 @@ def _from_tensors(value: Any) -> Any:
     if isinstance(value, list):
         return [_from_tensors(v) for v in value]
     return value
-
-
-def clear(root: Path) -> None:
-    """Remove a finished run's resume folder (every rollout's progress in it)."""
-    shutil.rmtree(root, ignore_errors=True)

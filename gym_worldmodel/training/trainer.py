@@ -335,7 +335,8 @@ def fingerprint(obj: Any) -> str:
         if isinstance(value, torch.Tensor):
             t = value.detach().cpu().contiguous()
             digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            if t.numel():  # (its bytes as a buffer, not copied)
+                digest.update(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
         elif isinstance(value, dict):
             digest.update(b"{")
             for key in sorted(value, key=str):
