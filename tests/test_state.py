@@ -348,6 +348,10 @@ def test_a_state_that_does_not_fit_is_refused_and_changes_nothing():
     with pytest.raises(RuntimeError, match="reset"):
         fresh.step(act)
     assert fresh._rngs == [None, None]  # its unseeded starts stay its own, not row seed 0's
+    # a Simulator-CityWalk-v0 state (its simulator's part, its episode's entries) says so
+    simulator = {"world": "citywalk", "source": {"seed": 3}, "np_random": {}, "steps": 4}
+    with pytest.raises(ValueError, match=r"a simulator env's state \(Simulator-\*-v0's"):
+        env.set_state(simulator)
     plain = WorldModelVectorEnv(2, world="citywalk", model="random-tiny", memory=False)
     plain.reset(seed=3)
     with pytest.raises(ValueError, match="memory off, this env has it on: make the env with"):

@@ -95,7 +95,13 @@ class RowStateMixin(RowStartsMixin):
 
         The rows draw the noise of the state's generators, unless ``seeds`` (one per loaded row,
         or an int: the i-th loaded row gets ``seeds + i``) reseeds them as :meth:`fork` does: a
-        planner that loads one state into its futures every step draws fresh noise so.
+        planner that loads one state into its futures every step draws fresh noise so. Without
+        ``seeds``, a row loaded from the real env's state draws exactly the noise the real env
+        draws next (under the same actions it shows the real env's next frames, bit for bit): a
+        plan scored inside the world on a reward that reads frames then sees the noise it will
+        meet, so pass ``seeds`` to score plans on noise of their own. The rows' memory switches
+        (``set_memory``) are part of the state: loading one puts back the switches it was
+        taken with.
 
         The state is checked against the rows' own first (keys, shapes, dtypes, the world and
         a digest of the weights that made it, read from the engine's model once, when a state
@@ -111,6 +117,11 @@ class RowStateMixin(RowStartsMixin):
         """
         self._check_open()
         rows = self._rows(env_idx, repeats=False)
+        if isinstance(state, dict) and "source" in state:  # (what a Simulator-* env's holds)
+            raise ValueError(
+                "this is a simulator env's state (Simulator-*-v0's get_state()); a world model "
+                "env loads only what its own get_state() returns"
+            )
         if not isinstance(state, dict) or "steps" not in state:
             raise ValueError(f"state must be what get_state() returns, got {type(state).__name__}")
         steps = state["steps"]
@@ -195,9 +206,12 @@ class RowStateMixin(RowStartsMixin):
         ``seeds`` are one per new row).
 
         Without ``seeds`` every fork draws the same noise (common random numbers: futures differ
-        only by their actions); ``seeds`` (one per fork, or an int: fork i gets ``seeds + i``, as
-        in :meth:`reset`) reseeds each fork's generators (the model's noise and the NumPy
-        generator that picks start frames on autoreset) so their futures differ. A state loaded
+        only by their actions), and it is the noise row ``row`` draws next: a fork under the
+        actions the row then takes shows its next frames bit for bit, so a plan scored on a
+        reward that reads frames knows the noise it will meet. ``seeds`` (one per fork, or an
+        int: fork i gets ``seeds + i``, as in :meth:`reset`) reseeds each fork's generators (the
+        model's noise and the NumPy generator that picks start frames on autoreset) so their
+        futures differ. A state loaded
         later (:meth:`set_state`) brings its rows' generators with it, unless its ``seeds``
         reseed them. With memory, each fork gets its own copy of the row's memory. Hooks with values
         per row (a goal image or target per row) keep row ``row``'s in every fork (``select``,
