@@ -293,3 +293,40 @@ def test_a_probe_files_name_is_one_the_cache_command_knows(data, tmp_path):
         path = probe_path(tmp_path, {**probe_key("camera", data, 3, 0), "modality": modality})
         match = PROBE_FILE.fullmatch(path.name)
         assert match and match["modality"] == modality
+
+
+@pytest.mark.parametrize("modality", ["camera", "driving"])
+def test_a_stopped_probe_training_goes_on_to_the_same_probe(
+    data, tmp_path, monkeypatch, capsys, modality
+):
+    """Weights, optimizer, best probe so far and both random streams are saved and read back."""
+    from gym_worldmodel.evaluation import control, resume
+
+    monkeypatch.setattr(resume, "SAVE_EVERY_S", 0.0)
+    episodes = load_episodes(data, "train")
+    if modality == "driving":  # continuous actions: the probe's R^2 path
+        rng = np.random.default_rng(0)
+        episodes = [
+            dataclasses.replace(ep, actions=rng.uniform(-1, 1, (len(ep.actions), 2)).astype("f4"))
+            for ep in episodes
+        ]
+    whole = train_probe(modality, episodes, 12, 3)
+    loss, calls = control._probe_loss, []
+
+    def stopping(*args):
+        calls.append(1)
+        if len(calls) == 8:  # past the validations at steps 1 and 2 (every 12 // 10 steps)
+            raise KeyboardInterrupt
+        return loss(*args)
+
+    def saved() -> resume.LoopProgress:
+        return resume.LoopProgress(tmp_path / "resume", "probe", {"probe": 1}, 12, "probe training")
+
+    with monkeypatch.context() as m:
+        m.setattr(control, "_probe_loss", stopping)
+        with pytest.raises(KeyboardInterrupt):
+            train_probe(modality, episodes, 12, 3, saved=saved())
+    torch.manual_seed(123)  # the caller's global generator: not the probe's dropout
+    again = train_probe(modality, episodes, 12, 3, saved=saved())
+    assert "going on from step 7 of 12" in capsys.readouterr().err
+    assert_same_probe(whole, again, episode_windows(episodes, every=1)[0])

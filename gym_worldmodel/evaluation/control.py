@@ -8,6 +8,7 @@ picture is measured too (:func:`scene_motion_by_key`).
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gym_worldmodel.envs.actions import CAMERA_MOVE, CAMERA_TURN
+from gym_worldmodel.evaluation.resume import LoopProgress
 from gym_worldmodel.sources.episodes import DatasetError, Episode
 
 PROBE_WINDOW = (-1, 5)  # frames t-1 .. t+4 -> action t (actions persist over a few frames)
@@ -174,7 +176,12 @@ class Probe:
 
 
 def train_probe(
-    modality: str, episodes: Sequence[Episode], steps: int, seed: int, progress: bool = False
+    modality: str,
+    episodes: Sequence[Episode],
+    steps: int,
+    seed: int,
+    progress: bool = False,
+    saved: LoopProgress | None = None,
 ) -> Probe:
     """Train the inverse-dynamics probe on real frames of ``episodes`` (training episodes).
 
@@ -185,7 +192,10 @@ def train_probe(
     :data:`PROBE_MIN_ACTIONS` actions hold no window and are left out.
 
     ``seed`` seeds the batches, the probe's weights and its dropout; torch's global generator is
-    left as the caller had it.
+    left as the caller had it. ``saved``: where the training keeps its progress (its weights,
+    optimizer, best probe so far and random streams), so that a rerun goes on where a stopped one
+    saved, to the same probe (:mod:`gym_worldmodel.evaluation.resume`; ``probe_cache`` makes it,
+    keyed as the probe it keeps); None keeps nothing.
     """
     if len(episodes) < 2:
         raise ValueError(
@@ -198,7 +208,8 @@ def train_probe(
     # caller's state of it given back after (the probe runs on the CPU; no other is touched)
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
-        return _train_probe(modality, held, fit, steps, np.random.default_rng(seed), progress)
+        gen = np.random.default_rng(seed)
+        return _train_probe(modality, held, fit, steps, gen, progress, saved)
 
 
 def _train_probe(
@@ -208,6 +219,7 @@ def _train_probe(
     steps: int,
     gen: np.random.Generator,
     progress: bool,
+    saved: LoopProgress | None = None,
 ) -> Probe:
     """:func:`train_probe` on its validation and training episodes; ``gen`` draws the batches."""
     every = max(1, sum(len(ep.actions) for ep in held) // 2000)
@@ -223,36 +235,74 @@ def _train_probe(
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
     check = max(1, steps // 10)
     best, kept = -math.inf, None
-    for step in tqdm(range(steps), desc=f"probe {modality}", leave=False, disable=not progress):
-        x, y = [], []
-        for e in gen.integers(len(fit), size=64):
-            ep = fit[e]
-            valid = window_centres(len(ep.actions))
-            t = gen.integers(valid[0], valid[-1] + 1, size=1)
-            x.append(probe_windows(ep.frames, t))
-            y.append(probe_targets(modality, ep.actions[t]))
-        shift = tuple(int(v) for v in gen.integers(-4, 5, 2))
-        batch = np.roll(np.concatenate(x), shift, axis=(-3, -2))
-        target = np.concatenate(y)
-        if modality != "camera":
-            target = (target - mean) / std
-        net.train()
-        loss = _probe_loss(modality, net(torch.from_numpy(batch)), torch.from_numpy(target))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if (step + 1) % check == 0 or step + 1 == steps:
-            net.eval()
-            values = probe.per_dim(val_windows, val_targets)
-            quality = float(np.nan_to_num(np.clip(values, 0, 1)).mean())
-            if kept is None or quality > best:
-                best, kept = quality, (copy.deepcopy(net.state_dict()), values)
+    saved = saved or LoopProgress(None, "probe", {}, steps)
+
+    def snapshot() -> dict[str, Any]:  # what the steps after this one depend on
+        return {
+            "net": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "batches": json.dumps(gen.bit_generator.state),  # (128-bit integers)
+            "torch": torch.default_generator.get_state(),  # the dropout's
+            "best": best,
+            "kept": None if kept is None else {"net": kept[0], "values": kept[1]},
+        }
+
+    saved.snapshot = snapshot
+    with saved:
+        if saved.loaded is not None:  # a stopped run's, read back: go on from its step
+            state = saved.loaded
+            net.load_state_dict(state["net"])
+            opt.load_state_dict(state["optimizer"])
+            gen.bit_generator.state = json.loads(state["batches"])
+            torch.default_generator.set_state(state["torch"])
+            best = state["best"]
+            kept = (
+                None if state["kept"] is None else (state["kept"]["net"], state["kept"]["values"])
+            )
+        for step in tqdm(
+            range(saved.step, steps),
+            desc=f"probe {modality}",
+            leave=False,
+            disable=not progress,
+            initial=saved.step,
+            total=steps,
+        ):
+            batch, target = _probe_batch(modality, fit, gen)
+            if modality != "camera":
+                target = (target - mean) / std
+            net.train()
+            loss = _probe_loss(modality, net(torch.from_numpy(batch)), torch.from_numpy(target))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if (step + 1) % check == 0 or step + 1 == steps:
+                net.eval()
+                values = probe.per_dim(val_windows, val_targets)
+                quality = float(np.nan_to_num(np.clip(values, 0, 1)).mean())
+                if kept is None or quality > best:
+                    best, kept = quality, (copy.deepcopy(net.state_dict()), values)
+            saved.done_step()
     assert kept is not None  # (the last step is always validated)
     net.load_state_dict(kept[0])
     net.eval()
     probe.validation = kept[1]
     probe.visible = np.ones(2, bool) if modality == "camera" else kept[1] >= PROBE_VISIBLE_R2
     return probe
+
+
+def _probe_batch(
+    modality: str, fit: list[Episode], gen: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """64 windows of ``fit``'s episodes, drawn by ``gen``, shifted alike by up to 4 pixels."""
+    x, y = [], []
+    for e in gen.integers(len(fit), size=64):
+        ep = fit[e]
+        valid = window_centres(len(ep.actions))
+        t = gen.integers(valid[0], valid[-1] + 1, size=1)
+        x.append(probe_windows(ep.frames, t))
+        y.append(probe_targets(modality, ep.actions[t]))
+    shift = tuple(int(v) for v in gen.integers(-4, 5, 2))
+    return np.roll(np.concatenate(x), shift, axis=(-3, -2)), np.concatenate(y)
 
 
 def _probe_split(episodes: Sequence[Episode]) -> tuple[list[Episode], list[Episode]]:

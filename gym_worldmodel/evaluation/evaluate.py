@@ -157,7 +157,9 @@ def evaluate_world(
         )
     _score_runs(result, runs, truth, windows.episode, config)
     _score_ceiling(result, model, truth, config.horizons)
-    probe = cached_probe(modality, data, config.probe_steps, config.seed, probe_cache, progress)
+    probe = cached_probe(
+        modality, data, config.probe_steps, config.seed, probe_cache, progress, resume=resume
+    )
     result.control = _controllability(
         probe, modality, first, truth, generated, actions, f, config.horizons
     )

@@ -43,7 +43,7 @@ from safetensors.torch import save
 
 from gym_worldmodel.evaluation import control
 from gym_worldmodel.evaluation.control import InverseDynamicsProbe, Probe, train_probe
-from gym_worldmodel.evaluation.resume import bits_environment
+from gym_worldmodel.evaluation.resume import LoopProgress, bits_environment
 from gym_worldmodel.files import atomic_write, remove_stale_temps
 from gym_worldmodel.hub import weights_sha256
 from gym_worldmodel.sources.episodes import load_episodes, read_card
@@ -88,6 +88,7 @@ def cached_probe(
     folder: Path | None,
     progress: bool = False,
     max_bytes: int | None = None,
+    resume: Path | None = None,
 ) -> Probe:
     """:func:`.train_probe` on ``data``'s training episodes, or the one it trained before.
 
@@ -98,10 +99,15 @@ def cached_probe(
     be written is noted too, and the trained probe used unkept. Keeping a new probe removes the
     least recently used ones until the folder's probes take at most ``max_bytes`` (None:
     :func:`.user_cache.probe_cache_limit`), each noted; a probe larger than that is not kept.
+    ``resume``: a folder where the training keeps its progress, so that a rerun goes on where a
+    stopped one saved (:class:`.resume.LoopProgress`, keyed as the probe is); None keeps nothing.
     """
     episodes = load_episodes(Path(data), "train")  # each shard checked against its hash
+    saved = LoopProgress(
+        resume, "probe", lambda: probe_key(modality, data, steps, seed), steps, "probe training"
+    )
     if folder is None:
-        return train_probe(modality, episodes, steps, seed, progress)
+        return train_probe(modality, episodes, steps, seed, progress, saved)
     limit = probe_cache_limit() if max_bytes is None else max_bytes  # refused before the work
     key = probe_key(modality, data, steps, seed)
     path = probe_path(folder, key)
@@ -114,7 +120,7 @@ def cached_probe(
             touch(path)
             _note(f"the {modality} probe trained before on the same data and settings: {path}")
             return probe
-    probe = train_probe(modality, episodes, steps, seed, progress)
+    probe = train_probe(modality, episodes, steps, seed, progress, saved)
     try:
         removed = save_probe(path, probe, key, limit)
     except OSError as err:

@@ -1,10 +1,13 @@
-"""Long rollouts that keep their progress on disk, so that a stopped eval goes on where it stopped.
+"""Long loops that keep their progress on disk, so that a stopped eval goes on where it stopped.
 
 ``eval`` of the three worlds runs for about half an hour on a CPU, ``eval --revisit`` for ten
-minutes or more, nearly all of it in rollouts of hundreds of steps. A :class:`RolloutProgress`
-keeps one rollout's progress in a folder of its own under the run's resume folder (``eval``'s
-``OUT/.resume``), held by its process alone while the rollout runs (another process running the
-same rollout into it is refused):
+minutes or more, nearly all of it in rollouts of hundreds of steps and in training the
+inverse-dynamics probe (minutes per world where the probe cache does not hold it). A
+:class:`Progress` keeps one such loop's progress in a folder of its own under the run's resume
+folder (``eval``'s ``OUT/.resume``), held by its process alone while the loop runs (another
+process running the same loop into it is refused). :class:`LoopProgress` keeps a loop whose
+state is one dict (the probe's training: its weights, optimizer, best probe so far and random
+streams, keyed as the probe cache keys the probe). A :class:`RolloutProgress` keeps a rollout:
 
 * every :data:`SAVE_EVERY_S` seconds, at the end of the step that passes it, it writes the
   outputs of the steps since its last save (``part-<first step>.pt``), then ``state.pt``: the
@@ -41,7 +44,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -116,61 +119,58 @@ def bits_environment() -> dict[str, Any]:
     }
 
 
-class RolloutProgress:
-    """One rollout's progress, saved in ``root`` and read back by a rerun (module docstring).
+class Progress:
+    """A long loop's progress in a folder of its own under ``root`` (module docstring).
 
-    Use as a context manager around the loop of steps: entering it reads back what a stopped
-    run saved (the engines restored, :attr:`step` the step to go on from, else 0); each step's
-    outputs go to :meth:`record`; :meth:`outputs` gives them all after the loop. ``root`` None
-    keeps nothing (and defers no signal).
+    Use as a context manager around the loop: entering it takes the folder for this process
+    and reads back what a stopped run saved (:attr:`step` is then the step to go on from, else
+    0); the loop calls :meth:`done_step` after each step, which saves when due and stops the
+    loop (``KeyboardInterrupt``) when a signal came. ``root`` None keeps nothing (and defers no
+    signal). Subclasses say what a save holds (:meth:`_state`, :meth:`_write_extra`) and check
+    what is read back (:meth:`_restore`).
 
     Args:
-        root: The run's resume folder (the rollout's own is made inside it), or None.
-        kind: What the rollout is (the first word of its folder's name).
-        model: The model the engines run.
-        engines: The engines the loop steps, by name (the first's settings enter the key);
-            restored where progress is read back.
-        inputs: The rollout's own inputs, for :func:`rollout_key`.
-        steps: The rollout's steps.
+        root: The run's resume folder (the loop's own is made inside it), or None.
+        kind: What the loop is (the first word of its folder's name).
+        key: What the loop's bits depend on (JSON-able), or a function that gives it (called
+            only with a ``root``: a key can take time to make).
+        steps: The loop's steps.
     """
+
+    #: What the messages call the loop.
+    what = "loop"
 
     def __init__(
         self,
         root: Path | None,
         kind: str,
-        model: WorldModel,
-        engines: dict[str, WorldEngine],
-        inputs: dict[str, Any],
+        key: dict[str, Any] | Callable[[], dict[str, Any]],
         steps: int,
     ) -> None:
-        self.engines, self.steps = engines, steps
+        self.steps, self.step = steps, 0
         self.folder: Path | None = None
         if root is not None:
-            key = rollout_key(kind, model, next(iter(engines.values())), inputs)
+            key = key() if callable(key) else key
             self.key = json.dumps(key, sort_keys=True, default=_plain)
             digest = hashlib.sha256(self.key.encode()).hexdigest()
             self.folder = Path(root) / f"{kind}-{digest[:16]}"
-        self.step = 0
-        self._parts: list[dict[str, Any]] = []  # the parts saved: name, first, steps, sha256
-        self._saved: dict[str, list[np.ndarray]] = {}  # their outputs
-        self._new: dict[str, list[np.ndarray]] = {}  # outputs since the last save
         self._saved_at = time.monotonic()
         self._unsaved = False  # a save failed: no more are tried
         self._interrupted: Callable[[], bool] = lambda: False
         self._stack = contextlib.ExitStack()
 
-    def __enter__(self) -> RolloutProgress:
+    def __enter__(self) -> Self:
         if self.folder is None:
             return self
         with self._stack as stack:  # (closed here only if what follows raises)
             self.folder.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(exclusive(self.folder, "rollout's progress"))
+            stack.enter_context(exclusive(self.folder, f"{self.what}'s progress"))
             _USED.add(self.folder)
             remove_stale_temps(self.folder, older_than_s=0.0)  # (held: no live writer)
             if (self.folder / "state.pt").is_file():
                 self._read()
             self._interrupted = stack.enter_context(
-                interrupt_after_step("saving this rollout's progress")
+                interrupt_after_step(f"saving this {self.what}'s progress")
             )
             self._stack = stack.pop_all()
         return self
@@ -178,14 +178,12 @@ class RolloutProgress:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def record(self, **outputs: np.ndarray) -> None:
-        """One step's outputs, ``(rows, ...)`` each, joined along axis 1 by :meth:`outputs`.
+    def done_step(self) -> None:
+        """One more step done: save if due, and stop if a signal came.
 
-        Saves the progress when :data:`SAVE_EVERY_S` has passed, at the last step, and when a
-        signal came (then raises ``KeyboardInterrupt``).
+        A save is due when :data:`SAVE_EVERY_S` has passed, at the last step, and when a signal
+        came (the loop then stops: ``KeyboardInterrupt``).
         """
-        for name, value in outputs.items():
-            self._new.setdefault(name, []).append(value)
         self.step += 1
         if self.folder is None:
             return
@@ -201,26 +199,116 @@ class RolloutProgress:
                 )
             raise KeyboardInterrupt
 
-    def outputs(self, name: str) -> np.ndarray:
-        """Every step's ``name`` output, read back and new, joined along axis 1."""
-        return np.concatenate([*self._saved.get(name, []), *self._new.get(name, [])], 1)
+    def _state(self) -> dict[str, Any]:
+        """What ``state.pt`` holds beside the key and the step (tensors, arrays, plain values)."""
+        return {}
+
+    def _write_extra(self) -> dict[str, Any]:
+        """Files written before ``state.pt`` (which names them): what the state adds for them."""
+        return {}
+
+    def _restore(self, state: dict[str, Any]) -> Callable[[], None]:
+        """Check what ``state`` holds (raise if it cannot be read back); give what loads it."""
+        return lambda: None
 
     def _save(self) -> None:
-        """Write the progress; a save that fails is said, and the rollout goes on without."""
+        """Write the progress; a save that fails is said, and the loop goes on without."""
         if self._unsaved:  # a save failed before
             return
+        assert self.folder is not None
         try:
-            self._write_progress()
+            extra = self._write_extra()
+            state = {"key": self.key, "step": self.step, **extra, **self._state()}
+            _write(self.folder / "state.pt", _to_tensors(state))
         except (OSError, RuntimeError) as err:  # (torch's writer raises RuntimeError)
             self._unsaved = True
             print(
-                f"note: this rollout's progress cannot be saved in {self.folder} ({err}); it "
+                f"note: this {self.what}'s progress cannot be saved in {self.folder} ({err}); it "
                 "goes on without saving it",
                 file=sys.stderr,
                 flush=True,
             )
+        self._saved_at = time.monotonic()
 
-    def _write_progress(self) -> None:
+    def _read(self) -> None:
+        """The saved progress, restored; what cannot be read is removed and said."""
+        assert self.folder is not None
+        try:
+            state = _from_tensors(_load(self.folder / "state.pt"))
+            if state["key"] != self.key:
+                raise ValueError(f"it was saved by another {self.what}")
+            step = int(state["step"])
+            if not 0 < step <= self.steps:
+                raise ValueError(f"its step {step} is not one of 1 to {self.steps}")
+            load = self._restore(state)
+        except Exception as err:  # noqa: BLE001 - any failure: the loop runs again
+            print(
+                f"note: the progress saved in {self.folder} cannot be read back ({err}); "
+                f"removed, and this {self.what} run again from its start",
+                file=sys.stderr,
+            )
+            for path in self.folder.iterdir():  # (the folder itself is held)
+                path.unlink()
+            return
+        load()
+        self.step = step
+        said = (
+            f"going on from step {step} of {self.steps}, where a stopped run saved it"
+            if step < self.steps
+            else f"all {step} steps read back: a stopped run had finished this {self.what}"
+        )
+        print(f"note: {said} ({self.folder})", file=sys.stderr, flush=True)
+
+
+class RolloutProgress(Progress):
+    """One rollout's progress: its engines' states and the outputs of its steps.
+
+    Each step's outputs go to :meth:`record`; :meth:`outputs` gives them all after the loop.
+    Entering restores the engines where a stopped run saved.
+
+    Args:
+        root: The run's resume folder (the rollout's own is made inside it), or None.
+        kind: What the rollout is (the first word of its folder's name).
+        model: The model the engines run.
+        engines: The engines the loop steps, by name (the first's settings enter the key);
+            restored where progress is read back.
+        inputs: The rollout's own inputs, for :func:`rollout_key`.
+        steps: The rollout's steps.
+    """
+
+    what = "rollout"
+
+    def __init__(
+        self,
+        root: Path | None,
+        kind: str,
+        model: WorldModel,
+        engines: dict[str, WorldEngine],
+        inputs: dict[str, Any],
+        steps: int,
+    ) -> None:
+        first = next(iter(engines.values()))
+        super().__init__(root, kind, lambda: rollout_key(kind, model, first, inputs), steps)
+        self.engines = engines
+        self._parts: list[dict[str, Any]] = []  # the parts saved: name, first, steps, sha256
+        self._saved: dict[str, list[np.ndarray]] = {}  # their outputs
+        self._new: dict[str, list[np.ndarray]] = {}  # outputs since the last save
+
+    def record(self, **outputs: np.ndarray) -> None:
+        """One step's outputs, then :meth:`done_step`.
+
+        Each output is ``(rows, ...)``; :meth:`outputs` joins them along axis 1.
+        """
+        for name, value in outputs.items():
+            self._new.setdefault(name, []).append(value)
+        self.done_step()
+
+    def outputs(self, name: str) -> np.ndarray:
+        """Every step's ``name`` output, read back and new, joined along axis 1."""
+        return np.concatenate([*self._saved.get(name, []), *self._new.get(name, [])], 1)
+
+    def _write_extra(self) -> dict[str, Any]:
+        """The outputs since the last save, as a part (``part-<first step>.pt``)."""
         assert self.folder is not None
         if self._new:
             joined = {k: np.concatenate(v, 1) for k, v in self._new.items()}
@@ -228,62 +316,78 @@ class RolloutProgress:
             part = {"outputs": {k: torch.from_numpy(v) for k, v in joined.items()}}
             name = f"part-{self.step - steps:06d}.pt"
             sha = _write(self.folder / name, part)
-            self._parts.append({"name": name, "first": self.step - steps, "steps": steps})
-            self._parts[-1]["sha256"] = sha
+            self._parts.append(
+                {"name": name, "first": self.step - steps, "steps": steps, "sha256": sha}
+            )
             for k, v in joined.items():
                 self._saved.setdefault(k, []).append(v)
             self._new = {}
-        done = self.step == self.steps  # a finished rollout needs its outputs only
-        engines = (
-            {} if done else {k: e.get_state(range(e.num_envs)) for k, e in self.engines.items()}
-        )
-        state = {"key": self.key, "step": self.step, "parts": json.dumps(self._parts)}
-        _write(self.folder / "state.pt", {**state, "engines": _to_tensors(engines)})
-        self._saved_at = time.monotonic()
+        return {"parts": json.dumps(self._parts)}
 
-    def _read(self) -> None:
-        """The saved progress, restored; what cannot be read is removed and said."""
+    def _state(self) -> dict[str, Any]:
+        if self.step == self.steps:  # a finished rollout needs its outputs only
+            return {"engines": {}}
+        return {"engines": {k: e.get_state(range(e.num_envs)) for k, e in self.engines.items()}}
+
+    def _restore(self, state: dict[str, Any]) -> Callable[[], None]:
         assert self.folder is not None
-        try:
-            state = _load(self.folder / "state.pt")
-            if state["key"] != self.key:
-                raise ValueError("it was saved by another rollout")
-            step, parts = int(state["step"]), json.loads(state["parts"])
-            saved: dict[str, list[np.ndarray]] = {}
-            done = 0
-            for part in parts:  # contiguous, each the file the state names, making its steps
-                content = _load(self.folder / part["name"])
-                if part["first"] != done or content["sha256"] != part["sha256"]:
-                    raise ValueError(f"{part['name']} is not the part its state names")
-                for k, v in content["outputs"].items():
-                    if v.shape[1] % part["steps"]:
-                        raise ValueError(f"{part['name']} does not hold {part['steps']} steps")
-                    saved.setdefault(k, []).append(v.numpy())
-                done += part["steps"]
-            if not 0 < step == done <= self.steps:
-                raise ValueError(f"its parts make {done} steps, not its {step}")
-            # (the key names the code and settings that wrote it: its layout is the engines')
-            engines = _from_tensors(state["engines"]) if step < self.steps else {}
-            for name, engine in self.engines.items() if engines else ():  # all, before any loads
-                engine.check_state(engines[name])
-        except Exception as err:  # noqa: BLE001 - any failure: the rollout runs again
-            print(
-                f"note: the progress saved in {self.folder} cannot be read back ({err}); "
-                "removed, and this rollout run again from its start",
-                file=sys.stderr,
-            )
-            for path in self.folder.iterdir():  # (the folder itself is held)
-                path.unlink()
-            return
-        for name, engine in self.engines.items() if engines else ():
-            engine.set_state(engines[name], range(engine.num_envs))
-        self.step, self._parts, self._saved = step, parts, saved
-        said = (
-            f"going on from step {step} of {self.steps}, where a stopped run saved it"
-            if step < self.steps
-            else f"all {step} steps read back: a stopped run had finished this rollout"
-        )
-        print(f"note: {said} ({self.folder})", file=sys.stderr, flush=True)
+        step, parts = int(state["step"]), json.loads(state["parts"])
+        saved: dict[str, list[np.ndarray]] = {}
+        done = 0
+        for part in parts:  # contiguous, each the file the state names, making its steps
+            content = _load(self.folder / part["name"])
+            if part["first"] != done or content["sha256"] != part["sha256"]:
+                raise ValueError(f"{part['name']} is not the part its state names")
+            for k, v in content["outputs"].items():
+                if v.shape[1] % part["steps"]:
+                    raise ValueError(f"{part['name']} does not hold {part['steps']} steps")
+                saved.setdefault(k, []).append(v.numpy())
+            done += part["steps"]
+        if step != done:
+            raise ValueError(f"its parts make {done} steps, not its {step}")
+        # (the key names the code and settings that wrote it: its layout is the engines')
+        engines = state["engines"] if step < self.steps else {}
+        for name, engine in self.engines.items() if engines else ():  # all, before any loads
+            engine.check_state(engines[name])
+
+        def load() -> None:
+            for name, engine in self.engines.items() if engines else ():
+                engine.set_state(engines[name], range(engine.num_envs))
+            self._parts, self._saved = parts, saved
+
+        return load
+
+
+class LoopProgress(Progress):
+    """The progress of a loop whose state is one dict (a training loop's weights and streams).
+
+    The loop sets :attr:`snapshot` to what gives its state at a step's end; entering reads back
+    :attr:`loaded`, the state a stopped run saved (None where there is none), for the loop to
+    load before it goes on from :attr:`step`. Arguments as :class:`Progress`'s, and ``what``,
+    what the messages call the loop.
+    """
+
+    def __init__(
+        self,
+        root: Path | None,
+        kind: str,
+        key: dict[str, Any] | Callable[[], dict[str, Any]],
+        steps: int,
+        what: str = "loop",
+    ) -> None:
+        super().__init__(root, kind, key, steps)
+        self.what = what
+        self.snapshot: Callable[[], dict[str, Any]] = dict
+        self.loaded: dict[str, Any] | None = None
+
+    def _state(self) -> dict[str, Any]:
+        return {"loop": self.snapshot()}
+
+    def _restore(self, state: dict[str, Any]) -> Callable[[], None]:
+        loop = state["loop"]
+        if not isinstance(loop, dict):
+            raise ValueError("it holds no loop state")
+        return lambda: setattr(self, "loaded", loop)
 
 
 #: The rollout folders this process used (:func:`clear` removes them).
