@@ -152,14 +152,14 @@ def test_eval_keeps_its_progress_until_the_report_is_written(
         stop_at(m, 3)
         assert main(argv) == 130
     err = capsys.readouterr().err
-    assert f"progress is kept in {out / '.resume'}/: the same command goes on" in err
+    assert f"the progress is kept in {out / '.resume'}/: the same command goes on" in err
     assert main(argv) == 0
     assert "going on from step 2" in capsys.readouterr().err
     assert (out / "revisit.json").is_file() and not (out / ".resume").exists()
     with monkeypatch.context() as m:  # stopped before any rollout saved
         stop_at(m, 1)
         assert main(argv) == 130
-    assert "no rollout had saved its progress" in capsys.readouterr().err
+    assert "nothing had saved its progress yet" in capsys.readouterr().err
 
 
 def test_a_save_that_fails_is_said_and_the_rollout_goes_on(

@@ -319,14 +319,56 @@ def test_a_stopped_probe_training_goes_on_to_the_same_probe(
             raise KeyboardInterrupt
         return loss(*args)
 
-    def saved() -> resume.LoopProgress:
-        return resume.LoopProgress(tmp_path / "resume", "probe", {"probe": 1}, 12, "probe training")
+    at = resume.SaveAt(tmp_path / "resume", {"probe": 1})
 
     with monkeypatch.context() as m:
         m.setattr(control, "_probe_loss", stopping)
         with pytest.raises(KeyboardInterrupt):
-            train_probe(modality, episodes, 12, 3, saved=saved())
+            train_probe(modality, episodes, 12, 3, resume=at)
     torch.manual_seed(123)  # the caller's global generator: not the probe's dropout
-    again = train_probe(modality, episodes, 12, 3, saved=saved())
+    again = train_probe(modality, episodes, 12, 3, resume=at)
     assert "going on from step 7 of 12" in capsys.readouterr().err
     assert_same_probe(whole, again, episode_windows(episodes, every=1)[0])
+
+
+def test_probe_progress_that_cannot_be_loaded_is_removed_and_a_cache_hit_discards_it(
+    data, tmp_path, monkeypatch, capsys
+):
+    from gym_worldmodel.evaluation import control, resume
+
+    monkeypatch.setattr(resume, "SAVE_EVERY_S", 0.0)
+    root, probes = tmp_path / "resume", tmp_path / "probes"
+    loss, calls = control._probe_loss, []
+
+    def stopping(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return loss(*args)
+
+    def stopped() -> Path:
+        calls.clear()
+        with monkeypatch.context() as m:
+            m.setattr(control, "_probe_loss", stopping)
+            with pytest.raises(KeyboardInterrupt):
+                cached_probe("camera", data, 12, 3, None, resume=root)
+        (folder,) = root.iterdir()
+        return folder
+
+    whole = cached_probe("camera", data, 12, 3, None)
+    # a state of the right key and checksum whose weights do not fit (another layout)
+    state_file = stopped() / "state.pt"
+    state = resume._load(state_file)
+    state.pop("sha256")
+    state["loop"]["net"].popitem()
+    resume._write(state_file, state)
+    again = cached_probe("camera", data, 12, 3, None, resume=root)
+    assert "cannot be read back" in capsys.readouterr().err
+    assert_same_probe(whole, again, heldout_windows(data))
+    resume.clear(root)  # (the finished training's progress: a run's end removes it)
+    # the probe kept in the cache: a stopped training of it is not needed any more
+    folder = stopped()
+    cached_probe("camera", data, 12, 3, probes)  # trains it and keeps it
+    assert folder.is_dir()
+    cached_probe("camera", data, 12, 3, probes, resume=root)  # reads it back
+    assert not folder.exists()

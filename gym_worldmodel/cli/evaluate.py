@@ -106,10 +106,10 @@ def eval_main(argv: Sequence[str]) -> None:
     except KeyboardInterrupt:
         if not any(resume.glob("*/state.pt")):
             raise Interrupted(
-                "no rollout had saved its progress: the same command starts again"
+                "nothing had saved its progress yet: the same command starts again"
             ) from None
         raise Interrupted(
-            f"the rollouts' progress is kept in {resume}/: the same command goes on from there"
+            f"the progress is kept in {resume}/: the same command goes on from there"
         ) from None
     clear(resume)  # (the report is written: nothing to go on with)
 

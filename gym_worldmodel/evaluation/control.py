@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gym_worldmodel.envs.actions import CAMERA_MOVE, CAMERA_TURN
-from gym_worldmodel.evaluation.resume import LoopProgress
+from gym_worldmodel.evaluation.resume import LoopProgress, SaveAt
 from gym_worldmodel.sources.episodes import DatasetError, Episode
 
 PROBE_WINDOW = (-1, 5)  # frames t-1 .. t+4 -> action t (actions persist over a few frames)
@@ -181,7 +181,7 @@ def train_probe(
     steps: int,
     seed: int,
     progress: bool = False,
-    saved: LoopProgress | None = None,
+    resume: SaveAt | None = None,
 ) -> Probe:
     """Train the inverse-dynamics probe on real frames of ``episodes`` (training episodes).
 
@@ -192,10 +192,10 @@ def train_probe(
     :data:`PROBE_MIN_ACTIONS` actions hold no window and are left out.
 
     ``seed`` seeds the batches, the probe's weights and its dropout; torch's global generator is
-    left as the caller had it. ``saved``: where the training keeps its progress (its weights,
-    optimizer, best probe so far and random streams), so that a rerun goes on where a stopped one
-    saved, to the same probe (:mod:`gym_worldmodel.evaluation.resume`; ``probe_cache`` makes it,
-    keyed as the probe it keeps); None keeps nothing.
+    left as the caller had it. ``resume``: where the training keeps its progress and its key
+    (``probe_cache`` keys it as the probe it keeps): its weights, optimizer, best probe so far and
+    random streams, so that a rerun goes on where a stopped one saved, to the same probe
+    (:mod:`gym_worldmodel.evaluation.resume`); None keeps nothing.
     """
     if len(episodes) < 2:
         raise ValueError(
@@ -209,7 +209,7 @@ def train_probe(
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         gen = np.random.default_rng(seed)
-        return _train_probe(modality, held, fit, steps, gen, progress, saved)
+        return _train_probe(modality, held, fit, steps, gen, progress, resume)
 
 
 def _train_probe(
@@ -219,7 +219,7 @@ def _train_probe(
     steps: int,
     gen: np.random.Generator,
     progress: bool,
-    saved: LoopProgress | None = None,
+    resume: SaveAt | None = None,
 ) -> Probe:
     """:func:`train_probe` on its validation and training episodes; ``gen`` draws the batches."""
     every = max(1, sum(len(ep.actions) for ep in held) // 2000)
@@ -235,7 +235,6 @@ def _train_probe(
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.05)
     check = max(1, steps // 10)
     best, kept = -math.inf, None
-    saved = saved or LoopProgress(None, "probe", {}, steps)
 
     def snapshot() -> dict[str, Any]:  # what the steps after this one depend on
         return {
@@ -247,18 +246,33 @@ def _train_probe(
             "kept": None if kept is None else {"net": kept[0], "values": kept[1]},
         }
 
-    saved.snapshot = snapshot
+    def load(state: dict[str, Any], into: tuple) -> None:
+        to_net, to_opt, to_gen, to_torch = into
+        to_net.load_state_dict(state["net"])
+        to_opt.load_state_dict(state["optimizer"])
+        to_gen.bit_generator.state = json.loads(state["batches"])
+        to_torch.set_state(state["torch"])
+
+    def loadable(state: dict[str, Any]) -> None:  # the same loads, into copies
+        copied = copy.deepcopy(net)
+        if state["kept"] is not None:
+            copied.load_state_dict(state["kept"]["net"])
+        copies = (
+            copied,
+            type(opt)(copied.parameters()),
+            np.random.default_rng(),
+            torch.Generator(),
+        )
+        load(state, copies)
+
+    def restore(state: dict[str, Any]) -> None:
+        nonlocal best, kept
+        load(state, (net, opt, gen, torch.default_generator))
+        best = state["best"]
+        kept = None if state["kept"] is None else (state["kept"]["net"], state["kept"]["values"])
+
+    saved = LoopProgress(resume, "probe", steps, "probe training", snapshot, restore, loadable)
     with saved:
-        if saved.loaded is not None:  # a stopped run's, read back: go on from its step
-            state = saved.loaded
-            net.load_state_dict(state["net"])
-            opt.load_state_dict(state["optimizer"])
-            gen.bit_generator.state = json.loads(state["batches"])
-            torch.default_generator.set_state(state["torch"])
-            best = state["best"]
-            kept = (
-                None if state["kept"] is None else (state["kept"]["net"], state["kept"]["values"])
-            )
         for step in tqdm(
             range(saved.step, steps),
             desc=f"probe {modality}",

@@ -43,7 +43,7 @@ from safetensors.torch import save
 
 from gym_worldmodel.evaluation import control
 from gym_worldmodel.evaluation.control import InverseDynamicsProbe, Probe, train_probe
-from gym_worldmodel.evaluation.resume import LoopProgress, bits_environment
+from gym_worldmodel.evaluation.resume import SaveAt, bits_environment, discard_progress
 from gym_worldmodel.files import atomic_write, remove_stale_temps
 from gym_worldmodel.hub import weights_sha256
 from gym_worldmodel.sources.episodes import load_episodes, read_card
@@ -100,16 +100,15 @@ def cached_probe(
     least recently used ones until the folder's probes take at most ``max_bytes`` (None:
     :func:`.user_cache.probe_cache_limit`), each noted; a probe larger than that is not kept.
     ``resume``: a folder where the training keeps its progress, so that a rerun goes on where a
-    stopped one saved (:class:`.resume.LoopProgress`, keyed as the probe is); None keeps nothing.
+    stopped one saved (:func:`.train_probe`'s, keyed as the probe is); None keeps nothing. A
+    probe read from ``folder`` removes what a stopped training of it saved there.
     """
     episodes = load_episodes(Path(data), "train")  # each shard checked against its hash
-    saved = LoopProgress(
-        resume, "probe", lambda: probe_key(modality, data, steps, seed), steps, "probe training"
-    )
-    if folder is None:
-        return train_probe(modality, episodes, steps, seed, progress, saved)
-    limit = probe_cache_limit() if max_bytes is None else max_bytes  # refused before the work
     key = probe_key(modality, data, steps, seed)
+    at = None if resume is None else SaveAt(Path(resume), key)
+    if folder is None:
+        return train_probe(modality, episodes, steps, seed, progress, at)
+    limit = probe_cache_limit() if max_bytes is None else max_bytes  # refused before the work
     path = probe_path(folder, key)
     if path.exists():
         try:
@@ -119,8 +118,10 @@ def cached_probe(
         else:
             touch(path)
             _note(f"the {modality} probe trained before on the same data and settings: {path}")
+            if at is not None:  # a training stopped before this probe was kept: not needed now
+                discard_progress(at, "probe")
             return probe
-    probe = train_probe(modality, episodes, steps, seed, progress, saved)
+    probe = train_probe(modality, episodes, steps, seed, progress, at)
     try:
         removed = save_probe(path, probe, key, limit)
     except OSError as err:

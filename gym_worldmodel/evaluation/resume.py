@@ -29,9 +29,10 @@ frames, actions, poses and seeds, the precision, the device, and :func:`bits_env
 code. It restores the engines and goes on from the saved step, which gives the same bits as a
 run that never stopped (tested). Progress that cannot be read back (damaged, or its parts not
 those its state names) is said in one line on stderr, removed, and the rollout run again from
-its start. Progress of other inputs (another version of the package, other settings) is another
-folder, never read: it stays until the run it belongs to finishes, or ``OUT/.resume`` is
-removed by hand. :func:`clear` removes the folders the rollouts of this process used.
+its start; a loop's state that its ``check`` refuses, likewise. Progress of other inputs
+(another version of the package, other settings) is another folder, never read: it stays until
+the run it belongs to finishes, or ``OUT/.resume`` is removed by hand. :func:`clear` removes the
+folders the loops of this process used, :func:`discard_progress` one whose result is at hand.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 import torch
@@ -55,10 +56,10 @@ from gym_worldmodel.hub import weights_sha256
 from gym_worldmodel.models import WorldModel
 from gym_worldmodel.training.trainer import fingerprint, interrupt_after_step
 
-#: Seconds of rollout between two saves of its progress (the most a kill loses).
+#: Seconds of a loop between two saves of its progress (the most a kill loses).
 SAVE_EVERY_S = 120.0
-#: The layout of a progress folder; another one is run again, not read.
-FORMAT = "gym-worldmodel/rollout-progress/1"
+#: The layout of a progress folder (in every key: another layout is another folder, not read).
+FORMAT = "gym-worldmodel/progress/1"
 _PACKAGE = Path(__file__).resolve().parents[1]
 
 
@@ -89,7 +90,6 @@ def rollout_key(
     ``inputs``: the rollout's own (arrays are hashed; seeds, names and flags kept as they are).
     """
     return {
-        "format": FORMAT,
         "kind": kind,
         "weights": weights_sha256(model.state_dict()),
         "config": engine.config.to_dict(),  # the model's, with the sampler the rows run
@@ -101,8 +101,14 @@ def rollout_key(
             for name, value in inputs.items()
         },
         **bits_environment(),
-        "code": code_sha256(),
     }
+
+
+class SaveAt(NamedTuple):
+    """Where a loop keeps its progress (the run's resume folder) and what its bits depend on."""
+
+    root: Path
+    key: dict[str, Any]
 
 
 def bits_environment() -> dict[str, Any]:
@@ -133,12 +139,11 @@ class Progress:
         root: The run's resume folder (the loop's own is made inside it), or None.
         kind: What the loop is (the first word of its folder's name).
         key: What the loop's bits depend on (JSON-able), or a function that gives it (called
-            only with a ``root``: a key can take time to make).
+            only with a ``root``: a key can take time to make). The layout of the files
+            (:data:`FORMAT`) and the package's code (:func:`code_sha256`) are added to it.
         steps: The loop's steps.
+        what: What the messages call the loop.
     """
-
-    #: What the messages call the loop.
-    what = "loop"
 
     def __init__(
         self,
@@ -146,11 +151,13 @@ class Progress:
         kind: str,
         key: dict[str, Any] | Callable[[], dict[str, Any]],
         steps: int,
+        what: str = "loop",
     ) -> None:
-        self.steps, self.step = steps, 0
+        self.steps, self.step, self.what = steps, 0, what
         self.folder: Path | None = None
         if root is not None:
             key = key() if callable(key) else key
+            key = {"progress": FORMAT, "code": code_sha256(), **key}
             self.key = json.dumps(key, sort_keys=True, default=_plain)
             digest = hashlib.sha256(self.key.encode()).hexdigest()
             self.folder = Path(root) / f"{kind}-{digest[:16]}"
@@ -177,6 +184,16 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
+
+    def discard(self) -> None:
+        """Remove what a stopped run saved of this loop, its result being at hand (unless held)."""
+        if self.folder is None or not self.folder.is_dir():
+            return
+        try:
+            with exclusive(self.folder, f"{self.what}'s progress"):
+                shutil.rmtree(self.folder)
+        except (ValueError, OSError):  # another process runs the loop, or it is gone
+            pass
 
     def done_step(self) -> None:
         """One more step done: save if due, and stop if a signal came.
@@ -220,7 +237,7 @@ class Progress:
             extra = self._write_extra()
             state = {"key": self.key, "step": self.step, **extra, **self._state()}
             _write(self.folder / "state.pt", _to_tensors(state))
-        except (OSError, RuntimeError) as err:  # (torch's writer raises RuntimeError)
+        except OSError as err:
             self._unsaved = True
             print(
                 f"note: this {self.what}'s progress cannot be saved in {self.folder} ({err}); it "
@@ -276,8 +293,6 @@ class RolloutProgress(Progress):
         steps: The rollout's steps.
     """
 
-    what = "rollout"
-
     def __init__(
         self,
         root: Path | None,
@@ -288,7 +303,8 @@ class RolloutProgress(Progress):
         steps: int,
     ) -> None:
         first = next(iter(engines.values()))
-        super().__init__(root, kind, lambda: rollout_key(kind, model, first, inputs), steps)
+        key = lambda: rollout_key(kind, model, first, inputs)  # noqa: E731
+        super().__init__(root, kind, key, steps, "rollout")
         self.engines = engines
         self._parts: list[dict[str, Any]] = []  # the parts saved: name, first, steps, sha256
         self._saved: dict[str, list[np.ndarray]] = {}  # their outputs
@@ -361,24 +377,31 @@ class RolloutProgress(Progress):
 class LoopProgress(Progress):
     """The progress of a loop whose state is one dict (a training loop's weights and streams).
 
-    The loop sets :attr:`snapshot` to what gives its state at a step's end; entering reads back
-    :attr:`loaded`, the state a stopped run saved (None where there is none), for the loop to
-    load before it goes on from :attr:`step`. Arguments as :class:`Progress`'s, and ``what``,
-    what the messages call the loop.
+    Args:
+        at: Where it is kept and its key (:class:`SaveAt`), or None to keep nothing.
+        kind, steps, what: As :class:`Progress`'s.
+        snapshot: Gives the loop's state at the end of a step (tensors, arrays, plain values).
+        load: Loads a state ``snapshot`` gave back into the loop, which then goes on from
+            :attr:`step`.
+        check: Raises where a state cannot be loaded; run before anything is, so that a state
+            that fails it is said, removed and the loop run from its start (``load`` then
+            cannot fail half way).
     """
 
     def __init__(
         self,
-        root: Path | None,
+        at: SaveAt | None,
         kind: str,
-        key: dict[str, Any] | Callable[[], dict[str, Any]],
         steps: int,
-        what: str = "loop",
+        what: str,
+        snapshot: Callable[[], dict[str, Any]],
+        load: Callable[[dict[str, Any]], None],
+        check: Callable[[dict[str, Any]], None],
     ) -> None:
-        super().__init__(root, kind, key, steps)
-        self.what = what
-        self.snapshot: Callable[[], dict[str, Any]] = dict
-        self.loaded: dict[str, Any] | None = None
+        super().__init__(
+            None if at is None else at.root, kind, {} if at is None else at.key, steps, what
+        )
+        self.snapshot, self.load, self.check = snapshot, load, check
 
     def _state(self) -> dict[str, Any]:
         return {"loop": self.snapshot()}
@@ -387,15 +410,21 @@ class LoopProgress(Progress):
         loop = state["loop"]
         if not isinstance(loop, dict):
             raise ValueError("it holds no loop state")
-        return lambda: setattr(self, "loaded", loop)
+        self.check(loop)
+        return lambda: self.load(loop)
 
 
-#: The rollout folders this process used (:func:`clear` removes them).
+def discard_progress(at: SaveAt, kind: str) -> None:
+    """Remove what a stopped run saved of the loop ``at`` names, its result being at hand."""
+    Progress(at.root, kind, at.key, 0).discard()
+
+
+#: The progress folders this process used (:func:`clear` removes them).
 _USED: set[Path] = set()
 
 
 def clear(root: Path) -> None:
-    """Remove the progress of the rollouts this process ran in ``root``, then ``root`` if empty.
+    """Remove the progress of the loops this process ran in ``root``, then ``root`` if empty.
 
     For a run whose results are written: other runs' progress there (another eval into the same
     folder, stopped or running) is left as it is.
@@ -411,13 +440,16 @@ def _plain(value: Any) -> Any:
     """A NumPy scalar of a key as the Python number it holds (``json.dumps``'s ``default``)."""
     if isinstance(value, np.generic):
         return value.item()
-    raise TypeError(f"a rollout's key holds {type(value).__name__}, not JSON")
+    raise TypeError(f"a progress key holds {type(value).__name__}, not JSON")
 
 
 def _write(path: Path, content: dict[str, Any]) -> str:
     """``content`` with its fingerprint, written atomically with ``torch.save``; the fingerprint."""
     content = {**content, "sha256": fingerprint(content)}
-    atomic_write(path, lambda f: torch.save(content, f))
+    try:
+        atomic_write(path, lambda f: torch.save(content, f))
+    except RuntimeError as err:  # torch's writer on a failed write (a quota, a size limit)
+        raise OSError(f"cannot write {path}: {err}") from err
     return content["sha256"]
 
 
