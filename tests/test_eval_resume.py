@@ -116,15 +116,21 @@ def test_damaged_progress_is_said_removed_and_run_again(
     (folder,) = tmp_path.iterdir()
     part = sorted(folder.glob("part-*.pt"))[-1]
     data = bytearray(part.read_bytes())
-    data[-200] ^= 0xFF  # a flipped byte in the last part
+    frames = resume_mod._load(part)["outputs"]["out"].numpy().tobytes()
+    at = data.find(frames[:64])  # a flipped byte in the frames it holds: torch reads it
+    assert at > 0 and data.find(frames[:64], at + 1) < 0
+    data[at + 10] ^= 0xFF
     part.write_bytes(bytes(data))
+    calls, step = [], WorldEngine.step
+    monkeypatch.setattr(WorldEngine, "step", lambda *a, **k: calls.append(1) or step(*a, **k))
     assert np.array_equal(rollout(model, "camera", start, actions, 0, resume=tmp_path), whole)
     err = capsys.readouterr().err
-    assert "cannot be read back" in err and "run again from its start" in err
+    assert "does not match its SHA-256" in err and "run again from its start" in err
+    assert len(calls) == 6  # from its start: nothing of the damaged progress was used
 
 
 def test_a_stopped_revisit_benchmark_goes_on_to_the_same_figures(
-    model, tmp_path, monkeypatch, every_step
+    model, tmp_path, monkeypatch, every_step, capsys
 ):
     """Three engines' states (memory on and off, and remembering the recorded frames)."""
     data = tmp_path / "revisit"
@@ -137,6 +143,7 @@ def test_a_stopped_revisit_benchmark_goes_on_to_the_same_figures(
             evaluate_revisit(model, data, min_gap=6, progress=False, oracle=True, resume=kept)
     again = evaluate_revisit(model, data, min_gap=6, progress=False, oracle=True, resume=kept)
     assert dataclasses.asdict(again) == dataclasses.asdict(whole)
+    assert "going on from step 2 of" in capsys.readouterr().err  # (not a run from the start)
 
 
 def test_eval_keeps_its_progress_until_the_report_is_written(

@@ -315,7 +315,7 @@ def test_a_stopped_probe_training_goes_on_to_the_same_probe(
 
     def stopping(*args):
         calls.append(1)
-        if len(calls) == 8:  # past the validations at steps 1 and 2 (every 12 // 10 steps)
+        if len(calls) == 8:  # in step 8 (12 steps: each is validated), after a save at 7
             raise KeyboardInterrupt
         return loss(*args)
 

@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 def eval_main(argv: Sequence[str]) -> None:
     """``gym-worldmodel eval``: open loop, controllability and stability on held-out episodes.
 
-    Its rollouts keep their progress in ``OUT/.resume`` (:mod:`.evaluation.resume`): stopped
-    (Ctrl-C, SIGTERM, a crash), the same command goes on from there; the folder is removed once
-    the report is written.
+    Its rollouts and probe training keep their progress in ``OUT/.resume``
+    (:mod:`.evaluation.resume`): stopped (Ctrl-C, SIGTERM, a crash), the same command goes on
+    from there; the folder is removed once the report is written.
     """
     parser = _parser()
     args = parser.parse_args(argv)
@@ -73,7 +73,7 @@ def eval_main(argv: Sequence[str]) -> None:
         parser.error(f"--report {args.report}: name a markdown page (.md) to write")
     if args.out is not None or args.report is not None:  # its plots and sample strips
         require("matplotlib", "eval --out/--report", "train")
-    from gym_worldmodel.evaluation.resume import clear
+    from gym_worldmodel.evaluation.resume import clear, saved_in
     from gym_worldmodel.sources.episodes import read_card
 
     command = "gym-worldmodel eval " + shlex.join(argv)  # a path with spaces reruns
@@ -104,7 +104,7 @@ def eval_main(argv: Sequence[str]) -> None:
             assert config is not None
             _open_loop(args, config, models, teachers, worlds, command, resume)
     except KeyboardInterrupt:
-        if not any(resume.glob("*/state.pt")):
+        if not saved_in(resume):
             raise Interrupted(
                 "nothing had saved its progress yet: the same command starts again"
             ) from None
@@ -163,7 +163,8 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
     return dataclasses.replace(EvalConfig.budget() if args.budget else EvalConfig(), **given)
 
 
-#: The folder in OUT where the rollouts of a run keep their progress, removed once it finishes.
+#: The folder in OUT where a run's rollouts and probe training keep their progress (removed
+#: once it finishes).
 RESUME = ".resume"
 #: Where the project's own report keeps its plots (docs/evaluation.md, docs/memory.md link them).
 DOCS_OUT = Path("docs/eval")
@@ -300,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=DOCS_OUT,
-        help=f"plots and JSON (default: {DOCS_OUT}); the rollouts keep their progress in "
+        help=f"plots and JSON (default: {DOCS_OUT}); rollouts and probe training keep progress in "
         f"OUT/{RESUME} until the report is written, so that the same command, stopped, goes on",
     )
     parser.add_argument(

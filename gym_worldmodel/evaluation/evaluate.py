@@ -120,8 +120,8 @@ def evaluate_world(
 
     ``probe_cache``: the folder that keeps trained inverse-dynamics probes
     (:func:`.probe_cache.cached_probe`; ``eval``'s is ``probe_cache.default_probe_cache()``);
-    None trains the probe and keeps nothing. ``resume``: a folder where the rollouts keep their
-    progress, so that a rerun goes on where a stopped one saved
+    None trains the probe and keeps nothing. ``resume``: a folder where the rollouts and the
+    probe's training keep their progress, so that a rerun goes on where a stopped one saved
     (:mod:`gym_worldmodel.evaluation.resume`; ``eval``'s is ``OUT/.resume``); None keeps nothing.
     """
     (card,) = check_datasets(model.config, [data])

@@ -1,7 +1,7 @@
 """Long loops that keep their progress on disk, so that a stopped eval goes on where it stopped.
 
-``eval`` of the three worlds runs for about half an hour on a CPU, ``eval --revisit`` for ten
-minutes or more, nearly all of it in rollouts of hundreds of steps and in training the
+``eval`` of the three worlds runs for about half an hour on a CPU, ``eval --revisit`` for 5 to
+20 minutes, nearly all of it in rollouts of hundreds of steps and in training the
 inverse-dynamics probe (minutes per world where the probe cache does not hold it). A
 :class:`Progress` keeps one such loop's progress in a folder of its own under the run's resume
 folder (``eval``'s ``OUT/.resume``), held by its process alone while the loop runs (another
@@ -205,9 +205,10 @@ class Progress:
         if self.folder is None:
             return
         due = time.monotonic() - self._saved_at >= SAVE_EVERY_S
-        if due or self.step == self.steps or self._interrupted():
+        stop = self._interrupted()  # (read once: one landing now is saved before stopping)
+        if due or self.step == self.steps or stop:
             self._save()
-        if self._interrupted():
+        if stop:
             if not self._unsaved:
                 print(
                     f"progress saved at step {self.step} of {self.steps} in {self.folder}",
@@ -263,6 +264,7 @@ class Progress:
                 f"note: the progress saved in {self.folder} cannot be read back ({err}); "
                 f"removed, and this {self.what} run again from its start",
                 file=sys.stderr,
+                flush=True,
             )
             for path in self.folder.iterdir():  # (the folder itself is held)
                 path.unlink()
@@ -421,6 +423,11 @@ def discard_progress(at: SaveAt, kind: str) -> None:
 
 #: The progress folders this process used (:func:`clear` removes them).
 _USED: set[Path] = set()
+
+
+def saved_in(root: Path) -> bool:
+    """Whether a loop this process ran in ``root`` has saved progress there."""
+    return any((f / "state.pt").is_file() for f in _USED if f.parent == Path(root))
 
 
 def clear(root: Path) -> None:
