@@ -32,7 +32,7 @@ from cem_planner import cem
 
 import gym_worldmodel  # noqa: F401  (registers the ids)
 from gym_worldmodel.cli import non_negative_int, positive_int
-from gym_worldmodel.envs import GoalImageSimilarity, WorldModelVectorEnv
+from gym_worldmodel.envs import GoalImageSimilarity, WorldModelVectorEnv, imagine
 from gym_worldmodel.envs.pose import wrap_deg
 
 PLANNERS = ("world", "simulator", "none", "random")
@@ -132,8 +132,7 @@ def choose(name, obs, real, world, reward, rng: np.random.Generator, args) -> np
         state = world.get_state()
 
         def rollout(plans: np.ndarray) -> np.ndarray:
-            world.set_state(state)
-            return sum(world.step(plans[:, h])[1] for h in range(horizon))
+            return imagine(world, plans, state).returns
 
     else:  # the simulator: play each candidate from the present state, then set it back
         state = real.get_state()

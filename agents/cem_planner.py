@@ -2,9 +2,11 @@
 
     python agents/cem_planner.py --target 3 1 --steps 10
 
-Each real step forks the env's state into ``--population`` rows of one batched vector env, rolls
-``--horizon`` imagined steps per candidate key sequence, scores them with the PoseDistance hook,
-refits a categorical distribution per step to the elites, and executes the best first action.
+Each real step loads the env's state into ``--population`` forked rows of one batched vector
+env, rolls ``--horizon`` imagined steps per candidate key sequence (``imagine``), scores them with
+the PoseDistance hook, refits a categorical distribution per step to the elites, and executes the
+best first action. ``--radius R`` ends the episode within R metres of the target (the PoseReached
+termination hook); ``imagine`` then scores each future only until it reaches it.
 This script is meant to be read and copied; ``agents/cem_goal_image.py`` imports its ``cem``.
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from gym_worldmodel.cli import finite_float, non_negative_int, positive_int
-from gym_worldmodel.envs import PoseDistance, WorldModelVectorEnv
+from gym_worldmodel.envs import PoseDistance, PoseReached, WorldModelVectorEnv, imagine
 
 
 def main() -> None:
@@ -32,12 +34,23 @@ def main() -> None:
     parser.add_argument("--elites", type=positive_int, default=4, help="best plans refitted to")
     parser.add_argument("--iterations", type=positive_int, default=3, help="CEM rounds per step")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="the planner's and env's")
+    parser.add_argument(
+        "--radius",
+        type=finite_float,
+        default=None,
+        help="end the episode within this many metres of the target (PoseReached); default: never",
+    )
     args = parser.parse_args()
+    if args.radius is not None and args.radius < 0:
+        parser.error(f"--radius must be a distance >= 0 in metres, got {args.radius}")
     if args.elites > args.population:
         parser.error(f"--elites {args.elites} is more than --population {args.population}")
 
     reward = PoseDistance(args.target)
-    env = WorldModelVectorEnv(1, world="citywalk", model=args.model, reward_fn=reward)
+    end = None if args.radius is None else PoseReached(args.target, args.radius)
+    env = WorldModelVectorEnv(
+        1, world="citywalk", model=args.model, reward_fn=reward, termination_fn=end
+    )
     env.reset(seed=args.seed)
     futures = env.fork(0, args.population)
     rng = np.random.default_rng(args.seed)
@@ -46,18 +59,20 @@ def main() -> None:
         state = env.get_state([0] * args.population)
 
         def rollout(plans: np.ndarray, state=state) -> np.ndarray:  # (P, horizon, 2) -> (P,)
-            futures.set_state(state)
-            return sum(futures.step(plans[:, h])[1] for h in range(args.horizon))
+            return imagine(futures, plans, state).returns
 
         best = cem(rollout, rng, args.horizon, args.population, args.elites, args.iterations)
-        _, r, *_, info = env.step(best[:1])
+        _, r, terminated, _, info = env.step(best[:1])
         print(
             f"step {step}: keys (move, turn) {best[0].tolist()}  distance to target "
             f"{-r[0]:.2f} m  pose (x m, y m, yaw deg, pitch deg) "
             f"{np.round(info['pose'][0], 2).tolist()}"
         )
+        if terminated[0]:
+            print(f"reached the target (within {args.radius} m) in {step + 1} steps")
+            break
     print(
-        f"{args.steps} steps, {args.steps * args.iterations * args.horizon} imagined batched "
+        f"{step + 1} steps, {(step + 1) * args.iterations * args.horizon} imagined batched "
         f"steps of {args.population} futures in {time.perf_counter() - start:.1f} s"
     )
 

@@ -3,11 +3,11 @@
     python agents/mppi_driving.py --lane 4 --steps 12
 
 Model-predictive path integral control in the driving world, whose actions are continuous
-(steering and acceleration, each in [-1, 1]). Each real step forks the env's state into
-``--samples`` rows of one batched vector env, perturbs the nominal control sequence with Gaussian
-noise, rolls ``--horizon`` imagined steps per sample under the reward hooks, weights every
-sample by ``exp(return / --temperature)``, moves the nominal sequence to the weighted mean,
-executes its first control and shifts the sequence by one step.
+(steering and acceleration, each in [-1, 1]). Each real step loads the env's state into
+``--samples`` forked rows of one batched vector env, perturbs the nominal control sequence with
+Gaussian noise, rolls ``--horizon`` imagined steps per sample under the reward hooks
+(``imagine``), weights every sample by ``exp(return / --temperature)``, moves the nominal
+sequence to the weighted mean, executes its first control and shifts the sequence by one step.
 
 The task is the ``LaneCentre`` reward hook: minus the car's lateral distance in metres to the
 centre of the lane at ``y = --lane`` and minus its heading off the road's direction (in radians,
@@ -30,7 +30,7 @@ from gym_worldmodel.cli import (
     positive_float,
     positive_int,
 )
-from gym_worldmodel.envs import ActionCost, LaneCentre, WorldModelVectorEnv
+from gym_worldmodel.envs import ActionCost, LaneCentre, WorldModelVectorEnv, imagine
 
 
 def main() -> None:
@@ -76,13 +76,10 @@ def main() -> None:
     nominal = np.zeros((args.horizon, 2), np.float32)  # (steering, acceleration) per step
     start = time.perf_counter()
     for step in range(args.steps):
-        futures.set_state(env.get_state([0] * args.samples))
         noise = rng.normal(0.0, args.noise, (args.samples, args.horizon, 2)).astype(np.float32)
         noise[0] = 0.0  # one sample keeps the nominal plan
         plans = np.clip(nominal[None] + noise, -1.0, 1.0)
-        returns = np.zeros(args.samples)
-        for h in range(args.horizon):
-            returns += futures.step(plans[:, h])[1]
+        returns = imagine(futures, plans, env.get_state([0] * args.samples)).returns
         weights = np.exp((returns - returns.max()) / args.temperature)
         weights /= weights.sum()
         nominal = np.einsum("s,shc->hc", weights, plans).astype(np.float32)

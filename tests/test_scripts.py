@@ -234,6 +234,16 @@ def test_cem_planner_agent_moves_toward_the_target():
     assert len(distances) == 4 and distances[-1] < 2.0  # started 2 m away
 
 
+def test_cem_planner_stops_where_its_radius_ends_the_episode():
+    common = ("agents/cem_planner.py", "--model", "random-tiny", "--horizon", "2")
+    text = run(*common, "--population", "8", "--iterations", "2", "--target", "1.2", "0",
+               "--radius", "0.3", "--steps", "10")  # fmt: skip
+    steps = [line for line in text.splitlines() if line.startswith("step ")]
+    assert f"reached the target (within 0.3 m) in {len(steps)} steps" in text  # and stopped
+    assert float(steps[-1].split("distance to target ")[1].split(" m")[0]) <= 0.3
+    assert "--radius must be a distance >= 0" in fails(*common, "--radius", "-1")
+
+
 def test_mppi_agent_changes_lanes_and_straightens_out():
     text = run("agents/mppi_driving.py", "--model", "random-tiny", "--steps", "12", "--lane", "4")
     last = [line for line in text.splitlines() if line.startswith("step ")][-1]

@@ -1,4 +1,4 @@
-"""Gymnasium environments over the world model: single, native vector, hooks, worlds.
+"""Gymnasium environments over the world model: single, native vector, hooks, plans, worlds.
 
 Names load on first use, so ``import gym_worldmodel`` (which registers the ids) stays cheap.
 """
@@ -13,12 +13,14 @@ from typing import Any
 _EXPORTS = {
     "ActionCost": "hooks",
     "GoalImageSimilarity": "hooks",
+    "Imagined": "planning",
     "LaneCentre": "hooks",
     "PoseDistance": "hooks",
     "PoseReached": "hooks",
     "TorchEpisodeStatistics": "wrappers",
     "WorldModelEnv": "single_env",
     "WorldModelVectorEnv": "vector_env",
+    "imagine": "planning",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -229,14 +229,12 @@ class RowStateMixin(RowStartsMixin):
         ends inside a planning horizon (a termination hook, the robot's
         ``terminate_episode = 0``, ``max_episode_steps``) restarts as ``autoreset_mode`` says
         (default: this env's): with ``NEXT_STEP`` its next step begins a new episode (reward 0)
-        and the rewards after it are that episode's; with ``DISABLED`` stepping it raises. Count
-        a plan's return until its row is done::
+        and the rewards after it are that episode's; with ``DISABLED`` stepping it raises.
+        :func:`gym_worldmodel.envs.planning.imagine` plays a batch of plans from a state and
+        counts each plan's rewards until its row is done::
 
-            alive, ret = np.ones(n, bool), np.zeros(n)
-            for action in plan:
-                _, reward, terminated, truncated, _ = futures.step(action)
-                ret += alive * reward
-                alive &= ~(terminated | truncated)
+            futures = env.fork(0, 64, max_episode_steps=-1)  # once
+            returns = imagine(futures, plans, env.get_state([0] * 64)).returns
         """
         # the class this mixes into, imported here as it imports this module
         from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
