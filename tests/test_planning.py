@@ -142,3 +142,17 @@ def test_bad_plans_are_refused_before_any_row_steps():
     after = futures.get_state()
     assert after["steps"].tolist() == before["steps"].tolist()
     assert torch.equal(after["engine"]["cache"]["k"], before["engine"]["cache"]["k"])
+
+
+def test_futures_reloaded_after_their_last_step_skip_its_cache_write():
+    """Loading every row's state replaces the chunk the last step would write: not written."""
+    env, futures = walk_futures(2)
+    engine = futures._engine
+    writes = []
+    commit = engine.rollout.commit
+    engine.rollout.commit = lambda *a, **k: writes.append(1) or commit(*a, **k)
+    state = env.get_state([0, 0])
+    plans = np.ones((2, 2, 2), np.int64)
+    for _ in range(3):
+        imagine(futures, plans, state)
+    assert len(writes) == 3  # each plan's first step's chunk; the second's never

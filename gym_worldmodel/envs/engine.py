@@ -364,7 +364,7 @@ class WorldEngine:
                 ) from None
         if (state["cache"]["chunks"] < 0).any():
             raise ValueError("state['engine']['cache']['chunks'] counts chunks written: >= 0")
-        wrong = self.cache.miscounted_rows(state["cache"])
+        wrong = self._cache.miscounted_rows(state["cache"])  # (its layout: no pending write)
         if wrong:
             raise ValueError(
                 f"state['engine']['cache'] rows {wrong[:8]}: their 'chunks' counts disagree with "
