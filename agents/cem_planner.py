@@ -56,7 +56,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     for step in range(args.steps):
-        state = env.get_state([0] * args.population)
+        state = env.get_state(0)  # row 0's, loaded into every future
 
         def rollout(plans: np.ndarray, state=state) -> np.ndarray:  # (P, horizon, 2) -> (P,)
             return imagine(futures, plans, state).returns

@@ -79,7 +79,7 @@ def main() -> None:
         noise = rng.normal(0.0, args.noise, (args.samples, args.horizon, 2)).astype(np.float32)
         noise[0] = 0.0  # one sample keeps the nominal plan
         plans = np.clip(nominal[None] + noise, -1.0, 1.0)
-        returns = imagine(futures, plans, env.get_state([0] * args.samples)).returns
+        returns = imagine(futures, plans, env.get_state(0)).returns
         weights = np.exp((returns - returns.max()) / args.temperature)
         weights /= weights.sum()
         nominal = np.einsum("s,shc->hc", weights, plans).astype(np.float32)

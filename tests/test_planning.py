@@ -109,8 +109,12 @@ def test_any_gymnasium_vector_env_plays_plans_from_where_it_is():
     assert got.observations.shape == (2, 40, 4)
     with pytest.raises(TypeError, match="has no set_state"):
         imagine(envs, np.ones((2, 3), np.int64), {"a": 1})
-    with pytest.raises(TypeError, match="a single env's fork"):
+    with pytest.raises(TypeError, match="a single world env's unwrapped.fork"):
         imagine(gym.make("CartPole-v1"), np.ones((1, 3), np.int64))
+    shared = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2, copy=False)
+    shared.reset(seed=0)  # one observation buffer, written by every step
+    got = imagine(shared, np.ones((2, 5), np.int64), observations=True)
+    assert len({got.observations[0, h].tobytes() for h in range(5)}) == 5
 
 
 def test_bad_plans_are_refused_before_any_row_steps():
@@ -133,8 +137,10 @@ def test_bad_plans_are_refused_before_any_row_steps():
         with pytest.raises(ValueError, match=match):
             imagine(futures, wrong)
     for kwargs, match in (
-        ({"gamma": 0.0}, "gamma must be in"),
-        ({"gamma": 1.5}, "gamma must be in"),
+        ({"gamma": 0.0}, "gamma must be a number in"),
+        ({"gamma": 1.5}, "gamma must be a number in"),
+        ({"gamma": "0.5"}, "gamma must be a number in"),
+        ({"gamma": True}, "gamma must be a number in"),
         ({"seeds": [1, 2]}, "give the state too"),
     ):
         with pytest.raises(ValueError, match=match):
@@ -156,3 +162,43 @@ def test_futures_reloaded_after_their_last_step_skip_its_cache_write():
     for _ in range(3):
         imagine(futures, plans, state)
     assert len(writes) == 3  # each plan's first step's chunk; the second's never
+
+
+def test_a_state_of_one_row_last_observations_and_a_state_that_is_done():
+    env, futures = walk_futures(3)
+    futures.termination_fn = PoseReached([1.6, 0.0], radius_m=0.5)
+    plans = np.zeros((3, 4, 2), np.int64)
+    plans[0, :, 0] = 1  # reaches the target in its 2nd step
+    got = imagine(futures, plans, env.get_state(0), observations=True)  # one row into three
+    np.testing.assert_array_equal(got.last_obs, got.observations[:, -1])
+    np.testing.assert_array_equal(got.last_obs[0], got.observations[0, 1])  # where it ended
+    assert got.lengths.tolist() == [2, 4, 4]
+    env.termination_fn = PoseReached([1.6, 0.0], radius_m=2.0)
+    env.step([[0, 0]])  # ends the real episode: its state is done
+    before = futures.get_state()["steps"].tolist()
+    with pytest.raises(ValueError, match=r"rows \[0\] are done"):
+        imagine(futures, plans, env.get_state(0))
+    assert futures.get_state()["steps"].tolist() == before
+
+
+def test_disabled_autoreset_resets_just_the_rows_the_last_step_ended():
+    futures = counting_env(AutoresetMode.DISABLED, num_envs=3, max_steps=None)
+    futures.reset(seed=0)
+    futures.termination_fn = lambda prev, action, obs, info: info["step"] == torch.tensor([1, 2, 9])
+    resets = []
+    reset = futures.reset
+    futures.reset = lambda **kw: resets.append(kw["options"]["reset_mask"].tolist()) or reset(**kw)
+    got = imagine(futures, np.zeros((3, 5, 2), np.float32))
+    assert got.lengths.tolist() == [1, 2, 5] and got.terminated.tolist() == [True, True, False]
+    # rows 0 and 1 end again in each episode after theirs (held: unscored); row 2 never resets
+    assert resets == [[True, False, False], [True, True, False]] * 2
+
+
+def test_plans_go_through_the_wrappers_actions():
+    envs = gym.make_vec("WorldModel-Driving-v0", num_envs=2, **TINY)
+    envs = gym.wrappers.vector.ClipAction(envs)
+    envs.reset(seed=0)
+    plans = np.full((2, 2, 2), 3.0, np.float32)  # beyond the world's [-1, 1]: the wrapper clips
+    clipped = imagine(envs, plans, envs.unwrapped.get_state(0))
+    same = imagine(envs, np.ones((2, 2, 2), np.float32), envs.unwrapped.get_state(0))
+    np.testing.assert_array_equal(clipped.rewards, same.rewards)

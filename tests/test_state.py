@@ -491,3 +491,34 @@ def test_rows_given_as_a_device_tensor_are_read_as_a_list_of_them():
     env.set_state(state, env_idx=on_device([0]))
     env.set_memory(False, env_idx=on_device([1]))
     assert env._engine.memory.enabled.tolist() == [True, False]
+
+
+def test_a_state_of_one_row_loads_into_many_as_its_copies_would():
+    """set_state(get_state(row)) into n rows: the bits of get_state([row] * n), rows apart."""
+    env = WorldModelVectorEnv(2, world="citywalk", **TINY)  # with memory: its banks too
+    env.reset(seed=[3, 4])
+    for keys in ([1, 2], [3, 1], [1, 0]):
+        env.step(np.array([keys, keys[::-1]]))
+    one, copies = env.get_state(1), env.get_state([1, 1, 1])
+    a, b = env.fork(0, 3), env.fork(0, 3)
+    a.set_state(one, seeds=[7, 8, 9])
+    b.set_state(copies, seeds=[7, 8, 9])
+    acts = np.array([[1, 1], [2, 2], [0, 4]])
+    for _ in range(3):  # rows step apart: no row shares what another changes
+        oa, ob = a.step(acts)[0], b.step(acts)[0]
+        np.testing.assert_array_equal(oa, ob)
+    assert not np.array_equal(oa[0], oa[1])
+    sa, sb = a.get_state(), b.get_state()
+    assert rows_equal(sa, sb, [0, 1, 2])
+    for ra, rb in zip(sa["engine"]["memory"], sb["engine"]["memory"], strict=True):
+        assert ra.keys() == rb.keys() and ra["chunks"] > 0
+        for k in ra:
+            x, y = ra[k], rb[k]
+            assert torch.equal(x, y) if isinstance(x, torch.Tensor) else np.array_equal(x, y), k
+    single = gym.make("WorldModel-CityWalk-v0", **TINY)
+    single.reset(seed=5)
+    futures = single.unwrapped.fork(2)
+    futures.set_state(single.unwrapped.get_state())  # a single env's state: one row
+    assert futures.get_state()["steps"].tolist() == [0, 0]
+    with pytest.raises(ValueError, match=r"state holds 2 rows, this env has 3 \(a state of one"):
+        a.set_state(env.get_state([0, 1]))

@@ -4,9 +4,9 @@
 load one state into every row, step each row through its own plan, and score the plans by
 their rewards::
 
-    futures = env.fork(0, 64, max_episode_steps=-1)  # once: 64 rows, each row 0's state
+    futures = env.fork(0, 64, max_episode_steps=-1)  # once: 64 rows
     ...
-    scores = imagine(futures, plans, env.get_state([0] * 64)).returns  # plans (64, H, ...)
+    scores = imagine(futures, plans, env.get_state(0)).returns  # plans (64, H, ...)
 
 A row whose episode ends inside the horizon (a termination hook such as ``PoseReached``, RT-1's
 ``terminate_episode``, a time limit) is held where it ended: its later rewards count 0 and its
@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
+from gymnasium.vector import AutoresetMode, VectorEnv
 
 from gym_worldmodel.envs.actions import encode_rows, on_host
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
@@ -31,18 +32,21 @@ from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 @dataclass(frozen=True)
 class Imagined:
-    """What :func:`imagine` measured of ``N`` plans of ``H`` steps (all on the host).
+    """What :func:`imagine` measured of ``N`` plans of ``H`` steps.
 
     Attributes:
-        rewards: ``(N, H)`` float64, each step's reward; 0 from the step after a row's end.
-        returns: ``(N,)`` float64, ``sum(gamma**h * rewards[:, h])``, added step by step (with
-            ``gamma=1`` the very sum a loop of ``returns += reward`` gives).
+        rewards: ``(N, H)`` float64 on the host, each step's reward; 0 from the step after a
+            row's end.
+        returns: ``(N,)`` float64, the sum of ``gamma**h * rewards[:, h]`` over the steps, added
+            in step order (with ``gamma=1`` the very sum a loop of ``returns += reward`` gives).
         lengths: ``(N,)`` int64, the steps each row ran: ``H``, or the step that ended it.
         terminated: ``(N,)`` bool, rows ended by a termination (a hook, ``terminate_episode``).
         truncated: ``(N,)`` bool, rows ended by the time limit alone.
+        last_obs: ``(N, ...)``, each row's observation after its last step (the one that ended
+            it, or step ``H``), as the env gives observations (arrays or tensors; a dict of such
+            for dict observations): what a terminal value or cost reads.
         observations: with ``observations=True``, every step's observations stacked on axis 1,
-            ``(N, H, ...)`` as the env gives them (arrays or tensors; a dict of such for dict
-            observations), a row's last repeated after its end; else None.
+            ``(N, H, ...)``, a row's last repeated after its end; else None.
     """
 
     rewards: np.ndarray
@@ -50,11 +54,12 @@ class Imagined:
     lengths: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
+    last_obs: Any
     observations: Any = None
 
 
 def imagine(
-    futures: Any,
+    futures: VectorEnv,
     plans: Any,
     state: Any = None,
     *,
@@ -67,17 +72,24 @@ def imagine(
     Args:
         futures: A vector env of ``N`` rows: a :class:`WorldModelVectorEnv` (usually
             ``env.fork(row, N, max_episode_steps=-1)``, made once and reused), one behind
-            Gymnasium's vector wrappers (``gym.make_vec``), or any vector env when ``state`` is
-            None.
-        plans: ``(N, H, *action)`` actions, ``plans[:, h]`` being step ``h``'s batch as the env's
-            ``step`` takes it: an array or tensor, or a dict of them for dict actions (RT-1:
-            ``terminate_episode`` ``(N, H)``). In a world model env every step's actions are
-            checked before the first step, so a bad one changes nothing.
+            Gymnasium's vector wrappers (``gym.make_vec``), or any Gymnasium vector env when
+            ``state`` is None. Wrappers that keep statistics of their own (``NormalizeReward``,
+            ``RecordEpisodeStatistics``) count the imagined steps too: imagine in a bare fork.
+        plans: ``(N, H, *action)`` actions, ``plans[:, h]`` being step ``h``'s batch as
+            ``futures.step`` takes it: an array or tensor, or a dict of them for dict actions
+            (RT-1: ``terminate_episode`` ``(N, H)``). In a world model env (not behind action
+            wrappers, whose actions are theirs) every step's actions are checked before the
+            first step, so a bad one changes nothing; elsewhere it raises at its step.
         state: Loaded into every row first (``set_state``, on ``futures.unwrapped`` behind
-            wrappers): a state of ``N`` rows, e.g. ``env.get_state([row] * N)``. None plays the
-            plans from where the rows are.
-        seeds: Reseed the loaded rows' noise, as ``set_state``'s ``seeds`` (fresh noise per
-            plan); only with ``state``. Without them the rows draw the noise the state holds.
+            wrappers): a state of one row, loaded into all ``N`` (``env.get_state(row)``, a
+            single env's ``get_state()``), or of ``N`` rows. None plays the plans from where
+            the rows are. A state of a row whose episode has ended is refused: its plan would
+            begin with the next episode's start.
+        seeds: Reseed the loaded rows' noise, as ``set_state``'s ``seeds`` (an int ``s`` gives
+            row ``i`` the seed ``s + i``: noise of each plan's own); only with ``state``. Without
+            them every row draws the noise the state holds (the env's own next noise, for a
+            state of the env now: common random numbers, plans that differ only by their
+            actions).
         gamma: Discount in (0, 1] of ``returns``.
         observations: Keep every step's observations (memory: ``N x H`` observations).
 
@@ -87,63 +99,86 @@ def imagine(
 
     Raises:
         ValueError: ``plans`` not ``N`` rows of the same ``H >= 1`` steps, an action the env
-            refuses (naming its step), ``seeds`` without ``state``, a ``gamma`` outside (0, 1].
-        TypeError: ``futures`` not a vector env, or a ``state`` for one without ``set_state``.
+            refuses (naming its step), ``seeds`` without ``state``, a ``gamma`` outside (0, 1],
+            a state of a row that is done.
+        TypeError: ``futures`` not a Gymnasium vector env, or a ``state`` for one without
+            ``set_state``.
     """
-    if not hasattr(futures, "num_envs"):
+    if not isinstance(futures, VectorEnv):
         raise TypeError(
-            f"imagine plays plans in a vector env's rows, got {type(futures).__name__} (a single "
-            "env's fork(n) is a vector env of n rows)"
+            f"imagine plays plans in a Gymnasium vector env's rows, got {type(futures).__name__} "
+            "(a single world env's unwrapped.fork(n) is one of n rows)"
         )
     n = int(futures.num_envs)
     horizon = _horizon(plans, n)
-    gamma = float(gamma)
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+    if isinstance(gamma, bool) or not isinstance(gamma, Real) or not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma must be a number in (0, 1], got {gamma!r}")
     if seeds is not None and state is None:
         raise ValueError("seeds reseed a loaded state: give the state too (or reset with seed=)")
     actions = [_step_of(plans, h) for h in range(horizon)]
     base = futures.unwrapped
-    if isinstance(base, WorldModelVectorEnv):
+    if futures is base and isinstance(base, WorldModelVectorEnv):
         _check_actions(base, actions)
     if state is not None:
-        set_state = getattr(futures, "set_state", None) or getattr(base, "set_state", None)
-        if set_state is None:
-            raise TypeError(f"{type(base).__name__} has no set_state: pass state=None")
-        set_state(state, seeds=seeds)
+        _load(futures, base, state, seeds)
     mode = base.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
 
     rewards = np.zeros((n, horizon))
     returns = np.zeros(n)
     lengths = np.full(n, horizon, np.int64)
     terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
-    alive = np.ones(n, bool)
+    alive, done = np.ones(n, bool), np.zeros(n, bool)
     kept: list[Any] = []
+    last: Any = None
     for h, action in enumerate(actions):
         if not alive.any():
             break
-        if mode == AutoresetMode.DISABLED and not alive.all():  # it steps no done row
-            futures.reset(options={"reset_mask": ~alive})
+        if mode == AutoresetMode.DISABLED and done.any():  # it steps no done row
+            futures.reset(options={"reset_mask": done})
         obs, reward, term, trunc, info = futures.step(action)
         reward = np.asarray(on_host(reward), np.float64)
         term, trunc = np.asarray(on_host(term), bool), np.asarray(on_host(trunc), bool)
         rewards[alive, h] = reward[alive]
         returns[alive] += gamma**h * reward[alive]
-        ended = alive & (term | trunc)
+        done = term | trunc  # (a held row too, whose next episode ends)
+        ended = alive & done
         lengths[ended] = h + 1
         terminated |= ended & term
         truncated |= ended & ~term
+        obs = _copy(obs)  # (an env may hand out one buffer every step)
+        if mode == AutoresetMode.SAME_STEP and ended.any():  # obs is the next episode's
+            obs = _put_rows(obs, np.flatnonzero(ended), info["final_obs"])
+        if last is not None and not alive.all():
+            obs = _hold(obs, ~alive, last)
+        last = obs
         if observations:
-            if mode == AutoresetMode.SAME_STEP and ended.any():  # obs is the next episode's
-                obs = _put_rows(obs, np.flatnonzero(ended), info["final_obs"])
-            if kept and not alive.all():
-                obs = _hold(obs, ~alive, kept[-1])
             kept.append(obs)
         alive &= ~ended
     held = kept + kept[-1:] * (horizon - len(kept)) if observations else None
     return Imagined(
-        rewards, returns, lengths, terminated, truncated, None if held is None else _stack(held)
+        rewards,
+        returns,
+        lengths,
+        terminated,
+        truncated,
+        last,
+        None if held is None else _stack(held),
     )
+
+
+def _load(futures: VectorEnv, base: Any, state: Any, seeds: Any) -> None:
+    """``state`` into every row of ``futures``, refused where a row of it is done."""
+    set_state = getattr(futures, "set_state", None) or getattr(base, "set_state", None)
+    if set_state is None:
+        raise TypeError(f"{type(base).__name__} has no set_state: pass state=None")
+    done = state.get("done") if isinstance(state, Mapping) else None
+    if isinstance(done, np.ndarray) and done.dtype == bool and done.any():
+        raise ValueError(
+            f"the state's rows {np.flatnonzero(done).tolist()} are done (their episode ended in "
+            "the step before it was taken): a plan from there would begin with the next "
+            "episode's start; plan from a state taken before that step, or after a reset"
+        )
+    set_state(state, seeds=seeds)
 
 
 def _horizon(plans: Any, n: int) -> int:
@@ -219,6 +254,13 @@ def _hold(obs: Any, rows: np.ndarray, last: Any) -> Any:
     else:
         obs[rows] = last[rows]
     return obs
+
+
+def _copy(obs: Any) -> Any:
+    """A copy of a step's observations (dicts key by key)."""
+    if isinstance(obs, Mapping):
+        return {k: _copy(v) for k, v in obs.items()}
+    return obs.clone() if isinstance(obs, torch.Tensor) else np.array(obs, copy=True)
 
 
 def _stack(steps: list[Any]) -> Any:

@@ -31,7 +31,13 @@ from gym_worldmodel.envs.options import (
 from gym_worldmodel.envs.pose import POSE_FIELDS
 from gym_worldmodel.envs.resources import check_fits
 from gym_worldmodel.envs.starts import RowStartsMixin
-from gym_worldmodel.envs.state import check_pose_range, loadable_state, to_meta, with_rows
+from gym_worldmodel.envs.state import (
+    check_pose_range,
+    loadable_state,
+    repeat_rows,
+    to_meta,
+    with_rows,
+)
 
 if TYPE_CHECKING:
     from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
@@ -91,7 +97,11 @@ class RowStateMixin(RowStartsMixin):
         *,
         seeds: int | Iterable[int] | None = None,
     ) -> None:
-        """Load :meth:`get_state` output of as many rows into rows ``env_idx`` (all if None).
+        """Load :meth:`get_state` output into rows ``env_idx`` (all if None).
+
+        A state of as many rows loads row for row; a state of one row (``get_state(row)``, a
+        single env's) loads into every row named, as ``get_state([row] * n)`` would, checked
+        once and without its ``n`` copies: a planner's futures.
 
         The rows draw the noise of the state's generators, unless ``seeds`` (one per loaded row,
         or an int: the i-th loaded row gets ``seeds + i``) reseeds them as :meth:`fork` does: a
@@ -130,20 +140,24 @@ class RowStateMixin(RowStartsMixin):
                 "state['steps'] must be a 1-D array (one step count per row, as get_state() "
                 f"gives it), got {type(steps).__name__} of shape {np.shape(steps)}"
             )
-        if len(steps) != len(rows):
+        if len(steps) not in (1, len(rows)):
             into = (
                 f"env_idx names {len(rows)}" if env_idx is not None else f"this env has {len(rows)}"
             )
-            raise ValueError(f"state holds {len(steps)} rows, {into}")
+            raise ValueError(
+                f"state holds {len(steps)} rows, {into} (a state of one row loads into any)"
+            )
         if not self._started and len(rows) != self.num_envs:
             raise RuntimeError("set the state of every row (or reset) before a partial one")
         if not len(rows):
             return  # a state of no rows, into none
         started = self._started
         try:
-            template = self._state_template(len(rows))
+            template = self._state_template(len(steps))
             check_engine = getattr(self._engine, "check_state", None)  # optional (see Engine)
             state = loadable_state(state, template, self.device, self.obs_mode, check_engine)
+            if len(steps) < len(rows):  # one row's, into every row named
+                state = repeat_rows(state, template, self._state_template(len(rows)))
             if self.world.pose is not None:  # in the pose space, as info["pose"] gives them
                 space = obs_lib.pose_space(self.world.pose, self.head.max_speed)
                 check_pose_range(state["pose"], space, POSE_FIELDS[self.world.pose])
@@ -234,7 +248,7 @@ class RowStateMixin(RowStartsMixin):
         counts each plan's rewards until its row is done::
 
             futures = env.fork(0, 64, max_episode_steps=-1)  # once
-            returns = imagine(futures, plans, env.get_state([0] * 64)).returns
+            returns = imagine(futures, plans, env.get_state(0)).returns
         """
         # the class this mixes into, imported here as it imports this module
         from gym_worldmodel.envs.vector_env import WorldModelVectorEnv

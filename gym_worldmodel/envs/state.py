@@ -344,6 +344,26 @@ def with_rows(one: Any, two: Any, n: int) -> Any:
     return one
 
 
+def repeat_rows(state: Any, one: Any, many: Any) -> Any:
+    """A loadable one-row ``state`` as every row of ``many``, the template it is loaded as.
+
+    ``one`` is the one-row template (:func:`with_rows`'s): what differs from ``many`` is the
+    rows. Lists repeat their one entry (the same object: loading copies it), arrays and tensors
+    are broadcast along their row axis (views, no copy).
+    """
+    if isinstance(one, dict):
+        return {k: repeat_rows(state[k], v, many[k]) for k, v in one.items()}
+    if isinstance(one, (list, tuple)):
+        if len(many) != len(one):  # one entry per row
+            return type(state)(list(state) * len(many))
+        return type(state)(repeat_rows(*t) for t in zip(state, one, many, strict=True))
+    if isinstance(one, (torch.Tensor, np.ndarray)) and one.shape != many.shape:
+        if isinstance(state, torch.Tensor):
+            return state.expand(many.shape)
+        return np.broadcast_to(state, many.shape)
+    return state
+
+
 def keep_frames(state: dict[str, Any], template: dict[str, Any], obs_mode: str) -> dict[str, Any]:
     """``state`` with the frames this env keeps: a chunk-mode env's state gives its last."""
     frames, keep = state.get("frames"), template["frames"].shape[1]
