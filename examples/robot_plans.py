@@ -2,19 +2,19 @@
 
     python examples/robot_plans.py --image my_camera.png --steps 8 --out runs/robot_plans.png
 
-One vector env of the robot world holds a row per plan. Every row starts from the same picture
-(``--image``, any size, centre-cropped and resized; without it the world's first bundled start
-frame) and draws the same noise (one seed for all rows), so the futures differ only by their
-actions. Each plan holds one RT-1 action for every step, given as the RT-1 dict: world_vector
-(normalised end-effector translation in [-1, 1]), rotation_delta (radians), gripper
-closedness (-1 open, +1 close), the base's displacement and rotation (0 here: a fixed arm) and
-terminate_episode (1: keep moving the arm). The script prints how far each future's last frame
-is from the still plan's (mean absolute difference in grey levels) and saves a strip: a row per
-plan, the start frame then every step's frame.
+One vector env of the robot world holds a row per plan, played by ``imagine``. Every row starts
+from the same picture (``--image``, any size, centre-cropped and resized; without it the world's
+first bundled start frame) and draws the same noise (one seed for all rows), so the futures
+differ only by their actions. Each plan holds one RT-1 action for every step, given as the RT-1
+dict: world_vector (normalised end-effector translation in [-1, 1]), rotation_delta (radians),
+gripper closedness (-1 open, +1 close), the base's displacement and rotation (0 here: a fixed
+arm) and terminate_episode (1: keep moving the arm). The script prints how far each future's
+last frame is from the still plan's (mean absolute difference in grey levels) and saves a strip:
+a row per plan, the start frame then every step's frame.
 
 The shipped robot world is early: its arm follows its actions much less than robosuite's does
-(docs/worlds.md), so expect futures that differ by little. The same
-code plays a world you trained yourself: ``--model runs/student/model``.
+(docs/worlds.md), so expect futures that differ by little. The same code plays a world you
+trained yourself: ``--model runs/student/model``.
 """
 
 import argparse
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from gym_worldmodel.cli import non_negative_int, picture_path, positive_int
-from gym_worldmodel.envs import WorldModelVectorEnv
+from gym_worldmodel.envs import WorldModelVectorEnv, imagine
 
 #: name -> (world_vector, gripper_closedness_action): held for every step of the plan.
 PLANS = {
@@ -79,12 +79,11 @@ def main() -> None:
         obs, _ = env.reset(seed=seeds, options=options)
     except (OSError, ValueError) as err:  # a picture the env cannot start from (or decode)
         raise SystemExit(f"--image {args.image}: {err}") from err
-    frames = [obs]
-    actions = rt1_actions(PLANS)
-    for _ in range(args.steps):
-        obs, *_ = env.step(actions)
-        frames.append(obs)
-    last = obs.astype(np.float32)
+    # every plan (N, steps, ...): its RT-1 action held for every step, played from the start
+    plans = {k: np.repeat(v[:, None], args.steps, 1) for k, v in rt1_actions(PLANS).items()}
+    futures = imagine(env, plans, observations=True).observations  # (N, steps, H, W, 3)
+    frames = [obs, *futures.swapaxes(0, 1)]
+    last = futures[:, -1].astype(np.float32)
     print(f"{len(PLANS)} futures of {args.steps} steps from one start; last frame against 'still':")
     for row, name in enumerate(PLANS):
         print(f"  {name:<14} {np.abs(last[row] - last[0]).mean():6.2f} grey levels")
