@@ -267,7 +267,11 @@ class RowStateMixin(RowStartsMixin):
         mode = autoreset_mode_of(autoreset_mode or self.metadata["autoreset_mode"])
         rows = np.repeat(np.asarray(parents, np.int64), n).tolist()  # each parent's n futures
         seeds = checked_seeds(seeds, len(rows), "fork seeds")
-        state = self.get_state(rows)
+        if len(parents) == 1:  # one row's state, broadcast as it loads: no n copies of it
+            template = self._state_template(1)
+            state = repeat_rows(self.get_state(parents), template, self._state_template(len(rows)))
+        else:
+            state = self.get_state(rows)
         source = cast(FullEngine, self._engine)  # forking needs the engine's model (see Engine)
         engine = self._make_engine(
             source.model, len(rows), source.memory is not None, weights=source.weights
