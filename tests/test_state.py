@@ -187,6 +187,8 @@ def test_fork_checks_its_arguments(monkeypatch):
     before = snapshot(env)
     with pytest.raises(MemoryError, match=r"fork of 2000000 rows .* MiB a row.* 1.0 GiB is free"):
         env.fork([0, 1], 10**6)  # refused before allocating, not by the OS's OOM killer
+    with pytest.raises(MemoryError, match=r"fork of 1000000 rows .* memory bank\), and"):
+        env.fork(0, 10**6)  # one row's state is not copied: held once
     assert rows_equal(before, snapshot(env), [0, 1])
     before = env.get_state()
     env.set_state(env.get_state([]), env_idx=[])  # no rows: nothing to load

@@ -49,17 +49,20 @@ def free_bytes(device: torch.device) -> int | None:
     return free
 
 
-def check_fits(one_row: dict[str, Any], rows: int, device: torch.device, what: str) -> None:
+def check_fits(
+    one_row: dict[str, Any], rows: int, device: torch.device, what: str, copies: int = 2
+) -> None:
     """Raise ``MemoryError`` before ``rows`` rows of ``one_row``'s size are made, if they won't fit.
 
-    A fork holds each row's state twice for a moment (the copy read, then the new rows), so a
-    fork of 10**9 rows is refused here instead of by the operating system's out-of-memory killer.
+    A fork of several rows holds each new row's state twice for a moment (``copies``: the copy
+    read, then the new rows; a fork of one row only the new rows), so a fork of 10**9 rows is
+    refused here instead of by the operating system's out-of-memory killer.
     """
     free, size = free_bytes(device), state_bytes(one_row)
-    if free is not None and 2 * rows * size > free:
+    if free is not None and copies * rows * size > free:
+        held = ", held twice while forking" if copies == 2 else ""
         raise MemoryError(
-            f"{what} of {rows} rows needs about {2 * rows * size / 2**30:.1f} GiB "
-            f"({size / 2**20:.1f} MiB a row, its KV cache, frames and memory bank, held twice "
-            "while forking), and "
+            f"{what} of {rows} rows needs about {copies * rows * size / 2**30:.1f} GiB "
+            f"({size / 2**20:.1f} MiB a row, its KV cache, frames and memory bank{held}), and "
             f"{free / 2**30:.1f} GiB is free on {device}: fork fewer rows at a time"
         )

@@ -263,7 +263,8 @@ class RowStateMixin(RowStartsMixin):
             check_choice("output", output, ("numpy", "torch"))
         limit = self.max_episode_steps if max_episode_steps is None else max_episode_steps
         step_limit("max_episode_steps", limit)  # checked before the fork is built
-        check_fits(self._state_template(1), len(parents) * n, self.device, "a fork")
+        copies = 1 if len(parents) == 1 else 2  # one row's state is broadcast (below)
+        check_fits(self._state_template(1), len(parents) * n, self.device, "a fork", copies)
         mode = autoreset_mode_of(autoreset_mode or self.metadata["autoreset_mode"])
         rows = np.repeat(np.asarray(parents, np.int64), n).tolist()  # each parent's n futures
         seeds = checked_seeds(seeds, len(rows), "fork seeds")
