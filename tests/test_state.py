@@ -524,3 +524,15 @@ def test_a_state_of_one_row_loads_into_many_as_its_copies_would():
     assert futures.get_state()["steps"].tolist() == [0, 0]
     with pytest.raises(ValueError, match=r"state holds 2 rows, this env has 3 \(a state of one"):
         a.set_state(env.get_state([0, 1]))
+
+
+def test_a_prebuilt_engine_s_memory_is_the_env_s():
+    """engine= overrides the memory settings: the env's switch is the engine's bank or none."""
+    env = WorldModelVectorEnv(2, world="citywalk", **TINY)  # memory on by default here
+    env.reset(seed=0)
+    source = env._engine
+    bare = type(source)(source.model, 2, "camera", memory=False)
+    other = WorldModelVectorEnv(2, world="citywalk", engine=bare, memory=True)
+    assert env.memory and not other.memory
+    with pytest.raises(ValueError, match="make the env with memory=True and memory_shared"):
+        other.hand_over_memory([0])

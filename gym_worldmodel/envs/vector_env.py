@@ -227,6 +227,8 @@ class WorldModelVectorEnv(RowAccessMixin, RowStateMixin, RowStartsMixin, VectorE
         driving = self.head if isinstance(self.head, DrivingHead) else None  # the car's limits
         self._ego = EgoShift.for_model(self.config, self.head.modality, driving)
         self.memory = memory_switch(self.world, self.config, memory, memory_shared, memory_capacity)
+        if engine is not None:  # its memory, whatever the arguments say (see Args)
+            self.memory = getattr(engine, "memory", None) is not None
         self.memory_shared, self.memory_capacity = memory_shared, memory_capacity
         self.metadata = {
             **self.metadata,
