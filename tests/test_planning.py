@@ -103,7 +103,8 @@ def test_torch_output_and_gymnasium_s_vector_wrappers():
 def test_any_gymnasium_vector_env_plays_plans_from_where_it_is():
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2)
     envs.reset(seed=0)
-    got = imagine(envs, np.ones((2, 40), np.int64), observations=True)  # push right: it falls
+    got = imagine(envs, np.ones((2, 40), np.int64), observations=True, infos=True)  # it falls
+    assert got.infos == {}  # CartPole's infos hold nothing per row
     assert got.terminated.all() and (got.lengths < 40).all()
     assert got.rewards.sum(1).tolist() == got.lengths.tolist()  # CartPole: 1 a step alive
     assert got.observations.shape == (2, 40, 4)
@@ -202,3 +203,25 @@ def test_plans_go_through_the_wrappers_actions():
     clipped = imagine(envs, plans, envs.unwrapped.get_state(0))
     same = imagine(envs, np.ones((2, 2, 2), np.float32), envs.unwrapped.get_state(0))
     np.testing.assert_array_equal(clipped.rewards, same.rewards)
+
+
+@pytest.mark.parametrize("mode", list(AutoresetMode))
+def test_infos_give_each_plan_s_pose_trajectory_held_at_its_end(mode):
+    env, futures = walk_futures(2, autoreset_mode=mode)
+    futures.termination_fn = PoseReached([1.6, 0.0], radius_m=0.5)
+    plans = np.zeros((2, 4, 2), np.int64)
+    plans[0, :, 0] = 1  # reaches the target in its 2nd step
+    plans[1, :, 1] = 1  # turns on the spot
+    state = env.get_state(0)
+    got = imagine(futures, plans, state, infos=True)
+    futures.set_state(state)
+    hand = [futures.step(plans[:, h])[-1] for h in range(2)]
+    poses = got.infos["pose"]
+    assert poses.shape == (2, 4, 4) and got.infos["step"].shape == (2, 4)
+    np.testing.assert_array_equal(poses[:, 0], hand[0]["pose"])
+    np.testing.assert_array_equal(poses[1, 1], hand[1]["pose"][1])
+    final = hand[1]["final_info"]["pose"][0] if mode == AutoresetMode.SAME_STEP else None
+    np.testing.assert_array_equal(poses[0, 1], hand[1]["pose"][0] if final is None else final)
+    assert (poses[0, 2:] == poses[0, 1]).all() and poses[0, 1, 0] == pytest.approx(1.2)
+    assert got.infos["step"][0].tolist() == [2, 3, 3, 3] and got.observations is None
+    assert not any(key.startswith("_") for key in got.infos)

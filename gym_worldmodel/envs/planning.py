@@ -47,6 +47,9 @@ class Imagined:
             for dict observations): what a terminal value or cost reads.
         observations: with ``observations=True``, every step's observations stacked on axis 1,
             ``(N, H, ...)``, a row's last repeated after its end; else None.
+        infos: with ``infos=True``, every info entry of one value per row (the world envs'
+            ``pose``, ``step``, ``memory_hits``, ``memory_score``), by key, stacked the same way
+            as NumPy arrays ``(N, H, ...)``: the pose trajectory of each plan. Else None.
     """
 
     rewards: np.ndarray
@@ -56,6 +59,7 @@ class Imagined:
     truncated: np.ndarray
     last_obs: Any
     observations: Any = None
+    infos: dict[str, np.ndarray] | None = None
 
 
 def imagine(
@@ -66,6 +70,7 @@ def imagine(
     seeds: Any = None,
     gamma: float = 1.0,
     observations: bool = False,
+    infos: bool = False,
 ) -> Imagined:
     """Play ``plans[i]`` in row ``i`` of ``futures`` from ``state``, holding rows that end.
 
@@ -92,6 +97,7 @@ def imagine(
             actions).
         gamma: Discount in (0, 1] of ``returns``.
         observations: Keep every step's observations (memory: ``N x H`` observations).
+        infos: Keep every step's info entries of one value per row (``Imagined.infos``).
 
     Returns:
         An :class:`Imagined`. The rows are left where the loop stopped: load a state before the
@@ -129,6 +135,7 @@ def imagine(
     terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
     alive, done = np.ones(n, bool), np.zeros(n, bool)
     kept: list[Any] = []
+    kept_infos: list[dict[str, np.ndarray]] = []
     last: Any = None
     for h, action in enumerate(actions):
         if not alive.any():
@@ -153,8 +160,11 @@ def imagine(
         last = obs
         if observations:
             kept.append(obs)
+        if infos:
+            kept_infos.append(_row_infos(info, n, ended, kept_infos[-1] if kept_infos else None))
+            if len(kept_infos) > 1 and not alive.all():
+                kept_infos[-1] = _hold(kept_infos[-1], ~alive, kept_infos[-2])
         alive &= ~ended
-    held = kept + kept[-1:] * (horizon - len(kept)) if observations else None
     return Imagined(
         rewards,
         returns,
@@ -162,8 +172,38 @@ def imagine(
         terminated,
         truncated,
         last,
-        None if held is None else _stack(held),
+        _held(kept, horizon) if observations else None,
+        _held(kept_infos, horizon) if infos else None,
     )
+
+
+def _held(steps: list[Any], horizon: int) -> Any:
+    """The steps kept, the last repeated to ``horizon`` (every row had ended), stacked."""
+    return _stack(steps + steps[-1:] * (horizon - len(steps)))
+
+
+def _row_infos(
+    info: dict[str, Any], n: int, ended: np.ndarray, last: dict[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """A step's info entries of one value per row, as NumPy copies, by key.
+
+    Same-step autoreset's ended rows take their finished episode's (``final_info``); a key of
+    the first step missing later (a wrapper's) repeats its last value.
+    """
+    final = info.get("final_info") if ended.any() else None
+    out = {}
+    for key in last.keys() if last is not None else info.keys():
+        value = on_host(info.get(key), torch.float64)
+        if not isinstance(value, np.ndarray) or value.ndim == 0 or len(value) != n:
+            if last is not None:  # (its keys were such entries)
+                out[key] = last[key].copy()
+            continue
+        if key.startswith("_") or value.dtype == object:  # Gymnasium's masks, final_obs
+            continue
+        out[key] = np.array(value, copy=True)
+        if isinstance(final, Mapping) and key in final:  # SAME_STEP: the ended rows' own
+            out[key][ended] = on_host(final[key], torch.float64)[ended]
+    return out
 
 
 def _load(futures: VectorEnv, base: Any, state: Any, seeds: Any) -> None:
