@@ -19,6 +19,7 @@ copied, not imported.
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +31,9 @@ from gym_worldmodel.cli import (
     positive_float,
     positive_int,
 )
+from gym_worldmodel.cli.argtypes import require
 from gym_worldmodel.envs import ActionCost, LaneCentre, WorldModelVectorEnv, imagine
+from gym_worldmodel.plotting import pyplot
 
 
 def main() -> None:
@@ -62,7 +65,17 @@ def main() -> None:
         help="denoiser passes per step (default: the world's own, 2); this reward reads the pose, "
         "not the frames, so 1 plans the same moves in less time",
     )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="draw every step's imagined trajectories and the path driven into this PNG",
+    )
     args = parser.parse_args()
+    if args.plot is not None:
+        require("matplotlib", "--plot", "train")
+        if args.plot.suffix.lower() != ".png":
+            parser.error(f"--plot writes a PNG: give a name ending in .png, got {args.plot}")
     if args.samples < 2 or args.horizon < 1 or min(args.noise) <= 0 or args.temperature <= 0:
         parser.error("need --samples >= 2, --horizon >= 1, --noise > 0, --temperature > 0")
 
@@ -74,14 +87,20 @@ def main() -> None:
     futures = env.fork(0, args.samples)
     rng = np.random.default_rng(args.seed)
     nominal = np.zeros((args.horizon, 2), np.float32)  # (steering, acceleration) per step
+    drawn: list[
+        tuple[np.ndarray, np.ndarray, np.ndarray]
+    ] = []  # each step's (start, paths, weights)
     start = time.perf_counter()
     for step in range(args.steps):
         noise = rng.normal(0.0, args.noise, (args.samples, args.horizon, 2)).astype(np.float32)
         noise[0] = 0.0  # one sample keeps the nominal plan
         plans = np.clip(nominal[None] + noise, -1.0, 1.0)
-        returns = imagine(futures, plans, env.get_state(0)).returns
+        got = imagine(futures, plans, env.get_state(0), infos=args.plot is not None)
+        returns = got.returns
         weights = np.exp((returns - returns.max()) / args.temperature)
         weights /= weights.sum()
+        if got.infos is not None:  # the samples' (x, y) after each imagined step
+            drawn.append((env.get_state(0)["pose"][0, :2], got.infos["pose"][..., :2], weights))
         nominal = np.einsum("s,shc->hc", weights, plans).astype(np.float32)
         _, r, *_, info = env.step(nominal[:1])
         x, y, heading, speed = info["pose"][0]
@@ -97,6 +116,33 @@ def main() -> None:
         f"{args.samples} futures in {time.perf_counter() - start:.1f} s "
         f"(denoiser passes a step: {futures.config.sampler.nfe})"
     )
+    if args.plot is not None:
+        path = np.array([begin for begin, _, _ in drawn] + [env.get_state(0)["pose"][0, :2]])
+        plot(args.plot, drawn, path, args.lane)
+        print(f"wrote {args.plot}")
+
+
+def plot(out: Path, drawn: list, path: np.ndarray, lane: float) -> None:
+    """Each step's sampled futures (x, y), darker where MPPI weighted them more, and the path."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(drawn)))
+    for (begin, paths, weights), colour in zip(drawn, colours, strict=True):
+        alpha = 0.08 + 0.9 * weights / weights.max()
+        for xy, a in zip(paths, alpha, strict=True):
+            line = np.vstack([begin, xy])
+            ax.plot(line[:, 0], line[:, 1], color=colour, alpha=float(a), lw=0.8)
+    ax.plot(path[:, 0], path[:, 1], "k.-", lw=2, label="driven (the env's pose)")
+    ax.axhline(lane, color="tab:red", ls="--", lw=1, label=f"target lane (y = {lane:g} m)")
+    ax.set(xlabel="x, metres along the road", ylabel="y, metres (left +)")
+    ax.set_title("MPPI: each step's imagined futures (colour: step; darker: more weight)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
 
 
 if __name__ == "__main__":

@@ -244,8 +244,13 @@ def test_cem_planner_stops_where_its_radius_ends_the_episode():
     assert "--radius must be a distance >= 0" in fails(*common, "--radius", "-1")
 
 
-def test_mppi_agent_changes_lanes_and_straightens_out():
-    text = run("agents/mppi_driving.py", "--model", "random-tiny", "--steps", "12", "--lane", "4")
+def test_mppi_agent_changes_lanes_and_straightens_out(tmp_path):
+    png = tmp_path / "mppi.png"
+    text = run(
+        "agents/mppi_driving.py", "--model", "random-tiny", "--steps", "12", "--lane", "4",
+        "--plot", str(png),
+    )  # fmt: skip
+    assert f"wrote {png}" in text and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     last = [line for line in text.splitlines() if line.startswith("step ")][-1]
     heading = float(last.split(" heading ")[1].split(" deg")[0])
     off = float(last.split("off the lane ")[1].split(" m")[0])
@@ -255,6 +260,8 @@ def test_mppi_agent_changes_lanes_and_straightens_out():
     steps = [[line for line in t.splitlines() if line.startswith("step ")] for t in (text, one)]
     assert steps[0] == steps[1]
     assert "(denoiser passes a step: 2)" in text and "(denoiser passes a step: 1)" in one
+    err = fails("agents/mppi_driving.py", "--model", "random-tiny", "--plot", "out.jpg")
+    assert "--plot writes a PNG" in err
 
 
 def test_ppo_agent_trains_saves_and_resumes(tmp_path):
