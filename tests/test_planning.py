@@ -203,6 +203,9 @@ def test_plans_go_through_the_wrappers_actions():
     clipped = imagine(envs, plans, envs.unwrapped.get_state(0))
     same = imagine(envs, np.ones((2, 2, 2), np.float32), envs.unwrapped.get_state(0))
     np.testing.assert_array_equal(clipped.rewards, same.rewards)
+    listed = gym.wrappers.vector.DictInfoToList(envs)
+    with pytest.raises(TypeError, match="info as a dict of batched values, got list"):
+        imagine(listed, plans, envs.unwrapped.get_state(0))
 
 
 @pytest.mark.parametrize("mode", list(AutoresetMode))

@@ -524,6 +524,8 @@ def test_a_state_of_one_row_loads_into_many_as_its_copies_would():
     assert futures.get_state()["steps"].tolist() == [0, 0]
     with pytest.raises(ValueError, match=r"state holds 2 rows, this env has 3 \(a state of one"):
         a.set_state(env.get_state([0, 1]))
+    with pytest.raises(ValueError, match=r"state holds 1 rows, env_idx names 0"):
+        a.set_state({"steps": np.array([0]), "junk": 1}, env_idx=[])
 
 
 def test_a_prebuilt_engine_s_memory_is_the_env_s():
@@ -536,3 +538,11 @@ def test_a_prebuilt_engine_s_memory_is_the_env_s():
     assert env.memory and not other.memory
     with pytest.raises(ValueError, match="make the env with memory=True and memory_shared"):
         other.hand_over_memory([0])
+    small = type(source)(
+        source.model, 2, "camera", source.device, source.dtype, True, [0, 0], memory_capacity=8
+    )
+    mine = WorldModelVectorEnv(2, world="citywalk", engine=small)  # arguments at their defaults
+    assert (mine.memory_capacity, mine.memory_shared) == (8, True)
+    mine.reset(seed=0)
+    mine.hand_over_memory([0])  # rows sharing a bank
+    assert mine.fork(0, 3).get_state()["steps"].tolist() == [0, 0, 0]  # its forks' banks fit

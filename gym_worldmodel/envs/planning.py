@@ -49,7 +49,9 @@ class Imagined:
             ``(N, H, ...)``, a row's last repeated after its end; else None.
         infos: with ``infos=True``, every info entry of one value per row (the world envs'
             ``pose``, ``step``, ``memory_hits``, ``memory_score``), by key, stacked the same way
-            as NumPy arrays ``(N, H, ...)``: the pose trajectory of each plan. Else None.
+            as NumPy arrays ``(N, H, ...)``: the pose trajectory of each plan. The keys are the
+            first step's: a key a later step lacks repeats its last value, and one that first
+            comes later is left out. Else None.
     """
 
     rewards: np.ndarray
@@ -107,8 +109,8 @@ def imagine(
         ValueError: ``plans`` not ``N`` rows of the same ``H >= 1`` steps, an action the env
             refuses (naming its step), ``seeds`` without ``state``, a ``gamma`` outside (0, 1],
             a state of a row that is done.
-        TypeError: ``futures`` not a Gymnasium vector env, or a ``state`` for one without
-            ``set_state``.
+        TypeError: ``futures`` not a Gymnasium vector env, a ``state`` for one without
+            ``set_state``, or infos that are not a dict (Gymnasium's ``DictInfoToList``).
     """
     if not isinstance(futures, VectorEnv):
         raise TypeError(
@@ -143,6 +145,12 @@ def imagine(
         if mode == AutoresetMode.DISABLED and done.any():  # it steps no done row
             futures.reset(options={"reset_mask": done})
         obs, reward, term, trunc, info = futures.step(action)
+        if not isinstance(info, Mapping):  # (DictInfoToList's list of each row's dict)
+            raise TypeError(
+                f"imagine reads a vector env's info as a dict of batched values, got "
+                f"{type(info).__name__}: imagine in the env that the wrapper turning it into "
+                "that wraps"
+            )
         reward = np.asarray(on_host(reward), np.float64)
         term, trunc = np.asarray(on_host(term), bool), np.asarray(on_host(trunc), bool)
         rewards[alive, h] = reward[alive]

@@ -140,7 +140,7 @@ class RowStateMixin(RowStartsMixin):
                 "state['steps'] must be a 1-D array (one step count per row, as get_state() "
                 f"gives it), got {type(steps).__name__} of shape {np.shape(steps)}"
             )
-        if len(steps) not in (1, len(rows)):
+        if len(steps) != len(rows) and not (len(steps) == 1 and len(rows)):
             into = (
                 f"env_idx names {len(rows)}" if env_idx is not None else f"this env has {len(rows)}"
             )

@@ -227,9 +227,14 @@ class WorldModelVectorEnv(RowAccessMixin, RowStateMixin, RowStartsMixin, VectorE
         driving = self.head if isinstance(self.head, DrivingHead) else None  # the car's limits
         self._ego = EgoShift.for_model(self.config, self.head.modality, driving)
         self.memory = memory_switch(self.world, self.config, memory, memory_shared, memory_capacity)
-        if engine is not None:  # its memory, whatever the arguments say (see Args)
-            self.memory = getattr(engine, "memory", None) is not None
         self.memory_shared, self.memory_capacity = memory_shared, memory_capacity
+        bank = getattr(engine, "memory", None)
+        if engine is not None:  # its memory, whatever the arguments say (see Args)
+            self.memory = bank is not None
+        if bank is not None:  # (a fork builds its engine with these)
+            self.memory_capacity = int(bank.capacity)
+            if len(bank.banks) > 1:  # (one row: as the argument says)
+                self.memory_shared = len(set(bank.banks.tolist())) == 1
         self.metadata = {
             **self.metadata,
             # render() gives one frame per step, so videos play in real time at the step rate;
