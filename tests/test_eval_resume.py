@@ -16,8 +16,8 @@ from gym_worldmodel.cli import main
 from gym_worldmodel.envs.engine import WorldEngine
 from gym_worldmodel.evaluation import resume as resume_mod
 from gym_worldmodel.evaluation.open_loop import rollout
+from gym_worldmodel.evaluation.revisit import evaluate_revisit
 from gym_worldmodel.models import WorldModel, WorldModelConfig
-from gym_worldmodel.revisit import evaluate_revisit
 from gym_worldmodel.sources.collect import collect
 
 

@@ -432,7 +432,7 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 def test_eval_and_revisit_run_on_the_models_device(tmp_path, device):
-    from gym_worldmodel.revisit import evaluate_revisit
+    from gym_worldmodel.evaluation.revisit import evaluate_revisit
 
     data, revisit = tmp_path / "data", tmp_path / "revisit"
     collect(SquareSource(), data, episodes=6, steps=12, heldout_every=3, progress=False)
@@ -563,7 +563,7 @@ def test_paired_interval_resamples_episodes_keeping_their_pairs():
 
 
 def test_revisit_frames_need_the_same_pose_long_enough_before():
-    from gym_worldmodel.revisit import first_visits, revisit_frames
+    from gym_worldmodel.evaluation.revisit import first_visits, revisit_frames
 
     poses = np.zeros((10, 4))
     poses[:, 0] = [0, 1, 2, 3, 4, 4, 3, 2, 1, 0]
@@ -579,7 +579,7 @@ def test_revisit_frames_need_the_same_pose_long_enough_before():
 
 
 def test_revisit_frames_are_binned_by_the_frame_their_place_was_first_shown_at():
-    from gym_worldmodel.revisit import FIRST_VIEW_BINS, _by_first_view, first_view_span
+    from gym_worldmodel.evaluation.revisit import FIRST_VIEW_BINS, _by_first_view, first_view_span
 
     first = np.array([1, 15, 16, 30, 31, 240, 241, 900])
     on = np.arange(len(first), dtype=float)
@@ -593,7 +593,7 @@ def test_revisit_frames_are_binned_by_the_frame_their_place_was_first_shown_at()
 
 
 def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
-    from gym_worldmodel.revisit import evaluate_revisit, write_revisit_report
+    from gym_worldmodel.evaluation.revisit import evaluate_revisit, write_revisit_report
     from gym_worldmodel.sources.episodes import DatasetError
 
     data = tmp_path / "revisit"
@@ -606,7 +606,7 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert np.isfinite(result.psnr_first_visit)
     assert result.psnr_oracle != result.psnr_on  # other memories, other frames
     # the revisit frames by when their place was first shown: every one of them after the start
-    from gym_worldmodel.revisit import first_visits
+    from gym_worldmodel.evaluation.revisit import first_visits
     from gym_worldmodel.sources.episodes import load_episodes
 
     shown = [first_visits(ep.poses, 6)[1] for ep in load_episodes(data, "heldout")]
@@ -674,8 +674,8 @@ def test_revisit_benchmark_end_to_end_on_a_tiny_model(tmp_path, capsys):
 
 
 def test_revisit_runs_each_episode_to_its_own_length(tmp_path, monkeypatch, capsys):
-    from gym_worldmodel import revisit
-    from gym_worldmodel.revisit import evaluate_revisit, revisit_frames
+    from gym_worldmodel.evaluation import revisit
+    from gym_worldmodel.evaluation.revisit import evaluate_revisit, revisit_frames
 
     data = tmp_path / "revisit"  # the card the model is checked against
     collect(RevisitSquareSource(), data, episodes=2, steps=12, heldout_every=2, progress=False)
@@ -726,7 +726,7 @@ def test_revisit_moves_the_anchors_of_a_world_that_moves_them_with_the_car(
     tiny_model, tmp_path, monkeypatch
 ):
     from gym_worldmodel.envs.pose import EgoShift
-    from gym_worldmodel.revisit import evaluate_revisit
+    from gym_worldmodel.evaluation.revisit import evaluate_revisit
 
     data = tmp_path / "driving"
     collect(DrivingRevisitSource(), data, episodes=4, steps=12, heldout_every=2, progress=False)
@@ -927,8 +927,9 @@ def test_eval_options_of_the_chosen_mode_and_of_both_are_not_refused(capsys):
 def test_eval_seed_reaches_both_modes_and_the_reports_command(tmp_path, monkeypatch, capsys):
     import inspect
 
-    from gym_worldmodel import evaluation, revisit
+    from gym_worldmodel import evaluation
     from gym_worldmodel.cli import evaluate as cli_eval
+    from gym_worldmodel.evaluation import revisit
     from gym_worldmodel.sources import episodes
 
     # the CLI's default is the library's, in both modes
@@ -972,8 +973,9 @@ def test_eval_seed_reaches_both_modes_and_the_reports_command(tmp_path, monkeypa
 def test_eval_sampler_options_reach_the_evaluated_model_in_both_modes(
     tiny_model, tmp_path, monkeypatch
 ):
-    from gym_worldmodel import evaluation, revisit
+    from gym_worldmodel import evaluation
     from gym_worldmodel.cli import evaluate as cli_eval
+    from gym_worldmodel.evaluation import revisit
     from gym_worldmodel.sources import episodes
 
     class HandedOver(Exception):

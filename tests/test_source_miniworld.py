@@ -126,7 +126,7 @@ def test_loop_policy_revisits_start():
 
 
 def test_revisit_policy_walks_back_through_its_own_poses():
-    from gym_worldmodel.revisit import revisit_frames
+    from gym_worldmodel.evaluation.revisit import revisit_frames
 
     src = MiniWorldSource(policy="revisit")
     try:

@@ -63,7 +63,7 @@ def eval_main(argv: Sequence[str]) -> None:
     if args.against is not None:  # read now, not after the run
         if not args.revisit:
             parser.error("--against compares revisit runs: it needs --revisit")
-        from gym_worldmodel.revisit import read_revisit
+        from gym_worldmodel.evaluation.revisit import read_revisit
 
         try:
             args.against_run = read_revisit(args.against)
@@ -358,7 +358,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _revisit(args: argparse.Namespace, model: Any, command: str, resume: Path) -> None:
     """``eval --revisit``: memory on against off on the frames that return to a place."""
-    from gym_worldmodel.revisit import (
+    from gym_worldmodel.evaluation.revisit import (
         against,
         evaluate_revisit,
         first_view_span,
