@@ -148,8 +148,8 @@ def imagine(
         if not isinstance(info, Mapping):  # (DictInfoToList's list of each row's dict)
             raise TypeError(
                 f"imagine reads a vector env's info as a dict of batched values, got "
-                f"{type(info).__name__}: imagine in the env that the wrapper turning it into "
-                "that wraps"
+                f"{type(info).__name__} (as Gymnasium's DictInfoToList gives it): imagine in "
+                "the env that wrapper wraps"
             )
         reward = np.asarray(on_host(reward), np.float64)
         term, trunc = np.asarray(on_host(term), bool), np.asarray(on_host(trunc), bool)
