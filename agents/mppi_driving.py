@@ -83,7 +83,7 @@ def main() -> None:
     env = WorldModelVectorEnv(
         1, world="driving", model=args.model, reward_fn=reward, memory=False, nfe=args.nfe
     )
-    env.reset(seed=args.seed)
+    _, info = env.reset(seed=args.seed)
     futures = env.fork(0, args.samples)
     rng = np.random.default_rng(args.seed)
     nominal = np.zeros((args.horizon, 2), np.float32)  # (steering, acceleration) per step
@@ -100,7 +100,7 @@ def main() -> None:
         weights = np.exp((returns - returns.max()) / args.temperature)
         weights /= weights.sum()
         if got.infos is not None:  # the samples' (x, y) after each imagined step
-            drawn.append((env.get_state(0)["pose"][0, :2], got.infos["pose"][..., :2], weights))
+            drawn.append((info["pose"][0, :2], got.infos["pose"][..., :2], weights))
         nominal = np.einsum("s,shc->hc", weights, plans).astype(np.float32)
         _, r, *_, info = env.step(nominal[:1])
         x, y, heading, speed = info["pose"][0]
@@ -117,7 +117,7 @@ def main() -> None:
         f"(denoiser passes a step: {futures.config.sampler.nfe})"
     )
     if args.plot is not None:
-        path = np.array([begin for begin, _, _ in drawn] + [env.get_state(0)["pose"][0, :2]])
+        path = np.array([begin for begin, _, _ in drawn] + [info["pose"][0, :2]])
         plot(args.plot, drawn, path, args.lane)
         print(f"wrote {args.plot}")
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from gym_worldmodel.envs.actions import encode_rows, on_host
+from gym_worldmodel.envs.actions import on_host
 from gym_worldmodel.envs.vector_env import WorldModelVectorEnv
 
 
@@ -125,7 +125,8 @@ def imagine(
         raise ValueError("seeds reseed a loaded state: give the state too (or reset with seed=)")
     actions = [_step_of(plans, h) for h in range(horizon)]
     base = futures.unwrapped
-    if futures is base and isinstance(base, WorldModelVectorEnv):
+    own = futures is base and isinstance(base, WorldModelVectorEnv)  # (no wrapper in between)
+    if own:
         _check_actions(base, actions)
     if state is not None:
         _load(futures, base, state, seeds)
@@ -160,7 +161,8 @@ def imagine(
         lengths[ended] = h + 1
         terminated |= ended & term
         truncated |= ended & ~term
-        obs = _copy(obs)  # (an env may hand out one buffer every step)
+        if not own:  # (the world env's are copies; another may hand out one buffer a step)
+            obs = _copy(obs)
         if mode == AutoresetMode.SAME_STEP and ended.any():  # obs is the next episode's
             obs = _put_rows(obs, np.flatnonzero(ended), info["final_obs"])
         if last is not None and not alive.all():
@@ -272,10 +274,9 @@ def _step_of(plans: Any, h: int) -> Any:
 
 def _check_actions(env: WorldModelVectorEnv, actions: list[Any]) -> None:
     """Refuse a plan with a step the env would refuse, before any row steps."""
-    none = np.zeros(env.num_envs, bool)
     for h, action in enumerate(actions):
         try:
-            encode_rows(env.head, action, env.config.dit.chunk_frames, none)
+            env.head.encode(action, env.num_envs, env.config.dit.chunk_frames)
         except ValueError as err:
             raise ValueError(f"plans[:, {h}]: {err}") from err
 
